@@ -1,0 +1,1 @@
+"""kvsim: KV-cache paging simulator and capacity planner."""

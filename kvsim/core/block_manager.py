@@ -1,0 +1,307 @@
+"""Paged KV block manager: block tables, ref counts, copy-on-write, prefix cache, swap.
+
+GPU memory holds ``num_gpu_blocks`` physical blocks of ``block_size`` token
+slots; the CPU swap pool holds ``num_cpu_blocks``. Each sequence owns a block
+table (a list of physical block ids, logical order). Blocks are shared between
+sequences by reference counting: ``fork`` shares every block of a parent,
+prefix caching shares full prompt blocks with equal chained hashes.
+
+Global invariants (``check_invariants``):
+  * sum of GPU ref counts == number of GPU block-table entries (same for CPU);
+  * a block is either free, cached-and-evictable (ref 0, prefix cache only) or
+    referenced (ref > 0) — never two of these;
+  * ``used_slots`` == sum of ``fill`` over referenced blocks.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from enum import Enum
+
+
+class AllocStatus(str, Enum):
+    OK = "ok"
+    LATER = "later"
+    NEVER = "never"
+
+
+class PagedBlockManager:
+    def __init__(self, num_gpu_blocks: int, block_size: int, num_cpu_blocks: int = 0,
+                 watermark: float = 0.01, enable_prefix_caching: bool = False):
+        if block_size < 1:
+            raise ValueError("block_size must be >= 1")
+        if num_gpu_blocks < 1:
+            raise ValueError("num_gpu_blocks must be >= 1")
+        self.block_size = block_size
+        self.num_gpu_blocks = num_gpu_blocks
+        self.num_cpu_blocks = num_cpu_blocks
+        self.watermark_blocks = int(watermark * num_gpu_blocks)
+        self.enable_prefix_caching = enable_prefix_caching
+        self.ref = [0] * num_gpu_blocks
+        self.fill = [0] * num_gpu_blocks          # token slots written in each block
+        self._free = list(range(num_gpu_blocks - 1, -1, -1))   # pop() -> lowest id first
+        self.tables: dict[int, list[int]] = {}
+        self.num_tokens: dict[int, int] = {}       # slots held by each GPU-resident sequence
+        self.used_slots = 0
+        self.num_allocated = 0                     # referenced GPU blocks
+        # prefix cache
+        self._hash_of: dict[int, int] = {}         # block -> chained hash (registered full blocks)
+        self._block_of: dict[int, int] = {}        # chained hash -> block
+        self._evictable: OrderedDict[int, None] = OrderedDict()  # ref-0 cached blocks, LRU first
+        self.prefix_hits_tokens = 0
+        self.prefix_queries_tokens = 0
+        # CPU side
+        self.cpu_ref = [0] * num_cpu_blocks
+        self._cpu_free = list(range(num_cpu_blocks - 1, -1, -1))
+        self.cpu_tables: dict[int, list[int]] = {}
+        self.cpu_num_tokens: dict[int, int] = {}
+        self.cpu_fill = [0] * num_cpu_blocks
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def num_free_blocks(self) -> int:
+        """Blocks an allocation can take now: free plus evictable cached blocks."""
+        return len(self._free) + len(self._evictable)
+
+    @property
+    def num_free_cpu_blocks(self) -> int:
+        return len(self._cpu_free)
+
+    def blocks_for(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    def can_allocate(self, num_blocks: int) -> AllocStatus:
+        """OK if ``num_blocks`` fit now leaving the watermark free; NEVER if they can never fit."""
+        if num_blocks > self.num_gpu_blocks - self.watermark_blocks:
+            return AllocStatus.NEVER
+        if self.num_free_blocks - num_blocks >= self.watermark_blocks:
+            return AllocStatus.OK
+        return AllocStatus.LATER
+
+    # ------------------------------------------------------------ primitives
+    def _take_block(self) -> int:
+        if self._free:
+            b = self._free.pop()
+        elif self._evictable:
+            b, _ = self._evictable.popitem(last=False)   # evict least recently used
+            del self._block_of[self._hash_of.pop(b)]
+        else:
+            raise RuntimeError("out of GPU blocks (caller must check capacity first)")
+        self.ref[b] = 1
+        self.fill[b] = 0
+        self.num_allocated += 1
+        return b
+
+    def _release(self, b: int) -> None:
+        r = self.ref[b] - 1
+        self.ref[b] = r
+        if r == 0:
+            self.num_allocated -= 1
+            self.used_slots -= self.fill[b]
+            if b in self._hash_of:
+                self._evictable[b] = None
+            else:
+                self._free.append(b)
+
+    def allocate(self, seq_id: int, num_tokens: int, hashes: list[int] | None = None) -> int:
+        """Give ``seq_id`` a table for ``num_tokens`` prompt slots; return prompt tokens found cached.
+
+        With prefix caching, leading full blocks whose chained hash is cached are
+        shared instead of allocated; at least one token is always left to compute.
+        Invariant: afterwards ``len(tables[seq_id]) == ceil(num_tokens / block_size)``.
+        """
+        assert seq_id not in self.tables
+        bs = self.block_size
+        table: list[int] = []
+        hit_blocks = 0
+        if self.enable_prefix_caching and hashes:
+            self.prefix_queries_tokens += num_tokens
+            max_hits = (num_tokens - 1) // bs
+            for h in hashes[:max_hits]:
+                b = self._block_of.get(h)
+                if b is None:
+                    break
+                if self.ref[b] == 0:
+                    del self._evictable[b]
+                    self.num_allocated += 1
+                    self.used_slots += self.fill[b]
+                self.ref[b] += 1
+                table.append(b)
+                hit_blocks += 1
+            self.prefix_hits_tokens += hit_blocks * bs
+        for i in range(hit_blocks, self.blocks_for(num_tokens)):
+            b = self._take_block()
+            f = min(bs, num_tokens - i * bs)
+            self.fill[b] = f
+            self.used_slots += f
+            if self.enable_prefix_caching and hashes and i < len(hashes) and f == bs:
+                h = hashes[i]
+                if h not in self._block_of:
+                    self._block_of[h] = b
+                    self._hash_of[b] = h
+            table.append(b)
+        self.tables[seq_id] = table
+        self.num_tokens[seq_id] = num_tokens
+        return hit_blocks * bs
+
+    def share(self, src_seq: int, dst_seq: int) -> None:
+        """``dst_seq`` gets a copy of ``src_seq``'s table; every block's ref count grows by one."""
+        table = self.tables[src_seq]
+        for b in table:
+            self.ref[b] += 1
+        self.tables[dst_seq] = list(table)
+        self.num_tokens[dst_seq] = self.num_tokens[src_seq]
+
+    def append_slot(self, seq_id: int) -> tuple[int, int] | None:
+        """Add one token slot to ``seq_id``; return a copy-on-write ``(src, dst)`` pair if one was needed.
+
+        Invariant: never writes into a block whose ref count is > 1 — a shared
+        partial last block is first copied into a fresh private block.
+        Caller must ensure a free block exists (``can_append``).
+        """
+        n = self.num_tokens[seq_id]
+        table = self.tables[seq_id]
+        bs = self.block_size
+        cow = None
+        if n % bs == 0:
+            b = self._take_block()
+            table.append(b)
+        else:
+            b = table[-1]
+            if self.ref[b] > 1:
+                nb = self._take_block()
+                self.fill[nb] = self.fill[b]
+                self.used_slots += self.fill[b]
+                self.ref[b] -= 1
+                table[-1] = nb
+                cow = (b, nb)
+                b = nb
+        self.fill[b] += 1
+        self.used_slots += 1
+        self.num_tokens[seq_id] = n + 1
+        return cow
+
+    def slots_needed(self, seq_id: int) -> int:
+        """New blocks ``append_slot(seq_id)`` would take (0 or 1)."""
+        n = self.num_tokens[seq_id]
+        if n % self.block_size == 0:
+            return 1
+        return 1 if self.ref[self.tables[seq_id][-1]] > 1 else 0
+
+    def free(self, seq_id: int) -> None:
+        """Drop ``seq_id``'s table, releasing one reference to each of its blocks (GPU or CPU)."""
+        table = self.tables.pop(seq_id, None)
+        if table is not None:
+            del self.num_tokens[seq_id]
+            for b in reversed(table):
+                self._release(b)
+            return
+        table = self.cpu_tables.pop(seq_id, None)
+        if table is not None:
+            del self.cpu_num_tokens[seq_id]
+            for c in table:
+                self.cpu_ref[c] -= 1
+                if self.cpu_ref[c] == 0:
+                    self._cpu_free.append(c)
+
+    def reparent(self, seq_ids: list[int], parents: list[int]) -> None:
+        """Beam search step: sequence ``seq_ids[i]`` continues from ``seq_ids[parents[i]]``.
+
+        Each child's table becomes a shared copy of its parent's (ref counts
+        grow), then the old tables are released, so blocks of beams that left no
+        child are freed and blocks of common ancestors stay shared.
+        Invariant: sum of ref counts == table entries before and after.
+        """
+        if all(p == i for i, p in enumerate(parents)):
+            return
+        old = [self.tables[s] for s in seq_ids]
+        lens = [self.num_tokens[s] for s in seq_ids]
+        for i, s in enumerate(seq_ids):
+            t = old[parents[i]]
+            for b in t:
+                self.ref[b] += 1
+            self.tables[s] = list(t)
+            self.num_tokens[s] = lens[parents[i]]
+        for t in old:
+            for b in reversed(t):
+                self._release(b)
+
+    # ------------------------------------------------------------------ swap
+    def _unique(self, tables: list[list[int]]) -> list[int]:
+        seen: dict[int, None] = {}
+        for t in tables:
+            for b in t:
+                seen[b] = None
+        return list(seen)
+
+    def can_swap_out(self, seq_ids: list[int]) -> bool:
+        return len(self._unique([self.tables[s] for s in seq_ids])) <= len(self._cpu_free)
+
+    def swap_out(self, seq_ids: list[int]) -> list[tuple[int, int]]:
+        """Move the sequences' blocks to the CPU pool, keeping their sharing; return ``(gpu, cpu)`` pairs.
+
+        Invariant: each shared GPU block is copied once; sequence lengths and
+        table shapes are preserved for ``swap_in``.
+        """
+        mapping: dict[int, int] = {}
+        for s in seq_ids:
+            table = self.tables.pop(s)
+            n = self.num_tokens.pop(s)
+            cpu_table = []
+            for b in table:
+                c = mapping.get(b)
+                if c is None:
+                    c = self._cpu_free.pop()
+                    mapping[b] = c
+                    self.cpu_fill[c] = self.fill[b]
+                self.cpu_ref[c] += 1
+                cpu_table.append(c)
+            for b in reversed(table):
+                self._release(b)
+            self.cpu_tables[s] = cpu_table
+            self.cpu_num_tokens[s] = n
+        return list(mapping.items())
+
+    def blocks_to_swap_in(self, seq_ids: list[int]) -> int:
+        return len(self._unique([self.cpu_tables[s] for s in seq_ids]))
+
+    def swap_in(self, seq_ids: list[int]) -> list[tuple[int, int]]:
+        """Inverse of ``swap_out``: return ``(cpu, gpu)`` pairs; frees the CPU blocks."""
+        mapping: dict[int, int] = {}
+        for s in seq_ids:
+            cpu_table = self.cpu_tables.pop(s)
+            table = []
+            for c in cpu_table:
+                b = mapping.get(c)
+                if b is None:
+                    b = self._take_block()
+                    mapping[c] = b
+                    self.fill[b] = self.cpu_fill[c]
+                    self.used_slots += self.cpu_fill[c]
+                else:
+                    self.ref[b] += 1
+                table.append(b)
+                self.cpu_ref[c] -= 1
+                if self.cpu_ref[c] == 0:
+                    self._cpu_free.append(c)
+            self.tables[s] = table
+            self.num_tokens[s] = self.cpu_num_tokens.pop(s)
+        return list(mapping.items())
+
+    # ------------------------------------------------------------- checking
+    def check_invariants(self) -> None:
+        """Raise AssertionError if any global invariant (module docstring) is broken."""
+        entries = sum(len(t) for t in self.tables.values())
+        assert sum(self.ref) == entries, (sum(self.ref), entries)
+        cpu_entries = sum(len(t) for t in self.cpu_tables.values())
+        assert sum(self.cpu_ref) == cpu_entries
+        free = set(self._free)
+        assert len(free) == len(self._free)
+        evict = set(self._evictable)
+        refd = {b for b in range(self.num_gpu_blocks) if self.ref[b] > 0}
+        assert not (free & evict) and not (free & refd) and not (evict & refd)
+        assert len(free) + len(evict) + len(refd) == self.num_gpu_blocks
+        assert self.num_allocated == len(refd)
+        assert self.used_slots == sum(self.fill[b] for b in refd)
+        for s, t in self.tables.items():
+            assert len(t) == self.blocks_for(self.num_tokens[s]), s
+        assert len(self._cpu_free) + sum(1 for r in self.cpu_ref if r > 0) == self.num_cpu_blocks

@@ -1,0 +1,313 @@
+"""Iteration-level scheduler: which groups prefill, which decode, who is preempted.
+
+Policies (``SchedulerConfig.policy``):
+
+* ``vllm`` — the PagedAttention paper's scheduler: FCFS; if nothing is swapped
+  out, admit waiting groups (whole prompts) under ``max_num_seqs`` and
+  ``max_num_batched_tokens``; a step with prefills runs only prefills; otherwise
+  every running group decodes one token, preempting the latest-arrived group
+  (all-or-nothing) whenever a running group cannot get its next block; if no
+  group was preempted, swapped groups come back (FCFS) before any new admission.
+* ``chunked`` — chunked prefill (Sarathi/vLLM style): running groups decode
+  first, then partial prefills continue, then new groups are admitted, all under
+  one token budget, mixing prefill chunks and decodes in a step.
+* ``static`` — request-level batching (FasterTransformer-like): a batch is
+  admitted only when none is running and runs until its longest request ends;
+  finished requests keep their memory and their (padded) compute until then.
+
+The scheduler keeps no clock: ``schedule(now)`` and ``complete_step(plan, now)``
+receive the caller's time (simulated or wall clock).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvsim.core.beam import choose_parents
+from kvsim.core.block_manager import AllocStatus
+from kvsim.core.plan import StepPlan
+from kvsim.core.request import RequestSpec
+from kvsim.core.sequence import GroupStatus, SequenceGroup
+
+POLICIES = ("vllm", "chunked", "static")
+PREEMPTION_MODES = ("auto", "swap", "recompute")
+
+
+@dataclass
+class SchedulerConfig:
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 2048
+    max_model_len: int = 2048
+    policy: str = "vllm"
+    preemption_mode: str = "auto"
+    beam_keep_prob: float = 0.5
+    beam_decay: float = 0.5
+
+
+class Scheduler:
+    def __init__(self, kv, config: SchedulerConfig, rng: np.random.Generator):
+        if config.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}")
+        if config.preemption_mode not in PREEMPTION_MODES:
+            raise ValueError(f"preemption_mode must be one of {PREEMPTION_MODES}")
+        self.kv = kv
+        self.cfg = config
+        self.rng = rng
+        self.groups: dict[int, SequenceGroup] = {}
+        self.waiting: deque[SequenceGroup] = deque()
+        self.running: list[SequenceGroup] = []
+        self.swapped: list[SequenceGroup] = []
+        self.finished: list[SequenceGroup] = []
+        self.rejected: list[SequenceGroup] = []
+        self._next_seq_id = 0
+        self._static_done: set[int] = set()
+
+    # ----------------------------------------------------------------- intake
+    def add_request(self, spec: RequestSpec) -> SequenceGroup:
+        """Queue a request that has arrived. Requests that can never run are rejected with a reason.
+
+        Invariant: every added request ends FINISHED or REJECTED (with ``reject_reason``).
+        """
+        g = SequenceGroup(spec, self._next_seq_id)
+        self._next_seq_id += spec.num_seqs
+        self.groups[spec.request_id] = g
+        cfg = self.cfg
+        reason = None
+        if spec.prompt_len + spec.output_len > cfg.max_model_len:
+            reason = (f"prompt+output of {spec.prompt_len + spec.output_len} tokens exceeds "
+                      f"max_model_len={cfg.max_model_len}")
+        elif cfg.policy != "chunked" and spec.prompt_len > cfg.max_num_batched_tokens:
+            reason = (f"prompt of {spec.prompt_len} tokens exceeds "
+                      f"max_num_batched_tokens={cfg.max_num_batched_tokens}")
+        elif spec.num_seqs > cfg.max_num_seqs:
+            reason = f"{spec.num_seqs} sequences exceed max_num_seqs={cfg.max_num_seqs}"
+        else:
+            reason = self.kv.never_fits(g)
+        if reason:
+            self._reject(g, reason)
+        else:
+            self.waiting.append(g)
+        return g
+
+    def _reject(self, g: SequenceGroup, reason: str) -> None:
+        g.status = GroupStatus.REJECTED
+        g.reject_reason = reason
+        self.rejected.append(g)
+        self.kv.forget(g)
+
+    @property
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running or self.swapped)
+
+    def num_running_seqs(self) -> int:
+        return sum(len(g.seqs) for g in self.running)
+
+    # ------------------------------------------------------------- schedule
+    def schedule(self, now: float) -> StepPlan:
+        """Plan one iteration. Deterministic given the call sequence and the rng seed."""
+        plan = StepPlan(now_s=now)
+        policy = self.cfg.policy
+        if policy == "static":
+            self._schedule_static(plan)
+        elif policy == "vllm":
+            if not self.swapped:
+                self._admit(plan, self.cfg.max_num_batched_tokens, chunked=False)
+            if not plan.prefill_group_ids:
+                if not self._decode(plan):
+                    self._swap_in(plan)
+        else:
+            preempted = self._decode(plan)
+            if not preempted:
+                self._swap_in(plan)
+            budget = self.cfg.max_num_batched_tokens - plan.num_decode_seqs
+            for g in self.running:
+                if budget <= 0:
+                    break
+                if g.in_prefill and g.group_id not in plan.prefill_group_ids:
+                    chunk = min(g.prefill_target - g.prefill_done, budget)
+                    self._add_prefill(plan, g, chunk)
+                    budget -= chunk
+            if not self.swapped and budget > 0:
+                self._admit(plan, budget, chunked=True)
+        for g in self.running:
+            if g.first_scheduled_s is None:
+                g.first_scheduled_s = now
+        return plan
+
+    def _add_prefill(self, plan: StepPlan, g: SequenceGroup, tokens: int) -> None:
+        plan.prefill_group_ids.append(g.group_id)
+        plan.prefill_new_tokens.append(tokens)
+        plan.prefill_cached_tokens.append(g.prefill_done)
+
+    def _admit(self, plan: StepPlan, budget: int, chunked: bool) -> None:
+        num_seqs = self.num_running_seqs()
+        admitted = False
+        while self.waiting:
+            g = self.waiting[0]
+            todo = g.prefill_target
+            if not chunked and todo > budget and plan.prefill_group_ids:
+                break
+            if chunked and budget <= 0:
+                break
+            if num_seqs + len(g.seqs) > self.cfg.max_num_seqs:
+                break
+            status = self.kv.can_admit(g)
+            if status == AllocStatus.NEVER:
+                self.waiting.popleft()
+                self._reject(g, self.kv.never_fits(g) or "does not fit in KV memory")
+                continue
+            if status == AllocStatus.LATER:
+                break
+            self.waiting.popleft()
+            cached = self.kv.admit(g)
+            g.cached_tokens = cached
+            g.prefill_done = cached
+            g.status = GroupStatus.RUNNING
+            self.running.append(g)
+            admitted = True
+            num_seqs += len(g.seqs)
+            tokens = todo - cached
+            if chunked:
+                tokens = min(tokens, budget)
+            self._add_prefill(plan, g, tokens)
+            budget -= tokens
+        if admitted:
+            self._sort_running()
+
+    def _sort_running(self) -> None:
+        self.running.sort(key=lambda g: (g.arrival_s, g.group_id))
+
+    def _decode(self, plan: StepPlan) -> bool:
+        """Give every decoding group its next slot, preempting latest arrivals when memory runs out."""
+        queue = deque(self.running)
+        kept: list[SequenceGroup] = []
+        preempted = False
+        while queue:
+            g = queue.popleft()
+            if g.in_prefill:
+                kept.append(g)
+                continue
+            while self.kv.free_blocks() < self.kv.append_need(g):
+                victim = queue.pop() if queue else None
+                if victim is None:
+                    # last resort: a later-arrived group already kept (chunked prefill ones)
+                    later = [k for k in kept if (k.arrival_s, k.group_id) > (g.arrival_s, g.group_id)]
+                    victim = later[-1] if later else g
+                    if victim is not g:
+                        kept.remove(victim)
+                self._preempt(plan, victim)
+                preempted = True
+                if victim is g:
+                    break
+            else:
+                plan.copy_pairs.extend(self.kv.append(g))
+                plan.decode_group_ids.append(g.group_id)
+                plan.decode_context_tokens.extend(s.length for s in g.seqs)
+                kept.append(g)
+        self.running = kept
+        return preempted
+
+    def _preempt(self, plan: StepPlan, g: SequenceGroup) -> None:
+        mode = self.cfg.preemption_mode
+        if mode == "auto":
+            mode = "swap" if len(g.seqs) > 1 else "recompute"
+        if mode == "swap" and not self.kv.can_swap_out(g):
+            mode = "recompute"
+        g.num_preemptions += 1
+        plan.preempted.append((g.group_id, mode))
+        if mode == "swap":
+            plan.swap_out.extend(self.kv.swap_out(g))
+            g.status = GroupStatus.SWAPPED
+            g.num_swaps += 1
+            self.swapped.append(g)
+        else:
+            self.kv.free_group(g)
+            g.status = GroupStatus.WAITING
+            g.num_recomputes += 1
+            g.prefill_target = g.recompute_len()
+            g.prefill_done = 0
+            self.waiting.appendleft(g)
+
+    def _swap_in(self, plan: StepPlan) -> None:
+        if not self.swapped:
+            return
+        self.swapped.sort(key=lambda g: (g.arrival_s, g.group_id))
+        num_seqs = self.num_running_seqs()
+        while self.swapped:
+            g = self.swapped[0]
+            if num_seqs + len(g.seqs) > self.cfg.max_num_seqs or not self.kv.can_swap_in(g):
+                break
+            self.swapped.pop(0)
+            plan.swap_in.extend(self.kv.swap_in(g))
+            g.status = GroupStatus.RUNNING
+            num_seqs += len(g.seqs)
+            plan.copy_pairs.extend(self.kv.append(g))
+            plan.decode_group_ids.append(g.group_id)
+            plan.decode_context_tokens.extend(s.length for s in g.seqs)
+            self.running.append(g)
+        self._sort_running()
+
+    def _schedule_static(self, plan: StepPlan) -> None:
+        if not self.running:
+            self._static_done.clear()
+            self._admit(plan, 1 << 62, chunked=False)
+            return
+        for g in self.running:
+            if g.group_id not in self._static_done:
+                plan.copy_pairs.extend(self.kv.append(g))
+            plan.decode_group_ids.append(g.group_id)
+            plan.decode_context_tokens.extend(s.length for s in g.seqs)
+
+    # ------------------------------------------------------------- complete
+    def complete_step(self, plan: StepPlan, now: float,
+                      beam_parents: dict[int, list[int]] | None = None) -> list[SequenceGroup]:
+        """Apply a finished step's outcome: new tokens, beam re-parenting, finished groups freed.
+
+        ``beam_parents`` gives the real parents chosen by an engine's sampler;
+        groups missing from it use the seeded beam model.
+        Returns the groups that finished at ``now``.
+        """
+        groups = self.groups
+        done: list[SequenceGroup] = []
+        for gid, new in zip(plan.prefill_group_ids, plan.prefill_new_tokens):
+            g = groups[gid]
+            g.prefill_done += new
+            if g.prefill_done >= g.prefill_target:
+                for s in g.seqs:
+                    s.generated += 1
+                if g.first_token_s is None:
+                    g.first_token_s = now
+                if g.generated >= g.spec.output_len:
+                    done.append(g)
+        static = self.cfg.policy == "static"
+        for gid in plan.decode_group_ids:
+            g = groups[gid]
+            if static and gid in self._static_done:
+                continue
+            if g.is_beam:
+                parents = (beam_parents or {}).get(gid)
+                if parents is None:
+                    parents = choose_parents(self.rng, len(g.seqs), self.cfg.beam_keep_prob,
+                                             self.cfg.beam_decay)
+                self.kv.reparent(g, parents)
+            for s in g.seqs:
+                s.generated += 1
+            if g.generated >= g.spec.output_len:
+                done.append(g)
+        if static:
+            self._static_done.update(g.group_id for g in done)
+            if len(self._static_done) < len(self.running):
+                return []
+            done = list(self.running)
+        for g in done:
+            g.blocks_at_finish = self.kv.group_blocks(g)
+            self.kv.free_group(g)
+            self.kv.forget(g)
+            g.status = GroupStatus.FINISHED
+            g.finish_s = now
+            self.finished.append(g)
+        if done:
+            self.running = [g for g in self.running if g.status is GroupStatus.RUNNING]
+        return done

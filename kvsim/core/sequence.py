@@ -1,0 +1,98 @@
+"""Sequences and sequence groups: the scheduling state of a request.
+
+A request (``RequestSpec``) becomes one ``SequenceGroup`` holding ``num_seqs``
+``Sequence`` objects: 1 for plain generation, ``n`` for parallel sampling,
+``beam_width`` for beam search. All sequences of a group share the prompt.
+
+Token accounting follows vLLM: after the prompt is computed the group has
+produced its first token (``generated == 1``); every decode step feeds the last
+generated token, writes its KV into one new slot and produces the next token.
+So a sequence holds ``prompt_len + generated - 1`` KV slots between steps and
+``prompt_len + generated`` while a decode step runs; it finishes when
+``generated == output_len``, having written at most ``prompt_len + output_len - 1``
+KV entries.
+"""
+from __future__ import annotations
+
+from enum import Enum
+
+from kvsim.core.request import RequestSpec
+
+
+class GroupStatus(str, Enum):
+    WAITING = "waiting"      # not admitted, or preempted by recompute
+    RUNNING = "running"      # has KV on the GPU
+    SWAPPED = "swapped"      # KV on the CPU (preempted by swap)
+    FINISHED = "finished"
+    REJECTED = "rejected"
+
+
+class Sequence:
+    """One token stream. ``generated`` counts output tokens produced so far."""
+
+    __slots__ = ("seq_id", "group", "generated")
+
+    def __init__(self, seq_id: int, group: "SequenceGroup"):
+        self.seq_id = seq_id
+        self.group = group
+        self.generated = 0
+
+    @property
+    def length(self) -> int:
+        """Prompt plus generated tokens (the context a decode step attends to)."""
+        return self.group.spec.prompt_len + self.generated
+
+    @property
+    def final_kv_tokens(self) -> int:
+        """KV entries the sequence will have written when it finishes."""
+        return self.group.spec.prompt_len + self.group.spec.output_len - 1
+
+
+class SequenceGroup:
+    """A request's scheduling state. Timestamps are seconds on the caller's clock."""
+
+    __slots__ = ("spec", "seqs", "status", "prefill_target", "prefill_done",
+                 "arrival_s", "first_scheduled_s", "first_token_s", "finish_s",
+                 "num_preemptions", "num_swaps", "num_recomputes", "reject_reason",
+                 "cached_tokens", "blocks_at_finish")
+
+    def __init__(self, spec: RequestSpec, first_seq_id: int):
+        self.spec = spec
+        self.seqs = [Sequence(first_seq_id + i, self) for i in range(spec.num_seqs)]
+        self.status = GroupStatus.WAITING
+        self.prefill_target = spec.prompt_len   # tokens the next (re)prefill must compute
+        self.prefill_done = 0                   # tokens of it computed so far (chunked prefill)
+        self.arrival_s = spec.arrival_s
+        self.first_scheduled_s: float | None = None
+        self.first_token_s: float | None = None
+        self.finish_s: float | None = None
+        self.num_preemptions = 0
+        self.num_swaps = 0
+        self.num_recomputes = 0
+        self.reject_reason: str | None = None
+        self.cached_tokens = 0                  # prefix-cache hits at the last admission
+        self.blocks_at_finish = 0
+
+    @property
+    def group_id(self) -> int:
+        return self.spec.request_id
+
+    @property
+    def is_beam(self) -> bool:
+        return self.spec.beam_width > 1
+
+    @property
+    def in_prefill(self) -> bool:
+        return self.prefill_done < self.prefill_target
+
+    @property
+    def generated(self) -> int:
+        return self.seqs[0].generated
+
+    def recompute_len(self) -> int:
+        """Tokens a recompute must run: the prompt once plus every sequence's own generated tokens."""
+        return self.spec.prompt_len + sum(s.generated for s in self.seqs)
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return (f"SequenceGroup(id={self.group_id}, status={self.status.value}, "
+                f"gen={self.generated}/{self.spec.output_len}, seqs={len(self.seqs)})")

@@ -1,0 +1,45 @@
+"""Synthetic token ids and chained block hashes for prefix caching.
+
+Workloads without text still need token ids so that shared prefixes can be
+recognised by content, as a real engine does. A request's prompt is the shared
+prefix (tokens drawn from a generator seeded by ``prefix_id``) followed by its
+own tokens (seeded by ``request_id``). Two requests share a full block exactly
+when the tokens of that block and of every block before it are equal, which is
+what the chained hash encodes: ``h[i] = hash((h[i-1], tokens of block i))``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from kvsim.core.request import RequestSpec
+
+VOCAB_SIZE = 32000
+_PREFIX_SALT = 0x5EED_0001
+_REQUEST_SALT = 0x5EED_0002
+
+
+def synthetic_prompt_tokens(spec: RequestSpec, vocab_size: int = VOCAB_SIZE) -> np.ndarray:
+    """Deterministic int32 token ids of ``spec``'s prompt (length ``prompt_len``)."""
+    parts = []
+    if spec.prefix_id >= 0 and spec.prefix_len > 0:
+        rng = np.random.default_rng([_PREFIX_SALT, spec.prefix_id])
+        parts.append(rng.integers(0, vocab_size, spec.prefix_len, dtype=np.int32))
+    rest = spec.prompt_len - (spec.prefix_len if parts else 0)
+    rng = np.random.default_rng([_REQUEST_SALT, spec.request_id])
+    parts.append(rng.integers(0, vocab_size, rest, dtype=np.int32))
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def block_hashes(tokens: np.ndarray, block_size: int) -> list[int]:
+    """Chained hashes of every *full* block of ``tokens``.
+
+    Invariant: ``block_hashes(a)[i] == block_hashes(b)[i]`` iff (up to hash
+    collisions) ``a[:(i+1)*block_size] == b[:(i+1)*block_size]``.
+    """
+    out: list[int] = []
+    h = 0
+    data = np.ascontiguousarray(tokens, dtype=np.int32)
+    for i in range(len(data) // block_size):
+        h = hash((h, data[i * block_size:(i + 1) * block_size].tobytes()))
+        out.append(h)
+    return out

@@ -1,0 +1,57 @@
+"""CostModel: how long one engine iteration (a StepPlan) takes, in seconds.
+
+Two implementations are planned: the analytical roofline
+(:mod:`kvsim.cost.roofline`, any GPU from the catalogue, no GPU needed) and a
+calibrated one interpolating measured profiles.
+
+Contract every implementation must keep (the simulator relies on it):
+
+* ``step_time(plan)`` prices everything in the plan; an empty plan costs 0.
+* A *decode-only* plan (no prefill, no copy-on-write, no swaps) is priced from
+  ``(len(plan.decode_context_tokens), sum(plan.decode_context_tokens))`` only,
+  and ``step_time(plan) == decode_step_times(n, np.array([sum(ctx)]))[0]``
+  bit for bit. The simulator fast-forwards runs of decode steps with the
+  vectorised form; stepping one by one must give identical floats.
+"""
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+from kvsim.core.plan import StepPlan
+
+
+def is_decode_only(plan: StepPlan) -> bool:
+    """True when the plan only decodes: no prefill, no block copies, no swaps (and some decode)."""
+    return bool(plan.decode_context_tokens) and not (
+        plan.prefill_new_tokens or plan.copy_pairs or plan.swap_in or plan.swap_out)
+
+
+class CostModel(abc.ABC):
+    """Prices StepPlans and KV transfers. Stateless: the same input always gives the same float."""
+
+    @abc.abstractmethod
+    def step_time(self, plan: StepPlan) -> float:
+        """Seconds the iteration described by ``plan`` takes (0.0 for an empty plan).
+
+        Invariant: for a decode-only plan this equals
+        ``decode_step_times(plan.num_decode_seqs, np.array([sum(plan.decode_context_tokens)]))[0]``
+        exactly.
+        """
+
+    @abc.abstractmethod
+    def decode_step_times(self, num_seqs: int, ctx_token_sums: np.ndarray) -> np.ndarray:
+        """Step times (float64 array, same shape as ``ctx_token_sums``) of decode-only plans.
+
+        Each entry prices a plan with ``num_seqs`` decoding sequences whose context
+        lengths sum to that entry. ``num_seqs == 0`` gives zeros.
+        """
+
+    @abc.abstractmethod
+    def swap_time(self, num_blocks: int, block_bytes: int) -> float:
+        """Seconds to move ``num_blocks`` KV blocks of ``block_bytes`` (per GPU) over the host link, one way."""
+
+    @abc.abstractmethod
+    def copy_time(self, num_blocks: int, block_bytes: int) -> float:
+        """Seconds to copy ``num_blocks`` blocks on the GPU (copy-on-write: read + write each block)."""

@@ -1,0 +1,219 @@
+"""Triton decode-attention kernels shared by the paged and the contiguous wrappers.
+
+One kernel body serves both layouts (constexpr ``PAGED``), so the paged-vs-contiguous comparison
+measures exactly the block-table indirection and nothing else.
+
+Work decomposition: one program per (sequence, KV head, split). The program loads the query
+vectors of *all* ``G = num_q_heads // num_kv_heads`` query heads that share the KV head as a
+``[G_PAD, BLOCK_D]`` tile (``G_PAD = max(16, next_pow2(G))`` because ``tl.dot`` wants M >= 16; padded
+rows are masked), then walks the context in tiles of ``BLOCK_N`` token positions. Each K/V tile
+is loaded once per KV head and used by all G heads (GQA reuse). For a paged cache every token
+position ``p`` maps to ``block_table[seq, p // BLOCK_SIZE]`` and offset ``p % BLOCK_SIZE``; the
+gather is done per row, so a tile may span many physical blocks (block size 1 ... 256 all use
+the same tile, which keeps the arithmetic identical across block sizes). Head dims that are not
+powers of two (80, 96) are padded to ``BLOCK_D`` with masks.
+
+Softmax is online (running max ``m``, running sum ``l``) in float32, in the log2 domain
+(``scale * log2(e)`` folded into the scores, ``exp2``). With ``SPLIT`` the context is cut into
+partitions of ``tokens_per_split`` positions (flash-decoding); each program writes its unnormalised
+fp32 accumulator and its ``m``/``l`` and :func:`_reduce_kernel` merges the partitions.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _decode_kernel(
+    q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, m_ptr, l_ptr,
+    scale_log2,
+    stride_qs, stride_qh,
+    stride_kb, stride_kt, stride_kh,
+    stride_vb, stride_vt, stride_vh,
+    stride_bts,
+    stride_os, stride_oh,
+    tokens_per_split,
+    G: tl.constexpr, G_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, PAGED: tl.constexpr,
+    SPLIT: tl.constexpr, DOT_F32: tl.constexpr,
+):
+    seq = tl.program_id(0)
+    kvh = tl.program_id(1)
+    split = tl.program_id(2)
+    ctx = tl.load(ctx_ptr + seq)
+    lo = split * tokens_per_split
+    hi = tl.minimum(lo + tokens_per_split, ctx)
+
+    offs_g = tl.arange(0, G_PAD)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    g_mask = offs_g < G
+    d_mask = offs_d < HEAD_DIM
+    heads = kvh * G + offs_g
+    q = tl.load(q_ptr + seq.to(tl.int64) * stride_qs + heads[:, None] * stride_qh + offs_d[None, :],
+                mask=g_mask[:, None] & d_mask[None, :], other=0.0)
+    if DOT_F32:
+        q = q.to(tl.float32)
+
+    m_i = tl.full([G_PAD], float("-inf"), tl.float32)
+    l_i = tl.zeros([G_PAD], tl.float32)
+    acc = tl.zeros([G_PAD, BLOCK_D], tl.float32)
+    k_head = kvh.to(tl.int64) * stride_kh
+    v_head = kvh.to(tl.int64) * stride_vh
+
+    for start in range(lo, hi, BLOCK_N):
+        pos = start + offs_n
+        n_mask = pos < hi
+        if PAGED:
+            phys = tl.load(bt_ptr + seq.to(tl.int64) * stride_bts + pos // BLOCK_SIZE,
+                           mask=n_mask, other=0).to(tl.int64)
+            off = (pos % BLOCK_SIZE).to(tl.int64)
+            row_k = phys * stride_kb + off * stride_kt + k_head
+            row_v = phys * stride_vb + off * stride_vt + v_head
+        else:
+            row_k = seq.to(tl.int64) * stride_kb + pos.to(tl.int64) * stride_kt + k_head
+            row_v = seq.to(tl.int64) * stride_vb + pos.to(tl.int64) * stride_vt + v_head
+        if BLOCK_D == HEAD_DIM:
+            kv_mask = n_mask[:, None]
+        else:
+            kv_mask = n_mask[:, None] & d_mask[None, :]
+        k = tl.load(k_ptr + row_k[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(v_ptr + row_v[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
+        if DOT_F32:
+            k = k.to(tl.float32)
+        s = tl.dot(q, tl.trans(k)) * scale_log2
+        s = tl.where(n_mask[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if DOT_F32:
+            acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+
+    o_mask = g_mask[:, None] & d_mask[None, :]
+    if SPLIT:
+        # partial buffer [S, Hq, NSPLIT, HEAD_DIM] and m/l buffers [S, Hq, NSPLIT], all contiguous
+        idx = (seq.to(tl.int64) * (tl.num_programs(1) * G) + heads) * tl.num_programs(2) + split
+        tl.store(out_ptr + idx[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=o_mask)
+        tl.store(m_ptr + idx, m_i, mask=g_mask)
+        tl.store(l_ptr + idx, l_i, mask=g_mask)
+    else:
+        denom = tl.where(l_i > 0, l_i, 1.0)
+        o = acc / denom[:, None]
+        row = seq.to(tl.int64) * stride_os + heads * stride_oh
+        tl.store(out_ptr + row[:, None] + offs_d[None, :], o.to(out_ptr.dtype.element_ty), mask=o_mask)
+
+
+@triton.jit
+def _reduce_kernel(
+    part_ptr, m_ptr, l_ptr, out_ptr,
+    num_splits,
+    stride_os, stride_oh,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, SPLIT_PAD: tl.constexpr,
+):
+    """Merge the partitions of one (sequence, query head): out = sum_s w_s acc_s / sum_s w_s l_s."""
+    seq = tl.program_id(0)
+    head = tl.program_id(1)
+    num_heads = tl.num_programs(1)
+    offs_s = tl.arange(0, SPLIT_PAD)
+    offs_d = tl.arange(0, BLOCK_D)
+    s_mask = offs_s < num_splits
+    d_mask = offs_d < HEAD_DIM
+    base = (seq.to(tl.int64) * num_heads + head) * num_splits
+    m = tl.load(m_ptr + base + offs_s, mask=s_mask, other=float("-inf"))
+    l = tl.load(l_ptr + base + offs_s, mask=s_mask, other=0.0)
+    m_max = tl.max(m, 0)
+    m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
+    w = tl.exp2(m - m_max)
+    denom = tl.sum(w * l, 0)
+    denom = tl.where(denom > 0, denom, 1.0)
+    part = tl.load(part_ptr + (base + offs_s)[:, None] * HEAD_DIM + offs_d[None, :],
+                   mask=s_mask[:, None] & d_mask[None, :], other=0.0)
+    o = tl.sum(part * w[:, None], 0) / denom
+    tl.store(out_ptr + seq.to(tl.int64) * stride_os + head * stride_oh + offs_d,
+             o.to(out_ptr.dtype.element_ty), mask=d_mask)
+
+
+# ----------------------------------------------------------------------------- host side
+SPLIT_TARGET_WAVES = 4
+"""Split when ``num_seqs * num_kv_heads < SPLIT_TARGET_WAVES * num_sms``: one 4-warp program per
+SM is far too little memory parallelism to saturate HBM, so aim for ~4 resident programs per SM."""
+MIN_SPLIT_TOKENS = 256
+"""Never cut a partition shorter than this: below it the partial write + reduce launch cost more
+than the extra parallelism buys."""
+MAX_SPLITS = 64
+
+
+def choose_num_splits(num_seqs: int, num_kv_heads: int, max_ctx: int, num_sms: int,
+                      block_n: int) -> int:
+    """The documented flash-decoding heuristic: how many context partitions to use.
+
+    ``programs = num_seqs * num_kv_heads``. If that already reaches ``SPLIT_TARGET_WAVES *
+    num_sms`` the single-pass kernel is used (returns 1). Otherwise split just enough to reach
+    the target, but keep every partition >= ``MIN_SPLIT_TOKENS`` positions and <= ``MAX_SPLITS``
+    partitions. Examples on 132 SMs with 8 KV heads: batch 1 x 8192 tokens -> 32 splits of 256;
+    batch 8 x 8192 -> 9; batch 128 -> 1.
+    """
+    programs = max(num_seqs * num_kv_heads, 1)
+    target = SPLIT_TARGET_WAVES * num_sms
+    if programs >= target or max_ctx <= MIN_SPLIT_TOKENS:
+        return 1
+    want = -(-target // programs)
+    cap = max(max_ctx // max(MIN_SPLIT_TOKENS, block_n), 1)
+    return int(max(1, min(want, cap, MAX_SPLITS)))
+
+
+def launch_decode(q, k, v, block_table, ctx_lens, out, *, scale, block_size, max_ctx,
+                  num_splits, block_n, num_warps, num_stages, dot_f32):
+    """Launch the decode kernel (and the reduce kernel when ``num_splits > 1``) into ``out``.
+
+    ``block_table is None`` selects the contiguous layout ``[num_seqs, max_ctx, Hkv, D]``; otherwise
+    ``k``/``v`` are ``[num_blocks, block_size, Hkv, D]``. All validation is the caller's job.
+    """
+    import torch
+
+    num_seqs, num_q_heads, head_dim = q.shape
+    num_kv_heads = k.shape[2]
+    group = num_q_heads // num_kv_heads
+    g_pad = max(16, triton.next_power_of_2(group))
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    scale_log2 = scale * 1.4426950408889634
+    paged = block_table is not None
+    bt = block_table if paged else ctx_lens
+    stride_bts = block_table.stride(0) if paged else 0
+    if num_splits <= 1:
+        grid = (num_seqs, num_kv_heads, 1)
+        _decode_kernel[grid](
+            q, k, v, bt, ctx_lens, out, out, out, scale_log2,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2), stride_bts,
+            out.stride(0), out.stride(1), max(max_ctx, 1),
+            G=group, G_PAD=g_pad, HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_N=block_n,
+            BLOCK_SIZE=block_size, PAGED=paged, SPLIT=False, DOT_F32=dot_f32,
+            num_warps=num_warps, num_stages=num_stages)
+        return out
+    per = -(-max_ctx // num_splits)
+    per = -(-per // block_n) * block_n
+    num_splits = -(-max_ctx // per)
+    dev = q.device
+    part = torch.empty((num_seqs, num_q_heads, num_splits, head_dim), dtype=torch.float32, device=dev)
+    m = torch.empty((num_seqs, num_q_heads, num_splits), dtype=torch.float32, device=dev)
+    l = torch.empty_like(m)
+    grid = (num_seqs, num_kv_heads, num_splits)
+    _decode_kernel[grid](
+        q, k, v, bt, ctx_lens, part, m, l, scale_log2,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), stride_bts,
+        part.stride(0), part.stride(1), per,
+        G=group, G_PAD=g_pad, HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_N=block_n,
+        BLOCK_SIZE=block_size, PAGED=paged, SPLIT=True, DOT_F32=dot_f32,
+        num_warps=num_warps, num_stages=num_stages)
+    _reduce_kernel[(num_seqs, num_q_heads)](
+        part, m, l, out, num_splits, out.stride(0), out.stride(1),
+        HEAD_DIM=head_dim, BLOCK_D=block_d, SPLIT_PAD=max(2, triton.next_power_of_2(num_splits)),
+        num_warps=4)
+    return out

@@ -1,0 +1,145 @@
+"""Paged prefill / prefix attention: new query tokens against cached context plus themselves.
+
+Design (the simplest correct one): the new tokens' K/V are first written into the paged cache
+by :func:`kvsim.kernels.cache_ops.write_kv`; this kernel then reads *everything* — cached prefix
+and new tokens alike — through the block table. One launch handles a variable-length batch:
+
+* ``q``: ``[total_new_tokens, num_q_heads, head_dim]``, sequence ``s`` owns rows
+  ``query_start_loc[s] .. query_start_loc[s+1]`` (cu_seqlens style, int32, length num_seqs+1).
+* ``context_lens``: ``[num_seqs]`` int32, cached tokens *before* the new ones (0 for a plain prompt,
+  > 0 for prefix caching or chunked prefill). New token ``i`` sits at position ``ctx + i`` and
+  attends causally to cache positions ``0 .. ctx + i``.
+* caches and ``block_table`` as in :mod:`kvsim.kernels.decode`.
+
+Grid: (sequence, query tile, KV head). A program's ``BLOCK_M`` rows are ``BLOCK_M // G`` query
+tokens x the ``G`` query heads of one KV head (row r -> token r // G, head r % G), so GQA reuses
+each KV tile across the group, as in decode. Programs whose tile starts past the sequence's
+query length exit after one load. fp32 accumulation, online softmax in the log2 domain.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kvsim.kernels import reference
+from kvsim.kernels._common import (check_backend, check_dtype, check_int_index, default_scale,
+                                   dot_f32, is_pow2, max_int, require)
+
+
+@triton.jit
+def _prefill_kernel(
+    q_ptr, k_ptr, v_ptr, bt_ptr, qsl_ptr, ctx_ptr, out_ptr, scale_log2,
+    stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+    stride_bts, stride_ot, stride_oh,
+    G: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, DOT_F32: tl.constexpr,
+):
+    seq = tl.program_id(0)
+    tile = tl.program_id(1)
+    kvh = tl.program_id(2)
+    TQ: tl.constexpr = BLOCK_M // G
+    q_start = tl.load(qsl_ptr + seq)
+    q_len = tl.load(qsl_ptr + seq + 1) - q_start
+    if tile * TQ < q_len:
+        ctx = tl.load(ctx_ptr + seq)
+        offs_m = tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, BLOCK_D)
+        offs_n = tl.arange(0, BLOCK_N)
+        tok = tile * TQ + offs_m // G
+        head = kvh * G + offs_m % G
+        m_mask = (offs_m < TQ * G) & (tok < q_len)
+        d_mask = offs_d < HEAD_DIM
+        row_q = (q_start + tok).to(tl.int64) * stride_qt + head * stride_qh
+        q = tl.load(q_ptr + row_q[:, None] + offs_d[None, :],
+                    mask=m_mask[:, None] & d_mask[None, :], other=0.0)
+        if DOT_F32:
+            q = q.to(tl.float32)
+        qpos = ctx + tok
+        kv_hi = ctx + tl.minimum((tile + 1) * TQ, q_len)
+
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+        for start in range(0, kv_hi, BLOCK_N):
+            pos = start + offs_n
+            n_mask = pos < kv_hi
+            phys = tl.load(bt_ptr + seq.to(tl.int64) * stride_bts + pos // BLOCK_SIZE,
+                           mask=n_mask, other=0).to(tl.int64)
+            off = (pos % BLOCK_SIZE).to(tl.int64)
+            kv_mask = n_mask[:, None] & d_mask[None, :]
+            row_k = phys * stride_kb + off * stride_kt + kvh * stride_kh
+            row_v = phys * stride_vb + off * stride_vt + kvh * stride_vh
+            k = tl.load(k_ptr + row_k[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
+            v = tl.load(v_ptr + row_v[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
+            if DOT_F32:
+                k = k.to(tl.float32)
+                v = v.to(tl.float32)
+            s = tl.dot(q, tl.trans(k)) * scale_log2
+            causal = (pos[None, :] <= qpos[:, None]) & n_mask[None, :]
+            s = tl.where(causal, s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(s - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m_i = m_new
+        o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+        row_o = (q_start + tok).to(tl.int64) * stride_ot + head * stride_oh
+        tl.store(out_ptr + row_o[:, None] + offs_d[None, :], o.to(out_ptr.dtype.element_ty),
+                 mask=m_mask[:, None] & d_mask[None, :])
+
+
+def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                            block_table: torch.Tensor, query_start_loc: torch.Tensor,
+                            context_lens: torch.Tensor, scale: float | None = None, *,
+                            max_query_len: int | None = None, out: torch.Tensor | None = None,
+                            block_m: int = 64, block_n: int = 64, num_warps: int = 4,
+                            num_stages: int = 2, backend: str = "triton") -> torch.Tensor:
+    """Causal attention of the packed new tokens ``q`` over their sequences' paged KV.
+
+    The new tokens' K/V must already be in the cache (see :func:`write_kv`). ``max_query_len``
+    (>= every query length) sizes the grid; if omitted it costs one device sync. Returns ``out``
+    (``[total_new_tokens, num_q_heads, head_dim]``, dtype of ``q``).
+    """
+    require(q.dim() == 3, "q", f"shape {tuple(q.shape)} must be [tokens, num_q_heads, head_dim]")
+    require(k_cache.dim() == 4 and k_cache.shape == v_cache.shape, "k_cache",
+            f"shape {tuple(k_cache.shape)} must be 4-D and equal v's")
+    check_dtype("q", q)
+    require(k_cache.dtype == q.dtype == v_cache.dtype, "k_cache", "dtype must equal q's")
+    require(k_cache.shape[3] == q.shape[2] <= 256, "head_dim", f"{q.shape[2]} must match the cache, <= 256")
+    require(q.shape[1] % k_cache.shape[2] == 0, "num_kv_heads", "must divide num_q_heads")
+    require(is_pow2(k_cache.shape[1]) and k_cache.shape[1] <= 256, "block_size",
+            f"{k_cache.shape[1]} must be a power of two in 1..256")
+    for name, t in (("query_start_loc", query_start_loc), ("context_lens", context_lens),
+                    ("block_table", block_table)):
+        check_int_index(name, t)
+    num_seqs = context_lens.shape[0]
+    require(query_start_loc.shape == (num_seqs + 1,), "query_start_loc",
+            f"shape {tuple(query_start_loc.shape)} must be ({num_seqs + 1},)")
+    for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
+        require(t.stride(-1) == 1, name, "last dimension must be contiguous")
+    check_backend(backend, q, k_cache, v_cache, block_table, query_start_loc, context_lens)
+    scale = default_scale(q.shape[-1], scale)
+    if out is None:
+        out = torch.empty_like(q)
+    if backend == "torch":
+        out.copy_(reference.paged_prefill(q, k_cache, v_cache, block_table, query_start_loc,
+                                          context_lens, scale))
+        return out
+    if max_query_len is None:
+        max_query_len = max_int(query_start_loc[1:] - query_start_loc[:-1], None)
+    group = q.shape[1] // k_cache.shape[2]
+    block_m = max(block_m, triton.next_power_of_2(group))
+    tq = block_m // group
+    grid = (num_seqs, max(1, triton.cdiv(int(max_query_len), tq)), k_cache.shape[2])
+    _prefill_kernel[grid](
+        q, k_cache, v_cache, block_table, query_start_loc, context_lens, out,
+        scale * 1.4426950408889634,
+        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_table.stride(0),
+        out.stride(0), out.stride(1),
+        G=group, HEAD_DIM=q.shape[2], BLOCK_D=max(16, triton.next_power_of_2(q.shape[2])),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_SIZE=k_cache.shape[1],
+        DOT_F32=dot_f32(q.dtype), num_warps=num_warps, num_stages=num_stages)
+    return out

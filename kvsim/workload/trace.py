@@ -1,0 +1,162 @@
+"""Request-trace reader: CSV or JSON lines with per-request arrival time and lengths.
+
+Format by file extension: ``.csv`` (header row, comma separated) or ``.jsonl`` /
+``.json`` (JSON lines: one object per non-blank line). Columns:
+
+* required: ``arrival_s`` (seconds, >= 0), ``prompt_len`` (>= 1, includes the
+  prefix), ``output_len`` (>= 1)
+* optional: ``n`` (>= 1), ``beam_width`` (>= 1; > 1 needs n = 1), ``prefix_id``
+  (>= 0, or -1 for none), ``prefix_len`` (>= 0, < prompt_len, > 0 needs a
+  prefix_id >= 0; where prefix_len is 0 the prefix_id is set to -1). Other
+  columns are ignored.
+
+Rows need not be sorted: they are returned sorted by arrival (stable, so ties
+keep file order). Every error is one line naming the file, the line number and
+the column: ``workload.path: trace.csv:7: column 'prompt_len': ...``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvsim.errors import KvsimError
+
+REQUIRED = ("arrival_s", "prompt_len", "output_len")
+OPTIONAL = ("n", "beam_width", "prefix_id", "prefix_len")
+FIELD = "workload.path"
+
+
+@dataclass
+class Trace:
+    """Parsed trace, sorted by ``arrival_s``. Optional columns absent from the file are None."""
+
+    arrival_s: np.ndarray
+    prompt_len: np.ndarray
+    output_len: np.ndarray
+    n: np.ndarray | None = None
+    beam_width: np.ndarray | None = None
+    prefix_id: np.ndarray | None = None
+    prefix_len: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+
+def _err(path: str, line: int, col: str | None, msg: str) -> KvsimError:
+    where = f"{path}:{line}: column '{col}': " if col else f"{path}:{line}: "
+    return KvsimError(FIELD, where + msg)
+
+
+def _number(path: str, line: int, col: str, raw, integer: bool):
+    """Parse one cell; integers may be written as 12 or 12.0."""
+    if isinstance(raw, bool) or raw is None:
+        raise _err(path, line, col, f"{raw!r} is not a number")
+    try:
+        x = float(raw)
+    except (TypeError, ValueError):
+        raise _err(path, line, col, f"{raw!r} is not a number") from None
+    if not math.isfinite(x):
+        raise _err(path, line, col, f"{raw!r} is not a finite number")
+    if integer:
+        if not x.is_integer():
+            raise _err(path, line, col, f"{raw!r} is not an integer")
+        return int(x)
+    return x
+
+
+def _rows(path: str):
+    """Yield (line_number, mapping) for each data row."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".csv", ".jsonl", ".json"):
+        raise KvsimError(FIELD, f"{path}: unknown trace extension {ext!r}; allowed: .csv, .jsonl, .json (JSON lines)")
+    try:
+        f = open(path, encoding="utf-8", newline="")
+    except OSError as e:
+        raise KvsimError(FIELD, f"{path}: cannot read trace ({e.strerror or e})") from None
+    with f:
+        try:
+            if ext == ".csv":
+                reader = csv.DictReader(f, skipinitialspace=True)
+                if reader.fieldnames is None:
+                    raise _err(path, 1, None, "empty file; allowed: a header row with " + ", ".join(REQUIRED))
+                reader.fieldnames = [c.strip() for c in reader.fieldnames]
+                for row in reader:
+                    if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+                        continue
+                    yield reader.line_num, {k: v for k, v in row.items() if k is not None and v is not None}
+            else:
+                for i, text in enumerate(f, start=1):
+                    if not text.strip():
+                        continue
+                    try:
+                        obj = json.loads(text)
+                    except json.JSONDecodeError as e:
+                        raise _err(path, i, None, f"not valid JSON ({e.msg})") from None
+                    if not isinstance(obj, dict):
+                        raise _err(path, i, None, "not a JSON object; allowed: {\"arrival_s\": ..., ...}")
+                    yield i, obj
+        except UnicodeDecodeError as e:
+            raise KvsimError(FIELD, f"{path}: cannot read trace (not UTF-8 text: {e.reason})") from None
+
+
+def read_trace(path: str) -> Trace:
+    """Read and check a trace file; see the module docstring for the format and checks."""
+    cols: dict[str, list] = {c: [] for c in REQUIRED + OPTIONAL}
+    seen_optional: set[str] = set()
+    count = 0
+    for line, row in _rows(path):
+        vals = {}
+        for c in REQUIRED:
+            if c not in row or (isinstance(row[c], str) and not row[c].strip()):
+                raise _err(path, line, c, "missing; required columns: " + ", ".join(REQUIRED))
+            vals[c] = _number(path, line, c, row[c], integer=(c != "arrival_s"))
+        for c in OPTIONAL:
+            if c in row and not (isinstance(row[c], str) and not row[c].strip()):
+                vals[c] = _number(path, line, c, row[c], integer=True)
+                seen_optional.add(c)
+        if vals["arrival_s"] < 0:
+            raise _err(path, line, "arrival_s", f"{vals['arrival_s']} is negative; allowed: >= 0")
+        for c in ("prompt_len", "output_len"):
+            if vals[c] < 1:
+                raise _err(path, line, c, f"{vals[c]} is not allowed; allowed: integer >= 1")
+        for c in ("n", "beam_width"):
+            if vals.get(c, 1) < 1:
+                raise _err(path, line, c, f"{vals[c]} is not allowed; allowed: integer >= 1")
+        if vals.get("beam_width", 1) > 1 and vals.get("n", 1) != 1:
+            raise _err(path, line, "n", f"{vals['n']} with beam_width {vals['beam_width']}; allowed: n = 1 for beam search")
+        plen, pid = vals.get("prefix_len", 0), vals.get("prefix_id", -1)
+        if plen < 0:
+            raise _err(path, line, "prefix_len", f"{plen} is negative; allowed: 0 <= prefix_len < prompt_len")
+        if plen >= vals["prompt_len"]:
+            raise _err(path, line, "prefix_len", f"{plen} is not less than prompt_len {vals['prompt_len']}; "
+                       "allowed: 0 <= prefix_len < prompt_len")
+        if pid < -1:
+            raise _err(path, line, "prefix_id", f"{pid} is not allowed; allowed: -1 (none) or >= 0")
+        if plen > 0 and pid < 0:
+            raise _err(path, line, "prefix_id", f"missing or -1 while prefix_len is {plen}; allowed: >= 0")
+        if plen == 0:
+            vals["prefix_id"] = -1  # no prefix tokens means no shared prefix
+        for c in REQUIRED:
+            cols[c].append(vals[c])
+        for c, default in (("n", 1), ("beam_width", 1), ("prefix_id", -1), ("prefix_len", 0)):
+            cols[c].append(vals.get(c, default))
+        count += 1
+    if count == 0:
+        raise KvsimError(FIELD, f"{path}: trace has no requests; allowed: at least one data row")
+    arrival = np.asarray(cols["arrival_s"], dtype=np.float64)
+    order = np.argsort(arrival, kind="stable")
+
+    def arr(c: str) -> np.ndarray:
+        return np.asarray(cols[c], dtype=np.int64)[order]
+
+    return Trace(
+        arrival_s=arrival[order],
+        prompt_len=arr("prompt_len"),
+        output_len=arr("output_len"),
+        **{c: (arr(c) if c in seen_optional else None) for c in OPTIONAL},
+    )

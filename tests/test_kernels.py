@@ -1,0 +1,193 @@
+"""Attention kernels vs the float64 torch references (kvsim.kernels).
+
+Without CUDA the Triton kernels run in Triton's CPU interpreter (``TRITON_INTERPRET=1``, set
+here before triton is imported) on tiny shapes; bf16 dots are upcast to fp32 there (the 3.9
+interpreter miscomputes bf16 ``tl.dot``; see kvsim/kernels/_common.py), so CPU bf16 runs check
+indexing, masking and softmax but not the bf16 tensor-core path, which the ``gpu`` tests cover.
+Every input is fresh random data, every output buffer is poisoned with NaN first.
+"""
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+pytest.importorskip("triton")
+
+from kvsim.errors import KvsimError  # noqa: E402
+from kvsim.kernels import (DecodeConfig, contiguous_decode_attention,  # noqa: E402
+                           paged_decode_attention, paged_prefill_attention, reference, write_kv)
+from kvsim.kernels._attn_decode import choose_num_splits  # noqa: E402
+from kvsim.kernels.inputs import (make_decode_problem, page_kv, poison, randn,  # noqa: E402
+                                  rel_err, tolerance)
+
+CUDA = torch.cuda.is_available()
+DEV = "cuda" if CUDA else "cpu"
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+SMALL = DecodeConfig(block_n=16)  # several tiles even for tiny CPU contexts
+LENS = [1, 17, 40, 5, 16]  # length 1, mid-block ends, an exact multiple of 16
+
+
+def _decode_case(lens, hkv, group, dim, dtype, bs, *, seed, num_splits=None, config=SMALL,
+                 check_contiguous=False):
+    q, k, v, ctx = make_decode_problem(lens, hkv * group, hkv, dim, dtype, DEV, seed=seed)
+    pk = page_kv(k, v, ctx, bs, seed=seed + 1)
+    ref = reference.paged_decode(q, pk.k_cache, pk.v_cache, pk.block_table, ctx)
+    out = poison(torch.empty_like(q))
+    paged_decode_attention(q, pk.k_cache, pk.v_cache, pk.block_table, ctx, out=out,
+                           num_splits=num_splits, config=config)
+    err = rel_err(out, ref)
+    assert err < tolerance(dtype), f"paged rel err {err}"
+    if check_contiguous:
+        out2 = poison(torch.empty_like(q))
+        contiguous_decode_attention(q, k, v, ctx, out=out2, num_splits=num_splits, config=config)
+        err2 = rel_err(out2, ref)
+        assert err2 < tolerance(dtype), f"contiguous rel err {err2}"
+    return out
+
+
+@pytest.mark.parametrize("dim", [64, 80])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("group", [1, 4])
+@pytest.mark.parametrize("bs", [1, 2, 16, 256])
+def test_paged_decode_matches_reference(bs, group, dtype, dim):
+    _decode_case(LENS, 2, group, dim, dtype, bs, seed=bs * 7 + group + dim, check_contiguous=bs == 16)
+
+
+@pytest.mark.parametrize("num_splits", [2, 3, 8])
+@pytest.mark.parametrize("group", [1, 4])
+def test_split_kv_forced(num_splits, group):
+    # partitions of 16..32 tokens: length-1 and length-5 sequences leave most partitions empty
+    _decode_case(LENS + [70], 2, group, 64, torch.float16, 16, seed=num_splits + 10 * group,
+                 num_splits=num_splits, check_contiguous=True)
+
+
+def test_split_kv_default_block_n_crosses_256_block():
+    _decode_case([300, 3, 257], 1, 4, 64, torch.float16, 256, seed=5, num_splits=2,
+                 config=DecodeConfig())
+
+
+def test_same_kv_viewed_with_block_size_1_and_16_gives_same_output():
+    q, k, v, ctx = make_decode_problem(LENS, 8, 2, 64, torch.float16, DEV, seed=11)
+    outs = []
+    for bs in (1, 16):
+        pk = page_kv(k, v, ctx, bs, seed=bs)
+        out = poison(torch.empty_like(q))
+        outs.append(paged_decode_attention(q, pk.k_cache, pk.v_cache, pk.block_table, ctx,
+                                           out=out, config=SMALL))
+    outs.append(contiguous_decode_attention(q, k, v, ctx, out=poison(torch.empty_like(q)), config=SMALL))
+    assert rel_err(outs[0], outs[1]) < 1e-6 and rel_err(outs[0], outs[2]) < 1e-6
+
+
+def test_choose_num_splits_heuristic():
+    assert choose_num_splits(1, 8, 8192, 132, 64) == 32       # one long sequence: split
+    assert choose_num_splits(8, 8, 8192, 132, 64) == 9
+    assert choose_num_splits(128, 8, 8192, 132, 64) == 1      # enough programs already
+    assert choose_num_splits(1, 8, 200, 132, 64) == 1         # too short to be worth it
+    assert choose_num_splits(1, 1, 10 ** 6, 132, 64) == 64    # capped
+
+
+def test_scale_and_torch_backend():
+    q, k, v, ctx = make_decode_problem([9, 30], 4, 2, 64, torch.float16, DEV, seed=3)
+    pk = page_kv(k, v, ctx, 4)
+    ref = reference.paged_decode(q, pk.k_cache, pk.v_cache, pk.block_table, ctx, scale=0.3)
+    for backend in ("triton", "torch"):
+        out = paged_decode_attention(q, pk.k_cache, pk.v_cache, pk.block_table, ctx, 0.3,
+                                     out=poison(torch.empty_like(q)), backend=backend)
+        assert rel_err(out, ref) < tolerance(torch.float16)
+
+
+def test_bad_inputs_raise_one_line_errors(monkeypatch):
+    q, k, v, ctx = make_decode_problem([3], 4, 2, 64, torch.float16, DEV, seed=1)
+    pk = page_kv(k, v, ctx, 4)
+    bad_bs = torch.randn(4, 3, 2, 64, device=DEV).half()
+    with pytest.raises(KvsimError, match="block_size"):
+        paged_decode_attention(q, bad_bs, bad_bs, pk.block_table, ctx)
+    with pytest.raises(KvsimError, match="num_kv_heads"):
+        paged_decode_attention(q[:, :3], pk.k_cache, pk.v_cache, pk.block_table, ctx)
+    with pytest.raises(KvsimError, match="backend"):
+        paged_decode_attention(q, pk.k_cache, pk.v_cache, pk.block_table, ctx, backend="cuda")
+    if not CUDA:
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+        with pytest.raises(KvsimError, match="backend='torch'"):
+            paged_decode_attention(q, pk.k_cache, pk.v_cache, pk.block_table, ctx)
+
+
+def _prefill_case(ctx_lens, q_lens, hkv, group, dim, dtype, bs, seed, block_m=16):
+    """Write the new tokens with write_kv, then prefill; compare with a contiguous causal ref."""
+    total = [c + n for c, n in zip(ctx_lens, q_lens)]
+    _, k, v, _ = make_decode_problem(total, hkv * group, hkv, dim, dtype, DEV, seed=seed)
+    pk = page_kv(k, v, ctx_lens, bs, seed=seed, max_blocks=max(-(-t // bs) for t in total))
+    # give every sequence blocks for its new tokens too (page_kv only placed the cached ones)
+    gen = torch.Generator().manual_seed(seed)
+    extra = sum(-(-t // bs) for t in total)
+    pk.k_cache = torch.cat([pk.k_cache, randn((extra, bs, hkv, dim), dtype, DEV, gen)])
+    pk.v_cache = torch.cat([pk.v_cache, randn((extra, bs, hkv, dim), dtype, DEV, gen)])
+    base, fresh, slots, new_k, new_v = pk.k_cache.shape[0] - extra, 0, [], [], []
+    for s, (c, n) in enumerate(zip(ctx_lens, q_lens)):
+        for b in range(-(-c // bs), -(-(c + n) // bs)):
+            pk.block_table[s, b] = base + fresh
+            fresh += 1
+        for p in range(c, c + n):
+            slots.append(int(pk.block_table[s, p // bs]) * bs + p % bs)
+            new_k.append(k[s, p])
+            new_v.append(v[s, p])
+    write_kv(torch.stack(new_k), torch.stack(new_v), pk.k_cache, pk.v_cache,
+             torch.tensor(slots, dtype=torch.int32, device=DEV))
+    q = randn((sum(q_lens), hkv * group, dim), dtype, DEV, gen)
+    qsl = torch.tensor([0] + torch.cumsum(torch.tensor(q_lens), 0).tolist(), dtype=torch.int32, device=DEV)
+    ctx = torch.tensor(ctx_lens, dtype=torch.int32, device=DEV)
+    out = paged_prefill_attention(q, pk.k_cache, pk.v_cache, pk.block_table, qsl, ctx,
+                                  out=poison(torch.empty_like(q)), block_m=block_m, block_n=16)
+    ref = torch.zeros(q.shape, dtype=torch.float64, device=DEV)
+    for s, (c, n) in enumerate(zip(ctx_lens, q_lens)):
+        a = int(qsl[s])
+        mask = torch.arange(c + n, device=DEV)[None, :] <= (c + torch.arange(n, device=DEV))[:, None]
+        ref[a:a + n] = reference._attend(q[a:a + n].double(), k[s, :c + n].double(),
+                                         v[s, :c + n].double(), dim ** -0.5, mask)
+    err = rel_err(out, ref)
+    assert err < tolerance(dtype), f"prefill rel err {err}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("group", [1, 4])
+@pytest.mark.parametrize("bs", [1, 16])
+def test_paged_prefill_matches_reference(bs, group, dtype):
+    # plain prompt (ctx 0), prefix hits ending mid-block, a 1-token chunk, a multi-tile query
+    _prefill_case([0, 5, 16, 3], [7, 1, 20, 4], 2, group, 80 if group == 1 else 64, dtype, bs,
+                  seed=bs + 3 * group)
+
+
+# ----------------------------------------------------------------------------- GPU only
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dim", [64, 80, 96, 128])
+@pytest.mark.parametrize("group", [1, 4, 8])
+@pytest.mark.parametrize("splits", [1, None])
+@pytest.mark.parametrize("bs", [16])
+def test_gpu_decode_dims_dtypes(bs, splits, group, dim, dtype):
+    _decode_case([1, 17, 1000, 4097, 333, 2048], 2, group, dim,
+                 dtype, bs, seed=dim + group, num_splits=splits, config=DecodeConfig(),
+                 check_contiguous=True)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("bs", [1, 2, 4, 8, 16, 32, 64, 128, 256])
+@pytest.mark.parametrize("splits", [1, 7])
+def test_gpu_decode_block_sizes(bs, splits):
+    _decode_case([1, 255, 256, 257, 3000, 5000], 8, 4, 128, torch.bfloat16, bs, seed=bs,
+                 num_splits=splits, config=DecodeConfig())
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dim", [64, 96, 128])
+@pytest.mark.parametrize("bs", [1, 16, 256])
+def test_gpu_prefill(bs, dim, dtype):
+    _prefill_case([0, 300, 17, 1000], [129, 64, 1, 300], 8, 4, dim, dtype, bs, seed=bs + dim,
+                  block_m=64)
+

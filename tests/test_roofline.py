@@ -1,0 +1,161 @@
+"""Roofline cost model: monotonicity, bandwidth-bound decode, swap granularity, fast-forward invariant."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kvsim.catalogue import get_gpu, get_model
+from kvsim.configtools import from_dict
+from kvsim.core.plan import StepPlan
+from kvsim.cost import CostModel, RooflineCostModel, RooflineParams
+from kvsim.errors import KvsimError
+
+OPT13 = get_model("OPT-13B")
+A100 = get_gpu("A100-40GB")
+CM = RooflineCostModel(OPT13, A100)
+
+
+def decode(ctx):
+    return StepPlan(decode_group_ids=list(range(len(ctx))), decode_context_tokens=list(ctx))
+
+
+def prefill(new, cached=None):
+    return StepPlan(prefill_group_ids=list(range(len(new))), prefill_new_tokens=list(new),
+                    prefill_cached_tokens=list(cached or [0] * len(new)))
+
+
+def test_is_a_cost_model_and_empty_plan_is_free():
+    assert isinstance(CM, CostModel)
+    assert CM.step_time(StepPlan()) == 0.0
+    assert CM.decode_step_times(0, np.array([0, 10])).tolist() == [0.0, 0.0]
+
+
+def test_monotone_in_prefill_tokens():
+    times = [CM.step_time(prefill([n])) for n in (1, 16, 128, 512, 1024, 2048, 4096)]
+    assert all(a < b for a, b in zip(times, times[1:]))
+
+
+def test_monotone_in_decode_batch_and_context():
+    by_ctx = [CM.step_time(decode([c] * 32)) for c in (1, 64, 256, 1024, 2048)]
+    assert all(a < b for a, b in zip(by_ctx, by_ctx[1:]))
+    by_batch = [CM.step_time(decode([500] * b)) for b in (1, 8, 32, 128, 256)]
+    assert all(a < b for a, b in zip(by_batch, by_batch[1:]))
+
+
+def test_prefix_cache_hit_is_cheaper_than_full_prefill():
+    assert CM.step_time(prefill([100], [900])) < CM.step_time(prefill([1000]))
+    # but attending to a cached prefix is not free
+    assert CM.step_time(prefill([100], [900])) > CM.step_time(prefill([100]))
+
+
+def test_large_prefill_is_compute_bound():
+    t = CM.step_time(prefill([4096]))
+    ideal = OPT13.flops_per_token_linear() * 4096 / A100.peak_fp16_flops
+    assert ideal / CM.params.matmul_efficiency < t < 1.3 * ideal / CM.params.matmul_efficiency
+
+
+def test_decode_at_large_batch_is_bandwidth_bound():
+    ctx = [1000] * 16
+    t = CM.step_time(decode(ctx)) - CM.params.step_overhead_s - 16 * CM.params.per_seq_overhead_s
+    nbytes = OPT13.weight_bytes(2) + sum(ctx) * OPT13.kv_bytes_per_token(2)
+    ideal = nbytes / A100.hbm_bandwidth_Bps
+    assert ideal < t
+    assert t == pytest.approx(ideal / CM.params.hbm_efficiency, rel=0.03)
+
+
+def test_opt13b_decode_batch32_ctx500_is_tens_of_ms():
+    t = CM.step_time(decode([500] * 32))
+    assert 0.025 < t < 0.045
+
+
+def test_tensor_parallel_is_faster_but_not_free():
+    m = get_model("OPT-66B")
+    g = get_gpu("A100-80GB")
+    t2 = RooflineCostModel(m, g, tensor_parallel=2).step_time(decode([512] * 64))
+    t8 = RooflineCostModel(m, g, tensor_parallel=8).step_time(decode([512] * 64))
+    assert t8 < t2 and t8 > t2 / 4  # weights/4 but fixed overhead + all-reduce stay
+
+
+def test_allreduce_costs_depend_on_interconnect_only_under_tp():
+    m, g, p = get_model("OPT-6.7B"), get_gpu("A100-80GB"), prefill([2048])
+    slow = RooflineParams(interconnect_efficiency=0.05)
+    assert RooflineCostModel(m, g, tensor_parallel=2, params=slow).step_time(p) > \
+        RooflineCostModel(m, g, tensor_parallel=2).step_time(p)
+    assert RooflineCostModel(m, g, params=slow).step_time(p) == RooflineCostModel(m, g).step_time(p)
+
+
+def test_swap_small_blocks_cost_more_per_byte():
+    """PagedAttention Fig. 19: per-(layer, K/V) transfers make block size 1 swap far slower per byte."""
+    kv = OPT13.kv_bytes_per_token(2)
+    per_byte = {bs: CM.swap_time(4096 // bs, bs * kv) / (4096 * kv) for bs in (1, 16, 256)}
+    assert per_byte[1] > 5 * per_byte[256]
+    assert per_byte[1] > per_byte[16] > per_byte[256]
+    # at 256 tokens per block the link is nearly saturated
+    assert per_byte[256] == pytest.approx(1 / (A100.host_link_Bps * CM.params.host_link_efficiency), rel=0.15)
+    whole = RooflineCostModel(OPT13, A100, params=RooflineParams(swap_per_layer_kv=False))
+    assert whole.swap_time(4096, kv) < CM.swap_time(4096, kv)
+    assert CM.swap_time(0, kv) == 0.0
+
+
+def test_copies_and_swaps_are_included_in_step_time():
+    base = decode([100] * 4)
+    with_copy = decode([100] * 4)
+    with_copy.copy_pairs = [(1, 2), (3, 4)]
+    assert CM.step_time(with_copy) == pytest.approx(CM.step_time(base) + CM.copy_time(2, CM.block_bytes))
+    with_swap = decode([100] * 4)
+    with_swap.swap_in = [(0, 5)] * 3
+    assert CM.step_time(with_swap) == pytest.approx(CM.step_time(base) + CM.swap_time(3, CM.block_bytes))
+    off = RooflineCostModel(OPT13, A100, params=RooflineParams(include_swaps_in_step=False))
+    assert off.step_time(with_swap) == pytest.approx(off.step_time(base))
+    swap_only = StepPlan(swap_out=[(0, 0)] * 10)
+    assert CM.step_time(swap_only) == pytest.approx(CM.params.step_overhead_s + CM.swap_time(10, CM.block_bytes))
+
+
+def test_mixed_step_costs_at_least_each_part():
+    mixed = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[512], prefill_cached_tokens=[0],
+                     decode_group_ids=[1, 2], decode_context_tokens=[300, 700])
+    assert CM.step_time(mixed) > max(CM.step_time(prefill([512])), CM.step_time(decode([300, 700])))
+
+
+def test_params_validation_and_from_dict():
+    p = from_dict(RooflineParams, {"hbm_efficiency": 0.9, "step_overhead_s": 0.001}, "cost")
+    assert p.hbm_efficiency == 0.9 and p.matmul_efficiency == 0.6
+    with pytest.raises(KvsimError) as e:
+        from_dict(RooflineParams, {"step_overhead_s": -1.0}, "cost")
+    assert e.value.field == "cost.step_overhead_s"
+    with pytest.raises(KvsimError) as e:
+        from_dict(RooflineParams, {"matmul_efficiency": 1.5}, "cost")
+    assert e.value.field == "cost.matmul_efficiency"
+
+
+ctx_lists = st.lists(st.integers(min_value=1, max_value=8192), min_size=1, max_size=300)
+SETUPS = [(OPT13, A100, 1), (get_model("Llama-3-70B"), get_gpu("H100"), 4),
+          (get_model("OPT-125M"), get_gpu("L4"), 1), (get_model("Llama-2-70B"), get_gpu("A100-80GB"), 16)]
+MODELS = [RooflineCostModel(m, g, tensor_parallel=tp) for m, g, tp in SETUPS]
+
+
+@settings(max_examples=300, deadline=None)
+@given(ctx=ctx_lists, which=st.integers(0, len(MODELS) - 1), steps=st.integers(1, 40))
+def test_decode_step_times_bit_identical_to_step_time(ctx, which, steps):
+    """Fast-forwarding k decode steps with the vectorised form equals stepping one at a time, bit for bit."""
+    cm = MODELS[which]
+    n = len(ctx)
+    sums = sum(ctx) + n * np.arange(steps)
+    fast = cm.decode_step_times(n, sums)
+    assert fast.dtype == np.float64 and fast.shape == (steps,)
+    stepped = []
+    cur = list(ctx)
+    for _ in range(steps):
+        stepped.append(cm.step_time(decode(cur)))
+        cur = [c + 1 for c in cur]
+    assert fast.tolist() == stepped                 # exact equality, not approx
+    assert cm.step_time(decode(ctx)) == cm.decode_step_times(n, np.array([sum(ctx)]))[0]
+
+
+@settings(max_examples=100, deadline=None)
+@given(ctx=ctx_lists)
+def test_decode_depends_only_on_count_and_sum(ctx):
+    perm = list(reversed(ctx))
+    flat = [sum(ctx) // len(ctx)] * len(ctx)
+    flat[0] += sum(ctx) - sum(flat)
+    assert CM.step_time(decode(ctx)) == CM.step_time(decode(perm)) == CM.step_time(decode(flat))
