@@ -180,6 +180,33 @@ class PagedBlockManager:
         self.num_tokens[seq_id] = n + 1
         return cow
 
+    def append_slots_bulk(self, seq_ids: list[int], steps: int) -> None:
+        """Same end state as ``steps`` rounds of ``append_slot`` over ``seq_ids`` in order.
+
+        Blocks are taken in the order the rounds would take them (round-major,
+        then ``seq_ids`` order), so free-list and eviction order match stepping.
+        Precondition (checked by the caller): no sequence's last block is shared,
+        so no copy-on-write happens, and enough blocks are free.
+        """
+        bs = self.block_size
+        events = []
+        for idx, s in enumerate(seq_ids):
+            for j in range((-self.num_tokens[s]) % bs, steps, bs):
+                events.append((j, idx))
+        events.sort()
+        tables = self.tables
+        for _, idx in events:
+            tables[seq_ids[idx]].append(self._take_block())
+        fill = self.fill
+        for s in seq_ids:
+            n0 = self.num_tokens[s]
+            n1 = n0 + steps
+            table = tables[s]
+            for i in range(n0 // bs, -(-n1 // bs)):
+                fill[table[i]] = min(bs, n1 - i * bs)
+            self.num_tokens[s] = n1
+        self.used_slots += steps * len(seq_ids)
+
     def slots_needed(self, seq_id: int) -> int:
         """New blocks ``append_slot(seq_id)`` would take (0 or 1)."""
         n = self.num_tokens[seq_id]

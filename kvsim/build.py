@@ -1,0 +1,77 @@
+"""Turn a validated Scenario into the objects a run needs: model, GPU, KV budget, KV manager, cost model."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvsim.catalogue import GPUSpec, ModelSpec, get_gpu, get_model
+from kvsim.config import GiB, Scenario
+from kvsim.core.kv_contiguous import ContiguousKV
+from kvsim.core.kv_paged import PagedKV
+from kvsim.core.request import RequestSpec
+from kvsim.core.scheduler import Scheduler, SchedulerConfig
+from kvsim.cost import CostModel, RooflineCostModel
+from kvsim.errors import KvsimError
+from kvsim.memory import KVBudget, kv_budget
+from kvsim.workload import build_workload
+
+
+@dataclass
+class RunSetup:
+    scenario: Scenario
+    model: ModelSpec
+    gpu: GPUSpec
+    budget: KVBudget
+    max_model_len: int
+    requests: list[RequestSpec]
+    cost: CostModel
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return self.model.kv_bytes_per_token(self.scenario.dtype_bytes, self.scenario.tensor_parallel)
+
+    def make_kv(self):
+        e = self.scenario.engine
+        if e.allocator == "paged":
+            return PagedKV(self.budget.num_gpu_blocks, e.block_size, self.budget.num_cpu_blocks,
+                           e.watermark, e.enable_prefix_caching)
+        capacity = self.budget.kv_cache_bytes // self.kv_bytes_per_token
+        cpu = int(e.swap_space_gib * GiB) // self.kv_bytes_per_token
+        return ContiguousKV(capacity, e.allocator.removeprefix("orca_"), self.max_model_len,
+                            e.placement, cpu)
+
+    def make_scheduler(self, kv, rng: np.random.Generator) -> Scheduler:
+        e = self.scenario.engine
+        cfg = SchedulerConfig(max_num_seqs=e.max_num_seqs, max_num_batched_tokens=e.max_num_batched_tokens,
+                              max_model_len=self.max_model_len, policy=e.scheduler,
+                              preemption_mode=e.preemption_mode, beam_keep_prob=e.beam_keep_prob,
+                              beam_decay=e.beam_decay)
+        return Scheduler(kv, cfg, rng)
+
+
+def setup_run(sc: Scenario, *, simulator: bool = True) -> RunSetup:
+    """Resolve catalogue entries, size the KV cache, build the workload and the cost model."""
+    model = get_model(sc.model)
+    gpu = get_gpu(sc.gpu)
+    e = sc.engine
+    max_len = e.max_model_len or model.max_seq_len
+    if max_len > model.max_seq_len:
+        raise KvsimError("engine.max_model_len",
+                         f"got {max_len}, but {model.name} supports at most {model.max_seq_len} tokens")
+    if e.scheduler != "chunked" and e.max_num_batched_tokens < 1:
+        raise KvsimError("engine.max_num_batched_tokens", "must be >= 1")
+    budget = kv_budget(model, gpu, block_size_tokens=e.block_size, tensor_parallel=sc.tensor_parallel,
+                       gpu_memory_utilization=e.gpu_memory_utilization, dtype_bytes=sc.dtype_bytes,
+                       max_num_batched_tokens=e.max_num_batched_tokens, max_num_seqs=e.max_num_seqs,
+                       swap_space_bytes=int(e.swap_space_gib * GiB))
+    rng = np.random.default_rng([sc.seed, 1])
+    requests = build_workload(sc.workload, max_len_tokens=max_len, rng=rng)
+    params = sc.cost.roofline
+    if simulator:
+        # the simulator charges swaps on its host-link resource, not inside the step
+        params = dataclasses.replace(params, include_swaps_in_step=False)
+    cost = RooflineCostModel(model, gpu, sc.tensor_parallel, sc.dtype_bytes, params,
+                             block_size_tokens=e.block_size)
+    return RunSetup(sc, model, gpu, budget, max_len, requests, cost)

@@ -1,0 +1,95 @@
+"""Summary metrics from the per-request and per-iteration records.
+
+Definitions (the PagedAttention paper's where it has one):
+
+* throughput — finished requests (and generated tokens, all samples/beams) per
+  second of the run, from the first arrival to the last finish;
+* normalized latency — mean over finished requests of end-to-end latency ÷
+  output length (s/token);
+* TTFT — first token − arrival; TPOT — (finish − first token) ÷ (output − 1);
+* average batched requests — iteration batch size weighted by iteration time;
+* memory split — used / internal fragmentation / reserved / external
+  fragmentation / free slots, time-weighted over iterations, as fractions of
+  the KV capacity;
+* sharing saved — 1 − physical ÷ logical slots (what the block tables would
+  need without sharing), time-weighted.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+SUMMARY_KEYS = (
+    "throughput_req_s", "throughput_tok_s", "normalized_latency_s",
+    "normalized_latency_p50_s", "normalized_latency_p99_s",
+    "latency_p50_s", "latency_p99_s",
+    "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "tpot_p90_s", "tpot_p99_s",
+    "avg_batched_requests", "max_batched_requests", "preemptions", "preemptions_swap",
+    "preemptions_recompute", "mem_used_frac", "mem_internal_frag_frac", "mem_reserved_frac",
+    "mem_external_frag_frac", "mem_free_frac", "sharing_saved_frac", "peak_blocks_in_use",
+    "prefix_cache_hit_frac", "requests_total", "requests_finished", "requests_rejected",
+    "requests_unfinished", "num_iterations", "sim_duration_s",
+)
+
+
+def _pct(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def _clean(x: float) -> float | None:
+    x = float(x)
+    return None if np.isnan(x) else round(x, 9)
+
+
+def summarize(setup, reqs: pd.DataFrame, its: pd.DataFrame, end_s: float, capacity_slots: int) -> dict:
+    done = reqs[reqs.status == "finished"]
+    arrival = reqs.arrival_s.to_numpy()
+    start = float(arrival.min()) if len(arrival) else 0.0
+    last = float(done.finish_s.max()) if len(done) else end_s
+    span = max(last - start, 1e-12)
+    out_tokens = (done.output_len * np.where(done.beam_width > 1, done.beam_width, done.n)).sum()
+    e2e = (done.finish_s - done.arrival_s).to_numpy()
+    norm = e2e / done.output_len.to_numpy() if len(done) else np.array([])
+    ttft = (done.first_token_s - done.arrival_s).to_numpy()
+    multi = done[done.output_len > 1]
+    tpot = ((multi.finish_s - multi.first_token_s) / (multi.output_len - 1)).to_numpy()
+    w = its.duration_s.to_numpy()
+    wsum = w.sum()
+
+    def tavg(col: str) -> float:
+        return float((its[col].to_numpy() * w).sum() / wsum) if wsum > 0 else 0.0
+
+    def frac(col: str) -> float:
+        return tavg(col) / capacity_slots
+
+    phys = its.mem_used + its.mem_internal + its.mem_reserved
+    logical = (its.mem_logical.to_numpy() * w).sum()
+    saved = 1.0 - (phys.to_numpy() * w).sum() / logical if logical > 0 else 0.0
+    pre = reqs.preemptions.sum()
+    hit = 0.0
+    kvq = getattr(setup, "_prefix_stats", None)
+    if kvq:
+        hit = kvq[0] / kvq[1] if kvq[1] else 0.0
+    s = {
+        "throughput_req_s": len(done) / span,
+        "throughput_tok_s": float(out_tokens) / span,
+        "normalized_latency_s": float(norm.mean()) if len(norm) else float("nan"),
+        "normalized_latency_p50_s": _pct(norm, 50), "normalized_latency_p99_s": _pct(norm, 99),
+        "latency_p50_s": _pct(e2e, 50), "latency_p99_s": _pct(e2e, 99),
+        "ttft_p50_s": _pct(ttft, 50), "ttft_p90_s": _pct(ttft, 90), "ttft_p99_s": _pct(ttft, 99),
+        "tpot_p50_s": _pct(tpot, 50), "tpot_p90_s": _pct(tpot, 90), "tpot_p99_s": _pct(tpot, 99),
+        "avg_batched_requests": tavg("batched_requests"),
+        "max_batched_requests": int(its.batched_requests.max()) if len(its) else 0,
+        "preemptions": int(pre),
+        "preemptions_swap": int(reqs.swaps.sum()), "preemptions_recompute": int(reqs.recomputes.sum()),
+        "mem_used_frac": frac("mem_used"), "mem_internal_frag_frac": frac("mem_internal"),
+        "mem_reserved_frac": frac("mem_reserved"), "mem_external_frag_frac": frac("mem_external"),
+        "mem_free_frac": frac("mem_free"), "sharing_saved_frac": float(saved),
+        "peak_blocks_in_use": int(its.blocks_in_use.max()) if len(its) else 0,
+        "prefix_cache_hit_frac": float(hit),
+        "requests_total": int(len(reqs)), "requests_finished": int(len(done)),
+        "requests_rejected": int((reqs.status == "rejected").sum()),
+        "requests_unfinished": int(len(reqs) - len(done) - (reqs.status == "rejected").sum()),
+        "num_iterations": int(len(its)), "sim_duration_s": float(end_s),
+    }
+    return {k: (_clean(v) if isinstance(v, float) else v) for k, v in s.items()}
