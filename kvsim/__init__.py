@@ -1,1 +1,27 @@
-"""kvsim: KV-cache paging simulator and capacity planner."""
+"""kvsim: discrete-event simulator and capacity planner for LLM KV-cache paging.
+
+Public API::
+
+    sc = kvsim.load_scenario("scenarios/examples/quickstart.yaml", ["engine.block_size=32"])
+    res = kvsim.simulate(sc)          # res.summary (dict), res.requests, res.iterations (DataFrames)
+    df = kvsim.sweep("scenario.yaml", {"workload.rate_req_s": [1, 2, 4]})
+"""
+__version__ = "0.1.0"
+
+
+def load_scenario(source, overrides=None):
+    from kvsim.config import load_scenario as _load
+    return _load(source, overrides)
+
+
+def simulate(scenario, *, fast_forward: bool = True):
+    from kvsim.sim import simulate as _simulate
+    return _simulate(scenario, fast_forward=fast_forward)
+
+
+def sweep(source, grid, overrides=None, jobs=None, progress=False):
+    from kvsim.sweep import sweep as _sweep
+    return _sweep(source, grid, overrides, jobs=jobs, progress=progress)
+
+
+__all__ = ["load_scenario", "simulate", "sweep", "__version__"]
