@@ -128,14 +128,25 @@ def apply_fast_forward(eng, ff: FastForward):
     """SimPy generator: advance ``ff.k`` decode steps, recording each, then apply the state change."""
     sched, env, k = eng.sched, eng.env, ff.k
     mem = _memory_rows(eng, ff)
-    waiting = np.empty(k, dtype=np.int64)
-    for j in range(k):
-        if eng.inbox:                     # arrivals behind a blocked head only join the queue
-            for spec in eng.inbox:
-                sched.add_request(spec)
-            eng.inbox.clear()
-        waiting[j] = len(sched.waiting)
-        yield env.timeout(float(ff.dts[j]))
+    t_end = float(ff.starts[-1] + ff.dts[-1])
+    if env.now + (t_end - env.now) == t_end:      # one timeout lands exactly where k would
+        yield env.timeout(t_end - env.now)
+    else:
+        for dt in ff.dts:
+            yield env.timeout(float(dt))
+    # arrivals during the run only join the queue behind a blocked head (plan_fast_forward
+    # checked that); each is added at the first step starting at or after its arrival
+    waiting = np.full(k, len(sched.waiting), dtype=np.int64)
+    late = []
+    for when, spec in eng.inbox:
+        j = int(np.searchsorted(ff.starts, when, side="left"))
+        if j >= k:
+            late.append((when, spec))
+            continue
+        before = len(sched.waiting)
+        sched.add_request(spec)
+        waiting[j:] += len(sched.waiting) - before
+    eng.inbox[:] = late
     nseq = len(ff.seq_ids)
     zeros = np.zeros(k, dtype=np.int64)
     start_iter = len(eng.log)

@@ -25,27 +25,42 @@ REQUEST_COLUMNS = (
 
 
 class IterationLog:
-    """Column-wise iteration records (appending to lists is cheap; numpy arrays come at the end)."""
+    """Iteration records: single rows buffered as tuples, blocks of rows kept as numpy columns."""
 
     def __init__(self):
-        self.cols: dict[str, list] = {c: [] for c in ITERATION_COLUMNS}
+        self._rows: list[tuple] = []
+        self._chunks: list[dict[str, np.ndarray]] = []
+        self._n = 0
 
     def append(self, **row) -> None:
-        cols = self.cols
-        for c in ITERATION_COLUMNS:
-            cols[c].append(row[c])
+        self._rows.append(tuple(row[c] for c in ITERATION_COLUMNS))
+        self._n += 1
+
+    def _flush(self) -> None:
+        if self._rows:
+            cols = list(zip(*self._rows))
+            self._chunks.append({c: np.asarray(v) for c, v in zip(ITERATION_COLUMNS, cols)})
+            self._rows = []
 
     def extend(self, block: dict[str, np.ndarray]) -> None:
         """Append many rows at once (fast-forwarded steps); every column must be given."""
-        cols = self.cols
-        for c in ITERATION_COLUMNS:
-            cols[c].extend(np.asarray(block[c]).tolist())
+        self._flush()
+        self._chunks.append({c: np.asarray(block[c]) for c in ITERATION_COLUMNS})
+        self._n += len(block["iter"])
 
     def __len__(self) -> int:
-        return len(self.cols["iter"])
+        return self._n
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame({c: self.cols[c] for c in ITERATION_COLUMNS})
+        self._flush()
+        if not self._chunks:
+            return pd.DataFrame({c: np.array([], dtype=np.int64 if c != "start_s" else float)
+                                 for c in ITERATION_COLUMNS})
+        data = {}
+        for c in ITERATION_COLUMNS:
+            arr = np.concatenate([ch[c] for ch in self._chunks])
+            data[c] = arr.astype(np.float64) if c.endswith("_s") else arr.astype(np.int64)
+        return pd.DataFrame(data)
 
 
 def request_frame(groups: list[SequenceGroup]) -> pd.DataFrame:

@@ -74,7 +74,7 @@ class SimEngine:
             delay = max(0.0, spec.arrival_s - env.now)
             self.next_arrival_s = env.now + delay
             yield _UrgentTimeout(env, delay)
-            self.inbox.append(spec)
+            self.inbox.append((env.now, spec))
             if self._wake is not None and not self._wake.triggered:
                 self._wake.succeed()
         self.next_arrival_s = float("inf")
@@ -86,7 +86,7 @@ class SimEngine:
         env, sched, cost = self.env, self.sched, self.cost
         while True:
             if self.inbox:
-                for spec in self.inbox:
+                for _, spec in self.inbox:
                     sched.add_request(spec)
                 self.inbox.clear()
             if self.max_time_s is not None and env.now >= self.max_time_s:

@@ -214,6 +214,29 @@ class PagedBlockManager:
             return 1
         return 1 if self.ref[self.tables[seq_id][-1]] > 1 else 0
 
+    def blocks_to_append(self, seq_ids: list[int], swapped: bool = False) -> int:
+        """New blocks one ``append_slot`` to each of ``seq_ids`` (in order) takes; exact.
+
+        A partial last block shared by ``m`` of them is copied ``m - 1`` times:
+        the last sharer writes in place. ``swapped=True`` counts for swapped
+        sequences as they will be right after ``swap_in`` (same sharing).
+        """
+        bs = self.block_size
+        tables, lens, ref = ((self.cpu_tables, self.cpu_num_tokens, self.cpu_ref) if swapped
+                             else (self.tables, self.num_tokens, self.ref))
+        need = 0
+        left: dict[int, int] = {}
+        for s in seq_ids:
+            if lens[s] % bs == 0:
+                need += 1
+                continue
+            b = tables[s][-1]
+            r = left.get(b, ref[b])
+            if r > 1:
+                need += 1
+                left[b] = r - 1
+        return need
+
     def free(self, seq_id: int) -> None:
         """Drop ``seq_id``'s table, releasing one reference to each of its blocks (GPU or CPU)."""
         table = self.tables.pop(seq_id, None)

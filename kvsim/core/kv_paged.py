@@ -75,7 +75,7 @@ class PagedKV:
 
     # ------------------------------------------------------------------ decode
     def append_need(self, group: SequenceGroup) -> int:
-        return sum(self.bm.slots_needed(s.seq_id) for s in group.seqs)
+        return self.bm.blocks_to_append([s.seq_id for s in group.seqs])
 
     def free_blocks(self) -> int:
         return self.bm.num_free_blocks
@@ -113,7 +113,7 @@ class PagedKV:
 
     def can_swap_in(self, group: SequenceGroup) -> bool:
         ids = [s.seq_id for s in group.seqs]
-        need = self.bm.blocks_to_swap_in(ids) + len(ids)
+        need = self.bm.blocks_to_swap_in(ids) + self.bm.blocks_to_append(ids, swapped=True)
         return self.bm.can_allocate(need) == AllocStatus.OK
 
     def swap_in(self, group: SequenceGroup) -> list[tuple[int, int]]:

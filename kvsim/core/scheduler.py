@@ -14,6 +14,8 @@ Policies (``SchedulerConfig.policy``):
 * ``static`` — request-level batching (FasterTransformer-like): a batch is
   admitted only when none is running and runs until its longest request ends;
   finished requests keep their memory and their (padded) compute until then.
+  It never preempts, so with the paged allocator a batch is admitted only while
+  the sum of its groups' peak blocks fits the free blocks.
 
 The scheduler keeps no clock: ``schedule(now)`` and ``complete_step(plan, now)``
 receive the caller's time (simulated or wall clock).
@@ -141,9 +143,11 @@ class Scheduler:
         plan.prefill_new_tokens.append(tokens)
         plan.prefill_cached_tokens.append(g.prefill_done)
 
-    def _admit(self, plan: StepPlan, budget: int, chunked: bool) -> None:
+    def _admit(self, plan: StepPlan, budget: int, chunked: bool, static: bool = False) -> None:
         num_seqs = self.num_running_seqs()
         admitted = False
+        # static batching never preempts, so a paged batch must fit its peak blocks up front
+        peak_room = self.kv.free_blocks() if static and self.kv.kind == "paged" else None
         while self.waiting:
             g = self.waiting[0]
             todo = g.prefill_target
@@ -160,6 +164,11 @@ class Scheduler:
                 continue
             if status == AllocStatus.LATER:
                 break
+            if peak_room is not None:
+                peak = self.kv.peak_blocks(g)
+                if peak > peak_room:
+                    break
+                peak_room -= peak
             self.waiting.popleft()
             cached = self.kv.admit(g)
             g.cached_tokens = cached
@@ -243,16 +252,18 @@ class Scheduler:
             plan.swap_in.extend(self.kv.swap_in(g))
             g.status = GroupStatus.RUNNING
             num_seqs += len(g.seqs)
+            self.running.append(g)
+            if g.in_prefill:
+                continue    # swapped mid chunked prefill: its prefill resumes, nothing to decode yet
             plan.copy_pairs.extend(self.kv.append(g))
             plan.decode_group_ids.append(g.group_id)
             plan.decode_context_tokens.extend(s.length for s in g.seqs)
-            self.running.append(g)
         self._sort_running()
 
     def _schedule_static(self, plan: StepPlan) -> None:
         if not self.running:
             self._static_done.clear()
-            self._admit(plan, 1 << 62, chunked=False)
+            self._admit(plan, 1 << 62, chunked=False, static=True)
             return
         for g in self.running:
             if g.group_id not in self._static_done:

@@ -38,7 +38,7 @@ def _prefill_kernel(
     seq = tl.program_id(0)
     tile = tl.program_id(1)
     kvh = tl.program_id(2)
-    TQ: tl.constexpr = BLOCK_M // G
+    TQ = BLOCK_M // G
     q_start = tl.load(qsl_ptr + seq)
     q_len = tl.load(qsl_ptr + seq + 1) - q_start
     if tile * TQ < q_len:
