@@ -18,6 +18,9 @@ slots stay grouped by ancestry like a sorted top-k would leave them.
 """
 from __future__ import annotations
 
+import bisect
+import functools
+
 import numpy as np
 
 
@@ -26,8 +29,25 @@ def choose_parents(rng: np.random.Generator, k: int, keep_prob: float = 0.5,
     """Parents (indices into the current ``k`` beams) of the next ``k`` beams, sorted ascending."""
     if k <= 1:
         return [0] * k
-    keep = rng.random(k) < keep_prob
-    weights = decay ** np.arange(k)
-    drawn = rng.choice(k, size=k, p=weights / weights.sum())
-    parents = np.where(keep, np.arange(k), drawn)
-    return sorted(int(p) for p in parents)
+    u = rng.random(2 * k).tolist()            # one draw per beam: keep?, then which parent
+    cdf = _cdf(k, decay)
+    parents = []
+    for i in range(k):
+        if u[i] < keep_prob:
+            parents.append(i)
+        else:
+            parents.append(min(bisect.bisect_right(cdf, u[k + i]), k - 1))
+    parents.sort()
+    return parents
+
+
+@functools.lru_cache(maxsize=64)
+def _cdf(k: int, decay: float) -> tuple[float, ...]:
+    """Cumulative parent probabilities over ranks 0..k-1 (proportional to ``decay**rank``)."""
+    w = [decay ** j for j in range(k)]
+    total = sum(w)
+    acc, out = 0.0, []
+    for x in w:
+        acc += x / total
+        out.append(acc)
+    return tuple(out)

@@ -265,14 +265,29 @@ class PagedBlockManager:
             return
         old = [self.tables[s] for s in seq_ids]
         lens = [self.num_tokens[s] for s in seq_ids]
-        for i, s in enumerate(seq_ids):
-            t = old[parents[i]]
-            for b in t:
-                self.ref[b] += 1
-            self.tables[s] = list(t)
-            self.num_tokens[s] = lens[parents[i]]
-        for t in old:
-            for b in reversed(t):
+        ref = self.ref
+        dropped = []
+        for i, p in enumerate(parents):
+            if p == i:
+                continue                      # kept beam: table unchanged
+            src, dst = old[p], old[i]
+            # Tables of one group form a tree (forks share a prefix, later blocks are
+            # private), so equality is prefix-closed: binary-search the shared prefix and
+            # touch only the differing suffixes.
+            lo, hi = 0, min(len(src), len(dst))
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if src[mid] == dst[mid]:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            for b in src[lo:]:
+                ref[b] += 1
+            self.tables[seq_ids[i]] = list(src)
+            self.num_tokens[seq_ids[i]] = lens[p]
+            dropped.append(dst[lo:])
+        for suffix in dropped:
+            for b in reversed(suffix):
                 self._release(b)
 
     # ------------------------------------------------------------------ swap
