@@ -38,9 +38,9 @@ class RunSetup:
             return PagedKV(self.budget.num_gpu_blocks, e.block_size, self.budget.num_cpu_blocks,
                            e.watermark, e.enable_prefix_caching)
         capacity = self.budget.kv_cache_bytes // self.kv_bytes_per_token
-        cpu = int(e.swap_space_gib * GiB) // self.kv_bytes_per_token
+        cpu = self.budget.num_cpu_blocks * e.block_size
         return ContiguousKV(capacity, e.allocator.removeprefix("orca_"), self.max_model_len,
-                            e.placement, cpu)
+                            e.placement, cpu, unit_slots=e.block_size)
 
     def make_scheduler(self, kv, rng: np.random.Generator) -> Scheduler:
         e = self.scenario.engine
@@ -66,6 +66,12 @@ def setup_run(sc: Scenario, *, simulator: bool = True) -> RunSetup:
                        gpu_memory_utilization=e.gpu_memory_utilization, dtype_bytes=sc.dtype_bytes,
                        max_num_batched_tokens=e.max_num_batched_tokens, max_num_seqs=e.max_num_seqs,
                        swap_space_bytes=int(e.swap_space_gib * GiB))
+    if e.num_gpu_blocks is not None or e.num_cpu_blocks is not None:
+        gpu_blocks = e.num_gpu_blocks if e.num_gpu_blocks is not None else budget.num_gpu_blocks
+        budget = dataclasses.replace(
+            budget, num_gpu_blocks=gpu_blocks, kv_cache_bytes=gpu_blocks * budget.block_bytes,
+            kv_capacity_tokens=gpu_blocks * e.block_size,
+            num_cpu_blocks=e.num_cpu_blocks if e.num_cpu_blocks is not None else budget.num_cpu_blocks)
     rng = np.random.default_rng([sc.seed, 1])
     requests = build_workload(sc.workload, max_len_tokens=max_len, rng=rng)
     params = sc.cost.roofline

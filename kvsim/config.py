@@ -43,6 +43,8 @@ class EngineConfig:
     watermark: float = cfg_field(0.01, "paged: fraction of blocks kept free when admitting")
     beam_keep_prob: float = cfg_field(0.5, "beam model: probability a beam keeps its own history each step")
     beam_decay: float = cfg_field(0.5, "beam model: weight decay over ranks for re-parented beams")
+    num_gpu_blocks: int | None = cfg_field(None, "override the KV block count computed from memory (tests, validation)")
+    num_cpu_blocks: int | None = cfg_field(None, "override the swap block count computed from swap_space_gib")
 
     def validate(self, path: str = "engine") -> None:
         def bad(f, msg):
@@ -67,7 +69,11 @@ class EngineConfig:
             bad("beam_keep_prob", f"got {self.beam_keep_prob!r}, expected 0 <= x <= 1")
         if not 0 < self.beam_decay <= 1:
             bad("beam_decay", f"got {self.beam_decay!r}, expected 0 < x <= 1")
-        if self.preemption_mode == "swap" and self.swap_space_gib == 0:
+        for name in ("num_gpu_blocks", "num_cpu_blocks"):
+            v = getattr(self, name)
+            if v is not None and v < (1 if name == "num_gpu_blocks" else 0):
+                bad(name, f"got {v!r}, expected a positive block count")
+        if self.preemption_mode == "swap" and self.swap_space_gib == 0 and not self.num_cpu_blocks:
             bad("preemption_mode", "swap needs swap_space_gib > 0")
 
 
@@ -87,6 +93,30 @@ class CostConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """Settings of the real engine only (``kvsim engine``); the simulator ignores them."""
+    device: str = cfg_field("auto", "auto (cuda if available) | cuda | cpu")
+    attention_backend: str = cfg_field("auto", "auto (triton on cuda, torch on cpu) | triton | torch")
+    weights: str = cfg_field("dummy", "dummy (random weights) or a local Hugging Face checkpoint directory")
+    sampling: str = cfg_field("greedy", "greedy | random (temperature / top_p); beam search comes from workload.beam_width")
+    temperature: float = cfg_field(1.0, "random sampling temperature (> 0)")
+    top_p: float = cfg_field(1.0, "random sampling nucleus mass (0 < top_p <= 1)")
+    cuda_graphs: bool = cfg_field(True, "capture decode steps in CUDA graphs for common batch sizes")
+    max_wall_s: float | None = cfg_field(None, "stop the engine after this many wall-clock seconds")
+
+    def validate(self, path: str = "runtime") -> None:
+        for name, allowed in (("device", ("auto", "cuda", "cpu")), ("attention_backend", ("auto", "triton", "torch")),
+                              ("sampling", ("greedy", "random"))):
+            v = getattr(self, name)
+            if v not in allowed:
+                raise KvsimError(f"{path}.{name}", f"got {v!r}, expected one of {', '.join(allowed)}")
+        if self.temperature <= 0:
+            raise KvsimError(f"{path}.temperature", f"got {self.temperature!r}, expected > 0")
+        if not 0 < self.top_p <= 1:
+            raise KvsimError(f"{path}.top_p", f"got {self.top_p!r}, expected 0 < top_p <= 1")
+
+
+@dataclass
 class Scenario:
     name: str = cfg_field("scenario", "a name for the run (used in outputs)")
     model: str = cfg_field("opt-13b", "model from the catalogue (`kvsim models`)")
@@ -96,6 +126,7 @@ class Scenario:
     engine: EngineConfig = cfg_field(None, "engine settings")
     workload: WorkloadConfig = cfg_field(None, "requests: lengths, arrivals, sampling")
     cost: CostConfig = cfg_field(None, "cost model")
+    runtime: RuntimeConfig = cfg_field(None, "real-engine settings (kvsim engine)")
     seed: int = cfg_field(0, "random seed for the workload and the beam model")
     max_time_s: float | None = cfg_field(None, "stop the simulation at this simulated time")
     description: str = cfg_field("", "free text")
@@ -104,6 +135,7 @@ class Scenario:
         self.engine = self.engine or EngineConfig()
         self.workload = self.workload or WorkloadConfig()
         self.cost = self.cost or CostConfig()
+        self.runtime = self.runtime or RuntimeConfig()
 
     def validate(self, path: str = "") -> None:
         if self.dtype not in DTYPES:
@@ -179,4 +211,5 @@ def load_scenario(source: str | Path | dict, overrides: list[str] | None = None)
     sc.engine.validate("engine")
     sc.workload.validate("workload")
     sc.cost.validate("cost")
+    sc.runtime.validate("runtime")
     return sc

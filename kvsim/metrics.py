@@ -41,7 +41,10 @@ def _clean(x: float) -> float | None:
     return None if np.isnan(x) else round(x, 9)
 
 
-def summarize(setup, reqs: pd.DataFrame, its: pd.DataFrame, end_s: float, capacity_slots: int) -> dict:
+def summarize(setup, reqs: pd.DataFrame, its: pd.DataFrame, end_s: float, capacity_slots: int,
+              prefix_stats: tuple[int, int] | None = None) -> dict:
+    """Summary dict (keys: SUMMARY_KEYS). ``prefix_stats`` = (prompt tokens served by the prefix
+    cache, prompt tokens looked up) when prefix caching is on."""
     done = reqs[reqs.status == "finished"]
     arrival = reqs.arrival_s.to_numpy()
     start = float(arrival.min()) if len(arrival) else 0.0
@@ -66,10 +69,7 @@ def summarize(setup, reqs: pd.DataFrame, its: pd.DataFrame, end_s: float, capaci
     logical = (its.mem_logical.to_numpy() * w).sum()
     saved = 1.0 - (phys.to_numpy() * w).sum() / logical if logical > 0 else 0.0
     pre = reqs.preemptions.sum()
-    hit = 0.0
-    kvq = getattr(setup, "_prefix_stats", None)
-    if kvq:
-        hit = kvq[0] / kvq[1] if kvq[1] else 0.0
+    hit = prefix_stats[0] / prefix_stats[1] if prefix_stats and prefix_stats[1] else 0.0
     s = {
         "throughput_req_s": len(done) / span,
         "throughput_tok_s": float(out_tokens) / span,

@@ -154,7 +154,9 @@ class SimEngine:
         # requests that never arrived before max_time_s still appear, as not arrived
         reqs = request_frame(groups)
         its = self.log.frame()
-        summary = summarize(self.setup, reqs, its, self.env.now, self.kv.capacity_slots)
+        bm = getattr(self.kv, "bm", None)
+        stats = (bm.prefix_hits_tokens, bm.prefix_queries_tokens) if bm is not None else None
+        summary = summarize(self.setup, reqs, its, self.env.now, self.kv.capacity_slots, stats)
         return SimResult(self.setup, reqs, its, self.env.now, summary)
 
 

@@ -10,6 +10,11 @@ There is no sharing: every parallel sample or beam reserves its own chunk, and
 beam search copies whole histories when beams re-parent. Chunks are placed in
 an address space (first-fit, or buddy) so external fragmentation is measured:
 free slots in holes too small for the next reservation.
+
+Chunks are placed in units of ``unit_slots`` token slots (the engine passes its
+KV block size), so a chunk is also a run of whole cache blocks and the real
+engine can use the same paged kernels over it; rounding costs at most
+``unit_slots - 1`` slots per sequence, counted as internal fragmentation.
 """
 from __future__ import annotations
 
@@ -24,13 +29,14 @@ class ContiguousKV:
     kind = "contiguous"
 
     def __init__(self, capacity_slots: int, policy: str, max_seq_len: int,
-                 placement: str = "first_fit", cpu_capacity_slots: int = 0):
+                 placement: str = "first_fit", cpu_capacity_slots: int = 0, unit_slots: int = 1):
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         self.policy = policy
         self.max_seq_len = max_seq_len
-        self.capacity_slots = capacity_slots
-        self.space = make_space(placement, capacity_slots)
+        self.unit = unit_slots
+        self.capacity_slots = capacity_slots // unit_slots * unit_slots
+        self.space = make_space(placement, capacity_slots // unit_slots)
         self.cpu_capacity_slots = cpu_capacity_slots
         self.cpu_used_slots = 0
         self.offset: dict[int, int] = {}       # seq -> chunk offset
@@ -38,7 +44,7 @@ class ContiguousKV:
         self.written: dict[int, int] = {}      # seq -> KV slots written
         self.swapped: dict[int, tuple[int, int]] = {}   # seq -> (reserved, written) on CPU
         self.used_slots = 0
-        self._max_chunk = self.space.largest_free_hole()   # biggest chunk the empty space can place
+        self._max_chunk = self.space.largest_free_hole() * unit_slots   # biggest chunk the empty space places
 
     def reservation(self, group: SequenceGroup) -> int:
         total = group.spec.prompt_len + group.spec.output_len
@@ -48,10 +54,12 @@ class ContiguousKV:
             return 1 << (total - 1).bit_length()
         return total
 
+    def _units(self, size: int) -> int:
+        return -(-size // self.unit)
+
     def _chunk(self, size: int) -> int:
-        """Slots a reservation of ``size`` really occupies (buddy rounds up)."""
-        rounded = getattr(self.space, "rounded_size", None)
-        return rounded(size) if rounded else size
+        """Slots a reservation of ``size`` really occupies (unit rounding; buddy rounds up too)."""
+        return self.space.rounded_size(self._units(size)) * self.unit
 
     def never_fits(self, group: SequenceGroup) -> str | None:
         chunk = self._chunk(self.reservation(group))
@@ -68,7 +76,7 @@ class ContiguousKV:
         taken = []
         ok = True
         for _ in group.seqs:
-            off = self.space.alloc(r)
+            off = self.space.alloc(self._units(r))
             if off is None:
                 ok = False
                 break
@@ -81,10 +89,10 @@ class ContiguousKV:
         r = self.reservation(group)
         p = group.spec.prompt_len
         for s in group.seqs:
-            off = self.space.alloc(r)
+            off = self.space.alloc(self._units(r))
             if off is None:
                 raise RuntimeError("contiguous admission without capacity (check can_admit first)")
-            self.offset[s.seq_id] = off
+            self.offset[s.seq_id] = off * self.unit
             self.reserved[s.seq_id] = r
             w = p + s.generated
             self.written[s.seq_id] = w
@@ -96,7 +104,7 @@ class ContiguousKV:
         return 0
 
     def free_blocks(self) -> int:
-        return self.space.free_slots
+        return self.space.free_slots * self.unit
 
     def append(self, group: SequenceGroup) -> list[tuple[int, int]]:
         for s in group.seqs:
@@ -111,7 +119,7 @@ class ContiguousKV:
         for s in group.seqs:
             off = self.offset.pop(s.seq_id, None)
             if off is not None:
-                self.space.free(off)
+                self.space.free(off // self.unit)
                 del self.reserved[s.seq_id]
                 self.used_slots -= self.written.pop(s.seq_id)
             sw = self.swapped.pop(s.seq_id, None)
@@ -135,7 +143,7 @@ class ContiguousKV:
             off = self.offset.pop(s.seq_id)
             r = self.reserved.pop(s.seq_id)
             w = self.written.pop(s.seq_id)
-            self.space.free(off)
+            self.space.free(off // self.unit)
             self.used_slots -= w
             self.swapped[s.seq_id] = (r, w)
             self.cpu_used_slots += r
@@ -150,8 +158,8 @@ class ContiguousKV:
         for s in group.seqs:
             r, w = self.swapped.pop(s.seq_id)
             self.cpu_used_slots -= r
-            off = self.space.alloc(r)
-            self.offset[s.seq_id] = off
+            off = self.space.alloc(self._units(r))
+            self.offset[s.seq_id] = off * self.unit
             self.reserved[s.seq_id] = r
             self.written[s.seq_id] = w
             self.used_slots += w
@@ -176,13 +184,18 @@ class ContiguousKV:
                 final = max(s.final_kv_tokens, self.written[s.seq_id])
                 internal += chunk - min(chunk, final)
                 future += min(chunk, final) - self.written[s.seq_id]
-        free = self.space.free_slots
-        external = self.space.external_fragmentation_slots()
+        free = self.space.free_slots * self.unit
+        external = self.space.external_fragmentation_slots() * self.unit
         allocated = self.capacity_slots - free
         return self.used_slots, internal, future, external, free - external, allocated
 
     def blocks_in_use(self) -> int:
-        return self.space.allocated_slots
+        return self.space.allocated_slots * self.unit
+
+    def block_table(self, seq_id: int) -> list[int]:
+        """The chunk as a run of ``unit_slots``-sized blocks (for the engine's paged kernels)."""
+        first = self.offset[seq_id] // self.unit
+        return list(range(first, first + self._units(self.reserved[seq_id])))
 
     def check_invariants(self) -> None:
         self.space.check_invariants()

@@ -42,9 +42,11 @@ class PagedKV:
     def _admit_blocks(self, group: SequenceGroup) -> int:
         if group.generated == 0:
             return self.bm.blocks_for(group.spec.prompt_len)
-        # recompute: the prompt once, then each sequence's own tokens
-        return self.bm.blocks_for(group.spec.prompt_len) + sum(
-            self.bm.blocks_for(s.generated) + 1 for s in group.seqs)
+        # recompute: full prompt blocks shared once, then each sequence's own blocks from
+        # the (copied-on-write) partial prompt block to its current length
+        p = group.spec.prompt_len
+        shared = p // self.block_size
+        return shared + sum(self.bm.blocks_for(p + s.generated) - shared for s in group.seqs)
 
     def can_admit(self, group: SequenceGroup) -> AllocStatus:
         return self.bm.can_allocate(self._admit_blocks(group))

@@ -1,0 +1,104 @@
+"""Fast-forwarding decode runs must not change any simulation result.
+
+For several scenarios (paged and orca_oracle; vllm and chunked; waiting-queue
+pressure at a high rate; prefix caching; parallel sampling with swapping;
+max_time_s) the simulator is run with and without fast-forwarding; the
+per-request and per-iteration records must be exactly equal, the summaries
+identical, and the fast-forward run must really have skipped steps. Also: the
+same seed gives a byte-identical summary, a different seed a different one.
+"""
+from __future__ import annotations
+
+import copy
+import json
+
+import pandas as pd
+import pytest
+
+from kvsim.build import setup_run
+from kvsim.config import load_scenario
+from kvsim.sim import SimEngine, simulate
+
+BASE = {
+    "model": "opt-13b", "gpu": "a100-40gb",
+    "engine": {"allocator": "paged", "block_size": 16, "scheduler": "vllm", "preemption_mode": "auto",
+               "swap_space_gib": 4, "gpu_memory_utilization": 0.7, "enable_prefix_caching": False},
+    "workload": {"dataset": "sharegpt", "rate_req_s": 2.0, "num_requests": 150, "n": 1, "beam_width": 1,
+                 "prefix_len": 0},
+    "seed": 0,
+}
+
+
+def scenario(engine=None, workload=None, **top):
+    d = copy.deepcopy(BASE)
+    d["engine"].update(engine or {})
+    d["workload"].update(workload or {})
+    d.update(top)
+    return load_scenario(d)
+
+
+CASES = {
+    "paged_vllm": (scenario(), {"preempt"}),
+    "paged_chunked": (scenario(engine={"scheduler": "chunked", "max_num_batched_tokens": 512}), {"preempt"}),
+    "orca_oracle_vllm": (scenario(engine={"allocator": "orca_oracle"}), set()),
+    "orca_oracle_chunked": (scenario(engine={"allocator": "orca_oracle", "scheduler": "chunked"}), set()),
+    "paged_high_rate": (scenario(workload={"rate_req_s": 30.0}), {"preempt", "waiting"}),
+    "orca_high_rate": (scenario(engine={"allocator": "orca_oracle", "placement": "buddy"},
+                                workload={"rate_req_s": 30.0}), {"waiting"}),
+    "paged_prefix_cache": (scenario(engine={"enable_prefix_caching": True},
+                                    workload={"prefix_len": 100, "num_prefixes": 2, "rate_req_s": 8.0}),
+                           {"prefix", "waiting"}),
+    "paged_n2_swap": (scenario(workload={"n": 2, "rate_req_s": 4.0, "num_requests": 100}), {"swap"}),
+    "paged_max_time": (scenario(workload={"rate_req_s": 8.0}, max_time_s=15.0), {"cut"}),
+    "orca_max_time": (scenario(engine={"allocator": "orca_oracle"}, workload={"rate_req_s": 8.0},
+                               max_time_s=15.0), {"cut"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fast_forward_matches_stepping(name):
+    sc, expect = CASES[name]
+    eng = SimEngine(setup_run(sc), fast_forward=True)
+    ff = eng.run()
+    step = simulate(sc, fast_forward=False)
+    assert eng.ff_steps > 0, "the scenario never fast-forwarded"
+    assert len(ff.iterations) > eng.ff_steps       # some steps were taken one by one
+    pd.testing.assert_frame_equal(ff.requests, step.requests, check_exact=True)
+    pd.testing.assert_frame_equal(ff.iterations, step.iterations, check_exact=True)
+    assert ff.end_s == step.end_s
+    assert json.dumps(ff.summary, sort_keys=True) == json.dumps(step.summary, sort_keys=True)
+    assert ff.summary == step.summary
+    # the scenario exercises what it is meant to
+    s, its = ff.summary, ff.iterations
+    if "preempt" in expect:
+        assert s["preemptions"] > 0
+    if "swap" in expect:
+        assert s["preemptions_swap"] > 0 and its.swap_in_blocks.sum() > 0
+    if "waiting" in expect:
+        assert its.waiting.max() > 0
+    if "prefix" in expect:
+        # (summary["prefix_cache_hit_frac"] is not wired up yet: metrics reads setup._prefix_stats,
+        # which nothing sets — so check the per-request records instead)
+        assert ff.requests.cached_tokens.sum() > 0
+    if "cut" in expect:
+        assert s["requests_unfinished"] > 0 and ff.end_s >= sc.max_time_s
+    else:
+        assert s["requests_finished"] + s["requests_rejected"] == s["requests_total"]
+
+
+def _summary_json(seed: int, **kw) -> str:
+    sc = scenario(workload={"rate_req_s": 6.0, "num_requests": 100, **kw}, seed=seed)
+    return json.dumps(simulate(sc).summary, sort_keys=True)
+
+
+def test_same_seed_same_summary_different_seed_different():
+    a = _summary_json(0)
+    assert a == _summary_json(0)
+    assert a != _summary_json(1)
+
+
+def test_beam_search_seed_determinism():
+    # beam re-parenting draws from the scenario's rng, so this also covers the scheduler's rng
+    a = _summary_json(5, beam_width=3, num_requests=40)
+    assert a == _summary_json(5, beam_width=3, num_requests=40)
+    assert a != _summary_json(6, beam_width=3, num_requests=40)
