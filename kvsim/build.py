@@ -78,6 +78,13 @@ def setup_run(sc: Scenario, *, simulator: bool = True) -> RunSetup:
     if simulator:
         # the simulator charges swaps on its host-link resource, not inside the step
         params = dataclasses.replace(params, include_swaps_in_step=False)
-    cost = RooflineCostModel(model, gpu, sc.tensor_parallel, sc.dtype_bytes, params,
-                             block_size_tokens=e.block_size)
+    if sc.cost.model == "calibrated":
+        from kvsim.cost.calibrated import CalibratedCostModel, load_profile
+        if sc.tensor_parallel != 1:
+            raise KvsimError("tensor_parallel", "calibrated profiles are measured on one GPU; use tensor_parallel: 1")
+        cost: CostModel = CalibratedCostModel(load_profile(sc.cost.profile), model_name=model.name, dtype=sc.dtype,
+                                              block_size_tokens=e.block_size, include_swaps_in_step=not simulator)
+    else:
+        cost = RooflineCostModel(model, gpu, sc.tensor_parallel, sc.dtype_bytes, params,
+                                 block_size_tokens=e.block_size)
     return RunSetup(sc, model, gpu, budget, max_len, requests, cost)

@@ -1,4 +1,4 @@
-"""Command line: ``kvsim run | sweep | models | gpus``.
+"""Command line: ``kvsim run | sweep | plan | report block-size | paper | models | gpus``.
 
 Bad input (unknown field, impossible config, unreadable file) prints one line
 ``error: <field>: <what is wrong>`` and exits with code 2.
@@ -45,7 +45,8 @@ def _cmd_run(args) -> int:
     from kvsim.output import write_run
     from kvsim.sim import SimEngine
     from kvsim.build import setup_run
-    sc = load_scenario(args.scenario, args.set)
+    extra = ["cost.model=calibrated", f"cost.profile={args.profile}"] if args.profile else []
+    sc = load_scenario(args.scenario, args.set + extra)
     t0 = time.perf_counter()
     setup = setup_run(sc)
     eng = SimEngine(setup, fast_forward=not args.no_fast_forward)
@@ -70,8 +71,9 @@ def _cmd_sweep(args) -> int:
     from kvsim.sweep import parse_grid, sweep
     grid = parse_grid(args.grid)
     sc = load_scenario(args.scenario, args.set)
-    df = sweep(args.scenario, grid, args.set, jobs=args.jobs, progress=not args.quiet)
     out = Path(args.out or Path("runs") / f"{sc.name}-sweep")
+    df = sweep(args.scenario, grid, args.set, jobs=args.jobs, progress=not args.quiet,
+               backend=args.backend, resume=out / "sweep.csv" if args.out else None)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "sweep.csv", index=False)
     ok = df[df.error == ""] if "error" in df else df
@@ -82,6 +84,59 @@ def _cmd_sweep(args) -> int:
     print(df[cols + (["error"] if (df.get("error", "") != "").any() else [])].to_string(index=False))
     print(f"wrote {out}/sweep.csv and sweep.png")
     return 0
+
+
+def _cmd_plan(args) -> int:
+    from kvsim.plan import parse_slo, plan
+    from kvsim.plan.output import describe_recommendation, format_table, write_plan
+    from kvsim.sweep import parse_grid
+    from kvsim.config import load_scenario
+    slo = parse_slo(args.slo)
+    cands = parse_grid(args.candidates) if args.candidates else {}
+    replicas = [int(x) for x in str(args.replicas).split(",") if x.strip()] if args.replicas else [1]
+    sc = load_scenario(args.scenario, args.set)
+    res = plan(args.scenario, slo, cands, overrides=args.set, replicas=replicas, requests=args.requests,
+               rel_tol=args.tol, objective=args.objective, jobs=args.jobs, progress=not args.quiet)
+    out = Path(args.out or Path("runs") / f"{sc.name}-plan")
+    write_plan(res, list(cands), out)
+    print(format_table(res, list(cands)))
+    print(describe_recommendation(res, list(cands)))
+    print(f"wrote {out}/{{plan.csv, plan.json, pareto.png}}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from kvsim.plan import parse_slo
+    from kvsim.report import block_size_report
+    sizes = [int(x) for x in args.block_sizes.split(",") if x.strip()] if args.block_sizes else None
+    out = Path(args.out or Path("runs") / f"{Path(args.scenario).stem}-block-size")
+    rep = block_size_report(args.scenario, parse_slo(args.slo), out, overrides=args.set, block_sizes=sizes,
+                            requests=args.requests, jobs=args.jobs, progress=not args.quiet)
+    print(rep.table_text())
+    print(f"recommended block size: {rep.block_size} — {rep.reason}")
+    print(f"wrote {out / 'report.html'} (open it in a browser)")
+    return 0
+
+
+def _cmd_paper(args) -> int:
+    from kvsim.paper import reproduce
+    out = Path(args.out or Path("runs") / "paper")
+    path = reproduce(out, quick=args.quick, jobs=args.jobs, progress=not args.quiet)
+    print(f"wrote {path} and the figures next to it")
+    return 0
+
+
+def _add_plan_args(p, requests_default: int) -> None:
+    p.add_argument("scenario", help="scenario YAML file")
+    p.add_argument("--slo", action="append", default=[], metavar="KEY=VALUE",
+                   help="SLO upper bound (repeatable): normalized_latency_s, ttft_p99_s, tpot_p99_s, "
+                        "preemption_rate (default normalized_latency_s=0.1)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--requests", type=int, default=requests_default,
+                   help="requests per probe (at least; fast rates get 60 s of arrivals)")
+    p.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
+    p.add_argument("--out", help="output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _cmd_models(args) -> int:
@@ -115,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a field, e.g. --set engine.block_size=32 (repeatable)")
     r.add_argument("--out", help="output directory (default runs/<name>)")
     r.add_argument("--no-fast-forward", action="store_true", help="step every iteration (slower, same results)")
+    r.add_argument("--profile", help="use the calibrated cost model with this profile (kvsim calibrate)")
     r.set_defaults(func=_cmd_run)
     s = sub.add_parser("sweep", help="run a grid of scenario variants in parallel")
     s.add_argument("scenario")
@@ -124,7 +180,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
     s.add_argument("--out", help="output directory (default runs/<name>-sweep)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local processes (default) or a Ray cluster (pip install 'kvsim[ray]')")
     s.set_defaults(func=_cmd_sweep)
+    pl = sub.add_parser("plan", help="highest request rate meeting SLOs, and the best configuration")
+    _add_plan_args(pl, 600)
+    pl.add_argument("--candidates", action="append", default=[], metavar="KEY=V1,V2,...",
+                    help="candidate values of a scenario field (repeatable; the cartesian product is searched)")
+    pl.add_argument("--replicas", default="1", metavar="N[,N...]", help="replica counts to consider (default 1)")
+    pl.add_argument("--tol", type=float, default=0.02, help="relative tolerance of the rate bisection")
+    pl.add_argument("--objective", choices=("gpu", "usd", "rate"), default="gpu",
+                    help="recommend by goodput per GPU (default), requests per dollar, or total rate")
+    pl.set_defaults(func=_cmd_plan)
+    rp = sub.add_parser("report", help="tuning reports (self-contained HTML)")
+    rsub = rp.add_subparsers(dest="report", required=True)
+    bs = rsub.add_parser("block-size", help="which KV block size for this workload, and why")
+    _add_plan_args(bs, 600)
+    bs.add_argument("--block-sizes", default=None, metavar="B1,B2,...",
+                    help="block sizes to compare (default 1,2,4,8,16,32,64,128,256)")
+    bs.set_defaults(func=_cmd_report)
+    pa = sub.add_parser("paper", help="reproduce the PagedAttention paper's figures on the simulator")
+    pa.add_argument("--out", help="output directory (default runs/paper)")
+    pa.add_argument("--quick", action="store_true", help="fewer requests and rates (about 2 minutes)")
+    pa.add_argument("--jobs", type=int, default=None)
+    pa.add_argument("--quiet", action="store_true")
+    pa.set_defaults(func=_cmd_paper)
+    from kvsim.engine.cli import add_parser as _add_engine
+    _add_engine(sub)
+    from kvsim.calibrate.cli import add_parser as _add_calibrate
+    _add_calibrate(sub)
+    from kvsim.validate import add_parser as _add_validate
+    _add_validate(sub)
     sub.add_parser("models", help="list the model catalogue").set_defaults(func=_cmd_models)
     sub.add_parser("gpus", help="list the GPU catalogue").set_defaults(func=_cmd_gpus)
     return p

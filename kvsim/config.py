@@ -79,7 +79,8 @@ class EngineConfig:
 
 @dataclass
 class CostConfig:
-    model: str = cfg_field("roofline", "cost model: roofline (analytical, from the catalogue)")
+    model: str = cfg_field("roofline", "cost model: roofline (analytical, from the catalogue) | calibrated (a measured profile)")
+    profile: str | None = cfg_field(None, "calibrated: path of the profile JSON written by `kvsim calibrate`")
     roofline: RooflineParams = cfg_field(None, "roofline efficiency factors and overheads")
 
     def __post_init__(self):
@@ -87,8 +88,10 @@ class CostConfig:
             self.roofline = RooflineParams()
 
     def validate(self, path: str = "cost") -> None:
-        if self.model != "roofline":
-            raise KvsimError(f"{path}.model", f"got {self.model!r}, expected roofline")
+        if self.model not in ("roofline", "calibrated"):
+            raise KvsimError(f"{path}.model", f"got {self.model!r}, expected roofline or calibrated")
+        if self.model == "calibrated" and not self.profile:
+            raise KvsimError(f"{path}.profile", "the calibrated cost model needs a profile path")
         self.roofline.validate(f"{path}.roofline")
 
 

@@ -22,7 +22,6 @@ def summary_document(res) -> dict:
 
 
 def write_run(res, out: Path, plot: bool = True) -> None:
-    from kvsim.plots import plot_run
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -31,4 +30,16 @@ def write_run(res, out: Path, plot: bool = True) -> None:
     res.requests.to_csv(out / "requests.csv", index=False)
     res.iterations.to_csv(out / "iterations.csv", index=False)
     if plot:
+        try:
+            from kvsim.plots import plot_run
+        except ImportError:          # e.g. a GPU image without matplotlib: the CSVs are enough
+            return
         plot_run(res.requests, res.iterations, res.setup.scenario.name, out / "run.png")
+
+
+def write_engine_run(res, out: Path) -> None:
+    """Same files as a simulator run, plus the engine's device, versions and timing split."""
+    write_run(res, out)
+    doc = json.loads((out / "summary.json").read_text())
+    doc["engine"] = res.info
+    (out / "summary.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,117 @@
+"""kvsim's real engine end to end on the GPU: OPT-13B (dummy weights), ShareGPT-like requests.
+
+Usage (one device call; see benchmarks/engine/run_gpu.sh):
+    python benchmarks/engine/e2e.py --model opt-13b --rates 2,4 --allocators paged,orca_oracle \
+        --duration 40 --offline 200 --out OUTDIR
+Writes OUTDIR/e2e.csv (one row per run: throughput, latency percentiles, batch sizes, preemptions,
+KV blocks, timing split), each run's records under OUTDIR/<run>/, and roofline.json: a large-batch
+decode step against the memory roofline (weight bytes + KV bytes read) / measured copy bandwidth.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import kvsim
+from kvsim.catalogue import get_model
+from kvsim.engine.engine import RealEngine
+from kvsim.engine.models import build_model
+from kvsim.output import write_engine_run
+
+KEYS = ("throughput_req_s", "throughput_tok_s", "normalized_latency_s", "normalized_latency_p99_s",
+        "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "avg_batched_requests", "max_batched_requests",
+        "preemptions", "peak_blocks_in_use", "requests_finished", "requests_total")
+
+
+def scenario(model: str, allocator: str, rate: float | None, n: int, block_size: int):
+    wl = {"dataset": "sharegpt", "num_requests": n}
+    wl.update({"arrival": "burst"} if rate is None else {"arrival": "poisson", "rate_req_s": rate})
+    return kvsim.load_scenario({"name": f"{model}-{allocator}-{'offline' if rate is None else f'{rate:g}rps'}",
+                                "model": model, "gpu": "h100-80gb",
+                                "engine": {"allocator": allocator, "block_size": block_size, "max_num_seqs": 256,
+                                           "max_num_batched_tokens": 4096, "swap_space_gib": 8},
+                                "workload": wl, "runtime": {"device": "cuda"}, "seed": 0})
+
+
+def copy_bandwidth() -> float:
+    x = torch.empty(2 << 30, dtype=torch.uint8, device="cuda")
+    y = torch.empty_like(x)
+    from triton.testing import do_bench
+    t = do_bench(lambda: y.copy_(x), warmup=5, rep=30, return_mode="median") / 1e3
+    return 2 * x.numel() / t          # bytes read + written per second
+
+
+def decode_roofline(model, spec, batch: int, ctx: int) -> dict:
+    from kvsim.engine.attention import AttnMetadata
+    from triton.testing import do_bench
+    bs = 16
+    per = -(-ctx // bs)
+    kvh, hd, dt = model.num_kv_heads, model.head_dim, model.dtype
+    caches = [(torch.randn(batch * per, bs, kvh, hd, device="cuda", dtype=dt),
+               torch.randn(batch * per, bs, kvh, hd, device="cuda", dtype=dt)) for _ in range(model.num_layers)]
+    table = torch.randperm(batch * per, device="cuda", dtype=torch.int32).view(batch, per)
+    pos = torch.full((batch,), ctx - 1, device="cuda")
+    slots = table[:, (ctx - 1) // bs].long() * bs + (ctx - 1) % bs
+    i32 = dict(dtype=torch.int32, device="cuda")
+    meta = AttnMetadata(0, batch, slots, torch.zeros(1, **i32), torch.zeros(0, **i32), torch.zeros((0, 1), **i32),
+                        1, torch.full((batch,), ctx, **i32), table, ctx, "triton")
+    ids = torch.randint(0, spec.vocab_size, (batch,), device="cuda")
+    with torch.inference_mode():
+        t = do_bench(lambda: model.compute_logits(model(ids, pos, caches, meta)).argmax(-1), warmup=5, rep=30,
+                     return_mode="median") / 1e3
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p._base is None)
+    kv_read = batch * ctx * spec.kv_bytes_per_token(2)
+    bw = copy_bandwidth()
+    floor = (weight_bytes + kv_read) / bw
+    del caches
+    return {"batch": batch, "ctx": ctx, "step_s": t, "weight_bytes": weight_bytes, "kv_bytes_read": kv_read,
+            "copy_bandwidth_Bps": bw, "roofline_s": floor, "ratio_to_roofline": t / floor}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="opt-13b")
+    ap.add_argument("--rates", default="2,4")
+    ap.add_argument("--allocators", default="paged,orca_oracle")
+    ap.add_argument("--duration", type=float, default=40.0, help="seconds of arrivals per online run")
+    ap.add_argument("--offline", type=int, default=200, help="requests for the offline (burst) run; 0 = skip")
+    ap.add_argument("--block-size", type=int, default=16)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = get_model(a.model)
+    t0 = time.perf_counter()
+    model = build_model(spec, dtype=torch.float16, device=torch.device("cuda"), weights="dummy")
+    print(f"built {spec.name} in {time.perf_counter() - t0:.1f} s", flush=True)
+    runs = [(al, float(r)) for al in a.allocators.split(",") for r in a.rates.split(",")]
+    if a.offline:
+        runs.append(("paged", None))
+    rows = []
+    for al, rate in runs:
+        n = a.offline if rate is None else max(1, int(rate * a.duration))
+        sc = scenario(a.model, al, rate, n, a.block_size)
+        t1 = time.perf_counter()
+        res = RealEngine(sc, model=model).run()
+        write_engine_run(res, out / sc.name)
+        row = {"run": sc.name, "allocator": al, "rate_req_s": rate if rate is not None else "offline",
+               "requests": n, **{k: res.summary[k] for k in KEYS}, "kv_blocks": res.info["kv_blocks"],
+               "simulator_blocks": res.info["simulator_blocks"], "cpu_s_mean": res.info["cpu_s_mean"],
+               "gpu_s_mean": res.info["gpu_s_mean"], "wall_s": time.perf_counter() - t1, "device": res.info["device"]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        torch.cuda.empty_cache()
+    import pandas as pd
+    pd.DataFrame(rows).to_csv(out / "e2e.csv", index=False)
+    roof = decode_roofline(model, spec, batch=128, ctx=1024)
+    roof["device"] = torch.cuda.get_device_name(0)
+    (out / "roofline.json").write_text(json.dumps(roof, indent=1) + "\n")
+    print(json.dumps(roof), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""GPU calibration: measure the grids the calibrated cost model interpolates (needs torch, triton, CUDA)."""

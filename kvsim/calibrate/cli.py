@@ -1,0 +1,33 @@
+"""``kvsim calibrate`` command-line glue (imports torch only when run)."""
+from __future__ import annotations
+
+import sys
+
+from kvsim.errors import KvsimError
+
+DTYPE_CHOICES = ("bf16", "fp16")
+
+
+def add_parser(sub) -> None:
+    c = sub.add_parser("calibrate", help="measure a cost profile on this GPU (needs CUDA)")
+    c.add_argument("--model", required=True)
+    c.add_argument("--block-sizes", default="16", help="comma-separated KV block sizes to measure")
+    c.add_argument("--dtype", default="fp16", choices=DTYPE_CHOICES)
+    c.add_argument("--out", help="profile path (default calibrate/profiles/<model>-<gpu>.json)")
+    c.set_defaults(func=cmd_calibrate)
+
+
+def cmd_calibrate(args) -> int:
+    try:
+        sizes = [int(x) for x in args.block_sizes.split(",") if x]
+    except ValueError:
+        raise KvsimError("--block-sizes", f"expected integers like 8,16,32, got {args.block_sizes!r}") from None
+    if not sizes or any(b < 1 for b in sizes):
+        raise KvsimError("--block-sizes", "need at least one block size >= 1")
+    try:
+        from kvsim.calibrate.profile import calibrate
+    except ImportError as e:
+        raise KvsimError("calibrate", f"needs torch and triton (pip install -e '.[gpu]'): {e}") from None
+    path = calibrate(args.model, sizes, args.out, args.dtype, "kvsim " + " ".join(sys.argv[1:]))
+    print(f"wrote {path}")
+    return 0

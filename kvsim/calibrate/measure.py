@@ -1,0 +1,182 @@
+"""Measure a profile for one model on the current GPU (see kvsim/cost/calibrated.py for the schema).
+
+Every timing is the median of ``triton.testing.do_bench`` (CUDA events, warm-up
+first) on fresh random inputs, except the per-iteration overhead, which is
+fitted from real engine decode steps: measured wall time minus the composed
+op times at the same batch and context.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import torch
+
+from kvsim.catalogue import get_model
+from kvsim.cost.calibrated import FORMAT, VERSION
+
+TOKENS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+BATCH = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+CTX = [16, 64, 256, 512, 1024, 2048]
+PREFILL_NEW = [16, 64, 256, 512, 1024, 2048]
+PREFILL_CACHED = [0, 256, 1024, 2048]
+COPY_BLOCKS = [1, 4, 16, 64, 256]
+
+
+def _bench(fn, warmup=10, rep=40) -> float:
+    from triton.testing import do_bench
+    return float(do_bench(fn, warmup=warmup, rep=rep, return_mode="median")) / 1e3
+
+
+def _log(msg: str) -> None:
+    print(f"[calibrate {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _meta(command: str) -> dict:
+    props = torch.cuda.get_device_properties(0)
+    try:
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        driver = "unknown"
+    import triton
+    return {"gpu": torch.cuda.get_device_name(0), "gpu_memory_bytes": int(props.total_memory),
+            "driver": driver, "torch": torch.__version__, "triton": triton.__version__,
+            "cuda": torch.version.cuda, "python": platform.python_version(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": os.environ.get("KVSIM_GIT_COMMIT", "unknown"), "command": command}
+
+
+def _meta_for(meta_cls, *, T, P, qstart, pctx, ptable, maxq, dctx, dtable, maxd, slots, backend):
+    return meta_cls(num_prefill_tokens=P, num_decode_tokens=T - P, slot_mapping=slots, prefill_query_start=qstart,
+                    prefill_context_lens=pctx, prefill_block_tables=ptable, max_prefill_query_len=maxq,
+                    decode_context_lens=dctx, decode_block_tables=dtable, max_decode_context_len=maxd,
+                    backend=backend)
+
+
+def layer_weights(model) -> list[torch.Tensor]:
+    """The 2-D weights of one decoder layer as the engine multiplies them (fused views counted once)."""
+    layer = next(m for m in model.modules() if isinstance(m, torch.nn.ModuleList))[0]
+    seen: dict[int, torch.Tensor] = {}
+    for _, p in layer.named_parameters():
+        if p.dim() != 2:
+            continue
+        base = p._base if p._base is not None else p
+        seen.setdefault(base.untyped_storage().data_ptr(), base)
+    return list(seen.values())
+
+
+def measure_nonattention(model, dev) -> tuple[dict, dict]:
+    """Per layer, over token counts: the GEMMs alone (cuBLAS, real shapes), and the rest of the
+    layer (norms, activations, residuals, RoPE, launch gaps) = forward without attention / L − GEMMs."""
+    from kvsim.engine.attention import AttnMetadata
+    weights = layer_weights(model)
+    L = model.num_layers
+    z = torch.zeros(1, dtype=torch.int32, device=dev)
+    lin, other = [], []
+    for T in TOKENS:
+        xs = [torch.randn(T, w.shape[1], device=dev, dtype=model.dtype) for w in weights]
+        t_lin = _bench(lambda: [torch.nn.functional.linear(x, w) for x, w in zip(xs, weights)])
+        ids = torch.randint(0, model.spec.vocab_size, (T,), device=dev)
+        pos = torch.arange(T, device=dev) % model.spec.max_seq_len
+        meta = _meta_for(AttnMetadata, T=T, P=0, qstart=z, pctx=z, ptable=z.view(1, 1), maxq=1, dctx=z,
+                         dtable=z.view(1, 1), maxd=1, slots=pos, backend="none")
+        with torch.inference_mode():
+            t_fwd = _bench(lambda: model(ids, pos, [(None, None)] * L, meta))
+        lin.append(t_lin)
+        other.append(max(t_fwd / L - t_lin, 0.0))
+    return {"tokens": TOKENS, "time_s": lin}, {"tokens": TOKENS, "time_s": other}
+
+
+def measure_lm_head(model, dev) -> dict:
+    out = []
+    for n in BATCH:
+        h = torch.randn(n, model.spec.hidden_size, device=dev, dtype=model.dtype)
+        with torch.inference_mode():
+            out.append(_bench(lambda: model.compute_logits(h).float().argmax(-1).tolist()))
+    return {"rows": BATCH, "time_s": out}
+
+
+def _cache(model, blocks, bs, dev):
+    shape = (blocks, bs, model.num_kv_heads, model.head_dim)
+    return (torch.randn(shape, device=dev, dtype=model.dtype), torch.randn(shape, device=dev, dtype=model.dtype))
+
+
+def measure_decode(model, bs: int, dev) -> dict:
+    """One layer's paged decode attention + KV write, batch x context (uniform context)."""
+    from kvsim.kernels import paged_decode_attention, write_kv
+    hq, hkv, d = model.spec.num_heads, model.num_kv_heads, model.head_dim
+    grid = []
+    for n in BATCH:
+        row = []
+        for c in CTX:
+            per = -(-c // bs)
+            kc, vc = _cache(model, n * per + 1, bs, dev)
+            table = torch.randperm(n * per, device=dev, dtype=torch.int32).view(n, per)
+            ctx = torch.full((n,), c, dtype=torch.int32, device=dev)
+            q = torch.randn(n, hq, d, device=dev, dtype=model.dtype)
+            k = torch.randn(n, hkv, d, device=dev, dtype=model.dtype)
+            slots = (table[:, (c - 1) // bs].long() * bs + (c - 1) % bs)
+            out = torch.empty_like(q)
+
+            def step():
+                write_kv(k, k, kc, vc, slots)
+                paged_decode_attention(q, kc, vc, table, ctx, max_context_len=c, out=out)
+            row.append(_bench(step))
+            del kc, vc
+        grid.append(row)
+    return {"batch": BATCH, "ctx": CTX, "time_s": grid}
+
+
+def measure_prefill(model, bs: int, dev) -> dict:
+    """One layer's paged prefill attention + KV write for one sequence: new x cached tokens."""
+    from kvsim.kernels import paged_prefill_attention, write_kv
+    hq, hkv, d = model.spec.num_heads, model.num_kv_heads, model.head_dim
+    grid = []
+    for new in PREFILL_NEW:
+        row = []
+        for cached in PREFILL_CACHED:
+            total = new + cached
+            per = -(-total // bs)
+            kc, vc = _cache(model, per + 1, bs, dev)
+            table = torch.randperm(per, device=dev, dtype=torch.int32).view(1, per)
+            q = torch.randn(new, hq, d, device=dev, dtype=model.dtype)
+            k = torch.randn(new, hkv, d, device=dev, dtype=model.dtype)
+            pos = torch.arange(cached, total, device=dev)
+            slots = table[0, pos // bs].long() * bs + pos % bs
+            qs = torch.tensor([0, new], dtype=torch.int32, device=dev)
+            cl = torch.tensor([cached], dtype=torch.int32, device=dev)
+            out = torch.empty_like(q)
+
+            def step():
+                write_kv(k, k, kc, vc, slots)
+                paged_prefill_attention(q, kc, vc, table, qs, cl, max_query_len=new, out=out)
+            row.append(_bench(step))
+        grid.append(row)
+    return {"tokens": PREFILL_NEW, "cached": PREFILL_CACHED, "time_s": grid}
+
+
+def measure_copy_swap(model, bs: int, dev) -> tuple[dict, dict]:
+    """Copy-on-write block copies and one-way GPU->CPU swaps of scattered blocks, all layers."""
+    from kvsim.engine.kv_cache import KVCache
+    n_blocks = max(COPY_BLOCKS) * 2 + 8
+    cache = KVCache(model.num_layers, n_blocks, bs, model.num_kv_heads, model.head_dim, max(COPY_BLOCKS),
+                    model.dtype, dev, "triton")
+    copies, swaps = [], []
+    for nb in COPY_BLOCKS:
+        perm = torch.randperm(n_blocks).tolist()
+        pairs = list(zip(perm[:nb], perm[nb:2 * nb]))
+        copies.append(_bench(lambda: cache.copy(pairs), warmup=3, rep=20))
+        gpu_ids = torch.randperm(n_blocks)[:nb].tolist()
+        cpu_ids = torch.randperm(max(COPY_BLOCKS))[:nb].tolist()
+        swap_pairs = list(zip(gpu_ids, cpu_ids))
+
+        def swap():
+            cache.swap_out(swap_pairs)
+            torch.cuda.synchronize()
+        swaps.append(_bench(swap, warmup=2, rep=20))
+    return {"blocks": COPY_BLOCKS, "time_s": copies}, {"blocks": COPY_BLOCKS, "time_s": swaps}

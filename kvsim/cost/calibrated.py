@@ -1,0 +1,203 @@
+"""Calibrated cost model: interpolates a profile measured on a real GPU (no torch needed).
+
+A profile (JSON, written by ``kvsim calibrate``; see ``calibrate/README.md``)
+holds, for one model and dtype on one GPU, per-layer times of the linear
+layers and the other per-token ops over token counts, paged decode attention
+over batch x context per block size, prefill attention over new x cached
+tokens, the LM head + sampling over rows, block copies, swaps by block size,
+and the per-iteration overhead (measured whole steps minus the composed op
+times). One iteration costs::
+
+    overhead(seqs) + L x [linear(T) + other(T) + decode_attn(n, mean ctx) + sum prefill_attn(new, cached)]
+    + lm_head(rows) + copies (+ swaps when include_swaps_in_step)
+
+Interpolation is piecewise linear on the measured grid. Times are made
+monotone along every axis (more work never takes less time: a running maximum
+removes timing noise). Outside the grid: below the smallest point the first
+value is used; above the largest, the last segment's slope extends the curve
+(linear growth in tokens, batch and context). Decode depends on the plan only
+through (n, sum ctx), so ``step_time`` and ``decode_step_times`` agree bit for bit.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kvsim.core.plan import StepPlan
+from kvsim.cost.base import CostModel, is_decode_only
+from kvsim.errors import KvsimError
+
+FORMAT = "kvsim-profile"
+VERSION = 1
+REQUIRED = ("meta", "model", "dtype", "num_layers", "linear", "layer_other", "lm_head", "decode_attn",
+            "prefill_attn", "copy_block", "swap", "step_overhead")
+
+
+def _mono(y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.maximum.accumulate(y, axis=axis)
+
+
+def interp1(x, xs: np.ndarray, ys: np.ndarray):
+    """Piecewise-linear in ``xs`` (sorted); clamp below, extend the last slope above."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.interp(x, xs, ys)
+    if len(xs) > 1:
+        slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
+        y = np.where(x > xs[-1], ys[-1] + slope * (x - xs[-1]), y)
+    return y
+
+
+def interp2(a: float, b, xa: np.ndarray, xb: np.ndarray, table: np.ndarray):
+    """Bilinear over ``table[i, j]`` at (xa[i], xb[j]) for a scalar ``a`` and scalar-or-array ``b``,
+    with :func:`interp1`'s edge rules on both axes (first along ``xa``, then along ``xb``)."""
+    curve = np.array([float(interp1(a, xa, table[:, j])) for j in range(len(xb))])
+    return interp1(b, xb, curve)
+
+
+class Profile:
+    """A loaded, validated profile. Raises KvsimError("profile", ...) on any problem."""
+
+    def __init__(self, data: dict, source: str = "<dict>"):
+        self.source = source
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise KvsimError("profile", f"{source} is not a kvsim profile (format must be {FORMAT!r})")
+        if data.get("version") != VERSION:
+            raise KvsimError("profile", f"{source} has version {data.get('version')!r}, this kvsim reads {VERSION}")
+        missing = [k for k in REQUIRED if k not in data]
+        if missing:
+            raise KvsimError("profile", f"{source} lacks {', '.join(missing)}")
+        self.data = data
+        self.meta = data["meta"]
+        self.model = data["model"]
+        self.dtype = data["dtype"]
+        self.num_layers = int(data["num_layers"])
+        try:
+            self.linear = self._curve(data["linear"], "tokens")
+            self.other = self._curve(data["layer_other"], "tokens")
+            self.lm_head = self._curve(data["lm_head"], "rows")
+            self.overhead = self._curve(data["step_overhead"], "num_seqs", monotone=False)
+            self.decode = {int(bs): self._grid(g, "batch", "ctx") for bs, g in data["decode_attn"].items()}
+            self.prefill = {int(bs): self._grid(g, "tokens", "cached") for bs, g in data["prefill_attn"].items()}
+            self.copy = {int(bs): self._curve(c, "blocks") for bs, c in data["copy_block"].items()}
+            self.swap = {int(bs): self._curve(c, "blocks") for bs, c in data["swap"].items()}
+        except (KeyError, TypeError, ValueError) as e:
+            raise KvsimError("profile", f"{source}: malformed table ({e})") from None
+
+    @staticmethod
+    def _curve(d: dict, key: str, monotone: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        xs = np.asarray(d[key], dtype=np.float64)
+        ys = np.asarray(d["time_s"], dtype=np.float64)
+        if xs.ndim != 1 or xs.shape != ys.shape or len(xs) == 0 or np.any(np.diff(xs) <= 0):
+            raise ValueError(f"'{key}' must be a strictly increasing list as long as time_s")
+        if np.any(~np.isfinite(ys)) or np.any(ys < 0):
+            raise ValueError("times must be finite and >= 0")
+        return xs, (_mono(ys) if monotone else ys)
+
+    @staticmethod
+    def _grid(d: dict, ka: str, kb: str):
+        xa = np.asarray(d[ka], dtype=np.float64)
+        xb = np.asarray(d[kb], dtype=np.float64)
+        t = np.asarray(d["time_s"], dtype=np.float64)
+        if t.shape != (len(xa), len(xb)) or np.any(np.diff(xa) <= 0) or np.any(np.diff(xb) <= 0):
+            raise ValueError(f"grid '{ka}' x '{kb}' must be increasing and match time_s's shape")
+        if np.any(~np.isfinite(t)) or np.any(t < 0):
+            raise ValueError("times must be finite and >= 0")
+        return xa, xb, _mono(_mono(t, axis=0), axis=1)
+
+    @property
+    def block_sizes(self) -> list[int]:
+        return sorted(self.decode)
+
+
+def load_profile(path: str | Path) -> Profile:
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except OSError as e:
+        raise KvsimError("profile", f"cannot read {path}: {e.strerror or e}") from None
+    except json.JSONDecodeError as e:
+        raise KvsimError("profile", f"{path} is not JSON ({e.msg} at line {e.lineno})") from None
+    return Profile(data, str(path))
+
+
+class CalibratedCostModel(CostModel):
+    """Interpolates ``profile`` for ``model_name`` at ``block_size_tokens`` (see module doc)."""
+
+    def __init__(self, profile: Profile, *, model_name: str, dtype: str, block_size_tokens: int,
+                 include_swaps_in_step: bool = True):
+        if profile.model.lower() != model_name.lower():
+            raise KvsimError("profile", f"{profile.source} was measured for {profile.model}, "
+                                        f"the scenario's model is {model_name}")
+        if profile.dtype != dtype:
+            raise KvsimError("profile", f"{profile.source} was measured in {profile.dtype}, the scenario uses {dtype}")
+        if block_size_tokens not in profile.decode or block_size_tokens not in profile.prefill:
+            raise KvsimError("engine.block_size", f"{block_size_tokens} is not in the profile (measured: "
+                                                  f"{profile.block_sizes}); re-run kvsim calibrate --block-sizes")
+        self.p = profile
+        self.bs = block_size_tokens
+        self.L = profile.num_layers
+        self.include_swaps_in_step = include_swaps_in_step
+        self._dec = profile.decode[block_size_tokens]
+        self._pre = profile.prefill[block_size_tokens]
+        self._dec_cache: dict[float, np.ndarray] = {}
+
+    def _decode_attn(self, n: float, ctx_sum):
+        curve = self._dec_cache.get(n)
+        if curve is None:
+            xa, xb, t = self._dec
+            curve = np.array([float(interp1(n, xa, t[:, j])) for j in range(len(xb))])
+            self._dec_cache[n] = curve
+        return interp1(np.asarray(ctx_sum, dtype=np.float64) / n, self._dec[1], curve)
+
+    def decode_step_times(self, num_seqs: int, ctx_token_sums: np.ndarray) -> np.ndarray:
+        sums = np.asarray(ctx_token_sums, dtype=np.float64)
+        if num_seqs <= 0:
+            return np.zeros(sums.shape, dtype=np.float64)
+        n = float(num_seqs)
+        p = self.p
+        fixed = interp1(n, *p.overhead) + self.L * (interp1(n, *p.linear) + interp1(n, *p.other)) \
+            + interp1(n, *p.lm_head)
+        return np.asarray(fixed + self.L * self._decode_attn(n, sums), dtype=np.float64)
+
+    def step_time(self, plan: StepPlan) -> float:
+        if plan.is_empty:
+            return 0.0
+        ctx = plan.decode_context_tokens
+        if is_decode_only(plan):
+            return float(self.decode_step_times(len(ctx), np.array([float(sum(ctx))]))[0])
+        p = self.p
+        groups = len(plan.prefill_new_tokens)
+        t = 0.0
+        if groups or ctx:
+            tokens = float(plan.num_prefill_tokens + len(ctx))
+            rows = float(groups + len(ctx))
+            layer = float(interp1(tokens, *p.linear) + interp1(tokens, *p.other))
+            if ctx:
+                layer += float(self._decode_attn(float(len(ctx)), float(sum(ctx))))
+            cached = plan.prefill_cached_tokens or [0] * groups
+            for new, c in zip(plan.prefill_new_tokens, cached):
+                layer += float(interp2(float(new), float(c), *self._pre))
+            t = float(interp1(rows, *p.overhead)) + self.L * layer + float(interp1(rows, *p.lm_head))
+        t += self.copy_time(len(plan.copy_pairs), 0)
+        if self.include_swaps_in_step:
+            t += self.swap_time(len(plan.swap_out), 0) + self.swap_time(len(plan.swap_in), 0)
+        return t
+
+    def swap_time(self, num_blocks: int, block_bytes: int) -> float:
+        """Measured one-way swap of ``num_blocks`` blocks (all layers) at the profile's block size."""
+        if num_blocks <= 0:
+            return 0.0
+        curve = self.p.swap.get(self.bs)
+        if curve is None:
+            raise KvsimError("engine.block_size", f"the profile has no swap timings for block size {self.bs}")
+        return float(interp1(float(num_blocks), *curve))
+
+    def copy_time(self, num_blocks: int, block_bytes: int) -> float:
+        if num_blocks <= 0:
+            return 0.0
+        curve = self.p.copy.get(self.bs)
+        if curve is None:
+            raise KvsimError("engine.block_size", f"the profile has no copy timings for block size {self.bs}")
+        return float(interp1(float(num_blocks), *curve))

@@ -1,0 +1,192 @@
+"""RealEngine: replays a scenario's workload on a real model with the kvsim.core scheduler.
+
+Requests enter the scheduler when their arrival time passes on the wall clock.
+Each iteration: ``plan = scheduler.schedule(now)`` (CPU), build the batch,
+run swaps / copies / the forward pass / sampling (GPU), then
+``scheduler.complete_step(plan, now, beam_parents)``. The records have the
+simulator's schema plus ``cpu_s`` (scheduling + input preparation) and
+``gpu_s`` (device work until synchronised) per iteration.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from kvsim.build import RunSetup, setup_run
+from kvsim.config import Scenario
+from kvsim.engine.kv_cache import KVCache
+from kvsim.engine.runner import ModelRunner
+from kvsim.errors import KvsimError
+from kvsim.metrics import summarize
+from kvsim.records import IterationLog, request_frame
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@dataclass
+class EngineResult:
+    setup: RunSetup
+    requests: pd.DataFrame
+    iterations: pd.DataFrame
+    summary: dict
+    info: dict
+    outputs: dict[int, list[list[int]]]     # request id -> tokens generated per sequence
+
+
+def _device(sc: Scenario) -> torch.device:
+    want = sc.runtime.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want == "cuda" and not torch.cuda.is_available():
+        raise KvsimError("runtime.device", "cuda requested but no CUDA GPU is visible")
+    return torch.device(want)
+
+
+def _backend(sc: Scenario, device: torch.device) -> str:
+    be = sc.runtime.attention_backend
+    return ("triton" if device.type == "cuda" else "torch") if be == "auto" else be
+
+
+def _measure_blocks(model, setup: RunSetup, device: torch.device, dtype, backend: str) -> tuple[int, dict]:
+    """KV blocks that fit after the weights and a profiled peak forward, like vLLM's profile run."""
+    from kvsim.engine.attention import AttnMetadata
+    e = setup.scenario.engine
+    bs = e.block_size
+    tokens = e.max_num_batched_tokens
+    seqs = max(1, min(e.max_num_seqs, tokens // max(1, setup.max_model_len)) or 1)
+    per = tokens // seqs
+    nblk = -(-per // bs) * seqs
+    cache = KVCache(model.num_layers, nblk, bs, model.num_kv_heads, model.head_dim, 0, dtype, device, backend)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    qstart = torch.arange(0, (seqs + 1) * per, per, dtype=torch.int32, device=device)
+    table = torch.arange(nblk, dtype=torch.int32, device=device).view(seqs, -1)
+    meta = AttnMetadata(per * seqs, 0, torch.arange(per * seqs, device=device) % (nblk * bs), qstart,
+                        torch.zeros(seqs, dtype=torch.int32, device=device), table, per,
+                        torch.zeros(0, dtype=torch.int32, device=device),
+                        torch.zeros((0, 1), dtype=torch.int32, device=device), 1, backend)
+    ids = torch.randint(0, model.spec.vocab_size, (per * seqs,), device=device)
+    pos = torch.arange(per, device=device).repeat(seqs)
+    with torch.inference_mode():
+        h = model(ids, pos, cache.gpu, meta)
+        model.compute_logits(h[qstart[1:].long() - 1].repeat(max(1, e.max_num_seqs // seqs), 1)[:e.max_num_seqs])
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - cache.bytes
+    del cache, h
+    total = torch.cuda.mem_get_info()[1]
+    usable = int(total * e.gpu_memory_utilization)
+    kv_bytes = usable - peak
+    blocks = int(kv_bytes // setup.budget.block_bytes)
+    info = {"gpu_total_bytes": int(total), "peak_bytes_weights_plus_activations": int(peak),
+            "kv_bytes": int(kv_bytes), "engine_blocks": blocks, "simulator_blocks": setup.budget.num_gpu_blocks}
+    if blocks < 1:
+        raise KvsimError("engine.gpu_memory_utilization", f"no room for KV blocks after {peak / 2**30:.1f} GiB")
+    return blocks, info
+
+
+class RealEngine:
+    def __init__(self, scenario: Scenario, *, model=None):
+        from kvsim.engine.models import build_model
+        self.sc = sc = scenario
+        self.setup = setup_run(sc, simulator=False)
+        if sc.dtype not in DTYPES:
+            raise KvsimError("dtype", f"the engine supports {', '.join(DTYPES)}, got {sc.dtype!r}")
+        if sc.tensor_parallel != 1:
+            raise KvsimError("tensor_parallel", "the engine runs on one GPU (tensor_parallel must be 1)")
+        self.device = _device(sc)
+        self.backend = _backend(sc, self.device)
+        dtype = DTYPES[sc.dtype]
+        t0 = time.perf_counter()
+        self.model = model or build_model(self.setup.model, dtype=dtype, device=self.device,
+                                          weights=sc.runtime.weights, seed=sc.seed)
+        self.load_s = time.perf_counter() - t0
+        e = sc.engine
+        self.info: dict = {"simulator_blocks": self.setup.budget.num_gpu_blocks}
+        if self.device.type == "cuda" and e.num_gpu_blocks is None:
+            blocks, self.info = _measure_blocks(self.model, self.setup, self.device, dtype, self.backend)
+            b = self.setup.budget
+            self.setup.budget = dataclasses.replace(b, num_gpu_blocks=blocks, kv_cache_bytes=blocks * b.block_bytes,
+                                                    kv_capacity_tokens=blocks * e.block_size)
+        budget = self.setup.budget
+        self.kv = self.setup.make_kv()
+        cache_blocks = budget.num_gpu_blocks if self.kv.kind == "paged" else self.kv.capacity_slots // e.block_size
+        self.cache = KVCache(self.model.num_layers, cache_blocks, e.block_size, self.model.num_kv_heads,
+                             self.model.head_dim, budget.num_cpu_blocks if self.kv.kind == "paged" else 0,
+                             dtype, self.device, self.backend)
+        self.sched = self.setup.make_scheduler(self.kv, np.random.default_rng([sc.seed, 2]))
+        rt = sc.runtime
+        self.runner = ModelRunner(self.model, self.cache, self.kv, self.sched.groups, backend=self.backend,
+                                  sampling_mode=rt.sampling, temperature=rt.temperature, top_p=rt.top_p,
+                                  seed=sc.seed)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def run(self) -> EngineResult:
+        sched, runner, log = self.sched, self.runner, IterationLog()
+        specs = self.setup.requests
+        cpu_s, gpu_s = [], []
+        outputs: dict[int, list[list[int]]] = {}
+        max_wall = self.sc.runtime.max_wall_s
+        i, n = 0, len(specs)
+        t0 = time.perf_counter()
+        while True:
+            now = time.perf_counter() - t0
+            while i < n and specs[i].arrival_s <= now:
+                sched.add_request(specs[i])
+                i += 1
+            if max_wall is not None and now >= max_wall:
+                break
+            if not sched.has_unfinished:
+                if i >= n:
+                    break
+                time.sleep(max(0.0, specs[i].arrival_s - now))
+                continue
+            start = time.perf_counter() - t0
+            plan = sched.schedule(start)
+            batch = runner.prepare(plan)
+            prepared = time.perf_counter() - t0
+            parents = runner.execute(plan, batch)
+            self._sync()
+            end = time.perf_counter() - t0
+            used, internal, reserved, external, free, logical = self.kv.memory_split(sched.running)
+            log.append(iter=len(log), start_s=start, duration_s=end - start, swap_s=0.0,
+                       prefill_groups=len(plan.prefill_group_ids), prefill_tokens=plan.num_prefill_tokens,
+                       decode_seqs=plan.num_decode_seqs,
+                       batched_requests=len(plan.prefill_group_ids) + len(plan.decode_group_ids),
+                       batched_tokens=plan.num_batched_tokens, running=len(sched.running),
+                       waiting=len(sched.waiting), swapped=len(sched.swapped), preempted=len(plan.preempted),
+                       swap_out_blocks=len(plan.swap_out), swap_in_blocks=len(plan.swap_in),
+                       cow_copies=len(plan.copy_pairs), blocks_in_use=self.kv.blocks_in_use(), mem_used=used,
+                       mem_internal=internal, mem_reserved=reserved, mem_external=external, mem_free=free,
+                       mem_logical=logical)
+            cpu_s.append(prepared - start)
+            gpu_s.append(end - prepared)
+            for g in sched.complete_step(plan, end, parents):
+                outputs[g.group_id] = runner.outputs(g)
+                runner.release(g)
+        end_s = time.perf_counter() - t0
+        reqs = request_frame(list(sched.groups.values()))
+        its = log.frame()
+        its["cpu_s"] = np.array(cpu_s, dtype=float)
+        its["gpu_s"] = np.array(gpu_s, dtype=float)
+        bm = getattr(self.kv, "bm", None)
+        stats = (bm.prefix_hits_tokens, bm.prefix_queries_tokens) if bm is not None else None
+        summary = summarize(self.setup, reqs, its, end_s, self.kv.capacity_slots, stats)
+        return EngineResult(self.setup, reqs, its, summary, self._info(its), outputs)
+
+    def _info(self, its: pd.DataFrame) -> dict:
+        import triton
+        dev = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        return {**self.info, "device": dev, "torch": torch.__version__, "triton": triton.__version__,
+                "cuda": torch.version.cuda, "attention_backend": self.backend, "weights": self.sc.runtime.weights,
+                "model_load_s": round(self.load_s, 3), "kv_blocks": self.setup.budget.num_gpu_blocks,
+                "cpu_s_mean": float(its.cpu_s.mean()) if len(its) else 0.0,
+                "gpu_s_mean": float(its.gpu_s.mean()) if len(its) else 0.0,
+                "swap_transfers": self.cache.transfers}

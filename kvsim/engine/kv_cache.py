@@ -1,0 +1,52 @@
+"""The engine's KV cache tensors: per-layer GPU blocks and a pinned CPU swap pool.
+
+Layout per layer: K and V each ``[num_blocks, block_size, num_kv_heads, head_dim]``.
+Block ids are the ones the ``kvsim.core`` block manager hands out, so a
+``StepPlan``'s copy-on-write pairs and swap maps apply directly.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class KVCache:
+    def __init__(self, num_layers: int, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int,
+                 num_cpu_blocks: int, dtype: torch.dtype, device: torch.device, backend: str):
+        shape = (num_blocks, block_size, num_kv_heads, head_dim)
+        self.gpu = [(torch.empty(shape, dtype=dtype, device=device), torch.empty(shape, dtype=dtype, device=device))
+                    for _ in range(num_layers)]
+        pin = device.type == "cuda"
+        cpu_shape = (num_cpu_blocks,) + shape[1:]
+        self.cpu = [(torch.empty(cpu_shape, dtype=dtype, pin_memory=pin), torch.empty(cpu_shape, dtype=dtype, pin_memory=pin))
+                    for _ in range(num_layers)] if num_cpu_blocks else []
+        self.backend = backend
+        self.block_size = block_size
+        self.num_blocks = num_blocks
+        self.device = device
+        self.transfers = 0
+
+    @property
+    def bytes(self) -> int:
+        k, _ = self.gpu[0]
+        return 2 * len(self.gpu) * k.numel() * k.element_size()
+
+    def copy(self, pairs: list[tuple[int, int]]) -> None:
+        """Copy-on-write: block dst := block src in every layer (one kernel launch per layer)."""
+        from kvsim.kernels import copy_blocks
+        if not pairs:
+            return
+        t = torch.tensor(pairs, dtype=torch.int64, device=self.device)
+        for k, v in self.gpu:
+            copy_blocks(k, v, t, backend=self.backend)
+
+    def swap_out(self, pairs: list[tuple[int, int]]) -> None:
+        """GPU block -> CPU block for ``(gpu, cpu)`` pairs, every layer; runs of consecutive ids batch."""
+        from kvsim.kernels import swap_blocks
+        for (gk, gv), (ck, cv) in zip(self.gpu, self.cpu):
+            self.transfers += swap_blocks(gk, ck, pairs) + swap_blocks(gv, cv, pairs)
+
+    def swap_in(self, pairs: list[tuple[int, int]]) -> None:
+        """CPU block -> GPU block for ``(cpu, gpu)`` pairs, every layer."""
+        from kvsim.kernels import swap_blocks
+        for (gk, gv), (ck, cv) in zip(self.gpu, self.cpu):
+            self.transfers += swap_blocks(ck, gk, pairs) + swap_blocks(cv, gv, pairs)

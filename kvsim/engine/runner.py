@@ -1,0 +1,182 @@
+"""ModelRunner: turns a StepPlan into tensors, runs the model, samples, and reports beam parents.
+
+It keeps the engine-side token ids of every sequence (prompt + generated) and
+executes the plan's cache operations in the only safe order: swap-out first
+(its blocks may be re-used by this very step), then swap-in, then
+copy-on-write copies, then the forward pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from kvsim.core.plan import StepPlan
+from kvsim.core.sequence import SequenceGroup
+from kvsim.core.tokens import synthetic_prompt_tokens
+from kvsim.engine import sampling
+from kvsim.engine.attention import AttnMetadata
+from kvsim.engine.kv_cache import KVCache
+
+
+@dataclass
+class StepBatch:
+    input_ids: torch.Tensor
+    positions: torch.Tensor
+    meta: AttnMetadata
+    prefill_rows: list[tuple[int, SequenceGroup]] = field(default_factory=list)   # (row, group) that sample
+    decode_rows: list[tuple[int, SequenceGroup]] = field(default_factory=list)    # (first row, group)
+
+
+class ModelRunner:
+    def __init__(self, model, cache: KVCache, kv, groups: dict[int, SequenceGroup], *, backend: str,
+                 sampling_mode: str = "greedy", temperature: float = 1.0, top_p: float = 1.0, seed: int = 0):
+        self.model = model
+        self.cache = cache
+        self.kv = kv                      # PagedKV or ContiguousKV (the scheduler's)
+        self.groups = groups
+        self.backend = backend
+        self.device = cache.device
+        self.mode, self.temperature, self.top_p = sampling_mode, temperature, top_p
+        self.gen = torch.Generator(device="cpu").manual_seed(seed)
+        self.tokens: dict[int, list[int]] = {}
+        self.beam_scores: dict[int, list[float]] = {}
+        self.vocab = model.spec.vocab_size
+
+    # ---------------------------------------------------------------- tokens
+    def seq_tokens(self, g: SequenceGroup, seq_id: int) -> list[int]:
+        t = self.tokens.get(seq_id)
+        if t is None:
+            t = synthetic_prompt_tokens(g.spec, self.vocab).tolist()
+            self.tokens[seq_id] = t
+        return t
+
+    def outputs(self, g: SequenceGroup) -> list[list[int]]:
+        p = g.spec.prompt_len
+        return [self.tokens[s.seq_id][p:] for s in g.seqs]
+
+    def release(self, g: SequenceGroup) -> None:
+        for s in g.seqs:
+            self.tokens.pop(s.seq_id, None)
+        self.beam_scores.pop(g.group_id, None)
+
+    def _table(self, seq_id: int) -> list[int]:
+        return self.kv.bm.tables[seq_id] if self.kv.kind == "paged" else self.kv.block_table(seq_id)
+
+    # ---------------------------------------------------------------- inputs
+    def prepare(self, plan: StepPlan) -> StepBatch:
+        bs = self.cache.block_size
+        ids: list[int] = []
+        pos: list[int] = []
+        slots: list[int] = []
+        qstart = [0]
+        pctx: list[int] = []
+        ptables: list[list[int]] = []
+        batch = StepBatch(None, None, None)
+        max_q = 0
+        for gid, new, cached in zip(plan.prefill_group_ids, plan.prefill_new_tokens, plan.prefill_cached_tokens):
+            g = self.groups[gid]
+            if len(g.seqs) > 1 and g.generated:
+                raise NotImplementedError("the engine recomputes only single-sequence groups "
+                                          "(use preemption_mode auto or swap for n > 1 / beam search)")
+            s0 = g.seqs[0].seq_id
+            toks = self.seq_tokens(g, s0)
+            table = self._table(s0)
+            for p in range(cached, cached + new):
+                ids.append(toks[p])
+                pos.append(p)
+                slots.append(table[p // bs] * bs + p % bs)
+            qstart.append(qstart[-1] + new)
+            pctx.append(cached)
+            ptables.append(table)
+            max_q = max(max_q, new)
+            if cached + new >= g.prefill_target:
+                batch.prefill_rows.append((len(ids) - 1, g))
+        n_prefill = len(ids)
+        dctx: list[int] = []
+        dtables: list[list[int]] = []
+        for gid in plan.decode_group_ids:
+            g = self.groups[gid]
+            batch.decode_rows.append((len(ids), g))
+            for s in g.seqs:
+                toks = self.seq_tokens(g, s.seq_id)
+                p = len(toks) - 1
+                table = self._table(s.seq_id)
+                ids.append(toks[-1])
+                pos.append(p)
+                slots.append(table[p // bs] * bs + p % bs)
+                dctx.append(p + 1)
+                dtables.append(table)
+        dev = self.device
+
+        def tables(rows: list[list[int]]) -> torch.Tensor:
+            width = max((len(r) for r in rows), default=1)
+            t = torch.zeros((len(rows), max(width, 1)), dtype=torch.int32)
+            for i, r in enumerate(rows):
+                t[i, :len(r)] = torch.tensor(r, dtype=torch.int32)
+            return t.to(dev, non_blocking=True)
+
+        i32 = dict(dtype=torch.int32)
+        batch.input_ids = torch.tensor(ids, dtype=torch.long).to(dev, non_blocking=True)
+        batch.positions = torch.tensor(pos, dtype=torch.long).to(dev, non_blocking=True)
+        batch.meta = AttnMetadata(
+            num_prefill_tokens=n_prefill, num_decode_tokens=len(ids) - n_prefill,
+            slot_mapping=torch.tensor(slots, dtype=torch.long).to(dev, non_blocking=True),
+            prefill_query_start=torch.tensor(qstart, **i32).to(dev, non_blocking=True),
+            prefill_context_lens=torch.tensor(pctx, **i32).to(dev, non_blocking=True),
+            prefill_block_tables=tables(ptables), max_prefill_query_len=max_q,
+            decode_context_lens=torch.tensor(dctx, **i32).to(dev, non_blocking=True),
+            decode_block_tables=tables(dtables), max_decode_context_len=max(dctx, default=1),
+            backend=self.backend)
+        return batch
+
+    # ---------------------------------------------------------------- execute
+    @torch.inference_mode()
+    def execute(self, plan: StepPlan, batch: StepBatch) -> dict[int, list[int]]:
+        """Run the step; append sampled tokens; return beam parents per beam group."""
+        if plan.swap_out:
+            self.cache.swap_out(plan.swap_out)
+        if plan.swap_in:
+            self.cache.swap_in(plan.swap_in)
+        if plan.copy_pairs:
+            self.cache.copy(plan.copy_pairs)
+        if batch.meta.num_tokens == 0:
+            return {}
+        hidden = self.model(batch.input_ids, batch.positions, self.cache.gpu, batch.meta)
+        rows = [r for r, _ in batch.prefill_rows]
+        for r, g in batch.decode_rows:
+            rows.extend(range(r, r + len(g.seqs)))
+        logits = self.model.compute_logits(hidden[rows]).float() if rows else None
+        return self._sample(logits, batch)
+
+    def _sample(self, logits: torch.Tensor, batch: StepBatch) -> dict[int, list[int]]:
+        parents: dict[int, list[int]] = {}
+        i = 0
+        for _, g in batch.prefill_rows:
+            row = logits[i]
+            i += 1
+            if g.is_beam and g.generated == 0:
+                toks, scores = sampling.beam_first_step(row, len(g.seqs))
+                self.beam_scores[g.group_id] = scores
+            else:
+                toks = self._draw(row.expand(len(g.seqs), -1))
+            for s, t in zip(g.seqs, toks):
+                self.seq_tokens(g, s.seq_id).append(t)
+        for _, g in batch.decode_rows:
+            k = len(g.seqs)
+            rows = logits[i:i + k]
+            i += k
+            if g.is_beam:
+                par, toks, scores = sampling.beam_step(rows, self.beam_scores[g.group_id])
+                self.beam_scores[g.group_id] = scores
+                old = [self.tokens[s.seq_id] for s in g.seqs]
+                for s, p, t in zip(g.seqs, par, toks):
+                    self.tokens[s.seq_id] = old[p] + [t]
+                parents[g.group_id] = par
+            else:
+                for s, t in zip(g.seqs, self._draw(rows)):
+                    self.tokens[s.seq_id].append(t)
+        return parents
+
+    def _draw(self, rows: torch.Tensor) -> list[int]:
+        return sampling.sample_rows(rows, self.mode, self.temperature, self.top_p, self.gen)

@@ -1,0 +1,161 @@
+"""Validation: the simulator (calibrated profile) against the real engine on the identical trace.
+
+``kvsim validate SCENARIO... --profile P --out DIR`` runs the engine (GPU) and
+the simulator for each scenario, saves the engine's records under
+``DIR/<name>/engine/`` and writes ``DIR/validation.csv`` / ``validation.md``
+(predicted vs measured, relative error) and overlay plots. With ``--replay`` it
+re-runs only the simulator against saved engine records (no GPU), which is how
+CI checks that committed error figures are reproduced.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+METRICS = (
+    ("throughput_req_s", "throughput (req/s)"),
+    ("normalized_latency_s", "mean normalized latency (s/tok)"),
+    ("normalized_latency_p50_s", "p50 normalized latency"),
+    ("normalized_latency_p99_s", "p99 normalized latency"),
+    ("ttft_p50_s", "TTFT p50 (s)"), ("ttft_p99_s", "TTFT p99 (s)"),
+    ("tpot_p50_s", "TPOT p50 (s)"), ("tpot_p99_s", "TPOT p99 (s)"),
+    ("avg_batched_requests", "avg batch (requests)"),
+    ("preemptions", "preemptions"), ("peak_blocks_in_use", "peak KV blocks"),
+)
+
+
+def rel_err(pred, meas) -> float:
+    if pred is None or meas is None:
+        return float("nan")
+    if meas == 0:
+        return 0.0 if pred == 0 else float("inf")
+    return (pred - meas) / abs(meas)
+
+
+def compare(name: str, sim: dict, eng: dict) -> list[dict]:
+    return [{"scenario": name, "metric": k, "predicted": sim.get(k), "measured": eng.get(k),
+             "rel_error": rel_err(sim.get(k), eng.get(k))} for k, _ in METRICS]
+
+
+def error_table(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows)
+
+
+def headline(df: pd.DataFrame) -> dict:
+    """Median absolute relative error per metric, and the worst scenario for each."""
+    out = {}
+    for metric, g in df.groupby("metric", sort=False):
+        a = g.rel_error.abs().replace(np.inf, np.nan).dropna()
+        if len(a):
+            worst = g.loc[a.idxmax()]
+            out[metric] = {"median_abs_rel_error": float(a.median()), "worst": worst.scenario,
+                           "worst_rel_error": float(worst.rel_error)}
+    return out
+
+
+def markdown(df: pd.DataFrame, head: dict, card: str) -> str:
+    lines = [f"# Validation: simulator (calibrated) vs real engine on {card}", "",
+             "| metric | median abs. rel. error | worst scenario (error) |", "|---|---|---|"]
+    for k, label in METRICS:
+        if k in head:
+            h = head[k]
+            lines.append(f"| {label} | {h['median_abs_rel_error']:.1%} | {h['worst']} ({h['worst_rel_error']:+.1%}) |")
+    lines += ["", "## Per scenario", "", "| scenario | metric | predicted | measured | error |", "|---|---|---|---|---|"]
+    for _, r in df.iterrows():
+        lines.append(f"| {r.scenario} | {r.metric} | {_fmt(r.predicted)} | {_fmt(r.measured)} | {r.rel_error:+.1%} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(x) -> str:
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return "n/a"
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def plot_overlay(name: str, sim, eng_reqs: pd.DataFrame, eng_its: pd.DataFrame, path: Path) -> None:
+    from kvsim.plots import plt
+    fig, ax = plt.subplots(1, 3, figsize=(15, 3.8))
+    for label, reqs in (("simulator", sim.requests), ("engine", eng_reqs)):
+        done = reqs[reqs.status == "finished"]
+        x = np.sort(((done.finish_s - done.arrival_s) / done.output_len).to_numpy())
+        ax[0].plot(x, np.arange(1, len(x) + 1) / max(len(x), 1), label=label)
+    ax[0].set(xscale="log", xlabel="normalized latency (s/token)", ylabel="CDF", title="latency CDF")
+    for label, its in (("simulator", sim.iterations), ("engine", eng_its)):
+        ax[1].plot(its.start_s, its.running, lw=0.7, label=label)
+        ax[2].plot(its.start_s, its.blocks_in_use, lw=0.7, label=label)
+    ax[1].set(xlabel="time (s)", title="running requests")
+    ax[2].set(xlabel="time (s)", title="KV in use (blocks or slots)")
+    for a in ax:
+        a.legend(fontsize=7)
+    fig.suptitle(name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def simulate_with_profile(scenario_path: str, profile: str, overrides: list[str] | None = None):
+    import kvsim
+    sc = kvsim.load_scenario(scenario_path, list(overrides or []) + ["cost.model=calibrated",
+                                                                     f"cost.profile={profile}"])
+    return sc, kvsim.simulate(sc)
+
+
+def run_validation(scenarios: list[str], profile: str, out: Path, *, replay: bool = False,
+                   overrides: list[str] | None = None) -> pd.DataFrame:
+    rows = []
+    card = "?"
+    for path in scenarios:
+        sc, sim = simulate_with_profile(path, profile, overrides)
+        d = out / sc.name
+        edir = d / "engine"
+        if replay:
+            eng_doc = json.loads((edir / "summary.json").read_text())
+        else:
+            from kvsim.engine.engine import RealEngine
+            from kvsim.output import write_engine_run
+            import kvsim
+            esc = kvsim.load_scenario(path, overrides)
+            eres = RealEngine(esc).run()
+            write_engine_run(eres, edir)
+            eng_doc = json.loads((edir / "summary.json").read_text())
+        card = eng_doc.get("engine", {}).get("device", card)
+        eng_reqs = pd.read_csv(edir / "requests.csv")
+        eng_its = pd.read_csv(edir / "iterations.csv")
+        d.mkdir(parents=True, exist_ok=True)
+        try:
+            plot_overlay(sc.name, sim, eng_reqs, eng_its, d / "overlay.png")
+        except ImportError:
+            pass                     # no matplotlib (GPU image): re-plot later with --replay
+        rows += compare(sc.name, sim.summary, eng_doc["summary"])
+    df = error_table(rows)
+    head = headline(df)
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / ("validation-replay.csv" if replay else "validation.csv"), index=False)
+    (out / ("validation-replay.md" if replay else "validation.md")).write_text(markdown(df, head, card))
+    (out / ("headline-replay.json" if replay else "headline.json")).write_text(json.dumps(head, indent=2) + "\n")
+    return df
+
+
+def add_parser(sub) -> None:
+    v = sub.add_parser("validate", help="compare the calibrated simulator with the real engine")
+    v.add_argument("scenarios", nargs="+")
+    v.add_argument("--profile", required=True)
+    v.add_argument("--out", default="runs/validation")
+    v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    v.add_argument("--replay", action="store_true", help="re-run only the simulator against saved engine records")
+    v.set_defaults(func=cmd_validate)
+
+
+def cmd_validate(args) -> int:
+    df = run_validation(args.scenarios, args.profile, Path(args.out), replay=args.replay, overrides=args.set)
+    head = headline(df)
+    for k, label in METRICS:
+        if k in head:
+            h = head[k]
+            print(f"  {label:<34} median |err| {h['median_abs_rel_error']:6.1%}   worst {h['worst']} "
+                  f"({h['worst_rel_error']:+.1%})")
+    print(f"wrote {args.out}/validation{'-replay' if args.replay else ''}.{{csv,md}}")
+    return 0

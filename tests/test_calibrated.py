@@ -1,0 +1,103 @@
+"""Calibrated cost model on CPU: loading, interpolation, monotonicity, errors, and simulator use."""
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import kvsim
+from kvsim.core.plan import StepPlan
+from kvsim.cost.calibrated import CalibratedCostModel, Profile, interp1, load_profile
+from kvsim.errors import KvsimError
+from tests.profile_factory import synthetic_profile
+
+
+def model(prof=None, **kw) -> CalibratedCostModel:
+    return CalibratedCostModel(Profile(prof or synthetic_profile()), model_name="OPT-13B", dtype="fp16",
+                               block_size_tokens=16, **kw)
+
+
+def test_interp1_hits_points_and_extends_last_slope():
+    xs, ys = np.array([1.0, 2.0, 4.0]), np.array([1.0, 3.0, 4.0])
+    assert interp1(2.0, xs, ys) == 3.0 and interp1(3.0, xs, ys) == 3.5
+    assert interp1(0.5, xs, ys) == 1.0                 # clamp below
+    assert interp1(6.0, xs, ys) == pytest.approx(5.0)  # last slope 0.5/unit above
+
+
+def test_noisy_profile_is_made_monotone():
+    m = model(synthetic_profile(noise=0.3, seed=3))
+    lin_x, lin_y = m.p.linear
+    assert np.all(np.diff(lin_y) >= 0)
+    xa, xb, t = m._dec
+    assert np.all(np.diff(t, axis=0) >= 0) and np.all(np.diff(t, axis=1) >= 0)
+    times = m.decode_step_times(32, np.array([32 * c for c in (100, 500, 900, 1500, 4000)], float))
+    assert np.all(np.diff(times) >= 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 3000), min_size=1, max_size=64))
+def test_decode_step_time_is_bit_identical_to_vectorised(ctx):
+    m = model()
+    plan = StepPlan(decode_group_ids=list(range(len(ctx))), decode_context_tokens=ctx)
+    assert m.step_time(plan) == m.decode_step_times(len(ctx), np.array([float(sum(ctx))]))[0]
+
+
+def test_step_time_grows_with_work():
+    m = model()
+    small = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[64], prefill_cached_tokens=[0])
+    big = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[1024], prefill_cached_tokens=[0])
+    cached = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[1024], prefill_cached_tokens=[2048])
+    assert 0 < m.step_time(small) < m.step_time(big) < m.step_time(cached)
+    assert m.step_time(StepPlan()) == 0.0
+    assert m.swap_time(1, 0) < m.swap_time(16, 0) < m.swap_time(256, 0)
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda p: p.update(format="nope"), "profile"),
+    (lambda p: p.update(version=99), "profile"),
+    (lambda p: p.pop("linear"), "profile"),
+    (lambda p: p["linear"].update(tokens=[4, 1, 16, 64, 256, 1024, 4096]), "profile"),
+    (lambda p: p["decode_attn"]["16"].update(time_s=[[1.0]]), "profile"),
+    (lambda p: p["lm_head"].update(time_s=[float("nan")] * 5), "profile"),
+])
+def test_bad_profiles_are_clear_errors(mutate, field):
+    prof = synthetic_profile()
+    mutate(prof)
+    with pytest.raises(KvsimError) as e:
+        model(prof)
+    assert str(e.value).startswith(field)
+
+
+def test_mismatched_profile_is_an_error():
+    with pytest.raises(KvsimError, match="measured for OPT-13B"):
+        CalibratedCostModel(Profile(synthetic_profile()), model_name="Llama-3-8B", dtype="fp16", block_size_tokens=16)
+    with pytest.raises(KvsimError, match="block_size"):
+        CalibratedCostModel(Profile(synthetic_profile()), model_name="OPT-13B", dtype="fp16", block_size_tokens=32)
+    with pytest.raises(KvsimError, match="bf16"):
+        CalibratedCostModel(Profile(synthetic_profile()), model_name="OPT-13B", dtype="bf16", block_size_tokens=16)
+
+
+def test_profile_files_load_and_drive_the_simulator(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(synthetic_profile()))
+    assert load_profile(path).model == "OPT-13B"
+    sc = kvsim.load_scenario({"model": "opt-13b", "gpu": "h100-80gb",
+                              "workload": {"rate_req_s": 4, "num_requests": 150},
+                              "cost": {"model": "calibrated", "profile": str(path)}})
+    stepped = kvsim.simulate(sc, fast_forward=False)
+    fast = kvsim.simulate(sc)
+    assert stepped.summary == fast.summary and fast.summary["requests_finished"] == 150
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(KvsimError, match="not JSON"):
+        load_profile(bad)
+
+
+def test_calibrated_module_imports_no_torch():
+    import subprocess
+    import sys
+    code = "import sys, kvsim.cost.calibrated, kvsim.sim; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
