@@ -59,15 +59,15 @@ def _meta_for(meta_cls, *, T, P, qstart, pctx, ptable, maxq, dctx, dtable, maxd,
 
 
 def layer_weights(model) -> list[torch.Tensor]:
-    """The 2-D weights of one decoder layer as the engine multiplies them (fused views counted once)."""
+    """Weights shaped like one decoder layer's GEMMs as the engine runs them: parameters that share
+    storage (fused q/k/v, gate/up views) become one matrix with their rows stacked."""
     layer = next(m for m in model.modules() if isinstance(m, torch.nn.ModuleList))[0]
-    seen: dict[int, torch.Tensor] = {}
+    groups: dict[int, list[torch.Tensor]] = {}
     for _, p in layer.named_parameters():
-        if p.dim() != 2:
-            continue
-        base = p._base if p._base is not None else p
-        seen.setdefault(base.untyped_storage().data_ptr(), base)
-    return list(seen.values())
+        if p.dim() == 2:
+            groups.setdefault(p.untyped_storage().data_ptr(), []).append(p)
+    return [torch.randn(sum(p.shape[0] for p in ps), ps[0].shape[1], device=ps[0].device, dtype=ps[0].dtype)
+            for ps in groups.values()]
 
 
 def measure_nonattention(model, dev) -> tuple[dict, dict]:

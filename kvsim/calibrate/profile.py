@@ -25,7 +25,7 @@ def default_path(model: str, gpu: str) -> Path:
     return Path("calibrate") / "profiles" / f"{slug}.json"
 
 
-def fit_overhead(model, profile: dict, bs: int) -> dict:
+def fit_overhead(model, profile: dict, bs: int, device: str = "cuda", batches=OVERHEAD_BATCH) -> dict:
     """Median (measured step − composed ops) of real engine decode steps, per batch size."""
     import kvsim
     from kvsim.engine.engine import RealEngine
@@ -33,14 +33,14 @@ def fit_overhead(model, profile: dict, bs: int) -> dict:
     cost = CalibratedCostModel(Profile(provisional), model_name=profile["model"], dtype=profile["dtype"],
                                block_size_tokens=bs)
     out = []
-    for n in OVERHEAD_BATCH:
+    for n in batches:
         sc = kvsim.load_scenario({
             "name": f"calibrate-overhead-{n}", "model": profile["model"], "gpu": "h100-80gb", "dtype": profile["dtype"],
             "engine": {"block_size": bs, "num_gpu_blocks": n * (-(-200 // bs)) + 64, "max_num_seqs": 256,
                        "max_num_batched_tokens": 8192, "swap_space_gib": 0},
             "workload": {"dataset": "fixed", "prompt_len": 128, "output_len": 48, "arrival": "burst",
                          "num_requests": n},
-            "runtime": {"device": "cuda", "cuda_graphs": False}, "seed": 0})
+            "runtime": {"device": device, "cuda_graphs": False}, "seed": 0})
         its = RealEngine(sc, model=model).run().iterations
         dec = its[(its.prefill_tokens == 0) & (its.decode_seqs == n)].iloc[3:]      # skip warm-up steps
         resid = []
@@ -48,9 +48,9 @@ def fit_overhead(model, profile: dict, bs: int) -> dict:
             # decode-only, no sharing: the used KV slots after the step's append are the context sum
             composed = float(cost.decode_step_times(n, np.array([float(row.mem_used)]))[0])
             resid.append(row.duration_s - composed)
-        out.append(float(np.median(resid)) if resid else 0.0)
+        out.append(max(0.0, float(np.median(resid))) if resid else 0.0)    # never a negative cost
         M._log(f"overhead n={n}: measured step {dec.duration_s.median() * 1e3:.2f} ms, residual {out[-1] * 1e3:.2f} ms")
-    return {"num_seqs": OVERHEAD_BATCH, "time_s": out}
+    return {"num_seqs": list(batches), "time_s": out}
 
 
 def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: str, command: str) -> Path:
