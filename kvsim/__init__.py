@@ -19,9 +19,9 @@ def simulate(scenario, *, fast_forward: bool = True):
     return _simulate(scenario, fast_forward=fast_forward)
 
 
-def sweep(source, grid, overrides=None, jobs=None, progress=False):
+def sweep(source, grid, overrides=None, jobs=None, progress=False, backend="local", resume=None):
     from kvsim.sweep import sweep as _sweep
-    return _sweep(source, grid, overrides, jobs=jobs, progress=progress)
+    return _sweep(source, grid, overrides, jobs=jobs, progress=progress, backend=backend, resume=resume)
 
 
 __all__ = ["load_scenario", "simulate", "sweep", "__version__"]

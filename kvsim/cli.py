@@ -93,7 +93,10 @@ def _cmd_plan(args) -> int:
     from kvsim.config import load_scenario
     slo = parse_slo(args.slo)
     cands = parse_grid(args.candidates) if args.candidates else {}
-    replicas = [int(x) for x in str(args.replicas).split(",") if x.strip()] if args.replicas else [1]
+    try:
+        replicas = [int(x) for x in str(args.replicas).split(",") if x.strip()] if args.replicas else [1]
+    except ValueError:
+        raise KvsimError("--replicas", f"got {args.replicas!r}, expected integers like 1,2,4") from None
     sc = load_scenario(args.scenario, args.set)
     res = plan(args.scenario, slo, cands, overrides=args.set, replicas=replicas, requests=args.requests,
                rel_tol=args.tol, objective=args.objective, jobs=args.jobs, progress=not args.quiet)
@@ -108,7 +111,10 @@ def _cmd_plan(args) -> int:
 def _cmd_report(args) -> int:
     from kvsim.plan import parse_slo
     from kvsim.report import block_size_report
-    sizes = [int(x) for x in args.block_sizes.split(",") if x.strip()] if args.block_sizes else None
+    try:
+        sizes = [int(x) for x in args.block_sizes.split(",") if x.strip()] if args.block_sizes else None
+    except ValueError:
+        raise KvsimError("--block-sizes", f"got {args.block_sizes!r}, expected integers like 8,16,32") from None
     out = Path(args.out or Path("runs") / f"{Path(args.scenario).stem}-block-size")
     rep = block_size_report(args.scenario, parse_slo(args.slo), out, overrides=args.set, block_sizes=sizes,
                             requests=args.requests, jobs=args.jobs, progress=not args.quiet)

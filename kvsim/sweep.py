@@ -1,4 +1,16 @@
-"""Grid sweeps over scenario fields, run in parallel processes."""
+"""Grid sweeps over scenario fields, on local processes or a Ray cluster, resumable.
+
+* ``backend="local"`` (default) runs the points in a process pool;
+  ``backend="ray"`` runs each point as a Ray task (``pip install 'kvsim[ray]'``;
+  joins a running Ray instance — ``ray.init(...)`` or ``RAY_ADDRESS`` — or starts
+  a local one with ``jobs`` CPUs and shuts it down afterwards).
+* ``resume=path/to/sweep.csv`` keeps the rows of that file whose grid values
+  match a point of this grid (and that have no error) and runs only the rest.
+  Points are keyed by their grid values, normalised so that ``1``, ``1.0`` and
+  ``"1"`` are the same point.
+* Rows come back in grid order whatever the backend, so the same grid gives the
+  same table locally and on Ray.
+"""
 from __future__ import annotations
 
 import itertools
@@ -47,8 +59,74 @@ def _run_point(args) -> dict:
         return {**point, "error": str(e)}
 
 
+def _norm(v) -> str:
+    if isinstance(v, str):
+        try:
+            v = yaml.safe_load(v)
+        except yaml.YAMLError:
+            return v
+    if isinstance(v, bool) or v is None:
+        return repr(v)
+    if isinstance(v, (int, float)):
+        return repr(float(v))
+    return str(v)
+
+
+def point_key(point: dict, keys: list[str]) -> tuple:
+    """The identity of a grid point: its values for ``keys``, normalised (module doc)."""
+    return tuple(_norm(point[k]) for k in keys)
+
+
+def _done_rows(resume, keys: list[str]) -> dict[tuple, dict]:
+    """Rows of an earlier sweep.csv by point key (only rows without an error and with every key)."""
+    from pathlib import Path
+    path = Path(resume)
+    if not path.exists():
+        return {}
+    try:
+        df = pd.read_csv(path)
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        raise KvsimError("--out", f"cannot read {path} to resume: {e}") from None
+    if any(k not in df for k in keys):
+        return {}
+    done = {}
+    for i, row in enumerate(df.to_dict(orient="records")):
+        if "error" in raw and raw.loc[i, "error"] not in ("", "nan"):
+            continue
+        rec = {k: (None if isinstance(v, float) and pd.isna(v) else v) for k, v in row.items()}
+        if "error" in rec:
+            rec["error"] = ""
+        done[point_key(raw.loc[i].to_dict(), keys)] = rec
+    return done
+
+
+def _map_ray(tasks: list, jobs: int, bar) -> list[dict]:
+    try:
+        import ray
+    except ImportError:
+        raise KvsimError("--backend", "ray is not installed; pip install 'kvsim[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(log_to_driver=False)
+        else:
+            ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1)(_run_point)
+        refs = [remote.remote(t) for t in tasks]
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            bar and bar.update(len(ready))
+        return ray.get(refs)
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def sweep(source, grid: dict[str, list], overrides: list[str] | None = None, jobs: int | None = None,
-          progress: bool = False) -> pd.DataFrame:
+          progress: bool = False, backend: str = "local", resume=None) -> pd.DataFrame:
     """Run every grid point of ``source`` (a YAML path or dict); one summary row per point.
 
     Points that are invalid (e.g. a model that does not fit) keep their row with the
@@ -60,23 +138,46 @@ def sweep(source, grid: dict[str, list], overrides: list[str] | None = None, job
     load_scenario(data, overrides)                      # fail fast on a bad base scenario
     for k in grid:
         parse_override(f"{k}=0")
+    if backend not in ("local", "ray"):
+        raise KvsimError("--backend", f"got {backend!r}, expected local or ray")
+    keys = list(grid)
     points = grid_points(grid)
-    tasks = [(data, overrides, p) for p in points]
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(points)))
-    rows: list[dict] = []
+    done = _done_rows(resume, keys) if resume else {}
+    todo = [p for p in points if point_key(p, keys) not in done]
+    tasks = [(data, overrides, p) for p in todo]
+    jobs = max(1, min(jobs or os.cpu_count() or 1, max(1, len(tasks))))
+    new: list[dict] = []
     bar = None
-    if progress:
+    if progress and tasks:
         from tqdm import tqdm
         bar = tqdm(total=len(tasks), desc="sweep", unit="run")
-    if jobs == 1:
+    if not tasks:
+        pass
+    elif backend == "ray":
+        new = _map_ray(tasks, jobs, bar)
+    elif jobs == 1:
         for t in tasks:
-            rows.append(_run_point(t))
+            new.append(_run_point(t))
             bar and bar.update()
     else:
         with ProcessPoolExecutor(max_workers=jobs) as ex:
             for r in ex.map(_run_point, tasks):
-                rows.append(r)
+                new.append(r)
                 bar and bar.update()
     if bar:
         bar.close()
+    by_key = dict(done)
+    by_key.update({point_key(r, keys): r for r in new})
+    rows = [{**by_key[point_key(p, keys)], **p} for p in points]
     return pd.DataFrame(rows)
+
+
+class _CallableModule(__import__("types").ModuleType):
+    """Importing ``kvsim.sweep`` (the module) rebinds the package attribute ``kvsim.sweep``, which is
+    also the public function; making the module callable keeps ``kvsim.sweep(path, grid)`` working."""
+
+    def __call__(self, *args, **kwargs):
+        return sweep(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule

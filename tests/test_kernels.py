@@ -11,22 +11,45 @@ import os
 import pytest
 
 torch = pytest.importorskip("torch")
+_ENV_BEFORE = os.environ.get("TRITON_INTERPRET")
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
+import triton.language as tl  # noqa: E402
+
+# Triton picks interpreter-or-compiler when it is first imported. If another test module of this
+# session imported it first without TRITON_INTERPRET on a machine with no GPU, the kernels can't
+# run in this process: every test here is skipped and one test reruns this file in a fresh one.
+STALE_TRITON = not torch.cuda.is_available() and type(tl.zeros).__name__ != "InterpretedFunction"
+if STALE_TRITON:  # leave the session's environment as we found it
+    if _ENV_BEFORE is None:
+        os.environ.pop("TRITON_INTERPRET", None)
+    else:
+        os.environ["TRITON_INTERPRET"] = _ENV_BEFORE
 
 from kvsim.errors import KvsimError  # noqa: E402
 from kvsim.kernels import (DecodeConfig, contiguous_decode_attention,  # noqa: E402
                            paged_decode_attention, paged_prefill_attention, reference, write_kv)
 from kvsim.kernels._attn_decode import choose_num_splits  # noqa: E402
 from kvsim.kernels.inputs import (make_decode_problem, page_kv, poison, randn,  # noqa: E402
-                                  rel_err, tolerance)
+                                  rel_err, run_file_in_fresh_interpreter, tolerance)
 
 CUDA = torch.cuda.is_available()
 DEV = "cuda" if CUDA else "cpu"
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 SMALL = DecodeConfig(block_n=16)  # several tiles even for tiny CPU contexts
 LENS = [1, 17, 40, 5, 16]  # length 1, mid-block ends, an exact multiple of 16
+
+
+@pytest.fixture(autouse=True)
+def _only_in_a_usable_process(request):
+    if STALE_TRITON and request.node.name != "test_rerun_in_fresh_interpreter":
+        pytest.skip("triton was imported without the interpreter: see test_rerun_in_fresh_interpreter")
+
+
+@pytest.mark.skipif(not STALE_TRITON, reason="this process can run the kernels itself")
+def test_rerun_in_fresh_interpreter():
+    assert run_file_in_fresh_interpreter(__file__) == 0
 
 
 def _decode_case(lens, hkv, group, dim, dtype, bs, *, seed, num_splits=None, config=SMALL,
@@ -63,6 +86,14 @@ def test_split_kv_forced(num_splits, group):
                  num_splits=num_splits, check_contiguous=True)
 
 
+@pytest.mark.parametrize("pipe", [0, 1, 2, 3])
+@pytest.mark.parametrize("bs,num_splits", [(1, 1), (16, 3), (2, None)])
+def test_pipeline_variants(pipe, bs, num_splits):
+    # PIPE 1/2 prefetch one/two tiles ahead: masks past the partition end must hold
+    _decode_case(LENS + [70], 2, 4, 80, torch.float16, bs, seed=pipe + bs, num_splits=num_splits,
+                 config=DecodeConfig(block_n=16, pipe=pipe), check_contiguous=True)
+
+
 def test_split_kv_default_block_n_crosses_256_block():
     _decode_case([300, 3, 257], 1, 4, 64, torch.float16, 256, seed=5, num_splits=2,
                  config=DecodeConfig())
@@ -82,9 +113,12 @@ def test_same_kv_viewed_with_block_size_1_and_16_gives_same_output():
 
 def test_choose_num_splits_heuristic():
     assert choose_num_splits(1, 8, 8192, 132, 64) == 32       # one long sequence: split
-    assert choose_num_splits(8, 8, 8192, 132, 64) == 9
-    assert choose_num_splits(128, 8, 8192, 132, 64) == 1      # enough programs already
-    assert choose_num_splits(1, 8, 200, 132, 64) == 1         # too short to be worth it
+    assert choose_num_splits(8, 8, 8192, 132, 64) == 17
+    assert choose_num_splits(32, 8, 8192, 132, 64) == 5
+    assert choose_num_splits(66, 8, 8192, 132, 64) == 1       # >= 4 waves of programs already
+    assert choose_num_splits(64, 8, 8192, 132, 64) == 3
+    assert choose_num_splits(8, 8, 8192, 132, 64, target_waves=4) == 9
+    assert choose_num_splits(1, 8, 256, 132, 64) == 1         # too short to be worth it
     assert choose_num_splits(1, 1, 10 ** 6, 132, 64) == 64    # capped
 
 
@@ -162,15 +196,22 @@ def test_paged_prefill_matches_reference(bs, group, dtype):
 # ----------------------------------------------------------------------------- GPU only
 @pytest.mark.gpu
 @needs_cuda
+@pytest.mark.parametrize("pipe", [0, 1, 2, 3])
+@pytest.mark.parametrize("bs", [1, 16, 256])
+def test_gpu_decode_pipeline_variants(pipe, bs):
+    _decode_case([1, 63, 64, 65, 3000, 5000], 8, 4, 96, torch.float16, bs, seed=pipe + bs,
+                 num_splits=None, config=DecodeConfig(pipe=pipe), check_contiguous=True)
+
+
+@pytest.mark.gpu
+@needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("dim", [64, 80, 96, 128])
-@pytest.mark.parametrize("group", [1, 4, 8])
+@pytest.mark.parametrize("dim,group", [(64, 4), (80, 4), (96, 4), (128, 1), (128, 4), (128, 8), (80, 1)])
 @pytest.mark.parametrize("splits", [1, None])
-@pytest.mark.parametrize("bs", [16])
-def test_gpu_decode_dims_dtypes(bs, splits, group, dim, dtype):
-    _decode_case([1, 17, 1000, 4097, 333, 2048], 2, group, dim,
-                 dtype, bs, seed=dim + group, num_splits=splits, config=DecodeConfig(),
-                 check_contiguous=True)
+def test_gpu_decode_dims_dtypes(splits, dim, group, dtype):
+    # lengths 1 ... 4097; splits=None lets the heuristic split (6 seqs x 2 kv heads is few programs)
+    _decode_case([1, 17, 1000, 4097, 333, 2048], 2, group, dim, dtype, 16, seed=dim + group,
+                 num_splits=splits, config=DecodeConfig(), check_contiguous=splits is None)
 
 
 @pytest.mark.gpu
@@ -184,8 +225,8 @@ def test_gpu_decode_block_sizes(bs, splits):
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("dim", [64, 96, 128])
+@pytest.mark.parametrize("dim,dtype", [(64, torch.float16), (96, torch.bfloat16), (128, torch.float16),
+                                       (128, torch.bfloat16)])
 @pytest.mark.parametrize("bs", [1, 16, 256])
 def test_gpu_prefill(bs, dim, dtype):
     _prefill_case([0, 300, 17, 1000], [129, 64, 1, 300], 8, 4, dim, dtype, bs, seed=bs + dim,

@@ -7,17 +7,40 @@ import os
 import pytest
 
 torch = pytest.importorskip("torch")
+_ENV_BEFORE = os.environ.get("TRITON_INTERPRET")
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
+import triton.language as tl  # noqa: E402
+
+# Triton picks interpreter-or-compiler when it is first imported. If another test module of this
+# session imported it first without TRITON_INTERPRET on a machine with no GPU, the kernels can't
+# run in this process: every test here is skipped and one test reruns this file in a fresh one.
+STALE_TRITON = not torch.cuda.is_available() and type(tl.zeros).__name__ != "InterpretedFunction"
+if STALE_TRITON:  # leave the session's environment as we found it
+    if _ENV_BEFORE is None:
+        os.environ.pop("TRITON_INTERPRET", None)
+    else:
+        os.environ["TRITON_INTERPRET"] = _ENV_BEFORE
 
 from kvsim.errors import KvsimError  # noqa: E402
 from kvsim.kernels import copy_blocks, reference, swap_blocks, swap_runs, write_kv  # noqa: E402
-from kvsim.kernels.inputs import randn  # noqa: E402
+from kvsim.kernels.inputs import randn, run_file_in_fresh_interpreter  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEV = "cuda" if CUDA else "cpu"
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+
+
+@pytest.fixture(autouse=True)
+def _only_in_a_usable_process(request):
+    if STALE_TRITON and request.node.name != "test_rerun_in_fresh_interpreter":
+        pytest.skip("triton was imported without the interpreter: see test_rerun_in_fresh_interpreter")
+
+
+@pytest.mark.skipif(not STALE_TRITON, reason="this process can run the kernels itself")
+def test_rerun_in_fresh_interpreter():
+    assert run_file_in_fresh_interpreter(__file__) == 0
 
 
 def _caches(nb, bs, h, d, dtype, seed):

@@ -10,6 +10,7 @@ decode step against the memory roofline (weight bytes + KV bytes read) / measure
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ def scenario(model: str, allocator: str, rate: float | None, n: int, block_size:
                                 "model": model, "gpu": "h100-80gb",
                                 "engine": {"allocator": allocator, "block_size": block_size, "max_num_seqs": 256,
                                            "max_num_batched_tokens": 4096, "swap_space_gib": 8},
-                                "workload": wl, "runtime": {"device": "cuda"}, "seed": 0})
+                                "workload": wl, "runtime": {"device": "cuda", "max_wall_s": 100}, "seed": 0})
 
 
 def copy_bandwidth() -> float:
@@ -78,7 +79,8 @@ def main() -> None:
     ap.add_argument("--rates", default="2,4")
     ap.add_argument("--allocators", default="paged,orca_oracle")
     ap.add_argument("--duration", type=float, default=40.0, help="seconds of arrivals per online run")
-    ap.add_argument("--offline", type=int, default=200, help="requests for the offline (burst) run; 0 = skip")
+    ap.add_argument("--offline", type=int, default=200, help="requests for the offline (burst) runs; 0 = skip")
+    ap.add_argument("--offline-allocators", default="paged", help="allocators for the offline runs")
     ap.add_argument("--block-size", type=int, default=16)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -88,9 +90,10 @@ def main() -> None:
     t0 = time.perf_counter()
     model = build_model(spec, dtype=torch.float16, device=torch.device("cuda"), weights="dummy")
     print(f"built {spec.name} in {time.perf_counter() - t0:.1f} s", flush=True)
-    runs = [(al, float(r)) for al in a.allocators.split(",") for r in a.rates.split(",")]
+    runs = [(al, float(r)) for al in a.allocators.split(",") for r in a.rates.split(",") if r]
     if a.offline:
-        runs.append(("paged", None))
+        runs += [(al, None) for al in a.offline_allocators.split(",")]
+    runs = [r for r in runs if r[1] is None or a.rates]
     rows = []
     for al, rate in runs:
         n = a.offline if rate is None else max(1, int(rate * a.duration))
@@ -104,9 +107,13 @@ def main() -> None:
                "gpu_s_mean": res.info["gpu_s_mean"], "wall_s": time.perf_counter() - t1, "device": res.info["device"]}
         rows.append(row)
         print(json.dumps(row), flush=True)
+        del res
+        gc.collect()                      # the engine's KV cache sits in reference cycles
         torch.cuda.empty_cache()
     import pandas as pd
     pd.DataFrame(rows).to_csv(out / "e2e.csv", index=False)
+    gc.collect()
+    torch.cuda.empty_cache()
     roof = decode_roofline(model, spec, batch=128, ctx=1024)
     roof["device"] = torch.cuda.get_device_name(0)
     (out / "roofline.json").write_text(json.dumps(roof, indent=1) + "\n")

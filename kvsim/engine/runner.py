@@ -38,7 +38,7 @@ class ModelRunner:
         self.backend = backend
         self.device = cache.device
         self.mode, self.temperature, self.top_p = sampling_mode, temperature, top_p
-        self.gen = torch.Generator(device="cpu").manual_seed(seed)
+        self.gen = torch.Generator(device=cache.device).manual_seed(seed)
         self.tokens: dict[int, list[int]] = {}
         self.beam_scores: dict[int, list[float]] = {}
         self.vocab = model.spec.vocab_size

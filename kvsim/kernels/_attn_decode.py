@@ -25,6 +25,57 @@ import triton.language as tl
 
 
 @triton.jit
+def _table(bt_row, pos, hi, BLOCK_SIZE: tl.constexpr, PAGED: tl.constexpr):
+    """Physical block of each position (int64); zeros for the contiguous layout."""
+    if PAGED:
+        phys = tl.load(bt_row + pos // BLOCK_SIZE, mask=pos < hi, other=0).to(tl.int64)
+    else:
+        phys = tl.zeros(pos.shape, tl.int64)
+    return phys
+
+
+@triton.jit
+def _load_kv(k_ptr, v_ptr, phys, seq, pos, hi, offs_d, d_mask, k_head, v_head,
+             stride_kb, stride_kt, stride_vb, stride_vt,
+             HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+             PAGED: tl.constexpr):
+    """Load the ``[BLOCK_N, BLOCK_D]`` K and V tiles of positions ``pos`` (rows >= hi masked)."""
+    n_mask = pos < hi
+    if PAGED:
+        off = (pos % BLOCK_SIZE).to(tl.int64)
+        row_k = phys * stride_kb + off * stride_kt + k_head
+        row_v = phys * stride_vb + off * stride_vt + v_head
+    else:
+        row_k = seq.to(tl.int64) * stride_kb + pos.to(tl.int64) * stride_kt + k_head
+        row_v = seq.to(tl.int64) * stride_vb + pos.to(tl.int64) * stride_vt + v_head
+    if BLOCK_D == HEAD_DIM:
+        kv_mask = n_mask[:, None]
+    else:
+        kv_mask = n_mask[:, None] & d_mask[None, :]
+    k = tl.load(k_ptr + row_k[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(v_ptr + row_v[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
+    return k, v
+
+
+@triton.jit
+def _update(q, k, v, n_mask, m_i, l_i, acc, scale_log2, DOT_F32: tl.constexpr):
+    """One online-softmax step over a K/V tile (fp32 state; log2 domain)."""
+    if DOT_F32:
+        k = k.to(tl.float32)
+    s = tl.dot(q, tl.trans(k)) * scale_log2
+    s = tl.where(n_mask[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    if DOT_F32:
+        acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
+    else:
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def _decode_kernel(
     q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, m_ptr, l_ptr,
     scale_log2,
@@ -36,7 +87,7 @@ def _decode_kernel(
     tokens_per_split,
     G: tl.constexpr, G_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, PAGED: tl.constexpr,
-    SPLIT: tl.constexpr, DOT_F32: tl.constexpr,
+    SPLIT: tl.constexpr, DOT_F32: tl.constexpr, PIPE: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -62,37 +113,58 @@ def _decode_kernel(
     k_head = kvh.to(tl.int64) * stride_kh
     v_head = kvh.to(tl.int64) * stride_vh
 
-    for start in range(lo, hi, BLOCK_N):
-        pos = start + offs_n
-        n_mask = pos < hi
-        if PAGED:
-            phys = tl.load(bt_ptr + seq.to(tl.int64) * stride_bts + pos // BLOCK_SIZE,
-                           mask=n_mask, other=0).to(tl.int64)
-            off = (pos % BLOCK_SIZE).to(tl.int64)
-            row_k = phys * stride_kb + off * stride_kt + k_head
-            row_v = phys * stride_vb + off * stride_vt + v_head
-        else:
-            row_k = seq.to(tl.int64) * stride_kb + pos.to(tl.int64) * stride_kt + k_head
-            row_v = seq.to(tl.int64) * stride_vb + pos.to(tl.int64) * stride_vt + v_head
-        if BLOCK_D == HEAD_DIM:
-            kv_mask = n_mask[:, None]
-        else:
-            kv_mask = n_mask[:, None] & d_mask[None, :]
-        k = tl.load(k_ptr + row_k[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(v_ptr + row_v[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
-        if DOT_F32:
-            k = k.to(tl.float32)
-        s = tl.dot(q, tl.trans(k)) * scale_log2
-        s = tl.where(n_mask[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        if DOT_F32:
-            acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+    bt_row = bt_ptr + seq.to(tl.int64) * stride_bts
+    if PIPE == 0:
+        # plain loop: Triton's software pipeliner (num_stages) overlaps loads with compute
+        for start in range(lo, hi, BLOCK_N):
+            pos = start + offs_n
+            phys = _table(bt_row, pos, hi, BLOCK_SIZE, PAGED)
+            k, v = _load_kv(k_ptr, v_ptr, phys, seq, pos, hi, offs_d, d_mask, k_head, v_head,
+                            stride_kb, stride_kt, stride_vb, stride_vt,
+                            HEAD_DIM, BLOCK_D, BLOCK_SIZE, PAGED)
+            m_i, l_i, acc = _update(q, k, v, pos < hi, m_i, l_i, acc, scale_log2, DOT_F32)
+    elif PIPE == 1:
+        # the next tile's block-table entries are fetched one iteration ahead
+        phys_nx = _table(bt_row, lo + offs_n, hi, BLOCK_SIZE, PAGED)
+        for start in range(lo, hi, BLOCK_N):
+            pos = start + offs_n
+            phys = phys_nx
+            k, v = _load_kv(k_ptr, v_ptr, phys, seq, pos, hi, offs_d, d_mask, k_head, v_head,
+                            stride_kb, stride_kt, stride_vb, stride_vt,
+                            HEAD_DIM, BLOCK_D, BLOCK_SIZE, PAGED)
+            phys_nx = _table(bt_row, pos + BLOCK_N, hi, BLOCK_SIZE, PAGED)
+            m_i, l_i, acc = _update(q, k, v, pos < hi, m_i, l_i, acc, scale_log2, DOT_F32)
+    elif PIPE == 3:
+        # block-table entries fetched two tiles ahead (matches a 3-stage software pipeline)
+        phys_n1 = _table(bt_row, lo + offs_n, hi, BLOCK_SIZE, PAGED)
+        phys_n2 = _table(bt_row, lo + BLOCK_N + offs_n, hi, BLOCK_SIZE, PAGED)
+        for start in range(lo, hi, BLOCK_N):
+            pos = start + offs_n
+            phys = phys_n1
+            k, v = _load_kv(k_ptr, v_ptr, phys, seq, pos, hi, offs_d, d_mask, k_head, v_head,
+                            stride_kb, stride_kt, stride_vb, stride_vt,
+                            HEAD_DIM, BLOCK_D, BLOCK_SIZE, PAGED)
+            phys_n1 = phys_n2
+            phys_n2 = _table(bt_row, pos + 2 * BLOCK_N, hi, BLOCK_SIZE, PAGED)
+            m_i, l_i, acc = _update(q, k, v, pos < hi, m_i, l_i, acc, scale_log2, DOT_F32)
+    else:
+        # register double buffering: K/V of tile i+1 and the table of tile i+2 are in flight
+        # while tile i is computed
+        pos0 = lo + offs_n
+        phys0 = _table(bt_row, pos0, hi, BLOCK_SIZE, PAGED)
+        k_nx, v_nx = _load_kv(k_ptr, v_ptr, phys0, seq, pos0, hi, offs_d, d_mask, k_head, v_head,
+                              stride_kb, stride_kt, stride_vb, stride_vt,
+                              HEAD_DIM, BLOCK_D, BLOCK_SIZE, PAGED)
+        phys_nx = _table(bt_row, pos0 + BLOCK_N, hi, BLOCK_SIZE, PAGED)
+        for start in range(lo, hi, BLOCK_N):
+            pos = start + offs_n
+            k = k_nx
+            v = v_nx
+            k_nx, v_nx = _load_kv(k_ptr, v_ptr, phys_nx, seq, pos + BLOCK_N, hi, offs_d, d_mask,
+                                  k_head, v_head, stride_kb, stride_kt, stride_vb, stride_vt,
+                                  HEAD_DIM, BLOCK_D, BLOCK_SIZE, PAGED)
+            phys_nx = _table(bt_row, pos + 2 * BLOCK_N, hi, BLOCK_SIZE, PAGED)
+            m_i, l_i, acc = _update(q, k, v, pos < hi, m_i, l_i, acc, scale_log2, DOT_F32)
 
     o_mask = g_mask[:, None] & d_mask[None, :]
     if SPLIT:
@@ -139,9 +211,14 @@ def _reduce_kernel(
 
 
 # ----------------------------------------------------------------------------- host side
-SPLIT_TARGET_WAVES = 4
-"""Split when ``num_seqs * num_kv_heads < SPLIT_TARGET_WAVES * num_sms``: one 4-warp program per
-SM is far too little memory parallelism to saturate HBM, so aim for ~4 resident programs per SM."""
+SPLIT_TARGET_WAVES = 8
+"""When splitting, aim for ``SPLIT_TARGET_WAVES * num_sms`` programs (about 1,000 on 132 SMs): the
+paged kernel needs more programs in flight than the contiguous one to hide its block-table loads
+(H200 sweep, benchmarks/kernels/NOTES.md: 8 beat 4 and 16)."""
+NO_SPLIT_WAVES = 4
+"""Never split once ``num_seqs * num_kv_heads >= NO_SPLIT_WAVES * num_sms``: there the single pass
+already streams at copy bandwidth and the partial write + reduce launch only add time (H200:
+batch 128 x 8 KV heads ran 0-11 % slower split in two)."""
 MIN_SPLIT_TOKENS = 256
 """Never cut a partition shorter than this: below it the partial write + reduce launch cost more
 than the extra parallelism buys."""
@@ -149,26 +226,26 @@ MAX_SPLITS = 64
 
 
 def choose_num_splits(num_seqs: int, num_kv_heads: int, max_ctx: int, num_sms: int,
-                      block_n: int) -> int:
+                      block_n: int, target_waves: int = SPLIT_TARGET_WAVES) -> int:
     """The documented flash-decoding heuristic: how many context partitions to use.
 
-    ``programs = num_seqs * num_kv_heads``. If that already reaches ``SPLIT_TARGET_WAVES *
+    ``programs = num_seqs * num_kv_heads``. If that reaches ``min(NO_SPLIT_WAVES, target_waves) *
     num_sms`` the single-pass kernel is used (returns 1). Otherwise split just enough to reach
-    the target, but keep every partition >= ``MIN_SPLIT_TOKENS`` positions and <= ``MAX_SPLITS``
-    partitions. Examples on 132 SMs with 8 KV heads: batch 1 x 8192 tokens -> 32 splits of 256;
-    batch 8 x 8192 -> 9; batch 128 -> 1.
+    ``target_waves * num_sms`` programs, keeping every partition >= ``MIN_SPLIT_TOKENS`` positions
+    and at most ``MAX_SPLITS`` partitions. Examples on 132 SMs, 8 KV heads, defaults: batch 1 x
+    8192 tokens -> 32 splits of 256; batch 8 x 8192 -> 17; batch 32 x 8192 -> 5; batch 66 or more
+    -> 1; any batch at <= 256 tokens -> 1.
     """
     programs = max(num_seqs * num_kv_heads, 1)
-    target = SPLIT_TARGET_WAVES * num_sms
-    if programs >= target or max_ctx <= MIN_SPLIT_TOKENS:
+    if programs >= min(NO_SPLIT_WAVES, target_waves) * num_sms or max_ctx <= MIN_SPLIT_TOKENS:
         return 1
-    want = -(-target // programs)
+    want = -(-target_waves * num_sms // programs)
     cap = max(max_ctx // max(MIN_SPLIT_TOKENS, block_n), 1)
     return int(max(1, min(want, cap, MAX_SPLITS)))
 
 
 def launch_decode(q, k, v, block_table, ctx_lens, out, *, scale, block_size, max_ctx,
-                  num_splits, block_n, num_warps, num_stages, dot_f32):
+                  num_splits, block_n, num_warps, num_stages, dot_f32, pipe=0):
     """Launch the decode kernel (and the reduce kernel when ``num_splits > 1``) into ``out``.
 
     ``block_table is None`` selects the contiguous layout ``[num_seqs, max_ctx, Hkv, D]``; otherwise
@@ -193,16 +270,18 @@ def launch_decode(q, k, v, block_table, ctx_lens, out, *, scale, block_size, max
             v.stride(0), v.stride(1), v.stride(2), stride_bts,
             out.stride(0), out.stride(1), max(max_ctx, 1),
             G=group, G_PAD=g_pad, HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_N=block_n,
-            BLOCK_SIZE=block_size, PAGED=paged, SPLIT=False, DOT_F32=dot_f32,
+            BLOCK_SIZE=block_size, PAGED=paged, SPLIT=False, DOT_F32=dot_f32, PIPE=pipe,
             num_warps=num_warps, num_stages=num_stages)
         return out
     per = -(-max_ctx // num_splits)
     per = -(-per // block_n) * block_n
     num_splits = -(-max_ctx // per)
     dev = q.device
-    part = torch.empty((num_seqs, num_q_heads, num_splits, head_dim), dtype=torch.float32, device=dev)
-    m = torch.empty((num_seqs, num_q_heads, num_splits), dtype=torch.float32, device=dev)
-    l = torch.empty_like(m)
+    n_rows = num_seqs * num_q_heads * num_splits
+    ws = torch.empty(n_rows * (head_dim + 2), dtype=torch.float32, device=dev)  # one allocation
+    part = ws[: n_rows * head_dim].view(num_seqs, num_q_heads, num_splits, head_dim)
+    m = ws[n_rows * head_dim: n_rows * (head_dim + 1)]
+    l = ws[n_rows * (head_dim + 1):]
     grid = (num_seqs, num_kv_heads, num_splits)
     _decode_kernel[grid](
         q, k, v, bt, ctx_lens, part, m, l, scale_log2,
@@ -210,7 +289,7 @@ def launch_decode(q, k, v, block_table, ctx_lens, out, *, scale, block_size, max
         v.stride(0), v.stride(1), v.stride(2), stride_bts,
         part.stride(0), part.stride(1), per,
         G=group, G_PAD=g_pad, HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_N=block_n,
-        BLOCK_SIZE=block_size, PAGED=paged, SPLIT=True, DOT_F32=dot_f32,
+        BLOCK_SIZE=block_size, PAGED=paged, SPLIT=True, DOT_F32=dot_f32, PIPE=pipe,
         num_warps=num_warps, num_stages=num_stages)
     _reduce_kernel[(num_seqs, num_q_heads)](
         part, m, l, out, num_splits, out.stride(0), out.stride(1),

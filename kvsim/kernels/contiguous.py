@@ -38,8 +38,9 @@ def contiguous_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
     max_ctx = max_int(context_lens, max_context_len)
     if num_splits is None:
         num_splits = _attn_decode.choose_num_splits(q.shape[0], k.shape[2], max_ctx,
-                                                    num_sms(q.device), config.block_n)
+                                                    num_sms(q.device), config.block_n,
+                                                    config.split_waves)
     return _attn_decode.launch_decode(
         q, k, v, None, context_lens, out, scale=scale, block_size=1, max_ctx=max_ctx,
         num_splits=int(num_splits), block_n=config.block_n, num_warps=config.num_warps,
-        num_stages=config.num_stages, dot_f32=dot_f32(q.dtype))
+        num_stages=config.num_stages, dot_f32=dot_f32(q.dtype), pipe=config.pipe)

@@ -40,6 +40,14 @@ class DecodeConfig:
     block_n: int = 64
     num_warps: int = 4
     num_stages: int = 2
+    pipe: int = 0
+    """0 (default): rely on Triton's pipeliner; 1: prefetch the next tile's block-table entries
+    one iteration ahead; 2: register double-buffering of K/V (spills, 20 % slower); 3: table
+    entries two tiles ahead. On the H200, 1 was within 1 % of 0 where the kernel splits and 9 %
+    slower on batch 32 x 8192 MHA (no split), 3 slower everywhere: see NOTES.md. The contiguous
+    layout has no table, so 0, 1 and 3 compile to the same loop there."""
+    split_waves: int = _attn_decode.SPLIT_TARGET_WAVES
+    """Split-KV heuristic target: aim for ``split_waves * num_sms`` programs."""
 
 
 DEFAULT_CONFIG = DecodeConfig()
@@ -93,12 +101,13 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     max_ctx = max_int(context_lens, max_context_len)
     if num_splits is None:
         num_splits = _attn_decode.choose_num_splits(q.shape[0], k_cache.shape[2], max_ctx,
-                                                    num_sms(q.device), config.block_n)
+                                                    num_sms(q.device), config.block_n,
+                                                    config.split_waves)
     return _attn_decode.launch_decode(
         q, k_cache, v_cache, block_table, context_lens, out, scale=scale,
         block_size=k_cache.shape[1], max_ctx=max_ctx, num_splits=int(num_splits),
         block_n=config.block_n, num_warps=config.num_warps, num_stages=config.num_stages,
-        dot_f32=dot_f32(q.dtype))
+        dot_f32=dot_f32(q.dtype), pipe=config.pipe)
 
 
 def decode_bytes(num_seqs: int, mean_ctx: float, num_kv_heads: int, head_dim: int,

@@ -11,6 +11,9 @@ can be viewed through block size 1, 16 or 256 and through the contiguous baselin
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -86,3 +89,17 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 def tolerance(dtype) -> float:
     """Relative-error bound for a kernel output in ``dtype`` (METHOD.md's ranges, with margin)."""
     return {torch.float32: 2e-3, torch.float16: 3e-3, torch.bfloat16: 2e-2}[dtype]
+
+
+def run_file_in_fresh_interpreter(test_file: str, timeout_s: float = 600) -> int:
+    """Run one test file with ``pytest`` in a new Python process under ``TRITON_INTERPRET=1``.
+
+    For a session whose Triton was first imported without the interpreter (it decides at import)
+    on a machine with no GPU. Prints the child's output tail; returns its exit code.
+    """
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(test_file)))
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_file],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=timeout_s)
+    print((res.stdout + res.stderr)[-3000:])
+    return res.returncode

@@ -1,0 +1,171 @@
+"""Capacity planning: the highest SLO-meeting rate of each candidate configuration, and a recommendation.
+
+``plan(source, slo, candidates, replicas=(1,))`` runs :func:`find_max_rate` for
+every point of the candidate grid (any scenario fields, e.g.
+``{"engine.block_size": [16, 32], "gpu": ["a100-40gb", "h100-80gb"]}``), in
+parallel processes, and scores each point:
+
+* ``total_rate_req_s = replicas x max_rate_req_s`` (identical replicas behind a
+  load balancer each take ``1/replicas`` of the traffic);
+* ``goodput_per_gpu = total_rate_req_s / (tensor_parallel x replicas)``;
+* ``requests_per_usd = goodput_per_gpu x 3600 / price_per_hour_usd`` (the
+  catalogue's per-GPU price; blank when the GPU has none);
+* ``pareto``: not dominated in (higher total rate, lower normalized latency at
+  that rate) by another candidate.
+
+The recommendation maximises the objective (``gpu``: goodput per GPU,
+``usd``: requests per dollar, ``rate``: total rate), ties broken by latency.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from kvsim.config import load_scenario, parse_override, read_yaml
+from kvsim.errors import KvsimError
+from kvsim.plan.search import SearchResult, find_max_rate, probe_overrides
+from kvsim.plan.slo import slo_value
+from kvsim.sweep import _point_overrides, grid_points
+
+OBJECTIVES = {"gpu": "goodput_per_gpu", "usd": "requests_per_usd", "rate": "total_rate_req_s"}
+
+
+@dataclass
+class PlanResult:
+    table: pd.DataFrame                      # one row per candidate x replica count
+    slo: dict
+    objective: str
+    recommended: dict | None                 # the best row, or None when no candidate meets the SLOs
+    searches: list[dict] = field(default_factory=list)   # per candidate: probes (rate, ok, violations)
+
+    def pareto(self) -> pd.DataFrame:
+        return self.table[self.table.pareto]
+
+
+def _search_point(args) -> tuple[dict, SearchResult | None, str]:
+    data, overrides, point, slo, kw = args
+    try:
+        res = find_max_rate(data, slo, overrides + _point_overrides(point), **kw)
+        return point, res, ""
+    except KvsimError as e:
+        return point, None, str(e)
+
+
+def pareto_mask(rate: pd.Series, latency: pd.Series) -> pd.Series:
+    """True where no other row has rate >= and latency <= with one strictly better."""
+    ok = rate.notna() & latency.notna()
+    mask = []
+    for i in rate.index:
+        if not ok[i]:
+            mask.append(False)
+            continue
+        dominated = ((rate[ok] >= rate[i]) & (latency[ok] <= latency[i])
+                     & ((rate[ok] > rate[i]) | (latency[ok] < latency[i]))).any()
+        mask.append(not dominated)
+    return pd.Series(mask, index=rate.index)
+
+
+def _rows(data, overrides, point, res: SearchResult | None, err: str, replicas, slo) -> list[dict]:
+    from kvsim.catalogue import get_gpu
+    rows = []
+    for n in replicas:
+        row = {**point, "replicas": n}
+        if res is None:
+            rows.append({**row, "error": err})
+            continue
+        sc = load_scenario(data, overrides + _point_overrides(point))
+        price = get_gpu(sc.gpu).price_per_hour_usd
+        gpus = sc.tensor_parallel * n
+        s = res.summary or {}
+        rate = res.max_rate
+        total = None if rate is None else rate * n
+        per_gpu = None if total is None else total / gpus
+        row.update({
+            "gpu": sc.gpu, "tensor_parallel": sc.tensor_parallel, "num_gpus": gpus,
+            "max_rate_req_s": rate, "fail_rate_req_s": res.fail_rate, "total_rate_req_s": total,
+            "goodput_per_gpu": per_gpu, "price_per_hour_usd": price,
+            "requests_per_usd": None if (per_gpu is None or not price) else per_gpu * 3600 / price,
+            "normalized_latency_s": s.get("normalized_latency_s"), "ttft_p99_s": s.get("ttft_p99_s"),
+            "tpot_p99_s": s.get("tpot_p99_s"),
+            "preemption_rate": slo_value(s, "preemption_rate") if s else None,
+            "avg_batched_requests": s.get("avg_batched_requests"),
+            "probes": len(res.probes), "simulated": res.simulated, "note": res.note, "error": err,
+        })
+        rows.append(row)
+    return rows
+
+
+def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overrides: list[str] | None = None,
+         replicas=(1,), requests: int | None = 600, min_duration_s: float | None = 60.0,
+         rel_tol: float = 0.02, objective: str = "gpu", jobs: int | None = None,
+         progress: bool = False) -> PlanResult:
+    """Search every candidate's max SLO rate and recommend one (module doc)."""
+    if objective not in OBJECTIVES:
+        raise KvsimError("--objective", f"got {objective!r}, expected one of {', '.join(OBJECTIVES)}")
+    replicas = [int(r) for r in replicas]
+    if not replicas or min(replicas) < 1:
+        raise KvsimError("--replicas", f"got {replicas!r}, expected integers >= 1")
+    data = source if isinstance(source, dict) else read_yaml(source)
+    overrides = list(overrides or [])
+    load_scenario(data, probe_overrides(overrides, requests))          # fail fast on a bad base
+    candidates = candidates or {}
+    for k in candidates:
+        parse_override(f"{k}=0")
+    points = grid_points(candidates) if candidates else [{}]
+    errors = []
+    for pt in points:                  # a candidate that cannot load is kept as an error row...
+        try:
+            load_scenario(data, probe_overrides(overrides, requests) + _point_overrides(pt))
+        except KvsimError as e:
+            errors.append(e)
+    if len(errors) == len(points):     # ...unless none can (e.g. a misspelt field): then it is bad input
+        raise errors[0]
+    kw = dict(requests=requests, min_duration_s=min_duration_s, rel_tol=rel_tol)
+    tasks = [(data, overrides, p, slo, kw) for p in points]
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(tasks)))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(tasks), desc="plan", unit="candidate")
+    results = []
+    if jobs == 1:
+        for t in tasks:
+            results.append(_search_point(t))
+            bar and bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as ex:
+            for r in ex.map(_search_point, tasks):
+                results.append(r)
+                bar and bar.update()
+    if bar:
+        bar.close()
+    rows, searches = [], []
+    for point, res, err in results:
+        rows += _rows(data, overrides, point, res, err, replicas, slo)
+        if res is not None:
+            searches.append({"candidate": point, "max_rate_req_s": res.max_rate, "fail_rate_req_s": res.fail_rate,
+                             "simulated": res.simulated, "note": res.note,
+                             "probes": [{"rate_req_s": p.rate, "meets": p.ok, "violations": p.violations,
+                                         "normalized_latency_s": p.summary.get("normalized_latency_s")}
+                                        for p in res.probes]})
+    table = pd.DataFrame(rows)
+    for col in ("max_rate_req_s", "total_rate_req_s", "normalized_latency_s", "goodput_per_gpu",
+                "requests_per_usd"):
+        if col not in table:
+            table[col] = None
+        table[col] = pd.to_numeric(table[col], errors="coerce")
+    table["pareto"] = pareto_mask(table.total_rate_req_s, table.normalized_latency_s)
+    key = OBJECTIVES[objective]
+    ok = table[table[key].notna()]
+    recommended = None
+    if len(ok):
+        best = ok.sort_values([key, "normalized_latency_s"], ascending=[False, True]).iloc[0]
+        recommended = {k: (None if pd.isna(v) else v) if not isinstance(v, (list, dict)) else v
+                       for k, v in best.to_dict().items()}
+    table["recommended"] = False
+    if recommended is not None:
+        table.loc[best.name, "recommended"] = True
+    return PlanResult(table, dict(slo), objective, recommended, searches)

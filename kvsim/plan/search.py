@@ -1,0 +1,192 @@
+"""Highest sustainable request rate under SLOs: bracket by doubling, then bisect.
+
+``find_max_rate(source, slo)`` simulates the scenario at its own rate, doubles
+(or halves) the rate until one rate meets the SLOs and another misses them,
+then bisects geometrically between the two until ``hi / lo - 1 <= rel_tol``.
+Every probe goes through a :class:`ProbeCache`, so no (scenario, overrides,
+rate) point is simulated twice — a later search or a latency-vs-rate curve over
+the same points reuses the results.
+
+Each probe runs ``max(requests, rate x min_duration_s)`` requests (defaults 600
+and 60 s). Above capacity the queue grows with every arrival, so latency grows
+with the length of the run: a probe must last long enough, in *time*, for a rate
+10% above capacity to show it. 600 requests of ShareGPT at 2 req/s last 300 s,
+but 600 Alpaca requests at 80 req/s last 7.5 s — shorter than the backlog takes
+to build — so fast workloads get more requests. An unfinished request counts as
+a violation (see :mod:`kvsim.plan.slo`). With a fixed request count the arrival
+gaps of a seeded Poisson/Gamma workload scale exactly with ``1 / rate`` and the
+lengths do not change, so probes see the same requests, only denser.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+
+from kvsim.config import load_scenario, read_yaml
+from kvsim.errors import KvsimError
+from kvsim.plan.slo import violations
+
+
+@dataclass
+class Probe:
+    rate: float
+    ok: bool
+    violations: list[str]
+    summary: dict
+
+
+@dataclass
+class SearchResult:
+    """``max_rate`` meets every SLO (None when even the lowest rate tried does not);
+    ``fail_rate`` is the lowest rate seen to miss them (None if none did)."""
+    max_rate: float | None
+    fail_rate: float | None
+    summary: dict | None                      # the run at max_rate
+    probes: list[Probe] = field(default_factory=list)   # in the order asked (cached ones included)
+    simulated: int = 0                        # probes actually simulated (cache misses)
+    note: str = ""
+
+    def curve(self) -> list[tuple[float, dict]]:
+        """(rate, summary) of every distinct probe, sorted by rate."""
+        seen = {p.rate: p.summary for p in self.probes}
+        return sorted(seen.items())
+
+
+def rate_key(rate: float) -> float:
+    """Rates are rounded to 10 significant digits, so equal rates hit the cache exactly."""
+    return float(f"{rate:.10g}")
+
+
+class ProbeCache:
+    """(base scenario, overrides, rate) -> run summary, with hit/miss counters."""
+
+    def __init__(self):
+        self._store: dict[tuple, dict] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(data: dict, overrides: list[str], rate: float) -> tuple:
+        digest = hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+        return digest, tuple(overrides), rate_key(rate)
+
+    def get(self, data: dict, overrides: list[str], rate: float):
+        s = self._store.get(self.key(data, overrides, rate))
+        if s is not None:
+            self.hits += 1
+        return s
+
+    def put(self, data: dict, overrides: list[str], rate: float, summary: dict) -> None:
+        self.misses += 1
+        self._store[self.key(data, overrides, rate)] = summary
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+
+def probe_overrides(overrides: list[str] | None, requests: int | None) -> list[str]:
+    out = list(overrides or [])
+    if requests is not None:
+        if requests < 1:
+            raise KvsimError("--requests", f"got {requests}, expected an integer >= 1")
+        out += [f"workload.num_requests={int(requests)}", "workload.duration_s=null"]
+    return out
+
+
+def probe_requests(requests: int | None, rate: float, min_duration_s: float | None) -> int | None:
+    """Requests in a probe at ``rate``: at least ``requests`` and at least ``min_duration_s`` of arrivals."""
+    if requests is None or not min_duration_s:
+        return requests
+    return max(int(requests), math.ceil(rate * min_duration_s))
+
+
+def run_at(data: dict, overrides: list[str], rate: float, cache: ProbeCache | None = None, *,
+           requests: int | None = None, min_duration_s: float | None = None) -> dict:
+    """Summary of ``data`` + ``overrides`` at ``rate`` req/s (from the cache when there).
+
+    With ``requests`` the run has ``probe_requests(requests, rate, min_duration_s)`` requests.
+    """
+    from kvsim.sim import simulate
+    rate = rate_key(rate)
+    n = probe_requests(requests, rate, min_duration_s)
+    if n is not None:
+        overrides = probe_overrides(overrides, n)
+    if cache is not None:
+        hit = cache.get(data, overrides, rate)
+        if hit is not None:
+            return hit
+    sc = load_scenario(data, overrides + [f"workload.rate_req_s={rate!r}"])
+    summary = simulate(sc).summary
+    if cache is not None:
+        cache.put(data, overrides, rate, summary)
+    return summary
+
+
+def check_rate_driven(data: dict, overrides: list[str]) -> float:
+    """The scenario's rate; error unless its arrivals are driven by a rate (poisson or gamma)."""
+    sc = load_scenario(data, overrides)
+    if sc.workload.arrival not in ("poisson", "gamma"):
+        raise KvsimError("workload.arrival", f"got {sc.workload.arrival!r}; the rate search needs poisson or gamma "
+                                             "arrivals (set --set workload.arrival=poisson)")
+    return float(sc.workload.rate_req_s)
+
+
+def find_max_rate(source, slo: dict[str, float], overrides: list[str] | None = None, *,
+                  requests: int | None = 600, min_duration_s: float | None = 60.0, rel_tol: float = 0.02,
+                  start_rate: float | None = None,
+                  max_steps: int = 16, cache: ProbeCache | None = None) -> SearchResult:
+    """Highest request rate of ``source`` (YAML path or dict) meeting every SLO (module doc)."""
+    if not 0 < rel_tol < 1:
+        raise KvsimError("--tol", f"got {rel_tol!r}, expected a fraction in (0, 1)")
+    data = source if isinstance(source, dict) else read_yaml(source)
+    ovr = list(overrides or [])
+    rate0 = check_rate_driven(data, probe_overrides(ovr, requests))
+    cache = cache if cache is not None else ProbeCache()
+    misses0 = cache.misses
+    res = SearchResult(None, None, None)
+
+    def ok(rate: float) -> bool:
+        s = run_at(data, ovr, rate, cache, requests=requests, min_duration_s=min_duration_s)
+        v = violations(s, slo)
+        res.probes.append(Probe(rate_key(rate), not v, v, s))
+        return not v
+
+    r = rate_key(start_rate or rate0)
+    lo = hi = None
+    if ok(r):
+        lo = r
+        for _ in range(max_steps):
+            r = rate_key(r * 2)
+            if not ok(r):
+                hi = r
+                break
+            lo = r
+        else:
+            res.note = f"meets the SLOs even at {lo:g} req/s (stopped doubling)"
+    else:
+        hi = r
+        for _ in range(max_steps):
+            r = rate_key(r / 2)
+            if ok(r):
+                lo = r
+                break
+            hi = r
+        else:
+            worst = res.probes[-1]
+            res.note = f"misses the SLOs even at {hi:g} req/s: {'; '.join(worst.violations)}"
+    if lo is not None and hi is not None:
+        while hi / lo - 1 > rel_tol:
+            mid = rate_key(math.sqrt(lo * hi))
+            if mid in (lo, hi):
+                break
+            if ok(mid):
+                lo = mid
+            else:
+                hi = mid
+    res.max_rate, res.fail_rate = lo, hi
+    res.summary = (run_at(data, ovr, lo, cache, requests=requests, min_duration_s=min_duration_s)
+                   if lo is not None else None)
+    res.simulated = cache.misses - misses0
+    return res

@@ -1,0 +1,88 @@
+"""Service-level objectives: parse ``--slo key=value`` and check a run's summary against them.
+
+Supported SLOs (all upper bounds):
+
+* ``normalized_latency_s`` — mean end-to-end latency ÷ output length (s/token);
+* ``ttft_p99_s`` — 99th-percentile time to first token (s);
+* ``tpot_p99_s`` — 99th-percentile time per output token after the first (s);
+* ``preemption_rate`` — preemptions per request.
+
+A run with unfinished requests (the simulation stopped before serving every
+request, e.g. at ``max_time_s``) violates every SLO: an overloaded rate must not
+pass because its slowest requests were never measured. Rejected requests (ones
+that can never fit in the KV cache at any rate) are reported but do not depend
+on the rate, so they do not count.
+"""
+from __future__ import annotations
+
+import math
+
+import yaml
+
+from kvsim.errors import KvsimError
+
+SLO_KEYS = {
+    "normalized_latency_s": "mean normalized latency (s/token)",
+    "ttft_p99_s": "p99 time to first token (s)",
+    "tpot_p99_s": "p99 time per output token (s)",
+    "preemption_rate": "preemptions per request",
+}
+DEFAULT_SLO = {"normalized_latency_s": 0.1}
+
+
+def parse_slo(items: list[str] | dict | None, default: dict | None = None) -> dict[str, float]:
+    """``["ttft_p99_s=2", "normalized_latency_s=0.1"]`` (or a dict) -> validated ``{key: bound}``."""
+    if not items:
+        return dict(DEFAULT_SLO if default is None else default)
+    pairs = items.items() if isinstance(items, dict) else [_split(i) for i in items]
+    slo: dict[str, float] = {}
+    for key, raw in pairs:
+        if key not in SLO_KEYS:
+            raise KvsimError("--slo", f"unknown SLO {key!r}; allowed: {', '.join(SLO_KEYS)}")
+        try:
+            value = float(yaml.safe_load(raw) if isinstance(raw, str) else raw)
+        except (TypeError, ValueError, yaml.YAMLError):
+            raise KvsimError("--slo", f"{key}={raw!r} is not a number") from None
+        if not value > 0 or math.isinf(value):
+            raise KvsimError("--slo", f"{key}={raw!r}; allowed: a finite number > 0")
+        slo[key] = value
+    return slo
+
+
+def _split(item: str) -> tuple[str, str]:
+    if not isinstance(item, str) or "=" not in item:
+        raise KvsimError("--slo", f"expected key=value, got {item!r}")
+    k, v = item.split("=", 1)
+    return k.strip(), v.strip()
+
+
+def slo_value(summary: dict, key: str) -> float:
+    """The measured value of SLO ``key`` in a run summary (NaN when nothing finished)."""
+    if key == "preemption_rate":
+        total = summary.get("requests_total") or 0
+        return (summary.get("preemptions") or 0) / total if total else float("nan")
+    v = summary.get(key)
+    return float("nan") if v is None else float(v)
+
+
+def violations(summary: dict, slo: dict[str, float]) -> list[str]:
+    """Human-readable reasons the run misses the SLOs; empty when every SLO is met."""
+    out = []
+    unfinished = summary.get("requests_unfinished") or 0
+    if unfinished:
+        out.append(f"{unfinished} requests unfinished")
+    if not summary.get("requests_finished"):
+        out.append("no request finished")
+    for key, bound in slo.items():
+        v = slo_value(summary, key)
+        if math.isnan(v) or v > bound:
+            out.append(f"{key} {v:.4g} > {bound:g}")
+    return out
+
+
+def meets(summary: dict, slo: dict[str, float]) -> bool:
+    return not violations(summary, slo)
+
+
+def format_slo(slo: dict[str, float]) -> str:
+    return ", ".join(f"{k} <= {v:g}" for k, v in slo.items())

@@ -1,0 +1,41 @@
+"""Tuning reports. ``block_size_report`` writes a self-contained HTML block-size report;
+``choose_block_size(scenario, slo) -> (block_size, reason)`` picks the block size for a workload."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from kvsim.errors import KvsimError
+from kvsim.report.blocksize import DEFAULT_BLOCK_SIZES, BlockSizeAnalysis, analyse, choose
+
+
+def _source(scenario):
+    return scenario.to_dict() if hasattr(scenario, "to_dict") else scenario
+
+
+def choose_block_size(scenario, slo: dict | None = None, **kw) -> tuple[int | None, str]:
+    """Block size for ``scenario`` (path, dict or Scenario) under ``slo`` (default mean normalized latency 0.1 s)."""
+    from kvsim.plan.slo import parse_slo
+    a = analyse(_source(scenario), parse_slo(slo), **kw)
+    return a.block_size, a.reason
+
+
+def block_size_report(scenario, slo: dict, out, **kw) -> BlockSizeAnalysis:
+    """Analyse, then write ``out/report.html`` and ``out/block_size.csv``; returns the analysis."""
+    from kvsim.report.html import render
+    a = analyse(_source(scenario), slo, **kw)
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise KvsimError("--out", f"cannot create {out}: {e.strerror or e}") from None
+    desc = ""
+    if not hasattr(scenario, "to_dict") and not isinstance(scenario, dict):
+        from kvsim.config import read_yaml
+        desc = str(read_yaml(scenario).get("description", ""))
+    (out / "report.html").write_text(render(a, desc))
+    a.table.to_csv(out / "block_size.csv", index=False)
+    return a
+
+
+__all__ = ["DEFAULT_BLOCK_SIZES", "BlockSizeAnalysis", "analyse", "block_size_report", "choose",
+           "choose_block_size"]
