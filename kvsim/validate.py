@@ -96,6 +96,18 @@ def plot_overlay(name: str, sim, eng_reqs: pd.DataFrame, eng_its: pd.DataFrame, 
     plt.close(fig)
 
 
+def pick_profile(scenario_path: str, profiles: list[str], overrides: list[str] | None = None) -> str:
+    """The profile measured for the scenario's model (profiles name their model)."""
+    import kvsim
+    from kvsim.catalogue import get_model
+    from kvsim.errors import KvsimError
+    want = get_model(kvsim.load_scenario(scenario_path, overrides).model).name
+    for p in profiles:
+        if json.loads(Path(p).read_text()).get("model") == want:
+            return p
+    raise KvsimError("--profile", f"no profile for {want} among {', '.join(profiles)}")
+
+
 def simulate_with_profile(scenario_path: str, profile: str, overrides: list[str] | None = None):
     import kvsim
     sc = kvsim.load_scenario(scenario_path, list(overrides or []) + ["cost.model=calibrated",
@@ -103,12 +115,12 @@ def simulate_with_profile(scenario_path: str, profile: str, overrides: list[str]
     return sc, kvsim.simulate(sc)
 
 
-def run_validation(scenarios: list[str], profile: str, out: Path, *, replay: bool = False,
+def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, replay: bool = False,
                    overrides: list[str] | None = None) -> pd.DataFrame:
     rows = []
     card = "?"
     for path in scenarios:
-        sc, sim = simulate_with_profile(path, profile, overrides)
+        sc, sim = simulate_with_profile(path, pick_profile(path, profiles, overrides), overrides)
         d = out / sc.name
         edir = d / "engine"
         if replay:
@@ -142,7 +154,8 @@ def run_validation(scenarios: list[str], profile: str, out: Path, *, replay: boo
 def add_parser(sub) -> None:
     v = sub.add_parser("validate", help="compare the calibrated simulator with the real engine")
     v.add_argument("scenarios", nargs="+")
-    v.add_argument("--profile", required=True)
+    v.add_argument("--profile", action="append", required=True,
+                   help="profile JSON (repeat for several models; each scenario uses its model's)")
     v.add_argument("--out", default="runs/validation")
     v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     v.add_argument("--replay", action="store_true", help="re-run only the simulator against saved engine records")
