@@ -3,7 +3,7 @@
 # Run from the repo root on the GPU machine with $OUT set; KVSIM_GIT_COMMIT names the commit measured.
 set -u
 export PYTHONPATH=$PWD
-pip install -q --no-deps --no-index .whl/*.whl >/dev/null 2>&1 || true
+python -m pip install -q --no-deps --no-index .whl/*.whl 2>&1 | tail -2; python -c "import simpy" || exit 3
 W=$OUT/work; mkdir -p "$W"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$W/gpu.txt"
 python -m pytest -q -m gpu -p no:cacheprovider tests/test_engine.py tests/test_engine_models.py 2>&1 | tail -12 | tee "$W/gpu_tests.txt"

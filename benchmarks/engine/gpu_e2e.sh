@@ -4,7 +4,7 @@
 # continuous batching. Run from the repo root on the GPU machine with $OUT set.
 set -u
 export PYTHONPATH=$PWD
-pip install -q --no-deps --no-index .whl/*.whl >/dev/null 2>&1 || true
+python -m pip install -q --no-deps --no-index .whl/*.whl 2>&1 | tail -2; python -c "import simpy" || exit 3
 W=$OUT/work; mkdir -p "$W"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$W/gpu.txt"
 python benchmarks/engine/e2e.py --model opt-13b --rates ${RATES:-2,6} --allocators paged,orca_oracle \

@@ -4,7 +4,7 @@
 #   CALIBRATE=1 SCEN="scenarios/validation/v0[1-7]*.yaml" bash benchmarks/engine/gpu_validate.sh
 set -u
 export PYTHONPATH=$PWD
-pip install -q --no-deps --no-index .whl/*.whl >/dev/null 2>&1 || true
+python -m pip install -q --no-deps --no-index .whl/*.whl 2>&1 | tail -2; python -c "import simpy" || exit 3
 W=$OUT/work; mkdir -p "$W/profiles"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$W/gpu.txt"
 if [ "${CALIBRATE:-0}" = 1 ]; then
