@@ -6,7 +6,8 @@ import numpy as np
 from kvsim.cost.calibrated import FORMAT, VERSION
 
 
-def synthetic_profile(model="OPT-13B", layers=40, dtype="fp16", block_sizes=(16,), noise=0.0, seed=0) -> dict:
+def synthetic_profile(model="OPT-13B", layers=40, dtype="fp16", block_sizes=(16,), noise=0.0, seed=0,
+                      steps=False) -> dict:
     rng = np.random.default_rng(seed)
     jitter = lambda a: (np.asarray(a, float) * (1 + noise * rng.standard_normal(np.shape(a)))).tolist()
     tokens = [1, 4, 16, 64, 256, 1024, 4096]
@@ -30,4 +31,11 @@ def synthetic_profile(model="OPT-13B", layers=40, dtype="fp16", block_sizes=(16,
         "swap": {str(bs): {"blocks": [1, 16, 256], "time_s": [9e-4, 1.2e-2, 0.19]} for bs in block_sizes},
         "step_overhead": {"num_seqs": [1, 16, 256], "time_s": [2.5e-3, 3e-3, 6e-3]},
     }
+    if steps:      # whole-iteration grids, as kvsim calibrate now also measures
+        sctx = [128, 512, 2048]
+        prof["decode_step"] = {str(bs): {"batch": batch, "ctx": sctx,
+                                         "time_s": jitter([[0.012 + b * c * 4e-8 for c in sctx] for b in batch])}
+                               for bs in block_sizes}
+        prof["prefill_step"] = {str(bs): {"tokens": tokens, "time_s": jitter([0.012 + t * 1.2e-5 for t in tokens])}
+                                for bs in block_sizes}
     return prof

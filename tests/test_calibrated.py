@@ -101,3 +101,21 @@ def test_calibrated_module_imports_no_torch():
     import sys
     code = "import sys, kvsim.cost.calibrated, kvsim.sim; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("steps", [False, True])
+def test_whole_iteration_grids_price_every_plan_kind(steps):
+    m = model(synthetic_profile(steps=steps, noise=0.1, seed=5))
+    assert (m._step is not None) == steps
+    dec = StepPlan(decode_group_ids=[0, 1], decode_context_tokens=[300, 700])
+    pre = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[512], prefill_cached_tokens=[0])
+    two = StepPlan(prefill_group_ids=[0, 1], prefill_new_tokens=[256, 256], prefill_cached_tokens=[0, 0])
+    cached = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[512], prefill_cached_tokens=[1024])
+    mixed = StepPlan(prefill_group_ids=[2], prefill_new_tokens=[512], prefill_cached_tokens=[0],
+                     decode_group_ids=[0, 1], decode_context_tokens=[300, 700])
+    t = {k: m.step_time(v) for k, v in dict(dec=dec, pre=pre, two=two, cached=cached, mixed=mixed).items()}
+    assert all(v > 0 for v in t.values())
+    assert t["pre"] < t["cached"]                    # attending to cached context costs
+    assert abs(t["two"] - t["pre"]) < 0.1 * t["pre"]  # same tokens in two prompts: about the same
+    assert t["mixed"] > max(t["dec"], t["pre"]) - 1e-12
+    assert m.step_time(dec) == m.decode_step_times(2, np.array([1000.0]))[0]

@@ -68,7 +68,10 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     M._log("linear / other done")
     prof["lm_head"] = M.measure_lm_head(model, dev)
     prof["decode_attn"], prof["prefill_attn"], prof["copy_block"], prof["swap"] = {}, {}, {}, {}
+    prof["decode_step"], prof["prefill_step"] = {}, {}
     for bs in block_sizes:
+        prof["decode_step"][str(bs)], prof["prefill_step"][str(bs)] = M.measure_steps(model, bs, dev)
+        torch.cuda.empty_cache()
         prof["decode_attn"][str(bs)] = M.measure_decode(model, bs, dev)
         prof["prefill_attn"][str(bs)] = M.measure_prefill(model, bs, dev)
         prof["copy_block"][str(bs)], prof["swap"][str(bs)] = M.measure_copy_swap(model, bs, dev)

@@ -11,6 +11,15 @@ times). One iteration costs::
     overhead(seqs) + L x [linear(T) + other(T) + decode_attn(n, mean ctx) + sum prefill_attn(new, cached)]
     + lm_head(rows) + copies (+ swaps when include_swaps_in_step)
 
+Profiles that also hold ``decode_step`` (whole decode iterations over batch x
+context) and ``prefill_step`` (whole single-sequence prefills over tokens) are
+priced from those instead: a decode iteration is ``overhead(n) +
+decode_step(n, mean ctx)``; a prefill iteration ``overhead + prefill_step(T) +
+L x (attention of the actual groups - attention of one fresh T-token
+sequence)``; a mixed one adds the prefill tokens' share to the decode step.
+Composing isolated kernels over-counts launch gaps that overlap in a real
+forward pass, so the whole-iteration grids are preferred when present.
+
 Interpolation is piecewise linear on the measured grid. Times are made
 monotone along every axis (more work never takes less time: a running maximum
 removes timing noise). Outside the grid: below the smallest point the first
@@ -82,6 +91,10 @@ class Profile:
             self.prefill = {int(bs): self._grid(g, "tokens", "cached") for bs, g in data["prefill_attn"].items()}
             self.copy = {int(bs): self._curve(c, "blocks") for bs, c in data["copy_block"].items()}
             self.swap = {int(bs): self._curve(c, "blocks") for bs, c in data["swap"].items()}
+            # optional (version 1 profiles from kvsim >= this commit): whole engine iterations
+            self.decode_step = {int(bs): self._grid(g, "batch", "ctx")
+                                for bs, g in data.get("decode_step", {}).items()}
+            self.prefill_step = {int(bs): self._curve(c, "tokens") for bs, c in data.get("prefill_step", {}).items()}
         except (KeyError, TypeError, ValueError) as e:
             raise KvsimError("profile", f"{source}: malformed table ({e})") from None
 
@@ -141,15 +154,22 @@ class CalibratedCostModel(CostModel):
         self.include_swaps_in_step = include_swaps_in_step
         self._dec = profile.decode[block_size_tokens]
         self._pre = profile.prefill[block_size_tokens]
-        self._dec_cache: dict[float, np.ndarray] = {}
+        self._dec_cache: dict[tuple, np.ndarray] = {}
+        self._step = profile.decode_step.get(block_size_tokens)      # whole decode iterations, if measured
+        self._pstep = profile.prefill_step.get(block_size_tokens)
+
+    def _grid_at(self, grid, n: float, ctx_sum):
+        """Interpolate a (batch x mean context) grid at batch ``n`` (cached per grid and n)."""
+        key = (id(grid), n)
+        curve = self._dec_cache.get(key)
+        if curve is None:
+            xa, xb, t = grid
+            curve = np.array([float(interp1(n, xa, t[:, j])) for j in range(len(xb))])
+            self._dec_cache[key] = curve
+        return interp1(np.asarray(ctx_sum, dtype=np.float64) / n, grid[1], curve)
 
     def _decode_attn(self, n: float, ctx_sum):
-        curve = self._dec_cache.get(n)
-        if curve is None:
-            xa, xb, t = self._dec
-            curve = np.array([float(interp1(n, xa, t[:, j])) for j in range(len(xb))])
-            self._dec_cache[n] = curve
-        return interp1(np.asarray(ctx_sum, dtype=np.float64) / n, self._dec[1], curve)
+        return self._grid_at(self._dec, n, ctx_sum)
 
     def decode_step_times(self, num_seqs: int, ctx_token_sums: np.ndarray) -> np.ndarray:
         sums = np.asarray(ctx_token_sums, dtype=np.float64)
@@ -157,9 +177,35 @@ class CalibratedCostModel(CostModel):
             return np.zeros(sums.shape, dtype=np.float64)
         n = float(num_seqs)
         p = self.p
+        if self._step is not None:       # measured whole iterations + the engine's CPU overhead
+            return np.asarray(interp1(n, *p.overhead) + self._grid_at(self._step, n, sums), dtype=np.float64)
         fixed = interp1(n, *p.overhead) + self.L * (interp1(n, *p.linear) + interp1(n, *p.other)) \
             + interp1(n, *p.lm_head)
         return np.asarray(fixed + self.L * self._decode_attn(n, sums), dtype=np.float64)
+
+    def _attn_extra(self, plan: StepPlan, total_new: int) -> float:
+        """Per-layer prefill attention of the plan's groups beyond one fresh sequence of ``total_new``."""
+        cached = plan.prefill_cached_tokens or [0] * len(plan.prefill_new_tokens)
+        got = sum(float(interp2(float(n), float(c), *self._pre)) for n, c in zip(plan.prefill_new_tokens, cached))
+        return got - float(interp2(float(total_new), 0.0, *self._pre))
+
+    def _measured_step(self, plan: StepPlan) -> float:
+        """Prefill or mixed iteration from the whole-iteration grids (see module doc)."""
+        p = self.p
+        ctx = plan.decode_context_tokens
+        n = len(ctx)
+        t_pre = plan.num_prefill_tokens
+        rows = float(len(plan.prefill_new_tokens) + n)
+        t = float(interp1(rows, *p.overhead))
+        if n:
+            t += float(self._grid_at(self._step, float(n), float(sum(ctx))))
+            if t_pre:    # the extra tokens' linear layers: a prefill of t_pre + n minus one of n tokens
+                t += float(interp1(float(t_pre + n), *self._pstep) - interp1(float(n), *self._pstep))
+        elif t_pre:
+            t += float(interp1(float(t_pre), *self._pstep))
+        if t_pre:
+            t += self.L * self._attn_extra(plan, t_pre)
+        return t
 
     def step_time(self, plan: StepPlan) -> float:
         if plan.is_empty:
@@ -170,7 +216,9 @@ class CalibratedCostModel(CostModel):
         p = self.p
         groups = len(plan.prefill_new_tokens)
         t = 0.0
-        if groups or ctx:
+        if self._step is not None and self._pstep is not None and (groups or ctx):
+            t = self._measured_step(plan)
+        elif groups or ctx:
             tokens = float(plan.num_prefill_tokens + len(ctx))
             rows = float(groups + len(ctx))
             layer = float(interp1(tokens, *p.linear) + interp1(tokens, *p.other))
