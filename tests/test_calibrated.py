@@ -105,7 +105,7 @@ def test_calibrated_module_imports_no_torch():
 
 @pytest.mark.parametrize("steps", [False, True])
 def test_whole_iteration_grids_price_every_plan_kind(steps):
-    m = model(synthetic_profile(steps=steps, noise=0.1, seed=5))
+    m = model(synthetic_profile(steps=steps))
     assert (m._step is not None) == steps
     dec = StepPlan(decode_group_ids=[0, 1], decode_context_tokens=[300, 700])
     pre = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[512], prefill_cached_tokens=[0])

@@ -27,9 +27,26 @@ PREFILL_CACHED = [0, 256, 1024, 2048]
 COPY_BLOCKS = [1, 4, 16, 64, 256]
 
 
+MIN_SAMPLES = 12
+
+
 def _bench(fn, warmup=10, rep=40) -> float:
+    """Median seconds of ``fn`` over at least MIN_SAMPLES timed calls.
+
+    ``do_bench`` takes its warm-up and repetition budgets in *milliseconds*, so slow calls
+    (a whole 13B forward) would otherwise be timed once or twice: size both budgets from a
+    first timed call.
+    """
+    import time as _t
     from triton.testing import do_bench
-    return float(do_bench(fn, warmup=warmup, rep=rep, return_mode="median")) / 1e3
+    fn()
+    torch.cuda.synchronize()
+    t0 = _t.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    once_ms = (_t.perf_counter() - t0) * 1e3
+    return float(do_bench(fn, warmup=max(warmup, 3 * once_ms), rep=max(rep, MIN_SAMPLES * once_ms),
+                          return_mode="median")) / 1e3
 
 
 def _log(msg: str) -> None:

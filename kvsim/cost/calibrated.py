@@ -21,8 +21,8 @@ Composing isolated kernels over-counts launch gaps that overlap in a real
 forward pass, so the whole-iteration grids are preferred when present.
 
 Interpolation is piecewise linear on the measured grid. Times are made
-monotone along every axis (more work never takes less time: a running maximum
-removes timing noise). Outside the grid: below the smallest point the first
+monotone along every axis (more work never takes less time) by isotonic
+regression, which averages a noisy slow sample with its neighbours. Outside the grid: below the smallest point the first
 value is used; above the largest, the last segment's slope extends the curve
 (linear growth in tokens, batch and context). Decode depends on the plan only
 through (n, sum ctx), so ``step_time`` and ``decode_step_times`` agree bit for bit.
@@ -44,8 +44,25 @@ REQUIRED = ("meta", "model", "dtype", "num_layers", "linear", "layer_other", "lm
             "prefill_attn", "copy_block", "swap", "step_overhead")
 
 
+def isotonic(y) -> np.ndarray:
+    """Least-squares non-decreasing fit (pool adjacent violators): a lone slow sample is averaged
+    with its neighbours instead of raising every later point, as a running maximum would."""
+    vals: list[float] = []
+    counts: list[int] = []
+    for v in np.asarray(y, dtype=np.float64):
+        vals.append(float(v))
+        counts.append(1)
+        while len(vals) > 1 and vals[-2] > vals[-1]:
+            c = counts[-2] + counts[-1]
+            vals[-2] = (vals[-2] * counts[-2] + vals[-1] * counts[-1]) / c
+            counts[-2] = c
+            vals.pop()
+            counts.pop()
+    return np.repeat(vals, counts)
+
+
 def _mono(y: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.maximum.accumulate(y, axis=axis)
+    return np.apply_along_axis(isotonic, axis, np.asarray(y, dtype=np.float64))
 
 
 def interp1(x, xs: np.ndarray, ys: np.ndarray):
