@@ -1,0 +1,40 @@
+"""Committed engine traces (H100) replayed through the calibrated simulator reproduce the committed
+validation table exactly: the error figures in the README are re-derivable on a CPU."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kvsim.validate import run_validation
+
+ROOT = Path(__file__).resolve().parents[1]
+VAL = ROOT / "validation" / "H100"
+PROFILES = [str(ROOT / "calibrate" / "profiles" / "H100" / f) for f in ("opt-13b.json", "llama-3-8b.json")]
+SCENARIOS = ["v03_opt13b_sharegpt_paged_sat", "v07_opt13b_swap", "v10_opt13b_beam4", "v13_llama3_8b_sharegpt_paged"]
+
+
+@pytest.fixture(scope="module")
+def committed() -> pd.DataFrame:
+    return pd.read_csv(VAL / "validation-replay.csv")
+
+
+def test_replay_reproduces_committed_errors(tmp_path, committed):
+    for name in SCENARIOS:
+        shutil.copytree(VAL / name / "engine", tmp_path / name / "engine")
+    paths = [str(ROOT / "scenarios" / "validation" / f"{n}.yaml") for n in SCENARIOS]
+    df = run_validation(paths, PROFILES, tmp_path, replay=True)
+    want = committed[committed.scenario.isin(SCENARIOS)].reset_index(drop=True)
+    got = df.reset_index(drop=True)
+    assert list(got.scenario) == list(want.scenario) and list(got.metric) == list(want.metric)
+    pd.testing.assert_series_equal(got.measured.astype(float), want.measured.astype(float), check_names=False)
+    pd.testing.assert_series_equal(got.predicted.astype(float), want.predicted.astype(float), check_names=False,
+                                   rtol=1e-9)
+    assert (tmp_path / SCENARIOS[0] / "overlay.png").exists()
+
+
+def test_committed_table_covers_every_validation_scenario(committed):
+    names = {p.stem for p in (ROOT / "scenarios" / "validation").glob("*.yaml")}
+    assert len(names) >= 12 and names == set(committed.scenario)
