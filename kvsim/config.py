@@ -73,6 +73,10 @@ class EngineConfig:
             v = getattr(self, name)
             if v is not None and v < (1 if name == "num_gpu_blocks" else 0):
                 bad(name, f"got {v!r}, expected a positive block count")
+        if self.scheduler == "chunked" and self.max_num_batched_tokens < self.max_num_seqs:
+            bad("max_num_batched_tokens", f"chunked prefill schedules every running sequence's decode token "
+                f"first, so it needs max_num_batched_tokens >= max_num_seqs ({self.max_num_seqs}), "
+                f"got {self.max_num_batched_tokens}")
         if self.preemption_mode == "swap" and self.swap_space_gib == 0 and not self.num_cpu_blocks:
             bad("preemption_mode", "swap needs swap_space_gib > 0")
 
