@@ -2,8 +2,8 @@
 
 When every running group is decoding (no prefill, no beam search), nothing is
 swapped, the head of the waiting queue cannot be admitted (or the queue is
-empty and no request arrives), no group finishes and every block the steps
-need is free, then the next ``k`` iterations are fully determined: each
+empty and no request arrives), no group finishes before the last of the steps
+and every block the steps need is free, then the next ``k`` iterations are fully determined: each
 sequence gains one token per step, step ``j`` attends to ``S0 + j*num_seqs``
 context tokens, and blocks are taken exactly where lengths cross block
 boundaries. We compute those ``k`` steps' times and records with numpy and
@@ -52,7 +52,7 @@ def plan_fast_forward(eng) -> FastForward | None:
         r = g.spec.output_len - g.generated
         if r < remaining:
             remaining = r
-    k = remaining - 1
+    k = remaining                 # the last step may finish groups: applied like complete_step does
     if k < MIN_STEPS:
         return None
     seq_ids = [s.seq_id for g in running for s in g.seqs]
@@ -164,7 +164,12 @@ def apply_fast_forward(eng, ff: FastForward):
         for sid in ff.seq_ids:
             kv.written[sid] += k
         kv.used_slots += k * nseq
+    done = []
     for g in sched.running:
         for s in g.seqs:
             s.generated += k
+        if g.generated >= g.spec.output_len:
+            done.append(g)
+    if done:
+        sched.finish(done, env.now)
     eng.ff_steps += k

@@ -312,6 +312,14 @@ class Scheduler:
             if len(self._static_done) < len(self.running):
                 return []
             done = list(self.running)
+        self.finish(done, now)
+        return done
+
+    def finish(self, done: list[SequenceGroup], now: float) -> None:
+        """Free finished groups (in the given order) and stamp their finish time.
+
+        Invariant: afterwards none of ``done`` holds KV blocks and ``running`` holds only RUNNING groups.
+        """
         for g in done:
             g.blocks_at_finish = self.kv.group_blocks(g)
             self.kv.free_group(g)
@@ -321,4 +329,3 @@ class Scheduler:
             self.finished.append(g)
         if done:
             self.running = [g for g in self.running if g.status is GroupStatus.RUNNING]
-        return done
