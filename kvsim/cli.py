@@ -6,7 +6,6 @@ Bad input (unknown field, impossible config, unreadable file) prints one line
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

@@ -148,22 +148,15 @@ def sweep(source, grid: dict[str, list], overrides: list[str] | None = None, job
     jobs = max(1, min(jobs or os.cpu_count() or 1, max(1, len(tasks))))
     new: list[dict] = []
     bar = None
-    if progress and tasks:
+    if progress and tasks and backend == "ray":
         from tqdm import tqdm
         bar = tqdm(total=len(tasks), desc="sweep", unit="run")
     if not tasks:
         pass
     elif backend == "ray":
         new = _map_ray(tasks, jobs, bar)
-    elif jobs == 1:
-        for t in tasks:
-            new.append(_run_point(t))
-            bar and bar.update()
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as ex:
-            for r in ex.map(_run_point, tasks):
-                new.append(r)
-                bar and bar.update()
+        new = map_local(_run_point, tasks, jobs, progress=progress, desc="sweep", unit="run")
     if bar:
         bar.close()
     by_key = dict(done)
@@ -181,3 +174,24 @@ class _CallableModule(__import__("types").ModuleType):
 
 
 __import__("sys").modules[__name__].__class__ = _CallableModule
+
+
+def map_local(fn, tasks: list, jobs: int, *, progress: bool = False, desc: str = "", unit: str = "it") -> list:
+    """``[fn(t) for t in tasks]`` in ``jobs`` local processes (in order), with an optional progress bar."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(tasks), desc=desc, unit=unit)
+    out = []
+    if jobs == 1:
+        for t in tasks:
+            out.append(fn(t))
+            bar and bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as ex:
+            for r in ex.map(fn, tasks):
+                out.append(r)
+                bar and bar.update()
+    if bar:
+        bar.close()
+    return out

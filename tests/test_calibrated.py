@@ -1,7 +1,6 @@
 """Calibrated cost model on CPU: loading, interpolation, monotonicity, errors, and simulator use."""
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np

@@ -1,7 +1,6 @@
 """Tests for kvsim.workload: lengths, arrivals, readers, config and the builder."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 

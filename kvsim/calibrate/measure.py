@@ -16,9 +16,6 @@ import time
 
 import torch
 
-from kvsim.catalogue import get_model
-from kvsim.cost.calibrated import FORMAT, VERSION
-
 TOKENS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 BATCH = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 CTX = [16, 64, 256, 512, 1024, 2048]

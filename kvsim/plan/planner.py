@@ -19,7 +19,6 @@ The recommendation maximises the objective (``gpu``: goodput per GPU,
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -126,22 +125,8 @@ def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overri
     kw = dict(requests=requests, min_duration_s=min_duration_s, rel_tol=rel_tol)
     tasks = [(data, overrides, p, slo, kw) for p in points]
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(tasks)))
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(tasks), desc="plan", unit="candidate")
-    results = []
-    if jobs == 1:
-        for t in tasks:
-            results.append(_search_point(t))
-            bar and bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as ex:
-            for r in ex.map(_search_point, tasks):
-                results.append(r)
-                bar and bar.update()
-    if bar:
-        bar.close()
+    from kvsim.sweep import map_local
+    results = map_local(_search_point, tasks, jobs, progress=progress, desc="plan", unit="candidate")
     rows, searches = [], []
     for point, res, err in results:
         rows += _rows(data, overrides, point, res, err, replicas, slo)
