@@ -2,26 +2,9 @@
 
 Runs the Triton kernels under the CPU interpreter when there is no CUDA (see test_kernels.py).
 """
-import os
-
 import pytest
 
-torch = pytest.importorskip("torch")
-_ENV_BEFORE = os.environ.get("TRITON_INTERPRET")
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"
-triton = pytest.importorskip("triton")
-import triton.language as tl  # noqa: E402
-
-# Triton picks interpreter-or-compiler when it is first imported. If another test module of this
-# session imported it first without TRITON_INTERPRET on a machine with no GPU, the kernels can't
-# run in this process: every test here is skipped and one test reruns this file in a fresh one.
-STALE_TRITON = not torch.cuda.is_available() and type(tl.zeros).__name__ != "InterpretedFunction"
-if STALE_TRITON:  # leave the session's environment as we found it
-    if _ENV_BEFORE is None:
-        os.environ.pop("TRITON_INTERPRET", None)
-    else:
-        os.environ["TRITON_INTERPRET"] = _ENV_BEFORE
+from tests._triton_interp import STALE_TRITON, torch  # sets up Triton (interpreter on CPU) first
 
 from kvsim.errors import KvsimError  # noqa: E402
 from kvsim.kernels import copy_blocks, reference, swap_blocks, swap_runs, write_kv  # noqa: E402
