@@ -22,3 +22,14 @@ if STALE_TRITON:  # leave the session's environment as we found it
         os.environ.pop("TRITON_INTERPRET", None)
     else:
         os.environ["TRITON_INTERPRET"] = _ENV_BEFORE
+
+CUDA = torch.cuda.is_available()
+DEV = "cuda" if CUDA else "cpu"
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+
+
+@pytest.fixture(autouse=True)
+def only_in_a_usable_process(request):
+    """Import into a kernel test module: skips its tests in a process where Triton can't run them."""
+    if STALE_TRITON and request.node.name != "test_rerun_in_fresh_interpreter":
+        pytest.skip("triton was imported without the interpreter: see test_rerun_in_fresh_interpreter")

@@ -8,7 +8,8 @@ Every input is fresh random data, every output buffer is poisoned with NaN first
 """
 import pytest
 
-from tests._triton_interp import STALE_TRITON, torch  # sets up Triton (interpreter on CPU) first
+from tests._triton_interp import (CUDA, DEV, STALE_TRITON, needs_cuda,  # noqa: F401 (fixture)
+                                  only_in_a_usable_process, torch)  # sets up Triton first
 
 from kvsim.errors import KvsimError  # noqa: E402
 from kvsim.kernels import (DecodeConfig, contiguous_decode_attention,  # noqa: E402
@@ -17,17 +18,8 @@ from kvsim.kernels._attn_decode import choose_num_splits  # noqa: E402
 from kvsim.kernels.inputs import (make_decode_problem, page_kv, poison, randn,  # noqa: E402
                                   rel_err, run_file_in_fresh_interpreter, tolerance)
 
-CUDA = torch.cuda.is_available()
-DEV = "cuda" if CUDA else "cpu"
-needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 SMALL = DecodeConfig(block_n=16)  # several tiles even for tiny CPU contexts
 LENS = [1, 17, 40, 5, 16]  # length 1, mid-block ends, an exact multiple of 16
-
-
-@pytest.fixture(autouse=True)
-def _only_in_a_usable_process(request):
-    if STALE_TRITON and request.node.name != "test_rerun_in_fresh_interpreter":
-        pytest.skip("triton was imported without the interpreter: see test_rerun_in_fresh_interpreter")
 
 
 @pytest.mark.skipif(not STALE_TRITON, reason="this process can run the kernels itself")

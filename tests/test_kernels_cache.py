@@ -4,21 +4,13 @@ Runs the Triton kernels under the CPU interpreter when there is no CUDA (see tes
 """
 import pytest
 
-from tests._triton_interp import STALE_TRITON, torch  # sets up Triton (interpreter on CPU) first
+from tests._triton_interp import (CUDA, DEV, STALE_TRITON, needs_cuda,  # noqa: F401 (fixture)
+                                  only_in_a_usable_process, torch)  # sets up Triton first
 
 from kvsim.errors import KvsimError  # noqa: E402
 from kvsim.kernels import copy_blocks, reference, swap_blocks, swap_runs, write_kv  # noqa: E402
 from kvsim.kernels.inputs import randn, run_file_in_fresh_interpreter  # noqa: E402
 
-CUDA = torch.cuda.is_available()
-DEV = "cuda" if CUDA else "cpu"
-needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
-
-
-@pytest.fixture(autouse=True)
-def _only_in_a_usable_process(request):
-    if STALE_TRITON and request.node.name != "test_rerun_in_fresh_interpreter":
-        pytest.skip("triton was imported without the interpreter: see test_rerun_in_fresh_interpreter")
 
 
 @pytest.mark.skipif(not STALE_TRITON, reason="this process can run the kernels itself")
