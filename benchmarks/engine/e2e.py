@@ -46,38 +46,42 @@ def copy_bandwidth() -> float:
     return 2 * x.numel() / t          # bytes read + written per second
 
 
-def decode_roofline(model, spec, batch: int, ctx: int, pool_tokens: int = 32768) -> dict:
-    """One decode iteration (all layers, LM head, greedy sampling) at ``batch`` x ``ctx`` against the
-    memory floor: weight bytes + KV bytes read, over the copy bandwidth measured in the same run.
-    Block tables draw from a pool of ``pool_tokens`` tokens (far beyond L2), so the KV reads come from DRAM
-    without batch x ctx tokens of memory."""
-    from kvsim.engine.attention import AttnMetadata
-    from triton.testing import do_bench
+def decode_roofline(model, spec, shapes, pool_tokens: int = 32768) -> list[dict]:
+    """Decode iterations (all layers, LM head, greedy sampling) at each ``(batch, ctx)`` of ``shapes``,
+    eager and replayed from a CUDA graph, against the memory floor: weight bytes + KV bytes read, over
+    the copy bandwidth measured in the same run. Block tables draw from a pool of ``pool_tokens``
+    tokens (far beyond L2), so the KV reads come from DRAM without batch x ctx tokens of memory."""
+    from kvsim.calibrate.measure import _bench
+    from kvsim.engine.cuda_graphs import DecodeGraphs
+    from kvsim.engine.synthetic_step import synthetic_step
     bs = 16
-    per = -(-ctx // bs)
     pool = pool_tokens // bs
     kvh, hd, dt = model.num_kv_heads, model.head_dim, model.dtype
     caches = [(torch.randn(pool, bs, kvh, hd, device="cuda", dtype=dt),
                torch.randn(pool, bs, kvh, hd, device="cuda", dtype=dt)) for _ in range(model.num_layers)]
-    table = torch.randint(0, pool, (batch, per), device="cuda", dtype=torch.int32)
-    pos = torch.full((batch,), ctx - 1, device="cuda")
-    slots = table[:, (ctx - 1) // bs].long() * bs + (ctx - 1) % bs
-    i32 = dict(dtype=torch.int32, device="cuda")
-    meta = AttnMetadata(0, batch, slots, torch.zeros(1, **i32), torch.zeros(0, **i32), torch.zeros((0, 1), **i32),
-                        1, torch.full((batch,), ctx, **i32), table, ctx, "triton")
-    ids = torch.randint(0, spec.vocab_size, (batch,), device="cuda")
-    with torch.inference_mode():
-        t = do_bench(lambda: model.compute_logits(model(ids, pos, caches, meta)).argmax(-1).tolist(), warmup=5,
-                     rep=30, return_mode="median") / 1e3
-    del caches
-    torch.cuda.empty_cache()
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p._base is None)
-    kv_read = batch * ctx * spec.kv_bytes_per_token(2)
+    graphs = DecodeGraphs(model, caches, block_size=bs, max_batch=max(b for b, _ in shapes),
+                          max_context_len=spec.max_seq_len, backend="triton", batch_sizes=[b for b, _ in shapes])
+    # fused q/k/v and gate/up weights are views of one tensor: count each storage once
+    weight_bytes = sum(s.nbytes() for s in {p.untyped_storage().data_ptr(): p.untyped_storage()
+                                            for p in model.parameters()}.values())
     bw = copy_bandwidth()
-    floor = (weight_bytes + kv_read) / bw
-    return {"batch": batch, "ctx": ctx, "step_s": t, "weight_bytes": weight_bytes, "kv_bytes_read": kv_read,
-            "copy_bandwidth_Bps": bw, "roofline_s": floor, "ratio_to_roofline": t / floor,
-            "kv_pool_tokens": pool_tokens}
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for batch, ctx in shapes:
+        ids, pos, meta = synthetic_step([], [ctx] * batch, block_size=bs, num_blocks=pool,
+                                        vocab_size=spec.vocab_size, device="cuda", backend="triton", generator=gen)
+        with torch.inference_mode():
+            eager = _bench(lambda: model.compute_logits(model(ids, pos, caches, meta)).argmax(-1).tolist())
+            graph = _bench(lambda: model.compute_logits(graphs.run(ids, pos, meta)).argmax(-1).tolist())
+        kv_read = batch * ctx * spec.kv_bytes_per_token(2)
+        floor = (weight_bytes + kv_read) / bw
+        rows.append({"batch": batch, "ctx": ctx, "eager_step_s": eager, "graph_step_s": graph,
+                     "graph_speedup": eager / graph, "weight_bytes": weight_bytes, "kv_bytes_read": kv_read,
+                     "copy_bandwidth_Bps": bw, "roofline_s": floor, "eager_ratio_to_roofline": eager / floor,
+                     "graph_ratio_to_roofline": graph / floor, "kv_pool_tokens": pool_tokens})
+    del caches, graphs
+    torch.cuda.empty_cache()
+    return rows
 
 
 def main() -> None:
@@ -89,6 +93,8 @@ def main() -> None:
     ap.add_argument("--offline", type=int, default=200, help="requests for the offline (burst) runs; 0 = skip")
     ap.add_argument("--offline-allocators", default="paged", help="allocators for the offline runs")
     ap.add_argument("--block-size", type=int, default=16)
+    ap.add_argument("--no-roofline", dest="roofline", action="store_false",
+                    help="skip the decode-step roofline / CUDA-graph timing")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     out = Path(a.out)
@@ -122,13 +128,13 @@ def main() -> None:
         pd.DataFrame(rows).to_csv(out / "e2e.csv", index=False)
     gc.collect()
     torch.cuda.empty_cache()
-    roofs = []
-    for b, c in ((32, 1024), (128, 1024), (256, 512)):
-        r = decode_roofline(model, spec, batch=b, ctx=c)
-        r["device"] = torch.cuda.get_device_name(0)
-        roofs.append(r)
-        print(json.dumps(r), flush=True)
-    (out / "roofline.json").write_text(json.dumps(roofs, indent=1) + "\n")
+    if a.roofline:
+        shapes = [(1, 512), (8, 512), (32, 1024), (64, 1024), (128, 1024), (256, 512)]
+        roofs = decode_roofline(model, spec, shapes)
+        for r in roofs:
+            r["device"] = torch.cuda.get_device_name(0)
+            print(json.dumps(r), flush=True)
+        (out / "roofline.json").write_text(json.dumps(roofs, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ def add_parser(sub) -> None:
     c.add_argument("--block-sizes", default="16", help="comma-separated KV block sizes to measure")
     c.add_argument("--dtype", default="fp16", choices=DTYPE_CHOICES)
     c.add_argument("--out", help="profile path (default calibrate/profiles/<model>-<gpu>.json)")
+    c.add_argument("--no-cuda-graphs", action="store_true",
+                   help="time decode steps eagerly (for an engine run with runtime.cuda_graphs: false)")
     c.set_defaults(func=cmd_calibrate)
 
 
@@ -28,6 +30,7 @@ def cmd_calibrate(args) -> int:
         from kvsim.calibrate.profile import calibrate
     except ImportError as e:
         raise KvsimError("calibrate", f"needs torch and triton (pip install -e '.[gpu]'): {e}") from None
-    path = calibrate(args.model, sizes, args.out, args.dtype, "kvsim " + " ".join(sys.argv[1:]))
+    path = calibrate(args.model, sizes, args.out, args.dtype, "kvsim " + " ".join(sys.argv[1:]),
+                     cuda_graphs=not args.no_cuda_graphs)
     print(f"wrote {path}")
     return 0

@@ -202,54 +202,49 @@ STEP_PREFILL = [16, 64, 256, 512, 1024, 2048]
 KV_POOL_TOKENS = 65536        # distinct KV tokens the step grids read (far larger than L2)
 
 
-def _step_meta(meta_cls, n_pre, n_dec, slots, qstart, pctx, ptable, maxq, dctx, dtable, maxd):
-    return meta_cls(num_prefill_tokens=n_pre, num_decode_tokens=n_dec, slot_mapping=slots,
-                    prefill_query_start=qstart, prefill_context_lens=pctx, prefill_block_tables=ptable,
-                    max_prefill_query_len=maxq, decode_context_lens=dctx, decode_block_tables=dtable,
-                    max_decode_context_len=maxd, backend="triton")
-
-
-def measure_steps(model, bs: int, dev) -> tuple[dict, dict]:
+def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_len: int | None = None
+                  ) -> tuple[dict, dict]:
     """Whole engine iterations on the GPU (forward of all layers + LM head + greedy sampling):
     decode steps over batch x context, and single-sequence prefill steps over prompt tokens.
 
-    Block tables draw blocks at random from a pool of KV_POOL_TOKENS tokens, so big batches read
-    DRAM like real ones without needing batch x context tokens of memory.
+    Decode steps run the way the engine runs them: replayed from CUDA graphs captured for
+    ``max_context_len`` (the engine's default, the model's longest sequence) unless ``cuda_graphs``
+    is off. Block tables draw blocks at random from a pool of KV_POOL_TOKENS tokens, so big
+    batches read DRAM like real ones without needing batch x context tokens of memory.
     """
-    from kvsim.engine.attention import AttnMetadata
+    from kvsim.engine.cuda_graphs import DecodeGraphs
+    from kvsim.engine.synthetic_step import synthetic_step
     spec = model.spec
+    max_ctx = max_context_len or spec.max_seq_len
     pool = KV_POOL_TOKENS // bs
     caches = [_cache(model, pool, bs, dev) for _ in range(model.num_layers)]
-    i32 = dict(dtype=torch.int32, device=dev)
-    e32 = torch.zeros(0, **i32)
+    gen = torch.Generator().manual_seed(bs)
+    graphs = DecodeGraphs(model, caches, block_size=bs, max_batch=max(STEP_BATCH), max_context_len=max_ctx,
+                          backend="triton", batch_sizes=STEP_BATCH) if cuda_graphs else None
+
+    def step(prefills, decodes):
+        return synthetic_step(prefills, decodes, block_size=bs, num_blocks=pool, vocab_size=spec.vocab_size,
+                              device=dev, backend="triton", generator=gen)
     dec_grid = []
-    for n in STEP_BATCH:
-        row = []
-        for c in STEP_CTX:
-            per = -(-c // bs)
-            table = torch.randint(0, pool, (n, per), **i32)
-            ids = torch.randint(0, spec.vocab_size, (n,), device=dev)
-            pos = torch.full((n,), c - 1, device=dev)
-            slots = table[:, (c - 1) // bs].long() * bs + (c - 1) % bs
-            meta = _step_meta(AttnMetadata, 0, n, slots, torch.zeros(1, **i32), e32, torch.zeros((0, 1), **i32),
-                              1, torch.full((n,), c, **i32), table, c)
-            with torch.inference_mode():
-                row.append(_bench(lambda: model.compute_logits(model(ids, pos, caches, meta)).argmax(-1).tolist(),
-                                  warmup=3, rep=15))
-        dec_grid.append(row)
-    pre = []
-    for t in STEP_PREFILL:
-        t = min(t, spec.max_seq_len)
-        per = -(-t // bs)
-        table = torch.randint(0, pool, (1, per), **i32)
-        ids = torch.randint(0, spec.vocab_size, (t,), device=dev)
-        pos = torch.arange(t, device=dev)
-        slots = table[0, pos // bs].long() * bs + pos % bs
-        meta = _step_meta(AttnMetadata, t, 0, slots, torch.tensor([0, t], **i32), torch.zeros(1, **i32), table,
-                          t, e32, torch.zeros((0, 1), **i32), 1)
-        with torch.inference_mode():
+    with torch.inference_mode():
+        for n in STEP_BATCH:
+            row = []
+            for c in STEP_CTX:
+                ids, pos, meta = step([], [min(c, max_ctx)] * n)
+                if graphs is not None:
+                    def fwd():
+                        return graphs.run(ids, pos, meta)
+                else:
+                    def fwd():
+                        return model(ids, pos, caches, meta)
+                row.append(_bench(lambda: model.compute_logits(fwd()).argmax(-1).tolist(), warmup=3, rep=15))
+            dec_grid.append(row)
+        pre = []
+        for t in STEP_PREFILL:
+            ids, pos, meta = step([(min(t, max_ctx), 0)], [])
             pre.append(_bench(lambda: model.compute_logits(model(ids, pos, caches, meta)[-1:]).argmax(-1).tolist(),
                               warmup=2, rep=10))
-    del caches
-    return ({"batch": STEP_BATCH, "ctx": STEP_CTX, "time_s": dec_grid},
+    del caches, graphs
+    return ({"batch": STEP_BATCH, "ctx": STEP_CTX, "time_s": dec_grid, "cuda_graphs": bool(cuda_graphs),
+             "max_context_len": int(max_ctx)},
             {"tokens": STEP_PREFILL, "time_s": pre})

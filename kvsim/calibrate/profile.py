@@ -24,7 +24,8 @@ def default_path(model: str, gpu: str) -> Path:
     return Path("calibrate") / "profiles" / f"{slug}.json"
 
 
-def fit_overhead(model, profile: dict, bs: int, device: str = "cuda", batches=OVERHEAD_BATCH) -> dict:
+def fit_overhead(model, profile: dict, bs: int, device: str = "cuda", batches=OVERHEAD_BATCH,
+                 cuda_graphs: bool = True) -> dict:
     """Median (measured step − composed ops) of real engine decode steps, per batch size."""
     import kvsim
     from kvsim.engine.engine import RealEngine
@@ -39,7 +40,7 @@ def fit_overhead(model, profile: dict, bs: int, device: str = "cuda", batches=OV
                        "max_num_batched_tokens": 8192, "swap_space_gib": 0},
             "workload": {"dataset": "fixed", "prompt_len": 128, "output_len": 48, "arrival": "burst",
                          "num_requests": n},
-            "runtime": {"device": device, "cuda_graphs": False}, "seed": 0})
+            "runtime": {"device": device, "cuda_graphs": cuda_graphs}, "seed": 0})
         its = RealEngine(sc, model=model).run().iterations
         dec = its[(its.prefill_tokens == 0) & (its.decode_seqs == n)].iloc[3:]      # skip warm-up steps
         resid = []
@@ -52,7 +53,8 @@ def fit_overhead(model, profile: dict, bs: int, device: str = "cuda", batches=OV
     return {"num_seqs": list(batches), "time_s": out}
 
 
-def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: str, command: str) -> Path:
+def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: str, command: str,
+              cuda_graphs: bool = True) -> Path:
     if not torch.cuda.is_available():
         raise KvsimError("calibrate", "needs a CUDA GPU (run it on the GPU machine)")
     from kvsim.engine.models import build_model
@@ -63,20 +65,22 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     M._log(f"built {spec.name} in {time.perf_counter() - t0:.1f} s")
     prof: dict = {"format": FORMAT, "version": VERSION, "meta": M._meta(command), "model": spec.name,
                   "dtype": dtype, "num_layers": spec.num_layers}
+    prof["meta"]["cuda_graphs"] = cuda_graphs
     prof["linear"], prof["layer_other"] = M.measure_nonattention(model, dev)
     M._log("linear / other done")
     prof["lm_head"] = M.measure_lm_head(model, dev)
     prof["decode_attn"], prof["prefill_attn"], prof["copy_block"], prof["swap"] = {}, {}, {}, {}
     prof["decode_step"], prof["prefill_step"] = {}, {}
     for bs in block_sizes:
-        prof["decode_step"][str(bs)], prof["prefill_step"][str(bs)] = M.measure_steps(model, bs, dev)
+        prof["decode_step"][str(bs)], prof["prefill_step"][str(bs)] = M.measure_steps(model, bs, dev, cuda_graphs=cuda_graphs)
         torch.cuda.empty_cache()
         prof["decode_attn"][str(bs)] = M.measure_decode(model, bs, dev)
         prof["prefill_attn"][str(bs)] = M.measure_prefill(model, bs, dev)
         prof["copy_block"][str(bs)], prof["swap"][str(bs)] = M.measure_copy_swap(model, bs, dev)
         torch.cuda.empty_cache()
         M._log(f"block size {bs} done")
-    prof["step_overhead"] = fit_overhead(model, prof, 16 if 16 in block_sizes else block_sizes[0])
+    prof["step_overhead"] = fit_overhead(model, prof, 16 if 16 in block_sizes else block_sizes[0],
+                                         cuda_graphs=cuda_graphs)
     path = Path(out) if out else default_path(spec.name, prof["meta"]["gpu"])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(prof, indent=1) + "\n")

@@ -120,9 +120,35 @@ class RealEngine:
                              dtype, self.device, self.backend)
         self.sched = self.setup.make_scheduler(self.kv, np.random.default_rng([sc.seed, 2]))
         rt = sc.runtime
+        self.warmup_s = self._warm_up() if self.device.type == "cuda" and rt.warmup else 0.0
+        self.graphs = None
+        if self.device.type == "cuda" and rt.cuda_graphs:
+            from kvsim.engine.cuda_graphs import DecodeGraphs
+            self.graphs = DecodeGraphs(self.model, self.cache.gpu, block_size=e.block_size,
+                                       max_batch=min(rt.cuda_graph_max_batch, e.max_num_seqs),
+                                       max_context_len=self.setup.max_model_len, backend=self.backend)
         self.runner = ModelRunner(self.model, self.cache, self.kv, self.sched.groups, backend=self.backend,
                                   sampling_mode=rt.sampling, temperature=rt.temperature, top_p=rt.top_p,
-                                  seed=sc.seed)
+                                  seed=sc.seed, graphs=self.graphs)
+
+    def _warm_up(self) -> float:
+        """Run every step shape of :func:`warmup_shapes` once, so no kernel compiles on the clock.
+
+        The steps write garbage K/V into random cache blocks; no sequence exists yet, and every
+        slot is written before a real sequence reads it."""
+        from kvsim.engine.synthetic_step import synthetic_step, warmup_shapes
+        e = self.sc.engine
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(0)
+        with torch.inference_mode():
+            for prefills, decodes in warmup_shapes(e.max_num_batched_tokens, self.setup.max_model_len):
+                ids, pos, meta = synthetic_step(prefills, decodes, block_size=e.block_size,
+                                                num_blocks=self.cache.num_blocks, vocab_size=self.model.spec.vocab_size,
+                                                device=self.device, backend=self.backend, generator=gen)
+                hidden = self.model(ids, pos, self.cache.gpu, meta)
+                self.model.compute_logits(hidden[-1:]).argmax(-1).tolist()
+        self._sync()
+        return time.perf_counter() - t0
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -187,6 +213,10 @@ class RealEngine:
         return {**self.info, "device": dev, "torch": torch.__version__, "triton": triton.__version__,
                 "cuda": torch.version.cuda, "attention_backend": self.backend, "weights": self.sc.runtime.weights,
                 "model_load_s": round(self.load_s, 3), "kv_blocks": self.setup.budget.num_gpu_blocks,
+                "warmup_s": round(self.warmup_s, 3),
+                "cuda_graph_batch_sizes": self.graphs.sizes if self.graphs is not None else [],
+                "cuda_graph_capture_s": round(self.graphs.capture_s, 3) if self.graphs is not None else 0.0,
+                "cuda_graph_steps": self.runner.graph_steps,
                 "cpu_s_mean": float(its.cpu_s.mean()) if len(its) else 0.0,
                 "gpu_s_mean": float(its.gpu_s.mean()) if len(its) else 0.0,
                 "swap_transfers": self.cache.transfers}

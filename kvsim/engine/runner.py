@@ -8,7 +8,9 @@ copy-on-write copies, then the forward pass.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 
+import numpy as np
 import torch
 
 from kvsim.core.plan import StepPlan
@@ -28,10 +30,24 @@ class StepBatch:
     decode_rows: list[tuple[int, SequenceGroup]] = field(default_factory=list)    # (first row, group)
 
 
+def pad_rows(rows: list[list[int]]) -> np.ndarray:
+    """Block tables of different lengths as one zero-padded ``[len(rows), max(1, longest)]`` int32 array."""
+    lens = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    width = max(int(lens.max()) if len(rows) else 0, 1)
+    out = np.zeros((len(rows), width), dtype=np.int32)
+    if len(rows):
+        out[np.arange(width) < lens[:, None]] = np.fromiter(chain.from_iterable(rows), dtype=np.int32,
+                                                            count=int(lens.sum()))
+    return out
+
+
 class ModelRunner:
     def __init__(self, model, cache: KVCache, kv, groups: dict[int, SequenceGroup], *, backend: str,
-                 sampling_mode: str = "greedy", temperature: float = 1.0, top_p: float = 1.0, seed: int = 0):
+                 sampling_mode: str = "greedy", temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
+                 graphs=None):
         self.model = model
+        self.graphs = graphs              # DecodeGraphs or None: decode-only steps replay a CUDA graph
+        self.graph_steps = 0
         self.cache = cache
         self.kv = kv                      # PagedKV or ContiguousKV (the scheduler's)
         self.groups = groups
@@ -110,11 +126,7 @@ class ModelRunner:
         dev = self.device
 
         def tables(rows: list[list[int]]) -> torch.Tensor:
-            width = max((len(r) for r in rows), default=1)
-            t = torch.zeros((len(rows), max(width, 1)), dtype=torch.int32)
-            for i, r in enumerate(rows):
-                t[i, :len(r)] = torch.tensor(r, dtype=torch.int32)
-            return t.to(dev, non_blocking=True)
+            return torch.from_numpy(pad_rows(rows)).to(dev, non_blocking=True)
 
         i32 = dict(dtype=torch.int32)
         batch.input_ids = torch.tensor(ids, dtype=torch.long).to(dev, non_blocking=True)
@@ -142,7 +154,11 @@ class ModelRunner:
             self.cache.copy(plan.copy_pairs)
         if batch.meta.num_tokens == 0:
             return {}
-        hidden = self.model(batch.input_ids, batch.positions, self.cache.gpu, batch.meta)
+        if self.graphs is not None and self.graphs.fits(batch.meta):
+            hidden = self.graphs.run(batch.input_ids, batch.positions, batch.meta)
+            self.graph_steps += 1
+        else:
+            hidden = self.model(batch.input_ids, batch.positions, self.cache.gpu, batch.meta)
         rows = [r for r, _ in batch.prefill_rows]
         for r, g in batch.decode_rows:
             rows.extend(range(r, r + len(g.seqs)))

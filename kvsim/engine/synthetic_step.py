@@ -1,0 +1,70 @@
+"""Engine steps built from shapes alone — for warm-up, KV sizing and calibration.
+
+:func:`synthetic_step` returns the ``input_ids``, ``positions`` and
+:class:`~kvsim.engine.attention.AttnMetadata` of one step with the given
+prefill chunks ``(new, cached)`` and decode contexts, in the engine's token
+order (prefill tokens first). Each sequence gets its own block table, drawn
+at random from the cache's ``num_blocks`` blocks (so big batches read memory
+the way real ones do, not one hot block); the step writes its new K/V into
+those blocks, so never run it on a cache that holds live sequences.
+"""
+from __future__ import annotations
+
+import torch
+
+from kvsim.engine.attention import AttnMetadata
+
+
+def synthetic_step(prefills: list[tuple[int, int]], decode_ctx: list[int], *, block_size: int, num_blocks: int,
+                   vocab_size: int, device, backend: str, generator: torch.Generator | None = None):
+    """``(input_ids, positions, meta)`` of one step (see module doc). ``decode_ctx`` counts the new token."""
+    i32 = dict(dtype=torch.int32)
+    rand = dict(generator=generator)
+
+    lens = [c + n for n, c in prefills] + list(decode_ctx)
+    width = max([-(-t // block_size) for t in lens] + [1])
+    tables = [torch.randint(0, num_blocks, (width,), **rand, **i32) for _ in lens]
+    pos, slots = [], []
+    for (new, cached), tb in zip(prefills, tables):
+        p = torch.arange(cached, cached + new)
+        pos.append(p)
+        slots.append(tb[p // block_size].long() * block_size + p % block_size)
+    for c, tb in zip(decode_ctx, tables[len(prefills):]):
+        p = torch.tensor([c - 1])
+        pos.append(p)
+        slots.append(tb[p // block_size].long() * block_size + p % block_size)
+    pos_t = torch.cat(pos) if pos else torch.zeros(0, dtype=torch.long)
+    slots_t = torch.cat(slots) if slots else torch.zeros(0, dtype=torch.long)
+    n_pre = sum(n for n, _ in prefills)
+    qstart = torch.tensor([0] + [sum(n for n, _ in prefills[:i + 1]) for i in range(len(prefills))], **i32)
+    ptab = torch.stack(tables[:len(prefills)]) if prefills else torch.zeros((0, 1), **i32)
+    dtab = torch.stack(tables[len(prefills):]) if decode_ctx else torch.zeros((0, 1), **i32)
+    dev = torch.device(device)
+    meta = AttnMetadata(
+        num_prefill_tokens=n_pre, num_decode_tokens=len(decode_ctx), slot_mapping=slots_t.to(dev),
+        prefill_query_start=qstart.to(dev), prefill_context_lens=torch.tensor([c for _, c in prefills], **i32).to(dev),
+        prefill_block_tables=ptab.to(dev), max_prefill_query_len=max([n for n, _ in prefills] + [1]),
+        decode_context_lens=torch.tensor(list(decode_ctx), **i32).to(dev), decode_block_tables=dtab.to(dev),
+        max_decode_context_len=max(list(decode_ctx) + [1]), backend=backend)
+    ids = torch.randint(0, vocab_size, (len(pos_t),), **rand).to(dev)
+    return ids, pos_t.to(dev), meta
+
+
+def warmup_shapes(max_tokens: int, max_context: int) -> list[tuple[list[tuple[int, int]], list[int]]]:
+    """Steps that compile every kernel variant the engine meets: Triton specialises integer
+    arguments on ``== 1`` and ``% 16 == 0``, and the decode kernel on split vs single pass."""
+    def fit(t: int) -> int:
+        return max(1, min(t, max_tokens, max_context))
+
+    def chunk(new: int, cached: int) -> tuple[int, int]:      # new + cached never passes max_context
+        n = fit(new)
+        return n, max(0, min(cached, max_context - n))
+    steps: list[tuple[list[tuple[int, int]], list[int]]] = []
+    for n in sorted({fit(t) for t in (1, 16, 17, 33, 256, 511, max_tokens)}):
+        steps.append(([(n, 0)], []))
+    steps.append(([chunk(17, 32), chunk(16, 0)], []))                           # chunked / cached prefix
+    steps.append(([chunk(20, 0), chunk(33, 64)], [fit(40), fit(300), fit(17)]))   # mixed step
+    for b in (1, 3, 16, 64):
+        for c in (17, 300, 1500):
+            steps.append(([], [fit(c)] * b))                                    # eager decode, split or not
+    return steps

@@ -1,0 +1,130 @@
+"""Decode CUDA graphs and engine warm-up: padding logic on the CPU (the eager padded path), graph
+replay on the GPU, and both leave the engine's tokens unchanged."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+import kvsim  # noqa: E402
+from kvsim.catalogue import get_model  # noqa: E402
+from kvsim.engine.cuda_graphs import DecodeGraphs, graph_batch_sizes  # noqa: E402
+from kvsim.engine.engine import RealEngine  # noqa: E402
+from kvsim.engine.models import build_model  # noqa: E402
+from kvsim.engine.runner import pad_rows  # noqa: E402
+from kvsim.engine.synthetic_step import synthetic_step, warmup_shapes  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")])]
+
+
+@pytest.mark.parametrize("max_batch", [1, 3, 8, 9, 63, 64, 65, 200, 256, 300, 512])
+def test_graph_batch_sizes_cover_every_batch_with_little_padding(max_batch):
+    sizes = graph_batch_sizes(max_batch)
+    assert sizes == sorted(set(sizes)) and sizes[0] == 1 and sizes[-1] == max_batch
+    for n in range(1, max_batch + 1):
+        b = min(s for s in sizes if s >= n)
+        assert b - n < max(8, n // 4) or n <= 4, (n, b)      # padding under ~25 % beyond small batches
+
+
+def test_pad_rows_zero_pads_ragged_tables():
+    assert pad_rows([[3, 1, 2], [7], []]).tolist() == [[3, 1, 2], [7, 0, 0], [0, 0, 0]]
+    assert pad_rows([]).shape == (0, 1)
+    assert pad_rows([[5]]).dtype.name == "int32"
+
+
+def _model_and_cache(name: str, device: str, dtype, blocks: int = 64, bs: int = 4):
+    spec = get_model(name)
+    model = build_model(spec, dtype=dtype, device=torch.device(device), weights="dummy", seed=3)
+    g = torch.Generator(device=device).manual_seed(4)
+    shape = (blocks, bs, spec.num_kv_heads, spec.head_dim)
+    caches = [(torch.randn(shape, generator=g, device=device).to(dtype),
+               torch.randn(shape, generator=g, device=device).to(dtype)) for _ in range(spec.num_layers)]
+    return spec, model, caches
+
+
+def _clone(caches):
+    return [(k.clone(), v.clone()) for k, v in caches]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ["tiny-opt", "tiny-llama"])
+def test_padded_graph_step_equals_plain_step(name, device):
+    """Same hidden states and the same cache writes as the plain forward; padding rows write nothing."""
+    dtype = torch.float32
+    spec, model, caches = _model_and_cache(name, device, dtype)
+    backend = "triton" if device == "cuda" else "torch"
+    graphs = DecodeGraphs(model, caches, block_size=4, max_batch=16, max_context_len=spec.max_seq_len,
+                          backend=backend, capture=True)
+    assert graphs.captured == (device == "cuda")
+    gen = torch.Generator().manual_seed(5)
+    for ctx in ([9], [3, 40, 17], [5] * 9, list(range(1, 17))):          # batch 1, 3 (pad 4), 9 (pad 16), 16
+        ids, pos, meta = synthetic_step([], ctx, block_size=4, num_blocks=64, vocab_size=spec.vocab_size,
+                                        device=device, backend=backend, generator=gen)
+        assert graphs.fits(meta)
+        before = _clone(caches)
+        with torch.inference_mode():
+            want = model(ids, pos, caches, meta)
+        after_plain = _clone(caches)
+        for (k, v), (k0, v0) in zip(caches, before):          # restore, then run the graph path
+            k.copy_(k0)
+            v.copy_(v0)
+        with torch.inference_mode():
+            got = graphs.run(ids, pos, meta).clone()
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        for (k, v), (k1, v1), (k0, v0) in zip(caches, after_plain, before):
+            # the same slots were written (padding rows wrote none), with the same values up to
+            # the rounding of a GEMM over a padded batch
+            assert torch.equal(k != k0, k1 != k0) and torch.equal(v != v0, v1 != v0)
+            torch.testing.assert_close(k, k1, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(v, v1, rtol=1e-5, atol=1e-5)
+
+
+def test_fits_refuses_prefill_and_oversized_steps():
+    spec, model, caches = _model_and_cache("tiny-opt", "cpu", torch.float32)
+    graphs = DecodeGraphs(model, caches, block_size=4, max_batch=4, max_context_len=64, backend="torch")
+    kw = dict(block_size=4, num_blocks=64, vocab_size=spec.vocab_size, device="cpu", backend="torch")
+    assert graphs.fits(synthetic_step([], [10, 20], **kw)[2])
+    assert not graphs.fits(synthetic_step([(5, 0)], [10], **kw)[2])          # has a prefill
+    assert not graphs.fits(synthetic_step([], [10] * 5, **kw)[2])            # batch 5 > 4
+    assert not graphs.fits(synthetic_step([], [65], **kw)[2])                # context beyond the capture
+
+
+def test_warmup_shapes_stay_within_limits():
+    for max_tokens, max_ctx in ((8192, 2048), (256, 256), (16, 4096), (2048, 8192), (4096, 20), (8, 8)):
+        for prefills, decodes in warmup_shapes(max_tokens, max_ctx):
+            assert all(1 <= n <= max_tokens and c >= 0 and n + c <= max_ctx for n, c in prefills)
+            assert all(1 <= c <= max_ctx for c in decodes)
+
+
+def _scenario(device: str, **runtime):
+    return kvsim.load_scenario({
+        "name": "graphs", "model": "tiny-opt", "gpu": "a100-40gb", "dtype": "fp32",
+        "engine": {"block_size": 4, "num_gpu_blocks": 300, "num_cpu_blocks": 100, "max_num_batched_tokens": 256,
+                   "max_num_seqs": 16},
+        "workload": {"dataset": "uniform", "prompt_len_range": [3, 30], "output_len_range": [4, 20],
+                     "arrival": "burst", "num_requests": 12},
+        "runtime": {"device": device, "attention_backend": "torch" if device == "cpu" else "triton", **runtime},
+        "seed": 2})
+
+
+def test_warm_up_does_not_change_tokens():
+    """Warm-up writes garbage into free cache blocks; the run after it must be unaffected."""
+    model = build_model(get_model("tiny-opt"), dtype=torch.float32, device=torch.device("cpu"), weights="dummy")
+    plain = RealEngine(_scenario("cpu"), model=model)
+    warmed = RealEngine(_scenario("cpu"), model=model)
+    assert warmed._warm_up() > 0
+    assert warmed.run().outputs == plain.run().outputs
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_engine_tokens_equal_with_and_without_graphs():
+    model = build_model(get_model("tiny-opt"), dtype=torch.float32, device=torch.device("cuda"), weights="dummy")
+    eager = RealEngine(_scenario("cuda", cuda_graphs=False), model=model).run()
+    eng = RealEngine(_scenario("cuda"), model=model)
+    graphed = eng.run()
+    assert graphed.info["cuda_graph_steps"] > 0 and eager.info["cuda_graph_steps"] == 0
+    assert graphed.outputs == eager.outputs
