@@ -108,6 +108,16 @@ def pick_profile(scenario_path: str, profiles: list[str], overrides: list[str] |
     raise KvsimError("--profile", f"no profile for {want} among {', '.join(profiles)}")
 
 
+def check_graph_mode(profile: str, cuda_graphs: bool) -> None:
+    """A profile timed its decode steps with CUDA graphs or eagerly; the engine must run the same way."""
+    from kvsim.errors import KvsimError
+    measured = bool(json.loads(Path(profile).read_text()).get("meta", {}).get("cuda_graphs", False))
+    if measured != bool(cuda_graphs):
+        how = "with" if measured else "without"
+        raise KvsimError("runtime.cuda_graphs", f"{profile} was measured {how} CUDA graphs; run the engine the "
+                                                f"same way (--set runtime.cuda_graphs={str(measured).lower()})")
+
+
 def simulate_with_profile(scenario_path: str, profile: str, overrides: list[str] | None = None):
     import kvsim
     sc = kvsim.load_scenario(scenario_path, list(overrides or []) + ["cost.model=calibrated",
@@ -120,7 +130,8 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
     rows = []
     card = "?"
     for path in scenarios:
-        sc, sim = simulate_with_profile(path, pick_profile(path, profiles, overrides), overrides)
+        profile = pick_profile(path, profiles, overrides)
+        sc, sim = simulate_with_profile(path, profile, overrides)
         d = out / sc.name
         edir = d / "engine"
         if replay:
@@ -130,6 +141,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
             from kvsim.output import write_engine_run
             import kvsim
             esc = kvsim.load_scenario(path, overrides)
+            check_graph_mode(profile, esc.runtime.cuda_graphs)
             eres = RealEngine(esc).run()
             write_engine_run(eres, edir)
             eng_doc = json.loads((edir / "summary.json").read_text())

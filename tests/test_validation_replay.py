@@ -38,3 +38,18 @@ def test_replay_reproduces_committed_errors(tmp_path, committed):
 def test_committed_table_covers_every_validation_scenario(committed):
     names = {p.stem for p in (ROOT / "scenarios" / "validation").glob("*.yaml")}
     assert len(names) >= 12 and names == set(committed.scenario)
+
+
+def test_graph_mode_mismatch_is_a_clear_error(tmp_path):
+    import json
+
+    from kvsim.errors import KvsimError
+    from kvsim.validate import check_graph_mode
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps({"meta": {"cuda_graphs": True}}))
+    check_graph_mode(str(p), True)
+    with pytest.raises(KvsimError, match="runtime.cuda_graphs"):
+        check_graph_mode(str(p), False)
+    p.write_text(json.dumps({"meta": {}}))          # profiles from before graphs were timed eagerly
+    with pytest.raises(KvsimError, match="without CUDA graphs"):
+        check_graph_mode(str(p), True)

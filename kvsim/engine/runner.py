@@ -166,32 +166,44 @@ class ModelRunner:
         return self._sample(logits, batch)
 
     def _sample(self, logits: torch.Tensor, batch: StepBatch) -> dict[int, list[int]]:
+        """Every independent draw of the step in one batched call (one device sync), then beams."""
         parents: dict[int, list[int]] = {}
+        draw_rows: list[int] = []
+        draw_to: list[tuple[SequenceGroup, int]] = []
+        beam_first: list[tuple[int, SequenceGroup]] = []
+        beam_next: list[tuple[int, SequenceGroup]] = []
         i = 0
-        for _, g in batch.prefill_rows:
-            row = logits[i]
-            i += 1
+        for _, g in batch.prefill_rows:          # one logits row per group; every sequence draws from it
             if g.is_beam and g.generated == 0:
-                toks, scores = sampling.beam_first_step(row, len(g.seqs))
-                self.beam_scores[g.group_id] = scores
+                beam_first.append((i, g))
             else:
-                toks = self._draw(row.expand(len(g.seqs), -1))
+                draw_rows += [i] * len(g.seqs)
+                draw_to += [(g, s.seq_id) for s in g.seqs]
+            i += 1
+        for _, g in batch.decode_rows:           # one row per sequence
+            if g.is_beam:
+                beam_next.append((i, g))
+            else:
+                draw_rows += range(i, i + len(g.seqs))
+                draw_to += [(g, s.seq_id) for s in g.seqs]
+            i += len(g.seqs)
+        if draw_rows:
+            whole = draw_rows == list(range(logits.shape[0]))
+            rows = logits if whole else logits[torch.tensor(draw_rows, device=logits.device)]
+            for (g, sid), t in zip(draw_to, self._draw(rows)):
+                self.seq_tokens(g, sid).append(t)
+        for r, g in beam_first:
+            toks, scores = sampling.beam_first_step(logits[r], len(g.seqs))
+            self.beam_scores[g.group_id] = scores
             for s, t in zip(g.seqs, toks):
                 self.seq_tokens(g, s.seq_id).append(t)
-        for _, g in batch.decode_rows:
-            k = len(g.seqs)
-            rows = logits[i:i + k]
-            i += k
-            if g.is_beam:
-                par, toks, scores = sampling.beam_step(rows, self.beam_scores[g.group_id])
-                self.beam_scores[g.group_id] = scores
-                old = [self.tokens[s.seq_id] for s in g.seqs]
-                for s, p, t in zip(g.seqs, par, toks):
-                    self.tokens[s.seq_id] = old[p] + [t]
-                parents[g.group_id] = par
-            else:
-                for s, t in zip(g.seqs, self._draw(rows)):
-                    self.tokens[s.seq_id].append(t)
+        for r, g in beam_next:
+            par, toks, scores = sampling.beam_step(logits[r:r + len(g.seqs)], self.beam_scores[g.group_id])
+            self.beam_scores[g.group_id] = scores
+            old = [self.tokens[s.seq_id] for s in g.seqs]
+            for s, p, t in zip(g.seqs, par, toks):
+                self.tokens[s.seq_id] = old[p] + [t]
+            parents[g.group_id] = par
         return parents
 
     def _draw(self, rows: torch.Tensor) -> list[int]:
