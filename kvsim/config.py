@@ -110,6 +110,8 @@ class RuntimeConfig:
     top_p: float = cfg_field(1.0, "random sampling nucleus mass (0 < top_p <= 1)")
     cuda_graphs: bool = cfg_field(True, "capture decode steps in CUDA graphs for common batch sizes")
     cuda_graph_max_batch: int = cfg_field(256, "largest decode batch captured in a CUDA graph (larger ones run eagerly)")
+    cuda_graph_prefill_max_tokens: int = cfg_field(
+        2048, "largest prefill step (tokens) captured in a CUDA graph; 0 = prefill always eager")
     warmup: bool = cfg_field(True, "compile and run every kernel variant once before the clock starts (GPU)")
     max_wall_s: float | None = cfg_field(None, "stop the engine after this many wall-clock seconds")
 
@@ -121,6 +123,9 @@ class RuntimeConfig:
                 raise KvsimError(f"{path}.{name}", f"got {v!r}, expected one of {', '.join(allowed)}")
         if self.cuda_graph_max_batch < 1:
             raise KvsimError(f"{path}.cuda_graph_max_batch", f"got {self.cuda_graph_max_batch!r}, expected >= 1")
+        if self.cuda_graph_prefill_max_tokens < 0:
+            raise KvsimError(f"{path}.cuda_graph_prefill_max_tokens",
+                             f"got {self.cuda_graph_prefill_max_tokens!r}, expected >= 0")
         if self.temperature <= 0:
             raise KvsimError(f"{path}.temperature", f"got {self.temperature!r}, expected > 0")
         if not 0 < self.top_p <= 1:

@@ -9,7 +9,7 @@ pytest.importorskip("triton")
 
 import kvsim  # noqa: E402
 from kvsim.catalogue import get_model  # noqa: E402
-from kvsim.engine.cuda_graphs import DecodeGraphs, graph_batch_sizes  # noqa: E402
+from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs, graph_batch_sizes, prefill_token_sizes  # noqa: E402
 from kvsim.engine.engine import RealEngine  # noqa: E402
 from kvsim.engine.models import build_model  # noqa: E402
 from kvsim.engine.runner import pad_rows  # noqa: E402
@@ -26,6 +26,15 @@ def test_graph_batch_sizes_cover_every_batch_with_little_padding(max_batch):
     for n in range(1, max_batch + 1):
         b = min(s for s in sizes if s >= n)
         assert b - n < max(8, n // 4) or n <= 4, (n, b)      # padding under ~25 % beyond small batches
+
+
+@pytest.mark.parametrize("max_tokens", [1, 10, 16, 17, 100, 256, 2048, 4096])
+def test_prefill_token_sizes_cover_every_count_with_little_padding(max_tokens):
+    sizes = prefill_token_sizes(max_tokens)
+    assert sizes == sorted(set(sizes)) and sizes[-1] == max_tokens
+    for n in range(1, max_tokens + 1):
+        b = min(s for s in sizes if s >= n)
+        assert b - n < max(16, n // 4), (n, b)
 
 
 def test_pad_rows_zero_pads_ragged_tables():
@@ -82,6 +91,43 @@ def test_padded_graph_step_equals_plain_step(name, device):
             torch.testing.assert_close(v, v1, rtol=1e-5, atol=1e-5)
 
 
+def _check_same_as_plain(model, caches, graphs, steps, device, backend, spec):
+    gen = torch.Generator().manual_seed(5)
+    for prefills, decodes in steps:
+        ids, pos, meta = synthetic_step(prefills, decodes, block_size=4, num_blocks=64, vocab_size=spec.vocab_size,
+                                        device=device, backend=backend, generator=gen)
+        assert graphs.fits(meta)
+        before = _clone(caches)
+        with torch.inference_mode():
+            want = model(ids, pos, caches, meta)
+        after_plain = _clone(caches)
+        for (k, v), (k0, v0) in zip(caches, before):          # restore, then run the graph path
+            k.copy_(k0)
+            v.copy_(v0)
+        with torch.inference_mode():
+            got = graphs.run(ids, pos, meta).clone()
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        for (k, v), (k1, v1), (k0, v0) in zip(caches, after_plain, before):
+            assert torch.equal(k != k0, k1 != k0) and torch.equal(v != v0, v1 != v0)
+            torch.testing.assert_close(k, k1, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(v, v1, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ["tiny-opt", "tiny-llama"])
+def test_padded_prefill_graph_step_equals_plain_step(name, device):
+    """Prompts, chunked prefills over cached context and several sequences, padded to 16-token multiples."""
+    spec, model, caches = _model_and_cache(name, device, torch.float32)
+    backend = "triton" if device == "cuda" else "torch"
+    graphs = PrefillGraphs(model, caches, block_size=4, max_tokens=64, max_seqs=4, max_context_len=spec.max_seq_len,
+                           backend=backend)
+    assert graphs.captured == (device == "cuda")
+    steps = [([(5, 0)], []), ([(16, 0)], []), ([(7, 0), (3, 4), (20, 9)], []), ([(1, 30)] * 4, []),
+             ([(40, 0), (24, 100)], [])]
+    _check_same_as_plain(model, caches, graphs, steps, device, backend, spec)
+
+
 def test_fits_refuses_prefill_and_oversized_steps():
     spec, model, caches = _model_and_cache("tiny-opt", "cpu", torch.float32)
     graphs = DecodeGraphs(model, caches, block_size=4, max_batch=4, max_context_len=64, backend="torch")
@@ -90,6 +136,12 @@ def test_fits_refuses_prefill_and_oversized_steps():
     assert not graphs.fits(synthetic_step([(5, 0)], [10], **kw)[2])          # has a prefill
     assert not graphs.fits(synthetic_step([], [10] * 5, **kw)[2])            # batch 5 > 4
     assert not graphs.fits(synthetic_step([], [65], **kw)[2])                # context beyond the capture
+    pg = PrefillGraphs(model, caches, block_size=4, max_tokens=32, max_seqs=2, max_context_len=64, backend="torch")
+    assert pg.fits(synthetic_step([(20, 0), (12, 8)], [], **kw)[2])
+    assert not pg.fits(synthetic_step([(20, 0)], [10], **kw)[2])             # has a decode
+    assert not pg.fits(synthetic_step([(33, 0)], [], **kw)[2])               # 33 tokens > 32
+    assert not pg.fits(synthetic_step([(5, 0)] * 3, [], **kw)[2])            # 3 sequences > 2
+    assert not pg.fits(synthetic_step([(10, 60)], [], **kw)[2])              # 70 tokens of context > 64
 
 
 def test_warmup_shapes_stay_within_limits():
@@ -127,4 +179,5 @@ def test_engine_tokens_equal_with_and_without_graphs():
     eng = RealEngine(_scenario("cuda"), model=model)
     graphed = eng.run()
     assert graphed.info["cuda_graph_steps"] > 0 and eager.info["cuda_graph_steps"] == 0
+    assert graphed.info["cuda_graph_prefill_tokens"]                # prefill graphs were captured too
     assert graphed.outputs == eager.outputs

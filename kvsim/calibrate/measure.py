@@ -200,6 +200,8 @@ STEP_BATCH = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 STEP_CTX = [128, 512, 1024, 2048]
 STEP_PREFILL = [16, 64, 256, 512, 1024, 2048]
 KV_POOL_TOKENS = 65536        # distinct KV tokens the step grids read (far larger than L2)
+GRAPH_PREFILL_MAX_TOKENS = 2048   # = RuntimeConfig.cuda_graph_prefill_max_tokens's default
+GRAPH_PREFILL_SEQS = 256          # the engine's prefill graphs hold min(max_num_seqs, 256) sequences
 
 
 def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_len: int | None = None
@@ -207,12 +209,14 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
     """Whole engine iterations on the GPU (forward of all layers + LM head + greedy sampling):
     decode steps over batch x context, and single-sequence prefill steps over prompt tokens.
 
-    Decode steps run the way the engine runs them: replayed from CUDA graphs captured for
+    Steps run the way the engine runs them: replayed from CUDA graphs captured for
     ``max_context_len`` (the engine's default, the model's longest sequence) unless ``cuda_graphs``
-    is off. Block tables draw blocks at random from a pool of KV_POOL_TOKENS tokens, so big
-    batches read DRAM like real ones without needing batch x context tokens of memory.
+    is off — decode graphs by batch, prefill graphs at every captured token count up to
+    GRAPH_PREFILL_MAX_TOKENS with room for GRAPH_PREFILL_SEQS sequences (the engine's defaults).
+    Block tables draw blocks at random from a pool of KV_POOL_TOKENS tokens, so big batches read
+    DRAM like real ones without needing batch x context tokens of memory.
     """
-    from kvsim.engine.cuda_graphs import DecodeGraphs
+    from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs, prefill_token_sizes
     from kvsim.engine.synthetic_step import synthetic_step
     spec = model.spec
     max_ctx = max_context_len or spec.max_seq_len
@@ -221,6 +225,10 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
     gen = torch.Generator().manual_seed(bs)
     graphs = DecodeGraphs(model, caches, block_size=bs, max_batch=max(STEP_BATCH), max_context_len=max_ctx,
                           backend="triton", batch_sizes=STEP_BATCH) if cuda_graphs else None
+    prefill_tokens = prefill_token_sizes(min(GRAPH_PREFILL_MAX_TOKENS, max_ctx)) if cuda_graphs else \
+        [min(t, max_ctx) for t in STEP_PREFILL]
+    pgraphs = PrefillGraphs(model, caches, block_size=bs, max_tokens=prefill_tokens[-1], max_seqs=GRAPH_PREFILL_SEQS,
+                            max_context_len=max_ctx, backend="triton") if cuda_graphs else None
 
     def step(prefills, decodes):
         return synthetic_step(prefills, decodes, block_size=bs, num_blocks=pool, vocab_size=spec.vocab_size,
@@ -240,11 +248,16 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
                 row.append(_bench(lambda: model.compute_logits(fwd()).argmax(-1).tolist(), warmup=3, rep=15))
             dec_grid.append(row)
         pre = []
-        for t in STEP_PREFILL:
-            ids, pos, meta = step([(min(t, max_ctx), 0)], [])
-            pre.append(_bench(lambda: model.compute_logits(model(ids, pos, caches, meta)[-1:]).argmax(-1).tolist(),
-                              warmup=2, rep=10))
-    del caches, graphs
+        for t in prefill_tokens:
+            ids, pos, meta = step([(t, 0)], [])
+            if pgraphs is not None:
+                def pfwd():
+                    return pgraphs.run(ids, pos, meta)
+            else:
+                def pfwd():
+                    return model(ids, pos, caches, meta)
+            pre.append(_bench(lambda: model.compute_logits(pfwd()[-1:]).argmax(-1).tolist(), warmup=2, rep=10))
+    del caches, graphs, pgraphs
     return ({"batch": STEP_BATCH, "ctx": STEP_CTX, "time_s": dec_grid, "cuda_graphs": bool(cuda_graphs),
              "max_context_len": int(max_ctx)},
-            {"tokens": STEP_PREFILL, "time_s": pre})
+            {"tokens": prefill_tokens, "time_s": pre, "cuda_graphs": bool(cuda_graphs)})

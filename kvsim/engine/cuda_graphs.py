@@ -1,94 +1,107 @@
-"""Decode steps replayed from CUDA graphs, one graph per captured batch size.
+"""Engine steps replayed from CUDA graphs: decode steps by batch size, prefill steps by token count.
 
-A decode step of a 13B model launches about 400 kernels; at small batches the
-GPU finishes each faster than Python can launch the next, so the step is
-launch-bound. Capturing the step once per batch size and replaying it costs
-one launch.
+A step of a 13B model launches about 500 kernels, and eagerly each costs the CPU
+tens of microseconds (PyTorch dispatch, cuBLASLt heuristics, Triton's launcher):
+a decode step at small batch and any prefill below a few hundred tokens are
+bound by the CPU, not the GPU, and their time then wanders with the CPU's
+state from run to run. Capturing each shape once and replaying it costs one
+launch, and the step becomes as fast and as repeatable as the GPU work.
 
-A decode-only step of ``n <= max_batch`` sequences runs as the graph of the
-smallest captured batch ``b >= n``: the step's inputs are copied into static
-buffers and rows ``n .. b-1`` are padding — token 0 at position 0, cache slot
-``-1`` (the write kernel skips it) and context length 0 (attention reads
-nothing and writes zeros). Only the first ``n`` output rows are used.
+* **Decode** (:class:`DecodeGraphs`): a decode-only step of ``n`` sequences runs
+  as the graph of the smallest captured batch ``b >= n``. Rows ``n .. b-1`` are
+  padding: token 0 at position 0, cache slot ``-1`` (the write kernel skips it)
+  and context 0 (attention reads nothing).
+* **Prefill** (:class:`PrefillGraphs`): a prefill-only step of ``n`` new tokens
+  over ``s`` sequences runs as the graph of the smallest captured token count
+  ``b >= n``, with room for ``max_seqs`` sequences. Tokens ``n .. b-1`` belong to
+  no sequence (slot ``-1``; attention never reads or writes their rows) and
+  sequences ``s ..`` have zero new tokens (their attention programs exit at once).
 
-What the kernels decide from the data at launch time is fixed at capture:
-the decode kernel's split-KV partitioning is chosen for ``max_context_len``
-(the engine's longest sequence), so one graph serves every context up to it
-(partitions past a sequence's end exit at once). The static block tables are
-``max_context_len / block_size`` wide.
+Everything a kernel would decide from the data at launch time is fixed at
+capture: decode's split-KV partitioning is chosen for ``max_context_len`` (the
+engine's longest sequence), prefill's grid for ``b`` tokens and ``max_seqs``
+sequences, and the static block tables are ``max_context_len / block_size``
+wide. Only the first ``n`` output rows are meaningful.
 
-Without CUDA (``capture=False``) :meth:`DecodeGraphs.run` executes the same
-padded static-buffer step eagerly: that is how the padding logic is tested on
-the CPU.
+Without CUDA (``capture=False``) :meth:`run` executes the same padded
+static-buffer step eagerly: that is how the padding logic is tested on the CPU.
 """
 from __future__ import annotations
 
 import bisect
+import time
 
 import torch
 
 from kvsim.engine.attention import AttnMetadata
 
 
-def graph_batch_sizes(max_batch: int) -> list[int]:
-    """1, 2, 4, then every 8 up to 64, every 16 up to 256, every 32 beyond, and ``max_batch`` itself."""
-    sizes = [b for b in (1, 2, 4) if b <= max_batch]
-    step_for = ((64, 8), (256, 16))
-    b = 8
-    while b <= max_batch:
+def _ladder(limit: int, start: int, steps: tuple[tuple[int, int], ...], last: int) -> list[int]:
+    """Sizes from ``start`` growing by the step of the first ``(bound, step)`` with size < bound
+    (``last`` beyond), up to ``limit``, always ending at ``limit``."""
+    sizes, b = [], start
+    while b <= limit:
         sizes.append(b)
-        b += next((s for lim, s in step_for if b < lim), 32)
-    if max_batch >= 1 and sizes[-1] != max_batch:
-        sizes.append(max_batch)
+        b += next((s for bound, s in steps if b < bound), last)
+    if limit >= 1 and (not sizes or sizes[-1] != limit):
+        sizes.append(limit)
     return sizes
 
 
-class DecodeGraphs:
-    """Static decode inputs and the graphs captured over them (see module doc)."""
+def graph_batch_sizes(max_batch: int) -> list[int]:
+    """Decode batches: 1, 2, 4, then every 8 up to 64, every 16 up to 256, every 32 beyond, and ``max_batch``."""
+    small = [b for b in (1, 2, 4) if b < max_batch]
+    return small + (_ladder(max_batch, 8, ((64, 8), (256, 16)), 32) if max_batch >= 8 else [max_batch])
 
-    def __init__(self, model, kv_caches, *, block_size: int, max_batch: int, max_context_len: int,
-                 backend: str, capture: bool = True, batch_sizes: list[int] | None = None):
-        """``batch_sizes`` (default :func:`graph_batch_sizes`) are the batches captured; steps of
-        other sizes up to the largest are padded to the next one."""
-        if max_batch < 1:
-            raise ValueError("max_batch must be >= 1")
+
+def prefill_token_sizes(max_tokens: int) -> list[int]:
+    """Prefill token counts: every 16 up to 128, 32 up to 256, 64 up to 512, 128 up to 1024, 256 beyond,
+    and ``max_tokens`` (padding stays under ~25 %, and under 16 tokens for short prompts)."""
+    if max_tokens < 16:
+        return [max_tokens]
+    return _ladder(max_tokens, 16, ((128, 16), (256, 32), (512, 64), (1024, 128)), 256)
+
+
+class _StepGraphs:
+    """Static inputs, the graphs captured over them, and replay (see module doc)."""
+
+    def __init__(self, model, kv_caches, *, block_size: int, sizes: list[int], rows: int, max_context_len: int,
+                 backend: str):
         dev = model.device
-        self.model, self.kv = model, kv_caches
-        self.backend = backend
+        self.model, self.kv, self.backend = model, kv_caches, backend
         self.max_context_len = int(max_context_len)
-        self.sizes = sorted({int(b) for b in batch_sizes if 1 <= b <= max_batch}) if batch_sizes \
-            else graph_batch_sizes(max_batch)
-        self.max_batch = self.sizes[-1]
+        self.sizes = sizes
         width = -(-self.max_context_len // block_size)
         i32 = dict(dtype=torch.int32, device=dev)
-        self.ids = torch.zeros(self.max_batch, dtype=torch.long, device=dev)
-        self.pos = torch.zeros(self.max_batch, dtype=torch.long, device=dev)
-        self.slots = torch.full((self.max_batch,), -1, dtype=torch.long, device=dev)
-        self.ctx = torch.zeros(self.max_batch, **i32)
-        self.tables = torch.zeros((self.max_batch, width), **i32)
-        self._qstart = torch.zeros(1, **i32)
+        top = sizes[-1]
+        self.ids = torch.zeros(top, dtype=torch.long, device=dev)
+        self.pos = torch.zeros(top, dtype=torch.long, device=dev)
+        self.slots = torch.full((top,), -1, dtype=torch.long, device=dev)
+        self.ctx = torch.zeros(rows, **i32)                 # decode: context lens; prefill: cached lens
+        self.tables = torch.zeros((rows, width), **i32)
+        self._zero1 = torch.zeros(1, **i32)
         self._empty = torch.zeros(0, **i32)
         self._empty_table = torch.zeros((0, 1), **i32)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
         self.capture_s = 0.0
-        if capture and dev.type == "cuda":
-            self._capture_all()
 
     @property
     def captured(self) -> bool:
         return bool(self.graphs)
 
+    @property
+    def max_size(self) -> int:
+        return self.sizes[-1]
+
     def _meta(self, b: int) -> AttnMetadata:
-        return AttnMetadata(0, b, self.slots[:b], self._qstart, self._empty, self._empty_table, 1,
-                            self.ctx[:b], self.tables[:b], self.max_context_len, self.backend)
+        raise NotImplementedError
 
     def _forward(self, b: int) -> torch.Tensor:
         return self.model(self.ids[:b], self.pos[:b], self.kv, self._meta(b))
 
     @torch.inference_mode()
     def _capture_all(self) -> None:
-        import time
         t0 = time.perf_counter()
         pool = None
         stream = torch.cuda.Stream()
@@ -103,6 +116,44 @@ class DecodeGraphs:
         torch.cuda.synchronize()
         self.capture_s = time.perf_counter() - t0
 
+    def _load_tokens(self, input_ids, positions, slots, n: int, b: int) -> None:
+        self.ids[:n].copy_(input_ids, non_blocking=True)
+        self.pos[:n].copy_(positions, non_blocking=True)
+        self.slots[:n].copy_(slots, non_blocking=True)
+        if b > n:
+            self.ids[n:b].zero_()
+            self.pos[n:b].zero_()
+            self.slots[n:b].fill_(-1)
+
+    def _replay(self, b: int, n: int) -> torch.Tensor:
+        g = self.graphs.get(b)
+        if g is None:
+            return self._forward(b)[:n]
+        g.replay()
+        return self.outputs[b][:n]
+
+
+class DecodeGraphs(_StepGraphs):
+    """Decode-only steps by batch size (see module doc)."""
+
+    def __init__(self, model, kv_caches, *, block_size: int, max_batch: int, max_context_len: int,
+                 backend: str, capture: bool = True, batch_sizes: list[int] | None = None):
+        """``batch_sizes`` (default :func:`graph_batch_sizes`) are the batches captured; steps of
+        other sizes up to the largest are padded to the next one."""
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        sizes = sorted({int(b) for b in batch_sizes if 1 <= b <= max_batch}) if batch_sizes \
+            else graph_batch_sizes(max_batch)
+        super().__init__(model, kv_caches, block_size=block_size, sizes=sizes, rows=sizes[-1],
+                         max_context_len=max_context_len, backend=backend)
+        self.max_batch = self.max_size
+        if capture and model.device.type == "cuda":
+            self._capture_all()
+
+    def _meta(self, b: int) -> AttnMetadata:
+        return AttnMetadata(0, b, self.slots[:b], self._zero1, self._empty, self._empty_table, 1,
+                            self.ctx[:b], self.tables[:b], self.max_context_len, self.backend)
+
     def fits(self, meta: AttnMetadata) -> bool:
         """True for a decode-only step this object can run."""
         return (meta.num_prefill_tokens == 0 and 0 < meta.num_decode_tokens <= self.max_batch
@@ -115,18 +166,52 @@ class DecodeGraphs:
         n = meta.num_decode_tokens
         b = self.sizes[bisect.bisect_left(self.sizes, n)]
         w = meta.decode_block_tables.shape[1]
-        self.ids[:n].copy_(input_ids, non_blocking=True)
-        self.pos[:n].copy_(positions, non_blocking=True)
-        self.slots[:n].copy_(meta.slot_mapping, non_blocking=True)
+        self._load_tokens(input_ids, positions, meta.slot_mapping, n, b)
         self.ctx[:n].copy_(meta.decode_context_lens, non_blocking=True)
         self.tables[:n, :w].copy_(meta.decode_block_tables, non_blocking=True)
         if b > n:
-            self.ids[n:b].zero_()
-            self.pos[n:b].zero_()
-            self.slots[n:b].fill_(-1)
             self.ctx[n:b].zero_()
-        g = self.graphs.get(b)
-        if g is None:
-            return self._forward(b)[:n]
-        g.replay()
-        return self.outputs[b][:n]
+        return self._replay(b, n)
+
+
+class PrefillGraphs(_StepGraphs):
+    """Prefill-only steps by token count, up to ``max_seqs`` sequences (see module doc)."""
+
+    def __init__(self, model, kv_caches, *, block_size: int, max_tokens: int, max_seqs: int, max_context_len: int,
+                 backend: str, capture: bool = True, token_sizes: list[int] | None = None):
+        if max_tokens < 1 or max_seqs < 1:
+            raise ValueError("max_tokens and max_seqs must be >= 1")
+        sizes = sorted({int(t) for t in token_sizes if 1 <= t <= max_tokens}) if token_sizes \
+            else prefill_token_sizes(max_tokens)
+        super().__init__(model, kv_caches, block_size=block_size, sizes=sizes, rows=max_seqs,
+                         max_context_len=max_context_len, backend=backend)
+        self.max_seqs = max_seqs
+        self.qstart = torch.zeros(max_seqs + 1, dtype=torch.int32, device=model.device)
+        if capture and model.device.type == "cuda":
+            self._capture_all()
+
+    def _meta(self, b: int) -> AttnMetadata:
+        return AttnMetadata(b, 0, self.slots[:b], self.qstart, self.ctx, self.tables, b,
+                            self._empty, self._empty_table, 1, self.backend)
+
+    def fits(self, meta: AttnMetadata) -> bool:
+        """True for a prefill-only step this object can run (``max_prefill_context_len`` is checked
+        through the block tables' width)."""
+        return (meta.num_decode_tokens == 0 and 0 < meta.num_prefill_tokens <= self.max_size
+                and meta.prefill_context_lens.shape[0] <= self.max_seqs
+                and meta.prefill_block_tables.shape[1] <= self.tables.shape[1])
+
+    @torch.inference_mode()
+    def run(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttnMetadata) -> torch.Tensor:
+        """Hidden states ``[n, hidden]`` of a prefill-only step (``fits(meta)`` must hold)."""
+        n = meta.num_prefill_tokens
+        s = meta.prefill_context_lens.shape[0]
+        b = self.sizes[bisect.bisect_left(self.sizes, n)]
+        w = meta.prefill_block_tables.shape[1]
+        self._load_tokens(input_ids, positions, meta.slot_mapping, n, b)
+        self.qstart[:s + 1].copy_(meta.prefill_query_start, non_blocking=True)
+        self.qstart[s + 1:].fill_(n)               # sequences past s: zero new tokens
+        self.ctx[:s].copy_(meta.prefill_context_lens, non_blocking=True)
+        self.ctx[s:].zero_()
+        self.tables[:s, :w].copy_(meta.prefill_block_tables, non_blocking=True)
+        return self._replay(b, n)

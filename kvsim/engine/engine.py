@@ -123,15 +123,19 @@ class RealEngine:
         self.sched = self.setup.make_scheduler(self.kv, np.random.default_rng([sc.seed, 2]))
         rt = sc.runtime
         self.warmup_s = self._warm_up() if self.device.type == "cuda" and rt.warmup else 0.0
-        self.graphs = None
+        self.graphs = self.prefill_graphs = None
         if self.device.type == "cuda" and rt.cuda_graphs:
-            from kvsim.engine.cuda_graphs import DecodeGraphs
-            self.graphs = DecodeGraphs(self.model, self.cache.gpu, block_size=e.block_size,
-                                       max_batch=min(rt.cuda_graph_max_batch, e.max_num_seqs),
-                                       max_context_len=self.setup.max_model_len, backend=self.backend)
+            from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs
+            common = dict(block_size=e.block_size, max_context_len=self.setup.max_model_len, backend=self.backend)
+            self.graphs = DecodeGraphs(self.model, self.cache.gpu, max_batch=min(rt.cuda_graph_max_batch,
+                                                                                 e.max_num_seqs), **common)
+            max_tokens = min(rt.cuda_graph_prefill_max_tokens, e.max_num_batched_tokens)
+            if max_tokens:
+                self.prefill_graphs = PrefillGraphs(self.model, self.cache.gpu, max_tokens=max_tokens,
+                                                    max_seqs=min(e.max_num_seqs, 256), **common)
         self.runner = ModelRunner(self.model, self.cache, self.kv, self.sched.groups, backend=self.backend,
                                   sampling_mode=rt.sampling, temperature=rt.temperature, top_p=rt.top_p,
-                                  seed=sc.seed, graphs=self.graphs)
+                                  seed=sc.seed, graphs=[g for g in (self.graphs, self.prefill_graphs) if g is not None])
 
     def _warm_up(self) -> float:
         """Run every step shape of :func:`warmup_shapes` once, so no kernel compiles on the clock.
@@ -220,7 +224,8 @@ class RealEngine:
                 "model_load_s": round(self.load_s, 3), "kv_blocks": self.setup.budget.num_gpu_blocks,
                 "warmup_s": round(self.warmup_s, 3),
                 "cuda_graph_batch_sizes": self.graphs.sizes if self.graphs is not None else [],
-                "cuda_graph_capture_s": round(self.graphs.capture_s, 3) if self.graphs is not None else 0.0,
+                "cuda_graph_prefill_tokens": self.prefill_graphs.sizes if self.prefill_graphs is not None else [],
+                "cuda_graph_capture_s": round(sum(g.capture_s for g in self.runner.graphs), 3),
                 "cuda_graph_steps": self.runner.graph_steps,
                 "cpu_s_mean": float(its.cpu_s.mean()) if len(its) else 0.0,
                 "gpu_s_mean": float(its.gpu_s.mean()) if len(its) else 0.0,

@@ -44,9 +44,9 @@ def pad_rows(rows: list[list[int]]) -> np.ndarray:
 class ModelRunner:
     def __init__(self, model, cache: KVCache, kv, groups: dict[int, SequenceGroup], *, backend: str,
                  sampling_mode: str = "greedy", temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-                 graphs=None):
+                 graphs=()):
         self.model = model
-        self.graphs = graphs              # DecodeGraphs or None: decode-only steps replay a CUDA graph
+        self.graphs = list(graphs)        # DecodeGraphs / PrefillGraphs: steps they fit replay a CUDA graph
         self.graph_steps = 0
         self.cache = cache
         self.kv = kv                      # PagedKV or ContiguousKV (the scheduler's)
@@ -154,8 +154,9 @@ class ModelRunner:
             self.cache.copy(plan.copy_pairs)
         if batch.meta.num_tokens == 0:
             return {}
-        if self.graphs is not None and self.graphs.fits(batch.meta):
-            hidden = self.graphs.run(batch.input_ids, batch.positions, batch.meta)
+        graph = next((g for g in self.graphs if g.fits(batch.meta)), None)
+        if graph is not None:
+            hidden = graph.run(batch.input_ids, batch.positions, batch.meta)
             self.graph_steps += 1
         else:
             hidden = self.model(batch.input_ids, batch.positions, self.cache.gpu, batch.meta)
