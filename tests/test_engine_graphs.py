@@ -181,3 +181,13 @@ def test_engine_tokens_equal_with_and_without_graphs():
     assert graphed.info["cuda_graph_steps"] > 0 and eager.info["cuda_graph_steps"] == 0
     assert graphed.info["cuda_graph_prefill_tokens"]                # prefill graphs were captured too
     assert graphed.outputs == eager.outputs
+
+
+def test_synthetic_step_gives_sequences_distinct_blocks_when_it_can():
+    kw = dict(block_size=4, vocab_size=100, device="cpu", backend="torch", generator=torch.Generator().manual_seed(0))
+    _, _, meta = synthetic_step([(24, 100), (40, 0)], [9, 9], num_blocks=124, **kw)
+    used = [meta.prefill_block_tables[0, :31], meta.prefill_block_tables[1, :10], meta.decode_block_tables[:, :3]]
+    flat = torch.cat([u.reshape(-1) for u in used]).tolist()
+    assert len(flat) == len(set(flat))
+    _, _, meta = synthetic_step([], [9] * 50, num_blocks=8, **kw)              # more than the cache: reuse
+    assert meta.decode_block_tables.max() < 8

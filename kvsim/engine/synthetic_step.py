@@ -5,8 +5,11 @@
 prefill chunks ``(new, cached)`` and decode contexts, in the engine's token
 order (prefill tokens first). Each sequence gets its own block table, drawn
 at random from the cache's ``num_blocks`` blocks (so big batches read memory
-the way real ones do, not one hot block); the step writes its new K/V into
-those blocks, so never run it on a cache that holds live sequences.
+the way real ones do, not one hot block): distinct blocks for every sequence
+when the cache has enough, otherwise drawn with replacement (then sequences
+may share blocks, which only timing runs may do: the values then depend on the
+order the GPU runs them). The step writes its new K/V into those blocks, so
+never run it on a cache that holds live sequences.
 """
 from __future__ import annotations
 
@@ -23,7 +26,11 @@ def synthetic_step(prefills: list[tuple[int, int]], decode_ctx: list[int], *, bl
 
     lens = [c + n for n, c in prefills] + list(decode_ctx)
     width = max([-(-t // block_size) for t in lens] + [1])
-    tables = [torch.randint(0, num_blocks, (width,), **rand, **i32) for _ in lens]
+    if len(lens) * width <= num_blocks:
+        perm = torch.randperm(num_blocks, **rand).to(torch.int32)
+        tables = [perm[i * width:(i + 1) * width] for i in range(len(lens))]
+    else:
+        tables = [torch.randint(0, num_blocks, (width,), **rand, **i32) for _ in lens]
     pos, slots = [], []
     for (new, cached), tb in zip(prefills, tables):
         p = torch.arange(cached, cached + new)
