@@ -226,9 +226,14 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
     graphs = DecodeGraphs(model, caches, block_size=bs, max_batch=max(STEP_BATCH), max_context_len=max_ctx,
                           backend="triton", batch_sizes=STEP_BATCH) if cuda_graphs else None
     prefill_tokens = prefill_token_sizes(min(GRAPH_PREFILL_MAX_TOKENS, max_ctx)) if cuda_graphs else \
-        [min(t, max_ctx) for t in STEP_PREFILL]
+        sorted({min(t, max_ctx) for t in STEP_PREFILL})
     pgraphs = PrefillGraphs(model, caches, block_size=bs, max_tokens=prefill_tokens[-1], max_seqs=GRAPH_PREFILL_SEQS,
                             max_context_len=max_ctx, backend="triton") if cuda_graphs else None
+
+    def eager(ids, pos, meta):
+        return model(ids, pos, caches, meta)
+    decode = graphs.run if graphs is not None else eager       # the engine's path for each kind of step
+    prefill = pgraphs.run if pgraphs is not None else eager
 
     def step(prefills, decodes):
         return synthetic_step(prefills, decodes, block_size=bs, num_blocks=pool, vocab_size=spec.vocab_size,
@@ -239,24 +244,14 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
             row = []
             for c in STEP_CTX:
                 ids, pos, meta = step([], [min(c, max_ctx)] * n)
-                if graphs is not None:
-                    def fwd():
-                        return graphs.run(ids, pos, meta)
-                else:
-                    def fwd():
-                        return model(ids, pos, caches, meta)
-                row.append(_bench(lambda: model.compute_logits(fwd()).argmax(-1).tolist(), warmup=3, rep=15))
+                row.append(_bench(lambda: model.compute_logits(decode(ids, pos, meta)).argmax(-1).tolist(),
+                                  warmup=3, rep=15))
             dec_grid.append(row)
         pre = []
         for t in prefill_tokens:
             ids, pos, meta = step([(t, 0)], [])
-            if pgraphs is not None:
-                def pfwd():
-                    return pgraphs.run(ids, pos, meta)
-            else:
-                def pfwd():
-                    return model(ids, pos, caches, meta)
-            pre.append(_bench(lambda: model.compute_logits(pfwd()[-1:]).argmax(-1).tolist(), warmup=2, rep=10))
+            pre.append(_bench(lambda: model.compute_logits(prefill(ids, pos, meta)[-1:]).argmax(-1).tolist(),
+                              warmup=2, rep=10))
     del caches, graphs, pgraphs
     return ({"batch": STEP_BATCH, "ctx": STEP_CTX, "time_s": dec_grid, "cuda_graphs": bool(cuda_graphs),
              "max_context_len": int(max_ctx)},

@@ -33,6 +33,18 @@ def stamp(tag, its=None, **kw):
     print(json.dumps(row), flush=True)
 
 
+def median_wall_ms(fn, n: int, sleep_s: float) -> float:
+    """Median wall time of ``fn`` over ``n`` calls, each after sleeping ``sleep_s``."""
+    ts = []
+    for _ in range(n):
+        if sleep_s:
+            time.sleep(sleep_s)
+        a = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - a)
+    return sorted(ts)[n // 2] * 1e3
+
+
 def burst(model, blocks=None):
     sc = kvsim.load_scenario({
         "name": "A", "model": "opt-13b", "gpu": "h100-80gb",
@@ -62,31 +74,14 @@ def main():
         for c in (128, 512):
             ids, pos, meta = synthetic_step([], [c], block_size=bs, num_blocks=pool, vocab_size=spec.vocab_size,
                                             device="cuda", backend="triton")
-            t = _bench(lambda: model.compute_logits(g.run(ids, pos, meta)).argmax(-1).tolist(), warmup=3, rep=15)
-            # the same step timed like the engine: wall clock around replay + sync, no L2 flush, 200 in a row
-            ts = []
-            for _ in range(200):
-                a = time.perf_counter()
+
+            def step():
                 model.compute_logits(g.run(ids, pos, meta)).argmax(-1).tolist()
-                ts.append(time.perf_counter() - a)
-            ts.sort()
-            stamp(f"D grid ctx {c}", do_bench_ms=t * 1e3, wall_loop_ms=ts[100] * 1e3)
-            ts = []
-            for _ in range(50):
-                time.sleep(0.0005)
-                a = time.perf_counter()
-                model.compute_logits(g.run(ids, pos, meta)).argmax(-1).tolist()
-                ts.append(time.perf_counter() - a)
-            ts.sort()
-            stamp(f"D grid ctx {c} after 0.5 ms sleep", wall_loop_ms=ts[25] * 1e3)
-            ts = []
-            for _ in range(20):
-                time.sleep(0.05)
-                a = time.perf_counter()
-                model.compute_logits(g.run(ids, pos, meta)).argmax(-1).tolist()
-                ts.append(time.perf_counter() - a)
-            ts.sort()
-            stamp(f"D grid ctx {c} after 50 ms idle", wall_loop_ms=ts[10] * 1e3)
+            t = _bench(step, warmup=3, rep=15)
+            # the same step timed like the engine: wall clock around replay + sync, no L2 flush
+            stamp(f"D grid ctx {c}", do_bench_ms=t * 1e3, wall_loop_ms=median_wall_ms(step, 200, 0.0))
+            stamp(f"D grid ctx {c} after 0.5 ms sleep", wall_loop_ms=median_wall_ms(step, 50, 0.0005))
+            stamp(f"D grid ctx {c} after 50 ms idle", wall_loop_ms=median_wall_ms(step, 20, 0.05))
 
 
 if __name__ == "__main__":
