@@ -112,6 +112,9 @@ class RuntimeConfig:
     cuda_graph_max_batch: int = cfg_field(256, "largest decode batch captured in a CUDA graph (larger ones run eagerly)")
     cuda_graph_prefill_max_tokens: int = cfg_field(
         2048, "largest prefill step (tokens) captured in a CUDA graph; 0 = prefill always eager")
+    unified_mixed_steps: bool = cfg_field(
+        True, "run mixed prefill+decode steps as one varlen attention launch, replayed from the prefill CUDA "
+              "graphs by token count (false: two launches, eager — the engine before this option)")
     warmup: bool = cfg_field(True, "compile and run every kernel variant once before the clock starts (GPU)")
     max_wall_s: float | None = cfg_field(None, "stop the engine after this many wall-clock seconds")
 

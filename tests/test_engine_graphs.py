@@ -13,6 +13,7 @@ from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs, graph_batch_si
 from kvsim.engine.engine import RealEngine  # noqa: E402
 from kvsim.engine.models import build_model  # noqa: E402
 from kvsim.engine.runner import pad_rows  # noqa: E402
+from kvsim.engine.attention import as_unified  # noqa: E402
 from kvsim.engine.synthetic_step import synthetic_step, warmup_shapes  # noqa: E402
 
 CUDA = torch.cuda.is_available()
@@ -57,14 +58,17 @@ def _clone(caches):
     return [(k.clone(), v.clone()) for k, v in caches]
 
 
-def _check_same_as_plain(model, caches, graphs, steps, device, backend, spec):
+def _check_same_as_plain(model, caches, graphs, steps, device, backend, spec, unified=False):
     """Each step: the same hidden states and the same cache writes as the plain forward (padding
-    rows write nothing; values equal up to the rounding of a GEMM over a padded batch)."""
+    rows write nothing; values equal up to the rounding of a GEMM over a padded batch). With
+    ``unified`` the graph runs the step in the mixed-step layout (decode rows as 1-token chunks)
+    while the plain forward runs it with separate prefill and decode launches."""
     gen = torch.Generator().manual_seed(5)
     for prefills, decodes in steps:
         ids, pos, meta = synthetic_step(prefills, decodes, block_size=4, num_blocks=64, vocab_size=spec.vocab_size,
                                         device=device, backend=backend, generator=gen)
-        assert graphs.fits(meta)
+        gmeta = as_unified(meta) if unified else meta
+        assert graphs.fits(gmeta) and not (unified and graphs.fits(meta))
         before = _clone(caches)
         with torch.inference_mode():
             want = model(ids, pos, caches, meta)
@@ -73,7 +77,7 @@ def _check_same_as_plain(model, caches, graphs, steps, device, backend, spec):
             k.copy_(k0)
             v.copy_(v0)
         with torch.inference_mode():
-            got = graphs.run(ids, pos, meta).clone()
+            got = graphs.run(ids, pos, gmeta).clone()
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
         for (k, v), (k1, v1), (k0, v0) in zip(caches, after_plain, before):
@@ -107,6 +111,19 @@ def test_padded_prefill_graph_step_equals_plain_step(name, device):
     steps = [([(5, 0)], []), ([(16, 0)], []), ([(7, 0), (3, 4), (20, 9)], []), ([(1, 30)] * 4, []),
              ([(40, 0), (24, 100)], [])]
     _check_same_as_plain(model, caches, graphs, steps, device, backend, spec)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ["tiny-opt", "tiny-llama"])
+def test_mixed_step_in_prefill_graph_equals_two_launch_step(name, device):
+    """Mixed steps (chunks next to decode rows) replayed through the prefill graphs in the unified
+    layout give what the eager two-launch step gives."""
+    spec, model, caches = _model_and_cache(name, device, torch.float32)
+    backend = "triton" if device == "cuda" else "torch"
+    graphs = PrefillGraphs(model, caches, block_size=4, max_tokens=64, max_seqs=8, max_context_len=spec.max_seq_len,
+                           backend=backend)
+    steps = [([(5, 0)], [9]), ([(16, 4)], [3, 40, 17]), ([(7, 0), (3, 4)], [5, 60, 1, 2, 33])]
+    _check_same_as_plain(model, caches, graphs, steps, device, backend, spec, unified=True)
 
 
 def test_fits_refuses_prefill_and_oversized_steps():

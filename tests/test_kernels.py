@@ -168,6 +168,16 @@ def test_paged_prefill_matches_reference(bs, group, dtype):
                   seed=bs + 3 * group)
 
 
+@pytest.mark.parametrize("group", [1, 4])
+@pytest.mark.parametrize("bs", [1, 16])
+def test_unified_mixed_launch_matches_reference(bs, group):
+    # one launch for a mixed step: a prefill chunk over cached context, decode rows (1 new token
+    # over context - 1 cached), a 5-token chunk, and padding sequences with no new tokens (as the
+    # CUDA-graph path leaves them); the flattened tile grid must map every tile to its sequence
+    _prefill_case([0, 40, 99, 7, 250, 3, 0, 0], [33, 1, 1, 5, 1, 1, 0, 0], 2, group, 64, torch.float16, bs,
+                  seed=11 + bs + group)
+
+
 # ----------------------------------------------------------------------------- GPU only
 @pytest.mark.gpu
 @needs_cuda
@@ -206,4 +216,15 @@ def test_gpu_decode_block_sizes(bs, splits):
 def test_gpu_prefill(bs, dim, dtype):
     _prefill_case([0, 300, 17, 1000], [129, 64, 1, 300], 8, 4, dim, dtype, bs, seed=bs + dim,
                   block_m=64)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("group", [1, 4])
+@pytest.mark.parametrize("bs", [16, 64])
+def test_gpu_unified_mixed(bs, group):
+    # a 512-token chunk over 1,000 cached tokens next to 40 decode rows of up to 3,000 tokens
+    ctx = [1000] + [17 + 73 * i for i in range(40)] + [0]
+    _prefill_case(ctx, [512] + [1] * 40 + [0], 8 if group == 1 else 2, group, 128, torch.float16, bs,
+                  seed=bs + group, block_m=64)
 

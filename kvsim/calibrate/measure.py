@@ -199,15 +199,20 @@ def measure_copy_swap(model, bs: int, dev) -> tuple[dict, dict]:
 STEP_BATCH = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 STEP_CTX = [128, 512, 1024, 2048]
 STEP_PREFILL = [16, 64, 256, 512, 1024, 2048]
+MIX_DECODE = [1, 8, 32, 96, 192]    # mixed steps: decode rows x their context x the chunk's new tokens
+MIX_CTX = [256, 1024, 2048]
+MIX_CHUNK = [16, 64, 256, 512, 1024, 1792]
 KV_POOL_TOKENS = 65536        # distinct KV tokens the step grids read (far larger than L2)
 GRAPH_PREFILL_MAX_TOKENS = 2048   # = RuntimeConfig.cuda_graph_prefill_max_tokens's default
 GRAPH_PREFILL_SEQS = 256          # the engine's prefill graphs hold min(max_num_seqs, 256) sequences
 
 
 def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_len: int | None = None
-                  ) -> tuple[dict, dict]:
+                  ) -> tuple[dict, dict, dict]:
     """Whole engine iterations on the GPU (forward of all layers + LM head + greedy sampling):
-    decode steps over batch x context, and single-sequence prefill steps over prompt tokens.
+    decode steps over batch x context, single-sequence prefill steps over prompt tokens, and mixed
+    steps (one fresh chunk of MIX_CHUNK tokens next to MIX_DECODE decode rows of MIX_CTX context),
+    run in the engine's unified layout (one varlen attention launch, prefill graphs).
 
     Steps run the way the engine runs them: replayed from CUDA graphs captured for
     ``max_context_len`` (the engine's default, the model's longest sequence) unless ``cuda_graphs``
@@ -216,6 +221,7 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
     Block tables draw blocks at random from a pool of KV_POOL_TOKENS tokens, so big batches read
     DRAM like real ones without needing batch x context tokens of memory.
     """
+    from kvsim.engine.attention import as_unified
     from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs, prefill_token_sizes
     from kvsim.engine.synthetic_step import synthetic_step
     spec = model.spec
@@ -252,7 +258,23 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
             ids, pos, meta = step([(t, 0)], [])
             pre.append(_bench(lambda: model.compute_logits(prefill(ids, pos, meta)[-1:]).argmax(-1).tolist(),
                               warmup=2, rep=10))
+        top = prefill_tokens[-1]
+        chunks = [t for t in MIX_CHUNK if t + max(MIX_DECODE) <= top] or [max(1, top - max(MIX_DECODE))]
+        mix = []
+        for n in MIX_DECODE:
+            plane = []
+            for c in MIX_CTX:
+                row = []
+                for t in chunks:
+                    ids, pos, meta = step([(t, 0)], [min(c, max_ctx)] * n)
+                    meta = as_unified(meta)
+                    run = prefill if pgraphs is None or pgraphs.fits(meta) else eager
+                    row.append(_bench(lambda: model.compute_logits(run(ids, pos, meta)[-(n + 1):]).argmax(-1)
+                                      .tolist(), warmup=2, rep=10))
+                plane.append(row)
+            mix.append(plane)
     del caches, graphs, pgraphs
     return ({"batch": STEP_BATCH, "ctx": STEP_CTX, "time_s": dec_grid, "cuda_graphs": bool(cuda_graphs),
              "max_context_len": int(max_ctx)},
-            {"tokens": prefill_tokens, "time_s": pre, "cuda_graphs": bool(cuda_graphs)})
+            {"tokens": prefill_tokens, "time_s": pre, "cuda_graphs": bool(cuda_graphs)},
+            {"decode": MIX_DECODE, "ctx": MIX_CTX, "chunk": chunks, "time_s": mix, "cuda_graphs": bool(cuda_graphs)})

@@ -70,9 +70,11 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     M._log("linear / other done")
     prof["lm_head"] = M.measure_lm_head(model, dev)
     prof["decode_attn"], prof["prefill_attn"], prof["copy_block"], prof["swap"] = {}, {}, {}, {}
-    prof["decode_step"], prof["prefill_step"] = {}, {}
+    prof["decode_step"], prof["prefill_step"], prof["mixed_step"] = {}, {}, {}
     for bs in block_sizes:
-        prof["decode_step"][str(bs)], prof["prefill_step"][str(bs)] = M.measure_steps(model, bs, dev, cuda_graphs=cuda_graphs)
+        k = str(bs)
+        prof["decode_step"][k], prof["prefill_step"][k], prof["mixed_step"][k] = M.measure_steps(
+            model, bs, dev, cuda_graphs=cuda_graphs)
         torch.cuda.empty_cache()
         prof["decode_attn"][str(bs)] = M.measure_decode(model, bs, dev)
         prof["prefill_attn"][str(bs)] = M.measure_prefill(model, bs, dev)

@@ -16,7 +16,10 @@ context) and ``prefill_step`` (whole single-sequence prefills over tokens) are
 priced from those instead: a decode iteration is ``overhead(n) +
 decode_step(n, mean ctx)``; a prefill iteration ``overhead + prefill_step(T) +
 L x (attention of the actual groups - attention of one fresh T-token
-sequence)``; a mixed one adds the prefill tokens' share to the decode step.
+sequence)``. A mixed one is ``overhead + mixed_step(n, mean ctx, T) + L x (the
+same attention correction)`` when the profile holds ``mixed_step`` (whole mixed
+iterations in the engine's unified layout over decode rows x context x chunk
+tokens); older profiles add the prefill tokens' share to the decode step.
 Composing isolated kernels over-counts launch gaps that overlap in a real
 forward pass, so the whole-iteration grids are preferred when present.
 
@@ -112,6 +115,8 @@ class Profile:
             self.decode_step = {int(bs): self._grid(g, "batch", "ctx")
                                 for bs, g in data.get("decode_step", {}).items()}
             self.prefill_step = {int(bs): self._curve(c, "tokens") for bs, c in data.get("prefill_step", {}).items()}
+            # optional: whole mixed iterations (decode rows x context x fresh chunk tokens)
+            self.mixed_step = {int(bs): self._grid3(g) for bs, g in data.get("mixed_step", {}).items()}
         except (KeyError, TypeError, ValueError) as e:
             raise KvsimError("profile", f"{source}: malformed table ({e})") from None
 
@@ -135,6 +140,18 @@ class Profile:
         if np.any(~np.isfinite(t)) or np.any(t < 0):
             raise ValueError("times must be finite and >= 0")
         return xa, xb, _mono(_mono(t, axis=0), axis=1)
+
+    @staticmethod
+    def _grid3(d: dict):
+        axes = [np.asarray(d[k], dtype=np.float64) for k in ("decode", "ctx", "chunk")]
+        t = np.asarray(d["time_s"], dtype=np.float64)
+        if t.shape != tuple(len(a) for a in axes) or any(np.any(np.diff(a) <= 0) for a in axes):
+            raise ValueError("grid 'decode' x 'ctx' x 'chunk' must be increasing and match time_s's shape")
+        if np.any(~np.isfinite(t)) or np.any(t < 0):
+            raise ValueError("times must be finite and >= 0")
+        for ax in range(3):
+            t = _mono(t, axis=ax)
+        return (*axes, t)
 
     @property
     def block_sizes(self) -> list[int]:
@@ -174,6 +191,7 @@ class CalibratedCostModel(CostModel):
         self._dec_cache: dict[tuple, np.ndarray] = {}
         self._step = profile.decode_step.get(block_size_tokens)      # whole decode iterations, if measured
         self._pstep = profile.prefill_step.get(block_size_tokens)
+        self._mix = profile.mixed_step.get(block_size_tokens)        # whole mixed iterations, if measured
 
     def _grid_at(self, grid, n: float, ctx_sum):
         """Interpolate a (batch x mean context) grid at batch ``n`` (cached per grid and n)."""
@@ -214,6 +232,12 @@ class CalibratedCostModel(CostModel):
         t_pre = plan.num_prefill_tokens
         rows = float(len(plan.prefill_new_tokens) + n)
         t = float(interp1(rows, *p.overhead))
+        if n and t_pre and self._mix is not None:   # a measured mixed iteration with a fresh chunk of t_pre
+            xn, xc, xt, grid = self._mix
+            plane = np.array([[float(interp1(float(n), xn, grid[:, i, j])) for j in range(len(xt))]
+                              for i in range(len(xc))])
+            t += float(interp2(float(sum(ctx)) / n, float(t_pre), xc, xt, plane))
+            return t + self.L * self._attn_extra(plan, t_pre)
         if n:
             t += float(self._grid_at(self._step, float(n), float(sum(ctx))))
             if t_pre:    # the extra tokens' linear layers: a prefill of t_pre + n minus one of n tokens

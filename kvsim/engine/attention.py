@@ -15,6 +15,29 @@ from dataclasses import dataclass
 import torch
 
 
+def as_unified(meta: "AttnMetadata") -> "AttnMetadata":
+    """The same step with its decode rows turned into one-token chunks over ``context - 1`` cached
+    tokens, so prefill and decode share one varlen launch (the engine's layout for mixed steps).
+    Token order, slots and outputs are unchanged."""
+    d = meta.num_decode_tokens
+    if d == 0:
+        return meta
+    dev = meta.slot_mapping.device
+    qs = meta.prefill_query_start.to(dev, torch.int32)
+    p = meta.num_prefill_tokens
+    qstart = torch.cat([qs[:1] if qs.numel() else torch.zeros(1, dtype=torch.int32, device=dev),
+                        qs[1:], p + torch.arange(1, d + 1, dtype=torch.int32, device=dev)])
+    ctx = torch.cat([meta.prefill_context_lens.to(torch.int32), meta.decode_context_lens.to(torch.int32) - 1])
+    pt, dt = meta.prefill_block_tables, meta.decode_block_tables
+    width = max(pt.shape[1], dt.shape[1])
+    tables = torch.zeros((pt.shape[0] + d, width), dtype=torch.int32, device=dev)
+    tables[:pt.shape[0], :pt.shape[1]] = pt
+    tables[pt.shape[0]:, :dt.shape[1]] = dt
+    empty = torch.zeros(0, dtype=torch.int32, device=dev)
+    return AttnMetadata(p + d, 0, meta.slot_mapping, qstart, ctx, tables, max(meta.max_prefill_query_len, 1),
+                        empty, torch.zeros((0, 1), dtype=torch.int32, device=dev), 1, meta.backend)
+
+
 @dataclass
 class AttnMetadata:
     num_prefill_tokens: int

@@ -135,7 +135,8 @@ class RealEngine:
                                                     max_seqs=min(e.max_num_seqs, 256), **common)
         self.runner = ModelRunner(self.model, self.cache, self.kv, self.sched.groups, backend=self.backend,
                                   sampling_mode=rt.sampling, temperature=rt.temperature, top_p=rt.top_p,
-                                  seed=sc.seed, graphs=[g for g in (self.graphs, self.prefill_graphs) if g is not None])
+                                  seed=sc.seed, graphs=[g for g in (self.graphs, self.prefill_graphs) if g is not None],
+                                  unified_mixed=rt.unified_mixed_steps)
 
     def _warm_up(self) -> float:
         """Run every step shape of :func:`warmup_shapes` once, so no kernel compiles on the clock.
@@ -227,6 +228,7 @@ class RealEngine:
                 "cuda_graph_prefill_tokens": self.prefill_graphs.sizes if self.prefill_graphs is not None else [],
                 "cuda_graph_capture_s": round(sum(g.capture_s for g in self.runner.graphs), 3),
                 "cuda_graph_steps": self.runner.graph_steps,
+                "unified_mixed_steps": self.runner.unified_mixed,
                 "cpu_s_mean": float(its.cpu_s.mean()) if len(its) else 0.0,
                 "gpu_s_mean": float(its.gpu_s.mean()) if len(its) else 0.0,
                 "swap_transfers": self.cache.transfers}

@@ -44,8 +44,9 @@ def pad_rows(rows: list[list[int]]) -> np.ndarray:
 class ModelRunner:
     def __init__(self, model, cache: KVCache, kv, groups: dict[int, SequenceGroup], *, backend: str,
                  sampling_mode: str = "greedy", temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-                 graphs=()):
+                 graphs=(), unified_mixed: bool = True):
         self.model = model
+        self.unified_mixed = unified_mixed   # mixed steps: decode rows as 1-token chunks, one attention launch
         self.graphs = list(graphs)        # DecodeGraphs / PrefillGraphs: steps they fit replay a CUDA graph
         self.graph_steps = 0
         self.cache = cache
@@ -108,9 +109,11 @@ class ModelRunner:
             max_q = max(max_q, new)
             if cached + new >= g.prefill_target:
                 batch.prefill_rows.append((len(ids) - 1, g))
-        n_prefill = len(ids)
         dctx: list[int] = []
         dtables: list[list[int]] = []
+        # a mixed step runs as one varlen launch: each decoding sequence is a chunk of one new token
+        # over its p cached ones, so it joins the prefill lists (same token order, same rows)
+        unified = self.unified_mixed and bool(plan.prefill_group_ids) and bool(plan.decode_group_ids)
         for gid in plan.decode_group_ids:
             g = self.groups[gid]
             batch.decode_rows.append((len(ids), g))
@@ -121,8 +124,16 @@ class ModelRunner:
                 ids.append(toks[-1])
                 pos.append(p)
                 slots.append(table[p // bs] * bs + p % bs)
-                dctx.append(p + 1)
-                dtables.append(table)
+                if unified:
+                    qstart.append(qstart[-1] + 1)
+                    pctx.append(p)
+                    ptables.append(table)
+                else:
+                    dctx.append(p + 1)
+                    dtables.append(table)
+        if unified:
+            max_q = max(max_q, 1)
+        n_prefill = qstart[-1]
         dev = self.device
 
         def tables(rows: list[list[int]]) -> torch.Tensor:

@@ -11,10 +11,17 @@ and new tokens alike — through the block table. One launch handles a variable-
   attends causally to cache positions ``0 .. ctx + i``.
 * caches and ``block_table`` as in :mod:`kvsim.kernels.decode`.
 
-Grid: (sequence, query tile, KV head). A program's ``BLOCK_M`` rows are ``BLOCK_M // G`` query
+Grid: (query tile, KV head), the tiles of all sequences laid end to end: sequence ``s`` owns
+``ceil(q_len_s / TQ)`` consecutive tiles, and a program finds its sequence by bisection over
+their prefix sums (computed on the device, so the launch needs no host sync and can be captured
+in a CUDA graph at a fixed grid). A program's ``BLOCK_M`` rows are ``TQ = BLOCK_M // G`` query
 tokens x the ``G`` query heads of one KV head (row r -> token r // G, head r % G), so GQA reuses
-each KV tile across the group, as in decode. Programs whose tile starts past the sequence's
-query length exit after one load. fp32 accumulation, online softmax in the log2 domain.
+each KV tile across the group, as in decode. Tiles past the last sequence's exit at once.
+fp32 accumulation, online softmax in the log2 domain.
+
+This is also the engine's *unified* kernel for mixed steps: a decoding sequence is a sequence of
+one new token over ``context - 1`` cached ones, so prefill chunks and decode rows share one
+launch (see :mod:`kvsim.engine.attention`).
 """
 from __future__ import annotations
 
@@ -24,24 +31,34 @@ import triton.language as tl
 
 from kvsim.kernels import reference
 from kvsim.kernels._common import (check_backend, check_dtype, check_int_index, default_scale,
-                                   dot_f32, is_pow2, max_int, require)
+                                   dot_f32, is_pow2, require)
 
 
 @triton.jit
 def _prefill_kernel(
-    q_ptr, k_ptr, v_ptr, bt_ptr, qsl_ptr, ctx_ptr, out_ptr, scale_log2,
+    q_ptr, k_ptr, v_ptr, bt_ptr, qsl_ptr, ctx_ptr, cut_ptr, num_seqs, out_ptr, scale_log2,
     stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
     stride_bts, stride_ot, stride_oh,
     G: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, DOT_F32: tl.constexpr,
 ):
-    seq = tl.program_id(0)
-    tile = tl.program_id(1)
-    kvh = tl.program_id(2)
+    t = tl.program_id(0)
+    kvh = tl.program_id(1)
     TQ = BLOCK_M // G
-    q_start = tl.load(qsl_ptr + seq)
-    q_len = tl.load(qsl_ptr + seq + 1) - q_start
-    if tile * TQ < q_len:
+    # flattened tiles: sequence s owns tiles cu_tiles[s] .. cu_tiles[s+1]; find s by bisection
+    lo = 0
+    hi = num_seqs
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if tl.load(cut_ptr + mid + 1) <= t:
+            lo = mid + 1
+        else:
+            hi = mid
+    seq = lo
+    if seq < num_seqs:
+        tile = t - tl.load(cut_ptr + seq)
+        q_start = tl.load(qsl_ptr + seq)
+        q_len = tl.load(qsl_ptr + seq + 1) - q_start
         ctx = tl.load(ctx_ptr + seq)
         offs_m = tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, BLOCK_D)
@@ -99,7 +116,8 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     """Causal attention of the packed new tokens ``q`` over their sequences' paged KV.
 
     The new tokens' K/V must already be in the cache (see :func:`write_kv`). ``max_query_len``
-    (>= every query length) sizes the grid; if omitted it costs one device sync. Returns ``out``
+    is accepted for compatibility and unused: the grid needs only the token and sequence counts,
+    so the launch never syncs. Returns ``out``
     (``[total_new_tokens, num_q_heads, head_dim]``, dtype of ``q``).
     """
     require(q.dim() == 3, "q", f"shape {tuple(q.shape)} must be [tokens, num_q_heads, head_dim]")
@@ -127,14 +145,19 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
         out.copy_(reference.paged_prefill(q, k_cache, v_cache, block_table, query_start_loc,
                                           context_lens, scale))
         return out
-    if max_query_len is None:
-        max_query_len = max_int(query_start_loc[1:] - query_start_loc[:-1], None)
     group = q.shape[1] // k_cache.shape[2]
     block_m = max(block_m, triton.next_power_of_2(group))
     tq = block_m // group
-    grid = (num_seqs, max(1, triton.cdiv(int(max_query_len), tq)), k_cache.shape[2])
+    if num_seqs == 0 or q.shape[0] == 0:
+        return out
+    # tiles per sequence on the device (no sync, capturable in a CUDA graph); the grid is an upper
+    # bound on their sum known on the host: sum ceil(len/tq) <= ceil(tokens/tq) + num_seqs
+    qsl = query_start_loc.to(torch.int32)
+    cu_tiles = torch.zeros(num_seqs + 1, dtype=torch.int32, device=q.device)
+    torch.cumsum((qsl[1:] - qsl[:-1] + (tq - 1)) // tq, 0, out=cu_tiles[1:])
+    grid = (triton.cdiv(q.shape[0], tq) + num_seqs, k_cache.shape[2])
     _prefill_kernel[grid](
-        q, k_cache, v_cache, block_table, query_start_loc, context_lens, out,
+        q, k_cache, v_cache, block_table, query_start_loc, context_lens, cu_tiles, num_seqs, out,
         scale * 1.4426950408889634,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_table.stride(0),
