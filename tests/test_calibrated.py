@@ -118,3 +118,39 @@ def test_whole_iteration_grids_price_every_plan_kind(steps):
     assert abs(t["two"] - t["pre"]) < 0.1 * t["pre"]  # same tokens in two prompts: about the same
     assert t["mixed"] > max(t["dec"], t["pre"]) - 1e-12
     assert m.step_time(dec) == m.decode_step_times(2, np.array([1000.0]))[0]
+
+
+def _with_mixed_grid(fn):
+    """The synthetic profile plus a mixed-step grid whose time is ``fn(decode rows, ctx, chunk)``."""
+    prof = synthetic_profile(steps=True)
+    n, c, t = [1, 8, 64], [256, 1024, 2048], [16, 256, 1024]
+    prof["mixed_step"] = {"16": {"decode": n, "ctx": c, "chunk": t,
+                                 "time_s": [[[fn(a, b, k) for k in t] for b in c] for a in n]}}
+    return prof
+
+
+def test_mixed_steps_are_priced_from_their_own_grid():
+    fn = lambda n, c, t: 1e-3 * (5 + 0.01 * n * c / 256 + 0.02 * t)      # linear: interpolation is exact
+    m = model(_with_mixed_grid(fn))
+    base = model(synthetic_profile(steps=True))
+    rows = lambda n: float(np.interp(n + 1, *m.p.overhead))
+    for n, ctx, chunk in [(8, 1024, 256), (30, 700, 500), (64, 2048, 1024)]:
+        plan = StepPlan(prefill_group_ids=[99], prefill_new_tokens=[chunk], prefill_cached_tokens=[0],
+                        decode_group_ids=list(range(n)), decode_context_tokens=[ctx] * n)
+        assert m.step_time(plan) == pytest.approx(rows(n) + fn(n, ctx, chunk), rel=1e-9)
+        assert m.step_time(plan) != pytest.approx(base.step_time(plan), rel=1e-3)   # the grid is used
+    # a chunk over cached context adds the per-layer attention difference; decode-only plans ignore the grid
+    fresh = StepPlan(prefill_group_ids=[9], prefill_new_tokens=[256], prefill_cached_tokens=[0],
+                     decode_group_ids=[0], decode_context_tokens=[500])
+    warm = StepPlan(prefill_group_ids=[9], prefill_new_tokens=[256], prefill_cached_tokens=[1024],
+                    decode_group_ids=[0], decode_context_tokens=[500])
+    assert m.step_time(warm) > m.step_time(fresh)
+    dec = StepPlan(decode_group_ids=[0, 1], decode_context_tokens=[300, 700])
+    assert m.step_time(dec) == base.step_time(dec)
+
+
+def test_malformed_mixed_grid_is_a_clear_error():
+    prof = _with_mixed_grid(lambda n, c, t: 1e-3)
+    prof["mixed_step"]["16"]["chunk"] = [16, 8, 1024]
+    with pytest.raises(KvsimError, match="profile"):
+        Profile(prof)

@@ -35,9 +35,23 @@ def test_replay_reproduces_committed_errors(tmp_path, committed):
     assert (tmp_path / SCENARIOS[0] / "overlay.png").exists()
 
 
-def test_committed_table_covers_every_validation_scenario(committed):
+def test_committed_tables_cover_every_validation_scenario(committed):
     names = {p.stem for p in (ROOT / "scenarios" / "validation").glob("*.yaml")}
-    assert len(names) >= 12 and names == set(committed.scenario)
+    h200 = pd.read_csv(ROOT / "validation" / "H200" / "validation-replay.csv")
+    assert len(names) >= 12 and names == set(committed.scenario) | set(h200.scenario)
+
+
+def test_h200_chunked_replay_reproduces_committed_errors(tmp_path):
+    """The H200 chunked-prefill traces, priced with the H200 profile's mixed-step grid."""
+    val = ROOT / "validation" / "H200"
+    name = "v15_llama3_8b_chunked512"
+    shutil.copytree(val / name / "engine", tmp_path / name / "engine")
+    df = run_validation([str(ROOT / "scenarios" / "validation" / f"{name}.yaml")],
+                        [str(ROOT / "calibrate" / "profiles" / "H200" / "llama-3-8b.json")], tmp_path, replay=True)
+    want = pd.read_csv(val / "validation-replay.csv")
+    want = want[want.scenario == name].reset_index(drop=True)
+    pd.testing.assert_series_equal(df.reset_index(drop=True).predicted.astype(float), want.predicted.astype(float),
+                                   check_names=False, rtol=1e-9)
 
 
 def test_graph_mode_mismatch_is_a_clear_error(tmp_path):
