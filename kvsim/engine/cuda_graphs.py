@@ -16,6 +16,9 @@ launch, and the step becomes as fast and as repeatable as the GPU work.
   ``b >= n``, with room for ``max_seqs`` sequences. Tokens ``n .. b-1`` belong to
   no sequence (slot ``-1``; attention never reads or writes their rows) and
   sequences ``s ..`` have zero new tokens (their attention programs exit at once).
+  Mixed prefill+decode steps run here too: the runner lays them out with every
+  decode row as a one-token chunk over its cached context
+  (:func:`kvsim.engine.attention.as_unified`), so one varlen launch serves both.
 
 Everything a kernel would decide from the data at launch time is fixed at
 capture: decode's split-KV partitioning is chosen for ``max_context_len`` (the
