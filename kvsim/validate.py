@@ -3,9 +3,12 @@
 ``kvsim validate SCENARIO... --profile P --out DIR`` runs the engine (GPU) and
 the simulator for each scenario, saves the engine's records under
 ``DIR/<name>/engine/`` and writes ``DIR/validation.csv`` / ``validation.md``
-(predicted vs measured, relative error) and overlay plots. With ``--replay`` it
-re-runs only the simulator against saved engine records (no GPU), which is how
-CI checks that committed error figures are reproduced.
+(predicted vs measured, relative error) and overlay plots, plus per scenario the
+differential views of :mod:`kvsim.validate_diff`: ``step_kinds.{csv,md}`` (step
+duration by kind: decode-only, prefill-only, mixed, swap, copy) and
+``timeline.{csv,png}`` (batch, tokens, KV blocks, preemptions over time), linked
+from ``validation.md``. With ``--replay`` it re-runs only the simulator against
+saved engine records (no GPU), which is how CI checks that committed error figures are reproduced.
 """
 from __future__ import annotations
 
@@ -127,7 +130,9 @@ def simulate_with_profile(scenario_path: str, profile: str, overrides: list[str]
 
 def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, replay: bool = False,
                    overrides: list[str] | None = None) -> pd.DataFrame:
+    from kvsim.validate_diff import links_markdown, write_diff
     rows = []
+    names = []
     card = "?"
     for path in scenarios:
         profile = pick_profile(path, profiles, overrides)
@@ -153,12 +158,15 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
             plot_overlay(sc.name, sim, eng_reqs, eng_its, d / "overlay.png")
         except ImportError:
             pass                     # no matplotlib (GPU image): re-plot later with --replay
+        write_diff(sc.name, sim.iterations, eng_its, d)
+        names.append(sc.name)
         rows += compare(sc.name, sim.summary, eng_doc["summary"])
     df = error_table(rows)
     head = headline(df)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / ("validation-replay.csv" if replay else "validation.csv"), index=False)
-    (out / ("validation-replay.md" if replay else "validation.md")).write_text(markdown(df, head, card))
+    md = markdown(df, head, card) + links_markdown(names)
+    (out / ("validation-replay.md" if replay else "validation.md")).write_text(md)
     (out / ("headline-replay.json" if replay else "headline.json")).write_text(json.dumps(head, indent=2) + "\n")
     return df
 
