@@ -1,7 +1,6 @@
 """Tests for kvsim.workload: lengths, arrivals, readers, config and the builder."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -109,11 +108,10 @@ def test_arrivals_duration_and_both():
 
 # ---------------------------------------------------------------- builder
 
-def test_build_fast_deterministic_and_capped():
+def test_build_deterministic_and_capped():
+    # its speed is measured by benchmarks/sim/workload_speed.py, not asserted here
     cfg = WorkloadConfig(dataset="sharegpt", rate_req_s=10.0, num_requests=10_000)
-    t0 = time.perf_counter()
     a = build_workload(cfg, max_len_tokens=2048, rng=rng(42))
-    assert time.perf_counter() - t0 < 0.2
     b = build_workload(cfg, max_len_tokens=2048, rng=rng(42))
     c = build_workload(cfg, max_len_tokens=2048, rng=rng(43))
     assert a == b and a != c and len(a) == 10_000
