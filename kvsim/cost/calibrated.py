@@ -234,8 +234,11 @@ class CalibratedCostModel(CostModel):
         t = float(interp1(rows, *p.overhead))
         if n and t_pre and self._mix is not None:   # a measured mixed iteration with a fresh chunk of t_pre
             xn, xc, xt, grid = self._mix
-            plane = np.array([[float(interp1(float(n), xn, grid[:, i, j])) for j in range(len(xt))]
-                              for i in range(len(xc))])
+            plane = self._dec_cache.get(("mix", n))       # (ctx x chunk) plane at n rows, built once per n
+            if plane is None:
+                plane = np.array([[float(interp1(float(n), xn, grid[:, i, j])) for j in range(len(xt))]
+                                  for i in range(len(xc))])
+                self._dec_cache[("mix", n)] = plane
             t += float(interp2(float(sum(ctx)) / n, float(t_pre), xc, xt, plane))
             return t + self.L * self._attn_extra(plan, t_pre)
         if n:
