@@ -82,8 +82,12 @@ def setup_run(sc: Scenario, *, simulator: bool = True) -> RunSetup:
         from kvsim.cost.calibrated import CalibratedCostModel, load_profile
         if sc.tensor_parallel != 1:
             raise KvsimError("tensor_parallel", "calibrated profiles are measured on one GPU; use tensor_parallel: 1")
+        from kvsim.graph_sizes import graph_batch_sizes
+        rt = sc.runtime
+        graphs = graph_batch_sizes(min(rt.cuda_graph_max_batch, e.max_num_seqs)) if rt.cuda_graphs else None
         cost: CostModel = CalibratedCostModel(load_profile(sc.cost.profile), model_name=model.name, dtype=sc.dtype,
-                                              block_size_tokens=e.block_size, include_swaps_in_step=not simulator)
+                                              block_size_tokens=e.block_size, include_swaps_in_step=not simulator,
+                                              decode_graph_batches=graphs)
     else:
         cost = RooflineCostModel(model, gpu, sc.tensor_parallel, sc.dtype_bytes, params,
                                  block_size_tokens=e.block_size)

@@ -78,8 +78,9 @@ def plan_fast_forward(eng) -> FastForward | None:
             crossings = crossings[:k]
         if k < MIN_STEPS:
             return None
-    ctx0 = sum(s.length for g in running for s in g.seqs)
-    dts = eng.cost.decode_step_times(nseq, ctx0 + nseq * np.arange(k, dtype=np.float64))
+    lengths = [s.length for g in running for s in g.seqs]
+    grow = np.arange(k, dtype=np.float64)
+    dts = eng.cost.decode_step_times(nseq, sum(lengths) + nseq * grow, max(lengths) + grow)
     starts = np.cumsum(np.concatenate(([eng.env.now], dts)))[:k]
     limit = eng.max_time_s if eng.max_time_s is not None else float("inf")
     if not sched.waiting:

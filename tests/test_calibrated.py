@@ -39,9 +39,10 @@ def test_noisy_profile_is_made_monotone():
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(1, 3000), min_size=1, max_size=64))
 def test_decode_step_time_is_bit_identical_to_vectorised(ctx):
-    m = model()
     plan = StepPlan(decode_group_ids=list(range(len(ctx))), decode_context_tokens=ctx)
-    assert m.step_time(plan) == m.decode_step_times(len(ctx), np.array([float(sum(ctx))]))[0]
+    for m in (model(), model(_with_spread_grid(0.5)), model(_with_spread_grid(0.5), decode_graph_batches=[1, 8, 64])):
+        assert m.step_time(plan) == m.decode_step_times(len(ctx), np.array([float(sum(ctx))]),
+                                                        np.array([float(max(ctx))]))[0]
 
 
 def test_step_time_grows_with_work():
@@ -154,3 +155,62 @@ def test_malformed_mixed_grid_is_a_clear_error():
     prof["mixed_step"]["16"]["chunk"] = [16, 8, 1024]
     with pytest.raises(KvsimError, match="profile"):
         Profile(prof)
+
+
+def _steps_profile(per_row: float = 0.0) -> dict:
+    prof = synthetic_profile(steps=True)
+    g = prof["decode_step"]["16"]
+    g["time_s"] = [[t + b * per_row for t in row] for b, row in zip(g["batch"], g["time_s"])]
+    return prof
+
+
+def _with_spread_grid(lam: float, graphs: bool = True, per_row: float = 0.0) -> dict:
+    """A whole-iteration profile whose spread grid lies ``lam`` of the way from the uniform step at the
+    shape's mean context to the uniform step at its longest."""
+    from kvsim.cost.calibrated import spread_contexts
+    prof = _steps_profile(per_row)
+    prof["meta"]["cuda_graphs"] = graphs
+    uni = model(_steps_profile(per_row))
+    batch, tops = [1, 4, 16, 64, 256], [512, 2048]
+    times = []
+    for n in batch:
+        row = []
+        for top in tops:
+            lo = uni.decode_step_times(n, np.array([float(sum(spread_contexts(n, top)))]))[0]
+            hi = uni.decode_step_times(n, np.array([float(n * top)]))[0]
+            row.append(float(lo + lam * (hi - lo)) - float(np.interp(n, *uni.p.overhead)))
+        times.append(row)
+    prof["decode_spread_step"] = {"16": {"batch": batch, "max_ctx": tops, "time_s": times}}
+    return prof
+
+
+def test_unequal_contexts_cost_what_the_spread_grid_measured():
+    uni, m = model(synthetic_profile(steps=True)), model(_with_spread_grid(0.5))
+    xa, xb, lam = m._lam
+    assert np.allclose(lam[1:], 0.5)                       # recovered from the measured grid (n=1 has no spread)
+    even = StepPlan(decode_group_ids=list(range(16)), decode_context_tokens=[700] * 16)
+    assert m.step_time(even) == pytest.approx(uni.step_time(even), rel=1e-12)   # equal contexts: nothing added
+    ctx = [100] * 15 + [2000]
+    plan = StepPlan(decode_group_ids=list(range(16)), decode_context_tokens=ctx)
+    lo = uni.decode_step_times(16, np.array([float(sum(ctx))]))[0]
+    hi = uni.decode_step_times(16, np.array([16 * 2000.0]))[0]
+    assert m.step_time(plan) == pytest.approx(lo + 0.5 * (hi - lo), rel=1e-9)
+    none = model(_with_spread_grid(0.0))
+    assert none.step_time(plan) == pytest.approx(lo, rel=1e-12)
+    longer = StepPlan(decode_group_ids=list(range(16)), decode_context_tokens=[100] * 15 + [2048])
+    assert m.step_time(longer) > m.step_time(plan)
+
+
+def test_decode_is_priced_at_the_engines_padded_graph_batch():
+    graphs = [1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64]
+    padded = model(_with_spread_grid(0.0, per_row=2e-5), decode_graph_batches=graphs)
+    eager = model(_with_spread_grid(0.0, graphs=False, per_row=2e-5), decode_graph_batches=graphs)   # no graphs
+    plain = model(_with_spread_grid(0.0, per_row=2e-5))
+    ov = lambda n: float(np.interp(n, *plain.p.overhead))
+    s = np.array([33 * 500.0])
+    # 33 rows replay the 40-row graph: the 40-row step's time at the same total context, plus 33 rows' overhead
+    assert padded.decode_step_times(33, s)[0] == pytest.approx(plain.decode_step_times(40, s)[0] - ov(40) + ov(33))
+    assert padded.decode_step_times(40, s)[0] == plain.decode_step_times(40, s)[0]
+    assert padded.decode_step_times(33, s)[0] > plain.decode_step_times(33, s)[0]
+    assert eager.decode_step_times(33, s)[0] == plain.decode_step_times(33, s)[0]
+    assert padded.decode_step_times(100, s)[0] == plain.decode_step_times(100, s)[0]   # past the graphs: eager

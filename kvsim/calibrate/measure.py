@@ -196,8 +196,9 @@ def measure_copy_swap(model, bs: int, dev) -> tuple[dict, dict]:
     return {"blocks": COPY_BLOCKS, "time_s": copies}, {"blocks": COPY_BLOCKS, "time_s": swaps}
 
 
-STEP_BATCH = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+STEP_BATCH = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256]
 STEP_CTX = [128, 512, 1024, 2048]
+SPREAD_MAX = [512, 2048]   # decode steps with unequal contexts (evenly spaced up to this longest one)
 STEP_PREFILL = [16, 64, 256, 512, 1024, 2048]
 MIX_DECODE = [1, 8, 32, 96, 192]    # mixed steps: decode rows x their context x the chunk's new tokens
 MIX_CTX = [256, 1024, 2048]
@@ -208,9 +209,11 @@ GRAPH_PREFILL_SEQS = 256          # the engine's prefill graphs hold min(max_num
 
 
 def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_len: int | None = None
-                  ) -> tuple[dict, dict, dict]:
+                  ) -> tuple[dict, dict, dict, dict]:
     """Whole engine iterations on the GPU (forward of all layers + LM head + greedy sampling):
-    decode steps over batch x context, single-sequence prefill steps over prompt tokens, and mixed
+    decode steps over batch x context, decode steps whose contexts are unequal (evenly spaced up to
+    SPREAD_MAX: a batch's longest sequence can set the attention kernel's makespan), single-sequence
+    prefill steps over prompt tokens, and mixed
     steps (one fresh chunk of MIX_CHUNK tokens next to MIX_DECODE decode rows of MIX_CTX context),
     run in the engine's unified layout (one varlen attention launch, prefill graphs).
 
@@ -221,6 +224,7 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
     Block tables draw blocks at random from a pool of KV_POOL_TOKENS tokens, so big batches read
     DRAM like real ones without needing batch x context tokens of memory.
     """
+    from kvsim.cost.calibrated import spread_contexts
     from kvsim.engine.attention import as_unified
     from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs, prefill_token_sizes
     from kvsim.engine.synthetic_step import synthetic_step
@@ -253,6 +257,14 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
                 row.append(_bench(lambda: model.compute_logits(decode(ids, pos, meta)).argmax(-1).tolist(),
                                   warmup=3, rep=15))
             dec_grid.append(row)
+        spread, tops = [], sorted({min(t, max_ctx) for t in SPREAD_MAX})
+        for n in STEP_BATCH:
+            row = []
+            for top in tops:
+                ids, pos, meta = step([], spread_contexts(n, top))
+                row.append(_bench(lambda: model.compute_logits(decode(ids, pos, meta)).argmax(-1).tolist(),
+                                  warmup=3, rep=15))
+            spread.append(row)
         pre = []
         for t in prefill_tokens:
             ids, pos, meta = step([(t, 0)], [])
@@ -276,5 +288,7 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
     del caches, graphs, pgraphs
     return ({"batch": STEP_BATCH, "ctx": STEP_CTX, "time_s": dec_grid, "cuda_graphs": bool(cuda_graphs),
              "max_context_len": int(max_ctx)},
+            {"batch": STEP_BATCH, "max_ctx": tops, "time_s": spread,
+             "shape": "contexts evenly spaced up to max_ctx", "cuda_graphs": bool(cuda_graphs)},
             {"tokens": prefill_tokens, "time_s": pre, "cuda_graphs": bool(cuda_graphs)},
             {"decode": MIX_DECODE, "ctx": MIX_CTX, "chunk": chunks, "time_s": mix, "cuda_graphs": bool(cuda_graphs)})

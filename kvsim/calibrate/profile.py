@@ -70,10 +70,12 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     M._log("linear / other done")
     prof["lm_head"] = M.measure_lm_head(model, dev)
     prof["decode_attn"], prof["prefill_attn"], prof["copy_block"], prof["swap"] = {}, {}, {}, {}
-    prof["decode_step"], prof["prefill_step"], prof["mixed_step"] = {}, {}, {}
+    for key in ("decode_step", "decode_spread_step", "prefill_step", "mixed_step"):
+        prof[key] = {}
     for bs in block_sizes:
         k = str(bs)
-        prof["decode_step"][k], prof["prefill_step"][k], prof["mixed_step"][k] = M.measure_steps(
+        (prof["decode_step"][k], prof["decode_spread_step"][k], prof["prefill_step"][k],
+         prof["mixed_step"][k]) = M.measure_steps(
             model, bs, dev, cuda_graphs=cuda_graphs)
         torch.cuda.empty_cache()
         prof["decode_attn"][str(bs)] = M.measure_decode(model, bs, dev)

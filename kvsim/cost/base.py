@@ -8,10 +8,11 @@ Contract every implementation must keep (the simulator relies on it):
 
 * ``step_time(plan)`` prices everything in the plan; an empty plan costs 0.
 * A *decode-only* plan (no prefill, no copy-on-write, no swaps) is priced from
-  ``(len(plan.decode_context_tokens), sum(plan.decode_context_tokens))`` only,
-  and ``step_time(plan) == decode_step_times(n, np.array([sum(ctx)]))[0]``
-  bit for bit. The simulator fast-forwards runs of decode steps with the
-  vectorised form; stepping one by one must give identical floats.
+  ``(n, sum(ctx), max(ctx))`` of ``ctx = plan.decode_context_tokens`` only, and
+  ``step_time(plan) == decode_step_times(n, np.array([sum(ctx)]), np.array([max(ctx)]))[0]``
+  bit for bit (a model may ignore the longest context). The simulator
+  fast-forwards runs of decode steps with the vectorised form; stepping one by
+  one must give identical floats.
 """
 from __future__ import annotations
 
@@ -36,16 +37,18 @@ class CostModel(abc.ABC):
         """Seconds the iteration described by ``plan`` takes (0.0 for an empty plan).
 
         Invariant: for a decode-only plan this equals
-        ``decode_step_times(plan.num_decode_seqs, np.array([sum(plan.decode_context_tokens)]))[0]``
-        exactly.
+        ``decode_step_times(n, np.array([sum(ctx)]), np.array([max(ctx)]))[0]`` exactly
+        (``ctx = plan.decode_context_tokens``, ``n = len(ctx)``).
         """
 
     @abc.abstractmethod
-    def decode_step_times(self, num_seqs: int, ctx_token_sums: np.ndarray) -> np.ndarray:
+    def decode_step_times(self, num_seqs: int, ctx_token_sums: np.ndarray, ctx_max: np.ndarray | None = None
+                          ) -> np.ndarray:
         """Step times (float64 array, same shape as ``ctx_token_sums``) of decode-only plans.
 
         Each entry prices a plan with ``num_seqs`` decoding sequences whose context
-        lengths sum to that entry. ``num_seqs == 0`` gives zeros.
+        lengths sum to that entry (and whose longest is the same entry of ``ctx_max``;
+        ``None`` means every context is equal). ``num_seqs == 0`` gives zeros.
         """
 
     @abc.abstractmethod

@@ -14,7 +14,19 @@ times). One iteration costs::
 Profiles that also hold ``decode_step`` (whole decode iterations over batch x
 context) and ``prefill_step`` (whole single-sequence prefills over tokens) are
 priced from those instead: a decode iteration is ``overhead(n) +
-decode_step(n, mean ctx)``; a prefill iteration ``overhead + prefill_step(T) +
+decode_step(b, sum ctx / b) + spread``, where ``b`` is the engine's CUDA-graph
+batch that ``n`` rows replay (padding rows run the linear layers but read no KV;
+``b = n`` without graphs) and ``spread`` is what unequal contexts add. The decode
+kernel runs one program per (sequence, KV head, partition) and at the batches
+serving uses they all fit on the GPU at once, so the longest sequence sets the
+makespan: a batch with contexts 100..1000 costs more than one with all at 550.
+Profiles with ``decode_spread_step`` (whole decode iterations whose contexts are
+evenly spaced up to a longest one, over batch x longest) give, per grid point,
+where the measured step lies between the uniform step at the shape's mean (0) and
+at its longest (1); a step is charged that fraction of ``decode_step(b, max) -
+decode_step(b, mean)`` (``benchmarks/engine/decode_gap.py`` measures, on real
+engine steps, what unequal contexts and the sustained run each add). A prefill
+iteration is ``overhead + prefill_step(T) +
 L x (attention of the actual groups - attention of one fresh T-token
 sequence)``. A mixed one is ``overhead + mixed_step(n, mean ctx, T) + L x (the
 same attention correction)`` when the profile holds ``mixed_step`` (whole mixed
@@ -28,7 +40,7 @@ monotone along every axis (more work never takes less time) by isotonic
 regression, which averages a noisy slow sample with its neighbours. Outside the grid: below the smallest point the first
 value is used; above the largest, the last segment's slope extends the curve
 (linear growth in tokens, batch and context). Decode depends on the plan only
-through (n, sum ctx), so ``step_time`` and ``decode_step_times`` agree bit for bit.
+through (n, sum ctx, max ctx), so ``step_time`` and ``decode_step_times`` agree bit for bit.
 """
 from __future__ import annotations
 
@@ -40,9 +52,17 @@ import numpy as np
 from kvsim.core.plan import StepPlan
 from kvsim.cost.base import CostModel, is_decode_only
 from kvsim.errors import KvsimError
+from kvsim.graph_sizes import padded
 
 FORMAT = "kvsim-profile"
 VERSION = 1
+
+
+def spread_contexts(n: int, top: int) -> list[int]:
+    """The unequal contexts the spread grid measures: ``n`` sequences evenly spaced up to ``top``."""
+    return [max(1, round(top * (i + 1) / n)) for i in range(n)]
+
+
 REQUIRED = ("meta", "model", "dtype", "num_layers", "linear", "layer_other", "lm_head", "decode_attn",
             "prefill_attn", "copy_block", "swap", "step_overhead")
 
@@ -117,6 +137,9 @@ class Profile:
             self.prefill_step = {int(bs): self._curve(c, "tokens") for bs, c in data.get("prefill_step", {}).items()}
             # optional: whole mixed iterations (decode rows x context x fresh chunk tokens)
             self.mixed_step = {int(bs): self._grid3(g) for bs, g in data.get("mixed_step", {}).items()}
+            # optional: whole decode iterations with unequal contexts (batch x longest context)
+            self.decode_spread_step = {int(bs): self._grid(g, "batch", "max_ctx")
+                                       for bs, g in data.get("decode_spread_step", {}).items()}
         except (KeyError, TypeError, ValueError) as e:
             raise KvsimError("profile", f"{source}: malformed table ({e})") from None
 
@@ -173,7 +196,7 @@ class CalibratedCostModel(CostModel):
     """Interpolates ``profile`` for ``model_name`` at ``block_size_tokens`` (see module doc)."""
 
     def __init__(self, profile: Profile, *, model_name: str, dtype: str, block_size_tokens: int,
-                 include_swaps_in_step: bool = True):
+                 include_swaps_in_step: bool = True, decode_graph_batches: list[int] | None = None):
         if profile.model.lower() != model_name.lower():
             raise KvsimError("profile", f"{profile.source} was measured for {profile.model}, "
                                         f"the scenario's model is {model_name}")
@@ -192,6 +215,12 @@ class CalibratedCostModel(CostModel):
         self._step = profile.decode_step.get(block_size_tokens)      # whole decode iterations, if measured
         self._pstep = profile.prefill_step.get(block_size_tokens)
         self._mix = profile.mixed_step.get(block_size_tokens)        # whole mixed iterations, if measured
+        # the engine replays a decode step of n rows as its graph of padded(n) rows, when the profile's
+        # steps were measured from graphs too
+        self._graphs = sorted(decode_graph_batches) if decode_graph_batches and profile.meta.get("cuda_graphs") \
+            else None
+        spread = profile.decode_spread_step.get(block_size_tokens)
+        self._lam = self._spread_weights(spread) if spread is not None and self._step is not None else None
 
     def _grid_at(self, grid, n: float, ctx_sum):
         """Interpolate a (batch x mean context) grid at batch ``n`` (cached per grid and n)."""
@@ -206,14 +235,41 @@ class CalibratedCostModel(CostModel):
     def _decode_attn(self, n: float, ctx_sum):
         return self._grid_at(self._dec, n, ctx_sum)
 
-    def decode_step_times(self, num_seqs: int, ctx_token_sums: np.ndarray) -> np.ndarray:
+    def _spread_weights(self, spread):
+        """Per (batch, longest context) of the spread grid: where its measured step lies between the
+        uniform step at the shape's mean context (0) and the uniform step at its longest (1)."""
+        xa, xb, t = spread
+        lam = np.zeros_like(t)
+        for i, n in enumerate(xa):
+            for j, top in enumerate(xb):
+                ctx = spread_contexts(int(n), int(top))
+                lo = float(self._grid_at(self._step, float(n), float(sum(ctx))))
+                hi = float(self._grid_at(self._step, float(n), float(n * top)))
+                if hi - lo > 1e-7:
+                    lam[i, j] = min(1.0, max(0.0, (t[i, j] - lo) / (hi - lo)))
+        return xa, xb, lam
+
+    def _spread_excess(self, b: float, sums: np.ndarray, ctx_max: np.ndarray, base: np.ndarray) -> np.ndarray:
+        """What unequal contexts add to a decode step of ``b`` rows (see module doc)."""
+        xa, xb, lam = self._lam
+        curve = np.array([float(np.interp(b, xa, lam[:, j])) for j in range(len(xb))])
+        top = np.maximum(np.asarray(ctx_max, dtype=np.float64), sums / b)
+        hi = self._grid_at(self._step, b, top * b)
+        return np.interp(top, xb, curve) * np.maximum(0.0, hi - base)
+
+    def decode_step_times(self, num_seqs: int, ctx_token_sums: np.ndarray, ctx_max: np.ndarray | None = None
+                          ) -> np.ndarray:
         sums = np.asarray(ctx_token_sums, dtype=np.float64)
         if num_seqs <= 0:
             return np.zeros(sums.shape, dtype=np.float64)
         n = float(num_seqs)
         p = self.p
         if self._step is not None:       # measured whole iterations + the engine's CPU overhead
-            return np.asarray(interp1(n, *p.overhead) + self._grid_at(self._step, n, sums), dtype=np.float64)
+            b = float(padded(num_seqs, self._graphs))
+            step = self._grid_at(self._step, b, sums)
+            if ctx_max is not None and self._lam is not None:
+                step = step + self._spread_excess(b, sums, ctx_max, step)
+            return np.asarray(interp1(n, *p.overhead) + step, dtype=np.float64)
         fixed = interp1(n, *p.overhead) + self.L * (interp1(n, *p.linear) + interp1(n, *p.other)) \
             + interp1(n, *p.lm_head)
         return np.asarray(fixed + self.L * self._decode_attn(n, sums), dtype=np.float64)
@@ -256,7 +312,8 @@ class CalibratedCostModel(CostModel):
             return 0.0
         ctx = plan.decode_context_tokens
         if is_decode_only(plan):
-            return float(self.decode_step_times(len(ctx), np.array([float(sum(ctx))]))[0])
+            return float(self.decode_step_times(len(ctx), np.array([float(sum(ctx))]),
+                                                np.array([float(max(ctx))]))[0])
         p = self.p
         groups = len(plan.prefill_new_tokens)
         t = 0.0

@@ -152,7 +152,8 @@ class RooflineCostModel(CostModel):
         overhead = p.step_overhead_s + num_seqs * p.per_seq_overhead_s
         return overhead + self.model.num_layers * layer + lm_head
 
-    def decode_step_times(self, num_seqs: int, ctx_token_sums: np.ndarray) -> np.ndarray:
+    def decode_step_times(self, num_seqs: int, ctx_token_sums: np.ndarray, ctx_max: np.ndarray | None = None
+                          ) -> np.ndarray:
         """Step times of decode-only plans of ``num_seqs`` sequences, one per context-length sum."""
         sums = np.asarray(ctx_token_sums, dtype=np.float64)
         if num_seqs <= 0:

@@ -37,32 +37,7 @@ import time
 import torch
 
 from kvsim.engine.attention import AttnMetadata
-
-
-def _ladder(limit: int, start: int, steps: tuple[tuple[int, int], ...], last: int) -> list[int]:
-    """Sizes from ``start`` growing by the step of the first ``(bound, step)`` with size < bound
-    (``last`` beyond), up to ``limit``, always ending at ``limit``."""
-    sizes, b = [], start
-    while b <= limit:
-        sizes.append(b)
-        b += next((s for bound, s in steps if b < bound), last)
-    if limit >= 1 and (not sizes or sizes[-1] != limit):
-        sizes.append(limit)
-    return sizes
-
-
-def graph_batch_sizes(max_batch: int) -> list[int]:
-    """Decode batches: 1, 2, 4, then every 8 up to 64, every 16 up to 256, every 32 beyond, and ``max_batch``."""
-    small = [b for b in (1, 2, 4) if b < max_batch]
-    return small + (_ladder(max_batch, 8, ((64, 8), (256, 16)), 32) if max_batch >= 8 else [max_batch])
-
-
-def prefill_token_sizes(max_tokens: int) -> list[int]:
-    """Prefill token counts: every 16 up to 128, 32 up to 256, 64 up to 512, 128 up to 1024, 256 beyond,
-    and ``max_tokens`` (padding stays under ~25 %, and under 16 tokens for short prompts)."""
-    if max_tokens < 16:
-        return [max_tokens]
-    return _ladder(max_tokens, 16, ((128, 16), (256, 32), (512, 64), (1024, 128)), 256)
+from kvsim.graph_sizes import graph_batch_sizes, prefill_token_sizes  # noqa: F401  (re-exported)
 
 
 class _StepGraphs:
