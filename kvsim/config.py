@@ -115,6 +115,9 @@ class RuntimeConfig:
     unified_mixed_steps: bool = cfg_field(
         True, "run mixed prefill+decode steps as one varlen attention launch, replayed from the prefill CUDA "
               "graphs by token count (false: two launches, eager — the engine before this option)")
+    fused_layer_ops: bool = cfg_field(
+        True, "LLaMA family on triton: RMSNorm + residual, RoPE + cache write and SiLU x up as fused kernels "
+              "(false: the plain torch ops — the engine before this option)")
     warmup: bool = cfg_field(True, "compile and run every kernel variant once before the clock starts (GPU)")
     max_wall_s: float | None = cfg_field(None, "stop the engine after this many wall-clock seconds")
 

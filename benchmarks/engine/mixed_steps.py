@@ -1,8 +1,14 @@
-"""Mixed prefill+decode steps on the GPU: unified graph launch vs the two-launch eager step, and
-the roofline of each (weights + KV bytes / measured copy bandwidth; FLOPs / measured GEMM rate).
+"""Engine steps on the GPU against their roofline, with the fused layer kernels off and on.
+
+For each setting the script captures the engine's CUDA graphs (prefill/mixed graphs by token count,
+decode graphs by batch) and times, through them: mixed steps (one fresh chunk + decode rows, the
+unified layout of chunked prefill) and decode-only steps. Roofline = max(bytes / copy bandwidth,
+FLOPs / GEMM rate), both ceilings measured in the same run: bytes = every weight once + the KV read;
+FLOPs = 2 x decoder-layer parameters x tokens + 2 x LM-head parameters x sampled rows + attention
+(4 x layers x heads x head_dim x query-key pairs). Embedding lookups count as bytes, not FLOPs.
 
 usage (GPU): python benchmarks/engine/mixed_steps.py --model llama-3-8b --out DIR
-Writes DIR/mixed_steps.json; prints one line per shape.
+Writes DIR/mixed_steps.json; prints one line per step and setting.
 """
 from __future__ import annotations
 
@@ -15,11 +21,12 @@ import torch
 from kvsim.calibrate.measure import _bench, _cache
 from kvsim.catalogue import get_model
 from kvsim.engine.attention import as_unified
-from kvsim.engine.cuda_graphs import PrefillGraphs
+from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs
 from kvsim.engine.models import build_model
 from kvsim.engine.synthetic_step import synthetic_step
 
 SHAPES = [(16, 1024, 256), (64, 1024, 448), (128, 512, 384), (32, 2048, 480), (8, 256, 1024), (192, 1024, 1792)]
+DECODE = [(1, 512), (8, 512), (32, 1024), (64, 1024), (128, 1024), (256, 512)]
 
 
 def main() -> None:
@@ -27,48 +34,88 @@ def main() -> None:
     ap.add_argument("--model", default="llama-3-8b")
     ap.add_argument("--block-size", type=int, default=16)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--device", default="cuda", help="cpu: a smoke run (tiny model, TRITON_INTERPRET=1)")
     a = ap.parse_args()
-    dev = torch.device("cuda")
+    dev = torch.device(a.device)
+    if dev.type != "cuda":
+        global _bench, SHAPES, DECODE
+
+        def _bench(fn):
+            import time
+            t0 = time.perf_counter()
+            fn()
+            return time.perf_counter() - t0
+        SHAPES, DECODE = [(2, 24, 8)], [(2, 16)]
     spec = get_model(a.model)
-    model = build_model(spec, dtype=torch.float16, device=dev, weights="dummy")
+    model = build_model(spec, dtype=torch.float16 if dev.type == "cuda" else torch.float32, device=dev,
+                        weights="dummy")
     bs = a.block_size
-    pool = 65536 // bs
+    pool = (65536 if dev.type == "cuda" else 512) // bs
     caches = [_cache(model, pool, bs, dev) for _ in range(model.num_layers)]
-    graphs = PrefillGraphs(model, caches, block_size=bs, max_tokens=2048, max_seqs=256,
-                           max_context_len=spec.max_seq_len, backend="triton")
     # the card's ceilings, measured here: copy bandwidth and fp16 GEMM rate
-    x = torch.empty(2 << 30, dtype=torch.uint8, device=dev)
+    x = torch.empty((2 << 30) if dev.type == "cuda" else 1 << 20, dtype=torch.uint8, device=dev)
     y = torch.empty_like(x)
     bw = 2 * x.numel() / _bench(lambda: y.copy_(x))
     del x, y
-    m = torch.randn(8192, 8192, dtype=torch.float16, device=dev)
-    flops = 2 * 8192 ** 3 / _bench(lambda: m @ m)
+    g = 8192 if dev.type == "cuda" else 256
+    m = torch.randn(g, g, dtype=torch.float16 if dev.type == "cuda" else torch.float32, device=dev)
+    flops = 2 * g ** 3 / _bench(lambda: m @ m)
     wbytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    params = sum(p.numel() for p in model.parameters())
+    layers = next(m for m in model.modules() if isinstance(m, torch.nn.ModuleList))
+    layer_params = sum(p.numel() for p in layers.parameters())
+    head_params = spec.vocab_size * spec.hidden_size
     kv_tok = 2 * model.num_layers * model.num_kv_heads * model.head_dim * 2
+    attn = 4 * model.num_layers * spec.num_heads * model.head_dim
     gen = torch.Generator().manual_seed(0)
     rows = []
-    with torch.inference_mode():
-        for n, ctx, chunk in SHAPES:
-            ids, pos, meta = synthetic_step([(chunk, 0)], [ctx] * n, block_size=bs, num_blocks=pool,
-                                            vocab_size=spec.vocab_size, device=dev, backend="triton", generator=gen)
-            umeta = as_unified(meta)
-            t_eager = _bench(lambda: model.compute_logits(model(ids, pos, caches, meta)[-(n + 1):]).argmax(-1).tolist())
-            t_graph = _bench(lambda: model.compute_logits(graphs.run(ids, pos, umeta)[-(n + 1):]).argmax(-1).tolist())
-            tokens = chunk + n
-            mem = (wbytes + kv_tok * (n * ctx + chunk)) / bw
-            comp = (2 * params * tokens + 4 * model.num_layers * spec.num_heads * model.head_dim
-                    * (chunk * chunk / 2 + n * ctx)) / flops
-            roof = max(mem, comp)
-            r = {"decode_rows": n, "ctx": ctx, "chunk": chunk, "eager_ms": t_eager * 1e3, "graph_ms": t_graph * 1e3,
-                 "speedup": t_eager / t_graph, "roofline_ms": roof * 1e3, "graph_over_roofline": t_graph / roof,
-                 "bound": "memory" if mem >= comp else "compute"}
-            rows.append(r)
-            print(json.dumps(r), flush=True)
+
+    def roofline(tokens, sampled, kv_read_tokens, pairs):
+        mem = (wbytes + kv_tok * kv_read_tokens) / bw
+        comp = (2 * layer_params * tokens + 2 * head_params * sampled + attn * pairs) / flops
+        return max(mem, comp), ("memory" if mem >= comp else "compute")
+
+    for fused in (False, True):
+        if hasattr(model, "fused_ops"):
+            model.fused_ops = fused
+        common = dict(block_size=bs, max_context_len=spec.max_seq_len, backend="triton")
+        pg = PrefillGraphs(model, caches, max_tokens=2048, max_seqs=256, **common)
+        dg = DecodeGraphs(model, caches, max_batch=256, batch_sizes=sorted({n for n, _ in DECODE}), **common)
+        with torch.inference_mode():
+            for n, ctx, chunk in SHAPES:
+                ids, pos, meta = synthetic_step([(chunk, 0)], [ctx] * n, block_size=bs, num_blocks=pool,
+                                                vocab_size=spec.vocab_size, device=dev, backend="triton",
+                                                generator=gen)
+                umeta = as_unified(meta)
+                t = _bench(lambda: model.compute_logits(pg.run(ids, pos, umeta)[-(n + 1):]).argmax(-1).tolist())
+                roof, bound = roofline(chunk + n, n + 1, n * ctx + chunk, chunk * chunk / 2 + n * ctx)
+                rows.append({"kind": "mixed", "fused_layer_ops": fused, "decode_rows": n, "ctx": ctx, "chunk": chunk,
+                             "graph_ms": t * 1e3, "roofline_ms": roof * 1e3, "graph_over_roofline": t / roof,
+                             "bound": bound})
+                print(json.dumps(rows[-1]), flush=True)
+            for n, ctx in DECODE:
+                ids, pos, meta = synthetic_step([], [ctx] * n, block_size=bs, num_blocks=pool,
+                                                vocab_size=spec.vocab_size, device=dev, backend="triton",
+                                                generator=gen)
+                t = _bench(lambda: model.compute_logits(dg.run(ids, pos, meta)).argmax(-1).tolist())
+                roof, bound = roofline(n, n, n * ctx, n * ctx)
+                rows.append({"kind": "decode", "fused_layer_ops": fused, "decode_rows": n, "ctx": ctx, "chunk": 0,
+                             "graph_ms": t * 1e3, "roofline_ms": roof * 1e3, "graph_over_roofline": t / roof,
+                             "bound": bound})
+                print(json.dumps(rows[-1]), flush=True)
+        del pg, dg
+        torch.cuda.empty_cache()
+    for r in rows:
+        if r["fused_layer_ops"]:
+            off = next(o for o in rows if not o["fused_layer_ops"] and all(
+                o[k] == r[k] for k in ("kind", "decode_rows", "ctx", "chunk")))
+            print(f"{r['kind']:6s} rows {r['decode_rows']:3d} ctx {r['ctx']:4d} chunk {r['chunk']:4d}: "
+                  f"plain {off['graph_ms']:6.2f} ms -> fused {r['graph_ms']:6.2f} ms "
+                  f"({off['graph_ms'] / r['graph_ms']:.2f}x), roofline {r['roofline_ms']:6.2f} ms ({r['bound']}), "
+                  f"fused / roofline {r['graph_over_roofline']:.2f}")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "mixed_steps.json").write_text(json.dumps(
-        {"gpu": torch.cuda.get_device_name(0), "model": spec.name, "block_size": bs, "copy_bw_Bps": bw,
+        {"gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu", "model": spec.name, "block_size": bs, "copy_bw_Bps": bw,
          "gemm_flops": flops, "rows": rows}, indent=1) + "\n")
 
 

@@ -66,6 +66,7 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     prof: dict = {"format": FORMAT, "version": VERSION, "meta": M._meta(command), "model": spec.name,
                   "dtype": dtype, "num_layers": spec.num_layers}
     prof["meta"]["cuda_graphs"] = cuda_graphs
+    prof["meta"]["fused_layer_ops"] = bool(getattr(model, "fused_ops", False))
     prof["linear"], prof["layer_other"] = M.measure_nonattention(model, dev)
     M._log("linear / other done")
     prof["lm_head"] = M.measure_lm_head(model, dev)

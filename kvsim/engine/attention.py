@@ -10,7 +10,7 @@ references, for CPU tests).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -51,26 +51,39 @@ class AttnMetadata:
     decode_block_tables: torch.Tensor     # [D, max_blocks] int32
     max_decode_context_len: int
     backend: str = "triton"
+    prefill_tile_starts: torch.Tensor | None = None   # per-step tile offsets of the prefill kernel (with_step_tiles)
 
     @property
     def num_tokens(self) -> int:
         return self.num_prefill_tokens + self.num_decode_tokens
 
 
+def with_step_tiles(meta: AttnMetadata, num_heads: int, num_kv_heads: int) -> AttnMetadata:
+    """``meta`` plus the prefill kernel's tile offsets, computed once for every layer of the step (on
+    the device, inside a CUDA graph's capture when called from the model's forward)."""
+    if meta.backend != "triton" or not meta.num_prefill_tokens or meta.prefill_tile_starts is not None:
+        return meta
+    from kvsim.kernels.prefill import prefill_tile_starts
+    return replace(meta, prefill_tile_starts=prefill_tile_starts(meta.prefill_query_start, num_heads // num_kv_heads))
+
+
 def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
-                    v_cache: torch.Tensor, meta: AttnMetadata, scale: float) -> torch.Tensor:
-    """q ``[T, Hq, D]``, k/v ``[T, Hkv, D]``; caches ``[num_blocks, block_size, Hkv, D]``. Returns ``[T, Hq, D]``."""
+                    v_cache: torch.Tensor, meta: AttnMetadata, scale: float, *, write: bool = True) -> torch.Tensor:
+    """q ``[T, Hq, D]``, k/v ``[T, Hkv, D]``; caches ``[num_blocks, block_size, Hkv, D]``. Returns ``[T, Hq, D]``.
+    ``write=False``: the step's K/V are already in the caches (written by a fused RoPE kernel)."""
     be = meta.backend
     if be == "none":          # calibration only: time everything but attention
         return q
     from kvsim.kernels import paged_decode_attention, paged_prefill_attention, write_kv
-    write_kv(k, v, k_cache, v_cache, meta.slot_mapping, backend=be)
+    if write:
+        write_kv(k, v, k_cache, v_cache, meta.slot_mapping, backend=be)
     out = torch.empty_like(q)
     p = meta.num_prefill_tokens
     if p:
         paged_prefill_attention(q[:p], k_cache, v_cache, meta.prefill_block_tables,
                                 meta.prefill_query_start, meta.prefill_context_lens, scale,
-                                max_query_len=meta.max_prefill_query_len, out=out[:p], backend=be)
+                                max_query_len=meta.max_prefill_query_len, out=out[:p],
+                                cu_tiles=meta.prefill_tile_starts, backend=be)
     if meta.num_decode_tokens:
         paged_decode_attention(q[p:], k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens,
                                scale, max_context_len=meta.max_decode_context_len, out=out[p:], backend=be)

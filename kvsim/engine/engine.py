@@ -107,6 +107,8 @@ class RealEngine:
         self.model = model or build_model(self.setup.model, dtype=dtype, device=self.device,
                                           weights=sc.runtime.weights, seed=sc.seed)
         self.load_s = time.perf_counter() - t0
+        if hasattr(self.model, "fused_ops"):
+            self.model.fused_ops = sc.runtime.fused_layer_ops
         e = sc.engine
         self.info: dict = {"simulator_blocks": self.setup.budget.num_gpu_blocks}
         if self.device.type == "cuda" and e.num_gpu_blocks is None:
@@ -229,6 +231,7 @@ class RealEngine:
                 "cuda_graph_capture_s": round(sum(g.capture_s for g in self.runner.graphs), 3),
                 "cuda_graph_steps": self.runner.graph_steps,
                 "unified_mixed_steps": self.runner.unified_mixed,
+                "fused_layer_ops": bool(getattr(self.model, "fused_ops", False)),
                 "cpu_s_mean": float(its.cpu_s.mean()) if len(its) else 0.0,
                 "gpu_s_mean": float(its.gpu_s.mean()) if len(its) else 0.0,
                 "swap_transfers": self.cache.transfers}

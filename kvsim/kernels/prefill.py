@@ -107,17 +107,34 @@ def _prefill_kernel(
                  mask=m_mask[:, None] & d_mask[None, :])
 
 
+def tile_tokens(group: int, block_m: int = 64) -> int:
+    """Query tokens per program: ``BLOCK_M // G`` rows of ``G`` query heads each."""
+    return max(block_m, triton.next_power_of_2(group)) // group
+
+
+def prefill_tile_starts(query_start_loc: torch.Tensor, group: int, block_m: int = 64) -> torch.Tensor:
+    """int32 ``[num_seqs + 1]`` prefix sums of each sequence's query tiles, computed on the device
+    (no host sync, so a CUDA graph can capture it); one per step serves every layer."""
+    tq = tile_tokens(group, block_m)
+    qsl = query_start_loc.to(torch.int32)
+    cu_tiles = torch.zeros(qsl.shape[0], dtype=torch.int32, device=qsl.device)
+    torch.cumsum((qsl[1:] - qsl[:-1] + (tq - 1)) // tq, 0, out=cu_tiles[1:])
+    return cu_tiles
+
+
 def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                             block_table: torch.Tensor, query_start_loc: torch.Tensor,
                             context_lens: torch.Tensor, scale: float | None = None, *,
                             max_query_len: int | None = None, out: torch.Tensor | None = None,
                             block_m: int = 64, block_n: int = 64, num_warps: int = 4,
-                            num_stages: int = 2, backend: str = "triton") -> torch.Tensor:
+                            num_stages: int = 2, cu_tiles: torch.Tensor | None = None,
+                            backend: str = "triton") -> torch.Tensor:
     """Causal attention of the packed new tokens ``q`` over their sequences' paged KV.
 
     The new tokens' K/V must already be in the cache (see :func:`write_kv`). ``max_query_len``
     is accepted for compatibility and unused: the grid needs only the token and sequence counts,
-    so the launch never syncs. Returns ``out``
+    so the launch never syncs. ``cu_tiles`` (from :func:`prefill_tile_starts` with the same
+    ``block_m``) saves recomputing the tile offsets in every layer of a step. Returns ``out``
     (``[total_new_tokens, num_q_heads, head_dim]``, dtype of ``q``).
     """
     require(q.dim() == 3, "q", f"shape {tuple(q.shape)} must be [tokens, num_q_heads, head_dim]")
@@ -146,15 +163,15 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
                                           context_lens, scale))
         return out
     group = q.shape[1] // k_cache.shape[2]
-    block_m = max(block_m, triton.next_power_of_2(group))
-    tq = block_m // group
+    tq = tile_tokens(group, block_m)
     if num_seqs == 0 or q.shape[0] == 0:
         return out
-    # tiles per sequence on the device (no sync, capturable in a CUDA graph); the grid is an upper
-    # bound on their sum known on the host: sum ceil(len/tq) <= ceil(tokens/tq) + num_seqs
-    qsl = query_start_loc.to(torch.int32)
-    cu_tiles = torch.zeros(num_seqs + 1, dtype=torch.int32, device=q.device)
-    torch.cumsum((qsl[1:] - qsl[:-1] + (tq - 1)) // tq, 0, out=cu_tiles[1:])
+    if cu_tiles is None:
+        cu_tiles = prefill_tile_starts(query_start_loc, group, block_m)
+    block_m = max(block_m, triton.next_power_of_2(group))
+    require(cu_tiles.shape == (num_seqs + 1,) and cu_tiles.dtype == torch.int32, "cu_tiles",
+            f"must be int32 ({num_seqs + 1},) from prefill_tile_starts")
+    # the grid is an upper bound on the tiles known on the host: sum ceil(len/tq) <= ceil(tokens/tq) + num_seqs
     grid = (triton.cdiv(q.shape[0], tq) + num_seqs, k_cache.shape[2])
     _prefill_kernel[grid](
         q, k_cache, v_cache, block_table, query_start_loc, context_lens, cu_tiles, num_seqs, out,

@@ -97,3 +97,27 @@ def swap_blocks(src, dst, mapping) -> None:
     """In place: ``dst[d] = src[s]`` for each (s, d), one block at a time."""
     for s, d in (mapping.tolist() if torch.is_tensor(mapping) else mapping):
         dst[d].copy_(src[s])
+
+
+# -- a LLaMA layer's element-wise ops, as the plain torch model computes them (kvsim.kernels.layer_ops) --
+def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """LLaMA's RMSNorm: normalise in float32, cast back, then scale by ``weight`` (in ``x``'s dtype)."""
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE on ``x`` ``[T, H, D]`` (pairs ``i, i + D/2``), float32 ``cos``/``sin`` ``[T, D/2]``
+    cast to ``x``'s dtype first; result in ``x``'s dtype."""
+    half = x.shape[-1] // 2
+    c = cos[:, None, :].to(x.dtype)
+    s = sin[:, None, :].to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
+
+
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """SwiGLU's element-wise half: ``silu(gate) * up`` of a ``[T, 2F]`` gate|up product."""
+    f = gate_up.shape[1] // 2
+    return torch.nn.functional.silu(gate_up[:, :f]) * gate_up[:, f:]

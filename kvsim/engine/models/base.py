@@ -112,6 +112,12 @@ class Fused:
             return list(F.linear(x, self.weight, self.bias).split(self.sizes, dim=-1))
         return [part(x) for part in self.parts]
 
+    def whole(self, x: torch.Tensor) -> torch.Tensor:
+        """The parts' outputs side by side, ``[T, sum(out)]`` (one matmul while intact)."""
+        if self.intact():
+            return F.linear(x, self.weight, self.bias)
+        return torch.cat([part(x) for part in self.parts], dim=-1)
+
 
 def attention_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int,
                     num_kv_heads: int, head_dim: int):

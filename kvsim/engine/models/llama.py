@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kvsim.catalogue import ModelSpec
-from kvsim.engine.attention import paged_attention
+from kvsim.engine.attention import paged_attention, with_step_tiles
 from kvsim.engine.models.base import CausalLM, Embedding, Fused, Linear, RMSNorm, attention_heads
 from kvsim.errors import KvsimError
 
@@ -152,6 +152,8 @@ class LlamaForCausalLM(CausalLM):
         self.rope_theta = float(rope_theta if rope_theta is not None else theta)
         self.rms_norm_eps = float(rms_norm_eps if rms_norm_eps is not None else eps)
         self.model = LlamaModel(spec, eps=self.rms_norm_eps, device=device, dtype=dtype)
+        self._rope_table: tuple[float, torch.Tensor] | None = None    # (theta, table), made on first use
+        self.fused_ops = True          # fused element-wise kernels on the triton backend (runtime.fused_layer_ops)
         if spec.tie_word_embeddings:
             self.lm_head = Linear(torch.empty(0, device=device, dtype=dtype))
             self.lm_head.weight = self.model.embed_tokens.weight
@@ -160,11 +162,41 @@ class LlamaForCausalLM(CausalLM):
 
     def forward(self, input_ids, positions, kv_caches, meta):
         self.check_step(input_ids, positions, kv_caches, meta)
+        if self.fused_ops and (meta.backend == "triton" or (meta.backend == "none" and self.device.type == "cuda")):
+            return self._fused_forward(input_ids, positions, kv_caches, meta)
         cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_theta)
         h = self.model.embed_tokens(input_ids)
         for layer, kv in zip(self.model.layers, kv_caches):
             h = layer(h, cos, sin, kv, meta)
         return self.model.norm(h)
+
+    def rope_table(self) -> torch.Tensor:
+        """float32 ``[max_seq_len, head_dim]``: cos | sin of every position's angles, made once with
+        :func:`rope_cos_sin` (so the fused path rotates by the plain path's exact values)."""
+        if self._rope_table is None or self._rope_table[0] != self.rope_theta:
+            cos, sin = rope_cos_sin(torch.arange(self.spec.max_seq_len, device=self.device), self.head_dim,
+                                    self.rope_theta)
+            self._rope_table = (self.rope_theta, torch.cat([cos, sin], dim=-1).contiguous())
+        return self._rope_table[1]
+
+    def _fused_forward(self, input_ids, positions, kv_caches, meta):
+        """The same layer arithmetic in nine launches a layer (the four products, attention and the
+        fused kernels of :mod:`kvsim.kernels.layer_ops`): the residual stream is carried beside the
+        activations, so each residual add happens inside the next RMSNorm's launch."""
+        from kvsim.kernels.layer_ops import add_rmsnorm, rope_write_kv, silu_mul
+        eps, table, t = self.rms_norm_eps, self.rope_table(), input_ids.shape[0]
+        be, write = "triton", meta.backend != "none"      # "none": calibration times the layer without attention
+        meta = with_step_tiles(meta, self.num_heads, self.num_kv_heads)
+        h, residual = self.model.embed_tokens(input_ids), None
+        for layer, (kc, vc) in zip(self.model.layers, kv_caches):
+            att, mlp = layer.self_attn, layer.mlp
+            x, residual = add_rmsnorm(h, residual, layer.input_layernorm.weight, eps, backend=be)
+            q, k, v = attention_heads(*att.qkv(x), self.num_heads, self.num_kv_heads, self.head_dim)
+            rope_write_kv(q, k, v, positions, table, *((kc, vc, meta.slot_mapping) if write else ()), backend=be)
+            h = att.o_proj(paged_attention(q, k, v, kc, vc, meta, att.scale, write=False).reshape(t, -1))
+            x, residual = add_rmsnorm(h, residual, layer.post_attention_layernorm.weight, eps, backend=be)
+            h = mlp.down_proj(silu_mul(mlp.gate_up.whole(x), backend=be))
+        return add_rmsnorm(h, residual, self.model.norm.weight, eps, backend=be)[0]
 
 
 # -- Hugging Face config.json ---------------------------------------------------

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kvsim.catalogue import ModelSpec
-from kvsim.engine.attention import paged_attention
+from kvsim.engine.attention import paged_attention, with_step_tiles
 from kvsim.engine.models.base import CausalLM, Embedding, Fused, LayerNorm, Linear, attention_heads
 from kvsim.errors import KvsimError
 
@@ -103,6 +103,7 @@ class OPTForCausalLM(CausalLM):
     def forward(self, input_ids, positions, kv_caches, meta):
         self.check_step(input_ids, positions, kv_caches, meta)
         dec = self.model.decoder
+        meta = with_step_tiles(meta, self.num_heads, self.num_kv_heads)
         h = dec.embed_tokens(input_ids) + dec.embed_positions(positions + POSITION_OFFSET)
         for layer, kv in zip(dec.layers, kv_caches):
             h = layer(h, kv, meta)

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# One device call on the H200 for issue #10, in stages chosen by environment variables (each stage is
+# packed into $OUT/h200.tgz as soon as it ends, so a call cut short keeps what finished):
+#   TESTS=1       GPU tests of the fused layer kernels, the unified attention kernel and the engine
+#   BENCH=1       engine steps (mixed + decode) vs roofline with the fused layer kernels off and on
+#   THROUGHPUT=1  chunked-prefill offline throughput, fused layer kernels off and on, same 200 requests
+#   CALIB="llama-3-8b:16 opt-13b:16,32,64"   profiles (copied into calibrate/profiles/H200/ for the stages after)
+#   SCEN="scenarios/validation/v2[1-2]*.yaml" `kvsim validate` of each scenario against calibrate/profiles/H200/
+#   GAP=SCENARIO  benchmarks/engine/decode_gap.py on that scenario (decode steps re-timed in isolation)
+# usage (repo root, GPU machine, $OUT set; the simpy wheel in .whl/):
+#   TESTS=1 BENCH=1 CALIB="llama-3-8b:16" SCEN="..." bash benchmarks/engine/gpu_h200.sh
+set -u
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  2>&1 | tail -2
+export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1
+python3 -c "import simpy" || exit 3
+W=$OUT/work; mkdir -p "$W/profiles" "$W/runs" "$W/validation"
+pack() { tar czf "$OUT/h200.tgz" -C "$W" .; }
+stamp() { echo "== $(date +%T) $*" | tee -a "$W/stages.txt"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,power.draw,temperature.gpu \
+  --format=csv | tee "$W/gpu.txt"
+if [ -n "${TESTS:-}" ]; then
+  stamp tests
+  timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_kernels_layer.py tests/test_engine_graphs.py \
+    tests/test_engine.py tests/test_engine_models.py tests/test_kernels.py 2>&1 | tail -6 | tee "$W/gpu_tests.txt"
+  pack
+fi
+if [ -n "${BENCH:-}" ]; then
+  stamp bench
+  timeout 300 python3 benchmarks/engine/mixed_steps.py --model llama-3-8b --out "$W" 2>&1 | grep -v Warning \
+    | tail -14 | tee "$W/mixed_steps.txt"
+  pack
+fi
+if [ -n "${THROUGHPUT:-}" ]; then
+  S=scenarios/validation/v15_llama3_8b_chunked512.yaml
+  OFF="--set workload.arrival=burst --set workload.num_requests=200 --set runtime.max_wall_s=120 --set max_time_s=120"
+  for f in false true; do
+    stamp "throughput fused=$f"
+    timeout 150 python3 -m kvsim.cli engine $S $OFF --set runtime.fused_layer_ops=$f \
+      --out "$W/runs/chunked512_fused_$f" 2>&1 | grep -i "throughput\|finished\|latency\|per iteration" | tail -6
+  done
+  pack
+fi
+for spec in ${CALIB:-}; do
+  m=${spec%%:*}; b=${spec#*:}
+  stamp "calibrate $m $b"
+  timeout 420 python3 -m kvsim.cli calibrate --model "$m" --block-sizes "$b" --out "$W/profiles/$m.json" 2>&1 \
+    | grep -v Warning > "$W/profiles/$m.log"; tail -2 "$W/profiles/$m.log"
+  [ -s "$W/profiles/$m.json" ] && cp "$W/profiles/$m.json" "calibrate/profiles/H200/$m.json"
+  pack
+done
+PROFS=""; for f in calibrate/profiles/H200/*.json; do PROFS="$PROFS --profile $f"; done
+for s in ${SCEN:-}; do      # one scenario per validate call: a slow or failing one leaves the others' results
+  n=$(basename "$s" .yaml); stamp "validate $n"
+  timeout 150 python3 -m kvsim.cli validate "$s" $PROFS --out "$W/validation/$n" 2>&1 | grep -v Warning | tail -3
+  pack
+done
+if [ -n "${GAP:-}" ]; then
+  stamp "decode gap $GAP"
+  timeout 240 python3 benchmarks/engine/decode_gap.py "$GAP" --samples 40 --out "$W/decode_gap" \
+    --profile calibrate/profiles/H200/llama-3-8b.json 2>&1 | grep -v Warning | tail -16
+  pack
+fi
+stamp done
+pack
