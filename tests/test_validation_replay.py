@@ -41,16 +41,21 @@ def test_committed_tables_cover_every_validation_scenario(committed):
     assert len(names) >= 12 and names == set(committed.scenario) | set(h200.scenario)
 
 
-def test_h200_chunked_replay_reproduces_committed_errors(tmp_path):
-    """The H200 chunked-prefill traces, priced with the H200 profile's mixed-step grid."""
+def test_h200_replay_reproduces_committed_errors(tmp_path):
+    """H200 traces (chunked prefill priced from the mixed-step grid; OPT-13B with Orca pow2 under bursty
+    arrivals) through both H200 profiles reproduce the committed table."""
     val = ROOT / "validation" / "H200"
-    name = "v15_llama3_8b_chunked512"
-    shutil.copytree(val / name / "engine", tmp_path / name / "engine")
-    df = run_validation([str(ROOT / "scenarios" / "validation" / f"{name}.yaml")],
-                        [str(ROOT / "calibrate" / "profiles" / "H200" / "llama-3-8b.json")], tmp_path, replay=True)
+    names = ["v15_llama3_8b_chunked512", "v18_opt13b_pow2_bursty"]
+    for name in names:
+        shutil.copytree(val / name / "engine", tmp_path / name / "engine")
+    df = run_validation([str(ROOT / "scenarios" / "validation" / f"{n}.yaml") for n in names],
+                        [str(ROOT / "calibrate" / "profiles" / "H200" / f) for f in ("llama-3-8b.json", "opt-13b.json")],
+                        tmp_path, replay=True)
     want = pd.read_csv(val / "validation-replay.csv")
-    want = want[want.scenario == name].reset_index(drop=True)
-    pd.testing.assert_series_equal(df.reset_index(drop=True).predicted.astype(float), want.predicted.astype(float),
+    want = want[want.scenario.isin(names)].reset_index(drop=True)
+    got = df.reset_index(drop=True)
+    assert list(got.scenario) == list(want.scenario) and list(got.metric) == list(want.metric)
+    pd.testing.assert_series_equal(got.predicted.astype(float), want.predicted.astype(float),
                                    check_names=False, rtol=1e-9)
 
 
