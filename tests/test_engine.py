@@ -185,3 +185,15 @@ def test_chunked_mixed_steps_give_hf_tokens(pair, unified):
     its = res.iterations
     assert ((its.prefill_tokens > 0) & (its.decode_seqs > 0)).sum() > 0, "the scenario must produce mixed steps"
     assert res.outputs == ref.outputs
+
+
+def test_static_batches_keep_finished_rows_without_writing(pair):
+    # request-level batching: a request that finishes first stays in the batch (padded compute) until
+    # the longest one ends; its row must neither write KV past its blocks nor draw more tokens
+    name, models = pair
+    ref, _ = run(models, name, **{"workload.num_requests": 8})
+    res, eng = run(models, name, **{"workload.num_requests": 8, "engine.scheduler": "static"})
+    its = res.iterations
+    assert its.decode_seqs.max() > 1 and (its.prefill_tokens > 0).sum() >= 1
+    assert res.outputs == ref.outputs
+    assert all(len(o[0]) == s.output_len for s in eng.setup.requests for o in [res.outputs[s.request_id]])

@@ -117,13 +117,16 @@ class ModelRunner:
         for gid in plan.decode_group_ids:
             g = self.groups[gid]
             batch.decode_rows.append((len(ids), g))
+            # a finished group kept in a static batch: its row still runs (padded compute), re-reading its
+            # context with its last token, but writes no KV and draws no token (see _sample)
+            padded = g.generated >= g.spec.output_len
             for s in g.seqs:
                 toks = self.seq_tokens(g, s.seq_id)
                 p = len(toks) - 1
                 table = self._table(s.seq_id)
                 ids.append(toks[-1])
                 pos.append(p)
-                slots.append(table[p // bs] * bs + p % bs)
+                slots.append(-1 if padded else table[p // bs] * bs + p % bs)
                 if unified:
                     qstart.append(qstart[-1] + 1)
                     pctx.append(p)
@@ -193,7 +196,9 @@ class ModelRunner:
                 draw_to += [(g, s.seq_id) for s in g.seqs]
             i += 1
         for _, g in batch.decode_rows:           # one row per sequence
-            if g.is_beam:
+            if g.generated >= g.spec.output_len:     # finished, kept in a static batch: nothing to draw
+                pass
+            elif g.is_beam:
                 beam_next.append((i, g))
             else:
                 draw_rows += range(i, i + len(g.seqs))
