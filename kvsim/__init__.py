@@ -8,6 +8,8 @@ Public API::
 """
 __version__ = "0.1.0"
 
+from kvsim.errors import KvsimError  # noqa: E402 - bad input of every API call raises this (a ValueError)
+
 
 def load_scenario(source, overrides=None):
     from kvsim.config import load_scenario as _load
@@ -24,4 +26,4 @@ def sweep(source, grid, overrides=None, jobs=None, progress=False, backend="loca
     return _sweep(source, grid, overrides, jobs=jobs, progress=progress, backend=backend, resume=resume)
 
 
-__all__ = ["load_scenario", "simulate", "sweep", "__version__"]
+__all__ = ["KvsimError", "load_scenario", "simulate", "sweep", "__version__"]

@@ -14,6 +14,7 @@ from kvsim.core.request import RequestSpec
 from kvsim.core.scheduler import Scheduler, SchedulerConfig
 from kvsim.cost import CostModel, RooflineCostModel
 from kvsim.errors import KvsimError
+from kvsim.limits import MAX_BLOCKS
 from kvsim.memory import KVBudget, kv_budget
 from kvsim.workload import build_workload
 
@@ -51,8 +52,23 @@ class RunSetup:
         return Scheduler(kv, cfg, rng)
 
 
+def check_block_counts(sc: Scenario, budget: KVBudget) -> None:
+    """The block counts memory gives must stay under MAX_BLOCKS (the block manager keeps per-block lists)."""
+    e = sc.engine
+    if e.num_gpu_blocks is None and budget.num_gpu_blocks > MAX_BLOCKS:
+        raise KvsimError("engine.block_size", f"got {e.block_size}: the KV cache holds {budget.num_gpu_blocks} "
+                                              f"blocks of that size, more than the limit {MAX_BLOCKS}; use a larger "
+                                              f"block_size or set engine.num_gpu_blocks")
+    if e.num_cpu_blocks is None and budget.num_cpu_blocks > MAX_BLOCKS:
+        raise KvsimError("engine.swap_space_gib", f"got {e.swap_space_gib:g}: {budget.num_cpu_blocks} swap blocks, "
+                                                  f"more than the limit {MAX_BLOCKS}; lower swap_space_gib")
+
+
 def setup_run(sc: Scenario, *, simulator: bool = True) -> RunSetup:
     """Resolve catalogue entries, size the KV cache, build the workload and the cost model."""
+    if not isinstance(sc, Scenario):
+        raise KvsimError("scenario", f"expected a Scenario (kvsim.load_scenario), got {type(sc).__name__}")
+    sc.check()
     model = get_model(sc.model)
     gpu = get_gpu(sc.gpu)
     e = sc.engine
@@ -62,10 +78,17 @@ def setup_run(sc: Scenario, *, simulator: bool = True) -> RunSetup:
                          f"got {max_len}, but {model.name} supports at most {model.max_seq_len} tokens")
     if e.scheduler != "chunked" and e.max_num_batched_tokens < 1:
         raise KvsimError("engine.max_num_batched_tokens", "must be >= 1")
-    budget = kv_budget(model, gpu, block_size_tokens=e.block_size, tensor_parallel=sc.tensor_parallel,
-                       gpu_memory_utilization=e.gpu_memory_utilization, dtype_bytes=sc.dtype_bytes,
-                       max_num_batched_tokens=e.max_num_batched_tokens, max_num_seqs=e.max_num_seqs,
-                       swap_space_bytes=int(e.swap_space_gib * GiB))
+    try:
+        budget = kv_budget(model, gpu, block_size_tokens=e.block_size, tensor_parallel=sc.tensor_parallel,
+                           gpu_memory_utilization=e.gpu_memory_utilization, dtype_bytes=sc.dtype_bytes,
+                           max_num_batched_tokens=e.max_num_batched_tokens, max_num_seqs=e.max_num_seqs,
+                           swap_space_bytes=int(e.swap_space_gib * GiB))
+    except KvsimError as err:            # name the scenario field (memory.py speaks of bare arguments)
+        engine_fields = ("block_size", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization")
+        if err.field in engine_fields:
+            raise KvsimError(f"engine.{err.field}", err.message) from None
+        raise
+    check_block_counts(sc, budget)
     if e.num_gpu_blocks is not None or e.num_cpu_blocks is not None:
         gpu_blocks = e.num_gpu_blocks if e.num_gpu_blocks is not None else budget.num_gpu_blocks
         budget = dataclasses.replace(
@@ -85,9 +108,19 @@ def setup_run(sc: Scenario, *, simulator: bool = True) -> RunSetup:
         from kvsim.graph_sizes import graph_batch_sizes
         rt = sc.runtime
         graphs = graph_batch_sizes(min(rt.cuda_graph_max_batch, e.max_num_seqs)) if rt.cuda_graphs else None
-        cost: CostModel = CalibratedCostModel(load_profile(sc.cost.profile), model_name=model.name, dtype=sc.dtype,
-                                              block_size_tokens=e.block_size, include_swaps_in_step=not simulator,
-                                              decode_graph_batches=graphs)
+        from kvsim.textio import read_json
+        read_json(sc.cost.profile, "cost.profile", "profile JSON file (kvsim calibrate)")   # readable, JSON
+        try:
+            cost: CostModel = CalibratedCostModel(
+                load_profile(sc.cost.profile), model_name=model.name, dtype=sc.dtype, block_size_tokens=e.block_size,
+                include_swaps_in_step=not simulator, decode_graph_batches=graphs)
+        except KvsimError as err:            # the cost module says "profile"; the scenario field is cost.profile
+            if err.field == "profile":
+                raise KvsimError("cost.profile", err.message) from None
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+            raise KvsimError("cost.profile", f"{sc.cost.profile}: not a kvsim calibrate profile "
+                                             f"({type(err).__name__}: {err})".splitlines()[0]) from None
     else:
         cost = RooflineCostModel(model, gpu, sc.tensor_parallel, sc.dtype_bytes, params,
                                  block_size_tokens=e.block_size)

@@ -1,16 +1,22 @@
 """Command line: ``kvsim run | sweep | plan | report block-size | paper | models | gpus``.
 
-Bad input (unknown field, impossible config, unreadable file) prints one line
-``error: <field>: <what is wrong>`` and exits with code 2.
+Bad input (unknown field, impossible config, unreadable file, bad arguments)
+prints one line ``error: <field>: <what is wrong>`` and exits with code 2.
+Anything else that goes wrong is a bug: one line ``error: internal error: ...``
+and exit code 1 (``KVSIM_DEBUG=1`` shows the traceback). Outputs are written
+only under ``--out`` (default ``runs/<sanitised name>``), as one set
+(:mod:`kvsim.outdir`).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 from kvsim.errors import KvsimError
+from kvsim.outdir import default_out
 
 ROWS = (
     ("throughput", "throughput_req_s", "{:.3f} req/s"), ("", "throughput_tok_s", "{:.1f} tok/s"),
@@ -39,6 +45,33 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def arrivals_text(sc, num_requests: int) -> str:
+    """The arrival process a run actually used, for the header (re-timed traces say so)."""
+    from kvsim.workload.config import describe_arrivals
+    w = sc.workload
+    rows = None
+    if w.dataset == "trace":
+        from kvsim.workload.trace import read_trace
+        rows = len(read_trace(w.path))
+    return describe_arrivals(w, num_requests, rows)
+
+
+def _int_list(raw: str, field: str, example: str) -> list[int]:
+    """``"1,2,4"`` -> [1, 2, 4]; empty items, non-integers and an empty list are errors."""
+    parts = [x.strip() for x in str(raw).split(",")]
+    try:
+        if not parts or any(not x for x in parts):
+            raise ValueError
+        return [int(x) for x in parts]
+    except ValueError:
+        raise KvsimError(field, f"got {raw!r}, expected integers like {example}") from None
+
+
+def _check_jobs(jobs) -> None:
+    if jobs is not None and not 1 <= jobs <= 1024:
+        raise KvsimError("--jobs", f"got {jobs}, expected an integer in [1, 1024]")
+
+
 def _cmd_run(args) -> int:
     from kvsim.config import load_scenario
     from kvsim.output import write_run
@@ -51,12 +84,13 @@ def _cmd_run(args) -> int:
     eng = SimEngine(setup, fast_forward=not args.no_fast_forward)
     res = eng.run()
     wall = time.perf_counter() - t0
-    out = Path(args.out or Path("runs") / sc.name)
+    out = Path(args.out) if args.out else default_out(sc.name)
     write_run(res, out)
     e = sc.engine
     print(f"kvsim run: {sc.name} — {setup.model.name} on {setup.gpu.name} x{sc.tensor_parallel}, "
           f"{e.allocator}" + (f" (block {e.block_size})" if e.allocator == "paged" else "")
-          + f", {e.scheduler} scheduler, {sc.workload.dataset} @ {sc.workload.rate_req_s} req/s")
+          + f", {e.scheduler} scheduler")
+    print(f"  arrivals: {arrivals_text(sc, len(setup.requests))}")
     print(f"  {setup.budget.summary()}")
     print(format_summary(res.summary))
     print(f"  wrote {out}/{{summary.json, requests.csv, iterations.csv, run.png}} "
@@ -68,16 +102,18 @@ def _cmd_sweep(args) -> int:
     from kvsim.config import load_scenario
     from kvsim.plots import plot_sweep
     from kvsim.sweep import parse_grid, sweep
+    from kvsim.outdir import OutputSet
     grid = parse_grid(args.grid)
     sc = load_scenario(args.scenario, args.set)
-    out = Path(args.out or Path("runs") / f"{sc.name}-sweep")
+    _check_jobs(args.jobs)
+    out = Path(args.out) if args.out else default_out(sc.name, "-sweep")
     df = sweep(args.scenario, grid, args.set, jobs=args.jobs, progress=not args.quiet,
-               backend=args.backend, resume=out / "sweep.csv" if args.out else None)
-    out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / "sweep.csv", index=False)
-    ok = df[df.error == ""] if "error" in df else df
-    if len(ok):
-        plot_sweep(ok, list(grid), out / "sweep.png")
+               backend=args.backend, resume=out / "sweep.csv" if args.out and out.is_dir() else None)
+    with OutputSet(out, ("sweep.csv", "sweep.png")) as d:
+        df.to_csv(d / "sweep.csv", index=False)
+        ok = df[df.error == ""] if "error" in df else df
+        if len(ok):
+            plot_sweep(ok, list(grid), d / "sweep.png")
     cols = list(grid) + ["throughput_req_s", "normalized_latency_s", "avg_batched_requests", "preemptions"]
     cols = [c for c in cols if c in df]
     print(df[cols + (["error"] if (df.get("error", "") != "").any() else [])].to_string(index=False))
@@ -91,15 +127,13 @@ def _cmd_plan(args) -> int:
     from kvsim.sweep import parse_grid
     from kvsim.config import load_scenario
     slo = parse_slo(args.slo)
-    cands = parse_grid(args.candidates) if args.candidates else {}
-    try:
-        replicas = [int(x) for x in str(args.replicas).split(",") if x.strip()] if args.replicas else [1]
-    except ValueError:
-        raise KvsimError("--replicas", f"got {args.replicas!r}, expected integers like 1,2,4") from None
+    cands = parse_grid(args.candidates, "--candidates") if args.candidates else {}
+    replicas = _int_list(args.replicas, "--replicas", "1,2,4")
     sc = load_scenario(args.scenario, args.set)
+    _check_jobs(args.jobs)
     res = plan(args.scenario, slo, cands, overrides=args.set, replicas=replicas, requests=args.requests,
                rel_tol=args.tol, objective=args.objective, jobs=args.jobs, progress=not args.quiet)
-    out = Path(args.out or Path("runs") / f"{sc.name}-plan")
+    out = Path(args.out) if args.out else default_out(sc.name, "-plan")
     write_plan(res, list(cands), out)
     print(format_table(res, list(cands)))
     print(describe_recommendation(res, list(cands)))
@@ -110,11 +144,9 @@ def _cmd_plan(args) -> int:
 def _cmd_report(args) -> int:
     from kvsim.plan import parse_slo
     from kvsim.report import block_size_report
-    try:
-        sizes = [int(x) for x in args.block_sizes.split(",") if x.strip()] if args.block_sizes else None
-    except ValueError:
-        raise KvsimError("--block-sizes", f"got {args.block_sizes!r}, expected integers like 8,16,32") from None
-    out = Path(args.out or Path("runs") / f"{Path(args.scenario).stem}-block-size")
+    sizes = _int_list(args.block_sizes, "--block-sizes", "8,16,32") if args.block_sizes is not None else None
+    _check_jobs(args.jobs)
+    out = Path(args.out) if args.out else default_out(Path(args.scenario).stem, "-block-size")
     rep = block_size_report(args.scenario, parse_slo(args.slo), out, overrides=args.set, block_sizes=sizes,
                             requests=args.requests, jobs=args.jobs, progress=not args.quiet)
     print(rep.table_text())
@@ -125,6 +157,7 @@ def _cmd_report(args) -> int:
 
 def _cmd_paper(args) -> int:
     from kvsim.paper import reproduce
+    _check_jobs(args.jobs)
     out = Path(args.out or Path("runs") / "paper")
     path = reproduce(out, quick=args.quick, jobs=args.jobs, progress=not args.quiet)
     print(f"wrote {path} and the figures next to it")
@@ -166,8 +199,19 @@ def _cmd_gpus(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line error contract: ``error: <argument>: <problem>`` and exit 2."""
+
+    def error(self, message: str):
+        msg = " ".join(message.split())
+        if msg.startswith("argument "):
+            msg = msg[len("argument "):]
+        sys.stderr.write(f"error: {msg} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kvsim", description="KV-cache paging simulator and capacity planner")
+    p = _Parser(prog="kvsim", description="KV-cache paging simulator and capacity planner")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="simulate one scenario")
     r.add_argument("scenario", help="scenario YAML file")
@@ -233,6 +277,17 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:          # e.g. `kvsim models | head`
         sys.stderr.close()
         return 0
+    except MemoryError:
+        print("error: out of memory: the run needs more RAM than this machine has; use fewer requests or a "
+              "smaller grid", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - a bug: one line, not a traceback (KVSIM_DEBUG=1 shows it)
+        if os.environ.get("KVSIM_DEBUG"):
+            raise
+        first = (str(e).splitlines() or [""])[0]
+        print(f"error: internal error: {type(e).__name__}: {first} (please report; KVSIM_DEBUG=1 shows the "
+              f"traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -149,6 +149,20 @@ def kv_budget(model: ModelSpec, gpu: GPUSpec, *, block_size_tokens: int, tensor_
                                 max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs)
     block_bytes = model.kv_bytes_per_token(dtype_bytes, tp) * block_size_tokens
     kv_bytes = usable - weights - act
+    logits = LOGITS_COPIES * max_num_seqs * model.vocab_size * 4
+    most = gpu.memory_bytes - weights        # left at gpu_memory_utilization=1: a term above it is the culprit
+    if kv_bytes < block_bytes and logits > most:
+        raise KvsimError("max_num_seqs", f"got {max_num_seqs}: the sampler's logits for that many sequences need "
+                                         f"{logits / GiB:.3g} GiB, more than the {most / GiB:.2f} GiB the GPU "
+                                         f"has after the weights; lower max_num_seqs")
+    if kv_bytes < block_bytes and act - logits > most:
+        raise KvsimError("max_num_batched_tokens", f"got {max_num_batched_tokens}: activations for that many "
+                                                   f"tokens need {(act - logits) / GiB:.3g} GiB, more than the "
+                                                   f"{most / GiB:.2f} GiB the GPU has after the weights")
+    if kv_bytes < block_bytes and block_bytes > most - act:
+        raise KvsimError("block_size", f"got {block_size_tokens}: one KV block of {model.name} needs "
+                                       f"{block_bytes / GiB:.3g} GiB, more than the {most / GiB:.2f} GiB the "
+                                       f"GPU has after the weights; use a smaller block_size")
     if kv_bytes < block_bytes:
         raise KvsimError("gpu_memory_utilization",
                          f"{model.name} on {gpu.name} (tp={tp}): weights {weights / GiB:.2f} GiB + activations "

@@ -1,10 +1,9 @@
 """Writing a run's files: summary.json, requests.csv, iterations.csv and a plot."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from kvsim.errors import KvsimError
+from kvsim.outdir import OutputSet, write_json
 
 
 def summary_document(res) -> dict:
@@ -21,25 +20,25 @@ def summary_document(res) -> dict:
     }
 
 
-def write_run(res, out: Path, plot: bool = True) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise KvsimError("--out", f"cannot create {out}: {e.strerror or e}") from None
-    (out / "summary.json").write_text(json.dumps(summary_document(res), indent=2, sort_keys=True) + "\n")
-    res.requests.to_csv(out / "requests.csv", index=False)
-    res.iterations.to_csv(out / "iterations.csv", index=False)
-    if plot:
-        try:
-            from kvsim.plots import plot_run
-        except ImportError:          # e.g. a GPU image without matplotlib: the CSVs are enough
-            return
-        plot_run(res.requests, res.iterations, res.setup.scenario.name, out / "run.png")
+RUN_FILES = ("summary.json", "requests.csv", "iterations.csv", "run.png")
+
+
+def write_run(res, out: Path, plot: bool = True, extra: dict | None = None) -> None:
+    """The run's files, written as one set into ``out`` (see :class:`kvsim.outdir.OutputSet`)."""
+    doc = summary_document(res)
+    doc.update(extra or {})
+    with OutputSet(out, RUN_FILES) as d:
+        write_json(d / "summary.json", doc, indent=2, sort_keys=True)
+        res.requests.to_csv(d / "requests.csv", index=False)
+        res.iterations.to_csv(d / "iterations.csv", index=False)
+        if plot:
+            try:
+                from kvsim.plots import plot_run
+            except ImportError:          # e.g. a GPU image without matplotlib: the CSVs are enough
+                return
+            plot_run(res.requests, res.iterations, res.setup.scenario.name, d / "run.png")
 
 
 def write_engine_run(res, out: Path) -> None:
     """Same files as a simulator run, plus the engine's device, versions and timing split."""
-    write_run(res, out)
-    doc = json.loads((out / "summary.json").read_text())
-    doc["engine"] = res.info
-    (out / "summary.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    write_run(res, out, extra={"engine": res.info})

@@ -15,7 +15,6 @@ truncates histories to the last 1,024 tokens.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -150,21 +149,22 @@ def summary_markdown(meas: dict, quick: bool, wall_s: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+PAPER_SUFFIXES = (".csv", ".png", ".json", ".md")
+
+
 def reproduce(out, quick: bool = False, jobs: int | None = None, progress: bool = False) -> Path:
     """Run every experiment, write figures, ``results.json`` and ``SUMMARY.md`` into ``out``."""
     from kvsim.report.paper_figs import draw_all
+    from kvsim.outdir import OutputSet, finite_json
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise KvsimError("--out", f"cannot create {out}: {e.strerror or e}") from None
+    OutputSet(out, PAPER_SUFFIXES)._check()        # refuse a foreign --out before minutes of work
     t0 = time.perf_counter()
     res = experiments(quick, jobs, progress)
-    for k, df in res.items():
-        df.to_csv(out / f"{k}.csv", index=False)
-    draw_all(res, out)
-    meas = measured(res)
-    (out / "results.json").write_text(json.dumps(meas, indent=2) + "\n")
-    path = out / "SUMMARY.md"
-    path.write_text(summary_markdown(meas, quick, time.perf_counter() - t0))
-    return path
+    with OutputSet(out, PAPER_SUFFIXES) as d:
+        for k, df in res.items():
+            df.to_csv(d / f"{k}.csv", index=False)
+        draw_all(res, d)
+        meas = measured(res)
+        (d / "results.json").write_text(finite_json(meas, indent=2))
+        (d / "SUMMARY.md").write_text(summary_markdown(meas, quick, time.perf_counter() - t0))
+    return out / "SUMMARY.md"

@@ -4,6 +4,10 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
+# Titles and labels carry user text (scenario names, grid values): draw it as typed, never as mathtext,
+# so a name like "$\foo$" is a label, not a parse error.
+matplotlib.rcParams["text.parse_math"] = False
+matplotlib.rcParams["text.usetex"] = False
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

@@ -20,21 +20,47 @@ from concurrent.futures import ProcessPoolExecutor
 import pandas as pd
 import yaml
 
-from kvsim.config import load_scenario, parse_override
+from kvsim.config import check_key, load_scenario
 from kvsim.errors import KvsimError
+from kvsim.limits import MAX_GRID_POINTS
+from kvsim.textio import parse_value
 
 
-def parse_grid(items: list[str]) -> dict[str, list]:
-    """``["engine.block_size=8,16,32"]`` -> ``{"engine.block_size": [8, 16, 32]}``."""
+def parse_grid(items: list[str], field: str = "--grid") -> dict[str, list]:
+    """``["engine.block_size=8,16,32"]`` (or ``=[8, 16, 32]``) -> ``{"engine.block_size": [8, 16, 32]}``.
+
+    Keys must name scenario fields; a key given twice, an empty value list, a
+    value that is not valid YAML and grids over MAX_GRID_POINTS points are errors.
+    """
     grid: dict[str, list] = {}
-    for item in items:
-        if "=" not in item:
-            raise KvsimError("--grid", f"expected key=v1,v2,..., got {item!r}")
+    for item in items or []:
+        if not isinstance(item, str) or "=" not in item:
+            raise KvsimError(field, f"expected key=v1,v2,..., got {item!r}")
         key, raw = item.split("=", 1)
-        values = [yaml.safe_load(v) for v in raw.split(",") if v.strip()]
+        key = key.strip()
+        check_key(key, field)
+        if key in grid:
+            raise KvsimError(field, f"{key!r} is given twice; give each field once with all its values")
+        if raw.strip().startswith("["):
+            values = parse_value(raw, field)
+            if not isinstance(values, list) or any(isinstance(v, (list, dict)) for v in values):
+                raise KvsimError(field, f"{key}={raw!r} is not a list of values; expected v1,v2,... or [v1, v2, ...]")
+        else:
+            parts = raw.split(",")
+            if any(not v.strip() for v in parts[:-1]) or (len(parts) > 1 and not parts[-1].strip()):
+                raise KvsimError(field, f"{key}={raw!r} has an empty value; expected v1,v2,...")
+            values = [parse_value(v, field) for v in parts if v.strip()]
+            bad = [v for v in values if isinstance(v, (list, dict))]
+            if bad:
+                raise KvsimError(field, f"{key}: {bad[0]!r} is not a single value; expected v1,v2,... or [v1, v2, ...]")
         if not values:
-            raise KvsimError("--grid", f"no values for {key!r}")
-        grid[key.strip()] = values
+            raise KvsimError(field, f"no values for {key!r}; expected {key}=v1,v2,...")
+        grid[key] = values
+    points = 1
+    for v in grid.values():
+        points *= len(v)
+    if points > MAX_GRID_POINTS:
+        raise KvsimError(field, f"the grid has {points} points; allowed: at most {MAX_GRID_POINTS}")
     return grid
 
 
@@ -57,6 +83,8 @@ def _run_point(args) -> dict:
         return {**point, **res.summary, "error": ""}
     except KvsimError as e:
         return {**point, "error": str(e)}
+    except Exception as e:  # noqa: BLE001 - one failing point keeps its row; the others still run
+        return {**point, "error": f"internal error: {type(e).__name__}: {e}".splitlines()[0]}
 
 
 def _norm(v) -> str:
@@ -87,7 +115,7 @@ def _done_rows(resume, keys: list[str]) -> dict[tuple, dict]:
         df = pd.read_csv(path)
         raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as e:
-        raise KvsimError("--out", f"cannot read {path} to resume: {e}") from None
+        raise KvsimError("--out", f"cannot read {path} to resume: {e}".splitlines()[0]) from None
     if any(k not in df for k in keys):
         return {}
     done = {}
@@ -136,8 +164,12 @@ def sweep(source, grid: dict[str, list], overrides: list[str] | None = None, job
     data = source if isinstance(source, dict) else read_yaml(source)
     overrides = list(overrides or [])
     load_scenario(data, overrides)                      # fail fast on a bad base scenario
-    for k in grid:
-        parse_override(f"{k}=0")
+    if not isinstance(grid, dict) or not grid:
+        raise KvsimError("--grid", f"expected a mapping of field -> values, got {grid!r}")
+    for k, values in grid.items():
+        check_key(k, "--grid")
+        if not isinstance(values, (list, tuple)) or not values:
+            raise KvsimError("--grid", f"{k}: expected a non-empty list of values, got {values!r}")
     if backend not in ("local", "ray"):
         raise KvsimError("--backend", f"got {backend!r}, expected local or ray")
     keys = list(grid)
@@ -162,6 +194,9 @@ def sweep(source, grid: dict[str, list], overrides: list[str] | None = None, job
     by_key = dict(done)
     by_key.update({point_key(r, keys): r for r in new})
     rows = [{**by_key[point_key(p, keys)], **p} for p in points]
+    errors = [r["error"] for r in rows if r.get("error")]
+    if errors and len(errors) == len(rows):              # nothing ran: that is bad input, not a result
+        raise KvsimError("--grid", f"every grid point failed; the first: {errors[0]}")
     return pd.DataFrame(rows)
 
 

@@ -12,7 +12,6 @@ saved engine records (no GPU), which is how CI checks that committed error figur
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +98,45 @@ def plot_overlay(name: str, sim, eng_reqs: pd.DataFrame, eng_its: pd.DataFrame, 
     plt.close(fig)
 
 
+def _profile_doc(path: str) -> dict:
+    from kvsim.errors import KvsimError
+    from kvsim.textio import read_json
+    doc = read_json(path, "--profile", "profile JSON file (kvsim calibrate)")
+    if not isinstance(doc, dict):
+        raise KvsimError("--profile", f"{path}: expected a JSON object written by kvsim calibrate")
+    return doc
+
+
+def read_engine_records(edir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """summary.json, requests.csv, iterations.csv of a saved engine run, checked; one-line errors."""
+    from kvsim.errors import KvsimError
+    from kvsim.records import ITERATION_COLUMNS, REQUEST_COLUMNS
+    from kvsim.textio import read_json
+    field = "--replay"
+    if not (edir / "summary.json").is_file():
+        raise KvsimError(field, f"no engine records in {edir} (expected summary.json, requests.csv, "
+                                f"iterations.csv from an engine run; --replay needs an --out that has them)")
+    doc = read_json(edir / "summary.json", field, "engine summary.json")
+    if not isinstance(doc, dict) or not isinstance(doc.get("summary"), dict):
+        raise KvsimError(field, f"{edir / 'summary.json'}: expected an object with a 'summary' object")
+    frames = []
+    for name, cols in (("requests.csv", REQUEST_COLUMNS), ("iterations.csv", ITERATION_COLUMNS)):
+        path = edir / name
+        try:
+            df = pd.read_csv(path, encoding="utf-8")
+        except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
+            raise KvsimError(field, f"cannot read {path}: {e}".splitlines()[0]) from None
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise KvsimError(field, f"{path}: missing columns {', '.join(missing[:4])}; expected engine records")
+        numeric = [c for c in cols if c not in ("status", "reject_reason")]
+        for c in numeric:
+            if not pd.api.types.is_numeric_dtype(df[c]) and not df[c].isna().all():
+                raise KvsimError(field, f"{path}: column {c!r} holds non-numbers; expected engine records")
+        frames.append(df)
+    return doc, frames[0], frames[1]
+
+
 def pick_profile(scenario_path: str, profiles: list[str], overrides: list[str] | None = None) -> str:
     """The profile measured for the scenario's model (profiles name their model)."""
     import kvsim
@@ -106,7 +144,7 @@ def pick_profile(scenario_path: str, profiles: list[str], overrides: list[str] |
     from kvsim.errors import KvsimError
     want = get_model(kvsim.load_scenario(scenario_path, overrides).model).name
     for p in profiles:
-        if json.loads(Path(p).read_text()).get("model") == want:
+        if _profile_doc(p).get("model") == want:
             return p
     raise KvsimError("--profile", f"no profile for {want} among {', '.join(profiles)}")
 
@@ -114,7 +152,8 @@ def pick_profile(scenario_path: str, profiles: list[str], overrides: list[str] |
 def check_graph_mode(profile: str, cuda_graphs: bool) -> None:
     """A profile timed its decode steps with CUDA graphs or eagerly; the engine must run the same way."""
     from kvsim.errors import KvsimError
-    measured = bool(json.loads(Path(profile).read_text()).get("meta", {}).get("cuda_graphs", False))
+    meta = _profile_doc(profile).get("meta", {})
+    measured = bool(meta.get("cuda_graphs", False)) if isinstance(meta, dict) else False
     if measured != bool(cuda_graphs):
         how = "with" if measured else "without"
         raise KvsimError("runtime.cuda_graphs", f"{profile} was measured {how} CUDA graphs; run the engine the "
@@ -131,43 +170,48 @@ def simulate_with_profile(scenario_path: str, profile: str, overrides: list[str]
 def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, replay: bool = False,
                    overrides: list[str] | None = None) -> pd.DataFrame:
     from kvsim.validate_diff import links_markdown, write_diff
+    from kvsim.errors import KvsimError
+    from kvsim.outdir import safe_name, write_csv, write_json, write_text
     rows = []
     names = []
     card = "?"
     for path in scenarios:
         profile = pick_profile(path, profiles, overrides)
         sc, sim = simulate_with_profile(path, profile, overrides)
-        d = out / sc.name
+        d = out / safe_name(sc.name)
         edir = d / "engine"
         if replay:
-            eng_doc = json.loads((edir / "summary.json").read_text())
+            eng_doc, eng_reqs, eng_its = read_engine_records(edir)
         else:
             from kvsim.engine.engine import RealEngine
             from kvsim.output import write_engine_run
             import kvsim
             esc = kvsim.load_scenario(path, overrides)
             check_graph_mode(profile, esc.runtime.cuda_graphs)
+            from kvsim.engine.preflight import check_engine_fits
+            check_engine_fits(esc)
             eres = RealEngine(esc).run()
             write_engine_run(eres, edir)
-            eng_doc = json.loads((edir / "summary.json").read_text())
-        card = eng_doc.get("engine", {}).get("device", card)
-        eng_reqs = pd.read_csv(edir / "requests.csv")
-        eng_its = pd.read_csv(edir / "iterations.csv")
-        d.mkdir(parents=True, exist_ok=True)
+            eng_doc, eng_reqs, eng_its = read_engine_records(edir)
+        engine_info = eng_doc.get("engine")
+        card = engine_info.get("device", card) if isinstance(engine_info, dict) else card
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise KvsimError("--out", f"cannot create {d}: {e.strerror or e}") from None
         try:
             plot_overlay(sc.name, sim, eng_reqs, eng_its, d / "overlay.png")
         except ImportError:
             pass                     # no matplotlib (GPU image): re-plot later with --replay
         write_diff(sc.name, sim.iterations, eng_its, d)
-        names.append(sc.name)
+        names.append(safe_name(sc.name))
         rows += compare(sc.name, sim.summary, eng_doc["summary"])
     df = error_table(rows)
     head = headline(df)
-    out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / ("validation-replay.csv" if replay else "validation.csv"), index=False)
-    md = markdown(df, head, card) + links_markdown(names)
-    (out / ("validation-replay.md" if replay else "validation.md")).write_text(md)
-    (out / ("headline-replay.json" if replay else "headline.json")).write_text(json.dumps(head, indent=2) + "\n")
+    tag = "-replay" if replay else ""
+    write_csv(out / f"validation{tag}.csv", df)
+    write_text(out / f"validation{tag}.md", markdown(df, head, card) + links_markdown(names))
+    write_json(out / f"headline{tag}.json", head, indent=2)
     return df
 
 

@@ -204,7 +204,7 @@ def test_trace_jsonl_capping_and_retiming():
     reqs = build_workload(WorkloadConfig(dataset="trace", arrival="trace", path=TRACE_JSONL, n=3),
                           max_len_tokens=2048, rng=rng(0))
     assert [(r.prompt_len, r.output_len, r.n) for r in reqs] == [(20, 7, 3), (2047, 1, 3), (10, 5, 3)]
-    re = build_workload(WorkloadConfig(dataset="trace", arrival="poisson", rate_req_s=2.0, num_requests=7,
+    re = build_workload(WorkloadConfig(dataset="trace", arrival="poisson", retime_trace=True, rate_req_s=2.0, num_requests=7,
                                        path=TRACE_JSONL), max_len_tokens=4096, rng=rng(0))
     check_invariants(re, 4096)
     assert [r.prompt_len for r in re] == [20, 3000, 10, 20, 3000, 10, 20]

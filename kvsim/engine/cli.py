@@ -21,16 +21,27 @@ def cmd_engine(args) -> int:
     except ImportError as e:
         from kvsim.errors import KvsimError
         raise KvsimError("engine", f"needs torch and triton (pip install -e '.[gpu]'): {e}") from None
-    from kvsim.output import write_engine_run
+    from kvsim.cli import arrivals_text
+    from kvsim.engine.preflight import check_engine_fits
+    from kvsim.outdir import OutputSet, default_out
+    from kvsim.output import RUN_FILES, write_engine_run
     sc = load_scenario(args.scenario, args.set)
+    out = Path(args.out) if args.out else default_out(sc.name, "-engine")
+    OutputSet(out, RUN_FILES)._check()          # refuse a foreign --out before loading a model
+    check_engine_fits(sc)
     t0 = time.perf_counter()
     eng = RealEngine(sc)
     res = eng.run()
-    out = Path(args.out or Path("runs") / f"{sc.name}-engine")
     write_engine_run(res, out)
     info = res.info
     print(f"kvsim engine: {sc.name} — {eng.setup.model.name} on {info['device']} ({info['attention_backend']}), "
           f"{sc.engine.allocator}, KV blocks {info['kv_blocks']} (simulator: {info['simulator_blocks']})")
+    print(f"  arrivals: {arrivals_text(sc, len(eng.setup.requests))}")
+    s = res.summary
+    if s.get("requests_total") and not s.get("requests_finished"):
+        from kvsim.errors import KvsimError
+        raise KvsimError("runtime.max_wall_s" if sc.runtime.max_wall_s else "engine",
+                         f"the engine finished none of {s['requests_total']} requests (records in {out})")
     print(format_summary(res.summary))
     print(f"  per iteration: cpu {info['cpu_s_mean'] * 1e3:.2f} ms, gpu {info['gpu_s_mean'] * 1e3:.2f} ms; "
           f"wrote {out} in {time.perf_counter() - t0:.1f} s")

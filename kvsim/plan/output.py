@@ -1,13 +1,12 @@
 """Writing a plan: ``plan.csv``, ``plan.json``, ``pareto.png`` and a short text table."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
-from kvsim.errors import KvsimError
+from kvsim.outdir import OutputSet, finite_json
 from kvsim.plan.planner import OBJECTIVES, PlanResult
 from kvsim.plan.slo import format_slo
 
@@ -81,12 +80,13 @@ def describe_recommendation(res: PlanResult, keys: list[str]) -> str:
             f"({r['goodput_per_gpu']:.3g} req/s per GPU{usd}; normalized latency {r['normalized_latency_s']:.3g} s/token)")
 
 
+PLAN_FILES = ("plan.csv", "plan.json", "pareto.png")
+
+
 def write_plan(res: PlanResult, keys: list[str], out: Path) -> list[Path]:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise KvsimError("--out", f"cannot create {out}: {e.strerror or e}") from None
-    res.table.to_csv(out / "plan.csv", index=False)
-    (out / "plan.json").write_text(json.dumps(plan_document(res), indent=2) + "\n")
-    plot_pareto(res, keys, out / "pareto.png")
+    """plan.csv, plan.json and pareto.png, written as one set into ``out`` (:class:`kvsim.outdir.OutputSet`)."""
+    with OutputSet(out, PLAN_FILES) as d:
+        res.table.to_csv(d / "plan.csv", index=False)
+        (d / "plan.json").write_text(finite_json(plan_document(res), indent=2))
+        plot_pareto(res, keys, d / "pareto.png")
     return [out / "plan.csv", out / "plan.json", out / "pareto.png"]

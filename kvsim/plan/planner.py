@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from kvsim.config import load_scenario, parse_override, read_yaml
+from kvsim.config import check_key, load_scenario, read_yaml
+from kvsim.configtools import check_number
 from kvsim.errors import KvsimError
-from kvsim.plan.search import SearchResult, find_max_rate, probe_overrides
+from kvsim.plan.search import SearchResult, check_rate_driven, find_max_rate, probe_overrides
 from kvsim.plan.slo import slo_value
 from kvsim.sweep import _point_overrides, grid_points
 
@@ -51,6 +52,8 @@ def _search_point(args) -> tuple[dict, SearchResult | None, str]:
         return point, res, ""
     except KvsimError as e:
         return point, None, str(e)
+    except Exception as e:  # noqa: BLE001 - one failing candidate keeps its row
+        return point, None, f"internal error: {type(e).__name__}: {e}".splitlines()[0]
 
 
 def pareto_mask(rate: pd.Series, latency: pd.Series) -> pd.Series:
@@ -104,20 +107,27 @@ def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overri
     """Search every candidate's max SLO rate and recommend one (module doc)."""
     if objective not in OBJECTIVES:
         raise KvsimError("--objective", f"got {objective!r}, expected one of {', '.join(OBJECTIVES)}")
-    replicas = [int(r) for r in replicas]
-    if not replicas or min(replicas) < 1:
+    if not (isinstance(rel_tol, (int, float)) and 0 < rel_tol < 1):
+        raise KvsimError("--tol", f"got {rel_tol!r}, expected a fraction in (0, 1)")
+    try:
+        replicas = [check_number("--replicas", r, int, (1, 1 << 20, False, False)) for r in replicas]
+    except TypeError:
+        raise KvsimError("--replicas", f"got {replicas!r}, expected integers >= 1") from None
+    if not replicas:
         raise KvsimError("--replicas", f"got {replicas!r}, expected integers >= 1")
     data = source if isinstance(source, dict) else read_yaml(source)
     overrides = list(overrides or [])
     load_scenario(data, probe_overrides(overrides, requests))          # fail fast on a bad base
     candidates = candidates or {}
-    for k in candidates:
-        parse_override(f"{k}=0")
+    for k, values in candidates.items():
+        check_key(k, "--candidates")
+        if not isinstance(values, (list, tuple)) or not values:
+            raise KvsimError("--candidates", f"{k}: expected a non-empty list of values, got {values!r}")
     points = grid_points(candidates) if candidates else [{}]
     errors = []
     for pt in points:                  # a candidate that cannot load is kept as an error row...
         try:
-            load_scenario(data, probe_overrides(overrides, requests) + _point_overrides(pt))
+            check_rate_driven(data, probe_overrides(overrides, requests) + _point_overrides(pt))
         except KvsimError as e:
             errors.append(e)
     if len(errors) == len(points):     # ...unless none can (e.g. a misspelt field): then it is bad input
@@ -136,6 +146,10 @@ def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overri
                              "probes": [{"rate_req_s": p.rate, "meets": p.ok, "violations": p.violations,
                                          "normalized_latency_s": p.summary.get("normalized_latency_s")}
                                         for p in res.probes]})
+    failed = [r["error"] for r in rows if r.get("error")]
+    if failed and len(failed) == len(rows):    # no candidate could be searched: bad input, not a plan
+        raise KvsimError("--candidates" if candidates else "scenario", f"no candidate could be searched; "
+                         f"the first: {failed[0]}")
     table = pd.DataFrame(rows)
     for col in ("max_rate_req_s", "total_rate_req_s", "normalized_latency_s", "goodput_per_gpu",
                 "requests_per_usd"):

@@ -89,7 +89,7 @@ class ProbeCache:
 def probe_overrides(overrides: list[str] | None, requests: int | None) -> list[str]:
     out = list(overrides or [])
     if requests is not None:
-        if requests < 1:
+        if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
             raise KvsimError("--requests", f"got {requests}, expected an integer >= 1")
         out += [f"workload.num_requests={int(requests)}", "workload.duration_s=null"]
     return out
@@ -128,6 +128,10 @@ def check_rate_driven(data: dict, overrides: list[str]) -> float:
     """The scenario's rate; error unless its arrivals are driven by a rate (poisson or gamma)."""
     sc = load_scenario(data, overrides)
     if sc.workload.arrival not in ("poisson", "gamma"):
+        if sc.workload.dataset == "trace":
+            raise KvsimError("workload.arrival", "a trace replays its own arrival_s; the rate search needs it "
+                                                 "re-timed (--set workload.retime_trace=true --set "
+                                                 "workload.arrival=poisson)")
         raise KvsimError("workload.arrival", f"got {sc.workload.arrival!r}; the rate search needs poisson or gamma "
                                              "arrivals (set --set workload.arrival=poisson)")
     return float(sc.workload.rate_req_s)
@@ -138,7 +142,7 @@ def find_max_rate(source, slo: dict[str, float], overrides: list[str] | None = N
                   start_rate: float | None = None,
                   max_steps: int = 16, cache: ProbeCache | None = None) -> SearchResult:
     """Highest request rate of ``source`` (YAML path or dict) meeting every SLO (module doc)."""
-    if not 0 < rel_tol < 1:
+    if not (isinstance(rel_tol, (int, float)) and 0 < rel_tol < 1):
         raise KvsimError("--tol", f"got {rel_tol!r}, expected a fraction in (0, 1)")
     data = source if isinstance(source, dict) else read_yaml(source)
     ovr = list(overrides or [])

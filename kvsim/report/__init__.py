@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kvsim.errors import KvsimError
+from kvsim.outdir import OutputSet
 from kvsim.report.blocksize import DEFAULT_BLOCK_SIZES, BlockSizeAnalysis, analyse, choose
+
+REPORT_FILES = ("report.html", "block_size.csv")
 
 
 def _source(scenario):
@@ -24,16 +26,13 @@ def block_size_report(scenario, slo: dict, out, **kw) -> BlockSizeAnalysis:
     from kvsim.report.html import render
     a = analyse(_source(scenario), slo, **kw)
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise KvsimError("--out", f"cannot create {out}: {e.strerror or e}") from None
     desc = ""
     if not hasattr(scenario, "to_dict") and not isinstance(scenario, dict):
         from kvsim.config import read_yaml
         desc = str(read_yaml(scenario).get("description", ""))
-    (out / "report.html").write_text(render(a, desc))
-    a.table.to_csv(out / "block_size.csv", index=False)
+    with OutputSet(out, REPORT_FILES) as d:
+        (d / "report.html").write_text(render(a, desc), encoding="utf-8")
+        a.table.to_csv(d / "block_size.csv", index=False)
     return a
 
 

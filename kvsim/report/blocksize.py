@@ -43,7 +43,9 @@ import pandas as pd
 from kvsim.build import setup_run
 from kvsim.config import load_scenario, read_yaml
 from kvsim.core.plan import StepPlan
+from kvsim.configtools import check_number
 from kvsim.errors import KvsimError
+from kvsim.limits import MAX_BLOCK_SIZE
 from kvsim.plan.search import SearchResult, check_rate_driven, find_max_rate, probe_overrides
 
 DEFAULT_BLOCK_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -118,8 +120,11 @@ def _prefix_hit(args) -> tuple[int, float]:
     if s.workload.prefix_len == 0:
         extra.append(f"workload.prefix_len={WHAT_IF_PREFIX_TOKENS}")
     from kvsim.sim import simulate
-    sc = load_scenario(data, probe_overrides(overrides, requests) + extra + [f"workload.rate_req_s={rate!r}"])
-    reqs = simulate(sc).requests
+    try:
+        sc = load_scenario(data, probe_overrides(overrides, requests) + extra + [f"workload.rate_req_s={rate!r}"])
+        reqs = simulate(sc).requests
+    except KvsimError:                       # an impossible size: no hit rate (its row says why)
+        return b, None
     done = reqs[reqs.status == "finished"]
     return b, float(done.cached_tokens.sum() / max(1, done.prompt_len.sum()))
 
@@ -132,9 +137,12 @@ def analyse(source, slo: dict, *, overrides: list[str] | None = None, block_size
     overrides = list(overrides or [])
     sc = load_scenario(data, probe_overrides(overrides, requests))
     check_rate_driven(data, probe_overrides(overrides, requests))
-    sizes = sorted(set(int(b) for b in (block_sizes or DEFAULT_BLOCK_SIZES)))
-    if not sizes or min(sizes) < 1:
-        raise KvsimError("--block-sizes", f"got {sizes!r}, expected integers >= 1")
+    if block_sizes is not None and not isinstance(block_sizes, (list, tuple, set)):
+        raise KvsimError("--block-sizes", f"got {block_sizes!r}, expected a list of integers")
+    if block_sizes is not None and not block_sizes:
+        raise KvsimError("--block-sizes", "no block sizes given; expected integers like 8,16,32")
+    sizes = sorted(set(check_number("--block-sizes", b, int, (1, MAX_BLOCK_SIZE, False, False))
+                       for b in (block_sizes or DEFAULT_BLOCK_SIZES)))
     modes = _modes(sc)
     kw = dict(requests=requests, rel_tol=rel_tol)
     tasks = [(data, overrides, b, m, slo, kw) for b in sizes for m in modes]
@@ -161,7 +169,10 @@ def analyse(source, slo: dict, *, overrides: list[str] | None = None, block_size
     batch = max(1, int(round(base.get("avg_batched_requests") or 16)))
     rows, curves = [], {}
     for b in sizes:
-        row = _static_costs(data, overrides, b, batch)
+        try:
+            row = _static_costs(data, overrides, b, batch)
+        except KvsimError as e:              # an impossible size keeps its row, with the reason
+            row = {"block_size": b, "error": str(e)}
         for m in modes:
             r = res[(b, m)]
             row[f"max_rate_{m}"] = r.max_rate
@@ -180,7 +191,9 @@ def analyse(source, slo: dict, *, overrides: list[str] | None = None, block_size
                             2 * rel_tol if tie_tol is None else tie_tol)
     out.prefix_note = (f"the workload's {sc.workload.prefix_len}-token shared prefix" if sc.workload.prefix_len
                        else f"a what-if {WHAT_IF_PREFIX_TOKENS}-token shared prefix (the workload has none)")
-    out.cost_note = rows[0]["cost_model"]
+    if all(r.get("error") for r in rows):
+        raise KvsimError("--block-sizes", f"no block size can run; the first: {rows[0]['error']}")
+    out.cost_note = next(r["cost_model"] for r in rows if not r.get("error"))
     out.block_size, out.reason = choose(out)
     return out
 

@@ -8,12 +8,13 @@ ShareGPT sample), then prefix ids.
 Rules
 -----
 * Number of requests: ``num_requests`` and/or ``duration_s`` end the arrival
-  process, whichever comes first. With arrival ``trace`` they *truncate* the
-  trace (first ``num_requests`` rows, arrivals ``<= duration_s``); set
-  ``num_requests: null`` to replay a whole trace.
-* Dataset ``trace`` with arrival poisson/gamma/burst re-times the trace: the
-  trace's rows (in arrival order, cycling if more requests are needed) keep their
-  lengths, n, beam width and prefix, and get the new arrival times.
+  process, whichever comes first. A trace (dataset ``trace``) replays its own
+  arrival times by default, every row; a given ``num_requests`` / ``duration_s``
+  *truncates* it (first rows, arrivals ``<= duration_s``).
+* Dataset ``trace`` with ``retime_trace: true`` and arrival poisson/gamma/burst re-times the
+  trace: the trace's rows (in arrival order) keep their lengths, n, beam width
+  and prefix, and get the new arrival times; one request per row unless
+  ``num_requests`` asks for more (then rows cycle). The run header says so.
 * Shared prefix (non-trace datasets): each request draws ``prefix_id`` uniformly
   from ``0..num_prefixes-1`` and its prompt is ``prefix_len`` + the sampled
   length, so every request has at least one unique prompt token. Traces carry
@@ -58,11 +59,14 @@ def _arrivals(cfg: WorkloadConfig, rng: np.random.Generator, trace: Trace | None
         if cfg.duration_s is not None:
             t = t[t <= cfg.duration_s]
         return t
+    n = cfg.num_requests
+    if n is None and trace is not None and cfg.duration_s is None:
+        n = len(trace)                   # a re-timed trace: one request per row unless num_requests says
     if cfg.arrival == "poisson":
-        return poisson_arrivals(rng, cfg.rate_req_s, n=cfg.num_requests, duration=cfg.duration_s)
+        return poisson_arrivals(rng, cfg.rate_req_s, n=n, duration=cfg.duration_s)
     if cfg.arrival == "gamma":
-        return gamma_arrivals(rng, cfg.rate_req_s, cfg.cv, n=cfg.num_requests, duration=cfg.duration_s)
-    return burst_arrivals(cfg.num_requests)
+        return gamma_arrivals(rng, cfg.rate_req_s, cfg.cv, n=n, duration=cfg.duration_s)
+    return burst_arrivals(n if n is not None else len(trace))
 
 
 def build_workload(cfg: WorkloadConfig, *, max_len_tokens: int, rng: np.random.Generator) -> list[RequestSpec]:

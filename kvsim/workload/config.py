@@ -1,9 +1,17 @@
-"""Workload configuration: which requests arrive, when, and how long they are."""
+"""Workload configuration: which requests arrive, when, and how long they are.
+
+Arrivals default to the data: a trace (dataset ``trace``) replays its own
+``arrival_s`` column, in full unless ``num_requests``/``duration_s`` are given,
+whatever ``arrival`` says; other datasets get Poisson arrivals by default.
+Re-timing a trace needs ``retime_trace: true`` (with arrival poisson, gamma or
+burst), and :func:`describe_arrivals` states the process used, for the run header.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kvsim.configtools import cfg_field
+from kvsim import limits as L
+from kvsim.configtools import cfg_field, check_fields, explicit
 from kvsim.errors import KvsimError
 
 DATASETS = ("sharegpt", "alpaca", "sharegpt_json", "trace", "fixed", "uniform")
@@ -21,32 +29,60 @@ class WorkloadConfig:
         "fixed (prompt_len/output_len), uniform (prompt_len_range/output_len_range)",
     )
     path: str | None = cfg_field(None, "file for dataset sharegpt_json or trace")
-    prompt_len: int = cfg_field(512, "prompt tokens for dataset 'fixed' (before the shared prefix)")
-    output_len: int = cfg_field(128, "output tokens per sample for dataset 'fixed'")
-    prompt_len_range: list[int] = cfg_field([32, 512], "[min, max] prompt tokens (inclusive) for dataset 'uniform'")
-    output_len_range: list[int] = cfg_field([32, 512], "[min, max] output tokens (inclusive) for dataset 'uniform'")
-    tokens_per_char: float = cfg_field(0.25, "sharegpt_json: tokens per character of text when no tokenizer is used")
+    prompt_len: int = cfg_field(512, "prompt tokens for dataset 'fixed' (before the shared prefix)", lo=1,
+                                hi=L.MAX_TOKENS)
+    output_len: int = cfg_field(128, "output tokens per sample for dataset 'fixed'", lo=1, hi=L.MAX_TOKENS)
+    prompt_len_range: list[int] = cfg_field([32, 512], "[min, max] prompt tokens (inclusive) for dataset 'uniform'",
+                                             lo=1, hi=L.MAX_TOKENS)
+    output_len_range: list[int] = cfg_field([32, 512], "[min, max] output tokens (inclusive) for dataset 'uniform'",
+                                             lo=1, hi=L.MAX_TOKENS)
+    tokens_per_char: float = cfg_field(0.25, "sharegpt_json: tokens per character of text when no tokenizer is used",
+                                       lo=0, hi=1000, lo_open=True)
     tokenizer: str | None = cfg_field(None, "sharegpt_json: Hugging Face tokenizer name (needs `transformers`)")
-    arrival: str = cfg_field("poisson", "arrival process: poisson | gamma | trace (the trace's arrival_s) | burst (all at t=0)")
-    rate_req_s: float | None = cfg_field(1.0, "mean arrival rate in requests/s (poisson, gamma)")
-    cv: float = cfg_field(1.0, "gamma: coefficient of variation of inter-arrival times (1 = Poisson, >1 bursty)")
-    num_requests: int | None = cfg_field(1000, "number of requests (with duration_s: whichever ends first)")
-    duration_s: float | None = cfg_field(None, "generate arrivals up to this time in seconds")
-    n: int = cfg_field(1, "parallel samples per request")
-    beam_width: int = cfg_field(1, "beam width; > 1 means beam search (then n must be 1)")
-    prefix_len: int = cfg_field(0, "shared-prefix tokens prepended to every prompt (0 = none)")
-    num_prefixes: int = cfg_field(1, "number of distinct shared prefixes; each request picks one uniformly at random")
-    max_len_tokens: int | None = cfg_field(None, "cap on prompt+output tokens (the model's max length also applies)")
+    arrival: str | None = cfg_field(
+        None, "arrival process: poisson | gamma | trace (the trace's arrival_s) | burst (all at t=0); "
+              "default poisson; a trace replays its own arrival_s unless retime_trace is true")
+    retime_trace: bool = cfg_field(
+        False, "dataset trace: false (default) replays the trace's own arrival_s; true gives its rows new arrival "
+               "times from `arrival` (poisson | gamma | burst) at rate_req_s, cycling rows if num_requests asks for more")
+    rate_req_s: float | None = cfg_field(1.0, "mean arrival rate in requests/s (poisson, gamma)", lo=L.MIN_RATE,
+                                         hi=L.MAX_RATE)
+    cv: float = cfg_field(1.0, "gamma: coefficient of variation of inter-arrival times (1 = Poisson, >1 bursty)",
+                          lo=0, hi=100, lo_open=True)
+    num_requests: int | None = cfg_field(
+        1000, "number of requests (with duration_s: whichever ends first); a replayed trace is read in full "
+              "unless this is given", lo=1, hi=L.MAX_REQUESTS)
+    duration_s: float | None = cfg_field(None, "generate arrivals up to this time in seconds", lo=0, hi=L.MAX_SECONDS,
+                                         lo_open=True)
+    n: int = cfg_field(1, "parallel samples per request", lo=1, hi=L.MAX_SAMPLES)
+    beam_width: int = cfg_field(1, "beam width; > 1 means beam search (then n must be 1)", lo=1, hi=L.MAX_SAMPLES)
+    prefix_len: int = cfg_field(0, "shared-prefix tokens prepended to every prompt (0 = none)", lo=0, hi=L.MAX_TOKENS)
+    num_prefixes: int = cfg_field(1, "number of distinct shared prefixes; each request picks one uniformly at random",
+                                  lo=1, hi=L.MAX_REQUESTS)
+    max_len_tokens: int | None = cfg_field(None, "cap on prompt+output tokens (the model's max length also applies)",
+                                            lo=2, hi=L.MAX_TOKENS)
 
     def validate(self, path: str = "workload") -> None:
         """Raise KvsimError naming ``{path}.field`` for the first bad field."""
         p = path or "workload"
+        check_fields(self, p, recurse=False)
 
         def bad(name: str, what: str) -> KvsimError:
             return KvsimError(f"{p}.{name}", what)
 
         if self.dataset not in DATASETS:
             raise bad("dataset", f"{self.dataset!r} is not allowed; allowed: {', '.join(DATASETS)}")
+        if self.dataset == "trace" and not self.retime_trace:
+            self.arrival = "trace"               # a trace replays its own arrival times...
+        elif self.retime_trace and self.dataset != "trace":
+            raise bad("retime_trace", f"true needs dataset 'trace' (got {self.dataset!r}); allowed: false")
+        elif self.retime_trace and self.arrival in (None, "trace"):
+            raise bad("arrival", f"{self.arrival!r} with retime_trace: true; allowed: poisson, gamma, burst (the "
+                      "new arrival process of the trace's rows)")
+        elif self.arrival is None:
+            self.arrival = "poisson"
+        if self.dataset == "trace" and not explicit(self, "num_requests"):
+            self.num_requests = None             # ...all of them (re-timed: one request per row)
         if self.arrival not in ARRIVALS:
             raise bad("arrival", f"{self.arrival!r} is not allowed; allowed: {', '.join(ARRIVALS)}")
         if self.dataset in ("sharegpt_json", "trace") and not self.path:
@@ -72,7 +108,7 @@ class WorkloadConfig:
             raise bad("num_requests", f"{self.num_requests} is not allowed; allowed: integer >= 1 or null")
         if self.duration_s is not None and not self.duration_s > 0:
             raise bad("duration_s", f"{self.duration_s} is not allowed; allowed: > 0 or null")
-        if self.arrival != "trace" and self.num_requests is None:
+        if self.arrival != "trace" and self.num_requests is None and self.dataset != "trace":
             if self.duration_s is None:
                 raise bad("num_requests", "null with duration_s null; allowed: set num_requests and/or duration_s")
             if self.arrival == "burst":
@@ -94,3 +130,23 @@ class WorkloadConfig:
         if self.max_len_tokens is not None and self.prefix_len > self.max_len_tokens - 2:
             raise bad("prefix_len", f"{self.prefix_len} leaves no room in max_len_tokens {self.max_len_tokens}; "
                       "allowed: <= max_len_tokens - 2")
+        if self.arrival in ("poisson", "gamma") and self.duration_s is not None:
+            expect = self.rate_req_s * self.duration_s
+            if (self.num_requests is None or self.num_requests > L.MAX_REQUESTS) and expect > L.MAX_REQUESTS:
+                raise bad("duration_s", f"{self.duration_s:g} s at {self.rate_req_s:g} req/s is about {expect:.3g} "
+                          f"requests; allowed: at most {L.MAX_REQUESTS} (lower duration_s or set num_requests)")
+
+
+def describe_arrivals(cfg: WorkloadConfig, num_requests: int, trace_rows: int | None = None) -> str:
+    """The arrival process a run used, in words (the run header prints it)."""
+    rows = f" of its {trace_rows} rows" if trace_rows is not None and trace_rows != num_requests else ""
+    if cfg.arrival == "trace":
+        return (f"trace {cfg.path}: its own arrival_s, {num_requests} requests{rows} "
+                f"(re-timing needs workload.retime_trace=true)")
+    what = {"poisson": f"poisson @ {cfg.rate_req_s:g} req/s", "burst": "burst (all at t=0)",
+            "gamma": f"gamma @ {cfg.rate_req_s:g} req/s (cv {cfg.cv:g})"}[cfg.arrival]
+    if cfg.dataset != "trace":
+        return f"{cfg.dataset} lengths, {what}, {num_requests} requests"
+    cycle = f", cycling its {trace_rows} rows {num_requests / trace_rows:.1f}x" if (
+        trace_rows and num_requests > trace_rows) else rows
+    return f"trace {cfg.path} RE-TIMED (workload.retime_trace=true) to {what}, {num_requests} requests{cycle}"

@@ -38,7 +38,7 @@ _cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 def _pairs(path: str) -> list[tuple[str, str]]:
     """(prompt text, output text) per usable conversation, in file order."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             data = json.load(f)
     except FileNotFoundError:
         raise KvsimError(FIELD, f"{path}: file not found; allowed: vLLM's ShareGPT JSON file") from None
@@ -46,6 +46,8 @@ def _pairs(path: str) -> list[tuple[str, str]]:
         raise KvsimError(FIELD, f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
     except json.JSONDecodeError as e:
         raise KvsimError(FIELD, f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    except (ValueError, RecursionError) as e:
+        raise KvsimError(FIELD, f"{path}: cannot read ({e})") from None
     if not isinstance(data, list):
         raise KvsimError(FIELD, f"{path}: top level is a {type(data).__name__}; allowed: a list of conversations")
     pairs = []

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kvsim import limits as L
 from kvsim.errors import KvsimError
 
 REQUIRED = ("arrival_s", "prompt_len", "output_len")
@@ -62,6 +63,9 @@ def _number(path: str, line: int, col: str, raw, integer: bool):
         raise _err(path, line, col, f"{raw!r} is not a number") from None
     if not math.isfinite(x):
         raise _err(path, line, col, f"{raw!r} is not a finite number")
+    if abs(x) > (L.MAX_SECONDS if col == "arrival_s" else L.MAX_TOKENS):
+        limit = f"{L.MAX_SECONDS:g} s" if col == "arrival_s" else f"{L.MAX_TOKENS}"
+        raise _err(path, line, col, f"{raw!r} is too large; allowed: at most {limit}")
     if integer:
         if not x.is_integer():
             raise _err(path, line, col, f"{raw!r} is not an integer")
@@ -75,7 +79,9 @@ def _rows(path: str):
     if ext not in (".csv", ".jsonl", ".json"):
         raise KvsimError(FIELD, f"{path}: unknown trace extension {ext!r}; allowed: .csv, .jsonl, .json (JSON lines)")
     try:
-        f = open(path, encoding="utf-8", newline="")
+        if os.path.isdir(path):
+            raise KvsimError(FIELD, f"{path}: is a directory; allowed: a trace file")
+        f = open(path, encoding="utf-8-sig", newline="")
     except OSError as e:
         raise KvsimError(FIELD, f"{path}: cannot read trace ({e.strerror or e})") from None
     with f:
@@ -102,6 +108,8 @@ def _rows(path: str):
                     yield i, obj
         except UnicodeDecodeError as e:
             raise KvsimError(FIELD, f"{path}: cannot read trace (not UTF-8 text: {e.reason})") from None
+        except (csv.Error, OSError) as e:
+            raise KvsimError(FIELD, f"{path}: cannot read trace ({e})") from None
 
 
 def read_trace(path: str) -> Trace:
@@ -125,8 +133,8 @@ def read_trace(path: str) -> Trace:
             if vals[c] < 1:
                 raise _err(path, line, c, f"{vals[c]} is not allowed; allowed: integer >= 1")
         for c in ("n", "beam_width"):
-            if vals.get(c, 1) < 1:
-                raise _err(path, line, c, f"{vals[c]} is not allowed; allowed: integer >= 1")
+            if not 1 <= vals.get(c, 1) <= L.MAX_SAMPLES:
+                raise _err(path, line, c, f"{vals[c]} is not allowed; allowed: integer in [1, {L.MAX_SAMPLES}]")
         if vals.get("beam_width", 1) > 1 and vals.get("n", 1) != 1:
             raise _err(path, line, "n", f"{vals['n']} with beam_width {vals['beam_width']}; allowed: n = 1 for beam search")
         plen, pid = vals.get("prefix_len", 0), vals.get("prefix_id", -1)
@@ -146,6 +154,8 @@ def read_trace(path: str) -> Trace:
         for c, default in (("n", 1), ("beam_width", 1), ("prefix_id", -1), ("prefix_len", 0)):
             cols[c].append(vals.get(c, default))
         count += 1
+        if count > L.MAX_REQUESTS:
+            raise _err(path, line, None, f"more than {L.MAX_REQUESTS} rows; allowed: at most {L.MAX_REQUESTS}")
     if count == 0:
         raise KvsimError(FIELD, f"{path}: trace has no requests; allowed: at least one data row")
     arrival = np.asarray(cols["arrival_s"], dtype=np.float64)

@@ -1,0 +1,156 @@
+"""Where outputs go and how they are written: only under ``--out``, atomically.
+
+* :func:`safe_name` turns a scenario name into one path component, so a name
+  like ``../../x`` or ``/etc`` cannot lead a default output folder
+  (``runs/<name>``) anywhere else.
+* :func:`atomic_write` writes a file under a temporary name in the same folder
+  and renames it into place: a reader sees the old file or the new one, never a
+  half-written one.
+* :class:`OutputSet` writes a command's whole set of files into a temporary
+  sibling folder and then swaps it in for ``--out``: an interrupted run leaves
+  the old complete set (or nothing), and a re-run replaces the set as a whole,
+  with no stale files mixed in. To be safe against ``--out .`` or ``--out ~``,
+  an existing folder is only replaced when everything in it is a file this
+  command writes; otherwise it is a one-line error.
+* :func:`finite_json` is the JSON text of a document with non-finite floats
+  written as ``null`` (JSON has no NaN or Infinity).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+from kvsim.errors import KvsimError
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def safe_name(name: str, default: str = "scenario") -> str:
+    """One path component made of ``[A-Za-z0-9._+-]``, not starting with a dot, at most 100 characters."""
+    s = _UNSAFE.sub("_", str(name)).strip("._")[:100]
+    return s or default
+
+
+def default_out(name: str, suffix: str = "") -> Path:
+    """``runs/<safe name><suffix>``: the default output folder of a command."""
+    return Path("runs") / (safe_name(name) + suffix)
+
+
+def _tmp_sibling(path: Path, tag: str) -> Path:
+    return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def atomic_write(path, write) -> None:
+    """``write(tmp_path)`` to a temporary file next to ``path``, then rename it to ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise KvsimError("--out", f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _finite(obj):
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):        # numpy scalars
+        try:
+            obj = obj.item()
+        except (TypeError, ValueError):
+            return obj
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def finite_json(doc, **kw) -> str:
+    """JSON text of ``doc`` with NaN/Infinity as null; always valid JSON."""
+    return json.dumps(_finite(doc), allow_nan=False, **kw) + "\n"
+
+
+def write_text(path, text: str) -> None:
+    atomic_write(path, lambda t: Path(t).write_text(text, encoding="utf-8"))
+
+
+def write_json(path, doc, **kw) -> None:
+    write_text(path, finite_json(doc, **kw))
+
+
+def write_csv(path, df) -> None:
+    atomic_write(path, lambda t: df.to_csv(t, index=False))
+
+
+class OutputSet:
+    """``with OutputSet(out, owns) as d: ...write files into d...`` — then ``d`` replaces ``out`` (module doc).
+
+    ``owns(name) -> bool`` says which file names in an existing ``out`` are this
+    command's (a set of names or of suffixes such as ``{".csv", ".png"}``).
+    """
+
+    def __init__(self, out, owns):
+        self.out = Path(out)
+        self.owns = owns if callable(owns) else (lambda n, s=frozenset(owns): n in s or Path(n).suffix in s)
+        self.tmp: Path | None = None
+
+    def _check(self) -> None:
+        out = self.out
+        if out.exists() or out.is_symlink():
+            if not out.is_dir():
+                raise KvsimError("--out", f"{out} exists and is not a folder")
+            try:
+                foreign = sorted(p.name for p in out.iterdir() if not (p.is_file() and self.owns(p.name)))
+            except OSError as e:
+                raise KvsimError("--out", f"cannot read {out}: {e.strerror or e}") from None
+            if foreign:
+                raise KvsimError("--out", f"{out} holds other files ({', '.join(foreign[:3])}"
+                                 f"{', ...' if len(foreign) > 3 else ''}); kvsim replaces an output folder as a "
+                                 f"whole, so give a new or empty folder")
+
+    def __enter__(self) -> Path:
+        self._check()
+        parent = self.out.absolute().parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = _tmp_sibling(self.out.absolute(), "new")
+            self.tmp.mkdir()
+        except OSError as e:
+            raise KvsimError("--out", f"cannot create {self.out}: {e.strerror or e}") from None
+        return self.tmp
+
+    def __exit__(self, kind, value, tb) -> bool:
+        if kind is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            if isinstance(value, OSError):
+                raise KvsimError("--out", f"cannot write into {self.out}: {value.strerror or value}") from None
+            return False
+        out = self.out.absolute()
+        old = None
+        try:
+            self._check()                              # still ours (nobody wrote there meanwhile)
+            if out.exists():
+                old = _tmp_sibling(out, "old")
+                os.rename(out, old)
+            os.rename(self.tmp, out)
+        except OSError as e:
+            if old is not None and not out.exists():
+                os.rename(old, out)                    # put the old set back
+                old = None
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise KvsimError("--out", f"cannot replace {self.out}: {e.strerror or e}") from None
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return False
