@@ -171,7 +171,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
                    overrides: list[str] | None = None) -> pd.DataFrame:
     from kvsim.validate_diff import links_markdown, write_diff
     from kvsim.errors import KvsimError
-    from kvsim.outdir import safe_name, write_csv, write_json, write_text
+    from kvsim.outdir import atomic_write, safe_name, write_csv, write_json, write_text
     rows = []
     names = []
     card = "?"
@@ -200,7 +200,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
         except OSError as e:
             raise KvsimError("--out", f"cannot create {d}: {e.strerror or e}") from None
         try:
-            plot_overlay(sc.name, sim, eng_reqs, eng_its, d / "overlay.png")
+            atomic_write(d / "overlay.png", lambda t: plot_overlay(sc.name, sim, eng_reqs, eng_its, t))
         except ImportError:
             pass                     # no matplotlib (GPU image): re-plot later with --replay
         write_diff(sc.name, sim.iterations, eng_its, d)

@@ -153,14 +153,15 @@ def plot_timeline(name: str, tl: pd.DataFrame, path: Path) -> None:
 
 def write_diff(name: str, sim_its: pd.DataFrame, eng_its: pd.DataFrame, d: Path, bins: int = 100) -> None:
     """Write step_kinds.{csv,md} and timeline.{csv,png} for one scenario into ``d``."""
+    from kvsim.outdir import atomic_write, write_csv, write_text
     d.mkdir(parents=True, exist_ok=True)
     table = step_kind_table(sim_its, eng_its)
-    table.to_csv(d / "step_kinds.csv", index=False)
-    (d / "step_kinds.md").write_text(step_kind_markdown(name, table))
+    write_csv(d / "step_kinds.csv", table)
+    write_text(d / "step_kinds.md", step_kind_markdown(name, table))
     tl = timeline(sim_its, eng_its, bins)
-    tl.to_csv(d / "timeline.csv", index=False)
+    write_csv(d / "timeline.csv", tl)
     try:
-        plot_timeline(name, tl, d / "timeline.png")
+        atomic_write(d / "timeline.png", lambda t: plot_timeline(name, tl, t))
     except ImportError:
         pass                         # no matplotlib (GPU image): re-plot later with --replay
 
