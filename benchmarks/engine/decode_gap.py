@@ -90,13 +90,18 @@ def main() -> None:
     if a.profile:
         from kvsim.cost.calibrated import CalibratedCostModel, interp1, load_profile
         p = load_profile(a.profile)
-        m = CalibratedCostModel(p, model_name=p.model, dtype=p.dtype, block_size_tokens=bs)
+        sizes = graphs.sizes if graphs is not None else None
+        m = CalibratedCostModel(p, model_name=p.model, dtype=p.dtype, block_size_tokens=bs,
+                                decode_graph_batches=sizes)
+        # what the simulator charges: the padded graph batch, plus unequal contexts when the profile has them
         df["grid"] = [float(m.decode_step_times(n, np.array([float(s)]))[0] - interp1(float(n), *p.overhead))
                       for n, s in zip(df.n, df.ctx_sum)]
+        df["grid_spread"] = [float(m.decode_step_times(n, np.array([float(s)]), np.array([float(x)]))[0]
+                                   - interp1(float(n), *p.overhead)) for n, s, x in zip(df.n, df.ctx_sum, df.ctx_max)]
         df["overhead"] = [float(interp1(float(n), *p.overhead)) for n in df.n]
     df.to_csv(out / "decode_gap.csv", index=False)
     pd.DataFrame(phases).to_csv(out / "phases.csv", index=False)
-    cols = [c for c in ("engine_gpu", "exact", "uniform", "at_max", "grid") if c in df]
+    cols = [c for c in ("engine_gpu", "exact", "uniform", "at_max", "grid", "grid_spread") if c in df]
     df["nb"] = pd.cut(df.n, [0, 8, 16, 32, 48, 64, 128, 256])
     summary = df.groupby("nb", observed=True)[["n", "ctx_mean", "ctx_max"] + cols].mean() * \
         pd.Series({"n": 1, "ctx_mean": 1, "ctx_max": 1, **{c: 1e3 for c in cols}})
