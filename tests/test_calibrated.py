@@ -214,3 +214,21 @@ def test_decode_is_priced_at_the_engines_padded_graph_batch():
     assert padded.decode_step_times(33, s)[0] > plain.decode_step_times(33, s)[0]
     assert eager.decode_step_times(33, s)[0] == plain.decode_step_times(33, s)[0]
     assert padded.decode_step_times(100, s)[0] == plain.decode_step_times(100, s)[0]   # past the graphs: eager
+
+
+def test_prefill_groups_share_one_attention_launch():
+    """A prefill of several groups runs one varlen attention launch a layer: each group adds its work
+    above the grid's launch floor, not a launch of its own."""
+    prof = synthetic_profile(steps=True)
+    launch = 2e-4                                       # a per-launch cost the isolated grid points all carry
+    g = prof["prefill_attn"]["16"]
+    g["time_s"] = [[t + launch for t in row] for row in g["time_s"]]
+    m = model(prof)
+    one = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[1024], prefill_cached_tokens=[0])
+    four = StepPlan(prefill_group_ids=[0, 1, 2, 3], prefill_new_tokens=[256] * 4, prefill_cached_tokens=[0] * 4)
+    work = lambda n: 1e-5 + n * (n / 2) * 1e-11          # the synthetic grid's attention work of a fresh n
+    # four short causal triangles instead of one long, each above the floor (the 16-token point)
+    want = m.L * (4 * (work(256) - work(16)) - (work(1024) - work(16)))
+    rows = float(interp1(4.0, *m.p.overhead) - interp1(1.0, *m.p.overhead))     # per-row host overhead
+    assert m.step_time(four) - m.step_time(one) == pytest.approx(want + rows, rel=1e-9)
+    assert m.step_time(four) < m.step_time(one)         # less attention work, and no extra launches charged

@@ -275,10 +275,16 @@ class CalibratedCostModel(CostModel):
         return np.asarray(fixed + self.L * self._decode_attn(n, sums), dtype=np.float64)
 
     def _attn_extra(self, plan: StepPlan, total_new: int) -> float:
-        """Per-layer prefill attention of the plan's groups beyond one fresh sequence of ``total_new``."""
+        """Per-layer prefill attention of the plan's groups beyond one fresh sequence of ``total_new``.
+
+        The grid times one group per launch, and its smallest point (a few tokens, nothing cached) is
+        almost all launch: the engine runs every group of a step in one varlen launch, so each group
+        adds its work above that floor, not a launch of its own."""
         cached = plan.prefill_cached_tokens or [0] * len(plan.prefill_new_tokens)
-        got = sum(float(interp2(float(n), float(c), *self._pre)) for n, c in zip(plan.prefill_new_tokens, cached))
-        return got - float(interp2(float(total_new), 0.0, *self._pre))
+        floor = float(self._pre[2][0, 0])
+        got = sum(float(interp2(float(n), float(c), *self._pre)) - floor
+                  for n, c in zip(plan.prefill_new_tokens, cached))
+        return got - (float(interp2(float(total_new), 0.0, *self._pre)) - floor)
 
     def _measured_step(self, plan: StepPlan) -> float:
         """Prefill or mixed iteration from the whole-iteration grids (see module doc)."""
