@@ -3,6 +3,7 @@
 # packed into $OUT/h200.tgz as soon as it ends, so a call cut short keeps what finished):
 #   TESTS=1       GPU tests of the fused layer kernels, the unified attention kernel and the engine
 #   BENCH=1       engine steps (mixed + decode) vs roofline with the fused layer kernels off and on
+#   KERNELS=1     where a mixed and a decode step's GPU time goes, kernel by kernel (torch.profiler)
 #   THROUGHPUT=1  chunked-prefill offline throughput, fused layer kernels off and on, same 200 requests
 #   CALIB="llama-3-8b:16 opt-13b:16,32,64"   profiles (copied into calibrate/profiles/H200/ for the stages after)
 #   SCEN="scenarios/validation/v2[1-2]*.yaml" `kvsim validate` of each scenario against calibrate/profiles/H200/
@@ -29,6 +30,12 @@ if [ -n "${BENCH:-}" ]; then
   stamp bench
   timeout 300 python3 benchmarks/engine/mixed_steps.py --model llama-3-8b --out "$W" 2>&1 | grep -v Warning \
     | tail -14 | tee "$W/mixed_steps.txt"
+  pack
+fi
+if [ -n "${KERNELS:-}" ]; then
+  stamp kernels
+  timeout 180 python3 benchmarks/engine/step_kernels.py --model llama-3-8b --out "$W" 2>&1 | grep -v Warning \
+    | tail -24 | tee "$W/step_kernels.txt"
   pack
 fi
 if [ -n "${THROUGHPUT:-}" ]; then
