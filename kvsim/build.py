@@ -8,6 +8,7 @@ import numpy as np
 
 from kvsim.catalogue import GPUSpec, ModelSpec, get_gpu, get_model
 from kvsim.config import GiB, Scenario
+from kvsim.core.kv import KVManager
 from kvsim.core.kv_contiguous import ContiguousKV
 from kvsim.core.kv_paged import PagedKV
 from kvsim.core.request import RequestSpec
@@ -33,7 +34,7 @@ class RunSetup:
     def kv_bytes_per_token(self) -> int:
         return self.model.kv_bytes_per_token(self.scenario.dtype_bytes, self.scenario.tensor_parallel)
 
-    def make_kv(self):
+    def make_kv(self) -> KVManager:
         e = self.scenario.engine
         if e.allocator == "paged":
             return PagedKV(self.budget.num_gpu_blocks, e.block_size, self.budget.num_cpu_blocks,
@@ -41,7 +42,7 @@ class RunSetup:
         capacity = self.budget.kv_cache_bytes // self.kv_bytes_per_token
         cpu = self.budget.num_cpu_blocks * e.block_size
         return ContiguousKV(capacity, e.allocator.removeprefix("orca_"), self.max_model_len,
-                            e.placement, cpu, unit_slots=e.block_size)
+                            e.placement, cpu, block_size=e.block_size)
 
     def make_scheduler(self, kv, rng: np.random.Generator) -> Scheduler:
         e = self.scenario.engine
