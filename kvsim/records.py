@@ -24,6 +24,9 @@ ITERATION_COLUMNS = (
     "blocks_in_use", "mem_used", "mem_internal", "mem_reserved", "mem_external", "mem_free", "mem_logical",
 )
 
+TIMING_COLUMNS = ITERATION_COLUMNS[:4]
+STATE_COLUMNS = ITERATION_COLUMNS[4:]       # what step_state returns, in this order
+
 REQUEST_COLUMNS = (
     "request_id", "status", "arrival_s", "first_scheduled_s", "first_token_s", "finish_s",
     "prompt_len", "output_len", "n", "beam_width", "prefix_id", "prefix_len",
@@ -41,6 +44,11 @@ class IterationLog:
 
     def append(self, **row) -> None:
         self._rows.append(tuple(row[c] for c in ITERATION_COLUMNS))
+        self._n += 1
+
+    def append_step(self, start_s: float, duration_s: float, swap_s: float, state: tuple) -> None:
+        """Append the next iteration: its timing and its ``step_state``."""
+        self._rows.append((self._n, start_s, duration_s, swap_s) + state)
         self._n += 1
 
     def _flush(self) -> None:
@@ -70,16 +78,16 @@ class IterationLog:
         return pd.DataFrame(data)
 
 
-def step_state(plan: StepPlan, sched: Scheduler) -> dict:
-    """An iteration's columns other than ``iter`` and the timing ones, read after ``schedule(plan)``."""
+def step_state(plan: StepPlan, sched: Scheduler) -> tuple:
+    """An iteration's ``STATE_COLUMNS``, read after ``schedule`` returned ``plan`` (for ``append_step``)."""
     kv = sched.kv
     n_prefill = len(plan.prefill_group_ids)
-    return dict(prefill_groups=n_prefill, prefill_tokens=plan.num_prefill_tokens,
-                decode_seqs=plan.num_decode_seqs, batched_requests=n_prefill + len(plan.decode_group_ids),
-                batched_tokens=plan.num_batched_tokens, running=len(sched.running), waiting=len(sched.waiting),
-                swapped=len(sched.swapped), preempted=len(plan.preempted), swap_out_blocks=len(plan.swap_out),
-                swap_in_blocks=len(plan.swap_in), cow_copies=len(plan.copy_pairs),
-                blocks_in_use=kv.blocks_in_use(), **kv.memory_split(sched.running).columns())
+    prefill_tokens = plan.num_prefill_tokens
+    decode_seqs = len(plan.decode_context_tokens)
+    return (n_prefill, prefill_tokens, decode_seqs, n_prefill + len(plan.decode_group_ids),
+            prefill_tokens + decode_seqs, len(sched.running), len(sched.waiting), len(sched.swapped),
+            len(plan.preempted), len(plan.swap_out), len(plan.swap_in), len(plan.copy_pairs),
+            kv.blocks_in_use()) + kv.memory_split(sched.running).values()
 
 
 def decode_run_rows(first_iter: int, starts: np.ndarray, dts: np.ndarray, num_seqs: int, running: int,

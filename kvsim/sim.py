@@ -125,8 +125,7 @@ class SimEngine:
         return self.cost.swap_time(len(plan.swap_out), bb) + self.cost.swap_time(len(plan.swap_in), bb)
 
     def _record(self, plan: StepPlan, start: float, dt: float, swap_s: float) -> None:
-        self.log.append(iter=len(self.log), start_s=start, duration_s=dt + swap_s, swap_s=swap_s,
-                        **step_state(plan, self.sched))
+        self.log.append_step(start, dt + swap_s, swap_s, step_state(plan, self.sched))
 
     # ------------------------------------------------------------------- run
     def run(self) -> SimResult:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 MEMORY_COLUMNS = ("mem_used", "mem_internal", "mem_reserved", "mem_external", "mem_free", "mem_logical")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MemorySplit:
     """Where the GPU's KV slots are, in token slots (ints, or numpy arrays with one entry per step).
 
@@ -41,10 +41,13 @@ class MemorySplit:
     free: int | np.ndarray       # free, usable slots
     logical: int | np.ndarray    # slots the running sequences would hold without any sharing
 
+    def values(self) -> tuple:
+        """The split in ``MEMORY_COLUMNS`` order."""
+        return self.used, self.internal, self.reserved, self.external, self.free, self.logical
+
     def columns(self) -> dict:
         """The split as the iteration record's ``mem_*`` columns."""
-        return dict(zip(MEMORY_COLUMNS, (self.used, self.internal, self.reserved, self.external, self.free,
-                                         self.logical)))
+        return dict(zip(MEMORY_COLUMNS, self.values()))
 
 
 @runtime_checkable

@@ -194,7 +194,7 @@ class RealEngine:
                 runner.release(g)
             end = time.perf_counter() - t0      # the iteration includes the scheduler's bookkeeping after it
             post = end - recorded
-            log.append(iter=len(log), start_s=start, duration_s=gpu_end + post - start, swap_s=0.0, **state)
+            log.append_step(start, gpu_end + post - start, 0.0, state)
             cpu_s.append((prepared - start) + post)
             gpu_s.append(gpu_end - prepared)
         end_s = time.perf_counter() - t0
