@@ -112,9 +112,9 @@ class RealEngine:
         self.info: dict = {"simulator_blocks": self.setup.budget.num_gpu_blocks}
         if self.device.type == "cuda" and e.num_gpu_blocks is None:
             blocks, self.info = _measure_blocks(self.model, self.setup, self.device, dtype, self.backend)
-            b = self.setup.budget
-            self.setup.budget = dataclasses.replace(b, num_gpu_blocks=blocks, kv_cache_bytes=blocks * b.block_bytes,
-                                                    kv_capacity_tokens=blocks * e.block_size)
+            b = self.setup.budget         # the measured block count replaces the simulator's estimate
+            self.setup = dataclasses.replace(self.setup, budget=dataclasses.replace(
+                b, num_gpu_blocks=blocks, kv_cache_bytes=blocks * b.block_bytes, kv_capacity_tokens=blocks * e.block_size))
         self.kv = self.setup.make_kv()
         self.cache = KVCache(self.model.num_layers, self.kv.num_gpu_blocks, self.kv.block_size,
                              self.model.num_kv_heads, self.model.head_dim, self.kv.num_cpu_blocks,
