@@ -51,22 +51,23 @@ def plan_decode_run(sched: Scheduler) -> DecodeRun | None:
         return None
     running = sched.running
     remaining = 1 << 62
+    nseq = 0
     for g in running:
         if g.in_prefill or g.is_beam:
             return None
         r = g.spec.output_len - g.generated
         if r < remaining:
             remaining = r
+        nseq += len(g.seqs)
     k = remaining                 # the last step may finish groups: applied like complete_step does
     if k < MIN_STEPS:
         return None
-    lengths = [s.length for g in running for s in g.seqs]
-    nseq = len(lengths)
     if sched.waiting and not head_blocked(sched, nseq):
         return None
     new_blocks = sched.kv.decode_run(running, k)
     if new_blocks is None or len(new_blocks) < MIN_STEPS:
         return None
+    lengths = [s.length for g in running for s in g.seqs]
     return DecodeRun(len(new_blocks), new_blocks, nseq, sum(lengths), max(lengths))
 
 
