@@ -8,6 +8,7 @@ import numpy as np
 
 from kvsim.catalogue import GPUSpec, ModelSpec, get_gpu, get_model
 from kvsim.config import GiB, Scenario
+from kvsim.core.kv import KVManager
 from kvsim.core.kv_contiguous import ContiguousKV
 from kvsim.core.kv_paged import PagedKV
 from kvsim.core.request import RequestSpec
@@ -27,13 +28,13 @@ class RunSetup:
     budget: KVBudget
     max_model_len: int
     requests: list[RequestSpec]
-    cost: CostModel
+    cost: CostModel | None          # None for the real engine, which measures time
 
     @property
     def kv_bytes_per_token(self) -> int:
         return self.model.kv_bytes_per_token(self.scenario.dtype_bytes, self.scenario.tensor_parallel)
 
-    def make_kv(self):
+    def make_kv(self) -> KVManager:
         e = self.scenario.engine
         if e.allocator == "paged":
             return PagedKV(self.budget.num_gpu_blocks, e.block_size, self.budget.num_cpu_blocks,
@@ -41,7 +42,7 @@ class RunSetup:
         capacity = self.budget.kv_cache_bytes // self.kv_bytes_per_token
         cpu = self.budget.num_cpu_blocks * e.block_size
         return ContiguousKV(capacity, e.allocator.removeprefix("orca_"), self.max_model_len,
-                            e.placement, cpu, unit_slots=e.block_size)
+                            e.placement, cpu, block_size=e.block_size)
 
     def make_scheduler(self, kv, rng: np.random.Generator) -> Scheduler:
         e = self.scenario.engine
@@ -65,7 +66,8 @@ def check_block_counts(sc: Scenario, budget: KVBudget) -> None:
 
 
 def setup_run(sc: Scenario, *, simulator: bool = True) -> RunSetup:
-    """Resolve catalogue entries, size the KV cache, build the workload and the cost model."""
+    """Resolve catalogue entries, size the KV cache, build the workload and (for the simulator,
+    ``simulator=True``) the cost model; the real engine measures time and gets ``cost=None``."""
     if not isinstance(sc, Scenario):
         raise KvsimError("scenario", f"expected a Scenario (kvsim.load_scenario), got {type(sc).__name__}")
     sc.check()
@@ -97,9 +99,16 @@ def setup_run(sc: Scenario, *, simulator: bool = True) -> RunSetup:
             num_cpu_blocks=e.num_cpu_blocks if e.num_cpu_blocks is not None else budget.num_cpu_blocks)
     rng = np.random.default_rng([sc.seed, 1])
     requests = build_workload(sc.workload, max_len_tokens=max_len, rng=rng)
+    cost = make_cost(sc, model, gpu) if simulator else None
+    return RunSetup(sc, model, gpu, budget, max_len, requests, cost)
+
+
+def make_cost(sc: Scenario, model: ModelSpec, gpu: GPUSpec, *, swaps_in_step: bool = False) -> CostModel:
+    """The scenario's cost model. The simulator charges swaps on its host-link resource, so by default
+    step times leave them out (``swaps_in_step``)."""
+    e = sc.engine
     params = sc.cost.roofline
-    if simulator:
-        # the simulator charges swaps on its host-link resource, not inside the step
+    if not swaps_in_step:
         params = dataclasses.replace(params, include_swaps_in_step=False)
     if sc.cost.model == "calibrated":
         from kvsim.cost.calibrated import CalibratedCostModel, load_profile
@@ -113,7 +122,7 @@ def setup_run(sc: Scenario, *, simulator: bool = True) -> RunSetup:
         try:
             cost: CostModel = CalibratedCostModel(
                 load_profile(sc.cost.profile), model_name=model.name, dtype=sc.dtype, block_size_tokens=e.block_size,
-                include_swaps_in_step=not simulator, decode_graph_batches=graphs)
+                include_swaps_in_step=swaps_in_step, decode_graph_batches=graphs)
         except KvsimError as err:            # the cost module says "profile"; the scenario field is cost.profile
             if err.field == "profile":
                 raise KvsimError("cost.profile", err.message) from None
@@ -124,4 +133,4 @@ def setup_run(sc: Scenario, *, simulator: bool = True) -> RunSetup:
     else:
         cost = RooflineCostModel(model, gpu, sc.tensor_parallel, sc.dtype_bytes, params,
                                  block_size_tokens=e.block_size)
-    return RunSetup(sc, model, gpu, budget, max_len, requests, cost)
+    return cost

@@ -25,7 +25,7 @@ from kvsim.config import Scenario
 from kvsim.core.plan import StepPlan
 from kvsim.core.scheduler import Scheduler
 from kvsim.fastforward import apply_fast_forward, plan_fast_forward
-from kvsim.records import IterationLog, request_frame
+from kvsim.records import IterationLog, request_frame, run_summary, step_state
 
 
 class _UrgentTimeout(simpy.events.Event):
@@ -118,34 +118,17 @@ class SimEngine:
             sched.complete_step(plan, env.now)
 
     def _swap_time(self, plan: StepPlan) -> float:
+        """Host-link time of the plan's swaps: every allocator reports one pair per block moved."""
         if not (plan.swap_out or plan.swap_in):
             return 0.0
-        cost = self.cost
-        if self.kv.kind == "paged":
-            bb = self.setup.budget.block_bytes
-            return cost.swap_time(len(plan.swap_out), bb) + cost.swap_time(len(plan.swap_in), bb)
-        per_tok = self.setup.kv_bytes_per_token
-        return sum(cost.swap_time(1, w * per_tok) for _, w in plan.swap_out + plan.swap_in)
+        bb = self.setup.budget.block_bytes
+        return self.cost.swap_time(len(plan.swap_out), bb) + self.cost.swap_time(len(plan.swap_in), bb)
 
     def _record(self, plan: StepPlan, start: float, dt: float, swap_s: float) -> None:
-        sched = self.sched
-        used, internal, reserved, external, free, logical = self.kv.memory_split(sched.running)
-        prefill_tokens = plan.num_prefill_tokens
-        self.log.append(
-            iter=len(self.log), start_s=start, duration_s=dt + swap_s, swap_s=swap_s,
-            prefill_groups=len(plan.prefill_group_ids), prefill_tokens=prefill_tokens,
-            decode_seqs=len(plan.decode_context_tokens),
-            batched_requests=len(plan.prefill_group_ids) + len(plan.decode_group_ids),
-            batched_tokens=prefill_tokens + len(plan.decode_context_tokens),
-            running=len(sched.running), waiting=len(sched.waiting), swapped=len(sched.swapped),
-            preempted=len(plan.preempted), swap_out_blocks=len(plan.swap_out),
-            swap_in_blocks=len(plan.swap_in), cow_copies=len(plan.copy_pairs),
-            blocks_in_use=self.kv.blocks_in_use(), mem_used=used, mem_internal=internal,
-            mem_reserved=reserved, mem_external=external, mem_free=free, mem_logical=logical)
+        self.log.append_step(start, dt + swap_s, swap_s, step_state(plan, self.sched))
 
     # ------------------------------------------------------------------- run
     def run(self) -> SimResult:
-        from kvsim.metrics import summarize
         self.env.process(self._arrivals())
         engine = self.env.process(self._engine())
         self.env.run(until=engine)
@@ -154,9 +137,7 @@ class SimEngine:
         # requests that never arrived before max_time_s still appear, as not arrived
         reqs = request_frame(groups)
         its = self.log.frame()
-        bm = getattr(self.kv, "bm", None)
-        stats = (bm.prefix_hits_tokens, bm.prefix_queries_tokens) if bm is not None else None
-        summary = summarize(self.setup, reqs, its, self.env.now, self.kv.capacity_slots, stats)
+        summary = run_summary(self.setup, reqs, its, self.env.now, self.kv)
         return SimResult(self.setup, reqs, its, self.env.now, summary)
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kvsim.validate_diff import rel_err
+
 METRICS = (
     ("throughput_req_s", "throughput (req/s)"),
     ("normalized_latency_s", "mean normalized latency (s/tok)"),
@@ -27,14 +29,6 @@ METRICS = (
     ("avg_batched_requests", "avg batch (requests)"),
     ("preemptions", "preemptions"), ("peak_blocks_in_use", "peak KV blocks"),
 )
-
-
-def rel_err(pred, meas) -> float:
-    if pred is None or meas is None:
-        return float("nan")
-    if meas == 0:
-        return 0.0 if pred == 0 else float("inf")
-    return (pred - meas) / abs(meas)
 
 
 def compare(name: str, sim: dict, eng: dict) -> list[dict]:

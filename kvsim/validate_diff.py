@@ -58,12 +58,20 @@ def classify_steps(its: pd.DataFrame) -> pd.Series:
     return kind
 
 
+def rel_err(pred, meas) -> float:
+    """(predicted - measured) / |measured|; NaN if either is missing, inf for a miss of a measured 0."""
+    if pred is None or meas is None:
+        return float("nan")
+    if meas == 0:
+        return 0.0 if pred == 0 else float("inf")
+    return (pred - meas) / abs(meas)
+
+
 def _pct(x: np.ndarray, q: float) -> float:
     return float(np.percentile(x, q)) if len(x) else float("nan")
 
 
 def step_kind_table(sim_its: pd.DataFrame, eng_its: pd.DataFrame) -> pd.DataFrame:
-    from kvsim.validate import rel_err
     sim_kind, eng_kind = classify_steps(sim_its), classify_steps(eng_its)
     kinds = list(KINDS) + (["other"] if (sim_kind == "other").any() or (eng_kind == "other").any() else [])
     rows = []

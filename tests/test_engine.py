@@ -59,9 +59,8 @@ def run(model_pair, model: str, **over):
     eng = RealEngine(scenario(model, model_pair[2], **over), model=model_pair[1])
     res = eng.run()
     assert res.summary["requests_finished"] == res.summary["requests_total"]
-    if eng.kv.kind == "paged":
-        assert eng.kv.bm.num_allocated == 0          # no block leaks
-        eng.kv.check_invariants()
+    assert eng.kv.blocks_in_use() == 0               # no block leaks
+    eng.kv.check_invariants()
     return res, eng
 
 

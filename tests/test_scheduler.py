@@ -34,15 +34,17 @@ SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, Heal
 
 # ------------------------------------------------------------------ driver
 def on_gpu(kv, seq_id: int) -> bool:
-    return seq_id in (kv.bm.tables if kv.kind == "paged" else kv.offset)
+    return (kv.locate(seq_id) or ("",))[0] == "gpu"
 
 
 def on_cpu(kv, seq_id: int) -> bool:
-    return seq_id in (kv.bm.cpu_tables if kv.kind == "paged" else kv.swapped)
+    return (kv.locate(seq_id) or ("",))[0] == "cpu"
 
 
 def kv_len(kv, seq_id: int) -> int:
-    return kv.bm.num_tokens[seq_id] if kv.kind == "paged" else kv.written[seq_id]
+    where, n = kv.locate(seq_id)
+    assert where == "gpu"
+    return n
 
 
 def check_plan(sched: Scheduler, plan, running_before: list[tuple[float, int]]) -> None:
@@ -155,17 +157,7 @@ def check_final(sched: Scheduler, specs: list[RequestSpec]) -> None:
             assert g.finish_s is not None and g.first_token_s is not None
             assert g.arrival_s <= g.first_scheduled_s <= g.first_token_s <= g.finish_s
     assert len(sched.finished) + len(sched.rejected) == len(specs)
-    if kv.kind == "paged":
-        bm = kv.bm
-        assert bm.num_free_blocks == bm.num_gpu_blocks
-        assert bm.num_allocated == 0 and bm.used_slots == 0
-        assert not bm.tables and not bm.cpu_tables
-        assert bm.num_free_cpu_blocks == bm.num_cpu_blocks
-        assert not kv._hashes
-    else:
-        assert kv.space.allocated_slots == 0 and kv.space.free_slots == kv.capacity_slots
-        assert not kv.offset and not kv.swapped and not kv.written
-        assert kv.used_slots == 0 and kv.cpu_used_slots == 0
+    kv.check_empty()      # each allocator asserts it holds nothing (blocks, tables, swap, caches)
 
 
 # --------------------------------------------------------------- workloads
@@ -241,8 +233,8 @@ def _run(kv, data, policy, mode):
 @given(data=st.data())
 def test_paged_scheduler_properties(policy, mode, data):
     kv = make_paged(data.draw)
-    if mode == "swap" and kv.bm.num_cpu_blocks == 0:
-        kv = PagedKV(kv.bm.num_gpu_blocks, kv.block_size, 16, 0.0, kv.bm.enable_prefix_caching)
+    if mode == "swap" and kv.num_cpu_blocks == 0:
+        kv = PagedKV(kv.num_gpu_blocks, kv.block_size, 16, 0.0, kv.enable_prefix_caching)
     _run(kv, data, policy, mode)
 
 

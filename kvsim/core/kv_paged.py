@@ -1,25 +1,31 @@
 """Group-level KV operations over the paged block manager (the vLLM policy).
 
-The scheduler talks to a KV manager in terms of sequence groups; this adapter
-maps those calls onto :class:`PagedBlockManager` sequence primitives. All
-sequences of a group share the prompt's blocks; sharing after that emerges from
-copy-on-write and beam re-parenting.
+Implements :class:`kvsim.core.kv.KVManager` (see there for each method's
+contract) by mapping group calls onto :class:`PagedBlockManager` sequence
+primitives. All sequences of a group share the prompt's blocks; sharing after
+that emerges from copy-on-write and beam re-parenting.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from kvsim.core.block_manager import AllocStatus, PagedBlockManager
+from kvsim.core.kv import MemorySplit
 from kvsim.core.sequence import SequenceGroup
 from kvsim.core.tokens import block_hashes, synthetic_prompt_tokens
 
 
 class PagedKV:
-    kind = "paged"
+    """Paged KV (vLLM): blocks taken as sequences grow, shared prompt blocks, copy-on-write, block swaps."""
 
     def __init__(self, num_gpu_blocks: int, block_size: int, num_cpu_blocks: int = 0,
                  watermark: float = 0.01, enable_prefix_caching: bool = False):
         self.bm = PagedBlockManager(num_gpu_blocks, block_size, num_cpu_blocks, watermark,
                                     enable_prefix_caching)
         self.block_size = block_size
+        self.num_gpu_blocks = num_gpu_blocks
+        self.num_cpu_blocks = num_cpu_blocks
+        self.enable_prefix_caching = enable_prefix_caching
         self.capacity_slots = num_gpu_blocks * block_size
         self._hashes: dict[int, list[int]] = {}
 
@@ -31,7 +37,12 @@ class PagedKV:
         shared = p // bs
         return shared + len(group.seqs) * (-(-final // bs) - shared)
 
+    def static_peak_blocks(self, group: SequenceGroup) -> int:
+        """Blocks only grow as sequences decode, so a static batch sets aside the group's peak."""
+        return self.peak_blocks(group)
+
     def never_fits(self, group: SequenceGroup) -> str | None:
+        """The group's peak blocks exceed the GPU's blocks above the watermark."""
         usable = self.bm.num_gpu_blocks - self.bm.watermark_blocks
         need = self.peak_blocks(group)
         if need > usable:
@@ -49,6 +60,7 @@ class PagedKV:
         return shared + sum(self.bm.blocks_for(p + s.generated) - shared for s in group.seqs)
 
     def can_admit(self, group: SequenceGroup) -> AllocStatus:
+        """Blocks for the prompt (plus generated tokens when recomputing) under the watermark."""
         return self.bm.can_allocate(self._admit_blocks(group))
 
     def _prompt_hashes(self, group: SequenceGroup) -> list[int] | None:
@@ -61,7 +73,10 @@ class PagedKV:
         return h
 
     def admit(self, group: SequenceGroup) -> int:
-        """Allocate the group's (re)prefill; return prompt tokens served by the prefix cache."""
+        """Allocate the group's (re)prefill; return prompt tokens served by the prefix cache.
+
+        The first sequence allocates the prompt; the others share its blocks.
+        """
         seqs = group.seqs
         first = seqs[0].seq_id
         cached = self.bm.allocate(first, group.spec.prompt_len, self._prompt_hashes(group))
@@ -77,12 +92,15 @@ class PagedKV:
 
     # ------------------------------------------------------------------ decode
     def append_need(self, group: SequenceGroup) -> int:
+        """New blocks: one per sequence whose last block is full, or shared (copy-on-write)."""
         return self.bm.blocks_to_append([s.seq_id for s in group.seqs])
 
     def free_blocks(self) -> int:
+        """Free GPU blocks, evictable prefix-cache blocks included."""
         return self.bm.num_free_blocks
 
     def append(self, group: SequenceGroup) -> list[tuple[int, int]]:
+        """One slot per sequence; a shared last block is copied first (the returned pairs)."""
         copies = []
         for s in group.seqs:
             c = self.bm.append_slot(s.seq_id)
@@ -91,16 +109,20 @@ class PagedKV:
         return copies
 
     def reparent(self, group: SequenceGroup, parents: list[int]) -> None:
+        """Sequences take their parents' tables by sharing blocks (copy-on-write at the next append)."""
         self.bm.reparent([s.seq_id for s in group.seqs], parents)
 
     def free_group(self, group: SequenceGroup) -> None:
+        """Drop the sequences' GPU and CPU tables; blocks whose last reference goes are freed."""
         for s in group.seqs:
             self.bm.free(s.seq_id)
 
     def forget(self, group: SequenceGroup) -> None:
+        """Drop the group's cached prompt block hashes."""
         self._hashes.pop(group.group_id, None)
 
     def group_blocks(self, group: SequenceGroup) -> int:
+        """Distinct GPU blocks in the group's tables."""
         seen = set()
         for s in group.seqs:
             seen.update(self.bm.tables.get(s.seq_id, ()))
@@ -108,22 +130,26 @@ class PagedKV:
 
     # -------------------------------------------------------------------- swap
     def can_swap_out(self, group: SequenceGroup) -> bool:
+        """A free CPU block for each distinct block of the group."""
         return self.bm.can_swap_out([s.seq_id for s in group.seqs])
 
     def swap_out(self, group: SequenceGroup) -> list[tuple[int, int]]:
+        """Each distinct block moves once (sharing is kept on the CPU side)."""
         return self.bm.swap_out([s.seq_id for s in group.seqs])
 
     def can_swap_in(self, group: SequenceGroup) -> bool:
+        """Blocks to swap in plus the next append's blocks fit under the watermark."""
         ids = [s.seq_id for s in group.seqs]
         need = self.bm.blocks_to_swap_in(ids) + self.bm.blocks_to_append(ids, swapped=True)
         return self.bm.can_allocate(need) == AllocStatus.OK
 
     def swap_in(self, group: SequenceGroup) -> list[tuple[int, int]]:
+        """Each distinct CPU block comes back to a fresh GPU block."""
         return self.bm.swap_in([s.seq_id for s in group.seqs])
 
     # ------------------------------------------------------------------ memory
-    def memory_split(self, running: list[SequenceGroup]) -> tuple[int, int, int, int, int, int]:
-        """(used, internal_frag, reserved, external_frag, free, logical) in token slots.
+    def memory_split(self, running: list[SequenceGroup]) -> MemorySplit:
+        """The split in token slots.
 
         used: slots holding KV; internal fragmentation: allocated slots past a
         sequence's final length (only in its last block); reserved: allocated
@@ -149,10 +175,79 @@ class PagedKV:
                     internal += cap - max(final, n)
         internal = min(internal, alloc - bm.used_slots)   # a shared partial block counts once
         reserved = alloc - bm.used_slots - internal
-        return bm.used_slots, internal, reserved, 0, self.capacity_slots - alloc, logical
+        return MemorySplit(bm.used_slots, internal, reserved, 0, self.capacity_slots - alloc, logical)
 
     def blocks_in_use(self) -> int:
+        """Allocated GPU blocks (referenced by a table; cached-but-evictable blocks are free)."""
         return self.bm.num_allocated
 
+    def block_table(self, seq_id: int) -> list[int]:
+        """The sequence's block table (the manager's own list: read, do not modify)."""
+        return self.bm.tables[seq_id]
+
+    def prefix_cache_stats(self) -> tuple[int, int] | None:
+        """Prefix-cache hits and look-ups in prompt tokens (zeros when caching is off)."""
+        return self.bm.prefix_hits_tokens, self.bm.prefix_queries_tokens
+
+    def locate(self, seq_id: int) -> tuple[str, int] | None:
+        """("gpu" | "cpu", KV slots written) for a sequence held on either side, else None."""
+        bm = self.bm
+        if seq_id in bm.tables:
+            return "gpu", bm.num_tokens[seq_id]
+        if seq_id in bm.cpu_tables:
+            return "cpu", bm.cpu_num_tokens[seq_id]
+        return None
+
     def check_invariants(self) -> None:
+        """Reference counts, free lists and slot counts agree (see PagedBlockManager.check_invariants)."""
         self.bm.check_invariants()
+
+    def check_empty(self) -> None:
+        """Assert nothing is held: all GPU and CPU blocks free, no tables, no cached hashes."""
+        bm = self.bm
+        assert bm.num_free_blocks == bm.num_gpu_blocks
+        assert bm.num_allocated == 0 and bm.used_slots == 0
+        assert not bm.tables and not bm.cpu_tables
+        assert bm.num_free_cpu_blocks == bm.num_cpu_blocks
+        assert not self._hashes
+
+    # ------------------------------------------------------------- bulk decode
+    def decode_run(self, groups: list[SequenceGroup], steps: int) -> np.ndarray | None:
+        """Blocks are taken exactly where a sequence's length crosses a block boundary."""
+        bm = self.bm
+        bs = self.block_size
+        seq_ids = [s.seq_id for g in groups for s in g.seqs]
+        n0 = np.fromiter((bm.num_tokens[s] for s in seq_ids), dtype=np.int64, count=len(seq_ids))
+        for s, n in zip(seq_ids, n0):
+            if n % bs and bm.ref[bm.tables[s][-1]] > 1:
+                return None
+        first = (-n0) % bs                     # first step at which each sequence needs a block
+        st = np.arange(steps)
+        crossings = ((st[None, :] - first[:, None]) % bs == 0) & (st[None, :] >= first[:, None])
+        crossings = crossings.sum(axis=0)
+        over = np.nonzero(np.cumsum(crossings) > self.free_blocks())[0]
+        return crossings[:int(over[0])] if len(over) else crossings
+
+    def decode_memory(self, groups: list[SequenceGroup], new_blocks: np.ndarray) -> tuple[np.ndarray, MemorySplit]:
+        """Vectorised :meth:`memory_split` after each step of a decode run (no sharing changes in a run)."""
+        bm, bs = self.bm, self.block_size
+        k = len(new_blocks)
+        seqs = [s for g in groups for s in g.seqs]
+        grow = len(seqs) * np.arange(1, k + 1, dtype=np.int64)
+        n0 = np.array([bm.num_tokens[s.seq_id] for s in seqs], dtype=np.int64)
+        final = np.array([s.final_kv_tokens for s in seqs], dtype=np.int64)
+        n = n0[None, :] + np.arange(1, k + 1, dtype=np.int64)[:, None]
+        cap = -(-n // bs) * bs
+        logical = cap.sum(axis=1)
+        internal = np.where(cap > final[None, :], cap - np.maximum(final[None, :], n), 0).sum(axis=1)
+        blocks = bm.num_allocated + np.cumsum(new_blocks)
+        alloc = blocks * bs
+        used = bm.used_slots + grow
+        internal = np.minimum(internal, alloc - used)
+        reserved = alloc - used - internal
+        return blocks, MemorySplit(used, internal, reserved, np.zeros(k, np.int64), self.capacity_slots - alloc,
+                                   logical)
+
+    def advance_decode(self, groups: list[SequenceGroup], steps: int) -> None:
+        """``steps`` appends to every sequence at once (no copy-on-write: ``decode_run`` checked)."""
+        self.bm.append_slots_bulk([s.seq_id for g in groups for s in g.seqs], steps)

@@ -29,6 +29,7 @@ import numpy as np
 
 from kvsim.core.beam import choose_parents
 from kvsim.core.block_manager import AllocStatus
+from kvsim.core.kv import KVManager
 from kvsim.core.plan import StepPlan
 from kvsim.core.request import RequestSpec
 from kvsim.core.sequence import GroupStatus, SequenceGroup
@@ -49,7 +50,7 @@ class SchedulerConfig:
 
 
 class Scheduler:
-    def __init__(self, kv, config: SchedulerConfig, rng: np.random.Generator):
+    def __init__(self, kv: KVManager, config: SchedulerConfig, rng: np.random.Generator):
         if config.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}")
         if config.preemption_mode not in PREEMPTION_MODES:
@@ -146,8 +147,8 @@ class Scheduler:
     def _admit(self, plan: StepPlan, budget: int, chunked: bool, static: bool = False) -> None:
         num_seqs = self.num_running_seqs()
         admitted = False
-        # static batching never preempts, so a paged batch must fit its peak blocks up front
-        peak_room = self.kv.free_blocks() if static and self.kv.kind == "paged" else None
+        # static batching never preempts, so a batch must fit its peak blocks up front
+        peak_room = self.kv.free_blocks() if static else None
         while self.waiting:
             g = self.waiting[0]
             todo = g.prefill_target
@@ -165,7 +166,7 @@ class Scheduler:
             if status == AllocStatus.LATER:
                 break
             if peak_room is not None:
-                peak = self.kv.peak_blocks(g)
+                peak = self.kv.static_peak_blocks(g)
                 if peak > peak_room:
                     break
                 peak_room -= peak

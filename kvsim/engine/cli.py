@@ -14,14 +14,13 @@ def add_parser(sub) -> None:
 
 
 def cmd_engine(args) -> int:
-    from kvsim.cli import format_summary
     from kvsim.config import load_scenario
+    from kvsim.runtext import arrivals_text, format_summary
     try:
         from kvsim.engine.engine import RealEngine
     except ImportError as e:
         from kvsim.errors import KvsimError
         raise KvsimError("engine", f"needs torch and triton (pip install -e '.[gpu]'): {e}") from None
-    from kvsim.cli import arrivals_text
     from kvsim.engine.preflight import check_engine_fits
     from kvsim.outdir import OutputSet, default_out
     from kvsim.output import RUN_FILES, write_engine_run

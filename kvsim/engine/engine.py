@@ -24,8 +24,7 @@ from kvsim.config import Scenario
 from kvsim.engine.kv_cache import KVCache
 from kvsim.engine.runner import ModelRunner
 from kvsim.errors import KvsimError
-from kvsim.metrics import summarize
-from kvsim.records import IterationLog, request_frame
+from kvsim.records import IterationLog, request_frame, run_summary, step_state
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -113,14 +112,12 @@ class RealEngine:
         self.info: dict = {"simulator_blocks": self.setup.budget.num_gpu_blocks}
         if self.device.type == "cuda" and e.num_gpu_blocks is None:
             blocks, self.info = _measure_blocks(self.model, self.setup, self.device, dtype, self.backend)
-            b = self.setup.budget
-            self.setup.budget = dataclasses.replace(b, num_gpu_blocks=blocks, kv_cache_bytes=blocks * b.block_bytes,
-                                                    kv_capacity_tokens=blocks * e.block_size)
-        budget = self.setup.budget
+            b = self.setup.budget         # the measured block count replaces the simulator's estimate
+            self.setup = dataclasses.replace(self.setup, budget=dataclasses.replace(
+                b, num_gpu_blocks=blocks, kv_cache_bytes=blocks * b.block_bytes, kv_capacity_tokens=blocks * e.block_size))
         self.kv = self.setup.make_kv()
-        cache_blocks = budget.num_gpu_blocks if self.kv.kind == "paged" else self.kv.capacity_slots // e.block_size
-        self.cache = KVCache(self.model.num_layers, cache_blocks, e.block_size, self.model.num_kv_heads,
-                             self.model.head_dim, budget.num_cpu_blocks if self.kv.kind == "paged" else 0,
+        self.cache = KVCache(self.model.num_layers, self.kv.num_gpu_blocks, self.kv.block_size,
+                             self.model.num_kv_heads, self.model.head_dim, self.kv.num_cpu_blocks,
                              dtype, self.device, self.backend)
         self.sched = self.setup.make_scheduler(self.kv, np.random.default_rng([sc.seed, 2]))
         rt = sc.runtime
@@ -190,23 +187,14 @@ class RealEngine:
             parents = runner.execute(plan, batch)
             self._sync()
             gpu_end = time.perf_counter() - t0
-            used, internal, reserved, external, free, logical = self.kv.memory_split(sched.running)
-            state = dict(prefill_groups=len(plan.prefill_group_ids), prefill_tokens=plan.num_prefill_tokens,
-                         decode_seqs=plan.num_decode_seqs,
-                         batched_requests=len(plan.prefill_group_ids) + len(plan.decode_group_ids),
-                         batched_tokens=plan.num_batched_tokens, running=len(sched.running),
-                         waiting=len(sched.waiting), swapped=len(sched.swapped), preempted=len(plan.preempted),
-                         swap_out_blocks=len(plan.swap_out), swap_in_blocks=len(plan.swap_in),
-                         cow_copies=len(plan.copy_pairs), blocks_in_use=self.kv.blocks_in_use(), mem_used=used,
-                         mem_internal=internal, mem_reserved=reserved, mem_external=external, mem_free=free,
-                         mem_logical=logical)
+            state = step_state(plan, sched)
             recorded = time.perf_counter() - t0       # recording the state is instrumentation: not timed
             for g in sched.complete_step(plan, gpu_end, parents):
                 outputs[g.group_id] = runner.outputs(g)
                 runner.release(g)
             end = time.perf_counter() - t0      # the iteration includes the scheduler's bookkeeping after it
             post = end - recorded
-            log.append(iter=len(log), start_s=start, duration_s=gpu_end + post - start, swap_s=0.0, **state)
+            log.append_step(start, gpu_end + post - start, 0.0, state)
             cpu_s.append((prepared - start) + post)
             gpu_s.append(gpu_end - prepared)
         end_s = time.perf_counter() - t0
@@ -214,9 +202,7 @@ class RealEngine:
         its = log.frame()
         its["cpu_s"] = np.array(cpu_s, dtype=float)
         its["gpu_s"] = np.array(gpu_s, dtype=float)
-        bm = getattr(self.kv, "bm", None)
-        stats = (bm.prefix_hits_tokens, bm.prefix_queries_tokens) if bm is not None else None
-        summary = summarize(self.setup, reqs, its, end_s, self.kv.capacity_slots, stats)
+        summary = run_summary(self.setup, reqs, its, end_s, self.kv)
         return EngineResult(self.setup, reqs, its, summary, self._info(its), outputs)
 
     def _info(self, its: pd.DataFrame) -> dict:

@@ -78,7 +78,7 @@ class ModelRunner:
         self.beam_scores.pop(g.group_id, None)
 
     def _table(self, seq_id: int) -> list[int]:
-        return self.kv.bm.tables[seq_id] if self.kv.kind == "paged" else self.kv.block_table(seq_id)
+        return self.kv.block_table(seq_id)
 
     # ---------------------------------------------------------------- inputs
     def prepare(self, plan: StepPlan) -> StepBatch:
