@@ -214,7 +214,7 @@ def _reduce_kernel(
 SPLIT_TARGET_WAVES = 8
 """When splitting, aim for ``SPLIT_TARGET_WAVES * num_sms`` programs (about 1,000 on 132 SMs): the
 paged kernel needs more programs in flight than the contiguous one to hide its block-table loads
-(H200 sweep, benchmarks/kernels/NOTES.md: 8 beat 4 and 16)."""
+(H200 sweep, kernels/NOTES.md: 8 beat 4 and 16)."""
 NO_SPLIT_WAVES = 4
 """Never split once ``num_seqs * num_kv_heads >= NO_SPLIT_WAVES * num_sms``: there the single pass
 already streams at copy bandwidth and the partial write + reduce launch only add time (H200:

@@ -35,7 +35,7 @@ from kvsim.kernels._common import (check_backend, check_dtype, check_int_index, 
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    """Launch parameters of the decode kernel (tuned on the GPU, see benchmarks/kernels/NOTES.md)."""
+    """Launch parameters of the decode kernel (tuned on the GPU, see kernels/NOTES.md)."""
 
     block_n: int = 64
     num_warps: int = 4

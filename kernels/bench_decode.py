@@ -1,6 +1,6 @@
 """Decode-attention benchmark: one GPU run that checks, times and plots everything.
 
-    PYTHONUNBUFFERED=1 python benchmarks/kernels/bench_decode.py --out "$OUT"
+    PYTHONUNBUFFERED=1 python kernels/bench_decode.py --out "$OUT"
 
 Sections, in order (each appends rows to ``decode_bench.csv`` as it finishes, so a run cut short
 still leaves data): (1) ``pytest -m gpu`` on the kernel tests (log in ``pytest_gpu.log``);
@@ -25,7 +25,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
+ROOT = os.path.dirname(HERE)
 sys.path[:0] = [ROOT, HERE]
 
 import torch  # noqa: E402

@@ -1,6 +1,6 @@
 """Plots for bench_decode.py's CSV (runs on the GPU box or anywhere with pandas + matplotlib).
 
-    python benchmarks/kernels/plot_decode.py results_H100/decode_bench.csv results_H100/
+    python kernels/plot_decode.py results_H100/decode_bench.csv results_H100/
 
 Writes ``decode_latency.png`` (per model: latency vs context for each batch, paged vs
 contiguous vs SDPA vs FlexAttention, plus achieved bandwidth as % of the measured copy
