@@ -23,6 +23,8 @@ ROWS = (
     ("normalized latency (mean)", "normalized_latency_s", "{:.4f} s/token"),
     ("TTFT p50 / p99", ("ttft_p50_s", "ttft_p99_s"), "{:.3f} / {:.3f} s"),
     ("TPOT p50 / p99", ("tpot_p50_s", "tpot_p99_s"), "{:.4f} / {:.4f} s"),
+    ("ITL p50 / p99", ("itl_p50_s", "itl_p99_s"), "{:.4f} / {:.4f} s"),
+    ("E2E latency p50 / p99", ("latency_p50_s", "latency_p99_s"), "{:.2f} / {:.2f} s"),
     ("avg batched requests", "avg_batched_requests", "{:.2f}"),
     ("preemptions (swap / recompute)", ("preemptions", "preemptions_swap", "preemptions_recompute"),
      "{} ({} / {})"),
@@ -79,20 +81,45 @@ def _cmd_run(args) -> int:
     from kvsim.build import setup_run
     extra = ["cost.model=calibrated", f"cost.profile={args.profile}"] if args.profile else []
     sc = load_scenario(args.scenario, args.set + extra)
+    from kvsim.replicate import check_seeds, seed_list
+    from kvsim.stats import check_confidence
+    seeds = seed_list(sc.seed, check_seeds(args.seeds))
+    confidence = check_confidence(args.confidence)
+    _check_jobs(args.jobs)
+    latency_args = None
+    if args.goodput or args.metric_percentiles:
+        from kvsim.latency import parse_goodput, parse_percentiles
+        latency_args = (parse_percentiles(args.metric_percentiles), parse_goodput(args.goodput))
     t0 = time.perf_counter()
     setup = setup_run(sc)
     eng = SimEngine(setup, fast_forward=not args.no_fast_forward)
     res = eng.run()
+    replications = None
+    if len(seeds) > 1:
+        from kvsim.config import read_yaml
+        from kvsim.replicate import replication_document, run_seeds
+        rest = run_seeds(read_yaml(args.scenario), args.set + extra, seeds[1:], jobs=args.jobs)
+        replications = [res.summary] + rest
     wall = time.perf_counter() - t0
     out = Path(args.out) if args.out else default_out(sc.name)
-    write_run(res, out)
+    write_run(res, out, extra=None if replications is None else
+              {"replications": replication_document(seeds, replications, confidence)})
     e = sc.engine
     print(f"kvsim run: {sc.name} — {setup.model.name} on {setup.gpu.name} x{sc.tensor_parallel}, "
           f"{e.allocator}" + (f" (block {e.block_size})" if e.allocator == "paged" else "")
           + f", {e.scheduler} scheduler")
     print(f"  arrivals: {arrivals_text(sc, len(setup.requests))}")
     print(f"  {setup.budget.summary()}")
-    print(format_summary(res.summary))
+    if replications is None:
+        print(format_summary(res.summary))
+    else:
+        from kvsim.replicate import format_replicated
+        print(f"  seeds {seeds[0]}..{seeds[-1]}; requests.csv, iterations.csv and run.png are seed {seeds[0]}'s, "
+              f"summary.json holds every run")
+        print(format_replicated(replications, confidence))
+    if latency_args is not None:
+        from kvsim.latency import format_latency_table
+        print(format_latency_table(res.requests, res.iterations, *latency_args))
     print(f"  wrote {out}/{{summary.json, requests.csv, iterations.csv, run.png}} "
           f"in {wall:.2f} s wall ({eng.ff_steps} of {res.summary['num_iterations']} iterations fast-forwarded)")
     return 0
@@ -107,17 +134,30 @@ def _cmd_sweep(args) -> int:
     sc = load_scenario(args.scenario, args.set)
     _check_jobs(args.jobs)
     out = Path(args.out) if args.out else default_out(sc.name, "-sweep")
+    from kvsim.replicate import check_seeds
+    from kvsim.stats import check_confidence
+    seeds = check_seeds(args.seeds)
+    check_confidence(args.confidence)
+    runs_csv = "sweep_runs.csv" if seeds > 1 else "sweep.csv"
     df = sweep(args.scenario, grid, args.set, jobs=args.jobs, progress=not args.quiet,
-               backend=args.backend, resume=out / "sweep.csv" if args.out and out.is_dir() else None)
-    with OutputSet(out, ("sweep.csv", "sweep.png")) as d:
+               backend=args.backend, resume=out / runs_csv if args.out and out.is_dir() else None,
+               seeds=seeds, confidence=args.confidence)
+    with OutputSet(out, ("sweep.csv", "sweep.png", "sweep_runs.csv")) as d:
         df.to_csv(d / "sweep.csv", index=False)
+        if seeds > 1:
+            df.attrs["runs"].to_csv(d / "sweep_runs.csv", index=False)
         ok = df[df.error == ""] if "error" in df else df
         if len(ok):
             plot_sweep(ok, list(grid), d / "sweep.png")
     cols = list(grid) + ["throughput_req_s", "normalized_latency_s", "avg_batched_requests", "preemptions"]
+    if seeds > 1:
+        cols = list(grid) + [f"{m}{e}" for m in ("throughput_req_s", "normalized_latency_s", "ttft_p99_s")
+                             for e in ("", "_ci_lo", "_ci_hi")] + ["runs"]
+        print(f"mean and {args.confidence:.0%} interval over seeds (per point); per-run rows in sweep_runs.csv")
     cols = [c for c in cols if c in df]
-    print(df[cols + (["error"] if (df.get("error", "") != "").any() else [])].to_string(index=False))
-    print(f"wrote {out}/sweep.csv and sweep.png")
+    print(df[cols + (["error"] if (df.get("error", "") != "").any() else [])].to_string(
+        index=False, float_format=lambda x: f"{x:.4g}"))
+    print(f"wrote {out}/sweep.csv{', sweep_runs.csv' if seeds > 1 else ''} and sweep.png")
     return 0
 
 
@@ -132,7 +172,8 @@ def _cmd_plan(args) -> int:
     sc = load_scenario(args.scenario, args.set)
     _check_jobs(args.jobs)
     res = plan(args.scenario, slo, cands, overrides=args.set, replicas=replicas, requests=args.requests,
-               rel_tol=args.tol, objective=args.objective, jobs=args.jobs, progress=not args.quiet)
+               rel_tol=args.tol, objective=args.objective, jobs=args.jobs, progress=not args.quiet,
+               seeds=args.seeds, confidence=args.confidence, max_requests=args.max_requests)
     out = Path(args.out) if args.out else default_out(sc.name, "-plan")
     write_plan(res, list(cands), out)
     print(format_table(res, list(cands)))
@@ -177,6 +218,15 @@ def _add_plan_args(p, requests_default: int) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_seed_args(p, jobs: bool = False) -> None:
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="replications with seeds seed..seed+N-1; metrics as mean and interval (default 1)")
+    p.add_argument("--confidence", type=float, default=0.95,
+                   help="confidence of the Student-t intervals across seeds (default 0.95)")
+    if jobs:
+        p.add_argument("--jobs", type=int, default=None, help="parallel processes for --seeds (default: all cores)")
+
+
 def _cmd_models(args) -> int:
     from kvsim.catalogue import get_model, list_models
     print(f"{'model':<16}{'arch':<7}{'params':>9}{'layers':>8}{'hidden':>8}{'heads':>7}{'kv':>5}"
@@ -185,6 +235,12 @@ def _cmd_models(args) -> int:
         m = get_model(name)
         print(f"{m.name:<16}{m.arch:<7}{m.num_params() / 1e9:>8.2f}B{m.num_layers:>8}{m.hidden_size:>8}"
               f"{m.num_heads:>7}{m.num_kv_heads:>5}{m.kv_bytes_per_token() / 1024:>9.0f}KB{m.max_seq_len:>9}")
+    return 0
+
+
+def _cmd_fields(args) -> int:
+    from kvsim.fields import field_rows, format_fields
+    print(format_fields(field_rows(), args.match))
     return 0
 
 
@@ -212,6 +268,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="kvsim", description="KV-cache paging simulator and capacity planner")
+    from kvsim import __version__
+    p.add_argument("--version", action="version", version=f"kvsim {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="simulate one scenario")
     r.add_argument("scenario", help="scenario YAML file")
@@ -220,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output directory (default runs/<name>)")
     r.add_argument("--no-fast-forward", action="store_true", help="step every iteration (slower, same results)")
     r.add_argument("--profile", help="use the calibrated cost model with this profile (kvsim calibrate)")
+    _add_seed_args(r, jobs=True)
+    r.add_argument("--goodput", nargs="+", default=None, metavar="METRIC:MS",
+                   help="per-request SLOs as in vllm bench serve, e.g. --goodput ttft:2000 tpot:100 e2el:60000 "
+                        "(ms; metrics ttft, tpot, itl, e2el): prints the share of requests meeting all and goodput")
+    r.add_argument("--metric-percentiles", default=None, metavar="P1,P2,...",
+                   help="percentiles of TTFT, TPOT, ITL and E2E latency to print (ms), e.g. 50,90,99")
     r.set_defaults(func=_cmd_run)
     s = sub.add_parser("sweep", help="run a grid of scenario variants in parallel")
     s.add_argument("scenario")
@@ -231,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local processes (default) or a Ray cluster (pip install 'kvsim[ray]')")
+    _add_seed_args(s)
     s.set_defaults(func=_cmd_sweep)
     pl = sub.add_parser("plan", help="highest request rate meeting SLOs, and the best configuration")
     _add_plan_args(pl, 600)
@@ -240,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--tol", type=float, default=0.02, help="relative tolerance of the rate bisection")
     pl.add_argument("--objective", choices=("gpu", "usd", "rate"), default="gpu",
                     help="recommend by goodput per GPU (default), requests per dollar, or total rate")
+    _add_seed_args(pl)
+    pl.add_argument("--max-requests", type=int, default=None,
+                    help="with --seeds > 1: double the requests per run up to this many until the answer is "
+                         "stable to --tol (default 8 x --requests)")
     pl.set_defaults(func=_cmd_plan)
     rp = sub.add_parser("report", help="tuning reports (self-contained HTML)")
     rsub = rp.add_subparsers(dest="report", required=True)
@@ -262,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validate(sub)
     sub.add_parser("models", help="list the model catalogue").set_defaults(func=_cmd_models)
     sub.add_parser("gpus", help="list the GPU catalogue").set_defaults(func=_cmd_gpus)
+    f = sub.add_parser("fields", help="list every scenario field: type, default, allowed range, help")
+    f.add_argument("match", nargs="?", default=None, help="only fields whose name or help contains this text")
+    f.set_defaults(func=_cmd_fields)
     return p
 
 

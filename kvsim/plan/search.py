@@ -47,6 +47,12 @@ class SearchResult:
     probes: list[Probe] = field(default_factory=list)   # in the order asked (cached ones included)
     simulated: int = 0                        # probes actually simulated (cache misses)
     note: str = ""
+    # replicated searches (kvsim.plan.confident); one run: rate_hi is fail_rate, runs 1
+    rate_hi: float | None = None              # lowest rate seen to miss the SLOs with confidence
+    runs: int = 1                             # replications (seeds) behind every probe
+    requests: int | None = None               # requests per run of the final search
+    stable: bool | None = None                # the answer moved by <= tol when the requests doubled
+    slo_intervals: dict = field(default_factory=dict)   # SLO key -> (mean, lo, hi) at max_rate
 
     def curve(self) -> list[tuple[float, dict]]:
         """(rate, summary) of every distinct probe, sorted by rate."""
@@ -127,6 +133,9 @@ def run_at(data: dict, overrides: list[str], rate: float, cache: ProbeCache | No
 def check_rate_driven(data: dict, overrides: list[str]) -> float:
     """The scenario's rate; error unless its arrivals are driven by a rate (poisson or gamma)."""
     sc = load_scenario(data, overrides)
+    if getattr(sc.workload, "_rate_inf", False):
+        raise KvsimError("workload.rate_req_s", "inf means burst arrivals (every request at t=0); the rate search "
+                                                "needs a finite starting rate")
     if sc.workload.arrival not in ("poisson", "gamma"):
         if sc.workload.dataset == "trace":
             raise KvsimError("workload.arrival", "a trace replays its own arrival_s; the rate search needs it "
