@@ -179,3 +179,14 @@ def test_infinite_rate_is_burst_and_burstiness_is_gamma_shape(capsys, tmp_path):
                        ({"workload.rate_req_s": "inf", "workload.arrival": "trace"}, "workload.rate_req_s")):
         with pytest.raises(kvsim.KvsimError, match=field):
             kvsim.load_scenario(Q, bad)
+
+
+def test_plan_goodput_slo_in_vllm_bench_terms(tmp_path, capsys):
+    from kvsim.plan import find_max_rate
+    gp = parse_goodput(["ttft:2000", "tpot:100"])
+    res = find_max_rate(Q, {"goodput_miss_frac": 0.05}, requests=60, min_duration_s=None, rel_tol=0.1, goodput=gp)
+    assert res.max_rate is not None and res.summary["goodput_miss_frac"] <= 0.05
+    miss = [p for p in res.probes if not p.ok]
+    assert all(p.summary["goodput_miss_frac"] > 0.05 for p in miss if p.summary.get("requests_unfinished") == 0)
+    rc, out, err = cli(capsys, "plan", Q, "--slo", "goodput_miss_frac=0.1", "--requests", "20", "--out", tmp_path / "x")
+    assert rc == 2 and err.startswith("error: --slo: goodput_miss_frac needs")

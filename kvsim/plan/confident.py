@@ -38,8 +38,8 @@ from kvsim.stats import aggregate, check_confidence, interval
 
 
 def _run(args) -> dict:
-    data, ovr, rate, requests, min_duration_s = args
-    return run_at(data, ovr, rate, None, requests=requests, min_duration_s=min_duration_s)
+    data, ovr, rate, requests, min_duration_s, goodput = args
+    return run_at(data, ovr, rate, None, requests=requests, min_duration_s=min_duration_s, goodput=goodput)
 
 
 def classify(summaries: list[dict], slo: dict, confidence: float) -> tuple[bool, bool, list[str], dict]:
@@ -67,7 +67,8 @@ def classify(summaries: list[dict], slo: dict, confidence: float) -> tuple[bool,
 class _Prober:
     """Runs (and caches) the N-seed probes of one candidate at one request count."""
 
-    def __init__(self, data, ovr, seeds, slo, confidence, requests, min_duration_s, cache, pool, res):
+    def __init__(self, data, ovr, seeds, slo, confidence, requests, min_duration_s, cache, pool, res, goodput):
+        self.goodput = goodput
         self.data, self.ovr, self.seeds, self.slo, self.conf = data, ovr, seeds, slo, confidence
         self.requests, self.min_duration_s, self.cache, self.pool, self.res = \
             requests, min_duration_s, cache, pool, res
@@ -77,10 +78,11 @@ class _Prober:
         ovrs = [self.ovr + [seed_override(s)] for s in self.seeds]
         from kvsim.plan.search import probe_requests
         n = probe_requests(self.requests, rate, self.min_duration_s)
-        keys = [probe_overrides(o, n) for o in ovrs]
+        tag = [f"#goodput={sorted(self.goodput.items())}"] if self.goodput else []
+        keys = [probe_overrides(o, n) + tag for o in ovrs]
         got = [self.cache.get(self.data, k, rate) for k in keys]
         todo = [i for i, g in enumerate(got) if g is None]
-        tasks = [(self.data, ovrs[i], rate, self.requests, self.min_duration_s) for i in todo]
+        tasks = [(self.data, ovrs[i], rate, self.requests, self.min_duration_s, self.goodput) for i in todo]
         outs = list(self.pool.map(_run, tasks)) if self.pool and len(tasks) > 1 else [_run(t) for t in tasks]
         for i, s in zip(todo, outs):
             self.cache.put(self.data, keys[i], rate, s)
@@ -132,7 +134,8 @@ def _edge(pred, r0: float, rel_tol: float, max_steps: int) -> tuple[float | None
 def find_rate_interval(source, slo: dict[str, float], overrides: list[str] | None = None, *, seeds: list[int],
                        confidence: float = 0.95, requests: int = 600, min_duration_s: float | None = 60.0,
                        rel_tol: float = 0.02, max_requests: int | None = None, start_rate: float | None = None,
-                       max_steps: int = 16, cache: ProbeCache | None = None, jobs: int = 1) -> SearchResult:
+                       max_steps: int = 16, cache: ProbeCache | None = None, jobs: int = 1,
+                       goodput: dict | None = None) -> SearchResult:
     """Highest rate meeting every SLO with ``confidence`` over ``seeds`` (module doc)."""
     confidence = check_confidence(confidence)
     if not (isinstance(rel_tol, (int, float)) and 0 < rel_tol < 1):
@@ -151,7 +154,7 @@ def find_rate_interval(source, slo: dict[str, float], overrides: list[str] | Non
         n = requests
         while True:
             res = SearchResult(None, None, None, runs=len(seeds), requests=n)
-            pr = _Prober(data, ovr, seeds, slo, confidence, n, min_duration_s, cache, pool, res)
+            pr = _Prober(data, ovr, seeds, slo, confidence, n, min_duration_s, cache, pool, res, goodput)
             lo, hi = _edge(lambda r: pr.judge(r)[0], rate, rel_tol / 2, max_steps)
             start_hi = hi if hi is not None else (lo if lo is not None else rate)
             _, fail = _edge(lambda r: not pr.judge(r)[1], start_hi, rel_tol, max_steps)

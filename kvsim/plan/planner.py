@@ -98,6 +98,7 @@ def _rows(data, overrides, point, res: SearchResult | None, err: str, replicas, 
             "normalized_latency_s": s.get("normalized_latency_s"), "ttft_p99_s": s.get("ttft_p99_s"),
             "tpot_p99_s": s.get("tpot_p99_s"),
             "preemption_rate": slo_value(s, "preemption_rate") if s else None,
+            **({"goodput_miss_frac": s.get("goodput_miss_frac")} if "goodput_miss_frac" in s else {}),
             "avg_batched_requests": s.get("avg_batched_requests"),
             "probes": len(res.probes), "simulated": res.simulated, "note": res.note, "error": err,
         })
@@ -115,7 +116,7 @@ def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overri
          replicas=(1,), requests: int | None = 600, min_duration_s: float | None = 60.0,
          rel_tol: float = 0.02, objective: str = "gpu", jobs: int | None = None,
          progress: bool = False, seeds: int = 1, confidence: float = 0.95,
-         max_requests: int | None = None) -> PlanResult:
+         max_requests: int | None = None, goodput: dict | None = None) -> PlanResult:
     """Search every candidate's max SLO rate and recommend one (module doc).
 
     ``seeds`` > 1 searches on replications (:mod:`kvsim.plan.confident`): a rate
@@ -158,7 +159,7 @@ def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overri
             errors.append(e)
     if len(errors) == len(points):     # ...unless none can (e.g. a misspelt field): then it is bad input
         raise errors[0]
-    kw = dict(requests=requests, min_duration_s=min_duration_s, rel_tol=rel_tol)
+    kw = dict(requests=requests, min_duration_s=min_duration_s, rel_tol=rel_tol, goodput=goodput)
     all_jobs = max(1, jobs or os.cpu_count() or 1)
     jobs = max(1, min(all_jobs, len(points)))
     if seeds > 1:
