@@ -175,10 +175,11 @@ def find_rate_interval(source, slo: dict[str, float], overrides: list[str] | Non
             res.slo_intervals = ivs
         steps = ", ".join(f"{k} requests: {'-' if r is None else f'{r:.4g}'}" for k, r in history)
         if res.stable:
-            res.note = (res.note + "; " if res.note else "") + f"stable to {rel_tol:g} ({steps})"
+            res.note = ((res.note + "; " if res.note else "") +
+                        f"answer stable to --tol {rel_tol:g} as the requests per run doubled ({steps})")
         elif len(history) > 1 or max_requests > requests:
             res.note = ((res.note + "; " if res.note else "") +
-                        f"NOT stable to {rel_tol:g} within --max-requests {max_requests} ({steps})")
+                        f"answer NOT stable to --tol {rel_tol:g} by --max-requests {max_requests} ({steps})")
     finally:
         if pool:
             pool.shutdown()

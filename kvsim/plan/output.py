@@ -92,9 +92,9 @@ def _confident_text(res: PlanResult, r: dict) -> str:
     hi = r.get("total_rate_hi_req_s")
     cap = (f"capacity interval {r['total_rate_req_s']:.3g}-{hi:.3g} req/s (above {hi:.3g} the SLOs fail with "
            f"{conf:.0%} confidence)" if hi else "no rate failed with confidence")
-    stable = {True: "stable", False: "NOT stable", None: "stability not checked"}[r.get("stable")]
+    note = r.get("note") or "request count not grown (--max-requests = --requests)"
     return (f" with {conf:.0%} confidence ({ivs}; {int(r['runs'])} runs of {int(r['requests_per_run'])} "
-            f"requests per probe); {cap}; {stable} to --tol ({r.get('note') or ''})")
+            f"requests per probe); {cap}; {note}")
 
 
 PLAN_FILES = ("plan.csv", "plan.json", "pareto.png")
