@@ -1,4 +1,4 @@
-"""Command line: ``kvsim run | sweep | plan | report block-size | paper | models | gpus``.
+"""Command line: ``kvsim run | sweep | plan | report block-size | paper | models | gpus | fields``.
 
 Bad input (unknown field, impossible config, unreadable file, bad arguments)
 prints one line ``error: <field>: <what is wrong>`` and exits with code 2.
@@ -12,12 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 from kvsim.errors import KvsimError
 from kvsim.outdir import default_out
-from kvsim.runtext import arrivals_text, format_summary
 
 def _int_list(raw: str, field: str, example: str) -> list[int]:
     """``"1,2,4"`` -> [1, 2, 4]; empty items, non-integers and an empty list are errors."""
@@ -35,82 +33,15 @@ def _check_jobs(jobs) -> None:
         raise KvsimError("--jobs", f"got {jobs}, expected an integer in [1, 1024]")
 
 
-def _cmd_run(args) -> int:
-    from kvsim.config import load_scenario
-    from kvsim.output import write_run
-    from kvsim.sim import SimEngine
-    from kvsim.build import setup_run
-    extra = ["cost.model=calibrated", f"cost.profile={args.profile}"] if args.profile else []
-    sc = load_scenario(args.scenario, args.set + extra)
-    t0 = time.perf_counter()
-    setup = setup_run(sc)
-    eng = SimEngine(setup, fast_forward=not args.no_fast_forward)
-    res = eng.run()
-    wall = time.perf_counter() - t0
-    out = Path(args.out) if args.out else default_out(sc.name)
-    write_run(res, out)
-    e = sc.engine
-    print(f"kvsim run: {sc.name} — {setup.model.name} on {setup.gpu.name} x{sc.tensor_parallel}, "
-          f"{e.allocator}" + (f" (block {e.block_size})" if e.allocator == "paged" else "")
-          + f", {e.scheduler} scheduler")
-    print(f"  arrivals: {arrivals_text(sc, len(setup.requests))}")
-    print(f"  {setup.budget.summary()}")
-    print(format_summary(res.summary))
-    print(f"  wrote {out}/{{summary.json, requests.csv, iterations.csv, run.png}} "
-          f"in {wall:.2f} s wall ({eng.ff_steps} of {res.summary['num_iterations']} iterations fast-forwarded)")
-    return 0
-
-
-def _cmd_sweep(args) -> int:
-    from kvsim.config import load_scenario
-    from kvsim.plots import plot_sweep
-    from kvsim.sweep import parse_grid, sweep
-    from kvsim.outdir import OutputSet
-    grid = parse_grid(args.grid)
-    sc = load_scenario(args.scenario, args.set)
-    _check_jobs(args.jobs)
-    out = Path(args.out) if args.out else default_out(sc.name, "-sweep")
-    df = sweep(args.scenario, grid, args.set, jobs=args.jobs, progress=not args.quiet,
-               backend=args.backend, resume=out / "sweep.csv" if args.out and out.is_dir() else None)
-    with OutputSet(out, ("sweep.csv", "sweep.png")) as d:
-        df.to_csv(d / "sweep.csv", index=False)
-        ok = df[df.error == ""] if "error" in df else df
-        if len(ok):
-            plot_sweep(ok, list(grid), d / "sweep.png")
-    cols = list(grid) + ["throughput_req_s", "normalized_latency_s", "avg_batched_requests", "preemptions"]
-    cols = [c for c in cols if c in df]
-    print(df[cols + (["error"] if (df.get("error", "") != "").any() else [])].to_string(index=False))
-    print(f"wrote {out}/sweep.csv and sweep.png")
-    return 0
-
-
-def _cmd_plan(args) -> int:
-    from kvsim.plan import parse_slo, plan
-    from kvsim.plan.output import describe_recommendation, format_table, write_plan
-    from kvsim.sweep import parse_grid
-    from kvsim.config import load_scenario
-    slo = parse_slo(args.slo)
-    cands = parse_grid(args.candidates, "--candidates") if args.candidates else {}
-    replicas = _int_list(args.replicas, "--replicas", "1,2,4")
-    sc = load_scenario(args.scenario, args.set)
-    _check_jobs(args.jobs)
-    res = plan(args.scenario, slo, cands, overrides=args.set, replicas=replicas, requests=args.requests,
-               rel_tol=args.tol, objective=args.objective, jobs=args.jobs, progress=not args.quiet)
-    out = Path(args.out) if args.out else default_out(sc.name, "-plan")
-    write_plan(res, list(cands), out)
-    print(format_table(res, list(cands)))
-    print(describe_recommendation(res, list(cands)))
-    print(f"wrote {out}/{{plan.csv, plan.json, pareto.png}}")
-    return 0
-
-
 def _cmd_report(args) -> int:
     from kvsim.plan import parse_slo
     from kvsim.report import block_size_report
     sizes = _int_list(args.block_sizes, "--block-sizes", "8,16,32") if args.block_sizes is not None else None
     _check_jobs(args.jobs)
     out = Path(args.out) if args.out else default_out(Path(args.scenario).stem, "-block-size")
-    rep = block_size_report(args.scenario, parse_slo(args.slo), out, overrides=args.set, block_sizes=sizes,
+    from kvsim.plan.slo import with_goodput
+    slo = with_goodput(parse_slo(args.slo), None, True)
+    rep = block_size_report(args.scenario, slo, out, overrides=args.set, block_sizes=sizes,
                             requests=args.requests, jobs=args.jobs, progress=not args.quiet)
     print(rep.table_text())
     print(f"recommended block size: {rep.block_size} — {rep.reason}")
@@ -131,7 +62,7 @@ def _add_plan_args(p, requests_default: int) -> None:
     p.add_argument("scenario", help="scenario YAML file")
     p.add_argument("--slo", action="append", default=[], metavar="KEY=VALUE",
                    help="SLO upper bound (repeatable): normalized_latency_s, ttft_p99_s, tpot_p99_s, "
-                        "preemption_rate (default normalized_latency_s=0.1)")
+                        "preemption_rate, goodput_miss_frac (with --goodput) (default normalized_latency_s=0.1)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--requests", type=int, default=requests_default,
                    help="requests per probe (at least; fast rates get 60 s of arrivals)")
@@ -148,6 +79,12 @@ def _cmd_models(args) -> int:
         m = get_model(name)
         print(f"{m.name:<16}{m.arch:<7}{m.num_params() / 1e9:>8.2f}B{m.num_layers:>8}{m.hidden_size:>8}"
               f"{m.num_heads:>7}{m.num_kv_heads:>5}{m.kv_bytes_per_token() / 1024:>9.0f}KB{m.max_seq_len:>9}")
+    return 0
+
+
+def _cmd_fields(args) -> int:
+    from kvsim.fields import field_rows, format_fields
+    print(format_fields(field_rows(), args.match))
     return 0
 
 
@@ -174,7 +111,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kvsim.cli_sim import _add_seed_args, _cmd_plan, _cmd_run, _cmd_sweep
     p = _Parser(prog="kvsim", description="KV-cache paging simulator and capacity planner")
+    from kvsim import __version__
+    p.add_argument("--version", action="version", version=f"kvsim {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="simulate one scenario")
     r.add_argument("scenario", help="scenario YAML file")
@@ -183,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output directory (default runs/<name>)")
     r.add_argument("--no-fast-forward", action="store_true", help="step every iteration (slower, same results)")
     r.add_argument("--profile", help="use the calibrated cost model with this profile (kvsim calibrate)")
+    _add_seed_args(r, jobs=True)
+    r.add_argument("--goodput", nargs="+", default=None, metavar="METRIC:MS",
+                   help="per-request SLOs as in vllm bench serve, e.g. --goodput ttft:2000 tpot:100 e2el:60000 "
+                        "(ms; metrics ttft, tpot, e2el): prints the share of requests meeting all and goodput")
+    r.add_argument("--metric-percentiles", default=None, metavar="P1,P2,...",
+                   help="percentiles of TTFT, TPOT, ITL and E2E latency to print (ms), e.g. 50,90,99")
     r.set_defaults(func=_cmd_run)
     s = sub.add_parser("sweep", help="run a grid of scenario variants in parallel")
     s.add_argument("scenario")
@@ -194,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local processes (default) or a Ray cluster (pip install 'kvsim[ray]')")
+    _add_seed_args(s)
     s.set_defaults(func=_cmd_sweep)
     pl = sub.add_parser("plan", help="highest request rate meeting SLOs, and the best configuration")
     _add_plan_args(pl, 600)
@@ -203,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--tol", type=float, default=0.02, help="relative tolerance of the rate bisection")
     pl.add_argument("--objective", choices=("gpu", "usd", "rate"), default="gpu",
                     help="recommend by goodput per GPU (default), requests per dollar, or total rate")
+    _add_seed_args(pl)
+    pl.add_argument("--max-requests", type=int, default=None,
+                    help="with --seeds > 1: double the requests per run up to this many until the answer is "
+                         "stable to --tol (default 8 x --requests)")
+    pl.add_argument("--goodput", nargs="+", default=None, metavar="METRIC:MS",
+                    help="per-request SLOs as vllm bench serve's, e.g. ttft:2000 tpot:100 e2el:60000; the plan "
+                         "then needs goodput_miss_frac <= 0.01 (or the --slo goodput_miss_frac=... given)")
     pl.set_defaults(func=_cmd_plan)
     rp = sub.add_parser("report", help="tuning reports (self-contained HTML)")
     rsub = rp.add_subparsers(dest="report", required=True)
@@ -225,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validate(sub)
     sub.add_parser("models", help="list the model catalogue").set_defaults(func=_cmd_models)
     sub.add_parser("gpus", help="list the GPU catalogue").set_defaults(func=_cmd_gpus)
+    f = sub.add_parser("fields", help="list every scenario field: type, default, allowed range, help")
+    f.add_argument("match", nargs="?", default=None, help="only fields whose name or help contains this text")
+    f.set_defaults(func=_cmd_fields)
     return p
 
 

@@ -237,12 +237,57 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_scenario(source: str | Path | dict, overrides: list[str] | None = None) -> Scenario:
-    """Read and validate a scenario from a YAML path or a dict, applying ``key=value`` overrides."""
+def normalize_overrides(overrides) -> list[str]:
+    """Overrides as ``key=value`` strings, from a list of them, one string or a ``{key: value}`` dict."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, str):
+        return [overrides]
+    if isinstance(overrides, dict):
+        import yaml
+        out = []
+        for k, v in overrides.items():
+            if not isinstance(k, str):
+                raise KvsimError("overrides", f"keys must be dotted field names, got {k!r}")
+            text = yaml.safe_dump(v, default_flow_style=True, width=1 << 30).strip().removesuffix("...").strip()
+            out.append(f"{k}={text}")
+        return out
+    if isinstance(overrides, (list, tuple)):
+        return list(overrides)
+    raise KvsimError("overrides", f"expected a dict {{field: value}} or a list of 'field=value', "
+                                  f"got {type(overrides).__name__}")
+
+
+def map_infinite_rate(data: dict) -> tuple[dict, bool]:
+    """``workload.rate_req_s: inf`` (vLLM's ``--request-rate inf``) -> ``arrival: burst``: every request at t=0.
+
+    A Poisson or gamma process at an infinite rate is that burst; a trace replay is an error."""
+    w = data.get("workload")
+    if not isinstance(w, dict):
+        return data, False
+    r = w.get("rate_req_s")
+    inf = (isinstance(r, float) and r == float("inf")) or (isinstance(r, str) and r.strip().lower() in
+                                                          ("inf", ".inf", "+inf", "infinity"))
+    if not inf:
+        return data, False
+    if w.get("arrival") not in (None, "burst", "poisson", "gamma"):
+        raise KvsimError("workload.rate_req_s", f"inf sends every request at t=0 (kvsim's arrival burst), but "
+                         f"arrival is {w.get('arrival')!r}; give a finite rate or workload.arrival=burst")
+    w = {**w, "rate_req_s": None, "arrival": "burst"}
+    return {**data, "workload": w}, True
+
+
+def load_scenario(source: str | Path | dict, overrides: list[str] | dict | str | None = None) -> Scenario:
+    """Read and validate a scenario from a YAML path or a dict, applying overrides
+    (``["engine.block_size=32"]``, ``{"engine.block_size": 32}`` or one ``"key=value"`` string)."""
     if not isinstance(source, (str, Path, dict)):
         raise KvsimError("scenario", f"expected a YAML path or a mapping, got {type(source).__name__}")
+    overrides = normalize_overrides(overrides)
     data = source if isinstance(source, dict) else read_yaml(source)
     data = apply_overrides(data, overrides)
+    data, rate_inf = map_infinite_rate(data)
     sc = from_dict(Scenario, data)
+    if rate_inf:
+        object.__setattr__(sc.workload, "_rate_inf", True)
     sc.check()
     return sc

@@ -7,6 +7,9 @@ Definitions (the PagedAttention paper's where it has one):
 * normalized latency — mean over finished requests of end-to-end latency ÷
   output length (s/token);
 * TTFT — first token − arrival; TPOT — (finish − first token) ÷ (output − 1);
+* end-to-end latency (``latency_*``) — finish − arrival; ITL (``itl_*``) —
+  the gaps between a request's decode steps, pooled over every finished
+  request (definition in :mod:`kvsim.latency`);
 * average batched requests — iteration batch size weighted by iteration time;
 * memory split — used / internal fragmentation / reserved / external
   fragmentation / free slots, time-weighted over iterations, as fractions of
@@ -22,7 +25,8 @@ import pandas as pd
 SUMMARY_KEYS = (
     "throughput_req_s", "throughput_tok_s", "normalized_latency_s",
     "normalized_latency_p50_s", "normalized_latency_p99_s",
-    "latency_p50_s", "latency_p99_s",
+    "latency_p50_s", "latency_p99_s", "latency_mean_s", "latency_p90_s",
+    "itl_p50_s", "itl_p90_s", "itl_p99_s",
     "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "tpot_p90_s", "tpot_p99_s",
     "avg_batched_requests", "max_batched_requests", "preemptions", "preemptions_swap",
     "preemptions_recompute", "mem_used_frac", "mem_internal_frag_frac", "mem_reserved_frac",
@@ -56,6 +60,8 @@ def summarize(setup, reqs: pd.DataFrame, its: pd.DataFrame, end_s: float, capaci
     ttft = (done.first_token_s - done.arrival_s).to_numpy()
     multi = done[done.output_len > 1]
     tpot = ((multi.finish_s - multi.first_token_s) / (multi.output_len - 1)).to_numpy()
+    from kvsim.latency import itl_gaps, weighted_percentile
+    itl_v, itl_c = itl_gaps(reqs, its)
     w = its.duration_s.to_numpy()
     wsum = w.sum()
 
@@ -76,6 +82,9 @@ def summarize(setup, reqs: pd.DataFrame, its: pd.DataFrame, end_s: float, capaci
         "normalized_latency_s": float(norm.mean()) if len(norm) else float("nan"),
         "normalized_latency_p50_s": _pct(norm, 50), "normalized_latency_p99_s": _pct(norm, 99),
         "latency_p50_s": _pct(e2e, 50), "latency_p99_s": _pct(e2e, 99),
+        "latency_mean_s": float(e2e.mean()) if len(e2e) else float("nan"), "latency_p90_s": _pct(e2e, 90),
+        "itl_p50_s": weighted_percentile(itl_v, itl_c, 50), "itl_p90_s": weighted_percentile(itl_v, itl_c, 90),
+        "itl_p99_s": weighted_percentile(itl_v, itl_c, 99),
         "ttft_p50_s": _pct(ttft, 50), "ttft_p90_s": _pct(ttft, 90), "ttft_p99_s": _pct(ttft, 99),
         "tpot_p50_s": _pct(tpot, 50), "tpot_p90_s": _pct(tpot, 90), "tpot_p99_s": _pct(tpot, 99),
         "avg_batched_requests": tavg("batched_requests"),

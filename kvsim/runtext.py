@@ -6,6 +6,8 @@ ROWS = (
     ("normalized latency (mean)", "normalized_latency_s", "{:.4f} s/token"),
     ("TTFT p50 / p99", ("ttft_p50_s", "ttft_p99_s"), "{:.3f} / {:.3f} s"),
     ("TPOT p50 / p99", ("tpot_p50_s", "tpot_p99_s"), "{:.4f} / {:.4f} s"),
+    ("ITL p50 / p99", ("itl_p50_s", "itl_p99_s"), "{:.4f} / {:.4f} s"),
+    ("E2E latency p50 / p99", ("latency_p50_s", "latency_p99_s"), "{:.2f} / {:.2f} s"),
     ("avg batched requests", "avg_batched_requests", "{:.2f}"),
     ("preemptions (swap / recompute)", ("preemptions", "preemptions_swap", "preemptions_recompute"),
      "{} ({} / {})"),

@@ -154,12 +154,21 @@ def _map_ray(tasks: list, jobs: int, bar) -> list[dict]:
 
 
 def sweep(source, grid: dict[str, list], overrides: list[str] | None = None, jobs: int | None = None,
-          progress: bool = False, backend: str = "local", resume=None) -> pd.DataFrame:
+          progress: bool = False, backend: str = "local", resume=None, seeds: int = 1,
+          confidence: float = 0.95) -> pd.DataFrame:
     """Run every grid point of ``source`` (a YAML path or dict); one summary row per point.
 
     Points that are invalid (e.g. a model that does not fit) keep their row with the
-    error message in the ``error`` column instead of stopping the sweep.
+    error message in the ``error`` column instead of stopping the sweep. With
+    ``seeds`` > 1 each point runs under seeds ``seed .. seed+seeds-1``; a row holds
+    each metric's mean, ``<metric>_ci_lo``/``_ci_hi`` and ``runs``, and
+    ``df.attrs["runs"]`` the one-row-per-run table (``resume`` then names that table).
     """
+    from kvsim.replicate import check_seeds
+    if check_seeds(seeds) > 1:
+        from kvsim.sweep_seeds import replicated_sweep
+        return replicated_sweep(source, grid, overrides, jobs=jobs, progress=progress, backend=backend,
+                                resume=resume, seeds=seeds, confidence=confidence)
     from kvsim.config import read_yaml
     data = source if isinstance(source, dict) else read_yaml(source)
     overrides = list(overrides or [])

@@ -84,7 +84,7 @@ def test_bom_scenario_reads(tmp_path, capsys):
     ("engine.num_gpu_blocks=1099511627776", "engine.num_gpu_blocks"),
     ("workload.cv=.inf", "workload.cv"),
     ("workload.duration_s=.inf", "workload.duration_s"),
-    ("workload.rate_req_s=.inf", "workload.rate_req_s"),
+    ("workload.rate_req_s=.nan", "workload.rate_req_s"),      # .inf is burst arrivals (issue #13)
     ("workload.rate_req_s=1e-300", "workload.rate_req_s"),
     ("max_time_s=.nan", "max_time_s"),
     ("max_time_s=-1", "max_time_s"),

@@ -61,8 +61,9 @@ def plot_pareto(res: PlanResult, keys: list[str], path) -> None:
 
 
 def format_table(res: PlanResult, keys: list[str]) -> str:
-    cols = keys + ["replicas", "max_rate_req_s", "total_rate_req_s", "goodput_per_gpu", "requests_per_usd",
-                   "normalized_latency_s", "pareto", "recommended"]
+    cols = keys + ["replicas", "max_rate_req_s", "rate_hi_req_s", "total_rate_req_s", "goodput_per_gpu",
+                   "requests_per_usd", "normalized_latency_s", "runs", "requests_per_run", "stable", "pareto",
+                   "recommended"]
     t = res.table[[c for c in cols if c in res.table]].copy()
     if "error" in res.table and (res.table.error != "").any():
         t["error"] = res.table.error
@@ -75,9 +76,25 @@ def describe_recommendation(res: PlanResult, keys: list[str]) -> str:
         return f"no candidate meets {format_slo(res.slo)} at any rate tried"
     what = ", ".join(f"{k}={r[k]}" for k in keys) or "the scenario as is"
     usd = f", {r['requests_per_usd']:.0f} requests per $" if r.get("requests_per_usd") else ""
-    return (f"recommended: {what}, {r['replicas']} replica(s) x {r['tensor_parallel']} GPU(s): "
-            f"{r['total_rate_req_s']:.3g} req/s within {format_slo(res.slo)} "
-            f"({r['goodput_per_gpu']:.3g} req/s per GPU{usd}; normalized latency {r['normalized_latency_s']:.3g} s/token)")
+    head = (f"recommended: {what}, {r['replicas']} replica(s) x {r['tensor_parallel']} GPU(s): "
+            f"{r['total_rate_req_s']:.3g} req/s within {format_slo(res.slo)}")
+    if (r.get("runs") or 1) > 1:
+        return head + _confident_text(res, r)
+    return head + (f" ({r['goodput_per_gpu']:.3g} req/s per GPU{usd}; normalized latency "
+                   f"{r['normalized_latency_s']:.3g} s/token)")
+
+
+def _confident_text(res: PlanResult, r: dict) -> str:
+    """The replicated search's answer: confidence, metric intervals, capacity interval, runs, stability."""
+    conf = res.confidence
+    ivs = "; ".join(f"{k} {r[f'{k}_mean']:.3g} [{r[f'{k}_ci_lo']:.3g}, {r[f'{k}_ci_hi']:.3g}]"
+                    for k in res.slo if r.get(f"{k}_mean") is not None)
+    hi = r.get("total_rate_hi_req_s")
+    cap = (f"capacity interval {r['total_rate_req_s']:.3g}-{hi:.3g} req/s (above {hi:.3g} the SLOs fail with "
+           f"{conf:.0%} confidence)" if hi else "no rate failed with confidence")
+    note = r.get("note") or "request count not grown (--max-requests = --requests)"
+    return (f" with {conf:.0%} confidence ({ivs}; {int(r['runs'])} runs of {int(r['requests_per_run'])} "
+            f"requests per probe); {cap}; {note}")
 
 
 PLAN_FILES = ("plan.csv", "plan.json", "pareto.png")

@@ -40,6 +40,7 @@ class PlanResult:
     objective: str
     recommended: dict | None                 # the best row, or None when no candidate meets the SLOs
     searches: list[dict] = field(default_factory=list)   # per candidate: probes (rate, ok, violations)
+    confidence: float = 0.95                 # of the intervals, when the search ran on replications
 
     def pareto(self) -> pd.DataFrame:
         return self.table[self.table.pareto]
@@ -48,7 +49,11 @@ class PlanResult:
 def _search_point(args) -> tuple[dict, SearchResult | None, str]:
     data, overrides, point, slo, kw = args
     try:
-        res = find_max_rate(data, slo, overrides + _point_overrides(point), **kw)
+        if kw.get("seeds"):
+            from kvsim.plan.confident import find_rate_interval
+            res = find_rate_interval(data, slo, overrides + _point_overrides(point), **kw)
+        else:
+            res = find_max_rate(data, slo, overrides + _point_overrides(point), **kw)
         return point, res, ""
     except KvsimError as e:
         return point, None, str(e)
@@ -93,9 +98,16 @@ def _rows(data, overrides, point, res: SearchResult | None, err: str, replicas, 
             "normalized_latency_s": s.get("normalized_latency_s"), "ttft_p99_s": s.get("ttft_p99_s"),
             "tpot_p99_s": s.get("tpot_p99_s"),
             "preemption_rate": slo_value(s, "preemption_rate") if s else None,
+            **({"goodput_miss_frac": s.get("goodput_miss_frac")} if "goodput_miss_frac" in s else {}),
             "avg_batched_requests": s.get("avg_batched_requests"),
             "probes": len(res.probes), "simulated": res.simulated, "note": res.note, "error": err,
         })
+        if res.runs > 1:
+            row.update({"rate_hi_req_s": res.rate_hi, "total_rate_hi_req_s": None if res.rate_hi is None
+                        else res.rate_hi * n, "runs": res.runs, "requests_per_run": res.requests,
+                        "stable": res.stable})
+            for key, (mean, lo, hi) in res.slo_intervals.items():
+                row.update({f"{key}_mean": mean, f"{key}_ci_lo": lo, f"{key}_ci_hi": hi})
         rows.append(row)
     return rows
 
@@ -103,8 +115,23 @@ def _rows(data, overrides, point, res: SearchResult | None, err: str, replicas, 
 def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overrides: list[str] | None = None,
          replicas=(1,), requests: int | None = 600, min_duration_s: float | None = 60.0,
          rel_tol: float = 0.02, objective: str = "gpu", jobs: int | None = None,
-         progress: bool = False) -> PlanResult:
-    """Search every candidate's max SLO rate and recommend one (module doc)."""
+         progress: bool = False, seeds: int = 1, confidence: float = 0.95,
+         max_requests: int | None = None, goodput: dict | None = None) -> PlanResult:
+    """Search every candidate's max SLO rate and recommend one (module doc).
+
+    ``seeds`` > 1 searches on replications (:mod:`kvsim.plan.confident`): a rate
+    passes when every SLO holds with ``confidence``, and the request count per
+    run doubles (up to ``max_requests``, default 8 x ``requests``) until the
+    answer is stable to ``rel_tol``.
+    """
+    from kvsim.replicate import check_seeds, seed_list
+    from kvsim.stats import check_confidence
+    seeds = check_seeds(seeds)
+    confidence = check_confidence(confidence)
+    if max_requests is not None:
+        check_number("--max-requests", max_requests, int, (1, 1 << 30, False, False))
+        if isinstance(requests, int) and max_requests < requests:
+            raise KvsimError("--max-requests", f"got {max_requests}, expected at least --requests ({requests})")
     if objective not in OBJECTIVES:
         raise KvsimError("--objective", f"got {objective!r}, expected one of {', '.join(OBJECTIVES)}")
     if not (isinstance(rel_tol, (int, float)) and 0 < rel_tol < 1):
@@ -132,9 +159,17 @@ def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overri
             errors.append(e)
     if len(errors) == len(points):     # ...unless none can (e.g. a misspelt field): then it is bad input
         raise errors[0]
-    kw = dict(requests=requests, min_duration_s=min_duration_s, rel_tol=rel_tol)
+    kw = dict(requests=requests, min_duration_s=min_duration_s, rel_tol=rel_tol, goodput=goodput)
+    all_jobs = max(1, jobs or os.cpu_count() or 1)
+    jobs = max(1, min(all_jobs, len(points)))
+    if seeds > 1:
+        if requests is None:
+            raise KvsimError("--requests", "--seeds needs a request count per run")
+        base = load_scenario(data, probe_overrides(overrides, requests)).seed
+        kw.update(seeds=seed_list(base, seeds), confidence=confidence,
+                  max_requests=8 * requests if max_requests is None else max_requests,
+                  jobs=all_jobs if len(points) == 1 else 1)
     tasks = [(data, overrides, p, slo, kw) for p in points]
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(tasks)))
     from kvsim.sweep import map_local
     results = map_local(_search_point, tasks, jobs, progress=progress, desc="plan", unit="candidate")
     rows, searches = [], []
@@ -142,7 +177,8 @@ def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overri
         rows += _rows(data, overrides, point, res, err, replicas, slo)
         if res is not None:
             searches.append({"candidate": point, "max_rate_req_s": res.max_rate, "fail_rate_req_s": res.fail_rate,
-                             "simulated": res.simulated, "note": res.note,
+                             "simulated": res.simulated, "note": res.note, "runs": res.runs,
+                             "rate_hi_req_s": res.rate_hi, "requests_per_run": res.requests,
                              "probes": [{"rate_req_s": p.rate, "meets": p.ok, "violations": p.violations,
                                          "normalized_latency_s": p.summary.get("normalized_latency_s")}
                                         for p in res.probes]})
@@ -167,4 +203,4 @@ def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overri
     table["recommended"] = False
     if recommended is not None:
         table.loc[best.name, "recommended"] = True
-    return PlanResult(table, dict(slo), objective, recommended, searches)
+    return PlanResult(table, dict(slo), objective, recommended, searches, confidence)

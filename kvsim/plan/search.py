@@ -47,6 +47,12 @@ class SearchResult:
     probes: list[Probe] = field(default_factory=list)   # in the order asked (cached ones included)
     simulated: int = 0                        # probes actually simulated (cache misses)
     note: str = ""
+    # replicated searches (kvsim.plan.confident); one run: rate_hi is fail_rate, runs 1
+    rate_hi: float | None = None              # lowest rate seen to miss the SLOs with confidence
+    runs: int = 1                             # replications (seeds) behind every probe
+    requests: int | None = None               # requests per run of the final search
+    stable: bool | None = None                # the answer moved by <= tol when the requests doubled
+    slo_intervals: dict = field(default_factory=dict)   # SLO key -> (mean, lo, hi) at max_rate
 
     def curve(self) -> list[tuple[float, dict]]:
         """(rate, summary) of every distinct probe, sorted by rate."""
@@ -103,30 +109,42 @@ def probe_requests(requests: int | None, rate: float, min_duration_s: float | No
 
 
 def run_at(data: dict, overrides: list[str], rate: float, cache: ProbeCache | None = None, *,
-           requests: int | None = None, min_duration_s: float | None = None) -> dict:
+           requests: int | None = None, min_duration_s: float | None = None, goodput: dict | None = None) -> dict:
     """Summary of ``data`` + ``overrides`` at ``rate`` req/s (from the cache when there).
 
     With ``requests`` the run has ``probe_requests(requests, rate, min_duration_s)`` requests.
+    With ``goodput`` (per-request SLOs in s, :func:`kvsim.latency.parse_goodput`) the summary also
+    holds ``goodput_frac`` and ``goodput_miss_frac`` (the share of requests missing them).
     """
     from kvsim.sim import simulate
     rate = rate_key(rate)
     n = probe_requests(requests, rate, min_duration_s)
     if n is not None:
         overrides = probe_overrides(overrides, n)
+    key = overrides + ([f"#goodput={sorted(goodput.items())}"] if goodput else [])
     if cache is not None:
-        hit = cache.get(data, overrides, rate)
+        hit = cache.get(data, key, rate)
         if hit is not None:
             return hit
     sc = load_scenario(data, overrides + [f"workload.rate_req_s={rate!r}"])
-    summary = simulate(sc).summary
+    res = simulate(sc)
+    summary = res.summary
+    if goodput:
+        from kvsim.latency import goodput as _goodput
+        g = _goodput(res.requests, goodput)
+        summary = {**summary, "goodput_frac": g["goodput_frac"], "goodput_miss_frac": 1 - g["goodput_frac"],
+                   "goodput_req_s": g["goodput_req_s"]}
     if cache is not None:
-        cache.put(data, overrides, rate, summary)
+        cache.put(data, key, rate, summary)
     return summary
 
 
 def check_rate_driven(data: dict, overrides: list[str]) -> float:
     """The scenario's rate; error unless its arrivals are driven by a rate (poisson or gamma)."""
     sc = load_scenario(data, overrides)
+    if getattr(sc.workload, "_rate_inf", False):
+        raise KvsimError("workload.rate_req_s", "inf means burst arrivals (every request at t=0); the rate search "
+                                                "needs a finite starting rate")
     if sc.workload.arrival not in ("poisson", "gamma"):
         if sc.workload.dataset == "trace":
             raise KvsimError("workload.arrival", "a trace replays its own arrival_s; the rate search needs it "
@@ -139,7 +157,7 @@ def check_rate_driven(data: dict, overrides: list[str]) -> float:
 
 def find_max_rate(source, slo: dict[str, float], overrides: list[str] | None = None, *,
                   requests: int | None = 600, min_duration_s: float | None = 60.0, rel_tol: float = 0.02,
-                  start_rate: float | None = None,
+                  start_rate: float | None = None, goodput: dict | None = None,
                   max_steps: int = 16, cache: ProbeCache | None = None) -> SearchResult:
     """Highest request rate of ``source`` (YAML path or dict) meeting every SLO (module doc)."""
     if not (isinstance(rel_tol, (int, float)) and 0 < rel_tol < 1):
@@ -152,7 +170,7 @@ def find_max_rate(source, slo: dict[str, float], overrides: list[str] | None = N
     res = SearchResult(None, None, None)
 
     def ok(rate: float) -> bool:
-        s = run_at(data, ovr, rate, cache, requests=requests, min_duration_s=min_duration_s)
+        s = run_at(data, ovr, rate, cache, requests=requests, min_duration_s=min_duration_s, goodput=goodput)
         v = violations(s, slo)
         res.probes.append(Probe(rate_key(rate), not v, v, s))
         return not v
@@ -190,7 +208,7 @@ def find_max_rate(source, slo: dict[str, float], overrides: list[str] | None = N
             else:
                 hi = mid
     res.max_rate, res.fail_rate = lo, hi
-    res.summary = (run_at(data, ovr, lo, cache, requests=requests, min_duration_s=min_duration_s)
+    res.summary = (run_at(data, ovr, lo, cache, requests=requests, min_duration_s=min_duration_s, goodput=goodput)
                    if lo is not None else None)
     res.simulated = cache.misses - misses0
     return res

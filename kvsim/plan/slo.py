@@ -5,7 +5,10 @@ Supported SLOs (all upper bounds):
 * ``normalized_latency_s`` — mean end-to-end latency ÷ output length (s/token);
 * ``ttft_p99_s`` — 99th-percentile time to first token (s);
 * ``tpot_p99_s`` — 99th-percentile time per output token after the first (s);
-* ``preemption_rate`` — preemptions per request.
+* ``preemption_rate`` — preemptions per request;
+* ``goodput_miss_frac`` — the share of requests that miss the per-request
+  SLOs of ``--goodput ttft:ms tpot:ms e2el:ms`` (vLLM bench's goodput; an
+  unfinished request misses). ``--goodput`` alone means ``goodput_miss_frac <= 0.01``.
 
 A run with unfinished requests (the simulation stopped before serving every
 request, e.g. at ``max_time_s``) violates every SLO: an overloaded rate must not
@@ -26,6 +29,7 @@ SLO_KEYS = {
     "ttft_p99_s": "p99 time to first token (s)",
     "tpot_p99_s": "p99 time per output token (s)",
     "preemption_rate": "preemptions per request",
+    "goodput_miss_frac": "share of requests missing the --goodput per-request SLOs",
 }
 DEFAULT_SLO = {"normalized_latency_s": 0.1}
 
@@ -47,6 +51,18 @@ def parse_slo(items: list[str] | dict | None, default: dict | None = None) -> di
             raise KvsimError("--slo", f"{key}={raw!r}; allowed: a finite number > 0")
         slo[key] = value
     return slo
+
+
+def with_goodput(slo: dict[str, float], goodput: dict | None, slo_given: bool) -> dict[str, float]:
+    """The SLOs once ``--goodput`` is known: it adds ``goodput_miss_frac <= 0.01`` (replacing the default
+    SLO when no --slo was given); ``goodput_miss_frac`` without ``--goodput`` is an error."""
+    if not goodput:
+        if "goodput_miss_frac" in slo:
+            raise KvsimError("--slo", "goodput_miss_frac needs the per-request SLOs: --goodput ttft:MS tpot:MS ...")
+        return slo
+    out = dict(slo) if slo_given else {}
+    out.setdefault("goodput_miss_frac", 0.01)
+    return out
 
 
 def _split(item: str) -> tuple[str, str]:

@@ -49,6 +49,9 @@ class WorkloadConfig:
                                          hi=L.MAX_RATE)
     cv: float = cfg_field(1.0, "gamma: coefficient of variation of inter-arrival times (1 = Poisson, >1 bursty)",
                           lo=0, hi=100, lo_open=True)
+    burstiness: float | None = cfg_field(
+        None, "vLLM's --burstiness: the gamma shape k of inter-arrival times (1 = Poisson, < 1 bursty); "
+              "sets cv = 1/sqrt(k) and arrival gamma (give cv or burstiness, not both)", lo=1e-4, hi=1e4)
     num_requests: int | None = cfg_field(
         1000, "number of requests (with duration_s: whichever ends first); a replayed trace is read in full "
               "unless this is given", lo=1, hi=L.MAX_REQUESTS)
@@ -72,6 +75,16 @@ class WorkloadConfig:
 
         if self.dataset not in DATASETS:
             raise bad("dataset", f"{self.dataset!r} is not allowed; allowed: {', '.join(DATASETS)}")
+        if self.burstiness is not None:
+            cv = 1.0 / self.burstiness ** 0.5
+            if explicit(self, "cv") and abs(self.cv - cv) > 1e-9 * cv:
+                raise bad("burstiness", f"{self.burstiness:g} (cv {cv:.4g}) with cv {self.cv:g}; give one of them "
+                          "(cv = 1/sqrt(burstiness))")
+            if self.arrival not in (None, "poisson", "gamma") or self.retime_trace is False and self.dataset == "trace":
+                raise bad("burstiness", f"{self.burstiness:g} with arrival {self.arrival!r}; allowed with arrival "
+                          "poisson or gamma (burstiness makes it gamma, as vllm bench's gamma process)")
+            self.cv = cv
+            self.arrival = "gamma"
         if self.dataset == "trace" and not self.retime_trace:
             self.arrival = "trace"               # a trace replays its own arrival times...
         elif self.retime_trace and self.dataset != "trace":
@@ -143,8 +156,14 @@ def describe_arrivals(cfg: WorkloadConfig, num_requests: int, trace_rows: int | 
     if cfg.arrival == "trace":
         return (f"trace {cfg.path}: its own arrival_s, {num_requests} requests{rows} "
                 f"(re-timing needs workload.retime_trace=true)")
-    what = {"poisson": f"poisson @ {cfg.rate_req_s:g} req/s", "burst": "burst (all at t=0)",
-            "gamma": f"gamma @ {cfg.rate_req_s:g} req/s (cv {cfg.cv:g})"}[cfg.arrival]
+    burst = "burst (all at t=0" + (", as rate_req_s: inf" if getattr(cfg, "_rate_inf", False) else "") + ")"
+    if cfg.arrival == "burst":
+        what = burst
+    elif cfg.arrival == "poisson":
+        what = f"poisson @ {cfg.rate_req_s:g} req/s"
+    else:
+        shape = f", gamma shape {cfg.burstiness:g}" if cfg.burstiness is not None else ""
+        what = f"gamma @ {cfg.rate_req_s:g} req/s (cv {cfg.cv:g}{shape})"
     if cfg.dataset != "trace":
         return f"{cfg.dataset} lengths, {what}, {num_requests} requests"
     cycle = f", cycling its {trace_rows} rows {num_requests / trace_rows:.1f}x" if (

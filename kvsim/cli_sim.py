@@ -1,0 +1,134 @@
+"""The simulator's commands: ``kvsim run``, ``sweep`` and ``plan`` (the parser is in :mod:`kvsim.cli`).
+
+Each takes ``--seeds N`` (:mod:`kvsim.replicate`): one run per seed, metrics
+as mean and Student-t interval; ``run`` also prints vLLM-bench style latency
+percentiles and goodput (:mod:`kvsim.latency`).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from kvsim.cli import _check_jobs, _int_list
+from kvsim.runtext import arrivals_text, format_summary
+from kvsim.outdir import default_out
+
+
+def _cmd_run(args) -> int:
+    from kvsim.config import load_scenario
+    from kvsim.output import write_run
+    from kvsim.sim import SimEngine
+    from kvsim.build import setup_run
+    extra = ["cost.model=calibrated", f"cost.profile={args.profile}"] if args.profile else []
+    sc = load_scenario(args.scenario, args.set + extra)
+    from kvsim.replicate import check_seeds, seed_list
+    from kvsim.stats import check_confidence
+    seeds = seed_list(sc.seed, check_seeds(args.seeds))
+    confidence = check_confidence(args.confidence)
+    _check_jobs(args.jobs)
+    latency_args = None
+    if args.goodput or args.metric_percentiles:
+        from kvsim.latency import parse_goodput, parse_percentiles
+        latency_args = (parse_percentiles(args.metric_percentiles), parse_goodput(args.goodput))
+    t0 = time.perf_counter()
+    setup = setup_run(sc)
+    eng = SimEngine(setup, fast_forward=not args.no_fast_forward)
+    res = eng.run()
+    replications = None
+    if len(seeds) > 1:
+        from kvsim.config import read_yaml
+        from kvsim.replicate import replication_document, run_seeds
+        rest = run_seeds(read_yaml(args.scenario), args.set + extra, seeds[1:], jobs=args.jobs)
+        replications = [res.summary] + rest
+    wall = time.perf_counter() - t0
+    out = Path(args.out) if args.out else default_out(sc.name)
+    write_run(res, out, extra=None if replications is None else
+              {"replications": replication_document(seeds, replications, confidence)})
+    e = sc.engine
+    print(f"kvsim run: {sc.name} — {setup.model.name} on {setup.gpu.name} x{sc.tensor_parallel}, "
+          f"{e.allocator}" + (f" (block {e.block_size})" if e.allocator == "paged" else "")
+          + f", {e.scheduler} scheduler")
+    print(f"  arrivals: {arrivals_text(sc, len(setup.requests))}")
+    print(f"  {setup.budget.summary()}")
+    if replications is None:
+        print(format_summary(res.summary))
+    else:
+        from kvsim.replicate import format_replicated
+        print(f"  seeds {seeds[0]}..{seeds[-1]}; requests.csv, iterations.csv and run.png are seed {seeds[0]}'s, "
+              f"summary.json holds every run")
+        print(format_replicated(replications, confidence))
+    if latency_args is not None:
+        from kvsim.latency import format_latency_table
+        print(format_latency_table(res.requests, res.iterations, *latency_args))
+    print(f"  wrote {out}/{{summary.json, requests.csv, iterations.csv, run.png}} "
+          f"in {wall:.2f} s wall ({eng.ff_steps} of {res.summary['num_iterations']} iterations fast-forwarded)")
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    from kvsim.config import load_scenario
+    from kvsim.plots import plot_sweep
+    from kvsim.sweep import parse_grid, sweep
+    from kvsim.outdir import OutputSet
+    grid = parse_grid(args.grid)
+    sc = load_scenario(args.scenario, args.set)
+    _check_jobs(args.jobs)
+    out = Path(args.out) if args.out else default_out(sc.name, "-sweep")
+    from kvsim.replicate import check_seeds
+    from kvsim.stats import check_confidence
+    seeds = check_seeds(args.seeds)
+    check_confidence(args.confidence)
+    runs_csv = "sweep_runs.csv" if seeds > 1 else "sweep.csv"
+    df = sweep(args.scenario, grid, args.set, jobs=args.jobs, progress=not args.quiet,
+               backend=args.backend, resume=out / runs_csv if args.out and out.is_dir() else None,
+               seeds=seeds, confidence=args.confidence)
+    with OutputSet(out, ("sweep.csv", "sweep.png", "sweep_runs.csv")) as d:
+        df.to_csv(d / "sweep.csv", index=False)
+        if seeds > 1:
+            df.attrs["runs"].to_csv(d / "sweep_runs.csv", index=False)
+        ok = df[df.error == ""] if "error" in df else df
+        if len(ok):
+            plot_sweep(ok, list(grid), d / "sweep.png")
+    cols = list(grid) + ["throughput_req_s", "normalized_latency_s", "avg_batched_requests", "preemptions"]
+    if seeds > 1:
+        cols = list(grid) + [f"{m}{e}" for m in ("throughput_req_s", "normalized_latency_s", "ttft_p99_s")
+                             for e in ("", "_ci_lo", "_ci_hi")] + ["runs"]
+        print(f"mean and {args.confidence:.0%} interval over seeds (per point); per-run rows in sweep_runs.csv")
+    cols = [c for c in cols if c in df]
+    print(df[cols + (["error"] if (df.get("error", "") != "").any() else [])].to_string(
+        index=False, float_format=lambda x: f"{x:.4g}"))
+    print(f"wrote {out}/sweep.csv{', sweep_runs.csv' if seeds > 1 else ''} and sweep.png")
+    return 0
+
+
+def _cmd_plan(args) -> int:
+    from kvsim.plan import parse_slo, plan
+    from kvsim.plan.output import describe_recommendation, format_table, write_plan
+    from kvsim.sweep import parse_grid
+    from kvsim.config import load_scenario
+    from kvsim.latency import parse_goodput
+    from kvsim.plan.slo import with_goodput
+    goodput = parse_goodput(args.goodput)
+    slo = with_goodput(parse_slo(args.slo), goodput, bool(args.slo))
+    cands = parse_grid(args.candidates, "--candidates") if args.candidates else {}
+    replicas = _int_list(args.replicas, "--replicas", "1,2,4")
+    sc = load_scenario(args.scenario, args.set)
+    _check_jobs(args.jobs)
+    res = plan(args.scenario, slo, cands, overrides=args.set, replicas=replicas, requests=args.requests,
+               rel_tol=args.tol, objective=args.objective, jobs=args.jobs, progress=not args.quiet,
+               seeds=args.seeds, confidence=args.confidence, max_requests=args.max_requests, goodput=goodput)
+    out = Path(args.out) if args.out else default_out(sc.name, "-plan")
+    write_plan(res, list(cands), out)
+    print(format_table(res, list(cands)))
+    print(describe_recommendation(res, list(cands)))
+    print(f"wrote {out}/{{plan.csv, plan.json, pareto.png}}")
+    return 0
+
+
+def _add_seed_args(p, jobs: bool = False) -> None:
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="replications with seeds seed..seed+N-1; metrics as mean and interval (default 1)")
+    p.add_argument("--confidence", type=float, default=0.95,
+                   help="confidence of the Student-t intervals across seeds (default 0.95)")
+    if jobs:
+        p.add_argument("--jobs", type=int, default=None, help="parallel processes for --seeds (default: all cores)")
