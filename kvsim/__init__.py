@@ -22,7 +22,7 @@ def simulate(scenario, *, fast_forward: bool = True):
 
 
 def sweep(source, grid, overrides=None, jobs=None, progress=False, backend="local", resume=None):
-    from kvsim.sweep import sweep as _sweep
+    from kvsim.sweeps import sweep as _sweep
     return _sweep(source, grid, overrides, jobs=jobs, progress=progress, backend=backend, resume=resume)
 
 

@@ -68,7 +68,7 @@ def _cmd_run(args) -> int:
 def _cmd_sweep(args) -> int:
     from kvsim.config import load_scenario
     from kvsim.plots import plot_sweep
-    from kvsim.sweep import parse_grid, sweep
+    from kvsim.sweeps import parse_grid, sweep
     from kvsim.outdir import OutputSet
     grid = parse_grid(args.grid)
     sc = load_scenario(args.scenario, args.set)
@@ -104,7 +104,7 @@ def _cmd_sweep(args) -> int:
 def _cmd_plan(args) -> int:
     from kvsim.plan import parse_slo, plan
     from kvsim.plan.output import describe_recommendation, format_table, write_plan
-    from kvsim.sweep import parse_grid
+    from kvsim.sweeps import parse_grid
     from kvsim.config import load_scenario
     from kvsim.latency import parse_goodput
     from kvsim.plan.slo import with_goodput

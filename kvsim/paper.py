@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from kvsim.errors import KvsimError
-from kvsim.sweep import sweep
+from kvsim.sweeps import sweep
 
 PAPER = Path(__file__).resolve().parents[1] / "scenarios" / "paper"
 ALLOCATORS = ["paged", "orca_oracle", "orca_pow2", "orca_max"]

@@ -56,7 +56,7 @@ def run_seeds(data: dict, overrides: list[str], seeds: list[int], jobs: int | No
               progress: bool = False) -> list[dict]:
     """One run summary per seed (local processes, in seed order)."""
     import os
-    from kvsim.sweep import map_local
+    from kvsim.sweeps import map_local
     tasks = [(data, list(overrides) + [seed_override(s)]) for s in seeds]
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(tasks)))
     return map_local(_summary_of, tasks, jobs, progress=progress, desc="seeds", unit="run")

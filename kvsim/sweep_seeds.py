@@ -32,7 +32,7 @@ def replicated_sweep(source, grid, overrides=None, *, jobs=None, progress=False,
                      seeds: int = 2, confidence: float = 0.95) -> pd.DataFrame:
     from kvsim.config import load_scenario, read_yaml
     from kvsim.replicate import seed_list
-    from kvsim.sweep import sweep
+    from kvsim.sweeps import sweep
     confidence = check_confidence(confidence)
     if not isinstance(grid, dict) or not grid:
         raise KvsimError("--grid", f"expected a mapping of field -> values, got {grid!r}")

@@ -38,7 +38,7 @@ def test_resume_skips_points_already_in_sweep_csv(tmp_path, monkeypatch):
     out = tmp_path / "sweep.csv"
     first = kvsim.sweep(QUICK, {"workload.rate_req_s": [1, 2.5], "engine.block_size": [8]}, SET, jobs=1)
     first.to_csv(out, index=False)
-    import kvsim.sweep as sw
+    import kvsim.sweeps as sw
     ran = []
     real = sw._run_point
     monkeypatch.setattr(sw, "_run_point", lambda t: ran.append(t[2]) or real(t))

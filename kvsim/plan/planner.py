@@ -28,7 +28,7 @@ from kvsim.configtools import check_number
 from kvsim.errors import KvsimError
 from kvsim.plan.search import SearchResult, check_rate_driven, find_max_rate, probe_overrides
 from kvsim.plan.slo import slo_value
-from kvsim.sweep import _point_overrides, grid_points
+from kvsim.sweeps import _point_overrides, grid_points
 
 OBJECTIVES = {"gpu": "goodput_per_gpu", "usd": "requests_per_usd", "rate": "total_rate_req_s"}
 
@@ -170,7 +170,7 @@ def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overri
                   max_requests=8 * requests if max_requests is None else max_requests,
                   jobs=all_jobs if len(points) == 1 else 1)
     tasks = [(data, overrides, p, slo, kw) for p in points]
-    from kvsim.sweep import map_local
+    from kvsim.sweeps import map_local
     results = map_local(_search_point, tasks, jobs, progress=progress, desc="plan", unit="candidate")
     rows, searches = [], []
     for point, res, err in results:

@@ -209,17 +209,6 @@ def sweep(source, grid: dict[str, list], overrides: list[str] | None = None, job
     return pd.DataFrame(rows)
 
 
-class _CallableModule(__import__("types").ModuleType):
-    """Importing ``kvsim.sweep`` (the module) rebinds the package attribute ``kvsim.sweep``, which is
-    also the public function; making the module callable keeps ``kvsim.sweep(path, grid)`` working."""
-
-    def __call__(self, *args, **kwargs):
-        return sweep(*args, **kwargs)
-
-
-__import__("sys").modules[__name__].__class__ = _CallableModule
-
-
 def map_local(fn, tasks: list, jobs: int, *, progress: bool = False, desc: str = "", unit: str = "it") -> list:
     """``[fn(t) for t in tasks]`` in ``jobs`` local processes (in order), with an optional progress bar."""
     bar = None
