@@ -1,0 +1,98 @@
+"""Simulator speed in every mode (issue #14's table): wall time and peak memory per run, each in its own process.
+
+OPT-13B on one A100-40GB, roofline cost model, ShareGPT-like lengths, Poisson 1 req/s, seed 0; modes:
+paged, Orca-Oracle, chunked prefill (512-token budget), prefix caching (128-token shared prefix), swap
+preemption, parallel sampling n=4, beam width 4. Each (mode, size) runs in a fresh Python process so its
+peak RSS is its own; `wall_s` is setup + simulation (imports excluded), `records_s` the summary and
+record frames. Vidur is compared on the same trace only where it is installed (it is not on the dev box).
+
+usage (one core, as the README quotes it):
+    taskset -c 0 python benchmarks/sim/sim_modes.py [--sizes 10000[,100000,...]] [--modes paged,beam4]
+        [--out benchmarks/sim/sim_modes_devbox]      # writes OUT.csv and OUT.md
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MODES = {
+    "paged": {},
+    "orca_oracle": {"engine.allocator": "orca_oracle"},
+    "chunked": {"engine.scheduler": "chunked", "engine.max_num_batched_tokens": 512},
+    "prefix": {"engine.enable_prefix_caching": True, "workload.prefix_len": 128},
+    "swap": {"engine.preemption_mode": "swap"},
+    "n4": {"workload.n": 4},
+    "beam4": {"workload.beam_width": 4},
+}
+
+
+def one(mode: str, n: int) -> dict:
+    """Run one (mode, size) in this process; imports are done before the clock starts."""
+    from kvsim.build import setup_run
+    from kvsim.config import load_scenario
+    from kvsim.sim import SimEngine
+    base = {"name": f"speed-{mode}-{n}", "model": "opt-13b", "gpu": "a100-40gb",
+            "engine": {"allocator": "paged", "block_size": 16},
+            "workload": {"dataset": "sharegpt", "rate_req_s": 1.0, "num_requests": n}, "seed": 0}
+    t0 = time.perf_counter()
+    sc = load_scenario(base, [f"{k}={json.dumps(v)}" for k, v in MODES[mode].items()])
+    eng = SimEngine(setup_run(sc))
+    res = eng.run()
+    t1 = time.perf_counter()
+    s = res.summary
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024     # Linux: KiB
+    return {"mode": mode, "requests": n, "wall_s": round(t1 - t0, 3), "s_per_1k": round((t1 - t0) / n * 1000, 3),
+            "peak_rss_mib": round(rss_mib, 1), "iterations": int(s["num_iterations"]),
+            "ff_share": round(eng.ff_steps / max(s["num_iterations"], 1), 4),
+            "finished": int(s["requests_finished"]), "throughput_req_s": round(s["throughput_req_s"], 4)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="10000")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--out", default=None, help="path prefix for .csv and .md")
+    ap.add_argument("--one", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.one:
+        print(json.dumps(one(a.one[0], int(a.one[1]))))
+        return
+    rows = []
+    for n in (int(x) for x in a.sizes.split(",")):
+        for mode in a.modes.split(","):
+            if mode not in MODES:
+                sys.exit(f"error: --modes: {mode!r} is not one of {', '.join(MODES)}")
+            p = subprocess.run([sys.executable, __file__, "--one", mode, str(n)], capture_output=True, text=True)
+            if p.returncode:
+                rows.append({"mode": mode, "requests": n, "error": p.stderr.strip().splitlines()[-1][:200]})
+            else:
+                rows.append(json.loads(p.stdout.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), flush=True)
+    vidur = importlib.util.find_spec("vidur") is not None
+    head = (f"{platform.processor() or platform.machine()}, python {platform.python_version()}, "
+            f"{'Vidur installed: not yet compared here' if vidur else 'Vidur not installed: no paired comparison'}")
+    cols = ["mode", "requests", "wall_s", "s_per_1k", "peak_rss_mib", "iterations", "ff_share", "finished"]
+    md = [f"# Simulator speed by mode\n\n{head}. Command: `{' '.join(['python'] + sys.argv)}`\n",
+          "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    md += ["| " + " | ".join(str(r.get(c, r.get("error", ""))) for c in cols) + " |" for r in rows]
+    print("\n".join(md))
+    if a.out:
+        out = Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        import csv
+        with open(out.with_suffix(".csv"), "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=cols + ["throughput_req_s", "error"], extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+        out.with_suffix(".md").write_text("\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    main()
