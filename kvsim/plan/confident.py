@@ -25,13 +25,13 @@ cached by (overrides, seed, rate), so nothing is simulated twice.
 """
 from __future__ import annotations
 
-import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 
 from kvsim.config import read_yaml
 from kvsim.errors import KvsimError
-from kvsim.plan.search import Probe, ProbeCache, SearchResult, check_rate_driven, probe_overrides, rate_key, run_at
+from kvsim.plan.search import (Probe, ProbeCache, SearchResult, bracket_rate, check_rate_driven, probe_overrides,
+                               rate_key, run_at)
 from kvsim.plan.slo import slo_value
 from kvsim.replicate import seed_override
 from kvsim.stats import aggregate, check_confidence, interval
@@ -99,38 +99,6 @@ class _Prober:
         return self.seen[rate]
 
 
-def _edge(pred, r0: float, rel_tol: float, max_steps: int) -> tuple[float | None, float | None]:
-    """Highest rate where ``pred`` holds and lowest above it where it does not (doubling, then bisection)."""
-    r = rate_key(r0)
-    lo = hi = None
-    if pred(r):
-        lo = r
-        for _ in range(max_steps):
-            r = rate_key(r * 2)
-            if not pred(r):
-                hi = r
-                break
-            lo = r
-    else:
-        hi = r
-        for _ in range(max_steps):
-            r = rate_key(r / 2)
-            if pred(r):
-                lo = r
-                break
-            hi = r
-    if lo is not None and hi is not None:
-        while hi / lo - 1 > rel_tol:
-            mid = rate_key(math.sqrt(lo * hi))
-            if mid in (lo, hi):
-                break
-            if pred(mid):
-                lo = mid
-            else:
-                hi = mid
-    return lo, hi
-
-
 def find_rate_interval(source, slo: dict[str, float], overrides: list[str] | None = None, *, seeds: list[int],
                        confidence: float = 0.95, requests: int = 600, min_duration_s: float | None = 60.0,
                        rel_tol: float = 0.02, max_requests: int | None = None, start_rate: float | None = None,
@@ -155,9 +123,9 @@ def find_rate_interval(source, slo: dict[str, float], overrides: list[str] | Non
         while True:
             res = SearchResult(None, None, None, runs=len(seeds), requests=n)
             pr = _Prober(data, ovr, seeds, slo, confidence, n, min_duration_s, cache, pool, res, goodput)
-            lo, hi = _edge(lambda r: pr.judge(r)[0], rate, rel_tol / 2, max_steps)
+            lo, hi = bracket_rate(lambda r: pr.judge(r)[0], rate, rel_tol / 2, max_steps)
             start_hi = hi if hi is not None else (lo if lo is not None else rate)
-            _, fail = _edge(lambda r: not pr.judge(r)[1], start_hi, rel_tol, max_steps)
+            _, fail = bracket_rate(lambda r: not pr.judge(r)[1], start_hi, rel_tol, max_steps)
             res.max_rate, res.fail_rate, res.rate_hi = lo, hi, fail
             history.append((n, lo))
             if lo is None:

@@ -155,6 +155,40 @@ def check_rate_driven(data: dict, overrides: list[str]) -> float:
     return float(sc.workload.rate_req_s)
 
 
+def bracket_rate(pred, r0: float, rel_tol: float, max_steps: int) -> tuple[float | None, float | None]:
+    """Highest rate where ``pred`` holds and the lowest above it where it does not: double (or halve) from
+    ``r0`` for at most ``max_steps`` steps, then bisect geometrically to ``rel_tol``. ``None`` on a side the
+    steps never reached."""
+    r = rate_key(r0)
+    lo = hi = None
+    if pred(r):
+        lo = r
+        for _ in range(max_steps):
+            r = rate_key(r * 2)
+            if not pred(r):
+                hi = r
+                break
+            lo = r
+    else:
+        hi = r
+        for _ in range(max_steps):
+            r = rate_key(r / 2)
+            if pred(r):
+                lo = r
+                break
+            hi = r
+    if lo is not None and hi is not None:
+        while hi / lo - 1 > rel_tol:
+            mid = rate_key(math.sqrt(lo * hi))
+            if mid in (lo, hi):
+                break
+            if pred(mid):
+                lo = mid
+            else:
+                hi = mid
+    return lo, hi
+
+
 def find_max_rate(source, slo: dict[str, float], overrides: list[str] | None = None, *,
                   requests: int | None = 600, min_duration_s: float | None = 60.0, rel_tol: float = 0.02,
                   start_rate: float | None = None, goodput: dict | None = None,
@@ -175,38 +209,11 @@ def find_max_rate(source, slo: dict[str, float], overrides: list[str] | None = N
         res.probes.append(Probe(rate_key(rate), not v, v, s))
         return not v
 
-    r = rate_key(start_rate or rate0)
-    lo = hi = None
-    if ok(r):
-        lo = r
-        for _ in range(max_steps):
-            r = rate_key(r * 2)
-            if not ok(r):
-                hi = r
-                break
-            lo = r
-        else:
-            res.note = f"meets the SLOs even at {lo:g} req/s (stopped doubling)"
-    else:
-        hi = r
-        for _ in range(max_steps):
-            r = rate_key(r / 2)
-            if ok(r):
-                lo = r
-                break
-            hi = r
-        else:
-            worst = res.probes[-1]
-            res.note = f"misses the SLOs even at {hi:g} req/s: {'; '.join(worst.violations)}"
-    if lo is not None and hi is not None:
-        while hi / lo - 1 > rel_tol:
-            mid = rate_key(math.sqrt(lo * hi))
-            if mid in (lo, hi):
-                break
-            if ok(mid):
-                lo = mid
-            else:
-                hi = mid
+    lo, hi = bracket_rate(ok, start_rate or rate0, rel_tol, max_steps)
+    if hi is None:
+        res.note = f"meets the SLOs even at {lo:g} req/s (stopped doubling)"
+    elif lo is None:
+        res.note = f"misses the SLOs even at {hi:g} req/s: {'; '.join(res.probes[-1].violations)}"
     res.max_rate, res.fail_rate = lo, hi
     res.summary = (run_at(data, ovr, lo, cache, requests=requests, min_duration_s=min_duration_s, goodput=goodput)
                    if lo is not None else None)
