@@ -252,7 +252,10 @@ class CalibratedCostModel(CostModel):
     def _spread_excess(self, b: float, sums: np.ndarray, ctx_max: np.ndarray, base: np.ndarray) -> np.ndarray:
         """What unequal contexts add to a decode step of ``b`` rows (see module doc)."""
         xa, xb, lam = self._lam
-        curve = np.array([float(np.interp(b, xa, lam[:, j])) for j in range(len(xb))])
+        curve = self._dec_cache.get(("lam", b))                # the fraction along max ctx at b rows, once per b
+        if curve is None:
+            curve = self._dec_cache[("lam", b)] = np.array([float(np.interp(b, xa, lam[:, j]))
+                                                            for j in range(len(xb))])
         top = np.maximum(np.asarray(ctx_max, dtype=np.float64), sums / b)
         hi = self._grid_at(self._step, b, top * b)
         return np.interp(top, xb, curve) * np.maximum(0.0, hi - base)
