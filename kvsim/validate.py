@@ -132,14 +132,20 @@ def read_engine_records(edir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
 
 
 def pick_profile(scenario_path: str, profiles: list[str], overrides: list[str] | None = None) -> str:
-    """The profile measured for the scenario's model (profiles name their model)."""
+    """The profile measured for the scenario's model (profiles name their model), preferring one that
+    holds the scenario's block size (several files of one model may hold different block sizes)."""
     import kvsim
+    from kvsim.calibrate.merge import block_sizes
     from kvsim.catalogue import get_model
     from kvsim.errors import KvsimError
-    want = get_model(kvsim.load_scenario(scenario_path, overrides).model).name
-    for p in profiles:
-        if _profile_doc(p).get("model") == want:
+    sc = kvsim.load_scenario(scenario_path, overrides)
+    want = get_model(sc.model).name
+    mine = [p for p in profiles if _profile_doc(p).get("model") == want]
+    for p in mine:
+        if sc.engine.block_size in block_sizes(_profile_doc(p)):
             return p
+    if mine:
+        return mine[0]        # the cost model then names the missing block size in one line
     raise KvsimError("--profile", f"no profile for {want} among {', '.join(profiles)}")
 
 

@@ -189,3 +189,14 @@ def test_synthetic_step_gives_sequences_distinct_blocks_when_it_can():
     assert len(flat) == len(set(flat))
     _, _, meta = synthetic_step([], [9] * 50, num_blocks=8, **kw)              # more than the cache: reuse
     assert meta.decode_block_tables.max() < 8
+
+
+def test_decode_graph_partitions_follow_the_model_not_max_model_len():
+    """Decode graphs size split-KV partitions for the model's longest sequence, whatever the engine's
+    ``max_model_len`` (the capture's ``max_context_len``) is, so one profile prices every limit."""
+    spec, model, caches = _model_and_cache("tiny-llama", "cpu", torch.float32)
+    for limit in (16, 64, spec.max_seq_len):
+        graphs = DecodeGraphs(model, caches, block_size=4, max_batch=4, max_context_len=limit, backend="torch")
+        assert graphs.split_ref_len == spec.max_seq_len
+        assert graphs._meta(4).decode_split_ref_len == spec.max_seq_len
+        assert graphs._meta(4).max_decode_context_len == limit

@@ -14,7 +14,7 @@ from tests._triton_interp import (CUDA, DEV, STALE_TRITON, needs_cuda,  # noqa: 
 from kvsim.errors import KvsimError  # noqa: E402
 from kvsim.kernels import (DecodeConfig, contiguous_decode_attention,  # noqa: E402
                            paged_decode_attention, paged_prefill_attention, reference, write_kv)
-from kvsim.kernels._attn_decode import choose_num_splits  # noqa: E402
+from kvsim.kernels._attn_decode import choose_num_splits, split_partition  # noqa: E402
 from kvsim.kernels.inputs import (make_decode_problem, page_kv, poison, randn,  # noqa: E402
                                   rel_err, run_file_in_fresh_interpreter, tolerance)
 
@@ -95,6 +95,29 @@ def test_choose_num_splits_heuristic():
     assert choose_num_splits(8, 8, 8192, 132, 64, target_waves=4) == 9
     assert choose_num_splits(1, 8, 256, 132, 64) == 1         # too short to be worth it
     assert choose_num_splits(1, 1, 10 ** 6, 132, 64) == 64    # capped
+
+
+def test_split_partition_comes_from_the_reference_length():
+    # batch 16 of Llama-3-8B (8 KV heads) on 132 SMs: 9 partitions for 8,192 positions -> 960 each
+    assert split_partition(16, 8, 8192, 132, 64) == 960
+    assert split_partition(16, 8, 2048, 132, 64) == 256          # what max_ctx 2,048 alone would pick
+    assert split_partition(66, 8, 8192, 132, 64) == 0            # unsplit batch
+    for b in (1, 3, 8, 16, 32, 64):
+        per = split_partition(b, 8, 8192, 132, 64)
+        assert per % 64 == 0 and (per == 0 or per >= 256)
+
+
+def test_split_ref_len_fixes_partitions_and_matches_reference():
+    # partitions of the reference length (256 here), not max_ctx / num_splits (2 x 352 for 700)
+    lens = [300, 3, 700]
+    q, k, v, ctx = make_decode_problem(lens, 4, 1, 64, torch.float16, DEV, seed=41)
+    pk = page_kv(k, v, ctx, 16, seed=42)
+    ref = reference.paged_decode(q, pk.k_cache, pk.v_cache, pk.block_table, ctx)
+    for kw in (dict(split_ref_len=8192), dict(split_ref_len=None), dict(split_ref_len=700)):
+        out = poison(torch.empty_like(q))
+        paged_decode_attention(q, pk.k_cache, pk.v_cache, pk.block_table, ctx, out=out, max_context_len=700,
+                               config=SMALL, **kw)
+        assert rel_err(out, ref) < tolerance(torch.float16), kw
 
 
 def test_scale_and_torch_backend():

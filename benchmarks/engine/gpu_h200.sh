@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # One device call on the H200 for issue #10, in stages chosen by environment variables (each stage is
 # packed into $OUT/h200.tgz as soon as it ends, so a call cut short keeps what finished):
-#   TESTS=1       GPU tests of the fused layer kernels, the unified attention kernel and the engine
+#   TESTS=1       GPU tests of the fused layer kernels, the unified attention kernel and the engine (TESTFILES=...)
 #   BENCH=1       engine steps (mixed + decode) vs roofline with the fused layer kernels off and on
 #   KERNELS=1     where a mixed and a decode step's GPU time goes, kernel by kernel (torch.profiler)
 #   THROUGHPUT=1  chunked-prefill offline throughput, fused layer kernels off and on, same 200 requests
-#   CALIB="llama-3-8b:16 opt-13b:16,32,64"   profiles (copied into calibrate/profiles/H200/ for the stages after)
+#   CALIB="llama-3-8b:16 opt-13b:32,64"   profiles, merged into calibrate/profiles/H200/<model>.json when that
+#                 exists (CALIB_REPLACE=1 replaces it) and used by the stages after; CALIB_TIMEOUT (s, default 420)
 #   SCEN="scenarios/validation/v2[1-2]*.yaml" `kvsim validate` of each scenario against calibrate/profiles/H200/
 #   GAP=SCENARIO  benchmarks/engine/decode_gap.py on that scenario (decode steps re-timed in isolation)
 # usage (repo root, GPU machine, $OUT set; the simpy wheel in .whl/):
@@ -22,8 +23,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,
   --format=csv | tee "$W/gpu.txt"
 if [ -n "${TESTS:-}" ]; then
   stamp tests
-  timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_kernels_layer.py tests/test_engine_graphs.py \
-    tests/test_engine.py tests/test_engine_models.py tests/test_kernels.py 2>&1 | tail -6 | tee "$W/gpu_tests.txt"
+  timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider ${TESTFILES:-tests/test_kernels_layer.py \
+    tests/test_engine_graphs.py tests/test_engine.py tests/test_engine_models.py tests/test_kernels.py} 2>&1 | tail -6 | tee "$W/gpu_tests.txt"
   pack
 fi
 if [ -n "${BENCH:-}" ]; then
@@ -48,12 +49,14 @@ if [ -n "${THROUGHPUT:-}" ]; then
   done
   pack
 fi
-for spec in ${CALIB:-}; do
-  m=${spec%%:*}; b=${spec#*:}
+for spec in ${CALIB:-}; do  # a model already profiled here gains the new block sizes (kvsim merge-profiles)
+  m=${spec%%:*}; b=${spec#*:}; f="$W/profiles/$m-b${b//,/-}.json"; dest=calibrate/profiles/H200/$m.json
   stamp "calibrate $m $b"
-  timeout 420 python3 -m kvsim.cli calibrate --model "$m" --block-sizes "$b" --out "$W/profiles/$m.json" 2>&1 \
-    | grep -v Warning > "$W/profiles/$m.log"; tail -2 "$W/profiles/$m.log"
-  [ -s "$W/profiles/$m.json" ] && cp "$W/profiles/$m.json" "calibrate/profiles/H200/$m.json"
+  timeout "${CALIB_TIMEOUT:-420}" python3 -m kvsim.cli calibrate --model "$m" --block-sizes "$b" --out "$f" 2>&1 \
+    | grep -v Warning > "${f%.json}.log"; tail -2 "${f%.json}.log"
+  if [ -s "$f" ] && [ -s "$dest" ] && [ -z "${CALIB_REPLACE:-}" ]; then
+    python3 -m kvsim.cli merge-profiles "$dest" "$f" --out "$W/profiles/$m.json" && cp "$W/profiles/$m.json" "$dest"
+  elif [ -s "$f" ]; then cp "$f" "$dest"; cp "$f" "$W/profiles/$m.json"; fi
   pack
 done
 PROFS=""; for f in calibrate/profiles/H200/*.json; do PROFS="$PROFS --profile $f"; done

@@ -52,6 +52,7 @@ class AttnMetadata:
     max_decode_context_len: int
     backend: str = "triton"
     prefill_tile_starts: torch.Tensor | None = None   # per-step tile offsets of the prefill kernel (with_step_tiles)
+    decode_split_ref_len: int = 0         # >0: decode's split-KV partitions sized for this length (CUDA graphs)
 
     @property
     def num_tokens(self) -> int:
@@ -86,5 +87,6 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
                                 cu_tiles=meta.prefill_tile_starts, backend=be)
     if meta.num_decode_tokens:
         paged_decode_attention(q[p:], k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens,
-                               scale, max_context_len=meta.max_decode_context_len, out=out[p:], backend=be)
+                               scale, max_context_len=meta.max_decode_context_len, out=out[p:], backend=be,
+                               split_ref_len=meta.decode_split_ref_len or None)
     return out

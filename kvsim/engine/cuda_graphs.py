@@ -21,8 +21,10 @@ launch, and the step becomes as fast and as repeatable as the GPU work.
   (:func:`kvsim.engine.attention.as_unified`), so one varlen launch serves both.
 
 Everything a kernel would decide from the data at launch time is fixed at
-capture: decode's split-KV partitioning is chosen for ``max_context_len`` (the
-engine's longest sequence), prefill's grid for ``b`` tokens and ``max_seqs``
+capture: decode's split-KV partitions have the length the heuristic gives the
+model's longest sequence (``spec.max_seq_len``; one partition per that many
+positions up to ``max_context_len``, so the engine's ``max_model_len`` changes
+only how many trailing, empty partitions exist, never the work), prefill's grid for ``b`` tokens and ``max_seqs``
 sequences, and the static block tables are ``max_context_len / block_size``
 wide. Only the first ``n`` output rows are meaningful.
 
@@ -125,12 +127,15 @@ class DecodeGraphs(_StepGraphs):
         super().__init__(model, kv_caches, block_size=block_size, sizes=sizes, rows=sizes[-1],
                          max_context_len=max_context_len, backend=backend)
         self.max_batch = self.max_size
+        spec = getattr(model, "spec", None)
+        self.split_ref_len = max(self.max_context_len, int(getattr(spec, "max_seq_len", 0) or 0))
         if capture and model.device.type == "cuda":
             self._capture_all()
 
     def _meta(self, b: int) -> AttnMetadata:
         return AttnMetadata(0, b, self.slots[:b], self._zero1, self._empty, self._empty_table, 1,
-                            self.ctx[:b], self.tables[:b], self.max_context_len, self.backend)
+                            self.ctx[:b], self.tables[:b], self.max_context_len, self.backend,
+                            decode_split_ref_len=self.split_ref_len)
 
     def fits(self, meta: AttnMetadata) -> bool:
         """True for a decode-only step this object can run."""

@@ -81,13 +81,17 @@ def check_decode_inputs(q, k, v, context_lens, *, paged: bool, block_table=None)
 def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                            block_table: torch.Tensor, context_lens: torch.Tensor,
                            scale: float | None = None, *, max_context_len: int | None = None,
-                           num_splits: int | None = None, out: torch.Tensor | None = None,
+                           num_splits: int | None = None, split_ref_len: int | None = None, out: torch.Tensor | None = None,
                            config: DecodeConfig = DEFAULT_CONFIG,
                            backend: str = "triton") -> torch.Tensor:
     """Attention of each sequence's single query token over its paged KV cache.
 
     ``max_context_len`` (>= every context length) sizes the split partitions; if omitted it is
-    read from ``context_lens`` with one device sync. ``out`` may be given to avoid an allocation.
+    read from ``context_lens`` with one device sync. ``split_ref_len`` (>= ``max_context_len``) takes
+    the split partition length from that reference instead (see
+    :func:`kvsim.kernels._attn_decode.split_partition`: CUDA graphs pass the model's longest sequence,
+    so the work does not depend on the engine's ``max_model_len``). ``out`` may be given to avoid an
+    allocation.
     Returns ``out`` (``[num_seqs, num_q_heads, head_dim]``, dtype of ``q``).
     """
     check_decode_inputs(q, k_cache, v_cache, context_lens, paged=True, block_table=block_table)
@@ -99,7 +103,12 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         out.copy_(reference.paged_decode(q, k_cache, v_cache, block_table, context_lens, scale))
         return out
     max_ctx = max_int(context_lens, max_context_len)
-    if num_splits is None:
+    per = 0
+    if num_splits is None and split_ref_len:
+        per = _attn_decode.split_partition(q.shape[0], k_cache.shape[2], max(int(split_ref_len), max_ctx),
+                                           num_sms(q.device), config.block_n, config.split_waves)
+        num_splits = 1
+    elif num_splits is None:
         num_splits = _attn_decode.choose_num_splits(q.shape[0], k_cache.shape[2], max_ctx,
                                                     num_sms(q.device), config.block_n,
                                                     config.split_waves)
@@ -107,7 +116,7 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         q, k_cache, v_cache, block_table, context_lens, out, scale=scale,
         block_size=k_cache.shape[1], max_ctx=max_ctx, num_splits=int(num_splits),
         block_n=config.block_n, num_warps=config.num_warps, num_stages=config.num_stages,
-        dot_f32=dot_f32(q.dtype), pipe=config.pipe)
+        dot_f32=dot_f32(q.dtype), pipe=config.pipe, tokens_per_split=per)
 
 
 def decode_bytes(num_seqs: int, mean_ctx: float, num_kv_heads: int, head_dim: int,

@@ -1,0 +1,79 @@
+"""Merge profiles of one model on one card measured at different block sizes (``kvsim merge-profiles``).
+
+Calibrating OPT-13B takes ~3.5 minutes per block size on an H200, so block sizes are often measured in
+separate device calls. Their block-keyed tables (``decode_attn``, ``prefill_attn``, ``copy_block``,
+``swap`` and the ``*_step`` grids, keyed ``"16"``, ``"32"``, ...) can be joined into one profile when both
+were measured on the same card, model, precision and engine mode. The tables without a block size
+(``linear``, ``layer_other``, ``lm_head``, ``step_overhead``) are the first profile's; every later
+measurement is recorded in ``meta.merged`` (its block sizes, date, commit and command), so the file still
+says where each number came from. Overlapping block sizes are refused: one measurement per key.
+"""
+from __future__ import annotations
+
+import json
+from kvsim.errors import KvsimError
+
+MUST_MATCH = ("format", "version", "model", "dtype", "num_layers")
+META_MUST_MATCH = ("gpu", "cuda_graphs", "fused_layer_ops")
+
+
+def block_keyed(doc: dict) -> list[str]:
+    """Names of the tables keyed by block size (objects whose keys are all integers as strings)."""
+    return [k for k, v in doc.items()
+            if isinstance(v, dict) and v and k != "meta" and all(str(x).isdigit() for x in v)]
+
+
+def block_sizes(doc: dict) -> list[int]:
+    """Block sizes a profile holds (those of its ``decode_attn`` table, which every profile has)."""
+    table = doc.get("decode_attn")
+    return sorted(int(b) for b in table) if isinstance(table, dict) else []
+
+
+def merge_profiles(base: dict, extra: dict, *, name: str = "profile") -> dict:
+    """``base`` with ``extra``'s block sizes added (see module doc). Raises KvsimError naming the field."""
+    for key in MUST_MATCH:
+        if base.get(key) != extra.get(key):
+            raise KvsimError(key, f"{name}: {extra.get(key)!r} differs from the first profile's {base.get(key)!r}; "
+                                  "only profiles of one model, precision and format merge")
+    bm, em = base.get("meta") or {}, extra.get("meta") or {}
+    for key in META_MUST_MATCH:
+        if bm.get(key) != em.get(key):
+            raise KvsimError(f"meta.{key}", f"{name}: {em.get(key)!r} differs from the first profile's "
+                                            f"{bm.get(key)!r}; a profile holds one card and one engine mode")
+    overlap = sorted(set(block_sizes(base)) & set(block_sizes(extra)))
+    if overlap:
+        raise KvsimError("block_size", f"{name}: block size(s) {', '.join(map(str, overlap))} are in both "
+                                       "profiles; keep one measurement per block size")
+    out = json.loads(json.dumps(base))
+    for key in block_keyed(extra):
+        out.setdefault(key, {}).update(extra[key])
+    merged = list(out["meta"].get("merged", []))
+    merged.append({"block_sizes": block_sizes(extra),
+                   **{k: em.get(k) for k in ("date", "git_commit", "command", "driver", "torch", "triton")}})
+    out["meta"]["merged"] = merged
+    out["meta"]["block_sizes_first"] = block_sizes(base)
+    return out
+
+
+def cmd_merge(args) -> int:
+    from kvsim.textio import read_json
+    docs = []
+    for p in args.profiles:
+        doc = read_json(p, "profiles", "profile JSON file (kvsim calibrate)")
+        if not isinstance(doc, dict) or not block_sizes(doc):
+            raise KvsimError("profiles", f"{p}: not a kvsim profile (no decode_attn table keyed by block size)")
+        docs.append(doc)
+    out = docs[0]
+    for p, doc in zip(args.profiles[1:], docs[1:]):
+        out = merge_profiles(out, doc, name=p)
+    from kvsim.outdir import write_text
+    write_text(args.out, json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.out}: {out.get('model')} block sizes {', '.join(map(str, block_sizes(out)))}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    m = sub.add_parser("merge-profiles", help="join profiles of one model and card measured at different block sizes")
+    m.add_argument("profiles", nargs="+", help="profile JSON files (the first one's block-free tables are kept)")
+    m.add_argument("--out", required=True, help="merged profile path")
+    m.set_defaults(func=cmd_merge)
