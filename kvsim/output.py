@@ -15,7 +15,8 @@ def summary_document(res) -> dict:
         "kv": {"num_gpu_blocks": b.num_gpu_blocks, "num_cpu_blocks": b.num_cpu_blocks,
                "block_bytes": b.block_bytes, "kv_cache_bytes": b.kv_cache_bytes,
                "weight_bytes": b.weight_bytes, "activation_peak_bytes": b.activation_peak_bytes,
-               "capacity_tokens": int(b.kv_cache_bytes // setup.kv_bytes_per_token)},
+               "capacity_tokens": int(b.kv_cache_bytes // setup.kv_bytes_per_token),
+               "blocks_in_use_unit": "blocks"},
         "summary": res.summary,
     }
 

@@ -128,7 +128,24 @@ def read_engine_records(edir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
             if not pd.api.types.is_numeric_dtype(df[c]) and not df[c].isna().all():
                 raise KvsimError(field, f"{path}: column {c!r} holds non-numbers; expected engine records")
         frames.append(df)
-    return doc, frames[0], frames[1]
+    return (*in_block_units(doc, frames[0], frames[1]),)
+
+
+def in_block_units(doc: dict, reqs: pd.DataFrame, its: pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Records of a contiguous (Orca) allocator written before ``kv.blocks_in_use_unit`` existed
+    counted token slots in ``blocks_in_use``, ``peak_blocks_in_use`` and ``blocks_at_finish``; they
+    are converted to blocks (a chunk is whole blocks, so the division is exact). Others pass as read."""
+    kv = doc.get("kv") if isinstance(doc.get("kv"), dict) else {}
+    engine = (doc.get("scenario") or {}).get("engine") or {}
+    if kv.get("blocks_in_use_unit") or not str(engine.get("allocator", "")).startswith("orca"):
+        return doc, reqs, its
+    bs = int(engine.get("block_size") or 16)
+    doc = dict(doc, summary=dict(doc["summary"]), kv=dict(kv, blocks_in_use_unit="blocks (converted from slots)"))
+    if "peak_blocks_in_use" in doc["summary"]:
+        doc["summary"]["peak_blocks_in_use"] = int(doc["summary"]["peak_blocks_in_use"]) // bs
+    its = its.assign(blocks_in_use=its.blocks_in_use // bs)
+    reqs = reqs.assign(blocks_at_finish=reqs.blocks_at_finish // bs)
+    return doc, reqs, its
 
 
 def pick_profile(scenario_path: str, profiles: list[str], overrides: list[str] | None = None) -> str:

@@ -129,10 +129,7 @@ class KVManager(Protocol):
         """The GPU's slots split by use, for the ``running`` groups' sequences. No state change."""
 
     def blocks_in_use(self) -> int:
-        """Allocated KV as recorded in ``blocks_in_use``: GPU blocks for block-granular allocators.
-
-        (ContiguousKV reports allocated token slots here, as its committed validation records do.)
-        """
+        """GPU blocks allocated now (shared blocks counted once; a contiguous chunk counts its whole blocks)."""
 
     def block_table(self, seq_id: int) -> list[int]:
         """GPU block ids holding a resident sequence's KV, in token order (what the engine's kernels read)."""

@@ -149,8 +149,8 @@ class ContiguousKV:
         """Nothing is cached per group."""
 
     def group_blocks(self, group: SequenceGroup) -> int:
-        """Slots reserved by the group's chunks (``blocks_in_use`` units)."""
-        return sum(self.reserved.get(s.seq_id, 0) for s in group.seqs)
+        """GPU blocks reserved by the group's chunks."""
+        return sum(self._blocks(self.reserved[s.seq_id]) for s in group.seqs if s.seq_id in self.reserved)
 
     # ------------------------------------------------------------------ swap
     # Orca itself does not swap; provided for comparisons. The written blocks move; on swap-in the
@@ -218,8 +218,8 @@ class ContiguousKV:
         return MemorySplit(self.used_slots, internal, future, external, free - external, allocated)
 
     def blocks_in_use(self) -> int:
-        """Allocated token slots (not blocks: kept so, as the committed validation records read)."""
-        return self.space.allocated_slots * self.block_size
+        """GPU blocks inside allocated chunks (a chunk is a run of whole blocks)."""
+        return self.space.allocated_slots
 
     def block_table(self, seq_id: int) -> list[int]:
         """The chunk as a run of blocks (for the engine's paged kernels)."""
