@@ -36,7 +36,7 @@ fi
 if [ -n "${KERNELS:-}" ]; then
   stamp kernels
   timeout 180 python3 benchmarks/engine/step_kernels.py --model llama-3-8b --out "$W" 2>&1 | grep -v Warning \
-    | tail -24 | tee "$W/step_kernels.txt"
+    | tail -40 | tee "$W/step_kernels.txt"
   pack
 fi
 if [ -n "${THROUGHPUT:-}" ]; then

@@ -25,7 +25,7 @@ from kvsim.engine.attention import as_unified
 from kvsim.engine.models import build_model
 from kvsim.engine.synthetic_step import synthetic_step
 
-STEPS = [("mixed", 16, 1024, 256), ("mixed", 64, 1024, 448), ("decode", 32, 1024, 0)]
+STEPS = [("mixed", 16, 1024, 256), ("mixed", 64, 1024, 448), ("mixed", 1, 256, 1024), ("decode", 32, 1024, 0)]
 GROUPS = [("gemm", r"gemm|gemv|cutlass|sm90|cublas|ampere|hopper|splitk|nvjet|xmma|aten::mm|addmm"),
           ("attention", r"prefill_kernel|decode_kernel|reduce_kernel|attn"),
           ("fused layer ops", r"rmsnorm|rope|silu"),
