@@ -232,3 +232,16 @@ def test_prefill_groups_share_one_attention_launch():
     rows = float(interp1(4.0, *m.p.overhead) - interp1(1.0, *m.p.overhead))     # per-row host overhead
     assert m.step_time(four) - m.step_time(one) == pytest.approx(want + rows, rel=1e-9)
     assert m.step_time(four) < m.step_time(one)         # less attention work, and no extra launches charged
+
+
+def test_prefill_overhead_is_added_to_prefill_and_mixed_steps_only():
+    base = synthetic_profile()
+    extra = dict(base, prefill_overhead={"tokens": [16, 512], "time_s": [0.4e-3, 1.2e-3]})
+    m0, m1 = model(base), model(extra)
+    pre = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[264], prefill_cached_tokens=[0])
+    mix = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[16], prefill_cached_tokens=[0],
+                   decode_group_ids=[1, 2], decode_context_tokens=[300, 500])
+    dec = StepPlan(decode_group_ids=[1, 2], decode_context_tokens=[300, 500])
+    assert m1.step_time(pre) - m0.step_time(pre) == pytest.approx(0.8e-3)     # halfway between 16 and 512
+    assert m1.step_time(mix) - m0.step_time(mix) == pytest.approx(0.4e-3)
+    assert m1.step_time(dec) == m0.step_time(dec)

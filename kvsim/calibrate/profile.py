@@ -53,6 +53,44 @@ def fit_overhead(model, profile: dict, bs: int, device: str = "cuda", batches=OV
     return {"num_seqs": list(batches), "time_s": out}
 
 
+PREFILL_OVERHEAD_TOKENS = [16, 128, 512, 1536]
+
+
+def fit_prefill_overhead(model, profile: dict, bs: int, device: str = "cuda", tokens=PREFILL_OVERHEAD_TOKENS,
+                         cuda_graphs: bool = True, prompts: int = 8) -> dict:
+    """What a real engine prefill step of ``T`` prompt tokens costs beyond the profile's price of it
+    (``step_overhead(1) + prefill_step(T)``), per ``T``: the host work that grows with the prompt (token,
+    position and slot lists, their copies to the GPU) and anything else the replayed graph alone misses.
+    ``step_overhead`` is fitted on decode steps, whose host work does not grow with a prompt."""
+    import kvsim
+    from kvsim.core.plan import StepPlan
+    from kvsim.engine.engine import RealEngine
+    base = {k: v for k, v in profile.items() if k != "prefill_overhead"}
+    cost = CalibratedCostModel(Profile(base), model_name=profile["model"], dtype=profile["dtype"], block_size_tokens=bs)
+    spec = get_model(profile["model"])
+    out, used = [], []
+    for t in tokens:
+        t = min(int(t), spec.max_seq_len - 8)
+        sc = kvsim.load_scenario({
+            "name": f"calibrate-prefill-{t}", "model": profile["model"], "gpu": "h100-80gb", "dtype": profile["dtype"],
+            "engine": {"block_size": bs, "num_gpu_blocks": 4 * (-(-(t + 8) // bs)) + 64, "max_num_seqs": 1,
+                       "max_num_batched_tokens": 8192, "swap_space_gib": 0},
+            "workload": {"dataset": "fixed", "prompt_len": t, "output_len": 4, "arrival": "burst",
+                         "num_requests": prompts},
+            "runtime": {"device": device, "cuda_graphs": cuda_graphs}, "seed": 0})
+        its = RealEngine(sc, model=model).run().iterations
+        pre = its[(its.decode_seqs == 0) & (its.prefill_tokens == t)].iloc[2:]     # skip warm-up steps
+        if not len(pre):
+            raise KvsimError("calibrate", f"the engine ran no lone {t}-token prefill step to time")
+        priced = cost.step_time(StepPlan(prefill_group_ids=[0], prefill_new_tokens=[t], prefill_cached_tokens=[0]))
+        resid = float(np.median(pre.duration_s.to_numpy() - priced))
+        out.append(max(0.0, resid))
+        used.append(t)
+        M._log(f"prefill overhead T={t}: measured step {pre.duration_s.median() * 1e3:.2f} ms, "
+               f"priced {priced * 1e3:.2f} ms, residual {out[-1] * 1e3:.2f} ms")
+    return {"tokens": used, "time_s": out}
+
+
 def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: str, command: str,
               cuda_graphs: bool = True) -> Path:
     if not torch.cuda.is_available():
@@ -86,6 +124,8 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
         M._log(f"block size {bs} done")
     prof["step_overhead"] = fit_overhead(model, prof, 16 if 16 in block_sizes else block_sizes[0],
                                          cuda_graphs=cuda_graphs)
+    prof["prefill_overhead"] = fit_prefill_overhead(model, prof, 16 if 16 in block_sizes else block_sizes[0],
+                                                    cuda_graphs=cuda_graphs)
     path = Path(out) if out else default_path(spec.name, prof["meta"]["gpu"])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(prof, indent=1) + "\n")

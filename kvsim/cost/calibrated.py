@@ -34,6 +34,10 @@ iterations in the engine's unified layout over decode rows x context x chunk
 tokens); older profiles add the prefill tokens' share to the decode step.
 Composing isolated kernels over-counts launch gaps that overlap in a real
 forward pass, so the whole-iteration grids are preferred when present.
+``step_overhead`` is fitted on decode steps; profiles with ``prefill_overhead``
+(real engine prefill steps of T prompt tokens minus their price without it:
+the host work that grows with a prompt) add it at the step's prefill tokens to
+every prefill and mixed iteration.
 
 Interpolation is piecewise linear on the measured grid. Times are made
 monotone along every axis (more work never takes less time) by isotonic
@@ -140,6 +144,9 @@ class Profile:
             # optional: whole decode iterations with unequal contexts (batch x longest context)
             self.decode_spread_step = {int(bs): self._grid(g, "batch", "max_ctx")
                                        for bs, g in data.get("decode_spread_step", {}).items()}
+            # optional: what a real prefill step of T tokens costs beyond overhead(1) + prefill_step(T)
+            self.prefill_overhead = self._curve(data["prefill_overhead"], "tokens") \
+                if "prefill_overhead" in data else None
         except (KeyError, TypeError, ValueError) as e:
             raise KvsimError("profile", f"{source}: malformed table ({e})") from None
 
@@ -316,6 +323,12 @@ class CalibratedCostModel(CostModel):
             t += self.L * self._attn_extra(plan, t_pre)
         return t
 
+    def _prefill_host(self, tokens: int) -> float:
+        """The measured extra of a step with ``tokens`` prompt tokens (0 without the table)."""
+        if not tokens or self.p.prefill_overhead is None:
+            return 0.0
+        return max(0.0, float(interp1(float(tokens), *self.p.prefill_overhead)))
+
     def step_time(self, plan: StepPlan) -> float:
         if plan.is_empty:
             return 0.0
@@ -338,6 +351,7 @@ class CalibratedCostModel(CostModel):
             for new, c in zip(plan.prefill_new_tokens, cached):
                 layer += float(interp2(float(new), float(c), *self._pre))
             t = float(interp1(rows, *p.overhead)) + self.L * layer + float(interp1(rows, *p.lm_head))
+        t += self._prefill_host(plan.num_prefill_tokens)
         t += self.copy_time(len(plan.copy_pairs), 0)
         if self.include_swaps_in_step:
             t += self.swap_time(len(plan.swap_out), 0) + self.swap_time(len(plan.swap_in), 0)
