@@ -187,8 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from kvsim.workload import config as wconf
+    wconf.deferred = []                  # notes (e.g. a deprecated dataset name) follow a successful command
     try:
-        return args.func(args)
+        rc = args.func(args)
+        for note in wconf.deferred:
+            print(note, file=sys.stderr)
+        return rc
     except KvsimError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -208,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: internal error: {type(e).__name__}: {first} (please report; KVSIM_DEBUG=1 shows the "
               f"traceback)", file=sys.stderr)
         return 1
+    finally:
+        wconf.deferred = None
 
 
 if __name__ == "__main__":

@@ -8,13 +8,33 @@ burst), and :func:`describe_arrivals` states the process used, for the run heade
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from kvsim import limits as L
 from kvsim.configtools import cfg_field, check_fields, explicit
 from kvsim.errors import KvsimError
 
-DATASETS = ("sharegpt", "alpaca", "sharegpt_json", "trace", "fixed", "uniform")
+DATASETS = ("sharegpt_like", "alpaca_like", "sharegpt_json", "trace", "fixed", "uniform", "sharegpt", "alpaca")
+SHAREGPT_NOTE = ("note: workload.dataset: 'sharegpt' is kvsim's synthetic ShareGPT-like length distribution, now "
+                 "named 'sharegpt_like' (same numbers); in vLLM 'sharegpt' is the real file: real ShareGPT "
+                 "conversation lengths are the trace scenarios/traces/sharegpt_llama3_1000.csv (dataset: trace, "
+                 "retime_trace: true, as scenarios/validation/v21_llama3_8b_sharegpt_trace.yaml) or vLLM's JSON "
+                 "(dataset: sharegpt_json)")
+_noted: set[str] = set()
+deferred: list[str] | None = None    # the CLI collects notes here and prints them after a successful command
+
+
+def note_once(text: str) -> None:
+    """A one-line note on stderr, once per process (forked workers inherit what was noted). While
+    ``deferred`` is a list (a ``kvsim`` command), the note is kept there, once, and the command prints it
+    after it succeeds, so that bad input still gets exactly one line on stderr: the error."""
+    if deferred is not None:
+        if text not in deferred:
+            deferred.append(text)
+    elif text not in _noted:
+        _noted.add(text)
+        print(text, file=sys.stderr, flush=True)
 ARRIVALS = ("poisson", "gamma", "trace", "burst")
 
 
@@ -23,9 +43,10 @@ class WorkloadConfig:
     """The ``workload:`` section of a scenario. ``validate(path)`` checks every field."""
 
     dataset: str = cfg_field(
-        "sharegpt",
-        "length source: sharegpt | alpaca (synthetic lognormal fitted to the paper's means), "
-        "sharegpt_json (vLLM's ShareGPT JSON at `path`), trace (CSV/JSONL at `path`), "
+        "sharegpt_like",
+        "length source: sharegpt_like | alpaca_like (synthetic lognormal lengths fitted to the PagedAttention "
+        "paper's means; the old names sharegpt | alpaca still select them), sharegpt_json (vLLM's ShareGPT JSON "
+        "at `path`), trace (CSV/JSONL at `path`; real ShareGPT lengths: scenarios/traces/sharegpt_llama3_1000.csv), "
         "fixed (prompt_len/output_len), uniform (prompt_len_range/output_len_range)",
     )
     path: str | None = cfg_field(None, "file for dataset sharegpt_json or trace")
@@ -79,7 +100,9 @@ class WorkloadConfig:
             return KvsimError(f"{p}.{name}", what)
 
         if self.dataset not in DATASETS:
-            raise bad("dataset", f"{self.dataset!r} is not allowed; allowed: {', '.join(DATASETS)}")
+            raise bad("dataset", f"{self.dataset!r} is not allowed; allowed: {', '.join(DATASETS[:6])}")
+        if self.dataset == "sharegpt":
+            note_once(SHAREGPT_NOTE)
         if self.burstiness is not None:
             cv = 1.0 / self.burstiness ** 0.5
             if explicit(self, "cv") and abs(self.cv - cv) > 1e-9 * cv:
