@@ -89,7 +89,8 @@ def sweep_figure(df: pd.DataFrame, grid_keys: list[str], metrics=SWEEP_METRICS):
         xs = sub[x] if numeric else sub[x].astype(str)
         for ax, m in zip(axes, metrics):
             if f"{m}_ci_lo" in sub and f"{m}_ci_hi" in sub:
-                err = np.vstack([(sub[m] - sub[f"{m}_ci_lo"]).clip(lower=0), (sub[f"{m}_ci_hi"] - sub[m]).clip(lower=0)])
+                err = np.vstack([(sub[m] - sub[f"{m}_ci_lo"]).clip(lower=0),
+                                 (sub[f"{m}_ci_hi"] - sub[m]).clip(lower=0)])
                 ax.errorbar(xs, sub[m], yerr=err, marker="o", capsize=3, label=name)
             else:
                 ax.plot(xs, sub[m], marker="o", label=name)

@@ -44,7 +44,8 @@ def _figures(a: BlockSizeAnalysis) -> dict[str, str]:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     axes[0].plot(x, t.internal_frag_frac * 100, "o-", label="at final length (workload)")
     axes[0].plot(x, t.sim_internal_frag_frac * 100, "s-", label="time-averaged (simulated, at max rate)")
-    axes[0].set(xlabel="KV block size (tokens)", ylabel="internal fragmentation (% of KV)", title="Internal fragmentation")
+    axes[0].set(xlabel="KV block size (tokens)", ylabel="internal fragmentation (% of KV)",
+                title="Internal fragmentation")
     axes[0].legend(fontsize=8)
     axes[1].plot(x, t.block_table_frac * 100, "o-", color="#7b3294")
     log_scale(axes[1], "y")
