@@ -113,7 +113,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from kvsim.cli_sim import PLAN_DEFAULT, SWEEP_DEFAULT, _add_seed_args, _cmd_plan, _cmd_run, _cmd_sweep
     from kvsim.output import RUN_DEFAULT
-    from kvsim.report.outputs import add_outputs_arg
+    from kvsim.outdir import add_outputs_arg
     p = _Parser(prog="kvsim", description="KV-cache paging simulator and capacity planner")
     from kvsim import __version__
     p.add_argument("--version", action="version", version=f"kvsim {__version__}")

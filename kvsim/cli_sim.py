@@ -27,7 +27,7 @@ def _cmd_run(args) -> int:
     confidence = check_confidence(args.confidence)
     _check_jobs(args.jobs)
     from kvsim.output import RUN_DEFAULT
-    from kvsim.report.outputs import parse_outputs
+    from kvsim.outdir import parse_outputs
     kinds = parse_outputs(args.outputs, RUN_DEFAULT)
     latency_args = None
     if args.goodput or args.metric_percentiles:
@@ -89,7 +89,7 @@ def _cmd_sweep(args) -> int:
     from kvsim.stats import check_confidence
     seeds = check_seeds(args.seeds)
     check_confidence(args.confidence)
-    from kvsim.report.outputs import parse_outputs
+    from kvsim.outdir import parse_outputs
     kinds = parse_outputs(args.outputs, SWEEP_DEFAULT)
     runs_csv = "sweep_runs.csv" if seeds > 1 else "sweep.csv"
     resume = out / runs_csv if args.out and out.is_dir() and (out / runs_csv).is_file() else None
@@ -145,7 +145,7 @@ def _cmd_plan(args) -> int:
     replicas = _int_list(args.replicas, "--replicas", "1,2,4")
     sc = load_scenario(args.scenario, args.set)
     _check_jobs(args.jobs)
-    from kvsim.report.outputs import parse_outputs
+    from kvsim.outdir import parse_outputs
     kinds = parse_outputs(args.outputs, PLAN_DEFAULT)
     prices = parse_prices(args.price)
     res = plan(args.scenario, slo, cands, overrides=args.set, replicas=replicas, requests=args.requests,

@@ -31,7 +31,7 @@ def write_run(res, out: Path, plot: bool = True, extra: dict | None = None, kind
               report=None) -> list[str]:
     """The run's files of ``kinds`` (default json, csv, png), written as one set into ``out``
     (see :class:`kvsim.outdir.OutputSet`); ``report()`` returns report.html's text. Returns the names written."""
-    from kvsim.report.outputs import files_for
+    from kvsim.outdir import files_for
     kinds = LEGACY if kinds is None else frozenset(kinds)
     if not plot:
         kinds = kinds - {"png"}

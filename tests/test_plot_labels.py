@@ -62,7 +62,7 @@ def test_labels_have_words_and_units():
     assert label("engine.allocator") == "KV allocator"
     assert label("queue_wait_ms") == "queue wait (ms)"                     # suffix rule for unknown names
     assert slo_words({"normalized_latency_s": 0.1, "ttft_p99_s": 2}) == (
-        "normalized latency (mean) <= 0.1 s/token and TTFT p99 <= 2 s")
+        "mean normalized latency <= 0.1 s/token and TTFT p99 <= 2 s")
 
 
 def test_run_figure(run):

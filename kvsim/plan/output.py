@@ -80,7 +80,7 @@ def write_plan(res: PlanResult, keys: list[str], out: Path, kinds=None, scenario
     """The plan's files of ``kinds`` (default: all), written as one set into ``out``
     (:class:`kvsim.outdir.OutputSet`); returns their paths."""
     from kvsim.plan.pareto_plot import plot_pareto
-    from kvsim.report.outputs import KINDS, files_for
+    from kvsim.outdir import KINDS, files_for
     kinds = frozenset(KINDS if kinds is None else kinds)
     col = OBJECTIVES[res.objective]
     with OutputSet(out, [f for fs in PLAN_FILES.values() for f in fs]) as d:
