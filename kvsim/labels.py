@@ -5,7 +5,9 @@
 categorical field such as ``engine.allocator``). Names not in the tables get
 words from the name (last dotted part, underscores as spaces) and a unit from
 its suffix (``_req_s`` req/s, ``_tok_s`` tokens/s, ``_ms`` ms, ``_s`` s,
-``_frac`` fraction, ``_gib`` GiB).
+``_frac`` fraction, ``_gib`` GiB); ``<name>_ci_lo`` / ``_ci_hi`` / ``_mean``
+(replicated metrics) are ``<name>``'s words with "interval low" / "interval
+high" / "mean" after them.
 """
 from __future__ import annotations
 
@@ -62,6 +64,10 @@ SUFFIXES = (("_req_s", "req/s"), ("_tok_s", "tokens/s"), ("_ms", "ms"), ("_s", "
 def _split(name: str) -> tuple[str, str | None]:
     if name in NAMES:
         return NAMES[name]
+    for end, what in (("_ci_lo", "interval low"), ("_ci_hi", "interval high"), ("_mean", "mean")):
+        if str(name).endswith(end) and len(name) > len(end):
+            w, u = _split(name[: -len(end)])
+            return f"{w}, {what}", u
     last = str(name).split(".")[-1]
     for suffix, u in SUFFIXES:
         if last.endswith(suffix) and len(last) > len(suffix):

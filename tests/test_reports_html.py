@@ -194,3 +194,19 @@ def test_reports_render_in_headless_chromium(reports, tmp_path, which):
     attrs = dict(re.findall(r'data-(\w+)="(\d+)"', body.group(1)))
     assert int(attrs["images"]) >= 1 and attrs["loaded"] == attrs["images"]       # every PNG decodes
     assert int(attrs["width"]) <= 1200                                             # tables fit the window
+
+
+def test_replicated_run_and_sweep_reports_show_intervals(capsys, tmp_path):
+    rc, _, err = cli(capsys, "run", Q, "--set", "workload.num_requests=40", "--seeds", "3", "--jobs", "1",
+                     "--outputs", "html", "--out", tmp_path / "r")
+    assert rc == 0, err
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "Across seeds" in html and "over 3 runs" in html and "interval low" in html
+    rc, _, err = cli(capsys, "sweep", Q, "--grid", "engine.block_size=16,32", "--set", "workload.num_requests=40",
+                     "--seeds", "2", "--jobs", "1", "--quiet", "--outputs", "html,csv", "--out", tmp_path / "s")
+    assert rc == 0, err
+    html = (tmp_path / "s" / "report.html").read_text()
+    assert "each the mean of 2 seeds" in html
+    assert "throughput, interval low (req/s)" in html                         # interval columns in words
+    df = pd.read_csv(tmp_path / "s" / "sweep.csv")
+    assert f"{df.throughput_req_s_ci_lo.iloc[0]:.4g}" in html                  # the interval is in the table
