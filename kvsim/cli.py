@@ -111,7 +111,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from kvsim.cli_sim import _add_seed_args, _cmd_plan, _cmd_run, _cmd_sweep
+    from kvsim.cli_sim import PLAN_DEFAULT, SWEEP_DEFAULT, _add_seed_args, _cmd_plan, _cmd_run, _cmd_sweep
+    from kvsim.output import RUN_DEFAULT
+    from kvsim.outdir import add_outputs_arg
     p = _Parser(prog="kvsim", description="KV-cache paging simulator and capacity planner")
     from kvsim import __version__
     p.add_argument("--version", action="version", version=f"kvsim {__version__}")
@@ -129,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(ms; metrics ttft, tpot, e2el): prints the share of requests meeting all and goodput")
     r.add_argument("--metric-percentiles", default=None, metavar="P1,P2,...",
                    help="percentiles of TTFT, TPOT, ITL and E2E latency to print (ms), e.g. 50,90,99")
+    add_outputs_arg(r, RUN_DEFAULT)
     r.set_defaults(func=_cmd_run)
     s = sub.add_parser("sweep", help="run a grid of scenario variants in parallel")
     s.add_argument("scenario")
@@ -141,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local processes (default) or a Ray cluster (pip install 'kvsim[ray]')")
     _add_seed_args(s)
+    add_outputs_arg(s, SWEEP_DEFAULT)
     s.set_defaults(func=_cmd_sweep)
     pl = sub.add_parser("plan", help="highest request rate meeting SLOs, and the best configuration")
     _add_plan_args(pl, 600)
@@ -157,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--goodput", nargs="+", default=None, metavar="METRIC:MS",
                     help="per-request SLOs as vllm bench serve's, e.g. ttft:2000 tpot:100 e2el:60000; the plan "
                          "then needs goodput_miss_frac <= 0.01 (or the --slo goodput_miss_frac=... given)")
+    pl.add_argument("--price", action="append", default=[], metavar="GPU=USD_PER_HOUR",
+                    help="per-GPU price for --objective usd, e.g. --price h200-141gb=3.5 (repeatable; overrides "
+                         "the catalogue's, needed for a GPU the catalogue has no price for)")
+    add_outputs_arg(pl, PLAN_DEFAULT)
     pl.set_defaults(func=_cmd_plan)
     rp = sub.add_parser("report", help="tuning reports (self-contained HTML)")
     rsub = rp.add_subparsers(dest="report", required=True)
@@ -189,8 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from kvsim.workload import config as wconf
+    wconf.deferred = []                  # notes (e.g. a deprecated dataset name) follow a successful command
     try:
-        return args.func(args)
+        rc = args.func(args)
+        for note in wconf.deferred:
+            print(note, file=sys.stderr)
+        return rc
     except KvsimError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -210,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: internal error: {type(e).__name__}: {first} (please report; KVSIM_DEBUG=1 shows the "
               f"traceback)", file=sys.stderr)
         return 1
+    finally:
+        wconf.deferred = None
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ def _cmd_run(args) -> int:
     seeds = seed_list(sc.seed, check_seeds(args.seeds))
     confidence = check_confidence(args.confidence)
     _check_jobs(args.jobs)
+    from kvsim.output import RUN_DEFAULT
+    from kvsim.outdir import parse_outputs
+    kinds = parse_outputs(args.outputs, RUN_DEFAULT)
     latency_args = None
     if args.goodput or args.metric_percentiles:
         from kvsim.latency import parse_goodput, parse_percentiles
@@ -42,13 +45,21 @@ def _cmd_run(args) -> int:
         replications = [res.summary] + rest
     wall = time.perf_counter() - t0
     out = Path(args.out) if args.out else default_out(sc.name)
-    write_run(res, out, extra=None if replications is None else
-              {"replications": replication_document(seeds, replications, confidence)})
+    arrivals = arrivals_text(sc, len(setup.requests))
+
+    def report() -> str:
+        from kvsim.report.run_report import render_run
+        pct, slo = latency_args if latency_args is not None else (None, None)
+        return render_run(res, arrivals, replications=replications, confidence=confidence, percentiles=pct,
+                          goodput_slo=slo)
+    written = write_run(res, out, extra=None if replications is None else
+                        {"replications": replication_document(seeds, replications, confidence)}, kinds=kinds,
+                        report=report)
     e = sc.engine
     print(f"kvsim run: {sc.name} — {setup.model.name} on {setup.gpu.name} x{sc.tensor_parallel}, "
           f"{e.allocator}" + (f" (block {e.block_size})" if e.allocator == "paged" else "")
           + f", {e.scheduler} scheduler")
-    print(f"  arrivals: {arrivals_text(sc, len(setup.requests))}")
+    print(f"  arrivals: {arrivals}")
     print(f"  {setup.budget.summary()}")
     if replications is None:
         print(format_summary(res.summary))
@@ -60,7 +71,7 @@ def _cmd_run(args) -> int:
     if latency_args is not None:
         from kvsim.latency import format_latency_table
         print(format_latency_table(res.requests, res.iterations, *latency_args))
-    print(f"  wrote {out}/{{summary.json, requests.csv, iterations.csv, run.png}} "
+    print(f"  wrote {out}/{{{', '.join(written)}}} "
           f"in {wall:.2f} s wall ({eng.ff_steps} of {res.summary['num_iterations']} iterations fast-forwarded)")
     return 0
 
@@ -78,17 +89,33 @@ def _cmd_sweep(args) -> int:
     from kvsim.stats import check_confidence
     seeds = check_seeds(args.seeds)
     check_confidence(args.confidence)
+    from kvsim.outdir import parse_outputs
+    kinds = parse_outputs(args.outputs, SWEEP_DEFAULT)
     runs_csv = "sweep_runs.csv" if seeds > 1 else "sweep.csv"
+    resume = out / runs_csv if args.out and out.is_dir() and (out / runs_csv).is_file() else None
     df = sweep(args.scenario, grid, args.set, jobs=args.jobs, progress=not args.quiet,
-               backend=args.backend, resume=out / runs_csv if args.out and out.is_dir() else None,
-               seeds=seeds, confidence=args.confidence)
-    with OutputSet(out, ("sweep.csv", "sweep.png", "sweep_runs.csv")) as d:
-        df.to_csv(d / "sweep.csv", index=False)
-        if seeds > 1:
-            df.attrs["runs"].to_csv(d / "sweep_runs.csv", index=False)
+               backend=args.backend, resume=resume, seeds=seeds, confidence=args.confidence)
+    written = []
+    with OutputSet(out, ("sweep.csv", "sweep.png", "sweep_runs.csv", "sweep.json", "report.html")) as d:
+        if "csv" in kinds:
+            df.to_csv(d / "sweep.csv", index=False)
+            written.append("sweep.csv")
+            if seeds > 1:
+                df.attrs["runs"].to_csv(d / "sweep_runs.csv", index=False)
+                written.append("sweep_runs.csv")
+        if "json" in kinds:
+            from kvsim.outdir import write_json
+            write_json(d / "sweep.json", {"grid": grid, "seeds": seeds, "points": df.to_dict(orient="records")},
+                       indent=1)
+            written.append("sweep.json")
         ok = df[df.error == ""] if "error" in df else df
-        if len(ok):
+        if len(ok) and "png" in kinds:
             plot_sweep(ok, list(grid), d / "sweep.png")
+            written.append("sweep.png")
+        if "html" in kinds:
+            from kvsim.report.sweep_report import render_sweep
+            (d / "report.html").write_text(render_sweep(df, grid, sc.name, seeds, args.confidence), encoding="utf-8")
+            written.append("report.html")
     cols = list(grid) + ["throughput_req_s", "normalized_latency_s", "avg_batched_requests", "preemptions"]
     if seeds > 1:
         cols = list(grid) + [f"{m}{e}" for m in ("throughput_req_s", "normalized_latency_s", "ttft_p99_s")
@@ -97,8 +124,12 @@ def _cmd_sweep(args) -> int:
     cols = [c for c in cols if c in df]
     print(df[cols + (["error"] if (df.get("error", "") != "").any() else [])].to_string(
         index=False, float_format=lambda x: f"{x:.4g}"))
-    print(f"wrote {out}/sweep.csv{', sweep_runs.csv' if seeds > 1 else ''} and sweep.png")
+    print(f"wrote {out}/{{{', '.join(written)}}}")
     return 0
+
+
+SWEEP_DEFAULT = ("csv", "png", "html")
+PLAN_DEFAULT = ("csv", "json", "png", "html")
 
 
 def _cmd_plan(args) -> int:
@@ -114,15 +145,34 @@ def _cmd_plan(args) -> int:
     replicas = _int_list(args.replicas, "--replicas", "1,2,4")
     sc = load_scenario(args.scenario, args.set)
     _check_jobs(args.jobs)
+    from kvsim.outdir import parse_outputs
+    kinds = parse_outputs(args.outputs, PLAN_DEFAULT)
+    prices = parse_prices(args.price)
     res = plan(args.scenario, slo, cands, overrides=args.set, replicas=replicas, requests=args.requests,
                rel_tol=args.tol, objective=args.objective, jobs=args.jobs, progress=not args.quiet,
-               seeds=args.seeds, confidence=args.confidence, max_requests=args.max_requests, goodput=goodput)
+               seeds=args.seeds, confidence=args.confidence, max_requests=args.max_requests, goodput=goodput,
+               prices=prices)
     out = Path(args.out) if args.out else default_out(sc.name, "-plan")
-    write_plan(res, list(cands), out)
+    written = write_plan(res, list(cands), out, kinds, sc.name)
     print(format_table(res, list(cands)))
     print(describe_recommendation(res, list(cands)))
-    print(f"wrote {out}/{{plan.csv, plan.json, pareto.png}}")
+    print(f"wrote {out}/{{{', '.join(p.name for p in written)}}}")
     return 0
+
+
+def parse_prices(items: list[str] | None) -> dict[str, float]:
+    """``--price h200=3.5`` (repeatable, or comma-separated) -> {"h200": 3.5} (checked by the planner)."""
+    from kvsim.errors import KvsimError
+    out = {}
+    for item in (x.strip() for raw in items or [] for x in str(raw).split(",")):
+        gpu, sep, usd = item.partition("=")
+        try:
+            if not (sep and gpu.strip()):
+                raise ValueError
+            out[gpu.strip()] = float(usd)
+        except ValueError:
+            raise KvsimError("--price", f"got {item!r}, expected GPU=USD_PER_HOUR like h200-141gb=3.5") from None
+    return out
 
 
 def _add_seed_args(p, jobs: bool = False) -> None:

@@ -14,6 +14,9 @@
   command writes; otherwise it is a one-line error.
 * :func:`finite_json` is the JSON text of a document with non-finite floats
   written as ``null`` (JSON has no NaN or Infinity).
+* ``--outputs json,csv,png,html`` (:func:`parse_outputs`) picks which kinds of
+  file ``run``, ``sweep`` and ``plan`` write; each command lists its files per
+  kind, and its default is the files it always wrote plus ``report.html``.
 """
 from __future__ import annotations
 
@@ -154,3 +157,29 @@ class OutputSet:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return False
+
+
+# ------------------------------------------------------------------ --outputs
+KINDS = ("json", "csv", "png", "html")
+
+
+def parse_outputs(raw: str | None, default: tuple[str, ...]) -> frozenset[str]:
+    """``"json,csv,html"`` -> frozenset of kinds; ``None`` -> ``default``."""
+    if raw is None:
+        return frozenset(default)
+    parts = [p.strip().lower() for p in str(raw).split(",")]
+    bad = [p for p in parts if p not in KINDS]
+    if not parts or bad:
+        raise KvsimError("--outputs", f"got {raw!r}, expected a comma-separated list of {', '.join(KINDS)}")
+    return frozenset(parts)
+
+
+def files_for(kinds: frozenset[str], files: dict[str, tuple[str, ...]]) -> list[str]:
+    """The file names of the chosen kinds, in the order of ``files``."""
+    return [f for kind, names in files.items() if kind in kinds for f in names]
+
+
+def add_outputs_arg(p, default: tuple[str, ...]) -> None:
+    p.add_argument("--outputs", default=None, metavar="KINDS",
+                   help=f"files to write: comma-separated {', '.join(KINDS)} (default {','.join(default)}; "
+                        "html is one self-contained report.html)")

@@ -21,23 +21,42 @@ def summary_document(res) -> dict:
     }
 
 
-RUN_FILES = ("summary.json", "requests.csv", "iterations.csv", "run.png")
+RUN_FILES = {"json": ("summary.json",), "csv": ("requests.csv", "iterations.csv"), "png": ("run.png",),
+             "html": ("report.html",)}
+RUN_FILE_NAMES = tuple(f for fs in RUN_FILES.values() for f in fs)
+RUN_DEFAULT = ("json", "csv", "png", "html")          # kvsim run's default --outputs
+LEGACY = frozenset({"json", "csv", "png"})            # what write_run wrote before reports (kvsim engine)
 
 
-def write_run(res, out: Path, plot: bool = True, extra: dict | None = None) -> None:
-    """The run's files, written as one set into ``out`` (see :class:`kvsim.outdir.OutputSet`)."""
-    doc = summary_document(res)
-    doc.update(extra or {})
-    with OutputSet(out, RUN_FILES) as d:
-        write_json(d / "summary.json", doc, indent=2, sort_keys=True)
-        res.requests.to_csv(d / "requests.csv", index=False)
-        res.iterations.to_csv(d / "iterations.csv", index=False)
-        if plot:
+def write_run(res, out: Path, plot: bool = True, extra: dict | None = None, kinds=None,
+              report=None) -> list[str]:
+    """The run's files of ``kinds`` (default json, csv, png), written as one set into ``out``
+    (see :class:`kvsim.outdir.OutputSet`); ``report()`` returns report.html's text. Returns the names written."""
+    from kvsim.outdir import files_for
+    kinds = LEGACY if kinds is None else frozenset(kinds)
+    if not plot:
+        kinds = kinds - {"png"}
+    if report is None:
+        kinds = kinds - {"html"}
+    names = files_for(kinds, RUN_FILES)
+    with OutputSet(out, RUN_FILE_NAMES) as d:
+        if "json" in kinds:
+            doc = summary_document(res)
+            doc.update(extra or {})
+            write_json(d / "summary.json", doc, indent=2, sort_keys=True)
+        if "csv" in kinds:
+            res.requests.to_csv(d / "requests.csv", index=False)
+            res.iterations.to_csv(d / "iterations.csv", index=False)
+        if "png" in kinds:
             try:
                 from kvsim.plots import plot_run
             except ImportError:          # e.g. a GPU image without matplotlib: the CSVs are enough
-                return
-            plot_run(res.requests, res.iterations, res.setup.scenario.name, d / "run.png")
+                names.remove("run.png")
+            else:
+                plot_run(res.requests, res.iterations, res.setup.scenario.name, d / "run.png")
+        if "html" in kinds:
+            (d / "report.html").write_text(report(), encoding="utf-8")
+    return names
 
 
 def write_engine_run(res, out: Path) -> None:

@@ -26,6 +26,7 @@ from kvsim.core.plan import StepPlan
 from kvsim.core.scheduler import Scheduler
 from kvsim.fastforward import apply_fast_forward, plan_fast_forward
 from kvsim.records import IterationLog, request_frame, run_summary, step_state
+from kvsim.workload.closed_loop import make_gate
 
 
 class _UrgentTimeout(simpy.events.Event):
@@ -62,22 +63,34 @@ class SimEngine:
         self.fast_forward = fast_forward
         self.log = IterationLog()
         self.inbox: list = []
-        self.next_arrival_s = float("inf")   # exact event time of the next arrival
+        self._next_arrival_s = float("inf")  # exact event time of the next scheduled arrival
+        self.gate = make_gate(sc.workload.max_concurrency)    # closed loop (max_concurrency), else None
         self.arrivals_done = False
         self._wake: simpy.Event | None = None
         self.ff_steps = 0
 
+    @property
+    def next_arrival_s(self) -> float:
+        """When the next request can join the scheduler: its scheduled arrival, or never while every
+        closed-loop slot is taken (slots free only when a request finishes, which ends a decode run)."""
+        if self.gate is not None and self.gate.full:
+            return float("inf")
+        return self._next_arrival_s
+
     # ------------------------------------------------------------- processes
     def _arrivals(self):
-        env = self.env
+        env, gate = self.env, self.gate
         for spec in self.setup.requests:
             delay = max(0.0, spec.arrival_s - env.now)
-            self.next_arrival_s = env.now + delay
+            self._next_arrival_s = env.now + delay
             yield _UrgentTimeout(env, delay)
-            self.inbox.append((env.now, spec))
+            if gate is None:
+                self.inbox.append((env.now, spec))
+            else:
+                self.inbox.extend((env.now, s) for s in gate.arrive(spec, env.now))
             if self._wake is not None and not self._wake.triggered:
                 self._wake.succeed()
-        self.next_arrival_s = float("inf")
+        self._next_arrival_s = float("inf")
         self.arrivals_done = True
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
@@ -89,6 +102,8 @@ class SimEngine:
                 for _, spec in self.inbox:
                     sched.add_request(spec)
                 self.inbox.clear()
+            if self.gate is not None:
+                self._send_freed()
             if self.max_time_s is not None and env.now >= self.max_time_s:
                 return
             if not sched.has_unfinished:
@@ -116,6 +131,16 @@ class SimEngine:
                     yield env.timeout(swap_s)
             yield env.timeout(dt)
             sched.complete_step(plan, env.now)
+
+    def _send_freed(self) -> None:
+        """Closed loop: send waiting requests into the slots of those finished or rejected by now."""
+        sched = self.sched
+        while True:
+            sent = self.gate.settle(len(sched.finished) + len(sched.rejected), self.env.now)
+            if not sent:
+                return
+            for spec in sent:
+                sched.add_request(spec)
 
     def _swap_time(self, plan: StepPlan) -> float:
         """Host-link time of the plan's swaps: every allocator reports one pair per block moved."""

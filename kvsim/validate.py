@@ -72,18 +72,20 @@ def _fmt(x) -> str:
 
 
 def plot_overlay(name: str, sim, eng_reqs: pd.DataFrame, eng_its: pd.DataFrame, path: Path) -> None:
-    from kvsim.plots import plt
+    from kvsim.plots import log_scale, plt
     fig, ax = plt.subplots(1, 3, figsize=(15, 3.8))
     for label, reqs in (("simulator", sim.requests), ("engine", eng_reqs)):
         done = reqs[reqs.status == "finished"]
         x = np.sort(((done.finish_s - done.arrival_s) / done.output_len).to_numpy())
         ax[0].plot(x, np.arange(1, len(x) + 1) / max(len(x), 1), label=label)
-    ax[0].set(xscale="log", xlabel="normalized latency (s/token)", ylabel="CDF", title="latency CDF")
+    log_scale(ax[0])
+    ax[0].set(xlabel="normalized latency (s/token)", ylabel="finished requests (fraction)",
+              title="Normalized latency CDF")
     for label, its in (("simulator", sim.iterations), ("engine", eng_its)):
         ax[1].plot(its.start_s, its.running, lw=0.7, label=label)
         ax[2].plot(its.start_s, its.blocks_in_use, lw=0.7, label=label)
-    ax[1].set(xlabel="time (s)", title="running requests")
-    ax[2].set(xlabel="time (s)", title="KV in use (blocks or slots)")
+    ax[1].set(xlabel="time (s)", ylabel="running requests (count)", title="Running requests over time")
+    ax[2].set(xlabel="time (s)", ylabel="KV in use (blocks or token slots)", title="KV in use over time")
     for a in ax:
         a.legend(fontsize=7)
     fig.suptitle(name)

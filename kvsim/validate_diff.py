@@ -34,8 +34,9 @@ KIND_COLUMNS = {                     # the iteration columns each kind's test re
 STEP_COLUMNS = ("kind", "available", "steps_predicted", "steps_measured", "mean_predicted_s",
                 "mean_measured_s", "p50_predicted_s", "p50_measured_s", "p90_predicted_s",
                 "p90_measured_s", "rel_error_mean")
-TIMELINE_QUANTITIES = (("batch", "batch size (requests)"), ("tokens", "scheduled tokens per bin"),
-                       ("blocks_max", "KV blocks in use (max)"), ("preemptions_cum", "cumulative preemptions"))
+TIMELINE_QUANTITIES = (("batch", "batch size (requests)"), ("tokens", "scheduled tokens per bin (tokens)"),
+                       ("blocks_max", "KV blocks in use, max (blocks)"),
+                       ("preemptions_cum", "cumulative preemptions (count)"))
 
 
 def has_columns(its: pd.DataFrame, kind: str) -> bool:

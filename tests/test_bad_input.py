@@ -140,7 +140,8 @@ def test_rerun_replaces_the_set_and_refuses_foreign_folders(tmp_path, capsys):
     (out / "requests.csv").write_text("stale")
     rc, _, err = cli(capsys, "run", Q, *SMALL, "--out", out)
     assert rc == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["iterations.csv", "requests.csv", "run.png", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["iterations.csv", "report.html", "requests.csv", "run.png",
+                                                     "summary.json"]
     assert len(pd.read_csv(out / "requests.csv")) == 20
     (out / "notes.txt").write_text("mine")
     assert_error(capsys, "--out", "run", Q, *SMALL, "--out", out)

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 Q = ROOT / "scenarios" / "examples" / "quickstart.yaml"
 BASE = {"name": "fuzz", "model": "opt-13b", "gpu": "a100-40gb",
         "engine": {"block_size": 16, "max_num_seqs": 64, "swap_space_gib": 4},
-        "workload": {"dataset": "sharegpt", "arrival": "poisson", "rate_req_s": 2.0, "num_requests": 12},
+        "workload": {"dataset": "sharegpt_like", "arrival": "poisson", "rate_req_s": 2.0, "num_requests": 12},
         "seed": 0}
 
 
@@ -63,7 +63,8 @@ VALUES = st.one_of(
 
 
 CHOICES = ["paged", "orca_max", "orca_pow2", "orca_oracle", "first_fit", "buddy", "vllm", "chunked", "static",
-           "auto", "swap", "recompute", "sharegpt", "alpaca", "fixed", "uniform", "poisson", "gamma", "burst",
+           "auto", "swap", "recompute", "sharegpt_like", "alpaca_like", "sharegpt", "alpaca", "fixed", "uniform",
+           "poisson", "gamma", "burst",
            "fp16", "bf16", "fp32", "roofline", "opt-13b", "opt-125m", "a100-80gb", "h100-80gb"]
 
 

@@ -105,3 +105,16 @@ def test_cli_report_and_bad_input(tmp_path):
     with pytest.raises(KvsimError):
         block_size_report(PAPER / "fig19_swap.yaml", SLO, tmp_path, block_sizes=[16],
                           overrides=["workload.arrival=burst"])
+
+
+def test_block_size_figures_are_titled_with_units(reports, monkeypatch):
+    from kvsim.report import html as report_html
+    from tests.test_plot_labels import check_figure
+    checked = []
+
+    def fake_png(fig, alt="plot", tight=True):
+        checked.append(check_figure(fig))
+        return ""
+    monkeypatch.setattr(report_html, "_png", fake_png)
+    report_html._figures(reports["sharegpt"][0])
+    assert len(checked) == 5 and sum(checked) == 7

@@ -23,10 +23,10 @@ def cmd_engine(args) -> int:
         raise KvsimError("engine", f"needs torch and triton (pip install -e '.[gpu]'): {e}") from None
     from kvsim.engine.preflight import check_engine_fits
     from kvsim.outdir import OutputSet, default_out
-    from kvsim.output import RUN_FILES, write_engine_run
+    from kvsim.output import RUN_FILE_NAMES, write_engine_run
     sc = load_scenario(args.scenario, args.set)
     out = Path(args.out) if args.out else default_out(sc.name, "-engine")
-    OutputSet(out, RUN_FILES)._check()          # refuse a foreign --out before loading a model
+    OutputSet(out, RUN_FILE_NAMES)._check()          # refuse a foreign --out before loading a model
     check_engine_fits(sc)
     t0 = time.perf_counter()
     eng = RealEngine(sc)

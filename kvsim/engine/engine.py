@@ -1,6 +1,9 @@
 """RealEngine: replays a scenario's workload on a real model with the kvsim.core scheduler.
 
-Requests enter the scheduler when their arrival time passes on the wall clock.
+Requests enter the scheduler when their arrival time passes on the wall clock
+(with ``workload.max_concurrency``, through the simulator's closed-loop gate,
+:mod:`kvsim.workload.closed_loop`: a request waits for a slot, and is sent when
+one finishes).
 Each iteration: ``plan = scheduler.schedule(now)`` (CPU), build the batch,
 run swaps / copies / the forward pass / sampling (GPU), then
 ``scheduler.complete_step(plan, now, beam_parents)``. The records have the
@@ -25,6 +28,7 @@ from kvsim.engine.kv_cache import KVCache
 from kvsim.engine.runner import ModelRunner
 from kvsim.errors import KvsimError
 from kvsim.records import IterationLog, request_frame, run_summary, step_state
+from kvsim.workload.closed_loop import make_gate
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -88,6 +92,16 @@ def _measure_blocks(model, setup: RunSetup, device: torch.device, dtype, backend
     if blocks < 1:
         raise KvsimError("engine.gpu_memory_utilization", f"no room for KV blocks after {peak / 2**30:.1f} GiB")
     return blocks, info
+
+
+def _send_freed(gate, sched, now: float) -> None:
+    """Closed loop: send waiting requests into the slots of those finished or rejected by ``now``."""
+    while True:
+        sent = gate.settle(len(sched.finished) + len(sched.rejected), now)
+        if not sent:
+            return
+        for spec in sent:
+            sched.add_request(spec)
 
 
 class RealEngine:
@@ -167,12 +181,16 @@ class RealEngine:
         outputs: dict[int, list[list[int]]] = {}
         max_wall = self.sc.runtime.max_wall_s
         i, n = 0, len(specs)
+        gate = make_gate(self.sc.workload.max_concurrency)
         t0 = time.perf_counter()
         while True:
             now = time.perf_counter() - t0
             while i < n and specs[i].arrival_s <= now:
-                sched.add_request(specs[i])
+                for spec in ([specs[i]] if gate is None else gate.arrive(specs[i], now)):
+                    sched.add_request(spec)
                 i += 1
+            if gate is not None:
+                _send_freed(gate, sched, now)
             if max_wall is not None and now >= max_wall:
                 break
             if not sched.has_unfinished:
@@ -192,6 +210,8 @@ class RealEngine:
             for g in sched.complete_step(plan, gpu_end, parents):
                 outputs[g.group_id] = runner.outputs(g)
                 runner.release(g)
+            if gate is not None:                # freed slots are taken at the finish, as in the simulator
+                _send_freed(gate, sched, gpu_end)
             end = time.perf_counter() - t0      # the iteration includes the scheduler's bookkeeping after it
             post = end - recorded
             log.append_step(start, gpu_end + post - start, 0.0, state)

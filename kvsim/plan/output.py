@@ -1,4 +1,5 @@
-"""Writing a plan: ``plan.csv``, ``plan.json``, ``pareto.png`` and a short text table."""
+"""Writing a plan: ``plan.csv``, ``plan.json``, ``pareto.png`` (:mod:`kvsim.plan.pareto_plot`), ``report.html``
+(:mod:`kvsim.report.plan_report`) and a short text table."""
 from __future__ import annotations
 
 import math
@@ -33,31 +34,6 @@ def plan_document(res: PlanResult) -> dict:
     return _clean({"slo": res.slo, "objective": res.objective, "objective_column": OBJECTIVES[res.objective],
                    "recommended": res.recommended, "candidates": res.table.to_dict(orient="records"),
                    "searches": res.searches})
-
-
-def plot_pareto(res: PlanResult, keys: list[str], path) -> None:
-    """Total SLO rate vs normalized latency at that rate; Pareto front joined, recommendation starred."""
-    from kvsim.plots import plt
-    t = res.table.dropna(subset=["total_rate_req_s", "normalized_latency_s"])
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter(t.total_rate_req_s, t.normalized_latency_s, c="#999999", label="candidate")
-    front = t[t.pareto].sort_values("total_rate_req_s")
-    ax.plot(front.total_rate_req_s, front.normalized_latency_s, "o-", c="#d7191c", label="Pareto front")
-    for _, r in t.iterrows():
-        label = ", ".join(f"{k.split('.')[-1]}={r[k]}" for k in keys + ["replicas"] if k in r and
-                          (k != "replicas" or t.replicas.nunique() > 1))
-        ax.annotate(label, (r.total_rate_req_s, r.normalized_latency_s), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
-    rec = t[t.recommended]
-    if len(rec):
-        ax.scatter(rec.total_rate_req_s, rec.normalized_latency_s, marker="*", s=250, c="#fdae61",
-                   edgecolors="k", zorder=5, label="recommended")
-    ax.set(xlabel="max request rate meeting the SLOs (req/s, all replicas)",
-           ylabel="normalized latency at that rate (s/token)", title=f"SLO: {format_slo(res.slo)}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def format_table(res: PlanResult, keys: list[str]) -> str:
@@ -97,13 +73,24 @@ def _confident_text(res: PlanResult, r: dict) -> str:
             f"requests per probe); {cap}; {note}")
 
 
-PLAN_FILES = ("plan.csv", "plan.json", "pareto.png")
+PLAN_FILES = {"csv": ("plan.csv",), "json": ("plan.json",), "png": ("pareto.png",), "html": ("report.html",)}
 
 
-def write_plan(res: PlanResult, keys: list[str], out: Path) -> list[Path]:
-    """plan.csv, plan.json and pareto.png, written as one set into ``out`` (:class:`kvsim.outdir.OutputSet`)."""
-    with OutputSet(out, PLAN_FILES) as d:
-        res.table.to_csv(d / "plan.csv", index=False)
-        (d / "plan.json").write_text(finite_json(plan_document(res), indent=2))
-        plot_pareto(res, keys, d / "pareto.png")
-    return [out / "plan.csv", out / "plan.json", out / "pareto.png"]
+def write_plan(res: PlanResult, keys: list[str], out: Path, kinds=None, scenario: str = "") -> list[Path]:
+    """The plan's files of ``kinds`` (default: all), written as one set into ``out``
+    (:class:`kvsim.outdir.OutputSet`); returns their paths."""
+    from kvsim.plan.pareto_plot import plot_pareto
+    from kvsim.outdir import KINDS, files_for
+    kinds = frozenset(KINDS if kinds is None else kinds)
+    col = OBJECTIVES[res.objective]
+    with OutputSet(out, [f for fs in PLAN_FILES.values() for f in fs]) as d:
+        if "csv" in kinds:
+            res.table.to_csv(d / "plan.csv", index=False)
+        if "json" in kinds:
+            (d / "plan.json").write_text(finite_json(plan_document(res), indent=2))
+        if "png" in kinds:
+            plot_pareto(res, keys, d / "pareto.png", col)
+        if "html" in kinds:
+            from kvsim.report.plan_report import render_plan
+            (d / "report.html").write_text(render_plan(res, keys, scenario, col), encoding="utf-8")
+    return [out / f for f in files_for(kinds, PLAN_FILES)]

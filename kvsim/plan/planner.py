@@ -9,9 +9,11 @@ parallel processes, and scores each point:
   load balancer each take ``1/replicas`` of the traffic);
 * ``goodput_per_gpu = total_rate_req_s / (tensor_parallel x replicas)``;
 * ``requests_per_usd = goodput_per_gpu x 3600 / price_per_hour_usd`` (the
-  catalogue's per-GPU price; blank when the GPU has none);
-* ``pareto``: not dominated in (higher total rate, lower normalized latency at
-  that rate) by another candidate.
+  per-GPU price from ``prices`` — ``--price gpu=usd_per_hour`` — or else the
+  catalogue's; blank when neither has one, and an error with objective ``usd``);
+* ``pareto``: not dominated in (higher objective, lower normalized latency at
+  that rate) by another candidate — the front ``pareto.png`` draws, on which the
+  recommendation therefore lies.
 
 The recommendation maximises the objective (``gpu``: goodput per GPU,
 ``usd``: requests per dollar, ``rate``: total rate), ties broken by latency.
@@ -75,7 +77,7 @@ def pareto_mask(rate: pd.Series, latency: pd.Series) -> pd.Series:
     return pd.Series(mask, index=rate.index)
 
 
-def _rows(data, overrides, point, res: SearchResult | None, err: str, replicas, slo) -> list[dict]:
+def _rows(data, overrides, point, res: SearchResult | None, err: str, replicas, slo, prices) -> list[dict]:
     from kvsim.catalogue import get_gpu
     rows = []
     for n in replicas:
@@ -84,7 +86,8 @@ def _rows(data, overrides, point, res: SearchResult | None, err: str, replicas, 
             rows.append({**row, "error": err})
             continue
         sc = load_scenario(data, overrides + _point_overrides(point))
-        price = get_gpu(sc.gpu).price_per_hour_usd
+        spec = get_gpu(sc.gpu)
+        price = prices.get(spec.name, spec.price_per_hour_usd)
         gpus = sc.tensor_parallel * n
         s = res.summary or {}
         rate = res.max_rate
@@ -112,11 +115,34 @@ def _rows(data, overrides, point, res: SearchResult | None, err: str, replicas, 
     return rows
 
 
+def check_prices(prices: dict | None, data, overrides: list[str], points: list[dict], objective: str) -> dict:
+    """``--price`` values keyed by catalogue GPU name; with objective ``usd`` every candidate GPU needs a price."""
+    from kvsim.catalogue import get_gpu
+    out = {}
+    for name, usd in (prices or {}).items():
+        try:
+            spec = get_gpu(name)
+        except KvsimError as e:
+            raise KvsimError("--price", e.message) from None
+        out[spec.name] = check_number("--price", usd, float, (0, 1e6, True, False))
+    if objective == "usd":
+        for pt in points:
+            try:
+                gpu = get_gpu(load_scenario(data, overrides + _point_overrides(pt)).gpu)
+            except KvsimError:
+                continue                         # a candidate that cannot load is an error row later
+            if gpu.name not in out and not gpu.price_per_hour_usd:
+                raise KvsimError("--price", f"GPU {gpu.name} has no catalogue price, so --objective usd cannot "
+                                            f"rank it; give one with --price {gpu.name.lower()}=USD_PER_HOUR")
+    return out
+
+
 def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overrides: list[str] | None = None,
          replicas=(1,), requests: int | None = 600, min_duration_s: float | None = 60.0,
          rel_tol: float = 0.02, objective: str = "gpu", jobs: int | None = None,
          progress: bool = False, seeds: int = 1, confidence: float = 0.95,
-         max_requests: int | None = None, goodput: dict | None = None) -> PlanResult:
+         max_requests: int | None = None, goodput: dict | None = None,
+         prices: dict[str, float] | None = None) -> PlanResult:
     """Search every candidate's max SLO rate and recommend one (module doc).
 
     ``seeds`` > 1 searches on replications (:mod:`kvsim.plan.confident`): a rate
@@ -151,6 +177,7 @@ def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overri
         if not isinstance(values, (list, tuple)) or not values:
             raise KvsimError("--candidates", f"{k}: expected a non-empty list of values, got {values!r}")
     points = grid_points(candidates) if candidates else [{}]
+    prices = check_prices(prices, data, overrides, points, objective)
     errors = []
     for pt in points:                  # a candidate that cannot load is kept as an error row...
         try:
@@ -174,7 +201,7 @@ def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overri
     results = map_local(_search_point, tasks, jobs, progress=progress, desc="plan", unit="candidate")
     rows, searches = [], []
     for point, res, err in results:
-        rows += _rows(data, overrides, point, res, err, replicas, slo)
+        rows += _rows(data, overrides, point, res, err, replicas, slo, prices)
         if res is not None:
             searches.append({"candidate": point, "max_rate_req_s": res.max_rate, "fail_rate_req_s": res.fail_rate,
                              "simulated": res.simulated, "note": res.note, "runs": res.runs,
@@ -192,8 +219,8 @@ def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overri
         if col not in table:
             table[col] = None
         table[col] = pd.to_numeric(table[col], errors="coerce")
-    table["pareto"] = pareto_mask(table.total_rate_req_s, table.normalized_latency_s)
     key = OBJECTIVES[objective]
+    table["pareto"] = pareto_mask(table[key], table.normalized_latency_s)
     ok = table[table[key].notna()]
     recommended = None
     if len(ok):

@@ -152,6 +152,10 @@ def check_rate_driven(data: dict, overrides: list[str]) -> float:
                                                  "workload.arrival=poisson)")
         raise KvsimError("workload.arrival", f"got {sc.workload.arrival!r}; the rate search needs poisson or gamma "
                                              "arrivals (set --set workload.arrival=poisson)")
+    if sc.workload.max_concurrency is not None:
+        raise KvsimError("workload.max_concurrency", f"{sc.workload.max_concurrency}: closed-loop load holds "
+                         "latency near the cap at any arrival rate (requests wait unmeasured for a slot), so no "
+                         "max rate exists to search; remove it (--set workload.max_concurrency=null)")
     return float(sc.workload.rate_req_s)
 
 

@@ -1,32 +1,19 @@
 """The block-size report as one self-contained HTML file: PNG plots inlined as base64, no external assets."""
 from __future__ import annotations
 
-import base64
 import html
 import importlib.util
-import io
 from datetime import datetime, timezone
 
+from kvsim.labels import slo_words
 from kvsim.plan.slo import format_slo
 from kvsim.report.blocksize import BLOCK_TABLE_ENTRY_BYTES, BlockSizeAnalysis
-
-CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.45}"
-       "img{max-width:100%;border:1px solid #ddd}table{border-collapse:collapse;font-size:13px}"
-       "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}.rec{background:#fff3cd;padding:1em;"
-       "border-left:5px solid #f0ad4e}code{background:#f4f4f4;padding:0 3px}")
-
-
-def _png(fig) -> str:
-    from kvsim.plots import plt
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}" alt="plot">'
+from kvsim.report.htmlkit import CSS
+from kvsim.report.htmlkit import png as _png
 
 
 def _figures(a: BlockSizeAnalysis) -> dict[str, str]:
-    from kvsim.plots import plt
+    from kvsim.plots import log_scale, plt
     t = a.table
     x = [str(b) for b in t.block_size]
     figs = {}
@@ -36,7 +23,8 @@ def _figures(a: BlockSizeAnalysis) -> dict[str, str]:
         ax.bar([j + (i - (len(a.modes) - 1) / 2) * w for j in range(len(x))],
                t[f"max_rate_{m}"].fillna(0), w, label=f"preemption: {m}")
     ax.set_xticks(range(len(x)), x)
-    ax.set(xlabel="block size (tokens)", ylabel="req/s", title=f"Max rate meeting {format_slo(a.slo)}")
+    ax.set(xlabel="KV block size (tokens)", ylabel="max rate meeting the SLOs (req/s)",
+           title=f"Max rate meeting {slo_words(a.slo)}")
     ax.axvline(x.index(str(a.block_size)), color="k", ls=":", lw=1) if a.block_size else None
     ax.legend(fontsize=8)
     figs["rate"] = _png(fig)
@@ -48,31 +36,37 @@ def _figures(a: BlockSizeAnalysis) -> dict[str, str]:
             ax.plot(*zip(*pts), "o-", ms=3, color=cmap(i / max(1, len(a.block_sizes) - 1)), label=f"B={b}")
     if "normalized_latency_s" in a.slo:
         ax.axhline(a.slo["normalized_latency_s"], color="r", ls="--", lw=1, label="SLO")
-    ax.set(xlabel="request rate (req/s)", ylabel="normalized latency (s/token)", yscale="log",
+    log_scale(ax, "y")
+    ax.set(xlabel="request rate (req/s)", ylabel="normalized latency (s/token)",
            title=f"Normalized latency vs rate (search probes, preemption {a.modes[0]})")
     ax.legend(fontsize=7, ncol=3)
     figs["latency"] = _png(fig)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     axes[0].plot(x, t.internal_frag_frac * 100, "o-", label="at final length (workload)")
     axes[0].plot(x, t.sim_internal_frag_frac * 100, "s-", label="time-averaged (simulated, at max rate)")
-    axes[0].set(xlabel="block size", ylabel="% of KV", title="Internal fragmentation")
+    axes[0].set(xlabel="KV block size (tokens)", ylabel="internal fragmentation (% of KV)",
+                title="Internal fragmentation")
     axes[0].legend(fontsize=8)
     axes[1].plot(x, t.block_table_frac * 100, "o-", color="#7b3294")
-    axes[1].set(xlabel="block size", ylabel="% of KV bytes", yscale="log", title="Block-table overhead")
+    log_scale(axes[1], "y")
+    axes[1].set(xlabel="KV block size (tokens)", ylabel="block table (% of KV bytes)",
+                title="Block-table overhead")
     figs["memory"] = _png(fig)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     axes[0].plot(x, t.decode_step_ms, "o-")
-    axes[0].set(xlabel="block size", ylabel="ms", title=f"Decode step ({a.cost_note})",
+    axes[0].set(xlabel="KV block size (tokens)", ylabel="decode step time (ms)", title=f"Decode step ({a.cost_note})",
                 ylim=(0, 1.2 * t.decode_step_ms.max()))
     axes[1].plot(x, t.swap_roundtrip_ms, "o-", label="swap out + in")
     axes[1].plot(x, t.recompute_ms, "s--", label="recompute (prefill)")
-    axes[1].set(xlabel="block size", ylabel="ms per mean-length sequence", yscale="log",
+    log_scale(axes[1], "y")
+    axes[1].set(xlabel="KV block size (tokens)", ylabel="time per mean-length sequence (ms)",
                 title="Swap vs recompute cost (cost model)")
     axes[1].legend(fontsize=8)
     figs["kernel"] = _png(fig)
     fig, ax = plt.subplots(figsize=(8, 3.4))
     ax.plot(x, t.prefix_hit_frac * 100, "o-", color="#1a9641")
-    ax.set(xlabel="block size", ylabel="% of prompt tokens", ylim=(0, 100), title="Prefix-cache hit rate")
+    ax.set(xlabel="KV block size (tokens)", ylabel="prefix-cache hits (% of prompt tokens)", ylim=(0, 100),
+           title="Prefix-cache hit rate")
     figs["prefix"] = _png(fig)
     return figs
 
@@ -86,8 +80,8 @@ def render(a: BlockSizeAnalysis, scenario_desc: str = "") -> str:
            "No calibrated profile is available (<code>kvsim/cost/calibrated.py</code> does not exist yet); "
            "with one, this panel would show the measured attention-kernel time per block size — the paper "
            "measured small blocks (&lt; 16) as slower because each thread block reads too little KV (Fig. 18a).")
-    table = a.table.drop(columns=["cost_model"]).to_html(index=False, float_format=lambda v: f"{v:.4g}",
-                                                          na_rep="-")
+    table = '<div class="fit">' + a.table.drop(columns=["cost_model"]).to_html(
+        index=False, float_format=lambda v: f"{v:.4g}", na_rep="-") + "</div>"
     e = html.escape
     return f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>kvsim block-size report: {e(a.scenario)}</title>
 <style>{CSS}</style></head><body>

@@ -10,6 +10,7 @@ from kvsim.workload.lengths import (
     ALPACA,
     SHAREGPT,
     SYNTHETIC,
+    SYNTHETIC_NAMES,
     LognormalLengths,
     cap_lengths,
     lognormal_lengths,
@@ -21,7 +22,7 @@ from kvsim.workload.sharegpt import load_sharegpt, sample_sharegpt
 from kvsim.workload.trace import Trace, read_trace
 
 __all__ = [
-    "ALPACA", "ARRIVALS", "DATASETS", "SHAREGPT", "SYNTHETIC",
+    "ALPACA", "ARRIVALS", "DATASETS", "SHAREGPT", "SYNTHETIC", "SYNTHETIC_NAMES",
     "LognormalLengths", "Trace", "WorkloadConfig",
     "build_workload", "burst_arrivals", "cap_lengths", "effective_max_len", "gamma_arrivals",
     "load_sharegpt", "lognormal_lengths", "poisson_arrivals", "read_trace",

@@ -38,7 +38,7 @@ from kvsim.core.request import RequestSpec
 from kvsim.errors import KvsimError
 from kvsim.workload.arrivals import burst_arrivals, gamma_arrivals, poisson_arrivals
 from kvsim.workload.config import WorkloadConfig
-from kvsim.workload.lengths import cap_lengths, sample_fixed, sample_synthetic, sample_uniform
+from kvsim.workload.lengths import SYNTHETIC_NAMES, cap_lengths, sample_fixed, sample_synthetic, sample_uniform
 from kvsim.workload.sharegpt import load_sharegpt, sample_sharegpt
 from kvsim.workload.trace import Trace, read_trace
 
@@ -88,7 +88,7 @@ def build_workload(cfg: WorkloadConfig, *, max_len_tokens: int, rng: np.random.G
     prefix_id = np.full(size, -1, dtype=np.int64)
     prefix_len = np.zeros(size, dtype=np.int64)
 
-    if cfg.dataset in ("sharegpt", "alpaca"):
+    if cfg.dataset in SYNTHETIC_NAMES:
         prompt, output = sample_synthetic(rng, cfg.dataset, size)
     elif cfg.dataset == "sharegpt_json":
         prompt, output = sample_sharegpt(rng, pool[0], pool[1], size)

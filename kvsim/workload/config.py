@@ -8,13 +8,33 @@ burst), and :func:`describe_arrivals` states the process used, for the run heade
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from kvsim import limits as L
 from kvsim.configtools import cfg_field, check_fields, explicit
 from kvsim.errors import KvsimError
 
-DATASETS = ("sharegpt", "alpaca", "sharegpt_json", "trace", "fixed", "uniform")
+DATASETS = ("sharegpt_like", "alpaca_like", "sharegpt_json", "trace", "fixed", "uniform", "sharegpt", "alpaca")
+SHAREGPT_NOTE = ("note: workload.dataset: 'sharegpt' is kvsim's synthetic ShareGPT-like length distribution, now "
+                 "named 'sharegpt_like' (same numbers); in vLLM 'sharegpt' is the real file: real ShareGPT "
+                 "conversation lengths are the trace scenarios/traces/sharegpt_llama3_1000.csv (dataset: trace, "
+                 "retime_trace: true, as scenarios/validation/v21_llama3_8b_sharegpt_trace.yaml) or vLLM's JSON "
+                 "(dataset: sharegpt_json)")
+_noted: set[str] = set()
+deferred: list[str] | None = None    # the CLI collects notes here and prints them after a successful command
+
+
+def note_once(text: str) -> None:
+    """A one-line note on stderr, once per process (forked workers inherit what was noted). While
+    ``deferred`` is a list (a ``kvsim`` command), the note is kept there, once, and the command prints it
+    after it succeeds, so that bad input still gets exactly one line on stderr: the error."""
+    if deferred is not None:
+        if text not in deferred:
+            deferred.append(text)
+    elif text not in _noted:
+        _noted.add(text)
+        print(text, file=sys.stderr, flush=True)
 ARRIVALS = ("poisson", "gamma", "trace", "burst")
 
 
@@ -23,9 +43,10 @@ class WorkloadConfig:
     """The ``workload:`` section of a scenario. ``validate(path)`` checks every field."""
 
     dataset: str = cfg_field(
-        "sharegpt",
-        "length source: sharegpt | alpaca (synthetic lognormal fitted to the paper's means), "
-        "sharegpt_json (vLLM's ShareGPT JSON at `path`), trace (CSV/JSONL at `path`), "
+        "sharegpt_like",
+        "length source: sharegpt_like | alpaca_like (synthetic lognormal lengths fitted to the PagedAttention "
+        "paper's means; the old names sharegpt | alpaca still select them), sharegpt_json (vLLM's ShareGPT JSON "
+        "at `path`), trace (CSV/JSONL at `path`; real ShareGPT lengths: scenarios/traces/sharegpt_llama3_1000.csv), "
         "fixed (prompt_len/output_len), uniform (prompt_len_range/output_len_range)",
     )
     path: str | None = cfg_field(None, "file for dataset sharegpt_json or trace")
@@ -45,8 +66,9 @@ class WorkloadConfig:
     retime_trace: bool = cfg_field(
         False, "dataset trace: false (default) replays the trace's own arrival_s; true gives its rows new arrival "
                "times from `arrival` (poisson | gamma | burst) at rate_req_s, cycling rows if num_requests asks for more")
-    rate_req_s: float | None = cfg_field(1.0, "mean arrival rate in requests/s (poisson, gamma)", lo=L.MIN_RATE,
-                                         hi=L.MAX_RATE)
+    rate_req_s: float | None = cfg_field(
+        1.0, "mean arrival rate in requests/s (poisson, gamma); inf = every request at t=0 (vllm bench's "
+             "--request-rate inf, arrival burst)", lo=L.MIN_RATE, hi=L.MAX_RATE)
     cv: float = cfg_field(1.0, "gamma: coefficient of variation of inter-arrival times (1 = Poisson, >1 bursty)",
                           lo=0, hi=100, lo_open=True)
     burstiness: float | None = cfg_field(
@@ -57,6 +79,10 @@ class WorkloadConfig:
               "unless this is given", lo=1, hi=L.MAX_REQUESTS)
     duration_s: float | None = cfg_field(None, "generate arrivals up to this time in seconds", lo=0, hi=L.MAX_SECONDS,
                                          lo_open=True)
+    max_concurrency: int | None = cfg_field(
+        None, "vllm bench's --max-concurrency (closed loop): at most this many requests in flight; a request "
+              "arriving when all are busy waits and is sent when one finishes (its arrival_s and latencies count "
+              "from the send); null = open loop", lo=1, hi=L.MAX_REQUESTS)
     n: int = cfg_field(1, "parallel samples per request", lo=1, hi=L.MAX_SAMPLES)
     beam_width: int = cfg_field(1, "beam width; > 1 means beam search (then n must be 1)", lo=1, hi=L.MAX_SAMPLES)
     prefix_len: int = cfg_field(0, "shared-prefix tokens prepended to every prompt (0 = none)", lo=0, hi=L.MAX_TOKENS)
@@ -74,7 +100,9 @@ class WorkloadConfig:
             return KvsimError(f"{p}.{name}", what)
 
         if self.dataset not in DATASETS:
-            raise bad("dataset", f"{self.dataset!r} is not allowed; allowed: {', '.join(DATASETS)}")
+            raise bad("dataset", f"{self.dataset!r} is not allowed; allowed: {', '.join(DATASETS[:6])}")
+        if self.dataset == "sharegpt":
+            note_once(SHAREGPT_NOTE)
         if self.burstiness is not None:
             cv = 1.0 / self.burstiness ** 0.5
             if explicit(self, "cv") and abs(self.cv - cv) > 1e-9 * cv:
@@ -155,7 +183,7 @@ def describe_arrivals(cfg: WorkloadConfig, num_requests: int, trace_rows: int | 
     rows = f" of its {trace_rows} rows" if trace_rows is not None and trace_rows != num_requests else ""
     if cfg.arrival == "trace":
         return (f"trace {cfg.path}: its own arrival_s, {num_requests} requests{rows} "
-                f"(re-timing needs workload.retime_trace=true)")
+                f"(re-timing needs workload.retime_trace=true){_closed(cfg)}")
     burst = "burst (all at t=0" + (", as rate_req_s: inf" if getattr(cfg, "_rate_inf", False) else "") + ")"
     if cfg.arrival == "burst":
         what = burst
@@ -165,7 +193,14 @@ def describe_arrivals(cfg: WorkloadConfig, num_requests: int, trace_rows: int | 
         shape = f", gamma shape {cfg.burstiness:g}" if cfg.burstiness is not None else ""
         what = f"gamma @ {cfg.rate_req_s:g} req/s (cv {cfg.cv:g}{shape})"
     if cfg.dataset != "trace":
-        return f"{cfg.dataset} lengths, {what}, {num_requests} requests"
+        return f"{cfg.dataset} lengths, {what}, {num_requests} requests{_closed(cfg)}"
     cycle = f", cycling its {trace_rows} rows {num_requests / trace_rows:.1f}x" if (
         trace_rows and num_requests > trace_rows) else rows
-    return f"trace {cfg.path} RE-TIMED (workload.retime_trace=true) to {what}, {num_requests} requests{cycle}"
+    return (f"trace {cfg.path} RE-TIMED (workload.retime_trace=true) to {what}, {num_requests} "
+            f"requests{cycle}{_closed(cfg)}")
+
+
+def _closed(cfg: WorkloadConfig) -> str:
+    if cfg.max_concurrency is None:
+        return ""
+    return f"; closed loop: at most {cfg.max_concurrency} in flight (max_concurrency), the rest wait for a slot"

@@ -1,7 +1,12 @@
 """Prompt/output length samplers and the capping rule.
 
-Synthetic datasets
-------------------
+Synthetic datasets (``sharegpt_like``, ``alpaca_like``)
+-------------------------------------------------------
+These are length *distributions* like the datasets', not the datasets: the real
+ShareGPT conversation lengths are the trace ``scenarios/traces/sharegpt_llama3_1000.csv``
+(``dataset: trace``) or vLLM's JSON file (``dataset: sharegpt_json``). The old
+names ``sharegpt`` / ``alpaca`` select the same distributions.
+
 The PagedAttention paper (Kwon et al., SOSP'23, Fig. 11) reports only the means
 of its two datasets: ShareGPT has 161.31 input / 337.99 output tokens on
 average, Alpaca 19.31 / 58.45. We model each length as an independent
@@ -54,6 +59,9 @@ class LognormalLengths:
 SHAREGPT = LognormalLengths("sharegpt", 4.6807, 0.9, 5.3672, 1.0, 161.31, 337.99)
 ALPACA = LognormalLengths("alpaca", 2.8356, 0.5, 3.8233, 0.7, 19.31, 58.45)
 SYNTHETIC = {d.name: d for d in (SHAREGPT, ALPACA)}
+# The dataset names that select them: ``*_like`` (the current names: synthetic lengths *like* the real
+# datasets) and the old bare names, kept working (``sharegpt`` prints a note: vLLM means the real file).
+SYNTHETIC_NAMES = {"sharegpt_like": SHAREGPT, "alpaca_like": ALPACA, "sharegpt": SHAREGPT, "alpaca": ALPACA}
 
 
 def lognormal_lengths(rng: np.random.Generator, mu: float, sigma: float, size: int) -> np.ndarray:
@@ -64,13 +72,15 @@ def lognormal_lengths(rng: np.random.Generator, mu: float, sigma: float, size: i
 
 
 def sample_synthetic(rng: np.random.Generator, dataset: str, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Uncapped (prompt_lens, output_lens) for a synthetic dataset ("sharegpt" | "alpaca").
+    """Uncapped (prompt_lens, output_lens) for a synthetic dataset (a key of ``SYNTHETIC_NAMES``:
+    "sharegpt_like" = "sharegpt", "alpaca_like" = "alpaca").
 
     Draw order: all prompts, then all outputs (part of the determinism contract).
     """
-    if dataset not in SYNTHETIC:
-        raise KvsimError("workload.dataset", f"{dataset!r} is not a synthetic dataset; allowed: {', '.join(SYNTHETIC)}")
-    d = SYNTHETIC[dataset]
+    if dataset not in SYNTHETIC_NAMES:
+        raise KvsimError("workload.dataset", f"{dataset!r} is not a synthetic dataset; allowed: "
+                         f"{', '.join(SYNTHETIC_NAMES)}")
+    d = SYNTHETIC_NAMES[dataset]
     prompt = lognormal_lengths(rng, d.prompt_mu, d.prompt_sigma, size)
     output = lognormal_lengths(rng, d.output_mu, d.output_sigma, size)
     return prompt, output
