@@ -55,3 +55,13 @@ def test_unknown_preset_is_an_error_and_none_means_the_roofline():
     assert get_preset(None) is None and get_preset("none") is None
     with pytest.raises(KvsimError, match="paper-a100-2023"):
         get_preset("a100-1999")
+
+
+def test_kvsim_paper_refuses_an_unknown_preset_before_any_work(tmp_path):
+    import subprocess
+    import sys
+    out = tmp_path / "paper"
+    r = subprocess.run([sys.executable, "-m", "kvsim.cli", "paper", "--preset", "a100-1999", "--out", str(out)],
+                       capture_output=True, text=True, cwd=SC.parents[2], timeout=120)
+    assert r.returncode == 2 and "--preset" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not out.exists()

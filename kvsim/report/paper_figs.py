@@ -33,7 +33,8 @@ def draw_all(res: dict, out: Path) -> None:
             col, f"{col}_frac")]
         ax.bar(f2.index, v, bottom=bottom, label=label, color=color)
         bottom += v
-    ax.set(ylabel="fraction of KV cache", title=_title("fig2", "Fig. 2: KV memory split (ShareGPT @ 1.5 req/s)"))
+    ax.set(ylabel="fraction of KV cache", title=_title("fig2", "Fig. 2: KV memory split while full (ShareGPT @ "
+                                                      f"{res['fig2']['workload.rate_req_s'].iloc[0]:g} req/s)"))
     ax.legend(fontsize=7)
     _save(fig, out / "fig2.png")
     for ds in ("sharegpt", "alpaca"):
