@@ -53,7 +53,7 @@ def _cmd_paper(args) -> int:
     from kvsim.paper import reproduce
     _check_jobs(args.jobs)
     out = Path(args.out or Path("runs") / "paper")
-    path = reproduce(out, quick=args.quick, jobs=args.jobs, progress=not args.quiet)
+    path = reproduce(out, quick=args.quick, jobs=args.jobs, progress=not args.quiet, preset=args.preset)
     print(f"wrote {path} and the figures next to it")
     return 0
 
@@ -177,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--out", help="output directory (default runs/paper)")
     pa.add_argument("--quick", action="store_true", help="fewer requests and rates (about 2 minutes)")
     pa.add_argument("--jobs", type=int, default=None)
+    pa.add_argument("--preset", default=None, metavar="NAME",
+                    help="cost preset (kvsim/cost/presets.py): paper-a100-2023 = A100 with the measured host "
+                         "overheads of the 2023 vLLM engine (default: the plain roofline)")
     pa.add_argument("--quiet", action="store_true")
     pa.set_defaults(func=_cmd_paper)
     from kvsim.engine.cli import add_parser as _add_engine

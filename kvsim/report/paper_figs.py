@@ -40,7 +40,8 @@ def draw_all(res: dict, out: Path) -> None:
         ax.bar(f2.index, v, bottom=bottom, label=label, color=color)
         bottom += v
     ax.set(xlabel="KV allocator", ylabel="KV cache (fraction)",
-           title=_title("fig2", "Fig. 2: KV memory split (ShareGPT-like @ 1.5 req/s)"))
+           title=_title("fig2", "Fig. 2: KV memory split while full (ShareGPT-like @ "
+                                f"{res['fig2']['workload.rate_req_s'].iloc[0]:g} req/s)"))
     ax.legend(fontsize=7)
     _save(fig, out / "fig2.png")
     for ds in ("sharegpt", "alpaca"):

@@ -2,6 +2,8 @@
 
 Only numbers stated in the paper summary kept with the project (``/work/shared/paper``) or in the
 project's brief are filled in; everything else is ``None`` (shown blank) rather than guessed.
+``PAPER_BASELINE_VALUES`` holds the per-baseline Fig. 12 numbers that issue #17 quotes from the
+paper's Sec. 6.2 (they are not in the project's paper notes; the reference says so).
 """
 
 PAPER_VALUES = {
@@ -27,4 +29,11 @@ PAPER_VALUES = {
                "ref": "Fig. 18b / Sec. 7.2 (notes: 'default block size 16 balances utilization and fragmentation')"},
     "fig19": {"what": "swap vs recompute by block size", "paper": "swap loses at small blocks, recompute flat",
               "ref": "Fig. 19 / Sec. 7.3"},
+}
+
+PAPER_BASELINE_VALUES = {
+    "orca_oracle": {"paper": "1.7-2.7x (ShareGPT)", "low": 1.7, "high": 2.7,
+                    "ref": "Sec. 6.2 as quoted in issue #17 (not in the project's paper notes)"},
+    "static (FT-like)": {"paper": "up to 22x", "low": None, "high": 22.0,
+                         "ref": "Sec. 6.2 as quoted in issue #17 (not in the project's paper notes)"},
 }
