@@ -22,6 +22,7 @@ import numpy as np
 from kvsim.core.block_manager import AllocStatus
 from kvsim.core.kv import MemorySplit
 from kvsim.core.scheduler import Scheduler
+from kvsim.core.scheduler_v1 import SchedulerV1
 
 MIN_STEPS = 2
 
@@ -45,6 +46,12 @@ def head_blocked(sched: Scheduler, num_seqs: int) -> bool:
     return sched.kv.can_admit(head) == AllocStatus.LATER
 
 
+def _stays_blocked(sched: Scheduler, num_seqs: int) -> bool:
+    if isinstance(sched, SchedulerV1):
+        return sched.admission_stays_blocked(num_seqs)
+    return head_blocked(sched, num_seqs)
+
+
 def plan_decode_run(sched: Scheduler) -> DecodeRun | None:
     """The longest decode run from the scheduler's state now, or None if shorter than MIN_STEPS. No state change."""
     if sched.cfg.policy == "static" or sched.swapped or not sched.running:
@@ -62,7 +69,7 @@ def plan_decode_run(sched: Scheduler) -> DecodeRun | None:
     k = remaining                 # the last step may finish groups: applied like complete_step does
     if k < MIN_STEPS:
         return None
-    if sched.waiting and not head_blocked(sched, nseq):
+    if sched.waiting and not _stays_blocked(sched, nseq):
         return None
     new_blocks = sched.kv.decode_run(running, k)
     if new_blocks is None or len(new_blocks) < MIN_STEPS:
