@@ -25,15 +25,21 @@ def hf_greedy(hf, spec) -> list[int]:
     return ref[0, prompt.shape[1]:].tolist()
 
 
-def test_v1_greedy_tokens_match_hf_under_chunking_and_recompute(pair):
+@pytest.mark.parametrize("caching", [False, True])
+def test_v1_greedy_tokens_match_hf_under_chunking_and_recompute(pair, caching):
+    # with the prefix cache on, a recomputed request re-reads its own prompt and output blocks that
+    # are still cached, so those blocks must hold exactly the KV its tokens wrote
     name, models = pair
     res, eng = run(models, name, **V1, **{"engine.num_gpu_blocks": 14, "engine.max_num_batched_tokens": 20,
-                                          "engine.max_num_seqs": 8})
+                                          "engine.max_num_seqs": 8, "engine.enable_prefix_caching": caching,
+                                          "workload.output_len_range": [8, 30]})
     assert isinstance(eng.sched, SchedulerV1) and isinstance(eng.kv, PagedKVV1)   # the core objects
     s, its = res.summary, res.iterations
     assert s["preemptions"] == s["preemptions_recompute"] > 0 and s["preemptions_swap"] == 0
     assert ((its.prefill_tokens > 0) & (its.decode_seqs > 0)).any(), "expected mixed chunk + decode steps"
     assert (its.batched_tokens <= 20).all()
+    if caching:
+        assert (res.requests.cached_tokens > res.requests.prompt_len).any(), "no recompute hit its own output"
     for spec in eng.setup.requests:
         assert res.outputs[spec.request_id] == [hf_greedy(models[0], spec)], spec
 

@@ -284,3 +284,17 @@ def test_fast_forward_is_refused_while_a_blocked_heads_cache_hit_sits_in_the_fre
     assert sched.kv.prefix_hits(sched.waiting[0]) == (6 if caching else 0)
     assert not sched.kv.can_allocate(sched.waiting[0], 16 - sched.kv.prefix_hits(sched.waiting[0]))
     assert sched.admission_stays_blocked(num_seqs=1) is (not caching)
+
+
+@pytest.mark.parametrize("caching", [True, False])
+def test_recompute_finds_its_own_blocks_in_the_prefix_cache(caching):
+    # 14 blocks of 4: request 1 (admitted last) is preempted after 20 tokens; its freed blocks wait in the
+    # free queue tail first, and its re-prefill (8 prompt + 21 generated tokens) hits the ones still cached
+    sched = v1(num_blocks=14, bs=4, caching=caching)
+    specs = [RequestSpec(0, 0.0, 8, 30), RequestSpec(1, 0.0, 8, 24)]
+    plans = drive(sched, specs)
+    assert [p.preempted for p in plans if p.preempted] == [[(1, "recompute")]]
+    again = next(p for p in plans[1:] if 1 in p.prefill_group_ids)
+    assert again.prefill_cached_tokens == [16 if caching else 0]       # 2 prompt + 2 output blocks
+    assert again.prefill_new_tokens == [13 if caching else 29]
+    check_final(sched, specs)

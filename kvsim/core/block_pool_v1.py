@@ -16,8 +16,9 @@ never uses) is :class:`~kvsim.core.block_manager.PagedBlockManager`'s.
   shareable) blocks.
 * Allocation is incremental, as V1 schedules it: :meth:`start` takes the cache
   hits and the blocks for a first chunk, :meth:`grow` the blocks for each later
-  chunk or decode token; prompt blocks are registered in the prefix cache as
-  soon as a chunk fills them (the step that computes them). No watermark.
+  chunk or decode token; a block is registered in the prefix cache as soon as
+  the step that computes it fills it, generated tokens included (the caller's
+  hashes cover the sequence's whole KV). No watermark.
 
 The base class's ``_free`` list stays empty; the queue is its ``_evictable``
 ordered dict (head = least recently freed), so the base invariants
@@ -102,7 +103,7 @@ class PagedBlockManagerV1(PagedBlockManager):
         return self.blocks_for(self.num_tokens[seq_id] + new_tokens) - len(self.tables[seq_id])
 
     def grow(self, seq_id: int, new_tokens: int, hashes: list[int] | None = None) -> None:
-        """Add ``new_tokens`` slots to a resident sequence; full prompt blocks (``hashes[i]``) are cached.
+        """Add ``new_tokens`` slots to a resident sequence; blocks it fills are cached (``hashes[i]``).
 
         Invariant: never writes into a shared block (only full blocks are ever shared)."""
         bs = self.block_size
@@ -117,12 +118,19 @@ class PagedBlockManagerV1(PagedBlockManager):
             fill[table[i]] = min(bs, n1 - i * bs)
         self.used_slots += new_tokens
         self.num_tokens[seq_id] = n1
-        if self.enable_prefix_caching and hashes:
-            for i in range(n0 // bs, min(n1 // bs, len(hashes))):
-                b, h = table[i], hashes[i]
-                if h not in self._block_of and b not in self._hash_of:
-                    self._block_of[h] = b
-                    self._hash_of[b] = h
+        self.register(seq_id, n0, hashes)
+
+    def register(self, seq_id: int, from_tokens: int, hashes: list[int] | None) -> None:
+        """Cache the sequence's blocks that filled up since it held ``from_tokens`` slots (``hashes[i]``
+        names block ``i``); a hash already cached keeps its block."""
+        if not (self.enable_prefix_caching and hashes):
+            return
+        table = self.tables[seq_id]
+        for i in range(from_tokens // self.block_size, min(self.num_tokens[seq_id] // self.block_size, len(hashes))):
+            b, h = table[i], hashes[i]
+            if h not in self._block_of and b not in self._hash_of:
+                self._block_of[h] = b
+                self._hash_of[b] = h
 
     def check_invariants(self) -> None:
         """The base invariants, plus: every registered hash names a block and back."""

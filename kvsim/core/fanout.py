@@ -103,6 +103,11 @@ class FanOut:
         return self._sum("blocks_at_finish")
 
 
+def sample_index(group: SequenceGroup) -> int:
+    """Which of its request's samples a group runs (0 for a request that was not fanned out)."""
+    return group.index if isinstance(group, ChildGroup) else 0
+
+
 def fan_out(spec: RequestSpec, first_seq_id: int, child_ids: list[int]) -> FanOut:
     """The ``spec.n`` children of a request, sequence ids from ``first_seq_id``, group ids ``child_ids``."""
     child_spec = dataclasses.replace(spec, n=1)

@@ -7,6 +7,9 @@ block tables, bulk decode, checks) on a
 * every group holds one sequence (a request with ``n > 1`` arrives here as
   ``n`` child groups, :mod:`kvsim.core.fanout`); nothing is forked or copied on
   write, so children share prompt blocks only through prefix-cache hits;
+* the prefix cache hashes every full block of a sequence, prompt and output
+  (output ids are stand-ins unique to the sequence), so a request recomputed
+  after a preemption finds its own blocks again while they wait in the free queue;
 * slots are allocated per step for the tokens the step computes
   (:meth:`can_allocate` / :meth:`allocate_slots`), prefill chunk by chunk;
   a group is admitted when its first chunk's blocks fit (no watermark);
@@ -17,10 +20,14 @@ The :class:`~kvsim.core.kv.KVManager` calls the V1 scheduler does not use
 """
 from __future__ import annotations
 
+import numpy as np
+
 from kvsim.core.block_manager import AllocStatus
 from kvsim.core.block_pool_v1 import PagedBlockManagerV1
+from kvsim.core.fanout import sample_index
 from kvsim.core.kv_paged import PagedKV
 from kvsim.core.sequence import SequenceGroup
+from kvsim.core.tokens import block_hashes, synthetic_output_tokens, synthetic_prompt_tokens
 
 NO_SWAP = "the v1 policy has no swap (recompute-only preemption)"
 
@@ -52,6 +59,18 @@ class PagedKVV1(PagedKV):
                     f"{self.num_gpu_blocks} blocks")
         return None
 
+    def _prompt_hashes(self, group: SequenceGroup) -> list[int] | None:
+        """Chained hashes of every full block of the sequence's final KV (prompt, then its own output)."""
+        if not self.enable_prefix_caching:
+            return None
+        h = self._hashes.get(group.group_id)
+        if h is None:
+            spec = group.spec
+            out = synthetic_output_tokens(spec, sample_index(group), spec.output_len - 1)
+            h = block_hashes(np.concatenate([synthetic_prompt_tokens(spec), out]), self.block_size)
+            self._hashes[group.group_id] = h
+        return h
+
     def resident(self, group: SequenceGroup) -> bool:
         return self._seq(group) in self.bm.tables
 
@@ -82,7 +101,7 @@ class PagedKVV1(PagedKV):
             self.bm.grow(seq, new_tokens, hashes)
             return 0
         hits = self.hit_blocks(group)
-        self.bm.start(seq, hits, new_tokens, hashes, group.spec.prompt_len)
+        self.bm.start(seq, hits, new_tokens, hashes, group.prefill_target)
         return len(hits) * self.block_size
 
     def can_admit(self, group: SequenceGroup) -> AllocStatus:
@@ -102,6 +121,13 @@ class PagedKVV1(PagedKV):
     def append(self, group: SequenceGroup) -> list[tuple[int, int]]:
         self.bm.grow(self._seq(group), 1)
         return []
+
+    def advance_decode(self, groups: list[SequenceGroup], steps: int) -> None:
+        """The bulk appends, then the blocks they filled are cached (as ``steps`` ``grow`` calls would)."""
+        before = [(s.seq_id, self.bm.num_tokens[s.seq_id], g) for g in groups for s in g.seqs]
+        super().advance_decode(groups, steps)
+        for seq, n0, g in before:
+            self.bm.register(seq, n0, self._prompt_hashes(g))
 
     def reparent(self, group: SequenceGroup, parents: list[int]) -> None:
         raise ValueError("the v1 policy has no beam search")
