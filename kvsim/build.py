@@ -101,6 +101,8 @@ def setup_run(sc: Scenario, *, simulator: bool = True) -> RunSetup:
             budget, num_gpu_blocks=gpu_blocks, kv_cache_bytes=gpu_blocks * budget.block_bytes,
             kv_capacity_tokens=gpu_blocks * e.block_size,
             num_cpu_blocks=e.num_cpu_blocks if e.num_cpu_blocks is not None else budget.num_cpu_blocks)
+    if e.policy == "v1":                 # V1 has no swap: no CPU block pool
+        budget = dataclasses.replace(budget, num_cpu_blocks=0)
     rng = np.random.default_rng([sc.seed, 1])
     requests = build_workload(sc.workload, max_len_tokens=max_len, rng=rng)
     if e.policy == "v1":

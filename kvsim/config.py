@@ -40,15 +40,15 @@ class EngineConfig:
                                            hi=L.MAX_TOKENS)
     gpu_memory_utilization: float = cfg_field(0.9, "fraction of GPU memory kvsim may use (weights + activations + KV)",
                                               lo=0, hi=1, lo_open=True)
-    swap_space_gib: float = cfg_field(4.0, "CPU swap space per GPU in GiB (0 disables swap)", lo=0, hi=L.MAX_SWAP_GIB)
-    preemption_mode: str = cfg_field("auto", "auto (swap for multi-sequence groups, recompute otherwise) | swap | recompute")
-    scheduler: str = cfg_field("vllm", "vllm (prefill-prioritised) | chunked (chunked prefill) | static (request-level batching)")
+    swap_space_gib: float = cfg_field(4.0, "CPU swap space per GPU in GiB (0 disables swap; policy v1 has no swap)", lo=0, hi=L.MAX_SWAP_GIB)
+    preemption_mode: str = cfg_field("auto", "auto (swap for multi-sequence groups, recompute otherwise; policy v1: recompute) | swap | recompute (v1: auto or recompute)")
+    scheduler: str = cfg_field("vllm", "vllm (prefill-prioritised) | chunked (chunked prefill) | static (request-level batching); policy v1 has one scheduler (vllm and chunked both mean it)")
     policy: str = cfg_field("v0", "engine generation: v0 (the paper's vLLM: swap or recompute, copy-on-write for n and "
                                   "beams) | v1 (vLLM V1: recompute-only preemption, always-chunked prefill with decodes "
                                   "first, n as child requests sharing the prompt via the prefix cache, no beam search, "
                                   "no watermark; paged only)")
     enable_prefix_caching: bool = cfg_field(False, "paged: share full prompt blocks by content hash")
-    watermark: float = cfg_field(0.01, "paged: fraction of blocks kept free when admitting", lo=0, hi=1, hi_open=True)
+    watermark: float = cfg_field(0.01, "paged, policy v0: fraction of blocks kept free when admitting (v1 keeps none)", lo=0, hi=1, hi_open=True)
     beam_keep_prob: float = cfg_field(0.5, "beam model: probability a beam keeps its own history each step", lo=0, hi=1)
     beam_decay: float = cfg_field(0.5, "beam model: weight decay over ranks for re-parented beams", lo=0, hi=1,
                                    lo_open=True)

@@ -2,7 +2,9 @@
 
 When every running group is decoding (no prefill, no beam search), nothing is
 swapped, the head of the waiting queue cannot be admitted (the same checks as
-``Scheduler._admit``), no group finishes before the last of the steps, no step
+``Scheduler._admit``; for the V1 scheduler, ``SchedulerV1.admission_stays_blocked``,
+which also refuses while a blocked head's prefix-cache hit waits in the free
+queue, where a decode step could evict it), no group finishes before the last of the steps, no step
 needs a copy-on-write and every block the steps need is free, then the next
 ``k`` iterations are fully determined: each sequence gains one token per step
 and step ``j`` attends to ``ctx_sum + j * num_seqs`` context tokens. The KV
