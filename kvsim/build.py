@@ -11,8 +11,10 @@ from kvsim.config import GiB, Scenario
 from kvsim.core.kv import KVManager
 from kvsim.core.kv_contiguous import ContiguousKV
 from kvsim.core.kv_paged import PagedKV
+from kvsim.core.kv_paged_v1 import PagedKVV1
 from kvsim.core.request import RequestSpec
 from kvsim.core.scheduler import Scheduler, SchedulerConfig
+from kvsim.core.scheduler_v1 import SchedulerV1
 from kvsim.cost import CostModel, RooflineCostModel
 from kvsim.errors import KvsimError
 from kvsim.limits import MAX_BLOCKS
@@ -36,6 +38,8 @@ class RunSetup:
 
     def make_kv(self) -> KVManager:
         e = self.scenario.engine
+        if e.policy == "v1":         # paged only (validated); no swap pool, no watermark
+            return PagedKVV1(self.budget.num_gpu_blocks, e.block_size, e.enable_prefix_caching)
         if e.allocator == "paged":
             return PagedKV(self.budget.num_gpu_blocks, e.block_size, self.budget.num_cpu_blocks,
                            e.watermark, e.enable_prefix_caching)
@@ -50,7 +54,7 @@ class RunSetup:
                               max_model_len=self.max_model_len, policy=e.scheduler,
                               preemption_mode=e.preemption_mode, beam_keep_prob=e.beam_keep_prob,
                               beam_decay=e.beam_decay)
-        return Scheduler(kv, cfg, rng)
+        return (SchedulerV1 if e.policy == "v1" else Scheduler)(kv, cfg, rng)
 
 
 def check_block_counts(sc: Scenario, budget: KVBudget) -> None:
@@ -97,8 +101,16 @@ def setup_run(sc: Scenario, *, simulator: bool = True) -> RunSetup:
             budget, num_gpu_blocks=gpu_blocks, kv_cache_bytes=gpu_blocks * budget.block_bytes,
             kv_capacity_tokens=gpu_blocks * e.block_size,
             num_cpu_blocks=e.num_cpu_blocks if e.num_cpu_blocks is not None else budget.num_cpu_blocks)
+    if e.policy == "v1":                 # V1 has no swap: no CPU block pool
+        budget = dataclasses.replace(budget, num_cpu_blocks=0)
     rng = np.random.default_rng([sc.seed, 1])
     requests = build_workload(sc.workload, max_len_tokens=max_len, rng=rng)
+    if e.policy == "v1":
+        beam = next((r for r in requests if r.beam_width > 1), None)
+        if beam is not None:
+            raise KvsimError("workload.beam_width", f"request {beam.request_id} asks for beam width "
+                                                    f"{beam.beam_width}, but policy v1 has no beam search; "
+                                                    f"use engine.policy v0")
     cost = make_cost(sc, model, gpu) if simulator else None
     return RunSetup(sc, model, gpu, budget, max_len, requests, cost)
 

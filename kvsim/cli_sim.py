@@ -58,7 +58,7 @@ def _cmd_run(args) -> int:
     e = sc.engine
     print(f"kvsim run: {sc.name} — {setup.model.name} on {setup.gpu.name} x{sc.tensor_parallel}, "
           f"{e.allocator}" + (f" (block {e.block_size})" if e.allocator == "paged" else "")
-          + f", {e.scheduler} scheduler")
+          + (f", {e.scheduler} scheduler" if e.policy == "v0" else ", v1 scheduler (recompute-only, chunked prefill)"))
     print(f"  arrivals: {arrivals}")
     print(f"  {setup.budget.summary()}")
     if replications is None:

@@ -23,6 +23,7 @@ ALLOCATORS = ("paged", "orca_max", "orca_pow2", "orca_oracle")
 PLACEMENTS = ("first_fit", "buddy")
 SCHEDULERS = ("vllm", "chunked", "static")
 PREEMPTION = ("auto", "swap", "recompute")
+POLICIES = ("v0", "v1")
 DTYPES = {"fp16": 2, "bf16": 2, "fp32": 4, "fp8": 1}
 GiB = 1 << 30
 
@@ -39,11 +40,15 @@ class EngineConfig:
                                            hi=L.MAX_TOKENS)
     gpu_memory_utilization: float = cfg_field(0.9, "fraction of GPU memory kvsim may use (weights + activations + KV)",
                                               lo=0, hi=1, lo_open=True)
-    swap_space_gib: float = cfg_field(4.0, "CPU swap space per GPU in GiB (0 disables swap)", lo=0, hi=L.MAX_SWAP_GIB)
-    preemption_mode: str = cfg_field("auto", "auto (swap for multi-sequence groups, recompute otherwise) | swap | recompute")
-    scheduler: str = cfg_field("vllm", "vllm (prefill-prioritised) | chunked (chunked prefill) | static (request-level batching)")
+    swap_space_gib: float = cfg_field(4.0, "CPU swap space per GPU in GiB (0 disables swap; policy v1 has no swap)", lo=0, hi=L.MAX_SWAP_GIB)
+    preemption_mode: str = cfg_field("auto", "auto (swap for multi-sequence groups, recompute otherwise; policy v1: recompute) | swap | recompute (v1: auto or recompute)")
+    scheduler: str = cfg_field("vllm", "vllm (prefill-prioritised) | chunked (chunked prefill) | static (request-level batching); policy v1 has one scheduler (vllm and chunked both mean it)")
+    policy: str = cfg_field("v0", "engine generation: v0 (the paper's vLLM: swap or recompute, copy-on-write for n and "
+                                  "beams) | v1 (vLLM V1: recompute-only preemption, always-chunked prefill with decodes "
+                                  "first, n as child requests sharing the prompt via the prefix cache, no beam search, "
+                                  "no watermark; paged only)")
     enable_prefix_caching: bool = cfg_field(False, "paged: share full prompt blocks by content hash")
-    watermark: float = cfg_field(0.01, "paged: fraction of blocks kept free when admitting", lo=0, hi=1, hi_open=True)
+    watermark: float = cfg_field(0.01, "paged, policy v0: fraction of blocks kept free when admitting (v1 keeps none)", lo=0, hi=1, hi_open=True)
     beam_keep_prob: float = cfg_field(0.5, "beam model: probability a beam keeps its own history each step", lo=0, hi=1)
     beam_decay: float = cfg_field(0.5, "beam model: weight decay over ranks for re-parented beams", lo=0, hi=1,
                                    lo_open=True)
@@ -58,16 +63,33 @@ class EngineConfig:
         def bad(f, msg):
             raise KvsimError(f"{path}.{f}", msg)
         for name, allowed in (("allocator", ALLOCATORS), ("placement", PLACEMENTS),
-                              ("scheduler", SCHEDULERS), ("preemption_mode", PREEMPTION)):
+                              ("scheduler", SCHEDULERS), ("preemption_mode", PREEMPTION), ("policy", POLICIES)):
             v = getattr(self, name)
             if v not in allowed:
                 bad(name, f"got {v!r}, expected one of {', '.join(allowed)}")
+        if self.policy == "v1":
+            self._validate_v1(bad)
         if self.scheduler == "chunked" and self.max_num_batched_tokens < self.max_num_seqs:
             bad("max_num_batched_tokens", f"chunked prefill schedules every running sequence's decode token "
                 f"first, so it needs max_num_batched_tokens >= max_num_seqs ({self.max_num_seqs}), "
                 f"got {self.max_num_batched_tokens}")
         if self.preemption_mode == "swap" and self.swap_space_gib == 0 and not self.num_cpu_blocks:
             bad("preemption_mode", "swap needs swap_space_gib > 0")
+
+    def _validate_v1(self, bad) -> None:
+        """What vLLM V1 does not have, refused with the field that asks for it."""
+        if self.preemption_mode == "swap":
+            bad("preemption_mode", "got 'swap', but policy v1 preempts by recompute only; use auto or recompute "
+                                   "(or policy v0)")
+        if self.allocator != "paged":
+            bad("allocator", f"got {self.allocator!r}, but policy v1 is paged only; use paged (or policy v0)")
+        if self.scheduler == "static":
+            bad("scheduler", "got 'static', but policy v1 always runs chunked prefill; use vllm or chunked "
+                             "(both mean the V1 scheduler) or policy v0")
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            bad("max_num_batched_tokens", f"policy v1 schedules every running request's decode token first, so "
+                f"it needs max_num_batched_tokens >= max_num_seqs ({self.max_num_seqs}), "
+                f"got {self.max_num_batched_tokens}")
 
 
 @dataclass
@@ -148,6 +170,10 @@ class Scenario:
 
     def validate(self, path: str = "") -> None:
         check_fields(self, "", recurse=False)
+        if self.engine.policy == "v1" and self.workload.beam_width > 1:
+            raise KvsimError("workload.beam_width", f"got {self.workload.beam_width}, but policy v1 has no beam "
+                                                    f"search (vLLM V1 dropped it from the engine); use 1 or "
+                                                    f"engine.policy v0")
         if self.dtype not in DTYPES:
             raise KvsimError("dtype", f"got {self.dtype!r}, expected one of {', '.join(DTYPES)}")
         check_name(self.name)

@@ -158,9 +158,8 @@ class SimEngine:
         engine = self.env.process(self._engine())
         self.env.run(until=engine)
         sched = self.sched
-        groups = list(sched.groups.values())
         # requests that never arrived before max_time_s still appear, as not arrived
-        reqs = request_frame(groups)
+        reqs = request_frame(sched.request_groups())
         its = self.log.frame()
         summary = run_summary(self.setup, reqs, its, self.env.now, self.kv)
         return SimResult(self.setup, reqs, its, self.env.now, summary)

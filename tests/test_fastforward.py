@@ -52,6 +52,12 @@ CASES = {
     "paged_max_time": (scenario(workload={"rate_req_s": 8.0}, max_time_s=15.0), {"cut"}),
     "orca_max_time": (scenario(engine={"allocator": "orca_oracle"}, workload={"rate_req_s": 8.0},
                                max_time_s=15.0), {"cut"}),
+    # engine.policy v1: decodes first under one budget, LIFO recompute, children, lazy prefix-cache eviction
+    "v1_paged": (scenario(engine={"policy": "v1"}, workload={"rate_req_s": 4.0}), {"preempt", "waiting"}),
+    "v1_n2_prefix_cache": (scenario(engine={"policy": "v1", "enable_prefix_caching": True, "max_num_batched_tokens": 512},
+                                    workload={"n": 3, "rate_req_s": 4.0, "num_requests": 100, "prefix_len": 60,
+                                              "num_prefixes": 2}), {"preempt", "prefix", "waiting"}),
+    "v1_max_time": (scenario(engine={"policy": "v1"}, workload={"rate_req_s": 8.0}, max_time_s=15.0), {"cut"}),
 }
 
 

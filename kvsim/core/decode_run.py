@@ -2,7 +2,9 @@
 
 When every running group is decoding (no prefill, no beam search), nothing is
 swapped, the head of the waiting queue cannot be admitted (the same checks as
-``Scheduler._admit``), no group finishes before the last of the steps, no step
+``Scheduler._admit``; for the V1 scheduler, ``SchedulerV1.admission_stays_blocked``,
+which also refuses while a blocked head's prefix-cache hit waits in the free
+queue, where a decode step could evict it), no group finishes before the last of the steps, no step
 needs a copy-on-write and every block the steps need is free, then the next
 ``k`` iterations are fully determined: each sequence gains one token per step
 and step ``j`` attends to ``ctx_sum + j * num_seqs`` context tokens. The KV
@@ -22,6 +24,7 @@ import numpy as np
 from kvsim.core.block_manager import AllocStatus
 from kvsim.core.kv import MemorySplit
 from kvsim.core.scheduler import Scheduler
+from kvsim.core.scheduler_v1 import SchedulerV1
 
 MIN_STEPS = 2
 
@@ -45,6 +48,12 @@ def head_blocked(sched: Scheduler, num_seqs: int) -> bool:
     return sched.kv.can_admit(head) == AllocStatus.LATER
 
 
+def _stays_blocked(sched: Scheduler, num_seqs: int) -> bool:
+    if isinstance(sched, SchedulerV1):
+        return sched.admission_stays_blocked(num_seqs)
+    return head_blocked(sched, num_seqs)
+
+
 def plan_decode_run(sched: Scheduler) -> DecodeRun | None:
     """The longest decode run from the scheduler's state now, or None if shorter than MIN_STEPS. No state change."""
     if sched.cfg.policy == "static" or sched.swapped or not sched.running:
@@ -62,7 +71,7 @@ def plan_decode_run(sched: Scheduler) -> DecodeRun | None:
     k = remaining                 # the last step may finish groups: applied like complete_step does
     if k < MIN_STEPS:
         return None
-    if sched.waiting and not head_blocked(sched, nseq):
+    if sched.waiting and not _stays_blocked(sched, nseq):
         return None
     new_blocks = sched.kv.decode_run(running, k)
     if new_blocks is None or len(new_blocks) < MIN_STEPS:

@@ -104,6 +104,10 @@ class Scheduler:
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running or self.swapped)
 
+    def request_groups(self) -> list[SequenceGroup]:
+        """One entry per request, for the request records (here: every group)."""
+        return list(self.groups.values())
+
     def num_running_seqs(self) -> int:
         return sum(len(g.seqs) for g in self.running)
 

@@ -16,6 +16,7 @@ from kvsim.core.request import RequestSpec
 VOCAB_SIZE = 32000
 _PREFIX_SALT = 0x5EED_0001
 _REQUEST_SALT = 0x5EED_0002
+_OUTPUT_SALT = 0x5EED_0003
 
 
 def synthetic_prompt_tokens(spec: RequestSpec, vocab_size: int = VOCAB_SIZE) -> np.ndarray:
@@ -28,6 +29,14 @@ def synthetic_prompt_tokens(spec: RequestSpec, vocab_size: int = VOCAB_SIZE) -> 
     rng = np.random.default_rng([_REQUEST_SALT, spec.request_id])
     parts.append(rng.integers(0, vocab_size, rest, dtype=np.int32))
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def synthetic_output_tokens(spec: RequestSpec, sample: int, count: int, vocab_size: int = VOCAB_SIZE) -> np.ndarray:
+    """Stand-in ids for the first ``count`` output tokens of sample ``sample`` of ``spec``: unique to that
+    sequence, so the blocks holding its output can only be found again by the same sequence (the V1
+    prefix cache hashes generated tokens too, and a request recomputed after a preemption hits them)."""
+    rng = np.random.default_rng([_OUTPUT_SALT, spec.request_id, sample])
+    return rng.integers(0, vocab_size, max(0, count), dtype=np.int32)
 
 
 def block_hashes(tokens: np.ndarray, block_size: int) -> list[int]:

@@ -208,7 +208,8 @@ class RealEngine:
             state = step_state(plan, sched)
             recorded = time.perf_counter() - t0       # recording the state is instrumentation: not timed
             for g in sched.complete_step(plan, gpu_end, parents):
-                outputs[g.group_id] = runner.outputs(g)
+                # a v1 child request adds its sample to its request's (in finish order)
+                outputs.setdefault(g.spec.request_id, []).extend(runner.outputs(g))
                 runner.release(g)
             if gate is not None:                # freed slots are taken at the finish, as in the simulator
                 _send_freed(gate, sched, gpu_end)
@@ -218,7 +219,7 @@ class RealEngine:
             cpu_s.append((prepared - start) + post)
             gpu_s.append(gpu_end - prepared)
         end_s = time.perf_counter() - t0
-        reqs = request_frame(list(sched.groups.values()))
+        reqs = request_frame(sched.request_groups())
         its = log.frame()
         its["cpu_s"] = np.array(cpu_s, dtype=float)
         its["gpu_s"] = np.array(gpu_s, dtype=float)
