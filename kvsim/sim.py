@@ -8,8 +8,9 @@ The engine loop is the same loop a real engine runs, with time simulated::
 
 Arrivals fire with URGENT priority, so a request arriving exactly when a step
 ends is visible to the next ``schedule``. Runs of decode-only iterations in
-which nothing arrives, nothing finishes and every block need is covered are
-fast-forwarded (:mod:`kvsim.fastforward`); results are identical to stepping.
+which no group is admitted or swapped in and every block need is covered are
+fast-forwarded, through the finishes inside them (:mod:`kvsim.fastforward`);
+results are identical to stepping.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from kvsim.build import RunSetup, setup_run
 from kvsim.config import Scenario
 from kvsim.core.plan import StepPlan
 from kvsim.core.scheduler import Scheduler
-from kvsim.fastforward import apply_fast_forward, plan_fast_forward
+from kvsim.fastforward import fast_forward
 from kvsim.records import IterationLog, request_frame, run_summary, step_state
 
 
@@ -99,9 +100,9 @@ class SimEngine:
                 self._wake = None
                 continue
             if self.fast_forward:
-                ff = plan_fast_forward(self)
+                ff = fast_forward(self)
                 if ff is not None:
-                    yield from apply_fast_forward(self, ff)
+                    yield from ff
                     continue
             plan = sched.schedule(env.now)
             if plan.is_empty:

@@ -150,6 +150,9 @@ class KVManager(Protocol):
         """Assert the manager holds nothing: every block free, no sequence, no swap, no per-group cache."""
 
     # -------------------------------------------------------- bulk decode
+    # (A manager may also offer ``decode_tracker(groups)``, a faster incremental form of these three,
+    # outside the protocol: see :mod:`kvsim.core.decode_tracker`. Without it they are asked once per
+    # segment of a decode run.)
     def decode_run(self, groups: list[SequenceGroup], steps: int) -> np.ndarray | None:
         """Blocks newly taken at each of up to ``steps`` decode steps in which every sequence of the
         resident ``groups`` gains one token, with no other change in between.

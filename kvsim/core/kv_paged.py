@@ -248,6 +248,12 @@ class PagedKV:
         return blocks, MemorySplit(used, internal, reserved, np.zeros(k, np.int64), self.capacity_slots - alloc,
                                    logical)
 
+    def decode_tracker(self, groups: list[SequenceGroup]):
+        """The decode-run tracker over running aggregates (:mod:`kvsim.core.kv_paged_run`); None when a
+        sequence's next append would copy on write."""
+        from kvsim.core.kv_paged_run import PagedDecodeTracker
+        return PagedDecodeTracker.start(self, groups)
+
     def advance_decode(self, groups: list[SequenceGroup], steps: int) -> None:
         """``steps`` appends to every sequence at once (no copy-on-write: ``decode_run`` checked)."""
         self.bm.append_slots_bulk([s.seq_id for g in groups for s in g.seqs], steps)
