@@ -29,14 +29,40 @@ def choose_parents(rng: np.random.Generator, k: int, keep_prob: float = 0.5,
     """Parents (indices into the current ``k`` beams) of the next ``k`` beams, sorted ascending."""
     if k <= 1:
         return [0] * k
-    u = rng.random(2 * k).tolist()            # one draw per beam: keep?, then which parent
+    return _parents(rng.random(2 * k).tolist(), k, keep_prob, decay)
+
+
+class BeamParents:
+    """:func:`choose_parents` over one generator, drawing its uniforms ``chunk`` at a time.
+
+    A generator's doubles come in the same order whether drawn 2k at a time or
+    in chunks, so the parents are identical to calling ``choose_parents(rng, ...)``
+    step after step, at one generator call per ``chunk`` draws instead of one per
+    group and step. Nothing else may draw from ``rng`` meanwhile (the scheduler's
+    generator serves only this model)."""
+
+    def __init__(self, rng: np.random.Generator, chunk: int = 4096):
+        self.rng, self.chunk = rng, chunk
+        self._buf: list[float] = []
+        self._pos = 0
+
+    def __call__(self, k: int, keep_prob: float = 0.5, decay: float = 0.5) -> list[int]:
+        if k <= 1:
+            return [0] * k
+        pos, end = self._pos, self._pos + 2 * k
+        if end > len(self._buf):
+            self._buf = self._buf[pos:] + self.rng.random(max(self.chunk, 2 * k)).tolist()
+            pos, end = 0, 2 * k
+        self._pos = end
+        return _parents(self._buf[pos:end], k, keep_prob, decay)
+
+
+def _parents(u: list[float], k: int, keep_prob: float, decay: float) -> list[int]:
+    """Parents from ``2k`` uniforms: ``u[i]`` keep?, ``u[k + i]`` which parent (see the module doc)."""
     cdf = _cdf(k, decay)
-    parents = []
-    for i in range(k):
-        if u[i] < keep_prob:
-            parents.append(i)
-        else:
-            parents.append(min(bisect.bisect_right(cdf, u[k + i]), k - 1))
+    last = k - 1
+    bisect_right = bisect.bisect_right
+    parents = [i if u[i] < keep_prob else min(bisect_right(cdf, u[k + i]), last) for i in range(k)]
     parents.sort()
     return parents
 

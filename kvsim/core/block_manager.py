@@ -180,6 +180,34 @@ class PagedBlockManager:
         self.num_tokens[seq_id] = n + 1
         return cow
 
+    def append_slots(self, seq_ids: list[int]) -> list[tuple[int, int]]:
+        """``append_slot`` on each of ``seq_ids`` in order (same blocks, same state); the copy-on-write pairs."""
+        ntok, tables, ref, fill = self.num_tokens, self.tables, self.ref, self.fill
+        bs = self.block_size
+        copies = []
+        copied = 0
+        for sid in seq_ids:
+            n = ntok[sid]
+            if n % bs == 0:
+                b = self._take_block()
+                tables[sid].append(b)
+            else:
+                table = tables[sid]
+                b = table[-1]
+                if ref[b] > 1:
+                    nb = self._take_block()
+                    f = fill[b]
+                    fill[nb] = f
+                    copied += f
+                    ref[b] -= 1
+                    table[-1] = nb
+                    copies.append((b, nb))
+                    b = nb
+            fill[b] += 1
+            ntok[sid] = n + 1
+        self.used_slots += copied + len(seq_ids)
+        return copies
+
     def append_slots_bulk(self, seq_ids: list[int], steps: int) -> None:
         """Same end state as ``steps`` rounds of ``append_slot`` over ``seq_ids`` in order.
 
@@ -261,13 +289,19 @@ class PagedBlockManager:
         child are freed and blocks of common ancestors stay shared.
         Invariant: sum of ref counts == table entries before and after.
         """
-        if all(p == i for i, p in enumerate(parents)):
-            return
-        old = [self.tables[s] for s in seq_ids]
-        lens = [self.num_tokens[s] for s in seq_ids]
-        ref = self.ref
+        first = 0
+        for p in parents:
+            if p != first:
+                break
+            first += 1
+        else:
+            return                            # every beam kept its own history
+        tables, ntok, ref = self.tables, self.num_tokens, self.ref
+        old = [tables[s] for s in seq_ids]
+        lens = [ntok[s] for s in seq_ids]
         dropped = []
-        for i, p in enumerate(parents):
+        for i in range(first, len(parents)):
+            p = parents[i]
             if p == i:
                 continue                      # kept beam: table unchanged
             src, dst = old[p], old[i]
@@ -283,8 +317,8 @@ class PagedBlockManager:
                     hi = mid
             for b in src[lo:]:
                 ref[b] += 1
-            self.tables[seq_ids[i]] = list(src)
-            self.num_tokens[seq_ids[i]] = lens[p]
+            tables[seq_ids[i]] = src[:]
+            ntok[seq_ids[i]] = lens[p]
             dropped.append(dst[lo:])
         for suffix in dropped:
             for b in reversed(suffix):

@@ -28,10 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from kvsim.core.block_manager import AllocStatus
-from kvsim.core.decode_tracker import make_tracker
+from kvsim.core.decode_tracker import MIN_STEPS, make_tracker
 from kvsim.core.scheduler import Scheduler
 
-MIN_STEPS = 2
+__all__ = ["MIN_STEPS", "DecodeRun", "Segment", "admission_blocked", "head_blocked", "start_decode_run",
+           "swap_in_blocked"]
 
 
 def head_blocked(sched: Scheduler, num_seqs: int) -> bool:

@@ -16,7 +16,8 @@ state now, what the next steps do to KV memory, and applies them:
   it (called before the scheduler frees it).
 
 A KV manager may offer its own tracker through an optional
-``decode_tracker(groups)`` method (``None`` when a copy-on-write is pending):
+``decode_tracker(groups)`` method (``None`` when no run of ``MIN_STEPS`` steps
+can start: a copy-on-write is pending, or those steps' blocks are not free):
 :class:`~kvsim.core.kv_paged.PagedKV` and
 :class:`~kvsim.core.kv_contiguous.ContiguousKV` keep running aggregates
 (:mod:`kvsim.core.kv_trackers`). Any other manager gets
@@ -28,6 +29,8 @@ from __future__ import annotations
 import numpy as np
 
 from kvsim.core.kv import KVManager, MemorySplit
+
+MIN_STEPS = 2       # shortest run worth fast-forwarding
 
 
 class ProtocolTracker:

@@ -24,6 +24,7 @@ from bisect import bisect_left
 
 import numpy as np
 
+from kvsim.core.decode_tracker import MIN_STEPS
 from kvsim.core.kv import MemorySplit
 
 
@@ -66,14 +67,24 @@ class PagedDecodeTracker:
 
     @classmethod
     def start(cls, kv, groups: list) -> PagedDecodeTracker | None:
-        """None when a sequence's partial last block is shared (its next append copies on write)."""
+        """None when a sequence's partial last block is shared (its next append copies on write) or the
+        blocks of the run's first ``MIN_STEPS`` steps are not free (the scheduler will preempt)."""
         bm, bs = kv.bm, kv.block_size
         ntok, tables, ref = bm.num_tokens, bm.tables, bm.ref
+        need = 0
         for g in groups:
             for s in g.seqs:
-                if ntok[s.seq_id] % bs and ref[tables[s.seq_id][-1]] > 1:
+                r = ntok[s.seq_id] % bs
+                if r == 0:
+                    need += 1
+                elif ref[tables[s.seq_id][-1]] > 1:
                     return None
-        return cls(kv, groups)
+                elif r > bs - MIN_STEPS:
+                    need += 1
+        if bs < MIN_STEPS:                   # a sequence may take several blocks in those steps
+            t = cls(kv, groups)
+            return t if len(t.new_blocks(0, MIN_STEPS, kv.free_blocks())) == MIN_STEPS else None
+        return None if need > kv.free_blocks() else cls(kv, groups)
 
     def new_blocks(self, step: int, k: int, free: int) -> np.ndarray:
         nb = self._cnt[(step + np.arange(k)) % self.bs]

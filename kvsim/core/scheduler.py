@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvsim.core.beam import choose_parents
+from kvsim.core.beam import BeamParents
 from kvsim.core.block_manager import AllocStatus
 from kvsim.core.kv import KVManager
 from kvsim.core.plan import StepPlan
@@ -58,6 +58,7 @@ class Scheduler:
         self.kv = kv
         self.cfg = config
         self.rng = rng
+        self._beam_parents = BeamParents(rng)     # choose_parents(rng, ...), drawn in chunks
         self.groups: dict[int, SequenceGroup] = {}
         self.waiting: deque[SequenceGroup] = deque()
         self.running: list[SequenceGroup] = []
@@ -214,7 +215,8 @@ class Scheduler:
             else:
                 plan.copy_pairs.extend(self.kv.append(g))
                 plan.decode_group_ids.append(g.group_id)
-                plan.decode_context_tokens.extend(s.length for s in g.seqs)
+                p = g.spec.prompt_len
+                plan.decode_context_tokens.extend([p + s.generated for s in g.seqs])
                 kept.append(g)
         self.running = kept
         return preempted
@@ -301,8 +303,7 @@ class Scheduler:
             if g.is_beam:
                 parents = (beam_parents or {}).get(gid)
                 if parents is None:
-                    parents = choose_parents(self.rng, len(g.seqs), self.cfg.beam_keep_prob,
-                                             self.cfg.beam_decay)
+                    parents = self._beam_parents(len(g.seqs), self.cfg.beam_keep_prob, self.cfg.beam_decay)
                 self.kv.reparent(g, parents)
             for s in g.seqs:
                 s.generated += 1
