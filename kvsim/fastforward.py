@@ -8,14 +8,14 @@ simulator's side: each segment's step times from the cost model's vectorised
 same running sum of step times as SimPy's clock, the cut at the next arrival
 (when nothing waits or is swapped) or the time limit, the clock advanced to
 where stepping would leave it, arrivals queued at the step they would have
-joined, and one iteration record per run (:class:`kvsim.iterlog.DecodeRunRecord`).
+joined, and one iteration record per segment (:class:`kvsim.segments.SegmentTable`:
+a few numbers, its rows rebuilt on demand).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from kvsim.core.decode_run import MIN_STEPS, Segment, start_decode_run
-from kvsim.iterlog import DecodeRunRecord
 
 
 def _price(cost, seg: Segment, t0: float) -> tuple[np.ndarray, np.ndarray]:
@@ -55,11 +55,16 @@ def fast_forward(eng):
 
 
 def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int, limit: float):
-    sched, env = eng.sched, eng.env
-    record = DecodeRunRecord(len(sched.waiting), len(sched.swapped))
+    sched, env, log = eng.sched, eng.env, eng.log
+    waiting, swapped = len(sched.waiting), len(sched.swapped)
+    first_iter = len(log)
+    clocks, durations = [], []
+    t = env.now
     while True:
-        blocks, mem = run.memory(seg, k)
-        record.add(clock[:k], dts[:k], seg.num_seqs, seg.num_groups, blocks, mem)
+        log.add_segment(t, k, seg.num_seqs, seg.num_groups, seg.ctx_sum, seg.ctx_max, swapped, waiting,
+                        not clocks, run.memory(seg, k))
+        clocks.append(clock[:k])
+        durations.append(dts[:k])
         t = float(clock[k])
         if not run.apply(seg, k, t):
             break
@@ -73,11 +78,12 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
     if env.now + (t - env.now) == t:            # one timeout lands exactly where the steps would
         yield env.timeout(t - env.now)
     else:
-        for dt in record.durations():
+        for dt in np.concatenate(durations):
             yield env.timeout(float(dt))
     # arrivals during the run only join the queue behind a blocked head or while groups are swapped
     # out (start_decode_run checked that); each is added at the first step starting at or after it
-    starts = record.starts()
+    starts = np.concatenate(clocks)
+    end_iter = first_iter + len(starts)
     late = []
     for when, spec in eng.inbox:
         j = int(np.searchsorted(starts, when, side="left"))
@@ -86,7 +92,6 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
             continue
         before = len(sched.waiting)
         sched.add_request(spec)
-        record.waiting_from(j, len(sched.waiting) - before)
+        log.segments.add_waiting(first_iter + j, len(sched.waiting) - before, end_iter)
     eng.inbox[:] = late
-    eng.log.add_run(record)
     eng.ff_steps += len(starts)

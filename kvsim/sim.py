@@ -61,7 +61,7 @@ class SimEngine:
         self.cost = setup.cost
         self.max_time_s = sc.max_time_s
         self.fast_forward = fast_forward
-        self.log = IterationLog()
+        self.log = IterationLog(self.cost)
         self.inbox: list = []
         self.next_arrival_s = float("inf")   # exact event time of the next arrival
         self.arrivals_done = False

@@ -107,8 +107,8 @@ class DecodeRun:
                        nb, len(nb) == k)
 
     def memory(self, seg: Segment, steps: int):
-        """``blocks_in_use`` and the memory split after each of the segment's first ``steps`` steps."""
-        return self.tracker.memory(seg.first, seg.new_blocks[:steps], seg.num_seqs)
+        """KV memory after each of the segment's first ``steps`` steps (a tracker's ``segment_memory``)."""
+        return self.tracker.segment_memory(seg.first, seg.new_blocks[:steps])
 
     def apply(self, seg: Segment, steps: int, end_s: float) -> bool:
         """Apply the segment's first ``steps`` steps ending at ``end_s``; finish the groups due then.

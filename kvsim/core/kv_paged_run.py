@@ -24,8 +24,7 @@ from bisect import bisect_left
 
 import numpy as np
 
-from kvsim.core.decode_tracker import MIN_STEPS
-from kvsim.core.kv import MemorySplit
+from kvsim.core.decode_tracker import MIN_STEPS, SegmentMemory
 
 
 class PagedDecodeTracker:
@@ -91,27 +90,16 @@ class PagedDecodeTracker:
         over = np.nonzero(np.cumsum(nb) > free)[0]
         return nb[:int(over[0])] if len(over) else nb
 
-    def _internal(self, step: int, k: int) -> np.ndarray:
-        steps = self._ev_steps
-        i0, i1 = bisect_left(steps, step, self._ev_next), bisect_left(steps, step + k, self._ev_next)
-        if i0 == i1:
-            return np.full(k, self.internal, dtype=np.int64)
-        add = np.zeros(k, dtype=np.int64)
-        for j in steps[i0:i1]:
-            add[j - step] += self._ev[j]
-        return self.internal + np.cumsum(add)
-
-    def memory(self, step: int, new_blocks: np.ndarray, num_seqs: int) -> tuple[np.ndarray, MemorySplit]:
+    def segment_memory(self, step: int, new_blocks: np.ndarray) -> SegmentMemory:
         bm, bs = self.bm, self.bs
         k = len(new_blocks)
-        cum = np.cumsum(new_blocks)
-        blocks = bm.num_allocated + cum
-        alloc = blocks * bs
-        used = bm.used_slots + num_seqs * np.arange(1, k + 1, dtype=np.int64)
-        internal = np.minimum(self._internal(step, k), alloc - used)
-        reserved = alloc - used - internal
-        return blocks, MemorySplit(used, internal, reserved, np.zeros(k, np.int64), self.capacity - alloc,
-                                   self.logical + bs * cum)
+        steps = self._ev_steps
+        i0, i1 = bisect_left(steps, step, self._ev_next), bisect_left(steps, step + k, self._ev_next)
+        events = tuple((j - step, self._ev[j]) for j in steps[i0:i1] if self._ev[j])
+        pattern = tuple(self._cnt[(step + np.arange(min(k, bs))) % bs].tolist())
+        alloc = bm.num_allocated * bs
+        return SegmentMemory(bm.num_allocated, alloc, bm.used_slots, self.internal, 0, self.capacity - alloc,
+                             self.logical, bs, pattern, events)
 
     def advance(self, step: int, new_blocks: np.ndarray) -> None:
         k = len(new_blocks)

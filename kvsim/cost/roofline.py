@@ -192,6 +192,15 @@ class RooflineCostModel(CostModel):
         out = self._forward_time(n, n, n, sums, np.float64(0.0))
         return np.broadcast_to(np.asarray(out, dtype=np.float64), sums.shape).copy()
 
+    def decode_step_times_rows(self, num_seqs: np.ndarray, ctx_token_sums: np.ndarray,
+                               ctx_max: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`decode_step_times` with one batch size per row, in one vectorised call (elementwise, so each
+        entry equals the one-size call's bit for bit)."""
+        n = np.asarray(num_seqs).astype(np.float64)
+        sums = np.asarray(ctx_token_sums, dtype=np.float64)
+        out = np.asarray(self._forward_time(n, n, n, sums, np.float64(0.0)), dtype=np.float64)
+        return np.where(n > 0, out, 0.0)
+
     def _prefill_attention_s(self, plan: StepPlan) -> float:
         """Per-layer time of the step's prefill attention (one kernel over all groups)."""
         pairs = 0.0
