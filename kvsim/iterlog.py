@@ -104,7 +104,7 @@ class IterationLog:
         data = {c: np.zeros(hi - lo, dtype=np.float64 if f else np.int64)
                 for c, f in zip(ITERATION_COLUMNS, _FLOAT) if c in columns}
         self._fill(data, lo, hi, seg_lo, seg_hi)
-        return pd.DataFrame(data)
+        return pd.DataFrame(data, copy=False)
 
     def frame(self, columns=ITERATION_COLUMNS) -> pd.DataFrame:
         """The iterations as a DataFrame (``columns``: a subset, in ``ITERATION_COLUMNS`` order)."""
@@ -112,17 +112,28 @@ class IterationLog:
         if not self._n:
             return pd.DataFrame({c: np.array([], dtype=np.int64 if c != "start_s" else float)
                                  for c in ITERATION_COLUMNS if c in columns})
-        return self._frame(columns, 0, self._n, 0, len(self.segments))
+        data = {c: np.empty(self._n, dtype=np.float64 if f else np.int64)
+                for c, f in zip(ITERATION_COLUMNS, _FLOAT) if c in columns}
+        for lo, hi, s_lo, s_hi in self._ranges(self.CHUNK_ROWS):     # a chunk at a time: bounded temporaries
+            part = {c: v[lo:hi] for c, v in data.items()}
+            for v in part.values():
+                v[:] = 0
+            self._fill(part, lo, hi, s_lo, s_hi)
+        return pd.DataFrame(data, copy=False)
 
-    def chunks(self, rows: int | None = None):
-        """The frame in consecutive pieces of about ``rows`` iterations (whole segments), in order."""
-        self._pack()
-        rows = rows or self.CHUNK_ROWS
+    def _ranges(self, rows: int):
+        """Consecutive iteration ranges of about ``rows`` (never splitting a segment) and their segments."""
         seg = self.segments
         firsts = seg.firsts()
         lo, s = 0, 0
         while lo < self._n:
-            s_hi = int(np.searchsorted(firsts, lo + rows, side="left"))    # segments are never split
+            s_hi = int(np.searchsorted(firsts, lo + rows, side="left"))
             hi = int(firsts[s_hi]) if s_hi < len(seg) else self._n
-            yield self._frame(ITERATION_COLUMNS, lo, hi, s, s_hi)
+            yield lo, hi, s, s_hi
             lo, s = hi, s_hi
+
+    def chunks(self, rows: int | None = None):
+        """The frame in consecutive pieces of about ``rows`` iterations (whole segments), in order."""
+        self._pack()
+        for lo, hi, s_lo, s_hi in self._ranges(rows or self.CHUNK_ROWS):
+            yield self._frame(ITERATION_COLUMNS, lo, hi, s_lo, s_hi)

@@ -14,7 +14,7 @@ results are identical to stepping.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ from kvsim.config import Scenario
 from kvsim.core.plan import StepPlan
 from kvsim.core.scheduler import Scheduler
 from kvsim.fastforward import fast_forward
+from kvsim.metrics import SUMMARY_INPUTS
 from kvsim.records import IterationLog, request_frame, run_summary, step_state
 
 
@@ -41,11 +42,24 @@ class _UrgentTimeout(simpy.events.Event):
 
 @dataclass
 class SimResult:
+    """A run's records and summary. ``iterations`` is built from the run's log the first time it is read
+    (``log``: the :class:`~kvsim.iterlog.IterationLog`, which can also hand it out in chunks)."""
     setup: RunSetup
     requests: pd.DataFrame
-    iterations: pd.DataFrame
+    _iterations: pd.DataFrame | None
     end_s: float
     summary: dict
+    log: IterationLog | None = field(default=None, repr=False)
+
+    @property
+    def iterations(self) -> pd.DataFrame:
+        if self._iterations is None:
+            self._iterations = self.log.frame()
+        return self._iterations
+
+    @iterations.setter
+    def iterations(self, frame: pd.DataFrame) -> None:
+        self._iterations = frame
 
 
 class SimEngine:
@@ -137,9 +151,9 @@ class SimEngine:
         groups = list(sched.groups.values())
         # requests that never arrived before max_time_s still appear, as not arrived
         reqs = request_frame(groups)
-        its = self.log.frame()
+        its = self.log.frame(SUMMARY_INPUTS)        # only the columns the summary reads, only for it
         summary = run_summary(self.setup, reqs, its, self.env.now, self.kv)
-        return SimResult(self.setup, reqs, its, self.env.now, summary)
+        return SimResult(self.setup, reqs, None, self.env.now, summary, log=self.log)
 
 
 def simulate(scenario: Scenario, *, fast_forward: bool = True) -> SimResult:
