@@ -57,7 +57,10 @@ class SegmentTable:
 
     def add(self, first_iter: int, t0: float, steps: int, seqs: int, groups: int, ctx_sum: int, ctx_max: int,
             swapped: int, waiting: int, run_start: bool, mem) -> None:
-        """One segment: its first iteration's number, clock, size and memory (closed form or raw)."""
+        """One segment: its first iteration's number, clock, size and memory (closed form or raw).
+
+        A segment that does not start a run starts where the previous one ended (its ``t0`` is that
+        segment's last clock value), so a run's start times are one running sum, as SimPy's clock."""
         i = self._i
         for name, v in (("iter", first_iter), ("steps", steps), ("seqs", seqs), ("groups", groups),
                         ("ctx_sum", ctx_sum), ("ctx_max", ctx_max), ("swapped", swapped), ("waiting", waiting),
