@@ -306,15 +306,11 @@ class PagedBlockManager:
                 continue                      # kept beam: table unchanged
             src, dst = old[p], old[i]
             # Tables of one group form a tree (forks share a prefix, later blocks are
-            # private), so equality is prefix-closed: binary-search the shared prefix and
-            # touch only the differing suffixes.
-            lo, hi = 0, min(len(src), len(dst))
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if src[mid] == dst[mid]:
-                    lo = mid + 1
-                else:
-                    hi = mid
+            # private), so equality is prefix-closed: find the shared prefix from the end
+            # (beams mostly part recently) and touch only the differing suffixes.
+            lo = min(len(src), len(dst))
+            while lo and src[lo - 1] != dst[lo - 1]:
+                lo -= 1
             for b in src[lo:]:
                 ref[b] += 1
             tables[seq_ids[i]] = src[:]

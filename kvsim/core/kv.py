@@ -88,7 +88,11 @@ class KVManager(Protocol):
         """GPU blocks free now (evictable prefix-cache blocks count as free)."""
 
     def append_need(self, group: SequenceGroup) -> int:
-        """Blocks ``append(group)`` would take; the scheduler preempts until ``free_blocks()`` covers it."""
+        """Blocks ``append(group)`` would take; the scheduler preempts until ``free_blocks()`` covers it.
+
+        Exact: ``append`` takes exactly this many off ``free_blocks()``, and one group's need does not
+        depend on another's appends (the scheduler sums the needs of a step to skip the per-group checks).
+        """
 
     def append(self, group: SequenceGroup) -> list[tuple[int, int]]:
         """Give each sequence of a resident group one more KV slot; return copy-on-write block pairs.
