@@ -132,6 +132,8 @@ def test_buffered_beam_parents_equal_one_draw_per_group():
     buffered = BeamParents(a, chunk=37)              # refills mid-group too
     for k in [4, 2, 6, 4, 1, 3] * 50:
         assert buffered(k, 0.5, 0.5) == choose_parents(b, k, 0.5, 0.5)
+    for ks in ([4] * 16, [2], [4, 4, 3], [6] * 40, [1, 1]):   # a step's groups at once (vectorised when equal)
+        assert buffered.many(ks, 0.4, 0.7) == [choose_parents(b, k, 0.4, 0.7) for k in ks]
 
 
 def test_beam_search_same_as_drawing_parents_per_group(monkeypatch):
@@ -141,10 +143,16 @@ def test_beam_search_same_as_drawing_parents_per_group(monkeypatch):
     fast = simulate(sc)
     orig = SimEngine.__init__
 
+    class PerGroup:                                   # one generator call per group and step, as before
+        def __init__(self, rng):
+            self.rng = rng
+
+        def many(self, ks, keep, decay):
+            return [choose_parents(self.rng, k, keep, decay) for k in ks]
+
     def per_group(self, *a, **kw):
         orig(self, *a, **kw)
-        sched = self.sched
-        sched._beam_parents = lambda k, keep, decay: choose_parents(sched.rng, k, keep, decay)
+        self.sched._beam_parents = PerGroup(self.sched.rng)
     monkeypatch.setattr(SimEngine, "__init__", per_group)
     slow = simulate(sc)
     pd.testing.assert_frame_equal(fast.iterations, slow.iterations, check_exact=True)

@@ -37,24 +37,41 @@ class BeamParents:
 
     A generator's doubles come in the same order whether drawn 2k at a time or
     in chunks, so the parents are identical to calling ``choose_parents(rng, ...)``
-    step after step, at one generator call per ``chunk`` draws instead of one per
-    group and step. Nothing else may draw from ``rng`` meanwhile (the scheduler's
-    generator serves only this model)."""
+    group after group, step after step, at one generator call per ``chunk``
+    draws instead of one per group and step; :meth:`many` computes a whole
+    step's groups at once. Nothing else may draw from ``rng`` meanwhile (the
+    scheduler's generator serves only this model)."""
 
     def __init__(self, rng: np.random.Generator, chunk: int = 4096):
         self.rng, self.chunk = rng, chunk
-        self._buf: list[float] = []
+        self._buf = np.zeros(0)
         self._pos = 0
+
+    def _take(self, n: int) -> np.ndarray:
+        """The stream's next ``n`` uniforms."""
+        pos = self._pos
+        if pos + n > len(self._buf):
+            self._buf = np.concatenate((self._buf[pos:], self.rng.random(max(self.chunk, n))))
+            pos = 0
+        self._pos = pos + n
+        return self._buf[pos:pos + n]
 
     def __call__(self, k: int, keep_prob: float = 0.5, decay: float = 0.5) -> list[int]:
         if k <= 1:
             return [0] * k
-        pos, end = self._pos, self._pos + 2 * k
-        if end > len(self._buf):
-            self._buf = self._buf[pos:] + self.rng.random(max(self.chunk, 2 * k)).tolist()
-            pos, end = 0, 2 * k
-        self._pos = end
-        return _parents(self._buf[pos:end], k, keep_prob, decay)
+        return _parents(self._take(2 * k).tolist(), k, keep_prob, decay)
+
+    def many(self, ks: list[int], keep_prob: float = 0.5, decay: float = 0.5) -> list[list[int]]:
+        """``[self(k) for k in ks]``, vectorised when every group has the same width."""
+        k = ks[0]
+        if k <= 1 or any(x != k for x in ks):
+            return [self(x, keep_prob, decay) for x in ks]
+        u = self._take(2 * k * len(ks)).reshape(len(ks), 2 * k)
+        # as _parents: keep your own history (u[i] < keep_prob), else bisect_right into the cdf
+        pick = np.minimum(np.searchsorted(np.array(_cdf(k, decay)), u[:, k:], side="right"), k - 1)
+        parents = np.where(u[:, :k] < keep_prob, np.arange(k), pick)
+        parents.sort(axis=1)
+        return parents.tolist()
 
 
 def _parents(u: list[float], k: int, keep_prob: float, decay: float) -> list[int]:

@@ -316,9 +316,13 @@ class PagedBlockManager:
             tables[seq_ids[i]] = src[:]
             ntok[seq_ids[i]] = lens[p]
             dropped.append(dst[lo:])
+        release = self._release
         for suffix in dropped:
             for b in reversed(suffix):
-                self._release(b)
+                if ref[b] > 1:
+                    ref[b] -= 1               # still held by another table (what _release does then)
+                else:
+                    release(b)
 
     # ------------------------------------------------------------------ swap
     def _unique(self, tables: list[list[int]]) -> list[int]:

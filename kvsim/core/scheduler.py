@@ -312,14 +312,17 @@ class Scheduler:
                 if g.generated >= g.spec.output_len:
                     done.append(g)
         static = self.cfg.policy == "static"
-        for gid in plan.decode_group_ids:
-            g = groups[gid]
-            if static and gid in self._static_done:
-                continue
+        given = beam_parents or {}
+        stepped = [groups[gid] for gid in plan.decode_group_ids if not (static and gid in self._static_done)]
+        # the seeded model's parents for this step's beam groups, drawn together in step order
+        modelled = [len(g.seqs) for g in stepped if g.is_beam and given.get(g.group_id) is None]
+        drawn = iter(self._beam_parents.many(modelled, self.cfg.beam_keep_prob, self.cfg.beam_decay)
+                     if modelled else ())
+        for g in stepped:
             if g.is_beam:
-                parents = (beam_parents or {}).get(gid)
+                parents = given.get(g.group_id)
                 if parents is None:
-                    parents = self._beam_parents(len(g.seqs), self.cfg.beam_keep_prob, self.cfg.beam_decay)
+                    parents = next(drawn)
                 self.kv.reparent(g, parents)
             for s in g.seqs:
                 s.generated += 1
