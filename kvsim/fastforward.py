@@ -1,74 +1,97 @@
-"""Fast-forwarding runs of identical decode iterations, with results identical to stepping.
+"""Fast-forwarding decode runs, with results identical to stepping.
 
 The scheduler-side conditions and the state change live in core
-(:mod:`kvsim.core.decode_run`, next to the policy they mirror); this module adds
-the simulator's side: step times from the cost model's vectorised
-``decode_step_times`` (bit-identical to ``step_time``), the cut at the next
-arrival or the time limit, one ``env.timeout`` per step (so clocks match
-stepping), arrivals queued at the step they would have joined, and the records.
+(:mod:`kvsim.core.decode_run`, next to the policy they mirror: a run goes on
+through finishes while admission stays blocked); this module adds the
+simulator's side: each segment's step times from the cost model's vectorised
+``decode_step_times`` (bit-identical to ``step_time``), finish times from the
+same running sum of step times as SimPy's clock, the cut at the next arrival
+(when nothing waits or is swapped) or the time limit, the clock advanced to
+where stepping would leave it, arrivals queued at the step they would have
+joined, and one iteration record per segment (:class:`kvsim.segments.SegmentTable`:
+a few numbers, its rows rebuilt on demand).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from kvsim.core.decode_run import MIN_STEPS, DecodeRun, advance, plan_decode_run, run_memory
-from kvsim.records import decode_run_rows
+from kvsim.core.decode_run import MIN_STEPS, Segment, start_decode_run
 
 
-@dataclass
-class FastForward:
-    k: int
-    dts: np.ndarray
-    starts: np.ndarray
-    run: DecodeRun
+def _price(cost, seg: Segment, t0: float) -> tuple[np.ndarray, np.ndarray]:
+    """(step times, clock after each step) of the segment's steps, starting at ``t0``."""
+    grow = np.arange(seg.steps, dtype=np.float64)
+    nseq = seg.num_seqs
+    dts = cost.decode_step_times(nseq, seg.ctx_sum + nseq * grow, seg.ctx_max + grow)
+    return dts, np.cumsum(np.concatenate(([t0], dts)))
 
 
-def plan_fast_forward(eng) -> FastForward | None:
-    sched = eng.sched
-    run = plan_decode_run(sched)
+def _steps_before(clock: np.ndarray, limit: float, first: bool) -> int:
+    """Steps that start before ``limit`` (a run's first step always runs: the loop checked it)."""
+    starts = clock[1:-1] if first else clock[:-1]
+    late = np.nonzero(starts >= limit)[0]
+    if not len(late):
+        return len(clock) - 1
+    return int(late[0]) + (1 if first else 0)
+
+
+def fast_forward(eng):
+    """A SimPy generator running the decode run that starts now, or None if the next step is taken alone."""
+    sched, env = eng.sched, eng.env
+    run = start_decode_run(sched)
     if run is None:
         return None
-    k, nseq = run.steps, run.num_seqs
-    grow = np.arange(k, dtype=np.float64)
-    dts = eng.cost.decode_step_times(nseq, run.ctx_sum + nseq * grow, run.ctx_max + grow)
-    starts = np.cumsum(np.concatenate(([eng.env.now], dts)))[:k]
+    seg = run.next_segment()
+    if seg.steps < MIN_STEPS:
+        return None
     limit = eng.max_time_s if eng.max_time_s is not None else float("inf")
-    if not sched.waiting:
-        limit = min(limit, eng.next_arrival_s)
-    late = np.nonzero(starts[1:] >= limit)[0]
-    if len(late):
-        k = int(late[0]) + 1
+    if not sched.waiting and not sched.swapped:
+        limit = min(limit, eng.next_arrival_s)      # the step at or after the arrival would admit it
+    dts, clock = _price(eng.cost, seg, env.now)
+    k = _steps_before(clock, limit, True)
     if k < MIN_STEPS:
         return None
-    return FastForward(k, dts[:k], starts[:k], run)
+    return _advance(eng, run, seg, dts, clock, k, limit)
 
 
-def apply_fast_forward(eng, ff: FastForward):
-    """SimPy generator: advance ``ff.k`` decode steps, recording each, then apply the state change."""
-    sched, env, k = eng.sched, eng.env, ff.k
-    blocks, mem = run_memory(sched, ff.run, k)
-    t_end = float(ff.starts[-1] + ff.dts[-1])
-    if env.now + (t_end - env.now) == t_end:      # one timeout lands exactly where k would
-        yield env.timeout(t_end - env.now)
+def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int, limit: float):
+    sched, env, log = eng.sched, eng.env, eng.log
+    waiting, swapped = len(sched.waiting), len(sched.swapped)
+    first_iter = len(log)
+    clocks, durations = [], []
+    t = env.now
+    while True:
+        log.add_segment(t, k, seg.num_seqs, seg.num_groups, seg.ctx_sum, seg.ctx_max, swapped, waiting,
+                        not clocks, run.memory(seg, k))
+        clocks.append(clock[:k])
+        durations.append(dts[:k])
+        t = float(clock[k])
+        if not run.apply(seg, k, t):
+            break
+        seg = run.next_segment()
+        if seg.steps == 0:
+            break
+        dts, clock = _price(eng.cost, seg, t)
+        k = _steps_before(clock, limit, False)
+        if k == 0:
+            break
+    if env.now + (t - env.now) == t:            # one timeout lands exactly where the steps would
+        yield env.timeout(t - env.now)
     else:
-        for dt in ff.dts:
+        for dt in np.concatenate(durations):
             yield env.timeout(float(dt))
-    # arrivals during the run only join the queue behind a blocked head (plan_decode_run
-    # checked that); each is added at the first step starting at or after its arrival
-    waiting = np.full(k, len(sched.waiting), dtype=np.int64)
+    # arrivals during the run only join the queue behind a blocked head or while groups are swapped
+    # out (start_decode_run checked that); each is added at the first step starting at or after it
+    starts = np.concatenate(clocks)
+    end_iter = first_iter + len(starts)
     late = []
     for when, spec in eng.inbox:
-        j = int(np.searchsorted(ff.starts, when, side="left"))
-        if j >= k:
+        j = int(np.searchsorted(starts, when, side="left"))
+        if j >= len(starts):
             late.append((when, spec))
             continue
         before = len(sched.waiting)
         sched.add_request(spec)
-        waiting[j:] += len(sched.waiting) - before
+        log.segments.add_waiting(first_iter + j, len(sched.waiting) - before, end_iter)
     eng.inbox[:] = late
-    eng.log.extend(decode_run_rows(len(eng.log), ff.starts, ff.dts, ff.run.num_seqs, len(sched.running),
-                                   waiting, blocks, mem))
-    advance(sched, k, env.now)
-    eng.ff_steps += k
+    eng.ff_steps += len(starts)

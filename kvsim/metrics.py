@@ -35,6 +35,10 @@ SUMMARY_KEYS = (
     "requests_unfinished", "num_iterations", "sim_duration_s",
 )
 
+# the iteration columns summarize (and kvsim.latency.itl_gaps) read
+SUMMARY_INPUTS = ("start_s", "duration_s", "decode_seqs", "batched_requests", "blocks_in_use", "mem_used",
+                  "mem_internal", "mem_reserved", "mem_external", "mem_free", "mem_logical")
+
 
 def _pct(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")

@@ -28,6 +28,23 @@ RUN_DEFAULT = ("json", "csv", "png", "html")          # kvsim run's default --ou
 LEGACY = frozenset({"json", "csv", "png"})            # what write_run wrote before reports (kvsim engine)
 
 
+def _log(res):
+    """The run's iteration log when its frame has not been built yet (a simulator result), else None."""
+    log = getattr(res, "log", None)
+    return log if log is not None and getattr(res, "_iterations", None) is None and len(log) else None
+
+
+def _write_iterations(res, path: Path) -> None:
+    """iterations.csv; a simulator run's is written chunk by chunk from its log (same bytes as the frame's)."""
+    log = _log(res)
+    if log is None:
+        res.iterations.to_csv(path, index=False)
+        return
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        for i, chunk in enumerate(log.chunks()):
+            chunk.to_csv(f, index=False, header=i == 0)
+
+
 def write_run(res, out: Path, plot: bool = True, extra: dict | None = None, kinds=None,
               report=None) -> list[str]:
     """The run's files of ``kinds`` (default json, csv, png), written as one set into ``out``
@@ -46,14 +63,16 @@ def write_run(res, out: Path, plot: bool = True, extra: dict | None = None, kind
             write_json(d / "summary.json", doc, indent=2, sort_keys=True)
         if "csv" in kinds:
             res.requests.to_csv(d / "requests.csv", index=False)
-            res.iterations.to_csv(d / "iterations.csv", index=False)
+            _write_iterations(res, d / "iterations.csv")
         if "png" in kinds:
             try:
-                from kvsim.plots import plot_run
+                from kvsim.plots import RUN_PLOT_COLUMNS, plot_run
             except ImportError:          # e.g. a GPU image without matplotlib: the CSVs are enough
                 names.remove("run.png")
             else:
-                plot_run(res.requests, res.iterations, res.setup.scenario.name, d / "run.png")
+                log = _log(res)
+                its = res.iterations if log is None else log.frame(RUN_PLOT_COLUMNS)
+                plot_run(res.requests, its, res.setup.scenario.name, d / "run.png")
         if "html" in kinds:
             (d / "report.html").write_text(report(), encoding="utf-8")
     return names

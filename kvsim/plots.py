@@ -28,6 +28,7 @@ def log_scale(ax, axis: str = "x", base: int = 10) -> None:
 MEM_PARTS = (("mem_used", "used", "#2c7bb6"), ("mem_reserved", "reserved", "#abd9e9"),
              ("mem_internal", "internal frag.", "#fdae61"), ("mem_external", "external frag.", "#d7191c"),
              ("mem_free", "free", "#eeeeee"))
+RUN_PLOT_COLUMNS = ("start_s", "running", "waiting") + tuple(c for c, _, _ in MEM_PARTS)   # what plot_run reads
 
 
 def run_figure(reqs: pd.DataFrame, its: pd.DataFrame, title: str):

@@ -8,12 +8,13 @@ The engine loop is the same loop a real engine runs, with time simulated::
 
 Arrivals fire with URGENT priority, so a request arriving exactly when a step
 ends is visible to the next ``schedule``. Runs of decode-only iterations in
-which nothing arrives, nothing finishes and every block need is covered are
-fast-forwarded (:mod:`kvsim.fastforward`); results are identical to stepping.
+which no group is admitted or swapped in and every block need is covered are
+fast-forwarded, through the finishes inside them (:mod:`kvsim.fastforward`);
+results are identical to stepping.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,8 @@ from kvsim.build import RunSetup, setup_run
 from kvsim.config import Scenario
 from kvsim.core.plan import StepPlan
 from kvsim.core.scheduler import Scheduler
-from kvsim.fastforward import apply_fast_forward, plan_fast_forward
+from kvsim.fastforward import fast_forward
+from kvsim.metrics import SUMMARY_INPUTS
 from kvsim.records import IterationLog, request_frame, run_summary, step_state
 from kvsim.workload.closed_loop import make_gate
 
@@ -41,11 +43,24 @@ class _UrgentTimeout(simpy.events.Event):
 
 @dataclass
 class SimResult:
+    """A run's records and summary. ``iterations`` is built from the run's log the first time it is read
+    (``log``: the :class:`~kvsim.iterlog.IterationLog`, which can also hand it out in chunks)."""
     setup: RunSetup
     requests: pd.DataFrame
-    iterations: pd.DataFrame
+    _iterations: pd.DataFrame | None
     end_s: float
     summary: dict
+    log: IterationLog | None = field(default=None, repr=False)
+
+    @property
+    def iterations(self) -> pd.DataFrame:
+        if self._iterations is None:
+            self._iterations = self.log.frame()
+        return self._iterations
+
+    @iterations.setter
+    def iterations(self, frame: pd.DataFrame) -> None:
+        self._iterations = frame
 
 
 class SimEngine:
@@ -61,7 +76,7 @@ class SimEngine:
         self.cost = setup.cost
         self.max_time_s = sc.max_time_s
         self.fast_forward = fast_forward
-        self.log = IterationLog()
+        self.log = IterationLog(self.cost)
         self.inbox: list = []
         self._next_arrival_s = float("inf")  # exact event time of the next scheduled arrival
         self.gate = make_gate(sc.workload.max_concurrency)    # closed loop (max_concurrency), else None
@@ -114,9 +129,9 @@ class SimEngine:
                 self._wake = None
                 continue
             if self.fast_forward:
-                ff = plan_fast_forward(self)
+                ff = fast_forward(self)
                 if ff is not None:
-                    yield from apply_fast_forward(self, ff)
+                    yield from ff
                     continue
             plan = sched.schedule(env.now)
             if plan.is_empty:
@@ -160,9 +175,9 @@ class SimEngine:
         sched = self.sched
         # requests that never arrived before max_time_s still appear, as not arrived
         reqs = request_frame(sched.request_groups())
-        its = self.log.frame()
+        its = self.log.frame(SUMMARY_INPUTS)        # only the columns the summary reads, only for it
         summary = run_summary(self.setup, reqs, its, self.env.now, self.kv)
-        return SimResult(self.setup, reqs, its, self.env.now, summary)
+        return SimResult(self.setup, reqs, None, self.env.now, summary, log=self.log)
 
 
 def simulate(scenario: Scenario, *, fast_forward: bool = True) -> SimResult:

@@ -159,3 +159,37 @@ def test_decode_depends_only_on_count_and_sum(ctx):
     flat = [sum(ctx) // len(ctx)] * len(ctx)
     flat[0] += sum(ctx) - sum(flat)
     assert CM.step_time(decode(ctx)) == CM.step_time(decode(perm)) == CM.step_time(decode(flat))
+
+
+def _vector_step_time(cm, plan):
+    """``step_time`` as the vectorised formula prices it (numpy float64 throughout, as before the float twin)."""
+    ctx = plan.decode_context_tokens
+    if not (plan.prefill_new_tokens or plan.copy_pairs or plan.swap_in or plan.swap_out):
+        return float(cm.decode_step_times(len(ctx), np.array([sum(ctx)]))[0])
+    tokens = np.float64(plan.num_prefill_tokens + len(ctx))
+    rows = np.float64(len(plan.prefill_new_tokens) + len(ctx))
+    t = float(cm._forward_time(tokens, rows, rows, np.float64(sum(ctx)), np.float64(cm._prefill_attention_s(plan))))
+    t += cm.copy_time(len(plan.copy_pairs), cm.block_bytes)
+    if cm.params.include_swaps_in_step:
+        t += cm.swap_time(len(plan.swap_out), cm.block_bytes) + cm.swap_time(len(plan.swap_in), cm.block_bytes)
+    return t
+
+
+@settings(max_examples=400, deadline=None)
+@given(ctx=st.lists(st.integers(1, 8192), max_size=300), which=st.integers(0, len(MODELS) - 1),
+       new=st.lists(st.integers(1, 4096), max_size=8), cached=st.integers(0, 2048), copies=st.integers(0, 40),
+       scale=st.sampled_from([1.0, 1e-3, 1e3]))
+def test_float_twin_prices_every_plan_bit_for_bit_like_the_vector_formula(ctx, which, new, cached, copies, scale):
+    """The stepped path's float pricing (``_forward_time_f``) equals the numpy formula exactly, for decode-only,
+    prefill, mixed and copy-on-write plans, and across the launch floor / roofline corners (scaled overheads)."""
+    m, g, tp = SETUPS[which]
+    params = RooflineParams(step_overhead_s=0.003 * scale, layer_launch_floor_s=4e-5 * scale)
+    cm = RooflineCostModel(m, g, tensor_parallel=tp, params=params)
+    if not (ctx or new):
+        ctx = [1]
+    plan = StepPlan(prefill_group_ids=list(range(len(new))), prefill_new_tokens=list(new),
+                    prefill_cached_tokens=[cached] * len(new), decode_group_ids=list(range(len(ctx))),
+                    decode_context_tokens=list(ctx), copy_pairs=[(i, i + 1) for i in range(copies)])
+    assert cm.step_time(plan) == _vector_step_time(cm, plan)
+    if ctx:
+        assert cm.decode_step_time(len(ctx), sum(ctx)) == cm.decode_step_times(len(ctx), np.array([sum(ctx)]))[0]

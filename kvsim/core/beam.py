@@ -29,14 +29,57 @@ def choose_parents(rng: np.random.Generator, k: int, keep_prob: float = 0.5,
     """Parents (indices into the current ``k`` beams) of the next ``k`` beams, sorted ascending."""
     if k <= 1:
         return [0] * k
-    u = rng.random(2 * k).tolist()            # one draw per beam: keep?, then which parent
+    return _parents(rng.random(2 * k).tolist(), k, keep_prob, decay)
+
+
+class BeamParents:
+    """:func:`choose_parents` over one generator, drawing its uniforms ``chunk`` at a time.
+
+    A generator's doubles come in the same order whether drawn 2k at a time or
+    in chunks, so the parents are identical to calling ``choose_parents(rng, ...)``
+    group after group, step after step, at one generator call per ``chunk``
+    draws instead of one per group and step; :meth:`many` computes a whole
+    step's groups at once. Nothing else may draw from ``rng`` meanwhile (the
+    scheduler's generator serves only this model)."""
+
+    def __init__(self, rng: np.random.Generator, chunk: int = 4096):
+        self.rng, self.chunk = rng, chunk
+        self._buf = np.zeros(0)
+        self._pos = 0
+
+    def _take(self, n: int) -> np.ndarray:
+        """The stream's next ``n`` uniforms."""
+        pos = self._pos
+        if pos + n > len(self._buf):
+            self._buf = np.concatenate((self._buf[pos:], self.rng.random(max(self.chunk, n))))
+            pos = 0
+        self._pos = pos + n
+        return self._buf[pos:pos + n]
+
+    def __call__(self, k: int, keep_prob: float = 0.5, decay: float = 0.5) -> list[int]:
+        if k <= 1:
+            return [0] * k
+        return _parents(self._take(2 * k).tolist(), k, keep_prob, decay)
+
+    def many(self, ks: list[int], keep_prob: float = 0.5, decay: float = 0.5) -> list[list[int]]:
+        """``[self(k) for k in ks]``, vectorised when every group has the same width."""
+        k = ks[0]
+        if k <= 1 or any(x != k for x in ks):
+            return [self(x, keep_prob, decay) for x in ks]
+        u = self._take(2 * k * len(ks)).reshape(len(ks), 2 * k)
+        # as _parents: keep your own history (u[i] < keep_prob), else bisect_right into the cdf
+        pick = np.minimum(np.searchsorted(np.array(_cdf(k, decay)), u[:, k:], side="right"), k - 1)
+        parents = np.where(u[:, :k] < keep_prob, np.arange(k), pick)
+        parents.sort(axis=1)
+        return parents.tolist()
+
+
+def _parents(u: list[float], k: int, keep_prob: float, decay: float) -> list[int]:
+    """Parents from ``2k`` uniforms: ``u[i]`` keep?, ``u[k + i]`` which parent (see the module doc)."""
     cdf = _cdf(k, decay)
-    parents = []
-    for i in range(k):
-        if u[i] < keep_prob:
-            parents.append(i)
-        else:
-            parents.append(min(bisect.bisect_right(cdf, u[k + i]), k - 1))
+    last = k - 1
+    bisect_right = bisect.bisect_right
+    parents = [i if u[i] < keep_prob else min(bisect_right(cdf, u[k + i]), last) for i in range(k)]
     parents.sort()
     return parents
 

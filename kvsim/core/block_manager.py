@@ -6,6 +6,10 @@ table (a list of physical block ids, logical order). Blocks are shared between
 sequences by reference counting: ``fork`` shares every block of a parent,
 prefix caching shares full prompt blocks with equal chained hashes.
 
+Appending slots (one, one per sequence, or many steps at once) lives in
+:mod:`kvsim.core.block_append`, the CPU swap pool's moves in
+:mod:`kvsim.core.block_swap` (mixins of :class:`PagedBlockManager`).
+
 Global invariants (``check_invariants``):
   * sum of GPU ref counts == number of GPU block-table entries (same for CPU);
   * a block is either free, cached-and-evictable (ref 0, prefix cache only) or
@@ -17,6 +21,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from enum import Enum
 
+from kvsim.core.block_append import AppendMixin
+from kvsim.core.block_swap import SwapMixin
+
 
 class AllocStatus(str, Enum):
     OK = "ok"
@@ -24,7 +31,7 @@ class AllocStatus(str, Enum):
     NEVER = "never"
 
 
-class PagedBlockManager:
+class PagedBlockManager(AppendMixin, SwapMixin):
     def __init__(self, num_gpu_blocks: int, block_size: int, num_cpu_blocks: int = 0,
                  watermark: float = 0.01, enable_prefix_caching: bool = False):
         if block_size < 1:
@@ -151,92 +158,6 @@ class PagedBlockManager:
         self.tables[dst_seq] = list(table)
         self.num_tokens[dst_seq] = self.num_tokens[src_seq]
 
-    def append_slot(self, seq_id: int) -> tuple[int, int] | None:
-        """Add one token slot to ``seq_id``; return a copy-on-write ``(src, dst)`` pair if one was needed.
-
-        Invariant: never writes into a block whose ref count is > 1 — a shared
-        partial last block is first copied into a fresh private block.
-        Caller must ensure a free block exists (``can_append``).
-        """
-        n = self.num_tokens[seq_id]
-        table = self.tables[seq_id]
-        bs = self.block_size
-        cow = None
-        if n % bs == 0:
-            b = self._take_block()
-            table.append(b)
-        else:
-            b = table[-1]
-            if self.ref[b] > 1:
-                nb = self._take_block()
-                self.fill[nb] = self.fill[b]
-                self.used_slots += self.fill[b]
-                self.ref[b] -= 1
-                table[-1] = nb
-                cow = (b, nb)
-                b = nb
-        self.fill[b] += 1
-        self.used_slots += 1
-        self.num_tokens[seq_id] = n + 1
-        return cow
-
-    def append_slots_bulk(self, seq_ids: list[int], steps: int) -> None:
-        """Same end state as ``steps`` rounds of ``append_slot`` over ``seq_ids`` in order.
-
-        Blocks are taken in the order the rounds would take them (round-major,
-        then ``seq_ids`` order), so free-list and eviction order match stepping.
-        Precondition (checked by the caller): no sequence's last block is shared,
-        so no copy-on-write happens, and enough blocks are free.
-        """
-        bs = self.block_size
-        events = []
-        for idx, s in enumerate(seq_ids):
-            for j in range((-self.num_tokens[s]) % bs, steps, bs):
-                events.append((j, idx))
-        events.sort()
-        tables = self.tables
-        for _, idx in events:
-            tables[seq_ids[idx]].append(self._take_block())
-        fill = self.fill
-        for s in seq_ids:
-            n0 = self.num_tokens[s]
-            n1 = n0 + steps
-            table = tables[s]
-            for i in range(n0 // bs, -(-n1 // bs)):
-                fill[table[i]] = min(bs, n1 - i * bs)
-            self.num_tokens[s] = n1
-        self.used_slots += steps * len(seq_ids)
-
-    def slots_needed(self, seq_id: int) -> int:
-        """New blocks ``append_slot(seq_id)`` would take (0 or 1)."""
-        n = self.num_tokens[seq_id]
-        if n % self.block_size == 0:
-            return 1
-        return 1 if self.ref[self.tables[seq_id][-1]] > 1 else 0
-
-    def blocks_to_append(self, seq_ids: list[int], swapped: bool = False) -> int:
-        """New blocks one ``append_slot`` to each of ``seq_ids`` (in order) takes; exact.
-
-        A partial last block shared by ``m`` of them is copied ``m - 1`` times:
-        the last sharer writes in place. ``swapped=True`` counts for swapped
-        sequences as they will be right after ``swap_in`` (same sharing).
-        """
-        bs = self.block_size
-        tables, lens, ref = ((self.cpu_tables, self.cpu_num_tokens, self.cpu_ref) if swapped
-                             else (self.tables, self.num_tokens, self.ref))
-        need = 0
-        left: dict[int, int] = {}
-        for s in seq_ids:
-            if lens[s] % bs == 0:
-                need += 1
-                continue
-            b = tables[s][-1]
-            r = left.get(b, ref[b])
-            if r > 1:
-                need += 1
-                left[b] = r - 1
-        return need
-
     def free(self, seq_id: int) -> None:
         """Drop ``seq_id``'s table, releasing one reference to each of its blocks (GPU or CPU)."""
         table = self.tables.pop(seq_id, None)
@@ -261,96 +182,40 @@ class PagedBlockManager:
         child are freed and blocks of common ancestors stay shared.
         Invariant: sum of ref counts == table entries before and after.
         """
-        if all(p == i for i, p in enumerate(parents)):
-            return
-        old = [self.tables[s] for s in seq_ids]
-        lens = [self.num_tokens[s] for s in seq_ids]
-        ref = self.ref
+        first = 0
+        for p in parents:
+            if p != first:
+                break
+            first += 1
+        else:
+            return                            # every beam kept its own history
+        tables, ntok, ref = self.tables, self.num_tokens, self.ref
+        old = [tables[s] for s in seq_ids]
+        lens = [ntok[s] for s in seq_ids]
         dropped = []
-        for i, p in enumerate(parents):
+        for i in range(first, len(parents)):
+            p = parents[i]
             if p == i:
                 continue                      # kept beam: table unchanged
             src, dst = old[p], old[i]
             # Tables of one group form a tree (forks share a prefix, later blocks are
-            # private), so equality is prefix-closed: binary-search the shared prefix and
-            # touch only the differing suffixes.
-            lo, hi = 0, min(len(src), len(dst))
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if src[mid] == dst[mid]:
-                    lo = mid + 1
-                else:
-                    hi = mid
+            # private), so equality is prefix-closed: find the shared prefix from the end
+            # (beams mostly part recently) and touch only the differing suffixes.
+            lo = min(len(src), len(dst))
+            while lo and src[lo - 1] != dst[lo - 1]:
+                lo -= 1
             for b in src[lo:]:
                 ref[b] += 1
-            self.tables[seq_ids[i]] = list(src)
-            self.num_tokens[seq_ids[i]] = lens[p]
+            tables[seq_ids[i]] = src[:]
+            ntok[seq_ids[i]] = lens[p]
             dropped.append(dst[lo:])
+        release = self._release
         for suffix in dropped:
             for b in reversed(suffix):
-                self._release(b)
-
-    # ------------------------------------------------------------------ swap
-    def _unique(self, tables: list[list[int]]) -> list[int]:
-        seen: dict[int, None] = {}
-        for t in tables:
-            for b in t:
-                seen[b] = None
-        return list(seen)
-
-    def can_swap_out(self, seq_ids: list[int]) -> bool:
-        return len(self._unique([self.tables[s] for s in seq_ids])) <= len(self._cpu_free)
-
-    def swap_out(self, seq_ids: list[int]) -> list[tuple[int, int]]:
-        """Move the sequences' blocks to the CPU pool, keeping their sharing; return ``(gpu, cpu)`` pairs.
-
-        Invariant: each shared GPU block is copied once; sequence lengths and
-        table shapes are preserved for ``swap_in``.
-        """
-        mapping: dict[int, int] = {}
-        for s in seq_ids:
-            table = self.tables.pop(s)
-            n = self.num_tokens.pop(s)
-            cpu_table = []
-            for b in table:
-                c = mapping.get(b)
-                if c is None:
-                    c = self._cpu_free.pop()
-                    mapping[b] = c
-                    self.cpu_fill[c] = self.fill[b]
-                self.cpu_ref[c] += 1
-                cpu_table.append(c)
-            for b in reversed(table):
-                self._release(b)
-            self.cpu_tables[s] = cpu_table
-            self.cpu_num_tokens[s] = n
-        return list(mapping.items())
-
-    def blocks_to_swap_in(self, seq_ids: list[int]) -> int:
-        return len(self._unique([self.cpu_tables[s] for s in seq_ids]))
-
-    def swap_in(self, seq_ids: list[int]) -> list[tuple[int, int]]:
-        """Inverse of ``swap_out``: return ``(cpu, gpu)`` pairs; frees the CPU blocks."""
-        mapping: dict[int, int] = {}
-        for s in seq_ids:
-            cpu_table = self.cpu_tables.pop(s)
-            table = []
-            for c in cpu_table:
-                b = mapping.get(c)
-                if b is None:
-                    b = self._take_block()
-                    mapping[c] = b
-                    self.fill[b] = self.cpu_fill[c]
-                    self.used_slots += self.cpu_fill[c]
+                if ref[b] > 1:
+                    ref[b] -= 1               # still held by another table (what _release does then)
                 else:
-                    self.ref[b] += 1
-                table.append(b)
-                self.cpu_ref[c] -= 1
-                if self.cpu_ref[c] == 0:
-                    self._cpu_free.append(c)
-            self.tables[s] = table
-            self.num_tokens[s] = self.cpu_num_tokens.pop(s)
-        return list(mapping.items())
+                    release(b)
 
     # ------------------------------------------------------------- checking
     def check_invariants(self) -> None:

@@ -1,41 +1,39 @@
-"""Decode runs: the scheduler's decode policy taken ``k`` iterations at once.
+"""Decode runs: the scheduler's decode policy taken many iterations at once, through finishes.
 
-When every running group is decoding (no prefill, no beam search), nothing is
-swapped, the head of the waiting queue cannot be admitted (the same checks as
-``Scheduler._admit``; for the V1 scheduler, ``SchedulerV1.admission_stays_blocked``,
-which also refuses while a blocked head's prefix-cache hit waits in the free
-queue, where a decode step could evict it), no group finishes before the last of the steps, no step
-needs a copy-on-write and every block the steps need is free, then the next
-``k`` iterations are fully determined: each sequence gains one token per step
-and step ``j`` attends to ``ctx_sum + j * num_seqs`` context tokens. The KV
-manager says which steps take blocks (:meth:`KVManager.decode_run`) and what
-memory looks like after each (:meth:`KVManager.decode_memory`);
-:func:`advance` applies the run, ending like ``complete_step`` does.
+When every running group is decoding (no prefill, no beam search), no step
+needs a copy-on-write and the next ``schedule`` would neither admit a waiting
+group nor swap a swapped one back in (the same checks as ``Scheduler._admit``
+and ``Scheduler._swap_in``), the next iterations are fully determined: each
+sequence gains one token per step, step ``j`` of a stretch of ``n`` sequences
+attends to ``ctx_sum + j * n`` context tokens, and the groups whose last token
+comes at a step finish at its end, as ``complete_step`` finishes them.
+
+A :class:`DecodeRun` walks such a run one *segment* at a time: a segment ends
+with the next step at which groups finish (or where free blocks run out: the
+run stops there, the scheduler will preempt). Between segments the finished
+groups are freed (``Scheduler.finish``, same order as stepping) and the run
+goes on with the smaller running set while admission stays blocked. Its
+aggregates are kept incrementally: the context sum and longest context, each
+group's finishing step, and the KV manager's :mod:`decode tracker
+<kvsim.core.decode_tracker>` (blocks per step, memory split).
 
 Clock-free like the rest of core: the caller (``kvsim.fastforward``) prices
-the steps, may cut the run shorter, and passes the time the run ends.
+each segment, may cut it shorter, and passes the time each segment ends.
 """
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 
 import numpy as np
 
 from kvsim.core.block_manager import AllocStatus
-from kvsim.core.kv import MemorySplit
+from kvsim.core.decode_tracker import MIN_STEPS, make_tracker
 from kvsim.core.scheduler import Scheduler
 from kvsim.core.scheduler_v1 import SchedulerV1
 
-MIN_STEPS = 2
-
-
-@dataclass
-class DecodeRun:
-    steps: int                 # iterations the run may take (a caller may take fewer)
-    new_blocks: np.ndarray     # blocks taken at each step
-    num_seqs: int              # decoding sequences (one query token each per step)
-    ctx_sum: int               # context tokens the first step attends to, summed over sequences
-    ctx_max: int               # the longest context at the first step
+__all__ = ["MIN_STEPS", "DecodeRun", "Segment", "admission_blocked", "head_blocked", "start_decode_run",
+           "swap_in_blocked"]
 
 
 def head_blocked(sched: Scheduler, num_seqs: int) -> bool:
@@ -48,52 +46,116 @@ def head_blocked(sched: Scheduler, num_seqs: int) -> bool:
     return sched.kv.can_admit(head) == AllocStatus.LATER
 
 
-def _stays_blocked(sched: Scheduler, num_seqs: int) -> bool:
+def swap_in_blocked(sched: Scheduler, num_seqs: int) -> bool:
+    """Whether ``Scheduler._swap_in`` would bring nothing back (its first group, FCFS, does not fit)."""
+    head = min(sched.swapped, key=lambda g: (g.arrival_s, g.group_id))
+    return num_seqs + len(head.seqs) > sched.cfg.max_num_seqs or not sched.kv.can_swap_in(head)
+
+
+def admission_blocked(sched: Scheduler, num_seqs: int) -> bool:
+    """Whether the next ``schedule`` adds no group: swapped groups first (no admission while any is
+    swapped), else the waiting queue's head. Read with the memory free now, before the step's appends:
+    appends only take memory, so a blocked head stays blocked through the steps that follow. The V1
+    scheduler has its own test (``SchedulerV1.admission_stays_blocked``: it also refuses while a blocked
+    head's prefix-cache hit waits in the free queue, where a decode step could evict it)."""
     if isinstance(sched, SchedulerV1):
-        return sched.admission_stays_blocked(num_seqs)
-    return head_blocked(sched, num_seqs)
+        return not sched.waiting or sched.admission_stays_blocked(num_seqs)
+    if sched.swapped:
+        return swap_in_blocked(sched, num_seqs)
+    if sched.waiting:
+        return head_blocked(sched, num_seqs)
+    return True
 
 
-def plan_decode_run(sched: Scheduler) -> DecodeRun | None:
-    """The longest decode run from the scheduler's state now, or None if shorter than MIN_STEPS. No state change."""
-    if sched.cfg.policy == "static" or sched.swapped or not sched.running:
+@dataclass
+class Segment:
+    """The next steps of a run up to (and including) the next finishing step, or fewer where memory runs out."""
+    first: int                 # run step the segment starts at
+    steps: int                 # steps it may take (a caller may take fewer)
+    num_seqs: int              # decoding sequences (one query token each per step)
+    num_groups: int            # running groups (all decode)
+    ctx_sum: int               # context tokens the first step attends to, summed over sequences
+    ctx_max: int               # the longest context at the first step
+    new_blocks: np.ndarray     # blocks taken at each step
+    finishes: bool             # groups finish at the end of the last step
+
+
+class DecodeRun:
+    """A decode run from the scheduler's state now; :func:`start_decode_run` builds it."""
+
+    def __init__(self, sched: Scheduler, tracker):
+        self.sched = sched
+        self.tracker = tracker
+        self.step = 0                            # run steps applied so far
+        self.num_seqs = 0
+        self.ctx_sum = 0
+        self._base: list[int] = []               # each sequence's context length at run step 0, sorted
+        self._done_at: dict[int, list] = {}      # run step -> groups whose last token it produces
+        for g in sched.running:
+            j = g.spec.output_len - g.generated - 1
+            self._done_at.setdefault(j, []).append(g)
+            for s in g.seqs:
+                n = s.length
+                self.ctx_sum += n
+                self._base.append(n)
+            self.num_seqs += len(g.seqs)
+        self._base.sort()
+        self._finish_steps = sorted(self._done_at)
+        self.num_groups = len(sched.running)
+
+    def next_segment(self) -> Segment:
+        """The steps up to the next finish, cut where the free blocks run out (possibly to 0 steps)."""
+        j = self.step
+        k = self._finish_steps[0] - j + 1
+        nb = self.tracker.new_blocks(j, k, self.sched.kv.free_blocks())
+        return Segment(j, len(nb), self.num_seqs, self.num_groups, self.ctx_sum, self._base[-1] + j,
+                       nb, len(nb) == k)
+
+    def memory(self, seg: Segment, steps: int):
+        """KV memory after each of the segment's first ``steps`` steps (a tracker's ``segment_memory``)."""
+        return self.tracker.segment_memory(seg.first, seg.new_blocks[:steps])
+
+    def apply(self, seg: Segment, steps: int, end_s: float) -> bool:
+        """Apply the segment's first ``steps`` steps ending at ``end_s``; finish the groups due then.
+
+        Returns whether the run may go on (all steps taken, groups finished, some still running and
+        admission still blocked)."""
+        self.tracker.advance(seg.first, seg.new_blocks[:steps])
+        for g in self.sched.running:
+            for s in g.seqs:
+                s.generated += steps
+        self.step += steps
+        self.ctx_sum += self.num_seqs * steps
+        if steps < seg.steps or not seg.finishes:
+            return False
+        done = self._done_at.pop(self._finish_steps.pop(0))
+        j = self.step
+        for g in done:
+            self.tracker.drop(g, j)
+            for s in g.seqs:
+                n = s.length
+                self.ctx_sum -= n
+                del self._base[bisect_left(self._base, n - j)]
+            self.num_seqs -= len(g.seqs)
+        self.num_groups -= len(done)
+        self.sched.finish(done, end_s)
+        return bool(self.sched.running) and admission_blocked(self.sched, self.num_seqs)
+
+
+def start_decode_run(sched: Scheduler) -> DecodeRun | None:
+    """A decode run from the scheduler's state now, or None when the next step must be taken alone.
+    No state change."""
+    if sched.cfg.policy == "static" or not sched.running:
         return None
-    running = sched.running
-    remaining = 1 << 62
     nseq = 0
-    for g in running:
+    for g in sched.running:
         if g.in_prefill or g.is_beam:
             return None
-        r = g.spec.output_len - g.generated
-        if r < remaining:
-            remaining = r
         nseq += len(g.seqs)
-    k = remaining                 # the last step may finish groups: applied like complete_step does
-    if k < MIN_STEPS:
+    if not admission_blocked(sched, nseq):
         return None
-    if sched.waiting and not _stays_blocked(sched, nseq):
+    tracker = make_tracker(sched.kv, sched.running)
+    if tracker is None:
         return None
-    new_blocks = sched.kv.decode_run(running, k)
-    if new_blocks is None or len(new_blocks) < MIN_STEPS:
-        return None
-    lengths = [s.length for g in running for s in g.seqs]
-    return DecodeRun(len(new_blocks), new_blocks, nseq, sum(lengths), max(lengths))
+    return DecodeRun(sched, tracker)
 
-
-def run_memory(sched: Scheduler, run: DecodeRun, steps: int) -> tuple[np.ndarray, MemorySplit]:
-    """``blocks_in_use`` and the memory split after each of the run's first ``steps`` steps."""
-    return sched.kv.decode_memory(sched.running, run.new_blocks[:steps])
-
-
-def advance(sched: Scheduler, steps: int, now: float) -> None:
-    """Apply ``steps`` decode iterations of a planned run; groups done at the last one finish at ``now``."""
-    running = sched.running
-    sched.kv.advance_decode(running, steps)
-    done = []
-    for g in running:
-        for s in g.seqs:
-            s.generated += steps
-        if g.generated >= g.spec.output_len:
-            done.append(g)
-    if done:
-        sched.finish(done, now)

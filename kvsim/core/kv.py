@@ -88,7 +88,11 @@ class KVManager(Protocol):
         """GPU blocks free now (evictable prefix-cache blocks count as free)."""
 
     def append_need(self, group: SequenceGroup) -> int:
-        """Blocks ``append(group)`` would take; the scheduler preempts until ``free_blocks()`` covers it."""
+        """Blocks ``append(group)`` would take; the scheduler preempts until ``free_blocks()`` covers it.
+
+        Exact: ``append`` takes exactly this many off ``free_blocks()``, and one group's need does not
+        depend on another's appends (the scheduler sums the needs of a step to skip the per-group checks).
+        """
 
     def append(self, group: SequenceGroup) -> list[tuple[int, int]]:
         """Give each sequence of a resident group one more KV slot; return copy-on-write block pairs.
@@ -147,6 +151,9 @@ class KVManager(Protocol):
         """Assert the manager holds nothing: every block free, no sequence, no swap, no per-group cache."""
 
     # -------------------------------------------------------- bulk decode
+    # (A manager may also offer ``decode_tracker(groups)``, a faster incremental form of these three,
+    # outside the protocol: see :mod:`kvsim.core.decode_tracker`. Without it they are asked once per
+    # segment of a decode run.)
     def decode_run(self, groups: list[SequenceGroup], steps: int) -> np.ndarray | None:
         """Blocks newly taken at each of up to ``steps`` decode steps in which every sequence of the
         resident ``groups`` gains one token, with no other change in between.

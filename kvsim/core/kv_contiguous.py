@@ -267,6 +267,11 @@ class ContiguousKV:
         return const * self.blocks_in_use(), MemorySplit(m.used + grow, const * m.internal, m.reserved - grow,
                                                          const * m.external, const * m.free, const * m.logical)
 
+    def decode_tracker(self, groups: list[SequenceGroup]):
+        """Decode runs in closed form (:class:`kvsim.core.decode_tracker.ContiguousTracker`)."""
+        from kvsim.core.decode_tracker import ContiguousTracker
+        return ContiguousTracker(self, groups)
+
     def advance_decode(self, groups: list[SequenceGroup], steps: int) -> None:
         """``steps`` more written slots per sequence."""
         n = 0

@@ -85,15 +85,17 @@ class PagedKV:
         if group.generated:
             # recompute after preemption: each sequence re-creates its own tokens' slots
             # (written by the recompute, so copy-on-write pairs here need no copy)
+            # (one slot, which copies a shared partial block; then the rest at once, in the same order)
             for s in seqs:
-                for _ in range(s.generated):
+                if s.generated:
                     self.bm.append_slot(s.seq_id)
+                    self.bm.append_slots_bulk([s.seq_id], s.generated - 1)
         return cached
 
     # ------------------------------------------------------------------ decode
     def append_need(self, group: SequenceGroup) -> int:
         """New blocks: one per sequence whose last block is full, or shared (copy-on-write)."""
-        return self.bm.blocks_to_append([s.seq_id for s in group.seqs])
+        return self.bm.blocks_to_append(group.seq_ids)
 
     def free_blocks(self) -> int:
         """Free GPU blocks, evictable prefix-cache blocks included."""
@@ -101,21 +103,16 @@ class PagedKV:
 
     def append(self, group: SequenceGroup) -> list[tuple[int, int]]:
         """One slot per sequence; a shared last block is copied first (the returned pairs)."""
-        copies = []
-        for s in group.seqs:
-            c = self.bm.append_slot(s.seq_id)
-            if c is not None:
-                copies.append(c)
-        return copies
+        return self.bm.append_slots(group.seq_ids)
 
     def reparent(self, group: SequenceGroup, parents: list[int]) -> None:
         """Sequences take their parents' tables by sharing blocks (copy-on-write at the next append)."""
-        self.bm.reparent([s.seq_id for s in group.seqs], parents)
+        self.bm.reparent(group.seq_ids, parents)
 
     def free_group(self, group: SequenceGroup) -> None:
         """Drop the sequences' GPU and CPU tables; blocks whose last reference goes are freed."""
-        for s in group.seqs:
-            self.bm.free(s.seq_id)
+        for sid in group.seq_ids:
+            self.bm.free(sid)
 
     def forget(self, group: SequenceGroup) -> None:
         """Drop the group's cached prompt block hashes."""
@@ -131,21 +128,21 @@ class PagedKV:
     # -------------------------------------------------------------------- swap
     def can_swap_out(self, group: SequenceGroup) -> bool:
         """A free CPU block for each distinct block of the group."""
-        return self.bm.can_swap_out([s.seq_id for s in group.seqs])
+        return self.bm.can_swap_out(group.seq_ids)
 
     def swap_out(self, group: SequenceGroup) -> list[tuple[int, int]]:
         """Each distinct block moves once (sharing is kept on the CPU side)."""
-        return self.bm.swap_out([s.seq_id for s in group.seqs])
+        return self.bm.swap_out(group.seq_ids)
 
     def can_swap_in(self, group: SequenceGroup) -> bool:
         """Blocks to swap in plus the next append's blocks fit under the watermark."""
-        ids = [s.seq_id for s in group.seqs]
+        ids = group.seq_ids
         need = self.bm.blocks_to_swap_in(ids) + self.bm.blocks_to_append(ids, swapped=True)
         return self.bm.can_allocate(need) == AllocStatus.OK
 
     def swap_in(self, group: SequenceGroup) -> list[tuple[int, int]]:
         """Each distinct CPU block comes back to a fresh GPU block."""
-        return self.bm.swap_in([s.seq_id for s in group.seqs])
+        return self.bm.swap_in(group.seq_ids)
 
     # ------------------------------------------------------------------ memory
     def memory_split(self, running: list[SequenceGroup]) -> MemorySplit:
@@ -164,13 +161,13 @@ class PagedKV:
         logical = 0
         num_tokens = bm.num_tokens
         for g in running:
-            for s in g.seqs:
-                n = num_tokens.get(s.seq_id)
+            final = g.spec.prompt_len + g.spec.output_len - 1      # every sequence's final_kv_tokens
+            for sid in g.seq_ids:
+                n = num_tokens.get(sid)
                 if n is None:
                     continue
                 cap = -(-n // bs) * bs
                 logical += cap
-                final = s.final_kv_tokens
                 if cap > final:
                     internal += cap - max(final, n)
         internal = min(internal, alloc - bm.used_slots)   # a shared partial block counts once
@@ -247,6 +244,12 @@ class PagedKV:
         reserved = alloc - used - internal
         return blocks, MemorySplit(used, internal, reserved, np.zeros(k, np.int64), self.capacity_slots - alloc,
                                    logical)
+
+    def decode_tracker(self, groups: list[SequenceGroup]):
+        """The decode-run tracker over running aggregates (:mod:`kvsim.core.kv_paged_run`); None when a
+        sequence's next append would copy on write or the run's first steps' blocks are not free."""
+        from kvsim.core.kv_paged_run import PagedDecodeTracker
+        return PagedDecodeTracker.start(self, groups)
 
     def advance_decode(self, groups: list[SequenceGroup], steps: int) -> None:
         """``steps`` appends to every sequence at once (no copy-on-write: ``decode_run`` checked)."""

@@ -122,6 +122,10 @@ class PagedKVV1(PagedKV):
         self.bm.grow(self._seq(group), 1)
         return []
 
+    decode_tracker = None
+    """Decode runs go through the protocol methods (:class:`kvsim.core.decode_tracker.ProtocolTracker`), so
+    :meth:`advance_decode` caches the blocks a run fills; PagedKV's incremental tracker would skip that."""
+
     def advance_decode(self, groups: list[SequenceGroup], steps: int) -> None:
         """The bulk appends, then the blocks they filled are cached (as ``steps`` ``grow`` calls would)."""
         before = [(s.seq_id, self.bm.num_tokens[s.seq_id], g) for g in groups for s in g.seqs]

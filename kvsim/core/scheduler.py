@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvsim.core.beam import choose_parents
+from kvsim.core.beam import BeamParents
 from kvsim.core.block_manager import AllocStatus
 from kvsim.core.kv import KVManager
 from kvsim.core.plan import StepPlan
@@ -58,6 +58,7 @@ class Scheduler:
         self.kv = kv
         self.cfg = config
         self.rng = rng
+        self._beam_parents = BeamParents(rng)     # choose_parents(rng, ...), drawn in chunks
         self.groups: dict[int, SequenceGroup] = {}
         self.waiting: deque[SequenceGroup] = deque()
         self.running: list[SequenceGroup] = []
@@ -195,6 +196,22 @@ class Scheduler:
 
     def _decode(self, plan: StepPlan) -> bool:
         """Give every decoding group its next slot, preempting latest arrivals when memory runs out."""
+        kv = self.kv
+        need = 0
+        for g in self.running:
+            if not g.in_prefill:
+                need += kv.append_need(g)
+        if need <= kv.free_blocks():
+            # every group's need is covered at its turn (appends take exactly their need, and a group's
+            # need does not depend on the others'): the loop below would preempt nothing
+            for g in self.running:
+                if g.in_prefill:
+                    continue
+                plan.copy_pairs.extend(kv.append(g))
+                plan.decode_group_ids.append(g.group_id)
+                p = g.spec.prompt_len
+                plan.decode_context_tokens.extend([p + s.generated for s in g.seqs])
+            return False
         queue = deque(self.running)
         kept: list[SequenceGroup] = []
         preempted = False
@@ -218,7 +235,8 @@ class Scheduler:
             else:
                 plan.copy_pairs.extend(self.kv.append(g))
                 plan.decode_group_ids.append(g.group_id)
-                plan.decode_context_tokens.extend(s.length for s in g.seqs)
+                p = g.spec.prompt_len
+                plan.decode_context_tokens.extend([p + s.generated for s in g.seqs])
                 kept.append(g)
         self.running = kept
         return preempted
@@ -298,15 +316,17 @@ class Scheduler:
                 if g.generated >= g.spec.output_len:
                     done.append(g)
         static = self.cfg.policy == "static"
-        for gid in plan.decode_group_ids:
-            g = groups[gid]
-            if static and gid in self._static_done:
-                continue
+        given = beam_parents or {}
+        stepped = [groups[gid] for gid in plan.decode_group_ids if not (static and gid in self._static_done)]
+        # the seeded model's parents for this step's beam groups, drawn together in step order
+        modelled = [len(g.seqs) for g in stepped if g.is_beam and given.get(g.group_id) is None]
+        drawn = iter(self._beam_parents.many(modelled, self.cfg.beam_keep_prob, self.cfg.beam_decay)
+                     if modelled else ())
+        for g in stepped:
             if g.is_beam:
-                parents = (beam_parents or {}).get(gid)
+                parents = given.get(g.group_id)
                 if parents is None:
-                    parents = choose_parents(self.rng, len(g.seqs), self.cfg.beam_keep_prob,
-                                             self.cfg.beam_decay)
+                    parents = next(drawn)
                 self.kv.reparent(g, parents)
             for s in g.seqs:
                 s.generated += 1

@@ -51,7 +51,7 @@ class Sequence:
 class SequenceGroup:
     """A request's scheduling state. Timestamps are seconds on the caller's clock."""
 
-    __slots__ = ("spec", "seqs", "status", "prefill_target", "prefill_done",
+    __slots__ = ("spec", "seqs", "seq_ids", "status", "prefill_target", "prefill_done",
                  "arrival_s", "first_scheduled_s", "first_token_s", "finish_s",
                  "num_preemptions", "num_swaps", "num_recomputes", "reject_reason",
                  "cached_tokens", "blocks_at_finish")
@@ -59,6 +59,7 @@ class SequenceGroup:
     def __init__(self, spec: RequestSpec, first_seq_id: int):
         self.spec = spec
         self.seqs = [Sequence(first_seq_id + i, self) for i in range(spec.num_seqs)]
+        self.seq_ids = [s.seq_id for s in self.seqs]     # fixed for the group's life
         self.status = GroupStatus.WAITING
         self.prefill_target = spec.prompt_len   # tokens the next (re)prefill must compute
         self.prefill_done = 0                   # tokens of it computed so far (chunked prefill)

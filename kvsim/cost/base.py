@@ -51,6 +51,20 @@ class CostModel(abc.ABC):
         ``None`` means every context is equal). ``num_seqs == 0`` gives zeros.
         """
 
+    def decode_step_times_rows(self, num_seqs: np.ndarray, ctx_token_sums: np.ndarray,
+                               ctx_max: np.ndarray) -> np.ndarray:
+        """:meth:`decode_step_times` for rows of differing batch sizes: entry ``i`` equals
+        ``decode_step_times(num_seqs[i], sums[i:i+1], ctx_max[i:i+1])[0]`` bit for bit (the formulas are
+        elementwise). This default prices each batch size's rows with one call."""
+        num_seqs = np.asarray(num_seqs)
+        sums = np.asarray(ctx_token_sums, dtype=np.float64)
+        top = np.asarray(ctx_max, dtype=np.float64)
+        out = np.empty(sums.shape, dtype=np.float64)
+        for n in np.unique(num_seqs).tolist():
+            rows = num_seqs == n
+            out[rows] = self.decode_step_times(int(n), sums[rows], top[rows])
+        return out
+
     @abc.abstractmethod
     def swap_time(self, num_blocks: int, block_bytes: int) -> float:
         """Seconds to move ``num_blocks`` KV blocks of ``block_bytes`` (per GPU) over the host link, one way."""

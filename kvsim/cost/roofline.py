@@ -19,9 +19,11 @@ One iteration (all per GPU under ``tensor_parallel``-way TP) costs::
 * all-reduce (tp > 1): 2 per layer of ``T x hidden x dtype`` bytes, ring cost
   ``2 (tp-1)/tp`` over the interconnect, plus a latency each.
 
-A decode-only step depends on the plan only through ``(num_seqs, sum(ctx))``
-and :meth:`RooflineCostModel.step_time` computes it by calling
-:meth:`RooflineCostModel.decode_step_times`, so the two agree bit for bit.
+A decode-only step depends on the plan only through ``(num_seqs, sum(ctx))``.
+:meth:`RooflineCostModel.step_time` prices a plan with ``_forward_time_f``, a
+float twin of the vectorised ``_forward_time`` behind
+:meth:`RooflineCostModel.decode_step_times` (same operations, same order), so
+stepping and fast-forwarding agree bit for bit.
 """
 from __future__ import annotations
 
@@ -152,6 +154,34 @@ class RooflineCostModel(CostModel):
         overhead = p.step_overhead_s + num_seqs * p.per_seq_overhead_s
         return overhead + self.model.num_layers * layer + lm_head
 
+    def _forward_time_f(self, tokens: float, logit_rows: float, num_seqs: float, decode_ctx_sum: float,
+                        prefill_attn_s: float) -> float:
+        """:meth:`_forward_time` on Python floats: the same IEEE operations in the same order, so the same
+        float (tested bit for bit), without numpy's per-call cost on the stepped path."""
+        p = self.params
+        linear = tokens * self._lin_flops_per_token / self._flop_rate
+        if not linear >= self._lin_weight_time:
+            linear = self._lin_weight_time
+        a = decode_ctx_sum * self._attn_flops_per_pair / self._attn_rate
+        b = decode_ctx_sum * self._kv_bytes_per_token_layer / self._bw
+        dec_attn = a if a >= b else b
+        layer = linear + dec_attn + prefill_attn_s
+        if not layer >= p.layer_launch_floor_s:
+            layer = p.layer_launch_floor_s
+        layer = layer + (tokens * self._ar_per_token + self._ar_fixed)
+        lm_head = logit_rows * self._lm_flops_per_row / self._flop_rate
+        if not lm_head >= self._lm_weight_time:
+            lm_head = self._lm_weight_time
+        overhead = p.step_overhead_s + num_seqs * p.per_seq_overhead_s
+        return overhead + self.model.num_layers * layer + lm_head
+
+    def decode_step_time(self, num_seqs: int, ctx_token_sum: int) -> float:
+        """One decode-only step (the scalar twin of :meth:`decode_step_times`, equal bit for bit)."""
+        if num_seqs <= 0:
+            return 0.0
+        n = float(num_seqs)
+        return self._forward_time_f(n, n, n, float(ctx_token_sum), 0.0)
+
     def decode_step_times(self, num_seqs: int, ctx_token_sums: np.ndarray, ctx_max: np.ndarray | None = None
                           ) -> np.ndarray:
         """Step times of decode-only plans of ``num_seqs`` sequences, one per context-length sum."""
@@ -161,6 +191,15 @@ class RooflineCostModel(CostModel):
         n = np.float64(num_seqs)
         out = self._forward_time(n, n, n, sums, np.float64(0.0))
         return np.broadcast_to(np.asarray(out, dtype=np.float64), sums.shape).copy()
+
+    def decode_step_times_rows(self, num_seqs: np.ndarray, ctx_token_sums: np.ndarray,
+                               ctx_max: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`decode_step_times` with one batch size per row, in one vectorised call (elementwise, so each
+        entry equals the one-size call's bit for bit)."""
+        n = np.asarray(num_seqs).astype(np.float64)
+        sums = np.asarray(ctx_token_sums, dtype=np.float64)
+        out = np.asarray(self._forward_time(n, n, n, sums, np.float64(0.0)), dtype=np.float64)
+        return np.where(n > 0, out, 0.0)
 
     def _prefill_attention_s(self, plan: StepPlan) -> float:
         """Per-layer time of the step's prefill attention (one kernel over all groups)."""
@@ -179,14 +218,13 @@ class RooflineCostModel(CostModel):
             return 0.0
         ctx = plan.decode_context_tokens
         if is_decode_only(plan):
-            return float(self.decode_step_times(len(ctx), np.array([sum(ctx)]))[0])
+            return self.decode_step_time(len(ctx), sum(ctx))
         t = 0.0
         groups = len(plan.prefill_new_tokens)
         if groups or ctx:
-            tokens = np.float64(plan.num_prefill_tokens + len(ctx))
-            rows = np.float64(groups + len(ctx))
-            t = float(self._forward_time(tokens, rows, rows, np.float64(sum(ctx)),
-                                         np.float64(self._prefill_attention_s(plan))))
+            tokens = float(plan.num_prefill_tokens + len(ctx))
+            rows = float(groups + len(ctx))
+            t = self._forward_time_f(tokens, rows, rows, float(sum(ctx)), float(self._prefill_attention_s(plan)))
         else:
             t = self.params.step_overhead_s
         t += self.copy_time(len(plan.copy_pairs), self.block_bytes)

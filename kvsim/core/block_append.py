@@ -1,0 +1,128 @@
+"""Appending token slots to block tables: the paged block manager's decode path.
+
+A mixin of :class:`kvsim.core.block_manager.PagedBlockManager` (it uses the
+manager's tables, ref counts, fills and ``_take_block``): one slot with
+copy-on-write of a shared partial last block (``append_slot``), one slot for
+each of a group's sequences (``append_slots``), many decode steps of many
+sequences at once in the order stepping takes blocks (``append_slots_bulk``),
+and the exact count of blocks an append takes (``blocks_to_append``).
+"""
+from __future__ import annotations
+
+
+class AppendMixin:
+    """Slot appends of :class:`~kvsim.core.block_manager.PagedBlockManager` (see the module doc)."""
+
+    def append_slot(self, seq_id: int) -> tuple[int, int] | None:
+        """Add one token slot to ``seq_id``; return a copy-on-write ``(src, dst)`` pair if one was needed.
+
+        Invariant: never writes into a block whose ref count is > 1 — a shared
+        partial last block is first copied into a fresh private block.
+        Caller must ensure a free block exists (``can_append``).
+        """
+        n = self.num_tokens[seq_id]
+        table = self.tables[seq_id]
+        bs = self.block_size
+        cow = None
+        if n % bs == 0:
+            b = self._take_block()
+            table.append(b)
+        else:
+            b = table[-1]
+            if self.ref[b] > 1:
+                nb = self._take_block()
+                self.fill[nb] = self.fill[b]
+                self.used_slots += self.fill[b]
+                self.ref[b] -= 1
+                table[-1] = nb
+                cow = (b, nb)
+                b = nb
+        self.fill[b] += 1
+        self.used_slots += 1
+        self.num_tokens[seq_id] = n + 1
+        return cow
+
+    def append_slots(self, seq_ids: list[int]) -> list[tuple[int, int]]:
+        """``append_slot`` on each of ``seq_ids`` in order (same blocks, same state); the copy-on-write pairs."""
+        ntok, tables, ref, fill = self.num_tokens, self.tables, self.ref, self.fill
+        bs = self.block_size
+        copies = []
+        copied = 0
+        for sid in seq_ids:
+            n = ntok[sid]
+            if n % bs == 0:
+                b = self._take_block()
+                tables[sid].append(b)
+            else:
+                table = tables[sid]
+                b = table[-1]
+                if ref[b] > 1:
+                    nb = self._take_block()
+                    f = fill[b]
+                    fill[nb] = f
+                    copied += f
+                    ref[b] -= 1
+                    table[-1] = nb
+                    copies.append((b, nb))
+                    b = nb
+            fill[b] += 1
+            ntok[sid] = n + 1
+        self.used_slots += copied + len(seq_ids)
+        return copies
+
+    def append_slots_bulk(self, seq_ids: list[int], steps: int) -> None:
+        """Same end state as ``steps`` rounds of ``append_slot`` over ``seq_ids`` in order.
+
+        Blocks are taken in the order the rounds would take them (round-major,
+        then ``seq_ids`` order), so free-list and eviction order match stepping.
+        Precondition (checked by the caller): no sequence's last block is shared,
+        so no copy-on-write happens, and enough blocks are free.
+        """
+        bs = self.block_size
+        events = []
+        for idx, s in enumerate(seq_ids):
+            for j in range((-self.num_tokens[s]) % bs, steps, bs):
+                events.append((j, idx))
+        events.sort()
+        tables = self.tables
+        for _, idx in events:
+            tables[seq_ids[idx]].append(self._take_block())
+        fill = self.fill
+        for s in seq_ids:
+            n0 = self.num_tokens[s]
+            n1 = n0 + steps
+            table = tables[s]
+            for i in range(n0 // bs, -(-n1 // bs)):
+                fill[table[i]] = min(bs, n1 - i * bs)
+            self.num_tokens[s] = n1
+        self.used_slots += steps * len(seq_ids)
+
+    def slots_needed(self, seq_id: int) -> int:
+        """New blocks ``append_slot(seq_id)`` would take (0 or 1)."""
+        n = self.num_tokens[seq_id]
+        if n % self.block_size == 0:
+            return 1
+        return 1 if self.ref[self.tables[seq_id][-1]] > 1 else 0
+
+    def blocks_to_append(self, seq_ids: list[int], swapped: bool = False) -> int:
+        """New blocks one ``append_slot`` to each of ``seq_ids`` (in order) takes; exact.
+
+        A partial last block shared by ``m`` of them is copied ``m - 1`` times:
+        the last sharer writes in place. ``swapped=True`` counts for swapped
+        sequences as they will be right after ``swap_in`` (same sharing).
+        """
+        bs = self.block_size
+        tables, lens, ref = ((self.cpu_tables, self.cpu_num_tokens, self.cpu_ref) if swapped
+                             else (self.tables, self.num_tokens, self.ref))
+        need = 0
+        left: dict[int, int] = {}
+        for s in seq_ids:
+            if lens[s] % bs == 0:
+                need += 1
+                continue
+            b = tables[s][-1]
+            r = left.get(b, ref[b])
+            if r > 1:
+                need += 1
+                left[b] = r - 1
+        return need

@@ -1,0 +1,128 @@
+"""Decode trackers: a KV manager's side of a decode run (:mod:`kvsim.core.decode_run`).
+
+Through a decode run every sequence of the running groups gains one token per
+step and groups leave as they finish. A tracker answers, from the manager's
+state now, what the next steps do to KV memory, and applies them:
+
+* ``new_blocks(step, k, free)`` — blocks taken at run steps ``step .. step+k-1``
+  (an int64 array), cut before the first step whose cumulative need exceeds
+  ``free``; empty if the first step needs a copy-on-write;
+* ``segment_memory(step, steps)`` — ``blocks_in_use`` and the
+  :class:`~kvsim.core.kv.MemorySplit` after each of the next ``steps`` steps,
+  as ``blocks_in_use()`` and ``memory_split(running)`` would read after
+  stepping: a :class:`SegmentMemory` (closed form, a few integers whatever the
+  length) or, from managers without a closed form, :class:`RawSegmentMemory`;
+* ``advance(step, new_blocks)`` — apply ``len(new_blocks)`` steps (same state
+  as that many ``append`` calls per group, in running order);
+* ``drop(group, step)`` — ``group`` finishes after ``step`` run steps: forget
+  it (called before the scheduler frees it).
+
+A KV manager may offer its own tracker through an optional
+``decode_tracker(groups)`` method (``None`` when no run of ``MIN_STEPS`` steps
+can start: a copy-on-write is pending, or those steps' blocks are not free):
+:class:`~kvsim.core.kv_paged.PagedKV` and
+:class:`~kvsim.core.kv_contiguous.ContiguousKV` keep running aggregates
+(:mod:`kvsim.core.kv_paged_run`, :class:`ContiguousTracker`). Any other
+manager gets :class:`ProtocolTracker`, which asks the protocol's bulk-decode
+methods (``decode_run``, ``decode_memory``, ``advance_decode``) once per segment.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvsim.core.kv import KVManager, MemorySplit
+
+MIN_STEPS = 2       # shortest run worth fast-forwarding
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentMemory:
+    """KV memory through a segment in closed form. After segment step ``i`` (``n`` sequences decoding),
+    with ``cum`` the blocks taken up to it (``pattern[j % len(pattern)]`` at step ``j``; none if empty)::
+
+        blocks_in_use = blocks + cum              used     = used + n (i + 1)
+        alloc         = alloc + block_slots cum   internal = min(internal + events up to i, alloc - used)
+        reserved      = alloc - used - internal   external = external
+        free          = free - block_slots cum    logical  = logical + block_slots cum
+
+    (the values before the segment's first step; ``alloc`` = used + internal + reserved slots).
+    """
+    blocks: int
+    alloc: int
+    used: int
+    internal: int
+    external: int
+    free: int
+    logical: int
+    block_slots: int = 0
+    pattern: tuple = ()
+    events: tuple = ()         # (segment step, internal slots added from it on)
+
+    def expand(self, steps: int, num_seqs: int) -> tuple[np.ndarray, MemorySplit]:
+        """The ``steps`` rows as arrays (what :mod:`kvsim.segments` computes for many segments at once)."""
+        i = np.arange(steps, dtype=np.int64)
+        nb = np.array(self.pattern, dtype=np.int64)[i % len(self.pattern)] if self.pattern else i * 0
+        cum = np.cumsum(nb)
+        ev = np.zeros(steps, dtype=np.int64)
+        for j, v in self.events:
+            ev[j] += v
+        alloc = self.alloc + self.block_slots * cum
+        used = self.used + num_seqs * (i + 1)
+        internal = np.minimum(self.internal + np.cumsum(ev), alloc - used)
+        return self.blocks + cum, MemorySplit(used, internal, alloc - used - internal, i * 0 + self.external,
+                                              self.free - self.block_slots * cum,
+                                              self.logical + self.block_slots * cum)
+
+
+@dataclass(frozen=True, slots=True)
+class RawSegmentMemory:
+    """A segment's memory rows as arrays (managers without a closed form)."""
+    blocks: np.ndarray
+    mem: MemorySplit
+
+    def expand(self, steps: int, num_seqs: int) -> tuple[np.ndarray, MemorySplit]:
+        return self.blocks[:steps], MemorySplit(*(np.asarray(v)[:steps] for v in self.mem.values()))
+
+
+class ProtocolTracker:
+    """A tracker for any :class:`KVManager`, from its bulk-decode methods (one call each per segment)."""
+
+    def __init__(self, kv: KVManager, groups: list):
+        self.kv = kv
+        self.groups = list(groups)
+
+    def new_blocks(self, step: int, k: int, free: int) -> np.ndarray:
+        nb = self.kv.decode_run(self.groups, k)
+        return np.zeros(0, dtype=np.int64) if nb is None else np.asarray(nb, dtype=np.int64)
+
+    def segment_memory(self, step: int, new_blocks: np.ndarray) -> RawSegmentMemory:
+        return RawSegmentMemory(*self.kv.decode_memory(self.groups, new_blocks))
+
+    def advance(self, step: int, new_blocks: np.ndarray) -> None:
+        self.kv.advance_decode(self.groups, len(new_blocks))
+
+    def drop(self, group, step: int) -> None:
+        self.groups.remove(group)
+
+
+class ContiguousTracker(ProtocolTracker):
+    """Contiguous reservations (:class:`~kvsim.core.kv_contiguous.ContiguousKV`): decoding writes inside the
+    chunks, so a segment only moves one slot per sequence and step from reserved to used (closed form)."""
+
+    def new_blocks(self, step: int, k: int, free: int) -> np.ndarray:
+        return np.zeros(k, dtype=np.int64)
+
+    def segment_memory(self, step: int, new_blocks: np.ndarray) -> SegmentMemory:
+        m = self.kv.memory_split(self.groups)
+        return SegmentMemory(self.kv.blocks_in_use(), m.used + m.internal + m.reserved, m.used, m.internal,
+                             m.external, m.free, m.logical)
+
+
+def make_tracker(kv: KVManager, groups: list):
+    """The manager's own tracker if it has one (None: a copy-on-write is pending), else a ProtocolTracker."""
+    own = getattr(kv, "decode_tracker", None)
+    if own is not None:
+        return own(groups)
+    return ProtocolTracker(kv, groups)

@@ -1,0 +1,131 @@
+"""Paged KV through a decode run, from running aggregates (the :mod:`decode tracker <kvsim.core.decode_tracker>`
+of :class:`~kvsim.core.kv_paged.PagedKV`).
+
+A sequence holding ``n0`` slots at run step 0 takes a block at every step ``j``
+with ``(n0 + j) % block_size == 0``, so the blocks taken at step ``j`` are the
+number of sequences whose residue ``(-n0) % block_size`` equals ``j %
+block_size``: one count per residue replaces one row per sequence. The memory
+split after each step follows from the block manager's counters at the
+segment start and three aggregates:
+
+* ``logical`` — the block tables' slots without sharing, ``sum ceil(n / bs) * bs``:
+  grows by ``bs`` per block taken;
+* ``internal`` — slots past a sequence's final length: ``(-final) % bs`` from the
+  step at which the sequence takes its last block (a sequence never holds more
+  than ``final`` slots), kept as a running sum plus pending per-step additions;
+* ``used`` — the manager's ``used_slots``, plus one slot per sequence per step.
+
+Equal, step for step, to :meth:`PagedKV.memory_split` after stepping (the
+equality tests in ``tests/test_fastforward.py`` run both ways).
+"""
+from __future__ import annotations
+
+from bisect import bisect_left
+
+import numpy as np
+
+from kvsim.core.decode_tracker import MIN_STEPS, SegmentMemory
+
+
+class PagedDecodeTracker:
+    """Decode-run aggregates of a :class:`~kvsim.core.kv_paged.PagedKV` (see the module doc)."""
+
+    def __init__(self, kv, groups: list):
+        bm = self.bm = kv.bm
+        bs = self.bs = kv.block_size
+        self.capacity = kv.capacity_slots
+        self.seq_ids: list[int] = []
+        self._seq: dict[int, tuple[int, int]] = {}      # seq id -> (slots at run step 0, final slots)
+        cnt = [0] * bs
+        logical = internal = 0
+        ev: dict[int, int] = {}                          # run step -> internal slots added after it
+        ntok = bm.num_tokens
+        for g in groups:
+            final = g.spec.prompt_len + g.spec.output_len - 1
+            v = (-final) % bs
+            last = (-(-final // bs) - 1) * bs            # slots before the last block
+            for s in g.seqs:
+                sid = s.seq_id
+                n0 = ntok[sid]
+                self.seq_ids.append(sid)
+                self._seq[sid] = (n0, final)
+                cnt[(-n0) % bs] += 1
+                logical += -(-n0 // bs) * bs
+                if v:
+                    je = last - n0
+                    if je < 0:
+                        internal += v
+                    else:
+                        ev[je] = ev.get(je, 0) + v
+        self._cnt = np.array(cnt, dtype=np.int64)
+        self.logical = logical
+        self.internal = internal
+        self._ev = ev
+        self._ev_steps = sorted(ev)
+        self._ev_next = 0                               # first entry of _ev_steps not yet applied
+
+    @classmethod
+    def start(cls, kv, groups: list) -> PagedDecodeTracker | None:
+        """None when a sequence's partial last block is shared (its next append copies on write) or the
+        blocks of the run's first ``MIN_STEPS`` steps are not free (the scheduler will preempt)."""
+        bm, bs = kv.bm, kv.block_size
+        ntok, tables, ref = bm.num_tokens, bm.tables, bm.ref
+        need = 0
+        for g in groups:
+            for s in g.seqs:
+                r = ntok[s.seq_id] % bs
+                if r == 0:
+                    need += 1
+                elif ref[tables[s.seq_id][-1]] > 1:
+                    return None
+                elif r > bs - MIN_STEPS:
+                    need += 1
+        if bs < MIN_STEPS:                   # a sequence may take several blocks in those steps
+            t = cls(kv, groups)
+            return t if len(t.new_blocks(0, MIN_STEPS, kv.free_blocks())) == MIN_STEPS else None
+        return None if need > kv.free_blocks() else cls(kv, groups)
+
+    def new_blocks(self, step: int, k: int, free: int) -> np.ndarray:
+        nb = self._cnt[(step + np.arange(k)) % self.bs]
+        over = np.nonzero(np.cumsum(nb) > free)[0]
+        return nb[:int(over[0])] if len(over) else nb
+
+    def segment_memory(self, step: int, new_blocks: np.ndarray) -> SegmentMemory:
+        bm, bs = self.bm, self.bs
+        k = len(new_blocks)
+        steps = self._ev_steps
+        i0, i1 = bisect_left(steps, step, self._ev_next), bisect_left(steps, step + k, self._ev_next)
+        events = tuple((j - step, self._ev[j]) for j in steps[i0:i1] if self._ev[j])
+        pattern = tuple(self._cnt[(step + np.arange(min(k, bs))) % bs].tolist())
+        alloc = bm.num_allocated * bs
+        return SegmentMemory(bm.num_allocated, alloc, bm.used_slots, self.internal, 0, self.capacity - alloc,
+                             self.logical, bs, pattern, events)
+
+    def advance(self, step: int, new_blocks: np.ndarray) -> None:
+        k = len(new_blocks)
+        self.bm.append_slots_bulk(self.seq_ids, k)
+        self.logical += self.bs * int(new_blocks.sum())
+        steps, i = self._ev_steps, self._ev_next
+        while i < len(steps) and steps[i] < step + k:
+            self.internal += self._ev.pop(steps[i])
+            i += 1
+        self._ev_next = i
+
+    def drop(self, group, step: int) -> None:
+        bs = self.bs
+        gone = set()
+        for s in group.seqs:
+            sid = s.seq_id
+            gone.add(sid)
+            n0, final = self._seq.pop(sid)
+            self._cnt[(-n0) % bs] -= 1
+            self.logical -= -(-(n0 + step) // bs) * bs
+            v = (-final) % bs
+            if v:
+                je = (-(-final // bs) - 1) * bs - n0
+                if je < step:
+                    self.internal -= v
+                else:
+                    self._ev[je] -= v
+        self.seq_ids = [x for x in self.seq_ids if x not in gone]
+

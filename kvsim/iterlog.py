@@ -1,0 +1,139 @@
+"""The iteration log: stepped iterations as packed rows, fast-forwarded decode segments as a few numbers each.
+
+Stepped iterations arrive as rows (tuples in ``ITERATION_COLUMNS`` order) and
+are packed into numpy blocks as they accumulate. Fast-forwarded decode runs
+are kept segment by segment in a :class:`~kvsim.segments.SegmentTable`
+(memory that grows with finishes and arrivals, not with iterations). Rows are
+built only when asked for: the whole frame (:meth:`IterationLog.frame`), some
+columns of it, or consecutive chunks of it (:meth:`IterationLog.chunks`, for
+writing a long run without holding all of it).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from kvsim.segments import SegmentTable
+
+ITERATION_COLUMNS = (
+    "iter", "start_s", "duration_s", "swap_s",
+    "prefill_groups", "prefill_tokens", "decode_seqs", "batched_requests", "batched_tokens",
+    "running", "waiting", "swapped", "preempted", "swap_out_blocks", "swap_in_blocks", "cow_copies",
+    "blocks_in_use", "mem_used", "mem_internal", "mem_reserved", "mem_external", "mem_free", "mem_logical",
+)
+_FLOAT = tuple(c.endswith("_s") for c in ITERATION_COLUMNS)
+_INT_IDX = [i for i, f in enumerate(_FLOAT) if not f]
+_FLOAT_IDX = [i for i, f in enumerate(_FLOAT) if f]
+_SAME = {"batched_tokens": "decode_seqs", "running": "batched_requests"}   # equal in a decode-only iteration
+
+
+class IterationLog:
+    """Iteration records of one run (see the module doc). ``cost`` prices fast-forwarded segments' rows."""
+
+    PACK = 4096
+    CHUNK_ROWS = 1 << 18
+
+    def __init__(self, cost=None):
+        self._rows: list[tuple] = []
+        self._packed: list[tuple[np.ndarray, np.ndarray]] = []   # (int64 int-columns x rows, float64 ...)
+        self.segments = SegmentTable(cost)
+        self._blocks: list[dict] = []                            # rows given as whole columns (extend)
+        self._n = 0
+
+    def append_step(self, start_s: float, duration_s: float, swap_s: float, state: tuple) -> None:
+        """Append the next iteration: its timing and its ``step_state``."""
+        self._rows.append((self._n, start_s, duration_s, swap_s) + state)
+        self._n += 1
+        if len(self._rows) >= self.PACK:
+            self._pack()
+
+    def _pack(self) -> None:
+        if self._rows:
+            cols = list(zip(*self._rows))
+            self._packed.append((np.array([cols[i] for i in _INT_IDX], dtype=np.int64),
+                                 np.array([cols[i] for i in _FLOAT_IDX], dtype=np.float64)))
+            self._rows = []
+
+    def add_segment(self, t0: float, steps: int, seqs: int, groups: int, ctx_sum: int, ctx_max: int,
+                    swapped: int, waiting: int, run_start: bool, mem) -> int:
+        """Append a fast-forwarded segment's ``steps`` iterations; returns the first one's number."""
+        first = self._n
+        self.segments.add(first, t0, steps, seqs, groups, ctx_sum, ctx_max, swapped, waiting, run_start, mem)
+        self._n += steps
+        return first
+
+    def extend(self, block: dict[str, np.ndarray]) -> None:
+        """Append many rows at once; every column must be given."""
+        k = len(block["iter"])
+        self._blocks.append({**{c: np.asarray(block[c]) for c in ITERATION_COLUMNS},
+                             "iter": np.arange(self._n, self._n + k)})
+        self._n += k
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _fill(self, data: dict, lo: int, hi: int, seg_lo: int, seg_hi: int) -> None:
+        """Write iterations ``lo .. hi-1`` into ``data`` (arrays indexed from ``lo``)."""
+        for ints, floats in self._packed:
+            it = ints[0]
+            a, b = np.searchsorted(it, [lo, hi])
+            if a == b:
+                continue
+            at = it[a:b] - lo
+            for row, i in enumerate(_INT_IDX):
+                c = ITERATION_COLUMNS[i]
+                if c in data:
+                    data[c][at] = ints[row, a:b]
+            for row, i in enumerate(_FLOAT_IDX):
+                c = ITERATION_COLUMNS[i]
+                if c in data:
+                    data[c][at] = floats[row, a:b]
+        for block in self._blocks:
+            it = block["iter"]
+            sel = (it >= lo) & (it < hi)
+            for c in data:
+                data[c][it[sel] - lo] = block[c][sel]
+        if seg_hi > seg_lo:
+            cols = self.segments.columns(seg_lo, seg_hi)
+            at = cols["iter"] - lo
+            for c in data:
+                v = cols.get(c, cols.get(_SAME.get(c, ""), 0))
+                data[c][at] = v
+
+    def _frame(self, columns, lo: int, hi: int, seg_lo: int, seg_hi: int) -> pd.DataFrame:
+        data = {c: np.zeros(hi - lo, dtype=np.float64 if f else np.int64)
+                for c, f in zip(ITERATION_COLUMNS, _FLOAT) if c in columns}
+        self._fill(data, lo, hi, seg_lo, seg_hi)
+        return pd.DataFrame(data, copy=False)
+
+    def frame(self, columns=ITERATION_COLUMNS) -> pd.DataFrame:
+        """The iterations as a DataFrame (``columns``: a subset, in ``ITERATION_COLUMNS`` order)."""
+        self._pack()
+        if not self._n:
+            return pd.DataFrame({c: np.array([], dtype=np.int64 if c != "start_s" else float)
+                                 for c in ITERATION_COLUMNS if c in columns})
+        data = {c: np.empty(self._n, dtype=np.float64 if f else np.int64)
+                for c, f in zip(ITERATION_COLUMNS, _FLOAT) if c in columns}
+        for lo, hi, s_lo, s_hi in self._ranges(self.CHUNK_ROWS):     # a chunk at a time: bounded temporaries
+            part = {c: v[lo:hi] for c, v in data.items()}
+            for v in part.values():
+                v[:] = 0
+            self._fill(part, lo, hi, s_lo, s_hi)
+        return pd.DataFrame(data, copy=False)
+
+    def _ranges(self, rows: int):
+        """Consecutive iteration ranges of about ``rows`` (never splitting a segment) and their segments."""
+        seg = self.segments
+        firsts = seg.firsts()
+        lo, s = 0, 0
+        while lo < self._n:
+            s_hi = int(np.searchsorted(firsts, lo + rows, side="left"))
+            hi = int(firsts[s_hi]) if s_hi < len(seg) else self._n
+            yield lo, hi, s, s_hi
+            lo, s = hi, s_hi
+
+    def chunks(self, rows: int | None = None):
+        """The frame in consecutive pieces of about ``rows`` iterations (whole segments), in order."""
+        self._pack()
+        for lo, hi, s_lo, s_hi in self._ranges(rows or self.CHUNK_ROWS):
+            yield self._frame(ITERATION_COLUMNS, lo, hi, s_lo, s_hi)

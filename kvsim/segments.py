@@ -1,0 +1,178 @@
+"""Fast-forwarded decode segments as records of a few numbers each; their iteration rows built on demand.
+
+A segment (:class:`kvsim.core.decode_run.Segment`) is a stretch of decode-only
+iterations between two finishes of a fast-forwarded run: ``steps`` iterations
+of ``seqs`` sequences in ``groups`` groups, the first attending to ``ctx_sum``
+context tokens (longest ``ctx_max``), starting at ``t0`` on the simulated
+clock, with the KV memory in closed form (:class:`~kvsim.core.decode_tracker.SegmentMemory`).
+:class:`SegmentTable` keeps one such record per segment in flat ``array``
+columns, so a run's memory grows with its segments (finishes and arrivals),
+not with its iterations, and builds the rows of many segments at once
+(:meth:`SegmentTable.columns`) with the same arithmetic as stepping:
+
+* step times: the cost model's ``decode_step_times`` on the same context sums
+  (``decode_step_times_rows``, bit-identical to pricing each segment alone),
+  start times: the same running sum from ``t0`` as SimPy's clock, one per run;
+* memory: :meth:`SegmentMemory.expand`'s formulas, vectorised over segments;
+* waiting: the queue at the run's first step plus the arrivals it queued
+  (:meth:`SegmentTable.add_waiting`).
+"""
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_right
+
+import numpy as np
+
+from kvsim.core.kv import MEMORY_COLUMNS
+
+_INT = ("iter", "steps", "seqs", "groups", "ctx_sum", "ctx_max", "swapped", "waiting", "run_start",
+        "blocks", "alloc", "used", "internal", "external", "free", "logical", "block_slots",
+        "pat_at", "pat_len", "ev_at", "ev_len", "raw")
+
+
+def _segmented_cumsum(x: np.ndarray, first_row: np.ndarray, seg: np.ndarray) -> np.ndarray:
+    """Cumulative sums of int64 ``x`` restarting at each segment's first row (exact in integers)."""
+    c = np.cumsum(x)
+    return c - (c[first_row] - x[first_row])[seg]
+
+
+class SegmentTable:
+    """Decode segments (see the module doc); ``cost`` re-prices their steps when rows are built."""
+
+    def __init__(self, cost):
+        self.cost = cost
+        self._i = {name: array("q") for name in _INT}
+        self._t0 = array("d")
+        self._pattern = array("q")                 # blocks per step, periodic, all segments one after another
+        self._ev_step = array("q")                 # internal-fragmentation events, all segments
+        self._ev_val = array("q")
+        self._raw: list = []                       # RawSegmentMemory of segments without a closed form
+        self._waits: list[tuple[int, int, int]] = []   # (first iteration, groups added, iteration after the run)
+        self._wait_ends: list[int] = []
+        self.rows = 0                              # iterations held
+
+    def __len__(self) -> int:
+        return len(self._t0)
+
+    def add(self, first_iter: int, t0: float, steps: int, seqs: int, groups: int, ctx_sum: int, ctx_max: int,
+            swapped: int, waiting: int, run_start: bool, mem) -> None:
+        """One segment: its first iteration's number, clock, size and memory (closed form or raw).
+
+        A segment that does not start a run starts where the previous one ended (its ``t0`` is that
+        segment's last clock value), so a run's start times are one running sum, as SimPy's clock."""
+        i = self._i
+        for name, v in (("iter", first_iter), ("steps", steps), ("seqs", seqs), ("groups", groups),
+                        ("ctx_sum", ctx_sum), ("ctx_max", ctx_max), ("swapped", swapped), ("waiting", waiting),
+                        ("run_start", int(run_start))):
+            i[name].append(v)
+        self._t0.append(t0)
+        if hasattr(mem, "pattern"):
+            for name in ("blocks", "alloc", "used", "internal", "external", "free", "logical", "block_slots"):
+                i[name].append(getattr(mem, name))
+            i["pat_at"].append(len(self._pattern))
+            i["pat_len"].append(len(mem.pattern))
+            self._pattern.extend(mem.pattern)
+            i["ev_at"].append(len(self._ev_step))
+            i["ev_len"].append(len(mem.events))
+            for j, v in mem.events:
+                self._ev_step.append(j)
+                self._ev_val.append(v)
+            i["raw"].append(-1)
+        else:
+            for name in ("blocks", "alloc", "used", "internal", "external", "free", "logical", "block_slots",
+                         "pat_len", "ev_len"):
+                i[name].append(0)
+            i["pat_at"].append(len(self._pattern))
+            i["ev_at"].append(len(self._ev_step))
+            i["raw"].append(len(self._raw))
+            self._raw.append(mem)
+        self.rows += steps
+
+    def add_waiting(self, first_iter: int, added: int, end_iter: int) -> None:
+        """``added`` more groups wait from iteration ``first_iter`` to the end of its run (``end_iter``)."""
+        if added:
+            self._waits.append((first_iter, added, end_iter))
+            self._wait_ends.append(end_iter)
+
+    def _col(self, name: str, lo: int, hi: int) -> np.ndarray:
+        # (a copy of the slice: a view would pin the growing array's buffer)
+        return np.frombuffer(self._i[name][lo:hi], dtype=np.int64) if hi > lo else np.zeros(0, np.int64)
+
+    def firsts(self) -> np.ndarray:
+        """Each segment's first iteration number."""
+        return self._col("iter", 0, len(self))
+
+    @staticmethod
+    def _flat(store: array, at: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, int]:
+        """The part of a flat store the segments ``at``/``lens`` point into, and where it starts."""
+        if not len(at) or not lens.sum():
+            return np.zeros(1, np.int64), 0
+        a = int(at[0])
+        b = int((at + lens).max())
+        return np.frombuffer(store[a:b], dtype=np.int64), a
+
+    def columns(self, lo: int = 0, hi: int | None = None) -> dict[str, np.ndarray]:
+        """The rows of segments ``lo .. hi-1`` as iteration columns (``iter`` and every column a decode-only
+        iteration has; the zero ones are left to the caller)."""
+        hi = len(self) if hi is None else hi
+        f = {name: self._col(name, lo, hi) for name in _INT}
+        k = f["steps"]
+        n = int(k.sum())
+        seg = np.repeat(np.arange(hi - lo), k)
+        first_row = np.cumsum(k) - k
+        off = np.arange(n, dtype=np.int64) - first_row[seg]
+        seqs = f["seqs"][seg]
+        out = {"iter": f["iter"][seg] + off, "decode_seqs": seqs, "batched_requests": f["groups"][seg],
+               "swapped": f["swapped"][seg]}
+        # step times and the clock
+        grow = off.astype(np.float64)
+        dts = self.cost.decode_step_times_rows(seqs, f["ctx_sum"][seg] + seqs * grow, f["ctx_max"][seg] + grow)
+        starts = np.empty(n, dtype=np.float64)
+        t0 = np.frombuffer(self._t0[lo:hi], dtype=np.float64) if hi > lo else np.zeros(0)
+        runs = np.nonzero(f["run_start"])[0].tolist()
+        bounds = sorted(set([0] + runs)) + [hi - lo]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            r0, r1 = first_row[a], first_row[b] if b < hi - lo else n
+            starts[r0:r1] = np.cumsum(np.concatenate(([t0[a]], dts[r0:r1])))[:-1]
+        out["start_s"], out["duration_s"] = starts, dts + 0.0
+        # memory in closed form
+        plen = f["pat_len"][seg]
+        pat, base = self._flat(self._pattern, f["pat_at"], f["pat_len"])
+        nb = np.where(plen > 0, pat[np.clip(f["pat_at"][seg] - base + off % np.maximum(plen, 1), 0, len(pat) - 1)],
+                      0)
+        cum = _segmented_cumsum(nb, first_row, seg)
+        ev = np.zeros(n, dtype=np.int64)
+        ev_len = f["ev_len"]
+        if ev_len.sum():
+            which = np.repeat(np.arange(hi - lo), ev_len)
+            steps, base = self._flat(self._ev_step, f["ev_at"], ev_len)
+            vals, _ = self._flat(self._ev_val, f["ev_at"], ev_len)
+            at = np.repeat(f["ev_at"] - base, ev_len) + (np.arange(len(which)) - np.repeat(np.cumsum(ev_len) - ev_len,
+                                                                                           ev_len))
+            np.add.at(ev, first_row[which] + steps[at], vals[at])
+        slots = f["block_slots"][seg] * cum
+        alloc = f["alloc"][seg] + slots
+        used = f["used"][seg] + seqs * (off + 1)
+        internal = np.minimum(f["internal"][seg] + _segmented_cumsum(ev, first_row, seg), alloc - used)
+        out.update(blocks_in_use=f["blocks"][seg] + cum, mem_used=used, mem_internal=internal,
+                   mem_reserved=alloc - used - internal, mem_external=f["external"][seg],
+                   mem_free=f["free"][seg] - slots, mem_logical=f["logical"][seg] + slots)
+        for s in np.nonzero(f["raw"] >= 0)[0].tolist():
+            r0 = first_row[s]
+            blocks, mem = self._raw[f["raw"][s]].expand(int(k[s]), int(f["seqs"][s]))
+            out["blocks_in_use"][r0:r0 + k[s]] = blocks
+            for c, v in zip(MEMORY_COLUMNS, mem.values()):
+                out[c][r0:r0 + k[s]] = v
+        # the waiting queue: the run's first step's, plus the arrivals queued during the run
+        waiting = f["waiting"][seg].copy()
+        if self._waits and n:
+            iters = out["iter"]
+            w0 = bisect_right(self._wait_ends, int(iters[0]))          # the first still queued at this chunk
+            for first, added, end in self._waits[w0:]:
+                if first > iters[-1]:
+                    break
+                a, b = np.searchsorted(iters, [first, end])
+                waiting[a:b] += added
+        out["waiting"] = waiting
+        return out
