@@ -66,8 +66,8 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
         clocks.append(clock[:k])
         durations.append(dts[:k])
         t = float(clock[k])
-        if not run.apply(seg, k, t):
-            break
+        if not run.apply(seg, k, t) or eng.gate is not None:
+            break       # closed loop: a finish may free a slot, and the request it sends joins at t
         seg = run.next_segment()
         if seg.steps == 0:
             break
