@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kvsim.kernels import reference
+import kvsim.kernels.reference as reference
 from kvsim.kernels._common import check_backend, check_int_index, require
 
 COPY_CHUNK = 4096

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from kvsim.kernels import _attn_decode, reference
+import kvsim.kernels._attn_decode as _attn_decode
+import kvsim.kernels.reference as reference
 from kvsim.kernels._common import (check_backend, default_scale, dot_f32, max_int, num_sms,
                                    require)
 from kvsim.kernels.decode import DEFAULT_CONFIG, DecodeConfig, check_decode_inputs

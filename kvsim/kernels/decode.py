@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
-from kvsim.kernels import _attn_decode, reference
+import kvsim.kernels._attn_decode as _attn_decode
+import kvsim.kernels.reference as reference
 from kvsim.kernels._common import (check_backend, check_dtype, check_int_index, default_scale,
                                    dot_f32, is_pow2, max_int, num_sms, require)
 

@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kvsim.kernels import reference
+import kvsim.kernels.reference as reference
 from kvsim.kernels._common import (check_backend, check_dtype, check_int_index, default_scale,
                                    dot_f32, is_pow2, require)
 
