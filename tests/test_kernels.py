@@ -146,7 +146,7 @@ def test_bad_inputs_raise_one_line_errors(monkeypatch):
             paged_decode_attention(q, pk.k_cache, pk.v_cache, pk.block_table, ctx)
 
 
-def _prefill_case(ctx_lens, q_lens, hkv, group, dim, dtype, bs, seed, block_m=16):
+def _prefill_case(ctx_lens, q_lens, hkv, group, dim, dtype, bs, seed, block_m=16, persistent=None):
     """Write the new tokens with write_kv, then prefill; compare with a contiguous causal ref."""
     total = [c + n for c, n in zip(ctx_lens, q_lens)]
     _, k, v, _ = make_decode_problem(total, hkv * group, hkv, dim, dtype, DEV, seed=seed)
@@ -171,7 +171,8 @@ def _prefill_case(ctx_lens, q_lens, hkv, group, dim, dtype, bs, seed, block_m=16
     qsl = torch.tensor([0] + torch.cumsum(torch.tensor(q_lens), 0).tolist(), dtype=torch.int32, device=DEV)
     ctx = torch.tensor(ctx_lens, dtype=torch.int32, device=DEV)
     out = paged_prefill_attention(q, pk.k_cache, pk.v_cache, pk.block_table, qsl, ctx,
-                                  out=poison(torch.empty_like(q)), block_m=block_m, block_n=16)
+                                  out=poison(torch.empty_like(q)), block_m=block_m, block_n=16,
+                                  persistent=persistent)
     ref = torch.zeros(q.shape, dtype=torch.float64, device=DEV)
     for s, (c, n) in enumerate(zip(ctx_lens, q_lens)):
         a = int(qsl[s])
@@ -189,6 +190,16 @@ def test_paged_prefill_matches_reference(bs, group, dtype):
     # plain prompt (ctx 0), prefix hits ending mid-block, a 1-token chunk, a multi-tile query
     _prefill_case([0, 5, 16, 3], [7, 1, 20, 4], 2, group, 80 if group == 1 else 64, dtype, bs,
                   seed=bs + 3 * group)
+
+
+@pytest.mark.parametrize("group", [1, 4])
+def test_persistent_prefill_programs_cover_every_tile(group, monkeypatch):
+    # 2 programs a KV head loop over the real tiles (many per program), the padding sequences have none
+    import kvsim.kernels.prefill as prefill
+    monkeypatch.setattr(prefill, "PERSISTENT_WAVES", 1)
+    monkeypatch.setattr(prefill, "num_sms", lambda dev: 4)
+    _prefill_case([0, 40, 99, 7, 250, 3, 0, 0], [33, 1, 1, 5, 1, 1, 0, 0], 2, group, 64, torch.float16, 16,
+                  seed=21 + group, persistent=True)
 
 
 @pytest.mark.parametrize("group", [1, 4])
@@ -250,4 +261,6 @@ def test_gpu_unified_mixed(bs, group):
     ctx = [1000] + [17 + 73 * i for i in range(40)] + [0]
     _prefill_case(ctx, [512] + [1] * 40 + [0], 8 if group == 1 else 2, group, 128, torch.float16, bs,
                   seed=bs + group, block_m=64)
+    _prefill_case(ctx, [512] + [1] * 40 + [0], 8 if group == 1 else 2, group, 128, torch.float16, bs,
+                  seed=bs + group, block_m=64, persistent=True)
 

@@ -3,6 +3,7 @@
 # packed into $OUT/h200.tgz as soon as it ends, so a call cut short keeps what finished):
 #   TESTS=1       GPU tests of the fused layer kernels, the unified attention kernel and the engine (TESTFILES=...)
 #   BENCH=1       engine steps (mixed + decode) vs roofline with the fused layer kernels off and on
+#                 (BENCH_ARGS=--persistent-prefill: prefill/mixed graphs with the persistent prefill grid)
 #   KERNELS=1     where a mixed and a decode step's GPU time goes, kernel by kernel (torch.profiler)
 #   THROUGHPUT=1  chunked-prefill offline throughput, fused layer kernels off and on, same 200 requests
 #   CALIB="llama-3-8b:16 opt-13b:32,64"   profiles, merged into calibrate/profiles/H200/<model>.json when that
@@ -29,7 +30,7 @@ if [ -n "${TESTS:-}" ]; then
 fi
 if [ -n "${BENCH:-}" ]; then
   stamp bench
-  timeout 300 python3 benchmarks/engine/mixed_steps.py --model llama-3-8b --out "$W" 2>&1 | grep -v Warning \
+  timeout 300 python3 benchmarks/engine/mixed_steps.py --model llama-3-8b --out "$W" ${BENCH_ARGS:-} 2>&1 | grep -v Warning \
     | tail -14 | tee "$W/mixed_steps.txt"
   pack
 fi

@@ -35,7 +35,12 @@ def main() -> None:
     ap.add_argument("--block-size", type=int, default=16)
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cuda", help="cpu: a smoke run (tiny model, TRITON_INTERPRET=1)")
+    ap.add_argument("--persistent-prefill", action="store_true",
+                    help="capture the prefill/mixed graphs with the persistent prefill grid (kvsim.kernels.prefill)")
     a = ap.parse_args()
+    if a.persistent_prefill:
+        import kvsim.kernels.prefill as prefill
+        prefill.PERSISTENT = True
     dev = torch.device(a.device)
     if dev.type != "cuda":
         global _bench, SHAPES, DECODE
@@ -88,7 +93,7 @@ def main() -> None:
                 umeta = as_unified(meta)
                 t = _bench(lambda: model.compute_logits(pg.run(ids, pos, umeta)[-(n + 1):]).argmax(-1).tolist())
                 roof, bound = roofline(chunk + n, n + 1, n * ctx + chunk, chunk * chunk / 2 + n * ctx)
-                rows.append({"kind": "mixed", "fused_layer_ops": fused, "decode_rows": n, "ctx": ctx, "chunk": chunk,
+                rows.append({"kind": "mixed", "fused_layer_ops": fused, "persistent_prefill": a.persistent_prefill, "decode_rows": n, "ctx": ctx, "chunk": chunk,
                              "graph_ms": t * 1e3, "roofline_ms": roof * 1e3, "graph_over_roofline": t / roof,
                              "bound": bound})
                 print(json.dumps(rows[-1]), flush=True)

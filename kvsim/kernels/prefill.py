@@ -31,19 +31,17 @@ import triton.language as tl
 
 import kvsim.kernels.reference as reference
 from kvsim.kernels._common import (check_backend, check_dtype, check_int_index, default_scale,
-                                   dot_f32, is_pow2, require)
+                                   dot_f32, is_pow2, num_sms, require)
 
 
 @triton.jit
-def _prefill_kernel(
-    q_ptr, k_ptr, v_ptr, bt_ptr, qsl_ptr, ctx_ptr, cut_ptr, num_seqs, out_ptr, scale_log2,
+def _prefill_tile(
+    t, kvh, q_ptr, k_ptr, v_ptr, bt_ptr, qsl_ptr, ctx_ptr, cut_ptr, num_seqs, out_ptr, scale_log2,
     stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
     stride_bts, stride_ot, stride_oh,
     G: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, DOT_F32: tl.constexpr,
 ):
-    t = tl.program_id(0)
-    kvh = tl.program_id(1)
     TQ = BLOCK_M // G
     # flattened tiles: sequence s owns tiles cu_tiles[s] .. cu_tiles[s+1]; find s by bisection
     lo = 0
@@ -107,6 +105,37 @@ def _prefill_kernel(
                  mask=m_mask[:, None] & d_mask[None, :])
 
 
+@triton.jit
+def _prefill_kernel(
+    q_ptr, k_ptr, v_ptr, bt_ptr, qsl_ptr, ctx_ptr, cut_ptr, num_seqs, out_ptr, scale_log2,
+    stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+    stride_bts, stride_ot, stride_oh,
+    G: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, DOT_F32: tl.constexpr, PERSISTENT: tl.constexpr,
+):
+    kvh = tl.program_id(1)
+    if PERSISTENT:      # a fixed number of programs walks the step's real tiles (count read on the device)
+        total = tl.load(cut_ptr + num_seqs)
+        for t in range(tl.program_id(0), total, tl.num_programs(0)):
+            _prefill_tile(t, kvh, q_ptr, k_ptr, v_ptr, bt_ptr, qsl_ptr, ctx_ptr, cut_ptr, num_seqs, out_ptr,
+                          scale_log2, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt,
+                          stride_vh, stride_bts, stride_ot, stride_oh, G, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N,
+                          BLOCK_SIZE, DOT_F32)
+    else:               # one program per tile of the host's upper bound; those past the last tile exit
+        _prefill_tile(tl.program_id(0), kvh, q_ptr, k_ptr, v_ptr, bt_ptr, qsl_ptr, ctx_ptr, cut_ptr, num_seqs,
+                      out_ptr, scale_log2, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb,
+                      stride_vt, stride_vh, stride_bts, stride_ot, stride_oh, G, HEAD_DIM, BLOCK_D, BLOCK_M,
+                      BLOCK_N, BLOCK_SIZE, DOT_F32)
+
+
+PERSISTENT = False
+"""Default of ``paged_prefill_attention(persistent=...)``. Off: the engine's timings and the committed profiles
+were measured with one program per tile; a benchmark may switch it on to compare (issue #10: inside a CUDA
+graph the grid is sized for 256 sequences, so most programs only find they have no tile)."""
+PERSISTENT_WAVES = 4
+"""Persistent programs per SM (summed over KV heads)."""
+
+
 def tile_tokens(group: int, block_m: int = 64) -> int:
     """Query tokens per program: ``BLOCK_M // G`` rows of ``G`` query heads each."""
     return max(block_m, triton.next_power_of_2(group)) // group
@@ -128,13 +157,15 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
                             max_query_len: int | None = None, out: torch.Tensor | None = None,
                             block_m: int = 64, block_n: int = 64, num_warps: int = 4,
                             num_stages: int = 2, cu_tiles: torch.Tensor | None = None,
-                            backend: str = "triton") -> torch.Tensor:
+                            persistent: bool | None = None, backend: str = "triton") -> torch.Tensor:
     """Causal attention of the packed new tokens ``q`` over their sequences' paged KV.
 
     The new tokens' K/V must already be in the cache (see :func:`write_kv`). ``max_query_len``
     is accepted for compatibility and unused: the grid needs only the token and sequence counts,
     so the launch never syncs. ``cu_tiles`` (from :func:`prefill_tile_starts` with the same
-    ``block_m``) saves recomputing the tile offsets in every layer of a step. Returns ``out``
+    ``block_m``) saves recomputing the tile offsets in every layer of a step. ``persistent`` (default
+    :data:`PERSISTENT`) launches at most ``PERSISTENT_WAVES * num_sms`` programs that loop over the real tiles
+    instead of one program per tile of the host's upper bound. Returns ``out``
     (``[total_new_tokens, num_q_heads, head_dim]``, dtype of ``q``).
     """
     require(q.dim() == 3, "q", f"shape {tuple(q.shape)} must be [tokens, num_q_heads, head_dim]")
@@ -172,7 +203,11 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     require(cu_tiles.shape == (num_seqs + 1,) and cu_tiles.dtype == torch.int32, "cu_tiles",
             f"must be int32 ({num_seqs + 1},) from prefill_tile_starts")
     # the grid is an upper bound on the tiles known on the host: sum ceil(len/tq) <= ceil(tokens/tq) + num_seqs
-    grid = (triton.cdiv(q.shape[0], tq) + num_seqs, k_cache.shape[2])
+    grid0 = triton.cdiv(q.shape[0], tq) + num_seqs
+    if PERSISTENT if persistent is None else persistent:
+        grid0 = min(grid0, max(1, PERSISTENT_WAVES * num_sms(q.device) // k_cache.shape[2]))
+        persistent = True
+    grid = (grid0, k_cache.shape[2])
     _prefill_kernel[grid](
         q, k_cache, v_cache, block_table, query_start_loc, context_lens, cu_tiles, num_seqs, out,
         scale * 1.4426950408889634,
@@ -181,5 +216,5 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
         out.stride(0), out.stride(1),
         G=group, HEAD_DIM=q.shape[2], BLOCK_D=max(16, triton.next_power_of_2(q.shape[2])),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_SIZE=k_cache.shape[1],
-        DOT_F32=dot_f32(q.dtype), num_warps=num_warps, num_stages=num_stages)
+        DOT_F32=dot_f32(q.dtype), PERSISTENT=bool(persistent), num_warps=num_warps, num_stages=num_stages)
     return out
