@@ -5,20 +5,22 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import kvsim.calibrate.profile as profile  # noqa: E402
 from kvsim.calibrate.profile import fit_prefill_overhead  # noqa: E402
 from kvsim.catalogue import get_model  # noqa: E402
 from kvsim.engine.models import build_model  # noqa: E402
 from tests.profile_factory import synthetic_profile  # noqa: E402
 
 
-def test_prefill_overhead_fit_times_lone_prefills_of_each_length():
+def test_prefill_overhead_fit_times_lone_prefills_of_each_length(monkeypatch):
     spec = get_model("tiny-opt")
     prof = dict(synthetic_profile(), model=spec.name, num_layers=spec.num_layers)
     model = build_model(spec, dtype=torch.float16, device=torch.device("cpu"), weights="dummy")
-    fit = fit_prefill_overhead(model, prof, 16, device="cpu", tokens=[16, 64], cuda_graphs=False, prompts=4)
+    monkeypatch.setattr(profile, "PREFILL_OVERHEAD_RATE", 1.0)       # 1 s apart: lone even on a loaded CPU
+    fit = fit_prefill_overhead(model, prof, 16, device="cpu", tokens=[16, 64], cuda_graphs=False, prompts=3)
     assert fit["tokens"] == [16, 64]
     assert len(fit["time_s"]) == 2 and all(t >= 0.0 for t in fit["time_s"])
     # the residual is measured minus priced: a profile pricing prefills 1 s slower leaves nothing
     slow = dict(prof, step_overhead={"num_seqs": [1, 256], "time_s": [1.0, 1.0]})
     assert fit_prefill_overhead(model, slow, 16, device="cpu", tokens=[16], cuda_graphs=False,
-                                prompts=4)["time_s"] == [0.0]
+                                prompts=3)["time_s"] == [0.0]

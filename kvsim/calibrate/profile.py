@@ -54,6 +54,7 @@ def fit_overhead(model, profile: dict, bs: int, device: str = "cuda", batches=OV
 
 
 PREFILL_OVERHEAD_TOKENS = [16, 128, 512, 1536]
+PREFILL_OVERHEAD_RATE = 4.0      # req/s: 250 ms apart, room for a 1,536-token prefill + 3 decodes of a 13B model
 
 
 def fit_prefill_overhead(model, profile: dict, bs: int, device: str = "cuda", tokens=PREFILL_OVERHEAD_TOKENS,
@@ -73,13 +74,15 @@ def fit_prefill_overhead(model, profile: dict, bs: int, device: str = "cuda", to
         t = min(int(t), spec.max_seq_len - 8)
         sc = kvsim.load_scenario({
             "name": f"calibrate-prefill-{t}", "model": profile["model"], "gpu": "h100-80gb", "dtype": profile["dtype"],
-            "engine": {"block_size": bs, "num_gpu_blocks": 4 * (-(-(t + 8) // bs)) + 64, "max_num_seqs": 1,
+            # the serving engine's graphs (256 sequence rows, as in prefill_step), prompts spaced so each
+            # prefill runs alone: near-constant gaps (gamma, cv 0.01) longer than a prefill and 3 decodes
+            "engine": {"block_size": bs, "num_gpu_blocks": 4 * (-(-(t + 8) // bs)) + 64, "max_num_seqs": 256,
                        "max_num_batched_tokens": 8192, "swap_space_gib": 0},
-            "workload": {"dataset": "fixed", "prompt_len": t, "output_len": 4, "arrival": "burst",
-                         "num_requests": prompts},
+            "workload": {"dataset": "fixed", "prompt_len": t, "output_len": 4, "arrival": "gamma", "cv": 0.01,
+                         "rate_req_s": PREFILL_OVERHEAD_RATE, "num_requests": prompts},
             "runtime": {"device": device, "cuda_graphs": cuda_graphs}, "seed": 0})
         its = RealEngine(sc, model=model).run().iterations
-        pre = its[(its.decode_seqs == 0) & (its.prefill_tokens == t)].iloc[2:]     # skip warm-up steps
+        pre = its[(its.decode_seqs == 0) & (its.prefill_tokens == t) & (its.prefill_groups == 1)].iloc[2:]
         if not len(pre):
             raise KvsimError("calibrate", f"the engine ran no lone {t}-token prefill step to time")
         priced = cost.step_time(StepPlan(prefill_group_ids=[0], prefill_new_tokens=[t], prefill_cached_tokens=[0]))
