@@ -78,6 +78,11 @@ def write_run(res, out: Path, plot: bool = True, extra: dict | None = None, kind
     return names
 
 
-def write_engine_run(res, out: Path) -> None:
-    """Same files as a simulator run, plus the engine's device, versions and timing split."""
-    write_run(res, out, extra={"engine": res.info})
+ENGINE_DEFAULT = RUN_DEFAULT                            # kvsim engine's default --outputs
+
+
+def write_engine_run(res, out: Path, kinds=None, report=None) -> list[str]:
+    """Same files as a simulator run, plus the engine's device, versions and timing split in summary.json.
+    ``kinds`` defaults to json, csv, png (what ``kvsim validate`` keeps in its engine/ folders);
+    ``kvsim engine`` passes its ``--outputs`` and ``report()`` for report.html. Returns the names written."""
+    return write_run(res, out, extra={"engine": res.info}, kinds=kinds, report=report)

@@ -1,6 +1,6 @@
-"""report.html for run, sweep and plan (issue #13): self-contained, headline backed by the numbers, --outputs,
-plan --price; the three reports render in headless Chromium with every image decoded and nothing wider than
-the window."""
+"""report.html for run, sweep, plan and engine (issue #13): self-contained, headline backed by the numbers,
+--outputs, plan --price; the four reports render in headless Chromium with every image decoded and nothing wider
+than the window (the engine's: tiny-opt on the CPU, a measured run)."""
 from __future__ import annotations
 
 import base64
@@ -177,13 +177,13 @@ PROBE = ("<script>window.addEventListener('load',function(){var i=document.image
          "b.setAttribute('data-width',document.documentElement.scrollWidth);});</script>")
 
 
-@pytest.mark.parametrize("which", ["run", "sweep", "plan"])
-def test_reports_render_in_headless_chromium(reports, tmp_path, which):
+def _render(html_path: Path, tmp_path: Path) -> dict[str, str]:
+    """Load a copy of the report (with a probe script) in headless Chromium; the probe's numbers."""
     exe = _chromium()
     if exe is None:
         pytest.skip("chromium not found (apt-get install -y chromium)")
     page = tmp_path / "probe.html"          # a copy with a probe script; the report itself has none
-    page.write_text((reports / which / "report.html").read_text().replace("</body>", PROBE + "</body>"))
+    page.write_text(html_path.read_text().replace("</body>", PROBE + "</body>"))
     cmd = [exe, "--headless", "--disable-gpu", "--window-size=1200,900", "--virtual-time-budget=5000",
            "--dump-dom", page.as_uri()]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -191,7 +191,13 @@ def test_reports_render_in_headless_chromium(reports, tmp_path, which):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)})
     body = re.search(r"<body ([^>]*)>", r.stdout)
     assert body, r.stderr[-500:]
-    attrs = dict(re.findall(r'data-(\w+)="(\d+)"', body.group(1)))
+    return dict(re.findall(r'data-(\w+)="(\d+)"', body.group(1)))
+
+
+@pytest.mark.parametrize("which", ["run", "sweep", "plan", "engine"])
+def test_reports_render_in_headless_chromium(request, tmp_path, which):
+    base = request.getfixturevalue("engine_report" if which == "engine" else "reports")
+    attrs = _render(base / which / "report.html", tmp_path)
     assert int(attrs["images"]) >= 1 and attrs["loaded"] == attrs["images"]       # every PNG decodes
     assert int(attrs["width"]) <= 1200                                             # tables fit the window
 
@@ -210,3 +216,83 @@ def test_replicated_run_and_sweep_reports_show_intervals(capsys, tmp_path):
     assert "throughput, interval low (req/s)" in html                         # interval columns in words
     df = pd.read_csv(tmp_path / "s" / "sweep.csv")
     assert f"{df.throughput_req_s_ci_lo.iloc[0]:.4g}" in html                  # the interval is in the table
+
+
+# ---------------------------------------------------------------- kvsim engine (tiny model on the CPU)
+
+ENGINE_SCENARIO = """\
+name: engine-report
+model: tiny-opt
+gpu: a100-40gb
+dtype: fp32
+engine: {block_size: 4, num_gpu_blocks: 400, num_cpu_blocks: 400, max_num_batched_tokens: 256, max_num_seqs: 16}
+workload: {dataset: uniform, prompt_len_range: [3, 20], output_len_range: [2, 12], arrival: burst, num_requests: 6}
+runtime: {device: cpu, attention_backend: torch}
+seed: 1
+"""
+
+
+@pytest.fixture(scope="module")
+def engine_yaml(tmp_path_factory):
+    p = tmp_path_factory.mktemp("engine_sc") / "engine.yaml"
+    p.write_text(ENGINE_SCENARIO)
+    return p
+
+
+@pytest.fixture(scope="module")
+def engine_report(engine_yaml, tmp_path_factory):
+    """One ``kvsim engine`` run of tiny-opt on the CPU with the default --outputs."""
+    pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    base = tmp_path_factory.mktemp("engine_report")
+    assert main(["engine", str(engine_yaml), "--out", str(base / "engine")]) == 0
+    return base
+
+
+def test_engine_writes_a_report_of_a_measured_run(engine_report):
+    d = engine_report / "engine"
+    assert {p.name for p in d.iterdir()} == {"summary.json", "requests.csv", "iterations.csv", "run.png",
+                                            "report.html"}
+    html = (d / "report.html").read_text()
+    assert self_contained(html) >= 1
+    doc = pd.read_json(d / "summary.json", typ="series")
+    s, info = doc["summary"], doc["engine"]
+    assert info["device"] == "cpu"
+    assert "Measured engine run" in html and "measured on cpu" in html            # not a simulation, and where
+    assert "kvsim engine: engine-report" in html
+    assert f"{s['throughput_req_s']:.3f} req/s" in html                            # this run's numbers
+    assert "Engine (measured on cpu)" in html and info["torch"] in html             # the engine's info section
+    assert "simulated time" not in html and "wall time" in html
+    assert headline(html).startswith("Sustained")                                   # a burst: no offered rate
+
+
+@pytest.mark.parametrize("kinds,files", [("json", {"summary.json"}), ("html,csv", {"report.html", "requests.csv",
+                                                                                   "iterations.csv"})])
+def test_engine_outputs_select_the_files(capsys, tmp_path, engine_yaml, kinds, files):
+    pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    rc, out, err = cli(capsys, "engine", engine_yaml, "--outputs", kinds, "--out", tmp_path / "e")
+    assert rc == 0, err
+    assert {p.name for p in (tmp_path / "e").iterdir()} == files
+    assert all(f in out for f in files)
+
+
+@pytest.mark.parametrize("bad", ["xml", "json,,csv", "", "html,pdf"])
+def test_engine_bad_outputs_is_one_line_and_writes_nothing(capsys, tmp_path, engine_yaml, bad):
+    rc, _, err = cli(capsys, "engine", engine_yaml, "--outputs", bad, "--out", tmp_path / "x")
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("error: --outputs:")
+    assert not (tmp_path / "x").exists()
+
+
+def test_write_engine_run_default_keeps_validates_files(tmp_path):
+    """kvsim validate's engine/ folders keep their old file set: no report.html there."""
+    from types import SimpleNamespace
+
+    import kvsim
+    from kvsim.output import write_engine_run
+    r = kvsim.simulate(kvsim.load_scenario(Q, ["workload.num_requests=20"]))
+    res = SimpleNamespace(setup=r.setup, requests=r.requests, iterations=r.iterations, summary=r.summary,
+                          info={"device": "cpu"})
+    written = write_engine_run(res, tmp_path / "engine")
+    assert set(written) == {p.name for p in (tmp_path / "engine").iterdir()} == {
+        "summary.json", "requests.csv", "iterations.csv", "run.png"}

@@ -10,12 +10,18 @@ def add_parser(sub) -> None:
     r.add_argument("scenario")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     r.add_argument("--out", help="output directory (default runs/<name>-engine)")
+    from kvsim.outdir import add_outputs_arg
+    from kvsim.output import ENGINE_DEFAULT
+    add_outputs_arg(r, ENGINE_DEFAULT)
     r.set_defaults(func=cmd_engine)
 
 
 def cmd_engine(args) -> int:
     from kvsim.config import load_scenario
+    from kvsim.outdir import parse_outputs
+    from kvsim.output import ENGINE_DEFAULT
     from kvsim.runtext import arrivals_text, format_summary
+    kinds = parse_outputs(args.outputs, ENGINE_DEFAULT)     # a bad --outputs fails before torch is imported
     try:
         from kvsim.engine.engine import RealEngine
     except ImportError as e:
@@ -31,11 +37,16 @@ def cmd_engine(args) -> int:
     t0 = time.perf_counter()
     eng = RealEngine(sc)
     res = eng.run()
-    write_engine_run(res, out)
     info = res.info
+    arrivals = arrivals_text(sc, len(eng.setup.requests))
+
+    def report() -> str:
+        from kvsim.report.run_report import render_run
+        return render_run(res, arrivals, engine=info)
+    written = write_engine_run(res, out, kinds=kinds, report=report)
     print(f"kvsim engine: {sc.name} — {eng.setup.model.name} on {info['device']} ({info['attention_backend']}), "
           f"{sc.engine.allocator}, KV blocks {info['kv_blocks']} (simulator: {info['simulator_blocks']})")
-    print(f"  arrivals: {arrivals_text(sc, len(eng.setup.requests))}")
+    print(f"  arrivals: {arrivals}")
     s = res.summary
     if s.get("requests_total") and not s.get("requests_finished"):
         from kvsim.errors import KvsimError
@@ -43,5 +54,5 @@ def cmd_engine(args) -> int:
                          f"the engine finished none of {s['requests_total']} requests (records in {out})")
     print(format_summary(res.summary))
     print(f"  per iteration: cpu {info['cpu_s_mean'] * 1e3:.2f} ms, gpu {info['gpu_s_mean'] * 1e3:.2f} ms; "
-          f"wrote {out} in {time.perf_counter() - t0:.1f} s")
+          f"wrote {out}/{{{', '.join(written)}}} in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -36,7 +36,7 @@ def waiting_thirds(reqs: pd.DataFrame, its: pd.DataFrame) -> tuple[float, float]
     return mean(t0, t0 + third), mean(t1 - third, t1 + 1e-12)
 
 
-def verdict(sc, summary: dict, reqs: pd.DataFrame, its: pd.DataFrame) -> tuple[str, str]:
+def verdict(sc, summary: dict, reqs: pd.DataFrame, its: pd.DataFrame, measured: bool = False) -> tuple[str, str]:
     """(headline, reason) for one run (module doc)."""
     w = sc.workload
     thr, total = summary.get("throughput_req_s") or 0.0, summary.get("requests_total") or 0
@@ -48,7 +48,8 @@ def verdict(sc, summary: dict, reqs: pd.DataFrame, its: pd.DataFrame) -> tuple[s
     if rej:
         facts += f" {rej} were rejected (longer than the model or the KV cache allows)."
     if total - done - rej:
-        facts += f" {total - done - rej} were still unfinished when the run stopped (max_time_s)."
+        facts += (f" {total - done - rej} were still unfinished when the run stopped "
+                  f"({'runtime.max_wall_s' if measured else 'max_time_s'}).")
     if w.arrival in ("poisson", "gamma") and w.max_concurrency is None:
         offered = float(w.rate_req_s)
         first, last = waiting_thirds(reqs, its)
@@ -66,9 +67,11 @@ def verdict(sc, summary: dict, reqs: pd.DataFrame, its: pd.DataFrame) -> tuple[s
     return f"Sustained {thr:.3g} req/s ({how})", facts
 
 
-def _summary_pairs(summary: dict) -> list[tuple[str, str]]:
+def _summary_pairs(summary: dict, measured: bool = False) -> list[tuple[str, str]]:
     pairs = []
     for lbl, keys, fmt in ROWS:
+        if measured and lbl:
+            lbl = lbl.replace("simulated time", "wall time")
         keys = keys if isinstance(keys, tuple) else (keys,)
         vals = [summary.get(k) for k in keys]
         pairs.append((lbl or "throughput (tokens)", "n/a" if any(v is None for v in vals) else fmt.format(*vals)))
@@ -86,23 +89,47 @@ def _replications(summaries: list[dict], confidence: float) -> str:
             f"the tables above are the first seed's.</p>" + table(pd.DataFrame(rows), words=False))
 
 
+def _engine_pairs(info: dict) -> list[tuple[str, str]]:
+    """The engine's device, versions and timing split (``EngineResult.info``), one line per scalar entry."""
+    pairs = []
+    for k, v in info.items():
+        if isinstance(v, float):
+            v = f"{v:.6g}"
+        elif isinstance(v, (list, tuple)):
+            v = ", ".join(map(str, v)) or "none"
+        elif isinstance(v, dict):
+            v = ", ".join(f"{a}={b}" for a, b in v.items()) or "none"
+        pairs.append((k.replace("_", " "), str(v)))
+    return pairs
+
+
 def render_run(res, arrivals: str, *, replications: list[dict] | None = None, confidence: float = 0.95,
-               percentiles: list[float] | None = None, goodput_slo: dict | None = None) -> str:
-    """The whole ``report.html`` of one run (and its replications)."""
+               percentiles: list[float] | None = None, goodput_slo: dict | None = None,
+               engine: dict | None = None) -> str:
+    """The whole ``report.html`` of one run (and its replications). ``engine`` (``EngineResult.info``) makes it
+    the report of a run measured on the real engine (``kvsim engine``): the device it ran on instead of the
+    simulated card, and the engine's device, versions and timing split as a section."""
     from kvsim.latency import goodput, latency_table
     from kvsim.plots import run_figure
     setup = res.setup
     sc = setup.scenario
     e = sc.engine
-    head, why = verdict(sc, res.summary, res.requests, res.iterations)
-    sub = (f"{setup.model.name} on {setup.gpu.name} x{sc.tensor_parallel}, {e.allocator}"
-           + (f" (block {e.block_size})" if e.allocator == "paged" else "") + f", {e.scheduler} scheduler. "
-           f"Arrivals: {arrivals}. {setup.budget.summary()}")
+    head, why = verdict(sc, res.summary, res.requests, res.iterations, measured=engine is not None)
+    alloc = e.allocator + (f" (block {e.block_size})" if e.allocator == "paged" else "")
+    if engine is None:
+        sub = (f"{setup.model.name} on {setup.gpu.name} x{sc.tensor_parallel}, {alloc}, {e.scheduler} scheduler. "
+               f"Arrivals: {arrivals}. {setup.budget.summary()}")
+    else:
+        dev = engine.get("device", "?")
+        sub = (f"Measured engine run (kvsim engine), not a simulation: {setup.model.name} on {dev} "
+               f"({engine.get('attention_backend', '?')} attention, weights {engine.get('weights', '?')}), {alloc}, "
+               f"{e.scheduler} scheduler, KV blocks {engine.get('kv_blocks', '?')} (simulator: "
+               f"{engine.get('simulator_blocks', '?')}). Arrivals: {arrivals}.")
     lat = latency_table(res.requests, res.iterations, percentiles or [50.0, 90.0, 99.0])
     sections = [
         ("Memory, batch and latency over the run", png(run_figure(res.requests, res.iterations, sc.name),
                                                         "run plots")),
-        ("Summary", key_values(_summary_pairs(res.summary))),
+        ("Summary", key_values(_summary_pairs(res.summary, measured=engine is not None))),
         ("Per-request latency (ms, as vllm bench reports it)",
          table(lat, words=False) + '<p class="note">ITL = gaps between a request\'s decode steps '
          "(kvsim/latency.py).</p>"),
@@ -114,8 +141,12 @@ def render_run(res, arrivals: str, *, replications: list[dict] | None = None, co
                                     f"({g['goodput_frac']:.1%}), {g['goodput_req_s']:.3f} req/s.</p>"))
     if replications and len(replications) > 1:
         sections.append(("Across seeds", _replications(replications, confidence)))
+    if engine is not None:
+        sections.append((f"Engine (measured on {engine.get('device', '?')})", key_values(_engine_pairs(engine))))
     sections.append(("Scenario", f"<pre>{esc(_yaml(sc.to_dict()))}</pre>"))
-    return page(f"kvsim run: {sc.name}", sub, head, why, sections)
+    title = (f"kvsim run: {sc.name}" if engine is None
+             else f"kvsim engine: {sc.name} (measured on {engine.get('device', '?')})")
+    return page(title, sub, head, why, sections)
 
 
 def _yaml(doc: dict) -> str:
