@@ -210,3 +210,20 @@ def test_replicated_run_and_sweep_reports_show_intervals(capsys, tmp_path):
     assert "throughput, interval low (req/s)" in html                         # interval columns in words
     df = pd.read_csv(tmp_path / "s" / "sweep.csv")
     assert f"{df.throughput_req_s_ci_lo.iloc[0]:.4g}" in html                  # the interval is in the table
+
+
+def test_run_report_builds_only_the_iteration_columns_it_reads():
+    """report.html of a simulator run reads a few columns from the run's log, never the whole iterations frame
+    (millions of rows in a long run), and says the same as from the whole frame."""
+    from kvsim.config import load_scenario
+    from kvsim.report.run_report import render_run
+    from kvsim.sim import simulate
+    res = simulate(load_scenario({"name": "cols", "model": "opt-13b", "gpu": "a100-40gb",
+                                  "engine": {"allocator": "paged", "block_size": 16},
+                                  "workload": {"dataset": "sharegpt_like", "rate_req_s": 2.0, "num_requests": 200},
+                                  "seed": 0}, []))
+    stamp = re.compile(r"Generated [0-9-]+ [0-9:]+ UTC")
+    html = stamp.sub("", render_run(res, "poisson", percentiles=[50.0, 99.0]))
+    assert res._iterations is None
+    assert len(res.iterations.columns) > 10              # now built (and kept) in full
+    assert stamp.sub("", render_run(res, "poisson", percentiles=[50.0, 99.0])) == html

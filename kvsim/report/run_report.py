@@ -22,6 +22,9 @@ from kvsim.runtext import ROWS
 GROWN = 5.0
 
 
+REPORT_COLUMNS = ("start_s", "duration_s", "waiting")     # what verdict (waiting_thirds) reads
+
+
 def waiting_thirds(reqs: pd.DataFrame, its: pd.DataFrame) -> tuple[float, float]:
     """Time-averaged waiting requests over the first and the last third of the arrival window."""
     if not len(reqs) or not len(its):
@@ -89,18 +92,20 @@ def _replications(summaries: list[dict], confidence: float) -> str:
 def render_run(res, arrivals: str, *, replications: list[dict] | None = None, confidence: float = 0.95,
                percentiles: list[float] | None = None, goodput_slo: dict | None = None) -> str:
     """The whole ``report.html`` of one run (and its replications)."""
-    from kvsim.latency import goodput, latency_table
-    from kvsim.plots import run_figure
+    from kvsim.latency import ITL_COLUMNS, goodput, latency_table
+    from kvsim.output import iteration_frame
+    from kvsim.plots import RUN_PLOT_COLUMNS, run_figure
     setup = res.setup
     sc = setup.scenario
     e = sc.engine
-    head, why = verdict(sc, res.summary, res.requests, res.iterations)
+    its = iteration_frame(res, REPORT_COLUMNS + ITL_COLUMNS + RUN_PLOT_COLUMNS)   # only what the report reads
+    head, why = verdict(sc, res.summary, res.requests, its)
     sub = (f"{setup.model.name} on {setup.gpu.name} x{sc.tensor_parallel}, {e.allocator}"
            + (f" (block {e.block_size})" if e.allocator == "paged" else "") + f", {e.scheduler} scheduler. "
            f"Arrivals: {arrivals}. {setup.budget.summary()}")
-    lat = latency_table(res.requests, res.iterations, percentiles or [50.0, 90.0, 99.0])
+    lat = latency_table(res.requests, its, percentiles or [50.0, 90.0, 99.0])
     sections = [
-        ("Memory, batch and latency over the run", png(run_figure(res.requests, res.iterations, sc.name),
+        ("Memory, batch and latency over the run", png(run_figure(res.requests, its, sc.name),
                                                         "run plots")),
         ("Summary", key_values(_summary_pairs(res.summary))),
         ("Per-request latency (ms, as vllm bench reports it)",
