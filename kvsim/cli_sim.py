@@ -69,8 +69,9 @@ def _cmd_run(args) -> int:
               f"summary.json holds every run")
         print(format_replicated(replications, confidence))
     if latency_args is not None:
-        from kvsim.latency import format_latency_table
-        print(format_latency_table(res.requests, res.iterations, *latency_args))
+        from kvsim.latency import ITL_COLUMNS, format_latency_table
+        from kvsim.output import iteration_frame
+        print(format_latency_table(res.requests, iteration_frame(res, ITL_COLUMNS), *latency_args))
     print(f"  wrote {out}/{{{', '.join(written)}}} "
           f"in {wall:.2f} s wall ({eng.ff_steps} of {res.summary['num_iterations']} iterations fast-forwarded)")
     return 0

@@ -34,6 +34,13 @@ def _log(res):
     return log if log is not None and getattr(res, "_iterations", None) is None and len(log) else None
 
 
+def iteration_frame(res, columns):
+    """The run's iterations for a reader of only ``columns``: built from a simulator run's log with just those
+    columns (not kept, so the whole frame never has to be held), else the run's whole frame."""
+    log = _log(res)
+    return res.iterations if log is None else log.frame(columns)
+
+
 def _write_iterations(res, path: Path) -> None:
     """iterations.csv; a simulator run's is written chunk by chunk from its log (same bytes as the frame's)."""
     log = _log(res)
@@ -70,9 +77,7 @@ def write_run(res, out: Path, plot: bool = True, extra: dict | None = None, kind
             except ImportError:          # e.g. a GPU image without matplotlib: the CSVs are enough
                 names.remove("run.png")
             else:
-                log = _log(res)
-                its = res.iterations if log is None else log.frame(RUN_PLOT_COLUMNS)
-                plot_run(res.requests, its, res.setup.scenario.name, d / "run.png")
+                plot_run(res.requests, iteration_frame(res, RUN_PLOT_COLUMNS), res.setup.scenario.name, d / "run.png")
         if "html" in kinds:
             (d / "report.html").write_text(report(), encoding="utf-8")
     return names

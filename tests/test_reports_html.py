@@ -296,3 +296,20 @@ def test_write_engine_run_default_keeps_validates_files(tmp_path):
     written = write_engine_run(res, tmp_path / "engine")
     assert set(written) == {p.name for p in (tmp_path / "engine").iterdir()} == {
         "summary.json", "requests.csv", "iterations.csv", "run.png"}
+
+
+def test_run_report_builds_only_the_iteration_columns_it_reads():
+    """report.html of a simulator run reads a few columns from the run's log, never the whole iterations frame
+    (millions of rows in a long run), and says the same as from the whole frame."""
+    from kvsim.config import load_scenario
+    from kvsim.report.run_report import render_run
+    from kvsim.sim import simulate
+    res = simulate(load_scenario({"name": "cols", "model": "opt-13b", "gpu": "a100-40gb",
+                                  "engine": {"allocator": "paged", "block_size": 16},
+                                  "workload": {"dataset": "sharegpt_like", "rate_req_s": 2.0, "num_requests": 200},
+                                  "seed": 0}, []))
+    stamp = re.compile(r"Generated [0-9-]+ [0-9:]+ UTC")
+    html = stamp.sub("", render_run(res, "poisson", percentiles=[50.0, 99.0]))
+    assert res._iterations is None
+    assert len(res.iterations.columns) > 10              # now built (and kept) in full
+    assert stamp.sub("", render_run(res, "poisson", percentiles=[50.0, 99.0])) == html

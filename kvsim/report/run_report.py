@@ -22,6 +22,9 @@ from kvsim.runtext import ROWS
 GROWN = 5.0
 
 
+REPORT_COLUMNS = ("start_s", "duration_s", "waiting")     # what verdict (waiting_thirds) reads
+
+
 def waiting_thirds(reqs: pd.DataFrame, its: pd.DataFrame) -> tuple[float, float]:
     """Time-averaged waiting requests over the first and the last third of the arrival window."""
     if not len(reqs) or not len(its):
@@ -109,12 +112,14 @@ def render_run(res, arrivals: str, *, replications: list[dict] | None = None, co
     """The whole ``report.html`` of one run (and its replications). ``engine`` (``EngineResult.info``) makes it
     the report of a run measured on the real engine (``kvsim engine``): the device it ran on instead of the
     simulated card, and the engine's device, versions and timing split as a section."""
-    from kvsim.latency import goodput, latency_table
-    from kvsim.plots import run_figure
+    from kvsim.latency import ITL_COLUMNS, goodput, latency_table
+    from kvsim.output import iteration_frame
+    from kvsim.plots import RUN_PLOT_COLUMNS, run_figure
     setup = res.setup
     sc = setup.scenario
     e = sc.engine
-    head, why = verdict(sc, res.summary, res.requests, res.iterations, measured=engine is not None)
+    its = iteration_frame(res, REPORT_COLUMNS + ITL_COLUMNS + RUN_PLOT_COLUMNS)   # only what the report reads
+    head, why = verdict(sc, res.summary, res.requests, its, measured=engine is not None)
     alloc = e.allocator + (f" (block {e.block_size})" if e.allocator == "paged" else "")
     if engine is None:
         sub = (f"{setup.model.name} on {setup.gpu.name} x{sc.tensor_parallel}, {alloc}, {e.scheduler} scheduler. "
@@ -125,9 +130,9 @@ def render_run(res, arrivals: str, *, replications: list[dict] | None = None, co
                f"({engine.get('attention_backend', '?')} attention, weights {engine.get('weights', '?')}), {alloc}, "
                f"{e.scheduler} scheduler, KV blocks {engine.get('kv_blocks', '?')} (simulator: "
                f"{engine.get('simulator_blocks', '?')}). Arrivals: {arrivals}.")
-    lat = latency_table(res.requests, res.iterations, percentiles or [50.0, 90.0, 99.0])
+    lat = latency_table(res.requests, its, percentiles or [50.0, 90.0, 99.0])
     sections = [
-        ("Memory, batch and latency over the run", png(run_figure(res.requests, res.iterations, sc.name),
+        ("Memory, batch and latency over the run", png(run_figure(res.requests, its, sc.name),
                                                         "run plots")),
         ("Summary", key_values(_summary_pairs(res.summary, measured=engine is not None))),
         ("Per-request latency (ms, as vllm bench reports it)",
