@@ -10,22 +10,13 @@ import pytest
 
 import kvsim
 from kvsim.build import setup_run
-from kvsim.cli import main
 from kvsim.core.request import RequestSpec
 from kvsim.sim import SimEngine
 from kvsim.workload.closed_loop import ConcurrencyGate
+from tests._cli import cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 Q = str(ROOT / "scenarios" / "examples" / "quickstart.yaml")
-
-
-def cli(capsys, *args):
-    try:
-        rc = main([str(a) for a in args])
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def max_in_flight(reqs: pd.DataFrame) -> int:

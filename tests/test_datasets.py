@@ -8,22 +8,13 @@ import numpy as np
 import pytest
 
 import kvsim
-from kvsim.cli import main
 from kvsim.workload import WorkloadConfig, build_workload
 from kvsim.workload.config import SHAREGPT_NOTE
+from tests._cli import cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 Q = str(ROOT / "scenarios" / "examples" / "quickstart.yaml")
 REAL = "scenarios/traces/sharegpt_llama3_1000.csv"
-
-
-def cli(capsys, *args):
-    try:
-        rc = main([str(a) for a in args])
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def lengths(dataset: str, seed: int = 4):

@@ -14,18 +14,10 @@ from kvsim.cli import main
 from kvsim.latency import goodput, itl_gaps, latency_table, parse_goodput, weighted_percentile
 from kvsim.plan.confident import classify, find_rate_interval
 from kvsim.stats import interval, t_quantile
+from tests._cli import cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 Q = str(ROOT / "scenarios" / "examples" / "quickstart.yaml")
-
-
-def cli(capsys, *args):
-    try:
-        rc = main([str(a) for a in args])
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def test_student_t_quantiles_and_interval():

@@ -14,19 +14,11 @@ import pandas as pd
 import pytest
 
 from kvsim.cli import main
+from tests._cli import cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 Q = str(ROOT / "scenarios" / "examples" / "quickstart.yaml")
 IMG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
-
-
-def cli(capsys, *args):
-    try:
-        rc = main([str(a) for a in args])
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def self_contained(html: str) -> int:
