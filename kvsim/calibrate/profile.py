@@ -24,24 +24,30 @@ def default_path(model: str, gpu: str) -> Path:
     return Path("calibrate") / "profiles" / f"{slug}.json"
 
 
+def engine_iterations(model, profile: dict, name: str, device: str, cuda_graphs: bool, engine: dict,
+                      workload: dict):
+    """Iteration records of a real engine run of ``model`` on fixed-length requests (the fits below)."""
+    import kvsim
+    from kvsim.engine.engine import RealEngine
+    sc = kvsim.load_scenario({
+        "name": name, "model": profile["model"], "gpu": "h100-80gb", "dtype": profile["dtype"],
+        "engine": {"max_num_seqs": 256, "max_num_batched_tokens": 8192, "swap_space_gib": 0, **engine},
+        "workload": {"dataset": "fixed", **workload},
+        "runtime": {"device": device, "cuda_graphs": cuda_graphs}, "seed": 0})
+    return RealEngine(sc, model=model).run().iterations
+
+
 def fit_overhead(model, profile: dict, bs: int, device: str = "cuda", batches=OVERHEAD_BATCH,
                  cuda_graphs: bool = True) -> dict:
     """Median (measured step − composed ops) of real engine decode steps, per batch size."""
-    import kvsim
-    from kvsim.engine.engine import RealEngine
     provisional = dict(profile, step_overhead={"num_seqs": [1.0], "time_s": [0.0]})
     cost = CalibratedCostModel(Profile(provisional), model_name=profile["model"], dtype=profile["dtype"],
                                block_size_tokens=bs)
     out = []
     for n in batches:
-        sc = kvsim.load_scenario({
-            "name": f"calibrate-overhead-{n}", "model": profile["model"], "gpu": "h100-80gb", "dtype": profile["dtype"],
-            "engine": {"block_size": bs, "num_gpu_blocks": n * (-(-200 // bs)) + 64, "max_num_seqs": 256,
-                       "max_num_batched_tokens": 8192, "swap_space_gib": 0},
-            "workload": {"dataset": "fixed", "prompt_len": 128, "output_len": 48, "arrival": "burst",
-                         "num_requests": n},
-            "runtime": {"device": device, "cuda_graphs": cuda_graphs}, "seed": 0})
-        its = RealEngine(sc, model=model).run().iterations
+        its = engine_iterations(model, profile, f"calibrate-overhead-{n}", device, cuda_graphs,
+                                {"block_size": bs, "num_gpu_blocks": n * (-(-200 // bs)) + 64},
+                                {"prompt_len": 128, "output_len": 48, "arrival": "burst", "num_requests": n})
         dec = its[(its.prefill_tokens == 0) & (its.decode_seqs == n)].iloc[3:]      # skip warm-up steps
         resid = []
         for _, row in dec.iterrows():
@@ -63,25 +69,19 @@ def fit_prefill_overhead(model, profile: dict, bs: int, device: str = "cuda", to
     (``step_overhead(1) + prefill_step(T)``), per ``T``: the host work that grows with the prompt (token,
     position and slot lists, their copies to the GPU) and anything else the replayed graph alone misses.
     ``step_overhead`` is fitted on decode steps, whose host work does not grow with a prompt."""
-    import kvsim
     from kvsim.core.plan import StepPlan
-    from kvsim.engine.engine import RealEngine
     base = {k: v for k, v in profile.items() if k != "prefill_overhead"}
     cost = CalibratedCostModel(Profile(base), model_name=profile["model"], dtype=profile["dtype"], block_size_tokens=bs)
     spec = get_model(profile["model"])
     out, used = [], []
     for t in tokens:
         t = min(int(t), spec.max_seq_len - 8)
-        sc = kvsim.load_scenario({
-            "name": f"calibrate-prefill-{t}", "model": profile["model"], "gpu": "h100-80gb", "dtype": profile["dtype"],
-            # the serving engine's graphs (256 sequence rows, as in prefill_step), prompts spaced so each
-            # prefill runs alone: near-constant gaps (gamma, cv 0.01) longer than a prefill and 3 decodes
-            "engine": {"block_size": bs, "num_gpu_blocks": 4 * (-(-(t + 8) // bs)) + 64, "max_num_seqs": 256,
-                       "max_num_batched_tokens": 8192, "swap_space_gib": 0},
-            "workload": {"dataset": "fixed", "prompt_len": t, "output_len": 4, "arrival": "gamma", "cv": 0.01,
-                         "rate_req_s": PREFILL_OVERHEAD_RATE, "num_requests": prompts},
-            "runtime": {"device": device, "cuda_graphs": cuda_graphs}, "seed": 0})
-        its = RealEngine(sc, model=model).run().iterations
+        # the serving engine's graphs (256 sequence rows, as in prefill_step), prompts spaced so each prefill
+        # runs alone: near-constant gaps (gamma, cv 0.01) longer than a prefill and 3 decodes
+        its = engine_iterations(model, profile, f"calibrate-prefill-{t}", device, cuda_graphs,
+                                {"block_size": bs, "num_gpu_blocks": 4 * (-(-(t + 8) // bs)) + 64},
+                                {"prompt_len": t, "output_len": 4, "arrival": "gamma", "cv": 0.01,
+                                 "rate_req_s": PREFILL_OVERHEAD_RATE, "num_requests": prompts})
         pre = its[(its.decode_seqs == 0) & (its.prefill_tokens == t) & (its.prefill_groups == 1)].iloc[2:]
         if not len(pre):
             raise KvsimError("calibrate", f"the engine ran no lone {t}-token prefill step to time")
