@@ -204,9 +204,9 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
             f"must be int32 ({num_seqs + 1},) from prefill_tile_starts")
     # the grid is an upper bound on the tiles known on the host: sum ceil(len/tq) <= ceil(tokens/tq) + num_seqs
     grid0 = triton.cdiv(q.shape[0], tq) + num_seqs
-    if PERSISTENT if persistent is None else persistent:
+    persistent = PERSISTENT if persistent is None else bool(persistent)
+    if persistent:
         grid0 = min(grid0, max(1, PERSISTENT_WAVES * num_sms(q.device) // k_cache.shape[2]))
-        persistent = True
     grid = (grid0, k_cache.shape[2])
     _prefill_kernel[grid](
         q, k_cache, v_cache, block_table, query_start_loc, context_lens, cu_tiles, num_seqs, out,
@@ -216,5 +216,5 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
         out.stride(0), out.stride(1),
         G=group, HEAD_DIM=q.shape[2], BLOCK_D=max(16, triton.next_power_of_2(q.shape[2])),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_SIZE=k_cache.shape[1],
-        DOT_F32=dot_f32(q.dtype), PERSISTENT=bool(persistent), num_warps=num_warps, num_stages=num_stages)
+        DOT_F32=dot_f32(q.dtype), PERSISTENT=persistent, num_warps=num_warps, num_stages=num_stages)
     return out
