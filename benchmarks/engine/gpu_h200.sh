@@ -9,7 +9,8 @@
 #   CALIB="llama-3-8b:16 opt-13b:32,64"   profiles, merged into calibrate/profiles/H200/<model>.json when that
 #                 exists (CALIB_REPLACE=1 replaces it) and used by the stages after; CALIB_TIMEOUT (s, default 420)
 #   SCEN="scenarios/validation/v2[1-2]*.yaml" `kvsim validate` of each scenario against calibrate/profiles/H200/
-#   GAP=SCENARIO  benchmarks/engine/decode_gap.py on that scenario (decode steps re-timed in isolation)
+#   GAP="S1 S2"  benchmarks/engine/decode_gap.py on each scenario (decode steps re-timed in isolation;
+#                 GAP_SAMPLES, GAP_TIMEOUT), priced with calibrate/profiles/H200/<its model>.json
 # usage (repo root, GPU machine, $OUT set; the simpy wheel in .whl/):
 #   TESTS=1 BENCH=1 CALIB="llama-3-8b:16" SCEN="..." bash benchmarks/engine/gpu_h200.sh
 set -u
@@ -66,11 +67,12 @@ for s in ${SCEN:-}; do      # one scenario per validate call: a slow or failing 
   timeout 150 python3 -m kvsim.cli validate "$s" $PROFS --out "$W/validation/$n" 2>&1 | grep -v Warning | tail -3
   pack
 done
-if [ -n "${GAP:-}" ]; then
-  stamp "decode gap $GAP"
-  timeout 240 python3 benchmarks/engine/decode_gap.py "$GAP" --samples 40 --out "$W/decode_gap" \
-    --profile calibrate/profiles/H200/llama-3-8b.json 2>&1 | grep -v Warning | tail -16
+for g in ${GAP:-}; do        # each scenario's decode steps re-timed in isolation, priced by its model's profile
+  n=$(basename "$g" .yaml); m=$(python3 -c "import kvsim,sys; print(kvsim.load_scenario(sys.argv[1]).model)" "$g" 2>/dev/null | tail -1)
+  stamp "decode gap $n ($m)"
+  timeout "${GAP_TIMEOUT:-240}" python3 benchmarks/engine/decode_gap.py "$g" --samples "${GAP_SAMPLES:-40}" \
+    --out "$W/decode_gap/$n" --profile "calibrate/profiles/H200/$m.json" 2>&1 | grep -v Warning | tail -16
   pack
-fi
+done
 stamp done
 pack
