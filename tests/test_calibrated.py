@@ -201,6 +201,32 @@ def test_unequal_contexts_cost_what_the_spread_grid_measured():
     assert m.step_time(longer) > m.step_time(plan)
 
 
+def test_spread_fraction_comes_from_the_uniform_steps_timed_beside_it():
+    """A spread grid with its own uniform-at-mean and uniform-at-longest steps prices unequal contexts
+    from those three times, not from the interpolated uniform grid (which a coarse context axis bends)."""
+    prof = _with_spread_grid(0.0)
+    g = prof["decode_spread_step"]["16"]
+    # same-run uniform steps 1 ms apart; the spread step 0.7 ms above its mean one: fraction 0.7
+    g["mean_time_s"] = [[0.010] * len(g["max_ctx"]) for _ in g["batch"]]
+    g["top_time_s"] = [[0.011] * len(g["max_ctx"]) for _ in g["batch"]]
+    g["time_s"] = [[0.0107] * len(g["max_ctx"]) for _ in g["batch"]]
+    m = model(prof)
+    assert np.allclose(m._lam[2], 0.7)
+    uni = model(synthetic_profile(steps=True))
+    ctx = [100] * 15 + [2000]
+    plan = StepPlan(decode_group_ids=list(range(16)), decode_context_tokens=ctx)
+    lo = uni.decode_step_times(16, np.array([float(sum(ctx))]))[0]
+    hi = uni.decode_step_times(16, np.array([16 * 2000.0]))[0]
+    assert m.step_time(plan) == pytest.approx(lo + 0.7 * (hi - lo), rel=1e-9)
+    g["top_time_s"][0][0] = g["mean_time_s"][0][0]          # no difference to split: fraction 0, never a NaN
+    g["time_s"][1][1] = 0.0095                               # faster than uniform: clipped to 0
+    lam = model(prof)._lam[2]
+    assert lam[0, 0] == 0.0 and lam[1, 1] == 0.0 and np.isfinite(lam).all()
+    g["mean_time_s"] = g["mean_time_s"][:-1]
+    with pytest.raises(KvsimError, match="profile"):
+        model(prof)
+
+
 def test_decode_is_priced_at_the_engines_padded_graph_batch():
     graphs = [1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64]
     padded = model(_with_spread_grid(0.0, per_row=2e-5), decode_graph_batches=graphs)

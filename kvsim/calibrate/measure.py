@@ -197,8 +197,8 @@ def measure_copy_swap(model, bs: int, dev) -> tuple[dict, dict]:
 
 
 STEP_BATCH = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256]
-STEP_CTX = [128, 512, 1024, 2048]
-SPREAD_MAX = [512, 2048]   # decode steps with unequal contexts (evenly spaced up to this longest one)
+STEP_CTX = [128, 256, 512, 768, 1024, 1536, 2048, 4096, 8192]   # up to the model's longest sequence
+SPREAD_MAX = [512, 1024, 2048]   # decode steps with unequal contexts (evenly spaced up to this longest one)
 STEP_PREFILL = [16, 64, 256, 512, 1024, 2048]
 MIX_DECODE = [1, 8, 32, 96, 192]    # mixed steps: decode rows x their context x the chunk's new tokens
 MIX_CTX = [256, 1024, 2048]
@@ -248,23 +248,26 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
     def step(prefills, decodes):
         return synthetic_step(prefills, decodes, block_size=bs, num_blocks=pool, vocab_size=spec.vocab_size,
                               device=dev, backend="triton", generator=gen)
+    ctx_axis = sorted({min(c, max_ctx) for c in STEP_CTX})
+
+    def timed(meta_of):
+        ids, pos, meta = meta_of
+        return _bench(lambda: model.compute_logits(decode(ids, pos, meta)).argmax(-1).tolist(), warmup=3, rep=15)
     dec_grid = []
     with torch.inference_mode():
         for n in STEP_BATCH:
-            row = []
-            for c in STEP_CTX:
-                ids, pos, meta = step([], [min(c, max_ctx)] * n)
-                row.append(_bench(lambda: model.compute_logits(decode(ids, pos, meta)).argmax(-1).tolist(),
-                                  warmup=3, rep=15))
-            dec_grid.append(row)
-        spread, tops = [], sorted({min(t, max_ctx) for t in SPREAD_MAX})
+            dec_grid.append([timed(step([], [c] * n)) for c in ctx_axis])
+        # unequal contexts, each beside the uniform step at its mean, timed in the same run: where the
+        # spread step lies between uniform-at-mean and uniform-at-longest needs no interpolation
+        spread, at_mean, tops = [], [], sorted({min(t, max_ctx) for t in SPREAD_MAX})
         for n in STEP_BATCH:
-            row = []
+            row, mrow = [], []
             for top in tops:
-                ids, pos, meta = step([], spread_contexts(n, top))
-                row.append(_bench(lambda: model.compute_logits(decode(ids, pos, meta)).argmax(-1).tolist(),
-                                  warmup=3, rep=15))
+                ctx = spread_contexts(n, top)
+                row.append(timed(step([], ctx)))
+                mrow.append(timed(step([], [max(1, round(sum(ctx) / n))] * n)))
             spread.append(row)
+            at_mean.append(mrow)
         pre = []
         for t in prefill_tokens:
             ids, pos, meta = step([(t, 0)], [])
@@ -286,9 +289,10 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
                 plane.append(row)
             mix.append(plane)
     del caches, graphs, pgraphs
-    return ({"batch": STEP_BATCH, "ctx": STEP_CTX, "time_s": dec_grid, "cuda_graphs": bool(cuda_graphs),
+    return ({"batch": STEP_BATCH, "ctx": ctx_axis, "time_s": dec_grid, "cuda_graphs": bool(cuda_graphs),
              "max_context_len": int(max_ctx)},
-            {"batch": STEP_BATCH, "max_ctx": tops, "time_s": spread,
+            {"batch": STEP_BATCH, "max_ctx": tops, "time_s": spread, "mean_time_s": at_mean,
+             "top_time_s": [[row[ctx_axis.index(t)] for t in tops] for row in dec_grid],
              "shape": "contexts evenly spaced up to max_ctx", "cuda_graphs": bool(cuda_graphs)},
             {"tokens": prefill_tokens, "time_s": pre, "cuda_graphs": bool(cuda_graphs)},
             {"decode": MIX_DECODE, "ctx": MIX_CTX, "chunk": chunks, "time_s": mix, "cuda_graphs": bool(cuda_graphs)})

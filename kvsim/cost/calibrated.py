@@ -23,7 +23,9 @@ makespan: a batch with contexts 100..1000 costs more than one with all at 550.
 Profiles with ``decode_spread_step`` (whole decode iterations whose contexts are
 evenly spaced up to a longest one, over batch x longest) give, per grid point,
 where the measured step lies between the uniform step at the shape's mean (0) and
-at its longest (1); a step is charged that fraction of ``decode_step(b, max) -
+at its longest (1) — from the uniform steps timed beside it when the profile holds
+them (``mean_time_s``, ``top_time_s``), otherwise from the interpolated
+``decode_step`` grid (older profiles); a step is charged that fraction of ``decode_step(b, max) -
 decode_step(b, mean)`` (``benchmarks/engine/decode_gap.py`` measures, on real
 engine steps, what unequal contexts and the sustained run each add). A prefill
 iteration is ``overhead + prefill_step(T) +
@@ -144,6 +146,10 @@ class Profile:
             # optional: whole decode iterations with unequal contexts (batch x longest context)
             self.decode_spread_step = {int(bs): self._grid(g, "batch", "max_ctx")
                                        for bs, g in data.get("decode_spread_step", {}).items()}
+            # ... and, in newer profiles, the uniform steps at each shape's mean and longest context timed
+            # beside it: the spread fraction then comes from three steps of one run (spread_fractions)
+            self.decode_spread_lam = {int(bs): spread_fractions(g) for bs, g in data.get("decode_spread_step", {}).items()
+                                      if "mean_time_s" in g and "top_time_s" in g}
             # optional: what a real prefill step of T tokens costs beyond overhead(1) + prefill_step(T)
             self.prefill_overhead = self._curve(data["prefill_overhead"], "tokens") \
                 if "prefill_overhead" in data else None
@@ -188,6 +194,20 @@ class Profile:
         return sorted(self.decode)
 
 
+def spread_fractions(g: dict):
+    """``(batch, max_ctx, fraction)`` from a spread grid that carries its own uniform steps: per point,
+    (spread step - uniform at its mean) / (uniform at its longest - uniform at its mean), clipped to
+    [0, 1] (0 where the two uniform steps do not differ)."""
+    xa = np.asarray(g["batch"], dtype=np.float64)
+    xb = np.asarray(g["max_ctx"], dtype=np.float64)
+    t, lo, hi = (np.asarray(g[k], dtype=np.float64) for k in ("time_s", "mean_time_s", "top_time_s"))
+    if not t.shape == lo.shape == hi.shape == (len(xa), len(xb)):
+        raise ValueError("decode_spread_step's mean_time_s and top_time_s must match time_s's shape")
+    span = hi - lo
+    lam = np.where(span > 1e-7, (t - lo) / np.where(span > 1e-7, span, 1.0), 0.0)
+    return xa, xb, np.clip(lam, 0.0, 1.0)
+
+
 def load_profile(path: str | Path) -> Profile:
     p = Path(path)
     try:
@@ -227,7 +247,9 @@ class CalibratedCostModel(CostModel):
         self._graphs = sorted(decode_graph_batches) if decode_graph_batches and profile.meta.get("cuda_graphs") \
             else None
         spread = profile.decode_spread_step.get(block_size_tokens)
-        self._lam = self._spread_weights(spread) if spread is not None and self._step is not None else None
+        lam = profile.decode_spread_lam.get(block_size_tokens)
+        self._lam = None if spread is None or self._step is None else \
+            lam if lam is not None else self._spread_weights(spread)
 
     def _grid_at(self, grid, n: float, ctx_sum):
         """Interpolate a (batch x mean context) grid at batch ``n`` (cached per grid and n)."""
