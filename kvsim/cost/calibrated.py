@@ -223,7 +223,8 @@ class CalibratedCostModel(CostModel):
     """Interpolates ``profile`` for ``model_name`` at ``block_size_tokens`` (see module doc)."""
 
     def __init__(self, profile: Profile, *, model_name: str, dtype: str, block_size_tokens: int,
-                 include_swaps_in_step: bool = True, decode_graph_batches: list[int] | None = None):
+                 include_swaps_in_step: bool = True, decode_graph_batches: list[int] | None = None,
+                 prefill_graph_tokens: list[int] | None = None, prefill_graph_seqs: int = 256):
         if profile.model.lower() != model_name.lower():
             raise KvsimError("profile", f"{profile.source} was measured for {profile.model}, "
                                         f"the scenario's model is {model_name}")
@@ -246,6 +247,11 @@ class CalibratedCostModel(CostModel):
         # steps were measured from graphs too
         self._graphs = sorted(decode_graph_batches) if decode_graph_batches and profile.meta.get("cuda_graphs") \
             else None
+        # ... and a prefill-only step of T tokens over at most prefill_graph_seqs prompts as its graph of
+        # padded(T) tokens (the prefill_step grid is measured at exactly those captured sizes)
+        self._pgraphs = sorted(prefill_graph_tokens) if prefill_graph_tokens and profile.meta.get("cuda_graphs") \
+            else None
+        self._pgraph_seqs = int(prefill_graph_seqs)
         spread = profile.decode_spread_step.get(block_size_tokens)
         lam = profile.decode_spread_lam.get(block_size_tokens)
         self._lam = None if spread is None or self._step is None else \
@@ -340,7 +346,8 @@ class CalibratedCostModel(CostModel):
             if t_pre:    # the extra tokens' linear layers: a prefill of t_pre + n minus one of n tokens
                 t += float(interp1(float(t_pre + n), *self._pstep) - interp1(float(n), *self._pstep))
         elif t_pre:
-            t += float(interp1(float(t_pre), *self._pstep))
+            fits = self._pgraphs is not None and len(plan.prefill_new_tokens) <= self._pgraph_seqs
+            t += float(interp1(float(padded(t_pre, self._pgraphs if fits else None)), *self._pstep))
         if t_pre:
             t += self.L * self._attn_extra(plan, t_pre)
         return t
