@@ -54,8 +54,10 @@ fi
 for spec in ${CALIB:-}; do  # a model already profiled here gains the new block sizes (kvsim merge-profiles)
   m=${spec%%:*}; b=${spec#*:}; f="$W/profiles/$m-b${b//,/-}.json"; dest=calibrate/profiles/H200/$m.json
   stamp "calibrate $m $b"
+  nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv,noheader,nounits \
+    -lms 250 > "${f%.json}.clocks.csv" & SMI=$!
   timeout "${CALIB_TIMEOUT:-420}" python3 -m kvsim.cli calibrate --model "$m" --block-sizes "$b" --out "$f" 2>&1 \
-    | grep -v Warning > "${f%.json}.log"; tail -2 "${f%.json}.log"
+    | grep -v Warning > "${f%.json}.log"; tail -2 "${f%.json}.log"; kill $SMI 2>/dev/null
   if [ -s "$f" ] && [ -s "$dest" ] && [ -z "${CALIB_REPLACE:-}" ]; then
     python3 -m kvsim.cli merge-profiles "$dest" "$f" --out "$W/profiles/$m.json" && cp "$W/profiles/$m.json" "$dest"
   elif [ -s "$f" ]; then cp "$f" "$dest"; cp "$f" "$W/profiles/$m.json"; fi
