@@ -242,6 +242,31 @@ def test_decode_is_priced_at_the_engines_padded_graph_batch():
     assert padded.decode_step_times(100, s)[0] == plain.decode_step_times(100, s)[0]   # past the graphs: eager
 
 
+def test_prefill_step_priced_at_its_padded_graph_size_when_timed_between_decodes():
+    """The engine replays a T-token prefill as the graph of the next captured size; a grid timed between
+    decode steps is read there, an older back-to-back grid at T itself."""
+    from kvsim.graph_sizes import prefill_token_sizes
+    ladder = prefill_token_sizes(2048)
+    plan = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[1100], prefill_cached_tokens=[0])
+    at = lambda t: StepPlan(prefill_group_ids=[0], prefill_new_tokens=[t], prefill_cached_tokens=[0])
+    spaced = synthetic_profile(steps=True)
+    spaced["meta"]["cuda_graphs"] = True
+    spaced["prefill_step"]["16"]["timing"] = "between_decode_steps"
+    old = json.loads(json.dumps(spaced))
+    del old["prefill_step"]["16"]["timing"]
+    m = model(spaced, prefill_graph_tokens=ladder)
+    assert 1280 in ladder and 1100 not in ladder
+    # 1,100 tokens replay the 1,280-token graph: that graph's step (one fresh prompt adds no attention term)
+    assert m.step_time(plan) == pytest.approx(model(spaced).step_time(at(1280)), rel=1e-12)
+    assert m.step_time(plan) > model(spaced).step_time(plan)
+    assert model(old, prefill_graph_tokens=ladder).step_time(plan) == model(old).step_time(plan)
+    assert m.step_time(at(1280)) == model(spaced).step_time(at(1280))          # a captured size: no padding
+    many = StepPlan(prefill_group_ids=list(range(3)), prefill_new_tokens=[300, 400, 400], prefill_cached_tokens=[0] * 3)
+    assert model(spaced, prefill_graph_tokens=ladder, prefill_graph_seqs=2).step_time(many) == \
+        model(spaced).step_time(many)                                           # more prompts than rows: eager
+    assert m.step_time(at(4000)) == model(spaced).step_time(at(4000))           # past the largest graph: eager
+
+
 def test_prefill_groups_share_one_attention_launch():
     """A prefill of several groups runs one varlen attention launch a layer: each group adds its work
     above the grid's launch floor, not a launch of its own."""

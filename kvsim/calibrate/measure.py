@@ -227,6 +227,7 @@ STEP_PREFILL = [16, 64, 256, 512, 1024, 2048]
 MIX_DECODE = [1, 8, 32, 96, 192]    # mixed steps: decode rows x their context x the chunk's new tokens
 MIX_CTX = [256, 1024, 2048]
 MIX_CHUNK = [16, 64, 256, 512, 1024, 1792]
+PREFILL_TIMING = "between_decode_steps"   # recorded in prefill_step: how its points were timed
 PREFILL_REPS = 10              # prefill steps: timed calls per point (each after two decode steps)
 KV_POOL_TOKENS = 65536        # distinct KV tokens the step grids read (far larger than L2)
 GRAPH_PREFILL_MAX_TOKENS = 2048   # = RuntimeConfig.cuda_graph_prefill_max_tokens's default
@@ -325,5 +326,5 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
             {"batch": STEP_BATCH, "max_ctx": tops, "time_s": spread, "mean_time_s": at_mean,
              "top_time_s": [[row[ctx_axis.index(t)] for t in tops] for row in dec_grid],
              "shape": "contexts evenly spaced up to max_ctx", "cuda_graphs": bool(cuda_graphs)},
-            {"tokens": prefill_tokens, "time_s": pre, "cuda_graphs": bool(cuda_graphs)},
+            {"tokens": prefill_tokens, "time_s": pre, "cuda_graphs": bool(cuda_graphs), "timing": PREFILL_TIMING},
             {"decode": MIX_DECODE, "ctx": MIX_CTX, "chunk": chunks, "time_s": mix, "cuda_graphs": bool(cuda_graphs)})

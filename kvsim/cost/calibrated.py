@@ -28,9 +28,10 @@ them (``mean_time_s``, ``top_time_s``), otherwise from the interpolated
 ``decode_step`` grid (older profiles); a step is charged that fraction of ``decode_step(b, max) -
 decode_step(b, mean)`` (``benchmarks/engine/decode_gap.py`` measures, on real
 engine steps, what unequal contexts and the sustained run each add). A prefill
-iteration is ``overhead + prefill_step(T) +
+iteration is ``overhead + prefill_step(T') +
 L x (attention of the actual groups - attention of one fresh T-token
-sequence)``. A mixed one is ``overhead + mixed_step(n, mean ctx, T) + L x (the
+sequence)``, with ``T'`` the CUDA-graph token count the engine pads ``T`` to when the grid was timed
+between decode steps (``prefill_step[bs].timing``), else ``T`` itself. A mixed one is ``overhead + mixed_step(n, mean ctx, T) + L x (the
 same attention correction)`` when the profile holds ``mixed_step`` (whole mixed
 iterations in the engine's unified layout over decode rows x context x chunk
 tokens); older profiles add the prefill tokens' share to the decode step.
@@ -141,6 +142,9 @@ class Profile:
             self.decode_step = {int(bs): self._grid(g, "batch", "ctx")
                                 for bs, g in data.get("decode_step", {}).items()}
             self.prefill_step = {int(bs): self._curve(c, "tokens") for bs, c in data.get("prefill_step", {}).items()}
+            # grids timed between decode steps (kvsim calibrate from commit 6ad8f32 on) vs back-to-back (older)
+            self.prefill_step_spaced = {int(bs) for bs, c in data.get("prefill_step", {}).items()
+                                        if c.get("timing") == "between_decode_steps"}
             # optional: whole mixed iterations (decode rows x context x fresh chunk tokens)
             self.mixed_step = {int(bs): self._grid3(g) for bs, g in data.get("mixed_step", {}).items()}
             # optional: whole decode iterations with unequal contexts (batch x longest context)
@@ -248,9 +252,12 @@ class CalibratedCostModel(CostModel):
         self._graphs = sorted(decode_graph_batches) if decode_graph_batches and profile.meta.get("cuda_graphs") \
             else None
         # ... and a prefill-only step of T tokens over at most prefill_graph_seqs prompts as its graph of
-        # padded(T) tokens (the prefill_step grid is measured at exactly those captured sizes)
+        # padded(T) tokens (the prefill_step grid is measured at exactly those captured sizes). Only for grids
+        # timed between decode steps: older ones timed long prompts back-to-back (the card near its power
+        # limit) and run 7-8% above real lone prefills (benchmarks/engine/results_H200/decode_gap/README.md); their
+        # interpolation at T is kept rather than stacking the padding on that excess
         self._pgraphs = sorted(prefill_graph_tokens) if prefill_graph_tokens and profile.meta.get("cuda_graphs") \
-            else None
+            and block_size_tokens in profile.prefill_step_spaced else None
         self._pgraph_seqs = int(prefill_graph_seqs)
         spread = profile.decode_spread_step.get(block_size_tokens)
         lam = profile.decode_spread_lam.get(block_size_tokens)
