@@ -14,6 +14,7 @@ from kvsim.core.kv_groups import KVGroupLayout
 from kvsim.core.kv_paged import PagedKV
 from kvsim.core.kv_paged_v1 import PagedKVV1
 from kvsim.core.kv_window import WindowedPagedKV
+from kvsim.core.kv_window_v1 import WindowedPagedKVV1
 from kvsim.core.request import RequestSpec
 from kvsim.core.scheduler import Scheduler, SchedulerConfig
 from kvsim.core.scheduler_v1 import SchedulerV1
@@ -46,7 +47,9 @@ class RunSetup:
 
     def make_kv(self) -> KVManager:
         e = self.scenario.engine
-        if self.model.sliding_window:   # v0 paged only (checked by window_budget)
+        if self.model.sliding_window:   # paged only (checked by check_window_scenario)
+            if e.policy == "v1":
+                return WindowedPagedKVV1(self.kv_layout, self.budget.num_gpu_blocks, e.block_size)
             return WindowedPagedKV(self.kv_layout, self.budget.num_gpu_blocks, e.block_size, e.watermark)
         if e.policy == "v1":         # paged only (validated); no swap pool, no watermark
             return PagedKVV1(self.budget.num_gpu_blocks, e.block_size, e.enable_prefix_caching)
@@ -126,7 +129,7 @@ def setup_run(sc: Scenario, *, simulator: bool = True) -> RunSetup:
                                                     f"{beam.beam_width}, but policy v1 has no beam search; "
                                                     f"use engine.policy v0")
     if model.sliding_window:
-        check_window_requests(requests)
+        check_window_requests(requests, e.policy)
     cost = make_cost(sc, model, gpu) if simulator else None
     return RunSetup(sc, model, gpu, budget, max_len, requests, cost)
 

@@ -1,9 +1,11 @@
 """What a run of a sliding-window model needs from its scenario, and its KV budget in pages.
 
 A model with ``sliding_window`` runs on :class:`~kvsim.core.kv_window.WindowedPagedKV`
-(KV-cache groups, :mod:`kvsim.core.kv_groups`): the v0 policy's paged allocator,
-one sequence per request, no prefix caching, no CPU swap. Anything else is a
-one-line :class:`~kvsim.errors.KvsimError` naming the field.
+(policy v0) or :class:`~kvsim.core.kv_window_v1.WindowedPagedKVV1` (policy v1):
+KV-cache groups (:mod:`kvsim.core.kv_groups`) on the paged allocator, one
+sequence per request under v0 (v1 fans ``n`` out into single-sequence requests),
+no prefix caching, no CPU swap. Anything else is a one-line
+:class:`~kvsim.errors.KvsimError` naming the field.
 
 The budget keeps the memory arithmetic of :func:`kvsim.memory.kv_budget` (the
 same KV bytes) and re-cuts it into pages of ``block_size`` tokens of
@@ -24,8 +26,6 @@ def check_window_scenario(sc: Scenario, model: ModelSpec) -> None:
     """Refuse the engine settings KV groups do not support (one line naming the field)."""
     e = sc.engine
     why = f"{model.name} has sliding-window layers (KV groups)"
-    if e.policy != "v0":
-        raise KvsimError("engine.policy", f"got {e.policy}: {why}, which run under policy v0 only")
     if e.allocator != "paged":
         raise KvsimError("engine.allocator", f"got {e.allocator}: {why}, which need the paged allocator")
     if e.enable_prefix_caching:
@@ -34,15 +34,17 @@ def check_window_scenario(sc: Scenario, model: ModelSpec) -> None:
         raise KvsimError("engine.preemption_mode", f"got swap: {why}, which have no CPU swap pool; use recompute")
 
 
-def check_window_requests(requests) -> None:
-    """KV groups run one sequence per request: no parallel sampling, no beam search."""
+def check_window_requests(requests, policy: str) -> None:
+    """KV groups run one sequence per group: no beam search, and under v0 no parallel sampling."""
     for r in requests:
         if r.beam_width > 1:
             raise KvsimError("workload.beam_width", f"request {r.request_id} asks for beam width {r.beam_width}, "
-                                                    f"but sliding-window models run one sequence per request")
-        if r.n > 1:
+                                                    f"but sliding-window models run one sequence per request under "
+                                           f"policy v0; use engine.policy v1 (it fans samples out)")
+        if r.n > 1 and policy == "v0":
             raise KvsimError("workload.n", f"request {r.request_id} asks for {r.n} samples, "
-                                           f"but sliding-window models run one sequence per request")
+                                           f"but sliding-window models run one sequence per request under "
+                                           f"policy v0; use engine.policy v1 (it fans samples out)")
 
 
 def window_budget(sc: Scenario, model: ModelSpec, budget: KVBudget) -> KVBudget:

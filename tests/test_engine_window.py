@@ -1,7 +1,8 @@
 """The real engine on CPU with a sliding-window model (Tiny-Llama-SWA: layer 0 slides over 24 tokens,
 layer 1 attends fully): greedy tokens equal Hugging Face's (a Qwen2 with the same layer types and zero
 q/k/v biases is exactly that LLaMA), blocks leave the window as decode advances and none leaks,
-preemption by recompute keeps the tokens, and the Triton kernels (interpreter) agree with torch."""
+preemption by recompute and chunked prefill keep the tokens, under policies v0 and v1, and the Triton
+kernels (interpreter) agree with torch."""
 from __future__ import annotations
 
 import os
@@ -76,9 +77,10 @@ def hf_tokens(hf, spec):
     return ref[0, prompt.shape[1]:].tolist()
 
 
-def test_greedy_matches_hf_with_sliding_layers(models):
+@pytest.mark.parametrize("policy", ["v0", "v1"])
+def test_greedy_matches_hf_with_sliding_layers(models, policy):
     hf, ours = models
-    res, eng = run(ours)
+    res, eng = run(ours, **{"engine.policy": policy})
     assert eng.kv.window_frees > 0, "contexts must outgrow the window"
     for spec in eng.setup.requests:
         assert res.outputs[spec.request_id][0] == hf_tokens(hf, spec), spec
@@ -86,20 +88,26 @@ def test_greedy_matches_hf_with_sliding_layers(models):
     assert any(res.outputs[s.request_id][0] != hf_tokens(full_hf, s) for s in eng.setup.requests)
 
 
-def test_recompute_preemption_keeps_tokens(models):
-    ample, _ = run(models[1], **{"workload.num_requests": 8})
-    tight, _ = run(models[1], **{"workload.num_requests": 8, "engine.num_gpu_blocks": 40})
+@pytest.mark.parametrize("policy", ["v0", "v1"])
+def test_recompute_preemption_keeps_tokens(models, policy):
+    ample, _ = run(models[1], **{"workload.num_requests": 8, "engine.policy": policy})
+    tight, _ = run(models[1], **{"workload.num_requests": 8, "engine.num_gpu_blocks": 40, "engine.policy": policy})
     assert tight.summary["preemptions"] > 0
     assert tight.outputs == ample.outputs
 
 
-def test_chunked_mixed_steps_keep_tokens(models):
+@pytest.mark.parametrize("policy", ["v0", "v1"])
+def test_chunked_mixed_steps_keep_tokens(models, policy):
+    # v1 always chunks; its chunks free the blocks behind their window before the prompt ends
     ref, _ = run(models[1])
-    res, _ = run(models[1], **{"engine.scheduler": "chunked", "engine.max_num_batched_tokens": 24})
+    res, eng = run(models[1], **{"engine.scheduler": "chunked", "engine.max_num_batched_tokens": 24,
+                                 "engine.max_num_seqs": 8, "engine.policy": policy})
+    its = res.iterations
+    assert ((its.prefill_tokens > 0) & (its.decode_seqs > 0)).sum() > 0, "the scenario must produce mixed steps"
     assert res.outputs == ref.outputs
 
 
-@pytest.mark.parametrize("field, value", [("engine.policy", "v1"), ("engine.allocator", "orca_oracle"),
+@pytest.mark.parametrize("field, value", [("engine.allocator", "orca_oracle"),
                                           ("engine.enable_prefix_caching", "true"), ("workload.n", "2")])
 def test_unsupported_settings_are_one_line_errors(field, value):
     with pytest.raises(KvsimError) as err:
@@ -113,9 +121,11 @@ TRITON_SCRIPT = textwrap.dedent("""
     from tests.test_engine_window import hf_pair, run
     _, ours = hf_pair()
     ref, _ = run(ours, **{{"workload.num_requests": 3, "workload.output_len_range": "[8,14]"}})
-    tri, _ = run(ours, **{{"workload.num_requests": 3, "workload.output_len_range": "[8,14]",
-                          "runtime.attention_backend": "triton"}})
-    assert tri.outputs == ref.outputs, (tri.outputs, ref.outputs)
+    for policy in ("v0", "v1"):
+        tri, _ = run(ours, **{{"workload.num_requests": 3, "workload.output_len_range": "[8,14]",
+                              "runtime.attention_backend": "triton", "engine.policy": policy,
+                              "engine.max_num_batched_tokens": 16, "engine.scheduler": "chunked"}})
+        assert tri.outputs == ref.outputs, (policy, tri.outputs, ref.outputs)
     print("ok")
 """)
 

@@ -11,9 +11,13 @@ properties of ``test_scheduler`` (``kv.check_invariants`` after every step):
 * pages in use never exceed the pool, and a sequence's held pages per group
   match ``held_blocks`` once it decodes;
 * with a window at least the longest context, the window model allocates exactly
-  what a full-attention (one-group) model allocates, step by step.
+  what a full-attention (one-group) model allocates, step by step;
+* the same under policy v1 (``WindowedPagedKVV1`` with ``test_scheduler_v1``'s
+  checks), where a chunked prefill already frees blocks behind its window.
 """
 from __future__ import annotations
+
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -22,8 +26,11 @@ from hypothesis import strategies as st
 
 from kvsim.core.kv_groups import KVGroupLayout, held_blocks, skipped
 from kvsim.core.kv_window import WindowedPagedKV
+from kvsim.core.kv_window_v1 import WindowedPagedKVV1
 from kvsim.core.request import RequestSpec
 from kvsim.core.scheduler import Scheduler, SchedulerConfig
+from kvsim.core.scheduler_v1 import SchedulerV1
+from tests import test_scheduler_v1 as v1t
 from tests.test_scheduler import SETTINGS, check_final, drive
 
 
@@ -138,3 +145,44 @@ def test_window_past_every_context_equals_full_attention(data):
         assert kv.window_frees == 0
         runs.append(trace)
     assert runs[0] == runs[1]
+
+
+# ------------------------------------------------------------------- policy v1
+def _disjoint_tables(sched) -> None:
+    """KV groups share nothing: every held page sits in exactly one table entry (check_invariants too)."""
+    kv = sched.kv
+    live = [b for t in kv.tables.values() for table in t for b in table if b >= 0]
+    assert len(live) == len(set(live)) == kv.blocks_in_use()
+
+
+@settings(max_examples=100, **SETTINGS)
+@given(data=st.data())
+def test_window_v1_scheduler_properties(data):
+    layout = layouts(data.draw)
+    bs = data.draw(st.sampled_from([1, 2, 4, 8]))
+    kv = WindowedPagedKVV1(layout, max(2, data.draw(st.integers(48, 200)) * layout.num_groups // bs), bs)
+    seqs = data.draw(st.integers(2, 12))
+    cfg = SchedulerConfig(max_num_seqs=seqs, max_num_batched_tokens=max(seqs, data.draw(st.sampled_from([8, 16, 64]))),
+                          max_model_len=64, policy="vllm", preemption_mode="recompute")
+    sched = SchedulerV1(kv, cfg, np.random.default_rng(0))
+    specs = [RequestSpec(s.request_id, s.arrival_s, s.prompt_len, s.output_len, n=data.draw(st.sampled_from([1, 1, 2])))
+             for s in data.draw(plain_workloads(8))]
+    with mock.patch.object(v1t, "check_sharing", _disjoint_tables):
+        v1t.drive(sched, specs)
+    v1t.check_final(sched, specs)             # every page free again: nothing leaked
+
+
+def test_v1_chunked_prefill_holds_about_a_window():
+    w, bs = 8, 4
+    kv = WindowedPagedKVV1(KVGroupLayout.from_windows((w,)), 100, bs)
+    sched = SchedulerV1(kv, SchedulerConfig(max_num_seqs=4, max_num_batched_tokens=4, max_model_len=200),
+                        np.random.default_rng(0))
+    sched.add_request(RequestSpec(0, 0.0, 60, 2))
+    t, peak = 0.0, 0
+    while sched.has_unfinished:
+        plan = sched.schedule(t)
+        peak = max(peak, kv.blocks_in_use())
+        t += 0.01
+        sched.complete_step(plan, t)
+    assert peak <= -(-w // bs) + 2          # never the prompt's 15 blocks
+    kv.check_empty()

@@ -73,19 +73,24 @@ class WindowedPagedKV:
 
     def _grow(self, seq_id: int, n: int, free_window: bool) -> None:
         """Give ``seq_id`` ``n`` slots: first free blocks out of every window, then take new pages."""
-        bs, tables, skips = self.block_size, self.tables[seq_id], self.skips[seq_id]
         if free_window:
-            for i, (w, t) in enumerate(zip(self.windows, tables)):
-                end = skipped(n, w, bs)
-                for j in range(skips[i], end):
-                    self._release(t[j])
-                    t[j] = -1
-                    self.window_frees += 1
-                skips[i] = max(skips[i], end)
-        for t in tables:
+            self._free_window(seq_id, n)
+        bs = self.block_size
+        for t in self.tables[seq_id]:
             while len(t) < -(-n // bs):
                 t.append(self._take())
         self.num_tokens[seq_id] = n
+
+    def _free_window(self, seq_id: int, n: int) -> None:
+        """Free every window block that the query at position ``n - 1`` and later ones never read."""
+        bs, tables, skips = self.block_size, self.tables[seq_id], self.skips[seq_id]
+        for i, (w, t) in enumerate(zip(self.windows, tables)):
+            end = skipped(n, w, bs)
+            for j in range(skips[i], end):
+                self._release(t[j])
+                t[j] = -1
+                self.window_frees += 1
+            skips[i] = max(skips[i], end)
 
     # -------------------------------------------------------------- admission
     def peak_blocks(self, group: SequenceGroup) -> int:
