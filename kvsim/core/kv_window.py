@@ -1,4 +1,4 @@
-"""Paged KV over KV-cache groups (sliding-window models), for the v0 scheduler.
+"""Paged KV over KV-cache groups (sliding-window models), for the v0 scheduler (v1: kv_window_v1).
 
 Implements :class:`kvsim.core.kv.KVManager` for a :class:`~kvsim.core.kv_groups.KVGroupLayout`:
 one shared pool of ``num_gpu_blocks`` equal pages and, per sequence, one page
@@ -13,9 +13,9 @@ always covers tokens ``[j * block_size, (j + 1) * block_size)``. A block is
 freed when the append that moves the window past it runs (before that append
 takes any new page), and exactly once (``_release`` asserts it was held).
 
-Scope: one sequence per request (no parallel sampling or beam search), no
-prefix caching and no CPU swap (a preemption recomputes); :mod:`kvsim.build`
-refuses the rest with a one-line error. Decode steps are taken one at a time
+Scope: one sequence per group (no parallel sampling or beam search under v0),
+no prefix caching and no CPU swap (a preemption recomputes);
+:mod:`kvsim.window_setup` refuses the rest with a one-line error. Decode steps are taken one at a time
 (no decode-run fast-forward: frees during a run could unblock admission).
 Memory splits are in page slots: one slot is one token of one group's layers.
 """
