@@ -44,6 +44,7 @@ from kvsim.core.plan import StepPlan
 from kvsim.cost.base import CostModel, is_decode_only
 from kvsim.cost.window import WindowMix
 from kvsim.errors import KvsimError
+from kvsim.limits import MIN_EFFICIENCY
 
 _EFFICIENCIES = ("matmul_efficiency", "hbm_efficiency", "attention_efficiency",
                  "host_link_efficiency", "interconnect_efficiency")
@@ -97,8 +98,8 @@ class RooflineParams:
         pre = f"{path}." if path else ""
         for name in _EFFICIENCIES:
             v = getattr(self, name)
-            if not 0 < v <= 1:
-                raise KvsimError(pre + name, f"got {v!r}, expected a fraction in (0, 1]")
+            if not MIN_EFFICIENCY <= v <= 1:
+                raise KvsimError(pre + name, f"got {v!r}, expected a fraction in [{MIN_EFFICIENCY:g}, 1]")
         for name in _DURATIONS:
             v = getattr(self, name)
             if v < 0:
