@@ -121,17 +121,23 @@ def test_decode_holds_the_window_blocks(w, bs, prompt, out):
     kv.check_empty()
 
 
+@pytest.mark.parametrize("policy", ["v0", "v1"])
 @settings(max_examples=40, **SETTINGS)
 @given(data=st.data())
-def test_window_past_every_context_equals_full_attention(data):
+def test_window_past_every_context_equals_full_attention(policy, data):
     specs = data.draw(plain_workloads())
     bs = data.draw(st.sampled_from([1, 2, 4]))
     big = max(s.prompt_len + s.output_len for s in specs)
     runs = []
     for windows in ((big,) * 4, (0,) * 4):
-        kv = WindowedPagedKV(KVGroupLayout.from_windows(windows), max(2, 120 // bs), bs, watermark=0.0)
-        sched = Scheduler(kv, SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=64, max_model_len=64),
-                          np.random.default_rng(0))
+        cfg = SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=64 if policy == "v0" else 16, max_model_len=64)
+        layout, pages = KVGroupLayout.from_windows(windows), max(2, 120 // bs)
+        if policy == "v0":
+            kv = WindowedPagedKV(layout, pages, bs, watermark=0.0)
+            sched = Scheduler(kv, cfg, np.random.default_rng(0))
+        else:
+            kv = WindowedPagedKVV1(layout, pages, bs)
+            sched = SchedulerV1(kv, cfg, np.random.default_rng(0))
         trace = []
         orig = sched.complete_step
 
@@ -140,8 +146,13 @@ def test_window_past_every_context_equals_full_attention(data):
                           list(plan.preempted)))
             return orig(plan, t)
         sched.complete_step = step
-        drive(sched, specs)
-        check_final(sched, specs)
+        if policy == "v0":
+            drive(sched, specs)
+            check_final(sched, specs)
+        else:
+            with mock.patch.object(v1t, "check_sharing", _disjoint_tables):
+                v1t.drive(sched, specs)
+            v1t.check_final(sched, specs)
         assert kv.window_frees == 0
         runs.append(trace)
     assert runs[0] == runs[1]

@@ -44,7 +44,7 @@ from kvsim.core.plan import StepPlan
 from kvsim.cost.base import CostModel, is_decode_only
 from kvsim.cost.window import WindowMix
 from kvsim.errors import KvsimError
-from kvsim.limits import MIN_EFFICIENCY
+from kvsim.limits import MAX_SECONDS, MIN_EFFICIENCY
 
 _EFFICIENCIES = ("matmul_efficiency", "hbm_efficiency", "attention_efficiency",
                  "host_link_efficiency", "interconnect_efficiency")
@@ -94,7 +94,7 @@ class RooflineParams:
               "the swaps before the layers that need them; transfers are not overlapped)")
 
     def validate(self, path: str = "") -> None:
-        """Raise KvsimError naming the field if an efficiency is outside (0, 1] or a duration is negative."""
+        """Raise KvsimError naming the field if an efficiency is outside [MIN_EFFICIENCY, 1] or a duration outside [0, MAX_SECONDS]."""
         pre = f"{path}." if path else ""
         for name in _EFFICIENCIES:
             v = getattr(self, name)
@@ -102,8 +102,8 @@ class RooflineParams:
                 raise KvsimError(pre + name, f"got {v!r}, expected a fraction in [{MIN_EFFICIENCY:g}, 1]")
         for name in _DURATIONS:
             v = getattr(self, name)
-            if v < 0:
-                raise KvsimError(pre + name, f"got {v!r}, expected seconds >= 0")
+            if not 0 <= v <= MAX_SECONDS:
+                raise KvsimError(pre + name, f"got {v!r}, expected seconds in [0, {MAX_SECONDS:g}]")
 
 
 class RooflineCostModel(CostModel):
