@@ -10,14 +10,18 @@ from kvsim.catalogue import GPUSpec, ModelSpec, get_gpu, get_model
 from kvsim.config import GiB, Scenario
 from kvsim.core.kv import KVManager
 from kvsim.core.kv_contiguous import ContiguousKV
+from kvsim.core.kv_groups import KVGroupLayout
 from kvsim.core.kv_paged import PagedKV
 from kvsim.core.kv_paged_v1 import PagedKVV1
+from kvsim.core.kv_window import WindowedPagedKV
+from kvsim.core.kv_window_v1 import WindowedPagedKVV1
 from kvsim.core.request import RequestSpec
 from kvsim.core.scheduler import Scheduler, SchedulerConfig
 from kvsim.core.scheduler_v1 import SchedulerV1
 from kvsim.cost import CostModel, RooflineCostModel
 from kvsim.errors import KvsimError
 from kvsim.limits import MAX_BLOCKS
+from kvsim.window_setup import check_window_requests, check_window_scenario, window_budget
 from kvsim.memory import KVBudget, kv_budget
 from kvsim.workload import build_workload
 
@@ -36,8 +40,17 @@ class RunSetup:
     def kv_bytes_per_token(self) -> int:
         return self.model.kv_bytes_per_token(self.scenario.dtype_bytes, self.scenario.tensor_parallel)
 
+    @property
+    def kv_layout(self) -> KVGroupLayout:
+        """The model's KV-cache groups (one full-attention group for a model without windows)."""
+        return KVGroupLayout.from_windows(self.model.layer_windows())
+
     def make_kv(self) -> KVManager:
         e = self.scenario.engine
+        if self.model.sliding_window:   # paged only (checked by check_window_scenario)
+            if e.policy == "v1":
+                return WindowedPagedKVV1(self.kv_layout, self.budget.num_gpu_blocks, e.block_size)
+            return WindowedPagedKV(self.kv_layout, self.budget.num_gpu_blocks, e.block_size, e.watermark)
         if e.policy == "v1":         # paged only (validated); no swap pool, no watermark
             return PagedKVV1(self.budget.num_gpu_blocks, e.block_size, e.enable_prefix_caching)
         if e.allocator == "paged":
@@ -103,6 +116,10 @@ def setup_run(sc: Scenario, *, simulator: bool = True) -> RunSetup:
             num_cpu_blocks=e.num_cpu_blocks if e.num_cpu_blocks is not None else budget.num_cpu_blocks)
     if e.policy == "v1":                 # V1 has no swap: no CPU block pool
         budget = dataclasses.replace(budget, num_cpu_blocks=0)
+    if model.sliding_window:
+        check_window_scenario(sc, model)
+        budget = window_budget(sc, model, budget)
+        check_block_counts(sc, budget)
     rng = np.random.default_rng([sc.seed, 1])
     requests = build_workload(sc.workload, max_len_tokens=max_len, rng=rng)
     if e.policy == "v1":
@@ -111,6 +128,8 @@ def setup_run(sc: Scenario, *, simulator: bool = True) -> RunSetup:
             raise KvsimError("workload.beam_width", f"request {beam.request_id} asks for beam width "
                                                     f"{beam.beam_width}, but policy v1 has no beam search; "
                                                     f"use engine.policy v0")
+    if model.sliding_window:
+        check_window_requests(requests, e.policy)
     cost = make_cost(sc, model, gpu) if simulator else None
     return RunSetup(sc, model, gpu, budget, max_len, requests, cost)
 

@@ -61,6 +61,8 @@ def _cmd_run(args) -> int:
           + (f", {e.scheduler} scheduler" if e.policy == "v0" else ", v1 scheduler (recompute-only, chunked prefill)"))
     print(f"  arrivals: {arrivals}")
     print(f"  {setup.budget.summary()}")
+    if setup.model.sliding_window:
+        print(f"  KV groups: {setup.kv_layout.describe()}; a block is one page of {e.block_size} tokens")
     if replications is None:
         print(format_summary(res.summary))
     else:

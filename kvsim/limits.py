@@ -17,6 +17,7 @@ MAX_TP = 1024                     # tensor-parallel degree
 MAX_SECONDS = 1e9                 # any duration or time limit (~32 years)
 MAX_RATE = 1e9                    # arrival rate, requests/s
 MIN_RATE = 1e-9
+MIN_EFFICIENCY = 1e-6             # roofline efficiencies: a smaller one overflows the run's time sums
 MAX_SWAP_GIB = 1 << 20            # CPU swap space per GPU
 MAX_SEED = (1 << 63) - 1
 MAX_NAME = 200                    # characters of a scenario name

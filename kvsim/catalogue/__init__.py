@@ -52,6 +52,15 @@ class ModelSpec:
     vocab_size: int
     max_seq_len: int
     tie_word_embeddings: bool | None = None
+    sliding_window: int = 0                  # 0: no sliding-window layer
+    layer_pattern: tuple[str, ...] = ()      # cycled over layers: "sliding" | "full"; () = all sliding
+
+    def layer_windows(self) -> tuple[int, ...]:
+        """Each layer's attention window in tokens (0 = full attention), in layer order."""
+        if not self.sliding_window:
+            return (0,) * self.num_layers
+        pat = self.layer_pattern or ("sliding",)
+        return tuple(self.sliding_window if pat[i % len(pat)] == "sliding" else 0 for i in range(self.num_layers))
 
     def __post_init__(self):
         if self.tie_word_embeddings is None:
@@ -178,18 +187,36 @@ def _positive(where: str, key: str, value, integer: bool):
     return value
 
 
+def _window_fields(where: str, e: dict) -> tuple[int, tuple[str, ...]]:
+    """The optional sliding_window and layer_pattern fields, checked."""
+    window = _positive(where, "sliding_window", e["sliding_window"], True) if "sliding_window" in e else 0
+    pattern = e.get("layer_pattern")
+    if pattern is None:
+        return window, ()
+    if not window:
+        raise KvsimError("catalogue", f"{where}: field 'layer_pattern' needs a sliding_window")
+    if (not isinstance(pattern, list) or not pattern
+            or any(k not in ("sliding", "full") for k in pattern)):
+        raise KvsimError("catalogue", f"{where}: field 'layer_pattern' must be a non-empty list of "
+                                      f"'sliding' / 'full', got {pattern!r}")
+    return window, tuple(pattern)
+
+
 def load_models(path: str | Path) -> dict[str, tuple[ModelSpec, list[str]]]:
     """Parse and validate a models YAML file -> {name: (spec, aliases)}."""
     out = {}
     for e in _entries(path, "models"):
         where = f"{Path(path).name}: {e['name']}"
-        _check_keys(where, e, ("name", "arch") + _MODEL_INT_FIELDS, ("aliases", "tie_word_embeddings"))
+        _check_keys(where, e, ("name", "arch") + _MODEL_INT_FIELDS,
+                    ("aliases", "tie_word_embeddings", "sliding_window", "layer_pattern"))
         if e["arch"] not in ARCHS:
             raise KvsimError("catalogue", f"{where}: field 'arch' must be one of {', '.join(ARCHS)}, got {e['arch']!r}")
         ints = {k: _positive(where, k, e[k], True) for k in _MODEL_INT_FIELDS}
         if ints["num_heads"] % ints["num_kv_heads"]:
             raise KvsimError("catalogue", f"{where}: num_heads must be a multiple of num_kv_heads")
-        spec = ModelSpec(name=e["name"], arch=e["arch"], tie_word_embeddings=e.get("tie_word_embeddings"), **ints)
+        window, pattern = _window_fields(where, e)
+        spec = ModelSpec(name=e["name"], arch=e["arch"], tie_word_embeddings=e.get("tie_word_embeddings"),
+                         sliding_window=window, layer_pattern=pattern, **ints)
         out[spec.name] = (spec, list(e.get("aliases") or []))
     return out
 

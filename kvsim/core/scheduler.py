@@ -154,8 +154,11 @@ class Scheduler:
         admitted = False
         # static batching never preempts, so a batch must fit its peak blocks up front
         peak_room = self.kv.free_blocks() if static else None
+        victims = {gid for gid, _ in plan.preempted} if plan.preempted else ()
         while self.waiting:
             g = self.waiting[0]
+            if g.group_id in victims:
+                break   # preempted in this very step: only where appends free memory (sliding windows)
             todo = g.prefill_target
             if not chunked and todo > budget and plan.prefill_group_ids:
                 break

@@ -31,6 +31,7 @@ import numpy as np
 
 from kvsim.core.fanout import FanOut, fan_out
 from kvsim.core.kv_paged_v1 import PagedKVV1
+from kvsim.core.kv_window_v1 import WindowedPagedKVV1
 from kvsim.core.plan import StepPlan
 from kvsim.core.request import RequestSpec
 from kvsim.core.scheduler import Scheduler, SchedulerConfig
@@ -41,8 +42,8 @@ V1_PREEMPTION_MODES = ("auto", "recompute")
 
 class SchedulerV1(Scheduler):
     def __init__(self, kv: PagedKVV1, config: SchedulerConfig, rng: np.random.Generator):
-        if not isinstance(kv, PagedKVV1):
-            raise ValueError("the v1 scheduler needs the V1 paged KV manager (PagedKVV1)")
+        if not isinstance(kv, (PagedKVV1, WindowedPagedKVV1)):
+            raise ValueError("the v1 scheduler needs a V1 paged KV manager (PagedKVV1, WindowedPagedKVV1)")
         if config.preemption_mode not in V1_PREEMPTION_MODES:
             raise ValueError("the v1 policy preempts by recompute only (preemption_mode auto or recompute)")
         if config.policy == "static":

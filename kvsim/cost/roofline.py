@@ -19,6 +19,13 @@ One iteration (all per GPU under ``tensor_parallel``-way TP) costs::
 * all-reduce (tp > 1): 2 per layer of ``T x hidden x dtype`` bytes, ring cost
   ``2 (tp-1)/tp`` over the interconnect, plus a latency each.
 
+Sliding-window layers (``model.layer_windows()``) read at most ``window`` keys:
+for such a model, ``step_time`` replaces ``sum(ctx)`` by the per-layer mean of
+``sum(min(ctx, window_l))`` and each prefill query at position ``q`` attends to
+``min(q + 1, window_l)`` keys (see :mod:`kvsim.cost.window`); the aggregate
+``decode_step_time(s)`` methods take that windowed sum. Models without a window
+take the plain path, unchanged.
+
 A decode-only step depends on the plan only through ``(num_seqs, sum(ctx))``.
 :meth:`RooflineCostModel.step_time` prices a plan with ``_forward_time_f``, a
 float twin of the vectorised ``_forward_time`` behind
@@ -35,7 +42,9 @@ from kvsim.catalogue import GPUSpec, ModelSpec
 from kvsim.configtools import cfg_field
 from kvsim.core.plan import StepPlan
 from kvsim.cost.base import CostModel, is_decode_only
+from kvsim.cost.window import WindowMix
 from kvsim.errors import KvsimError
+from kvsim.limits import MAX_SECONDS, MIN_EFFICIENCY
 
 _EFFICIENCIES = ("matmul_efficiency", "hbm_efficiency", "attention_efficiency",
                  "host_link_efficiency", "interconnect_efficiency")
@@ -85,16 +94,16 @@ class RooflineParams:
               "the swaps before the layers that need them; transfers are not overlapped)")
 
     def validate(self, path: str = "") -> None:
-        """Raise KvsimError naming the field if an efficiency is outside (0, 1] or a duration is negative."""
+        """Raise KvsimError naming the field if an efficiency is outside [MIN_EFFICIENCY, 1] or a duration outside [0, MAX_SECONDS]."""
         pre = f"{path}." if path else ""
         for name in _EFFICIENCIES:
             v = getattr(self, name)
-            if not 0 < v <= 1:
-                raise KvsimError(pre + name, f"got {v!r}, expected a fraction in (0, 1]")
+            if not MIN_EFFICIENCY <= v <= 1:
+                raise KvsimError(pre + name, f"got {v!r}, expected a fraction in [{MIN_EFFICIENCY:g}, 1]")
         for name in _DURATIONS:
             v = getattr(self, name)
-            if v < 0:
-                raise KvsimError(pre + name, f"got {v!r}, expected seconds >= 0")
+            if not 0 <= v <= MAX_SECONDS:
+                raise KvsimError(pre + name, f"got {v!r}, expected seconds in [0, {MAX_SECONDS:g}]")
 
 
 class RooflineCostModel(CostModel):
@@ -140,6 +149,7 @@ class RooflineCostModel(CostModel):
             self._ar_fixed = 2.0 * p.allreduce_latency_s
         else:
             self._ar_per_token = self._ar_fixed = 0.0
+        self._window = WindowMix.of(model)       # None without sliding-window layers
 
     # -- the shared vectorised core -------------------------------------------
     def _forward_time(self, tokens, logit_rows, num_seqs, decode_ctx_sum, prefill_attn_s):
@@ -205,9 +215,13 @@ class RooflineCostModel(CostModel):
         """Per-layer time of the step's prefill attention (one kernel over all groups)."""
         pairs = 0.0
         kv_tokens = 0.0
-        for new, cached in zip(plan.prefill_new_tokens, plan.prefill_cached_tokens or [0] * len(plan.prefill_new_tokens)):
-            pairs += new * (cached + (new + 1) / 2.0)
-            kv_tokens += cached + 2 * new          # read cached + new K/V, write new K/V
+        cached_all = plan.prefill_cached_tokens or [0] * len(plan.prefill_new_tokens)
+        if self._window is not None:
+            pairs, kv_tokens = self._window.prefill(plan.prefill_new_tokens, cached_all)
+        else:
+            for new, cached in zip(plan.prefill_new_tokens, cached_all):
+                pairs += new * (cached + (new + 1) / 2.0)
+                kv_tokens += cached + 2 * new      # read cached + new K/V, write new K/V
         flops = pairs * self._attn_flops_per_pair
         nbytes = kv_tokens * self._kv_bytes_per_token_layer + plan.num_prefill_tokens * self._q_bytes_per_token_layer
         return max(flops / self._attn_rate, nbytes / self._bw)
@@ -217,14 +231,15 @@ class RooflineCostModel(CostModel):
         if plan.is_empty:
             return 0.0
         ctx = plan.decode_context_tokens
+        ctx_sum = sum(ctx) if self._window is None else self._window.decode_sum(ctx)
         if is_decode_only(plan):
-            return self.decode_step_time(len(ctx), sum(ctx))
+            return self.decode_step_time(len(ctx), ctx_sum)
         t = 0.0
         groups = len(plan.prefill_new_tokens)
         if groups or ctx:
             tokens = float(plan.num_prefill_tokens + len(ctx))
             rows = float(groups + len(ctx))
-            t = self._forward_time_f(tokens, rows, rows, float(sum(ctx)), float(self._prefill_attention_s(plan)))
+            t = self._forward_time_f(tokens, rows, rows, float(ctx_sum), float(self._prefill_attention_s(plan)))
         else:
             t = self.params.step_overhead_s
         t += self.copy_time(len(plan.copy_pairs), self.block_bytes)

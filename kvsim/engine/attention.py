@@ -7,6 +7,11 @@ kernels need; :func:`paged_attention` writes the step's new K/V into the cache
 sequence's cached context plus themselves, decode tokens over their whole
 context. Backends: ``"triton"`` (kvsim.kernels) or ``"torch"`` (the float64
 references, for CPU tests).
+
+KV-cache groups (sliding-window models, :mod:`kvsim.core.kv_groups`): each group
+has its own slots and block tables, so a step carries one :class:`AttnMetadata`
+per group (with that group's ``window``) in a :class:`GroupedMetadata`; a
+layer reads its own with :func:`layer_meta`.
 """
 from __future__ import annotations
 
@@ -53,15 +58,42 @@ class AttnMetadata:
     backend: str = "triton"
     prefill_tile_starts: torch.Tensor | None = None   # per-step tile offsets of the prefill kernel (with_step_tiles)
     decode_split_ref_len: int = 0         # >0: decode's split-KV partitions sized for this length (CUDA graphs)
+    window: int = 0                       # >0: sliding-window layers (a query at p sees (p - window, p])
 
     @property
     def num_tokens(self) -> int:
         return self.num_prefill_tokens + self.num_decode_tokens
 
 
+@dataclass
+class GroupedMetadata:
+    """One step's metadata for a model with KV groups: one :class:`AttnMetadata` per group."""
+
+    groups: list[AttnMetadata]
+    layer_group: tuple[int, ...]          # per model layer: the group whose tables and window it uses
+
+    @property
+    def num_tokens(self) -> int:
+        return self.groups[0].num_tokens
+
+    @property
+    def backend(self) -> str:
+        return self.groups[0].backend
+
+    def for_layer(self, layer: int) -> AttnMetadata:
+        return self.groups[self.layer_group[layer]]
+
+
+def layer_meta(meta, layer: int) -> AttnMetadata:
+    """The metadata layer ``layer`` attends with (``meta`` itself unless it is grouped)."""
+    return meta.for_layer(layer) if isinstance(meta, GroupedMetadata) else meta
+
+
 def with_step_tiles(meta: AttnMetadata, num_heads: int, num_kv_heads: int) -> AttnMetadata:
     """``meta`` plus the prefill kernel's tile offsets, computed once for every layer of the step (on
     the device, inside a CUDA graph's capture when called from the model's forward)."""
+    if isinstance(meta, GroupedMetadata):
+        return replace(meta, groups=[with_step_tiles(m, num_heads, num_kv_heads) for m in meta.groups])
     if meta.backend != "triton" or not meta.num_prefill_tokens or meta.prefill_tile_starts is not None:
         return meta
     from kvsim.kernels.prefill import prefill_tile_starts
@@ -84,9 +116,9 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
         paged_prefill_attention(q[:p], k_cache, v_cache, meta.prefill_block_tables,
                                 meta.prefill_query_start, meta.prefill_context_lens, scale,
                                 max_query_len=meta.max_prefill_query_len, out=out[:p],
-                                cu_tiles=meta.prefill_tile_starts, backend=be)
+                                cu_tiles=meta.prefill_tile_starts, backend=be, window=meta.window)
     if meta.num_decode_tokens:
         paged_decode_attention(q[p:], k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens,
                                scale, max_context_len=meta.max_decode_context_len, out=out[p:], backend=be,
-                               split_ref_len=meta.decode_split_ref_len or None)
+                               split_ref_len=meta.decode_split_ref_len or None, window=meta.window)
     return out

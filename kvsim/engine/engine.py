@@ -130,14 +130,16 @@ class RealEngine:
             self.setup = dataclasses.replace(self.setup, budget=dataclasses.replace(
                 b, num_gpu_blocks=blocks, kv_cache_bytes=blocks * b.block_bytes, kv_capacity_tokens=blocks * e.block_size))
         self.kv = self.setup.make_kv()
+        layout = getattr(self.kv, "layout", None)     # KV groups: layers share page tensors by slot
         self.cache = KVCache(self.model.num_layers, self.kv.num_gpu_blocks, self.kv.block_size,
                              self.model.num_kv_heads, self.model.head_dim, self.kv.num_cpu_blocks,
-                             dtype, self.device, self.backend)
+                             dtype, self.device, self.backend,
+                             layer_slot=layout.layer_slot if layout is not None else None)
         self.sched = self.setup.make_scheduler(self.kv, np.random.default_rng([sc.seed, 2]))
         rt = sc.runtime
         self.warmup_s = self._warm_up() if self.device.type == "cuda" and rt.warmup else 0.0
         self.graphs = self.prefill_graphs = None
-        if self.device.type == "cuda" and rt.cuda_graphs:
+        if self.device.type == "cuda" and rt.cuda_graphs and layout is None:   # graphs: one table per step
             from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs
             common = dict(block_size=e.block_size, max_context_len=self.setup.max_model_len, backend=self.backend)
             self.graphs = DecodeGraphs(self.model, self.cache.gpu, max_batch=min(rt.cuda_graph_max_batch,

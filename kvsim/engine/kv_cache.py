@@ -3,6 +3,11 @@
 Layout per layer: K and V each ``[num_blocks, block_size, num_kv_heads, head_dim]``.
 Block ids are the ones the ``kvsim.core`` block manager hands out, so a
 ``StepPlan``'s copy-on-write pairs and swap maps apply directly.
+
+KV-cache groups (``layer_slot``, :mod:`kvsim.core.kv_groups`): a page holds
+``block_size`` tokens of ``layers_per_page`` layers, so only that many tensor
+pairs exist and layer ``l`` uses pair ``layer_slot[l]``, shared with the layers
+of the other groups at the same slot (their page ids never collide: one pool).
 """
 from __future__ import annotations
 
@@ -11,10 +16,14 @@ import torch
 
 class KVCache:
     def __init__(self, num_layers: int, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int,
-                 num_cpu_blocks: int, dtype: torch.dtype, device: torch.device, backend: str):
+                 num_cpu_blocks: int, dtype: torch.dtype, device: torch.device, backend: str,
+                 layer_slot: tuple[int, ...] | None = None):
         shape = (num_blocks, block_size, num_kv_heads, head_dim)
-        self.gpu = [(torch.empty(shape, dtype=dtype, device=device), torch.empty(shape, dtype=dtype, device=device))
-                    for _ in range(num_layers)]
+        slots = layer_slot if layer_slot is not None else tuple(range(num_layers))
+        pairs = [(torch.empty(shape, dtype=dtype, device=device), torch.empty(shape, dtype=dtype, device=device))
+                 for _ in range(max(slots) + 1)]
+        self.gpu = [pairs[i] for i in slots]
+        self._distinct = len(pairs)
         pin = device.type == "cuda"
         cpu_shape = (num_cpu_blocks,) + shape[1:]
         self.cpu = [(torch.empty(cpu_shape, dtype=dtype, pin_memory=pin), torch.empty(cpu_shape, dtype=dtype, pin_memory=pin))
@@ -28,7 +37,7 @@ class KVCache:
     @property
     def bytes(self) -> int:
         k, _ = self.gpu[0]
-        return 2 * len(self.gpu) * k.numel() * k.element_size()
+        return 2 * self._distinct * k.numel() * k.element_size()
 
     def copy(self, pairs: list[tuple[int, int]]) -> None:
         """Copy-on-write: block dst := block src in every layer (one kernel launch per layer)."""

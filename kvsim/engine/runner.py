@@ -7,7 +7,7 @@ copy-on-write copies, then the forward pass.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain
 
 import numpy as np
@@ -17,7 +17,7 @@ from kvsim.core.plan import StepPlan
 from kvsim.core.sequence import SequenceGroup
 from kvsim.core.tokens import synthetic_prompt_tokens
 from kvsim.engine import sampling
-from kvsim.engine.attention import AttnMetadata
+from kvsim.engine.attention import AttnMetadata, GroupedMetadata
 from kvsim.engine.kv_cache import KVCache
 
 
@@ -58,6 +58,8 @@ class ModelRunner:
         self.gen = torch.Generator(device=cache.device).manual_seed(seed)
         self.tokens: dict[int, list[int]] = {}
         self.beam_scores: dict[int, list[float]] = {}
+        self.kv_layout = getattr(kv, "layout", None)   # KV groups (sliding-window models), else None
+        self._group = 0                   # the KV group whose tables prepare() reads
         self.vocab = model.spec.vocab_size
 
     # ---------------------------------------------------------------- tokens
@@ -78,10 +80,25 @@ class ModelRunner:
         self.beam_scores.pop(g.group_id, None)
 
     def _table(self, seq_id: int) -> list[int]:
+        if self.kv_layout is not None:
+            return self.kv.group_tables(seq_id)[self._group]
         return self.kv.block_table(seq_id)
 
     # ---------------------------------------------------------------- inputs
     def prepare(self, plan: StepPlan) -> StepBatch:
+        """The step's inputs; with KV groups, one metadata per group (its slots, tables and window)."""
+        if self.kv_layout is None:
+            return self._prepare_group(plan)
+        metas = []
+        for g, window in enumerate(self.kv_layout.windows):
+            self._group = g
+            batch = self._prepare_group(plan)
+            metas.append(replace(batch.meta, window=window))
+        self._group = 0
+        batch.meta = GroupedMetadata(metas, self.kv_layout.layer_group)
+        return batch
+
+    def _prepare_group(self, plan: StepPlan) -> StepBatch:
         bs = self.cache.block_size
         ids: list[int] = []
         pos: list[int] = []

@@ -17,6 +17,11 @@ Softmax is online (running max ``m``, running sum ``l``) in float32, in the log2
 (``scale * log2(e)`` folded into the scores, ``exp2``). With ``SPLIT`` the context is cut into
 partitions of ``tokens_per_split`` positions (flash-decoding); each program writes its unnormalised
 fp32 accumulator and its ``m``/``l`` and :func:`_reduce_kernel` merges the partitions.
+
+Sliding window (``window`` > 0): the query at position ``ctx - 1`` attends to positions
+``ctx - window .. ctx - 1`` only, so the walk (and the split partitions) start at
+``max(ctx - window, 0)``; blocks before it are never read (their table entries may be stale).
+The kernel takes ``win = window`` or, for full attention, :data:`NO_WINDOW`.
 """
 from __future__ import annotations
 
@@ -84,7 +89,7 @@ def _decode_kernel(
     stride_vb, stride_vt, stride_vh,
     stride_bts,
     stride_os, stride_oh,
-    tokens_per_split,
+    tokens_per_split, win,
     G: tl.constexpr, G_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, PAGED: tl.constexpr,
     SPLIT: tl.constexpr, DOT_F32: tl.constexpr, PIPE: tl.constexpr,
@@ -93,7 +98,7 @@ def _decode_kernel(
     kvh = tl.program_id(1)
     split = tl.program_id(2)
     ctx = tl.load(ctx_ptr + seq)
-    lo = split * tokens_per_split
+    lo = tl.maximum(ctx - win, 0) + split * tokens_per_split    # a sliding window starts at ctx - win
     hi = tl.minimum(lo + tokens_per_split, ctx)
 
     offs_g = tl.arange(0, G_PAD)
@@ -223,6 +228,13 @@ MIN_SPLIT_TOKENS = 256
 """Never cut a partition shorter than this: below it the partial write + reduce launch cost more
 than the extra parallelism buys."""
 MAX_SPLITS = 64
+NO_WINDOW = 1 << 30
+"""The kernels' window argument for full attention (``ctx - NO_WINDOW`` is below every position)."""
+
+
+def kernel_window(window: int) -> int:
+    """The kernels' ``win`` argument: ``window`` tokens, or :data:`NO_WINDOW` for 0 (full attention)."""
+    return int(window) if window and window > 0 else NO_WINDOW
 
 
 def choose_num_splits(num_seqs: int, num_kv_heads: int, max_ctx: int, num_sms: int,
@@ -263,13 +275,14 @@ def split_partition(num_seqs: int, num_kv_heads: int, ref_ctx: int, num_sms: int
 
 
 def launch_decode(q, k, v, block_table, ctx_lens, out, *, scale, block_size, max_ctx,
-                  num_splits, block_n, num_warps, num_stages, dot_f32, pipe=0, tokens_per_split=0):
+                  num_splits, block_n, num_warps, num_stages, dot_f32, pipe=0, tokens_per_split=0, window=0):
     """Launch the decode kernel (and the reduce kernel when ``num_splits > 1``) into ``out``.
 
     ``block_table is None`` selects the contiguous layout ``[num_seqs, max_ctx, Hkv, D]``; otherwise
     ``k``/``v`` are ``[num_blocks, block_size, Hkv, D]``. ``tokens_per_split`` (a multiple of
     ``block_n``) fixes the partition length; ``num_splits`` is then ignored and follows from
-    ``max_ctx``. All validation is the caller's job.
+    ``max_ctx``. ``window`` > 0 attends to the last ``window`` positions only (``max_ctx`` may then
+    be the windowed span: partitions start at each sequence's window). All validation is the caller's job.
     """
     import torch
 
@@ -282,6 +295,8 @@ def launch_decode(q, k, v, block_table, ctx_lens, out, *, scale, block_size, max
     paged = block_table is not None
     bt = block_table if paged else ctx_lens
     stride_bts = block_table.stride(0) if paged else 0
+    win = kernel_window(window)
+    max_ctx = min(max_ctx, win)
     if tokens_per_split:
         num_splits = -(-max_ctx // tokens_per_split)
     if num_splits <= 1:
@@ -290,7 +305,7 @@ def launch_decode(q, k, v, block_table, ctx_lens, out, *, scale, block_size, max
             q, k, v, bt, ctx_lens, out, out, out, scale_log2,
             q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), stride_bts,
-            out.stride(0), out.stride(1), max(max_ctx, 1),
+            out.stride(0), out.stride(1), max(max_ctx, 1), win,
             G=group, G_PAD=g_pad, HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_N=block_n,
             BLOCK_SIZE=block_size, PAGED=paged, SPLIT=False, DOT_F32=dot_f32, PIPE=pipe,
             num_warps=num_warps, num_stages=num_stages)
@@ -311,7 +326,7 @@ def launch_decode(q, k, v, block_table, ctx_lens, out, *, scale, block_size, max
         q, k, v, bt, ctx_lens, part, m, l, scale_log2,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), stride_bts,
-        part.stride(0), part.stride(1), per,
+        part.stride(0), part.stride(1), per, win,
         G=group, G_PAD=g_pad, HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_N=block_n,
         BLOCK_SIZE=block_size, PAGED=paged, SPLIT=True, DOT_F32=dot_f32, PIPE=pipe,
         num_warps=num_warps, num_stages=num_stages)

@@ -84,8 +84,12 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
                            scale: float | None = None, *, max_context_len: int | None = None,
                            num_splits: int | None = None, split_ref_len: int | None = None, out: torch.Tensor | None = None,
                            config: DecodeConfig = DEFAULT_CONFIG,
-                           backend: str = "triton") -> torch.Tensor:
+                           backend: str = "triton", window: int = 0) -> torch.Tensor:
     """Attention of each sequence's single query token over its paged KV cache.
+
+    ``window`` > 0 (a sliding-window layer): the query at position ``ctx - 1`` attends to the last
+    ``window`` positions ``ctx - window .. ctx - 1`` only; block-table entries before them are never
+    read (they may be stale, e.g. -1 for blocks freed out of the window). 0 = full attention.
 
     ``max_context_len`` (>= every context length) sizes the split partitions; if omitted it is
     read from ``context_lens`` with one device sync. ``split_ref_len`` (>= ``max_context_len``) takes
@@ -97,13 +101,17 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     """
     check_decode_inputs(q, k_cache, v_cache, context_lens, paged=True, block_table=block_table)
     check_backend(backend, q, k_cache, v_cache, block_table, context_lens)
+    require(isinstance(window, int) and window >= 0, "window", f"got {window!r}, expected tokens >= 0 (0 = full)")
     scale = default_scale(q.shape[-1], scale)
     if out is None:
         out = torch.empty_like(q)
     if backend == "torch":
-        out.copy_(reference.paged_decode(q, k_cache, v_cache, block_table, context_lens, scale))
+        out.copy_(reference.paged_decode(q, k_cache, v_cache, block_table, context_lens, scale, window=window))
         return out
     max_ctx = max_int(context_lens, max_context_len)
+    if window:
+        max_ctx = min(max_ctx, window)
+        split_ref_len = split_ref_len and min(int(split_ref_len), window)
     per = 0
     if num_splits is None and split_ref_len:
         per = _attn_decode.split_partition(q.shape[0], k_cache.shape[2], max(int(split_ref_len), max_ctx),
@@ -117,7 +125,7 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         q, k_cache, v_cache, block_table, context_lens, out, scale=scale,
         block_size=k_cache.shape[1], max_ctx=max_ctx, num_splits=int(num_splits),
         block_n=config.block_n, num_warps=config.num_warps, num_stages=config.num_stages,
-        dot_f32=dot_f32(q.dtype), pipe=config.pipe, tokens_per_split=per)
+        dot_f32=dot_f32(q.dtype), pipe=config.pipe, tokens_per_split=per, window=window)
 
 
 def decode_bytes(num_seqs: int, mean_ctx: float, num_kv_heads: int, head_dim: int,

@@ -8,7 +8,7 @@ and new tokens alike — through the block table. One launch handles a variable-
   ``query_start_loc[s] .. query_start_loc[s+1]`` (cu_seqlens style, int32, length num_seqs+1).
 * ``context_lens``: ``[num_seqs]`` int32, cached tokens *before* the new ones (0 for a plain prompt,
   > 0 for prefix caching or chunked prefill). New token ``i`` sits at position ``ctx + i`` and
-  attends causally to cache positions ``0 .. ctx + i``.
+  attends causally to cache positions ``0 .. ctx + i`` (with a ``window``: ``ctx + i - window + 1 ..``).
 * caches and ``block_table`` as in :mod:`kvsim.kernels.decode`.
 
 Grid: (query tile, KV head), the tiles of all sequences laid end to end: sequence ``s`` owns
@@ -30,6 +30,7 @@ import triton
 import triton.language as tl
 
 import kvsim.kernels.reference as reference
+from kvsim.kernels._attn_decode import kernel_window
 from kvsim.kernels._common import (check_backend, check_dtype, check_int_index, default_scale,
                                    dot_f32, is_pow2, num_sms, require)
 
@@ -38,7 +39,7 @@ from kvsim.kernels._common import (check_backend, check_dtype, check_int_index, 
 def _prefill_tile(
     t, kvh, q_ptr, k_ptr, v_ptr, bt_ptr, qsl_ptr, ctx_ptr, cut_ptr, num_seqs, out_ptr, scale_log2,
     stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-    stride_bts, stride_ot, stride_oh,
+    stride_bts, stride_ot, stride_oh, win,
     G: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, DOT_F32: tl.constexpr,
 ):
@@ -76,7 +77,8 @@ def _prefill_tile(
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-        for start in range(0, kv_hi, BLOCK_N):
+        kv_lo = tl.maximum(ctx + tile * TQ - win + 1, 0)     # the tile's first query's window
+        for start in range(kv_lo, kv_hi, BLOCK_N):
             pos = start + offs_n
             n_mask = pos < kv_hi
             phys = tl.load(bt_ptr + seq.to(tl.int64) * stride_bts + pos // BLOCK_SIZE,
@@ -91,11 +93,13 @@ def _prefill_tile(
                 k = k.to(tl.float32)
                 v = v.to(tl.float32)
             s = tl.dot(q, tl.trans(k)) * scale_log2
-            causal = (pos[None, :] <= qpos[:, None]) & n_mask[None, :]
+            causal = (pos[None, :] <= qpos[:, None]) & (pos[None, :] > qpos[:, None] - win) & n_mask[None, :]
             s = tl.where(causal, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new[:, None])
+            # a row may have no key yet in a windowed tile (all -inf): keep its state at zero, not NaN
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+            alpha = tl.exp2(m_i - m_use)
+            p = tl.exp2(s - m_use[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
             m_i = m_new
@@ -109,7 +113,7 @@ def _prefill_tile(
 def _prefill_kernel(
     q_ptr, k_ptr, v_ptr, bt_ptr, qsl_ptr, ctx_ptr, cut_ptr, num_seqs, out_ptr, scale_log2,
     stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-    stride_bts, stride_ot, stride_oh,
+    stride_bts, stride_ot, stride_oh, win,
     G: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, DOT_F32: tl.constexpr, PERSISTENT: tl.constexpr,
 ):
@@ -119,12 +123,12 @@ def _prefill_kernel(
         for t in range(tl.program_id(0), total, tl.num_programs(0)):
             _prefill_tile(t, kvh, q_ptr, k_ptr, v_ptr, bt_ptr, qsl_ptr, ctx_ptr, cut_ptr, num_seqs, out_ptr,
                           scale_log2, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt,
-                          stride_vh, stride_bts, stride_ot, stride_oh, G, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N,
+                          stride_vh, stride_bts, stride_ot, stride_oh, win, G, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N,
                           BLOCK_SIZE, DOT_F32)
     else:               # one program per tile of the host's upper bound; those past the last tile exit
         _prefill_tile(tl.program_id(0), kvh, q_ptr, k_ptr, v_ptr, bt_ptr, qsl_ptr, ctx_ptr, cut_ptr, num_seqs,
                       out_ptr, scale_log2, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb,
-                      stride_vt, stride_vh, stride_bts, stride_ot, stride_oh, G, HEAD_DIM, BLOCK_D, BLOCK_M,
+                      stride_vt, stride_vh, stride_bts, stride_ot, stride_oh, win, G, HEAD_DIM, BLOCK_D, BLOCK_M,
                       BLOCK_N, BLOCK_SIZE, DOT_F32)
 
 
@@ -157,8 +161,12 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
                             max_query_len: int | None = None, out: torch.Tensor | None = None,
                             block_m: int = 64, block_n: int = 64, num_warps: int = 4,
                             num_stages: int = 2, cu_tiles: torch.Tensor | None = None,
-                            persistent: bool | None = None, backend: str = "triton") -> torch.Tensor:
+                            persistent: bool | None = None, backend: str = "triton",
+                            window: int = 0) -> torch.Tensor:
     """Causal attention of the packed new tokens ``q`` over their sequences' paged KV.
+
+    ``window`` > 0 (a sliding-window layer): the token at position ``p`` attends to positions
+    ``p - window + 1 .. p`` only, and a tile reads no block before its first token's window. 0 = full.
 
     The new tokens' K/V must already be in the cache (see :func:`write_kv`). ``max_query_len``
     is accepted for compatibility and unused: the grid needs only the token and sequence counts,
@@ -186,12 +194,13 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
         require(t.stride(-1) == 1, name, "last dimension must be contiguous")
     check_backend(backend, q, k_cache, v_cache, block_table, query_start_loc, context_lens)
+    require(isinstance(window, int) and window >= 0, "window", f"got {window!r}, expected tokens >= 0 (0 = full)")
     scale = default_scale(q.shape[-1], scale)
     if out is None:
         out = torch.empty_like(q)
     if backend == "torch":
         out.copy_(reference.paged_prefill(q, k_cache, v_cache, block_table, query_start_loc,
-                                          context_lens, scale))
+                                          context_lens, scale, window=window))
         return out
     group = q.shape[1] // k_cache.shape[2]
     tq = tile_tokens(group, block_m)
@@ -213,7 +222,7 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
         scale * 1.4426950408889634,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_table.stride(0),
-        out.stride(0), out.stride(1),
+        out.stride(0), out.stride(1), kernel_window(window),
         G=group, HEAD_DIM=q.shape[2], BLOCK_D=max(16, triton.next_power_of_2(q.shape[2])),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_SIZE=k_cache.shape[1],
         DOT_F32=dot_f32(q.dtype), PERSISTENT=persistent, num_warps=num_warps, num_stages=num_stages)

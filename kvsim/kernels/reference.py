@@ -33,14 +33,25 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
     return torch.einsum("hmn,nhd->mhd", p, v)
 
 
-def paged_decode(q, k_cache, v_cache, block_table, context_lens, scale=None) -> torch.Tensor:
-    """Decode attention over a paged cache. q ``[S, Hq, D]`` -> float64 ``[S, Hq, D]``."""
+def gather_window(cache: torch.Tensor, block_table_row: torch.Tensor, start: int, length: int) -> torch.Tensor:
+    """Tokens ``start .. length-1`` of one sequence (blocks before ``start``'s are never touched)."""
+    bs = cache.shape[1]
+    first = start // bs
+    nblocks = -(-length // bs)
+    blocks = block_table_row[first:nblocks].long()
+    return cache[blocks].reshape((nblocks - first) * bs, *cache.shape[2:])[start - first * bs:length - first * bs]
+
+
+def paged_decode(q, k_cache, v_cache, block_table, context_lens, scale=None, window: int = 0) -> torch.Tensor:
+    """Decode attention over a paged cache. q ``[S, Hq, D]`` -> float64 ``[S, Hq, D]``.
+    ``window`` > 0: the query (position ``n - 1``) sees positions ``n - window .. n - 1`` only."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     out = torch.zeros(q.shape, dtype=torch.float64, device=q.device)
     for s in range(q.shape[0]):
         n = int(context_lens[s])
-        k = gather_paged(k_cache, block_table[s], n).double()
-        v = gather_paged(v_cache, block_table[s], n).double()
+        start = max(n - window, 0) if window else 0
+        k = gather_window(k_cache, block_table[s], start, n).double()
+        v = gather_window(v_cache, block_table[s], start, n).double()
         out[s] = _attend(q[s:s + 1].double(), k, v, scale)[0]
     return out
 
@@ -56,11 +67,12 @@ def contiguous_decode(q, k, v, context_lens, scale=None) -> torch.Tensor:
 
 
 def paged_prefill(q, k_cache, v_cache, block_table, query_start_loc, context_lens,
-                  scale=None) -> torch.Tensor:
+                  scale=None, window: int = 0) -> torch.Tensor:
     """Causal prefix attention. q ``[T, Hq, D]`` packs every sequence's new tokens
     (``query_start_loc[s] .. query_start_loc[s+1]``); sequence ``s`` has ``context_lens[s]`` cached
     tokens before them, and the new tokens' K/V are already in the cache at positions
-    ``context_lens[s] ..``. New token ``i`` sees cache positions ``<= context_lens[s] + i``.
+    ``context_lens[s] ..``. New token ``i`` sees cache positions ``<= context_lens[s] + i``, and
+    with ``window`` > 0 only those ``> context_lens[s] + i - window``.
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     out = torch.zeros(q.shape, dtype=torch.float64, device=q.device)
@@ -68,10 +80,14 @@ def paged_prefill(q, k_cache, v_cache, block_table, query_start_loc, context_len
         a, b = int(query_start_loc[s]), int(query_start_loc[s + 1])
         ctx = int(context_lens[s])
         total = ctx + (b - a)
-        k = gather_paged(k_cache, block_table[s], total).double()
-        v = gather_paged(v_cache, block_table[s], total).double()
+        start = max(ctx - window + 1, 0) if window else 0     # the first new token's window
+        k = gather_window(k_cache, block_table[s], start, total).double()
+        v = gather_window(v_cache, block_table[s], start, total).double()
         qpos = ctx + torch.arange(b - a, device=q.device)
-        mask = torch.arange(total, device=q.device)[None, :] <= qpos[:, None]
+        kpos = start + torch.arange(total - start, device=q.device)
+        mask = kpos[None, :] <= qpos[:, None]
+        if window:
+            mask &= kpos[None, :] > qpos[:, None] - window
         out[a:b] = _attend(q[a:b].double(), k, v, scale, mask)
     return out
 

@@ -26,8 +26,14 @@ Mistral-7B-v0.1 itself used theta 10 000 and a 4096-token sliding window; the
 catalogue's Mistral-7B follows v0.2 (32k context, no window), hence 1e6. The
 theta only changes numbers, never cost, so dummy-weight timing is unaffected.
 
+Sliding-window layers (``spec.layer_windows()``, e.g. Mistral-7B-SWA) attend
+through their KV group's metadata (:func:`kvsim.engine.attention.layer_meta`),
+whose ``window`` the kernels apply. Gemma-2's own pieces (GeGLU, logit
+soft-capping, extra norms) are not built: its catalogue entry runs as a LLaMA
+of the same shapes, which is right for timing with dummy weights only.
+
 Not supported: RoPE scaling (Llama-3.1's ``rope_scaling``; refused when a
-config asks for it), sliding-window attention, attention/MLP biases.
+config asks for it), attention/MLP biases.
 """
 from __future__ import annotations
 
@@ -38,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kvsim.catalogue import ModelSpec
-from kvsim.engine.attention import paged_attention, with_step_tiles
+from kvsim.engine.attention import layer_meta, paged_attention, with_step_tiles
 from kvsim.engine.models.base import CausalLM, Embedding, Fused, Linear, RMSNorm, attention_heads
 from kvsim.errors import KvsimError
 
@@ -166,8 +172,8 @@ class LlamaForCausalLM(CausalLM):
             return self._fused_forward(input_ids, positions, kv_caches, meta)
         cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_theta)
         h = self.model.embed_tokens(input_ids)
-        for layer, kv in zip(self.model.layers, kv_caches):
-            h = layer(h, cos, sin, kv, meta)
+        for i, (layer, kv) in enumerate(zip(self.model.layers, kv_caches)):
+            h = layer(h, cos, sin, kv, layer_meta(meta, i))
         return self.model.norm(h)
 
     def rope_table(self) -> torch.Tensor:
@@ -188,7 +194,9 @@ class LlamaForCausalLM(CausalLM):
         be, write = "triton", meta.backend != "none"      # "none": calibration times the layer without attention
         meta = with_step_tiles(meta, self.num_heads, self.num_kv_heads)
         h, residual = self.model.embed_tokens(input_ids), None
-        for layer, (kc, vc) in zip(self.model.layers, kv_caches):
+        step_meta = meta
+        for i, (layer, (kc, vc)) in enumerate(zip(self.model.layers, kv_caches)):
+            meta = layer_meta(step_meta, i)
             att, mlp = layer.self_attn, layer.mlp
             x, residual = add_rmsnorm(h, residual, layer.input_layernorm.weight, eps, backend=be)
             q, k, v = attention_heads(*att.qkv(x), self.num_heads, self.num_kv_heads, self.head_dim)
@@ -224,6 +232,9 @@ def check_hf_config(spec: ModelSpec, cfg: dict) -> dict:
                                "head_dim": "head_dim", "intermediate_size": "ffn_hidden_size",
                                "vocab_size": "vocab_size", "max_position_embeddings": "max_seq_len",
                                "tie_word_embeddings": "tie_word_embeddings"})
+    if spec.sliding_window and int(cfg.get("sliding_window") or 0) != spec.sliding_window:
+        raise KvsimError("config.json", f"sliding_window {cfg.get('sliding_window')!r} but {spec.name} has "
+                                        f"{spec.sliding_window or None!r} (pick the catalogue entry that matches)")
     out = {}
     theta = cfg.get("rope_theta", rope.get("rope_theta"))
     if theta is not None:

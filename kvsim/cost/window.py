@@ -1,0 +1,57 @@
+"""Attention work of sliding-window layers, as per-layer means the roofline model prices.
+
+A layer with window ``w`` (0 = full attention) lets a query at position ``q``
+attend to keys ``(q - w, q]``: ``min(q + 1, w)`` keys. Cost models price one
+"mean layer" times ``num_layers``; attention work is linear in the keys read,
+so a model with layer kinds ``{w: n_w layers}`` is priced exactly by the mean
+over layers of each kind's keys (decode) or query-key pairs (prefill).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kvsim.catalogue import ModelSpec
+
+
+def prefill_pairs(new: int, cached: int, window: int) -> float:
+    """Query-key pairs of ``new`` queries at positions ``cached .. cached + new - 1`` (causal, windowed)."""
+    a, b = cached + 1, cached + new                 # keys seen by the first and the last query without a window
+    if window <= 0 or b <= window:
+        return new * (cached + (new + 1) / 2.0)
+    if a > window:
+        return float(window * new)
+    return (a + window) * (window - a + 1) / 2.0 + window * (b - window)
+
+
+@dataclass(frozen=True)
+class WindowMix:
+    """A model's layer kinds: ``(window, fraction of layers)`` pairs, window 0 = full attention."""
+
+    kinds: tuple[tuple[int, float], ...]
+
+    @classmethod
+    def of(cls, model: ModelSpec) -> "WindowMix | None":
+        """The mix of ``model``'s layers, or None when no layer has a window (the plain pricing applies)."""
+        if not model.sliding_window:
+            return None
+        windows = model.layer_windows()
+        counts: dict[int, int] = {}
+        for w in windows:
+            counts[w] = counts.get(w, 0) + 1
+        return cls(tuple((w, n / len(windows)) for w, n in counts.items()))
+
+    def decode_sum(self, ctx: list[int]) -> float:
+        """Per-layer mean of the keys the decode queries read: sum over kinds of fraction x sum(min(ctx, w))."""
+        total = 0.0
+        for w, frac in self.kinds:
+            total += frac * (sum(ctx) if w <= 0 else sum(c if c < w else w for c in ctx))
+        return total
+
+    def prefill(self, news: list[int], cacheds: list[int]) -> tuple[float, float]:
+        """(query-key pairs, KV tokens read and written) per mean layer for a step's prefill chunks."""
+        pairs = kv = 0.0
+        for w, frac in self.kinds:
+            for new, cached in zip(news, cacheds):
+                pairs += frac * prefill_pairs(new, cached, w)
+                kv += frac * ((cached if w <= 0 else min(cached, w)) + 2 * new)
+        return pairs, kv
