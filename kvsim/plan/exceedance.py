@@ -22,8 +22,9 @@ end is above 1%.
 
 The p99 itself is then reported as the pooled quantile (the smallest latency
 ``x`` with mean share above ``x`` at most 1%) with the interval obtained by
-inverting the same test over ``x`` (:func:`quantile_interval`): its upper end is
-within ``B`` exactly when the share above ``B`` passes. SLOs that are means
+inverting the same test over ``x`` (:func:`quantile_interval`: the smallest
+``x`` whose share interval's lower, or upper, end is at most 1%): its upper end
+is within ``B`` whenever the share above ``B`` passes. SLOs that are means
 (``normalized_latency_s`` over the window's requests, ``preemption_rate``,
 ``goodput_miss_frac`` per run) use the Student-t interval of the per-run values.
 """
@@ -90,12 +91,12 @@ def quantile_interval(samples: list[np.ndarray], q: float, confidence: float) ->
     mean, lo, hi = share_interval(samples, pooled, confidence)
     p = 1 - q
 
-    def first_from(ok: np.ndarray) -> float:
-        """The smallest x from which ``ok`` holds for every larger x (the largest sample if never)."""
-        bad = np.flatnonzero(~ok)
-        i = 0 if not len(bad) else bad[-1] + 1
-        return float(pooled[min(i, len(pooled) - 1)])
-    return first_from(mean <= p), first_from(lo <= p), first_from(hi <= p)
+    def first(ok: np.ndarray) -> float:
+        """The smallest sample x where ``ok`` holds (the largest sample if nowhere): the share above x is
+        constant between samples, so e.g. ``hi <= p`` at a bound B gives an upper end <= B."""
+        i = np.flatnonzero(ok)
+        return float(pooled[i[0]] if len(i) else pooled[-1])
+    return first(mean <= p), first(lo <= p), first(hi <= p)
 
 
 def judge(key: str, bound: float, summaries: list[dict], confidence: float) -> Call:

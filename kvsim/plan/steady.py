@@ -8,13 +8,15 @@ measure only requests arriving in between; so does the replicated planner:
 ``[WARMUP_FRAC, 1 - DRAIN_FRAC)`` of the run.
 
 Measured on the quickstart (OPT-13B, A100-40GB, ShareGPT-like, 20 seeds,
-``benchmarks/plan/knee_diagnosis.md``): at every rate the first tenth of the
-arrivals has a mean TTFT of 0.05 s, the empty-server value, while near the knee
-(1.6-1.8 req/s) the steady mean is 0.3-2 s; at 2400 requests the second tenth
-still reads low. Dropping the first 20% removes that bias (it makes short runs
-look better than the server is) at the price of a fifth of the samples; the last
-10% is dropped for the drain, whose effect at the knee is smaller than the noise
-but has no place in a steady-state answer.
+``benchmarks/plan/knee_diagnosis.md``): the first tenth of the arrivals has
+a mean TTFT of 0.05 s, the empty-server value, at every rate of a 600-request
+run, while near the knee (1.6-2.0 req/s) the later tenths read 0.2-9 s; at
+1.8 req/s the second and third tenths (0.4 and 1.2 s) are still below the rest
+(1.7-2.7 s). With the whole run the pooled p99 TTFT at 1.6 req/s reads 10.6 s,
+with the window 12.1 s: the warm-up makes short runs look better than the
+server is. Dropping the first 20% removes that bias at the price of a fifth of
+the samples; the last 10% is dropped for the drain, whose effect at the knee is
+smaller than the noise but has no place in a steady-state answer.
 
 Only finished requests carry latencies; unfinished ones fail the probe anyway
 (:mod:`kvsim.plan.slo`) and rejected ones (never fitting the KV cache) do not
