@@ -39,10 +39,11 @@ from concurrent.futures import ProcessPoolExecutor
 
 from kvsim.config import read_yaml
 from kvsim.errors import KvsimError
-from kvsim.plan.exceedance import Call, judge
+from kvsim.plan.exceedance import QUANTILE_SLOS, Call, judge, min_samples
 from kvsim.plan.search import (Probe, ProbeCache, SearchResult, bisect_rate, bracket_near, bracket_rate,
                                check_rate_driven,
                                probe_overrides, probe_requests, rate_key, run_at)
+from kvsim.plan.steady import window_bounds
 from kvsim.replicate import seed_override
 from kvsim.stats import aggregate, check_confidence
 
@@ -126,12 +127,25 @@ class _Prober:
             sums = self.summaries(rate)
             ok, fail, why, calls = classify(sums, self.slo, self.conf)
             self.seen[rate] = (ok, fail, calls, sums)
-            self.probes.append(Probe(rate, ok, why, aggregate(sums, self.conf)))
+            self.probes.append(Probe(rate, ok, why, aggregate(sums, self.conf), self.requests))
         return self.seen[rate]
 
 
-def _check(confidence, rel_tol, requests, max_requests) -> tuple[float, int]:
+def check_samples(slo: dict, requests: int, runs: int, confidence: float) -> None:
+    """Error unless a quantile SLO could pass at all: enough requests in the runs' steady windows."""
+    first, last = window_bounds(requests)
+    for key in slo:
+        need = min_samples(QUANTILE_SLOS[key], confidence) if key in QUANTILE_SLOS else 0
+        if runs * (last - first) < need:
+            raise KvsimError("--requests", f"{key} needs at least {need} requests in the runs' steady windows to "
+                             f"pass with {confidence:.0%} confidence; --seeds {runs} x --requests {requests} gives "
+                             f"{runs * (last - first)} ({last - first} a run after the warm-up and drain): raise "
+                             "--requests or --seeds")
+
+
+def _check(confidence, rel_tol, requests, max_requests, slo, runs) -> tuple[float, int]:
     confidence = check_confidence(confidence)
+    check_samples(slo, requests, runs, confidence)
     if not (isinstance(rel_tol, (int, float)) and 0 < rel_tol < 1):
         raise KvsimError("--tol", f"got {rel_tol!r}, expected a fraction in (0, 1)")
     max_requests = requests if max_requests is None else max_requests
@@ -149,7 +163,7 @@ def find_rate_interval(source, slo: dict[str, float], overrides: list[str] | Non
 
     ``runner(overrides, rate, requests) -> summary`` (with a ``steady`` window) replaces the simulator,
     e.g. by a synthetic response in tests; ``source`` is then only a cache key and may be ``{}``."""
-    confidence, max_requests = _check(confidence, rel_tol, requests, max_requests)
+    confidence, max_requests = _check(confidence, rel_tol, requests, max_requests, slo, len(seeds))
     data = source if isinstance(source, dict) else read_yaml(source)
     ovr = list(overrides or [])
     rate = start_rate or check_rate_driven(data, probe_overrides(ovr, requests))

@@ -54,6 +54,13 @@ class Call:
     ratio: float          # the point estimate against the bound, 1 at the bound (for p99s: share above it / 1%)
 
 
+def min_samples(q: float, confidence: float) -> int:
+    """Fewest pooled samples whose Wilson upper end can be within ``1 - q`` (none of them above the bound):
+    with fewer, a ``q`` quantile SLO can never pass (381 for a p99 at 95%)."""
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    return math.floor(z * z * q / (1 - q)) + 1
+
+
 def _wilson(k: np.ndarray, n: int, z: float) -> tuple[np.ndarray, np.ndarray]:
     p = k / n
     den = 1 + z * z / n

@@ -195,6 +195,8 @@ def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overri
     if seeds > 1:
         if requests is None:
             raise KvsimError("--requests", "--seeds needs a request count per run")
+        from kvsim.plan.confident import check_samples
+        check_samples(slo, requests, seeds, confidence)
         base = load_scenario(data, probe_overrides(overrides, requests)).seed
         kw.update(seeds=seed_list(base, seeds), confidence=confidence,
                   max_requests=8 * requests if max_requests is None else max_requests,
@@ -210,7 +212,8 @@ def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overri
                              "simulated": res.simulated, "note": res.note, "runs": res.runs,
                              "capacity_req_s": res.capacity, "rate_hi_req_s": res.rate_hi,
                              "requests_per_run": res.requests,
-                             "probes": [{"rate_req_s": p.rate, "meets": p.ok, "violations": p.violations,
+                             "probes": [{"rate_req_s": p.rate, "requests_per_run": p.requests, "meets": p.ok,
+                                         "violations": p.violations,
                                          "normalized_latency_s": p.summary.get("normalized_latency_s")}
                                         for p in res.probes]})
     failed = [r["error"] for r in rows if r.get("error")]

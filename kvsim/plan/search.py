@@ -35,6 +35,7 @@ class Probe:
     ok: bool
     violations: list[str]
     summary: dict
+    requests: int | None = None               # requests per run (replicated searches, whose effort grows)
 
 
 @dataclass
