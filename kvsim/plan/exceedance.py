@@ -18,7 +18,11 @@ interval of the pooled count (the interval the requests would give were they
 independent; correlation only widens it, and it keeps N runs that all have
 zero exceedances from giving a zero-width interval). A rate passes a p99 SLO
 when the upper end is at most 1%, and fails it with confidence when the lower
-end is above 1%.
+end is above 1%. Its known limit: the ``e_i`` are skewed (most runs have none,
+a few have a burst), and N runs that happen to miss the bursts understate the
+spread, so at N = 10 the interval is somewhat narrow — across ten plans on
+disjoint seeds one plan's estimate fell in another's interval in 76% of pairs
+where honest 95% intervals give about 83% (``benchmarks/plan/seeds_agreement.md``).
 
 The p99 itself is then reported as the pooled quantile (the smallest latency
 ``x`` with mean share above ``x`` at most 1%) with the interval obtained by

@@ -37,9 +37,9 @@ def plan_document(res: PlanResult) -> dict:
 
 
 def format_table(res: PlanResult, keys: list[str]) -> str:
-    cols = keys + ["replicas", "max_rate_req_s", "capacity_req_s", "rate_hi_req_s", "total_rate_req_s", "goodput_per_gpu",
-                   "requests_per_usd", "normalized_latency_s", "runs", "requests_per_run", "stable", "pareto",
-                   "recommended"]
+    cols = keys + ["replicas", "max_rate_req_s", "capacity_req_s", "rate_hi_req_s", "total_rate_req_s",
+                   "goodput_per_gpu", "requests_per_usd", "normalized_latency_s", "runs", "requests_per_run", "stable",
+                   "pareto", "recommended"]
     t = res.table[[c for c in cols if c in res.table]].copy()
     if "error" in res.table and (res.table.error != "").any():
         t["error"] = res.table.error
