@@ -151,13 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--candidates", action="append", default=[], metavar="KEY=V1,V2,...",
                     help="candidate values of a scenario field (repeatable; the cartesian product is searched)")
     pl.add_argument("--replicas", default="1", metavar="N[,N...]", help="replica counts to consider (default 1)")
-    pl.add_argument("--tol", type=float, default=0.02, help="relative tolerance of the rate bisection")
+    pl.add_argument("--tol", type=float, default=0.02, help="relative tolerance of the rate bisection; with --seeds > 1 the width the capacity interval "
+                         "must narrow to (default 0.02)")
     pl.add_argument("--objective", choices=("gpu", "usd", "rate"), default="gpu",
                     help="recommend by goodput per GPU (default), requests per dollar, or total rate")
     _add_seed_args(pl)
     pl.add_argument("--max-requests", type=int, default=None,
-                    help="with --seeds > 1: double the requests per run up to this many until the answer is "
-                         "stable to --tol (default 8 x --requests)")
+                    help="with --seeds > 1: double the requests per run up to this many until the capacity "
+                         "interval is within --tol, else say it is not (default 8 x --requests)")
     pl.add_argument("--goodput", nargs="+", default=None, metavar="METRIC:MS",
                     help="per-request SLOs as vllm bench serve's, e.g. ttft:2000 tpot:100 e2el:60000; the plan "
                          "then needs goodput_miss_frac <= 0.01 (or the --slo goodput_miss_frac=... given)")

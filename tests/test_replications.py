@@ -63,26 +63,29 @@ def test_sweep_seeds_gives_mean_interval_and_per_run_rows(tmp_path, capsys):
 
 def test_replicated_search_decides_on_the_interval():
     slo = {"ttft_p99_s": 10.0}
-    res = find_rate_interval(Q, slo, seeds=[0, 1, 2], requests=80, min_duration_s=None, rel_tol=0.1,
-                             max_requests=160)
+    res = find_rate_interval(Q, slo, seeds=[0, 1, 2], requests=200, min_duration_s=None, rel_tol=0.1,
+                             max_requests=400)
     assert res.runs == 3 and res.max_rate is not None and res.rate_hi is not None
     assert res.max_rate < res.fail_rate <= res.rate_hi * (1 + 1e-9)
-    mean, lo, hi = res.slo_intervals["ttft_p99_s"]
-    assert hi <= 10.0 and lo <= mean <= hi
+    assert res.max_rate <= res.capacity <= res.rate_hi
+    est, lo, hi = res.slo_intervals["ttft_p99_s"]
+    assert hi <= 10.0 and lo <= est <= hi
     assert res.stable is not None and "requests" in res.note
-    passing = [p for p in res.probes if p.ok]
+    passing = [p for p in res.probes if p.ok and p.requests == res.requests]
     assert passing and max(p.rate for p in passing) == res.max_rate
-    # a probe whose mean meets the bound but whose upper interval end does not, does not pass
-    sums = [{"requests_finished": 5, "ttft_p99_s": v} for v in (8.0, 9.0, 11.5)]
+    # a probe whose mean share above the bound is under 1% but whose upper interval end is not, does not pass
+    runs = [np.ones(300), np.ones(300), np.r_[np.ones(294), np.full(6, 11.5)]]
+    sums = [{"requests_finished": 300, "steady": {"ttft_s": x}} for x in runs]
     ok, fails, why, _ = classify(sums, slo, 0.95)
     assert not ok and not fails and "ttft_p99_s" in why[0]
 
 
 def test_plan_cli_seeds_states_rate_interval_and_runs(tmp_path, capsys):
-    rc, out, err = cli(capsys, "plan", Q, "--slo", "ttft_p99_s=10", "--requests", "60", "--seeds", "2",
-                       "--max-requests", "60", "--tol", "0.1", "--jobs", "1", "--quiet", "--out", tmp_path / "p")
+    rc, out, err = cli(capsys, "plan", Q, "--slo", "ttft_p99_s=10", "--requests", "300", "--seeds", "2",
+                       "--max-requests", "300", "--tol", "0.1", "--jobs", "1", "--quiet", "--out", tmp_path / "p")
     assert rc == 0, err
-    assert "with 95% confidence" in out and "2 runs of 60 requests" in out and "capacity interval" in out
+    assert "with 95% confidence" in out and "2 runs of 300 requests" in out and "capacity" in out
+    assert "stable" in out
     t = pd.read_csv(tmp_path / "p" / "plan.csv")
     assert t.runs.iloc[0] == 2 and t.rate_hi_req_s.iloc[0] >= t.max_rate_req_s.iloc[0]
 
@@ -132,6 +135,7 @@ def test_run_prints_goodput_and_selected_percentiles(tmp_path, capsys):
     ("--grid", ["sweep", Q, "--grid", "seed=1,2", "--seeds", "2"]),
     ("--max-requests", ["plan", Q, "--seeds", "2", "--requests", "100", "--max-requests", "50"]),
     ("--confidence", ["plan", Q, "--seeds", "2", "--confidence", "inf"]),
+    ("--requests", ["plan", Q, "--slo", "ttft_p99_s=10", "--seeds", "2", "--requests", "60"]),
 ])
 def test_bad_replication_and_latency_input_is_one_line_exit_2(capsys, tmp_path, field, args):
     rc, out, err = cli(capsys, *args, "--out", tmp_path / "o")

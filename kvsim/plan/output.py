@@ -37,9 +37,9 @@ def plan_document(res: PlanResult) -> dict:
 
 
 def format_table(res: PlanResult, keys: list[str]) -> str:
-    cols = keys + ["replicas", "max_rate_req_s", "rate_hi_req_s", "total_rate_req_s", "goodput_per_gpu",
-                   "requests_per_usd", "normalized_latency_s", "runs", "requests_per_run", "stable", "pareto",
-                   "recommended"]
+    cols = keys + ["replicas", "max_rate_req_s", "capacity_req_s", "rate_hi_req_s", "total_rate_req_s",
+                   "goodput_per_gpu", "requests_per_usd", "normalized_latency_s", "runs", "requests_per_run", "stable",
+                   "pareto", "recommended"]
     t = res.table[[c for c in cols if c in res.table]].copy()
     if "error" in res.table and (res.table.error != "").any():
         t["error"] = res.table.error
@@ -61,16 +61,18 @@ def describe_recommendation(res: PlanResult, keys: list[str]) -> str:
 
 
 def _confident_text(res: PlanResult, r: dict) -> str:
-    """The replicated search's answer: confidence, metric intervals, capacity interval, runs, stability."""
+    """The replicated search's answer: the safe rate, the capacity and its interval, the SLO metrics' intervals,
+    the runs behind them and whether the interval reached --tol."""
     conf = res.confidence
-    ivs = "; ".join(f"{k} {r[f'{k}_mean']:.3g} [{r[f'{k}_ci_lo']:.3g}, {r[f'{k}_ci_hi']:.3g}]"
-                    for k in res.slo if r.get(f"{k}_mean") is not None)
-    hi = r.get("total_rate_hi_req_s")
-    cap = (f"capacity interval {r['total_rate_req_s']:.3g}-{hi:.3g} req/s (above {hi:.3g} the SLOs fail with "
-           f"{conf:.0%} confidence)" if hi else "no rate failed with confidence")
+    ivs = "; ".join(f"{k} {r[f'{k}_est']:.3g} [{r[f'{k}_ci_lo']:.3g}, {r[f'{k}_ci_hi']:.3g}]"
+                    for k in res.slo if r.get(f"{k}_est") is not None)
+    cap, hi = r.get("total_capacity_req_s"), r.get("total_rate_hi_req_s")
+    cap_text = (f"capacity {cap:.3g} req/s, {conf:.0%} interval {r['total_rate_req_s']:.3g}-{hi:.3g} req/s "
+                f"(above {hi:.3g} the SLOs fail with {conf:.0%} confidence)" if cap and hi
+                else "no rate failed with confidence")
     note = r.get("note") or "request count not grown (--max-requests = --requests)"
-    return (f" with {conf:.0%} confidence ({ivs}; {int(r['runs'])} runs of {int(r['requests_per_run'])} "
-            f"requests per probe); {cap}; {note}")
+    return (f" with {conf:.0%} confidence ({ivs} at that rate, steady-state window; {int(r['runs'])} runs of "
+            f"{int(r['requests_per_run'])} requests per probe); {cap_text}; {note}")
 
 
 PLAN_FILES = {"csv": ("plan.csv",), "json": ("plan.json",), "png": ("pareto.png",), "html": ("report.html",)}

@@ -106,11 +106,12 @@ def _rows(data, overrides, point, res: SearchResult | None, err: str, replicas, 
             "probes": len(res.probes), "simulated": res.simulated, "note": res.note, "error": err,
         })
         if res.runs > 1:
-            row.update({"rate_hi_req_s": res.rate_hi, "total_rate_hi_req_s": None if res.rate_hi is None
-                        else res.rate_hi * n, "runs": res.runs, "requests_per_run": res.requests,
-                        "stable": res.stable})
-            for key, (mean, lo, hi) in res.slo_intervals.items():
-                row.update({f"{key}_mean": mean, f"{key}_ci_lo": lo, f"{key}_ci_hi": hi})
+            row.update({"capacity_req_s": res.capacity, "rate_hi_req_s": res.rate_hi,
+                        "total_capacity_req_s": None if res.capacity is None else res.capacity * n,
+                        "total_rate_hi_req_s": None if res.rate_hi is None else res.rate_hi * n,
+                        "runs": res.runs, "requests_per_run": res.requests, "stable": res.stable})
+            for key, (est, lo, hi) in res.slo_intervals.items():
+                row.update({f"{key}_est": est, f"{key}_ci_lo": lo, f"{key}_ci_hi": hi})
         rows.append(row)
     return rows
 
@@ -146,9 +147,11 @@ def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overri
     """Search every candidate's max SLO rate and recommend one (module doc).
 
     ``seeds`` > 1 searches on replications (:mod:`kvsim.plan.confident`): a rate
-    passes when every SLO holds with ``confidence``, and the request count per
-    run doubles (up to ``max_requests``, default 8 x ``requests``) until the
-    answer is stable to ``rel_tol``.
+    passes when every SLO holds with ``confidence`` on the runs' steady-state
+    windows, the capacity is stated as an interval [highest passing rate, lowest
+    rate failing with confidence] around a point estimate, and the request count
+    per run doubles (up to ``max_requests``, default 8 x ``requests``) until the
+    interval is within ``rel_tol``.
     """
     from kvsim.replicate import check_seeds, seed_list
     from kvsim.stats import check_confidence
@@ -192,6 +195,8 @@ def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overri
     if seeds > 1:
         if requests is None:
             raise KvsimError("--requests", "--seeds needs a request count per run")
+        from kvsim.plan.confident import check_samples
+        check_samples(slo, requests, seeds, confidence)
         base = load_scenario(data, probe_overrides(overrides, requests)).seed
         kw.update(seeds=seed_list(base, seeds), confidence=confidence,
                   max_requests=8 * requests if max_requests is None else max_requests,
@@ -205,8 +210,10 @@ def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overri
         if res is not None:
             searches.append({"candidate": point, "max_rate_req_s": res.max_rate, "fail_rate_req_s": res.fail_rate,
                              "simulated": res.simulated, "note": res.note, "runs": res.runs,
-                             "rate_hi_req_s": res.rate_hi, "requests_per_run": res.requests,
-                             "probes": [{"rate_req_s": p.rate, "meets": p.ok, "violations": p.violations,
+                             "capacity_req_s": res.capacity, "rate_hi_req_s": res.rate_hi,
+                             "requests_per_run": res.requests,
+                             "probes": [{"rate_req_s": p.rate, "requests_per_run": p.requests, "meets": p.ok,
+                                         "violations": p.violations,
                                          "normalized_latency_s": p.summary.get("normalized_latency_s")}
                                         for p in res.probes]})
     failed = [r["error"] for r in rows if r.get("error")]

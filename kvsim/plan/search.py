@@ -35,6 +35,7 @@ class Probe:
     ok: bool
     violations: list[str]
     summary: dict
+    requests: int | None = None               # requests per run (replicated searches, whose effort grows)
 
 
 @dataclass
@@ -49,10 +50,11 @@ class SearchResult:
     note: str = ""
     # replicated searches (kvsim.plan.confident); one run: rate_hi is fail_rate, runs 1
     rate_hi: float | None = None              # lowest rate seen to miss the SLOs with confidence
+    capacity: float | None = None             # point estimate of the capacity in [max_rate, rate_hi]
     runs: int = 1                             # replications (seeds) behind every probe
     requests: int | None = None               # requests per run of the final search
-    stable: bool | None = None                # the answer moved by <= tol when the requests doubled
-    slo_intervals: dict = field(default_factory=dict)   # SLO key -> (mean, lo, hi) at max_rate
+    stable: bool | None = None                # the interval [max_rate, rate_hi] narrowed to within tol
+    slo_intervals: dict = field(default_factory=dict)   # SLO key -> (estimate, lo, hi) at max_rate
 
     def curve(self) -> list[tuple[float, dict]]:
         """(rate, summary) of every distinct probe, sorted by rate."""
@@ -109,19 +111,22 @@ def probe_requests(requests: int | None, rate: float, min_duration_s: float | No
 
 
 def run_at(data: dict, overrides: list[str], rate: float, cache: ProbeCache | None = None, *,
-           requests: int | None = None, min_duration_s: float | None = None, goodput: dict | None = None) -> dict:
+           requests: int | None = None, min_duration_s: float | None = None, goodput: dict | None = None,
+           steady: tuple | None = None) -> dict:
     """Summary of ``data`` + ``overrides`` at ``rate`` req/s (from the cache when there).
 
     With ``requests`` the run has ``probe_requests(requests, rate, min_duration_s)`` requests.
     With ``goodput`` (per-request SLOs in s, :func:`kvsim.latency.parse_goodput`) the summary also
-    holds ``goodput_frac`` and ``goodput_miss_frac`` (the share of requests missing them).
+    holds ``goodput_frac`` and ``goodput_miss_frac`` (the share of requests missing them). With ``steady``
+    (SLO keys) it holds ``steady``: the per-request samples of the measurement window (:mod:`kvsim.plan.steady`).
     """
     from kvsim.sim import simulate
     rate = rate_key(rate)
     n = probe_requests(requests, rate, min_duration_s)
     if n is not None:
         overrides = probe_overrides(overrides, n)
-    key = overrides + ([f"#goodput={sorted(goodput.items())}"] if goodput else [])
+    key = overrides + ([f"#goodput={sorted(goodput.items())}"] if goodput else []) + \
+        ([f"#steady={sorted(steady)}"] if steady else [])
     if cache is not None:
         hit = cache.get(data, key, rate)
         if hit is not None:
@@ -134,6 +139,9 @@ def run_at(data: dict, overrides: list[str], rate: float, cache: ProbeCache | No
         g = _goodput(res.requests, goodput)
         summary = {**summary, "goodput_frac": g["goodput_frac"], "goodput_miss_frac": 1 - g["goodput_frac"],
                    "goodput_req_s": g["goodput_req_s"]}
+    if steady:
+        from kvsim.plan.steady import steady_window
+        summary = {**summary, "steady": steady_window(res.requests, steady)}
     if cache is not None:
         cache.put(data, key, rate, summary)
     return summary
@@ -182,15 +190,43 @@ def bracket_rate(pred, r0: float, rel_tol: float, max_steps: int) -> tuple[float
                 break
             hi = r
     if lo is not None and hi is not None:
-        while hi / lo - 1 > rel_tol:
-            mid = rate_key(math.sqrt(lo * hi))
-            if mid in (lo, hi):
-                break
-            if pred(mid):
-                lo = mid
-            else:
-                hi = mid
+        lo, hi = bisect_rate(pred, lo, hi, rel_tol)
     return lo, hi
+
+
+def bisect_rate(pred, lo: float, hi: float, rel_tol: float) -> tuple[float, float]:
+    """Narrow ``pred(lo)``, ``not pred(hi)`` geometrically until ``hi / lo - 1 <= rel_tol``."""
+    while hi / lo - 1 > rel_tol:
+        mid = rate_key(math.sqrt(lo * hi))
+        if mid in (lo, hi):
+            break
+        if pred(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo, hi
+
+
+def bracket_near(pred, lo: float, hi: float, rel_tol: float, max_steps: int) -> tuple[float | None, float | None]:
+    """:func:`bracket_rate` started from a guessed bracket ``lo < hi`` (e.g. an earlier search's answer): while
+    ``pred(lo)`` fails or ``pred(hi)`` holds, move that end out by the bracket's ratio, squared at every step;
+    then bisect to ``rel_tol``."""
+    lo, hi = rate_key(lo), rate_key(max(hi, lo * (1 + rel_tol)))
+    ratio = hi / lo
+    for _ in range(max_steps):
+        if pred(lo):
+            break
+        lo, hi, ratio = rate_key(lo / ratio), lo, ratio * ratio
+    else:
+        return None, lo
+    ratio = hi / lo
+    for _ in range(max_steps):
+        if not pred(hi):
+            break
+        lo, hi, ratio = hi, rate_key(hi * ratio), ratio * ratio
+    else:
+        return hi, None
+    return bisect_rate(pred, lo, hi, rel_tol)
 
 
 def find_max_rate(source, slo: dict[str, float], overrides: list[str] | None = None, *,

@@ -38,8 +38,13 @@ def reason(res, keys: list[str], col: str) -> str:
     text += (f". At its max rate of {float(r['max_rate_req_s']):.3g} req/s per replica the normalized latency is "
              f"{float(r['normalized_latency_s']):.3g} s/token. Found by {tried}.")
     if (r.get("runs") or 1) > 1:
-        text += (f" Each probe is {int(r['runs'])} runs; a rate passes when every SLO holds with "
-                 f"{res.confidence:.0%} confidence.")
+        text += (f" Each probe is {int(r['runs'])} runs of {int(r['requests_per_run'])} requests, judged on their "
+                 f"steady-state windows; a rate passes when every SLO holds with {res.confidence:.0%} confidence.")
+        if r.get("capacity_req_s") is not None and r.get("rate_hi_req_s") is not None:
+            text += (f" Capacity {float(r['capacity_req_s']):.3g} req/s per replica, {res.confidence:.0%} interval "
+                     f"{float(r['max_rate_req_s']):.3g}-{float(r['rate_hi_req_s']):.3g}.")
+        if r.get("note"):
+            text += f" {r['note'][0].upper()}{r['note'][1:]}."
     return text
 
 

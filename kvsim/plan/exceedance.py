@@ -1,0 +1,128 @@
+"""Judging an SLO on N replications: a p99 bound as a share of requests, a mean as a mean.
+
+Why not a Student-t interval on the N per-run p99s (the first replicated planner)?
+Near the knee a run's p99 TTFT is decided by whether its few hundred requests
+happened to include one burst that filled the KV cache: on the quickstart at
+1.6 req/s, 600 requests, the 20 per-seed p99s run from 0.12 s to 18.6 s (mean
+5.1 s, sd 5.7 s; ``benchmarks/plan/knee_diagnosis.md``). That sample is skewed
+and bimodal, its mean is biased low against the p99 of all requests pooled
+(10.6 s), and its t-interval went below zero.
+
+``p99 <= B`` says the same as ``P(a request's latency > B) <= 1%``. That share
+is a mean, so it has an unbiased estimator per replication — the fraction
+``e_i`` of run ``i``'s steady-window requests (:mod:`kvsim.plan.steady`) above
+``B`` — and the runs, not the requests (which queue behind one another), are
+the independent units. :func:`share_interval` is the Student-t interval of the
+mean of the ``e_i`` over the runs, widened where needed to the Wilson score
+interval of the pooled count (the interval the requests would give were they
+independent; correlation only widens it, and it keeps N runs that all have
+zero exceedances from giving a zero-width interval). A rate passes a p99 SLO
+when the upper end is at most 1%, and fails it with confidence when the lower
+end is above 1%. Its known limit: the ``e_i`` are skewed (most runs have none,
+a few have a burst), and N runs that happen to miss the bursts understate the
+spread, so at N = 10 the interval is somewhat narrow — across ten plans on
+disjoint seeds one plan's estimate fell in another's interval in 76% of pairs
+where honest 95% intervals give about 83% (``benchmarks/plan/seeds_agreement.md``).
+
+The p99 itself is then reported as the pooled quantile (the smallest latency
+``x`` with mean share above ``x`` at most 1%) with the interval obtained by
+inverting the same test over ``x`` (:func:`quantile_interval`: the smallest
+``x`` whose share interval's lower, or upper, end is at most 1%): its upper end
+is within ``B`` whenever the share above ``B`` passes. SLOs that are means
+(``normalized_latency_s`` over the window's requests, ``preemption_rate``,
+``goodput_miss_frac`` per run) use the Student-t interval of the per-run values.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+from kvsim.plan.slo import slo_value
+from kvsim.plan.steady import PER_REQUEST
+from kvsim.stats import interval, t_quantile
+
+QUANTILE_SLOS = {"ttft_p99_s": 0.99, "tpot_p99_s": 0.99}      # SLO key -> the quantile it bounds
+
+
+@dataclass(frozen=True)
+class Call:
+    """One SLO at one rate: the estimate and its interval (in the SLO's units), and the decision."""
+    estimate: float
+    lo: float
+    hi: float
+    passes: bool          # holds with the confidence
+    fails: bool           # is broken with the confidence
+    ratio: float          # the point estimate against the bound, 1 at the bound (for p99s: share above it / 1%)
+
+
+def min_samples(q: float, confidence: float) -> int:
+    """Fewest pooled samples whose Wilson upper end can be within ``1 - q`` (none of them above the bound):
+    with fewer, a ``q`` quantile SLO can never pass (381 for a p99 at 95%)."""
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    return math.floor(z * z * q / (1 - q)) + 1
+
+
+def _wilson(k: np.ndarray, n: int, z: float) -> tuple[np.ndarray, np.ndarray]:
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return np.clip(mid - half, 0, 1), np.clip(mid + half, 0, 1)
+
+
+def share_interval(samples: list[np.ndarray], thresholds, confidence: float):
+    """(mean share, lo, hi) of requests above each threshold: arrays over ``thresholds`` (module doc)."""
+    x = np.atleast_1d(np.asarray(thresholds, dtype=float))
+    sorted_runs = [np.sort(np.asarray(s, dtype=float)) for s in samples if len(s)]
+    if not sorted_runs:
+        nan = np.full(x.shape, np.nan)
+        return nan, nan, nan
+    above = np.array([len(s) - np.searchsorted(s, x, side="right") for s in sorted_runs], dtype=float)
+    sizes = np.array([len(s) for s in sorted_runs], dtype=float)
+    e = above / sizes[:, None]
+    n = len(sorted_runs)
+    mean = e.mean(axis=0)
+    if n > 1:
+        half = t_quantile(1 - (1 - confidence) / 2, n - 1) * e.std(axis=0, ddof=1) / math.sqrt(n)
+    else:
+        half = np.zeros_like(mean)
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    w_lo, w_hi = _wilson(above.sum(axis=0), int(sizes.sum()), z)
+    return mean, np.clip(np.minimum(mean - half, w_lo), 0, 1), np.clip(np.maximum(mean + half, w_hi), 0, 1)
+
+
+def quantile_interval(samples: list[np.ndarray], q: float, confidence: float) -> tuple[float, float, float]:
+    """Pooled ``q`` quantile and its interval by test inversion (module doc); NaNs without samples."""
+    pooled = np.unique(np.concatenate([np.asarray(s, dtype=float) for s in samples])) if samples else np.array([])
+    if not len(pooled):
+        return math.nan, math.nan, math.nan
+    mean, lo, hi = share_interval(samples, pooled, confidence)
+    p = 1 - q
+
+    def first(ok: np.ndarray) -> float:
+        """The smallest sample x where ``ok`` holds (the largest sample if nowhere): the share above x is
+        constant between samples, so e.g. ``hi <= p`` at a bound B gives an upper end <= B."""
+        i = np.flatnonzero(ok)
+        return float(pooled[i[0]] if len(i) else pooled[-1])
+    return first(mean <= p), first(lo <= p), first(hi <= p)
+
+
+def judge(key: str, bound: float, summaries: list[dict], confidence: float) -> Call:
+    """Does SLO ``key <= bound`` hold over these replications (summaries with a ``steady`` window)?"""
+    if key in QUANTILE_SLOS:
+        samples = [s["steady"][PER_REQUEST[key]] for s in summaries]
+        p = 1 - QUANTILE_SLOS[key]
+        mean_b, lo_b, hi_b = share_interval(samples, [bound], confidence)
+        est, lo, hi = quantile_interval(samples, QUANTILE_SLOS[key], confidence)
+        return Call(est, lo, hi, bool(hi_b[0] <= p), bool(lo_b[0] > p), float(mean_b[0] / p))
+    if key in PER_REQUEST:
+        per_run = [s["steady"][PER_REQUEST[key]] for s in summaries]
+        vals = [float(np.mean(x)) if len(x) else math.nan for x in per_run]
+    else:
+        vals = [slo_value(s, key) for s in summaries]
+    iv = interval(vals, confidence)
+    complete = iv.n == len(vals)
+    return Call(iv.mean, iv.lo, iv.hi, complete and iv.hi <= bound, complete and iv.lo > bound, iv.mean / bound)
