@@ -18,21 +18,36 @@ import numpy as np
 from kvsim.core.decode_run import MIN_STEPS, Segment, start_decode_run
 
 
+_GROW = np.arange(64, dtype=np.float64)     # 0, 1, 2, ... (grown on demand; read only)
+
+
+def _grow(k: int) -> np.ndarray:
+    global _GROW
+    if k > len(_GROW):
+        _GROW = np.arange(max(k, 2 * len(_GROW)), dtype=np.float64)
+    return _GROW[:k]
+
+
 def _price(cost, seg: Segment, t0: float) -> tuple[np.ndarray, np.ndarray]:
     """(step times, clock after each step) of the segment's steps, starting at ``t0``."""
-    grow = np.arange(seg.steps, dtype=np.float64)
+    grow = _grow(seg.steps)
     nseq = seg.num_seqs
     dts = cost.decode_step_times(nseq, seg.ctx_sum + nseq * grow, seg.ctx_max + grow)
-    return dts, np.cumsum(np.concatenate(([t0], dts)))
+    clock = np.empty(len(dts) + 1, dtype=np.float64)
+    clock[0] = t0
+    clock[1:] = dts
+    return dts, clock.cumsum(out=clock)           # the running sum from t0, as SimPy's clock adds
 
 
 def _steps_before(clock: np.ndarray, limit: float, first: bool) -> int:
     """Steps that start before ``limit`` (a run's first step always runs: the loop checked it)."""
-    starts = clock[1:-1] if first else clock[:-1]
-    late = np.nonzero(starts >= limit)[0]
-    if not len(late):
-        return len(clock) - 1
-    return int(late[0]) + (1 if first else 0)
+    k = len(clock) - 1
+    if limit == float("inf"):
+        return k
+    # the clock never decreases, so the first start at or after the limit is a binary search away
+    if first:
+        return int(clock[1:-1].searchsorted(limit)) + 1
+    return int(clock[:-1].searchsorted(limit))
 
 
 def fast_forward(eng):

@@ -62,14 +62,25 @@ class SegmentTable:
         A segment that does not start a run starts where the previous one ended (its ``t0`` is that
         segment's last clock value), so a run's start times are one running sum, as SimPy's clock."""
         i = self._i
-        for name, v in (("iter", first_iter), ("steps", steps), ("seqs", seqs), ("groups", groups),
-                        ("ctx_sum", ctx_sum), ("ctx_max", ctx_max), ("swapped", swapped), ("waiting", waiting),
-                        ("run_start", int(run_start))):
-            i[name].append(v)
+        i["iter"].append(first_iter)
+        i["steps"].append(steps)
+        i["seqs"].append(seqs)
+        i["groups"].append(groups)
+        i["ctx_sum"].append(ctx_sum)
+        i["ctx_max"].append(ctx_max)
+        i["swapped"].append(swapped)
+        i["waiting"].append(waiting)
+        i["run_start"].append(1 if run_start else 0)
         self._t0.append(t0)
         if hasattr(mem, "pattern"):
-            for name in ("blocks", "alloc", "used", "internal", "external", "free", "logical", "block_slots"):
-                i[name].append(getattr(mem, name))
+            i["blocks"].append(mem.blocks)
+            i["alloc"].append(mem.alloc)
+            i["used"].append(mem.used)
+            i["internal"].append(mem.internal)
+            i["external"].append(mem.external)
+            i["free"].append(mem.free)
+            i["logical"].append(mem.logical)
+            i["block_slots"].append(mem.block_slots)
             i["pat_at"].append(len(self._pattern))
             i["pat_len"].append(len(mem.pattern))
             self._pattern.extend(mem.pattern)

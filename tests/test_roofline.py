@@ -193,3 +193,19 @@ def test_float_twin_prices_every_plan_bit_for_bit_like_the_vector_formula(ctx, w
     assert cm.step_time(plan) == _vector_step_time(cm, plan)
     if ctx:
         assert cm.decode_step_time(len(ctx), sum(ctx)) == cm.decode_step_times(len(ctx), np.array([sum(ctx)]))[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 512), sums=st.lists(st.integers(0, 4_000_000), min_size=1, max_size=50),
+       which=st.integers(0, len(MODELS) - 1), scale=st.sampled_from([1.0, 1e-3, 1e3]))
+def test_one_size_pricing_equals_the_per_row_formula(n, sums, which, scale):
+    """``decode_step_times`` (scalar batch terms, in-place array terms) equals ``decode_step_times_rows`` (the
+    shared numpy formula, which rebuilds fast-forwarded rows) bit for bit, on both sides of the launch floor."""
+    m, g, tp = SETUPS[which]
+    params = RooflineParams(step_overhead_s=0.003 * scale, layer_launch_floor_s=4e-5 * scale)
+    cm = RooflineCostModel(m, g, tensor_parallel=tp, params=params)
+    s = np.array(sums, dtype=np.float64)
+    one = cm.decode_step_times(n, s)
+    rows = cm.decode_step_times_rows(np.full(len(s), n), s)
+    assert one.tobytes() == rows.tobytes()
+    assert s.tolist() == [float(x) for x in sums]           # the input is not modified

@@ -78,23 +78,39 @@ class AppendMixin:
         Precondition (checked by the caller): no sequence's last block is shared,
         so no copy-on-write happens, and enough blocks are free.
         """
+        if not steps:
+            return
         bs = self.block_size
-        events = []
-        for idx, s in enumerate(seq_ids):
-            for j in range((-self.num_tokens[s]) % bs, steps, bs):
-                events.append((j, idx))
-        events.sort()
-        tables = self.tables
-        for _, idx in events:
-            tables[seq_ids[idx]].append(self._take_block())
-        fill = self.fill
-        for s in seq_ids:
-            n0 = self.num_tokens[s]
+        ntok, tables, fill = self.num_tokens, self.tables, self.fill
+        n0s = [ntok[s] for s in seq_ids]
+        if steps <= bs:         # at most one block each: at round (-n0) % bs, ties in seq_ids order
+            takers = sorted((j, idx) for idx, n0 in enumerate(n0s) if (j := (-n0) % bs) < steps)
+        else:
+            takers = sorted((j, idx) for idx, n0 in enumerate(n0s) for j in range((-n0) % bs, steps, bs))
+        m = len(takers)
+        free = self._free
+        if m and len(free) >= m:                 # the blocks _take_block would pop, in the same order
+            got = free[-m:]
+            del free[-m:]
+            got.reverse()
+            ref = self.ref
+            for (_, idx), b in zip(takers, got):
+                ref[b] = 1
+                tables[seq_ids[idx]].append(b)
+            self.num_allocated += m
+        else:
+            for _, idx in takers:
+                tables[seq_ids[idx]].append(self._take_block())
+        for s, n0 in zip(seq_ids, n0s):
             n1 = n0 + steps
             table = tables[s]
-            for i in range(n0 // bs, -(-n1 // bs)):
-                fill[table[i]] = min(bs, n1 - i * bs)
-            self.num_tokens[s] = n1
+            i = n0 // bs
+            last = (n1 - 1) // bs
+            while i < last:
+                fill[table[i]] = bs
+                i += 1
+            fill[table[last]] = n1 - last * bs
+            ntok[s] = n1
         self.used_slots += steps * len(seq_ids)
 
     def slots_needed(self, seq_id: int) -> int:

@@ -163,8 +163,24 @@ class PagedBlockManager(AppendMixin, SwapMixin):
         table = self.tables.pop(seq_id, None)
         if table is not None:
             del self.num_tokens[seq_id]
-            for b in reversed(table):
-                self._release(b)
+            if type(self)._release is not PagedBlockManager._release:     # a subclass's own release order
+                for b in reversed(table):
+                    self._release(b)
+                return
+            ref, fill, hashed = self.ref, self.fill, self._hash_of
+            freed = used = 0
+            for b in reversed(table):           # _release, inlined
+                r = ref[b] - 1
+                ref[b] = r
+                if r == 0:
+                    freed += 1
+                    used += fill[b]
+                    if b in hashed:
+                        self._evictable[b] = None
+                    else:
+                        self._free.append(b)
+            self.num_allocated -= freed
+            self.used_slots -= used
             return
         table = self.cpu_tables.pop(seq_id, None)
         if table is not None:

@@ -91,15 +91,24 @@ class DecodeRun:
         self.ctx_sum = 0
         self._base: list[int] = []               # each sequence's context length at run step 0, sorted
         self._done_at: dict[int, list] = {}      # run step -> groups whose last token it produces
+        base, done_at = self._base, self._done_at
+        ctx_sum = num_seqs = 0
         for g in sched.running:
-            j = g.spec.output_len - g.generated - 1
-            self._done_at.setdefault(j, []).append(g)
-            for s in g.seqs:
-                n = s.length
-                self.ctx_sum += n
-                self._base.append(n)
-            self.num_seqs += len(g.seqs)
-        self._base.sort()
+            spec, seqs = g.spec, g.seqs
+            j = spec.output_len - seqs[0].generated - 1
+            at = done_at.get(j)
+            if at is None:
+                done_at[j] = [g]
+            else:
+                at.append(g)
+            p = spec.prompt_len
+            for s in seqs:
+                n = p + s.generated
+                ctx_sum += n
+                base.append(n)
+            num_seqs += len(seqs)
+        self.ctx_sum, self.num_seqs = ctx_sum, num_seqs
+        base.sort()
         self._finish_steps = sorted(self._done_at)
         self.num_groups = len(sched.running)
 

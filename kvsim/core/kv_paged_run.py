@@ -27,6 +27,19 @@ import numpy as np
 from kvsim.core.decode_tracker import MIN_STEPS, SegmentMemory
 
 
+_AR = np.arange(256, dtype=np.int64)
+
+
+def _steps_mod(step: int, k: int, bs: int) -> np.ndarray:
+    """``(step + arange(k)) % bs``."""
+    global _AR
+    if k > len(_AR):
+        _AR = np.arange(max(k, 2 * len(_AR)), dtype=np.int64)
+    out = _AR[:k] + step
+    out %= bs
+    return out
+
+
 class PagedDecodeTracker:
     """Decode-run aggregates of a :class:`~kvsim.core.kv_paged.PagedKV` (see the module doc)."""
 
@@ -39,18 +52,33 @@ class PagedDecodeTracker:
         cnt = [0] * bs
         logical = internal = 0
         ev: dict[int, int] = {}                          # run step -> internal slots added after it
-        ntok = bm.num_tokens
+        ntok, tables, ref = bm.num_tokens, bm.tables, bm.ref
+        need = 0                                         # blocks of the first MIN_STEPS steps (bs >= MIN_STEPS)
+        cow = False                                      # a partial last block is shared
+        seq_ids, seq = self.seq_ids, self._seq
+        near = bs - MIN_STEPS
         for g in groups:
-            final = g.spec.prompt_len + g.spec.output_len - 1
+            spec = g.spec
+            final = spec.prompt_len + spec.output_len - 1
             v = (-final) % bs
             last = (-(-final // bs) - 1) * bs            # slots before the last block
             for s in g.seqs:
                 sid = s.seq_id
                 n0 = ntok[sid]
-                self.seq_ids.append(sid)
-                self._seq[sid] = (n0, final)
-                cnt[(-n0) % bs] += 1
-                logical += -(-n0 // bs) * bs
+                seq_ids.append(sid)
+                seq[sid] = (n0, final)
+                r = n0 % bs
+                if r == 0:
+                    need += 1
+                    cnt[0] += 1
+                    logical += n0
+                else:
+                    if ref[tables[sid][-1]] > 1:
+                        cow = True
+                    elif r > near:
+                        need += 1
+                    cnt[bs - r] += 1
+                    logical += n0 - r + bs
                 if v:
                     je = last - n0
                     if je < 0:
@@ -63,32 +91,25 @@ class PagedDecodeTracker:
         self._ev = ev
         self._ev_steps = sorted(ev)
         self._ev_next = 0                               # first entry of _ev_steps not yet applied
+        self._cow, self._need = cow, need
 
     @classmethod
     def start(cls, kv, groups: list) -> PagedDecodeTracker | None:
         """None when a sequence's partial last block is shared (its next append copies on write) or the
         blocks of the run's first ``MIN_STEPS`` steps are not free (the scheduler will preempt)."""
-        bm, bs = kv.bm, kv.block_size
-        ntok, tables, ref = bm.num_tokens, bm.tables, bm.ref
-        need = 0
-        for g in groups:
-            for s in g.seqs:
-                r = ntok[s.seq_id] % bs
-                if r == 0:
-                    need += 1
-                elif ref[tables[s.seq_id][-1]] > 1:
-                    return None
-                elif r > bs - MIN_STEPS:
-                    need += 1
-        if bs < MIN_STEPS:                   # a sequence may take several blocks in those steps
-            t = cls(kv, groups)
+        t = cls(kv, groups)
+        if t._cow:
+            return None
+        if kv.block_size < MIN_STEPS:        # a sequence may take several blocks in those steps
             return t if len(t.new_blocks(0, MIN_STEPS, kv.free_blocks())) == MIN_STEPS else None
-        return None if need > kv.free_blocks() else cls(kv, groups)
+        return None if t._need > kv.free_blocks() else t
 
     def new_blocks(self, step: int, k: int, free: int) -> np.ndarray:
-        nb = self._cnt[(step + np.arange(k)) % self.bs]
-        over = np.nonzero(np.cumsum(nb) > free)[0]
-        return nb[:int(over[0])] if len(over) else nb
+        nb = self._cnt[_steps_mod(step, k, self.bs)]
+        cum = nb.cumsum()
+        if not k or cum[-1] <= free:
+            return nb
+        return nb[:int(cum.searchsorted(free, side="right"))]     # cut before the first step over ``free``
 
     def segment_memory(self, step: int, new_blocks: np.ndarray) -> SegmentMemory:
         bm, bs = self.bm, self.bs
@@ -96,7 +117,7 @@ class PagedDecodeTracker:
         steps = self._ev_steps
         i0, i1 = bisect_left(steps, step, self._ev_next), bisect_left(steps, step + k, self._ev_next)
         events = tuple((j - step, self._ev[j]) for j in steps[i0:i1] if self._ev[j])
-        pattern = tuple(self._cnt[(step + np.arange(min(k, bs))) % bs].tolist())
+        pattern = tuple(new_blocks[:bs].tolist())          # new_blocks[i] == _cnt[(step + i) % bs]
         alloc = bm.num_allocated * bs
         return SegmentMemory(bm.num_allocated, alloc, bm.used_slots, self.internal, 0, self.capacity - alloc,
                              self.logical, bs, pattern, events)

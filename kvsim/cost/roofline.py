@@ -188,9 +188,29 @@ class RooflineCostModel(CostModel):
         sums = np.asarray(ctx_token_sums, dtype=np.float64)
         if num_seqs <= 0:
             return np.zeros(sums.shape, dtype=np.float64)
-        n = np.float64(num_seqs)
-        out = self._forward_time(n, n, n, sums, np.float64(0.0))
-        return np.broadcast_to(np.asarray(out, dtype=np.float64), sums.shape).copy()
+        # _forward_time(n, n, n, sums, 0.0) with the batch-size terms as scalars and the array terms in
+        # place: the same IEEE operations in the same order, so the same floats (tested bit for bit)
+        p = self.params
+        n = float(num_seqs)
+        linear = n * self._lin_flops_per_token / self._flop_rate
+        if not linear >= self._lin_weight_time:
+            linear = self._lin_weight_time
+        a = sums * self._attn_flops_per_pair
+        a /= self._attn_rate
+        b = sums * self._kv_bytes_per_token_layer
+        b /= self._bw
+        np.maximum(a, b, out=a)
+        a += linear
+        a += 0.0
+        np.maximum(a, p.layer_launch_floor_s, out=a)
+        a += n * self._ar_per_token + self._ar_fixed
+        a *= self.model.num_layers
+        lm_head = n * self._lm_flops_per_row / self._flop_rate
+        if not lm_head >= self._lm_weight_time:
+            lm_head = self._lm_weight_time
+        a += p.step_overhead_s + n * p.per_seq_overhead_s      # overhead + L * layer (addition commutes)
+        a += lm_head
+        return a
 
     def decode_step_times_rows(self, num_seqs: np.ndarray, ctx_token_sums: np.ndarray,
                                ctx_max: np.ndarray | None = None) -> np.ndarray:
