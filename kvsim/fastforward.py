@@ -95,10 +95,13 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
     else:
         for dt in np.concatenate(durations):
             yield env.timeout(float(dt))
+    end_iter = len(log)
+    eng.ff_steps += end_iter - first_iter
+    if not eng.inbox:
+        return
     # arrivals during the run only join the queue behind a blocked head or while groups are swapped
     # out (start_decode_run checked that); each is added at the first step starting at or after it
     starts = np.concatenate(clocks)
-    end_iter = first_iter + len(starts)
     late = []
     for when, spec in eng.inbox:
         j = int(np.searchsorted(starts, when, side="left"))
@@ -109,4 +112,3 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
         sched.add_request(spec)
         log.segments.add_waiting(first_iter + j, len(sched.waiting) - before, end_iter)
     eng.inbox[:] = late
-    eng.ff_steps += len(starts)

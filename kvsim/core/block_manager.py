@@ -135,7 +135,23 @@ class PagedBlockManager(AppendMixin, SwapMixin):
                 table.append(b)
                 hit_blocks += 1
             self.prefix_hits_tokens += hit_blocks * bs
-        for i in range(hit_blocks, self.blocks_for(num_tokens)):
+        nblocks = self.blocks_for(num_tokens)
+        if not (self.enable_prefix_caching and hashes) and len(self._free) >= nblocks > 0:
+            # no cache to register in: the blocks _take_block would pop, in order, at once
+            got = self._free[-nblocks:]
+            del self._free[-nblocks:]
+            got.reverse()
+            ref, fill = self.ref, self.fill
+            for b in got:
+                ref[b] = 1
+                fill[b] = bs
+            fill[got[-1]] = num_tokens - (nblocks - 1) * bs
+            self.num_allocated += nblocks
+            self.used_slots += num_tokens
+            self.tables[seq_id] = got
+            self.num_tokens[seq_id] = num_tokens
+            return 0
+        for i in range(hit_blocks, nblocks):
             b = self._take_block()
             f = min(bs, num_tokens - i * bs)
             self.fill[b] = f

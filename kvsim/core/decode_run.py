@@ -67,7 +67,7 @@ def admission_blocked(sched: Scheduler, num_seqs: int) -> bool:
     return True
 
 
-@dataclass
+@dataclass(slots=True)
 class Segment:
     """The next steps of a run up to (and including) the next finishing step, or fewer where memory runs out."""
     first: int                 # run step the segment starts at
@@ -158,7 +158,7 @@ def start_decode_run(sched: Scheduler) -> DecodeRun | None:
         return None
     nseq = 0
     for g in sched.running:
-        if g.in_prefill or g.is_beam:
+        if g.prefill_done < g.prefill_target or g.spec.beam_width > 1:     # in prefill, or beam search
             return None
         nseq += len(g.seqs)
     if not admission_blocked(sched, nseq):
