@@ -37,6 +37,24 @@ def _segmented_cumsum(x: np.ndarray, first_row: np.ndarray, seg: np.ndarray) -> 
     return c - (c[first_row] - x[first_row])[seg]
 
 
+def _run_clocks(out: np.ndarray, dts: np.ndarray, r0: np.ndarray, r1: np.ndarray, t0: np.ndarray) -> None:
+    """``out[r0:r1] = cumsum([t0, dts[r0], dts[r0+1], ...])[:-1]`` for each run: the running sum SimPy's clock
+    takes, in the same order. Runs of similar length are stacked into rows, padded with zeros, and summed
+    along the rows (an accumulation along an axis adds in order), so the padding never exceeds the data."""
+    lens = r1 - r0
+    width = np.frexp((lens - 1).astype(np.float64))[1]        # rows of 2**width >= len columns
+    for b in np.unique(width).tolist():
+        sel = np.nonzero(width == b)[0]
+        cols = np.arange(1 << b, dtype=np.int64)
+        rows = r0[sel][:, None] + cols[None, :]                  # the rows' positions, step by step
+        inside = cols[None, :] < lens[sel][:, None]
+        m = np.zeros((len(sel), 1 << b), dtype=np.float64)
+        m[:, 0] = t0[sel]
+        m[:, 1:] = np.where(inside[:, 1:], dts[np.minimum(rows[:, :-1], len(dts) - 1)], 0.0)
+        np.cumsum(m, axis=1, out=m)
+        out[rows[inside]] = m[inside]
+
+
 class SegmentTable:
     """Decode segments (see the module doc); ``cost`` re-prices their steps when rows are built."""
 
@@ -141,11 +159,11 @@ class SegmentTable:
         dts = self.cost.decode_step_times_rows(seqs, f["ctx_sum"][seg] + seqs * grow, f["ctx_max"][seg] + grow)
         starts = np.empty(n, dtype=np.float64)
         t0 = np.frombuffer(self._t0[lo:hi], dtype=np.float64) if hi > lo else np.zeros(0)
-        runs = np.nonzero(f["run_start"])[0].tolist()
-        bounds = sorted(set([0] + runs)) + [hi - lo]
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            r0, r1 = first_row[a], first_row[b] if b < hi - lo else n
-            starts[r0:r1] = np.cumsum(np.concatenate(([t0[a]], dts[r0:r1])))[:-1]
+        runs = np.nonzero(f["run_start"])[0]
+        if not len(runs) or runs[0] != 0:            # a chunk may start inside a run: its t0 goes on from there
+            runs = np.concatenate(([0], runs))
+        if n:
+            _run_clocks(starts, dts, first_row[runs], np.append(first_row[runs[1:]], n), t0[runs])
         out["start_s"], out["duration_s"] = starts, dts + 0.0
         # memory in closed form
         plen = f["pat_len"][seg]
