@@ -140,6 +140,20 @@ class RooflineCostModel(CostModel):
             self._ar_fixed = 2.0 * p.allreduce_latency_s
         else:
             self._ar_per_token = self._ar_fixed = 0.0
+        self._attn_side = self._decode_attention_side()
+
+    def _decode_attention_side(self) -> str:
+        """Which side of decode attention's roofline, ``max(s * flops / rate, s * bytes / bandwidth)``, wins for
+        every context sum ``s > 0``: each side is ``s`` times a constant within two roundings, so when the two
+        constants differ by far more than that the same side wins whatever ``s`` (and both are 0 at ``s = 0``);
+        "both" when they are too close to tell."""
+        f = self._attn_flops_per_pair / self._attn_rate
+        b = self._kv_bytes_per_token_layer / self._bw
+        if f > b * (1 + 1e-9):
+            return "flops"
+        if b > f * (1 + 1e-9):
+            return "bytes"
+        return "both"
 
     # -- the shared vectorised core -------------------------------------------
     def _forward_time(self, tokens, logit_rows, num_seqs, decode_ctx_sum, prefill_attn_s):
@@ -195,13 +209,20 @@ class RooflineCostModel(CostModel):
         linear = n * self._lin_flops_per_token / self._flop_rate
         if not linear >= self._lin_weight_time:
             linear = self._lin_weight_time
-        a = sums * self._attn_flops_per_pair
-        a /= self._attn_rate
-        b = sums * self._kv_bytes_per_token_layer
-        b /= self._bw
-        np.maximum(a, b, out=a)
-        a += linear
-        a += 0.0
+        side = self._attn_side
+        if side == "flops":                   # the roofline side that wins at every context length
+            a = sums * self._attn_flops_per_pair
+            a /= self._attn_rate
+        elif side == "bytes":
+            a = sums * self._kv_bytes_per_token_layer
+            a /= self._bw
+        else:
+            a = sums * self._attn_flops_per_pair
+            a /= self._attn_rate
+            b = sums * self._kv_bytes_per_token_layer
+            b /= self._bw
+            np.maximum(a, b, out=a)
+        a += linear                           # (+ prefill_attn_s = 0.0: adds nothing to a positive time)
         np.maximum(a, p.layer_launch_floor_s, out=a)
         a += n * self._ar_per_token + self._ar_fixed
         a *= self.model.num_layers
