@@ -29,6 +29,7 @@ from kvsim.core.kv import MEMORY_COLUMNS
 _INT = ("iter", "steps", "seqs", "groups", "ctx_sum", "ctx_max", "swapped", "waiting", "run_start",
         "blocks", "alloc", "used", "internal", "external", "free", "logical", "block_slots",
         "pat_at", "pat_len", "ev_at", "ev_len", "raw")
+_W = len(_INT)
 
 
 def _segmented_cumsum(x: np.ndarray, first_row: np.ndarray, seg: np.ndarray) -> np.ndarray:
@@ -60,7 +61,7 @@ class SegmentTable:
 
     def __init__(self, cost):
         self.cost = cost
-        self._i = {name: array("q") for name in _INT}
+        self._rows = array("q")                    # one row of _INT values per segment, row after row
         self._t0 = array("d")
         self._pattern = array("q")                 # blocks per step, periodic, all segments one after another
         self._ev_step = array("q")                 # internal-fragmentation events, all segments
@@ -79,43 +80,21 @@ class SegmentTable:
 
         A segment that does not start a run starts where the previous one ended (its ``t0`` is that
         segment's last clock value), so a run's start times are one running sum, as SimPy's clock."""
-        i = self._i
-        i["iter"].append(first_iter)
-        i["steps"].append(steps)
-        i["seqs"].append(seqs)
-        i["groups"].append(groups)
-        i["ctx_sum"].append(ctx_sum)
-        i["ctx_max"].append(ctx_max)
-        i["swapped"].append(swapped)
-        i["waiting"].append(waiting)
-        i["run_start"].append(1 if run_start else 0)
-        self._t0.append(t0)
         if hasattr(mem, "pattern"):
-            i["blocks"].append(mem.blocks)
-            i["alloc"].append(mem.alloc)
-            i["used"].append(mem.used)
-            i["internal"].append(mem.internal)
-            i["external"].append(mem.external)
-            i["free"].append(mem.free)
-            i["logical"].append(mem.logical)
-            i["block_slots"].append(mem.block_slots)
-            i["pat_at"].append(len(self._pattern))
-            i["pat_len"].append(len(mem.pattern))
+            self._rows.extend((first_iter, steps, seqs, groups, ctx_sum, ctx_max, swapped, waiting,
+                               1 if run_start else 0, mem.blocks, mem.alloc, mem.used, mem.internal, mem.external,
+                               mem.free, mem.logical, mem.block_slots, len(self._pattern), len(mem.pattern),
+                               len(self._ev_step), len(mem.events), -1))
             self._pattern.extend(mem.pattern)
-            i["ev_at"].append(len(self._ev_step))
-            i["ev_len"].append(len(mem.events))
             for j, v in mem.events:
                 self._ev_step.append(j)
                 self._ev_val.append(v)
-            i["raw"].append(-1)
         else:
-            for name in ("blocks", "alloc", "used", "internal", "external", "free", "logical", "block_slots",
-                         "pat_len", "ev_len"):
-                i[name].append(0)
-            i["pat_at"].append(len(self._pattern))
-            i["ev_at"].append(len(self._ev_step))
-            i["raw"].append(len(self._raw))
+            self._rows.extend((first_iter, steps, seqs, groups, ctx_sum, ctx_max, swapped, waiting,
+                               1 if run_start else 0, 0, 0, 0, 0, 0, 0, 0, 0, len(self._pattern), 0,
+                               len(self._ev_step), 0, len(self._raw)))
             self._raw.append(mem)
+        self._t0.append(t0)
         self.rows += steps
 
     def add_waiting(self, first_iter: int, added: int, end_iter: int) -> None:
@@ -124,13 +103,23 @@ class SegmentTable:
             self._waits.append((first_iter, added, end_iter))
             self._wait_ends.append(end_iter)
 
+    def _block(self, lo: int, hi: int) -> np.ndarray:
+        """Segments ``lo .. hi-1`` as an int64 array, one row each (a copy: a view would pin the growing
+        array's buffer)."""
+        v = np.frombuffer(self._rows, dtype=np.int64) if len(self._rows) else np.zeros(0, np.int64)
+        block = v[lo * _W:hi * _W].reshape(hi - lo, _W).copy()
+        del v
+        return block
+
     def _col(self, name: str, lo: int, hi: int) -> np.ndarray:
-        # (a copy of the slice: a view would pin the growing array's buffer)
-        return np.frombuffer(self._i[name][lo:hi], dtype=np.int64) if hi > lo else np.zeros(0, np.int64)
+        return self._block(lo, hi)[:, _INT.index(name)].copy()
 
     def firsts(self) -> np.ndarray:
         """Each segment's first iteration number."""
-        return self._col("iter", 0, len(self))
+        v = np.frombuffer(self._rows, dtype=np.int64) if len(self._rows) else np.zeros(0, np.int64)
+        out = v[0::_W].copy()
+        del v
+        return out
 
     @staticmethod
     def _flat(store: array, at: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, int]:
@@ -145,7 +134,8 @@ class SegmentTable:
         """The rows of segments ``lo .. hi-1`` as iteration columns (``iter`` and every column a decode-only
         iteration has; the zero ones are left to the caller)."""
         hi = len(self) if hi is None else hi
-        f = {name: self._col(name, lo, hi) for name in _INT}
+        block = self._block(lo, hi)
+        f = {name: block[:, i] for i, name in enumerate(_INT)}
         k = f["steps"]
         n = int(k.sum())
         seg = np.repeat(np.arange(hi - lo), k)

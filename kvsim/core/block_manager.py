@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from enum import Enum
+from operator import itemgetter
 
 from kvsim.core.block_append import AppendMixin
 from kvsim.core.block_swap import SwapMixin
@@ -184,6 +185,15 @@ class PagedBlockManager(AppendMixin, SwapMixin):
                     self._release(b)
                 return
             ref, fill, hashed = self.ref, self.fill, self._hash_of
+            if len(table) > 1 and not hashed:
+                refs = itemgetter(*table)(ref)
+                if refs.count(1) == len(table):     # every block private: all free, last block first
+                    for b in table:
+                        ref[b] = 0
+                    self._free.extend(reversed(table))
+                    self.num_allocated -= len(table)
+                    self.used_slots -= sum(itemgetter(*table)(fill))
+                    return
             freed = used = 0
             for b in reversed(table):           # _release, inlined
                 r = ref[b] - 1

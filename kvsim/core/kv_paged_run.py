@@ -48,14 +48,13 @@ class PagedDecodeTracker:
         bs = self.bs = kv.block_size
         self.capacity = kv.capacity_slots
         self.seq_ids: list[int] = []
-        self._seq: dict[int, tuple[int, int]] = {}      # seq id -> (slots at run step 0, final slots)
         cnt = [0] * bs
         logical = internal = 0
         ev: dict[int, int] = {}                          # run step -> internal slots added after it
         ntok, tables, ref = bm.num_tokens, bm.tables, bm.ref
         need = 0                                         # blocks of the first MIN_STEPS steps (bs >= MIN_STEPS)
         cow = False                                      # a partial last block is shared
-        seq_ids, seq = self.seq_ids, self._seq
+        seq_ids = self.seq_ids
         near = bs - MIN_STEPS
         for g in groups:
             spec = g.spec
@@ -66,7 +65,6 @@ class PagedDecodeTracker:
                 sid = s.seq_id
                 n0 = ntok[sid]
                 seq_ids.append(sid)
-                seq[sid] = (n0, final)
                 r = n0 % bs
                 if r == 0:
                     need += 1
@@ -135,10 +133,12 @@ class PagedDecodeTracker:
     def drop(self, group, step: int) -> None:
         bs = self.bs
         gone = set()
+        ntok = self.bm.num_tokens                       # (advanced through ``step``: the group is not freed yet)
+        final = group.spec.prompt_len + group.spec.output_len - 1
         for s in group.seqs:
             sid = s.seq_id
             gone.add(sid)
-            n0, final = self._seq.pop(sid)
+            n0 = ntok[sid] - step
             self._cnt[(-n0) % bs] -= 1
             self.logical -= -(-(n0 + step) // bs) * bs
             v = (-final) % bs
