@@ -73,14 +73,13 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
     sched, env, log = eng.sched, eng.env, eng.log
     waiting, swapped = len(sched.waiting), len(sched.swapped)
     first_iter = len(log)
-    clocks, durations = [], []
+    pieces = []                                 # (clock, step times, steps taken) of each segment
     t = env.now
     while True:
         log.add_segment(t, k, seg.num_seqs, seg.num_groups, seg.ctx_sum, seg.ctx_max, swapped, waiting,
-                        not clocks, run.memory(seg, k))
-        clocks.append(clock[:k])
-        durations.append(dts[:k])
-        t = float(clock[k])
+                        not pieces, run.memory(seg, k))
+        pieces.append((clock, dts, k))
+        t = clock.item(k)
         if not run.apply(seg, k, t) or eng.gate is not None:
             break       # closed loop: a finish may free a slot, and the request it sends joins at t
         seg = run.next_segment()
@@ -93,7 +92,7 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
     if env.now + (t - env.now) == t:            # one timeout lands exactly where the steps would
         yield env.timeout(t - env.now)
     else:
-        for dt in np.concatenate(durations):
+        for dt in np.concatenate([d[:n] for _, d, n in pieces]):
             yield env.timeout(float(dt))
     end_iter = len(log)
     eng.ff_steps += end_iter - first_iter
@@ -101,7 +100,7 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
         return
     # arrivals during the run only join the queue behind a blocked head or while groups are swapped
     # out (start_decode_run checked that); each is added at the first step starting at or after it
-    starts = np.concatenate(clocks)
+    starts = np.concatenate([c[:n] for c, _, n in pieces])
     late = []
     for when, spec in eng.inbox:
         j = int(np.searchsorted(starts, when, side="left"))

@@ -23,9 +23,9 @@ each segment, may cut it shorter, and passes the time each segment ends.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 
 from kvsim.core.block_manager import AllocStatus
 from kvsim.core.decode_tracker import MIN_STEPS, make_tracker
@@ -76,7 +76,7 @@ class Segment:
     num_groups: int            # running groups (all decode)
     ctx_sum: int               # context tokens the first step attends to, summed over sequences
     ctx_max: int               # the longest context at the first step
-    new_blocks: np.ndarray     # blocks taken at each step
+    new_blocks: Sequence[int]  # blocks taken at each step (the tracker's own kind: array or list)
     finishes: bool             # groups finish at the end of the last step
 
 

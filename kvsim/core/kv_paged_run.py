@@ -20,24 +20,11 @@ equality tests in ``tests/test_fastforward.py`` run both ways).
 """
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
+from itertools import accumulate
 
-import numpy as np
 
 from kvsim.core.decode_tracker import MIN_STEPS, SegmentMemory
-
-
-_AR = np.arange(256, dtype=np.int64)
-
-
-def _steps_mod(step: int, k: int, bs: int) -> np.ndarray:
-    """``(step + arange(k)) % bs``."""
-    global _AR
-    if k > len(_AR):
-        _AR = np.arange(max(k, 2 * len(_AR)), dtype=np.int64)
-    out = _AR[:k] + step
-    out %= bs
-    return out
 
 
 class PagedDecodeTracker:
@@ -83,7 +70,7 @@ class PagedDecodeTracker:
                         internal += v
                     else:
                         ev[je] = ev.get(je, 0) + v
-        self._cnt = np.array(cnt, dtype=np.int64)
+        self._cnt = cnt
         self.logical = logical
         self.internal = internal
         self._ev = ev
@@ -102,28 +89,32 @@ class PagedDecodeTracker:
             return t if len(t.new_blocks(0, MIN_STEPS, kv.free_blocks())) == MIN_STEPS else None
         return None if t._need > kv.free_blocks() else t
 
-    def new_blocks(self, step: int, k: int, free: int) -> np.ndarray:
-        nb = self._cnt[_steps_mod(step, k, self.bs)]
-        cum = nb.cumsum()
-        if not k or cum[-1] <= free:
+    def new_blocks(self, step: int, k: int, free: int) -> list[int]:
+        # (plain lists: a segment's few numbers cost less than numpy's per-call overhead)
+        cnt, bs = self._cnt, self.bs
+        r = step % bs
+        nb = cnt[r:r + k]                                   # _cnt[(step + i) % bs], i < k
+        if len(nb) < k:
+            nb = ((cnt[r:] + cnt[:r]) * (k // bs + 1))[:k]
+        if sum(nb) <= free:
             return nb
-        return nb[:int(cum.searchsorted(free, side="right"))]     # cut before the first step over ``free``
+        return nb[:bisect_right(list(accumulate(nb)), free)]     # cut before the first step over ``free``
 
-    def segment_memory(self, step: int, new_blocks: np.ndarray) -> SegmentMemory:
+    def segment_memory(self, step: int, new_blocks: list[int]) -> SegmentMemory:
         bm, bs = self.bm, self.bs
         k = len(new_blocks)
         steps = self._ev_steps
         i0, i1 = bisect_left(steps, step, self._ev_next), bisect_left(steps, step + k, self._ev_next)
         events = tuple((j - step, self._ev[j]) for j in steps[i0:i1] if self._ev[j])
-        pattern = tuple(new_blocks[:bs].tolist())          # new_blocks[i] == _cnt[(step + i) % bs]
+        pattern = tuple(new_blocks[:bs])                    # new_blocks[i] == _cnt[(step + i) % bs]
         alloc = bm.num_allocated * bs
         return SegmentMemory(bm.num_allocated, alloc, bm.used_slots, self.internal, 0, self.capacity - alloc,
                              self.logical, bs, pattern, events)
 
-    def advance(self, step: int, new_blocks: np.ndarray) -> None:
+    def advance(self, step: int, new_blocks: list[int]) -> None:
         k = len(new_blocks)
         self.bm.append_slots_bulk(self.seq_ids, k)
-        self.logical += self.bs * int(new_blocks.sum())
+        self.logical += self.bs * sum(new_blocks)
         steps, i = self._ev_steps, self._ev_next
         while i < len(steps) and steps[i] < step + k:
             self.internal += self._ev.pop(steps[i])
