@@ -70,11 +70,13 @@ class AppendMixin:
         self.used_slots += copied + len(seq_ids)
         return copies
 
-    def append_slots_bulk(self, seq_ids: list[int], steps: int) -> None:
+    def append_slots_bulk(self, seq_ids: list[int], steps: int, takers: list[int] | None = None) -> None:
         """Same end state as ``steps`` rounds of ``append_slot`` over ``seq_ids`` in order.
 
         Blocks are taken in the order the rounds would take them (round-major,
         then ``seq_ids`` order), so free-list and eviction order match stepping.
+        ``takers``: the sequences that take a block, once per block, in that order,
+        if the caller keeps them (a decode tracker does); else found here.
         Precondition (checked by the caller): no sequence's last block is shared,
         so no copy-on-write happens, and enough blocks are free.
         """
@@ -83,10 +85,13 @@ class AppendMixin:
         bs = self.block_size
         ntok, tables, fill = self.num_tokens, self.tables, self.fill
         n0s = [ntok[s] for s in seq_ids]
-        if steps <= bs:         # at most one block each: at round (-n0) % bs, ties in seq_ids order
-            takers = sorted((j, idx) for idx, n0 in enumerate(n0s) if (j := (-n0) % bs) < steps)
-        else:
-            takers = sorted((j, idx) for idx, n0 in enumerate(n0s) for j in range((-n0) % bs, steps, bs))
+        if takers is None:
+            if steps <= bs:         # at most one block each: at round (-n0) % bs, ties in seq_ids order
+                order = [(j, idx) for idx, n0 in enumerate(n0s) if (j := (-n0) % bs) < steps]
+            else:
+                order = [(j, idx) for idx, n0 in enumerate(n0s) for j in range((-n0) % bs, steps, bs)]
+            order.sort()
+            takers = [seq_ids[idx] for _, idx in order]
         m = len(takers)
         free = self._free
         if m and len(free) >= m:                 # the blocks _take_block would pop, in the same order
@@ -94,18 +99,18 @@ class AppendMixin:
             del free[-m:]
             got.reverse()
             ref = self.ref
-            for (_, idx), b in zip(takers, got):
+            for s, b in zip(takers, got):
                 ref[b] = 1
-                tables[seq_ids[idx]].append(b)
+                tables[s].append(b)
             self.num_allocated += m
         else:
-            for _, idx in takers:
-                tables[seq_ids[idx]].append(self._take_block())
+            for s in takers:
+                tables[s].append(self._take_block())
         for s, n0 in zip(seq_ids, n0s):
             n1 = n0 + steps
             table = tables[s]
+            last = len(table) - 1               # (n1 - 1) // bs: the table now holds n1 slots
             i = n0 // bs
-            last = (n1 - 1) // bs
             while i < last:
                 fill[table[i]] = bs
                 i += 1

@@ -35,7 +35,8 @@ class PagedDecodeTracker:
         bs = self.bs = kv.block_size
         self.capacity = kv.capacity_slots
         self.seq_ids: list[int] = []
-        cnt = [0] * bs
+        cnt = [0] * bs                                   # sequences taking a block at run steps = c (mod bs)
+        members: list[list[int]] = [[] for _ in range(bs)]   # ... and which, in running order
         logical = internal = 0
         ev: dict[int, int] = {}                          # run step -> internal slots added after it
         ntok, tables, ref = bm.num_tokens, bm.tables, bm.ref
@@ -56,6 +57,7 @@ class PagedDecodeTracker:
                 if r == 0:
                     need += 1
                     cnt[0] += 1
+                    members[0].append(sid)
                     logical += n0
                 else:
                     if ref[tables[sid][-1]] > 1:
@@ -63,6 +65,7 @@ class PagedDecodeTracker:
                     elif r > near:
                         need += 1
                     cnt[bs - r] += 1
+                    members[bs - r].append(sid)
                     logical += n0 - r + bs
                 if v:
                     je = last - n0
@@ -71,6 +74,7 @@ class PagedDecodeTracker:
                     else:
                         ev[je] = ev.get(je, 0) + v
         self._cnt = cnt
+        self._members = members
         self.logical = logical
         self.internal = internal
         self._ev = ev
@@ -113,7 +117,13 @@ class PagedDecodeTracker:
 
     def advance(self, step: int, new_blocks: list[int]) -> None:
         k = len(new_blocks)
-        self.bm.append_slots_bulk(self.seq_ids, k)
+        members, bs = self._members, self.bs
+        takers: list[int] = []                          # round-major, running order within a round
+        for j in range(step, step + k):
+            m = members[j % bs]
+            if m:
+                takers += m
+        self.bm.append_slots_bulk(self.seq_ids, k, takers)
         self.logical += self.bs * sum(new_blocks)
         steps, i = self._ev_steps, self._ev_next
         while i < len(steps) and steps[i] < step + k:
@@ -131,6 +141,7 @@ class PagedDecodeTracker:
             gone.add(sid)
             n0 = ntok[sid] - step
             self._cnt[(-n0) % bs] -= 1
+            self._members[(-n0) % bs].remove(sid)
             self.logical -= -(-(n0 + step) // bs) * bs
             v = (-final) % bs
             if v:
