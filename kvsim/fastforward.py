@@ -3,8 +3,9 @@
 The scheduler-side conditions and the state change live in core
 (:mod:`kvsim.core.decode_run`, next to the policy they mirror: a run goes on
 through finishes while admission stays blocked); this module adds the
-simulator's side: each segment's step times from the cost model's vectorised
-``decode_step_times`` (bit-identical to ``step_time``), finish times from the
+simulator's side: each segment's step times from the cost model's
+``decode_run_times`` (a Python loop for short segments) or vectorised
+``decode_step_times`` (both bit-identical to ``step_time``), finish times from the
 same running sum of step times as SimPy's clock, the cut at the next arrival
 (when nothing waits or is swapped) or the time limit, the clock advanced to
 where stepping would leave it, arrivals queued at the step they would have
@@ -12,6 +13,9 @@ joined, and one iteration record per segment (:class:`kvsim.segments.SegmentTabl
 a few numbers, its rows rebuilt on demand).
 """
 from __future__ import annotations
+
+from bisect import bisect_left
+from itertools import accumulate
 
 import numpy as np
 
@@ -28,23 +32,33 @@ def _grow(k: int) -> np.ndarray:
     return _GROW[:k]
 
 
-def _price(cost, seg: Segment, t0: float) -> tuple[np.ndarray, np.ndarray]:
-    """(step times, clock after each step) of the segment's steps, starting at ``t0``."""
-    grow = _grow(seg.steps)
-    nseq = seg.num_seqs
+_LIST_STEPS = 48    # segments up to this long are priced in a Python loop, longer ones with numpy
+
+
+def _price(cost, seg: Segment, t0: float):
+    """(step times, clock after each step) of the segment's steps, starting at ``t0``: lists for short segments,
+    arrays for long ones (the same floats either way). The clock is the running sum from ``t0`` that SimPy's
+    clock takes, in the same order."""
+    k, nseq = seg.steps, seg.num_seqs
+    if k <= _LIST_STEPS:
+        dts = cost.decode_run_times(nseq, seg.ctx_sum, seg.ctx_max, k)
+        return dts, list(accumulate(dts, initial=t0))
+    grow = _grow(k)
     dts = cost.decode_step_times(nseq, seg.ctx_sum + nseq * grow, seg.ctx_max + grow)
-    clock = np.empty(len(dts) + 1, dtype=np.float64)
+    clock = np.empty(k + 1, dtype=np.float64)
     clock[0] = t0
     clock[1:] = dts
-    return dts, clock.cumsum(out=clock)           # the running sum from t0, as SimPy's clock adds
+    return dts, clock.cumsum(out=clock)
 
 
-def _steps_before(clock: np.ndarray, limit: float, first: bool) -> int:
-    """Steps that start before ``limit`` (a run's first step always runs: the loop checked it)."""
+def _steps_before(clock, limit: float, first: bool) -> int:
+    """Steps that start before ``limit`` (a run's first step always runs: the loop checked it). The clock never
+    decreases, so the first start at or after the limit is a binary search away."""
     k = len(clock) - 1
     if limit == float("inf"):
         return k
-    # the clock never decreases, so the first start at or after the limit is a binary search away
+    if isinstance(clock, list):
+        return bisect_left(clock, limit, 1 if first else 0, k)
     if first:
         return int(clock[1:-1].searchsorted(limit)) + 1
     return int(clock[:-1].searchsorted(limit))
@@ -79,7 +93,7 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
         log.add_segment(t, k, seg.num_seqs, seg.num_groups, seg.ctx_sum, seg.ctx_max, swapped, waiting,
                         not pieces, run.memory(seg, k))
         pieces.append((clock, dts, k))
-        t = clock.item(k)
+        t = float(clock[k])
         if not run.apply(seg, k, t) or eng.gate is not None:
             break       # closed loop: a finish may free a slot, and the request it sends joins at t
         seg = run.next_segment()

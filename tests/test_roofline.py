@@ -223,3 +223,21 @@ def test_decode_attention_side_follows_the_roofline():
     slow = RooflineCostModel(m, g, params=RooflineParams(attention_efficiency=1e-5))
     assert slow._attn_side == "flops"
     assert slow.decode_step_times(4, np.array([1000.0]))[0] == slow.decode_step_time(4, 1000)
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(0, 300), ctx_sum=st.integers(0, 2_000_000), steps=st.integers(0, 70),
+       which=st.integers(0, len(MODELS) - 1), scale=st.sampled_from([1.0, 1e-3, 1e3]),
+       attn_eff=st.sampled_from([0.3, 1e-5]), side=st.sampled_from([None, "both"]))
+def test_run_times_list_equals_the_array_form(n, ctx_sum, steps, which, scale, attn_eff, side):
+    """``decode_run_times`` (a Python loop) prices a run's steps to the same floats as ``decode_step_times``."""
+    m, g, tp = SETUPS[which]
+    params = RooflineParams(step_overhead_s=0.003 * scale, layer_launch_floor_s=4e-5 * scale,
+                            attention_efficiency=attn_eff)
+    cm = RooflineCostModel(m, g, tensor_parallel=tp, params=params)
+    if side is not None:
+        cm._attn_side = side
+    j = np.arange(steps, dtype=np.float64)
+    want = cm.decode_step_times(n, ctx_sum + n * j, ctx_sum + j)
+    got = cm.decode_run_times(n, ctx_sum, ctx_sum, steps)
+    assert isinstance(got, list) and np.array(got, dtype=np.float64).tobytes() == want.tobytes()

@@ -35,6 +35,7 @@ from kvsim.catalogue import GPUSpec, ModelSpec
 from kvsim.configtools import cfg_field
 from kvsim.core.plan import StepPlan
 from kvsim.cost.base import CostModel, is_decode_only
+from kvsim.cost.roofline_decode import RooflineDecodeMixin
 from kvsim.errors import KvsimError
 
 _EFFICIENCIES = ("matmul_efficiency", "hbm_efficiency", "attention_efficiency",
@@ -97,7 +98,7 @@ class RooflineParams:
                 raise KvsimError(pre + name, f"got {v!r}, expected seconds >= 0")
 
 
-class RooflineCostModel(CostModel):
+class RooflineCostModel(RooflineDecodeMixin, CostModel):
     """Roofline step-time model of ``model`` on ``gpu`` with ``tensor_parallel`` GPUs (see module doc).
 
     ``block_size_tokens`` sizes the KV blocks that ``plan.copy_pairs`` and the
@@ -142,19 +143,6 @@ class RooflineCostModel(CostModel):
             self._ar_per_token = self._ar_fixed = 0.0
         self._attn_side = self._decode_attention_side()
 
-    def _decode_attention_side(self) -> str:
-        """Which side of decode attention's roofline, ``max(s * flops / rate, s * bytes / bandwidth)``, wins for
-        every context sum ``s > 0``: each side is ``s`` times a constant within two roundings, so when the two
-        constants differ by far more than that the same side wins whatever ``s`` (and both are 0 at ``s = 0``);
-        "both" when they are too close to tell."""
-        f = self._attn_flops_per_pair / self._attn_rate
-        b = self._kv_bytes_per_token_layer / self._bw
-        if f > b * (1 + 1e-9):
-            return "flops"
-        if b > f * (1 + 1e-9):
-            return "bytes"
-        return "both"
-
     # -- the shared vectorised core -------------------------------------------
     def _forward_time(self, tokens, logit_rows, num_seqs, decode_ctx_sum, prefill_attn_s):
         """Forward-pass time; every argument may be a float64 array (broadcast)."""
@@ -188,59 +176,6 @@ class RooflineCostModel(CostModel):
             lm_head = self._lm_weight_time
         overhead = p.step_overhead_s + num_seqs * p.per_seq_overhead_s
         return overhead + self.model.num_layers * layer + lm_head
-
-    def decode_step_time(self, num_seqs: int, ctx_token_sum: int) -> float:
-        """One decode-only step (the scalar twin of :meth:`decode_step_times`, equal bit for bit)."""
-        if num_seqs <= 0:
-            return 0.0
-        n = float(num_seqs)
-        return self._forward_time_f(n, n, n, float(ctx_token_sum), 0.0)
-
-    def decode_step_times(self, num_seqs: int, ctx_token_sums: np.ndarray, ctx_max: np.ndarray | None = None
-                          ) -> np.ndarray:
-        """Step times of decode-only plans of ``num_seqs`` sequences, one per context-length sum."""
-        sums = np.asarray(ctx_token_sums, dtype=np.float64)
-        if num_seqs <= 0:
-            return np.zeros(sums.shape, dtype=np.float64)
-        # _forward_time(n, n, n, sums, 0.0) with the batch-size terms as scalars and the array terms in
-        # place: the same IEEE operations in the same order, so the same floats (tested bit for bit)
-        p = self.params
-        n = float(num_seqs)
-        linear = n * self._lin_flops_per_token / self._flop_rate
-        if not linear >= self._lin_weight_time:
-            linear = self._lin_weight_time
-        side = self._attn_side
-        if side == "flops":                   # the roofline side that wins at every context length
-            a = sums * self._attn_flops_per_pair
-            a /= self._attn_rate
-        elif side == "bytes":
-            a = sums * self._kv_bytes_per_token_layer
-            a /= self._bw
-        else:
-            a = sums * self._attn_flops_per_pair
-            a /= self._attn_rate
-            b = sums * self._kv_bytes_per_token_layer
-            b /= self._bw
-            np.maximum(a, b, out=a)
-        a += linear                           # (+ prefill_attn_s = 0.0: adds nothing to a positive time)
-        np.maximum(a, p.layer_launch_floor_s, out=a)
-        a += n * self._ar_per_token + self._ar_fixed
-        a *= self.model.num_layers
-        lm_head = n * self._lm_flops_per_row / self._flop_rate
-        if not lm_head >= self._lm_weight_time:
-            lm_head = self._lm_weight_time
-        a += p.step_overhead_s + n * p.per_seq_overhead_s      # overhead + L * layer (addition commutes)
-        a += lm_head
-        return a
-
-    def decode_step_times_rows(self, num_seqs: np.ndarray, ctx_token_sums: np.ndarray,
-                               ctx_max: np.ndarray | None = None) -> np.ndarray:
-        """:meth:`decode_step_times` with one batch size per row, in one vectorised call (elementwise, so each
-        entry equals the one-size call's bit for bit)."""
-        n = np.asarray(num_seqs).astype(np.float64)
-        sums = np.asarray(ctx_token_sums, dtype=np.float64)
-        out = np.asarray(self._forward_time(n, n, n, sums, np.float64(0.0)), dtype=np.float64)
-        return np.where(n > 0, out, 0.0)
 
     def _prefill_attention_s(self, plan: StepPlan) -> float:
         """Per-layer time of the step's prefill attention (one kernel over all groups)."""
