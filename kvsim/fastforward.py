@@ -110,8 +110,9 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
             yield env.timeout(float(dt))
     end_iter = len(log)
     eng.ff_steps += end_iter - first_iter
-    if not eng.inbox:
-        return
+    clock, _, n = pieces[-1]
+    if not eng.inbox or min(when for when, _ in eng.inbox) > clock[n - 1]:
+        return                                  # (as usual: the arrival that cut the run comes after its last start)
     # arrivals during the run only join the queue behind a blocked head or while groups are swapped
     # out (start_decode_run checked that); each is added at the first step starting at or after it
     starts = np.concatenate([c[:n] for c, _, n in pieces])
