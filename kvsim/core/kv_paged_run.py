@@ -41,7 +41,7 @@ class PagedDecodeTracker:
         ev: dict[int, int] = {}                          # run step -> internal slots added after it
         ntok, tables, ref = bm.num_tokens, bm.tables, bm.ref
         need = 0                                         # blocks of the first MIN_STEPS steps (bs >= MIN_STEPS)
-        cow = False                                      # a partial last block is shared
+        self._cow = False                                # a partial last block is shared
         seq_ids = self.seq_ids
         near = bs - MIN_STEPS
         for g in groups:
@@ -61,8 +61,9 @@ class PagedDecodeTracker:
                     logical += n0
                 else:
                     if ref[tables[sid][-1]] > 1:
-                        cow = True
-                    elif r > near:
+                        self._cow = True                 # no run: stop here (start checks)
+                        return
+                    if r > near:
                         need += 1
                     cnt[bs - r] += 1
                     members[bs - r].append(sid)
@@ -80,7 +81,7 @@ class PagedDecodeTracker:
         self._ev = ev
         self._ev_steps = sorted(ev)
         self._ev_next = 0                               # first entry of _ev_steps not yet applied
-        self._cow, self._need = cow, need
+        self._need = need
 
     @classmethod
     def start(cls, kv, groups: list) -> PagedDecodeTracker | None:
