@@ -13,7 +13,7 @@ from kvsim.core.block_manager import AllocStatus, PagedBlockManager
 from kvsim.core.kv import MemorySplit
 from kvsim.core.kv_paged_run import PagedDecodeTracker
 from kvsim.core.sequence import SequenceGroup
-from kvsim.core.tokens import block_hashes, synthetic_prompt_tokens
+from kvsim.core.tokens import prompt_block_hashes
 
 
 class PagedKV:
@@ -69,7 +69,7 @@ class PagedKV:
             return None
         h = self._hashes.get(group.group_id)
         if h is None:
-            h = block_hashes(synthetic_prompt_tokens(group.spec), self.block_size)
+            h = prompt_block_hashes(group.spec, self.block_size)
             self._hashes[group.group_id] = h
         return h
 
