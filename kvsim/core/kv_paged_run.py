@@ -87,6 +87,24 @@ class PagedDecodeTracker:
     def start(cls, kv, groups: list) -> PagedDecodeTracker | None:
         """None when a sequence's partial last block is shared (its next append copies on write) or the
         blocks of the run's first ``MIN_STEPS`` steps are not free (the scheduler will preempt)."""
+        bm, bs = kv.bm, kv.block_size
+        ntok, tables, ref = bm.num_tokens, bm.tables, bm.ref
+        for g in reversed(groups):          # forks share a partial block; the newest groups first (just forked)
+            if len(g.seqs) > 1:
+                for s in g.seqs:
+                    sid = s.seq_id
+                    if ntok[sid] % bs and ref[tables[sid][-1]] > 1:
+                        return None
+        free = kv.free_blocks()
+        if bs >= MIN_STEPS and sum(len(g.seqs) for g in groups) > free:    # the first steps' blocks may not be
+            need = 0                                                        # free: count them before the rest
+            for g in groups:
+                for s in g.seqs:
+                    r = ntok[s.seq_id] % bs
+                    if r == 0 or r > bs - MIN_STEPS:
+                        need += 1
+            if need > free:
+                return None
         t = cls(kv, groups)
         if t._cow:
             return None
@@ -110,7 +128,7 @@ class PagedDecodeTracker:
         k = len(new_blocks)
         steps = self._ev_steps
         i0, i1 = bisect_left(steps, step, self._ev_next), bisect_left(steps, step + k, self._ev_next)
-        events = tuple((j - step, self._ev[j]) for j in steps[i0:i1] if self._ev[j])
+        events = tuple((j - step, self._ev[j]) for j in steps[i0:i1] if self._ev[j]) if i1 > i0 else ()
         pattern = tuple(new_blocks[:bs])                    # new_blocks[i] == _cnt[(step + i) % bs]
         alloc = bm.num_allocated * bs
         return SegmentMemory(bm.num_allocated, alloc, bm.used_slots, self.internal, 0, self.capacity - alloc,
