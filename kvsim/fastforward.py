@@ -3,8 +3,9 @@
 The scheduler-side conditions and the state change live in core
 (:mod:`kvsim.core.decode_run`, next to the policy they mirror: a run goes on
 through finishes while admission stays blocked); this module adds the
-simulator's side: each segment's step times from the cost model's vectorised
-``decode_step_times`` (bit-identical to ``step_time``), finish times from the
+simulator's side: each segment's step times from the cost model's
+``decode_run_times`` (a Python loop for short segments) or vectorised
+``decode_step_times`` (both bit-identical to ``step_time``), finish times from the
 same running sum of step times as SimPy's clock, the cut at the next arrival
 (when nothing waits or is swapped) or the time limit, the clock advanced to
 where stepping would leave it, arrivals queued at the step they would have
@@ -13,26 +14,54 @@ a few numbers, its rows rebuilt on demand).
 """
 from __future__ import annotations
 
+from bisect import bisect_left
+from itertools import accumulate
+
 import numpy as np
 
 from kvsim.core.decode_run import MIN_STEPS, Segment, start_decode_run
 
 
-def _price(cost, seg: Segment, t0: float) -> tuple[np.ndarray, np.ndarray]:
-    """(step times, clock after each step) of the segment's steps, starting at ``t0``."""
-    grow = np.arange(seg.steps, dtype=np.float64)
-    nseq = seg.num_seqs
+_GROW = np.arange(64, dtype=np.float64)     # 0, 1, 2, ... (grown on demand; read only)
+
+
+def _grow(k: int) -> np.ndarray:
+    global _GROW
+    if k > len(_GROW):
+        _GROW = np.arange(max(k, 2 * len(_GROW)), dtype=np.float64)
+    return _GROW[:k]
+
+
+_LIST_STEPS = 48    # segments up to this long are priced in a Python loop, longer ones with numpy
+
+
+def _price(cost, seg: Segment, t0: float):
+    """(step times, clock after each step) of the segment's steps, starting at ``t0``: lists for short segments,
+    arrays for long ones (the same floats either way). The clock is the running sum from ``t0`` that SimPy's
+    clock takes, in the same order."""
+    k, nseq = seg.steps, seg.num_seqs
+    if k <= _LIST_STEPS:
+        dts = cost.decode_run_times(nseq, seg.ctx_sum, seg.ctx_max, k)
+        return dts, list(accumulate(dts, initial=t0))
+    grow = _grow(k)
     dts = cost.decode_step_times(nseq, seg.ctx_sum + nseq * grow, seg.ctx_max + grow)
-    return dts, np.cumsum(np.concatenate(([t0], dts)))
+    clock = np.empty(k + 1, dtype=np.float64)
+    clock[0] = t0
+    clock[1:] = dts
+    return dts, clock.cumsum(out=clock)
 
 
-def _steps_before(clock: np.ndarray, limit: float, first: bool) -> int:
-    """Steps that start before ``limit`` (a run's first step always runs: the loop checked it)."""
-    starts = clock[1:-1] if first else clock[:-1]
-    late = np.nonzero(starts >= limit)[0]
-    if not len(late):
-        return len(clock) - 1
-    return int(late[0]) + (1 if first else 0)
+def _steps_before(clock, limit: float, first: bool) -> int:
+    """Steps that start before ``limit`` (a run's first step always runs: the loop checked it). The clock never
+    decreases, so the first start at or after the limit is a binary search away."""
+    k = len(clock) - 1
+    if limit == float("inf"):
+        return k
+    if isinstance(clock, list):
+        return bisect_left(clock, limit, 1 if first else 0, k)
+    if first:
+        return int(clock[1:-1].searchsorted(limit)) + 1
+    return int(clock[:-1].searchsorted(limit))
 
 
 def fast_forward(eng):
@@ -58,13 +87,12 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
     sched, env, log = eng.sched, eng.env, eng.log
     waiting, swapped = len(sched.waiting), len(sched.swapped)
     first_iter = len(log)
-    clocks, durations = [], []
+    pieces = []                                 # (clock, step times, steps taken) of each segment
     t = env.now
     while True:
         log.add_segment(t, k, seg.num_seqs, seg.num_groups, seg.ctx_sum, seg.ctx_max, swapped, waiting,
-                        not clocks, run.memory(seg, k))
-        clocks.append(clock[:k])
-        durations.append(dts[:k])
+                        not pieces, run.memory(seg, k))
+        pieces.append((clock, dts, k))
         t = float(clock[k])
         if not run.apply(seg, k, t) or eng.gate is not None:
             break       # closed loop: a finish may free a slot, and the request it sends joins at t
@@ -78,12 +106,16 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
     if env.now + (t - env.now) == t:            # one timeout lands exactly where the steps would
         yield env.timeout(t - env.now)
     else:
-        for dt in np.concatenate(durations):
+        for dt in np.concatenate([d[:n] for _, d, n in pieces]):
             yield env.timeout(float(dt))
+    end_iter = len(log)
+    eng.ff_steps += end_iter - first_iter
+    clock, _, n = pieces[-1]
+    if not eng.inbox or min(when for when, _ in eng.inbox) > clock[n - 1]:
+        return                                  # (as usual: the arrival that cut the run comes after its last start)
     # arrivals during the run only join the queue behind a blocked head or while groups are swapped
     # out (start_decode_run checked that); each is added at the first step starting at or after it
-    starts = np.concatenate(clocks)
-    end_iter = first_iter + len(starts)
+    starts = np.concatenate([c[:n] for c, _, n in pieces])
     late = []
     for when, spec in eng.inbox:
         j = int(np.searchsorted(starts, when, side="left"))
@@ -94,4 +126,3 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
         sched.add_request(spec)
         log.segments.add_waiting(first_iter + j, len(sched.waiting) - before, end_iter)
     eng.inbox[:] = late
-    eng.ff_steps += len(starts)

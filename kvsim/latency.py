@@ -75,15 +75,23 @@ def itl_gaps(reqs: pd.DataFrame, its: pd.DataFrame) -> tuple[np.ndarray, np.ndar
 
 def weighted_percentile(values: np.ndarray, counts: np.ndarray, q: float) -> float:
     """``np.percentile(np.repeat(values, counts), q)`` (linear) without expanding the array."""
+    return weighted_percentiles(values, counts, [q])[0]
+
+
+def weighted_percentiles(values: np.ndarray, counts: np.ndarray, qs) -> list[float]:
+    """:func:`weighted_percentile` at each of ``qs``, sorting once."""
     total = int(counts.sum()) if len(counts) else 0
     if total == 0:
-        return float("nan")
+        return [float("nan") for _ in qs]
     order = np.argsort(values, kind="stable")
     v, c = values[order], np.cumsum(counts[order])
-    h = (total - 1) * q / 100.0
-    i, j = math.floor(h), math.ceil(h)
-    a, b = v[np.searchsorted(c, i, side="right")], v[np.searchsorted(c, j, side="right")]
-    return float(a + (b - a) * (h - i))
+    out = []
+    for q in qs:
+        h = (total - 1) * q / 100.0
+        i, j = math.floor(h), math.ceil(h)
+        a, b = v[np.searchsorted(c, i, side="right")], v[np.searchsorted(c, j, side="right")]
+        out.append(float(a + (b - a) * (h - i)))
+    return out
 
 
 def per_request(reqs: pd.DataFrame) -> pd.DataFrame:
@@ -153,7 +161,7 @@ def latency_table(reqs: pd.DataFrame, its: pd.DataFrame, percentiles: list[float
     for m in LATENCY_METRICS:
         if m == "itl":
             mean = float((vals * cnts).sum() / cnts.sum()) if cnts.sum() else float("nan")
-            pcts = [weighted_percentile(vals, cnts, q) for q in percentiles]
+            pcts = weighted_percentiles(vals, cnts, percentiles)
         else:
             x = per[f"{m}_s"].to_numpy()
             mean = float(x.mean()) if len(x) else float("nan")

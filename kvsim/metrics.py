@@ -64,8 +64,9 @@ def summarize(setup, reqs: pd.DataFrame, its: pd.DataFrame, end_s: float, capaci
     ttft = (done.first_token_s - done.arrival_s).to_numpy()
     multi = done[done.output_len > 1]
     tpot = ((multi.finish_s - multi.first_token_s) / (multi.output_len - 1)).to_numpy()
-    from kvsim.latency import itl_gaps, weighted_percentile
+    from kvsim.latency import itl_gaps, weighted_percentiles
     itl_v, itl_c = itl_gaps(reqs, its)
+    itl_p50, itl_p90, itl_p99 = weighted_percentiles(itl_v, itl_c, (50, 90, 99))
     w = its.duration_s.to_numpy()
     wsum = w.sum()
 
@@ -87,8 +88,7 @@ def summarize(setup, reqs: pd.DataFrame, its: pd.DataFrame, end_s: float, capaci
         "normalized_latency_p50_s": _pct(norm, 50), "normalized_latency_p99_s": _pct(norm, 99),
         "latency_p50_s": _pct(e2e, 50), "latency_p99_s": _pct(e2e, 99),
         "latency_mean_s": float(e2e.mean()) if len(e2e) else float("nan"), "latency_p90_s": _pct(e2e, 90),
-        "itl_p50_s": weighted_percentile(itl_v, itl_c, 50), "itl_p90_s": weighted_percentile(itl_v, itl_c, 90),
-        "itl_p99_s": weighted_percentile(itl_v, itl_c, 99),
+        "itl_p50_s": itl_p50, "itl_p90_s": itl_p90, "itl_p99_s": itl_p99,
         "ttft_p50_s": _pct(ttft, 50), "ttft_p90_s": _pct(ttft, 90), "ttft_p99_s": _pct(ttft, 99),
         "tpot_p50_s": _pct(tpot, 50), "tpot_p90_s": _pct(tpot, 90), "tpot_p99_s": _pct(tpot, 99),
         "avg_batched_requests": tavg("batched_requests"),

@@ -29,6 +29,7 @@ from kvsim.core.kv import MEMORY_COLUMNS
 _INT = ("iter", "steps", "seqs", "groups", "ctx_sum", "ctx_max", "swapped", "waiting", "run_start",
         "blocks", "alloc", "used", "internal", "external", "free", "logical", "block_slots",
         "pat_at", "pat_len", "ev_at", "ev_len", "raw")
+_W = len(_INT)
 
 
 def _segmented_cumsum(x: np.ndarray, first_row: np.ndarray, seg: np.ndarray) -> np.ndarray:
@@ -37,12 +38,30 @@ def _segmented_cumsum(x: np.ndarray, first_row: np.ndarray, seg: np.ndarray) -> 
     return c - (c[first_row] - x[first_row])[seg]
 
 
+def _run_clocks(out: np.ndarray, dts: np.ndarray, r0: np.ndarray, r1: np.ndarray, t0: np.ndarray) -> None:
+    """``out[r0:r1] = cumsum([t0, dts[r0], dts[r0+1], ...])[:-1]`` for each run: the running sum SimPy's clock
+    takes, in the same order. Runs of similar length are stacked into rows, padded with zeros, and summed
+    along the rows (an accumulation along an axis adds in order), so the padding never exceeds the data."""
+    lens = r1 - r0
+    width = np.frexp((lens - 1).astype(np.float64))[1]        # rows of 2**width >= len columns
+    for b in np.unique(width).tolist():
+        sel = np.nonzero(width == b)[0]
+        cols = np.arange(1 << b, dtype=np.int64)
+        rows = r0[sel][:, None] + cols[None, :]                  # the rows' positions, step by step
+        inside = cols[None, :] < lens[sel][:, None]
+        m = np.zeros((len(sel), 1 << b), dtype=np.float64)
+        m[:, 0] = t0[sel]
+        m[:, 1:] = np.where(inside[:, 1:], dts[np.minimum(rows[:, :-1], len(dts) - 1)], 0.0)
+        np.cumsum(m, axis=1, out=m)
+        out[rows[inside]] = m[inside]
+
+
 class SegmentTable:
     """Decode segments (see the module doc); ``cost`` re-prices their steps when rows are built."""
 
     def __init__(self, cost):
         self.cost = cost
-        self._i = {name: array("q") for name in _INT}
+        self._rows = array("q")                    # one row of _INT values per segment, row after row
         self._t0 = array("d")
         self._pattern = array("q")                 # blocks per step, periodic, all segments one after another
         self._ev_step = array("q")                 # internal-fragmentation events, all segments
@@ -61,32 +80,21 @@ class SegmentTable:
 
         A segment that does not start a run starts where the previous one ended (its ``t0`` is that
         segment's last clock value), so a run's start times are one running sum, as SimPy's clock."""
-        i = self._i
-        for name, v in (("iter", first_iter), ("steps", steps), ("seqs", seqs), ("groups", groups),
-                        ("ctx_sum", ctx_sum), ("ctx_max", ctx_max), ("swapped", swapped), ("waiting", waiting),
-                        ("run_start", int(run_start))):
-            i[name].append(v)
-        self._t0.append(t0)
         if hasattr(mem, "pattern"):
-            for name in ("blocks", "alloc", "used", "internal", "external", "free", "logical", "block_slots"):
-                i[name].append(getattr(mem, name))
-            i["pat_at"].append(len(self._pattern))
-            i["pat_len"].append(len(mem.pattern))
+            self._rows.extend((first_iter, steps, seqs, groups, ctx_sum, ctx_max, swapped, waiting,
+                               1 if run_start else 0, mem.blocks, mem.alloc, mem.used, mem.internal, mem.external,
+                               mem.free, mem.logical, mem.block_slots, len(self._pattern), len(mem.pattern),
+                               len(self._ev_step), len(mem.events), -1))
             self._pattern.extend(mem.pattern)
-            i["ev_at"].append(len(self._ev_step))
-            i["ev_len"].append(len(mem.events))
             for j, v in mem.events:
                 self._ev_step.append(j)
                 self._ev_val.append(v)
-            i["raw"].append(-1)
         else:
-            for name in ("blocks", "alloc", "used", "internal", "external", "free", "logical", "block_slots",
-                         "pat_len", "ev_len"):
-                i[name].append(0)
-            i["pat_at"].append(len(self._pattern))
-            i["ev_at"].append(len(self._ev_step))
-            i["raw"].append(len(self._raw))
+            self._rows.extend((first_iter, steps, seqs, groups, ctx_sum, ctx_max, swapped, waiting,
+                               1 if run_start else 0, 0, 0, 0, 0, 0, 0, 0, 0, len(self._pattern), 0,
+                               len(self._ev_step), 0, len(self._raw)))
             self._raw.append(mem)
+        self._t0.append(t0)
         self.rows += steps
 
     def add_waiting(self, first_iter: int, added: int, end_iter: int) -> None:
@@ -95,13 +103,23 @@ class SegmentTable:
             self._waits.append((first_iter, added, end_iter))
             self._wait_ends.append(end_iter)
 
+    def _block(self, lo: int, hi: int) -> np.ndarray:
+        """Segments ``lo .. hi-1`` as an int64 array, one row each (a copy: a view would pin the growing
+        array's buffer)."""
+        v = np.frombuffer(self._rows, dtype=np.int64) if len(self._rows) else np.zeros(0, np.int64)
+        block = v[lo * _W:hi * _W].reshape(hi - lo, _W).copy()
+        del v
+        return block
+
     def _col(self, name: str, lo: int, hi: int) -> np.ndarray:
-        # (a copy of the slice: a view would pin the growing array's buffer)
-        return np.frombuffer(self._i[name][lo:hi], dtype=np.int64) if hi > lo else np.zeros(0, np.int64)
+        return self._block(lo, hi)[:, _INT.index(name)].copy()
 
     def firsts(self) -> np.ndarray:
         """Each segment's first iteration number."""
-        return self._col("iter", 0, len(self))
+        v = np.frombuffer(self._rows, dtype=np.int64) if len(self._rows) else np.zeros(0, np.int64)
+        out = v[0::_W].copy()
+        del v
+        return out
 
     @staticmethod
     def _flat(store: array, at: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, int]:
@@ -116,7 +134,8 @@ class SegmentTable:
         """The rows of segments ``lo .. hi-1`` as iteration columns (``iter`` and every column a decode-only
         iteration has; the zero ones are left to the caller)."""
         hi = len(self) if hi is None else hi
-        f = {name: self._col(name, lo, hi) for name in _INT}
+        block = self._block(lo, hi)
+        f = {name: block[:, i] for i, name in enumerate(_INT)}
         k = f["steps"]
         n = int(k.sum())
         seg = np.repeat(np.arange(hi - lo), k)
@@ -130,11 +149,11 @@ class SegmentTable:
         dts = self.cost.decode_step_times_rows(seqs, f["ctx_sum"][seg] + seqs * grow, f["ctx_max"][seg] + grow)
         starts = np.empty(n, dtype=np.float64)
         t0 = np.frombuffer(self._t0[lo:hi], dtype=np.float64) if hi > lo else np.zeros(0)
-        runs = np.nonzero(f["run_start"])[0].tolist()
-        bounds = sorted(set([0] + runs)) + [hi - lo]
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            r0, r1 = first_row[a], first_row[b] if b < hi - lo else n
-            starts[r0:r1] = np.cumsum(np.concatenate(([t0[a]], dts[r0:r1])))[:-1]
+        runs = np.nonzero(f["run_start"])[0]
+        if not len(runs) or runs[0] != 0:            # a chunk may start inside a run: its t0 goes on from there
+            runs = np.concatenate(([0], runs))
+        if n:
+            _run_clocks(starts, dts, first_row[runs], np.append(first_row[runs[1:]], n), t0[runs])
         out["start_s"], out["duration_s"] = starts, dts + 0.0
         # memory in closed form
         plen = f["pat_len"][seg]

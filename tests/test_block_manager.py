@@ -378,3 +378,18 @@ def test_check_invariants_detects_corruption():
     bm.ref[bm.tables[0][0]] += 1
     with pytest.raises(AssertionError):
         bm.check_invariants()
+
+
+@pytest.mark.parametrize("prefix_len,prompt_len,bs", [(128, 300, 16), (100, 100, 16), (7, 40, 16), (0, 50, 16),
+                                                      (64, 65, 1), (40, 33, 16)])
+def test_prompt_block_hashes_with_the_prefix_hashed_once(prefix_len, prompt_len, bs):
+    """The prefix's blocks come from a cache; the hashes equal hashing the whole prompt's tokens."""
+    from kvsim.core.request import RequestSpec
+    from kvsim.core.tokens import block_hashes, prompt_block_hashes, synthetic_prompt_tokens
+    for rid in (1, 2):
+        spec = RequestSpec(rid, 0.0, prompt_len, 10, prefix_id=3 if prefix_len else -1, prefix_len=prefix_len)
+        if prefix_len > prompt_len:
+            with pytest.raises(ValueError):
+                synthetic_prompt_tokens(spec)
+            continue
+        assert prompt_block_hashes(spec, bs) == block_hashes(synthetic_prompt_tokens(spec), bs)

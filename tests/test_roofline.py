@@ -193,3 +193,51 @@ def test_float_twin_prices_every_plan_bit_for_bit_like_the_vector_formula(ctx, w
     assert cm.step_time(plan) == _vector_step_time(cm, plan)
     if ctx:
         assert cm.decode_step_time(len(ctx), sum(ctx)) == cm.decode_step_times(len(ctx), np.array([sum(ctx)]))[0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(1, 512), sums=st.lists(st.integers(0, 4_000_000), min_size=1, max_size=50),
+       which=st.integers(0, len(MODELS) - 1), scale=st.sampled_from([1.0, 1e-3, 1e3]),
+       attn_eff=st.sampled_from([0.3, 1e-3, 1e-5]), side=st.sampled_from([None, "both"]))
+def test_one_size_pricing_equals_the_per_row_formula(n, sums, which, scale, attn_eff, side):
+    """``decode_step_times`` (scalar batch terms, in-place array terms, only the winning side of decode attention's
+    roofline) equals ``decode_step_times_rows`` (the shared numpy formula, which rebuilds fast-forwarded rows)
+    bit for bit: on both sides of the launch floor and of the attention roofline, and with both sides computed."""
+    m, g, tp = SETUPS[which]
+    params = RooflineParams(step_overhead_s=0.003 * scale, layer_launch_floor_s=4e-5 * scale,
+                            attention_efficiency=attn_eff)
+    cm = RooflineCostModel(m, g, tensor_parallel=tp, params=params)
+    if side is not None:
+        cm._attn_side = side
+    s = np.array(sums, dtype=np.float64)
+    one = cm.decode_step_times(n, s)
+    rows = cm.decode_step_times_rows(np.full(len(s), n), s)
+    assert one.tobytes() == rows.tobytes()
+    assert s.tolist() == [float(x) for x in sums]           # the input is not modified
+
+
+def test_decode_attention_side_follows_the_roofline():
+    """Memory-bound decode attention at the default efficiencies; compute-bound when attention runs very slowly."""
+    m, g, tp = SETUPS[0]
+    assert RooflineCostModel(m, g)._attn_side == "bytes"
+    slow = RooflineCostModel(m, g, params=RooflineParams(attention_efficiency=1e-5))
+    assert slow._attn_side == "flops"
+    assert slow.decode_step_times(4, np.array([1000.0]))[0] == slow.decode_step_time(4, 1000)
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(0, 300), ctx_sum=st.integers(0, 2_000_000), steps=st.integers(0, 70),
+       which=st.integers(0, len(MODELS) - 1), scale=st.sampled_from([1.0, 1e-3, 1e3]),
+       attn_eff=st.sampled_from([0.3, 1e-5]), side=st.sampled_from([None, "both"]))
+def test_run_times_list_equals_the_array_form(n, ctx_sum, steps, which, scale, attn_eff, side):
+    """``decode_run_times`` (a Python loop) prices a run's steps to the same floats as ``decode_step_times``."""
+    m, g, tp = SETUPS[which]
+    params = RooflineParams(step_overhead_s=0.003 * scale, layer_launch_floor_s=4e-5 * scale,
+                            attention_efficiency=attn_eff)
+    cm = RooflineCostModel(m, g, tensor_parallel=tp, params=params)
+    if side is not None:
+        cm._attn_side = side
+    j = np.arange(steps, dtype=np.float64)
+    want = cm.decode_step_times(n, ctx_sum + n * j, ctx_sum + j)
+    got = cm.decode_run_times(n, ctx_sum, ctx_sum, steps)
+    assert isinstance(got, list) and np.array(got, dtype=np.float64).tobytes() == want.tobytes()

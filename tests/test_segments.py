@@ -116,5 +116,5 @@ def test_record_memory_grows_with_segments_not_iterations():
     eng.run()
     seg = eng.log.segments
     assert seg.rows > 10 * len(seg)                 # segments hold many iterations each
-    held = sum(a.itemsize * len(a) for a in (*seg._i.values(), seg._t0, seg._pattern, seg._ev_step, seg._ev_val))
+    held = sum(a.itemsize * len(a) for a in (seg._rows, seg._t0, seg._pattern, seg._ev_step, seg._ev_val))
     assert held < 400 * len(seg)                    # a few hundred bytes a segment, whatever its length

@@ -70,31 +70,52 @@ class AppendMixin:
         self.used_slots += copied + len(seq_ids)
         return copies
 
-    def append_slots_bulk(self, seq_ids: list[int], steps: int) -> None:
+    def append_slots_bulk(self, seq_ids: list[int], steps: int, takers: list[int] | None = None) -> None:
         """Same end state as ``steps`` rounds of ``append_slot`` over ``seq_ids`` in order.
 
         Blocks are taken in the order the rounds would take them (round-major,
         then ``seq_ids`` order), so free-list and eviction order match stepping.
+        ``takers``: the sequences that take a block, once per block, in that order,
+        if the caller keeps them (a decode tracker does); else found here.
         Precondition (checked by the caller): no sequence's last block is shared,
         so no copy-on-write happens, and enough blocks are free.
         """
+        if not steps:
+            return
         bs = self.block_size
-        events = []
-        for idx, s in enumerate(seq_ids):
-            for j in range((-self.num_tokens[s]) % bs, steps, bs):
-                events.append((j, idx))
-        events.sort()
-        tables = self.tables
-        for _, idx in events:
-            tables[seq_ids[idx]].append(self._take_block())
-        fill = self.fill
-        for s in seq_ids:
-            n0 = self.num_tokens[s]
+        ntok, tables, fill = self.num_tokens, self.tables, self.fill
+        n0s = [ntok[s] for s in seq_ids]
+        if takers is None:
+            if steps <= bs:         # at most one block each: at round (-n0) % bs, ties in seq_ids order
+                order = [(j, idx) for idx, n0 in enumerate(n0s) if (j := (-n0) % bs) < steps]
+            else:
+                order = [(j, idx) for idx, n0 in enumerate(n0s) for j in range((-n0) % bs, steps, bs)]
+            order.sort()
+            takers = [seq_ids[idx] for _, idx in order]
+        m = len(takers)
+        free = self._free
+        if m and len(free) >= m:                 # the blocks _take_block would pop, in the same order
+            got = free[-m:]
+            del free[-m:]
+            got.reverse()
+            ref = self.ref
+            for s, b in zip(takers, got):
+                ref[b] = 1
+                tables[s].append(b)
+            self.num_allocated += m
+        else:
+            for s in takers:
+                tables[s].append(self._take_block())
+        for s, n0 in zip(seq_ids, n0s):
             n1 = n0 + steps
             table = tables[s]
-            for i in range(n0 // bs, -(-n1 // bs)):
-                fill[table[i]] = min(bs, n1 - i * bs)
-            self.num_tokens[s] = n1
+            last = len(table) - 1               # (n1 - 1) // bs: the table now holds n1 slots
+            i = n0 // bs
+            while i < last:
+                fill[table[i]] = bs
+                i += 1
+            fill[table[last]] = n1 - last * bs
+            ntok[s] = n1
         self.used_slots += steps * len(seq_ids)
 
     def slots_needed(self, seq_id: int) -> int:

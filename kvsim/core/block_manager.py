@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from enum import Enum
+from operator import itemgetter
 
 from kvsim.core.block_append import AppendMixin
 from kvsim.core.block_swap import SwapMixin
@@ -135,7 +136,23 @@ class PagedBlockManager(AppendMixin, SwapMixin):
                 table.append(b)
                 hit_blocks += 1
             self.prefix_hits_tokens += hit_blocks * bs
-        for i in range(hit_blocks, self.blocks_for(num_tokens)):
+        nblocks = self.blocks_for(num_tokens)
+        if not (self.enable_prefix_caching and hashes) and len(self._free) >= nblocks > 0:
+            # no cache to register in: the blocks _take_block would pop, in order, at once
+            got = self._free[-nblocks:]
+            del self._free[-nblocks:]
+            got.reverse()
+            ref, fill = self.ref, self.fill
+            for b in got:
+                ref[b] = 1
+                fill[b] = bs
+            fill[got[-1]] = num_tokens - (nblocks - 1) * bs
+            self.num_allocated += nblocks
+            self.used_slots += num_tokens
+            self.tables[seq_id] = got
+            self.num_tokens[seq_id] = num_tokens
+            return 0
+        for i in range(hit_blocks, nblocks):
             b = self._take_block()
             f = min(bs, num_tokens - i * bs)
             self.fill[b] = f
@@ -163,8 +180,33 @@ class PagedBlockManager(AppendMixin, SwapMixin):
         table = self.tables.pop(seq_id, None)
         if table is not None:
             del self.num_tokens[seq_id]
-            for b in reversed(table):
-                self._release(b)
+            if type(self)._release is not PagedBlockManager._release:     # a subclass's own release order
+                for b in reversed(table):
+                    self._release(b)
+                return
+            ref, fill, hashed = self.ref, self.fill, self._hash_of
+            if len(table) > 1 and not hashed:
+                refs = itemgetter(*table)(ref)
+                if refs.count(1) == len(table):     # every block private: all free, last block first
+                    for b in table:
+                        ref[b] = 0
+                    self._free.extend(reversed(table))
+                    self.num_allocated -= len(table)
+                    self.used_slots -= sum(itemgetter(*table)(fill))
+                    return
+            freed = used = 0
+            for b in reversed(table):           # _release, inlined
+                r = ref[b] - 1
+                ref[b] = r
+                if r == 0:
+                    freed += 1
+                    used += fill[b]
+                    if b in hashed:
+                        self._evictable[b] = None
+                    else:
+                        self._free.append(b)
+            self.num_allocated -= freed
+            self.used_slots -= used
             return
         table = self.cpu_tables.pop(seq_id, None)
         if table is not None:

@@ -23,9 +23,9 @@ each segment, may cut it shorter, and passes the time each segment ends.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 
 from kvsim.core.block_manager import AllocStatus
 from kvsim.core.decode_tracker import MIN_STEPS, make_tracker
@@ -67,7 +67,7 @@ def admission_blocked(sched: Scheduler, num_seqs: int) -> bool:
     return True
 
 
-@dataclass
+@dataclass(slots=True)
 class Segment:
     """The next steps of a run up to (and including) the next finishing step, or fewer where memory runs out."""
     first: int                 # run step the segment starts at
@@ -76,7 +76,7 @@ class Segment:
     num_groups: int            # running groups (all decode)
     ctx_sum: int               # context tokens the first step attends to, summed over sequences
     ctx_max: int               # the longest context at the first step
-    new_blocks: np.ndarray     # blocks taken at each step
+    new_blocks: Sequence[int]  # blocks taken at each step (the tracker's own kind: array or list)
     finishes: bool             # groups finish at the end of the last step
 
 
@@ -91,15 +91,24 @@ class DecodeRun:
         self.ctx_sum = 0
         self._base: list[int] = []               # each sequence's context length at run step 0, sorted
         self._done_at: dict[int, list] = {}      # run step -> groups whose last token it produces
+        base, done_at = self._base, self._done_at
+        ctx_sum = num_seqs = 0
         for g in sched.running:
-            j = g.spec.output_len - g.generated - 1
-            self._done_at.setdefault(j, []).append(g)
-            for s in g.seqs:
-                n = s.length
-                self.ctx_sum += n
-                self._base.append(n)
-            self.num_seqs += len(g.seqs)
-        self._base.sort()
+            spec, seqs = g.spec, g.seqs
+            j = spec.output_len - seqs[0].generated - 1
+            at = done_at.get(j)
+            if at is None:
+                done_at[j] = [g]
+            else:
+                at.append(g)
+            p = spec.prompt_len
+            for s in seqs:
+                n = p + s.generated
+                ctx_sum += n
+                base.append(n)
+            num_seqs += len(seqs)
+        self.ctx_sum, self.num_seqs = ctx_sum, num_seqs
+        base.sort()
         self._finish_steps = sorted(self._done_at)
         self.num_groups = len(sched.running)
 
@@ -149,7 +158,7 @@ def start_decode_run(sched: Scheduler) -> DecodeRun | None:
         return None
     nseq = 0
     for g in sched.running:
-        if g.in_prefill or g.is_beam:
+        if g.prefill_done < g.prefill_target or g.spec.beam_width > 1:     # in prefill, or beam search
             return None
         nseq += len(g.seqs)
     if not admission_blocked(sched, nseq):

@@ -5,7 +5,7 @@ step and groups leave as they finish. A tracker answers, from the manager's
 state now, what the next steps do to KV memory, and applies them:
 
 * ``new_blocks(step, k, free)`` — blocks taken at run steps ``step .. step+k-1``
-  (an int64 array), cut before the first step whose cumulative need exceeds
+  (a sequence of ints: an int64 array or a list), cut before the first step whose cumulative need exceeds
   ``free``; empty if the first step needs a copy-on-write;
 * ``segment_memory(step, steps)`` — ``blocks_in_use`` and the
   :class:`~kvsim.core.kv.MemorySplit` after each of the next ``steps`` steps,

@@ -11,8 +11,9 @@ import numpy as np
 
 from kvsim.core.block_manager import AllocStatus, PagedBlockManager
 from kvsim.core.kv import MemorySplit
+from kvsim.core.kv_paged_run import PagedDecodeTracker
 from kvsim.core.sequence import SequenceGroup
-from kvsim.core.tokens import block_hashes, synthetic_prompt_tokens
+from kvsim.core.tokens import prompt_block_hashes
 
 
 class PagedKV:
@@ -68,7 +69,7 @@ class PagedKV:
             return None
         h = self._hashes.get(group.group_id)
         if h is None:
-            h = block_hashes(synthetic_prompt_tokens(group.spec), self.block_size)
+            h = prompt_block_hashes(group.spec, self.block_size)
             self._hashes[group.group_id] = h
         return h
 
@@ -248,7 +249,6 @@ class PagedKV:
     def decode_tracker(self, groups: list[SequenceGroup]):
         """The decode-run tracker over running aggregates (:mod:`kvsim.core.kv_paged_run`); None when a
         sequence's next append would copy on write or the run's first steps' blocks are not free."""
-        from kvsim.core.kv_paged_run import PagedDecodeTracker
         return PagedDecodeTracker.start(self, groups)
 
     def advance_decode(self, groups: list[SequenceGroup], steps: int) -> None:

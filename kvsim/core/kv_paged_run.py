@@ -20,9 +20,9 @@ equality tests in ``tests/test_fastforward.py`` run both ways).
 """
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
+from itertools import accumulate
 
-import numpy as np
 
 from kvsim.core.decode_tracker import MIN_STEPS, SegmentMemory
 
@@ -35,34 +35,53 @@ class PagedDecodeTracker:
         bs = self.bs = kv.block_size
         self.capacity = kv.capacity_slots
         self.seq_ids: list[int] = []
-        self._seq: dict[int, tuple[int, int]] = {}      # seq id -> (slots at run step 0, final slots)
-        cnt = [0] * bs
+        cnt = [0] * bs                                   # sequences taking a block at run steps = c (mod bs)
+        members: list[list[int]] = [[] for _ in range(bs)]   # ... and which, in running order
         logical = internal = 0
         ev: dict[int, int] = {}                          # run step -> internal slots added after it
-        ntok = bm.num_tokens
+        ntok, tables, ref = bm.num_tokens, bm.tables, bm.ref
+        need = 0                                         # blocks of the first MIN_STEPS steps (bs >= MIN_STEPS)
+        self._cow = False                                # a partial last block is shared
+        seq_ids = self.seq_ids
+        near = bs - MIN_STEPS
         for g in groups:
-            final = g.spec.prompt_len + g.spec.output_len - 1
+            spec = g.spec
+            final = spec.prompt_len + spec.output_len - 1
             v = (-final) % bs
             last = (-(-final // bs) - 1) * bs            # slots before the last block
             for s in g.seqs:
                 sid = s.seq_id
                 n0 = ntok[sid]
-                self.seq_ids.append(sid)
-                self._seq[sid] = (n0, final)
-                cnt[(-n0) % bs] += 1
-                logical += -(-n0 // bs) * bs
+                seq_ids.append(sid)
+                r = n0 % bs
+                if r == 0:
+                    need += 1
+                    cnt[0] += 1
+                    members[0].append(sid)
+                    logical += n0
+                else:
+                    if ref[tables[sid][-1]] > 1:
+                        self._cow = True                 # no run: stop here (start checks)
+                        return
+                    if r > near:
+                        need += 1
+                    cnt[bs - r] += 1
+                    members[bs - r].append(sid)
+                    logical += n0 - r + bs
                 if v:
                     je = last - n0
                     if je < 0:
                         internal += v
                     else:
                         ev[je] = ev.get(je, 0) + v
-        self._cnt = np.array(cnt, dtype=np.int64)
+        self._cnt = cnt
+        self._members = members
         self.logical = logical
         self.internal = internal
         self._ev = ev
         self._ev_steps = sorted(ev)
         self._ev_next = 0                               # first entry of _ev_steps not yet applied
+        self._need = need
 
     @classmethod
     def start(cls, kv, groups: list) -> PagedDecodeTracker | None:
@@ -70,41 +89,61 @@ class PagedDecodeTracker:
         blocks of the run's first ``MIN_STEPS`` steps are not free (the scheduler will preempt)."""
         bm, bs = kv.bm, kv.block_size
         ntok, tables, ref = bm.num_tokens, bm.tables, bm.ref
-        need = 0
-        for g in groups:
-            for s in g.seqs:
-                r = ntok[s.seq_id] % bs
-                if r == 0:
-                    need += 1
-                elif ref[tables[s.seq_id][-1]] > 1:
-                    return None
-                elif r > bs - MIN_STEPS:
-                    need += 1
-        if bs < MIN_STEPS:                   # a sequence may take several blocks in those steps
-            t = cls(kv, groups)
+        for g in reversed(groups):          # forks share a partial block; the newest groups first (just forked)
+            if len(g.seqs) > 1:
+                for s in g.seqs:
+                    sid = s.seq_id
+                    if ntok[sid] % bs and ref[tables[sid][-1]] > 1:
+                        return None
+        free = kv.free_blocks()
+        if bs >= MIN_STEPS and sum(len(g.seqs) for g in groups) > free:    # the first steps' blocks may not be
+            need = 0                                                        # free: count them before the rest
+            for g in groups:
+                for s in g.seqs:
+                    r = ntok[s.seq_id] % bs
+                    if r == 0 or r > bs - MIN_STEPS:
+                        need += 1
+            if need > free:
+                return None
+        t = cls(kv, groups)
+        if t._cow:
+            return None
+        if kv.block_size < MIN_STEPS:        # a sequence may take several blocks in those steps
             return t if len(t.new_blocks(0, MIN_STEPS, kv.free_blocks())) == MIN_STEPS else None
-        return None if need > kv.free_blocks() else cls(kv, groups)
+        return None if t._need > kv.free_blocks() else t
 
-    def new_blocks(self, step: int, k: int, free: int) -> np.ndarray:
-        nb = self._cnt[(step + np.arange(k)) % self.bs]
-        over = np.nonzero(np.cumsum(nb) > free)[0]
-        return nb[:int(over[0])] if len(over) else nb
+    def new_blocks(self, step: int, k: int, free: int) -> list[int]:
+        # (plain lists: a segment's few numbers cost less than numpy's per-call overhead)
+        cnt, bs = self._cnt, self.bs
+        r = step % bs
+        nb = cnt[r:r + k]                                   # _cnt[(step + i) % bs], i < k
+        if len(nb) < k:
+            nb = ((cnt[r:] + cnt[:r]) * (k // bs + 1))[:k]
+        if sum(nb) <= free:
+            return nb
+        return nb[:bisect_right(list(accumulate(nb)), free)]     # cut before the first step over ``free``
 
-    def segment_memory(self, step: int, new_blocks: np.ndarray) -> SegmentMemory:
+    def segment_memory(self, step: int, new_blocks: list[int]) -> SegmentMemory:
         bm, bs = self.bm, self.bs
         k = len(new_blocks)
         steps = self._ev_steps
         i0, i1 = bisect_left(steps, step, self._ev_next), bisect_left(steps, step + k, self._ev_next)
-        events = tuple((j - step, self._ev[j]) for j in steps[i0:i1] if self._ev[j])
-        pattern = tuple(self._cnt[(step + np.arange(min(k, bs))) % bs].tolist())
+        events = tuple((j - step, self._ev[j]) for j in steps[i0:i1] if self._ev[j]) if i1 > i0 else ()
+        pattern = tuple(new_blocks[:bs])                    # new_blocks[i] == _cnt[(step + i) % bs]
         alloc = bm.num_allocated * bs
         return SegmentMemory(bm.num_allocated, alloc, bm.used_slots, self.internal, 0, self.capacity - alloc,
                              self.logical, bs, pattern, events)
 
-    def advance(self, step: int, new_blocks: np.ndarray) -> None:
+    def advance(self, step: int, new_blocks: list[int]) -> None:
         k = len(new_blocks)
-        self.bm.append_slots_bulk(self.seq_ids, k)
-        self.logical += self.bs * int(new_blocks.sum())
+        members, bs = self._members, self.bs
+        takers: list[int] = []                          # round-major, running order within a round
+        for j in range(step, step + k):
+            m = members[j % bs]
+            if m:
+                takers += m
+        self.bm.append_slots_bulk(self.seq_ids, k, takers)
+        self.logical += self.bs * sum(new_blocks)
         steps, i = self._ev_steps, self._ev_next
         while i < len(steps) and steps[i] < step + k:
             self.internal += self._ev.pop(steps[i])
@@ -114,11 +153,14 @@ class PagedDecodeTracker:
     def drop(self, group, step: int) -> None:
         bs = self.bs
         gone = set()
+        ntok = self.bm.num_tokens                       # (advanced through ``step``: the group is not freed yet)
+        final = group.spec.prompt_len + group.spec.output_len - 1
         for s in group.seqs:
             sid = s.seq_id
             gone.add(sid)
-            n0, final = self._seq.pop(sid)
+            n0 = ntok[sid] - step
             self._cnt[(-n0) % bs] -= 1
+            self._members[(-n0) % bs].remove(sid)
             self.logical -= -(-(n0 + step) // bs) * bs
             v = (-final) % bs
             if v:

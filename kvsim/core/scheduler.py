@@ -200,20 +200,21 @@ class Scheduler:
     def _decode(self, plan: StepPlan) -> bool:
         """Give every decoding group its next slot, preempting latest arrivals when memory runs out."""
         kv = self.kv
+        decoding = [g for g in self.running if g.prefill_done >= g.prefill_target]      # not in prefill
+        append_need = kv.append_need
         need = 0
-        for g in self.running:
-            if not g.in_prefill:
-                need += kv.append_need(g)
+        for g in decoding:
+            need += append_need(g)
         if need <= kv.free_blocks():
             # every group's need is covered at its turn (appends take exactly their need, and a group's
             # need does not depend on the others'): the loop below would preempt nothing
-            for g in self.running:
-                if g.in_prefill:
-                    continue
-                plan.copy_pairs.extend(kv.append(g))
-                plan.decode_group_ids.append(g.group_id)
+            copies, ids, ctx = plan.copy_pairs, plan.decode_group_ids, plan.decode_context_tokens
+            append = kv.append
+            for g in decoding:
+                copies.extend(append(g))
+                ids.append(g.spec.request_id)
                 p = g.spec.prompt_len
-                plan.decode_context_tokens.extend([p + s.generated for s in g.seqs])
+                ctx.extend([p + s.generated for s in g.seqs])
             return False
         queue = deque(self.running)
         kept: list[SequenceGroup] = []

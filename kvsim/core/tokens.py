@@ -9,6 +9,8 @@ what the chained hash encodes: ``h[i] = hash((h[i-1], tokens of block i))``.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from kvsim.core.request import RequestSpec
@@ -19,12 +21,26 @@ _REQUEST_SALT = 0x5EED_0002
 _OUTPUT_SALT = 0x5EED_0003
 
 
+@lru_cache(maxsize=256)
+def _prefix_tokens(prefix_id: int, prefix_len: int, vocab_size: int) -> np.ndarray:
+    """A shared prefix's token ids (read only: many prompts start with them)."""
+    rng = np.random.default_rng([_PREFIX_SALT, prefix_id])
+    out = rng.integers(0, vocab_size, prefix_len, dtype=np.int32)
+    out.flags.writeable = False
+    return out
+
+
+@lru_cache(maxsize=256)
+def _prefix_hashes(prefix_id: int, prefix_len: int, vocab_size: int, block_size: int) -> tuple[int, ...]:
+    """``block_hashes`` of a shared prefix's full blocks: the first hashes of every prompt starting with it."""
+    return tuple(block_hashes(_prefix_tokens(prefix_id, prefix_len, vocab_size), block_size))
+
+
 def synthetic_prompt_tokens(spec: RequestSpec, vocab_size: int = VOCAB_SIZE) -> np.ndarray:
     """Deterministic int32 token ids of ``spec``'s prompt (length ``prompt_len``)."""
     parts = []
     if spec.prefix_id >= 0 and spec.prefix_len > 0:
-        rng = np.random.default_rng([_PREFIX_SALT, spec.prefix_id])
-        parts.append(rng.integers(0, vocab_size, spec.prefix_len, dtype=np.int32))
+        parts.append(_prefix_tokens(spec.prefix_id, spec.prefix_len, vocab_size))
     rest = spec.prompt_len - (spec.prefix_len if parts else 0)
     rng = np.random.default_rng([_REQUEST_SALT, spec.request_id])
     parts.append(rng.integers(0, vocab_size, rest, dtype=np.int32))
@@ -39,16 +55,26 @@ def synthetic_output_tokens(spec: RequestSpec, sample: int, count: int, vocab_si
     return rng.integers(0, vocab_size, max(0, count), dtype=np.int32)
 
 
-def block_hashes(tokens: np.ndarray, block_size: int) -> list[int]:
-    """Chained hashes of every *full* block of ``tokens``.
+def prompt_block_hashes(spec: RequestSpec, block_size: int, vocab_size: int = VOCAB_SIZE) -> list[int]:
+    """``block_hashes(synthetic_prompt_tokens(spec), block_size)``, the shared prefix's blocks hashed once."""
+    tokens = synthetic_prompt_tokens(spec, vocab_size)
+    if spec.prefix_id >= 0 and 0 < spec.prefix_len <= spec.prompt_len:
+        head = _prefix_hashes(spec.prefix_id, spec.prefix_len, vocab_size, block_size)
+        if head:                    # the first blocks depend on the prefix's tokens alone
+            return block_hashes(tokens, block_size, list(head))
+    return block_hashes(tokens, block_size)
+
+
+def block_hashes(tokens: np.ndarray, block_size: int, head: list[int] | None = None) -> list[int]:
+    """Chained hashes of every *full* block of ``tokens`` (``head``: the first ones, already known).
 
     Invariant: ``block_hashes(a)[i] == block_hashes(b)[i]`` iff (up to hash
     collisions) ``a[:(i+1)*block_size] == b[:(i+1)*block_size]``.
     """
-    out: list[int] = []
-    h = 0
+    out: list[int] = head if head is not None else []
+    h = out[-1] if out else 0
     data = np.ascontiguousarray(tokens, dtype=np.int32)
-    for i in range(len(data) // block_size):
+    for i in range(len(out), len(data) // block_size):
         h = hash((h, data[i * block_size:(i + 1) * block_size].tobytes()))
         out.append(h)
     return out

@@ -51,6 +51,14 @@ class CostModel(abc.ABC):
         ``None`` means every context is equal). ``num_seqs == 0`` gives zeros.
         """
 
+    def decode_run_times(self, num_seqs: int, ctx_sum: int, ctx_max: int, steps: int) -> list[float]:
+        """Step times of ``steps`` decode steps in a row as a list: step ``j`` has ``num_seqs`` sequences whose
+        contexts sum to ``ctx_sum + j * num_seqs``, the longest ``ctx_max + j``. Equal bit for bit to
+        :meth:`decode_step_times` on those arrays (this default makes that call; a model may loop in Python,
+        cheaper for the few steps of most fast-forwarded segments)."""
+        j = np.arange(steps, dtype=np.float64)
+        return self.decode_step_times(num_seqs, ctx_sum + num_seqs * j, ctx_max + j).tolist()
+
     def decode_step_times_rows(self, num_seqs: np.ndarray, ctx_token_sums: np.ndarray,
                                ctx_max: np.ndarray) -> np.ndarray:
         """:meth:`decode_step_times` for rows of differing batch sizes: entry ``i`` equals

@@ -42,6 +42,7 @@ from kvsim.catalogue import GPUSpec, ModelSpec
 from kvsim.configtools import cfg_field
 from kvsim.core.plan import StepPlan
 from kvsim.cost.base import CostModel, is_decode_only
+from kvsim.cost.roofline_decode import RooflineDecodeMixin
 from kvsim.cost.window import WindowMix
 from kvsim.errors import KvsimError
 from kvsim.limits import MAX_SECONDS, MIN_EFFICIENCY
@@ -106,7 +107,7 @@ class RooflineParams:
                 raise KvsimError(pre + name, f"got {v!r}, expected seconds in [0, {MAX_SECONDS:g}]")
 
 
-class RooflineCostModel(CostModel):
+class RooflineCostModel(RooflineDecodeMixin, CostModel):
     """Roofline step-time model of ``model`` on ``gpu`` with ``tensor_parallel`` GPUs (see module doc).
 
     ``block_size_tokens`` sizes the KV blocks that ``plan.copy_pairs`` and the
@@ -150,6 +151,7 @@ class RooflineCostModel(CostModel):
         else:
             self._ar_per_token = self._ar_fixed = 0.0
         self._window = WindowMix.of(model)       # None without sliding-window layers
+        self._attn_side = self._decode_attention_side()
 
     # -- the shared vectorised core -------------------------------------------
     def _forward_time(self, tokens, logit_rows, num_seqs, decode_ctx_sum, prefill_attn_s):
@@ -184,32 +186,6 @@ class RooflineCostModel(CostModel):
             lm_head = self._lm_weight_time
         overhead = p.step_overhead_s + num_seqs * p.per_seq_overhead_s
         return overhead + self.model.num_layers * layer + lm_head
-
-    def decode_step_time(self, num_seqs: int, ctx_token_sum: int) -> float:
-        """One decode-only step (the scalar twin of :meth:`decode_step_times`, equal bit for bit)."""
-        if num_seqs <= 0:
-            return 0.0
-        n = float(num_seqs)
-        return self._forward_time_f(n, n, n, float(ctx_token_sum), 0.0)
-
-    def decode_step_times(self, num_seqs: int, ctx_token_sums: np.ndarray, ctx_max: np.ndarray | None = None
-                          ) -> np.ndarray:
-        """Step times of decode-only plans of ``num_seqs`` sequences, one per context-length sum."""
-        sums = np.asarray(ctx_token_sums, dtype=np.float64)
-        if num_seqs <= 0:
-            return np.zeros(sums.shape, dtype=np.float64)
-        n = np.float64(num_seqs)
-        out = self._forward_time(n, n, n, sums, np.float64(0.0))
-        return np.broadcast_to(np.asarray(out, dtype=np.float64), sums.shape).copy()
-
-    def decode_step_times_rows(self, num_seqs: np.ndarray, ctx_token_sums: np.ndarray,
-                               ctx_max: np.ndarray | None = None) -> np.ndarray:
-        """:meth:`decode_step_times` with one batch size per row, in one vectorised call (elementwise, so each
-        entry equals the one-size call's bit for bit)."""
-        n = np.asarray(num_seqs).astype(np.float64)
-        sums = np.asarray(ctx_token_sums, dtype=np.float64)
-        out = np.asarray(self._forward_time(n, n, n, sums, np.float64(0.0)), dtype=np.float64)
-        return np.where(n > 0, out, 0.0)
 
     def _prefill_attention_s(self, plan: StepPlan) -> float:
         """Per-layer time of the step's prefill attention (one kernel over all groups)."""

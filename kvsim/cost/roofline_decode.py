@@ -1,0 +1,115 @@
+"""The roofline cost model's decode-only pricing: one step, many steps as arrays, a run's steps as a list.
+
+A mixin of :class:`kvsim.cost.roofline.RooflineCostModel` (it reads the model's
+rates and per-layer constants). Every form performs the same IEEE operations in
+the same order as the shared formula ``_forward_time(n, n, n, ctx_sum, 0.0)``,
+so each prices a step to the same float (tested bit for bit):
+
+* ``decode_step_time`` — one step, on Python floats (the stepped path);
+* ``decode_step_times`` — one batch size, an array of context sums (the batch
+  terms as scalars, the array terms in place);
+* ``decode_step_times_rows`` — a batch size per row (rebuilding fast-forwarded rows);
+* ``decode_run_times`` — ``steps`` steps in a row as a list, in a Python loop:
+  cheaper than numpy's per-call overhead for the few steps of most segments.
+
+Decode attention's roofline is ``max(s * flops / rate, s * bytes / bandwidth)``
+for a context sum ``s``; the side that wins at every ``s`` is found once
+(``_decode_attention_side``) and only it is computed.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class RooflineDecodeMixin:
+    """Decode-only pricing of :class:`~kvsim.cost.roofline.RooflineCostModel` (see the module doc)."""
+
+    def _decode_attention_side(self) -> str:
+        """Which side of decode attention's roofline, ``max(s * flops / rate, s * bytes / bandwidth)``, wins for
+        every context sum ``s > 0``: each side is ``s`` times a constant within two roundings, so when the two
+        constants differ by far more than that the same side wins whatever ``s`` (and both are 0 at ``s = 0``);
+        "both" when they are too close to tell."""
+        f = self._attn_flops_per_pair / self._attn_rate
+        b = self._kv_bytes_per_token_layer / self._bw
+        if f > b * (1 + 1e-9):
+            return "flops"
+        if b > f * (1 + 1e-9):
+            return "bytes"
+        return "both"
+
+    def _decode_scalars(self, num_seqs: int) -> tuple[float, float, float, float]:
+        """(linear, all-reduce, overhead, lm_head) of a decode step of ``num_seqs`` sequences: the batch terms."""
+        p = self.params
+        n = float(num_seqs)
+        linear = n * self._lin_flops_per_token / self._flop_rate
+        if not linear >= self._lin_weight_time:
+            linear = self._lin_weight_time
+        lm_head = n * self._lm_flops_per_row / self._flop_rate
+        if not lm_head >= self._lm_weight_time:
+            lm_head = self._lm_weight_time
+        return linear, n * self._ar_per_token + self._ar_fixed, p.step_overhead_s + n * p.per_seq_overhead_s, lm_head
+
+    def decode_step_time(self, num_seqs: int, ctx_token_sum: int) -> float:
+        """One decode-only step (the scalar twin of :meth:`decode_step_times`, equal bit for bit)."""
+        if num_seqs <= 0:
+            return 0.0
+        n = float(num_seqs)
+        return self._forward_time_f(n, n, n, float(ctx_token_sum), 0.0)
+
+    def decode_step_times(self, num_seqs: int, ctx_token_sums: np.ndarray, ctx_max: np.ndarray | None = None
+                          ) -> np.ndarray:
+        """Step times of decode-only plans of ``num_seqs`` sequences, one per context-length sum."""
+        sums = np.asarray(ctx_token_sums, dtype=np.float64)
+        if num_seqs <= 0:
+            return np.zeros(sums.shape, dtype=np.float64)
+        # _forward_time(n, n, n, sums, 0.0) with the batch-size terms as scalars and the array terms in place
+        linear, ar, over, lm_head = self._decode_scalars(num_seqs)
+        side = self._attn_side
+        if side == "flops":                   # the roofline side that wins at every context length
+            a = sums * self._attn_flops_per_pair
+            a /= self._attn_rate
+        elif side == "bytes":
+            a = sums * self._kv_bytes_per_token_layer
+            a /= self._bw
+        else:
+            a = sums * self._attn_flops_per_pair
+            a /= self._attn_rate
+            b = sums * self._kv_bytes_per_token_layer
+            b /= self._bw
+            np.maximum(a, b, out=a)
+        a += linear                           # (+ prefill_attn_s = 0.0: adds nothing to a positive time)
+        np.maximum(a, self.params.layer_launch_floor_s, out=a)
+        a += ar
+        a *= self.model.num_layers
+        a += over                             # overhead + L * layer (addition commutes)
+        a += lm_head
+        return a
+
+    def decode_step_times_rows(self, num_seqs: np.ndarray, ctx_token_sums: np.ndarray,
+                               ctx_max: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`decode_step_times` with one batch size per row, in one vectorised call (elementwise, so each
+        entry equals the one-size call's bit for bit)."""
+        n = np.asarray(num_seqs).astype(np.float64)
+        sums = np.asarray(ctx_token_sums, dtype=np.float64)
+        out = np.asarray(self._forward_time(n, n, n, sums, np.float64(0.0)), dtype=np.float64)
+        return np.where(n > 0, out, 0.0)
+
+    def decode_run_times(self, num_seqs: int, ctx_sum: int, ctx_max: int, steps: int) -> list[float]:
+        """Step times of ``steps`` decode steps in a row (step ``j`` attends to ``ctx_sum + j * num_seqs`` context
+        tokens) as a list: ``decode_step_times`` on those sums, bit for bit, in a Python loop."""
+        side = self._attn_side
+        if num_seqs <= 0 or side == "both":
+            j = np.arange(steps, dtype=np.float64)
+            return self.decode_step_times(num_seqs, ctx_sum + num_seqs * j, ctx_max + j).tolist()
+        linear, ar, over, lm_head = self._decode_scalars(num_seqs)
+        c, r = ((self._attn_flops_per_pair, self._attn_rate) if side == "flops"
+                else (self._kv_bytes_per_token_layer, self._bw))
+        floor = self.params.layer_launch_floor_s
+        layers = self.model.num_layers
+        out = []
+        for s in range(ctx_sum, ctx_sum + num_seqs * steps, num_seqs):
+            x = s * c / r + linear
+            if x < floor:
+                x = floor
+            out.append((x + ar) * layers + over + lm_head)
+        return out
