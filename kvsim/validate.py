@@ -191,8 +191,10 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
     from kvsim.validate_diff import links_markdown, write_diff
     from kvsim.errors import KvsimError
     from kvsim.outdir import atomic_write, safe_name, write_csv, write_json, write_text
+    from kvsim.card_speed import speed_markdown, speed_row
     rows = []
     names = []
+    speeds: list[dict] = []
     card = "?"
     for path in scenarios:
         profile = pick_profile(path, profiles, overrides)
@@ -214,6 +216,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
             eng_doc, eng_reqs, eng_its = read_engine_records(edir)
         engine_info = eng_doc.get("engine")
         card = engine_info.get("device", card) if isinstance(engine_info, dict) else card
+        speeds.append(speed_row(sc.name, engine_info, _profile_doc(profile).get("meta"), sc.engine.block_size))
         try:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -229,7 +232,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
     head = headline(df)
     tag = "-replay" if replay else ""
     write_csv(out / f"validation{tag}.csv", df)
-    write_text(out / f"validation{tag}.md", markdown(df, head, card) + links_markdown(names))
+    write_text(out / f"validation{tag}.md", markdown(df, head, card) + speed_markdown(speeds) + links_markdown(names))
     write_json(out / f"headline{tag}.json", head, indent=2)
     return df
 

@@ -235,7 +235,7 @@ GRAPH_PREFILL_SEQS = 256          # the engine's prefill graphs hold min(max_num
 
 
 def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_len: int | None = None
-                  ) -> tuple[dict, dict, dict, dict]:
+                  ) -> tuple[dict, dict, dict, dict, dict | None]:
     """Whole engine iterations on the GPU (forward of all layers + LM head + greedy sampling):
     decode steps over batch x context, decode steps whose contexts are unequal (evenly spaced up to
     SPREAD_MAX: a batch's longest sequence can set the attention kernel's makespan), single-sequence
@@ -248,7 +248,8 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
     is off — decode graphs by batch, prefill graphs at every captured token count up to
     GRAPH_PREFILL_MAX_TOKENS with room for GRAPH_PREFILL_SEQS sequences (the engine's defaults).
     Block tables draw blocks at random from a pool of KV_POOL_TOKENS tokens, so big batches read
-    DRAM like real ones without needing batch x context tokens of memory.
+    DRAM like real ones without needing batch x context tokens of memory. The fifth value is the
+    card's reference step (:mod:`kvsim.engine.reference_step`), timed first, as engine runs time it.
     """
     from kvsim.cost.calibrated import spread_contexts
     from kvsim.engine.attention import as_unified
@@ -275,6 +276,9 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
         return synthetic_step(prefills, decodes, block_size=bs, num_blocks=pool, vocab_size=spec.vocab_size,
                               device=dev, backend="triton", generator=gen)
     ctx_axis = sorted({min(c, max_ctx) for c in STEP_CTX})
+    from kvsim.engine.reference_step import reference_step
+    ref = reference_step(model, caches, graphs, block_size=bs, num_blocks=pool, backend="triton", device=dev,
+                         generator=gen) if dev.type == "cuda" else None     # the card's speed, as engine runs time it
 
     def timed(meta_of):
         ids, pos, meta = meta_of
@@ -327,4 +331,5 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
              "top_time_s": [[row[ctx_axis.index(t)] for t in tops] for row in dec_grid],
              "shape": "contexts evenly spaced up to max_ctx", "cuda_graphs": bool(cuda_graphs)},
             {"tokens": prefill_tokens, "time_s": pre, "cuda_graphs": bool(cuda_graphs), "timing": PREFILL_TIMING},
-            {"decode": MIX_DECODE, "ctx": MIX_CTX, "chunk": chunks, "time_s": mix, "cuda_graphs": bool(cuda_graphs)})
+            {"decode": MIX_DECODE, "ctx": MIX_CTX, "chunk": chunks, "time_s": mix, "cuda_graphs": bool(cuda_graphs)},
+            ref)

@@ -117,8 +117,9 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     for bs in block_sizes:
         k = str(bs)
         (prof["decode_step"][k], prof["decode_spread_step"][k], prof["prefill_step"][k],
-         prof["mixed_step"][k]) = M.measure_steps(
-            model, bs, dev, cuda_graphs=cuda_graphs)
+         prof["mixed_step"][k], ref) = M.measure_steps(model, bs, dev, cuda_graphs=cuda_graphs)
+        if ref is not None:
+            prof["meta"].setdefault("reference_step", {})[k] = ref
         torch.cuda.empty_cache()
         prof["decode_attn"][str(bs)] = M.measure_decode(model, bs, dev)
         prof["prefill_attn"][str(bs)] = M.measure_prefill(model, bs, dev)

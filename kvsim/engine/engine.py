@@ -152,6 +152,11 @@ class RealEngine:
                                   sampling_mode=rt.sampling, temperature=rt.temperature, top_p=rt.top_p,
                                   seed=sc.seed, graphs=[g for g in (self.graphs, self.prefill_graphs) if g is not None],
                                   unified_mixed=rt.unified_mixed_steps)
+        if self.device.type == "cuda" and layout is None:    # the card's speed today (before any sequence exists)
+            from kvsim.engine.reference_step import reference_step
+            self.info["reference_step"] = reference_step(
+                self.model, self.cache.gpu, self.graphs, block_size=e.block_size, num_blocks=self.kv.num_gpu_blocks,
+                backend=self.backend, device=self.device)
 
     def _warm_up(self) -> float:
         """Run every step shape of :func:`warmup_shapes` once, so no kernel compiles on the clock.

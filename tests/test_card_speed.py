@@ -1,0 +1,63 @@
+"""The reference step of the engine run and of the profile, side by side in kvsim validate (never a correction)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kvsim.card_speed import reference_time, speed_markdown, speed_row
+from kvsim.validate import run_validation
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ratio_is_engine_over_profile_at_the_scenarios_block_size():
+    eng = {"reference_step": {"rows": 8, "ctx": 256, "graph": True, "time_s": 0.0105}}
+    meta = {"reference_step": {"16": {"time_s": 0.0100}, "32": {"time_s": 0.0200}}}
+    row = speed_row("s", eng, meta, 16)
+    assert row["ratio"] == pytest.approx(1.05) and row["engine_ref_ms"] == pytest.approx(10.5)
+    assert speed_row("s", eng, meta, 32)["ratio"] == pytest.approx(0.525)
+    assert speed_row("s", eng, meta, 64)["ratio"] is None and speed_row("s", eng, meta, 64)["engine_ref_ms"]
+
+
+@pytest.mark.parametrize("doc", [None, {}, {"time_s": 0}, {"time_s": -1.0}, {"time_s": "fast"}, [1]])
+def test_missing_or_malformed_records_are_unknown_not_errors(doc):
+    assert reference_time(doc) is None
+    assert speed_row("s", {"reference_step": doc}, {"reference_step": {"16": doc}}, 16)["ratio"] is None
+
+
+def test_no_section_without_any_reference():
+    assert speed_markdown([speed_row("s", {}, {}, 16)]) == ""
+    md = speed_markdown([speed_row("s", {"reference_step": {"time_s": 0.011}}, {}, 16)])
+    assert "| s | 11.000 | – | – |" in md
+
+
+def test_validate_reports_card_speed_and_predictions_do_not_change(tmp_path):
+    """A replay with reference steps on both sides prints their ratio; the predicted values are those of the
+    same replay without them (the ratio is reported, never applied)."""
+    name = "v18_opt13b_pow2_bursty"
+    src = ROOT / "validation" / "H200" / name / "engine"
+    scen = [str(ROOT / "scenarios" / "validation" / f"{name}.yaml")]
+    prof = json.loads((ROOT / "calibrate" / "profiles" / "H200" / "opt-13b.json").read_text())
+    plain = run_validation(scen, [str(ROOT / "calibrate" / "profiles" / "H200" / "opt-13b.json")],
+                           _copy(src, tmp_path / "a", name), replay=True)
+    prof["meta"]["reference_step"] = {"16": {"rows": 8, "ctx": 256, "graph": True, "time_s": 0.0090}}
+    pfile = tmp_path / "opt.json"
+    pfile.write_text(json.dumps(prof))
+    out = _copy(src, tmp_path / "b", name)
+    doc = json.loads((out / name / "engine" / "summary.json").read_text())
+    doc["engine"]["reference_step"] = {"rows": 8, "ctx": 256, "graph": True, "time_s": 0.0099}
+    (out / name / "engine" / "summary.json").write_text(json.dumps(doc))
+    timed = run_validation(scen, [str(pfile)], out, replay=True)
+    pd.testing.assert_frame_equal(plain, timed)
+    md = (out / "validation-replay.md").read_text()
+    assert "## Card speed" in md and f"| {name} | 9.900 | 9.000 | 1.100 |" in md
+    assert "## Card speed" not in (tmp_path / "a" / "validation-replay.md").read_text()
+
+
+def _copy(src: Path, out: Path, name: str) -> Path:
+    shutil.copytree(src, out / name / "engine")
+    return out
