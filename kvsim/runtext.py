@@ -20,9 +20,12 @@ ROWS = (
 )
 
 
-def format_summary(summary: dict) -> str:
+def format_summary(summary: dict, *, clock: str = "simulated") -> str:
+    """The summary table; ``clock`` names the time axis of the last row ("simulated" for ``kvsim run``,
+    "wall" for ``kvsim engine``, whose iterations ran on a real clock)."""
     lines = []
     for label, keys, fmt in ROWS:
+        label = label.replace("simulated time", f"{clock} time")
         keys = keys if isinstance(keys, tuple) else (keys,)
         vals = [summary.get(k) for k in keys]
         text = "n/a" if any(v is None for v in vals) else fmt.format(*vals)

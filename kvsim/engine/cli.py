@@ -52,7 +52,7 @@ def cmd_engine(args) -> int:
         from kvsim.errors import KvsimError
         raise KvsimError("runtime.max_wall_s" if sc.runtime.max_wall_s else "engine",
                          f"the engine finished none of {s['requests_total']} requests (records in {out})")
-    print(format_summary(res.summary))
+    print(format_summary(res.summary, clock="wall"))
     print(f"  per iteration: cpu {info['cpu_s_mean'] * 1e3:.2f} ms, gpu {info['gpu_s_mean'] * 1e3:.2f} ms; "
           f"wrote {out}/{{{', '.join(written)}}} in {time.perf_counter() - t0:.1f} s")
     return 0
