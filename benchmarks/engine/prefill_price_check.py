@@ -1,0 +1,52 @@
+"""Lone prefill steps of committed engine traces against their calibrated price, by prompt length (CPU).
+
+Every engine step with one prompt and nothing else (no decode rows, swaps or copies) is priced with the
+profile by the simulator's own pricing (padded CUDA-graph token count when the profile's grid allows it,
+``prefill_overhead`` when present) and compared with its measured duration.
+
+usage: python benchmarks/engine/prefill_price_check.py --profile calibrate/profiles/H200/opt-13b.json \
+           validation/H200/v0[1-9]*/engine validation/H200/v11*/engine
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from kvsim.core.plan import StepPlan
+from kvsim.cost.calibrated import CalibratedCostModel, load_profile
+from kvsim.graph_sizes import graph_batch_sizes, prefill_token_sizes
+
+BINS = [0, 64, 128, 256, 512, 1024, 2048]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("traces", nargs="+", help="engine record folders (iterations.csv)")
+    ap.add_argument("--profile", required=True)
+    ap.add_argument("--block-size", type=int, default=16)
+    ap.add_argument("--graph-prefill-tokens", type=int, default=2048, help="the engine's prefill graph limit")
+    a = ap.parse_args()
+    p = load_profile(a.profile)
+    cm = CalibratedCostModel(p, model_name=p.model, dtype=p.dtype, block_size_tokens=a.block_size,
+                             decode_graph_batches=graph_batch_sizes(256),
+                             prefill_graph_tokens=prefill_token_sizes(a.graph_prefill_tokens))
+    rows = []
+    for d in a.traces:
+        it = pd.read_csv(Path(d) / "iterations.csv")
+        lone = it[(it.decode_seqs == 0) & (it.prefill_groups == 1) & (it.swap_in_blocks == 0)
+                  & (it.swap_out_blocks == 0) & (it.cow_copies == 0)]
+        for t, dur in zip(lone.prefill_tokens, lone.duration_s):
+            plan = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[int(t)], prefill_cached_tokens=[0])
+            rows.append({"tokens": int(t), "measured_s": dur, "priced_s": cm.step_time(plan)})
+    df = pd.DataFrame(rows)
+    df["error"] = df.priced_s / df.measured_s - 1
+    table = df.groupby(pd.cut(df.tokens, BINS), observed=True).error.agg(["median", "size"])
+    print(f"{len(df)} lone prefill steps, profile {a.profile}; priced / measured - 1 by prompt tokens:")
+    print(table.round(4).to_string())
+    print(f"all: median {df.error.median():+.2%}")
+
+
+if __name__ == "__main__":
+    main()
