@@ -143,7 +143,9 @@ def experiments(quick: bool, jobs: int | None, progress: bool, preset: str | Non
                                          for d, b in picks.items()])
     f19 = cost.sizes([1, 4, 16, 64, 256])
     if len(f19) >= 2:                     # a comparison across block sizes needs two of them
-        res["fig19"] = pd.concat([run(f"fig19_{m}", {"engine.block_size": f19}).assign(mode=m)
+        from kvsim.config import load_scenario
+        own = lambda m: f"workload.rate_req_s={rs(load_scenario(_sc(f'fig19_{m}')).workload.rate_req_s)}"  # noqa: E731
+        res["fig19"] = pd.concat([run(f"fig19_{m}", {"engine.block_size": f19}, [own(m)]).assign(mode=m)
                                   for m in ("swap", "recompute")], ignore_index=True)
     return res
 

@@ -71,6 +71,7 @@ def measured(res: dict, threshold: float = LATENCY_THRESHOLD_S, rate_scale: floa
         "fig12": {"sharegpt": fig12(res["fig12_sharegpt"], threshold),
                   "alpaca": fig12(res["fig12_alpaca"], threshold),
                   "sensitivity": {str(t): fig12(res["fig12_sharegpt"], t)["ratios"] for t in SENSITIVITY_S}},
+        "static_batch": _static_batch(res["fig12_sharegpt"], threshold),
         "fig13": {d: fig13(res[f"fig12_{d}"], round(r * rate_scale, 6), systems=("paged", "orca_oracle", "orca_pow2", "orca_max"))
                   for d, r in FIG13_RATES.items()},
         "fig14": {"parallel": _gain(par, "workload.n"), "beam": _gain(beam, "workload.beam_width")},
@@ -87,6 +88,16 @@ def measured(res: dict, threshold: float = LATENCY_THRESHOLD_S, rate_scale: floa
         "rate_scale": rate_scale,
         "fig19": {int(b): float(r["swap"] / r["recompute"]) for b, r in f19.iterrows()},
     }
+
+
+def _static_batch(df: pd.DataFrame, threshold: float) -> dict:
+    """The static baseline's average batch at its rate at ``threshold`` and the largest over its sweep."""
+    g = df[df[SYSTEM] == "static (FT-like)"]
+    if g.empty:
+        return {}
+    rate = fig12(g, threshold)["rates"].get("static (FT-like)", {})
+    at = value_at_rate(g[RATE], g["avg_batched_requests"], rate["value"]) if rate.get("bound") == "=" else float("nan")
+    return {"at_rate": float(at), "max": float(g["avg_batched_requests"].max())}
 
 
 def _fig15_lengths(res: dict) -> dict:

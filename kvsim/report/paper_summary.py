@@ -38,13 +38,22 @@ def _why_fig12(m: dict, other: str) -> str:
     if other == "static (FT-like)":
         return (f"paged reaches {rp} req/s, the static baseline {ro}: request-level batching makes a new "
                 f"request wait for the whole running batch, so its latency crosses {s['threshold_s']} s/token "
-                f"almost at once; it is Orca-Max reservations with static batching, not FasterTransformer itself")
+                f"almost at once; it is Orca-Max reservations with static batching, not FasterTransformer itself"
+                + _static_batch_text(m))
     txt = f"paged reaches {rp} req/s, {NAMES[other]} {ro}"
     if other in f13["batch"] and other in f2:
         txt += (f"; at {f13['rate']:g} req/s they batch {f13['batch']['paged']:.1f} vs {f13['batch'][other]:.1f} requests and "
                 f"with the cache full paged holds {f2['paged']['used']:.0%} token states vs {f2[other]['used']:.0%}: "
                 f"the rate ratio follows how many requests the KV cache holds")
     return txt
+
+
+def _static_batch_text(m: dict) -> str:
+    b = m.get("static_batch") or {}
+    if not b or b["at_rate"] != b["at_rate"]:
+        return ""
+    return (f"; at that rate it batches {b['at_rate']:.1f} requests on average (up to {b['max']:.1f} higher in its "
+            f"sweep): queueing behind long batches, not KV memory, sets its rate (benchmarks/paper/static_ratio.md)")
 
 
 def _fig12_rows(m: dict) -> list[tuple]:
@@ -127,13 +136,14 @@ def table_rows(m: dict) -> list[tuple]:
              + "; ".join(f"{NAMES[a]}: {s['iterations']} iterations, {s['time_frac']:.0%} of the run"
                          for a, s in f2["split"].items()))]
     rows += _fig12_rows(m) + _fig13_rows(m)
-    rows.append(("Fig. 14", "paged / Orca (Oracle) tokens/s by n (parallel) and beam width, 40 req/s",
+    r14 = f"{40 * m.get('rate_scale', 1.0):g} req/s"
+    rows.append(("Fig. 14", f"paged / Orca (Oracle) tokens/s by n (parallel) and beam width, {r14}",
                  "parallel " + ", ".join(f"{k}: {v:.2f}" for k, v in m["fig14"]["parallel"].items())
                  + "; beam " + ", ".join(f"{k}: {v:.2f}" for k, v in m["fig14"]["beam"].items()),
                  PAPER_VALUES["fig14"]["paper"],
                  f"parallel {_grows(m['fig14']['parallel'])}, beam {_grows(m['fig14']['beam'])}",
                  "" if all(_grows(m["fig14"][k]) == "grows" for k in ("parallel", "beam")) else
-                 "at 40 req/s both are past capacity; parallel-sampling KV is mostly the samples' private outputs, "
+                 f"at {r14} both are past capacity; parallel-sampling KV is mostly the samples' private outputs, "
                  "so sharing (Fig. 15 row) frees less memory than in beam search"))
     for key, what in (("fig15_parallel", "parallel sampling n=2..6"), ("fig15_beam", "beam search width 2..6")):
         pv, v = PAPER_VALUES[key], m[key]
