@@ -52,8 +52,8 @@ def _static_batch_text(m: dict) -> str:
     b = m.get("static_batch") or {}
     if not b or b["at_rate"] != b["at_rate"]:
         return ""
-    return (f"; at that rate it batches {b['at_rate']:.1f} requests on average (up to {b['max']:.1f} higher in its "
-            f"sweep): queueing behind long batches, not KV memory, sets its rate (benchmarks/paper/static_ratio.md)")
+    return (f"; at that rate it batches {b['at_rate']:.1f} requests on average (its sweep's largest average "
+            f"batch: {b['max']:.1f}); what sets the ratio is measured in benchmarks/paper/static_ratio.md")
 
 
 def _fig12_rows(m: dict) -> list[tuple]:
