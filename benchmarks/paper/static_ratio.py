@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PAPER = ROOT / "scenarios" / "paper"
 TRACE = ["workload.dataset=trace", f"workload.path={ROOT / 'scenarios/traces/sharegpt_llama3_1000.csv'}",
          "workload.retime_trace=true", "workload.arrival=poisson"]
-RATES = {"paged": [1.0, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0], "static": [0.04, 0.06, 0.07, 0.08, 0.1, 0.12, 0.16]}
+RATES = {"paged": [1.0, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0],
+         "static": [0.04, 0.06, 0.07, 0.08, 0.1, 0.12, 0.16]}
 THRESHOLD = 0.1
 
 

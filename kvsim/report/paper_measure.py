@@ -72,7 +72,8 @@ def measured(res: dict, threshold: float = LATENCY_THRESHOLD_S, rate_scale: floa
                   "alpaca": fig12(res["fig12_alpaca"], threshold),
                   "sensitivity": {str(t): fig12(res["fig12_sharegpt"], t)["ratios"] for t in SENSITIVITY_S}},
         "static_batch": _static_batch(res["fig12_sharegpt"], threshold),
-        "fig13": {d: fig13(res[f"fig12_{d}"], round(r * rate_scale, 6), systems=("paged", "orca_oracle", "orca_pow2", "orca_max"))
+        "fig13": {d: fig13(res[f"fig12_{d}"], round(r * rate_scale, 6),
+                           systems=("paged", "orca_oracle", "orca_pow2", "orca_max"))
                   for d, r in FIG13_RATES.items()},
         "fig14": {"parallel": _gain(par, "workload.n"), "beam": _gain(beam, "workload.beam_width")},
         "fig15_parallel": {"min": float(pp.min()), "max": float(pp.max()),

@@ -42,7 +42,8 @@ def _why_fig12(m: dict, other: str) -> str:
                 + _static_batch_text(m))
     txt = f"paged reaches {rp} req/s, {NAMES[other]} {ro}"
     if other in f13["batch"] and other in f2:
-        txt += (f"; at {f13['rate']:g} req/s they batch {f13['batch']['paged']:.1f} vs {f13['batch'][other]:.1f} requests and "
+        txt += (f"; at {f13['rate']:g} req/s they batch {f13['batch']['paged']:.1f} vs {f13['batch'][other]:.1f} "
+                f"requests and "
                 f"with the cache full paged holds {f2['paged']['used']:.0%} token states vs {f2[other]['used']:.0%}: "
                 f"the rate ratio follows how many requests the KV cache holds")
     return txt
@@ -72,7 +73,8 @@ def _fig12_rows(m: dict) -> list[tuple]:
            "requests are short (19 / 58 tokens on average), so the reservations of Oracle and Pow2 cost little "
            "KV memory")
     if "orca_max" in f13:
-        why += f", while Orca (Max) reserves 2,048 slots per request and batches {f13['orca_max']:.1f} at {m['fig13']['alpaca']['rate']:g} req/s"
+        why += (f", while Orca (Max) reserves 2,048 slots per request and batches {f13['orca_max']:.1f} at "
+                f"{m['fig13']['alpaca']['rate']:g} req/s")
     rows.append(("Fig. 12b Alpaca", f"paged / Orca request rate at {a['threshold_s']} s/token",
                  "; ".join(f"{NAMES[k]} {_x(r)}" for k, r in a["ratios"].items()),
                  "not stated per dataset in the notes", "—", why))
@@ -202,10 +204,11 @@ def summary_markdown(m: dict, quick: bool, wall_s: float, preset: str | None = N
              f"Mode: {'quick (400 requests per point, 1,500 Alpaca-like)' if quick else 'full (1,000 requests per point, 3,000 Alpaca-like)'}; "
              f"{wall_s:.0f} s wall. Cost model: {cost}. Nothing is fitted to the paper's figures.", "",
              f"Fig. 12 ratios are read at equal latency: for each system the highest request rate whose mean "
-             f"normalized latency stays under **{s['threshold_s']} s/token** (about 3-4x the unloaded latency, "
-             f"where the curves turn up), interpolated linearly between swept rates; a rate outside the sweep "
+             f"normalized latency stays under **{s['threshold_s']} s/token** (on the default roofline about 3-4x "
+             f"the unloaded latency, where the curves turn up), interpolated linearly between swept rates; a rate outside the sweep "
              f"is a bound (`>=`, `<`). Fig. 13 batch sizes are read at the paper's rates times the rate scale "
-             f"(ShareGPT {m['fig13']['sharegpt']['rate']:g} req/s, Alpaca {m['fig13']['alpaca']['rate']:g} req/s), Fig. 2 over the iterations when the KV cache is full.", "",
+             f"(ShareGPT {m['fig13']['sharegpt']['rate']:g} req/s, Alpaca {m['fig13']['alpaca']['rate']:g} req/s), "
+             f"Fig. 2 over the iterations when the KV cache is full.", "",
              "| figure | what | kvsim | paper | difference | why |", "|---|---|---|---|---|---|"]
     for row in table_rows(m):
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |")
