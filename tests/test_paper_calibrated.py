@@ -96,7 +96,7 @@ def test_summary_explains_fig15_from_the_readings_and_skips_fig19():
     row = next(line for line in md.splitlines() if "parallel sampling n=2..6" in line)
     assert "18.0%" in row and "n=2: 9.0% vs 10.0%" in row and "12.2% (n=2)" in row
     row = next(line for line in md.splitlines() if "beam search width 2..6" in line)
-    assert "0.25: 47.5%" in row and "beam_keep_prob" in row
+    assert "0.25: 47.5%" in row and "beam_keep_prob" in row and "15.0 pts" in row
     row = next(line for line in md.splitlines() if line.startswith("| Fig. 19"))
     assert "skipped" in row
     assert "at 10 req/s" in md and "x5" in md
