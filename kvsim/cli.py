@@ -53,7 +53,9 @@ def _cmd_paper(args) -> int:
     from kvsim.paper import reproduce
     _check_jobs(args.jobs)
     out = Path(args.out or Path("runs") / "paper")
-    path = reproduce(out, quick=args.quick, jobs=args.jobs, progress=not args.quiet, preset=args.preset)
+    from kvsim.report.paper_cost import PaperCost
+    cost = PaperCost(preset=args.preset, profile=args.profile, gpu=args.gpu, rate_scale=args.rate_scale)
+    path = reproduce(out, quick=args.quick, jobs=args.jobs, progress=not args.quiet, cost=cost)
     print(f"wrote {path} and the figures next to it")
     return 0
 
@@ -181,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--preset", default=None, metavar="NAME",
                     help="cost preset (kvsim/cost/presets.py): paper-a100-2023 = A100 with the measured host "
                          "overheads of the 2023 vLLM engine (default: the plain roofline)")
+    pa.add_argument("--profile", default=None, metavar="JSON",
+                    help="price steps with a measured profile (kvsim calibrate), e.g. "
+                         "calibrate/profiles/H200/opt-13b.json; Fig. 18b/19 sweep only its block sizes")
+    pa.add_argument("--gpu", default=None, help="GPU memory from the catalogue (default: the scenarios' A100-40GB)")
+    pa.add_argument("--rate-scale", type=float, default=1.0, metavar="X",
+                    help="multiply every request rate (a faster card needs higher rates to load it)")
     pa.add_argument("--quiet", action="store_true")
     pa.set_defaults(func=_cmd_paper)
     from kvsim.engine.cli import add_parser as _add_engine

@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from kvsim.errors import KvsimError
+from kvsim.report.paper_cost import PaperCost
 from kvsim.sweeps import sweep
 
 PAPER = Path(__file__).resolve().parents[1] / "scenarios" / "paper"
@@ -82,54 +83,70 @@ def fig2_full_cache(overrides: list[str], jobs: int | None, rate: float = FIG2_R
     return df.assign(**{"workload.rate_req_s": rate, "free_below_frac": free_below})
 
 
-def experiments(quick: bool, jobs: int | None, progress: bool, preset: str | None = None) -> dict:
-    from kvsim.cost.presets import get_preset
-    p = get_preset(preset)
-    pre = p.overrides() if p else []
+def experiments(quick: bool, jobs: int | None, progress: bool, preset: str | None = None,
+                cost: PaperCost | None = None) -> dict:
+    """Every sweep's frame; ``cost`` (:class:`PaperCost`) sets the cost model, the rate scale and which
+    block sizes Fig. 18b / 19 can sweep (a figure left with none is absent from the result)."""
+    cost = cost or PaperCost(preset=preset)
+    pre = cost.overrides()
+    rs = cost.rates
     n = [f"workload.num_requests={400 if quick else 1000}", *pre]
     fast = [f"workload.num_requests={1500 if quick else 3000}"]      # Alpaca-like: >= 60 s of arrivals
     run = lambda name, grid, extra=(): sweep(_sc(name), grid, n + list(extra), jobs=jobs, progress=progress)
     res: dict = {}
-    share_rates = SHARE_RATES_QUICK if quick else SHARE_RATES
-    static_rates = STATIC_RATES_QUICK if quick else STATIC_RATES
-    alpaca_rates = ALPACA_RATES_QUICK if quick else ALPACA_RATES
+    share_rates = rs(SHARE_RATES_QUICK if quick else SHARE_RATES)
+    static_rates = rs(STATIC_RATES_QUICK if quick else STATIC_RATES)
+    alpaca_rates = rs(ALPACA_RATES_QUICK if quick else ALPACA_RATES)
     res["fig12_sharegpt"] = pd.concat([run(f"fig12_opt13b_sharegpt_{a}", {"workload.rate_req_s": share_rates})
                                        .assign(**{"engine.allocator": a}) for a in ALLOCATORS]
                                       + [run("fig12_opt13b_sharegpt_static", {"workload.rate_req_s": static_rates})
                                          .assign(**{"engine.allocator": STATIC})], ignore_index=True)
     res["fig12_alpaca"] = pd.concat([run(f"fig12_opt13b_alpaca_{a}", {"workload.rate_req_s": alpaca_rates}, fast)
                                      .assign(**{"engine.allocator": a}) for a in ALLOCATORS], ignore_index=True)
-    res["fig2"] = fig2_full_cache(n, jobs)
+    res["fig2"] = fig2_full_cache(n, jobs, rate=rs(FIG2_RATE))
     widths = [2, 4, 6]
     res["fig14_parallel"] = run("fig14_parallel_sampling_paged",
                                 {"workload.n": widths, "engine.allocator": ["paged", "orca_oracle"]},
-                                ["workload.rate_req_s=40", "workload.num_requests=200"] if quick else
-                                ["workload.rate_req_s=40"])
+                                [f"workload.rate_req_s={rs(40)}", "workload.num_requests=200"] if quick else
+                                [f"workload.rate_req_s={rs(40)}"])
     res["fig14_beam"] = run("fig14_beam_search_paged",
                             {"workload.beam_width": widths, "engine.allocator": ["paged", "orca_oracle"]},
-                            ["workload.rate_req_s=40", "workload.num_requests=200"] if quick else
-                            ["workload.rate_req_s=40"])
-    res["fig16"] = pd.concat([run(f"fig16_prefix_{k}", {"engine.enable_prefix_caching": [True, False],
-                                                        "workload.rate_req_s": [10, 20, 40]}).assign(shots=k)
-                              for k in ("1shot", "5shot")], ignore_index=True)
+                            [f"workload.rate_req_s={rs(40)}", "workload.num_requests=200"] if quick else
+                            [f"workload.rate_req_s={rs(40)}"])
+    from kvsim.report import paper_fig15 as f15
+    par = [f"workload.rate_req_s={rs(40)}", *(["workload.num_requests=200"] if quick else [])]
+    share = f15.workload_share(_sc("fig14_parallel_sampling_paged"), [*n, *par])
+    pp = res["fig14_parallel"].query("`engine.allocator` == 'paged'").set_index("workload.n").sharing_saved_frac
+    res["fig15_prompt_share"] = f15.fig15_table(widths, share, pp)
+    res["fig15_beam_keep"] = run("fig14_beam_search_paged", f15.beam_keep_grid(), par)
+    if cost.prices(_sc("fig16_prefix_1shot")):      # absent (skipped) when a profile holds another model
+        res["fig16"] = pd.concat([run(f"fig16_prefix_{k}", {"engine.enable_prefix_caching": [True, False],
+                                                            "workload.rate_req_s": rs([10, 20, 40])}).assign(shots=k)
+                                  for k in ("1shot", "5shot")], ignore_index=True)
     res["fig17"] = run("fig12_opt13b_sharegpt_paged", {"engine.allocator": ALLOCATORS,
-                                                       "workload.rate_req_s": [0.3, 0.6, 0.9, 1.2]},
+                                                       "workload.rate_req_s": rs([0.3, 0.6, 0.9, 1.2])},
                        ["workload.prefix_len=512", "workload.num_prefixes=100000", "workload.max_len_tokens=2048"])
-    sizes = [1, 2, 4, 8, 16, 32, 64, 128, 256] if not quick else [2, 8, 16, 32, 64, 128, 256]
+    sizes = cost.sizes([1, 2, 4, 8, 16, 32, 64, 128, 256] if not quick else [2, 8, 16, 32, 64, 128, 256])
     res["fig18b"] = pd.concat([run(f"fig18b_block_size_{d}", {"engine.block_size": sizes}, extra).assign(dataset=d)
-                               for d, extra in (("sharegpt", ["workload.rate_req_s=2.0"]),
-                                                ("alpaca", ["workload.rate_req_s=50"] + fast))], ignore_index=True)
-    from kvsim.report.blocksize import analyse
+                               for d, extra in (("sharegpt", [f"workload.rate_req_s={rs(2.0)}"]),
+                                                ("alpaca", [f"workload.rate_req_s={rs(50)}"] + fast))],
+                              ignore_index=True)
+    from kvsim.report.blocksize import DEFAULT_BLOCK_SIZES, analyse
     picks = {}
+    search = cost.sizes([16, 32, 64, 128] if quick else list(DEFAULT_BLOCK_SIZES))
     for d in ("sharegpt", "alpaca"):
         a = analyse(_sc(f"fig18b_block_size_{d}"), {"normalized_latency_s": 0.1}, jobs=jobs, overrides=pre,
-                    block_sizes=[16, 32, 64, 128] if quick else None, requests=400 if quick else 600)
+                    block_sizes=search, requests=400 if quick else 600)
         picks[d] = a.block_size
         res[f"fig18b_rate_{d}"] = a.table
-    res["fig18b_choice"] = pd.DataFrame([{"dataset": d, "block_size": b} for d, b in picks.items()])
-    res["fig19"] = pd.concat([run(f"fig19_{m}", {"engine.block_size": [1, 4, 16, 64, 256] if not quick
-                                                 else [1, 4, 16, 64, 256]}).assign(mode=m)
-                              for m in ("swap", "recompute")], ignore_index=True)
+    res["fig18b_choice"] = pd.DataFrame([{"dataset": d, "block_size": b, "searched": ",".join(map(str, search))}
+                                         for d, b in picks.items()])
+    f19 = cost.sizes([1, 4, 16, 64, 256])
+    if len(f19) >= 2:                     # a comparison across block sizes needs two of them
+        from kvsim.config import load_scenario
+        own = lambda m: f"workload.rate_req_s={rs(load_scenario(_sc(f'fig19_{m}')).workload.rate_req_s)}"  # noqa: E731
+        res["fig19"] = pd.concat([run(f"fig19_{m}", {"engine.block_size": f19}, [own(m)]).assign(mode=m)
+                                  for m in ("swap", "recompute")], ignore_index=True)
     return res
 
 
@@ -137,23 +154,22 @@ PAPER_SUFFIXES = (".csv", ".png", ".json", ".md")
 
 
 def reproduce(out, quick: bool = False, jobs: int | None = None, progress: bool = False,
-              preset: str | None = None) -> Path:
+              preset: str | None = None, cost: PaperCost | None = None) -> Path:
     """Run every experiment, write figures, ``results.json`` and ``SUMMARY.md`` into ``out``."""
-    from kvsim.cost.presets import get_preset
     from kvsim.outdir import OutputSet, finite_json
     from kvsim.report.paper_figs import draw_all
     from kvsim.report.paper_measure import measured
     from kvsim.report.paper_summary import summary_markdown
     out = Path(out)
-    get_preset(preset)                             # an unknown preset fails before any work
+    cost = cost or PaperCost(preset=preset)        # an unknown preset or unusable profile fails before any work
     OutputSet(out, PAPER_SUFFIXES)._check()        # refuse a foreign --out before minutes of work
     t0 = time.perf_counter()
-    res = experiments(quick, jobs, progress, preset)
+    res = experiments(quick, jobs, progress, cost=cost)
     with OutputSet(out, PAPER_SUFFIXES) as d:
         for k, df in res.items():
             df.to_csv(d / f"{k}.csv", index=False)
         draw_all(res, d)
-        meas = measured(res)
+        meas = measured(res, rate_scale=cost.rate_scale)
         (d / "results.json").write_text(finite_json(meas, indent=2))
-        (d / "SUMMARY.md").write_text(summary_markdown(meas, quick, time.perf_counter() - t0, preset))
+        (d / "SUMMARY.md").write_text(summary_markdown(meas, quick, time.perf_counter() - t0, cost=cost))
     return out / "SUMMARY.md"

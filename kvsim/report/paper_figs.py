@@ -66,11 +66,12 @@ def draw_all(res: dict, out: Path) -> None:
            title="Fig. 15: memory saved by sharing")
     ax.legend(fontsize=7)
     _save(fig, out / "fig15.png")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    f16 = res["fig16"].assign(label=lambda d: d.shots + " caching=" + d["engine.enable_prefix_caching"].astype(str))
-    _lines(ax, f16, "workload.rate_req_s", "normalized_latency_s", "label", logy=True)
-    ax.set_title(_title("fig16", "Fig. 16: shared prefix, latency vs rate"))
-    _save(fig, out / "fig16.png")
+    if "fig16" in res:                     # absent when a profile holds another model than Fig. 16's
+        fig, ax = plt.subplots(figsize=(6, 4))
+        f16 = res["fig16"].assign(label=lambda d: d.shots + " caching=" + d["engine.enable_prefix_caching"].astype(str))
+        _lines(ax, f16, "workload.rate_req_s", "normalized_latency_s", "label", logy=True)
+        ax.set_title(_title("fig16", "Fig. 16: shared prefix, latency vs rate"))
+        _save(fig, out / "fig16.png")
     fig, ax = plt.subplots(figsize=(6, 4))
     _lines(ax, res["fig17"], "workload.rate_req_s", "normalized_latency_s", "engine.allocator", logy=True)
     ax.set_title(_title("fig17", "Fig. 17: chatbot (512-token history), latency vs rate"))
@@ -80,6 +81,8 @@ def draw_all(res: dict, out: Path) -> None:
     log_scale(ax, "x", base=2)
     ax.set_title(_title("fig18b", "Fig. 18b: latency vs block size"), fontsize=8)
     _save(fig, out / "fig18b.png")
+    if "fig19" not in res:                 # a profile with fewer than two of Fig. 19's block sizes
+        return
     fig, ax = plt.subplots(figsize=(6, 4))
     _lines(ax, res["fig19"], "engine.block_size", "normalized_latency_s", "mode", logy=True)
     log_scale(ax, "x", base=2)

@@ -49,16 +49,18 @@ def _gain(df: pd.DataFrame, col: str) -> dict:
     return {int(k): float(r["paged"] / r["orca_oracle"]) for k, r in p.iterrows()}
 
 
-def measured(res: dict, threshold: float = LATENCY_THRESHOLD_S) -> dict:
-    """Every figure's reading (see module doc) from the frames of :func:`kvsim.paper.experiments`."""
+def measured(res: dict, threshold: float = LATENCY_THRESHOLD_S, rate_scale: float = 1.0) -> dict:
+    """Every figure's reading (see module doc) from the frames of :func:`kvsim.paper.experiments`;
+    ``rate_scale`` is the one the sweeps ran with (the Fig. 13 rates are scaled by it)."""
     f2 = res["fig2"].set_index(SYSTEM)
     parts = {"used": "mem_used_frac", "internal": "mem_internal_frag_frac", "reserved": "mem_reserved_frac",
              "external": "mem_external_frag_frac", "free": "mem_free_frac"}
     par, beam = res["fig14_parallel"], res["fig14_beam"]
     pp = par[par[SYSTEM] == "paged"].set_index("workload.n").sharing_saved_frac
     bp = beam[beam[SYSTEM] == "paged"].set_index("workload.beam_width").sharing_saved_frac
-    f19 = res["fig19"].pivot_table(index="engine.block_size", columns="mode", values="normalized_latency_s")
-    f16 = res["fig16"]
+    f19 = (res["fig19"].pivot_table(index="engine.block_size", columns="mode", values="normalized_latency_s")
+           if "fig19" in res else pd.DataFrame(columns=["swap", "recompute"]))
+    f16 = res.get("fig16", pd.DataFrame(columns=["shots", RATE, "engine.enable_prefix_caching", "throughput_tok_s"]))
     top = f16[f16[RATE] == f16[RATE].max()]
     on = lambda g, v: g[g["engine.enable_prefix_caching"] == v].throughput_tok_s.iloc[0]  # noqa: E731
     return {
@@ -69,16 +71,47 @@ def measured(res: dict, threshold: float = LATENCY_THRESHOLD_S) -> dict:
         "fig12": {"sharegpt": fig12(res["fig12_sharegpt"], threshold),
                   "alpaca": fig12(res["fig12_alpaca"], threshold),
                   "sensitivity": {str(t): fig12(res["fig12_sharegpt"], t)["ratios"] for t in SENSITIVITY_S}},
-        "fig13": {d: fig13(res[f"fig12_{d}"], r, systems=("paged", "orca_oracle", "orca_pow2", "orca_max"))
+        "static_batch": _static_batch(res["fig12_sharegpt"], threshold),
+        "fig13": {d: fig13(res[f"fig12_{d}"], round(r * rate_scale, 6),
+                           systems=("paged", "orca_oracle", "orca_pow2", "orca_max"))
                   for d, r in FIG13_RATES.items()},
         "fig14": {"parallel": _gain(par, "workload.n"), "beam": _gain(beam, "workload.beam_width")},
         "fig15_parallel": {"min": float(pp.min()), "max": float(pp.max()),
                            "by_n": {int(k): float(v) for k, v in pp.items()}},
         "fig15_beam": {"min": float(bp.min()), "max": float(bp.max()),
                        "by_width": {int(k): float(v) for k, v in bp.items()}},
+        "fig15_lengths": _fig15_lengths(res),
         "fig16": {s: float(on(g, True) / on(g, False)) for s, g in top.groupby("shots")},
         "fig17": fig12(res["fig17"], threshold),
         "fig18a": fig18a_reading(),
         "fig18b": {r.dataset: int(r.block_size) for r in res["fig18b_choice"].itertuples()},
+        "fig18b_searched": str(res["fig18b_choice"]["searched"].iloc[0]) if "searched" in res["fig18b_choice"] else "",
+        "rate_scale": rate_scale,
         "fig19": {int(b): float(r["swap"] / r["recompute"]) for b, r in f19.iterrows()},
     }
+
+
+def _static_batch(df: pd.DataFrame, threshold: float) -> dict:
+    """The static baseline's average batch at its rate at ``threshold`` and the largest over its sweep."""
+    g = df[df[SYSTEM] == "static (FT-like)"]
+    if g.empty:
+        return {}
+    rate = fig12(g, threshold)["rates"].get("static (FT-like)", {})
+    at = value_at_rate(g[RATE], g["avg_batched_requests"], rate["value"]) if rate.get("bound") == "=" else float("nan")
+    return {"at_rate": float(at), "max": float(g["avg_batched_requests"].max())}
+
+
+def _fig15_lengths(res: dict) -> dict:
+    """Fig. 15's prompt-share check (:mod:`kvsim.report.paper_fig15`) and the beam saving by keep probability."""
+    out: dict = {}
+    if "fig15_prompt_share" in res:
+        t = res["fig15_prompt_share"]
+        out.update({k: float(t[k].iloc[0]) for k in ("share", "mean_prompt", "mean_output", "prompt_ge_block_frac")},
+                   block_size=int(t["block_size"].iloc[0]),
+                   predicted={int(r.n): float(r.predicted) for r in t.itertuples()},
+                   simulated={int(r.n): float(r.simulated) for r in t.itertuples()})
+    if "fig15_beam_keep" in res:
+        k = res["fig15_beam_keep"]
+        out["beam_width"] = int(k["workload.beam_width"].iloc[0])
+        out["beam_keep"] = {float(r["engine.beam_keep_prob"]): float(r["sharing_saved_frac"]) for _, r in k.iterrows()}
+    return out

@@ -38,13 +38,23 @@ def _why_fig12(m: dict, other: str) -> str:
     if other == "static (FT-like)":
         return (f"paged reaches {rp} req/s, the static baseline {ro}: request-level batching makes a new "
                 f"request wait for the whole running batch, so its latency crosses {s['threshold_s']} s/token "
-                f"almost at once; it is Orca-Max reservations with static batching, not FasterTransformer itself")
+                f"almost at once; it is Orca-Max reservations with static batching, not FasterTransformer itself"
+                + _static_batch_text(m))
     txt = f"paged reaches {rp} req/s, {NAMES[other]} {ro}"
     if other in f13["batch"] and other in f2:
-        txt += (f"; at 2 req/s they batch {f13['batch']['paged']:.1f} vs {f13['batch'][other]:.1f} requests and "
+        txt += (f"; at {f13['rate']:g} req/s they batch {f13['batch']['paged']:.1f} vs {f13['batch'][other]:.1f} "
+                f"requests and "
                 f"with the cache full paged holds {f2['paged']['used']:.0%} token states vs {f2[other]['used']:.0%}: "
                 f"the rate ratio follows how many requests the KV cache holds")
     return txt
+
+
+def _static_batch_text(m: dict) -> str:
+    b = m.get("static_batch") or {}
+    if not b or b["at_rate"] != b["at_rate"]:
+        return ""
+    return (f"; at that rate it batches {b['at_rate']:.1f} requests on average (its sweep's largest average "
+            f"batch: {b['max']:.1f}); what sets the ratio is measured in benchmarks/paper/static_ratio.md")
 
 
 def _fig12_rows(m: dict) -> list[tuple]:
@@ -63,7 +73,8 @@ def _fig12_rows(m: dict) -> list[tuple]:
            "requests are short (19 / 58 tokens on average), so the reservations of Oracle and Pow2 cost little "
            "KV memory")
     if "orca_max" in f13:
-        why += f", while Orca (Max) reserves 2,048 slots per request and batches {f13['orca_max']:.1f} at 30 req/s"
+        why += (f", while Orca (Max) reserves 2,048 slots per request and batches {f13['orca_max']:.1f} at "
+                f"{m['fig13']['alpaca']['rate']:g} req/s")
     rows.append(("Fig. 12b Alpaca", f"paged / Orca request rate at {a['threshold_s']} s/token",
                  "; ".join(f"{NAMES[k]} {_x(r)}" for k, r in a["ratios"].items()),
                  "not stated per dataset in the notes", "—", why))
@@ -95,6 +106,29 @@ def _fig13_rows(m: dict) -> list[tuple]:
     return rows
 
 
+def _why_fig15(m: dict, key: str) -> str:
+    """From :mod:`kvsim.report.paper_fig15`: the workload's prompt share, or the beam model's keep probability."""
+    from kvsim.report.paper_fig15 import implied_share
+    f = m.get("fig15_lengths", {})
+    pv = PAPER_VALUES[key]
+    if key == "fig15_parallel" and "share" in f:
+        pred = ", ".join(f"n={n}: {f['predicted'][n]:.1%} vs {f['simulated'][n]:.1%}" for n in sorted(f["predicted"]))
+        return (f"samples share only whole prompt blocks: on this workload (mean prompt {f['mean_prompt']:.1f}, "
+                f"output {f['mean_output']:.1f} tokens; {f['prompt_ge_block_frac']:.0%} of prompts fill a "
+                f"{f['block_size']}-token block) whole prompt blocks are {f['share']:.1%} of a sequence's KV per decode "
+                f"step, which predicts (n-1)/n x {f['share']:.1%} = {pred} simulated; the paper's savings imply a "
+                f"share of {implied_share(pv['low'], 2):.1%} (n=2) and {implied_share(pv['high'], 6):.1%} (n=6), so "
+                f"its prompts hold fewer whole blocks per output token than lognormal lengths with its means")
+    if key == "fig15_beam" and "beam_keep" in f:
+        keep = ", ".join(f"{p:g}: {v:.1%}" for p, v in sorted(f["beam_keep"].items()))
+        spread = max(f["beam_keep"].values()) - min(f["beam_keep"].values())
+        return (f"beams also share inherited output history, drawn by the beam model (engine.beam_keep_prob, an "
+                f"assumption, default 0.5): width {f['beam_width']} saves {keep} by keep probability, a spread of "
+                f"{spread * 100:.1f} pts, so the keep probability alone does not account for the gap; the rest of "
+                f"the beam model (re-parenting) is not measured against real beams here")
+    return "not measured in this run"
+
+
 def table_rows(m: dict) -> list[tuple]:
     """``(figure, what, kvsim, paper, difference, why)`` for every reading."""
     f2 = m["fig2"]
@@ -106,25 +140,24 @@ def table_rows(m: dict) -> list[tuple]:
              + "; ".join(f"{NAMES[a]}: {s['iterations']} iterations, {s['time_frac']:.0%} of the run"
                          for a, s in f2["split"].items()))]
     rows += _fig12_rows(m) + _fig13_rows(m)
-    rows.append(("Fig. 14", "paged / Orca (Oracle) tokens/s by n (parallel) and beam width, 40 req/s",
+    r14 = f"{40 * m.get('rate_scale', 1.0):g} req/s"
+    rows.append(("Fig. 14", f"paged / Orca (Oracle) tokens/s by n (parallel) and beam width, {r14}",
                  "parallel " + ", ".join(f"{k}: {v:.2f}" for k, v in m["fig14"]["parallel"].items())
                  + "; beam " + ", ".join(f"{k}: {v:.2f}" for k, v in m["fig14"]["beam"].items()),
                  PAPER_VALUES["fig14"]["paper"],
                  f"parallel {_grows(m['fig14']['parallel'])}, beam {_grows(m['fig14']['beam'])}",
                  "" if all(_grows(m["fig14"][k]) == "grows" for k in ("parallel", "beam")) else
-                 "at 40 req/s both are past capacity; parallel-sampling KV is mostly the samples' private outputs, "
+                 f"at {r14} both are past capacity; parallel-sampling KV is mostly the samples' private outputs, "
                  "so sharing (Fig. 15 row) frees less memory than in beam search"))
     for key, what in (("fig15_parallel", "parallel sampling n=2..6"), ("fig15_beam", "beam search width 2..6")):
         pv, v = PAPER_VALUES[key], m[key]
         d = f"{difference(v['min'], pv['low'], pv['high'], True)} / {difference(v['max'], pv['low'], pv['high'], True)}"
         rows.append(("Fig. 15", f"KV saved by sharing, {what} (min / max)", f"{v['min']:.1%} - {v['max']:.1%}",
                      f"{pv['paper']} — {pv['ref']}", d,
-                     "" if d == "inside / inside" else
-                     "grows with the width; only whole prompt blocks stay shared, so the saving depends on the "
-                     "prompt-length distribution, not only its mean: likely the synthetic lognormal lengths (the "
-                     "paper's means) against the paper's real prompts (not measured here)"))
+                     "" if d == "inside / inside" else _why_fig15(m, key)))
     rows.append(("Fig. 16", "prefix caching on / off tokens/s at the top rate",
-                 ", ".join(f"{k}: {v:.2f}" for k, v in m["fig16"].items()), "not in the notes", "—", ""))
+                 ", ".join(f"{k}: {v:.2f}" for k, v in m["fig16"].items()) or "skipped", "not in the notes", "—",
+                 "" if m["fig16"] else "its scenarios run LLaMA-13B, which the cost model's profile does not hold"))
     rows.append(("Fig. 17", f"chatbot: paged / Orca request rate at {m['fig17']['threshold_s']} s/token",
                  ", ".join(f"{NAMES[k]} {_x(r)}" for k, r in m["fig17"]["ratios"].items()), "not in the notes", "—",
                  "ShareGPT-like lengths with a 512-token history prepended, not the paper's conversations"))
@@ -139,8 +172,9 @@ def table_rows(m: dict) -> list[tuple]:
                  f"most at {k['max_shape']}"))
     pv = PAPER_VALUES["fig18b"]
     ok = {"sharegpt": (16, 128), "alpaca": (16, 32)}
+    among = f" among {m['fig18b_searched']}" if m.get("fig18b_searched") else ""
     inside = {d: ok[d][0] <= b <= ok[d][1] for d, b in m["fig18b"].items() if d in ok}
-    rows.append(("Fig. 18b", "block size chosen by max rate at 0.1 s/token",
+    rows.append(("Fig. 18b", f"block size chosen by max rate at 0.1 s/token{among}",
                  ", ".join(f"{d}: {b}" for d, b in m["fig18b"].items()), pv["paper"],
                  ", ".join(f"{d} {'inside' if v else 'outside'}" for d, v in inside.items()),
                  "" if all(inside.values()) else
@@ -148,6 +182,10 @@ def table_rows(m: dict) -> list[tuple]:
                  "(fragmentation, swap) choose it; the kernel's own block-size sweep is flat from 8 to 256 "
                  "(kernels/NOTES.md)"))
     f19 = m["fig19"]
+    if not f19:
+        rows.append(("Fig. 19", "swap / recompute latency by block size", "skipped", PAPER_VALUES["fig19"]["paper"],
+                     "n/a", "the cost model prices fewer than two of the block sizes 1, 4, 16, 64, 256"))
+        return rows
     rows.append(("Fig. 19", "swap / recompute latency by block size",
                  ", ".join(f"{b}: {v:.2f}" for b, v in f19.items()), PAPER_VALUES["fig19"]["paper"],
                  "consistent" if f19 and f19[min(f19)] > 1 > min(f19.values()) else "differs", ""))
@@ -159,19 +197,20 @@ def _grows(gains: dict) -> str:
     return "grows" if all(b >= a for a, b in zip(v, v[1:])) else "does not grow monotonically"
 
 
-def summary_markdown(m: dict, quick: bool, wall_s: float, preset: str | None = None) -> str:
-    from kvsim.cost.presets import get_preset
-    p = get_preset(preset)
-    cost = p.describe() if p else "default roofline (no preset)"
+def summary_markdown(m: dict, quick: bool, wall_s: float, preset: str | None = None, cost=None) -> str:
+    """``cost``: the run's :class:`~kvsim.report.paper_cost.PaperCost` (default: ``preset`` on the roofline)."""
+    from kvsim.report.paper_cost import PaperCost
+    cost = (cost or PaperCost(preset=preset)).describe()
     s = m["fig12"]["sharegpt"]
     lines = ["# kvsim vs the PagedAttention paper", "",
              f"Mode: {'quick (400 requests per point, 1,500 Alpaca-like)' if quick else 'full (1,000 requests per point, 3,000 Alpaca-like)'}; "
              f"{wall_s:.0f} s wall. Cost model: {cost}. Nothing is fitted to the paper's figures.", "",
              f"Fig. 12 ratios are read at equal latency: for each system the highest request rate whose mean "
-             f"normalized latency stays under **{s['threshold_s']} s/token** (about 3-4x the unloaded latency, "
-             f"where the curves turn up), interpolated linearly between swept rates; a rate outside the sweep "
-             f"is a bound (`>=`, `<`). Fig. 13 batch sizes are read at the paper's rates (ShareGPT 2 req/s, "
-             f"Alpaca 30 req/s), Fig. 2 over the iterations when the KV cache is full.", "",
+             f"normalized latency stays under **{s['threshold_s']} s/token** (on the default roofline about 3-4x "
+             f"the unloaded latency, where the curves turn up), interpolated linearly between swept rates; a rate outside the sweep "
+             f"is a bound (`>=`, `<`). Fig. 13 batch sizes are read at the paper's rates times the rate scale "
+             f"(ShareGPT {m['fig13']['sharegpt']['rate']:g} req/s, Alpaca {m['fig13']['alpaca']['rate']:g} req/s), "
+             f"Fig. 2 over the iterations when the KV cache is full.", "",
              "| figure | what | kvsim | paper | difference | why |", "|---|---|---|---|---|---|"]
     for row in table_rows(m):
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |")
