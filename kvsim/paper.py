@@ -100,6 +100,10 @@ def experiments(quick: bool, jobs: int | None, progress: bool, preset: str | Non
     res["fig12_alpaca"] = pd.concat([run(f"fig12_opt13b_alpaca_{a}", {"workload.rate_req_s": alpaca_rates}, fast)
                                      .assign(**{"engine.allocator": a}) for a in ALLOCATORS], ignore_index=True)
     res["fig2"] = fig2_full_cache(n, jobs)
+    from kvsim.report import paper_v1, paper_window
+    paged = res["fig12_sharegpt"][res["fig12_sharegpt"]["engine.allocator"] == "paged"]
+    res.update(paper_v1.experiments(run, quick, paged, share_rates))
+    res.update(paper_window.experiments(quick, jobs, pre))
     widths = [2, 4, 6]
     res["fig14_parallel"] = run("fig14_parallel_sampling_paged",
                                 {"workload.n": widths, "engine.allocator": ["paged", "orca_oracle"]},
@@ -123,7 +127,8 @@ def experiments(quick: bool, jobs: int | None, progress: bool, preset: str | Non
     picks = {}
     for d in ("sharegpt", "alpaca"):
         a = analyse(_sc(f"fig18b_block_size_{d}"), {"normalized_latency_s": 0.1}, jobs=jobs, overrides=pre,
-                    block_sizes=[16, 32, 64, 128] if quick else None, requests=400 if quick else 600)
+                    block_sizes=[16, 32, 64, 128] if quick else None, requests=400 if quick else 600,
+                    compare_v1=not quick)
         picks[d] = a.block_size
         res[f"fig18b_rate_{d}"] = a.table
     res["fig18b_choice"] = pd.DataFrame([{"dataset": d, "block_size": b} for d, b in picks.items()])
@@ -152,8 +157,8 @@ def reproduce(out, quick: bool = False, jobs: int | None = None, progress: bool 
     with OutputSet(out, PAPER_SUFFIXES) as d:
         for k, df in res.items():
             df.to_csv(d / f"{k}.csv", index=False)
-        draw_all(res, d)
         meas = measured(res)
+        draw_all(res, d, meas)
         (d / "results.json").write_text(finite_json(meas, indent=2))
         (d / "SUMMARY.md").write_text(summary_markdown(meas, quick, time.perf_counter() - t0, preset))
     return out / "SUMMARY.md"

@@ -81,4 +81,20 @@ def measured(res: dict, threshold: float = LATENCY_THRESHOLD_S) -> dict:
         "fig18a": fig18a_reading(),
         "fig18b": {r.dataset: int(r.block_size) for r in res["fig18b_choice"].itertuples()},
         "fig19": {int(b): float(r["swap"] / r["recompute"]) for b, r in f19.iterrows()},
+        **_v0_v1(res, threshold),
     }
+
+
+def _v0_v1(res: dict, threshold: float) -> dict:
+    """V0 vs V1 (:mod:`kvsim.report.paper_v1`) and sliding window (:mod:`kvsim.report.paper_window`) readings."""
+    from kvsim.report import paper_v1, paper_window
+    out = {}
+    if "v1_parallel" in res:
+        out["v1"] = paper_v1.measure(res, threshold)
+    if "window" in res:
+        out["window"] = paper_window.measure(res, threshold)
+    from kvsim.report.blocksize_v1 import v1_reason
+    tables = {d: res[f"fig18b_rate_{d}"] for d in ("sharegpt", "alpaca") if f"fig18b_rate_{d}" in res}
+    out["fig18b_v1"] = {d: {**t[["block_size", "max_rate_req_s", "max_rate_v1"]].to_dict(orient="list"),
+                            "reason": v1_reason(t)} for d, t in tables.items() if "max_rate_v1" in t}
+    return out
