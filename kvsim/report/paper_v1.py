@@ -26,8 +26,9 @@ from kvsim.report.paper_readings import rate_at_latency, value_at_rate
 POLICIES = {"v0": [], "v1": ["engine.policy=v1"],
             "v1 + prefix cache": ["engine.policy=v1", "engine.enable_prefix_caching=true"]}
 WIDTHS = [2, 4, 6]
-PARALLEL_RATES = [4, 8, 12, 16, 20, 24, 30, 36, 44]
-PARALLEL_RATES_QUICK = [6, 12, 18, 26, 36]
+PARALLEL_RATES = [4, 8, 12, 16, 20, 24, 30, 36, 44, 52, 60]
+PARALLEL_RATES_QUICK = [8, 16, 26, 36, 50]
+SHAREGPT_EXTRA_RATES = [3.0, 3.5]       # above Fig. 12's grid, so that both policies cross the threshold
 RATE, POLICY = "workload.rate_req_s", "engine.policy"
 REASON_COLS = ("preemptions_per_req", "swap_per_req", "recompute_per_req", "sharing_saved_frac",
                "prefix_cache_hit_frac", "avg_batched_requests", "throughput_tok_s")
@@ -37,14 +38,16 @@ def experiments(run, quick: bool, sharegpt_v0: pd.DataFrame, sharegpt_rates: lis
     """Frames ``v1_parallel`` and ``v1_sharegpt`` (one row per policy x width x rate) and ``v1_beam``.
 
     ``run(name, grid, extra)`` is :func:`kvsim.paper.experiments`' sweep; ``sharegpt_v0`` the v0 paged
-    rows of Fig. 12 (the same runs, not repeated).
+    rows of Fig. 12 (the same runs, not repeated; v0 runs only :data:`SHAREGPT_EXTRA_RATES` here).
     """
     rates = PARALLEL_RATES_QUICK if quick else PARALLEL_RATES
     extra = ["workload.num_requests=200"] if quick else []
     par = pd.concat([run("fig14_parallel_sampling_paged", {"workload.n": WIDTHS, RATE: rates}, extra + o)
                      .assign(**{POLICY: p}) for p, o in POLICIES.items()], ignore_index=True)
-    v1 = run("fig12_opt13b_sharegpt_paged", {RATE: sharegpt_rates}, POLICIES["v1"]).assign(**{POLICY: "v1"})
-    share = pd.concat([sharegpt_v0.assign(**{POLICY: "v0"}), v1], ignore_index=True)
+    extra_rates = [r for r in SHAREGPT_EXTRA_RATES if r > max(sharegpt_rates)]
+    v0 = [sharegpt_v0] + ([run("fig12_opt13b_sharegpt_paged", {RATE: extra_rates})] if extra_rates else [])
+    v1 = run("fig12_opt13b_sharegpt_paged", {RATE: sharegpt_rates + extra_rates}, POLICIES["v1"])
+    share = pd.concat([*(d.assign(**{POLICY: "v0"}) for d in v0), v1.assign(**{POLICY: "v1"})], ignore_index=True)
     return {"v1_parallel": par, "v1_sharegpt": share, "v1_beam": beam_refusal()}
 
 
