@@ -15,6 +15,10 @@ Fig. 12 as rates at equal normalized latency, Fig. 2 while the cache is full
 project's kernel benchmark. The rate grids below are dense around the knees
 (the FasterTransformer-like static baseline saturates near 0.1 req/s).
 
+Beyond the paper: the same parallel-sampling and ShareGPT-like workloads under ``engine.policy`` v0 and
+v1 (:mod:`kvsim.report.paper_v1`; the full run adds v1 to the block-size tables) and a sliding-window
+model against full attention on long prompts (:mod:`kvsim.report.paper_window`).
+
 Fig. 17 (chatbot) has no scenario file: it is ShareGPT-like lengths with a
 512-token conversation history prepended to every prompt (``prefix_len`` with
 prefix caching off, so the history is computed and stored per request, as
