@@ -42,9 +42,12 @@ def _cmd_report(args) -> int:
     from kvsim.plan.slo import with_goodput
     slo = with_goodput(parse_slo(args.slo), None, True)
     rep = block_size_report(args.scenario, slo, out, overrides=args.set, block_sizes=sizes,
-                            requests=args.requests, jobs=args.jobs, progress=not args.quiet)
+                            requests=args.requests, jobs=args.jobs, progress=not args.quiet,
+                            compare_v1=args.compare_v1)
     print(rep.table_text())
     print(f"recommended block size: {rep.block_size} — {rep.reason}")
+    if rep.v1_reason:
+        print(f"v0 vs v1: {rep.v1_reason}")
     print(f"wrote {out / 'report.html'} (open it in a browser)")
     return 0
 
@@ -175,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan_args(bs, 600)
     bs.add_argument("--block-sizes", default=None, metavar="B1,B2,...",
                     help="block sizes to compare (default 1,2,4,8,16,32,64,128,256)")
+    bs.add_argument("--compare-v1", action="store_true",
+                    help="also search each block size under engine.policy=v1 (a max_rate_v1 column and the reason)")
     bs.set_defaults(func=_cmd_report)
     pa = sub.add_parser("paper", help="reproduce the PagedAttention paper's figures on the simulator")
     pa.add_argument("--out", help="output directory (default runs/paper)")

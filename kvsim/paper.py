@@ -15,6 +15,10 @@ Fig. 12 as rates at equal normalized latency, Fig. 2 while the cache is full
 project's kernel benchmark. The rate grids below are dense around the knees
 (the FasterTransformer-like static baseline saturates near 0.1 req/s).
 
+Beyond the paper: the same parallel-sampling and ShareGPT-like workloads under ``engine.policy`` v0 and
+v1 (:mod:`kvsim.report.paper_v1`; the full run adds v1 to the block-size tables) and a sliding-window
+model against full attention on long prompts (:mod:`kvsim.report.paper_window`).
+
 Fig. 17 (chatbot) has no scenario file: it is ShareGPT-like lengths with a
 512-token conversation history prepended to every prompt (``prefix_len`` with
 prefix caching off, so the history is computed and stored per request, as
@@ -104,6 +108,11 @@ def experiments(quick: bool, jobs: int | None, progress: bool, preset: str | Non
     res["fig12_alpaca"] = pd.concat([run(f"fig12_opt13b_alpaca_{a}", {"workload.rate_req_s": alpaca_rates}, fast)
                                      .assign(**{"engine.allocator": a}) for a in ALLOCATORS], ignore_index=True)
     res["fig2"] = fig2_full_cache(n, jobs, rate=rs(FIG2_RATE))
+    if not cost.profile:      # beyond the paper, on the default roofline or a preset (their rates are not scaled)
+        from kvsim.report import paper_v1, paper_window
+        paged = res["fig12_sharegpt"][res["fig12_sharegpt"]["engine.allocator"] == "paged"]
+        res.update(paper_v1.experiments(run, quick, paged, share_rates))
+        res.update(paper_window.experiments(quick, jobs, pre))
     widths = [2, 4, 6]
     res["fig14_parallel"] = run("fig14_parallel_sampling_paged",
                                 {"workload.n": widths, "engine.allocator": ["paged", "orca_oracle"]},
@@ -136,7 +145,7 @@ def experiments(quick: bool, jobs: int | None, progress: bool, preset: str | Non
     search = cost.sizes([16, 32, 64, 128] if quick else list(DEFAULT_BLOCK_SIZES))
     for d in ("sharegpt", "alpaca"):
         a = analyse(_sc(f"fig18b_block_size_{d}"), {"normalized_latency_s": 0.1}, jobs=jobs, overrides=pre,
-                    block_sizes=search, requests=400 if quick else 600)
+                    block_sizes=search, requests=400 if quick else 600, compare_v1=not quick and not cost.profile)
         picks[d] = a.block_size
         res[f"fig18b_rate_{d}"] = a.table
     res["fig18b_choice"] = pd.DataFrame([{"dataset": d, "block_size": b, "searched": ",".join(map(str, search))}
@@ -168,8 +177,8 @@ def reproduce(out, quick: bool = False, jobs: int | None = None, progress: bool 
     with OutputSet(out, PAPER_SUFFIXES) as d:
         for k, df in res.items():
             df.to_csv(d / f"{k}.csv", index=False)
-        draw_all(res, d)
         meas = measured(res, rate_scale=cost.rate_scale)
+        draw_all(res, d, meas)
         (d / "results.json").write_text(finite_json(meas, indent=2))
         (d / "SUMMARY.md").write_text(summary_markdown(meas, quick, time.perf_counter() - t0, cost=cost))
     return out / "SUMMARY.md"

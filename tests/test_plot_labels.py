@@ -108,6 +108,10 @@ def test_paper_figures(monkeypatch, tmp_path):
 
     monkeypatch.setattr(paper, "sweep", fake_sweep)
     monkeypatch.setattr(blocksize, "analyse", lambda *a, **k: FakeAnalysis())
+    import kvsim.report.paper_window as paper_window
+    monkeypatch.setattr(paper_window, "experiments", lambda quick, jobs, overrides=(): {"window": pd.DataFrame(
+        [{"model": m, "workload.rate_req_s": r, "normalized_latency_s": rng.uniform(0.01, 1)}
+         for m in paper_window.MODELS for r in (0.5, 1.0)])})
     res = paper.experiments(quick=True, jobs=1, progress=False)
     seen = []
     real_save = plt.Figure.savefig
@@ -117,7 +121,8 @@ def test_paper_figures(monkeypatch, tmp_path):
         return real_save(fig, path, *a, **k)
     monkeypatch.setattr(plt.Figure, "savefig", save)
     draw_all(res, tmp_path)
-    assert len(seen) >= 9 and all(n >= 1 for _, n in seen), seen
+    assert len(seen) >= 11 and all(n >= 1 for _, n in seen), seen
+    assert {"v0_vs_v1.png", "window.png"} <= {name for name, _ in seen}
 
 
 def test_validation_overlay_and_timeline(run, monkeypatch, tmp_path):

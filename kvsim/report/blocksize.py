@@ -65,19 +65,20 @@ class BlockSizeAnalysis:
     tie_tol: float = 0.04
     prefix_note: str = ""
     cost_note: str = ""
+    v1_reason: str = ""                          # set by compare_v1 (kvsim.report.blocksize_v1)
     block_size: int | None = None
     reason: str = ""
 
     def table_text(self) -> str:
-        cols = ["block_size", "max_rate_req_s", "best_mode", "internal_frag_frac", "sim_internal_frag_frac",
-                "block_table_frac", "decode_step_ms", "swap_roundtrip_ms", "prefix_hit_frac"]
+        cols = ["block_size", "max_rate_req_s", "best_mode", "max_rate_v1", "internal_frag_frac",
+                "sim_internal_frag_frac", "block_table_frac", "decode_step_ms", "swap_roundtrip_ms", "prefix_hit_frac"]
         return self.table[[c for c in cols if c in self.table]].to_string(
             index=False, float_format=lambda x: f"{x:.4g}", na_rep="-")
 
 
 def _modes(sc) -> list[str]:
     mode = sc.engine.preemption_mode
-    if sc.engine.swap_space_gib <= 0 or mode == "swap":
+    if sc.engine.swap_space_gib <= 0 or mode == "swap" or sc.engine.policy == "v1":   # v1 has no swap
         return [mode]
     return [mode, "swap"]
 
@@ -131,8 +132,12 @@ def _prefix_hit(args) -> tuple[int, float]:
 
 def analyse(source, slo: dict, *, overrides: list[str] | None = None, block_sizes=None,
             requests: int | None = 600, rel_tol: float = 0.02, tie_tol: float | None = None,
-            jobs: int | None = None, progress: bool = False) -> BlockSizeAnalysis:
-    """Run every block size (module doc); ``choose`` is applied to the result."""
+            jobs: int | None = None, progress: bool = False, compare_v1: bool = False) -> BlockSizeAnalysis:
+    """Run every block size (module doc); ``choose`` is applied to the result.
+
+    ``compare_v1`` runs each size's search again under ``engine.policy=v1`` and adds its columns
+    (:mod:`kvsim.report.blocksize_v1`); the choice stays the scenario's own policy's.
+    """
     data = source if isinstance(source, dict) else read_yaml(source)
     overrides = list(overrides or [])
     sc = load_scenario(data, probe_overrides(overrides, requests))
@@ -144,19 +149,27 @@ def analyse(source, slo: dict, *, overrides: list[str] | None = None, block_size
     sizes = sorted(set(check_number("--block-sizes", b, int, (1, MAX_BLOCK_SIZE, False, False))
                        for b in (block_sizes or DEFAULT_BLOCK_SIZES)))
     modes = _modes(sc)
+    if compare_v1 and sc.engine.policy == "v1":
+        raise KvsimError("--compare-v1", "the scenario already runs engine.policy v1; compare from a v0 scenario")
     kw = dict(requests=requests, rel_tol=rel_tol)
     tasks = [(data, overrides, b, m, slo, kw) for b in sizes for m in modes]
+    from kvsim.report import blocksize_v1 as bv1
+    v1_tasks = [(data, overrides, b, slo, kw) for b in sizes] if compare_v1 else []
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(tasks)))
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=len(tasks) + len(sizes), desc="block sizes", unit="search")
+        bar = tqdm(total=len(tasks) + len(v1_tasks) + len(sizes), desc="block sizes", unit="search")
     with ProcessPoolExecutor(max_workers=jobs) as ex:
         found = []
         for r in ex.map(_search, tasks):
             found.append(r)
             bar and bar.update()
         res = {(b, m): r for b, m, r in found}
+        res_v1 = {}
+        for b, r in ex.map(bv1.search_v1, v1_tasks):
+            res_v1[b] = r
+            bar and bar.update()
         best_rate = max((r.max_rate for r in res.values() if r.max_rate), default=sc.workload.rate_req_s)
         hit_tasks = [(data, overrides, b, 0.8 * best_rate, requests) for b in sizes]
         hits = {}
@@ -186,6 +199,8 @@ def analyse(source, slo: dict, *, overrides: list[str] | None = None, block_size
         row["sim_internal_frag_frac"] = best.get("mem_internal_frag_frac")
         row["normalized_latency_at_max_s"] = best.get("normalized_latency_s")
         row["prefix_hit_frac"] = hits.get(b)
+        if compare_v1:
+            bv1.add_columns(row, res[(b, row["best_mode"])], res_v1[b], sc.workload.n)
         rows.append(row)
     out = BlockSizeAnalysis(sc.name, dict(slo), sizes, modes, pd.DataFrame(rows), curves, rel_tol,
                             2 * rel_tol if tie_tol is None else tie_tol)
@@ -195,6 +210,8 @@ def analyse(source, slo: dict, *, overrides: list[str] | None = None, block_size
         raise KvsimError("--block-sizes", f"no block size can run; the first: {rows[0]['error']}")
     out.cost_note = next(r["cost_model"] for r in rows if not r.get("error"))
     out.block_size, out.reason = choose(out)
+    if compare_v1:
+        out.v1_reason = bv1.v1_reason(out.table)
     return out
 
 

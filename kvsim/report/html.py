@@ -22,6 +22,8 @@ def _figures(a: BlockSizeAnalysis) -> dict[str, str]:
     for i, m in enumerate(a.modes):
         ax.bar([j + (i - (len(a.modes) - 1) / 2) * w for j in range(len(x))],
                t[f"max_rate_{m}"].fillna(0), w, label=f"preemption: {m}")
+    if "max_rate_v1" in t:
+        ax.plot(range(len(x)), t["max_rate_v1"].fillna(0), "kD--", ms=5, label="policy v1 (recompute only)")
     ax.set_xticks(range(len(x)), x)
     ax.set(xlabel="KV block size (tokens)", ylabel="max rate meeting the SLOs (req/s)",
            title=f"Max rate meeting {slo_words(a.slo)}")
@@ -80,7 +82,7 @@ def render(a: BlockSizeAnalysis, scenario_desc: str = "") -> str:
            "No calibrated profile is available (<code>kvsim/cost/calibrated.py</code> does not exist yet); "
            "with one, this panel would show the measured attention-kernel time per block size — the paper "
            "measured small blocks (&lt; 16) as slower because each thread block reads too little KV (Fig. 18a).")
-    table = '<div class="fit">' + a.table.drop(columns=["cost_model"]).to_html(
+    table = '<div class="fit">' + a.table.drop(columns=["cost_model"], errors="ignore").to_html(
         index=False, float_format=lambda v: f"{v:.4g}", na_rep="-") + "</div>"
     e = html.escape
     return f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>kvsim block-size report: {e(a.scenario)}</title>
@@ -111,6 +113,7 @@ Right: swapping a mean-length sequence out and back costs one host-device transf
 <h2>Swap vs recompute</h2>
 <p>The bars of the first plot compare the preemption modes at each block size under the memory pressure of the max
 rate (preemptions happen there). Preemptions per request at the max rate are in the table.</p>
+{f'<h2>vLLM V0 vs V1</h2><p>{e(a.v1_reason)}</p>' if a.v1_reason else ''}
 <h2>Prefix caching</h2>{figs['prefix']}
 <p>Hit rate = &sum; <code>cached_tokens</code> / &sum; <code>prompt_len</code> over finished requests, from the
 requests frame, with prefix caching on and {e(a.prefix_note)}, at 80% of the best max rate. Only full blocks are

@@ -30,7 +30,12 @@ def _lines(ax, df, x, y, by, logy=False):
               title_fontsize=7)
 
 
-def draw_all(res: dict, out: Path) -> None:
+def draw_all(res: dict, out: Path, meas: dict | None = None) -> None:
+    from kvsim.report import paper_v1, paper_window
+    if "v1_parallel" in res:
+        paper_v1.draw(res, out, (meas or {}).get("v1", {}).get("threshold_s", 0.1))
+    if "window" in res:
+        paper_window.draw(res, out)
     fig, ax = plt.subplots(figsize=(6, 4))
     f2 = res["fig2"].set_index("engine.allocator")
     bottom = pd.Series(0.0, index=f2.index)

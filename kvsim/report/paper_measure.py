@@ -88,6 +88,7 @@ def measured(res: dict, threshold: float = LATENCY_THRESHOLD_S, rate_scale: floa
         "fig18b_searched": str(res["fig18b_choice"]["searched"].iloc[0]) if "searched" in res["fig18b_choice"] else "",
         "rate_scale": rate_scale,
         "fig19": {int(b): float(r["swap"] / r["recompute"]) for b, r in f19.iterrows()},
+        **_v0_v1(res, threshold),
     }
 
 
@@ -114,4 +115,19 @@ def _fig15_lengths(res: dict) -> dict:
         k = res["fig15_beam_keep"]
         out["beam_width"] = int(k["workload.beam_width"].iloc[0])
         out["beam_keep"] = {float(r["engine.beam_keep_prob"]): float(r["sharing_saved_frac"]) for _, r in k.iterrows()}
+    return out
+
+
+def _v0_v1(res: dict, threshold: float) -> dict:
+    """V0 vs V1 (:mod:`kvsim.report.paper_v1`) and sliding window (:mod:`kvsim.report.paper_window`) readings."""
+    from kvsim.report import paper_v1, paper_window
+    out = {}
+    if "v1_parallel" in res:
+        out["v1"] = paper_v1.measure(res, threshold)
+    if "window" in res:
+        out["window"] = paper_window.measure(res, threshold)
+    from kvsim.report.blocksize_v1 import v1_reason
+    tables = {d: res[f"fig18b_rate_{d}"] for d in ("sharegpt", "alpaca") if f"fig18b_rate_{d}" in res}
+    out["fig18b_v1"] = {d: {**t[["block_size", "max_rate_req_s", "max_rate_v1"]].to_dict(orient="list"),
+                            "reason": v1_reason(t)} for d, t in tables.items() if "max_rate_v1" in t}
     return out

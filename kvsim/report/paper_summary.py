@@ -221,4 +221,13 @@ def summary_markdown(m: dict, quick: bool, wall_s: float, preset: str | None = N
               "Ratios paged / system at other thresholds: " + "; ".join(
                   f"{t} s/token: " + ", ".join(f"{NAMES[k]} {_x(r)}" for k, r in rs.items())
                   for t, rs in m["fig12"]["sensitivity"].items()) + "."]
+    lines += _v0_v1_lines(m)
     return "\n".join(lines) + "\n"
+
+
+def _v0_v1_lines(m: dict) -> list[str]:
+    from kvsim.report import paper_v1, paper_window
+    lines = paper_v1.summary_lines(m["v1"]) if "v1" in m else []
+    if "fig18b_v1" in m:
+        lines += paper_v1.blocksize_lines(m["fig18b_v1"])
+    return lines + (paper_window.summary_lines(m["window"]) if "window" in m else [])
