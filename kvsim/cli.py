@@ -42,9 +42,12 @@ def _cmd_report(args) -> int:
     from kvsim.plan.slo import with_goodput
     slo = with_goodput(parse_slo(args.slo), None, True)
     rep = block_size_report(args.scenario, slo, out, overrides=args.set, block_sizes=sizes,
-                            requests=args.requests, jobs=args.jobs, progress=not args.quiet)
+                            requests=args.requests, jobs=args.jobs, progress=not args.quiet, profile=args.profile)
+    print(f"priced by: {rep.pricing}")
     print(rep.table_text())
     print(f"recommended block size: {rep.block_size} — {rep.reason}")
+    if rep.decides:
+        print(f"what decides: {rep.decides}")
     print(f"wrote {out / 'report.html'} (open it in a browser)")
     return 0
 
@@ -173,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan_args(bs, 600)
     bs.add_argument("--block-sizes", default=None, metavar="B1,B2,...",
                     help="block sizes to compare (default 1,2,4,8,16,32,64,128,256)")
+    bs.add_argument("--profile", default=None, metavar="P",
+                    help="price each block size from this measured profile (kvsim calibrate); sizes it lacks are "
+                         "listed as not measured (default: the scenario's cost model, usually the roofline)")
     bs.set_defaults(func=_cmd_report)
     pa = sub.add_parser("paper", help="reproduce the PagedAttention paper's figures on the simulator")
     pa.add_argument("--out", help="output directory (default runs/paper)")
