@@ -76,6 +76,7 @@ def test_a_slow_kernel_at_32_is_blamed_on_the_card(slow_card):
     assert att.loc[32, "card_term"] > 0.2
     assert att.loc[16, "memory_only_rate_req_s"] == pytest.approx(att.loc[16, "rate_req_s"])
     assert "card" in a.decides
+    assert "internal fragmentation" not in a.reason          # the reason defers to the attribution
 
 
 def test_roofline_report_says_it_is_a_model():

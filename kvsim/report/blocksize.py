@@ -264,7 +264,11 @@ def choose(a: BlockSizeAnalysis) -> tuple[int | None, str]:
     parts = [f"block {int(pick.block_size)} sustains {pick.max_rate_req_s:.3g} req/s ({pick.best_mode}) within "
              f"the SLOs, within {a.tie_tol:.0%} of the best ({best.max_rate_req_s:.3g} req/s at block "
              f"{int(best.block_size)}; {a.tie_tol:.0%} = twice the search's {a.rel_tol:.0%} resolution)"]
-    if len(bigger):
+    if len(bigger) and a.mem_rates:         # --profile: what decides comes from the attribution, not assumed
+        nxt = bigger.iloc[0]
+        parts.append(f"block {int(nxt.block_size)} drops to {nxt.max_rate_req_s:.3g} req/s "
+                     f"({nxt.max_rate_req_s / best.max_rate_req_s - 1:+.0%}); memory vs card: see what decides")
+    elif len(bigger):
         nxt = bigger.iloc[0]
         parts.append(f"block {int(nxt.block_size)} drops to {nxt.max_rate_req_s:.3g} req/s "
                      f"({nxt.max_rate_req_s / best.max_rate_req_s - 1:+.0%}) because internal fragmentation of "
