@@ -43,9 +43,12 @@ def _cmd_report(args) -> int:
     slo = with_goodput(parse_slo(args.slo), None, True)
     rep = block_size_report(args.scenario, slo, out, overrides=args.set, block_sizes=sizes,
                             requests=args.requests, jobs=args.jobs, progress=not args.quiet,
-                            compare_v1=args.compare_v1)
+                            compare_v1=args.compare_v1, profile=args.profile)
+    print(f"priced by: {rep.pricing}")
     print(rep.table_text())
     print(f"recommended block size: {rep.block_size} — {rep.reason}")
+    if rep.decides:
+        print(f"what decides: {rep.decides}")
     if rep.v1_reason:
         print(f"v0 vs v1: {rep.v1_reason}")
     print(f"wrote {out / 'report.html'} (open it in a browser)")
@@ -180,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="block sizes to compare (default 1,2,4,8,16,32,64,128,256)")
     bs.add_argument("--compare-v1", action="store_true",
                     help="also search each block size under engine.policy=v1 (a max_rate_v1 column and the reason)")
+    bs.add_argument("--profile", default=None, metavar="P",
+                    help="price each block size from this measured profile (kvsim calibrate); sizes it lacks are "
+                         "listed as not measured (default: the scenario's cost model, usually the roofline)")
     bs.set_defaults(func=_cmd_report)
     pa = sub.add_parser("paper", help="reproduce the PagedAttention paper's figures on the simulator")
     pa.add_argument("--out", help="output directory (default runs/paper)")

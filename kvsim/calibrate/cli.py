@@ -16,6 +16,11 @@ def add_parser(sub) -> None:
     c.add_argument("--out", help="profile path (default calibrate/profiles/<model>-<gpu>.json)")
     c.add_argument("--no-cuda-graphs", action="store_true",
                    help="time decode steps eagerly (for an engine run with runtime.cuda_graphs: false)")
+    c.add_argument("--fast", action="store_true",
+                   help="per block size only what depends on it, on reduced grids (dense for blocks <= 8), sharing "
+                        "the block-free tables; for many block sizes in one call (kvsim/calibrate/fast.py)")
+    c.add_argument("--estimate", action="store_true",
+                   help="print the estimated time from the counts of grid points and exit (no GPU needed)")
     c.set_defaults(func=cmd_calibrate)
 
 
@@ -26,11 +31,16 @@ def cmd_calibrate(args) -> int:
         raise KvsimError("--block-sizes", f"expected integers like 8,16,32, got {args.block_sizes!r}") from None
     if not sizes or any(b < 1 for b in sizes):
         raise KvsimError("--block-sizes", "need at least one block size >= 1")
+    if args.estimate:
+        from kvsim.calibrate.fast import estimate_full_or_fast
+        from kvsim.catalogue import get_model
+        print(estimate_full_or_fast(sizes, args.fast, get_model(args.model).max_seq_len))
+        return 0
     try:
         from kvsim.calibrate.profile import calibrate
     except ImportError as e:
         raise KvsimError("calibrate", f"needs torch and triton (pip install -e '.[gpu]'): {e}") from None
     path = calibrate(args.model, sizes, args.out, args.dtype, "kvsim " + " ".join(sys.argv[1:]),
-                     cuda_graphs=not args.no_cuda_graphs)
+                     cuda_graphs=not args.no_cuda_graphs, fast=args.fast)
     print(f"wrote {path}")
     return 0

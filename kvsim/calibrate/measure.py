@@ -23,6 +23,12 @@ CTX = [16, 64, 256, 512, 1024, 2048]
 PREFILL_NEW = [16, 64, 256, 512, 1024, 2048]
 PREFILL_CACHED = [0, 256, 1024, 2048]
 COPY_BLOCKS = [1, 4, 16, 64, 256]
+BACKEND = "triton"      # the kernels timed (CPU tests of these code paths set "torch")
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 MIN_SAMPLES = 12
@@ -144,14 +150,14 @@ def _cache(model, blocks, bs, dev):
     return (torch.randn(shape, device=dev, dtype=model.dtype), torch.randn(shape, device=dev, dtype=model.dtype))
 
 
-def measure_decode(model, bs: int, dev) -> dict:
+def measure_decode(model, bs: int, dev, batch=BATCH, ctx_axis=CTX) -> dict:
     """One layer's paged decode attention + KV write, batch x context (uniform context)."""
     from kvsim.kernels import paged_decode_attention, write_kv
     hq, hkv, d = model.spec.num_heads, model.num_kv_heads, model.head_dim
     grid = []
-    for n in BATCH:
+    for n in batch:
         row = []
-        for c in CTX:
+        for c in ctx_axis:
             per = -(-c // bs)
             kc, vc = _cache(model, n * per + 1, bs, dev)
             table = torch.randperm(n * per, device=dev, dtype=torch.int32).view(n, per)
@@ -162,22 +168,22 @@ def measure_decode(model, bs: int, dev) -> dict:
             out = torch.empty_like(q)
 
             def step():
-                write_kv(k, k, kc, vc, slots)
-                paged_decode_attention(q, kc, vc, table, ctx, max_context_len=c, out=out)
+                write_kv(k, k, kc, vc, slots, backend=BACKEND)
+                paged_decode_attention(q, kc, vc, table, ctx, max_context_len=c, out=out, backend=BACKEND)
             row.append(_bench(step))
             del kc, vc
         grid.append(row)
-    return {"batch": BATCH, "ctx": CTX, "time_s": grid}
+    return {"batch": list(batch), "ctx": list(ctx_axis), "time_s": grid}
 
 
-def measure_prefill(model, bs: int, dev) -> dict:
+def measure_prefill(model, bs: int, dev, new_axis=PREFILL_NEW, cached_axis=PREFILL_CACHED) -> dict:
     """One layer's paged prefill attention + KV write for one sequence: new x cached tokens."""
     from kvsim.kernels import paged_prefill_attention, write_kv
     hq, hkv, d = model.spec.num_heads, model.num_kv_heads, model.head_dim
     grid = []
-    for new in PREFILL_NEW:
+    for new in new_axis:
         row = []
-        for cached in PREFILL_CACHED:
+        for cached in cached_axis:
             total = new + cached
             per = -(-total // bs)
             kc, vc = _cache(model, per + 1, bs, dev)
@@ -191,33 +197,33 @@ def measure_prefill(model, bs: int, dev) -> dict:
             out = torch.empty_like(q)
 
             def step():
-                write_kv(k, k, kc, vc, slots)
-                paged_prefill_attention(q, kc, vc, table, qs, cl, max_query_len=new, out=out)
+                write_kv(k, k, kc, vc, slots, backend=BACKEND)
+                paged_prefill_attention(q, kc, vc, table, qs, cl, max_query_len=new, out=out, backend=BACKEND)
             row.append(_bench(step))
         grid.append(row)
-    return {"tokens": PREFILL_NEW, "cached": PREFILL_CACHED, "time_s": grid}
+    return {"tokens": list(new_axis), "cached": list(cached_axis), "time_s": grid}
 
 
-def measure_copy_swap(model, bs: int, dev) -> tuple[dict, dict]:
+def measure_copy_swap(model, bs: int, dev, blocks=COPY_BLOCKS) -> tuple[dict, dict]:
     """Copy-on-write block copies and one-way GPU->CPU swaps of scattered blocks, all layers."""
     from kvsim.engine.kv_cache import KVCache
-    n_blocks = max(COPY_BLOCKS) * 2 + 8
-    cache = KVCache(model.num_layers, n_blocks, bs, model.num_kv_heads, model.head_dim, max(COPY_BLOCKS),
-                    model.dtype, dev, "triton")
+    n_blocks = max(blocks) * 2 + 8
+    cache = KVCache(model.num_layers, n_blocks, bs, model.num_kv_heads, model.head_dim, max(blocks),
+                    model.dtype, dev, BACKEND)
     copies, swaps = [], []
-    for nb in COPY_BLOCKS:
+    for nb in blocks:
         perm = torch.randperm(n_blocks).tolist()
         pairs = list(zip(perm[:nb], perm[nb:2 * nb]))
         copies.append(_bench(lambda: cache.copy(pairs), warmup=3, rep=20))
         gpu_ids = torch.randperm(n_blocks)[:nb].tolist()
-        cpu_ids = torch.randperm(max(COPY_BLOCKS))[:nb].tolist()
+        cpu_ids = torch.randperm(max(blocks))[:nb].tolist()
         swap_pairs = list(zip(gpu_ids, cpu_ids))
 
         def swap():
             cache.swap_out(swap_pairs)
-            torch.cuda.synchronize()
+            _sync()
         swaps.append(_bench(swap, warmup=2, rep=20))
-    return {"blocks": COPY_BLOCKS, "time_s": copies}, {"blocks": COPY_BLOCKS, "time_s": swaps}
+    return {"blocks": list(blocks), "time_s": copies}, {"blocks": list(blocks), "time_s": swaps}
 
 
 STEP_BATCH = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256]
@@ -232,10 +238,14 @@ PREFILL_REPS = 10              # prefill steps: timed calls per point (each afte
 KV_POOL_TOKENS = 65536        # distinct KV tokens the step grids read (far larger than L2)
 GRAPH_PREFILL_MAX_TOKENS = 2048   # = RuntimeConfig.cuda_graph_prefill_max_tokens's default
 GRAPH_PREFILL_SEQS = 256          # the engine's prefill graphs hold min(max_num_seqs, 256) sequences
+# the full grids; kvsim.calibrate.fast passes reduced ones (prefill None: every captured token count;
+# mix None: no mixed steps)
+FULL_STEP_GRID = {"batch": STEP_BATCH, "ctx": STEP_CTX, "spread": SPREAD_MAX, "prefill": None,
+                  "mix": (MIX_DECODE, MIX_CTX, MIX_CHUNK)}
 
 
-def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_len: int | None = None
-                  ) -> tuple[dict, dict, dict, dict, dict | None]:
+def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_len: int | None = None,
+                  grid: dict | None = None) -> tuple[dict, dict, dict, dict | None, dict | None]:
     """Whole engine iterations on the GPU (forward of all layers + LM head + greedy sampling):
     decode steps over batch x context, decode steps whose contexts are unequal (evenly spaced up to
     SPREAD_MAX: a batch's longest sequence can set the attention kernel's makespan), single-sequence
@@ -248,9 +258,12 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
     is off — decode graphs by batch, prefill graphs at every captured token count up to
     GRAPH_PREFILL_MAX_TOKENS with room for GRAPH_PREFILL_SEQS sequences (the engine's defaults).
     Block tables draw blocks at random from a pool of KV_POOL_TOKENS tokens, so big batches read
-    DRAM like real ones without needing batch x context tokens of memory. The fifth value is the
-    card's reference step (:mod:`kvsim.engine.reference_step`), timed first, as engine runs time it.
+    DRAM like real ones without needing batch x context tokens of memory. ``grid`` replaces the axes
+    (FULL_STEP_GRID's keys); with ``grid["mix"]`` None no mixed steps are timed and the last item is None. The fifth value
+    is the card's reference step (:mod:`kvsim.engine.reference_step`), timed first, as engine runs time it.
     """
+    g = dict(FULL_STEP_GRID, **(grid or {}))
+    batches = list(g["batch"])
     from kvsim.cost.calibrated import spread_contexts
     from kvsim.engine.attention import as_unified
     from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs, prefill_token_sizes
@@ -260,12 +273,17 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
     pool = KV_POOL_TOKENS // bs
     caches = [_cache(model, pool, bs, dev) for _ in range(model.num_layers)]
     gen = torch.Generator().manual_seed(bs)
-    graphs = DecodeGraphs(model, caches, block_size=bs, max_batch=max(STEP_BATCH), max_context_len=max_ctx,
-                          backend="triton", batch_sizes=STEP_BATCH) if cuda_graphs else None
-    prefill_tokens = prefill_token_sizes(min(GRAPH_PREFILL_MAX_TOKENS, max_ctx)) if cuda_graphs else \
-        sorted({min(t, max_ctx) for t in STEP_PREFILL})
+    graphs = DecodeGraphs(model, caches, block_size=bs, max_batch=max(batches), max_context_len=max_ctx,
+                          backend=BACKEND, batch_sizes=batches) if cuda_graphs else None
+    if g["prefill"] is not None:
+        prefill_tokens = sorted({min(t, max_ctx) for t in g["prefill"]})
+    elif cuda_graphs:
+        prefill_tokens = prefill_token_sizes(min(GRAPH_PREFILL_MAX_TOKENS, max_ctx))
+    else:
+        prefill_tokens = sorted({min(t, max_ctx) for t in STEP_PREFILL})
     pgraphs = PrefillGraphs(model, caches, block_size=bs, max_tokens=prefill_tokens[-1], max_seqs=GRAPH_PREFILL_SEQS,
-                            max_context_len=max_ctx, backend="triton") if cuda_graphs else None
+                            max_context_len=max_ctx, backend=BACKEND,
+                            token_sizes=prefill_tokens if g["prefill"] is not None else None) if cuda_graphs else None
 
     def eager(ids, pos, meta):
         return model(ids, pos, caches, meta)
@@ -274,10 +292,10 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
 
     def step(prefills, decodes):
         return synthetic_step(prefills, decodes, block_size=bs, num_blocks=pool, vocab_size=spec.vocab_size,
-                              device=dev, backend="triton", generator=gen)
-    ctx_axis = sorted({min(c, max_ctx) for c in STEP_CTX})
+                              device=dev, backend=BACKEND, generator=gen)
+    ctx_axis = sorted({min(c, max_ctx) for c in g["ctx"]})
     from kvsim.engine.reference_step import reference_step
-    ref = reference_step(model, caches, graphs, block_size=bs, num_blocks=pool, backend="triton", device=dev,
+    ref = reference_step(model, caches, graphs, block_size=bs, num_blocks=pool, backend=BACKEND, device=dev,
                          generator=gen) if dev.type == "cuda" else None     # the card's speed, as engine runs time it
 
     def timed(meta_of):
@@ -285,12 +303,12 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
         return _bench(lambda: model.compute_logits(decode(ids, pos, meta)).argmax(-1).tolist(), warmup=3, rep=15)
     dec_grid = []
     with torch.inference_mode():
-        for n in STEP_BATCH:
+        for n in batches:
             dec_grid.append([timed(step([], [c] * n)) for c in ctx_axis])
         # unequal contexts, each beside the uniform step at its mean, timed in the same run: where the
         # spread step lies between uniform-at-mean and uniform-at-longest needs no interpolation
-        spread, at_mean, tops = [], [], sorted({min(t, max_ctx) for t in SPREAD_MAX})
-        for n in STEP_BATCH:
+        spread, at_mean, tops = [], [], sorted({min(t, max_ctx) for t in g["spread"]})
+        for n in batches:
             row, mrow = [], []
             for top in tops:
                 ctx = spread_contexts(n, top)
@@ -300,7 +318,7 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
             at_mean.append(mrow)
         pre = []
         # each prefill timed between two decode steps (16 rows of 512 context), as prompts are in serving
-        cool = step([], [min(512, max_ctx)] * min(16, max(STEP_BATCH)))
+        cool = step([], [min(512, max_ctx)] * min(16, max(batches)))
 
         def between():
             for _ in range(2):
@@ -310,11 +328,12 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
             pre.append(_bench_between(lambda: model.compute_logits(prefill(ids, pos, meta)[-1:]).argmax(-1).tolist(),
                                       between, reps=PREFILL_REPS))
         top = prefill_tokens[-1]
-        chunks = [t for t in MIX_CHUNK if t + max(MIX_DECODE) <= top] or [max(1, top - max(MIX_DECODE))]
+        mix_rows, mix_ctx, mix_chunk = g["mix"] or ([], [], [])
+        chunks = [t for t in mix_chunk if t + max(mix_rows) <= top] or [max(1, top - max(mix_rows))] if mix_rows else []
         mix = []
-        for n in MIX_DECODE:
+        for n in mix_rows:
             plane = []
-            for c in MIX_CTX:
+            for c in mix_ctx:
                 row = []
                 for t in chunks:
                     ids, pos, meta = step([(t, 0)], [min(c, max_ctx)] * n)
@@ -325,11 +344,12 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
                 plane.append(row)
             mix.append(plane)
     del caches, graphs, pgraphs
-    return ({"batch": STEP_BATCH, "ctx": ctx_axis, "time_s": dec_grid, "cuda_graphs": bool(cuda_graphs),
+    mixed = {"decode": list(mix_rows), "ctx": list(mix_ctx), "chunk": chunks, "time_s": mix,
+             "cuda_graphs": bool(cuda_graphs)} if g["mix"] else None
+    return ({"batch": batches, "ctx": ctx_axis, "time_s": dec_grid, "cuda_graphs": bool(cuda_graphs),
              "max_context_len": int(max_ctx)},
-            {"batch": STEP_BATCH, "max_ctx": tops, "time_s": spread, "mean_time_s": at_mean,
+            {"batch": batches, "max_ctx": tops, "time_s": spread, "mean_time_s": at_mean,
              "top_time_s": [[row[ctx_axis.index(t)] for t in tops] for row in dec_grid],
              "shape": "contexts evenly spaced up to max_ctx", "cuda_graphs": bool(cuda_graphs)},
             {"tokens": prefill_tokens, "time_s": pre, "cuda_graphs": bool(cuda_graphs), "timing": PREFILL_TIMING},
-            {"decode": MIX_DECODE, "ctx": MIX_CTX, "chunk": chunks, "time_s": mix, "cuda_graphs": bool(cuda_graphs)},
-            ref)
+            mixed, ref)

@@ -94,8 +94,40 @@ def fit_prefill_overhead(model, profile: dict, bs: int, device: str = "cuda", to
     return {"tokens": used, "time_s": out}
 
 
+BLOCK_TABLES = ("decode_step", "decode_spread_step", "prefill_step", "mixed_step", "decode_attn", "prefill_attn",
+                "copy_block", "swap")
+
+
+REFERENCE = "reference_step"
+
+
+def measure_block(model, bs: int, dev, *, cuda_graphs: bool = True, fast: bool = False) -> dict:
+    """Every block-keyed table of block size ``bs`` (``fast``: the reduced grids of kvsim.calibrate.fast,
+    no mixed steps); table name -> table."""
+    from kvsim.calibrate import fast as F
+    out: dict = {}
+    if fast:
+        g = F.grid_for(bs, model.spec.max_seq_len)
+        (out["decode_step"], out["decode_spread_step"], out["prefill_step"], mixed, ref) = M.measure_steps(
+            model, bs, dev, cuda_graphs=cuda_graphs, grid=F.step_grid(g))
+        out["decode_attn"] = M.measure_decode(model, bs, dev, g["attn_batch"], g["attn_ctx"])
+        out["prefill_attn"] = M.measure_prefill(model, bs, dev, g["pre_new"], g["pre_cached"])
+        out["copy_block"], out["swap"] = M.measure_copy_swap(model, bs, dev, g["copy"])
+    else:
+        (out["decode_step"], out["decode_spread_step"], out["prefill_step"], mixed, ref) = M.measure_steps(
+            model, bs, dev, cuda_graphs=cuda_graphs)
+        out["decode_attn"] = M.measure_decode(model, bs, dev)
+        out["prefill_attn"] = M.measure_prefill(model, bs, dev)
+        out["copy_block"], out["swap"] = M.measure_copy_swap(model, bs, dev)
+    if mixed is not None:
+        out["mixed_step"] = mixed
+    if ref is not None:                  # not a table: calibrate() moves it into meta.reference_step
+        out[REFERENCE] = ref
+    return out
+
+
 def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: str, command: str,
-              cuda_graphs: bool = True) -> Path:
+              cuda_graphs: bool = True, fast: bool = False) -> Path:
     if not torch.cuda.is_available():
         raise KvsimError("calibrate", "needs a CUDA GPU (run it on the GPU machine)")
     from kvsim.engine.models import build_model
@@ -111,27 +143,30 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     prof["linear"], prof["layer_other"] = M.measure_nonattention(model, dev)
     M._log("linear / other done")
     prof["lm_head"] = M.measure_lm_head(model, dev)
-    prof["decode_attn"], prof["prefill_attn"], prof["copy_block"], prof["swap"] = {}, {}, {}, {}
-    for key in ("decode_step", "decode_spread_step", "prefill_step", "mixed_step"):
+    prof["meta"]["fast"] = bool(fast)
+    for key in BLOCK_TABLES:
         prof[key] = {}
+    t_blocks = {}
     for bs in block_sizes:
-        k = str(bs)
-        (prof["decode_step"][k], prof["decode_spread_step"][k], prof["prefill_step"][k],
-         prof["mixed_step"][k], ref) = M.measure_steps(model, bs, dev, cuda_graphs=cuda_graphs)
-        if ref is not None:
-            prof["meta"].setdefault("reference_step", {})[k] = ref
+        t1 = time.perf_counter()
+        for key, table in measure_block(model, bs, dev, cuda_graphs=cuda_graphs, fast=fast).items():
+            if key == REFERENCE:
+                prof["meta"].setdefault("reference_step", {})[str(bs)] = table
+            else:
+                prof[key][str(bs)] = table
         torch.cuda.empty_cache()
-        prof["decode_attn"][str(bs)] = M.measure_decode(model, bs, dev)
-        prof["prefill_attn"][str(bs)] = M.measure_prefill(model, bs, dev)
-        prof["copy_block"][str(bs)], prof["swap"][str(bs)] = M.measure_copy_swap(model, bs, dev)
-        torch.cuda.empty_cache()
-        M._log(f"block size {bs} done")
+        t_blocks[str(bs)] = round(time.perf_counter() - t1, 1)
+        M._log(f"block size {bs} done in {t_blocks[str(bs)]:.1f} s")
+    prof["meta"]["seconds_per_block_size"] = t_blocks
+    if not prof["mixed_step"]:
+        del prof["mixed_step"]
     prof["step_overhead"] = fit_overhead(model, prof, 16 if 16 in block_sizes else block_sizes[0],
                                          cuda_graphs=cuda_graphs)
     prof["prefill_overhead"] = fit_prefill_overhead(model, prof, 16 if 16 in block_sizes else block_sizes[0],
                                                     cuda_graphs=cuda_graphs)
     path = Path(out) if out else default_path(spec.name, prof["meta"]["gpu"])
     path.parent.mkdir(parents=True, exist_ok=True)
+    prof["meta"]["calibrate_seconds"] = round(time.perf_counter() - t0, 1)
     path.write_text(json.dumps(prof, indent=1) + "\n")
     M._log(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
     return path

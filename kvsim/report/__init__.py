@@ -7,7 +7,7 @@ from pathlib import Path
 from kvsim.outdir import OutputSet
 from kvsim.report.blocksize import DEFAULT_BLOCK_SIZES, BlockSizeAnalysis, analyse, choose
 
-REPORT_FILES = ("report.html", "block_size.csv")
+REPORT_FILES = ("report.html", "block_size.csv", "attribution.csv")
 
 
 def _source(scenario):
@@ -33,6 +33,8 @@ def block_size_report(scenario, slo: dict, out, **kw) -> BlockSizeAnalysis:
     with OutputSet(out, REPORT_FILES) as d:
         (d / "report.html").write_text(render(a, desc), encoding="utf-8")
         a.table.to_csv(d / "block_size.csv", index=False)
+        if a.attribution is not None:
+            a.attribution.to_csv(d / "attribution.csv", index=False)
     return a
 
 

@@ -36,6 +36,7 @@ import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -68,6 +69,11 @@ class BlockSizeAnalysis:
     v1_reason: str = ""                          # set by compare_v1 (kvsim.report.blocksize_v1)
     block_size: int | None = None
     reason: str = ""
+    pricing: str = ""                            # what priced the steps: the roofline model or a measured profile
+    not_measured: list = field(default_factory=list)   # --profile: requested sizes the profile lacks
+    attribution: pd.DataFrame | None = None      # --profile: memory vs card terms per block size
+    decides: str = ""                            # --profile: which effect decides the choice
+    mem_rates: dict = field(default_factory=dict)  # --profile: block size -> rate with the reference's kernels
 
     def table_text(self) -> str:
         cols = ["block_size", "max_rate_req_s", "best_mode", "max_rate_v1", "internal_frag_frac",
@@ -132,27 +138,68 @@ def _prefix_hit(args) -> tuple[int, float]:
 
 def analyse(source, slo: dict, *, overrides: list[str] | None = None, block_sizes=None,
             requests: int | None = 600, rel_tol: float = 0.02, tie_tol: float | None = None,
-            jobs: int | None = None, progress: bool = False, compare_v1: bool = False) -> BlockSizeAnalysis:
-    """Run every block size (module doc); ``choose`` is applied to the result.
+            jobs: int | None = None, progress: bool = False, compare_v1: bool = False, profile: str | None = None,
+            min_duration_s: float | None = 60.0) -> BlockSizeAnalysis:
+    """Run every block size (module doc); ``choose`` is applied to the result. With ``profile`` the
+    steps are priced from that measured profile (:mod:`kvsim.report.blocksize_profile`).
 
     ``compare_v1`` runs each size's search again under ``engine.policy=v1`` and adds its columns
     (:mod:`kvsim.report.blocksize_v1`); the choice stays the scenario's own policy's.
     """
+    if profile is None:
+        return _analyse(source, slo, overrides, block_sizes, requests, rel_tol, tie_tol, jobs, progress,
+                        min_duration_s=min_duration_s, compare_v1=compare_v1)
+    import tempfile
+    from kvsim.report import blocksize_profile as BP
     data = source if isinstance(source, dict) else read_yaml(source)
-    overrides = list(overrides or [])
     sc = load_scenario(data, probe_overrides(overrides, requests))
-    check_rate_driven(data, probe_overrides(overrides, requests))
+    doc = BP.load_checked(profile, sc.model, sc.dtype, sc.gpu)
+    wanted = _sizes(block_sizes)
+    measured, missing = BP.split_sizes(doc, wanted)
+    if not measured:
+        have = BP.split_sizes(doc, list(range(1, MAX_BLOCK_SIZE + 1)))[0]
+        raise KvsimError("--block-sizes", f"none of {wanted} is in {profile} (measured: {have})")
+    base = list(overrides or []) + ["cost.model=calibrated", f"cost.profile={profile}"]
+    ref = BP.reference_block(measured)
+    with tempfile.TemporaryDirectory(prefix="kvsim-bs-") as tmp:
+        ref_path = BP.write_reference(doc, ref, measured, Path(tmp))
+        a = _analyse(data, slo, base, measured, requests, rel_tol, tie_tol, jobs, progress, min_duration_s=min_duration_s,
+                     counterfactual=list(overrides or []) + ["cost.model=calibrated", f"cost.profile={ref_path}"])
+    a.not_measured = missing
+    card = doc["meta"].get("gpu", "?")
+    a.pricing = (f"measured profile {profile} ({doc['model']}, {doc['dtype']}, {card}, {doc['meta'].get('date', '?')}); "
+                 f"block sizes not in it: {', '.join(map(str, missing)) or 'none'} (not measured, not priced)")
+    rates = {int(r.block_size): r.max_rate_req_s for r in a.table.itertuples()}
+    rows, a.decides = BP.attribute(rates, a.mem_rates, a.block_size)
+    a.attribution = pd.DataFrame(rows)
+    a.decides = f"reference block {ref}: " + a.decides
+    return a
+
+
+def _sizes(block_sizes) -> list[int]:
     if block_sizes is not None and not isinstance(block_sizes, (list, tuple, set)):
         raise KvsimError("--block-sizes", f"got {block_sizes!r}, expected a list of integers")
     if block_sizes is not None and not block_sizes:
         raise KvsimError("--block-sizes", "no block sizes given; expected integers like 8,16,32")
-    sizes = sorted(set(check_number("--block-sizes", b, int, (1, MAX_BLOCK_SIZE, False, False))
-                       for b in (block_sizes or DEFAULT_BLOCK_SIZES)))
+    return sorted(set(check_number("--block-sizes", b, int, (1, MAX_BLOCK_SIZE, False, False))
+                      for b in (block_sizes or DEFAULT_BLOCK_SIZES)))
+
+
+def _analyse(source, slo, overrides, block_sizes, requests, rel_tol, tie_tol, jobs, progress,
+             counterfactual: list[str] | None = None, min_duration_s: float | None = 60.0,
+             compare_v1: bool = False) -> BlockSizeAnalysis:
+    data = source if isinstance(source, dict) else read_yaml(source)
+    overrides = list(overrides or [])
+    sc = load_scenario(data, probe_overrides(overrides, requests))
+    check_rate_driven(data, probe_overrides(overrides, requests))
+    sizes = _sizes(block_sizes)
     modes = _modes(sc)
     if compare_v1 and sc.engine.policy == "v1":
         raise KvsimError("--compare-v1", "the scenario already runs engine.policy v1; compare from a v0 scenario")
-    kw = dict(requests=requests, rel_tol=rel_tol)
+    kw = dict(requests=requests, rel_tol=rel_tol, min_duration_s=min_duration_s)
     tasks = [(data, overrides, b, m, slo, kw) for b in sizes for m in modes]
+    if counterfactual is not None:           # the memory-only runs (kvsim.report.blocksize_profile)
+        tasks += [(data, counterfactual, b, m, slo, kw) for b in sizes for m in modes]
     from kvsim.report import blocksize_v1 as bv1
     v1_tasks = [(data, overrides, b, slo, kw) for b in sizes] if compare_v1 else []
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(tasks)))
@@ -165,7 +212,10 @@ def analyse(source, slo: dict, *, overrides: list[str] | None = None, block_size
         for r in ex.map(_search, tasks):
             found.append(r)
             bar and bar.update()
-        res = {(b, m): r for b, m, r in found}
+        res = {(b, m): r for b, m, r in found[:len(sizes) * len(modes)]}
+        mem = {}
+        for b, m, r in found[len(sizes) * len(modes):]:
+            mem[b] = max(mem.get(b) or 0.0, r.max_rate or 0.0) or None
         res_v1 = {}
         for b, r in ex.map(bv1.search_v1, v1_tasks):
             res_v1[b] = r
@@ -209,6 +259,10 @@ def analyse(source, slo: dict, *, overrides: list[str] | None = None, block_size
     if all(r.get("error") for r in rows):
         raise KvsimError("--block-sizes", f"no block size can run; the first: {rows[0]['error']}")
     out.cost_note = next(r["cost_model"] for r in rows if not r.get("error"))
+    out.pricing = ("roofline model (analytical, from the catalogue's GPU and model specs): a model, not a "
+                   "measurement; for a measured card use --profile" if out.cost_note == "RooflineCostModel"
+                   else f"scenario cost model {out.cost_note}")
+    out.mem_rates = mem
     out.block_size, out.reason = choose(out)
     if compare_v1:
         out.v1_reason = bv1.v1_reason(out.table)
@@ -228,7 +282,11 @@ def choose(a: BlockSizeAnalysis) -> tuple[int | None, str]:
     parts = [f"block {int(pick.block_size)} sustains {pick.max_rate_req_s:.3g} req/s ({pick.best_mode}) within "
              f"the SLOs, within {a.tie_tol:.0%} of the best ({best.max_rate_req_s:.3g} req/s at block "
              f"{int(best.block_size)}; {a.tie_tol:.0%} = twice the search's {a.rel_tol:.0%} resolution)"]
-    if len(bigger):
+    if len(bigger) and a.mem_rates:         # --profile: what decides comes from the attribution, not assumed
+        nxt = bigger.iloc[0]
+        parts.append(f"block {int(nxt.block_size)} drops to {nxt.max_rate_req_s:.3g} req/s "
+                     f"({nxt.max_rate_req_s / best.max_rate_req_s - 1:+.0%}); memory vs card: see what decides")
+    elif len(bigger):
         nxt = bigger.iloc[0]
         parts.append(f"block {int(nxt.block_size)} drops to {nxt.max_rate_req_s:.3g} req/s "
                      f"({nxt.max_rate_req_s / best.max_rate_req_s - 1:+.0%}) because internal fragmentation of "
@@ -239,6 +297,9 @@ def choose(a: BlockSizeAnalysis) -> tuple[int | None, str]:
         parts.append(f"smaller blocks (down to {int(tied.block_size.min())}) sustain about the same rate; the larger "
                      f"is preferred because it swaps a mean sequence out and back in {pick.swap_roundtrip_ms:.0f} ms vs "
                      f"{small.swap_roundtrip_ms:.0f} ms at block {int(small.block_size)} and needs fewer block-table "
-                     f"entries, while the {a.cost_note} charges no attention-kernel cost for large blocks "
-                     f"(decode step {pick.decode_step_ms:.2f} ms at every size)")
+                     f"entries" + (f", while the {a.cost_note} charges no attention-kernel cost for large blocks "
+                                   f"(decode step {pick.decode_step_ms:.2f} ms at every size)"
+                                   if t.decode_step_ms.nunique() == 1 else
+                                   f"; the {a.cost_note} prices its decode step at {pick.decode_step_ms:.2f} ms vs "
+                                   f"{small.decode_step_ms:.2f} ms at block {int(small.block_size)}"))
     return int(pick.block_size), "; ".join(parts) + "."

@@ -85,12 +85,26 @@ def render(a: BlockSizeAnalysis, scenario_desc: str = "") -> str:
     table = '<div class="fit">' + a.table.drop(columns=["cost_model"], errors="ignore").to_html(
         index=False, float_format=lambda v: f"{v:.4g}", na_rep="-") + "</div>"
     e = html.escape
+    measured = ""
+    if a.attribution is not None:
+        att = a.attribution.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
+        measured = (f"<h2>What decides: memory or the card</h2><p>{e(a.decides)}</p><div class=\"fit\">{att}</div>"
+                    "<p><code>memory_only_rate_req_s</code>: the same search with every block size priced by the "
+                    "reference block's measured kernels (copies and swaps per token), so it differs from the "
+                    "reference only through fragmentation and batch size. <code>memory_term</code> and "
+                    "<code>card_term</code> split the log-rate gap to the recommended block "
+                    "(<code>kvsim/report/blocksize_profile.py</code>).</p>")
+        if a.not_measured:
+            measured += (f"<p>Not measured (not in the profile, not priced): block sizes "
+                         f"{e(', '.join(map(str, a.not_measured)))}.</p>")
     return f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>kvsim block-size report: {e(a.scenario)}</title>
 <style>{CSS}</style></head><body>
 <h1>Block-size report: {e(a.scenario)}</h1>
 <p>{e(scenario_desc)}<br>SLO: <b>{e(format_slo(a.slo))}</b>. Block sizes {e(', '.join(map(str, a.block_sizes)))};
 preemption modes {e(', '.join(a.modes))}. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by kvsim.</p>
+<p>Priced by: <b>{e(a.pricing)}</b>.</p>
 <div class="rec"><h2>Recommendation: block size {a.block_size}</h2><p>{e(a.reason)}</p></div>
+{measured}
 <h2>Throughput at the SLO</h2>{figs['rate']}
 <p>Highest Poisson rate meeting the SLOs, from the planner's search (bracket by doubling, then bisection to
 {a.rel_tol:.0%}); a run with unfinished requests fails. Each probe has at least 600 requests and 60 s of arrivals.</p>

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Issue #18's engine check of `kvsim report block-size --profile`: the report's best block size and two others
+# run end to end on kvsim's engine on the same workload at a few request rates (and seeds), then
+# kvsim/report/engine_check.py computes the throughput at the SLO per block size and compares it with the
+# report's prediction (order, error per block size, measured margin, noise) into engine_check.{csv,md}.
+#   REPORT=benchmarks/blocksize/H200/alpaca   the committed report folder (block_size.csv)
+#   SCENARIO=scenarios/paper/fig18b_block_size_alpaca.yaml
+#   BLOCKS=16,32,64     default: the report's best block size and its two neighbours in block_size.csv
+#   FRACS=0.8,0.9,1.0,1.1,1.2   rates run, as fractions of the report's best predicted rate (same for every block)
+#   DURATION=20 (s of Poisson arrivals per run)  SEEDS=0 (e.g. 0,1: the spread of per-seed rates is the noise)
+#   SLO=normalized_latency_s=0.1   SETS="--set gpu=h200-141gb"   CHECK_TIMEOUT=560 (s, the whole stage)
+# Runs already in $OUT/work/blocksize/<name>/ are kept, so a call cut short resumes in the next one.
+# usage (repo root, GPU machine, $OUT set; the simpy wheel in .whl/): REPORT=... SCENARIO=... bash <this file>
+set -u
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  2>&1 | tail -2
+export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1
+python3 -c "import simpy" || exit 3
+REPORT=${REPORT:-benchmarks/blocksize/H200/alpaca}
+SCENARIO=${SCENARIO:-scenarios/paper/fig18b_block_size_alpaca.yaml}
+SLO=${SLO:-normalized_latency_s=0.1}
+SETS=${SETS:---set gpu=h200-141gb}
+W=$OUT/work/blocksize/$(basename "$REPORT"); mkdir -p "$W"
+read -r BEST_RATE AUTO_BLOCKS < <(python3 - "$REPORT/block_size.csv" <<'PY'
+import sys, pandas as pd
+t = pd.read_csv(sys.argv[1]).dropna(subset=["max_rate_req_s"]).sort_values("block_size").reset_index(drop=True)
+i = int(t.max_rate_req_s.idxmax())
+lo = min(max(0, i - 1), max(0, len(t) - 3))          # the best and its two neighbours (or the two nearest)
+pick = range(lo, min(len(t), lo + 3))
+print(t.max_rate_req_s.max(), ",".join(str(int(t.block_size[j])) for j in pick))
+PY
+)
+BLOCKS=${BLOCKS:-$AUTO_BLOCKS}
+echo "report $REPORT: best predicted rate $BEST_RATE req/s; blocks $BLOCKS" | tee -a "$W/stages.txt"
+T0=$(date +%s)
+FRACS=${FRACS:-0.8,0.9,1.0,1.1,1.2}; SEEDS=${SEEDS:-0}
+for seed in ${SEEDS//,/ }; do for frac in ${FRACS//,/ }; do for b in ${BLOCKS//,/ }; do
+  rate=$(python3 -c "print(round($BEST_RATE * $frac, 3))")
+  d="$W/b${b}_r${rate}_s${seed}"
+  [ -f "$d/requests.csv" ] && continue
+  left=$(( ${CHECK_TIMEOUT:-560} - $(date +%s) + T0 ))
+  [ "$left" -lt 30 ] && { echo "stage time used up; re-run to resume" | tee -a "$W/stages.txt"; break 3; }
+  echo "== $(date +%T) block $b rate $rate seed $seed" | tee -a "$W/stages.txt"
+  timeout "$left" python3 -m kvsim.cli engine "$SCENARIO" $SETS --set engine.block_size="$b" \
+    --set workload.rate_req_s="$rate" --set workload.duration_s="${DURATION:-20}" --set workload.num_requests=null \
+    --set seed="$seed" --out "$d" 2>&1 | tail -3
+done; done; done
+python3 -m kvsim.report.engine_check "$W" "$REPORT/block_size.csv" --slo "$SLO" | tee "$W/check.txt"
+tar czf "$OUT/blocksize_check.tgz" -C "$OUT/work" blocksize

@@ -1,0 +1,103 @@
+"""``kvsim calibrate --fast``: many block sizes in one device call.
+
+A full calibration times ~370 grid points per block size (~4.5 min for OPT-13B on an H200), too slow
+for 1, 2, 4, ..., 256 in one 10-minute call. Most of it does not depend on the block size: the GEMMs,
+the rest of the layer, the LM head and the per-iteration host overheads are measured once
+(``kvsim calibrate`` already does) and shared. Per block size, ``--fast`` times only what the
+blocking changes, on reduced grids:
+
+* whole decode steps (batch x context) and unequal-context steps beside their uniform twins,
+* whole prefill steps at a few token counts (CUDA graphs captured at exactly those counts),
+* one layer's paged decode and prefill attention grids, block copies and swaps.
+
+Mixed steps are skipped (the calibrated model then adds a prefill chunk's tokens to the decode step,
+as for older profiles). The grids are **dense for small blocks** (``B <= DENSE_MAX``), where a thread
+block reads little KV and the cost changes fast with ``B`` (paper Fig. 18a), and **coarse** for the
+rest, where it barely moves. Decode batches are on the engine's CUDA-graph ladder, so a step of a
+captured batch is priced from a point measured at exactly that batch. Every axis keeps at least two
+points, so the cost model interpolates (and extends the last slope) as on full grids.
+
+:func:`estimate_seconds` is the time budget derived from the counts of grid points: points times the
+mean seconds per point of the full block-16 calibration of OPT-13B on the H200 (``FULL_B16_SECONDS``
+over :func:`full_points`), plus the shared tables once. It is an estimate, to be measured on the GPU.
+"""
+from __future__ import annotations
+
+DENSE_MAX = 8     # block sizes up to this get the dense grid
+
+DENSE = {"batch": [1, 4, 16, 32, 64, 128, 256], "ctx": [128, 512, 1024, 2048], "spread": [2048],
+         "prefill": [16, 128, 512, 2048], "attn_batch": [1, 4, 16, 64, 256], "attn_ctx": [16, 256, 1024, 2048],
+         "pre_new": [16, 256, 1024, 2048], "pre_cached": [0, 1024], "copy": [1, 16, 256]}
+COARSE = {"batch": [1, 8, 32, 128, 256], "ctx": [128, 512, 2048], "spread": [2048],
+          "prefill": [16, 512, 2048], "attn_batch": [1, 16, 256], "attn_ctx": [16, 1024, 2048],
+          "pre_new": [16, 1024, 2048], "pre_cached": [0, 1024], "copy": [1, 16, 256]}
+
+# measured input, not an output: the full block-16 OPT-13B calibration on the H200 (README, calibrate)
+FULL_B16_SECONDS = 278.0
+# the shared tables (GEMMs, layer rest, LM head, overhead and prefill-overhead fits) counted as points;
+# the fits run the engine (10 short runs), counted here as 3 points each
+SHARED_FIT_RUNS = 10
+FIT_RUN_POINTS = 3
+
+
+def grid_for(bs: int, max_ctx: int | None = None) -> dict:
+    """The reduced grids for block size ``bs`` (dense up to DENSE_MAX), contexts capped at ``max_ctx``."""
+    g = {k: list(v) for k, v in (DENSE if bs <= DENSE_MAX else COARSE).items()}
+    if max_ctx:
+        for key in ("ctx", "spread", "prefill"):
+            g[key] = sorted({min(c, max_ctx) for c in g[key]})
+    return g
+
+
+def step_grid(g: dict) -> dict:
+    """The ``grid`` argument of :func:`kvsim.calibrate.measure.measure_steps` (no mixed steps)."""
+    return {"batch": g["batch"], "ctx": g["ctx"], "spread": g["spread"], "prefill": g["prefill"], "mix": None}
+
+
+def block_points(g: dict) -> int:
+    """Timed points of one block size on grid ``g`` (each spread point also times its uniform twin)."""
+    nb = len(g["batch"])
+    return (nb * len(g["ctx"]) + 2 * nb * len(g["spread"]) + len(g["prefill"])
+            + len(g["attn_batch"]) * len(g["attn_ctx"]) + len(g["pre_new"]) * len(g["pre_cached"])
+            + 2 * len(g["copy"]))
+
+
+def shared_points() -> int:
+    from kvsim.calibrate import measure as M
+    return 2 * len(M.TOKENS) + len(M.BATCH) + SHARED_FIT_RUNS * FIT_RUN_POINTS
+
+
+def full_points(max_ctx: int = 2048) -> int:
+    """Points of a full calibration of one block size (kvsim.calibrate.measure's grids), with the shared ones."""
+    from kvsim.calibrate import measure as M
+    from kvsim.graph_sizes import prefill_token_sizes
+    g = {"batch": M.STEP_BATCH, "ctx": sorted({min(c, max_ctx) for c in M.STEP_CTX}), "spread": M.SPREAD_MAX,
+         "prefill": prefill_token_sizes(min(M.GRAPH_PREFILL_MAX_TOKENS, max_ctx)), "attn_batch": M.BATCH,
+         "attn_ctx": M.CTX, "pre_new": M.PREFILL_NEW, "pre_cached": M.PREFILL_CACHED, "copy": M.COPY_BLOCKS}
+    mixed = len(M.MIX_DECODE) * len(M.MIX_CTX) * len(M.MIX_CHUNK)
+    return block_points(g) + mixed + shared_points()
+
+
+def estimate_seconds(block_sizes: list[int], max_ctx: int = 2048) -> dict:
+    """Estimated seconds of ``--fast`` over ``block_sizes`` (module doc): an estimate, to be measured."""
+    per_point = FULL_B16_SECONDS / full_points(max_ctx)
+    per_block = {bs: block_points(grid_for(bs, max_ctx)) for bs in block_sizes}
+    points = sum(per_block.values()) + shared_points()
+    return {"seconds_per_point": per_point, "points_per_block": per_block, "shared_points": shared_points(),
+            "points": points, "estimate_s": points * per_point,
+            "basis": f"{FULL_B16_SECONDS:.0f} s / {full_points(max_ctx)} points of a full block-16 calibration "
+                     "(OPT-13B, H200); an estimate, to be measured"}
+
+
+def estimate_full_or_fast(block_sizes: list[int], fast: bool, max_ctx: int = 2048) -> str:
+    """One line for ``kvsim calibrate --estimate``: the estimated time of the run asked for."""
+    if fast:
+        e = estimate_seconds(block_sizes, max_ctx)
+        pts = e["points"]
+    else:
+        per_point = FULL_B16_SECONDS / full_points(max_ctx)
+        pts = (full_points(max_ctx) - shared_points()) * len(block_sizes) + shared_points()
+        e = {"estimate_s": pts * per_point, "seconds_per_point": per_point}
+    return (f"{'fast' if fast else 'full'} calibration of block sizes {','.join(map(str, block_sizes))}: {pts} timed "
+            f"points x {e['seconds_per_point']:.2f} s = ~{e['estimate_s'] / 60:.1f} min (an estimate from the counts "
+            f"of grid points and the full block-16 OPT-13B H200 calibration's {FULL_B16_SECONDS:.0f} s; to be measured)")

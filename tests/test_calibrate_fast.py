@@ -1,0 +1,108 @@
+"""``kvsim calibrate --fast``: the measurement code paths on a tiny model on the CPU (timing function replaced),
+the profile holding every block size and loading in the calibrated cost model, and the time estimate's counts."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from kvsim.calibrate import fast as F  # noqa: E402
+from kvsim.calibrate import measure as M  # noqa: E402
+from kvsim.calibrate.profile import measure_block  # noqa: E402
+from kvsim.catalogue import get_model  # noqa: E402
+from kvsim.core.plan import StepPlan  # noqa: E402
+from kvsim.cost.calibrated import FORMAT, VERSION, CalibratedCostModel, Profile  # noqa: E402
+from kvsim.engine.models import build_model  # noqa: E402
+
+SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+
+
+@pytest.fixture(scope="module")
+def fast_profile():
+    """A --fast profile of tiny-opt over SIZES, every timed call run once and given a made-up time."""
+    calls = itertools.count(1)
+    ran = []
+
+    def fake_bench(fn, warmup=10, rep=40):
+        fn()
+        ran.append(1)
+        return 1e-4 * next(calls)
+
+    def fake_between(fn, between, reps=10):
+        between()
+        return fake_bench(fn)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(M, "_bench", fake_bench)
+    mp.setattr(M, "_bench_between", fake_between)
+    mp.setattr(M, "BACKEND", "torch")
+    # the same code paths on smaller grids (the CPU's reference kernels are slow at 256 x 2048); the dense
+    # grid keeps more points than the coarse one, as in F.DENSE / F.COARSE
+    small = {"batch": [1, 4, 16], "ctx": [128, 256], "spread": [256], "prefill": [16, 128], "attn_batch": [1, 4],
+             "attn_ctx": [16, 256], "pre_new": [16, 128], "pre_cached": [0, 64], "copy": [1, 8]}
+    mp.setattr(F, "DENSE", dict(small, batch=[1, 2, 4, 8, 16], ctx=[64, 128, 256]))
+    mp.setattr(F, "COARSE", small)
+    spec = get_model("tiny-opt")
+    dev = torch.device("cpu")
+    model = build_model(spec, dtype=torch.float32, device=dev, weights="dummy")
+    prof = {"format": FORMAT, "version": VERSION, "model": spec.name, "dtype": "fp16",
+            "num_layers": spec.num_layers, "meta": {"gpu": "cpu", "cuda_graphs": False, "fast": True},
+            "step_overhead": {"num_seqs": [1, 256], "time_s": [1e-3, 2e-3]}}
+    prof["linear"], prof["layer_other"] = M.measure_nonattention(model, dev)
+    prof["lm_head"] = M.measure_lm_head(model, dev)
+    per_block, grids = {}, {}
+    try:
+        for bs in SIZES:
+            before = len(ran)
+            for key, table in measure_block(model, bs, dev, cuda_graphs=False, fast=True).items():
+                prof.setdefault(key, {})[str(bs)] = table
+            per_block[bs] = len(ran) - before
+            grids[bs] = F.grid_for(bs, spec.max_seq_len)
+    finally:
+        mp.undo()
+    return prof, per_block, grids
+
+
+def test_fast_profile_has_every_block_size_and_loads(fast_profile):
+    prof, _, _ = fast_profile
+    p = Profile(prof)
+    assert p.block_sizes == SIZES
+    for key in ("decode_step", "decode_spread_step", "prefill_step", "decode_attn", "prefill_attn", "copy_block", "swap"):
+        assert sorted(int(b) for b in prof[key]) == SIZES, key
+    assert "mixed_step" not in prof                     # skipped in --fast: the older mixed pricing applies
+    for bs in SIZES:
+        cost = CalibratedCostModel(p, model_name="tiny-opt", dtype="fp16", block_size_tokens=bs)
+        # reduced grids still interpolate: between grid points, and beyond them by the last slope
+        lo = cost.step_time(StepPlan(decode_group_ids=list(range(16)), decode_context_tokens=[100] * 16))
+        mid = cost.step_time(StepPlan(decode_group_ids=list(range(20)), decode_context_tokens=[150] * 20))
+        hi = cost.step_time(StepPlan(decode_group_ids=list(range(32)), decode_context_tokens=[200] * 32))
+        assert np.isfinite([lo, mid, hi]).all() and lo <= mid <= hi
+        pre = cost.step_time(StepPlan(prefill_group_ids=[0], prefill_new_tokens=[300], prefill_cached_tokens=[0]))
+        mixed = cost.step_time(StepPlan(prefill_group_ids=[0], prefill_new_tokens=[64], prefill_cached_tokens=[0],
+                                        decode_group_ids=[1, 2], decode_context_tokens=[100, 120]))
+        assert pre > 0 and mixed > 0
+        assert cost.swap_time(10, 0) > 0 and cost.copy_time(10, 0) > 0
+
+
+def test_small_blocks_get_the_dense_grid(fast_profile):
+    prof, per_block, grids = fast_profile
+    for bs in SIZES:
+        g = grids[bs]
+        assert prof["decode_step"][str(bs)]["batch"] == g["batch"]
+        assert prof["decode_attn"][str(bs)]["ctx"] == g["attn_ctx"]
+        # the estimate's count is what the code times
+        assert per_block[bs] == F.block_points(g), bs
+    assert len(prof["decode_step"]["1"]["batch"]) > len(prof["decode_step"]["256"]["batch"])
+    assert F.block_points(F.grid_for(1)) > F.block_points(F.grid_for(16))
+
+
+def test_estimate_counts_points_not_a_constant():
+    one = F.estimate_seconds([16])
+    nine = F.estimate_seconds(SIZES)
+    assert nine["points"] == one["points"] + sum(F.block_points(F.grid_for(b)) for b in SIZES if b != 16)
+    assert nine["estimate_s"] == pytest.approx(nine["points"] * nine["seconds_per_point"])
+    # the fast grid of one block is well under the full one it replaces
+    assert F.block_points(F.grid_for(16)) < F.full_points() - F.shared_points()
+    assert "estimate" in F.estimate_full_or_fast(SIZES, True) and "to be measured" in nine["basis"]

@@ -1,0 +1,65 @@
+"""The engine check of the block-size report: SLO rate per block size from engine requests frames, compared with
+the report's prediction (kvsim/report/engine_check.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kvsim.report.engine_check import compare, engine_rates, load_runs, main, run_metric, slo_rate
+
+
+def _frame(norm: float, n: int = 20, unfinished: int = 0) -> pd.DataFrame:
+    arrival = np.arange(n, dtype=float)
+    out = np.full(n, 100)
+    return pd.DataFrame({"status": ["finished"] * (n - unfinished) + ["running"] * unfinished,
+                         "arrival_s": arrival, "first_token_s": arrival + 0.1,
+                         "finish_s": arrival + norm * out, "output_len": out})
+
+
+def test_run_metric_and_unfinished_runs_fail():
+    assert run_metric(_frame(0.05)) == pytest.approx(0.05)
+    assert run_metric(_frame(0.05, unfinished=1)) == float("inf")
+
+
+def test_slo_rate_interpolates_to_the_crossing():
+    assert slo_rate([(1, 0.05), (2, 0.08), (3, 0.14)], 0.1) == pytest.approx(2 + (0.1 - 0.08) / 0.06)
+    assert slo_rate([(1, 0.05), (2, 0.08), (3, float("inf"))], 0.1) == 2      # a failed run: no crossing to find
+    assert slo_rate([(1, 0.2)], 0.1) is None
+    assert slo_rate([(2, 0.02), (1, 0.01)], 0.1) == 2                           # all pass: the highest rate run
+
+
+def _runs(curves: dict[int, list[tuple[float, float]]], seeds=(0,)) -> pd.DataFrame:
+    return pd.DataFrame([{"block_size": b, "rate": r, "seed": s, "metric": m * (1 + 0.02 * s)}
+                         for b, pts in curves.items() for r, m in pts for s in seeds])
+
+
+def test_compare_reports_order_margin_and_error():
+    runs = _runs({16: [(10, 0.05), (20, 0.15)], 32: [(10, 0.04), (20, 0.12)], 64: [(10, 0.06), (20, 0.3)]},
+                 seeds=(0, 1))
+    eng = engine_rates(runs, 0.1).set_index("block_size")
+    assert eng.loc[32, "engine_rate_req_s"] > eng.loc[16, "engine_rate_req_s"] > eng.loc[64, "engine_rate_req_s"]
+    assert eng.loc[32, "engine_noise_req_s"] > 0 and eng.loc[32, "seeds"] == 2
+    predicted = {16: 15.0, 32: 17.0, 64: 12.0}
+    table, lines = compare(eng.reset_index(), predicted)
+    text = "\n".join(lines)
+    assert "the same" in lines[0] and "(the same block)" in text
+    assert "measured margin of block 32 over block 16" in text
+    t = table.set_index("block_size")
+    assert t.loc[32, "error"] == pytest.approx(t.loc[32, "engine_rate_req_s"] / 17.0 - 1)
+    # a wrong prediction is reported as such
+    _, bad = compare(eng.reset_index(), {16: 20.0, 32: 10.0, 64: 12.0})
+    assert "different" in bad[0] and "outside" in bad[-1]
+
+
+def test_main_reads_run_folders(tmp_path):
+    for b, curve in {16: [(5, 0.05), (10, 0.2)], 32: [(5, 0.04), (10, 0.09)]}.items():
+        for r, m in curve:
+            d = tmp_path / "runs" / f"b{b}_r{r}_s0"
+            d.mkdir(parents=True)
+            _frame(m).to_csv(d / "requests.csv", index=False)
+    pd.DataFrame({"block_size": [16, 32], "max_rate_req_s": [7.0, 10.0]}).to_csv(tmp_path / "bs.csv", index=False)
+    assert len(load_runs(tmp_path / "runs", "normalized_latency_s")) == 4
+    assert main([str(tmp_path / "runs"), str(tmp_path / "bs.csv")]) == 0
+    md = (tmp_path / "runs" / "engine_check.md").read_text()
+    assert "report's best block 32" in md and "(the same block)" in md
