@@ -195,6 +195,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
     rows = []
     names = []
     speeds: list[dict] = []
+    metas: dict[str, dict | None] = {}
     card = "?"
     for path in scenarios:
         profile = pick_profile(path, profiles, overrides)
@@ -216,7 +217,9 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
             eng_doc, eng_reqs, eng_its = read_engine_records(edir)
         engine_info = eng_doc.get("engine")
         card = engine_info.get("device", card) if isinstance(engine_info, dict) else card
-        speeds.append(speed_row(sc.name, engine_info, _profile_doc(profile).get("meta"), sc.engine.block_size))
+        if profile not in metas:             # one read per profile, not per scenario
+            metas[profile] = _profile_doc(profile).get("meta")
+        speeds.append(speed_row(sc.name, engine_info, metas[profile], sc.engine.block_size))
         try:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -195,6 +195,18 @@ def test_float_twin_prices_every_plan_bit_for_bit_like_the_vector_formula(ctx, w
         assert cm.decode_step_time(len(ctx), sum(ctx)) == cm.decode_step_times(len(ctx), np.array([sum(ctx)]))[0]
 
 
+
+def _scaled_model(which: int, scale: float, attn_eff: float, side: str | None) -> RooflineCostModel:
+    """A roofline model of SETUPS[which] with its overheads scaled and, when ``side`` is given, decode attention's
+    roofline side forced (both sides computed)."""
+    m, g, tp = SETUPS[which]
+    params = RooflineParams(step_overhead_s=0.003 * scale, layer_launch_floor_s=4e-5 * scale,
+                            attention_efficiency=attn_eff)
+    cm = RooflineCostModel(m, g, tensor_parallel=tp, params=params)
+    if side is not None:
+        cm._attn_side = side
+    return cm
+
 @settings(max_examples=300, deadline=None)
 @given(n=st.integers(1, 512), sums=st.lists(st.integers(0, 4_000_000), min_size=1, max_size=50),
        which=st.integers(0, len(MODELS) - 1), scale=st.sampled_from([1.0, 1e-3, 1e3]),
@@ -203,12 +215,7 @@ def test_one_size_pricing_equals_the_per_row_formula(n, sums, which, scale, attn
     """``decode_step_times`` (scalar batch terms, in-place array terms, only the winning side of decode attention's
     roofline) equals ``decode_step_times_rows`` (the shared numpy formula, which rebuilds fast-forwarded rows)
     bit for bit: on both sides of the launch floor and of the attention roofline, and with both sides computed."""
-    m, g, tp = SETUPS[which]
-    params = RooflineParams(step_overhead_s=0.003 * scale, layer_launch_floor_s=4e-5 * scale,
-                            attention_efficiency=attn_eff)
-    cm = RooflineCostModel(m, g, tensor_parallel=tp, params=params)
-    if side is not None:
-        cm._attn_side = side
+    cm = _scaled_model(which, scale, attn_eff, side)
     s = np.array(sums, dtype=np.float64)
     one = cm.decode_step_times(n, s)
     rows = cm.decode_step_times_rows(np.full(len(s), n), s)
@@ -231,12 +238,7 @@ def test_decode_attention_side_follows_the_roofline():
        attn_eff=st.sampled_from([0.3, 1e-5]), side=st.sampled_from([None, "both"]))
 def test_run_times_list_equals_the_array_form(n, ctx_sum, steps, which, scale, attn_eff, side):
     """``decode_run_times`` (a Python loop) prices a run's steps to the same floats as ``decode_step_times``."""
-    m, g, tp = SETUPS[which]
-    params = RooflineParams(step_overhead_s=0.003 * scale, layer_launch_floor_s=4e-5 * scale,
-                            attention_efficiency=attn_eff)
-    cm = RooflineCostModel(m, g, tensor_parallel=tp, params=params)
-    if side is not None:
-        cm._attn_side = side
+    cm = _scaled_model(which, scale, attn_eff, side)
     j = np.arange(steps, dtype=np.float64)
     want = cm.decode_step_times(n, ctx_sum + n * j, ctx_sum + j)
     got = cm.decode_run_times(n, ctx_sum, ctx_sum, steps)
