@@ -144,9 +144,17 @@ def test_fits_refuses_prefill_and_oversized_steps():
 
 def test_warmup_shapes_stay_within_limits():
     for max_tokens, max_ctx in ((8192, 2048), (256, 256), (16, 4096), (2048, 8192), (4096, 20), (8, 8)):
-        for prefills, decodes in warmup_shapes(max_tokens, max_ctx):
-            assert all(1 <= n <= max_tokens and c >= 0 and n + c <= max_ctx for n, c in prefills)
-            assert all(1 <= c <= max_ctx for c in decodes)
+        for seqs, step in ((1, None), (32, None), (256, 2 * max_tokens), (3, max_tokens // 2)):
+            shapes = warmup_shapes(max_tokens, max_ctx, seqs, step)
+            for prefills, decodes in shapes:
+                assert all(1 <= n <= max_tokens and c >= 0 and n + c <= max_ctx for n, c in prefills)
+                assert len(prefills) <= max(seqs, 2)
+                assert len(prefills) <= 2 or sum(n for n, _ in prefills) <= max(max_tokens, step or 0)
+                assert all(1 <= c <= max_ctx for c in decodes)
+            if seqs > 1 and max_tokens >= 2 * seqs:     # a multi-prompt step fills what the scheduler can, within a prompt
+                multi = [p for p, _ in shapes if len(p) > 2 or len(p) == seqs]
+                can = min(max(max_tokens, step or 0), min(seqs, 32) * max_ctx)
+                assert multi and max(sum(n for n, _ in p) for p in multi) > can - max_ctx
 
 
 def _scenario(device: str, **runtime):

@@ -50,8 +50,10 @@ def grid_for(bs: int, max_ctx: int | None = None) -> dict:
 
 
 def step_grid(g: dict) -> dict:
-    """The ``grid`` argument of :func:`kvsim.calibrate.measure.measure_steps` (no mixed steps)."""
-    return {"batch": g["batch"], "ctx": g["ctx"], "spread": g["spread"], "prefill": g["prefill"], "mix": None}
+    """The ``grid`` argument of :func:`kvsim.calibrate.measure.measure_steps` (no mixed steps, no multi-prompt
+    or cached-context prefill grids)."""
+    return {"batch": g["batch"], "ctx": g["ctx"], "spread": g["spread"], "prefill": g["prefill"], "mix": None,
+            "prefill_batch": None, "prefill_cached": None}
 
 
 def block_points(g: dict) -> int:
@@ -74,8 +76,11 @@ def full_points(max_ctx: int = 2048) -> int:
     g = {"batch": M.STEP_BATCH, "ctx": sorted({min(c, max_ctx) for c in M.STEP_CTX}), "spread": M.SPREAD_MAX,
          "prefill": prefill_token_sizes(min(M.GRAPH_PREFILL_MAX_TOKENS, max_ctx)), "attn_batch": M.BATCH,
          "attn_ctx": M.CTX, "pre_new": M.PREFILL_NEW, "pre_cached": M.PREFILL_CACHED, "copy": M.COPY_BLOCKS}
+    from kvsim.calibrate import prefill_grids as PG
     mixed = len(M.MIX_DECODE) * len(M.MIX_CTX) * len(M.MIX_CHUNK)
-    return block_points(g) + mixed + shared_points()
+    new, cached = PG.cached_axes(PG.PREFILL_CACHED_NEW, PG.PREFILL_CACHED_CTX, max_ctx)
+    prefills = len(PG.PREFILL_BATCH_SEQS) * len(PG.PREFILL_BATCH_TOKENS) + len(new) * len(cached)
+    return block_points(g) + mixed + prefills + shared_points()
 
 
 def estimate_seconds(block_sizes: list[int], max_ctx: int = 2048) -> dict:

@@ -17,6 +17,8 @@ import time
 import numpy as np
 import torch
 
+from kvsim.calibrate import prefill_grids as PG
+
 TOKENS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 BATCH = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 CTX = [16, 64, 256, 512, 1024, 2048]
@@ -241,11 +243,14 @@ GRAPH_PREFILL_SEQS = 256          # the engine's prefill graphs hold min(max_num
 # the full grids; kvsim.calibrate.fast passes reduced ones (prefill None: every captured token count;
 # mix None: no mixed steps)
 FULL_STEP_GRID = {"batch": STEP_BATCH, "ctx": STEP_CTX, "spread": SPREAD_MAX, "prefill": None,
-                  "mix": (MIX_DECODE, MIX_CTX, MIX_CHUNK)}
+                  "mix": (MIX_DECODE, MIX_CTX, MIX_CHUNK),
+                  "prefill_batch": (PG.PREFILL_BATCH_SEQS, PG.PREFILL_BATCH_TOKENS),
+                  "prefill_cached": (PG.PREFILL_CACHED_NEW, PG.PREFILL_CACHED_CTX)}
 
 
 def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_len: int | None = None,
-                  grid: dict | None = None) -> tuple[dict, dict, dict, dict | None, dict | None]:
+                  grid: dict | None = None) -> tuple[dict, dict, dict, dict | None, dict | None, dict | None,
+                                                    dict | None]:
     """Whole engine iterations on the GPU (forward of all layers + LM head + greedy sampling):
     decode steps over batch x context, decode steps whose contexts are unequal (evenly spaced up to
     SPREAD_MAX: a batch's longest sequence can set the attention kernel's makespan), single-sequence
@@ -260,7 +265,9 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
     Block tables draw blocks at random from a pool of KV_POOL_TOKENS tokens, so big batches read
     DRAM like real ones without needing batch x context tokens of memory. ``grid`` replaces the axes
     (FULL_STEP_GRID's keys); with ``grid["mix"]`` None no mixed steps are timed and the last item is None. The fifth value
-    is the card's reference step (:mod:`kvsim.engine.reference_step`), timed first, as engine runs time it.
+    is the card's reference step (:mod:`kvsim.engine.reference_step`), timed first, as engine runs time it;
+    the last two are the multi-prompt and cached-context prefill grids of :mod:`kvsim.calibrate.prefill_grids`
+    (None where ``grid["prefill_batch"]`` / ``grid["prefill_cached"]`` is None).
     """
     g = dict(FULL_STEP_GRID, **(grid or {}))
     batches = list(g["batch"])
@@ -327,6 +334,15 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
             ids, pos, meta = step([(t, 0)], [])
             pre.append(_bench_between(lambda: model.compute_logits(prefill(ids, pos, meta)[-1:]).argmax(-1).tolist(),
                                       between, reps=PREFILL_REPS))
+
+        def time_prefill(prefills):     # one prefill-only step, the engine's way (graph if it fits), as above
+            ids, pos, meta = step(prefills, [])
+            run = prefill if pgraphs is None or pgraphs.fits(meta) else eager
+            last = meta.prefill_query_start[1:].long() - 1
+            return _bench_between(lambda: model.compute_logits(run(ids, pos, meta)[last]).argmax(-1).tolist(),
+                                  between, reps=PREFILL_REPS)
+        pbatch, pcached = PG.time_prefill_grids(time_prefill, max_ctx, batch=g.get("prefill_batch"),
+                                                cached=g.get("prefill_cached"), log=_log)
         top = prefill_tokens[-1]
         mix_rows, mix_ctx, mix_chunk = g["mix"] or ([], [], [])
         chunks = [t for t in mix_chunk if t + max(mix_rows) <= top] or [max(1, top - max(mix_rows))] if mix_rows else []
@@ -352,4 +368,4 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
              "top_time_s": [[row[ctx_axis.index(t)] for t in tops] for row in dec_grid],
              "shape": "contexts evenly spaced up to max_ctx", "cuda_graphs": bool(cuda_graphs)},
             {"tokens": prefill_tokens, "time_s": pre, "cuda_graphs": bool(cuda_graphs), "timing": PREFILL_TIMING},
-            mixed, ref)
+            mixed, ref, pbatch, pcached)

@@ -94,8 +94,8 @@ def fit_prefill_overhead(model, profile: dict, bs: int, device: str = "cuda", to
     return {"tokens": used, "time_s": out}
 
 
-BLOCK_TABLES = ("decode_step", "decode_spread_step", "prefill_step", "mixed_step", "decode_attn", "prefill_attn",
-                "copy_block", "swap")
+BLOCK_TABLES = ("decode_step", "decode_spread_step", "prefill_step", "mixed_step", "prefill_batch_step",
+                "prefill_cached_step", "decode_attn", "prefill_attn", "copy_block", "swap")
 
 
 REFERENCE = "reference_step"
@@ -108,19 +108,23 @@ def measure_block(model, bs: int, dev, *, cuda_graphs: bool = True, fast: bool =
     out: dict = {}
     if fast:
         g = F.grid_for(bs, model.spec.max_seq_len)
-        (out["decode_step"], out["decode_spread_step"], out["prefill_step"], mixed, ref) = M.measure_steps(
+        (out["decode_step"], out["decode_spread_step"], out["prefill_step"], mixed, ref, pbatch, pcached) = M.measure_steps(
             model, bs, dev, cuda_graphs=cuda_graphs, grid=F.step_grid(g))
         out["decode_attn"] = M.measure_decode(model, bs, dev, g["attn_batch"], g["attn_ctx"])
         out["prefill_attn"] = M.measure_prefill(model, bs, dev, g["pre_new"], g["pre_cached"])
         out["copy_block"], out["swap"] = M.measure_copy_swap(model, bs, dev, g["copy"])
     else:
-        (out["decode_step"], out["decode_spread_step"], out["prefill_step"], mixed, ref) = M.measure_steps(
+        (out["decode_step"], out["decode_spread_step"], out["prefill_step"], mixed, ref, pbatch, pcached) = M.measure_steps(
             model, bs, dev, cuda_graphs=cuda_graphs)
         out["decode_attn"] = M.measure_decode(model, bs, dev)
         out["prefill_attn"] = M.measure_prefill(model, bs, dev)
         out["copy_block"], out["swap"] = M.measure_copy_swap(model, bs, dev)
     if mixed is not None:
         out["mixed_step"] = mixed
+    if pbatch is not None:
+        out["prefill_batch_step"] = pbatch
+    if pcached is not None:
+        out["prefill_cached_step"] = pcached
     if ref is not None:                  # not a table: calibrate() moves it into meta.reference_step
         out[REFERENCE] = ref
     return out
@@ -158,8 +162,9 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
         t_blocks[str(bs)] = round(time.perf_counter() - t1, 1)
         M._log(f"block size {bs} done in {t_blocks[str(bs)]:.1f} s")
     prof["meta"]["seconds_per_block_size"] = t_blocks
-    if not prof["mixed_step"]:
-        del prof["mixed_step"]
+    for key in ("mixed_step", "prefill_batch_step", "prefill_cached_step"):    # optional tables: absent, not empty
+        if not prof[key]:
+            del prof[key]
     prof["step_overhead"] = fit_overhead(model, prof, 16 if 16 in block_sizes else block_sizes[0],
                                          cuda_graphs=cuda_graphs)
     prof["prefill_overhead"] = fit_prefill_overhead(model, prof, 16 if 16 in block_sizes else block_sizes[0],

@@ -31,7 +31,10 @@ engine steps, what unequal contexts and the sustained run each add). A prefill
 iteration is ``overhead + prefill_step(T') +
 L x (attention of the actual groups - attention of one fresh T-token
 sequence)``, with ``T'`` the CUDA-graph token count the engine pads ``T`` to when the grid was timed
-between decode steps (``prefill_step[bs].timing``), else ``T`` itself. A mixed one is ``overhead + mixed_step(n, mean ctx, T) + L x (the
+between decode steps (``prefill_step[bs].timing``), else ``T`` itself. Profiles with
+``prefill_cached_step`` price that attention correction from its whole-step cost per query-key pair, and
+profiles with ``prefill_batch_step`` price a prefill-only step of several prompts from that grid
+(:mod:`kvsim.cost.prefill_shapes`). A mixed one is ``overhead + mixed_step(n, mean ctx, T) + L x (the
 same attention correction)`` when the profile holds ``mixed_step`` (whole mixed
 iterations in the engine's unified layout over decode rows x context x chunk
 tokens); older profiles add the prefill tokens' share to the decode step.
@@ -55,6 +58,7 @@ import numpy as np
 
 from kvsim.core.plan import StepPlan
 from kvsim.cost.base import CostModel, is_decode_only
+from kvsim.cost.prefill_shapes import PrefillShapes
 from kvsim.cost.profile import (FORMAT, REQUIRED, VERSION, Profile, interp1, interp2, isotonic,  # noqa: F401
                                 load_profile, spread_contexts, spread_fractions)
 from kvsim.errors import KvsimError
@@ -84,6 +88,7 @@ class CalibratedCostModel(CostModel):
         self._step = profile.decode_step.get(block_size_tokens)      # whole decode iterations, if measured
         self._pstep = profile.prefill_step.get(block_size_tokens)
         self._mix = profile.mixed_step.get(block_size_tokens)        # whole mixed iterations, if measured
+        self._shapes = PrefillShapes(profile, block_size_tokens)      # multi-prompt and cached-context prefills
         # the engine replays a decode step of n rows as its graph of padded(n) rows, when the profile's
         # steps were measured from graphs too
         self._graphs = sorted(decode_graph_batches) if decode_graph_batches and profile.meta.get("cuda_graphs") \
@@ -157,16 +162,21 @@ class CalibratedCostModel(CostModel):
         return np.asarray(fixed + self.L * self._decode_attn(n, sums), dtype=np.float64)
 
     def _attn_extra(self, plan: StepPlan, total_new: int) -> float:
-        """Per-layer prefill attention of the plan's groups beyond one fresh sequence of ``total_new``.
+        """Prefill attention of the plan's groups beyond one fresh sequence of ``total_new``, whole step.
 
-        The grid times one group per launch, and its smallest point (a few tokens, nothing cached) is
-        almost all launch: the engine runs every group of a step in one varlen launch, so each group
-        adds its work above that floor, not a launch of its own."""
+        From the whole-step pair cost when the profile has a cached-context grid
+        (:mod:`kvsim.cost.prefill_shapes`); otherwise from the per-layer kernel grid, which times one
+        group per launch, and whose smallest point (a few tokens, nothing cached) is almost all launch:
+        the engine runs every group of a step in one varlen launch, so each group adds its work above
+        that floor, not a launch of its own."""
         cached = plan.prefill_cached_tokens or [0] * len(plan.prefill_new_tokens)
+        whole = self._shapes.attn_extra(plan.prefill_new_tokens, cached, total_new)
+        if whole is not None:
+            return whole
         floor = float(self._pre[2][0, 0])
         got = sum(float(interp2(float(n), float(c), *self._pre)) - floor
                   for n, c in zip(plan.prefill_new_tokens, cached))
-        return got - (float(interp2(float(total_new), 0.0, *self._pre)) - floor)
+        return self.L * (got - (float(interp2(float(total_new), 0.0, *self._pre)) - floor))
 
     def _measured_step(self, plan: StepPlan) -> float:
         """Prefill or mixed iteration from the whole-iteration grids (see module doc)."""
@@ -184,16 +194,20 @@ class CalibratedCostModel(CostModel):
                                   for i in range(len(xc))])
                 self._dec_cache[("mix", n)] = plane
             t += float(interp2(float(sum(ctx)) / n, float(t_pre), xc, xt, plane))
-            return t + self.L * self._attn_extra(plan, t_pre)
+            return t + self._attn_extra(plan, t_pre)
         if n:
             t += float(self._grid_at(self._step, float(n), float(sum(ctx))))
             if t_pre:    # the extra tokens' linear layers: a prefill of t_pre + n minus one of n tokens
                 t += float(interp1(float(t_pre + n), *self._pstep) - interp1(float(n), *self._pstep))
         elif t_pre:
+            several = self._shapes.batch(plan.prefill_new_tokens, plan.prefill_cached_tokens
+                                         or [0] * len(plan.prefill_new_tokens))
+            if several is not None:         # several prompts: their own measured grid
+                return t + several
             fits = self._pgraphs is not None and len(plan.prefill_new_tokens) <= self._pgraph_seqs
             t += float(interp1(float(padded(t_pre, self._pgraphs if fits else None)), *self._pstep))
         if t_pre:
-            t += self.L * self._attn_extra(plan, t_pre)
+            t += self._attn_extra(plan, t_pre)
         return t
 
     def _prefill_host(self, tokens: int) -> float:

@@ -108,6 +108,12 @@ class Profile:
             # beside it: the spread fraction then comes from three steps of one run (spread_fractions)
             self.decode_spread_lam = {int(bs): spread_fractions(g) for bs, g in data.get("decode_spread_step", {}).items()
                                       if "mean_time_s" in g and "top_time_s" in g}
+            # optional: whole prefill iterations of several fresh prompts (prompts x new tokens each) and of
+            # one prompt after cached tokens (new x cached) — kvsim.cost.prefill_shapes prices with them
+            self.prefill_batch_step = {int(bs): self._grid(g, "seqs", "tokens")
+                                       for bs, g in data.get("prefill_batch_step", {}).items()}
+            self.prefill_cached_step = {int(bs): self._grid(g, "tokens", "cached")
+                                        for bs, g in data.get("prefill_cached_step", {}).items()}
             # optional: what a real prefill step of T tokens costs beyond overhead(1) + prefill_step(T)
             self.prefill_overhead = self._curve(data["prefill_overhead"], "tokens") \
                 if "prefill_overhead" in data else None

@@ -168,7 +168,8 @@ class RealEngine:
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(0)
         with torch.inference_mode():
-            for prefills, decodes in warmup_shapes(e.max_num_batched_tokens, self.setup.max_model_len):
+            for prefills, decodes in warmup_shapes(e.max_num_batched_tokens, self.setup.max_model_len,
+                                                   e.max_num_seqs, self._largest_prefill_step()):
                 ids, pos, meta = synthetic_step(prefills, decodes, block_size=e.block_size,
                                                 num_blocks=self.cache.num_blocks, vocab_size=self.model.spec.vocab_size,
                                                 device=self.device, backend=self.backend, generator=gen)
@@ -176,6 +177,15 @@ class RealEngine:
                 self.model.compute_logits(hidden[-1:]).argmax(-1).tolist()
         self._sync()
         return time.perf_counter() - t0
+
+    def _largest_prefill_step(self) -> int:
+        """Prompt tokens the scheduler may put in one step: its token budget, except the static scheduler,
+        which has none and is bounded by its batch and the KV pool (warmed up to twice the budget)."""
+        e = self.sc.engine
+        if e.scheduler != "static":
+            return e.max_num_batched_tokens
+        return min(e.max_num_seqs * self.setup.max_model_len, self.kv.num_gpu_blocks * e.block_size,
+                   2 * e.max_num_batched_tokens)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

@@ -57,9 +57,14 @@ def synthetic_step(prefills: list[tuple[int, int]], decode_ctx: list[int], *, bl
     return ids, pos_t.to(dev), meta
 
 
-def warmup_shapes(max_tokens: int, max_context: int) -> list[tuple[list[tuple[int, int]], list[int]]]:
+def warmup_shapes(max_tokens: int, max_context: int, max_seqs: int = 1, step_tokens: int | None = None
+                  ) -> list[tuple[list[tuple[int, int]], list[int]]]:
     """Steps that compile every kernel variant the engine meets: Triton specialises integer
-    arguments on ``== 1`` and ``% 16 == 0``, and the decode kernel on split vs single pass."""
+    arguments on ``== 1`` and ``% 16 == 0``, and the decode kernel on split vs single pass. With
+    ``max_seqs`` > 1, also eager steps of up to 32 prompts filling ``max_tokens`` and ``step_tokens``
+    (the largest prefill step the scheduler can make, when it has no token budget): the first step of a
+    new large shape otherwise pays one-off library and allocator work on the clock (a 32-prompt static
+    batch of 4,733 tokens took 1.16 s against 0.22 s for the next, OPT-13B on the H200)."""
     def fit(t: int) -> int:
         return max(1, min(t, max_tokens, max_context))
 
@@ -71,6 +76,11 @@ def warmup_shapes(max_tokens: int, max_context: int) -> list[tuple[list[tuple[in
         steps.append(([(n, 0)], []))
     steps.append(([chunk(17, 32), chunk(16, 0)], []))                           # chunked / cached prefix
     steps.append(([chunk(20, 0), chunk(33, 64)], [fit(40), fit(300), fit(17)]))   # mixed step
+    seqs = min(max_seqs, 32)
+    if seqs > 1:
+        for total in sorted({max_tokens, max(max_tokens, step_tokens or 0)}):
+            per = max(1, min(max_context, total // seqs))
+            steps.append(([(per, 0)] * max(1, min(max_seqs, total // per)), []))
     for b in (1, 3, 16, 64):
         for c in (17, 300, 1500):
             steps.append(([], [fit(c)] * b))                                    # eager decode, split or not

@@ -1,0 +1,74 @@
+"""Prefill shapes beyond one fresh prompt, priced from the profile's whole-step grids (no torch).
+
+A profile's ``prefill_step`` grid times a step of *one fresh prompt* of T tokens. Schedulers also produce
+steps with several prompts (prefill-first admitting a burst, the static scheduler's whole batch) and
+prompts that start after cached tokens (a prefix-cache hit, a later chunk of a long prompt). Profiles
+from ``kvsim calibrate`` since ``prefill_batch_step`` / ``prefill_cached_step`` exist
+(:mod:`kvsim.calibrate.prefill_grids`) time those shapes as whole engine iterations too:
+
+* **Attention over earlier tokens.** A prompt of ``n`` new tokens after ``c`` cached ones attends to
+  ``n * c + n * (n + 1) / 2`` query-key pairs (causal). The cached grid fixes ``n`` and grows ``c``: the
+  growth is the cost of those pairs, so a least-squares line through the origin of ``t(n, c) - t(n, 0)``
+  against ``n * c`` gives the seconds per pair of the whole step (all layers), :func:`pair_cost`.
+* **Several prompts.** The batch grid times ``s`` prompts of ``m`` new tokens each; a step of unequal
+  prompts is priced at its number of prompts and mean prompt, plus the pair cost of the pairs it has beyond
+  the equal prompts' (:meth:`PrefillShapes.batch`).
+* **Any plan's attention beyond one fresh prompt** of its total new tokens (what a chunk's cached context
+  or a mixed step's several chunks add to the one-fresh-chunk grids): the pair cost times the extra pairs,
+  :meth:`PrefillShapes.attn_extra`.
+
+Profiles without these tables fall back to composing the per-layer prefill attention kernel grid
+(``prefill_attn``), which times one launch per point and is dominated by launch time at small sizes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from kvsim.cost.profile import Profile, interp2
+
+
+def attention_pairs(new, cached) -> float:
+    """Query-key pairs of prompts with ``new`` new tokens after ``cached`` cached ones (causal mask)."""
+    return float(sum(n * c + n * (n + 1) / 2 for n, c in zip(new, cached)))
+
+
+def pair_cost(grid) -> float | None:
+    """Seconds per query-key pair of a whole step from a ``(tokens, cached, time)`` grid: least squares
+    through the origin of the growth over the zero-cache column against ``new * cached``; None without a
+    cached column beside the zero one, never negative."""
+    xn, xc, t = grid
+    if len(xc) < 2 or xc[0] != 0:
+        return None
+    x = np.outer(xn, xc[1:]).ravel()
+    y = (t[:, 1:] - t[:, :1]).ravel()
+    if float(x @ x) <= 0:
+        return None
+    return max(0.0, float(x @ y) / float(x @ x))
+
+
+class PrefillShapes:
+    """The multi-prompt grid and the pair cost of one block size of ``profile`` (either may be None)."""
+
+    def __init__(self, profile: Profile, block_size: int):
+        self.batch_grid = profile.prefill_batch_step.get(block_size)
+        cached = profile.prefill_cached_step.get(block_size)
+        self.kappa = pair_cost(cached) if cached is not None else None
+
+    def batch(self, new: list[int], cached: list[int]) -> float | None:
+        """Whole-step price (without the per-step overhead) of a prefill-only step of two or more prompts,
+        or None when the profile has no multi-prompt grid."""
+        if self.batch_grid is None or len(new) < 2:
+            return None
+        s, total = len(new), float(sum(new))
+        m = total / s
+        t = float(interp2(float(s), m, *self.batch_grid))
+        if self.kappa:
+            t += self.kappa * (attention_pairs(new, cached) - attention_pairs([m] * s, [0] * s))
+        return t
+
+    def attn_extra(self, new: list[int], cached: list[int], total_new: int) -> float | None:
+        """What a plan's prompts cost in attention beyond one fresh prompt of ``total_new`` tokens (may be
+        negative: several short prompts have fewer pairs than one long one), or None without a pair cost."""
+        if self.kappa is None:
+            return None
+        return self.kappa * (attention_pairs(new, cached) - attention_pairs([total_new], [0]))

@@ -1,0 +1,81 @@
+"""Multi-prompt and cached-context prefill grids: measured on CPU with a fake timer, priced by the
+calibrated cost model (kvsim.calibrate.prefill_grids, kvsim.cost.prefill_shapes)."""
+from __future__ import annotations
+
+import pytest
+
+from kvsim.calibrate.prefill_grids import cached_axes, time_prefill_grids
+from kvsim.core.plan import StepPlan
+from kvsim.cost.calibrated import CalibratedCostModel
+from kvsim.cost.prefill_shapes import attention_pairs, pair_cost
+from kvsim.cost.profile import Profile, interp1
+from tests.profile_factory import synthetic_profile
+
+KAPPA = 3e-12          # seconds per query-key pair of a whole step in the fake card below
+
+
+def fake_step(prefills):
+    """A card whose prefill step costs a floor, a per-token term and a per-pair term (each prompt adds
+    0.2 ms of its own, so several prompts are not the same as one long one)."""
+    new = [n for n, _ in prefills]
+    return 0.01 + 2e-5 * sum(new) + 2e-4 * len(new) + KAPPA * attention_pairs(new, [c for _, c in prefills])
+
+
+def test_pairs_count_the_causal_mask_and_the_cached_context():
+    assert attention_pairs([1], [0]) == 1
+    assert attention_pairs([4], [0]) == 10                 # 1 + 2 + 3 + 4
+    assert attention_pairs([4], [6]) == 10 + 24
+    assert attention_pairs([2, 3], [0, 1]) == 3 + 6 + 3
+
+
+def test_cached_axes_fit_the_models_longest_sequence():
+    for max_ctx in (2048, 1024, 600, 100):
+        new, cached = cached_axes([16, 64, 256, 1024], [0, 256, 1024], max_ctx)
+        assert cached[0] == 0 and all(n + c <= max_ctx for n in new for c in cached)
+        assert len(new) >= 2 and new == sorted(set(new))
+
+
+def test_grids_and_pair_cost_recover_the_card():
+    calls = []
+    batch, cached = time_prefill_grids(lambda p: calls.append(p) or fake_step(p), 2048)
+    assert len(calls) == len(batch["seqs"]) * len(batch["tokens"]) + len(cached["tokens"]) * len(cached["cached"])
+    assert all(len(p) in batch["seqs"] for p in calls[:len(batch["seqs"]) * len(batch["tokens"])])
+    prof = Profile(synthetic_profile(steps=True))
+    grid = prof._grid(cached, "tokens", "cached")
+    assert pair_cost(grid) == pytest.approx(KAPPA, rel=1e-9)
+    assert time_prefill_grids(fake_step, 2048, batch=None, cached=None) == (None, None)
+
+
+def _model(with_grids: bool) -> CalibratedCostModel:
+    data = synthetic_profile(steps=True)
+    if with_grids:
+        batch, cached = time_prefill_grids(fake_step, 2048)
+        data["prefill_batch_step"] = {"16": batch}
+        data["prefill_cached_step"] = {"16": cached}
+    return CalibratedCostModel(Profile(data), model_name="OPT-13B", dtype="fp16", block_size_tokens=16)
+
+
+def _prefill(new, cached=None) -> StepPlan:
+    return StepPlan(prefill_group_ids=list(range(len(new))), prefill_new_tokens=list(new),
+                    prefill_cached_tokens=list(cached or [0] * len(new)))
+
+
+def test_several_prompts_are_priced_from_their_own_grid():
+    cm, old = _model(True), _model(False)
+    for s, m in ((4, 128), (32, 256), (8, 512)):           # grid points: the measured step + per-step overhead
+        over = float(interp1(float(s), *cm.p.overhead))
+        assert cm.step_time(_prefill([m] * s)) == pytest.approx(fake_step([(m, 0)] * s) + over, rel=1e-9)
+    # unequal prompts of the same total cost their extra pairs at the measured pair cost
+    eq, uneq = cm.step_time(_prefill([128] * 4)), cm.step_time(_prefill([32, 32, 32, 416]))
+    assert uneq - eq == pytest.approx(KAPPA * (attention_pairs([32, 32, 32, 416], [0] * 4)
+                                               - attention_pairs([128] * 4, [0] * 4)), rel=1e-6)
+    # the single-prompt grid of the older profile prices the same step differently
+    assert old.step_time(_prefill([256] * 32)) != pytest.approx(cm.step_time(_prefill([256] * 32)), rel=1e-3)
+
+
+def test_cached_context_adds_its_pairs_at_the_measured_pair_cost():
+    cm = _model(True)
+    fresh, hit = cm.step_time(_prefill([256])), cm.step_time(_prefill([256], [768]))
+    assert hit - fresh == pytest.approx(KAPPA * 256 * 768, rel=1e-6)
+    one = cm.step_time(_prefill([256]))                      # one fresh prompt: the single-prompt grid, unchanged
+    assert one == pytest.approx(_model(False).step_time(_prefill([256])), rel=1e-12)
