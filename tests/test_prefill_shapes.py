@@ -79,3 +79,35 @@ def test_cached_context_adds_its_pairs_at_the_measured_pair_cost():
     assert hit - fresh == pytest.approx(KAPPA * 256 * 768, rel=1e-6)
     one = cm.step_time(_prefill([256]))                      # one fresh prompt: the single-prompt grid, unchanged
     assert one == pytest.approx(_model(False).step_time(_prefill([256])), rel=1e-12)
+
+
+def test_measure_steps_times_the_new_grids_on_the_engines_paths():
+    """The calibration's own code path on a tiny model on the CPU (timer replaced): both tables come back
+    with the axes asked for, every point timed between decode steps."""
+    torch = pytest.importorskip("torch")
+    from kvsim.calibrate import measure as M
+    from kvsim.catalogue import get_model
+    from kvsim.engine.models import build_model
+    seen = []
+
+    def fake_between(fn, between, reps=10):
+        between()
+        fn()
+        seen.append(1)
+        return 1e-3 * len(seen)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(M, "_bench", lambda fn, warmup=10, rep=40: (fn(), 1e-3)[1])
+    mp.setattr(M, "_bench_between", fake_between)
+    mp.setattr(M, "BACKEND", "torch")
+    spec = get_model("tiny-opt")
+    model = build_model(spec, dtype=torch.float32, device=torch.device("cpu"), weights="dummy")
+    grid = {"batch": [1, 2], "ctx": [32], "spread": [32], "prefill": [16, 32], "mix": None,
+            "prefill_batch": ([2, 3], [8, 24]), "prefill_cached": ([8, 16], [0, 32])}
+    try:
+        out = M.measure_steps(model, 4, torch.device("cpu"), cuda_graphs=False, max_context_len=128, grid=grid)
+    finally:
+        mp.undo()
+    batch, cached = out[5], out[6]
+    assert batch["seqs"] == [2, 3] and batch["tokens"] == [8, 24] and len(batch["time_s"]) == 2
+    assert cached["tokens"] == [8, 16] and cached["cached"] == [0, 32]
+    assert all(t > 0 for row in batch["time_s"] + cached["time_s"] for t in row)
