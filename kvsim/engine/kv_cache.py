@@ -40,13 +40,20 @@ class KVCache:
         return 2 * self._distinct * k.numel() * k.element_size()
 
     def copy(self, pairs: list[tuple[int, int]]) -> None:
-        """Copy-on-write: block dst := block src in every layer (one kernel launch per layer)."""
+        """Copy-on-write: block dst := block src in every layer tensor (one kernel launch per distinct
+        tensor pair). The ids are checked once here, on the host, so the launches need no sync."""
         from kvsim.kernels import copy_blocks
         if not pairs:
             return
+        ids = [i for pair in pairs for i in pair]
+        if min(ids) < 0 or max(ids) >= self.num_blocks:
+            raise ValueError(f"copy-on-write block ids must be in [0, {self.num_blocks}), got {pairs}")
         t = torch.tensor(pairs, dtype=torch.int64, device=self.device)
-        for k, v in self.gpu:
-            copy_blocks(k, v, t, backend=self.backend)
+        done: set[int] = set()
+        for k, v in self.gpu:          # layers of KV groups share tensor pairs: copy each once
+            if id(k) not in done:
+                done.add(id(k))
+                copy_blocks(k, v, t, backend=self.backend, ids_checked=True)
 
     def swap_out(self, pairs: list[tuple[int, int]]) -> None:
         """GPU block -> CPU block for ``(gpu, cpu)`` pairs, every layer; runs of consecutive ids batch."""

@@ -94,17 +94,20 @@ def _pairs_tensor(pairs, device) -> torch.Tensor:
 
 
 def copy_blocks(k_cache: torch.Tensor, v_cache: torch.Tensor,
-                pairs: torch.Tensor | Sequence[tuple[int, int]], *, backend: str = "triton") -> None:
+                pairs: torch.Tensor | Sequence[tuple[int, int]], *, backend: str = "triton",
+                ids_checked: bool = False) -> None:
     """Copy-on-write: for every ``(src, dst)`` pair, block ``dst`` := block ``src`` in both caches.
 
     One kernel launch covers all pairs. Destinations must be distinct and never a source of
     another pair in the same call (the block manager guarantees this: dst blocks are fresh).
+    ``ids_checked``: the caller has checked the ids are in range on the host (the range check
+    otherwise reads a device tensor back, a sync per call: the engine copies every layer).
     """
     require(k_cache.shape == v_cache.shape and k_cache.dtype == v_cache.dtype, "v_cache",
             "must match k_cache in shape and dtype")
     require(k_cache.is_contiguous() and v_cache.is_contiguous(), "k_cache", "caches must be contiguous")
     pt = _pairs_tensor(pairs, k_cache.device)
-    if pt.numel():
+    if pt.numel() and not ids_checked:
         nb = k_cache.shape[0]
         require(int(pt.min()) >= 0 and int(pt.max()) < nb, "pairs", f"block ids must be in [0, {nb})")
     check_backend(backend, k_cache, v_cache)
