@@ -6,7 +6,12 @@ of its decode-only steps in isolation on the same engine (same CUDA graphs, same
 * ``exact``   — the step's own context lengths;
 * ``uniform`` — the same batch with every context at the step's mean (what the profile's
   batch x mean-context grid assumes);
-* ``at_max``  — the same batch with every context at the step's longest.
+* ``at_max``  — the same batch with every context at the step's longest;
+* ``ascending`` / ``descending`` — the step's own contexts sorted (the engine's rows run in the
+  scheduler's order, oldest first; the profile's spread grid has them ascending);
+* ``even``    — the profile's spread shape (evenly spaced up to the step's longest) at the same rows.
+
+Every sampled step's contexts are written to ``contexts.json``, so their shape can be studied on a CPU.
 
 ``engine_gpu`` (the step's device time inside the run) minus ``exact`` is what the sustained run adds
 (clocks, cache state); ``exact`` minus ``uniform`` is what unequal contexts add. GPU clocks, power and
@@ -38,6 +43,7 @@ def main() -> None:
     import kvsim
     from kvsim.calibrate.measure import _bench
     from kvsim.engine.engine import RealEngine
+    from kvsim.cost.profile import spread_contexts
     from kvsim.engine.synthetic_step import synthetic_step
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,9 +89,12 @@ def main() -> None:
             mean = int(round(sum(c) / len(c)))
             rows.append({"iter": int(r["iter"]), "n": len(c), "ctx_mean": sum(c) / len(c), "ctx_max": max(c),
                          "ctx_sum": sum(c), "engine_duration": r.duration_s, "engine_gpu": r.gpu_s, "engine_cpu": r.cpu_s,
-                         "exact": timed(c), "uniform": timed([mean] * len(c)), "at_max": timed([max(c)] * len(c))})
+                         "exact": timed(c), "uniform": timed([mean] * len(c)), "at_max": timed([max(c)] * len(c)),
+                         "ascending": timed(sorted(c)), "descending": timed(sorted(c, reverse=True)),
+                         "even": timed(spread_contexts(len(c), max(c))), "contexts": c})
     mark("done")
     smi.terminate()
+    (out / "contexts.json").write_text(json.dumps([{"iter": r["iter"], "contexts": r.pop("contexts")} for r in rows]))
     df = pd.DataFrame(rows)
     if a.profile:
         from kvsim.cost.calibrated import CalibratedCostModel, interp1, load_profile
@@ -101,7 +110,8 @@ def main() -> None:
         df["overhead"] = [float(interp1(float(n), *p.overhead)) for n in df.n]
     df.to_csv(out / "decode_gap.csv", index=False)
     pd.DataFrame(phases).to_csv(out / "phases.csv", index=False)
-    cols = [c for c in ("engine_gpu", "exact", "uniform", "at_max", "grid", "grid_spread") if c in df]
+    cols = [c for c in ("engine_gpu", "exact", "uniform", "at_max", "ascending", "descending", "even", "grid",
+                        "grid_spread") if c in df]
     df["nb"] = pd.cut(df.n, [0, 8, 16, 32, 48, 64, 128, 256])
     summary = df.groupby("nb", observed=True)[["n", "ctx_mean", "ctx_max"] + cols].mean() * \
         pd.Series({"n": 1, "ctx_mean": 1, "ctx_max": 1, **{c: 1e3 for c in cols}})
