@@ -112,6 +112,7 @@ class SimEngine:
 
     def _engine(self):
         env, sched, cost = self.env, self.sched, self.cost
+        woke = False
         while True:
             if self.inbox:
                 for _, spec in self.inbox:
@@ -127,8 +128,9 @@ class SimEngine:
                 self._wake = env.event()
                 yield self._wake
                 self._wake = None
+                woke = True       # the next step is the first after idle: it pays cost.wake_time
                 continue
-            if self.fast_forward:
+            if self.fast_forward and not woke:
                 ff = fast_forward(self)
                 if ff is not None:
                     yield from ff
@@ -138,7 +140,8 @@ class SimEngine:
                 raise RuntimeError(f"scheduler stalled at t={env.now}: "
                                    f"{len(sched.waiting)} waiting, {len(sched.swapped)} swapped")
             swap_s = self._swap_time(plan)
-            dt = cost.step_time(plan)
+            dt = cost.step_time(plan) + (cost.wake_time(plan) if woke else 0.0)
+            woke = False
             self._record(plan, env.now, dt, swap_s)
             if swap_s > 0:
                 with self.host_link.request() as req:

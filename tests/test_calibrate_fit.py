@@ -24,3 +24,26 @@ def test_prefill_overhead_fit_times_lone_prefills_of_each_length(monkeypatch):
     slow = dict(prof, step_overhead={"num_seqs": [1, 256], "time_s": [1.0, 1.0]})
     assert fit_prefill_overhead(model, slow, 16, device="cpu", tokens=[16], cuda_graphs=False,
                                 prompts=3)["time_s"] == [0.0]
+
+
+def test_busy_prefill_fit_times_prompts_that_arrive_while_others_decode(monkeypatch):
+    spec = get_model("tiny-opt")
+    prof = dict(synthetic_profile(), model=spec.name, num_layers=spec.num_layers)
+    model = build_model(spec, dtype=torch.float16, device=torch.device("cpu"), weights="dummy")
+    # prompts 100 ms apart (lone even on a loaded CPU), each request decoding 200 steps: others always run
+    monkeypatch.setattr(profile, "BUSY_RATE", 10.0)
+    monkeypatch.setattr(profile, "BUSY_OUTPUT", 200)
+    seen = []
+    run = profile.engine_iterations
+
+    def recording(*args, **kw):
+        its = run(*args, **kw)
+        seen.append(its)
+        return its
+    monkeypatch.setattr(profile, "engine_iterations", recording)
+    fit = fit_prefill_overhead(model, prof, 16, device="cpu", tokens=[16, 64], cuda_graphs=False, prompts=4,
+                               busy=True)
+    assert fit["tokens"] == [16, 64] and all(t >= 0.0 for t in fit["time_s"])
+    for its in seen:            # the fit's prompts met running decodes (prefill-only steps with others running)
+        pre = its[(its.decode_seqs == 0) & (its.prefill_groups == 1)]
+        assert (pre.running > 1).sum() >= 3

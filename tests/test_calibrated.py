@@ -296,3 +296,35 @@ def test_prefill_overhead_is_added_to_prefill_and_mixed_steps_only():
     assert m1.step_time(pre) - m0.step_time(pre) == pytest.approx(0.8e-3)     # halfway between 16 and 512
     assert m1.step_time(mix) - m0.step_time(mix) == pytest.approx(0.4e-3)
     assert m1.step_time(dec) == m0.step_time(dec)
+
+
+def test_the_first_step_after_idle_pays_the_wake_time(tmp_path):
+    """Requests far apart reach an idle engine: each one's first step pays ``wake_overhead`` at its prompt,
+    and only that step (TTFT and end-to-end latency move by exactly that); without the table nothing moves."""
+    runs = {}
+    for name, extra in (("plain", {}), ("wake", {"wake_overhead": {"tokens": [16, 512], "time_s": [0.5, 0.5]}})):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(dict(synthetic_profile(steps=True), **extra)))
+        sc = kvsim.load_scenario({"model": "opt-13b", "gpu": "h100-80gb",
+                                  "workload": {"dataset": "uniform", "prompt_len_range": [20, 200],
+                                               "output_len_range": [4, 8], "arrival": "gamma", "cv": 0.01,
+                                               "rate_req_s": 0.2, "num_requests": 12},
+                                  "cost": {"model": "calibrated", "profile": str(path)}})
+        runs[name] = (kvsim.simulate(sc, fast_forward=False), kvsim.simulate(sc))
+    (plain, _), (wake, wake_ff) = runs["plain"], runs["wake"]
+    assert wake.summary == wake_ff.summary
+    a, b = plain.requests.sort_values("request_id"), wake.requests.sort_values("request_id")
+    ttft = lambda r: (r.first_token_s - r.arrival_s).to_numpy()
+    e2e = lambda r: (r.finish_s - r.arrival_s).to_numpy()
+    assert ttft(b) - ttft(a) == pytest.approx([0.5] * 12)
+    assert e2e(b) - e2e(a) == pytest.approx([0.5] * 12)
+
+
+def test_wake_time_reads_its_own_table():
+    base = synthetic_profile()
+    m0 = model(base)
+    m1 = model(dict(base, wake_overhead={"tokens": [16, 512], "time_s": [0.4e-3, 1.2e-3]}))
+    pre = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[264], prefill_cached_tokens=[0])
+    dec = StepPlan(decode_group_ids=[1, 2], decode_context_tokens=[300, 500])
+    assert m0.wake_time(pre) == 0.0 and m1.step_time(pre) == m0.step_time(pre)
+    assert m1.wake_time(pre) == pytest.approx(0.8e-3) and m1.wake_time(dec) == pytest.approx(0.4e-3)

@@ -61,16 +61,22 @@ def fit_overhead(model, profile: dict, bs: int, device: str = "cuda", batches=OV
 
 PREFILL_OVERHEAD_TOKENS = [16, 128, 512, 1536]
 PREFILL_OVERHEAD_RATE = 4.0      # req/s: 250 ms apart, room for a 1,536-token prefill + 3 decodes of a 13B model
+BUSY_RATE, BUSY_OUTPUT = 12.0, 32   # busy fit: a prompt every 83 ms into ~3 running decodes of 32 tokens
 
 
 def fit_prefill_overhead(model, profile: dict, bs: int, device: str = "cuda", tokens=PREFILL_OVERHEAD_TOKENS,
-                         cuda_graphs: bool = True, prompts: int = 8) -> dict:
+                         cuda_graphs: bool = True, prompts: int = 8, busy: bool = False) -> dict:
     """What a real engine prefill step of ``T`` prompt tokens costs beyond the profile's price of it
     (``step_overhead(1) + prefill_step(T)``), per ``T``: the host work that grows with the prompt (token,
     position and slot lists, their copies to the GPU) and anything else the replayed graph alone misses.
-    ``step_overhead`` is fitted on decode steps, whose host work does not grow with a prompt."""
+    ``step_overhead`` is fitted on decode steps, whose host work does not grow with a prompt.
+
+    ``busy=False``: lone prompts reach an *idle* engine, so the step also pays the clock ramp after idle.
+    ``busy=True``: each prompt arrives while earlier requests are decoding (the prefill-first scheduler
+    still runs it as a prefill-only step), as in loaded serving; :func:`calibrate` stores this one as
+    ``prefill_overhead`` and what idle adds on top as ``wake_overhead``."""
     from kvsim.core.plan import StepPlan
-    base = {k: v for k, v in profile.items() if k != "prefill_overhead"}
+    base = {k: v for k, v in profile.items() if k not in ("prefill_overhead", "wake_overhead")}
     cost = CalibratedCostModel(Profile(base), model_name=profile["model"], dtype=profile["dtype"], block_size_tokens=bs)
     spec = get_model(profile["model"])
     out, used = [], []
@@ -78,18 +84,20 @@ def fit_prefill_overhead(model, profile: dict, bs: int, device: str = "cuda", to
         t = min(int(t), spec.max_seq_len - 8)
         # the serving engine's graphs (256 sequence rows, as in prefill_step), prompts spaced so each prefill
         # runs alone: near-constant gaps (gamma, cv 0.01) longer than a prefill and 3 decodes
+        load = {"output_len": BUSY_OUTPUT, "rate_req_s": BUSY_RATE, "num_requests": 2 * prompts} if busy else \
+            {"output_len": 4, "rate_req_s": PREFILL_OVERHEAD_RATE, "num_requests": prompts}
         its = engine_iterations(model, profile, f"calibrate-prefill-{t}", device, cuda_graphs,
-                                {"block_size": bs, "num_gpu_blocks": 4 * (-(-(t + 8) // bs)) + 64},
-                                {"prompt_len": t, "output_len": 4, "arrival": "gamma", "cv": 0.01,
-                                 "rate_req_s": PREFILL_OVERHEAD_RATE, "num_requests": prompts})
-        pre = its[(its.decode_seqs == 0) & (its.prefill_tokens == t) & (its.prefill_groups == 1)].iloc[2:]
+                                {"block_size": bs, "num_gpu_blocks": 8 * (-(-(t + BUSY_OUTPUT + 8) // bs)) + 64},
+                                {"prompt_len": t, "arrival": "gamma", "cv": 0.01, **load})
+        pre = its[(its.decode_seqs == 0) & (its.prefill_tokens == t) & (its.prefill_groups == 1)]
+        pre = (pre[pre.running > 1] if busy else pre).iloc[2:]
         if not len(pre):
             raise KvsimError("calibrate", f"the engine ran no lone {t}-token prefill step to time")
         priced = cost.step_time(StepPlan(prefill_group_ids=[0], prefill_new_tokens=[t], prefill_cached_tokens=[0]))
         resid = float(np.median(pre.duration_s.to_numpy() - priced))
         out.append(max(0.0, resid))
         used.append(t)
-        M._log(f"prefill overhead T={t}: measured step {pre.duration_s.median() * 1e3:.2f} ms, "
+        M._log(f"prefill overhead ({'busy' if busy else 'idle'}) T={t}: measured step {pre.duration_s.median() * 1e3:.2f} ms, "
                f"priced {priced * 1e3:.2f} ms, residual {out[-1] * 1e3:.2f} ms")
     return {"tokens": used, "time_s": out}
 
@@ -167,8 +175,12 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
             del prof[key]
     prof["step_overhead"] = fit_overhead(model, prof, 16 if 16 in block_sizes else block_sizes[0],
                                          cuda_graphs=cuda_graphs)
-    prof["prefill_overhead"] = fit_prefill_overhead(model, prof, 16 if 16 in block_sizes else block_sizes[0],
-                                                    cuda_graphs=cuda_graphs)
+    fit_bs = 16 if 16 in block_sizes else block_sizes[0]
+    prof["prefill_overhead"] = fit_prefill_overhead(model, prof, fit_bs, cuda_graphs=cuda_graphs, busy=True)
+    idle = fit_prefill_overhead(model, prof, fit_bs, cuda_graphs=cuda_graphs)
+    prof["wake_overhead"] = {"tokens": idle["tokens"],          # what a prompt reaching an idle engine adds
+                             "time_s": [max(0.0, a - b) for a, b in zip(idle["time_s"],
+                                                                         prof["prefill_overhead"]["time_s"])]}
     path = Path(out) if out else default_path(spec.name, prof["meta"]["gpu"])
     path.parent.mkdir(parents=True, exist_ok=True)
     prof["meta"]["calibrate_seconds"] = round(time.perf_counter() - t0, 1)

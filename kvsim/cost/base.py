@@ -80,3 +80,8 @@ class CostModel(abc.ABC):
     @abc.abstractmethod
     def copy_time(self, num_blocks: int, block_bytes: int) -> float:
         """Seconds to copy ``num_blocks`` blocks on the GPU (copy-on-write: read + write each block)."""
+
+    def wake_time(self, plan: StepPlan) -> float:
+        """Extra seconds of ``plan`` when it is the first step after the engine sat idle (nothing to run):
+        the GPU's clocks have dropped and ramp up during it. 0 unless a profile measured it."""
+        return 0.0

@@ -43,7 +43,10 @@ forward pass, so the whole-iteration grids are preferred when present.
 ``step_overhead`` is fitted on decode steps; profiles with ``prefill_overhead``
 (real engine prefill steps of T prompt tokens minus their price without it:
 the host work that grows with a prompt) add it at the step's prefill tokens to
-every prefill and mixed iteration.
+every prefill and mixed iteration. Newer profiles fit it on prompts that reach a
+busy engine and hold what a prompt reaching an idle one adds on top as
+``wake_overhead`` (the clock ramp after idle), which :meth:`wake_time` returns and
+the simulator adds to the first step after an idle period only.
 
 Interpolation is piecewise linear on the measured grid. Times are made
 monotone along every axis (more work never takes less time) by isotonic
@@ -215,6 +218,14 @@ class CalibratedCostModel(CostModel):
         if not tokens or self.p.prefill_overhead is None:
             return 0.0
         return max(0.0, float(interp1(float(tokens), *self.p.prefill_overhead)))
+
+    def wake_time(self, plan: StepPlan) -> float:
+        """``wake_overhead`` at the step's prompt tokens (its first point for a step without any): what a
+        prompt reaching an idle engine paid beyond one reaching a busy one; 0 without the table."""
+        curve = self.p.wake_overhead
+        if plan.is_empty or curve is None:
+            return 0.0
+        return max(0.0, float(interp1(max(float(plan.num_prefill_tokens), float(curve[0][0])), *curve)))
 
     def step_time(self, plan: StepPlan) -> float:
         if plan.is_empty:

@@ -117,6 +117,9 @@ class Profile:
             # optional: what a real prefill step of T tokens costs beyond overhead(1) + prefill_step(T)
             self.prefill_overhead = self._curve(data["prefill_overhead"], "tokens") \
                 if "prefill_overhead" in data else None
+            # optional: what the first step after idle adds (a prompt reaching an idle engine vs a busy one)
+            self.wake_overhead = self._curve(data["wake_overhead"], "tokens", monotone=False) \
+                if "wake_overhead" in data else None
         except (KeyError, TypeError, ValueError) as e:
             raise KvsimError("profile", f"{source}: malformed table ({e})") from None
 
