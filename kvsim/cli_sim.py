@@ -30,9 +30,11 @@ def _cmd_run(args) -> int:
     from kvsim.outdir import parse_outputs
     kinds = parse_outputs(args.outputs, RUN_DEFAULT)
     latency_args = None
-    if args.goodput or args.metric_percentiles:
+    if args.goodput or args.metric_percentiles or args.percentile_metrics:
+        from kvsim.benchflags import parse_metrics
         from kvsim.latency import parse_goodput, parse_percentiles
-        latency_args = (parse_percentiles(args.metric_percentiles), parse_goodput(args.goodput))
+        latency_args = (parse_percentiles(args.metric_percentiles), parse_goodput(args.goodput),
+                        parse_metrics(args.percentile_metrics))
     t0 = time.perf_counter()
     setup = setup_run(sc)
     eng = SimEngine(setup, fast_forward=not args.no_fast_forward)
@@ -49,7 +51,7 @@ def _cmd_run(args) -> int:
 
     def report() -> str:
         from kvsim.report.run_report import render_run
-        pct, slo = latency_args if latency_args is not None else (None, None)
+        pct, slo = latency_args[:2] if latency_args is not None else (None, None)
         return render_run(res, arrivals, replications=replications, confidence=confidence, percentiles=pct,
                           goodput_slo=slo)
     written = write_run(res, out, extra=None if replications is None else
