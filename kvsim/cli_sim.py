@@ -76,9 +76,25 @@ def _cmd_run(args) -> int:
         from kvsim.latency import ITL_COLUMNS, format_latency_table
         from kvsim.output import iteration_frame
         print(format_latency_table(res.requests, iteration_frame(res, ITL_COLUMNS), *latency_args))
+    warning = overload_warning(sc, res)
+    if warning:
+        print(warning)
     print(f"  wrote {out}/{{{', '.join(written)}}} "
           f"in {wall:.2f} s wall ({eng.ff_steps} of {res.summary['num_iterations']} iterations fast-forwarded)")
     return 0
+
+
+def overload_warning(sc, res) -> str | None:
+    """``  WARNING: Overloaded ...`` when the run's waiting queue grew (:func:`kvsim.report.run_report.verdict`,
+    the report's headline), for any scheduler; None otherwise."""
+    from kvsim.output import iteration_frame
+    from kvsim.report.run_report import REPORT_COLUMNS, verdict
+    if sc.workload.arrival not in ("poisson", "gamma") or sc.workload.max_concurrency is not None:
+        return None
+    head, why = verdict(sc, res.summary, res.requests, iteration_frame(res, REPORT_COLUMNS))
+    if not head.startswith("Overloaded"):
+        return None
+    return f"  WARNING: {head}. {why.split('. ')[0]}."
 
 
 def _cmd_sweep(args) -> int:
@@ -88,6 +104,7 @@ def _cmd_sweep(args) -> int:
     from kvsim.outdir import OutputSet
     grid = parse_grid(args.grid)
     sc = load_scenario(args.scenario, args.set)
+    _notes(sc)
     _check_jobs(args.jobs)
     out = Path(args.out) if args.out else default_out(sc.name, "-sweep")
     from kvsim.replicate import check_seeds
@@ -149,6 +166,7 @@ def _cmd_plan(args) -> int:
     cands = parse_grid(args.candidates, "--candidates") if args.candidates else {}
     replicas = _int_list(args.replicas, "--replicas", "1,2,4")
     sc = load_scenario(args.scenario, args.set)
+    _notes(sc)
     _check_jobs(args.jobs)
     from kvsim.outdir import parse_outputs
     kinds = parse_outputs(args.outputs, PLAN_DEFAULT)
@@ -163,6 +181,15 @@ def _cmd_plan(args) -> int:
     print(describe_recommendation(res, list(cands)))
     print(f"wrote {out}/{{{', '.join(p.name for p in written)}}}")
     return 0
+
+
+def _notes(sc) -> None:
+    """Notes on the base scenario that the worker processes cannot print (they go to stderr after success)."""
+    from kvsim.build import dtype_note
+    from kvsim.workload.config import note_once
+    note = dtype_note(sc)
+    if note:
+        note_once(note)
 
 
 def parse_prices(items: list[str] | None) -> dict[str, float]:
