@@ -12,7 +12,8 @@ windows (:mod:`kvsim.plan.steady`, :mod:`kvsim.plan.exceedance`):
   (or no run finished a request); otherwise it is undecided.
 
 Geometric bisections find the highest passing rate
-(``max_rate``, the recommendation: safe with the chosen confidence) and the
+(``max_rate``, the recommendation: meant to be safe with the chosen confidence; near the knee it is
+less often than that, :mod:`kvsim.plan.exceedance`) and the
 lowest rate failing with confidence (``rate_hi``). The capacity — the rate at
 which the SLO metric meets its bound — lies in ``[max_rate, rate_hi]``, the
 stated interval. Both ends are found to 10% first, then refined to a tenth of
