@@ -51,9 +51,9 @@ def _cmd_run(args) -> int:
 
     def report() -> str:
         from kvsim.report.run_report import render_run
-        pct, slo = latency_args[:2] if latency_args is not None else (None, None)
+        pct, slo, metrics = latency_args if latency_args is not None else (None, None, None)
         return render_run(res, arrivals, replications=replications, confidence=confidence, percentiles=pct,
-                          goodput_slo=slo)
+                          goodput_slo=slo, metrics=metrics)
     written = write_run(res, out, extra=None if replications is None else
                         {"replications": replication_document(seeds, replications, confidence)}, kinds=kinds,
                         report=report)

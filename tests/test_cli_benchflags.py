@@ -29,12 +29,16 @@ def test_flag_wins_over_set_and_burstiness_is_the_gamma_shape(tmp_path, capsys):
 
 def test_percentile_metrics_picks_the_rows(tmp_path, capsys):
     rc, out, err = cli(capsys, "run", Q, "--set", "workload.num_requests=20", "--percentile-metrics", "e2el,ttft",
-                       "--metric-percentiles", "50,99", "--out", tmp_path / "r", "--outputs", "json")
+                       "--metric-percentiles", "50,99", "--out", tmp_path / "r", "--outputs", "json,html")
     assert rc == 0, err
     table = out[out.index("metric  mean_ms"):].splitlines()
     assert table[0].split() == ["metric", "mean_ms", "p50_ms", "p99_ms"]
     assert [r.split()[0] for r in table[1:3]] == ["ttft", "e2el"]
     assert "tpot" not in out.split("per-request latency")[1].split("wrote")[0]
+    html = (tmp_path / "r" / "report.html").read_text()
+    lat = html[html.index("Per-request latency"):]
+    lat = lat[:lat.index("</table>")]
+    assert ">ttft<" in lat and ">e2el<" in lat and ">tpot<" not in lat and ">itl<" not in lat
 
 
 @pytest.mark.parametrize("args, field", [
