@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(ms; metrics ttft, tpot, e2el): prints the share of requests meeting all and goodput")
     r.add_argument("--metric-percentiles", default=None, metavar="P1,P2,...",
                    help="percentiles of TTFT, TPOT, ITL and E2E latency to print (ms), e.g. 50,90,99")
-    from kvsim.benchflags import add_bench_args
+    from kvsim.cli_sim import add_bench_args
     add_bench_args(r, percentile_metrics=True)
     add_outputs_arg(r, RUN_DEFAULT)
     r.set_defaults(func=_cmd_run)
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     wconf.deferred = []                  # notes (e.g. a deprecated dataset name) follow a successful command
     try:
         if getattr(args, "cmd", None) in ("run", "sweep", "plan"):
-            from kvsim.benchflags import bench_overrides
+            from kvsim.cli_sim import bench_overrides
             args.set = args.set + bench_overrides(args)
         rc = args.func(args)
         for note in wconf.deferred:

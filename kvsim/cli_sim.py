@@ -2,7 +2,8 @@
 
 Each takes ``--seeds N`` (:mod:`kvsim.replicate`): one run per seed, metrics
 as mean and Student-t interval; ``run`` also prints vLLM-bench style latency
-percentiles and goodput (:mod:`kvsim.latency`).
+percentiles and goodput (:mod:`kvsim.latency`). All three take vllm bench's load flags
+(``--request-rate``, ``--burstiness``, ``--max-concurrency``; the last section).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 from kvsim.cli import _check_jobs, _int_list
+from kvsim.errors import KvsimError
 from kvsim.runtext import arrivals_text, format_summary
 from kvsim.outdir import default_out
 
@@ -31,7 +33,6 @@ def _cmd_run(args) -> int:
     kinds = parse_outputs(args.outputs, RUN_DEFAULT)
     latency_args = None
     if args.goodput or args.metric_percentiles or args.percentile_metrics:
-        from kvsim.benchflags import parse_metrics
         from kvsim.latency import parse_goodput, parse_percentiles
         latency_args = (parse_percentiles(args.metric_percentiles), parse_goodput(args.goodput),
                         parse_metrics(args.percentile_metrics))
@@ -194,7 +195,6 @@ def _notes(sc) -> None:
 
 def parse_prices(items: list[str] | None) -> dict[str, float]:
     """``--price h200=3.5`` (repeatable, or comma-separated) -> {"h200": 3.5} (checked by the planner)."""
-    from kvsim.errors import KvsimError
     out = {}
     for item in (x.strip() for raw in items or [] for x in str(raw).split(",")):
         gpu, sep, usd = item.partition("=")
@@ -214,3 +214,53 @@ def _add_seed_args(p, jobs: bool = False) -> None:
                    help="confidence of the Student-t intervals across seeds (default 0.95)")
     if jobs:
         p.add_argument("--jobs", type=int, default=None, help="parallel processes for --seeds (default: all cores)")
+
+
+# -- vllm bench serve's load flags on run, sweep and plan ---------------------------------------------------
+# ``--request-rate R`` (inf: burst at t=0), ``--burstiness K`` (gamma shape, cv 1/sqrt(K)) and
+# ``--max-concurrency N`` (closed loop) are the workload fields of the same meaning, applied after every
+# ``--set`` (so the flag wins); ``--percentile-metrics ttft,tpot,itl,e2el`` (run) picks the latency rows.
+FLAGS = (("request_rate", "--request-rate", "workload.rate_req_s", "R",
+          "vllm bench's --request-rate: workload.rate_req_s (inf = every request at t=0)"),
+         ("burstiness", "--burstiness", "workload.burstiness", "K",
+          "vllm bench's --burstiness: gamma shape of the inter-arrival times (1 = Poisson, < 1 burstier); "
+          "workload.burstiness"),
+         ("max_concurrency", "--max-concurrency", "workload.max_concurrency", "N",
+          "vllm bench's --max-concurrency: at most N requests in flight (closed loop); workload.max_concurrency"))
+
+
+def add_bench_args(p, percentile_metrics: bool = False) -> None:
+    from kvsim.latency import LATENCY_METRICS
+    for dest, flag, _, metavar, text in FLAGS:
+        p.add_argument(flag, dest=dest, default=None, metavar=metavar, help=text)
+    if percentile_metrics:
+        p.add_argument("--percentile-metrics", default=None, metavar="M1,M2,...",
+                       help=f"latency metrics to print ({','.join(LATENCY_METRICS)}; default all), as vllm "
+                            "bench's; with --metric-percentiles")
+
+
+def bench_overrides(args) -> list[str]:
+    """The ``--set`` items the vLLM-bench flags given in ``args`` stand for (they are YAML values, checked by the
+    scenario's own validation, so a bad one names the flag's field)."""
+    out = []
+    for dest, flag, key, _, _ in FLAGS:
+        raw = getattr(args, dest, None)
+        if raw is None:
+            continue
+        if not str(raw).strip():
+            raise KvsimError(flag, "got an empty value")
+        out.append(f"{key}={str(raw).strip()}")
+    return out
+
+
+def parse_metrics(raw) -> list[str] | None:
+    """``"ttft,e2el"`` -> ["ttft", "e2el"] (None when not given: all of them)."""
+    from kvsim.latency import LATENCY_METRICS
+    if raw is None:
+        return None
+    names = [x.strip().lower() for x in str(raw).split(",")]
+    bad = [x for x in names if x not in LATENCY_METRICS]
+    if not names or bad:
+        raise KvsimError("--percentile-metrics", f"got {raw!r}; allowed: comma-separated "
+                                                 f"{', '.join(LATENCY_METRICS)}")
+    return list(dict.fromkeys(names))
