@@ -4,7 +4,10 @@ Public API::
 
     sc = kvsim.load_scenario("scenarios/examples/quickstart.yaml", ["engine.block_size=32"])
     res = kvsim.simulate(sc)          # res.summary (dict), res.requests, res.iterations (DataFrames)
-    df = kvsim.sweep("scenario.yaml", {"workload.rate_req_s": [1, 2, 4]})
+    df = kvsim.sweep("scenario.yaml", {"workload.rate_req_s": [1, 2, 4]}, {"workload.num_requests": 300})
+    from kvsim.plan import plan       # plan("scenario.yaml", {"ttft_p99_s": 10}, seeds=10).recommended
+
+Overrides everywhere are a ``{field: value}`` dict, a list of ``"field=value"`` or one such string.
 """
 __version__ = "0.1.0"
 
@@ -21,9 +24,11 @@ def simulate(scenario, *, fast_forward: bool = True):
     return _simulate(scenario, fast_forward=fast_forward)
 
 
-def sweep(source, grid, overrides=None, jobs=None, progress=False, backend="local", resume=None):
+def sweep(source, grid, overrides=None, jobs=None, progress=False, backend="local", resume=None, seeds=1,
+          confidence=0.95):
     from kvsim.sweeps import sweep as _sweep
-    return _sweep(source, grid, overrides, jobs=jobs, progress=progress, backend=backend, resume=resume)
+    return _sweep(source, grid, overrides, jobs=jobs, progress=progress, backend=backend, resume=resume,
+                  seeds=seeds, confidence=confidence)
 
 
 __all__ = ["KvsimError", "load_scenario", "simulate", "sweep", "__version__"]

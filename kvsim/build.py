@@ -82,6 +82,23 @@ def check_block_counts(sc: Scenario, budget: KVBudget) -> None:
                                                   f"more than the limit {MAX_BLOCKS}; lower swap_space_gib")
 
 
+# GPUs with FP8 tensor cores (Hopper, Ada Lovelace); Ampere (A100, A10G) has none
+FP8_TENSOR_CORES = ("H100-80GB", "H200-141GB", "L4")
+
+
+def dtype_note(sc: Scenario) -> str | None:
+    """A one-line note for ``dtype: fp8`` on a GPU without FP8 tensor cores: it is accepted (vLLM runs FP8
+    weights and KV cache on Ampere), and the note says what the model then assumes."""
+    if sc.dtype != "fp8":
+        return None
+    gpu = get_gpu(sc.gpu)
+    if gpu.name in FP8_TENSOR_CORES:
+        return None
+    return (f"note: dtype fp8 on {gpu.name}, which has no FP8 tensor cores: weights and KV are stored in 1 byte "
+            "(as vLLM's weight-only FP8 and fp8 KV cache on Ampere) and matrix products are priced at the fp16 "
+            "rate")
+
+
 def setup_run(sc: Scenario, *, simulator: bool = True) -> RunSetup:
     """Resolve catalogue entries, size the KV cache, build the workload and (for the simulator,
     ``simulator=True``) the cost model; the real engine measures time and gets ``cost=None``."""
@@ -90,6 +107,10 @@ def setup_run(sc: Scenario, *, simulator: bool = True) -> RunSetup:
     sc.check()
     model = get_model(sc.model)
     gpu = get_gpu(sc.gpu)
+    note = dtype_note(sc)
+    if note:
+        from kvsim.workload.config import note_once
+        note_once(note)
     e = sc.engine
     max_len = e.max_model_len or model.max_seq_len
     if max_len > model.max_seq_len:

@@ -92,7 +92,11 @@ def _cmd_models(args) -> int:
 
 def _cmd_fields(args) -> int:
     from kvsim.fields import field_rows, format_fields
-    print(format_fields(field_rows(), args.match))
+    text = format_fields(field_rows(), args.match)
+    if not text:
+        raise KvsimError("fields", f"no scenario field's name or help contains {args.match!r}; `kvsim fields` "
+                                   "lists them all")
+    print(text)
     return 0
 
 
@@ -139,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(ms; metrics ttft, tpot, e2el): prints the share of requests meeting all and goodput")
     r.add_argument("--metric-percentiles", default=None, metavar="P1,P2,...",
                    help="percentiles of TTFT, TPOT, ITL and E2E latency to print (ms), e.g. 50,90,99")
+    from kvsim.cli_sim import add_bench_args
+    add_bench_args(r, percentile_metrics=True)
     add_outputs_arg(r, RUN_DEFAULT)
     r.set_defaults(func=_cmd_run)
     s = sub.add_parser("sweep", help="run a grid of scenario variants in parallel")
@@ -152,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local processes (default) or a Ray cluster (pip install 'kvsim[ray]')")
     _add_seed_args(s)
+    add_bench_args(s)
     add_outputs_arg(s, SWEEP_DEFAULT)
     s.set_defaults(func=_cmd_sweep)
     pl = sub.add_parser("plan", help="highest request rate meeting SLOs, and the best configuration")
@@ -173,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--price", action="append", default=[], metavar="GPU=USD_PER_HOUR",
                     help="per-GPU price for --objective usd, e.g. --price h200-141gb=3.5 (repeatable; overrides "
                          "the catalogue's, needed for a GPU the catalogue has no price for)")
+    add_bench_args(pl)
     add_outputs_arg(pl, PLAN_DEFAULT)
     pl.set_defaults(func=_cmd_plan)
     rp = sub.add_parser("report", help="tuning reports (self-contained HTML)")
@@ -223,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     from kvsim.workload import config as wconf
     wconf.deferred = []                  # notes (e.g. a deprecated dataset name) follow a successful command
     try:
+        if getattr(args, "cmd", None) in ("run", "sweep", "plan"):
+            from kvsim.cli_sim import bench_overrides
+            args.set = args.set + bench_overrides(args)
         rc = args.func(args)
         for note in wconf.deferred:
             print(note, file=sys.stderr)

@@ -2,7 +2,8 @@
 
 Each takes ``--seeds N`` (:mod:`kvsim.replicate`): one run per seed, metrics
 as mean and Student-t interval; ``run`` also prints vLLM-bench style latency
-percentiles and goodput (:mod:`kvsim.latency`).
+percentiles and goodput (:mod:`kvsim.latency`). All three take vllm bench's load flags
+(``--request-rate``, ``--burstiness``, ``--max-concurrency``; the last section).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 from kvsim.cli import _check_jobs, _int_list
+from kvsim.errors import KvsimError
 from kvsim.runtext import arrivals_text, format_summary
 from kvsim.outdir import default_out
 
@@ -30,9 +32,10 @@ def _cmd_run(args) -> int:
     from kvsim.outdir import parse_outputs
     kinds = parse_outputs(args.outputs, RUN_DEFAULT)
     latency_args = None
-    if args.goodput or args.metric_percentiles:
+    if args.goodput or args.metric_percentiles or args.percentile_metrics:
         from kvsim.latency import parse_goodput, parse_percentiles
-        latency_args = (parse_percentiles(args.metric_percentiles), parse_goodput(args.goodput))
+        latency_args = (parse_percentiles(args.metric_percentiles), parse_goodput(args.goodput),
+                        parse_metrics(args.percentile_metrics))
     t0 = time.perf_counter()
     setup = setup_run(sc)
     eng = SimEngine(setup, fast_forward=not args.no_fast_forward)
@@ -49,9 +52,9 @@ def _cmd_run(args) -> int:
 
     def report() -> str:
         from kvsim.report.run_report import render_run
-        pct, slo = latency_args if latency_args is not None else (None, None)
+        pct, slo, metrics = latency_args if latency_args is not None else (None, None, None)
         return render_run(res, arrivals, replications=replications, confidence=confidence, percentiles=pct,
-                          goodput_slo=slo)
+                          goodput_slo=slo, metrics=metrics)
     written = write_run(res, out, extra=None if replications is None else
                         {"replications": replication_document(seeds, replications, confidence)}, kinds=kinds,
                         report=report)
@@ -74,9 +77,25 @@ def _cmd_run(args) -> int:
         from kvsim.latency import ITL_COLUMNS, format_latency_table
         from kvsim.output import iteration_frame
         print(format_latency_table(res.requests, iteration_frame(res, ITL_COLUMNS), *latency_args))
+    warning = overload_warning(sc, res)
+    if warning:
+        print(warning)
     print(f"  wrote {out}/{{{', '.join(written)}}} "
           f"in {wall:.2f} s wall ({eng.ff_steps} of {res.summary['num_iterations']} iterations fast-forwarded)")
     return 0
+
+
+def overload_warning(sc, res) -> str | None:
+    """``  WARNING: Overloaded ...`` when the run's waiting queue grew (:func:`kvsim.report.run_report.verdict`,
+    the report's headline), for any scheduler; None otherwise."""
+    from kvsim.output import iteration_frame
+    from kvsim.report.run_report import REPORT_COLUMNS, verdict
+    if sc.workload.arrival not in ("poisson", "gamma") or sc.workload.max_concurrency is not None:
+        return None
+    head, why = verdict(sc, res.summary, res.requests, iteration_frame(res, REPORT_COLUMNS))
+    if not head.startswith("Overloaded"):
+        return None
+    return f"  WARNING: {head}. {why.split('. ')[0]}."
 
 
 def _cmd_sweep(args) -> int:
@@ -86,6 +105,7 @@ def _cmd_sweep(args) -> int:
     from kvsim.outdir import OutputSet
     grid = parse_grid(args.grid)
     sc = load_scenario(args.scenario, args.set)
+    _notes(sc)
     _check_jobs(args.jobs)
     out = Path(args.out) if args.out else default_out(sc.name, "-sweep")
     from kvsim.replicate import check_seeds
@@ -147,6 +167,7 @@ def _cmd_plan(args) -> int:
     cands = parse_grid(args.candidates, "--candidates") if args.candidates else {}
     replicas = _int_list(args.replicas, "--replicas", "1,2,4")
     sc = load_scenario(args.scenario, args.set)
+    _notes(sc)
     _check_jobs(args.jobs)
     from kvsim.outdir import parse_outputs
     kinds = parse_outputs(args.outputs, PLAN_DEFAULT)
@@ -163,9 +184,17 @@ def _cmd_plan(args) -> int:
     return 0
 
 
+def _notes(sc) -> None:
+    """Notes on the base scenario that the worker processes cannot print (they go to stderr after success)."""
+    from kvsim.build import dtype_note
+    from kvsim.workload.config import note_once
+    note = dtype_note(sc)
+    if note:
+        note_once(note)
+
+
 def parse_prices(items: list[str] | None) -> dict[str, float]:
     """``--price h200=3.5`` (repeatable, or comma-separated) -> {"h200": 3.5} (checked by the planner)."""
-    from kvsim.errors import KvsimError
     out = {}
     for item in (x.strip() for raw in items or [] for x in str(raw).split(",")):
         gpu, sep, usd = item.partition("=")
@@ -185,3 +214,53 @@ def _add_seed_args(p, jobs: bool = False) -> None:
                    help="confidence of the Student-t intervals across seeds (default 0.95)")
     if jobs:
         p.add_argument("--jobs", type=int, default=None, help="parallel processes for --seeds (default: all cores)")
+
+
+# -- vllm bench serve's load flags on run, sweep and plan ---------------------------------------------------
+# ``--request-rate R`` (inf: burst at t=0), ``--burstiness K`` (gamma shape, cv 1/sqrt(K)) and
+# ``--max-concurrency N`` (closed loop) are the workload fields of the same meaning, applied after every
+# ``--set`` (so the flag wins); ``--percentile-metrics ttft,tpot,itl,e2el`` (run) picks the latency rows.
+FLAGS = (("request_rate", "--request-rate", "workload.rate_req_s", "R",
+          "vllm bench's --request-rate: workload.rate_req_s (inf = every request at t=0)"),
+         ("burstiness", "--burstiness", "workload.burstiness", "K",
+          "vllm bench's --burstiness: gamma shape of the inter-arrival times (1 = Poisson, < 1 burstier); "
+          "workload.burstiness"),
+         ("max_concurrency", "--max-concurrency", "workload.max_concurrency", "N",
+          "vllm bench's --max-concurrency: at most N requests in flight (closed loop); workload.max_concurrency"))
+
+
+def add_bench_args(p, percentile_metrics: bool = False) -> None:
+    from kvsim.latency import LATENCY_METRICS
+    for dest, flag, _, metavar, text in FLAGS:
+        p.add_argument(flag, dest=dest, default=None, metavar=metavar, help=text)
+    if percentile_metrics:
+        p.add_argument("--percentile-metrics", default=None, metavar="M1,M2,...",
+                       help=f"latency metrics to print ({','.join(LATENCY_METRICS)}; default all), as vllm "
+                            "bench's; with --metric-percentiles")
+
+
+def bench_overrides(args) -> list[str]:
+    """The ``--set`` items the vLLM-bench flags given in ``args`` stand for (they are YAML values, checked by the
+    scenario's own validation, so a bad one names the flag's field)."""
+    out = []
+    for dest, flag, key, _, _ in FLAGS:
+        raw = getattr(args, dest, None)
+        if raw is None:
+            continue
+        if not str(raw).strip():
+            raise KvsimError(flag, "got an empty value")
+        out.append(f"{key}={str(raw).strip()}")
+    return out
+
+
+def parse_metrics(raw) -> list[str] | None:
+    """``"ttft,e2el"`` -> ["ttft", "e2el"] (None when not given: all of them)."""
+    from kvsim.latency import LATENCY_METRICS
+    if raw is None:
+        return None
+    names = [x.strip().lower() for x in str(raw).split(",")]
+    bad = [x for x in names if x not in LATENCY_METRICS]
+    if not names or bad:
+        raise KvsimError("--percentile-metrics", f"got {raw!r}; allowed: comma-separated "
+                                                 f"{', '.join(LATENCY_METRICS)}")
+    return list(dict.fromkeys(names))

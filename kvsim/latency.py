@@ -153,12 +153,13 @@ def goodput(reqs: pd.DataFrame, slo_s: dict[str, float]) -> dict:
             "goodput_req_s": good / span if len(done) else 0.0}
 
 
-def latency_table(reqs: pd.DataFrame, its: pd.DataFrame, percentiles: list[float]) -> pd.DataFrame:
-    """Rows ttft/tpot/itl/e2el; columns mean_ms and p<q>_ms (vllm bench's units)."""
+def latency_table(reqs: pd.DataFrame, its: pd.DataFrame, percentiles: list[float],
+                  metrics: list[str] | None = None) -> pd.DataFrame:
+    """Rows ttft/tpot/itl/e2el (or ``metrics``, in that order); columns mean_ms and p<q>_ms (vllm bench's units)."""
     per = per_request(reqs)
     vals, cnts = itl_gaps(reqs, its)
     rows = []
-    for m in LATENCY_METRICS:
+    for m in [m for m in LATENCY_METRICS if metrics is None or m in metrics]:
         if m == "itl":
             mean = float((vals * cnts).sum() / cnts.sum()) if cnts.sum() else float("nan")
             pcts = weighted_percentiles(vals, cnts, percentiles)
@@ -170,8 +171,9 @@ def latency_table(reqs: pd.DataFrame, its: pd.DataFrame, percentiles: list[float
     return pd.DataFrame(rows)
 
 
-def format_latency_table(reqs, its, percentiles: list[float], goodput_slo: dict[str, float]) -> str:
-    t = latency_table(reqs, its, percentiles)
+def format_latency_table(reqs, its, percentiles: list[float], goodput_slo: dict[str, float],
+                         metrics: list[str] | None = None) -> str:
+    t = latency_table(reqs, its, percentiles, metrics)
     lines = ["  per-request latency (ms; ITL = gaps between a request's decode steps, see kvsim/latency.py):",
              "  " + t.to_string(index=False, float_format=lambda x: f"{x:.1f}").replace("\n", "\n  ")]
     if goodput_slo:

@@ -164,14 +164,15 @@ def sweep(source, grid: dict[str, list], overrides: list[str] | None = None, job
     each metric's mean, ``<metric>_ci_lo``/``_ci_hi`` and ``runs``, and
     ``df.attrs["runs"]`` the one-row-per-run table (``resume`` then names that table).
     """
+    from kvsim.config import normalize_overrides
     from kvsim.replicate import check_seeds
+    overrides = normalize_overrides(overrides)
     if check_seeds(seeds) > 1:
         from kvsim.sweep_seeds import replicated_sweep
         return replicated_sweep(source, grid, overrides, jobs=jobs, progress=progress, backend=backend,
                                 resume=resume, seeds=seeds, confidence=confidence)
     from kvsim.config import read_yaml
     data = source if isinstance(source, dict) else read_yaml(source)
-    overrides = list(overrides or [])
     load_scenario(data, overrides)                      # fail fast on a bad base scenario
     if not isinstance(grid, dict) or not grid:
         raise KvsimError("--grid", f"expected a mapping of field -> values, got {grid!r}")

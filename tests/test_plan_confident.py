@@ -118,3 +118,23 @@ def test_steady_window_drops_warmup_and_drain_by_arrival_rank():
 def test_bracket_near_finds_the_boundary_from_any_guess(guess):
     lo, hi = bracket_near(lambda r: r <= 1.7, *guess, 0.01, 16)
     assert lo <= 1.7 < hi and hi / lo - 1 <= 0.01
+
+
+def zero_inflated(burst_frac: float = 0.2):
+    """Only a ``burst_frac`` share of seeds ever has a request above BOUND, each with a large share: the
+    regime near the quickstart's knee where the t interval over ten runs is too narrow."""
+    def run(overrides, rate, n):
+        seed = int(next(o for o in overrides if o.startswith("seed="))[5:])
+        rng = np.random.default_rng(seed)
+        bursty = rng.uniform() < burst_frac
+        share = min(0.05 * min(rate / CAP, 2.0) ** 8, 1.0) if bursty else 0.0
+        ttft = np.where(rng.uniform(size=n) < share, 2 * BOUND, BOUND / 2)
+        return {"requests_finished": n, "requests_unfinished": 0, "requests_total": n, "steady": {"ttft_s": ttft}}
+    return run
+
+
+def test_exceedances_in_few_runs_get_a_caution_and_spread_ones_do_not():
+    few = search(range(10), runner=zero_inflated())
+    assert "caution: at" in few.note and "raise --requests" in few.note
+    spread = search(range(10))
+    assert "caution" not in spread.note

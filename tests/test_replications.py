@@ -31,6 +31,13 @@ def test_student_t_quantiles_and_interval():
     assert (one.lo, one.hi, one.n) == (5.0, 5.0, 1)
 
 
+def test_interval_of_non_negative_values_stops_at_zero():
+    skewed = interval([0.2, 0.3, 20.0])              # three seeds' p99 TTFT: t alone reaches below zero
+    assert skewed.lo == 0.0 and skewed.hi == pytest.approx(20.5 / 3 + t_quantile(0.975, 2) * np.std([0.2, 0.3, 20], ddof=1) / 3 ** .5)
+    signed = interval([-1.0, 1.0, 3.0])              # a quantity seen below zero keeps the plain t interval
+    assert signed.lo == pytest.approx(1 - 4.3027 * 2 / 3 ** .5, rel=1e-4)
+
+
 def test_run_seeds_1_is_unchanged_and_seeds_3_reports_every_run(tmp_path, capsys):
     small = ["--set", "workload.num_requests=40"]
     assert cli(capsys, "run", Q, *small, "--out", tmp_path / "a")[0] == 0

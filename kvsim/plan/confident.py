@@ -12,7 +12,8 @@ windows (:mod:`kvsim.plan.steady`, :mod:`kvsim.plan.exceedance`):
   (or no run finished a request); otherwise it is undecided.
 
 Geometric bisections find the highest passing rate
-(``max_rate``, the recommendation: safe with the chosen confidence) and the
+(``max_rate``, the recommendation: meant to be safe with the chosen confidence; near the knee it is
+less often than that, :mod:`kvsim.plan.exceedance`) and the
 lowest rate failing with confidence (``rate_hi``). The capacity — the rate at
 which the SLO metric meets its bound — lies in ``[max_rate, rate_hi]``, the
 stated interval. Both ends are found to 10% first, then refined to a tenth of
@@ -37,13 +38,15 @@ from __future__ import annotations
 import math
 from concurrent.futures import ProcessPoolExecutor
 
+import numpy as np
+
 from kvsim.config import read_yaml
 from kvsim.errors import KvsimError
 from kvsim.plan.exceedance import QUANTILE_SLOS, Call, judge, min_samples
 from kvsim.plan.search import (Probe, ProbeCache, SearchResult, bisect_rate, bracket_near, bracket_rate,
                                check_rate_driven,
                                probe_overrides, probe_requests, rate_key, run_at)
-from kvsim.plan.steady import window_bounds
+from kvsim.plan.steady import PER_REQUEST, window_bounds
 from kvsim.replicate import seed_override
 from kvsim.stats import aggregate, check_confidence
 
@@ -202,7 +205,29 @@ def find_rate_interval(source, slo: dict[str, float], overrides: list[str] | Non
         res.summary = aggregate(sums, confidence)
         res.slo_intervals = {k: (c.estimate, c.lo, c.hi) for k, c in calls.items()}
     res.stable, res.note = _verdict(history, lo, hi, fail, rel_tol, confidence, len(seeds), max_requests)
+    caution = thin_tail_caution(pr.seen, lo, slo)
+    if caution:
+        res.note = f"{res.note}; {caution}" if res.note else caution
     return res
+
+
+def thin_tail_caution(seen: dict[float, tuple], lo: float | None, slo: dict) -> str:
+    """A caution when the lowest probed rate above the recommendation ``lo`` has a p99 SLO exceeded in fewer
+    than half of its runs: the share per run is then zero-inflated and the t interval too narrow (measured:
+    ``benchmarks/plan/interval_coverage_600.md``); longer runs put exceedances in more of them. "" otherwise."""
+    above = sorted(r for r in seen if lo is not None and r > lo)
+    if not above:
+        return ""
+    sums = seen[above[0]][3]
+    for key, bound in slo.items():
+        if key not in QUANTILE_SLOS:
+            continue
+        k = sum(bool((np.asarray(s["steady"][PER_REQUEST[key]]) > bound).any()) for s in sums)
+        if 2 * k < len(sums):
+            return (f"caution: at {above[0]:.4g} req/s, the first rate probed above the recommendation, only {k} "
+                    f"of {len(sums)} runs have a request over {key} {bound:g}; with the exceedances in so few runs "
+                    f"the interval is too narrow (benchmarks/plan/interval_coverage_600.md): raise --requests")
+    return ""
 
 
 def _verdict(history, lo, hi, fail, rel_tol, confidence, runs, max_requests) -> tuple[bool | None, str]:

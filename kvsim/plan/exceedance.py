@@ -18,11 +18,14 @@ interval of the pooled count (the interval the requests would give were they
 independent; correlation only widens it, and it keeps N runs that all have
 zero exceedances from giving a zero-width interval). A rate passes a p99 SLO
 when the upper end is at most 1%, and fails it with confidence when the lower
-end is above 1%. Its known limit: the ``e_i`` are skewed (most runs have none,
-a few have a burst), and N runs that happen to miss the bursts understate the
-spread, so at N = 10 the interval is somewhat narrow — across ten plans on
-disjoint seeds one plan's estimate fell in another's interval in 76% of pairs
-where honest 95% intervals give about 83% (``benchmarks/plan/seeds_agreement.md``).
+end is above 1%. Its known limit, measured: near the knee the ``e_i`` are
+zero-inflated and heavy-tailed (most runs have none, a few a burst with 5-65% of
+their window above the bound), the mean of ten is far from normal, and N runs
+that miss the bursts pass (the Wilson floor assumes independent requests). Against
+an 80-seed population the upper end falls below the true share in 21-40% of
+10-run draws at 600 requests per run and 11-18% at 2400 (95% would be 2.5%); the
+lower end is honest (``benchmarks/plan/interval_coverage_*.md``,
+``benchmarks/plan/issue13_audit.md``).
 
 The p99 itself is then reported as the pooled quantile (the smallest latency
 ``x`` with mean share above ``x`` at most 1%) with the interval obtained by

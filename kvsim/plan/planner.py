@@ -172,7 +172,8 @@ def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overri
     if not replicas:
         raise KvsimError("--replicas", f"got {replicas!r}, expected integers >= 1")
     data = source if isinstance(source, dict) else read_yaml(source)
-    overrides = list(overrides or [])
+    from kvsim.config import normalize_overrides
+    overrides = normalize_overrides(overrides)
     load_scenario(data, probe_overrides(overrides, requests))          # fail fast on a bad base
     candidates = candidates or {}
     for k, values in candidates.items():

@@ -108,7 +108,7 @@ def _engine_pairs(info: dict) -> list[tuple[str, str]]:
 
 def render_run(res, arrivals: str, *, replications: list[dict] | None = None, confidence: float = 0.95,
                percentiles: list[float] | None = None, goodput_slo: dict | None = None,
-               engine: dict | None = None) -> str:
+               engine: dict | None = None, metrics: list[str] | None = None) -> str:
     """The whole ``report.html`` of one run (and its replications). ``engine`` (``EngineResult.info``) makes it
     the report of a run measured on the real engine (``kvsim engine``): the device it ran on instead of the
     simulated card, and the engine's device, versions and timing split as a section."""
@@ -130,7 +130,7 @@ def render_run(res, arrivals: str, *, replications: list[dict] | None = None, co
                f"({engine.get('attention_backend', '?')} attention, weights {engine.get('weights', '?')}), {alloc}, "
                f"{e.scheduler} scheduler, KV blocks {engine.get('kv_blocks', '?')} (simulator: "
                f"{engine.get('simulator_blocks', '?')}). Arrivals: {arrivals}.")
-    lat = latency_table(res.requests, its, percentiles or [50.0, 90.0, 99.0])
+    lat = latency_table(res.requests, its, percentiles or [50.0, 90.0, 99.0], metrics)
     sections = [
         ("Memory, batch and latency over the run", png(run_figure(res.requests, its, sc.name),
                                                         "run plots")),

@@ -1,0 +1,34 @@
+"""kvsim run says when the offered load is too much (any scheduler) and what fp8 means on a card without FP8."""
+from __future__ import annotations
+
+from tests._cli import cli
+
+Q = "scenarios/examples/quickstart.yaml"
+
+
+def test_static_batching_at_three_times_its_capacity_warns(tmp_path, capsys):
+    rc, out, err = cli(capsys, "run", Q, "--set", "engine.scheduler=static", "--set", "workload.num_requests=300",
+                       "--out", tmp_path / "r", "--outputs", "json")
+    assert rc == 0, err
+    assert "WARNING: Overloaded at 1.5 req/s offered" in out
+
+
+def test_a_run_that_keeps_up_has_no_warning(tmp_path, capsys):
+    rc, out, err = cli(capsys, "run", Q, "--set", "workload.num_requests=300", "--set", "workload.rate_req_s=0.5",
+                       "--out", tmp_path / "r", "--outputs", "json")
+    assert rc == 0, err
+    assert "WARNING" not in out
+
+
+def test_fp8_on_a100_is_accepted_with_a_note(tmp_path, capsys):
+    rc, out, err = cli(capsys, "run", Q, "--set", "dtype=fp8", "--set", "workload.num_requests=10",
+                       "--out", tmp_path / "r", "--outputs", "json")
+    assert rc == 0
+    assert "note: dtype fp8 on A100-40GB, which has no FP8 tensor cores" in err
+
+
+def test_fp8_on_h100_has_no_note(tmp_path, capsys):
+    rc, out, err = cli(capsys, "run", Q, "--set", "dtype=fp8", "--set", "gpu=h100-80gb",
+                       "--set", "workload.num_requests=10", "--out", tmp_path / "r", "--outputs", "json")
+    assert rc == 0
+    assert "fp8" not in err
