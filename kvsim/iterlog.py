@@ -132,8 +132,8 @@ class IterationLog:
             yield lo, hi, s, s_hi
             lo, s = hi, s_hi
 
-    def chunks(self, rows: int | None = None):
-        """The frame in consecutive pieces of about ``rows`` iterations (whole segments), in order."""
+    def chunks(self, rows: int | None = None, columns=ITERATION_COLUMNS):
+        """The frame (``columns`` of it) in consecutive pieces of about ``rows`` iterations (whole segments)."""
         self._pack()
         for lo, hi, s_lo, s_hi in self._ranges(rows or self.CHUNK_ROWS):
-            yield self._frame(ITERATION_COLUMNS, lo, hi, s_lo, s_hi)
+            yield self._frame(columns, lo, hi, s_lo, s_hi)

@@ -26,6 +26,7 @@ from kvsim.config import Scenario
 from kvsim.core.plan import StepPlan
 from kvsim.core.scheduler import Scheduler
 from kvsim.fastforward import fast_forward
+from kvsim.iterstats import IterationStats
 from kvsim.metrics import SUMMARY_INPUTS
 from kvsim.records import IterationLog, request_frame, run_summary, step_state
 from kvsim.workload.closed_loop import make_gate
@@ -175,7 +176,8 @@ class SimEngine:
         sched = self.sched
         # requests that never arrived before max_time_s still appear, as not arrived
         reqs = request_frame(sched.request_groups())
-        its = self.log.frame(SUMMARY_INPUTS)        # only the columns the summary reads, only for it
+        # only the columns the summary reads, a chunk at a time
+        its = IterationStats.from_chunks(len(self.log), self.log.chunks(columns=SUMMARY_INPUTS))
         summary = run_summary(self.setup, reqs, its, self.env.now, self.kv)
         return SimResult(self.setup, reqs, None, self.env.now, summary, log=self.log)
 
