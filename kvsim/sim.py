@@ -29,6 +29,7 @@ from kvsim.fastforward import fast_forward
 from kvsim.iterstats import IterationStats
 from kvsim.metrics import SUMMARY_INPUTS
 from kvsim.records import IterationLog, request_frame, run_summary, step_state
+from kvsim.request_table import RequestTable
 from kvsim.workload.closed_loop import make_gate
 
 
@@ -84,6 +85,8 @@ class SimEngine:
         self.arrivals_done = False
         self._wake: simpy.Event | None = None
         self.ff_steps = 0
+        # finished groups become rows of plain numbers as they end (the V1 scheduler reads children per request)
+        self.table = RequestTable() if type(self.sched).request_groups is Scheduler.request_groups else None
 
     @property
     def next_arrival_s(self) -> float:
@@ -120,6 +123,8 @@ class SimEngine:
                 self.inbox.clear()
             if self.gate is not None:
                 self._send_freed()
+            if self.table is not None and len(sched.finished) + len(sched.rejected) - self.table.taken >= 2048:
+                self.table.take_done(sched)
             if self.max_time_s is not None and env.now >= self.max_time_s:
                 return
             if not sched.has_unfinished:
@@ -175,7 +180,8 @@ class SimEngine:
         self.env.run(until=engine)
         sched = self.sched
         # requests that never arrived before max_time_s still appear, as not arrived
-        reqs = request_frame(sched.request_groups())
+        reqs = request_frame(sched.request_groups(), self.table)
+        self.table = None
         # only the columns the summary reads, a chunk at a time
         its = IterationStats.from_chunks(len(self.log), self.log.chunks(columns=SUMMARY_INPUTS))
         summary = run_summary(self.setup, reqs, its, self.env.now, self.kv)

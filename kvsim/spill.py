@@ -35,6 +35,10 @@ class SpillArray:
     def __len__(self) -> int:
         return self._flushed + len(self.buf)
 
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize
+
     def append(self, value) -> None:
         self.buf.append(value)
         if len(self.buf) >= self._limit:
