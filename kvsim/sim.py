@@ -68,6 +68,8 @@ class SimResult:
 class SimEngine:
     """Drives one scheduler with simulated time. ``run()`` returns a :class:`SimResult`."""
 
+    TAKE_EVERY = 2048          # finished/rejected groups recorded into the request table at a time
+
     def __init__(self, setup: RunSetup, *, fast_forward: bool = True):
         self.setup = setup
         sc = setup.scenario
@@ -123,8 +125,9 @@ class SimEngine:
                 self.inbox.clear()
             if self.gate is not None:
                 self._send_freed()
-            if self.table is not None and len(sched.finished) + len(sched.rejected) - self.table.taken >= 2048:
-                self.table.take_done(sched)
+            table = self.table
+            if table is not None and len(sched.finished) + len(sched.rejected) - table.taken >= self.TAKE_EVERY:
+                table.take_done(sched)
             if self.max_time_s is not None and env.now >= self.max_time_s:
                 return
             if not sched.has_unfinished:
