@@ -32,7 +32,7 @@ class IterationLog:
     """Iteration records of one run (see the module doc). ``cost`` prices fast-forwarded segments' rows."""
 
     PACK = 4096
-    CHUNK_ROWS = 1 << 18
+    CHUNK_ROWS = 1 << 16
 
     def __init__(self, cost=None):
         self._rows: list[tuple] = []

@@ -22,7 +22,7 @@ _DTYPES = {"q": np.int64, "d": np.float64}
 class SpillArray:
     """Values of one ``typecode`` ("q": int64, "d": float64); see the module doc."""
 
-    LIMIT = 8 << 20
+    LIMIT = 1 << 20
 
     def __init__(self, typecode: str, limit_bytes: int | None = None):
         self.typecode = typecode
