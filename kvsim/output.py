@@ -47,9 +47,10 @@ def _write_iterations(res, path: Path) -> None:
     if log is None:
         res.iterations.to_csv(path, index=False)
         return
+    from kvsim.csvfast import write_csv
     with open(path, "w", encoding="utf-8", newline="") as f:
         for i, chunk in enumerate(log.chunks()):
-            chunk.to_csv(f, index=False, header=i == 0)
+            write_csv(chunk, f, header=i == 0)
 
 
 def write_run(res, out: Path, plot: bool = True, extra: dict | None = None, kinds=None,

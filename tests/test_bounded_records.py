@@ -190,3 +190,22 @@ def test_written_files_from_segments_equal_stepping(mode, tmp_path, monkeypatch)
         assert eng.ff_steps > 0 and len(eng.log.segments) > 0
     assert _files(tmp_path / "ff") == _files(tmp_path / "step")
     assert (tmp_path / "ff" / "iterations.csv").read_bytes() == framed.read_bytes()
+
+
+EDGE_FLOATS = [0.0, -0.0, 1e-4, 9.999999999999999e-05, 1e-5, 1e16, 9999999999999998.0, 1e15, 123456789012345.67,
+               5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, float("inf"), -float("inf"), 0.1, 1 / 3,
+               -2.5, 2.0, 1e22, 1e-300, 0.000123]
+
+
+def test_fast_csv_equals_pandas_on_edge_values_and_falls_back():
+    from kvsim.csvfast import to_csv_text
+    rng = np.random.default_rng(0)
+    rand = rng.random(2000) * 10.0 ** rng.integers(-30, 30, 2000)
+    f = pd.DataFrame({"x": np.array(EDGE_FLOATS * 100), "i": np.arange(len(EDGE_FLOATS) * 100) - 50})
+    g = pd.DataFrame({"y": rand, "z": -rand, "k": rng.integers(-2**62, 2**62, 2000),
+                      "small": rng.integers(0, 1 << 16, 2000), "edge": np.arange(2000) + (1 << 16) - 1000})
+    for frame in (f, g, g.iloc[:0]):
+        for header in (True, False):
+            assert to_csv_text(frame, header) == frame.to_csv(index=False, header=header)
+    nan = pd.DataFrame({"x": [1.0, float("nan")], "s": ["a,b", "c"]})      # not numeric-only: pandas writes it
+    assert to_csv_text(nan) == nan.to_csv(index=False) == 'x,s\n1.0,"a,b"\n,c\n'
