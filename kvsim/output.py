@@ -70,7 +70,9 @@ def write_run(res, out: Path, plot: bool = True, extra: dict | None = None, kind
             doc.update(extra or {})
             write_json(d / "summary.json", doc, indent=2, sort_keys=True)
         if "csv" in kinds:
-            res.requests.to_csv(d / "requests.csv", index=False)
+            from kvsim.csvfast import write_csv
+            with open(d / "requests.csv", "w", encoding="utf-8", newline="") as f:
+                write_csv(res.requests, f)
             _write_iterations(res, d / "iterations.csv")
         if "png" in kinds:
             try:

@@ -13,7 +13,6 @@ import pandas as pd
 
 from kvsim.core.plan import StepPlan
 from kvsim.core.scheduler import Scheduler
-from kvsim.core.sequence import SequenceGroup
 from kvsim.iterlog import ITERATION_COLUMNS, IterationLog  # noqa: F401  (IterationLog: re-exported)
 from kvsim.metrics import summarize
 from kvsim.request_table import REQUEST_COLUMNS, RequestTable  # noqa: F401  (REQUEST_COLUMNS: re-exported)

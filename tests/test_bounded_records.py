@@ -173,7 +173,7 @@ def _files(out):
     return {f: (out / f).read_bytes() for f in ("summary.json", "requests.csv", "iterations.csv")}
 
 
-@pytest.mark.parametrize("mode", sorted(set(MODES) - {"rejected"}))
+@pytest.mark.parametrize("mode", sorted(MODES))
 def test_written_files_from_segments_equal_stepping(mode, tmp_path, monkeypatch):
     sc = scenario(mode)
     step = SimEngine(setup_run(sc), fast_forward=False).run()
@@ -190,6 +190,7 @@ def test_written_files_from_segments_equal_stepping(mode, tmp_path, monkeypatch)
         assert eng.ff_steps > 0 and len(eng.log.segments) > 0
     assert _files(tmp_path / "ff") == _files(tmp_path / "step")
     assert (tmp_path / "ff" / "iterations.csv").read_bytes() == framed.read_bytes()
+    assert (tmp_path / "ff" / "requests.csv").read_bytes() == step.requests.to_csv(index=False).encode()
 
 
 EDGE_FLOATS = [0.0, -0.0, 1e-4, 9.999999999999999e-05, 1e-5, 1e16, 9999999999999998.0, 1e15, 123456789012345.67,
@@ -207,5 +208,10 @@ def test_fast_csv_equals_pandas_on_edge_values_and_falls_back():
     for frame in (f, g, g.iloc[:0]):
         for header in (True, False):
             assert to_csv_text(frame, header) == frame.to_csv(index=False, header=header)
-    nan = pd.DataFrame({"x": [1.0, float("nan")], "s": ["a,b", "c"]})      # not numeric-only: pandas writes it
-    assert to_csv_text(nan) == nan.to_csv(index=False) == 'x,s\n1.0,"a,b"\n,c\n'
+    plain = pd.DataFrame({"x": [1.0, float("nan"), -0.0], "s": ["finished", "", "rejected: 4 > 2 (max=2)"],
+                          "n": [1, 2, 3]})
+    assert to_csv_text(plain) == plain.to_csv(index=False)
+    quoted = pd.DataFrame({"x": [1.0, float("nan")], "s": ["a,b", "c"]})      # needs quoting: pandas writes it
+    assert to_csv_text(quoted) == quoted.to_csv(index=False) == 'x,s\n1.0,"a,b"\n,c\n'
+    lone = pd.DataFrame({"s": ["", "a"]})
+    assert to_csv_text(lone) == lone.to_csv(index=False) == 's\n""\na\n'
