@@ -17,6 +17,7 @@ has its rows in memory at once:
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from kvsim.itl_stream import itl_percentiles
 from kvsim.pairwise import PairwiseSums
@@ -91,7 +92,9 @@ class IterationStats:
         return self._ends.chunks(ENDS_CHUNK)
 
     def itl_percentiles(self, reqs, qs) -> list[float]:
-        """``weighted_percentiles(*itl_gaps(reqs, its), qs)`` (see :mod:`kvsim.itl_stream`)."""
-        done = reqs[reqs.status == "finished"]
-        return itl_percentiles(done.first_token_s.to_numpy(), done.finish_s.to_numpy(),
-                               done.output_len.to_numpy(), self.ends, qs)
+        """``weighted_percentiles(*itl_gaps(reqs, its), qs)`` (see :mod:`kvsim.itl_stream`); ``reqs``: the request
+        frame, or :func:`kvsim.metrics.finished_columns` of it."""
+        if isinstance(reqs, pd.DataFrame):
+            from kvsim.metrics import finished_columns
+            reqs = finished_columns(reqs)
+        return itl_percentiles(reqs["first_token_s"], reqs["finish_s"], reqs["output_len"], self.ends, qs)

@@ -74,18 +74,21 @@ class RequestTable:
             self._taken[k] = len(done)
 
     def frame(self, rest=()) -> pd.DataFrame:
-        """The records of every request: those added plus the groups ``rest``, by request id."""
+        """The records of every request: those added plus the groups ``rest``, by request id (the table is
+        emptied: its columns move into the frame)."""
         self.add(rest)
         if not len(self):
             return pd.DataFrame([], columns=list(REQUEST_COLUMNS)).astype({c: float for c in _FLOATS[1:]})
         ids = np.frombuffer(self._cols["request_id"], dtype=np.int64)
         order = np.argsort(ids, kind="stable")
+        del ids
         data = {}
-        for c in REQUEST_COLUMNS:
+        for c in REQUEST_COLUMNS:                 # a column at a time, each let go once copied: one extra column
             v = self._cols[c]
             if c in _STRINGS:
                 data[c] = [v[i] for i in order.tolist()]
             else:
                 data[c] = np.frombuffer(v, dtype=np.float64 if c in _FLOATS else np.int64)[order]
-        del ids
-        return pd.DataFrame(data)
+            self._cols[c] = [] if c in _STRINGS else array(v.typecode)
+            del v
+        return pd.DataFrame(data, copy=False)     # no copy into consolidated blocks
