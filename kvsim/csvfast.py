@@ -62,6 +62,13 @@ def to_csv_text(frame: pd.DataFrame, header: bool = True) -> str:
     return head + body + ("\n" if len(frame) else "")
 
 
+PIECE = 8192          # rows turned into strings at a time (a few MB of str objects)
+
+
 def write_csv(frame: pd.DataFrame, f, header: bool = True) -> None:
-    """Write :func:`to_csv_text` to the open text file ``f``."""
-    f.write(to_csv_text(frame, header))
+    """Write :func:`to_csv_text` to the open text file ``f``, ``PIECE`` rows at a time."""
+    if len(frame) <= PIECE:
+        f.write(to_csv_text(frame, header))
+        return
+    for i in range(0, len(frame), PIECE):
+        f.write(to_csv_text(frame.iloc[i:i + PIECE], header and i == 0))

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kvsim import csvfast
 from kvsim.build import setup_run
 from kvsim.config import load_scenario
 from kvsim.iterlog import IterationLog
@@ -183,6 +184,7 @@ def test_written_files_from_segments_equal_stepping(mode, tmp_path, monkeypatch)
     monkeypatch.setattr(SpillArray, "LIMIT", 48)             # records on disk after a few values
     monkeypatch.setattr(IterationLog, "CHUNK_ROWS", 29)      # written and summarised in small chunks
     monkeypatch.setattr(SimEngine, "TAKE_EVERY", 3)
+    monkeypatch.setattr(csvfast, "PIECE", 5)                 # CSV text built a few rows at a time
     eng = SimEngine(setup_run(sc))
     ff = eng.run()
     write_run(ff, tmp_path / "ff", plot=False)
