@@ -141,13 +141,16 @@ class IterationLog:
         return pd.DataFrame(data, copy=False)
 
     def _ranges(self, rows: int):
-        """Consecutive iteration ranges of about ``rows`` (never splitting a segment) and their segments."""
-        seg = self.segments
-        firsts = seg.firsts()
+        """Consecutive iteration ranges of ``rows`` iterations, or up to the end of the segment holding the
+        ``rows``-th (never splitting a segment), and their segments: at most ``rows`` plus one segment each."""
+        firsts, ends = self.segments.spans()
         lo, s = 0, 0
         while lo < self._n:
-            s_hi = int(np.searchsorted(firsts, lo + rows, side="left"))
-            hi = int(firsts[s_hi]) if s_hi < len(seg) else self._n
+            hi = min(lo + rows, self._n)
+            k = int(np.searchsorted(firsts, hi, side="right")) - 1      # the last segment starting at or before hi
+            if k >= 0 and firsts[k] < hi < ends[k]:
+                hi = int(ends[k])
+            s_hi = int(np.searchsorted(firsts, hi, side="left"))
             yield lo, hi, s, s_hi
             lo, s = hi, s_hi
 

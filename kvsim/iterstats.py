@@ -26,7 +26,7 @@ from kvsim.spill import SpillArray
 # duration-weighted sums, in this order ("phys" = used + internal + reserved); "w" is the plain duration sum
 WEIGHTED = ("w", "batched_requests", "mem_used", "mem_internal", "mem_reserved", "mem_external", "mem_free",
             "phys", "mem_logical")
-ENDS_CHUNK = 1 << 20
+ENDS_CHUNK = 1 << 17
 
 
 class IterationStats:

@@ -113,9 +113,16 @@ class SegmentTable:
 
     def firsts(self) -> np.ndarray:
         """Each segment's first iteration number."""
+        return self.spans()[0]
+
+    def spans(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each segment's first iteration number and the number after its last."""
         step = _W * (1 << 16)
-        parts = [c[0::_W] for c in self._rows.chunks(step)]
-        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        parts = [c.reshape(-1, _W)[:, :2] for c in self._rows.chunks(step)]
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        fs = np.concatenate(parts)
+        return fs[:, 0].copy(), fs[:, 0] + fs[:, 1]
 
     @staticmethod
     def _flat(store: SpillArray, at: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, int]:

@@ -217,3 +217,16 @@ def test_fast_csv_equals_pandas_on_edge_values_and_falls_back():
     assert to_csv_text(quoted) == quoted.to_csv(index=False) == 'x,s\n1.0,"a,b"\n,c\n'
     lone = pd.DataFrame({"s": ["", "a"]})
     assert to_csv_text(lone) == lone.to_csv(index=False) == 's\n""\na\n'
+
+
+@pytest.mark.parametrize("mode", ["paged", "beam4", "swap"])
+def test_chunks_hold_at_most_rows_plus_one_segment(mode):
+    eng = SimEngine(setup_run(scenario(mode)))
+    eng.run()
+    firsts, ends = eng.log.segments.spans()
+    longest = int((ends - firsts).max()) if len(firsts) else 0
+    sizes = [len(c) for c in eng.log.chunks(rows=50, columns=("iter",))]
+    assert sum(sizes) == len(eng.log) and len(sizes) > 3
+    assert max(sizes) <= 50 + longest
+    if not len(firsts):                       # stepped only (beam search): exactly rows at a time
+        assert set(sizes[:-1]) == {50}
