@@ -118,7 +118,7 @@ class SegmentTable:
     def spans(self) -> tuple[np.ndarray, np.ndarray]:
         """Each segment's first iteration number and the number after its last."""
         step = _W * (1 << 16)
-        parts = [c.reshape(-1, _W)[:, :2] for c in self._rows.chunks(step)]
+        parts = [c.reshape(-1, _W)[:, :2].copy() for c in self._rows.chunks(step)]   # copies: let each chunk go
         if not parts:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         fs = np.concatenate(parts)
