@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from kvsim.segments import SegmentTable
+from kvsim.spill import SpillArray
 
 ITERATION_COLUMNS = (
     "iter", "start_s", "duration_s", "swap_s",
@@ -31,11 +32,12 @@ class IterationLog:
     """Iteration records of one run (see the module doc). ``cost`` prices fast-forwarded segments' rows."""
 
     PACK = 4096
-    CHUNK_ROWS = 1 << 18
+    CHUNK_ROWS = 1 << 16
 
     def __init__(self, cost=None):
         self._rows: list[tuple] = []
-        self._packed: list[tuple[np.ndarray, np.ndarray]] = []   # (int64 int-columns x rows, float64 ...)
+        # packed stepped rows, row after row (on disk past a few MB): int columns, float columns, iteration numbers
+        self._ints, self._floats, self._iters = SpillArray("q"), SpillArray("d"), SpillArray("q")
         self.segments = SegmentTable(cost)
         self._blocks: list[dict] = []                            # rows given as whole columns (extend)
         self._n = 0
@@ -50,8 +52,10 @@ class IterationLog:
     def _pack(self) -> None:
         if self._rows:
             cols = list(zip(*self._rows))
-            self._packed.append((np.array([cols[i] for i in _INT_IDX], dtype=np.int64),
-                                 np.array([cols[i] for i in _FLOAT_IDX], dtype=np.float64)))
+            ints = np.array([cols[i] for i in _INT_IDX], dtype=np.int64)
+            self._ints.extend_array(ints.T)
+            self._floats.extend_array(np.array([cols[i] for i in _FLOAT_IDX], dtype=np.float64).T)
+            self._iters.extend_array(ints[0])
             self._rows = []
 
     def add_segment(self, t0: float, steps: int, seqs: int, groups: int, ctx_sum: int, ctx_max: int,
@@ -74,20 +78,20 @@ class IterationLog:
 
     def _fill(self, data: dict, lo: int, hi: int, seg_lo: int, seg_hi: int) -> None:
         """Write iterations ``lo .. hi-1`` into ``data`` (arrays indexed from ``lo``)."""
-        for ints, floats in self._packed:
-            it = ints[0]
-            a, b = np.searchsorted(it, [lo, hi])
-            if a == b:
-                continue
-            at = it[a:b] - lo
+        a, b = self._stepped_range(lo, hi)
+        if b > a:
+            ni, nf = len(_INT_IDX), len(_FLOAT_IDX)
+            ints = self._ints.read(a * ni, b * ni).reshape(b - a, ni)
+            floats = self._floats.read(a * nf, b * nf).reshape(b - a, nf)
+            at = ints[:, 0] - lo
             for row, i in enumerate(_INT_IDX):
                 c = ITERATION_COLUMNS[i]
                 if c in data:
-                    data[c][at] = ints[row, a:b]
+                    data[c][at] = ints[:, row]
             for row, i in enumerate(_FLOAT_IDX):
                 c = ITERATION_COLUMNS[i]
                 if c in data:
-                    data[c][at] = floats[row, a:b]
+                    data[c][at] = floats[:, row]
         for block in self._blocks:
             it = block["iter"]
             sel = (it >= lo) & (it < hi)
@@ -99,6 +103,21 @@ class IterationLog:
             for c in data:
                 v = cols.get(c, cols.get(_SAME.get(c, ""), 0))
                 data[c][at] = v
+
+    def _stepped_range(self, lo: int, hi: int) -> tuple[int, int]:
+        """The packed stepped rows of iterations ``lo .. hi-1`` (row numbers; iteration numbers increase)."""
+        its, n = self._iters, len(self._iters)
+
+        def first_at_least(x: int) -> int:
+            a, b = 0, n
+            while a < b:                     # a binary search reading one value at a time (most are in memory)
+                mid = (a + b) // 2
+                if int(its.read(mid, mid + 1)[0]) < x:
+                    a = mid + 1
+                else:
+                    b = mid
+            return a
+        return first_at_least(lo), first_at_least(hi)
 
     def _frame(self, columns, lo: int, hi: int, seg_lo: int, seg_hi: int) -> pd.DataFrame:
         data = {c: np.zeros(hi - lo, dtype=np.float64 if f else np.int64)
@@ -122,18 +141,21 @@ class IterationLog:
         return pd.DataFrame(data, copy=False)
 
     def _ranges(self, rows: int):
-        """Consecutive iteration ranges of about ``rows`` (never splitting a segment) and their segments."""
-        seg = self.segments
-        firsts = seg.firsts()
+        """Consecutive iteration ranges of ``rows`` iterations, or up to the end of the segment holding the
+        ``rows``-th (never splitting a segment), and their segments: at most ``rows`` plus one segment each."""
+        firsts, ends = self.segments.spans()
         lo, s = 0, 0
         while lo < self._n:
-            s_hi = int(np.searchsorted(firsts, lo + rows, side="left"))
-            hi = int(firsts[s_hi]) if s_hi < len(seg) else self._n
+            hi = min(lo + rows, self._n)
+            k = int(np.searchsorted(firsts, hi, side="right")) - 1      # the last segment starting at or before hi
+            if k >= 0 and firsts[k] < hi < ends[k]:
+                hi = int(ends[k])
+            s_hi = int(np.searchsorted(firsts, hi, side="left"))
             yield lo, hi, s, s_hi
             lo, s = hi, s_hi
 
-    def chunks(self, rows: int | None = None):
-        """The frame in consecutive pieces of about ``rows`` iterations (whole segments), in order."""
+    def chunks(self, rows: int | None = None, columns=ITERATION_COLUMNS):
+        """The frame (``columns`` of it) in consecutive pieces of about ``rows`` iterations (whole segments)."""
         self._pack()
         for lo, hi, s_lo, s_hi in self._ranges(rows or self.CHUNK_ROWS):
-            yield self._frame(ITERATION_COLUMNS, lo, hi, s_lo, s_hi)
+            yield self._frame(columns, lo, hi, s_lo, s_hi)

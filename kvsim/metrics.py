@@ -49,40 +49,50 @@ def _clean(x: float) -> float | None:
     return None if np.isnan(x) else round(x, 9)
 
 
-def summarize(setup, reqs: pd.DataFrame, its: pd.DataFrame, end_s: float, capacity_slots: int,
+FINISHED_INPUTS = ("arrival_s", "first_token_s", "finish_s", "output_len", "n", "beam_width")
+
+
+def finished_columns(reqs: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The finished requests' ``FINISHED_INPUTS`` as numpy arrays."""
+    mask = (reqs.status == "finished").to_numpy()
+    return {c: reqs[c].to_numpy()[mask] for c in FINISHED_INPUTS}
+
+
+def summarize(setup, reqs: pd.DataFrame, its, end_s: float, capacity_slots: int,
               prefix_stats: tuple[int, int] | None = None) -> dict:
-    """Summary dict (keys: SUMMARY_KEYS). ``prefix_stats`` = (prompt tokens served by the prefix
+    """Summary dict (keys: SUMMARY_KEYS). ``its``: the iterations (a frame with ``SUMMARY_INPUTS``, or their
+    :class:`~kvsim.iterstats.IterationStats`, gathered a chunk at a time). ``prefix_stats`` = (prompt tokens served by the prefix
     cache, prompt tokens looked up) when prefix caching is on."""
-    done = reqs[reqs.status == "finished"]
+    done = finished_columns(reqs)          # numpy columns of the finished rows (no copy of the whole frame)
+    n_done = len(done["finish_s"])
     arrival = reqs.arrival_s.to_numpy()
     start = float(arrival.min()) if len(arrival) else 0.0
-    last = float(done.finish_s.max()) if len(done) else end_s
+    last = float(done["finish_s"].max()) if n_done else end_s
     span = max(last - start, 1e-12)
-    out_tokens = (done.output_len * np.where(done.beam_width > 1, done.beam_width, done.n)).sum()
-    e2e = (done.finish_s - done.arrival_s).to_numpy()
-    norm = e2e / done.output_len.to_numpy() if len(done) else np.array([])
-    ttft = (done.first_token_s - done.arrival_s).to_numpy()
-    multi = done[done.output_len > 1]
-    tpot = ((multi.finish_s - multi.first_token_s) / (multi.output_len - 1)).to_numpy()
-    from kvsim.latency import itl_gaps, weighted_percentiles
-    itl_v, itl_c = itl_gaps(reqs, its)
-    itl_p50, itl_p90, itl_p99 = weighted_percentiles(itl_v, itl_c, (50, 90, 99))
-    w = its.duration_s.to_numpy()
-    wsum = w.sum()
+    out_tokens = (done["output_len"] * np.where(done["beam_width"] > 1, done["beam_width"], done["n"])).sum()
+    e2e = done["finish_s"] - done["arrival_s"]
+    norm = e2e / done["output_len"] if n_done else np.array([])
+    ttft = done["first_token_s"] - done["arrival_s"]
+    multi = done["output_len"] > 1
+    tpot = (done["finish_s"][multi] - done["first_token_s"][multi]) / (done["output_len"][multi] - 1)
+    from kvsim.iterstats import IterationStats
+    st = its if isinstance(its, IterationStats) else IterationStats.from_frame(its)
+    itl_p50, itl_p90, itl_p99 = st.itl_percentiles(done, (50, 90, 99))
+    sums = st.wsums
+    wsum = sums["w"]
 
     def tavg(col: str) -> float:
-        return float((its[col].to_numpy() * w).sum() / wsum) if wsum > 0 else 0.0
+        return float(sums[col] / wsum) if wsum > 0 else 0.0
 
     def frac(col: str) -> float:
         return tavg(col) / capacity_slots
 
-    phys = its.mem_used + its.mem_internal + its.mem_reserved
-    logical = (its.mem_logical.to_numpy() * w).sum()
-    saved = 1.0 - (phys.to_numpy() * w).sum() / logical if logical > 0 else 0.0
+    logical = sums["mem_logical"]
+    saved = 1.0 - sums["phys"] / logical if logical > 0 else 0.0
     pre = reqs.preemptions.sum()
     hit = prefix_stats[0] / prefix_stats[1] if prefix_stats and prefix_stats[1] else 0.0
     s = {
-        "throughput_req_s": len(done) / span,
+        "throughput_req_s": n_done / span,
         "throughput_tok_s": float(out_tokens) / span,
         "normalized_latency_s": float(norm.mean()) if len(norm) else float("nan"),
         "normalized_latency_p50_s": _pct(norm, 50), "normalized_latency_p99_s": _pct(norm, 99),
@@ -92,17 +102,17 @@ def summarize(setup, reqs: pd.DataFrame, its: pd.DataFrame, end_s: float, capaci
         "ttft_p50_s": _pct(ttft, 50), "ttft_p90_s": _pct(ttft, 90), "ttft_p99_s": _pct(ttft, 99),
         "tpot_p50_s": _pct(tpot, 50), "tpot_p90_s": _pct(tpot, 90), "tpot_p99_s": _pct(tpot, 99),
         "avg_batched_requests": tavg("batched_requests"),
-        "max_batched_requests": int(its.batched_requests.max()) if len(its) else 0,
+        "max_batched_requests": st.max_batched,
         "preemptions": int(pre),
         "preemptions_swap": int(reqs.swaps.sum()), "preemptions_recompute": int(reqs.recomputes.sum()),
         "mem_used_frac": frac("mem_used"), "mem_internal_frag_frac": frac("mem_internal"),
         "mem_reserved_frac": frac("mem_reserved"), "mem_external_frag_frac": frac("mem_external"),
         "mem_free_frac": frac("mem_free"), "sharing_saved_frac": float(saved),
-        "peak_blocks_in_use": int(its.blocks_in_use.max()) if len(its) else 0,
+        "peak_blocks_in_use": st.peak_blocks,
         "prefix_cache_hit_frac": float(hit),
-        "requests_total": int(len(reqs)), "requests_finished": int(len(done)),
+        "requests_total": int(len(reqs)), "requests_finished": int(n_done),
         "requests_rejected": int((reqs.status == "rejected").sum()),
-        "requests_unfinished": int(len(reqs) - len(done) - (reqs.status == "rejected").sum()),
-        "num_iterations": int(len(its)), "sim_duration_s": float(end_s),
+        "requests_unfinished": int(len(reqs) - n_done - (reqs.status == "rejected").sum()),
+        "num_iterations": int(st.n), "sim_duration_s": float(end_s),
     }
     return {k: (_clean(v) if isinstance(v, float) else v) for k, v in s.items()}

@@ -47,9 +47,10 @@ def _write_iterations(res, path: Path) -> None:
     if log is None:
         res.iterations.to_csv(path, index=False)
         return
+    from kvsim.csvfast import write_csv
     with open(path, "w", encoding="utf-8", newline="") as f:
         for i, chunk in enumerate(log.chunks()):
-            chunk.to_csv(f, index=False, header=i == 0)
+            write_csv(chunk, f, header=i == 0)
 
 
 def write_run(res, out: Path, plot: bool = True, extra: dict | None = None, kinds=None,
@@ -69,7 +70,9 @@ def write_run(res, out: Path, plot: bool = True, extra: dict | None = None, kind
             doc.update(extra or {})
             write_json(d / "summary.json", doc, indent=2, sort_keys=True)
         if "csv" in kinds:
-            res.requests.to_csv(d / "requests.csv", index=False)
+            from kvsim.csvfast import write_csv
+            with open(d / "requests.csv", "w", encoding="utf-8", newline="") as f:
+                write_csv(res.requests, f)
             _write_iterations(res, d / "iterations.csv")
         if "png" in kinds:
             try:

@@ -13,18 +13,13 @@ import pandas as pd
 
 from kvsim.core.plan import StepPlan
 from kvsim.core.scheduler import Scheduler
-from kvsim.core.sequence import SequenceGroup
 from kvsim.iterlog import ITERATION_COLUMNS, IterationLog  # noqa: F401  (IterationLog: re-exported)
 from kvsim.metrics import summarize
+from kvsim.request_table import REQUEST_COLUMNS, RequestTable  # noqa: F401  (REQUEST_COLUMNS: re-exported)
 
 TIMING_COLUMNS = ITERATION_COLUMNS[:4]
 STATE_COLUMNS = ITERATION_COLUMNS[4:]       # what step_state returns, in this order
 
-REQUEST_COLUMNS = (
-    "request_id", "status", "arrival_s", "first_scheduled_s", "first_token_s", "finish_s",
-    "prompt_len", "output_len", "n", "beam_width", "prefix_id", "prefix_len",
-    "preemptions", "swaps", "recomputes", "cached_tokens", "blocks_at_finish", "reject_reason",
-)
 
 
 def step_state(plan: StepPlan, sched: Scheduler) -> tuple:
@@ -44,15 +39,6 @@ def run_summary(setup, reqs: pd.DataFrame, its: pd.DataFrame, end_s: float, kv) 
     return summarize(setup, reqs, its, end_s, kv.capacity_slots, kv.prefix_cache_stats())
 
 
-def request_frame(groups: list[SequenceGroup]) -> pd.DataFrame:
-    rows = []
-    for g in sorted(groups, key=lambda g: g.group_id):
-        s = g.spec
-        rows.append((s.request_id, g.status.value, s.arrival_s, g.first_scheduled_s, g.first_token_s,
-                     g.finish_s, s.prompt_len, s.output_len, s.n, s.beam_width, s.prefix_id, s.prefix_len,
-                     g.num_preemptions, g.num_swaps, g.num_recomputes, g.cached_tokens, g.blocks_at_finish,
-                     g.reject_reason or ""))
-    df = pd.DataFrame(rows, columns=list(REQUEST_COLUMNS))
-    for c in ("first_scheduled_s", "first_token_s", "finish_s"):
-        df[c] = df[c].astype(float)
-    return df
+def request_frame(groups, table: RequestTable | None = None) -> pd.DataFrame:
+    """One row per request, by id: the groups given plus those already recorded in ``table``."""
+    return (table or RequestTable()).frame(groups)

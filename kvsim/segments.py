@@ -19,12 +19,12 @@ not with its iterations, and builds the rows of many segments at once
 """
 from __future__ import annotations
 
-from array import array
 from bisect import bisect_right
 
 import numpy as np
 
 from kvsim.core.kv import MEMORY_COLUMNS
+from kvsim.spill import SpillArray
 
 _INT = ("iter", "steps", "seqs", "groups", "ctx_sum", "ctx_max", "swapped", "waiting", "run_start",
         "blocks", "alloc", "used", "internal", "external", "free", "logical", "block_slots",
@@ -61,11 +61,12 @@ class SegmentTable:
 
     def __init__(self, cost):
         self.cost = cost
-        self._rows = array("q")                    # one row of _INT values per segment, row after row
-        self._t0 = array("d")
-        self._pattern = array("q")                 # blocks per step, periodic, all segments one after another
-        self._ev_step = array("q")                 # internal-fragmentation events, all segments
-        self._ev_val = array("q")
+        # flat columns, on disk past a few MB each (kvsim.spill): memory stays bounded however long the run
+        self._rows = SpillArray("q")               # one row of _INT values per segment, row after row
+        self._t0 = SpillArray("d")
+        self._pattern = SpillArray("q")            # blocks per step, periodic, all segments one after another
+        self._ev_step = SpillArray("q")            # internal-fragmentation events, all segments
+        self._ev_val = SpillArray("q")
         self._raw: list = []                       # RawSegmentMemory of segments without a closed form
         self._waits: list[tuple[int, int, int]] = []   # (first iteration, groups added, iteration after the run)
         self._wait_ends: list[int] = []
@@ -104,31 +105,33 @@ class SegmentTable:
             self._wait_ends.append(end_iter)
 
     def _block(self, lo: int, hi: int) -> np.ndarray:
-        """Segments ``lo .. hi-1`` as an int64 array, one row each (a copy: a view would pin the growing
-        array's buffer)."""
-        v = np.frombuffer(self._rows, dtype=np.int64) if len(self._rows) else np.zeros(0, np.int64)
-        block = v[lo * _W:hi * _W].reshape(hi - lo, _W).copy()
-        del v
-        return block
+        """Segments ``lo .. hi-1`` as an int64 array, one row each (a copy)."""
+        return self._rows.read(lo * _W, hi * _W).reshape(hi - lo, _W)
 
     def _col(self, name: str, lo: int, hi: int) -> np.ndarray:
         return self._block(lo, hi)[:, _INT.index(name)].copy()
 
     def firsts(self) -> np.ndarray:
         """Each segment's first iteration number."""
-        v = np.frombuffer(self._rows, dtype=np.int64) if len(self._rows) else np.zeros(0, np.int64)
-        out = v[0::_W].copy()
-        del v
-        return out
+        return self.spans()[0]
+
+    def spans(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each segment's first iteration number and the number after its last."""
+        step = _W * (1 << 16)
+        parts = [c.reshape(-1, _W)[:, :2].copy() for c in self._rows.chunks(step)]   # copies: let each chunk go
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        fs = np.concatenate(parts)
+        return fs[:, 0].copy(), fs[:, 0] + fs[:, 1]
 
     @staticmethod
-    def _flat(store: array, at: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, int]:
+    def _flat(store: SpillArray, at: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, int]:
         """The part of a flat store the segments ``at``/``lens`` point into, and where it starts."""
         if not len(at) or not lens.sum():
             return np.zeros(1, np.int64), 0
         a = int(at[0])
         b = int((at + lens).max())
-        return np.frombuffer(store[a:b], dtype=np.int64), a
+        return store.read(a, b), a
 
     def columns(self, lo: int = 0, hi: int | None = None) -> dict[str, np.ndarray]:
         """The rows of segments ``lo .. hi-1`` as iteration columns (``iter`` and every column a decode-only
@@ -148,7 +151,7 @@ class SegmentTable:
         grow = off.astype(np.float64)
         dts = self.cost.decode_step_times_rows(seqs, f["ctx_sum"][seg] + seqs * grow, f["ctx_max"][seg] + grow)
         starts = np.empty(n, dtype=np.float64)
-        t0 = np.frombuffer(self._t0[lo:hi], dtype=np.float64) if hi > lo else np.zeros(0)
+        t0 = self._t0.read(lo, hi)
         runs = np.nonzero(f["run_start"])[0]
         if not len(runs) or runs[0] != 0:            # a chunk may start inside a run: its t0 goes on from there
             runs = np.concatenate(([0], runs))

@@ -26,8 +26,10 @@ from kvsim.config import Scenario
 from kvsim.core.plan import StepPlan
 from kvsim.core.scheduler import Scheduler
 from kvsim.fastforward import fast_forward
+from kvsim.iterstats import IterationStats
 from kvsim.metrics import SUMMARY_INPUTS
 from kvsim.records import IterationLog, request_frame, run_summary, step_state
+from kvsim.request_table import RequestTable
 from kvsim.workload.closed_loop import make_gate
 
 
@@ -66,6 +68,8 @@ class SimResult:
 class SimEngine:
     """Drives one scheduler with simulated time. ``run()`` returns a :class:`SimResult`."""
 
+    TAKE_EVERY = 2048          # finished/rejected groups recorded into the request table at a time
+
     def __init__(self, setup: RunSetup, *, fast_forward: bool = True):
         self.setup = setup
         sc = setup.scenario
@@ -83,6 +87,8 @@ class SimEngine:
         self.arrivals_done = False
         self._wake: simpy.Event | None = None
         self.ff_steps = 0
+        # finished groups become rows of plain numbers as they end (the V1 scheduler reads children per request)
+        self.table = RequestTable() if type(self.sched).request_groups is Scheduler.request_groups else None
 
     @property
     def next_arrival_s(self) -> float:
@@ -120,6 +126,9 @@ class SimEngine:
                 self.inbox.clear()
             if self.gate is not None:
                 self._send_freed()
+            table = self.table
+            if table is not None and len(sched.finished) + len(sched.rejected) - table.taken >= self.TAKE_EVERY:
+                table.take_done(sched)
             if self.max_time_s is not None and env.now >= self.max_time_s:
                 return
             if not sched.has_unfinished:
@@ -177,8 +186,10 @@ class SimEngine:
         self.env.run(until=engine)
         sched = self.sched
         # requests that never arrived before max_time_s still appear, as not arrived
-        reqs = request_frame(sched.request_groups())
-        its = self.log.frame(SUMMARY_INPUTS)        # only the columns the summary reads, only for it
+        reqs = request_frame(sched.request_groups(), self.table)
+        self.table = None
+        # only the columns the summary reads, a chunk at a time
+        its = IterationStats.from_chunks(len(self.log), self.log.chunks(columns=SUMMARY_INPUTS))
         summary = run_summary(self.setup, reqs, its, self.env.now, self.kv)
         return SimResult(self.setup, reqs, None, self.env.now, summary, log=self.log)
 
