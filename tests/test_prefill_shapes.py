@@ -111,3 +111,20 @@ def test_measure_steps_times_the_new_grids_on_the_engines_paths():
     assert batch["seqs"] == [2, 3] and batch["tokens"] == [8, 24] and len(batch["time_s"]) == 2
     assert cached["tokens"] == [8, 16] and cached["cached"] == [0, 32]
     assert all(t > 0 for row in batch["time_s"] + cached["time_s"] for t in row)
+
+
+def test_a_lone_prompt_after_cached_tokens_pays_the_grids_own_growth():
+    """A card where a context costs a latency term independent of the new tokens (few programs walk it):
+    a lone prompt pays what the grid measured at its shape; in a step with other prompts the same context
+    is priced by pairs (the programs then run side by side)."""
+    def latency_card(prefills):
+        return fake_step(prefills) + 2e-6 * max(c for _, c in prefills)
+    batch, cached = time_prefill_grids(latency_card, 2048)
+    data = synthetic_profile(steps=True)
+    data["prefill_batch_step"], data["prefill_cached_step"] = {"16": batch}, {"16": cached}
+    cm = CalibratedCostModel(Profile(data), model_name="OPT-13B", dtype="fp16", block_size_tokens=16)
+    lone = cm.step_time(_prefill([64], [1024])) - cm.step_time(_prefill([64]))
+    assert lone == pytest.approx(KAPPA * 64 * 1024 + 2e-6 * 1024, rel=1e-6)
+    two = cm.step_time(_prefill([64, 64], [1024, 0])) - cm.step_time(_prefill([64, 64]))
+    assert two == pytest.approx(cm._shapes.kappa * 64 * 1024, rel=1e-6)
+    assert lone > 2 * two

@@ -210,7 +210,9 @@ class CalibratedCostModel(CostModel):
             fits = self._pgraphs is not None and len(plan.prefill_new_tokens) <= self._pgraph_seqs
             t += float(interp1(float(padded(t_pre, self._pgraphs if fits else None)), *self._pstep))
         if t_pre:
-            t += self._attn_extra(plan, t_pre)
+            lone = None if n or len(plan.prefill_new_tokens) != 1 or not plan.prefill_cached_tokens else \
+                self._shapes.cached_growth(t_pre, plan.prefill_cached_tokens[0])
+            t += lone if lone is not None else self._attn_extra(plan, t_pre)
         return t
 
     def _prefill_host(self, tokens: int) -> float:
