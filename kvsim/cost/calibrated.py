@@ -32,7 +32,8 @@ iteration is ``overhead + prefill_step(T') +
 L x (attention of the actual groups - attention of one fresh T-token
 sequence)``, with ``T'`` the CUDA-graph token count the engine pads ``T`` to when the grid was timed
 between decode steps (``prefill_step[bs].timing``), else ``T`` itself. Profiles with
-``prefill_cached_step`` price that attention correction from its whole-step cost per query-key pair, and
+``prefill_cached_step`` price that attention correction from its whole-step cost per query-key pair (a
+prompt alone in its step after cached tokens: from that grid's own growth along ``cached``), and
 profiles with ``prefill_batch_step`` price a prefill-only step of several prompts from that grid
 (:mod:`kvsim.cost.prefill_shapes`). A mixed one is ``overhead + mixed_step(n, mean ctx, T) + L x (the
 same attention correction)`` when the profile holds ``mixed_step`` (whole mixed
