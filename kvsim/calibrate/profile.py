@@ -90,7 +90,8 @@ def fit_prefill_overhead(model, profile: dict, bs: int, device: str = "cuda", to
                                 {"block_size": bs, "num_gpu_blocks": 8 * (-(-(t + BUSY_OUTPUT + 8) // bs)) + 64},
                                 {"prompt_len": t, "arrival": "gamma", "cv": 0.01, **load})
         pre = its[(its.decode_seqs == 0) & (its.prefill_tokens == t) & (its.prefill_groups == 1)]
-        pre = (pre[pre.running > 1] if busy else pre).iloc[2:]
+        pre = pre[pre.running > 1] if busy else pre
+        pre = pre.iloc[2:] if len(pre) > 2 else pre          # the first ones warm up, when there are more
         if not len(pre):
             raise KvsimError("calibrate", f"the engine ran no lone {t}-token prefill step to time")
         priced = cost.step_time(StepPlan(prefill_group_ids=[0], prefill_new_tokens=[t], prefill_cached_tokens=[0]))
