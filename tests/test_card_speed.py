@@ -42,8 +42,14 @@ def test_validate_reports_card_speed_and_predictions_do_not_change(tmp_path):
     src = ROOT / "validation" / "H200" / name / "engine"
     scen = [str(ROOT / "scenarios" / "validation" / f"{name}.yaml")]
     prof = json.loads((ROOT / "calibrate" / "profiles" / "H200" / "opt-13b.json").read_text())
-    plain = run_validation(scen, [str(ROOT / "calibrate" / "profiles" / "H200" / "opt-13b.json")],
-                           _copy(src, tmp_path / "a", name), replay=True)
+    prof["meta"].pop("reference_step", None)             # the plain side: no reference step anywhere
+    bare = tmp_path / "opt-bare.json"
+    bare.write_text(json.dumps(prof))
+    first = _copy(src, tmp_path / "a", name)
+    doc = json.loads((first / name / "engine" / "summary.json").read_text())
+    doc["engine"].pop("reference_step", None)
+    (first / name / "engine" / "summary.json").write_text(json.dumps(doc))
+    plain = run_validation(scen, [str(bare)], first, replay=True)
     prof["meta"]["reference_step"] = {"16": {"rows": 8, "ctx": 256, "graph": True, "time_s": 0.0090}}
     pfile = tmp_path / "opt.json"
     pfile.write_text(json.dumps(prof))
