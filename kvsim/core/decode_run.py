@@ -32,7 +32,7 @@ from kvsim.core.decode_tracker import MIN_STEPS, make_tracker
 from kvsim.core.scheduler import Scheduler
 from kvsim.core.scheduler_v1 import SchedulerV1
 
-__all__ = ["MIN_STEPS", "DecodeRun", "Segment", "admission_blocked", "head_blocked", "start_decode_run",
+__all__ = ["MIN_STEPS", "DecodeRun", "Segment", "admission_blocked", "admission_free_cap", "head_blocked", "start_decode_run",
            "swap_in_blocked"]
 
 
@@ -65,6 +65,26 @@ def admission_blocked(sched: Scheduler, num_seqs: int) -> bool:
     if sched.waiting:
         return head_blocked(sched, num_seqs)
     return True
+
+
+def admission_free_cap(sched: Scheduler, num_seqs: int) -> float:
+    """Most free blocks at which the next ``schedule`` still admits nothing, for managers whose decode steps
+    may free blocks (sliding windows: ``kv.admission_free_cap``); inf when memory is not what blocks it.
+    Read where :func:`admission_blocked` holds."""
+    cap = getattr(sched.kv, "admission_free_cap", None)
+    if cap is None or not sched.waiting or sched.swapped:
+        return float("inf")
+    head, cfg = sched.waiting[0], sched.cfg
+    if isinstance(sched, SchedulerV1):
+        budget = cfg.max_num_batched_tokens - num_seqs
+        if len(sched.running) >= cfg.max_num_seqs or budget <= 0:
+            return float("inf")
+        return cap(head, min(head.prefill_target - sched.kv.prefix_hits(head), budget))
+    if num_seqs + len(head.seqs) > cfg.max_num_seqs:
+        return float("inf")
+    if cfg.policy == "chunked" and cfg.max_num_batched_tokens - num_seqs <= 0:
+        return float("inf")
+    return cap(head)
 
 
 @dataclass(slots=True)
@@ -116,7 +136,9 @@ class DecodeRun:
         """The steps up to the next finish, cut where the free blocks run out (possibly to 0 steps)."""
         j = self.step
         k = self._finish_steps[0] - j + 1
-        nb = self.tracker.new_blocks(j, k, self.sched.kv.free_blocks())
+        top = getattr(self.tracker, "ctx_limit", None)   # longest context the run may price linearly
+        cut = k if top is None else max(0, min(k, top - self._base[-1] - j + 1))
+        nb = self.tracker.new_blocks(j, cut, self.sched.kv.free_blocks()) if cut else []
         return Segment(j, len(nb), self.num_seqs, self.num_groups, self.ctx_sum, self._base[-1] + j,
                        nb, len(nb) == k)
 
@@ -148,7 +170,11 @@ class DecodeRun:
             self.num_seqs -= len(g.seqs)
         self.num_groups -= len(done)
         self.sched.finish(done, end_s)
-        return bool(self.sched.running) and admission_blocked(self.sched, self.num_seqs)
+        if not (self.sched.running and admission_blocked(self.sched, self.num_seqs)):
+            return False
+        if hasattr(self.tracker, "free_cap"):
+            self.tracker.free_cap = admission_free_cap(self.sched, self.num_seqs)
+        return True
 
 
 def start_decode_run(sched: Scheduler) -> DecodeRun | None:
@@ -166,5 +192,7 @@ def start_decode_run(sched: Scheduler) -> DecodeRun | None:
     tracker = make_tracker(sched.kv, sched.running)
     if tracker is None:
         return None
+    if hasattr(tracker, "free_cap"):          # decode steps may free blocks: stop before admission could go on
+        tracker.free_cap = admission_free_cap(sched, nseq)
     return DecodeRun(sched, tracker)
 
