@@ -73,6 +73,8 @@ def fast_forward(eng):
     run = start_decode_run(sched)
     if run is None:
         return None
+    if mix is not None:     # a step's windowed key sum is then the plain context sum: linear, as segments price it
+        run.ctx_limit = min(w for w, _ in mix.kinds if w > 0)
     seg = run.next_segment()
     if seg.steps < MIN_STEPS:
         return None

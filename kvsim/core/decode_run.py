@@ -107,6 +107,7 @@ class DecodeRun:
         self.sched = sched
         self.tracker = tracker
         self.step = 0                            # run steps applied so far
+        self.ctx_limit: int | None = None        # longest decode context a segment may reach (caller's pricing)
         self.num_seqs = 0
         self.ctx_sum = 0
         self._base: list[int] = []               # each sequence's context length at run step 0, sorted
@@ -136,7 +137,7 @@ class DecodeRun:
         """The steps up to the next finish, cut where the free blocks run out (possibly to 0 steps)."""
         j = self.step
         k = self._finish_steps[0] - j + 1
-        top = getattr(self.tracker, "ctx_limit", None)   # longest context the run may price linearly
+        top = self.ctx_limit
         cut = k if top is None else max(0, min(k, top - self._base[-1] - j + 1))
         nb = self.tracker.new_blocks(j, cut, self.sched.kv.free_blocks()) if cut else []
         return Segment(j, len(nb), self.num_seqs, self.num_groups, self.ctx_sum, self._base[-1] + j,

@@ -43,9 +43,6 @@ class WindowDecodeTracker:
         self.kv = kv
         self.bs = kv.block_size
         self.free_cap = float("inf")     # most free pages at which the next schedule admits nothing
-        # decode contexts stay inside every window: a step's attention is then the plain context sum, linear
-        # in the step as the segment pricing and records take it (past a window, steps are taken one by one)
-        self.ctx_limit = min(w for w in kv.windows if w > 0)
         self.seq_ids: list[int] = []
         finals: list[int] = []
         for g in groups:
@@ -71,6 +68,7 @@ class WindowDecodeTracker:
         for gi, w in enumerate(kv.windows):
             if w > 0:
                 before = np.maximum(k0[None, :, gi], _skipped(n, w, bs))
+                before[0] = k0[:, gi]               # the first step frees all a prefill left behind the window
                 freed += np.maximum(0, _skipped(n + 1, w, bs) - before)
         self._plan = (step, k, n0, k0, taken, freed)
         return self._plan
