@@ -61,6 +61,8 @@ CASES = {
     "mistral_v1_long_calibrated": ({"num_gpu_blocks": 1500, "policy": "v1", "max_num_batched_tokens": 2048}, LONG,
                                    True, {"preempt", "waiting", "past_window"}),
     "mistral_v0_long_light": ({}, dict(LONG, rate_req_s=0.3), True, {"past_window"}),
+    "gemma_v1_long_calibrated": ({"num_gpu_blocks": 2500, "policy": "v1", "max_num_batched_tokens": 2048}, LONG,
+                                 True, {"preempt", "waiting", "past_window", "gemma"}),
     "gemma_v0_long_calibrated": ({"num_gpu_blocks": 2500}, LONG, True, {"preempt", "waiting", "past_window",
                                                                          "gemma"}),
 }
