@@ -17,6 +17,12 @@ aggregates are kept incrementally: the context sum and longest context, each
 group's finishing step, and the KV manager's :mod:`decode tracker
 <kvsim.core.decode_tracker>` (blocks per step, memory split).
 
+Sliding-window KV groups can give blocks back during a run (a block leaves the
+window): their tracker gets ``free_cap`` (:func:`admission_free_cap`, the most free
+blocks at which the waiting head stays blocked) and cuts a segment before a step
+leaving more, or one whose appends could preempt; ``ctx_limit`` lets the caller
+keep every decode context of a segment below a bound (its pricing's linear range).
+
 Clock-free like the rest of core: the caller (``kvsim.fastforward``) prices
 each segment, may cut it shorter, and passes the time each segment ends.
 """
