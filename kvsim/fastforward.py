@@ -67,9 +67,14 @@ def _steps_before(clock, limit: float, first: bool) -> int:
 def fast_forward(eng):
     """A SimPy generator running the decode run that starts now, or None if the next step is taken alone."""
     sched, env = eng.sched, eng.env
+    mix = getattr(eng.cost, "_window", None)      # sliding-window pricing: segments stay inside the windows
+    if mix is not None and not mix.plain_below_window:
+        return None
     run = start_decode_run(sched)
     if run is None:
         return None
+    if mix is not None:     # a step's windowed key sum is then the plain context sum: linear, as segments price it
+        run.ctx_limit = min(w for w, _ in mix.kinds if w > 0)
     seg = run.next_segment()
     if seg.steps < MIN_STEPS:
         return None

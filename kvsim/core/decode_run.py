@@ -17,6 +17,12 @@ aggregates are kept incrementally: the context sum and longest context, each
 group's finishing step, and the KV manager's :mod:`decode tracker
 <kvsim.core.decode_tracker>` (blocks per step, memory split).
 
+Sliding-window KV groups can give blocks back during a run (a block leaves the
+window): their tracker gets ``free_cap`` (:func:`admission_free_cap`, the most free
+blocks at which the waiting head stays blocked) and cuts a segment before a step
+leaving more, or one whose appends could preempt; ``ctx_limit`` lets the caller
+keep every decode context of a segment below a bound (its pricing's linear range).
+
 Clock-free like the rest of core: the caller (``kvsim.fastforward``) prices
 each segment, may cut it shorter, and passes the time each segment ends.
 """
@@ -32,7 +38,7 @@ from kvsim.core.decode_tracker import MIN_STEPS, make_tracker
 from kvsim.core.scheduler import Scheduler
 from kvsim.core.scheduler_v1 import SchedulerV1
 
-__all__ = ["MIN_STEPS", "DecodeRun", "Segment", "admission_blocked", "head_blocked", "start_decode_run",
+__all__ = ["MIN_STEPS", "DecodeRun", "Segment", "admission_blocked", "admission_free_cap", "head_blocked", "start_decode_run",
            "swap_in_blocked"]
 
 
@@ -67,6 +73,26 @@ def admission_blocked(sched: Scheduler, num_seqs: int) -> bool:
     return True
 
 
+def admission_free_cap(sched: Scheduler, num_seqs: int) -> float:
+    """Most free blocks at which the next ``schedule`` still admits nothing, for managers whose decode steps
+    may free blocks (sliding windows: ``kv.admission_free_cap``); inf when memory is not what blocks it.
+    Read where :func:`admission_blocked` holds."""
+    cap = getattr(sched.kv, "admission_free_cap", None)
+    if cap is None or not sched.waiting or sched.swapped:
+        return float("inf")
+    head, cfg = sched.waiting[0], sched.cfg
+    if isinstance(sched, SchedulerV1):
+        budget = cfg.max_num_batched_tokens - num_seqs
+        if len(sched.running) >= cfg.max_num_seqs or budget <= 0:
+            return float("inf")
+        return cap(head, min(head.prefill_target - sched.kv.prefix_hits(head), budget))
+    if num_seqs + len(head.seqs) > cfg.max_num_seqs:
+        return float("inf")
+    if cfg.policy == "chunked" and cfg.max_num_batched_tokens - num_seqs <= 0:
+        return float("inf")
+    return cap(head)
+
+
 @dataclass(slots=True)
 class Segment:
     """The next steps of a run up to (and including) the next finishing step, or fewer where memory runs out."""
@@ -87,6 +113,7 @@ class DecodeRun:
         self.sched = sched
         self.tracker = tracker
         self.step = 0                            # run steps applied so far
+        self.ctx_limit: int | None = None        # longest decode context a segment may reach (caller's pricing)
         self.num_seqs = 0
         self.ctx_sum = 0
         self._base: list[int] = []               # each sequence's context length at run step 0, sorted
@@ -116,7 +143,9 @@ class DecodeRun:
         """The steps up to the next finish, cut where the free blocks run out (possibly to 0 steps)."""
         j = self.step
         k = self._finish_steps[0] - j + 1
-        nb = self.tracker.new_blocks(j, k, self.sched.kv.free_blocks())
+        top = self.ctx_limit
+        cut = k if top is None else max(0, min(k, top - self._base[-1] - j + 1))
+        nb = self.tracker.new_blocks(j, cut, self.sched.kv.free_blocks()) if cut else []
         return Segment(j, len(nb), self.num_seqs, self.num_groups, self.ctx_sum, self._base[-1] + j,
                        nb, len(nb) == k)
 
@@ -148,7 +177,11 @@ class DecodeRun:
             self.num_seqs -= len(g.seqs)
         self.num_groups -= len(done)
         self.sched.finish(done, end_s)
-        return bool(self.sched.running) and admission_blocked(self.sched, self.num_seqs)
+        if not (self.sched.running and admission_blocked(self.sched, self.num_seqs)):
+            return False
+        if hasattr(self.tracker, "free_cap"):
+            self.tracker.free_cap = admission_free_cap(self.sched, self.num_seqs)
+        return True
 
 
 def start_decode_run(sched: Scheduler) -> DecodeRun | None:
@@ -166,5 +199,7 @@ def start_decode_run(sched: Scheduler) -> DecodeRun | None:
     tracker = make_tracker(sched.kv, sched.running)
     if tracker is None:
         return None
+    if hasattr(tracker, "free_cap"):          # decode steps may free blocks: stop before admission could go on
+        tracker.free_cap = admission_free_cap(sched, nseq)
     return DecodeRun(sched, tracker)
 

@@ -22,7 +22,10 @@ A KV manager may offer its own tracker through an optional
 can start: a copy-on-write is pending, or those steps' blocks are not free):
 :class:`~kvsim.core.kv_paged.PagedKV` and
 :class:`~kvsim.core.kv_contiguous.ContiguousKV` keep running aggregates
-(:mod:`kvsim.core.kv_paged_run`, :class:`ContiguousTracker`). Any other
+(:mod:`kvsim.core.kv_paged_run`, :class:`ContiguousTracker`); KV groups with
+sliding windows plan each segment's page events (:mod:`kvsim.core.kv_window_run`:
+a window free can give pages back, so its tracker also carries ``free_cap``,
+set by the run, and ``new_blocks`` may be negative). Any other
 manager gets :class:`ProtocolTracker`, which asks the protocol's bulk-decode
 methods (``decode_run``, ``decode_memory``, ``advance_decode``) once per segment.
 """

@@ -15,8 +15,9 @@ takes any new page), and exactly once (``_release`` asserts it was held).
 
 Scope: one sequence per group (no parallel sampling or beam search under v0),
 no prefix caching and no CPU swap (a preemption recomputes);
-:mod:`kvsim.window_setup` refuses the rest with a one-line error. Decode steps are taken one at a time
-(no decode-run fast-forward: frees during a run could unblock admission).
+:mod:`kvsim.window_setup` refuses the rest with a one-line error. Decode runs are fast-forwarded through
+:class:`~kvsim.core.kv_window_run.WindowDecodeTracker` (it stops a run before a window free could unblock
+admission).
 Memory splits are in page slots: one slot is one token of one group's layers.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 from kvsim.core.block_manager import AllocStatus
 from kvsim.core.kv import MemorySplit
 from kvsim.core.kv_groups import KVGroupLayout, peak_held, skipped
+from kvsim.core.kv_window_run import WindowDecodeTracker
 from kvsim.core.sequence import SequenceGroup
 
 
@@ -237,8 +239,15 @@ class WindowedPagedKV:
 
     # ------------------------------------------------------------ bulk decode
     def decode_tracker(self, groups: list[SequenceGroup]):
-        """No decode-run fast-forward: window frees during a run could unblock admission."""
-        return None
+        """Decode runs plan every group's page events (:mod:`kvsim.core.kv_window_run`); the run stops where
+        a window free could unblock admission (``free_cap``) or an append could preempt."""
+        return WindowDecodeTracker(self, groups)
+
+    def admission_free_cap(self, group: SequenceGroup, new_tokens: int | None = None) -> int:
+        """Most free pages at which ``can_admit(group)`` is LATER (v1: ``can_allocate(group, new_tokens)``
+        is False); -1 if it never is."""
+        need = len(group.seqs) * len(self.windows) * -(-self._admit_len(group) // self.block_size)
+        return need + self.watermark_blocks - 1
 
     def decode_run(self, groups: list[SequenceGroup], steps: int) -> np.ndarray | None:
         return None

@@ -70,6 +70,11 @@ class WindowedPagedKVV1(WindowedPagedKV):
         self._grow(seq, n + new_tokens, free_window=False)
         return 0
 
+    def admission_free_cap(self, group: SequenceGroup, new_tokens: int | None = None) -> int:
+        if self._seq(group) in self.tables:
+            return self.num_gpu_blocks          # resident (never for a waiting head): no cap from memory
+        return len(self.windows) * -(-new_tokens // self.block_size) - 1
+
     def never_fits(self, group: SequenceGroup) -> str | None:
         need = self.peak_blocks(group)
         if need > self.num_gpu_blocks:

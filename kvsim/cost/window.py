@@ -40,6 +40,13 @@ class WindowMix:
             counts[w] = counts.get(w, 0) + 1
         return cls(tuple((w, n / len(windows)) for w, n in counts.items()))
 
+    @property
+    def plain_below_window(self) -> bool:
+        """Whether ``decode_sum`` of contexts inside every window is exactly ``float(sum(ctx))`` (fractions of
+        at most 1024ths that add up to 1: each product and partial sum is exact), as a fast-forwarded decode
+        segment prices it."""
+        return all(f * 1024 == int(f * 1024) for _, f in self.kinds) and sum(f for _, f in self.kinds) == 1.0
+
     def decode_sum(self, ctx: list[int]) -> float:
         """Per-layer mean of the keys the decode queries read: sum over kinds of fraction x sum(min(ctx, w))."""
         total = 0.0
