@@ -92,7 +92,8 @@ def _engine_rank(tp: TPGroup, out: str, data: dict) -> None:
     else:
         eng.serve(trace)
         outputs = None
-    torch.save({"trace": trace, "outputs": outputs, "kv_heads": eng.cache.gpu[0][0].shape[2]},
+    torch.save({"trace": trace, "outputs": outputs, "kv_heads": eng.cache.gpu[0][0].shape[2],
+                "swaps": eng.cache.transfers},
                f"{out}/engine{tp.rank}.pt")
 
 
@@ -117,6 +118,7 @@ def test_tp2_engine_broadcast_plan(tmp_path, model, engine):
     r0, r1 = (torch.load(tmp_path / f"engine{r}.pt") for r in (0, 1))
     assert len(r0["trace"]) > 6 and r0["trace"] == r1["trace"]     # same steps, same blocks, same slots
     assert r0["kv_heads"] == r1["kv_heads"] == get_model(model).num_kv_heads // 2
+    assert r0["swaps"] == r1["swaps"] and (r0["swaps"] > 0) == ("preemption_mode" in engine)
     ref = RealEngine(kvsim.load_scenario(data, [])).run()
     assert r0["outputs"] == ref.outputs and len(ref.outputs) == 6
 
