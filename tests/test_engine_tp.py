@@ -157,3 +157,18 @@ def test_engine_refuses_tp_without_group():
     from kvsim.engine.engine import RealEngine
     with pytest.raises(KvsimError, match="tensor_parallel"):
         RealEngine(kvsim.load_scenario(_scenario("tiny-llama"), ["tensor_parallel=2"]))
+
+
+@needs_gloo
+def test_cli_engine_tensor_parallel_2(tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from kvsim.cli import main
+    ex = "scenarios/examples/tiny_tp2_engine_cpu.yaml"
+    sets = sum((["--set", s] for s in ("workload.num_requests=4", "workload.output_len_range=[3,6]")), [])
+    assert main(["engine", ex, "--out", str(tmp_path), *sets]) == 0
+    assert "x2 ranks (gloo)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "summary.json").read_text())["engine"]["tensor_parallel"] == 2
+    assert (pd.read_csv(tmp_path / "requests.csv").status == "finished").sum() == 4

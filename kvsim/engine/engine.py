@@ -269,7 +269,7 @@ class RealEngine:
         return {**self.info, "device": dev, "torch": torch.__version__, "triton": triton.__version__,
                 "cuda": torch.version.cuda, "attention_backend": self.backend, "weights": self.sc.runtime.weights,
                 "model_load_s": round(self.load_s, 3), "kv_blocks": self.setup.budget.num_gpu_blocks,
-                "warmup_s": round(self.warmup_s, 3),
+                "warmup_s": round(self.warmup_s, 3), "tensor_parallel": self.sc.tensor_parallel,
                 "cuda_graph_batch_sizes": self.graphs.sizes if self.graphs is not None else [],
                 "cuda_graph_prefill_tokens": self.prefill_graphs.sizes if self.prefill_graphs is not None else [],
                 "cuda_graph_capture_s": round(sum(g.capture_s for g in self.runner.graphs), 3),
