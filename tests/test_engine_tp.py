@@ -16,7 +16,7 @@ pytest.importorskip("triton")
 
 from kvsim.catalogue import get_model  # noqa: E402
 from kvsim.engine.tp import TPGroup, head_shard, shard_tensor  # noqa: E402
-from kvsim.engine.tp_launch import gloo_available, spawn_ranks  # noqa: E402
+from kvsim.engine.tp_ranks import gloo_available, spawn_ranks  # noqa: E402
 from kvsim.errors import KvsimError  # noqa: E402
 
 needs_gloo = pytest.mark.skipif(not gloo_available(), reason="torch.distributed with gloo is unavailable")

@@ -43,7 +43,7 @@ def cmd_engine(args) -> int:
     check_engine_fits(sc)
     t0 = time.perf_counter()
     if sc.tensor_parallel != 1 and _on_cpu(sc):   # CPU ranks over gloo; on a GPU RealEngine refuses tp != 1
-        from kvsim.engine.tp_launch import run_engine_tp
+        from kvsim.engine.tp_ranks import run_engine_tp
         eng, res = run_engine_tp(args.scenario, args.set, world=sc.tensor_parallel)
     else:
         eng = RealEngine(sc)

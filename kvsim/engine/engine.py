@@ -107,7 +107,7 @@ def _send_freed(gate, sched, now: float) -> None:
 class RealEngine:
     def __init__(self, scenario: Scenario, *, model=None, tp=None):
         """``tp`` (a :class:`kvsim.engine.tp.TPGroup`): this process is one rank of a tensor-parallel run
-        (CPU + gloo only, :mod:`kvsim.engine.tp_launch`); rank 0 calls :meth:`run`, the others :meth:`serve`."""
+        (CPU + gloo only, :mod:`kvsim.engine.tp_ranks`); rank 0 calls :meth:`run`, the others :meth:`serve`."""
         from kvsim.engine.models import build_model
         self.sc = sc = scenario
         self.setup = setup_run(sc, simulator=False)
@@ -199,13 +199,13 @@ class RealEngine:
 
     def serve(self, trace: list | None = None) -> int:
         """A worker rank (1..N-1) of a tensor-parallel run: execute rank 0's steps until it stops."""
-        from kvsim.engine.tp_step import worker_loop
+        from kvsim.engine.tp_ranks import worker_loop
         return worker_loop(self.model, self.cache, self.tp, trace=trace)
 
     def run(self) -> EngineResult:
         if self.runner.tp is None:
             return self._run()
-        from kvsim.engine.tp_step import send_stop
+        from kvsim.engine.tp_ranks import send_stop
         try:
             return self._run()
         finally:
