@@ -108,8 +108,9 @@ def _scenario(model: str, **engine) -> dict:
 
 @needs_gloo
 @pytest.mark.parametrize("model,engine", [("tiny-llama", {}),
-                                          ("tiny-opt", {"num_gpu_blocks": 14, "preemption_mode": "swap"})],
-                         ids=["llama", "opt-swap"])
+                                          ("tiny-opt", {"num_gpu_blocks": 14, "preemption_mode": "swap"}),
+                                          ("tiny-llama-swa", {})],
+                         ids=["llama", "opt-swap", "llama-swa-kv-groups"])
 def test_tp2_engine_broadcast_plan(tmp_path, model, engine):
     import kvsim
     from kvsim.engine.engine import RealEngine
