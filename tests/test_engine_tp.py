@@ -2,7 +2,8 @@
 
 * model level: each rank builds TP=1 and its TP=2 shard from the same seed and runs a two-sequence
   prefill plus decode steps on both; the logits must agree, and the rank's KV cache holds half the
-  KV heads (Tiny-Llama's 2 KV heads: one per rank);
+  KV heads (Tiny-Llama's 2 KV heads: one per rank); the same at 4 ranks, where Tiny-Llama's KV heads
+  are replicated (one per rank, each shared by two ranks);
 * engine level: rank 0 runs the scheduler and broadcasts each step; the block tables and slots every
   rank ran with are identical, and the greedy outputs equal a TP=1 engine's;
 * the GQA sharding rule and the refusals, in-process.
@@ -68,16 +69,19 @@ def _model_rank(tp: TPGroup, out: str) -> None:
 
 
 @needs_gloo
-def test_tp2_logits_equal_tp1_and_kv_is_sharded(tmp_path):
-    spawn_ranks(_model_rank, 2, str(tmp_path))
-    for rank in (0, 1):
+@pytest.mark.parametrize("world", [2, 4], ids=["tp2", "tp4-kv-replicated"])
+def test_tp_logits_equal_tp1_and_kv_is_sharded(tmp_path, world):
+    """TP=4 on Tiny-Llama (2 KV heads) exercises the replicated-KV rule: one KV head per rank."""
+    spawn_ranks(_model_rank, world, str(tmp_path))
+    for rank in range(world):
         res = torch.load(tmp_path / f"rank{rank}.pt")
         for name, r in res.items():
             spec = get_model(name)
             assert len(r["diffs"]) == 5 and max(r["diffs"]) < TOL, (name, rank, r["diffs"])
             assert r["scale"] > 1e-3                         # the logits are not trivially zero
             assert r["full_kv_shape"][2] == spec.num_kv_heads
-            assert r["kv_shape"] == (16, BS, spec.num_kv_heads // 2, spec.head_dim), (name, r)
+            kv = max(spec.num_kv_heads // world, 1)
+            assert r["kv_shape"] == (16, BS, kv, spec.head_dim), (name, r)
 
 
 def _engine_rank(tp: TPGroup, out: str, data: dict) -> None:
