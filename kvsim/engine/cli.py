@@ -6,7 +6,8 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    r = sub.add_parser("engine", help="run the real paged engine (GPU, or a tiny model on CPU)")
+    r = sub.add_parser("engine", help="run the real paged engine (GPU, or a tiny model on CPU; "
+                                      "tensor_parallel N > 1: N gloo ranks on CPU)")
     r.add_argument("scenario")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     r.add_argument("--out", help="output directory (default runs/<name>-engine)")
@@ -14,6 +15,12 @@ def add_parser(sub) -> None:
     from kvsim.output import ENGINE_DEFAULT
     add_outputs_arg(r, ENGINE_DEFAULT)
     r.set_defaults(func=cmd_engine)
+
+
+def _on_cpu(sc) -> bool:
+    import torch
+    want = sc.runtime.device
+    return want == "cpu" or (want == "auto" and not torch.cuda.is_available())
 
 
 def cmd_engine(args) -> int:
@@ -35,8 +42,12 @@ def cmd_engine(args) -> int:
     OutputSet(out, RUN_FILE_NAMES)._check()          # refuse a foreign --out before loading a model
     check_engine_fits(sc)
     t0 = time.perf_counter()
-    eng = RealEngine(sc)
-    res = eng.run()
+    if sc.tensor_parallel != 1 and _on_cpu(sc):   # CPU ranks over gloo; on a GPU RealEngine refuses tp != 1
+        from kvsim.engine.tp_ranks import run_engine_tp
+        eng, res = run_engine_tp(args.scenario, args.set, world=sc.tensor_parallel)
+    else:
+        eng = RealEngine(sc)
+        res = eng.run()
     info = res.info
     arrivals = arrivals_text(sc, len(eng.setup.requests))
 
@@ -44,7 +55,8 @@ def cmd_engine(args) -> int:
         from kvsim.report.run_report import render_run
         return render_run(res, arrivals, engine=info)
     written = write_engine_run(res, out, kinds=kinds, report=report)
-    print(f"kvsim engine: {sc.name} — {eng.setup.model.name} on {info['device']} ({info['attention_backend']}), "
+    ranks = f" x{sc.tensor_parallel} ranks (gloo)" if sc.tensor_parallel != 1 else ""
+    print(f"kvsim engine: {sc.name} — {eng.setup.model.name} on {info['device']}{ranks} ({info['attention_backend']}), "
           f"{sc.engine.allocator}, KV blocks {info['kv_blocks']} (simulator: {info['simulator_blocks']})")
     print(f"  arrivals: {arrivals}")
     s = res.summary

@@ -105,20 +105,24 @@ def _send_freed(gate, sched, now: float) -> None:
 
 
 class RealEngine:
-    def __init__(self, scenario: Scenario, *, model=None):
+    def __init__(self, scenario: Scenario, *, model=None, tp=None):
+        """``tp`` (a :class:`kvsim.engine.tp.TPGroup`): this process is one rank of a tensor-parallel run
+        (CPU + gloo only, :mod:`kvsim.engine.tp_ranks`); rank 0 calls :meth:`run`, the others :meth:`serve`."""
         from kvsim.engine.models import build_model
         self.sc = sc = scenario
         self.setup = setup_run(sc, simulator=False)
         if sc.dtype not in DTYPES:
             raise KvsimError("dtype", f"the engine supports {', '.join(DTYPES)}, got {sc.dtype!r}")
-        if sc.tensor_parallel != 1:
-            raise KvsimError("tensor_parallel", "the engine runs on one GPU (tensor_parallel must be 1)")
         self.device = _device(sc)
+        self.tp = tp if sc.tensor_parallel != 1 else None
+        if sc.tensor_parallel != 1 and (self.device.type != "cpu" or tp is None or tp.world_size != sc.tensor_parallel):
+            raise KvsimError("tensor_parallel", "the engine runs on one GPU (tensor_parallel must be 1); "
+                             "tensor_parallel > 1 runs on CPU only (runtime.device: cpu, gloo ranks)")
         self.backend = _backend(sc, self.device)
         dtype = DTYPES[sc.dtype]
         t0 = time.perf_counter()
         self.model = model or build_model(self.setup.model, dtype=dtype, device=self.device,
-                                          weights=sc.runtime.weights, seed=sc.seed)
+                                          weights=sc.runtime.weights, seed=sc.seed, tp=self.tp)
         self.load_s = time.perf_counter() - t0
         if hasattr(self.model, "fused_ops"):
             self.model.fused_ops = sc.runtime.fused_layer_ops
@@ -152,6 +156,8 @@ class RealEngine:
                                   sampling_mode=rt.sampling, temperature=rt.temperature, top_p=rt.top_p,
                                   seed=sc.seed, graphs=[g for g in (self.graphs, self.prefill_graphs) if g is not None],
                                   unified_mixed=rt.unified_mixed_steps)
+        if self.tp is not None and self.tp.rank == 0:
+            self.runner.tp = self.tp
         if self.device.type == "cuda" and layout is None:    # the card's speed today (before any sequence exists)
             from kvsim.engine.reference_step import reference_step
             self.info["reference_step"] = reference_step(
@@ -191,7 +197,21 @@ class RealEngine:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
 
+    def serve(self, trace: list | None = None) -> int:
+        """A worker rank (1..N-1) of a tensor-parallel run: execute rank 0's steps until it stops."""
+        from kvsim.engine.tp_ranks import worker_loop
+        return worker_loop(self.model, self.cache, self.tp, trace=trace)
+
     def run(self) -> EngineResult:
+        if self.runner.tp is None:
+            return self._run()
+        from kvsim.engine.tp_ranks import send_stop
+        try:
+            return self._run()
+        finally:
+            send_stop(self.runner.tp)
+
+    def _run(self) -> EngineResult:
         sched, runner, log = self.sched, self.runner, IterationLog()
         specs = self.setup.requests
         cpu_s, gpu_s = [], []
@@ -249,7 +269,7 @@ class RealEngine:
         return {**self.info, "device": dev, "torch": torch.__version__, "triton": triton.__version__,
                 "cuda": torch.version.cuda, "attention_backend": self.backend, "weights": self.sc.runtime.weights,
                 "model_load_s": round(self.load_s, 3), "kv_blocks": self.setup.budget.num_gpu_blocks,
-                "warmup_s": round(self.warmup_s, 3),
+                "warmup_s": round(self.warmup_s, 3), "tensor_parallel": self.sc.tensor_parallel,
                 "cuda_graph_batch_sizes": self.graphs.sizes if self.graphs is not None else [],
                 "cuda_graph_prefill_tokens": self.prefill_graphs.sizes if self.prefill_graphs is not None else [],
                 "cuda_graph_capture_s": round(sum(g.capture_s for g in self.runner.graphs), 3),

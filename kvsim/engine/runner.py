@@ -61,6 +61,8 @@ class ModelRunner:
         self.kv_layout = getattr(kv, "layout", None)   # KV groups (sliding-window models), else None
         self._group = 0                   # the KV group whose tables prepare() reads
         self.vocab = model.spec.vocab_size
+        self.tp = None                    # a TPGroup on rank 0 of a tensor-parallel run: steps are broadcast
+        self.trace: list | None = None    # tests: (block tables, slots) of every step (kvsim.engine.tp_ranks)
 
     # ---------------------------------------------------------------- tokens
     def seq_tokens(self, g: SequenceGroup, seq_id: int) -> list[int]:
@@ -177,6 +179,12 @@ class ModelRunner:
     @torch.inference_mode()
     def execute(self, plan: StepPlan, batch: StepBatch) -> dict[int, list[int]]:
         """Run the step; append sampled tokens; return beam parents per beam group."""
+        if self.tp is not None:           # the workers run the same cache operations and forward pass
+            from kvsim.engine.tp_ranks import send_step
+            send_step(self.tp, plan, batch)
+        if self.trace is not None:
+            from kvsim.engine.tp_ranks import step_trace
+            self.trace.append(step_trace(batch.meta))
         if plan.swap_out:
             self.cache.swap_out(plan.swap_out)
         if plan.swap_in:

@@ -25,7 +25,7 @@ MODEL_CLASSES = {"opt": OPTForCausalLM, "llama": LlamaForCausalLM}
 
 
 def build_model(spec: ModelSpec, *, dtype: torch.dtype, device, weights: str | Path = "dummy",
-                seed: int = 0, **overrides) -> CausalLM:
+                seed: int = 0, tp=None, **overrides) -> CausalLM:
     """Build ``spec``'s model on ``device`` in ``dtype``, in eval mode.
 
     ``weights="dummy"``: deterministic random weights from ``seed`` (see
@@ -34,7 +34,21 @@ def build_model(spec: ModelSpec, *, dtype: torch.dtype, device, weights: str | P
     ``spec`` (a mismatch names the field), architecture options such as
     ``rope_theta`` / ``rms_norm_eps`` are taken from it, and the weights are
     loaded. ``overrides`` (LLaMA: ``rope_theta``, ``rms_norm_eps``) win over both.
+
+    ``tp`` (a :class:`kvsim.engine.tp.TPGroup` of more than one rank): this rank's shard. The full
+    model is built first (same weights, same seed) and each tensor narrowed to the rank's slice, so
+    TP=N computes what TP=1 does; the full copy is freed before returning (peak memory: one full
+    model plus one shard per rank, fine for the CPU tests, not for a 70B model on a GPU).
     """
+    if tp is not None and tp.world_size > 1:
+        from kvsim.engine.tp import load_full_state_dict
+        full = build_model(spec, dtype=dtype, device=device, weights=weights, seed=seed, **overrides)
+        options = {k: getattr(full, k) for k in ("rope_theta", "rms_norm_eps") if hasattr(full, k)}
+        with torch.device(device):
+            model = MODEL_CLASSES[spec.arch](spec, dtype=dtype, device=device, tp=tp, **options)
+        load_full_state_dict(model, full.state_dict())
+        del full
+        return model.eval()
     cls = MODEL_CLASSES.get(spec.arch)
     if cls is None:
         raise KvsimError("arch", f"{spec.arch!r} is not one of {', '.join(MODEL_CLASSES)}")

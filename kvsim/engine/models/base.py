@@ -135,17 +135,22 @@ class CausalLM(nn.Module):
     embedding's parameter when tied).
 
     Attributes: ``spec`` (:class:`ModelSpec`), ``num_layers``, ``num_heads``,
-    ``num_kv_heads``, ``head_dim``, ``dtype``, ``device``.
+    ``num_kv_heads``, ``head_dim``, ``dtype``, ``device``, ``tp``. Under tensor
+    parallelism (``tp``, a :class:`kvsim.engine.tp.TPGroup`) ``num_heads`` and
+    ``num_kv_heads`` are this rank's (its KV cache holds only those heads).
     """
 
     lm_head: Linear
 
-    def __init__(self, spec: ModelSpec, *, dtype: torch.dtype, device):
+    def __init__(self, spec: ModelSpec, *, dtype: torch.dtype, device, tp=None):
         super().__init__()
+        from kvsim.engine.tp import head_shard
         self.spec = spec
+        self.tp = tp
+        shard = head_shard(spec.num_heads, spec.num_kv_heads, tp)
         self.num_layers = spec.num_layers
-        self.num_heads = spec.num_heads
-        self.num_kv_heads = spec.num_kv_heads
+        self.num_heads = shard.heads
+        self.num_kv_heads = shard.kv_heads
         self.head_dim = spec.head_dim
         self.dtype = dtype
         self.device = torch.device(device)

@@ -46,6 +46,7 @@ from torch import nn
 from kvsim.catalogue import ModelSpec
 from kvsim.engine.attention import layer_meta, paged_attention, with_step_tiles
 from kvsim.engine.models.base import CausalLM, Embedding, Fused, Linear, RMSNorm, attention_heads
+from kvsim.engine.tp import even_share, head_shard, row_parallel
 from kvsim.errors import KvsimError
 
 
@@ -81,15 +82,16 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 class LlamaAttention(nn.Module):
     """GQA self-attention with RoPE; HF names ``q_proj``/``k_proj``/``v_proj``/``o_proj``."""
 
-    def __init__(self, spec: ModelSpec, *, device, dtype):
+    def __init__(self, spec: ModelSpec, *, device, dtype, tp=None):
         super().__init__()
         h, d = spec.hidden_size, spec.head_dim
-        self.num_heads, self.num_kv_heads, self.head_dim = spec.num_heads, spec.num_kv_heads, d
+        shard = head_shard(spec.num_heads, spec.num_kv_heads, tp)    # this rank's heads (all without TP)
+        self.num_heads, self.num_kv_heads, self.head_dim = shard.heads, shard.kv_heads, d
         self.scale = d ** -0.5
-        q, kv = spec.num_heads * d, spec.num_kv_heads * d
+        q, kv = shard.heads * d, shard.kv_heads * d
         self.qkv = Fused(h, [q, kv, kv], bias=False, device=device, dtype=dtype)
         self.q_proj, self.k_proj, self.v_proj = self.qkv.parts
-        self.o_proj = Linear(torch.empty(h, q, device=device, dtype=dtype))
+        self.o_proj = row_parallel(torch.empty(h, q, device=device, dtype=dtype), None, tp)
 
     def forward(self, x, cos, sin, kv_cache, meta):
         q, k, v = attention_heads(*self.qkv(x), self.num_heads, self.num_kv_heads, self.head_dim)
@@ -101,12 +103,12 @@ class LlamaAttention(nn.Module):
 class LlamaMLP(nn.Module):
     """SwiGLU: ``down_proj(silu(gate_proj(x)) * up_proj(x))``, gate and up fused."""
 
-    def __init__(self, spec: ModelSpec, *, device, dtype):
+    def __init__(self, spec: ModelSpec, *, device, dtype, tp=None):
         super().__init__()
-        h, f = spec.hidden_size, spec.ffn_hidden_size
+        h, f = spec.hidden_size, even_share(spec.ffn_hidden_size, tp, "ffn_hidden_size")[1]
         self.gate_up = Fused(h, [f, f], bias=False, device=device, dtype=dtype)
         self.gate_proj, self.up_proj = self.gate_up.parts
-        self.down_proj = Linear(torch.empty(h, f, device=device, dtype=dtype))
+        self.down_proj = row_parallel(torch.empty(h, f, device=device, dtype=dtype), None, tp)
 
     def forward(self, x):
         gate, up = self.gate_up(x)
@@ -116,10 +118,10 @@ class LlamaMLP(nn.Module):
 class LlamaDecoderLayer(nn.Module):
     """Pre-RMSNorm block: attention then SwiGLU MLP, each with a residual."""
 
-    def __init__(self, spec: ModelSpec, *, eps: float, device, dtype):
+    def __init__(self, spec: ModelSpec, *, eps: float, device, dtype, tp=None):
         super().__init__()
-        self.self_attn = LlamaAttention(spec, device=device, dtype=dtype)
-        self.mlp = LlamaMLP(spec, device=device, dtype=dtype)
+        self.self_attn = LlamaAttention(spec, device=device, dtype=dtype, tp=tp)
+        self.mlp = LlamaMLP(spec, device=device, dtype=dtype, tp=tp)
         self.input_layernorm = RMSNorm(spec.hidden_size, eps=eps, device=device, dtype=dtype)
         self.post_attention_layernorm = RMSNorm(spec.hidden_size, eps=eps, device=device, dtype=dtype)
 
@@ -131,10 +133,10 @@ class LlamaDecoderLayer(nn.Module):
 class LlamaModel(nn.Module):
     """HF's ``model``: ``embed_tokens``, ``layers``, ``norm``."""
 
-    def __init__(self, spec: ModelSpec, *, eps: float, device, dtype):
+    def __init__(self, spec: ModelSpec, *, eps: float, device, dtype, tp=None):
         super().__init__()
         self.embed_tokens = Embedding(spec.vocab_size, spec.hidden_size, device=device, dtype=dtype)
-        self.layers = nn.ModuleList(LlamaDecoderLayer(spec, eps=eps, device=device, dtype=dtype)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(spec, eps=eps, device=device, dtype=dtype, tp=tp)
                                     for _ in range(spec.num_layers))
         self.norm = RMSNorm(spec.hidden_size, eps=eps, device=device, dtype=dtype)
 
@@ -142,22 +144,23 @@ class LlamaModel(nn.Module):
 class LlamaForCausalLM(CausalLM):
     """LLaMA-family model on the paged cache; parameter names match HF's ``LlamaForCausalLM``.
 
-    ``rope_theta`` / ``rms_norm_eps`` override the family defaults (module doc).
+    ``rope_theta`` / ``rms_norm_eps`` override the family defaults (module doc). ``tp``: this
+    rank's shard under tensor parallelism (:mod:`kvsim.engine.tp`; embeddings and LM head replicated).
     """
 
     def __init__(self, spec: ModelSpec, *, dtype: torch.dtype, device, rope_theta: float | None = None,
-                 rms_norm_eps: float | None = None):
+                 rms_norm_eps: float | None = None, tp=None):
         if spec.arch != "llama":
             raise KvsimError("arch", f"LlamaForCausalLM needs arch 'llama', got {spec.arch!r}")
         if spec.num_heads % spec.num_kv_heads:
             raise KvsimError("num_kv_heads", f"{spec.num_kv_heads} must divide num_heads {spec.num_heads}")
         if spec.head_dim % 2:
             raise KvsimError("head_dim", f"{spec.head_dim} must be even for RoPE")
-        super().__init__(spec, dtype=dtype, device=device)
+        super().__init__(spec, dtype=dtype, device=device, tp=tp)
         theta, eps = family_defaults(spec.name)
         self.rope_theta = float(rope_theta if rope_theta is not None else theta)
         self.rms_norm_eps = float(rms_norm_eps if rms_norm_eps is not None else eps)
-        self.model = LlamaModel(spec, eps=self.rms_norm_eps, device=device, dtype=dtype)
+        self.model = LlamaModel(spec, eps=self.rms_norm_eps, device=device, dtype=dtype, tp=tp)
         self._rope_table: tuple[float, torch.Tensor] | None = None    # (theta, table), made on first use
         self.fused_ops = True          # fused element-wise kernels on the triton backend (runtime.fused_layer_ops)
         if spec.tie_word_embeddings:

@@ -20,6 +20,7 @@ from torch import nn
 from kvsim.catalogue import ModelSpec
 from kvsim.engine.attention import paged_attention, with_step_tiles
 from kvsim.engine.models.base import CausalLM, Embedding, Fused, LayerNorm, Linear, attention_heads
+from kvsim.engine.tp import even_share, head_shard, row_parallel
 from kvsim.errors import KvsimError
 
 POSITION_OFFSET = 2
@@ -28,15 +29,16 @@ POSITION_OFFSET = 2
 class OPTAttention(nn.Module):
     """Multi-head self-attention with biases; HF names ``q_proj``/``k_proj``/``v_proj``/``out_proj``."""
 
-    def __init__(self, spec: ModelSpec, *, device, dtype):
+    def __init__(self, spec: ModelSpec, *, device, dtype, tp=None):
         super().__init__()
         h = spec.hidden_size
-        self.num_heads, self.head_dim = spec.num_heads, spec.head_dim
+        self.num_heads, self.head_dim = head_shard(spec.num_heads, spec.num_kv_heads, tp).heads, spec.head_dim
         self.scale = spec.head_dim ** -0.5
-        self.qkv = Fused(h, [h, h, h], bias=True, device=device, dtype=dtype)
+        q = self.num_heads * spec.head_dim          # this rank's heads (all of them without TP)
+        self.qkv = Fused(h, [q, q, q], bias=True, device=device, dtype=dtype)
         self.q_proj, self.k_proj, self.v_proj = self.qkv.parts
-        self.out_proj = Linear(torch.empty(h, h, device=device, dtype=dtype),
-                               torch.empty(h, device=device, dtype=dtype))
+        self.out_proj = row_parallel(torch.empty(h, q, device=device, dtype=dtype),
+                                     torch.empty(h, device=device, dtype=dtype), tp)
 
     def forward(self, x, kv_cache, meta):
         q, k, v = attention_heads(*self.qkv(x), self.num_heads, self.num_heads, self.head_dim)
@@ -47,13 +49,14 @@ class OPTAttention(nn.Module):
 class OPTDecoderLayer(nn.Module):
     """Pre-LN block: attention then a ReLU MLP (``fc1``/``fc2``), each with a residual."""
 
-    def __init__(self, spec: ModelSpec, *, device, dtype):
+    def __init__(self, spec: ModelSpec, *, device, dtype, tp=None):
         super().__init__()
-        h, f = spec.hidden_size, spec.ffn_hidden_size
-        self.self_attn = OPTAttention(spec, device=device, dtype=dtype)
+        h, f = spec.hidden_size, even_share(spec.ffn_hidden_size, tp, "ffn_hidden_size")[1]
+        self.self_attn = OPTAttention(spec, device=device, dtype=dtype, tp=tp)
         self.self_attn_layer_norm = LayerNorm(h, device=device, dtype=dtype)
         self.fc1 = Linear(torch.empty(f, h, device=device, dtype=dtype), torch.empty(f, device=device, dtype=dtype))
-        self.fc2 = Linear(torch.empty(h, f, device=device, dtype=dtype), torch.empty(h, device=device, dtype=dtype))
+        self.fc2 = row_parallel(torch.empty(h, f, device=device, dtype=dtype),
+                                torch.empty(h, device=device, dtype=dtype), tp)
         self.final_layer_norm = LayerNorm(h, device=device, dtype=dtype)
 
     def forward(self, h, kv_cache, meta):
@@ -64,12 +67,12 @@ class OPTDecoderLayer(nn.Module):
 class OPTDecoder(nn.Module):
     """HF's ``model.decoder``: embeddings, layers and the final LayerNorm."""
 
-    def __init__(self, spec: ModelSpec, *, device, dtype):
+    def __init__(self, spec: ModelSpec, *, device, dtype, tp=None):
         super().__init__()
         h = spec.hidden_size
         self.embed_tokens = Embedding(spec.vocab_size, h, device=device, dtype=dtype)
         self.embed_positions = Embedding(spec.max_seq_len + POSITION_OFFSET, h, device=device, dtype=dtype)
-        self.layers = nn.ModuleList(OPTDecoderLayer(spec, device=device, dtype=dtype)
+        self.layers = nn.ModuleList(OPTDecoderLayer(spec, device=device, dtype=dtype, tp=tp)
                                     for _ in range(spec.num_layers))
         self.final_layer_norm = LayerNorm(h, device=device, dtype=dtype)
 
@@ -77,15 +80,16 @@ class OPTDecoder(nn.Module):
 class _OPTModel(nn.Module):
     """HF's ``model`` level (holds only ``decoder``), kept for the parameter names."""
 
-    def __init__(self, spec: ModelSpec, *, device, dtype):
+    def __init__(self, spec: ModelSpec, *, device, dtype, tp=None):
         super().__init__()
-        self.decoder = OPTDecoder(spec, device=device, dtype=dtype)
+        self.decoder = OPTDecoder(spec, device=device, dtype=dtype, tp=tp)
 
 
 class OPTForCausalLM(CausalLM):
-    """OPT on the paged cache; parameter names match HF's ``OPTForCausalLM``."""
+    """OPT on the paged cache; parameter names match HF's ``OPTForCausalLM``. ``tp``: this rank's
+    shard under tensor parallelism (:mod:`kvsim.engine.tp`; embeddings and LM head replicated)."""
 
-    def __init__(self, spec: ModelSpec, *, dtype: torch.dtype, device):
+    def __init__(self, spec: ModelSpec, *, dtype: torch.dtype, device, tp=None):
         if spec.arch != "opt":
             raise KvsimError("arch", f"OPTForCausalLM needs arch 'opt', got {spec.arch!r}")
         if spec.num_kv_heads != spec.num_heads:
@@ -95,8 +99,8 @@ class OPTForCausalLM(CausalLM):
                              f"must equal hidden_size {spec.hidden_size} for OPT")
         if spec.tie_word_embeddings is False:
             raise KvsimError("tie_word_embeddings", "OPT's LM head is always tied to embed_tokens")
-        super().__init__(spec, dtype=dtype, device=device)
-        self.model = _OPTModel(spec, device=device, dtype=dtype)
+        super().__init__(spec, dtype=dtype, device=device, tp=tp)
+        self.model = _OPTModel(spec, device=device, dtype=dtype, tp=tp)
         self.lm_head = Linear(torch.empty(0, device=device, dtype=dtype))
         self.lm_head.weight = self.model.decoder.embed_tokens.weight  # tied: the same Parameter
 
