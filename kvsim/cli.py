@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     from kvsim.cli_sim import add_bench_args
     add_bench_args(r, percentile_metrics=True)
     add_outputs_arg(r, RUN_DEFAULT)
+    r.add_argument("--iterations", default="auto", metavar="MODE",
+                   help="csv's iteration file: rows (iterations.csv, one row per iteration), segments "
+                        "(segments.csv, one row per stepped iteration or fast-forwarded segment) or auto "
+                        "(default: rows up to 1,000,000 iterations, segments above)")
     r.set_defaults(func=_cmd_run)
     s = sub.add_parser("sweep", help="run a grid of scenario variants in parallel")
     s.add_argument("scenario")

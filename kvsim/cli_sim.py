@@ -31,6 +31,8 @@ def _cmd_run(args) -> int:
     from kvsim.output import RUN_DEFAULT
     from kvsim.outdir import parse_outputs
     kinds = parse_outputs(args.outputs, RUN_DEFAULT)
+    from kvsim.iterrecords import check_mode
+    its_mode = check_mode(args.iterations)
     latency_args = None
     if args.goodput or args.metric_percentiles or args.percentile_metrics:
         from kvsim.latency import parse_goodput, parse_percentiles
@@ -57,7 +59,7 @@ def _cmd_run(args) -> int:
                           goodput_slo=slo, metrics=metrics)
     written = write_run(res, out, extra=None if replications is None else
                         {"replications": replication_document(seeds, replications, confidence)}, kinds=kinds,
-                        report=report)
+                        report=report, iterations=its_mode)
     e = sc.engine
     print(f"kvsim run: {sc.name} — {setup.model.name} on {setup.gpu.name} x{sc.tensor_parallel}, "
           f"{e.allocator}" + (f" (block {e.block_size})" if e.allocator == "paged" else "")
@@ -80,6 +82,9 @@ def _cmd_run(args) -> int:
     warning = overload_warning(sc, res)
     if warning:
         print(warning)
+    if "segments.csv" in written and its_mode == "auto":
+        print(f"  {res.summary['num_iterations']:,} iterations: segments.csv has one row per stepped iteration or "
+              f"fast-forwarded segment (--iterations rows writes iterations.csv, one row per iteration)")
     print(f"  wrote {out}/{{{', '.join(written)}}} "
           f"in {wall:.2f} s wall ({eng.ff_steps} of {res.summary['num_iterations']} iterations fast-forwarded)")
     return 0

@@ -159,3 +159,11 @@ class IterationLog:
         self._pack()
         for lo, hi, s_lo, s_hi in self._ranges(rows or self.CHUNK_ROWS):
             yield self._frame(columns, lo, hi, s_lo, s_hi)
+
+    def spans_chunks(self, rows: int | None = None):
+        """Like :meth:`chunks` (all columns), each with its first iteration and its segments' spans (first
+        iteration, iteration after the last): ``(frame, lo, firsts, ends)``."""
+        self._pack()
+        firsts, ends = self.segments.spans()
+        for lo, hi, s_lo, s_hi in self._ranges(rows or self.CHUNK_ROWS):
+            yield self._frame(ITERATION_COLUMNS, lo, hi, s_lo, s_hi), lo, firsts[s_lo:s_hi], ends[s_lo:s_hi]

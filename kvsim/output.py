@@ -23,7 +23,7 @@ def summary_document(res) -> dict:
 
 RUN_FILES = {"json": ("summary.json",), "csv": ("requests.csv", "iterations.csv"), "png": ("run.png",),
              "html": ("report.html",)}
-RUN_FILE_NAMES = tuple(f for fs in RUN_FILES.values() for f in fs)
+RUN_FILE_NAMES = tuple(f for fs in RUN_FILES.values() for f in fs) + ("segments.csv",)
 RUN_DEFAULT = ("json", "csv", "png", "html")          # kvsim run's default --outputs
 LEGACY = frozenset({"json", "csv", "png"})            # what write_run wrote before reports (kvsim engine)
 
@@ -42,28 +42,38 @@ def iteration_frame(res, columns):
 
 
 def _write_iterations(res, path: Path) -> None:
-    """iterations.csv; a simulator run's is written chunk by chunk from its log (same bytes as the frame's)."""
+    """iterations.csv, or segments.csv (:mod:`kvsim.iterrecords`); a simulator run's is written chunk by chunk
+    from its log (iterations.csv: the same bytes as the frame's)."""
     log = _log(res)
     if log is None:
         res.iterations.to_csv(path, index=False)
         return
     from kvsim.csvfast import write_csv
+    if path.name == "segments.csv":
+        from kvsim.iterrecords import record_chunks
+        chunks = record_chunks(log)
+    else:
+        chunks = log.chunks()
     with open(path, "w", encoding="utf-8", newline="") as f:
-        for i, chunk in enumerate(log.chunks()):
+        for i, chunk in enumerate(chunks):
             write_csv(chunk, f, header=i == 0)
 
 
 def write_run(res, out: Path, plot: bool = True, extra: dict | None = None, kinds=None,
-              report=None) -> list[str]:
+              report=None, iterations: str = "rows") -> list[str]:
     """The run's files of ``kinds`` (default json, csv, png), written as one set into ``out``
-    (see :class:`kvsim.outdir.OutputSet`); ``report()`` returns report.html's text. Returns the names written."""
+    (see :class:`kvsim.outdir.OutputSet`); ``report()`` returns report.html's text; ``iterations``: ``rows``,
+    ``segments`` or ``auto`` (:mod:`kvsim.iterrecords`, which file csv's iterations go to). Returns the names
+    written."""
+    from kvsim.iterrecords import iteration_file
     from kvsim.outdir import files_for
     kinds = LEGACY if kinds is None else frozenset(kinds)
     if not plot:
         kinds = kinds - {"png"}
     if report is None:
         kinds = kinds - {"html"}
-    names = files_for(kinds, RUN_FILES)
+    its_file = iteration_file(iterations, len(res.log) if _log(res) is not None else 0, _log(res) is not None)
+    names = [its_file if n == "iterations.csv" else n for n in files_for(kinds, RUN_FILES)]
     with OutputSet(out, RUN_FILE_NAMES) as d:
         if "json" in kinds:
             doc = summary_document(res)
@@ -73,7 +83,7 @@ def write_run(res, out: Path, plot: bool = True, extra: dict | None = None, kind
             from kvsim.csvfast import write_csv
             with open(d / "requests.csv", "w", encoding="utf-8", newline="") as f:
                 write_csv(res.requests, f)
-            _write_iterations(res, d / "iterations.csv")
+            _write_iterations(res, d / its_file)
         if "png" in kinds:
             try:
                 from kvsim.plots import RUN_PLOT_COLUMNS, plot_run

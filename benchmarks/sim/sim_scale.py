@@ -2,13 +2,13 @@
 
 OPT-13B on one A100-40GB, roofline cost model, ShareGPT-like lengths, Poisson 1 req/s, paged, block 16,
 seed 0 (the setup of ``sim_speed.py``). Each size runs as its own ``python -m kvsim.cli run`` process
-writing ``--outputs`` (default json,csv: summary.json, requests.csv, iterations.csv) into a temporary
-folder; ``wall_s`` is the whole process (imports, simulation, outputs), ``sim_s`` what ``kvsim run``
+writing ``--outputs`` (default json,csv: summary.json, requests.csv and, per ``--iterations`` (default auto),
+iterations.csv up to 1,000,000 iterations or segments.csv above) into a temporary folder; ``wall_s`` is the whole process (imports, simulation, outputs), ``sim_s`` what ``kvsim run``
 reports for the simulation, ``peak_rss_mib`` the process's maximum resident set (``wait4``'s rusage,
 what ``/usr/bin/time -v`` reports).
 
 usage (one core):
-    python benchmarks/sim/sim_scale.py [--sizes 10000,100000,1000000] [--cpu 0] [--outputs json,csv]
+    python benchmarks/sim/sim_scale.py [--sizes 10000,100000,1000000] [--cpu 0] [--outputs json,csv] [--iterations auto|rows|segments]
         [--set engine.preemption_mode=swap ...] [--csv out.csv]
 """
 from __future__ import annotations
@@ -31,12 +31,13 @@ seed: 0
 """
 
 
-def one(n: int, cpu: int | None, outputs: str, sets: list[str], tmp: Path) -> dict:
+def one(n: int, cpu: int | None, outputs: str, sets: list[str], tmp: Path, iterations: str = "auto") -> dict:
     scen = tmp / "scale.yaml"
     scen.write_text(SCENARIO)
     cmd = ([] if cpu is None else ["taskset", "-c", str(cpu)]) + [
         sys.executable, "-m", "kvsim.cli", "run", str(scen), "--set", f"workload.num_requests={n}", *sum(
-            (["--set", s] for s in sets), []), "--outputs", outputs, "--out", str(tmp / f"out{n}")]
+            (["--set", s] for s in sets), []), "--outputs", outputs, "--iterations", iterations,
+        "--out", str(tmp / f"out{n}")]
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
@@ -58,6 +59,7 @@ def main() -> None:
     ap.add_argument("--cpu", type=int, default=0, help="pin to this core (-1: no pinning)")
     ap.add_argument("--outputs", default="json,csv")
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--iterations", default="auto", help="kvsim run --iterations: auto, rows or segments")
     ap.add_argument("--csv")
     a = ap.parse_args()
     cols = ("requests", "wall_s", "sim_s", "peak_rss_mib", "iterations", "output_mib")
@@ -65,7 +67,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="kvsim-scale-") as d:
         for n in (int(s) for s in a.sizes.split(",")):
-            r = one(n, None if a.cpu < 0 else a.cpu, a.outputs, a.set, Path(d))
+            r = one(n, None if a.cpu < 0 else a.cpu, a.outputs, a.set, Path(d), a.iterations)
             rows.append(r)
             print(" ".join(f"{r[c]!s:>12}" for c in cols), flush=True)
     if a.csv:

@@ -84,8 +84,8 @@ class AppendMixin:
             return
         bs = self.block_size
         ntok, tables, fill = self.num_tokens, self.tables, self.fill
-        n0s = [ntok[s] for s in seq_ids]
         if takers is None:
+            n0s = [ntok[s] for s in seq_ids]
             if steps <= bs:         # at most one block each: at round (-n0) % bs, ties in seq_ids order
                 order = [(j, idx) for idx, n0 in enumerate(n0s) if (j := (-n0) % bs) < steps]
             else:
@@ -106,14 +106,14 @@ class AppendMixin:
         else:
             for s in takers:
                 tables[s].append(self._take_block())
-        for s, n0 in zip(seq_ids, n0s):
-            n1 = n0 + steps
+        for s in seq_ids:                       # (ntok[s] is still the count before these steps)
+            n1 = ntok[s] + steps
             table = tables[s]
             last = len(table) - 1               # (n1 - 1) // bs: the table now holds n1 slots
-            i = n0 // bs
-            while i < last:
-                fill[table[i]] = bs
-                i += 1
+            i = (n1 - steps) // bs
+            if i < last:                        # blocks filled up by these steps
+                for b in table[i:last]:
+                    fill[b] = bs
             fill[table[last]] = n1 - last * bs
             ntok[s] = n1
         self.used_slots += steps * len(seq_ids)

@@ -40,7 +40,7 @@ from kvsim.core.kv import KVManager, MemorySplit
 MIN_STEPS = 2       # shortest run worth fast-forwarding
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)      # (not frozen: one is built per fast-forwarded segment, and frozen __init__ is slower)
 class SegmentMemory:
     """KV memory through a segment in closed form. After segment step ``i`` (``n`` sequences decoding),
     with ``cum`` the blocks taken up to it (``pattern[j % len(pattern)]`` at step ``j``; none if empty)::

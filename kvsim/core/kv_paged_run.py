@@ -21,7 +21,7 @@ equality tests in ``tests/test_fastforward.py`` run both ways).
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from itertools import accumulate
+from itertools import accumulate, chain
 
 
 from kvsim.core.decode_tracker import MIN_STEPS, SegmentMemory
@@ -137,11 +137,11 @@ class PagedDecodeTracker:
     def advance(self, step: int, new_blocks: list[int]) -> None:
         k = len(new_blocks)
         members, bs = self._members, self.bs
-        takers: list[int] = []                          # round-major, running order within a round
-        for j in range(step, step + k):
-            m = members[j % bs]
-            if m:
-                takers += m
+        r = step % bs
+        rounds = members[r:] + members[:r]              # rounds[i] = members[(step + i) % bs]
+        if k > bs:
+            rounds *= k // bs + 1
+        takers = list(chain.from_iterable(rounds[:k]))  # round-major, running order within a round
         self.bm.append_slots_bulk(self.seq_ids, k, takers)
         self.logical += self.bs * sum(new_blocks)
         steps, i = self._ev_steps, self._ev_next
