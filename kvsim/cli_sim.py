@@ -93,11 +93,11 @@ def _cmd_run(args) -> int:
 def overload_warning(sc, res) -> str | None:
     """``  WARNING: Overloaded ...`` when the run's waiting queue grew (:func:`kvsim.report.run_report.verdict`,
     the report's headline), for any scheduler; None otherwise."""
-    from kvsim.output import iteration_frame
+    from kvsim.output import iteration_chunks
     from kvsim.report.run_report import REPORT_COLUMNS, verdict
     if sc.workload.arrival not in ("poisson", "gamma") or sc.workload.max_concurrency is not None:
         return None
-    head, why = verdict(sc, res.summary, res.requests, iteration_frame(res, REPORT_COLUMNS))
+    head, why = verdict(sc, res.summary, res.requests, iteration_chunks(res, REPORT_COLUMNS))
     if not head.startswith("Overloaded"):
         return None
     return f"  WARNING: {head}. {why.split('. ')[0]}."

@@ -41,6 +41,13 @@ def iteration_frame(res, columns):
     return res.iterations if log is None else log.frame(columns)
 
 
+def iteration_chunks(res, columns):
+    """The run's iterations (``columns`` of them) as consecutive frames: a simulator run's log read chunk by
+    chunk (memory bounded by a chunk, not the run), else the run's whole frame as the one piece."""
+    log = _log(res)
+    return [res.iterations] if log is None else log.chunks(columns=columns)
+
+
 def _write_iterations(res, path: Path) -> None:
     """iterations.csv, or segments.csv (:mod:`kvsim.iterrecords`); a simulator run's is written chunk by chunk
     from its log (iterations.csv: the same bytes as the frame's)."""

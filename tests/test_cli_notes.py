@@ -1,6 +1,8 @@
 """kvsim run says when the offered load is too much (any scheduler) and what fp8 means on a card without FP8."""
 from __future__ import annotations
 
+import pytest
+
 from tests._cli import cli
 
 Q = "scenarios/examples/quickstart.yaml"
@@ -32,3 +34,16 @@ def test_fp8_on_h100_has_no_note(tmp_path, capsys):
                        "--set", "workload.num_requests=10", "--out", tmp_path / "r", "--outputs", "json")
     assert rc == 0
     assert "fp8" not in err
+
+
+def test_waiting_thirds_read_in_chunks_equal_the_whole_frame():
+    """The overload check reads a long run's log chunk by chunk; the queue averages match the whole frame's."""
+    import kvsim
+    from kvsim.report.run_report import REPORT_COLUMNS, waiting_thirds
+    sc = kvsim.load_scenario({"model": "opt-13b", "gpu": "a100-40gb",
+                              "workload": {"rate_req_s": 4, "num_requests": 300}})
+    res = kvsim.simulate(sc)
+    whole = waiting_thirds(res.requests, res.log.frame(REPORT_COLUMNS))
+    pieces = waiting_thirds(res.requests, res.log.chunks(rows=97, columns=REPORT_COLUMNS))
+    assert whole[1] > whole[0] >= 0 and whole[1] > 1     # a growing queue: the last third holds waiting requests
+    assert pieces == pytest.approx(whole, rel=1e-12)

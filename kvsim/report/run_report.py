@@ -25,18 +25,23 @@ GROWN = 5.0
 REPORT_COLUMNS = ("start_s", "duration_s", "waiting")     # what verdict (waiting_thirds) reads
 
 
-def waiting_thirds(reqs: pd.DataFrame, its: pd.DataFrame) -> tuple[float, float]:
-    """Time-averaged waiting requests over the first and the last third of the arrival window."""
-    if not len(reqs) or not len(its):
+def waiting_thirds(reqs: pd.DataFrame, its) -> tuple[float, float]:
+    """Time-averaged waiting requests over the first and the last third of the arrival window. ``its`` is the
+    iteration frame or an iterable of consecutive pieces of it (a long run's log read chunk by chunk, so the
+    whole frame is never held)."""
+    pieces = [its] if isinstance(its, pd.DataFrame) else its
+    if not len(reqs):
         return 0.0, 0.0
     t0, t1 = float(reqs.arrival_s.min()), float(reqs.arrival_s.max())
     third = (t1 - t0) / 3
-
-    def mean(a: float, b: float) -> float:
-        x = its[(its.start_s >= a) & (its.start_s < b)]
-        span = float(x.duration_s.sum())
-        return float((x.waiting * x.duration_s).sum() / span) if span > 0 else 0.0
-    return mean(t0, t0 + third), mean(t1 - third, t1 + 1e-12)
+    windows = ((t0, t0 + third), (t1 - third, t1 + 1e-12))
+    span, weighted = [0.0, 0.0], [0.0, 0.0]
+    for x in pieces:
+        for k, (a, b) in enumerate(windows):
+            w = x[(x.start_s >= a) & (x.start_s < b)]
+            span[k] += float(w.duration_s.sum())
+            weighted[k] += float((w.waiting * w.duration_s).sum())
+    return tuple(weighted[k] / span[k] if span[k] > 0 else 0.0 for k in range(2))
 
 
 def verdict(sc, summary: dict, reqs: pd.DataFrame, its: pd.DataFrame, measured: bool = False) -> tuple[str, str]:
