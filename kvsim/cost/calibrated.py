@@ -168,13 +168,16 @@ class CalibratedCostModel(CostModel):
     def _attn_extra(self, plan: StepPlan, total_new: int) -> float:
         """Prefill attention of the plan's groups beyond one fresh sequence of ``total_new``, whole step.
 
-        From the whole-step pair cost when the profile has a cached-context grid
-        (:mod:`kvsim.cost.prefill_shapes`); otherwise from the per-layer kernel grid, which times one
+        From the profile's cached-context grid when it has one (:mod:`kvsim.cost.prefill_shapes`): its own
+        growth for a prompt alone in its step after cached tokens, its pair cost for any other plan; otherwise from the per-layer kernel grid, which times one
         group per launch, and whose smallest point (a few tokens, nothing cached) is almost all launch:
         the engine runs every group of a step in one varlen launch, so each group adds its work above
         that floor, not a launch of its own."""
         cached = plan.prefill_cached_tokens or [0] * len(plan.prefill_new_tokens)
-        whole = self._shapes.attn_extra(plan.prefill_new_tokens, cached, total_new)
+        lone = len(cached) == 1 and cached[0] > 0 and not plan.decode_context_tokens
+        whole = self._shapes.cached_growth(total_new, cached[0]) if lone else None    # measured at its shape
+        if whole is None:
+            whole = self._shapes.attn_extra(plan.prefill_new_tokens, cached, total_new)
         if whole is not None:
             return whole
         floor = float(self._pre[2][0, 0])
@@ -211,9 +214,7 @@ class CalibratedCostModel(CostModel):
             fits = self._pgraphs is not None and len(plan.prefill_new_tokens) <= self._pgraph_seqs
             t += float(interp1(float(padded(t_pre, self._pgraphs if fits else None)), *self._pstep))
         if t_pre:
-            lone = None if n or len(plan.prefill_new_tokens) != 1 or not plan.prefill_cached_tokens else \
-                self._shapes.cached_growth(t_pre, plan.prefill_cached_tokens[0])
-            t += lone if lone is not None else self._attn_extra(plan, t_pre)
+            t += self._attn_extra(plan, t_pre)
         return t
 
     def _prefill_host(self, tokens: int) -> float:
