@@ -129,6 +129,10 @@ class RuntimeConfig:
     unified_mixed_steps: bool = cfg_field(
         True, "run mixed prefill+decode steps as one varlen attention launch, replayed from the prefill CUDA "
               "graphs by token count (false: two launches, eager — the engine before this option)")
+    mixed_decode_kernel: bool = cfg_field(
+        True, "in mixed (and prefill) steps, sequences with one new token (decode rows) are attended by the decode "
+              "kernel beside the prefill kernel's launch (false: inside the prefill kernel as 64-row query tiles "
+              "— the engine before this option)")
     fused_layer_ops: bool = cfg_field(
         True, "LLaMA family on triton: RMSNorm + residual, RoPE + cache write and SiLU x up as fused kernels "
               "(false: the plain torch ops — the engine before this option)")

@@ -15,6 +15,7 @@ from kvsim.errors import KvsimError  # noqa: E402
 from kvsim.kernels import (DecodeConfig, contiguous_decode_attention,  # noqa: E402
                            paged_decode_attention, paged_prefill_attention, reference, write_kv)
 from kvsim.kernels._attn_decode import choose_num_splits, split_partition  # noqa: E402
+from kvsim.kernels.decode import paged_varlen_decode_attention  # noqa: E402
 from kvsim.kernels.inputs import (make_decode_problem, page_kv, poison, randn,  # noqa: E402
                                   rel_err, run_file_in_fresh_interpreter, tolerance)
 
@@ -146,8 +147,10 @@ def test_bad_inputs_raise_one_line_errors(monkeypatch):
             paged_decode_attention(q, pk.k_cache, pk.v_cache, pk.block_table, ctx)
 
 
-def _prefill_case(ctx_lens, q_lens, hkv, group, dim, dtype, bs, seed, block_m=16, persistent=None):
-    """Write the new tokens with write_kv, then prefill; compare with a contiguous causal ref."""
+def _prefill_case(ctx_lens, q_lens, hkv, group, dim, dtype, bs, seed, block_m=16, persistent=None,
+                  single_decode=False):
+    """Write the new tokens with write_kv, then prefill; compare with a contiguous causal ref.
+    ``single_decode``: the prefill kernel skips one-token sequences and the varlen decode kernel serves them."""
     total = [c + n for c, n in zip(ctx_lens, q_lens)]
     _, k, v, _ = make_decode_problem(total, hkv * group, hkv, dim, dtype, DEV, seed=seed)
     pk = page_kv(k, v, ctx_lens, bs, seed=seed, max_blocks=max(-(-t // bs) for t in total))
@@ -172,7 +175,11 @@ def _prefill_case(ctx_lens, q_lens, hkv, group, dim, dtype, bs, seed, block_m=16
     ctx = torch.tensor(ctx_lens, dtype=torch.int32, device=DEV)
     out = paged_prefill_attention(q, pk.k_cache, pk.v_cache, pk.block_table, qsl, ctx,
                                   out=poison(torch.empty_like(q)), block_m=block_m, block_n=16,
-                                  persistent=persistent)
+                                  persistent=persistent, skip_single=single_decode)
+    if single_decode:      # the one-token sequences' rows are still NaN: the decode kernel must write them all
+        assert torch.isnan(out).any() == (1 in q_lens)
+        paged_varlen_decode_attention(q, pk.k_cache, pk.v_cache, pk.block_table, qsl, ctx, out=out,
+                                      config=DecodeConfig(block_n=16))
     ref = torch.zeros(q.shape, dtype=torch.float64, device=DEV)
     for s, (c, n) in enumerate(zip(ctx_lens, q_lens)):
         a = int(qsl[s])
@@ -210,6 +217,31 @@ def test_unified_mixed_launch_matches_reference(bs, group):
     # CUDA-graph path leaves them); the flattened tile grid must map every tile to its sequence
     _prefill_case([0, 40, 99, 7, 250, 3, 0, 0], [33, 1, 1, 5, 1, 1, 0, 0], 2, group, 64, torch.float16, bs,
                   seed=11 + bs + group)
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+@pytest.mark.parametrize("group", [1, 4])
+@pytest.mark.parametrize("bs", [1, 16])
+def test_mixed_step_decode_rows_through_the_decode_kernel(bs, group, persistent):
+    # the same mixed step as above, its one-token sequences (decode rows, a one-token chunk over cached
+    # context) served by the varlen decode kernel and skipped by the prefill kernel's tiles; padding
+    # sequences with no new token must be written by neither
+    _prefill_case([0, 40, 99, 7, 250, 3, 0, 0], [33, 1, 1, 5, 1, 1, 0, 0], 2, group, 64, torch.float16, bs,
+                  seed=31 + bs + group, persistent=persistent, single_decode=True)
+
+
+def test_varlen_decode_leaves_multi_token_rows_alone_and_checks_inputs():
+    q, k, v, ctx = make_decode_problem([5, 9], 4, 2, 64, torch.float16, DEV, seed=3)
+    pk = page_kv(k, v, ctx, 4, seed=4)
+    qv = randn((4, 4, 64), torch.float16, DEV, torch.Generator().manual_seed(1))
+    qsl = torch.tensor([0, 3, 4], dtype=torch.int32, device=DEV)      # sequence 0: 3 new tokens, 1: one
+    out = poison(torch.empty_like(qv))
+    paged_varlen_decode_attention(qv, pk.k_cache, pk.v_cache, pk.block_table, qsl, ctx - 1, out=out)
+    assert torch.isnan(out[:3]).all() and not torch.isnan(out[3]).any()
+    ref = reference.paged_decode(qv[3:], pk.k_cache, pk.v_cache, pk.block_table[1:], ctx[1:])
+    assert rel_err(out[3:], ref) < tolerance(torch.float16)
+    with pytest.raises(KvsimError, match="query_start_loc"):
+        paged_varlen_decode_attention(qv, pk.k_cache, pk.v_cache, pk.block_table, qsl[:2], ctx - 1, out=out)
 
 
 # ----------------------------------------------------------------------------- GPU only
@@ -263,4 +295,6 @@ def test_gpu_unified_mixed(bs, group):
                   seed=bs + group, block_m=64)
     _prefill_case(ctx, [512] + [1] * 40 + [0], 8 if group == 1 else 2, group, 128, torch.float16, bs,
                   seed=bs + group, block_m=64, persistent=True)
+    _prefill_case(ctx, [512] + [1] * 40 + [0], 8 if group == 1 else 2, group, 128, torch.float16, bs,
+                  seed=bs + group, block_m=64, single_decode=True)
 

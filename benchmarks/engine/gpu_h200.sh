@@ -2,10 +2,12 @@
 # One device call on the H200 for issue #10, in stages chosen by environment variables (each stage is
 # packed into $OUT/h200.tgz as soon as it ends, so a call cut short keeps what finished):
 #   TESTS=1       GPU tests of the fused layer kernels, the unified attention kernel and the engine (TESTFILES=...)
-#   BENCH=1       engine steps (mixed + decode) vs roofline with the fused layer kernels off and on
-#                 (BENCH_ARGS=--persistent-prefill: prefill/mixed graphs with the persistent prefill grid)
-#   KERNELS=1     where a mixed and a decode step's GPU time goes, kernel by kernel (torch.profiler)
-#   THROUGHPUT=1  chunked-prefill offline throughput, fused layer kernels off and on, same 200 requests
+#   BENCH=1       engine steps (mixed, prefill, decode) vs roofline, a mixed step's decode rows in the prefill
+#                 kernel and by the decode kernel (BENCH_ARGS="--settings ..." / --persistent-prefill)
+#   KERNELS=1     where a mixed and a decode step's GPU time goes, kernel by kernel (torch.profiler), eager and
+#                 replayed from the graphs (span, idle time between kernels)
+#   THROUGHPUT=1  chunked-prefill offline throughput on the same 200 requests: decode rows in the prefill kernel,
+#                 by the decode kernel, and the prefill-first scheduler (THROUGHPUT_SETS overrides the list)
 #   CALIB="llama-3-8b:16 opt-13b:32,64"   profiles, merged into calibrate/profiles/H200/<model>.json when that
 #                 exists (CALIB_REPLACE=1 replaces it) and used by the stages after; CALIB_TIMEOUT (s, default 420)
 #   SCEN="scenarios/validation/v2[1-2]*.yaml" `kvsim validate` of each scenario against calibrate/profiles/H200/
@@ -39,15 +41,18 @@ if [ -n "${KERNELS:-}" ]; then
   stamp kernels
   timeout 180 python3 benchmarks/engine/step_kernels.py --model llama-3-8b --out "$W" 2>&1 | grep -v Warning \
     | tail -40 | tee "$W/step_kernels.txt"
+  timeout 240 python3 benchmarks/engine/step_kernels.py --model llama-3-8b --out "$W" --graphs unified,decodekernel \
+    2>&1 | grep -v Warning | tail -70 | tee "$W/step_kernels_graphs.txt"
   pack
 fi
 if [ -n "${THROUGHPUT:-}" ]; then
   S=scenarios/validation/v15_llama3_8b_chunked512.yaml
   OFF="--set workload.arrival=burst --set workload.num_requests=200 --set runtime.max_wall_s=120 --set max_time_s=120"
-  for f in false true; do
-    stamp "throughput fused=$f"
-    timeout 150 python3 -m kvsim.cli engine $S $OFF --set runtime.fused_layer_ops=$f \
-      --out "$W/runs/chunked512_fused_$f" 2>&1 | grep -i "throughput\|finished\|latency\|per iteration" | tail -6
+  for set in ${THROUGHPUT_SETS:-runtime.mixed_decode_kernel=false runtime.mixed_decode_kernel=true \
+      engine.scheduler=vllm,engine.max_num_batched_tokens=4096}; do
+    stamp "throughput $set"
+    timeout 150 python3 -m kvsim.cli engine $S $OFF --set ${set//,/ --set } --out "$W/runs/chunked512_${set//[=,.]/_}" \
+      2>&1 | grep -i "throughput\|finished\|latency\|per iteration" | tail -6
   done
   pack
 fi

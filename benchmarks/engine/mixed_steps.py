@@ -1,8 +1,13 @@
-"""Engine steps on the GPU against their roofline, with the fused layer kernels off and on.
+"""Engine steps on the GPU against their roofline, under engine settings compared in one process.
 
-For each setting the script captures the engine's CUDA graphs (prefill/mixed graphs by token count,
-decode graphs by batch) and times, through them: mixed steps (one fresh chunk + decode rows, the
-unified layout of chunked prefill) and decode-only steps. Roofline = max(bytes / copy bandwidth,
+Settings (``--settings``, default ``fused+unified,fused+decodekernel``): ``fused`` / ``plain`` layer ops, and
+a mixed step's decode rows attended inside the prefill kernel (``unified``: 64-row query tiles) or by the
+decode kernel beside it (``decodekernel``, :data:`kvsim.engine.attention.MIXED_DECODE_KERNEL`). For each
+setting the script captures the engine's CUDA graphs (prefill/mixed graphs by token count, decode graphs by
+batch) and times, through them: mixed steps (one fresh chunk + decode rows, the unified layout of chunked
+prefill), prefill-only steps and decode-only steps. A step of T tokens replays the graph of ``padded`` T (the
+token ladder of :mod:`kvsim.graph_sizes`): ``roofline_padded_ms`` is the roofline of that many tokens, so
+the padding's share of the gap is visible. Roofline = max(bytes / copy bandwidth,
 FLOPs / GEMM rate), both ceilings measured in the same run: bytes = every weight once + the KV read;
 FLOPs = 2 x decoder-layer parameters x tokens + 2 x LM-head parameters x sampled rows + attention
 (4 x layers x heads x head_dim x query-key pairs). Embedding lookups count as bytes, not FLOPs.
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,9 +30,11 @@ from kvsim.engine.attention import as_unified
 from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs
 from kvsim.engine.models import build_model
 from kvsim.engine.synthetic_step import synthetic_step
+from kvsim.graph_sizes import padded
 
 SHAPES = [(16, 1024, 256), (64, 1024, 448), (128, 512, 384), (32, 2048, 480), (8, 256, 1024), (192, 1024, 1792)]
 DECODE = [(1, 512), (8, 512), (32, 1024), (64, 1024), (128, 1024), (256, 512)]
+PREFILL = [(1, 512), (4, 128), (1, 2000)]          # prompts x tokens, fresh (no cached context)
 
 
 def main() -> None:
@@ -35,6 +43,8 @@ def main() -> None:
     ap.add_argument("--block-size", type=int, default=16)
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cuda", help="cpu: a smoke run (tiny model, TRITON_INTERPRET=1)")
+    ap.add_argument("--settings", default="fused+unified,fused+decodekernel",
+                    help="comma list of fused|plain + unified|decodekernel")
     ap.add_argument("--persistent-prefill", action="store_true",
                     help="capture the prefill/mixed graphs with the persistent prefill grid (kvsim.kernels.prefill)")
     a = ap.parse_args()
@@ -50,7 +60,7 @@ def main() -> None:
             t0 = time.perf_counter()
             fn()
             return time.perf_counter() - t0
-        SHAPES, DECODE = [(2, 24, 8)], [(2, 16)]
+        SHAPES, DECODE, PREFILL = [(2, 24, 8)], [(2, 16)], [(2, 8)]
     spec = get_model(a.model)
     model = build_model(spec, dtype=torch.float16 if dev.type == "cuda" else torch.float32, device=dev,
                         weights="dummy")
@@ -79,23 +89,39 @@ def main() -> None:
         comp = (2 * layer_params * tokens + 2 * head_params * sampled + attn * pairs) / flops
         return max(mem, comp), ("memory" if mem >= comp else "compute")
 
-    for fused in (False, True):
+    for setting in a.settings.split(","):
+        fused, dkernel = setting.split("+")[0] == "fused", setting.endswith("decodekernel")
         if hasattr(model, "fused_ops"):
             model.fused_ops = fused
         common = dict(block_size=bs, max_context_len=spec.max_seq_len, backend="triton")
-        pg = PrefillGraphs(model, caches, max_tokens=2048, max_seqs=256, **common)
+        pg = PrefillGraphs(model, caches, max_tokens=2048, max_seqs=256, decode_kernel=dkernel, **common)
         dg = DecodeGraphs(model, caches, max_batch=256, batch_sizes=sorted({n for n, _ in DECODE}), **common)
+        tag = {"setting": setting, "fused_layer_ops": fused, "mixed_decode_kernel": dkernel,
+               "persistent_prefill": a.persistent_prefill}
         with torch.inference_mode():
             for n, ctx, chunk in SHAPES:
                 ids, pos, meta = synthetic_step([(chunk, 0)], [ctx] * n, block_size=bs, num_blocks=pool,
                                                 vocab_size=spec.vocab_size, device=dev, backend="triton",
                                                 generator=gen)
-                umeta = as_unified(meta)
+                umeta = as_unified(meta, decode_kernel=dkernel)
                 t = _bench(lambda: model.compute_logits(pg.run(ids, pos, umeta)[-(n + 1):]).argmax(-1).tolist())
                 roof, bound = roofline(chunk + n, n + 1, n * ctx + chunk, chunk * chunk / 2 + n * ctx)
-                rows.append({"kind": "mixed", "fused_layer_ops": fused, "persistent_prefill": a.persistent_prefill, "decode_rows": n, "ctx": ctx, "chunk": chunk,
+                tp = padded(chunk + n, pg.sizes)
+                rows.append({"kind": "mixed", **tag, "decode_rows": n, "ctx": ctx, "chunk": chunk,
                              "graph_ms": t * 1e3, "roofline_ms": roof * 1e3, "graph_over_roofline": t / roof,
-                             "bound": bound})
+                             "bound": bound, "padded_tokens": tp,
+                             "roofline_padded_ms": roofline(tp, n + 1, n * ctx + chunk, chunk * chunk / 2 + n * ctx)[0] * 1e3})
+                print(json.dumps(rows[-1]), flush=True)
+            for k, length in PREFILL:
+                ids, pos, meta = synthetic_step([(length, 0)] * k, [], block_size=bs, num_blocks=pool,
+                                                vocab_size=spec.vocab_size, device=dev, backend="triton",
+                                                generator=gen)
+                pmeta = replace(meta, single_rows_decode=dkernel)
+                t = _bench(lambda: model.compute_logits(pg.run(ids, pos, pmeta)[-k:]).argmax(-1).tolist())
+                roof, bound = roofline(k * length, k, k * length, k * length * length / 2)
+                rows.append({"kind": "prefill", **tag, "decode_rows": 0, "ctx": 0, "chunk": k * length, "prompts": k,
+                             "graph_ms": t * 1e3, "roofline_ms": roof * 1e3, "graph_over_roofline": t / roof,
+                             "bound": bound, "padded_tokens": padded(k * length, pg.sizes)})
                 print(json.dumps(rows[-1]), flush=True)
             for n, ctx in DECODE:
                 ids, pos, meta = synthetic_step([], [ctx] * n, block_size=bs, num_blocks=pool,
@@ -103,20 +129,23 @@ def main() -> None:
                                                 generator=gen)
                 t = _bench(lambda: model.compute_logits(dg.run(ids, pos, meta)).argmax(-1).tolist())
                 roof, bound = roofline(n, n, n * ctx, n * ctx)
-                rows.append({"kind": "decode", "fused_layer_ops": fused, "decode_rows": n, "ctx": ctx, "chunk": 0,
+                rows.append({"kind": "decode", **tag, "decode_rows": n, "ctx": ctx, "chunk": 0,
                              "graph_ms": t * 1e3, "roofline_ms": roof * 1e3, "graph_over_roofline": t / roof,
                              "bound": bound})
                 print(json.dumps(rows[-1]), flush=True)
         del pg, dg
         torch.cuda.empty_cache()
+    first = a.settings.split(",")[0]
     for r in rows:
-        if r["fused_layer_ops"]:
-            off = next(o for o in rows if not o["fused_layer_ops"] and all(
+        if r["setting"] != first:
+            base = next(o for o in rows if o["setting"] == first and all(
                 o[k] == r[k] for k in ("kind", "decode_rows", "ctx", "chunk")))
-            print(f"{r['kind']:6s} rows {r['decode_rows']:3d} ctx {r['ctx']:4d} chunk {r['chunk']:4d}: "
-                  f"plain {off['graph_ms']:6.2f} ms -> fused {r['graph_ms']:6.2f} ms "
-                  f"({off['graph_ms'] / r['graph_ms']:.2f}x), roofline {r['roofline_ms']:6.2f} ms ({r['bound']}), "
-                  f"fused / roofline {r['graph_over_roofline']:.2f}")
+            print(f"{r['kind']:7s} rows {r['decode_rows']:3d} ctx {r['ctx']:4d} chunk {r['chunk']:4d}: "
+                  f"{first} {base['graph_ms']:6.2f} ms -> {r['setting']} {r['graph_ms']:6.2f} ms "
+                  f"({base['graph_ms'] / r['graph_ms']:.2f}x), roofline {r['roofline_ms']:6.2f} ms ({r['bound']}), "
+                  f"/ roofline {base['graph_over_roofline']:.2f} -> {r['graph_over_roofline']:.2f}"
+                  + (f" (padded to {r['padded_tokens']} tokens: roofline {r['roofline_padded_ms']:.2f} ms)"
+                     if r.get("roofline_padded_ms") and r["padded_tokens"] != r["chunk"] + r["decode_rows"] else ""))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "mixed_steps.json").write_text(json.dumps(

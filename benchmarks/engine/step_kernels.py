@@ -6,9 +6,14 @@ groups (GEMM, attention, fused layer ops, cache writes, sampling/LM head, other)
 terms. Kernel times are the same inside a CUDA graph; only the gaps between them differ, so the sum is
 compared with the graph step time from `mixed_steps.py`.
 
-usage (GPU): python benchmarks/engine/step_kernels.py --model llama-3-8b --out DIR
+With ``--graphs SETTINGS`` (GPU; e.g. ``unified,decodekernel``) it profiles the steps as the engine runs
+them instead: replayed from the prefill/mixed and decode CUDA graphs (the mixed step's decode rows in the
+prefill kernel, or by the decode kernel), and adds the replay's span on the GPU timeline (first kernel start
+to last kernel end), the idle time between kernels inside it, and the kernel count.
+
+usage (GPU): python benchmarks/engine/step_kernels.py --model llama-3-8b --out DIR [--graphs unified,decodekernel]
              (CPU smoke: --device cpu --model tiny-llama, with TRITON_INTERPRET=1)
-Writes DIR/step_kernels.json and prints one table per step.
+Writes DIR/step_kernels.json (DIR/step_kernels_graphs.json with --graphs) and prints one table per step.
 """
 from __future__ import annotations
 
@@ -39,12 +44,30 @@ def group_of(name: str) -> str:
     return next(g for g, pat in GROUPS if re.search(pat, n))
 
 
-def profile_step(model, caches, ids, pos, meta, rows: int, dev) -> dict:
+def timeline(prof) -> dict:
+    """Span of the profiled kernels on the GPU timeline, the idle time inside it, and their count."""
+    ivs = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
+                 if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA and e.time_range.end > 0)
+    if not ivs:
+        return {}
+    busy, cur_s, cur_e = 0.0, ivs[0][0], ivs[0][1]
+    for a, b in ivs[1:]:
+        if a > cur_e:
+            busy += cur_e - cur_s
+            cur_s, cur_e = a, b
+        else:
+            cur_e = max(cur_e, b)
+    busy += cur_e - cur_s
+    span = ivs[-1][1] - ivs[0][0]
+    return {"span_ms": span / 1e3, "idle_ms": (span - busy) / 1e3, "kernels": len(ivs)}
+
+
+def profile_step(model, caches, ids, pos, meta, rows: int, dev, run=None) -> dict:
     from torch.profiler import ProfilerActivity, profile
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
 
     def step():
-        hidden = model(ids, pos, caches, meta)
+        hidden = model(ids, pos, caches, meta) if run is None else run(ids, pos, meta)
         model.compute_logits(hidden[-rows:]).argmax(-1).tolist()
     with torch.inference_mode():
         for _ in range(3):
@@ -61,7 +84,8 @@ def profile_step(model, caches, ids, pos, meta, rows: int, dev) -> dict:
         g = group_of(k)
         groups[g] = groups.get(g, 0.0) + t
     top = sorted(kernels.items(), key=lambda kv: -kv[1])[:12]
-    return {"groups_ms": groups, "total_ms": sum(kernels.values()), "top_kernels_ms": top}
+    return {"groups_ms": groups, "total_ms": sum(kernels.values()), "top_kernels_ms": top,
+            **(timeline(prof) if dev.type == "cuda" else {})}
 
 
 def main() -> None:
@@ -70,6 +94,7 @@ def main() -> None:
     ap.add_argument("--block-size", type=int, default=16)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--graphs", default="", help="comma list of unified|decodekernel: profile graph replays")
     a = ap.parse_args()
     dev = torch.device(a.device)
     spec = get_model(a.model)
@@ -81,22 +106,35 @@ def main() -> None:
     steps = STEPS if cuda else [("mixed", 2, 24, 8), ("decode", 2, 16, 0)]
     gen = torch.Generator().manual_seed(0)
     out = []
-    for kind, n, ctx, chunk in steps:
-        prefills = [(chunk, 0)] if chunk else []
-        ids, pos, meta = synthetic_step(prefills, [ctx] * n, block_size=bs, num_blocks=pool,
-                                        vocab_size=spec.vocab_size, device=dev, backend="triton", generator=gen)
-        if chunk:
-            meta = as_unified(meta)
-        r = {"kind": kind, "decode_rows": n, "ctx": ctx, "chunk": chunk,
-             **profile_step(model, caches, ids, pos, meta, n + (1 if chunk else 0), dev)}
-        out.append(r)
-        print(f"{kind} {n} x {ctx} + {chunk}: kernels {r['total_ms']:.2f} ms — " + ", ".join(
-            f"{g} {t:.2f}" for g, t in sorted(r["groups_ms"].items(), key=lambda kv: -kv[1])), flush=True)
-        for name, t in r["top_kernels_ms"][:6]:
-            print(f"    {t:7.3f} ms  {name[:100]}")
+    for setting in (a.graphs.split(",") if a.graphs else ["eager"]):
+        dk = setting == "decodekernel"
+        pg = dg = None
+        if setting != "eager":
+            from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs
+            common = dict(block_size=bs, max_context_len=spec.max_seq_len, backend="triton")
+            pg = PrefillGraphs(model, caches, max_tokens=2048, max_seqs=256, decode_kernel=dk, **common)
+            dg = DecodeGraphs(model, caches, max_batch=256, batch_sizes=sorted({n for k, n, _, _ in steps if k == "decode"}),
+                              **common)
+        for kind, n, ctx, chunk in steps:
+            prefills = [(chunk, 0)] if chunk else []
+            ids, pos, meta = synthetic_step(prefills, [ctx] * n, block_size=bs, num_blocks=pool,
+                                            vocab_size=spec.vocab_size, device=dev, backend="triton", generator=gen)
+            if chunk:
+                meta = as_unified(meta, decode_kernel=dk)
+            run = None if pg is None else (pg.run if chunk else dg.run)
+            r = {"setting": setting, "kind": kind, "decode_rows": n, "ctx": ctx, "chunk": chunk,
+                 **profile_step(model, caches, ids, pos, meta, n + (1 if chunk else 0), dev, run)}
+            out.append(r)
+            print(f"[{setting}] {kind} {n} x {ctx} + {chunk}: kernels {r['total_ms']:.2f} ms"
+                  + (f", span {r['span_ms']:.2f} ms, idle {r['idle_ms']:.2f} ms, {r['kernels']} kernels"
+                     if "span_ms" in r else "") + " — " + ", ".join(
+                f"{g} {t:.2f}" for g, t in sorted(r["groups_ms"].items(), key=lambda kv: -kv[1])), flush=True)
+            for name, t in r["top_kernels_ms"][:6]:
+                print(f"    {t:7.3f} ms  {name[:100]}")
+        del pg, dg
     p = Path(a.out)
     p.mkdir(parents=True, exist_ok=True)
-    (p / "step_kernels.json").write_text(json.dumps(
+    (p / ("step_kernels_graphs.json" if a.graphs else "step_kernels.json")).write_text(json.dumps(
         {"gpu": torch.cuda.get_device_name(0) if cuda else "cpu", "model": spec.name, "steps": out}, indent=1) + "\n")
 
 

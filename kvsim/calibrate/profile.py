@@ -153,6 +153,8 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
                   "dtype": dtype, "num_layers": spec.num_layers}
     prof["meta"]["cuda_graphs"] = cuda_graphs
     prof["meta"]["fused_layer_ops"] = bool(getattr(model, "fused_ops", False))
+    from kvsim.engine.attention import MIXED_DECODE_KERNEL
+    prof["meta"]["mixed_decode_kernel"] = MIXED_DECODE_KERNEL   # how the engine attended a mixed step's decode rows
     prof["linear"], prof["layer_other"] = M.measure_nonattention(model, dev)
     M._log("linear / other done")
     prof["lm_head"] = M.measure_lm_head(model, dev)

@@ -20,10 +20,17 @@ from dataclasses import dataclass, replace
 import torch
 
 
-def as_unified(meta: "AttnMetadata") -> "AttnMetadata":
+MIXED_DECODE_KERNEL = True
+"""Default for mixed steps in the unified layout: one-token sequences (the decode rows) run through the
+decode kernel beside the prefill kernel's launch (:func:`paged_attention`), instead of as 64-row query tiles
+with 1-4 live rows inside the prefill kernel."""
+
+
+def as_unified(meta: "AttnMetadata", decode_kernel: bool | None = None) -> "AttnMetadata":
     """The same step with its decode rows turned into one-token chunks over ``context - 1`` cached
-    tokens, so prefill and decode share one varlen launch (the engine's layout for mixed steps).
-    Token order, slots and outputs are unchanged."""
+    tokens, so prefill and decode share one varlen layout (the engine's layout for mixed steps, which
+    CUDA graphs capture by token count). Token order, slots and outputs are unchanged. ``decode_kernel``
+    (default :data:`MIXED_DECODE_KERNEL`): the one-token sequences are served by the decode kernel."""
     d = meta.num_decode_tokens
     if d == 0:
         return meta
@@ -40,7 +47,8 @@ def as_unified(meta: "AttnMetadata") -> "AttnMetadata":
     tables[pt.shape[0]:, :dt.shape[1]] = dt
     empty = torch.zeros(0, dtype=torch.int32, device=dev)
     return AttnMetadata(p + d, 0, meta.slot_mapping, qstart, ctx, tables, max(meta.max_prefill_query_len, 1),
-                        empty, torch.zeros((0, 1), dtype=torch.int32, device=dev), 1, meta.backend)
+                        empty, torch.zeros((0, 1), dtype=torch.int32, device=dev), 1, meta.backend,
+                        single_rows_decode=MIXED_DECODE_KERNEL if decode_kernel is None else bool(decode_kernel))
 
 
 @dataclass
@@ -59,6 +67,7 @@ class AttnMetadata:
     prefill_tile_starts: torch.Tensor | None = None   # per-step tile offsets of the prefill kernel (with_step_tiles)
     decode_split_ref_len: int = 0         # >0: decode's split-KV partitions sized for this length (CUDA graphs)
     window: int = 0                       # >0: sliding-window layers (a query at p sees (p - window, p])
+    single_rows_decode: bool = False      # prefill lists: sequences of 1 new token go to the decode kernel
 
     @property
     def num_tokens(self) -> int:
@@ -97,7 +106,8 @@ def with_step_tiles(meta: AttnMetadata, num_heads: int, num_kv_heads: int) -> At
     if meta.backend != "triton" or not meta.num_prefill_tokens or meta.prefill_tile_starts is not None:
         return meta
     from kvsim.kernels.prefill import prefill_tile_starts
-    return replace(meta, prefill_tile_starts=prefill_tile_starts(meta.prefill_query_start, num_heads // num_kv_heads))
+    return replace(meta, prefill_tile_starts=prefill_tile_starts(meta.prefill_query_start, num_heads // num_kv_heads,
+                                                                 skip_single=meta.single_rows_decode))
 
 
 def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
@@ -113,10 +123,15 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
     out = torch.empty_like(q)
     p = meta.num_prefill_tokens
     if p:
+        single = meta.single_rows_decode
         paged_prefill_attention(q[:p], k_cache, v_cache, meta.prefill_block_tables,
                                 meta.prefill_query_start, meta.prefill_context_lens, scale,
                                 max_query_len=meta.max_prefill_query_len, out=out[:p],
-                                cu_tiles=meta.prefill_tile_starts, backend=be, window=meta.window)
+                                cu_tiles=meta.prefill_tile_starts, backend=be, window=meta.window, skip_single=single)
+        if single:
+            from kvsim.kernels.decode import paged_varlen_decode_attention
+            paged_varlen_decode_attention(q[:p], k_cache, v_cache, meta.prefill_block_tables, meta.prefill_query_start,
+                                          meta.prefill_context_lens, scale, out=out[:p], backend=be, window=meta.window)
     if meta.num_decode_tokens:
         paged_decode_attention(q[p:], k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens,
                                scale, max_context_len=meta.max_decode_context_len, out=out[p:], backend=be,

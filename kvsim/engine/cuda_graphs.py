@@ -18,7 +18,9 @@ launch, and the step becomes as fast and as repeatable as the GPU work.
   sequences ``s ..`` have zero new tokens (their attention programs exit at once).
   Mixed prefill+decode steps run here too: the runner lays them out with every
   decode row as a one-token chunk over its cached context
-  (:func:`kvsim.engine.attention.as_unified`), so one varlen launch serves both.
+  (:func:`kvsim.engine.attention.as_unified`), so one varlen layout serves both:
+  the prefill kernel takes the chunks and (``decode_kernel``, the default) the
+  decode kernel the one-token sequences, both reading the same device-side offsets.
 
 Everything a kernel would decide from the data at launch time is fixed at
 capture: decode's split-KV partitions have the length the heuristic gives the
@@ -161,9 +163,14 @@ class PrefillGraphs(_StepGraphs):
     """Prefill-only steps by token count, up to ``max_seqs`` sequences (see module doc)."""
 
     def __init__(self, model, kv_caches, *, block_size: int, max_tokens: int, max_seqs: int, max_context_len: int,
-                 backend: str, capture: bool = True, token_sizes: list[int] | None = None):
+                 backend: str, capture: bool = True, token_sizes: list[int] | None = None,
+                 decode_kernel: bool | None = None):
+        """``decode_kernel`` (default :data:`kvsim.engine.attention.MIXED_DECODE_KERNEL`): the graphs attend
+        one-token sequences (a mixed step's decode rows) with the decode kernel."""
+        from kvsim.engine.attention import MIXED_DECODE_KERNEL
         if max_tokens < 1 or max_seqs < 1:
             raise ValueError("max_tokens and max_seqs must be >= 1")
+        self.decode_kernel = MIXED_DECODE_KERNEL if decode_kernel is None else bool(decode_kernel)
         sizes = sorted({int(t) for t in token_sizes if 1 <= t <= max_tokens}) if token_sizes \
             else prefill_token_sizes(max_tokens)
         super().__init__(model, kv_caches, block_size=block_size, sizes=sizes, rows=max_seqs,
@@ -175,7 +182,7 @@ class PrefillGraphs(_StepGraphs):
 
     def _meta(self, b: int) -> AttnMetadata:
         return AttnMetadata(b, 0, self.slots[:b], self.qstart, self.ctx, self.tables, b,
-                            self._empty, self._empty_table, 1, self.backend)
+                            self._empty, self._empty_table, 1, self.backend, single_rows_decode=self.decode_kernel)
 
     def fits(self, meta: AttnMetadata) -> bool:
         """True for a prefill-only step this object can run (``max_prefill_context_len`` is checked

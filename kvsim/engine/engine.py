@@ -151,11 +151,12 @@ class RealEngine:
             max_tokens = min(rt.cuda_graph_prefill_max_tokens, e.max_num_batched_tokens)
             if max_tokens:
                 self.prefill_graphs = PrefillGraphs(self.model, self.cache.gpu, max_tokens=max_tokens,
-                                                    max_seqs=min(e.max_num_seqs, 256), **common)
+                                                    max_seqs=min(e.max_num_seqs, 256),
+                                                    decode_kernel=rt.mixed_decode_kernel, **common)
         self.runner = ModelRunner(self.model, self.cache, self.kv, self.sched.groups, backend=self.backend,
                                   sampling_mode=rt.sampling, temperature=rt.temperature, top_p=rt.top_p,
                                   seed=sc.seed, graphs=[g for g in (self.graphs, self.prefill_graphs) if g is not None],
-                                  unified_mixed=rt.unified_mixed_steps)
+                                  unified_mixed=rt.unified_mixed_steps, mixed_decode_kernel=rt.mixed_decode_kernel)
         if self.tp is not None and self.tp.rank == 0:
             self.runner.tp = self.tp
         if self.device.type == "cuda" and layout is None:    # the card's speed today (before any sequence exists)
@@ -275,6 +276,7 @@ class RealEngine:
                 "cuda_graph_capture_s": round(sum(g.capture_s for g in self.runner.graphs), 3),
                 "cuda_graph_steps": self.runner.graph_steps,
                 "unified_mixed_steps": self.runner.unified_mixed,
+                "mixed_decode_kernel": self.runner.mixed_decode_kernel,
                 "fused_layer_ops": bool(getattr(self.model, "fused_ops", False)),
                 "cpu_s_mean": float(its.cpu_s.mean()) if len(its) else 0.0,
                 "gpu_s_mean": float(its.gpu_s.mean()) if len(its) else 0.0,

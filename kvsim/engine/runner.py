@@ -44,9 +44,12 @@ def pad_rows(rows: list[list[int]]) -> np.ndarray:
 class ModelRunner:
     def __init__(self, model, cache: KVCache, kv, groups: dict[int, SequenceGroup], *, backend: str,
                  sampling_mode: str = "greedy", temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-                 graphs=(), unified_mixed: bool = True):
+                 graphs=(), unified_mixed: bool = True, mixed_decode_kernel: bool | None = None):
+        from kvsim.engine.attention import MIXED_DECODE_KERNEL
         self.model = model
         self.unified_mixed = unified_mixed   # mixed steps: decode rows as 1-token chunks, one attention launch
+        # ... and those one-token chunks (any in the prefill lists) attended by the decode kernel
+        self.mixed_decode_kernel = MIXED_DECODE_KERNEL if mixed_decode_kernel is None else bool(mixed_decode_kernel)
         self.graphs = list(graphs)        # DecodeGraphs / PrefillGraphs: steps they fit replay a CUDA graph
         self.graph_steps = 0
         self.cache = cache
@@ -172,7 +175,7 @@ class ModelRunner:
             prefill_block_tables=tables(ptables), max_prefill_query_len=max_q,
             decode_context_lens=torch.tensor(dctx, **i32).to(dev, non_blocking=True),
             decode_block_tables=tables(dtables), max_decode_context_len=max(dctx, default=1),
-            backend=self.backend)
+            backend=self.backend, single_rows_decode=self.mixed_decode_kernel and n_prefill > 0)
         return batch
 
     # ---------------------------------------------------------------- execute

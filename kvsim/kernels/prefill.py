@@ -145,13 +145,18 @@ def tile_tokens(group: int, block_m: int = 64) -> int:
     return max(block_m, triton.next_power_of_2(group)) // group
 
 
-def prefill_tile_starts(query_start_loc: torch.Tensor, group: int, block_m: int = 64) -> torch.Tensor:
+def prefill_tile_starts(query_start_loc: torch.Tensor, group: int, block_m: int = 64, *,
+                        skip_single: bool = False) -> torch.Tensor:
     """int32 ``[num_seqs + 1]`` prefix sums of each sequence's query tiles, computed on the device
-    (no host sync, so a CUDA graph can capture it); one per step serves every layer."""
+    (no host sync, so a CUDA graph can capture it); one per step serves every layer. ``skip_single``:
+    sequences with exactly one new token get no tile (the decode kernel serves them:
+    :func:`kvsim.kernels.decode.paged_varlen_decode_attention`)."""
     tq = tile_tokens(group, block_m)
     qsl = query_start_loc.to(torch.int32)
+    lens = qsl[1:] - qsl[:-1]
     cu_tiles = torch.zeros(qsl.shape[0], dtype=torch.int32, device=qsl.device)
-    torch.cumsum((qsl[1:] - qsl[:-1] + (tq - 1)) // tq, 0, out=cu_tiles[1:])
+    tiles = (lens + (tq - 1)) // tq
+    torch.cumsum(tiles * (lens != 1) if skip_single else tiles, 0, out=cu_tiles[1:])
     return cu_tiles
 
 
@@ -162,7 +167,7 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
                             block_m: int = 64, block_n: int = 64, num_warps: int = 4,
                             num_stages: int = 2, cu_tiles: torch.Tensor | None = None,
                             persistent: bool | None = None, backend: str = "triton",
-                            window: int = 0) -> torch.Tensor:
+                            window: int = 0, skip_single: bool = False) -> torch.Tensor:
     """Causal attention of the packed new tokens ``q`` over their sequences' paged KV.
 
     ``window`` > 0 (a sliding-window layer): the token at position ``p`` attends to positions
@@ -173,7 +178,9 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     so the launch never syncs. ``cu_tiles`` (from :func:`prefill_tile_starts` with the same
     ``block_m``) saves recomputing the tile offsets in every layer of a step. ``persistent`` (default
     :data:`PERSISTENT`) launches at most ``PERSISTENT_WAVES * num_sms`` programs that loop over the real tiles
-    instead of one program per tile of the host's upper bound. Returns ``out``
+    instead of one program per tile of the host's upper bound. ``skip_single``: rows of sequences with
+    exactly one new token are left to :func:`~kvsim.kernels.decode.paged_varlen_decode_attention` and not
+    written here (``cu_tiles``, when given, must have been computed with the same flag). Returns ``out``
     (``[total_new_tokens, num_q_heads, head_dim]``, dtype of ``q``).
     """
     require(q.dim() == 3, "q", f"shape {tuple(q.shape)} must be [tokens, num_q_heads, head_dim]")
@@ -199,15 +206,22 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     if out is None:
         out = torch.empty_like(q)
     if backend == "torch":
-        out.copy_(reference.paged_prefill(q, k_cache, v_cache, block_table, query_start_loc,
-                                          context_lens, scale, window=window))
+        ref = reference.paged_prefill(q, k_cache, v_cache, block_table, query_start_loc, context_lens, scale,
+                                      window=window)
+        if skip_single:
+            lens = (query_start_loc[1:] - query_start_loc[:-1]).tolist()
+            keep = [t for s, n in enumerate(lens) if n != 1
+                    for t in range(int(query_start_loc[s]), int(query_start_loc[s]) + n)]
+            out[keep] = ref[keep].to(out.dtype)
+        else:
+            out.copy_(ref)
         return out
     group = q.shape[1] // k_cache.shape[2]
     tq = tile_tokens(group, block_m)
     if num_seqs == 0 or q.shape[0] == 0:
         return out
     if cu_tiles is None:
-        cu_tiles = prefill_tile_starts(query_start_loc, group, block_m)
+        cu_tiles = prefill_tile_starts(query_start_loc, group, block_m, skip_single=skip_single)
     block_m = max(block_m, triton.next_power_of_2(group))
     require(cu_tiles.shape == (num_seqs + 1,) and cu_tiles.dtype == torch.int32, "cu_tiles",
             f"must be int32 ({num_seqs + 1},) from prefill_tile_starts")
