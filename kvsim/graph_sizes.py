@@ -30,12 +30,26 @@ def graph_batch_sizes(max_batch: int) -> list[int]:
     return small + (_ladder(max_batch, 8, ((64, 8), (256, 16)), 32) if max_batch >= 8 else [max_batch])
 
 
-def prefill_token_sizes(max_tokens: int) -> list[int]:
-    """Prefill token counts: every 16 up to 128, 32 up to 256, 64 up to 512, 128 up to 1024, 256 beyond,
-    and ``max_tokens`` (padding stays under ~25 %, and under 16 tokens for short prompts)."""
+PREFILL_LADDERS = {
+    "v1": (((128, 16), (256, 32), (512, 64), (1024, 128)), 256),
+    "v2": (((256, 16), (512, 32)), 64),
+}
+"""Token-count ladders of the prefill/mixed graphs. ``v1``: every 16 up to 128, 32 up to 256, 64 up to 512, 128
+up to 1,024, 256 beyond (24 graphs to 2,048; a step just past a size ran up to 25 % padding: on the H200 a
+1,032-token mixed step replayed the 1,280-token graph, 33.5 ms where its roofline is 21 ms). ``v2``: every 16
+up to 256, 32 up to 512, 64 beyond (48 graphs to 2,048; padding under 12 %, under 6 % past 1,024)."""
+PREFILL_LADDER = "v2"
+"""The ladder the engine captures and a new profile records (``meta.prefill_ladder``); profiles without the
+field were measured on ``v1``, and the simulator prices a step at the size of the profile's ladder."""
+
+
+def prefill_token_sizes(max_tokens: int, ladder: str | None = None) -> list[int]:
+    """Prefill token counts up to and always including ``max_tokens``, on ``ladder`` (default
+    :data:`PREFILL_LADDER`, see :data:`PREFILL_LADDERS`); under 16 tokens of padding for short prompts."""
     if max_tokens < 16:
         return [max_tokens]
-    return _ladder(max_tokens, 16, ((128, 16), (256, 32), (512, 64), (1024, 128)), 256)
+    steps, last = PREFILL_LADDERS[ladder or PREFILL_LADDER]
+    return _ladder(max_tokens, 16, steps, last)
 
 
 def padded(n: int, sizes: list[int] | None) -> int:

@@ -246,7 +246,7 @@ def test_prefill_step_priced_at_its_padded_graph_size_when_timed_between_decodes
     """The engine replays a T-token prefill as the graph of the next captured size; a grid timed between
     decode steps is read there, an older back-to-back grid at T itself."""
     from kvsim.graph_sizes import prefill_token_sizes
-    ladder = prefill_token_sizes(2048)
+    ladder = prefill_token_sizes(2048, "v1")
     plan = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[1100], prefill_cached_tokens=[0])
     at = lambda t: StepPlan(prefill_group_ids=[0], prefill_new_tokens=[t], prefill_cached_tokens=[0])
     spaced = synthetic_profile(steps=True)
@@ -328,3 +328,28 @@ def test_wake_time_reads_its_own_table():
     dec = StepPlan(decode_group_ids=[1, 2], decode_context_tokens=[300, 500])
     assert m0.wake_time(pre) == 0.0 and m1.step_time(pre) == m0.step_time(pre)
     assert m1.wake_time(pre) == pytest.approx(0.8e-3) and m1.wake_time(dec) == pytest.approx(0.4e-3)
+
+
+@pytest.mark.parametrize("ladder,size", [(None, 1280), ("v1", 1280), ("v2", 1152)])
+def test_prefill_steps_priced_on_the_ladder_the_profile_recorded(tmp_path, ladder, size):
+    """A profile names the token ladder its engine captured (older ones: v1); the scenario's steps are priced
+    at that ladder's size, whatever kvsim's current default is; an unknown ladder is refused with the field."""
+    from kvsim.build import make_cost
+    from kvsim.catalogue import get_gpu, get_model
+    data = synthetic_profile(steps=True)
+    data["meta"]["cuda_graphs"] = True
+    data["prefill_step"]["16"]["timing"] = "between_decode_steps"
+    if ladder:
+        data["meta"]["prefill_ladder"] = ladder
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(data))
+    sc = kvsim.load_scenario("scenarios/examples/quickstart.yaml",
+                             ["cost.model=calibrated", f"cost.profile={path}", "model=opt-13b"])
+    cost = make_cost(sc, get_model(sc.model), get_gpu(sc.gpu))
+    at = lambda t: StepPlan(prefill_group_ids=[0], prefill_new_tokens=[t], prefill_cached_tokens=[0])
+    assert cost.step_time(at(1100)) == pytest.approx(cost.step_time(at(size)), rel=1e-12)
+    assert cost.step_time(at(1100)) < cost.step_time(at(size + 1))
+    data["meta"]["prefill_ladder"] = "v9"
+    path.write_text(json.dumps(data))
+    with pytest.raises(KvsimError, match="prefill_ladder"):
+        make_cost(sc, get_model(sc.model), get_gpu(sc.gpu))

@@ -15,7 +15,7 @@ from kvsim.errors import KvsimError  # noqa: E402
 from kvsim.kernels import (DecodeConfig, contiguous_decode_attention,  # noqa: E402
                            paged_decode_attention, paged_prefill_attention, reference, write_kv)
 from kvsim.kernels._attn_decode import choose_num_splits, split_partition  # noqa: E402
-from kvsim.kernels.decode import paged_varlen_decode_attention  # noqa: E402
+from kvsim.kernels.varlen_decode import paged_varlen_decode_attention, single_token_seqs  # noqa: E402
 from kvsim.kernels.inputs import (make_decode_problem, page_kv, poison, randn,  # noqa: E402
                                   rel_err, run_file_in_fresh_interpreter, tolerance)
 
@@ -178,8 +178,7 @@ def _prefill_case(ctx_lens, q_lens, hkv, group, dim, dtype, bs, seed, block_m=16
                                   persistent=persistent, skip_single=single_decode)
     if single_decode:      # the one-token sequences' rows are still NaN: the decode kernel must write them all
         assert torch.isnan(out).any() == (1 in q_lens)
-        paged_varlen_decode_attention(q, pk.k_cache, pk.v_cache, pk.block_table, qsl, ctx, out=out,
-                                      config=DecodeConfig(block_n=16))
+        paged_varlen_decode_attention(q, pk.k_cache, pk.v_cache, pk.block_table, qsl, ctx, out=out, block_n=16)
     ref = torch.zeros(q.shape, dtype=torch.float64, device=DEV)
     for s, (c, n) in enumerate(zip(ctx_lens, q_lens)):
         a = int(qsl[s])
@@ -242,6 +241,21 @@ def test_varlen_decode_leaves_multi_token_rows_alone_and_checks_inputs():
     assert rel_err(out[3:], ref) < tolerance(torch.float16)
     with pytest.raises(KvsimError, match="query_start_loc"):
         paged_varlen_decode_attention(qv, pk.k_cache, pk.v_cache, pk.block_table, qsl[:2], ctx - 1, out=out)
+
+
+def test_single_token_seqs_compacts_in_order_with_the_count_last():
+    qsl = torch.tensor([0, 1, 4, 5, 5, 6, 9], dtype=torch.int32, device=DEV)     # lens 1, 3, 1, 0, 1, 3
+    assert single_token_seqs(qsl).tolist()[:3] == [0, 2, 4] and single_token_seqs(qsl).tolist()[-1] == 3
+    assert single_token_seqs(torch.tensor([0, 2, 2], dtype=torch.int32, device=DEV)).tolist()[-1] == 0
+
+
+def test_persistent_varlen_decode_programs_cover_every_sequence(monkeypatch):
+    # 1 program a KV head walks all the one-token sequences of a step
+    import kvsim.kernels.varlen_decode as vd
+    monkeypatch.setattr(vd, "PERSISTENT_WAVES", 1)
+    monkeypatch.setattr(vd, "num_sms", lambda dev: 2)
+    _prefill_case([0, 40, 99, 7, 250, 3, 0], [3, 1, 1, 5, 1, 1, 0], 2, 1, 64, torch.float16, 16, seed=41,
+                  single_decode=True)
 
 
 # ----------------------------------------------------------------------------- GPU only

@@ -7,7 +7,8 @@
 #   KERNELS=1     where a mixed and a decode step's GPU time goes, kernel by kernel (torch.profiler), eager and
 #                 replayed from the graphs (span, idle time between kernels)
 #   THROUGHPUT=1  chunked-prefill offline throughput on the same 200 requests: decode rows in the prefill kernel,
-#                 by the decode kernel, and the prefill-first scheduler (THROUGHPUT_SETS overrides the list)
+#                 by the decode kernel, and the prefill-first scheduler (THROUGHPUT_SETS overrides the list);
+#                 THROUGHPUT_BEFORE=DIR also runs a copy of an older kvsim/ package (git archive REV kvsim | tar -x -C DIR)
 #   CALIB="llama-3-8b:16 opt-13b:32,64"   profiles, merged into calibrate/profiles/H200/<model>.json when that
 #                 exists (CALIB_REPLACE=1 replaces it) and used by the stages after; CALIB_TIMEOUT (s, default 420)
 #   SCEN="scenarios/validation/v2[1-2]*.yaml" `kvsim validate` of each scenario against calibrate/profiles/H200/
@@ -34,20 +35,25 @@ fi
 if [ -n "${BENCH:-}" ]; then
   stamp bench
   timeout 300 python3 benchmarks/engine/mixed_steps.py --model llama-3-8b --out "$W" ${BENCH_ARGS:-} 2>&1 | grep -v Warning \
-    | tail -14 | tee "$W/mixed_steps.txt"
+    | grep -v '^{' | tail -60 | tee "$W/mixed_steps.txt"
   pack
 fi
 if [ -n "${KERNELS:-}" ]; then
   stamp kernels
   timeout 180 python3 benchmarks/engine/step_kernels.py --model llama-3-8b --out "$W" 2>&1 | grep -v Warning \
     | tail -40 | tee "$W/step_kernels.txt"
-  timeout 240 python3 benchmarks/engine/step_kernels.py --model llama-3-8b --out "$W" --graphs unified,decodekernel \
+  timeout 240 python3 benchmarks/engine/step_kernels.py --model llama-3-8b --out "$W" --graphs ${KERNEL_GRAPHS:-unified+v1,decodekernel} \
     2>&1 | grep -v Warning | tail -70 | tee "$W/step_kernels_graphs.txt"
   pack
 fi
 if [ -n "${THROUGHPUT:-}" ]; then
   S=scenarios/validation/v15_llama3_8b_chunked512.yaml
   OFF="--set workload.arrival=burst --set workload.num_requests=200 --set runtime.max_wall_s=120 --set max_time_s=120"
+  if [ -n "${THROUGHPUT_BEFORE:-}" ]; then   # a checkout of the engine before the change (its kvsim/ only)
+    stamp "throughput before ($THROUGHPUT_BEFORE)"
+    PYTHONPATH=$THROUGHPUT_BEFORE:/tmp/site timeout 150 python3 -m kvsim.cli engine $S $OFF \
+      --out "$W/runs/chunked512_before" 2>&1 | grep -i "throughput\|finished\|latency\|per iteration" | tail -6
+  fi
   for set in ${THROUGHPUT_SETS:-runtime.mixed_decode_kernel=false runtime.mixed_decode_kernel=true \
       engine.scheduler=vllm,engine.max_num_batched_tokens=4096}; do
     stamp "throughput $set"

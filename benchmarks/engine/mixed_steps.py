@@ -1,8 +1,10 @@
 """Engine steps on the GPU against their roofline, under engine settings compared in one process.
 
-Settings (``--settings``, default ``fused+unified,fused+decodekernel``): ``fused`` / ``plain`` layer ops, and
-a mixed step's decode rows attended inside the prefill kernel (``unified``: 64-row query tiles) or by the
-decode kernel beside it (``decodekernel``, :data:`kvsim.engine.attention.MIXED_DECODE_KERNEL`). For each
+Settings (``--settings``, comma list, each ``+``-joined): ``fused`` / ``plain`` layer ops; a mixed step's decode
+rows attended inside the prefill kernel (``unified``: 64-row query tiles) or by the varlen decode kernel beside
+it (``decodekernel``, :mod:`kvsim.kernels.varlen_decode`); ``persistent`` prefill grid; a token ladder
+(``v1`` / ``v2`` of :data:`kvsim.graph_sizes.PREFILL_LADDERS`, default the current one). Default: the engine
+before issue #10's last changes (``fused+unified+v1``) against the current one (``fused+decodekernel``). For each
 setting the script captures the engine's CUDA graphs (prefill/mixed graphs by token count, decode graphs by
 batch) and times, through them: mixed steps (one fresh chunk + decode rows, the unified layout of chunked
 prefill), prefill-only steps and decode-only steps. A step of T tokens replays the graph of ``padded`` T (the
@@ -30,9 +32,10 @@ from kvsim.engine.attention import as_unified
 from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs
 from kvsim.engine.models import build_model
 from kvsim.engine.synthetic_step import synthetic_step
-from kvsim.graph_sizes import padded
+from kvsim.graph_sizes import PREFILL_LADDER, PREFILL_LADDERS, padded, prefill_token_sizes
 
-SHAPES = [(16, 1024, 256), (64, 1024, 448), (128, 512, 384), (32, 2048, 480), (8, 256, 1024), (192, 1024, 1792)]
+SHAPES = [(16, 1024, 256), (64, 1024, 448), (128, 512, 384), (32, 2048, 480), (8, 2048, 504), (8, 256, 1024),
+          (192, 1024, 1792)]
 DECODE = [(1, 512), (8, 512), (32, 1024), (64, 1024), (128, 1024), (256, 512)]
 PREFILL = [(1, 512), (4, 128), (1, 2000)]          # prompts x tokens, fresh (no cached context)
 
@@ -43,17 +46,14 @@ def main() -> None:
     ap.add_argument("--block-size", type=int, default=16)
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cuda", help="cpu: a smoke run (tiny model, TRITON_INTERPRET=1)")
-    ap.add_argument("--settings", default="fused+unified,fused+decodekernel",
-                    help="comma list of fused|plain + unified|decodekernel")
+    ap.add_argument("--settings", default="fused+unified+v1,fused+decodekernel",
+                    help="comma list of fused|plain + unified|decodekernel [+persistent] [+v1|+v2]")
     ap.add_argument("--persistent-prefill", action="store_true",
                     help="capture the prefill/mixed graphs with the persistent prefill grid (kvsim.kernels.prefill)")
     a = ap.parse_args()
-    if a.persistent_prefill:
-        import kvsim.kernels.prefill as prefill
-        prefill.PERSISTENT = True
     dev = torch.device(a.device)
     if dev.type != "cuda":
-        global _bench, SHAPES, DECODE
+        global _bench, SHAPES, DECODE, PREFILL
 
         def _bench(fn):
             import time
@@ -89,15 +89,20 @@ def main() -> None:
         comp = (2 * layer_params * tokens + 2 * head_params * sampled + attn * pairs) / flops
         return max(mem, comp), ("memory" if mem >= comp else "compute")
 
+    import kvsim.kernels.prefill as prefill
     for setting in a.settings.split(","):
-        fused, dkernel = setting.split("+")[0] == "fused", setting.endswith("decodekernel")
+        parts = setting.split("+")
+        fused, dkernel = "fused" in parts, "decodekernel" in parts
+        prefill.PERSISTENT = a.persistent_prefill or "persistent" in parts
+        ladder = next((x for x in parts if x in PREFILL_LADDERS), None)
         if hasattr(model, "fused_ops"):
             model.fused_ops = fused
         common = dict(block_size=bs, max_context_len=spec.max_seq_len, backend="triton")
-        pg = PrefillGraphs(model, caches, max_tokens=2048, max_seqs=256, decode_kernel=dkernel, **common)
+        pg = PrefillGraphs(model, caches, max_tokens=2048, max_seqs=256, decode_kernel=dkernel,
+                           token_sizes=prefill_token_sizes(2048, ladder), **common)
         dg = DecodeGraphs(model, caches, max_batch=256, batch_sizes=sorted({n for n, _ in DECODE}), **common)
         tag = {"setting": setting, "fused_layer_ops": fused, "mixed_decode_kernel": dkernel,
-               "persistent_prefill": a.persistent_prefill}
+               "persistent_prefill": prefill.PERSISTENT, "prefill_ladder": ladder or PREFILL_LADDER}
         with torch.inference_mode():
             for n, ctx, chunk in SHAPES:
                 ids, pos, meta = synthetic_step([(chunk, 0)], [ctx] * n, block_size=bs, num_blocks=pool,

@@ -30,7 +30,8 @@ from kvsim.engine.attention import as_unified
 from kvsim.engine.models import build_model
 from kvsim.engine.synthetic_step import synthetic_step
 
-STEPS = [("mixed", 16, 1024, 256), ("mixed", 64, 1024, 448), ("mixed", 1, 256, 1024), ("decode", 32, 1024, 0)]
+STEPS = [("mixed", 16, 1024, 256), ("mixed", 64, 1024, 448), ("mixed", 1, 256, 1024), ("mixed", 8, 2048, 504),
+         ("decode", 32, 1024, 0)]
 GROUPS = [("gemm", r"gemm|gemv|cutlass|sm90|cublas|ampere|hopper|splitk|nvjet|xmma|aten::mm|addmm"),
           ("attention", r"prefill_kernel|decode_kernel|reduce_kernel|attn"),
           ("fused layer ops", r"rmsnorm|rope|silu"),
@@ -94,7 +95,8 @@ def main() -> None:
     ap.add_argument("--block-size", type=int, default=16)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--graphs", default="", help="comma list of unified|decodekernel: profile graph replays")
+    ap.add_argument("--graphs", default="", help="profile graph replays: comma list of unified|decodekernel "
+                                                  "[+persistent] [+v1|+v2] (the mixed_steps.py settings)")
     a = ap.parse_args()
     dev = torch.device(a.device)
     spec = get_model(a.model)
@@ -106,13 +108,19 @@ def main() -> None:
     steps = STEPS if cuda else [("mixed", 2, 24, 8), ("decode", 2, 16, 0)]
     gen = torch.Generator().manual_seed(0)
     out = []
+    import kvsim.kernels.prefill as prefill
+    from kvsim.graph_sizes import PREFILL_LADDERS, prefill_token_sizes
     for setting in (a.graphs.split(",") if a.graphs else ["eager"]):
-        dk = setting == "decodekernel"
+        parts = setting.split("+")
+        dk = "decodekernel" in parts
+        prefill.PERSISTENT = "persistent" in parts
         pg = dg = None
         if setting != "eager":
             from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs
             common = dict(block_size=bs, max_context_len=spec.max_seq_len, backend="triton")
-            pg = PrefillGraphs(model, caches, max_tokens=2048, max_seqs=256, decode_kernel=dk, **common)
+            ladder = next((x for x in parts if x in PREFILL_LADDERS), None)
+            pg = PrefillGraphs(model, caches, max_tokens=2048, max_seqs=256, decode_kernel=dk,
+                               token_sizes=prefill_token_sizes(2048, ladder), **common)
             dg = DecodeGraphs(model, caches, max_batch=256, batch_sizes=sorted({n for k, n, _, _ in steps if k == "decode"}),
                               **common)
         for kind, n, ctx, chunk in steps:

@@ -14,7 +14,7 @@ import json
 from kvsim.errors import KvsimError
 
 MUST_MATCH = ("format", "version", "model", "dtype", "num_layers")
-META_MUST_MATCH = ("gpu", "cuda_graphs", "fused_layer_ops")
+META_MUST_MATCH = ("gpu", "cuda_graphs", "fused_layer_ops", "prefill_ladder", "mixed_decode_kernel")
 
 
 def block_keyed(doc: dict) -> list[str]:

@@ -154,7 +154,9 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     prof["meta"]["cuda_graphs"] = cuda_graphs
     prof["meta"]["fused_layer_ops"] = bool(getattr(model, "fused_ops", False))
     from kvsim.engine.attention import MIXED_DECODE_KERNEL
+    from kvsim.graph_sizes import PREFILL_LADDER
     prof["meta"]["mixed_decode_kernel"] = MIXED_DECODE_KERNEL   # how the engine attended a mixed step's decode rows
+    prof["meta"]["prefill_ladder"] = PREFILL_LADDER              # the token counts its prefill/mixed graphs captured
     prof["linear"], prof["layer_other"] = M.measure_nonattention(model, dev)
     M._log("linear / other done")
     prof["lm_head"] = M.measure_lm_head(model, dev)

@@ -68,6 +68,7 @@ class AttnMetadata:
     decode_split_ref_len: int = 0         # >0: decode's split-KV partitions sized for this length (CUDA graphs)
     window: int = 0                       # >0: sliding-window layers (a query at p sees (p - window, p])
     single_rows_decode: bool = False      # prefill lists: sequences of 1 new token go to the decode kernel
+    single_seqs: torch.Tensor | None = None   # ... their indices, compacted once per step (with_step_tiles)
 
     @property
     def num_tokens(self) -> int:
@@ -106,8 +107,11 @@ def with_step_tiles(meta: AttnMetadata, num_heads: int, num_kv_heads: int) -> At
     if meta.backend != "triton" or not meta.num_prefill_tokens or meta.prefill_tile_starts is not None:
         return meta
     from kvsim.kernels.prefill import prefill_tile_starts
+    from kvsim.kernels.varlen_decode import single_token_seqs
+    single = meta.single_rows_decode
     return replace(meta, prefill_tile_starts=prefill_tile_starts(meta.prefill_query_start, num_heads // num_kv_heads,
-                                                                 skip_single=meta.single_rows_decode))
+                                                                 skip_single=single),
+                   single_seqs=single_token_seqs(meta.prefill_query_start) if single else None)
 
 
 def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
@@ -129,9 +133,10 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
                                 max_query_len=meta.max_prefill_query_len, out=out[:p],
                                 cu_tiles=meta.prefill_tile_starts, backend=be, window=meta.window, skip_single=single)
         if single:
-            from kvsim.kernels.decode import paged_varlen_decode_attention
+            from kvsim.kernels.varlen_decode import paged_varlen_decode_attention
             paged_varlen_decode_attention(q[:p], k_cache, v_cache, meta.prefill_block_tables, meta.prefill_query_start,
-                                          meta.prefill_context_lens, scale, out=out[:p], backend=be, window=meta.window)
+                                          meta.prefill_context_lens, scale, out=out[:p], single_seqs=meta.single_seqs,
+                                          backend=be, window=meta.window)
     if meta.num_decode_tokens:
         paged_decode_attention(q[p:], k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens,
                                scale, max_context_len=meta.max_decode_context_len, out=out[p:], backend=be,

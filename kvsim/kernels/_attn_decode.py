@@ -82,7 +82,7 @@ def _update(q, k, v, n_mask, m_i, l_i, acc, scale_log2, DOT_F32: tl.constexpr):
 
 @triton.jit
 def _decode_kernel(
-    q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, qsl_ptr, out_ptr, m_ptr, l_ptr,
+    q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, m_ptr, l_ptr,
     scale_log2,
     stride_qs, stride_qh,
     stride_kb, stride_kt, stride_kh,
@@ -92,30 +92,22 @@ def _decode_kernel(
     tokens_per_split, win,
     G: tl.constexpr, G_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, PAGED: tl.constexpr,
-    SPLIT: tl.constexpr, DOT_F32: tl.constexpr, PIPE: tl.constexpr, VARLEN: tl.constexpr,
+    SPLIT: tl.constexpr, DOT_F32: tl.constexpr, PIPE: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
-    if VARLEN:      # a varlen batch: only sequences with exactly one new token are this kernel's
-        row = tl.load(qsl_ptr + seq)
-        single = tl.load(qsl_ptr + seq + 1) - row == 1
-        ctx = tl.where(single, tl.load(ctx_ptr + seq) + 1, 0)     # cached tokens + the new one
-        live = tl.where(single, G, 0)                              # query heads to load and store
-    else:
-        row = seq
-        ctx = tl.load(ctx_ptr + seq)
-        live = G
+    ctx = tl.load(ctx_ptr + seq)
     lo = tl.maximum(ctx - win, 0) + split * tokens_per_split    # a sliding window starts at ctx - win
     hi = tl.minimum(lo + tokens_per_split, ctx)
 
     offs_g = tl.arange(0, G_PAD)
     offs_d = tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
-    g_mask = offs_g < live
+    g_mask = offs_g < G
     d_mask = offs_d < HEAD_DIM
     heads = kvh * G + offs_g
-    q = tl.load(q_ptr + row.to(tl.int64) * stride_qs + heads[:, None] * stride_qh + offs_d[None, :],
+    q = tl.load(q_ptr + seq.to(tl.int64) * stride_qs + heads[:, None] * stride_qh + offs_d[None, :],
                 mask=g_mask[:, None] & d_mask[None, :], other=0.0)
     if DOT_F32:
         q = q.to(tl.float32)
@@ -189,8 +181,8 @@ def _decode_kernel(
     else:
         denom = tl.where(l_i > 0, l_i, 1.0)
         o = acc / denom[:, None]
-        dst = row.to(tl.int64) * stride_os + heads * stride_oh
-        tl.store(out_ptr + dst[:, None] + offs_d[None, :], o.to(out_ptr.dtype.element_ty), mask=o_mask)
+        row = seq.to(tl.int64) * stride_os + heads * stride_oh
+        tl.store(out_ptr + row[:, None] + offs_d[None, :], o.to(out_ptr.dtype.element_ty), mask=o_mask)
 
 
 @triton.jit
@@ -283,8 +275,7 @@ def split_partition(num_seqs: int, num_kv_heads: int, ref_ctx: int, num_sms: int
 
 
 def launch_decode(q, k, v, block_table, ctx_lens, out, *, scale, block_size, max_ctx,
-                  num_splits, block_n, num_warps, num_stages, dot_f32, pipe=0, tokens_per_split=0, window=0,
-                  query_start_loc=None):
+                  num_splits, block_n, num_warps, num_stages, dot_f32, pipe=0, tokens_per_split=0, window=0):
     """Launch the decode kernel (and the reduce kernel when ``num_splits > 1``) into ``out``.
 
     ``block_table is None`` selects the contiguous layout ``[num_seqs, max_ctx, Hkv, D]``; otherwise
@@ -306,20 +297,17 @@ def launch_decode(q, k, v, block_table, ctx_lens, out, *, scale, block_size, max
     stride_bts = block_table.stride(0) if paged else 0
     win = kernel_window(window)
     max_ctx = min(max_ctx, win)
-    varlen = query_start_loc is not None
-    if varlen:          # rows are not sequences: one program per sequence, each walks its whole context
-        num_seqs, tokens_per_split, num_splits, max_ctx = ctx_lens.shape[0], 0, 1, NO_WINDOW
     if tokens_per_split:
         num_splits = -(-max_ctx // tokens_per_split)
     if num_splits <= 1:
         grid = (num_seqs, num_kv_heads, 1)
         _decode_kernel[grid](
-            q, k, v, bt, ctx_lens, query_start_loc if varlen else ctx_lens, out, out, out, scale_log2,
+            q, k, v, bt, ctx_lens, out, out, out, scale_log2,
             q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), stride_bts,
             out.stride(0), out.stride(1), max(max_ctx, 1), win,
             G=group, G_PAD=g_pad, HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_N=block_n,
-            BLOCK_SIZE=block_size, PAGED=paged, SPLIT=False, DOT_F32=dot_f32, PIPE=pipe, VARLEN=varlen,
+            BLOCK_SIZE=block_size, PAGED=paged, SPLIT=False, DOT_F32=dot_f32, PIPE=pipe,
             num_warps=num_warps, num_stages=num_stages)
         return out
     per = tokens_per_split
@@ -335,12 +323,12 @@ def launch_decode(q, k, v, block_table, ctx_lens, out, *, scale, block_size, max
     l = ws[n_rows * (head_dim + 1):]
     grid = (num_seqs, num_kv_heads, num_splits)
     _decode_kernel[grid](
-        q, k, v, bt, ctx_lens, ctx_lens, part, m, l, scale_log2,
+        q, k, v, bt, ctx_lens, part, m, l, scale_log2,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), stride_bts,
         part.stride(0), part.stride(1), per, win,
         G=group, G_PAD=g_pad, HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_N=block_n,
-        BLOCK_SIZE=block_size, PAGED=paged, SPLIT=True, DOT_F32=dot_f32, PIPE=pipe, VARLEN=False,
+        BLOCK_SIZE=block_size, PAGED=paged, SPLIT=True, DOT_F32=dot_f32, PIPE=pipe,
         num_warps=num_warps, num_stages=num_stages)
     _reduce_kernel[(num_seqs, num_q_heads)](
         part, m, l, out, num_splits, out.stride(0), out.stride(1),

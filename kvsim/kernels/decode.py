@@ -133,56 +133,6 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         dot_f32=dot_f32(q.dtype), pipe=config.pipe, tokens_per_split=per, window=window)
 
 
-def paged_varlen_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                                  block_table: torch.Tensor, query_start_loc: torch.Tensor,
-                                  context_lens: torch.Tensor, scale: float | None = None, *,
-                                  out: torch.Tensor, config: DecodeConfig = DEFAULT_CONFIG,
-                                  backend: str = "triton", window: int = 0) -> torch.Tensor:
-    """The one-new-token sequences of a varlen batch, through the decode kernel.
-
-    ``q``, ``block_table``, ``query_start_loc`` and ``context_lens`` are in the prefill kernel's
-    layout (:func:`kvsim.kernels.paged_prefill_attention`: ``context_lens`` counts the cached tokens
-    *before* the new ones). For every sequence ``s`` with exactly one new token, row
-    ``query_start_loc[s]`` of ``out`` becomes that token's attention over its ``context_lens[s] + 1``
-    positions; every other row of ``out`` is left untouched (the prefill kernel writes them, skipping
-    these sequences: ``prefill_tile_starts(..., skip_single=True)``). A decode row of a mixed step is
-    such a sequence, so the two launches serve a mixed step with decode rows in a decode-shaped tile
-    (``G`` query rows, not the prefill kernel's 64), all from device-side offsets: the launch never
-    syncs and a CUDA graph can capture it at a fixed grid of one program per (sequence, KV head).
-    Never split (a long-context row walks its whole context in one program, as in the prefill kernel).
-    """
-    check_qkv(q, k_cache, v_cache)
-    require(is_pow2(k_cache.shape[1]) and k_cache.shape[1] <= 256, "block_size",
-            f"{k_cache.shape[1]} must be a power of two in 1..256")
-    num_seqs = context_lens.shape[0]
-    for name, t in (("context_lens", context_lens), ("query_start_loc", query_start_loc),
-                    ("block_table", block_table)):
-        check_int_index(name, t)
-    require(query_start_loc.shape == (num_seqs + 1,), "query_start_loc",
-            f"shape {tuple(query_start_loc.shape)} must be ({num_seqs + 1},)")
-    require(block_table.dim() == 2 and block_table.shape[0] == num_seqs, "block_table",
-            f"shape {tuple(block_table.shape)} must be [{num_seqs}, max_blocks]")
-    require(out.shape == q.shape and out.dtype == q.dtype, "out", "must have q's shape and dtype")
-    check_backend(backend, q, k_cache, v_cache, block_table, query_start_loc, context_lens)
-    require(isinstance(window, int) and window >= 0, "window", f"got {window!r}, expected tokens >= 0 (0 = full)")
-    scale = default_scale(q.shape[-1], scale)
-    if num_seqs == 0 or q.shape[0] == 0:
-        return out
-    if backend == "torch":
-        qsl = query_start_loc.tolist()
-        rows = [qsl[s] for s in range(num_seqs) if qsl[s + 1] - qsl[s] == 1]
-        if rows:
-            sel = [s for s in range(num_seqs) if qsl[s + 1] - qsl[s] == 1]
-            r = torch.tensor(rows, device=q.device)
-            out[r] = reference.paged_decode(q[r], k_cache, v_cache, block_table[sel], context_lens[sel] + 1, scale,
-                                            window=window).to(out.dtype)
-        return out
-    return _attn_decode.launch_decode(
-        q, k_cache, v_cache, block_table, context_lens, out, scale=scale, block_size=k_cache.shape[1],
-        max_ctx=0, num_splits=1, block_n=config.block_n, num_warps=config.num_warps, num_stages=config.num_stages,
-        dot_f32=dot_f32(q.dtype), pipe=config.pipe, window=window, query_start_loc=query_start_loc)
-
-
 def decode_bytes(num_seqs: int, mean_ctx: float, num_kv_heads: int, head_dim: int,
                  elem_bytes: int) -> float:
     """Bytes of K and V a decode step must read (the floor the bandwidth numbers divide by)."""
