@@ -173,17 +173,11 @@ def make_cost(sc: Scenario, model: ModelSpec, gpu: GPUSpec, *, swaps_in_step: bo
         prefill_top = min(rt.cuda_graph_prefill_max_tokens, e.max_num_batched_tokens)
         from kvsim.textio import read_json
         read_json(sc.cost.profile, "cost.profile", "profile JSON file (kvsim calibrate)")   # readable, JSON
+        prefill_graphs = prefill_token_sizes(prefill_top, rt.cuda_graph_prefill_ladder) \
+            if rt.cuda_graphs and prefill_top > 0 else None
         try:
-            profile = load_profile(sc.cost.profile)
-            # the ladder the profile's engine captured (profiles without the field predate kvsim.graph_sizes' v2)
-            ladder = profile.meta.get("prefill_ladder", "v1")
-            from kvsim.graph_sizes import PREFILL_LADDERS
-            if ladder not in PREFILL_LADDERS:
-                raise KvsimError("cost.profile", f"{sc.cost.profile}: meta.prefill_ladder {ladder!r} is not one of "
-                                                 f"{', '.join(PREFILL_LADDERS)}")
-            prefill_graphs = prefill_token_sizes(prefill_top, ladder) if rt.cuda_graphs and prefill_top > 0 else None
             cost: CostModel = CalibratedCostModel(
-                profile, model_name=model.name, dtype=sc.dtype, block_size_tokens=e.block_size,
+                load_profile(sc.cost.profile), model_name=model.name, dtype=sc.dtype, block_size_tokens=e.block_size,
                 include_swaps_in_step=swaps_in_step, decode_graph_batches=graphs,
                 prefill_graph_tokens=prefill_graphs, prefill_graph_seqs=min(e.max_num_seqs, 256))
         except KvsimError as err:            # the cost module says "profile"; the scenario field is cost.profile

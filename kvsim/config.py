@@ -126,6 +126,10 @@ class RuntimeConfig:
     cuda_graph_prefill_max_tokens: int = cfg_field(
         2048, "largest prefill step (tokens) captured in a CUDA graph; 0 = prefill always eager", lo=0,
         hi=L.MAX_TOKENS)
+    cuda_graph_prefill_ladder: str = cfg_field(
+        "v2", "token counts the prefill/mixed graphs capture: v2 (every 16 to 256, 32 to 512, 64 beyond) or v1 "
+              "(16 to 128, 32 to 256, 64 to 512, 128 to 1024, 256 beyond: the engine before v2); a step runs as the "
+              "graph of the next size, and the simulator prices it there")
     unified_mixed_steps: bool = cfg_field(
         True, "run mixed prefill+decode steps as one varlen attention launch, replayed from the prefill CUDA "
               "graphs by token count (false: two launches, eager — the engine before this option)")
@@ -143,7 +147,7 @@ class RuntimeConfig:
     def validate(self, path: str = "runtime") -> None:
         check_fields(self, path, recurse=False)
         for name, allowed in (("device", ("auto", "cuda", "cpu")), ("attention_backend", ("auto", "triton", "torch")),
-                              ("sampling", ("greedy", "random"))):
+                              ("sampling", ("greedy", "random")), ("cuda_graph_prefill_ladder", ("v1", "v2"))):
             v = getattr(self, name)
             if v not in allowed:
                 raise KvsimError(f"{path}.{name}", f"got {v!r}, expected one of {', '.join(allowed)}")

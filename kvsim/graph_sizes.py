@@ -39,8 +39,16 @@ up to 1,024, 256 beyond (24 graphs to 2,048; a step just past a size ran up to 2
 1,032-token mixed step replayed the 1,280-token graph, 33.5 ms where its roofline is 21 ms). ``v2``: every 16
 up to 256, 32 up to 512, 64 beyond (48 graphs to 2,048; padding under 12 %, under 6 % past 1,024)."""
 PREFILL_LADDER = "v2"
-"""The ladder the engine captures and a new profile records (``meta.prefill_ladder``); profiles without the
-field were measured on ``v1``, and the simulator prices a step at the size of the profile's ladder."""
+"""The default ladder (``runtime.cuda_graph_prefill_ladder`` picks one per scenario: the engine captures it and
+the simulator prices a step at its size). A profile records the ladder it was measured on (``meta.prefill_ladder``;
+none: ``v1``); ``kvsim validate --replay`` prices a saved engine run on the sizes that run captured."""
+
+
+def ladder_of(sizes: list[int]) -> str | None:
+    """The name of the ladder whose sizes up to ``max(sizes)`` are exactly ``sizes`` (None if none is)."""
+    if not sizes:
+        return None
+    return next((name for name in PREFILL_LADDERS if prefill_token_sizes(max(sizes), name) == list(sizes)), None)
 
 
 def prefill_token_sizes(max_tokens: int, ladder: str | None = None) -> list[int]:

@@ -179,6 +179,23 @@ def check_graph_mode(profile: str, cuda_graphs: bool) -> None:
                                                 f"same way (--set runtime.cuda_graphs={str(measured).lower()})")
 
 
+def kvsim_name(scenario_path: str, overrides: list[str] | None = None) -> str:
+    """The scenario's name (its output folder)."""
+    import kvsim
+    return kvsim.load_scenario(scenario_path, overrides).name
+
+
+def replay_sets(eng_doc: dict) -> list[str]:
+    """Settings that make the simulator price the saved engine run as it ran: the prefill/mixed graph ladder it
+    captured (runs from before ``runtime.cuda_graph_prefill_ladder`` existed captured v1). A user's explicit
+    ``--set`` of the same field comes first and is overridden, so the replay stays faithful to the records."""
+    from kvsim.graph_sizes import ladder_of
+    info = eng_doc.get("engine") if isinstance(eng_doc.get("engine"), dict) else {}
+    sizes = info.get("cuda_graph_prefill_tokens")
+    name = ladder_of([int(t) for t in sizes]) if isinstance(sizes, list) and sizes else None
+    return [f"runtime.cuda_graph_prefill_ladder={name}"] if name else []
+
+
 def simulate_with_profile(scenario_path: str, profile: str, overrides: list[str] | None = None):
     import kvsim
     sc = kvsim.load_scenario(scenario_path, list(overrides or []) + ["cost.model=calibrated",
@@ -199,12 +216,13 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
     card = "?"
     for path in scenarios:
         profile = pick_profile(path, profiles, overrides)
-        sc, sim = simulate_with_profile(path, profile, overrides)
-        d = out / safe_name(sc.name)
+        d = out / safe_name(kvsim_name(path, overrides))
         edir = d / "engine"
         if replay:
             eng_doc, eng_reqs, eng_its = read_engine_records(edir)
+            sc, sim = simulate_with_profile(path, profile, list(overrides or []) + replay_sets(eng_doc))
         else:
+            sc, sim = simulate_with_profile(path, profile, overrides)
             from kvsim.engine.engine import RealEngine
             from kvsim.output import write_engine_run
             import kvsim

@@ -330,26 +330,33 @@ def test_wake_time_reads_its_own_table():
     assert m1.wake_time(pre) == pytest.approx(0.8e-3) and m1.wake_time(dec) == pytest.approx(0.4e-3)
 
 
-@pytest.mark.parametrize("ladder,size", [(None, 1280), ("v1", 1280), ("v2", 1152)])
-def test_prefill_steps_priced_on_the_ladder_the_profile_recorded(tmp_path, ladder, size):
-    """A profile names the token ladder its engine captured (older ones: v1); the scenario's steps are priced
-    at that ladder's size, whatever kvsim's current default is; an unknown ladder is refused with the field."""
+@pytest.mark.parametrize("ladder,size", [(None, 1152), ("v1", 1280), ("v2", 1152)])
+def test_prefill_steps_priced_on_the_ladder_the_engine_captures(tmp_path, ladder, size):
+    """runtime.cuda_graph_prefill_ladder picks the token counts the engine captures (default v2) and the
+    simulator prices a step at that ladder's size; an unknown ladder is refused with the field."""
     from kvsim.build import make_cost
     from kvsim.catalogue import get_gpu, get_model
     data = synthetic_profile(steps=True)
     data["meta"]["cuda_graphs"] = True
     data["prefill_step"]["16"]["timing"] = "between_decode_steps"
-    if ladder:
-        data["meta"]["prefill_ladder"] = ladder
     path = tmp_path / "p.json"
     path.write_text(json.dumps(data))
+    sets = ["cost.model=calibrated", f"cost.profile={path}", "model=opt-13b"]
     sc = kvsim.load_scenario("scenarios/examples/quickstart.yaml",
-                             ["cost.model=calibrated", f"cost.profile={path}", "model=opt-13b"])
+                             sets + ([f"runtime.cuda_graph_prefill_ladder={ladder}"] if ladder else []))
     cost = make_cost(sc, get_model(sc.model), get_gpu(sc.gpu))
     at = lambda t: StepPlan(prefill_group_ids=[0], prefill_new_tokens=[t], prefill_cached_tokens=[0])
     assert cost.step_time(at(1100)) == pytest.approx(cost.step_time(at(size)), rel=1e-12)
     assert cost.step_time(at(1100)) < cost.step_time(at(size + 1))
-    data["meta"]["prefill_ladder"] = "v9"
-    path.write_text(json.dumps(data))
-    with pytest.raises(KvsimError, match="prefill_ladder"):
-        make_cost(sc, get_model(sc.model), get_gpu(sc.gpu))
+    with pytest.raises(KvsimError, match="cuda_graph_prefill_ladder"):
+        kvsim.load_scenario("scenarios/examples/quickstart.yaml", sets + ["runtime.cuda_graph_prefill_ladder=v9"])
+
+
+def test_replay_prices_a_saved_run_on_the_ladder_it_captured():
+    from kvsim.graph_sizes import ladder_of, prefill_token_sizes
+    from kvsim.validate import replay_sets
+    assert ladder_of(prefill_token_sizes(2048, "v1")) == "v1" and ladder_of(prefill_token_sizes(512, "v2")) == "v2"
+    assert ladder_of([16, 40]) is None and ladder_of([]) is None
+    assert replay_sets({"engine": {"cuda_graph_prefill_tokens": prefill_token_sizes(4096, "v1")}}) == \
+        ["runtime.cuda_graph_prefill_ladder=v1"]
+    assert replay_sets({"engine": {"cuda_graph_prefill_tokens": []}}) == [] and replay_sets({}) == []

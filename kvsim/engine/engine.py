@@ -144,7 +144,7 @@ class RealEngine:
         self.warmup_s = self._warm_up() if self.device.type == "cuda" and rt.warmup else 0.0
         self.graphs = self.prefill_graphs = None
         if self.device.type == "cuda" and rt.cuda_graphs and layout is None:   # graphs: one table per step
-            from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs
+            from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs, prefill_token_sizes
             common = dict(block_size=e.block_size, max_context_len=self.setup.max_model_len, backend=self.backend)
             self.graphs = DecodeGraphs(self.model, self.cache.gpu, max_batch=min(rt.cuda_graph_max_batch,
                                                                                  e.max_num_seqs), **common)
@@ -152,7 +152,9 @@ class RealEngine:
             if max_tokens:
                 self.prefill_graphs = PrefillGraphs(self.model, self.cache.gpu, max_tokens=max_tokens,
                                                     max_seqs=min(e.max_num_seqs, 256),
-                                                    decode_kernel=rt.mixed_decode_kernel, **common)
+                                                    decode_kernel=rt.mixed_decode_kernel,
+                                                    token_sizes=prefill_token_sizes(max_tokens, rt.cuda_graph_prefill_ladder),
+                                                    **common)
         self.runner = ModelRunner(self.model, self.cache, self.kv, self.sched.groups, backend=self.backend,
                                   sampling_mode=rt.sampling, temperature=rt.temperature, top_p=rt.top_p,
                                   seed=sc.seed, graphs=[g for g in (self.graphs, self.prefill_graphs) if g is not None],
