@@ -68,8 +68,10 @@ class BeamParents:
             return [self(x, keep_prob, decay) for x in ks]
         u = self._take(2 * k * len(ks)).reshape(len(ks), 2 * k)
         # as _parents: keep your own history (u[i] < keep_prob), else bisect_right into the cdf
-        pick = np.minimum(np.searchsorted(np.array(_cdf(k, decay)), u[:, k:], side="right"), k - 1)
-        parents = np.where(u[:, :k] < keep_prob, np.arange(k), pick)
+        cdf, ranks, last = _cdf_array(k, decay)
+        pick = cdf.searchsorted(u[:, k:], side="right")
+        np.minimum(pick, last, out=pick)
+        parents = np.where(u[:, :k] < keep_prob, ranks, pick)
         parents.sort(axis=1)
         return parents.tolist()
 
@@ -82,6 +84,12 @@ def _parents(u: list[float], k: int, keep_prob: float, decay: float) -> list[int
     parents = [i if u[i] < keep_prob else min(bisect_right(cdf, u[k + i]), last) for i in range(k)]
     parents.sort()
     return parents
+
+
+@functools.lru_cache(maxsize=64)
+def _cdf_array(k: int, decay: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`_cdf` as an array, the ranks ``0..k-1`` and ``k - 1`` (for :meth:`BeamParents.many`)."""
+    return np.array(_cdf(k, decay)), np.arange(k), k - 1
 
 
 @functools.lru_cache(maxsize=64)

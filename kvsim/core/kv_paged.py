@@ -160,17 +160,29 @@ class PagedKV:
         alloc = bm.num_allocated * bs
         internal = 0
         logical = 0
-        num_tokens = bm.num_tokens
+        get = bm.num_tokens.get
         for g in running:
-            final = g.spec.prompt_len + g.spec.output_len - 1      # every sequence's final_kv_tokens
-            for sid in g.seq_ids:
-                n = num_tokens.get(sid)
-                if n is None:
-                    continue
-                cap = -(-n // bs) * bs
-                logical += cap
-                if cap > final:
-                    internal += cap - max(final, n)
+            spec = g.spec
+            final = spec.prompt_len + spec.output_len - 1      # every sequence's final_kv_tokens
+            ids = g.seq_ids
+            n = get(ids[0])
+            m = len(ids)
+            if m > 1 and list(map(get, ids)).count(n) != m:     # sequences of different lengths: one by one
+                for sid in ids:
+                    n = get(sid)
+                    if n is None:
+                        continue
+                    cap = -(-n // bs) * bs
+                    logical += cap
+                    if cap > final:
+                        internal += cap - max(final, n)
+                continue
+            if n is None:
+                continue
+            cap = -(-n // bs) * bs                              # (every sequence holds n slots: m times)
+            logical += m * cap
+            if cap > final:
+                internal += m * (cap - max(final, n))
         internal = min(internal, alloc - bm.used_slots)   # a shared partial block counts once
         reserved = alloc - bm.used_slots - internal
         return MemorySplit(bm.used_slots, internal, reserved, 0, self.capacity_slots - alloc, logical)

@@ -90,11 +90,11 @@ class PagedDecodeTracker:
         bm, bs = kv.bm, kv.block_size
         ntok, tables, ref = bm.num_tokens, bm.tables, bm.ref
         for g in reversed(groups):          # forks share a partial block; the newest groups first (just forked)
-            if len(g.seqs) > 1:
-                for s in g.seqs:
-                    sid = s.seq_id
-                    if ntok[sid] % bs and ref[tables[sid][-1]] > 1:
-                        return None
+            ids = g.seq_ids                 # (a quick look at each group's first sequence: the constructor
+            if len(ids) > 1:                # checks every sequence)
+                sid = ids[0]
+                if ntok[sid] % bs and ref[tables[sid][-1]] > 1:
+                    return None
         free = kv.free_blocks()
         if bs >= MIN_STEPS and sum(len(g.seqs) for g in groups) > free:    # the first steps' blocks may not be
             need = 0                                                        # free: count them before the rest
