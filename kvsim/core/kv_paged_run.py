@@ -49,8 +49,7 @@ class PagedDecodeTracker:
             final = spec.prompt_len + spec.output_len - 1
             v = (-final) % bs
             last = (-(-final // bs) - 1) * bs            # slots before the last block
-            for s in g.seqs:
-                sid = s.seq_id
+            for sid in g.seq_ids:
                 n0 = ntok[sid]
                 seq_ids.append(sid)
                 r = n0 % bs
@@ -97,12 +96,8 @@ class PagedDecodeTracker:
                     return None
         free = kv.free_blocks()
         if bs >= MIN_STEPS and sum(len(g.seqs) for g in groups) > free:    # the first steps' blocks may not be
-            need = 0                                                        # free: count them before the rest
-            for g in groups:
-                for s in g.seqs:
-                    r = ntok[s.seq_id] % bs
-                    if r == 0 or r > bs - MIN_STEPS:
-                        need += 1
+            near = bs - MIN_STEPS                                           # free: count them before the rest
+            need = sum(1 for g in groups for sid in g.seq_ids if not 0 < ntok[sid] % bs <= near)
             if need > free:
                 return None
         t = cls(kv, groups)
