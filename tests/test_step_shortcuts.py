@@ -3,10 +3,11 @@
 Multi-sequence groups (beam search, parallel sampling) are stepped one
 iteration at a time through a few shortcuts: the memory split counts a group
 whose sequences all hold the same number of slots once (times its width),
-and beam re-parenting releases dropped blocks inline instead of through
-``_release``. Each scenario is run with the shortcuts and with their plain
+beam re-parenting releases dropped blocks inline instead of through
+``_release``, and a decode step with a free block per decoding sequence
+skips asking each group's ``append_need`` (``PagedKV.append_blocks_per_seq``). Each scenario is run with the shortcuts and with their plain
 versions (the per-sequence split as it was, a block manager whose
-``_release`` is its own, which takes the generic path); the per-request and
+``_release`` is its own, which takes the generic path, every group's need asked); the per-request and
 per-iteration records and the summaries must be exactly equal.
 """
 from __future__ import annotations
@@ -77,6 +78,7 @@ def test_stepped_shortcuts_equal_plain_versions(name, monkeypatch):
     sc = CASES[name]
     fast = simulate(sc, fast_forward=False)
     monkeypatch.setattr(PagedKV, "memory_split", _memory_split_per_seq)
+    monkeypatch.setattr(PagedKV, "append_blocks_per_seq", None)     # ask every group's append_need
     monkeypatch.setattr("kvsim.core.kv_paged.PagedBlockManager", _OwnRelease)
     plain = simulate(sc, fast_forward=False)
     pd.testing.assert_frame_equal(fast.requests, plain.requests, check_exact=True)
@@ -108,6 +110,7 @@ def test_inline_reparent_release_equals_release(prefix):
         for m in mgrs:
             for g, parents in enumerate(plans):
                 ids = list(range(g * width, (g + 1) * width))
+                assert m.blocks_to_append(ids) <= len(ids)      # PagedKV.append_blocks_per_seq
                 m.append_slots(ids)
                 m.reparent(ids, parents)
         a, b = mgrs

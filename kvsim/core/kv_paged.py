@@ -19,6 +19,10 @@ from kvsim.core.tokens import prompt_block_hashes
 class PagedKV:
     """Paged KV (vLLM): blocks taken as sequences grow, shared prompt blocks, copy-on-write, block swaps."""
 
+    append_blocks_per_seq = 1
+    """Most blocks one ``append`` takes per sequence (a new block or a copy-on-write, never both): with that
+    many free per decoding sequence, the scheduler knows every append is covered without asking each group."""
+
     def __init__(self, num_gpu_blocks: int, block_size: int, num_cpu_blocks: int = 0,
                  watermark: float = 0.01, enable_prefix_caching: bool = False):
         self.bm = PagedBlockManager(num_gpu_blocks, block_size, num_cpu_blocks, watermark,

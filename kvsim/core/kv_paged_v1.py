@@ -122,6 +122,8 @@ class PagedKVV1(PagedKV):
         self.bm.grow(self._seq(group), 1)
         return []
 
+    append_blocks_per_seq = None      # (not claimed here: the scheduler asks each group's append_need)
+
     decode_tracker = None
     """Decode runs go through the protocol methods (:class:`kvsim.core.decode_tracker.ProtocolTracker`), so
     :meth:`advance_decode` caches the blocks a run fills; PagedKV's incremental tracker would skip that."""

@@ -201,7 +201,10 @@ class Scheduler:
         """Give every decoding group its next slot, preempting latest arrivals when memory runs out."""
         kv = self.kv
         decoding = [g for g in self.running if g.prefill_done >= g.prefill_target]      # not in prefill
-        if sum(map(kv.append_need, decoding)) <= kv.free_blocks():
+        free = kv.free_blocks()
+        per_seq = getattr(kv, "append_blocks_per_seq", None)    # a bound on any append's need, per sequence
+        if ((per_seq is not None and per_seq * sum(len(g.seqs) for g in decoding) <= free)
+                or sum(map(kv.append_need, decoding)) <= free):
             # every group's need is covered at its turn (appends take exactly their need, and a group's
             # need does not depend on the others'): the loop below would preempt nothing
             copies, ids, ctx = plan.copy_pairs, plan.decode_group_ids, plan.decode_context_tokens
