@@ -2,13 +2,18 @@
 
 Multi-sequence groups (beam search, parallel sampling) are stepped one
 iteration at a time through a few shortcuts: the memory split counts a group
-whose sequences all hold the same number of slots once (times its width),
+whose sequences all hold the same number of slots once (times its width);
 beam re-parenting releases dropped blocks inline instead of through
-``_release``, and a decode step with a free block per decoding sequence
-skips asking each group's ``append_need`` (``PagedKV.append_blocks_per_seq``). Each scenario is run with the shortcuts and with their plain
-versions (the per-sequence split as it was, a block manager whose
-``_release`` is its own, which takes the generic path, every group's need asked); the per-request and
-per-iteration records and the summaries must be exactly equal.
+``_release``; a decode step with a free block per decoding sequence skips
+asking each group's ``append_need`` (``PagedKV.append_blocks_per_seq``); a
+swapped group's swap-in need is counted once while it stays swapped. Each
+scenario is run with the shortcuts and with their plain versions (the
+per-sequence split as it was, a block manager whose ``_release`` is its own,
+which takes the generic path, every group's need asked, the swap-in need
+counted at every ask); the per-request and per-iteration records and the
+summaries must be exactly equal. The inlined release is also checked on the
+block manager's state directly (block ids and free-list order do not show in
+the records).
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import pandas as pd
 import pytest
 
 from kvsim.config import load_scenario
-from kvsim.core.block_manager import PagedBlockManager
+from kvsim.core.block_manager import AllocStatus, PagedBlockManager
 from kvsim.core.kv import MemorySplit
 from kvsim.core.kv_paged import PagedKV
 from kvsim.sim import simulate
@@ -66,6 +71,13 @@ def _memory_split_per_seq(self, running):
     return MemorySplit(bm.used_slots, internal, reserved, 0, self.capacity_slots - alloc, logical)
 
 
+def _can_swap_in_counted(self, group) -> bool:
+    """PagedKV.can_swap_in counting the blocks at every ask (not kept while the group is swapped)."""
+    ids = group.seq_ids
+    need = self.bm.blocks_to_swap_in(ids) + self.bm.blocks_to_append(ids, swapped=True)
+    return self.bm.can_allocate(need) == AllocStatus.OK
+
+
 class _OwnRelease(PagedBlockManager):
     """A block manager with its own (identical) ``_release``: frees and re-parents take the generic path."""
 
@@ -79,6 +91,7 @@ def test_stepped_shortcuts_equal_plain_versions(name, monkeypatch):
     fast = simulate(sc, fast_forward=False)
     monkeypatch.setattr(PagedKV, "memory_split", _memory_split_per_seq)
     monkeypatch.setattr(PagedKV, "append_blocks_per_seq", None)     # ask every group's append_need
+    monkeypatch.setattr(PagedKV, "can_swap_in", _can_swap_in_counted)
     monkeypatch.setattr("kvsim.core.kv_paged.PagedBlockManager", _OwnRelease)
     plain = simulate(sc, fast_forward=False)
     pd.testing.assert_frame_equal(fast.requests, plain.requests, check_exact=True)

@@ -33,6 +33,7 @@ class PagedKV:
         self.enable_prefix_caching = enable_prefix_caching
         self.capacity_slots = num_gpu_blocks * block_size
         self._hashes: dict[int, list[int]] = {}
+        self._swap_in_need: dict[int, int] = {}       # swapped group -> blocks can_swap_in needs (while swapped)
 
     # -------------------------------------------------------------- admission
     def peak_blocks(self, group: SequenceGroup) -> int:
@@ -116,6 +117,7 @@ class PagedKV:
 
     def free_group(self, group: SequenceGroup) -> None:
         """Drop the sequences' GPU and CPU tables; blocks whose last reference goes are freed."""
+        self._swap_in_need.pop(group.group_id, None)
         for sid in group.seq_ids:
             self.bm.free(sid)
 
@@ -137,16 +139,22 @@ class PagedKV:
 
     def swap_out(self, group: SequenceGroup) -> list[tuple[int, int]]:
         """Each distinct block moves once (sharing is kept on the CPU side)."""
+        self._swap_in_need.pop(group.group_id, None)
         return self.bm.swap_out(group.seq_ids)
 
     def can_swap_in(self, group: SequenceGroup) -> bool:
-        """Blocks to swap in plus the next append's blocks fit under the watermark."""
-        ids = group.seq_ids
-        need = self.bm.blocks_to_swap_in(ids) + self.bm.blocks_to_append(ids, swapped=True)
+        """Blocks to swap in plus the next append's blocks fit under the watermark. (The count is kept from
+        the first ask until the group comes back: nothing changes a swapped group's CPU tables.)"""
+        need = self._swap_in_need.get(group.group_id)
+        if need is None:
+            ids = group.seq_ids
+            need = self.bm.blocks_to_swap_in(ids) + self.bm.blocks_to_append(ids, swapped=True)
+            self._swap_in_need[group.group_id] = need
         return self.bm.can_allocate(need) == AllocStatus.OK
 
     def swap_in(self, group: SequenceGroup) -> list[tuple[int, int]]:
         """Each distinct CPU block comes back to a fresh GPU block."""
+        self._swap_in_need.pop(group.group_id, None)
         return self.bm.swap_in(group.seq_ids)
 
     # ------------------------------------------------------------------ memory

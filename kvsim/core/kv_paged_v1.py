@@ -43,6 +43,7 @@ class PagedKVV1(PagedKV):
         self.enable_prefix_caching = enable_prefix_caching
         self.capacity_slots = num_gpu_blocks * block_size
         self._hashes: dict[int, list[int]] = {}
+        self._swap_in_need: dict[int, int] = {}      # (PagedKV's; never filled here: V1 does not swap)
 
     @staticmethod
     def _seq(group: SequenceGroup) -> int:
