@@ -140,6 +140,15 @@ def test_buffered_beam_parents_equal_one_draw_per_group():
         assert buffered(k, 0.5, 0.5) == choose_parents(b, k, 0.5, 0.5)
     for ks in ([4] * 16, [2], [4, 4, 3], [6] * 40, [1, 1]):   # a step's groups at once (vectorised when equal)
         assert buffered.many(ks, 0.4, 0.7) == [choose_parents(b, k, 0.4, 0.7) for k in ks]
+    rng = np.random.default_rng(1)                  # steps of one width read ahead; others break the alignment
+    buffered, b = BeamParents(np.random.default_rng(9)), np.random.default_rng(9)
+    for _ in range(400):
+        k = 4 if rng.random() < 0.9 else int(rng.integers(1, 6))
+        ks = [k] * int(rng.integers(1, 40))
+        keep = 0.5 if rng.random() < 0.95 else 0.3
+        if rng.random() < 0.05:
+            assert buffered(k, keep, 0.5) == choose_parents(b, k, keep, 0.5)
+        assert buffered.many(ks, keep, 0.5) == [choose_parents(b, k, keep, 0.5) for k in ks]
 
 
 def test_beam_search_same_as_drawing_parents_per_group(monkeypatch):

@@ -39,19 +39,25 @@ class BeamParents:
     in chunks, so the parents are identical to calling ``choose_parents(rng, ...)``
     group after group, step after step, at one generator call per ``chunk``
     draws instead of one per group and step; :meth:`many` computes a whole
-    step's groups at once. Nothing else may draw from ``rng`` meanwhile (the
-    scheduler's generator serves only this model)."""
+    step's groups at once, reading ahead (the next groups' parents of the same
+    width come from the same buffered uniforms, so a later step only slices
+    them). Nothing else may draw from ``rng`` meanwhile (the scheduler's
+    generator serves only this model)."""
+
+    AHEAD = 128     # groups' parents :meth:`many` computes at once (the buffer's next uniforms, read ahead)
 
     def __init__(self, rng: np.random.Generator, chunk: int = 4096):
         self.rng, self.chunk = rng, chunk
         self._buf = np.zeros(0)
         self._pos = 0
+        self._ahead = None      # ((k, keep_prob, decay), buffer position, parents of the groups from there on)
 
     def _take(self, n: int) -> np.ndarray:
         """The stream's next ``n`` uniforms."""
         pos = self._pos
         if pos + n > len(self._buf):
             self._buf = np.concatenate((self._buf[pos:], self.rng.random(max(self.chunk, n))))
+            self._ahead = None
             pos = 0
         self._pos = pos + n
         return self._buf[pos:pos + n]
@@ -66,12 +72,31 @@ class BeamParents:
         k = ks[0]
         if k <= 1 or any(x != k for x in ks):
             return [self(x, keep_prob, decay) for x in ks]
-        u = self._take(2 * k * len(ks)).reshape(len(ks), 2 * k)
-        # as _parents: keep your own history (u[i] < keep_prob), else bisect_right into the cdf
-        pick = np.minimum(np.searchsorted(np.array(_cdf(k, decay)), u[:, k:], side="right"), k - 1)
-        parents = np.where(u[:, :k] < keep_prob, np.arange(k), pick)
-        parents.sort(axis=1)
-        return parents.tolist()
+        # groups' parents are read ahead from the buffered uniforms (each group's are a function of its own
+        # 2k uniforms): later calls of the same width slice them while the stream stays aligned to 2k
+        w, n = 2 * k, len(ks)
+        if self._pos + w * n > len(self._buf):
+            self._take(w * n)                   # refill (the unread uniforms stay first) ...
+            self._pos -= w * n                  # ... without reading any
+        pos, key, ahead = self._pos, (k, keep_prob, decay), self._ahead
+        if ahead is None or ahead[0] != key or pos < ahead[1] or (pos - ahead[1]) % w \
+                or (pos - ahead[1]) // w + n > len(ahead[2]):
+            m = min((len(self._buf) - pos) // w, max(n, self.AHEAD))
+            ahead = self._ahead = (key, pos, _rows(self._buf[pos:pos + m * w].reshape(m, w), k, keep_prob, decay))
+        self._pos = pos + w * n
+        c = (pos - ahead[1]) // w
+        return ahead[2][c:c + n]
+
+
+def _rows(u: np.ndarray, k: int, keep_prob: float, decay: float) -> list[list[int]]:
+    """Parents of one group per row of ``2k`` uniforms (as :func:`_parents`, vectorised)."""
+    # as _parents: keep your own history (u[i] < keep_prob), else bisect_right into the cdf
+    cdf, ranks, last = _cdf_array(k, decay)
+    pick = cdf.searchsorted(u[:, k:], side="right")
+    np.minimum(pick, last, out=pick)
+    parents = np.where(u[:, :k] < keep_prob, ranks, pick)
+    parents.sort(axis=1)
+    return parents.tolist()
 
 
 def _parents(u: list[float], k: int, keep_prob: float, decay: float) -> list[int]:
@@ -82,6 +107,12 @@ def _parents(u: list[float], k: int, keep_prob: float, decay: float) -> list[int
     parents = [i if u[i] < keep_prob else min(bisect_right(cdf, u[k + i]), last) for i in range(k)]
     parents.sort()
     return parents
+
+
+@functools.lru_cache(maxsize=64)
+def _cdf_array(k: int, decay: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`_cdf` as an array, the ranks ``0..k-1`` and ``k - 1`` (for :meth:`BeamParents.many`)."""
+    return np.array(_cdf(k, decay)), np.arange(k), k - 1
 
 
 @functools.lru_cache(maxsize=64)

@@ -135,6 +135,9 @@ class AppendMixin:
         bs = self.block_size
         tables, lens, ref = ((self.cpu_tables, self.cpu_num_tokens, self.cpu_ref) if swapped
                              else (self.tables, self.num_tokens, self.ref))
+        if len(seq_ids) == 1:
+            s = seq_ids[0]
+            return 1 if lens[s] % bs == 0 or ref[tables[s][-1]] > 1 else 0
         need = 0
         left: dict[int, int] = {}
         for s in seq_ids:

@@ -26,6 +26,9 @@ from kvsim.core.block_append import AppendMixin
 from kvsim.core.block_swap import SwapMixin
 
 
+_IDENTITY = [list(range(k)) for k in range(17)]     # beam parents when every beam keeps its own history
+
+
 class AllocStatus(str, Enum):
     OK = "ok"
     LATER = "later"
@@ -224,19 +227,14 @@ class PagedBlockManager(AppendMixin, SwapMixin):
         child are freed and blocks of common ancestors stay shared.
         Invariant: sum of ref counts == table entries before and after.
         """
-        first = 0
-        for p in parents:
-            if p != first:
-                break
-            first += 1
-        else:
+        k = len(parents)
+        if parents == _IDENTITY[k] if k < len(_IDENTITY) else parents == list(range(k)):
             return                            # every beam kept its own history
         tables, ntok, ref = self.tables, self.num_tokens, self.ref
-        old = [tables[s] for s in seq_ids]
-        lens = [ntok[s] for s in seq_ids]
+        old = list(map(tables.__getitem__, seq_ids))
+        lens = list(map(ntok.__getitem__, seq_ids))
         dropped = []
-        for i in range(first, len(parents)):
-            p = parents[i]
+        for i, p in enumerate(parents):
             if p == i:
                 continue                      # kept beam: table unchanged
             src, dst = old[p], old[i]
@@ -252,12 +250,29 @@ class PagedBlockManager(AppendMixin, SwapMixin):
             ntok[seq_ids[i]] = lens[p]
             dropped.append(dst[lo:])
         release = self._release
+        if type(self)._release is not PagedBlockManager._release:     # a subclass's own release
+            for suffix in dropped:
+                for b in reversed(suffix):
+                    if ref[b] > 1:
+                        ref[b] -= 1           # still held by another table (what _release does then)
+                    else:
+                        release(b)
+            return
+        fill, hashed, free = self.fill, self._hash_of, self._free
+        freed = used = 0
         for suffix in dropped:
-            for b in reversed(suffix):
-                if ref[b] > 1:
-                    ref[b] -= 1               # still held by another table (what _release does then)
-                else:
-                    release(b)
+            for b in reversed(suffix):        # _release, inlined
+                r = ref[b] - 1
+                ref[b] = r
+                if r == 0:
+                    freed += 1
+                    used += fill[b]
+                    if b in hashed:
+                        self._evictable[b] = None
+                    else:
+                        free.append(b)
+        self.num_allocated -= freed
+        self.used_slots -= used
 
     # ------------------------------------------------------------- checking
     def check_invariants(self) -> None:

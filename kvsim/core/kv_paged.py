@@ -19,6 +19,10 @@ from kvsim.core.tokens import prompt_block_hashes
 class PagedKV:
     """Paged KV (vLLM): blocks taken as sequences grow, shared prompt blocks, copy-on-write, block swaps."""
 
+    append_blocks_per_seq = 1
+    """Most blocks one ``append`` takes per sequence (a new block or a copy-on-write, never both): with that
+    many free per decoding sequence, the scheduler knows every append is covered without asking each group."""
+
     def __init__(self, num_gpu_blocks: int, block_size: int, num_cpu_blocks: int = 0,
                  watermark: float = 0.01, enable_prefix_caching: bool = False):
         self.bm = PagedBlockManager(num_gpu_blocks, block_size, num_cpu_blocks, watermark,
@@ -29,6 +33,7 @@ class PagedKV:
         self.enable_prefix_caching = enable_prefix_caching
         self.capacity_slots = num_gpu_blocks * block_size
         self._hashes: dict[int, list[int]] = {}
+        self._swap_in_need: dict[int, int] = {}       # swapped group -> blocks can_swap_in needs (while swapped)
 
     # -------------------------------------------------------------- admission
     def peak_blocks(self, group: SequenceGroup) -> int:
@@ -112,6 +117,7 @@ class PagedKV:
 
     def free_group(self, group: SequenceGroup) -> None:
         """Drop the sequences' GPU and CPU tables; blocks whose last reference goes are freed."""
+        self._swap_in_need.pop(group.group_id, None)
         for sid in group.seq_ids:
             self.bm.free(sid)
 
@@ -133,16 +139,22 @@ class PagedKV:
 
     def swap_out(self, group: SequenceGroup) -> list[tuple[int, int]]:
         """Each distinct block moves once (sharing is kept on the CPU side)."""
+        self._swap_in_need.pop(group.group_id, None)
         return self.bm.swap_out(group.seq_ids)
 
     def can_swap_in(self, group: SequenceGroup) -> bool:
-        """Blocks to swap in plus the next append's blocks fit under the watermark."""
-        ids = group.seq_ids
-        need = self.bm.blocks_to_swap_in(ids) + self.bm.blocks_to_append(ids, swapped=True)
+        """Blocks to swap in plus the next append's blocks fit under the watermark. (The count is kept from
+        the first ask until the group comes back: nothing changes a swapped group's CPU tables.)"""
+        need = self._swap_in_need.get(group.group_id)
+        if need is None:
+            ids = group.seq_ids
+            need = self.bm.blocks_to_swap_in(ids) + self.bm.blocks_to_append(ids, swapped=True)
+            self._swap_in_need[group.group_id] = need
         return self.bm.can_allocate(need) == AllocStatus.OK
 
     def swap_in(self, group: SequenceGroup) -> list[tuple[int, int]]:
         """Each distinct CPU block comes back to a fresh GPU block."""
+        self._swap_in_need.pop(group.group_id, None)
         return self.bm.swap_in(group.seq_ids)
 
     # ------------------------------------------------------------------ memory
@@ -160,17 +172,29 @@ class PagedKV:
         alloc = bm.num_allocated * bs
         internal = 0
         logical = 0
-        num_tokens = bm.num_tokens
+        get = bm.num_tokens.get
         for g in running:
-            final = g.spec.prompt_len + g.spec.output_len - 1      # every sequence's final_kv_tokens
-            for sid in g.seq_ids:
-                n = num_tokens.get(sid)
-                if n is None:
-                    continue
-                cap = -(-n // bs) * bs
-                logical += cap
-                if cap > final:
-                    internal += cap - max(final, n)
+            spec = g.spec
+            final = spec.prompt_len + spec.output_len - 1      # every sequence's final_kv_tokens
+            ids = g.seq_ids
+            n = get(ids[0])
+            m = len(ids)
+            if m > 1 and list(map(get, ids)).count(n) != m:     # sequences of different lengths: one by one
+                for sid in ids:
+                    n = get(sid)
+                    if n is None:
+                        continue
+                    cap = -(-n // bs) * bs
+                    logical += cap
+                    if cap > final:
+                        internal += cap - max(final, n)
+                continue
+            if n is None:
+                continue
+            cap = -(-n // bs) * bs                              # (every sequence holds n slots: m times)
+            logical += m * cap
+            if cap > final:
+                internal += m * (cap - max(final, n))
         internal = min(internal, alloc - bm.used_slots)   # a shared partial block counts once
         reserved = alloc - bm.used_slots - internal
         return MemorySplit(bm.used_slots, internal, reserved, 0, self.capacity_slots - alloc, logical)

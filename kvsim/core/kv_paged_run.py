@@ -49,8 +49,7 @@ class PagedDecodeTracker:
             final = spec.prompt_len + spec.output_len - 1
             v = (-final) % bs
             last = (-(-final // bs) - 1) * bs            # slots before the last block
-            for s in g.seqs:
-                sid = s.seq_id
+            for sid in g.seq_ids:
                 n0 = ntok[sid]
                 seq_ids.append(sid)
                 r = n0 % bs
@@ -90,19 +89,15 @@ class PagedDecodeTracker:
         bm, bs = kv.bm, kv.block_size
         ntok, tables, ref = bm.num_tokens, bm.tables, bm.ref
         for g in reversed(groups):          # forks share a partial block; the newest groups first (just forked)
-            if len(g.seqs) > 1:
-                for s in g.seqs:
-                    sid = s.seq_id
-                    if ntok[sid] % bs and ref[tables[sid][-1]] > 1:
-                        return None
+            ids = g.seq_ids                 # (a quick look at each group's first sequence: the constructor
+            if len(ids) > 1:                # checks every sequence)
+                sid = ids[0]
+                if ntok[sid] % bs and ref[tables[sid][-1]] > 1:
+                    return None
         free = kv.free_blocks()
         if bs >= MIN_STEPS and sum(len(g.seqs) for g in groups) > free:    # the first steps' blocks may not be
-            need = 0                                                        # free: count them before the rest
-            for g in groups:
-                for s in g.seqs:
-                    r = ntok[s.seq_id] % bs
-                    if r == 0 or r > bs - MIN_STEPS:
-                        need += 1
+            near = bs - MIN_STEPS                                           # free: count them before the rest
+            need = sum(1 for g in groups for sid in g.seq_ids if not 0 < ntok[sid] % bs <= near)
             if need > free:
                 return None
         t = cls(kv, groups)

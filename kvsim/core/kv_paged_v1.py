@@ -43,6 +43,7 @@ class PagedKVV1(PagedKV):
         self.enable_prefix_caching = enable_prefix_caching
         self.capacity_slots = num_gpu_blocks * block_size
         self._hashes: dict[int, list[int]] = {}
+        self._swap_in_need: dict[int, int] = {}      # (PagedKV's; never filled here: V1 does not swap)
 
     @staticmethod
     def _seq(group: SequenceGroup) -> int:
@@ -121,6 +122,8 @@ class PagedKVV1(PagedKV):
     def append(self, group: SequenceGroup) -> list[tuple[int, int]]:
         self.bm.grow(self._seq(group), 1)
         return []
+
+    append_blocks_per_seq = None      # (not claimed here: the scheduler asks each group's append_need)
 
     decode_tracker = None
     """Decode runs go through the protocol methods (:class:`kvsim.core.decode_tracker.ProtocolTracker`), so

@@ -201,20 +201,25 @@ class Scheduler:
         """Give every decoding group its next slot, preempting latest arrivals when memory runs out."""
         kv = self.kv
         decoding = [g for g in self.running if g.prefill_done >= g.prefill_target]      # not in prefill
-        append_need = kv.append_need
-        need = 0
-        for g in decoding:
-            need += append_need(g)
-        if need <= kv.free_blocks():
+        free = kv.free_blocks()
+        per_seq = getattr(kv, "append_blocks_per_seq", None)    # a bound on any append's need, per sequence
+        if ((per_seq is not None and per_seq * sum(len(g.seqs) for g in decoding) <= free)
+                or sum(map(kv.append_need, decoding)) <= free):
             # every group's need is covered at its turn (appends take exactly their need, and a group's
             # need does not depend on the others'): the loop below would preempt nothing
             copies, ids, ctx = plan.copy_pairs, plan.decode_group_ids, plan.decode_context_tokens
             append = kv.append
             for g in decoding:
-                copies.extend(append(g))
-                ids.append(g.spec.request_id)
-                p = g.spec.prompt_len
-                ctx.extend([p + s.generated for s in g.seqs])
+                pairs = append(g)
+                if pairs:
+                    copies.extend(pairs)
+                spec, seqs = g.spec, g.seqs
+                ids.append(spec.request_id)
+                p = spec.prompt_len
+                if len(seqs) == 1:
+                    ctx.append(p + seqs[0].generated)
+                else:
+                    ctx.extend([p + s.generated for s in seqs])
             return False
         queue = deque(self.running)
         kept: list[SequenceGroup] = []
@@ -320,21 +325,32 @@ class Scheduler:
                 if g.generated >= g.spec.output_len:
                     done.append(g)
         static = self.cfg.policy == "static"
-        given = beam_parents or {}
-        stepped = [groups[gid] for gid in plan.decode_group_ids if not (static and gid in self._static_done)]
-        # the seeded model's parents for this step's beam groups, drawn together in step order
-        modelled = [len(g.seqs) for g in stepped if g.is_beam and given.get(g.group_id) is None]
-        drawn = iter(self._beam_parents.many(modelled, self.cfg.beam_keep_prob, self.cfg.beam_decay)
-                     if modelled else ())
-        for g in stepped:
-            if g.is_beam:
+        if static:
+            stepped = [groups[gid] for gid in plan.decode_group_ids if gid not in self._static_done]
+        else:
+            stepped = list(map(groups.__getitem__, plan.decode_group_ids))
+        beams = [g for g in stepped if g.spec.beam_width > 1]
+        if beams:
+            # the seeded model's parents for this step's beam groups, drawn together in step order, then each
+            # group re-parented in step order
+            given = beam_parents or {}
+            modelled = [len(g.seqs) for g in beams if given.get(g.group_id) is None]
+            drawn = iter(self._beam_parents.many(modelled, self.cfg.beam_keep_prob, self.cfg.beam_decay)
+                         if modelled else ())
+            reparent = self.kv.reparent
+            for g in beams:
                 parents = given.get(g.group_id)
-                if parents is None:
-                    parents = next(drawn)
-                self.kv.reparent(g, parents)
-            for s in g.seqs:
-                s.generated += 1
-            if g.generated >= g.spec.output_len:
+                reparent(g, next(drawn) if parents is None else parents)
+        for g in stepped:
+            seqs = g.seqs
+            if len(seqs) == 1:
+                s = seqs[0]
+                s.generated = n = s.generated + 1
+            else:
+                for s in seqs:
+                    s.generated += 1
+                n = seqs[0].generated
+            if n >= g.spec.output_len:
                 done.append(g)
         if static:
             self._static_done.update(g.group_id for g in done)

@@ -1,0 +1,24 @@
+#!/bin/bash
+# Instructions (cachegrind "I refs") of sim_modes.one(MODE, N) — set-up, simulation and summary — minus the same
+# process stopping after its imports, for each checkout given. Load-independent, unlike wall or CPU time on a
+# shared box (about 50x slower than a plain run: beam4 at 1,000 requests takes a few minutes per checkout).
+#
+# usage (from the repository root):
+#   git archive <before-commit> | tar -x -C /tmp/before
+#   bash benchmarks/sim/sim_modes_instructions.sh 1000 paged,n4,beam4 /tmp/before "$PWD"
+# prints one line per checkout and mode: ROOT MODE INSTRUCTIONS
+set -euo pipefail
+N=$1; MODES=$2; shift 2
+PY=$(python -c 'import sys; print(sys.executable)')     # the interpreter itself (valgrind does not follow shims)
+IMP="import sys, json; sys.path.insert(0, 'benchmarks/sim'); import sim_modes; from kvsim.build import setup_run; \
+from kvsim.config import load_scenario; from kvsim.sim import SimEngine; import kvsim.latency"
+ir() { valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null "$@" 2>&1 \
+       | grep "I *refs" | tr -d ',' | awk '{print $NF}'; }
+for root in "$@"; do
+  cd "$root"
+  base=$(PYTHONPATH=$root ir "$PY" -c "$IMP")
+  for m in ${MODES//,/ }; do
+    full=$(PYTHONPATH=$root ir "$PY" -c "$IMP; sim_modes.one('$m', $N)")
+    echo "$root $m $((full - base))"
+  done
+done
