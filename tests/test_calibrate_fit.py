@@ -49,7 +49,11 @@ def test_busy_prefill_fit_times_prompts_that_arrive_while_others_decode(monkeypa
     fit = fit_prefill_overhead(None, prof, 16, device="cpu", tokens=[16, 64], cuda_graphs=False, prompts=10,
                                busy=True)
     assert [w["rate_req_s"] for w in asked] == [profile.BUSY_RATE] * 2
-    assert [w["output_len"] for w in asked] == [profile.BUSY_OUTPUT] * 2
+    cost0 = __import__("kvsim.cost.calibrated", fromlist=["x"]).CalibratedCostModel(
+        __import__("kvsim.cost.calibrated", fromlist=["x"]).Profile(prof), model_name=prof["model"],
+        dtype=prof["dtype"], block_size_tokens=16)
+    assert [w["output_len"] for w in asked] == [profile.busy_output_len(cost0, t, spec.max_seq_len) for t in (16, 64)]
+    assert all(w["output_len"] >= profile.BUSY_OUTPUT for w in asked)
     assert [w["num_requests"] for w in asked] == [20, 20]
     # the five busy lone steps, the first two dropped as warm-up: median 0.5 s, minus the price
     from kvsim.core.plan import StepPlan
@@ -60,3 +64,35 @@ def test_busy_prefill_fit_times_prompts_that_arrive_while_others_decode(monkeypa
         assert got == pytest.approx(max(0.0, 0.5 - priced))
     idle = fit_prefill_overhead(None, prof, 16, device="cpu", tokens=[16], cuda_graphs=False, prompts=10)
     assert asked[-1]["rate_req_s"] == profile.PREFILL_OVERHEAD_RATE and idle["time_s"][0] > fit["time_s"][0]
+
+
+def test_busy_requests_outlast_the_arrival_gaps_whatever_the_models_speed():
+    """A fast model's requests decode more tokens, so a prompt still meets BUSY_RUNNING running requests."""
+    from kvsim.core.plan import StepPlan
+    from kvsim.cost.calibrated import CalibratedCostModel, Profile
+    spec = get_model("tiny-opt")
+    for scale in (1.0, 1e-3):          # a 13B-like profile and one whose every step is 1,000 times faster
+        prof = synthetic_profile()
+        prof = dict(prof, model=spec.name, num_layers=spec.num_layers)
+        if scale != 1.0:
+            for key in ("decode_step", "decode_attn", "linear", "layer_other", "lm_head", "step_overhead"):
+                if isinstance(prof.get(key), dict):
+                    _scale_times(prof[key], scale)
+        cost = CalibratedCostModel(Profile(prof), model_name=prof["model"], dtype=prof["dtype"], block_size_tokens=16)
+        n = profile.busy_output_len(cost, 16, 100_000)
+        step = cost.step_time(StepPlan(decode_group_ids=[0, 1, 2], decode_context_tokens=[48] * 3))
+        assert n >= profile.BUSY_OUTPUT and n * step >= profile.BUSY_RUNNING / profile.BUSY_RATE * 0.999
+    assert profile.busy_output_len(cost, 16, 64) == 40          # capped by the model's longest sequence
+
+
+def _scale_times(table, k):
+    for key, val in list(table.items()):
+        if key == "time_s":
+            table[key] = (np_scale(val, k))
+        elif isinstance(val, dict):
+            _scale_times(val, k)
+
+
+def np_scale(val, k):
+    import numpy as np
+    return (np.asarray(val, float) * k).tolist()

@@ -61,7 +61,20 @@ def fit_overhead(model, profile: dict, bs: int, device: str = "cuda", batches=OV
 
 PREFILL_OVERHEAD_TOKENS = [16, 128, 512, 1536]
 PREFILL_OVERHEAD_RATE = 4.0      # req/s: 250 ms apart, room for a 1,536-token prefill + 3 decodes of a 13B model
-BUSY_RATE, BUSY_OUTPUT = 12.0, 32   # busy fit: a prompt every 83 ms into ~3 running decodes of 32 tokens
+BUSY_RATE, BUSY_OUTPUT = 12.0, 32   # busy fit: a prompt every 83 ms into ~3 running decodes of >= 32 tokens
+BUSY_RUNNING = 3                    # ... each request decodes for as long as this many arrival gaps
+
+
+def busy_output_len(cost, prompt_len: int, max_len: int) -> int:
+    """Output tokens that keep each busy-fit request decoding for ``BUSY_RUNNING`` arrival gaps at the
+    profile's price of a decode step of that many sequences (at least ``BUSY_OUTPUT``; at most what fits
+    ``max_len``). A 13B model needs the minimum; a small model's steps are so short that 32 tokens end
+    before the next prompt arrives and no prefill would ever meet a running request."""
+    from kvsim.core.plan import StepPlan
+    step = cost.step_time(StepPlan(decode_group_ids=list(range(BUSY_RUNNING)),
+                                   decode_context_tokens=[prompt_len + BUSY_OUTPUT] * BUSY_RUNNING))
+    want = BUSY_RUNNING / BUSY_RATE / max(step, 1e-6)
+    return int(max(BUSY_OUTPUT, min(-(-want // 1), max_len - prompt_len - 8)))
 
 
 def fit_prefill_overhead(model, profile: dict, bs: int, device: str = "cuda", tokens=PREFILL_OVERHEAD_TOKENS,
@@ -84,16 +97,18 @@ def fit_prefill_overhead(model, profile: dict, bs: int, device: str = "cuda", to
         t = min(int(t), spec.max_seq_len - 8)
         # the serving engine's graphs (256 sequence rows, as in prefill_step), prompts spaced so each prefill
         # runs alone: near-constant gaps (gamma, cv 0.01) longer than a prefill and 3 decodes
-        load = {"output_len": BUSY_OUTPUT, "rate_req_s": BUSY_RATE, "num_requests": 2 * prompts} if busy else \
+        out_len = busy_output_len(cost, t, spec.max_seq_len) if busy else 4
+        load = {"output_len": out_len, "rate_req_s": BUSY_RATE, "num_requests": 2 * prompts} if busy else \
             {"output_len": 4, "rate_req_s": PREFILL_OVERHEAD_RATE, "num_requests": prompts}
         its = engine_iterations(model, profile, f"calibrate-prefill-{t}", device, cuda_graphs,
-                                {"block_size": bs, "num_gpu_blocks": 8 * (-(-(t + BUSY_OUTPUT + 8) // bs)) + 64},
+                                {"block_size": bs, "num_gpu_blocks": 8 * (-(-(t + max(out_len, BUSY_OUTPUT) + 8) // bs)) + 64},
                                 {"prompt_len": t, "arrival": "gamma", "cv": 0.01, **load})
         pre = its[(its.decode_seqs == 0) & (its.prefill_tokens == t) & (its.prefill_groups == 1)]
         pre = pre[pre.running > 1] if busy else pre
         pre = pre.iloc[2:] if len(pre) > 2 else pre          # the first ones warm up, when there are more
         if not len(pre):
-            raise KvsimError("calibrate", f"the engine ran no lone {t}-token prefill step to time")
+            raise KvsimError("calibrate", f"the engine ran no lone {t}-token prefill step to time"
+                                          + (" while other requests decoded" if busy else ""))
         priced = cost.step_time(StepPlan(prefill_group_ids=[0], prefill_new_tokens=[t], prefill_cached_tokens=[0]))
         resid = float(np.median(pre.duration_s.to_numpy() - priced))
         out.append(max(0.0, resid))
