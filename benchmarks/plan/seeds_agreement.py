@@ -13,8 +13,8 @@ capacity interval [recommendation, lowest rate failing with confidence] (kvsim.p
 * the interval against the effort: --seeds 5, 10, 20, 40 from seed 0 at 600 requests, and --seeds 10
   with the requests per run grown up to 2400 (--max-requests 2400, --tol 0.02).
 
-Writes seeds_agreement.csv and seeds_agreement.md next to this file (852 s of wall time with --jobs 2
-on 2 cores shared with other work, load average about 4):
+Writes seeds_agreement.csv and seeds_agreement.md next to this file (419 s of wall time with --jobs 2
+on 2 cores; 852 s before, with a load average of about 4):
     python benchmarks/plan/seeds_agreement.py [--jobs 2]
 """
 from __future__ import annotations

@@ -12,26 +12,26 @@ and bimodal, its mean is biased low against the p99 of all requests pooled
 is a mean, so it has an unbiased estimator per replication — the fraction
 ``e_i`` of run ``i``'s steady-window requests (:mod:`kvsim.plan.steady`) above
 ``B`` — and the runs, not the requests (which queue behind one another), are
-the independent units. :func:`share_interval` is the Student-t interval of the
-mean of the ``e_i`` over the runs, widened where needed to the Wilson score
-interval of the pooled count (the interval the requests would give were they
-independent; correlation only widens it, and it keeps N runs that all have
-zero exceedances from giving a zero-width interval). A rate passes a p99 SLO
-when the upper end is at most 1%, and fails it with confidence when the lower
-end is above 1%. Its known limit, measured: near the knee the ``e_i`` are
-zero-inflated and heavy-tailed (most runs have none, a few a burst with 5-65% of
-their window above the bound), the mean of ten is far from normal, and N runs
-that miss the bursts pass (the Wilson floor assumes independent requests). Against
-an 80-seed population the upper end falls below the true share in 21-40% of
-10-run draws at 600 requests per run and 11-18% at 2400 (95% would be 2.5%); the
-lower end is honest (``benchmarks/plan/interval_coverage_*.md``,
-``benchmarks/plan/issue13_audit.md``).
+the independent units. :func:`share_interval`'s lower end is the Student-t end of
+the mean of the ``e_i`` over the runs, widened where needed to the Wilson score
+interval of the pooled count (measured honest: ``benchmarks/plan/interval_coverage_*.md``).
+Its upper end is :func:`kvsim.plan.tail_bound.share_upper`: near the knee the
+``e_i`` are zero-inflated and heavy-tailed (most runs have none, a few a burst
+with 5-65% of their window above the bound), and the t end on them was too low
+in 11-40% of 10-run draws (95% would be 2.5%). The upper end now averages
+near-miss shares (requests between ``B/2`` and ``B`` count in proportion, so it
+bounds the share from above) and uses the Korn-Graubard design-effect interval
+over the runs; its coverage, and its limit with short runs, are in that module.
+A rate passes a p99 SLO when the upper end is at most 1%, and fails it with
+confidence when the lower end is above 1%. ``share_interval(..., method="t")``
+gives the first construction's upper end, for the coverage check's comparison.
 
 The p99 itself is then reported as the pooled quantile (the smallest latency
 ``x`` with mean share above ``x`` at most 1%) with the interval obtained by
 inverting the same test over ``x`` (:func:`quantile_interval`: the smallest
-``x`` whose share interval's lower, or upper, end is at most 1%): its upper end
-is within ``B`` whenever the share above ``B`` passes. SLOs that are means
+``x`` whose share interval's lower, or upper, end is at most 1%; the near-miss
+upper end moves between samples too, so twice each sample and the SLO's bound are
+tried as well): its upper end is within ``B`` whenever the share above ``B`` passes. SLOs that are means
 (``normalized_latency_s`` over the window's requests, ``preemption_rate``,
 ``goodput_miss_frac`` per run) use the Student-t interval of the per-run values.
 """
@@ -45,6 +45,7 @@ import numpy as np
 
 from kvsim.plan.slo import slo_value
 from kvsim.plan.steady import PER_REQUEST
+from kvsim.plan.tail_bound import share_upper
 from kvsim.stats import interval, t_quantile
 
 QUANTILE_SLOS = {"ttft_p99_s": 0.99, "tpot_p99_s": 0.99}      # SLO key -> the quantile it bounds
@@ -76,8 +77,11 @@ def _wilson(k: np.ndarray, n: int, z: float) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(mid - half, 0, 1), np.clip(mid + half, 0, 1)
 
 
-def share_interval(samples: list[np.ndarray], thresholds, confidence: float):
-    """(mean share, lo, hi) of requests above each threshold: arrays over ``thresholds`` (module doc)."""
+def share_interval(samples: list[np.ndarray], thresholds, confidence: float, method: str = "kg"):
+    """(mean share, lo, hi) of requests above each threshold: arrays over ``thresholds`` (module doc).
+    ``method="t"`` gives the first construction's upper end (t over the runs), kept for the coverage check."""
+    if method not in ("kg", "t"):
+        raise ValueError(f"share_interval method {method!r}")
     x = np.atleast_1d(np.asarray(thresholds, dtype=float))
     sorted_runs = [np.sort(np.asarray(s, dtype=float)) for s in samples if len(s)]
     if not sorted_runs:
@@ -94,22 +98,29 @@ def share_interval(samples: list[np.ndarray], thresholds, confidence: float):
         half = np.zeros_like(mean)
     z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
     w_lo, w_hi = _wilson(above.sum(axis=0), int(sizes.sum()), z)
-    return mean, np.clip(np.minimum(mean - half, w_lo), 0, 1), np.clip(np.maximum(mean + half, w_hi), 0, 1)
+    hi = mean + half if method == "t" else share_upper(sorted_runs, x, confidence)
+    return mean, np.clip(np.minimum(mean - half, w_lo), 0, 1), np.clip(np.maximum(hi, w_hi), 0, 1)
 
 
-def quantile_interval(samples: list[np.ndarray], q: float, confidence: float) -> tuple[float, float, float]:
-    """Pooled ``q`` quantile and its interval by test inversion (module doc); NaNs without samples."""
-    pooled = np.unique(np.concatenate([np.asarray(s, dtype=float) for s in samples])) if samples else np.array([])
-    if not len(pooled):
+def quantile_interval(samples: list[np.ndarray], q: float, confidence: float,
+                      bounds=()) -> tuple[float, float, float]:
+    """Pooled ``q`` quantile and its interval by test inversion (module doc); NaNs without samples.
+    ``bounds``: thresholds tried besides the samples (an SLO's bound, so that passing it puts the upper end
+    within it)."""
+    data = [np.asarray(s, dtype=float) for s in samples]
+    if not data or not sum(len(s) for s in data):
         return math.nan, math.nan, math.nan
-    mean, lo, hi = share_interval(samples, pooled, confidence)
+    pooled = np.concatenate(data)
+    # the share above x changes only at samples; the upper end's near-miss share also bends at twice a sample
+    cand = np.unique(np.concatenate([pooled, 2 * pooled, np.asarray(bounds, dtype=float)]))
+    mean, lo, hi = share_interval(samples, cand, confidence)
     p = 1 - q
 
     def first(ok: np.ndarray) -> float:
-        """The smallest sample x where ``ok`` holds (the largest sample if nowhere): the share above x is
-        constant between samples, so e.g. ``hi <= p`` at a bound B gives an upper end <= B."""
+        """The smallest candidate x where ``ok`` holds (the largest sample if nowhere): the share above x is
+        constant between samples, and ``hi <= p`` at a bound B in ``bounds`` gives an upper end <= B."""
         i = np.flatnonzero(ok)
-        return float(pooled[i[0]] if len(i) else pooled[-1])
+        return float(cand[i[0]] if len(i) else pooled.max())
     return first(mean <= p), first(lo <= p), first(hi <= p)
 
 
@@ -119,7 +130,7 @@ def judge(key: str, bound: float, summaries: list[dict], confidence: float) -> C
         samples = [s["steady"][PER_REQUEST[key]] for s in summaries]
         p = 1 - QUANTILE_SLOS[key]
         mean_b, lo_b, hi_b = share_interval(samples, [bound], confidence)
-        est, lo, hi = quantile_interval(samples, QUANTILE_SLOS[key], confidence)
+        est, lo, hi = quantile_interval(samples, QUANTILE_SLOS[key], confidence, bounds=[bound])
         return Call(est, lo, hi, bool(hi_b[0] <= p), bool(lo_b[0] > p), float(mean_b[0] / p))
     if key in PER_REQUEST:
         per_run = [s["steady"][PER_REQUEST[key]] for s in summaries]
