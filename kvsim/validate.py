@@ -196,6 +196,17 @@ def replay_sets(eng_doc: dict) -> list[str]:
     return [f"runtime.cuda_graph_prefill_ladder={name}"] if name else []
 
 
+def profile_sets(meta: dict | None) -> list[str]:
+    """Engine settings under which ``meta``'s profile was measured, for a live validation to run the engine it
+    priced: the prefill/mixed graph ladder and how a mixed step's decode rows were attended. Profiles from
+    before these settings existed were measured on ladder v1 with the decode rows in the prefill kernel.
+    They go before the user's ``--set``, which wins (and is then a like-for-unlike comparison)."""
+    meta = meta if isinstance(meta, dict) else {}
+    ladder = meta.get("prefill_ladder", "v1")
+    decode_kernel = bool(meta.get("mixed_decode_kernel", False))
+    return [f"runtime.cuda_graph_prefill_ladder={ladder}", f"runtime.mixed_decode_kernel={str(decode_kernel).lower()}"]
+
+
 def simulate_with_profile(scenario_path: str, profile: str, overrides: list[str] | None = None):
     import kvsim
     sc = kvsim.load_scenario(scenario_path, list(overrides or []) + ["cost.model=calibrated",
@@ -222,11 +233,18 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
             eng_doc, eng_reqs, eng_its = read_engine_records(edir)
             sc, sim = simulate_with_profile(path, profile, list(overrides or []) + replay_sets(eng_doc))
         else:
-            sc, sim = simulate_with_profile(path, profile, overrides)
+            pmeta = _profile_doc(profile).get("meta")
+            live = profile_sets(pmeta) + list(overrides or [])
+            if not (isinstance(pmeta, dict) and "prefill_ladder" in pmeta):
+                import sys
+                print(f"note: {profile} predates runtime.cuda_graph_prefill_ladder and runtime.mixed_decode_kernel; "
+                      f"the engine runs as it was measured ({', '.join(live[:2])}); recalibrate to validate the "
+                      f"current defaults", file=sys.stderr)
+            sc, sim = simulate_with_profile(path, profile, live)
             from kvsim.engine.engine import RealEngine
             from kvsim.output import write_engine_run
             import kvsim
-            esc = kvsim.load_scenario(path, overrides)
+            esc = kvsim.load_scenario(path, live)
             check_graph_mode(profile, esc.runtime.cuda_graphs)
             from kvsim.engine.preflight import check_engine_fits
             check_engine_fits(esc)

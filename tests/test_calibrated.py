@@ -360,3 +360,13 @@ def test_replay_prices_a_saved_run_on_the_ladder_it_captured():
     assert replay_sets({"engine": {"cuda_graph_prefill_tokens": prefill_token_sizes(4096, "v1")}}) == \
         ["runtime.cuda_graph_prefill_ladder=v1"]
     assert replay_sets({"engine": {"cuda_graph_prefill_tokens": []}}) == [] and replay_sets({}) == []
+
+
+def test_live_validation_runs_the_engine_its_profile_measured():
+    from kvsim.validate import profile_sets
+    assert profile_sets({}) == ["runtime.cuda_graph_prefill_ladder=v1", "runtime.mixed_decode_kernel=false"]
+    assert profile_sets(None) == profile_sets({})
+    assert profile_sets({"prefill_ladder": "v2", "mixed_decode_kernel": True}) == \
+        ["runtime.cuda_graph_prefill_ladder=v2", "runtime.mixed_decode_kernel=true"]
+    sc = kvsim.load_scenario("scenarios/examples/quickstart.yaml", profile_sets({}) + ["runtime.mixed_decode_kernel=true"])
+    assert sc.runtime.cuda_graph_prefill_ladder == "v1" and sc.runtime.mixed_decode_kernel      # the user's --set wins
