@@ -148,7 +148,7 @@ def test_bad_inputs_raise_one_line_errors(monkeypatch):
 
 
 def _prefill_case(ctx_lens, q_lens, hkv, group, dim, dtype, bs, seed, block_m=16, persistent=None,
-                  single_decode=False):
+                  single_decode=False, split=None):
     """Write the new tokens with write_kv, then prefill; compare with a contiguous causal ref.
     ``single_decode``: the prefill kernel skips one-token sequences and the varlen decode kernel serves them."""
     total = [c + n for c, n in zip(ctx_lens, q_lens)]
@@ -178,7 +178,8 @@ def _prefill_case(ctx_lens, q_lens, hkv, group, dim, dtype, bs, seed, block_m=16
                                   persistent=persistent, skip_single=single_decode)
     if single_decode:      # the one-token sequences' rows are still NaN: the decode kernel must write them all
         assert torch.isnan(out).any() == (1 in q_lens)
-        paged_varlen_decode_attention(q, pk.k_cache, pk.v_cache, pk.block_table, qsl, ctx, out=out, block_n=16)
+        paged_varlen_decode_attention(q, pk.k_cache, pk.v_cache, pk.block_table, qsl, ctx, out=out, block_n=16,
+                                      split=split)
     ref = torch.zeros(q.shape, dtype=torch.float64, device=DEV)
     for s, (c, n) in enumerate(zip(ctx_lens, q_lens)):
         a = int(qsl[s])
@@ -227,6 +228,49 @@ def test_mixed_step_decode_rows_through_the_decode_kernel(bs, group, persistent)
     # sequences with no new token must be written by neither
     _prefill_case([0, 40, 99, 7, 250, 3, 0, 0], [33, 1, 1, 5, 1, 1, 0, 0], 2, group, 64, torch.float16, bs,
                   seed=31 + bs + group, persistent=persistent, single_decode=True)
+
+
+@pytest.mark.parametrize("group", [1, 4])
+def test_split_varlen_decode_merges_partitions_exactly(group, monkeypatch):
+    # partitions of 16 positions: rows of 1, 41, 100 and 251 cached tokens cut into 1-16 pieces, merged
+    import kvsim.kernels.varlen_split as vs
+    monkeypatch.setattr(vs, "SPLIT_TOKENS", 16)
+    _prefill_case([0, 40, 99, 7, 250, 3, 0, 0], [33, 1, 1, 5, 1, 1, 0, 0], 2, group, 64, torch.float16, 16,
+                  seed=51 + group, single_decode=True, split=True)
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_engine_attention_of_a_mixed_step_through_the_decode_kernel(split, monkeypatch):
+    # the engine's layer call (kvsim.engine.attention) on a mixed step in the unified layout: the prefill
+    # kernel for the chunk, the varlen decode kernel (split or not) for the decode rows, offsets computed once
+    # a step by with_step_tiles; against the float64 torch backend on the same caches
+    from dataclasses import replace
+    import kvsim.kernels.varlen_decode as vd
+    import kvsim.kernels.varlen_split as vs
+    from kvsim.engine.attention import as_unified, paged_attention, with_step_tiles
+    from kvsim.engine.synthetic_step import synthetic_step
+    monkeypatch.setattr(vd, "SPLIT", split)
+    monkeypatch.setattr(vs, "SPLIT_TOKENS", 16)
+    gen = torch.Generator().manual_seed(7)
+    _, _, meta = synthetic_step([(9, 20)], [1, 30, 47], block_size=4, num_blocks=64, vocab_size=32, device=DEV,
+                                backend="triton", generator=gen)
+    umeta = with_step_tiles(as_unified(meta, decode_kernel=True), 8, 2)
+    assert umeta.single_seqs is not None and (umeta.single_split is not None) == split
+    t = umeta.num_tokens
+    q, k, v = (randn((t, h, 32), torch.float16, DEV, gen) for h in (8, 2, 2))
+    kc, vc = (randn((64, 4, 2, 32), torch.float16, DEV, gen) for _ in range(2))
+    got = paged_attention(q, k, v, kc.clone(), vc.clone(), umeta, 32 ** -0.5)
+    want = paged_attention(q, k, v, kc.clone(), vc.clone(), replace(meta, backend="torch"), 32 ** -0.5)
+    assert rel_err(got, want.double()) < tolerance(torch.float16)
+
+
+def test_split_starts_count_partitions_of_listed_sequences_only():
+    from kvsim.kernels.varlen_split import split_starts
+    qsl = torch.tensor([0, 1, 4, 5, 5], dtype=torch.int32, device=DEV)      # lens 1, 3, 1, 0
+    ctx = torch.tensor([15, 70, 32, 9], dtype=torch.int32, device=DEV)
+    cu = split_starts(single_token_seqs(qsl), ctx, per=16)
+    assert cu.tolist() == [0, 1, 4, 4, 4]       # seq 0: 16 positions -> 1; seq 2: 33 -> 3; nothing else
+    assert split_starts(single_token_seqs(qsl), ctx, window=8, per=16).tolist() == [0, 1, 2, 2, 2]
 
 
 def test_varlen_decode_leaves_multi_token_rows_alone_and_checks_inputs():
@@ -311,4 +355,6 @@ def test_gpu_unified_mixed(bs, group):
                   seed=bs + group, block_m=64, persistent=True)
     _prefill_case(ctx, [512] + [1] * 40 + [0], 8 if group == 1 else 2, group, 128, torch.float16, bs,
                   seed=bs + group, block_m=64, single_decode=True)
+    _prefill_case(ctx, [512] + [1] * 40 + [0], 8 if group == 1 else 2, group, 128, torch.float16, bs,
+                  seed=bs + group, block_m=64, single_decode=True, split=True)
 

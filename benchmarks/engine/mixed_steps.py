@@ -2,7 +2,8 @@
 
 Settings (``--settings``, comma list, each ``+``-joined): ``fused`` / ``plain`` layer ops; a mixed step's decode
 rows attended inside the prefill kernel (``unified``: 64-row query tiles) or by the varlen decode kernel beside
-it (``decodekernel``, :mod:`kvsim.kernels.varlen_decode`); ``persistent`` prefill grid; a token ladder
+it (``decodekernel``, :mod:`kvsim.kernels.varlen_decode`); ``persistent`` prefill grid; ``split`` (the decode
+rows' contexts cut into partitions, :mod:`kvsim.kernels.varlen_split`); a token ladder
 (``v1`` / ``v2`` of :data:`kvsim.graph_sizes.PREFILL_LADDERS`, default the current one). Default: the engine
 before issue #10's last changes (``fused+unified+v1``) against the current one (``fused+decodekernel``). For each
 setting the script captures the engine's CUDA graphs (prefill/mixed graphs by token count, decode graphs by
@@ -47,7 +48,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cuda", help="cpu: a smoke run (tiny model, TRITON_INTERPRET=1)")
     ap.add_argument("--settings", default="fused+unified+v1,fused+decodekernel",
-                    help="comma list of fused|plain + unified|decodekernel [+persistent] [+v1|+v2]")
+                    help="comma list of fused|plain + unified|decodekernel [+persistent] [+split] [+v1|+v2]")
     ap.add_argument("--persistent-prefill", action="store_true",
                     help="capture the prefill/mixed graphs with the persistent prefill grid (kvsim.kernels.prefill)")
     a = ap.parse_args()
@@ -90,10 +91,12 @@ def main() -> None:
         return max(mem, comp), ("memory" if mem >= comp else "compute")
 
     import kvsim.kernels.prefill as prefill
+    import kvsim.kernels.varlen_decode as varlen_decode
     for setting in a.settings.split(","):
         parts = setting.split("+")
         fused, dkernel = "fused" in parts, "decodekernel" in parts
         prefill.PERSISTENT = a.persistent_prefill or "persistent" in parts
+        varlen_decode.SPLIT = "split" in parts
         ladder = next((x for x in parts if x in PREFILL_LADDERS), None)
         if hasattr(model, "fused_ops"):
             model.fused_ops = fused

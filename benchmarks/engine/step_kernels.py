@@ -96,7 +96,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", required=True)
     ap.add_argument("--graphs", default="", help="profile graph replays: comma list of unified|decodekernel "
-                                                  "[+persistent] [+v1|+v2] (the mixed_steps.py settings)")
+                                                  "[+persistent] [+split] [+v1|+v2] (the mixed_steps.py settings)")
     a = ap.parse_args()
     dev = torch.device(a.device)
     spec = get_model(a.model)
@@ -109,11 +109,13 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     out = []
     import kvsim.kernels.prefill as prefill
+    import kvsim.kernels.varlen_decode as varlen_decode
     from kvsim.graph_sizes import PREFILL_LADDERS, prefill_token_sizes
     for setting in (a.graphs.split(",") if a.graphs else ["eager"]):
         parts = setting.split("+")
         dk = "decodekernel" in parts
         prefill.PERSISTENT = "persistent" in parts
+        varlen_decode.SPLIT = "split" in parts
         pg = dg = None
         if setting != "eager":
             from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs

@@ -69,6 +69,7 @@ class AttnMetadata:
     window: int = 0                       # >0: sliding-window layers (a query at p sees (p - window, p])
     single_rows_decode: bool = False      # prefill lists: sequences of 1 new token go to the decode kernel
     single_seqs: torch.Tensor | None = None   # ... their indices, compacted once per step (with_step_tiles)
+    single_split: torch.Tensor | None = None  # ... and their split-KV partition offsets (varlen_decode.SPLIT)
 
     @property
     def num_tokens(self) -> int:
@@ -106,12 +107,17 @@ def with_step_tiles(meta: AttnMetadata, num_heads: int, num_kv_heads: int) -> At
         return replace(meta, groups=[with_step_tiles(m, num_heads, num_kv_heads) for m in meta.groups])
     if meta.backend != "triton" or not meta.num_prefill_tokens or meta.prefill_tile_starts is not None:
         return meta
+    from kvsim.kernels import varlen_decode
     from kvsim.kernels.prefill import prefill_tile_starts
-    from kvsim.kernels.varlen_decode import single_token_seqs
     single = meta.single_rows_decode
+    seqs = varlen_decode.single_token_seqs(meta.prefill_query_start) if single else None
+    cu = None
+    if single and varlen_decode.SPLIT:
+        from kvsim.kernels.varlen_split import split_starts
+        cu = split_starts(seqs, meta.prefill_context_lens, meta.window)
     return replace(meta, prefill_tile_starts=prefill_tile_starts(meta.prefill_query_start, num_heads // num_kv_heads,
                                                                  skip_single=single),
-                   single_seqs=single_token_seqs(meta.prefill_query_start) if single else None)
+                   single_seqs=seqs, single_split=cu)
 
 
 def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
@@ -136,7 +142,8 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
             from kvsim.kernels.varlen_decode import paged_varlen_decode_attention
             paged_varlen_decode_attention(q[:p], k_cache, v_cache, meta.prefill_block_tables, meta.prefill_query_start,
                                           meta.prefill_context_lens, scale, out=out[:p], single_seqs=meta.single_seqs,
-                                          backend=be, window=meta.window)
+                                          backend=be, window=meta.window, split=meta.single_split is not None or None,
+                                          split_cu=meta.single_split)
     if meta.num_decode_tokens:
         paged_decode_attention(q[p:], k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens,
                                scale, max_context_len=meta.max_decode_context_len, out=out[p:], backend=be,

@@ -33,6 +33,10 @@ from kvsim.kernels._common import (check_backend, check_int_index, default_scale
 
 PERSISTENT_WAVES = 4
 """Programs per SM (summed over KV heads)."""
+SPLIT = False
+"""Default of ``paged_varlen_decode_attention(split=...)``: cut each row's context into partitions
+(:mod:`kvsim.kernels.varlen_split`). Off until measured on a GPU (``benchmarks/engine/mixed_steps.py``'s
+``+split`` setting); the committed profiles were measured without it."""
 
 
 @triton.jit
@@ -97,11 +101,14 @@ def paged_varlen_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cach
                                   context_lens: torch.Tensor, scale: float | None = None, *,
                                   out: torch.Tensor, single_seqs: torch.Tensor | None = None, block_n: int = 64,
                                   num_warps: int = 4, num_stages: int = 2, backend: str = "triton",
-                                  window: int = 0) -> torch.Tensor:
+                                  window: int = 0, split: bool | None = None,
+                                  split_cu: torch.Tensor | None = None) -> torch.Tensor:
     """Rows of ``out`` for the sequences of exactly one new token (see module doc); other rows untouched.
 
     Inputs are the prefill kernel's (:func:`kvsim.kernels.paged_prefill_attention`). ``single_seqs``
-    (from :func:`single_token_seqs`) saves recomputing the list in every layer of a step.
+    (from :func:`single_token_seqs`) saves recomputing the list in every layer of a step. ``split`` (default
+    :data:`SPLIT`): partitions of :data:`~kvsim.kernels.varlen_split.SPLIT_TOKENS` positions, merged after
+    (``split_cu`` from :func:`~kvsim.kernels.varlen_split.split_starts`, once per step).
     """
     from kvsim.kernels.decode import check_qkv
     check_qkv(q, k_cache, v_cache)
@@ -135,7 +142,15 @@ def paged_varlen_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cach
             f"must be int32 ({num_seqs + 1},) from single_token_seqs")
     hkv = k_cache.shape[2]
     group = q.shape[1] // hkv
-    grid = (max(1, min(num_seqs, PERSISTENT_WAVES * num_sms(q.device) // hkv)), hkv)
+    programs = max(1, min(num_seqs, PERSISTENT_WAVES * num_sms(q.device) // hkv))
+    if SPLIT if split is None else split:
+        from kvsim.kernels.varlen_split import launch_split
+        return launch_split(q, k_cache, v_cache, block_table, query_start_loc, context_lens, single_seqs, out,
+                            scale_log2=scale * 1.4426950408889634, win=kernel_window(window), window=window,
+                            cu=split_cu, block_n=block_n, num_warps=num_warps, num_stages=num_stages,
+                            dot_f32=dot_f32(q.dtype),
+                            programs=max(1, PERSISTENT_WAVES * num_sms(q.device) // hkv))
+    grid = (programs, hkv)
     _varlen_decode_kernel[grid](
         q, k_cache, v_cache, block_table, query_start_loc, context_lens, single_seqs, num_seqs, out,
         scale * 1.4426950408889634,

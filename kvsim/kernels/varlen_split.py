@@ -1,0 +1,153 @@
+"""Split-KV for the varlen decode kernel: a mixed step's few, long decode rows cut into partitions.
+
+:mod:`kvsim.kernels.varlen_decode` gives each one-token sequence one program per KV head that walks its whole
+context. With few decode rows and long contexts that is few programs, each long: 8 rows x 2,048 tokens of
+Llama-3-8B are 64 programs of 32 KV tiles on a 132-SM card (the H200 profile of such a mixed step,
+``benchmarks/engine/results_H200/mixed_1845``, found its attention 3-4x the bandwidth floor). Here every row's
+context is cut into partitions of ``SPLIT_TOKENS`` positions (flash-decoding), all computed on the device:
+
+* :func:`split_starts` (once per step): ``cu[i]`` = the first work item of the ``i``-th one-token sequence of
+  the compacted list (:func:`~kvsim.kernels.varlen_decode.single_token_seqs`), ``cu[num_seqs]`` the item count.
+* :func:`_split_kernel`: persistent programs (per KV head) loop over the items; an item finds its sequence by
+  bisection over ``cu`` (as prefill tiles do) and writes the unnormalised fp32 accumulator and its ``m``/``l``.
+* :func:`_merge_kernel`: persistent programs loop over the sequences, merge their partitions for all query
+  heads at once and write the output row.
+
+The partial buffers are sized on the host for the worst case the block tables allow (``num_seqs x
+ceil(positions / SPLIT_TOKENS)``), so no launch syncs and a CUDA graph captures both at fixed grids.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kvsim.kernels._attn_decode import _load_kv, _table, _update
+
+SPLIT_TOKENS = 512
+"""Partition length (positions)."""
+
+
+@triton.jit
+def _split_kernel(
+    q_ptr, k_ptr, v_ptr, bt_ptr, qsl_ptr, ctx_ptr, list_ptr, cu_ptr, num_seqs, part_ptr, m_ptr, l_ptr, scale_log2,
+    stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_bts, win, per,
+    G: tl.constexpr, G_PAD: tl.constexpr, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, DOT_F32: tl.constexpr,
+):
+    kvh = tl.program_id(1)
+    total = tl.load(cu_ptr + num_seqs)
+    offs_g = tl.arange(0, G_PAD)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    g_mask = offs_g < G
+    d_mask = offs_d < HEAD_DIM
+    heads = kvh * G + offs_g
+    k_head = kvh.to(tl.int64) * stride_kh
+    v_head = kvh.to(tl.int64) * stride_vh
+    for t in range(tl.program_id(0), total, tl.num_programs(0)):
+        lo_i = 0
+        hi_i = num_seqs
+        while lo_i < hi_i:                      # the sequence whose items hold t
+            mid = (lo_i + hi_i) // 2
+            if tl.load(cu_ptr + mid + 1) <= t:
+                lo_i = mid + 1
+            else:
+                hi_i = mid
+        seq = tl.load(list_ptr + lo_i)
+        part = t - tl.load(cu_ptr + lo_i)
+        row = tl.load(qsl_ptr + seq).to(tl.int64)
+        end = tl.load(ctx_ptr + seq) + 1
+        lo = tl.maximum(end - win, 0) + part * per
+        hi = tl.minimum(lo + per, end)
+        q = tl.load(q_ptr + row * stride_qt + heads[:, None] * stride_qh + offs_d[None, :],
+                    mask=g_mask[:, None] & d_mask[None, :], other=0.0)
+        if DOT_F32:
+            q = q.to(tl.float32)
+        m_i = tl.full([G_PAD], float("-inf"), tl.float32)
+        l_i = tl.zeros([G_PAD], tl.float32)
+        acc = tl.zeros([G_PAD, BLOCK_D], tl.float32)
+        bt_row = bt_ptr + seq.to(tl.int64) * stride_bts
+        for start in range(lo, hi, BLOCK_N):
+            pos = start + offs_n
+            phys = _table(bt_row, pos, hi, BLOCK_SIZE, True)
+            k, v = _load_kv(k_ptr, v_ptr, phys, seq, pos, hi, offs_d, d_mask, k_head, v_head,
+                            stride_kb, stride_kt, stride_vb, stride_vt, HEAD_DIM, BLOCK_D, BLOCK_SIZE, True)
+            m_i, l_i, acc = _update(q, k, v, pos < hi, m_i, l_i, acc, scale_log2, DOT_F32)
+        idx = (heads + t * NUM_HEADS).to(tl.int64)          # [items, heads] (and [items, heads, head_dim])
+        tl.store(part_ptr + idx[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=g_mask[:, None] & d_mask[None, :])
+        tl.store(m_ptr + idx, m_i, mask=g_mask)
+        tl.store(l_ptr + idx, l_i, mask=g_mask)
+
+
+@triton.jit
+def _merge_kernel(
+    qsl_ptr, list_ptr, cu_ptr, num_seqs, part_ptr, m_ptr, l_ptr, out_ptr, stride_ot, stride_oh,
+    NUM_HEADS: tl.constexpr, H_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    count = tl.load(list_ptr + num_seqs)
+    offs_h = tl.arange(0, H_PAD)
+    offs_d = tl.arange(0, BLOCK_D)
+    h_mask = offs_h < NUM_HEADS
+    mask = h_mask[:, None] & (offs_d < HEAD_DIM)[None, :]
+    for i in range(tl.program_id(0), count, tl.num_programs(0)):
+        row = tl.load(qsl_ptr + tl.load(list_ptr + i)).to(tl.int64)
+        m_run = tl.full([H_PAD], float("-inf"), tl.float32)
+        l_run = tl.zeros([H_PAD], tl.float32)
+        acc = tl.zeros([H_PAD, BLOCK_D], tl.float32)
+        for t in range(tl.load(cu_ptr + i), tl.load(cu_ptr + i + 1)):
+            idx = (offs_h + t * NUM_HEADS).to(tl.int64)
+            m = tl.load(m_ptr + idx, mask=h_mask, other=float("-inf"))
+            m_new = tl.maximum(m_run, m)
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+            a_old = tl.exp2(m_run - m_use)
+            a_new = tl.exp2(m - m_use)
+            l_run = l_run * a_old + tl.load(l_ptr + idx, mask=h_mask, other=0.0) * a_new
+            acc = acc * a_old[:, None] + tl.load(part_ptr + idx[:, None] * HEAD_DIM + offs_d[None, :], mask=mask,
+                                                 other=0.0) * a_new[:, None]
+            m_run = m_new
+        o = acc / tl.where(l_run > 0, l_run, 1.0)[:, None]
+        tl.store(out_ptr + row * stride_ot + offs_h[:, None] * stride_oh + offs_d[None, :],
+                 o.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def split_starts(single_seqs: torch.Tensor, context_lens: torch.Tensor, window: int = 0,
+                 per: int | None = None) -> torch.Tensor:
+    """int32 ``[num_seqs + 1]``: prefix sums of the partitions of each listed one-token sequence (its
+    ``context_lens + 1`` positions, or its window), 0 past the list's count. On the device, no sync."""
+    per = per or SPLIT_TOKENS
+    n = context_lens.shape[0]
+    idx = single_seqs[:n].long()
+    span = context_lens.to(torch.int32)[idx] + 1
+    if window:
+        span = torch.clamp(span, max=int(window))
+    live = torch.arange(n, device=span.device) < single_seqs[n:]
+    parts = torch.where(live, (span + (per - 1)) // per, torch.zeros_like(span))
+    cu = torch.zeros(n + 1, dtype=torch.int32, device=span.device)
+    torch.cumsum(parts, 0, out=cu[1:])
+    return cu
+
+
+def launch_split(q, k_cache, v_cache, block_table, query_start_loc, context_lens, single_seqs, out, *, scale_log2,
+                 win, window, cu=None, block_n, num_warps, num_stages, dot_f32, programs) -> torch.Tensor:
+    """Both launches (partials, merge) into ``out``'s rows of the listed sequences; the caller checked inputs."""
+    num_seqs = context_lens.shape[0]
+    hkv, heads, dim = k_cache.shape[2], q.shape[1], q.shape[2]
+    if cu is None:
+        cu = split_starts(single_seqs, context_lens, window)
+    positions = block_table.shape[1] * k_cache.shape[1]
+    items = num_seqs * -(-(min(positions, window) if window else positions) // SPLIT_TOKENS)
+    ws = torch.empty(items * heads * (dim + 2), dtype=torch.float32, device=q.device)
+    part, m, l = ws[:items * heads * dim], ws[items * heads * dim:items * heads * (dim + 1)], ws[items * heads * (dim + 1):]
+    group = heads // hkv
+    block_d = max(16, triton.next_power_of_2(dim))
+    _split_kernel[(max(1, programs), hkv)](
+        q, k_cache, v_cache, block_table, query_start_loc, context_lens, single_seqs, cu, num_seqs, part, m, l,
+        scale_log2, q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_table.stride(0), win, SPLIT_TOKENS,
+        G=group, G_PAD=max(16, triton.next_power_of_2(group)), NUM_HEADS=heads, HEAD_DIM=dim, BLOCK_D=block_d,
+        BLOCK_N=block_n, BLOCK_SIZE=k_cache.shape[1], DOT_F32=dot_f32, num_warps=num_warps, num_stages=num_stages)
+    _merge_kernel[(max(1, min(num_seqs, programs * hkv)),)](
+        query_start_loc, single_seqs, cu, num_seqs, part, m, l, out, out.stride(0), out.stride(1),
+        NUM_HEADS=heads, H_PAD=max(16, triton.next_power_of_2(heads)), HEAD_DIM=dim, BLOCK_D=block_d, num_warps=4)
+    return out
