@@ -234,6 +234,10 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
             sc, sim = simulate_with_profile(path, profile, list(overrides or []) + replay_sets(eng_doc))
         else:
             pmeta = _profile_doc(profile).get("meta")
+            from kvsim.graph_sizes import PREFILL_LADDERS
+            if isinstance(pmeta, dict) and pmeta.get("prefill_ladder", "v1") not in PREFILL_LADDERS:
+                raise KvsimError("--profile", f"{profile}: meta.prefill_ladder {pmeta.get('prefill_ladder')!r} is not "
+                                              f"one of {', '.join(PREFILL_LADDERS)}")
             live = profile_sets(pmeta) + list(overrides or [])
             if not (isinstance(pmeta, dict) and "prefill_ladder" in pmeta):
                 import sys
