@@ -150,7 +150,7 @@ def _why_fig15(m: dict, key: str) -> str:
                 f"{F15} measures it: fixed lengths follow the prediction within 1.1 pts, the run's "
                 f"{f['requests']} requests draw {f['prompt_ge_block_frac']:.0%} prompts of a block or more (the "
                 f"distribution: 57%; 1,000 requests save 8.0-12.7%) and "
-                f"at 200 req/s the time-weighting adds 2.7 pts at n=2; at the paper's means the distribution "
+                f"the load adds 2.7 pts at n=2 (8.8% at 20 req/s, 11.5% at 200); at the paper's means the distribution "
                 f"predicts 7.7-12.8% with the assumed output sigma 0.7 and 5.4-9.0% with 1.0 (a wider prompt "
                 f"spread raises it: sigma 1.2, 8.7-14.5%): the paper gives only means, so the assumed output "
                 f"spread sets the gap")
