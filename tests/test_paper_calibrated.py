@@ -6,11 +6,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from kvsim.config import load_scenario
 from kvsim.errors import KvsimError
 from kvsim.report.paper_cost import PaperCost
 from kvsim.report.paper_fig15 import fig15_table, implied_share, parallel_saving, prompt_share, workload_share
 from kvsim.report.paper_measure import measured
 from kvsim.report.paper_summary import summary_markdown
+from kvsim.sim import simulate
 from tests._cli import cli
 from tests.test_paper_summary import _res
 
@@ -50,8 +52,10 @@ def test_cli_refuses_a_profile_of_another_model_on_one_line(capsys, tmp_path):
 
 def test_prompt_share_counts_only_whole_prompt_blocks():
     assert prompt_share([15], [10], 16) == 0.0                       # no full block: nothing to share
-    # prompt 32 (two blocks), one output token: 32 shared slots of 33
-    assert prompt_share([32], [1], 16) == pytest.approx(32 / 33)
+    # prompt 32 (two blocks), one output token: the step holds the two shared blocks only
+    assert prompt_share([32], [1], 16) == pytest.approx(1.0)
+    # prompt 16, two output tokens: steps hold 16 and 17 slots, i.e. one and two blocks (16 shared each time)
+    assert prompt_share([16], [2], 16) == pytest.approx(32 / 48)
     # longer outputs dilute the share; a larger block shares less of the same prompt
     assert prompt_share([40], [100], 16) < prompt_share([40], [10], 16)
     assert prompt_share([50], [10], 32) < prompt_share([50], [10], 16)
@@ -77,6 +81,17 @@ def test_simulated_parallel_saving_follows_the_prompt_share():
         assert r.simulated == pytest.approx(r.predicted, rel=0.25)
 
 
+def test_fixed_length_parallel_saving_matches_the_block_count():
+    """Fixed lengths, unloaded: the simulated saving is the block-rounded prediction (a token count, 17.6% at
+    n=2, would miss it by 2 pts: the saving is counted in allocated block slots)."""
+    sc = ROOT / "scenarios" / "paper" / "fig14_parallel_sampling_paged.yaml"
+    for n in (2, 4):
+        ov = ["workload.dataset=fixed", "workload.prompt_len=16", "workload.output_len=58", f"workload.n={n}",
+              "workload.rate_req_s=2", "workload.num_requests=40"]
+        s = simulate(load_scenario(sc, ov)).summary
+        assert s["sharing_saved_frac"] == pytest.approx(parallel_saving(prompt_share([16], [58], 16), n), abs=0.005)
+
+
 def _with_fig15(res: dict) -> dict:
     res = dict(res)
     share = {"share": 0.18, "block_size": 16, "mean_prompt": 19.5, "mean_output": 60.0,
@@ -95,8 +110,10 @@ def test_summary_explains_fig15_from_the_readings_and_skips_fig19():
     md = summary_markdown(m, quick=True, wall_s=1.0, cost=PaperCost(rate_scale=5))
     row = next(line for line in md.splitlines() if "parallel sampling n=2..6" in line)
     assert "18.0%" in row and "n=2: 9.0% vs 10.0%" in row and "12.2% (n=2)" in row
+    assert "fig15_sensitivity.md" in row and "the run's 100 requests" in row and "draw 55% prompts" in row
     row = next(line for line in md.splitlines() if "beam search width 2..6" in line)
     assert "0.25: 47.5%" in row and "beam_keep_prob" in row and "15.0 pts" in row
+    assert "fig15_sensitivity.md" in row and "distinct histories" in row
     row = next(line for line in md.splitlines() if line.startswith("| Fig. 19"))
     assert "skipped" in row
     assert "at 10 req/s" in md and "x5" in md

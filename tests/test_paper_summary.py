@@ -62,6 +62,9 @@ def test_readings_follow_the_synthetic_curves():
     assert s["ratios"]["static (FT-like)"]["value"] == pytest.approx(2.05 / 0.15)
     assert m["fig13"]["sharegpt"]["ratios"]["orca_oracle"] == pytest.approx(30 / 12)
     assert "static (FT-like)" not in m["fig13"]["sharegpt"]["ratios"]
+    # batches grow as 15 x rate up to their caps: the ratio peaks once paged reaches its cap (30 at 2 req/s)
+    assert m["fig13"]["sharegpt"]["peak"]["orca_max"] == {"ratio": pytest.approx(5.0), "rate": 2.0, "rates": 7}
+    assert m["fig13"]["sharegpt"]["peak"]["orca_oracle"]["ratio"] == pytest.approx(2.5)
     assert m["fig2"]["split"]["paged"]["used"] == pytest.approx(0.97)
     assert m["fig18a"]["card"] == "NVIDIA H200"
 
@@ -73,6 +76,7 @@ def test_summary_sets_each_number_beside_the_papers_with_the_difference():
     assert "1.95x" in row and "1.7-2.7x" in row and "inside" in row
     row = next(line for line in md.splitlines() if "paged / Orca (Max) batched requests at 2 req/s" in line)
     assert "5.00x" in row and "+1.00 above the range" in row and "token states" in row
+    assert "over the sweep's 7 rates the ratio peaks at 5.00x (2 req/s)" in row and "at most 3.75x" in row
     row = next(line for line in md.splitlines() if line.startswith("| Fig. 18b"))
     assert "sharegpt inside" in row and "alpaca outside" in row
     assert "NVIDIA H200" in md

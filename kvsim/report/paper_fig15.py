@@ -1,11 +1,13 @@
 """Fig. 15: where the KV saved by sharing comes from, measured on the workload and the beam model.
 
 Parallel sampling shares only the prompt's whole blocks (the partial last block is copied on the first
-write), so on a step where each of ``n`` samples holds ``P + t`` slots the saving is
-``(n - 1) * S / (n * (P + t))`` with ``S = floor(P / block) * block``. Weighting every decode step of
-every request equally gives the workload's *prompt share*
+write), so on a step where each of ``n`` samples holds ``P + t`` token slots the saving is
+``(n - 1) * S / (n * C(P + t))`` with ``S = floor(P / block) * block`` and ``C(x) = ceil(x / block) * block``
+the slots of the blocks a sequence holds (the simulator's ``sharing_saved_frac`` counts block slots, not
+tokens). Weighting every decode step of every request equally (``t = 0 .. O - 1``: the KV grows from
+the prompt to its final ``P + O - 1`` slots) gives the workload's *prompt share*
 
-    x = sum_r O_r * S_r / sum_r (O_r * P_r + O_r (O_r + 1) / 2)
+    x = sum_r O_r * S_r / sum_r sum_t C(P_r + t)
 
 (:func:`prompt_share`, from the scenario's own sampled lengths, no simulation) and the saving
 ``(n - 1) / n * x`` (:func:`parallel_saving`). Read backwards, a stated saving at width ``n`` implies
@@ -26,14 +28,20 @@ BEAM_KEEP_WIDTH = 6
 
 
 def prompt_share(prompt_lens, output_lens, block: int) -> float:
-    """Share of a sequence's KV slots in whole prompt blocks, every decode step weighted equally."""
+    """Share of a sequence's KV blocks' slots in whole prompt blocks, every decode step weighted equally."""
     p = np.asarray(prompt_lens, dtype=np.float64)
     o = np.asarray(output_lens, dtype=np.float64)
     if p.shape != o.shape or len(p) == 0 or block < 1:
         raise ValueError("prompt_share needs equal-length, non-empty length arrays and block >= 1")
     shared = np.floor(p / block) * block
-    den = (o * p + o * (o + 1) / 2).sum()
+    den = (_block_slots(p + o - 1, block) - _block_slots(p - 1, block)).sum()
     return float((o * shared).sum() / den) if den > 0 else 0.0
+
+
+def _block_slots(n: np.ndarray, block: int) -> np.ndarray:
+    """``sum_{x=1..n} ceil(x / block) * block``: the block-rounded slots of sequences of 1 .. n tokens."""
+    q, r = np.floor(n / block), np.mod(n, block)
+    return block * block * q * (q + 1) / 2 + r * (q + 1) * block
 
 
 def parallel_saving(share: float, n: int) -> float:

@@ -36,11 +36,20 @@ def fig12(df: pd.DataFrame, threshold: float = LATENCY_THRESHOLD_S) -> dict:
 
 
 def fig13(df: pd.DataFrame, rate: float, systems=None) -> dict:
-    """Average batched requests per system at ``rate`` and paged / system."""
+    """Average batched requests per system at ``rate`` and paged / system; ``peak``: per system, the largest
+    paged / system over the rates both swept, and where (the ratio depends on the rate it is read at)."""
     batch = {k: value_at_rate(g[RATE], g["avg_batched_requests"], rate)
              for k, g in df.groupby(SYSTEM, sort=False) if systems is None or k in systems}
     ref = batch.get("paged", float("nan"))
-    return {"rate": rate, "batch": batch, "ratios": {k: ref / v for k, v in batch.items() if k != "paged" and v > 0}}
+    b = df.pivot_table(index=RATE, columns=SYSTEM, values="avg_batched_requests")
+    peak = {}
+    for k in batch:
+        if k != "paged" and "paged" in b:
+            r = (b["paged"] / b[k]).dropna()
+            if len(r):
+                peak[k] = {"ratio": float(r.max()), "rate": float(r.idxmax()), "rates": len(r)}
+    return {"rate": rate, "batch": batch, "ratios": {k: ref / v for k, v in batch.items() if k != "paged" and v > 0},
+            "peak": peak}
 
 
 def _gain(df: pd.DataFrame, col: str) -> dict:
@@ -108,7 +117,7 @@ def _fig15_lengths(res: dict) -> dict:
     if "fig15_prompt_share" in res:
         t = res["fig15_prompt_share"]
         out.update({k: float(t[k].iloc[0]) for k in ("share", "mean_prompt", "mean_output", "prompt_ge_block_frac")},
-                   block_size=int(t["block_size"].iloc[0]),
+                   block_size=int(t["block_size"].iloc[0]), requests=int(t["requests"].iloc[0]),
                    predicted={int(r.n): float(r.predicted) for r in t.itertuples()},
                    simulated={int(r.n): float(r.simulated) for r in t.itertuples()})
     if "fig15_beam_keep" in res:
