@@ -110,7 +110,7 @@ def test_summary_explains_fig15_from_the_readings_and_skips_fig19():
     md = summary_markdown(m, quick=True, wall_s=1.0, cost=PaperCost(rate_scale=5))
     row = next(line for line in md.splitlines() if "parallel sampling n=2..6" in line)
     assert "18.0%" in row and "n=2: 9.0% vs 10.0%" in row and "12.2% (n=2)" in row
-    assert "fig15_sensitivity.md" in row and "the run's 100 requests" in row and "draw 55% prompts" in row
+    assert "fig15_sensitivity.md" in row and "the run's 100 requests" in row and "drawing 55% prompts" in row
     row = next(line for line in md.splitlines() if "beam search width 2..6" in line)
     assert "0.25: 47.5%" in row and "beam_keep_prob" in row and "15.0 pts" in row
     assert "fig15_sensitivity.md" in row and "distinct histories" in row

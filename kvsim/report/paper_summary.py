@@ -51,19 +51,16 @@ def _why_fig12(m: dict, other: str) -> str:
 
 # measured on dense rate grids by benchmarks/paper/fig12_13_rates.py (H200 profile, rates x5: the committed run's setup)
 DENSE = "benchmarks/paper/fig12_13_rates.md"
-DENSE_STATIC = (f"on a dense static grid ({DENSE}, H200 profile x5) static reads 0.48 req/s, paged / static 23.3x at "
-                "0.1 s/token (>=26.1x at 0.05 s/token): the quick grid's two static points around the crossing move "
-                "the reading by about 1x, and what stays above 22x is of the size static_ratio.md attributes to how "
-                "host overhead splits between per-step and per-sequence costs")
-DENSE_MAX = (f"; on a dense grid ({DENSE}, H200 profile x5) Orca (Max) reads 1.97 req/s: 5.69x at 0.1 s/token, 4.79x "
-             "at 0.05: the A100-40GB cache (14,016 slots) holds six 2,048-slot reservations, so at every rate past "
-             "its capacity paged batches 3.6-3.7x more and Orca (Max) queues besides; no threshold in 0.05-0.2 "
-             "s/token reads it under 4x")
-
-
-DENSE_PEAK = {("sharegpt", "orca_oracle"): "1.80x", ("sharegpt", "orca_pow2"): "2.25x",
-              ("sharegpt", "orca_max"): "3.75x", ("alpaca", "orca_oracle"): "1.49x", ("alpaca", "orca_pow2"): "1.90x",
-              ("alpaca", "orca_max"): "19.65x"}
+# the texts below name what those benchmarks measured and where; their numbers live in the benchmarks' own
+# outputs (re-run them for another profile), not here
+DENSE_STATIC = (f"{DENSE} reads the static baseline on a dense rate grid (the H200 profile x5): the quick grid's two "
+                "static points around the crossing move the reading by about 1x, and the rest is of the size "
+                "static_ratio.md attributes to how host overhead splits between per-step and per-sequence costs")
+DENSE_MAX = (f"; {DENSE} reads Orca (Max) on a dense grid (the H200 profile x5): the A100-40GB cache holds only a few "
+             "max-length reservations, so past its capacity paged batches several times more and Orca (Max) "
+             "queues besides, at every threshold from 0.05 to 0.2 s/token")
+DENSE_PEAK = {("sharegpt", "orca_oracle"), ("sharegpt", "orca_pow2"), ("sharegpt", "orca_max"),
+              ("alpaca", "orca_oracle"), ("alpaca", "orca_pow2"), ("alpaca", "orca_max")}
 
 
 def _static_batch_text(m: dict) -> str:
@@ -115,8 +112,8 @@ def _why_fig13(m: dict, d: str, other: str) -> str:
     if pk:
         txt += (f"; over the sweep's {pk['rates']} rates the ratio peaks at {pk['ratio']:.2f}x ({pk['rate']:g} req/s): "
                 f"past capacity both batches are set by the KV memory, so the rate it is read at does not move it "
-                f"into the range" + (f" (dense grid, 0.1-4 x5 req/s, 400 and 1,000 requests, {DENSE}: at most "
-                f"{DENSE_PEAK[(d, other)]} at any rate)" if (d, other) in DENSE_PEAK else ""))
+                f"into the range" + (f" ({DENSE} reads the ratio at every rate of a dense grid, "
+                f"400 and 1,000 requests: its largest value is the ceiling)" if (d, other) in DENSE_PEAK else ""))
     return txt
 
 
@@ -147,24 +144,18 @@ def _why_fig15(m: dict, key: str) -> str:
                 f"{f['block_size']}-token block) whole prompt blocks are {f['share']:.1%} of a sequence's KV block slots per "
                 f"decode step, which predicts (n-1)/n x {f['share']:.1%} = {pred} simulated; the paper's savings imply a "
                 f"share of {implied_share(pv['low'], 2):.1%} (n=2) and {implied_share(pv['high'], 6):.1%} (n=6); "
-                f"{F15} measures it: fixed lengths follow the prediction within 1.1 pts, the run's "
-                f"{f['requests']} requests draw {f['prompt_ge_block_frac']:.0%} prompts of a block or more (the "
-                f"distribution: 57%; 1,000 requests save 8.0-12.7%) and "
-                f"the load adds 2.7 pts at n=2 (8.8% at 20 req/s, 11.5% at 200); at the paper's means the distribution "
-                f"predicts 7.7-12.8% with the assumed output sigma 0.7 and 5.4-9.0% with 1.0 (a wider prompt "
-                f"spread raises it: sigma 1.2, 8.7-14.5%): the paper gives only means, so the assumed output "
-                f"spread sets the gap")
+                f"{F15} measures what moves it: whole-block sharing on fixed lengths, the run's "
+                f"{f['requests']} requests drawing {f['prompt_ge_block_frac']:.0%} prompts of a block or more, the load, "
+                f"and the assumed output spread at the paper's mean lengths (the paper gives only means)")
     if key == "fig15_beam" and "beam_keep" in f:
         keep = ", ".join(f"{p:g}: {v:.1%}" for p, v in sorted(f["beam_keep"].items()))
         spread = max(f["beam_keep"].values()) - min(f["beam_keep"].values())
         return (f"beams also share inherited output history, drawn by the beam model (engine.beam_keep_prob, an "
                 f"assumption, default 0.5): width {f['beam_width']} saves {keep} by keep probability, a spread of "
-                f"{spread * 100:.1f} pts, so the keep probability alone does not account for the gap; {F15}: over keep_prob "
-                f"0.3-0.9 x decay 0.25-1 width 6 saves 52.0-65.6% but no cell gives both ends (closest 34.6% / "
-                f"57.7%): the model's rise from width 2 to 6 is 20-28 pts (paper 17.6) because its saving as a share "
-                f"of the (k-1)/k maximum does not fall with width (-1 to +4 pts; paper 75% -> 66%), and it grows "
-                f"with output length (width 6: 44.8% at 16 tokens, 74.3% at 256); matching needs how many distinct "
-                f"histories real beams keep per step by width, which the paper does not publish")
+                f"{spread * 100:.1f} pts, so the keep probability alone does not account for the gap; {F15} sweeps the "
+                f"model's parameters, width and output length: matching both of the paper's ends needs how many "
+                f"distinct histories real beams keep per step by width, which the paper does not publish")
+
     return "not measured in this run"
 
 
