@@ -28,15 +28,18 @@ each segment, may cut it shorter, and passes the time each segment ends.
 """
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 
 from kvsim.core.block_manager import AllocStatus
 from kvsim.core.decode_tracker import MIN_STEPS, make_tracker
+from kvsim.core.kv_paged_run import PagedDecodeTracker
 from kvsim.core.scheduler import Scheduler
 from kvsim.core.scheduler_v1 import SchedulerV1
+
+KEEP_RUNS = True    # take up the last run again where its groups are unchanged (off: every run starts afresh)
 
 __all__ = ["MIN_STEPS", "DecodeRun", "Segment", "admission_blocked", "admission_free_cap", "head_blocked", "start_decode_run",
            "swap_in_blocked"]
@@ -119,10 +122,13 @@ class DecodeRun:
         self._base: list[int] = []               # each sequence's context length at run step 0, sorted
         self._done_at: dict[int, list] = {}      # run step -> groups whose last token it produces
         base, done_at = self._base, self._done_at
+        self._groups = list(sched.running)       # the groups in running order, and the step each finishes at
+        fins = self._fins = []                   # (for keeping the run: :meth:`resume`)
         ctx_sum = num_seqs = 0
-        for g in sched.running:
+        for g in self._groups:
             spec, seqs = g.spec, g.seqs
             j = spec.output_len - seqs[0].generated - 1
+            fins.append(j)
             at = done_at.get(j)
             if at is None:
                 done_at[j] = [g]
@@ -166,7 +172,11 @@ class DecodeRun:
         self.ctx_sum += self.num_seqs * steps
         if steps < seg.steps or not seg.finishes:
             return False
-        done = self._done_at.pop(self._finish_steps.pop(0))
+        f = self._finish_steps.pop(0)
+        done = self._done_at.pop(f)
+        fins = self._fins
+        self._groups = [g for g, x in zip(self._groups, fins) if x != f]
+        self._fins = [x for x in fins if x != f]
         j = self.step
         for g in done:
             self.tracker.drop(g, j)
@@ -184,6 +194,52 @@ class DecodeRun:
         return True
 
 
+    def resume(self) -> bool:
+        """Take up this (ended) run again where the scheduler's running groups are its own, in order and with no
+        step taken since, followed by new ones (admitted since): the new ones join at run step ``self.step`` and
+        the run is in the state a fresh one would have, its steps shifted by ``self.step``. False (nothing
+        changed) otherwise."""
+        running, old, j = self.sched.running, self._groups, self.step
+        m = len(old)
+        if len(running) < m:
+            return False
+        for g, o, f in zip(running, old, self._fins):
+            if g is not o or g.spec.output_len - g.seqs[0].generated - 1 + j != f:
+                return False
+        new = running[m:]
+        if not self.tracker.unchanged(j) or not self.tracker.extend(new, j):
+            return False
+        base, done_at, fins = self._base, self._done_at, self._fins
+        for g in new:
+            spec, seqs = g.spec, g.seqs
+            f = spec.output_len - seqs[0].generated - 1 + j
+            fins.append(f)
+            at = done_at.get(f)
+            if at is None:
+                done_at[f] = [g]
+                insort(self._finish_steps, f)
+            else:
+                at.append(g)
+            p = spec.prompt_len
+            for s in seqs:
+                n = p + s.generated
+                self.ctx_sum += n
+                insort(base, n - j)
+            self.num_seqs += len(seqs)
+        old.extend(new)
+        self.num_groups = len(old)
+        return True
+
+
+def _resumed(sched: Scheduler, nseq: int) -> DecodeRun | None:
+    """The scheduler's last decode run taken up again (:meth:`DecodeRun.resume`) where it may be: single-sequence
+    groups on the paged tracker; None otherwise."""
+    run = getattr(sched, "_kept_run", None)
+    if run is None or nseq != len(sched.running) or not run.resume():
+        return None
+    return run
+
+
 def start_decode_run(sched: Scheduler) -> DecodeRun | None:
     """A decode run from the scheduler's state now, or None when the next step must be taken alone.
     No state change."""
@@ -196,10 +252,15 @@ def start_decode_run(sched: Scheduler) -> DecodeRun | None:
         nseq += len(g.seqs)
     if not admission_blocked(sched, nseq):
         return None
+    run = _resumed(sched, nseq) if KEEP_RUNS else None
+    if run is not None:
+        return run if run.tracker.first_steps_fit(run.step, sched.kv.free_blocks()) else None
     tracker = make_tracker(sched.kv, sched.running)
     if tracker is None:
         return None
     if hasattr(tracker, "free_cap"):          # decode steps may free blocks: stop before admission could go on
         tracker.free_cap = admission_free_cap(sched, nseq)
-    return DecodeRun(sched, tracker)
+    run = DecodeRun(sched, tracker)
+    sched._kept_run = run if type(tracker) is PagedDecodeTracker and nseq == len(sched.running) else None
+    return run
 

@@ -20,7 +20,7 @@ equality tests in ``tests/test_fastforward.py`` run both ways).
 """
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from itertools import accumulate, chain
 
 
@@ -35,6 +35,7 @@ class PagedDecodeTracker:
         bs = self.bs = kv.block_size
         self.capacity = kv.capacity_slots
         self.seq_ids: list[int] = []
+        self._n0: dict[int, int] = {}                    # each sequence's slots at run step 0 (kept runs' check)
         cnt = [0] * bs                                   # sequences taking a block at run steps = c (mod bs)
         members: list[list[int]] = [[] for _ in range(bs)]   # ... and which, in running order
         logical = internal = 0
@@ -42,7 +43,7 @@ class PagedDecodeTracker:
         ntok, tables, ref = bm.num_tokens, bm.tables, bm.ref
         need = 0                                         # blocks of the first MIN_STEPS steps (bs >= MIN_STEPS)
         self._cow = False                                # a partial last block is shared
-        seq_ids = self.seq_ids
+        seq_ids, n0s = self.seq_ids, self._n0
         near = bs - MIN_STEPS
         for g in groups:
             spec = g.spec
@@ -50,7 +51,7 @@ class PagedDecodeTracker:
             v = (-final) % bs
             last = (-(-final // bs) - 1) * bs            # slots before the last block
             for sid in g.seq_ids:
-                n0 = ntok[sid]
+                n0 = n0s[sid] = ntok[sid]
                 seq_ids.append(sid)
                 r = n0 % bs
                 if r == 0:
@@ -107,6 +108,56 @@ class PagedDecodeTracker:
             return t if len(t.new_blocks(0, MIN_STEPS, kv.free_blocks())) == MIN_STEPS else None
         return None if t._need > kv.free_blocks() else t
 
+    def unchanged(self, step: int) -> bool:
+        """Whether every tracked sequence holds the slots the run's ``step`` steps gave it (no step since)."""
+        ntok, n0s = self.bm.num_tokens, self._n0
+        for sid in self.seq_ids:
+            if ntok[sid] - step != n0s[sid]:
+                return False
+        return True
+
+    def extend(self, groups: list, step: int) -> bool:
+        """Add groups (after the tracked ones, in running order) to a run ``step`` steps in, as if they had held
+        their slots less ``step`` at run step 0: the same aggregates a tracker started now over all groups has,
+        in run steps shifted by ``step``. False (nothing changed) where a partial last block is shared."""
+        bm, bs = self.bm, self.bs
+        ntok, tables, ref = bm.num_tokens, bm.tables, bm.ref
+        for g in groups:
+            for sid in g.seq_ids:
+                if ntok[sid] % bs and ref[tables[sid][-1]] > 1:
+                    return False
+        cnt, members, ev, n0s, steps = self._cnt, self._members, self._ev, self._n0, self._ev_steps
+        if self._ev_next:                                # (applied events: dropped so kept runs stay small)
+            del steps[:self._ev_next]
+            self._ev_next = 0
+        for g in groups:
+            spec = g.spec
+            final = spec.prompt_len + spec.output_len - 1
+            v = (-final) % bs
+            last = (-(-final // bs) - 1) * bs
+            for sid in g.seq_ids:
+                n = ntok[sid]
+                n0 = n0s[sid] = n - step
+                self.seq_ids.append(sid)
+                c = (-n0) % bs
+                cnt[c] += 1
+                members[c].append(sid)
+                self.logical += -(-n // bs) * bs
+                if v:
+                    je = last - n0
+                    if je < step:
+                        self.internal += v
+                    elif je in ev:
+                        ev[je] += v
+                    else:
+                        ev[je] = v
+                        insort(steps, je)
+        return True
+
+    def first_steps_fit(self, step: int, free: int) -> bool:
+        """Whether the blocks of the ``MIN_STEPS`` steps from ``step`` are free (``start``'s check)."""
+        return len(self.new_blocks(step, MIN_STEPS, free)) == MIN_STEPS
+
     def new_blocks(self, step: int, k: int, free: int) -> list[int]:
         # (plain lists: a segment's few numbers cost less than numpy's per-call overhead)
         cnt, bs = self._cnt, self.bs
@@ -153,6 +204,7 @@ class PagedDecodeTracker:
         for s in group.seqs:
             sid = s.seq_id
             gone.add(sid)
+            del self._n0[sid]
             n0 = ntok[sid] - step
             self._cnt[(-n0) % bs] -= 1
             self._members[(-n0) % bs].remove(sid)
