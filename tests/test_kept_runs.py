@@ -1,7 +1,9 @@
-"""A decode run taken up again after a stepped iteration (``DecodeRun.resume``: its groups unchanged, new ones
-admitted behind them) gives the same records as starting every run afresh and as stepping.
+"""A decode run taken up again after stepped iterations (``DecodeRun.resume``: its first groups the same steps on,
+its last ones gone, new ones admitted or swapped in behind them) gives the same records as starting every run
+afresh and as stepping.
 
-The scenarios are :mod:`tests.test_fastforward`'s single-sequence paged ones plus swap preemption; each must
+The scenarios are :mod:`tests.test_fastforward`'s paged ones (vLLM-style scheduler; chunked prefill; n = 2 and 4
+with swapping and recompute) plus swap preemption; each must
 really resume runs, and the per-request and per-iteration records and the summary must be exactly equal three
 ways (runs kept, runs afresh, no fast-forward). After every resume the kept run's state (context aggregates,
 finishing steps, the paged tracker's per-residue counts and members, memory aggregates and pending events) must
@@ -18,25 +20,38 @@ from kvsim.core.kv_paged_run import PagedDecodeTracker
 from kvsim.sim import SimEngine, simulate
 from tests.test_fastforward import CASES, scenario
 
-KEPT = {name: CASES[name][0] for name in ("paged_vllm", "paged_high_rate", "paged_prefix_cache", "paged_max_time")}
+KEPT = {name: CASES[name][0] for name in ("paged_vllm", "paged_high_rate", "paged_prefix_cache", "paged_max_time",
+                                          "paged_chunked", "paged_n2_swap", "paged_n4_swapped_runs",
+                                          "paged_n4_recompute")}
+EXPECT = {"paged_chunked": {"caught_up"}, "paged_n4_swapped_runs": {"caught_up", "dropped", "readded"},
+          "paged_n4_recompute": {"caught_up", "dropped"}}
 KEPT["paged_swap"] = scenario(engine={"preemption_mode": "swap"}, workload={"rate_req_s": 4.0})
 
 
 def _run(sc, monkeypatch, keep: bool):
     monkeypatch.setattr(decode_run, "KEEP_RUNS", keep)
-    resumed = []
+    resumed, kinds = [], set()
     orig = decode_run.DecodeRun.resume
 
     def counting(self):
+        before, j = list(self._groups), self.step
         ok = orig(self)
         resumed.append(ok)
         if ok:
             _check_same_as_fresh(self)
+            kinds.add("ok")
+            k = next((i for i, (a, b) in enumerate(zip(before, self._groups)) if a is not b), len(before))
+            if self.step > j:
+                kinds.add("caught_up")
+            if k < len(before):
+                kinds.add("dropped")
+                if any(g is h for g in before[k:] for h in self._groups[k:]):
+                    kinds.add("readded")
         return ok
 
     monkeypatch.setattr(decode_run.DecodeRun, "resume", counting)
     eng = SimEngine(setup_run(sc))
-    return eng.run(), sum(resumed)
+    return eng.run(), sum(resumed), kinds
 
 
 def _check_same_as_fresh(run):
@@ -62,12 +77,48 @@ def _check_same_as_fresh(run):
 @pytest.mark.parametrize("name", sorted(KEPT))
 def test_kept_runs_equal_fresh_runs_and_stepping(name, monkeypatch):
     sc = KEPT[name]
-    kept, n_resumed = _run(sc, monkeypatch, True)
-    fresh, n_fresh = _run(sc, monkeypatch, False)
+    kept, n_resumed, kinds = _run(sc, monkeypatch, True)
+    fresh, n_fresh, _ = _run(sc, monkeypatch, False)
     assert n_resumed > 0 and n_fresh == 0        # the path under test really ran (and only there)
+    assert kinds >= EXPECT.get(name, {"ok"}), kinds
     step = simulate(sc, fast_forward=False)
     for other in (fresh, step):
         pd.testing.assert_frame_equal(kept.requests, other.requests, check_exact=True)
         pd.testing.assert_frame_equal(kept.iterations, other.iterations, check_exact=True)
         assert kept.end_s == other.end_s
         assert kept.summary == other.summary
+
+
+def test_resume_refuses_groups_moved_unevenly(monkeypatch):
+    """A run is not taken up where one of its groups took a step the others did not (its tokens or its block
+    tables' slots): resume returns False and leaves the run as it was. (The scheduler never does this, so the
+    scenarios above cannot show the check matters; this moves a group by hand before resuming.)"""
+    orig = decode_run.DecodeRun.resume
+    refused = []
+
+    def moving(self):
+        running = self.sched.running
+        if len(self._groups) >= 2 and len(running) >= 2 and running[1] is self._groups[1] and len(refused) < 20:
+            g, ntok = running[1], self.sched.kv.bm.num_tokens
+            state = (self.step, self.ctx_sum, self.num_seqs, list(self._groups), list(self._base),
+                     self.tracker.logical, self.tracker.internal, list(self.tracker._cnt), dict(self.tracker._n0))
+            for field in ("generated", "num_tokens"):
+                for s in g.seqs:
+                    if field == "generated":
+                        s.generated += 1
+                    else:
+                        ntok[s.seq_id] += 1
+                refused.append(orig(self))
+                for s in g.seqs:
+                    if field == "generated":
+                        s.generated -= 1
+                    else:
+                        ntok[s.seq_id] -= 1
+                assert state == (self.step, self.ctx_sum, self.num_seqs, list(self._groups), list(self._base),
+                                 self.tracker.logical, self.tracker.internal, list(self.tracker._cnt),
+                                 dict(self.tracker._n0))
+        return orig(self)
+
+    monkeypatch.setattr(decode_run.DecodeRun, "resume", moving)
+    SimEngine(setup_run(KEPT["paged_vllm"])).run()
+    assert len(refused) == 20 and not any(refused)

@@ -195,21 +195,49 @@ class DecodeRun:
 
 
     def resume(self) -> bool:
-        """Take up this (ended) run again where the scheduler's running groups are its own, in order and with no
-        step taken since, followed by new ones (admitted since): the new ones join at run step ``self.step`` and
-        the run is in the state a fresh one would have, its steps shifted by ``self.step``. False (nothing
-        changed) otherwise."""
-        running, old, j = self.sched.running, self._groups, self.step
-        m = len(old)
-        if len(running) < m:
-            return False
-        for g, o, f in zip(running, old, self._fins):
-            if g is not o or g.spec.output_len - g.seqs[0].generated - 1 + j != f:
+        """Take up this (ended) run again where the scheduler's running groups are its first ones, in order, each
+        ``d`` steps on (taken one at a time since, ``d`` the same for all), followed by new ones (admitted or
+        swapped in since): its last groups (preempted or finished since) leave the run at its step, the rest
+        catch up ``d`` steps and the new ones join, and the run is in the state a fresh one would have, its steps
+        shifted by ``self.step``. False (nothing changed) otherwise."""
+        running, old, fins, j = self.sched.running, self._groups, self._fins, self.step
+        k = 0
+        for g, o in zip(running, old):
+            if g is not o:
+                break
+            k += 1
+        d = 0
+        if k:
+            g = running[0]
+            d = fins[0] - (g.spec.output_len - g.seqs[0].generated - 1) - j
+            if d < 0:
                 return False
-        new = running[m:]
-        if not self.tracker.unchanged(j) or not self.tracker.extend(new, j):
+            for g, f in zip(running[1:k], fins[1:k]):
+                if g.spec.output_len - g.seqs[0].generated - 1 + j + d != f:
+                    return False
+        new = running[k:]                            # (may hold groups of old[k:] again: out, then in anew)
+        tracker = self.tracker
+        if not tracker.moved(running[:k], j, d) or tracker.shares_partial(new):
             return False
-        base, done_at, fins = self._base, self._done_at, self._fins
+        for g, f in zip(old[k:], fins[k:]):          # groups gone since: out at step j
+            tracker.drop(g, j)
+            n = g.spec.prompt_len + g.spec.output_len - 1 - f + j       # their context at step j
+            self.ctx_sum -= n * len(g.seqs)
+            for _ in g.seqs:
+                del self._base[bisect_left(self._base, n - j)]
+            self.num_seqs -= len(g.seqs)
+            at = self._done_at[f]
+            at.remove(g)
+            if not at:
+                del self._done_at[f]
+                self._finish_steps.remove(f)
+        del old[k:], fins[k:]
+        if d:
+            tracker.caught_up(j, d)
+            j = self.step = j + d
+            self.ctx_sum += self.num_seqs * d
+        tracker.extend(new, j)
+        base, done_at = self._base, self._done_at
         for g in new:
             spec, seqs = g.spec, g.seqs
             f = spec.output_len - seqs[0].generated - 1 + j
@@ -232,10 +260,10 @@ class DecodeRun:
 
 
 def _resumed(sched: Scheduler, nseq: int) -> DecodeRun | None:
-    """The scheduler's last decode run taken up again (:meth:`DecodeRun.resume`) where it may be: single-sequence
-    groups on the paged tracker; None otherwise."""
+    """The scheduler's last decode run on the paged tracker taken up again (:meth:`DecodeRun.resume`) where it
+    may be; None otherwise."""
     run = getattr(sched, "_kept_run", None)
-    if run is None or nseq != len(sched.running) or not run.resume():
+    if run is None or not run.resume():
         return None
     return run
 
@@ -261,6 +289,6 @@ def start_decode_run(sched: Scheduler) -> DecodeRun | None:
     if hasattr(tracker, "free_cap"):          # decode steps may free blocks: stop before admission could go on
         tracker.free_cap = admission_free_cap(sched, nseq)
     run = DecodeRun(sched, tracker)
-    sched._kept_run = run if type(tracker) is PagedDecodeTracker and nseq == len(sched.running) else None
+    sched._kept_run = run if type(tracker) is PagedDecodeTracker else None
     return run
 
