@@ -193,7 +193,6 @@ class DecodeRun:
             self.tracker.free_cap = admission_free_cap(self.sched, self.num_seqs)
         return True
 
-
     def resume(self) -> bool:
         """Take up this (ended) run again where the scheduler's running groups are its first ones, in order, each
         ``d`` steps on (taken one at a time since, ``d`` the same for all), followed by new ones (admitted or
@@ -259,7 +258,7 @@ class DecodeRun:
         return True
 
 
-def _resumed(sched: Scheduler, nseq: int) -> DecodeRun | None:
+def _resumed(sched: Scheduler) -> DecodeRun | None:
     """The scheduler's last decode run on the paged tracker taken up again (:meth:`DecodeRun.resume`) where it
     may be; None otherwise."""
     run = getattr(sched, "_kept_run", None)
@@ -269,8 +268,8 @@ def _resumed(sched: Scheduler, nseq: int) -> DecodeRun | None:
 
 
 def start_decode_run(sched: Scheduler) -> DecodeRun | None:
-    """A decode run from the scheduler's state now, or None when the next step must be taken alone.
-    No state change."""
+    """A decode run from the scheduler's state now (its last one taken up again where it may be), or None when
+    the next step must be taken alone. No change to the scheduler's or the KV manager's state."""
     if sched.cfg.policy == "static" or not sched.running:
         return None
     nseq = 0
@@ -280,7 +279,7 @@ def start_decode_run(sched: Scheduler) -> DecodeRun | None:
         nseq += len(g.seqs)
     if not admission_blocked(sched, nseq):
         return None
-    run = _resumed(sched, nseq) if KEEP_RUNS else None
+    run = _resumed(sched) if KEEP_RUNS else None
     if run is not None:
         return run if run.tracker.first_steps_fit(run.step, sched.kv.free_blocks()) else None
     tracker = make_tracker(sched.kv, sched.running)
