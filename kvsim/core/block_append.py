@@ -101,21 +101,22 @@ class AppendMixin:
             ref = self.ref
             for s, b in zip(takers, got):
                 ref[b] = 1
-                tables[s].append(b)
+                table = tables[s]
+                if table:                       # a block is taken when the last one is full
+                    fill[table[-1]] = bs
+                table.append(b)
             self.num_allocated += m
         else:
             for s in takers:
-                tables[s].append(self._take_block())
-        for s in seq_ids:                       # (ntok[s] is still the count before these steps)
+                b = self._take_block()
+                table = tables[s]
+                if table:
+                    fill[table[-1]] = bs
+                table.append(b)
+        for s in seq_ids:                       # the last block holds the rest of the n1 slots
             n1 = ntok[s] + steps
-            table = tables[s]
-            last = len(table) - 1               # (n1 - 1) // bs: the table now holds n1 slots
-            i = (n1 - steps) // bs
-            if i < last:                        # blocks filled up by these steps
-                for b in table[i:last]:
-                    fill[b] = bs
-            fill[table[last]] = n1 - last * bs
             ntok[s] = n1
+            fill[tables[s][-1]] = (n1 - 1) % bs + 1
         self.used_slots += steps * len(seq_ids)
 
     def slots_needed(self, seq_id: int) -> int:

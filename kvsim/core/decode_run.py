@@ -28,15 +28,18 @@ each segment, may cut it shorter, and passes the time each segment ends.
 """
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 
 from kvsim.core.block_manager import AllocStatus
 from kvsim.core.decode_tracker import MIN_STEPS, make_tracker
+from kvsim.core.kv_paged_run import PagedDecodeTracker
 from kvsim.core.scheduler import Scheduler
 from kvsim.core.scheduler_v1 import SchedulerV1
+
+KEEP_RUNS = True    # take up the last run again where its groups are unchanged (off: every run starts afresh)
 
 __all__ = ["MIN_STEPS", "DecodeRun", "Segment", "admission_blocked", "admission_free_cap", "head_blocked", "start_decode_run",
            "swap_in_blocked"]
@@ -119,10 +122,13 @@ class DecodeRun:
         self._base: list[int] = []               # each sequence's context length at run step 0, sorted
         self._done_at: dict[int, list] = {}      # run step -> groups whose last token it produces
         base, done_at = self._base, self._done_at
+        self._groups = list(sched.running)       # the groups in running order, and the step each finishes at
+        fins = self._fins = []                   # (for keeping the run: :meth:`resume`)
         ctx_sum = num_seqs = 0
-        for g in sched.running:
+        for g in self._groups:
             spec, seqs = g.spec, g.seqs
             j = spec.output_len - seqs[0].generated - 1
+            fins.append(j)
             at = done_at.get(j)
             if at is None:
                 done_at[j] = [g]
@@ -166,7 +172,11 @@ class DecodeRun:
         self.ctx_sum += self.num_seqs * steps
         if steps < seg.steps or not seg.finishes:
             return False
-        done = self._done_at.pop(self._finish_steps.pop(0))
+        f = self._finish_steps.pop(0)
+        done = self._done_at.pop(f)
+        fins = self._fins
+        self._groups = [g for g, x in zip(self._groups, fins) if x != f]
+        self._fins = [x for x in fins if x != f]
         j = self.step
         for g in done:
             self.tracker.drop(g, j)
@@ -183,10 +193,83 @@ class DecodeRun:
             self.tracker.free_cap = admission_free_cap(self.sched, self.num_seqs)
         return True
 
+    def resume(self) -> bool:
+        """Take up this (ended) run again where the scheduler's running groups are its first ones, in order, each
+        ``d`` steps on (taken one at a time since, ``d`` the same for all), followed by new ones (admitted or
+        swapped in since): its last groups (preempted or finished since) leave the run at its step, the rest
+        catch up ``d`` steps and the new ones join, and the run is in the state a fresh one would have, its steps
+        shifted by ``self.step``. False (nothing changed) otherwise."""
+        running, old, fins, j = self.sched.running, self._groups, self._fins, self.step
+        k = 0
+        for g, o in zip(running, old):
+            if g is not o:
+                break
+            k += 1
+        d = 0
+        if k:
+            g = running[0]
+            d = fins[0] - (g.spec.output_len - g.seqs[0].generated - 1) - j
+            if d < 0:
+                return False
+            for g, f in zip(running[1:k], fins[1:k]):
+                if g.spec.output_len - g.seqs[0].generated - 1 + j + d != f:
+                    return False
+        new = running[k:]                            # (may hold groups of old[k:] again: out, then in anew)
+        tracker = self.tracker
+        if not tracker.moved(running[:k], j, d) or tracker.shares_partial(new):
+            return False
+        for g, f in zip(old[k:], fins[k:]):          # groups gone since: out at step j
+            tracker.drop(g, j)
+            n = g.spec.prompt_len + g.spec.output_len - 1 - f + j       # their context at step j
+            self.ctx_sum -= n * len(g.seqs)
+            for _ in g.seqs:
+                del self._base[bisect_left(self._base, n - j)]
+            self.num_seqs -= len(g.seqs)
+            at = self._done_at[f]
+            at.remove(g)
+            if not at:
+                del self._done_at[f]
+                self._finish_steps.remove(f)
+        del old[k:], fins[k:]
+        if d:
+            tracker.caught_up(j, d)
+            j = self.step = j + d
+            self.ctx_sum += self.num_seqs * d
+        tracker.extend(new, j)
+        base, done_at = self._base, self._done_at
+        for g in new:
+            spec, seqs = g.spec, g.seqs
+            f = spec.output_len - seqs[0].generated - 1 + j
+            fins.append(f)
+            at = done_at.get(f)
+            if at is None:
+                done_at[f] = [g]
+                insort(self._finish_steps, f)
+            else:
+                at.append(g)
+            p = spec.prompt_len
+            for s in seqs:
+                n = p + s.generated
+                self.ctx_sum += n
+                insort(base, n - j)
+            self.num_seqs += len(seqs)
+        old.extend(new)
+        self.num_groups = len(old)
+        return True
+
+
+def _resumed(sched: Scheduler) -> DecodeRun | None:
+    """The scheduler's last decode run on the paged tracker taken up again (:meth:`DecodeRun.resume`) where it
+    may be; None otherwise."""
+    run = getattr(sched, "_kept_run", None)
+    if run is None or not run.resume():
+        return None
+    return run
+
 
 def start_decode_run(sched: Scheduler) -> DecodeRun | None:
-    """A decode run from the scheduler's state now, or None when the next step must be taken alone.
-    No state change."""
+    """A decode run from the scheduler's state now (its last one taken up again where it may be), or None when
+    the next step must be taken alone. No change to the scheduler's or the KV manager's state."""
     if sched.cfg.policy == "static" or not sched.running:
         return None
     nseq = 0
@@ -196,10 +279,15 @@ def start_decode_run(sched: Scheduler) -> DecodeRun | None:
         nseq += len(g.seqs)
     if not admission_blocked(sched, nseq):
         return None
+    run = _resumed(sched) if KEEP_RUNS else None
+    if run is not None:
+        return run if run.tracker.first_steps_fit(run.step, sched.kv.free_blocks()) else None
     tracker = make_tracker(sched.kv, sched.running)
     if tracker is None:
         return None
     if hasattr(tracker, "free_cap"):          # decode steps may free blocks: stop before admission could go on
         tracker.free_cap = admission_free_cap(sched, nseq)
-    return DecodeRun(sched, tracker)
+    run = DecodeRun(sched, tracker)
+    sched._kept_run = run if type(tracker) is PagedDecodeTracker else None
+    return run
 

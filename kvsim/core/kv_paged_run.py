@@ -20,7 +20,7 @@ equality tests in ``tests/test_fastforward.py`` run both ways).
 """
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from itertools import accumulate, chain
 
 
@@ -35,6 +35,7 @@ class PagedDecodeTracker:
         bs = self.bs = kv.block_size
         self.capacity = kv.capacity_slots
         self.seq_ids: list[int] = []
+        self._n0: dict[int, int] = {}                    # each sequence's slots at run step 0 (kept runs' check)
         cnt = [0] * bs                                   # sequences taking a block at run steps = c (mod bs)
         members: list[list[int]] = [[] for _ in range(bs)]   # ... and which, in running order
         logical = internal = 0
@@ -42,7 +43,7 @@ class PagedDecodeTracker:
         ntok, tables, ref = bm.num_tokens, bm.tables, bm.ref
         need = 0                                         # blocks of the first MIN_STEPS steps (bs >= MIN_STEPS)
         self._cow = False                                # a partial last block is shared
-        seq_ids = self.seq_ids
+        seq_ids, n0s = self.seq_ids, self._n0
         near = bs - MIN_STEPS
         for g in groups:
             spec = g.spec
@@ -50,7 +51,7 @@ class PagedDecodeTracker:
             v = (-final) % bs
             last = (-(-final // bs) - 1) * bs            # slots before the last block
             for sid in g.seq_ids:
-                n0 = ntok[sid]
+                n0 = n0s[sid] = ntok[sid]
                 seq_ids.append(sid)
                 r = n0 % bs
                 if r == 0:
@@ -107,6 +108,63 @@ class PagedDecodeTracker:
             return t if len(t.new_blocks(0, MIN_STEPS, kv.free_blocks())) == MIN_STEPS else None
         return None if t._need > kv.free_blocks() else t
 
+    def moved(self, groups: list, step: int, d: int) -> bool:
+        """Whether each of ``groups``' (tracked) sequences holds the slots ``step + d`` run steps give it."""
+        ntok, n0s = self.bm.num_tokens, self._n0
+        j = step + d
+        for g in groups:
+            for sid in g.seq_ids:
+                if ntok[sid] - j != n0s[sid]:
+                    return False
+        return True
+
+    def shares_partial(self, groups: list) -> bool:
+        """Whether a sequence of ``groups`` has a shared partial last block (its next append copies on write)."""
+        bm, bs = self.bm, self.bs
+        ntok, tables, ref = bm.num_tokens, bm.tables, bm.ref
+        for g in groups:
+            for sid in g.seq_ids:
+                if ntok[sid] % bs and ref[tables[sid][-1]] > 1:
+                    return True
+        return False
+
+    def extend(self, groups: list, step: int) -> None:
+        """Add groups (after the tracked ones, in running order) to a run ``step`` steps in, as if they had held
+        their slots less ``step`` at run step 0: the same aggregates a tracker started now over all groups has,
+        in run steps shifted by ``step``. The caller checked ``shares_partial(groups)`` is False."""
+        bs = self.bs
+        ntok = self.bm.num_tokens
+        cnt, members, ev, n0s, steps = self._cnt, self._members, self._ev, self._n0, self._ev_steps
+        if self._ev_next:                                # (applied events: dropped so kept runs stay small)
+            del steps[:self._ev_next]
+            self._ev_next = 0
+        for g in groups:
+            spec = g.spec
+            final = spec.prompt_len + spec.output_len - 1
+            v = (-final) % bs
+            last = (-(-final // bs) - 1) * bs
+            for sid in g.seq_ids:
+                n = ntok[sid]
+                n0 = n0s[sid] = n - step
+                self.seq_ids.append(sid)
+                c = (-n0) % bs
+                cnt[c] += 1
+                members[c].append(sid)
+                self.logical += -(-n // bs) * bs
+                if v:
+                    je = last - n0
+                    if je < step:
+                        self.internal += v
+                    elif je in ev:
+                        ev[je] += v
+                    else:
+                        ev[je] = v
+                        insort(steps, je)
+
+    def first_steps_fit(self, step: int, free: int) -> bool:
+        """Whether the blocks of the ``MIN_STEPS`` steps from ``step`` are free (``start``'s check)."""
+        return len(self.new_blocks(step, MIN_STEPS, free)) == MIN_STEPS
+
     def new_blocks(self, step: int, k: int, free: int) -> list[int]:
         # (plain lists: a segment's few numbers cost less than numpy's per-call overhead)
         cnt, bs = self._cnt, self.bs
@@ -138,6 +196,14 @@ class PagedDecodeTracker:
             rounds *= k // bs + 1
         takers = list(chain.from_iterable(rounds[:k]))  # round-major, running order within a round
         self.bm.append_slots_bulk(self.seq_ids, k, takers)
+        self._count(step, k, new_blocks)
+
+    def caught_up(self, step: int, k: int) -> None:
+        """Steps ``step`` to ``step + k`` that the tracked sequences took outside the run (stepped: the block
+        tables already hold them): the aggregates only."""
+        self._count(step, k, self.new_blocks(step, k, 1 << 62))
+
+    def _count(self, step: int, k: int, new_blocks: list[int]) -> None:
         self.logical += self.bs * sum(new_blocks)
         steps, i = self._ev_steps, self._ev_next
         while i < len(steps) and steps[i] < step + k:
@@ -148,12 +214,12 @@ class PagedDecodeTracker:
     def drop(self, group, step: int) -> None:
         bs = self.bs
         gone = set()
-        ntok = self.bm.num_tokens                       # (advanced through ``step``: the group is not freed yet)
+        n0s = self._n0                                  # (the group may be gone from the block tables)
         final = group.spec.prompt_len + group.spec.output_len - 1
         for s in group.seqs:
             sid = s.seq_id
             gone.add(sid)
-            n0 = ntok[sid] - step
+            n0 = n0s.pop(sid)
             self._cnt[(-n0) % bs] -= 1
             self._members[(-n0) % bs].remove(sid)
             self.logical -= -(-(n0 + step) // bs) * bs
