@@ -137,7 +137,8 @@ def zero_inflated(burst_frac: float = 0.2):
 
 def test_exceedances_in_few_runs_get_a_caution_and_spread_ones_do_not():
     few = search(range(10), runner=zero_inflated())
-    assert "caution: at" in few.note and "raise --requests" in few.note
+    assert few.stable is not True and "too few for an honest upper end" in few.note
+    assert "raise --max-requests to at least" in few.note
     spread = search(range(10))
     assert "caution" not in spread.note
 
@@ -148,6 +149,11 @@ def test_a_narrow_interval_on_runs_that_seldom_show_the_tail_still_doubles_the_r
     runs it stops as soon as the interval is within --tol."""
     few = search(range(30, 40), requests=200, max_requests=800, tol=0.9, runner=zero_inflated(0.3))
     assert few.rate_hi / few.max_rate - 1 <= 0.9
-    assert few.requests == 800 and "400 requests:" in few.note and "caution: at" in few.note
+    assert few.requests == 800 and "400 requests:" in few.note and "too few for an honest upper end" in few.note
+    # within --tol but cautioned: NOT stable, saying why and what would make it stable (not both verdicts)
+    assert few.stable is False and few.note.startswith("NOT stable: the interval is")
+    assert "within --tol 0.9, but at" in few.note and "raise --max-requests to at least 1600" in few.note
+    assert few.note.count("stable") == 1
     spread = search(range(10), requests=200, max_requests=800, tol=0.9)
-    assert spread.requests == 200 and spread.stable and "caution" not in spread.note
+    assert spread.requests == 200 and spread.stable and "too few" not in spread.note
+    assert spread.note.startswith("stable: the interval is")

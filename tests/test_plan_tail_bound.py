@@ -101,3 +101,26 @@ def test_soft_shares_count_near_misses_in_proportion():
     assert got == pytest.approx(np.array(want), abs=1e-12)
     assert (got >= np.array([[(s > xx).mean() for xx in x] for s in runs])).all()
     assert math.isclose(soft_shares([np.array([1.0, 2.0])], np.array([100.0]))[0, 0], 0.0)
+
+
+def test_quantile_interval_in_chunks_equals_the_interval_on_every_threshold_at_once(monkeypatch):
+    """quantile_interval judges thresholds in chunks and the upper end only from the mean's crossing on; the
+    answer is the first threshold where each of share_interval's outputs is at most 1 - q, judged on all at once."""
+    import kvsim.plan.exceedance as exc
+    rng = np.random.default_rng(11)
+    found = 0
+    for trial in range(40):
+        runs = [bursty_run(rng)[: int(rng.integers(50, N_REQ))] for _ in range(int(rng.integers(1, 9)))]
+        if trial % 5 == 0:
+            runs.append(np.array([]))                                   # an empty run is left out
+        pooled = np.concatenate(runs)
+        cand = np.unique(np.concatenate([pooled, 2 * pooled, [B]]))
+        got = share_interval(runs, cand, 0.95)
+        first = [np.flatnonzero(v <= 0.01) for v in got]                 # the largest sample if nowhere
+        want = tuple(float(cand[i[0]] if len(i) else pooled.max()) for i in first)
+        monkeypatch.setattr(exc, "CELLS", int(rng.integers(1, 2000)))   # many chunks, sizes not aligned
+        assert exc.quantile_interval(runs, 0.99, 0.95, bounds=[B]) == want
+        found += all(len(i) for i in first)
+        monkeypatch.setattr(exc, "CELLS", 1 << 40)                       # one chunk
+        assert exc.quantile_interval(runs, 0.99, 0.95, bounds=[B]) == want
+    assert found >= 20                                                  # most have all three crossings

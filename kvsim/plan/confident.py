@@ -28,9 +28,9 @@ rel_tol`` the search is repeated with twice the requests per run (each run's
 window gains samples; a rate above capacity also shows a longer backlog),
 started from the last interval, up to ``max_requests`` (also while the interval is narrow but
 the runs just above it seldom show the tail: :func:`thin_tail_caution`); it is ``stable`` when
-the width reached ``rel_tol``, and says NOT stable — with the width it reached
-— when the budget ran out first. More seeds narrow it too (intervals shrink
-about as 1/sqrt(N)). The first replicated planner instead stopped when two
+the width reached ``rel_tol`` and the runs above it show the tail, and says NOT stable — with the width it
+reached, or the caution, and what would help — when the budget ran out first. More seeds narrow it too
+(intervals shrink about as 1/sqrt(N)). The first replicated planner instead stopped when two
 successive answers happened to agree to ``rel_tol``, which noise alone can
 grant or refuse. Every run is cached by (overrides, seed, rate, requests).
 """
@@ -208,10 +208,8 @@ def find_rate_interval(source, slo: dict[str, float], overrides: list[str] | Non
         _, _, calls, sums = pr.judge(lo)
         res.summary = aggregate(sums, confidence)
         res.slo_intervals = {k: (c.estimate, c.lo, c.hi) for k, c in calls.items()}
-    res.stable, res.note = _verdict(history, lo, hi, fail, rel_tol, confidence, len(seeds), max_requests)
-    caution = thin_tail_caution(pr.seen, lo, slo)
-    if caution:
-        res.note = f"{res.note}; {caution}" if res.note else caution
+    res.stable, res.note = _verdict(history, lo, hi, fail, rel_tol, confidence, len(seeds), max_requests,
+                                    thin_tail_caution(pr.seen, lo, slo))
     return res
 
 
@@ -231,24 +229,33 @@ def thin_tail_caution(seen: dict[float, tuple], lo: float | None, slo: dict) -> 
             continue
         k = sum(bool((np.asarray(s["steady"][PER_REQUEST[key]]) > NEAR * bound).any()) for s in sums)
         if 2 * k < len(sums):
-            return (f"caution: at {above[0]:.4g} req/s, the first rate probed above the recommendation, only {k} "
-                    f"of {len(sums)} runs have a request over {NEAR:g} x {key} {bound:g}; with the tail in so few "
-                    f"runs the interval may be too narrow (benchmarks/plan/interval_coverage_600.md): raise "
-                    f"--requests")
+            return (f"at {above[0]:.4g} req/s, the first rate probed above the recommendation, only {k} of "
+                    f"{len(sums)} runs have a request over {NEAR:g} x {key} {bound:g}, too few for an honest upper "
+                    f"end (benchmarks/plan/interval_coverage_600.md)")
     return ""
 
 
-def _verdict(history, lo, hi, fail, rel_tol, confidence, runs, max_requests) -> tuple[bool | None, str]:
+def _verdict(history, lo, hi, fail, rel_tol, confidence, runs, max_requests, caution="") -> tuple[bool | None, str]:
+    """(stable, note). Stable needs both the width within ``rel_tol`` and no :func:`thin_tail_caution`: an
+    interval within --tol whose upper end the runs cannot support is not an answer to stop at, so it is NOT
+    stable, and the note says what would make it so (longer runs: a higher --max-requests)."""
     steps = ", ".join(f"{k} requests: " + ("-" if a is None or b is None else f"{a:.4g}-{b:.4g}")
                       for k, a, b in history)
+    longer = (f"runs of more requests put the tail in more of them: raise --max-requests to at least "
+              f"{2 * history[-1][0]}" if history else "raise --max-requests")
     if lo is None:
         return None, f"misses the SLOs with {confidence:.0%} confidence even at {hi:g} req/s"
     if hi is None:
         return None, f"meets the SLOs even at {lo:g} req/s (stopped doubling)"
     if fail is None:
-        return None, f"no rate up to the search's limit fails the SLOs with {confidence:.0%} confidence"
+        text = f"no rate up to the search's limit fails the SLOs with {confidence:.0%} confidence"
+        return None, f"{text}; caution: {caution}; {longer}" if caution else text
     width = fail / lo - 1
-    if width <= rel_tol:
+    if width <= rel_tol and not caution:
         return True, f"stable: the interval is {width:.1%} wide, within --tol {rel_tol:g} ({steps})"
-    return False, (f"NOT stable to --tol {rel_tol:g}: the interval is still {width:.1%} wide at --max-requests "
-                   f"{max_requests} and {runs} runs; more --seeds or --max-requests narrow it ({steps})")
+    if width <= rel_tol:
+        return False, (f"NOT stable: the interval is {width:.1%} wide, within --tol {rel_tol:g}, but {caution}; "
+                       f"{longer} ({steps})")
+    text = (f"NOT stable to --tol {rel_tol:g}: the interval is still {width:.1%} wide at --max-requests "
+            f"{max_requests} and {runs} runs; more --seeds or --max-requests narrow it ({steps})")
+    return False, f"{text}; caution: {caution}; {longer}" if caution else text

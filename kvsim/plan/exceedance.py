@@ -31,7 +31,8 @@ The p99 itself is then reported as the pooled quantile (the smallest latency
 inverting the same test over ``x`` (:func:`quantile_interval`: the smallest
 ``x`` whose share interval's lower, or upper, end is at most 1%; the near-miss
 upper end moves between samples too, so twice each sample and the SLO's bound are
-tried as well): its upper end is within ``B`` whenever the share above ``B`` passes. SLOs that are means
+tried as well; in chunks, the upper end only from the mean's crossing on): its upper end is within ``B``
+whenever the share above ``B`` passes. SLOs that are means
 (``normalized_latency_s`` over the window's requests, ``preemption_rate``,
 ``goodput_miss_frac`` per run) use the Student-t interval of the per-run values.
 """
@@ -102,26 +103,50 @@ def share_interval(samples: list[np.ndarray], thresholds, confidence: float, met
     return mean, np.clip(np.minimum(mean - half, w_lo), 0, 1), np.clip(np.maximum(hi, w_hi), 0, 1)
 
 
+CELLS = 1 << 21       # runs x thresholds per share_interval call in quantile_interval (16 MiB a matrix)
+
+
+def _first_at_most(samples, cand: np.ndarray, p: float, confidence: float, method: str, ends: tuple,
+                   start: int = 0) -> list:
+    """For each of share_interval's outputs ``ends`` (0 mean, 1 lower, 2 upper end), the smallest index
+    ``>= start`` into ``cand`` where it is at most ``p`` (None if nowhere), evaluated in chunks of ``cand`` so
+    that the (runs x thresholds) matrices stay within :data:`CELLS`; stops once every one is found."""
+    found = [None] * len(ends)
+    step = max(1, CELLS // max(1, len(samples)))
+    for a in range(start, len(cand), step):
+        got = share_interval(samples, cand[a:a + step], confidence, method=method)
+        for j, e in enumerate(ends):
+            i = np.flatnonzero(got[e] <= p) if found[j] is None else ()
+            if len(i):
+                found[j] = a + int(i[0])
+        if all(f is not None for f in found):
+            break
+    return found
+
+
 def quantile_interval(samples: list[np.ndarray], q: float, confidence: float,
                       bounds=()) -> tuple[float, float, float]:
     """Pooled ``q`` quantile and its interval by test inversion (module doc); NaNs without samples.
     ``bounds``: thresholds tried besides the samples (an SLO's bound, so that passing it puts the upper end
-    within it)."""
+    within it).
+
+    Every threshold is judged exactly as :func:`share_interval` judges it, in chunks (memory: ``CELLS``, not
+    runs x twice the pooled samples). The mean share above ``x`` falls as ``x`` grows, the lower end is at most
+    the mean and the upper end at least it, so the lower end's and the mean's first crossings come from the
+    cheap indicator shares (``method="t"``: the same mean and lower end) and the upper end's near-miss bound
+    is evaluated only from the mean's crossing on."""
     data = [np.asarray(s, dtype=float) for s in samples]
     if not data or not sum(len(s) for s in data):
         return math.nan, math.nan, math.nan
     pooled = np.concatenate(data)
     # the share above x changes only at samples; the upper end's near-miss share also bends at twice a sample
     cand = np.unique(np.concatenate([pooled, 2 * pooled, np.asarray(bounds, dtype=float)]))
-    mean, lo, hi = share_interval(samples, cand, confidence)
     p = 1 - q
-
-    def first(ok: np.ndarray) -> float:
-        """The smallest candidate x where ``ok`` holds (the largest sample if nowhere): the share above x is
-        constant between samples, and ``hi <= p`` at a bound B in ``bounds`` gives an upper end <= B."""
-        i = np.flatnonzero(ok)
-        return float(cand[i[0]] if len(i) else pooled.max())
-    return first(mean <= p), first(lo <= p), first(hi <= p)
+    i_mean, i_lo = _first_at_most(data, cand, p, confidence, "t", (0, 1))
+    i_hi = None if i_mean is None else _first_at_most(data, cand, p, confidence, "kg", (2,), start=i_mean)[0]
+    # the smallest candidate x where each holds (the largest sample if nowhere): the share above x is constant
+    # between samples, and ``hi <= p`` at a bound B in ``bounds`` gives an upper end <= B
+    return tuple(float(pooled.max() if i is None else cand[i]) for i in (i_mean, i_lo, i_hi))
 
 
 def judge(key: str, bound: float, summaries: list[dict], confidence: float) -> Call:

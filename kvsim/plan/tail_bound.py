@@ -31,8 +31,9 @@ such runs look like ten runs of a safe rate. Measured against 60-80-seed populat
 share in 1-6% of 10-run draws (t: 11-20%) and the breaking rate passes in 0.3% (t: 6.4%); with runs of 600
 the upper end is still low in 5-29% (t: 20-46%) and a breaking rate passes in up to 16% (t: 30%). So the
 planner asks for longer runs there: while fewer than half the runs at the first rate above its
-recommendation have a request above ``B/2`` it keeps doubling the requests per run, and says so when it cannot
-(:func:`kvsim.plan.confident.thin_tail_caution`).
+recommendation have a request above ``B/2`` it keeps doubling the requests per run, and when it cannot the
+plan is NOT stable, whatever its width (:func:`kvsim.plan.confident.thin_tail_caution`). With runs of 4800
+requests the upper end was low in 0.3-0.8% of draws (``interval_coverage_4800.md``).
 
 Candidates measured and not taken (``benchmarks/plan/issue13_audit.md``, item 37): a two-part (hurdle)
 bound — Clopper-Pearson on the share of runs with a miss times a t bound on their mean share — is honest
