@@ -40,6 +40,30 @@ SPLIT = False
 
 
 @triton.jit
+def _attend_row(q_ptr, k_ptr, v_ptr, bt_ptr, seq, row, lo, hi, heads, g_mask, offs_d, d_mask, offs_n, k_head, v_head,
+                scale_log2, stride_qt, stride_qh, stride_kb, stride_kt, stride_vb, stride_vt, stride_bts,
+                G_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+                BLOCK_SIZE: tl.constexpr, DOT_F32: tl.constexpr):
+    """Query row ``row``'s heads of one KV head over positions ``lo .. hi-1`` of sequence ``seq``: the online
+    softmax state ``(m, l, acc)`` (fp32, log2 domain), unnormalised. Shared by the plain and the split kernel."""
+    q = tl.load(q_ptr + row * stride_qt + heads[:, None] * stride_qh + offs_d[None, :],
+                mask=g_mask[:, None] & d_mask[None, :], other=0.0)
+    if DOT_F32:
+        q = q.to(tl.float32)
+    m_i = tl.full([G_PAD], float("-inf"), tl.float32)
+    l_i = tl.zeros([G_PAD], tl.float32)
+    acc = tl.zeros([G_PAD, BLOCK_D], tl.float32)
+    bt_row = bt_ptr + seq.to(tl.int64) * stride_bts
+    for start in range(lo, hi, BLOCK_N):
+        pos = start + offs_n
+        phys = _table(bt_row, pos, hi, BLOCK_SIZE, True)
+        k, v = _load_kv(k_ptr, v_ptr, phys, seq, pos, hi, offs_d, d_mask, k_head, v_head,
+                        stride_kb, stride_kt, stride_vb, stride_vt, HEAD_DIM, BLOCK_D, BLOCK_SIZE, True)
+        m_i, l_i, acc = _update(q, k, v, pos < hi, m_i, l_i, acc, scale_log2, DOT_F32)
+    return m_i, l_i, acc
+
+
+@triton.jit
 def _varlen_decode_kernel(
     q_ptr, k_ptr, v_ptr, bt_ptr, qsl_ptr, ctx_ptr, list_ptr, num_seqs, out_ptr, scale_log2,
     stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
@@ -62,20 +86,10 @@ def _varlen_decode_kernel(
         row = tl.load(qsl_ptr + seq).to(tl.int64)
         hi = tl.load(ctx_ptr + seq) + 1
         lo = tl.maximum(hi - win, 0)
-        q = tl.load(q_ptr + row * stride_qt + heads[:, None] * stride_qh + offs_d[None, :],
-                    mask=g_mask[:, None] & d_mask[None, :], other=0.0)
-        if DOT_F32:
-            q = q.to(tl.float32)
-        m_i = tl.full([G_PAD], float("-inf"), tl.float32)
-        l_i = tl.zeros([G_PAD], tl.float32)
-        acc = tl.zeros([G_PAD, BLOCK_D], tl.float32)
-        bt_row = bt_ptr + seq.to(tl.int64) * stride_bts
-        for start in range(lo, hi, BLOCK_N):
-            pos = start + offs_n
-            phys = _table(bt_row, pos, hi, BLOCK_SIZE, True)
-            k, v = _load_kv(k_ptr, v_ptr, phys, seq, pos, hi, offs_d, d_mask, k_head, v_head,
-                            stride_kb, stride_kt, stride_vb, stride_vt, HEAD_DIM, BLOCK_D, BLOCK_SIZE, True)
-            m_i, l_i, acc = _update(q, k, v, pos < hi, m_i, l_i, acc, scale_log2, DOT_F32)
+        m_i, l_i, acc = _attend_row(q_ptr, k_ptr, v_ptr, bt_ptr, seq, row, lo, hi, heads, g_mask, offs_d, d_mask,
+                                    offs_n, k_head, v_head, scale_log2, stride_qt, stride_qh, stride_kb, stride_kt,
+                                    stride_vb, stride_vt, stride_bts, G_PAD, HEAD_DIM, BLOCK_D, BLOCK_N, BLOCK_SIZE,
+                                    DOT_F32)
         o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
         dst = row * stride_ot + heads * stride_oh
         tl.store(out_ptr + dst[:, None] + offs_d[None, :], o.to(out_ptr.dtype.element_ty),

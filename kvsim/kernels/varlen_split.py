@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kvsim.kernels._attn_decode import _load_kv, _table, _update
+from kvsim.kernels.varlen_decode import _attend_row
 
 SPLIT_TOKENS = 512
 """Partition length (positions)."""
@@ -60,20 +60,10 @@ def _split_kernel(
         end = tl.load(ctx_ptr + seq) + 1
         lo = tl.maximum(end - win, 0) + part * per
         hi = tl.minimum(lo + per, end)
-        q = tl.load(q_ptr + row * stride_qt + heads[:, None] * stride_qh + offs_d[None, :],
-                    mask=g_mask[:, None] & d_mask[None, :], other=0.0)
-        if DOT_F32:
-            q = q.to(tl.float32)
-        m_i = tl.full([G_PAD], float("-inf"), tl.float32)
-        l_i = tl.zeros([G_PAD], tl.float32)
-        acc = tl.zeros([G_PAD, BLOCK_D], tl.float32)
-        bt_row = bt_ptr + seq.to(tl.int64) * stride_bts
-        for start in range(lo, hi, BLOCK_N):
-            pos = start + offs_n
-            phys = _table(bt_row, pos, hi, BLOCK_SIZE, True)
-            k, v = _load_kv(k_ptr, v_ptr, phys, seq, pos, hi, offs_d, d_mask, k_head, v_head,
-                            stride_kb, stride_kt, stride_vb, stride_vt, HEAD_DIM, BLOCK_D, BLOCK_SIZE, True)
-            m_i, l_i, acc = _update(q, k, v, pos < hi, m_i, l_i, acc, scale_log2, DOT_F32)
+        m_i, l_i, acc = _attend_row(q_ptr, k_ptr, v_ptr, bt_ptr, seq, row, lo, hi, heads, g_mask, offs_d, d_mask,
+                                    offs_n, k_head, v_head, scale_log2, stride_qt, stride_qh, stride_kb, stride_kt,
+                                    stride_vb, stride_vt, stride_bts, G_PAD, HEAD_DIM, BLOCK_D, BLOCK_N, BLOCK_SIZE,
+                                    DOT_F32)
         idx = (heads + t * NUM_HEADS).to(tl.int64)          # [items, heads] (and [items, heads, head_dim])
         tl.store(part_ptr + idx[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=g_mask[:, None] & d_mask[None, :])
         tl.store(m_ptr + idx, m_i, mask=g_mask)
