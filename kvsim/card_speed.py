@@ -4,7 +4,9 @@ Engine runs record ``engine.reference_step`` and calibrations ``meta.reference_s
 same fixed decode step timed the same way (:mod:`kvsim.engine.reference_step`). Their ratio is how much
 slower (> 1) or faster (< 1) the run's machine was than the profile's at the moment each started. It
 is reported beside the validation errors, never used to correct a prediction: a simulator fast by 5% on
-a run whose card was 5% slower than the profile's has found the card, not a modelling error.
+a run whose card was 5% slower than the profile's has found the card, not a modelling error. Newer records
+also carry the card's UUID (``gpu_uuid``): the table says whether the run and the
+profile used the same physical card, because lent machines of one model differ by several percent.
 """
 from __future__ import annotations
 
@@ -17,14 +19,24 @@ def reference_time(doc: dict | None) -> float | None:
     return float(t) if isinstance(t, (int, float)) and t > 0 else None
 
 
+def card_of(doc: dict | None) -> str | None:
+    """``gpu_uuid`` of a ``reference_step`` record, or None when absent or malformed."""
+    u = doc.get("gpu_uuid") if isinstance(doc, dict) else None
+    return u if isinstance(u, str) and u else None
+
+
 def speed_row(scenario: str, engine_info: dict | None, profile_meta: dict | None, block_size: int) -> dict:
-    """One table row: both reference times (ms) and their ratio (engine / profile), None where unknown."""
-    eng = reference_time((engine_info or {}).get("reference_step")) if isinstance(engine_info, dict) else None
+    """One table row: both reference times (ms), their ratio (engine / profile) and whether both ran on the
+    same card (``same_card``), None where unknown."""
+    eng_doc = (engine_info or {}).get("reference_step") if isinstance(engine_info, dict) else None
     refs = (profile_meta or {}).get("reference_step") if isinstance(profile_meta, dict) else None
-    prof = reference_time(refs.get(str(block_size))) if isinstance(refs, dict) else None
+    prof_doc = refs.get(str(block_size)) if isinstance(refs, dict) else None
+    eng, prof = reference_time(eng_doc), reference_time(prof_doc)
+    a, b = card_of(eng_doc), card_of(prof_doc)
     return {"scenario": scenario, "engine_ref_ms": None if eng is None else eng * 1e3,
             "profile_ref_ms": None if prof is None else prof * 1e3,
-            "ratio": None if eng is None or prof is None else eng / prof}
+            "ratio": None if eng is None or prof is None else eng / prof,
+            "same_card": None if a is None or b is None else a == b}
 
 
 def speed_markdown(rows: list[dict]) -> str:
@@ -36,8 +48,11 @@ def speed_markdown(rows: list[dict]) -> str:
         return "–" if v is None else format(v, fmt)
     lines = ["", "## Card speed (reference decode step)", "",
              "The same fixed decode step timed before the engine run and in the calibration "
-             "(`kvsim/engine/reference_step.py`); ratio > 1: the run's card was slower than the profile's.", "",
-             "| scenario | engine (ms) | profile (ms) | engine ÷ profile |", "|---|---|---|---|"]
+             "(`kvsim/engine/reference_step.py`); ratio > 1: the run's card was slower than the profile's. "
+             "Same card: both recorded the same GPU UUID (a different card of the same model can differ by "
+             "several percent in step time and host work).", "",
+             "| scenario | engine (ms) | profile (ms) | engine ÷ profile | same card |", "|---|---|---|---|---|"]
+    yes = {True: "yes", False: "**no**", None: "–"}
     lines += [f"| {r['scenario']} | {f(r['engine_ref_ms'], '.3f')} | {f(r['profile_ref_ms'], '.3f')} | "
-              f"{f(r['ratio'], '.3f')} |" for r in rows]
+              f"{f(r['ratio'], '.3f')} | {yes[r.get('same_card')]} |" for r in rows]
     return "\n".join(lines) + "\n"

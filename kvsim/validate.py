@@ -260,6 +260,9 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
         if profile not in metas:             # one read per profile, not per scenario
             metas[profile] = _profile_doc(profile).get("meta")
         speeds.append(speed_row(sc.name, engine_info, metas[profile], sc.engine.block_size))
+        if speeds[-1]["same_card"] is False:
+            print(f"note: {sc.name}: the engine ran on another card than the profile's (a different GPU UUID); "
+                  "lent cards of one model differ by several percent, which the errors below include")
         try:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as e:

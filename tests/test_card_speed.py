@@ -32,10 +32,22 @@ def test_missing_or_malformed_records_are_unknown_not_errors(doc):
 def test_no_section_without_any_reference():
     assert speed_markdown([speed_row("s", {}, {}, 16)]) == ""
     md = speed_markdown([speed_row("s", {"reference_step": {"time_s": 0.011}}, {}, 16)])
-    assert "| s | 11.000 | – | – |" in md
+    assert "| s | 11.000 | – | – | – |" in md
 
 
-def test_validate_reports_card_speed_and_predictions_do_not_change(tmp_path):
+def test_same_card_compares_the_recorded_uuids():
+    """Lent cards of one model differ by several percent: the row says whether run and profile shared one."""
+    a = {"time_s": 0.01, "gpu_uuid": "GPU-aaaa"}
+    b = {"time_s": 0.01, "gpu_uuid": "GPU-bbbb"}
+    assert speed_row("s", {"reference_step": a}, {"reference_step": {"16": dict(a)}}, 16)["same_card"] is True
+    row = speed_row("s", {"reference_step": a}, {"reference_step": {"16": b}}, 16)
+    assert row["same_card"] is False and row["ratio"] == pytest.approx(1.0)
+    assert "| 1.000 | **no** |" in speed_markdown([row])
+    for missing in ({"time_s": 0.01}, {"time_s": 0.01, "gpu_uuid": ""}, {"time_s": 0.01, "gpu_uuid": 7}):
+        assert speed_row("s", {"reference_step": a}, {"reference_step": {"16": missing}}, 16)["same_card"] is None
+
+
+def test_validate_reports_card_speed_and_predictions_do_not_change(tmp_path, capsys):
     """A replay with reference steps on both sides prints their ratio; the predicted values are those of the
     same replay without them (the ratio is reported, never applied)."""
     name = "v18_opt13b_pow2_bursty"
@@ -50,20 +62,39 @@ def test_validate_reports_card_speed_and_predictions_do_not_change(tmp_path):
     doc["engine"].pop("reference_step", None)
     (first / name / "engine" / "summary.json").write_text(json.dumps(doc))
     plain = run_validation(scen, [str(bare)], first, replay=True)
-    prof["meta"]["reference_step"] = {"16": {"rows": 8, "ctx": 256, "graph": True, "time_s": 0.0090}}
+    prof["meta"]["reference_step"] = {"16": {"rows": 8, "ctx": 256, "graph": True, "time_s": 0.0090,
+                                             "gpu_uuid": "GPU-profile"}}
     pfile = tmp_path / "opt.json"
     pfile.write_text(json.dumps(prof))
     out = _copy(src, tmp_path / "b", name)
     doc = json.loads((out / name / "engine" / "summary.json").read_text())
-    doc["engine"]["reference_step"] = {"rows": 8, "ctx": 256, "graph": True, "time_s": 0.0099}
+    doc["engine"]["reference_step"] = {"rows": 8, "ctx": 256, "graph": True, "time_s": 0.0099,
+                                       "gpu_uuid": "GPU-engine"}
     (out / name / "engine" / "summary.json").write_text(json.dumps(doc))
     timed = run_validation(scen, [str(pfile)], out, replay=True)
     pd.testing.assert_frame_equal(plain, timed)
     md = (out / "validation-replay.md").read_text()
-    assert "## Card speed" in md and f"| {name} | 9.900 | 9.000 | 1.100 |" in md
+    assert "## Card speed" in md and f"| {name} | 9.900 | 9.000 | 1.100 | **no** |" in md
+    assert f"note: {name}: the engine ran on another card" in capsys.readouterr().out
     assert "## Card speed" not in (tmp_path / "a" / "validation-replay.md").read_text()
 
 
 def _copy(src: Path, out: Path, name: str) -> Path:
     shutil.copytree(src, out / name / "engine")
     return out
+
+
+def test_gpu_uuid_names_the_card_or_is_unknown(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from types import SimpleNamespace
+
+    from kvsim.engine.reference_step import gpu_uuid
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(uuid="5f3a-01"))
+    assert gpu_uuid("cuda:0") == "GPU-5f3a-01"
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(uuid="GPU-5f3a-01"))
+    assert gpu_uuid("cuda:0") == "GPU-5f3a-01"
+
+    def broken(d):
+        raise RuntimeError("no CUDA")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", broken)
+    assert gpu_uuid("cuda:0") is None

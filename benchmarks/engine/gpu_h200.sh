@@ -26,6 +26,8 @@ pack() { tar czf "$OUT/h200.tgz" -C "$W" .; }
 stamp() { echo "== $(date +%T) $*" | tee -a "$W/stages.txt"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,power.draw,temperature.gpu \
   --format=csv | tee "$W/gpu.txt"
+(echo "host $(hostname) cpus $(nproc)"; lscpu | grep -m1 "Model name"; nvidia-smi --query-gpu=serial,pci.bus_id,power.limit \
+  --format=csv,noheader) | tee -a "$W/gpu.txt"   # which machine: two lent H200s can differ by 5% (decode_gap)
 if [ -n "${TESTS:-}" ]; then
   stamp tests
   timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider ${TESTFILES:-tests/test_kernels_layer.py \

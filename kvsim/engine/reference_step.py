@@ -8,7 +8,9 @@ for any engine's KV pool, replayed from the decode CUDA graphs when they hold th
 otherwise; the result says which), median of :data:`REPS` timed calls after :data:`WARMUP`. It reads the
 weights once and a little KV: it measures HBM bandwidth and launch overheads, the cost of most steps.
 Recorded as ``reference_step`` in an engine run's ``engine`` info and, per block size, in a profile's
-``meta.reference_step``; ``kvsim validate`` prints the ratio (:mod:`kvsim.card_speed`).
+``meta.reference_step``; ``kvsim validate`` prints the ratio (:mod:`kvsim.card_speed`). Each record also
+names the physical card (``gpu_uuid``, as ``nvidia-smi -L`` prints it): two lent H200s can differ by 5% in step
+time and by 0.2 ms of host work per step, so a validation says whether its engine ran on the profile's card.
 """
 from __future__ import annotations
 
@@ -21,9 +23,19 @@ WARMUP = 5
 REPS = 30
 
 
+def gpu_uuid(device) -> str | None:
+    """The card's UUID (``GPU-xxxxxxxx-...``), or None where torch does not expose it."""
+    import torch
+    try:
+        u = str(torch.cuda.get_device_properties(torch.device(device)).uuid)
+    except (AttributeError, RuntimeError, AssertionError, ValueError):
+        return None
+    return u if u.startswith("GPU-") else f"GPU-{u}" if u else None
+
+
 def reference_step(model, kv_caches, graphs, *, block_size: int, num_blocks: int, backend: str, device,
                    generator=None) -> dict | None:
-    """``{"rows", "ctx", "graph", "time_s"}`` of the reference step on ``device`` (None off CUDA).
+    """``{"rows", "ctx", "graph", "time_s", "gpu_uuid"}`` of the reference step on ``device`` (None off CUDA).
 
     Writes K/V into random cache blocks: call it before any sequence holds blocks."""
     import torch
@@ -48,4 +60,5 @@ def reference_step(model, kv_caches, graphs, *, block_size: int, num_blocks: int
         t0 = time.perf_counter()
         step()                  # .tolist() waits for the GPU
         times.append(time.perf_counter() - t0)
-    return {"rows": ROWS, "ctx": CTX, "graph": bool(graph), "time_s": statistics.median(times)}
+    return {"rows": ROWS, "ctx": CTX, "graph": bool(graph), "time_s": statistics.median(times),
+            "gpu_uuid": gpu_uuid(device)}
