@@ -11,6 +11,8 @@ the scenario's folder:
   ``other`` (listed only when there is one). A kind whose columns a record set lacks is reported as
   absent (no counts), not guessed; that side's steps of the absent kind then count under their
   token kind.
+* ``step_sizes.csv`` / ``step_sizes.md`` — the same steps cut by size (decode rows, prompt tokens):
+  :mod:`kvsim.validate_sizes`.
 * ``timeline.csv`` / ``timeline.png`` — the scheduler's decisions of both runs on one time grid
   (``bins`` equal bins from the first step start to the last step end; a step falls in the bin of its
   start): batch size (duration-weighted mean of ``batched_requests``), scheduled tokens (sum of
@@ -161,12 +163,16 @@ def plot_timeline(name: str, tl: pd.DataFrame, path: Path) -> None:
 
 
 def write_diff(name: str, sim_its: pd.DataFrame, eng_its: pd.DataFrame, d: Path, bins: int = 100) -> None:
-    """Write step_kinds.{csv,md} and timeline.{csv,png} for one scenario into ``d``."""
+    """Write step_kinds.{csv,md}, step_sizes.{csv,md} and timeline.{csv,png} for one scenario into ``d``."""
     from kvsim.outdir import atomic_write, write_csv, write_text
+    from kvsim.validate_sizes import step_size_markdown, step_size_table
     d.mkdir(parents=True, exist_ok=True)
     table = step_kind_table(sim_its, eng_its)
     write_csv(d / "step_kinds.csv", table)
     write_text(d / "step_kinds.md", step_kind_markdown(name, table))
+    sizes = step_size_table(sim_its, eng_its)
+    write_csv(d / "step_sizes.csv", sizes)
+    write_text(d / "step_sizes.md", step_size_markdown(name, sizes))
     tl = timeline(sim_its, eng_its, bins)
     write_csv(d / "timeline.csv", tl)
     try:
@@ -176,7 +182,7 @@ def write_diff(name: str, sim_its: pd.DataFrame, eng_its: pd.DataFrame, d: Path,
 
 
 def links_markdown(names: list[str]) -> str:
-    lines = ["", "## Differential views", "", "| scenario | step kinds | timeline |", "|---|---|---|"]
-    lines += [f"| {n} | [step_kinds.md]({n}/step_kinds.md) | [timeline.png]({n}/timeline.png) "
+    lines = ["", "## Differential views", "", "| scenario | step kinds | step sizes | timeline |", "|---|---|---|---|"]
+    lines += [f"| {n} | [step_kinds.md]({n}/step_kinds.md) | [step_sizes.md]({n}/step_sizes.md) | [timeline.png]({n}/timeline.png) "
               f"([csv]({n}/timeline.csv)) |" for n in names]
     return "\n".join(lines) + "\n"

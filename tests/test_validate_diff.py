@@ -97,8 +97,10 @@ def test_replay_writes_differential_views(tmp_path):
     run_validation([str(ROOT / "scenarios" / "validation" / f"{name}.yaml")],
                    [str(ROOT / "calibrate" / "profiles" / "H100" / "opt-13b.json")], tmp_path, replay=True)
     d = tmp_path / name
-    for f in ("step_kinds.csv", "step_kinds.md", "timeline.csv", "timeline.png"):
+    for f in ("step_kinds.csv", "step_kinds.md", "step_sizes.csv", "step_sizes.md", "timeline.csv", "timeline.png"):
         assert (d / f).exists(), f
+    sizes = pd.read_csv(d / "step_sizes.csv")        # every decode-only step lands in exactly one size bin
+    assert sizes[sizes.kind == "decode-only"].steps_measured.sum() == sk_decode_only(src)
     sk = pd.read_csv(d / "step_kinds.csv").set_index("kind")
     assert list(sk.reset_index().columns) == list(STEP_COLUMNS)
     eng = pd.read_csv(src / "iterations.csv")
@@ -113,3 +115,10 @@ def test_replay_writes_differential_views(tmp_path):
     assert tl.eng_tokens.sum() == eng.batched_tokens.sum()
     assert np.nanmax(tl.eng_blocks_max) == eng.blocks_in_use.max()
     assert f"({name}/step_kinds.md)" in (tmp_path / "validation-replay.md").read_text()
+    assert f"({name}/step_sizes.md)" in (tmp_path / "validation-replay.md").read_text()
+
+
+def sk_decode_only(src: Path) -> int:
+    eng = pd.read_csv(src / "iterations.csv")
+    return int(((eng.prefill_tokens == 0) & (eng.decode_seqs > 0) & (eng.swap_in_blocks == 0)
+                & (eng.swap_out_blocks == 0) & (eng.cow_copies == 0)).sum())
