@@ -27,7 +27,10 @@ at its longest (1) — from the uniform steps timed beside it when the profile h
 them (``mean_time_s``, ``top_time_s``), otherwise from the interpolated
 ``decode_step`` grid (older profiles); a step is charged that fraction of ``decode_step(b, max) -
 decode_step(b, mean)`` (``benchmarks/engine/decode_gap.py`` measures, on real
-engine steps, what unequal contexts and the sustained run each add). A prefill
+engine steps, what unequal contexts and the sustained run each add). Profiles with ``decode_serving``
+(:mod:`kvsim.calibrate.serving_fit`: real engine decode steps of serving-shaped batches, n rows of unequal
+contexts) replace that fraction by the one fitted on those steps, ``spread_frac(n)``, and add ``extra_s(n)``
+to ``overhead(n)``; both are interpolated in n and held constant outside the fitted rows. A prefill
 iteration is ``overhead + prefill_step(T') +
 L x (attention of the actual groups - attention of one fresh T-token
 sequence)``, with ``T'`` the CUDA-graph token count the engine pads ``T`` to when the grid was timed
@@ -109,6 +112,8 @@ class CalibratedCostModel(CostModel):
         lam = profile.decode_spread_lam.get(block_size_tokens)
         self._lam = None if spread is None or self._step is None else \
             lam if lam is not None else self._spread_weights(spread)
+        # decode steps of serving-shaped batches fitted on real engine runs (kvsim.calibrate.serving_fit)
+        self._serving = profile.decode_serving.get(block_size_tokens) if self._step is not None else None
 
     def _grid_at(self, grid, n: float, ctx_sum):
         """Interpolate a (batch x mean context) grid at batch ``n`` (cached per grid and n)."""
@@ -158,6 +163,13 @@ class CalibratedCostModel(CostModel):
         if self._step is not None:       # measured whole iterations + the engine's CPU overhead
             b = float(padded(num_seqs, self._graphs))
             step = self._grid_at(self._step, b, sums)
+            if self._serving is not None:
+                xs, extra, frac = self._serving
+                if ctx_max is not None:
+                    top = np.maximum(np.asarray(ctx_max, dtype=np.float64), sums / b)
+                    step = step + float(np.interp(n, xs, frac)) * np.maximum(0.0, self._grid_at(self._step, b, top * b) - step)
+                over = max(0.0, float(interp1(n, *p.overhead)) + float(np.interp(n, xs, extra)))   # never negative
+                return np.asarray(over + step, dtype=np.float64)
             if ctx_max is not None and self._lam is not None:
                 step = step + self._spread_excess(b, sums, ctx_max, step)
             return np.asarray(interp1(n, *p.overhead) + step, dtype=np.float64)

@@ -108,6 +108,9 @@ class Profile:
             # beside it: the spread fraction then comes from three steps of one run (spread_fractions)
             self.decode_spread_lam = {int(bs): spread_fractions(g) for bs, g in data.get("decode_spread_step", {}).items()
                                       if "mean_time_s" in g and "top_time_s" in g}
+            # optional: decode steps of serving-shaped batches fitted on real engine runs
+            # (kvsim.calibrate.serving_fit): extra overhead and spread fraction by rows
+            self.decode_serving = {int(bs): self._serving(t) for bs, t in data.get("decode_serving", {}).items()}
             # optional: whole prefill iterations of several fresh prompts (prompts x new tokens each) and of
             # one prompt after cached tokens (new x cached) — kvsim.cost.prefill_shapes prices with them
             self.prefill_batch_step = {int(bs): self._grid(g, "seqs", "tokens")
@@ -122,6 +125,17 @@ class Profile:
                 if "wake_overhead" in data else None
         except (KeyError, TypeError, ValueError) as e:
             raise KvsimError("profile", f"{source}: malformed table ({e})") from None
+
+    @staticmethod
+    def _serving(d: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        xs = np.asarray(d["num_seqs"], dtype=np.float64)
+        extra = np.asarray(d["extra_s"], dtype=np.float64)
+        frac = np.asarray(d["spread_frac"], dtype=np.float64)
+        if xs.ndim != 1 or len(xs) == 0 or extra.shape != xs.shape or frac.shape != xs.shape \
+                or np.any(np.diff(xs) <= 0) or not np.all(np.isfinite(extra)) or not np.all(np.isfinite(frac)):
+            raise ValueError("decode_serving: num_seqs, extra_s and spread_frac must be finite lists of one "
+                             "length, num_seqs increasing")
+        return xs, extra, frac
 
     @staticmethod
     def _curve(d: dict, key: str, monotone: bool = True) -> tuple[np.ndarray, np.ndarray]:

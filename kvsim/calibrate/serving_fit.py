@@ -1,0 +1,156 @@
+"""Decode steps of serving-shaped batches, fitted on real engine steps: ``decode_serving`` in a profile.
+
+Why. The profile prices a decode step from its whole-step grid (equal contexts), the per-step overhead fitted
+on lock-step bursts of equal requests, and, for unequal contexts, a fraction of the way from the uniform step at
+the batch's mean context to the one at its longest, measured on evenly spaced contexts. On the H200 that priced
+the decode steps of prefill-first serving runs of Llama-3-8B within 1.5% at 1-2 rows but 3-5% fast at 9-24
+rows, on the profile's own card (``benchmarks/engine/results_H200/serving_2154/README.md``): the engine's
+steps cost 0.36 ms + 0.034 ms per row beyond the grid's GPU time, and more with more unequal contexts, while
+the lock-step fit saw neither.
+
+What. For each ``n`` in :data:`ROWS`, the engine serves :data:`REQUESTS_PER_SLOT` × n requests of uniform
+random lengths (:data:`PROMPT_RANGE`, :data:`OUTPUT_RANGE`), all arriving at once, with at most n running
+(``max_num_seqs = n``): as requests finish others join, so the running contexts are as unequal as in serving
+while the batch stays at n rows. Each decode-only step's contexts are rebuilt from the run's own records
+(:func:`step_contexts`), and per ``n`` a least-squares line through the steps' ``measured - grid(b, sum)`` on
+the spread unit ``grid(b, b·max) - grid(b, sum)`` gives the serving overhead ``o_n`` (intercept) and the spread
+fraction ``λ_n`` (slope, kept in [0, :data:`MAX_FRACTION`]). The profile stores, per block size::
+
+    decode_serving: {"num_seqs": [n...], "extra_s": [o_n - step_overhead(n)...], "spread_frac": [λ_n...]}
+
+and :class:`kvsim.cost.calibrated.CalibratedCostModel` then prices a decode step of n rows as
+``grid(b, sum) + step_overhead(n) + extra(n) + λ(n) · max(0, grid(b, b·max) - grid(b, sum))`` (``extra`` and
+``λ`` interpolated in n and held constant outside the fitted rows), in place of the evenly spaced fraction.
+The workload is kvsim's own, not a validation scenario's, so the validation set still tests the result.
+
+This module needs no torch: the engine run is imported inside :func:`fit_decode_serving`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+ROWS = (4, 8, 16, 32)
+REQUESTS_PER_SLOT = 3
+PROMPT_RANGE = (16, 1024)          # capped at half the model's longest sequence
+OUTPUT_RANGE = (16, 256)
+MIN_STEPS = 20                     # steps at exactly n rows a fit needs
+MIN_UNIT_SPREAD_S = 20e-6          # the spread unit must vary this much for a slope (else λ is unknown)
+MAX_FRACTION = 1.5
+
+
+def step_contexts(its: pd.DataFrame, reqs: pd.DataFrame) -> pd.DataFrame:
+    """Per decode-only step of a run without preemption: rows, context sum and longest context rebuilt from
+    the requests' first-token and finish times, and whether they match the step's own ``decode_seqs`` and
+    ``mem_used`` (``valid``; only those steps should be used). Index: the iteration's row in ``its``.
+
+    A request decodes in every decode-bearing step that starts after its first token and before its finish;
+    its context in a step is its prompt, the token its prefill sampled and one more per earlier decode step
+    (the step's new token included, as ``mem_used`` counts it)."""
+    cols = ["n", "ctx_sum", "ctx_max", "valid"]
+    if not len(its) or not len(reqs):
+        return pd.DataFrame(columns=cols)
+    done = reqs[reqs.first_token_s.notna() & reqs.finish_s.notna()]
+    ft = done.first_token_s.to_numpy(float)
+    fin = done.finish_s.to_numpy(float)
+    prompt = done.prompt_len.to_numpy(float)
+    starts = its.start_s.to_numpy(float)
+    bearing = its.decode_seqs.to_numpy() > 0
+    dstarts = starts[bearing]
+    first = np.searchsorted(dstarts, ft, side="left")       # each request's first decode-bearing step
+    out = {}
+    for i in np.nonzero(bearing & (its.prefill_tokens.to_numpy() == 0))[0]:
+        t = starts[i]
+        live = (ft <= t) & (fin > t)
+        ctx = prompt[live] + 1 + (np.searchsorted(dstarts, t, side="left") - first[live])
+        n, total = int(live.sum()), float(ctx.sum())
+        ok = n == int(its.decode_seqs.iloc[i]) and n > 0 and \
+            ("mem_used" not in its.columns or abs(total - float(its.mem_used.iloc[i])) < 0.5)
+        out[its.index[i]] = (n, total, float(ctx.max()) if n else 0.0, ok)
+    return pd.DataFrame.from_dict(out, orient="index", columns=cols)
+
+
+def fit_rows(measured_minus_grid: np.ndarray, unit: np.ndarray) -> tuple[float, float | None]:
+    """``(o, λ)``: least squares of ``y = o + λ·unit`` with steps beyond 3 median deviations dropped once;
+    ``λ`` None (and ``o`` the median) when the unit barely varies."""
+    y, u = np.asarray(measured_minus_grid, float), np.asarray(unit, float)
+    if np.ptp(u) < MIN_UNIT_SPREAD_S:
+        return float(np.median(y)), None
+    keep = np.ones(len(y), bool)
+    for _ in range(2):
+        lam, o = np.polyfit(u[keep], y[keep], 1)
+        lam = float(min(MAX_FRACTION, max(0.0, lam)))
+        o = float(np.mean(y[keep] - lam * u[keep]))
+        r = y - o - lam * u
+        mad = float(np.median(np.abs(r - np.median(r)))) or 1e-9
+        keep = np.abs(r - np.median(r)) <= 3 * 1.4826 * mad
+    return o, lam
+
+
+def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], overhead) -> dict:
+    """``decode_serving`` for one block size from ``{n: (iterations, requests)}`` of the serving runs;
+    ``cost`` prices with the profile's grid and no overhead, ``overhead(n)`` is the profile's step overhead."""
+    ns, extra, frac = [], [], []
+    for n, (its, reqs) in sorted(runs.items()):
+        ctx = step_contexts(its, reqs)
+        ctx = ctx[ctx.valid & (ctx.n == n)] if len(ctx) else ctx
+        if len(ctx) < MIN_STEPS:
+            continue
+        grid = cost.decode_step_times(n, ctx.ctx_sum.to_numpy(float))
+        top = cost.decode_step_times(n, np.maximum(ctx.ctx_max.to_numpy(float), ctx.ctx_sum.to_numpy(float) / n) * n)
+        y = its.loc[ctx.index, "duration_s"].to_numpy(float) - grid
+        o, lam = fit_rows(y, np.maximum(0.0, top - grid))
+        ns.append(int(n))
+        extra.append(o - float(overhead(n)))
+        frac.append(lam)
+    if not ns:
+        return {}
+    known = [f for f in frac if f is not None]      # a row without a slope takes its neighbours' mean
+    fill = float(np.mean(known)) if known else 0.0
+    return {"num_seqs": ns, "extra_s": extra, "spread_frac": [fill if f is None else f for f in frac],
+            "workload": {"prompt_len_range": list(PROMPT_RANGE), "output_len_range": list(OUTPUT_RANGE),
+                         "requests_per_slot": REQUESTS_PER_SLOT}}
+
+
+def serving_workload(n: int, max_seq_len: int) -> tuple[dict, dict]:
+    """``(engine, workload)`` settings of the serving run at ``n`` rows (see module doc)."""
+    p_hi = min(PROMPT_RANGE[1], max_seq_len // 2)
+    o_hi = min(OUTPUT_RANGE[1], max_seq_len - p_hi - 8)
+    engine = {"max_num_seqs": n, "max_num_batched_tokens": max(p_hi, 2048)}
+    workload = {"dataset": "uniform", "prompt_len_range": [PROMPT_RANGE[0], p_hi],
+                "output_len_range": [OUTPUT_RANGE[0], o_hi], "arrival": "burst",
+                "num_requests": REQUESTS_PER_SLOT * n}
+    return engine, workload
+
+
+def fit_decode_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS,
+                       cuda_graphs: bool = True, log=print) -> dict:
+    """Run the serving workloads on the real engine and fit ``decode_serving`` for block size ``bs``."""
+    import kvsim
+    from kvsim.catalogue import get_model
+    from kvsim.cost.calibrated import CalibratedCostModel, Profile
+    from kvsim.cost.profile import interp1
+    from kvsim.engine.engine import RealEngine
+    from kvsim.graph_sizes import graph_batch_sizes
+    spec = get_model(profile["model"])
+    base = {k: v for k, v in profile.items() if k != "decode_serving"}
+    bare = dict(base, step_overhead={"num_seqs": [1.0], "time_s": [0.0]})
+    # each run captures decode graphs up to its n rows, so a step of n rows replays the n-row graph
+    cost = CalibratedCostModel(Profile(bare), model_name=profile["model"], dtype=profile["dtype"], block_size_tokens=bs,
+                               decode_graph_batches=graph_batch_sizes(max(rows)) if cuda_graphs else None)
+    ov = profile["step_overhead"]
+    runs = {}
+    for n in rows:
+        engine, workload = serving_workload(n, spec.max_seq_len)
+        per_seq = -(-(workload["prompt_len_range"][1] + workload["output_len_range"][1] + 8) // bs)
+        sc = kvsim.load_scenario({
+            "name": f"calibrate-serving-{n}", "model": profile["model"], "gpu": "h100-80gb",
+            "dtype": profile["dtype"], "seed": 0,
+            "engine": {"block_size": bs, "num_gpu_blocks": n * per_seq + 64, "swap_space_gib": 0, **engine},
+            "workload": workload, "runtime": {"device": device, "cuda_graphs": cuda_graphs}})
+        res = RealEngine(sc, model=model).run()
+        runs[n] = (res.iterations, res.requests)
+        steps = int((res.iterations.decode_seqs == n).sum())
+        log(f"serving decode n={n}: {steps} steps at {n} rows, median {res.iterations.duration_s[res.iterations.decode_seqs == n].median() * 1e3:.2f} ms")
+    return fit_from_runs(cost, runs, lambda n: float(interp1(float(n), np.asarray(ov["num_seqs"], float),
+                                                             np.asarray(ov["time_s"], float))))

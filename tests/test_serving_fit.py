@@ -1,0 +1,146 @@
+"""decode_serving: decode steps of serving-shaped batches fitted on real engine steps (kvsim.calibrate.serving_fit)
+and priced by the calibrated cost model. The records come from the simulator, which writes the engine's schema."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kvsim
+from kvsim.calibrate import serving_fit as SF
+from kvsim.cost.calibrated import CalibratedCostModel, Profile
+from kvsim.cost.profile import interp1
+from tests.profile_factory import synthetic_profile
+
+
+def serving_run(n: int, seed: int = 0, output=(16, 96)):
+    """Iterations and requests of a prefill-first run shaped like the calibration's (kvsim's own simulator)."""
+    engine, workload = SF.serving_workload(n, 2048)
+    workload = dict(workload, output_len_range=list(output))
+    sc = kvsim.load_scenario({"name": f"fit-{n}", "model": "opt-13b", "gpu": "a100-40gb", "seed": seed,
+                              "engine": {"block_size": 16, "num_gpu_blocks": n * 80 + 64, **engine},
+                              "workload": workload})
+    res = kvsim.simulate(sc, fast_forward=False)
+    return res.iterations, res.requests
+
+
+def test_step_contexts_rebuild_every_decode_step_of_a_run_without_preemption():
+    its, reqs = serving_run(8)
+    ctx = SF.step_contexts(its, reqs)
+    decode_only = its[(its.decode_seqs > 0) & (its.prefill_tokens == 0)]
+    assert len(ctx) == len(decode_only) > 50
+    assert ctx.valid.all()
+    assert (ctx.n.to_numpy() == decode_only.decode_seqs.to_numpy()).all()
+    assert np.allclose(ctx.ctx_sum.to_numpy(), decode_only.mem_used.to_numpy())
+    assert (ctx.ctx_max >= ctx.ctx_sum / ctx.n).all() and (ctx.ctx_max > ctx.ctx_sum / ctx.n + 50).mean() > 0.5
+    assert (ctx.n == 8).sum() >= SF.MIN_STEPS            # the batch stays full while requests wait
+
+
+def test_a_step_that_disagrees_with_its_record_is_marked_invalid():
+    its, reqs = serving_run(4)
+    its = its.copy()
+    k = its.index[(its.decode_seqs > 0) & (its.prefill_tokens == 0)][5]
+    its.loc[k, "mem_used"] += 7
+    ctx = SF.step_contexts(its, reqs)
+    assert not ctx.loc[k, "valid"] and ctx.valid.sum() == len(ctx) - 1
+    assert SF.step_contexts(its.iloc[:0], reqs).empty
+
+
+def steep_profile() -> dict:
+    """The synthetic profile with decode steps 10x as context-bound (a real card's unit spans ~0.1-1 ms)."""
+    prof = synthetic_profile(steps=True)
+    g = prof["decode_step"]["16"]
+    g["time_s"] = [[0.012 + b * c * 4e-7 for c in g["ctx"]] for b in g["batch"]]
+    return prof
+
+
+def cost_of(prof, graphs=(1, 2, 4, 8, 16, 32)):
+    prof = dict(prof, meta=dict(prof["meta"], cuda_graphs=True))
+    return CalibratedCostModel(Profile(prof), model_name="OPT-13B", dtype="fp16", block_size_tokens=16,
+                               decode_graph_batches=list(graphs))
+
+
+@pytest.mark.parametrize("noise", [0.0, 2e-5])
+def test_the_fit_recovers_a_known_overhead_and_spread_fraction(noise):
+    """Durations made from the profile's grid + o_n + λ_n·unit (+ noise): the fit returns o_n - overhead(n), λ_n."""
+    prof = steep_profile()
+    bare = cost_of(dict(prof, step_overhead={"num_seqs": [1.0], "time_s": [0.0]}))
+    truth = {4: (1.0e-3, 0.6), 8: (1.3e-3, 0.4)}
+    rng = np.random.default_rng(1)
+    runs = {}
+    for n, (o, lam) in truth.items():
+        its, reqs = serving_run(n, seed=n)
+        its = its.copy()
+        ctx = SF.step_contexts(its, reqs)
+        ctx = ctx[ctx.valid]
+        for k, r in ctx.iterrows():
+            grid = float(bare.decode_step_times(int(r.n), np.array([r.ctx_sum]))[0])
+            top = float(bare.decode_step_times(int(r.n), np.array([max(r.ctx_max, r.ctx_sum / r.n) * r.n]))[0])
+            its.loc[k, "duration_s"] = grid + o + lam * (top - grid) + noise * rng.standard_normal()
+        runs[n] = (its, reqs)
+    ov = prof["step_overhead"]
+    overhead = lambda n: float(interp1(float(n), np.array(ov["num_seqs"], float), np.array(ov["time_s"], float)))
+    fit = SF.fit_from_runs(bare, runs, overhead)
+    assert fit["num_seqs"] == [4, 8]
+    for i, n in enumerate((4, 8)):
+        o, lam = truth[n]
+        assert fit["extra_s"][i] == pytest.approx(o - overhead(n), abs=3e-5 + 2 * noise)
+        assert fit["spread_frac"][i] == pytest.approx(lam, abs=0.02 if noise == 0 else 0.15)
+
+
+def test_rows_without_enough_steps_or_spread_are_left_out_or_filled():
+    assert SF.fit_rows(np.full(30, 1e-3), np.full(30, 2e-4)) == (pytest.approx(1e-3), None)
+    o, lam = SF.fit_rows(np.linspace(0, 1e-3, 30) * 10 + 5e-4, np.linspace(0, 1e-3, 30))
+    assert lam == SF.MAX_FRACTION                       # a slope of 10 is clipped, the intercept refitted
+    its, reqs = serving_run(4)
+    assert SF.fit_from_runs(cost_of(synthetic_profile(steps=True)), {4: (its.iloc[:3], reqs)}, lambda n: 0.0) == {}
+
+
+def test_the_cost_model_prices_decode_steps_with_the_fitted_terms():
+    prof = synthetic_profile(steps=True)
+    plain = cost_of(prof)
+    served = cost_of(dict(prof, decode_serving={"16": {"num_seqs": [4, 16], "extra_s": [1e-3, 2e-3],
+                                                       "spread_frac": [0.5, 1.0]}}))
+    sums, top = np.array([4 * 300.0]), np.array([900.0])
+    grid = plain.decode_step_times(4, sums) - float(interp1(4.0, *Profile(prof).overhead))
+    hi = plain.decode_step_times(4, np.array([4 * 900.0])) - float(interp1(4.0, *Profile(prof).overhead))
+    got = served.decode_step_times(4, sums, top)[0]
+    assert got == pytest.approx(plain.decode_step_times(4, sums)[0] + 1e-3 + 0.5 * (hi[0] - grid[0]))
+    # equal contexts: no spread term; between and beyond the fitted rows: interpolated, then held
+    assert served.decode_step_times(8, np.array([2400.0]), np.array([300.0]))[0] == pytest.approx(
+        plain.decode_step_times(8, np.array([2400.0]))[0] + 1e-3 + 1e-3 * 4 / 12)
+    assert served.decode_step_times(32, np.array([3200.0]))[0] == pytest.approx(
+        plain.decode_step_times(32, np.array([3200.0]))[0] + 2e-3)
+    assert served.decode_step_times(1, np.array([300.0]))[0] == pytest.approx(
+        plain.decode_step_times(1, np.array([300.0]))[0] + 1e-3)
+    below = cost_of(dict(prof, decode_serving={"16": {"num_seqs": [4], "extra_s": [-1.0], "spread_frac": [0.0]}}))
+    assert below.decode_step_times(4, sums)[0] == pytest.approx(grid[0])      # the overhead floors at 0
+    from kvsim.core.plan import StepPlan
+    ctx = [100, 300, 500, 900]
+    assert served.step_time(StepPlan(decode_group_ids=list(range(4)), decode_context_tokens=ctx)) == \
+        served.decode_step_times(4, np.array([float(sum(ctx))]), np.array([900.0]))[0]
+
+
+@pytest.mark.parametrize("bad", [{"num_seqs": [4, 4], "extra_s": [0, 0], "spread_frac": [0, 0]},
+                                 {"num_seqs": [4], "extra_s": [0, 1], "spread_frac": [0]},
+                                 {"num_seqs": [4], "extra_s": [float("nan")], "spread_frac": [0]},
+                                 {"num_seqs": [4], "extra_s": [0]}])
+def test_a_malformed_table_is_a_profile_error(bad):
+    with pytest.raises(kvsim.KvsimError, match="profile"):
+        Profile(dict(synthetic_profile(steps=True), decode_serving={"16": bad}))
+
+
+def test_the_fit_runs_the_real_engine(monkeypatch):
+    """A tiny model on the CPU: the serving runs keep n rows busy and the fit returns one row per n."""
+    torch = pytest.importorskip("torch")
+    from kvsim.catalogue import get_model
+    from kvsim.engine.models import build_model
+    monkeypatch.setattr(SF, "PROMPT_RANGE", (8, 64))
+    monkeypatch.setattr(SF, "OUTPUT_RANGE", (24, 48))
+    spec = get_model("tiny-opt")
+    prof = dict(steep_profile(), model=spec.name, num_layers=spec.num_layers)
+    model = build_model(spec, dtype=torch.float16, device=torch.device("cpu"), weights="dummy")
+    lines = []
+    fit = SF.fit_decode_serving(model, prof, 16, device="cpu", rows=(2, 4), cuda_graphs=False, log=lines.append)
+    assert fit["num_seqs"] == [2, 4] and len(lines) == 2
+    assert all(np.isfinite(fit["extra_s"])) and all(0 <= f <= SF.MAX_FRACTION for f in fit["spread_frac"])
+    Profile(dict(prof, decode_serving={"16": fit}))      # what calibrate writes loads back
