@@ -1,0 +1,54 @@
+"""Can ``decode_serving``'s form (an overhead and a spread fraction per row count) price a card's serving
+decode steps? Fit it on ONE engine run's own steps and replay OTHER runs of the same card with the result.
+
+This is a check of the model's form on data a calibration does not have (a validation trace), not a way to
+make a profile: ``kvsim calibrate`` fits the same terms on its own uniform-length workload
+(:mod:`kvsim.calibrate.serving_fit`). Writes the augmented profile to ``--out`` for ``kvsim validate --replay``.
+
+    python benchmarks/engine/serving_form_check.py --profile P.json --fit-on RUN/engine --out /tmp/p.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kvsim.calibrate import serving_fit as SF
+from kvsim.cost.calibrated import CalibratedCostModel, Profile
+from kvsim.cost.profile import interp1
+from kvsim.graph_sizes import graph_batch_sizes
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", required=True)
+    ap.add_argument("--fit-on", required=True, type=Path, help="engine output folder (iterations.csv, requests.csv)")
+    ap.add_argument("--rows", default="2,4,8,12,16,20,24")
+    ap.add_argument("--block-size", type=int, default=16)
+    ap.add_argument("--out", required=True, type=Path)
+    a = ap.parse_args(argv)
+    prof = json.loads(Path(a.profile).read_text())
+    bare = dict(prof, step_overhead={"num_seqs": [1.0], "time_s": [0.0]})
+    bare.pop("decode_serving", None)
+    cost = CalibratedCostModel(Profile(bare), model_name=prof["model"], dtype=prof["dtype"],
+                               block_size_tokens=a.block_size, decode_graph_batches=graph_batch_sizes(256))
+    its, reqs = pd.read_csv(a.fit_on / "iterations.csv"), pd.read_csv(a.fit_on / "requests.csv")
+    ov = prof["step_overhead"]
+    fit = SF.fit_from_runs(cost, {int(n): (its, reqs) for n in a.rows.split(",")},
+                           lambda n: float(interp1(float(n), np.asarray(ov["num_seqs"], float),
+                                                   np.asarray(ov["time_s"], float))))
+    fit["workload"] = {"fitted_on": str(a.fit_on)}
+    print("rows       ", fit["num_seqs"])
+    print("extra (ms) ", [round(x * 1e3, 3) for x in fit["extra_s"]])
+    print("spread frac", [round(x, 3) for x in fit["spread_frac"]])
+    prof["decode_serving"] = {str(a.block_size): fit}
+    a.out.write_text(json.dumps(prof, indent=1) + "\n")
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
