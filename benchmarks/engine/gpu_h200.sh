@@ -12,6 +12,9 @@
 #   CALIB="llama-3-8b:16 opt-13b:32,64"   profiles, merged into calibrate/profiles/H200/<model>.json when that
 #                 exists (CALIB_REPLACE=1 replaces it) and used by the stages after; CALIB_TIMEOUT (s, default 420)
 #   SCEN="scenarios/validation/v2[1-2]*.yaml" `kvsim validate` of each scenario against calibrate/profiles/H200/
+#   ENGINE="S1 S2" `kvsim engine` of each scenario alone (today's engine defaults, no profile needed), written where
+#                 `kvsim validate` puts its engine runs ($W/validation/<name>/<name>/engine), for a later
+#                 `kvsim validate --replay` against a profile from the same card (the runs record its UUID)
 #   GAP="S1 S2"  benchmarks/engine/decode_gap.py on each scenario (decode steps re-timed in isolation;
 #                 GAP_SAMPLES, GAP_TIMEOUT), priced with calibrate/profiles/H200/<its model>.json
 # usage (repo root, GPU machine, $OUT set; the simpy wheel in .whl/):
@@ -80,6 +83,12 @@ PROFS=""; for f in calibrate/profiles/H200/*.json; do PROFS="$PROFS --profile $f
 for s in ${SCEN:-}; do      # one scenario per validate call: a slow or failing one leaves the others' results
   n=$(basename "$s" .yaml); stamp "validate $n"
   timeout 150 python3 -m kvsim.cli validate "$s" $PROFS --out "$W/validation/$n" 2>&1 | grep -v Warning | tail -3
+  pack
+done
+for s in ${ENGINE:-}; do    # engine runs only: replayed later against a profile of the same card
+  n=$(basename "$s" .yaml); stamp "engine $n"
+  timeout 150 python3 -m kvsim.cli engine "$s" --out "$W/validation/$n/$n/engine" 2>&1 | grep -v Warning \
+    | grep -i "throughput\|latency\|wrote" | tail -3
   pack
 done
 for g in ${GAP:-}; do        # each scenario's decode steps re-timed in isolation, priced by its model's profile
