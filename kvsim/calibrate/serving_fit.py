@@ -116,7 +116,7 @@ def serving_workload(n: int, max_seq_len: int) -> tuple[dict, dict]:
     """``(engine, workload)`` settings of the serving run at ``n`` rows (see module doc)."""
     p_hi = min(PROMPT_RANGE[1], max_seq_len // 2)
     o_hi = min(OUTPUT_RANGE[1], max_seq_len - p_hi - 8)
-    engine = {"max_num_seqs": n, "max_num_batched_tokens": max(p_hi, 2048)}
+    engine = {"scheduler": "vllm", "max_num_seqs": n, "max_num_batched_tokens": max(p_hi, 2048)}
     workload = {"dataset": "uniform", "prompt_len_range": [PROMPT_RANGE[0], p_hi],
                 "output_len_range": [OUTPUT_RANGE[0], o_hi], "arrival": "burst",
                 "num_requests": REQUESTS_PER_SLOT * n}
