@@ -99,6 +99,8 @@ def test_measure_steps_times_the_new_grids_on_the_engines_paths():
     mp.setattr(M, "_bench", lambda fn, warmup=10, rep=40: (fn(), 1e-3)[1])
     mp.setattr(M, "_bench_between", fake_between)
     mp.setattr(M, "BACKEND", "torch")
+    refs = []                                # a card's reference step, as on CUDA: timed again at checkpoints
+    mp.setattr(M, "_card_reference", lambda *a: refs.append(1) or {"time_s": 0.005 + 1e-4 * len(refs)})
     spec = get_model("tiny-opt")
     model = build_model(spec, dtype=torch.float32, device=torch.device("cpu"), weights="dummy")
     grid = {"batch": [1, 2], "ctx": [32], "spread": [32], "prefill": [16, 32], "mix": None,
@@ -107,7 +109,10 @@ def test_measure_steps_times_the_new_grids_on_the_engines_paths():
         out = M.measure_steps(model, 4, torch.device("cpu"), cuda_graphs=False, max_context_len=128, grid=grid)
     finally:
         mp.undo()
-    batch, cached = out[5], out[6]
+    batch, cached, ref = out[5], out[6], out[4]
+    assert ref["time_s"] == pytest.approx(0.0051) and ref["grid_timing_s"] == pytest.approx(1e-3)
+    assert ref["checkpoints_s"] == pytest.approx({"after_decode_grid": 0.0052, "after_prefill_grid": 0.0053,
+                                                  "end": 0.0054})
     assert batch["seqs"] == [2, 3] and batch["tokens"] == [8, 24] and len(batch["time_s"]) == 2
     assert cached["tokens"] == [8, 16] and cached["cached"] == [0, 32]
     assert all(t > 0 for row in batch["time_s"] + cached["time_s"] for t in row)

@@ -55,6 +55,15 @@ def _bench(fn, warmup=10, rep=40) -> float:
                           return_mode="median")) / 1e3
 
 
+def _card_reference(model, caches, graphs, bs: int, pool: int, dev, generator) -> dict | None:
+    """The card's reference step (:mod:`kvsim.engine.reference_step`) on a CUDA device, None elsewhere."""
+    if dev.type != "cuda":
+        return None
+    from kvsim.engine.reference_step import reference_step
+    return reference_step(model, caches, graphs, block_size=bs, num_blocks=pool, backend=BACKEND, device=dev,
+                          generator=generator)
+
+
 def _bench_between(fn, between, reps: int = 10) -> float:
     """Median seconds of ``fn`` over ``reps`` calls, each after an untimed ``between()``.
 
@@ -265,7 +274,9 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
     Block tables draw blocks at random from a pool of KV_POOL_TOKENS tokens, so big batches read
     DRAM like real ones without needing batch x context tokens of memory. ``grid`` replaces the axes
     (FULL_STEP_GRID's keys); with ``grid["mix"]`` None no mixed steps are timed and the last item is None. The fifth value
-    is the card's reference step (:mod:`kvsim.engine.reference_step`), timed first, as engine runs time it;
+    is the card's reference step (:mod:`kvsim.engine.reference_step`), timed first, as engine runs time it,
+    with the same shape timed the grid's way beside it (``grid_timing_s``) and the reference step timed again
+    after the decode grid, after the prefill grid and at the end (``checkpoints_s``): the card's drift;
     the last two are the multi-prompt and cached-context prefill grids of :mod:`kvsim.calibrate.prefill_grids`
     (None where ``grid["prefill_batch"]`` / ``grid["prefill_cached"]`` is None).
     """
@@ -301,17 +312,24 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
         return synthetic_step(prefills, decodes, block_size=bs, num_blocks=pool, vocab_size=spec.vocab_size,
                               device=dev, backend=BACKEND, generator=gen)
     ctx_axis = sorted({min(c, max_ctx) for c in g["ctx"]})
-    from kvsim.engine.reference_step import reference_step
-    ref = reference_step(model, caches, graphs, block_size=bs, num_blocks=pool, backend=BACKEND, device=dev,
-                         generator=gen) if dev.type == "cuda" else None     # the card's speed, as engine runs time it
+    ref = _card_reference(model, caches, graphs, bs, pool, dev, gen)     # the card's speed, as engine runs time it
 
     def timed(meta_of):
         ids, pos, meta = meta_of
         return _bench(lambda: model.compute_logits(decode(ids, pos, meta)).argmax(-1).tolist(), warmup=3, rep=15)
+
+    def checkpoint(label):   # the reference step again: did the card's speed drift while the grids were timed?
+        if ref is not None:
+            again = _card_reference(model, caches, graphs, bs, pool, dev, torch.Generator().manual_seed(1000 + bs))
+            ref.setdefault("checkpoints_s", {})[label] = None if again is None else again["time_s"]
     dec_grid = []
     with torch.inference_mode():
+        if ref is not None:      # the reference shape timed the grid's way (CUDA events, L2 flushed) beside it
+            from kvsim.engine.reference_step import CTX as REF_CTX, ROWS as REF_ROWS
+            ref["grid_timing_s"] = timed(step([], [min(REF_CTX, max_ctx)] * REF_ROWS))
         for n in batches:
             dec_grid.append([timed(step([], [c] * n)) for c in ctx_axis])
+        checkpoint("after_decode_grid")
         # unequal contexts, each beside the uniform step at its mean, timed in the same run: where the
         # spread step lies between uniform-at-mean and uniform-at-longest needs no interpolation
         spread, at_mean, tops = [], [], sorted({min(t, max_ctx) for t in g["spread"]})
@@ -341,6 +359,7 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
             last = meta.prefill_query_start[1:].long() - 1
             return _bench_between(lambda: model.compute_logits(run(ids, pos, meta)[last]).argmax(-1).tolist(),
                                   between, reps=PREFILL_REPS)
+        checkpoint("after_prefill_grid")
         pbatch, pcached = PG.time_prefill_grids(time_prefill, max_ctx, batch=g.get("prefill_batch"),
                                                 cached=g.get("prefill_cached"), log=_log)
         top = prefill_tokens[-1]
@@ -359,6 +378,7 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
                                       .tolist(), warmup=2, rep=10))
                 plane.append(row)
             mix.append(plane)
+        checkpoint("end")
     del caches, graphs, pgraphs
     mixed = {"decode": list(mix_rows), "ctx": list(mix_ctx), "chunk": chunks, "time_s": mix,
              "cuda_graphs": bool(cuda_graphs)} if g["mix"] else None

@@ -184,6 +184,9 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
         for key, table in measure_block(model, bs, dev, cuda_graphs=cuda_graphs, fast=fast).items():
             if key == REFERENCE:
                 prof["meta"].setdefault("reference_step", {})[str(bs)] = table
+                marks = {"start": table.get("time_s"), "grid's timing": table.get("grid_timing_s"),
+                         **(table.get("checkpoints_s") or {})}
+                M._log("reference step (ms): " + ", ".join(f"{k} {v * 1e3:.3f}" for k, v in marks.items() if v))
             else:
                 prof[key][str(bs)] = table
         torch.cuda.empty_cache()
