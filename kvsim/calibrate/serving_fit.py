@@ -139,7 +139,7 @@ def fit_decode_serving(model, profile: dict, bs: int, device: str = "cuda", rows
     cost = CalibratedCostModel(Profile(bare), model_name=profile["model"], dtype=profile["dtype"], block_size_tokens=bs,
                                decode_graph_batches=graph_batch_sizes(max(rows)) if cuda_graphs else None)
     ov = profile["step_overhead"]
-    runs = {}
+    runs, refs = {}, []
     for n in rows:
         engine, workload = serving_workload(n, spec.max_seq_len)
         per_seq = -(-(workload["prompt_len_range"][1] + workload["output_len_range"][1] + 8) // bs)
@@ -150,7 +150,11 @@ def fit_decode_serving(model, profile: dict, bs: int, device: str = "cuda", rows
             "workload": workload, "runtime": {"device": device, "cuda_graphs": cuda_graphs}})
         res = RealEngine(sc, model=model).run()
         runs[n] = (res.iterations, res.requests)
+        refs.append((res.info.get("reference_step") or {}).get("time_s"))     # the card's speed at each run
         steps = int((res.iterations.decode_seqs == n).sum())
         log(f"serving decode n={n}: {steps} steps at {n} rows, median {res.iterations.duration_s[res.iterations.decode_seqs == n].median() * 1e3:.2f} ms")
-    return fit_from_runs(cost, runs, lambda n: float(interp1(float(n), np.asarray(ov["num_seqs"], float),
-                                                             np.asarray(ov["time_s"], float))))
+    fit = fit_from_runs(cost, runs, lambda n: float(interp1(float(n), np.asarray(ov["num_seqs"], float),
+                                                            np.asarray(ov["time_s"], float))))
+    if fit:
+        fit["reference_step_s"] = refs
+    return fit
