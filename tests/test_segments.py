@@ -31,8 +31,15 @@ def _calibrated(steps):
                                block_size_tokens=16)
 
 
-@pytest.mark.parametrize("cost", [ROOFLINE, _calibrated(False), _calibrated(True)],
-                         ids=["roofline", "calibrated", "calibrated_steps"])
+def _calibrated_serving():
+    """Whole-step grids plus decode_serving (kvsim.calibrate.serving_fit): the spread term at every row count."""
+    prof = dict(synthetic_profile(steps=True), decode_serving={"16": {"num_seqs": [4, 32], "extra_s": [2e-4, -1e-4],
+                                                                      "spread_frac": [0.9, 0.4]}})
+    return CalibratedCostModel(Profile(prof), model_name="OPT-13B", dtype="fp16", block_size_tokens=16)
+
+
+@pytest.mark.parametrize("cost", [ROOFLINE, _calibrated(False), _calibrated(True), _calibrated_serving()],
+                         ids=["roofline", "calibrated", "calibrated_steps", "calibrated_serving"])
 def test_rows_pricing_equals_one_batch_size_at_a_time(cost):
     rng = np.random.default_rng(0)
     n = rng.integers(1, 300, 500)

@@ -144,3 +144,23 @@ def test_the_fit_runs_the_real_engine(monkeypatch):
     assert fit["num_seqs"] == [2, 4] and len(lines) == 2
     assert all(np.isfinite(fit["extra_s"])) and all(0 <= f <= SF.MAX_FRACTION for f in fit["spread_frac"])
     Profile(dict(prof, decode_serving={"16": fit}))      # what calibrate writes loads back
+
+
+def test_fast_forward_gives_the_stepped_runs_results_with_decode_serving(tmp_path):
+    """The simulator's fast paths price decode runs through the same decode_step_times: outputs stay identical."""
+    import json
+    prof = dict(steep_profile(), decode_serving={"16": {"num_seqs": [2, 8, 32], "extra_s": [1e-4, 3e-4, 0.0],
+                                                        "spread_frac": [0.9, 0.7, 0.5]}})
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(prof))
+    sc = kvsim.load_scenario({"name": "ff", "model": "opt-13b", "gpu": "a100-40gb", "seed": 3,
+                              "engine": {"block_size": 16, "num_gpu_blocks": 900},
+                              "workload": {"dataset": "sharegpt_like", "num_requests": 60, "rate_req_s": 4},
+                              "cost": {"model": "calibrated", "profile": str(path)}})
+    a, b = kvsim.simulate(sc, fast_forward=True), kvsim.simulate(sc, fast_forward=False)
+    assert a.summary == b.summary
+    assert a.requests.equals(b.requests)
+    (tmp_path / "q.json").write_text(json.dumps(steep_profile()))
+    plain = kvsim.simulate(kvsim.load_scenario({**sc.to_dict(), "cost": {"model": "calibrated",
+                                                                         "profile": str(tmp_path / "q.json")}}))
+    assert plain.summary["latency_mean_s"] != a.summary["latency_mean_s"]      # the table is used
