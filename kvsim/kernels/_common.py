@@ -75,6 +75,36 @@ def check_int_index(name: str, t: torch.Tensor) -> None:
     require(t.dtype in (torch.int32, torch.int64), name, f"dtype {t.dtype} must be int32 or int64")
 
 
+def check_varlen_inputs(q, k_cache, v_cache, block_table, query_start_loc, context_lens, backend: str,
+                        window) -> int:
+    """The checks both varlen kernels make (prefill and the one-token rows' decode kernel): packed tokens ``q``
+    ``[tokens, num_q_heads, head_dim]``, 4-D caches of q's dtype and head size, a power-of-two block size,
+    integer index tensors of matching lengths, the backend and the window. One-line errors; returns the
+    number of sequences."""
+    require(q.dim() == 3, "q", f"shape {tuple(q.shape)} must be [tokens, num_q_heads, head_dim]")
+    require(k_cache.dim() == 4 and k_cache.shape == v_cache.shape, "k_cache",
+            f"shape {tuple(k_cache.shape)} must be 4-D and equal v's")
+    check_dtype("q", q)
+    require(k_cache.dtype == q.dtype == v_cache.dtype, "k_cache", "dtype must equal q's")
+    require(k_cache.shape[3] == q.shape[2] <= 256, "head_dim", f"{q.shape[2]} must match the cache, <= 256")
+    require(q.shape[1] % k_cache.shape[2] == 0, "num_kv_heads", "must divide num_q_heads")
+    require(is_pow2(k_cache.shape[1]) and k_cache.shape[1] <= 256, "block_size",
+            f"{k_cache.shape[1]} must be a power of two in 1..256")
+    for name, t in (("query_start_loc", query_start_loc), ("context_lens", context_lens),
+                    ("block_table", block_table)):
+        check_int_index(name, t)
+    num_seqs = context_lens.shape[0]
+    require(query_start_loc.shape == (num_seqs + 1,), "query_start_loc",
+            f"shape {tuple(query_start_loc.shape)} must be ({num_seqs + 1},)")
+    require(block_table.dim() == 2 and block_table.shape[0] == num_seqs, "block_table",
+            f"shape {tuple(block_table.shape)} must be [{num_seqs}, max_blocks]")
+    for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
+        require(t.stride(-1) == 1, name, "last dimension must be contiguous")
+    check_backend(backend, q, k_cache, v_cache, block_table, query_start_loc, context_lens)
+    require(isinstance(window, int) and window >= 0, "window", f"got {window!r}, expected tokens >= 0 (0 = full)")
+    return num_seqs
+
+
 @functools.lru_cache(maxsize=None)
 def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count

@@ -31,8 +31,7 @@ import triton.language as tl
 
 import kvsim.kernels.reference as reference
 from kvsim.kernels._attn_decode import kernel_window
-from kvsim.kernels._common import (check_backend, check_dtype, check_int_index, default_scale,
-                                   dot_f32, is_pow2, num_sms, require)
+from kvsim.kernels._common import check_varlen_inputs, default_scale, dot_f32, num_sms, require
 
 
 @triton.jit
@@ -183,25 +182,7 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     written here (``cu_tiles``, when given, must have been computed with the same flag). Returns ``out``
     (``[total_new_tokens, num_q_heads, head_dim]``, dtype of ``q``).
     """
-    require(q.dim() == 3, "q", f"shape {tuple(q.shape)} must be [tokens, num_q_heads, head_dim]")
-    require(k_cache.dim() == 4 and k_cache.shape == v_cache.shape, "k_cache",
-            f"shape {tuple(k_cache.shape)} must be 4-D and equal v's")
-    check_dtype("q", q)
-    require(k_cache.dtype == q.dtype == v_cache.dtype, "k_cache", "dtype must equal q's")
-    require(k_cache.shape[3] == q.shape[2] <= 256, "head_dim", f"{q.shape[2]} must match the cache, <= 256")
-    require(q.shape[1] % k_cache.shape[2] == 0, "num_kv_heads", "must divide num_q_heads")
-    require(is_pow2(k_cache.shape[1]) and k_cache.shape[1] <= 256, "block_size",
-            f"{k_cache.shape[1]} must be a power of two in 1..256")
-    for name, t in (("query_start_loc", query_start_loc), ("context_lens", context_lens),
-                    ("block_table", block_table)):
-        check_int_index(name, t)
-    num_seqs = context_lens.shape[0]
-    require(query_start_loc.shape == (num_seqs + 1,), "query_start_loc",
-            f"shape {tuple(query_start_loc.shape)} must be ({num_seqs + 1},)")
-    for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
-        require(t.stride(-1) == 1, name, "last dimension must be contiguous")
-    check_backend(backend, q, k_cache, v_cache, block_table, query_start_loc, context_lens)
-    require(isinstance(window, int) and window >= 0, "window", f"got {window!r}, expected tokens >= 0 (0 = full)")
+    num_seqs = check_varlen_inputs(q, k_cache, v_cache, block_table, query_start_loc, context_lens, backend, window)
     scale = default_scale(q.shape[-1], scale)
     if out is None:
         out = torch.empty_like(q)

@@ -28,8 +28,7 @@ import triton.language as tl
 
 import kvsim.kernels.reference as reference
 from kvsim.kernels._attn_decode import _load_kv, _table, _update, kernel_window
-from kvsim.kernels._common import (check_backend, check_int_index, default_scale, dot_f32, is_pow2, num_sms,
-                                   require)
+from kvsim.kernels._common import check_varlen_inputs, default_scale, dot_f32, num_sms, require
 
 PERSISTENT_WAVES = 4
 """Programs per SM (summed over KV heads)."""
@@ -124,21 +123,8 @@ def paged_varlen_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cach
     :data:`SPLIT`): partitions of :data:`~kvsim.kernels.varlen_split.SPLIT_TOKENS` positions, merged after
     (``split_cu`` from :func:`~kvsim.kernels.varlen_split.split_starts`, once per step).
     """
-    from kvsim.kernels.decode import check_qkv
-    check_qkv(q, k_cache, v_cache)
-    require(is_pow2(k_cache.shape[1]) and k_cache.shape[1] <= 256, "block_size",
-            f"{k_cache.shape[1]} must be a power of two in 1..256")
-    for name, t in (("context_lens", context_lens), ("query_start_loc", query_start_loc),
-                    ("block_table", block_table)):
-        check_int_index(name, t)
-    num_seqs = context_lens.shape[0]
-    require(query_start_loc.shape == (num_seqs + 1,), "query_start_loc",
-            f"shape {tuple(query_start_loc.shape)} must be ({num_seqs + 1},)")
-    require(block_table.dim() == 2 and block_table.shape[0] == num_seqs, "block_table",
-            f"shape {tuple(block_table.shape)} must be [{num_seqs}, max_blocks]")
+    num_seqs = check_varlen_inputs(q, k_cache, v_cache, block_table, query_start_loc, context_lens, backend, window)
     require(out.shape == q.shape and out.dtype == q.dtype, "out", "must have q's shape and dtype")
-    check_backend(backend, q, k_cache, v_cache, block_table, query_start_loc, context_lens)
-    require(isinstance(window, int) and window >= 0, "window", f"got {window!r}, expected tokens >= 0 (0 = full)")
     scale = default_scale(q.shape[-1], scale)
     if num_seqs == 0 or q.shape[0] == 0:
         return out
