@@ -65,26 +65,14 @@ def _card_reference(model, caches, graphs, bs: int, pool: int, dev, generator) -
 
 
 def _bench_between(fn, between, reps: int = 10) -> float:
-    """Median seconds of ``fn`` over ``reps`` calls, each after an untimed ``between()``.
+    """Median seconds of ``fn`` over ``reps`` calls, each after an untimed ``between()``, on the host clock
+    (:func:`kvsim.engine.host_timing.host_timed`; one untimed call first).
 
     Back-to-back compute-bound steps (a long prefill timed by :func:`_bench` for ~1 s) hold the card at
     its power limit, so its clocks drop and each step runs several percent slower than it does in
     serving, where a prefill sits between memory-bound decode steps. ``between`` puts that work back."""
-    import time as _t
-
-    def sync():
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-    fn()
-    times = []
-    for _ in range(reps):
-        between()
-        sync()
-        t0 = _t.perf_counter()
-        fn()
-        sync()
-        times.append(_t.perf_counter() - t0)
-    return float(np.median(times))
+    from kvsim.engine.host_timing import host_timed
+    return host_timed(fn, reps, warmup=1, between=between)
 
 
 def _log(msg: str) -> None:

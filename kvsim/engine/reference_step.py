@@ -14,9 +14,6 @@ time and by 0.2 ms of host work per step, so a validation says whether its engin
 """
 from __future__ import annotations
 
-import statistics
-import time
-
 ROWS = 8
 CTX = 256
 WARMUP = 5
@@ -52,13 +49,7 @@ def reference_step(model, kv_caches, graphs, *, block_size: int, num_blocks: int
         with torch.inference_mode():
             hidden = graphs.run(ids, pos, meta) if graph else model(ids, pos, kv_caches, meta)
             return model.compute_logits(hidden).argmax(-1).tolist()
-    for _ in range(WARMUP):
-        step()
-    times = []
-    for _ in range(REPS):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        step()                  # .tolist() waits for the GPU
-        times.append(time.perf_counter() - t0)
-    return {"rows": ROWS, "ctx": CTX, "graph": bool(graph), "time_s": statistics.median(times),
+    from kvsim.engine.host_timing import host_timed
+    t = host_timed(step, REPS, warmup=WARMUP)                  # step() reads the tokens back: it waits for the GPU
+    return {"rows": ROWS, "ctx": CTX, "graph": bool(graph), "time_s": t,
             "gpu_uuid": gpu_uuid(device)}
