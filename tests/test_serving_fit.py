@@ -88,9 +88,9 @@ def test_the_fit_recovers_a_known_overhead_and_spread_fraction(noise):
 
 
 def test_rows_without_enough_steps_or_spread_are_left_out_or_filled():
-    assert SF.fit_rows(np.full(30, 1e-3), np.full(30, 2e-4)) == (pytest.approx(1e-3), None)
-    o, lam = SF.fit_rows(np.linspace(0, 1e-3, 30) * 10 + 5e-4, np.linspace(0, 1e-3, 30))
-    assert lam == SF.MAX_FRACTION                       # a slope of 10 is clipped, the intercept refitted
+    assert SF.fit_rows(np.full(30, 1e-3), np.full(30, 2e-4)) == (pytest.approx(1e-3), None, None)
+    o, lam, se = SF.fit_rows(np.linspace(0, 1e-3, 30) * 10 + 5e-4, np.linspace(0, 1e-3, 30))
+    assert lam == SF.MAX_FRACTION and se is not None    # a slope of 10 is clipped, the intercept refitted
     its, reqs = serving_run(4)
     assert SF.fit_from_runs(cost_of(synthetic_profile(steps=True)), {4: (its.iloc[:3], reqs)}, lambda n: 0.0) == {}
 
@@ -164,3 +164,26 @@ def test_fast_forward_gives_the_stepped_runs_results_with_decode_serving(tmp_pat
     plain = kvsim.simulate(kvsim.load_scenario({**sc.to_dict(), "cost": {"model": "calibrated",
                                                                          "profile": str(tmp_path / "q.json")}}))
     assert plain.summary["latency_mean_s"] != a.summary["latency_mean_s"]      # the table is used
+
+
+def test_a_flat_unit_never_breaks_the_fit():
+    """A grid flat along the context (the unit is 0 everywhere, or after dropping outliers) gives no slope and
+    no numerical error."""
+    assert SF.fit_rows(np.linspace(1e-3, 2e-3, 40), np.zeros(40)) == (pytest.approx(1.5e-3), None, None)
+    u = np.zeros(40)
+    u[0] = 1e-3                                   # one step with a spread, far off the line: dropped, then flat
+    y = np.full(40, 1e-3)
+    y[0] = 1.0
+    o, lam, se = SF.fit_rows(y, u)
+    assert lam is None and se is None and o == pytest.approx(1e-3)
+    assert SF.fit_rows(np.array([]), np.array([])) == (0.0, None, None)
+
+
+def test_uncertain_rows_are_drawn_toward_the_precise_rows_mean():
+    """A precise row keeps its own fraction; an imprecise one moves most of the way to the weighted mean; a row
+    without a slope takes the mean; nothing known gives 0."""
+    frac, mean = SF.pooled_fractions([(0.9, 0.02), (0.1, 1.0), (None, None), (0.8, 0.02)])
+    assert mean == pytest.approx(0.85, abs=0.01)
+    assert frac[0] == pytest.approx(0.9, abs=0.01) and frac[3] == pytest.approx(0.8, abs=0.01)
+    assert frac[1] == pytest.approx(0.85, abs=0.05) and frac[2] == pytest.approx(mean)
+    assert SF.pooled_fractions([(None, None)]) == ([0.0], 0.0)

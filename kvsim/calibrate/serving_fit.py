@@ -14,7 +14,8 @@ random lengths (:data:`PROMPT_RANGE`, :data:`OUTPUT_RANGE`), all arriving at onc
 while the batch stays at n rows. Each decode-only step's contexts are rebuilt from the run's own records
 (:func:`step_contexts`), and per ``n`` a least-squares line through the steps' ``measured - grid(b, sum)`` on
 the spread unit ``grid(b, b·max) - grid(b, sum)`` gives the serving overhead ``o_n`` (intercept) and the spread
-fraction ``λ_n`` (slope, kept in [0, :data:`MAX_FRACTION`]). The profile stores, per block size::
+fraction ``λ_n`` (slope, kept in [0, :data:`MAX_FRACTION`]; a row whose steps barely vary in spread is drawn toward the
+precision-weighted mean of all rows, :func:`pooled_fractions`). The profile stores, per block size::
 
     decode_serving: {"num_seqs": [n...], "extra_s": [o_n - step_overhead(n)...], "spread_frac": [λ_n...]}
 
@@ -37,6 +38,8 @@ OUTPUT_RANGE = (16, 256)
 MIN_STEPS = 20                     # steps at exactly n rows a fit needs
 MIN_UNIT_SPREAD_S = 20e-6          # the spread unit must vary this much for a slope (else λ is unknown)
 MAX_FRACTION = 1.5
+PRIOR_WIDTH = 0.25                 # how far one row's spread fraction may sit from the rows' mean a priori
+SE_FLOOR = 0.01
 
 
 def step_contexts(its: pd.DataFrame, reqs: pd.DataFrame) -> pd.DataFrame:
@@ -70,27 +73,51 @@ def step_contexts(its: pd.DataFrame, reqs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_dict(out, orient="index", columns=cols)
 
 
-def fit_rows(measured_minus_grid: np.ndarray, unit: np.ndarray) -> tuple[float, float | None]:
-    """``(o, λ)``: least squares of ``y = o + λ·unit`` with steps beyond 3 median deviations dropped once;
-    ``λ`` None (and ``o`` the median) when the unit barely varies."""
+def fit_rows(measured_minus_grid: np.ndarray, unit: np.ndarray) -> tuple[float, float | None, float | None]:
+    """``(o, λ, se)``: least squares of ``y = o + λ·unit``, refitted once without the steps beyond 3 median
+    deviations, and the slope's standard error; ``λ`` and ``se`` None (``o`` the median of ``y``) when the
+    unit barely varies."""
     y, u = np.asarray(measured_minus_grid, float), np.asarray(unit, float)
-    if np.ptp(u) < MIN_UNIT_SPREAD_S:
-        return float(np.median(y)), None
     keep = np.ones(len(y), bool)
+    o, lam, se = float(np.median(y)) if len(y) else 0.0, None, None
     for _ in range(2):
-        lam, o = np.polyfit(u[keep], y[keep], 1)
-        lam = float(min(MAX_FRACTION, max(0.0, lam)))
-        o = float(np.mean(y[keep] - lam * u[keep]))
+        uk, yk = u[keep], y[keep]
+        if len(uk) < 3 or np.ptp(uk) < MIN_UNIT_SPREAD_S:
+            return (float(np.median(yk)) if len(yk) else o), None, None
+        du = uk - uk.mean()
+        slope = float(du @ (yk - yk.mean())) / float(du @ du)
+        lam = float(min(MAX_FRACTION, max(0.0, slope)))
+        o = float(np.mean(yk - lam * uk))
+        se = float(np.sqrt(np.var(yk - o - lam * uk) * len(uk) / (len(uk) - 2) / float(du @ du)))
         r = y - o - lam * u
-        mad = float(np.median(np.abs(r - np.median(r)))) or 1e-9
-        keep = np.abs(r - np.median(r)) <= 3 * 1.4826 * mad
-    return o, lam
+        dev = np.abs(r - np.median(r))
+        keep = dev <= 3 * 1.4826 * (float(np.median(dev)) or 1e-9)
+    return o, lam, se
+
+
+def pooled_fractions(fits: list[tuple[float | None, float | None]]) -> tuple[list[float], float]:
+    """Each row's spread fraction drawn toward the precision-weighted mean of all rows' by
+    :data:`PRIOR_WIDTH` (a row whose steps barely vary in spread says little on its own; a row without a
+    slope takes the mean), and that mean. ``fits``: ``(λ, se)`` per row, None where unknown."""
+    known = [(lam, max(se, SE_FLOOR)) for lam, se in fits if lam is not None and se is not None]
+    if not known:
+        return [0.0] * len(fits), 0.0
+    w = np.array([1 / se ** 2 for _, se in known])
+    mean = float(np.dot(w, [lam for lam, _ in known]) / w.sum())
+    out = []
+    for lam, se in fits:
+        if lam is None or se is None:
+            out.append(mean)
+            continue
+        a, b = 1 / max(se, SE_FLOOR) ** 2, 1 / PRIOR_WIDTH ** 2
+        out.append(float(min(MAX_FRACTION, max(0.0, (a * lam + b * mean) / (a + b)))))
+    return out, mean
 
 
 def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], overhead) -> dict:
     """``decode_serving`` for one block size from ``{n: (iterations, requests)}`` of the serving runs;
     ``cost`` prices with the profile's grid and no overhead, ``overhead(n)`` is the profile's step overhead."""
-    ns, extra, frac = [], [], []
+    rows = []
     for n, (its, reqs) in sorted(runs.items()):
         ctx = step_contexts(its, reqs)
         ctx = ctx[ctx.valid & (ctx.n == n)] if len(ctx) else ctx
@@ -99,15 +126,16 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
         grid = cost.decode_step_times(n, ctx.ctx_sum.to_numpy(float))
         top = cost.decode_step_times(n, np.maximum(ctx.ctx_max.to_numpy(float), ctx.ctx_sum.to_numpy(float) / n) * n)
         y = its.loc[ctx.index, "duration_s"].to_numpy(float) - grid
-        o, lam = fit_rows(y, np.maximum(0.0, top - grid))
-        ns.append(int(n))
-        extra.append(o - float(overhead(n)))
-        frac.append(lam)
-    if not ns:
+        u = np.maximum(0.0, top - grid)
+        rows.append((int(n), y, u) + fit_rows(y, u))
+    if not rows:
         return {}
-    known = [f for f in frac if f is not None]      # a row without a slope takes its neighbours' mean
-    fill = float(np.mean(known)) if known else 0.0
-    return {"num_seqs": ns, "extra_s": extra, "spread_frac": [fill if f is None else f for f in frac],
+    frac, mean = pooled_fractions([(lam, se) for *_, lam, se in rows])
+    # each row's overhead at its final fraction: the median step beyond grid + fraction x unit
+    extra = [float(np.median(y - f * u)) - float(overhead(n)) for (n, y, u, *_), f in zip(rows, frac)]
+    return {"num_seqs": [r[0] for r in rows], "extra_s": extra, "spread_frac": frac,
+            "spread_frac_row": [r[4] for r in rows], "spread_frac_se": [r[5] for r in rows],
+            "spread_frac_mean": mean, "steps": [len(r[1]) for r in rows],
             "workload": {"prompt_len_range": list(PROMPT_RANGE), "output_len_range": list(OUTPUT_RANGE),
                          "requests_per_slot": REQUESTS_PER_SLOT}}
 
