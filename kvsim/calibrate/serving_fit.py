@@ -9,9 +9,10 @@ steps cost 0.36 ms + 0.034 ms per row beyond the grid's GPU time, and more with 
 the lock-step fit saw neither.
 
 What. For each ``n`` in :data:`ROWS`, the engine serves :data:`REQUESTS_PER_SLOT` × n requests of uniform
-random lengths (:data:`PROMPT_RANGE`, :data:`OUTPUT_RANGE`), all arriving at once, with at most n running
-(``max_num_seqs = n``): as requests finish others join, so the running contexts are as unequal as in serving
-while the batch stays at n rows. Each decode-only step's contexts are rebuilt from the run's own records
+random lengths (:data:`PROMPT_RANGE`, :data:`OUTPUT_RANGE`) with at most n in flight (``max_concurrency = n``,
+serving's ``max_num_seqs`` and CUDA graphs, so a step of n rows replays the graph serving pads it to): as
+requests finish others join, so the running contexts are as unequal as in serving while the batch stays at
+n rows. Each decode-only step's contexts are rebuilt from the run's own records
 (:func:`step_contexts`), and per ``n`` a least-squares line through the steps' ``measured - grid(b, sum)`` on
 the spread unit ``grid(b, b·max) - grid(b, sum)`` gives the serving overhead ``o_n`` (intercept) and the spread
 fraction ``λ_n`` (slope, kept in [0, :data:`MAX_FRACTION`]; a row whose steps barely vary in spread is drawn toward the
@@ -31,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-ROWS = (4, 8, 16, 32)
+ROWS = (4, 8, 12, 16, 24, 32)
 REQUESTS_PER_SLOT = 3
 PROMPT_RANGE = (16, 1024)          # capped at half the model's longest sequence
 OUTPUT_RANGE = (16, 256)
@@ -144,10 +145,12 @@ def serving_workload(n: int, max_seq_len: int) -> tuple[dict, dict]:
     """``(engine, workload)`` settings of the serving run at ``n`` rows (see module doc)."""
     p_hi = min(PROMPT_RANGE[1], max_seq_len // 2)
     o_hi = min(OUTPUT_RANGE[1], max_seq_len - p_hi - 8)
-    engine = {"scheduler": "vllm", "max_num_seqs": n, "max_num_batched_tokens": max(p_hi, 2048)}
+    # serving's engine limits (its CUDA graphs, so n rows replay the graph a serving engine pads them to),
+    # with at most n requests in flight (a closed loop: the next one arrives when one finishes)
+    engine = {"scheduler": "vllm", "max_num_seqs": 256, "max_num_batched_tokens": max(p_hi, 2048)}
     workload = {"dataset": "uniform", "prompt_len_range": [PROMPT_RANGE[0], p_hi],
                 "output_len_range": [OUTPUT_RANGE[0], o_hi], "arrival": "burst",
-                "num_requests": REQUESTS_PER_SLOT * n}
+                "num_requests": REQUESTS_PER_SLOT * n, "max_concurrency": n}
     return engine, workload
 
 
@@ -163,9 +166,9 @@ def fit_decode_serving(model, profile: dict, bs: int, device: str = "cuda", rows
     spec = get_model(profile["model"])
     base = {k: v for k, v in profile.items() if k != "decode_serving"}
     bare = dict(base, step_overhead={"num_seqs": [1.0], "time_s": [0.0]})
-    # each run captures decode graphs up to its n rows, so a step of n rows replays the n-row graph
+    # priced at the graph batch serving pads n rows to, as the runs replay it
     cost = CalibratedCostModel(Profile(bare), model_name=profile["model"], dtype=profile["dtype"], block_size_tokens=bs,
-                               decode_graph_batches=graph_batch_sizes(max(rows)) if cuda_graphs else None)
+                               decode_graph_batches=graph_batch_sizes(256) if cuda_graphs else None)
     ov = profile["step_overhead"]
     runs, refs = {}, []
     for n in rows:
