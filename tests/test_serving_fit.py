@@ -73,9 +73,8 @@ def test_the_fit_recovers_a_known_overhead_and_spread_fraction(noise):
         ctx = SF.step_contexts(its, reqs)
         ctx = ctx[ctx.valid]
         for k, r in ctx.iterrows():
-            grid = float(bare.decode_step_times(int(r.n), np.array([r.ctx_sum]))[0])
-            top = float(bare.decode_step_times(int(r.n), np.array([max(r.ctx_max, r.ctx_sum / r.n) * r.n]))[0])
-            its.loc[k, "duration_s"] = grid + o + lam * (top - grid) + noise * rng.standard_normal()
+            grid, unit = bare.decode_grid_and_spread(int(r.n), np.array([r.ctx_sum]), np.array([r.ctx_max]))
+            its.loc[k, "duration_s"] = grid[0] + o + lam * unit[0] + noise * rng.standard_normal()
         runs[n] = (its, reqs)
     ov = prof["step_overhead"]
     overhead = lambda n: float(interp1(float(n), np.array(ov["num_seqs"], float), np.array(ov["time_s"], float)))
@@ -112,6 +111,11 @@ def test_the_cost_model_prices_decode_steps_with_the_fitted_terms():
         plain.decode_step_times(32, np.array([3200.0]))[0] + 2e-3)
     assert served.decode_step_times(1, np.array([300.0]))[0] == pytest.approx(
         plain.decode_step_times(1, np.array([300.0]))[0] + 1e-3)
+    # a batch the engine pads (12 rows replay the 16-row graph): the fitted unit is the one priced
+    grid12, unit12 = served.decode_grid_and_spread(12, np.array([12 * 300.0]), np.array([1500.0]))
+    over12 = float(interp1(12.0, *Profile(prof).overhead)) + 1e-3 + 1e-3 * 8 / 12
+    assert unit12[0] > 0 and served.decode_step_times(12, np.array([3600.0]), np.array([1500.0]))[0] == \
+        pytest.approx(grid12[0] + over12 + (0.5 + 0.5 * 8 / 12) * unit12[0])
     below = cost_of(dict(prof, decode_serving={"16": {"num_seqs": [4], "extra_s": [-1.0], "spread_frac": [0.0]}}))
     assert below.decode_step_times(4, sums)[0] == pytest.approx(grid[0])      # the overhead floors at 0
     from kvsim.core.plan import StepPlan

@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", required=True)
     ap.add_argument("--fit-on", required=True, type=Path, help="engine output folder (iterations.csv, requests.csv)")
-    ap.add_argument("--rows", default="2,4,8,12,16,20,24")
+    ap.add_argument("--rows", default="2,4,8,9,16,17,24", help="row counts to fit (both ends of each graph bucket)")
     ap.add_argument("--block-size", type=int, default=16)
     ap.add_argument("--out", required=True, type=Path)
     a = ap.parse_args(argv)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-ROWS = (4, 8, 12, 16, 24, 32)
+ROWS = (4, 8, 9, 16, 17, 24, 32)    # both ends of the 9-16 and 17-24 graph buckets: no interpolation across a graph size
 REQUESTS_PER_SLOT = 3
 PROMPT_RANGE = (16, 1024)          # capped at half the model's longest sequence
 OUTPUT_RANGE = (16, 256)
@@ -117,17 +117,16 @@ def pooled_fractions(fits: list[tuple[float | None, float | None]]) -> tuple[lis
 
 def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], overhead) -> dict:
     """``decode_serving`` for one block size from ``{n: (iterations, requests)}`` of the serving runs;
-    ``cost`` prices with the profile's grid and no overhead, ``overhead(n)`` is the profile's step overhead."""
+    ``cost`` is a calibrated cost model of the profile (its ``decode_grid_and_spread``), ``overhead(n)`` the
+    profile's step overhead."""
     rows = []
     for n, (its, reqs) in sorted(runs.items()):
         ctx = step_contexts(its, reqs)
         ctx = ctx[ctx.valid & (ctx.n == n)] if len(ctx) else ctx
         if len(ctx) < MIN_STEPS:
             continue
-        grid = cost.decode_step_times(n, ctx.ctx_sum.to_numpy(float))
-        top = cost.decode_step_times(n, np.maximum(ctx.ctx_max.to_numpy(float), ctx.ctx_sum.to_numpy(float) / n) * n)
+        grid, u = cost.decode_grid_and_spread(n, ctx.ctx_sum.to_numpy(float), ctx.ctx_max.to_numpy(float))
         y = its.loc[ctx.index, "duration_s"].to_numpy(float) - grid
-        u = np.maximum(0.0, top - grid)
         rows.append((int(n), y, u) + fit_rows(y, u))
     if not rows:
         return {}

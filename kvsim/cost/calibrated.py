@@ -153,6 +153,24 @@ class CalibratedCostModel(CostModel):
         hi = self._grid_at(self._step, b, top * b)
         return np.interp(top, xb, curve) * np.maximum(0.0, hi - base)
 
+    def _spread_unit(self, b: float, sums: np.ndarray, ctx_max, base: np.ndarray) -> np.ndarray:
+        """What the uniform step at the longest context adds to ``base`` (the step at the mean) at ``b`` rows."""
+        top = np.maximum(np.asarray(ctx_max, dtype=np.float64), sums / b)
+        return np.maximum(0.0, self._grid_at(self._step, b, top * b) - base)
+
+    def decode_grid_and_spread(self, num_seqs: int, ctx_token_sums: np.ndarray, ctx_max: np.ndarray
+                               ) -> tuple[np.ndarray, np.ndarray]:
+        """``(grid, unit)`` of decode steps of ``num_seqs`` rows: the whole-step grid at the CUDA-graph batch
+        they replay and their mean context (no overhead), and what the uniform step at their longest context
+        adds to it — the term a spread fraction multiplies (:mod:`kvsim.calibrate.serving_fit` fits on it).
+        Needs a profile with ``decode_step``."""
+        if self._step is None:
+            raise KvsimError("profile", "no decode_step grid: decode_grid_and_spread needs whole-step grids")
+        sums = np.asarray(ctx_token_sums, dtype=np.float64)
+        b = float(padded(num_seqs, self._graphs))
+        step = np.asarray(self._grid_at(self._step, b, sums), dtype=np.float64)
+        return step, self._spread_unit(b, sums, ctx_max, step)
+
     def decode_step_times(self, num_seqs: int, ctx_token_sums: np.ndarray, ctx_max: np.ndarray | None = None
                           ) -> np.ndarray:
         sums = np.asarray(ctx_token_sums, dtype=np.float64)
@@ -166,8 +184,7 @@ class CalibratedCostModel(CostModel):
             if self._serving is not None:
                 xs, extra, frac = self._serving
                 if ctx_max is not None:
-                    top = np.maximum(np.asarray(ctx_max, dtype=np.float64), sums / b)
-                    step = step + float(np.interp(n, xs, frac)) * np.maximum(0.0, self._grid_at(self._step, b, top * b) - step)
+                    step = step + float(np.interp(n, xs, frac)) * self._spread_unit(b, sums, ctx_max, step)
                 over = max(0.0, float(interp1(n, *p.overhead)) + float(np.interp(n, xs, extra)))   # never negative
                 return np.asarray(over + step, dtype=np.float64)
             if ctx_max is not None and self._lam is not None:
