@@ -144,10 +144,12 @@ def test_the_fit_runs_the_real_engine(monkeypatch):
     prof = dict(steep_profile(), model=spec.name, num_layers=spec.num_layers)
     model = build_model(spec, dtype=torch.float16, device=torch.device("cpu"), weights="dummy")
     lines = []
-    fit = SF.fit_decode_serving(model, prof, 16, device="cpu", rows=(2, 4), cuda_graphs=False, log=lines.append)
+    monkeypatch.setattr(SF, "PREFILL_BIN_STEPS", 2)
+    fit, pre = SF.fit_serving(model, prof, 16, device="cpu", rows=(2, 4), cuda_graphs=False, log=lines.append)
     assert fit["num_seqs"] == [2, 4] and len(lines) == 2
     assert all(np.isfinite(fit["extra_s"])) and all(0 <= f <= SF.MAX_FRACTION for f in fit["spread_frac"])
-    Profile(dict(prof, decode_serving={"16": fit}))      # what calibrate writes loads back
+    assert pre["steps"] >= 4 and len(pre["tokens"]) >= 2 and all(np.isfinite(pre["extra_s"]))
+    Profile(dict(prof, decode_serving={"16": fit}, prefill_serving={"16": pre}))    # what calibrate writes loads back
 
 
 def test_fast_forward_gives_the_stepped_runs_results_with_decode_serving(tmp_path):
@@ -191,3 +193,57 @@ def test_uncertain_rows_are_drawn_toward_the_precise_rows_mean():
     assert frac[0] == pytest.approx(0.9, abs=0.01) and frac[3] == pytest.approx(0.8, abs=0.01)
     assert frac[1] == pytest.approx(0.85, abs=0.05) and frac[2] == pytest.approx(mean)
     assert SF.pooled_fractions([(None, None)]) == ([0.0], 0.0)
+
+
+def test_lone_prefills_are_the_joiners_prompts():
+    its, _ = serving_run(4)
+    lone = SF.lone_prefills(its)
+    assert len(lone) >= 4 and (lone.prefill_groups == 1).all() and (lone.decode_seqs == 0).all()
+    assert (lone.running > 1).all()
+    assert SF.lone_prefills(its.drop(columns=["running"])).empty
+
+
+def test_prefill_curve_groups_by_length_and_the_fit_recovers_a_known_extra():
+    t = np.arange(16, 16 + 60 * 16, 16, dtype=float)
+    c = SF.prefill_curve(t, 1e-4 * (t > 500))
+    assert len(c["tokens"]) == 4 and c["tokens"] == sorted(c["tokens"])
+    assert c["extra_s"][0] == 0.0 and c["extra_s"][-1] == pytest.approx(1e-4)
+    assert SF.prefill_curve(t[:10], t[:10]) == {}
+    assert SF.prefill_curve(np.full(40, 64.0), np.zeros(40)) == {"tokens": [64.0], "extra_s": [0.0]}
+    prof = steep_profile()
+    cost = cost_of(prof)
+    runs = {n: serving_run(n, seed=n) for n in (4, 8)}
+    from kvsim.core.plan import StepPlan
+    for its, _ in runs.values():          # lone prefills made to cost their price + 0.4 ms
+        for k, r in SF.lone_prefills(its).iterrows():
+            its.loc[k, "duration_s"] = cost.step_time(StepPlan(prefill_group_ids=[0], prefill_new_tokens=[int(
+                r.prefill_tokens)], prefill_cached_tokens=[0])) + 4e-4
+    fit = SF.fit_prefill_from_runs(cost, runs)
+    assert fit["steps"] >= 15 and fit["extra_s"] == pytest.approx([4e-4] * len(fit["tokens"]))
+
+
+def test_the_cost_model_prices_prefill_only_steps_with_prefill_serving():
+    from kvsim.core.plan import StepPlan
+    prof = dict(synthetic_profile(steps=True), prefill_overhead={"tokens": [16, 1024], "time_s": [1e-3, 1e-3]})
+    plain = cost_of(prof)
+    served = cost_of(dict(prof, prefill_serving={"16": {"tokens": [64, 512], "extra_s": [2e-4, -1e-4]}}))
+    one = lambda t: StepPlan(prefill_group_ids=[0], prefill_new_tokens=[t], prefill_cached_tokens=[0])
+    # in place of prefill_overhead (1 ms): +0.2 ms at 64 tokens, interpolated, -0.1 ms at 512 and beyond
+    assert served.step_time(one(64)) == pytest.approx(plain.step_time(one(64)) - 1e-3 + 2e-4)
+    assert served.step_time(one(288)) == pytest.approx(plain.step_time(one(288)) - 1e-3 + 0.5e-4)
+    assert served.step_time(one(2000)) == pytest.approx(plain.step_time(one(2000)) - 1e-3 - 1e-4)
+    # never below the grid price without the step overhead
+    deep = cost_of(dict(prof, prefill_serving={"16": {"tokens": [64], "extra_s": [-1.0]}}))
+    over = float(interp1(1.0, *Profile(prof).overhead))
+    assert deep.step_time(one(64)) == pytest.approx(plain.step_time(one(64)) - 1e-3 - over)
+    # mixed and decode steps keep their own pricing
+    mixed = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[64], prefill_cached_tokens=[0],
+                     decode_group_ids=[1, 2], decode_context_tokens=[100, 200])
+    assert served.step_time(mixed) == plain.step_time(mixed)
+
+
+@pytest.mark.parametrize("bad", [{"tokens": [64, 64], "extra_s": [0, 0]}, {"tokens": [64], "extra_s": [0, 1]},
+                                 {"tokens": [64], "extra_s": [float("inf")]}, {"tokens": [64]}])
+def test_a_malformed_prefill_table_is_a_profile_error(bad):
+    with pytest.raises(kvsim.KvsimError, match="profile"):
+        Profile(dict(synthetic_profile(steps=True), prefill_serving={"16": bad}))

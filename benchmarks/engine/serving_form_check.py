@@ -19,7 +19,7 @@ import pandas as pd
 from kvsim.calibrate import serving_fit as SF
 from kvsim.cost.calibrated import CalibratedCostModel, Profile
 from kvsim.cost.profile import interp1
-from kvsim.graph_sizes import graph_batch_sizes
+from kvsim.graph_sizes import graph_batch_sizes, prefill_token_sizes
 
 
 def main(argv=None) -> int:
@@ -29,6 +29,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", default="2,4,8,9,16,17,24", help="row counts to fit (both ends of each graph bucket)")
     ap.add_argument("--block-size", type=int, default=16)
     ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--decode-only", action="store_true", help="fit decode_serving only (no prefill_serving)")
     a = ap.parse_args(argv)
     prof = json.loads(Path(a.profile).read_text())
     bare = dict(prof, step_overhead={"num_seqs": [1.0], "time_s": [0.0]})
@@ -45,6 +46,16 @@ def main(argv=None) -> int:
     print("extra (ms) ", [round(x * 1e3, 3) for x in fit["extra_s"]])
     print("spread frac", [round(x, 3) for x in fit["spread_frac"]])
     prof["decode_serving"] = {str(a.block_size): fit}
+    pcost = CalibratedCostModel(Profile({k: v for k, v in prof.items()
+                                         if k not in ("prefill_overhead", "wake_overhead", "decode_serving")}),
+                                model_name=prof["model"], dtype=prof["dtype"], block_size_tokens=a.block_size,
+                                decode_graph_batches=graph_batch_sizes(256),
+                                prefill_graph_tokens=prefill_token_sizes(2048, "v2"), prefill_graph_seqs=256)
+    pre = {} if a.decode_only else SF.fit_prefill_from_runs(pcost, {0: (its, reqs)})
+    if pre:
+        prof["prefill_serving"] = {str(a.block_size): pre}
+        print("prefill tokens  ", [round(x) for x in pre["tokens"]])
+        print("prefill extra ms", [round(x * 1e3, 3) for x in pre["extra_s"]])
     a.out.write_text(json.dumps(prof, indent=1) + "\n")
     print(f"wrote {a.out}")
     return 0

@@ -200,10 +200,12 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
                                          cuda_graphs=cuda_graphs)
     fit_bs = 16 if 16 in block_sizes else block_sizes[0]
     if not fast:     # decode steps of serving-shaped batches (seven engine runs, ~2-3 min): kvsim.calibrate.serving_fit
-        from kvsim.calibrate.serving_fit import fit_decode_serving
-        serving = fit_decode_serving(model, prof, fit_bs, cuda_graphs=cuda_graphs, log=M._log)
-        if serving:
-            prof["decode_serving"] = {str(fit_bs): serving}
+        from kvsim.calibrate.serving_fit import fit_serving
+        decode, prefill = fit_serving(model, prof, fit_bs, cuda_graphs=cuda_graphs, log=M._log)
+        if decode:
+            prof["decode_serving"] = {str(fit_bs): decode}
+        if prefill:
+            prof["prefill_serving"] = {str(fit_bs): prefill}
     prof["prefill_overhead"] = fit_prefill_overhead(model, prof, fit_bs, cuda_graphs=cuda_graphs, busy=True)
     idle = fit_prefill_overhead(model, prof, fit_bs, cuda_graphs=cuda_graphs)
     prof["wake_overhead"] = {"tokens": idle["tokens"],          # what a prompt reaching an idle engine adds

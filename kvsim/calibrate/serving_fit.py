@@ -25,7 +25,13 @@ and :class:`kvsim.cost.calibrated.CalibratedCostModel` then prices a decode step
 ``λ`` interpolated in n and held constant outside the fitted rows), in place of the evenly spaced fraction.
 The workload is kvsim's own, not a validation scenario's, so the validation set still tests the result.
 
-This module needs no torch: the engine run is imported inside :func:`fit_decode_serving`.
+The same runs' lone prefill steps (a joiner's prompt while the others wait) give ``prefill_serving``: the
+measured step minus its price without ``prefill_overhead``, in up to :data:`PREFILL_BINS` groups by prompt
+length (:func:`fit_prefill_from_runs`). On the H200 such steps of 32-512 tokens cost 0.2-0.5 ms more than
+the busy-engine ``prefill_overhead`` fit said (one prompt length repeated) and those of 512-1,024 tokens
+0.5-0.9 ms less (that fit clamps at 0); the cost model prices prefill-only steps with it instead.
+
+This module needs no torch: the engine run is imported inside :func:`fit_serving`.
 """
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ OUTPUT_RANGE = (16, 256)
 MIN_STEPS = 20                     # steps at exactly n rows a fit needs
 MIN_UNIT_SPREAD_S = 20e-6          # the spread unit must vary this much for a slope (else λ is unknown)
 MAX_FRACTION = 1.5
+PREFILL_BINS, PREFILL_BIN_STEPS = 8, 15   # lone prefill steps: at most 8 length groups of >= 15 steps
 PRIOR_WIDTH = 0.25                 # how far one row's spread fraction may sit from the rows' mean a priori
 SE_FLOOR = 0.01
 
@@ -140,6 +147,47 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
                          "requests_per_slot": REQUESTS_PER_SLOT}}
 
 
+def lone_prefills(its: pd.DataFrame) -> pd.DataFrame:
+    """The prefill-only steps of one fresh prompt taken while other requests were running (a serving run's
+    joiners; the opening burst's multi-prompt steps and a prompt reaching an idle engine are left out)."""
+    need = {"prefill_tokens", "decode_seqs", "prefill_groups", "running"}
+    if not need <= set(its.columns):
+        return its.iloc[:0]
+    sel = (its.prefill_tokens > 0) & (its.decode_seqs == 0) & (its.prefill_groups == 1) & (its.running > 1)
+    return its[sel]
+
+
+def prefill_curve(tokens: np.ndarray, extra: np.ndarray) -> dict:
+    """``{"tokens", "extra_s"}``: the steps cut into up to :data:`PREFILL_BINS` groups of at least
+    :data:`PREFILL_BIN_STEPS` by prompt length, each group's median length and median extra ({} when too few)."""
+    tokens, extra = np.asarray(tokens, float), np.asarray(extra, float)
+    k = min(PREFILL_BINS, len(tokens) // PREFILL_BIN_STEPS)
+    if k < 1:
+        return {}
+    xs, ys = [], []
+    for g in np.array_split(np.argsort(tokens, kind="stable"), k):
+        x, y = float(np.median(tokens[g])), float(np.median(extra[g]))
+        if xs and x <= xs[-1]:           # equal lengths: one point
+            continue
+        xs.append(x)
+        ys.append(y)
+    return {"tokens": xs, "extra_s": ys}
+
+
+def fit_prefill_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]]) -> dict:
+    """``prefill_serving`` from the lone prefill steps of the serving runs: measured minus ``cost``'s price
+    (a calibrated cost model of the profile without ``prefill_overhead``: grid + step overhead), by length."""
+    from kvsim.core.plan import StepPlan
+    toks, extra = [], []
+    for its, _ in runs.values():
+        for t, d in zip(*(lone_prefills(its)[c].to_numpy() for c in ("prefill_tokens", "duration_s"))):
+            plan = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[int(t)], prefill_cached_tokens=[0])
+            toks.append(float(t))
+            extra.append(float(d) - cost.step_time(plan))
+    out = prefill_curve(np.array(toks), np.array(extra))
+    return dict(out, steps=len(toks)) if out else {}
+
+
 def serving_workload(n: int, max_seq_len: int) -> tuple[dict, dict]:
     """``(engine, workload)`` settings of the serving run at ``n`` rows (see module doc)."""
     p_hi = min(PROMPT_RANGE[1], max_seq_len // 2)
@@ -153,23 +201,34 @@ def serving_workload(n: int, max_seq_len: int) -> tuple[dict, dict]:
     return engine, workload
 
 
-def fit_decode_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS,
-                       cuda_graphs: bool = True, log=print) -> dict:
-    """Run the serving workloads on the real engine and fit ``decode_serving`` for block size ``bs``."""
+def _cost(profile: dict, bs: int, sc, cuda_graphs: bool, *, drop: tuple[str, ...], bare: bool):
+    """A calibrated cost model of ``profile`` without the tables ``drop`` (and without step overhead when
+    ``bare``), with the CUDA-graph sizes the serving run ``sc`` captured."""
+    from kvsim.cost.calibrated import CalibratedCostModel, Profile
+    from kvsim.graph_sizes import graph_batch_sizes, prefill_token_sizes
+    doc = {k: v for k, v in profile.items() if k not in drop}
+    if bare:
+        doc["step_overhead"] = {"num_seqs": [1.0], "time_s": [0.0]}
+    e, rt = sc.engine, sc.runtime
+    graphs = dict(decode_graph_batches=graph_batch_sizes(min(rt.cuda_graph_max_batch, e.max_num_seqs)),
+                  prefill_graph_tokens=prefill_token_sizes(min(rt.cuda_graph_prefill_max_tokens, e.max_num_batched_tokens),
+                                                           rt.cuda_graph_prefill_ladder),
+                  prefill_graph_seqs=min(e.max_num_seqs, 256)) if cuda_graphs else {}
+    return CalibratedCostModel(Profile(doc), model_name=profile["model"], dtype=profile["dtype"], block_size_tokens=bs,
+                               **graphs)
+
+
+def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, cuda_graphs: bool = True,
+                log=print) -> tuple[dict, dict]:
+    """Run the serving workloads on the real engine; ``(decode_serving, prefill_serving)`` for block size
+    ``bs`` (each {} when its steps are too few)."""
     import kvsim
     from kvsim.catalogue import get_model
-    from kvsim.cost.calibrated import CalibratedCostModel, Profile
     from kvsim.cost.profile import interp1
     from kvsim.engine.engine import RealEngine
-    from kvsim.graph_sizes import graph_batch_sizes
     spec = get_model(profile["model"])
-    base = {k: v for k, v in profile.items() if k != "decode_serving"}
-    bare = dict(base, step_overhead={"num_seqs": [1.0], "time_s": [0.0]})
-    # priced at the graph batch serving pads n rows to, as the runs replay it
-    cost = CalibratedCostModel(Profile(bare), model_name=profile["model"], dtype=profile["dtype"], block_size_tokens=bs,
-                               decode_graph_batches=graph_batch_sizes(256) if cuda_graphs else None)
     ov = profile["step_overhead"]
-    runs, refs = {}, []
+    runs, refs, sc = {}, [], None
     for n in rows:
         engine, workload = serving_workload(n, spec.max_seq_len)
         per_seq = -(-(workload["prompt_len_range"][1] + workload["output_len_range"][1] + 8) // bs)
@@ -181,10 +240,15 @@ def fit_decode_serving(model, profile: dict, bs: int, device: str = "cuda", rows
         res = RealEngine(sc, model=model).run()
         runs[n] = (res.iterations, res.requests)
         refs.append((res.info.get("reference_step") or {}).get("time_s"))     # the card's speed at each run
-        steps = int((res.iterations.decode_seqs == n).sum())
-        log(f"serving decode n={n}: {steps} steps at {n} rows, median {res.iterations.duration_s[res.iterations.decode_seqs == n].median() * 1e3:.2f} ms")
-    fit = fit_from_runs(cost, runs, lambda n: float(interp1(float(n), np.asarray(ov["num_seqs"], float),
-                                                            np.asarray(ov["time_s"], float))))
-    if fit:
-        fit["reference_step_s"] = refs
-    return fit
+        at_n = res.iterations.duration_s[res.iterations.decode_seqs == n]
+        log(f"serving n={n}: {len(at_n)} decode steps at {n} rows (median {at_n.median() * 1e3:.2f} ms), "
+            f"{len(lone_prefills(res.iterations))} lone prefills")
+    fitted = ("decode_serving", "prefill_serving")
+    decode = fit_from_runs(_cost(profile, bs, sc, cuda_graphs, drop=fitted, bare=True), runs,
+                           lambda n: float(interp1(float(n), np.asarray(ov["num_seqs"], float),
+                                                   np.asarray(ov["time_s"], float))))
+    if decode:
+        decode["reference_step_s"] = refs
+    prefill = fit_prefill_from_runs(_cost(profile, bs, sc, cuda_graphs, drop=fitted + ("prefill_overhead",
+                                                                                        "wake_overhead"), bare=False), runs)
+    return decode, prefill

@@ -30,7 +30,10 @@ decode_step(b, mean)`` (``benchmarks/engine/decode_gap.py`` measures, on real
 engine steps, what unequal contexts and the sustained run each add). Profiles with ``decode_serving``
 (:mod:`kvsim.calibrate.serving_fit`: real engine decode steps of serving-shaped batches, n rows of unequal
 contexts) replace that fraction by the one fitted on those steps, ``spread_frac(n)``, and add ``extra_s(n)``
-to ``overhead(n)``; both are interpolated in n and held constant outside the fitted rows. A prefill
+to ``overhead(n)``; both are interpolated in n and held constant outside the fitted rows. Profiles with
+``prefill_serving`` (the lone prefill steps of those runs) price a prefill-only step with its ``extra_s(T)``
+(interpolated in the step's prompt tokens, held outside; it may be negative, but never takes the step below
+its grid price without overhead) in place of ``prefill_overhead``. A prefill
 iteration is ``overhead + prefill_step(T') +
 L x (attention of the actual groups - attention of one fresh T-token
 sequence)``, with ``T'`` the CUDA-graph token count the engine pads ``T`` to when the grid was timed
@@ -114,6 +117,7 @@ class CalibratedCostModel(CostModel):
             lam if lam is not None else self._spread_weights(spread)
         # decode steps of serving-shaped batches fitted on real engine runs (kvsim.calibrate.serving_fit)
         self._serving = profile.decode_serving.get(block_size_tokens) if self._step is not None else None
+        self._pserving = profile.prefill_serving.get(block_size_tokens) if self._pstep is not None else None
 
     def _grid_at(self, grid, n: float, ctx_sum):
         """Interpolate a (batch x mean context) grid at batch ``n`` (cached per grid and n)."""
@@ -282,7 +286,13 @@ class CalibratedCostModel(CostModel):
             for new, c in zip(plan.prefill_new_tokens, cached):
                 layer += float(interp2(float(new), float(c), *self._pre))
             t = float(interp1(rows, *p.overhead)) + self.L * layer + float(interp1(rows, *p.lm_head))
-        t += self._prefill_host(plan.num_prefill_tokens)
+        if self._pserving is not None and not ctx and groups:
+            # a prefill-only step as lone prompts cost in the serving runs (kvsim.calibrate.serving_fit): an
+            # extra that may be negative, never below the step's grid price without its overhead
+            over = float(interp1(float(groups), *p.overhead))
+            t = max(t - over, t + float(np.interp(float(plan.num_prefill_tokens), *self._pserving)))
+        else:
+            t += self._prefill_host(plan.num_prefill_tokens)
         t += self.copy_time(len(plan.copy_pairs), 0)
         if self.include_swaps_in_step:
             t += self.swap_time(len(plan.swap_out), 0) + self.swap_time(len(plan.swap_in), 0)

@@ -111,6 +111,8 @@ class Profile:
             # optional: decode steps of serving-shaped batches fitted on real engine runs
             # (kvsim.calibrate.serving_fit): extra overhead and spread fraction by rows
             self.decode_serving = {int(bs): self._serving(t) for bs, t in data.get("decode_serving", {}).items()}
+            # ... and lone prefill steps of those runs: what a prompt of T tokens adds, by T (may be negative)
+            self.prefill_serving = {int(bs): self._extra_curve(t) for bs, t in data.get("prefill_serving", {}).items()}
             # optional: whole prefill iterations of several fresh prompts (prompts x new tokens each) and of
             # one prompt after cached tokens (new x cached) — kvsim.cost.prefill_shapes prices with them
             self.prefill_batch_step = {int(bs): self._grid(g, "seqs", "tokens")
@@ -136,6 +138,15 @@ class Profile:
             raise ValueError("decode_serving: num_seqs, extra_s and spread_frac must be finite lists of one "
                              "length, num_seqs increasing")
         return xs, extra, frac
+
+    @staticmethod
+    def _extra_curve(d: dict) -> tuple[np.ndarray, np.ndarray]:
+        xs = np.asarray(d["tokens"], dtype=np.float64)
+        ys = np.asarray(d["extra_s"], dtype=np.float64)
+        if xs.ndim != 1 or len(xs) == 0 or ys.shape != xs.shape or np.any(np.diff(xs) <= 0) \
+                or not np.all(np.isfinite(ys)):
+            raise ValueError("prefill_serving: tokens and extra_s must be finite lists of one length, tokens increasing")
+        return xs, ys
 
     @staticmethod
     def _curve(d: dict, key: str, monotone: bool = True) -> tuple[np.ndarray, np.ndarray]:
