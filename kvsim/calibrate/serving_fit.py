@@ -1,4 +1,4 @@
-"""Decode steps of serving-shaped batches, fitted on real engine steps: ``decode_serving`` in a profile.
+"""Decode and lone prefill steps of serving-shaped runs, fitted on the real engine: ``decode_serving`` and ``prefill_serving``.
 
 Why. The profile prices a decode step from its whole-step grid (equal contexts), the per-step overhead fitted
 on lock-step bursts of equal requests, and, for unequal contexts, a fraction of the way from the uniform step at
