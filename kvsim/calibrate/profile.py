@@ -201,7 +201,13 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     fit_bs = 16 if 16 in block_sizes else block_sizes[0]
     if not fast:     # decode steps of serving-shaped batches (seven engine runs, ~2-3 min): kvsim.calibrate.serving_fit
         from kvsim.calibrate.serving_fit import fit_serving
-        decode, prefill = fit_serving(model, prof, fit_bs, cuda_graphs=cuda_graphs, log=M._log)
+        try:
+            decode, prefill = fit_serving(model, prof, fit_bs, cuda_graphs=cuda_graphs, log=M._log)
+        except (RuntimeError, ValueError, KeyError, IndexError, KvsimError) as e:   # optional tables: say so, go on
+            decode = prefill = {}
+            prof["meta"]["serving_fit_error"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+            M._log(f"serving fit failed, profile written without decode_serving/prefill_serving: "
+                   f"{prof['meta']['serving_fit_error']}")
         if decode:
             prof["decode_serving"] = {str(fit_bs): decode}
         if prefill:
