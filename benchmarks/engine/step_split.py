@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from kvsim.cost.calibrated import CalibratedCostModel, Profile
+from kvsim.graph_sizes import graph_batch_sizes
 
 
 def decode_steps(run: Path) -> pd.DataFrame:
@@ -35,11 +36,11 @@ def main(argv=None) -> int:
     ap.add_argument("runs", nargs="+", type=Path, help="engine output folders (with iterations.csv)")
     a = ap.parse_args(argv)
     prof = json.loads(Path(a.profile).read_text())
-    bare = dict(prof, step_overhead={"num_seqs": [1.0], "time_s": [0.0]})
-    cost = CalibratedCostModel(Profile(bare), model_name=prof["model"], dtype=prof["dtype"],
-                               block_size_tokens=a.block_size)
+    cost = CalibratedCostModel(Profile(prof), model_name=prof["model"], dtype=prof["dtype"],
+                               block_size_tokens=a.block_size, decode_graph_batches=graph_batch_sizes(256))
     d = pd.concat([decode_steps(r) for r in a.runs], ignore_index=True)
-    d["grid"] = [float(cost.decode_step_times(int(n), np.array([float(m)]))[0])
+    # the grid at the CUDA-graph batch the engine padded each step to, at its mean context (no overhead)
+    d["grid"] = [float(cost.decode_grid_and_spread(int(n), np.array([float(m)]), np.array([0.0]))[0][0])
                  for n, m in zip(d.decode_seqs, d.mem_used)]
     rows, kv = d.decode_seqs.to_numpy(float), d.mem_used.to_numpy(float) / 1e3
     gx = np.linalg.lstsq(np.c_[np.ones(len(d)), rows, kv], (d.gpu_s - d.grid).to_numpy() * 1e3, rcond=None)[0]
