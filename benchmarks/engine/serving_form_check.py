@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import kvsim
 from kvsim.calibrate import serving_fit as SF
-from kvsim.cost.calibrated import CalibratedCostModel, Profile
 from kvsim.cost.profile import interp1
-from kvsim.graph_sizes import graph_batch_sizes, prefill_token_sizes
 
 
 def main(argv=None) -> int:
@@ -32,26 +31,22 @@ def main(argv=None) -> int:
     ap.add_argument("--decode-only", action="store_true", help="fit decode_serving only (no prefill_serving)")
     a = ap.parse_args(argv)
     prof = json.loads(Path(a.profile).read_text())
-    bare = dict(prof, step_overhead={"num_seqs": [1.0], "time_s": [0.0]})
-    bare.pop("decode_serving", None)
-    cost = CalibratedCostModel(Profile(bare), model_name=prof["model"], dtype=prof["dtype"],
-                               block_size_tokens=a.block_size, decode_graph_batches=graph_batch_sizes(256))
     its, reqs = pd.read_csv(a.fit_on / "iterations.csv"), pd.read_csv(a.fit_on / "requests.csv")
+    # the CUDA-graph sizes the traced engine captured: those of the scenario its summary.json records
+    sc = kvsim.load_scenario(json.loads((a.fit_on / "summary.json").read_text())["scenario"])
+    graphs = SF.graph_sizes(sc, bool(sc.runtime.cuda_graphs))
     ov = prof["step_overhead"]
-    fit = SF.fit_from_runs(cost, {int(n): (its, reqs) for n in a.rows.split(",")},
+    fit = SF.fit_from_runs(SF.stripped_cost(prof, a.block_size, graphs, drop=SF.FITTED, bare=True),
+                           {int(n): (its, reqs) for n in a.rows.split(",")},
                            lambda n: float(interp1(float(n), np.asarray(ov["num_seqs"], float),
                                                    np.asarray(ov["time_s"], float))))
     fit["workload"] = {"fitted_on": str(a.fit_on)}
     print("rows       ", fit["num_seqs"])
     print("extra (ms) ", [round(x * 1e3, 3) for x in fit["extra_s"]])
     print("spread frac", [round(x, 3) for x in fit["spread_frac"]])
+    pre = {} if a.decode_only else SF.fit_prefill_from_runs(
+        SF.stripped_cost(prof, a.block_size, graphs, drop=SF.UNFITTED_PREFILL, bare=False), {0: (its, reqs)})
     prof["decode_serving"] = {str(a.block_size): fit}
-    pcost = CalibratedCostModel(Profile({k: v for k, v in prof.items()
-                                         if k not in ("prefill_overhead", "wake_overhead", "decode_serving")}),
-                                model_name=prof["model"], dtype=prof["dtype"], block_size_tokens=a.block_size,
-                                decode_graph_batches=graph_batch_sizes(256),
-                                prefill_graph_tokens=prefill_token_sizes(2048, "v2"), prefill_graph_seqs=256)
-    pre = {} if a.decode_only else SF.fit_prefill_from_runs(pcost, {0: (its, reqs)})
     if pre:
         prof["prefill_serving"] = {str(a.block_size): pre}
         print("prefill tokens  ", [round(x) for x in pre["tokens"]])

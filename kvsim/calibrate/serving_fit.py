@@ -201,21 +201,31 @@ def serving_workload(n: int, max_seq_len: int) -> tuple[dict, dict]:
     return engine, workload
 
 
-def _cost(profile: dict, bs: int, sc, cuda_graphs: bool, *, drop: tuple[str, ...], bare: bool):
-    """A calibrated cost model of ``profile`` without the tables ``drop`` (and without step overhead when
-    ``bare``), with the CUDA-graph sizes the serving run ``sc`` captured."""
-    from kvsim.cost.calibrated import CalibratedCostModel, Profile
+def graph_sizes(sc, cuda_graphs: bool = True) -> dict:
+    """The CUDA-graph sizes a scenario's engine captures, as :class:`CalibratedCostModel` takes them."""
     from kvsim.graph_sizes import graph_batch_sizes, prefill_token_sizes
+    if not cuda_graphs:
+        return {}
+    e, rt = sc.engine, sc.runtime
+    return dict(decode_graph_batches=graph_batch_sizes(min(rt.cuda_graph_max_batch, e.max_num_seqs)),
+                prefill_graph_tokens=prefill_token_sizes(min(rt.cuda_graph_prefill_max_tokens, e.max_num_batched_tokens),
+                                                         rt.cuda_graph_prefill_ladder),
+                prefill_graph_seqs=min(e.max_num_seqs, 256))
+
+
+def stripped_cost(profile: dict, bs: int, graphs: dict, *, drop: tuple[str, ...], bare: bool):
+    """A calibrated cost model of ``profile`` without the tables ``drop`` (and without step overhead when
+    ``bare``), at the CUDA-graph sizes ``graphs`` (:func:`graph_sizes`)."""
+    from kvsim.cost.calibrated import CalibratedCostModel, Profile
     doc = {k: v for k, v in profile.items() if k not in drop}
     if bare:
         doc["step_overhead"] = {"num_seqs": [1.0], "time_s": [0.0]}
-    e, rt = sc.engine, sc.runtime
-    graphs = dict(decode_graph_batches=graph_batch_sizes(min(rt.cuda_graph_max_batch, e.max_num_seqs)),
-                  prefill_graph_tokens=prefill_token_sizes(min(rt.cuda_graph_prefill_max_tokens, e.max_num_batched_tokens),
-                                                           rt.cuda_graph_prefill_ladder),
-                  prefill_graph_seqs=min(e.max_num_seqs, 256)) if cuda_graphs else {}
     return CalibratedCostModel(Profile(doc), model_name=profile["model"], dtype=profile["dtype"], block_size_tokens=bs,
                                **graphs)
+
+
+FITTED = ("decode_serving", "prefill_serving")
+UNFITTED_PREFILL = FITTED + ("prefill_overhead", "wake_overhead")   # a lone prefill's price before either fit
 
 
 def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, cuda_graphs: bool = True,
@@ -243,12 +253,11 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
         at_n = res.iterations.duration_s[res.iterations.decode_seqs == n]
         log(f"serving n={n}: {len(at_n)} decode steps at {n} rows (median {at_n.median() * 1e3:.2f} ms), "
             f"{len(lone_prefills(res.iterations))} lone prefills")
-    fitted = ("decode_serving", "prefill_serving")
-    decode = fit_from_runs(_cost(profile, bs, sc, cuda_graphs, drop=fitted, bare=True), runs,
+    graphs = graph_sizes(sc, cuda_graphs)
+    decode = fit_from_runs(stripped_cost(profile, bs, graphs, drop=FITTED, bare=True), runs,
                            lambda n: float(interp1(float(n), np.asarray(ov["num_seqs"], float),
                                                    np.asarray(ov["time_s"], float))))
     if decode:
         decode["reference_step_s"] = refs
-    prefill = fit_prefill_from_runs(_cost(profile, bs, sc, cuda_graphs, drop=fitted + ("prefill_overhead",
-                                                                                        "wake_overhead"), bare=False), runs)
+    prefill = fit_prefill_from_runs(stripped_cost(profile, bs, graphs, drop=UNFITTED_PREFILL, bare=False), runs)
     return decode, prefill
