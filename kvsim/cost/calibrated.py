@@ -186,11 +186,15 @@ class CalibratedCostModel(CostModel):
             b = float(padded(num_seqs, self._graphs))
             step = self._grid_at(self._step, b, sums)
             if self._serving is not None:
-                xs, extra, frac = self._serving
+                terms = self._dec_cache.get(("serving", n))        # (overhead, fraction) at n rows, once per n
+                if terms is None:
+                    xs, extra, frac = self._serving
+                    terms = self._dec_cache[("serving", n)] = (
+                        max(0.0, float(interp1(n, *p.overhead)) + float(np.interp(n, xs, extra))),   # never negative
+                        float(np.interp(n, xs, frac)))
                 if ctx_max is not None:
-                    step = step + float(np.interp(n, xs, frac)) * self._spread_unit(b, sums, ctx_max, step)
-                over = max(0.0, float(interp1(n, *p.overhead)) + float(np.interp(n, xs, extra)))   # never negative
-                return np.asarray(over + step, dtype=np.float64)
+                    step = step + terms[1] * self._spread_unit(b, sums, ctx_max, step)
+                return np.asarray(terms[0] + step, dtype=np.float64)
             if ctx_max is not None and self._lam is not None:
                 step = step + self._spread_excess(b, sums, ctx_max, step)
             return np.asarray(interp1(n, *p.overhead) + step, dtype=np.float64)
