@@ -39,6 +39,18 @@ SPLIT = False
 
 
 @triton.jit
+def _kv_head_lanes(kvh, stride_kh, stride_vh, G: tl.constexpr, G_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
+                   BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """KV head ``kvh``'s lanes: the query heads it serves and their mask, the head-dim and position offsets
+    and mask, and its offsets into the K and V caches. Shared by the plain and the split kernel."""
+    offs_g = tl.arange(0, G_PAD)
+    offs_d = tl.arange(0, BLOCK_D)
+    g_mask = offs_g < G
+    return (kvh * G + offs_g, g_mask, offs_d, offs_d < HEAD_DIM, tl.arange(0, BLOCK_N),
+            kvh.to(tl.int64) * stride_kh, kvh.to(tl.int64) * stride_vh)
+
+
+@triton.jit
 def _attend_row(q_ptr, k_ptr, v_ptr, bt_ptr, seq, row, lo, hi, heads, g_mask, offs_d, d_mask, offs_n, k_head, v_head,
                 scale_log2, stride_qt, stride_qh, stride_kb, stride_kt, stride_vb, stride_vt, stride_bts,
                 G_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -70,16 +82,9 @@ def _varlen_decode_kernel(
     G: tl.constexpr, G_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, DOT_F32: tl.constexpr,
 ):
-    kvh = tl.program_id(1)
     count = tl.load(list_ptr + num_seqs)
-    offs_g = tl.arange(0, G_PAD)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    g_mask = offs_g < G
-    d_mask = offs_d < HEAD_DIM
-    heads = kvh * G + offs_g
-    k_head = kvh.to(tl.int64) * stride_kh
-    v_head = kvh.to(tl.int64) * stride_vh
+    heads, g_mask, offs_d, d_mask, offs_n, k_head, v_head = _kv_head_lanes(
+        tl.program_id(1), stride_kh, stride_vh, G, G_PAD, HEAD_DIM, BLOCK_D, BLOCK_N)
     for i in range(tl.program_id(0), count, tl.num_programs(0)):
         seq = tl.load(list_ptr + i)
         row = tl.load(qsl_ptr + seq).to(tl.int64)

@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kvsim.kernels.varlen_decode import _attend_row
+from kvsim.kernels.varlen_decode import _attend_row, _kv_head_lanes
 
 SPLIT_TOKENS = 512
 """Partition length (positions)."""
@@ -35,16 +35,9 @@ def _split_kernel(
     G: tl.constexpr, G_PAD: tl.constexpr, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, DOT_F32: tl.constexpr,
 ):
-    kvh = tl.program_id(1)
     total = tl.load(cu_ptr + num_seqs)
-    offs_g = tl.arange(0, G_PAD)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    g_mask = offs_g < G
-    d_mask = offs_d < HEAD_DIM
-    heads = kvh * G + offs_g
-    k_head = kvh.to(tl.int64) * stride_kh
-    v_head = kvh.to(tl.int64) * stride_vh
+    heads, g_mask, offs_d, d_mask, offs_n, k_head, v_head = _kv_head_lanes(
+        tl.program_id(1), stride_kh, stride_vh, G, G_PAD, HEAD_DIM, BLOCK_D, BLOCK_N)
     for t in range(tl.program_id(0), total, tl.num_programs(0)):
         lo_i = 0
         hi_i = num_seqs
