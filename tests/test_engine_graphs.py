@@ -13,7 +13,7 @@ from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs, graph_batch_si
 from kvsim.engine.engine import RealEngine  # noqa: E402
 from kvsim.engine.models import build_model  # noqa: E402
 from kvsim.engine.runner import pad_rows  # noqa: E402
-from kvsim.engine.attention import as_unified  # noqa: E402
+from kvsim.engine.attention import MIXED_DECODE_KERNEL, as_unified  # noqa: E402
 from kvsim.engine.synthetic_step import synthetic_step, warmup_shapes  # noqa: E402
 
 CUDA = torch.cuda.is_available()
@@ -168,13 +168,32 @@ def _scenario(device: str, **runtime):
         "seed": 2})
 
 
-def test_warm_up_does_not_change_tokens():
-    """Warm-up writes garbage into free cache blocks; the run after it must be unaffected."""
+@pytest.mark.parametrize("runtime", [{}, {"sampling": "random", "temperature": 0.8, "top_p": 0.9}])
+def test_warm_up_does_not_change_tokens(runtime):
+    """Warm-up writes garbage into free cache blocks, samples, copies and swaps blocks; the run after it
+    must be unaffected (random sampling too: the warm-up draws from its own generator)."""
     model = build_model(get_model("tiny-opt"), dtype=torch.float32, device=torch.device("cpu"), weights="dummy")
-    plain = RealEngine(_scenario("cpu"), model=model)
-    warmed = RealEngine(_scenario("cpu"), model=model)
-    assert warmed._warm_up() > 0
+    plain = RealEngine(_scenario("cpu", **runtime), model=model)
+    warmed = RealEngine(_scenario("cpu", **runtime), model=model)
+    assert warmed._warm_up() > 0 and warmed.cache.transfers == 0
     assert warmed.run().outputs == plain.run().outputs
+
+
+def _cls(x: int) -> str:            # how Triton specialises an integer argument
+    return "one" if x == 1 else "16k" if x % 16 == 0 else "other"
+
+
+@pytest.mark.parametrize("bs", [8, 16, 64])
+def test_warmup_shapes_cover_every_specialisation_of_the_attention_kernels(bs):
+    """Prompts x block-table width and decode rows x width, each in every class (1, 16k, neither) the
+    scheduler can produce: a missing pair compiled a kernel in the middle of a static batch on the H200."""
+    shapes = warmup_shapes(8192, 8192, 256, 16384, block_size=bs)
+    prefill = {(_cls(len(p)), _cls(max(-(-(n + c) // bs) for n, c in p))) for p, _ in shapes if p}
+    decode = {(_cls(len(d)), _cls(max(-(-c // bs) for c in d))) for p, d in shapes if d and not p}
+    every = {(a, b) for a in ("one", "16k", "other") for b in ("one", "16k", "other")}
+    assert prefill == every and decode == every
+    few = warmup_shapes(8192, 8192, 4, None, block_size=bs)              # 4 sequences at most: no 16-prompt step
+    assert max(len(p) for p, _ in few) <= 4
 
 
 @pytest.mark.gpu
@@ -208,3 +227,14 @@ def test_decode_graph_partitions_follow_the_model_not_max_model_len():
         assert graphs.split_ref_len == spec.max_seq_len
         assert graphs._meta(4).decode_split_ref_len == spec.max_seq_len
         assert graphs._meta(4).max_decode_context_len == limit
+
+
+def test_synthetic_steps_launch_the_decode_kernel_on_prompts_as_the_runner_does():
+    """Warm-up and calibration must make the launches the engine makes: its runner sends a prompt step's
+    one-token sequences to the decode kernel (the kernel then compiled on the clock, mid-run, when warm-up
+    steps did not)."""
+    kw = dict(block_size=4, num_blocks=64, vocab_size=100, device="cpu", backend="torch")
+    assert synthetic_step([(5, 0), (1, 8)], [], **kw)[2].single_rows_decode is MIXED_DECODE_KERNEL
+    assert synthetic_step([(5, 0)], [], mixed_decode_kernel=True, **kw)[2].single_rows_decode
+    assert not synthetic_step([(5, 0)], [], mixed_decode_kernel=False, **kw)[2].single_rows_decode
+    assert not synthetic_step([], [9, 9], mixed_decode_kernel=True, **kw)[2].single_rows_decode

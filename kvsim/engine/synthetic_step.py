@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import torch
 
-from kvsim.engine.attention import AttnMetadata
+from kvsim.engine.attention import MIXED_DECODE_KERNEL, AttnMetadata
 
 
 def synthetic_step(prefills: list[tuple[int, int]], decode_ctx: list[int], *, block_size: int, num_blocks: int,
-                   vocab_size: int, device, backend: str, generator: torch.Generator | None = None):
-    """``(input_ids, positions, meta)`` of one step (see module doc). ``decode_ctx`` counts the new token."""
+                   vocab_size: int, device, backend: str, generator: torch.Generator | None = None,
+                   mixed_decode_kernel: bool | None = None):
+    """``(input_ids, positions, meta)`` of one step (see module doc). ``decode_ctx`` counts the new token.
+    A step with prompts launches the decode kernel on their one-token sequences as the engine's runner does
+    (``mixed_decode_kernel``, default :data:`~kvsim.engine.attention.MIXED_DECODE_KERNEL`), so warm-up compiles
+    and calibration times the launches the engine makes."""
     i32 = dict(dtype=torch.int32)
     rand = dict(generator=generator)
 
@@ -52,28 +56,41 @@ def synthetic_step(prefills: list[tuple[int, int]], decode_ctx: list[int], *, bl
         prefill_query_start=qstart.to(dev), prefill_context_lens=torch.tensor([c for _, c in prefills], **i32).to(dev),
         prefill_block_tables=ptab.to(dev), max_prefill_query_len=max([n for n, _ in prefills] + [1]),
         decode_context_lens=torch.tensor(list(decode_ctx), **i32).to(dev), decode_block_tables=dtab.to(dev),
-        max_decode_context_len=max(list(decode_ctx) + [1]), backend=backend)
+        max_decode_context_len=max(list(decode_ctx) + [1]), backend=backend,
+        single_rows_decode=(MIXED_DECODE_KERNEL if mixed_decode_kernel is None else bool(mixed_decode_kernel)) and n_pre > 0)
     ids = torch.randint(0, vocab_size, (len(pos_t),), **rand).to(dev)
     return ids, pos_t.to(dev), meta
 
 
-def warmup_shapes(max_tokens: int, max_context: int, max_seqs: int = 1, step_tokens: int | None = None
-                  ) -> list[tuple[list[tuple[int, int]], list[int]]]:
-    """Steps that compile every kernel variant the engine meets: Triton specialises integer
-    arguments on ``== 1`` and ``% 16 == 0``, and the decode kernel on split vs single pass. With
-    ``max_seqs`` > 1, also eager steps of up to 32 prompts filling ``max_tokens`` and ``step_tokens``
-    (the largest prefill step the scheduler can make, when it has no token budget): the first step of a
-    new large shape otherwise pays one-off library and allocator work on the clock (a 32-prompt static
-    batch of 4,733 tokens took 1.16 s against 0.22 s for the next, OPT-13B on the H200)."""
+def warmup_shapes(max_tokens: int, max_context: int, max_seqs: int = 1, step_tokens: int | None = None,
+                  block_size: int = 16) -> list[tuple[list[tuple[int, int]], list[int]]]:
+    """Steps that compile every kernel variant the engine meets. Triton specialises each integer argument
+    by whether it is 1, a multiple of 16 or neither, and the attention kernels take two that vary from step
+    to step: the number of sequences and the width of their block table (the longest one's blocks). So the
+    steps cover every pair of classes of those two for the prefill kernels (1, 2 or 16 prompts, widths of
+    1, 2 and 16 blocks: a short prompt with cached context sets the width cheaply) and for eager decode
+    (1, 3, 16 and 64 rows), and the decode kernel's split vs single pass. A pair missed compiles on the
+    clock: 0.6-1.1 s in one step of a static batch of Llama-3-8B on the H200
+    (``benchmarks/engine/compile_watch.py``). With ``max_seqs`` > 1, also eager steps of up to 32 prompts
+    filling ``max_tokens`` and ``step_tokens`` (the largest prefill step the scheduler can make, when it has no
+    token budget): the first step of a new large shape otherwise pays one-off library and allocator work on the
+    clock (a 32-prompt static batch of 4,733 tokens took 1.16 s against 0.22 s for the next, OPT-13B on the H200)."""
     def fit(t: int) -> int:
         return max(1, min(t, max_tokens, max_context))
 
     def chunk(new: int, cached: int) -> tuple[int, int]:      # new + cached never passes max_context
         n = fit(new)
         return n, max(0, min(cached, max_context - n))
+    bs = max(1, block_size)
+    widths = (1, 2, 16)                                       # blocks of the longest sequence: 1, neither, 16k
     steps: list[tuple[list[tuple[int, int]], list[int]]] = []
     for n in sorted({fit(t) for t in (1, 16, 17, 33, 256, 511, max_tokens)}):
         steps.append(([(n, 0)], []))
+    for groups in (2, 16):                                    # several prompts, each width of block table
+        if groups > max(max_seqs, 2) or 2 * groups > max_tokens:
+            continue
+        for w in widths:
+            steps.append(([chunk(2, w * bs - 2)] + [chunk(2, 0)] * (groups - 1), []))
     steps.append(([chunk(17, 32), chunk(16, 0)], []))                           # chunked / cached prefix
     steps.append(([chunk(20, 0), chunk(33, 64)], [fit(40), fit(300), fit(17)]))   # mixed step
     seqs = min(max_seqs, 32)
@@ -82,6 +99,6 @@ def warmup_shapes(max_tokens: int, max_context: int, max_seqs: int = 1, step_tok
             per = max(1, min(max_context, total // seqs))
             steps.append(([(per, 0)] * max(1, min(max_seqs, total // per)), []))
     for b in (1, 3, 16, 64):
-        for c in (17, 300, 1500):
-            steps.append(([], [fit(c)] * b))                                    # eager decode, split or not
+        for c in sorted({fit(t) for t in (bs, bs + 1, 17, 300, 16 * bs, 1500)}):
+            steps.append(([], [c] * b))                                         # eager decode, split or not
     return steps
