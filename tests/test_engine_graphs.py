@@ -179,6 +179,17 @@ def test_warm_up_does_not_change_tokens(runtime):
     assert warmed.run().outputs == plain.run().outputs
 
 
+def test_warm_up_runs_inside_the_constructor(monkeypatch):
+    """Warm-up as the constructor calls it (before the runner and the graphs exist), forced on the CPU: a
+    warm-up that read the runner raised there on the GPU while the tests above, calling it on a built
+    engine, passed."""
+    monkeypatch.setattr(RealEngine, "_warms_up", lambda self: True)
+    model = build_model(get_model("tiny-opt"), dtype=torch.float32, device=torch.device("cpu"), weights="dummy")
+    eng = RealEngine(_scenario("cpu", sampling="random"), model=model)
+    assert eng.warmup_s > 0 and eng.cache.transfers == 0
+    assert eng.run().outputs == RealEngine(_scenario("cpu", sampling="random"), model=model).run().outputs
+
+
 def _cls(x: int) -> str:            # how Triton specialises an integer argument
     return "one" if x == 1 else "16k" if x % 16 == 0 else "other"
 

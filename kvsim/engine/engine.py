@@ -141,7 +141,7 @@ class RealEngine:
                              layer_slot=layout.layer_slot if layout is not None else None)
         self.sched = self.setup.make_scheduler(self.kv, np.random.default_rng([sc.seed, 2]))
         rt = sc.runtime
-        self.warmup_s = self._warm_up() if self.device.type == "cuda" and rt.warmup else 0.0
+        self.warmup_s = self._warm_up() if self._warms_up() else 0.0
         self.graphs = self.prefill_graphs = None
         if self.device.type == "cuda" and rt.cuda_graphs and layout is None:   # graphs: one table per step
             from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs, prefill_token_sizes
@@ -166,6 +166,10 @@ class RealEngine:
             self.info["reference_step"] = reference_step(
                 self.model, self.cache.gpu, self.graphs, block_size=e.block_size, num_blocks=self.kv.num_gpu_blocks,
                 backend=self.backend, device=self.device)
+
+    def _warms_up(self) -> bool:
+        """Warm-up runs on a GPU (``runtime.warmup``): there kernels compile and load on first use."""
+        return self.device.type == "cuda" and self.sc.runtime.warmup
 
     def _warm_up(self) -> float:
         """Run every step shape of :func:`warmup_shapes` once, so no kernel compiles on the clock.
