@@ -204,8 +204,8 @@ class RealEngine:
         gen = torch.Generator(device=self.device).manual_seed(0)
         for rows in (logits[:1], logits):
             sampling.sample_rows(rows, rt.sampling, rt.temperature, rt.top_p, gen)
-        sampling.beam_first_step(logits[0], 2)
-        sampling.beam_step(logits[:2], [0.0, 0.0])
+        sampling.beam_first_steps(logits[:1], 2)
+        sampling.beam_steps(logits[:2], [[0.0, 0.0]])
         if self.cache.num_blocks >= 2:
             self.cache.copy([(0, 1)])
         if self.cache.cpu:

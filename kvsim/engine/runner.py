@@ -237,19 +237,30 @@ class ModelRunner:
             rows = logits if whole else logits[torch.tensor(draw_rows, device=logits.device)]
             for (g, sid), t in zip(draw_to, self._draw(rows)):
                 self.seq_tokens(g, sid).append(t)
-        for r, g in beam_first:
-            toks, scores = sampling.beam_first_step(logits[r], len(g.seqs))
-            self.beam_scores[g.group_id] = scores
-            for s, t in zip(g.seqs, toks):
-                self.seq_tokens(g, s.seq_id).append(t)
-        for r, g in beam_next:
-            par, toks, scores = sampling.beam_step(logits[r:r + len(g.seqs)], self.beam_scores[g.group_id])
-            self.beam_scores[g.group_id] = scores
-            old = [self.tokens[s.seq_id] for s in g.seqs]
-            for s, p, t in zip(g.seqs, par, toks):
-                self.tokens[s.seq_id] = old[p] + [t]
-            parents[g.group_id] = par
+        for k, firsts in _by_width(beam_first).items():      # one batched call per beam width
+            rows = torch.tensor([r for r, _ in firsts], device=logits.device)
+            for (_, g), toks, scores in zip(firsts, *sampling.beam_first_steps(logits[rows], k)):
+                self.beam_scores[g.group_id] = scores
+                for s, t in zip(g.seqs, toks):
+                    self.seq_tokens(g, s.seq_id).append(t)
+        for k, nexts in _by_width(beam_next).items():
+            rows = torch.tensor([r + j for r, _ in nexts for j in range(k)], device=logits.device)
+            out = sampling.beam_steps(logits[rows], [self.beam_scores[g.group_id] for _, g in nexts])
+            for (_, g), par, toks, scores in zip(nexts, *out):
+                self.beam_scores[g.group_id] = scores
+                old = [self.tokens[s.seq_id] for s in g.seqs]
+                for s, p, t in zip(g.seqs, par, toks):
+                    self.tokens[s.seq_id] = old[p] + [t]
+                parents[g.group_id] = par
         return parents
 
     def _draw(self, rows: torch.Tensor) -> list[int]:
         return sampling.sample_rows(rows, self.mode, self.temperature, self.top_p, self.gen)
+
+
+def _by_width(groups: list[tuple[int, SequenceGroup]]) -> dict[int, list[tuple[int, SequenceGroup]]]:
+    """Beam groups (first logits row, group) by beam width, in order."""
+    out: dict[int, list[tuple[int, SequenceGroup]]] = {}
+    for r, g in groups:
+        out.setdefault(len(g.seqs), []).append((r, g))
+    return out

@@ -25,18 +25,28 @@ def sample_rows(logits: torch.Tensor, mode: str, temperature: float, top_p: floa
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1).tolist()
 
 
-def beam_first_step(logits: torch.Tensor, k: int) -> tuple[list[int], list[float]]:
-    """After the prompt: the ``k`` best first tokens (all beams share the prompt). ``logits`` is ``[V]``."""
-    lp = torch.log_softmax(logits.float(), dim=-1)
-    top = torch.topk(lp, k)
-    return top.indices.tolist(), top.values.tolist()
+def beam_first_steps(logits: torch.Tensor, k: int) -> tuple[list[list[int]], list[list[float]]]:
+    """After the prompts of ``G`` beam groups of width ``k`` (all beams of a group share its prompt): each
+    group's ``k`` best first tokens and their log-probabilities. ``logits`` is ``[G, V]``."""
+    top = torch.topk(torch.log_softmax(logits.float(), dim=-1), k, dim=-1)
+    return _to_host(top.indices, top.values)
 
 
-def beam_step(logits: torch.Tensor, scores: list[float]) -> tuple[list[int], list[int], list[float]]:
-    """One beam step over ``k`` beams' logits ``[k, V]``: (parents, tokens, new scores), best first."""
-    k, vocab = logits.shape
-    lp = torch.log_softmax(logits.float(), dim=-1) + torch.tensor(scores, dtype=torch.float32,
-                                                                   device=logits.device)[:, None]
-    top = torch.topk(lp.reshape(-1), k)
-    idx = top.indices.tolist()
-    return [i // vocab for i in idx], [i % vocab for i in idx], top.values.tolist()
+def beam_steps(logits: torch.Tensor, scores: list[list[float]]
+               ) -> tuple[list[list[int]], list[list[int]], list[list[float]]]:
+    """One beam step of ``G`` groups of ``k`` beams each, in one batched call: ``logits`` ``[G * k, V]``
+    (group after group), ``scores`` the groups' cumulative log-probabilities ``[G][k]``. Per group, best
+    first: the surviving beams' parents (0..k-1), tokens and new scores."""
+    g, k, vocab = len(scores), len(scores[0]), logits.shape[-1]
+    lp = torch.log_softmax(logits.float(), dim=-1).view(g, k, vocab) + torch.tensor(
+        scores, dtype=torch.float32, device=logits.device)[:, :, None]
+    top = torch.topk(lp.reshape(g, k * vocab), k, dim=-1)
+    idx, val = _to_host(top.indices, top.values)
+    return [[i // vocab for i in row] for row in idx], [[i % vocab for i in row] for row in idx], val
+
+
+def _to_host(indices: torch.Tensor, values: torch.Tensor) -> tuple[list[list[int]], list[list[float]]]:
+    """Top-k indices and values in one device-to-host copy (one sync, not one per group and tensor);
+    float64 holds both exactly (indices < 2**53, values float32)."""
+    both = torch.stack([indices.double(), values.double()]).tolist()
+    return [[int(i) for i in row] for row in both[0]], both[1]
