@@ -333,3 +333,11 @@ def test_api_scenario_changed_in_python_is_checked():
     with pytest.raises(KvsimError) as e:
         kvsim.simulate(sc)
     assert e.value.field == "engine.swap_space_gib"
+
+
+def test_calibrate_serving_runs_must_be_a_directory_of_a_full_calibration(tmp_path, capsys):
+    f = _write(tmp_path, "a_file", b"x")
+    assert_error(capsys, "--serving-runs", "calibrate", "--model", "opt-13b", "--serving-runs", f)
+    assert_error(capsys, "--serving-runs", "calibrate", "--model", "opt-13b", "--fast", "--serving-runs",
+                 str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()

@@ -133,7 +133,7 @@ def test_a_malformed_table_is_a_profile_error(bad):
         Profile(dict(synthetic_profile(steps=True), decode_serving={"16": bad}))
 
 
-def test_the_fit_runs_the_real_engine(monkeypatch):
+def test_the_fit_runs_the_real_engine(monkeypatch, tmp_path):
     """A tiny model on the CPU: the serving runs keep n rows busy and the fit returns one row per n."""
     torch = pytest.importorskip("torch")
     from kvsim.catalogue import get_model
@@ -145,8 +145,15 @@ def test_the_fit_runs_the_real_engine(monkeypatch):
     model = build_model(spec, dtype=torch.float16, device=torch.device("cpu"), weights="dummy")
     lines = []
     monkeypatch.setattr(SF, "PREFILL_BIN_STEPS", 2)
-    fit, pre = SF.fit_serving(model, prof, 16, device="cpu", rows=(2, 4), cuda_graphs=False, log=lines.append)
+    fit, pre = SF.fit_serving(model, prof, 16, device="cpu", rows=(2, 4), cuda_graphs=False, log=lines.append,
+                              save_dir=tmp_path / "runs")
     assert fit["num_seqs"] == [2, 4] and len(lines) == 2
+    runs = SF.load_runs(tmp_path / "runs")               # the saved runs refit to the same tables on the CPU
+    assert sorted(runs) == [2, 4]
+    ov = prof["step_overhead"]
+    bare = SF.stripped_cost(prof, 16, {}, drop=SF.FITTED, bare=True)
+    refit = SF.fit_from_runs(bare, runs, lambda n: float(np.interp(n, ov["num_seqs"], ov["time_s"])))
+    assert refit["extra_s"] == pytest.approx(fit["extra_s"]) and refit["spread_frac"] == pytest.approx(fit["spread_frac"])
     assert all(np.isfinite(fit["extra_s"])) and all(0 <= f <= SF.MAX_FRACTION for f in fit["spread_frac"])
     assert pre["steps"] >= 4 and len(pre["tokens"]) >= 2 and all(np.isfinite(pre["extra_s"]))
     Profile(dict(prof, decode_serving={"16": fit}, prefill_serving={"16": pre}))    # what calibrate writes loads back

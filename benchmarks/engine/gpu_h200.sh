@@ -10,7 +10,8 @@
 #                 by the decode kernel, and the prefill-first scheduler (THROUGHPUT_SETS overrides the list);
 #                 THROUGHPUT_BEFORE=DIR also runs a copy of an older kvsim/ package (git archive REV kvsim | tar -x -C DIR)
 #   CALIB="llama-3-8b:16 opt-13b:32,64"   profiles, merged into calibrate/profiles/H200/<model>.json when that
-#                 exists (CALIB_REPLACE=1 replaces it) and used by the stages after; CALIB_TIMEOUT (s, default 540)
+#                 exists (CALIB_REPLACE=1 replaces it) and used by the stages after; CALIB_TIMEOUT (s, default 540);
+#                 the serving fit's engine runs are kept beside each profile (<profile>.serving/n<N>/)
 #   SCEN="scenarios/validation/v2[1-2]*.yaml" `kvsim validate` of each scenario against calibrate/profiles/H200/
 #   ENGINE="S1 S2" `kvsim engine` of each scenario alone (today's engine defaults, no profile needed), written where
 #                 `kvsim validate` puts its engine runs ($W/validation/<name>/<name>/engine), for a later
@@ -72,7 +73,8 @@ for spec in ${CALIB:-}; do  # a model already profiled here gains the new block 
   stamp "calibrate $m $b"
   nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv,noheader,nounits \
     -lms 250 > "${f%.json}.clocks.csv" & SMI=$!
-  timeout "${CALIB_TIMEOUT:-540}" python3 -m kvsim.cli calibrate --model "$m" --block-sizes "$b" --out "$f" 2>&1 \
+  timeout "${CALIB_TIMEOUT:-540}" python3 -m kvsim.cli calibrate --model "$m" --block-sizes "$b" --out "$f" \
+    --serving-runs "${f%.json}.serving" 2>&1 \
     | grep -v Warning > "${f%.json}.log"; tail -2 "${f%.json}.log"; kill $SMI 2>/dev/null
   if [ -s "$f" ] && [ -s "$dest" ] && [ -z "${CALIB_REPLACE:-}" ]; then
     python3 -m kvsim.cli merge-profiles "$dest" "$f" --out "$W/profiles/$m.json" && cp "$W/profiles/$m.json" "$dest"

@@ -19,6 +19,9 @@ def add_parser(sub) -> None:
     c.add_argument("--fast", action="store_true",
                    help="per block size only what depends on it, on reduced grids (dense for blocks <= 8), sharing "
                         "the block-free tables; for many block sizes in one call (kvsim/calibrate/fast.py)")
+    c.add_argument("--serving-runs", metavar="DIR",
+                   help="also keep the serving fit's engine runs here (DIR/n<N>/iterations.csv, requests.csv), "
+                        "to refit on a CPU (kvsim.calibrate.serving_fit.load_runs)")
     c.add_argument("--estimate", action="store_true",
                    help="print the estimated time from the counts of grid points and exit (no GPU needed)")
     c.set_defaults(func=cmd_calibrate)
@@ -31,6 +34,12 @@ def cmd_calibrate(args) -> int:
         raise KvsimError("--block-sizes", f"expected integers like 8,16,32, got {args.block_sizes!r}") from None
     if not sizes or any(b < 1 for b in sizes):
         raise KvsimError("--block-sizes", "need at least one block size >= 1")
+    if args.serving_runs is not None:
+        from pathlib import Path
+        if args.fast:
+            raise KvsimError("--serving-runs", "--fast makes no serving runs (a full calibration does)")
+        if Path(args.serving_runs).exists() and not Path(args.serving_runs).is_dir():
+            raise KvsimError("--serving-runs", f"{args.serving_runs} exists and is not a directory")
     if args.estimate:
         from kvsim.calibrate.fast import estimate_full_or_fast
         from kvsim.catalogue import get_model
@@ -41,6 +50,6 @@ def cmd_calibrate(args) -> int:
     except ImportError as e:
         raise KvsimError("calibrate", f"needs torch and triton (pip install -e '.[gpu]'): {e}") from None
     path = calibrate(args.model, sizes, args.out, args.dtype, "kvsim " + " ".join(sys.argv[1:]),
-                     cuda_graphs=not args.no_cuda_graphs, fast=args.fast)
+                     cuda_graphs=not args.no_cuda_graphs, fast=args.fast, serving_runs=args.serving_runs)
     print(f"wrote {path}")
     return 0

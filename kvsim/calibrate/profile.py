@@ -155,7 +155,7 @@ def measure_block(model, bs: int, dev, *, cuda_graphs: bool = True, fast: bool =
 
 
 def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: str, command: str,
-              cuda_graphs: bool = True, fast: bool = False) -> Path:
+              cuda_graphs: bool = True, fast: bool = False, serving_runs: str | None = None) -> Path:
     if not torch.cuda.is_available():
         raise KvsimError("calibrate", "needs a CUDA GPU (run it on the GPU machine)")
     from kvsim.engine.models import build_model
@@ -202,7 +202,8 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     if not fast:     # decode steps of serving-shaped batches (seven short engine runs, ~1-1.5 min): kvsim.calibrate.serving_fit
         from kvsim.calibrate.serving_fit import fit_serving
         try:
-            decode, prefill = fit_serving(model, prof, fit_bs, cuda_graphs=cuda_graphs, log=M._log)
+            decode, prefill = fit_serving(model, prof, fit_bs, cuda_graphs=cuda_graphs, log=M._log,
+                                          save_dir=serving_runs)
         except (RuntimeError, ValueError, KeyError, IndexError, KvsimError) as e:   # optional tables: say so, go on
             decode = prefill = {}
             prof["meta"]["serving_fit_error"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]

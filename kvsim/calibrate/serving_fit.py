@@ -229,10 +229,32 @@ FITTED = ("decode_serving", "prefill_serving")
 UNFITTED_PREFILL = FITTED + ("prefill_overhead", "wake_overhead")   # a lone prefill's price before either fit
 
 
+def save_runs(runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], out_dir) -> None:
+    """The serving runs' engine records, ``out_dir/n<N>/{iterations,requests}.csv``, for :func:`load_runs`."""
+    from pathlib import Path
+    for n, (its, reqs) in runs.items():
+        d = Path(out_dir) / f"n{n}"
+        d.mkdir(parents=True, exist_ok=True)
+        its.to_csv(d / "iterations.csv", index=False)
+        reqs.to_csv(d / "requests.csv", index=False)
+
+
+def load_runs(out_dir) -> dict[int, tuple[pd.DataFrame, pd.DataFrame]]:
+    """The runs :func:`save_runs` wrote, by ``n``: refit them on the CPU with :func:`fit_from_runs` /
+    :func:`fit_prefill_from_runs` (e.g. another fit form, checked against the same GPU data)."""
+    from pathlib import Path
+    runs = {}
+    for d in sorted(Path(out_dir).glob("n*"), key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else -1):
+        if d.name[1:].isdigit() and (d / "iterations.csv").is_file():
+            runs[int(d.name[1:])] = (pd.read_csv(d / "iterations.csv"), pd.read_csv(d / "requests.csv"))
+    return runs
+
+
 def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, cuda_graphs: bool = True,
-                log=print) -> tuple[dict, dict]:
+                log=print, save_dir=None) -> tuple[dict, dict]:
     """Run the serving workloads on the real engine; ``(decode_serving, prefill_serving)`` for block size
-    ``bs`` (each {} when its steps are too few)."""
+    ``bs`` (each {} when its steps are too few). ``save_dir``: also keep the runs' records there
+    (:func:`save_runs`)."""
     import kvsim
     from kvsim.catalogue import get_model
     from kvsim.cost.profile import interp1
@@ -254,6 +276,8 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
         at_n = res.iterations.duration_s[res.iterations.decode_seqs == n]
         log(f"serving n={n}: {len(at_n)} decode steps at {n} rows (median {at_n.median() * 1e3:.2f} ms), "
             f"{len(lone_prefills(res.iterations))} lone prefills")
+    if save_dir is not None:
+        save_runs(runs, save_dir)
     graphs = graph_sizes(sc, cuda_graphs)
     decode = fit_from_runs(stripped_cost(profile, bs, graphs, drop=FITTED, bare=True), runs,
                            lambda n: float(interp1(float(n), np.asarray(ov["num_seqs"], float),
