@@ -163,16 +163,19 @@ def plot_timeline(name: str, tl: pd.DataFrame, path: Path) -> None:
 
 
 def write_diff(name: str, sim_its: pd.DataFrame, eng_its: pd.DataFrame, d: Path, bins: int = 100) -> None:
-    """Write step_kinds.{csv,md}, step_sizes.{csv,md} and timeline.{csv,png} for one scenario into ``d``."""
+    """Write step_kinds.{csv,md}, step_sizes.{csv,md} (with the outlier steps, also step_outliers.csv) and
+    timeline.{csv,png} for one scenario into ``d``."""
     from kvsim.outdir import atomic_write, write_csv, write_text
-    from kvsim.validate_sizes import step_size_markdown, step_size_table
+    from kvsim.validate_sizes import outlier_markdown, outlier_steps, step_size_markdown, step_size_table
     d.mkdir(parents=True, exist_ok=True)
     table = step_kind_table(sim_its, eng_its)
     write_csv(d / "step_kinds.csv", table)
     write_text(d / "step_kinds.md", step_kind_markdown(name, table))
     sizes = step_size_table(sim_its, eng_its)
     write_csv(d / "step_sizes.csv", sizes)
-    write_text(d / "step_sizes.md", step_size_markdown(name, sizes))
+    outliers = outlier_steps(sim_its, eng_its)
+    write_csv(d / "step_outliers.csv", outliers)
+    write_text(d / "step_sizes.md", step_size_markdown(name, sizes) + "\n" + outlier_markdown(outliers))
     tl = timeline(sim_its, eng_its, bins)
     write_csv(d / "timeline.csv", tl)
     try:

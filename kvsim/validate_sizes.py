@@ -13,6 +13,12 @@ error of the means, and the median KV tokens held per running request (``mem_use
 resident while the step ran, over the requests holding it) on each side, so a bin whose two sides hold
 different contexts is visible as such rather than read as a pricing error. Errors are left out (NaN, "–") when either side has fewer than :data:`MIN_STEPS` steps.
 Swap and copy steps are their own kinds (:func:`kvsim.validate_diff.classify_steps`) and are not binned.
+
+The same file lists the engine's **outlier steps** (:func:`outlier_steps`, also ``step_outliers.csv``): steps
+that took more than :data:`OUTLIER_FACTOR` times the typical step of their kind and size bin (the simulator's
+median there, else the engine's own). One-off work on the clock lands there rather than in a bin's mean: on
+the H200, a Triton kernel compiled in the middle of a static batch (a 604 ms step priced at 51 ms) and in a
+beam run's first copy-on-write step (390 ms).
 """
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ import pandas as pd
 from kvsim.validate_diff import classify_steps, rel_err
 
 MIN_STEPS = 5
+OUTLIER_FACTOR = 4.0
+OUTLIER_ROWS = 10          # listed in the markdown (the CSV has them all)
 ROW_EDGES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TOKEN_EDGES = (64, 128, 256, 512, 1024, 2048, 4096)
 SIZED_KINDS = (("decode-only", "decode_seqs", "decode rows", ROW_EDGES),
@@ -107,3 +115,60 @@ def step_size_markdown(name: str, table: pd.DataFrame) -> str:
                          f"{tok(r.kv_per_running_predicted)} | {tok(r.kv_per_running_measured)} |")
         lines.append("")
     return "\n".join(lines)
+
+
+OUTLIER_COLUMNS = ("iter", "start_s", "kind", "bin", "size", "duration_s", "typical_s", "typical_from", "ratio",
+                   "excess_s")
+
+
+def outlier_steps(sim_its: pd.DataFrame, eng_its: pd.DataFrame) -> pd.DataFrame:
+    """Engine steps over :data:`OUTLIER_FACTOR` x the typical step of their kind and size bin (see module doc),
+    largest excess first; copy and swap steps form one bin each."""
+    sk, ek = classify_steps(sim_its), classify_steps(eng_its)
+    dur = eng_its.duration_s.to_numpy(dtype=float)
+    iters = eng_its["iter"].to_numpy() if "iter" in eng_its.columns else np.arange(len(eng_its))
+    start = eng_its["start_s"].to_numpy(dtype=float) if "start_s" in eng_its.columns else np.full(len(dur), np.nan)
+    groups = [(k, col, edges) for k, col, _, edges in SIZED_KINDS] + [("copy", None, None), ("swap", None, None)]
+    rows = []
+    for kind, col, edges in groups:
+        if col is not None and col not in eng_its.columns:
+            continue
+        bins = bin_labels(edges) if edges else [("all", 0, float("inf"))]
+        for label, lo, hi in bins:
+            if col is None:
+                e_sel, s_sel = (ek == kind).to_numpy(), (sk == kind).to_numpy()
+                size = np.full(len(dur), np.nan)
+            else:
+                size = eng_its[col].to_numpy(dtype=float)
+                e_sel = (ek == kind).to_numpy() & (size >= lo) & (size <= hi)
+                s_size = sim_its[col].to_numpy(dtype=float) if col in sim_its.columns else np.zeros(len(sim_its))
+                s_sel = (sk == kind).to_numpy() & (s_size >= lo) & (s_size <= hi)
+            sim_d = sim_its.duration_s.to_numpy(dtype=float)[s_sel]
+            if len(sim_d) >= MIN_STEPS:
+                typical, source = float(np.median(sim_d)), "simulator"
+            elif e_sel.sum() >= MIN_STEPS:
+                typical, source = float(np.median(dur[e_sel])), "engine"
+            else:
+                continue
+            for i in np.flatnonzero(e_sel & (dur > OUTLIER_FACTOR * typical)):
+                rows.append({"iter": int(iters[i]), "start_s": float(start[i]), "kind": kind, "bin": label,
+                             "size": float(size[i]), "duration_s": float(dur[i]), "typical_s": typical,
+                             "typical_from": source, "ratio": float(dur[i] / typical) if typical > 0 else float("inf"),
+                             "excess_s": float(dur[i] - typical)})
+    out = pd.DataFrame(rows, columns=list(OUTLIER_COLUMNS))
+    return out.sort_values("excess_s", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def outlier_markdown(table: pd.DataFrame) -> str:
+    head = [f"## Engine steps over {OUTLIER_FACTOR:g}x the typical step of their kind and size", ""]
+    if not len(table):
+        return "\n".join(head + ["None.", ""])
+    head += [f"{len(table)} step(s), {table.excess_s.sum():.3f} s beyond their typical steps (the simulator's median in "
+             f"the bin, else the engine's); the {min(len(table), OUTLIER_ROWS)} largest:", "",
+             "| iter | start (s) | kind | bin | size | ms | typical ms | from | ratio |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for _, r in table.head(OUTLIER_ROWS).iterrows():
+        size = "–" if pd.isna(r["size"]) else f"{r['size']:,.0f}"
+        head.append(f"| {r['iter']} | {r.start_s:.3f} | {r.kind} | {r.bin} | {size} | {1e3 * r.duration_s:.1f} | "
+                    f"{1e3 * r.typical_s:.2f} | {r.typical_from} | {r.ratio:.1f} |")
+    return "\n".join(head + [""])

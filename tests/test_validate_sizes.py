@@ -59,3 +59,25 @@ def test_swap_and_copy_steps_are_not_binned_and_missing_columns_are_unknown():
     assert np.isnan(row.kv_per_running_predicted) and row.kv_per_running_measured == pytest.approx(25)
     assert step_size_table(frame([]), frame([])).empty
     assert "No decode, prefill or mixed steps" in step_size_markdown("s", step_size_table(frame([]), frame([])))
+
+
+def test_outlier_steps_are_engine_steps_far_over_their_bins_typical_step():
+    """A one-off stall (a kernel compiled mid-run) is listed with its step; ordinary spread is not. The
+    typical step is the simulator's median in the bin, else the engine's own when the simulator has too few."""
+    from kvsim.validate_sizes import OUTLIER_FACTOR, outlier_markdown, outlier_steps
+    eng = frame([(0, 4, 0.0060, 400, 4)] * 20 + [(2000, 0, 0.070, 900, 9)] * MIN_STEPS + [(2040, 0, 0.600, 900, 9)]
+                + [(0, 4, 0.0060 * (OUTLIER_FACTOR - 0.1), 400, 4)])
+    eng["iter"] = np.arange(len(eng))
+    eng["start_s"] = eng.duration_s.cumsum() - eng.duration_s
+    sim = frame([(0, 4, 0.0061, 400, 4)] * 20 + [(2000, 0, 0.050, 900, 9)] * 2)   # too few prefills: engine's median
+    out = outlier_steps(sim, eng)
+    assert list(out["iter"]) == [20 + MIN_STEPS]
+    r = out.iloc[0]
+    assert r.kind == "prefill-only" and r.bin == "1025-2048" and r["size"] == 2040
+    assert r.typical_from == "engine" and r.typical_s == pytest.approx(0.070) and r.ratio == pytest.approx(0.6 / 0.07)
+    md = outlier_markdown(out)
+    assert "1 step(s), 0.530 s beyond" in md and "| 25 |" in md
+    assert "None." in outlier_markdown(outlier_steps(sim, eng.drop(index=20 + MIN_STEPS)))
+    eng.loc[0, "duration_s"] = 0.0061 * OUTLIER_FACTOR * 1.5                     # a decode stall: simulator's median
+    out = outlier_steps(sim, eng)
+    assert list(out["iter"]) == [20 + MIN_STEPS, 0] and out.typical_from.tolist() == ["engine", "simulator"]
