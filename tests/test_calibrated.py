@@ -370,3 +370,21 @@ def test_live_validation_runs_the_engine_its_profile_measured():
         ["runtime.cuda_graph_prefill_ladder=v2", "runtime.mixed_decode_kernel=true"]
     sc = kvsim.load_scenario("scenarios/examples/quickstart.yaml", profile_sets({}) + ["runtime.mixed_decode_kernel=true"])
     assert sc.runtime.cuda_graph_prefill_ladder == "v1" and sc.runtime.mixed_decode_kernel      # the user's --set wins
+
+
+def test_above_the_serving_rows_the_spread_grid_prices_unequal_contexts():
+    """decode_serving fitted up to 16 rows: at 64 rows the spread grid's own fraction (measured at that batch)
+    prices the unequal contexts, with the largest row's extra overhead held; inside the rows, the fitted
+    fraction does."""
+    prof = _with_spread_grid(0.25)
+    grid_only = model(prof)
+    served = model(dict(prof, decode_serving={"16": {"num_seqs": [4, 16], "extra_s": [1e-3, 2e-3],
+                                                     "spread_frac": [0.9, 0.9]}}))
+    ctx = [100] * 63 + [2000]
+    big = StepPlan(decode_group_ids=list(range(64)), decode_context_tokens=ctx)
+    assert served.step_time(big) == pytest.approx(grid_only.step_time(big) + 2e-3, rel=1e-9)
+    small = StepPlan(decode_group_ids=list(range(16)), decode_context_tokens=[100] * 15 + [2000])
+    uni = model(_steps_profile(0.0))
+    lo = uni.decode_step_times(16, np.array([1500.0 + 2000.0]))[0]
+    hi = uni.decode_step_times(16, np.array([16 * 2000.0]))[0]
+    assert served.step_time(small) == pytest.approx(lo + 2e-3 + 0.9 * (hi - lo), rel=1e-9)

@@ -254,3 +254,22 @@ def test_the_cost_model_prices_prefill_only_steps_with_prefill_serving():
 def test_a_malformed_prefill_table_is_a_profile_error(bad):
     with pytest.raises(kvsim.KvsimError, match="profile"):
         Profile(dict(synthetic_profile(steps=True), prefill_serving={"16": bad}))
+
+
+def test_rows_whose_kv_does_not_fit_are_skipped_and_said(monkeypatch):
+    """A row runs only if its worst-case KV fits the free memory's share; a skipped row is logged, not run."""
+    torch = pytest.importorskip("torch")
+    from kvsim.catalogue import get_model
+    from kvsim.engine.models import build_model
+    monkeypatch.setattr(SF, "PROMPT_RANGE", (8, 64))
+    monkeypatch.setattr(SF, "OUTPUT_RANGE", (24, 48))
+    spec = get_model("tiny-opt")
+    per_seq_bytes = -(-(64 + 48 + 8) // 16) * 16 * spec.kv_bytes_per_token(2)
+    monkeypatch.setattr(SF, "_free_bytes", lambda device: int(3 * per_seq_bytes / SF.KV_MEMORY_SHARE))
+    prof = dict(steep_profile(), model=spec.name, num_layers=spec.num_layers)
+    model = build_model(spec, dtype=torch.float16, device=torch.device("cpu"), weights="dummy")
+    lines = []
+    fit, _ = SF.fit_serving(model, prof, 16, device="cpu", rows=(2, 4), cuda_graphs=False, log=lines.append)
+    assert any(line.startswith("serving n=4: skipped") for line in lines)
+    assert not any(line.startswith("serving n=2: skipped") for line in lines)
+    assert not fit or fit["num_seqs"] == [2]

@@ -199,7 +199,7 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     prof["step_overhead"] = fit_overhead(model, prof, 16 if 16 in block_sizes else block_sizes[0],
                                          cuda_graphs=cuda_graphs)
     fit_bs = 16 if 16 in block_sizes else block_sizes[0]
-    if not fast:     # decode steps of serving-shaped batches (seven short engine runs, ~1-1.5 min): kvsim.calibrate.serving_fit
+    if not fast:     # decode steps of serving-shaped batches (up to nine short engine runs, ~1-2 min): kvsim.calibrate.serving_fit
         from kvsim.calibrate.serving_fit import fit_serving
         try:
             decode, prefill = fit_serving(model, prof, fit_bs, cuda_graphs=cuda_graphs, log=M._log,

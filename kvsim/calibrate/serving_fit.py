@@ -9,7 +9,7 @@ this fit, ``serving_0055/README.md``: those steps within 1.5-3.5%): the engine's
 steps cost 0.34 ms + 0.035 ms per row beyond the grid's GPU time, and more with more unequal contexts, while
 the lock-step fit saw neither.
 
-What. For each ``n`` in :data:`ROWS`, the engine serves :data:`REQUESTS_PER_SLOT` × n requests of uniform
+What. For each ``n`` in :data:`ROWS` whose worst-case KV fits the card (:data:`KV_MEMORY_SHARE`), the engine serves :data:`REQUESTS_PER_SLOT` × n requests of uniform
 random lengths (:data:`PROMPT_RANGE`, :data:`OUTPUT_RANGE`) with at most n in flight (``max_concurrency = n``,
 serving's ``max_num_seqs`` and CUDA graphs, so a step of n rows replays the graph serving pads it to): as
 requests finish others join, so the running contexts are as unequal as in serving while the batch stays at
@@ -39,7 +39,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-ROWS = (4, 8, 9, 16, 17, 24, 32)    # both ends of the 9-16 and 17-24 graph buckets: no interpolation across a graph size
+ROWS = (4, 8, 9, 16, 17, 24, 32, 64, 128)   # both ends of the 9-16 and 17-24 graph buckets; 64 and 128 for big batches
+KV_MEMORY_SHARE = 0.6              # a row runs only if its worst-case KV fits in this share of the free GPU memory
 REQUESTS_PER_SLOT = 3
 PROMPT_RANGE = (16, 1024)          # capped at half the model's longest sequence
 OUTPUT_RANGE = (16, 256)
@@ -250,6 +251,15 @@ def load_runs(out_dir) -> dict[int, tuple[pd.DataFrame, pd.DataFrame]]:
     return runs
 
 
+def _free_bytes(device: str) -> int | None:
+    """Free GPU memory now (None off CUDA: nothing to cap)."""
+    import torch
+    if not str(device).startswith("cuda") or not torch.cuda.is_available():
+        return None
+    torch.cuda.empty_cache()
+    return int(torch.cuda.mem_get_info()[0])
+
+
 def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, cuda_graphs: bool = True,
                 log=print, save_dir=None) -> tuple[dict, dict]:
     """Run the serving workloads on the real engine; ``(decode_serving, prefill_serving)`` for block size
@@ -262,9 +272,15 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
     spec = get_model(profile["model"])
     ov = profile["step_overhead"]
     runs, refs, sc = {}, [], None
+    free = _free_bytes(device)
     for n in rows:
         engine, workload = serving_workload(n, spec.max_seq_len)
         per_seq = -(-(workload["prompt_len_range"][1] + workload["output_len_range"][1] + 8) // bs)
+        need = n * per_seq * bs * spec.kv_bytes_per_token(2 if profile["dtype"] in ("fp16", "bf16") else 4)
+        if free is not None and need > KV_MEMORY_SHARE * free:
+            log(f"serving n={n}: skipped, its KV ({need / 2**30:.1f} GiB) is over {KV_MEMORY_SHARE:.0%} of the "
+                f"free memory ({free / 2**30:.1f} GiB)")
+            continue
         sc = kvsim.load_scenario({
             "name": f"calibrate-serving-{n}", "model": profile["model"], "gpu": "h100-80gb",
             "dtype": profile["dtype"], "seed": 0,

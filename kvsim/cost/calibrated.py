@@ -30,7 +30,10 @@ decode_step(b, mean)`` (``benchmarks/engine/decode_gap.py`` measures, on real
 engine steps, what unequal contexts and the sustained run each add). Profiles with ``decode_serving``
 (:mod:`kvsim.calibrate.serving_fit`: real engine decode steps of serving-shaped batches, n rows of unequal
 contexts) replace that fraction by the one fitted on those steps, ``spread_frac(n)``, and add ``extra_s(n)``
-to ``overhead(n)``; both are interpolated in n and held constant outside the fitted rows. Profiles with
+to ``overhead(n)``; both are interpolated in n, and held constant below the fitted rows. Above the largest
+fitted row the fraction is the spread grid's at that batch (measured there, on evenly spaced contexts: it
+falls at large batches, where many programs share the SMs, so holding a small batch's fitted fraction would
+overprice them) and ``extra_s`` is held. Profiles with
 ``prefill_serving`` (the lone prefill steps of those runs) price a prefill-only step with its ``extra_s(T)``
 (interpolated in the step's prompt tokens, held outside; it may be negative, but never takes the step below
 its grid price without overhead) in place of ``prefill_overhead``. A prefill
@@ -189,11 +192,13 @@ class CalibratedCostModel(CostModel):
                 terms = self._dec_cache.get(("serving", n))        # (overhead, fraction) at n rows, once per n
                 if terms is None:
                     xs, extra, frac = self._serving
+                    above = n > xs[-1] and self._lam is not None   # no serving rows here: the spread grid's fraction
                     terms = self._dec_cache[("serving", n)] = (
                         max(0.0, float(interp1(n, *p.overhead)) + float(np.interp(n, xs, extra))),   # never negative
-                        float(np.interp(n, xs, frac)))
+                        None if above else float(np.interp(n, xs, frac)))
                 if ctx_max is not None:
-                    step = step + terms[1] * self._spread_unit(b, sums, ctx_max, step)
+                    step = step + (self._spread_excess(b, sums, ctx_max, step) if terms[1] is None
+                                   else terms[1] * self._spread_unit(b, sums, ctx_max, step))
                 return np.asarray(terms[0] + step, dtype=np.float64)
             if ctx_max is not None and self._lam is not None:
                 step = step + self._spread_excess(b, sums, ctx_max, step)
