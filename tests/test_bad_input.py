@@ -341,3 +341,8 @@ def test_calibrate_serving_runs_must_be_a_directory_of_a_full_calibration(tmp_pa
     assert_error(capsys, "--serving-runs", "calibrate", "--model", "opt-13b", "--fast", "--serving-runs",
                  str(tmp_path / "runs"))
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("limit", ["0", "-5", "nan", "inf", "soon"])
+def test_calibrate_time_limit_must_be_positive_seconds(capsys, limit):
+    assert_error(capsys, "--time-limit", "calibrate", "--model", "opt-13b", "--time-limit", limit)

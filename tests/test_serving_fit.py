@@ -273,3 +273,15 @@ def test_rows_whose_kv_does_not_fit_are_skipped_and_said(monkeypatch):
     assert any(line.startswith("serving n=4: skipped") for line in lines)
     assert not any(line.startswith("serving n=2: skipped") for line in lines)
     assert not fit or fit["num_seqs"] == [2]
+
+
+def test_no_row_starts_after_the_deadline():
+    """Under a calibration time limit the serving fit starts nothing past its deadline, says so, and returns
+    empty tables (the profile is then written without them)."""
+    import time
+    prof = steep_profile()
+    lines = []
+    fit, pre = SF.fit_serving(None, dict(prof, model="tiny-opt"), 16, device="cpu", rows=(2, 4), cuda_graphs=True,
+                              log=lines.append, deadline=time.perf_counter() - 1.0)
+    assert fit == {} and pre == {}
+    assert len(lines) == 1 and lines[0].startswith("serving n=2: skipped, and the rows after it")

@@ -22,6 +22,9 @@ def add_parser(sub) -> None:
     c.add_argument("--serving-runs", metavar="DIR",
                    help="also keep the serving fit's engine runs here (DIR/n<N>/iterations.csv, requests.csv), "
                         "to refit on a CPU (kvsim.calibrate.serving_fit.load_runs)")
+    c.add_argument("--time-limit", type=float, metavar="S",
+                   help="seconds the whole calibration may take: the serving fit starts no run that would leave "
+                        "too little for the rest (skipped rows are logged; the profile is still written)")
     c.add_argument("--estimate", action="store_true",
                    help="print the estimated time from the counts of grid points and exit (no GPU needed)")
     c.set_defaults(func=cmd_calibrate)
@@ -40,6 +43,8 @@ def cmd_calibrate(args) -> int:
             raise KvsimError("--serving-runs", "--fast makes no serving runs (a full calibration does)")
         if Path(args.serving_runs).exists() and not Path(args.serving_runs).is_dir():
             raise KvsimError("--serving-runs", f"{args.serving_runs} exists and is not a directory")
+    if args.time_limit is not None and not (args.time_limit > 0 and args.time_limit < float("inf")):
+        raise KvsimError("--time-limit", f"must be a positive number of seconds, got {args.time_limit}")
     if args.estimate:
         from kvsim.calibrate.fast import estimate_full_or_fast
         from kvsim.catalogue import get_model
@@ -50,6 +55,7 @@ def cmd_calibrate(args) -> int:
     except ImportError as e:
         raise KvsimError("calibrate", f"needs torch and triton (pip install -e '.[gpu]'): {e}") from None
     path = calibrate(args.model, sizes, args.out, args.dtype, "kvsim " + " ".join(sys.argv[1:]),
-                     cuda_graphs=not args.no_cuda_graphs, fast=args.fast, serving_runs=args.serving_runs)
+                     cuda_graphs=not args.no_cuda_graphs, fast=args.fast, serving_runs=args.serving_runs,
+                     time_limit_s=args.time_limit)
     print(f"wrote {path}")
     return 0

@@ -154,8 +154,12 @@ def measure_block(model, bs: int, dev, *, cuda_graphs: bool = True, fast: bool =
     return out
 
 
+
+RESERVE_AFTER_SERVING_S = 90.0   # what the fits after the serving runs take (prefill overhead, busy and idle)
+
 def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: str, command: str,
-              cuda_graphs: bool = True, fast: bool = False, serving_runs: str | None = None) -> Path:
+              cuda_graphs: bool = True, fast: bool = False, serving_runs: str | None = None,
+              time_limit_s: float | None = None) -> Path:
     if not torch.cuda.is_available():
         raise KvsimError("calibrate", "needs a CUDA GPU (run it on the GPU machine)")
     from kvsim.engine.models import build_model
@@ -202,8 +206,9 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     if not fast:     # decode steps of serving-shaped batches (up to nine short engine runs, ~1-2 min): kvsim.calibrate.serving_fit
         from kvsim.calibrate.serving_fit import fit_serving
         try:
+            deadline = None if time_limit_s is None else t0 + time_limit_s - RESERVE_AFTER_SERVING_S
             decode, prefill = fit_serving(model, prof, fit_bs, cuda_graphs=cuda_graphs, log=M._log,
-                                          save_dir=serving_runs)
+                                          save_dir=serving_runs, deadline=deadline)
         except (RuntimeError, ValueError, KeyError, IndexError, KvsimError) as e:   # optional tables: say so, go on
             decode = prefill = {}
             prof["meta"]["serving_fit_error"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]

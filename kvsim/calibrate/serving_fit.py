@@ -36,6 +36,8 @@ This module needs no torch: the engine run is imported inside :func:`fit_serving
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 
@@ -261,10 +263,11 @@ def _free_bytes(device: str) -> int | None:
 
 
 def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, cuda_graphs: bool = True,
-                log=print, save_dir=None) -> tuple[dict, dict]:
+                log=print, save_dir=None, deadline: float | None = None) -> tuple[dict, dict]:
     """Run the serving workloads on the real engine; ``(decode_serving, prefill_serving)`` for block size
     ``bs`` (each {} when its steps are too few). ``save_dir``: also keep the runs' records there
-    (:func:`save_runs`)."""
+    (:func:`save_runs`). ``deadline`` (``time.perf_counter()`` seconds): no row starts after it (the rest are
+    skipped and logged, so a calibration under a time limit still writes its profile)."""
     import kvsim
     from kvsim.catalogue import get_model
     from kvsim.cost.profile import interp1
@@ -274,6 +277,9 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
     runs, refs, sc = {}, [], None
     free = _free_bytes(device)
     for n in rows:
+        if deadline is not None and time.perf_counter() > deadline:
+            log(f"serving n={n}: skipped, and the rows after it: the calibration's time limit is near")
+            break
         engine, workload = serving_workload(n, spec.max_seq_len)
         per_seq = -(-(workload["prompt_len_range"][1] + workload["output_len_range"][1] + 8) // bs)
         need = n * per_seq * bs * spec.kv_bytes_per_token(2 if profile["dtype"] in ("fp16", "bf16") else 4)
@@ -294,6 +300,8 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
             f"{len(lone_prefills(res.iterations))} lone prefills")
     if save_dir is not None:
         save_runs(runs, save_dir)
+    if not runs:
+        return {}, {}
     graphs = graph_sizes(sc, cuda_graphs)
     decode = fit_from_runs(stripped_cost(profile, bs, graphs, drop=FITTED, bare=True), runs,
                            lambda n: float(interp1(float(n), np.asarray(ov["num_seqs"], float),
