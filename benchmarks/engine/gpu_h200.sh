@@ -18,6 +18,8 @@
 #                 `kvsim validate --replay` against a profile from the same card (the runs record its UUID)
 #   GAP="S1 S2"  benchmarks/engine/decode_gap.py on each scenario (decode steps re-timed in isolation;
 #                 GAP_SAMPLES, GAP_TIMEOUT), priced with calibrate/profiles/H200/<its model>.json
+#   PGAP="S1 S2" benchmarks/engine/prefill_gap.py the same way for prefill-only steps (own vs equal prompts)
+#   WATCH="S1 S2" benchmarks/engine/compile_watch.py: kernels compiled and memory segments taken while serving
 # usage (repo root, GPU machine, $OUT set; the simpy wheel in .whl/):
 #   TESTS=1 BENCH=1 CALIB="llama-3-8b:16" SCEN="..." bash benchmarks/engine/gpu_h200.sh
 set -u
@@ -98,6 +100,18 @@ for g in ${GAP:-}; do        # each scenario's decode steps re-timed in isolatio
   stamp "decode gap $n ($m)"
   timeout "${GAP_TIMEOUT:-240}" python3 benchmarks/engine/decode_gap.py "$g" --samples "${GAP_SAMPLES:-40}" \
     --out "$W/decode_gap/$n" --profile "calibrate/profiles/H200/$m.json" 2>&1 | grep -v Warning | tail -16
+  pack
+done
+for g in ${PGAP:-}; do       # each scenario's prefill-only steps re-timed in isolation, priced by its model's profile
+  n=$(basename "$g" .yaml); m=$(python3 -c "import kvsim,sys; print(kvsim.load_scenario(sys.argv[1]).model)" "$g" 2>/dev/null | tail -1)
+  stamp "prefill gap $n ($m)"
+  timeout "${GAP_TIMEOUT:-240}" python3 benchmarks/engine/prefill_gap.py "$g" --samples "${GAP_SAMPLES:-40}" \
+    --out "$W/prefill_gap/$n" --profile "calibrate/profiles/H200/$m.json" 2>&1 | grep -v Warning | tail -16
+  pack
+done
+for g in ${WATCH:-}; do      # kernels compiled on the clock (none expected after warm-up)
+  n=$(basename "$g" .yaml); stamp "compile watch $n"
+  timeout 150 python3 benchmarks/engine/compile_watch.py "$g" --out "$W/compile_watch/$n" 2>&1 | grep -v Warning | tail -14
   pack
 done
 stamp done
