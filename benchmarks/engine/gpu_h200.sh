@@ -95,20 +95,17 @@ for s in ${ENGINE:-}; do    # engine runs only: replayed later against a profile
     | grep -i "throughput\|latency\|wrote" | tail -3
   pack
 done
-for g in ${GAP:-}; do        # each scenario's decode steps re-timed in isolation, priced by its model's profile
-  n=$(basename "$g" .yaml); m=$(python3 -c "import kvsim,sys; print(kvsim.load_scenario(sys.argv[1]).model)" "$g" 2>/dev/null | tail -1)
-  stamp "decode gap $n ($m)"
-  timeout "${GAP_TIMEOUT:-240}" python3 benchmarks/engine/decode_gap.py "$g" --samples "${GAP_SAMPLES:-40}" \
-    --out "$W/decode_gap/$n" --profile "calibrate/profiles/H200/$m.json" 2>&1 | grep -v Warning | tail -16
-  pack
-done
-for g in ${PGAP:-}; do       # each scenario's prefill-only steps re-timed in isolation, priced by its model's profile
-  n=$(basename "$g" .yaml); m=$(python3 -c "import kvsim,sys; print(kvsim.load_scenario(sys.argv[1]).model)" "$g" 2>/dev/null | tail -1)
-  stamp "prefill gap $n ($m)"
-  timeout "${GAP_TIMEOUT:-240}" python3 benchmarks/engine/prefill_gap.py "$g" --samples "${GAP_SAMPLES:-40}" \
-    --out "$W/prefill_gap/$n" --profile "calibrate/profiles/H200/$m.json" 2>&1 | grep -v Warning | tail -16
-  pack
-done
+gap() {   # gap KIND SCENARIOS: benchmarks/engine/KIND_gap.py on each, priced by its model's H200 profile
+  for g in $2; do
+    n=$(basename "$g" .yaml); m=$(python3 -c "import kvsim,sys; print(kvsim.load_scenario(sys.argv[1]).model)" "$g" 2>/dev/null | tail -1)
+    stamp "$1 gap $n ($m)"
+    timeout "${GAP_TIMEOUT:-240}" python3 "benchmarks/engine/$1_gap.py" "$g" --samples "${GAP_SAMPLES:-40}" \
+      --out "$W/$1_gap/$n" --profile "calibrate/profiles/H200/$m.json" 2>&1 | grep -v Warning | tail -16
+    pack
+  done
+}
+gap decode "${GAP:-}"        # decode steps re-timed in isolation (exact, uniform, at max, orders, even spread)
+gap prefill "${PGAP:-}"      # prefill-only steps re-timed in isolation (own prompts, equal prompts)
 for g in ${WATCH:-}; do      # kernels compiled on the clock (none expected after warm-up)
   n=$(basename "$g" .yaml); stamp "compile watch $n"
   timeout 150 python3 benchmarks/engine/compile_watch.py "$g" --out "$W/compile_watch/$n" 2>&1 | grep -v Warning | tail -14
