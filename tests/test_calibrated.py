@@ -388,3 +388,20 @@ def test_above_the_serving_rows_the_spread_grid_prices_unequal_contexts():
     lo = uni.decode_step_times(16, np.array([1500.0 + 2000.0]))[0]
     hi = uni.decode_step_times(16, np.array([16 * 2000.0]))[0]
     assert served.step_time(small) == pytest.approx(lo + 2e-3 + 0.9 * (hi - lo), rel=1e-9)
+
+
+def test_between_the_last_serving_row_and_the_grids_next_batch_the_fraction_moves_linearly():
+    """Fitted up to 16 rows (0.9), the spread grid at 0.25 with its next batch at 64: at 40 rows the fraction is
+    halfway (0.575), so the price does not jump where the fitted rows end."""
+    served = model(dict(_with_spread_grid(0.25), decode_serving={"16": {"num_seqs": [4, 16], "extra_s": [1e-3, 2e-3],
+                                                                         "spread_frac": [0.9, 0.9]}}))
+    ctx = [100] * 39 + [2000]
+    sums, top = np.array([float(sum(ctx))]), np.array([2000.0])
+    grid, unit = served.decode_grid_and_spread(40, sums, top)
+    over = float(np.interp(40.0, *served.p.overhead)) + 2e-3
+    assert unit[0] > 0
+    assert served.decode_step_times(40, sums, top)[0] == pytest.approx(grid[0] + over + 0.575 * unit[0], rel=1e-9)
+    near = served.decode_step_times(17, np.array([100.0 * 16 + 2000]), top)[0]
+    g17, u17 = served.decode_grid_and_spread(17, np.array([100.0 * 16 + 2000]), top)
+    frac17 = 0.9 + (1 / 48) * (0.25 - 0.9)
+    assert near == pytest.approx(g17[0] + float(np.interp(17.0, *served.p.overhead)) + 2e-3 + frac17 * u17[0], rel=1e-9)

@@ -33,7 +33,8 @@ contexts) replace that fraction by the one fitted on those steps, ``spread_frac(
 to ``overhead(n)``; both are interpolated in n, and held constant below the fitted rows. Above the largest
 fitted row the fraction is the spread grid's at that batch (measured there, on evenly spaced contexts: it
 falls at large batches, where many programs share the SMs, so holding a small batch's fitted fraction would
-overprice them) and ``extra_s`` is held. Profiles with
+overprice them), reached linearly from the last fitted fraction by the grid's next batch, and ``extra_s`` is
+held. Profiles with
 ``prefill_serving`` (the lone prefill steps of those runs) price a prefill-only step with its ``extra_s(T)``
 (interpolated in the step's prompt tokens, held outside; it may be negative, but never takes the step below
 its grid price without overhead) in place of ``prefill_overhead``. A prefill
@@ -149,16 +150,34 @@ class CalibratedCostModel(CostModel):
                     lam[i, j] = min(1.0, max(0.0, (t[i, j] - lo) / (hi - lo)))
         return xa, xb, lam
 
-    def _spread_excess(self, b: float, sums: np.ndarray, ctx_max: np.ndarray, base: np.ndarray) -> np.ndarray:
-        """What unequal contexts add to a decode step of ``b`` rows (see module doc)."""
+    def _grid_fraction(self, b: float, top: np.ndarray) -> np.ndarray:
+        """The spread grid's fraction at ``b`` rows and longest contexts ``top``."""
         xa, xb, lam = self._lam
         curve = self._dec_cache.get(("lam", b))                # the fraction along max ctx at b rows, once per b
         if curve is None:
             curve = self._dec_cache[("lam", b)] = np.array([float(np.interp(b, xa, lam[:, j]))
                                                             for j in range(len(xb))])
+        return np.interp(top, xb, curve)
+
+    def _spread_excess(self, b: float, sums: np.ndarray, ctx_max: np.ndarray, base: np.ndarray) -> np.ndarray:
+        """What unequal contexts add to a decode step of ``b`` rows (see module doc)."""
         top = np.maximum(np.asarray(ctx_max, dtype=np.float64), sums / b)
         hi = self._grid_at(self._step, b, top * b)
-        return np.interp(top, xb, curve) * np.maximum(0.0, hi - base)
+        return self._grid_fraction(b, top) * np.maximum(0.0, hi - base)
+
+    def _serving_above(self, n: float, b: float, sums: np.ndarray, ctx_max, base: np.ndarray) -> np.ndarray:
+        """Unequal contexts above the serving fit's largest row ``n0``: the spread grid's fraction (module doc),
+        reached linearly from the fitted fraction at ``n0`` over the gap to the grid's next batch, so the price
+        does not jump where the fitted rows end."""
+        xs, _, frac = self._serving
+        n0, xa = float(xs[-1]), self._lam[0]
+        nxt = next((float(x) for x in xa if x > n0), None)
+        if nxt is None or n >= nxt:
+            return self._spread_excess(b, sums, ctx_max, base)
+        top = np.maximum(np.asarray(ctx_max, dtype=np.float64), sums / b)
+        w = (n - n0) / (nxt - n0)
+        lam = (1.0 - w) * float(frac[-1]) + w * self._grid_fraction(nxt, top)
+        return lam * self._spread_unit(b, sums, ctx_max, base)
 
     def _spread_unit(self, b: float, sums: np.ndarray, ctx_max, base: np.ndarray) -> np.ndarray:
         """What the uniform step at the longest context adds to ``base`` (the step at the mean) at ``b`` rows."""
@@ -197,7 +216,7 @@ class CalibratedCostModel(CostModel):
                         max(0.0, float(interp1(n, *p.overhead)) + float(np.interp(n, xs, extra))),   # never negative
                         None if above else float(np.interp(n, xs, frac)))
                 if ctx_max is not None:
-                    step = step + (self._spread_excess(b, sums, ctx_max, step) if terms[1] is None
+                    step = step + (self._serving_above(n, b, sums, ctx_max, step) if terms[1] is None
                                    else terms[1] * self._spread_unit(b, sums, ctx_max, step))
                 return np.asarray(terms[0] + step, dtype=np.float64)
             if ctx_max is not None and self._lam is not None:
