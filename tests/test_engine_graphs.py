@@ -14,7 +14,8 @@ from kvsim.engine.engine import RealEngine  # noqa: E402
 from kvsim.engine.models import build_model  # noqa: E402
 from kvsim.engine.runner import pad_rows  # noqa: E402
 from kvsim.engine.attention import MIXED_DECODE_KERNEL, as_unified  # noqa: E402
-from kvsim.engine.synthetic_step import synthetic_step, warmup_shapes  # noqa: E402
+from kvsim.engine.synthetic_step import synthetic_step  # noqa: E402
+from kvsim.engine.warmup import warmup_shapes  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")])]

@@ -172,55 +172,10 @@ class RealEngine:
         return self.device.type == "cuda" and self.sc.runtime.warmup
 
     def _warm_up(self) -> float:
-        """Run every step shape of :func:`warmup_shapes` once, so no kernel compiles on the clock.
-
-        The steps write garbage K/V into random cache blocks; no sequence exists yet, and every
-        slot is written before a real sequence reads it."""
-        from kvsim.engine.synthetic_step import synthetic_step, warmup_shapes
-        e = self.sc.engine
-        t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(0)
-        with torch.inference_mode():
-            for prefills, decodes in warmup_shapes(e.max_num_batched_tokens, self.setup.max_model_len,
-                                                   e.max_num_seqs, self._largest_prefill_step(), e.block_size):
-                ids, pos, meta = synthetic_step(prefills, decodes, block_size=e.block_size,
-                                                num_blocks=self.cache.num_blocks, vocab_size=self.model.spec.vocab_size,
-                                                device=self.device, backend=self.backend, generator=gen,
-                                                mixed_decode_kernel=self.sc.runtime.mixed_decode_kernel)
-                hidden = self.model(ids, pos, self.cache.gpu, meta)
-                self.model.compute_logits(hidden[-1:]).argmax(-1).tolist()
-        self._warm_up_side_paths()
-        self._sync()
-        return time.perf_counter() - t0
-
-    def _warm_up_side_paths(self) -> None:
-        """A step's GPU work besides the forward pass, once: sampling (with a throwaway generator, so the
-        run's own draws are unchanged), beam search, copy-on-write and swapping (garbage blocks: no sequence
-        exists yet). Their first use otherwise compiles or loads kernels on the clock: a beam-search run's
-        first copy-on-write step took 390 ms instead of 7 (the copy kernel compiled; Llama-3-8B, H200)."""
-        from kvsim.engine import sampling
-        rt = self.sc.runtime               # (the runner does not exist yet)
-        logits = torch.randn(3, self.model.spec.vocab_size, generator=torch.Generator().manual_seed(0)).to(self.device)
-        gen = torch.Generator(device=self.device).manual_seed(0)
-        for rows in (logits[:1], logits):
-            sampling.sample_rows(rows, rt.sampling, rt.temperature, rt.top_p, gen)
-        sampling.beam_first_steps(logits[:1], 2)
-        sampling.beam_steps(logits[:2], [[0.0, 0.0]])
-        if self.cache.num_blocks >= 2:
-            self.cache.copy([(0, 1)])
-        if self.cache.cpu:
-            self.cache.swap_out([(0, 0)])
-            self.cache.swap_in([(0, 0)])
-            self.cache.transfers = 0
-
-    def _largest_prefill_step(self) -> int:
-        """Prompt tokens the scheduler may put in one step: its token budget, except the static scheduler,
-        which has none and is bounded by its batch and the KV pool (warmed up to twice the budget)."""
-        e = self.sc.engine
-        if e.scheduler != "static":
-            return e.max_num_batched_tokens
-        return min(e.max_num_seqs * self.setup.max_model_len, self.kv.num_gpu_blocks * e.block_size,
-                   2 * e.max_num_batched_tokens)
+        """:func:`kvsim.engine.warmup.warm_up` on this engine (before the runner and graphs exist)."""
+        from kvsim.engine.warmup import warm_up
+        return warm_up(self.model, self.cache, self.sc, max_model_len=self.setup.max_model_len,
+                       num_gpu_blocks=self.kv.num_gpu_blocks, device=self.device, backend=self.backend)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
