@@ -166,20 +166,13 @@ def make_cost(sc: Scenario, model: ModelSpec, gpu: GPUSpec, *, swaps_in_step: bo
         from kvsim.cost.calibrated import CalibratedCostModel, load_profile
         if sc.tensor_parallel != 1:
             raise KvsimError("tensor_parallel", "calibrated profiles are measured on one GPU; use tensor_parallel: 1")
-        from kvsim.graph_sizes import graph_batch_sizes, prefill_token_sizes
-        rt = sc.runtime
-        graphs = graph_batch_sizes(min(rt.cuda_graph_max_batch, e.max_num_seqs)) if rt.cuda_graphs else None
-        # the engine's prefill graphs (kvsim.engine.engine): token counts up to this, at most 256 prompts
-        prefill_top = min(rt.cuda_graph_prefill_max_tokens, e.max_num_batched_tokens)
+        from kvsim.graph_sizes import engine_graph_sizes
         from kvsim.textio import read_json
         read_json(sc.cost.profile, "cost.profile", "profile JSON file (kvsim calibrate)")   # readable, JSON
-        prefill_graphs = prefill_token_sizes(prefill_top, rt.cuda_graph_prefill_ladder) \
-            if rt.cuda_graphs and prefill_top > 0 else None
-        try:
+        try:      # priced at the CUDA-graph sizes the engine (kvsim.engine.engine) pads its steps to
             cost: CostModel = CalibratedCostModel(
                 load_profile(sc.cost.profile), model_name=model.name, dtype=sc.dtype, block_size_tokens=e.block_size,
-                include_swaps_in_step=swaps_in_step, decode_graph_batches=graphs,
-                prefill_graph_tokens=prefill_graphs, prefill_graph_seqs=min(e.max_num_seqs, 256))
+                include_swaps_in_step=swaps_in_step, **engine_graph_sizes(sc))
         except KvsimError as err:            # the cost module says "profile"; the scenario field is cost.profile
             if err.field == "profile":
                 raise KvsimError("cost.profile", err.message) from None

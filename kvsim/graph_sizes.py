@@ -66,3 +66,16 @@ def padded(n: int, sizes: list[int] | None) -> int:
         return n
     i = bisect.bisect_left(sizes, n)
     return sizes[i] if i < len(sizes) else n
+
+
+def engine_graph_sizes(sc) -> dict:
+    """The CUDA-graph sizes a scenario's engine captures, as :class:`kvsim.cost.calibrated.CalibratedCostModel`
+    takes them: decode batches and prefill token counts (None without graphs), and the prompts a prefill
+    graph has room for."""
+    e, rt = sc.engine, sc.runtime
+    prefill_top = min(rt.cuda_graph_prefill_max_tokens, e.max_num_batched_tokens)
+    return dict(decode_graph_batches=graph_batch_sizes(min(rt.cuda_graph_max_batch, e.max_num_seqs))
+                if rt.cuda_graphs else None,
+                prefill_graph_tokens=prefill_token_sizes(prefill_top, rt.cuda_graph_prefill_ladder)
+                if rt.cuda_graphs and prefill_top > 0 else None,
+                prefill_graph_seqs=min(e.max_num_seqs, 256))

@@ -85,11 +85,11 @@ def main() -> None:
         return _bench_between(lambda: model.compute_logits(run(ids, pos, meta)[last]).argmax(-1).tolist(), between)
     price = None
     if a.profile:
-        from kvsim.calibrate.serving_fit import graph_sizes
+        from kvsim.graph_sizes import engine_graph_sizes
         from kvsim.cost.calibrated import CalibratedCostModel, load_profile
         p = load_profile(a.profile)
         cm = CalibratedCostModel(p, model_name=p.model, dtype=p.dtype, block_size_tokens=bs,
-                                 **graph_sizes(sc, sc.runtime.cuda_graphs))
+                                 **engine_graph_sizes(sc))
 
         def price(new, cached):
             return cm.step_time(StepPlan(prefill_group_ids=list(range(len(new))), prefill_new_tokens=new,

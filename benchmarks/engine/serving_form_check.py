@@ -19,6 +19,7 @@ import pandas as pd
 import kvsim
 from kvsim.calibrate import serving_fit as SF
 from kvsim.cost.profile import interp1
+from kvsim.graph_sizes import engine_graph_sizes
 
 
 def main(argv=None) -> int:
@@ -34,7 +35,7 @@ def main(argv=None) -> int:
     its, reqs = pd.read_csv(a.fit_on / "iterations.csv"), pd.read_csv(a.fit_on / "requests.csv")
     # the CUDA-graph sizes the traced engine captured: those of the scenario its summary.json records
     sc = kvsim.load_scenario(json.loads((a.fit_on / "summary.json").read_text())["scenario"])
-    graphs = SF.graph_sizes(sc, bool(sc.runtime.cuda_graphs))
+    graphs = engine_graph_sizes(sc)
     ov = prof["step_overhead"]
     fit = SF.fit_from_runs(SF.stripped_cost(prof, a.block_size, graphs, drop=SF.FITTED, bare=True),
                            {int(n): (its, reqs) for n in a.rows.split(",")},

@@ -205,21 +205,9 @@ def serving_workload(n: int, max_seq_len: int) -> tuple[dict, dict]:
     return engine, workload
 
 
-def graph_sizes(sc, cuda_graphs: bool = True) -> dict:
-    """The CUDA-graph sizes a scenario's engine captures, as :class:`CalibratedCostModel` takes them."""
-    from kvsim.graph_sizes import graph_batch_sizes, prefill_token_sizes
-    if not cuda_graphs:
-        return {}
-    e, rt = sc.engine, sc.runtime
-    return dict(decode_graph_batches=graph_batch_sizes(min(rt.cuda_graph_max_batch, e.max_num_seqs)),
-                prefill_graph_tokens=prefill_token_sizes(min(rt.cuda_graph_prefill_max_tokens, e.max_num_batched_tokens),
-                                                         rt.cuda_graph_prefill_ladder),
-                prefill_graph_seqs=min(e.max_num_seqs, 256))
-
-
 def stripped_cost(profile: dict, bs: int, graphs: dict, *, drop: tuple[str, ...], bare: bool):
     """A calibrated cost model of ``profile`` without the tables ``drop`` (and without step overhead when
-    ``bare``), at the CUDA-graph sizes ``graphs`` (:func:`graph_sizes`)."""
+    ``bare``), at the CUDA-graph sizes ``graphs`` (:func:`kvsim.graph_sizes.engine_graph_sizes`)."""
     from kvsim.cost.calibrated import CalibratedCostModel, Profile
     doc = {k: v for k, v in profile.items() if k not in drop}
     if bare:
@@ -302,7 +290,8 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
         save_runs(runs, save_dir)
     if not runs:
         return {}, {}
-    graphs = graph_sizes(sc, cuda_graphs)
+    from kvsim.graph_sizes import engine_graph_sizes
+    graphs = engine_graph_sizes(sc)
     decode = fit_from_runs(stripped_cost(profile, bs, graphs, drop=FITTED, bare=True), runs,
                            lambda n: float(interp1(float(n), np.asarray(ov["num_seqs"], float),
                                                    np.asarray(ov["time_s"], float))))
