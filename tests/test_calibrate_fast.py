@@ -106,3 +106,5 @@ def test_estimate_counts_points_not_a_constant():
     # the fast grid of one block is well under the full one it replaces
     assert F.block_points(F.grid_for(16)) < F.full_points() - F.shared_points()
     assert "estimate" in F.estimate_full_or_fast(SIZES, True) and "to be measured" in nine["basis"]
+    # a full calibration also runs the serving fit (fast ones do not), and its estimate says so
+    assert "serving fit" in F.estimate_full_or_fast([16], False) and "serving fit" not in F.estimate_full_or_fast([16], True)
