@@ -264,8 +264,8 @@ def test_rows_whose_kv_does_not_fit_are_skipped_and_said(monkeypatch):
     monkeypatch.setattr(SF, "PROMPT_RANGE", (8, 64))
     monkeypatch.setattr(SF, "OUTPUT_RANGE", (24, 48))
     spec = get_model("tiny-opt")
-    per_seq_bytes = -(-(64 + 48 + 8) // 16) * 16 * spec.kv_bytes_per_token(2)
-    monkeypatch.setattr(SF, "_free_bytes", lambda device: int(3 * per_seq_bytes / SF.KV_MEMORY_SHARE))
+    block_bytes, per_seq = 16 * spec.kv_bytes_per_token(2), -(-(64 + 48 + 8) // 16)   # a row's pool: n x per_seq + 64
+    monkeypatch.setattr(SF, "_free_bytes", lambda device: int((3 * per_seq + 64) * block_bytes / SF.KV_MEMORY_SHARE))
     prof = dict(steep_profile(), model=spec.name, num_layers=spec.num_layers)
     model = build_model(spec, dtype=torch.float16, device=torch.device("cpu"), weights="dummy")
     lines = []

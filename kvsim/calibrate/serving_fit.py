@@ -241,6 +241,18 @@ def load_runs(out_dir) -> dict[int, tuple[pd.DataFrame, pd.DataFrame]]:
     return runs
 
 
+def serving_scenario(profile: dict, bs: int, n: int, device: str = "cuda", cuda_graphs: bool = True):
+    """The scenario of the serving run at ``n`` rows (:func:`serving_workload`), with a KV pool for its worst case."""
+    import kvsim
+    from kvsim.catalogue import get_model
+    engine, workload = serving_workload(n, get_model(profile["model"]).max_seq_len)
+    per_seq = -(-(workload["prompt_len_range"][1] + workload["output_len_range"][1] + 8) // bs)
+    return kvsim.load_scenario({
+        "name": f"calibrate-serving-{n}", "model": profile["model"], "gpu": "h100-80gb", "dtype": profile["dtype"],
+        "seed": 0, "engine": {"block_size": bs, "num_gpu_blocks": n * per_seq + 64, "swap_space_gib": 0, **engine},
+        "workload": workload, "runtime": {"device": device, "cuda_graphs": cuda_graphs}})
+
+
 def _free_bytes(device: str) -> int | None:
     """Free GPU memory now (None off CUDA: nothing to cap)."""
     import torch
@@ -268,18 +280,12 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
         if deadline is not None and time.perf_counter() > deadline:
             log(f"serving n={n}: skipped, and the rows after it: the calibration's time limit is near")
             break
-        engine, workload = serving_workload(n, spec.max_seq_len)
-        per_seq = -(-(workload["prompt_len_range"][1] + workload["output_len_range"][1] + 8) // bs)
-        need = n * per_seq * bs * spec.kv_bytes_per_token(2 if profile["dtype"] in ("fp16", "bf16") else 4)
+        sc = serving_scenario(profile, bs, n, device, cuda_graphs)
+        need = sc.engine.num_gpu_blocks * bs * spec.kv_bytes_per_token(2 if profile["dtype"] in ("fp16", "bf16") else 4)
         if free is not None and need > KV_MEMORY_SHARE * free:
             log(f"serving n={n}: skipped, its KV ({need / 2**30:.1f} GiB) is over {KV_MEMORY_SHARE:.0%} of the "
                 f"free memory ({free / 2**30:.1f} GiB)")
             continue
-        sc = kvsim.load_scenario({
-            "name": f"calibrate-serving-{n}", "model": profile["model"], "gpu": "h100-80gb",
-            "dtype": profile["dtype"], "seed": 0,
-            "engine": {"block_size": bs, "num_gpu_blocks": n * per_seq + 64, "swap_space_gib": 0, **engine},
-            "workload": workload, "runtime": {"device": device, "cuda_graphs": cuda_graphs}})
         res = RealEngine(sc, model=model).run()
         runs[n] = (res.iterations, res.requests)
         refs.append((res.info.get("reference_step") or {}).get("time_s"))     # the card's speed at each run

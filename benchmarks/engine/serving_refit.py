@@ -1,0 +1,77 @@
+"""How well the serving fit carries from row to row: its own runs, each row predicted from the others (CPU).
+
+`kvsim calibrate --serving-runs DIR` keeps the engine records of the serving fit's runs
+(:mod:`kvsim.calibrate.serving_fit`). This refits them with the profile made in the same calibration and, per
+row ``n``, prices that row's decode steps three ways: with the fit of all rows (what the profile holds), with
+the fit of the other rows only (leave one row out: how the fit does at a batch it was not fitted on, which is
+every batch but seven in serving), and with the profile's evenly spaced spread grid instead of the fit. The
+data are the calibration's own runs, not a validation scenario's, so choosing a fit form on them does not tune
+to the validation set.
+
+usage: python benchmarks/engine/serving_refit.py --profile P.json RUNS_DIR [--block-size 16]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from kvsim.calibrate import serving_fit as SF
+from kvsim.cost.profile import interp1
+from kvsim.graph_sizes import engine_graph_sizes
+
+
+def row_errors(prof: dict, bs: int, runs: dict) -> list[dict]:
+    """Per row: measured mean decode step and the three prices' mean errors (see module doc)."""
+    graphs = engine_graph_sizes(SF.serving_scenario(prof, bs, max(runs), device="cpu"))
+    bare = SF.stripped_cost(prof, bs, graphs, drop=SF.FITTED, bare=True)
+    grid_priced = SF.stripped_cost(prof, bs, graphs, drop=SF.FITTED, bare=False)
+    ov = prof["step_overhead"]
+
+    def overhead(n):
+        return float(interp1(float(n), np.asarray(ov["num_seqs"], float), np.asarray(ov["time_s"], float)))
+
+    def priced(fit, n, ctx):
+        grid, unit = bare.decode_grid_and_spread(n, ctx.ctx_sum.to_numpy(float), ctx.ctx_max.to_numpy(float))
+        xs = np.asarray(fit["num_seqs"], float)
+        return grid + overhead(n) + float(np.interp(n, xs, fit["extra_s"])) + \
+            float(np.interp(n, xs, fit["spread_frac"])) * unit
+    full = SF.fit_from_runs(bare, runs, overhead)
+    out = []
+    for n, (its, reqs) in sorted(runs.items()):
+        ctx = SF.step_contexts(its, reqs)
+        ctx = ctx[ctx.valid & (ctx.n == n)]
+        if len(ctx) < SF.MIN_STEPS:
+            continue
+        measured = its.loc[ctx.index, "duration_s"].to_numpy(float)
+        others = SF.fit_from_runs(bare, {m: r for m, r in runs.items() if m != n}, overhead)
+        grid = grid_priced.decode_step_times(n, ctx.ctx_sum.to_numpy(float), ctx.ctx_max.to_numpy(float))
+        row = {"n": n, "steps": len(ctx), "measured_ms": 1e3 * float(measured.mean()),
+               "fit_all": float(priced(full, n, ctx).mean() / measured.mean() - 1) if full else float("nan"),
+               "fit_others": float(priced(others, n, ctx).mean() / measured.mean() - 1) if others else float("nan"),
+               "spread_grid": float(np.mean(grid) / measured.mean() - 1)}
+        out.append(row)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", help="the --serving-runs directory of a calibration")
+    ap.add_argument("--profile", required=True, help="the profile that calibration wrote")
+    ap.add_argument("--block-size", type=int, default=16)
+    a = ap.parse_args()
+    prof = json.load(open(a.profile))
+    runs = SF.load_runs(a.runs)
+    if not runs:
+        raise SystemExit(f"error: runs: no n<N>/iterations.csv under {a.runs}")
+    rows = row_errors(prof, a.block_size, runs)
+    print("| rows | steps | measured mean (ms) | fit, all rows | fit, other rows | spread grid |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['n']} | {r['steps']} | {r['measured_ms']:.3f} | {r['fit_all']:+.2%} | {r['fit_others']:+.2%} "
+              f"| {r['spread_grid']:+.2%} |")
+
+
+if __name__ == "__main__":
+    main()
