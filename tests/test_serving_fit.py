@@ -235,10 +235,15 @@ def test_the_cost_model_prices_prefill_only_steps_with_prefill_serving():
     plain = cost_of(prof)
     served = cost_of(dict(prof, prefill_serving={"16": {"tokens": [64, 512], "extra_s": [2e-4, -1e-4]}}))
     one = lambda t: StepPlan(prefill_group_ids=[0], prefill_new_tokens=[t], prefill_cached_tokens=[0])
-    # in place of prefill_overhead (1 ms): +0.2 ms at 64 tokens, interpolated, -0.1 ms at 512 and beyond
+    # in place of prefill_overhead (1 ms): +0.2 ms at 64 tokens (and below), interpolated, -0.1 ms at 512;
+    # past the longest measured prompt prefill_overhead again (no extrapolation onto bigger steps)
     assert served.step_time(one(64)) == pytest.approx(plain.step_time(one(64)) - 1e-3 + 2e-4)
+    assert served.step_time(one(16)) == pytest.approx(plain.step_time(one(16)) - 1e-3 + 2e-4)
     assert served.step_time(one(288)) == pytest.approx(plain.step_time(one(288)) - 1e-3 + 0.5e-4)
-    assert served.step_time(one(2000)) == pytest.approx(plain.step_time(one(2000)) - 1e-3 - 1e-4)
+    assert served.step_time(one(512)) == pytest.approx(plain.step_time(one(512)) - 1e-3 - 1e-4)
+    assert served.step_time(one(2000)) == pytest.approx(plain.step_time(one(2000)))
+    batch = StepPlan(prefill_group_ids=[0, 1, 2], prefill_new_tokens=[900, 800, 700], prefill_cached_tokens=[0] * 3)
+    assert served.step_time(batch) == pytest.approx(plain.step_time(batch))
     # never below the grid price without the step overhead
     deep = cost_of(dict(prof, prefill_serving={"16": {"tokens": [64], "extra_s": [-1.0]}}))
     over = float(interp1(1.0, *Profile(prof).overhead))

@@ -35,9 +35,11 @@ fitted row the fraction is the spread grid's at that batch (measured there, on e
 falls at large batches, where many programs share the SMs, so holding a small batch's fitted fraction would
 overprice them), reached linearly from the last fitted fraction by the grid's next batch, and ``extra_s`` is
 held. Profiles with
-``prefill_serving`` (the lone prefill steps of those runs) price a prefill-only step with its ``extra_s(T)``
-(interpolated in the step's prompt tokens, held outside; it may be negative, but never takes the step below
-its grid price without overhead) in place of ``prefill_overhead``. A prefill
+``prefill_serving`` (the lone prefill steps of those runs) price a prefill-only step of up to its longest
+measured prompt with its ``extra_s(T)`` (interpolated in the step's prompt tokens, held below; it may be
+negative, but never takes the step below its grid price without overhead) in place of ``prefill_overhead``;
+a longer step keeps ``prefill_overhead`` (the curve's values there would be extrapolated from single prompts
+onto, e.g., a static scheduler's multi-prompt batch). A prefill
 iteration is ``overhead + prefill_step(T') +
 L x (attention of the actual groups - attention of one fresh T-token
 sequence)``, with ``T'`` the CUDA-graph token count the engine pads ``T`` to when the grid was timed
@@ -267,9 +269,10 @@ class CalibratedCostModel(DecodeSpreadMixin, CostModel):
             for new, c in zip(plan.prefill_new_tokens, cached):
                 layer += float(interp2(float(new), float(c), *self._pre))
             t = float(interp1(rows, *p.overhead)) + self.L * layer + float(interp1(rows, *p.lm_head))
-        if self._pserving is not None and not ctx and groups:
+        if self._pserving is not None and not ctx and groups and plan.num_prefill_tokens <= self._pserving[0][-1]:
             # a prefill-only step as lone prompts cost in the serving runs (kvsim.calibrate.serving_fit): an
-            # extra that may be negative, never below the step's grid price without its overhead
+            # extra that may be negative, never below the step's grid price without its overhead; only up to
+            # the longest prompt measured (a bigger step, e.g. a static batch, keeps prefill_overhead)
             over = float(interp1(float(groups), *p.overhead))
             t = max(t - over, t + float(np.interp(float(plan.num_prefill_tokens), *self._pserving)))
         else:
