@@ -29,7 +29,7 @@ KEYS = ("throughput_req_s", "throughput_tok_s", "normalized_latency_s", "normali
 
 
 def scenario(model: str, allocator: str, rate: float | None, n: int, block_size: int):
-    wl = {"dataset": "sharegpt", "num_requests": n}
+    wl = {"dataset": "sharegpt_like", "num_requests": n}
     wl.update({"arrival": "burst"} if rate is None else {"arrival": "poisson", "rate_req_s": rate})
     return kvsim.load_scenario({"name": f"{model}-{allocator}-{'offline' if rate is None else f'{rate:g}rps'}",
                                 "model": model, "gpu": "h100-80gb",

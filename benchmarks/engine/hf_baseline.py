@@ -48,7 +48,7 @@ def run(name: str, n: int, device: str, block_size: int = 256) -> dict:
     dtype = torch.float16 if device == "cuda" else torch.float32
     spec, model = hf_model(name, device, dtype)
     sc = kvsim.load_scenario({"model": name, "gpu": "h100-80gb",
-                              "workload": {"dataset": "sharegpt", "arrival": "burst", "num_requests": n}})
+                              "workload": {"dataset": "sharegpt_like", "arrival": "burst", "num_requests": n}})
     specs = setup_run(sc).requests
     prompts = [synthetic_prompt_tokens(s, spec.vocab_size).tolist() for s in specs]
     gen = GenerationConfig(do_sample=False, max_new_tokens=max(s.output_len for s in specs), eos_token_id=None,

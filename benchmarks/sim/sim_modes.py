@@ -43,7 +43,7 @@ def one(mode: str, n: int) -> dict:
     from kvsim.sim import SimEngine
     base = {"name": f"speed-{mode}-{n}", "model": "opt-13b", "gpu": "a100-40gb",
             "engine": {"allocator": "paged", "block_size": 16},
-            "workload": {"dataset": "sharegpt", "rate_req_s": 1.0, "num_requests": n}, "seed": 0}
+            "workload": {"dataset": "sharegpt_like", "rate_req_s": 1.0, "num_requests": n}, "seed": 0}
     t0 = time.perf_counter()
     sc = load_scenario(base, [f"{k}={json.dumps(v)}" for k, v in MODES[mode].items()])
     eng = SimEngine(setup_run(sc))

@@ -21,7 +21,7 @@ from kvsim.sim import SimEngine
 def scenario(n: int, rate: float):
     return load_scenario({"name": f"speed-{n}", "model": "opt-13b", "gpu": "a100-40gb",
                           "engine": {"allocator": "paged", "block_size": 16},
-                          "workload": {"dataset": "sharegpt", "rate_req_s": rate, "num_requests": n},
+                          "workload": {"dataset": "sharegpt_like", "rate_req_s": rate, "num_requests": n},
                           "seed": 0})
 
 
