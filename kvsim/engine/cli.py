@@ -67,4 +67,10 @@ def cmd_engine(args) -> int:
     print(format_summary(res.summary, clock="wall"))
     print(f"  per iteration: cpu {info['cpu_s_mean'] * 1e3:.2f} ms, gpu {info['gpu_s_mean'] * 1e3:.2f} ms; "
           f"wrote {out}/{{{', '.join(written)}}} in {time.perf_counter() - t0:.1f} s")
+    compiled = info.get("kernels_compiled_while_serving", 0)
+    if compiled:
+        steps = sorted({e["step"] for e in info.get("kernels_compiled_while_serving_first", [])})
+        print(f"note: {compiled} Triton kernel(s) compiled while serving (steps {', '.join(map(str, steps[:8]))}"
+              f"{', ...' if len(steps) > 8 else ''}): those steps' times include compiling; warm-up missed a "
+              f"kernel variant (benchmarks/engine/compile_watch.py says which)")
     return 0
