@@ -36,7 +36,14 @@ def speed_row(scenario: str, engine_info: dict | None, profile_meta: dict | None
     return {"scenario": scenario, "engine_ref_ms": None if eng is None else eng * 1e3,
             "profile_ref_ms": None if prof is None else prof * 1e3,
             "ratio": None if eng is None or prof is None else eng / prof,
-            "same_card": None if a is None or b is None else a == b}
+            "same_card": None if a is None or b is None else a == b,
+            "compiled": _compiled(engine_info)}
+
+
+def _compiled(engine_info) -> int | None:
+    """Triton kernels the engine compiled while serving (:mod:`kvsim.engine.compile_log`), None if unrecorded."""
+    n = engine_info.get("kernels_compiled_while_serving") if isinstance(engine_info, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else None
 
 
 def speed_markdown(rows: list[dict]) -> str:
@@ -50,9 +57,16 @@ def speed_markdown(rows: list[dict]) -> str:
              "The same fixed decode step timed before the engine run and in the calibration "
              "(`kvsim/engine/reference_step.py`); ratio > 1: the run's card was slower than the profile's. "
              "Same card: both recorded the same GPU UUID (a different card of the same model can differ by "
-             "several percent in step time and host work).", "",
-             "| scenario | engine (ms) | profile (ms) | engine ÷ profile | same card |", "|---|---|---|---|---|"]
+             "several percent in step time and host work). Compiles: Triton kernels the engine compiled while "
+             "serving (none expected after warm-up; each one's step includes compiling).", "",
+             "| scenario | engine (ms) | profile (ms) | engine ÷ profile | same card | compiles |",
+             "|---|---|---|---|---|---|"]
     yes = {True: "yes", False: "**no**", None: "–"}
     lines += [f"| {r['scenario']} | {f(r['engine_ref_ms'], '.3f')} | {f(r['profile_ref_ms'], '.3f')} | "
-              f"{f(r['ratio'], '.3f')} | {yes[r.get('same_card')]} |" for r in rows]
+              f"{f(r['ratio'], '.3f')} | {yes[r.get('same_card')]} | {_compiles_cell(r.get('compiled'))} |"
+              for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def _compiles_cell(n: int | None) -> str:
+    return "–" if n is None else "0" if n == 0 else f"**{n}**"

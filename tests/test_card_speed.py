@@ -98,3 +98,16 @@ def test_gpu_uuid_names_the_card_or_is_unknown(monkeypatch):
         raise RuntimeError("no CUDA")
     monkeypatch.setattr(torch.cuda, "get_device_properties", broken)
     assert gpu_uuid("cuda:0") is None
+
+
+def test_compiles_while_serving_are_shown_beside_the_card():
+    """An engine run that compiled kernels on the clock says so in the card table; older runs say nothing."""
+    ref = {"reference_step": {"time_s": 0.01}}
+    meta = {"reference_step": {"16": {"time_s": 0.01}}}
+    rows = [speed_row("a", dict(ref, kernels_compiled_while_serving=2), meta, 16),
+            speed_row("b", dict(ref, kernels_compiled_while_serving=0), meta, 16),
+            speed_row("c", ref, meta, 16), speed_row("d", dict(ref, kernels_compiled_while_serving="x"), meta, 16)]
+    assert [r["compiled"] for r in rows] == [2, 0, None, None]
+    md = speed_markdown(rows)
+    assert "| a | 10.000 | 10.000 | 1.000 | – | **2** |" in md and "| b | 10.000 | 10.000 | 1.000 | – | 0 |" in md
+    assert "| c | 10.000 | 10.000 | 1.000 | – | – |" in md
