@@ -263,6 +263,9 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
         if speeds[-1]["same_card"] is False:
             print(f"note: {sc.name}: the engine ran on another card than the profile's (a different GPU UUID); "
                   "lent cards of one model differ by several percent, which the errors below include")
+        if speeds[-1]["compiled"]:
+            print(f"note: {sc.name}: the engine compiled {speeds[-1]['compiled']} Triton kernel(s) while serving; "
+                  "those steps' times include compiling (its step_sizes.md lists the slow steps)")
         try:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as e:

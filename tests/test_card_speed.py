@@ -70,12 +70,15 @@ def test_validate_reports_card_speed_and_predictions_do_not_change(tmp_path, cap
     doc = json.loads((out / name / "engine" / "summary.json").read_text())
     doc["engine"]["reference_step"] = {"rows": 8, "ctx": 256, "graph": True, "time_s": 0.0099,
                                        "gpu_uuid": "GPU-engine"}
+    doc["engine"]["kernels_compiled_while_serving"] = 2
     (out / name / "engine" / "summary.json").write_text(json.dumps(doc))
     timed = run_validation(scen, [str(pfile)], out, replay=True)
     pd.testing.assert_frame_equal(plain, timed)
     md = (out / "validation-replay.md").read_text()
-    assert "## Card speed" in md and f"| {name} | 9.900 | 9.000 | 1.100 | **no** |" in md
-    assert f"note: {name}: the engine ran on another card" in capsys.readouterr().out
+    assert "## Card speed" in md and f"| {name} | 9.900 | 9.000 | 1.100 | **no** | **2** |" in md
+    said = capsys.readouterr().out
+    assert f"note: {name}: the engine ran on another card" in said
+    assert f"note: {name}: the engine compiled 2 Triton kernel(s) while serving" in said
     assert "## Card speed" not in (tmp_path / "a" / "validation-replay.md").read_text()
 
 
