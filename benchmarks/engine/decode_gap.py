@@ -21,7 +21,6 @@ usage (GPU): python benchmarks/engine/decode_gap.py SCENARIO.yaml --out DIR [--s
 """
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import time
@@ -31,18 +30,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from recorded_run import gap_parser, run_recorded
+
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("scenario")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--samples", type=int, default=80)
-    ap.add_argument("--profile", default=None)
-    ap.add_argument("--set", action="append", default=[])
-    a = ap.parse_args()
+    a = gap_parser(__doc__.splitlines()[0], samples=80).parse_args()
     import kvsim
     from kvsim.calibrate.measure import _bench
-    from kvsim.engine.engine import RealEngine
     from kvsim.cost.profile import spread_contexts
     from kvsim.engine.synthetic_step import synthetic_step
     out = Path(a.out)
@@ -54,21 +48,8 @@ def main() -> None:
     def mark(name):
         phases.append({"phase": name, "unix_s": time.time()})
     sc = kvsim.load_scenario(a.scenario, a.set)
-    mark("build")
-    eng = RealEngine(sc)
-    ctxs: list[tuple[int, list[int]]] = []
-    prepare = eng.runner.prepare
-
-    def recording(plan):
-        ctxs.append((len(plan.prefill_new_tokens), list(plan.decode_context_tokens)))
-        return prepare(plan)
-    eng.runner.prepare = recording
-    mark("run")
-    res = eng.run()
-    mark("replay")
-    its = res.iterations.copy()
-    its["n_prefill"] = [c[0] for c in ctxs]
-    its["ctx"] = [c[1] for c in ctxs]
+    eng, _, its = run_recorded(sc, mark)
+    its["n_prefill"] = [len(x) for x in its.new]
     dec = its[(its.n_prefill == 0) & (its.decode_seqs > 0) & (its.swap_in_blocks == 0)
               & (its.swap_out_blocks == 0) & (its.cow_copies == 0)]
     pick = dec.iloc[np.linspace(0, len(dec) - 1, min(a.samples, len(dec))).astype(int)]

@@ -18,13 +18,14 @@ usage (GPU): python benchmarks/engine/prefill_gap.py SCENARIO.yaml --out DIR [--
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+
+from recorded_run import gap_parser, run_recorded
 
 
 def equal_split(total: int, k: int) -> list[int]:
@@ -34,33 +35,15 @@ def equal_split(total: int, k: int) -> list[int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("scenario")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--samples", type=int, default=60)
-    ap.add_argument("--profile", default=None)
-    ap.add_argument("--set", action="append", default=[])
-    a = ap.parse_args()
+    a = gap_parser(__doc__.splitlines()[0], samples=60).parse_args()
     import kvsim
     from kvsim.calibrate.measure import _bench_between
     from kvsim.core.plan import StepPlan
-    from kvsim.engine.engine import RealEngine
     from kvsim.engine.synthetic_step import synthetic_step
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     sc = kvsim.load_scenario(a.scenario, a.set or None)
-    eng = RealEngine(sc)
-    shapes: list[tuple[list[int], list[int]]] = []
-    prepare = eng.runner.prepare
-
-    def recording(plan):
-        shapes.append((list(plan.prefill_new_tokens), list(plan.prefill_cached_tokens or [0] * len(plan.prefill_new_tokens))))
-        return prepare(plan)
-    eng.runner.prepare = recording
-    res = eng.run()
-    its = res.iterations.copy()
-    its["new"] = [s[0] for s in shapes]
-    its["cached"] = [s[1] for s in shapes]
+    eng, _, its = run_recorded(sc)
     pre = its[(its.decode_seqs == 0) & (its.prefill_tokens > 0) & (its.swap_in_blocks == 0)
               & (its.swap_out_blocks == 0) & (its.cow_copies == 0)].sort_values("prefill_tokens")
     pick = pre.iloc[np.linspace(0, len(pre) - 1, min(a.samples, len(pre))).astype(int)] if len(pre) else pre
