@@ -28,8 +28,8 @@ def test_compiles_are_counted_with_their_step_chained_and_the_hook_restored(monk
     assert rt.jit_post_compile_hook is before and seen == ["_decode_kernel"] * 2
     info = log.info()
     assert info["kernels_compiled_while_serving"] == 2
-    assert info["kernels_compiled_while_serving_first"] == [{"step": 3, "kernel": "_decode_kernel"},
-                                                            {"step": 7, "kernel": "_decode_kernel"}]
+    assert info["kernels_compiled_while_serving_first"] == [{"step": 3, "kernel": "_decode_kernel", "spec": "r"},
+                                                            {"step": 7, "kernel": "_decode_kernel", "spec": ""}]
 
 
 def test_the_kept_list_is_bounded_but_the_count_is_whole(monkeypatch):

@@ -10,6 +10,7 @@ hook API it records nothing.
 from __future__ import annotations
 
 MAX_EVENTS = 50      # kept in the run's info (the count is always whole)
+SPEC_CHARS = 300     # of Triton's description of the compiled specialisation
 
 
 def _runtime_knobs():
@@ -35,7 +36,8 @@ class CompileLog:
         self.count += 1
         if len(self.events) < MAX_EVENTS:
             fn = kwargs.get("fn")
-            self.events.append({"step": self.step, "kernel": str(getattr(fn, "name", fn))})
+            self.events.append({"step": self.step, "kernel": str(getattr(fn, "name", fn)),
+                                "spec": str(kwargs.get("repr", ""))[:SPEC_CHARS]})
         return self._prev(*args, **kwargs) if self._prev is not None else None
 
     def __enter__(self) -> "CompileLog":
