@@ -154,8 +154,8 @@ def measure_block(model, bs: int, dev, *, cuda_graphs: bool = True, fast: bool =
     return out
 
 
-
 RESERVE_AFTER_SERVING_S = 90.0   # what the fits after the serving runs take (prefill overhead, busy and idle)
+
 
 def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: str, command: str,
               cuda_graphs: bool = True, fast: bool = False, serving_runs: str | None = None,

@@ -281,7 +281,7 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
             log(f"serving n={n}: skipped, and the rows after it: the calibration's time limit is near")
             break
         sc = serving_scenario(profile, bs, n, device, cuda_graphs)
-        need = sc.engine.num_gpu_blocks * bs * spec.kv_bytes_per_token(2 if profile["dtype"] in ("fp16", "bf16") else 4)
+        need = sc.engine.num_gpu_blocks * bs * spec.kv_bytes_per_token(sc.dtype_bytes)
         if free is not None and need > KV_MEMORY_SHARE * free:
             log(f"serving n={n}: skipped, its KV ({need / 2**30:.1f} GiB) is over {KV_MEMORY_SHARE:.0%} of the "
                 f"free memory ({free / 2**30:.1f} GiB)")

@@ -57,14 +57,17 @@ class DecodeSpreadMixin:
         """Unequal contexts above the serving fit's largest row ``n0``: the spread grid's fraction (module doc),
         reached linearly from the fitted fraction at ``n0`` over the gap to the grid's next batch, so the price
         does not jump where the fitted rows end."""
-        xs, _, frac = self._serving
-        n0, xa = float(xs[-1]), self._lam[0]
-        nxt = next((float(x) for x in xa if x > n0), None)
+        join = self._dec_cache.get(("join",))     # (last fitted row, its fraction, the grid's next batch), once
+        if join is None:
+            xs, _, frac = self._serving
+            n0 = float(xs[-1])
+            join = self._dec_cache[("join",)] = (n0, float(frac[-1]), next((float(x) for x in self._lam[0] if x > n0), None))
+        n0, frac0, nxt = join
         if nxt is None or n >= nxt:
             return self._spread_excess(b, sums, ctx_max, base)
         top = np.maximum(np.asarray(ctx_max, dtype=np.float64), sums / b)
         w = (n - n0) / (nxt - n0)
-        lam = (1.0 - w) * float(frac[-1]) + w * self._grid_fraction(nxt, top)
+        lam = (1.0 - w) * frac0 + w * self._grid_fraction(nxt, top)
         return lam * self._spread_unit(b, sums, ctx_max, base)
 
     def _spread_unit(self, b: float, sums: np.ndarray, ctx_max, base: np.ndarray) -> np.ndarray:
