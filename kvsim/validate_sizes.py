@@ -57,11 +57,20 @@ def _per_running(its: pd.DataFrame) -> np.ndarray:
     return np.where(req > 0, its.mem_used.to_numpy(dtype=float) / np.where(req > 0, req, 1), np.nan)
 
 
-def _side(its: pd.DataFrame, kinds: pd.Series, kind: str, col: str, lo: int, hi: float):
+def _in_bin(its: pd.DataFrame, kinds: pd.Series, kind: str, col: str | None, lo: float, hi: float) -> np.ndarray:
+    """The steps of ``kind`` whose ``col`` lies in ``lo..hi`` (every step of the kind without ``col``; none
+    when the records lack the column)."""
+    sel = (kinds == kind).to_numpy()
+    if col is None:
+        return sel
     if col not in its.columns:
-        return np.zeros(0), np.zeros(0)
+        return np.zeros(len(its), dtype=bool)
     size = its[col].to_numpy(dtype=float)
-    sel = ((kinds == kind).to_numpy() & (size >= lo) & (size <= hi))
+    return sel & (size >= lo) & (size <= hi)
+
+
+def _side(its: pd.DataFrame, kinds: pd.Series, kind: str, col: str, lo: int, hi: float):
+    sel = _in_bin(its, kinds, kind, col, lo, hi)
     return its.duration_s.to_numpy(dtype=float)[sel], _per_running(its)[sel]
 
 
@@ -133,17 +142,10 @@ def outlier_steps(sim_its: pd.DataFrame, eng_its: pd.DataFrame) -> pd.DataFrame:
     for kind, col, edges in groups:
         if col is not None and col not in eng_its.columns:
             continue
-        bins = bin_labels(edges) if edges else [("all", 0, float("inf"))]
-        for label, lo, hi in bins:
-            if col is None:
-                e_sel, s_sel = (ek == kind).to_numpy(), (sk == kind).to_numpy()
-                size = np.full(len(dur), np.nan)
-            else:
-                size = eng_its[col].to_numpy(dtype=float)
-                e_sel = (ek == kind).to_numpy() & (size >= lo) & (size <= hi)
-                s_size = sim_its[col].to_numpy(dtype=float) if col in sim_its.columns else np.zeros(len(sim_its))
-                s_sel = (sk == kind).to_numpy() & (s_size >= lo) & (s_size <= hi)
-            sim_d = sim_its.duration_s.to_numpy(dtype=float)[s_sel]
+        size = eng_its[col].to_numpy(dtype=float) if col is not None else np.full(len(dur), np.nan)
+        for label, lo, hi in bin_labels(edges) if edges else [("all", 0, float("inf"))]:
+            e_sel = _in_bin(eng_its, ek, kind, col, lo, hi)
+            sim_d = sim_its.duration_s.to_numpy(dtype=float)[_in_bin(sim_its, sk, kind, col, lo, hi)]
             if len(sim_d) >= MIN_STEPS:
                 typical, source = float(np.median(sim_d)), "simulator"
             elif e_sel.sum() >= MIN_STEPS:

@@ -61,7 +61,8 @@ class DecodeSpreadMixin:
         if join is None:
             xs, _, frac = self._serving
             n0 = float(xs[-1])
-            join = self._dec_cache[("join",)] = (n0, float(frac[-1]), next((float(x) for x in self._lam[0] if x > n0), None))
+            nxt = next((float(x) for x in self._lam[0] if x > n0), None)
+            join = self._dec_cache[("join",)] = (n0, float(frac[-1]), nxt)
         n0, frac0, nxt = join
         if nxt is None or n >= nxt:
             return self._spread_excess(b, sums, ctx_max, base)
