@@ -39,3 +39,19 @@ def synthetic_profile(model="OPT-13B", layers=40, dtype="fp16", block_sizes=(16,
         prof["prefill_step"] = {str(bs): {"tokens": tokens, "time_s": jitter([0.012 + t * 1.2e-5 for t in tokens])}
                                 for bs in block_sizes}
     return prof
+
+
+def spread_grid(uniform, lam: float, batch=(1, 4, 16, 64, 256), tops=(512, 2048)) -> dict:
+    """A ``decode_spread_step`` table for one block size whose steps lie ``lam`` of the way from the uniform step
+    at the shape's mean context to the uniform step at its longest; ``uniform`` is a calibrated cost model of
+    the profile without a spread grid (its steps, less its step overhead, are the grid's)."""
+    from kvsim.cost.profile import spread_contexts
+    times = []
+    for n in batch:
+        row = []
+        for top in tops:
+            lo = uniform.decode_step_times(n, np.array([float(sum(spread_contexts(n, top)))]))[0]
+            hi = uniform.decode_step_times(n, np.array([float(n * top)]))[0]
+            row.append(float(lo + lam * (hi - lo)) - float(np.interp(n, *uniform.p.overhead)))
+        times.append(row)
+    return {"batch": list(batch), "max_ctx": list(tops), "time_s": times}

@@ -11,7 +11,7 @@ import kvsim
 from kvsim.core.plan import StepPlan
 from kvsim.cost.calibrated import CalibratedCostModel, Profile, interp1, load_profile
 from kvsim.errors import KvsimError
-from tests.profile_factory import synthetic_profile
+from tests.profile_factory import spread_grid, synthetic_profile
 
 
 def model(prof=None, **kw) -> CalibratedCostModel:
@@ -167,20 +167,9 @@ def _steps_profile(per_row: float = 0.0) -> dict:
 def _with_spread_grid(lam: float, graphs: bool = True, per_row: float = 0.0) -> dict:
     """A whole-iteration profile whose spread grid lies ``lam`` of the way from the uniform step at the
     shape's mean context to the uniform step at its longest."""
-    from kvsim.cost.calibrated import spread_contexts
     prof = _steps_profile(per_row)
     prof["meta"]["cuda_graphs"] = graphs
-    uni = model(_steps_profile(per_row))
-    batch, tops = [1, 4, 16, 64, 256], [512, 2048]
-    times = []
-    for n in batch:
-        row = []
-        for top in tops:
-            lo = uni.decode_step_times(n, np.array([float(sum(spread_contexts(n, top)))]))[0]
-            hi = uni.decode_step_times(n, np.array([float(n * top)]))[0]
-            row.append(float(lo + lam * (hi - lo)) - float(np.interp(n, *uni.p.overhead)))
-        times.append(row)
-    prof["decode_spread_step"] = {"16": {"batch": batch, "max_ctx": tops, "time_s": times}}
+    prof["decode_spread_step"] = {"16": spread_grid(model(_steps_profile(per_row)), lam)}
     return prof
 
 

@@ -9,7 +9,7 @@ import kvsim
 from kvsim.calibrate import serving_fit as SF
 from kvsim.cost.calibrated import CalibratedCostModel, Profile
 from kvsim.cost.profile import interp1
-from tests.profile_factory import synthetic_profile
+from tests.profile_factory import spread_grid, synthetic_profile
 
 
 def serving_run(n: int, seed: int = 0, output=(16, 96)):
@@ -59,12 +59,9 @@ def cost_of(prof, graphs=(1, 2, 4, 8, 16, 32)):
                                decode_graph_batches=list(graphs))
 
 
-@pytest.mark.parametrize("noise", [0.0, 2e-5])
-def test_the_fit_recovers_a_known_overhead_and_spread_fraction(noise):
-    """Durations made from the profile's grid + o_n + λ_n·unit (+ noise): the fit returns o_n - overhead(n), λ_n."""
-    prof = steep_profile()
-    bare = cost_of(dict(prof, step_overhead={"num_seqs": [1.0], "time_s": [0.0]}))
-    truth = {4: (1.0e-3, 0.6), 8: (1.3e-3, 0.4)}
+def _runs_made_of(bare, truth, noise, spread):
+    """Serving runs whose decode durations are the profile's grid + o_n + ``spread(n, unit, grid spread)``
+    (+ noise)."""
     rng = np.random.default_rng(1)
     runs = {}
     for n, (o, lam) in truth.items():
@@ -73,17 +70,56 @@ def test_the_fit_recovers_a_known_overhead_and_spread_fraction(noise):
         ctx = SF.step_contexts(its, reqs)
         ctx = ctx[ctx.valid]
         for k, r in ctx.iterrows():
-            grid, unit = bare.decode_grid_and_spread(int(r.n), np.array([r.ctx_sum]), np.array([r.ctx_max]))
-            its.loc[k, "duration_s"] = grid[0] + o + lam * unit[0] + noise * rng.standard_normal()
+            sums, top = np.array([r.ctx_sum]), np.array([r.ctx_max])
+            grid, unit = bare.decode_grid_and_spread(int(r.n), sums, top)
+            extra = spread(lam, unit[0], bare.decode_grid_spread(int(r.n), sums, top)[0])
+            its.loc[k, "duration_s"] = grid[0] + o + extra + noise * rng.standard_normal()
         runs[n] = (its, reqs)
+    return runs
+
+
+def _overhead(prof):
     ov = prof["step_overhead"]
-    overhead = lambda n: float(interp1(float(n), np.array(ov["num_seqs"], float), np.array(ov["time_s"], float)))
-    fit = SF.fit_from_runs(bare, runs, overhead)
-    assert fit["num_seqs"] == [4, 8]
+    return lambda n: float(interp1(float(n), np.array(ov["num_seqs"], float), np.array(ov["time_s"], float)))
+
+
+@pytest.mark.parametrize("noise", [0.0, 2e-5])
+def test_the_row_form_recovers_a_known_overhead_and_spread_fraction(noise):
+    """Durations made from the profile's grid + o_n + λ_n·unit (+ noise): the fit returns o_n - overhead(n), λ_n."""
+    prof = steep_profile()
+    bare = cost_of(dict(prof, step_overhead={"num_seqs": [1.0], "time_s": [0.0]}))
+    truth = {4: (1.0e-3, 0.6), 8: (1.3e-3, 0.4)}
+    runs = _runs_made_of(bare, truth, noise, lambda lam, unit, _: lam * unit)
+    fit = SF.fit_from_runs(bare, runs, _overhead(prof), form="row")
+    assert fit["num_seqs"] == [4, 8] and "spread" not in fit
     for i, n in enumerate((4, 8)):
         o, lam = truth[n]
-        assert fit["extra_s"][i] == pytest.approx(o - overhead(n), abs=3e-5 + 2 * noise)
+        assert fit["extra_s"][i] == pytest.approx(o - _overhead(prof)(n), abs=3e-5 + 2 * noise)
         assert fit["spread_frac"][i] == pytest.approx(lam, abs=0.02 if noise == 0 else 0.15)
+
+
+@pytest.mark.parametrize("noise", [0.0, 2e-5])
+def test_the_grid_form_recovers_the_overhead_beyond_the_spread_grids_price(noise):
+    """Durations made from grid + o_n + what the profile's spread grid (fraction 0.3) prices the contexts at: the
+    default form returns o_n - overhead(n), and a profile holding the fit prices those steps back."""
+    prof = steep_profile()
+    prof["decode_spread_step"] = {"16": spread_grid(cost_of(prof), 0.3)}
+    bare = cost_of(dict(prof, step_overhead={"num_seqs": [1.0], "time_s": [0.0]}))
+    truth = {4: (1.0e-3, None), 8: (1.3e-3, None)}
+    runs = _runs_made_of(bare, truth, noise, lambda _, __, grid_spread: grid_spread)
+    assert any((bare.decode_grid_spread(8, np.array([8 * 300.0]), np.array([1500.0])) > 1e-5).tolist())
+    fit = SF.fit_from_runs(bare, runs, _overhead(prof))
+    assert fit["num_seqs"] == [4, 8] and fit["spread"] == "grid" and "spread_frac" not in fit
+    for i, n in enumerate((4, 8)):
+        assert fit["extra_s"][i] == pytest.approx(truth[n][0] - _overhead(prof)(n), abs=1e-6 + 2 * noise)
+    served = cost_of(dict(prof, decode_serving={"16": fit}))
+    its, reqs = runs[8]
+    ctx = SF.step_contexts(its, reqs)
+    ctx = ctx[ctx.valid & (ctx.n == 8)]
+    priced = served.decode_step_times(8, ctx.ctx_sum.to_numpy(float), ctx.ctx_max.to_numpy(float))
+    assert np.median(priced - its.loc[ctx.index, "duration_s"].to_numpy(float)) == pytest.approx(0.0, abs=1e-6 + noise)
+    with pytest.raises(ValueError, match="form"):
+        SF.fit_from_runs(bare, runs, _overhead(prof), form="pooled")
 
 
 def test_rows_without_enough_steps_or_spread_are_left_out_or_filled():
@@ -153,8 +189,9 @@ def test_the_fit_runs_the_real_engine(monkeypatch, tmp_path):
     ov = prof["step_overhead"]
     bare = SF.stripped_cost(prof, 16, {}, drop=SF.FITTED, bare=True)
     refit = SF.fit_from_runs(bare, runs, lambda n: float(np.interp(n, ov["num_seqs"], ov["time_s"])))
-    assert refit["extra_s"] == pytest.approx(fit["extra_s"]) and refit["spread_frac"] == pytest.approx(fit["spread_frac"])
-    assert all(np.isfinite(fit["extra_s"])) and all(0 <= f <= SF.MAX_FRACTION for f in fit["spread_frac"])
+    assert refit["extra_s"] == pytest.approx(fit["extra_s"]) and refit["spread"] == fit["spread"] == "grid"
+    assert all(np.isfinite(fit["extra_s"]))
+    assert all(f is None or 0 <= f <= SF.MAX_FRACTION for f in fit["spread_frac_row"])
     assert pre["steps"] >= 4 and len(pre["tokens"]) >= 2 and all(np.isfinite(pre["extra_s"]))
     Profile(dict(prof, decode_serving={"16": fit}, prefill_serving={"16": pre}))    # what calibrate writes loads back
 

@@ -8,7 +8,11 @@ every batch but seven in serving), and with the profile's evenly spaced spread g
 data are the calibration's own runs, not a validation scenario's, so choosing a fit form on them does not tune
 to the validation set.
 
-usage: python benchmarks/engine/serving_refit.py --profile P.json RUNS_DIR [--block-size 16]
+With ``--write OUT.json`` it also writes the profile with ``decode_serving`` refitted in ``--form`` from those
+runs (what the calibration writes in that form; the runs and the profile are from one calibration, one card).
+
+usage: python benchmarks/engine/serving_refit.py --profile P.json RUNS_DIR [--block-size 16] [--form grid|row]
+           [--write OUT.json]
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from kvsim.cost.profile import interp1
 from kvsim.graph_sizes import engine_graph_sizes
 
 
-def row_errors(prof: dict, bs: int, runs: dict) -> list[dict]:
+def row_errors(prof: dict, bs: int, runs: dict, form: str = "grid") -> list[dict]:
     """Per row: measured mean decode step and the three prices' mean errors (see module doc)."""
     graphs = engine_graph_sizes(SF.serving_scenario(prof, bs, max(runs), device="cpu"))
     bare = SF.stripped_cost(prof, bs, graphs, drop=SF.FITTED, bare=True)
@@ -32,12 +36,11 @@ def row_errors(prof: dict, bs: int, runs: dict) -> list[dict]:
     def overhead(n):
         return float(interp1(float(n), np.asarray(ov["num_seqs"], float), np.asarray(ov["time_s"], float)))
 
-    def priced(fit, n, ctx):
-        grid, unit = bare.decode_grid_and_spread(n, ctx.ctx_sum.to_numpy(float), ctx.ctx_max.to_numpy(float))
-        xs = np.asarray(fit["num_seqs"], float)
-        return grid + overhead(n) + float(np.interp(n, xs, fit["extra_s"])) + \
-            float(np.interp(n, xs, fit["spread_frac"])) * unit
-    full = SF.fit_from_runs(bare, runs, overhead)
+    def priced(fit, n, ctx):      # the cost model itself, with ``fit`` as the profile's decode_serving
+        cost = SF.stripped_cost(dict(prof, decode_serving={str(bs): fit}), bs, graphs, drop=("prefill_serving",),
+                                bare=False)
+        return cost.decode_step_times(n, ctx.ctx_sum.to_numpy(float), ctx.ctx_max.to_numpy(float))
+    full = SF.fit_from_runs(bare, runs, overhead, form)
     out = []
     for n, (its, reqs) in sorted(runs.items()):
         ctx = SF.step_contexts(its, reqs)
@@ -45,7 +48,7 @@ def row_errors(prof: dict, bs: int, runs: dict) -> list[dict]:
         if len(ctx) < SF.MIN_STEPS:
             continue
         measured = its.loc[ctx.index, "duration_s"].to_numpy(float)
-        others = SF.fit_from_runs(bare, {m: r for m, r in runs.items() if m != n}, overhead)
+        others = SF.fit_from_runs(bare, {m: r for m, r in runs.items() if m != n}, overhead, form)
         grid = grid_priced.decode_step_times(n, ctx.ctx_sum.to_numpy(float), ctx.ctx_max.to_numpy(float))
         row = {"n": n, "steps": len(ctx), "measured_ms": 1e3 * float(measured.mean()),
                "fit_all": float(priced(full, n, ctx).mean() / measured.mean() - 1) if full else float("nan"),
@@ -60,17 +63,37 @@ def main() -> None:
     ap.add_argument("runs", help="the --serving-runs directory of a calibration")
     ap.add_argument("--profile", required=True, help="the profile that calibration wrote")
     ap.add_argument("--block-size", type=int, default=16)
+    ap.add_argument("--form", choices=("grid", "row"), default="grid",
+                    help="the serving fit's form (kvsim.calibrate.serving_fit.fit_from_runs)")
+    ap.add_argument("--write", default=None, help="write the profile with decode_serving refitted here")
     a = ap.parse_args()
     prof = json.load(open(a.profile))
     runs = SF.load_runs(a.runs)
     if not runs:
         raise SystemExit(f"error: runs: no n<N>/iterations.csv under {a.runs}")
-    rows = row_errors(prof, a.block_size, runs)
+    rows = row_errors(prof, a.block_size, runs, a.form)
+    errs = [abs(r["fit_others"]) for r in rows]
+    print(f"form {a.form}: leave one row out, mean |error| {np.mean(errs):.2%}, worst {max(errs):.2%}\n")
     print("| rows | steps | measured mean (ms) | fit, all rows | fit, other rows | spread grid |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['n']} | {r['steps']} | {r['measured_ms']:.3f} | {r['fit_all']:+.2%} | {r['fit_others']:+.2%} "
               f"| {r['spread_grid']:+.2%} |")
+
+    if a.write:
+        graphs = engine_graph_sizes(SF.serving_scenario(prof, a.block_size, max(runs), device="cpu"))
+        bare = SF.stripped_cost(prof, a.block_size, graphs, drop=SF.FITTED, bare=True)
+        ov = prof["step_overhead"]
+        fit = SF.fit_from_runs(bare, runs, lambda n: float(interp1(float(n), np.asarray(ov["num_seqs"], float),
+                                                                   np.asarray(ov["time_s"], float))), a.form)
+        old = prof.get("decode_serving", {}).get(str(a.block_size), {})
+        fit["reference_step_s"] = old.get("reference_step_s")
+        prof["decode_serving"] = dict(prof.get("decode_serving", {}), **{str(a.block_size): fit})
+        prof.setdefault("meta", {})["decode_serving_refit"] = (
+            f"benchmarks/engine/serving_refit.py --form {a.form} on the calibration's kept serving runs")
+        with open(a.write, "w") as f:
+            json.dump(prof, f, indent=1)
+        print(f"wrote {a.write}")
 
 
 if __name__ == "__main__":

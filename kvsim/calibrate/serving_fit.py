@@ -13,17 +13,25 @@ What. For each ``n`` in :data:`ROWS` whose worst-case KV fits the card (:data:`K
 random lengths (:data:`PROMPT_RANGE`, :data:`OUTPUT_RANGE`) with at most n in flight (``max_concurrency = n``,
 serving's ``max_num_seqs`` and CUDA graphs, so a step of n rows replays the graph serving pads it to): as
 requests finish others join, so the running contexts are as unequal as in serving while the batch stays at
-n rows. Each decode-only step's contexts are rebuilt from the run's own records
-(:func:`step_contexts`), and per ``n`` a least-squares line through the steps' ``measured - grid(b, sum)`` on
-the spread unit ``grid(b, b·max) - grid(b, sum)`` gives the serving overhead ``o_n`` (intercept) and the spread
-fraction ``λ_n`` (slope, kept in [0, :data:`MAX_FRACTION`]; a row whose steps barely vary in spread is drawn toward the
-precision-weighted mean of all rows, :func:`pooled_fractions`). The profile stores, per block size::
+n rows. Each decode-only step's contexts are rebuilt from the run's own records (:func:`step_contexts`), and
+per ``n`` the steps' median beyond ``grid(b, sum) + spread`` gives the serving overhead ``o_n``, where
+``spread`` is what unequal contexts add at the spread grid's fraction (measured on evenly spaced contexts,
+:mod:`kvsim.cost.decode_spread`). The profile stores, per block size::
 
-    decode_serving: {"num_seqs": [n...], "extra_s": [o_n - step_overhead(n)...], "spread_frac": [λ_n...]}
+    decode_serving: {"num_seqs": [n...], "extra_s": [o_n - step_overhead(n)...], "spread": "grid"}
 
-and :class:`kvsim.cost.calibrated.CalibratedCostModel` then prices a decode step of n rows as
-``grid(b, sum) + step_overhead(n) + extra(n) + λ(n) · max(0, grid(b, b·max) - grid(b, sum))`` (``extra`` and
-``λ`` interpolated in n and held constant outside the fitted rows), in place of the evenly spaced fraction.
+and :class:`kvsim.cost.calibrated.CalibratedCostModel` prices a decode step of n rows as
+``grid(b, sum) + step_overhead(n) + extra(n) + spread`` (``extra`` interpolated in n, held outside the rows).
+
+Why not a fraction per row (``form="row"``, the form of profiles written before 2026-12-04, which the cost
+model still reads: ``"spread_frac": [λ_n...]``, a least-squares line through ``measured - grid(b, sum)`` on
+the spread unit ``grid(b, b·max) - grid(b, sum)``, slope ``λ_n`` drawn toward the rows' precision-weighted mean
+by :func:`pooled_fractions`). Within one row's run the spread unit varies by only 0.04-0.6 ms, so slope and
+intercept trade off: the H200 Llama-3-8B fit of 2026-12-04 gave λ from 0.13 to 1.11 with ``extra_s`` from
+-0.56 to +0.54 ms between neighbouring rows, and priced each row from the other rows (leave one row out,
+``benchmarks/engine/serving_refit.py`` on that calibration's kept runs) with mean |error| 3.2% (worst 7.7%)
+against 1.9% (worst 4.8%) for this form; both price the rows they were fitted on within 1.5%. Every row's
+own fitted fraction is kept for the record (``spread_frac_row``, ``spread_frac_se``).
 The workload is kvsim's own, not a validation scenario's, so the validation set still tests the result.
 
 The same runs' lone prefill steps (a joiner's prompt while the others wait) give ``prefill_serving``: the
@@ -126,29 +134,42 @@ def pooled_fractions(fits: list[tuple[float | None, float | None]]) -> tuple[lis
     return out, mean
 
 
-def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], overhead) -> dict:
+def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], overhead, form: str = "grid") -> dict:
     """``decode_serving`` for one block size from ``{n: (iterations, requests)}`` of the serving runs;
-    ``cost`` is a calibrated cost model of the profile (its ``decode_grid_and_spread``), ``overhead(n)`` the
-    profile's step overhead."""
+    ``cost`` is a calibrated cost model of the profile without its serving tables and step overhead (its
+    ``decode_grid_and_spread`` / ``decode_grid_spread``), ``overhead(n)`` the profile's step overhead.
+
+    ``form`` "grid" (the default): unequal contexts are priced at the spread grid's fraction and each row's
+    ``extra_s`` is its median step beyond that; "row": a spread fraction fitted per row as well (see the
+    module doc for why it is not the default). Both keep each row's own fitted fraction for the record."""
     rows = []
     for n, (its, reqs) in sorted(runs.items()):
         ctx = step_contexts(its, reqs)
         ctx = ctx[ctx.valid & (ctx.n == n)] if len(ctx) else ctx
         if len(ctx) < MIN_STEPS:
             continue
-        grid, u = cost.decode_grid_and_spread(n, ctx.ctx_sum.to_numpy(float), ctx.ctx_max.to_numpy(float))
+        sums, top = ctx.ctx_sum.to_numpy(float), ctx.ctx_max.to_numpy(float)
+        grid, u = cost.decode_grid_and_spread(n, sums, top)
         y = its.loc[ctx.index, "duration_s"].to_numpy(float) - grid
-        rows.append((int(n), y, u) + fit_rows(y, u))
+        rows.append((int(n), y, u, cost.decode_grid_spread(n, sums, top)) + fit_rows(y, u))
     if not rows:
         return {}
     frac, mean = pooled_fractions([(lam, se) for *_, lam, se in rows])
-    # each row's overhead at its final fraction: the median step beyond grid + fraction x unit
-    extra = [float(np.median(y - f * u)) - float(overhead(n)) for (n, y, u, *_), f in zip(rows, frac)]
-    return {"num_seqs": [r[0] for r in rows], "extra_s": extra, "spread_frac": frac,
-            "spread_frac_row": [r[4] for r in rows], "spread_frac_se": [r[5] for r in rows],
-            "spread_frac_mean": mean, "steps": [len(r[1]) for r in rows],
-            "workload": {"prompt_len_range": list(PROMPT_RANGE), "output_len_range": list(OUTPUT_RANGE),
-                         "requests_per_slot": REQUESTS_PER_SLOT}}
+    if form == "grid":
+        beyond = [y - g for _, y, _, g, *_ in rows]
+    elif form == "row":
+        beyond = [y - f * u for (_, y, u, *_), f in zip(rows, frac)]
+    else:
+        raise ValueError(f"form: 'grid' or 'row', not {form!r}")
+    # each row's overhead: its median step beyond the grid and the spread term
+    out = {"num_seqs": [r[0] for r in rows],
+           "extra_s": [float(np.median(b)) - float(overhead(r[0])) for r, b in zip(rows, beyond)]}
+    out.update({"spread": "grid"} if form == "grid" else {"spread_frac": frac})
+    out.update({"spread_frac_row": [r[5] for r in rows], "spread_frac_se": [r[6] for r in rows],
+                "spread_frac_mean": mean, "steps": [len(r[1]) for r in rows],
+                "workload": {"prompt_len_range": list(PROMPT_RANGE), "output_len_range": list(OUTPUT_RANGE),
+                             "requests_per_slot": REQUESTS_PER_SLOT}})
+    return out
 
 
 def lone_prefills(its: pd.DataFrame) -> pd.DataFrame:

@@ -29,9 +29,10 @@ them (``mean_time_s``, ``top_time_s``), otherwise from the interpolated
 decode_step(b, mean)`` (``benchmarks/engine/decode_gap.py`` measures, on real
 engine steps, what unequal contexts and the sustained run each add). Profiles with ``decode_serving``
 (:mod:`kvsim.calibrate.serving_fit`: real engine decode steps of serving-shaped batches, n rows of unequal
-contexts) replace that fraction by the one fitted on those steps, ``spread_frac(n)``, and add ``extra_s(n)``
-to ``overhead(n)``; both are interpolated in n, and held constant below the fitted rows. Above the largest
-fitted row the fraction is the spread grid's at that batch (measured there, on evenly spaced contexts: it
+contexts) add ``extra_s(n)`` to ``overhead(n)`` (interpolated in n, held outside the fitted rows) and, in the
+fit's default form (``"spread": "grid"``), keep the spread grid's fraction. Older profiles hold a fraction
+fitted per row instead, ``spread_frac(n)``, which replaces the grid's up to the largest fitted row; above it
+the fraction is the spread grid's at that batch (measured there, on evenly spaced contexts: it
 falls at large batches, where many programs share the SMs, so holding a small batch's fitted fraction would
 overprice them), reached linearly from the last fitted fraction by the grid's next batch, and ``extra_s`` is
 held. Profiles with
@@ -152,6 +153,15 @@ class CalibratedCostModel(DecodeSpreadMixin, CostModel):
         step = np.asarray(self._grid_at(self._step, b, sums), dtype=np.float64)
         return step, self._spread_unit(b, sums, ctx_max, step)
 
+    def decode_grid_spread(self, num_seqs: int, ctx_token_sums: np.ndarray, ctx_max: np.ndarray) -> np.ndarray:
+        """What unequal contexts add to decode steps of ``num_seqs`` rows at the spread grid's fraction (0 without
+        a spread grid): the term the serving fit's ``"grid"`` form prices them with. Needs ``decode_step``."""
+        step, _ = self.decode_grid_and_spread(num_seqs, ctx_token_sums, ctx_max)
+        if self._lam is None:
+            return np.zeros_like(step)
+        b = float(padded(num_seqs, self._graphs))
+        return np.asarray(self._spread_excess(b, np.asarray(ctx_token_sums, dtype=np.float64), ctx_max, step))
+
     def decode_step_times(self, num_seqs: int, ctx_token_sums: np.ndarray, ctx_max: np.ndarray | None = None
                           ) -> np.ndarray:
         sums = np.asarray(ctx_token_sums, dtype=np.float64)
@@ -166,13 +176,18 @@ class CalibratedCostModel(DecodeSpreadMixin, CostModel):
                 terms = self._dec_cache.get(("serving", n))        # (overhead, fraction) at n rows, once per n
                 if terms is None:
                     xs, extra, frac = self._serving
-                    above = n > xs[-1] and self._lam is not None   # no serving rows here: the spread grid's fraction
+                    # the spread grid's fraction: in the fit's "grid" form everywhere, else above its rows
+                    grid = frac is None or (n > xs[-1] and self._lam is not None)
                     terms = self._dec_cache[("serving", n)] = (
                         max(0.0, float(interp1(n, *p.overhead)) + float(np.interp(n, xs, extra))),   # never negative
-                        None if above else float(np.interp(n, xs, frac)))
+                        None if grid else float(np.interp(n, xs, frac)))
                 if ctx_max is not None:
-                    step = step + (self._serving_above(n, b, sums, ctx_max, step) if terms[1] is None
-                                   else terms[1] * self._spread_unit(b, sums, ctx_max, step))
+                    if terms[1] is not None:
+                        step = step + terms[1] * self._spread_unit(b, sums, ctx_max, step)
+                    elif self._serving[2] is None:
+                        step = step + (self._spread_excess(b, sums, ctx_max, step) if self._lam is not None else 0.0)
+                    else:
+                        step = step + self._serving_above(n, b, sums, ctx_max, step)
                 return np.asarray(terms[0] + step, dtype=np.float64)
             if ctx_max is not None and self._lam is not None:
                 step = step + self._spread_excess(b, sums, ctx_max, step)

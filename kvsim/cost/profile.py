@@ -129,14 +129,18 @@ class Profile:
             raise KvsimError("profile", f"{source}: malformed table ({e})") from None
 
     @staticmethod
-    def _serving(d: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _serving(d: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(num_seqs, extra_s, spread_frac)``; ``spread_frac`` None in the form ``"spread": "grid"`` (the
+        fraction comes from the spread grid, :mod:`kvsim.calibrate.serving_fit`)."""
         xs = np.asarray(d["num_seqs"], dtype=np.float64)
         extra = np.asarray(d["extra_s"], dtype=np.float64)
-        frac = np.asarray(d["spread_frac"], dtype=np.float64)
-        if xs.ndim != 1 or len(xs) == 0 or extra.shape != xs.shape or frac.shape != xs.shape \
-                or np.any(np.diff(xs) <= 0) or not np.all(np.isfinite(extra)) or not np.all(np.isfinite(frac)):
-            raise ValueError("decode_serving: num_seqs, extra_s and spread_frac must be finite lists of one "
-                             "length, num_seqs increasing")
+        grid = d.get("spread") == "grid"
+        frac = None if grid else np.asarray(d["spread_frac"], dtype=np.float64)
+        if xs.ndim != 1 or len(xs) == 0 or extra.shape != xs.shape or np.any(np.diff(xs) <= 0) \
+                or not np.all(np.isfinite(extra)) or (frac is not None and (frac.shape != xs.shape
+                                                                           or not np.all(np.isfinite(frac)))):
+            raise ValueError("decode_serving: num_seqs, extra_s (and spread_frac unless spread is 'grid') must be "
+                             "finite lists of one length, num_seqs increasing")
         return xs, extra, frac
 
     @staticmethod
