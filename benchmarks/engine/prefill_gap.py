@@ -12,7 +12,7 @@ With ``--profile``, ``price`` is what the simulator charges for the step's own p
 ``engine_duration - exact`` is what the run adds to the same shape (its host work, the card's state
 between steps), ``exact - equal`` what unequal prompts add, and ``exact - price`` the profile's miss on the
 shape itself. On the H200 a static batch of 21-32 prompts (2,000-3,400 tokens) ran 9-17% over its price
-(`benchmarks/engine/results_H200/serving_0055/README.md`, v25); this says which of the three it is.
+(`benchmarks/engine/results_H200/serving_0055/README.md`, commit eba0530, v25); this says which of the three it is.
 
 usage (GPU): python benchmarks/engine/prefill_gap.py SCENARIO.yaml --out DIR [--samples 60] [--profile P]
 """

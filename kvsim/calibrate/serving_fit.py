@@ -5,7 +5,7 @@ on lock-step bursts of equal requests, and, for unequal contexts, a fraction of 
 the batch's mean context to the one at its longest, measured on evenly spaced contexts. On the H200 that priced
 the decode steps of prefill-first serving runs of Llama-3-8B within 1.5% at 1-2 rows but 3-5% fast at 9-24
 rows, on the profile's own card (``benchmarks/engine/results_H200/serving_2154/README.md``, commit 61ac596; with
-this fit, ``serving_0055/README.md``: those steps within 1.5-3.5%): the engine's
+this fit, ``serving_0055/README.md`` at commit eba0530: those steps within 1.5-3.5%): the engine's
 steps cost 0.34 ms + 0.035 ms per row beyond the grid's GPU time, and more with more unequal contexts, while
 the lock-step fit saw neither.
 
