@@ -16,6 +16,12 @@ model, the real engine executes it. Lists are per unit of work:
   before the step's attention.
 * ``swap_out`` ``(gpu_block, cpu_block)`` / ``swap_in`` ``(cpu_block, gpu_block)``.
 * ``preempted`` — ``(group_id, "swap" | "recompute")`` decided this step.
+* ``beam_rows`` — decode rows (sequences) of beam-search groups: their tokens come from a beam step
+  (log-softmax and top-k over the group's beams) instead of one independent draw per row;
+  ``beam_first`` — beam groups whose prompt ends this step (their first beam step); ``draw_rows`` — rows
+  the step draws independently. Filled by the scheduler only when it serves beam groups (else 0), for cost
+  models that price sampling apart (:class:`kvsim.cost.calibrated.CalibratedCostModel` with a profile's
+  ``sampling`` table).
 """
 from __future__ import annotations
 
@@ -34,6 +40,9 @@ class StepPlan:
     swap_out: list[tuple[int, int]] = field(default_factory=list)
     swap_in: list[tuple[int, int]] = field(default_factory=list)
     preempted: list[tuple[int, str]] = field(default_factory=list)
+    beam_rows: int = 0
+    beam_first: int = 0
+    draw_rows: int = 0
 
     @property
     def num_prefill_tokens(self) -> int:

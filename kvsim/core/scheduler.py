@@ -67,6 +67,7 @@ class Scheduler:
         self.rejected: list[SequenceGroup] = []
         self._next_seq_id = 0
         self._static_done: set[int] = set()
+        self._serves_beams = False          # a beam group was added: plans count their sampling rows
 
     # ----------------------------------------------------------------- intake
     def add_request(self, spec: RequestSpec) -> SequenceGroup:
@@ -77,6 +78,8 @@ class Scheduler:
         g = SequenceGroup(spec, self._next_seq_id)
         self._next_seq_id += spec.num_seqs
         self.groups[spec.request_id] = g
+        if spec.beam_width > 1:
+            self._serves_beams = True
         cfg = self.cfg
         reason = None
         if spec.prompt_len + spec.output_len > cfg.max_model_len:
@@ -142,7 +145,29 @@ class Scheduler:
         for g in self.running:
             if g.first_scheduled_s is None:
                 g.first_scheduled_s = now
+        if self._serves_beams:
+            self._count_sampling(plan)
         return plan
+
+    def _count_sampling(self, plan: StepPlan) -> None:
+        """``plan.beam_rows`` / ``beam_first`` / ``draw_rows`` (see :class:`StepPlan`): what the step samples,
+        as the engine's runner samples it (a finished group kept in a static batch draws nothing)."""
+        groups = self.groups
+        for gid, new, cached in zip(plan.prefill_group_ids, plan.prefill_new_tokens, plan.prefill_cached_tokens):
+            g = groups[gid]
+            if cached + new >= g.prefill_target:
+                if g.is_beam and g.generated == 0:
+                    plan.beam_first += 1
+                else:
+                    plan.draw_rows += len(g.seqs)
+        for gid in plan.decode_group_ids:
+            g = groups[gid]
+            if g.generated >= g.spec.output_len:
+                continue
+            if g.is_beam:
+                plan.beam_rows += len(g.seqs)
+            else:
+                plan.draw_rows += len(g.seqs)
 
     def _add_prefill(self, plan: StepPlan, g: SequenceGroup, tokens: int) -> None:
         plan.prefill_group_ids.append(g.group_id)

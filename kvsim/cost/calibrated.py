@@ -54,6 +54,8 @@ iterations in the engine's unified layout over decode rows x context x chunk
 tokens); older profiles add the prefill tokens' share to the decode step.
 Composing isolated kernels over-counts launch gaps that overlap in a real
 forward pass, so the whole-iteration grids are preferred when present.
+Profiles with ``sampling`` (the engine's sampling calls timed alone) add, to a step with beam-search rows, the
+beam calls it makes less the greedy draw the grids were timed with (:meth:`CalibratedCostModel.sampling_extra`).
 ``step_overhead`` is fitted on decode steps; profiles with ``prefill_overhead``
 (real engine prefill steps of T prompt tokens minus their price without it:
 the host work that grows with a prompt) add it at the step's prefill tokens to
@@ -268,7 +270,7 @@ class CalibratedCostModel(DecodeSpreadMixin, CostModel):
         ctx = plan.decode_context_tokens
         if is_decode_only(plan):
             return float(self.decode_step_times(len(ctx), np.array([float(sum(ctx))]),
-                                                np.array([float(max(ctx))]))[0])
+                                                np.array([float(max(ctx))]))[0]) + self.sampling_extra(plan)
         p = self.p
         groups = len(plan.prefill_new_tokens)
         t = 0.0
@@ -292,10 +294,27 @@ class CalibratedCostModel(DecodeSpreadMixin, CostModel):
             t = max(t - over, t + float(np.interp(float(plan.num_prefill_tokens), *self._pserving)))
         else:
             t += self._prefill_host(plan.num_prefill_tokens)
-        t += self.copy_time(len(plan.copy_pairs), 0)
+        t += self.copy_time(len(plan.copy_pairs), 0) + self.sampling_extra(plan)
         if self.include_swaps_in_step:
             t += self.swap_time(len(plan.swap_out), 0) + self.swap_time(len(plan.swap_in), 0)
         return t
+
+    def sampling_extra(self, plan: StepPlan) -> float:
+        """What beam search adds to a step whose grids were timed with greedy sampling (the profile's
+        ``sampling`` table; 0 without it or without beams): each beam step over the step's beam rows and each
+        first beam step over its groups, less the greedy draw the step then no longer makes."""
+        tab = self.p.sampling
+        if tab is None or not (plan.beam_rows or plan.beam_first):
+            return 0.0
+        greedy, beam, first = tab
+        t = 0.0
+        if plan.beam_rows:
+            t += float(interp1(float(plan.beam_rows), *beam))
+        if plan.beam_first:
+            t += float(interp1(float(plan.beam_first), *first))
+        if not plan.draw_rows:
+            t -= float(interp1(float(plan.beam_rows + plan.beam_first), *greedy))
+        return max(0.0, t)
 
     def swap_time(self, num_blocks: int, block_bytes: int) -> float:
         """Measured one-way swap of ``num_blocks`` blocks (all layers) at the profile's block size."""

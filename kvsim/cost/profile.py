@@ -122,6 +122,12 @@ class Profile:
             # optional: what a real prefill step of T tokens costs beyond overhead(1) + prefill_step(T)
             self.prefill_overhead = self._curve(data["prefill_overhead"], "tokens") \
                 if "prefill_overhead" in data else None
+            # optional: the engine's sampling calls alone, by rows (greedy; a beam step over its groups' beams)
+            # and by groups (a beam group's first step after its prompt) -- CalibratedCostModel prices beam
+            # steps with them (kvsim.calibrate.measure.sampling_table)
+            self.sampling = None if "sampling" not in data else tuple(
+                self._curve(data["sampling"][k], key, monotone=False)
+                for k, key in (("greedy", "rows"), ("beam", "rows"), ("beam_first", "groups")))
             # optional: what the first step after idle adds (a prompt reaching an idle engine vs a busy one)
             self.wake_overhead = self._curve(data["wake_overhead"], "tokens", monotone=False) \
                 if "wake_overhead" in data else None
