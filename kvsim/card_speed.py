@@ -7,6 +7,12 @@ is reported beside the validation errors, never used to correct a prediction: a 
 a run whose card was 5% slower than the profile's has found the card, not a modelling error. Newer records
 also carry the card's UUID (``gpu_uuid``): the table says whether the run and the
 profile used the same physical card, because lent machines of one model differ by several percent.
+
+The host's speed moves too, from run to run on one machine (on the H200 VM the same serving workload's host
+time per decode step ranged 0.27-0.47 ms over ten runs, and the GPU part moved with it:
+``benchmarks/engine/results_H200/serving_1605/README.md``). Profiles whose serving fit recorded each row's host
+time (``decode_serving[bs].host_s``, the median of the engine's ``cpu_s``) get a second ratio: the run's decode
+steps' host time over the fit's at the same rows (:func:`host_ratio`), also only reported.
 """
 from __future__ import annotations
 
@@ -25,9 +31,29 @@ def card_of(doc: dict | None) -> str | None:
     return u if isinstance(u, str) and u else None
 
 
-def speed_row(scenario: str, engine_info: dict | None, profile_meta: dict | None, block_size: int) -> dict:
-    """One table row: both reference times (ms), their ratio (engine / profile) and whether both ran on the
-    same card (``same_card``), None where unknown."""
+def host_ratio(its, serving: dict | None) -> float | None:
+    """Median over the run's decode-only steps (no copies, rows within the fit's) of the step's host time
+    ``cpu_s`` over the serving fit's ``host_s`` at its rows (interpolated); None without either."""
+    import numpy as np
+    rows, host = (serving or {}).get("num_seqs"), (serving or {}).get("host_s")
+    need = {"cpu_s", "decode_seqs", "prefill_tokens"}
+    if its is None or not rows or not host or len(rows) != len(host) or not need <= set(its.columns):
+        return None
+    sel = (its.prefill_tokens == 0) & (its.decode_seqs >= rows[0]) & (its.decode_seqs <= rows[-1])
+    if "cow_copies" in its.columns:
+        sel &= its.cow_copies == 0
+    d = its[sel]
+    if len(d) < 20:
+        return None
+    ref = np.interp(d.decode_seqs.to_numpy(float), np.asarray(rows, float), np.asarray(host, float))
+    return float(np.median(d.cpu_s.to_numpy(float) / ref))
+
+
+def speed_row(scenario: str, engine_info: dict | None, profile_meta: dict | None, block_size: int,
+              engine_its=None, serving: dict | None = None) -> dict:
+    """One table row: both reference times (ms), their ratio (engine / profile), whether both ran on the
+    same card (``same_card``) and the host's ratio (:func:`host_ratio`; ``serving`` is the profile's
+    ``decode_serving`` table of the block size), None where unknown."""
     eng_doc = (engine_info or {}).get("reference_step") if isinstance(engine_info, dict) else None
     refs = (profile_meta or {}).get("reference_step") if isinstance(profile_meta, dict) else None
     prof_doc = refs.get(str(block_size)) if isinstance(refs, dict) else None
@@ -37,7 +63,7 @@ def speed_row(scenario: str, engine_info: dict | None, profile_meta: dict | None
             "profile_ref_ms": None if prof is None else prof * 1e3,
             "ratio": None if eng is None or prof is None else eng / prof,
             "same_card": None if a is None or b is None else a == b,
-            "compiled": _compiled(engine_info)}
+            "compiled": _compiled(engine_info), "host_ratio": host_ratio(engine_its, serving)}
 
 
 def _compiled(engine_info) -> int | None:
@@ -58,12 +84,15 @@ def speed_markdown(rows: list[dict]) -> str:
              "(`kvsim/engine/reference_step.py`); ratio > 1: the run's card was slower than the profile's. "
              "Same card: both recorded the same GPU UUID (a different card of the same model can differ by "
              "several percent in step time and host work). Compiles: Triton kernels the engine compiled while "
-             "serving (none expected after warm-up; each one's step includes compiling).", "",
-             "| scenario | engine (ms) | profile (ms) | engine ÷ profile | same card | compiles |",
-             "|---|---|---|---|---|---|"]
+             "serving (none expected after warm-up; each one's step includes compiling). Host: the run's decode "
+             "steps' host time (scheduling, inputs, bookkeeping) over the calibration's serving runs' at the "
+             "same rows (`kvsim/card_speed.py`; the host's speed moves from run to run).", "",
+             "| scenario | engine (ms) | profile (ms) | engine ÷ profile | same card | compiles | host ÷ profile |",
+             "|---|---|---|---|---|---|---|"]
     yes = {True: "yes", False: "**no**", None: "–"}
     lines += [f"| {r['scenario']} | {f(r['engine_ref_ms'], '.3f')} | {f(r['profile_ref_ms'], '.3f')} | "
-              f"{f(r['ratio'], '.3f')} | {yes[r.get('same_card')]} | {_compiles_cell(r.get('compiled'))} |"
+              f"{f(r['ratio'], '.3f')} | {yes[r.get('same_card')]} | {_compiles_cell(r.get('compiled'))} | "
+              f"{f(r.get('host_ratio'), '.2f')} |"
               for r in rows]
     return "\n".join(lines) + "\n"
 

@@ -224,6 +224,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
     names = []
     speeds: list[dict] = []
     metas: dict[str, dict | None] = {}
+    servings: dict[str, dict] = {}
     card = "?"
     for path in scenarios:
         profile = pick_profile(path, profiles, overrides)
@@ -258,8 +259,11 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
         engine_info = eng_doc.get("engine")
         card = engine_info.get("device", card) if isinstance(engine_info, dict) else card
         if profile not in metas:             # one read per profile, not per scenario
-            metas[profile] = _profile_doc(profile).get("meta")
-        speeds.append(speed_row(sc.name, engine_info, metas[profile], sc.engine.block_size))
+            doc = _profile_doc(profile)
+            metas[profile] = doc.get("meta")
+            servings[profile] = doc.get("decode_serving") if isinstance(doc.get("decode_serving"), dict) else {}
+        speeds.append(speed_row(sc.name, engine_info, metas[profile], sc.engine.block_size, eng_its,
+                                servings[profile].get(str(sc.engine.block_size))))
         if speeds[-1]["same_card"] is False:
             print(f"note: {sc.name}: the engine ran on another card than the profile's (a different GPU UUID); "
                   "lent cards of one model differ by several percent, which the errors below include")

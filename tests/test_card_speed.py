@@ -114,3 +114,22 @@ def test_compiles_while_serving_are_shown_beside_the_card():
     md = speed_markdown(rows)
     assert "| a | 10.000 | 10.000 | 1.000 | – | **2** |" in md and "| b | 10.000 | 10.000 | 1.000 | – | 0 |" in md
     assert "| c | 10.000 | 10.000 | 1.000 | – | – |" in md
+
+
+def test_host_ratio_is_the_runs_host_time_over_the_serving_fits_at_the_same_rows():
+    """The run's decode steps' cpu_s over the fit's host_s, interpolated in rows; prefill, copy and
+    out-of-range steps left out; None without a table or with too few steps."""
+    from kvsim.card_speed import host_ratio
+    serving = {"num_seqs": [4, 16], "host_s": [2e-4, 4e-4]}
+    n = [4] * 20 + [10] * 20 + [32] * 5
+    its = pd.DataFrame({"decode_seqs": n + [8], "prefill_tokens": [0] * len(n) + [100],
+                        "cow_copies": [0] * len(n) + [0],
+                        "cpu_s": [3e-4] * 20 + [4.5e-4] * 20 + [9.0] * 5 + [9.0]})
+    assert host_ratio(its, serving) == pytest.approx(1.5)          # 3/2 at 4 rows, 4.5/3 at 10 rows
+    its.loc[0, "cow_copies"] = 1                                     # a copy step is left out
+    its.loc[0, "cpu_s"] = 9.0
+    assert host_ratio(its, serving) == pytest.approx(1.5)
+    assert host_ratio(its, {"num_seqs": [4, 16]}) is None and host_ratio(None, serving) is None
+    assert host_ratio(its.iloc[:10], serving) is None
+    row = speed_row("s", {"reference_step": {"time_s": 0.01}}, {}, 16, its, serving)
+    assert row["host_ratio"] == pytest.approx(1.5) and "| – | 1.50 |" in speed_markdown([row])

@@ -142,7 +142,7 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
     ``form`` "grid" (the default): unequal contexts are priced at the spread grid's fraction and each row's
     ``extra_s`` is its median step beyond that; "row": a spread fraction fitted per row as well (see the
     module doc for why it is not the default). Both keep each row's own fitted fraction for the record."""
-    rows = []
+    rows, host = [], []
     for n, (its, reqs) in sorted(runs.items()):
         ctx = step_contexts(its, reqs)
         ctx = ctx[ctx.valid & (ctx.n == n)] if len(ctx) else ctx
@@ -151,6 +151,7 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
         sums, top = ctx.ctx_sum.to_numpy(float), ctx.ctx_max.to_numpy(float)
         grid, u = cost.decode_grid_and_spread(n, sums, top)
         y = its.loc[ctx.index, "duration_s"].to_numpy(float) - grid
+        host.append(float(its.loc[ctx.index, "cpu_s"].median()) if "cpu_s" in its.columns else None)
         rows.append((int(n), y, u, cost.decode_grid_spread(n, sums, top)) + fit_rows(y, u))
     if not rows:
         return {}
@@ -165,6 +166,8 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
     out = {"num_seqs": [r[0] for r in rows],
            "extra_s": [float(np.median(b)) - float(overhead(r[0])) for r, b in zip(rows, beyond)]}
     out.update({"spread": "grid"} if form == "grid" else {"spread_frac": frac})
+    if all(h is not None for h in host):     # the rows' host time per step, for kvsim.card_speed's host check
+        out["host_s"] = host
     out.update({"spread_frac_row": [r[5] for r in rows], "spread_frac_se": [r[6] for r in rows],
                 "spread_frac_mean": mean, "steps": [len(r[1]) for r in rows],
                 "workload": {"prompt_len_range": list(PROMPT_RANGE), "output_len_range": list(OUTPUT_RANGE),
