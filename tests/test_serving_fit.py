@@ -3,6 +3,7 @@ and priced by the calibrated cost model. The records come from the simulator, wh
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import kvsim
@@ -183,9 +184,12 @@ def test_the_fit_runs_the_real_engine(monkeypatch, tmp_path):
     monkeypatch.setattr(SF, "PREFILL_BIN_STEPS", 2)
     fit, pre = SF.fit_serving(model, prof, 16, device="cpu", rows=(2, 4), cuda_graphs=False, log=lines.append,
                               save_dir=tmp_path / "runs")
-    assert fit["num_seqs"] == [2, 4] and len(lines) == 2
+    assert fit["num_seqs"] == [2, 4] and len(lines) == 4           # two passes: 2, 4, then 4, 2
+    assert [ln.split(":")[0] for ln in lines] == ["serving n=2 (pass 1)", "serving n=4 (pass 1)",
+                                                   "serving n=4 (pass 2)", "serving n=2 (pass 2)"]
+    assert all(len(p["step_s"]) == 2 for p in fit["by_pass"])
     runs = SF.load_runs(tmp_path / "runs")               # the saved runs refit to the same tables on the CPU
-    assert sorted(runs) == [2, 4]
+    assert sorted(runs) == [2, 4] and set(runs[4][0]["pass"]) == {0, 1}
     ov = prof["step_overhead"]
     bare = SF.stripped_cost(prof, 16, {}, drop=SF.FITTED, bare=True)
     refit = SF.fit_from_runs(bare, runs, lambda n: float(np.interp(n, ov["num_seqs"], ov["time_s"])))
@@ -256,7 +260,7 @@ def test_prefill_curve_groups_by_length_and_the_fit_recovers_a_known_extra():
     assert SF.prefill_curve(np.full(40, 64.0), np.zeros(40)) == {"tokens": [64.0], "extra_s": [0.0]}
     prof = steep_profile()
     cost = cost_of(prof)
-    runs = {n: serving_run(n, seed=n) for n in (4, 8)}
+    runs = {n: SF.join_passes([serving_run(n, seed=n), serving_run(n, seed=n + 10)]) for n in (4, 8)}   # two passes
     from kvsim.core.plan import StepPlan
     for its, _ in runs.values():          # lone prefills made to cost their price + 0.4 ms
         for k, r in SF.lone_prefills(its).iterrows():
@@ -326,4 +330,16 @@ def test_no_row_starts_after_the_deadline():
     fit, pre = SF.fit_serving(None, dict(prof, model="tiny-opt"), 16, device="cpu", rows=(2, 4), cuda_graphs=True,
                               log=lines.append, deadline=time.perf_counter() - 1.0)
     assert fit == {} and pre == {}
-    assert len(lines) == 1 and lines[0].startswith("serving n=2: skipped, and the rows after it")
+    assert len(lines) == 1 and lines[0].startswith("serving n=2: skipped, and the 3 runs after it")
+
+
+def test_passes_joined_keep_each_pass_steps_rebuilt_from_its_own_requests():
+    a, b = serving_run(4, seed=1), serving_run(4, seed=2)
+    its, reqs = SF.join_passes([a, b])
+    assert len(its) == len(a[0]) + len(b[0]) and reqs.request_id.is_unique
+    assert its.start_s.is_monotonic_increasing and (its.iter.to_numpy() == np.arange(len(its))).all()
+    ctx = SF.step_contexts(its, reqs)
+    apart = pd.concat([SF.step_contexts(*a), SF.step_contexts(*b)], ignore_index=True)
+    assert ctx.valid.all() and len(ctx) == len(apart)
+    assert (ctx.n.to_numpy() == apart.n.to_numpy()).all() and np.allclose(ctx.ctx_sum, apart.ctx_sum)
+    assert np.allclose(ctx.ctx_max, apart.ctx_max)

@@ -208,7 +208,7 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     prof["step_overhead"] = fit_overhead(model, prof, 16 if 16 in block_sizes else block_sizes[0],
                                          cuda_graphs=cuda_graphs)
     fit_bs = 16 if 16 in block_sizes else block_sizes[0]
-    if not fast:     # decode steps of serving-shaped batches (up to nine short engine runs, ~1-2 min): kvsim.calibrate.serving_fit
+    if not fast:     # decode steps of serving-shaped batches (up to eighteen short engine runs, ~2 min): kvsim.calibrate.serving_fit
         from kvsim.calibrate.serving_fit import fit_serving
         try:
             deadline = None if time_limit_s is None else t0 + time_limit_s - RESERVE_AFTER_SERVING_S

@@ -9,8 +9,12 @@ this fit, ``serving_0055/README.md`` at commit eba0530: those steps within 1.5-3
 steps cost 0.34 ms + 0.035 ms per row beyond the grid's GPU time, and more with more unequal contexts, while
 the lock-step fit saw neither.
 
-What. For each ``n`` in :data:`ROWS` whose worst-case KV fits the card (:data:`KV_MEMORY_SHARE`), the engine serves :data:`REQUESTS_PER_SLOT` × n requests of uniform
-random lengths (:data:`PROMPT_RANGE`, :data:`OUTPUT_RANGE`) with at most n in flight (``max_concurrency = n``,
+What. For each ``n`` in :data:`ROWS` whose worst-case KV fits the card (:data:`KV_MEMORY_SHARE`), the engine
+serves :data:`REQUESTS_PER_SLOT` × n requests of uniform random lengths, in :data:`PASSES` passes (up the rows,
+then back down, so each row meets the host at two times some tens of seconds apart: on the H200 VM the host
+time of one workload's decode step moved between 0.27 and 0.47 ms from run to run, and one row's single run
+sampled one such state, ``benchmarks/engine/results_H200/serving_1605/README.md``; the profile keeps each
+pass's medians, ``by_pass``), with random lengths (:data:`PROMPT_RANGE`, :data:`OUTPUT_RANGE`) with at most n in flight (``max_concurrency = n``,
 serving's ``max_num_seqs`` and CUDA graphs, so a step of n rows replays the graph serving pads it to): as
 requests finish others join, so the running contexts are as unequal as in serving while the batch stays at
 n rows. Each decode-only step's contexts are rebuilt from the run's own records (:func:`step_contexts`), and
@@ -51,7 +55,8 @@ import pandas as pd
 
 ROWS = (4, 8, 9, 16, 17, 24, 32, 64, 128)   # both ends of the 9-16 and 17-24 graph buckets; 64 and 128 for big batches
 KV_MEMORY_SHARE = 0.6              # a row runs only if its worst-case KV fits in this share of the free GPU memory
-REQUESTS_PER_SLOT = 3
+REQUESTS_PER_SLOT = 2              # per pass
+PASSES = 2                         # up the rows, then down: each row meets the host at two times (module doc)
 PROMPT_RANGE = (16, 1024)          # capped at half the model's longest sequence
 OUTPUT_RANGE = (16, 256)
 MIN_STEPS = 20                     # steps at exactly n rows a fit needs
@@ -172,7 +177,21 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
                 "spread_frac_mean": mean, "steps": [len(r[1]) for r in rows],
                 "workload": {"prompt_len_range": list(PROMPT_RANGE), "output_len_range": list(OUTPUT_RANGE),
                              "requests_per_slot": REQUESTS_PER_SLOT}})
+    passes = [_by_pass(runs[r[0]][0], r) for r in rows]
+    if any(p is not None for p in passes):        # each pass's median step and host time, per row
+        out["by_pass"] = passes
     return out
+
+
+def _by_pass(its: pd.DataFrame, row) -> dict | None:
+    """``{"step_s": [...], "host_s": [...]}``: the median decode step at the row's n and its host time, per pass
+    of a joined record (:func:`join_passes`); None for a single run."""
+    if "pass" not in its.columns:
+        return None
+    d = its[(its.decode_seqs == row[0]) & (its.prefill_tokens == 0)]
+    g = d.groupby("pass")
+    return {"step_s": [float(x) for x in g.duration_s.median()],
+            "host_s": [float(x) for x in g.cpu_s.median()] if "cpu_s" in d.columns else None}
 
 
 def lone_prefills(its: pd.DataFrame) -> pd.DataFrame:
@@ -214,6 +233,31 @@ def fit_prefill_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame
             extra.append(float(d) - cost.step_time(plan))
     out = prefill_curve(np.array(toks), np.array(extra))
     return dict(out, steps=len(toks)) if out else {}
+
+
+def join_passes(passes: list[tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row's runs from several passes as one record: each later pass shifted in time after the one before
+    (a second's gap) and its request ids after the earlier ones', so :func:`step_contexts` rebuilds each
+    pass's steps from its own requests; ``pass`` says which pass a step or request came from."""
+    its_all, reqs_all, t0, id0 = [], [], 0.0, 0
+    for k, (its, reqs) in enumerate(passes):
+        its, reqs = its.copy(), reqs.copy()
+        its["start_s"] = its.start_s + t0
+        for c in ("arrival_s", "first_scheduled_s", "first_token_s", "finish_s"):
+            if c in reqs.columns:
+                reqs[c] = reqs[c] + t0
+        if "request_id" in reqs.columns:
+            reqs["request_id"] = reqs.request_id + id0
+            id0 = int(reqs.request_id.max()) + 1 if len(reqs) else id0
+        its["pass"], reqs["pass"] = k, k
+        its_all.append(its)
+        reqs_all.append(reqs)
+        if len(its):
+            t0 = float((its.start_s + its.duration_s).max()) + 1.0
+    its, reqs = pd.concat(its_all, ignore_index=True), pd.concat(reqs_all, ignore_index=True)
+    if "iter" in its.columns:
+        its["iter"] = np.arange(len(its))
+    return its, reqs
 
 
 def serving_workload(n: int, max_seq_len: int) -> tuple[dict, dict]:
@@ -287,9 +331,10 @@ def _free_bytes(device: str) -> int | None:
 
 
 def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, cuda_graphs: bool = True,
-                log=print, save_dir=None, deadline: float | None = None) -> tuple[dict, dict]:
+                log=print, save_dir=None, deadline: float | None = None, passes: int = PASSES) -> tuple[dict, dict]:
     """Run the serving workloads on the real engine; ``(decode_serving, prefill_serving)`` for block size
-    ``bs`` (each {} when its steps are too few). ``save_dir``: also keep the runs' records there
+    ``bs`` (each {} when its steps are too few). Each row runs ``passes`` times, up the rows and back down
+    (:data:`PASSES`), its passes joined into one record (:func:`join_passes`). ``save_dir``: also keep the runs' records there
     (:func:`save_runs`). ``deadline`` (``time.perf_counter()`` seconds): no row starts after it (the rest are
     skipped and logged, so a calibration under a time limit still writes its profile)."""
     import kvsim
@@ -298,24 +343,32 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
     from kvsim.engine.engine import RealEngine
     spec = get_model(profile["model"])
     ov = profile["step_overhead"]
-    runs, refs, sc = {}, [], None
+    per_n: dict[int, list] = {}
+    refs, sc, skip = [], None, set()
     free = _free_bytes(device)
-    for n in rows:
+    order = [n for k in range(passes) for n in (rows if k % 2 == 0 else tuple(reversed(rows)))]
+    for i, n in enumerate(order):
         if deadline is not None and time.perf_counter() > deadline:
-            log(f"serving n={n}: skipped, and the rows after it: the calibration's time limit is near")
+            log(f"serving n={n}: skipped, and the {len(order) - i - 1} runs after it: the calibration's time "
+                "limit is near")
             break
+        if n in skip:
+            continue
         sc = serving_scenario(profile, bs, n, device, cuda_graphs)
         need = sc.engine.num_gpu_blocks * bs * spec.kv_bytes_per_token(sc.dtype_bytes)
         if free is not None and need > KV_MEMORY_SHARE * free:
             log(f"serving n={n}: skipped, its KV ({need / 2**30:.1f} GiB) is over {KV_MEMORY_SHARE:.0%} of the "
                 f"free memory ({free / 2**30:.1f} GiB)")
+            skip.add(n)
             continue
         res = RealEngine(sc, model=model).run()
-        runs[n] = (res.iterations, res.requests)
+        per_n.setdefault(n, []).append((res.iterations, res.requests))
         refs.append((res.info.get("reference_step") or {}).get("time_s"))     # the card's speed at each run
-        at_n = res.iterations.duration_s[res.iterations.decode_seqs == n]
-        log(f"serving n={n}: {len(at_n)} decode steps at {n} rows (median {at_n.median() * 1e3:.2f} ms), "
-            f"{len(lone_prefills(res.iterations))} lone prefills")
+        at_n = res.iterations[res.iterations.decode_seqs == n]
+        host = f", host {at_n.cpu_s.median() * 1e3:.2f} ms" if "cpu_s" in at_n.columns and len(at_n) else ""
+        log(f"serving n={n} (pass {len(per_n[n])}): {len(at_n)} decode steps at {n} rows (median "
+            f"{at_n.duration_s.median() * 1e3:.2f} ms{host}), {len(lone_prefills(res.iterations))} lone prefills")
+    runs = {n: join_passes(v) if len(v) > 1 else v[0] for n, v in sorted(per_n.items())}
     if save_dir is not None:
         save_runs(runs, save_dir)
     if not runs:
