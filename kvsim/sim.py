@@ -78,6 +78,7 @@ class SimEngine:
         self.kv = setup.make_kv()
         self.sched: Scheduler = setup.make_scheduler(self.kv, np.random.default_rng([sc.seed, 2]))
         self.cost = setup.cost
+        self.sched.count_sampling = bool(getattr(self.cost, "prices_sampling", False))   # beam steps' StepPlan counts
         self.max_time_s = sc.max_time_s
         self.fast_forward = fast_forward
         self.log = IterationLog(self.cost)

@@ -24,8 +24,10 @@ def cost(table=TABLE):
     return CalibratedCostModel(Profile(prof), model_name="OPT-13B", dtype="fp16", block_size_tokens=16)
 
 
-def plans(monkeypatch, **over) -> list[StepPlan]:
-    """Every plan the scheduler makes in a small simulated run."""
+def plans(monkeypatch, tmp_path, calibrated=True, **over) -> list[StepPlan]:
+    """Every plan the scheduler makes in a small simulated run, priced by a calibrated profile with a sampling
+    table (or by the roofline)."""
+    import json
     out = []
     orig = S.Scheduler.schedule
 
@@ -33,24 +35,33 @@ def plans(monkeypatch, **over) -> list[StepPlan]:
         out.append(orig(self, now))
         return out[-1]
     monkeypatch.setattr(S.Scheduler, "schedule", keep)
-    sc = kvsim.load_scenario({"name": "beams", "model": "opt-13b", "gpu": "a100-40gb", "seed": 3,
-                              "engine": {"block_size": 16, "num_gpu_blocks": 400},
-                              "workload": {"dataset": "uniform", "prompt_len_range": [8, 40],
-                                           "output_len_range": [4, 12], "num_requests": 12, "rate_req_s": 50,
-                                           **over}})
-    kvsim.simulate(sc, fast_forward=False)
+    doc = {"name": "beams", "model": "opt-13b", "gpu": "a100-40gb", "seed": 3,
+           "engine": {"block_size": 16, "num_gpu_blocks": 400},
+           "workload": {"dataset": "uniform", "prompt_len_range": [8, 40], "output_len_range": [4, 12],
+                        "num_requests": 12, "rate_req_s": 50, **over}}
+    if calibrated:
+        path = tmp_path / "prof.json"
+        path.write_text(json.dumps(dict(synthetic_profile(steps=True), sampling=TABLE)))
+        doc["cost"] = {"model": "calibrated", "profile": str(path)}
+    kvsim.simulate(kvsim.load_scenario(doc), fast_forward=False)
     return out
 
 
-def test_the_scheduler_counts_beam_rows_first_steps_and_draws(monkeypatch):
-    ps = plans(monkeypatch, beam_width=3)
+def test_the_scheduler_counts_beam_rows_first_steps_and_draws(monkeypatch, tmp_path):
+    ps = plans(monkeypatch, tmp_path, beam_width=3)
     assert sum(p.beam_first for p in ps) == 12                   # each group's first beam step, once
     for p in ps:
         assert p.beam_first <= len(p.prefill_group_ids) and p.draw_rows == 0
         assert p.beam_rows == len(p.decode_context_tokens)       # every decoding sequence is a beam
     assert any(p.beam_rows for p in ps) and all(p.beam_rows % 3 == 0 for p in ps)
-    plain = plans(monkeypatch)
+    plain = plans(monkeypatch, tmp_path)
     assert all(p.beam_rows == p.beam_first == p.draw_rows == 0 for p in plain)   # nothing counted without beams
+
+
+def test_the_simulator_asks_for_the_counts_only_when_its_cost_model_prices_them(monkeypatch, tmp_path):
+    """The roofline does not price sampling: no counts (the simulator's beam steps stay as fast as before)."""
+    assert all(p.beam_rows == p.beam_first == 0 for p in plans(monkeypatch, tmp_path, calibrated=False,
+                                                                beam_width=2))
 
 
 def test_a_beam_step_costs_the_beam_call_instead_of_the_greedy_draw():
@@ -110,6 +121,7 @@ def test_the_engine_samples_what_the_plan_counts(monkeypatch):
                                            "beam_width": 2},
                               "runtime": {"device": "cpu", "cuda_graphs": False, "warmup": False}})
     eng = RealEngine(sc, model=None)
+    eng.sched.count_sampling = True
     schedule = eng.sched.schedule
 
     def counted(now):

@@ -67,7 +67,8 @@ class Scheduler:
         self.rejected: list[SequenceGroup] = []
         self._next_seq_id = 0
         self._static_done: set[int] = set()
-        self._serves_beams = False          # a beam group was added: plans count their sampling rows
+        self._serves_beams = False          # a beam group was added
+        self.count_sampling = False         # plans count their sampling rows (a cost model that prices them)
 
     # ----------------------------------------------------------------- intake
     def add_request(self, spec: RequestSpec) -> SequenceGroup:
@@ -145,7 +146,7 @@ class Scheduler:
         for g in self.running:
             if g.first_scheduled_s is None:
                 g.first_scheduled_s = now
-        if self._serves_beams:
+        if self._serves_beams and self.count_sampling:
             self._count_sampling(plan)
         return plan
 

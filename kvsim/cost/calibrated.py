@@ -299,6 +299,12 @@ class CalibratedCostModel(DecodeSpreadMixin, CostModel):
             t += self.swap_time(len(plan.swap_out), 0) + self.swap_time(len(plan.swap_in), 0)
         return t
 
+    @property
+    def prices_sampling(self) -> bool:
+        """Whether :meth:`sampling_extra` reads the plans' sampling counts (the simulator then asks its
+        scheduler to fill them: ``Scheduler.count_sampling``)."""
+        return self.p.sampling is not None
+
     def sampling_extra(self, plan: StepPlan) -> float:
         """What beam search adds to a step whose grids were timed with greedy sampling (the profile's
         ``sampling`` table; 0 without it or without beams): each beam step over the step's beam rows and each
