@@ -8,7 +8,7 @@ from tests._triton_interp import (CUDA, DEV, STALE_TRITON, needs_cuda,  # noqa: 
                                   only_in_a_usable_process, torch)  # sets up Triton first
 
 from kvsim.errors import KvsimError  # noqa: E402
-from kvsim.kernels import copy_blocks, reference, swap_blocks, swap_runs, write_kv  # noqa: E402
+from kvsim.kernels import copy_blocks, copy_blocks_planes, reference, swap_blocks, swap_runs, write_kv  # noqa: E402
 from kvsim.kernels.inputs import randn, run_file_in_fresh_interpreter  # noqa: E402
 
 
@@ -60,6 +60,43 @@ def test_copy_blocks_one_launch_matches_reference(bs):
     copy_blocks(kc, vc, [])  # no pairs: no launch, no error
     with pytest.raises(KvsimError, match="pairs"):
         copy_blocks(kc, vc, [(0, 8)])
+
+
+@pytest.mark.parametrize("bs,planes", [(1, 2), (16, 6), (16, 64)])
+def test_copy_blocks_planes_copies_every_plane_in_one_launch(bs, planes):
+    """Every layer's K and V as planes of one tensor: each pair copied in every plane, nothing else touched,
+    the same as copy_blocks plane pair by plane pair and as the torch backend."""
+    gen = torch.Generator().manual_seed(bs + planes)
+    cache = randn((planes, 8, bs, 2, 64), torch.float16, DEV, gen)
+    pairs = [(0, 5), (3, 1), (3, 7), (6, 2)]
+    want = cache.clone()
+    for i in range(0, planes, 2):
+        reference.copy_blocks(want[i], want[i + 1], pairs)
+    torch_side = cache.clone()
+    copy_blocks_planes(cache, torch.tensor(pairs, device=DEV))
+    copy_blocks_planes(torch_side, pairs, backend="torch")
+    assert torch.equal(cache, want) and torch.equal(torch_side, want)
+    copy_blocks_planes(cache, [])                     # no pairs: no launch, no error
+    with pytest.raises(KvsimError, match="pairs"):
+        copy_blocks_planes(cache, [(0, 8)])
+    with pytest.raises(KvsimError, match="planes"):
+        copy_blocks_planes(cache[:, :4].transpose(0, 1), pairs)
+
+
+def test_the_engine_cache_copies_every_layer_with_one_call():
+    from kvsim.engine.kv_cache import KVCache
+    cache = KVCache(3, 6, 4, 2, 32, 0, torch.float16, torch.device(DEV), "triton")
+    gen = torch.Generator().manual_seed(5)
+    cache.planes.copy_(randn(tuple(cache.planes.shape), torch.float16, DEV, gen))
+    assert all(k.data_ptr() == cache.planes[2 * i].data_ptr() and v.data_ptr() == cache.planes[2 * i + 1].data_ptr()
+               for i, (k, v) in enumerate(cache.gpu))      # layer i's K and V are planes 2i and 2i + 1
+    want = [(k.clone(), v.clone()) for k, v in cache.gpu]
+    for k, v in want:
+        reference.copy_blocks(k, v, [(1, 4), (2, 5)])
+    cache.copy([(1, 4), (2, 5)])
+    assert all(torch.equal(k, wk) and torch.equal(v, wv) for (k, v), (wk, wv) in zip(cache.gpu, want))
+    with pytest.raises(ValueError, match="block ids"):
+        cache.copy([(1, 6)])
 
 
 def test_swap_runs_merge_contiguous_blocks():

@@ -1,6 +1,8 @@
 """The engine's KV cache tensors: per-layer GPU blocks and a pinned CPU swap pool.
 
-Layout per layer: K and V each ``[num_blocks, block_size, num_kv_heads, head_dim]``.
+Layout per layer: K and V each ``[num_blocks, block_size, num_kv_heads, head_dim]``, the planes of one
+tensor ``planes`` ``[2 x layers, num_blocks, ...]`` (layer ``i``'s K is plane ``2i``, its V ``2i + 1``), so a
+copy-on-write is one launch over all of them.
 Block ids are the ones the ``kvsim.core`` block manager hands out, so a
 ``StepPlan``'s copy-on-write pairs and swap maps apply directly.
 
@@ -20,10 +22,12 @@ class KVCache:
                  layer_slot: tuple[int, ...] | None = None):
         shape = (num_blocks, block_size, num_kv_heads, head_dim)
         slots = layer_slot if layer_slot is not None else tuple(range(num_layers))
-        pairs = [(torch.empty(shape, dtype=dtype, device=device), torch.empty(shape, dtype=dtype, device=device))
-                 for _ in range(max(slots) + 1)]
+        distinct = max(slots) + 1
+        # every layer's K and V as planes of one tensor, so a copy-on-write is one launch for all of them
+        self.planes = torch.empty((2 * distinct,) + shape, dtype=dtype, device=device)
+        pairs = [(self.planes[2 * i], self.planes[2 * i + 1]) for i in range(distinct)]
         self.gpu = [pairs[i] for i in slots]
-        self._distinct = len(pairs)
+        self._distinct = distinct
         pin = device.type == "cuda"
         cpu_shape = (num_cpu_blocks,) + shape[1:]
         self.cpu = [(torch.empty(cpu_shape, dtype=dtype, pin_memory=pin), torch.empty(cpu_shape, dtype=dtype, pin_memory=pin))
@@ -40,20 +44,16 @@ class KVCache:
         return 2 * self._distinct * k.numel() * k.element_size()
 
     def copy(self, pairs: list[tuple[int, int]]) -> None:
-        """Copy-on-write: block dst := block src in every layer tensor (one kernel launch per distinct
-        tensor pair). The ids are checked once here, on the host, so the launches need no sync."""
-        from kvsim.kernels import copy_blocks
+        """Copy-on-write: block dst := block src in every layer's K and V, one kernel launch over all the
+        cache's planes. The ids are checked once here, on the host, so the launch needs no sync."""
+        from kvsim.kernels import copy_blocks_planes
         if not pairs:
             return
         ids = [i for pair in pairs for i in pair]
         if min(ids) < 0 or max(ids) >= self.num_blocks:
             raise ValueError(f"copy-on-write block ids must be in [0, {self.num_blocks}), got {pairs}")
         t = torch.tensor(pairs, dtype=torch.int64, device=self.device)
-        done: set[int] = set()
-        for k, v in self.gpu:          # layers of KV groups share tensor pairs: copy each once
-            if id(k) not in done:
-                done.add(id(k))
-                copy_blocks(k, v, t, backend=self.backend, ids_checked=True)
+        copy_blocks_planes(self.planes, t, backend=self.backend, ids_checked=True)
 
     def swap_out(self, pairs: list[tuple[int, int]]) -> None:
         """GPU block -> CPU block for ``(gpu, cpu)`` pairs, every layer; runs of consecutive ids batch."""

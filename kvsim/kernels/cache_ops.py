@@ -5,6 +5,10 @@
   convention). Caches are ``[num_blocks, block_size, num_kv_heads, head_dim]``.
 * :func:`copy_blocks` — Triton kernel, *one launch for all pairs*: grid (pair, chunk), each
   program copies one chunk of block ``src`` to block ``dst`` in both K and V.
+* :func:`copy_blocks_planes` — the same over every layer's K and V at once, when they are planes of one
+  tensor ``[planes, num_blocks, ...]`` (the engine's cache): grid (pair, chunk, plane), one launch per
+  copy-on-write step instead of one per layer (on the H200, Llama-3-8B's 32 launches from Python cost a copy
+  step ~1.4 ms).
 * :func:`swap_blocks` — host-driven ``copy_`` between a GPU cache and a (pinned) CPU cache of
   the same block shape. By default contiguous runs (``src, src+1, ...`` -> ``dst, dst+1, ...``)
   are merged into one transfer each; ``per_block=True`` issues one transfer per block, as vLLM's
@@ -57,6 +61,18 @@ def _copy_blocks_kernel(kc_ptr, vc_ptr, pairs_ptr, block_elems, BLOCK: tl.conste
     mask = offs < block_elems
     tl.store(kc_ptr + dst * block_elems + offs, tl.load(kc_ptr + src * block_elems + offs, mask=mask), mask=mask)
     tl.store(vc_ptr + dst * block_elems + offs, tl.load(vc_ptr + src * block_elems + offs, mask=mask), mask=mask)
+
+
+@triton.jit
+def _copy_planes_kernel(cache_ptr, pairs_ptr, block_elems, plane_elems, BLOCK: tl.constexpr):
+    pair = tl.program_id(0)
+    chunk = tl.program_id(1)
+    base = cache_ptr + tl.program_id(2).to(tl.int64) * plane_elems
+    src = tl.load(pairs_ptr + 2 * pair).to(tl.int64)
+    dst = tl.load(pairs_ptr + 2 * pair + 1).to(tl.int64)
+    offs = chunk.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < block_elems
+    tl.store(base + dst * block_elems + offs, tl.load(base + src * block_elems + offs, mask=mask), mask=mask)
 
 
 def write_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -119,6 +135,28 @@ def copy_blocks(k_cache: torch.Tensor, v_cache: torch.Tensor,
     block_elems = k_cache[0].numel()
     grid = (pt.shape[0], triton.cdiv(block_elems, COPY_CHUNK))
     _copy_blocks_kernel[grid](k_cache, v_cache, pt, block_elems, BLOCK=COPY_CHUNK)
+
+
+def copy_blocks_planes(planes: torch.Tensor, pairs: torch.Tensor | Sequence[tuple[int, int]], *,
+                       backend: str = "triton", ids_checked: bool = False) -> None:
+    """Copy-on-write in every plane of ``planes`` ``[P, num_blocks, ...]`` (each layer's K and V caches as planes
+    of one contiguous tensor): block ``dst`` := block ``src`` for every ``(src, dst)`` pair, in one launch.
+    Same contract as :func:`copy_blocks` (distinct destinations, never a source of another pair)."""
+    require(planes.dim() >= 3 and planes.is_contiguous(), "planes", "must be a contiguous [planes, blocks, ...] tensor")
+    pt = _pairs_tensor(pairs, planes.device)
+    nb = planes.shape[1]
+    if pt.numel() and not ids_checked:
+        require(int(pt.min()) >= 0 and int(pt.max()) < nb, "pairs", f"block ids must be in [0, {nb})")
+    check_backend(backend, planes)
+    if pt.shape[0] == 0:
+        return
+    if backend == "torch":
+        src, dst = pt[:, 0], pt[:, 1]
+        planes[:, dst] = planes[:, src]
+        return
+    block_elems = planes[0, 0].numel()
+    grid = (pt.shape[0], triton.cdiv(block_elems, COPY_CHUNK), planes.shape[0])
+    _copy_planes_kernel[grid](planes, pt, block_elems, planes[0].numel(), BLOCK=COPY_CHUNK)
 
 
 def swap_runs(mapping: Iterable[tuple[int, int]], per_block: bool = False) -> list[tuple[int, int, int]]:
