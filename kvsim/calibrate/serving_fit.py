@@ -53,6 +53,10 @@ import time
 import numpy as np
 import pandas as pd
 
+# the runs as records; load_runs is re-exported for refits (benchmarks/engine/serving_refit.py)
+from kvsim.calibrate.serving_runs import (by_pass, join_passes, load_runs, lone_prefills,  # noqa: F401
+                                          save_runs, step_contexts)
+
 ROWS = (4, 8, 9, 16, 17, 24, 32, 64, 128)   # both ends of the 9-16 and 17-24 graph buckets; 64 and 128 for big batches
 KV_MEMORY_SHARE = 0.6              # a row runs only if its worst-case KV fits in this share of the free GPU memory
 REQUESTS_PER_SLOT = 2              # per pass
@@ -65,37 +69,6 @@ MAX_FRACTION = 1.5
 PREFILL_BINS, PREFILL_BIN_STEPS = 8, 15   # lone prefill steps: at most 8 length groups of >= 15 steps
 PRIOR_WIDTH = 0.25                 # how far one row's spread fraction may sit from the rows' mean a priori
 SE_FLOOR = 0.01
-
-
-def step_contexts(its: pd.DataFrame, reqs: pd.DataFrame) -> pd.DataFrame:
-    """Per decode-only step of a run without preemption: rows, context sum and longest context rebuilt from
-    the requests' first-token and finish times, and whether they match the step's own ``decode_seqs`` and
-    ``mem_used`` (``valid``; only those steps should be used). Index: the iteration's row in ``its``.
-
-    A request decodes in every decode-bearing step that starts after its first token and before its finish;
-    its context in a step is its prompt, the token its prefill sampled and one more per earlier decode step
-    (the step's new token included, as ``mem_used`` counts it)."""
-    cols = ["n", "ctx_sum", "ctx_max", "valid"]
-    if not len(its) or not len(reqs):
-        return pd.DataFrame(columns=cols)
-    done = reqs[reqs.first_token_s.notna() & reqs.finish_s.notna()]
-    ft = done.first_token_s.to_numpy(float)
-    fin = done.finish_s.to_numpy(float)
-    prompt = done.prompt_len.to_numpy(float)
-    starts = its.start_s.to_numpy(float)
-    bearing = its.decode_seqs.to_numpy() > 0
-    dstarts = starts[bearing]
-    first = np.searchsorted(dstarts, ft, side="left")       # each request's first decode-bearing step
-    out = {}
-    for i in np.nonzero(bearing & (its.prefill_tokens.to_numpy() == 0))[0]:
-        t = starts[i]
-        live = (ft <= t) & (fin > t)
-        ctx = prompt[live] + 1 + (np.searchsorted(dstarts, t, side="left") - first[live])
-        n, total = int(live.sum()), float(ctx.sum())
-        ok = n == int(its.decode_seqs.iloc[i]) and n > 0 and \
-            ("mem_used" not in its.columns or abs(total - float(its.mem_used.iloc[i])) < 0.5)
-        out[its.index[i]] = (n, total, float(ctx.max()) if n else 0.0, ok)
-    return pd.DataFrame.from_dict(out, orient="index", columns=cols)
 
 
 def fit_rows(measured_minus_grid: np.ndarray, unit: np.ndarray) -> tuple[float, float | None, float | None]:
@@ -177,31 +150,10 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
                 "spread_frac_mean": mean, "steps": [len(r[1]) for r in rows],
                 "workload": {"prompt_len_range": list(PROMPT_RANGE), "output_len_range": list(OUTPUT_RANGE),
                              "requests_per_slot": REQUESTS_PER_SLOT}})
-    passes = [_by_pass(runs[r[0]][0], r) for r in rows]
+    passes = [by_pass(runs[r[0]][0], r) for r in rows]
     if any(p is not None for p in passes):        # each pass's median step and host time, per row
         out["by_pass"] = passes
     return out
-
-
-def _by_pass(its: pd.DataFrame, row) -> dict | None:
-    """``{"step_s": [...], "host_s": [...]}``: the median decode step at the row's n and its host time, per pass
-    of a joined record (:func:`join_passes`); None for a single run."""
-    if "pass" not in its.columns:
-        return None
-    d = its[(its.decode_seqs == row[0]) & (its.prefill_tokens == 0)]
-    g = d.groupby("pass")
-    return {"step_s": [float(x) for x in g.duration_s.median()],
-            "host_s": [float(x) for x in g.cpu_s.median()] if "cpu_s" in d.columns else None}
-
-
-def lone_prefills(its: pd.DataFrame) -> pd.DataFrame:
-    """The prefill-only steps of one fresh prompt taken while other requests were running (a serving run's
-    joiners; the opening burst's multi-prompt steps and a prompt reaching an idle engine are left out)."""
-    need = {"prefill_tokens", "decode_seqs", "prefill_groups", "running"}
-    if not need <= set(its.columns):
-        return its.iloc[:0]
-    sel = (its.prefill_tokens > 0) & (its.decode_seqs == 0) & (its.prefill_groups == 1) & (its.running > 1)
-    return its[sel]
 
 
 def prefill_curve(tokens: np.ndarray, extra: np.ndarray) -> dict:
@@ -235,31 +187,6 @@ def fit_prefill_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame
     return dict(out, steps=len(toks)) if out else {}
 
 
-def join_passes(passes: list[tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row's runs from several passes as one record: each later pass shifted in time after the one before
-    (a second's gap) and its request ids after the earlier ones', so :func:`step_contexts` rebuilds each
-    pass's steps from its own requests; ``pass`` says which pass a step or request came from."""
-    its_all, reqs_all, t0, id0 = [], [], 0.0, 0
-    for k, (its, reqs) in enumerate(passes):
-        its, reqs = its.copy(), reqs.copy()
-        its["start_s"] = its.start_s + t0
-        for c in ("arrival_s", "first_scheduled_s", "first_token_s", "finish_s"):
-            if c in reqs.columns:
-                reqs[c] = reqs[c] + t0
-        if "request_id" in reqs.columns:
-            reqs["request_id"] = reqs.request_id + id0
-            id0 = int(reqs.request_id.max()) + 1 if len(reqs) else id0
-        its["pass"], reqs["pass"] = k, k
-        its_all.append(its)
-        reqs_all.append(reqs)
-        if len(its):
-            t0 = float((its.start_s + its.duration_s).max()) + 1.0
-    its, reqs = pd.concat(its_all, ignore_index=True), pd.concat(reqs_all, ignore_index=True)
-    if "iter" in its.columns:
-        its["iter"] = np.arange(len(its))
-    return its, reqs
-
-
 def serving_workload(n: int, max_seq_len: int) -> tuple[dict, dict]:
     """``(engine, workload)`` settings of the serving run at ``n`` rows (see module doc)."""
     p_hi = min(PROMPT_RANGE[1], max_seq_len // 2)
@@ -288,27 +215,6 @@ FITTED = ("decode_serving", "prefill_serving")
 UNFITTED_PREFILL = FITTED + ("prefill_overhead", "wake_overhead")   # a lone prefill's price before either fit
 
 
-def save_runs(runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], out_dir) -> None:
-    """The serving runs' engine records, ``out_dir/n<N>/{iterations,requests}.csv``, for :func:`load_runs`."""
-    from pathlib import Path
-    for n, (its, reqs) in runs.items():
-        d = Path(out_dir) / f"n{n}"
-        d.mkdir(parents=True, exist_ok=True)
-        its.to_csv(d / "iterations.csv", index=False)
-        reqs.to_csv(d / "requests.csv", index=False)
-
-
-def load_runs(out_dir) -> dict[int, tuple[pd.DataFrame, pd.DataFrame]]:
-    """The runs :func:`save_runs` wrote, by ``n``: refit them on the CPU with :func:`fit_from_runs` /
-    :func:`fit_prefill_from_runs` (e.g. another fit form, checked against the same GPU data)."""
-    from pathlib import Path
-    runs = {}
-    for d in sorted(Path(out_dir).glob("n*"), key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else -1):
-        if d.name[1:].isdigit() and (d / "iterations.csv").is_file():
-            runs[int(d.name[1:])] = (pd.read_csv(d / "iterations.csv"), pd.read_csv(d / "requests.csv"))
-    return runs
-
-
 def serving_scenario(profile: dict, bs: int, n: int, device: str = "cuda", cuda_graphs: bool = True):
     """The scenario of the serving run at ``n`` rows (:func:`serving_workload`), with a KV pool for its worst case."""
     import kvsim
@@ -334,9 +240,9 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
                 log=print, save_dir=None, deadline: float | None = None, passes: int = PASSES) -> tuple[dict, dict]:
     """Run the serving workloads on the real engine; ``(decode_serving, prefill_serving)`` for block size
     ``bs`` (each {} when its steps are too few). Each row runs ``passes`` times, up the rows and back down
-    (:data:`PASSES`), its passes joined into one record (:func:`join_passes`). ``save_dir``: also keep the runs' records there
-    (:func:`save_runs`). ``deadline`` (``time.perf_counter()`` seconds): no row starts after it (the rest are
-    skipped and logged, so a calibration under a time limit still writes its profile)."""
+    (:data:`PASSES`), its passes joined into one record (:func:`join_passes`). ``save_dir``: also keep the
+    runs' records there (:func:`save_runs`). ``deadline`` (``time.perf_counter()`` seconds): no run starts after
+    it (the rest are skipped and logged, so a calibration under a time limit still writes its profile)."""
     import kvsim
     from kvsim.catalogue import get_model
     from kvsim.cost.profile import interp1

@@ -55,7 +55,7 @@ tokens); older profiles add the prefill tokens' share to the decode step.
 Composing isolated kernels over-counts launch gaps that overlap in a real
 forward pass, so the whole-iteration grids are preferred when present.
 Profiles with ``sampling`` (the engine's sampling calls timed alone) add, to a step with beam-search rows, the
-beam calls it makes less the greedy draw the grids were timed with (:meth:`CalibratedCostModel.sampling_extra`).
+beam calls it makes less the greedy draw the grids were timed with (:mod:`kvsim.cost.sampling_price`).
 ``step_overhead`` is fitted on decode steps; profiles with ``prefill_overhead``
 (real engine prefill steps of T prompt tokens minus their price without it:
 the host work that grows with a prompt) add it at the step's prefill tokens to
@@ -79,12 +79,13 @@ from kvsim.core.plan import StepPlan
 from kvsim.cost.base import CostModel, is_decode_only
 from kvsim.cost.decode_spread import DecodeSpreadMixin
 from kvsim.cost.prefill_shapes import PrefillShapes
+from kvsim.cost.sampling_price import SamplingPriceMixin
 from kvsim.cost.profile import (FORMAT, REQUIRED, VERSION, Profile, interp1, interp2, isotonic,  # noqa: F401
                                 load_profile, spread_contexts, spread_fractions)
 from kvsim.errors import KvsimError
 from kvsim.graph_sizes import padded
 
-class CalibratedCostModel(DecodeSpreadMixin, CostModel):
+class CalibratedCostModel(DecodeSpreadMixin, SamplingPriceMixin, CostModel):
     """Interpolates ``profile`` for ``model_name`` at ``block_size_tokens`` (see module doc)."""
 
     def __init__(self, profile: Profile, *, model_name: str, dtype: str, block_size_tokens: int,
@@ -298,29 +299,6 @@ class CalibratedCostModel(DecodeSpreadMixin, CostModel):
         if self.include_swaps_in_step:
             t += self.swap_time(len(plan.swap_out), 0) + self.swap_time(len(plan.swap_in), 0)
         return t
-
-    @property
-    def prices_sampling(self) -> bool:
-        """Whether :meth:`sampling_extra` reads the plans' sampling counts (the simulator then asks its
-        scheduler to fill them: ``Scheduler.count_sampling``)."""
-        return self.p.sampling is not None
-
-    def sampling_extra(self, plan: StepPlan) -> float:
-        """What beam search adds to a step whose grids were timed with greedy sampling (the profile's
-        ``sampling`` table; 0 without it or without beams): each beam step over the step's beam rows and each
-        first beam step over its groups, less the greedy draw the step then no longer makes."""
-        tab = self.p.sampling
-        if tab is None or not (plan.beam_rows or plan.beam_first):
-            return 0.0
-        greedy, beam, first = tab
-        t = 0.0
-        if plan.beam_rows:
-            t += float(interp1(float(plan.beam_rows), *beam))
-        if plan.beam_first:
-            t += float(interp1(float(plan.beam_first), *first))
-        if not plan.draw_rows:
-            t -= float(interp1(float(plan.beam_rows + plan.beam_first), *greedy))
-        return max(0.0, t)
 
     def swap_time(self, num_blocks: int, block_bytes: int) -> float:
         """Measured one-way swap of ``num_blocks`` blocks (all layers) at the profile's block size."""
