@@ -244,11 +244,23 @@ class PagedBlockManager(AppendMixin, SwapMixin):
                 continue                      # kept beam: table unchanged
             src, dst = old[p], old[i]
             # Tables of one group form a tree (forks share a prefix, later blocks are
-            # private), so equality is prefix-closed: find the shared prefix from the end
-            # (beams mostly part recently) and touch only the differing suffixes.
+            # private), so equality is prefix-closed: the shared prefix's length is found by
+            # bisection (beams that parted long ago would otherwise be walked block by block),
+            # after a look at the last two entries (beams mostly part recently), and only the
+            # differing suffixes are touched.
             lo = min(len(src), len(dst))
-            while lo and src[lo - 1] != dst[lo - 1]:
-                lo -= 1
+            if lo and src[lo - 1] != dst[lo - 1]:
+                if lo > 1 and src[lo - 2] == dst[lo - 2]:
+                    lo -= 1
+                else:                         # src[:a] == dst[:a], src[b] != dst[b]
+                    a, b = 0, lo - 1
+                    while a < b:
+                        m = (a + b) >> 1
+                        if src[m] == dst[m]:
+                            a = m + 1
+                        else:
+                            b = m
+                    lo = a
             for b in src[lo:]:
                 ref[b] += 1
             tables[seq_ids[i]] = src[:]
