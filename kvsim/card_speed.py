@@ -49,6 +49,18 @@ def host_ratio(its, serving: dict | None) -> float | None:
     return float(np.median(d.cpu_s.to_numpy(float) / ref))
 
 
+HOST_NOTE = 1.25     # kvsim validate says so when a run's host ratio is beyond this either way (reporting only)
+
+
+def host_note(scenario: str, ratio: float | None) -> str | None:
+    """The line ``kvsim validate`` prints when the run's host was much slower or faster than the
+    calibration's (:func:`host_ratio` beyond :data:`HOST_NOTE` either way), else None."""
+    if ratio is None or 1 / HOST_NOTE <= ratio <= HOST_NOTE:
+        return None
+    return (f"note: {scenario}: the engine's host time per decode step was {ratio:.2f}x the calibration's at the "
+            "same rows (the host's speed moves from run to run); the errors below include it")
+
+
 def speed_row(scenario: str, engine_info: dict | None, profile_meta: dict | None, block_size: int,
               engine_its=None, serving: dict | None = None) -> dict:
     """One table row: both reference times (ms), their ratio (engine / profile), whether both ran on the

@@ -219,7 +219,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
     from kvsim.validate_diff import links_markdown, write_diff
     from kvsim.errors import KvsimError
     from kvsim.outdir import atomic_write, safe_name, write_csv, write_json, write_text
-    from kvsim.card_speed import speed_markdown, speed_row
+    from kvsim.card_speed import host_note, speed_markdown, speed_row
     rows = []
     names = []
     speeds: list[dict] = []
@@ -270,6 +270,8 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
         if speeds[-1]["compiled"]:
             print(f"note: {sc.name}: the engine compiled {speeds[-1]['compiled']} Triton kernel(s) while serving; "
                   "those steps' times include compiling (its step_sizes.md lists the slow steps)")
+        if host_note(sc.name, speeds[-1]["host_ratio"]):
+            print(host_note(sc.name, speeds[-1]["host_ratio"]))
         try:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -133,3 +133,10 @@ def test_host_ratio_is_the_runs_host_time_over_the_serving_fits_at_the_same_rows
     assert host_ratio(its.iloc[:10], serving) is None
     row = speed_row("s", {"reference_step": {"time_s": 0.01}}, {}, 16, its, serving)
     assert row["host_ratio"] == pytest.approx(1.5) and "| – | 1.50 |" in speed_markdown([row])
+
+
+def test_a_run_whose_host_was_far_from_the_calibrations_gets_a_note():
+    from kvsim.card_speed import HOST_NOTE, host_note
+    assert host_note("v", None) is None and host_note("v", 1.0) is None and host_note("v", HOST_NOTE) is None
+    assert "1.58x" in host_note("v13", 1.58) and host_note("v13", 1.58).startswith("note: v13:")
+    assert host_note("v", 1 / HOST_NOTE - 0.01) is not None
