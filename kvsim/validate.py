@@ -270,8 +270,9 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
         if speeds[-1]["compiled"]:
             print(f"note: {sc.name}: the engine compiled {speeds[-1]['compiled']} Triton kernel(s) while serving; "
                   "those steps' times include compiling (its step_sizes.md lists the slow steps)")
-        if host_note(sc.name, speeds[-1]["host_ratio"]):
-            print(host_note(sc.name, speeds[-1]["host_ratio"]))
+        note = host_note(sc.name, speeds[-1]["host_ratio"])
+        if note:
+            print(note)
         try:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as e:

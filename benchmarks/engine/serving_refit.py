@@ -26,15 +26,21 @@ from kvsim.cost.profile import interp1
 from kvsim.graph_sizes import engine_graph_sizes
 
 
-def row_errors(prof: dict, bs: int, runs: dict, form: str = "grid") -> list[dict]:
-    """Per row: measured mean decode step and the three prices' mean errors (see module doc)."""
+def fit_inputs(prof: dict, bs: int, runs: dict):
+    """``(graphs, bare, overhead)``: the serving runs' CUDA-graph sizes, the profile's cost model without its
+    serving tables and step overhead, and its step overhead by rows, as the calibration fits with them."""
     graphs = engine_graph_sizes(SF.serving_scenario(prof, bs, max(runs), device="cpu"))
-    bare = SF.stripped_cost(prof, bs, graphs, drop=SF.FITTED, bare=True)
-    grid_priced = SF.stripped_cost(prof, bs, graphs, drop=SF.FITTED, bare=False)
     ov = prof["step_overhead"]
 
     def overhead(n):
         return float(interp1(float(n), np.asarray(ov["num_seqs"], float), np.asarray(ov["time_s"], float)))
+    return graphs, SF.stripped_cost(prof, bs, graphs, drop=SF.FITTED, bare=True), overhead
+
+
+def row_errors(prof: dict, bs: int, runs: dict, form: str = "grid") -> list[dict]:
+    """Per row: measured mean decode step and the three prices' mean errors (see module doc)."""
+    graphs, bare, overhead = fit_inputs(prof, bs, runs)
+    grid_priced = SF.stripped_cost(prof, bs, graphs, drop=SF.FITTED, bare=False)
 
     def priced(fit, n, ctx):      # the cost model itself, with ``fit`` as the profile's decode_serving
         cost = SF.stripped_cost(dict(prof, decode_serving={str(bs): fit}), bs, graphs, drop=("prefill_serving",),
@@ -81,11 +87,8 @@ def main() -> None:
               f"| {r['spread_grid']:+.2%} |")
 
     if a.write:
-        graphs = engine_graph_sizes(SF.serving_scenario(prof, a.block_size, max(runs), device="cpu"))
-        bare = SF.stripped_cost(prof, a.block_size, graphs, drop=SF.FITTED, bare=True)
-        ov = prof["step_overhead"]
-        fit = SF.fit_from_runs(bare, runs, lambda n: float(interp1(float(n), np.asarray(ov["num_seqs"], float),
-                                                                   np.asarray(ov["time_s"], float))), a.form)
+        _, bare, overhead = fit_inputs(prof, a.block_size, runs)
+        fit = SF.fit_from_runs(bare, runs, overhead, a.form)
         old = prof.get("decode_serving", {}).get(str(a.block_size), {})
         fit["reference_step_s"] = old.get("reference_step_s")
         prof["decode_serving"] = dict(prof.get("decode_serving", {}), **{str(a.block_size): fit})

@@ -180,11 +180,9 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     prof["linear"], prof["layer_other"] = M.measure_nonattention(model, dev)
     M._log("linear / other done")
     prof["lm_head"] = M.measure_lm_head(model, dev)
-    from kvsim.calibrate.sampling import sampling_table
+    from kvsim.calibrate.sampling import describe, sampling_table
     prof["sampling"] = sampling_table(spec.vocab_size, dev)       # beam search's sampling, priced apart
-    M._log("sampling (ms): greedy " + ", ".join(f"{r}: {t * 1e3:.3f}" for r, t in zip(
-        prof["sampling"]["greedy"]["rows"], prof["sampling"]["greedy"]["time_s"])) + "; beam " + ", ".join(
-        f"{r}: {t * 1e3:.3f}" for r, t in zip(prof["sampling"]["beam"]["rows"], prof["sampling"]["beam"]["time_s"])))
+    M._log(describe(prof["sampling"]))
     prof["meta"]["fast"] = bool(fast)
     for key in BLOCK_TABLES:
         prof[key] = {}

@@ -13,7 +13,7 @@ device sync after it (the engine's calls end in a copy to the host): ``greedy`` 
 (:func:`kvsim.engine.sampling.beam_steps` over groups of :data:`WIDTH` beams) by rows, ``beam_first``
 (:func:`kvsim.engine.sampling.beam_first_steps`) by groups. Width 4 gave the same time as width 2 at equal
 rows in that measurement (0.32 ms at 32 rows for both), so one width is timed. The cost model
-(:meth:`kvsim.cost.calibrated.CalibratedCostModel.sampling_extra`) adds ``beam(rows) + beam_first(groups)``
+(:mod:`kvsim.cost.sampling_price`) adds ``beam(rows) + beam_first(groups)``
 and takes off ``greedy(rows)`` when the step draws no row independently. About two seconds on a GPU.
 """
 from __future__ import annotations
@@ -62,3 +62,10 @@ def sampling_table(vocab: int, device, rows=ROWS, first_groups=FIRST_GROUPS, rep
     return {"greedy": {"rows": list(rows), "time_s": greedy}, "beam": {"rows": list(rows), "time_s": beam},
             "beam_first": {"groups": list(first_groups), "time_s": first}, "vocab": int(vocab),
             "beam_width": WIDTH}
+
+
+def describe(table: dict) -> str:
+    """One log line: the greedy and beam times by rows, in ms."""
+    def ms(key):
+        return ", ".join(f"{r}: {t * 1e3:.3f}" for r, t in zip(table[key]["rows"], table[key]["time_s"]))
+    return f"sampling (ms): greedy {ms('greedy')}; beam {ms('beam')}"

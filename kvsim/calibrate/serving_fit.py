@@ -10,11 +10,12 @@ steps cost 0.34 ms + 0.035 ms per row beyond the grid's GPU time, and more with 
 the lock-step fit saw neither.
 
 What. For each ``n`` in :data:`ROWS` whose worst-case KV fits the card (:data:`KV_MEMORY_SHARE`), the engine
-serves :data:`REQUESTS_PER_SLOT` × n requests of uniform random lengths, in :data:`PASSES` passes (up the rows,
-then back down, so each row meets the host at two times some tens of seconds apart: on the H200 VM the host
-time of one workload's decode step moved between 0.27 and 0.47 ms from run to run, and one row's single run
-sampled one such state, ``benchmarks/engine/results_H200/serving_1605/README.md``; the profile keeps each
-pass's medians, ``by_pass``), with random lengths (:data:`PROMPT_RANGE`, :data:`OUTPUT_RANGE`) with at most n in flight (``max_concurrency = n``,
+serves :data:`REQUESTS_PER_SLOT` × n requests of uniform random lengths (:data:`PROMPT_RANGE`,
+:data:`OUTPUT_RANGE`) in each of :data:`PASSES` passes (up the rows, then back down, so each row meets the
+host at two times some tens of seconds apart: on the H200 VM the host time of one workload's decode step moved
+between 0.27 and 0.47 ms from run to run, and one row's single run sampled one such state,
+``benchmarks/engine/results_H200/serving_1605/README.md``; the profile keeps each pass's medians, ``by_pass``),
+with at most n in flight (``max_concurrency = n``,
 serving's ``max_num_seqs`` and CUDA graphs, so a step of n rows replays the graph serving pads it to): as
 requests finish others join, so the running contexts are as unequal as in serving while the batch stays at
 n rows. Each decode-only step's contexts are rebuilt from the run's own records (:func:`step_contexts`), and
@@ -148,8 +149,7 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
         out["host_s"] = host
     out.update({"spread_frac_row": [r[5] for r in rows], "spread_frac_se": [r[6] for r in rows],
                 "spread_frac_mean": mean, "steps": [len(r[1]) for r in rows],
-                "workload": {"prompt_len_range": list(PROMPT_RANGE), "output_len_range": list(OUTPUT_RANGE),
-                             "requests_per_slot": REQUESTS_PER_SLOT}})
+                "workload": _workload_of(runs, rows[-1][0])})
     passes = [by_pass(runs[r[0]][0], r) for r in rows]
     if any(p is not None for p in passes):        # each pass's median step and host time, per row
         out["by_pass"] = passes
@@ -171,6 +171,15 @@ def prefill_curve(tokens: np.ndarray, extra: np.ndarray) -> dict:
         xs.append(x)
         ys.append(y)
     return {"tokens": xs, "extra_s": ys}
+
+
+def _workload_of(runs: dict, n: int) -> dict:
+    """The serving workload the runs record (requests per slot and passes read from row ``n``'s own
+    requests, so a refit of older runs describes them, not today's constants)."""
+    reqs = runs[n][1]
+    passes = int(reqs["pass"].nunique()) if "pass" in reqs.columns else 1
+    return {"prompt_len_range": list(PROMPT_RANGE), "output_len_range": list(OUTPUT_RANGE),
+            "requests_per_slot": int(round(len(reqs) / n / passes)), "passes": passes}
 
 
 def fit_prefill_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]]) -> dict:

@@ -20,8 +20,8 @@ model, the real engine executes it. Lists are per unit of work:
   (log-softmax and top-k over the group's beams) instead of one independent draw per row;
   ``beam_first`` — beam groups whose prompt ends this step (their first beam step); ``draw_rows`` — rows
   the step draws independently. Filled by the scheduler only when it serves beam groups and is asked to
-  (``Scheduler.count_sampling``; else 0), for cost models that price sampling apart (:class:`kvsim.cost.calibrated.CalibratedCostModel` with a profile's
-  ``sampling`` table).
+  (``Scheduler.count_sampling``; else 0), for cost models that price sampling apart
+  (:mod:`kvsim.cost.sampling_price`, with a profile's ``sampling`` table).
 """
 from __future__ import annotations
 

@@ -152,22 +152,21 @@ class Scheduler:
 
     def _count_sampling(self, plan: StepPlan) -> None:
         """``plan.beam_rows`` / ``beam_first`` / ``draw_rows`` (see :class:`StepPlan`): what the step samples,
-        as the engine's runner samples it (a finished group kept in a static batch draws nothing)."""
+        as the engine's runner samples it (:meth:`SequenceGroup.sampling`)."""
         groups = self.groups
         for gid, new, cached in zip(plan.prefill_group_ids, plan.prefill_new_tokens, plan.prefill_cached_tokens):
             g = groups[gid]
             if cached + new >= g.prefill_target:
-                if g.is_beam and g.generated == 0:
+                if g.sampling(True) == "beam_first":
                     plan.beam_first += 1
                 else:
                     plan.draw_rows += len(g.seqs)
         for gid in plan.decode_group_ids:
             g = groups[gid]
-            if g.generated >= g.spec.output_len:
-                continue
-            if g.is_beam:
+            kind = g.sampling(False)
+            if kind == "beam":
                 plan.beam_rows += len(g.seqs)
-            else:
+            elif kind == "draw":
                 plan.draw_rows += len(g.seqs)
 
     def _add_prefill(self, plan: StepPlan, g: SequenceGroup, tokens: int) -> None:

@@ -90,6 +90,18 @@ class SequenceGroup:
     def generated(self) -> int:
         return self.seqs[0].generated
 
+    def sampling(self, prompt_done: bool) -> str | None:
+        """How the step samples this group's tokens: ``"beam_first"`` (its prompt just ended and it searches
+        beams), ``"beam"``, ``"draw"`` (one independent draw per sequence) or None (a decode row of a group
+        already finished, kept in a static batch: nothing drawn). ``prompt_done``: the group's prompt (or its
+        last chunk) runs this step; else it decodes. The engine's runner and the scheduler's counts
+        (``StepPlan.beam_rows``) both follow it."""
+        if prompt_done:
+            return "beam_first" if self.spec.beam_width > 1 and self.seqs[0].generated == 0 else "draw"
+        if self.seqs[0].generated >= self.spec.output_len:
+            return None
+        return "beam" if self.spec.beam_width > 1 else "draw"
+
     def recompute_len(self) -> int:
         """Tokens a recompute must run: the prompt once plus every sequence's own generated tokens."""
         return self.spec.prompt_len + sum(s.generated for s in self.seqs)

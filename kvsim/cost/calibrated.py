@@ -159,11 +159,14 @@ class CalibratedCostModel(DecodeSpreadMixin, SamplingPriceMixin, CostModel):
     def decode_grid_spread(self, num_seqs: int, ctx_token_sums: np.ndarray, ctx_max: np.ndarray) -> np.ndarray:
         """What unequal contexts add to decode steps of ``num_seqs`` rows at the spread grid's fraction (0 without
         a spread grid): the term the serving fit's ``"grid"`` form prices them with. Needs ``decode_step``."""
-        step, _ = self.decode_grid_and_spread(num_seqs, ctx_token_sums, ctx_max)
+        if self._step is None:
+            raise KvsimError("profile", "no decode_step grid: decode_grid_spread needs whole-step grids")
+        sums = np.asarray(ctx_token_sums, dtype=np.float64)
         if self._lam is None:
-            return np.zeros_like(step)
+            return np.zeros(sums.shape, dtype=np.float64)
         b = float(padded(num_seqs, self._graphs))
-        return np.asarray(self._spread_excess(b, np.asarray(ctx_token_sums, dtype=np.float64), ctx_max, step))
+        step = np.asarray(self._grid_at(self._step, b, sums), dtype=np.float64)
+        return np.asarray(self._spread_excess(b, sums, ctx_max, step))
 
     def decode_step_times(self, num_seqs: int, ctx_token_sums: np.ndarray, ctx_max: np.ndarray | None = None
                           ) -> np.ndarray:

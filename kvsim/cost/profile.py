@@ -124,7 +124,7 @@ class Profile:
                 if "prefill_overhead" in data else None
             # optional: the engine's sampling calls alone, by rows (greedy; a beam step over its groups' beams)
             # and by groups (a beam group's first step after its prompt) -- CalibratedCostModel prices beam
-            # steps with them (kvsim.calibrate.measure.sampling_table)
+            # steps with them (kvsim.calibrate.sampling, kvsim.cost.sampling_price)
             self.sampling = None if "sampling" not in data else tuple(
                 self._curve(data["sampling"][k], key, monotone=False)
                 for k, key in (("greedy", "rows"), ("beam", "rows"), ("beam_first", "groups")))

@@ -225,18 +225,17 @@ class ModelRunner:
         beam_next: list[tuple[int, SequenceGroup]] = []
         i = 0
         for _, g in batch.prefill_rows:          # one logits row per group; every sequence draws from it
-            if g.is_beam and g.generated == 0:
+            if g.sampling(True) == "beam_first":
                 beam_first.append((i, g))
             else:
                 draw_rows += [i] * len(g.seqs)
                 draw_to += [(g, s.seq_id) for s in g.seqs]
             i += 1
         for _, g in batch.decode_rows:           # one row per sequence
-            if g.generated >= g.spec.output_len:     # finished, kept in a static batch: nothing to draw
-                pass
-            elif g.is_beam:
+            kind = g.sampling(False)             # None: finished, kept in a static batch: nothing to draw
+            if kind == "beam":
                 beam_next.append((i, g))
-            else:
+            elif kind == "draw":
                 draw_rows += range(i, i + len(g.seqs))
                 draw_to += [(g, s.seq_id) for s in g.seqs]
             i += len(g.seqs)
