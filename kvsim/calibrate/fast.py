@@ -34,8 +34,8 @@ COARSE = {"batch": [1, 8, 32, 128, 256], "ctx": [128, 512, 2048], "spread": [204
 
 # measured input, not an output: the full block-16 OPT-13B calibration on the H200 (README, calibrate)
 FULL_B16_SECONDS = 319.4    # 2026-12-03 16:01, commit 7960f6f (benchmarks/engine/results_H200/calib_1601/)
-SERVING_FIT_SECONDS = 79.0  # the serving fit's nine runs (4-128 rows, one pass of 3n requests), Llama-3-8B, H200,
-# 2026-12-04 16:08 (serving_1605); two passes of 2n requests each run a third more requests (not yet measured)
+SERVING_FIT_SECONDS = 132.0  # the serving fit's nine rows in two passes of 2n requests (4-128 rows), Llama-3-8B,
+# H200, 2026-12-04 18:20:50-18:23:02 (benchmarks/engine/results_H200/calib_1817/calibrate.log)
 # the shared tables (GEMMs, layer rest, LM head, overhead and prefill-overhead fits) counted as points;
 # the fits run the engine (10 short runs), counted here as 3 points each
 SHARED_FIT_RUNS = 10
@@ -110,6 +110,5 @@ def estimate_full_or_fast(block_sizes: list[int], fast: bool, max_ctx: int = 204
             f"of grid points and the full block-16 OPT-13B H200 calibration's {FULL_B16_SECONDS:.0f} s; to be measured)")
     if not fast:     # the serving fit's engine runs come on top (kvsim.calibrate.serving_fit)
         line += (f", plus the serving fit's engine runs: {SERVING_FIT_SECONDS:.0f} s at 4-128 rows for Llama-3-8B on "
-                 "the H200 with one pass of 3n requests (now two of 2n: about a third more), more for a slower "
-                 "model (--time-limit caps them)")
+                 "the H200 in two passes, more for a slower model (--time-limit caps them)")
     return line
