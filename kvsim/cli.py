@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calibrate(sub)
     from kvsim.calibrate.merge import add_parser as _add_merge
     _add_merge(sub)
-    from kvsim.validate import add_parser as _add_validate
+    from kvsim.validate_cli import add_parser as _add_validate
     _add_validate(sub)
     sub.add_parser("models", help="list the model catalogue").set_defaults(func=_cmd_models)
     sub.add_parser("gpus", help="list the GPU catalogue").set_defaults(func=_cmd_gpus)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from kvsim.validate_diff import rel_err
+from kvsim.validate_repeats import engine_dirs, in_range, measured_stats, repeat_dir, repeats_markdown
 
 METRICS = (
     ("throughput_req_s", "throughput (req/s)"),
@@ -31,9 +32,16 @@ METRICS = (
 )
 
 
-def compare(name: str, sim: dict, eng: dict) -> list[dict]:
-    return [{"scenario": name, "metric": k, "predicted": sim.get(k), "measured": eng.get(k),
-             "rel_error": rel_err(sim.get(k), eng.get(k))} for k, _ in METRICS]
+def compare(name: str, sim: dict, engs: list[dict]) -> list[dict]:
+    """One row per metric: the prediction against the engine runs' median (one run's value) and their range
+    (:mod:`kvsim.validate_repeats`)."""
+    rows = []
+    for k, _ in METRICS:
+        measured, lo, hi, n = measured_stats(engs, k)
+        rows.append({"scenario": name, "metric": k, "predicted": sim.get(k), "measured": measured,
+                     "rel_error": rel_err(sim.get(k), measured), "repeats": n, "measured_min": lo,
+                     "measured_max": hi, "in_range": in_range(sim.get(k), lo, hi)})
+    return rows
 
 
 def error_table(rows: list[dict]) -> pd.DataFrame:
@@ -214,8 +222,19 @@ def simulate_with_profile(scenario_path: str, profile: str, overrides: list[str]
     return sc, kvsim.simulate(sc)
 
 
+def _release_device() -> None:
+    """Between engine repeats: the last run's KV cache and graphs go before the next run allocates its own."""
+    import gc
+
+    import torch
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, replay: bool = False,
-                   overrides: list[str] | None = None) -> pd.DataFrame:
+                   overrides: list[str] | None = None, repeats: int = 1) -> pd.DataFrame:
+    """``repeats``: engine runs per scenario (live only; ``replay`` reads every repeat saved)."""
     from kvsim.validate_diff import links_markdown, write_diff
     from kvsim.errors import KvsimError
     from kvsim.outdir import atomic_write, safe_name, write_csv, write_json, write_text
@@ -232,6 +251,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
         edir = d / "engine"
         if replay:
             eng_doc, eng_reqs, eng_its = read_engine_records(edir)
+            summaries = [eng_doc["summary"]] + [read_engine_records(e)[0]["summary"] for e in engine_dirs(d)[1:]]
             sc, sim = simulate_with_profile(path, profile, list(overrides or []) + replay_sets(eng_doc))
         else:
             pmeta = _profile_doc(profile).get("meta")
@@ -253,9 +273,18 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
             check_graph_mode(profile, esc.runtime.cuda_graphs)
             from kvsim.engine.preflight import check_engine_fits
             check_engine_fits(esc)
-            eres = RealEngine(esc).run()
-            write_engine_run(eres, edir)
+            model = None
+            for r in range(1, repeats + 1):      # each repeat a fresh engine (KV cache, graphs) on one loaded model
+                eng = RealEngine(esc, model=model)
+                eres = eng.run()
+                model = eng.model
+                write_engine_run(eres, repeat_dir(d, r))
+                del eng, eres
+                _release_device()
+            del model
             eng_doc, eng_reqs, eng_its = read_engine_records(edir)
+            summaries = [eng_doc["summary"]] + [read_engine_records(repeat_dir(d, r))[0]["summary"]
+                                                for r in range(2, repeats + 1)]
         engine_info = eng_doc.get("engine")
         card = engine_info.get("device", card) if isinstance(engine_info, dict) else card
         if profile not in metas:             # one read per profile, not per scenario
@@ -283,34 +312,12 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
             pass                     # no matplotlib (GPU image): re-plot later with --replay
         write_diff(sc.name, sim.iterations, eng_its, d)
         names.append(safe_name(sc.name))
-        rows += compare(sc.name, sim.summary, eng_doc["summary"])
+        rows += compare(sc.name, sim.summary, summaries)
     df = error_table(rows)
     head = headline(df)
     tag = "-replay" if replay else ""
     write_csv(out / f"validation{tag}.csv", df)
-    write_text(out / f"validation{tag}.md", markdown(df, head, card) + speed_markdown(speeds) + links_markdown(names))
+    write_text(out / f"validation{tag}.md", markdown(df, head, card) + repeats_markdown(df) + speed_markdown(speeds)
+               + links_markdown(names))
     write_json(out / f"headline{tag}.json", head, indent=2)
     return df
-
-
-def add_parser(sub) -> None:
-    v = sub.add_parser("validate", help="compare the calibrated simulator with the real engine")
-    v.add_argument("scenarios", nargs="+")
-    v.add_argument("--profile", action="append", required=True,
-                   help="profile JSON (repeat for several models; each scenario uses its model's)")
-    v.add_argument("--out", default="runs/validation")
-    v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    v.add_argument("--replay", action="store_true", help="re-run only the simulator against saved engine records")
-    v.set_defaults(func=cmd_validate)
-
-
-def cmd_validate(args) -> int:
-    df = run_validation(args.scenarios, args.profile, Path(args.out), replay=args.replay, overrides=args.set)
-    head = headline(df)
-    for k, label in METRICS:
-        if k in head:
-            h = head[k]
-            print(f"  {label:<34} median |err| {h['median_abs_rel_error']:6.1%}   worst {h['worst']} "
-                  f"({h['worst_rel_error']:+.1%})")
-    print(f"wrote {args.out}/validation{'-replay' if args.replay else ''}.{{csv,md}}")
-    return 0
