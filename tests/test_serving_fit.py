@@ -343,3 +343,21 @@ def test_passes_joined_keep_each_pass_steps_rebuilt_from_its_own_requests():
     assert ctx.valid.all() and len(ctx) == len(apart)
     assert (ctx.n.to_numpy() == apart.n.to_numpy()).all() and np.allclose(ctx.ctx_sum, apart.ctx_sum)
     assert np.allclose(ctx.ctx_max, apart.ctx_max)
+
+
+def test_fewer_rows_than_the_fit_never_cost_more_than_its_first_row():
+    """step_overhead's lock-step point at 1 row (one run) may sit above what the serving fit measured at its
+    first row: below that row the priced overhead is capped there; the fitted rows are unchanged."""
+    table = {"16": {"num_seqs": [4, 16], "extra_s": [1e-4, 2e-4], "spread": "grid"}}
+    so = {"num_seqs": [1, 4, 16, 256], "time_s": [2.5e-3, 2.6e-3, 3e-3, 6e-3]}
+    base = synthetic_profile(steps=True)
+    fair = cost_of(dict(base, step_overhead=so, decode_serving=table))
+    slow = cost_of(dict(base, step_overhead=dict(so, time_s=[6e-3, 2.6e-3, 3e-3, 6e-3]), decode_serving=table))
+    for rows in (4, 8, 16, 32):                          # the fitted rows and above: as before
+        s = np.array([rows * 300.0])
+        assert slow.decode_step_times(rows, s)[0] == fair.decode_step_times(rows, s)[0]
+    one = np.array([300.0])
+    grid1 = fair.decode_step_times(1, one)[0] - (2.5e-3 + 1e-4)          # fair's 1 row is under the cap
+    assert slow.decode_step_times(1, one)[0] == pytest.approx(grid1 + 2.6e-3 + 1e-4)   # not grid1 + 6.1e-3
+    four = slow.decode_step_times(4, np.array([1200.0]))[0]
+    assert all(slow.decode_step_times(r, np.array([r * 300.0]))[0] <= four for r in (1, 2, 3))

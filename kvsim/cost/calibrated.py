@@ -29,7 +29,9 @@ them (``mean_time_s``, ``top_time_s``), otherwise from the interpolated
 decode_step(b, mean)`` (``benchmarks/engine/decode_gap.py`` measures, on real
 engine steps, what unequal contexts and the sustained run each add). Profiles with ``decode_serving``
 (:mod:`kvsim.calibrate.serving_fit`: real engine decode steps of serving-shaped batches, n rows of unequal
-contexts) add ``extra_s(n)`` to ``overhead(n)`` (interpolated in n, held outside the fitted rows) and, in the
+contexts) add ``extra_s(n)`` to ``overhead(n)`` (interpolated in n, held outside the fitted rows; below the
+smallest fitted row the sum is capped at that row's: ``step_overhead``'s one lock-step run at 1 row can sit
+above the serving fit's 4 rows, and fewer rows are never more work) and, in the
 fit's default form (``"spread": "grid"``), keep the spread grid's fraction. Older profiles hold a fraction
 fitted per row instead, ``spread_frac(n)``, which replaces the grid's up to the largest fitted row; above it
 the fraction is the spread grid's at that batch (measured there, on evenly spaced contexts: it
@@ -184,9 +186,11 @@ class CalibratedCostModel(DecodeSpreadMixin, SamplingPriceMixin, CostModel):
                     xs, extra, frac = self._serving
                     # the spread grid's fraction: in the fit's "grid" form everywhere, else above its rows
                     grid = frac is None or (n > xs[-1] and self._lam is not None)
+                    over = float(interp1(n, *p.overhead)) + float(np.interp(n, xs, extra))
+                    if n < xs[0]:       # below the fit's rows: never above its first row's (fewer rows, less work)
+                        over = min(over, float(interp1(float(xs[0]), *p.overhead)) + float(extra[0]))
                     terms = self._dec_cache[("serving", n)] = (
-                        max(0.0, float(interp1(n, *p.overhead)) + float(np.interp(n, xs, extra))),   # never negative
-                        None if grid else float(np.interp(n, xs, frac)))
+                        max(0.0, over), None if grid else float(np.interp(n, xs, frac)))    # never negative
                 if ctx_max is not None:
                     if terms[1] is not None:
                         step = step + terms[1] * self._spread_unit(b, sums, ctx_max, step)
