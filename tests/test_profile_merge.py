@@ -91,3 +91,30 @@ def test_validate_picks_the_profile_holding_the_scenarios_block_size(tmp_path):
     assert pick_profile(scen, [str(p16), str(p32)]) == str(p32)
     assert pick_profile(scen, [str(p16), str(p32)], ["engine.block_size=16"]) == str(p16)
     assert pick_profile(scen, [str(p16)]) == str(p16)          # no better one: the model's (errors later)
+
+
+def _card(doc: dict, bs: int, uuid: str | None) -> dict:
+    out = json.loads(json.dumps(doc))
+    ref = {"rows": 8, "ctx": 256, "graph": True, "time_s": 0.005}
+    out.setdefault("meta", {})["reference_step"] = {str(bs): dict(ref, gpu_uuid=uuid) if uuid else ref}
+    return out
+
+
+def test_block_sizes_from_another_physical_card_are_refused_unless_asked(tmp_path, capsys):
+    base = _card(synthetic_profile(), 16, "GPU-aaa")
+    other = _card(_at(base, 32), 32, "GPU-bbb")
+    with pytest.raises(KvsimError) as e:
+        merge_profiles(base, other)
+    assert e.value.field == "meta.reference_step" and "GPU-bbb" in str(e.value)
+    merged = merge_profiles(base, other, allow_other_card=True)
+    assert merged["meta"]["merged"][-1]["other_card"] == ["GPU-bbb"]
+    same = merge_profiles(base, _card(_at(base, 32), 32, "GPU-aaa"))           # same card: merged, both kept
+    assert set(same["meta"]["reference_step"]) == {"16", "32"} and "other_card" not in same["meta"]["merged"][-1]
+    assert merge_profiles(base, _card(_at(base, 64), 64, None))               # an older profile names no card
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(base))
+    b.write_text(json.dumps(other))
+    assert main(["merge-profiles", str(a), str(b), "--out", str(tmp_path / "c.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: meta.reference_step")
+    assert main(["merge-profiles", str(a), str(b), "--out", str(tmp_path / "c.json"), "--allow-other-card"]) == 0

@@ -70,7 +70,8 @@ if [ -n "${THROUGHPUT:-}" ]; then
   done
   pack
 fi
-for spec in ${CALIB:-}; do  # a model already profiled here gains the new block sizes (kvsim merge-profiles)
+for spec in ${CALIB:-}; do  # a model already profiled here gains the new block sizes (kvsim merge-profiles;
+  # refused, and the committed profile left as it is, when that profile was measured on another physical card)
   m=${spec%%:*}; b=${spec#*:}; f="$W/profiles/$m-b${b//,/-}.json"; dest=calibrate/profiles/H200/$m.json
   stamp "calibrate $m $b"
   nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv,noheader,nounits \

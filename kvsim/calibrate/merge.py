@@ -3,7 +3,11 @@
 Calibrating OPT-13B takes ~3.5 minutes per block size on an H200, so block sizes are often measured in
 separate device calls. Their block-keyed tables (``decode_attn``, ``prefill_attn``, ``copy_block``,
 ``swap`` and the ``*_step`` grids, keyed ``"16"``, ``"32"``, ...) can be joined into one profile when both
-were measured on the same card, model, precision and engine mode. The tables without a block size
+were measured on the same card, model, precision and engine mode. "The same card" is the physical card where
+both profiles name it (their reference steps' ``gpu_uuid``): two lent H200s differ by several percent in step
+time and host work, so a profile whose block sizes come from two of them is refused unless asked for
+(``--allow-other-card``, recorded in ``meta.merged``). Each profile's reference step per block size
+(``meta.reference_step``) is kept with its block size. The tables without a block size
 (``linear``, ``layer_other``, ``lm_head``, ``step_overhead``) are the first profile's; every later
 measurement is recorded in ``meta.merged`` (its block sizes, date, commit and command), so the file still
 says where each number came from. Overlapping block sizes are refused: one measurement per key.
@@ -29,7 +33,15 @@ def block_sizes(doc: dict) -> list[int]:
     return sorted(int(b) for b in table) if isinstance(table, dict) else []
 
 
-def merge_profiles(base: dict, extra: dict, *, name: str = "profile") -> dict:
+def card_uuids(doc: dict) -> set[str]:
+    """The physical cards (GPU UUIDs) a profile's reference steps were timed on (empty for older profiles)."""
+    ref = (doc.get("meta") or {}).get("reference_step")
+    if not isinstance(ref, dict):
+        return set()
+    return {str(r["gpu_uuid"]) for r in ref.values() if isinstance(r, dict) and r.get("gpu_uuid")}
+
+
+def merge_profiles(base: dict, extra: dict, *, name: str = "profile", allow_other_card: bool = False) -> dict:
     """``base`` with ``extra``'s block sizes added (see module doc). Raises KvsimError naming the field."""
     for key in MUST_MATCH:
         if base.get(key) != extra.get(key):
@@ -40,6 +52,13 @@ def merge_profiles(base: dict, extra: dict, *, name: str = "profile") -> dict:
         if bm.get(key) != em.get(key):
             raise KvsimError(f"meta.{key}", f"{name}: {em.get(key)!r} differs from the first profile's "
                                             f"{bm.get(key)!r}; a profile holds one card and one engine mode")
+    mine, theirs = card_uuids(base), card_uuids(extra)
+    other_card = bool(mine and theirs and not mine & theirs)
+    if other_card and not allow_other_card:
+        raise KvsimError("meta.reference_step", f"{name}: measured on {', '.join(sorted(theirs))}, the first profile "
+                                                f"on {', '.join(sorted(mine))}; lent cards of one model differ by "
+                                                "several percent: calibrate the block sizes in one call on one card, "
+                                                "or pass --allow-other-card")
     overlap = sorted(set(block_sizes(base)) & set(block_sizes(extra)))
     if overlap:
         raise KvsimError("block_size", f"{name}: block size(s) {', '.join(map(str, overlap))} are in both "
@@ -47,9 +66,13 @@ def merge_profiles(base: dict, extra: dict, *, name: str = "profile") -> dict:
     out = json.loads(json.dumps(base))
     for key in block_keyed(extra):
         out.setdefault(key, {}).update(extra[key])
+    if isinstance(em.get("reference_step"), dict):      # each block size's card speed, with its block size
+        ref = out["meta"].get("reference_step")
+        out["meta"]["reference_step"] = {**(ref if isinstance(ref, dict) else {}), **em["reference_step"]}
     merged = list(out["meta"].get("merged", []))
     merged.append({"block_sizes": block_sizes(extra),
-                   **{k: em.get(k) for k in ("date", "git_commit", "command", "driver", "torch", "triton")}})
+                   **{k: em.get(k) for k in ("date", "git_commit", "command", "driver", "torch", "triton")},
+                   **({"other_card": sorted(theirs)} if other_card else {})})
     out["meta"]["merged"] = merged
     out["meta"]["block_sizes_first"] = block_sizes(base)
     return out
@@ -65,7 +88,7 @@ def cmd_merge(args) -> int:
         docs.append(doc)
     out = docs[0]
     for p, doc in zip(args.profiles[1:], docs[1:]):
-        out = merge_profiles(out, doc, name=p)
+        out = merge_profiles(out, doc, name=p, allow_other_card=args.allow_other_card)
     from kvsim.outdir import write_text
     write_text(args.out, json.dumps(out, indent=1) + "\n")
     print(f"wrote {args.out}: {out.get('model')} block sizes {', '.join(map(str, block_sizes(out)))}")
@@ -76,4 +99,6 @@ def add_parser(sub) -> None:
     m = sub.add_parser("merge-profiles", help="join profiles of one model and card measured at different block sizes")
     m.add_argument("profiles", nargs="+", help="profile JSON files (the first one's block-free tables are kept)")
     m.add_argument("--out", required=True, help="merged profile path")
+    m.add_argument("--allow-other-card", action="store_true",
+                   help="merge block sizes timed on another physical card (different GPU UUID; recorded in meta.merged)")
     m.set_defaults(func=cmd_merge)
