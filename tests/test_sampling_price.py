@@ -135,3 +135,27 @@ def test_the_engine_samples_what_the_plan_counts(monkeypatch):
         assert (now["beam"] - before["beam"], now["first"] - before["first"], now["draw"] - before["draw"]) == \
             (beam, first, draw)
     assert sum(c[0] for c in counts) > 0 and sum(c[1] for c in counts) == 6
+
+
+def test_beam_search_on_a_profile_without_sampling_gets_a_note():
+    """A profile from before the sampling calls were timed prices beam steps as greedy ones: the run says so."""
+    from pathlib import Path
+
+    import kvsim
+    from kvsim.build import sampling_note, setup_run
+    root = Path(__file__).resolve().parents[1]
+    base = {"name": "beam-note", "model": "opt-13b", "gpu": "h200-141gb", "seed": 0,
+            "cost": {"model": "calibrated", "profile": str(root / "calibrate/profiles/H200/opt-13b.json")},
+            "workload": {"dataset": "uniform", "prompt_len_range": [20, 40], "output_len_range": [4, 8],
+                         "num_requests": 3, "arrival": "burst"}}
+    beam = kvsim.load_scenario({**base, "workload": {**base["workload"], "beam_width": 2}})
+    s = setup_run(beam)
+    assert "has no sampling table" in sampling_note(beam, s.cost, s.requests)
+    greedy = kvsim.load_scenario(base)
+    s = setup_run(greedy)
+    assert sampling_note(greedy, s.cost, s.requests) is None
+    llama = kvsim.load_scenario({**base, "model": "llama-3-8b", "workload": {**base["workload"], "beam_width": 2},
+                                 "cost": {"model": "calibrated",
+                                          "profile": str(root / "calibrate/profiles/H200/llama-3-8b.json")}})
+    s = setup_run(llama)
+    assert sampling_note(llama, s.cost, s.requests) is None          # its profile prices beam sampling
