@@ -152,11 +152,19 @@ def setup_run(sc: Scenario, *, simulator: bool = True) -> RunSetup:
     if model.sliding_window:
         check_window_requests(requests, e.policy)
     cost = make_cost(sc, model, gpu) if simulator else None
-    note = sampling_note(sc, cost, requests)
-    if note:
-        from kvsim.workload.config import note_once
-        note_once(note)
+    for note in (partial_note(sc, cost), sampling_note(sc, cost, requests)):
+        if note:
+            from kvsim.workload.config import note_once
+            note_once(note)
     return RunSetup(sc, model, gpu, budget, max_len, requests, cost)
+
+
+def partial_note(sc: Scenario, cost) -> str | None:
+    """A one-line note for a profile whose calibration stopped before its end (``meta.partial``)."""
+    meta = getattr(getattr(cost, "p", None), "meta", None)
+    if not isinstance(meta, dict) or not meta.get("partial"):
+        return None
+    return f"note: {sc.cost.profile}: {meta['partial']}; it is priced without them (run kvsim calibrate to the end)"
 
 
 def sampling_note(sc: Scenario, cost, requests) -> str | None:

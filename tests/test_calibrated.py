@@ -394,3 +394,25 @@ def test_between_the_last_serving_row_and_the_grids_next_batch_the_fraction_move
     g17, u17 = served.decode_grid_and_spread(17, np.array([100.0 * 16 + 2000]), top)
     frac17 = 0.9 + (1 / 48) * (0.25 - 0.9)
     assert near == pytest.approx(g17[0] + float(np.interp(17.0, *served.p.overhead)) + 2e-3 + frac17 * u17[0], rel=1e-9)
+
+
+def test_a_profile_written_part_way_loads_and_says_so(tmp_path):
+    """kvsim calibrate writes its profile after the grids (meta.partial) and again at the end: a calibration
+    stopped in between leaves a profile the simulator prices with, and a run on it gets a note."""
+    pytest.importorskip("torch")
+    from kvsim.build import partial_note, setup_run
+    from kvsim.calibrate.profile import write_profile
+    path = tmp_path / "p.json"
+    prof = synthetic_profile()
+    write_profile(prof, path, partial="the serving fit")
+    doc = json.loads(path.read_text())
+    assert doc["meta"]["partial"] == "calibration stopped before the serving fit" and "partial" not in prof["meta"]
+    sc = kvsim.load_scenario({"name": "p", "model": "opt-13b", "gpu": "a100-40gb", "seed": 0,
+                              "cost": {"model": "calibrated", "profile": str(path)},
+                              "workload": {"dataset": "uniform", "prompt_len_range": [20, 40],
+                                           "output_len_range": [2, 4], "num_requests": 3, "arrival": "burst"}})
+    assert "stopped before the serving fit" in partial_note(sc, setup_run(sc).cost)
+    assert kvsim.simulate(sc).summary["requests_finished"] == 3
+    write_profile(prof, path)                          # the final write drops the mark
+    assert "partial" not in json.loads(path.read_text())["meta"] and partial_note(sc, setup_run(sc).cost) is None
+    assert not list(tmp_path.glob("*.tmp"))

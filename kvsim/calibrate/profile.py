@@ -24,6 +24,21 @@ def default_path(model: str, gpu: str) -> Path:
     return Path("calibrate") / "profiles" / f"{slug}.json"
 
 
+def write_profile(prof: dict, path: Path, partial: str | None = None) -> None:
+    """Write ``prof`` to ``path`` atomically (a temporary file renamed over it). ``partial``: what is still to
+    come; recorded as ``meta.partial`` so a calibration stopped later (a device call's time limit) still
+    leaves a profile the cost model reads, and says what it lacks. The final write drops the mark."""
+    doc = dict(prof, meta=dict(prof["meta"]))
+    if partial:
+        doc["meta"]["partial"] = f"calibration stopped before {partial}"
+    else:
+        doc["meta"].pop("partial", None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+
+
 def engine_iterations(model, profile: dict, name: str, device: str, cuda_graphs: bool, engine: dict,
                       workload: dict):
     """Iteration records of a real engine run of ``model`` on fixed-length requests (the fits below)."""
@@ -166,6 +181,8 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     spec = get_model(model_name)
     dev = torch.device("cuda")
     t0 = time.perf_counter()
+    from kvsim.calibrate.fast import estimate_full_or_fast
+    M._log(estimate_full_or_fast(block_sizes, fast, spec.max_seq_len))
     model = build_model(spec, dtype=DTYPES[dtype], device=dev, weights="dummy")
     M._log(f"built {spec.name} in {time.perf_counter() - t0:.1f} s")
     prof: dict = {"format": FORMAT, "version": VERSION, "meta": M._meta(command), "model": spec.name,
@@ -207,6 +224,9 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     prof["step_overhead"] = fit_overhead(model, prof, 16 if 16 in block_sizes else block_sizes[0],
                                          cuda_graphs=cuda_graphs)
     fit_bs = 16 if 16 in block_sizes else block_sizes[0]
+    path = Path(out) if out else default_path(spec.name, prof["meta"]["gpu"])
+    write_profile(prof, path, partial="the serving fit and the prefill overhead fits")   # usable if stopped later
+    M._log(f"wrote {path} so far (meta.partial): the grids and the step overhead")
     if not fast:     # decode steps of serving-shaped batches (up to eighteen short engine runs, ~2 min): kvsim.calibrate.serving_fit
         from kvsim.calibrate.serving_fit import fit_serving
         try:
@@ -222,14 +242,13 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
             prof["decode_serving"] = {str(fit_bs): decode}
         if prefill:
             prof["prefill_serving"] = {str(fit_bs): prefill}
+        write_profile(prof, path, partial="the prefill overhead fits")
     prof["prefill_overhead"] = fit_prefill_overhead(model, prof, fit_bs, cuda_graphs=cuda_graphs, busy=True)
     idle = fit_prefill_overhead(model, prof, fit_bs, cuda_graphs=cuda_graphs)
     prof["wake_overhead"] = {"tokens": idle["tokens"],          # what a prompt reaching an idle engine adds
                              "time_s": [max(0.0, a - b) for a, b in zip(idle["time_s"],
                                                                          prof["prefill_overhead"]["time_s"])]}
-    path = Path(out) if out else default_path(spec.name, prof["meta"]["gpu"])
-    path.parent.mkdir(parents=True, exist_ok=True)
     prof["meta"]["calibrate_seconds"] = round(time.perf_counter() - t0, 1)
-    path.write_text(json.dumps(prof, indent=1) + "\n")
+    write_profile(prof, path)
     M._log(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
     return path
