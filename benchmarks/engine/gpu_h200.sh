@@ -79,7 +79,9 @@ for spec in ${CALIB:-}; do  # a model already profiled here gains the new block 
   timeout "${CALIB_TIMEOUT:-540}" python3 -m kvsim.cli calibrate --model "$m" --block-sizes "$b" --out "$f" \
     --serving-runs "${f%.json}.serving" --time-limit $(( ${CALIB_TIMEOUT:-540} - 20 )) 2>&1 \
     | grep -v Warning > "${f%.json}.log"; tail -2 "${f%.json}.log"; kill $SMI 2>/dev/null
-  if [ -s "$f" ] && [ -s "$dest" ] && [ -z "${CALIB_REPLACE:-}" ]; then
+  if [ -s "$f" ] && ! python3 -c "import json,sys; sys.exit(bool(json.load(open(sys.argv[1]))['meta'].get('partial')))" "$f"; then
+    echo "partial profile (calibration stopped early): kept in $f only"   # never replaces a whole one
+  elif [ -s "$f" ] && [ -s "$dest" ] && [ -z "${CALIB_REPLACE:-}" ]; then
     python3 -m kvsim.cli merge-profiles "$dest" "$f" --out "$W/profiles/$m.json" && cp "$W/profiles/$m.json" "$dest"
   elif [ -s "$f" ]; then cp "$f" "$dest"; cp "$f" "$W/profiles/$m.json"; fi
   pack
