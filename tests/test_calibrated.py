@@ -150,6 +150,25 @@ def test_mixed_steps_are_priced_from_their_own_grid():
     assert m.step_time(dec) == base.step_time(dec)
 
 
+def test_mixed_steps_take_the_step_overhead_made_monotone_in_rows():
+    """step_overhead's points are one lock-step run each; a slow one (here 9 ms at 64 rows) would price a
+    mixed step of 64 rows above one of 128. Mixed steps take the isotonic curve; decode-only steps, which a
+    serving fit corrects where there is one, keep the measured points."""
+    fn = lambda n, c, t: 1e-3 * (5 + 0.01 * n * c / 256 + 0.02 * t)
+    prof = _with_mixed_grid(fn)
+    prof["step_overhead"] = {"num_seqs": [1, 16, 64, 128, 256], "time_s": [2.5e-3, 3e-3, 9e-3, 3.5e-3, 6e-3]}
+    m = model(prof)
+    mixed = lambda n: m.step_time(StepPlan(prefill_group_ids=[99], prefill_new_tokens=[256],
+                                           prefill_cached_tokens=[0], decode_group_ids=list(range(n)),
+                                           decode_context_tokens=[512] * n))
+    assert mixed(63) <= mixed(127)                       # 64 rows vs 128 rows (the chunk is one of them)
+    smooth = (9e-3 + 3.5e-3 + 6e-3) / 3                  # pool adjacent violators: 64, 128 and 256 averaged
+    assert mixed(63) == pytest.approx(smooth + fn(63, 512, 256), rel=1e-9)
+    dec = StepPlan(decode_group_ids=list(range(64)), decode_context_tokens=[512] * 64)
+    assert m.step_time(dec) - model(dict(prof, step_overhead={"num_seqs": [1, 256], "time_s": [0.0, 0.0]})
+                                    ).step_time(dec) == pytest.approx(9e-3)
+
+
 def test_malformed_mixed_grid_is_a_clear_error():
     prof = _with_mixed_grid(lambda n, c, t: 1e-3)
     prof["mixed_step"]["16"]["chunk"] = [16, 8, 1024]

@@ -58,7 +58,9 @@ Composing isolated kernels over-counts launch gaps that overlap in a real
 forward pass, so the whole-iteration grids are preferred when present.
 Profiles with ``sampling`` (the engine's sampling calls timed alone) add, to a step with beam-search rows, the
 beam calls it makes less the greedy draw the grids were timed with (:mod:`kvsim.cost.sampling_price`).
-``step_overhead`` is fitted on decode steps; profiles with ``prefill_overhead``
+``step_overhead`` is fitted on decode steps (one lock-step engine run per point); mixed steps and prefills that
+``prefill_serving`` does not price take it made non-decreasing in rows (isotonic), decode steps and served
+prefills the points as measured (their serving fits were made against them). Profiles with ``prefill_overhead``
 (real engine prefill steps of T prompt tokens minus their price without it:
 the host work that grows with a prompt) add it at the step's prefill tokens to
 every prefill and mixed iteration. Newer profiles fit it on prompts that reach a
@@ -131,6 +133,10 @@ class CalibratedCostModel(DecodeSpreadMixin, SamplingPriceMixin, CostModel):
         # decode steps of serving-shaped batches fitted on real engine runs (kvsim.calibrate.serving_fit)
         self._serving = profile.decode_serving.get(block_size_tokens) if self._step is not None else None
         self._pserving = profile.prefill_serving.get(block_size_tokens) if self._pstep is not None else None
+        # step_overhead made non-decreasing in rows, for the steps no serving fit corrects (mixed steps, prefills
+        # beyond prefill_serving): its points are one lock-step run each (e.g. 1.15 ms at 64 rows, 0.57 at 128)
+        xs, ys = profile.overhead
+        self._over_mono = (xs, isotonic(ys))
 
     def _grid_at(self, grid, n: float, ctx_sum):
         """Interpolate a (batch x mean context) grid at batch ``n`` (cached per grid and n)."""
@@ -226,14 +232,14 @@ class CalibratedCostModel(DecodeSpreadMixin, SamplingPriceMixin, CostModel):
                   for n, c in zip(plan.prefill_new_tokens, cached))
         return self.L * (got - (float(interp2(float(total_new), 0.0, *self._pre)) - floor))
 
-    def _measured_step(self, plan: StepPlan) -> float:
-        """Prefill or mixed iteration from the whole-iteration grids (see module doc)."""
-        p = self.p
+    def _measured_step(self, plan: StepPlan, overhead) -> float:
+        """Prefill or mixed iteration from the whole-iteration grids (see module doc), with ``overhead``'s
+        curve over rows."""
         ctx = plan.decode_context_tokens
         n = len(ctx)
         t_pre = plan.num_prefill_tokens
         rows = float(len(plan.prefill_new_tokens) + n)
-        t = float(interp1(rows, *p.overhead))
+        t = float(interp1(rows, *overhead))
         if n and t_pre and self._mix is not None:   # a measured mixed iteration with a fresh chunk of t_pre
             xn, xc, xt, grid = self._mix
             plane = self._dec_cache.get(("mix", n))       # (ctx x chunk) plane at n rows, built once per n
@@ -282,8 +288,10 @@ class CalibratedCostModel(DecodeSpreadMixin, SamplingPriceMixin, CostModel):
         p = self.p
         groups = len(plan.prefill_new_tokens)
         t = 0.0
+        served = self._pserving is not None and not ctx and groups and plan.num_prefill_tokens <= self._pserving[0][-1]
         if self._step is not None and self._pstep is not None and (groups or ctx):
-            t = self._measured_step(plan)
+            # a prefill the serving fit prices keeps the overhead it was fitted with; others the monotone one
+            t = self._measured_step(plan, p.overhead if served else self._over_mono)
         elif groups or ctx:
             tokens = float(plan.num_prefill_tokens + len(ctx))
             rows = float(groups + len(ctx))
@@ -294,7 +302,7 @@ class CalibratedCostModel(DecodeSpreadMixin, SamplingPriceMixin, CostModel):
             for new, c in zip(plan.prefill_new_tokens, cached):
                 layer += float(interp2(float(new), float(c), *self._pre))
             t = float(interp1(rows, *p.overhead)) + self.L * layer + float(interp1(rows, *p.lm_head))
-        if self._pserving is not None and not ctx and groups and plan.num_prefill_tokens <= self._pserving[0][-1]:
+        if served:
             # a prefill-only step as lone prompts cost in the serving runs (kvsim.calibrate.serving_fit): an
             # extra that may be negative, never below the step's grid price without its overhead; only up to
             # the longest prompt measured (a bigger step, e.g. a static batch, keeps prefill_overhead)
