@@ -140,6 +140,10 @@ class RuntimeConfig:
     fused_layer_ops: bool = cfg_field(
         True, "LLaMA family on triton: RMSNorm + residual, RoPE + cache write and SiLU x up as fused kernels "
               "(false: the plain torch ops — the engine before this option)")
+    async_scheduling: bool = cfg_field(
+        False, "overlap the host's scheduling and input preparation of the next step with the GPU's decode step "
+               "(kvsim/engine/serve_loop.py; the same decisions as stepping unless a request arrives while a step "
+               "is in flight: counted as arrivals_deferred)")
     warmup: bool = cfg_field(True, "compile and run every kernel variant once before the clock starts (GPU)")
     max_wall_s: float | None = cfg_field(None, "stop the engine after this many wall-clock seconds", lo=0,
                                          hi=L.MAX_SECONDS, lo_open=True)

@@ -212,7 +212,10 @@ def profile_sets(meta: dict | None) -> list[str]:
     meta = meta if isinstance(meta, dict) else {}
     ladder = meta.get("prefill_ladder", "v1")
     decode_kernel = bool(meta.get("mixed_decode_kernel", False))
-    return [f"runtime.cuda_graph_prefill_ladder={ladder}", f"runtime.mixed_decode_kernel={str(decode_kernel).lower()}"]
+    out = [f"runtime.cuda_graph_prefill_ladder={ladder}", f"runtime.mixed_decode_kernel={str(decode_kernel).lower()}"]
+    if meta.get("async_scheduling"):         # measured with the host's next step overlapped (serve_loop.py)
+        out.append("runtime.async_scheduling=true")
+    return out
 
 
 def simulate_with_profile(scenario_path: str, profile: str, overrides: list[str] | None = None):

@@ -376,6 +376,8 @@ def test_live_validation_runs_the_engine_its_profile_measured():
     assert profile_sets(None) == profile_sets({})
     assert profile_sets({"prefill_ladder": "v2", "mixed_decode_kernel": True}) == \
         ["runtime.cuda_graph_prefill_ladder=v2", "runtime.mixed_decode_kernel=true"]
+    assert profile_sets({"async_scheduling": True})[-1] == "runtime.async_scheduling=true"
+    assert "runtime.async_scheduling=true" not in profile_sets({"async_scheduling": False})
     sc = kvsim.load_scenario("scenarios/examples/quickstart.yaml", profile_sets({}) + ["runtime.mixed_decode_kernel=true"])
     assert sc.runtime.cuda_graph_prefill_ladder == "v1" and sc.runtime.mixed_decode_kernel      # the user's --set wins
 

@@ -20,6 +20,8 @@
 #                 GAP_SAMPLES, GAP_TIMEOUT), priced with calibrate/profiles/H200/<its model>.json
 #   PGAP="S1 S2" benchmarks/engine/prefill_gap.py the same way for prefill-only steps (own vs equal prompts)
 #   WATCH="S1 S2" benchmarks/engine/compile_watch.py: kernels compiled and memory segments taken while serving
+#   ASYNC="S1 S2" benchmarks/engine/async_overlap.py: the engine stepped vs overlapped (runtime.async_scheduling),
+#                 alternating on one card (ASYNC_REPEATS, default 2; ASYNC_TIMEOUT, default 300)
 # usage (repo root, GPU machine, $OUT set; the simpy wheel in .whl/):
 #   TESTS=1 BENCH=1 CALIB="llama-3-8b:16" SCEN="..." bash benchmarks/engine/gpu_h200.sh
 set -u
@@ -114,5 +116,11 @@ for g in ${WATCH:-}; do      # kernels compiled on the clock (none expected afte
   timeout 150 python3 benchmarks/engine/compile_watch.py "$g" --out "$W/compile_watch/$n" 2>&1 | grep -v Warning | tail -14
   pack
 done
+if [ -n "${ASYNC:-}" ]; then
+  stamp "async overlap"
+  timeout "${ASYNC_TIMEOUT:-300}" python3 benchmarks/engine/async_overlap.py $ASYNC --repeats "${ASYNC_REPEATS:-2}" \
+    --out "$W/async_overlap" 2>&1 | grep -v Warning | tail -30
+  pack
+fi
 stamp done
 pack

@@ -18,7 +18,8 @@ import json
 from kvsim.errors import KvsimError
 
 MUST_MATCH = ("format", "version", "model", "dtype", "num_layers")
-META_MUST_MATCH = ("gpu", "cuda_graphs", "fused_layer_ops", "prefill_ladder", "mixed_decode_kernel")
+META_MUST_MATCH = ("gpu", "cuda_graphs", "fused_layer_ops", "prefill_ladder", "mixed_decode_kernel", "async_scheduling")
+META_DEFAULTS = {"async_scheduling": False}     # profiles from before the setting ran stepped
 
 
 def block_keyed(doc: dict) -> list[str]:
@@ -49,7 +50,7 @@ def merge_profiles(base: dict, extra: dict, *, name: str = "profile", allow_othe
                                   "only profiles of one model, precision and format merge")
     bm, em = base.get("meta") or {}, extra.get("meta") or {}
     for key in META_MUST_MATCH:
-        if bm.get(key) != em.get(key):
+        if bm.get(key, META_DEFAULTS.get(key)) != em.get(key, META_DEFAULTS.get(key)):
             raise KvsimError(f"meta.{key}", f"{name}: {em.get(key)!r} differs from the first profile's "
                                             f"{bm.get(key)!r}; a profile holds one card and one engine mode")
     mine, theirs = card_uuids(base), card_uuids(extra)

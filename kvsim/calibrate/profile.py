@@ -192,6 +192,8 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     from kvsim.engine.attention import MIXED_DECODE_KERNEL
     from kvsim.graph_sizes import PREFILL_LADDER
     prof["meta"]["mixed_decode_kernel"] = MIXED_DECODE_KERNEL   # how the engine attended a mixed step's decode rows
+    from kvsim.config import RuntimeConfig                        # the serving fit's runs: stepped or overlapped
+    prof["meta"]["async_scheduling"] = bool(RuntimeConfig().async_scheduling)
     prof["meta"]["prefill_ladder"] = PREFILL_LADDER              # the token counts its prefill/mixed graphs captured
     prof["meta"]["copy_one_launch"] = True     # copy_block timed with one launch over all layers (KVCache.planes)
     prof["linear"], prof["layer_other"] = M.measure_nonattention(model, dev)

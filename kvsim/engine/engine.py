@@ -28,8 +28,7 @@ from kvsim.engine.compile_log import CompileLog
 from kvsim.engine.kv_cache import KVCache
 from kvsim.engine.runner import ModelRunner
 from kvsim.errors import KvsimError
-from kvsim.records import IterationLog, request_frame, run_summary, step_state
-from kvsim.workload.closed_loop import make_gate
+from kvsim.records import request_frame, run_summary
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -93,16 +92,6 @@ def _measure_blocks(model, setup: RunSetup, device: torch.device, dtype, backend
     if blocks < 1:
         raise KvsimError("engine.gpu_memory_utilization", f"no room for KV blocks after {peak / 2**30:.1f} GiB")
     return blocks, info
-
-
-def _send_freed(gate, sched, now: float) -> None:
-    """Closed loop: send waiting requests into the slots of those finished or rejected by ``now``."""
-    while True:
-        sent = gate.settle(len(sched.finished) + len(sched.rejected), now)
-        if not sent:
-            return
-        for spec in sent:
-            sched.add_request(spec)
 
 
 class RealEngine:
@@ -197,59 +186,16 @@ class RealEngine:
             send_stop(self.runner.tp)
 
     def _run(self) -> EngineResult:
-        sched, runner, log = self.sched, self.runner, IterationLog()
-        specs = self.setup.requests
-        cpu_s, gpu_s = [], []
-        outputs: dict[int, list[list[int]]] = {}
-        max_wall = self.sc.runtime.max_wall_s
-        i, n = 0, len(specs)
-        gate = make_gate(self.sc.workload.max_concurrency)
-        t0 = time.perf_counter()
+        from kvsim.engine.serve_loop import serve
         clog = CompileLog()
-        with clog:            # kernels compiled on the clock: none expected after warm-up
-            while True:
-                now = time.perf_counter() - t0
-                while i < n and specs[i].arrival_s <= now:
-                    for spec in ([specs[i]] if gate is None else gate.arrive(specs[i], now)):
-                        sched.add_request(spec)
-                    i += 1
-                if gate is not None:
-                    _send_freed(gate, sched, now)
-                if max_wall is not None and now >= max_wall:
-                    break
-                if not sched.has_unfinished:
-                    if i >= n:
-                        break
-                    time.sleep(max(0.0, specs[i].arrival_s - now))
-                    continue
-                start = time.perf_counter() - t0
-                plan = sched.schedule(start)
-                batch = runner.prepare(plan)
-                prepared = time.perf_counter() - t0
-                clog.step = len(cpu_s)
-                parents = runner.execute(plan, batch)
-                self._sync()
-                gpu_end = time.perf_counter() - t0
-                state = step_state(plan, sched)
-                recorded = time.perf_counter() - t0       # recording the state is instrumentation: not timed
-                for g in sched.complete_step(plan, gpu_end, parents):
-                    # a v1 child request adds its sample to its request's (in finish order)
-                    outputs.setdefault(g.spec.request_id, []).extend(runner.outputs(g))
-                    runner.release(g)
-                if gate is not None:                # freed slots are taken at the finish, as in the simulator
-                    _send_freed(gate, sched, gpu_end)
-                end = time.perf_counter() - t0      # the iteration includes the scheduler's bookkeeping after it
-                post = end - recorded
-                log.append_step(start, gpu_end + post - start, 0.0, state)
-                cpu_s.append((prepared - start) + post)
-                gpu_s.append(gpu_end - prepared)
-        end_s = time.perf_counter() - t0
-        reqs = request_frame(sched.request_groups())
-        its = log.frame()
-        its["cpu_s"] = np.array(cpu_s, dtype=float)
-        its["gpu_s"] = np.array(gpu_s, dtype=float)
-        summary = run_summary(self.setup, reqs, its, end_s, self.kv)
-        return EngineResult(self.setup, reqs, its, summary, {**self._info(its), **clog.info()}, outputs)
+        res = serve(self, clog)
+        reqs = request_frame(self.sched.request_groups())
+        its = res.log.frame()
+        its["cpu_s"] = np.array(res.cpu_s, dtype=float)
+        its["gpu_s"] = np.array(res.gpu_s, dtype=float)
+        summary = run_summary(self.setup, reqs, its, res.end_s, self.kv)
+        return EngineResult(self.setup, reqs, its, summary, {**self._info(its), **clog.info(), **res.info},
+                            res.outputs)
 
     def _info(self, its: pd.DataFrame) -> dict:
         import triton

@@ -28,6 +28,23 @@ class StepBatch:
     meta: AttnMetadata
     prefill_rows: list[tuple[int, SequenceGroup]] = field(default_factory=list)   # (row, group) that sample
     decode_rows: list[tuple[int, SequenceGroup]] = field(default_factory=list)    # (first row, group)
+    # overlapped steps: input rows whose token the step in flight is still drawing, (row, seq id, position);
+    # the ids then stay on the host (ids_host) until the step's tokens are in (ModelRunner.fill_pending)
+    fill: list[tuple[int, int, int]] = field(default_factory=list)
+    ids_host: np.ndarray | None = None
+
+
+PENDING = -1
+"""A token the step in flight is still drawing (:meth:`ModelRunner.launch`): its place in the sequence's token
+list until :meth:`ModelRunner.collect` writes it."""
+
+
+@dataclass
+class InFlight:
+    """The draws of a launched step on their way to the host (:meth:`ModelRunner.launch`)."""
+    slots: list[tuple[int, int]]          # (seq id, position in its token list) per draw, in draw order
+    host: torch.Tensor | None = None      # the draws, copied to (pinned) host memory asynchronously
+    done: object = None                   # the copy's CUDA event (None on the CPU: the copy was synchronous)
 
 
 def long_tensor(values: list[int]) -> torch.Tensor:
@@ -72,6 +89,7 @@ class ModelRunner:
         self.vocab = model.spec.vocab_size
         self.tp = None                    # a TPGroup on rank 0 of a tensor-parallel run: steps are broadcast
         self.trace: list | None = None    # tests: (block tables, slots) of every step (kvsim.engine.tp_ranks)
+        self._pinned: torch.Tensor | None = None   # launch(): where a step's draws land on the host
 
     # ---------------------------------------------------------------- tokens
     def seq_tokens(self, g: SequenceGroup, seq_id: int) -> list[int]:
@@ -129,6 +147,8 @@ class ModelRunner:
             table = self._table(s0)
             end = cached + new
             ids.extend(toks[cached:end])
+            if end == len(toks) and toks[-1] == PENDING:      # a recomputed prompt ending in a token in flight
+                batch.fill.append((len(ids) - 1, s0, end - 1))
             pos.extend(range(cached, end))
             for j in range(cached // bs, (end - 1) // bs + 1):     # each block's slots as one range
                 base = table[j] * bs
@@ -154,6 +174,8 @@ class ModelRunner:
                 toks = self.seq_tokens(g, s.seq_id)
                 p = len(toks) - 1
                 table = self._table(s.seq_id)
+                if toks[-1] == PENDING:                        # drawn by the step still in flight
+                    batch.fill.append((len(ids), s.seq_id, p))
                 ids.append(toks[-1])
                 pos.append(p)
                 slots.append(-1 if padded else table[p // bs] * bs + p % bs)
@@ -173,7 +195,10 @@ class ModelRunner:
             return torch.from_numpy(pad_rows(rows)).to(dev, non_blocking=True)
 
         i32 = dict(dtype=torch.int32)
-        batch.input_ids = long_tensor(ids).to(dev, non_blocking=True)
+        if batch.fill:                    # sent once the step in flight has drawn them (fill_pending)
+            batch.ids_host = np.fromiter(ids, dtype=np.int64, count=len(ids))
+        else:
+            batch.input_ids = long_tensor(ids).to(dev, non_blocking=True)
         batch.positions = long_tensor(pos).to(dev, non_blocking=True)
         batch.meta = AttnMetadata(
             num_prefill_tokens=n_prefill, num_decode_tokens=len(ids) - n_prefill,
@@ -186,10 +211,64 @@ class ModelRunner:
             backend=self.backend, single_rows_decode=self.mixed_decode_kernel and n_prefill > 0)
         return batch
 
+    def fill_pending(self, batch: StepBatch) -> None:
+        """The prepared step's input ids, with the tokens the previous step drew (collected by now), on the device."""
+        host = batch.ids_host
+        if host is None:
+            return
+        for row, sid, at in batch.fill:
+            host[row] = self.tokens[sid][at]
+        if batch.fill and int(host.min()) < 0:
+            raise RuntimeError("a step's input token is still being drawn: collect the step in flight first")
+        batch.input_ids = torch.from_numpy(host).to(self.device, non_blocking=True)
+        batch.ids_host, batch.fill = None, []
+
     # ---------------------------------------------------------------- execute
     @torch.inference_mode()
-    def execute(self, plan: StepPlan, batch: StepBatch) -> dict[int, list[int]]:
-        """Run the step; append sampled tokens; return beam parents per beam group."""
+    def launch(self, plan: StepPlan, batch: StepBatch) -> InFlight:
+        """Run the step and start its draws on their way to the host without waiting for them: each drawn
+        sequence gets a :data:`PENDING` token until :meth:`collect`. Steps with beam-search rows use
+        :meth:`execute` (their parents decide the scheduler's next step)."""
+        hidden = self._forward(plan, batch)
+        if hidden is None:
+            return InFlight([])
+        draw_rows, draw_to, beam_first, beam_next = self._sampling_rows(batch)
+        if beam_first or beam_next:
+            raise RuntimeError("launch() takes steps without beam search; use execute()")
+        if not draw_rows:
+            return InFlight([])
+        logits = self.model.compute_logits(hidden[self._rows(batch)]).float()
+        rows = logits if draw_rows == list(range(logits.shape[0])) else \
+            logits[torch.tensor(draw_rows, device=logits.device)]
+        toks = sampling.draw_tensor(rows, self.mode, self.temperature, self.top_p, self.gen)
+        slots = []
+        for g, sid in draw_to:
+            t = self.seq_tokens(g, sid)
+            slots.append((sid, len(t)))
+            t.append(PENDING)
+        if self.device.type != "cuda":
+            return InFlight(slots, toks.cpu())
+        if self._pinned is None or self._pinned.numel() < len(slots):   # one step in flight at a time: one buffer
+            self._pinned = torch.empty(max(256, 2 * len(slots)), dtype=torch.int64, pin_memory=True)
+        host = self._pinned[:len(slots)]
+        host.copy_(toks, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return InFlight(slots, host, done)
+
+    def collect(self, step: InFlight) -> None:
+        """Wait for a launched step's draws and write them over its :data:`PENDING` tokens."""
+        if not step.slots:
+            return
+        if step.done is not None:
+            step.done.synchronize()
+        for (sid, at), t in zip(step.slots, step.host.tolist()):
+            self.tokens[sid][at] = t
+
+    def _forward(self, plan: StepPlan, batch: StepBatch):
+        """The step's cache operations and forward pass; its hidden states (None for a step of no tokens)."""
+        if batch.input_ids is None:
+            self.fill_pending(batch)
         if self.tp is not None:           # the workers run the same cache operations and forward pass
             from kvsim.engine.tp_ranks import send_step
             send_step(self.tp, plan, batch)
@@ -203,22 +282,34 @@ class ModelRunner:
         if plan.copy_pairs:
             self.cache.copy(plan.copy_pairs)
         if batch.meta.num_tokens == 0:
-            return {}
+            return None
         graph = next((g for g in self.graphs if g.fits(batch.meta)), None)
         if graph is not None:
-            hidden = graph.run(batch.input_ids, batch.positions, batch.meta)
             self.graph_steps += 1
-        else:
-            hidden = self.model(batch.input_ids, batch.positions, self.cache.gpu, batch.meta)
+            return graph.run(batch.input_ids, batch.positions, batch.meta)
+        return self.model(batch.input_ids, batch.positions, self.cache.gpu, batch.meta)
+
+    @staticmethod
+    def _rows(batch: StepBatch) -> list[int]:
+        """The hidden rows the step samples from: each finished prompt's last row, every decode row."""
         rows = [r for r, _ in batch.prefill_rows]
         for r, g in batch.decode_rows:
             rows.extend(range(r, r + len(g.seqs)))
+        return rows
+
+    @torch.inference_mode()
+    def execute(self, plan: StepPlan, batch: StepBatch) -> dict[int, list[int]]:
+        """Run the step; append sampled tokens; return beam parents per beam group."""
+        hidden = self._forward(plan, batch)
+        if hidden is None:
+            return {}
+        rows = self._rows(batch)
         logits = self.model.compute_logits(hidden[rows]).float() if rows else None
         return self._sample(logits, batch)
 
-    def _sample(self, logits: torch.Tensor, batch: StepBatch) -> dict[int, list[int]]:
-        """Every independent draw of the step in one batched call (one device sync), then beams."""
-        parents: dict[int, list[int]] = {}
+    @staticmethod
+    def _sampling_rows(batch: StepBatch):
+        """(independent draws' logits rows, their (group, seq id), first beam steps, beam steps) of a step."""
         draw_rows: list[int] = []
         draw_to: list[tuple[SequenceGroup, int]] = []
         beam_first: list[tuple[int, SequenceGroup]] = []
@@ -239,6 +330,12 @@ class ModelRunner:
                 draw_rows += range(i, i + len(g.seqs))
                 draw_to += [(g, s.seq_id) for s in g.seqs]
             i += len(g.seqs)
+        return draw_rows, draw_to, beam_first, beam_next
+
+    def _sample(self, logits: torch.Tensor, batch: StepBatch) -> dict[int, list[int]]:
+        """Every independent draw of the step in one batched call (one device sync), then beams."""
+        parents: dict[int, list[int]] = {}
+        draw_rows, draw_to, beam_first, beam_next = self._sampling_rows(batch)
         if draw_rows:
             whole = draw_rows == list(range(logits.shape[0]))
             rows = logits if whole else logits[torch.tensor(draw_rows, device=logits.device)]

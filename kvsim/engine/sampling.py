@@ -14,15 +14,21 @@ import torch
 def sample_rows(logits: torch.Tensor, mode: str, temperature: float, top_p: float,
                 generator: torch.Generator | None) -> list[int]:
     """One token per row of ``logits`` ``[N, V]`` (float32)."""
+    return draw_tensor(logits, mode, temperature, top_p, generator).tolist()
+
+
+def draw_tensor(logits: torch.Tensor, mode: str, temperature: float, top_p: float,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """:func:`sample_rows` left on the device (``[N]`` int64; the same draws from the same generator)."""
     if mode == "greedy":
-        return logits.argmax(dim=-1).tolist()
+        return logits.argmax(dim=-1)
     probs = torch.softmax(logits / temperature, dim=-1)
     if top_p < 1.0:
         sorted_p, idx = probs.sort(dim=-1, descending=True)
         keep = sorted_p.cumsum(dim=-1) - sorted_p < top_p
         sorted_p = sorted_p * keep
         probs = torch.zeros_like(probs).scatter_(-1, idx, sorted_p)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).tolist()
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 def beam_first_steps(logits: torch.Tensor, k: int) -> tuple[list[list[int]], list[list[float]]]:

@@ -1,0 +1,179 @@
+"""The engine's serving loop: arrivals, then per iteration schedule, prepare, run, complete; optionally with the
+host's work on the next step overlapped with the GPU's on this one (``runtime.async_scheduling``).
+
+Stepped one at a time, an iteration is host work (scheduling, input preparation), then the GPU's (launch to
+the draws read back), then host bookkeeping; the host parts (0.2-0.5 ms a step on the lent H200 VMs) move from
+run to run with the host's speed by up to 1.7× (``benchmarks/engine/results_H200/serving_1605/README.md``).
+
+Overlapped (``async_scheduling: true``), a decode-only step is launched and, while the GPU runs it, the
+scheduler completes it ahead of its tokens (its counts do not depend on the tokens drawn), schedules and
+prepares the next step; the next step's input ids that the step in flight is still drawing are filled in when
+it lands (:meth:`kvsim.engine.runner.ModelRunner.collect`). What the scheduler decides is what it decides
+stepped, provided nothing arrives while the step is in flight: a step overlaps only when the next arrival is
+due after it (its predicted end: 1.5× the last decode step's time); an arrival that still comes in that
+window joins one step late and is counted (``arrivals_deferred`` in the engine info). Steps with beam search
+(their parents decide the next step), prefill or mixed steps, closed-loop workloads and tensor-parallel runs
+are stepped. Finish times are those of the step's landing (when its draws are on the host), as stepped.
+
+Records: each iteration starts where the previous one ended (or at its own scheduling after an idle wait),
+so iterations tile the wall clock; ``cpu_s`` is the host time on the critical path (from that start to the
+launch, plus the bookkeeping after the draws), ``gpu_s`` the launch to the draws on the host.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kvsim.records import IterationLog, step_state
+from kvsim.workload.closed_loop import make_gate
+
+OVERLAP_MARGIN = 1.5      # a step overlaps if the next arrival is due after 1.5x the last decode step's time
+
+
+@dataclass
+class _Flight:
+    """A launched decode step the scheduler has completed ahead of its tokens."""
+    plan: object
+    inflight: object
+    start: float              # its record's start
+    launched: float
+    state: tuple
+    finished: list            # groups it finishes (their finish time is set when it lands)
+    cpu: float                # host time on the critical path before the launch
+    instr: float              # state recording inside its record's span (not timed)
+    scheduled_next: list = field(default_factory=list)   # groups first scheduled by the next step, meanwhile
+
+
+@dataclass
+class LoopResult:
+    log: IterationLog
+    cpu_s: list
+    gpu_s: list
+    outputs: dict
+    end_s: float
+    info: dict
+
+
+def _send_freed(gate, sched, now: float) -> None:
+    """Closed loop: send waiting requests into the slots of those finished or rejected by ``now``."""
+    while True:
+        sent = gate.settle(len(sched.finished) + len(sched.rejected), now)
+        if not sent:
+            return
+        for spec in sent:
+            sched.add_request(spec)
+
+
+def serve(eng, clog) -> LoopResult:
+    """Run ``eng`` (a :class:`kvsim.engine.engine.RealEngine`) over its workload (see module doc)."""
+    sched, runner, log = eng.sched, eng.runner, IterationLog()
+    specs = eng.setup.requests
+    cpu_s, gpu_s = [], []
+    outputs: dict[int, list[list[int]]] = {}
+    sc = eng.sc
+    max_wall = sc.runtime.max_wall_s
+    i, n = 0, len(specs)
+    gate = make_gate(sc.workload.max_concurrency)
+    overlap = bool(getattr(sc.runtime, "async_scheduling", False)) and gate is None and runner.tp is None \
+        and not any(r.beam_width > 1 for r in specs)
+    deferred = overlapped = 0
+    last_decode = 0.0           # the last decode-only step's launch-to-landing time (the overlap's prediction)
+    last_end = float("-inf")    # where the last recorded iteration ended
+    flight: _Flight | None = None
+    t0 = time.perf_counter()
+    clock = lambda: time.perf_counter() - t0   # noqa: E731
+
+    def record(plan, state, start, launched, device_end, end, host_before, instr=0.0):
+        nonlocal last_end
+        log.append_step(start, end - start - instr, 0.0, state)      # instr: state recording, not timed
+        cpu_s.append(host_before + (end - device_end))
+        gpu_s.append(device_end - launched)
+        last_end = end
+
+    def finished(groups, t):
+        for g in groups:
+            # a v1 child request adds its sample to its request's (in finish order)
+            outputs.setdefault(g.spec.request_id, []).extend(runner.outputs(g))
+            runner.release(g)
+        if gate is not None:                # freed slots are taken at the finish, as in the simulator
+            _send_freed(gate, sched, t)
+
+    def land(f: _Flight, since: float = float("inf")) -> float:
+        """Wait for the step in flight; stamp what it finished with its landing time; record it. Arrivals due
+        after ``since`` (when the next step was scheduled) and before the landing join a step late."""
+        nonlocal deferred, last_decode
+        runner.collect(f.inflight)
+        eng._sync()
+        device_end = clock()
+        last_decode = device_end - f.launched
+        for g in f.finished:
+            g.finish_s = device_end
+        for g in f.scheduled_next:
+            g.first_scheduled_s = device_end
+        j = i
+        while j < n and specs[j].arrival_s <= device_end:    # due while it flew: they join a step late
+            deferred += specs[j].arrival_s > since
+            j += 1
+        finished(f.finished, device_end)
+        record(f.plan, f.state, f.start, f.launched, device_end, clock(), f.cpu, f.instr)
+        return device_end
+
+    with clog:            # kernels compiled on the clock: none expected after warm-up
+        while True:
+            now = clock()
+            while i < n and specs[i].arrival_s <= now:
+                for spec in ([specs[i]] if gate is None else gate.arrive(specs[i], now)):
+                    sched.add_request(spec)
+                i += 1
+            if gate is not None:
+                _send_freed(gate, sched, now)
+            if max_wall is not None and now >= max_wall:
+                break
+            if not sched.has_unfinished:
+                if flight is not None:
+                    land(flight)
+                    flight = None
+                    continue
+                if i >= n:
+                    break
+                time.sleep(max(0.0, specs[i].arrival_s - now))
+                last_end = float("-inf")
+                continue
+            start = clock()
+            plan = sched.schedule(start)
+            batch = runner.prepare(plan)
+            t_state = clock()
+            state = step_state(plan, sched)
+            prepared = clock()
+            state_s = prepared - t_state       # recording the state is instrumentation: not timed
+            if flight is not None:         # first scheduled by this step: as stepped, once the one in flight landed
+                flight.scheduled_next = [g for g in sched.running if g.first_scheduled_s == start]
+                land(flight, start)
+                flight = None
+            rec_start = max(start, last_end)
+            instr = state_s if rec_start <= t_state else 0.0
+            host_before = max(0.0, clock() - rec_start - instr)
+            clog.step = len(cpu_s)
+            launched = clock()
+            decode_only = plan.num_prefill_tokens == 0 and bool(plan.decode_group_ids)
+            due = specs[i].arrival_s if i < n else float("inf")
+            if overlap and decode_only and last_decode > 0 and due > launched + OVERLAP_MARGIN * last_decode:
+                inflight = runner.launch(plan, batch)
+                done = sched.complete_step(plan, launched, {})    # counts only; times set when it lands
+                flight = _Flight(plan, inflight, rec_start, launched, state, list(done), host_before, instr)
+                overlapped += 1
+                continue
+            parents = runner.execute(plan, batch)
+            eng._sync()
+            device_end = clock()
+            if decode_only:
+                last_decode = device_end - launched
+            done = sched.complete_step(plan, device_end, parents)
+            finished(done, device_end)
+            record(plan, state, rec_start, launched, device_end, clock(), host_before, instr)
+        if flight is not None:               # stopped by max_wall_s with a step in flight
+            land(flight)
+    info = {"async_scheduling": overlap, "steps_overlapped": overlapped, "arrivals_deferred": deferred}
+    return LoopResult(log, cpu_s, gpu_s, outputs, clock(), info)
