@@ -15,7 +15,8 @@
 #   SCEN="scenarios/validation/v2[1-2]*.yaml" `kvsim validate` of each scenario against calibrate/profiles/H200/
 #   ENGINE="S1 S2" `kvsim engine` of each scenario alone (today's engine defaults, no profile needed), written where
 #                 `kvsim validate` puts its engine runs ($W/validation/<name>/<name>/engine), for a later
-#                 `kvsim validate --replay` against a profile from the same card (the runs record its UUID)
+#                 `kvsim validate --replay` against a profile from the same card (the runs record its UUID);
+#                 ENGINE_REPEATS=N runs each N times (engine/, engine_r2/, ...: the replay's --repeats layout)
 #   GAP="S1 S2"  benchmarks/engine/decode_gap.py on each scenario (decode steps re-timed in isolation;
 #                 GAP_SAMPLES, GAP_TIMEOUT), priced with calibrate/profiles/H200/<its model>.json
 #   PGAP="S1 S2" benchmarks/engine/prefill_gap.py the same way for prefill-only steps (own vs equal prompts)
@@ -95,10 +96,14 @@ for s in ${SCEN:-}; do      # one scenario per validate call: a slow or failing 
   pack
 done
 for s in ${ENGINE:-}; do    # engine runs only: replayed later against a profile of the same card
-  n=$(basename "$s" .yaml); stamp "engine $n"
-  timeout 150 python3 -m kvsim.cli engine "$s" --out "$W/validation/$n/$n/engine" 2>&1 | grep -v Warning \
-    | grep -i "throughput\|latency\|wrote" | tail -3
-  pack
+  n=$(basename "$s" .yaml)
+  for r in $(seq 1 "${ENGINE_REPEATS:-1}"); do   # repeats land where kvsim validate --replay reads them
+    d=engine; [ "$r" -gt 1 ] && d=engine_r$r
+    stamp "engine $n ($d)"
+    timeout 150 python3 -m kvsim.cli engine "$s" --out "$W/validation/$n/$n/$d" 2>&1 | grep -v Warning \
+      | grep -i "throughput\|latency\|wrote" | tail -3
+    pack
+  done
 done
 gap() {   # gap KIND SCENARIOS: benchmarks/engine/KIND_gap.py on each, priced by its model's H200 profile
   for g in $2; do
