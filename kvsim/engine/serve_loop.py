@@ -85,7 +85,7 @@ def serve(eng, clog) -> LoopResult:
     t0 = time.perf_counter()
     clock = lambda: time.perf_counter() - t0   # noqa: E731
 
-    def record(plan, state, start, launched, device_end, end, host_before, instr=0.0):
+    def record(state, start, launched, device_end, end, host_before, instr=0.0):
         nonlocal last_end
         log.append_step(start, end - start - instr, 0.0, state)      # instr: state recording, not timed
         cpu_s.append(host_before + (end - device_end))
@@ -117,7 +117,7 @@ def serve(eng, clog) -> LoopResult:
             deferred += specs[j].arrival_s > since
             j += 1
         finished(f.finished, device_end)
-        record(f.plan, f.state, f.start, f.launched, device_end, clock(), f.cpu, f.instr)
+        record(f.state, f.start, f.launched, device_end, clock(), f.cpu, f.instr)
         return device_end
 
     with clog:            # kernels compiled on the clock: none expected after warm-up
@@ -172,7 +172,7 @@ def serve(eng, clog) -> LoopResult:
                 last_decode = device_end - launched
             done = sched.complete_step(plan, device_end, parents)
             finished(done, device_end)
-            record(plan, state, rec_start, launched, device_end, clock(), host_before, instr)
+            record(state, rec_start, launched, device_end, clock(), host_before, instr)
         if flight is not None:               # stopped by max_wall_s with a step in flight
             land(flight)
     info = {"async_scheduling": overlap, "steps_overlapped": overlapped, "arrivals_deferred": deferred}
