@@ -152,12 +152,13 @@ def test_mixed_steps_are_priced_from_their_own_grid():
 
 def test_mixed_steps_take_the_step_overhead_made_monotone_in_rows():
     """step_overhead's points are one lock-step run each; a slow one (here 9 ms at 64 rows) would price a
-    mixed step of 64 rows above one of 128. Mixed steps take the isotonic curve; decode-only steps, which a
-    serving fit corrects where there is one, keep the measured points."""
+    mixed step of 64 rows above one of 128. Mixed steps, and decode steps without a serving fit, take the
+    isotonic curve; prefill-only steps keep the measured points (prefill_serving is fitted against them)."""
     fn = lambda n, c, t: 1e-3 * (5 + 0.01 * n * c / 256 + 0.02 * t)
     prof = _with_mixed_grid(fn)
     prof["step_overhead"] = {"num_seqs": [1, 16, 64, 128, 256], "time_s": [2.5e-3, 3e-3, 9e-3, 3.5e-3, 6e-3]}
     m = model(prof)
+    flat = model(dict(prof, step_overhead={"num_seqs": [1, 256], "time_s": [0.0, 0.0]}))
     mixed = lambda n: m.step_time(StepPlan(prefill_group_ids=[99], prefill_new_tokens=[256],
                                            prefill_cached_tokens=[0], decode_group_ids=list(range(n)),
                                            decode_context_tokens=[512] * n))
@@ -165,8 +166,26 @@ def test_mixed_steps_take_the_step_overhead_made_monotone_in_rows():
     smooth = (9e-3 + 3.5e-3 + 6e-3) / 3                  # pool adjacent violators: 64, 128 and 256 averaged
     assert mixed(63) == pytest.approx(smooth + fn(63, 512, 256), rel=1e-9)
     dec = StepPlan(decode_group_ids=list(range(64)), decode_context_tokens=[512] * 64)
-    assert m.step_time(dec) - model(dict(prof, step_overhead={"num_seqs": [1, 256], "time_s": [0.0, 0.0]})
-                                    ).step_time(dec) == pytest.approx(9e-3)
+    assert m.step_time(dec) - flat.step_time(dec) == pytest.approx(smooth)
+    pre = StepPlan(prefill_group_ids=list(range(64)), prefill_new_tokens=[8] * 64, prefill_cached_tokens=[0] * 64)
+    assert m.step_time(pre) - flat.step_time(pre) == pytest.approx(9e-3)
+
+
+def test_prefill_serving_prices_its_own_lone_prefills_back():
+    """prefill_serving's extra is fitted as measured minus the price without it (kvsim.calibrate.serving_fit's
+    stripped cost model); with the extra in the profile the same steps must price at what was measured, so
+    both sides take the same step overhead, however noisy its points."""
+    from kvsim.calibrate.serving_fit import UNFITTED_PREFILL, stripped_cost
+    prof = synthetic_profile(steps=True)
+    prof["step_overhead"] = {"num_seqs": [1, 4, 16, 256], "time_s": [4e-3, 1e-3, 2e-3, 6e-3]}   # 1 row slow
+    bare = stripped_cost(prof, 16, {}, drop=UNFITTED_PREFILL, bare=False)
+    tokens = [64, 256, 1024]
+    measured = [0.015, 0.030, 0.080]
+    plans = [StepPlan(prefill_group_ids=[0], prefill_new_tokens=[t], prefill_cached_tokens=[0]) for t in tokens]
+    extra = [d - bare.step_time(p) for d, p in zip(measured, plans)]
+    fitted = dict(prof, prefill_serving={"16": {"tokens": tokens, "extra_s": extra}})
+    cost = CalibratedCostModel(Profile(fitted), model_name="OPT-13B", dtype="fp16", block_size_tokens=16)
+    assert [cost.step_time(p) for p in plans] == pytest.approx(measured, rel=1e-12)
 
 
 def test_malformed_mixed_grid_is_a_clear_error():

@@ -58,9 +58,9 @@ Composing isolated kernels over-counts launch gaps that overlap in a real
 forward pass, so the whole-iteration grids are preferred when present.
 Profiles with ``sampling`` (the engine's sampling calls timed alone) add, to a step with beam-search rows, the
 beam calls it makes less the greedy draw the grids were timed with (:mod:`kvsim.cost.sampling_price`).
-``step_overhead`` is fitted on decode steps (one lock-step engine run per point); mixed steps and prefills that
-``prefill_serving`` does not price take it made non-decreasing in rows (isotonic), decode steps and served
-prefills the points as measured (their serving fits were made against them). Profiles with ``prefill_overhead``
+``step_overhead`` is fitted on decode steps (one lock-step engine run per point); mixed steps, and decode steps
+at a block size without ``decode_serving``, take it made non-decreasing in rows (isotonic); decode steps with a
+serving fit and prefill-only steps the points as measured (the serving fits are made against them). Profiles with ``prefill_overhead``
 (real engine prefill steps of T prompt tokens minus their price without it:
 the host work that grows with a prompt) add it at the step's prefill tokens to
 every prefill and mixed iteration. Newer profiles fit it on prompts that reach a
@@ -133,8 +133,10 @@ class CalibratedCostModel(DecodeSpreadMixin, SamplingPriceMixin, CostModel):
         # decode steps of serving-shaped batches fitted on real engine runs (kvsim.calibrate.serving_fit)
         self._serving = profile.decode_serving.get(block_size_tokens) if self._step is not None else None
         self._pserving = profile.prefill_serving.get(block_size_tokens) if self._pstep is not None else None
-        # step_overhead made non-decreasing in rows, for the steps no serving fit corrects (mixed steps, prefills
-        # beyond prefill_serving): its points are one lock-step run each (e.g. 1.15 ms at 64 rows, 0.57 at 128)
+        # step_overhead made non-decreasing in rows, for the steps no serving fit corrects (mixed steps; decode
+        # steps at a block size without decode_serving): its points are one lock-step run each (1.15 ms at 64
+        # rows, 0.57 at 128 on the H200 Llama-3-8B profile). Prefill-only steps keep the points: prefill_serving
+        # is fitted against them, and a fit without it prices its lone prefills the same way.
         xs, ys = profile.overhead
         self._over_mono = (xs, isotonic(ys))
 
@@ -207,7 +209,7 @@ class CalibratedCostModel(DecodeSpreadMixin, SamplingPriceMixin, CostModel):
                 return np.asarray(terms[0] + step, dtype=np.float64)
             if ctx_max is not None and self._lam is not None:
                 step = step + self._spread_excess(b, sums, ctx_max, step)
-            return np.asarray(interp1(n, *p.overhead) + step, dtype=np.float64)
+            return np.asarray(interp1(n, *self._over_mono) + step, dtype=np.float64)   # no serving fit: monotone
         fixed = interp1(n, *p.overhead) + self.L * (interp1(n, *p.linear) + interp1(n, *p.other)) \
             + interp1(n, *p.lm_head)
         return np.asarray(fixed + self.L * self._decode_attn(n, sums), dtype=np.float64)
@@ -290,8 +292,9 @@ class CalibratedCostModel(DecodeSpreadMixin, SamplingPriceMixin, CostModel):
         t = 0.0
         served = self._pserving is not None and not ctx and groups and plan.num_prefill_tokens <= self._pserving[0][-1]
         if self._step is not None and self._pstep is not None and (groups or ctx):
-            # a prefill the serving fit prices keeps the overhead it was fitted with; others the monotone one
-            t = self._measured_step(plan, p.overhead if served else self._over_mono)
+            # mixed steps (no serving fit corrects them) take the monotone overhead; prefill-only steps the
+            # measured points, as prefill_serving's fit priced them (kvsim.calibrate.serving_fit)
+            t = self._measured_step(plan, self._over_mono if groups and ctx else p.overhead)
         elif groups or ctx:
             tokens = float(plan.num_prefill_tokens + len(ctx))
             rows = float(groups + len(ctx))
