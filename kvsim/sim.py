@@ -30,7 +30,7 @@ from kvsim.iterstats import IterationStats
 from kvsim.metrics import SUMMARY_INPUTS
 from kvsim.records import IterationLog, request_frame, run_summary, step_state
 from kvsim.request_table import RequestTable
-from kvsim.workload.closed_loop import make_gate
+from kvsim.workload.closed_loop import make_gate, send_freed
 
 
 class _UrgentTimeout(simpy.events.Event):
@@ -126,7 +126,7 @@ class SimEngine:
                     sched.add_request(spec)
                 self.inbox.clear()
             if self.gate is not None:
-                self._send_freed()
+                send_freed(self.gate, self.sched, self.env.now)
             table = self.table
             if table is not None and len(sched.finished) + len(sched.rejected) - table.taken >= self.TAKE_EVERY:
                 table.take_done(sched)
@@ -159,16 +159,6 @@ class SimEngine:
                     yield env.timeout(swap_s)
             yield env.timeout(dt)
             sched.complete_step(plan, env.now)
-
-    def _send_freed(self) -> None:
-        """Closed loop: send waiting requests into the slots of those finished or rejected by now."""
-        sched = self.sched
-        while True:
-            sent = self.gate.settle(len(sched.finished) + len(sched.rejected), self.env.now)
-            if not sent:
-                return
-            for spec in sent:
-                sched.add_request(spec)
 
     def _swap_time(self, plan: StepPlan) -> float:
         """Host-link time of the plan's swaps: every allocator reports one pair per block moved."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kvsim.records import IterationLog, step_state
-from kvsim.workload.closed_loop import make_gate
+from kvsim.workload.closed_loop import make_gate, send_freed
 
 OVERLAP_MARGIN = 1.5      # a step overlaps if the next arrival is due after 1.5x the last decode step's time
 
@@ -54,16 +54,6 @@ class LoopResult:
     outputs: dict
     end_s: float
     info: dict
-
-
-def _send_freed(gate, sched, now: float) -> None:
-    """Closed loop: send waiting requests into the slots of those finished or rejected by ``now``."""
-    while True:
-        sent = gate.settle(len(sched.finished) + len(sched.rejected), now)
-        if not sent:
-            return
-        for spec in sent:
-            sched.add_request(spec)
 
 
 def serve(eng, clog) -> LoopResult:
@@ -98,7 +88,7 @@ def serve(eng, clog) -> LoopResult:
             outputs.setdefault(g.spec.request_id, []).extend(runner.outputs(g))
             runner.release(g)
         if gate is not None:                # freed slots are taken at the finish, as in the simulator
-            _send_freed(gate, sched, t)
+            send_freed(gate, sched, t)
 
     def land(f: _Flight, since: float = float("inf")) -> float:
         """Wait for the step in flight; stamp what it finished with its landing time; record it. Arrivals due
@@ -128,7 +118,7 @@ def serve(eng, clog) -> LoopResult:
                     sched.add_request(spec)
                 i += 1
             if gate is not None:
-                _send_freed(gate, sched, now)
+                send_freed(gate, sched, now)
             if max_wall is not None and now >= max_wall:
                 break
             if not sched.has_unfinished:

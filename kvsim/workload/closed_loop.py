@@ -4,7 +4,7 @@ vLLM's benchmark draws every request's send time from the arrival process and
 then, before sending, acquires a semaphore of ``max_concurrency`` slots; a
 request holds its slot until its response is complete. :class:`ConcurrencyGate`
 is that semaphore, shared by the simulator (:mod:`kvsim.sim`) and the real
-engine (:mod:`kvsim.engine.engine`):
+engine (:mod:`kvsim.engine.serve_loop`), which both call :func:`send_freed` after a step:
 
 * a request reaches the gate at its scheduled (open-loop) arrival time;
 * it is issued at once if fewer than ``limit`` requests are in flight, otherwise
@@ -79,3 +79,14 @@ class ConcurrencyGate:
 def make_gate(max_concurrency: int | None) -> ConcurrencyGate | None:
     """The gate for ``workload.max_concurrency``, or None for open-loop load."""
     return None if max_concurrency is None else ConcurrencyGate(int(max_concurrency))
+
+
+def send_freed(gate: ConcurrencyGate, sched, now: float) -> None:
+    """Send waiting requests into the slots of those the scheduler ``sched`` finished or rejected by ``now``
+    (what the simulator and the engine do after each step)."""
+    while True:
+        sent = gate.settle(len(sched.finished) + len(sched.rejected), now)
+        if not sent:
+            return
+        for spec in sent:
+            sched.add_request(spec)
