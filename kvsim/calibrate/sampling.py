@@ -18,27 +18,10 @@ and takes off ``greedy(rows)`` when the step draws no row independently. About t
 """
 from __future__ import annotations
 
-import statistics
-import time
-
 ROWS = (2, 4, 8, 16, 32, 64, 128, 256)
 FIRST_GROUPS = (1, 4, 16, 64)
 WIDTH = 2
 REPS = 50
-
-
-def _time(fn, sync, reps: int) -> float:
-    """Median seconds of ``fn`` as the host sees it (each call followed by ``sync``), after warm-up."""
-    for _ in range(3):
-        fn()
-    sync()
-    out = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        sync()
-        out.append(time.perf_counter() - t)
-    return float(statistics.median(out))
 
 
 def sampling_table(vocab: int, device, rows=ROWS, first_groups=FIRST_GROUPS, reps: int = REPS) -> dict:
@@ -47,18 +30,18 @@ def sampling_table(vocab: int, device, rows=ROWS, first_groups=FIRST_GROUPS, rep
     import torch
 
     from kvsim.engine import sampling
+    from kvsim.engine.host_timing import host_timed      # each call as the host sees it, device synced
     dev = torch.device(device)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     gen = torch.Generator(device=dev).manual_seed(0)
     greedy, beam, first = [], [], []
     for r in rows:
         logits = torch.randn(r, vocab, device=dev, generator=gen)
         scores = [[-float(j) for j in range(WIDTH)] for _ in range(r // WIDTH)]
-        greedy.append(_time(lambda: sampling.sample_rows(logits, "greedy", 1.0, 1.0, None), sync, reps))
-        beam.append(_time(lambda: sampling.beam_steps(logits[: WIDTH * len(scores)], scores), sync, reps))
+        greedy.append(host_timed(lambda: sampling.sample_rows(logits, "greedy", 1.0, 1.0, None), reps, warmup=3))
+        beam.append(host_timed(lambda: sampling.beam_steps(logits[: WIDTH * len(scores)], scores), reps, warmup=3))
     for g in first_groups:
         logits = torch.randn(g, vocab, device=dev, generator=gen)
-        first.append(_time(lambda: sampling.beam_first_steps(logits, WIDTH), sync, reps))
+        first.append(host_timed(lambda: sampling.beam_first_steps(logits, WIDTH), reps, warmup=3))
     return {"greedy": {"rows": list(rows), "time_s": greedy}, "beam": {"rows": list(rows), "time_s": beam},
             "beam_first": {"groups": list(first_groups), "time_s": first}, "vocab": int(vocab),
             "beam_width": WIDTH}

@@ -237,9 +237,7 @@ class ModelRunner:
             raise RuntimeError("launch() takes steps without beam search; use execute()")
         if not draw_rows:
             return InFlight([])
-        logits = self.model.compute_logits(hidden[self._rows(batch)]).float()
-        rows = logits if draw_rows == list(range(logits.shape[0])) else \
-            logits[torch.tensor(draw_rows, device=logits.device)]
+        rows = _draw_logits(self._logits(hidden, batch), draw_rows)
         toks = sampling.draw_tensor(rows, self.mode, self.temperature, self.top_p, self.gen)
         slots = []
         for g, sid in draw_to:
@@ -289,13 +287,13 @@ class ModelRunner:
             return graph.run(batch.input_ids, batch.positions, batch.meta)
         return self.model(batch.input_ids, batch.positions, self.cache.gpu, batch.meta)
 
-    @staticmethod
-    def _rows(batch: StepBatch) -> list[int]:
-        """The hidden rows the step samples from: each finished prompt's last row, every decode row."""
+    def _logits(self, hidden: torch.Tensor, batch: StepBatch) -> torch.Tensor | None:
+        """float32 logits of the hidden rows the step samples from (each finished prompt's last row, every
+        decode row), None when it samples none."""
         rows = [r for r, _ in batch.prefill_rows]
         for r, g in batch.decode_rows:
             rows.extend(range(r, r + len(g.seqs)))
-        return rows
+        return self.model.compute_logits(hidden[rows]).float() if rows else None
 
     @torch.inference_mode()
     def execute(self, plan: StepPlan, batch: StepBatch) -> dict[int, list[int]]:
@@ -303,9 +301,7 @@ class ModelRunner:
         hidden = self._forward(plan, batch)
         if hidden is None:
             return {}
-        rows = self._rows(batch)
-        logits = self.model.compute_logits(hidden[rows]).float() if rows else None
-        return self._sample(logits, batch)
+        return self._sample(self._logits(hidden, batch), batch)
 
     @staticmethod
     def _sampling_rows(batch: StepBatch):
@@ -337,9 +333,7 @@ class ModelRunner:
         parents: dict[int, list[int]] = {}
         draw_rows, draw_to, beam_first, beam_next = self._sampling_rows(batch)
         if draw_rows:
-            whole = draw_rows == list(range(logits.shape[0]))
-            rows = logits if whole else logits[torch.tensor(draw_rows, device=logits.device)]
-            for (g, sid), t in zip(draw_to, self._draw(rows)):
+            for (g, sid), t in zip(draw_to, self._draw(_draw_logits(logits, draw_rows))):
                 self.seq_tokens(g, sid).append(t)
         for k, firsts in _by_width(beam_first).items():      # one batched call per beam width
             rows = torch.tensor([r for r, _ in firsts], device=logits.device)
@@ -360,6 +354,13 @@ class ModelRunner:
 
     def _draw(self, rows: torch.Tensor) -> list[int]:
         return sampling.sample_rows(rows, self.mode, self.temperature, self.top_p, self.gen)
+
+
+def _draw_logits(logits: torch.Tensor, draw_rows: list[int]) -> torch.Tensor:
+    """The logits rows of the step's independent draws (all of them, in order, without a gather when so)."""
+    if draw_rows == list(range(logits.shape[0])):
+        return logits
+    return logits[torch.tensor(draw_rows, device=logits.device)]
 
 
 def _by_width(groups: list[tuple[int, SequenceGroup]]) -> dict[int, list[tuple[int, SequenceGroup]]]:
