@@ -3,12 +3,11 @@
 * :func:`write_kv` — Triton kernel, one program per (token, KV-head tile). ``slot_mapping[t]`` is
   ``physical_block * block_size + offset``; a negative slot means "padding token, skip" (vLLM's
   convention). Caches are ``[num_blocks, block_size, num_kv_heads, head_dim]``.
-* :func:`copy_blocks` — Triton kernel, *one launch for all pairs*: grid (pair, chunk), each
-  program copies one chunk of block ``src`` to block ``dst`` in both K and V.
-* :func:`copy_blocks_planes` — the same over every layer's K and V at once, when they are planes of one
-  tensor ``[planes, num_blocks, ...]`` (the engine's cache): grid (pair, chunk, plane), one launch per
-  copy-on-write step instead of one per layer (on the H200, Llama-3-8B's 32 launches from Python cost a copy
-  step ~1.4 ms).
+* :func:`copy_blocks_planes` — Triton kernel, *one launch for all pairs and planes*: grid (pair, chunk, plane),
+  each program copies one chunk of block ``src`` to block ``dst`` in one plane of a ``[planes, num_blocks, ...]``
+  tensor — the engine's cache, every layer's K and V (one launch per copy-on-write step; one launch per layer
+  had cost Llama-3-8B's copy step ~1.4 ms on the H200).
+* :func:`copy_blocks` — the same for a separate K and V cache pair (two launches of that kernel).
 * :func:`swap_blocks` — host-driven ``copy_`` between a GPU cache and a (pinned) CPU cache of
   the same block shape. By default contiguous runs (``src, src+1, ...`` -> ``dst, dst+1, ...``)
   are merged into one transfer each; ``per_block=True`` issues one transfer per block, as vLLM's
@@ -49,18 +48,6 @@ def _write_kv_kernel(k_ptr, v_ptr, kc_ptr, vc_ptr, slot_ptr, num_heads,
     dst_v = vc_ptr + blk * stride_vcb + off * stride_vct + offs_h[:, None] * stride_vch + offs_d[None, :]
     tl.store(dst_k, tl.load(src_k, mask=mask), mask=mask)
     tl.store(dst_v, tl.load(src_v, mask=mask), mask=mask)
-
-
-@triton.jit
-def _copy_blocks_kernel(kc_ptr, vc_ptr, pairs_ptr, block_elems, BLOCK: tl.constexpr):
-    pair = tl.program_id(0)
-    chunk = tl.program_id(1)
-    src = tl.load(pairs_ptr + 2 * pair).to(tl.int64)
-    dst = tl.load(pairs_ptr + 2 * pair + 1).to(tl.int64)
-    offs = chunk.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < block_elems
-    tl.store(kc_ptr + dst * block_elems + offs, tl.load(kc_ptr + src * block_elems + offs, mask=mask), mask=mask)
-    tl.store(vc_ptr + dst * block_elems + offs, tl.load(vc_ptr + src * block_elems + offs, mask=mask), mask=mask)
 
 
 @triton.jit
@@ -114,11 +101,10 @@ def copy_blocks(k_cache: torch.Tensor, v_cache: torch.Tensor,
                 ids_checked: bool = False) -> None:
     """Copy-on-write: for every ``(src, dst)`` pair, block ``dst`` := block ``src`` in both caches.
 
-    One kernel launch covers all pairs. Destinations must be distinct and never a source of
-    another pair in the same call (the block manager guarantees this: dst blocks are fresh).
-    ``ids_checked``: the caller has checked the ids are in range on the host (the range check
-    otherwise reads a device tensor back, a sync per call: the engine copies every layer).
-    """
+    One kernel launch per cache covers all pairs (:func:`copy_blocks_planes`). Destinations must be distinct
+    and never a source of another pair in the same call (the block manager guarantees this: dst blocks are
+    fresh). ``ids_checked``: the caller has checked the ids are in range on the host (the range check otherwise
+    reads a device tensor back, a sync per call)."""
     require(k_cache.shape == v_cache.shape and k_cache.dtype == v_cache.dtype, "v_cache",
             "must match k_cache in shape and dtype")
     require(k_cache.is_contiguous() and v_cache.is_contiguous(), "k_cache", "caches must be contiguous")
@@ -130,11 +116,8 @@ def copy_blocks(k_cache: torch.Tensor, v_cache: torch.Tensor,
     if backend == "torch":
         reference.copy_blocks(k_cache, v_cache, pt)
         return
-    if pt.shape[0] == 0:
-        return
-    block_elems = k_cache[0].numel()
-    grid = (pt.shape[0], triton.cdiv(block_elems, COPY_CHUNK))
-    _copy_blocks_kernel[grid](k_cache, v_cache, pt, block_elems, BLOCK=COPY_CHUNK)
+    for cache in (k_cache, v_cache):       # each a one-plane tensor for the planes kernel: one launch per cache
+        copy_blocks_planes(cache.unsqueeze(0), pt, ids_checked=True)
 
 
 def copy_blocks_planes(planes: torch.Tensor, pairs: torch.Tensor | Sequence[tuple[int, int]], *,
