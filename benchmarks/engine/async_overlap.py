@@ -13,6 +13,7 @@ import json
 import pathlib
 
 import pandas as pd
+from host_split import summary      # decode-only steps by rows (this folder's host_split.py)
 
 
 def run(path: str, overlap: bool, sets: list[str], model=None):
@@ -21,13 +22,6 @@ def run(path: str, overlap: bool, sets: list[str], model=None):
     sc = kvsim.load_scenario(path, list(sets) + [f"runtime.async_scheduling={str(overlap).lower()}"])
     eng = RealEngine(sc, model=model)
     return eng.run(), eng.model
-
-
-def decode_rows(its: pd.DataFrame) -> pd.DataFrame:
-    d = its[(its.prefill_tokens == 0) & (its.decode_seqs > 0) & (its.cow_copies == 0)]
-    out = d.groupby("decode_seqs")[["duration_s", "gpu_s", "cpu_s"]].median().mul(1e3)
-    out["steps"] = d.groupby("decode_seqs").size()
-    return out[out.steps >= 20].round(3)
 
 
 def main() -> None:
@@ -48,7 +42,7 @@ def main() -> None:
                 s, info = res.summary, res.info
                 tag = f"{name}_{'overlap' if overlap else 'stepped'}_{r}"
                 res.iterations.to_csv(out / f"{tag}.iterations.csv", index=False)
-                dec = decode_rows(res.iterations)
+                dec = summary(res.iterations, ("duration_s", "gpu_s", "cpu_s"))
                 rows.append({"scenario": name, "repeat": r, "overlap": overlap,
                              "throughput_req_s": s["throughput_req_s"], "mean_norm_latency_s": s["normalized_latency_s"],
                              "tpot_p50_s": s["tpot_p50_s"], "steps": len(res.iterations),

@@ -61,10 +61,11 @@ def split_run(sc) -> pd.DataFrame:
     return its
 
 
-def summary(its: pd.DataFrame) -> pd.DataFrame:
+def summary(its: pd.DataFrame, cols=("duration_s", "gpu_s", "cpu_s", "schedule_s", "prepare_s", "complete_s")
+            ) -> pd.DataFrame:
+    """Decode-only steps without copies by rows: the medians of ``cols`` in ms, rows of at least 20 steps."""
     d = its[(its.prefill_tokens == 0) & (its.decode_seqs > 0) & (its.cow_copies == 0)]
-    cols = ["duration_s", "gpu_s", "cpu_s", "schedule_s", "prepare_s", "complete_s"]
-    out = d.groupby("decode_seqs")[cols].median().mul(1e3)
+    out = d.groupby("decode_seqs")[list(cols)].median().mul(1e3)
     out["steps"] = d.groupby("decode_seqs").size()
     return out[out.steps >= 20].round(3)
 

@@ -150,7 +150,7 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
     out.update({"spread_frac_row": [r[5] for r in rows], "spread_frac_se": [r[6] for r in rows],
                 "spread_frac_mean": mean, "steps": [len(r[1]) for r in rows],
                 "workload": _workload_of(runs, rows[-1][0])})
-    passes = [by_pass(runs[r[0]][0], r) for r in rows]
+    passes = [by_pass(runs[r[0]][0], r[0]) for r in rows]
     if any(p is not None for p in passes):        # each pass's median step and host time, per row
         out["by_pass"] = passes
     return out

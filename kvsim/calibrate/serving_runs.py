@@ -38,12 +38,12 @@ def step_contexts(its: pd.DataFrame, reqs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_dict(out, orient="index", columns=cols)
 
 
-def by_pass(its: pd.DataFrame, row) -> dict | None:
-    """``{"step_s": [...], "host_s": [...]}``: the median decode step at the row's n and its host time, per pass
+def by_pass(its: pd.DataFrame, n: int) -> dict | None:
+    """``{"step_s": [...], "host_s": [...]}``: the median decode step at ``n`` rows and its host time, per pass
     of a joined record (:func:`join_passes`); None for a single run."""
     if "pass" not in its.columns:
         return None
-    d = its[(its.decode_seqs == row[0]) & (its.prefill_tokens == 0)]
+    d = its[(its.decode_seqs == n) & (its.prefill_tokens == 0)]
     g = d.groupby("pass")
     return {"step_s": [float(x) for x in g.duration_s.median()],
             "host_s": [float(x) for x in g.cpu_s.median()] if "cpu_s" in d.columns else None}
