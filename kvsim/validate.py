@@ -254,7 +254,6 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
         edir = d / "engine"
         if replay:
             eng_doc, eng_reqs, eng_its = read_engine_records(edir)
-            summaries = [eng_doc["summary"]] + [read_engine_records(e)[0]["summary"] for e in engine_dirs(d)[1:]]
             sc, sim = simulate_with_profile(path, profile, list(overrides or []) + replay_sets(eng_doc))
         else:
             pmeta = _profile_doc(profile).get("meta")
@@ -276,6 +275,9 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
             check_graph_mode(profile, esc.runtime.cuda_graphs)
             from kvsim.engine.preflight import check_engine_fits
             check_engine_fits(esc)
+            import shutil
+            for old in engine_dirs(d)[1:]:       # an earlier run's repeats are not this run's
+                shutil.rmtree(old)
             model = None
             for r in range(1, repeats + 1):      # each repeat a fresh engine (KV cache, graphs) on one loaded model
                 eng = RealEngine(esc, model=model)
@@ -286,8 +288,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
                 _release_device()
             del model
             eng_doc, eng_reqs, eng_its = read_engine_records(edir)
-            summaries = [eng_doc["summary"]] + [read_engine_records(repeat_dir(d, r))[0]["summary"]
-                                                for r in range(2, repeats + 1)]
+        summaries = [eng_doc["summary"]] + [read_engine_records(e)[0]["summary"] for e in engine_dirs(d)[1:]]
         engine_info = eng_doc.get("engine")
         card = engine_info.get("device", card) if isinstance(engine_info, dict) else card
         if profile not in metas:             # one read per profile, not per scenario

@@ -23,7 +23,7 @@ SCALE = {1: 1.0, 2: 1.3, 3: 0.9}          # each repeat's latencies and throughp
 
 
 def _scaled_copy(dst: Path, f: float) -> None:
-    shutil.copytree(SRC, dst)
+    shutil.copytree(SRC, dst, dirs_exist_ok=True)      # as write_engine_run, over an earlier run
     doc = json.loads((dst / "summary.json").read_text())
     s = doc["summary"]
     for k in ("throughput_req_s", "normalized_latency_s", "tpot_p50_s"):
@@ -71,7 +71,7 @@ def fake_engine(monkeypatch):
             return len(made)
 
     monkeypatch.setattr(E, "RealEngine", Fake)
-    monkeypatch.setattr(O, "write_engine_run", lambda res, out, **k: _scaled_copy(out, SCALE[res]))
+    monkeypatch.setattr(O, "write_engine_run", lambda res, out, **k: _scaled_copy(out, SCALE.get(res, 1.0)))
     monkeypatch.setattr(P, "check_engine_fits", lambda sc: None)
     monkeypatch.setattr(V, "check_graph_mode", lambda p, g: None)
     monkeypatch.setattr(V, "_release_device", lambda: None)
@@ -96,6 +96,8 @@ def test_live_repeats_keep_every_run_and_replay_agrees(tmp_path, fake_engine):
     replay = V.run_validation([SCEN], [PROF], tmp_path, replay=True)
     cols = ["metric", "predicted", "measured", "measured_min", "measured_max", "repeats", "in_range"]
     pd.testing.assert_frame_equal(live[cols], replay[cols])
+    once = V.run_validation([SCEN], [PROF], tmp_path, repeats=1)     # a later live run drops the old repeats
+    assert [p.name for p in engine_dirs(tmp_path / NAME)] == ["engine"] and (once.repeats == 1).all()
 
 
 def test_one_run_has_no_repeats_section(tmp_path):
