@@ -35,7 +35,6 @@ OVERLAP_MARGIN = 1.5      # a step overlaps if the next arrival is due after 1.5
 @dataclass
 class _Flight:
     """A launched decode step the scheduler has completed ahead of its tokens."""
-    plan: object
     inflight: object
     start: float              # its record's start
     launched: float
@@ -90,7 +89,7 @@ def serve(eng, clog) -> LoopResult:
         if gate is not None:                # freed slots are taken at the finish, as in the simulator
             send_freed(gate, sched, t)
 
-    def land(f: _Flight, since: float = float("inf")) -> float:
+    def land(f: _Flight, since: float = float("inf")) -> None:
         """Wait for the step in flight; stamp what it finished with its landing time; record it. Arrivals due
         after ``since`` (when the next step was scheduled) and before the landing join a step late."""
         nonlocal deferred, last_decode
@@ -108,7 +107,6 @@ def serve(eng, clog) -> LoopResult:
             j += 1
         finished(f.finished, device_end)
         record(f.state, f.start, f.launched, device_end, clock(), f.cpu, f.instr)
-        return device_end
 
     with clog:            # kernels compiled on the clock: none expected after warm-up
         while True:
@@ -152,7 +150,7 @@ def serve(eng, clog) -> LoopResult:
             if overlap and decode_only and last_decode > 0 and due > launched + OVERLAP_MARGIN * last_decode:
                 inflight = runner.launch(plan, batch)
                 done = sched.complete_step(plan, launched, {})    # counts only; times set when it lands
-                flight = _Flight(plan, inflight, rec_start, launched, state, list(done), host_before, instr)
+                flight = _Flight(inflight, rec_start, launched, state, list(done), host_before, instr)
                 overlapped += 1
                 continue
             parents = runner.execute(plan, batch)
