@@ -38,6 +38,10 @@ def _cmd_run(args) -> int:
         from kvsim.latency import parse_goodput, parse_percentiles
         latency_args = (parse_percentiles(args.metric_percentiles), parse_goodput(args.goodput),
                         parse_metrics(args.percentile_metrics))
+    out = Path(args.out) if args.out else default_out(sc.name)
+    from kvsim.outdir import OutputSet
+    from kvsim.output import RUN_FILE_NAMES
+    OutputSet(out, RUN_FILE_NAMES).check()           # a foreign --out fails before the simulation, not after it
     t0 = time.perf_counter()
     setup = setup_run(sc)
     eng = SimEngine(setup, fast_forward=not args.no_fast_forward)
@@ -49,7 +53,6 @@ def _cmd_run(args) -> int:
         rest = run_seeds(read_yaml(args.scenario), args.set + extra, seeds[1:], jobs=args.jobs)
         replications = [res.summary] + rest
     wall = time.perf_counter() - t0
-    out = Path(args.out) if args.out else default_out(sc.name)
     arrivals = arrivals_text(sc, len(setup.requests))
 
     def report() -> str:
@@ -120,11 +123,13 @@ def _cmd_sweep(args) -> int:
     from kvsim.outdir import parse_outputs
     kinds = parse_outputs(args.outputs, SWEEP_DEFAULT)
     runs_csv = "sweep_runs.csv" if seeds > 1 else "sweep.csv"
+    sweep_files = ("sweep.csv", "sweep.png", "sweep_runs.csv", "sweep.json", "report.html")
+    OutputSet(out, sweep_files).check()              # a foreign --out fails before the sweep, not after it
     resume = out / runs_csv if args.out and out.is_dir() and (out / runs_csv).is_file() else None
     df = sweep(args.scenario, grid, args.set, jobs=args.jobs, progress=not args.quiet,
                backend=args.backend, resume=resume, seeds=seeds, confidence=args.confidence)
     written = []
-    with OutputSet(out, ("sweep.csv", "sweep.png", "sweep_runs.csv", "sweep.json", "report.html")) as d:
+    with OutputSet(out, sweep_files) as d:
         if "csv" in kinds:
             df.to_csv(d / "sweep.csv", index=False)
             written.append("sweep.csv")
@@ -177,11 +182,14 @@ def _cmd_plan(args) -> int:
     from kvsim.outdir import parse_outputs
     kinds = parse_outputs(args.outputs, PLAN_DEFAULT)
     prices = parse_prices(args.price)
+    out = Path(args.out) if args.out else default_out(sc.name, "-plan")
+    from kvsim.outdir import OutputSet
+    from kvsim.plan.output import PLAN_FILES
+    OutputSet(out, [f for fs in PLAN_FILES.values() for f in fs]).check()   # before the search, not after it
     res = plan(args.scenario, slo, cands, overrides=args.set, replicas=replicas, requests=args.requests,
                rel_tol=args.tol, objective=args.objective, jobs=args.jobs, progress=not args.quiet,
                seeds=args.seeds, confidence=args.confidence, max_requests=args.max_requests, goodput=goodput,
                prices=prices)
-    out = Path(args.out) if args.out else default_out(sc.name, "-plan")
     written = write_plan(res, list(cands), out, kinds, sc.name)
     print(format_table(res, list(cands)))
     print(describe_recommendation(res, list(cands)))

@@ -106,7 +106,9 @@ class OutputSet:
         self.owns = owns if callable(owns) else (lambda n, s=frozenset(owns): n in s or Path(n).suffix in s)
         self.tmp: Path | None = None
 
-    def _check(self) -> None:
+    def check(self) -> None:
+        """Refuse an ``out`` that is a file or holds files this command does not own (one-line KvsimError);
+        commands call it before their work, so a foreign --out fails at once, not after minutes."""
         out = self.out
         if out.exists() or out.is_symlink():
             if not out.is_dir():
@@ -121,7 +123,7 @@ class OutputSet:
                                  f"whole, so give a new or empty folder")
 
     def __enter__(self) -> Path:
-        self._check()
+        self.check()
         parent = self.out.absolute().parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +142,7 @@ class OutputSet:
         out = self.out.absolute()
         old = None
         try:
-            self._check()                              # still ours (nobody wrote there meanwhile)
+            self.check()                              # still ours (nobody wrote there meanwhile)
             if out.exists():
                 old = _tmp_sibling(out, "old")
                 os.rename(out, old)

@@ -171,7 +171,7 @@ def reproduce(out, quick: bool = False, jobs: int | None = None, progress: bool 
     from kvsim.report.paper_summary import summary_markdown
     out = Path(out)
     cost = cost or PaperCost(preset=preset)        # an unknown preset or unusable profile fails before any work
-    OutputSet(out, PAPER_SUFFIXES)._check()        # refuse a foreign --out before minutes of work
+    OutputSet(out, PAPER_SUFFIXES).check()        # refuse a foreign --out before minutes of work
     t0 = time.perf_counter()
     res = experiments(quick, jobs, progress, cost=cost)
     with OutputSet(out, PAPER_SUFFIXES) as d:

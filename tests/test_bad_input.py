@@ -152,6 +152,28 @@ def test_rerun_replaces_the_set_and_refuses_foreign_folders(tmp_path, capsys):
     assert_error(capsys, "--out", "sweep", Q, *SMALL, "--grid", "engine.block_size=16", "--out", f, "--quiet")
 
 
+@pytest.mark.parametrize("cmd", [
+    ("run", Q, *SMALL),
+    ("sweep", Q, *SMALL, "--grid", "engine.block_size=16", "--quiet"),
+    ("plan", Q, *SMALL, "--slo", "normalized_latency_s=0.1", "--quiet"),
+    ("report", "block-size", Q, *SMALL, "--quiet"),
+])
+def test_a_foreign_out_is_refused_before_any_simulation(tmp_path, capsys, monkeypatch, cmd):
+    """The --out check runs before the work: a folder holding someone else's file fails at once, with the
+    simulator never started (a report or plan can take minutes before it writes)."""
+    import kvsim.sim
+
+    def never(*a, **k):
+        raise AssertionError("simulated before the --out check")
+    monkeypatch.setattr(kvsim.sim.SimEngine, "run", never)
+    monkeypatch.setattr(kvsim.sim, "simulate", never)
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert_error(capsys, "--out", *cmd, "--out", out)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and sorted(tmp_path.iterdir()) == [out]
+
+
 def test_interrupted_write_keeps_the_old_set(tmp_path, capsys, monkeypatch):
     out = tmp_path / "o"
     assert cli(capsys, "run", Q, *SMALL, "--out", out)[0] == 0

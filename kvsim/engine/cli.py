@@ -39,7 +39,7 @@ def cmd_engine(args) -> int:
     from kvsim.output import RUN_FILE_NAMES, write_engine_run
     sc = load_scenario(args.scenario, args.set)
     out = Path(args.out) if args.out else default_out(sc.name, "-engine")
-    OutputSet(out, RUN_FILE_NAMES)._check()          # refuse a foreign --out before loading a model
+    OutputSet(out, RUN_FILE_NAMES).check()          # refuse a foreign --out before loading a model
     check_engine_fits(sc)
     t0 = time.perf_counter()
     if sc.tensor_parallel != 1 and _on_cpu(sc):   # CPU ranks over gloo; on a GPU RealEngine refuses tp != 1

@@ -24,8 +24,9 @@ def choose_block_size(scenario, slo: dict | None = None, **kw) -> tuple[int | No
 def block_size_report(scenario, slo: dict, out, **kw) -> BlockSizeAnalysis:
     """Analyse, then write ``out/report.html`` and ``out/block_size.csv``; returns the analysis."""
     from kvsim.report.html import render
-    a = analyse(_source(scenario), slo, **kw)
     out = Path(out)
+    OutputSet(out, REPORT_FILES).check()       # a foreign --out fails before minutes of searching
+    a = analyse(_source(scenario), slo, **kw)
     desc = ""
     if not hasattr(scenario, "to_dict") and not isinstance(scenario, dict):
         from kvsim.config import read_yaml
