@@ -21,7 +21,7 @@ H200 = ROOT / "calibrate" / "profiles" / "H200"
 
 
 def test_a_profile_prices_only_its_own_block_sizes_and_rates_scale():
-    c = PaperCost(profile=str(H200 / "opt-13b.json"), rate_scale=5)
+    c = PaperCost(profile=str(H200 / "opt-13b-1203.json"), rate_scale=5)
     assert c.block_sizes == [16, 32, 64]
     assert c.sizes([1, 4, 16, 64, 256]) == [16, 64]
     assert c.rates([0.05, 2.0]) == [0.25, 10.0] and c.rates(40) == 200
@@ -36,7 +36,7 @@ def test_a_profile_prices_only_its_own_block_sizes_and_rates_scale():
     ({"profile": "no/such/profile.json"}, "--profile"),
     ({"profile": str(ROOT / "README.md")}, "--profile"),              # not JSON
     ({"rate_scale": 0}, "--rate-scale"),
-    ({"preset": "paper-a100-2023", "profile": str(H200 / "opt-13b.json")}, "--preset"),
+    ({"preset": "paper-a100-2023", "profile": str(H200 / "opt-13b-1203.json")}, "--preset"),
 ])
 def test_an_unusable_cost_setting_names_its_field(kw, field):
     with pytest.raises(KvsimError) as e:
@@ -122,7 +122,7 @@ def test_summary_explains_fig15_from_the_readings_and_skips_fig19():
 
 
 def test_a_profile_prices_its_own_model_only():
-    c = PaperCost(profile=str(H200 / "opt-13b.json"))
+    c = PaperCost(profile=str(H200 / "opt-13b-1203.json"))
     paper = ROOT / "scenarios" / "paper"
     assert c.prices(paper / "fig14_beam_search_paged.yaml")
     assert not c.prices(paper / "fig16_prefix_1shot.yaml")            # LLaMA-13B

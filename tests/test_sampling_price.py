@@ -137,15 +137,20 @@ def test_the_engine_samples_what_the_plan_counts(monkeypatch):
     assert sum(c[0] for c in counts) > 0 and sum(c[1] for c in counts) == 6
 
 
-def test_beam_search_on_a_profile_without_sampling_gets_a_note():
+def test_beam_search_on_a_profile_without_sampling_gets_a_note(tmp_path):
     """A profile from before the sampling calls were timed prices beam steps as greedy ones: the run says so."""
+    import json
     from pathlib import Path
 
     import kvsim
     from kvsim.build import sampling_note, setup_run
     root = Path(__file__).resolve().parents[1]
+    doc = json.loads((root / "calibrate/profiles/H200/opt-13b.json").read_text())
+    assert doc.pop("sampling")                  # the committed profile has the table; an older one did not
+    old = tmp_path / "opt-13b-no-sampling.json"
+    old.write_text(json.dumps(doc))
     base = {"name": "beam-note", "model": "opt-13b", "gpu": "h200-141gb", "seed": 0,
-            "cost": {"model": "calibrated", "profile": str(root / "calibrate/profiles/H200/opt-13b.json")},
+            "cost": {"model": "calibrated", "profile": str(old)},
             "workload": {"dataset": "uniform", "prompt_len_range": [20, 40], "output_len_range": [4, 8],
                          "num_requests": 3, "arrival": "burst"}}
     beam = kvsim.load_scenario({**base, "workload": {**base["workload"], "beam_width": 2}})

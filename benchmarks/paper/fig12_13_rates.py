@@ -25,7 +25,7 @@ from kvsim.sim import simulate
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = ROOT / "scenarios" / "paper"
-PROFILE = ["cost.model=calibrated", f"cost.profile={ROOT / 'calibrate/profiles/H200/opt-13b.json'}"]
+PROFILE = ["cost.model=calibrated", f"cost.profile={ROOT / 'calibrate/profiles/H200/opt-13b-1203.json'}"]
 SCALE = 5
 ORCA = ["paged", "orca_oracle", "orca_pow2", "orca_max"]
 NAMES = {"paged": "paged", "orca_oracle": "Orca (Oracle)", "orca_pow2": "Orca (Pow2)", "orca_max": "Orca (Max)",
@@ -83,7 +83,7 @@ def rate_lines(df: pd.DataFrame) -> list[str]:
 def report(df: pd.DataFrame) -> str:
     out = ["# Fig. 12 / Fig. 13 readings on dense rate grids", "", "Command (2 CPU cores, about 3 minutes):", "",
            "    " + " ".join(["PYTHONPATH=. python benchmarks/paper/fig12_13_rates.py", *sys.argv[1:]]), "",
-           f"Fig. 12 scenarios with the measured H200 profile (`calibrate/profiles/H200/opt-13b.json`), every rate "
+           f"Fig. 12 scenarios with the measured H200 profile (`calibrate/profiles/H200/opt-13b-1203.json`), every rate "
            f"x{SCALE} as in `docs/paper/H200-opt-13b-quick`; `avg_batched_requests` is time-weighted over the whole "
            "run (ramp-up and drain included). Paper: paged batches 2-4x more requests than Orca (Fig. 13, read at "
            "ShareGPT 2 req/s, Alpaca 30 req/s), and serves 2-4x the rate of Orca at equal latency (Fig. 12).", ""]
