@@ -331,6 +331,14 @@ def test_no_row_starts_after_the_deadline():
                               log=lines.append, deadline=time.perf_counter() - 1.0)
     assert fit == {} and pre == {}
     assert len(lines) == 1 and lines[0].startswith("serving n=2: skipped, and the 3 runs after it")
+    notes = {}
+    SF.fit_serving(None, dict(prof, model="tiny-opt"), 16, device="cpu", rows=(2, 4), cuda_graphs=True,
+                   log=lines.append, deadline=time.perf_counter() - 1.0, notes=notes)
+    assert notes == {"serving_fit_skipped": {"runs": 4, "of": 4, "why": "the calibration's time limit"}}
+    notes = {}
+    SF.fit_serving(None, dict(prof, model="tiny-opt"), 16, device="cpu", rows=(), cuda_graphs=True,
+                   log=lines.append, deadline=time.perf_counter() - 1.0, notes=notes)
+    assert notes == {}                                    # nothing planned, nothing skipped
 
 
 def test_passes_joined_keep_each_pass_steps_rebuilt_from_its_own_requests():

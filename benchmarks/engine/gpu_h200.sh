@@ -12,6 +12,8 @@
 #   CALIB="llama-3-8b:16 opt-13b:32,64"   profiles, merged into calibrate/profiles/H200/<model>.json when that
 #                 exists (CALIB_REPLACE=1 replaces it) and used by the stages after; CALIB_TIMEOUT (s, default 540);
 #                 the serving fit's engine runs are kept beside each profile (<profile>.serving/n<N>/)
+#   RESUME="opt-13b"  kvsim calibrate --resume calibrate/profiles/H200/<model>.json: its serving fit and prefill
+#                 overhead fits again, whole, on the card of its grids (a CALIB call cut short, then this call)
 #   SCEN="scenarios/validation/v2[1-2]*.yaml" `kvsim validate` of each scenario against calibrate/profiles/H200/
 #   ENGINE="S1 S2" `kvsim engine` of each scenario alone (today's engine defaults, no profile needed), written where
 #                 `kvsim validate` puts its engine runs ($W/validation/<name>/<name>/engine), for a later
@@ -87,6 +89,18 @@ for spec in ${CALIB:-}; do  # a model already profiled here gains the new block 
   elif [ -s "$f" ] && [ -s "$dest" ] && [ -z "${CALIB_REPLACE:-}" ]; then
     python3 -m kvsim.cli merge-profiles "$dest" "$f" --out "$W/profiles/$m.json" && cp "$W/profiles/$m.json" "$dest"
   elif [ -s "$f" ]; then cp "$f" "$dest"; cp "$f" "$W/profiles/$m.json"; fi
+  pack
+done
+for m in ${RESUME:-}; do    # the serving fit and prefill overhead fits of calibrate/profiles/H200/<m>.json again,
+  # whole (kvsim calibrate --resume: same card as its grids, else refused); replaces it when complete
+  f=calibrate/profiles/H200/$m.json; o="$W/profiles/$m-resumed.json"
+  stamp "resume $m"
+  timeout "${CALIB_TIMEOUT:-540}" python3 -m kvsim.cli calibrate --resume "$f" --out "$o" \
+    --serving-runs "${o%.json}.serving" --time-limit $(( ${CALIB_TIMEOUT:-540} - 20 )) 2>&1 \
+    | grep -v Warning > "${o%.json}.log"; tail -2 "${o%.json}.log"
+  if [ -s "$o" ] && python3 -c "import json,sys; sys.exit(bool(json.load(open(sys.argv[1]))['meta'].get('partial')))" "$o"; then
+    cp "$o" "$f"; cp "$o" "$W/profiles/$m.json"
+  fi
   pack
 done
 PROFS=""; for f in calibrate/profiles/H200/*.json; do PROFS="$PROFS --profile $f"; done

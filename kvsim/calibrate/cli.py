@@ -10,10 +10,17 @@ DTYPE_CHOICES = ("bf16", "fp16")
 
 def add_parser(sub) -> None:
     c = sub.add_parser("calibrate", help="measure a cost profile on this GPU (needs CUDA)")
-    c.add_argument("--model", required=True)
-    c.add_argument("--block-sizes", default="16", help="comma-separated KV block sizes to measure")
-    c.add_argument("--dtype", default="fp16", choices=DTYPE_CHOICES)
-    c.add_argument("--out", help="profile path (default calibrate/profiles/<model>-<gpu>.json)")
+    c.add_argument("--model", help="model to measure (required unless --resume)")
+    c.add_argument("--block-sizes", default=None, help="comma-separated KV block sizes to measure (default 16)")
+    c.add_argument("--dtype", default=None, choices=DTYPE_CHOICES, help="default fp16")
+    c.add_argument("--out", help="profile path (default calibrate/profiles/<model>-<gpu>.json; with --resume, "
+                                 "the resumed file)")
+    c.add_argument("--resume", metavar="PROFILE",
+                   help="keep PROFILE's grids and step overhead (a calibration stopped after them, or one whose "
+                        "serving fit a time limit cut short) and run the serving fit and the prefill overhead fits "
+                        "again, whole, on the same card and engine (kvsim/calibrate/resume.py)")
+    c.add_argument("--allow-other-card", action="store_true",
+                   help="with --resume: accept a card other than the one that measured the grids (recorded)")
     c.add_argument("--no-cuda-graphs", action="store_true",
                    help="time decode steps eagerly (for an engine run with runtime.cuda_graphs: false)")
     c.add_argument("--fast", action="store_true",
@@ -30,11 +37,37 @@ def add_parser(sub) -> None:
     c.set_defaults(func=cmd_calibrate)
 
 
-def cmd_calibrate(args) -> int:
+def cmd_resume(args) -> int:
+    """``--resume PROFILE``: the file is checked before torch is imported (a wrong file fails at once)."""
+    for flag, given in (("--block-sizes", args.block_sizes is not None), ("--fast", args.fast),
+                        ("--estimate", args.estimate)):
+        if given:
+            raise KvsimError(flag, "not with --resume: a resumed calibration keeps the profile's grids and block "
+                                   "sizes and runs only the fits after them")
+    from kvsim.calibrate.resume import load_for_resume
+    load_for_resume(args.resume, args.model, args.dtype)
     try:
-        sizes = [int(x) for x in args.block_sizes.split(",") if x]
+        import torch  # noqa: F401
+        from kvsim.calibrate.resume import resume
+    except ImportError as e:
+        raise KvsimError("calibrate", f"needs torch and triton (pip install -e '.[gpu]'): {e}") from None
+    path = resume(args.resume, args.out, "kvsim " + " ".join(sys.argv[1:]), model_name=args.model, dtype=args.dtype,
+                  cuda_graphs=not args.no_cuda_graphs, serving_runs=args.serving_runs,
+                  time_limit_s=args.time_limit, allow_other_card=args.allow_other_card)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    if args.allow_other_card and args.resume is None:
+        raise KvsimError("--allow-other-card", "only with --resume")
+    if args.resume is None and not args.model:
+        raise KvsimError("--model", "required (the model to measure), unless --resume PROFILE")
+    block_sizes = "16" if args.block_sizes is None else args.block_sizes
+    try:
+        sizes = [int(x) for x in block_sizes.split(",") if x]
     except ValueError:
-        raise KvsimError("--block-sizes", f"expected integers like 8,16,32, got {args.block_sizes!r}") from None
+        raise KvsimError("--block-sizes", f"expected integers like 8,16,32, got {block_sizes!r}") from None
     if not sizes or any(b < 1 for b in sizes):
         raise KvsimError("--block-sizes", "need at least one block size >= 1")
     if args.serving_runs is not None:
@@ -45,6 +78,8 @@ def cmd_calibrate(args) -> int:
             raise KvsimError("--serving-runs", f"{args.serving_runs} exists and is not a directory")
     if args.time_limit is not None and not (args.time_limit > 0 and args.time_limit < float("inf")):
         raise KvsimError("--time-limit", f"must be a positive number of seconds, got {args.time_limit}")
+    if args.resume is not None:
+        return cmd_resume(args)
     if args.estimate:
         from kvsim.calibrate.fast import estimate_full_or_fast
         from kvsim.catalogue import get_model
@@ -54,7 +89,7 @@ def cmd_calibrate(args) -> int:
         from kvsim.calibrate.profile import calibrate
     except ImportError as e:
         raise KvsimError("calibrate", f"needs torch and triton (pip install -e '.[gpu]'): {e}") from None
-    path = calibrate(args.model, sizes, args.out, args.dtype, "kvsim " + " ".join(sys.argv[1:]),
+    path = calibrate(args.model, sizes, args.out, args.dtype or "fp16", "kvsim " + " ".join(sys.argv[1:]),
                      cuda_graphs=not args.no_cuda_graphs, fast=args.fast, serving_runs=args.serving_runs,
                      time_limit_s=args.time_limit)
     print(f"wrote {path}")

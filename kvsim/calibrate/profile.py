@@ -169,6 +169,19 @@ def measure_block(model, bs: int, dev, *, cuda_graphs: bool = True, fast: bool =
     return out
 
 
+def engine_mode(model, cuda_graphs: bool) -> dict:
+    """The engine settings a profile's timings depend on, recorded in its ``meta`` (``--resume`` checks them)."""
+    from kvsim.config import RuntimeConfig
+    from kvsim.engine.attention import MIXED_DECODE_KERNEL
+    from kvsim.graph_sizes import PREFILL_LADDER
+    return {"cuda_graphs": bool(cuda_graphs),
+            "fused_layer_ops": bool(getattr(model, "fused_ops", False)),
+            "mixed_decode_kernel": MIXED_DECODE_KERNEL,      # how the engine attended a mixed step's decode rows
+            "async_scheduling": bool(RuntimeConfig().async_scheduling),   # the serving fit: stepped or overlapped
+            "prefill_ladder": PREFILL_LADDER,                # the token counts its prefill/mixed graphs captured
+            "copy_one_launch": True}          # copy_block timed with one launch over all layers (KVCache.planes)
+
+
 RESERVE_AFTER_SERVING_S = 90.0   # what the fits after the serving runs take (prefill overhead, busy and idle)
 
 
@@ -187,15 +200,7 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     M._log(f"built {spec.name} in {time.perf_counter() - t0:.1f} s")
     prof: dict = {"format": FORMAT, "version": VERSION, "meta": M._meta(command), "model": spec.name,
                   "dtype": dtype, "num_layers": spec.num_layers}
-    prof["meta"]["cuda_graphs"] = cuda_graphs
-    prof["meta"]["fused_layer_ops"] = bool(getattr(model, "fused_ops", False))
-    from kvsim.engine.attention import MIXED_DECODE_KERNEL
-    from kvsim.graph_sizes import PREFILL_LADDER
-    prof["meta"]["mixed_decode_kernel"] = MIXED_DECODE_KERNEL   # how the engine attended a mixed step's decode rows
-    from kvsim.config import RuntimeConfig                        # the serving fit's runs: stepped or overlapped
-    prof["meta"]["async_scheduling"] = bool(RuntimeConfig().async_scheduling)
-    prof["meta"]["prefill_ladder"] = PREFILL_LADDER              # the token counts its prefill/mixed graphs captured
-    prof["meta"]["copy_one_launch"] = True     # copy_block timed with one launch over all layers (KVCache.planes)
+    prof["meta"].update(engine_mode(model, cuda_graphs))
     prof["linear"], prof["layer_other"] = M.measure_nonattention(model, dev)
     M._log("linear / other done")
     prof["lm_head"] = M.measure_lm_head(model, dev)
@@ -223,18 +228,40 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     for key in ("mixed_step", "prefill_batch_step", "prefill_cached_step"):    # optional tables: absent, not empty
         if not prof[key]:
             del prof[key]
-    prof["step_overhead"] = fit_overhead(model, prof, 16 if 16 in block_sizes else block_sizes[0],
-                                         cuda_graphs=cuda_graphs)
-    fit_bs = 16 if 16 in block_sizes else block_sizes[0]
+    fit_bs = fit_block_size(block_sizes)
+    prof["step_overhead"] = fit_overhead(model, prof, fit_bs, cuda_graphs=cuda_graphs)
     path = Path(out) if out else default_path(spec.name, prof["meta"]["gpu"])
-    write_profile(prof, path, partial="the serving fit and the prefill overhead fits")   # usable if stopped later
+    write_profile(prof, path, partial=AFTER_GRIDS)   # usable if stopped later; --resume finishes it
     M._log(f"wrote {path} so far (meta.partial): the grids and the step overhead")
-    if not fast:     # decode steps of serving-shaped batches (up to eighteen short engine runs, ~2 min): kvsim.calibrate.serving_fit
+    deadline = None if time_limit_s is None else t0 + time_limit_s - RESERVE_AFTER_SERVING_S
+    fit_after_grids(model, prof, fit_bs, path, cuda_graphs=cuda_graphs, serving=not fast,
+                    serving_runs=serving_runs, deadline=deadline)
+    prof["meta"]["calibrate_seconds"] = round(time.perf_counter() - t0, 1)
+    write_profile(prof, path)
+    M._log(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
+    return path
+
+
+AFTER_GRIDS = "the serving fit and the prefill overhead fits"
+
+
+def fit_block_size(block_sizes) -> int:
+    """The block size whose engine runs give the serving and prefill overhead fits (16 when measured)."""
+    sizes = sorted(int(b) for b in block_sizes)
+    return 16 if 16 in sizes else sizes[0]
+
+
+def fit_after_grids(model, prof: dict, fit_bs: int, path: Path, *, device: str = "cuda", cuda_graphs: bool = True,
+                    serving: bool = True, serving_runs: str | None = None, deadline: float | None = None) -> None:
+    """The stages after the grids and ``step_overhead``, each timing the real engine against them, into
+    ``prof`` (written to ``path`` as each ends): the serving fit (``decode_serving``, ``prefill_serving``; not
+    for ``--fast``), then the busy and idle prefill overhead fits (``prefill_overhead``, ``wake_overhead``).
+    ``deadline``: no serving run starts after it. :func:`calibrate` and ``--resume`` both end here."""
+    if serving:      # decode steps of serving-shaped batches (up to eighteen short engine runs): kvsim.calibrate.serving_fit
         from kvsim.calibrate.serving_fit import fit_serving
         try:
-            deadline = None if time_limit_s is None else t0 + time_limit_s - RESERVE_AFTER_SERVING_S
-            decode, prefill = fit_serving(model, prof, fit_bs, cuda_graphs=cuda_graphs, log=M._log,
-                                          save_dir=serving_runs, deadline=deadline)
+            decode, prefill = fit_serving(model, prof, fit_bs, device=device, cuda_graphs=cuda_graphs, log=M._log,
+                                          save_dir=serving_runs, deadline=deadline, notes=prof["meta"])
         except (RuntimeError, ValueError, KeyError, IndexError, KvsimError) as e:   # optional tables: say so, go on
             decode = prefill = {}
             prof["meta"]["serving_fit_error"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
@@ -245,12 +272,9 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
         if prefill:
             prof["prefill_serving"] = {str(fit_bs): prefill}
         write_profile(prof, path, partial="the prefill overhead fits")
-    prof["prefill_overhead"] = fit_prefill_overhead(model, prof, fit_bs, cuda_graphs=cuda_graphs, busy=True)
-    idle = fit_prefill_overhead(model, prof, fit_bs, cuda_graphs=cuda_graphs)
+    prof["prefill_overhead"] = fit_prefill_overhead(model, prof, fit_bs, device=device, cuda_graphs=cuda_graphs,
+                                                    busy=True)
+    idle = fit_prefill_overhead(model, prof, fit_bs, device=device, cuda_graphs=cuda_graphs)
     prof["wake_overhead"] = {"tokens": idle["tokens"],          # what a prompt reaching an idle engine adds
                              "time_s": [max(0.0, a - b) for a, b in zip(idle["time_s"],
                                                                          prof["prefill_overhead"]["time_s"])]}
-    prof["meta"]["calibrate_seconds"] = round(time.perf_counter() - t0, 1)
-    write_profile(prof, path)
-    M._log(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
-    return path

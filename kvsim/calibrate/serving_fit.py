@@ -246,12 +246,14 @@ def _free_bytes(device: str) -> int | None:
 
 
 def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, cuda_graphs: bool = True,
-                log=print, save_dir=None, deadline: float | None = None, passes: int = PASSES) -> tuple[dict, dict]:
+                log=print, save_dir=None, deadline: float | None = None, passes: int = PASSES,
+                notes: dict | None = None) -> tuple[dict, dict]:
     """Run the serving workloads on the real engine; ``(decode_serving, prefill_serving)`` for block size
     ``bs`` (each {} when its steps are too few). Each row runs ``passes`` times, up the rows and back down
     (:data:`PASSES`), its passes joined into one record (:func:`join_passes`). ``save_dir``: also keep the
     runs' records there (:func:`save_runs`). ``deadline`` (``time.perf_counter()`` seconds): no run starts after
-    it (the rest are skipped and logged, so a calibration under a time limit still writes its profile)."""
+    it (the rest are skipped and logged, so a calibration under a time limit still writes its profile; ``notes``,
+    the profile's meta, then records how many as ``serving_fit_skipped``)."""
     import kvsim
     from kvsim.catalogue import get_model
     from kvsim.cost.profile import interp1
@@ -266,6 +268,9 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
         if deadline is not None and time.perf_counter() > deadline:
             log(f"serving n={n}: skipped, and the {len(order) - i - 1} runs after it: the calibration's time "
                 "limit is near")
+            if notes is not None:     # the profile says its fit is short (kvsim calibrate --resume runs it whole)
+                notes["serving_fit_skipped"] = {"runs": len(order) - i, "of": len(order),
+                                                "why": "the calibration's time limit"}
             break
         if n in skip:
             continue
