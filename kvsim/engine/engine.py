@@ -94,10 +94,36 @@ def _measure_blocks(model, setup: RunSetup, device: torch.device, dtype, backend
     return blocks, info
 
 
+def check_prompt_tokens(prompt_tokens: dict, requests, vocab_size: int, prefix_caching: bool) -> dict[int, list[int]]:
+    """``RealEngine(prompt_tokens=...)``: request id -> that request's real prompt token ids (a request not in it
+    gets synthetic ids). Each must be a workload request's id, its ids exactly ``prompt_len`` ints in
+    ``[0, vocab_size)``; refused with prefix caching, whose block hashes are of the synthetic ids."""
+    if prefix_caching:
+        raise KvsimError("prompt_tokens", "not with engine.enable_prefix_caching (its block hashes are of "
+                                          "the synthetic prompt ids)")
+    lens = {r.request_id: r.prompt_len for r in requests}
+    out = {}
+    for rid, ids in prompt_tokens.items():
+        if rid not in lens:
+            raise KvsimError("prompt_tokens", f"request id {rid!r} is not in the workload (ids 0..{len(lens) - 1})")
+        try:
+            ids = [int(t) for t in ids]
+        except (TypeError, ValueError):
+            raise KvsimError("prompt_tokens", f"request {rid}: {ids!r:.60} is not a list of integer token ids") from None
+        if len(ids) != lens[rid]:
+            raise KvsimError("prompt_tokens", f"request {rid}: {len(ids)} ids but its prompt_len is {lens[rid]}")
+        bad = [t for t in ids if not 0 <= t < vocab_size]
+        if bad:
+            raise KvsimError("prompt_tokens", f"request {rid}: id {bad[0]} is outside the vocabulary [0, {vocab_size})")
+        out[rid] = ids
+    return out
+
+
 class RealEngine:
-    def __init__(self, scenario: Scenario, *, model=None, tp=None):
+    def __init__(self, scenario: Scenario, *, model=None, tp=None, prompt_tokens: dict | None = None):
         """``tp`` (a :class:`kvsim.engine.tp.TPGroup`): this process is one rank of a tensor-parallel run
-        (CPU + gloo only, :mod:`kvsim.engine.tp_ranks`); rank 0 calls :meth:`run`, the others :meth:`serve`."""
+        (CPU + gloo only, :mod:`kvsim.engine.tp_ranks`); rank 0 calls :meth:`run`, the others :meth:`serve`.
+        ``prompt_tokens``: real prompt token ids by request id (:func:`check_prompt_tokens`; Python API only)."""
         from kvsim.engine.models import build_model
         self.sc = sc = scenario
         self.setup = setup_run(sc, simulator=False)
@@ -114,6 +140,8 @@ class RealEngine:
         self.model = model or build_model(self.setup.model, dtype=dtype, device=self.device,
                                           weights=sc.runtime.weights, seed=sc.seed, tp=self.tp)
         self.load_s = time.perf_counter() - t0
+        given = check_prompt_tokens(prompt_tokens, self.setup.requests, self.model.spec.vocab_size,
+                                    sc.engine.enable_prefix_caching) if prompt_tokens else None
         if hasattr(self.model, "fused_ops"):
             self.model.fused_ops = sc.runtime.fused_layer_ops
         e = sc.engine
@@ -148,7 +176,8 @@ class RealEngine:
         self.runner = ModelRunner(self.model, self.cache, self.kv, self.sched.groups, backend=self.backend,
                                   sampling_mode=rt.sampling, temperature=rt.temperature, top_p=rt.top_p,
                                   seed=sc.seed, graphs=[g for g in (self.graphs, self.prefill_graphs) if g is not None],
-                                  unified_mixed=rt.unified_mixed_steps, mixed_decode_kernel=rt.mixed_decode_kernel)
+                                  unified_mixed=rt.unified_mixed_steps, mixed_decode_kernel=rt.mixed_decode_kernel,
+                                  prompt_tokens=given)
         if self.tp is not None and self.tp.rank == 0:
             self.runner.tp = self.tp
         if self.device.type == "cuda" and layout is None:    # the card's speed today (before any sequence exists)

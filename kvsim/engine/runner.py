@@ -67,7 +67,8 @@ def pad_rows(rows: list[list[int]]) -> np.ndarray:
 class ModelRunner:
     def __init__(self, model, cache: KVCache, kv, groups: dict[int, SequenceGroup], *, backend: str,
                  sampling_mode: str = "greedy", temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-                 graphs=(), unified_mixed: bool = True, mixed_decode_kernel: bool | None = None):
+                 graphs=(), unified_mixed: bool = True, mixed_decode_kernel: bool | None = None,
+                 prompt_tokens: dict[int, list[int]] | None = None):
         from kvsim.engine.attention import MIXED_DECODE_KERNEL
         self.model = model
         self.unified_mixed = unified_mixed   # mixed steps: decode rows as 1-token chunks, one attention launch
@@ -83,6 +84,7 @@ class ModelRunner:
         self.mode, self.temperature, self.top_p = sampling_mode, temperature, top_p
         self.gen = torch.Generator(device=cache.device).manual_seed(seed)
         self.tokens: dict[int, list[int]] = {}
+        self.prompt_tokens = prompt_tokens or {}   # request id -> real prompt ids (else synthetic ones)
         self.beam_scores: dict[int, list[float]] = {}
         self.kv_layout = getattr(kv, "layout", None)   # KV groups (sliding-window models), else None
         self._group = 0                   # the KV group whose tables prepare() reads
@@ -95,7 +97,8 @@ class ModelRunner:
     def seq_tokens(self, g: SequenceGroup, seq_id: int) -> list[int]:
         t = self.tokens.get(seq_id)
         if t is None:
-            t = synthetic_prompt_tokens(g.spec, self.vocab).tolist()
+            given = self.prompt_tokens.get(g.spec.request_id)
+            t = list(given) if given is not None else synthetic_prompt_tokens(g.spec, self.vocab).tolist()
             self.tokens[seq_id] = t
         return t
 
