@@ -74,6 +74,11 @@ regression, which averages a noisy slow sample with its neighbours. Outside the 
 value is used; above the largest, the last segment's slope extends the curve
 (linear growth in tokens, batch and context). Decode depends on the plan only
 through (n, sum ctx, max ctx), so ``step_time`` and ``decode_step_times`` agree bit for bit.
+
+Sliding-window models: the grids are timed with full attention (``kvsim calibrate``'s synthetic steps carry no
+window), so ``step_time`` asks them for each decode row's per-layer mean of keys read and takes each prefill
+chunk's windowed share of pairs off its attention (:mod:`kvsim.cost.window`); inside the smallest window nothing
+changes, which is where fast-forwarded segments (priced by ``decode_step_times`` on plain sums) stay.
 """
 from __future__ import annotations
 
@@ -139,6 +144,9 @@ class CalibratedCostModel(DecodeSpreadMixin, SamplingPriceMixin, CostModel):
         # is fitted against them, and a fit without it prices its lone prefills the same way.
         xs, ys = profile.overhead
         self._over_mono = (xs, isotonic(ys))
+        from kvsim.catalogue import get_model
+        from kvsim.cost.window import WindowMix
+        self._window = WindowMix.of(get_model(model_name))     # None without sliding-window layers
 
     def _grid_at(self, grid, n: float, ctx_sum):
         """Interpolate a (batch x mean context) grid at batch ``n`` (cached per grid and n)."""
@@ -283,6 +291,16 @@ class CalibratedCostModel(DecodeSpreadMixin, SamplingPriceMixin, CostModel):
     def step_time(self, plan: StepPlan) -> float:
         if plan.is_empty:
             return 0.0
+        if self._window is not None:       # sliding-window layers: the grids were timed with full attention
+            from kvsim.cost.window import prefill_window_saving, windowed_decode
+            floor = float(self._pre[2][0, 0])
+            saved = self.L * prefill_window_saving(
+                self._window, plan, lambda n, c: float(interp2(float(n), float(c), *self._pre)) - floor)
+            full = self._step_time(windowed_decode(self._window, plan))
+            return max(full - saved, 0.0)      # saved is at most the chunks' attention by the kernel grid
+        return self._step_time(plan)
+
+    def _step_time(self, plan: StepPlan) -> float:
         ctx = plan.decode_context_tokens
         if is_decode_only(plan):
             return float(self.decode_step_times(len(ctx), np.array([float(sum(ctx))]),

@@ -62,3 +62,38 @@ class WindowMix:
                 pairs += frac * prefill_pairs(new, cached, w)
                 kv += frac * ((cached if w <= 0 else min(cached, w)) + 2 * new)
         return pairs, kv
+
+
+def _min_window(mix: WindowMix) -> int:
+    return min(w for w, _ in mix.kinds if w > 0)
+
+
+def windowed_decode(mix: WindowMix, plan):
+    """``plan`` with each decode row's context replaced by its per-layer mean of keys read,
+    ``sum(frac x min(ctx, w))``: what a cost model whose grids were timed with full attention (as ``kvsim
+    calibrate`` times them: its synthetic steps carry no window) must be asked for the same attention work
+    (decode attention is linear in keys read; the rest of the step does not depend on context). The plan itself
+    when every context is inside the smallest window, so such steps price exactly as without windows."""
+    from dataclasses import replace
+    ctx = plan.decode_context_tokens
+    if not ctx or max(ctx) <= _min_window(mix):
+        return plan
+    eff = [sum(f * (c if w <= 0 else min(c, w)) for w, f in mix.kinds) for c in ctx]
+    return replace(plan, decode_context_tokens=eff)
+
+
+def prefill_window_saving(mix: WindowMix, plan, attn) -> float:
+    """Per-layer attention time the plan's prefill chunks do not spend because of windows: for each chunk of
+    ``new`` tokens after ``cached`` whose keys reach past the smallest window, ``attn(new, cached)`` (its
+    full-attention time per layer, e.g. from the profile's kernel grid) times the share of query-key pairs
+    the windows remove (attention work is linear in pairs). 0 when every chunk stays inside the windows."""
+    lo = _min_window(mix)
+    cached = plan.prefill_cached_tokens or [0] * len(plan.prefill_new_tokens)
+    saved = 0.0
+    for new, c in zip(plan.prefill_new_tokens, cached):
+        if new <= 0 or c + new <= lo:
+            continue
+        full = prefill_pairs(new, c, 0)
+        kept = sum(f * prefill_pairs(new, c, w) for w, f in mix.kinds)
+        saved += attn(new, c) * (1.0 - kept / full)
+    return saved
