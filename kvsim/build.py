@@ -160,11 +160,22 @@ def setup_run(sc: Scenario, *, simulator: bool = True) -> RunSetup:
 
 
 def partial_note(sc: Scenario, cost) -> str | None:
-    """A one-line note for a profile whose calibration stopped before its end (``meta.partial``)."""
+    """A one-line note for a profile whose calibration stopped before its end (``meta.partial``), or whose
+    serving fit a time limit cut short (``meta.serving_fit_skipped``): both are finished by
+    ``kvsim calibrate --resume``."""
     meta = getattr(getattr(cost, "p", None), "meta", None)
-    if not isinstance(meta, dict) or not meta.get("partial"):
+    if not isinstance(meta, dict):
         return None
-    return f"note: {sc.cost.profile}: {meta['partial']}; it is priced without them (run kvsim calibrate to the end)"
+    if meta.get("partial"):
+        return (f"note: {sc.cost.profile}: {meta['partial']}; it is priced without them (kvsim calibrate --resume "
+                f"{sc.cost.profile} runs them, on the card that measured it)")
+    cut = meta.get("serving_fit_skipped")
+    if isinstance(cut, dict) and cut.get("runs"):
+        fit = getattr(cost, "_serving", None)
+        rows = f"; decode steps above {int(fit[0][-1])} rows extrapolate it" if fit is not None else ""
+        return (f"note: {sc.cost.profile}: its serving fit skipped {cut['runs']} of {cut.get('of', '?')} engine runs "
+                f"({cut.get('why', 'stopped early')}){rows}; kvsim calibrate --resume completes it on the same card")
+    return None
 
 
 def sampling_note(sc: Scenario, cost, requests) -> str | None:

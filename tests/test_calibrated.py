@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -456,3 +457,21 @@ def test_a_profile_written_part_way_loads_and_says_so(tmp_path):
     write_profile(prof, path)                          # the final write drops the mark
     assert "partial" not in json.loads(path.read_text())["meta"] and partial_note(sc, setup_run(sc).cost) is None
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_profile_whose_serving_fit_was_cut_says_so():
+    """A serving fit a time limit cut short is recorded (meta.serving_fit_skipped) and every run on the profile
+    says how many runs it skipped and from which row its decode steps are extrapolated."""
+    from kvsim.build import partial_note, setup_run
+    root = Path(__file__).resolve().parents[1]
+    path = root / "calibrate" / "profiles" / "H200" / "opt-13b.json"
+    assert json.loads(path.read_text())["meta"]["serving_fit_skipped"]["runs"] == 11
+    sc = kvsim.load_scenario({"name": "p", "model": "opt-13b", "gpu": "h200-141gb", "seed": 0,
+                              "cost": {"model": "calibrated", "profile": str(path)},
+                              "workload": {"dataset": "uniform", "prompt_len_range": [20, 40],
+                                           "output_len_range": [2, 4], "num_requests": 3, "arrival": "burst"}})
+    note = partial_note(sc, setup_run(sc).cost)
+    assert "skipped 11 of 18 engine runs" in note and "above 32 rows" in note and "--resume" in note
+    llama = kvsim.load_scenario({**sc.to_dict(), "model": "llama-3-8b", "cost": {
+        "model": "calibrated", "profile": str(root / "calibrate" / "profiles" / "H200" / "llama-3-8b.json")}})
+    assert partial_note(llama, setup_run(llama).cost) is None          # its serving fit ran whole
