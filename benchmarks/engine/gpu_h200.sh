@@ -4,6 +4,8 @@
 #   TESTS=1       GPU tests of the fused layer kernels, the unified attention kernel and the engine (TESTFILES=...)
 #   BENCH=1       engine steps (mixed, prefill, decode) vs roofline, a mixed step's decode rows in the prefill
 #                 kernel and by the decode kernel (BENCH_ARGS="--settings ..." / --persistent-prefill)
+#   OVERLAP=1     benchmarks/engine/overlap_probe.py: a layer's GEMMs and a paged decode attention, one stream vs
+#                 two (OVERLAP_ARGS="--shapes ... --layers N")
 #   KERNELS=1     where a mixed and a decode step's GPU time goes, kernel by kernel (torch.profiler), eager and
 #                 replayed from the graphs (span, idle time between kernels)
 #   THROUGHPUT=1  chunked-prefill offline throughput on the same 200 requests: decode rows in the prefill kernel,
@@ -49,6 +51,12 @@ if [ -n "${BENCH:-}" ]; then
   stamp bench
   timeout 300 python3 benchmarks/engine/mixed_steps.py --model llama-3-8b --out "$W" ${BENCH_ARGS:-} 2>&1 | grep -v Warning \
     | grep -v '^{' | tail -60 | tee "$W/mixed_steps.txt"
+  pack
+fi
+if [ -n "${OVERLAP:-}" ]; then     # can a mixed step's attention run under its GEMMs (two streams)? a probe
+  stamp overlap
+  timeout 180 python3 benchmarks/engine/overlap_probe.py --model llama-3-8b --out "$W/overlap" ${OVERLAP_ARGS:-} 2>&1 \
+    | grep -v Warning | tail -12 | tee "$W/overlap_probe.txt"
   pack
 fi
 if [ -n "${KERNELS:-}" ]; then
