@@ -130,6 +130,7 @@ def _fig13_rows(m: dict) -> list[tuple]:
 
 
 F15 = "benchmarks/paper/fig15_sensitivity.md (H200 profile, 200 req/s)"
+BEAM = "benchmarks/paper/beam_divergence.md"
 
 
 def _why_fig15(m: dict, key: str) -> str:
@@ -154,7 +155,9 @@ def _why_fig15(m: dict, key: str) -> str:
                 f"assumption, default 0.5): width {f['beam_width']} saves {keep} by keep probability, a spread of "
                 f"{spread * 100:.1f} pts, so the keep probability alone does not account for the gap; {F15} sweeps the "
                 f"model's parameters, width and output length: matching both of the paper's ends needs how many "
-                f"distinct histories real beams keep per step by width, which the paper does not publish")
+                f"distinct histories real beams keep per step by width, which the paper does not publish; {BEAM} "
+                f"measures real beams in kvsim's engine (a small real model, Alpaca prompts): their saving as a share "
+                f"of the (k-1)/k maximum falls with width, as the paper's does and the beam model's does not")
 
     return "not measured in this run"
 
