@@ -36,6 +36,11 @@ export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1
 python3 -c "import simpy" || exit 3
 W=$OUT/work; mkdir -p "$W/profiles" "$W/runs" "$W/validation"
 pack() { tar czf "$OUT/h200.tgz" -C "$W" .; }
+clocks() {   # clocks FILE: SM/memory clocks, power and temperature every 250 ms until `kill $SMI` (same card,
+  # different runs moved a 10 ms prefill step by ~1 ms on 2026-12-04: is it the clocks? calib_2027's README)
+  nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv,noheader,nounits \
+    -lms 250 > "$1" 2>/dev/null & SMI=$!
+}
 stamp() { echo "== $(date +%T) $*" | tee -a "$W/stages.txt"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,power.draw,temperature.gpu \
   --format=csv | tee "$W/gpu.txt"
@@ -87,8 +92,7 @@ for spec in ${CALIB:-}; do  # a model already profiled here gains the new block 
   # refused, and the committed profile left as it is, when that profile was measured on another physical card)
   m=${spec%%:*}; b=${spec#*:}; f="$W/profiles/$m-b${b//,/-}.json"; dest=calibrate/profiles/H200/$m.json
   stamp "calibrate $m $b"
-  nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv,noheader,nounits \
-    -lms 250 > "${f%.json}.clocks.csv" & SMI=$!
+  clocks "${f%.json}.clocks.csv"
   timeout "${CALIB_TIMEOUT:-540}" python3 -m kvsim.cli calibrate --model "$m" --block-sizes "$b" --out "$f" \
     --serving-runs "${f%.json}.serving" --time-limit $(( ${CALIB_TIMEOUT:-540} - 20 )) 2>&1 \
     | grep -v Warning > "${f%.json}.log"; tail -2 "${f%.json}.log"; kill $SMI 2>/dev/null
@@ -121,9 +125,9 @@ for s in ${ENGINE:-}; do    # engine runs only: replayed later against a profile
   n=$(basename "$s" .yaml)
   for r in $(seq 1 "${ENGINE_REPEATS:-1}"); do   # repeats land where kvsim validate --replay reads them
     d=engine; [ "$r" -gt 1 ] && d=engine_r$r
-    stamp "engine $n ($d)"
+    stamp "engine $n ($d)"; mkdir -p "$W/clocks"; clocks "$W/clocks/${n}_$d.csv"
     timeout 150 python3 -m kvsim.cli engine "$s" --out "$W/validation/$n/$n/$d" 2>&1 | grep -v Warning \
-      | grep -i "throughput\|latency\|wrote" | tail -3
+      | grep -i "throughput\|latency\|wrote" | tail -3; kill $SMI 2>/dev/null
     pack
   done
 done
