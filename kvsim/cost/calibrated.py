@@ -89,12 +89,13 @@ from kvsim.cost.base import CostModel, is_decode_only
 from kvsim.cost.decode_spread import DecodeSpreadMixin
 from kvsim.cost.prefill_shapes import PrefillShapes
 from kvsim.cost.sampling_price import SamplingPriceMixin
+from kvsim.cost.step_grids import StepGridsMixin
 from kvsim.cost.profile import (FORMAT, REQUIRED, VERSION, Profile, interp1, interp2, isotonic,  # noqa: F401
                                 load_profile, spread_contexts, spread_fractions)
 from kvsim.errors import KvsimError
 from kvsim.graph_sizes import padded
 
-class CalibratedCostModel(DecodeSpreadMixin, SamplingPriceMixin, CostModel):
+class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin, CostModel):
     """Interpolates ``profile`` for ``model_name`` at ``block_size_tokens`` (see module doc)."""
 
     def __init__(self, profile: Profile, *, model_name: str, dtype: str, block_size_tokens: int,
@@ -221,58 +222,6 @@ class CalibratedCostModel(DecodeSpreadMixin, SamplingPriceMixin, CostModel):
         fixed = interp1(n, *p.overhead) + self.L * (interp1(n, *p.linear) + interp1(n, *p.other)) \
             + interp1(n, *p.lm_head)
         return np.asarray(fixed + self.L * self._decode_attn(n, sums), dtype=np.float64)
-
-    def _attn_extra(self, plan: StepPlan, total_new: int) -> float:
-        """Prefill attention of the plan's groups beyond one fresh sequence of ``total_new``, whole step.
-
-        From the profile's cached-context grid when it has one (:mod:`kvsim.cost.prefill_shapes`): its own
-        growth for a prompt alone in its step after cached tokens, its pair cost for any other plan; otherwise from the per-layer kernel grid, which times one
-        group per launch, and whose smallest point (a few tokens, nothing cached) is almost all launch:
-        the engine runs every group of a step in one varlen launch, so each group adds its work above
-        that floor, not a launch of its own."""
-        cached = plan.prefill_cached_tokens or [0] * len(plan.prefill_new_tokens)
-        lone = len(cached) == 1 and cached[0] > 0 and not plan.decode_context_tokens
-        whole = self._shapes.cached_growth(total_new, cached[0]) if lone else None    # measured at its shape
-        if whole is None:
-            whole = self._shapes.attn_extra(plan.prefill_new_tokens, cached, total_new)
-        if whole is not None:
-            return whole
-        floor = float(self._pre[2][0, 0])
-        got = sum(float(interp2(float(n), float(c), *self._pre)) - floor
-                  for n, c in zip(plan.prefill_new_tokens, cached))
-        return self.L * (got - (float(interp2(float(total_new), 0.0, *self._pre)) - floor))
-
-    def _measured_step(self, plan: StepPlan, overhead) -> float:
-        """Prefill or mixed iteration from the whole-iteration grids (see module doc), with ``overhead``'s
-        curve over rows."""
-        ctx = plan.decode_context_tokens
-        n = len(ctx)
-        t_pre = plan.num_prefill_tokens
-        rows = float(len(plan.prefill_new_tokens) + n)
-        t = float(interp1(rows, *overhead))
-        if n and t_pre and self._mix is not None:   # a measured mixed iteration with a fresh chunk of t_pre
-            xn, xc, xt, grid = self._mix
-            plane = self._dec_cache.get(("mix", n))       # (ctx x chunk) plane at n rows, built once per n
-            if plane is None:
-                plane = np.array([[float(interp1(float(n), xn, grid[:, i, j])) for j in range(len(xt))]
-                                  for i in range(len(xc))])
-                self._dec_cache[("mix", n)] = plane
-            t += float(interp2(float(sum(ctx)) / n, float(t_pre), xc, xt, plane))
-            return t + self._attn_extra(plan, t_pre)
-        if n:
-            t += float(self._grid_at(self._step, float(n), float(sum(ctx))))
-            if t_pre:    # the extra tokens' linear layers: a prefill of t_pre + n minus one of n tokens
-                t += float(interp1(float(t_pre + n), *self._pstep) - interp1(float(n), *self._pstep))
-        elif t_pre:
-            several = self._shapes.batch(plan.prefill_new_tokens, plan.prefill_cached_tokens
-                                         or [0] * len(plan.prefill_new_tokens))
-            if several is not None:         # several prompts: their own measured grid
-                return t + several
-            fits = self._pgraphs is not None and len(plan.prefill_new_tokens) <= self._pgraph_seqs
-            t += float(interp1(float(padded(t_pre, self._pgraphs if fits else None)), *self._pstep))
-        if t_pre:
-            t += self._attn_extra(plan, t_pre)
-        return t
 
     def _prefill_host(self, tokens: int) -> float:
         """The measured extra of a step with ``tokens`` prompt tokens (0 without the table)."""

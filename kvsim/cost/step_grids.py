@@ -1,0 +1,69 @@
+"""Prefill and mixed iterations priced from a profile's whole-iteration grids, for
+:class:`kvsim.cost.calibrated.CalibratedCostModel` (see its module doc): a measured mixed iteration at its decode
+rows, mean context and chunk tokens, a decode step plus the extra tokens' linear layers where no mixed grid was
+measured, a prefill-only step at its CUDA-graph token count or from the multi-prompt grid, and each step's
+prefill attention beyond one fresh sequence (cached context, several prompts)."""
+from __future__ import annotations
+
+import numpy as np
+
+from kvsim.core.plan import StepPlan
+from kvsim.cost.profile import interp1, interp2
+from kvsim.graph_sizes import padded
+
+
+class StepGridsMixin:
+    """``_measured_step`` and ``_attn_extra`` over the attributes :class:`CalibratedCostModel` sets up
+    (``_mix``, ``_step``, ``_pstep``, ``_pre``, ``_shapes``, ``_pgraphs``, ``_pgraph_seqs``, ``_dec_cache``, ``L``)."""
+
+    def _attn_extra(self, plan: StepPlan, total_new: int) -> float:
+        """Prefill attention of the plan's groups beyond one fresh sequence of ``total_new``, whole step.
+
+        From the profile's cached-context grid when it has one (:mod:`kvsim.cost.prefill_shapes`): its own
+        growth for a prompt alone in its step after cached tokens, its pair cost for any other plan; otherwise from the per-layer kernel grid, which times one
+        group per launch, and whose smallest point (a few tokens, nothing cached) is almost all launch:
+        the engine runs every group of a step in one varlen launch, so each group adds its work above
+        that floor, not a launch of its own."""
+        cached = plan.prefill_cached_tokens or [0] * len(plan.prefill_new_tokens)
+        lone = len(cached) == 1 and cached[0] > 0 and not plan.decode_context_tokens
+        whole = self._shapes.cached_growth(total_new, cached[0]) if lone else None    # measured at its shape
+        if whole is None:
+            whole = self._shapes.attn_extra(plan.prefill_new_tokens, cached, total_new)
+        if whole is not None:
+            return whole
+        floor = float(self._pre[2][0, 0])
+        got = sum(float(interp2(float(n), float(c), *self._pre)) - floor
+                  for n, c in zip(plan.prefill_new_tokens, cached))
+        return self.L * (got - (float(interp2(float(total_new), 0.0, *self._pre)) - floor))
+
+    def _measured_step(self, plan: StepPlan, overhead) -> float:
+        """Prefill or mixed iteration from the whole-iteration grids (see module doc), with ``overhead``'s
+        curve over rows."""
+        ctx = plan.decode_context_tokens
+        n = len(ctx)
+        t_pre = plan.num_prefill_tokens
+        rows = float(len(plan.prefill_new_tokens) + n)
+        t = float(interp1(rows, *overhead))
+        if n and t_pre and self._mix is not None:   # a measured mixed iteration with a fresh chunk of t_pre
+            xn, xc, xt, grid = self._mix
+            plane = self._dec_cache.get(("mix", n))       # (ctx x chunk) plane at n rows, built once per n
+            if plane is None:
+                plane = np.array([[float(interp1(float(n), xn, grid[:, i, j])) for j in range(len(xt))]
+                                  for i in range(len(xc))])
+                self._dec_cache[("mix", n)] = plane
+            t += float(interp2(float(sum(ctx)) / n, float(t_pre), xc, xt, plane))
+            return t + self._attn_extra(plan, t_pre)
+        if n:
+            t += float(self._grid_at(self._step, float(n), float(sum(ctx))))
+            if t_pre:    # the extra tokens' linear layers: a prefill of t_pre + n minus one of n tokens
+                t += float(interp1(float(t_pre + n), *self._pstep) - interp1(float(n), *self._pstep))
+        elif t_pre:
+            several = self._shapes.batch(plan.prefill_new_tokens, plan.prefill_cached_tokens
+                                         or [0] * len(plan.prefill_new_tokens))
+            if several is not None:         # several prompts: their own measured grid
+                return t + several
+            fits = self._pgraphs is not None and len(plan.prefill_new_tokens) <= self._pgraph_seqs
+            t += float(interp1(float(padded(t_pre, self._pgraphs if fits else None)), *self._pstep))
+        if t_pre:
+            t += self._attn_extra(plan, t_pre)
+        return t
