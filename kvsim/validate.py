@@ -206,16 +206,16 @@ def replay_sets(eng_doc: dict) -> list[str]:
 
 def profile_sets(meta: dict | None) -> list[str]:
     """Engine settings under which ``meta``'s profile was measured, for a live validation to run the engine it
-    priced: the prefill/mixed graph ladder and how a mixed step's decode rows were attended. Profiles from
-    before these settings existed were measured on ladder v1 with the decode rows in the prefill kernel.
-    They go before the user's ``--set``, which wins (and is then a like-for-unlike comparison)."""
+    priced: the prefill/mixed graph ladder, how a mixed step's decode rows were attended and whether the host's
+    next step overlapped the GPU's (``serve_loop.py``). Profiles from before these settings existed were measured
+    on ladder v1 with the decode rows in the prefill kernel, stepped. Each is set explicitly, so a later change of
+    an engine default cannot change what a profile is compared with. They go before the user's ``--set``, which
+    wins (and is then a like-for-unlike comparison)."""
     meta = meta if isinstance(meta, dict) else {}
     ladder = meta.get("prefill_ladder", "v1")
-    decode_kernel = bool(meta.get("mixed_decode_kernel", False))
-    out = [f"runtime.cuda_graph_prefill_ladder={ladder}", f"runtime.mixed_decode_kernel={str(decode_kernel).lower()}"]
-    if meta.get("async_scheduling"):         # measured with the host's next step overlapped (serve_loop.py)
-        out.append("runtime.async_scheduling=true")
-    return out
+    flag = lambda key: str(bool(meta.get(key, False))).lower()     # noqa: E731
+    return [f"runtime.cuda_graph_prefill_ladder={ladder}", f"runtime.mixed_decode_kernel={flag('mixed_decode_kernel')}",
+            f"runtime.async_scheduling={flag('async_scheduling')}"]
 
 
 def simulate_with_profile(scenario_path: str, profile: str, overrides: list[str] | None = None):

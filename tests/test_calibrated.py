@@ -392,12 +392,16 @@ def test_replay_prices_a_saved_run_on_the_ladder_it_captured():
 
 def test_live_validation_runs_the_engine_its_profile_measured():
     from kvsim.validate import profile_sets
-    assert profile_sets({}) == ["runtime.cuda_graph_prefill_ladder=v1", "runtime.mixed_decode_kernel=false"]
+    assert profile_sets({}) == ["runtime.cuda_graph_prefill_ladder=v1", "runtime.mixed_decode_kernel=false",
+                                "runtime.async_scheduling=false"]
     assert profile_sets(None) == profile_sets({})
     assert profile_sets({"prefill_ladder": "v2", "mixed_decode_kernel": True}) == \
-        ["runtime.cuda_graph_prefill_ladder=v2", "runtime.mixed_decode_kernel=true"]
+        ["runtime.cuda_graph_prefill_ladder=v2", "runtime.mixed_decode_kernel=true", "runtime.async_scheduling=false"]
     assert profile_sets({"async_scheduling": True})[-1] == "runtime.async_scheduling=true"
-    assert "runtime.async_scheduling=true" not in profile_sets({"async_scheduling": False})
+    # set even when off: a stepped profile keeps a stepped engine whatever the engine's default becomes
+    assert profile_sets({"async_scheduling": False})[-1] == "runtime.async_scheduling=false"
+    sc = kvsim.load_scenario("scenarios/examples/quickstart.yaml", profile_sets({}))
+    assert sc.runtime.async_scheduling is False
     sc = kvsim.load_scenario("scenarios/examples/quickstart.yaml", profile_sets({}) + ["runtime.mixed_decode_kernel=true"])
     assert sc.runtime.cuda_graph_prefill_ladder == "v1" and sc.runtime.mixed_decode_kernel      # the user's --set wins
 
