@@ -51,7 +51,16 @@ class StepGridsMixin:
                 plane = np.array([[float(interp1(float(n), xn, grid[:, i, j])) for j in range(len(xt))]
                                   for i in range(len(xc))])
                 self._dec_cache[("mix", n)] = plane
-            t += float(interp2(float(sum(ctx)) / n, float(t_pre), xc, xt, plane))
+            mean, top = float(sum(ctx)) / n, float(xt[-1])
+            if t_pre <= top or len(xt) < 2:
+                t += float(interp2(mean, float(t_pre), xc, xt, plane))
+            else:   # past the largest chunk measured: the grid's edge at these rows plus one growth per chunk
+                # token for every row count (the median of the measured rows' last chunk segments at this
+                # context): the extra tokens' work does not depend on the decode rows, and a slope per row
+                # count priced a 4,096-token chunk with 256 rows below one with 96 (Llama-3-8B, H200)
+                slopes = [(interp1(mean, xc, grid[r, :, -1]) - interp1(mean, xc, grid[r, :, -2])) / (top - xt[-2])
+                          for r in range(len(xn))]
+                t += float(interp2(mean, top, xc, xt, plane)) + float(np.median(slopes)) * (t_pre - top)
             return t + self._attn_extra(plan, t_pre)
         if n:
             t += float(self._grid_at(self._step, float(n), float(sum(ctx))))

@@ -1,0 +1,43 @@
+"""Mixed steps with a chunk beyond the profile's largest measured chunk (``kvsim/cost/step_grids.py``): one growth
+per chunk token for every decode row count, so more rows never cost less and the grid's inside is untouched."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kvsim.core.plan import StepPlan
+from kvsim.cost.calibrated import CalibratedCostModel, load_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = {"llama-3-8b": "Llama-3-8B", "opt-13b": "OPT-13B"}
+
+
+def cost(name: str) -> CalibratedCostModel:
+    return CalibratedCostModel(load_profile(str(ROOT / "calibrate" / "profiles" / "H200" / f"{name}.json")),
+                               model_name=MODELS[name], dtype="fp16", block_size_tokens=16)
+
+
+def mixed(rows: int, chunk: int, ctx: int = 1024) -> StepPlan:
+    return StepPlan(prefill_group_ids=[10_000], prefill_new_tokens=[chunk], prefill_cached_tokens=[0],
+                    decode_group_ids=list(range(rows)), decode_context_tokens=[ctx] * rows)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_more_rows_or_more_chunk_never_cost_less_past_the_grid(name):
+    c = cost(name)
+    top = int(c._mix[2][-1])
+    for chunk in (top, top + 256, 2 * top, 4096):
+        prices = [c.step_time(mixed(n, chunk)) for n in (1, 16, 32, 64, 96, 128, 192, 256)]
+        assert prices == sorted(prices), (chunk, prices)
+    for n in (8, 64, 192):
+        prices = [c.step_time(mixed(n, t)) for t in (top // 2, top, top + 64, 3000, 4096)]
+        assert prices == sorted(prices), (n, prices)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_past_the_grid_every_row_count_grows_alike(name):
+    c = cost(name)
+    top = int(c._mix[2][-1])
+    grow = [c.step_time(mixed(n, top + 2000)) - c.step_time(mixed(n, top + 1000)) for n in (1, 32, 96, 192)]
+    assert max(grow) - min(grow) < 1e-9 and grow[0] > 0
