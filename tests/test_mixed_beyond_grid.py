@@ -41,3 +41,27 @@ def test_past_the_grid_every_row_count_grows_alike(name):
     top = int(c._mix[2][-1])
     grow = [c.step_time(mixed(n, top + 2000)) - c.step_time(mixed(n, top + 1000)) for n in (1, 32, 96, 192)]
     assert max(grow) - min(grow) < 1e-9 and grow[0] > 0
+
+
+def test_top_slope_reads_the_top_quarter_not_the_last_pair():
+    from kvsim.cost.step_grids import top_slope
+    xs = [64 * i for i in range(1, 33)]                       # 64 .. 2048 tokens
+    assert top_slope(xs, [2e-5 * x for x in xs]) == pytest.approx(2e-5)
+    flat_end = [2e-5 * x for x in xs[:-1]] + [2e-5 * xs[-2] + 1e-5]     # last pair almost flat (isotonic)
+    assert top_slope(xs, flat_end) > 1.5e-5 > (flat_end[-1] - flat_end[-2]) / 64
+    assert top_slope([1, 2, 3], [3.0, 2.0, 1.0]) == 0.0                    # never negative
+    assert top_slope([16], [1.0]) == 0.0
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_prefill_past_the_grid_grows_like_the_grid_top(name):
+    """A prompt longer than the largest prefill graph runs eagerly and GEMM-bound: its price grows per token at
+    least about as fast as over the grid's top half (the last pair alone had given OPT-13B a fifth of that)."""
+    c = cost(name)
+    top = float(c._pstep[0][-1])
+
+    def price(t):
+        return c.step_time(StepPlan(prefill_group_ids=[0], prefill_new_tokens=[int(t)], prefill_cached_tokens=[0]))
+    inside = (price(top) - price(top / 2)) / (top / 2)
+    past = (price(2 * top) - price(top)) / top
+    assert past >= 0.8 * inside

@@ -72,7 +72,9 @@ Interpolation is piecewise linear on the measured grid. Times are made
 monotone along every axis (more work never takes less time) by isotonic
 regression, which averages a noisy slow sample with its neighbours. Outside the grid: below the smallest point the first
 value is used; above the largest, the last segment's slope extends the curve
-(linear growth in tokens, batch and context). Decode depends on the plan only
+(linear growth in tokens, batch and context) — except ``prefill_step``, extended along the least-squares line
+of its top quarter (:func:`kvsim.cost.step_grids.top_slope`; its last pair is often isotonic-flattened), and
+mixed steps past the largest chunk, which grow alike for every row count (:mod:`kvsim.cost.step_grids`). Decode depends on the plan only
 through (n, sum ctx, max ctx), so ``step_time`` and ``decode_step_times`` agree bit for bit.
 
 Sliding-window models: the grids are timed with full attention (``kvsim calibrate``'s synthetic steps carry no
