@@ -37,7 +37,8 @@ python3 -c "import simpy" || exit 3
 W=$OUT/work; mkdir -p "$W/profiles" "$W/runs" "$W/validation"
 pack() { tar czf "$OUT/h200.tgz" -C "$W" .; }
 clocks() {   # clocks FILE: SM/memory clocks, power and temperature every 250 ms until `kill $SMI` (same card,
-  # different runs moved a 10 ms prefill step by ~1 ms on 2026-12-04: is it the clocks? calib_2027's README)
+  # different runs moved a 10 ms prefill step by ~1 ms on 2026-12-04: is it the clocks? calib_2027's README;
+  # benchmarks/engine/clock_steps.py RUN_DIR FILE lines the steps up with it on the CPU)
   nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv,noheader,nounits \
     -lms 250 > "$1" 2>/dev/null & SMI=$!
 }

@@ -72,6 +72,7 @@ def serve(eng, clog) -> LoopResult:
     last_end = float("-inf")    # where the last recorded iteration ended
     flight: _Flight | None = None
     t0 = time.perf_counter()
+    t0_unix = time.time()       # the wall clock at start_s = 0: lines the steps up with outside logs (GPU clocks)
     clock = lambda: time.perf_counter() - t0   # noqa: E731
 
     def record(state, start, launched, device_end, end, host_before, instr=0.0):
@@ -163,5 +164,6 @@ def serve(eng, clog) -> LoopResult:
             record(state, rec_start, launched, device_end, clock(), host_before, instr)
         if flight is not None:               # stopped by max_wall_s with a step in flight
             land(flight)
-    info = {"async_scheduling": overlap, "steps_overlapped": overlapped, "arrivals_deferred": deferred}
+    info = {"async_scheduling": overlap, "steps_overlapped": overlapped, "arrivals_deferred": deferred,
+            "serve_start_unix": round(t0_unix, 3)}
     return LoopResult(log, cpu_s, gpu_s, outputs, clock(), info)
