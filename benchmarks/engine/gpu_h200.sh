@@ -13,7 +13,8 @@
 #                 THROUGHPUT_BEFORE=DIR also runs a copy of an older kvsim/ package (git archive REV kvsim | tar -x -C DIR)
 #   CALIB="llama-3-8b:16 opt-13b:32,64"   profiles, merged into calibrate/profiles/H200/<model>.json when that
 #                 exists (CALIB_REPLACE=1 replaces it) and used by the stages after; CALIB_TIMEOUT (s, default 540);
-#                 the serving fit's engine runs are kept beside each profile (<profile>.serving/n<N>/)
+#                 the serving fit's engine runs are kept beside each profile (<profile>.serving/n<N>/);
+#                 CALIB_ARGS="--no-cuda-graphs" for an eager profile (window models run without graphs)
 #   RESUME="opt-13b"  kvsim calibrate --resume calibrate/profiles/H200/<model>.json: its serving fit and prefill
 #                 overhead fits again, whole, on the card of its grids (a CALIB call cut short, then this call)
 #   SCEN="scenarios/validation/v2[1-2]*.yaml" `kvsim validate` of each scenario against calibrate/profiles/H200/
@@ -94,7 +95,7 @@ for spec in ${CALIB:-}; do  # a model already profiled here gains the new block 
   m=${spec%%:*}; b=${spec#*:}; f="$W/profiles/$m-b${b//,/-}.json"; dest=calibrate/profiles/H200/$m.json
   stamp "calibrate $m $b"
   clocks "${f%.json}.clocks.csv"
-  timeout "${CALIB_TIMEOUT:-540}" python3 -m kvsim.cli calibrate --model "$m" --block-sizes "$b" --out "$f" \
+  timeout "${CALIB_TIMEOUT:-540}" python3 -m kvsim.cli calibrate --model "$m" --block-sizes "$b" --out "$f" ${CALIB_ARGS:-} \
     --serving-runs "${f%.json}.serving" --time-limit $(( ${CALIB_TIMEOUT:-540} - 20 )) 2>&1 \
     | grep -v Warning > "${f%.json}.log"; tail -2 "${f%.json}.log"; kill $SMI 2>/dev/null
   if [ -s "$f" ] && ! python3 -c "import json,sys; sys.exit(bool(json.load(open(sys.argv[1]))['meta'].get('partial')))" "$f"; then
