@@ -211,9 +211,10 @@ def profile_sets(meta: dict | None) -> list[str]:
     on ladder v1 with the decode rows in the prefill kernel, stepped. Each is set explicitly, so a later change of
     an engine default cannot change what a profile is compared with. They go before the user's ``--set``, which
     wins (and is then a like-for-unlike comparison)."""
+    from kvsim.cost.profile import LEGACY_ENGINE_MODE
     meta = meta if isinstance(meta, dict) else {}
-    ladder = meta.get("prefill_ladder", "v1")
-    flag = lambda key: str(bool(meta.get(key, False))).lower()     # noqa: E731
+    ladder = meta.get("prefill_ladder", LEGACY_ENGINE_MODE["prefill_ladder"])
+    flag = lambda key: str(bool(meta.get(key, LEGACY_ENGINE_MODE[key]))).lower()     # noqa: E731
     return [f"runtime.cuda_graph_prefill_ladder={ladder}", f"runtime.mixed_decode_kernel={flag('mixed_decode_kernel')}",
             f"runtime.async_scheduling={flag('async_scheduling')}"]
 

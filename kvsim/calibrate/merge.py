@@ -15,11 +15,13 @@ says where each number came from. Overlapping block sizes are refused: one measu
 from __future__ import annotations
 
 import json
+
+from kvsim.cost.profile import LEGACY_ENGINE_MODE
 from kvsim.errors import KvsimError
 
 MUST_MATCH = ("format", "version", "model", "dtype", "num_layers")
 META_MUST_MATCH = ("gpu", "cuda_graphs", "fused_layer_ops", "prefill_ladder", "mixed_decode_kernel", "async_scheduling")
-META_DEFAULTS = {"async_scheduling": False}     # profiles from before the setting ran stepped
+META_DEFAULTS = {k: LEGACY_ENGINE_MODE[k] for k in ("async_scheduling",)}   # profiles from before it ran stepped
 
 
 def block_keyed(doc: dict) -> list[str]:

@@ -21,6 +21,7 @@ import datetime
 import time
 from pathlib import Path
 
+from kvsim.cost.profile import LEGACY_ENGINE_MODE as LEGACY_MODE
 from kvsim.errors import KvsimError
 
 FITTED_AFTER_GRIDS = ("decode_serving", "prefill_serving", "prefill_overhead", "wake_overhead")
@@ -50,11 +51,6 @@ def load_for_resume(path: str, model: str | None = None, dtype: str | None = Non
     if dtype is not None and dtype != doc.get("dtype"):
         raise KvsimError("--dtype", f"{dtype!r} is not the profile's {doc.get('dtype')!r}")
     return doc
-
-
-LEGACY_MODE = {"cuda_graphs": False, "fused_layer_ops": False, "mixed_decode_kernel": False,
-               "async_scheduling": False, "prefill_ladder": "v1", "copy_one_launch": False}
-"""What a profile from before a field was recorded was measured with (kvsim.validate.profile_sets agrees)."""
 
 
 def check_engine_mode(doc: dict, now: dict) -> None:
