@@ -171,7 +171,7 @@ def partial_note(sc: Scenario, cost) -> str | None:
                 f"{sc.cost.profile} runs them, on the card that measured it)")
     cut = meta.get("serving_fit_skipped")
     if isinstance(cut, dict) and cut.get("runs"):
-        fit = getattr(cost, "_serving", None)
+        fit = cost.p.decode_serving.get(cost.bs)
         rows = f"; decode steps above {int(fit[0][-1])} rows extrapolate it" if fit is not None else ""
         return (f"note: {sc.cost.profile}: its serving fit skipped {cut['runs']} of {cut.get('of', '?')} engine runs "
                 f"({cut.get('why', 'stopped early')}){rows}; kvsim calibrate --resume completes it on the same card")

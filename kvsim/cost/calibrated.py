@@ -244,9 +244,7 @@ class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin,
             return 0.0
         if self._window is not None:       # sliding-window layers: the grids were timed with full attention
             from kvsim.cost.window import prefill_window_saving, windowed_decode
-            floor = float(self._pre[2][0, 0])
-            saved = self.L * prefill_window_saving(
-                self._window, plan, lambda n, c: float(interp2(float(n), float(c), *self._pre)) - floor)
+            saved = self.L * prefill_window_saving(self._window, plan, self._kernel_attn)
             full = self._step_time(windowed_decode(self._window, plan))
             return max(full - saved, 0.0)      # saved is at most the chunks' attention by the kernel grid
         return self._step_time(plan)

@@ -21,11 +21,10 @@ def top_slope(xs, ys) -> float:
     noisy, isotonic-flattened points: on the H200 OPT-13B profile it gave 8.6 us per token from 1,984 to 2,048
     tokens, where the top quarter's line gives the GEMMs' ~45."""
     xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
-    k = max(3, int(np.sum(xs >= (1.0 - TOP_SHARE) * xs[-1])))
     if len(xs) < 2:
         return 0.0
-    x, y = xs[-k:], ys[-k:]
-    return max(0.0, float(np.polyfit(x, y, 1)[0])) if len(x) >= 2 else 0.0
+    k = max(3, int(np.sum(xs >= (1.0 - TOP_SHARE) * xs[-1])))
+    return max(0.0, float(np.polyfit(xs[-k:], ys[-k:], 1)[0]))
 
 
 class StepGridsMixin:
@@ -43,6 +42,11 @@ class StepGridsMixin:
             slope = self._dec_cache["pstep_slope"] = top_slope(xs, ys)
         return float(ys[-1] + slope * (tokens - xs[-1]))
 
+    def _kernel_attn(self, new: float, cached: float) -> float:
+        """Per-layer prefill attention of ``new`` tokens after ``cached`` from the kernel grid, above its smallest
+        point (a few tokens, nothing cached: almost all launch)."""
+        return float(interp2(float(new), float(cached), *self._pre)) - float(self._pre[2][0, 0])
+
     def _attn_extra(self, plan: StepPlan, total_new: int) -> float:
         """Prefill attention of the plan's groups beyond one fresh sequence of ``total_new``, whole step.
 
@@ -58,10 +62,8 @@ class StepGridsMixin:
             whole = self._shapes.attn_extra(plan.prefill_new_tokens, cached, total_new)
         if whole is not None:
             return whole
-        floor = float(self._pre[2][0, 0])
-        got = sum(float(interp2(float(n), float(c), *self._pre)) - floor
-                  for n, c in zip(plan.prefill_new_tokens, cached))
-        return self.L * (got - (float(interp2(float(total_new), 0.0, *self._pre)) - floor))
+        got = sum(self._kernel_attn(n, c) for n, c in zip(plan.prefill_new_tokens, cached))
+        return self.L * (got - self._kernel_attn(total_new, 0.0))
 
     def _measured_step(self, plan: StepPlan, overhead) -> float:
         """Prefill or mixed iteration from the whole-iteration grids (see module doc), with ``overhead``'s
