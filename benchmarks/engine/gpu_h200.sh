@@ -43,6 +43,9 @@ clocks() {   # clocks FILE: SM/memory clocks, power and temperature every 250 ms
   nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv,noheader,nounits \
     -lms 250 > "$1" 2>/dev/null & SMI=$!
 }
+whole() {   # whole FILE: the profile is not marked meta.partial (its calibration ran to the end)
+  python3 -c "import json,sys; sys.exit(bool(json.load(open(sys.argv[1]))['meta'].get('partial')))" "$1"
+}
 stamp() { echo "== $(date +%T) $*" | tee -a "$W/stages.txt"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,power.draw,temperature.gpu \
   --format=csv | tee "$W/gpu.txt"
@@ -98,7 +101,7 @@ for spec in ${CALIB:-}; do  # a model already profiled here gains the new block 
   timeout "${CALIB_TIMEOUT:-540}" python3 -m kvsim.cli calibrate --model "$m" --block-sizes "$b" --out "$f" ${CALIB_ARGS:-} \
     --serving-runs "${f%.json}.serving" --time-limit $(( ${CALIB_TIMEOUT:-540} - 20 )) 2>&1 \
     | grep -v Warning > "${f%.json}.log"; tail -2 "${f%.json}.log"; kill $SMI 2>/dev/null
-  if [ -s "$f" ] && ! python3 -c "import json,sys; sys.exit(bool(json.load(open(sys.argv[1]))['meta'].get('partial')))" "$f"; then
+  if [ -s "$f" ] && ! whole "$f"; then
     echo "partial profile (calibration stopped early): kept in $f only"   # never replaces a whole one
   elif [ -s "$f" ] && [ -s "$dest" ] && [ -z "${CALIB_REPLACE:-}" ]; then
     python3 -m kvsim.cli merge-profiles "$dest" "$f" --out "$W/profiles/$m.json" && cp "$W/profiles/$m.json" "$dest"
@@ -112,7 +115,7 @@ for m in ${RESUME:-}; do    # the serving fit and prefill overhead fits of calib
   timeout "${CALIB_TIMEOUT:-540}" python3 -m kvsim.cli calibrate --resume "$f" --out "$o" \
     --serving-runs "${o%.json}.serving" --time-limit $(( ${CALIB_TIMEOUT:-540} - 20 )) 2>&1 \
     | grep -v Warning > "${o%.json}.log"; tail -2 "${o%.json}.log"
-  if [ -s "$o" ] && python3 -c "import json,sys; sys.exit(bool(json.load(open(sys.argv[1]))['meta'].get('partial')))" "$o"; then
+  if [ -s "$o" ] && whole "$o"; then
     cp "$o" "$f"; cp "$o" "$W/profiles/$m.json"
   fi
   pack
