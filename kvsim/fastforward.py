@@ -35,11 +35,19 @@ def _grow(k: int) -> np.ndarray:
 _LIST_STEPS = 48    # segments up to this long are priced in a Python loop, longer ones with numpy
 
 
-def _price(cost, seg: Segment, t0: float):
+def _price(cost, seg: Segment, t0: float, limit: float):
     """(step times, clock after each step) of the segment's steps, starting at ``t0``: lists for short segments,
     arrays for long ones (the same floats either way). The clock is the running sum from ``t0`` that SimPy's
-    clock takes, in the same order."""
+    clock takes, in the same order. A cost model with ``decode_run_clock`` gives the clock alone (times None:
+    :func:`_times` makes them if needed), in one loop that stops at the first step starting at or past
+    ``limit`` — most segments are cut by the next arrival well before their last step — where that comes
+    within ``_LIST_STEPS`` steps."""
     k, nseq = seg.steps, seg.num_seqs
+    clock_of = getattr(cost, "decode_run_clock", None)
+    if clock_of is not None:
+        clock = clock_of(nseq, seg.ctx_sum, seg.ctx_max, k, t0, limit, _LIST_STEPS)
+        if clock is not None:
+            return None, clock
     if k <= _LIST_STEPS:
         dts = cost.decode_run_times(nseq, seg.ctx_sum, seg.ctx_max, k)
         return dts, list(accumulate(dts, initial=t0))
@@ -49,6 +57,11 @@ def _price(cost, seg: Segment, t0: float):
     clock[0] = t0
     clock[1:] = dts
     return dts, clock.cumsum(out=clock)
+
+
+def _times(cost, seg: Segment, dts):
+    """The segment's step times (``_price``'s, made now where it left them out)."""
+    return cost.decode_run_times(seg.num_seqs, seg.ctx_sum, seg.ctx_max, seg.steps) if dts is None else dts
 
 
 def _steps_before(clock, limit: float, first: bool) -> int:
@@ -81,7 +94,7 @@ def fast_forward(eng):
     limit = eng.max_time_s if eng.max_time_s is not None else float("inf")
     if not sched.waiting and not sched.swapped:
         limit = min(limit, eng.next_arrival_s)      # the step at or after the arrival would admit it
-    dts, clock = _price(eng.cost, seg, env.now)
+    dts, clock = _price(eng.cost, seg, env.now, limit)
     k = _steps_before(clock, limit, True)
     if k < MIN_STEPS:
         return None
@@ -92,35 +105,36 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
     sched, env, log = eng.sched, eng.env, eng.log
     waiting, swapped = len(sched.waiting), len(sched.swapped)
     first_iter = len(log)
-    pieces = []                                 # (clock, step times, steps taken) of each segment
+    pieces = []                                 # (clock, segment, step times or None, steps taken) of each
     t = env.now
     while True:
         log.add_segment(t, k, seg.num_seqs, seg.num_groups, seg.ctx_sum, seg.ctx_max, swapped, waiting,
                         not pieces, run.memory(seg, k))
-        pieces.append((clock, dts, k))
+        pieces.append((clock, seg, dts, k))
         t = float(clock[k])
         if not run.apply(seg, k, t) or eng.gate is not None:
             break       # closed loop: a finish may free a slot, and the request it sends joins at t
         seg = run.next_segment()
         if seg.steps == 0:
             break
-        dts, clock = _price(eng.cost, seg, t)
+        dts, clock = _price(eng.cost, seg, t, limit)
         k = _steps_before(clock, limit, False)
         if k == 0:
             break
     if env.now + (t - env.now) == t:            # one timeout lands exactly where the steps would
         yield env.timeout(t - env.now)
     else:
-        for dt in np.concatenate([d[:n] for _, d, n in pieces]):
-            yield env.timeout(float(dt))
+        for _, sg, d, n in pieces:
+            for dt in _times(eng.cost, sg, d)[:n]:
+                yield env.timeout(float(dt))
     end_iter = len(log)
     eng.ff_steps += end_iter - first_iter
-    clock, _, n = pieces[-1]
+    clock, _, _, n = pieces[-1]
     if not eng.inbox or min(when for when, _ in eng.inbox) > clock[n - 1]:
         return                                  # (as usual: the arrival that cut the run comes after its last start)
     # arrivals during the run only join the queue behind a blocked head or while groups are swapped
     # out (start_decode_run checked that); each is added at the first step starting at or after it
-    starts = np.concatenate([c[:n] for c, _, n in pieces])
+    starts = np.concatenate([c[:n] for c, _, _, n in pieces])
     late = []
     for when, spec in eng.inbox:
         j = int(np.searchsorted(starts, when, side="left"))

@@ -243,3 +243,27 @@ def test_run_times_list_equals_the_array_form(n, ctx_sum, steps, which, scale, a
     want = cm.decode_step_times(n, ctx_sum + n * j, ctx_sum + j)
     got = cm.decode_run_times(n, ctx_sum, ctx_sum, steps)
     assert isinstance(got, list) and np.array(got, dtype=np.float64).tobytes() == want.tobytes()
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(0, 300), ctx_sum=st.integers(0, 2_000_000), steps=st.integers(0, 120),
+       which=st.integers(0, len(MODELS) - 1), scale=st.sampled_from([1.0, 1e-3, 1e3]),
+       attn_eff=st.sampled_from([0.3, 1e-5]), side=st.sampled_from([None, "both"]),
+       t0=st.floats(0.0, 1e5), cut=st.floats(0.0, 1.5), cap=st.sampled_from([None, 1, 48]))
+def test_run_clock_is_the_running_sum_of_the_run_times(n, ctx_sum, steps, which, scale, attn_eff, side, t0, cut,
+                                                       cap):
+    """``decode_run_clock`` is ``accumulate(decode_run_times, initial=t0)`` float for float, cut just past
+    ``limit``; None only where the model has no loop or ``cap`` steps end before the limit and the run."""
+    from itertools import accumulate
+    cm = _scaled_model(which, scale, attn_eff, side)
+    full = list(accumulate(cm.decode_run_times(n, ctx_sum, ctx_sum, steps), initial=t0))
+    limit = t0 + cut * (full[-1] - t0) if steps else float("inf")
+    got = cm.decode_run_clock(n, ctx_sum, ctx_sum, steps, t0, limit, cap)
+    if n <= 0 or cm._attn_side == "both":
+        assert got is None
+        return
+    m = next((i for i, c in enumerate(full) if i and c >= limit), steps)    # the first clock value past it
+    if cap is not None and steps > cap and m > cap:
+        assert got is None
+        return
+    assert got == full[:m + 1]

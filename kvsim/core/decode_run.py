@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from kvsim.core.block_manager import AllocStatus
 from kvsim.core.decode_tracker import MIN_STEPS, make_tracker
 from kvsim.core.kv_paged_run import PagedDecodeTracker
-from kvsim.core.scheduler import Scheduler
+from kvsim.core.scheduler import FCFS_ORDER, Scheduler
 from kvsim.core.scheduler_v1 import SchedulerV1
 
 KEEP_RUNS = True    # take up the last run again where its groups are unchanged (off: every run starts afresh)
@@ -57,7 +57,7 @@ def head_blocked(sched: Scheduler, num_seqs: int) -> bool:
 
 def swap_in_blocked(sched: Scheduler, num_seqs: int) -> bool:
     """Whether ``Scheduler._swap_in`` would bring nothing back (its first group, FCFS, does not fit)."""
-    head = min(sched.swapped, key=lambda g: (g.arrival_s, g.group_id))
+    head = min(sched.swapped, key=FCFS_ORDER)
     return num_seqs + len(head.seqs) > sched.cfg.max_num_seqs or not sched.kv.can_swap_in(head)
 
 

@@ -127,6 +127,8 @@ class PagedKV:
 
     def group_blocks(self, group: SequenceGroup) -> int:
         """Distinct GPU blocks in the group's tables."""
+        if len(group.seqs) == 1:
+            return len(self.bm.tables.get(group.seq_ids[0], ()))
         seen = set()
         for s in group.seqs:
             seen.update(self.bm.tables.get(s.seq_id, ()))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from kvsim.core.kv import KVManager
 from kvsim.core.plan import StepPlan
 from kvsim.core.request import RequestSpec
 from kvsim.core.sequence import GroupStatus, SequenceGroup
+
+FCFS_ORDER = attrgetter("fcfs")          # first come, first served: (arrival, group id)
+_SEQS = attrgetter("seqs")
 
 POLICIES = ("vllm", "chunked", "static")
 PREEMPTION_MODES = ("auto", "swap", "recompute")
@@ -114,7 +118,7 @@ class Scheduler:
         return list(self.groups.values())
 
     def num_running_seqs(self) -> int:
-        return sum(len(g.seqs) for g in self.running)
+        return sum(map(len, map(_SEQS, self.running)))
 
     # ------------------------------------------------------------- schedule
     def schedule(self, now: float) -> StepPlan:
@@ -220,7 +224,7 @@ class Scheduler:
             self._sort_running()
 
     def _sort_running(self) -> None:
-        self.running.sort(key=lambda g: (g.arrival_s, g.group_id))
+        self.running.sort(key=FCFS_ORDER)
 
     def _decode(self, plan: StepPlan) -> bool:
         """Give every decoding group its next slot, preempting latest arrivals when memory runs out."""
@@ -258,7 +262,7 @@ class Scheduler:
                 victim = queue.pop() if queue else None
                 if victim is None:
                     # last resort: a later-arrived group already kept (chunked prefill ones)
-                    later = [k for k in kept if (k.arrival_s, k.group_id) > (g.arrival_s, g.group_id)]
+                    later = [k for k in kept if k.fcfs > g.fcfs]
                     victim = later[-1] if later else g
                     if victim is not g:
                         kept.remove(victim)
@@ -299,7 +303,7 @@ class Scheduler:
     def _swap_in(self, plan: StepPlan) -> None:
         if not self.swapped:
             return
-        self.swapped.sort(key=lambda g: (g.arrival_s, g.group_id))
+        self.swapped.sort(key=FCFS_ORDER)
         num_seqs = self.num_running_seqs()
         while self.swapped:
             g = self.swapped[0]

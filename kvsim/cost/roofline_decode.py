@@ -113,3 +113,33 @@ class RooflineDecodeMixin:
                 x = floor
             out.append((x + ar) * layers + over + lm_head)
         return out
+
+    def decode_run_clock(self, num_seqs: int, ctx_sum: int, ctx_max: int, steps: int, t0: float,
+                         limit: float = float("inf"), cap: int | None = None) -> list[float] | None:
+        """The clock before and after each of :meth:`decode_run_times`' steps from ``t0`` (``steps + 1`` values,
+        the running sum ``itertools.accumulate(times, initial=t0)`` takes, in the same order), in one loop,
+        ending early at the first value at or past ``limit`` (the steps after it are not needed). None where
+        that method would not loop (no side of the roofline always wins), or where ``cap`` steps were priced
+        without reaching the limit or the last step (the caller prices the segment another way)."""
+        side = self._attn_side
+        if num_seqs <= 0 or side == "both":
+            return None
+        if cap is not None and steps > cap:
+            out = self.decode_run_clock(num_seqs, ctx_sum, ctx_max, cap, t0, limit)
+            return out if out is not None and out[-1] >= limit else None
+        linear, ar, over, lm_head = self._decode_scalars(num_seqs)
+        c, r = ((self._attn_flops_per_pair, self._attn_rate) if side == "flops"
+                else (self._kv_bytes_per_token_layer, self._bw))
+        floor = self.params.layer_launch_floor_s
+        layers = self.model.num_layers
+        t = t0
+        out = [t]
+        for s in range(ctx_sum, ctx_sum + num_seqs * steps, num_seqs):
+            x = s * c / r + linear
+            if x < floor:
+                x = floor
+            t += (x + ar) * layers + over + lm_head
+            out.append(t)
+            if t >= limit:
+                break
+        return out
