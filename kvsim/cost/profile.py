@@ -58,10 +58,10 @@ def interp1(x, xs: np.ndarray, ys: np.ndarray):
     """Piecewise-linear in ``xs`` (sorted); clamp below, extend the last slope above."""
     x = np.asarray(x, dtype=np.float64)
     y = np.interp(x, xs, ys)
-    if len(xs) > 1:
+    if len(xs) > 1 and (x > xs[-1] if x.ndim == 0 else x.size and x.max() > xs[-1]):
         slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
-        y = np.where(x > xs[-1], ys[-1] + slope * (x - xs[-1]), y)
-    return y
+        return np.where(x > xs[-1], ys[-1] + slope * (x - xs[-1]), y)
+    return np.asarray(y) if len(xs) > 1 else y      # (the same floats and types; nothing above the last point)
 
 
 def interp2(a: float, b, xa: np.ndarray, xb: np.ndarray, table: np.ndarray):
