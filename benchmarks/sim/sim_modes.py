@@ -4,7 +4,7 @@ OPT-13B on one A100-40GB, roofline cost model, ShareGPT-like lengths, Poisson 1 
 paged, Orca-Oracle, chunked prefill (512-token budget), prefix caching (128-token shared prefix), swap
 preemption, parallel sampling n=4, beam width 4. Each (mode, size) runs in a fresh Python process so its
 peak RSS is its own; `wall_s` is setup + simulation (imports excluded), `records_s` the summary and
-record frames. Vidur is compared on the same trace only where it is installed (it is not on the dev box).
+record frames. Vidur is compared on one trace by ``vidur_pair.py``; ``speed_devbox.sh`` runs both and the README's table.
 
 usage (one core, as the README quotes it):
     taskset -c 0 python benchmarks/sim/sim_modes.py [--sizes 10000[,100000,...]] [--modes paged,beam4]
@@ -16,7 +16,6 @@ wall time (a loaded box varies by tens of percent from run to run).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import resource
@@ -83,9 +82,8 @@ def main() -> None:
             runs.sort(key=lambda r: r.get("wall_s", 0.0))
             rows.append(runs[(len(runs) - 1) // 2])
             print(json.dumps(rows[-1]), flush=True)
-    vidur = importlib.util.find_spec("vidur") is not None
-    head = (f"{platform.processor() or platform.machine()}, python {platform.python_version()}, "
-            f"{'Vidur installed: not yet compared here' if vidur else 'Vidur not installed: no paired comparison'}")
+    head = (f"{platform.processor() or platform.machine()}, python {platform.python_version()} "
+            "(Vidur on the same trace: vidur_pair.py)")
     cols = ["mode", "requests", "wall_s", "s_per_1k", "peak_rss_mib", "iterations", "ff_share", "finished"]
     if a.repeat > 1:
         head += f"; median wall of {a.repeat} runs per row"
