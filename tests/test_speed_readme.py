@@ -1,0 +1,49 @@
+"""benchmarks/sim/speed_readme.py: the README's speed block from the speed benchmarks' CSVs."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("speed_readme", ROOT / "benchmarks/sim/speed_readme.py")
+speed_readme = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(speed_readme)
+
+
+def _write(tmp: Path) -> None:
+    (tmp / "sim_modes_t.csv").write_text(
+        "mode,requests,wall_s,s_per_1k,peak_rss_mib,iterations,ff_share,finished,throughput_req_s,error\n"
+        "paged,10000,0.95,0.095,110.0,374663,0.97,10000,0.98,\n"
+        "beam4,10000,25.5,2.55,119.0,214697,0.0,10000,0.98,\n")
+    (tmp / "sim_scale_t.csv").write_text(
+        "requests,wall_s,sim_s,peak_rss_mib,iterations,output_mib\n"
+        "100000,13.2,11.0,173.1,3714125,40.3\n1000000,59.0,50.0,1100.0,36928039,407.0\n")
+
+
+def test_block_states_each_bar_from_the_numbers(tmp_path):
+    _write(tmp_path)
+    text = speed_readme.block(tmp_path, "t")
+    lines = text.splitlines()
+    paged = next(x for x in lines if x.startswith("| paged |"))
+    beam = next(x for x in lines if x.startswith("| beam width 4 |"))
+    million = next(x for x in lines if x.startswith("| 1,000,000 |"))
+    assert paged.endswith("| met |") and beam.endswith("| not met |")
+    assert million.endswith("| not met |")          # under 60 s but over 1 GB
+    assert "No paired Vidur run" in text and text.startswith(speed_readme.BEGIN) and text.endswith(speed_readme.END)
+
+
+def test_readme_has_one_speed_block_and_it_is_replaced_whole(tmp_path):
+    doc = (ROOT / "README.md").read_text()
+    assert doc.count(speed_readme.BEGIN) == 1 and doc.count(speed_readme.END) == 1
+    _write(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"head\n{speed_readme.BEGIN}\nOLD-CONTENT\n{speed_readme.END}\ntail\n")
+    import sys
+    argv = sys.argv
+    sys.argv = ["speed_readme.py", "--dir", str(tmp_path), "--prefix", "t", "--readme", str(readme)]
+    try:
+        speed_readme.main()
+    finally:
+        sys.argv = argv
+    out = readme.read_text()
+    assert out.startswith("head\n") and out.endswith("\ntail\n") and "OLD-CONTENT" not in out and "| paged |" in out
