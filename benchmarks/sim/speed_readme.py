@@ -71,9 +71,21 @@ def scale_table(rows: list[dict]) -> list[str]:
 
 
 def vidur_table(rows: list[dict]) -> list[str]:
-    keys = list(rows[0])
-    out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    out += ["| " + " | ".join(r[k] for k in keys) + " |" for r in rows]
+    """The median rows of ``vidur_pair.py``'s CSV: each tool's time, memory and its ratio to kvsim."""
+    out = ["| tool | version | process wall (s) | setup + simulation (s) | peak RSS (MiB) | wall ÷ kvsim | "
+           f"simulation ÷ kvsim | mean E2E (s) | throughput (req/s) | bar: ≥ {BAR_VIDUR:g}x |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("run") != "median":
+            continue
+        other = r["tool"] != "kvsim"
+        bar = _verdict(float(r["wall_ratio"]) >= BAR_VIDUR and float(r["sim_ratio"]) >= BAR_VIDUR) if other else ""
+        out.append(f"| {r['tool']} | {r['version']} | {float(r['wall_s']):.2f} | {float(r['sim_s']):.2f} | "
+                   f"{float(r['peak_rss_mib']):.0f} | {float(r['wall_ratio']):.1f}x | {float(r['sim_ratio']):.1f}x | "
+                   f"{float(r['mean_e2e_s']):.3f} | {float(r['throughput_req_s']):.3f} | {bar} |")
+    notes = sorted({r["attention_profile"] for r in rows if r.get("attention_profile")})
+    if notes:
+        out += ["", "Vidur's attention profile: " + "; ".join(notes) + "."]
     return out
 
 
