@@ -1,6 +1,6 @@
 """Simulator speed: wall time vs number of ShareGPT-like requests (OPT-13B, A100-40GB, paged).
 
-Usage (one core, as quoted in the README):
+Usage (one core; the README's tables come from speed_devbox.sh, this is a size ladder of the paged mode):
     taskset -c 0 python benchmarks/sim/sim_speed.py [--sizes 1000,2000,5000,10000] [--rate 1.0] [--csv out.csv]
 
 Reports, per size: wall seconds (best of --repeat), iterations, the share of
