@@ -238,7 +238,7 @@ class PagedBlockManager(AppendMixin, SwapMixin):
         tables, ntok, ref = self.tables, self.num_tokens, self.ref
         old = list(map(tables.__getitem__, seq_ids))
         lens = list(map(ntok.__getitem__, seq_ids))
-        dropped = []
+        dropped = []                          # each replaced suffix, last block first, in beam order
         for i, p in enumerate(parents):
             if p == i:
                 continue                      # kept beam: table unchanged
@@ -263,19 +263,21 @@ class PagedBlockManager(AppendMixin, SwapMixin):
                     lo = a
             for b in src[lo:]:
                 ref[b] += 1
-            tables[seq_ids[i]] = src[:]
-            ntok[seq_ids[i]] = lens[p]
-            dropped.append(dst[lo:])
+            sid = seq_ids[i]
+            tables[sid] = src[:]
+            ntok[sid] = lens[p]
+            dropped.extend(reversed(dst[lo:]))
+        if not dropped:
+            return
         release = self._release
         if type(self)._release is not PagedBlockManager._release:     # a subclass's own release
-            for suffix in dropped:
-                for b in reversed(suffix):
-                    if ref[b] > 1:
-                        ref[b] -= 1           # still held by another table (what _release does then)
-                    else:
-                        release(b)
+            for b in dropped:
+                if ref[b] > 1:
+                    ref[b] -= 1               # still held by another table (what _release does then)
+                else:
+                    release(b)
             return
-        self._release_all(b for suffix in dropped for b in reversed(suffix))
+        self._release_all(dropped)
 
     # ------------------------------------------------------------- checking
     def check_invariants(self) -> None:
