@@ -94,18 +94,27 @@ class RooflineDecodeMixin:
         out = np.asarray(self._forward_time(n, n, n, sums, np.float64(0.0)), dtype=np.float64)
         return np.where(n > 0, out, 0.0)
 
-    def decode_run_times(self, num_seqs: int, ctx_sum: int, ctx_max: int, steps: int) -> list[float]:
-        """Step times of ``steps`` decode steps in a row (step ``j`` attends to ``ctx_sum + j * num_seqs`` context
-        tokens) as a list: ``decode_step_times`` on those sums, bit for bit, in a Python loop."""
+    def _run_terms(self, num_seqs: int):
+        """``(c, r, linear, ar, over, lm_head, floor, layers)``: a decode step of ``num_seqs`` rows at context sum
+        ``s`` costs ``(max(s * c / r + linear, floor) + ar) * layers + over + lm_head`` (the shared formula with
+        the winning side of attention's roofline), the terms :meth:`decode_run_times` and
+        :meth:`decode_run_clock` loop over; None where no side always wins (the array form prices those)."""
         side = self._attn_side
         if num_seqs <= 0 or side == "both":
-            j = np.arange(steps, dtype=np.float64)
-            return self.decode_step_times(num_seqs, ctx_sum + num_seqs * j, ctx_max + j).tolist()
+            return None
         linear, ar, over, lm_head = self._decode_scalars(num_seqs)
         c, r = ((self._attn_flops_per_pair, self._attn_rate) if side == "flops"
                 else (self._kv_bytes_per_token_layer, self._bw))
-        floor = self.params.layer_launch_floor_s
-        layers = self.model.num_layers
+        return c, r, linear, ar, over, lm_head, self.params.layer_launch_floor_s, self.model.num_layers
+
+    def decode_run_times(self, num_seqs: int, ctx_sum: int, ctx_max: int, steps: int) -> list[float]:
+        """Step times of ``steps`` decode steps in a row (step ``j`` attends to ``ctx_sum + j * num_seqs`` context
+        tokens) as a list: ``decode_step_times`` on those sums, bit for bit, in a Python loop."""
+        terms = self._run_terms(num_seqs)
+        if terms is None:
+            j = np.arange(steps, dtype=np.float64)
+            return self.decode_step_times(num_seqs, ctx_sum + num_seqs * j, ctx_max + j).tolist()
+        c, r, linear, ar, over, lm_head, floor, layers = terms
         out = []
         for s in range(ctx_sum, ctx_sum + num_seqs * steps, num_seqs):
             x = s * c / r + linear
@@ -117,29 +126,24 @@ class RooflineDecodeMixin:
     def decode_run_clock(self, num_seqs: int, ctx_sum: int, ctx_max: int, steps: int, t0: float,
                          limit: float = float("inf"), cap: int | None = None) -> list[float] | None:
         """The clock before and after each of :meth:`decode_run_times`' steps from ``t0`` (``steps + 1`` values,
-        the running sum ``itertools.accumulate(times, initial=t0)`` takes, in the same order), in one loop,
-        ending early at the first value at or past ``limit`` (the steps after it are not needed). None where
-        that method would not loop (no side of the roofline always wins), or where ``cap`` steps were priced
-        without reaching the limit or the last step (the caller prices the segment another way)."""
-        side = self._attn_side
-        if num_seqs <= 0 or side == "both":
+        the running sum ``itertools.accumulate(times, initial=t0)`` takes, in the same order), ending early at
+        the first value at or past ``limit`` (the steps after it are not needed). None where that method would
+        not loop (no side of the roofline always wins), or where ``cap`` steps were priced without reaching the
+        limit or the last step (the caller prices the segment another way). The same loop as
+        :meth:`decode_run_times` with the sum taken in it (a generator shared by both cost ~3% of a paged run)."""
+        terms = self._run_terms(num_seqs)
+        if terms is None:
             return None
-        if cap is not None and steps > cap:
-            out = self.decode_run_clock(num_seqs, ctx_sum, ctx_max, cap, t0, limit)
-            return out if out is not None and out[-1] >= limit else None
-        linear, ar, over, lm_head = self._decode_scalars(num_seqs)
-        c, r = ((self._attn_flops_per_pair, self._attn_rate) if side == "flops"
-                else (self._kv_bytes_per_token_layer, self._bw))
-        floor = self.params.layer_launch_floor_s
-        layers = self.model.num_layers
+        c, r, linear, ar, over, lm_head, floor, layers = terms
+        n = steps if cap is None else min(steps, cap)
         t = t0
         out = [t]
-        for s in range(ctx_sum, ctx_sum + num_seqs * steps, num_seqs):
+        for s in range(ctx_sum, ctx_sum + num_seqs * n, num_seqs):
             x = s * c / r + linear
             if x < floor:
                 x = floor
             t += (x + ar) * layers + over + lm_head
             out.append(t)
             if t >= limit:
-                break
-        return out
+                return out
+        return out if n == steps else None
