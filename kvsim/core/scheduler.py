@@ -35,7 +35,7 @@ from kvsim.core.plan import StepPlan
 from kvsim.core.request import RequestSpec
 from kvsim.core.sequence import GroupStatus, SequenceGroup
 
-FCFS_ORDER = attrgetter("fcfs")          # first come, first served: (arrival, group id)
+FCFS_ORDER = attrgetter("arrival_s", "spec.request_id")      # first come, first served: (arrival, group id)
 _SEQS = attrgetter("seqs")
 
 POLICIES = ("vllm", "chunked", "static")
@@ -262,7 +262,7 @@ class Scheduler:
                 victim = queue.pop() if queue else None
                 if victim is None:
                     # last resort: a later-arrived group already kept (chunked prefill ones)
-                    later = [k for k in kept if k.fcfs > g.fcfs]
+                    later = [k for k in kept if FCFS_ORDER(k) > FCFS_ORDER(g)]
                     victim = later[-1] if later else g
                     if victim is not g:
                         kept.remove(victim)

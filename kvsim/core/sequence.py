@@ -56,7 +56,7 @@ class SequenceGroup:
     __slots__ = ("spec", "seqs", "seq_ids", "status", "prefill_target", "prefill_done",
                  "arrival_s", "first_scheduled_s", "first_token_s", "finish_s",
                  "num_preemptions", "num_swaps", "num_recomputes", "reject_reason",
-                 "cached_tokens", "blocks_at_finish", "fcfs")
+                 "cached_tokens", "blocks_at_finish")
 
     def __init__(self, spec: RequestSpec, first_seq_id: int):
         self.spec = spec
@@ -66,7 +66,6 @@ class SequenceGroup:
         self.prefill_target = spec.prompt_len   # tokens the next (re)prefill must compute
         self.prefill_done = 0                   # tokens of it computed so far (chunked prefill)
         self.arrival_s = spec.arrival_s
-        self.fcfs = (spec.arrival_s, spec.request_id)   # first come, first served order (the schedulers' sort key)
         self.first_scheduled_s: float | None = None
         self.first_token_s: float | None = None
         self.finish_s: float | None = None
