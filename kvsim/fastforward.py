@@ -87,7 +87,7 @@ def fast_forward(eng):
     if run is None:
         return None
     if mix is not None:     # a step's windowed key sum is then the plain context sum: linear, as segments price it
-        run.ctx_limit = min(w for w, _ in mix.kinds if w > 0)
+        run.ctx_limit = mix.min_window
     seg = run.next_segment()
     if seg.steps < MIN_STEPS:
         return None

@@ -41,6 +41,11 @@ class WindowMix:
         return cls(tuple((w, n / len(windows)) for w, n in counts.items()))
 
     @property
+    def min_window(self) -> int:
+        """The smallest window: contexts up to it are attended in full by every layer."""
+        return min(w for w, _ in self.kinds if w > 0)
+
+    @property
     def plain_below_window(self) -> bool:
         """Whether ``decode_sum`` of contexts inside every window is exactly ``float(sum(ctx))`` (fractions of
         at most 1024ths that add up to 1: each product and partial sum is exact), as a fast-forwarded decode
@@ -64,10 +69,6 @@ class WindowMix:
         return pairs, kv
 
 
-def _min_window(mix: WindowMix) -> int:
-    return min(w for w, _ in mix.kinds if w > 0)
-
-
 def windowed_decode(mix: WindowMix, plan):
     """``plan`` with each decode row's context replaced by its per-layer mean of keys read,
     ``sum(frac x min(ctx, w))``: what a cost model whose grids were timed with full attention (as ``kvsim
@@ -76,7 +77,7 @@ def windowed_decode(mix: WindowMix, plan):
     when every context is inside the smallest window, so such steps price exactly as without windows."""
     from dataclasses import replace
     ctx = plan.decode_context_tokens
-    if not ctx or max(ctx) <= _min_window(mix):
+    if not ctx or max(ctx) <= mix.min_window:
         return plan
     eff = [sum(f * (c if w <= 0 else min(c, w)) for w, f in mix.kinds) for c in ctx]
     return replace(plan, decode_context_tokens=eff)
@@ -87,7 +88,7 @@ def prefill_window_saving(mix: WindowMix, plan, attn) -> float:
     ``new`` tokens after ``cached`` whose keys reach past the smallest window, ``attn(new, cached)`` (its
     full-attention time per layer, e.g. from the profile's kernel grid) times the share of query-key pairs
     the windows remove (attention work is linear in pairs). 0 when every chunk stays inside the windows."""
-    lo = _min_window(mix)
+    lo = mix.min_window
     cached = plan.prefill_cached_tokens or [0] * len(plan.prefill_new_tokens)
     saved = 0.0
     for new, c in zip(plan.prefill_new_tokens, cached):
