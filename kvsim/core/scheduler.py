@@ -232,8 +232,10 @@ class Scheduler:
         decoding = [g for g in self.running if g.prefill_done >= g.prefill_target]      # not in prefill
         free = kv.free_blocks()
         per_seq = getattr(kv, "append_blocks_per_seq", None)    # a bound on any append's need, per sequence
-        if ((per_seq is not None and per_seq * sum(len(g.seqs) for g in decoding) <= free)
-                or sum(map(kv.append_need, decoding)) <= free):
+        needs = None
+        if not (per_seq is not None and per_seq * sum(len(g.seqs) for g in decoding) <= free):
+            needs = list(map(kv.append_need, decoding))
+        if needs is None or sum(needs) <= free:
             # every group's need is covered at its turn (appends take exactly their need, and a group's
             # need does not depend on the others'): the loop below would preempt nothing
             copies, ids, ctx = plan.copy_pairs, plan.decode_group_ids, plan.decode_context_tokens
@@ -250,6 +252,8 @@ class Scheduler:
                 else:
                     ctx.extend([p + s.generated for s in seqs])
             return False
+        # each group's need, as computed above (it does not depend on the other groups, preempted or not)
+        need_of = dict(zip(map(id, decoding), needs))
         queue = deque(self.running)
         kept: list[SequenceGroup] = []
         preempted = False
@@ -258,7 +262,8 @@ class Scheduler:
             if g.in_prefill:
                 kept.append(g)
                 continue
-            while self.kv.free_blocks() < self.kv.append_need(g):
+            need = need_of[id(g)]
+            while kv.free_blocks() < need:
                 victim = queue.pop() if queue else None
                 if victim is None:
                     # last resort: a later-arrived group already kept (chunked prefill ones)
