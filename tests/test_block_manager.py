@@ -4,7 +4,8 @@ Random operation sequences (allocate with/without prefix-cache hashes, share,
 append_slot, reparent, free, swap_out/swap_in, bulk append) are run on two
 managers at once: every operation is applied identically to both, except the
 bulk append, which manager A does with ``append_slots_bulk`` and manager B with
-``k`` rounds of ``append_slot``. After every operation we check
+``k`` rounds of ``append_slot``, and the swaps, which manager B does with the
+plain one-block-at-a-time reference below (A's have bulk paths). After every operation we check
 
 * ``check_invariants()`` and an independent recount of the reference counts
   from the block tables (ref[b] == number of table entries naming b);
@@ -101,6 +102,45 @@ def make_tokens(family: int, shared: int, total: int, salt: int) -> np.ndarray:
     return np.concatenate([FAMILIES[family][:min(shared, total)], tail])[:total]
 
 
+def reference_swap_out(bm: PagedBlockManager, seq_ids: list[int]) -> list[tuple[int, int]]:
+    """swap_out one block at a time: each distinct block takes the next CPU block at its first sight; each
+    sequence's GPU blocks are released last block first, after its CPU table is made."""
+    mapping: dict[int, int] = {}
+    for s in seq_ids:
+        table, n = bm.tables.pop(s), bm.num_tokens.pop(s)
+        cpu_table = []
+        for b in table:
+            if b not in mapping:
+                mapping[b] = bm._cpu_free.pop()
+                bm.cpu_fill[mapping[b]] = bm.fill[b]
+            bm.cpu_ref[mapping[b]] += 1
+            cpu_table.append(mapping[b])
+        for b in reversed(table):
+            bm._release(b)
+        bm.cpu_tables[s], bm.cpu_num_tokens[s] = cpu_table, n
+    return list(mapping.items())
+
+
+def reference_swap_in(bm: PagedBlockManager, seq_ids: list[int]) -> list[tuple[int, int]]:
+    """swap_in one block at a time (the inverse of :func:`reference_swap_out`)."""
+    mapping: dict[int, int] = {}
+    for s in seq_ids:
+        table = []
+        for c in bm.cpu_tables.pop(s):
+            if c not in mapping:
+                mapping[c] = b = bm._take_block()
+                bm.fill[b] = bm.cpu_fill[c]
+                bm.used_slots += bm.fill[b]
+            else:
+                bm.ref[mapping[c]] += 1
+            table.append(mapping[c])
+            bm.cpu_ref[c] -= 1
+            if bm.cpu_ref[c] == 0:
+                bm._cpu_free.append(c)
+        bm.tables[s], bm.num_tokens[s] = table, bm.cpu_num_tokens.pop(s)
+    return list(mapping.items())
+
+
 # ------------------------------------------------------------ the big property
 @st.composite
 def configs(draw):
@@ -181,7 +221,7 @@ def test_random_operations_keep_invariants(cfg, data):
             struct = structure([a.tables[s] for s in seqs])
             unique = len({x for s in seqs for x in a.tables[s]})
             pa = a.swap_out(seqs)
-            pb = b.swap_out(seqs)
+            pb = reference_swap_out(b, seqs)
             assert pa == pb and len(pa) == unique, "each shared GPU block is copied exactly once"
             assert len({g for g, _ in pa}) == len({c for _, c in pa}) == unique
             for s, n in zip(seqs, lens):
@@ -197,7 +237,7 @@ def test_random_operations_keep_invariants(cfg, data):
             swapped_units.pop(i)
             event("swap_in")
             pa = a.swap_in(seqs)
-            pb = b.swap_in(seqs)
+            pb = reference_swap_in(b, seqs)
             assert pa == pb
             for s, n in zip(seqs, lens):
                 assert s not in a.cpu_tables

@@ -113,6 +113,9 @@ class PagedBlockManager(AppendMixin, SwapMixin):
             else:
                 self._free.append(b)
 
+    # (subclasses may replace these two; the swaps' bulk paths check that they did not: SwapMixin)
+    _plain_take, _plain_release = _take_block, _release
+
     def allocate(self, seq_id: int, num_tokens: int, hashes: list[int] | None = None) -> int:
         """Give ``seq_id`` a table for ``num_tokens`` prompt slots; return prompt tokens found cached.
 

@@ -23,25 +23,40 @@ class SwapMixin:
         """Move the sequences' blocks to the CPU pool, keeping their sharing; return ``(gpu, cpu)`` pairs.
 
         Invariant: each shared GPU block is copied once; sequence lengths and
-        table shapes are preserved for ``swap_in``.
+        table shapes are preserved for ``swap_in``. CPU blocks are taken (and
+        GPU blocks released, last block first) sequence by sequence, in table order.
         """
         mapping: dict[int, int] = {}
-        tables, ntok, fill, release = self.tables, self.num_tokens, self.fill, self._release
+        tables, ntok, fill = self.tables, self.num_tokens, self.fill
         cpu_free, cpu_fill, cpu_ref = self._cpu_free, self.cpu_fill, self.cpu_ref
+        plain = type(self)._release is type(self)._plain_release     # not a subclass's own release
         for s in seq_ids:
             table = tables.pop(s)
             n = ntok.pop(s)
-            cpu_table = []
-            for b in table:
-                c = mapping.get(b)
-                if c is None:
-                    c = cpu_free.pop()
-                    mapping[b] = c
+            m = len(table)
+            if not mapping and m:           # nothing mapped yet: each block (named once) takes the next CPU block
+                cpu_table = cpu_free[-m:]
+                del cpu_free[-m:]
+                cpu_table.reverse()         # the blocks m pops would give, in that order
+                mapping.update(zip(table, cpu_table))
+                for c, b in zip(cpu_table, table):
                     cpu_fill[c] = fill[b]
-                cpu_ref[c] += 1
-                cpu_table.append(c)
-            for b in reversed(table):
-                release(b)
+                    cpu_ref[c] = 1          # (a free CPU block holds no reference)
+            else:
+                cpu_table = []
+                for b in table:
+                    c = mapping.get(b)
+                    if c is None:
+                        c = cpu_free.pop()
+                        mapping[b] = c
+                        cpu_fill[c] = fill[b]
+                    cpu_ref[c] += 1
+                    cpu_table.append(c)
+            if plain:
+                self._release_all(reversed(table))
+            else:
+                for b in reversed(table):
+                    self._release(b)
             self.cpu_tables[s] = cpu_table
             self.cpu_num_tokens[s] = n
         return list(mapping.items())
@@ -52,27 +67,45 @@ class SwapMixin:
     def swap_in(self, seq_ids: list[int]) -> list[tuple[int, int]]:
         """Inverse of ``swap_out``: return ``(cpu, gpu)`` pairs; frees the CPU blocks."""
         mapping: dict[int, int] = {}
-        take, fill, ref = self._take_block, self.fill, self.ref
+        take, fill, ref, free = self._take_block, self.fill, self.ref, self._free
         cpu_free, cpu_fill, cpu_ref = self._cpu_free, self.cpu_fill, self.cpu_ref
         used = 0
+        plain = type(self)._take_block is type(self)._plain_take     # not a subclass's own take
         for s in seq_ids:
             cpu_table = self.cpu_tables.pop(s)
-            table = []
-            for c in cpu_table:
-                b = mapping.get(c)
-                if b is None:
-                    b = take()
-                    mapping[c] = b
+            m = len(cpu_table)
+            if plain and not mapping and 0 < m <= len(free):     # nothing mapped yet, and the free list serves every block
+                table = free[-m:]                       # (what m _take_block calls would pop, in that order)
+                del free[-m:]
+                table.reverse()
+                mapping.update(zip(cpu_table, table))
+                for c, b in zip(cpu_table, table):
+                    ref[b] = 1
                     fill[b] = f = cpu_fill[c]
                     used += f
-                else:
-                    ref[b] += 1
-                table.append(b)
-                r = cpu_ref[c] - 1
-                cpu_ref[c] = r
-                if r == 0:
-                    cpu_free.append(c)
+                    r = cpu_ref[c] - 1
+                    cpu_ref[c] = r
+                    if r == 0:
+                        cpu_free.append(c)
+                self.num_allocated += m
+            else:
+                table = []
+                for c in cpu_table:
+                    b = mapping.get(c)
+                    if b is None:
+                        b = take()
+                        mapping[c] = b
+                        fill[b] = f = cpu_fill[c]
+                        used += f
+                    else:
+                        ref[b] += 1
+                    table.append(b)
+                    r = cpu_ref[c] - 1
+                    cpu_ref[c] = r
+                    if r == 0:
+                        cpu_free.append(c)
             self.tables[s] = table
             self.num_tokens[s] = self.cpu_num_tokens.pop(s)
         self.used_slots += used
         return list(mapping.items())
+
