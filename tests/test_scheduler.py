@@ -100,7 +100,7 @@ def check_plan(sched: Scheduler, plan, running_before: list[tuple[float, int]]) 
         assert plan.num_prefill_tokens <= max(0, sched.cfg.max_num_batched_tokens - plan.num_decode_seqs)
     if sched.cfg.policy == "static":
         assert not plan.preempted
-    assert sched.num_running_seqs() <= sched.cfg.max_num_seqs
+    assert sched.num_running_seqs() == sum(len(g.seqs) for g in sched.running) <= sched.cfg.max_num_seqs
     # group bookkeeping: each unfinished group is in exactly one queue matching its status
     for g in groups.values():
         where = [g in sched.waiting, g in sched.running, g in sched.swapped]

@@ -72,6 +72,7 @@ class Scheduler:
         self._next_seq_id = 0
         self._static_done: set[int] = set()
         self._serves_beams = False          # a beam group was added
+        self._multi_seq = False             # a group of several sequences (n > 1 or beam) was added
         self.count_sampling = False         # plans count their sampling rows (a cost model that prices them)
 
     # ----------------------------------------------------------------- intake
@@ -85,6 +86,8 @@ class Scheduler:
         self.groups[spec.request_id] = g
         if spec.beam_width > 1:
             self._serves_beams = True
+        if spec.num_seqs > 1:
+            self._multi_seq = True
         cfg = self.cfg
         reason = None
         if spec.prompt_len + spec.output_len > cfg.max_model_len:
@@ -118,6 +121,8 @@ class Scheduler:
         return list(self.groups.values())
 
     def num_running_seqs(self) -> int:
+        if not self._multi_seq:             # every group holds one sequence
+            return len(self.running)
         return sum(map(len, map(_SEQS, self.running)))
 
     # ------------------------------------------------------------- schedule
