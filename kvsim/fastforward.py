@@ -20,6 +20,7 @@ from itertools import accumulate
 import numpy as np
 
 from kvsim.core.decode_run import MIN_STEPS, Segment, start_decode_run
+from kvsim.core.kv_paged_run import PagedDecodeTracker
 
 
 _GROW = np.arange(64, dtype=np.float64)     # 0, 1, 2, ... (grown on demand; read only)
@@ -107,20 +108,27 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
     first_iter = len(log)
     pieces = []                                 # (clock, segment, step times or None, steps taken) of each
     t = env.now
+    stuck = False       # the run ends where the free blocks run out: the next step will not fit either
     while True:
         log.add_segment(t, k, seg.num_seqs, seg.num_groups, seg.ctx_sum, seg.ctx_max, swapped, waiting,
                         not pieces, run.memory(seg, k))
         pieces.append((clock, seg, dts, k))
         t = float(clock[k])
         if not run.apply(seg, k, t) or eng.gate is not None:
+            stuck = k == seg.steps and seg.short_of_memory
             break       # closed loop: a finish may free a slot, and the request it sends joins at t
         seg = run.next_segment()
         if seg.steps == 0:
+            stuck = seg.short_of_memory
             break
         dts, clock = _price(eng.cost, seg, t, limit)
         k = _steps_before(clock, limit, False)
         if k == 0:
             break
+    # nothing between here and the next schedule takes or frees blocks (arrivals only queue), so a run cut
+    # short of memory would not start again there: the engine skips that try (paged tracker: its cut is the
+    # next step's blocks; a sliding window's also stops where admission could go on)
+    eng.ff_blocked = stuck and type(run.tracker) is PagedDecodeTracker
     if env.now + (t - env.now) == t:            # one timeout lands exactly where the steps would
         yield env.timeout(t - env.now)
     else:

@@ -88,6 +88,7 @@ class SimEngine:
         self.arrivals_done = False
         self._wake: simpy.Event | None = None
         self.ff_steps = 0
+        self.ff_blocked = False          # skip the next fast-forward try (kvsim.fastforward._advance says)
         # finished groups become rows of plain numbers as they end (the V1 scheduler reads children per request)
         self.table = RequestTable() if type(self.sched).request_groups is Scheduler.request_groups else None
 
@@ -140,7 +141,9 @@ class SimEngine:
                 self._wake = None
                 woke = True       # the next step is the first after idle: it pays cost.wake_time
                 continue
-            if self.fast_forward and not woke:
+            if self.ff_blocked:
+                self.ff_blocked = False         # (the last run ended short of memory: this step preempts)
+            elif self.fast_forward and not woke:
                 ff = fast_forward(self)
                 if ff is not None:
                     yield from ff

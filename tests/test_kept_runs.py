@@ -122,3 +122,40 @@ def test_resume_refuses_groups_moved_unevenly(monkeypatch):
     monkeypatch.setattr(decode_run.DecodeRun, "resume", moving)
     SimEngine(setup_run(KEPT["paged_vllm"])).run()
     assert len(refused) == 20 and not any(refused)
+
+
+SHORT_OF_MEMORY = {name: CASES[name][0] for name in ("paged_n4_swapped_runs", "paged_n4_recompute", "paged_high_rate")}
+# closed loop: a run stops at each finish (the request it lets in joins then), and often starts again at once
+SHORT_OF_MEMORY["closed_loop_n4"] = scenario(engine={"num_gpu_blocks": 600, "num_cpu_blocks": 3000},
+                                             workload={"n": 4, "rate_req_s": 3.0, "num_requests": 120,
+                                                       "max_concurrency": 12})
+
+
+@pytest.mark.parametrize("name", sorted(SHORT_OF_MEMORY))
+def test_a_run_cut_short_of_memory_would_not_start_again(name):
+    """After a run that ends where the free blocks run out, the engine skips its next fast-forward try
+    (``ff_blocked``): at each skip, the try would indeed have found no run; and the records still equal
+    stepping's."""
+    from kvsim import fastforward
+
+    class Checking(SimEngine):
+        skipped = 0
+
+        @property
+        def ff_blocked(self):
+            if self._blocked:
+                assert fastforward.fast_forward(self) is None, "a skipped try would have started a run"
+                Checking.skipped += 1
+            return self._blocked
+
+        @ff_blocked.setter
+        def ff_blocked(self, value):
+            self._blocked = value
+
+    sc = SHORT_OF_MEMORY[name]
+    res = Checking(setup_run(sc)).run()
+    assert Checking.skipped > 0                     # the skip really happened
+    step = simulate(sc, fast_forward=False)
+    pd.testing.assert_frame_equal(res.requests, step.requests, check_exact=True)
+    pd.testing.assert_frame_equal(res.iterations, step.iterations, check_exact=True)
+    assert res.summary == step.summary

@@ -107,6 +107,7 @@ class Segment:
     ctx_max: int               # the longest context at the first step
     new_blocks: Sequence[int]  # blocks taken at each step (the tracker's own kind: array or list)
     finishes: bool             # groups finish at the end of the last step
+    short_of_memory: bool = False   # cut where the free blocks run out: the step after its last does not fit
 
 
 class DecodeRun:
@@ -153,7 +154,7 @@ class DecodeRun:
         cut = k if top is None else max(0, min(k, top - self._base[-1] - j + 1))
         nb = self.tracker.new_blocks(j, cut, self.sched.kv.free_blocks()) if cut else []
         return Segment(j, len(nb), self.num_seqs, self.num_groups, self.ctx_sum, self._base[-1] + j,
-                       nb, len(nb) == k)
+                       nb, len(nb) == k, len(nb) < cut)
 
     def memory(self, seg: Segment, steps: int):
         """KV memory after each of the segment's first ``steps`` steps (a tracker's ``segment_memory``)."""
