@@ -421,15 +421,32 @@ def test_check_invariants_detects_corruption():
 
 
 @pytest.mark.parametrize("prefix_len,prompt_len,bs", [(128, 300, 16), (100, 100, 16), (7, 40, 16), (0, 50, 16),
-                                                      (64, 65, 1), (40, 33, 16)])
-def test_prompt_block_hashes_with_the_prefix_hashed_once(prefix_len, prompt_len, bs):
-    """The prefix's blocks come from a cache; the hashes equal hashing the whole prompt's tokens."""
+                                                      (64, 65, 1), (40, 33, 16), (32, 32, 16), (48, 200, 32)])
+def test_prompt_block_hashes_share_as_the_tokens_do(prefix_len, prompt_len, bs):
+    """Prompts' block hashes (drawn without tokens) agree up to block i exactly when hashing their tokens
+    does, i.e. when the tokens up to the end of block i are equal: across requests with the same prefix, another
+    prefix, none, and the same request again (recompute, children)."""
     from kvsim.core.request import RequestSpec
     from kvsim.core.tokens import block_hashes, prompt_block_hashes, synthetic_prompt_tokens
-    for rid in (1, 2):
-        spec = RequestSpec(rid, 0.0, prompt_len, 10, prefix_id=3 if prefix_len else -1, prefix_len=prefix_len)
-        if prefix_len > prompt_len:
-            with pytest.raises(ValueError):
-                synthetic_prompt_tokens(spec)
-            continue
-        assert prompt_block_hashes(spec, bs) == block_hashes(synthetic_prompt_tokens(spec), bs)
+    specs = [RequestSpec(rid, 0.0, prompt_len + extra, 10, prefix_id=pid if prefix_len else -1,
+                         prefix_len=prefix_len if pid >= 0 else 0)
+             for rid, pid, extra in ((1, 3, 0), (2, 3, 0), (3, 3, 17), (4, 5, 0), (5, -1, 0), (1, 3, 0))]
+    if prefix_len > prompt_len:
+        with pytest.raises(ValueError):
+            synthetic_prompt_tokens(specs[0])
+        with pytest.raises(ValueError):
+            prompt_block_hashes(specs[0], bs)
+        return
+    toks = [synthetic_prompt_tokens(s) for s in specs]
+    fast = [prompt_block_hashes(s, bs) for s in specs]
+    slow = [block_hashes(t, bs) for t in toks]
+    for f, t in zip(fast, toks):
+        assert len(f) == len(t) // bs
+    shared_somewhere = False
+    for a in range(len(specs)):
+        for b in range(len(specs)):
+            for i in range(min(len(fast[a]), len(fast[b]))):
+                same_tokens = np.array_equal(toks[a][:(i + 1) * bs], toks[b][:(i + 1) * bs])
+                assert (fast[a][i] == fast[b][i]) == same_tokens == (slow[a][i] == slow[b][i]), (a, b, i)
+                shared_somewhere |= same_tokens and specs[a].request_id != specs[b].request_id
+    assert shared_somewhere == (prefix_len >= bs)      # the prefix's full blocks are shared across requests

@@ -56,13 +56,26 @@ def synthetic_output_tokens(spec: RequestSpec, sample: int, count: int, vocab_si
 
 
 def prompt_block_hashes(spec: RequestSpec, block_size: int, vocab_size: int = VOCAB_SIZE) -> list[int]:
-    """``block_hashes(synthetic_prompt_tokens(spec), block_size)``, the shared prefix's blocks hashed once."""
-    tokens = synthetic_prompt_tokens(spec, vocab_size)
-    if spec.prefix_id >= 0 and 0 < spec.prefix_len <= spec.prompt_len:
-        head = _prefix_hashes(spec.prefix_id, spec.prefix_len, vocab_size, block_size)
-        if head:                    # the first blocks depend on the prefix's tokens alone
-            return block_hashes(tokens, block_size, list(head))
-    return block_hashes(tokens, block_size)
+    """Chained hashes of the full blocks of ``spec``'s synthetic prompt, shared exactly as hashing its tokens
+    (``block_hashes(synthetic_prompt_tokens(spec), block_size)``) shares them, without drawing the tokens.
+
+    Blocks holding only shared-prefix tokens take the prefix's hashes (computed once per prefix, from its
+    tokens). A block holding any of the request's own tokens is the request's alone (they are drawn from a
+    generator seeded by its id), so it hashes from the request id and its index: two prompts' hashes agree
+    up to block ``i`` exactly when their tokens do (tested on both definitions), and a request recomputed,
+    or fanned out into children with its spec, finds its own blocks again."""
+    if spec.prefix_id >= 0 and spec.prefix_len > 0:
+        if spec.prefix_len > spec.prompt_len:
+            raise ValueError(f"prefix_len {spec.prefix_len} exceeds prompt_len {spec.prompt_len}")
+        out = list(_prefix_hashes(spec.prefix_id, spec.prefix_len, vocab_size, block_size))
+    else:
+        out = []
+    h = out[-1] if out else 0
+    rid = spec.request_id
+    for i in range(len(out), spec.prompt_len // block_size):
+        h = hash((h, _REQUEST_SALT, rid, i))
+        out.append(h)
+    return out
 
 
 def block_hashes(tokens: np.ndarray, block_size: int, head: list[int] | None = None) -> list[int]:
