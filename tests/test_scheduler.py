@@ -320,3 +320,42 @@ def test_same_seed_same_plans(policy):
     # beam re-parenting draws from the rng: another seed changes the copy-on-write pattern
     c = _plans_for(4, policy)
     assert c != a
+
+
+# ------------------------------------------------------------ batched appends
+def _bm_state(bm) -> tuple:
+    return (dict(bm.tables), dict(bm.num_tokens), list(bm.ref), list(bm.fill), list(bm._free),
+            list(bm._evictable), bm.num_allocated, bm.used_slots)
+
+
+@pytest.mark.parametrize("policy", ["vllm", "chunked"])
+@settings(max_examples=60, **SETTINGS)
+@given(data=st.data())
+def test_batched_appends_equal_one_group_at_a_time(policy, data):
+    """``PagedKV.append_needs`` / ``append_all`` (the decode step's batched calls) equal ``append_need`` /
+    ``append`` group by group: the same needs, copy-on-write pairs and block-manager state, at every decode
+    step of random workloads (forks, beams, prefix caching, preemption)."""
+    import copy
+    kv = make_paged(data.draw)
+    calls = {"needs": 0, "all": 0}
+    needs_of, append_all = kv.append_needs, kv.append_all
+
+    def checked_needs(groups):
+        got = needs_of(groups)
+        assert got == [kv.append_need(g) for g in groups]
+        calls["needs"] += 1
+        return got
+
+    def checked_all(groups):
+        twin = copy.deepcopy(kv.bm)
+        one_by_one = []
+        for g in groups:
+            one_by_one += twin.append_slots(g.seq_ids)
+        got = append_all(groups)
+        assert got == one_by_one and _bm_state(kv.bm) == _bm_state(twin)
+        calls["all"] += 1
+        return got
+
+    kv.append_needs, kv.append_all = checked_needs, checked_all
+    _run(kv, data, policy, "auto")
+    event(f"batched needs: {min(calls['needs'], 1)}")

@@ -100,6 +100,10 @@ class KVManager(Protocol):
         Requires ``free_blocks() >= append_need(group)``.
         """
 
+    # Optional, for speed: ``append_needs(groups)`` == ``[append_need(g) for g in groups]`` and
+    # ``append_all(groups)`` == the concatenated pairs of ``append(g)`` for each group in order, with the same
+    # state afterwards (the scheduler's decode step uses them where a manager has them).
+
     def reparent(self, group: SequenceGroup, parents: list[int]) -> None:
         """Beam search: sequence ``i`` continues from the history of sequence ``parents[i]``."""
 

@@ -111,6 +111,30 @@ class PagedKV:
         """One slot per sequence; a shared last block is copied first (the returned pairs)."""
         return self.bm.append_slots(group.seq_ids)
 
+    def append_needs(self, groups: list[SequenceGroup]) -> list[int]:
+        """``[append_need(g) for g in groups]``, one-sequence groups counted inline."""
+        if type(self).append_need is not PagedKV.append_need:       # a subclass's own need
+            return [self.append_need(g) for g in groups]
+        bm = self.bm
+        bs, ntok, tables, ref = bm.block_size, bm.num_tokens, bm.tables, bm.ref
+        out = []
+        for g in groups:
+            ids = g.seq_ids
+            if len(ids) == 1:
+                s = ids[0]
+                out.append(1 if ntok[s] % bs == 0 or ref[tables[s][-1]] > 1 else 0)
+            else:
+                out.append(bm.blocks_to_append(ids))
+        return out
+
+    def append_all(self, groups: list[SequenceGroup]) -> list[tuple[int, int]]:
+        """``append`` of each group in order, as one walk over their sequences (the same blocks, pairs, state)."""
+        if type(self).append is not PagedKV.append:                 # a subclass's own append
+            return [p for g in groups for p in self.append(g)]
+        if len(groups) == 1:
+            return self.bm.append_slots(groups[0].seq_ids)
+        return self.bm.append_slots([s for g in groups for s in g.seq_ids])
+
     def reparent(self, group: SequenceGroup, parents: list[int]) -> None:
         """Sequences take their parents' tables by sharing blocks (copy-on-write at the next append)."""
         self.bm.reparent(group.seq_ids, parents)

@@ -239,28 +239,20 @@ class Scheduler:
         per_seq = getattr(kv, "append_blocks_per_seq", None)    # a bound on any append's need, per sequence
         needs = None
         if not (per_seq is not None and per_seq * sum(len(g.seqs) for g in decoding) <= free):
-            needs = list(map(kv.append_need, decoding))
+            needs_of = getattr(kv, "append_needs", None)
+            needs = needs_of(decoding) if needs_of is not None else list(map(kv.append_need, decoding))
         if needs is None or sum(needs) <= free:
             # every group's need is covered at its turn (appends take exactly their need, and a group's
             # need does not depend on the others'): the loop below would preempt nothing
-            copies, ids, ctx = plan.copy_pairs, plan.decode_group_ids, plan.decode_context_tokens
-            append = kv.append
-            for g in decoding:
-                pairs = append(g)
-                if pairs:
-                    copies.extend(pairs)
-                spec, seqs = g.spec, g.seqs
-                ids.append(spec.request_id)
-                p = spec.prompt_len
-                if len(seqs) == 1:
-                    ctx.append(p + seqs[0].generated)
-                else:
-                    ctx.extend([p + s.generated for s in seqs])
+            self._append(plan, decoding)
             return False
-        # each group's need, as computed above (it does not depend on the other groups, preempted or not)
+        # Each group's need, as computed above (it does not depend on the other groups, preempted or not), and
+        # the free blocks counted down by it (appends take exactly their need). The groups given their slot are
+        # appended together, before any preemption frees blocks: the same blocks as appending one by one.
         need_of = dict(zip(map(id, decoding), needs))
         queue = deque(self.running)
         kept: list[SequenceGroup] = []
+        batch: list[SequenceGroup] = []         # kept decoding groups not appended yet
         preempted = False
         while queue:
             g = queue.popleft()
@@ -268,7 +260,15 @@ class Scheduler:
                 kept.append(g)
                 continue
             need = need_of[id(g)]
-            while kv.free_blocks() < need:
+            if free >= need:
+                free -= need
+                batch.append(g)
+                kept.append(g)
+                continue
+            if batch:
+                self._append(plan, batch)
+                batch = []
+            while free < need:
                 victim = queue.pop() if queue else None
                 if victim is None:
                     # last resort: a later-arrived group already kept (chunked prefill ones)
@@ -278,16 +278,41 @@ class Scheduler:
                         kept.remove(victim)
                 self._preempt(plan, victim)
                 preempted = True
+                free = kv.free_blocks()
                 if victim is g:
                     break
             else:
-                plan.copy_pairs.extend(self.kv.append(g))
-                plan.decode_group_ids.append(g.group_id)
-                p = g.spec.prompt_len
-                plan.decode_context_tokens.extend([p + s.generated for s in g.seqs])
+                free -= need
+                batch.append(g)
                 kept.append(g)
+        if batch:
+            self._append(plan, batch)
         self.running = kept
         return preempted
+
+    def _append(self, plan: StepPlan, groups: list[SequenceGroup]) -> None:
+        """Each group's next slot, in order, into the plan: copy-on-write pairs, decode ids and contexts."""
+        kv = self.kv
+        append_all = getattr(kv, "append_all", None)
+        copies = plan.copy_pairs
+        if append_all is not None:
+            pairs = append_all(groups)
+            if pairs:
+                copies.extend(pairs)
+        else:
+            for g in groups:
+                pairs = kv.append(g)
+                if pairs:
+                    copies.extend(pairs)
+        ids, ctx = plan.decode_group_ids, plan.decode_context_tokens
+        for g in groups:
+            spec, seqs = g.spec, g.seqs
+            ids.append(spec.request_id)             # (the group id of this scheduler's groups)
+            p = spec.prompt_len
+            if len(seqs) == 1:
+                ctx.append(p + seqs[0].generated)
+            else:
+                ctx.extend([p + s.generated for s in seqs])
 
     def _preempt(self, plan: StepPlan, g: SequenceGroup) -> None:
         mode = self.cfg.preemption_mode
