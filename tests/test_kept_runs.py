@@ -24,6 +24,7 @@ KEPT = {name: CASES[name][0] for name in ("paged_vllm", "paged_high_rate", "page
                                           "paged_chunked", "paged_n2_swap", "paged_n4_swapped_runs",
                                           "paged_n4_recompute")}
 EXPECT = {"paged_chunked": {"caught_up"}, "paged_n4_swapped_runs": {"caught_up", "dropped", "readded"},
+          "paged_high_rate": {"caught_up", "dropped", "dropped_inside"},
           "paged_n4_recompute": {"caught_up", "dropped"}}
 KEPT["paged_swap"] = scenario(engine={"preemption_mode": "swap"}, workload={"rate_req_s": 4.0})
 
@@ -35,7 +36,18 @@ def _run(sc, monkeypatch, keep: bool):
 
     def counting(self):
         before, j = list(self._groups), self.step
-        ok = orig(self)
+        drops = [0]
+        drop = self.tracker.drop
+
+        def counted(g, step):
+            drops[0] += 1
+            drop(g, step)
+
+        self.tracker.drop = counted
+        try:
+            ok = orig(self)
+        finally:
+            del self.tracker.drop
         resumed.append(ok)
         if ok:
             _check_same_as_fresh(self)
@@ -45,6 +57,9 @@ def _run(sc, monkeypatch, keep: bool):
                 kinds.add("caught_up")
             if k < len(before):
                 kinds.add("dropped")
+                gone = [g for g in before if all(g is not h for h in self._groups)]
+                if drops[0] == len(gone) and any(g is before[-1] for g in self._groups):
+                    kinds.add("dropped_inside")     # gone from the middle, only they dropped: the later ones kept
                 if any(g is h for g in before[k:] for h in self._groups[k:]):
                     kinds.add("readded")
         return ok

@@ -195,43 +195,58 @@ class DecodeRun:
         return True
 
     def resume(self) -> bool:
-        """Take up this (ended) run again where the scheduler's running groups are its first ones, in order, each
-        ``d`` steps on (taken one at a time since, ``d`` the same for all), followed by new ones (admitted or
-        swapped in since): its last groups (preempted or finished since) leave the run at its step, the rest
-        catch up ``d`` steps and the new ones join, and the run is in the state a fresh one would have, its steps
-        shifted by ``self.step``. False (nothing changed) otherwise."""
+        """Take up this (ended) run again where the scheduler's running groups begin with some of its groups, in
+        its order, each ``d`` steps on (taken one at a time since, ``d`` the same for all), followed by new ones
+        (admitted or swapped in since): its other groups (finished or preempted since, wherever they stood)
+        leave the run at its step, the rest catch up ``d`` steps and the new ones join, and the run is in the
+        state a fresh one would have, its steps shifted by ``self.step``. False (nothing changed) otherwise."""
         running, old, fins, j = self.sched.running, self._groups, self._fins, self.step
-        k = 0
-        for g, o in zip(running, old):
-            if g is not o:
+        # the longest start of ``running`` that is a subsequence of ``old``: the groups kept (their positions)
+        kept: list[int] = []
+        i, n_old = 0, len(old)
+        for g in running:
+            while i < n_old and old[i] is not g:
+                i += 1
+            if i == n_old:
                 break
-            k += 1
+            kept.append(i)
+            i += 1
+        k = len(kept)
         d = 0
         if k:
-            g = running[0]
-            d = fins[0] - (g.spec.output_len - g.seqs[0].generated - 1) - j
+            g, f = running[0], fins[kept[0]]
+            d = f - (g.spec.output_len - g.seqs[0].generated - 1) - j
             if d < 0:
                 return False
-            for g, f in zip(running[1:k], fins[1:k]):
-                if g.spec.output_len - g.seqs[0].generated - 1 + j + d != f:
+            for g, x in zip(running[1:k], kept[1:]):
+                if g.spec.output_len - g.seqs[0].generated - 1 + j + d != fins[x]:
                     return False
-        new = running[k:]                            # (may hold groups of old[k:] again: out, then in anew)
+        new = running[k:]                            # (may hold groups gone from the run again: out, then in anew)
         tracker = self.tracker
         if not tracker.moved(running[:k], j, d) or tracker.shares_partial(new):
             return False
-        for g, f in zip(old[k:], fins[k:]):          # groups gone since: out at step j
-            tracker.drop(g, j)
-            n = g.spec.prompt_len + g.spec.output_len - 1 - f + j       # their context at step j
-            self.ctx_sum -= n * len(g.seqs)
-            for _ in g.seqs:
-                del self._base[bisect_left(self._base, n - j)]
-            self.num_seqs -= len(g.seqs)
-            at = self._done_at[f]
-            at.remove(g)
-            if not at:
-                del self._done_at[f]
-                self._finish_steps.remove(f)
-        del old[k:], fins[k:]
+        if k < n_old:                                # groups gone since: out at step j
+            keep = set(kept)
+            for x in range(n_old):
+                if x in keep:
+                    continue
+                g, f = old[x], fins[x]
+                tracker.drop(g, j)
+                n = g.spec.prompt_len + g.spec.output_len - 1 - f + j       # their context at step j
+                self.ctx_sum -= n * len(g.seqs)
+                for _ in g.seqs:
+                    del self._base[bisect_left(self._base, n - j)]
+                self.num_seqs -= len(g.seqs)
+                at = self._done_at[f]
+                at.remove(g)
+                if not at:
+                    del self._done_at[f]
+                    self._finish_steps.remove(f)
+            if k == kept[-1] + 1 if k else True:     # the kept ones are the first k: cut the tails
+                del old[k:], fins[k:]
+            else:
+                old[:] = [old[x] for x in kept]
+                fins[:] = [fins[x] for x in kept]
         if d:
             tracker.caught_up(j, d)
             j = self.step = j + d
