@@ -112,7 +112,23 @@ def _cmd_gpus(args) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with the one-line error contract: ``error: <argument>: <problem>`` and exit 2."""
+    """argparse with the one-line error contract: ``error: <argument>: <problem>`` and exit 2; options are
+    never abbreviated (``--seed 2`` is not ``--seeds 2``) and an empty value is refused (it would otherwise
+    read as the option not given: ``--out ''`` writing to the default folder)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, extra = super().parse_known_args(args, namespace)
+        for action in self._actions:
+            value = getattr(ns, action.dest, None) if action.dest is not argparse.SUPPRESS else None
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, str) and not v.strip() for v in values):
+                name = action.option_strings[-1] if action.option_strings else action.dest
+                self.error(f"argument {name}: empty value")
+        return ns, extra
 
     def error(self, message: str):
         msg = " ".join(message.split())
@@ -231,13 +247,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        parser.error(f"argument {argv[0]}: unrecognized option before the command (kvsim COMMAND [options]; "
+                     f"commands: {', '.join(parser._subparsers._group_actions[0].choices)})")
+    args = parser.parse_args(argv)
     from kvsim.workload import config as wconf
     wconf.deferred = []                  # notes (e.g. a deprecated dataset name) follow a successful command
     try:
         if getattr(args, "cmd", None) in ("run", "sweep", "plan"):
-            from kvsim.cli_sim import bench_overrides
+            from kvsim.cli_sim import bench_overrides, check_rate_flag
             args.set = args.set + bench_overrides(args)
+            check_rate_flag(args)
         rc = args.func(args)
         for note in wconf.deferred:
             print(note, file=sys.stderr)

@@ -266,6 +266,18 @@ def bench_overrides(args) -> list[str]:
     return out
 
 
+def check_rate_flag(args) -> None:
+    """``--request-rate`` on a trace that replays its own arrival times would change nothing: refuse it."""
+    if getattr(args, "request_rate", None) is None:
+        return
+    from kvsim.config import load_scenario
+    w = load_scenario(args.scenario, args.set).workload
+    if w.dataset == "trace" and not w.retime_trace:
+        raise KvsimError("--request-rate", "the trace replays its own arrival_s (workload.retime_trace is false), "
+                                           "so a rate changes nothing; add --set workload.retime_trace=true --set "
+                                           "workload.arrival=poisson to re-time its rows at this rate")
+
+
 def parse_metrics(raw) -> list[str] | None:
     """``"ttft,e2el"`` -> ["ttft", "e2el"] (None when not given: all of them)."""
     from kvsim.latency import LATENCY_METRICS

@@ -114,6 +114,8 @@ def parse_goodput(items) -> dict[str, float]:
         key, raw = (x.strip() for x in item.split(":", 1))
         if key not in GOODPUT_METRICS:
             raise KvsimError("--goodput", f"unknown metric {key!r}; allowed: {', '.join(GOODPUT_METRICS)}")
+        if key in out:
+            raise KvsimError("--goodput", f"{key} is given twice; give each metric once")
         try:
             ms = float(raw)
         except ValueError:

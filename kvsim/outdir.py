@@ -110,7 +110,12 @@ class OutputSet:
         """Refuse an ``out`` that is a file or holds files this command does not own (one-line KvsimError);
         commands call it before their work, so a foreign --out fails at once, not after minutes."""
         out = self.out
-        if out.exists() or out.is_symlink():
+        try:
+            present = out.exists() or out.is_symlink()
+        except OSError as e:            # e.g. a name longer than the file system allows
+            raise KvsimError("--out", f"cannot use {str(out)[:60]}{'...' if len(str(out)) > 60 else ''}: "
+                                      f"{e.strerror or e}") from None
+        if present:
             if not out.is_dir():
                 raise KvsimError("--out", f"{out} exists and is not a folder")
             try:

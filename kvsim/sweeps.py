@@ -69,6 +69,19 @@ def grid_points(grid: dict[str, list]) -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
+def check_point(data, overrides: list[str], point: dict, field: str) -> None:
+    """Refuse (KvsimError on ``field``, naming the point) a grid point whose scenario does not load or names a
+    model or GPU the catalogue does not know: bad input, found before anything runs."""
+    from kvsim.catalogue import get_gpu, get_model
+    try:
+        sc = load_scenario(data, overrides + _point_overrides(point))
+        get_model(sc.model)
+        get_gpu(sc.gpu)
+    except KvsimError as e:
+        where = ", ".join(f"{k}={v}" for k, v in point.items())
+        raise KvsimError(field, f"at {where}: {e}") from None
+
+
 def _point_overrides(point: dict) -> list[str]:
     return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
             for k, v in point.items()]
@@ -105,6 +118,9 @@ def point_key(point: dict, keys: list[str]) -> tuple:
     return tuple(_norm(point[k]) for k in keys)
 
 
+_NON_NEGATIVE = ("throughput_req_s", "normalized_latency_s", "requests_finished", "num_iterations")
+
+
 def _done_rows(resume, keys: list[str]) -> dict[tuple, dict]:
     """Rows of an earlier sweep.csv by point key (only rows without an error and with every key)."""
     from pathlib import Path
@@ -122,6 +138,17 @@ def _done_rows(resume, keys: list[str]) -> dict[tuple, dict]:
     for i, row in enumerate(df.to_dict(orient="records")):
         if "error" in raw and raw.loc[i, "error"] not in ("", "nan"):
             continue
+        for col, v in row.items():             # a run's summary values are numbers (finite or not, never text)
+            if col in keys or col == "error" or v is None or (isinstance(v, float) and pd.isna(v)):
+                continue
+            try:
+                x = float(v)
+            except (TypeError, ValueError):
+                x = None
+            if x is None or (col in _NON_NEGATIVE and x < 0):
+                raise KvsimError("--out", f"{path}: line {i + 2}: {col} is {raw.loc[i, col]!r}, not a result "
+                                          f"kvsim writes; move the file away (or fix it) to run the sweep afresh")
+            row[col] = x if isinstance(v, str) else v
         rec = {k: (None if isinstance(v, float) and pd.isna(v) else v) for k, v in row.items()}
         if "error" in rec:
             rec["error"] = ""
@@ -158,8 +185,10 @@ def sweep(source, grid: dict[str, list], overrides: list[str] | None = None, job
           confidence: float = 0.95) -> pd.DataFrame:
     """Run every grid point of ``source`` (a YAML path or dict); one summary row per point.
 
-    Points that are invalid (e.g. a model that does not fit) keep their row with the
-    error message in the ``error`` column instead of stopping the sweep. With
+    A point whose scenario does not load or names a model or GPU the catalogue does
+    not know is bad input, refused before anything runs; points that fail when run
+    (e.g. a model that does not fit) keep their row with the error message in the
+    ``error`` column instead of stopping the sweep. With
     ``seeds`` > 1 each point runs under seeds ``seed .. seed+seeds-1``; a row holds
     each metric's mean, ``<metric>_ci_lo``/``_ci_hi`` and ``runs``, and
     ``df.attrs["runs"]`` the one-row-per-run table (``resume`` then names that table).
@@ -184,6 +213,8 @@ def sweep(source, grid: dict[str, list], overrides: list[str] | None = None, job
         raise KvsimError("--backend", f"got {backend!r}, expected local or ray")
     keys = list(grid)
     points = grid_points(grid)
+    for p in points:                                    # a point that cannot load is bad input: refuse it now
+        check_point(data, overrides, p, "--grid")
     done = _done_rows(resume, keys) if resume else {}
     todo = [p for p in points if point_key(p, keys) not in done]
     tasks = [(data, overrides, p) for p in todo]

@@ -22,7 +22,8 @@ MAX_TEXT_BYTES = 256 << 20          # scenario/profile/record files larger than 
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 floats and duplicate keys refused."""
+    """SafeLoader with YAML 1.2 numbers (no octal ``010``, binary ``0b11`` or base-60 ``1:30`` ints of YAML 1.1)
+    and duplicate keys refused."""
 
 
 _FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -30,9 +31,23 @@ _FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                     |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
                     |[-+]?\.(?:inf|Inf|INF)
                     |\.(?:nan|NaN|NAN))$""", re.X)
-_Loader.yaml_implicit_resolvers = {k: [(t, r) for t, r in v if t != "tag:yaml.org,2002:float"]
+_INT = re.compile(r"^(?:[-+]?[0-9][0-9_]*|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_NUMBER_TAGS = ("tag:yaml.org,2002:float", "tag:yaml.org,2002:int")
+_Loader.yaml_implicit_resolvers = {k: [(t, r) for t, r in v if t not in _NUMBER_TAGS]
                                    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", _INT, list("-+0123456789"))
+
+
+def _int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    """YAML 1.2 integers: decimal (a leading zero is still decimal), ``0o`` octal, ``0x`` hex."""
+    text = loader.construct_scalar(node).replace("_", "")
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _int)
 
 
 def _mapping(loader: _Loader, node: yaml.MappingNode) -> dict:

@@ -245,12 +245,15 @@ def test_sweep_grid_syntax_and_keys(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_one_bad_point_keeps_its_row_across_a_process_pool(tmp_path, capsys):
-    rc, out, err = cli(capsys, "sweep", Q, *SMALL, "--grid", "seed=-1,0", "--jobs", "2", "--out", tmp_path / "o",
-                       "--quiet")
+def test_one_failing_point_keeps_its_row_across_a_process_pool(tmp_path, capsys):
+    """A point that loads but cannot run (OPT-175B does not fit one A100-40GB) keeps its row with the error;
+    a point that does not load is bad input (``tests/test_bad_cli.py``)."""
+    rc, out, err = cli(capsys, "sweep", Q, *SMALL, "--grid", "model=opt-175b,opt-13b", "--jobs", "2",
+                       "--out", tmp_path / "o", "--quiet")
     assert rc == 0, err
     df = pd.read_csv(tmp_path / "o" / "sweep.csv", keep_default_na=False)
-    assert df.error.iloc[0].startswith("seed: ") and df.error.iloc[1] == ""
+    assert df.error.iloc[0] != "" and df.error.iloc[1] == ""
+    assert_error(capsys, "--grid", "sweep", Q, *SMALL, "--grid", "seed=-1,0", "--out", tmp_path / "o2", "--quiet")
 
 
 def test_kvsim_error_pickles_and_crosses_a_pool():

@@ -30,7 +30,7 @@ from kvsim.configtools import check_number
 from kvsim.errors import KvsimError
 from kvsim.plan.search import SearchResult, check_rate_driven, find_max_rate, probe_overrides
 from kvsim.plan.slo import slo_value
-from kvsim.sweeps import _point_overrides, grid_points
+from kvsim.sweeps import _point_overrides, check_point, grid_points
 
 OBJECTIVES = {"gpu": "goodput_per_gpu", "usd": "requests_per_usd", "rate": "total_rate_req_s"}
 
@@ -182,13 +182,15 @@ def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overri
             raise KvsimError("--candidates", f"{k}: expected a non-empty list of values, got {values!r}")
     points = grid_points(candidates) if candidates else [{}]
     prices = check_prices(prices, data, overrides, points, objective)
+    for pt in points:                  # a candidate whose scenario does not load (a misspelt GPU, a bad value)
+        check_point(data, probe_overrides(overrides, requests), pt, "--candidates")     # is bad input
     errors = []
-    for pt in points:                  # a candidate that cannot load is kept as an error row...
+    for pt in points:                  # one whose load cannot be driven by a rate is kept as an error row...
         try:
             check_rate_driven(data, probe_overrides(overrides, requests) + _point_overrides(pt))
         except KvsimError as e:
             errors.append(e)
-    if len(errors) == len(points):     # ...unless none can (e.g. a misspelt field): then it is bad input
+    if len(errors) == len(points):     # ...unless none can: then it is bad input
         raise errors[0]
     kw = dict(requests=requests, min_duration_s=min_duration_s, rel_tol=rel_tol, goodput=goodput)
     all_jobs = max(1, jobs or os.cpu_count() or 1)

@@ -97,8 +97,9 @@ class ProbeCache:
 def probe_overrides(overrides: list[str] | None, requests: int | None) -> list[str]:
     out = list(overrides or [])
     if requests is not None:
-        if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
-            raise KvsimError("--requests", f"got {requests}, expected an integer >= 1")
+        from kvsim import limits
+        if isinstance(requests, bool) or not isinstance(requests, int) or not 1 <= requests <= limits.MAX_REQUESTS:
+            raise KvsimError("--requests", f"got {requests}, expected an integer in [1, {limits.MAX_REQUESTS}]")
         out += [f"workload.num_requests={int(requests)}", "workload.duration_s=null"]
     return out
 

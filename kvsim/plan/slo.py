@@ -43,8 +43,13 @@ def parse_slo(items: list[str] | dict | None, default: dict | None = None) -> di
     for key, raw in pairs:
         if key not in SLO_KEYS:
             raise KvsimError("--slo", f"unknown SLO {key!r}; allowed: {', '.join(SLO_KEYS)}")
+        if key in slo:
+            raise KvsimError("--slo", f"{key} is given twice; give each SLO once")
         try:
-            value = float(yaml.safe_load(raw) if isinstance(raw, str) else raw)
+            parsed = yaml.safe_load(raw) if isinstance(raw, str) else raw
+            if isinstance(parsed, bool):
+                raise TypeError(parsed)
+            value = float(parsed)
         except (TypeError, ValueError, yaml.YAMLError):
             raise KvsimError("--slo", f"{key}={raw!r} is not a number") from None
         if not value > 0 or math.isinf(value):

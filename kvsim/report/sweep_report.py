@@ -34,8 +34,9 @@ def _name(row, keys: list[str]) -> str:
 def rising(g: pd.DataFrame) -> bool:
     """Whether throughput still grows with the offered rate at the top of the sweep: between the two highest
     rates it grows at least half as fast (log-log slope >= ``RISING``); with one rate, it kept up (>= 90%)."""
-    g = g.sort_values(RATE)
-    r, x = g[RATE].to_numpy(dtype=float), g.throughput_req_s.to_numpy(dtype=float)
+    r = pd.to_numeric(g[RATE], errors="coerce").to_numpy(dtype=float)     # (a rate may be given as "inf")
+    order = np.argsort(r, kind="stable")
+    r, x = r[order], g.throughput_req_s.to_numpy(dtype=float)[order]
     if len(g) < 2 or r[-2] <= 0 or x[-2] <= 0 or r[-1] <= r[-2]:
         return bool(x[-1] >= KEPT_UP * r[-1])
     return bool(x[-1] >= x.max() and np.log(max(x[-1], 1e-300) / x[-2]) / np.log(r[-1] / r[-2]) >= RISING)
@@ -50,7 +51,8 @@ def headline(df: pd.DataFrame, grid: list[str]) -> tuple[str, str]:
         rows = []
         for _, g in (ok.groupby(others, sort=False) if others else [((), ok)]):
             top = g.loc[g.throughput_req_s.idxmax()]
-            rows.append((_name(top, others), float(top.throughput_req_s), float(top[RATE]), rising(g)))
+            rows.append((_name(top, others), float(top.throughput_req_s), float(pd.to_numeric(top[RATE])),
+                         rising(g)))
         rows.sort(key=lambda r: r[1], reverse=True)
         text = lambda r: (f"{r[0]}: {r[1]:.3g} req/s at {r[2]:g} req/s offered"
                           + (" (still rising with the rate: its capacity is higher)" if r[3] else ""))

@@ -77,10 +77,21 @@ def _count_tokens(texts: list[str], tokens_per_char: float, tokenizer: str | Non
     except ImportError:
         raise KvsimError("workload.tokenizer", f"{tokenizer!r} needs the `transformers` package; "
                          "allowed: null (character heuristic) when it is not installed") from None
+    import logging
+    import warnings
+    quiet = [logging.getLogger(n) for n in ("huggingface_hub", "transformers")]
+    levels = [q.level for q in quiet]
+    for q in quiet:                     # (their retry warnings would break the one-line error)
+        q.setLevel(logging.ERROR)
     try:
-        tok = AutoTokenizer.from_pretrained(tokenizer)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tok = AutoTokenizer.from_pretrained(tokenizer)
     except Exception as e:  # noqa: BLE001 - any load failure is bad input
         raise KvsimError("workload.tokenizer", f"cannot load {tokenizer!r}: {e}".splitlines()[0]) from None
+    finally:
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
     return np.array([len(ids) for ids in tok(texts).input_ids], dtype=np.int64)
 
 

@@ -59,6 +59,8 @@ def _number(path: str, line: int, col: str, raw, integer: bool):
         raise _err(path, line, col, f"{raw!r} is not a number")
     try:
         x = float(raw)
+    except OverflowError:               # an integer beyond any float
+        raise _err(path, line, col, f"{str(raw)[:20]}... is too large") from None
     except (TypeError, ValueError):
         raise _err(path, line, col, f"{raw!r} is not a number") from None
     if not math.isfinite(x):
@@ -91,6 +93,9 @@ def _rows(path: str):
                 if reader.fieldnames is None:
                     raise _err(path, 1, None, "empty file; allowed: a header row with " + ", ".join(REQUIRED))
                 reader.fieldnames = [c.strip() for c in reader.fieldnames]
+                dup = sorted({c for c in reader.fieldnames if c and reader.fieldnames.count(c) > 1})
+                if dup:
+                    raise _err(path, 1, dup[0], "appears twice in the header; allowed: each column once")
                 for row in reader:
                     if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
                         continue
