@@ -2,7 +2,8 @@
 
 OPT-13B on one A100-40GB, roofline cost model, ShareGPT-like lengths, Poisson 1 req/s, seed 0; modes:
 paged, Orca-Oracle, chunked prefill (512-token budget), prefix caching (128-token shared prefix), swap
-preemption, parallel sampling n=4, beam width 4. Each (mode, size) runs in a fresh Python process so its
+preemption, parallel sampling n=4, beam width 4; and paged at 3 req/s, past the ~2 req/s capacity (the
+regime ``kvsim plan``'s probes spend most time in: ~11,000 preemptions). Each (mode, size) runs in a fresh Python process so its
 peak RSS is its own; `wall_s` is setup + simulation (imports excluded), `records_s` the summary and
 record frames. Vidur is compared on one trace by ``vidur_pair.py``; ``speed_devbox.sh`` runs both and the README's table.
 
@@ -32,6 +33,7 @@ MODES = {
     "swap": {"engine.preemption_mode": "swap"},
     "n4": {"workload.n": 4},
     "beam4": {"workload.beam_width": 4},
+    "paged_sat": {"workload.rate_req_s": 3.0},      # past capacity (~2 req/s): preemptions, as plan's probes see
 }
 
 

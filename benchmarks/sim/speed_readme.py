@@ -24,7 +24,8 @@ from pathlib import Path
 BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
 MODE_NAMES = {"paged": "paged", "orca_oracle": "Orca-Oracle", "chunked": "chunked prefill (512)",
               "prefix": "prefix caching", "swap": "swap preemption", "n4": "parallel sampling n = 4",
-              "beam4": "beam width 4"}
+              "beam4": "beam width 4", "paged_sat": "paged at 3 req/s (saturated, as plan probes)"}
+OUTSIDE_BAR = {"paged_sat"}     # measured for the planner's sake; not one of the issue's modes
 BAR_10K_S = 1.0          # issue #14: 10,000 requests in at most 1 s of simulation, every mode, one core
 BAR_1M_S = 60.0          # 1,000,000 paged requests in at most 60 s including the outputs ...
 BAR_1M_MIB = 1024.0      # ... in at most 1 GB
@@ -55,7 +56,8 @@ def modes_table(rows: list[dict]) -> list[str]:
         wall = float(r["wall_s"])
         out.append(f"| {MODE_NAMES.get(r['mode'], r['mode'])} | {_n(r['requests'])} | {wall:.2f} | "
                    f"{float(r['s_per_1k']):.3f} | {float(r['peak_rss_mib']):.0f} | {_n(r['iterations'])} | "
-                   f"{float(r['ff_share']) * 100:.1f}% | {_verdict(wall <= BAR_10K_S)} |")
+                   f"{float(r['ff_share']) * 100:.1f}% | "
+                   f"{'(not a bar mode)' if r['mode'] in OUTSIDE_BAR else _verdict(wall <= BAR_10K_S)} |")
     return out
 
 
