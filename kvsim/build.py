@@ -207,7 +207,8 @@ def make_cost(sc: Scenario, model: ModelSpec, gpu: GPUSpec, *, swaps_in_step: bo
         try:      # priced at the CUDA-graph sizes the engine (kvsim.engine.engine) pads its steps to
             cost: CostModel = CalibratedCostModel(
                 load_profile(sc.cost.profile), model_name=model.name, dtype=sc.dtype, block_size_tokens=e.block_size,
-                include_swaps_in_step=swaps_in_step, **engine_graph_sizes(sc))
+                include_swaps_in_step=swaps_in_step, gpu=None if sc.cost.profile_other_gpu else gpu.name,
+                **engine_graph_sizes(sc))
         except KvsimError as err:            # the cost module says "profile"; the scenario field is cost.profile
             if err.field == "profile":
                 raise KvsimError("cost.profile", err.message) from None

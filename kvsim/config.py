@@ -96,6 +96,10 @@ class EngineConfig:
 class CostConfig:
     model: str = cfg_field("roofline", "cost model: roofline (analytical, from the catalogue) | calibrated (a measured profile)")
     profile: str | None = cfg_field(None, "calibrated: path of the profile JSON written by `kvsim calibrate`")
+    profile_other_gpu: bool = cfg_field(
+        False, "calibrated: allow a profile measured on another card than the scenario's gpu (its step times "
+               "beside the scenario GPU's memory: a what-if such as kvsim paper's H200 times with the paper's "
+               "A100-40GB memory); off: such a profile is refused")
     roofline: RooflineParams = cfg_field(None, "roofline efficiency factors and overheads")
 
     def __post_init__(self):

@@ -111,6 +111,41 @@ def _profile_doc(path: str) -> dict:
     return doc
 
 
+def _checked_profile_doc(path: str) -> dict:
+    """:func:`_profile_doc`, checked to be a well-formed profile (:class:`kvsim.cost.profile.Profile`); a one-line
+    KvsimError naming --profile, the file and the key otherwise."""
+    from kvsim.calibrate.merge import check_profile
+    return check_profile(_profile_doc(path), path, "--profile")
+
+
+# summary values validate reads from engine records: those the writer (kvsim.metrics.summarize) always gives a
+# number, and the latency percentiles and means it writes as null when no request finished
+SUMMARY_COUNTS = ("preemptions", "peak_blocks_in_use")
+SUMMARY_NULLABLE = ("normalized_latency_s", "normalized_latency_p50_s", "normalized_latency_p99_s", "ttft_p50_s",
+                    "ttft_p99_s", "tpot_p50_s", "tpot_p99_s")
+
+
+def check_summary(summary: dict, where) -> None:
+    """The numeric values validation reads from an engine summary (:data:`METRICS`): finite numbers >= 0, whole for
+    the counts; null only where the writer writes it (a latency with no finished request). KvsimError naming
+    ``--replay``, the file and the key otherwise. A key the records lack is left as n/a, as before."""
+    import math
+    from kvsim.errors import KvsimError
+    for key in [k for k, _ in METRICS]:
+        if key not in summary:
+            continue
+        v = summary[key]
+        if v is None and key in SUMMARY_NULLABLE:
+            continue
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+        if key in SUMMARY_COUNTS:
+            ok = ok and float(v).is_integer()
+        if not ok:
+            what = "a whole number >= 0" if key in SUMMARY_COUNTS else "a finite number >= 0" + \
+                (" or null" if key in SUMMARY_NULLABLE else "")
+            raise KvsimError("--replay", f"{where}: summary.{key}: expected {what}, got {v!r}")
+
+
 def read_engine_records(edir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """summary.json, requests.csv, iterations.csv of a saved engine run, checked; one-line errors."""
     from kvsim.errors import KvsimError
@@ -123,6 +158,11 @@ def read_engine_records(edir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     doc = read_json(edir / "summary.json", field, "engine summary.json")
     if not isinstance(doc, dict) or not isinstance(doc.get("summary"), dict):
         raise KvsimError(field, f"{edir / 'summary.json'}: expected an object with a 'summary' object")
+    check_summary(doc["summary"], edir / "summary.json")
+    for key in ("engine", "kv", "scenario"):
+        if doc.get(key) is not None and not isinstance(doc[key], dict):
+            raise KvsimError(field, f"{edir / 'summary.json'}: {key}: expected an object, "
+                                    f"got {type(doc[key]).__name__}")
     frames = []
     for name, cols in (("requests.csv", REQUEST_COLUMNS), ("iterations.csv", ITERATION_COLUMNS)):
         path = edir / name
@@ -146,10 +186,15 @@ def in_block_units(doc: dict, reqs: pd.DataFrame, its: pd.DataFrame) -> tuple[di
     counted token slots in ``blocks_in_use``, ``peak_blocks_in_use`` and ``blocks_at_finish``; they
     are converted to blocks (a chunk is whole blocks, so the division is exact). Others pass as read."""
     kv = doc.get("kv") if isinstance(doc.get("kv"), dict) else {}
-    engine = (doc.get("scenario") or {}).get("engine") or {}
+    scenario = doc.get("scenario") if isinstance(doc.get("scenario"), dict) else {}
+    engine = scenario.get("engine") if isinstance(scenario.get("engine"), dict) else {}
     if kv.get("blocks_in_use_unit") or not str(engine.get("allocator", "")).startswith("orca"):
         return doc, reqs, its
-    bs = int(engine.get("block_size") or 16)
+    bs = engine.get("block_size") or 16
+    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+        from kvsim.errors import KvsimError
+        raise KvsimError("--replay", f"scenario.engine.block_size of the engine records: expected a whole number "
+                                     f">= 1, got {bs!r}")
     doc = dict(doc, summary=dict(doc["summary"]), kv=dict(kv, blocks_in_use_unit="blocks (converted from slots)"))
     if "peak_blocks_in_use" in doc["summary"]:
         doc["summary"]["peak_blocks_in_use"] = int(doc["summary"]["peak_blocks_in_use"]) // bs
@@ -167,9 +212,10 @@ def pick_profile(scenario_path: str, profiles: list[str], overrides: list[str] |
     from kvsim.errors import KvsimError
     sc = kvsim.load_scenario(scenario_path, overrides)
     want = get_model(sc.model).name
-    mine = [p for p in profiles if _profile_doc(p).get("model") == want]
+    docs = {p: _checked_profile_doc(p) for p in profiles}        # every one well-formed, not only the one used
+    mine = [p for p in profiles if docs[p]["model"] == want]
     for p in mine:
-        if sc.engine.block_size in block_sizes(_profile_doc(p)):
+        if sc.engine.block_size in block_sizes(docs[p]):
             return p
     if mine:
         return mine[0]        # the cost model then names the missing block size in one line
@@ -200,6 +246,10 @@ def replay_sets(eng_doc: dict) -> list[str]:
     from kvsim.graph_sizes import ladder_of
     info = eng_doc.get("engine") if isinstance(eng_doc.get("engine"), dict) else {}
     sizes = info.get("cuda_graph_prefill_tokens")
+    if isinstance(sizes, list) and any(isinstance(t, bool) or not isinstance(t, int) for t in sizes):
+        from kvsim.errors import KvsimError
+        raise KvsimError("--replay", f"engine.cuda_graph_prefill_tokens of the engine records: expected whole "
+                                     f"numbers, got {sizes[:4]!r}")
     name = ladder_of([int(t) for t in sizes]) if isinstance(sizes, list) and sizes else None
     return [f"runtime.cuda_graph_prefill_ladder={name}"] if name else []
 
@@ -219,10 +269,24 @@ def profile_sets(meta: dict | None) -> list[str]:
             f"runtime.async_scheduling={flag('async_scheduling')}"]
 
 
+def card_sets(profile: str) -> list[str]:
+    """``gpu=<the profile's card>`` where the catalogue knows it: the engine ran on the card that measured the
+    profile, whatever GPU the scenario names (scenarios/validation v01-v14 name h100-80gb and were run on an H200),
+    and the simulator prices it as that card (a profile measured on another card than the scenario's GPU is
+    refused, :func:`kvsim.cost.calibrated.check_card`). A user's ``--set gpu=...`` comes after it and wins."""
+    from kvsim.catalogue import get_gpu
+    from kvsim.errors import KvsimError
+    card = _checked_profile_doc(profile)["meta"].get("gpu")
+    try:
+        return [f"gpu={get_gpu(card).name}"] if isinstance(card, str) and card.strip() else []
+    except KvsimError:
+        return []              # a card the catalogue does not know: the scenario's GPU stays
+
+
 def simulate_with_profile(scenario_path: str, profile: str, overrides: list[str] | None = None):
     import kvsim
-    sc = kvsim.load_scenario(scenario_path, list(overrides or []) + ["cost.model=calibrated",
-                                                                     f"cost.profile={profile}"])
+    sc = kvsim.load_scenario(scenario_path, card_sets(profile) + list(overrides or [])
+                             + ["cost.model=calibrated", f"cost.profile={profile}"])
     return sc, kvsim.simulate(sc)
 
 

@@ -25,7 +25,8 @@ from kvsim.sim import simulate
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = ROOT / "scenarios" / "paper"
-PROFILE = ["cost.model=calibrated", f"cost.profile={ROOT / 'calibrate/profiles/H200/opt-13b-1203.json'}"]
+PROFILE = ["cost.model=calibrated", f"cost.profile={ROOT / 'calibrate/profiles/H200/opt-13b-1203.json'}",
+           "cost.profile_other_gpu=true"]      # H200 step times beside the paper's A100-40GB memory
 SCALE = 5
 ORCA = ["paged", "orca_oracle", "orca_pow2", "orca_max"]
 NAMES = {"paged": "paged", "orca_oracle": "Orca (Oracle)", "orca_pow2": "Orca (Pow2)", "orca_max": "Orca (Max)",

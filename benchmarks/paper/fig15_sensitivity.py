@@ -28,7 +28,8 @@ from kvsim.sim import simulate
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = ROOT / "scenarios" / "paper"
-PROFILE = ["cost.model=calibrated", f"cost.profile={ROOT / 'calibrate/profiles/H200/opt-13b-1203.json'}"]
+PROFILE = ["cost.model=calibrated", f"cost.profile={ROOT / 'calibrate/profiles/H200/opt-13b-1203.json'}",
+           "cost.profile_other_gpu=true"]      # H200 step times beside the paper's A100-40GB memory
 BASE = [*PROFILE, "workload.rate_req_s=200", "workload.num_requests=200"]
 PAPER_BEAM = {2: 0.376, 6: 0.552}          # Fig. 15b ends (SUMMARY.md: 37.6-55.2%, width 2..6)
 PAPER_PAR = {2: 0.061, 6: 0.098}           # Fig. 15a ends (6.1-9.8%, n = 2..6)

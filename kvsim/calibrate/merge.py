@@ -15,8 +15,9 @@ says where each number came from. Overlapping block sizes are refused: one measu
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from kvsim.cost.profile import LEGACY_ENGINE_MODE
+from kvsim.cost.profile import FORMAT, LEGACY_ENGINE_MODE, block_size_key
 from kvsim.errors import KvsimError
 
 MUST_MATCH = ("format", "version", "model", "dtype", "num_layers")
@@ -27,18 +28,41 @@ META_DEFAULTS = {k: LEGACY_ENGINE_MODE[k] for k in ("async_scheduling",)}   # pr
 def block_keyed(doc: dict) -> list[str]:
     """Names of the tables keyed by block size (objects whose keys are all integers as strings)."""
     return [k for k, v in doc.items()
-            if isinstance(v, dict) and v and k != "meta" and all(str(x).isdigit() for x in v)]
+            if isinstance(v, dict) and v and k != "meta" and all(block_size_key(x) is not None for x in v)]
 
 
 def block_sizes(doc: dict) -> list[int]:
-    """Block sizes a profile holds (those of its ``decode_attn`` table, which every profile has)."""
+    """Block sizes a profile holds (those of its ``decode_attn`` table, which every profile has); a key that is
+    not a block size is a KvsimError naming ``decode_attn`` (a profile checked by
+    :class:`kvsim.cost.profile.Profile` has none)."""
     table = doc.get("decode_attn")
-    return sorted(int(b) for b in table) if isinstance(table, dict) else []
+    if not isinstance(table, dict):
+        return []
+    bad = [k for k in table if block_size_key(k) is None]
+    if bad:
+        raise KvsimError("decode_attn", f"block size {bad[0]!r} is not a whole number >= 1")
+    return sorted(int(b) for b in table)
+
+
+def check_profile(doc, path: str, field: str) -> dict:
+    """``doc`` (the JSON at ``path``) checked to be a well-formed profile (:class:`kvsim.cost.profile.Profile`);
+    a one-line KvsimError naming ``field`` and the file's offending key otherwise."""
+    from kvsim.cost.profile import Profile
+    try:
+        Profile(doc, str(path))
+    except KvsimError as e:
+        raise KvsimError(field, e.message if e.field == "profile" else f"{path}: {e}") from None
+    return doc
+
+
+def _meta(doc: dict) -> dict:
+    meta = doc.get("meta")
+    return meta if isinstance(meta, dict) else {}
 
 
 def card_uuids(doc: dict) -> set[str]:
     """The physical cards (GPU UUIDs) a profile's reference steps were timed on (empty for older profiles)."""
-    ref = (doc.get("meta") or {}).get("reference_step")
+    ref = _meta(doc).get("reference_step")
     if not isinstance(ref, dict):
         return set()
     return {str(r["gpu_uuid"]) for r in ref.values() if isinstance(r, dict) and r.get("gpu_uuid")}
@@ -50,7 +74,7 @@ def merge_profiles(base: dict, extra: dict, *, name: str = "profile", allow_othe
         if base.get(key) != extra.get(key):
             raise KvsimError(key, f"{name}: {extra.get(key)!r} differs from the first profile's {base.get(key)!r}; "
                                   "only profiles of one model, precision and format merge")
-    bm, em = base.get("meta") or {}, extra.get("meta") or {}
+    bm, em = _meta(base), _meta(extra)
     for key in META_MUST_MATCH:
         if bm.get(key, META_DEFAULTS.get(key)) != em.get(key, META_DEFAULTS.get(key)):
             raise KvsimError(f"meta.{key}", f"{name}: {em.get(key)!r} differs from the first profile's "
@@ -81,19 +105,45 @@ def merge_profiles(base: dict, extra: dict, *, name: str = "profile", allow_othe
     return out
 
 
+def check_out(out: str) -> Path:
+    """``--out`` for the merged profile: a new file, or an existing kvsim profile (replaced); never a folder or
+    another file (one-line KvsimError naming --out)."""
+    from kvsim.textio import read_json
+    if not str(out).strip():
+        raise KvsimError("--out", "empty path; give the merged profile's file name (e.g. merged.json)")
+    path = Path(out)
+    try:
+        present = path.exists() or path.is_symlink()
+        folder = path.is_dir()
+    except OSError as e:                # e.g. a name longer than the file system allows
+        raise KvsimError("--out", f"cannot use {str(out)[:60]}: {e.strerror or e}") from None
+    if folder:
+        raise KvsimError("--out", f"{out} is a folder; give the merged profile's file name")
+    if present:
+        try:
+            doc = read_json(path, "--out", "profile JSON file")
+        except KvsimError:
+            doc = None
+        if not (isinstance(doc, dict) and doc.get("format") == FORMAT):
+            raise KvsimError("--out", f"{out} exists and is not a kvsim profile; merge-profiles replaces only a "
+                                      "profile, so give a new file name")
+    return path
+
+
 def cmd_merge(args) -> int:
     from kvsim.textio import read_json
+    out_path = check_out(args.out)              # before any reading: a bad --out fails at once
     docs = []
     for p in args.profiles:
         doc = read_json(p, "profiles", "profile JSON file (kvsim calibrate)")
-        if not isinstance(doc, dict) or not block_sizes(doc):
+        if not isinstance(doc, dict) or not isinstance(doc.get("decode_attn"), dict) or not doc["decode_attn"]:
             raise KvsimError("profiles", f"{p}: not a kvsim profile (no decode_attn table keyed by block size)")
-        docs.append(doc)
+        docs.append(check_profile(doc, p, "profiles"))
     out = docs[0]
     for p, doc in zip(args.profiles[1:], docs[1:]):
         out = merge_profiles(out, doc, name=p, allow_other_card=args.allow_other_card)
     from kvsim.outdir import write_text
-    write_text(args.out, json.dumps(out, indent=1) + "\n")
+    write_text(out_path, json.dumps(out, indent=1) + "\n")
     print(f"wrote {args.out}: {out.get('model')} block sizes {', '.join(map(str, block_sizes(out)))}")
     return 0
 

@@ -30,7 +30,7 @@ NEEDED = ("step_overhead", "decode_attn", "decode_step", "prefill_step", "linear
 
 def load_for_resume(path: str, model: str | None = None, dtype: str | None = None) -> dict:
     """The profile at ``path``, checked to be one ``--resume`` can finish (one-line KvsimError otherwise)."""
-    from kvsim.calibrate.merge import block_sizes
+    from kvsim.calibrate.merge import block_sizes, check_profile
     from kvsim.catalogue import get_model
     from kvsim.cost.calibrated import FORMAT
     from kvsim.textio import read_json
@@ -43,6 +43,8 @@ def load_for_resume(path: str, model: str | None = None, dtype: str | None = Non
                                      "overhead were measured can be resumed (run kvsim calibrate)")
     if doc["meta"].get("fast"):
         raise KvsimError("--resume", f"{path}: a --fast profile has no serving fit to run again")
+    # every table kept well-formed, block sizes whole numbers (the fits after the grids are measured again, whole)
+    check_profile({k: v for k, v in doc.items() if k not in FITTED_AFTER_GRIDS}, path, "--resume")
     if not block_sizes(doc):
         raise KvsimError("--resume", f"{path}: its decode_attn table names no block size")
     if model is not None and get_model(model).name != doc.get("model"):
@@ -67,7 +69,8 @@ def check_engine_mode(doc: dict, now: dict) -> None:
 def check_card(doc: dict, block_size: int, uuid: str | None, allow_other_card: bool = False) -> str | None:
     """None when ``uuid`` is the card of the profile's reference step at ``block_size``; the profile's card
     when another one is allowed; otherwise a one-line KvsimError naming ``meta.reference_step``."""
-    ref = (doc["meta"].get("reference_step") or {}).get(str(block_size))
+    steps = doc["meta"].get("reference_step")
+    ref = steps.get(str(block_size)) if isinstance(steps, dict) else None
     theirs = ref.get("gpu_uuid") if isinstance(ref, dict) else None
     if theirs and uuid and theirs == uuid:
         return None

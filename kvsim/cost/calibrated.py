@@ -97,12 +97,55 @@ from kvsim.cost.profile import (FORMAT, REQUIRED, VERSION, Profile, interp1, int
 from kvsim.errors import KvsimError
 from kvsim.graph_sizes import padded
 
+def chip_key(name: str) -> str:
+    """``"NVIDIA H200"`` / ``"H200-141GB"`` -> ``"h200"``: the chip, without vendor or memory size."""
+    words = str(name).lower().replace("nvidia", " ").replace("-", " ").split()
+    return words[0] if words else ""
+
+
+def card_matches(card, gpu: str) -> bool | None:
+    """Whether a profile measured on ``card`` (its ``meta.gpu``, the device name: ``"NVIDIA H200"``) was measured
+    on the catalogue GPU ``gpu``: by catalogue identity where the catalogue knows the card (``get_gpu``'s aliases),
+    else by chip where the chip is a catalogue GPU's; None for a card the catalogue cannot place (a synthetic or
+    unlisted one, or none recorded), which cannot be compared."""
+    from kvsim.catalogue import get_gpu, list_gpus
+    want = get_gpu(gpu).name
+    if not isinstance(card, str) or not card.strip():
+        return None
+    try:
+        return get_gpu(card).name == want
+    except KvsimError:
+        pass
+    chip = chip_key(card)
+    if chip and chip in {chip_key(g) for g in list_gpus()}:
+        return chip == chip_key(want)
+    return None
+
+
+def check_card(profile: Profile, gpu: str) -> None:
+    """A KvsimError("profile", ...) naming both GPUs when ``profile`` was measured on another card than the
+    scenario's ``gpu`` (:func:`card_matches`): its step times are that card's, whatever GPU the scenario names."""
+    card = profile.meta.get("gpu")
+    if card_matches(card, gpu) is False:
+        from kvsim.catalogue import get_gpu
+        try:
+            key = f" (gpu={get_gpu(card).name.lower()})"
+        except KvsimError:
+            key = ""
+        raise KvsimError("profile", f"{profile.source} was measured on {card!r}, the scenario's gpu is "
+                                    f"{get_gpu(gpu).name}; its step times are that card's: set the scenario's gpu "
+                                    f"to the card it was measured on{key} or use a profile measured on {gpu}")
+
+
 class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin, CostModel):
     """Interpolates ``profile`` for ``model_name`` at ``block_size_tokens`` (see module doc)."""
 
     def __init__(self, profile: Profile, *, model_name: str, dtype: str, block_size_tokens: int,
                  include_swaps_in_step: bool = True, decode_graph_batches: list[int] | None = None,
-                 prefill_graph_tokens: list[int] | None = None, prefill_graph_seqs: int = 256):
+                 prefill_graph_tokens: list[int] | None = None, prefill_graph_seqs: int = 256,
+                 gpu: str | None = None):
+        """``gpu``: the scenario's GPU; when given, a profile measured on another card is refused
+        (:func:`check_card`)."""
         if profile.model.lower() != model_name.lower():
             raise KvsimError("profile", f"{profile.source} was measured for {profile.model}, "
                                         f"the scenario's model is {model_name}")
@@ -111,6 +154,8 @@ class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin,
         if block_size_tokens not in profile.decode or block_size_tokens not in profile.prefill:
             raise KvsimError("engine.block_size", f"{block_size_tokens} is not in the profile (measured: "
                                                   f"{profile.block_sizes}); re-run kvsim calibrate --block-sizes")
+        if gpu is not None:
+            check_card(profile, gpu)
         self.p = profile
         self.bs = block_size_tokens
         self.L = profile.num_layers

@@ -31,6 +31,39 @@ def spread_contexts(n: int, top: int) -> list[int]:
 
 REQUIRED = ("meta", "model", "dtype", "num_layers", "linear", "layer_other", "lm_head", "decode_attn",
             "prefill_attn", "copy_block", "swap", "step_overhead")
+MAX_LAYERS = 10_000
+MAX_BLOCK_SIZE = 1 << 20
+
+
+def block_size_key(key) -> int | None:
+    """A block-keyed table's key (``"16"``) as an int; None for anything but ASCII digits naming 1..2^20."""
+    if not isinstance(key, str) or not key.isascii() or not key.isdigit():
+        return None
+    bs = int(key)
+    return bs if 1 <= bs <= MAX_BLOCK_SIZE else None
+
+
+def _kind(v) -> str:
+    """How a JSON value reads in a message: ``an object``, ``a list``, ``'abc'``, ``null``, ``5``."""
+    if isinstance(v, dict):
+        return "an object"
+    if isinstance(v, list):
+        return "a list"
+    return "null" if v is None else repr(v)
+
+
+def _numbers(v, name: str) -> np.ndarray:
+    """``v`` (a list, or rows of lists, of numbers) as float64; strings, booleans, null and non-finite refused."""
+    try:
+        a = np.asarray(v)
+    except (ValueError, TypeError):
+        raise ValueError(f"'{name}' must be a list of numbers (rows of one length)") from None
+    if a.dtype.kind not in "iuf":
+        raise ValueError(f"'{name}' must hold numbers only")
+    a = a.astype(np.float64)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"'{name}' must hold finite numbers")
+    return a
 
 
 def isotonic(y) -> np.ndarray:
@@ -72,81 +105,145 @@ def interp2(a: float, b, xa: np.ndarray, xb: np.ndarray, table: np.ndarray):
 
 
 class Profile:
-    """A loaded, validated profile. Raises KvsimError("profile", ...) on any problem."""
+    """A loaded, validated profile. Raises KvsimError("profile", ...) on any problem, its message naming the file
+    and the key (``p.json: num_layers: expected a positive integer, got inf``)."""
 
     def __init__(self, data: dict, source: str = "<dict>"):
         self.source = source
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise KvsimError("profile", f"{source} is not a kvsim profile (format must be {FORMAT!r})")
-        if data.get("version") != VERSION:
-            raise KvsimError("profile", f"{source} has version {data.get('version')!r}, this kvsim reads {VERSION}")
+        version = data.get("version")
+        if isinstance(version, bool) or version != VERSION:
+            raise KvsimError("profile", f"{source} has version {version!r}, this kvsim reads {VERSION}")
         missing = [k for k in REQUIRED if k not in data]
         if missing:
             raise KvsimError("profile", f"{source} lacks {', '.join(missing)}")
         self.data = data
-        self.meta = data["meta"]
-        self.model = data["model"]
-        self.dtype = data["dtype"]
-        self.num_layers = int(data["num_layers"])
+        self.meta = self._meta(data["meta"])
+        self.model = self._name("model", "a model name")
+        self.dtype = self._name("dtype", "a dtype name such as fp16")
+        n = data["num_layers"]
+        if not (isinstance(n, int) and not isinstance(n, bool) or isinstance(n, float) and n.is_integer()) \
+                or not 1 <= n <= MAX_LAYERS:
+            raise self._bad("num_layers", f"expected a positive integer (at most {MAX_LAYERS}), got {n!r}")
+        self.num_layers = int(n)
+        self.linear = self._table("linear", self._curve, "tokens")
+        self.other = self._table("layer_other", self._curve, "tokens")
+        self.lm_head = self._table("lm_head", self._curve, "rows")
+        self.overhead = self._table("step_overhead", self._curve, "num_seqs", monotone=False)
+        self.decode = self._blocks("decode_attn", self._grid, "batch", "ctx")
+        self.prefill = self._blocks("prefill_attn", self._grid, "tokens", "cached")
+        self.copy = self._blocks("copy_block", self._curve, "blocks")
+        self.swap = self._blocks("swap", self._curve, "blocks")
+        # optional (version 1 profiles from kvsim >= this commit): whole engine iterations
+        self.decode_step = self._blocks("decode_step", self._grid, "batch", "ctx", optional=True)
+        self.prefill_step = self._blocks("prefill_step", self._curve, "tokens", optional=True)
+        # grids timed between decode steps (kvsim calibrate from commit 6ad8f32 on) vs back-to-back (older)
+        self.prefill_step_spaced = {bs for bs, c in self._raw_blocks("prefill_step").items()
+                                    if c.get("timing") == "between_decode_steps"}
+        # optional: whole mixed iterations (decode rows x context x fresh chunk tokens)
+        self.mixed_step = self._blocks("mixed_step", self._grid3, optional=True)
+        # optional: whole decode iterations with unequal contexts (batch x longest context)
+        self.decode_spread_step = self._blocks("decode_spread_step", self._grid, "batch", "max_ctx", optional=True)
+        # ... and, in newer profiles, the uniform steps at each shape's mean and longest context timed
+        # beside it: the spread fraction then comes from three steps of one run (spread_fractions)
+        self.decode_spread_lam = {bs: self._parsed(f"decode_spread_step.{bs}", spread_fractions, g)
+                                  for bs, g in self._raw_blocks("decode_spread_step").items()
+                                  if "mean_time_s" in g and "top_time_s" in g}
+        # optional: decode steps of serving-shaped batches fitted on real engine runs
+        # (kvsim.calibrate.serving_fit): extra overhead and spread fraction by rows
+        self.decode_serving = self._blocks("decode_serving", self._serving, optional=True)
+        # ... and lone prefill steps of those runs: what a prompt of T tokens adds, by T (may be negative)
+        self.prefill_serving = self._blocks("prefill_serving", self._extra_curve, optional=True)
+        # optional: whole prefill iterations of several fresh prompts (prompts x new tokens each) and of
+        # one prompt after cached tokens (new x cached) — kvsim.cost.prefill_shapes prices with them
+        self.prefill_batch_step = self._blocks("prefill_batch_step", self._grid, "seqs", "tokens", optional=True)
+        self.prefill_cached_step = self._blocks("prefill_cached_step", self._grid, "tokens", "cached", optional=True)
+        # optional: what a real prefill step of T tokens costs beyond overhead(1) + prefill_step(T)
+        self.prefill_overhead = self._table("prefill_overhead", self._curve, "tokens") \
+            if "prefill_overhead" in data else None
+        # optional: the engine's sampling calls alone, by rows (greedy; a beam step over its groups' beams)
+        # and by groups (a beam group's first step after its prompt) -- CalibratedCostModel prices beam
+        # steps with them (kvsim.calibrate.sampling, kvsim.cost.sampling_price)
+        self.sampling = None if "sampling" not in data else self._sampling(data["sampling"])
+        # optional: what the first step after idle adds (a prompt reaching an idle engine vs a busy one)
+        self.wake_overhead = self._table("wake_overhead", self._curve, "tokens", monotone=False) \
+            if "wake_overhead" in data else None
+
+    # ---------------------------------------------------------------- checks, each naming the file and key
+    def _bad(self, key: str, what: str) -> KvsimError:
+        return KvsimError("profile", f"{self.source}: {key}: {what}")
+
+    def _meta(self, meta) -> dict:
+        if not isinstance(meta, dict):
+            raise self._bad("meta", f"expected an object, got {_kind(meta)}")
+        for key in ("gpu", "prefill_ladder"):
+            if key in meta and not isinstance(meta[key], str):
+                raise self._bad(f"meta.{key}", f"expected a string, got {_kind(meta[key])}")
+        for key in (*(k for k, v in LEGACY_ENGINE_MODE.items() if isinstance(v, bool)), "fast"):
+            if key in meta and not isinstance(meta[key], bool):
+                raise self._bad(f"meta.{key}", f"expected true or false, got {meta[key]!r}")
+        return meta
+
+    def _name(self, key: str, what: str) -> str:
+        v = self.data[key]
+        if not isinstance(v, str) or not v.strip():
+            raise self._bad(key, f"expected {what}, got {v!r}")
+        return v
+
+    def _parsed(self, key: str, parse, value, *args, **kw):
+        """``parse(value, ...)`` for the table at ``key``; any problem is a KvsimError naming the file and key."""
+        if not isinstance(value, dict):
+            raise self._bad(key, f"expected an object, got {_kind(value)}")
         try:
-            self.linear = self._curve(data["linear"], "tokens")
-            self.other = self._curve(data["layer_other"], "tokens")
-            self.lm_head = self._curve(data["lm_head"], "rows")
-            self.overhead = self._curve(data["step_overhead"], "num_seqs", monotone=False)
-            self.decode = {int(bs): self._grid(g, "batch", "ctx") for bs, g in data["decode_attn"].items()}
-            self.prefill = {int(bs): self._grid(g, "tokens", "cached") for bs, g in data["prefill_attn"].items()}
-            self.copy = {int(bs): self._curve(c, "blocks") for bs, c in data["copy_block"].items()}
-            self.swap = {int(bs): self._curve(c, "blocks") for bs, c in data["swap"].items()}
-            # optional (version 1 profiles from kvsim >= this commit): whole engine iterations
-            self.decode_step = {int(bs): self._grid(g, "batch", "ctx")
-                                for bs, g in data.get("decode_step", {}).items()}
-            self.prefill_step = {int(bs): self._curve(c, "tokens") for bs, c in data.get("prefill_step", {}).items()}
-            # grids timed between decode steps (kvsim calibrate from commit 6ad8f32 on) vs back-to-back (older)
-            self.prefill_step_spaced = {int(bs) for bs, c in data.get("prefill_step", {}).items()
-                                        if c.get("timing") == "between_decode_steps"}
-            # optional: whole mixed iterations (decode rows x context x fresh chunk tokens)
-            self.mixed_step = {int(bs): self._grid3(g) for bs, g in data.get("mixed_step", {}).items()}
-            # optional: whole decode iterations with unequal contexts (batch x longest context)
-            self.decode_spread_step = {int(bs): self._grid(g, "batch", "max_ctx")
-                                       for bs, g in data.get("decode_spread_step", {}).items()}
-            # ... and, in newer profiles, the uniform steps at each shape's mean and longest context timed
-            # beside it: the spread fraction then comes from three steps of one run (spread_fractions)
-            self.decode_spread_lam = {int(bs): spread_fractions(g) for bs, g in data.get("decode_spread_step", {}).items()
-                                      if "mean_time_s" in g and "top_time_s" in g}
-            # optional: decode steps of serving-shaped batches fitted on real engine runs
-            # (kvsim.calibrate.serving_fit): extra overhead and spread fraction by rows
-            self.decode_serving = {int(bs): self._serving(t) for bs, t in data.get("decode_serving", {}).items()}
-            # ... and lone prefill steps of those runs: what a prompt of T tokens adds, by T (may be negative)
-            self.prefill_serving = {int(bs): self._extra_curve(t) for bs, t in data.get("prefill_serving", {}).items()}
-            # optional: whole prefill iterations of several fresh prompts (prompts x new tokens each) and of
-            # one prompt after cached tokens (new x cached) — kvsim.cost.prefill_shapes prices with them
-            self.prefill_batch_step = {int(bs): self._grid(g, "seqs", "tokens")
-                                       for bs, g in data.get("prefill_batch_step", {}).items()}
-            self.prefill_cached_step = {int(bs): self._grid(g, "tokens", "cached")
-                                        for bs, g in data.get("prefill_cached_step", {}).items()}
-            # optional: what a real prefill step of T tokens costs beyond overhead(1) + prefill_step(T)
-            self.prefill_overhead = self._curve(data["prefill_overhead"], "tokens") \
-                if "prefill_overhead" in data else None
-            # optional: the engine's sampling calls alone, by rows (greedy; a beam step over its groups' beams)
-            # and by groups (a beam group's first step after its prompt) -- CalibratedCostModel prices beam
-            # steps with them (kvsim.calibrate.sampling, kvsim.cost.sampling_price)
-            self.sampling = None if "sampling" not in data else tuple(
-                self._curve(data["sampling"][k], key, monotone=False)
-                for k, key in (("greedy", "rows"), ("beam", "rows"), ("beam_first", "groups")))
-            # optional: what the first step after idle adds (a prompt reaching an idle engine vs a busy one)
-            self.wake_overhead = self._curve(data["wake_overhead"], "tokens", monotone=False) \
-                if "wake_overhead" in data else None
-        except (KeyError, TypeError, ValueError) as e:
-            raise KvsimError("profile", f"{source}: malformed table ({e})") from None
+            return parse(value, *args, **kw)
+        except KeyError as e:
+            raise self._bad(key, f"missing {e.args[0]!r}") from None
+        except (TypeError, ValueError, OverflowError) as e:
+            raise self._bad(key, str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+
+    def _table(self, key: str, parse, *args, **kw):
+        return self._parsed(key, parse, self.data[key], *args, **kw)
+
+    def _raw_blocks(self, key: str) -> dict:
+        """The table ``key`` (absent: empty) keyed by block size as an int; keys checked, values not yet."""
+        table = self.data.get(key, {})
+        if not isinstance(table, dict):
+            raise self._bad(key, f"expected an object keyed by block size, got {_kind(table)}")
+        out = {}
+        for k, v in table.items():
+            bs = block_size_key(k)
+            if bs is None:
+                raise self._bad(key, f"block size {k!r} is not a whole number >= 1")
+            if bs in out:
+                raise self._bad(key, f"block size {bs} appears twice")
+            if not isinstance(v, dict):
+                raise self._bad(f"{key}.{k}", f"expected an object, got {_kind(v)}")
+            out[bs] = v
+        return out
+
+    def _blocks(self, key: str, parse, *args, optional: bool = False) -> dict:
+        if not optional and not isinstance(self.data[key], dict):
+            raise self._bad(key, f"expected an object keyed by block size, got {_kind(self.data[key])}")
+        return {bs: self._parsed(f"{key}.{bs}", parse, v, *args) for bs, v in self._raw_blocks(key).items()}
+
+    def _sampling(self, d) -> tuple:
+        if not isinstance(d, dict):
+            raise self._bad("sampling", f"expected an object, got {_kind(d)}")
+        for k in ("greedy", "beam", "beam_first"):
+            if k not in d:
+                raise self._bad("sampling", f"missing {k!r}")
+        return tuple(self._parsed(f"sampling.{k}", self._curve, d[k], key, monotone=False)
+                     for k, key in (("greedy", "rows"), ("beam", "rows"), ("beam_first", "groups")))
 
     @staticmethod
     def _serving(d: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """``(num_seqs, extra_s, spread_frac)``; ``spread_frac`` None in the form ``"spread": "grid"`` (the
         fraction comes from the spread grid, :mod:`kvsim.calibrate.serving_fit`)."""
-        xs = np.asarray(d["num_seqs"], dtype=np.float64)
-        extra = np.asarray(d["extra_s"], dtype=np.float64)
+        xs = _numbers(d["num_seqs"], "num_seqs")
+        extra = _numbers(d["extra_s"], "extra_s")
         grid = d.get("spread") == "grid"
-        frac = None if grid else np.asarray(d["spread_frac"], dtype=np.float64)
+        frac = None if grid else _numbers(d["spread_frac"], "spread_frac")
         if xs.ndim != 1 or len(xs) == 0 or extra.shape != xs.shape or np.any(np.diff(xs) <= 0) \
                 or not np.all(np.isfinite(extra)) or (frac is not None and (frac.shape != xs.shape
                                                                            or not np.all(np.isfinite(frac)))):
@@ -156,8 +253,8 @@ class Profile:
 
     @staticmethod
     def _extra_curve(d: dict) -> tuple[np.ndarray, np.ndarray]:
-        xs = np.asarray(d["tokens"], dtype=np.float64)
-        ys = np.asarray(d["extra_s"], dtype=np.float64)
+        xs = _numbers(d["tokens"], "tokens")
+        ys = _numbers(d["extra_s"], "extra_s")
         if xs.ndim != 1 or len(xs) == 0 or ys.shape != xs.shape or np.any(np.diff(xs) <= 0) \
                 or not np.all(np.isfinite(ys)):
             raise ValueError("prefill_serving: tokens and extra_s must be finite lists of one length, tokens increasing")
@@ -165,8 +262,8 @@ class Profile:
 
     @staticmethod
     def _curve(d: dict, key: str, monotone: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        xs = np.asarray(d[key], dtype=np.float64)
-        ys = np.asarray(d["time_s"], dtype=np.float64)
+        xs = _numbers(d[key], key)
+        ys = _numbers(d["time_s"], "time_s")
         if xs.ndim != 1 or xs.shape != ys.shape or len(xs) == 0 or np.any(np.diff(xs) <= 0):
             raise ValueError(f"'{key}' must be a strictly increasing list as long as time_s")
         if np.any(~np.isfinite(ys)) or np.any(ys < 0):
@@ -175,10 +272,11 @@ class Profile:
 
     @staticmethod
     def _grid(d: dict, ka: str, kb: str):
-        xa = np.asarray(d[ka], dtype=np.float64)
-        xb = np.asarray(d[kb], dtype=np.float64)
-        t = np.asarray(d["time_s"], dtype=np.float64)
-        if t.shape != (len(xa), len(xb)) or np.any(np.diff(xa) <= 0) or np.any(np.diff(xb) <= 0):
+        xa = _numbers(d[ka], ka)
+        xb = _numbers(d[kb], kb)
+        t = _numbers(d["time_s"], "time_s")
+        if xa.ndim != 1 or xb.ndim != 1 or t.shape != (len(xa), len(xb)) or np.any(np.diff(xa) <= 0) \
+                or np.any(np.diff(xb) <= 0):
             raise ValueError(f"grid '{ka}' x '{kb}' must be increasing and match time_s's shape")
         if np.any(~np.isfinite(t)) or np.any(t < 0):
             raise ValueError("times must be finite and >= 0")
@@ -186,9 +284,10 @@ class Profile:
 
     @staticmethod
     def _grid3(d: dict):
-        axes = [np.asarray(d[k], dtype=np.float64) for k in ("decode", "ctx", "chunk")]
-        t = np.asarray(d["time_s"], dtype=np.float64)
-        if t.shape != tuple(len(a) for a in axes) or any(np.any(np.diff(a) <= 0) for a in axes):
+        axes = [_numbers(d[k], k) for k in ("decode", "ctx", "chunk")]
+        t = _numbers(d["time_s"], "time_s")
+        if any(a.ndim != 1 for a in axes) or t.shape != tuple(len(a) for a in axes) \
+                or any(np.any(np.diff(a) <= 0) for a in axes):
             raise ValueError("grid 'decode' x 'ctx' x 'chunk' must be increasing and match time_s's shape")
         if np.any(~np.isfinite(t)) or np.any(t < 0):
             raise ValueError("times must be finite and >= 0")
@@ -205,9 +304,9 @@ def spread_fractions(g: dict):
     """``(batch, max_ctx, fraction)`` from a spread grid that carries its own uniform steps: per point,
     (spread step - uniform at its mean) / (uniform at its longest - uniform at its mean), clipped to
     [0, 1] (0 where the two uniform steps do not differ)."""
-    xa = np.asarray(g["batch"], dtype=np.float64)
-    xb = np.asarray(g["max_ctx"], dtype=np.float64)
-    t, lo, hi = (np.asarray(g[k], dtype=np.float64) for k in ("time_s", "mean_time_s", "top_time_s"))
+    xa = _numbers(g["batch"], "batch")
+    xb = _numbers(g["max_ctx"], "max_ctx")
+    t, lo, hi = (_numbers(g[k], k) for k in ("time_s", "mean_time_s", "top_time_s"))
     if not t.shape == lo.shape == hi.shape == (len(xa), len(xb)):
         raise ValueError("decode_spread_step's mean_time_s and top_time_s must match time_s's shape")
     span = hi - lo
@@ -216,11 +315,18 @@ def spread_fractions(g: dict):
 
 
 def load_profile(path: str | Path) -> Profile:
-    p = Path(path)
+    """The profile at ``path``, validated; a missing, unreadable, binary or non-UTF-8 file, text that is not JSON
+    (NaN and Infinity included) or a malformed profile is a one-line KvsimError("profile", ...) naming the file."""
+    from kvsim.textio import read_text
+    text = read_text(path, "profile", "profile JSON file (kvsim calibrate)")
     try:
-        data = json.loads(p.read_text())
-    except OSError as e:
-        raise KvsimError("profile", f"cannot read {path}: {e.strerror or e}") from None
+        data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as e:
         raise KvsimError("profile", f"{path} is not JSON ({e.msg} at line {e.lineno})") from None
+    except (ValueError, RecursionError) as e:
+        raise KvsimError("profile", f"{path} is not JSON ({e})") from None
     return Profile(data, str(path))
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")

@@ -32,26 +32,29 @@ TRANSFER_TABLES = ("copy_block", "swap")
 
 def _gpu_key(name: str) -> str:
     """``"NVIDIA H200"`` / ``"H200-141GB"`` -> ``"h200"``: the chip, without vendor or memory size."""
-    words = str(name).lower().replace("nvidia", " ").replace("-", " ").split()
-    return words[0] if words else ""
+    from kvsim.cost.calibrated import chip_key
+    return chip_key(name)
 
 
 def load_checked(path: str, model: str, dtype: str, gpu: str) -> dict:
     """The profile JSON at ``path``, checked against the scenario (KvsimError naming the field)."""
     from kvsim.catalogue import get_model
+    from kvsim.cost.calibrated import card_matches
     from kvsim.cost.profile import Profile
     from kvsim.textio import read_json
     doc = read_json(path, "--profile", "profile JSON file (kvsim calibrate)")
     try:
         prof = Profile(doc, str(path))
+        measured = get_model(prof.model).name     # a model the catalogue lacks is the profile's fault
     except KvsimError as e:
-        raise KvsimError("--profile", e.message) from None
-    if get_model(prof.model).name != get_model(model).name:
+        raise KvsimError("--profile", e.message if e.field == "profile" else f"{path}: {e}") from None
+    if measured != get_model(model).name:
         raise KvsimError("model", f"the scenario's model is {model}, {path} was measured for {prof.model}")
     if prof.dtype != dtype:
         raise KvsimError("dtype", f"the scenario uses {dtype}, {path} was measured in {prof.dtype}")
     card = str(prof.meta.get("gpu", ""))
-    if _gpu_key(card) != _gpu_key(gpu):
+    same = card_matches(card, gpu)      # the catalogue card where it knows it (as kvsim run checks), else the chip
+    if same is False or same is None and _gpu_key(card) != _gpu_key(gpu):
         raise KvsimError("gpu", f"the scenario's GPU is {gpu}, {path} was measured on {card!r}; "
                                 "--set gpu=... to the card it was measured on")
     return doc

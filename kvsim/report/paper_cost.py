@@ -73,7 +73,9 @@ class PaperCost:
         p = get_preset(self.preset)
         out = p.overrides() if p else []
         if self.profile:
-            out += ["cost.model=calibrated", f"cost.profile={Path(self.profile).resolve()}"]
+            # the scenarios' GPU (A100-40GB, or --gpu) sets the memory, the profile's card the step times
+            out += ["cost.model=calibrated", f"cost.profile={Path(self.profile).resolve()}",
+                    "cost.profile_other_gpu=true"]
         if self.gpu:
             out.append(f"gpu={self.gpu}")
         return out
@@ -99,3 +101,4 @@ class PaperCost:
         if self.rate_scale != 1:
             txt += f"; every request rate x{self.rate_scale:g} (`--rate-scale`)"
         return txt
+
