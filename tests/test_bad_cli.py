@@ -138,3 +138,9 @@ def test_plan_requests_beyond_the_limit_name_the_flag(tmp_path, capsys):
 def test_slo_and_goodput_values_are_read_as_given(tmp_path, capsys, args, field):
     """``true`` is not 1.0, and a metric given twice is not silently the last one."""
     assert_error(capsys, field, "plan", Q, "--quiet", "--requests", "20", *args, "--out", tmp_path / "o")
+
+
+@pytest.mark.parametrize("sizes", ["16,,32", "16,", "100000000", "16,16", "abc", "0"])
+def test_calibrate_block_sizes_are_read_as_the_other_commands_read_them(capsys, sizes):
+    """Empty items were dropped, 10^8 accepted and a size given twice measured twice."""
+    assert_error(capsys, "--block-sizes", "calibrate", "--model", "opt-13b", "--block-sizes", sizes, "--estimate")

@@ -63,13 +63,14 @@ def cmd_calibrate(args) -> int:
         raise KvsimError("--allow-other-card", "only with --resume")
     if args.resume is None and not args.model:
         raise KvsimError("--model", "required (the model to measure), unless --resume PROFILE")
-    block_sizes = "16" if args.block_sizes is None else args.block_sizes
-    try:
-        sizes = [int(x) for x in block_sizes.split(",") if x]
-    except ValueError:
-        raise KvsimError("--block-sizes", f"expected integers like 8,16,32, got {block_sizes!r}") from None
-    if not sizes or any(b < 1 for b in sizes):
-        raise KvsimError("--block-sizes", "need at least one block size >= 1")
+    from kvsim import limits
+    from kvsim.cli import _int_list
+    sizes = _int_list("16" if args.block_sizes is None else args.block_sizes, "--block-sizes", "8,16,32")
+    bad = [b for b in sizes if not 1 <= b <= limits.MAX_BLOCK_SIZE]
+    if bad:
+        raise KvsimError("--block-sizes", f"got {bad[0]}; allowed: block sizes in [1, {limits.MAX_BLOCK_SIZE}]")
+    if len(set(sizes)) < len(sizes):
+        raise KvsimError("--block-sizes", f"got {args.block_sizes!r}: a block size given twice")
     if args.serving_runs is not None:
         from pathlib import Path
         if args.fast:
