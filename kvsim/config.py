@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kvsim import limits as L
-from kvsim.configtools import cfg_field, check_fields, from_dict, to_dict
+from kvsim.configtools import cfg_field, check_fields, explicit, from_dict, to_dict
 from kvsim.cost.roofline import RooflineParams
 from kvsim.errors import KvsimError
 from kvsim.textio import parse_value, parse_yaml, read_text
@@ -69,6 +69,13 @@ class EngineConfig:
                 bad(name, f"got {v!r}, expected one of {', '.join(allowed)}")
         if self.policy == "v1":
             self._validate_v1(bad)
+        contiguous = self.allocator != "paged"
+        if self.enable_prefix_caching and contiguous:      # (asked for, and it would silently do nothing)
+            bad("enable_prefix_caching", f"true needs allocator paged; the contiguous allocator "
+                                         f"{self.allocator!r} shares no KV between requests")
+        if explicit(self, "placement") and not contiguous:
+            bad("placement", f"{self.placement!r} places contiguous allocations (orca_*); allocator paged has "
+                             f"no placement")
         if self.scheduler == "chunked" and self.max_num_batched_tokens < self.max_num_seqs:
             bad("max_num_batched_tokens", f"chunked prefill schedules every running sequence's decode token "
                 f"first, so it needs max_num_batched_tokens >= max_num_seqs ({self.max_num_seqs}), "

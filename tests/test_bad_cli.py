@@ -144,3 +144,14 @@ def test_slo_and_goodput_values_are_read_as_given(tmp_path, capsys, args, field)
 def test_calibrate_block_sizes_are_read_as_the_other_commands_read_them(capsys, sizes):
     """Empty items were dropped, 10^8 accepted and a size given twice measured twice."""
     assert_error(capsys, "--block-sizes", "calibrate", "--model", "opt-13b", "--block-sizes", sizes, "--estimate")
+
+
+@pytest.mark.parametrize("sets,field", [(["engine.allocator=orca_max", "engine.enable_prefix_caching=true"],
+                                         "engine.enable_prefix_caching"),
+                                        (["engine.placement=buddy"], "engine.placement")])
+def test_a_setting_the_allocator_would_ignore_is_refused(tmp_path, capsys, sets, field):
+    """Prefix caching on a contiguous allocator, or a placement for the paged one, silently did nothing."""
+    assert_error(capsys, field, "run", Q, *SMALL, *sum((["--set", s] for s in sets), []), "--out", tmp_path / "o")
+    rc, out, err = cli(capsys, "run", Q, *SMALL, "--set", "engine.allocator=orca_max", "--set",
+                       "engine.placement=buddy", "--out", tmp_path / "o2")
+    assert rc == 0, err
