@@ -249,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
+    if "--version" in argv[:1] and len(argv) > 1:
+        parser.error(f"argument --version: takes nothing else (got {' '.join(argv[1:])!r})")
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         parser.error(f"argument {argv[0]}: unrecognized option before the command (kvsim COMMAND [options]; "
                      f"commands: {', '.join(parser._subparsers._group_actions[0].choices)})")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kvsim import limits as L
-from kvsim.configtools import cfg_field, check_fields, explicit, from_dict, to_dict
+from kvsim.configtools import cfg_field, check_fields, from_dict, to_dict
 from kvsim.cost.roofline import RooflineParams
 from kvsim.errors import KvsimError
 from kvsim.textio import parse_value, parse_yaml, read_text
@@ -73,7 +73,7 @@ class EngineConfig:
         if self.enable_prefix_caching and contiguous:      # (asked for, and it would silently do nothing)
             bad("enable_prefix_caching", f"true needs allocator paged; the contiguous allocator "
                                          f"{self.allocator!r} shares no KV between requests")
-        if explicit(self, "placement") and not contiguous:
+        if self.placement != "first_fit" and not contiguous:     # (the default stays: saved scenarios list it)
             bad("placement", f"{self.placement!r} places contiguous allocations (orca_*); allocator paged has "
                              f"no placement")
         if self.scheduler == "chunked" and self.max_num_batched_tokens < self.max_num_seqs:
@@ -319,6 +319,10 @@ def map_infinite_rate(data: dict) -> tuple[dict, bool]:
                                                           ("inf", ".inf", "+inf", "infinity"))
     if not inf:
         return data, False
+    if w.get("dataset") == "trace" and not w.get("retime_trace"):
+        raise KvsimError("workload.rate_req_s", "inf sends every request at t=0, but the trace replays its own "
+                         "arrival_s (workload.retime_trace is false); set retime_trace: true and arrival: burst "
+                         "to send its rows at once, or drop the rate")
     if w.get("arrival") not in (None, "burst", "poisson", "gamma"):
         raise KvsimError("workload.rate_req_s", f"inf sends every request at t=0 (kvsim's arrival burst), but "
                          f"arrival is {w.get('arrival')!r}; give a finite rate or workload.arrival=burst")

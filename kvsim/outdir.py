@@ -94,6 +94,21 @@ def write_csv(path, df) -> None:
     atomic_write(path, lambda t: df.to_csv(t, index=False))
 
 
+def _check_creatable(out: Path) -> None:
+    """A KvsimError unless a folder can be made where ``out`` will go: its nearest existing ancestor is a folder
+    that takes a new entry (tried with a temporary folder, removed at once)."""
+    import tempfile
+    base = out.absolute().parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    try:
+        if not base.is_dir():
+            raise NotADirectoryError(20, "not a folder", str(base))
+        os.rmdir(tempfile.mkdtemp(prefix=".kvsim-probe-", dir=base))
+    except OSError as e:
+        raise KvsimError("--out", f"cannot create {out}: {e.strerror or e}") from None
+
+
 class OutputSet:
     """``with OutputSet(out, owns) as d: ...write files into d...`` — then ``d`` replaces ``out`` (module doc).
 
@@ -115,6 +130,8 @@ class OutputSet:
         except OSError as e:            # e.g. a name longer than the file system allows
             raise KvsimError("--out", f"cannot use {str(out)[:60]}{'...' if len(str(out)) > 60 else ''}: "
                                       f"{e.strerror or e}") from None
+        if not present:                 # the nearest folder that exists must take a new folder (before the work)
+            _check_creatable(out)
         if present:
             if not out.is_dir():
                 raise KvsimError("--out", f"{out} exists and is not a folder")

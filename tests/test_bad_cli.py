@@ -155,3 +155,24 @@ def test_a_setting_the_allocator_would_ignore_is_refused(tmp_path, capsys, sets,
     rc, out, err = cli(capsys, "run", Q, *SMALL, "--set", "engine.allocator=orca_max", "--set",
                        "engine.placement=buddy", "--out", tmp_path / "o2")
     assert rc == 0, err
+
+
+def test_version_takes_nothing_else(capsys):
+    assert_error(capsys, "--version", "--version", "run", Q)
+
+
+def test_an_out_that_cannot_be_created_is_refused_before_the_work(capsys):
+    """``paper --out /proc/x`` ran every experiment (~80 s) before failing to create the folder."""
+    assert_error(capsys, "--out", "paper", "--quick", "--quiet", "--out", "/proc/kvsim_cannot_be_here")
+
+
+def test_goodput_miss_share_is_a_share(tmp_path, capsys):
+    """A share of 1 or more can never be missed: the rate search doubled without end."""
+    assert_error(capsys, "--slo", "plan", Q, "--quiet", "--requests", "20", "--slo", "goodput_miss_frac=2",
+                 "--goodput", "ttft:1", "--out", tmp_path / "o")
+
+
+def test_an_infinite_rate_on_a_self_timed_trace_is_refused(tmp_path, capsys):
+    assert_error(capsys, "workload.rate_req_s", "run", Q, "--set", "workload.dataset=trace",
+                 "--set", f"workload.path={TRACE}", "--set", "workload.rate_req_s=inf", "--set", "model=llama-3-8b",
+                 "--out", tmp_path / "o")

@@ -54,6 +54,8 @@ def parse_slo(items: list[str] | dict | None, default: dict | None = None) -> di
             raise KvsimError("--slo", f"{key}={raw!r} is not a number") from None
         if not value > 0 or math.isinf(value):
             raise KvsimError("--slo", f"{key}={raw!r}; allowed: a finite number > 0")
+        if key == "goodput_miss_frac" and not value < 1:      # a share: 1 or more can never be missed
+            raise KvsimError("--slo", f"{key}={raw!r}; allowed: a share of requests in (0, 1)")
         slo[key] = value
     return slo
 
