@@ -12,7 +12,8 @@ usage (one core, as the README quotes it):
         [--repeat 3] [--out benchmarks/sim/sim_modes_devbox]      # writes OUT.csv and OUT.md
 
 ``--repeat N`` runs each (mode, size) N times, each in a fresh process, and keeps the run with the median
-wall time (a loaded box varies by tens of percent from run to run).
+wall time (a loaded box varies by tens of percent from run to run); one discarded warm-up run comes first
+(``--warmup 0`` skips it): without it the table's first mode read ~15% slow on the dev box.
 """
 from __future__ import annotations
 
@@ -64,12 +65,17 @@ def main() -> None:
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--out", default=None, help="path prefix for .csv and .md")
     ap.add_argument("--repeat", type=int, default=1, help="runs per (mode, size); the median-wall run is kept")
+    ap.add_argument("--warmup", type=int, default=1, choices=(0, 1),
+                    help="run the first (mode, size) once, discarded, before measuring (default 1)")
     ap.add_argument("--one", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
         print(json.dumps(one(a.one[0], int(a.one[1]))))
         return
     rows = []
+    if a.warmup:            # one discarded run first: the first processes of a table ran ~15% slow on the dev box
+        subprocess.run([sys.executable, __file__, "--one", a.modes.split(",")[0], a.sizes.split(",")[0]],
+                       capture_output=True, text=True)
     for n in (int(x) for x in a.sizes.split(",")):
         for mode in a.modes.split(","):
             if mode not in MODES:
