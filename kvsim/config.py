@@ -119,6 +119,9 @@ class CostConfig:
             raise KvsimError(f"{path}.model", f"got {self.model!r}, expected roofline or calibrated")
         if self.model == "calibrated" and not self.profile:
             raise KvsimError(f"{path}.profile", "the calibrated cost model needs a profile path")
+        if self.model != "calibrated" and self.profile:        # (asked for, and it would silently do nothing)
+            raise KvsimError(f"{path}.profile", f"{self.profile} is given with cost.model {self.model!r}, which "
+                                                f"does not read it; set cost.model: calibrated (or --profile)")
         self.roofline.validate(f"{path}.roofline")
 
 

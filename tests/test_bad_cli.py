@@ -176,3 +176,9 @@ def test_an_infinite_rate_on_a_self_timed_trace_is_refused(tmp_path, capsys):
     assert_error(capsys, "workload.rate_req_s", "run", Q, "--set", "workload.dataset=trace",
                  "--set", f"workload.path={TRACE}", "--set", "workload.rate_req_s=inf", "--set", "model=llama-3-8b",
                  "--out", tmp_path / "o")
+
+
+def test_a_profile_the_cost_model_would_not_read_is_refused(tmp_path, capsys):
+    """``cost.profile`` with the roofline model priced with the roofline, silently."""
+    assert_error(capsys, "cost.profile", "run", Q, *SMALL, "--set",
+                 "cost.profile=calibrate/profiles/H200/opt-13b.json", "--out", tmp_path / "o")
