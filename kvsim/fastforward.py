@@ -20,7 +20,6 @@ from itertools import accumulate
 import numpy as np
 
 from kvsim.core.decode_run import MIN_STEPS, Segment, start_decode_run
-from kvsim.core.kv_paged_run import PagedDecodeTracker
 
 
 _GROW = np.arange(64, dtype=np.float64)     # 0, 1, 2, ... (grown on demand; read only)
@@ -126,9 +125,8 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
         if k == 0:
             break
     # nothing between here and the next schedule takes or frees blocks (arrivals only queue), so a run cut
-    # short of memory would not start again there: the engine skips that try (paged tracker: its cut is the
-    # next step's blocks; a sliding window's also stops where admission could go on)
-    eng.ff_blocked = stuck and type(run.tracker) is PagedDecodeTracker
+    # short of memory would not start again there: the engine skips that try
+    eng.ff_blocked = stuck
     if env.now + (t - env.now) == t:            # one timeout lands exactly where the steps would
         yield env.timeout(t - env.now)
     else:

@@ -108,6 +108,7 @@ class Segment:
     new_blocks: Sequence[int]  # blocks taken at each step (the tracker's own kind: array or list)
     finishes: bool             # groups finish at the end of the last step
     short_of_memory: bool = False   # cut where the free blocks run out: the step after its last does not fit
+    #                                 (trackers whose cut means only that say so: ``CUT_MEANS_FULL``)
 
 
 class DecodeRun:
@@ -154,7 +155,7 @@ class DecodeRun:
         cut = k if top is None else max(0, min(k, top - self._base[-1] - j + 1))
         nb = self.tracker.new_blocks(j, cut, self.sched.kv.free_blocks()) if cut else []
         return Segment(j, len(nb), self.num_seqs, self.num_groups, self.ctx_sum, self._base[-1] + j,
-                       nb, len(nb) == k, len(nb) < cut)
+                       nb, len(nb) == k, len(nb) < cut and self.tracker.CUT_MEANS_FULL)
 
     def memory(self, seg: Segment, steps: int):
         """KV memory after each of the segment's first ``steps`` steps (a tracker's ``segment_memory``)."""

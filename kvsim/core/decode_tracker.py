@@ -92,6 +92,8 @@ class RawSegmentMemory:
 class ProtocolTracker:
     """A tracker for any :class:`KVManager`, from its bulk-decode methods (one call each per segment)."""
 
+    CUT_MEANS_FULL = False      # (not claimed: the engine keeps trying a run after this tracker's cuts)
+
     def __init__(self, kv: KVManager, groups: list):
         self.kv = kv
         self.groups = list(groups)

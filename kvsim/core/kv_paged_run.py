@@ -30,6 +30,8 @@ from kvsim.core.decode_tracker import MIN_STEPS, SegmentMemory
 class PagedDecodeTracker:
     """Decode-run aggregates of a :class:`~kvsim.core.kv_paged.PagedKV` (see the module doc)."""
 
+    CUT_MEANS_FULL = True       # new_blocks cuts a segment only where the next step's blocks are not free
+
     def __init__(self, kv, groups: list):
         bm = self.bm = kv.bm
         bs = self.bs = kv.block_size

@@ -39,6 +39,8 @@ def _skipped(n: np.ndarray, window: int, bs: int) -> np.ndarray:
 class WindowDecodeTracker:
     """Decode-run planning for paged KV over KV groups (see the module doc)."""
 
+    CUT_MEANS_FULL = False      # a segment is also cut where admission could go on (free_cap), not only when full
+
     def __init__(self, kv, groups: list):
         self.kv = kv
         self.bs = kv.block_size
