@@ -35,7 +35,7 @@ def test_busy_prefill_fit_times_prompts_that_arrive_while_others_decode(monkeypa
     prof = dict(synthetic_profile(), model=spec.name, num_layers=spec.num_layers)
     asked = []
 
-    def fake_iterations(model, profile_, name, device, cuda_graphs, engine, workload):
+    def fake_iterations(model, profile_, name, device, cuda_graphs, engine, workload, parts=None):
         asked.append(workload)
         t = workload["prompt_len"]
         rows = [  # (prefill_tokens, prefill_groups, decode_seqs, running, duration_s)

@@ -11,11 +11,12 @@ import numpy as np
 import torch
 
 from kvsim.calibrate import measure as M
+from kvsim.calibrate.engine_runs import (OVERHEAD_BATCH, calibration_parts, engine_iterations, overhead_blocks,
+                                         prefill_blocks)
 from kvsim.catalogue import get_model
 from kvsim.cost.calibrated import FORMAT, VERSION, CalibratedCostModel, Profile
 from kvsim.errors import KvsimError
 
-OVERHEAD_BATCH = [1, 4, 16, 64, 128, 256]
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -39,21 +40,8 @@ def write_profile(prof: dict, path: Path, partial: str | None = None) -> None:
     tmp.replace(path)
 
 
-def engine_iterations(model, profile: dict, name: str, device: str, cuda_graphs: bool, engine: dict,
-                      workload: dict):
-    """Iteration records of a real engine run of ``model`` on fixed-length requests (the fits below)."""
-    import kvsim
-    from kvsim.engine.engine import RealEngine
-    sc = kvsim.load_scenario({
-        "name": name, "model": profile["model"], "gpu": "h100-80gb", "dtype": profile["dtype"],
-        "engine": {"max_num_seqs": 256, "max_num_batched_tokens": 8192, "swap_space_gib": 0, **engine},
-        "workload": {"dataset": "fixed", **workload},
-        "runtime": {"device": device, "cuda_graphs": cuda_graphs}, "seed": 0})
-    return RealEngine(sc, model=model).run().iterations
-
-
 def fit_overhead(model, profile: dict, bs: int, device: str = "cuda", batches=OVERHEAD_BATCH,
-                 cuda_graphs: bool = True) -> dict:
+                 cuda_graphs: bool = True, parts=None) -> dict:
     """Median (measured step − composed ops) of real engine decode steps, per batch size."""
     provisional = dict(profile, step_overhead={"num_seqs": [1.0], "time_s": [0.0]})
     cost = CalibratedCostModel(Profile(provisional), model_name=profile["model"], dtype=profile["dtype"],
@@ -61,8 +49,8 @@ def fit_overhead(model, profile: dict, bs: int, device: str = "cuda", batches=OV
     out = []
     for n in batches:
         its = engine_iterations(model, profile, f"calibrate-overhead-{n}", device, cuda_graphs,
-                                {"block_size": bs, "num_gpu_blocks": n * (-(-200 // bs)) + 64},
-                                {"prompt_len": 128, "output_len": 48, "arrival": "burst", "num_requests": n})
+                                {"block_size": bs, "num_gpu_blocks": overhead_blocks(n, bs)},
+                                {"prompt_len": 128, "output_len": 48, "arrival": "burst", "num_requests": n}, parts=parts)
         dec = its[(its.prefill_tokens == 0) & (its.decode_seqs == n)].iloc[3:]      # skip warm-up steps
         resid = []
         for _, row in dec.iterrows():
@@ -93,7 +81,7 @@ def busy_output_len(cost, prompt_len: int, max_len: int) -> int:
 
 
 def fit_prefill_overhead(model, profile: dict, bs: int, device: str = "cuda", tokens=PREFILL_OVERHEAD_TOKENS,
-                         cuda_graphs: bool = True, prompts: int = 8, busy: bool = False) -> dict:
+                         cuda_graphs: bool = True, prompts: int = 8, busy: bool = False, parts=None) -> dict:
     """What a real engine prefill step of ``T`` prompt tokens costs beyond the profile's price of it
     (``step_overhead(1) + prefill_step(T)``), per ``T``: the host work that grows with the prompt (token,
     position and slot lists, their copies to the GPU) and anything else the replayed graph alone misses.
@@ -116,8 +104,8 @@ def fit_prefill_overhead(model, profile: dict, bs: int, device: str = "cuda", to
         load = {"output_len": out_len, "rate_req_s": BUSY_RATE, "num_requests": 2 * prompts} if busy else \
             {"output_len": 4, "rate_req_s": PREFILL_OVERHEAD_RATE, "num_requests": prompts}
         its = engine_iterations(model, profile, f"calibrate-prefill-{t}", device, cuda_graphs,
-                                {"block_size": bs, "num_gpu_blocks": 8 * (-(-(t + max(out_len, BUSY_OUTPUT) + 8) // bs)) + 64},
-                                {"prompt_len": t, "arrival": "gamma", "cv": 0.01, **load})
+                                {"block_size": bs, "num_gpu_blocks": prefill_blocks(t, out_len, bs, BUSY_OUTPUT)},
+                                {"prompt_len": t, "arrival": "gamma", "cv": 0.01, **load}, parts=parts)
         pre = its[(its.decode_seqs == 0) & (its.prefill_tokens == t) & (its.prefill_groups == 1)]
         pre = pre[pre.running > 1] if busy else pre
         pre = pre.iloc[2:] if len(pre) > 2 else pre          # the first ones warm up, when there are more
@@ -155,9 +143,11 @@ def measure_block(model, bs: int, dev, *, cuda_graphs: bool = True, fast: bool =
     else:
         (out["decode_step"], out["decode_spread_step"], out["prefill_step"], mixed, ref, pbatch, pcached) = M.measure_steps(
             model, bs, dev, cuda_graphs=cuda_graphs)
+        t0 = time.perf_counter()
         out["decode_attn"] = M.measure_decode(model, bs, dev)
         out["prefill_attn"] = M.measure_prefill(model, bs, dev)
         out["copy_block"], out["swap"] = M.measure_copy_swap(model, bs, dev)
+        M._log(f"attention kernels, copies and swaps in {time.perf_counter() - t0:.1f} s")
     if mixed is not None:
         out["mixed_step"] = mixed
     if pbatch is not None:
@@ -229,13 +219,15 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
         if not prof[key]:
             del prof[key]
     fit_bs = fit_block_size(block_sizes)
-    prof["step_overhead"] = fit_overhead(model, prof, fit_bs, cuda_graphs=cuda_graphs)
+    parts = calibration_parts(prof, fit_bs, "cuda", serving=not fast)   # one engine build for every run below
+    prof["step_overhead"] = fit_overhead(model, prof, fit_bs, cuda_graphs=cuda_graphs, parts=parts)
     path = Path(out) if out else default_path(spec.name, prof["meta"]["gpu"])
     write_profile(prof, path, partial=AFTER_GRIDS)   # usable if stopped later; --resume finishes it
     M._log(f"wrote {path} so far (meta.partial): the grids and the step overhead")
     deadline = None if time_limit_s is None else t0 + time_limit_s - RESERVE_AFTER_SERVING_S
     fit_after_grids(model, prof, fit_bs, path, cuda_graphs=cuda_graphs, serving=not fast,
-                    serving_runs=serving_runs, deadline=deadline)
+                    serving_runs=serving_runs, deadline=deadline, parts=parts)
+    prof["meta"]["engine_builds"] = {"built": parts.builds, "kept": parts.reuses}
     prof["meta"]["calibrate_seconds"] = round(time.perf_counter() - t0, 1)
     write_profile(prof, path)
     M._log(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
@@ -252,16 +244,20 @@ def fit_block_size(block_sizes) -> int:
 
 
 def fit_after_grids(model, prof: dict, fit_bs: int, path: Path, *, device: str = "cuda", cuda_graphs: bool = True,
-                    serving: bool = True, serving_runs: str | None = None, deadline: float | None = None) -> None:
+                    serving: bool = True, serving_runs: str | None = None, deadline: float | None = None,
+                    parts=None) -> None:
     """The stages after the grids and ``step_overhead``, each timing the real engine against them, into
     ``prof`` (written to ``path`` as each ends): the serving fit (``decode_serving``, ``prefill_serving``; not
     for ``--fast``), then the busy and idle prefill overhead fits (``prefill_overhead``, ``wake_overhead``).
-    ``deadline``: no serving run starts after it. :func:`calibrate` and ``--resume`` both end here."""
+    ``deadline``: no serving run starts after it. ``parts``: the engine runs share one KV cache and set of CUDA
+    graphs (:func:`kvsim.calibrate.engine_runs.calibration_parts`). :func:`calibrate` and ``--resume`` both end here."""
+    if parts is None:
+        parts = calibration_parts(prof, fit_bs, device, overhead=False, serving=serving)
     if serving:      # decode steps of serving-shaped batches (up to eighteen short engine runs): kvsim.calibrate.serving_fit
         from kvsim.calibrate.serving_fit import fit_serving
         try:
             decode, prefill = fit_serving(model, prof, fit_bs, device=device, cuda_graphs=cuda_graphs, log=M._log,
-                                          save_dir=serving_runs, deadline=deadline, notes=prof["meta"])
+                                          save_dir=serving_runs, deadline=deadline, notes=prof["meta"], parts=parts)
         except (RuntimeError, ValueError, KeyError, IndexError, KvsimError) as e:   # optional tables: say so, go on
             decode = prefill = {}
             prof["meta"]["serving_fit_error"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
@@ -273,8 +269,8 @@ def fit_after_grids(model, prof: dict, fit_bs: int, path: Path, *, device: str =
             prof["prefill_serving"] = {str(fit_bs): prefill}
         write_profile(prof, path, partial="the prefill overhead fits")
     prof["prefill_overhead"] = fit_prefill_overhead(model, prof, fit_bs, device=device, cuda_graphs=cuda_graphs,
-                                                    busy=True)
-    idle = fit_prefill_overhead(model, prof, fit_bs, device=device, cuda_graphs=cuda_graphs)
+                                                    busy=True, parts=parts)
+    idle = fit_prefill_overhead(model, prof, fit_bs, device=device, cuda_graphs=cuda_graphs, parts=parts)
     prof["wake_overhead"] = {"tokens": idle["tokens"],          # what a prompt reaching an idle engine adds
                              "time_s": [max(0.0, a - b) for a, b in zip(idle["time_s"],
                                                                          prof["prefill_overhead"]["time_s"])]}

@@ -245,15 +245,29 @@ def _free_bytes(device: str) -> int | None:
     return int(torch.cuda.mem_get_info()[0])
 
 
+def fits_memory(sc, spec, bs: int, device: str, parts=None, free: int | None = None) -> str | None:
+    """None when the serving run ``sc``'s worst-case KV fits in KV_MEMORY_SHARE of the free GPU memory (what a
+    kept cache of ``parts`` holds counts as free: it is given back before a bigger one is built); else why not."""
+    need = sc.engine.num_gpu_blocks * bs * spec.kv_bytes_per_token(sc.dtype_bytes)
+    kept = parts.kept_bytes() if parts is not None else 0
+    free = _free_bytes(device) if free is None else free
+    if free is None or (parts is not None and parts.kept is not None and parts.kept.cache.num_blocks >=
+                        sc.engine.num_gpu_blocks) or need <= KV_MEMORY_SHARE * (free + kept):
+        return None
+    return (f"its KV ({need / 2**30:.1f} GiB) is over {KV_MEMORY_SHARE:.0%} of the free memory "
+            f"({(free + kept) / 2**30:.1f} GiB)")
+
+
 def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, cuda_graphs: bool = True,
                 log=print, save_dir=None, deadline: float | None = None, passes: int = PASSES,
-                notes: dict | None = None) -> tuple[dict, dict]:
+                notes: dict | None = None, parts=None) -> tuple[dict, dict]:
     """Run the serving workloads on the real engine; ``(decode_serving, prefill_serving)`` for block size
     ``bs`` (each {} when its steps are too few). Each row runs ``passes`` times, up the rows and back down
     (:data:`PASSES`), its passes joined into one record (:func:`join_passes`). ``save_dir``: also keep the
     runs' records there (:func:`save_runs`). ``deadline`` (``time.perf_counter()`` seconds): no run starts after
     it (the rest are skipped and logged, so a calibration under a time limit still writes its profile; ``notes``,
-    the profile's meta, then records how many as ``serving_fit_skipped``)."""
+    the profile's meta, then records how many as ``serving_fit_skipped``). ``parts``: an
+    :class:`~kvsim.engine.reuse.EngineParts` the runs share (one KV cache and set of CUDA graphs for all)."""
     import kvsim
     from kvsim.catalogue import get_model
     from kvsim.cost.profile import interp1
@@ -275,13 +289,12 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
         if n in skip:
             continue
         sc = serving_scenario(profile, bs, n, device, cuda_graphs)
-        need = sc.engine.num_gpu_blocks * bs * spec.kv_bytes_per_token(sc.dtype_bytes)
-        if free is not None and need > KV_MEMORY_SHARE * free:
-            log(f"serving n={n}: skipped, its KV ({need / 2**30:.1f} GiB) is over {KV_MEMORY_SHARE:.0%} of the "
-                f"free memory ({free / 2**30:.1f} GiB)")
+        why = fits_memory(sc, spec, bs, device, parts, free) if free is not None else None
+        if why:
+            log(f"serving n={n}: skipped, {why}")
             skip.add(n)
             continue
-        res = RealEngine(sc, model=model).run()
+        res = RealEngine(sc, model=model, parts=parts).run()
         per_n.setdefault(n, []).append((res.iterations, res.requests))
         refs.append((res.info.get("reference_step") or {}).get("time_s"))     # the card's speed at each run
         at_n = res.iterations[res.iterations.decode_seqs == n]

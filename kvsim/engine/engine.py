@@ -120,10 +120,12 @@ def check_prompt_tokens(prompt_tokens: dict, requests, vocab_size: int, prefix_c
 
 
 class RealEngine:
-    def __init__(self, scenario: Scenario, *, model=None, tp=None, prompt_tokens: dict | None = None):
+    def __init__(self, scenario: Scenario, *, model=None, tp=None, prompt_tokens: dict | None = None, parts=None):
         """``tp`` (a :class:`kvsim.engine.tp.TPGroup`): this process is one rank of a tensor-parallel run
         (CPU + gloo only, :mod:`kvsim.engine.tp_ranks`); rank 0 calls :meth:`run`, the others :meth:`serve`.
-        ``prompt_tokens``: real prompt token ids by request id (:func:`check_prompt_tokens`; Python API only)."""
+        ``prompt_tokens``: real prompt token ids by request id (:func:`check_prompt_tokens`; Python API only).
+        ``parts`` (a :class:`kvsim.engine.reuse.EngineParts`, GPU only): take the KV cache and CUDA graphs of an
+        earlier run with the same settings, and skip a warm-up already run (``kvsim calibrate``'s short runs)."""
         from kvsim.engine.models import build_model
         self.sc = sc = scenario
         self.setup = setup_run(sc, simulator=False)
@@ -153,15 +155,25 @@ class RealEngine:
                 b, num_gpu_blocks=blocks, kv_cache_bytes=blocks * b.block_bytes, kv_capacity_tokens=blocks * e.block_size))
         self.kv = self.setup.make_kv()
         layout = getattr(self.kv, "layout", None)     # KV groups: layers share page tensors by slot
-        self.cache = KVCache(self.model.num_layers, self.kv.num_gpu_blocks, self.kv.block_size,
-                             self.model.num_kv_heads, self.model.head_dim, self.kv.num_cpu_blocks,
-                             dtype, self.device, self.backend,
-                             layer_slot=layout.layer_slot if layout is not None else None)
-        self.sched = self.setup.make_scheduler(self.kv, np.random.default_rng([sc.seed, 2]))
         rt = sc.runtime
-        self.warmup_s = self._warm_up() if self._warms_up() else 0.0
+        self.parts = parts if parts is not None and layout is None else None
+        key = self._parts_key() if self.parts is not None else None
+        kept = self.parts.take(key, self.kv.num_gpu_blocks) if self.parts is not None else None
+        blocks = self.parts.build_blocks(self.kv.num_gpu_blocks) if self.parts is not None else self.kv.num_gpu_blocks
+        if kept is not None:
+            kept.cache.transfers = 0          # this run's swaps only
+        self.cache = kept.cache if kept is not None else KVCache(
+            self.model.num_layers, blocks, self.kv.block_size, self.model.num_kv_heads, self.model.head_dim,
+            self.kv.num_cpu_blocks, dtype, self.device, self.backend,
+            layer_slot=layout.layer_slot if layout is not None else None)
+        self.sched = self.setup.make_scheduler(self.kv, np.random.default_rng([sc.seed, 2]))
+        warm = self._warms_up() and not (self.parts is not None and self.parts.warm(self._warmup_key()))
+        self.warmup_s = self._warm_up() if warm else 0.0
         self.graphs = self.prefill_graphs = None
-        if self.device.type == "cuda" and rt.cuda_graphs and layout is None:   # graphs: one table per step
+        self.parts_kept = kept is not None
+        if kept is not None:
+            self.graphs, self.prefill_graphs = kept.graphs, kept.prefill_graphs
+        elif self.device.type == "cuda" and rt.cuda_graphs and layout is None:   # graphs: one table per step
             from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs, prefill_token_sizes
             common = dict(block_size=e.block_size, max_context_len=self.setup.max_model_len, backend=self.backend)
             self.graphs = DecodeGraphs(self.model, self.cache.gpu, max_batch=min(rt.cuda_graph_max_batch,
@@ -173,6 +185,8 @@ class RealEngine:
                                                     decode_kernel=rt.mixed_decode_kernel,
                                                     token_sizes=prefill_token_sizes(max_tokens, rt.cuda_graph_prefill_ladder),
                                                     **common)
+        if self.parts is not None and kept is None:
+            self.parts.keep(key, self.cache, self.graphs, self.prefill_graphs)
         self.runner = ModelRunner(self.model, self.cache, self.kv, self.sched.groups, backend=self.backend,
                                   sampling_mode=rt.sampling, temperature=rt.temperature, top_p=rt.top_p,
                                   seed=sc.seed, graphs=[g for g in (self.graphs, self.prefill_graphs) if g is not None],
@@ -185,6 +199,25 @@ class RealEngine:
             self.info["reference_step"] = reference_step(
                 self.model, self.cache.gpu, self.graphs, block_size=e.block_size, num_blocks=self.kv.num_gpu_blocks,
                 backend=self.backend, device=self.device)
+
+    def _parts_key(self) -> tuple:
+        """What an :class:`~kvsim.engine.reuse.EngineParts` must match to lend this run its cache and graphs."""
+        from kvsim.engine.reuse import parts_key
+        e, rt = self.sc.engine, self.sc.runtime
+        return parts_key(self.model, block_size=e.block_size, max_context_len=self.setup.max_model_len,
+                         backend=self.backend, dtype=self.model.dtype, num_cpu_blocks=self.kv.num_cpu_blocks,
+                         cuda_graphs=rt.cuda_graphs, max_batch=min(rt.cuda_graph_max_batch, e.max_num_seqs),
+                         prefill_max_tokens=min(rt.cuda_graph_prefill_max_tokens, e.max_num_batched_tokens),
+                         max_seqs=min(e.max_num_seqs, 256), decode_kernel=rt.mixed_decode_kernel,
+                         ladder=rt.cuda_graph_prefill_ladder, fused_ops=rt.fused_layer_ops)
+
+    def _warmup_key(self) -> tuple:
+        """The arguments :func:`kvsim.engine.warmup.warm_up` compiles kernels for (a kept engine skips a seen one)."""
+        from kvsim.engine.warmup import largest_prefill_step
+        e, rt = self.sc.engine, self.sc.runtime
+        return (id(self.model), e.block_size, e.max_num_batched_tokens, self.setup.max_model_len, e.max_num_seqs,
+                largest_prefill_step(self.sc, self.setup.max_model_len, self.kv.num_gpu_blocks),
+                rt.mixed_decode_kernel, rt.sampling, bool(self.kv.num_cpu_blocks), self.backend)
 
     def _warms_up(self) -> bool:
         """Warm-up runs on a GPU (``runtime.warmup``): there kernels compile and load on first use."""
@@ -235,7 +268,8 @@ class RealEngine:
                 "warmup_s": round(self.warmup_s, 3), "tensor_parallel": self.sc.tensor_parallel,
                 "cuda_graph_batch_sizes": self.graphs.sizes if self.graphs is not None else [],
                 "cuda_graph_prefill_tokens": self.prefill_graphs.sizes if self.prefill_graphs is not None else [],
-                "cuda_graph_capture_s": round(sum(g.capture_s for g in self.runner.graphs), 3),
+                "cuda_graph_capture_s": 0.0 if self.parts_kept else round(sum(g.capture_s for g in self.runner.graphs), 3),
+                "engine_parts_kept": self.parts_kept,
                 "cuda_graph_steps": self.runner.graph_steps,
                 "unified_mixed_steps": self.runner.unified_mixed,
                 "mixed_decode_kernel": self.runner.mixed_decode_kernel,

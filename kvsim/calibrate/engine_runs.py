@@ -1,0 +1,53 @@
+"""The calibration's short real-engine runs (step overhead, serving fit, prefill overhead fits): how each is
+made, and one :class:`~kvsim.engine.reuse.EngineParts` they share so the KV cache and CUDA graphs are built
+once for all of them instead of once per run (:mod:`kvsim.engine.reuse`)."""
+from __future__ import annotations
+
+OVERHEAD_BATCH = [1, 4, 16, 64, 128, 256]
+OVERHEAD_PER_SEQ_TOKENS = 200      # a step-overhead run's KV per request (128 prompt + 48 output + room)
+
+
+def overhead_blocks(n: int, bs: int) -> int:
+    """KV blocks of the step-overhead run at ``n`` rows."""
+    return n * -(-OVERHEAD_PER_SEQ_TOKENS // bs) + 64
+
+
+def prefill_blocks(tokens: int, out_len: int, bs: int, busy_output: int) -> int:
+    """KV blocks of a prefill-overhead run of ``tokens``-token prompts (eight in flight at most)."""
+    return 8 * -(-(tokens + max(out_len, busy_output) + 8) // bs) + 64
+
+
+def engine_iterations(model, profile: dict, name: str, device: str, cuda_graphs: bool, engine: dict,
+                      workload: dict, parts=None):
+    """Iteration records of a real engine run of ``model`` on fixed-length requests (the fits), through
+    ``parts`` when given."""
+    import kvsim
+    from kvsim.engine.engine import RealEngine
+    sc = kvsim.load_scenario({
+        "name": name, "model": profile["model"], "gpu": "h100-80gb", "dtype": profile["dtype"],
+        "engine": {"max_num_seqs": 256, "max_num_batched_tokens": 8192, "swap_space_gib": 0, **engine},
+        "workload": {"dataset": "fixed", **workload},
+        "runtime": {"device": device, "cuda_graphs": cuda_graphs}, "seed": 0})
+    return RealEngine(sc, model=model, parts=parts).run().iterations
+
+
+def calibration_parts(profile: dict, bs: int, device: str, *, overhead: bool = True, serving: bool = True):
+    """An EngineParts whose cache holds the largest run the fits after the grids will make at block size ``bs``:
+    the step-overhead runs (``overhead``), the serving runs whose KV fits the free memory (``serving``; the
+    others are skipped by :func:`kvsim.calibrate.serving_fit.fit_serving` as before) and the prefill overhead
+    runs (bounded by the model's longest sequence)."""
+    from kvsim.calibrate.serving_fit import fits_memory, serving_scenario, ROWS
+    from kvsim.catalogue import get_model
+    from kvsim.engine.reuse import EngineParts
+    spec = get_model(profile["model"])
+    parts = EngineParts()
+    need = [prefill_blocks(spec.max_seq_len, 0, bs, 0)]
+    if overhead:
+        need += [overhead_blocks(n, bs) for n in OVERHEAD_BATCH]
+    if serving:
+        for n in ROWS:
+            sc = serving_scenario(profile, bs, n, device)
+            if fits_memory(sc, spec, bs, device, parts) is None:
+                need.append(sc.engine.num_gpu_blocks)
+    parts.reserve(max(need))
+    return parts
