@@ -1,7 +1,7 @@
 """Measure a profile for one model on the current GPU (see kvsim/cost/calibrated.py for the schema).
 
-Every timing is the median of ``triton.testing.do_bench`` (CUDA events, warm-up
-first) on fresh random inputs, except the per-iteration overhead, which is
+Every timing is the median of :func:`_bench` (CUDA events around each call, the L2 cache flushed,
+warm-up first, as ``triton.testing.do_bench`` times) on fresh random inputs, except the per-iteration overhead, which is
 fitted from real engine decode steps: measured wall time minus the composed
 op times at the same batch and context.
 """
@@ -34,25 +34,35 @@ def _sync() -> None:
 
 
 MIN_SAMPLES = 12
+L2_FLUSH_BYTES = 256 * 2 ** 20     # zeroed before each timed call, as triton.testing.do_bench does
 
 
 def _bench(fn, warmup=10, rep=40) -> float:
-    """Median seconds of ``fn`` over at least MIN_SAMPLES timed calls.
-
-    ``do_bench`` takes its warm-up and repetition budgets in *milliseconds*, so slow calls
-    (a whole 13B forward) would otherwise be timed once or twice: size both budgets from a
-    first timed call.
-    """
+    """Median seconds of ``fn`` over at least MIN_SAMPLES timed calls (CUDA events around each call, the L2
+    cache flushed before it), the way ``triton.testing.do_bench`` times, without its fixed five-call estimate:
+    two untimed calls (the first compiles and warms; the second, host-timed, sizes the budgets), then warm-up
+    calls for ``warmup`` ms and timed calls for ``rep`` ms, both counted from that call. A whole 13B forward is
+    then timed MIN_SAMPLES times after one more call (do_bench took nine more), a 20 us kernel ~2,000 times."""
     import time as _t
-    from triton.testing import do_bench
     fn()
     torch.cuda.synchronize()
     t0 = _t.perf_counter()
     fn()
     torch.cuda.synchronize()
-    once_ms = (_t.perf_counter() - t0) * 1e3
-    return float(do_bench(fn, warmup=max(warmup, 3 * once_ms), rep=max(rep, MIN_SAMPLES * once_ms),
-                          return_mode="median")) / 1e3
+    once_ms = max((_t.perf_counter() - t0) * 1e3, 1e-3)
+    for _ in range(int(warmup / once_ms)):
+        fn()
+    n = max(MIN_SAMPLES, int(rep / once_ms))
+    flush = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+    for s, e in zip(starts, ends):
+        flush.zero_()
+        s.record()
+        fn()
+        e.record()
+    torch.cuda.synchronize()
+    return float(np.median([s.elapsed_time(e) for s, e in zip(starts, ends)])) / 1e3
 
 
 def _card_reference(model, caches, graphs, bs: int, pool: int, dev, generator) -> dict | None:
@@ -311,6 +321,13 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
             again = _card_reference(model, caches, graphs, bs, pool, dev, torch.Generator().manual_seed(1000 + bs))
             ref.setdefault("checkpoints_s", {})[label] = None if again is None else again["time_s"]
     dec_grid = []
+    t_stage = [time.perf_counter()]
+
+    def stage(what: str) -> None:       # where a calibration's time goes, in its log
+        now = time.perf_counter()
+        _log(f"{what} in {now - t_stage[0]:.1f} s")
+        t_stage[0] = now
+    stage(f"graphs captured ({len(batches)} decode batches, {len(prefill_tokens)} prefill token counts)")
     with torch.inference_mode():
         if ref is not None:      # the reference shape timed the grid's way (CUDA events, L2 flushed) beside it
             from kvsim.engine.reference_step import CTX as REF_CTX, ROWS as REF_ROWS
@@ -318,6 +335,7 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
         for n in batches:
             dec_grid.append([timed(step([], [c] * n)) for c in ctx_axis])
         checkpoint("after_decode_grid")
+        stage(f"decode steps: {len(batches)} x {len(ctx_axis)} points")
         # unequal contexts, each beside the uniform step at its mean, timed in the same run: where the
         # spread step lies between uniform-at-mean and uniform-at-longest needs no interpolation
         spread, at_mean, tops = [], [], sorted({min(t, max_ctx) for t in g["spread"]})
@@ -329,6 +347,7 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
                 mrow.append(timed(step([], [max(1, round(sum(ctx) / n))] * n)))
             spread.append(row)
             at_mean.append(mrow)
+        stage(f"unequal-context decode steps: {len(batches)} x {len(tops)} points, each with its twin")
         pre = []
         # each prefill timed between two decode steps (16 rows of 512 context), as prompts are in serving
         cool = step([], [min(512, max_ctx)] * min(16, max(batches)))
@@ -348,8 +367,10 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
             return _bench_between(lambda: model.compute_logits(run(ids, pos, meta)[last]).argmax(-1).tolist(),
                                   between, reps=PREFILL_REPS)
         checkpoint("after_prefill_grid")
+        stage(f"prefill steps: {len(prefill_tokens)} token counts")
         pbatch, pcached = PG.time_prefill_grids(time_prefill, max_ctx, batch=g.get("prefill_batch"),
                                                 cached=g.get("prefill_cached"), log=_log)
+        stage("prefill batches and cached-context prefills")
         top = prefill_tokens[-1]
         mix_rows, mix_ctx, mix_chunk = g["mix"] or ([], [], [])
         chunks = [t for t in mix_chunk if t + max(mix_rows) <= top] or [max(1, top - max(mix_rows))] if mix_rows else []
@@ -367,6 +388,8 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
                 plane.append(row)
             mix.append(plane)
         checkpoint("end")
+        if mix:
+            stage(f"mixed steps: {len(mix_rows)} x {len(mix_ctx)} x {len(chunks)} points")
     del caches, graphs, pgraphs
     mixed = {"decode": list(mix_rows), "ctx": list(mix_ctx), "chunk": chunks, "time_s": mix,
              "cuda_graphs": bool(cuda_graphs)} if g["mix"] else None
