@@ -26,7 +26,7 @@ def fast_profile():
     calls = itertools.count(1)
     ran = []
 
-    def fake_bench(fn, warmup=10, rep=40):
+    def fake_bench(fn, warmup=10, rep=40, min_samples=12):
         fn()
         ran.append(1)
         return 1e-4 * next(calls)

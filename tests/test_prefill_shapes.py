@@ -96,7 +96,7 @@ def test_measure_steps_times_the_new_grids_on_the_engines_paths():
         seen.append(1)
         return 1e-3 * len(seen)
     mp = pytest.MonkeyPatch()
-    mp.setattr(M, "_bench", lambda fn, warmup=10, rep=40: (fn(), 1e-3)[1])
+    mp.setattr(M, "_bench", lambda fn, warmup=10, rep=40, min_samples=12: (fn(), 1e-3)[1])
     mp.setattr(M, "_bench_between", fake_between)
     mp.setattr(M, "BACKEND", "torch")
     refs = []                                # a card's reference step, as on CUDA: timed again at checkpoints

@@ -37,12 +37,15 @@ MIN_SAMPLES = 12
 L2_FLUSH_BYTES = 256 * 2 ** 20     # zeroed before each timed call, as triton.testing.do_bench does
 
 
-def _bench(fn, warmup=10, rep=40) -> float:
-    """Median seconds of ``fn`` over at least MIN_SAMPLES timed calls (CUDA events around each call, the L2
+STEP_SAMPLES = 8       # whole engine steps (CUDA-graph replays: run-to-run spread ~0.5%, bench_timer_check.py)
+
+
+def _bench(fn, warmup=10, rep=40, min_samples: int = MIN_SAMPLES) -> float:
+    """Median seconds of ``fn`` over at least ``min_samples`` timed calls (CUDA events around each call, the L2
     cache flushed before it), the way ``triton.testing.do_bench`` times, without its fixed five-call estimate:
     two untimed calls (the first compiles and warms; the second, host-timed, sizes the budgets), then warm-up
     calls for ``warmup`` ms and timed calls for ``rep`` ms, both counted from that call. A whole 13B forward is
-    then timed MIN_SAMPLES times after one more call (do_bench took nine more), a 20 us kernel ~2,000 times."""
+    then timed ``min_samples`` times after one more call (do_bench took nine more), a 20 us kernel ~2,000 times."""
     import time as _t
     fn()
     torch.cuda.synchronize()
@@ -52,7 +55,7 @@ def _bench(fn, warmup=10, rep=40) -> float:
     once_ms = max((_t.perf_counter() - t0) * 1e3, 1e-3)
     for _ in range(int(warmup / once_ms)):
         fn()
-    n = max(MIN_SAMPLES, int(rep / once_ms))
+    n = max(min_samples, int(rep / once_ms))
     flush = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
@@ -74,15 +77,24 @@ def _card_reference(model, caches, graphs, bs: int, pool: int, dev, generator) -
                           generator=generator)
 
 
+LONG_STEP_S = 0.1      # _bench_between: a step at least this long (first call) is timed LONG_STEP_REPS times
+LONG_STEP_REPS = 5     # (a 32 x 512-token OPT-13B prefill takes 0.7 s: 10 reps cost 7 s for one grid point)
+
+
 def _bench_between(fn, between, reps: int = 10) -> float:
-    """Median seconds of ``fn`` over ``reps`` calls, each after an untimed ``between()``, on the host clock
-    (:func:`kvsim.engine.host_timing.host_timed`; one untimed call first).
+    """Median seconds of ``fn`` over ``reps`` calls (LONG_STEP_REPS when the untimed first call took
+    LONG_STEP_S or more), each after an untimed ``between()``, on the host clock
+    (:func:`kvsim.engine.host_timing.host_timed`).
 
     Back-to-back compute-bound steps (a long prefill timed by :func:`_bench` for ~1 s) hold the card at
     its power limit, so its clocks drop and each step runs several percent slower than it does in
     serving, where a prefill sits between memory-bound decode steps. ``between`` puts that work back."""
     from kvsim.engine.host_timing import host_timed
-    return host_timed(fn, reps, warmup=1, between=between)
+    t0 = time.perf_counter()
+    fn()
+    _sync()
+    long = time.perf_counter() - t0 >= LONG_STEP_S
+    return host_timed(fn, min(reps, LONG_STEP_REPS) if long else reps, warmup=0, between=between)
 
 
 def _log(msg: str) -> None:
@@ -314,7 +326,8 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
 
     def timed(meta_of):
         ids, pos, meta = meta_of
-        return _bench(lambda: model.compute_logits(decode(ids, pos, meta)).argmax(-1).tolist(), warmup=3, rep=15)
+        return _bench(lambda: model.compute_logits(decode(ids, pos, meta)).argmax(-1).tolist(), warmup=3, rep=15,
+                      min_samples=STEP_SAMPLES)
 
     def checkpoint(label):   # the reference step again: did the card's speed drift while the grids were timed?
         if ref is not None:
@@ -384,7 +397,7 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
                     meta = as_unified(meta)
                     run = prefill if pgraphs is None or pgraphs.fits(meta) else eager
                     row.append(_bench(lambda: model.compute_logits(run(ids, pos, meta)[-(n + 1):]).argmax(-1)
-                                      .tolist(), warmup=2, rep=10))
+                                      .tolist(), warmup=2, rep=10, min_samples=STEP_SAMPLES))
                 plane.append(row)
             mix.append(plane)
         checkpoint("end")
