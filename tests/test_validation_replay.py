@@ -72,3 +72,21 @@ def test_graph_mode_mismatch_is_a_clear_error(tmp_path):
     p.write_text(json.dumps({"meta": {}}))          # profiles from before graphs were timed eagerly
     with pytest.raises(KvsimError, match="without CUDA graphs"):
         check_graph_mode(str(p), True)
+
+
+def test_h200_holdout_replay_reproduces_committed_errors(tmp_path):
+    """The holdout scenarios' H200 traces (written before they were run; a fresh calibration of that card) through
+    that calibration's profile reproduce the committed holdout table."""
+    val = ROOT / "validation" / "H200-holdout"
+    names = ["h01_opt13b_chunked1024_sharegpt", "h05_opt13b_static_block64_alpaca"]
+    for name in names:
+        shutil.copytree(val / name / "engine", tmp_path / name / "engine")
+    prof = ROOT / "benchmarks" / "engine" / "results_H200" / "calib_0413" / "opt-13b.json"
+    df = run_validation([str(ROOT / "scenarios" / "holdout" / f"{n}.yaml") for n in names], [str(prof)], tmp_path,
+                        replay=True)
+    want = pd.read_csv(val / "validation-replay.csv")
+    want = want[want.scenario.isin(names)].reset_index(drop=True)
+    got = df.reset_index(drop=True)
+    assert list(got.scenario) == list(want.scenario) and list(got.metric) == list(want.metric)
+    pd.testing.assert_series_equal(got.predicted.astype(float), want.predicted.astype(float),
+                                   check_names=False, rtol=1e-9)
