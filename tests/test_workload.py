@@ -319,3 +319,37 @@ def test_config_validation_errors(data, field):
         from_dict(WorkloadConfig, data, "workload")
     assert e.value.field == field, str(e.value)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("fields, unused", [
+    ({"cv": 2.0}, ["cv"]),                                                       # poisson by default
+    ({"cv": 2.0, "arrival": "gamma"}, []),
+    ({"burstiness": 0.5}, []),                                                   # sets cv and arrival gamma
+    ({"prompt_len": 100}, ["prompt_len"]),                                       # sharegpt_like by default
+    ({"dataset": "fixed", "prompt_len": 100, "output_len": 5}, []),
+    ({"dataset": "fixed", "prompt_len_range": [1, 9], "tokenizer": "x"}, ["prompt_len_range", "tokenizer"]),
+    ({"dataset": "uniform", "output_len_range": [1, 9]}, []),
+    ({"path": "a.json"}, ["path"]),
+    ({"num_prefixes": 4}, ["num_prefixes"]),
+    ({"num_prefixes": 4, "prefix_len": 32}, []),
+    ({"dataset": "trace", "path": "t.csv", "rate_req_s": 3.0}, ["rate_req_s"]),
+    ({"dataset": "trace", "path": "t.csv", "rate_req_s": 3.0, "retime_trace": True, "arrival": "poisson"}, []),
+])
+def test_fields_that_have_no_effect_are_named(fields, unused):
+    """A field the dataset and arrival process never read is named (the CLI prints a note), never silently
+    dropped; fields that are read are not."""
+    from kvsim.workload.config import WorkloadConfig, unused_fields
+    cfg = from_dict(WorkloadConfig, fields)
+    cfg.validate()
+    assert [name for name, _ in unused_fields(cfg)] == unused
+
+
+def test_cli_notes_a_field_with_no_effect(tmp_path):
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "kvsim.cli", "run", str(root / "scenarios" / "examples" / "quickstart.yaml"),
+                        "--set", "workload.cv=2", "--set", "workload.num_requests=20", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, cwd=root)
+    assert r.returncode == 0
+    assert "note: workload.cv has no effect here: only arrival gamma uses it (arrival is 'poisson')" in r.stderr

@@ -171,11 +171,36 @@ class WorkloadConfig:
         if self.max_len_tokens is not None and self.prefix_len > self.max_len_tokens - 2:
             raise bad("prefix_len", f"{self.prefix_len} leaves no room in max_len_tokens {self.max_len_tokens}; "
                       "allowed: <= max_len_tokens - 2")
+        for name, why in unused_fields(self):
+            note_once(f"note: {p}.{name} has no effect here: {why}")
         if self.arrival in ("poisson", "gamma") and self.duration_s is not None:
             expect = self.rate_req_s * self.duration_s
             if (self.num_requests is None or self.num_requests > L.MAX_REQUESTS) and expect > L.MAX_REQUESTS:
                 raise bad("duration_s", f"{self.duration_s:g} s at {self.rate_req_s:g} req/s is about {expect:.3g} "
                           f"requests; allowed: at most {L.MAX_REQUESTS} (lower duration_s or set num_requests)")
+
+
+def unused_fields(cfg: WorkloadConfig) -> list[tuple[str, str]]:
+    """Fields given (in the file or by --set) that the chosen dataset and arrival process never read, each with
+    why: the run would otherwise silently be something other than what the field asks for. A note, not an
+    error, so that overriding ``dataset`` or ``arrival`` on a scenario that sets such a field (a sweep over
+    arrival processes) still runs."""
+    out = []
+    if explicit(cfg, "cv") and cfg.arrival != "gamma" and cfg.burstiness is None:
+        out.append(("cv", f"only arrival gamma uses it (arrival is {cfg.arrival!r})"))
+    for name, ds in (("prompt_len", "fixed"), ("output_len", "fixed"), ("prompt_len_range", "uniform"),
+                     ("output_len_range", "uniform"), ("tokens_per_char", "sharegpt_json"),
+                     ("tokenizer", "sharegpt_json")):
+        if explicit(cfg, name) and cfg.dataset != ds:
+            out.append((name, f"only dataset {ds!r} uses it (dataset is {cfg.dataset!r})"))
+    if explicit(cfg, "path") and cfg.path and cfg.dataset not in ("sharegpt_json", "trace"):
+        out.append(("path", f"only datasets 'sharegpt_json' and 'trace' read a file (dataset is {cfg.dataset!r})"))
+    if explicit(cfg, "num_prefixes") and cfg.num_prefixes > 1 and cfg.prefix_len == 0:
+        out.append(("num_prefixes", "prefix_len is 0: there is no shared prefix to choose"))
+    if explicit(cfg, "rate_req_s") and cfg.arrival == "trace":
+        out.append(("rate_req_s", "the trace replays its own arrival_s (retime_trace: true gives it new arrivals "
+                                  "at this rate)"))
+    return out
 
 
 def describe_arrivals(cfg: WorkloadConfig, num_requests: int, trace_rows: int | None = None) -> str:
