@@ -1,6 +1,6 @@
 """``kvsim calibrate --fast``: many block sizes in one device call.
 
-A full calibration times ~370 grid points per block size (~4.5 min for OPT-13B on an H200), too slow
+A full calibration times ~370 grid points per block size (210 s for OPT-13B on an H200), too slow
 for 1, 2, 4, ..., 256 in one 10-minute call. Most of it does not depend on the block size: the GEMMs,
 the rest of the layer, the LM head and the per-iteration host overheads are measured once
 (``kvsim calibrate`` already does) and shared. Per block size, ``--fast`` times only what the
@@ -32,10 +32,12 @@ COARSE = {"batch": [1, 8, 32, 128, 256], "ctx": [128, 512, 2048], "spread": [204
           "prefill": [16, 512, 2048], "attn_batch": [1, 16, 256], "attn_ctx": [16, 1024, 2048],
           "pre_new": [16, 1024, 2048], "pre_cached": [0, 1024], "copy": [1, 16, 256]}
 
-# measured input, not an output: the full block-16 OPT-13B calibration on the H200 (README, calibrate)
-FULL_B16_SECONDS = 319.4    # 2026-12-03 16:01, commit 7960f6f (benchmarks/engine/results_H200/calib_1601/)
-SERVING_FIT_SECONDS = 132.0  # the serving fit's nine rows in two passes of 2n requests (4-128 rows), Llama-3-8B,
-# H200, 2026-12-04 18:20:50-18:23:02 (benchmarks/engine/results_H200/calib_1817/calibrate.log)
+# measured input, not an output: the block-16 grids (210.4 s) and the shared tables (9 s) of the OPT-13B H200
+# calibration of 2026-12-05 04:14, commit 604a776 (benchmarks/engine/results_H200/calib_0413/; whole-step points
+# were then timed 12 times, 8 since 10f067c, so this over-estimates by up to ~25%)
+FULL_B16_SECONDS = 219.4
+SERVING_FIT_SECONDS = 75.0   # the serving fit's 18 runs (4-64 rows in two passes) through one kept engine, ~4 s
+# each (OPT-13B, H200, 2026-12-05: the first three measured, 8 s; calib_0413's log)
 # the shared tables (GEMMs, layer rest, LM head, overhead and prefill-overhead fits) counted as points;
 # the fits run the engine (10 short runs), counted here as 3 points each
 SHARED_FIT_RUNS = 10
@@ -109,6 +111,6 @@ def estimate_full_or_fast(block_sizes: list[int], fast: bool, max_ctx: int = 204
             f"points x {e['seconds_per_point']:.2f} s = ~{e['estimate_s'] / 60:.1f} min (an estimate from the counts "
             f"of grid points and the full block-16 OPT-13B H200 calibration's {FULL_B16_SECONDS:.0f} s; to be measured)")
     if not fast:     # the serving fit's engine runs come on top (kvsim.calibrate.serving_fit)
-        line += (f", plus the serving fit's engine runs: {SERVING_FIT_SECONDS:.0f} s at 4-128 rows for Llama-3-8B on "
-                 "the H200 in two passes, more for a slower model (--time-limit caps them)")
+        line += (f", plus the fits' engine runs: the serving fit ~{SERVING_FIT_SECONDS:.0f} s for OPT-13B on the H200 "
+                 "(--time-limit caps it), the step and prefill overhead fits ~40 s")
     return line
