@@ -45,8 +45,8 @@ from kvsim.config import read_yaml
 from kvsim.errors import KvsimError
 from kvsim.plan.exceedance import QUANTILE_SLOS, Call, judge, min_samples
 from kvsim.plan.search import (Probe, ProbeCache, SearchResult, bisect_rate, bracket_near, bracket_rate,
-                               check_rate_driven,
-                               probe_overrides, probe_requests, rate_key, run_at)
+                               check_rate_driven, past_capacity_note, probe_overrides, probe_requests, rate_key,
+                               run_at, saturated)
 from kvsim.plan.steady import PER_REQUEST, window_bounds
 from kvsim.plan.tail_bound import NEAR
 from kvsim.replicate import seed_override
@@ -126,6 +126,11 @@ class _Prober:
             got[i] = s
         return got
 
+    def served(self, rate: float) -> float | None:
+        """Mean throughput of the runs at ``rate`` (judged already; None when the summaries have none)."""
+        got = [x.get("throughput_req_s") for x in self.seen[rate_key(rate)][3]]
+        return None if any(v is None for v in got) else float(np.mean(got))
+
     def judge(self, rate: float) -> tuple:
         rate = rate_key(rate)
         if rate not in self.seen:
@@ -182,7 +187,7 @@ def find_rate_interval(source, slo: dict[str, float], overrides: list[str] | Non
             pr = _Prober(data, ovr, seeds, slo, confidence, n, min_duration_s, cache, pool, goodput, runner)
             passes = lambda r: pr.judge(r)[0]                                      # noqa: E731
             not_fails = lambda r: not pr.judge(r)[1]                               # noqa: E731
-            lo, hi = (bracket_rate(passes, rate, coarse, max_steps) if guess is None
+            lo, hi = (bracket_rate(passes, rate, coarse, max_steps, pr.served) if guess is None
                       else bracket_near(passes, guess[0], guess[1], coarse, max_steps))
             fail = None
             if lo is not None and hi is not None:
@@ -210,6 +215,9 @@ def find_rate_interval(source, slo: dict[str, float], overrides: list[str] | Non
         res.slo_intervals = {k: (c.estimate, c.lo, c.hi) for k, c in calls.items()}
     res.stable, res.note = _verdict(history, lo, hi, fail, rel_tol, confidence, len(seeds), max_requests,
                                     thin_tail_caution(pr.seen, lo, slo))
+    half = None if lo is None else rate_key(lo / 2)
+    if hi is None and lo is not None and half in pr.seen and saturated(pr.served(half), pr.served(lo), lo):
+        res.note = past_capacity_note(lo, pr.served(lo))
     return res
 
 

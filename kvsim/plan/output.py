@@ -56,8 +56,9 @@ def describe_recommendation(res: PlanResult, keys: list[str]) -> str:
             f"{r['total_rate_req_s']:.3g} req/s within {format_slo(res.slo)}")
     if (r.get("runs") or 1) > 1:
         return head + _confident_text(res, r)
+    stopped = f"; {r['note']}" if "stopped doubling" in (r.get("note") or "") else ""   # no rate failed the SLOs
     return head + (f" ({r['goodput_per_gpu']:.3g} req/s per GPU{usd}; normalized latency "
-                   f"{r['normalized_latency_s']:.3g} s/token)")
+                   f"{r['normalized_latency_s']:.3g} s/token){stopped}")
 
 
 def _confident_text(res: PlanResult, r: dict) -> str:

@@ -168,10 +168,27 @@ def check_rate_driven(data: dict, overrides: list[str]) -> float:
     return float(sc.workload.rate_req_s)
 
 
-def bracket_rate(pred, r0: float, rel_tol: float, max_steps: int) -> tuple[float | None, float | None]:
+SATURATED_SERVED = 0.75     # a passing probe serving under this share of its offered rate ...
+SATURATED_GROWTH = 1.10     # ... and under this much more than the probe at half its rate: past capacity
+
+
+def saturated(served_lo: float | None, served_hi: float | None, rate_hi: float) -> bool:
+    """Whether doubling the offered rate to ``rate_hi`` found the system past its capacity: it served
+    ``served_hi`` req/s there, under SATURATED_SERVED of the offered rate and less than SATURATED_GROWTH times
+    what it served at half the rate (``served_lo``). Both conditions, because one short probe below capacity
+    also serves less than offered (its drain counts), but then doubling the rate still nearly doubles what
+    it serves."""
+    if served_lo is None or served_hi is None:        # a summary without throughput (a synthetic runner)
+        return False
+    return served_hi < SATURATED_SERVED * rate_hi and served_hi < SATURATED_GROWTH * served_lo
+
+
+def bracket_rate(pred, r0: float, rel_tol: float, max_steps: int, served=None) -> tuple[float | None, float | None]:
     """Highest rate where ``pred`` holds and the lowest above it where it does not: double (or halve) from
     ``r0`` for at most ``max_steps`` steps, then bisect geometrically to ``rel_tol``. ``None`` on a side the
-    steps never reached."""
+    steps never reached. ``served(rate)``: the throughput of the probe at ``rate``; doubling stops (``hi``
+    None) once a passing probe is :func:`saturated` — SLOs so loose that an overloaded system meets them,
+    where doubling on would only simulate ever larger queues (to 65,536x the start rate)."""
     r = rate_key(r0)
     lo = hi = None
     if pred(r):
@@ -180,6 +197,9 @@ def bracket_rate(pred, r0: float, rel_tol: float, max_steps: int) -> tuple[float
             r = rate_key(r * 2)
             if not pred(r):
                 hi = r
+                break
+            if served is not None and saturated(served(lo), served(r), r):
+                lo = r
                 break
             lo = r
     else:
@@ -193,6 +213,19 @@ def bracket_rate(pred, r0: float, rel_tol: float, max_steps: int) -> tuple[float
     if lo is not None and hi is not None:
         lo, hi = bisect_rate(pred, lo, hi, rel_tol)
     return lo, hi
+
+
+def saturated_at(probes, rate: float) -> bool:
+    """Whether the probe at ``rate`` is :func:`saturated` against the probe at half its rate."""
+    got = {p.rate: p.summary.get("throughput_req_s") for p in probes}
+    half = rate_key(rate / 2)
+    return half in got and rate in got and saturated(got[half], got[rate], rate)
+
+
+def past_capacity_note(rate: float, served: float) -> str:
+    return (f"meets the SLOs even at {rate:g} req/s offered, where it serves only {served:.4g} req/s: past capacity, "
+            f"so the SLOs are looser than the queueing they allow (stopped doubling; capacity ~{served:.4g} req/s; "
+            "tighten the SLOs for a rate search)")
 
 
 def bisect_rate(pred, lo: float, hi: float, rel_tol: float) -> tuple[float, float]:
@@ -250,9 +283,13 @@ def find_max_rate(source, slo: dict[str, float], overrides: list[str] | None = N
         res.probes.append(Probe(rate_key(rate), not v, v, s))
         return not v
 
-    lo, hi = bracket_rate(ok, start_rate or rate0, rel_tol, max_steps)
+    def served(rate: float) -> float:
+        return next(p.summary.get("throughput_req_s") for p in res.probes if p.rate == rate_key(rate))
+
+    lo, hi = bracket_rate(ok, start_rate or rate0, rel_tol, max_steps, served)
     if hi is None:
-        res.note = f"meets the SLOs even at {lo:g} req/s (stopped doubling)"
+        res.note = past_capacity_note(lo, served(lo)) if saturated_at(res.probes, lo) else \
+            f"meets the SLOs even at {lo:g} req/s (stopped doubling)"
     elif lo is None:
         res.note = f"misses the SLOs even at {hi:g} req/s: {'; '.join(res.probes[-1].violations)}"
     res.max_rate, res.fail_rate = lo, hi
