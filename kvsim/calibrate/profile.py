@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from kvsim.calibrate import measure as M
+from kvsim.calibrate import steps as S
 from kvsim.calibrate.engine_runs import (OVERHEAD_BATCH, calibration_parts, engine_iterations, overhead_blocks,
                                          prefill_blocks)
 from kvsim.catalogue import get_model
@@ -135,13 +136,13 @@ def measure_block(model, bs: int, dev, *, cuda_graphs: bool = True, fast: bool =
     out: dict = {}
     if fast:
         g = F.grid_for(bs, model.spec.max_seq_len)
-        (out["decode_step"], out["decode_spread_step"], out["prefill_step"], mixed, ref, pbatch, pcached) = M.measure_steps(
+        (out["decode_step"], out["decode_spread_step"], out["prefill_step"], mixed, ref, pbatch, pcached) = S.measure_steps(
             model, bs, dev, cuda_graphs=cuda_graphs, grid=F.step_grid(g))
         out["decode_attn"] = M.measure_decode(model, bs, dev, g["attn_batch"], g["attn_ctx"])
         out["prefill_attn"] = M.measure_prefill(model, bs, dev, g["pre_new"], g["pre_cached"])
         out["copy_block"], out["swap"] = M.measure_copy_swap(model, bs, dev, g["copy"])
     else:
-        (out["decode_step"], out["decode_spread_step"], out["prefill_step"], mixed, ref, pbatch, pcached) = M.measure_steps(
+        (out["decode_step"], out["decode_spread_step"], out["prefill_step"], mixed, ref, pbatch, pcached) = S.measure_steps(
             model, bs, dev, cuda_graphs=cuda_graphs)
         t0 = time.perf_counter()
         out["decode_attn"] = M.measure_decode(model, bs, dev)
