@@ -369,3 +369,29 @@ def test_fewer_rows_than_the_fit_never_cost_more_than_its_first_row():
     assert slow.decode_step_times(1, one)[0] == pytest.approx(grid1 + 2.6e-3 + 1e-4)   # not grid1 + 6.1e-3
     four = slow.decode_step_times(4, np.array([1200.0]))[0]
     assert all(slow.decode_step_times(r, np.array([r * 300.0]))[0] <= four for r in (1, 2, 3))
+
+
+def test_the_fits_share_one_engine_build(monkeypatch, tmp_path):
+    """The serving fit's runs through one EngineParts reserved for the largest: one build, every other run kept,
+    and the same scheduling records per run as freshly built engines give (the saved runs compared)."""
+    torch = pytest.importorskip("torch")
+    from kvsim.catalogue import get_model
+    from kvsim.engine.models import build_model
+    from kvsim.engine.reuse import EngineParts
+    monkeypatch.setattr(SF, "PROMPT_RANGE", (8, 64))
+    monkeypatch.setattr(SF, "OUTPUT_RANGE", (24, 48))
+    monkeypatch.setattr(SF, "PREFILL_BIN_STEPS", 2)
+    spec = get_model("tiny-opt")
+    prof = dict(steep_profile(), model=spec.name, num_layers=spec.num_layers)
+    model = build_model(spec, dtype=torch.float16, device=torch.device("cpu"), weights="dummy")
+    parts = EngineParts()
+    parts.reserve(max(SF.serving_scenario(prof, 16, n, "cpu").engine.num_gpu_blocks for n in (2, 4)))
+    SF.fit_serving(model, prof, 16, device="cpu", rows=(2, 4), cuda_graphs=False, log=lambda _m: None,
+                   save_dir=tmp_path / "kept", parts=parts)
+    assert (parts.builds, parts.reuses) == (1, 3)
+    SF.fit_serving(model, prof, 16, device="cpu", rows=(2, 4), cuda_graphs=False, log=lambda _m: None,
+                   save_dir=tmp_path / "fresh")
+    kept, fresh = SF.load_runs(tmp_path / "kept"), SF.load_runs(tmp_path / "fresh")
+    cols = ["decode_seqs", "prefill_tokens", "mem_used", "running"]
+    for n in (2, 4):
+        assert kept[n][0][cols].equals(fresh[n][0][cols])
