@@ -108,3 +108,13 @@ def test_estimate_counts_points_not_a_constant():
     assert "estimate" in F.estimate_full_or_fast(SIZES, True) and "to be measured" in nine["basis"]
     # a full calibration also runs the serving fit (fast ones do not), and its estimate says so
     assert "serving fit" in F.estimate_full_or_fast([16], False) and "serving fit" not in F.estimate_full_or_fast([16], True)
+
+
+def test_a_time_limit_under_the_estimate_is_warned_about():
+    total = F.estimate_total_s([16, 64], False)
+    assert total > F.estimate_total_s([16], False) > F.SERVING_FIT_SECONDS + F.FITS_SECONDS
+    assert F.time_limit_warning([16, 64], False, None) is None
+    assert F.time_limit_warning([16, 64], False, total + 1) is None
+    warn = F.time_limit_warning([16, 64], False, total - 1)
+    assert warn.startswith("warning: --time-limit") and "serving fit will be cut" in warn and "merge-profiles" in warn
+    assert F.estimate_total_s(SIZES, True) == pytest.approx(F.estimate_seconds(SIZES)["estimate_s"])   # no fits

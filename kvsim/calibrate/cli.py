@@ -82,9 +82,13 @@ def cmd_calibrate(args) -> int:
     if args.resume is not None:
         return cmd_resume(args)
     if args.estimate:
-        from kvsim.calibrate.fast import estimate_full_or_fast
+        from kvsim.calibrate.fast import estimate_full_or_fast, time_limit_warning
         from kvsim.catalogue import get_model
-        print(estimate_full_or_fast(sizes, args.fast, get_model(args.model).max_seq_len))
+        max_ctx = get_model(args.model).max_seq_len
+        print(estimate_full_or_fast(sizes, args.fast, max_ctx))
+        warn = time_limit_warning(sizes, args.fast, args.time_limit, max_ctx)
+        if warn:
+            print(warn)
         return 0
     try:
         from kvsim.calibrate.profile import calibrate

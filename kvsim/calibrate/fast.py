@@ -98,6 +98,27 @@ def estimate_seconds(block_sizes: list[int], max_ctx: int = 2048) -> dict:
                      "(OPT-13B, H200); an estimate, to be measured"}
 
 
+FITS_SECONDS = 40.0    # the step and prefill overhead fits' 14 engine runs (OPT-13B, H200, 2026-12-05: 37 s)
+
+
+def estimate_total_s(block_sizes: list[int], fast: bool, max_ctx: int = 2048) -> float:
+    """Estimated seconds of the whole calibration asked for: grids, then (not ``--fast``) the fits' engine runs."""
+    if fast:
+        return estimate_seconds(block_sizes, max_ctx)["estimate_s"]
+    pts = (full_points(max_ctx) - shared_points()) * len(block_sizes) + shared_points()
+    return pts * FULL_B16_SECONDS / full_points(max_ctx) + SERVING_FIT_SECONDS + FITS_SECONDS
+
+
+def time_limit_warning(block_sizes: list[int], fast: bool, time_limit_s: float | None, max_ctx: int = 2048) -> str | None:
+    """A warning when ``--time-limit`` is below the estimate: what will be cut and what to do instead."""
+    total = estimate_total_s(block_sizes, fast, max_ctx)
+    if time_limit_s is None or total <= time_limit_s:
+        return None
+    return (f"warning: --time-limit {time_limit_s:g} s is under the estimate (~{total:.0f} s for OPT-13B on an H200): "
+            "the serving fit will be cut short and the profile will say so (kvsim calibrate --resume completes it "
+            "on the same card); or calibrate fewer block sizes per call and join them with kvsim merge-profiles")
+
+
 def estimate_full_or_fast(block_sizes: list[int], fast: bool, max_ctx: int = 2048) -> str:
     """One line for ``kvsim calibrate --estimate``: the estimated time of the run asked for."""
     if fast:

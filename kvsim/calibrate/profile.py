@@ -186,8 +186,11 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     spec = get_model(model_name)
     dev = torch.device("cuda")
     t0 = time.perf_counter()
-    from kvsim.calibrate.fast import estimate_full_or_fast
+    from kvsim.calibrate.fast import estimate_full_or_fast, time_limit_warning
     M._log(estimate_full_or_fast(block_sizes, fast, spec.max_seq_len))
+    warn = time_limit_warning(block_sizes, fast, time_limit_s, spec.max_seq_len)
+    if warn:
+        M._log(warn)
     model = build_model(spec, dtype=DTYPES[dtype], device=dev, weights="dummy")
     M._log(f"built {spec.name} in {time.perf_counter() - t0:.1f} s")
     prof: dict = {"format": FORMAT, "version": VERSION, "meta": M._meta(command), "model": spec.name,
