@@ -41,22 +41,26 @@ def test_committed_tables_cover_every_validation_scenario(committed):
     assert len(names) >= 12 and names == set(committed.scenario) | set(h200.scenario)
 
 
-def test_h200_replay_reproduces_committed_errors(tmp_path):
-    """H200 traces (chunked prefill priced from the mixed-step grid; OPT-13B with Orca pow2 under bursty
-    arrivals) through both H200 profiles reproduce the committed table."""
-    val = ROOT / "validation" / "H200"
-    names = ["v15_llama3_8b_chunked512", "v18_opt13b_pow2_bursty"]
+def _replay_reproduces(tmp_path, val: Path, scenario_dir: Path, names: list[str], profiles: list[Path]) -> None:
+    """``names``' engine traces under ``val`` replayed through ``profiles`` give ``val``'s committed predictions."""
     for name in names:
         shutil.copytree(val / name / "engine", tmp_path / name / "engine")
-    df = run_validation([str(ROOT / "scenarios" / "validation" / f"{n}.yaml") for n in names],
-                        [str(ROOT / "calibrate" / "profiles" / "H200" / f) for f in ("llama-3-8b.json", "opt-13b.json")],
-                        tmp_path, replay=True)
+    df = run_validation([str(scenario_dir / f"{n}.yaml") for n in names], [str(p) for p in profiles], tmp_path,
+                        replay=True)
     want = pd.read_csv(val / "validation-replay.csv")
     want = want[want.scenario.isin(names)].reset_index(drop=True)
     got = df.reset_index(drop=True)
     assert list(got.scenario) == list(want.scenario) and list(got.metric) == list(want.metric)
     pd.testing.assert_series_equal(got.predicted.astype(float), want.predicted.astype(float),
                                    check_names=False, rtol=1e-9)
+
+
+def test_h200_replay_reproduces_committed_errors(tmp_path):
+    """H200 traces (chunked prefill priced from the mixed-step grid; OPT-13B with Orca pow2 under bursty
+    arrivals) through both H200 profiles reproduce the committed table."""
+    _replay_reproduces(tmp_path, ROOT / "validation" / "H200", ROOT / "scenarios" / "validation",
+                       ["v15_llama3_8b_chunked512", "v18_opt13b_pow2_bursty"],
+                       [ROOT / "calibrate" / "profiles" / "H200" / f for f in ("llama-3-8b.json", "opt-13b.json")])
 
 
 def test_graph_mode_mismatch_is_a_clear_error(tmp_path):
@@ -77,16 +81,6 @@ def test_graph_mode_mismatch_is_a_clear_error(tmp_path):
 def test_h200_holdout_replay_reproduces_committed_errors(tmp_path):
     """The holdout scenarios' H200 traces (written before they were run; a fresh calibration of that card) through
     that calibration's profile reproduce the committed holdout table."""
-    val = ROOT / "validation" / "H200-holdout"
-    names = ["h01_opt13b_chunked1024_sharegpt", "h05_opt13b_static_block64_alpaca"]
-    for name in names:
-        shutil.copytree(val / name / "engine", tmp_path / name / "engine")
-    prof = ROOT / "benchmarks" / "engine" / "results_H200" / "calib_0413" / "opt-13b.json"
-    df = run_validation([str(ROOT / "scenarios" / "holdout" / f"{n}.yaml") for n in names], [str(prof)], tmp_path,
-                        replay=True)
-    want = pd.read_csv(val / "validation-replay.csv")
-    want = want[want.scenario.isin(names)].reset_index(drop=True)
-    got = df.reset_index(drop=True)
-    assert list(got.scenario) == list(want.scenario) and list(got.metric) == list(want.metric)
-    pd.testing.assert_series_equal(got.predicted.astype(float), want.predicted.astype(float),
-                                   check_names=False, rtol=1e-9)
+    _replay_reproduces(tmp_path, ROOT / "validation" / "H200-holdout", ROOT / "scenarios" / "holdout",
+                       ["h01_opt13b_chunked1024_sharegpt", "h05_opt13b_static_block64_alpaca"],
+                       [ROOT / "benchmarks" / "engine" / "results_H200" / "calib_0413" / "opt-13b.json"])
