@@ -26,6 +26,8 @@
 #                 GAP_SAMPLES, GAP_TIMEOUT), priced with calibrate/profiles/H200/<its model>.json
 #   PGAP="S1 S2" benchmarks/engine/prefill_gap.py the same way for prefill-only steps (own vs equal prompts)
 #   WATCH="S1 S2" benchmarks/engine/compile_watch.py: kernels compiled and memory segments taken while serving
+#   OVERHEAD_PARTS="opt-13b" benchmarks/engine/overhead_parts_check.py: the step-overhead fit's runs through fresh
+#                 engines vs kept engine parts, alternating, priced by calibrate/profiles/H200/<model>.json
 #   ASYNC="S1 S2" benchmarks/engine/async_overlap.py: the engine stepped vs overlapped (runtime.async_scheduling),
 #                 alternating on one card (ASYNC_REPEATS, default 2; ASYNC_TIMEOUT, default 300)
 # usage (repo root, GPU machine, $OUT set; the simpy wheel in .whl/):
@@ -152,6 +154,12 @@ for g in ${WATCH:-}; do      # kernels compiled on the clock (none expected afte
   timeout 150 python3 benchmarks/engine/compile_watch.py "$g" --out "$W/compile_watch/$n" 2>&1 | grep -v Warning | tail -14
   pack
 done
+if [ -n "${OVERHEAD_PARTS:-}" ]; then   # do kept engine parts change what the fits measure? (calib_0413's README)
+  stamp "overhead fit: fresh engines vs kept parts"
+  timeout 300 python3 benchmarks/engine/overhead_parts_check.py --profile "calibrate/profiles/H200/$OVERHEAD_PARTS.json" \
+    --out "$W/overhead_parts" 2>&1 | grep -v Warning | tail -12
+  pack
+fi
 if [ -n "${ASYNC:-}" ]; then
   stamp "async overlap"
   timeout "${ASYNC_TIMEOUT:-300}" python3 benchmarks/engine/async_overlap.py $ASYNC --repeats "${ASYNC_REPEATS:-2}" \
