@@ -98,7 +98,7 @@ def estimate_seconds(block_sizes: list[int], max_ctx: int = 2048) -> dict:
                      "(OPT-13B, H200); an estimate, to be measured"}
 
 
-FITS_SECONDS = 40.0    # the step and prefill overhead fits' 14 engine runs (OPT-13B, H200, 2026-12-05: 37 s)
+FITS_SECONDS = 40.0    # the step and prefill overhead fits' 14 engine runs (OPT-13B, H200, 2026-12-05: 23 + 18 s)
 
 
 def estimate_total_s(block_sizes: list[int], fast: bool, max_ctx: int = 2048) -> float:

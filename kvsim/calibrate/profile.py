@@ -174,7 +174,7 @@ def engine_mode(model, cuda_graphs: bool) -> dict:
 
 
 RESERVE_AFTER_SERVING_S = 45.0   # what the fits after the serving runs take (prefill overhead, busy and idle:
-# 30 s for OPT-13B on the H200 with kept engine parts, 2026-12-05; 67 s when each run built its engine)
+# 18 s for OPT-13B on the H200 with kept engine parts, 2026-12-05; 67 s when each run built its engine)
 
 
 def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: str, command: str,
