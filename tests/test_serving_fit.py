@@ -395,3 +395,20 @@ def test_the_fits_share_one_engine_build(monkeypatch, tmp_path):
     cols = ["decode_seqs", "prefill_tokens", "mem_used", "running"]
     for n in (2, 4):
         assert kept[n][0][cols].equals(fresh[n][0][cols])
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 9, 16])
+def test_spread_order_covers_the_range_early(n):
+    """Each row once; the ends first, then the middle: a fit cut after k >= 3 runs brackets the whole range and
+    has its middle, instead of the k smallest rows."""
+    rows = [4 * (i + 1) for i in range(n)]
+    order = SF.spread_order(reversed(rows))
+    assert sorted(order) == rows
+    if n >= 2:
+        assert order[:2] == [rows[0], rows[-1]]
+    if n >= 3:
+        assert order[2] == rows[(n - 1) // 2]
+        for k in range(3, n + 1):                    # no gap in a prefix wider than half the range
+            got = sorted(rows.index(r) for r in order[:k])
+            assert max(b - a for a, b in zip(got, got[1:])) <= -(-(n - 1) // 2)
+    assert SF.spread_order(SF.ROWS)[:3] == [4, 128, 17]

@@ -11,8 +11,8 @@ the lock-step fit saw neither.
 
 What. For each ``n`` in :data:`ROWS` whose worst-case KV fits the card (:data:`KV_MEMORY_SHARE`), the engine
 serves :data:`REQUESTS_PER_SLOT` × n requests of uniform random lengths (:data:`PROMPT_RANGE`,
-:data:`OUTPUT_RANGE`) in each of :data:`PASSES` passes (up the rows, then back down, so each row meets the
-host at two times some tens of seconds apart: on the H200 VM the host time of one workload's decode step moved
+:data:`OUTPUT_RANGE`) in each of :data:`PASSES` passes (the rows in :func:`spread_order`, then in reverse,
+so each row meets the host at two times some tens of seconds apart, symmetric about the fit's middle: on the H200 VM the host time of one workload's decode step moved
 between 0.27 and 0.47 ms from run to run, and one row's single run sampled one such state,
 ``benchmarks/engine/results_H200/serving_1605/README.md``; the profile keeps each pass's medians, ``by_pass``),
 with at most n in flight (``max_concurrency = n``,
@@ -61,7 +61,26 @@ from kvsim.calibrate.serving_runs import (by_pass, join_passes, load_runs, lone_
 ROWS = (4, 8, 9, 16, 17, 24, 32, 64, 128)   # both ends of the 9-16 and 17-24 graph buckets; 64 and 128 for big batches
 KV_MEMORY_SHARE = 0.6              # a row runs only if its worst-case KV fits in this share of the free GPU memory
 REQUESTS_PER_SLOT = 2              # per pass
-PASSES = 2                         # up the rows, then down: each row meets the host at two times (module doc)
+PASSES = 2                         # spread order, then reversed: each row meets the host at two times (module doc)
+
+
+def spread_order(rows) -> list[int]:
+    """``rows`` sorted, then ordered ends first and halves after (0, n-1, the middle, the quarters, ...), so a fit
+    cut short by a time limit after k runs has rows spread over the range (interpolated) rather than its k
+    smallest (the rest extrapolated from the last, held flat)."""
+    rows = sorted(rows)
+    if len(rows) <= 2:
+        return rows
+    order, spans = [0, len(rows) - 1], [(0, len(rows) - 1)]
+    while spans:
+        nxt = []
+        for lo, hi in spans:
+            if hi - lo > 1:
+                mid = (lo + hi) // 2
+                order.append(mid)
+                nxt += [(lo, mid), (mid, hi)]
+        spans = nxt
+    return [rows[i] for i in order]
 PROMPT_RANGE = (16, 1024)          # capped at half the model's longest sequence
 OUTPUT_RANGE = (16, 256)
 MIN_STEPS = 20                     # steps at exactly n rows a fit needs
@@ -262,7 +281,7 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
                 log=print, save_dir=None, deadline: float | None = None, passes: int = PASSES,
                 notes: dict | None = None, parts=None) -> tuple[dict, dict]:
     """Run the serving workloads on the real engine; ``(decode_serving, prefill_serving)`` for block size
-    ``bs`` (each {} when its steps are too few). Each row runs ``passes`` times, up the rows and back down
+    ``bs`` (each {} when its steps are too few). Each row runs ``passes`` times, in :func:`spread_order` and back
     (:data:`PASSES`), its passes joined into one record (:func:`join_passes`). ``save_dir``: also keep the
     runs' records there (:func:`save_runs`). ``deadline`` (``time.perf_counter()`` seconds): no run starts after
     it (the rest are skipped and logged, so a calibration under a time limit still writes its profile; ``notes``,
@@ -277,7 +296,8 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
     per_n: dict[int, list] = {}
     refs, sc, skip = [], None, set()
     free = _free_bytes(device)
-    order = [n for k in range(passes) for n in (rows if k % 2 == 0 else tuple(reversed(rows)))]
+    first = spread_order(rows)
+    order = [n for k in range(passes) for n in (first if k % 2 == 0 else first[::-1])]
     for i, n in enumerate(order):
         if deadline is not None and time.perf_counter() > deadline:
             log(f"serving n={n}: skipped, and the {len(order) - i - 1} runs after it: the calibration's time "
