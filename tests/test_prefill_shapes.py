@@ -86,6 +86,7 @@ def test_measure_steps_times_the_new_grids_on_the_engines_paths():
     with the axes asked for, every point timed between decode steps."""
     torch = pytest.importorskip("torch")
     from kvsim.calibrate import measure as M
+    from kvsim.calibrate import steps as S
     from kvsim.catalogue import get_model
     from kvsim.engine.models import build_model
     seen = []
@@ -106,7 +107,7 @@ def test_measure_steps_times_the_new_grids_on_the_engines_paths():
     grid = {"batch": [1, 2], "ctx": [32], "spread": [32], "prefill": [16, 32], "mix": None,
             "prefill_batch": ([2, 3], [8, 24]), "prefill_cached": ([8, 16], [0, 32])}
     try:
-        out = M.measure_steps(model, 4, torch.device("cpu"), cuda_graphs=False, max_context_len=128, grid=grid)
+        out = S.measure_steps(model, 4, torch.device("cpu"), cuda_graphs=False, max_context_len=128, grid=grid)
     finally:
         mp.undo()
     batch, cached, ref = out[5], out[6], out[4]

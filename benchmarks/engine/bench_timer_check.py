@@ -3,7 +3,7 @@
 (``triton.testing.do_bench`` with warm-up 3x and repetitions 12x a first timed call)?
 
 Times a small step grid (decode steps, unequal-context decode steps, mixed steps, through the engine's CUDA
-graphs; :func:`kvsim.calibrate.measure.measure_steps`) with each timer in turn, twice (old, new, old, new),
+graphs; :func:`kvsim.calibrate.steps.measure_steps`) with each timer in turn, twice (old, new, old, new),
 and prints each point's ratio new / old beside old / old (the run-to-run noise), plus each pass's seconds.
 usage (GPU): python benchmarks/engine/bench_timer_check.py --model opt-13b --out DIR
 """
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from kvsim.calibrate import measure as M
+from kvsim.calibrate import steps as S
 from kvsim.catalogue import get_model
 from kvsim.engine.models import build_model
 
@@ -40,7 +41,7 @@ def old_bench(fn, warmup=10, rep=40) -> float:
 
 def points(model, dev) -> tuple[list[float], float]:
     t0 = time.perf_counter()
-    dec, spread, _pre, mixed, _ref, _pb, _pc = M.measure_steps(model, 16, dev, grid=GRID)
+    dec, spread, _pre, mixed, _ref, _pb, _pc = S.measure_steps(model, 16, dev, grid=GRID)
     vals = [x for row in dec["time_s"] for x in row] + [x for row in spread["time_s"] for x in row]
     vals += [x for plane in mixed["time_s"] for row in plane for x in row]
     return vals, time.perf_counter() - t0

@@ -76,12 +76,13 @@ def shared_points() -> int:
 def full_points(max_ctx: int = 2048) -> int:
     """Points of a full calibration of one block size (kvsim.calibrate.measure's grids), with the shared ones."""
     from kvsim.calibrate import measure as M
+    from kvsim.calibrate import steps as S
     from kvsim.graph_sizes import prefill_token_sizes
-    g = {"batch": M.STEP_BATCH, "ctx": sorted({min(c, max_ctx) for c in M.STEP_CTX}), "spread": M.SPREAD_MAX,
-         "prefill": prefill_token_sizes(min(M.GRAPH_PREFILL_MAX_TOKENS, max_ctx)), "attn_batch": M.BATCH,
+    g = {"batch": S.STEP_BATCH, "ctx": sorted({min(c, max_ctx) for c in S.STEP_CTX}), "spread": S.SPREAD_MAX,
+         "prefill": prefill_token_sizes(min(S.GRAPH_PREFILL_MAX_TOKENS, max_ctx)), "attn_batch": M.BATCH,
          "attn_ctx": M.CTX, "pre_new": M.PREFILL_NEW, "pre_cached": M.PREFILL_CACHED, "copy": M.COPY_BLOCKS}
     from kvsim.calibrate import prefill_grids as PG
-    mixed = len(M.MIX_DECODE) * len(M.MIX_CTX) * len(M.MIX_CHUNK)
+    mixed = len(S.MIX_DECODE) * len(S.MIX_CTX) * len(S.MIX_CHUNK)
     new, cached = PG.cached_axes(PG.PREFILL_CACHED_NEW, PG.PREFILL_CACHED_CTX, max_ctx)
     prefills = len(PG.PREFILL_BATCH_SEQS) * len(PG.PREFILL_BATCH_TOKENS) + len(new) * len(cached)
     return block_points(g) + mixed + prefills + shared_points()

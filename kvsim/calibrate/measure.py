@@ -247,8 +247,3 @@ def measure_copy_swap(model, bs: int, dev, blocks=COPY_BLOCKS) -> tuple[dict, di
         swaps.append(_bench(swap, warmup=2, rep=20))
     return {"blocks": list(blocks), "time_s": copies}, {"blocks": list(blocks), "time_s": swaps}
 
-
-# the whole-step grids live in kvsim.calibrate.steps; their names stay importable from here
-from kvsim.calibrate.steps import (FULL_STEP_GRID, GRAPH_PREFILL_MAX_TOKENS, GRAPH_PREFILL_SEQS,  # noqa: E402,F401
-                                   KV_POOL_TOKENS, MIX_CHUNK, MIX_CTX, MIX_DECODE, PREFILL_REPS, PREFILL_TIMING,
-                                   SPREAD_MAX, STEP_BATCH, STEP_CTX, STEP_PREFILL, measure_steps)

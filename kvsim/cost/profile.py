@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kvsim.cost.profile_tables import (MAX_BLOCK_SIZE, TableReader, block_size_key, isotonic,  # noqa: F401
+from kvsim.cost.profile_tables import (MAX_BLOCK_SIZE, TableReader, _kind, block_size_key, isotonic,  # noqa: F401
                                       spread_fractions)
 from kvsim.errors import KvsimError
 
@@ -119,6 +119,17 @@ class Profile(TableReader):
         # optional: what the first step after idle adds (a prompt reaching an idle engine vs a busy one)
         self.wake_overhead = self._table("wake_overhead", self._curve, "tokens", monotone=False) \
             if "wake_overhead" in data else None
+
+    def _meta(self, meta) -> dict:
+        if not isinstance(meta, dict):
+            raise self._bad("meta", f"expected an object, got {_kind(meta)}")
+        for key in ("gpu", "prefill_ladder"):
+            if key in meta and not isinstance(meta[key], str):
+                raise self._bad(f"meta.{key}", f"expected a string, got {_kind(meta[key])}")
+        for key in (*(k for k, v in LEGACY_ENGINE_MODE.items() if isinstance(v, bool)), "fast"):
+            if key in meta and not isinstance(meta[key], bool):
+                raise self._bad(f"meta.{key}", f"expected true or false, got {meta[key]!r}")
+        return meta
 
     @property
     def block_sizes(self) -> list[int]:

@@ -86,18 +86,6 @@ class TableReader:
     def _bad(self, key: str, what: str) -> KvsimError:
         return KvsimError("profile", f"{self.source}: {key}: {what}")
 
-    def _meta(self, meta) -> dict:
-        from kvsim.cost.profile import LEGACY_ENGINE_MODE
-        if not isinstance(meta, dict):
-            raise self._bad("meta", f"expected an object, got {_kind(meta)}")
-        for key in ("gpu", "prefill_ladder"):
-            if key in meta and not isinstance(meta[key], str):
-                raise self._bad(f"meta.{key}", f"expected a string, got {_kind(meta[key])}")
-        for key in (*(k for k, v in LEGACY_ENGINE_MODE.items() if isinstance(v, bool)), "fast"):
-            if key in meta and not isinstance(meta[key], bool):
-                raise self._bad(f"meta.{key}", f"expected true or false, got {meta[key]!r}")
-        return meta
-
     def _name(self, key: str, what: str) -> str:
         v = self.data[key]
         if not isinstance(v, str) or not v.strip():

@@ -12,7 +12,8 @@ import time
 import torch
 
 import kvsim
-from kvsim.calibrate.measure import _bench, _cache, KV_POOL_TOKENS
+from kvsim.calibrate.measure import _bench, _cache
+from kvsim.calibrate.steps import KV_POOL_TOKENS
 from kvsim.catalogue import get_model
 from kvsim.engine.cuda_graphs import DecodeGraphs
 from kvsim.engine.engine import RealEngine
