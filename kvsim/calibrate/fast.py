@@ -54,7 +54,7 @@ def grid_for(bs: int, max_ctx: int | None = None) -> dict:
 
 
 def step_grid(g: dict) -> dict:
-    """The ``grid`` argument of :func:`kvsim.calibrate.measure.measure_steps` (no mixed steps, no multi-prompt
+    """The ``grid`` argument of :func:`kvsim.calibrate.steps.measure_steps` (no mixed steps, no multi-prompt
     or cached-context prefill grids)."""
     return {"batch": g["batch"], "ctx": g["ctx"], "spread": g["spread"], "prefill": g["prefill"], "mix": None,
             "prefill_batch": None, "prefill_cached": None}
@@ -74,7 +74,7 @@ def shared_points() -> int:
 
 
 def full_points(max_ctx: int = 2048) -> int:
-    """Points of a full calibration of one block size (kvsim.calibrate.measure's grids), with the shared ones."""
+    """Points of a full calibration of one block size (kvsim.calibrate.measure's and .steps' grids), with the shared ones."""
     from kvsim.calibrate import measure as M
     from kvsim.calibrate import steps as S
     from kvsim.graph_sizes import prefill_token_sizes
