@@ -124,8 +124,8 @@ class RealEngine:
         """``tp`` (a :class:`kvsim.engine.tp.TPGroup`): this process is one rank of a tensor-parallel run
         (CPU + gloo only, :mod:`kvsim.engine.tp_ranks`); rank 0 calls :meth:`run`, the others :meth:`serve`.
         ``prompt_tokens``: real prompt token ids by request id (:func:`check_prompt_tokens`; Python API only).
-        ``parts`` (a :class:`kvsim.engine.reuse.EngineParts`, GPU only): take the KV cache and CUDA graphs of an
-        earlier run with the same settings, and skip a warm-up already run (``kvsim calibrate``'s short runs)."""
+        ``parts`` (a :class:`kvsim.engine.reuse.EngineParts`): take the KV cache and CUDA graphs of an earlier run
+        with the same settings, and skip a warm-up already run (``kvsim calibrate``'s short runs)."""
         from kvsim.engine.models import build_model
         self.sc = sc = scenario
         self.setup = setup_run(sc, simulator=False)
@@ -156,34 +156,34 @@ class RealEngine:
         self.kv = self.setup.make_kv()
         layout = getattr(self.kv, "layout", None)     # KV groups: layers share page tensors by slot
         rt = sc.runtime
-        self.parts = parts if parts is not None and layout is None else None
-        key = self._parts_key() if self.parts is not None else None
+        graph = self._graph_settings()
+        self.parts = parts if layout is None else None
+        key = self._parts_key(graph) if self.parts is not None else None
         kept = self.parts.take(key, self.kv.num_gpu_blocks) if self.parts is not None else None
-        blocks = self.parts.build_blocks(self.kv.num_gpu_blocks) if self.parts is not None else self.kv.num_gpu_blocks
+        self.parts_kept = kept is not None
         if kept is not None:
             kept.cache.transfers = 0          # this run's swaps only
-        self.cache = kept.cache if kept is not None else KVCache(
-            self.model.num_layers, blocks, self.kv.block_size, self.model.num_kv_heads, self.model.head_dim,
-            self.kv.num_cpu_blocks, dtype, self.device, self.backend,
-            layer_slot=layout.layer_slot if layout is not None else None)
+            self.cache = kept.cache
+        else:
+            blocks = self.kv.num_gpu_blocks if self.parts is None else self.parts.build_blocks(self.kv.num_gpu_blocks)
+            self.cache = KVCache(self.model.num_layers, blocks, self.kv.block_size, self.model.num_kv_heads,
+                                 self.model.head_dim, self.kv.num_cpu_blocks, dtype, self.device, self.backend,
+                                 layer_slot=layout.layer_slot if layout is not None else None)
         self.sched = self.setup.make_scheduler(self.kv, np.random.default_rng([sc.seed, 2]))
         warm = self._warms_up() and not (self.parts is not None and self.parts.warm(self._warmup_key()))
         self.warmup_s = self._warm_up() if warm else 0.0
         self.graphs = self.prefill_graphs = None
-        self.parts_kept = kept is not None
         if kept is not None:
             self.graphs, self.prefill_graphs = kept.graphs, kept.prefill_graphs
         elif self.device.type == "cuda" and rt.cuda_graphs and layout is None:   # graphs: one table per step
             from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs, prefill_token_sizes
             common = dict(block_size=e.block_size, max_context_len=self.setup.max_model_len, backend=self.backend)
-            self.graphs = DecodeGraphs(self.model, self.cache.gpu, max_batch=min(rt.cuda_graph_max_batch,
-                                                                                 e.max_num_seqs), **common)
-            max_tokens = min(rt.cuda_graph_prefill_max_tokens, e.max_num_batched_tokens)
+            self.graphs = DecodeGraphs(self.model, self.cache.gpu, max_batch=graph["max_batch"], **common)
+            max_tokens = graph["prefill_max_tokens"]
             if max_tokens:
                 self.prefill_graphs = PrefillGraphs(self.model, self.cache.gpu, max_tokens=max_tokens,
-                                                    max_seqs=min(e.max_num_seqs, 256),
-                                                    decode_kernel=rt.mixed_decode_kernel,
-                                                    token_sizes=prefill_token_sizes(max_tokens, rt.cuda_graph_prefill_ladder),
+                                                    max_seqs=graph["max_seqs"], decode_kernel=graph["decode_kernel"],
+                                                    token_sizes=prefill_token_sizes(max_tokens, graph["ladder"]),
                                                     **common)
         if self.parts is not None and kept is None:
             self.parts.keep(key, self.cache, self.graphs, self.prefill_graphs)
@@ -200,16 +200,22 @@ class RealEngine:
                 self.model, self.cache.gpu, self.graphs, block_size=e.block_size, num_blocks=self.kv.num_gpu_blocks,
                 backend=self.backend, device=self.device)
 
-    def _parts_key(self) -> tuple:
-        """What an :class:`~kvsim.engine.reuse.EngineParts` must match to lend this run its cache and graphs."""
+    def _graph_settings(self) -> dict:
+        """What the CUDA graphs are captured with (besides the KV cache), from the scenario."""
+        e, rt = self.sc.engine, self.sc.runtime
+        return {"max_batch": min(rt.cuda_graph_max_batch, e.max_num_seqs),
+                "prefill_max_tokens": min(rt.cuda_graph_prefill_max_tokens, e.max_num_batched_tokens),
+                "max_seqs": min(e.max_num_seqs, 256), "decode_kernel": rt.mixed_decode_kernel,
+                "ladder": rt.cuda_graph_prefill_ladder}
+
+    def _parts_key(self, graph: dict) -> tuple:
+        """What an :class:`~kvsim.engine.reuse.EngineParts` must match to lend this run its cache and graphs: the
+        graphs' settings and everything else the cache and graphs depend on besides the pool's size."""
         from kvsim.engine.reuse import parts_key
         e, rt = self.sc.engine, self.sc.runtime
         return parts_key(self.model, block_size=e.block_size, max_context_len=self.setup.max_model_len,
-                         backend=self.backend, dtype=self.model.dtype, num_cpu_blocks=self.kv.num_cpu_blocks,
-                         cuda_graphs=rt.cuda_graphs, max_batch=min(rt.cuda_graph_max_batch, e.max_num_seqs),
-                         prefill_max_tokens=min(rt.cuda_graph_prefill_max_tokens, e.max_num_batched_tokens),
-                         max_seqs=min(e.max_num_seqs, 256), decode_kernel=rt.mixed_decode_kernel,
-                         ladder=rt.cuda_graph_prefill_ladder, fused_ops=rt.fused_layer_ops)
+                         backend=self.backend, dtype=str(self.model.dtype), num_cpu_blocks=self.kv.num_cpu_blocks,
+                         cuda_graphs=rt.cuda_graphs, fused_ops=rt.fused_layer_ops, **graph)
 
     def _warmup_key(self) -> tuple:
         """The arguments :func:`kvsim.engine.warmup.warm_up` compiles kernels for (a kept engine skips a seen one)."""

@@ -8,7 +8,7 @@ about thirty short engine runs after its grids (the step overhead, the serving f
 so most of their time went into building the same engine again. An :class:`EngineParts` passed to each
 run keeps what does not depend on the run's requests:
 
-* the KV cache and the graphs over it, for the next run whose graph settings are the same (:func:`parts_key`)
+* the KV cache and the graphs over it, for the next run whose settings are the same (:func:`parts_key`)
   and whose block pool fits in the kept cache. A run only ever touches the block ids its own block manager
   hands out (below its ``num_gpu_blocks``), and the graphs replay the same kernels over tables of the same
   width, so a step costs what it costs in a freshly built engine. :meth:`EngineParts.reserve` sizes the
@@ -82,10 +82,6 @@ class EngineParts:
         return False
 
 
-def parts_key(model, *, block_size: int, max_context_len: int, backend: str, dtype, num_cpu_blocks: int,
-              cuda_graphs: bool, max_batch: int, prefill_max_tokens: int, max_seqs: int, decode_kernel: bool,
-              ladder: str, fused_ops: bool) -> tuple:
-    """Everything the kept cache and graphs depend on besides the pool's size."""
-    return (id(model), int(block_size), int(max_context_len), backend, str(dtype), int(num_cpu_blocks),
-            bool(cuda_graphs), int(max_batch), int(prefill_max_tokens), int(max_seqs), bool(decode_kernel),
-            str(ladder), bool(fused_ops))
+def parts_key(model, **settings) -> tuple:
+    """The model (by identity) and every setting the kept cache and graphs depend on besides the pool's size."""
+    return (id(model),) + tuple(sorted(settings.items()))
