@@ -43,6 +43,14 @@ def test_loose_slo_search_stops_with_a_past_capacity_note():
     assert served < 0.75 * res.max_rate
 
 
+def test_the_note_finds_the_rate_doubled_from_whatever_the_start():
+    """Rates are rounded to 10 digits, so half a doubled rate is often not the rate probed before it: the
+    past-capacity note must still be given from an unround start rate (it was not, in a first version)."""
+    res = find_max_rate(QUICK, {"normalized_latency_s": 1000.0}, requests=300, min_duration_s=None,
+                        start_rate=1.3333333337)
+    assert res.fail_rate is None and "past capacity" in res.note
+
+
 def test_a_tight_slo_search_is_unchanged():
     """Where the SLO fails above capacity, the search brackets it as before (no early stop, no note)."""
     res = find_max_rate(QUICK, {"normalized_latency_s": 0.05}, requests=300, min_duration_s=None)

@@ -45,8 +45,8 @@ from kvsim.config import read_yaml
 from kvsim.errors import KvsimError
 from kvsim.plan.exceedance import QUANTILE_SLOS, Call, judge, min_samples
 from kvsim.plan.search import (Probe, ProbeCache, SearchResult, bisect_rate, bracket_near, bracket_rate,
-                               check_rate_driven, past_capacity_note, probe_overrides, probe_requests, rate_key,
-                               run_at, saturated)
+                               check_rate_driven, past_capacity, past_capacity_note, probe_overrides, probe_requests,
+                               rate_key, run_at)
 from kvsim.plan.steady import PER_REQUEST, window_bounds
 from kvsim.plan.tail_bound import NEAR
 from kvsim.replicate import seed_override
@@ -127,8 +127,9 @@ class _Prober:
         return got
 
     def served(self, rate: float) -> float | None:
-        """Mean throughput of the runs at ``rate`` (judged already; None when the summaries have none)."""
-        got = [x.get("throughput_req_s") for x in self.seen[rate_key(rate)][3]]
+        """Mean throughput of the runs at ``rate`` (None when it was not judged or its summaries have none)."""
+        seen = self.seen.get(rate_key(rate))
+        got = [x.get("throughput_req_s") for x in seen[3]] if seen else [None]
         return None if any(v is None for v in got) else float(np.mean(got))
 
     def judge(self, rate: float) -> tuple:
@@ -215,8 +216,8 @@ def find_rate_interval(source, slo: dict[str, float], overrides: list[str] | Non
         res.slo_intervals = {k: (c.estimate, c.lo, c.hi) for k, c in calls.items()}
     res.stable, res.note = _verdict(history, lo, hi, fail, rel_tol, confidence, len(seeds), max_requests,
                                     thin_tail_caution(pr.seen, lo, slo))
-    half = None if lo is None else rate_key(lo / 2)
-    if hi is None and lo is not None and half in pr.seen and saturated(pr.served(half), pr.served(lo), lo):
+    if hi is None and lo is not None and past_capacity(pr.served, max((r for r in pr.seen if r < lo), default=None),
+                                                       lo):
         res.note = past_capacity_note(lo, pr.served(lo))
     return res
 

@@ -198,7 +198,7 @@ def bracket_rate(pred, r0: float, rel_tol: float, max_steps: int, served=None) -
             if not pred(r):
                 hi = r
                 break
-            if served is not None and saturated(served(lo), served(r), r):
+            if served is not None and past_capacity(served, lo, r):
                 lo = r
                 break
             lo = r
@@ -215,11 +215,12 @@ def bracket_rate(pred, r0: float, rel_tol: float, max_steps: int, served=None) -
     return lo, hi
 
 
-def saturated_at(probes, rate: float) -> bool:
-    """Whether the probe at ``rate`` is :func:`saturated` against the probe at half its rate."""
-    got = {p.rate: p.summary.get("throughput_req_s") for p in probes}
-    half = rate_key(rate / 2)
-    return half in got and rate in got and saturated(got[half], got[rate], rate)
+def past_capacity(served, below: float | None, rate: float) -> bool:
+    """Whether the passing probe at ``rate`` is :func:`saturated` against the one doubling came from, at ``below``
+    (``served(r)``: a probe's throughput, None where none was run): why a search that never failed stopped
+    doubling. ``below`` is passed, not derived: rates are rounded (:func:`rate_key`), so ``rate / 2`` is often
+    not the rate probed before it."""
+    return below is not None and saturated(served(below), served(rate), rate)
 
 
 def past_capacity_note(rate: float, served: float) -> str:
@@ -283,12 +284,13 @@ def find_max_rate(source, slo: dict[str, float], overrides: list[str] | None = N
         res.probes.append(Probe(rate_key(rate), not v, v, s))
         return not v
 
-    def served(rate: float) -> float:
-        return next(p.summary.get("throughput_req_s") for p in res.probes if p.rate == rate_key(rate))
+    def served(rate: float) -> float | None:
+        return next((p.summary.get("throughput_req_s") for p in res.probes if p.rate == rate_key(rate)), None)
 
     lo, hi = bracket_rate(ok, start_rate or rate0, rel_tol, max_steps, served)
     if hi is None:
-        res.note = past_capacity_note(lo, served(lo)) if saturated_at(res.probes, lo) else \
+        below = max((p.rate for p in res.probes if p.rate < lo), default=None)     # the rate doubled from
+        res.note = past_capacity_note(lo, served(lo)) if past_capacity(served, below, lo) else \
             f"meets the SLOs even at {lo:g} req/s (stopped doubling)"
     elif lo is None:
         res.note = f"misses the SLOs even at {hi:g} req/s: {'; '.join(res.probes[-1].violations)}"
