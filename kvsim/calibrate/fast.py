@@ -102,12 +102,18 @@ def estimate_seconds(block_sizes: list[int], max_ctx: int = 2048) -> dict:
 FITS_SECONDS = 40.0    # the step and prefill overhead fits' 14 engine runs (OPT-13B, H200, 2026-12-05: 23 + 18 s)
 
 
+def full_grid_estimate(block_sizes: list[int], max_ctx: int = 2048) -> tuple[int, float]:
+    """(timed points, estimated seconds) of a full calibration's grids over ``block_sizes``."""
+    per_point = FULL_B16_SECONDS / full_points(max_ctx)
+    pts = (full_points(max_ctx) - shared_points()) * len(block_sizes) + shared_points()
+    return pts, pts * per_point
+
+
 def estimate_total_s(block_sizes: list[int], fast: bool, max_ctx: int = 2048) -> float:
     """Estimated seconds of the whole calibration asked for: grids, then (not ``--fast``) the fits' engine runs."""
     if fast:
         return estimate_seconds(block_sizes, max_ctx)["estimate_s"]
-    pts = (full_points(max_ctx) - shared_points()) * len(block_sizes) + shared_points()
-    return pts * FULL_B16_SECONDS / full_points(max_ctx) + SERVING_FIT_SECONDS + FITS_SECONDS
+    return full_grid_estimate(block_sizes, max_ctx)[1] + SERVING_FIT_SECONDS + FITS_SECONDS
 
 
 def time_limit_warning(block_sizes: list[int], fast: bool, time_limit_s: float | None, max_ctx: int = 2048) -> str | None:
@@ -126,13 +132,12 @@ def estimate_full_or_fast(block_sizes: list[int], fast: bool, max_ctx: int = 204
         e = estimate_seconds(block_sizes, max_ctx)
         pts = e["points"]
     else:
-        per_point = FULL_B16_SECONDS / full_points(max_ctx)
-        pts = (full_points(max_ctx) - shared_points()) * len(block_sizes) + shared_points()
-        e = {"estimate_s": pts * per_point, "seconds_per_point": per_point}
+        pts, seconds = full_grid_estimate(block_sizes, max_ctx)
+        e = {"estimate_s": seconds, "seconds_per_point": FULL_B16_SECONDS / full_points(max_ctx)}
     line = (f"{'fast' if fast else 'full'} calibration of block sizes {','.join(map(str, block_sizes))}: {pts} timed "
             f"points x {e['seconds_per_point']:.2f} s = ~{e['estimate_s'] / 60:.1f} min (an estimate from the counts "
             f"of grid points and the full block-16 OPT-13B H200 calibration's {FULL_B16_SECONDS:.0f} s; to be measured)")
     if not fast:     # the serving fit's engine runs come on top (kvsim.calibrate.serving_fit)
         line += (f", plus the fits' engine runs: the serving fit ~{SERVING_FIT_SECONDS:.0f} s for OPT-13B on the H200 "
-                 "(--time-limit caps it), the step and prefill overhead fits ~40 s")
+                 f"(--time-limit caps it), the step and prefill overhead fits ~{FITS_SECONDS:.0f} s")
     return line

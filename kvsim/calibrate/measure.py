@@ -47,13 +47,12 @@ def _bench(fn, warmup=10, rep=40, min_samples: int = MIN_SAMPLES) -> float:
     two untimed calls (the first compiles and warms; the second, host-timed, sizes the budgets), then warm-up
     calls for ``warmup`` ms and timed calls for ``rep`` ms, both counted from that call. A whole 13B forward is
     then timed ``min_samples`` times after one more call (do_bench took nine more), a 20 us kernel ~2,000 times."""
-    import time as _t
     fn()
     torch.cuda.synchronize()
-    t0 = _t.perf_counter()
+    t0 = time.perf_counter()
     fn()
     torch.cuda.synchronize()
-    once_ms = max((_t.perf_counter() - t0) * 1e3, 1e-3)
+    once_ms = max((time.perf_counter() - t0) * 1e3, 1e-3)
     for _ in range(int(warmup / once_ms)):
         fn()
     n = max(min_samples, int(rep / once_ms))

@@ -30,16 +30,10 @@ KERNEL_TABLES = ("decode_attn", "prefill_attn", "decode_step", "decode_spread_st
 TRANSFER_TABLES = ("copy_block", "swap")
 
 
-def _gpu_key(name: str) -> str:
-    """``"NVIDIA H200"`` / ``"H200-141GB"`` -> ``"h200"``: the chip, without vendor or memory size."""
-    from kvsim.cost.calibrated import chip_key
-    return chip_key(name)
-
-
 def load_checked(path: str, model: str, dtype: str, gpu: str) -> dict:
     """The profile JSON at ``path``, checked against the scenario (KvsimError naming the field)."""
     from kvsim.catalogue import get_model
-    from kvsim.cost.calibrated import card_matches
+    from kvsim.cost.calibrated import card_matches, chip_key
     from kvsim.cost.profile import Profile
     from kvsim.textio import read_json
     doc = read_json(path, "--profile", "profile JSON file (kvsim calibrate)")
@@ -54,7 +48,7 @@ def load_checked(path: str, model: str, dtype: str, gpu: str) -> dict:
         raise KvsimError("dtype", f"the scenario uses {dtype}, {path} was measured in {prof.dtype}")
     card = str(prof.meta.get("gpu", ""))
     same = card_matches(card, gpu)      # the catalogue card where it knows it (as kvsim run checks), else the chip
-    if same is False or same is None and _gpu_key(card) != _gpu_key(gpu):
+    if same is False or same is None and chip_key(card) != chip_key(gpu):
         raise KvsimError("gpu", f"the scenario's GPU is {gpu}, {path} was measured on {card!r}; "
                                 "--set gpu=... to the card it was measured on")
     return doc
