@@ -132,17 +132,17 @@ class OutputSet:
                                       f"{e.strerror or e}") from None
         if not present:                 # the nearest folder that exists must take a new folder (before the work)
             _check_creatable(out)
-        if present:
-            if not out.is_dir():
-                raise KvsimError("--out", f"{out} exists and is not a folder")
-            try:
-                foreign = sorted(p.name for p in out.iterdir() if not (p.is_file() and self.owns(p.name)))
-            except OSError as e:
-                raise KvsimError("--out", f"cannot read {out}: {e.strerror or e}") from None
-            if foreign:
-                raise KvsimError("--out", f"{out} holds other files ({', '.join(foreign[:3])}"
-                                 f"{', ...' if len(foreign) > 3 else ''}); kvsim replaces an output folder as a "
-                                 f"whole, so give a new or empty folder")
+            return
+        if not out.is_dir():
+            raise KvsimError("--out", f"{out} exists and is not a folder")
+        try:
+            foreign = sorted(p.name for p in out.iterdir() if not (p.is_file() and self.owns(p.name)))
+        except OSError as e:
+            raise KvsimError("--out", f"cannot read {out}: {e.strerror or e}") from None
+        if foreign:
+            raise KvsimError("--out", f"{out} holds other files ({', '.join(foreign[:3])}"
+                             f"{', ...' if len(foreign) > 3 else ''}); kvsim replaces an output folder as a "
+                             f"whole, so give a new or empty folder")
 
     def __enter__(self) -> Path:
         self.check()
