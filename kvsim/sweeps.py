@@ -69,9 +69,9 @@ def grid_points(grid: dict[str, list]) -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
-def check_point(data, overrides: list[str], point: dict, field: str) -> None:
-    """Refuse (KvsimError on ``field``, naming the point) a grid point whose scenario does not load or names a
-    model or GPU the catalogue does not know: bad input, found before anything runs."""
+def check_point(data, overrides: list[str], point: dict, field: str):
+    """The grid point's scenario; refuse it (KvsimError on ``field``, naming the point) where it does not load or
+    names a model or GPU the catalogue does not know: bad input, found before anything runs."""
     from kvsim.catalogue import get_gpu, get_model
     try:
         sc = load_scenario(data, overrides + _point_overrides(point))
@@ -80,6 +80,7 @@ def check_point(data, overrides: list[str], point: dict, field: str) -> None:
     except KvsimError as e:
         where = ", ".join(f"{k}={v}" for k, v in point.items())
         raise KvsimError(field, f"at {where}: {e}") from None
+    return sc
 
 
 def _point_overrides(point: dict) -> list[str]:

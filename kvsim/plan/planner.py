@@ -28,7 +28,7 @@ import pandas as pd
 from kvsim.config import check_key, load_scenario, read_yaml
 from kvsim.configtools import check_number
 from kvsim.errors import KvsimError
-from kvsim.plan.search import SearchResult, check_rate_driven, find_max_rate, probe_overrides
+from kvsim.plan.search import SearchResult, find_max_rate, probe_overrides, rate_driven
 from kvsim.plan.slo import slo_value
 from kvsim.sweeps import _point_overrides, check_point, grid_points
 
@@ -182,12 +182,11 @@ def plan(source, slo: dict, candidates: dict[str, list] | None = None, *, overri
             raise KvsimError("--candidates", f"{k}: expected a non-empty list of values, got {values!r}")
     points = grid_points(candidates) if candidates else [{}]
     prices = check_prices(prices, data, overrides, points, objective)
-    for pt in points:                  # a candidate whose scenario does not load (a misspelt GPU, a bad value)
-        check_point(data, probe_overrides(overrides, requests), pt, "--candidates")     # is bad input
     errors = []
-    for pt in points:                  # one whose load cannot be driven by a rate is kept as an error row...
-        try:
-            check_rate_driven(data, probe_overrides(overrides, requests) + _point_overrides(pt))
+    for pt in points:                  # a candidate whose scenario does not load (a misspelt GPU, a bad value)
+        sc = check_point(data, probe_overrides(overrides, requests), pt, "--candidates")     # is bad input;
+        try:                           # one whose load cannot be driven by a rate is kept as an error row...
+            rate_driven(sc)
         except KvsimError as e:
             errors.append(e)
     if len(errors) == len(points):     # ...unless none can: then it is bad input

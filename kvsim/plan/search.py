@@ -150,7 +150,11 @@ def run_at(data: dict, overrides: list[str], rate: float, cache: ProbeCache | No
 
 def check_rate_driven(data: dict, overrides: list[str]) -> float:
     """The scenario's rate; error unless its arrivals are driven by a rate (poisson or gamma)."""
-    sc = load_scenario(data, overrides)
+    return rate_driven(load_scenario(data, overrides))
+
+
+def rate_driven(sc) -> float:
+    """:func:`check_rate_driven` of a loaded scenario."""
     if getattr(sc.workload, "_rate_inf", False):
         raise KvsimError("workload.rate_req_s", "inf means burst arrivals (every request at t=0); the rate search "
                                                 "needs a finite starting rate")
