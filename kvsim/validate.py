@@ -178,7 +178,7 @@ def card_sets(profile: str) -> list[str]:
     """``gpu=<the profile's card>`` where the catalogue knows it: the engine ran on the card that measured the
     profile, whatever GPU the scenario names (scenarios/validation v01-v14 name h100-80gb and were run on an H200),
     and the simulator prices it as that card (a profile measured on another card than the scenario's GPU is
-    refused, :func:`kvsim.cost.calibrated.check_card`). A user's ``--set gpu=...`` comes after it and wins."""
+    refused, :func:`kvsim.cost.profile_card.check_card`). A user's ``--set gpu=...`` comes after it and wins."""
     from kvsim.catalogue import get_gpu
     from kvsim.errors import KvsimError
     card = _checked_profile_doc(profile)["meta"].get("gpu")

@@ -94,47 +94,9 @@ from kvsim.cost.sampling_price import SamplingPriceMixin
 from kvsim.cost.step_grids import StepGridsMixin
 from kvsim.cost.profile import (FORMAT, REQUIRED, VERSION, Profile, interp1, interp2, isotonic,  # noqa: F401
                                 load_profile, spread_contexts, spread_fractions)
+from kvsim.cost.profile_card import card_matches, check_card, chip_key  # noqa: F401
 from kvsim.errors import KvsimError
 from kvsim.graph_sizes import padded
-
-def chip_key(name: str) -> str:
-    """``"NVIDIA H200"`` / ``"H200-141GB"`` -> ``"h200"``: the chip, without vendor or memory size."""
-    words = str(name).lower().replace("nvidia", " ").replace("-", " ").split()
-    return words[0] if words else ""
-
-
-def card_matches(card, gpu: str) -> bool | None:
-    """Whether a profile measured on ``card`` (its ``meta.gpu``, the device name: ``"NVIDIA H200"``) was measured
-    on the catalogue GPU ``gpu``: by catalogue identity where the catalogue knows the card (``get_gpu``'s aliases),
-    else by chip where the chip is a catalogue GPU's; None for a card the catalogue cannot place (a synthetic or
-    unlisted one, or none recorded), which cannot be compared."""
-    from kvsim.catalogue import get_gpu, list_gpus
-    want = get_gpu(gpu).name
-    if not isinstance(card, str) or not card.strip():
-        return None
-    try:
-        return get_gpu(card).name == want
-    except KvsimError:
-        pass
-    chip = chip_key(card)
-    if chip and chip in {chip_key(g) for g in list_gpus()}:
-        return chip == chip_key(want)
-    return None
-
-
-def check_card(profile: Profile, gpu: str) -> None:
-    """A KvsimError("profile", ...) naming both GPUs when ``profile`` was measured on another card than the
-    scenario's ``gpu`` (:func:`card_matches`): its step times are that card's, whatever GPU the scenario names."""
-    card = profile.meta.get("gpu")
-    if card_matches(card, gpu) is False:
-        from kvsim.catalogue import get_gpu
-        try:
-            key = f" (gpu={get_gpu(card).name.lower()})"
-        except KvsimError:
-            key = ""
-        raise KvsimError("profile", f"{profile.source} was measured on {card!r}, the scenario's gpu is "
-                                    f"{get_gpu(gpu).name}; its step times are that card's: set the scenario's gpu "
-                                    f"to the card it was measured on{key} or use a profile measured on {gpu}")
 
 
 class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin, CostModel):

@@ -33,7 +33,7 @@ TRANSFER_TABLES = ("copy_block", "swap")
 def load_checked(path: str, model: str, dtype: str, gpu: str) -> dict:
     """The profile JSON at ``path``, checked against the scenario (KvsimError naming the field)."""
     from kvsim.catalogue import get_model
-    from kvsim.cost.calibrated import card_matches, chip_key
+    from kvsim.cost.profile_card import card_matches, chip_key
     from kvsim.cost.profile import Profile
     from kvsim.textio import read_json
     doc = read_json(path, "--profile", "profile JSON file (kvsim calibrate)")
