@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 # the runs as records; load_runs is re-exported for refits (benchmarks/engine/serving_refit.py)
-from kvsim.calibrate.serving_runs import (by_pass, join_passes, load_runs, lone_prefills,  # noqa: F401
+from kvsim.calibrate.serving_runs import (by_pass, join_passes, load_runs, lone_prefills, spread_order,  # noqa: F401
                                           save_runs, step_contexts)
 
 ROWS = (4, 8, 9, 16, 17, 24, 32, 64, 128)   # both ends of the 9-16 and 17-24 graph buckets; 64 and 128 for big batches
@@ -63,24 +63,6 @@ KV_MEMORY_SHARE = 0.6              # a row runs only if its worst-case KV fits i
 REQUESTS_PER_SLOT = 2              # per pass
 PASSES = 2                         # spread order, then reversed: each row meets the host at two times (module doc)
 
-
-def spread_order(rows) -> list[int]:
-    """``rows`` sorted, then ordered ends first and halves after (0, n-1, the middle, the quarters, ...), so a fit
-    cut short by a time limit after k runs has rows spread over the range (interpolated) rather than its k
-    smallest (the rest extrapolated from the last, held flat)."""
-    rows = sorted(rows)
-    if len(rows) <= 2:
-        return rows
-    order, spans = [0, len(rows) - 1], [(0, len(rows) - 1)]
-    while spans:
-        nxt = []
-        for lo, hi in spans:
-            if hi - lo > 1:
-                mid = (lo + hi) // 2
-                order.append(mid)
-                nxt += [(lo, mid), (mid, hi)]
-        spans = nxt
-    return [rows[i] for i in order]
 PROMPT_RANGE = (16, 1024)          # capped at half the model's longest sequence
 OUTPUT_RANGE = (16, 256)
 MIN_STEPS = 20                     # steps at exactly n rows a fit needs

@@ -1,6 +1,7 @@
 """The serving fit's engine runs as records (:mod:`kvsim.calibrate.serving_fit`): each decode step's contexts
 rebuilt from a run's requests, a row's passes joined into one record, lone prefill steps picked out, and the runs
-saved and loaded (``kvsim calibrate --serving-runs DIR``) so a fit can be redone on a CPU."""
+saved and loaded (``kvsim calibrate --serving-runs DIR``) so a fit can be redone on a CPU, and the order the rows
+run in (:func:`spread_order`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -103,3 +104,22 @@ def load_runs(out_dir) -> dict[int, tuple[pd.DataFrame, pd.DataFrame]]:
         if d.name[1:].isdigit() and (d / "iterations.csv").is_file():
             runs[int(d.name[1:])] = (pd.read_csv(d / "iterations.csv"), pd.read_csv(d / "requests.csv"))
     return runs
+
+
+def spread_order(rows) -> list[int]:
+    """``rows`` sorted, then ordered ends first and halves after (0, n-1, the middle, the quarters, ...), so a fit
+    cut short by a time limit after k runs has rows spread over the range (interpolated) rather than its k
+    smallest (the rest extrapolated from the last, held flat)."""
+    rows = sorted(rows)
+    if len(rows) <= 2:
+        return rows
+    order, spans = [0, len(rows) - 1], [(0, len(rows) - 1)]
+    while spans:
+        nxt = []
+        for lo, hi in spans:
+            if hi - lo > 1:
+                mid = (lo + hi) // 2
+                order.append(mid)
+                nxt += [(lo, mid), (mid, hi)]
+        spans = nxt
+    return [rows[i] for i in order]
