@@ -157,9 +157,14 @@ _GPU_NUM_FIELDS = {"memory_mib": 1 << 20, "hbm_bandwidth_GBps": 1e9, "peak_fp16_
                    "host_link_GBps": 1e9, "interconnect_GBps": 1e9}
 
 
+# libyaml's safe loader where PyYAML was built with it: the same data, ~10x faster than the pure-Python one (the
+# catalogue is read by every run; ~30 ms of a 10,000-request simulation otherwise)
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _entries(path: Path, key: str) -> list[dict]:
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.load(Path(path).read_text(), Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
     except (OSError, yaml.YAMLError) as e:
         raise KvsimError("catalogue", f"cannot read {path}: {e}".replace("\n", " ")) from None
     if not isinstance(data, dict) or not isinstance(data.get(key), list):

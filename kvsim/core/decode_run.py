@@ -167,9 +167,13 @@ class DecodeRun:
         Returns whether the run may go on (all steps taken, groups finished, some still running and
         admission still blocked)."""
         self.tracker.advance(seg.first, seg.new_blocks[:steps])
-        for g in self.sched.running:
-            for s in g.seqs:
-                s.generated += steps
+        if self.sched.multi_seq:
+            for g in self.sched.running:
+                for s in g.seqs:
+                    s.generated += steps
+        else:                                    # one sequence per group
+            for g in self.sched.running:
+                g.seqs[0].generated += steps
         self.step += steps
         self.ctx_sum += self.num_seqs * steps
         if steps < seg.steps or not seg.finishes:
@@ -287,13 +291,17 @@ def _resumed(sched: Scheduler) -> DecodeRun | None:
 def start_decode_run(sched: Scheduler) -> DecodeRun | None:
     """A decode run from the scheduler's state now (its last one taken up again where it may be), or None when
     the next step must be taken alone. No change to the scheduler's or the KV manager's state."""
-    if sched.cfg.policy == "static" or not sched.running:
+    running = sched.running
+    if sched.cfg.policy == "static" or not running:
         return None
-    nseq = 0
-    for g in sched.running:
-        if g.prefill_done < g.prefill_target or g.spec.beam_width > 1:     # in prefill, or beam search
+    for g in running:
+        if g.prefill_done < g.prefill_target:       # in prefill
             return None
-        nseq += len(g.seqs)
+    if sched.serves_beams:
+        for g in running:
+            if g.spec.beam_width > 1:               # beam search
+                return None
+    nseq = sched.num_running_seqs()
     if not admission_blocked(sched, nseq):
         return None
     run = _resumed(sched) if KEEP_RUNS else None

@@ -193,10 +193,14 @@ class PagedDecodeTracker:
         k = len(new_blocks)
         members, bs = self._members, self.bs
         r = step % bs
-        rounds = members[r:] + members[:r]              # rounds[i] = members[(step + i) % bs]
-        if k > bs:
-            rounds *= k // bs + 1
-        takers = list(chain.from_iterable(rounds[:k]))  # round-major, running order within a round
+        if r + k <= bs:                                 # members[(step + i) % bs], i < k: one slice
+            rounds = members[r:r + k]
+        else:
+            rounds = members[r:] + members[:r]          # rounds[i] = members[(step + i) % bs]
+            if k > bs:
+                rounds *= k // bs + 1
+            rounds = rounds[:k]
+        takers = list(chain.from_iterable(rounds))      # round-major, running order within a round
         self.bm.append_slots_bulk(self.seq_ids, k, takers)
         self._count(step, k, new_blocks)
 

@@ -71,8 +71,8 @@ class Scheduler:
         self.rejected: list[SequenceGroup] = []
         self._next_seq_id = 0
         self._static_done: set[int] = set()
-        self._serves_beams = False          # a beam group was added
-        self._multi_seq = False             # a group of several sequences (n > 1 or beam) was added
+        self.serves_beams = False          # a beam group was added
+        self.multi_seq = False             # a group of several sequences (n > 1 or beam) was added
         self.count_sampling = False         # plans count their sampling rows (a cost model that prices them)
 
     # ----------------------------------------------------------------- intake
@@ -85,9 +85,9 @@ class Scheduler:
         self._next_seq_id += spec.num_seqs
         self.groups[spec.request_id] = g
         if spec.beam_width > 1:
-            self._serves_beams = True
+            self.serves_beams = True
         if spec.num_seqs > 1:
-            self._multi_seq = True
+            self.multi_seq = True
         cfg = self.cfg
         reason = None
         if spec.prompt_len + spec.output_len > cfg.max_model_len:
@@ -121,7 +121,7 @@ class Scheduler:
         return list(self.groups.values())
 
     def num_running_seqs(self) -> int:
-        if not self._multi_seq:             # every group holds one sequence
+        if not self.multi_seq:             # every group holds one sequence
             return len(self.running)
         return sum(map(len, map(_SEQS, self.running)))
 
@@ -155,7 +155,7 @@ class Scheduler:
         for g in self.running:
             if g.first_scheduled_s is None:
                 g.first_scheduled_s = now
-        if self._serves_beams and self.count_sampling:
+        if self.serves_beams and self.count_sampling:
             self._count_sampling(plan)
         return plan
 
@@ -185,7 +185,7 @@ class Scheduler:
 
     def _admit(self, plan: StepPlan, budget: int, chunked: bool, static: bool = False) -> None:
         num_seqs = self.num_running_seqs()
-        admitted = False
+        admitted = 0
         # static batching never preempts, so a batch must fit its peak blocks up front
         peak_room = self.kv.free_blocks() if static else None
         victims = {gid for gid, _ in plan.preempted} if plan.preempted else ()
@@ -218,7 +218,7 @@ class Scheduler:
             g.prefill_done = cached
             g.status = GroupStatus.RUNNING
             self.running.append(g)
-            admitted = True
+            admitted += 1
             num_seqs += len(g.seqs)
             tokens = todo - cached
             if chunked:
@@ -226,10 +226,18 @@ class Scheduler:
             self._add_prefill(plan, g, tokens)
             budget -= tokens
         if admitted:
-            self._sort_running()
+            self._sort_running(admitted)
 
-    def _sort_running(self) -> None:
-        self.running.sort(key=FCFS_ORDER)
+    def _sort_running(self, appended: int) -> None:
+        """Put ``running`` back in FCFS order after ``appended`` groups were added at its end. The rest is in order
+        already (groups only leave it otherwise), so when the new ones follow the last of it in order, nothing
+        moves and the sort (a key per group) is skipped."""
+        running = self.running
+        tail = running[-appended - 1:]
+        for a, b in zip(tail, tail[1:]):
+            if FCFS_ORDER(a) > FCFS_ORDER(b):
+                running.sort(key=FCFS_ORDER)
+                return
 
     def _decode(self, plan: StepPlan) -> bool:
         """Give every decoding group its next slot, preempting latest arrivals when memory runs out."""
@@ -340,6 +348,7 @@ class Scheduler:
             return
         self.swapped.sort(key=FCFS_ORDER)
         num_seqs = self.num_running_seqs()
+        back = 0
         while self.swapped:
             g = self.swapped[0]
             if num_seqs + len(g.seqs) > self.cfg.max_num_seqs or not self.kv.can_swap_in(g):
@@ -349,12 +358,14 @@ class Scheduler:
             g.status = GroupStatus.RUNNING
             num_seqs += len(g.seqs)
             self.running.append(g)
+            back += 1
             if g.in_prefill:
                 continue    # swapped mid chunked prefill: its prefill resumes, nothing to decode yet
             plan.copy_pairs.extend(self.kv.append(g))
             plan.decode_group_ids.append(g.group_id)
             plan.decode_context_tokens.extend(s.length for s in g.seqs)
-        self._sort_running()
+        if back:
+            self._sort_running(back)
 
     def _schedule_static(self, plan: StepPlan) -> None:
         if not self.running:

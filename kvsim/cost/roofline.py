@@ -152,6 +152,7 @@ class RooflineCostModel(RooflineDecodeMixin, CostModel):
             self._ar_per_token = self._ar_fixed = 0.0
         self._window = WindowMix.of(model)       # None without sliding-window layers
         self._attn_side = self._decode_attention_side()
+        self._terms: dict[int, tuple | None] = {}    # _run_terms per batch size (the model's constants never change)
 
     # -- the shared vectorised core -------------------------------------------
     def _forward_time(self, tokens, logit_rows, num_seqs, decode_ctx_sum, prefill_attn_s):

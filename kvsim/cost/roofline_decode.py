@@ -98,7 +98,14 @@ class RooflineDecodeMixin:
         """``(c, r, linear, ar, over, lm_head, floor, layers)``: a decode step of ``num_seqs`` rows at context sum
         ``s`` costs ``(max(s * c / r + linear, floor) + ar) * layers + over + lm_head`` (the shared formula with
         the winning side of attention's roofline), the terms :meth:`decode_run_times` and
-        :meth:`decode_run_clock` loop over; None where no side always wins (the array form prices those)."""
+        :meth:`decode_run_clock` loop over; None where no side always wins (the array form prices those).
+        Kept per batch size (a run's segments ask again and again)."""
+        terms = self._terms.get(num_seqs, False)
+        if terms is False:
+            terms = self._terms[num_seqs] = self._make_terms(num_seqs)
+        return terms
+
+    def _make_terms(self, num_seqs: int):
         side = self._attn_side
         if num_seqs <= 0 or side == "both":
             return None
@@ -138,12 +145,22 @@ class RooflineDecodeMixin:
         n = steps if cap is None else min(steps, cap)
         t = t0
         out = [t]
-        for s in range(ctx_sum, ctx_sum + num_seqs * n, num_seqs):
+        add = out.append
+        sums = range(ctx_sum, ctx_sum + num_seqs * n, num_seqs)
+        if ctx_sum * c / r + linear >= floor:
+            # above the floor at the first step, above it at every later one (each operation is monotone in s)
+            for s in sums:
+                t += (s * c / r + linear + ar) * layers + over + lm_head
+                add(t)
+                if t >= limit:
+                    return out
+            return out if n == steps else None
+        for s in sums:
             x = s * c / r + linear
             if x < floor:
                 x = floor
             t += (x + ar) * layers + over + lm_head
-            out.append(t)
+            add(t)
             if t >= limit:
                 return out
         return out if n == steps else None
