@@ -497,3 +497,31 @@ def test_interp1_is_interp_with_the_last_slope_above(xs, x, seed):
     got = interp1(x, xs, ys)
     assert type(got) is type(want) and np.shape(got) == np.shape(want)
     assert np.asarray(got).tobytes() == np.asarray(want).tobytes()
+
+
+@pytest.mark.parametrize("steps", [False, True])
+def test_prefill_step_prices_kept_per_prompt_shape_equal_fresh_ones(steps):
+    """Prefill-only steps are priced once per (new tokens, cached tokens) and kept: the kept price is the one a
+    fresh model gives, whatever came between (copies and swaps are added on top, not kept), and the memo
+    stays bounded."""
+    rng = np.random.default_rng(3)
+    warm = model(synthetic_profile(steps=steps))
+    warm.PREFILL_MEMO = 8
+    plans = []
+    for _ in range(60):
+        g = int(rng.integers(1, 4))
+        new = [int(x) for x in rng.integers(1, 1500, g)]
+        cached = [int(x) for x in rng.choice([0, 0, 128, 512], g)]
+        p = StepPlan(prefill_group_ids=list(range(g)), prefill_new_tokens=new, prefill_cached_tokens=cached)
+        if rng.random() < 0.3:
+            p.copy_pairs.extend([(1, 2)] * int(rng.integers(1, 5)))
+        plans.append(p)
+    plans += [StepPlan(prefill_group_ids=[0], prefill_new_tokens=[512], prefill_cached_tokens=[c]) for c in (0, 512)]
+    first = [warm.step_time(p) for p in plans + plans[::-1]]
+    fresh = [model(synthetic_profile(steps=steps)).step_time(p) for p in plans + plans[::-1]]
+    assert first == fresh
+    assert 0 < len(warm._prefill_memo) <= 8
+    plain = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[700], prefill_cached_tokens=[0])
+    copied = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[700], prefill_cached_tokens=[0],
+                      copy_pairs=[(1, 2), (3, 4)])
+    assert warm.step_time(copied) > warm.step_time(plain) == model(synthetic_profile(steps=steps)).step_time(plain)

@@ -125,6 +125,7 @@ class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin,
         self._dec = profile.decode[block_size_tokens]
         self._pre = profile.prefill[block_size_tokens]
         self._dec_cache: dict[tuple, np.ndarray] = {}
+        self._prefill_memo: dict[tuple, float] = {}     # (new tokens, cached tokens) -> price (_step_time)
         self._step = profile.decode_step.get(block_size_tokens)      # whole decode iterations, if measured
         self._pstep = profile.prefill_step.get(block_size_tokens)
         self._mix = profile.mixed_step.get(block_size_tokens)        # whole mixed iterations, if measured
@@ -256,11 +257,33 @@ class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin,
             return max(full - saved, 0.0)      # saved is at most the chunks' attention by the kernel grid
         return self._step_time(plan)
 
+    PREFILL_MEMO = 1 << 16      # prefill-only step prices kept (cleared when full)
+
     def _step_time(self, plan: StepPlan) -> float:
         ctx = plan.decode_context_tokens
         if is_decode_only(plan):
             return float(self.decode_step_times(len(ctx), np.array([float(sum(ctx))]),
                                                 np.array([float(max(ctx))]))[0]) + self.sampling_extra(plan)
+        if ctx:
+            t = self._grid_step(plan)
+        else:
+            # a prefill-only step's grid price depends on its prompts' new and cached tokens alone: kept, since
+            # the same prompt lengths come back again and again (one entry per distinct step)
+            key = (tuple(plan.prefill_new_tokens), tuple(plan.prefill_cached_tokens))
+            memo = self._prefill_memo
+            t = memo.get(key)
+            if t is None:
+                if len(memo) >= self.PREFILL_MEMO:
+                    memo.clear()
+                t = memo[key] = self._grid_step(plan)
+        t += self.copy_time(len(plan.copy_pairs), 0) + self.sampling_extra(plan)
+        if self.include_swaps_in_step:
+            t += self.swap_time(len(plan.swap_out), 0) + self.swap_time(len(plan.swap_in), 0)
+        return t
+
+    def _grid_step(self, plan: StepPlan) -> float:
+        """A step with prompt tokens, from the grids and fits, before its copies, sampling and swaps."""
+        ctx = plan.decode_context_tokens
         p = self.p
         groups = len(plan.prefill_new_tokens)
         t = 0.0
@@ -287,9 +310,6 @@ class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin,
             t = max(t - over, t + float(np.interp(float(plan.num_prefill_tokens), *self._pserving)))
         else:
             t += self._prefill_host(plan.num_prefill_tokens)
-        t += self.copy_time(len(plan.copy_pairs), 0) + self.sampling_extra(plan)
-        if self.include_swaps_in_step:
-            t += self.swap_time(len(plan.swap_out), 0) + self.swap_time(len(plan.swap_in), 0)
         return t
 
     def swap_time(self, num_blocks: int, block_bytes: int) -> float:
