@@ -86,13 +86,28 @@ class _Histogram:
     def __init__(self):
         self.bins, self.counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
 
+    DENSE = 1 << 20     # a chunk whose bins span fewer than this is counted densely (no sort)
+
     def add(self, v: np.ndarray, c: np.ndarray) -> None:
         if not len(v):
             return
-        b = np.concatenate([self.bins, _code(v) >> _SHIFT])
-        w = np.concatenate([self.counts, c])
-        self.bins, inv = np.unique(b, return_inverse=True)
-        self.counts = np.bincount(inv, weights=w, minlength=len(self.bins)).astype(np.int64)
+        b = _code(v) >> _SHIFT
+        lo, hi = int(b.min()), int(b.max())
+        if hi - lo < self.DENSE:            # gaps of one run span a few binary orders of magnitude: a dense count
+            dense = np.bincount(b - lo, weights=c, minlength=hi - lo + 1)
+            at = np.nonzero(dense)[0]
+            nb, nc = at + lo, dense[at].astype(np.int64)
+        else:
+            nb, inv = np.unique(b, return_inverse=True)
+            nc = np.bincount(inv, weights=c, minlength=len(nb)).astype(np.int64)
+        if not len(self.bins):
+            self.bins, self.counts = nb, nc
+            return
+        bins = np.union1d(self.bins, nb)    # (few distinct bins: small sorts)
+        counts = np.zeros(len(bins), dtype=np.int64)
+        counts[np.searchsorted(bins, self.bins)] += self.counts
+        counts[np.searchsorted(bins, nb)] += nc
+        self.bins, self.counts = bins, counts
 
 
 def itl_percentiles(first_token_s: np.ndarray, finish_s: np.ndarray, output_len: np.ndarray, ends, qs) -> list:

@@ -230,3 +230,21 @@ def test_chunks_hold_at_most_rows_plus_one_segment(mode):
     assert max(sizes) <= 50 + longest
     if not len(firsts):                       # stepped only (beam search): exactly rows at a time
         assert set(sizes[:-1]) == {50}
+
+
+def test_itl_histogram_dense_and_sorted_counts_agree():
+    """The ITL histogram counts a chunk densely when its bins span little, else by sorting: both give the same
+    bins and counts, chunk after chunk, for gaps of one scale and of many (zeros, microseconds, seconds)."""
+    from kvsim.itl_stream import _Histogram
+    rng = np.random.default_rng(5)
+    chunks = [(rng.exponential(0.02, 500), rng.integers(1, 9, 500)),
+              (np.concatenate([np.zeros(7), 10.0 ** rng.uniform(-7, 2, 300)]), rng.integers(1, 4, 307)),
+              (rng.exponential(0.03, 400), np.ones(400, np.int64))]
+    dense, sorted_ = _Histogram(), _Histogram()
+    sorted_.DENSE = 1
+    for v, c in chunks:
+        dense.add(v, c)
+        sorted_.add(v, c)
+        assert np.array_equal(dense.bins, sorted_.bins) and np.array_equal(dense.counts, sorted_.counts)
+    assert int(dense.counts.sum()) == sum(int(c.sum()) for _, c in chunks)
+    assert np.all(np.diff(dense.bins) > 0) and np.all(dense.counts > 0)

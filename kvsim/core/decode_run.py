@@ -146,6 +146,7 @@ class DecodeRun:
         base.sort()
         self._finish_steps = sorted(self._done_at)
         self.num_groups = len(sched.running)
+        self._kv_steps = sched.kv_steps          # the scheduler's KV-touching steps when the run (re)started
 
     def next_segment(self) -> Segment:
         """The steps up to the next finish, cut where the free blocks run out (possibly to 0 steps)."""
@@ -206,9 +207,18 @@ class DecodeRun:
         leave the run at its step, the rest catch up ``d`` steps and the new ones join, and the run is in the
         state a fresh one would have, its steps shifted by ``self.step``. False (nothing changed) otherwise."""
         running, old, fins, j = self.sched.running, self._groups, self._fins, self.step
+        n_old = len(old)
+        if self.sched.kv_steps == self._kv_steps and running[:n_old] == old:
+            # nothing but admissions since the run stopped (no step decoded, preempted, swapped or copied): every
+            # group of the run is still there, first, where it stood (d = 0); only new ones join
+            new = running[n_old:]
+            if self.tracker.shares_partial(new):
+                return False
+            self._join(new, j)
+            return True
         # the longest start of ``running`` that is a subsequence of ``old``: the groups kept (their positions)
         kept: list[int] = []
-        i, n_old = 0, len(old)
+        i = 0
         for g in running:
             while i < n_old and old[i] is not g:
                 i += 1
@@ -256,7 +266,14 @@ class DecodeRun:
             tracker.caught_up(j, d)
             j = self.step = j + d
             self.ctx_sum += self.num_seqs * d
-        tracker.extend(new, j)
+        self._kv_steps = self.sched.kv_steps
+        self._join(new, j)
+        return True
+
+    def _join(self, new: list, j: int) -> None:
+        """Groups admitted or swapped in join the run ``j`` steps in (after the tracked ones, in running order)."""
+        self.tracker.extend(new, j)
+        fins, old = self._fins, self._groups
         base, done_at = self._base, self._done_at
         for g in new:
             spec, seqs = g.spec, g.seqs
@@ -276,7 +293,6 @@ class DecodeRun:
             self.num_seqs += len(seqs)
         old.extend(new)
         self.num_groups = len(old)
-        return True
 
 
 def _resumed(sched: Scheduler) -> DecodeRun | None:
@@ -294,6 +310,9 @@ def start_decode_run(sched: Scheduler) -> DecodeRun | None:
     running = sched.running
     if sched.cfg.policy == "static" or not running:
         return None
+    nseq = sched.num_running_seqs()
+    if not admission_blocked(sched, nseq):      # (first: a request that just arrived is mostly admitted)
+        return None
     for g in running:
         if g.prefill_done < g.prefill_target:       # in prefill
             return None
@@ -301,9 +320,6 @@ def start_decode_run(sched: Scheduler) -> DecodeRun | None:
         for g in running:
             if g.spec.beam_width > 1:               # beam search
                 return None
-    nseq = sched.num_running_seqs()
-    if not admission_blocked(sched, nseq):
-        return None
     run = _resumed(sched) if KEEP_RUNS else None
     if run is not None:
         return run if run.tracker.first_steps_fit(run.step, sched.kv.free_blocks()) else None

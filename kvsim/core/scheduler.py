@@ -74,6 +74,9 @@ class Scheduler:
         self.serves_beams = False          # a beam group was added
         self.multi_seq = False             # a group of several sequences (n > 1 or beam) was added
         self.count_sampling = False         # plans count their sampling rows (a cost model that prices them)
+        # stepped iterations that touched a running group's KV (decoded, preempted, swapped, copied): a kept
+        # decode run reads it to see that nothing but admissions happened since it stopped (decode_run.resume)
+        self.kv_steps = 0
 
     # ----------------------------------------------------------------- intake
     def add_request(self, spec: RequestSpec) -> SequenceGroup:
@@ -152,9 +155,7 @@ class Scheduler:
                     budget -= chunk
             if not self.swapped and budget > 0:
                 self._admit(plan, budget, chunked=True)
-        for g in self.running:
-            if g.first_scheduled_s is None:
-                g.first_scheduled_s = now
+        # (a group is first scheduled when admitted: _admit stamps it; swapped groups ran before)
         if self.serves_beams and self.count_sampling:
             self._count_sampling(plan)
         return plan
@@ -217,6 +218,8 @@ class Scheduler:
             g.cached_tokens = cached
             g.prefill_done = cached
             g.status = GroupStatus.RUNNING
+            if g.first_scheduled_s is None:
+                g.first_scheduled_s = plan.now_s
             self.running.append(g)
             admitted += 1
             num_seqs += len(g.seqs)
@@ -387,6 +390,8 @@ class Scheduler:
         groups missing from it use the seeded beam model.
         Returns the groups that finished at ``now``.
         """
+        if plan.decode_group_ids or plan.preempted or plan.swap_out or plan.swap_in or plan.copy_pairs:
+            self.kv_steps += 1
         groups = self.groups
         done: list[SequenceGroup] = []
         for gid, new in zip(plan.prefill_group_ids, plan.prefill_new_tokens):
