@@ -158,6 +158,33 @@ class PagedBlockManager(AppendMixin, SwapMixin):
             self.tables[seq_id] = got
             self.num_tokens[seq_id] = num_tokens
             return 0
+        m = nblocks - hit_blocks
+        free = self._free
+        if m > 0 and len(free) >= m and type(self)._take_block is PagedBlockManager._take_block:
+            # the free list serves every new block: the ones m _take_block calls would pop, in order, at once
+            got = free[-m:]
+            del free[-m:]
+            got.reverse()
+            ref, fill = self.ref, self.fill
+            for b in got:
+                ref[b] = 1
+                fill[b] = bs
+            fill[got[-1]] = num_tokens - (nblocks - 1) * bs     # (every block but the last is full)
+            self.num_allocated += m
+            self.used_slots += num_tokens - hit_blocks * bs
+            if self.enable_prefix_caching and hashes:           # register the new full blocks' hashes
+                block_of, hash_of = self._block_of, self._hash_of
+                full = min(len(hashes), nblocks if num_tokens % bs == 0 else nblocks - 1)
+                for i in range(hit_blocks, full):
+                    h = hashes[i]
+                    if h not in block_of:
+                        b = got[i - hit_blocks]
+                        block_of[h] = b
+                        hash_of[b] = h
+            table.extend(got)
+            self.tables[seq_id] = table
+            self.num_tokens[seq_id] = num_tokens
+            return hit_blocks * bs
         for i in range(hit_blocks, nblocks):
             b = self._take_block()
             f = min(bs, num_tokens - i * bs)

@@ -146,7 +146,8 @@ class DecodeRun:
         base.sort()
         self._finish_steps = sorted(self._done_at)
         self.num_groups = len(sched.running)
-        self._kv_steps = sched.kv_steps          # the scheduler's KV-touching steps when the run (re)started
+        self._kv_steps = sched.kv_steps          # the scheduler's step counts when the run (re)started
+        self._uniform_steps = sched.uniform_steps
 
     def next_segment(self) -> Segment:
         """The steps up to the next finish, cut where the free blocks run out (possibly to 0 steps)."""
@@ -208,12 +209,20 @@ class DecodeRun:
         state a fresh one would have, its steps shifted by ``self.step``. False (nothing changed) otherwise."""
         running, old, fins, j = self.sched.running, self._groups, self._fins, self.step
         n_old = len(old)
-        if self.sched.kv_steps == self._kv_steps and running[:n_old] == old:
-            # nothing but admissions since the run stopped (no step decoded, preempted, swapped or copied): every
-            # group of the run is still there, first, where it stood (d = 0); only new ones join
+        sched = self.sched
+        if sched.kv_steps == self._kv_steps and running[:n_old] == old:
+            # since the run stopped, steps that admitted groups and steps that gave every decoding group its slot
+            # (nothing preempted, swapped or copied): every group of the run is still there, first, d of those
+            # steps on; only new ones join
             new = running[n_old:]
             if self.tracker.shares_partial(new):
                 return False
+            d = sched.uniform_steps - self._uniform_steps
+            if d:
+                self.tracker.caught_up(j, d)
+                j = self.step = j + d
+                self.ctx_sum += self.num_seqs * d
+                self._uniform_steps = sched.uniform_steps
             self._join(new, j)
             return True
         # the longest start of ``running`` that is a subsequence of ``old``: the groups kept (their positions)
@@ -266,7 +275,7 @@ class DecodeRun:
             tracker.caught_up(j, d)
             j = self.step = j + d
             self.ctx_sum += self.num_seqs * d
-        self._kv_steps = self.sched.kv_steps
+        self._kv_steps, self._uniform_steps = sched.kv_steps, sched.uniform_steps
         self._join(new, j)
         return True
 

@@ -74,9 +74,13 @@ class Scheduler:
         self.serves_beams = False          # a beam group was added
         self.multi_seq = False             # a group of several sequences (n > 1 or beam) was added
         self.count_sampling = False         # plans count their sampling rows (a cost model that prices them)
-        # stepped iterations that touched a running group's KV (decoded, preempted, swapped, copied): a kept
-        # decode run reads it to see that nothing but admissions happened since it stopped (decode_run.resume)
+        # What stepped iterations did to the running groups' KV, for a kept decode run to see what happened since
+        # it stopped (decode_run.resume): ``uniform_steps`` counts the steps in which every decoding group took
+        # its slot and nothing else touched KV (no preemption, swap or copy), ``kv_steps`` every other step that
+        # decoded, preempted, swapped or copied
         self.kv_steps = 0
+        self.uniform_steps = 0
+        self._uniform_plan: StepPlan | None = None      # the plan _decode gave every decoding group its slot
 
     # ----------------------------------------------------------------- intake
     def add_request(self, spec: RequestSpec) -> SequenceGroup:
@@ -256,6 +260,7 @@ class Scheduler:
             # every group's need is covered at its turn (appends take exactly their need, and a group's
             # need does not depend on the others'): the loop below would preempt nothing
             self._append(plan, decoding)
+            self._uniform_plan = plan
             return False
         # Each group's need, as computed above (it does not depend on the other groups, preempted or not), and
         # the free blocks counted down by it (appends take exactly their need). The groups given their slot are
@@ -390,8 +395,14 @@ class Scheduler:
         groups missing from it use the seeded beam model.
         Returns the groups that finished at ``now``.
         """
-        if plan.decode_group_ids or plan.preempted or plan.swap_out or plan.swap_in or plan.copy_pairs:
+        if plan.preempted or plan.swap_out or plan.swap_in or plan.copy_pairs:
             self.kv_steps += 1
+        elif plan.decode_group_ids:
+            if plan is self._uniform_plan:
+                self.uniform_steps += 1
+            else:
+                self.kv_steps += 1
+        self._uniform_plan = None
         groups = self.groups
         done: list[SequenceGroup] = []
         for gid, new in zip(plan.prefill_group_ids, plan.prefill_new_tokens):
