@@ -353,3 +353,17 @@ def test_cli_notes_a_field_with_no_effect(tmp_path):
                        capture_output=True, text=True, cwd=root)
     assert r.returncode == 0
     assert "note: workload.cv has no effect here: only arrival gamma uses it (arrival is 'poisson')" in r.stderr
+
+
+def test_trace_read_again_is_kept_by_contents_and_copied(tmp_path):
+    """A run reads its trace twice (the header counts its rows): the second read is the first's parse when the
+    file's bytes are the same, as fresh arrays; a file rewritten with other rows of the same size is parsed anew."""
+    from kvsim.workload.trace import read_trace
+    p = tmp_path / "t.csv"
+    p.write_text("arrival_s,prompt_len,output_len\n0.5,10,20\n0.1,30,40\n")
+    a = read_trace(str(p))
+    a.prompt_len[0] = 999                     # a caller's change stays its own
+    b = read_trace(str(p))
+    assert b.prompt_len.tolist() == [30, 10] and b.arrival_s.tolist() == [0.1, 0.5]
+    p.write_text("arrival_s,prompt_len,output_len\n0.5,10,20\n0.1,31,40\n")     # same size, other contents
+    assert read_trace(str(p)).prompt_len.tolist() == [31, 10]
