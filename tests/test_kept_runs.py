@@ -107,7 +107,9 @@ def test_kept_runs_equal_fresh_runs_and_stepping(name, monkeypatch):
 def test_resume_refuses_groups_moved_unevenly(monkeypatch):
     """A run is not taken up where one of its groups took a step the others did not (its tokens or its block
     tables' slots): resume returns False and leaves the run as it was. (The scheduler never does this, so the
-    scenarios above cannot show the check matters; this moves a group by hand before resuming.)"""
+    scenarios above cannot show the check matters; this moves a group by hand before resuming, as a step the
+    scheduler counts among those that touched KV: ``kv_steps``, which sends resume to its group-by-group checks;
+    with no such step counted it takes the run up without them, which the test above checks against fresh runs.)"""
     orig = decode_run.DecodeRun.resume
     refused = []
 
@@ -123,7 +125,9 @@ def test_resume_refuses_groups_moved_unevenly(monkeypatch):
                         s.generated += 1
                     else:
                         ntok[s.seq_id] += 1
+                self.sched.kv_steps += 1
                 refused.append(orig(self))
+                self.sched.kv_steps -= 1
                 for s in g.seqs:
                     if field == "generated":
                         s.generated -= 1
