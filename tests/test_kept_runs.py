@@ -178,3 +178,40 @@ def test_a_run_cut_short_of_memory_would_not_start_again(name):
     pd.testing.assert_frame_equal(res.requests, step.requests, check_exact=True)
     pd.testing.assert_frame_equal(res.iterations, step.iterations, check_exact=True)
     assert res.summary == step.summary
+
+
+def test_resume_rereads_groups_where_one_left_and_came_back(monkeypatch):
+    """Where groups left the run (preempted: ``tail_steps``) and one of them came back (``joins``) before the run
+    was taken up again, the run's groups are read one by one, even where the running ones are a start of the
+    run's own: the one that came back may stand anywhere (here it moved a token by hand, as a recompute would
+    leave it) and the run must refuse it. Set up by hand: the scheduler rarely re-admits a group before the
+    next resume."""
+    orig = decode_run.DecodeRun.resume
+    refused = []
+
+    def leave_and_return(self):
+        sched, old = self.sched, self._groups
+        if len(old) >= 4 and sched.running == old and len(refused) < 20:
+            keep, back = old[:-2], old[-2]
+            state = (self.step, self.ctx_sum, list(self._groups), self.tracker.logical, dict(self.tracker._n0))
+            saved = list(sched.running)
+            sched.running = keep + [back]
+            sched.tail_steps += 1
+            sched.joins += 1
+            for s in back.seqs:
+                s.generated += 1
+                sched.kv.bm.num_tokens[s.seq_id] += 1
+            refused.append(orig(self))
+            for s in back.seqs:
+                s.generated -= 1
+                sched.kv.bm.num_tokens[s.seq_id] -= 1
+            sched.running = saved
+            sched.tail_steps -= 1
+            sched.joins -= 1
+            assert state == (self.step, self.ctx_sum, list(self._groups), self.tracker.logical,
+                             dict(self.tracker._n0))
+        return orig(self)
+
+    monkeypatch.setattr(decode_run.DecodeRun, "resume", leave_and_return)
+    SimEngine(setup_run(KEPT["paged_high_rate"])).run()
+    assert refused and not any(refused)

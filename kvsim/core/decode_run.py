@@ -146,8 +146,7 @@ class DecodeRun:
         base.sort()
         self._finish_steps = sorted(self._done_at)
         self.num_groups = len(sched.running)
-        self._kv_steps = sched.kv_steps          # the scheduler's step counts when the run (re)started
-        self._uniform_steps = sched.uniform_steps
+        self._seen = _counts(sched)              # the scheduler's step counts when the run (re)started
 
     def next_segment(self) -> Segment:
         """The steps up to the next finish, cut where the free blocks run out (possibly to 0 steps)."""
@@ -210,21 +209,29 @@ class DecodeRun:
         running, old, fins, j = self.sched.running, self._groups, self._fins, self.step
         n_old = len(old)
         sched = self.sched
-        if sched.kv_steps == self._kv_steps and running[:n_old] == old:
-            # since the run stopped, steps that admitted groups and steps that gave every decoding group its slot
-            # (nothing preempted, swapped or copied): every group of the run is still there, first, d of those
-            # steps on; only new ones join
-            new = running[n_old:]
-            if self.tracker.shares_partial(new):
-                return False
-            d = sched.uniform_steps - self._uniform_steps
-            if d:
-                self.tracker.caught_up(j, d)
-                j = self.step = j + d
-                self.ctx_sum += self.num_seqs * d
-                self._uniform_steps = sched.uniform_steps
-            self._join(new, j)
-            return True
+        kv_steps, uniform, tail, joins = self._seen
+        if sched.kv_steps == kv_steps:
+            # since the run stopped, only steps in which every decoding group still running took its slot (d of
+            # them), admissions and swap-ins: the groups still here are d steps on; the run takes them up without
+            # reading each one, (1) when none left (no preemption) and any new ones come after them, or (2) when
+            # none joined and the ones left were its last
+            d = sched.uniform_steps - uniform + sched.tail_steps - tail
+            if sched.tail_steps == tail and running[:n_old] == old:
+                new = running[n_old:]
+                if self.tracker.shares_partial(new):
+                    return False
+                self._catch_up(j, d)
+                self._join(new, self.step)
+                self._seen = _counts(sched)
+                return True
+            m = len(running)
+            if sched.joins == joins and m < n_old and running == old[:m]:
+                self._leave(range(m, n_old), j)
+                del old[m:], fins[m:]
+                self._catch_up(j, d)
+                self.num_groups = m
+                self._seen = _counts(sched)
+                return True
         # the longest start of ``running`` that is a subsequence of ``old``: the groups kept (their positions)
         kept: list[int] = []
         i = 0
@@ -251,33 +258,41 @@ class DecodeRun:
             return False
         if k < n_old:                                # groups gone since: out at step j
             keep = set(kept)
-            for x in range(n_old):
-                if x in keep:
-                    continue
-                g, f = old[x], fins[x]
-                tracker.drop(g, j)
-                n = g.spec.prompt_len + g.spec.output_len - 1 - f + j       # their context at step j
-                self.ctx_sum -= n * len(g.seqs)
-                for _ in g.seqs:
-                    del self._base[bisect_left(self._base, n - j)]
-                self.num_seqs -= len(g.seqs)
-                at = self._done_at[f]
-                at.remove(g)
-                if not at:
-                    del self._done_at[f]
-                    self._finish_steps.remove(f)
+            self._leave([x for x in range(n_old) if x not in keep], j)
             if k == kept[-1] + 1 if k else True:     # the kept ones are the first k: cut the tails
                 del old[k:], fins[k:]
             else:
                 old[:] = [old[x] for x in kept]
                 fins[:] = [fins[x] for x in kept]
-        if d:
-            tracker.caught_up(j, d)
-            j = self.step = j + d
-            self.ctx_sum += self.num_seqs * d
-        self._kv_steps, self._uniform_steps = sched.kv_steps, sched.uniform_steps
-        self._join(new, j)
+        self._catch_up(j, d)
+        self._seen = _counts(sched)
+        self._join(new, self.step)
         return True
+
+    def _leave(self, gone, j: int) -> None:
+        """The groups at positions ``gone`` of the run (finished or preempted since it stopped) leave it at step
+        ``j``: their aggregates out (the caller removes them from the run's lists)."""
+        old, fins, tracker = self._groups, self._fins, self.tracker
+        for x in gone:
+            g, f = old[x], fins[x]
+            tracker.drop(g, j)
+            n = g.spec.prompt_len + g.spec.output_len - 1 - f + j       # their context at step j
+            self.ctx_sum -= n * len(g.seqs)
+            for _ in g.seqs:
+                del self._base[bisect_left(self._base, n - j)]
+            self.num_seqs -= len(g.seqs)
+            at = self._done_at[f]
+            at.remove(g)
+            if not at:
+                del self._done_at[f]
+                self._finish_steps.remove(f)
+
+    def _catch_up(self, j: int, d: int) -> None:
+        """The run's groups took ``d`` steps outside it since step ``j`` (stepped): the aggregates follow."""
+        if d:
+            self.tracker.caught_up(j, d)
+            self.step = j + d
+            self.ctx_sum += self.num_seqs * d
 
     def _join(self, new: list, j: int) -> None:
         """Groups admitted or swapped in join the run ``j`` steps in (after the tracked ones, in running order)."""
@@ -302,6 +317,11 @@ class DecodeRun:
             self.num_seqs += len(seqs)
         old.extend(new)
         self.num_groups = len(old)
+
+
+def _counts(sched: Scheduler) -> tuple[int, int, int, int]:
+    """The scheduler's step and join counts (see ``Scheduler.__init__``): what a kept run compares on resume."""
+    return sched.kv_steps, sched.uniform_steps, sched.tail_steps, sched.joins
 
 
 def _resumed(sched: Scheduler) -> DecodeRun | None:

@@ -74,13 +74,14 @@ class Scheduler:
         self.serves_beams = False          # a beam group was added
         self.multi_seq = False             # a group of several sequences (n > 1 or beam) was added
         self.count_sampling = False         # plans count their sampling rows (a cost model that prices them)
-        # What stepped iterations did to the running groups' KV, for a kept decode run to see what happened since
-        # it stopped (decode_run.resume): ``uniform_steps`` counts the steps in which every decoding group took
-        # its slot and nothing else touched KV (no preemption, swap or copy), ``kv_steps`` every other step that
-        # decoded, preempted, swapped or copied
-        self.kv_steps = 0
-        self.uniform_steps = 0
+        # What stepped iterations did to the running groups, for a kept decode run to see what happened since it
+        # stopped (decode_run.resume): ``uniform_steps`` counts the steps in which every decoding group took its
+        # slot and nothing else touched KV but swap-ins; ``tail_steps`` those in which every decoding group not
+        # preempted took its slot; ``kv_steps`` every other step that decoded, preempted, swapped or copied;
+        # ``joins`` the groups admitted or swapped in
+        self.kv_steps = self.uniform_steps = self.tail_steps = self.joins = 0
         self._uniform_plan: StepPlan | None = None      # the plan _decode gave every decoding group its slot
+        self._tail_plan: StepPlan | None = None         # ... every decoding group it did not preempt
 
     # ----------------------------------------------------------------- intake
     def add_request(self, spec: RequestSpec) -> SequenceGroup:
@@ -233,6 +234,7 @@ class Scheduler:
             self._add_prefill(plan, g, tokens)
             budget -= tokens
         if admitted:
+            self.joins += admitted
             self._sort_running(admitted)
 
     def _sort_running(self, appended: int) -> None:
@@ -304,6 +306,7 @@ class Scheduler:
         if batch:
             self._append(plan, batch)
         self.running = kept
+        self._tail_plan = plan
         return preempted
 
     def _append(self, plan: StepPlan, groups: list[SequenceGroup]) -> None:
@@ -373,6 +376,7 @@ class Scheduler:
             plan.decode_group_ids.append(g.group_id)
             plan.decode_context_tokens.extend(s.length for s in g.seqs)
         if back:
+            self.joins += back
             self._sort_running(back)
 
     def _schedule_static(self, plan: StepPlan) -> None:
@@ -395,14 +399,15 @@ class Scheduler:
         groups missing from it use the seeded beam model.
         Returns the groups that finished at ``now``.
         """
-        if plan.preempted or plan.swap_out or plan.swap_in or plan.copy_pairs:
+        if plan.copy_pairs:
             self.kv_steps += 1
-        elif plan.decode_group_ids:
-            if plan is self._uniform_plan:
-                self.uniform_steps += 1
-            else:
-                self.kv_steps += 1
-        self._uniform_plan = None
+        elif plan is self._uniform_plan and not plan.preempted and not plan.swap_out:
+            self.uniform_steps += 1                  # (swapped-in groups joined: ``joins``)
+        elif plan is self._tail_plan and not plan.swap_in:
+            self.tail_steps += 1
+        elif plan.decode_group_ids or plan.preempted or plan.swap_out or plan.swap_in:
+            self.kv_steps += 1
+        self._uniform_plan = self._tail_plan = None
         groups = self.groups
         done: list[SequenceGroup] = []
         for gid, new in zip(plan.prefill_group_ids, plan.prefill_new_tokens):

@@ -140,6 +140,7 @@ class SchedulerV1(Scheduler):
             g.prefill_done = cached
             g.status = GroupStatus.RUNNING
             self.running.append(g)
+            self.joins += 1
             self._add_prefill(plan, g, new)
             budget -= new
 
