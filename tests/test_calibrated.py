@@ -525,3 +525,28 @@ def test_prefill_step_prices_kept_per_prompt_shape_equal_fresh_ones(steps):
     copied = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[700], prefill_cached_tokens=[0],
                       copy_pairs=[(1, 2), (3, 4)])
     assert warm.step_time(copied) > warm.step_time(plain) == model(synthetic_profile(steps=steps)).step_time(plain)
+
+
+@pytest.mark.parametrize("form", ["fraction", "grid"])
+def test_decode_runs_priced_in_one_interpolation_equal_each_step_priced(form):
+    """A decode run's steps under the serving fit (its fitted fraction, or the spread grid's in the fit's "grid"
+    form) are priced with both reads of the uniform grid in one interpolation: the same floats, bit for bit, as
+    ``decode_step_times`` on the run's context sums and longest contexts, across rows, contexts and lengths (below,
+    inside and past the grids), and the fused form is really taken."""
+    from kvsim.cost.base import CostModel
+    fit = {"num_seqs": [4, 16], "extra_s": [1e-3, 2e-3]}
+    fit.update({"spread_frac": [0.9, 0.7]} if form == "fraction" else {"spread": "grid"})
+    m = model(dict(_with_spread_grid(0.25), decode_serving={"16": fit}))
+    rng = np.random.default_rng(11)
+    taken = 0
+    for _ in range(300):           # (the fitted fraction holds up to the fit's last row, 16: most runs there)
+        n, steps = int(rng.integers(1, 24 if form == "fraction" else 300)), int(rng.integers(1, 90))
+        mean = int(rng.integers(1, 5000))
+        top = mean + int(rng.integers(0, 3000))
+        fused = m._run_times_fused(n, n * mean, top, steps)
+        want = CostModel.decode_run_times(m, n, n * mean, top, steps)
+        assert m.decode_run_times(n, n * mean, top, steps) == want
+        if fused is not None:
+            taken += 1
+            assert fused == want
+    assert taken > 100

@@ -208,16 +208,7 @@ class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin,
             b = float(padded(num_seqs, self._graphs))
             step = self._grid_at(self._step, b, sums)
             if self._serving is not None:
-                terms = self._dec_cache.get(("serving", n))        # (overhead, fraction) at n rows, once per n
-                if terms is None:
-                    xs, extra, frac = self._serving
-                    # the spread grid's fraction: in the fit's "grid" form everywhere, else above its rows
-                    grid = frac is None or (n > xs[-1] and self._lam is not None)
-                    over = float(interp1(n, *p.overhead)) + float(np.interp(n, xs, extra))
-                    if n < xs[0]:       # below the fit's rows: never above its first row's (fewer rows, less work)
-                        over = min(over, float(interp1(float(xs[0]), *p.overhead)) + float(extra[0]))
-                    terms = self._dec_cache[("serving", n)] = (
-                        max(0.0, over), None if grid else float(np.interp(n, xs, frac)))    # never negative
+                terms = self._serving_terms(n)
                 if ctx_max is not None:
                     if terms[1] is not None:
                         step = step + terms[1] * self._spread_unit(b, sums, ctx_max, step)
@@ -232,6 +223,26 @@ class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin,
         fixed = interp1(n, *p.overhead) + self.L * (interp1(n, *p.linear) + interp1(n, *p.other)) \
             + interp1(n, *p.lm_head)
         return np.asarray(fixed + self.L * self._decode_attn(n, sums), dtype=np.float64)
+
+    def _serving_terms(self, n: float) -> tuple[float, float | None]:
+        """(overhead, fitted spread fraction or None for the grid's) of a decode step of ``n`` rows under the
+        serving fit, once per ``n``."""
+        terms = self._dec_cache.get(("serving", n))
+        if terms is None:
+            p = self.p
+            xs, extra, frac = self._serving
+            # the spread grid's fraction: in the fit's "grid" form everywhere, else above its rows
+            grid = frac is None or (n > xs[-1] and self._lam is not None)
+            over = float(interp1(n, *p.overhead)) + float(np.interp(n, xs, extra))
+            if n < xs[0]:       # below the fit's rows: never above its first row's (fewer rows, less work)
+                over = min(over, float(interp1(float(xs[0]), *p.overhead)) + float(extra[0]))
+            terms = self._dec_cache[("serving", n)] = (
+                max(0.0, over), None if grid else float(np.interp(n, xs, frac)))    # never negative
+        return terms
+
+    def decode_run_times(self, num_seqs: int, ctx_sum: int, ctx_max: int, steps: int) -> list[float]:
+        fused = self._run_times_fused(num_seqs, ctx_sum, ctx_max, steps)
+        return fused if fused is not None else super().decode_run_times(num_seqs, ctx_sum, ctx_max, steps)
 
     def _prefill_host(self, tokens: int) -> float:
         """The measured extra of a step with ``tokens`` prompt tokens (0 without the table)."""
@@ -279,37 +290,6 @@ class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin,
         t += self.copy_time(len(plan.copy_pairs), 0) + self.sampling_extra(plan)
         if self.include_swaps_in_step:
             t += self.swap_time(len(plan.swap_out), 0) + self.swap_time(len(plan.swap_in), 0)
-        return t
-
-    def _grid_step(self, plan: StepPlan) -> float:
-        """A step with prompt tokens, from the grids and fits, before its copies, sampling and swaps."""
-        ctx = plan.decode_context_tokens
-        p = self.p
-        groups = len(plan.prefill_new_tokens)
-        t = 0.0
-        served = self._pserving is not None and not ctx and groups and plan.num_prefill_tokens <= self._pserving[0][-1]
-        if self._step is not None and self._pstep is not None and (groups or ctx):
-            # mixed steps (no serving fit corrects them) take the monotone overhead; prefill-only steps the
-            # measured points, as prefill_serving's fit priced them (kvsim.calibrate.serving_fit)
-            t = self._measured_step(plan, self._over_mono if groups and ctx else p.overhead)
-        elif groups or ctx:
-            tokens = float(plan.num_prefill_tokens + len(ctx))
-            rows = float(groups + len(ctx))
-            layer = float(interp1(tokens, *p.linear) + interp1(tokens, *p.other))
-            if ctx:
-                layer += float(self._decode_attn(float(len(ctx)), float(sum(ctx))))
-            cached = plan.prefill_cached_tokens or [0] * groups
-            for new, c in zip(plan.prefill_new_tokens, cached):
-                layer += float(interp2(float(new), float(c), *self._pre))
-            t = float(interp1(rows, *p.overhead)) + self.L * layer + float(interp1(rows, *p.lm_head))
-        if served:
-            # a prefill-only step as lone prompts cost in the serving runs (kvsim.calibrate.serving_fit): an
-            # extra that may be negative, never below the step's grid price without its overhead; only up to
-            # the longest prompt measured (a bigger step, e.g. a static batch, keeps prefill_overhead)
-            over = float(interp1(float(groups), *p.overhead))
-            t = max(t - over, t + float(np.interp(float(plan.num_prefill_tokens), *self._pserving)))
-        else:
-            t += self._prefill_host(plan.num_prefill_tokens)
         return t
 
     def swap_time(self, num_blocks: int, block_bytes: int) -> float:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvsim.cost.profile import spread_contexts
+from kvsim.cost.profile import interp1, spread_contexts
+from kvsim.graph_sizes import padded
 
 
 class DecodeSpreadMixin:
@@ -75,3 +76,30 @@ class DecodeSpreadMixin:
         """What the uniform step at the longest context adds to ``base`` (the step at the mean) at ``b`` rows."""
         top = np.maximum(np.asarray(ctx_max, dtype=np.float64), sums / b)
         return np.maximum(0.0, self._grid_at(self._step, b, top * b) - base)
+
+    def _run_times_fused(self, num_seqs: int, ctx_sum: int, ctx_max: int, steps: int) -> list[float] | None:
+        """``decode_run_times`` under the serving fit with unequal contexts priced by the fit's fraction or the
+        spread grid's (the usual forms), both reads of the uniform grid (at the mean and at the longest context)
+        in one interpolation: the same floats as ``decode_step_times`` (every operation elementwise, in its
+        order), at fewer numpy calls a segment. None for the other forms (the caller prices them as usual)."""
+        if num_seqs <= 0 or self._step is None or self._serving is None:
+            return None
+        n = float(num_seqs)
+        over, frac = self._serving_terms(n)
+        if frac is None and (self._serving[2] is not None or self._lam is None):
+            return None
+        b = float(padded(num_seqs, self._graphs))
+        j = np.arange(steps, dtype=np.float64)
+        sums = ctx_sum + num_seqs * j
+        x = sums / b
+        top = np.maximum(ctx_max + j, x)
+        key = (id(self._step), b)
+        curve = self._dec_cache.get(key)
+        if curve is None:
+            self._grid_at(self._step, b, sums[:1])              # (builds the batch's curve)
+            curve = self._dec_cache[key]
+        both = interp1(np.concatenate((x, top * b / b)), self._step[1], curve)
+        step, hi = both[:steps], both[steps:]
+        gap = np.maximum(0.0, hi - step)
+        extra = frac * gap if frac is not None else self._grid_fraction(b, top) * gap
+        return (over + (step + extra)).tolist()

@@ -28,8 +28,10 @@ def top_slope(xs, ys) -> float:
 
 
 class StepGridsMixin:
-    """``_measured_step`` and ``_attn_extra`` over the attributes :class:`CalibratedCostModel` sets up
-    (``_mix``, ``_step``, ``_pstep``, ``_pre``, ``_shapes``, ``_pgraphs``, ``_pgraph_seqs``, ``_dec_cache``, ``L``)."""
+    """``_grid_step`` (a step with prompt tokens, whole), ``_measured_step`` and ``_attn_extra`` over the attributes
+    :class:`CalibratedCostModel` sets up (``p``, ``_mix``, ``_step``, ``_pstep``, ``_pre``, ``_pserving``,
+    ``_over_mono``, ``_shapes``, ``_pgraphs``, ``_pgraph_seqs``, ``_dec_cache``, ``L``) and its ``_decode_attn``,
+    ``_prefill_host``."""
 
     def _pstep_at(self, tokens: float) -> float:
         """``prefill_step`` at ``tokens``: interpolated on the grid, past it along :func:`top_slope` (steps
@@ -104,4 +106,35 @@ class StepGridsMixin:
             t += self._pstep_at(float(padded(t_pre, self._pgraphs if fits else None)))
         if t_pre:
             t += self._attn_extra(plan, t_pre)
+        return t
+
+    def _grid_step(self, plan: StepPlan) -> float:
+        """A step with prompt tokens, from the grids and fits, before its copies, sampling and swaps."""
+        ctx = plan.decode_context_tokens
+        p = self.p
+        groups = len(plan.prefill_new_tokens)
+        t = 0.0
+        served = self._pserving is not None and not ctx and groups and plan.num_prefill_tokens <= self._pserving[0][-1]
+        if self._step is not None and self._pstep is not None and (groups or ctx):
+            # mixed steps (no serving fit corrects them) take the monotone overhead; prefill-only steps the
+            # measured points, as prefill_serving's fit priced them (kvsim.calibrate.serving_fit)
+            t = self._measured_step(plan, self._over_mono if groups and ctx else p.overhead)
+        elif groups or ctx:
+            tokens = float(plan.num_prefill_tokens + len(ctx))
+            rows = float(groups + len(ctx))
+            layer = float(interp1(tokens, *p.linear) + interp1(tokens, *p.other))
+            if ctx:
+                layer += float(self._decode_attn(float(len(ctx)), float(sum(ctx))))
+            cached = plan.prefill_cached_tokens or [0] * groups
+            for new, c in zip(plan.prefill_new_tokens, cached):
+                layer += float(interp2(float(new), float(c), *self._pre))
+            t = float(interp1(rows, *p.overhead)) + self.L * layer + float(interp1(rows, *p.lm_head))
+        if served:
+            # a prefill-only step as lone prompts cost in the serving runs (kvsim.calibrate.serving_fit): an
+            # extra that may be negative, never below the step's grid price without its overhead; only up to
+            # the longest prompt measured (a bigger step, e.g. a static batch, keeps prefill_overhead)
+            over = float(interp1(float(groups), *p.overhead))
+            t = max(t - over, t + float(np.interp(float(plan.num_prefill_tokens), *self._pserving)))
+        else:
+            t += self._prefill_host(plan.num_prefill_tokens)
         return t
