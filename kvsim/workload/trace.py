@@ -128,7 +128,10 @@ def read_trace(path: str) -> Trace:
     key = None
     try:
         with open(path, "rb") as f:
-            key = (os.path.realpath(path), hashlib.sha1(f.read()).hexdigest())
+            digest = hashlib.sha1()
+            while chunk := f.read(1 << 20):     # (a chunk at a time: a trace may be large)
+                digest.update(chunk)
+            key = (os.path.realpath(path), digest.hexdigest())
     except OSError:
         pass                                    # (_read_trace says what is wrong with the path)
     trace = _LAST.get(key) if key is not None else None
