@@ -71,8 +71,8 @@ class Scheduler:
         self.rejected: list[SequenceGroup] = []
         self._next_seq_id = 0
         self._static_done: set[int] = set()
-        self.serves_beams = False          # a beam group was added
-        self.multi_seq = False             # a group of several sequences (n > 1 or beam) was added
+        self.serves_beams = False           # a beam group was added
+        self.multi_seq = False              # a group of several sequences (n > 1 or beam) was added
         self.count_sampling = False         # plans count their sampling rows (a cost model that prices them)
         # What stepped iterations did to the running groups, for a kept decode run to see what happened since it
         # stopped (decode_run.resume): ``uniform_steps`` counts the steps in which every decoding group took its
@@ -129,7 +129,7 @@ class Scheduler:
         return list(self.groups.values())
 
     def num_running_seqs(self) -> int:
-        if not self.multi_seq:             # every group holds one sequence
+        if not self.multi_seq:              # every group holds one sequence
             return len(self.running)
         return sum(map(len, map(_SEQS, self.running)))
 
