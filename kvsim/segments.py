@@ -67,7 +67,6 @@ class SegmentTable:
         self._pattern = SpillArray("q")            # blocks per step, periodic, all segments one after another
         self._ev_step = SpillArray("q")            # internal-fragmentation events, all segments
         self._ev_val = SpillArray("q")
-        self._n_pattern = self._n_events = 0       # their lengths (read per segment: plain counts)
         self._raw: list = []                       # RawSegmentMemory of segments without a closed form
         self._waits: list[tuple[int, int, int]] = []   # (first iteration, groups added, iteration after the run)
         self._wait_ends: list[int] = []
@@ -82,34 +81,21 @@ class SegmentTable:
 
         A segment that does not start a run starts where the previous one ended (its ``t0`` is that
         segment's last clock value), so a run's start times are one running sum, as SimPy's clock."""
-        rows = self._rows
         if hasattr(mem, "pattern"):
-            pat, events, pattern = self._pattern, mem.events, mem.pattern
-            rows.buf.extend((first_iter, steps, seqs, groups, ctx_sum, ctx_max, swapped, waiting,
-                             1 if run_start else 0, mem.blocks, mem.alloc, mem.used, mem.internal, mem.external,
-                             mem.free, mem.logical, mem.block_slots, self._n_pattern, len(pattern),
-                             self._n_events, len(events), -1))
-            buf = pat.buf
-            buf.extend(pattern)
-            self._n_pattern += len(pattern)
-            if len(buf) >= pat.limit:
-                pat.spill()
-            if events:
-                for j, v in events:
-                    self._ev_step.append(j)
-                    self._ev_val.append(v)
-                self._n_events += len(events)
+            self._rows.extend((first_iter, steps, seqs, groups, ctx_sum, ctx_max, swapped, waiting,
+                               1 if run_start else 0, mem.blocks, mem.alloc, mem.used, mem.internal, mem.external,
+                               mem.free, mem.logical, mem.block_slots, len(self._pattern), len(mem.pattern),
+                               len(self._ev_step), len(mem.events), -1))
+            self._pattern.extend(mem.pattern)
+            for j, v in mem.events:
+                self._ev_step.append(j)
+                self._ev_val.append(v)
         else:
-            rows.buf.extend((first_iter, steps, seqs, groups, ctx_sum, ctx_max, swapped, waiting,
-                             1 if run_start else 0, 0, 0, 0, 0, 0, 0, 0, 0, self._n_pattern, 0,
-                             self._n_events, 0, len(self._raw)))
+            self._rows.extend((first_iter, steps, seqs, groups, ctx_sum, ctx_max, swapped, waiting,
+                               1 if run_start else 0, 0, 0, 0, 0, 0, 0, 0, 0, len(self._pattern), 0,
+                               len(self._ev_step), 0, len(self._raw)))
             self._raw.append(mem)
-        if len(rows.buf) >= rows.limit:
-            rows.spill()
-        t = self._t0
-        t.buf.append(t0)
-        if len(t.buf) >= t.limit:
-            t.spill()
+        self._t0.append(t0)
         self.rows += steps
 
     def add_waiting(self, first_iter: int, added: int, end_iter: int) -> None:

@@ -28,8 +28,7 @@ class SpillArray:
         self.typecode = typecode
         self.dtype = np.dtype(_DTYPES[typecode])
         self.buf = array(typecode)                 # the newest values (append / extend to it directly)
-        # values the buffer holds before it spills (callers appending to ``buf`` directly compare with it)
-        self.limit = (self.LIMIT if limit_bytes is None else limit_bytes) // self.dtype.itemsize
+        self._limit = (self.LIMIT if limit_bytes is None else limit_bytes) // self.dtype.itemsize
         self._file = None
         self._flushed = 0                          # values in the file
 
@@ -42,17 +41,17 @@ class SpillArray:
 
     def append(self, value) -> None:
         self.buf.append(value)
-        if len(self.buf) >= self.limit:
+        if len(self.buf) >= self._limit:
             self.spill()
 
     def extend(self, values) -> None:
         self.buf.extend(values)
-        if len(self.buf) >= self.limit:
+        if len(self.buf) >= self._limit:
             self.spill()
 
     def extend_array(self, values: np.ndarray) -> None:
         self.buf.frombytes(np.ascontiguousarray(values, dtype=self.dtype).tobytes())
-        if len(self.buf) >= self.limit:
+        if len(self.buf) >= self._limit:
             self.spill()
 
     def spill(self) -> None:
@@ -66,7 +65,7 @@ class SpillArray:
         self.buf = array(self.typecode)
 
     def check(self) -> None:
-        if len(self.buf) >= self.limit:
+        if len(self.buf) >= self._limit:
             self.spill()
 
     def read(self, a: int, b: int) -> np.ndarray:

@@ -143,25 +143,11 @@ class PagedBlockManager(AppendMixin, SwapMixin):
                 hit_blocks += 1
             self.prefix_hits_tokens += hit_blocks * bs
         nblocks = self.blocks_for(num_tokens)
-        if not (self.enable_prefix_caching and hashes) and len(self._free) >= nblocks > 0:
-            # no cache to register in: the blocks _take_block would pop, in order, at once
-            got = self._free[-nblocks:]
-            del self._free[-nblocks:]
-            got.reverse()
-            ref, fill = self.ref, self.fill
-            for b in got:
-                ref[b] = 1
-                fill[b] = bs
-            fill[got[-1]] = num_tokens - (nblocks - 1) * bs
-            self.num_allocated += nblocks
-            self.used_slots += num_tokens
-            self.tables[seq_id] = got
-            self.num_tokens[seq_id] = num_tokens
-            return 0
         m = nblocks - hit_blocks
         free = self._free
         if m > 0 and len(free) >= m and type(self)._take_block is PagedBlockManager._take_block:
-            # the free list serves every new block: the ones m _take_block calls would pop, in order, at once
+            # the free list serves every new block (no eviction): the ones m _take_block calls would pop, in
+            # order, at once
             got = free[-m:]
             del free[-m:]
             got.reverse()

@@ -401,9 +401,9 @@ class Scheduler:
         """
         if plan.copy_pairs:
             self.kv_steps += 1
-        elif plan is self._uniform_plan and not plan.preempted and not plan.swap_out:
-            self.uniform_steps += 1                  # (swapped-in groups joined: ``joins``)
-        elif plan is self._tail_plan and not plan.swap_in:
+        elif plan is self._uniform_plan:             # (_decode preempted nothing; swapped-in groups: ``joins``)
+            self.uniform_steps += 1
+        elif plan is self._tail_plan:                # (_decode's preempting branch; swapped-in groups: ``joins``)
             self.tail_steps += 1
         elif plan.decode_group_ids or plan.preempted or plan.swap_out or plan.swap_in:
             self.kv_steps += 1

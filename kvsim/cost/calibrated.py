@@ -159,15 +159,19 @@ class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin,
         from kvsim.cost.window import WindowMix
         self._window = WindowMix.of(get_model(model_name))     # None without sliding-window layers
 
-    def _grid_at(self, grid, n: float, ctx_sum):
-        """Interpolate a (batch x mean context) grid at batch ``n`` (cached per grid and n)."""
+    def _grid_curve(self, grid, n: float) -> np.ndarray:
+        """A (batch x mean context) grid at batch ``n``: its curve along the mean context (cached per grid and n)."""
         key = (id(grid), n)
         curve = self._dec_cache.get(key)
         if curve is None:
             xa, xb, t = grid
             curve = np.array([float(interp1(n, xa, t[:, j])) for j in range(len(xb))])
             self._dec_cache[key] = curve
-        return interp1(np.asarray(ctx_sum, dtype=np.float64) / n, grid[1], curve)
+        return curve
+
+    def _grid_at(self, grid, n: float, ctx_sum):
+        """Interpolate a (batch x mean context) grid at batch ``n`` and context sums ``ctx_sum``."""
+        return interp1(np.asarray(ctx_sum, dtype=np.float64) / n, grid[1], self._grid_curve(grid, n))
 
     def _decode_attn(self, n: float, ctx_sum):
         return self._grid_at(self._dec, n, ctx_sum)

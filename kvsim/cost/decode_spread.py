@@ -93,12 +93,7 @@ class DecodeSpreadMixin:
         sums = ctx_sum + num_seqs * j
         x = sums / b
         top = np.maximum(ctx_max + j, x)
-        key = (id(self._step), b)
-        curve = self._dec_cache.get(key)
-        if curve is None:
-            self._grid_at(self._step, b, sums[:1])              # (builds the batch's curve)
-            curve = self._dec_cache[key]
-        both = interp1(np.concatenate((x, top * b / b)), self._step[1], curve)
+        both = interp1(np.concatenate((x, top * b / b)), self._step[1], self._grid_curve(self._step, b))
         step, hi = both[:steps], both[steps:]
         gap = np.maximum(0.0, hi - step)
         extra = frac * gap if frac is not None else self._grid_fraction(b, top) * gap

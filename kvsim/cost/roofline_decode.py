@@ -146,16 +146,7 @@ class RooflineDecodeMixin:
         t = t0
         out = [t]
         add = out.append
-        sums = range(ctx_sum, ctx_sum + num_seqs * n, num_seqs)
-        if ctx_sum * c / r + linear >= floor:
-            # above the floor at the first step, above it at every later one (each operation is monotone in s)
-            for s in sums:
-                t += (s * c / r + linear + ar) * layers + over + lm_head
-                add(t)
-                if t >= limit:
-                    return out
-            return out if n == steps else None
-        for s in sums:
+        for s in range(ctx_sum, ctx_sum + num_seqs * n, num_seqs):
             x = s * c / r + linear
             if x < floor:
                 x = floor

@@ -118,7 +118,7 @@ def _rows(path: str):
             raise KvsimError(FIELD, f"{path}: cannot read trace ({e})") from None
 
 
-_LAST: dict = {}     # the last trace read: (real path, size, sha1 of the bytes) -> Trace (callers get copies)
+_LAST: dict = {}     # the last trace read: (real path, sha1 of its bytes) -> Trace (callers get copies)
 
 
 def read_trace(path: str) -> Trace:
