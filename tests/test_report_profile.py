@@ -102,3 +102,19 @@ def test_cli_profile_mismatch_is_one_line_exit_2(tmp_path):
                            capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert r.returncode == 2, (field, r.stderr)
         assert r.stderr.startswith(f"error: {field}:") and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_attribution_says_a_tie_as_one_whatever_the_hash_seed():
+    """One alternative decided by memory and one by the card: the sentence names both (it used to name whichever
+    side a set of the votes iterated first, which moved with PYTHONHASHSEED between runs)."""
+    import subprocess
+    import sys
+    code = ("from kvsim.report.blocksize_profile import attribute;"
+            "print(attribute({16: 10.0, 32: 8.0, 64: 8.0}, {16: 10.0, 32: 8.2, 64: 9.9}, 16)[1])")
+    texts = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in range(6)}
+    assert len(texts) == 1
+    text = texts.pop()
+    assert text.startswith("memory and the card each decide against 1 of 2 alternatives:"), text
+    _, two = attribute({16: 10.0, 32: 8.0, 64: 8.0}, {16: 10.0, 32: 8.2, 64: 8.2}, 16)
+    assert two.startswith("memory (fragmentation and the batch it allows) decides against 2 of 2"), two

@@ -115,7 +115,11 @@ def attribute(rates: dict[int, float | None], mem_rates: dict[int, float | None]
         words.append(f"vs block {x['block_size']} ({x['rate_req_s']:.3g} req/s, {-x['gap_to_pick']:+.1%} in log "
                      f"rate): memory {-x['memory_term']:+.1%}, card {-x['card_term']:+.1%} -> {why} decides")
     votes = [x["decides"] for x in split]
-    main = max(set(votes), key=votes.count)
-    lead = ("memory (fragmentation and the batch it allows)" if main == "memory"
-            else "the card (measured kernel, copy and swap cost per block size)")
-    return rows, f"{lead} decides against {votes.count(main)} of {len(votes)} alternatives: " + "; ".join(words)
+    mem, card = votes.count("memory"), votes.count("card")
+    if mem == card:       # a tie is said as one (no side picked by the order a set happens to iterate in)
+        head = f"memory and the card each decide against {mem} of {len(votes)} alternatives"
+    else:
+        head = ("memory (fragmentation and the batch it allows)" if mem > card
+                else "the card (measured kernel, copy and swap cost per block size)")
+        head += f" decides against {max(mem, card)} of {len(votes)} alternatives"
+    return rows, f"{head}: " + "; ".join(words)
