@@ -550,3 +550,30 @@ def test_decode_runs_priced_in_one_interpolation_equal_each_step_priced(form):
             taken += 1
             assert fused == want
     assert taken > 100
+
+
+def test_decode_steps_below_the_grids_first_context_go_on_along_its_first_slope():
+    """A decode step reads its KV, linear in the context: below the whole-step grid's first context (128 tokens
+    here, as on the H200 profiles) its price goes on falling with the grid's first segment, down to what that
+    segment says at context 0, not held at the first context's; a first segment that does not rise is held."""
+    prof = synthetic_profile(steps=True)
+    g = prof["decode_step"]["16"]
+    b, (c0, c1) = g["batch"][2], g["ctx"][:2]
+    t0, t1 = g["time_s"][2][:2]
+    m = model(prof)
+    over = m.decode_step_times(b, np.array([b * float(c0)]))[0] - t0      # what the model adds to the grid's step
+    slope = (t1 - t0) / (c1 - c0)
+    assert slope > 0
+    for c in (1.0, c0 / 4, c0 / 2, c0 - 1):
+        got = m.decode_step_times(b, np.array([b * c]))[0] - over
+        assert got == pytest.approx(t0 - slope * (c0 - c), rel=1e-12)
+        assert 0 < got < t0
+    at = m.decode_step_times(b, np.array([b * float(c), b * float(c0), b * float(c1)]))
+    assert at[1] - over == pytest.approx(t0, rel=1e-12) and at[2] - over == pytest.approx(t1, rel=1e-12)
+    for row in g["time_s"]:                      # a first segment that falls: held at the first context
+        row[1] = row[0] * 0.99
+    flat = model(prof)
+    assert flat.decode_step_times(b, np.array([b * c0 / 2]))[0] == flat.decode_step_times(b, np.array([b * float(c0)]))[0]
+    g["time_s"] = [[1e-4, 1.0, 2.0] for _ in g["batch"]]      # a steep first segment: never below 0 at context 0
+    steep = model(prof)
+    assert steep.decode_step_times(b, np.array([1.0]))[0] >= steep.decode_step_times(b, np.array([0.0]))[0] >= 0

@@ -159,19 +159,29 @@ class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin,
         from kvsim.cost.window import WindowMix
         self._window = WindowMix.of(get_model(model_name))     # None without sliding-window layers
 
-    def _grid_curve(self, grid, n: float) -> np.ndarray:
-        """A (batch x mean context) grid at batch ``n``: its curve along the mean context (cached per grid and n)."""
+    def _grid_curve(self, grid, n: float) -> tuple[np.ndarray, np.ndarray]:
+        """A (batch x mean context) grid at batch ``n``: its curve along the mean context, ``(contexts, times)``
+        (cached per grid and n). Below the first measured context the curve goes on toward context 0 with its
+        first segment's slope where that slope is positive (a decode step reads its KV, linear in the context;
+        the engine's steps go on falling below the grids' first context, 128 tokens on the H200 profiles),
+        and stays flat otherwise (a latency floor, or noise); never below 0 at context 0."""
         key = (id(grid), n)
         curve = self._dec_cache.get(key)
         if curve is None:
             xa, xb, t = grid
-            curve = np.array([float(interp1(n, xa, t[:, j])) for j in range(len(xb))])
-            self._dec_cache[key] = curve
+            ys = np.array([float(interp1(n, xa, t[:, j])) for j in range(len(xb))])
+            if len(xb) > 1 and xb[0] > 0:
+                slope = max(0.0, float(ys[1] - ys[0]) / float(xb[1] - xb[0]))
+                xs = np.concatenate(([0.0], np.asarray(xb, dtype=np.float64)))
+                ys = np.concatenate(([max(0.0, float(ys[0]) - slope * float(xb[0]))], ys))
+            else:
+                xs = np.asarray(xb, dtype=np.float64)
+            curve = self._dec_cache[key] = (xs, ys)
         return curve
 
     def _grid_at(self, grid, n: float, ctx_sum):
         """Interpolate a (batch x mean context) grid at batch ``n`` and context sums ``ctx_sum``."""
-        return interp1(np.asarray(ctx_sum, dtype=np.float64) / n, grid[1], self._grid_curve(grid, n))
+        return interp1(np.asarray(ctx_sum, dtype=np.float64) / n, *self._grid_curve(grid, n))
 
     def _decode_attn(self, n: float, ctx_sum):
         return self._grid_at(self._dec, n, ctx_sum)

@@ -93,7 +93,7 @@ class DecodeSpreadMixin:
         sums = ctx_sum + num_seqs * j
         x = sums / b
         top = np.maximum(ctx_max + j, x)
-        both = interp1(np.concatenate((x, top * b / b)), self._step[1], self._grid_curve(self._step, b))
+        both = interp1(np.concatenate((x, top * b / b)), *self._grid_curve(self._step, b))
         step, hi = both[:steps], both[steps:]
         gap = np.maximum(0.0, hi - step)
         extra = frac * gap if frac is not None else self._grid_fraction(b, top) * gap
