@@ -19,8 +19,6 @@ from kvsim.outdir import default_out
 def _cmd_run(args) -> int:
     from kvsim.config import load_scenario
     from kvsim.output import write_run
-    from kvsim.sim import SimEngine
-    from kvsim.build import setup_run
     extra = ["cost.model=calibrated", f"cost.profile={args.profile}"] if args.profile else []
     sc = load_scenario(args.scenario, args.set + extra)
     from kvsim.replicate import check_seeds, seed_list
@@ -42,6 +40,8 @@ def _cmd_run(args) -> int:
     from kvsim.outdir import OutputSet
     from kvsim.output import RUN_FILE_NAMES
     OutputSet(out, RUN_FILE_NAMES).check()           # a foreign --out fails before the simulation, not after it
+    from kvsim.build import setup_run                  # (numpy, pandas, simpy: after the arguments are checked)
+    from kvsim.sim import SimEngine
     t0 = time.perf_counter()
     setup = setup_run(sc)
     eng = SimEngine(setup, fast_forward=not args.no_fast_forward)
@@ -243,7 +243,7 @@ FLAGS = (("request_rate", "--request-rate", "workload.rate_req_s", "R",
 
 
 def add_bench_args(p, percentile_metrics: bool = False) -> None:
-    from kvsim.latency import LATENCY_METRICS
+    from kvsim.labels import LATENCY_METRICS
     for dest, flag, _, metavar, text in FLAGS:
         p.add_argument(flag, dest=dest, default=None, metavar=metavar, help=text)
     if percentile_metrics:
@@ -280,7 +280,7 @@ def check_rate_flag(args) -> None:
 
 def parse_metrics(raw) -> list[str] | None:
     """``"ttft,e2el"`` -> ["ttft", "e2el"] (None when not given: all of them)."""
-    from kvsim.latency import LATENCY_METRICS
+    from kvsim.labels import LATENCY_METRICS
     if raw is None:
         return None
     names = [x.strip().lower() for x in str(raw).split(",")]

@@ -11,6 +11,11 @@ high" / "mean" after them.
 """
 from __future__ import annotations
 
+# ``vllm bench serve``'s latency metric names (kvsim.latency computes them; here so that building the CLI's
+# parser does not import pandas)
+LATENCY_METRICS = ("ttft", "tpot", "itl", "e2el")
+GOODPUT_METRICS = ("ttft", "tpot", "e2el")
+
 NAMES: dict[str, tuple[str, str | None]] = {
     # run metrics
     "throughput_req_s": ("throughput", "req/s"),

@@ -29,9 +29,7 @@ import numpy as np
 import pandas as pd
 
 from kvsim.errors import KvsimError
-
-GOODPUT_METRICS = ("ttft", "tpot", "e2el")
-LATENCY_METRICS = ("ttft", "tpot", "itl", "e2el")
+from kvsim.labels import GOODPUT_METRICS, LATENCY_METRICS  # noqa: F401 (re-exported)
 ITL_COLUMNS = ("start_s", "duration_s", "decode_seqs")     # the iteration columns itl_gaps reads
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kvsim.validate import METRICS, headline, run_validation
-
 
 def add_parser(sub) -> None:
     v = sub.add_parser("validate", help="compare the calibrated simulator with the real engine")
@@ -38,6 +36,7 @@ def _repeats(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    from kvsim.validate import METRICS, headline, run_validation     # (pandas: not for building the parser)
     n = _repeats(args)
     df = run_validation(args.scenarios, args.profile, Path(args.out), replay=args.replay, overrides=args.set,
                         repeats=n)

@@ -92,3 +92,19 @@ def test_sweep_writes_csv_and_plot(tmp_path):
     assert len(df) == 4 and set(df["engine.block_size"]) == {8, 32}
     assert (df.requests_finished == 100).all()
     assert (tmp_path / "sweep.png").exists()
+
+
+def test_building_the_parser_and_refusing_bad_input_import_no_numpy_or_pandas():
+    """Every command builds the whole parser first; it imports no numpy or pandas (~0.25 s of every `kvsim`
+    process), so --help, --version and a one-line refusal of bad input stay quick; a run imports them after its
+    arguments are checked."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom kvsim.cli import build_parser, main\nbuild_parser()\n"
+            "heavy = sorted(m for m in ('numpy', 'pandas', 'simpy', 'matplotlib') if m in sys.modules)\n"
+            "rc = main(['run', '/nonexistent/scenario.yaml'])\n"
+            "heavy2 = sorted(m for m in ('pandas', 'simpy', 'matplotlib') if m in sys.modules)\n"
+            "print(heavy, rc, heavy2)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "[] 2 []", (out.stdout, out.stderr)
+    assert out.stderr.count("\n") == 1 and "scenario" in out.stderr

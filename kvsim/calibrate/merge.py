@@ -17,12 +17,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kvsim.cost.profile import FORMAT, LEGACY_ENGINE_MODE, block_size_key
 from kvsim.errors import KvsimError
 
 MUST_MATCH = ("format", "version", "model", "dtype", "num_layers")
 META_MUST_MATCH = ("gpu", "cuda_graphs", "fused_layer_ops", "prefill_ladder", "mixed_decode_kernel", "async_scheduling")
-META_DEFAULTS = {k: LEGACY_ENGINE_MODE[k] for k in ("async_scheduling",)}   # profiles from before it ran stepped
+META_DEFAULT_KEYS = ("async_scheduling",)   # meta keys profiles from before it ran stepped lack: LEGACY_ENGINE_MODE's
+
+
+def _meta_defaults() -> dict:
+    from kvsim.cost.profile import LEGACY_ENGINE_MODE     # (numpy: imported when merging, not for the CLI's parser)
+    return {k: LEGACY_ENGINE_MODE[k] for k in META_DEFAULT_KEYS}
+
+
+def block_size_key(key):
+    from kvsim.cost.profile import block_size_key as key_of
+    return key_of(key)
 
 
 def block_keyed(doc: dict) -> list[str]:
@@ -74,9 +83,9 @@ def merge_profiles(base: dict, extra: dict, *, name: str = "profile", allow_othe
         if base.get(key) != extra.get(key):
             raise KvsimError(key, f"{name}: {extra.get(key)!r} differs from the first profile's {base.get(key)!r}; "
                                   "only profiles of one model, precision and format merge")
-    bm, em = _meta(base), _meta(extra)
+    bm, em, defaults = _meta(base), _meta(extra), _meta_defaults()
     for key in META_MUST_MATCH:
-        if bm.get(key, META_DEFAULTS.get(key)) != em.get(key, META_DEFAULTS.get(key)):
+        if bm.get(key, defaults.get(key)) != em.get(key, defaults.get(key)):
             raise KvsimError(f"meta.{key}", f"{name}: {em.get(key)!r} differs from the first profile's "
                                             f"{bm.get(key)!r}; a profile holds one card and one engine mode")
     mine, theirs = card_uuids(base), card_uuids(extra)
@@ -124,6 +133,7 @@ def check_out(out: str) -> Path:
             doc = read_json(path, "--out", "profile JSON file")
         except KvsimError:
             doc = None
+        from kvsim.cost.profile import FORMAT
         if not (isinstance(doc, dict) and doc.get("format") == FORMAT):
             raise KvsimError("--out", f"{out} exists and is not a kvsim profile; merge-profiles replaces only a "
                                       "profile, so give a new file name")
