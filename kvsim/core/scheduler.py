@@ -19,6 +19,11 @@ Policies (``SchedulerConfig.policy``):
 
 The scheduler keeps no clock: ``schedule(now)`` and ``complete_step(plan, now)``
 receive the caller's time (simulated or wall clock).
+
+Where its parts are: this module plans a step (admission, chunks, static batches); a decode step's slots
+under memory pressure (preemption by swap or recompute, swapping back in) are
+:mod:`kvsim.core.decode_slots`; applying a finished step (tokens, beam parents, finished groups) is
+:mod:`kvsim.core.step_outcome`.
 """
 from __future__ import annotations
 
@@ -30,12 +35,13 @@ import numpy as np
 
 from kvsim.core.beam import BeamParents
 from kvsim.core.block_manager import AllocStatus
+from kvsim.core.decode_slots import DecodeSlotsMixin
 from kvsim.core.kv import KVManager
 from kvsim.core.plan import StepPlan
 from kvsim.core.request import RequestSpec
-from kvsim.core.sequence import GroupStatus, SequenceGroup
+from kvsim.core.sequence import FCFS_ORDER, GroupStatus, SequenceGroup
+from kvsim.core.step_outcome import StepOutcomeMixin
 
-FCFS_ORDER = attrgetter("arrival_s", "spec.request_id")      # first come, first served: (arrival, group id)
 _SEQS = attrgetter("seqs")
 
 POLICIES = ("vllm", "chunked", "static")
@@ -53,7 +59,7 @@ class SchedulerConfig:
     beam_decay: float = 0.5
 
 
-class Scheduler:
+class Scheduler(DecodeSlotsMixin, StepOutcomeMixin):
     def __init__(self, kv: KVManager, config: SchedulerConfig, rng: np.random.Generator):
         if config.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}")
@@ -248,137 +254,6 @@ class Scheduler:
                 running.sort(key=FCFS_ORDER)
                 return
 
-    def _decode(self, plan: StepPlan) -> bool:
-        """Give every decoding group its next slot, preempting latest arrivals when memory runs out."""
-        kv = self.kv
-        decoding = [g for g in self.running if g.prefill_done >= g.prefill_target]      # not in prefill
-        free = kv.free_blocks()
-        per_seq = getattr(kv, "append_blocks_per_seq", None)    # a bound on any append's need, per sequence
-        needs = None
-        if not (per_seq is not None and per_seq * sum(len(g.seqs) for g in decoding) <= free):
-            needs_of = getattr(kv, "append_needs", None)
-            needs = needs_of(decoding) if needs_of is not None else list(map(kv.append_need, decoding))
-        if needs is None or sum(needs) <= free:
-            # every group's need is covered at its turn (appends take exactly their need, and a group's
-            # need does not depend on the others'): the loop below would preempt nothing
-            self._append(plan, decoding)
-            self._uniform_plan = plan
-            return False
-        # Each group's need, as computed above (it does not depend on the other groups, preempted or not), and
-        # the free blocks counted down by it (appends take exactly their need). The groups given their slot are
-        # appended together, before any preemption frees blocks: the same blocks as appending one by one.
-        need_of = dict(zip(map(id, decoding), needs))
-        queue = deque(self.running)
-        kept: list[SequenceGroup] = []
-        batch: list[SequenceGroup] = []         # kept decoding groups not appended yet
-        preempted = False
-        while queue:
-            g = queue.popleft()
-            if g.in_prefill:
-                kept.append(g)
-                continue
-            need = need_of[id(g)]
-            if free >= need:
-                free -= need
-                batch.append(g)
-                kept.append(g)
-                continue
-            if batch:
-                self._append(plan, batch)
-                batch = []
-            while free < need:
-                victim = queue.pop() if queue else None
-                if victim is None:
-                    # last resort: a later-arrived group already kept (chunked prefill ones)
-                    later = [k for k in kept if FCFS_ORDER(k) > FCFS_ORDER(g)]
-                    victim = later[-1] if later else g
-                    if victim is not g:
-                        kept.remove(victim)
-                self._preempt(plan, victim)
-                preempted = True
-                free = kv.free_blocks()
-                if victim is g:
-                    break
-            else:
-                free -= need
-                batch.append(g)
-                kept.append(g)
-        if batch:
-            self._append(plan, batch)
-        self.running = kept
-        self._tail_plan = plan
-        return preempted
-
-    def _append(self, plan: StepPlan, groups: list[SequenceGroup]) -> None:
-        """Each group's next slot, in order, into the plan: copy-on-write pairs, decode ids and contexts."""
-        kv = self.kv
-        append_all = getattr(kv, "append_all", None)
-        copies = plan.copy_pairs
-        if append_all is not None:
-            pairs = append_all(groups)
-            if pairs:
-                copies.extend(pairs)
-        else:
-            for g in groups:
-                pairs = kv.append(g)
-                if pairs:
-                    copies.extend(pairs)
-        ids, ctx = plan.decode_group_ids, plan.decode_context_tokens
-        for g in groups:
-            spec, seqs = g.spec, g.seqs
-            ids.append(spec.request_id)             # (the group id of this scheduler's groups)
-            p = spec.prompt_len
-            if len(seqs) == 1:
-                ctx.append(p + seqs[0].generated)
-            else:
-                ctx.extend([p + s.generated for s in seqs])
-
-    def _preempt(self, plan: StepPlan, g: SequenceGroup) -> None:
-        mode = self.cfg.preemption_mode
-        if mode == "auto":
-            mode = "swap" if len(g.seqs) > 1 else "recompute"
-        if mode == "swap" and not self.kv.can_swap_out(g):
-            mode = "recompute"
-        g.num_preemptions += 1
-        plan.preempted.append((g.group_id, mode))
-        if mode == "swap":
-            plan.swap_out.extend(self.kv.swap_out(g))
-            g.status = GroupStatus.SWAPPED
-            g.num_swaps += 1
-            self.swapped.append(g)
-        else:
-            self.kv.free_group(g)
-            g.status = GroupStatus.WAITING
-            g.num_recomputes += 1
-            g.prefill_target = g.recompute_len()
-            g.prefill_done = 0
-            self.waiting.appendleft(g)
-
-    def _swap_in(self, plan: StepPlan) -> None:
-        if not self.swapped:
-            return
-        self.swapped.sort(key=FCFS_ORDER)
-        num_seqs = self.num_running_seqs()
-        back = 0
-        while self.swapped:
-            g = self.swapped[0]
-            if num_seqs + len(g.seqs) > self.cfg.max_num_seqs or not self.kv.can_swap_in(g):
-                break
-            self.swapped.pop(0)
-            plan.swap_in.extend(self.kv.swap_in(g))
-            g.status = GroupStatus.RUNNING
-            num_seqs += len(g.seqs)
-            self.running.append(g)
-            back += 1
-            if g.in_prefill:
-                continue    # swapped mid chunked prefill: its prefill resumes, nothing to decode yet
-            plan.copy_pairs.extend(self.kv.append(g))
-            plan.decode_group_ids.append(g.group_id)
-            plan.decode_context_tokens.extend(s.length for s in g.seqs)
-        if back:
-            self.joins += back
-            self._sort_running(back)
-
     def _schedule_static(self, plan: StepPlan) -> None:
         if not self.running:
             self._static_done.clear()
@@ -389,84 +264,3 @@ class Scheduler:
                 plan.copy_pairs.extend(self.kv.append(g))
             plan.decode_group_ids.append(g.group_id)
             plan.decode_context_tokens.extend(s.length for s in g.seqs)
-
-    # ------------------------------------------------------------- complete
-    def complete_step(self, plan: StepPlan, now: float,
-                      beam_parents: dict[int, list[int]] | None = None) -> list[SequenceGroup]:
-        """Apply a finished step's outcome: new tokens, beam re-parenting, finished groups freed.
-
-        ``beam_parents`` gives the real parents chosen by an engine's sampler;
-        groups missing from it use the seeded beam model.
-        Returns the groups that finished at ``now``.
-        """
-        if plan.copy_pairs:
-            self.kv_steps += 1
-        elif plan is self._uniform_plan:             # (_decode preempted nothing; swapped-in groups: ``joins``)
-            self.uniform_steps += 1
-        elif plan is self._tail_plan:                # (_decode's preempting branch; swapped-in groups: ``joins``)
-            self.tail_steps += 1
-        elif plan.decode_group_ids or plan.preempted or plan.swap_out or plan.swap_in:
-            self.kv_steps += 1
-        self._uniform_plan = self._tail_plan = None
-        groups = self.groups
-        done: list[SequenceGroup] = []
-        for gid, new in zip(plan.prefill_group_ids, plan.prefill_new_tokens):
-            g = groups[gid]
-            g.prefill_done += new
-            if g.prefill_done >= g.prefill_target:
-                for s in g.seqs:
-                    s.generated += 1
-                if g.first_token_s is None:
-                    g.first_token_s = now
-                if g.generated >= g.spec.output_len:
-                    done.append(g)
-        static = self.cfg.policy == "static"
-        if static:
-            stepped = [groups[gid] for gid in plan.decode_group_ids if gid not in self._static_done]
-        else:
-            stepped = list(map(groups.__getitem__, plan.decode_group_ids))
-        beams = [g for g in stepped if g.spec.beam_width > 1]
-        if beams:
-            # the seeded model's parents for this step's beam groups, drawn together in step order, then each
-            # group re-parented in step order
-            given = beam_parents or {}
-            modelled = [len(g.seqs) for g in beams if given.get(g.group_id) is None]
-            drawn = iter(self._beam_parents.many(modelled, self.cfg.beam_keep_prob, self.cfg.beam_decay)
-                         if modelled else ())
-            reparent = self.kv.reparent
-            for g in beams:
-                parents = given.get(g.group_id)
-                reparent(g, next(drawn) if parents is None else parents)
-        for g in stepped:
-            seqs = g.seqs
-            if len(seqs) == 1:
-                s = seqs[0]
-                s.generated = n = s.generated + 1
-            else:
-                for s in seqs:
-                    s.generated += 1
-                n = seqs[0].generated
-            if n >= g.spec.output_len:
-                done.append(g)
-        if static:
-            self._static_done.update(g.group_id for g in done)
-            if len(self._static_done) < len(self.running):
-                return []
-            done = list(self.running)
-        self.finish(done, now)
-        return done
-
-    def finish(self, done: list[SequenceGroup], now: float) -> None:
-        """Free finished groups (in the given order) and stamp their finish time.
-
-        Invariant: afterwards none of ``done`` holds KV blocks and ``running`` holds only RUNNING groups.
-        """
-        for g in done:
-            g.blocks_at_finish = self.kv.group_blocks(g)
-            self.kv.free_group(g)
-            self.kv.forget(g)
-            g.status = GroupStatus.FINISHED
-            g.finish_s = now
-            self.finished.append(g)
-        if done:
-            self.running = [g for g in self.running if g.status is GroupStatus.RUNNING]

@@ -15,8 +15,11 @@ KV entries.
 from __future__ import annotations
 
 from enum import Enum
+from operator import attrgetter
 
 from kvsim.core.request import RequestSpec
+
+FCFS_ORDER = attrgetter("arrival_s", "spec.request_id")      # first come, first served: (arrival, group id)
 
 
 class GroupStatus(str, Enum):
