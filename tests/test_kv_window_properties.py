@@ -197,3 +197,35 @@ def test_v1_chunked_prefill_holds_about_a_window():
         sched.complete_step(plan, t)
     assert peak <= -(-w // bs) + 2          # never the prompt's 15 blocks
     kv.check_empty()
+
+
+def test_v1_late_recompute_that_no_chunk_can_hold_is_rejected_not_waited_for():
+    """Under V1 a request preempted late comes back as one prefill of its prompt and output so far; with a sliding
+    window its life fits the GPU (``never_fits``) but that one chunk may not, even with every page free. The V1
+    scheduler waited for it forever (hypothesis found it: 52 pages of 1 token, window 29, a 39-token prompt
+    preempted after ~14 tokens); it is now rejected with a reason, as the V0 scheduler rejects a re-prefill that
+    can never fit, and a decode run does not take such a head for blocked."""
+    layout = KVGroupLayout(windows=(29,), layers_per_page=2, layer_group=(0, 0), layer_slot=(0, 1))
+    specs = [RequestSpec(0, 0.0, 6, 19), RequestSpec(1, 0.0, 39, 48), RequestSpec(2, 0.0, 16, 2)] + \
+        [RequestSpec(i, 0.0, 1, 2) for i in range(3, 9)]
+    cfg = SchedulerConfig(max_num_seqs=2, max_num_batched_tokens=96, max_model_len=96, policy="chunked",
+                          preemption_mode="recompute")
+    sched = SchedulerV1(WindowedPagedKVV1(layout, 52, 1), cfg, np.random.default_rng(0))
+    for s in specs:
+        sched.add_request(s)
+    seen_head = False
+    for tick in range(500):
+        if not sched.has_unfinished:
+            break
+        if sched.waiting and sched.waiting[0].group_id == 1 and sched.waiting[0].num_recomputes:
+            head = sched.waiting[0]
+            if sched.kv.chunk_never_fits(head, min(head.prefill_target, 96)) is not None:
+                seen_head = True
+                assert not sched.admission_stays_blocked(0)
+        plan = sched.schedule(tick / 100)
+        sched.complete_step(plan, tick / 100)
+    assert not sched.has_unfinished and seen_head
+    rejected = {g.group_id: g.reject_reason for g in sched.rejected}
+    assert list(rejected) == [1] and "prefill chunk" in rejected[1] and "52 pages" in rejected[1]
+    assert sorted(g.group_id for g in sched.finished) == [0, 2, 3, 4, 5, 6, 7, 8]
+    assert sched.kv.free_blocks() == 52

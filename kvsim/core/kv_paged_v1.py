@@ -60,6 +60,10 @@ class PagedKVV1(PagedKV):
                     f"{self.num_gpu_blocks} blocks")
         return None
 
+    def chunk_never_fits(self, group: SequenceGroup, new_tokens: int) -> str | None:
+        """None: any chunk is at most the sequence's final KV, which :meth:`never_fits` checked fits the GPU."""
+        return None
+
     def _prompt_hashes(self, group: SequenceGroup) -> list[int] | None:
         """Chained hashes of every full block of the sequence's final KV (prompt, then its own output)."""
         if not self.enable_prefix_caching:

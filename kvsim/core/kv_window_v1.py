@@ -70,6 +70,16 @@ class WindowedPagedKVV1(WindowedPagedKV):
         self._grow(seq, n + new_tokens, free_window=False)
         return 0
 
+    def chunk_never_fits(self, group: SequenceGroup, new_tokens: int) -> str | None:
+        """Why a waiting group's first chunk of ``new_tokens`` could not get its slots even with every page free
+        (None when it could). A window caps what a sequence holds over its life (:meth:`never_fits`), not what one
+        chunk writes: a request preempted late comes back as one prefill of its prompt and output so far."""
+        need = len(self.windows) * -(-new_tokens // self.block_size)
+        if self._seq(group) in self.tables or need <= self.num_gpu_blocks:
+            return None
+        return (f"its prefill chunk of {new_tokens} tokens needs {need} KV pages of {self.block_size} tokens over "
+                f"{len(self.windows)} KV groups at once but the GPU holds {self.num_gpu_blocks} pages")
+
     def admission_free_cap(self, group: SequenceGroup, new_tokens: int | None = None) -> int:
         if self._seq(group) in self.tables:
             return self.num_gpu_blocks          # resident (never for a waiting head): no cap from memory

@@ -133,7 +133,12 @@ class SchedulerV1(Scheduler):
             g = self.waiting[0]
             new = min(g.prefill_target - kv.prefix_hits(g), budget)
             if not kv.can_allocate(g, new):
-                break
+                reason = kv.chunk_never_fits(g, new)
+                if reason is None:
+                    break                    # waits for memory
+                self.waiting.popleft()       # would wait forever (a sliding window's late recompute): rejected
+                self._reject(g, reason)
+                continue
             self.waiting.popleft()
             cached = kv.allocate_slots(g, new)
             g.cached_tokens = cached
@@ -174,4 +179,5 @@ class SchedulerV1(Scheduler):
         if any(kv.bm.ref[b] == 0 for b in hits):
             return False
         new = min(head.prefill_target - len(hits) * kv.block_size, budget)
-        return not kv.can_allocate(head, new)
+        # (a head that can never get its chunk is rejected by the next stepped iteration: not blocked)
+        return not kv.can_allocate(head, new) and kv.chunk_never_fits(head, new) is None
