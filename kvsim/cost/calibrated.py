@@ -56,6 +56,8 @@ iterations in the engine's unified layout over decode rows x context x chunk
 tokens); older profiles add the prefill tokens' share to the decode step.
 Composing isolated kernels over-counts launch gaps that overlap in a real
 forward pass, so the whole-iteration grids are preferred when present.
+A decode step that also copies blocks (copy-on-write) or swaps is priced as the same decode step alone (its
+serving terms and spread included) with the copies and transfers added.
 Profiles with ``sampling`` (the engine's sampling calls timed alone) add, to a step with beam-search rows, the
 beam calls it makes less the greedy draw the grids were timed with (:mod:`kvsim.cost.sampling_price`).
 ``step_overhead`` is fitted on decode steps (one lock-step engine run per point); mixed steps, and decode steps
@@ -289,7 +291,11 @@ class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin,
         if is_decode_only(plan):
             return float(self.decode_step_times(len(ctx), np.array([float(sum(ctx))]),
                                                 np.array([float(max(ctx))]))[0]) + self.sampling_extra(plan)
-        if ctx:
+        if ctx and not plan.prefill_new_tokens:
+            # decode rows with block copies or swaps: the decode step as priced alone (its serving terms and
+            # unequal contexts included), the copies and transfers on top
+            t = float(self.decode_step_times(len(ctx), np.array([float(sum(ctx))]), np.array([float(max(ctx))]))[0])
+        elif ctx:
             t = self._grid_step(plan)
         else:
             # a prefill-only step's grid price depends on its prompts' new and cached tokens alone: kept, since
