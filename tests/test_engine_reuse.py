@@ -95,10 +95,10 @@ def test_calibration_parts_hold_the_largest_planned_run(monkeypatch):
     need = {n: S.serving_scenario(prof, 16, n, "cuda").engine.num_gpu_blocks for n in S.ROWS}
     per_block = 16 * spec.kv_bytes_per_token(2)
     free = int(need[64] * per_block / S.KV_MEMORY_SHARE) + 1      # 64 rows fit, 128 do not
-    monkeypatch.setattr(S, "_free_bytes", lambda device: free)
+    monkeypatch.setattr(E, "free_gpu_bytes", lambda device: free)
     parts = E.calibration_parts(prof, 16, "cuda")
     assert parts.min_blocks == max(need[64], E.overhead_blocks(max(E.OVERHEAD_BATCH), 16))
-    monkeypatch.setattr(S, "_free_bytes", lambda device: 10 * 2 ** 30)   # only small serving runs fit
+    monkeypatch.setattr(E, "free_gpu_bytes", lambda device: 10 * 2 ** 30)   # only small serving runs fit
     assert E.calibration_parts(prof, 16, "cuda").min_blocks == E.overhead_blocks(max(E.OVERHEAD_BATCH), 16)
     no_overhead = E.calibration_parts(prof, 16, "cuda", overhead=False, serving=False).min_blocks
     assert no_overhead == E.prefill_blocks(spec.max_seq_len, 0, 16, 0)

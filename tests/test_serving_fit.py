@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 import kvsim
+from kvsim.calibrate import engine_runs as ER
 from kvsim.calibrate import serving_fit as SF
 from kvsim.cost.calibrated import CalibratedCostModel, Profile
 from kvsim.cost.profile import interp1
@@ -311,7 +312,7 @@ def test_rows_whose_kv_does_not_fit_are_skipped_and_said(monkeypatch):
     monkeypatch.setattr(SF, "OUTPUT_RANGE", (24, 48))
     spec = get_model("tiny-opt")
     block_bytes, per_seq = 16 * spec.kv_bytes_per_token(2), -(-(64 + 48 + 8) // 16)   # a row's pool: n x per_seq + 64
-    monkeypatch.setattr(SF, "_free_bytes", lambda device: int((3 * per_seq + 64) * block_bytes / SF.KV_MEMORY_SHARE))
+    monkeypatch.setattr(ER, "free_gpu_bytes", lambda device: int((3 * per_seq + 64) * block_bytes / SF.KV_MEMORY_SHARE))
     prof = dict(steep_profile(), model=spec.name, num_layers=spec.num_layers)
     model = build_model(spec, dtype=torch.float16, device=torch.device("cpu"), weights="dummy")
     lines = []

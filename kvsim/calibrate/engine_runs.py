@@ -1,9 +1,11 @@
 """The calibration's short real-engine runs (step overhead, serving fit, prefill overhead fits): how each is
-made, and one :class:`~kvsim.engine.reuse.EngineParts` they share so the KV cache and CUDA graphs are built
-once for all of them instead of once per run (:mod:`kvsim.engine.reuse`)."""
+made, one :class:`~kvsim.engine.reuse.EngineParts` they share so the KV cache and CUDA graphs are built
+once for all of them instead of once per run (:mod:`kvsim.engine.reuse`), and which serving runs the free GPU
+memory allows (:func:`fits_memory`)."""
 from __future__ import annotations
 
 OVERHEAD_BATCH = [1, 4, 16, 64, 128, 256]
+KV_MEMORY_SHARE = 0.6              # a serving run goes only if its worst-case KV fits this share of the free GPU memory
 OVERHEAD_PER_SEQ_TOKENS = 200      # a step-overhead run's KV per request (128 prompt + 48 output + room)
 
 
@@ -36,7 +38,7 @@ def calibration_parts(profile: dict, bs: int, device: str, *, overhead: bool = T
     the step-overhead runs (``overhead``), the serving runs whose KV fits the free memory (``serving``; the
     others are skipped by :func:`kvsim.calibrate.serving_fit.fit_serving` as before) and the prefill overhead
     runs (bounded by the model's longest sequence)."""
-    from kvsim.calibrate.serving_fit import fits_memory, serving_scenario, ROWS
+    from kvsim.calibrate.serving_fit import serving_scenario, ROWS
     from kvsim.catalogue import get_model
     from kvsim.engine.reuse import EngineParts
     spec = get_model(profile["model"])
@@ -51,3 +53,25 @@ def calibration_parts(profile: dict, bs: int, device: str, *, overhead: bool = T
                 need.append(sc.engine.num_gpu_blocks)
     parts.reserve(max(need))
     return parts
+
+
+def free_gpu_bytes(device: str) -> int | None:
+    """Free GPU memory now (None off CUDA: nothing to cap)."""
+    import torch
+    if not str(device).startswith("cuda") or not torch.cuda.is_available():
+        return None
+    torch.cuda.empty_cache()
+    return int(torch.cuda.mem_get_info()[0])
+
+
+def fits_memory(sc, spec, bs: int, device: str, parts=None, free: int | None = None) -> str | None:
+    """None when the serving run ``sc``'s worst-case KV fits in KV_MEMORY_SHARE of the free GPU memory (what a
+    kept cache of ``parts`` holds counts as free: it is given back before a bigger one is built); else why not."""
+    need = sc.engine.num_gpu_blocks * bs * spec.kv_bytes_per_token(sc.dtype_bytes)
+    kept = parts.kept_bytes() if parts is not None else 0
+    free = free_gpu_bytes(device) if free is None else free
+    if free is None or (parts is not None and parts.kept is not None and parts.kept.cache.num_blocks >=
+                        sc.engine.num_gpu_blocks) or need <= KV_MEMORY_SHARE * (free + kept):
+        return None
+    return (f"its KV ({need / 2**30:.1f} GiB) is over {KV_MEMORY_SHARE:.0%} of the free memory "
+            f"({(free + kept) / 2**30:.1f} GiB)")

@@ -55,11 +55,12 @@ import numpy as np
 import pandas as pd
 
 # the runs as records; load_runs is re-exported for refits (benchmarks/engine/serving_refit.py)
+from kvsim.calibrate import engine_runs as ER
+from kvsim.calibrate.engine_runs import KV_MEMORY_SHARE  # noqa: F401 (the serving runs' memory gate, re-exported)
 from kvsim.calibrate.serving_runs import (by_pass, join_passes, load_runs, lone_prefills, spread_order,  # noqa: F401
                                           save_runs, step_contexts)
 
 ROWS = (4, 8, 9, 16, 17, 24, 32, 64, 128)   # both ends of the 9-16 and 17-24 graph buckets; 64 and 128 for big batches
-KV_MEMORY_SHARE = 0.6              # a row runs only if its worst-case KV fits in this share of the free GPU memory
 REQUESTS_PER_SLOT = 2              # per pass
 PASSES = 2                         # spread order, then reversed: each row meets the host at two times (module doc)
 
@@ -237,28 +238,6 @@ def serving_scenario(profile: dict, bs: int, n: int, device: str = "cuda", cuda_
         "workload": workload, "runtime": {"device": device, "cuda_graphs": cuda_graphs}})
 
 
-def _free_bytes(device: str) -> int | None:
-    """Free GPU memory now (None off CUDA: nothing to cap)."""
-    import torch
-    if not str(device).startswith("cuda") or not torch.cuda.is_available():
-        return None
-    torch.cuda.empty_cache()
-    return int(torch.cuda.mem_get_info()[0])
-
-
-def fits_memory(sc, spec, bs: int, device: str, parts=None, free: int | None = None) -> str | None:
-    """None when the serving run ``sc``'s worst-case KV fits in KV_MEMORY_SHARE of the free GPU memory (what a
-    kept cache of ``parts`` holds counts as free: it is given back before a bigger one is built); else why not."""
-    need = sc.engine.num_gpu_blocks * bs * spec.kv_bytes_per_token(sc.dtype_bytes)
-    kept = parts.kept_bytes() if parts is not None else 0
-    free = _free_bytes(device) if free is None else free
-    if free is None or (parts is not None and parts.kept is not None and parts.kept.cache.num_blocks >=
-                        sc.engine.num_gpu_blocks) or need <= KV_MEMORY_SHARE * (free + kept):
-        return None
-    return (f"its KV ({need / 2**30:.1f} GiB) is over {KV_MEMORY_SHARE:.0%} of the free memory "
-            f"({(free + kept) / 2**30:.1f} GiB)")
-
-
 def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, cuda_graphs: bool = True,
                 log=print, save_dir=None, deadline: float | None = None, passes: int = PASSES,
                 notes: dict | None = None, parts=None) -> tuple[dict, dict]:
@@ -277,7 +256,7 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
     ov = profile["step_overhead"]
     per_n: dict[int, list] = {}
     refs, sc, skip = [], None, set()
-    free = _free_bytes(device)
+    free = ER.free_gpu_bytes(device)
     first = spread_order(rows)
     order = [n for k in range(passes) for n in (first if k % 2 == 0 else first[::-1])]
     for i, n in enumerate(order):
@@ -291,7 +270,7 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
         if n in skip:
             continue
         sc = serving_scenario(profile, bs, n, device, cuda_graphs)
-        why = fits_memory(sc, spec, bs, device, parts, free) if free is not None else None
+        why = ER.fits_memory(sc, spec, bs, device, parts, free) if free is not None else None
         if why:
             log(f"serving n={n}: skipped, {why}")
             skip.add(n)
