@@ -134,3 +134,39 @@ def test_a_lone_prompt_after_cached_tokens_pays_the_grids_own_growth():
     two = cm.step_time(_prefill([64, 64], [1024, 0])) - cm.step_time(_prefill([64, 64]))
     assert two == pytest.approx(cm._shapes.kappa * 64 * 1024, rel=1e-6)
     assert lone > 2 * two
+
+
+def test_mixed_steps_are_timed_between_decode_steps():
+    """Mixed steps are timed as prefill steps are, each after two decode steps (back to back, long chunks held
+    the card at its power limit), and the table says so; the calibration's path on a tiny model on the CPU."""
+    torch = pytest.importorskip("torch")
+    from kvsim.calibrate import measure as M
+    from kvsim.calibrate import steps as S
+    from kvsim.catalogue import get_model
+    from kvsim.engine.models import build_model
+    calls = {"between": 0, "mixed_back_to_back": 0}
+
+    def fake_between(fn, between, reps=10):
+        between()
+        fn()
+        calls["between"] += 1
+        return 1e-3 * calls["between"]
+    mp = pytest.MonkeyPatch()
+    mp.setattr(M, "_bench", lambda fn, warmup=10, rep=40, min_samples=12: (fn(), 1e-3)[1])
+    mp.setattr(M, "_bench_between", fake_between)
+    mp.setattr(M, "BACKEND", "torch")
+    mp.setattr(M, "_card_reference", lambda *a: None)
+    model = build_model(get_model("tiny-opt"), dtype=torch.float32, device=torch.device("cpu"), weights="dummy")
+    base = {"batch": [1, 2], "ctx": [32], "spread": [32], "prefill": [16, 32], "prefill_batch": None,
+            "prefill_cached": None}
+    try:
+        S.measure_steps(model, 4, torch.device("cpu"), cuda_graphs=False, max_context_len=128, grid=dict(base, mix=None))
+        without = calls["between"]
+        out = S.measure_steps(model, 4, torch.device("cpu"), cuda_graphs=False, max_context_len=128,
+                              grid=dict(base, mix=([1, 2], [16, 32], [8])))
+    finally:
+        mp.undo()
+    mixed = out[3]
+    assert calls["between"] == 2 * without + 2 * 2 * 1      # the prefill points again, then every mixed point
+    assert mixed["timing"] == "between_decode_steps" and mixed["chunk"] == [8]
+    assert [[len(r) for r in plane] for plane in mixed["time_s"]] == [[1, 1], [1, 1]]

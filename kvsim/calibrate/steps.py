@@ -163,8 +163,10 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
                     ids, pos, meta = step([(t, 0)], [min(c, max_ctx)] * n)
                     meta = as_unified(meta)
                     run = prefill if pgraphs is None or pgraphs.fits(meta) else eager
-                    row.append(M._bench(lambda: model.compute_logits(run(ids, pos, meta)[-(n + 1):]).argmax(-1)
-                                      .tolist(), warmup=2, rep=10, min_samples=M.STEP_SAMPLES))
+                    # between decode steps, as the prefill steps: back to back, a step with a long chunk held the
+                    # card at its power limit (SM clocks ~1,600 MHz through the H200 grids against ~1,970 in serving)
+                    row.append(M._bench_between(lambda: model.compute_logits(run(ids, pos, meta)[-(n + 1):])
+                                                .argmax(-1).tolist(), between, reps=PREFILL_REPS))
                 plane.append(row)
             mix.append(plane)
         checkpoint("end")
@@ -172,7 +174,7 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
             stage(f"mixed steps: {len(mix_rows)} x {len(mix_ctx)} x {len(chunks)} points")
     del caches, graphs, pgraphs
     mixed = {"decode": list(mix_rows), "ctx": list(mix_ctx), "chunk": chunks, "time_s": mix,
-             "cuda_graphs": bool(cuda_graphs)} if g["mix"] else None
+             "cuda_graphs": bool(cuda_graphs), "timing": PREFILL_TIMING} if g["mix"] else None
     return ({"batch": batches, "ctx": ctx_axis, "time_s": dec_grid, "cuda_graphs": bool(cuda_graphs),
              "max_context_len": int(max_ctx)},
             {"batch": batches, "max_ctx": tops, "time_s": spread, "mean_time_s": at_mean,
