@@ -50,10 +50,11 @@ def stage_table(calib_dir: str, limit_w: float = 700.0) -> pd.DataFrame:
     clocks = read_clocks(str(d / "calibrate.clocks.csv"))
     first = float(clocks.unix.iloc[0])
     lines = log_lines(d / "calibrate.log", first - first % 86400)
-    rows, prev = [], first
+    rows, prev, since = [], first, first
     unix = clocks.unix.to_numpy()
     for t, text in lines:
-        sel = clocks[(unix > prev) & (unix <= t + 1.0)]          # (the line's second is truncated)
+        until = t + 1.0                     # (the log truncates to the second: a line's second is its stage's)
+        sel = clocks[(unix >= since) & (unix < until)]
         rows.append({"end": pd.to_datetime(t, unit="s").strftime("%H:%M:%S"), "seconds": round(t - prev, 1),
                      "samples": len(sel),
                      "sm_median_mhz": float(sel.sm_mhz.median()) if len(sel) else np.nan,
@@ -61,7 +62,7 @@ def stage_table(calib_dir: str, limit_w: float = 700.0) -> pd.DataFrame:
                      "power_median_w": round(float(sel.power_w.median()), 1) if len(sel) else np.nan,
                      "at_limit": round(float((sel.power_w >= 0.95 * limit_w).mean()), 2) if len(sel) else np.nan,
                      "stage": text[:90]})
-        prev = t
+        prev, since = t, until
     return pd.DataFrame(rows)
 
 
