@@ -118,3 +118,33 @@ def test_a_time_limit_under_the_estimate_is_warned_about():
     warn = F.time_limit_warning([16, 64], False, total - 1)
     assert warn.startswith("warning: --time-limit") and "serving fit will be cut" in warn and "merge-profiles" in warn
     assert F.estimate_total_s(SIZES, True) == pytest.approx(F.estimate_seconds(SIZES)["estimate_s"])   # no fits
+
+
+def test_grid_idle_rests_the_card_before_each_timed_step_and_counts_in_the_estimate(monkeypatch):
+    """``--grid-idle X``: each timed step of the grids timed between decode steps waits X times its own time after
+    them (the card leaves its power limit, as between serving's steps); the estimate grows by at most X times the
+    grids'; bad values are one-line errors naming the flag; 0 changes nothing."""
+    from kvsim.cli import main
+    slept, order = [], []
+    monkeypatch.setattr(M.time, "sleep", lambda s: (slept.append(s), order.append("sleep")))
+    monkeypatch.setattr(M, "GRID_IDLE", 2.0)
+
+    def step():
+        order.append("step")
+        x = 0
+        for i in range(20000):
+            x += i
+    M._bench_between(step, lambda: order.append("between"), reps=3)
+    assert order[:1] == ["step"] and order[1:] == ["between", "sleep", "step"] * 3
+    assert len(slept) == 3 and all(s == slept[0] > 0 for s in slept)
+    monkeypatch.setattr(M, "GRID_IDLE", 0.0)
+    order.clear()
+    M._bench_between(step, lambda: order.append("between"), reps=2)
+    assert "sleep" not in order
+    base, idle = F.estimate_total_s([16], False), F.estimate_total_s([16], False, grid_idle=1.0)
+    assert idle - base == pytest.approx(F.full_grid_estimate([16])[1])
+    assert "--grid-idle 1" in F.estimate_full_or_fast([16], False, grid_idle=1.0)
+    for bad in ("-1", "nan", "11"):
+        with pytest.raises(SystemExit) as e:
+            raise SystemExit(main(["calibrate", "--model", "opt-13b", "--estimate", "--grid-idle", bad]))
+        assert e.value.code == 2

@@ -32,6 +32,10 @@ def add_parser(sub) -> None:
     c.add_argument("--time-limit", type=float, metavar="S",
                    help="seconds the whole calibration may take: the serving fit starts no run that would leave "
                         "too little for the rest (skipped rows are logged; the profile is still written)")
+    c.add_argument("--grid-idle", type=float, default=0.0, metavar="X",
+                   help="idle before each timed grid call, X times the call's own time (default 0): timed back to "
+                        "back, compute-bound steps run at the card's power limit, below serving's clocks "
+                        "(benchmarks/engine/calib_clocks.py); recorded as meta.grid_idle")
     c.add_argument("--estimate", action="store_true",
                    help="print the estimated time from the counts of grid points and exit (no GPU needed)")
     c.set_defaults(func=cmd_calibrate)
@@ -79,21 +83,27 @@ def cmd_calibrate(args) -> int:
             raise KvsimError("--serving-runs", f"{args.serving_runs} exists and is not a directory")
     if args.time_limit is not None and not (args.time_limit > 0 and args.time_limit < float("inf")):
         raise KvsimError("--time-limit", f"must be a positive number of seconds, got {args.time_limit}")
+    if not 0.0 <= args.grid_idle <= 10.0:       # (NaN fails both)
+        raise KvsimError("--grid-idle", f"must be a multiple of each call's time in [0, 10], got {args.grid_idle}")
+    if args.grid_idle and args.resume is not None:
+        raise KvsimError("--grid-idle", "not with --resume: a resumed calibration keeps the profile's grids")
     if args.resume is not None:
         return cmd_resume(args)
     if args.estimate:
         from kvsim.calibrate.fast import estimate_full_or_fast, time_limit_warning
         from kvsim.catalogue import get_model
         max_ctx = get_model(args.model).max_seq_len
-        print(estimate_full_or_fast(sizes, args.fast, max_ctx))
-        warn = time_limit_warning(sizes, args.fast, args.time_limit, max_ctx)
+        print(estimate_full_or_fast(sizes, args.fast, max_ctx, args.grid_idle))
+        warn = time_limit_warning(sizes, args.fast, args.time_limit, max_ctx, args.grid_idle)
         if warn:
             print(warn)
         return 0
     try:
+        from kvsim.calibrate import measure as M
         from kvsim.calibrate.profile import calibrate
     except ImportError as e:
         raise KvsimError("calibrate", f"needs torch and triton (pip install -e '.[gpu]'): {e}") from None
+    M.GRID_IDLE = float(args.grid_idle)
     path = calibrate(args.model, sizes, args.out, args.dtype or "fp16", "kvsim " + " ".join(sys.argv[1:]),
                      cuda_graphs=not args.no_cuda_graphs, fast=args.fast, serving_runs=args.serving_runs,
                      time_limit_s=args.time_limit)

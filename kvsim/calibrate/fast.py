@@ -109,16 +109,18 @@ def full_grid_estimate(block_sizes: list[int], max_ctx: int = 2048) -> tuple[int
     return pts, pts * per_point
 
 
-def estimate_total_s(block_sizes: list[int], fast: bool, max_ctx: int = 2048) -> float:
-    """Estimated seconds of the whole calibration asked for: grids, then (not ``--fast``) the fits' engine runs."""
+def estimate_total_s(block_sizes: list[int], fast: bool, max_ctx: int = 2048, grid_idle: float = 0.0) -> float:
+    """Estimated seconds of the whole calibration asked for: grids (``grid_idle`` adds that multiple of them, at
+    most: the idle gaps scale with each timed call), then (not ``--fast``) the fits' engine runs."""
     if fast:
-        return estimate_seconds(block_sizes, max_ctx)["estimate_s"]
-    return full_grid_estimate(block_sizes, max_ctx)[1] + SERVING_FIT_SECONDS + FITS_SECONDS
+        return estimate_seconds(block_sizes, max_ctx)["estimate_s"] * (1.0 + grid_idle)
+    return full_grid_estimate(block_sizes, max_ctx)[1] * (1.0 + grid_idle) + SERVING_FIT_SECONDS + FITS_SECONDS
 
 
-def time_limit_warning(block_sizes: list[int], fast: bool, time_limit_s: float | None, max_ctx: int = 2048) -> str | None:
+def time_limit_warning(block_sizes: list[int], fast: bool, time_limit_s: float | None, max_ctx: int = 2048,
+                       grid_idle: float = 0.0) -> str | None:
     """A warning when ``--time-limit`` is below the estimate: what will be cut and what to do instead."""
-    total = estimate_total_s(block_sizes, fast, max_ctx)
+    total = estimate_total_s(block_sizes, fast, max_ctx, grid_idle)
     if time_limit_s is None or total <= time_limit_s:
         return None
     return (f"warning: --time-limit {time_limit_s:g} s is under the estimate (~{total:.0f} s for OPT-13B on an H200): "
@@ -126,7 +128,7 @@ def time_limit_warning(block_sizes: list[int], fast: bool, time_limit_s: float |
             "on the same card); or calibrate fewer block sizes per call and join them with kvsim merge-profiles")
 
 
-def estimate_full_or_fast(block_sizes: list[int], fast: bool, max_ctx: int = 2048) -> str:
+def estimate_full_or_fast(block_sizes: list[int], fast: bool, max_ctx: int = 2048, grid_idle: float = 0.0) -> str:
     """One line for ``kvsim calibrate --estimate``: the estimated time of the run asked for."""
     if fast:
         e = estimate_seconds(block_sizes, max_ctx)
@@ -137,6 +139,8 @@ def estimate_full_or_fast(block_sizes: list[int], fast: bool, max_ctx: int = 204
     line = (f"{'fast' if fast else 'full'} calibration of block sizes {','.join(map(str, block_sizes))}: {pts} timed "
             f"points x {e['seconds_per_point']:.2f} s = ~{e['estimate_s'] / 60:.1f} min (an estimate from the counts "
             f"of grid points and the full block-16 OPT-13B H200 calibration's {FULL_B16_SECONDS:.0f} s; to be measured)")
+    if grid_idle:
+        line += f", up to ~{e['estimate_s'] * grid_idle / 60:.1f} min more for --grid-idle {grid_idle:g}"
     if not fast:     # the serving fit's engine runs come on top (kvsim.calibrate.serving_fit)
         line += (f", plus the fits' engine runs: the serving fit ~{SERVING_FIT_SECONDS:.0f} s for OPT-13B on the H200 "
                  f"(--time-limit caps it), the step and prefill overhead fits ~{FITS_SECONDS:.0f} s")

@@ -187,8 +187,8 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     dev = torch.device("cuda")
     t0 = time.perf_counter()
     from kvsim.calibrate.fast import estimate_full_or_fast, time_limit_warning
-    M._log(estimate_full_or_fast(block_sizes, fast, spec.max_seq_len))
-    warn = time_limit_warning(block_sizes, fast, time_limit_s, spec.max_seq_len)
+    M._log(estimate_full_or_fast(block_sizes, fast, spec.max_seq_len, M.GRID_IDLE))
+    warn = time_limit_warning(block_sizes, fast, time_limit_s, spec.max_seq_len, M.GRID_IDLE)
     if warn:
         M._log(warn)
     model = build_model(spec, dtype=DTYPES[dtype], device=dev, weights="dummy")
@@ -203,6 +203,7 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     prof["sampling"] = sampling_table(spec.vocab_size, dev)       # beam search's sampling, priced apart
     M._log(describe(prof["sampling"]))
     prof["meta"]["fast"] = bool(fast)
+    prof["meta"]["grid_idle"] = float(M.GRID_IDLE)      # idle before each timed grid call, x its time (--grid-idle)
     for key in BLOCK_TABLES:
         prof[key] = {}
     t_blocks = {}
