@@ -28,6 +28,8 @@
 #   WATCH="S1 S2" benchmarks/engine/compile_watch.py: kernels compiled and memory segments taken while serving
 #   OVERHEAD_PARTS="opt-13b" benchmarks/engine/overhead_parts_check.py: the step-overhead fit's runs through fresh
 #                 engines vs kept engine parts, alternating, priced by calibrate/profiles/H200/<model>.json
+#   LONE_PREFILL="llama-3-8b" benchmarks/engine/lone_prefill_probe.py: a closed loop's joiner prefills vs prompts
+#                 arriving into a busy engine vs the loop through kept parts, alternating (LONE_PREFILL_ROWS, default 16)
 #   ASYNC="S1 S2" benchmarks/engine/async_overlap.py: the engine stepped vs overlapped (runtime.async_scheduling),
 #                 alternating on one card (ASYNC_REPEATS, default 2; ASYNC_TIMEOUT, default 300)
 # usage (repo root, GPU machine, $OUT set; the simpy wheel in .whl/):
@@ -158,6 +160,12 @@ if [ -n "${OVERHEAD_PARTS:-}" ]; then   # do kept engine parts change what the f
   stamp "overhead fit: fresh engines vs kept parts"
   timeout 300 python3 benchmarks/engine/overhead_parts_check.py --profile "calibrate/profiles/H200/$OVERHEAD_PARTS.json" \
     --out "$W/overhead_parts" 2>&1 | grep -v Warning | tail -12
+  pack
+fi
+if [ -n "${LONE_PREFILL:-}" ]; then   # are the serving fit's joiner prefills slower? (lone_prefill_probe.py's doc)
+  stamp "lone prefills: joiners vs arrivals"
+  timeout 300 python3 benchmarks/engine/lone_prefill_probe.py --profile "calibrate/profiles/H200/$LONE_PREFILL.json" \
+    --rows "${LONE_PREFILL_ROWS:-16}" --out "$W/lone_prefill" 2>&1 | grep -v Warning | tail -8
   pack
 fi
 if [ -n "${ASYNC:-}" ]; then

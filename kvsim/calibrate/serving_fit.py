@@ -226,16 +226,21 @@ FITTED = ("decode_serving", "prefill_serving")
 UNFITTED_PREFILL = FITTED + ("prefill_overhead", "wake_overhead")   # a lone prefill's price before either fit
 
 
-def serving_scenario(profile: dict, bs: int, n: int, device: str = "cuda", cuda_graphs: bool = True):
-    """The scenario of the serving run at ``n`` rows (:func:`serving_workload`), with a KV pool for its worst case."""
-    import kvsim
+def serving_scenario_doc(profile: dict, bs: int, n: int, device: str = "cuda", cuda_graphs: bool = True) -> dict:
+    """The scenario document of the serving run at ``n`` rows (:func:`serving_workload`), with a KV pool for its
+    worst case."""
     from kvsim.catalogue import get_model
     engine, workload = serving_workload(n, get_model(profile["model"]).max_seq_len)
     per_seq = -(-(workload["prompt_len_range"][1] + workload["output_len_range"][1] + 8) // bs)
-    return kvsim.load_scenario({
-        "name": f"calibrate-serving-{n}", "model": profile["model"], "gpu": "h100-80gb", "dtype": profile["dtype"],
-        "seed": 0, "engine": {"block_size": bs, "num_gpu_blocks": n * per_seq + 64, "swap_space_gib": 0, **engine},
-        "workload": workload, "runtime": {"device": device, "cuda_graphs": cuda_graphs}})
+    return {"name": f"calibrate-serving-{n}", "model": profile["model"], "gpu": "h100-80gb", "dtype": profile["dtype"],
+            "seed": 0, "engine": {"block_size": bs, "num_gpu_blocks": n * per_seq + 64, "swap_space_gib": 0, **engine},
+            "workload": workload, "runtime": {"device": device, "cuda_graphs": cuda_graphs}}
+
+
+def serving_scenario(profile: dict, bs: int, n: int, device: str = "cuda", cuda_graphs: bool = True):
+    """The scenario of the serving run at ``n`` rows (:func:`serving_scenario_doc`)."""
+    import kvsim
+    return kvsim.load_scenario(serving_scenario_doc(profile, bs, n, device, cuda_graphs))
 
 
 def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, cuda_graphs: bool = True,
