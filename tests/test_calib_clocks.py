@@ -35,3 +35,9 @@ def test_each_stage_gets_the_samples_since_the_line_before(tmp_path):
     assert grid.sm_median_mhz == 1600 and grid.at_limit == 1.0 and grid.power_median_w == 695.0
     assert serving.sm_median_mhz == 1980 and serving.at_limit == 0.0
     assert grid.samples + serving.samples == pytest.approx(44, abs=5)
+
+
+def test_a_folder_without_the_log_or_clocks_is_one_line(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        calib_clocks.stage_table(str(tmp_path))
+    assert str(e.value).startswith("error: ") and "calibrate.clocks.csv" in str(e.value) and "\n" not in str(e.value)

@@ -47,6 +47,10 @@ def log_lines(path: Path, day_start_unix: float) -> list[tuple[float, str]]:
 def stage_table(calib_dir: str, limit_w: float = 700.0) -> pd.DataFrame:
     """One row per log line: the interval since the line before it and the clocks sampled in it."""
     d = Path(calib_dir)
+    for name in ("calibrate.clocks.csv", "calibrate.log"):
+        if not (d / name).is_file():
+            raise SystemExit(f"error: {d / name}: not found (a calibration's folder holds calibrate.log and "
+                             "calibrate.clocks.csv, as benchmarks/engine/gpu_h200.sh writes them)")
     clocks = read_clocks(str(d / "calibrate.clocks.csv"))
     first = float(clocks.unix.iloc[0])
     lines = log_lines(d / "calibrate.log", first - first % 86400)
