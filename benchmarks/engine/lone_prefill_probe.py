@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -31,10 +32,11 @@ from kvsim.calibrate import measure as M
 from kvsim.calibrate.engine_runs import calibration_parts
 from kvsim.calibrate.serving_fit import serving_scenario_doc
 from kvsim.calibrate.serving_runs import lone_prefills
-from kvsim.catalogue import get_model
 from kvsim.engine.engine import RealEngine
-from kvsim.engine.models import build_model
 from kvsim.engine.reuse import EngineParts
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probe_setup import add_common_args, profile_and_model  # noqa: E402
 
 
 def arrival_scenario(doc: dict, rate: float):
@@ -62,27 +64,11 @@ def summarise(res, prof: dict, bs: int, max_tokens: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--profile", help="a profile of this card (its prefill grid is the reference)")
-    ap.add_argument("--model", help="with --device cpu and no --profile: a synthetic profile of this model")
-    ap.add_argument("--out", required=True)
+    add_common_args(ap)
     ap.add_argument("--rows", type=int, default=16, help="requests in flight in the closed loop (default 16)")
-    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--block-size", type=int, default=16)
     a = ap.parse_args()
-    dev = torch.device(a.device)
-    if a.profile:
-        prof = json.loads(Path(a.profile).read_text())
-    else:
-        import sys
-        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-        from profile_factory import synthetic_profile
-        spec = get_model(a.model)
-        prof = synthetic_profile(model=spec.name, layers=spec.num_layers, steps=True)
-    spec = get_model(prof["model"])
-    model = build_model(spec, dtype=torch.float16, device=dev, weights="dummy")
-    graphs = dev.type == "cuda"
+    prof, model, _, graphs = profile_and_model(a)
     doc = serving_scenario_doc(prof, a.block_size, a.rows, a.device, cuda_graphs=graphs)
     closed = kvsim.load_scenario(doc)
     out = {"gpu": torch.cuda.get_device_name() if graphs else "cpu", "profile": a.profile, "rows": a.rows,

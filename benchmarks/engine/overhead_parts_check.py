@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -25,34 +26,19 @@ import torch
 from kvsim.calibrate import measure as M
 from kvsim.calibrate.engine_runs import calibration_parts, overhead_blocks
 from kvsim.calibrate.profile import fit_overhead
-from kvsim.catalogue import get_model
-from kvsim.engine.models import build_model
 from kvsim.engine.reuse import EngineParts
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probe_setup import add_common_args, profile_and_model  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--profile", help="a profile of this card (its grids price the steps)")
-    ap.add_argument("--model", help="with --device cpu and no --profile: a synthetic profile of this model")
-    ap.add_argument("--out", required=True)
+    add_common_args(ap)
     ap.add_argument("--rows", default="1,4,16,64")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--block-size", type=int, default=16)
     a = ap.parse_args()
-    dev = torch.device(a.device)
-    if a.profile:
-        prof = json.loads(Path(a.profile).read_text())
-    else:
-        import sys
-        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-        from profile_factory import synthetic_profile
-        spec = get_model(a.model)
-        prof = synthetic_profile(model=spec.name, layers=spec.num_layers, steps=True)
-    spec = get_model(prof["model"])
-    model = build_model(spec, dtype=torch.float16, device=dev, weights="dummy")
+    prof, model, _, graphs = profile_and_model(a)
     rows = [int(x) for x in a.rows.split(",")]
-    graphs = dev.type == "cuda"
     out = {"gpu": torch.cuda.get_device_name() if graphs else "cpu", "profile": a.profile, "rows": rows, "runs": []}
     for r in range(a.rounds):
         for way in ("fresh", "kept"):
