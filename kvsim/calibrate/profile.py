@@ -149,6 +149,12 @@ def measure_block(model, bs: int, dev, *, cuda_graphs: bool = True, fast: bool =
         out["prefill_attn"] = M.measure_prefill(model, bs, dev)
         out["copy_block"], out["swap"] = M.measure_copy_swap(model, bs, dev)
         M._log(f"attention kernels, copies and swaps in {time.perf_counter() - t0:.1f} s")
+    from kvsim.graph_sizes import beaten_sizes
+    beaten = beaten_sizes(out["prefill_step"]["tokens"], out["prefill_step"]["time_s"])
+    out["prefill_step"]["beaten_by_larger"] = beaten     # [size, faster larger size]: a note, not priced
+    if beaten:
+        M._log("prefill graph sizes a larger captured size ran >= 2% faster than: "
+               + ", ".join(f"{a} by {b}" for a, b in beaten))
     if mixed is not None:
         out["mixed_step"] = mixed
     if pbatch is not None:
