@@ -288,13 +288,12 @@ class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin,
 
     def _step_time(self, plan: StepPlan) -> float:
         ctx = plan.decode_context_tokens
-        if is_decode_only(plan):
-            return float(self.decode_step_times(len(ctx), np.array([float(sum(ctx))]),
-                                                np.array([float(max(ctx))]))[0]) + self.sampling_extra(plan)
         if ctx and not plan.prefill_new_tokens:
-            # decode rows with block copies or swaps: the decode step as priced alone (its serving terms and
-            # unequal contexts included), the copies and transfers on top
+            # decode rows: the decode step (serving terms and unequal contexts included); a step that also copies
+            # blocks or swaps is that step with the copies and transfers on top
             t = float(self.decode_step_times(len(ctx), np.array([float(sum(ctx))]), np.array([float(max(ctx))]))[0])
+            if is_decode_only(plan):
+                return t + self.sampling_extra(plan)
         elif ctx:
             t = self._grid_step(plan)
         else:
