@@ -29,13 +29,9 @@ def _meta_defaults() -> dict:
     return {k: LEGACY_ENGINE_MODE[k] for k in META_DEFAULT_KEYS}
 
 
-def block_size_key(key):
-    from kvsim.cost.profile import block_size_key as key_of
-    return key_of(key)
-
-
 def block_keyed(doc: dict) -> list[str]:
     """Names of the tables keyed by block size (objects whose keys are all integers as strings)."""
+    from kvsim.cost.profile import block_size_key     # (numpy: imported when merging, not for the CLI's parser)
     return [k for k, v in doc.items()
             if isinstance(v, dict) and v and k != "meta" and all(block_size_key(x) is not None for x in v)]
 
@@ -44,6 +40,7 @@ def block_sizes(doc: dict) -> list[int]:
     """Block sizes a profile holds (those of its ``decode_attn`` table, which every profile has); a key that is
     not a block size is a KvsimError naming ``decode_attn`` (a profile checked by
     :class:`kvsim.cost.profile.Profile` has none)."""
+    from kvsim.cost.profile import block_size_key
     table = doc.get("decode_attn")
     if not isinstance(table, dict):
         return []
