@@ -230,11 +230,15 @@ def test_mixed_step_decode_rows_through_the_decode_kernel(bs, group, persistent)
                   seed=31 + bs + group, persistent=persistent, single_decode=True)
 
 
+@pytest.mark.parametrize("balanced", [False, True])
 @pytest.mark.parametrize("group", [1, 4])
-def test_split_varlen_decode_merges_partitions_exactly(group, monkeypatch):
-    # partitions of 16 positions: rows of 1, 41, 100 and 251 cached tokens cut into 1-16 pieces, merged
+def test_split_varlen_decode_merges_partitions_exactly(group, balanced, monkeypatch):
+    # partitions of 16 positions: rows of 1, 41, 100 and 251 cached tokens cut into 1-16 pieces, merged;
+    # balanced, the step's length (>= 16, a multiple of 16 here) is the same for every row
     import kvsim.kernels.varlen_split as vs
     monkeypatch.setattr(vs, "SPLIT_TOKENS", 16)
+    monkeypatch.setattr(vs, "ALIGN", 16)
+    monkeypatch.setattr(vs, "BALANCED", balanced)
     _prefill_case([0, 40, 99, 7, 250, 3, 0, 0], [33, 1, 1, 5, 1, 1, 0, 0], 2, group, 64, torch.float16, 16,
                   seed=51 + group, single_decode=True, split=True)
 
@@ -251,6 +255,7 @@ def test_engine_attention_of_a_mixed_step_through_the_decode_kernel(split, monke
     from kvsim.engine.synthetic_step import synthetic_step
     monkeypatch.setattr(vd, "SPLIT", split)
     monkeypatch.setattr(vs, "SPLIT_TOKENS", 16)
+    monkeypatch.setattr(vs, "BALANCED", False)      # fixed 16-position partitions: rows cut in up to 3
     gen = torch.Generator().manual_seed(7)
     _, _, meta = synthetic_step([(9, 20)], [1, 30, 47], block_size=4, num_blocks=64, vocab_size=32, device=DEV,
                                 backend="triton", generator=gen)
@@ -269,8 +274,29 @@ def test_split_starts_count_partitions_of_listed_sequences_only():
     qsl = torch.tensor([0, 1, 4, 5, 5], dtype=torch.int32, device=DEV)      # lens 1, 3, 1, 0
     ctx = torch.tensor([15, 70, 32, 9], dtype=torch.int32, device=DEV)
     cu = split_starts(single_token_seqs(qsl), ctx, per=16)
-    assert cu.tolist() == [0, 1, 4, 4, 4]       # seq 0: 16 positions -> 1; seq 2: 33 -> 3; nothing else
-    assert split_starts(single_token_seqs(qsl), ctx, window=8, per=16).tolist() == [0, 1, 2, 2, 2]
+    assert cu.tolist() == [0, 1, 4, 4, 4, 16]   # seq 0: 16 positions -> 1; seq 2: 33 -> 3; nothing else; length
+    assert split_starts(single_token_seqs(qsl), ctx, window=8, per=16).tolist() == [0, 1, 2, 2, 2, 16]
+
+
+@pytest.mark.parametrize("rows, ctx, programs, length", [
+    (4, 2047, 66, 512),       # few long rows: the shortest partition, each row cut in 4
+    (64, 1023, 66, 1024),     # as many rows as programs: about a row each, rows left whole
+    (128, 511, 66, 1024),     # more rows than programs: partitions of about two rows' length
+    (200, 3000, 66, 9152),    # 200 x 3,001 positions over 66 programs, rounded up to 64
+])
+def test_balanced_split_partitions_follow_the_work_per_program(rows, ctx, programs, length, monkeypatch):
+    import kvsim.kernels.varlen_split as vs
+    monkeypatch.setattr(vs, "BALANCED", True)
+    qsl = torch.arange(rows + 2, dtype=torch.int32, device=DEV)       # rows one-token sequences, then a padding one
+    qsl[-1] = rows
+    lens = torch.full((rows + 1,), ctx, dtype=torch.int32, device=DEV)
+    cu = vs.split_starts(single_token_seqs(qsl), lens, programs=programs)
+    got = int(cu[-1])
+    assert got == length and got % vs.ALIGN == 0 and got >= vs.SPLIT_TOKENS
+    assert int(cu[rows]) == rows * -(-(ctx + 1) // got) and int(cu[rows + 1 - 1]) == int(cu[rows])
+    assert int(cu[rows]) <= max(rows, programs)             # never more items than programs or rows, whichever more
+    monkeypatch.setattr(vs, "BALANCED", False)
+    assert int(vs.split_starts(single_token_seqs(qsl), lens, programs=programs)[-1]) == vs.SPLIT_TOKENS
 
 
 def test_varlen_decode_leaves_multi_token_rows_alone_and_checks_inputs():

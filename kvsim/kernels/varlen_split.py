@@ -7,7 +7,11 @@ Llama-3-8B are 64 programs of 32 KV tiles on a 132-SM card (the H200 profile of 
 context is cut into partitions of ``SPLIT_TOKENS`` positions (flash-decoding), all computed on the device:
 
 * :func:`split_starts` (once per step): ``cu[i]`` = the first work item of the ``i``-th one-token sequence of
-  the compacted list (:func:`~kvsim.kernels.varlen_decode.single_token_seqs`), ``cu[num_seqs]`` the item count.
+  the compacted list (:func:`~kvsim.kernels.varlen_decode.single_token_seqs`), ``cu[num_seqs]`` the item count,
+  ``cu[num_seqs + 1]`` the step's partition length: balanced over the persistent programs (:data:`BALANCED`),
+  so that only a step of few long rows is cut finer than whole rows (on an H100, 2026-12-05, fixed 512-position
+  partitions sped steps with a few long rows 1.07-1.31x and slowed steps of 64-192 uniform rows 4-6%:
+  ``benchmarks/engine/results_H100/split_1127``).
 * :func:`_split_kernel`: persistent programs (per KV head) loop over the items; an item finds its sequence by
   bisection over ``cu`` (as prefill tiles do) and writes the unnormalised fp32 accumulator and its ``m``/``l``.
 * :func:`_merge_kernel`: persistent programs loop over the sequences, merge their partitions for all query
@@ -25,17 +29,24 @@ import triton.language as tl
 from kvsim.kernels.varlen_decode import _attend_row, _kv_head_lanes
 
 SPLIT_TOKENS = 512
-"""Partition length (positions)."""
+"""Shortest partition (positions)."""
+BALANCED = True
+"""Partitions sized per step for the work at hand (:func:`split_starts` with ``programs``): at least
+:data:`SPLIT_TOKENS` positions, longer when the step's listed positions would give more partitions than
+persistent programs (so many uniform rows are left whole). Off: every partition :data:`SPLIT_TOKENS` long."""
+ALIGN = 64
+"""A balanced partition's length is a multiple of this (the kernels' default KV tile)."""
 
 
 @triton.jit
 def _split_kernel(
     q_ptr, k_ptr, v_ptr, bt_ptr, qsl_ptr, ctx_ptr, list_ptr, cu_ptr, num_seqs, part_ptr, m_ptr, l_ptr, scale_log2,
-    stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_bts, win, per,
+    stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_bts, win,
     G: tl.constexpr, G_PAD: tl.constexpr, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, DOT_F32: tl.constexpr,
 ):
     total = tl.load(cu_ptr + num_seqs)
+    per = tl.load(cu_ptr + num_seqs + 1)        # this step's partition length (split_starts)
     heads, g_mask, offs_d, d_mask, offs_n, k_head, v_head = _kv_head_lanes(
         tl.program_id(1), stride_kh, stride_vh, G, G_PAD, HEAD_DIM, BLOCK_D, BLOCK_N)
     for t in range(tl.program_id(0), total, tl.num_programs(0)):
@@ -95,19 +106,27 @@ def _merge_kernel(
 
 
 def split_starts(single_seqs: torch.Tensor, context_lens: torch.Tensor, window: int = 0,
-                 per: int | None = None) -> torch.Tensor:
-    """int32 ``[num_seqs + 1]``: prefix sums of the partitions of each listed one-token sequence (its
-    ``context_lens + 1`` positions, or its window), 0 past the list's count. On the device, no sync."""
-    per = per or SPLIT_TOKENS
+                 per: int | None = None, programs: int | None = None) -> torch.Tensor:
+    """int32 ``[num_seqs + 2]``: prefix sums of the partitions of each listed one-token sequence (its
+    ``context_lens + 1`` positions, or its window), 0 past the list's count, then the partition length in the
+    last slot. The length is ``per`` when given; else, with ``programs`` (persistent programs per KV head) and
+    :data:`BALANCED`, the listed positions over ``programs`` rounded up to :data:`ALIGN`, at least
+    :data:`SPLIT_TOKENS`; else :data:`SPLIT_TOKENS`. On the device, no sync."""
     n = context_lens.shape[0]
     idx = single_seqs[:n].long()
     span = context_lens.to(torch.int32)[idx] + 1
     if window:
         span = torch.clamp(span, max=int(window))
     live = torch.arange(n, device=span.device) < single_seqs[n:]
-    parts = torch.where(live, (span + (per - 1)) // per, torch.zeros_like(span))
-    cu = torch.zeros(n + 1, dtype=torch.int32, device=span.device)
-    torch.cumsum(parts, 0, out=cu[1:])
+    span = torch.where(live, span, torch.zeros_like(span))
+    if per is None and programs and BALANCED:
+        even = (span.sum(dtype=torch.int32) + (programs - 1)) // programs
+        length = torch.clamp((even + (ALIGN - 1)) // ALIGN * ALIGN, min=SPLIT_TOKENS).to(torch.int32)
+    else:
+        length = torch.full((), per or SPLIT_TOKENS, dtype=torch.int32, device=span.device)
+    cu = torch.zeros(n + 2, dtype=torch.int32, device=span.device)
+    torch.cumsum((span + (length - 1)) // length, 0, out=cu[1:n + 1])
+    cu[n + 1:] = length
     return cu
 
 
@@ -117,7 +136,7 @@ def launch_split(q, k_cache, v_cache, block_table, query_start_loc, context_lens
     num_seqs = context_lens.shape[0]
     hkv, heads, dim = k_cache.shape[2], q.shape[1], q.shape[2]
     if cu is None:
-        cu = split_starts(single_seqs, context_lens, window)
+        cu = split_starts(single_seqs, context_lens, window, programs=programs)
     positions = block_table.shape[1] * k_cache.shape[1]
     items = num_seqs * -(-(min(positions, window) if window else positions) // SPLIT_TOKENS)
     ws = torch.empty(items * heads * (dim + 2), dtype=torch.float32, device=q.device)
@@ -127,7 +146,7 @@ def launch_split(q, k_cache, v_cache, block_table, query_start_loc, context_lens
     _split_kernel[(max(1, programs), hkv)](
         q, k_cache, v_cache, block_table, query_start_loc, context_lens, single_seqs, cu, num_seqs, part, m, l,
         scale_log2, q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_table.stride(0), win, SPLIT_TOKENS,
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_table.stride(0), win,
         G=group, G_PAD=max(16, triton.next_power_of_2(group)), NUM_HEADS=heads, HEAD_DIM=dim, BLOCK_D=block_d,
         BLOCK_N=block_n, BLOCK_SIZE=k_cache.shape[1], DOT_F32=dot_f32, num_warps=num_warps, num_stages=num_stages)
     _merge_kernel[(max(1, min(num_seqs, programs * hkv)),)](
