@@ -29,6 +29,7 @@ import torch
 
 from kvsim.calibrate.measure import _bench, _cache
 from kvsim.catalogue import get_model
+from kvsim.cost.calibrated import spread_contexts
 from kvsim.engine.attention import as_unified
 from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs
 from kvsim.engine.models import build_model
@@ -37,6 +38,9 @@ from kvsim.graph_sizes import PREFILL_LADDER, PREFILL_LADDERS, padded, prefill_t
 
 SHAPES = [(16, 1024, 256), (64, 1024, 448), (128, 512, 384), (32, 2048, 480), (8, 2048, 504), (8, 256, 1024),
           (192, 1024, 1792)]
+# decode rows of unequal contexts (evenly spaced up to the second number, as the spread grid's steps) beside a
+# chunk: the longest row sets the decode kernel's makespan when rows x KV heads are few (split-KV's case)
+SPREAD_SHAPES = [(18, 2048, 32), (24, 4096, 64), (8, 4096, 256), (64, 2048, 128)]
 DECODE = [(1, 512), (8, 512), (32, 1024), (64, 1024), (128, 1024), (256, 512)]
 PREFILL = [(1, 512), (4, 128), (1, 2000)]          # prompts x tokens, fresh (no cached context)
 
@@ -48,20 +52,20 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cuda", help="cpu: a smoke run (tiny model, TRITON_INTERPRET=1)")
     ap.add_argument("--settings", default="fused+unified+v1,fused+decodekernel",
-                    help="comma list of fused|plain + unified|decodekernel [+persistent] [+split] [+v1|+v2]")
+                    help="comma list of fused|plain + unified|decodekernel [+persistent] [+split|+split512] [+v1|+v2]")
     ap.add_argument("--persistent-prefill", action="store_true",
                     help="capture the prefill/mixed graphs with the persistent prefill grid (kvsim.kernels.prefill)")
     a = ap.parse_args()
     dev = torch.device(a.device)
     if dev.type != "cuda":
-        global _bench, SHAPES, DECODE, PREFILL
+        global _bench, SHAPES, SPREAD_SHAPES, DECODE, PREFILL
 
         def _bench(fn):
             import time
             t0 = time.perf_counter()
             fn()
             return time.perf_counter() - t0
-        SHAPES, DECODE, PREFILL = [(2, 24, 8)], [(2, 16)], [(2, 8)]
+        SHAPES, SPREAD_SHAPES, DECODE, PREFILL = [(2, 24, 8)], [(3, 24, 8)], [(2, 16)], [(2, 8)]
     spec = get_model(a.model)
     model = build_model(spec, dtype=torch.float16 if dev.type == "cuda" else torch.float32, device=dev,
                         weights="dummy")
@@ -92,11 +96,13 @@ def main() -> None:
 
     import kvsim.kernels.prefill as prefill
     import kvsim.kernels.varlen_decode as varlen_decode
+    import kvsim.kernels.varlen_split as varlen_split
     for setting in a.settings.split(","):
         parts = setting.split("+")
         fused, dkernel = "fused" in parts, "decodekernel" in parts
         prefill.PERSISTENT = a.persistent_prefill or "persistent" in parts
-        varlen_decode.SPLIT = "split" in parts
+        varlen_decode.SPLIT = "split" in parts or "split512" in parts
+        varlen_split.BALANCED = "split512" not in parts      # +split512: every partition 512 positions
         ladder = next((x for x in parts if x in PREFILL_LADDERS), None)
         if hasattr(model, "fused_ops"):
             model.fused_ops = fused
@@ -107,18 +113,20 @@ def main() -> None:
         tag = {"setting": setting, "fused_layer_ops": fused, "mixed_decode_kernel": dkernel,
                "persistent_prefill": prefill.PERSISTENT, "prefill_ladder": ladder or PREFILL_LADDER}
         with torch.inference_mode():
-            for n, ctx, chunk in SHAPES:
-                ids, pos, meta = synthetic_step([(chunk, 0)], [ctx] * n, block_size=bs, num_blocks=pool,
+            for n, ctx, chunk, spread in [s + (False,) for s in SHAPES] + [s + (True,) for s in SPREAD_SHAPES]:
+                ctxs = spread_contexts(n, ctx) if spread else [ctx] * n
+                ids, pos, meta = synthetic_step([(chunk, 0)], ctxs, block_size=bs, num_blocks=pool,
                                                 vocab_size=spec.vocab_size, device=dev, backend="triton",
                                                 generator=gen)
                 umeta = as_unified(meta, decode_kernel=dkernel)
                 t = _bench(lambda: model.compute_logits(pg.run(ids, pos, umeta)[-(n + 1):]).argmax(-1).tolist())
-                roof, bound = roofline(chunk + n, n + 1, n * ctx + chunk, chunk * chunk / 2 + n * ctx)
+                kv = sum(ctxs)
+                roof, bound = roofline(chunk + n, n + 1, kv + chunk, chunk * chunk / 2 + kv)
                 tp = padded(chunk + n, pg.sizes)
-                rows.append({"kind": "mixed", **tag, "decode_rows": n, "ctx": ctx, "chunk": chunk,
+                rows.append({"kind": "mixed_spread" if spread else "mixed", **tag, "decode_rows": n, "ctx": ctx, "chunk": chunk,
                              "graph_ms": t * 1e3, "roofline_ms": roof * 1e3, "graph_over_roofline": t / roof,
                              "bound": bound, "padded_tokens": tp,
-                             "roofline_padded_ms": roofline(tp, n + 1, n * ctx + chunk, chunk * chunk / 2 + n * ctx)[0] * 1e3})
+                             "roofline_padded_ms": roofline(tp, n + 1, kv + chunk, chunk * chunk / 2 + kv)[0] * 1e3})
                 print(json.dumps(rows[-1]), flush=True)
             for k, length in PREFILL:
                 ids, pos, meta = synthetic_step([(length, 0)] * k, [], block_size=bs, num_blocks=pool,
