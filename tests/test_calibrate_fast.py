@@ -122,8 +122,8 @@ def test_a_time_limit_under_the_estimate_is_warned_about():
 
 def test_grid_idle_rests_the_card_before_each_timed_step_and_counts_in_the_estimate(monkeypatch):
     """``--grid-idle X``: each timed step of the grids timed between decode steps waits X times its own time after
-    them (the card leaves its power limit, as between serving's steps); the estimate grows by at most X times the
-    grids'; bad values are one-line errors naming the flag; 0 changes nothing."""
+    them (the card leaves its power limit, as between serving's steps); the estimate grows by X times the prompt steps' share of the grids; bad values are one-line
+    errors naming the flag; 0 changes nothing."""
     from kvsim.cli import main
     slept, order = [], []
     monkeypatch.setattr(M.time, "sleep", lambda s: (slept.append(s), order.append("sleep")))
@@ -142,7 +142,7 @@ def test_grid_idle_rests_the_card_before_each_timed_step_and_counts_in_the_estim
     M._bench_between(step, lambda: order.append("between"), reps=2)
     assert "sleep" not in order
     base, idle = F.estimate_total_s([16], False), F.estimate_total_s([16], False, grid_idle=1.0)
-    assert idle - base == pytest.approx(F.full_grid_estimate([16])[1])
+    assert idle - base == pytest.approx(F.full_grid_estimate([16])[1] * F.PROMPT_STEP_SHARE)
     assert "--grid-idle 1" in F.estimate_full_or_fast([16], False, grid_idle=1.0)
     for bad in ("-1", "nan", "11"):
         with pytest.raises(SystemExit) as e:

@@ -33,8 +33,9 @@ def add_parser(sub) -> None:
                    help="seconds the whole calibration may take: the serving fit starts no run that would leave "
                         "too little for the rest (skipped rows are logged; the profile is still written)")
     c.add_argument("--grid-idle", type=float, default=0.0, metavar="X",
-                   help="idle before each timed grid call, X times the call's own time (default 0): timed back to "
-                        "back, compute-bound steps run at the card's power limit, below serving's clocks "
+                   help="idle before each timed step with prompt tokens (prefill, mixed), X times the step's own "
+                        "time (default 0): timed back to back, compute-bound steps run at the card's power limit, "
+                        "below serving's clocks "
                         "(benchmarks/engine/calib_clocks.py); recorded as meta.grid_idle")
     c.add_argument("--estimate", action="store_true",
                    help="print the estimated time from the counts of grid points and exit (no GPU needed)")

@@ -109,12 +109,19 @@ def full_grid_estimate(block_sizes: list[int], max_ctx: int = 2048) -> tuple[int
     return pts, pts * per_point
 
 
+PROMPT_STEP_SHARE = 0.65
+"""The share of a full block size's grid time spent on steps with prompt tokens, the steps ``--grid-idle``
+idles before (OPT-13B, H200, calib_0413: prefill 30 s, batches and cached 42 s, mixed 65 s of 210 s)."""
+
+
 def estimate_total_s(block_sizes: list[int], fast: bool, max_ctx: int = 2048, grid_idle: float = 0.0) -> float:
-    """Estimated seconds of the whole calibration asked for: grids (``grid_idle`` adds that multiple of them, at
-    most: the idle gaps scale with each timed call), then (not ``--fast``) the fits' engine runs."""
+    """Estimated seconds of the whole calibration asked for: grids (``grid_idle`` adds that multiple of their
+    prompt steps' share, at most: the idle gaps scale with each timed step), then (not ``--fast``) the fits'
+    engine runs."""
+    idle = 1.0 + grid_idle * PROMPT_STEP_SHARE
     if fast:
-        return estimate_seconds(block_sizes, max_ctx)["estimate_s"] * (1.0 + grid_idle)
-    return full_grid_estimate(block_sizes, max_ctx)[1] * (1.0 + grid_idle) + SERVING_FIT_SECONDS + FITS_SECONDS
+        return estimate_seconds(block_sizes, max_ctx)["estimate_s"] * idle
+    return full_grid_estimate(block_sizes, max_ctx)[1] * idle + SERVING_FIT_SECONDS + FITS_SECONDS
 
 
 def time_limit_warning(block_sizes: list[int], fast: bool, time_limit_s: float | None, max_ctx: int = 2048,
@@ -140,7 +147,8 @@ def estimate_full_or_fast(block_sizes: list[int], fast: bool, max_ctx: int = 204
             f"points x {e['seconds_per_point']:.2f} s = ~{e['estimate_s'] / 60:.1f} min (an estimate from the counts "
             f"of grid points and the full block-16 OPT-13B H200 calibration's {FULL_B16_SECONDS:.0f} s; to be measured)")
     if grid_idle:
-        line += f", up to ~{e['estimate_s'] * grid_idle / 60:.1f} min more for --grid-idle {grid_idle:g}"
+        line += (f", up to ~{e['estimate_s'] * grid_idle * PROMPT_STEP_SHARE / 60:.1f} min more for --grid-idle "
+                 f"{grid_idle:g}")
     if not fast:     # the serving fit's engine runs come on top (kvsim.calibrate.serving_fit)
         line += (f", plus the fits' engine runs: the serving fit ~{SERVING_FIT_SECONDS:.0f} s for OPT-13B on the H200 "
                  f"(--time-limit caps it), the step and prefill overhead fits ~{FITS_SECONDS:.0f} s")

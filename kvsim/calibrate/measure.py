@@ -39,9 +39,11 @@ L2_FLUSH_BYTES = 256 * 2 ** 20     # zeroed before each timed call, as triton.te
 
 
 STEP_SAMPLES = 8       # whole engine steps (CUDA-graph replays: run-to-run spread ~0.5%, bench_timer_check.py)
-# Idle time before each timed call, as a multiple of the call's own time (kvsim calibrate --grid-idle): timed back to
-# back, the H200's grids ran at its power limit with SM clocks ~1,600 MHz against ~1,970 in serving
-# (benchmarks/engine/calib_clocks.py); an idle gap lets each timed step start from serving's clocks. 0: none.
+# Idle time before each timed step with prompt tokens (prefill, prefill batch, cached-context and mixed steps:
+# :func:`_bench_between`), as a multiple of the step's own time (kvsim calibrate --grid-idle): timed back to back,
+# the H200's grids ran at its power limit with SM clocks ~1,600 MHz against ~1,970 in serving
+# (benchmarks/engine/calib_clocks.py); an idle gap lets each compute-bound step start from serving's clocks.
+# Memory-bound decode steps and the kernel grids are timed without it. 0: none.
 GRID_IDLE = 0.0
 
 
@@ -63,11 +65,7 @@ def _bench(fn, warmup=10, rep=40, min_samples: int = MIN_SAMPLES) -> float:
     flush = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-    idle_s = GRID_IDLE * once_ms / 1e3
     for s, e in zip(starts, ends):
-        if idle_s > 0:
-            torch.cuda.synchronize()
-            time.sleep(idle_s)
         flush.zero_()
         s.record()
         fn()
