@@ -39,7 +39,8 @@ from kvsim.graph_sizes import PREFILL_LADDER, PREFILL_LADDERS, padded, prefill_t
 SHAPES = [(16, 1024, 256), (64, 1024, 448), (128, 512, 384), (32, 2048, 480), (8, 2048, 504), (8, 256, 1024),
           (192, 1024, 1792)]
 # decode rows of unequal contexts (evenly spaced up to the second number, as the spread grid's steps) beside a
-# chunk: the longest row sets the decode kernel's makespan when rows x KV heads are few (split-KV's case)
+# chunk: the longest row sets the decode kernel's makespan when rows x KV heads are few (split-KV's case); each
+# also timed with every row at the mean context (kind mixed_twin): what the spread itself costs
 SPREAD_SHAPES = [(18, 2048, 32), (24, 4096, 64), (8, 4096, 256), (64, 2048, 128)]
 DECODE = [(1, 512), (8, 512), (32, 1024), (64, 1024), (128, 1024), (256, 512)]
 PREFILL = [(1, 512), (4, 128), (1, 2000)]          # prompts x tokens, fresh (no cached context)
@@ -52,7 +53,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cuda", help="cpu: a smoke run (tiny model, TRITON_INTERPRET=1)")
     ap.add_argument("--settings", default="fused+unified+v1,fused+decodekernel",
-                    help="comma list of fused|plain + unified|decodekernel [+persistent] [+split|+split512] [+v1|+v2]")
+                    help="comma list of fused|plain + unified|decodekernel [+persistent] [+split|+split512] [+hosttimed [+idle]] [+v1|+v2]")
     ap.add_argument("--persistent-prefill", action="store_true",
                     help="capture the prefill/mixed graphs with the persistent prefill grid (kvsim.kernels.prefill)")
     a = ap.parse_args()
@@ -97,12 +98,17 @@ def main() -> None:
     import kvsim.kernels.prefill as prefill
     import kvsim.kernels.varlen_decode as varlen_decode
     import kvsim.kernels.varlen_split as varlen_split
+    from kvsim.calibrate import measure
     for setting in a.settings.split(","):
         parts = setting.split("+")
         fused, dkernel = "fused" in parts, "decodekernel" in parts
         prefill.PERSISTENT = a.persistent_prefill or "persistent" in parts
         varlen_decode.SPLIT = "split" in parts or "split512" in parts
         varlen_split.BALANCED = "split512" not in parts      # +split512: every partition 512 positions
+        # +hosttimed: each step on the host clock after the last (the calibration's prompt-step timer); +idle: and
+        # after an idle gap of its own length (kvsim calibrate --grid-idle 1): does the card's power limit show?
+        measure.GRID_IDLE = 1.0 if "idle" in parts else 0.0
+        timer = (lambda fn: measure._bench_between(fn, lambda: None, reps=10)) if "hosttimed" in parts else _bench
         ladder = next((x for x in parts if x in PREFILL_LADDERS), None)
         if hasattr(model, "fused_ops"):
             model.fused_ops = fused
@@ -113,17 +119,19 @@ def main() -> None:
         tag = {"setting": setting, "fused_layer_ops": fused, "mixed_decode_kernel": dkernel,
                "persistent_prefill": prefill.PERSISTENT, "prefill_ladder": ladder or PREFILL_LADDER}
         with torch.inference_mode():
-            for n, ctx, chunk, spread in [s + (False,) for s in SHAPES] + [s + (True,) for s in SPREAD_SHAPES]:
-                ctxs = spread_contexts(n, ctx) if spread else [ctx] * n
+            twins = [(n, round(sum(spread_contexts(n, c)) / n), t, "twin") for n, c, t in SPREAD_SHAPES]
+            for n, ctx, chunk, spread in ([s + (False,) for s in SHAPES] + [s + ("spread",) for s in SPREAD_SHAPES]
+                                          + twins):
+                ctxs = spread_contexts(n, ctx) if spread == "spread" else [ctx] * n
                 ids, pos, meta = synthetic_step([(chunk, 0)], ctxs, block_size=bs, num_blocks=pool,
                                                 vocab_size=spec.vocab_size, device=dev, backend="triton",
                                                 generator=gen)
                 umeta = as_unified(meta, decode_kernel=dkernel)
-                t = _bench(lambda: model.compute_logits(pg.run(ids, pos, umeta)[-(n + 1):]).argmax(-1).tolist())
+                t = timer(lambda: model.compute_logits(pg.run(ids, pos, umeta)[-(n + 1):]).argmax(-1).tolist())
                 kv = sum(ctxs)
                 roof, bound = roofline(chunk + n, n + 1, kv + chunk, chunk * chunk / 2 + kv)
                 tp = padded(chunk + n, pg.sizes)
-                rows.append({"kind": "mixed_spread" if spread else "mixed", **tag, "decode_rows": n, "ctx": ctx, "chunk": chunk,
+                rows.append({"kind": f"mixed_{spread}" if spread else "mixed", **tag, "decode_rows": n, "ctx": ctx, "chunk": chunk,
                              "graph_ms": t * 1e3, "roofline_ms": roof * 1e3, "graph_over_roofline": t / roof,
                              "bound": bound, "padded_tokens": tp,
                              "roofline_padded_ms": roofline(tp, n + 1, kv + chunk, chunk * chunk / 2 + kv)[0] * 1e3})
@@ -133,7 +141,7 @@ def main() -> None:
                                                 vocab_size=spec.vocab_size, device=dev, backend="triton",
                                                 generator=gen)
                 pmeta = replace(meta, single_rows_decode=dkernel)
-                t = _bench(lambda: model.compute_logits(pg.run(ids, pos, pmeta)[-k:]).argmax(-1).tolist())
+                t = timer(lambda: model.compute_logits(pg.run(ids, pos, pmeta)[-k:]).argmax(-1).tolist())
                 roof, bound = roofline(k * length, k, k * length, k * length * length / 2)
                 rows.append({"kind": "prefill", **tag, "decode_rows": 0, "ctx": 0, "chunk": k * length, "prompts": k,
                              "graph_ms": t * 1e3, "roofline_ms": roof * 1e3, "graph_over_roofline": t / roof,
@@ -143,7 +151,7 @@ def main() -> None:
                 ids, pos, meta = synthetic_step([], [ctx] * n, block_size=bs, num_blocks=pool,
                                                 vocab_size=spec.vocab_size, device=dev, backend="triton",
                                                 generator=gen)
-                t = _bench(lambda: model.compute_logits(dg.run(ids, pos, meta)).argmax(-1).tolist())
+                t = timer(lambda: model.compute_logits(dg.run(ids, pos, meta)).argmax(-1).tolist())
                 roof, bound = roofline(n, n, n * ctx, n * ctx)
                 rows.append({"kind": "decode", **tag, "decode_rows": n, "ctx": ctx, "chunk": 0,
                              "graph_ms": t * 1e3, "roofline_ms": roof * 1e3, "graph_over_roofline": t / roof,
