@@ -59,6 +59,8 @@ def _run_clocks(out: np.ndarray, dts: np.ndarray, r0: np.ndarray, r1: np.ndarray
 class SegmentTable:
     """Decode segments (see the module doc); ``cost`` re-prices their steps when rows are built."""
 
+    PACK = 4096                                    # segments buffered as Python values before packing
+
     def __init__(self, cost):
         self.cost = cost
         # flat columns, on disk past a few MB each (kvsim.spill): memory stays bounded however long the run
@@ -67,13 +69,21 @@ class SegmentTable:
         self._pattern = SpillArray("q")            # blocks per step, periodic, all segments one after another
         self._ev_step = SpillArray("q")            # internal-fragmentation events, all segments
         self._ev_val = SpillArray("q")
+        # the newest segments as Python values (a tuple appended costs less than an array's extend), packed
+        # into the columns above every PACK segments and before any read (:meth:`_pack`)
+        self._new_rows: list[tuple] = []
+        self._new_t0: list[float] = []
+        self._new_pattern: list[int] = []
+        self._n = 0                                # segments held
+        self._npat = 0                             # pattern values held (the next segment's pat_at)
+        self._nev = 0                              # events held (the next segment's ev_at)
         self._raw: list = []                       # RawSegmentMemory of segments without a closed form
         self._waits: list[tuple[int, int, int]] = []   # (first iteration, groups added, iteration after the run)
         self._wait_ends: list[int] = []
         self.rows = 0                              # iterations held
 
     def __len__(self) -> int:
-        return len(self._t0)
+        return self._n
 
     def add(self, first_iter: int, t0: float, steps: int, seqs: int, groups: int, ctx_sum: int, ctx_max: int,
             swapped: int, waiting: int, run_start: bool, mem) -> None:
@@ -81,22 +91,40 @@ class SegmentTable:
 
         A segment that does not start a run starts where the previous one ended (its ``t0`` is that
         segment's last clock value), so a run's start times are one running sum, as SimPy's clock."""
-        if hasattr(mem, "pattern"):
-            self._rows.extend((first_iter, steps, seqs, groups, ctx_sum, ctx_max, swapped, waiting,
-                               1 if run_start else 0, mem.blocks, mem.alloc, mem.used, mem.internal, mem.external,
-                               mem.free, mem.logical, mem.block_slots, len(self._pattern), len(mem.pattern),
-                               len(self._ev_step), len(mem.events), -1))
-            self._pattern.extend(mem.pattern)
-            for j, v in mem.events:
-                self._ev_step.append(j)
-                self._ev_val.append(v)
+        pattern = getattr(mem, "pattern", None)
+        if pattern is not None:
+            events = mem.events
+            self._new_rows.append((first_iter, steps, seqs, groups, ctx_sum, ctx_max, swapped, waiting,
+                                   1 if run_start else 0, mem.blocks, mem.alloc, mem.used, mem.internal,
+                                   mem.external, mem.free, mem.logical, mem.block_slots, self._npat, len(pattern),
+                                   self._nev, len(events), -1))
+            self._new_pattern.extend(pattern)
+            self._npat += len(pattern)
+            if events:
+                for j, v in events:
+                    self._ev_step.append(j)
+                    self._ev_val.append(v)
+                self._nev += len(events)
         else:
-            self._rows.extend((first_iter, steps, seqs, groups, ctx_sum, ctx_max, swapped, waiting,
-                               1 if run_start else 0, 0, 0, 0, 0, 0, 0, 0, 0, len(self._pattern), 0,
-                               len(self._ev_step), 0, len(self._raw)))
+            self._new_rows.append((first_iter, steps, seqs, groups, ctx_sum, ctx_max, swapped, waiting,
+                                   1 if run_start else 0, 0, 0, 0, 0, 0, 0, 0, 0, self._npat, 0,
+                                   self._nev, 0, len(self._raw)))
             self._raw.append(mem)
-        self._t0.append(t0)
+        self._new_t0.append(t0)
+        self._n += 1
         self.rows += steps
+        if len(self._new_rows) >= self.PACK:
+            self._pack()
+
+    def _pack(self) -> None:
+        """Move the buffered segments into the packed columns (the same values, in order)."""
+        if self._new_rows:
+            self._rows.extend_array(np.array(self._new_rows, dtype=np.int64))
+            self._t0.extend_array(np.array(self._new_t0, dtype=np.float64))
+            self._new_rows, self._new_t0 = [], []
+        if self._new_pattern:
+            self._pattern.extend_array(np.array(self._new_pattern, dtype=np.int64))
+            self._new_pattern = []
 
     def add_waiting(self, first_iter: int, added: int, end_iter: int) -> None:
         """``added`` more groups wait from iteration ``first_iter`` to the end of its run (``end_iter``)."""
@@ -106,6 +134,7 @@ class SegmentTable:
 
     def _block(self, lo: int, hi: int) -> np.ndarray:
         """Segments ``lo .. hi-1`` as an int64 array, one row each (a copy)."""
+        self._pack()
         return self._rows.read(lo * _W, hi * _W).reshape(hi - lo, _W)
 
     def _col(self, name: str, lo: int, hi: int) -> np.ndarray:
@@ -117,6 +146,7 @@ class SegmentTable:
 
     def spans(self) -> tuple[np.ndarray, np.ndarray]:
         """Each segment's first iteration number and the number after its last."""
+        self._pack()
         step = _W * (1 << 16)
         parts = [c.reshape(-1, _W)[:, :2].copy() for c in self._rows.chunks(step)]   # copies: let each chunk go
         if not parts:
@@ -137,7 +167,7 @@ class SegmentTable:
         """The rows of segments ``lo .. hi-1`` as iteration columns (``iter`` and every column a decode-only
         iteration has; the zero ones are left to the caller)."""
         hi = len(self) if hi is None else hi
-        block = self._block(lo, hi)
+        block = self._block(lo, hi)                  # (packs the buffered segments)
         f = {name: block[:, i] for i, name in enumerate(_INT)}
         k = f["steps"]
         n = int(k.sum())

@@ -125,3 +125,31 @@ def test_record_memory_grows_with_segments_not_iterations():
     assert seg.rows > 10 * len(seg)                 # segments hold many iterations each
     held = sum(a.itemsize * len(a) for a in (seg._rows, seg._t0, seg._pattern, seg._ev_step, seg._ev_val))
     assert held < 400 * len(seg)                    # a few hundred bytes a segment, whatever its length
+
+
+@pytest.mark.parametrize("pack", [1, 7, 4096])
+def test_buffered_segments_equal_whatever_the_pack_size(pack):
+    """Segments are buffered as Python values and packed every ``PACK`` of them and before a read: the columns
+    are the same for any pack size, read before, between and after packs."""
+    ref, _ = _random_table(np.random.default_rng(3), ROOFLINE, segments=90)
+    got = SegmentTable(ROOFLINE)
+    got.PACK = pack
+    rows = ref._block(0, len(ref))                  # (the reference table packed everything on this read)
+    t0 = ref._t0.read(0, len(ref))
+    for i, row in enumerate(rows.tolist()):
+        (it, k, nseq, groups, ctx, top, swapped, waiting, run_start, blocks, alloc, used, internal, external,
+         free, logical, bs, pat_at, pat_len, ev_at, ev_len, _) = row
+        mem = SegmentMemory(blocks, alloc, used, internal, external, free, logical, bs,
+                            tuple(ref._pattern.read(pat_at, pat_at + pat_len).tolist()),
+                            tuple(zip(ref._ev_step.read(ev_at, ev_at + ev_len).tolist(),
+                                      ref._ev_val.read(ev_at, ev_at + ev_len).tolist())))
+        got.add(it, float(t0[i]), k, nseq, groups, ctx, top, swapped, waiting, bool(run_start), mem)
+        if i % 31 == 30:                             # a read in the middle packs what is buffered
+            part = got.columns(0, len(got))
+            want = ref.columns(0, len(got))
+            assert all(np.array_equal(part[c], want[c]) for c in want)
+    assert len(got) == len(ref) and got.rows == ref.rows
+    assert np.array_equal(got._block(0, len(got)), rows)
+    a, b = got.columns(), ref.columns()
+    assert a.keys() == b.keys() and all(np.array_equal(a[c], b[c]) for c in a)
+    assert [x.tolist() for x in got.spans()] == [x.tolist() for x in ref.spans()]
