@@ -12,6 +12,13 @@ so each prices a step to the same float (tested bit for bit):
 * ``decode_run_times`` — ``steps`` steps in a row as a list, in a Python loop:
   cheaper than numpy's per-call overhead for the few steps of most segments.
 
+The loops (``decode_run_times``, ``decode_run_clock``) run on Python floats only: the
+context sum ``s`` as a float (exact below 2**53) stepped by the batch size, the layer count as a float; a
+float times an int converts the int to the same double first, so every product and sum is the one the int
+form computes, while float-by-float operations take the interpreter's fast path. The step's first term
+``s * c / r + linear`` never decreases as ``s`` grows (each rounding is monotone; ``c``, ``r`` > 0), so
+where the floor does not bind at a segment's first step it binds at none, and the loop leaves the clamp out.
+
 Decode attention's roofline is ``max(s * flops / rate, s * bytes / bandwidth)``
 for a context sum ``s``; the side that wins at every ``s`` is found once
 (``_decode_attention_side``) and only it is computed.
@@ -123,11 +130,19 @@ class RooflineDecodeMixin:
             return self.decode_step_times(num_seqs, ctx_sum + num_seqs * j, ctx_max + j).tolist()
         c, r, linear, ar, over, lm_head, floor, layers = terms
         out = []
-        for s in range(ctx_sum, ctx_sum + num_seqs * steps, num_seqs):
+        add = out.append
+        s, d, layers = float(ctx_sum), float(num_seqs), float(layers)     # (exact: the same products and sums)
+        if steps and s * c / r + linear >= floor:   # the floor never binds: it grows with s (module doc)
+            for _ in range(steps):
+                add((s * c / r + linear + ar) * layers + over + lm_head)
+                s += d
+            return out
+        for _ in range(steps):
             x = s * c / r + linear
             if x < floor:
                 x = floor
-            out.append((x + ar) * layers + over + lm_head)
+            add((x + ar) * layers + over + lm_head)
+            s += d
         return out
 
     def decode_run_clock(self, num_seqs: int, ctx_sum: int, ctx_max: int, steps: int, t0: float,
@@ -146,7 +161,16 @@ class RooflineDecodeMixin:
         t = t0
         out = [t]
         add = out.append
-        for s in range(ctx_sum, ctx_sum + num_seqs * n, num_seqs):
+        s, d, layers = float(ctx_sum), float(num_seqs), float(layers)     # (exact: the same products and sums)
+        if n and s * c / r + linear >= floor:       # the floor never binds: it grows with s (module doc)
+            for _ in range(n):
+                t += (s * c / r + linear + ar) * layers + over + lm_head
+                add(t)
+                if t >= limit:
+                    return out
+                s += d
+            return out if n == steps else None
+        for _ in range(n):
             x = s * c / r + linear
             if x < floor:
                 x = floor
@@ -154,4 +178,5 @@ class RooflineDecodeMixin:
             add(t)
             if t >= limit:
                 return out
+            s += d
         return out if n == steps else None
