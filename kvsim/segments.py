@@ -20,6 +20,7 @@ not with its iterations, and builds the rows of many segments at once
 from __future__ import annotations
 
 from bisect import bisect_right
+from itertools import chain
 
 import numpy as np
 
@@ -119,7 +120,8 @@ class SegmentTable:
     def _pack(self) -> None:
         """Move the buffered segments into the packed columns (the same values, in order)."""
         if self._new_rows:
-            self._rows.extend_array(np.array(self._new_rows, dtype=np.int64))
+            rows = self._new_rows                  # (fromiter over the flat values: the cheapest way in)
+            self._rows.extend_array(np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=len(rows) * _W))
             self._t0.extend_array(np.array(self._new_t0, dtype=np.float64))
             self._new_rows, self._new_t0 = [], []
         if self._new_pattern:

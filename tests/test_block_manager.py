@@ -5,7 +5,9 @@ append_slot, reparent, free, swap_out/swap_in, bulk append) are run on two
 managers at once: every operation is applied identically to both, except the
 bulk append, which manager A does with ``append_slots_bulk`` and manager B with
 ``k`` rounds of ``append_slot``, and the swaps, which manager B does with the
-plain one-block-at-a-time reference below (A's have bulk paths). After every operation we check
+plain one-block-at-a-time reference below (A's have bulk paths). Manager B also
+takes each new block with its own ``_take_block`` call (:class:`OneBlockAtATime`),
+so A's inlined takes (``allocate`` evicting cached blocks) meet the per-block path. After every operation we check
 
 * ``check_invariants()`` and an independent recount of the reference counts
   from the block tables (ref[b] == number of table entries naming b);
@@ -46,6 +48,14 @@ def recount(bm: PagedBlockManager) -> None:
         assert len(t) == -(-n // bm.block_size)
         for i, b in enumerate(t):
             assert bm.fill[b] == min(bm.block_size, n - i * bm.block_size), (s, i, b)
+
+
+class OneBlockAtATime(PagedBlockManager):
+    """The manager with ``_take_block`` its own: every block is taken by one call, as the inlined paths
+    (``allocate`` and ``append_slots_bulk`` past the free list) must equal."""
+
+    def _take_block(self) -> int:
+        return super()._take_block()
 
 
 def check(bm: PagedBlockManager) -> None:
@@ -152,7 +162,7 @@ def configs(draw):
 @given(cfg=configs(), data=st.data())
 def test_random_operations_keep_invariants(cfg, data):
     a = PagedBlockManager(watermark=0.0, **cfg)
-    b = PagedBlockManager(watermark=0.0, **cfg)
+    b = OneBlockAtATime(watermark=0.0, **cfg)
     bs = cfg["block_size"]
     next_id = 0
     swapped_units: list[tuple[list[int], list[int], list[list[int]]]] = []   # (seqs, lens, structure)
@@ -403,11 +413,14 @@ def test_bulk_append_matches_stepping_with_evictable_blocks():
         total = probe.num_allocated + 5 + need - 2     # the bulk append must evict 2 cached blocks
         mgrs = [build(total), build(total)]
         assert len(mgrs[0]._evictable) == 5 and need > len(mgrs[0]._free)
+        one = build(total)
+        one.__class__ = OneBlockAtATime                # the same bulk append, each block taken by one call
+        one.append_slots_bulk(order, k)
         mgrs[0].append_slots_bulk(order, k)
         for _ in range(k):
             for s in order:
                 assert mgrs[1].append_slot(s) is None
-        assert state(mgrs[0]) == state(mgrs[1])
+        assert state(mgrs[0]) == state(mgrs[1]) == state(one)
         assert len(mgrs[0]._evictable) == 3
         check(mgrs[0])
 

@@ -5,7 +5,9 @@ manager's tables, ref counts, fills and ``_take_block``): one slot with
 copy-on-write of a shared partial last block (``append_slot``), one slot for
 each of a group's sequences (``append_slots``), many decode steps of many
 sequences at once in the order stepping takes blocks (``append_slots_bulk``),
-and the exact count of blocks an append takes (``blocks_to_append``).
+the exact count of blocks an append takes (``blocks_to_append``), and
+``allocate``'s new blocks where the free list runs short (``_allocate_evicting``:
+each block taken as ``_take_block`` would take it, evicting cached blocks, inlined).
 """
 from __future__ import annotations
 
@@ -106,6 +108,26 @@ class AppendMixin:
                     fill[table[-1]] = bs
                 table.append(b)
             self.num_allocated += m
+        elif type(self)._take_block is type(self)._plain_take:     # (inlined: prefix caching evicts at most appends)
+            ref, evictable, block_of, hash_of = self.ref, self._evictable, self._block_of, self._hash_of
+            taken = 0
+            for s in takers:
+                if free:
+                    b = free.pop()
+                elif evictable:
+                    b, _ = evictable.popitem(last=False)     # evict least recently used
+                    del block_of[hash_of.pop(b)]
+                else:
+                    self.num_allocated += taken
+                    raise RuntimeError("out of GPU blocks (caller must check capacity first)")
+                ref[b] = 1
+                fill[b] = 0
+                taken += 1
+                table = tables[s]
+                if table:
+                    fill[table[-1]] = bs
+                table.append(b)
+            self.num_allocated += taken
         else:
             for s in takers:
                 b = self._take_block()
@@ -118,6 +140,42 @@ class AppendMixin:
             ntok[s] = n1
             fill[tables[s][-1]] = (n1 - 1) % bs + 1
         self.used_slots += steps * len(seq_ids)
+
+    def _allocate_evicting(self, table: list[int], lo: int, hi: int, num_tokens: int,
+                           hashes: list[int] | None) -> None:
+        """``allocate``'s blocks ``lo .. hi-1`` where the free list runs short: each taken as ``_take_block`` takes
+        it (free list, else the least recently used evictable block) and its hash registered right after, in
+        the same order as one ``_take_block`` call per block (inlined: prefix caching evicts at most admissions)."""
+        bs = self.block_size
+        free, evictable, block_of, hash_of = self._free, self._evictable, self._block_of, self._hash_of
+        ref, fill = self.ref, self.fill
+        register = self.enable_prefix_caching and hashes
+        n_hashes = len(hashes) if register else 0
+        used = 0
+        for i in range(lo, hi):
+            if free:
+                b = free.pop()
+            elif evictable:
+                b, _ = evictable.popitem(last=False)         # evict least recently used
+                del block_of[hash_of.pop(b)]
+            else:
+                self.num_allocated += i - lo
+                self.used_slots += used
+                raise RuntimeError("out of GPU blocks (caller must check capacity first)")
+            ref[b] = 1
+            f = num_tokens - i * bs
+            if f > bs:
+                f = bs
+            fill[b] = f
+            used += f
+            if i < n_hashes and f == bs:
+                h = hashes[i]
+                if h not in block_of:
+                    block_of[h] = b
+                    hash_of[b] = h
+            table.append(b)
+        self.num_allocated += hi - lo
+        self.used_slots += used
 
     def slots_needed(self, seq_id: int) -> int:
         """New blocks ``append_slot(seq_id)`` would take (0 or 1)."""

@@ -171,17 +171,20 @@ class PagedBlockManager(AppendMixin, SwapMixin):
             self.tables[seq_id] = table
             self.num_tokens[seq_id] = num_tokens
             return hit_blocks * bs
-        for i in range(hit_blocks, nblocks):
-            b = self._take_block()
-            f = min(bs, num_tokens - i * bs)
-            self.fill[b] = f
-            self.used_slots += f
-            if self.enable_prefix_caching and hashes and i < len(hashes) and f == bs:
-                h = hashes[i]
-                if h not in self._block_of:
-                    self._block_of[h] = b
-                    self._hash_of[b] = h
-            table.append(b)
+        if m > 0 and type(self)._take_block is PagedBlockManager._take_block:
+            self._allocate_evicting(table, hit_blocks, nblocks, num_tokens, hashes)
+        else:
+            for i in range(hit_blocks, nblocks):
+                b = self._take_block()
+                f = min(bs, num_tokens - i * bs)
+                self.fill[b] = f
+                self.used_slots += f
+                if self.enable_prefix_caching and hashes and i < len(hashes) and f == bs:
+                    h = hashes[i]
+                    if h not in self._block_of:
+                        self._block_of[h] = b
+                        self._hash_of[b] = h
+                table.append(b)
         self.tables[seq_id] = table
         self.num_tokens[seq_id] = num_tokens
         return hit_blocks * bs
