@@ -55,10 +55,10 @@ class RequestTable:
         return self._taken[0] + self._taken[1]
 
     def add(self, groups) -> None:
-        cols = [self._cols[c] for c in REQUEST_COLUMNS]
-        for g in groups:
-            for col, v in zip(cols, group_row(g)):
-                col.append(v)
+        rows = [group_row(g) for g in groups]
+        if rows:                                  # a column at a time: one extend each, not a value each
+            for c, values in zip(REQUEST_COLUMNS, zip(*rows)):
+                self._cols[c].extend(values)
 
     def take_done(self, sched) -> None:
         """Record the scheduler's newly finished and rejected groups and drop them from its ``groups`` map
