@@ -68,7 +68,7 @@ class IterationStats:
         table[:, 0] = w
         for j, name in enumerate(WEIGHTED[1:], start=1):
             v = col["mem_used"] + col["mem_internal"] + col["mem_reserved"] if name == "phys" else col[name]
-            table[:, j] = v * w
+            np.multiply(v, w, out=table[:, j])          # (v * w written in place: the same products)
         self._sums.feed(table)
         self.max_batched = max(self.max_batched, int(col["batched_requests"].max()))
         self.peak_blocks = max(self.peak_blocks, int(col["blocks_in_use"].max()))

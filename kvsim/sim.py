@@ -203,7 +203,7 @@ class SimEngine:
         reqs = request_frame(sched.request_groups(), self.table)
         self.table = None
         # only the columns the summary reads, a chunk at a time
-        its = IterationStats.from_chunks(len(self.log), self.log.chunks(columns=SUMMARY_INPUTS))
+        its = IterationStats.from_chunks(len(self.log), self.log.column_chunks(columns=SUMMARY_INPUTS))
         summary = run_summary(self.setup, reqs, its, self.env.now, self.kv)
         return SimResult(self.setup, reqs, None, self.env.now, summary, log=self.log)
 
