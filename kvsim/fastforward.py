@@ -40,8 +40,8 @@ def _price(cost, seg: Segment, t0: float, limit: float):
     arrays for long ones (the same floats either way). The clock is the running sum from ``t0`` that SimPy's
     clock takes, in the same order. A cost model with ``decode_run_clock`` gives the clock alone (times None:
     :func:`_times` makes them if needed), in one loop that stops at the first step starting at or past
-    ``limit`` — most segments are cut by the next arrival well before their last step — where that comes
-    within ``_LIST_STEPS`` steps."""
+    ``limit`` — most segments are cut by the next arrival well before their last step — and, where that comes
+    later than ``_LIST_STEPS`` steps, the rest of the segment in the array form."""
     k, nseq = seg.steps, seg.num_seqs
     clock_of = getattr(cost, "decode_run_clock", None)
     if clock_of is not None:

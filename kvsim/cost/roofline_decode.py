@@ -150,9 +150,10 @@ class RooflineDecodeMixin:
         """The clock before and after each of :meth:`decode_run_times`' steps from ``t0`` (``steps + 1`` values,
         the running sum ``itertools.accumulate(times, initial=t0)`` takes, in the same order), ending early at
         the first value at or past ``limit`` (the steps after it are not needed). None where that method would
-        not loop (no side of the roofline always wins), or where ``cap`` steps were priced without reaching the
-        limit or the last step (the caller prices the segment another way). The same loop as
-        :meth:`decode_run_times` with the sum taken in it (a generator shared by both cost ~3% of a paged run)."""
+        not loop (no side of the roofline always wins). The same loop as :meth:`decode_run_times` with the sum
+        taken in it (a generator shared by both cost ~3% of a paged run), for at most ``cap`` steps: where those
+        end before the limit and the run, the rest of the run's steps are priced at once in the array form and
+        summed on from there (:meth:`_clock_rest`: every step to the run's last, the limit aside)."""
         terms = self._run_terms(num_seqs)
         if terms is None:
             return None
@@ -169,7 +170,7 @@ class RooflineDecodeMixin:
                 if t >= limit:
                     return out
                 s += d
-            return out if n == steps else None
+            return out if n == steps else self._clock_rest(out, num_seqs, ctx_sum, ctx_max, n, steps)
         for _ in range(n):
             x = s * c / r + linear
             if x < floor:
@@ -179,4 +180,16 @@ class RooflineDecodeMixin:
             if t >= limit:
                 return out
             s += d
-        return out if n == steps else None
+        return out if n == steps else self._clock_rest(out, num_seqs, ctx_sum, ctx_max, n, steps)
+
+    def _clock_rest(self, out: list[float], num_seqs: int, ctx_sum: int, ctx_max: int, done: int,
+                    steps: int) -> list[float]:
+        """``out``, the clock through a run's first ``done`` steps, carried on through its last: the other steps'
+        times from :meth:`decode_step_times` (the loop's floats, bit for bit) added on from ``out[-1]`` one at a
+        time in order (``cumsum`` accumulates sequentially: the running sum the loop and SimPy's clock take)."""
+        j = np.arange(done, steps, dtype=np.float64)
+        clock = np.empty(steps - done + 1, dtype=np.float64)
+        clock[0] = out[-1]
+        clock[1:] = self.decode_step_times(num_seqs, ctx_sum + num_seqs * j, ctx_max + j)
+        out.extend(clock.cumsum(out=clock)[1:].tolist())
+        return out
