@@ -107,20 +107,23 @@ class DecodeRun:
 
     def memory(self, seg: Segment, steps: int):
         """KV memory after each of the segment's first ``steps`` steps (a tracker's ``segment_memory``)."""
-        return self.tracker.segment_memory(seg.first, seg.new_blocks[:steps])
+        nb = seg.new_blocks
+        return self.tracker.segment_memory(seg.first, nb if steps == len(nb) else nb[:steps])
 
     def apply(self, seg: Segment, steps: int, end_s: float) -> bool:
         """Apply the segment's first ``steps`` steps ending at ``end_s``; finish the groups due then.
 
         Returns whether the run may go on (all steps taken, groups finished, some still running and
         admission still blocked)."""
-        self.tracker.advance(seg.first, seg.new_blocks[:steps])
-        if self.sched.multi_seq:
-            for g in self.sched.running:
+        nb = seg.new_blocks                      # (whole when the segment is: trackers only read it)
+        self.tracker.advance(seg.first, nb if steps == len(nb) else nb[:steps])
+        sched = self.sched
+        if sched.multi_seq:
+            for g in sched.running:
                 for s in g.seqs:
                     s.generated += steps
         else:                                    # one sequence per group
-            for g in self.sched.running:
+            for g in sched.running:
                 g.seqs[0].generated += steps
         self.step += steps
         self.ctx_sum += self.num_seqs * steps

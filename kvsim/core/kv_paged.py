@@ -205,7 +205,14 @@ class PagedKV:
             ids = g.seq_ids
             n = get(ids[0])
             m = len(ids)
-            if m > 1 and list(map(get, ids)).count(n) != m:     # sequences of different lengths: one by one
+            if m == 1:                                          # (one sequence: the lines below with m = 1)
+                if n is not None:
+                    cap = -(-n // bs) * bs
+                    logical += cap
+                    if cap > final:
+                        internal += cap - (final if final > n else n)
+                continue
+            if list(map(get, ids)).count(n) != m:               # sequences of different lengths: one by one
                 for sid in ids:
                     n = get(sid)
                     if n is None:
