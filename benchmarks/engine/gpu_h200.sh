@@ -86,7 +86,10 @@ if [ -n "${THROUGHPUT:-}" ]; then
   OFF="--set workload.arrival=burst --set workload.num_requests=200 --set runtime.max_wall_s=120 --set max_time_s=120"
   if [ -n "${THROUGHPUT_BEFORE:-}" ]; then   # a checkout of the engine before the change (its kvsim/ only)
     stamp "throughput before ($THROUGHPUT_BEFORE)"
-    PYTHONPATH=$THROUGHPUT_BEFORE:/tmp/site timeout 150 python3 -m kvsim.cli engine $S $OFF \
+    # -P: `python -m` would put the working directory (this checkout's kvsim/) ahead of PYTHONPATH, and the
+    # "before" engine would be today's (so it was until 2026-12-05: results_H100/split_1127's README)
+    PYTHONPATH=$THROUGHPUT_BEFORE:/tmp/site python3 -P -c "import kvsim; print('before engine from', kvsim.__file__)"
+    PYTHONPATH=$THROUGHPUT_BEFORE:/tmp/site timeout 150 python3 -P -m kvsim.cli engine $S $OFF \
       --out "$W/runs/chunked512_before" 2>&1 | grep -i "throughput\|finished\|latency\|per iteration" | tail -6
   fi
   for set in ${THROUGHPUT_SETS:-runtime.mixed_decode_kernel=false runtime.mixed_decode_kernel=true \
