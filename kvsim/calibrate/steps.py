@@ -13,6 +13,7 @@ import torch
 
 from kvsim.calibrate import measure as M
 from kvsim.calibrate import prefill_grids as PG
+from kvsim.kernels import varlen_decode
 
 STEP_BATCH = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256]
 STEP_CTX = [128, 256, 512, 768, 1024, 1536, 2048, 4096, 8192]   # up to the model's longest sequence
@@ -174,7 +175,8 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
             stage(f"mixed steps: {len(mix_rows)} x {len(mix_ctx)} x {len(chunks)} points")
     del caches, graphs, pgraphs
     mixed = {"decode": list(mix_rows), "ctx": list(mix_ctx), "chunk": chunks, "time_s": mix,
-             "cuda_graphs": bool(cuda_graphs), "timing": PREFILL_TIMING} if g["mix"] else None
+             "cuda_graphs": bool(cuda_graphs), "timing": PREFILL_TIMING,
+             "decode_split": bool(varlen_decode.SPLIT)} if g["mix"] else None
     return ({"batch": batches, "ctx": ctx_axis, "time_s": dec_grid, "cuda_graphs": bool(cuda_graphs),
              "max_context_len": int(max_ctx)},
             {"batch": batches, "max_ctx": tops, "time_s": spread, "mean_time_s": at_mean,

@@ -279,7 +279,14 @@ class RealEngine:
                 "cuda_graph_steps": self.runner.graph_steps,
                 "unified_mixed_steps": self.runner.unified_mixed,
                 "mixed_decode_kernel": self.runner.mixed_decode_kernel,
+                "mixed_decode_split": _split_rows(),      # a mixed step's decode rows cut into partitions?
                 "fused_layer_ops": bool(getattr(self.model, "fused_ops", False)),
                 "cpu_s_mean": float(its.cpu_s.mean()) if len(its) else 0.0,
                 "gpu_s_mean": float(its.gpu_s.mean()) if len(its) else 0.0,
                 "swap_transfers": self.cache.transfers}
+
+
+def _split_rows() -> bool:
+    """Whether the varlen decode kernel cuts a mixed step's decode rows into partitions (varlen_decode.SPLIT)."""
+    from kvsim.kernels import varlen_decode
+    return bool(varlen_decode.SPLIT)
