@@ -124,6 +124,7 @@ def _meta(command: str) -> dict:
         driver = "unknown"
     import triton
     return {"gpu": torch.cuda.get_device_name(0), "gpu_memory_bytes": int(props.total_memory),
+            "num_sms": int(props.multi_processor_count),
             "driver": driver, "torch": torch.__version__, "triton": triton.__version__,
             "cuda": torch.version.cuda, "python": platform.python_version(),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

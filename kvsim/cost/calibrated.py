@@ -91,6 +91,7 @@ import numpy as np
 from kvsim.core.plan import StepPlan
 from kvsim.cost.base import CostModel, is_decode_only
 from kvsim.cost.decode_spread import DecodeSpreadMixin
+from kvsim.cost.mixed_rows import LongestRow, programs_per_kv_head
 from kvsim.cost.prefill_shapes import PrefillShapes
 from kvsim.cost.sampling_price import SamplingPriceMixin
 from kvsim.cost.step_grids import StepGridsMixin
@@ -160,6 +161,10 @@ class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin,
         from kvsim.catalogue import get_model
         from kvsim.cost.window import WindowMix
         self._window = WindowMix.of(get_model(model_name))     # None without sliding-window layers
+        # a mixed step's decode rows walked whole: the most loaded program of unequal contexts (kvsim.cost.mixed_rows)
+        self._longest = LongestRow(self._mix, programs_per_kv_head(get_model(model_name).num_kv_heads,
+                                                                   profile.meta.get("num_sms"))) \
+            if self._mix is not None and block_size_tokens in profile.mixed_rows_whole else None
 
     def _grid_curve(self, grid, n: float) -> tuple[np.ndarray, np.ndarray]:
         """A (batch x mean context) grid at batch ``n``: its curve along the mean context, ``(contexts, times)``

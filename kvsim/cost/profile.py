@@ -93,6 +93,8 @@ class Profile(TableReader):
                                     if c.get("timing") == "between_decode_steps"}
         # optional: whole mixed iterations (decode rows x context x fresh chunk tokens)
         self.mixed_step = self._blocks("mixed_step", self._grid3, optional=True)
+        # ... of which the decode rows were walked whole (not cut into partitions: kvsim.cost.mixed_rows)
+        self.mixed_rows_whole = {bs for bs, c in self._raw_blocks("mixed_step").items() if not c.get("decode_split")}
         # optional: whole decode iterations with unequal contexts (batch x longest context)
         self.decode_spread_step = self._blocks("decode_spread_step", self._grid, "batch", "max_ctx", optional=True)
         # ... and, in newer profiles, the uniform steps at each shape's mean and longest context timed
@@ -129,6 +131,9 @@ class Profile(TableReader):
         for key in (*(k for k, v in LEGACY_ENGINE_MODE.items() if isinstance(v, bool)), "fast"):
             if key in meta and not isinstance(meta[key], bool):
                 raise self._bad(f"meta.{key}", f"expected true or false, got {meta[key]!r}")
+        sms = meta.get("num_sms")
+        if sms is not None and (isinstance(sms, bool) or not isinstance(sms, int) or not 1 <= sms <= 100_000):
+            raise self._bad("meta.num_sms", f"expected a positive integer (the card's SMs), got {sms!r}")
         return meta
 
     @property

@@ -29,7 +29,7 @@ def top_slope(xs, ys) -> float:
 
 class StepGridsMixin:
     """``_grid_step`` (a step with prompt tokens, whole), ``_measured_step`` and ``_attn_extra`` over the attributes
-    :class:`CalibratedCostModel` sets up (``p``, ``_mix``, ``_step``, ``_pstep``, ``_pre``, ``_pserving``,
+    :class:`CalibratedCostModel` sets up (``p``, ``_mix``, ``_longest``, ``_step``, ``_pstep``, ``_pre``, ``_pserving``,
     ``_over_mono``, ``_shapes``, ``_pgraphs``, ``_pgraph_seqs``, ``_dec_cache``, ``L``) and its ``_decode_attn``,
     ``_prefill_host``."""
 
@@ -83,6 +83,8 @@ class StepGridsMixin:
                                   for i in range(len(xc))])
                 self._dec_cache[("mix", n)] = plane
             mean, top = float(sum(ctx)) / n, float(xt[-1])
+            if self._longest is not None:         # unequal contexts, rows walked whole (kvsim.cost.mixed_rows)
+                t += self._longest.extra(ctx, float(t_pre))
             if t_pre <= top or len(xt) < 2:
                 t += float(interp2(mean, float(t_pre), xc, xt, plane))
             else:   # past the largest chunk measured: the grid's edge at these rows plus one growth per chunk
