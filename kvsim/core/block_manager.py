@@ -8,7 +8,8 @@ prefix caching shares full prompt blocks with equal chained hashes.
 
 Appending slots (one, one per sequence, or many steps at once) lives in
 :mod:`kvsim.core.block_append`, the CPU swap pool's moves in
-:mod:`kvsim.core.block_swap` (mixins of :class:`PagedBlockManager`).
+:mod:`kvsim.core.block_swap`, beam search's re-parenting in :mod:`kvsim.core.block_reparent`
+(mixins of :class:`PagedBlockManager`).
 
 Global invariants (``check_invariants``):
   * sum of GPU ref counts == number of GPU block-table entries (same for CPU);
@@ -23,10 +24,8 @@ from enum import Enum
 from operator import itemgetter
 
 from kvsim.core.block_append import AppendMixin
+from kvsim.core.block_reparent import ReparentMixin
 from kvsim.core.block_swap import SwapMixin
-
-
-_IDENTITY = [list(range(k)) for k in range(17)]     # beam parents when every beam keeps its own history
 
 
 class AllocStatus(str, Enum):
@@ -35,7 +34,7 @@ class AllocStatus(str, Enum):
     NEVER = "never"
 
 
-class PagedBlockManager(AppendMixin, SwapMixin):
+class PagedBlockManager(AppendMixin, SwapMixin, ReparentMixin):
     def __init__(self, num_gpu_blocks: int, block_size: int, num_cpu_blocks: int = 0,
                  watermark: float = 0.01, enable_prefix_caching: bool = False):
         if block_size < 1:
@@ -242,61 +241,6 @@ class PagedBlockManager(AppendMixin, SwapMixin):
                 self.cpu_ref[c] -= 1
                 if self.cpu_ref[c] == 0:
                     self._cpu_free.append(c)
-
-    def reparent(self, seq_ids: list[int], parents: list[int]) -> None:
-        """Beam search step: sequence ``seq_ids[i]`` continues from ``seq_ids[parents[i]]``.
-
-        Each child's table becomes a shared copy of its parent's (ref counts
-        grow), then the old tables are released, so blocks of beams that left no
-        child are freed and blocks of common ancestors stay shared.
-        Invariant: sum of ref counts == table entries before and after.
-        """
-        k = len(parents)
-        if parents == _IDENTITY[k] if k < len(_IDENTITY) else parents == list(range(k)):
-            return                            # every beam kept its own history
-        tables, ntok, ref = self.tables, self.num_tokens, self.ref
-        old = list(map(tables.__getitem__, seq_ids))
-        lens = list(map(ntok.__getitem__, seq_ids))
-        dropped = []                          # each replaced suffix, last block first, in beam order
-        for i, p in enumerate(parents):
-            if p == i:
-                continue                      # kept beam: table unchanged
-            src, dst = old[p], old[i]
-            # Tables of one group form a tree (forks share a prefix, later blocks are
-            # private), so equality is prefix-closed: the shared prefix's length is found by
-            # bisection (beams that parted long ago would otherwise be walked block by block),
-            # after a look at the last two entries (beams mostly part recently), and only the
-            # differing suffixes are touched.
-            lo = min(len(src), len(dst))
-            if lo and src[lo - 1] != dst[lo - 1]:
-                if lo > 1 and src[lo - 2] == dst[lo - 2]:
-                    lo -= 1
-                else:                         # src[:a] == dst[:a], src[b] != dst[b]
-                    a, b = 0, lo - 1
-                    while a < b:
-                        m = (a + b) >> 1
-                        if src[m] == dst[m]:
-                            a = m + 1
-                        else:
-                            b = m
-                    lo = a
-            for b in src[lo:]:
-                ref[b] += 1
-            sid = seq_ids[i]
-            tables[sid] = src[:]
-            ntok[sid] = lens[p]
-            dropped.extend(reversed(dst[lo:]))
-        if not dropped:
-            return
-        release = self._release
-        if type(self)._release is not PagedBlockManager._release:     # a subclass's own release
-            for b in dropped:
-                if ref[b] > 1:
-                    ref[b] -= 1               # still held by another table (what _release does then)
-                else:
-                    release(b)
-            return
-        self._release_all(dropped)
 
     # ------------------------------------------------------------- checking
     def check_invariants(self) -> None:

@@ -139,6 +139,14 @@ class PagedKV:
         """Sequences take their parents' tables by sharing blocks (copy-on-write at the next append)."""
         self.bm.reparent(group.seq_ids, parents)
 
+    def reparent_groups(self, groups: list[SequenceGroup], parents_of: list[list[int]]) -> None:
+        """``reparent`` of each group with its parents, in order, as one walk (the same blocks and state)."""
+        if type(self).reparent is not PagedKV.reparent:             # a subclass's own reparent
+            for g, parents in zip(groups, parents_of):
+                self.reparent(g, parents)
+            return
+        self.bm.reparent_groups([g.seq_ids for g in groups], parents_of)
+
     def free_group(self, group: SequenceGroup) -> None:
         """Drop the sequences' GPU and CPU tables; blocks whose last reference goes are freed."""
         self._swap_in_need.pop(group.group_id, None)

@@ -49,10 +49,22 @@ class StepOutcomeMixin:
         else:
             stepped = list(map(groups.__getitem__, plan.decode_group_ids))
         beams = [g for g in stepped if g.spec.beam_width > 1]
-        if beams:
-            # the seeded model's parents for this step's beam groups, drawn together in step order, then each
-            # group re-parented in step order
-            given = beam_parents or {}
+        if beams and not beam_parents:
+            # the seeded model's parents for every beam group of the step, drawn together in step order, then
+            # the groups re-parented in step order (one walk where the KV manager has one)
+            drawn = self._beam_parents.many([len(g.seqs) for g in beams], self.cfg.beam_keep_prob,
+                                            self.cfg.beam_decay)
+            kv = self.kv
+            regroup = getattr(kv, "reparent_groups", None)
+            if regroup is not None:
+                regroup(beams, drawn)
+            else:
+                for g, parents in zip(beams, drawn):
+                    kv.reparent(g, parents)
+        elif beams:
+            # the seeded model's parents for this step's beam groups the engine gave none, drawn together in
+            # step order, then each group re-parented in step order
+            given = beam_parents
             modelled = [len(g.seqs) for g in beams if given.get(g.group_id) is None]
             drawn = iter(self._beam_parents.many(modelled, self.cfg.beam_keep_prob, self.cfg.beam_decay)
                          if modelled else ())

@@ -1,0 +1,74 @@
+"""Beam search's fast paths equal the slow ones: a step's groups re-parented in one walk
+(``PagedBlockManager.reparent_groups``) leave the same tables, ref counts, fills and free-list order as
+``reparent`` group after group; whole runs are bit-identical with and without the scheduler's one-walk path."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kvsim.config import load_scenario
+from kvsim.core.beam import choose_parents
+from kvsim.core.block_manager import PagedBlockManager
+from kvsim.core.kv_paged import PagedKV
+from kvsim.sim import simulate
+
+
+class _OwnRelease(PagedBlockManager):
+    """A manager with its own ``_release`` (the same effect): the walk releases group by group through it."""
+
+    def _release(self, b: int) -> None:
+        PagedBlockManager._release(self, b)
+
+
+def _state(m: PagedBlockManager):
+    return (m.tables, m.num_tokens, m.ref, m.fill, m._free, list(m._evictable), m.num_allocated, m.used_slots)
+
+
+@pytest.mark.parametrize("cls", [PagedBlockManager, _OwnRelease])
+@pytest.mark.parametrize("prefix", [False, True])
+@pytest.mark.parametrize("width", [2, 4, 5])
+def test_reparent_groups_equals_reparent(cls, prefix, width):
+    rng = np.random.default_rng(11)
+    groups = 5
+    one, walk = cls(600, 4, enable_prefix_caching=prefix), cls(600, 4, enable_prefix_caching=prefix)
+    for m in (one, walk):
+        for g in range(groups):
+            first = g * width
+            # shared prompt blocks across groups where prefix caching is on (the same hashes)
+            m.allocate(first, 9 + g, [1, 2] if prefix else None)
+            for s in range(1, width):
+                m.share(first, first + s)
+    ids = [list(range(g * width, (g + 1) * width)) for g in range(groups)]
+    for step in range(80):
+        plans = [choose_parents(rng, width, 0.4 if step % 3 else 0.9, 0.5) for _ in range(groups)]
+        if step % 7 == 0:
+            plans[1] = list(range(width))                   # a group whose beams all keep their history
+        if step % 5 == 0:
+            plans[2] = [int(x) for x in rng.integers(0, width, width)]     # unsorted parents
+        for m in (one, walk):
+            for g in ids:
+                m.append_slots(g)
+        for g, parents in zip(ids, plans):
+            one.reparent(g, parents)
+        walk.reparent_groups(ids, plans)
+        assert _state(walk) == _state(one)
+        walk.check_invariants()
+
+
+@pytest.mark.parametrize("over", [{"workload.beam_width": 4}, {"workload.beam_width": 3, "workload.rate_req_s": 3.0},
+                                  {"workload.beam_width": 4, "engine.enable_prefix_caching": True,
+                                   "workload.prefix_len": 64}])
+def test_beam_runs_equal_group_by_group(monkeypatch, over):
+    """A whole run re-parenting a step's groups in one walk equals one with ``reparent`` group by group."""
+    base = {"name": "b", "model": "opt-13b", "gpu": "a100-40gb", "engine": {"allocator": "paged", "block_size": 16},
+            "workload": {"dataset": "sharegpt_like", "rate_req_s": 1.0, "num_requests": 120}, "seed": 3}
+    import json
+    sc = load_scenario(base, [f"{k}={json.dumps(v)}" for k, v in over.items()])
+    fast = simulate(sc)
+    monkeypatch.delattr(PagedKV, "reparent_groups")
+    slow = simulate(sc)
+    pd.testing.assert_frame_equal(fast.requests, slow.requests, check_exact=True)
+    pd.testing.assert_frame_equal(fast.iterations, slow.iterations, check_exact=True)
+    assert fast.summary == slow.summary
+    assert fast.iterations.cow_copies.sum() > 0
