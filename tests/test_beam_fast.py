@@ -72,3 +72,42 @@ def test_beam_runs_equal_group_by_group(monkeypatch, over):
     pd.testing.assert_frame_equal(fast.iterations, slow.iterations, check_exact=True)
     assert fast.summary == slow.summary
     assert fast.iterations.cow_copies.sum() > 0
+
+
+class _OwnTake(PagedBlockManager):
+    """A manager with its own ``_take_block`` (the same effect): appends take every block through it."""
+
+    def _take_block(self) -> int:
+        return PagedBlockManager._take_block(self)
+
+
+@pytest.mark.parametrize("prefix", [False, True])
+def test_inline_append_takes_equal_take_block(prefix):
+    """``append_slots`` taking free blocks inline leaves the state ``_take_block`` leaves, through copy-on-write,
+    new blocks and (prefix caching) evictions once the free list runs dry."""
+    rng = np.random.default_rng(5)
+    width, groups = 4, 4
+    mgrs = [PagedBlockManager(64, 4, enable_prefix_caching=prefix), _OwnTake(64, 4, enable_prefix_caching=prefix)]
+    for m in mgrs:
+        for g in range(groups + 2):
+            m.allocate(100 + g, 8, [g * 10 + 1, g * 10 + 2] if prefix else None)   # cached prompts ...
+        for g in range(groups + 2):
+            m.free(100 + g)                                  # ... evictable (prefix caching) or free
+        for g in range(groups):
+            first = g * width
+            m.allocate(first, 9 + g)
+            for s in range(1, width):
+                m.share(first, first + s)
+    ids = [list(range(g * width, (g + 1) * width)) for g in range(groups)]
+    for step in range(40):
+        plans = [choose_parents(rng, width, 0.4, 0.5) for _ in range(groups)]
+        for g, parents in zip(ids, plans):
+            if mgrs[0].blocks_to_append(g) > mgrs[0].num_free_blocks:
+                break
+            pairs = [m.append_slots(g) for m in mgrs]
+            assert pairs[0] == pairs[1]
+            for m in mgrs:
+                m.reparent(g, parents)
+        a, b = mgrs
+        assert _state(a) == _state(b)
+        a.check_invariants()

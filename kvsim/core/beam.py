@@ -44,7 +44,8 @@ class BeamParents:
     them). Nothing else may draw from ``rng`` meanwhile (the scheduler's
     generator serves only this model)."""
 
-    AHEAD = 128     # groups' parents :meth:`many` computes at once (the buffer's next uniforms, read ahead)
+    AHEAD = 512     # groups' parents :meth:`many` computes at once (the buffer's next uniforms, read ahead;
+    #                 at most what the buffer holds)
 
     def __init__(self, rng: np.random.Generator, chunk: int = 4096):
         self.rng, self.chunk = rng, chunk
@@ -70,7 +71,7 @@ class BeamParents:
     def many(self, ks: list[int], keep_prob: float = 0.5, decay: float = 0.5) -> list[list[int]]:
         """``[self(k) for k in ks]``, vectorised when every group has the same width."""
         k = ks[0]
-        if k <= 1 or any(x != k for x in ks):
+        if k <= 1 or ks.count(k) != len(ks):
             return [self(x, keep_prob, decay) for x in ks]
         # groups' parents are read ahead from the buffered uniforms (each group's are a function of its own
         # 2k uniforms): later calls of the same width slice them while the stream stays aligned to 2k

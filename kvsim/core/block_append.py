@@ -50,16 +50,31 @@ class AppendMixin:
         bs = self.block_size
         copies = []
         copied = 0
+        # blocks off the free list are taken inline, as _take_block takes them (counted in ``taken``); an empty
+        # free list or a subclass's own _take_block goes through the method
+        free = self._free if type(self)._take_block is type(self)._plain_take else ()
+        taken = 0
         for sid in seq_ids:
             n = ntok[sid]
             if n % bs == 0:
-                b = self._take_block()
+                if free:
+                    b = free.pop()
+                    ref[b] = 1
+                    fill[b] = 0
+                    taken += 1
+                else:
+                    b = self._take_block()
                 tables[sid].append(b)
             else:
                 table = tables[sid]
                 b = table[-1]
                 if ref[b] > 1:
-                    nb = self._take_block()
+                    if free:
+                        nb = free.pop()
+                        ref[nb] = 1
+                        taken += 1
+                    else:
+                        nb = self._take_block()
                     f = fill[b]
                     fill[nb] = f
                     copied += f
@@ -69,6 +84,7 @@ class AppendMixin:
                     b = nb
             fill[b] += 1
             ntok[sid] = n + 1
+        self.num_allocated += taken
         self.used_slots += copied + len(seq_ids)
         return copies
 

@@ -100,14 +100,13 @@ class DecodeSlotsMixin:
                 if pairs:
                     copies.extend(pairs)
         ids, ctx = plan.decode_group_ids, plan.decode_context_tokens
+        add = ctx.append
         for g in groups:
             spec, seqs = g.spec, g.seqs
             ids.append(spec.request_id)             # (the group id of this scheduler's groups)
             p = spec.prompt_len
-            if len(seqs) == 1:
-                ctx.append(p + seqs[0].generated)
-            else:
-                ctx.extend([p + s.generated for s in seqs])
+            for s in seqs:
+                add(p + s.generated)
 
     def _preempt(self, plan: StepPlan, g: SequenceGroup) -> None:
         mode = self.cfg.preemption_mode
