@@ -104,10 +104,48 @@ def test_inline_append_takes_equal_take_block(prefix):
         for g, parents in zip(ids, plans):
             if mgrs[0].blocks_to_append(g) > mgrs[0].num_free_blocks:
                 break
+            need, free0 = mgrs[0].blocks_to_append(g), mgrs[0].num_free_blocks
+            assert need == _need_by_dict(mgrs[1], g)
             pairs = [m.append_slots(g) for m in mgrs]
             assert pairs[0] == pairs[1]
+            assert free0 - mgrs[0].num_free_blocks == need
             for m in mgrs:
                 m.reparent(g, parents)
         a, b = mgrs
         assert _state(a) == _state(b)
         a.check_invariants()
+
+
+def _need_by_dict(m: PagedBlockManager, ids: list[int]) -> int:
+    """``blocks_to_append`` as it was (every group through the count of each shared last block's sharers)."""
+    need, left = 0, {}
+    for s in ids:
+        if m.num_tokens[s] % m.block_size == 0:
+            need += 1
+            continue
+        b = m.tables[s][-1]
+        r = left.get(b, m.ref[b])
+        if r > 1:
+            need += 1
+            left[b] = r - 1
+    return need
+
+
+def test_blocks_to_append_private_last_blocks():
+    """Forked groups (parallel sampling): the count where no partial last block is shared equals the general one,
+    through the prompt's shared last block, block boundaries and a group appended out of step."""
+    m = PagedBlockManager(400, 4)
+    groups = [list(range(g * 4, g * 4 + 4)) for g in range(5)]
+    for g, ids in enumerate(groups):
+        m.allocate(ids[0], 5 + g)
+        for s in ids[1:]:
+            m.share(ids[0], s)
+    for step in range(12):
+        for g, ids in enumerate(groups):
+            sub = ids if step % 3 else ids[: 1 + g % 4]     # some steps append part of a group only
+            need = m.blocks_to_append(sub)
+            assert need == _need_by_dict(m, sub)
+            free0 = m.num_free_blocks
+            m.append_slots(sub)
+            assert free0 - m.num_free_blocks == need
+        m.check_invariants()

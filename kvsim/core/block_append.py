@@ -214,6 +214,14 @@ class AppendMixin:
             s = seq_ids[0]
             return 1 if lens[s] % bs == 0 or ref[tables[s][-1]] > 1 else 0
         need = 0
+        for s in seq_ids:               # no partial last block shared: one block per full last block
+            if lens[s] % bs == 0:
+                need += 1
+            elif ref[tables[s][-1]] > 1:
+                break
+        else:
+            return need
+        need = 0
         left: dict[int, int] = {}
         for s in seq_ids:
             if lens[s] % bs == 0:

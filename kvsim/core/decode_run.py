@@ -289,6 +289,8 @@ def start_decode_run(sched: Scheduler) -> DecodeRun | None:
     running = sched.running
     if sched.cfg.policy == "static" or not running:
         return None
+    if sched.serves_beams and running[0].spec.beam_width > 1:
+        return None             # beam search (the check below, on its first group: beam runs skip the rest)
     nseq = sched.num_running_seqs()
     if not admission_blocked(sched, nseq):      # (first: a request that just arrived is mostly admitted)
         return None
