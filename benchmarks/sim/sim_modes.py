@@ -26,6 +26,10 @@ import sys
 import time
 from pathlib import Path
 
+# time the checkout this script sits in, not whichever kvsim is installed (an editable install of another tree
+# would otherwise be timed: seen 2026-12-05); sim_modes_pair.py sets PYTHONPATH per checkout and runs no copy of this
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 MODES = {
     "paged": {},
     "orca_oracle": {"engine.allocator": "orca_oracle"},
