@@ -9,9 +9,9 @@ context is cut into partitions of ``SPLIT_TOKENS`` positions (flash-decoding), a
 * :func:`split_starts` (once per step): ``cu[i]`` = the first work item of the ``i``-th one-token sequence of
   the compacted list (:func:`~kvsim.kernels.varlen_decode.single_token_seqs`), ``cu[num_seqs]`` the item count,
   ``cu[num_seqs + 1]`` the step's partition length: balanced over the persistent programs (:data:`BALANCED`),
-  so that only a step of few long rows is cut finer than whole rows (on an H100, 2026-12-05, fixed 512-position
-  partitions sped steps with a few long rows 1.07-1.31x and slowed steps of 64-192 uniform rows 4-6%:
-  ``benchmarks/engine/results_H100/split_1127``).
+  so that only a step of few long rows is cut finer than whole rows (fixed 512-position partitions sped steps with
+  a few long or unequal rows 1.04-1.31x and slowed steps of 32-192 uniform rows 2-7%: ``benchmarks/engine/
+  results_H200/calib_0413`` and ``results_H100/split_1127``).
 * :func:`_split_kernel`: persistent programs (per KV head) loop over the items; an item finds its sequence by
   bisection over ``cu`` (as prefill tiles do) and writes the unnormalised fp32 accumulator and its ``m``/``l``.
 * :func:`_merge_kernel`: persistent programs loop over the sequences, merge their partitions for all query
