@@ -11,6 +11,8 @@ each block taken as ``_take_block`` would take it, evicting cached blocks, inlin
 """
 from __future__ import annotations
 
+OUT_OF_BLOCKS = "out of GPU blocks (caller must check capacity first)"
+
 
 class AppendMixin:
     """Slot appends of :class:`~kvsim.core.block_manager.PagedBlockManager` (see the module doc)."""
@@ -125,17 +127,13 @@ class AppendMixin:
                 table.append(b)
             self.num_allocated += m
         elif type(self)._take_block is type(self)._plain_take:     # (inlined: prefix caching evicts at most appends)
-            ref, evictable, block_of, hash_of = self.ref, self._evictable, self._block_of, self._hash_of
+            ref = self.ref
             taken = 0
             for s in takers:
-                if free:
-                    b = free.pop()
-                elif evictable:
-                    b, _ = evictable.popitem(last=False)     # evict least recently used
-                    del block_of[hash_of.pop(b)]
-                else:
+                b = free.pop() if free else self._evict_lru()
+                if b is None:
                     self.num_allocated += taken
-                    raise RuntimeError("out of GPU blocks (caller must check capacity first)")
+                    raise RuntimeError(OUT_OF_BLOCKS)
                 ref[b] = 1
                 fill[b] = 0
                 taken += 1
@@ -163,21 +161,17 @@ class AppendMixin:
         it (free list, else the least recently used evictable block) and its hash registered right after, in
         the same order as one ``_take_block`` call per block (inlined: prefix caching evicts at most admissions)."""
         bs = self.block_size
-        free, evictable, block_of, hash_of = self._free, self._evictable, self._block_of, self._hash_of
+        free, block_of, hash_of = self._free, self._block_of, self._hash_of
         ref, fill = self.ref, self.fill
         register = self.enable_prefix_caching and hashes
         n_hashes = len(hashes) if register else 0
         used = 0
         for i in range(lo, hi):
-            if free:
-                b = free.pop()
-            elif evictable:
-                b, _ = evictable.popitem(last=False)         # evict least recently used
-                del block_of[hash_of.pop(b)]
-            else:
+            b = free.pop() if free else self._evict_lru()
+            if b is None:
                 self.num_allocated += i - lo
                 self.used_slots += used
-                raise RuntimeError("out of GPU blocks (caller must check capacity first)")
+                raise RuntimeError(OUT_OF_BLOCKS)
             ref[b] = 1
             f = num_tokens - i * bs
             if f > bs:

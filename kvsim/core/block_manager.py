@@ -23,7 +23,7 @@ from collections import OrderedDict
 from enum import Enum
 from operator import itemgetter
 
-from kvsim.core.block_append import AppendMixin
+from kvsim.core.block_append import OUT_OF_BLOCKS, AppendMixin
 from kvsim.core.block_reparent import ReparentMixin
 from kvsim.core.block_swap import SwapMixin
 
@@ -88,14 +88,23 @@ class PagedBlockManager(AppendMixin, SwapMixin, ReparentMixin):
         return AllocStatus.LATER
 
     # ------------------------------------------------------------ primitives
+    def _evict_lru(self) -> int | None:
+        """The least recently used cached block, evicted (its hash forgotten); None when none is cached. Every
+        block taken past the free list comes from here (``_take_block`` and the inlined takes of
+        :mod:`kvsim.core.block_append`)."""
+        if not self._evictable:
+            return None
+        b, _ = self._evictable.popitem(last=False)
+        del self._block_of[self._hash_of.pop(b)]
+        return b
+
     def _take_block(self) -> int:
         if self._free:
             b = self._free.pop()
-        elif self._evictable:
-            b, _ = self._evictable.popitem(last=False)   # evict least recently used
-            del self._block_of[self._hash_of.pop(b)]
         else:
-            raise RuntimeError("out of GPU blocks (caller must check capacity first)")
+            b = self._evict_lru()
+            if b is None:
+                raise RuntimeError(OUT_OF_BLOCKS)
         self.ref[b] = 1
         self.fill[b] = 0
         self.num_allocated += 1
@@ -170,7 +179,7 @@ class PagedBlockManager(AppendMixin, SwapMixin, ReparentMixin):
             self.tables[seq_id] = table
             self.num_tokens[seq_id] = num_tokens
             return hit_blocks * bs
-        if m > 0 and type(self)._take_block is PagedBlockManager._take_block:
+        if m > 0 and type(self)._take_block is type(self)._plain_take:
             self._allocate_evicting(table, hit_blocks, nblocks, num_tokens, hashes)
         else:
             for i in range(hit_blocks, nblocks):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from kvsim.core.block_append import OUT_OF_BLOCKS
 from kvsim.core.block_manager import PagedBlockManager
 
 
@@ -41,7 +42,7 @@ class PagedBlockManagerV1(PagedBlockManager):
     def _take_block(self) -> int:
         """The queue's head; a cached block loses its hash only now (lazy eviction)."""
         if not self._evictable:
-            raise RuntimeError("out of GPU blocks (caller must check capacity first)")
+            raise RuntimeError(OUT_OF_BLOCKS)
         b, _ = self._evictable.popitem(last=False)
         h = self._hash_of.pop(b, None)
         if h is not None:
