@@ -66,7 +66,7 @@ class LongestRow:
             return 0.0
         c = np.asarray(ctx, dtype=np.float64)
         p = min(n, self.programs)
-        w = self.walks(c, float(min(max(chunk, self.xt[0]), self.xt[-1])))
-        loads = np.bincount(np.arange(n) % p, weights=w, minlength=p)
-        even = -(-n // p) * float(self.walks(np.array([c.mean()]), float(min(max(chunk, self.xt[0]), self.xt[-1])))[0])
-        return max(0.0, float(loads.max()) - even)
+        chunk = float(min(max(chunk, self.xt[0]), self.xt[-1]))      # the grid's chunks (distinct ones cached)
+        w = self.walks(np.append(c, c.mean()), chunk)                  # every row's walk, then the mean's
+        loads = np.bincount(np.arange(n) % p, weights=w[:n], minlength=p)
+        return max(0.0, float(loads.max()) - -(-n // p) * float(w[n]))
