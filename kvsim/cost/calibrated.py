@@ -160,10 +160,10 @@ class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin,
         self._over_mono = (xs, isotonic(ys))
         from kvsim.catalogue import get_model
         from kvsim.cost.window import WindowMix
-        self._window = WindowMix.of(get_model(model_name))     # None without sliding-window layers
+        spec = get_model(model_name)
+        self._window = WindowMix.of(spec)     # None without sliding-window layers
         # a mixed step's decode rows walked whole: the most loaded program of unequal contexts (kvsim.cost.mixed_rows)
-        self._longest = LongestRow(self._mix, programs_per_kv_head(get_model(model_name).num_kv_heads,
-                                                                   profile.meta.get("num_sms"))) \
+        self._longest = LongestRow(self._mix, programs_per_kv_head(spec.num_kv_heads, profile.meta.get("num_sms"))) \
             if self._mix is not None and block_size_tokens in profile.mixed_rows_whole else None
 
     def _grid_curve(self, grid, n: float) -> tuple[np.ndarray, np.ndarray]:

@@ -114,9 +114,8 @@ def with_step_tiles(meta: AttnMetadata, num_heads: int, num_kv_heads: int) -> At
     cu = None
     if single and varlen_decode.SPLIT:
         from kvsim.kernels.varlen_split import split_starts
-        from kvsim.kernels._common import num_sms
-        programs = max(1, varlen_decode.PERSISTENT_WAVES * num_sms(meta.prefill_context_lens.device) // num_kv_heads)
-        cu = split_starts(seqs, meta.prefill_context_lens, meta.window, programs=programs)
+        cu = split_starts(seqs, meta.prefill_context_lens, meta.window,
+                          programs=varlen_decode.decode_programs(meta.prefill_context_lens.device, num_kv_heads))
     return replace(meta, prefill_tile_starts=prefill_tile_starts(meta.prefill_query_start, num_heads // num_kv_heads,
                                                                  skip_single=single),
                    single_seqs=seqs, single_split=cu)

@@ -32,6 +32,12 @@ from kvsim.kernels._common import check_varlen_inputs, default_scale, dot_f32, n
 
 PERSISTENT_WAVES = 4
 """Programs per SM (summed over KV heads)."""
+
+
+def decode_programs(device: torch.device, num_kv_heads: int) -> int:
+    """Persistent programs per KV head on ``device`` (the simulator prices the same count without torch:
+    :func:`kvsim.cost.mixed_rows.programs_per_kv_head`)."""
+    return max(1, PERSISTENT_WAVES * num_sms(device) // num_kv_heads)
 SPLIT = False
 """Default of ``paged_varlen_decode_attention(split=...)``: cut each row's context into partitions
 (:mod:`kvsim.kernels.varlen_split`). Off until measured on a GPU (``benchmarks/engine/mixed_steps.py``'s
@@ -147,14 +153,15 @@ def paged_varlen_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cach
             f"must be int32 ({num_seqs + 1},) from single_token_seqs")
     hkv = k_cache.shape[2]
     group = q.shape[1] // hkv
-    programs = max(1, min(num_seqs, PERSISTENT_WAVES * num_sms(q.device) // hkv))
+    per_head = decode_programs(q.device, hkv)
+    programs = min(num_seqs, per_head)
     if SPLIT if split is None else split:
         from kvsim.kernels.varlen_split import launch_split
         return launch_split(q, k_cache, v_cache, block_table, query_start_loc, context_lens, single_seqs, out,
                             scale_log2=scale * 1.4426950408889634, win=kernel_window(window), window=window,
                             cu=split_cu, block_n=block_n, num_warps=num_warps, num_stages=num_stages,
                             dot_f32=dot_f32(q.dtype),
-                            programs=max(1, PERSISTENT_WAVES * num_sms(q.device) // hkv))
+                            programs=per_head)
     grid = (programs, hkv)
     _varlen_decode_kernel[grid](
         q, k_cache, v_cache, block_table, query_start_loc, context_lens, single_seqs, num_seqs, out,
