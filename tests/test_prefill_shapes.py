@@ -170,3 +170,29 @@ def test_mixed_steps_are_timed_between_decode_steps():
     assert calls["between"] == 2 * without + 2 * 2 * 1      # the prefill points again, then every mixed point
     assert mixed["timing"] == "between_decode_steps" and mixed["chunk"] == [8]
     assert [[len(r) for r in plane] for plane in mixed["time_s"]] == [[1, 1], [1, 1]]
+
+
+def test_a_block_size_without_the_cached_grid_takes_the_nearest_sizes_pair_cost():
+    """A merged profile with the shape grids at block 16 only: block 32 prices cached context and several
+    prompts by block 16's pair cost, not by the launch-bound per-layer kernel grid (which adds a launch floor
+    per extra prompt); a block size with its own grid keeps it."""
+    from kvsim.cost.prefill_shapes import nearest_size
+    assert nearest_size([16, 64], 32) == 16 and nearest_size([16, 128], 64) == 128 and nearest_size([], 8) is None
+    assert nearest_size([8, 32], 16) == 8          # a tie on the log scale takes the smaller size
+    data = synthetic_profile(steps=True, block_sizes=(16, 32))
+    batch, cached = time_prefill_grids(fake_step, 2048)
+    data["prefill_batch_step"], data["prefill_cached_step"] = {"16": batch}, {"16": cached}
+    for row in data["prefill_attn"]["32"]["time_s"]:      # a launch-bound kernel grid: 300 us whatever the shape
+        row[:] = [3e-4] * len(row)
+    data["prefill_attn"]["32"]["time_s"][0][0] = 1e-4
+    cm = CalibratedCostModel(Profile(data), model_name="OPT-13B", dtype="fp16", block_size_tokens=32)
+    assert cm._shapes.cached_from == 16 and cm._shapes.kappa == pytest.approx(KAPPA, rel=1e-9)
+    assert cm._shapes.batch_grid is None
+    one, seven = cm.step_time(_prefill([700])), cm.step_time(_prefill([100] * 7))
+    rows = float(interp1(7.0, *cm.p.overhead)) - float(interp1(1.0, *cm.p.overhead))     # per-row step overhead
+    assert seven - one == pytest.approx(rows + KAPPA * (attention_pairs([100] * 7, [0] * 7)
+                                                        - attention_pairs([700], [0])), rel=1e-6)
+    hit = cm.step_time(_prefill([256], [768])) - cm.step_time(_prefill([256]))
+    assert hit == pytest.approx(cm._shapes.cached_growth(256, 768), rel=1e-9) and hit > 0
+    own = CalibratedCostModel(Profile(data), model_name="OPT-13B", dtype="fp16", block_size_tokens=16)
+    assert own._shapes.cached_from == 16 and own._shapes.batch_grid is not None

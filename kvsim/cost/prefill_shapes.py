@@ -48,12 +48,30 @@ def pair_cost(grid) -> float | None:
     return max(0.0, float(x @ y) / float(x @ x))
 
 
+def nearest_size(sizes, block_size: int) -> int | None:
+    """The block size of ``sizes`` nearest ``block_size`` on a log scale (the smaller one on a tie), or None."""
+    return min(sorted(sizes), key=lambda b: abs(np.log2(b / block_size)), default=None)
+
+
 class PrefillShapes:
-    """The multi-prompt grid and the pair cost of one block size of ``profile`` (either may be None)."""
+    """The multi-prompt grid and the pair cost of one block size of ``profile`` (either may be None).
+
+    A profile merged from calibrations of different ages can lack the cached-context grid at some block sizes
+    (``calibrate/profiles/H200/opt-13b-1203.json`` has it at 16, not at 32 or 64). The pair cost and the growth
+    along ``cached`` are attention work, which the kernel benchmark finds flat in the block size from 8 to 256,
+    so such a size takes them from the nearest size that has the grid (``cached_from``). The fallback it
+    replaces, the per-layer kernel grid, is launch-bound at the small shapes recompute and bursts produce (OPT-13B
+    block 32 on the H200: 160 us for 16 tokens, 344 us for 64), and priced every extra prompt of a step at ~8 ms
+    (7 prompts of 100 tokens: 78 ms against 34 ms for one of 700; the engine ran such steps in ~34 ms, v24).
+    The multi-prompt grid is a whole-step level of its own block size and is not borrowed: without it a step of
+    several prompts is its tokens' one-prompt step plus the pair cost of its pairs (within 2% of the block-16
+    batch grid on that profile)."""
 
     def __init__(self, profile: Profile, block_size: int):
         self.batch_grid = profile.prefill_batch_step.get(block_size)
-        self.cached_grid = cached = profile.prefill_cached_step.get(block_size)
+        self.cached_from = block_size if block_size in profile.prefill_cached_step else \
+            nearest_size(profile.prefill_cached_step, block_size)
+        self.cached_grid = cached = profile.prefill_cached_step.get(self.cached_from)
         self.kappa = pair_cost(cached) if cached is not None else None
 
     def batch(self, new: list[int], cached: list[int]) -> float | None:
