@@ -134,6 +134,11 @@ def test_a_lone_prompt_after_cached_tokens_pays_the_grids_own_growth():
     two = cm.step_time(_prefill([64, 64], [1024, 0])) - cm.step_time(_prefill([64, 64]))
     assert two == pytest.approx(cm._shapes.kappa * 64 * 1024, rel=1e-6)
     assert lone > 2 * two
+    # a chunk after cached tokens beside decode rows (chunked prefill) walks its context in its own launch too
+    def mixed(cached):
+        return StepPlan(prefill_group_ids=[0], prefill_new_tokens=[64], prefill_cached_tokens=[cached],
+                        decode_group_ids=[1, 2, 3], decode_context_tokens=[300, 500, 700])
+    assert cm.step_time(mixed(1024)) - cm.step_time(mixed(0)) == pytest.approx(lone, rel=1e-6)
 
 
 def test_mixed_steps_are_timed_between_decode_steps():
