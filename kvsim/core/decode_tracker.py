@@ -114,15 +114,43 @@ class ProtocolTracker:
 
 class ContiguousTracker(ProtocolTracker):
     """Contiguous reservations (:class:`~kvsim.core.kv_contiguous.ContiguousKV`): decoding writes inside the
-    chunks, so a segment only moves one slot per sequence and step from reserved to used (closed form)."""
+    chunks, so a segment only moves one slot per sequence and step from reserved to used (closed form).
+
+    The run's internal and reserved slots (``ContiguousKV.group_split`` over its groups) are kept as running
+    sums where the manager says they move linearly (``caps_fixed``): a step takes one reserved slot per
+    sequence, a finished group takes its own terms out; otherwise each segment sums them afresh. Equal to
+    ``memory_split`` after stepping (``tests/test_fastforward.py``'s Orca cases run both ways)."""
+
+    def __init__(self, kv, groups: list):
+        super().__init__(kv, groups)
+        self._sums = kv.group_split(self.groups) if kv.caps_fixed(self.groups) else None
+        self._num_seqs = sum(len(g.seqs) for g in self.groups)
 
     def new_blocks(self, step: int, k: int, free: int) -> np.ndarray:
         return np.zeros(k, dtype=np.int64)
 
     def segment_memory(self, step: int, new_blocks: np.ndarray) -> SegmentMemory:
-        m = self.kv.memory_split(self.groups)
-        return SegmentMemory(self.kv.blocks_in_use(), m.used + m.internal + m.reserved, m.used, m.internal,
-                             m.external, m.free, m.logical)
+        kv = self.kv
+        internal, reserved = self._sums if self._sums is not None else kv.group_split(self.groups)
+        used = kv.used_slots
+        external, free, allocated = kv.space_split()
+        return SegmentMemory(kv.blocks_in_use(), used + internal + reserved, used, internal, external, free,
+                             allocated)
+
+    def advance(self, step: int, new_blocks: np.ndarray) -> None:
+        k = len(new_blocks)
+        self.kv.advance_decode(self.groups, k)
+        if self._sums is not None:
+            internal, reserved = self._sums
+            self._sums = internal, reserved - self._num_seqs * k
+
+    def drop(self, group, step: int) -> None:
+        self.groups.remove(group)
+        self._num_seqs -= len(group.seqs)
+        if self._sums is not None:
+            gi, gr = self.kv.group_split([group])
+            internal, reserved = self._sums
+            self._sums = internal - gi, reserved - gr
 
 
 def make_tracker(kv: KVManager, groups: list):

@@ -51,6 +51,7 @@ class ContiguousKV:
         self.swapped: dict[int, tuple[int, int, list[int]]] = {}   # seq -> (reserved, written, CPU blocks)
         self.used_slots = 0
         self._max_chunk = self.space.largest_free_hole() * block_size   # biggest chunk the empty space places
+        self._chunks: dict[int, int] = {}      # reservation (slots) -> slots its chunk occupies (_chunk, kept)
 
     def reservation(self, group: SequenceGroup) -> int:
         """Slots each sequence of the group reserves under the policy."""
@@ -65,8 +66,12 @@ class ContiguousKV:
         return -(-size // self.block_size)
 
     def _chunk(self, size: int) -> int:
-        """Slots a reservation of ``size`` really occupies (block rounding; buddy rounds up too)."""
-        return self.space.rounded_size(self._blocks(size)) * self.block_size
+        """Slots a reservation of ``size`` really occupies (block rounding; buddy rounds up too). Kept per size:
+        the memory split reads it for every running sequence at every step."""
+        c = self._chunks.get(size)
+        if c is None:
+            c = self._chunks[size] = self.space.rounded_size(self._blocks(size)) * self.block_size
+        return c
 
     # ------------------------------------------------------------- admission
     def never_fits(self, group: SequenceGroup) -> str | None:
@@ -83,6 +88,8 @@ class ContiguousKV:
         if self.never_fits(group):
             return AllocStatus.NEVER
         r = self.reservation(group)
+        if len(group.seqs) == 1:    # one chunk: placing it succeeds iff it fits the largest hole (the space's contract)
+            return AllocStatus.OK if self._blocks(r) <= self.space.largest_free_hole() else AllocStatus.LATER
         taken = []
         ok = True
         for _ in group.seqs:
@@ -201,21 +208,52 @@ class ContiguousKV:
         rounding); external: free slots outside the largest hole; logical: the
         allocated slots (nothing is shared).
         """
-        internal = 0
-        future = 0
-        for g in running:
-            for s in g.seqs:
-                r = self.reserved.get(s.seq_id)
+        internal, future = self.group_split(running)
+        external, free, allocated = self.space_split()
+        return MemorySplit(self.used_slots, internal, future, external, free, allocated)
+
+    def group_split(self, groups: list[SequenceGroup]) -> tuple[int, int]:
+        """The internal fragmentation and reserved slots of the groups' chunks (``memory_split``'s sums)."""
+        internal = future = 0
+        reserved, written, chunk_of = self.reserved, self.written, self._chunk
+        for g in groups:
+            spec = g.spec
+            final = spec.prompt_len + spec.output_len - 1       # every sequence's final_kv_tokens
+            for sid in g.seq_ids:
+                r = reserved.get(sid)
                 if r is None:
                     continue
-                chunk = self._chunk(r)
-                final = max(s.final_kv_tokens, self.written[s.seq_id])
-                internal += chunk - min(chunk, final)
-                future += min(chunk, final) - self.written[s.seq_id]
+                chunk = chunk_of(r)
+                w = written[sid]
+                cap = final if final > w else w                 # min(chunk, max(final, written))
+                if chunk < cap:
+                    cap = chunk
+                internal += chunk - cap
+                future += cap - w
+        return internal, future
+
+    def caps_fixed(self, groups: list[SequenceGroup]) -> bool:
+        """Whether a decode run keeps every sequence's ``group_split`` terms linear: each one, decoding until its
+        group finishes (``output_len - generated`` more slots), stays within its final length, and that fits its
+        chunk; then internal stays put and reserved falls one slot per sequence and step
+        (:class:`~kvsim.core.decode_tracker.ContiguousTracker` keeps them so)."""
+        reserved, written, chunk_of = self.reserved, self.written, self._chunk
+        for g in groups:
+            spec = g.spec
+            final = spec.prompt_len + spec.output_len - 1
+            for s in g.seqs:
+                r = reserved.get(s.seq_id)
+                if r is not None and (written[s.seq_id] + spec.output_len - s.generated > final
+                                      or chunk_of(r) < final):
+                    return False
+        return True
+
+    def space_split(self) -> tuple[int, int, int]:
+        """(external, usable free, allocated) slots of the address space (``memory_split``'s last columns):
+        external is the free slots outside the largest hole; nothing is shared, so allocated is logical too."""
         free = self.space.free_slots * self.block_size
         external = self.space.external_fragmentation_slots() * self.block_size
-        allocated = self.capacity_slots - free
-        return MemorySplit(self.used_slots, internal, future, external, free - external, allocated)
+        return external, free - external, self.capacity_slots - free
 
     def blocks_in_use(self) -> int:
         """GPU blocks inside allocated chunks (a chunk is a run of whole blocks)."""
