@@ -15,9 +15,12 @@ The plans that gave every decoding group its slot (``_uniform_plan``) or every g
 from __future__ import annotations
 
 from collections import deque
+from operator import attrgetter
 
 from kvsim.core.plan import StepPlan
 from kvsim.core.sequence import FCFS_ORDER, GroupStatus, SequenceGroup
+
+_SEQS = attrgetter("seqs")
 
 
 class DecodeSlotsMixin:
@@ -31,7 +34,8 @@ class DecodeSlotsMixin:
         free = kv.free_blocks()
         per_seq = getattr(kv, "append_blocks_per_seq", None)    # a bound on any append's need, per sequence
         needs = None
-        if not (per_seq is not None and per_seq * sum(len(g.seqs) for g in decoding) <= free):
+        if per_seq is None or per_seq * (sum(map(len, map(_SEQS, decoding))) if self.multi_seq
+                                         else len(decoding)) > free:
             needs_of = getattr(kv, "append_needs", None)
             needs = needs_of(decoding) if needs_of is not None else list(map(kv.append_need, decoding))
         if needs is None or sum(needs) <= free:
@@ -100,6 +104,10 @@ class DecodeSlotsMixin:
                 if pairs:
                     copies.extend(pairs)
         ids, ctx = plan.decode_group_ids, plan.decode_context_tokens
+        if not self.multi_seq:                      # one sequence a group: the loop below, a list at a time
+            ids.extend([g.spec.request_id for g in groups])
+            ctx.extend([g.spec.prompt_len + g.seqs[0].generated for g in groups])
+            return
         add = ctx.append
         for g in groups:
             spec, seqs = g.spec, g.seqs

@@ -157,10 +157,10 @@ class Scheduler(DecodeSlotsMixin, StepOutcomeMixin):
             if not preempted:
                 self._swap_in(plan)
             budget = self.cfg.max_num_batched_tokens - plan.num_decode_seqs
-            for g in self.running:
+            for g in [g for g in self.running if g.prefill_done < g.prefill_target] if budget > 0 else ():
                 if budget <= 0:
                     break
-                if g.in_prefill and g.group_id not in plan.prefill_group_ids:
+                if g.group_id not in plan.prefill_group_ids:           # (in prefill: the list's test)
                     chunk = min(g.prefill_target - g.prefill_done, budget)
                     self._add_prefill(plan, g, chunk)
                     budget -= chunk

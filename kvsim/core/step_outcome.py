@@ -48,7 +48,7 @@ class StepOutcomeMixin:
             stepped = [groups[gid] for gid in plan.decode_group_ids if gid not in self._static_done]
         else:
             stepped = list(map(groups.__getitem__, plan.decode_group_ids))
-        beams = [g for g in stepped if g.spec.beam_width > 1]
+        beams = [g for g in stepped if g.spec.beam_width > 1] if self.serves_beams else None
         if beams and not beam_parents:
             # the seeded model's parents for every beam group of the step, drawn together in step order, then
             # the groups re-parented in step order (one walk where the KV manager has one)
