@@ -12,8 +12,10 @@ N=$1; MODES=$2; shift 2
 PY=$(python -c 'import sys; print(sys.executable)')     # the interpreter itself (valgrind does not follow shims)
 IMP="import sys, json; sys.path.insert(0, 'benchmarks/sim'); import sim_modes; from kvsim.build import setup_run; \
 from kvsim.config import load_scenario; from kvsim.sim import SimEngine; import kvsim.latency"
-# address randomisation off and a fixed hash seed: otherwise the count of one checkout varies by 3-5% from run
-# to run (dict and set layouts follow the addresses and hashes); with both fixed it repeats to ~3k instructions
+# address randomisation off and a fixed hash seed (dict and set layouts follow addresses and hashes): a helper
+# found a checkout's count then repeats to ~3k instructions at 1,000 requests, where it varied 3-5% before. The
+# import baseline itself (~2.0 G instructions) still moved by 3% between runs on 2026-12-05 (1.96-2.02 G), so
+# use at least 1,000 requests (~1 G instructions of simulation at paged) and compare like with like
 export PYTHONHASHSEED=0
 ir() { setarch "$(uname -m)" -R valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null "$@" 2>&1 \
        | grep "I *refs" | tr -d ',' | awk '{print $NF}'; }
