@@ -60,3 +60,18 @@ def test_vidur_rows_read_the_medians_and_need_both_ratios(tmp_path):
     rows = [x for x in speed_readme.block(tmp_path, "t").splitlines() if x.startswith("| vidur |")]
     assert len(rows) == 1 and "| 60.00 |" in rows[0]
     assert rows[0].endswith("| not met |")          # 60x on wall, 40x on simulation
+
+
+def test_a_vidur_pair_from_another_commit_says_so(tmp_path):
+    import json
+    _write(tmp_path)
+    head = ("tool,version,run,requests,finished,wall_s,sim_s,peak_rss_mib,wall_ratio,sim_ratio,rss_ratio,mean_e2e_s,"
+            "throughput_req_s\n")
+    (tmp_path / "vidur_pair_t.csv").write_text(
+        head + "kvsim,0.1.0 @ 5686a01c7e5f,median,10,10,1.0,0.5,100,1.0,1.0,1.0,2.0,4.0\n"
+        "vidur,y,median,10,10,60.0,20.0,900,60.0,40.0,9.0,2.1,4.0\n")
+    meta = tmp_path / "speed_t.json"
+    meta.write_text(json.dumps({"commit": "1594e56"}))
+    assert "not at the commit of the tables above (1594e56)" in speed_readme.block(tmp_path, "t")
+    meta.write_text(json.dumps({"commit": "5686a01+"}))
+    assert "not at the commit" not in speed_readme.block(tmp_path, "t")

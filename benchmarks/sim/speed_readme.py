@@ -119,6 +119,12 @@ def block(folder: Path, prefix: str) -> str:
         lines += [f"**Against Vidur on the same 10,000-request trace** (`vidur_pair.py`; issue #14's bar: kvsim "
                   f"≥ {BAR_VIDUR:g}x faster; [details](benchmarks/sim/vidur_pair_{prefix}.md)):", ""]
         lines += vidur_table(rows) + [""]
+        ours = next((r.get("version", "") for r in rows if r.get("tool") == "kvsim"), "")
+        run_at = ours.split("@")[-1].strip()
+        now = str(meta.get("commit", "")).rstrip("+")
+        if run_at and now and not (run_at.startswith(now) or now.startswith(run_at)):
+            lines += [f"This pair ran at kvsim {ours}, not at the commit of the tables above ({now}): "
+                      "`speed_devbox.sh` re-runs it only where Vidur is installed (`VIDUR_PYTHON`, `VIDUR_ROOT`).", ""]
     else:
         lines += ["No paired Vidur run in this folder (`vidur_pair.py` skips where Vidur is not installed).", ""]
     lines.append(END)
