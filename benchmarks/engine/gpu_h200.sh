@@ -4,6 +4,9 @@
 #   TESTS=1       GPU tests of the fused layer kernels, the unified attention kernel and the engine (TESTFILES=...)
 #   BENCH=1       engine steps (mixed, prefill, decode) vs roofline, a mixed step's decode rows in the prefill
 #                 kernel and by the decode kernel (BENCH_ARGS="--settings ..." / --persistent-prefill)
+#   SWAP=1        benchmarks/engine/swap_steps.py on opt-13b: the profile's isolated swap timing vs what a swap
+#                 (out, in; scattered blocks and contiguous runs) adds to a graph-replayed decode step
+#                 (SWAP_ARGS="--blocks 1,4,16,64 --rows 8,32 --ctx 512 --reps 10 --block-size 16")
 #   OVERLAP=1     benchmarks/engine/overlap_probe.py: a layer's GEMMs and a paged decode attention, one stream vs
 #                 two (OVERLAP_ARGS="--shapes ... --layers N")
 #   KERNELS=1     where a mixed and a decode step's GPU time goes, kernel by kernel (torch.profiler), eager and
@@ -65,6 +68,12 @@ if [ -n "${BENCH:-}" ]; then
   stamp bench
   timeout 300 python3 benchmarks/engine/mixed_steps.py --model llama-3-8b --out "$W" ${BENCH_ARGS:-} 2>&1 | grep -v Warning \
     | grep -v '^{' | tail -60 | tee "$W/mixed_steps.txt"
+  pack
+fi
+if [ -n "${SWAP:-}" ]; then        # swap steps priced 13-16% high (README "Decode steps with copies or swaps")
+  stamp swap
+  timeout 240 python3 benchmarks/engine/swap_steps.py --model opt-13b --out "$W" ${SWAP_ARGS:-} 2>&1 | grep -v Warning \
+    | grep -v '^{' | tail -40 | tee "$W/swap_steps.txt"
   pack
 fi
 if [ -n "${OVERLAP:-}" ]; then     # can a mixed step's attention run under its GEMMs (two streams)? a probe
