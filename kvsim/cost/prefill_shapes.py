@@ -69,8 +69,7 @@ class PrefillShapes:
 
     def __init__(self, profile: Profile, block_size: int):
         self.batch_grid = profile.prefill_batch_step.get(block_size)
-        self.cached_from = block_size if block_size in profile.prefill_cached_step else \
-            nearest_size(profile.prefill_cached_step, block_size)
+        self.cached_from = nearest_size(profile.prefill_cached_step, block_size)     # its own where measured
         self.cached_grid = cached = profile.prefill_cached_step.get(self.cached_from)
         self.kappa = pair_cost(cached) if cached is not None else None
 

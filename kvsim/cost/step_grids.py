@@ -53,11 +53,10 @@ class StepGridsMixin:
         """Prefill attention of the plan's groups beyond one fresh sequence of ``total_new``, whole step.
 
         From the profile's cached-context grid when it has one (:mod:`kvsim.cost.prefill_shapes`): its own
-        growth for the step's one prompt after cached tokens, its pair cost for any other plan; otherwise from the
-        per-layer kernel grid, which times one
-        group per launch, and whose smallest point (a few tokens, nothing cached) is almost all launch:
-        the engine runs every group of a step in one varlen launch, so each group adds its work above
-        that floor, not a launch of its own."""
+        growth for the step's one prompt after cached tokens, its pair cost for any other plan; otherwise from
+        the per-layer kernel grid, which times one group per launch, and whose smallest point (a few tokens,
+        nothing cached) is almost all launch: the engine runs every group of a step in one varlen launch, so
+        each group adds its work above that floor, not a launch of its own."""
         cached = plan.prefill_cached_tokens or [0] * len(plan.prefill_new_tokens)
         # one prompt (or chunk) after cached tokens: its programs walk the cached context latency-bound (Llama-3-8B,
         # H200: 16 or 256 new tokens after 1,024 add ~1.2 ms, 0.04 / 0.7 ms by pairs), in its own prefill-kernel
