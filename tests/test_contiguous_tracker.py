@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import pandas as pd
@@ -31,19 +30,14 @@ BASE = {
 }
 
 
-def scenario(engine=None, workload=None):
-    d = copy.deepcopy(BASE)
-    d["engine"].update(engine or {})
-    d["workload"].update(workload or {})
-    return load_scenario(d)
-
-
-CASES = {
-    "oracle_vllm": scenario(),
-    "oracle_chunked": scenario(engine={"scheduler": "chunked"}),
-    "max_buddy_busy": scenario(engine={"allocator": "orca_max", "placement": "buddy"}, workload={"rate_req_s": 30.0}),
-    "pow2_n3": scenario(engine={"allocator": "orca_pow2", "num_gpu_blocks": 900, "num_cpu_blocks": 3000},
-                        workload={"n": 3, "rate_req_s": 4.0, "num_requests": 100}),
+CASES = {      # load_scenario applies the dotted overrides to a copy of BASE
+    "oracle_vllm": load_scenario(BASE),
+    "oracle_chunked": load_scenario(BASE, {"engine.scheduler": "chunked"}),
+    "max_buddy_busy": load_scenario(BASE, {"engine.allocator": "orca_max", "engine.placement": "buddy",
+                                           "workload.rate_req_s": 30.0}),
+    "pow2_n3": load_scenario(BASE, {"engine.allocator": "orca_pow2", "engine.num_gpu_blocks": 900,
+                                    "engine.num_cpu_blocks": 3000, "workload.n": 3, "workload.rate_req_s": 4.0,
+                                    "workload.num_requests": 100}),
 }
 
 

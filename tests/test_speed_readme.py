@@ -49,14 +49,20 @@ def test_readme_has_one_speed_block_and_it_is_replaced_whole(tmp_path):
     assert out.startswith("head\n") and out.endswith("\ntail\n") and "OLD-CONTENT" not in out and "| paged |" in out
 
 
+VIDUR_HEAD = ("tool,version,run,requests,finished,wall_s,sim_s,peak_rss_mib,wall_ratio,sim_ratio,rss_ratio,"
+              "mean_e2e_s,throughput_req_s,attention_profile\n")
+
+
+def _write_vidur(tmp: Path, kvsim_version: str, *vidur_rows: str) -> None:
+    """vidur_pair_t.csv: kvsim's median row at ``kvsim_version`` (wall 1 s, simulation 0.5 s), then Vidur's rows."""
+    (tmp / "vidur_pair_t.csv").write_text(VIDUR_HEAD + f"kvsim,{kvsim_version},median,10,10,1.0,0.5,100,1.0,1.0,1.0,"
+                                          "2.0,4.0,\n" + "".join(r + "\n" for r in vidur_rows))
+
+
 def test_vidur_rows_read_the_medians_and_need_both_ratios(tmp_path):
     _write(tmp_path)
-    head = ("tool,version,run,requests,finished,wall_s,sim_s,peak_rss_mib,wall_ratio,sim_ratio,rss_ratio,mean_e2e_s,"
-            "throughput_req_s,attention_profile\n")
-    (tmp_path / "vidur_pair_t.csv").write_text(
-        head + "kvsim,x,median,10,10,1.0,0.5,100,1.0,1.0,1.0,2.0,4.0,\n"
-        "vidur,y,median,10,10,60.0,20.0,900,60.0,40.0,9.0,2.1,4.0,stand-in\n"
-        "vidur,y,1,10,10,99.0,99.0,900,,,,2.1,4.0,stand-in\n")
+    _write_vidur(tmp_path, "x", "vidur,y,median,10,10,60.0,20.0,900,60.0,40.0,9.0,2.1,4.0,stand-in",
+                 "vidur,y,1,10,10,99.0,99.0,900,,,,2.1,4.0,stand-in")
     rows = [x for x in speed_readme.block(tmp_path, "t").splitlines() if x.startswith("| vidur |")]
     assert len(rows) == 1 and "| 60.00 |" in rows[0]
     assert rows[0].endswith("| not met |")          # 60x on wall, 40x on simulation
@@ -65,11 +71,7 @@ def test_vidur_rows_read_the_medians_and_need_both_ratios(tmp_path):
 def test_a_vidur_pair_from_another_commit_says_so(tmp_path):
     import json
     _write(tmp_path)
-    head = ("tool,version,run,requests,finished,wall_s,sim_s,peak_rss_mib,wall_ratio,sim_ratio,rss_ratio,mean_e2e_s,"
-            "throughput_req_s\n")
-    (tmp_path / "vidur_pair_t.csv").write_text(
-        head + "kvsim,0.1.0 @ 5686a01c7e5f,median,10,10,1.0,0.5,100,1.0,1.0,1.0,2.0,4.0\n"
-        "vidur,y,median,10,10,60.0,20.0,900,60.0,40.0,9.0,2.1,4.0\n")
+    _write_vidur(tmp_path, "0.1.0 @ 5686a01c7e5f", "vidur,y,median,10,10,60.0,20.0,900,60.0,40.0,9.0,2.1,4.0,")
     meta = tmp_path / "speed_t.json"
     meta.write_text(json.dumps({"commit": "1594e56"}))
     assert "not at the commit of the tables above (1594e56)" in speed_readme.block(tmp_path, "t")
