@@ -36,9 +36,9 @@ KIND_COLUMNS = {                     # the iteration columns each kind's test re
 STEP_COLUMNS = ("kind", "available", "steps_predicted", "steps_measured", "mean_predicted_s",
                 "mean_measured_s", "p50_predicted_s", "p50_measured_s", "p90_predicted_s",
                 "p90_measured_s", "rel_error_mean")
-TIMELINE_QUANTITIES = (("batch", "batch size (requests)"), ("tokens", "scheduled tokens per bin (tokens)"),
-                       ("blocks_max", "KV blocks in use, max (blocks)"),
-                       ("preemptions_cum", "cumulative preemptions (count)"))
+TIMELINE_QUANTITIES = (("batch", "batch size\n(requests)"), ("tokens", "scheduled tokens\n(tokens per bin)"),
+                       ("blocks_max", "KV blocks in use\n(blocks, bin's max)"),
+                       ("preemptions_cum", "preemptions\n(count, cumulative)"))
 
 
 def has_columns(its: pd.DataFrame, kind: str) -> bool:
@@ -147,6 +147,8 @@ def timeline(sim_its: pd.DataFrame, eng_its: pd.DataFrame, bins: int = 100) -> p
 
 
 def plot_timeline(name: str, tl: pd.DataFrame, path: Path) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     from kvsim.plots import plt
     fig, axes = plt.subplots(len(TIMELINE_QUANTITIES), 1, figsize=(10, 9), sharex=True)
     t = (tl.t_start_s + tl.t_end_s) / 2
@@ -154,8 +156,12 @@ def plot_timeline(name: str, tl: pd.DataFrame, path: Path) -> None:
         for side, lbl in (("sim", "simulator"), ("eng", "engine")):
             ax.step(t, tl[f"{side}_{q}"], where="mid", lw=0.9, label=lbl)
         ax.set(ylabel=label)
-        ax.legend(fontsize=7, loc="upper right")
+        if q == "preemptions_cum":      # counts: whole numbers from 0 (a run without any reads 0 to 1, not ±0.04)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylim(0, max(1.0, float(tl[["sim_" + q, "eng_" + q]].max().max())) * 1.05)
+        ax.legend(fontsize=7, loc="best")
     axes[-1].set(xlabel="time (s)")
+    fig.align_ylabels(axes)
     fig.suptitle(f"{name}: scheduler decisions, simulator vs engine")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
