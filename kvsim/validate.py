@@ -171,7 +171,7 @@ def profile_sets(meta: dict | None) -> list[str]:
     ladder = meta.get("prefill_ladder", LEGACY_ENGINE_MODE["prefill_ladder"])
     flag = lambda key: str(bool(meta.get(key, LEGACY_ENGINE_MODE[key]))).lower()     # noqa: E731
     return [f"runtime.cuda_graph_prefill_ladder={ladder}", f"runtime.mixed_decode_kernel={flag('mixed_decode_kernel')}",
-            f"runtime.async_scheduling={flag('async_scheduling')}"]
+            f"runtime.async_scheduling={flag('async_scheduling')}", f"runtime.swap_staged={flag('swap_staged')}"]
 
 
 def card_sets(profile: str) -> list[str]:

@@ -393,15 +393,19 @@ def test_replay_prices_a_saved_run_on_the_ladder_it_captured():
 def test_live_validation_runs_the_engine_its_profile_measured():
     from kvsim.validate import profile_sets
     assert profile_sets({}) == ["runtime.cuda_graph_prefill_ladder=v1", "runtime.mixed_decode_kernel=false",
-                                "runtime.async_scheduling=false"]
+                                "runtime.async_scheduling=false", "runtime.swap_staged=false"]
     assert profile_sets(None) == profile_sets({})
     assert profile_sets({"prefill_ladder": "v2", "mixed_decode_kernel": True}) == \
-        ["runtime.cuda_graph_prefill_ladder=v2", "runtime.mixed_decode_kernel=true", "runtime.async_scheduling=false"]
-    assert profile_sets({"async_scheduling": True})[-1] == "runtime.async_scheduling=true"
+        ["runtime.cuda_graph_prefill_ladder=v2", "runtime.mixed_decode_kernel=true", "runtime.async_scheduling=false",
+         "runtime.swap_staged=false"]
+    assert "runtime.async_scheduling=true" in profile_sets({"async_scheduling": True})
     # set even when off: a stepped profile keeps a stepped engine whatever the engine's default becomes
-    assert profile_sets({"async_scheduling": False})[-1] == "runtime.async_scheduling=false"
+    assert "runtime.async_scheduling=false" in profile_sets({"async_scheduling": False})
+    assert profile_sets({"swap_staged": True})[-1] == "runtime.swap_staged=true"     # swaps as the profile timed them
     sc = kvsim.load_scenario("scenarios/examples/quickstart.yaml", profile_sets({}))
-    assert sc.runtime.async_scheduling is False
+    assert sc.runtime.async_scheduling is False and sc.runtime.swap_staged is False
+    sc = kvsim.load_scenario("scenarios/examples/quickstart.yaml", profile_sets({"swap_staged": True}))
+    assert sc.runtime.swap_staged is True
     sc = kvsim.load_scenario("scenarios/examples/quickstart.yaml", profile_sets({}) + ["runtime.mixed_decode_kernel=true"])
     assert sc.runtime.cuda_graph_prefill_ladder == "v1" and sc.runtime.mixed_decode_kernel      # the user's --set wins
 

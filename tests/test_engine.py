@@ -82,13 +82,16 @@ def test_greedy_matches_hf_generate(pair):
         assert res.outputs[spec.request_id][0] == ref[0, prompt.shape[1]:].tolist(), spec
 
 
-@pytest.mark.parametrize("mode", ["swap", "recompute"])
+@pytest.mark.parametrize("mode", ["swap", "recompute", "swap-staged"])
 def test_preemption_does_not_change_greedy_tokens(pair, mode):
     name, models = pair
     ample, _ = run(models, name, **{"workload.num_requests": 10})
+    staged = mode == "swap-staged"
+    mode = "swap" if staged else mode
     tight, eng = run(models, name, **{"workload.num_requests": 10, "engine.num_gpu_blocks": 14,
-                                      "engine.preemption_mode": mode})
+                                      "engine.preemption_mode": mode, "runtime.swap_staged": staged})
     assert tight.summary["preemptions"] > 0
+    assert eng.cache.staged_swap is staged and (eng.cache.pool is not None) is staged
     kind = "preemptions_swap" if mode == "swap" else "preemptions_recompute"
     assert tight.summary[kind] == tight.summary["preemptions"]
     assert tight.outputs == ample.outputs

@@ -1,5 +1,5 @@
 """benchmarks/engine/swap_steps.py (a GPU probe) keeps working: its whole code path on the CPU with a tiny model,
-and the rows it writes (directions, block counts, layouts, transfers = 2 x layers x runs)."""
+and the rows it writes (directions, block counts, layouts, transfers = 2 x layers x runs, or runs when staged)."""
 from __future__ import annotations
 
 import json
@@ -14,11 +14,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "engine" / "swap_steps.py"
 
 
-@pytest.fixture(scope="module")
-def doc(tmp_path_factory):
+@pytest.fixture(scope="module", params=[False, True], ids=["per-layer", "staged"])
+def doc(request, tmp_path_factory):
     out = tmp_path_factory.mktemp("swap_steps")
     r = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--model", "Tiny-Llama", "--blocks", "1,3",
-                        "--rows", "2,3", "--ctx", "24", "--reps", "2", "--out", str(out)],
+                        "--rows", "2,3", "--ctx", "24", "--reps", "2", "--out", str(out)]
+                       + (["--staged"] if request.param else []),
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "ms/xfer" in r.stdout and " ratio " in r.stdout      # the printed table's header
@@ -43,12 +44,13 @@ def test_rows_cover_every_direction_layout_block_count_and_batch(doc):
 
 
 def test_transfers_are_two_per_layer_per_run(doc):
-    two_l = 2 * doc["layers"]
+    """Per layer: K and V of each layer, each run of blocks. Staged: one copy per run of CPU blocks, all layers."""
+    per_run = 1 if doc["staged"] else 2 * doc["layers"]
     for r in doc["rows"]:
         if r["kind"] == "profile" or r["direction"] == "none":
             continue
         assert r["runs"] == (r["n"] if r["layout"] == "scattered" else 1), r
-        assert r["transfers"] == two_l * r["runs"], r
+        assert r["transfers"] == per_run * r["runs"], r
 
 
 def test_summary_is_the_step_rows_against_their_alone_step(doc):

@@ -6,7 +6,8 @@
 #                 kernel and by the decode kernel (BENCH_ARGS="--settings ..." / --persistent-prefill)
 #   SWAP=1        benchmarks/engine/swap_steps.py on opt-13b: the profile's isolated swap timing vs what a swap
 #                 (out, in; scattered blocks and contiguous runs) adds to a graph-replayed decode step
-#                 (SWAP_ARGS="--blocks 1,4,16,64 --rows 8,32 --ctx 512 --reps 10 --block-size 16")
+#                 (SWAP_ARGS="--blocks 1,4,16,64 --rows 8,32 --ctx 512 --reps 10 --block-size 16"); once per swap path:
+#                 SWAP_PATHS (default "per_layer staged": runtime.swap_staged off, on)
 #   OVERLAP=1     benchmarks/engine/overlap_probe.py: a layer's GEMMs and a paged decode attention, one stream vs
 #                 two (OVERLAP_ARGS="--shapes ... --layers N")
 #   KERNELS=1     where a mixed and a decode step's GPU time goes, kernel by kernel (torch.profiler), eager and
@@ -71,10 +72,12 @@ if [ -n "${BENCH:-}" ]; then
   pack
 fi
 if [ -n "${SWAP:-}" ]; then        # swap steps priced 13-16% high (README "Decode steps with copies or swaps")
-  stamp swap
-  timeout 240 python3 benchmarks/engine/swap_steps.py --model opt-13b --out "$W" ${SWAP_ARGS:-} 2>&1 | grep -v Warning \
-    | grep -v '^{' | tail -40 | tee "$W/swap_steps.txt"
-  pack
+  for path in ${SWAP_PATHS:-per_layer staged}; do   # staged: runtime.swap_staged (kvsim/engine/swap_staged.py)
+    stamp "swap ($path)"; flag=""; [ "$path" = staged ] && flag="--staged"
+    timeout 240 python3 benchmarks/engine/swap_steps.py --model opt-13b --out "$W/swap_$path" $flag ${SWAP_ARGS:-} \
+      2>&1 | grep -v Warning | grep -v '^{' | tail -40 | tee "$W/swap_steps_$path.txt"
+    pack
+  done
 fi
 if [ -n "${OVERLAP:-}" ]; then     # can a mixed step's attention run under its GEMMs (two streams)? a probe
   stamp overlap

@@ -19,7 +19,11 @@ The swapped GPU blocks lie outside the decode step's block tables (its region of
 Table: per rows, n, direction and layout: isolated ms, in-step extra (step with swap - step alone), their
 ratio, and the extra per block and per transfer.
 
-usage (GPU): python benchmarks/engine/swap_steps.py --model opt-13b --out DIR
+``--staged`` swaps through the staging buffer (``runtime.swap_staged``): one copy per run of CPU blocks, so the
+scattered layout's transfers are ``n`` and the contiguous one's 1. The profile row stays what ``kvsim calibrate``
+times (``measure_copy_swap`` swaps as ``RuntimeConfig().swap_staged``, the engine's default, says).
+
+usage (GPU): python benchmarks/engine/swap_steps.py --model opt-13b --out DIR [--staged]
 CPU smoke run (tiny model, torch attention; not a measurement): ... --device cpu --model Tiny-Llama --blocks 1,2
 Writes DIR/swap_steps.json (one row per measurement, plus the table's rows under "summary").
 """
@@ -62,12 +66,13 @@ def _cpu_bench(fn, warmup=0, rep=0, min_samples: int = 3) -> float:
 
 
 def swap_pairs(layout: str, n: int, first_free: int, gen: torch.Generator) -> list[tuple[int, int]]:
-    """``(gpu, cpu)`` block pairs of one swap: ``scattered``: GPU ids two apart in the free region, CPU ids
-    shuffled (no two pairs form a run, either direction: ``n`` runs); ``contiguous``: both consecutive (one run)."""
+    """``(gpu, cpu)`` block pairs of one swap: ``scattered``: GPU ids two apart in the free region, CPU ids two
+    apart, shuffled (no two pairs form a run, either direction, nor two CPU ids: ``n`` runs); ``contiguous``: both
+    consecutive (one run)."""
     if layout == "contiguous":
         return [(first_free + i, i) for i in range(n)]
     gpu = [first_free + 2 * i for i in torch.randperm(n, generator=gen).tolist()]
-    return list(zip(gpu, torch.randperm(n, generator=gen).tolist()))
+    return list(zip(gpu, [2 * i for i in torch.randperm(n, generator=gen).tolist()]))
 
 
 def swap_fn(cache: KVCache, direction: str, pairs: list[tuple[int, int]]):
@@ -145,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rows", default="8,32", help="comma list of decode batches")
     ap.add_argument("--ctx", type=int, default=512, help="decode context (tokens) of every row")
     ap.add_argument("--reps", type=int, default=10, help="host-timed reps of each step variant")
+    ap.add_argument("--staged", action="store_true",
+                    help="swap through the staging buffer (runtime.swap_staged; kvsim/engine/swap_staged.py)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cuda", help="cpu: a smoke run (tiny model, torch attention)")
     a = ap.parse_args(argv)
@@ -159,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     L = model.num_layers
     decode_blocks = max(batches) * -(-a.ctx // bs)
     pool = decode_blocks + 2 * max(ns) + 8                  # the decode region, then the swap region
-    cache = KVCache(L, pool, bs, model.num_kv_heads, model.head_dim, max(ns), model.dtype, dev, backend)
+    cache = KVCache(L, pool, bs, model.num_kv_heads, model.head_dim, 2 * max(ns), model.dtype, dev, backend,
+                    staged_swap=a.staged)
     cache.planes.normal_(0, 0.1)
     for k, v in cache.cpu:
         k.normal_(0, 0.1), v.normal_(0, 0.1)
@@ -207,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "swap_steps.json").write_text(json.dumps(
         {"gpu": torch.cuda.get_device_name(0) if cuda else "cpu (smoke run, not a measurement)",
-         "model": spec.name, "layers": L, "block_size": bs, "block_bytes": block_bytes, "ctx": a.ctx,
+         "model": spec.name, "staged": a.staged, "layers": L, "block_size": bs, "block_bytes": block_bytes, "ctx": a.ctx,
          "reps": a.reps, "graphs_captured": dg.captured if cuda else False, "torch": torch.__version__,
          "rows": rows, "summary": summary}, indent=1) + "\n")
 

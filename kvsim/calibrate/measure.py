@@ -242,10 +242,11 @@ def measure_prefill(model, bs: int, dev, new_axis=PREFILL_NEW, cached_axis=PREFI
 
 def measure_copy_swap(model, bs: int, dev, blocks=COPY_BLOCKS) -> tuple[dict, dict]:
     """Copy-on-write block copies and one-way GPU->CPU swaps of scattered blocks, all layers."""
+    from kvsim.config import RuntimeConfig
     from kvsim.engine.kv_cache import KVCache
     n_blocks = max(blocks) * 2 + 8
     cache = KVCache(model.num_layers, n_blocks, bs, model.num_kv_heads, model.head_dim, max(blocks),
-                    model.dtype, dev, BACKEND)
+                    model.dtype, dev, BACKEND, staged_swap=RuntimeConfig().swap_staged)     # as the engine swaps
     copies, swaps = [], []
     for nb in blocks:
         perm = torch.randperm(n_blocks).tolist()

@@ -176,7 +176,8 @@ def engine_mode(model, cuda_graphs: bool) -> dict:
             "mixed_decode_kernel": MIXED_DECODE_KERNEL,      # how the engine attended a mixed step's decode rows
             "async_scheduling": bool(RuntimeConfig().async_scheduling),   # the serving fit: stepped or overlapped
             "prefill_ladder": PREFILL_LADDER,                # the token counts its prefill/mixed graphs captured
-            "copy_one_launch": True}          # copy_block timed with one launch over all layers (KVCache.planes)
+            "copy_one_launch": True,          # copy_block timed with one launch over all layers (KVCache.planes)
+            "swap_staged": bool(RuntimeConfig().swap_staged)}     # swap timed through the staging buffer?
 
 
 RESERVE_AFTER_SERVING_S = 45.0   # what the fits after the serving runs take (prefill overhead, busy and idle:

@@ -21,9 +21,11 @@ from kvsim.errors import KvsimError
 FORMAT = "kvsim-profile"
 VERSION = 1
 LEGACY_ENGINE_MODE = {"cuda_graphs": False, "fused_layer_ops": False, "mixed_decode_kernel": False,
-                      "async_scheduling": False, "prefill_ladder": "v1", "copy_one_launch": False}
+                      "async_scheduling": False, "prefill_ladder": "v1", "copy_one_launch": False,
+                      "swap_staged": False}
 """The engine a profile was measured with, for each ``meta`` field it does not record (profiles from before the
-field existed): eager, plain layer ops, decode rows in the prefill kernel, stepped, ladder v1, per-layer copies.
+field existed): eager, plain layer ops, decode rows in the prefill kernel, stepped, ladder v1, per-layer copies
+and swaps.
 ``kvsim calibrate`` records all of them (``kvsim.calibrate.profile.engine_mode``)."""
 
 

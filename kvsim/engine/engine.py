@@ -168,7 +168,8 @@ class RealEngine:
             blocks = self.kv.num_gpu_blocks if self.parts is None else self.parts.build_blocks(self.kv.num_gpu_blocks)
             self.cache = KVCache(self.model.num_layers, blocks, self.kv.block_size, self.model.num_kv_heads,
                                  self.model.head_dim, self.kv.num_cpu_blocks, dtype, self.device, self.backend,
-                                 layer_slot=layout.layer_slot if layout is not None else None)
+                                 layer_slot=layout.layer_slot if layout is not None else None,
+                                 staged_swap=rt.swap_staged)
         self.sched = self.setup.make_scheduler(self.kv, np.random.default_rng([sc.seed, 2]))
         warm = self._warms_up() and not (self.parts is not None and self.parts.warm(self._warmup_key()))
         self.warmup_s = self._warm_up() if warm else 0.0
@@ -215,7 +216,7 @@ class RealEngine:
         e, rt = self.sc.engine, self.sc.runtime
         return parts_key(self.model, block_size=e.block_size, max_context_len=self.setup.max_model_len,
                          backend=self.backend, dtype=str(self.model.dtype), num_cpu_blocks=self.kv.num_cpu_blocks,
-                         cuda_graphs=rt.cuda_graphs, fused_ops=rt.fused_layer_ops, **graph)
+                         cuda_graphs=rt.cuda_graphs, fused_ops=rt.fused_layer_ops, swap_staged=rt.swap_staged, **graph)
 
     def _warmup_key(self) -> tuple:
         """The arguments :func:`kvsim.engine.warmup.warm_up` compiles kernels for (a kept engine skips a seen one)."""
@@ -283,7 +284,7 @@ class RealEngine:
                 "fused_layer_ops": bool(getattr(self.model, "fused_ops", False)),
                 "cpu_s_mean": float(its.cpu_s.mean()) if len(its) else 0.0,
                 "gpu_s_mean": float(its.gpu_s.mean()) if len(its) else 0.0,
-                "swap_transfers": self.cache.transfers}
+                "swap_transfers": self.cache.transfers, "swap_staged": self.cache.staged_swap}
 
 
 def _split_rows() -> bool:
