@@ -155,9 +155,9 @@ class RuntimeConfig:
         True, "LLaMA family on triton: RMSNorm + residual, RoPE + cache write and SiLU x up as fused kernels "
               "(false: the plain torch ops — the engine before this option)")
     swap_staged: bool = cfg_field(
-        False, "swap a preempted group's KV through a staging buffer: one gather (or scatter) over every layer and one "
-               "PCIe copy per run of consecutive CPU blocks (false: a copy per layer, K and V, and run of blocks — "
-               "the engine before this option; kvsim/engine/swap_staged.py)")
+        True, "swap a preempted group's KV through a staging buffer: one gather (or scatter) over every layer and one "
+              "PCIe copy per run of consecutive CPU blocks (false: a copy per layer, K and V, and run of blocks — "
+              "the engine before this option; kvsim/engine/swap_staged.py)")
     async_scheduling: bool = cfg_field(
         False, "overlap the host's scheduling and input preparation of the next step with the GPU's decode step "
                "(kvsim/engine/serve_loop.py; the same decisions as stepping unless a request arrives while a step "

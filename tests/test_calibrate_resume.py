@@ -102,7 +102,10 @@ def test_the_engine_check_reads_old_profiles_as_the_engine_of_their_day():
     assert e.value.field == "meta.prefill_ladder"
     assert LEGACY_MODE["prefill_ladder"] == "v1" and LEGACY_MODE["mixed_decode_kernel"] is False
     committed = json.loads(OPT.read_text())["meta"]
-    check_engine_mode({"meta": committed}, {k: committed[k] for k in LEGACY_MODE})
+    check_engine_mode({"meta": committed}, {k: committed.get(k, LEGACY_MODE[k]) for k in LEGACY_MODE})
+    with pytest.raises(KvsimError) as e:     # a field it predates reads as that day's engine: staged swaps came later
+        check_engine_mode({"meta": committed}, {"swap_staged": True})
+    assert e.value.field == "meta.swap_staged"
 
 
 def test_resume_keeps_the_grids_and_redoes_every_fit_after_them(tmp_path, monkeypatch):

@@ -6,6 +6,9 @@ import sys
 from kvsim.errors import KvsimError
 
 DTYPE_CHOICES = ("bf16", "fp16")
+DEFAULT_GRID_IDLE = 1.0     # --grid-idle: an idle gap of the step's own length before each timed prompt step (an
+#                             H100 ran long mixed steps 5-10% and prefills 14-15% faster after one than back to back,
+#                             benchmarks/engine/results_H100/idle_swap_1206; serving runs them between decode steps)
 
 
 def add_parser(sub) -> None:
@@ -32,11 +35,11 @@ def add_parser(sub) -> None:
     c.add_argument("--time-limit", type=float, metavar="S",
                    help="seconds the whole calibration may take: the serving fit starts no run that would leave "
                         "too little for the rest (skipped rows are logged; the profile is still written)")
-    c.add_argument("--grid-idle", type=float, default=0.0, metavar="X",
-                   help="idle before each timed step with prompt tokens (prefill, mixed), X times the step's own "
-                        "time (default 0): timed back to back, compute-bound steps run at the card's power limit, "
-                        "below serving's clocks "
-                        "(benchmarks/engine/calib_clocks.py); recorded as meta.grid_idle")
+    c.add_argument("--grid-idle", type=float, default=None, metavar="X",
+                   help=f"idle before each timed step with prompt tokens (prefill, mixed), X times the step's own "
+                        f"time (default {DEFAULT_GRID_IDLE:g}; 0 times them back to back): back to back, compute-bound "
+                        f"steps run at the card's power limit, below serving's clocks, 5-15%% slower on an H100 "
+                        f"(benchmarks/engine/results_H100/idle_swap_1206); recorded as meta.grid_idle")
     c.add_argument("--estimate", action="store_true",
                    help="print the estimated time from the counts of grid points and exit (no GPU needed)")
     c.set_defaults(func=cmd_calibrate)
@@ -84,12 +87,13 @@ def cmd_calibrate(args) -> int:
             raise KvsimError("--serving-runs", f"{args.serving_runs} exists and is not a directory")
     if args.time_limit is not None and not (args.time_limit > 0 and args.time_limit < float("inf")):
         raise KvsimError("--time-limit", f"must be a positive number of seconds, got {args.time_limit}")
-    if not 0.0 <= args.grid_idle <= 10.0:       # (NaN fails both)
+    if args.grid_idle is not None and not 0.0 <= args.grid_idle <= 10.0:       # (NaN fails both)
         raise KvsimError("--grid-idle", f"must be a multiple of each call's time in [0, 10], got {args.grid_idle}")
-    if args.grid_idle and args.resume is not None:
+    if args.grid_idle is not None and args.resume is not None:
         raise KvsimError("--grid-idle", "not with --resume: a resumed calibration keeps the profile's grids")
     if args.resume is not None:
         return cmd_resume(args)
+    args.grid_idle = DEFAULT_GRID_IDLE if args.grid_idle is None else args.grid_idle
     if args.estimate:
         from kvsim.calibrate.fast import estimate_full_or_fast, time_limit_warning
         from kvsim.catalogue import get_model
