@@ -148,3 +148,42 @@ def test_grid_idle_rests_the_card_before_each_timed_step_and_counts_in_the_estim
         with pytest.raises(SystemExit) as e:
             raise SystemExit(main(["calibrate", "--model", "opt-13b", "--estimate", "--grid-idle", bad]))
         assert e.value.code == 2
+
+
+def test_grid_idle_defaults_to_one_and_is_refused_with_resume_only_when_given(capsys):
+    """The default idles (an H100 ran long prompt steps 5-15% faster after an idle gap than back to back); the
+    estimate says so; ``--grid-idle 0`` is back to back; ``--resume`` keeps the grids, so an explicit
+    ``--grid-idle`` with it is an error naming the flag, while leaving it out is not."""
+    from kvsim.calibrate.cli import DEFAULT_GRID_IDLE
+    from kvsim.cli import main
+    assert DEFAULT_GRID_IDLE == 1.0
+    assert main(["calibrate", "--model", "opt-13b", "--estimate"]) == 0
+    assert "--grid-idle 1" in capsys.readouterr().out
+    assert main(["calibrate", "--model", "opt-13b", "--estimate", "--grid-idle", "0"]) == 0
+    assert "--grid-idle" not in capsys.readouterr().out
+    assert main(["calibrate", "--resume", "calibrate/profiles/H200/opt-13b.json", "--grid-idle", "1"]) == 2
+    assert "--grid-idle" in capsys.readouterr().err
+
+
+def test_swap_mode_of_a_calibration(monkeypatch):
+    """Swaps are timed (and recorded) staged as the engine swaps by default; ``--swap-per-layer`` times and records
+    the per-layer copies (vLLM V0's way, ``runtime.swap_staged: false``), and lets ``--resume`` take up a profile
+    measured before staged swaps, which it refuses otherwise with a hint."""
+    from kvsim.calibrate.resume import check_engine_mode
+    from kvsim.config import RuntimeConfig
+    from kvsim.errors import KvsimError
+    monkeypatch.setattr(M, "SWAP_STAGED", None)
+    assert M.swap_staged() is RuntimeConfig().swap_staged is True
+    monkeypatch.setattr(M, "SWAP_STAGED", False)
+    assert M.swap_staged() is False
+    if not torch.cuda.is_available():      # the CLI sets the mode, then stops for want of a GPU
+        from kvsim.cli import main
+        assert main(["calibrate", "--model", "opt-13b", "--block-sizes", "16"]) == 2
+        assert M.SWAP_STAGED is None
+        assert main(["calibrate", "--model", "opt-13b", "--block-sizes", "16", "--swap-per-layer"]) == 2
+        assert M.SWAP_STAGED is False
+    old = {"meta": {"cuda_graphs": True}}           # recorded before swap_staged existed: per-layer swaps
+    check_engine_mode(old, {"swap_staged": False})
+    with pytest.raises(KvsimError) as e:
+        check_engine_mode(old, {"swap_staged": True})
+    assert e.value.field == "meta.swap_staged" and "--swap-per-layer" in str(e.value)

@@ -40,6 +40,9 @@ def add_parser(sub) -> None:
                         f"time (default {DEFAULT_GRID_IDLE:g}; 0 times them back to back): back to back, compute-bound "
                         f"steps run at the card's power limit, below serving's clocks, 5-15%% slower on an H100 "
                         f"(benchmarks/engine/results_H100/idle_swap_1206); recorded as meta.grid_idle")
+    c.add_argument("--swap-per-layer", action="store_true",
+                   help="time swaps as one copy per layer, K/V and run of blocks (vLLM V0's way), for an engine run "
+                        "with runtime.swap_staged: false (recorded as meta.swap_staged)")
     c.add_argument("--estimate", action="store_true",
                    help="print the estimated time from the counts of grid points and exit (no GPU needed)")
     c.set_defaults(func=cmd_calibrate)
@@ -56,9 +59,11 @@ def cmd_resume(args) -> int:
     load_for_resume(args.resume, args.model, args.dtype)
     try:
         import torch  # noqa: F401
+        from kvsim.calibrate import measure as M
         from kvsim.calibrate.resume import resume
     except ImportError as e:
         raise KvsimError("calibrate", f"needs torch and triton (pip install -e '.[gpu]'): {e}") from None
+    M.SWAP_STAGED = False if args.swap_per_layer else None     # a profile that timed per-layer swaps resumes so
     path = resume(args.resume, args.out, "kvsim " + " ".join(sys.argv[1:]), model_name=args.model, dtype=args.dtype,
                   cuda_graphs=not args.no_cuda_graphs, serving_runs=args.serving_runs,
                   time_limit_s=args.time_limit, allow_other_card=args.allow_other_card)
@@ -109,6 +114,7 @@ def cmd_calibrate(args) -> int:
     except ImportError as e:
         raise KvsimError("calibrate", f"needs torch and triton (pip install -e '.[gpu]'): {e}") from None
     M.GRID_IDLE = float(args.grid_idle)
+    M.SWAP_STAGED = False if args.swap_per_layer else None
     path = calibrate(args.model, sizes, args.out, args.dtype or "fp16", "kvsim " + " ".join(sys.argv[1:]),
                      cuda_graphs=not args.no_cuda_graphs, fast=args.fast, serving_runs=args.serving_runs,
                      time_limit_s=args.time_limit)

@@ -45,6 +45,14 @@ STEP_SAMPLES = 8       # whole engine steps (CUDA-graph replays: run-to-run spre
 # (benchmarks/engine/calib_clocks.py); an idle gap lets each compute-bound step start from serving's clocks.
 # Memory-bound decode steps and the kernel grids are timed without it. 0: none.
 GRID_IDLE = 0.0
+SWAP_STAGED: bool | None = None    # swaps timed through the staging buffer? None: the engine's default
+#                                    (RuntimeConfig().swap_staged); kvsim calibrate --swap-per-layer sets False
+
+
+def swap_staged() -> bool:
+    """Whether this calibration times (and records) staged swaps: :data:`SWAP_STAGED`, else the engine default."""
+    from kvsim.config import RuntimeConfig
+    return bool(RuntimeConfig().swap_staged if SWAP_STAGED is None else SWAP_STAGED)
 
 
 def _bench(fn, warmup=10, rep=40, min_samples: int = MIN_SAMPLES) -> float:
@@ -242,11 +250,10 @@ def measure_prefill(model, bs: int, dev, new_axis=PREFILL_NEW, cached_axis=PREFI
 
 def measure_copy_swap(model, bs: int, dev, blocks=COPY_BLOCKS) -> tuple[dict, dict]:
     """Copy-on-write block copies and one-way GPU->CPU swaps of scattered blocks, all layers."""
-    from kvsim.config import RuntimeConfig
     from kvsim.engine.kv_cache import KVCache
     n_blocks = max(blocks) * 2 + 8
     cache = KVCache(model.num_layers, n_blocks, bs, model.num_kv_heads, model.head_dim, max(blocks),
-                    model.dtype, dev, BACKEND, staged_swap=RuntimeConfig().swap_staged)     # as the engine swaps
+                    model.dtype, dev, BACKEND, staged_swap=swap_staged())     # as the engine will swap
     copies, swaps = [], []
     for nb in blocks:
         perm = torch.randperm(n_blocks).tolist()

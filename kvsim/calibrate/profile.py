@@ -177,7 +177,7 @@ def engine_mode(model, cuda_graphs: bool) -> dict:
             "async_scheduling": bool(RuntimeConfig().async_scheduling),   # the serving fit: stepped or overlapped
             "prefill_ladder": PREFILL_LADDER,                # the token counts its prefill/mixed graphs captured
             "copy_one_launch": True,          # copy_block timed with one launch over all layers (KVCache.planes)
-            "swap_staged": bool(RuntimeConfig().swap_staged)}     # swap timed through the staging buffer?
+            "swap_staged": M.swap_staged()}    # swap timed through the staging buffer? (--swap-per-layer: no)
 
 
 RESERVE_AFTER_SERVING_S = 45.0   # what the fits after the serving runs take (prefill overhead, busy and idle:

@@ -61,9 +61,10 @@ def check_engine_mode(doc: dict, now: dict) -> None:
     for key, value in now.items():
         then = meta.get(key, LEGACY_MODE.get(key))
         if then != value:
+            hint = " or --swap-per-layer" if key == "swap_staged" and not then else ""
             raise KvsimError(f"meta.{key}", f"the profile was measured with {key}={then!r}, this engine runs "
                                             f"{value!r}; its grids and fresh fits would describe different "
-                                            "engines (calibrate again)")
+                                            f"engines (calibrate again{hint})")
 
 
 def check_card(doc: dict, block_size: int, uuid: str | None, allow_other_card: bool = False) -> str | None:
