@@ -20,7 +20,8 @@
 #                 the serving fit's engine runs are kept beside each profile (<profile>.serving/n<N>/);
 #                 CALIB_ARGS="--no-cuda-graphs" for an eager profile (window models run without graphs)
 #   RESUME="opt-13b"  kvsim calibrate --resume calibrate/profiles/H200/<model>.json: its serving fit and prefill
-#                 overhead fits again, whole, on the card of its grids (a CALIB call cut short, then this call)
+#                 overhead fits again, whole, on the card of its grids (a CALIB call cut short, then this call);
+#                 RESUME_ARGS="--swap-per-layer" for a profile measured before staged swaps
 #   SCEN="scenarios/validation/v2[1-2]*.yaml" `kvsim validate` of each scenario against calibrate/profiles/H200/
 #   ENGINE="S1 S2" `kvsim engine` of each scenario alone (today's engine defaults, no profile needed), written where
 #                 `kvsim validate` puts its engine runs ($W/validation/<name>/<name>/engine), for a later
@@ -131,7 +132,7 @@ for m in ${RESUME:-}; do    # the serving fit and prefill overhead fits of calib
   # whole (kvsim calibrate --resume: same card as its grids, else refused); replaces it when complete
   f=calibrate/profiles/H200/$m.json; o="$W/profiles/$m-resumed.json"
   stamp "resume $m"
-  timeout "${CALIB_TIMEOUT:-540}" python3 -m kvsim.cli calibrate --resume "$f" --out "$o" \
+  timeout "${CALIB_TIMEOUT:-540}" python3 -m kvsim.cli calibrate --resume "$f" --out "$o" ${RESUME_ARGS:-} \
     --serving-runs "${o%.json}.serving" --time-limit $(( ${CALIB_TIMEOUT:-540} - 20 )) 2>&1 \
     | grep -v Warning > "${o%.json}.log"; tail -2 "${o%.json}.log"
   if [ -s "$o" ] && whole "$o"; then
