@@ -9,8 +9,9 @@ The engine loop is the same loop a real engine runs, with time simulated::
 Arrivals fire with URGENT priority, so a request arriving exactly when a step
 ends is visible to the next ``schedule``. Runs of decode-only iterations in
 which no group is admitted or swapped in and every block need is covered are
-fast-forwarded, through the finishes inside them (:mod:`kvsim.fastforward`);
-results are identical to stepping.
+fast-forwarded, through the finishes inside them (:mod:`kvsim.fastforward`), and
+the step that preempts where such a run stops short of memory is taken from the
+run (:mod:`kvsim.preempt_step`); results are identical to stepping.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from kvsim.core.scheduler import Scheduler
 from kvsim.fastforward import fast_forward
 from kvsim.iterstats import IterationStats
 from kvsim.metrics import SUMMARY_INPUTS
+from kvsim.preempt_step import step_preempting
 from kvsim.records import IterationLog, request_frame, run_summary, step_state
 from kvsim.request_table import RequestTable
 from kvsim.workload.closed_loop import make_gate, send_freed
@@ -166,6 +168,10 @@ class SimEngine:
                 continue
             if self.ff_blocked:
                 self.ff_blocked = False         # (the last run ended short of memory: this step preempts)
+                step = step_preempting(self) if not woke else None     # (taken from the run where it may be)
+                if step is not None:
+                    yield from step
+                    continue
             elif self.fast_forward and not woke:
                 ff = fast_forward(self)
                 if ff is not None:

@@ -94,6 +94,7 @@ class DecodeRun:
         self._finish_steps = sorted(self._done_at)
         self.num_groups = len(sched.running)
         self._seen = _counts(sched)              # the scheduler's step counts when the run (re)started
+        self._group_of: dict | None = None       # sequence id -> its group, built where first asked for (group_of)
 
     def next_segment(self) -> Segment:
         """The steps up to the next finish, cut where the free blocks run out (possibly to 0 steps)."""
@@ -129,26 +130,40 @@ class DecodeRun:
         self.ctx_sum += self.num_seqs * steps
         if steps < seg.steps or not seg.finishes:
             return False
+        self.finish_due(end_s)
+        if not (self.sched.running and admission_blocked(self.sched, self.num_seqs)):
+            return False
+        if hasattr(self.tracker, "free_cap"):
+            self.tracker.free_cap = admission_free_cap(self.sched, self.num_seqs)
+        return True
+
+    def finish_due(self, end_s: float) -> None:
+        """The groups whose last token came at the run's last step (``self.step - 1``, the next finishing step)
+        finish at ``end_s``: out of the run, then freed by the scheduler in the order stepping frees them."""
         f = self._finish_steps.pop(0)
         done = self._done_at.pop(f)
         fins = self._fins
         self._groups = [g for g, x in zip(self._groups, fins) if x != f]
         self._fins = [x for x in fins if x != f]
         j = self.step
+        group_of = self._group_of
         for g in done:
             self.tracker.drop(g, j)
             for s in g.seqs:
                 n = s.length
                 self.ctx_sum -= n
                 del self._base[bisect_left(self._base, n - j)]
+                if group_of is not None:
+                    del group_of[s.seq_id]
             self.num_seqs -= len(g.seqs)
         self.num_groups -= len(done)
         self.sched.finish(done, end_s)
-        if not (self.sched.running and admission_blocked(self.sched, self.num_seqs)):
-            return False
-        if hasattr(self.tracker, "free_cap"):
-            self.tracker.free_cap = admission_free_cap(self.sched, self.num_seqs)
-        return True
+
+    def group_of(self) -> dict:
+        """Each tracked sequence's group (kept up to date from the first call on: leaves, joins, finishes)."""
+        if self._group_of is None:
+            self._group_of = {sid: g for g in self._groups for sid in g.seq_ids}
+        return self._group_of
 
     def resume(self) -> bool:
         """Take up this (ended) run again where the scheduler's running groups begin with some of its groups, in
@@ -231,6 +246,9 @@ class DecodeRun:
             for _ in g.seqs:
                 del self._base[bisect_left(self._base, n - j)]
             self.num_seqs -= len(g.seqs)
+            if self._group_of is not None:
+                for sid in g.seq_ids:
+                    del self._group_of[sid]
             at = self._done_at[f]
             at.remove(g)
             if not at:
@@ -267,6 +285,10 @@ class DecodeRun:
             self.num_seqs += len(seqs)
         old.extend(new)
         self.num_groups = len(old)
+        if self._group_of is not None:
+            for g in new:
+                for sid in g.seq_ids:
+                    self._group_of[sid] = g
 
 
 def _counts(sched: Scheduler) -> tuple[int, int, int, int]:

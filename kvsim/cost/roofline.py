@@ -225,6 +225,24 @@ class RooflineCostModel(RooflineDecodeMixin, CostModel):
             t += self.swap_time(len(plan.swap_in), self.block_bytes)
         return t
 
+    def preempting_step_time(self, num_seqs: int, ctx_sum: int, swap_out_blocks: int) -> float | None:
+        """``step_time`` of a plan that decodes ``num_seqs`` sequences attending to ``ctx_sum`` context tokens in
+        all and swaps ``swap_out_blocks`` blocks out, nothing else (a decode step that preempts), bit for bit: the
+        same calls on the same floats (no prefill: its attention term is 0.0; adding a zero copy or swap-in time
+        leaves a float as it is). None with sliding windows (the step's context sum is not the plain sum)."""
+        if self._window is not None:
+            return None
+        if not swap_out_blocks:
+            return self.decode_step_time(num_seqs, ctx_sum)         # a decode-only plan (0.0 when empty)
+        if num_seqs:
+            n = float(num_seqs)
+            t = self._forward_time_f(n, n, n, float(ctx_sum), 0.0)
+        else:
+            t = self.params.step_overhead_s
+        if self.params.include_swaps_in_step:
+            t += self.swap_time(swap_out_blocks, self.block_bytes)
+        return t
+
     def swap_time(self, num_blocks: int, block_bytes: int) -> float:
         """One-way host-link time; per-(layer, K/V) transfers when ``swap_per_layer_kv``."""
         if num_blocks <= 0:
