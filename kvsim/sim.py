@@ -168,14 +168,15 @@ class SimEngine:
                 continue
             if self.ff_blocked:
                 self.ff_blocked = False         # (the last run ended short of memory: this step preempts)
-                step = step_preempting(self) if not woke else None     # (taken from the run where it may be)
-                if step is not None:
-                    yield from step
-                    continue
             elif self.fast_forward and not woke:
                 ff = fast_forward(self)
                 if ff is not None:
                     yield from ff
+                    continue
+            if self.fast_forward and not woke:
+                step = step_preempting(self)    # a step that preempts, taken from the run where it may be
+                if step is not None:
+                    yield from step
                     continue
             plan = sched.schedule(env.now)
             if plan.is_empty:

@@ -68,23 +68,27 @@ class PreemptingStep:
 
 def preempting_step(sched: Scheduler) -> PreemptingStep | None:
     """Take the next step where it is a kept decode run's preempting step (module doc), or None (nothing changed:
-    the caller steps). Call where ``schedule`` would be called next."""
+    the caller steps). Call where ``schedule`` would be called next. The run is the scheduler's state where the
+    scheduler's step counts are those it saw last (it applied or took up every step since: a stepped iteration
+    that decodes, preempts, swaps, copies or admits changes them) and its groups are ``running``."""
     run = getattr(sched, "_kept_run", None)
     if not ENABLED or run is None or type(sched) is not Scheduler or sched.cfg.policy != "vllm" or sched.serves_beams:
         return None
     kv, tracker = sched.kv, run.tracker
     if type(kv) is not PagedKV or kv.enable_prefix_caching or type(tracker) is not PagedDecodeTracker:
         return None
-    running = sched.running
-    if run._seen != _counts(sched) or run.num_groups != len(running) or running != run._groups:
-        return None                                 # stepped since the run stopped (or groups changed)
-    if not sched.swapped and sched.waiting and not head_blocked(sched, run.num_seqs):
-        return None                                 # schedule would admit (or reject) the waiting head
+    if run._seen != _counts(sched):
+        return None                                 # stepped since the run stopped (or took it up)
     j, bs = run.step, tracker.bs
     takers = tracker._members[j % bs]               # sequences taking a block at step j, in running order
     free = kv.free_blocks()
     if len(takers) <= free:
         return None                                 # every need is covered: no preemption
+    running = sched.running
+    if run.num_groups != len(running) or running != run._groups:
+        return None                                 # (groups changed: not the run's state)
+    if not sched.swapped and sched.waiting and not head_blocked(sched, run.num_seqs):
+        return None                                 # schedule would admit (or reject) the waiting head
     group_of = run.group_of()
     bm = kv.bm
     plan = StepPlan()
