@@ -11,7 +11,7 @@ ends is visible to the next ``schedule``. Runs of decode-only iterations in
 which no group is admitted or swapped in and every block need is covered are
 fast-forwarded, through the finishes inside them (:mod:`kvsim.fastforward`), and
 the step that preempts where such a run stops short of memory is taken from the
-run (:mod:`kvsim.preempt_step`); results are identical to stepping.
+run (:mod:`kvsim.run_step`); results are identical to stepping.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from kvsim.core.scheduler import Scheduler
 from kvsim.fastforward import fast_forward
 from kvsim.iterstats import IterationStats
 from kvsim.metrics import SUMMARY_INPUTS
-from kvsim.preempt_step import step_preempting
+from kvsim.run_step import step_from_run
 from kvsim.records import IterationLog, request_frame, run_summary, step_state
 from kvsim.request_table import RequestTable
 from kvsim.workload.closed_loop import make_gate, send_freed
@@ -174,7 +174,7 @@ class SimEngine:
                     yield from ff
                     continue
             if self.fast_forward and not woke:
-                step = step_preempting(self)    # a step that preempts, taken from the run where it may be
+                step = step_from_run(self)      # a decode step taken from the kept run where it may be
                 if step is not None:
                     yield from step
                     continue

@@ -20,7 +20,7 @@ import json
 import pandas as pd
 import pytest
 
-import kvsim.preempt_step as preempt_step
+import kvsim.sim as sim
 from kvsim.build import setup_run
 from kvsim.config import load_scenario
 from kvsim.sim import SimEngine, simulate
@@ -44,12 +44,12 @@ def scenario(engine=None, workload=None, **top):
 
 
 CASES = {
-    "paged_vllm": (scenario(), {"preempt", "through_finishes", "preempt_step"}),
+    "paged_vllm": (scenario(), {"preempt", "through_finishes", "run_step"}),
     "paged_chunked": (scenario(engine={"scheduler": "chunked", "max_num_batched_tokens": 512}), {"preempt"}),
     "orca_oracle_vllm": (scenario(engine={"allocator": "orca_oracle"}), set()),
     "orca_oracle_chunked": (scenario(engine={"allocator": "orca_oracle", "scheduler": "chunked"}), set()),
     "paged_high_rate": (scenario(workload={"rate_req_s": 30.0}), {"preempt", "waiting", "queued_in_run",
-                                                                   "preempt_step"}),
+                                                                   "run_step"}),
     "orca_high_rate": (scenario(engine={"allocator": "orca_oracle", "placement": "buddy"},
                                 workload={"rate_req_s": 30.0}), {"waiting"}),
     "paged_prefix_cache": (scenario(engine={"enable_prefix_caching": True},
@@ -58,9 +58,9 @@ CASES = {
     "paged_n2_swap": (scenario(workload={"n": 2, "rate_req_s": 4.0, "num_requests": 100}), {"swap"}),
     "paged_n4_swapped_runs": (scenario(engine={"num_gpu_blocks": 600, "num_cpu_blocks": 3000},
                                        workload={"n": 4, "rate_req_s": 3.0, "num_requests": 120}),
-                              {"swap", "ff_swapped", "through_finishes", "preempt_step"}),
+                              {"swap", "ff_swapped", "through_finishes", "run_step"}),
     "paged_n4_recompute": (scenario(engine={"preemption_mode": "recompute", "num_gpu_blocks": 600},
-                                    workload={"n": 4, "rate_req_s": 3.0, "num_requests": 100}), {"preempt", "preempt_step"}),
+                                    workload={"n": 4, "rate_req_s": 3.0, "num_requests": 100}), {"preempt", "run_step"}),
     "orca_n3": (scenario(engine={"allocator": "orca_oracle", "num_gpu_blocks": 900, "num_cpu_blocks": 3000},
                               workload={"n": 3, "rate_req_s": 4.0, "num_requests": 100}), {"through_finishes"}),
     "paged_max_time": (scenario(workload={"rate_req_s": 8.0}, max_time_s=15.0), {"cut"}),
@@ -78,9 +78,9 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_fast_forward_matches_stepping(name, monkeypatch):
     sc, expect = CASES[name]
-    taken = []                              # preempting steps taken from a run (kvsim.core.decode_preempt)
-    take = preempt_step.preempting_step
-    monkeypatch.setattr(preempt_step, "preempting_step", lambda sched: taken.append(take(sched)) or taken[-1])
+    taken = []                              # steps taken from a kept run (kvsim.run_step)
+    take = sim.step_from_run
+    monkeypatch.setattr(sim, "step_from_run", lambda eng: taken.append(take(eng)) or taken[-1])
     eng = SimEngine(setup_run(sc), fast_forward=True)
     ff = eng.run()
     step = simulate(sc, fast_forward=False)
@@ -111,7 +111,7 @@ def test_fast_forward_matches_stepping(name, monkeypatch):
         assert (segs["swapped"] > 0).any()
     if "queued_in_run" in expect:          # arrivals queued behind a blocked head during a run
         assert eng.log.segments._waits
-    if "preempt_step" in expect:           # steps that preempt taken from the run they stopped
+    if "run_step" in expect:               # steps (preempting, swapping in) taken from a kept run
         assert any(t is not None for t in taken)
     if "cut" in expect:
         assert s["requests_unfinished"] > 0 and ff.end_s >= sc.max_time_s

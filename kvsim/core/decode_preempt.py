@@ -15,7 +15,7 @@ leave the run at step ``j``, the kept groups' sequences gain their slot and the 
 :meth:`PreemptingStep.complete` is ``complete_step``'s side (the step counted, the groups whose last token came
 then finished at the step's end). The step's record row comes from the run's aggregates
 (:meth:`PreemptingStep.state`: ``step_state`` of the plan ``schedule`` returns). Clock-free: the simulator
-(:mod:`kvsim.preempt_step`) prices it. Results are identical to stepping (``tests/test_preempt_step.py``).
+(:mod:`kvsim.run_step`) prices it. Results are identical to stepping (``tests/test_run_step.py``).
 """
 from __future__ import annotations
 
@@ -66,29 +66,41 @@ class PreemptingStep:
         run._seen = _counts(sched)
 
 
-def preempting_step(sched: Scheduler) -> PreemptingStep | None:
-    """Take the next step where it is a kept decode run's preempting step (module doc), or None (nothing changed:
-    the caller steps). Call where ``schedule`` would be called next. The run is the scheduler's state where the
-    scheduler's step counts are those it saw last (it applied or took up every step since: a stepped iteration
-    that decodes, preempts, swaps, copies or admits changes them) and its groups are ``running``."""
+def kept_run(sched: Scheduler):
+    """The scheduler's kept decode run where it is the scheduler's state and ``schedule`` (vllm policy, paged KV
+    without prefix caching, no beam search) would admit nothing next, else None. The run is the scheduler's state
+    where the scheduler's step counts are those it saw last (it applied or took up every step since: a stepped
+    iteration that decodes, preempts, swaps, copies or admits changes them) and its groups are ``running``."""
     run = getattr(sched, "_kept_run", None)
     if not ENABLED or run is None or type(sched) is not Scheduler or sched.cfg.policy != "vllm" or sched.serves_beams:
         return None
-    kv, tracker = sched.kv, run.tracker
-    if type(kv) is not PagedKV or kv.enable_prefix_caching or type(tracker) is not PagedDecodeTracker:
+    kv = sched.kv
+    if type(kv) is not PagedKV or kv.enable_prefix_caching or type(run.tracker) is not PagedDecodeTracker:
         return None
     if run._seen != _counts(sched):
         return None                                 # stepped since the run stopped (or took it up)
+    running = sched.running
+    if run.num_groups != len(running) or running != run._groups:
+        return None                                 # (groups changed: not the run's state)
+    if not sched.swapped and sched.waiting and not head_blocked(sched, run.num_seqs):
+        return None                                 # schedule would admit (or reject) the waiting head
+    return run
+
+
+def preempting_step(sched: Scheduler) -> PreemptingStep | None:
+    """Take the next step where it is a kept decode run's preempting step (module doc: :func:`kept_run`, and the
+    step's blocks are not free), or None (nothing changed: the caller steps). Call where ``schedule`` would be
+    called next."""
+    run = kept_run(sched)
+    if run is None:
+        return None
+    kv, tracker = sched.kv, run.tracker
     j, bs = run.step, tracker.bs
     takers = tracker._members[j % bs]               # sequences taking a block at step j, in running order
     free = kv.free_blocks()
     if len(takers) <= free:
         return None                                 # every need is covered: no preemption
     running = sched.running
-    if run.num_groups != len(running) or running != run._groups:
-        return None                                 # (groups changed: not the run's state)
-    if not sched.swapped and sched.waiting and not head_blocked(sched, run.num_seqs):
-        return None                                 # schedule would admit (or reject) the waiting head
     group_of = run.group_of()
     bm = kv.bm
     plan = StepPlan()

@@ -225,22 +225,26 @@ class RooflineCostModel(RooflineDecodeMixin, CostModel):
             t += self.swap_time(len(plan.swap_in), self.block_bytes)
         return t
 
-    def preempting_step_time(self, num_seqs: int, ctx_sum: int, swap_out_blocks: int) -> float | None:
-        """``step_time`` of a plan that decodes ``num_seqs`` sequences attending to ``ctx_sum`` context tokens in
-        all and swaps ``swap_out_blocks`` blocks out, nothing else (a decode step that preempts), bit for bit: the
-        same calls on the same floats (no prefill: its attention term is 0.0; adding a zero copy or swap-in time
-        leaves a float as it is). None with sliding windows (the step's context sum is not the plain sum)."""
+    def decode_plan_time(self, num_seqs: int, ctx_sum: int, copies: int = 0, swap_out: int = 0,
+                         swap_in: int = 0) -> float | None:
+        """``step_time`` of a plan without prefill that decodes ``num_seqs`` sequences attending to ``ctx_sum``
+        context tokens in all, with ``copies`` block copies and ``swap_out`` / ``swap_in`` blocks swapped (a decode
+        step taken from a run: :mod:`kvsim.run_step`), bit for bit: the same calls on the same floats in the same
+        order (no prefill: its attention term is 0.0). None with sliding windows (the step's context sum is not
+        the plain sum)."""
         if self._window is not None:
             return None
-        if not swap_out_blocks:
+        if not (copies or swap_out or swap_in):
             return self.decode_step_time(num_seqs, ctx_sum)         # a decode-only plan (0.0 when empty)
         if num_seqs:
             n = float(num_seqs)
             t = self._forward_time_f(n, n, n, float(ctx_sum), 0.0)
         else:
             t = self.params.step_overhead_s
+        t += self.copy_time(copies, self.block_bytes)
         if self.params.include_swaps_in_step:
-            t += self.swap_time(swap_out_blocks, self.block_bytes)
+            t += self.swap_time(swap_out, self.block_bytes)
+            t += self.swap_time(swap_in, self.block_bytes)
         return t
 
     def swap_time(self, num_blocks: int, block_bytes: int) -> float:
