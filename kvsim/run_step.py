@@ -9,7 +9,7 @@ float ``step_time`` gives that plan), the host-link time of its swaps (``SimEngi
 """
 from __future__ import annotations
 
-from kvsim.core.decode_preempt import preempting_step
+from kvsim.core.decode_preempt import kept_run, preempting_step
 from kvsim.core.decode_swap_in import swap_in_step
 
 
@@ -21,9 +21,13 @@ def step_from_run(eng):
         return None
     if eng.gate is not None:
         return None
-    step = preempting_step(eng.sched)
+    sched = eng.sched
+    run = kept_run(sched)
+    if run is None:
+        return None
+    step = preempting_step(sched, run)
     if step is None:
-        step = swap_in_step(eng.sched)
+        step = swap_in_step(sched, run)
         if step is None:
             return None
     return _take(eng, step)

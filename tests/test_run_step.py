@@ -58,8 +58,8 @@ def _count_taken(monkeypatch) -> dict:
     for name in KINDS:
         real = getattr(run_step, name)
 
-        def counted(sched, real=real, name=name):
-            step = real(sched)
+        def counted(sched, run, real=real, name=name):
+            step = real(sched, run)
             if step is not None:
                 taken[name].append(step)
             return step
@@ -106,9 +106,9 @@ def test_steps_from_run_state_equals_schedule(name, monkeypatch):
     def wrap(kind):
         real = getattr(run_step, kind)
 
-        def take(sched):
+        def take(sched, run):
             twin = copy.deepcopy(sched)
-            step = real(sched)
+            step = real(sched, run)
             if step is None:
                 assert _snapshot(twin) == _snapshot(sched)          # nothing changed
                 return None

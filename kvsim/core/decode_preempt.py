@@ -87,13 +87,10 @@ def kept_run(sched: Scheduler):
     return run
 
 
-def preempting_step(sched: Scheduler) -> PreemptingStep | None:
-    """Take the next step where it is a kept decode run's preempting step (module doc: :func:`kept_run`, and the
-    step's blocks are not free), or None (nothing changed: the caller steps). Call where ``schedule`` would be
+def preempting_step(sched: Scheduler, run) -> PreemptingStep | None:
+    """Take the next step where it is the preempting step of ``run`` (``kept_run(sched)``: see the module doc) —
+    the step's blocks are not free — or None (nothing changed: the caller steps). Call where ``schedule`` would be
     called next."""
-    run = kept_run(sched)
-    if run is None:
-        return None
     kv, tracker = sched.kv, run.tracker
     j, bs = run.step, tracker.bs
     takers = tracker._members[j % bs]               # sequences taking a block at step j, in running order

@@ -12,7 +12,6 @@ identical to stepping (``tests/test_run_step.py``).
 """
 from __future__ import annotations
 
-from kvsim.core.decode_preempt import kept_run
 from kvsim.core.decode_run import _counts
 from kvsim.core.plan import StepPlan
 from kvsim.core.scheduler import Scheduler
@@ -70,11 +69,10 @@ class SwapInStep:
         run._seen = _counts(sched)
 
 
-def swap_in_step(sched: Scheduler) -> SwapInStep | None:
-    """Take the next step where it is a kept run's uniform step (module doc), or None (nothing changed: the caller
-    steps). Call where ``schedule`` would be called next."""
-    run = kept_run(sched)
-    if run is None or not run.num_groups:
+def swap_in_step(sched: Scheduler, run) -> SwapInStep | None:
+    """Take the next step where it is a uniform step of ``run`` (``kept_run(sched)``: see the module doc), or None
+    (nothing changed: the caller steps). Call where ``schedule`` would be called next."""
+    if not run.num_groups:
         return None
     tracker = run.tracker
     j = run.step
