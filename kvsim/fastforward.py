@@ -11,6 +11,11 @@ same running sum of step times as SimPy's clock, the cut at the next arrival
 where stepping would leave it, arrivals queued at the step they would have
 joined, and one iteration record per segment (:class:`kvsim.segments.SegmentTable`:
 a few numbers, its rows rebuilt on demand).
+
+Where a run cannot go on as a segment (its next step preempts, or lets swapped groups back in) and no request
+arrives before that step, the step is taken from the run (:func:`kvsim.run_step.step_in_run`: one stepped row,
+the clock moved by its swaps and its step) and the run goes on after it (groups swapped in joined by
+``DecodeRun.resume``): the arrivals of the run are then placed among the segments after its last such step.
 """
 from __future__ import annotations
 
@@ -19,7 +24,9 @@ from itertools import accumulate
 
 import numpy as np
 
-from kvsim.core.decode_run import MIN_STEPS, Segment, start_decode_run
+from kvsim.core import decode_run
+from kvsim.core.decode_run import MIN_STEPS, Segment, admission_blocked, start_decode_run
+from kvsim.run_step import step_in_run
 
 
 _GROW = np.arange(64, dtype=np.float64)     # 0, 1, 2, ... (grown on demand; read only)
@@ -105,42 +112,89 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
     sched, env, log = eng.sched, eng.env, eng.log
     waiting, swapped = len(sched.waiting), len(sched.swapped)
     first_iter = len(log)
-    pieces = []                                 # (clock, segment, step times or None, steps taken) of each
+    run_first = first_iter                      # (the first iteration of the run, for ff_steps)
+    pieces = []         # (clock, segment, step times or None, steps taken) of each segment, (None, swap s, step s, 0)
+    #                     of each step taken from the run (step_in_run), in order: the timeouts
+    sub = []            # the segments since the last step taken from the run: arrivals are placed among them
     t = env.now
+    start = True        # the next segment starts a run (its clock is not the last segment's running sum)
     stuck = False       # the run ends where the free blocks run out: the next step will not fit either
+    taken = 0           # steps taken from the run
     while True:
-        log.add_segment(t, k, seg.num_seqs, seg.num_groups, seg.ctx_sum, seg.ctx_max, swapped, waiting,
-                        not pieces, run.memory(seg, k))
-        pieces.append((clock, seg, dts, k))
-        t = float(clock[k])
-        if not run.apply(seg, k, t) or eng.gate is not None:
-            stuck = k == seg.steps and seg.short_of_memory
-            break       # closed loop: a finish may free a slot, and the request it sends joins at t
+        short = False                           # (the run stops short of memory)
+        if seg.steps:
+            log.add_segment(t, k, seg.num_seqs, seg.num_groups, seg.ctx_sum, seg.ctx_max, swapped, waiting,
+                            start, run.memory(seg, k))
+            start = False
+            pieces.append((clock, seg, dts, k))
+            sub.append((clock, seg, dts, k))
+            t = float(clock[k])
+            if eng.gate is not None:            # closed loop: a finish may free a slot, and the request it sends
+                run.apply(seg, k, t)            # joins at t
+                stuck = k == seg.steps and seg.short_of_memory
+                break
+            if run.apply(seg, k, t):
+                seg = run.next_segment()
+                if seg.steps:
+                    dts, clock = _price(eng.cost, seg, t, limit)
+                    k = _steps_before(clock, limit, False)
+                    if k == 0:
+                        break
+                    continue
+                short = seg.short_of_memory
+            elif k < seg.steps:
+                break                           # cut at the limit
+            else:
+                short = seg.short_of_memory
+        else:
+            short = seg.short_of_memory
+        # the run cannot go on as a segment: its next step (preempting, or swapping groups in) taken from it
+        got = step_in_run(eng, run, t)
+        if got is None:
+            stuck = short
+            break
+        swap_s, dt, t = got
+        pieces.append((None, swap_s, dt, 0))
+        taken += 1
+        sub = []
+        first_iter = len(log)
+        waiting, swapped = len(sched.waiting), len(sched.swapped)
+        limit = eng.max_time_s if eng.max_time_s is not None else float("inf")
+        if not sched.waiting and not sched.swapped:
+            limit = min(limit, eng.next_arrival_s)
+        start = True
+        if not (sched.running and decode_run.KEEP_RUNS and run.resume() and admission_blocked(sched, run.num_seqs)):
+            break                               # (resume: the groups swapped in join the run)
         seg = run.next_segment()
-        if seg.steps == 0:
-            stuck = seg.short_of_memory
-            break
-        dts, clock = _price(eng.cost, seg, t, limit)
-        k = _steps_before(clock, limit, False)
-        if k == 0:
-            break
+        if seg.steps:
+            dts, clock = _price(eng.cost, seg, t, limit)
+            k = _steps_before(clock, limit, False)
+            if k == 0:
+                break
     # nothing between here and the next schedule takes or frees blocks (arrivals only queue), so a run cut
     # short of memory would not start again there: the engine skips that try
     eng.ff_blocked = stuck
     if env.now + (t - env.now) == t:            # one timeout lands exactly where the steps would
         yield env.timeout(t - env.now)
     else:
-        for _, sg, d, n in pieces:
+        for c, sg, d, n in pieces:
+            if c is None:                       # a step taken from the run: its swaps, then the step
+                if sg > 0:
+                    yield env.timeout(sg)
+                yield env.timeout(d)
+                continue
             for dt in _times(eng.cost, sg, d)[:n]:
                 yield env.timeout(float(dt))
     end_iter = len(log)
-    eng.ff_steps += end_iter - first_iter
-    clock, _, _, n = pieces[-1]
+    eng.ff_steps += end_iter - run_first - taken
+    if not sub:
+        return                                  # (the run ended with a step taken from it: arrivals are the engine's)
+    clock, _, _, n = sub[-1]
     if not eng.inbox or min(when for when, _ in eng.inbox) > clock[n - 1]:
         return                                  # (as usual: the arrival that cut the run comes after its last start)
     # arrivals during the run only join the queue behind a blocked head or while groups are swapped
     # out (start_decode_run checked that); each is added at the first step starting at or after it
-    starts = np.concatenate([c[:n] for c, _, _, n in pieces])
+    starts = np.concatenate([c[:n] for c, _, _, n in sub])
     late = []
     for when, spec in eng.inbox:
         j = int(np.searchsorted(starts, when, side="left"))

@@ -13,9 +13,9 @@ from kvsim.core.decode_preempt import kept_run, preempting_step
 from kvsim.core.decode_swap_in import swap_in_step
 
 
-def step_from_run(eng):
-    """A SimPy generator taking the engine's next step where a kept decode run can take it, or None (nothing
-    changed: the engine schedules the step itself)."""
+def _step(eng):
+    """The next step taken from the kept run (state changed, not yet priced or recorded), or None (nothing
+    changed)."""
     cost = eng.cost
     if getattr(cost, "decode_plan_time", None) is None or getattr(cost, "_window", None) is not None:
         return None
@@ -26,23 +26,54 @@ def step_from_run(eng):
     if run is None:
         return None
     step = preempting_step(sched, run)
+    return step if step is not None else swap_in_step(sched, run)
+
+
+def step_from_run(eng):
+    """A SimPy generator taking the engine's next step where a kept decode run can take it, or None (nothing
+    changed: the engine schedules the step itself)."""
+    step = _step(eng)
+    return None if step is None else _take(eng, step)
+
+
+def step_in_run(eng, run, t: float) -> tuple[float, float, float] | None:
+    """Inside a fast-forwarded ``run`` (:func:`kvsim.fastforward._advance`) whose clock reads ``t`` (the engine's
+    ``env.now`` once the run's timeouts are yielded): take the engine's next step from the run where the engine
+    loop would take it so at ``t`` — no request arrives by then (it would be queued before the step), ``t`` is
+    before the time limit — recorded and completed at its end. Returns (swap seconds, step seconds, clock
+    after), the clock ``env.now`` reads after stepping's timeouts; None where nothing was taken (nothing
+    changed)."""
+    if eng.next_arrival_s <= t or (eng.max_time_s is not None and t >= eng.max_time_s):
+        return None
+    if eng.sched._kept_run is not run:
+        return None
+    step = _step(eng)
     if step is None:
-        step = swap_in_step(sched, run)
-        if step is None:
-            return None
-    return _take(eng, step)
+        return None
+    swap_s, dt = _price_and_record(eng, step, t)
+    t1 = t + swap_s if swap_s > 0 else t
+    t1 += dt
+    step.complete(t1)
+    return swap_s, dt, t1
 
 
-def _take(eng, step):
-    env, plan = eng.env, step.plan
+def _price_and_record(eng, step, t: float) -> tuple[float, float]:
+    """The step's host-link and step seconds, as the engine loop prices its plan; its row recorded at ``t``."""
+    plan = step.plan
     if not step.num_seqs and not plan.swap_out:         # (the plan schedule returns is empty: the engine's error)
         sched = eng.sched
-        raise RuntimeError(f"scheduler stalled at t={env.now}: "
+        raise RuntimeError(f"scheduler stalled at t={t}: "
                            f"{len(sched.waiting)} waiting, {len(sched.swapped)} swapped")
     swap_s = eng._swap_time(plan)
     dt = eng.cost.decode_plan_time(step.num_seqs, step.ctx_sum, len(plan.copy_pairs), len(plan.swap_out),
                                    len(plan.swap_in))
-    eng.log.append_step(env.now, dt + swap_s, swap_s, step.state())
+    eng.log.append_step(t, dt + swap_s, swap_s, step.state())
+    return swap_s, dt
+
+
+def _take(eng, step):
+    env = eng.env
+    swap_s, dt = _price_and_record(eng, step, env.now)
     if swap_s > 0:
         with eng.host_link.request() as req:
             yield req

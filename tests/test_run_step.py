@@ -1,4 +1,5 @@
-"""Decode steps taken from a kept run (:mod:`kvsim.run_step`) equal stepping them.
+"""Decode steps taken from a kept run (:mod:`kvsim.run_step`), by the engine or inside a fast-forwarded run that
+goes on after them, equal stepping them.
 
 Saturated scenarios (recompute, swap, parallel sampling with swaps, a CPU pool too small to take every victim)
 are run with the shortcuts, without them (``decode_preempt.ENABLED`` off: ``schedule`` takes every step) and
@@ -17,6 +18,7 @@ import pandas as pd
 import pytest
 
 import kvsim.core.decode_preempt as decode_preempt
+import kvsim.fastforward as fastforward
 import kvsim.run_step as run_step
 from kvsim.build import setup_run
 from kvsim.config import load_scenario
@@ -71,8 +73,12 @@ def _count_taken(monkeypatch) -> dict:
 def test_steps_from_run_equal_stepping(name, monkeypatch):
     sc = CASES[name]
     taken = _count_taken(monkeypatch)
+    inside = []                                 # steps taken inside a fast-forwarded run (it goes on after them)
+    real_in_run = fastforward.step_in_run
+    monkeypatch.setattr(fastforward, "step_in_run", lambda *a: inside.append(real_in_run(*a)) or inside[-1])
     fast = simulate(sc)
     assert all(len(t) > 0 for t in taken.values()), {k: len(t) for k, t in taken.items()}
+    assert 0 < sum(x is not None for x in inside) < sum(map(len, taken.values()))   # (and some by the engine)
     monkeypatch.setattr(decode_preempt, "ENABLED", False)
     plain = simulate(sc)
     stepped = simulate(sc, fast_forward=False)
