@@ -10,6 +10,7 @@ float ``step_time`` gives that plan), the host-link time of its swaps (``SimEngi
 from __future__ import annotations
 
 from kvsim.core.decode_preempt import kept_run, preempting_step
+from kvsim.cost.roofline import RooflineCostModel
 from kvsim.core.decode_swap_in import swap_in_step
 
 
@@ -17,8 +18,8 @@ def _step(eng):
     """The next step taken from the kept run (state changed, not yet priced or recorded), or None (nothing
     changed)."""
     cost = eng.cost
-    if getattr(cost, "decode_plan_time", None) is None or getattr(cost, "_window", None) is not None:
-        return None
+    if type(cost).step_time is not RooflineCostModel.step_time or cost._window is not None:
+        return None                     # (decode_plan_time is the roofline's step_time: not a subclass's own)
     if eng.gate is not None:
         return None
     sched = eng.sched

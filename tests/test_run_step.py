@@ -167,3 +167,21 @@ def test_decode_plan_time_is_step_time(swaps_in_step):
         if plan.is_empty:
             continue
         assert cost.decode_plan_time(n, sum(ctx), copies, out, back) == cost.step_time(plan)
+
+
+def test_no_step_from_run_with_another_step_time(monkeypatch):
+    """A cost model whose ``step_time`` is not the roofline's own (a subclass's) takes every step by ``schedule``:
+    ``decode_plan_time`` prices as the roofline's ``step_time`` does."""
+    from kvsim.cost.roofline import RooflineCostModel
+
+    class Own(RooflineCostModel):
+        def step_time(self, plan):
+            return super().step_time(plan)
+
+    taken = _count_taken(monkeypatch)
+    setup = setup_run(CASES["recompute"])
+    setup.cost.__class__ = Own
+    res = SimEngine(setup).run()
+    assert not any(taken.values()) and res.summary["preemptions"] > 0
+    pd.testing.assert_frame_equal(res.iterations, simulate(CASES["recompute"], fast_forward=False).iterations,
+                                  check_exact=True)

@@ -26,7 +26,7 @@ from kvsim.core.kv_paged_run import PagedDecodeTracker
 from kvsim.core.plan import StepPlan
 from kvsim.core.scheduler import Scheduler
 
-ENABLED = True      # off: every preempting step is stepped (the equality tests run both ways)
+ENABLED = True      # off: no step is taken from a run, here or in decode_swap_in (the equality tests run both ways)
 
 
 class PreemptingStep:
