@@ -72,7 +72,9 @@ def kept_run(sched: Scheduler):
     where the scheduler's step counts are those it saw last (it applied or took up every step since: a stepped
     iteration that decodes, preempts, swaps, copies or admits changes them) and its groups are ``running``."""
     run = getattr(sched, "_kept_run", None)
-    if not ENABLED or run is None or type(sched) is not Scheduler or sched.cfg.policy != "vllm" or sched.serves_beams:
+    if run is None or sched._admits_next or not ENABLED:
+        return None                                 # (_admits_next: start_decode_run found the head admitted next)
+    if type(sched) is not Scheduler or sched.cfg.policy != "vllm" or sched.serves_beams:
         return None
     kv = sched.kv
     if type(kv) is not PagedKV or kv.enable_prefix_caching or type(run.tracker) is not PagedDecodeTracker:

@@ -309,12 +309,16 @@ def start_decode_run(sched: Scheduler) -> DecodeRun | None:
     """A decode run from the scheduler's state now (its last one taken up again where it may be), or None when
     the next step must be taken alone. No change to the scheduler's or the KV manager's state."""
     running = sched.running
+    sched._admits_next = False
     if sched.cfg.policy == "static" or not running:
         return None
     if sched.serves_beams and running[0].spec.beam_width > 1:
         return None             # beam search (the check below, on its first group: beam runs skip the rest)
     nseq = sched.num_running_seqs()
     if not admission_blocked(sched, nseq):      # (first: a request that just arrived is mostly admitted)
+        # the next schedule admits or rejects the waiting head where nothing is swapped: no step is taken from
+        # the kept run then (decode_preempt.kept_run reads this until the next call here)
+        sched._admits_next = not sched.swapped
         return None
     for g in running:
         if g.prefill_done < g.prefill_target:       # in prefill
