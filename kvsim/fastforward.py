@@ -123,12 +123,13 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
     while True:
         short = False                           # (the run stops short of memory)
         if seg.steps:
+            t1 = float(clock[k])
             log.add_segment(t, k, seg.num_seqs, seg.num_groups, seg.ctx_sum, seg.ctx_max, swapped, waiting,
-                            start, run.memory(seg, k))
+                            start, run.memory(seg, k), t1)
             start = False
             pieces.append((clock, seg, dts, k))
             sub.append((clock, seg, dts, k))
-            t = float(clock[k])
+            t = t1
             if eng.gate is not None:            # closed loop: a finish may free a slot, and the request it sends
                 run.apply(seg, k, t)            # joins at t
                 stuck = k == seg.steps and seg.short_of_memory

@@ -59,10 +59,11 @@ class IterationLog:
             self._rows = []
 
     def add_segment(self, t0: float, steps: int, seqs: int, groups: int, ctx_sum: int, ctx_max: int,
-                    swapped: int, waiting: int, run_start: bool, mem) -> int:
-        """Append a fast-forwarded segment's ``steps`` iterations; returns the first one's number."""
+                    swapped: int, waiting: int, run_start: bool, mem, t1: float | None = None) -> int:
+        """Append a fast-forwarded segment's ``steps`` iterations (``t1``: the clock after the last); returns
+        the first one's number."""
         first = self._n
-        self.segments.add(first, t0, steps, seqs, groups, ctx_sum, ctx_max, swapped, waiting, run_start, mem)
+        self.segments.add(first, t0, steps, seqs, groups, ctx_sum, ctx_max, swapped, waiting, run_start, mem, t1)
         self._n += steps
         return first
 

@@ -71,7 +71,12 @@ def records_of(frame: pd.DataFrame, lo: int, seg_firsts: np.ndarray, seg_ends: n
 
 
 def record_chunks(log, rows: int | None = None):
-    """The log's records in consecutive frames (about ``rows`` iterations' worth each)."""
+    """The log's records in consecutive frames: built from the log's records where it can
+    (:mod:`kvsim.record_rows`), else from its iterations (about ``rows`` iterations' worth each)."""
+    from kvsim import record_rows
+    if record_rows.usable(log):
+        yield from record_rows.record_frames(log, RECORD_COLUMNS)
+        return
     for frame, lo, firsts, ends in log.spans_chunks(rows):
         yield records_of(frame, lo, firsts, ends)
 

@@ -67,6 +67,7 @@ class SegmentTable:
         # flat columns, on disk past a few MB each (kvsim.spill): memory stays bounded however long the run
         self._rows = SpillArray("q")               # one row of _INT values per segment, row after row
         self._t0 = SpillArray("d")
+        self._t1 = SpillArray("d")                 # the clock after each segment's last step (where given)
         self._pattern = SpillArray("q")            # blocks per step, periodic, all segments one after another
         self._ev_step = SpillArray("q")            # internal-fragmentation events, all segments
         self._ev_val = SpillArray("q")
@@ -74,6 +75,8 @@ class SegmentTable:
         # into the columns above every PACK segments and before any read (:meth:`_pack`)
         self._new_rows: list[tuple] = []
         self._new_t0: list[float] = []
+        self._new_t1: list[float] = []
+        self._no_t1 = 0                            # segments added without their end clock
         self._new_pattern: list[int] = []
         self._n = 0                                # segments held
         self._npat = 0                             # pattern values held (the next segment's pat_at)
@@ -87,8 +90,9 @@ class SegmentTable:
         return self._n
 
     def add(self, first_iter: int, t0: float, steps: int, seqs: int, groups: int, ctx_sum: int, ctx_max: int,
-            swapped: int, waiting: int, run_start: bool, mem) -> None:
-        """One segment: its first iteration's number, clock, size and memory (closed form or raw).
+            swapped: int, waiting: int, run_start: bool, mem, t1: float | None = None) -> None:
+        """One segment: its first iteration's number, clock, size and memory (closed form or raw), and
+        ``t1``, the clock after its last step (segments.csv's records read it: :mod:`kvsim.record_rows`).
 
         A segment that does not start a run starts where the previous one ended (its ``t0`` is that
         segment's last clock value), so a run's start times are one running sum, as SimPy's clock."""
@@ -112,6 +116,10 @@ class SegmentTable:
                                    self._nev, 0, len(self._raw)))
             self._raw.append(mem)
         self._new_t0.append(t0)
+        if t1 is None:
+            self._no_t1 += 1
+            t1 = float("nan")
+        self._new_t1.append(t1)
         self._n += 1
         self.rows += steps
         if len(self._new_rows) >= self.PACK:
@@ -123,10 +131,15 @@ class SegmentTable:
             rows = self._new_rows                  # (fromiter over the flat values: the cheapest way in)
             self._rows.extend_array(np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=len(rows) * _W))
             self._t0.extend_array(np.array(self._new_t0, dtype=np.float64))
-            self._new_rows, self._new_t0 = [], []
+            self._t1.extend_array(np.array(self._new_t1, dtype=np.float64))
+            self._new_rows, self._new_t0, self._new_t1 = [], [], []
         if self._new_pattern:
             self._pattern.extend_array(np.array(self._new_pattern, dtype=np.int64))
             self._new_pattern = []
+
+    def has_ends(self) -> bool:
+        """Whether every segment was added with its end clock ``t1``."""
+        return not self._no_t1
 
     def add_waiting(self, first_iter: int, added: int, end_iter: int) -> None:
         """``added`` more groups wait from iteration ``first_iter`` to the end of its run (``end_iter``)."""
