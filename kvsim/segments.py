@@ -84,6 +84,7 @@ class SegmentTable:
         self._raw: list = []                       # RawSegmentMemory of segments without a closed form
         self._waits: list[tuple[int, int, int]] = []   # (first iteration, groups added, iteration after the run)
         self._wait_ends: list[int] = []
+        self._wait_firsts: list[int] = []
         self.rows = 0                              # iterations held
 
     def __len__(self) -> int:
@@ -146,6 +147,7 @@ class SegmentTable:
         if added:
             self._waits.append((first_iter, added, end_iter))
             self._wait_ends.append(end_iter)
+            self._wait_firsts.append(first_iter)
 
     def _block(self, lo: int, hi: int) -> np.ndarray:
         """Segments ``lo .. hi-1`` as an int64 array, one row each (a copy)."""
@@ -236,10 +238,12 @@ class SegmentTable:
         if self._waits and n:
             iters = out["iter"]
             w0 = bisect_right(self._wait_ends, int(iters[0]))          # the first still queued at this chunk
-            for first, added, end in self._waits[w0:]:
-                if first > iters[-1]:
-                    break
-                a, b = np.searchsorted(iters, [first, end])
-                waiting[a:b] += added
+            w1 = bisect_right(self._wait_firsts, int(iters[-1]), w0)   # ... and the last queued by its end
+            if w1 > w0:
+                w = np.array(self._waits[w0:w1], dtype=np.int64).reshape(-1, 3)
+                edges = np.zeros(n + 1, dtype=np.int64)               # each queued from its first row on, until
+                np.add.at(edges, np.searchsorted(iters, w[:, 0]), w[:, 1])       # its run's end
+                np.add.at(edges, np.searchsorted(iters, w[:, 2]), -w[:, 1])
+                waiting += np.cumsum(edges[:n])
         out["waiting"] = waiting
         return out
