@@ -6,10 +6,11 @@ Python's ``repr``; NaN as an empty field) and handing rows to the ``csv``
 module, which quotes only fields holding a comma, quote or line break.
 Writing a run's tens of millions of iteration rows that way costs more than
 the simulation; here each column is turned into Python strings with ``repr`` /
-``str`` (small non-negative ints by table lookup) and rows joined with commas,
-which gives the same text when every column is int64, float64 or strings that
-need no quoting (and there are at least two columns: a lone empty field would be
-quoted). Any other frame goes to ``to_csv`` unchanged. Tested against
+``str`` (small non-negative ints by table lookup; a float column holding one
+value throughout, such as most runs' ``swap_s``, formatted once) and rows
+joined with commas, which gives the same text when every column is int64,
+float64 or strings that need no quoting (and there are at least two columns: a
+lone empty field would be quoted). Any other frame goes to ``to_csv`` unchanged. Tested against
 ``to_csv`` on run records and on edge values (tiny, huge, negative zero, NaN,
 infinities, subnormals, exponent boundaries).
 """
@@ -40,6 +41,10 @@ def _column(v: np.ndarray) -> list | None:
     if v.dtype == np.int64:
         return _ints(v)
     if v.dtype == np.float64:
+        bits = v.view(np.int64)
+        if len(v) > 1 and (bits == bits[0]).all():           # one value throughout (bit for bit: -0.0 is not 0.0)
+            x = float(v[0])
+            return ["" if x != x else repr(x)] * len(v)
         out = list(map(repr, v.tolist()))
         for i in np.flatnonzero(np.isnan(v)).tolist():
             out[i] = ""

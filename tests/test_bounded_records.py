@@ -219,6 +219,26 @@ def test_fast_csv_equals_pandas_on_edge_values_and_falls_back():
     assert to_csv_text(lone) == lone.to_csv(index=False) == 's\n""\na\n'
 
 
+def test_fast_csv_of_one_value_columns_equals_pandas():
+    """A float column holding one value throughout is formatted once: the same text as pandas for each value
+    (negative zero is not zero: compared bit for bit), and a column that differs in one row anywhere is not
+    taken for constant."""
+    from kvsim.csvfast import to_csv_text
+    n = 37
+    for v in [0.0, -0.0, float("nan"), float("inf"), -float("inf"), 1e-310, 0.1, 123456.789, 1e22, 5e-324]:
+        col = np.full(n, v)
+        frame = pd.DataFrame({"c": col, "i": np.arange(n)})
+        assert to_csv_text(frame) == frame.to_csv(index=False)
+        for at in (0, n // 2, n - 1):
+            for other in (0.0, -0.0, float("nan"), 2.5):
+                mixed = col.copy()
+                mixed[at] = other
+                frame = pd.DataFrame({"c": mixed, "i": np.arange(n)})
+                assert to_csv_text(frame) == frame.to_csv(index=False), (v, at, other)
+    one = pd.DataFrame({"c": [-0.0], "i": [1]})
+    assert to_csv_text(one) == one.to_csv(index=False)
+
+
 @pytest.mark.parametrize("mode", ["paged", "beam4", "swap"])
 def test_chunks_hold_at_most_rows_plus_one_segment(mode):
     eng = SimEngine(setup_run(scenario(mode)))
