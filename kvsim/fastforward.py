@@ -39,7 +39,8 @@ def _grow(k: int) -> np.ndarray:
     return _GROW[:k]
 
 
-_LIST_STEPS = 48    # segments up to this long are priced in a Python loop, longer ones with numpy
+_LIST_STEPS = 128   # segments up to this long are priced in a Python loop, longer ones with numpy (48 cost a paged
+#                   run ~1.4% more instructions: the loop stops at the next arrival, numpy prices the whole rest)
 
 
 def _price(cost, seg: Segment, t0: float, limit: float):
