@@ -31,12 +31,10 @@ import pandas as pd
 
 from kvsim.core.kv import MEMORY_COLUMNS
 from kvsim.iterlog import _FLOAT_IDX, _INT_IDX, ITERATION_COLUMNS
-from kvsim.segments import _INT, _W
+from kvsim.segments import _INT
 
 SEGMENTS_PER_CHUNK = 1 << 14       # records per frame: at most this many segments ...
 STEPPED_PER_CHUNK = 1 << 14        # ... and this many stepped iterations
-_COL = {name: i for i, name in enumerate(_INT)}
-_RECORD_INTS = ("iter", "steps", "fast_forwarded")
 
 
 def usable(log) -> bool:
