@@ -36,10 +36,9 @@ BASE = {
 
 
 def scenario(engine=None, workload=None):
-    d = copy.deepcopy(BASE)
-    d["engine"].update(engine or {})
-    d["workload"].update(workload or {})
-    return load_scenario(d)
+    """BASE with the project's dotted overrides (``engine.x``, ``workload.y``)."""
+    return load_scenario(BASE, {**{f"engine.{k}": v for k, v in (engine or {}).items()},
+                                **{f"workload.{k}": v for k, v in (workload or {}).items()}})
 
 
 CASES = {
