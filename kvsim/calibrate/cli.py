@@ -7,7 +7,7 @@ from kvsim.errors import KvsimError
 
 DTYPE_CHOICES = ("bf16", "fp16")
 DEFAULT_GRID_IDLE = 1.0     # --grid-idle: an idle gap of the step's own length before each timed prompt step (an
-#                             H100 ran long mixed steps 5-10% and prefills 14-15% faster after one than back to back,
+#                             H100 ran long mixed steps 5-10% and prefills 11-15% faster after one than back to back,
 #                             benchmarks/engine/results_H100/idle_swap_1206; serving runs them between decode steps)
 
 
