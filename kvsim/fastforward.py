@@ -121,7 +121,14 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
     start = True        # the next segment starts a run (its clock is not the last segment's running sum)
     stuck = False       # the run ends where the free blocks run out: the next step will not fit either
     taken = 0           # steps taken from the run
+    priced = True       # dts, clock and k are seg's (the caller priced the first segment)
     while True:
+        if not priced and seg.steps:            # the run's next segment, from t up to the limit
+            dts, clock = _price(eng.cost, seg, t, limit)
+            k = _steps_before(clock, limit, False)
+            if k == 0:
+                break
+        priced = False
         short = False                           # (the run stops short of memory)
         if seg.steps:
             t1 = float(clock[k])
@@ -138,10 +145,6 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
             if run.apply(seg, k, t):
                 seg = run.next_segment()
                 if seg.steps:
-                    dts, clock = _price(eng.cost, seg, t, limit)
-                    k = _steps_before(clock, limit, False)
-                    if k == 0:
-                        break
                     continue
                 short = seg.short_of_memory
             elif k < seg.steps:
@@ -168,11 +171,6 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
         if not (sched.running and decode_run.KEEP_RUNS and run.resume() and admission_blocked(sched, run.num_seqs)):
             break                               # (resume: the groups swapped in join the run)
         seg = run.next_segment()
-        if seg.steps:
-            dts, clock = _price(eng.cost, seg, t, limit)
-            k = _steps_before(clock, limit, False)
-            if k == 0:
-                break
     # nothing between here and the next schedule takes or frees blocks (arrivals only queue), so a run cut
     # short of memory would not start again there: the engine skips that try
     eng.ff_blocked = stuck
