@@ -14,7 +14,6 @@ methods (raw segment records) equals its closed-form records.
 """
 from __future__ import annotations
 
-import copy
 import json
 
 import pandas as pd
@@ -22,7 +21,7 @@ import pytest
 
 import kvsim.sim as sim
 from kvsim.build import setup_run
-from kvsim.config import load_scenario
+from tests._scenarios import overridden
 from kvsim.sim import SimEngine, simulate
 
 BASE = {
@@ -36,11 +35,7 @@ BASE = {
 
 
 def scenario(engine=None, workload=None, **top):
-    d = copy.deepcopy(BASE)
-    d["engine"].update(engine or {})
-    d["workload"].update(workload or {})
-    d.update(top)
-    return load_scenario(d)
+    return overridden(BASE, engine, workload, **top)
 
 
 CASES = {

@@ -14,14 +14,13 @@ model's window mapping switched off (``WindowMix.of`` returning None), and check
 """
 from __future__ import annotations
 
-import copy
 import json
 
 import pandas as pd
 import pytest
 
 from kvsim.build import setup_run
-from kvsim.config import load_scenario
+from tests._scenarios import overridden
 from kvsim.sim import SimEngine, simulate
 from tests.profile_factory import synthetic_profile
 
@@ -38,13 +37,9 @@ LONG = {"dataset": "uniform", "prompt_len_range": [2500, 6000], "output_len_rang
 
 
 def scenario(engine=None, workload=None, profile=None, **top):
-    d = copy.deepcopy(BASE)
-    d["engine"].update(engine or {})
-    d["workload"].update(workload or {})
-    d.update(top)
     if profile is not None:
-        d["cost"] = {"model": "calibrated", "profile": str(profile)}
-    return load_scenario(d)
+        top["cost"] = {"model": "calibrated", "profile": str(profile)}
+    return overridden(BASE, engine, workload, **top)
 
 
 TIGHT = {"num_gpu_blocks": 2000}          # ~32k tokens of pages: queueing and recompute preemptions

@@ -21,7 +21,7 @@ import kvsim.core.decode_preempt as decode_preempt
 import kvsim.fastforward as fastforward
 import kvsim.run_step as run_step
 from kvsim.build import setup_run
-from kvsim.config import load_scenario
+from tests._scenarios import overridden
 from kvsim.core.decode_swap_in import SwapInStep
 from kvsim.core.plan import StepPlan
 from kvsim.records import step_state
@@ -36,9 +36,7 @@ BASE = {
 
 
 def scenario(engine=None, workload=None):
-    """BASE with the project's dotted overrides (``engine.x``, ``workload.y``)."""
-    return load_scenario(BASE, {**{f"engine.{k}": v for k, v in (engine or {}).items()},
-                                **{f"workload.{k}": v for k, v in (workload or {}).items()}})
+    return overridden(BASE, engine, workload)
 
 
 CASES = {

@@ -17,12 +17,11 @@ the records).
 """
 from __future__ import annotations
 
-import copy
 
 import pandas as pd
 import pytest
 
-from kvsim.config import load_scenario
+from tests._scenarios import overridden
 from kvsim.core.block_manager import AllocStatus, PagedBlockManager
 from kvsim.core.kv import MemorySplit
 from kvsim.core.kv_paged import PagedKV
@@ -37,10 +36,7 @@ BASE = {
 
 
 def scenario(engine=None, workload=None):
-    d = copy.deepcopy(BASE)
-    d["engine"].update(engine or {})
-    d["workload"].update(workload or {})
-    return load_scenario(d)
+    return overridden(BASE, engine, workload)
 
 
 CASES = {
