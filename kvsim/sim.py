@@ -173,7 +173,7 @@ class SimEngine:
                 if ff is not None:
                     yield from ff
                     continue
-            if self.fast_forward and not woke and not getattr(sched, "_admits_next", False):
+            if self.fast_forward and not woke and not sched._admits_next:
                 step = step_from_run(self)      # a decode step taken from the kept run where it may be
                 if step is not None:
                     yield from step

@@ -15,14 +15,15 @@
 #   THROUGHPUT=1  chunked-prefill offline throughput on the same 200 requests: decode rows in the prefill kernel,
 #                 by the decode kernel, and the prefill-first scheduler (THROUGHPUT_SETS overrides the list);
 #                 THROUGHPUT_BEFORE=DIR also runs a copy of an older kvsim/ package (git archive REV kvsim | tar -x -C DIR)
-#   CALIB="llama-3-8b:16 opt-13b:32,64"   profiles, merged into calibrate/profiles/H200/<model>.json when that
-#                 exists (CALIB_REPLACE=1 replaces it) and used by the stages after; CALIB_TIMEOUT (s, default 540);
+#   CALIB="llama-3-8b:16 opt-13b:32,64"   profiles, merged into $PDIR/<model><CALIB_SUFFIX>.json when that
+#                 exists (CALIB_REPLACE=1 replaces it; $PDIR is calibrate/profiles/<card>/, H200 or H100) and used by the stages after; CALIB_TIMEOUT (s, default 540);
 #                 the serving fit's engine runs are kept beside each profile (<profile>.serving/n<N>/);
 #                 CALIB_ARGS="--no-cuda-graphs" for an eager profile (window models run without graphs)
 #   RESUME="opt-13b"  kvsim calibrate --resume calibrate/profiles/H200/<model>.json: its serving fit and prefill
 #                 overhead fits again, whole, on the card of its grids (a CALIB call cut short, then this call);
 #                 RESUME_ARGS="--swap-per-layer" for a profile measured before staged swaps
-#   SCEN="scenarios/validation/v2[1-2]*.yaml" `kvsim validate` of each scenario against calibrate/profiles/H200/
+#   SCEN="scenarios/validation/v2[1-2]*.yaml" `kvsim validate` of each scenario against $PDIR/*.json
+#                 (SCEN_PROFILES="a.json b.json" instead: the first one of the scenario's model and block size is used)
 #   ENGINE="S1 S2" `kvsim engine` of each scenario alone (today's engine defaults, no profile needed), written where
 #                 `kvsim validate` puts its engine runs ($W/validation/<name>/<name>/engine), for a later
 #                 `kvsim validate --replay` against a profile from the same card (the runs record its UUID);
@@ -60,6 +61,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,
   --format=csv | tee "$W/gpu.txt"
 (echo "host $(hostname) cpus $(nproc)"; lscpu | grep -m1 "Model name"; nvidia-smi --query-gpu=serial,pci.bus_id,power.limit \
   --format=csv,noheader) | tee -a "$W/gpu.txt"   # which machine: two lent H200s can differ by 5% (decode_gap)
+# profiles of the card this call runs on: calibrate/profiles/H200/ on an H200, calibrate/profiles/H100/ on an H100
+# (a call asked as nvidia-h200 may be served by an H100: never price one card's runs with another's profile)
+CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -o 'H[0-9]00' | head -1)
+PDIR=calibrate/profiles/${CARD:-H200}; mkdir -p "$PDIR"; echo "card ${CARD:-?}: profiles in $PDIR" | tee -a "$W/gpu.txt"
 if [ -n "${TESTS:-}" ]; then
   stamp tests
   timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider ${TESTFILES:-tests/test_kernels_layer.py \
@@ -115,7 +120,7 @@ if [ -n "${THROUGHPUT:-}" ]; then
 fi
 for spec in ${CALIB:-}; do  # a model already profiled here gains the new block sizes (kvsim merge-profiles;
   # refused, and the committed profile left as it is, when that profile was measured on another physical card)
-  m=${spec%%:*}; b=${spec#*:}; f="$W/profiles/$m-b${b//,/-}.json"; dest=calibrate/profiles/H200/$m.json
+  m=${spec%%:*}; b=${spec#*:}; f="$W/profiles/$m-b${b//,/-}.json"; dest=$PDIR/$m${CALIB_SUFFIX:-}.json
   stamp "calibrate $m $b"
   clocks "${f%.json}.clocks.csv"
   timeout "${CALIB_TIMEOUT:-540}" python3 -m kvsim.cli calibrate --model "$m" --block-sizes "$b" --out "$f" ${CALIB_ARGS:-} \
@@ -130,7 +135,7 @@ for spec in ${CALIB:-}; do  # a model already profiled here gains the new block 
 done
 for m in ${RESUME:-}; do    # the serving fit and prefill overhead fits of calibrate/profiles/H200/<m>.json again,
   # whole (kvsim calibrate --resume: same card as its grids, else refused); replaces it when complete
-  f=calibrate/profiles/H200/$m.json; o="$W/profiles/$m-resumed.json"
+  f=$PDIR/$m.json; o="$W/profiles/$m-resumed.json"
   stamp "resume $m"
   timeout "${CALIB_TIMEOUT:-540}" python3 -m kvsim.cli calibrate --resume "$f" --out "$o" ${RESUME_ARGS:-} \
     --serving-runs "${o%.json}.serving" --time-limit $(( ${CALIB_TIMEOUT:-540} - 20 )) 2>&1 \
@@ -140,7 +145,7 @@ for m in ${RESUME:-}; do    # the serving fit and prefill overhead fits of calib
   fi
   pack
 done
-PROFS=""; for f in calibrate/profiles/H200/*.json; do PROFS="$PROFS --profile $f"; done
+PROFS=""; for f in ${SCEN_PROFILES:-$PDIR/*.json}; do PROFS="$PROFS --profile $f"; done
 for s in ${SCEN:-}; do      # one scenario per validate call: a slow or failing one leaves the others' results
   n=$(basename "$s" .yaml); stamp "validate $n"
   timeout 150 python3 -m kvsim.cli validate "$s" $PROFS --out "$W/validation/$n" 2>&1 | grep -v Warning | tail -3
@@ -161,7 +166,7 @@ gap() {   # gap KIND SCENARIOS: benchmarks/engine/KIND_gap.py on each, priced by
     n=$(basename "$g" .yaml); m=$(python3 -c "import kvsim,sys; print(kvsim.load_scenario(sys.argv[1]).model)" "$g" 2>/dev/null | tail -1)
     stamp "$1 gap $n ($m)"
     timeout "${GAP_TIMEOUT:-240}" python3 "benchmarks/engine/$1_gap.py" "$g" --samples "${GAP_SAMPLES:-40}" \
-      --out "$W/$1_gap/$n" --profile "calibrate/profiles/H200/$m.json" 2>&1 | grep -v Warning | tail -16
+      --out "$W/$1_gap/$n" --profile "$PDIR/$m.json" 2>&1 | grep -v Warning | tail -16
     pack
   done
 }
@@ -174,13 +179,13 @@ for g in ${WATCH:-}; do      # kernels compiled on the clock (none expected afte
 done
 if [ -n "${OVERHEAD_PARTS:-}" ]; then   # do kept engine parts change what the fits measure? (calib_0413's README)
   stamp "overhead fit: fresh engines vs kept parts"
-  timeout 300 python3 benchmarks/engine/overhead_parts_check.py --profile "calibrate/profiles/H200/$OVERHEAD_PARTS.json" \
+  timeout 300 python3 benchmarks/engine/overhead_parts_check.py --profile "$PDIR/$OVERHEAD_PARTS.json" \
     --out "$W/overhead_parts" 2>&1 | grep -v Warning | tail -12
   pack
 fi
 if [ -n "${LONE_PREFILL:-}" ]; then   # are the serving fit's joiner prefills slower? (lone_prefill_probe.py's doc)
   stamp "lone prefills: joiners vs arrivals"
-  timeout 300 python3 benchmarks/engine/lone_prefill_probe.py --profile "calibrate/profiles/H200/$LONE_PREFILL.json" \
+  timeout 300 python3 benchmarks/engine/lone_prefill_probe.py --profile "$PDIR/$LONE_PREFILL.json" \
     --rows "${LONE_PREFILL_ROWS:-16}" --out "$W/lone_prefill" 2>&1 | grep -v Warning | tail -8
   pack
 fi

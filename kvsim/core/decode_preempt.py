@@ -71,7 +71,7 @@ def kept_run(sched: Scheduler):
     without prefix caching, no beam search) would admit nothing next, else None. The run is the scheduler's state
     where the scheduler's step counts are those it saw last (it applied or took up every step since: a stepped
     iteration that decodes, preempts, swaps, copies or admits changes them) and its groups are ``running``."""
-    run = getattr(sched, "_kept_run", None)
+    run = sched._kept_run
     if run is None or sched._admits_next or not ENABLED:
         return None                                 # (_admits_next: start_decode_run found the head admitted next)
     if type(sched) is not Scheduler or sched.cfg.policy != "vllm" or sched.serves_beams:

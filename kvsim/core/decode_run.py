@@ -299,7 +299,7 @@ def _counts(sched: Scheduler) -> tuple[int, int, int, int]:
 def _resumed(sched: Scheduler) -> DecodeRun | None:
     """The scheduler's last decode run on the paged tracker taken up again (:meth:`DecodeRun.resume`) where it
     may be; None otherwise."""
-    run = getattr(sched, "_kept_run", None)
+    run = sched._kept_run
     if run is None or not run.resume():
         return None
     return run

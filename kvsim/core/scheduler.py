@@ -88,6 +88,11 @@ class Scheduler(DecodeSlotsMixin, StepOutcomeMixin):
         self.kv_steps = self.uniform_steps = self.tail_steps = self.joins = 0
         self._uniform_plan: StepPlan | None = None      # the plan _decode gave every decoding group its slot
         self._tail_plan: StepPlan | None = None         # ... every decoding group it did not preempt
+        # Set by kvsim.core.decode_run.start_decode_run: the paged decode run kept to be taken up again after a
+        # stepped iteration (None: none), and whether the next schedule admits or rejects the waiting head (then
+        # no step is taken from the kept run: kvsim.core.decode_preempt)
+        self._kept_run = None
+        self._admits_next = False
 
     # ----------------------------------------------------------------- intake
     def add_request(self, spec: RequestSpec) -> SequenceGroup:
