@@ -45,12 +45,14 @@ def test_committed_tables_cover_every_validation_scenario(committed):
     assert len(names) >= 12 and names == set(committed.scenario) | set(h200.scenario)
 
 
-def _replay_reproduces(tmp_path, val: Path, scenario_dir: Path, names: list[str], profiles: list[Path]) -> None:
-    """``names``' engine traces under ``val`` replayed through ``profiles`` give ``val``'s committed predictions."""
+def _replay_reproduces(tmp_path, val: Path, scenario_dirs: list[Path], names: list[str],
+                       profiles: list[Path]) -> None:
+    """``names``' engine traces under ``val`` replayed through ``profiles`` give ``val``'s committed predictions
+    (each scenario's YAML from the first of ``scenario_dirs`` that holds it)."""
     for name in names:
         shutil.copytree(val / name / "engine", tmp_path / name / "engine")
-    df = run_validation([str(scenario_dir / f"{n}.yaml") for n in names], [str(p) for p in profiles], tmp_path,
-                        replay=True)
+    paths = [next(str(d / f"{n}.yaml") for d in scenario_dirs if (d / f"{n}.yaml").exists()) for n in names]
+    df = run_validation(paths, [str(p) for p in profiles], tmp_path, replay=True)
     want = pd.read_csv(val / "validation-replay.csv")
     want = want[want.scenario.isin(names)].reset_index(drop=True)
     got = df.reset_index(drop=True)
@@ -88,15 +90,18 @@ def _meets_issue_10s_bars(table: pd.DataFrame) -> None:
 
 
 @pytest.mark.parametrize("val, scenarios, profiles", [
-    ("H200", "validation", ["calibrate/profiles/H200/llama-3-8b.json", "calibrate/profiles/H200/opt-13b.json",
-                            "calibrate/profiles/H200/opt-13b-1203.json"]),
-    ("H200-holdout", "holdout", ["benchmarks/engine/results_H200/calib_0413/opt-13b.json"]),
+    ("H200", ["validation"], ["calibrate/profiles/H200/llama-3-8b.json", "calibrate/profiles/H200/opt-13b.json",
+                              "calibrate/profiles/H200/opt-13b-1203.json"]),
+    ("H200-holdout", ["holdout"], ["benchmarks/engine/results_H200/calib_0413/opt-13b.json"]),
+    ("H100-1206", ["validation", "holdout"], ["calibrate/profiles/H100/llama-3-8b-1206.json",
+                                              "calibrate/profiles/H100/opt-13b-1206.json"]),
 ])
-def test_whole_h200_sets_replay_to_their_committed_tables_within_the_bars(tmp_path, val, scenarios, profiles):
-    """Every committed H200 engine trace (the 26-scenario set, the holdouts) priced again gives the committed table
-    (so no pricing change leaves the README's figures stale), and those tables meet issue #10's bars."""
+def test_whole_sets_replay_to_their_committed_tables_within_the_bars(tmp_path, val, scenarios, profiles):
+    """Every committed engine trace of the H200 sets (the 26-scenario set, the holdouts) and of the H100 set
+    calibrated with the defaults of 2026-12-06, priced again, gives the committed table (so no pricing change
+    leaves the README's figures stale), and those tables meet issue #10's bars."""
     table = pd.read_csv(ROOT / "validation" / val / "validation-replay.csv")
     names = list(dict.fromkeys(table.scenario))
-    _replay_reproduces(tmp_path, ROOT / "validation" / val, ROOT / "scenarios" / scenarios, names,
+    _replay_reproduces(tmp_path, ROOT / "validation" / val, [ROOT / "scenarios" / d for d in scenarios], names,
                        [ROOT / p for p in profiles])
     _meets_issue_10s_bars(table)
