@@ -143,8 +143,12 @@ class DecodeRun:
         f = self._finish_steps.pop(0)
         done = self._done_at.pop(f)
         fins = self._fins
-        self._groups = [g for g, x in zip(self._groups, fins) if x != f]
-        self._fins = [x for x in fins if x != f]
+        if len(done) == 1:                       # (mostly one group: out by its place, no pass over the run)
+            i = fins.index(f)
+            del self._groups[i], fins[i]
+        else:
+            self._groups = [g for g, x in zip(self._groups, fins) if x != f]
+            self._fins = [x for x in fins if x != f]
         j = self.step
         group_of = self._group_of
         for g in done:

@@ -236,5 +236,8 @@ class PagedDecodeTracker:
                     self.internal -= v
                 else:
                     self._ev[je] -= v
-        self.seq_ids = [x for x in self.seq_ids if x not in gone]
+        if len(gone) == 1:
+            self.seq_ids.remove(sid)                    # (one sequence: out by its place)
+        else:
+            self.seq_ids = [x for x in self.seq_ids if x not in gone]
 

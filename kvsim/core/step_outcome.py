@@ -104,4 +104,5 @@ class StepOutcomeMixin:
             g.finish_s = now
             self.finished.append(g)
         if done:
-            self.running = [g for g in self.running if g.status is GroupStatus.RUNNING]
+            on = GroupStatus.RUNNING                    # (looked up once, not per group)
+            self.running = [g for g in self.running if g.status is on]
