@@ -3,7 +3,7 @@ needs to go on, checked the way ``Scheduler._admit`` and ``Scheduler._swap_in`` 
 own test), and the most free blocks at which that stays so where decode steps may give blocks back."""
 from __future__ import annotations
 
-from kvsim.core.block_manager import AllocStatus
+from kvsim.core.block_manager import ALLOC_LATER
 from kvsim.core.scheduler import FCFS_ORDER, Scheduler
 from kvsim.core.scheduler_v1 import SchedulerV1
 
@@ -17,7 +17,7 @@ def head_blocked(sched: Scheduler, num_seqs: int) -> bool:
         return True
     if sched.cfg.policy == "chunked" and sched.cfg.max_num_batched_tokens - num_seqs <= 0:
         return True
-    return sched.kv.can_admit(head) == AllocStatus.LATER
+    return sched.kv.can_admit(head) == ALLOC_LATER
 
 
 def swap_in_blocked(sched: Scheduler, num_seqs: int) -> bool:

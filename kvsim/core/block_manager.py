@@ -34,6 +34,11 @@ class AllocStatus(str, Enum):
     NEVER = "never"
 
 
+# The members as module names, for the paths that read them once or more per request: an Enum member read off
+# its class costs ~70 ns on Python 3.11 (a descriptor call), a module global a few
+ALLOC_OK, ALLOC_LATER, ALLOC_NEVER = AllocStatus.OK, AllocStatus.LATER, AllocStatus.NEVER
+
+
 class PagedBlockManager(AppendMixin, SwapMixin, ReparentMixin):
     def __init__(self, num_gpu_blocks: int, block_size: int, num_cpu_blocks: int = 0,
                  watermark: float = 0.01, enable_prefix_caching: bool = False):
@@ -82,10 +87,10 @@ class PagedBlockManager(AppendMixin, SwapMixin, ReparentMixin):
     def can_allocate(self, num_blocks: int) -> AllocStatus:
         """OK if ``num_blocks`` fit now leaving the watermark free; NEVER if they can never fit."""
         if num_blocks > self.num_gpu_blocks - self.watermark_blocks:
-            return AllocStatus.NEVER
+            return ALLOC_NEVER
         if self.num_free_blocks - num_blocks >= self.watermark_blocks:
-            return AllocStatus.OK
-        return AllocStatus.LATER
+            return ALLOC_OK
+        return ALLOC_LATER
 
     # ------------------------------------------------------------ primitives
     def _evict_lru(self) -> int | None:

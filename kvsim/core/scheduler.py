@@ -34,12 +34,12 @@ from operator import attrgetter
 import numpy as np
 
 from kvsim.core.beam import BeamParents
-from kvsim.core.block_manager import AllocStatus
+from kvsim.core.block_manager import ALLOC_LATER, ALLOC_NEVER
 from kvsim.core.decode_slots import DecodeSlotsMixin
 from kvsim.core.kv import KVManager
 from kvsim.core.plan import StepPlan
 from kvsim.core.request import RequestSpec
-from kvsim.core.sequence import FCFS_ORDER, GroupStatus, SequenceGroup
+from kvsim.core.sequence import FCFS_ORDER, RUNNING, GroupStatus, SequenceGroup
 from kvsim.core.step_outcome import StepOutcomeMixin
 
 _SEQS = attrgetter("seqs")
@@ -218,11 +218,11 @@ class Scheduler(DecodeSlotsMixin, StepOutcomeMixin):
             if num_seqs + len(g.seqs) > self.cfg.max_num_seqs:
                 break
             status = self.kv.can_admit(g)
-            if status == AllocStatus.NEVER:
+            if status == ALLOC_NEVER:
                 self.waiting.popleft()
                 self._reject(g, self.kv.never_fits(g) or "does not fit in KV memory")
                 continue
-            if status == AllocStatus.LATER:
+            if status == ALLOC_LATER:
                 break
             if peak_room is not None:
                 peak = self.kv.static_peak_blocks(g)
@@ -233,7 +233,7 @@ class Scheduler(DecodeSlotsMixin, StepOutcomeMixin):
             cached = self.kv.admit(g)
             g.cached_tokens = cached
             g.prefill_done = cached
-            g.status = GroupStatus.RUNNING
+            g.status = RUNNING
             if g.first_scheduled_s is None:
                 g.first_scheduled_s = plan.now_s
             self.running.append(g)

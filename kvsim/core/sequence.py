@@ -30,6 +30,11 @@ class GroupStatus(str, Enum):
     REJECTED = "rejected"
 
 
+# The states every request passes through, as module names for the paths that set or test them once or more
+# per request: an Enum member read off its class costs ~70 ns on Python 3.11 (a descriptor call)
+WAITING, RUNNING, FINISHED = GroupStatus.WAITING, GroupStatus.RUNNING, GroupStatus.FINISHED
+
+
 class Sequence:
     """One token stream. ``generated`` counts output tokens produced so far. It holds its request's spec, not
     its group (no reference cycle: a finished group is freed as soon as nothing refers to it, without waiting
@@ -65,7 +70,7 @@ class SequenceGroup:
         self.spec = spec
         self.seqs = [Sequence(first_seq_id + i, spec) for i in range(spec.num_seqs)]
         self.seq_ids = [s.seq_id for s in self.seqs]     # fixed for the group's life
-        self.status = GroupStatus.WAITING
+        self.status = WAITING
         self.prefill_target = spec.prompt_len   # tokens the next (re)prefill must compute
         self.prefill_done = 0                   # tokens of it computed so far (chunked prefill)
         self.arrival_s = spec.arrival_s

@@ -7,7 +7,7 @@ It also counts the step for kept decode runs (``kv_steps``, ``uniform_steps``, `
 from __future__ import annotations
 
 from kvsim.core.plan import StepPlan
-from kvsim.core.sequence import GroupStatus, SequenceGroup
+from kvsim.core.sequence import FINISHED, RUNNING, SequenceGroup
 
 
 class StepOutcomeMixin:
@@ -100,9 +100,8 @@ class StepOutcomeMixin:
             g.blocks_at_finish = self.kv.group_blocks(g)
             self.kv.free_group(g)
             self.kv.forget(g)
-            g.status = GroupStatus.FINISHED
+            g.status = FINISHED
             g.finish_s = now
             self.finished.append(g)
         if done:
-            on = GroupStatus.RUNNING                    # (looked up once, not per group)
-            self.running = [g for g in self.running if g.status is on]
+            self.running = [g for g in self.running if g.status is RUNNING]
