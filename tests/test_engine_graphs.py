@@ -191,6 +191,24 @@ def test_warm_up_runs_inside_the_constructor(monkeypatch):
     assert eng.run().outputs == RealEngine(_scenario("cpu", sampling="random"), model=model).run().outputs
 
 
+def test_warm_up_runs_the_lm_head_at_every_sampled_row_count(monkeypatch):
+    """The LM head runs eagerly on exactly the rows a step samples (one per sequence, up to max_num_seqs), and its
+    GEMM kernel depends on that count: the warm-up must have run it at each count once, so no step's first use of
+    a count pays a kernel load on the clock."""
+    model = build_model(get_model("tiny-opt"), dtype=torch.float32, device=torch.device("cpu"), weights="dummy")
+    seen: set[int] = set()
+    head = model.compute_logits
+
+    def spy(hidden):
+        seen.add(int(hidden.shape[0]))
+        return head(hidden)
+    monkeypatch.setattr(model, "compute_logits", spy)
+    eng = RealEngine(_scenario("cpu"), model=model)
+    seen.clear()
+    eng._warm_up()
+    assert seen >= set(range(1, eng.sc.engine.max_num_seqs + 1))
+
+
 def _cls(x: int) -> str:            # how Triton specialises an integer argument
     return "one" if x == 1 else "16k" if x % 16 == 0 else "other"
 

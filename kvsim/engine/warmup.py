@@ -80,10 +80,23 @@ def warm_up(model, cache, sc, *, max_model_len: int, num_gpu_blocks: int, device
                                             generator=gen, mixed_decode_kernel=sc.runtime.mixed_decode_kernel)
             hidden = model(ids, pos, cache.gpu, meta)
             model.compute_logits(hidden[-1:]).argmax(-1).tolist()
+        warm_up_logits(model, hidden, e.max_num_seqs)
     warm_up_side_paths(cache, sc.runtime, model.spec.vocab_size, device)
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0
+
+
+def warm_up_logits(model, hidden: torch.Tensor, max_rows: int) -> None:
+    """The LM head and the draw at every number of sampled rows a step can have (one per sequence, up to
+    ``max_rows``), once each. The LM head runs eagerly, outside the step graphs, on exactly the rows a step
+    samples, and the GEMM library picks its kernel by that row count: on the H100 and H200 traces of v13 the first
+    decode step of 9, 16-17 and 26-28 rows took 3-6 ms more than the later ones of the same size (the steps that
+    first sampled more rows than any before; ``benchmarks/engine/first_steps.py``), which fits kernels loaded on
+    first use (CUDA's lazy module loading). Zeros in, nothing kept: 256 row counts cost well under a second."""
+    h = hidden.new_zeros((max(1, max_rows), hidden.shape[-1]))
+    for m in range(1, h.shape[0] + 1):
+        model.compute_logits(h[:m]).float().argmax(-1)
 
 
 def warm_up_side_paths(cache, rt, vocab_size: int, device) -> None:
