@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # key, README claim, kvsim arguments (OUT is replaced by a temporary directory)
 COMMANDS = [
-    ("run", "0.43 s wall printed (quickstart)", ["run", "scenarios/examples/quickstart.yaml", "--out", "OUT"]),
+    ("run", "0.18 s wall printed (quickstart)", ["run", "scenarios/examples/quickstart.yaml", "--out", "OUT"]),
     ("sweep", "7 s on 2 cores", ["sweep", "scenarios/examples/v0_vs_v1.yaml", "--grid", "engine.policy=v0,v1",
                                  "--grid", "workload.n=1,2", "--grid", "workload.rate_req_s=1,1.5", "--jobs", "2",
                                  "--quiet", "--out", "OUT"]),
