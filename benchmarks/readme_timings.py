@@ -31,7 +31,7 @@ COMMANDS = [
     ("report", "~25 s on 2 cores", ["report", "block-size", "scenarios/paper/fig18b_block_size_alpaca.yaml",
                                     "--slo", "normalized_latency_s=0.1", "--block-sizes", "8,16,32,64,128",
                                     "--quiet", "--out", "OUT"]),
-    ("plan", "~3.5 min on 2 cores", ["plan", "scenarios/examples/quickstart.yaml", "--slo", "ttft_p99_s=10",
+    ("plan", "~1 min on 2 cores", ["plan", "scenarios/examples/quickstart.yaml", "--slo", "ttft_p99_s=10",
                                      "--seeds", "10", "--max-requests", "2400", "--jobs", "2", "--quiet",
                                      "--out", "OUT"]),
     ("paper-quick", "(--quick: 400 requests, fewer rates)", ["paper", "--quick", "--jobs", "2", "--quiet",
