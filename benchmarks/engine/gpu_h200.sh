@@ -8,6 +8,9 @@
 #                 (out, in; scattered blocks and contiguous runs) adds to a graph-replayed decode step
 #                 (SWAP_ARGS="--blocks 1,4,16,64 --rows 8,32 --ctx 512 --reps 10 --block-size 16"); once per swap path:
 #                 SWAP_PATHS (default "per_layer staged": runtime.swap_staged off, on)
+#   SWEEP=1       benchmarks/engine/chunk_sweep.py --measure: mixed steps every 32 chunk tokens at a few row counts
+#                 (the calibration's timer, idle gaps and graphs) and every prefill size (SWEEP_ARGS="--model llama-3-8b
+#                 --rows 1,8,32 --ctx 1024"); analysed on the CPU against a profile calibrated in the same lease
 #   OVERLAP=1     benchmarks/engine/overlap_probe.py: a layer's GEMMs and a paged decode attention, one stream vs
 #                 two (OVERLAP_ARGS="--shapes ... --layers N")
 #   KERNELS=1     where a mixed and a decode step's GPU time goes, kernel by kernel (torch.profiler), eager and
@@ -84,6 +87,12 @@ if [ -n "${SWAP:-}" ]; then        # swap steps priced 13-16% high (README "Deco
       2>&1 | grep -v Warning | grep -v '^{' | tail -40 | tee "$W/swap_steps_$path.txt"
     pack
   done
+fi
+if [ -n "${SWEEP:-}" ]; then       # how a mixed step grows between the mixed grid's chunks (chunk_sweep.py's doc)
+  stamp "chunk sweep"
+  timeout 300 python3 benchmarks/engine/chunk_sweep.py --measure --out "$W/chunk_sweep" ${SWEEP_ARGS:---model llama-3-8b} \
+    2>&1 | grep -v Warning | tail -4
+  pack
 fi
 if [ -n "${OVERLAP:-}" ]; then     # can a mixed step's attention run under its GEMMs (two streams)? a probe
   stamp overlap
