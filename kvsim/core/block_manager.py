@@ -95,7 +95,7 @@ class PagedBlockManager(AppendMixin, SwapMixin, ReparentMixin):
     # ------------------------------------------------------------ primitives
     def _evict_lru(self) -> int | None:
         """The least recently used cached block, evicted (its hash forgotten); None when none is cached. Every
-        block taken past the free list comes from here (``_take_block`` and the inlined takes of
+        block taken past the free list is evicted so (here, for ``_take_block``, or inline in the takes of
         :mod:`kvsim.core.block_append`)."""
         if not self._evictable:
             return None
