@@ -1,6 +1,7 @@
 """The simulator's side of a step taken from a kept decode run (:mod:`kvsim.core.decode_preempt`: the step that
 preempts where a run stops short of memory; :mod:`kvsim.core.decode_swap_in`: a step in which every group takes
-its slot, then swapped groups come back).
+its slot, then swapped groups come back; :mod:`kvsim.core.decode_mixed`: the chunked step in which every group
+takes its slot beside the prefills admitted).
 
 Where the engine loop's next step is such a step, it is priced, recorded and timed here exactly as the engine loop
 prices, records and times the plan ``schedule`` would have returned: the cost model's ``decode_plan_time`` (the
@@ -9,6 +10,7 @@ float ``step_time`` gives that plan), the host-link time of its swaps (``SimEngi
 """
 from __future__ import annotations
 
+from kvsim.core.decode_mixed import mixed_step
 from kvsim.core.decode_preempt import kept_run, preempting_step
 from kvsim.cost.roofline import RooflineCostModel
 from kvsim.core.decode_swap_in import swap_in_step
@@ -34,6 +36,18 @@ def step_from_run(eng):
     """A SimPy generator taking the engine's next step where a kept decode run can take it, or None (nothing
     changed: the engine schedules the step itself)."""
     step = _step(eng)
+    return None if step is None else _take(eng, step)
+
+
+def mixed_step_from_run(eng):
+    """A SimPy generator taking the engine's next step where it is the chunked step after the kept decode run
+    (:func:`kvsim.core.decode_mixed.mixed_step`: the run's groups decode, waiting groups are admitted beside
+    them), or None (nothing changed: the engine schedules the step itself). Only the engine loop takes it: it
+    admits, which ends a fast-forwarded run."""
+    cost = eng.cost
+    if type(cost).step_time is not RooflineCostModel.step_time or cost._window is not None or eng.gate is not None:
+        return None
+    step = mixed_step(eng.sched, eng.env.now)
     return None if step is None else _take(eng, step)
 
 
@@ -66,8 +80,11 @@ def _price_and_record(eng, step, t: float) -> tuple[float, float]:
         raise RuntimeError(f"scheduler stalled at t={t}: "
                            f"{len(sched.waiting)} waiting, {len(sched.swapped)} swapped")
     swap_s = eng._swap_time(plan)
-    dt = eng.cost.decode_plan_time(step.num_seqs, step.ctx_sum, len(plan.copy_pairs), len(plan.swap_out),
-                                   len(plan.swap_in))
+    if plan.prefill_new_tokens:                         # (a chunked step's prefills beside the run's decode rows)
+        dt = eng.cost.mixed_plan_time(plan, step.num_seqs, step.ctx_sum)
+    else:
+        dt = eng.cost.decode_plan_time(step.num_seqs, step.ctx_sum, len(plan.copy_pairs), len(plan.swap_out),
+                                       len(plan.swap_in))
     eng.log.append_step(t, dt + swap_s, swap_s, step.state())
     return swap_s, dt
 

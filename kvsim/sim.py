@@ -10,8 +10,9 @@ Arrivals fire with URGENT priority, so a request arriving exactly when a step
 ends is visible to the next ``schedule``. Runs of decode-only iterations in
 which no group is admitted or swapped in and every block need is covered are
 fast-forwarded, through the finishes inside them (:mod:`kvsim.fastforward`), and
-the step that preempts where such a run stops short of memory is taken from the
-run (:mod:`kvsim.run_step`); results are identical to stepping.
+the step that preempts where such a run stops short of memory, or (chunked
+prefill) decodes it beside the groups admitted, is taken from the run
+(:mod:`kvsim.run_step`); results are identical to stepping.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from kvsim.core.scheduler import Scheduler
 from kvsim.fastforward import fast_forward
 from kvsim.iterstats import IterationStats
 from kvsim.metrics import SUMMARY_INPUTS
-from kvsim.run_step import step_from_run
+from kvsim.run_step import mixed_step_from_run, step_from_run
 from kvsim.records import IterationLog, request_frame, run_summary, step_state
 from kvsim.request_table import RequestTable
 from kvsim.workload.closed_loop import make_gate, send_freed
@@ -114,6 +115,7 @@ class SimEngine:
         self._wake: simpy.Event | None = None
         self.ff_steps = 0
         self.ff_blocked = False          # skip the next fast-forward try (kvsim.fastforward._advance says)
+        self._chunked = self.sched.cfg.policy == "chunked"      # (admitting steps taken from a kept run: chunked)
         # finished groups become rows of plain numbers as they end (the V1 scheduler reads children per request)
         self.table = RequestTable() if type(self.sched).request_groups is Scheduler.request_groups else None
 
@@ -173,8 +175,13 @@ class SimEngine:
                 if ff is not None:
                     yield from ff
                     continue
-            if self.fast_forward and not woke and not sched._admits_next:
-                step = step_from_run(self)      # a decode step taken from the kept run where it may be
+            if self.fast_forward and not woke:
+                # a decode step taken from the kept run where it may be; where the waiting head is admitted
+                # next, only the chunked step that decodes the run beside it
+                if not sched._admits_next:
+                    step = step_from_run(self)
+                else:
+                    step = mixed_step_from_run(self) if self._chunked else None
                 if step is not None:
                     yield from step
                     continue

@@ -202,11 +202,20 @@ class PagedKV:
         slots the block tables would occupy without any sharing.
         """
         bm = self.bm
+        alloc = bm.num_allocated * self.block_size
+        internal, logical = self.split_terms(running)
+        internal = min(internal, alloc - bm.used_slots)   # a shared partial block counts once
+        reserved = alloc - bm.used_slots - internal
+        return MemorySplit(bm.used_slots, internal, reserved, 0, self.capacity_slots - alloc, logical)
+
+    def split_terms(self, running: list[SequenceGroup]) -> tuple[int, int]:
+        """The groups' part of :meth:`memory_split`: (internal slots before the cap at the unwritten allocated
+        slots, logical slots), each a sum over the groups (a kept decode run keeps its groups' sums: the chunked
+        step taken from it adds the admitted groups' here, :mod:`kvsim.core.decode_mixed`)."""
         bs = self.block_size
-        alloc = bm.num_allocated * bs
         internal = 0
         logical = 0
-        get = bm.num_tokens.get
+        get = self.bm.num_tokens.get
         for g in running:
             spec = g.spec
             final = spec.prompt_len + spec.output_len - 1      # every sequence's final_kv_tokens
@@ -236,9 +245,7 @@ class PagedKV:
             logical += m * cap
             if cap > final:
                 internal += m * (cap - max(final, n))
-        internal = min(internal, alloc - bm.used_slots)   # a shared partial block counts once
-        reserved = alloc - bm.used_slots - internal
-        return MemorySplit(bm.used_slots, internal, reserved, 0, self.capacity_slots - alloc, logical)
+        return internal, logical
 
     def blocks_in_use(self) -> int:
         """Allocated GPU blocks (referenced by a table; cached-but-evictable blocks are free)."""

@@ -211,11 +211,17 @@ class RooflineCostModel(RooflineDecodeMixin, CostModel):
         ctx_sum = sum(ctx) if self._window is None else self._window.decode_sum(ctx)
         if is_decode_only(plan):
             return self.decode_step_time(len(ctx), ctx_sum)
+        return self.mixed_plan_time(plan, len(ctx), ctx_sum)
+
+    def mixed_plan_time(self, plan: StepPlan, num_seqs: int, ctx_sum: int) -> float:
+        """``step_time`` of a plan that does more than decode (prefills, copies or swaps), its decode rows given
+        as ``num_seqs`` sequences attending to ``ctx_sum`` context tokens in all (``plan``'s own decode lists are
+        not read): the chunked step taken from a kept run (:mod:`kvsim.core.decode_mixed`) lists none."""
         t = 0.0
         groups = len(plan.prefill_new_tokens)
-        if groups or ctx:
-            tokens = float(plan.num_prefill_tokens + len(ctx))
-            rows = float(groups + len(ctx))
+        if groups or num_seqs:
+            tokens = float(plan.num_prefill_tokens + num_seqs)
+            rows = float(groups + num_seqs)
             t = self._forward_time_f(tokens, rows, rows, float(ctx_sum), float(self._prefill_attention_s(plan)))
         else:
             t = self.params.step_overhead_s

@@ -1,0 +1,130 @@
+"""The chunked-prefill step after a decode run: every group of the kept run decodes beside the prefills admitted,
+the decode part taken from the run's aggregates.
+
+Under the chunked policy a decode run mostly ends where a request arrives; the step ``schedule`` takes next
+decodes every running group first (``_decode``), then admits waiting groups under the token budget left
+(``_admit``), their prompts or first chunks in the same step. Where the kept run (:mod:`kvsim.core.decode_run`) is
+still the scheduler's state (no stepped iteration since it stopped, its groups are ``running`` in order: none in
+prefill) and nothing is swapped, that step's decode part is determined: each group takes its slot in order, the
+sequences taking a block being the paged tracker's members of residue ``j % block_size`` (no copy-on-write inside
+a run), unless those blocks are not all free (``_decode`` then preempts: the step is left to ``schedule``).
+
+:func:`mixed_step` takes that step as ``schedule`` would: the same blocks in the same order (``append_slots_bulk``
+with the known takers), the run moved to step ``j + 1`` and the step counted as ``complete_step`` counts a step in
+which every decoding group took its slot (``uniform_steps``), then ``Scheduler._admit`` itself with the budget left.
+Its plan lists the prefills only: the decode rows are the run's (``num_seqs``, ``ctx_sum``), which is all the
+roofline's price (``mixed_plan_time``) and the record read of them. Without it each such step walked the ~10
+running groups five times (the decode lists, their slots, the memory split, ``complete_step``): ~8% of a chunked
+run's instructions. :meth:`MixedStep.state` is ``step_state`` of the plan ``schedule`` returns,
+:meth:`MixedStep.complete` ``complete_step``'s side. Results are identical to stepping
+(``tests/test_mixed_step.py``).
+"""
+from __future__ import annotations
+
+from kvsim.core.decode_run import _counts
+from kvsim.core.kv_paged import PagedKV
+from kvsim.core.kv_paged_run import PagedDecodeTracker
+from kvsim.core.plan import StepPlan
+from kvsim.core.scheduler import Scheduler
+
+ENABLED = True      # off: every chunked step is scheduled (the equality tests run both ways)
+
+
+class MixedStep:
+    """A chunked step taken (see the module doc): what pricing and the record read, and its completion."""
+
+    __slots__ = ("run", "plan", "num_seqs", "num_groups", "ctx_sum")
+
+    def __init__(self, run, plan: StepPlan, num_seqs: int, num_groups: int, ctx_sum: int):
+        self.run = run
+        self.plan = plan                # the prefills only (decode ids and contexts left out)
+        self.num_seqs = num_seqs        # decoding sequences and groups (the run's)
+        self.num_groups = num_groups
+        self.ctx_sum = ctx_sum          # context tokens the decode rows attend to, summed over them
+
+    def state(self) -> tuple:
+        """``step_state(plan, sched)`` of the plan ``schedule`` would have returned, read right after it: the
+        memory split from the paged tracker's aggregates (the run's groups) plus the admitted groups' terms."""
+        run, plan = self.run, self.plan
+        sched, tracker = run.sched, run.tracker
+        bm, bs = tracker.bm, tracker.bs
+        internal, logical = tracker.internal, tracker.logical
+        if plan.prefill_group_ids:                  # (the admitted groups: no other group is in prefill)
+            groups = sched.groups
+            i, lg = sched.kv.split_terms([groups[gid] for gid in plan.prefill_group_ids])
+            internal += i
+            logical += lg
+        alloc = bm.num_allocated * bs
+        used = bm.used_slots
+        internal = min(internal, alloc - used)
+        n, n_prefill, prefill_tokens = self.num_seqs, len(plan.prefill_group_ids), plan.num_prefill_tokens
+        return (n_prefill, prefill_tokens, n, n_prefill + self.num_groups, prefill_tokens + n, len(sched.running),
+                len(sched.waiting), len(sched.swapped), 0, 0, 0, 0, bm.num_allocated,
+                used, internal, alloc - used - internal, 0, tracker.capacity - alloc, logical)
+
+    def complete(self, now: float) -> None:
+        """``complete_step`` of the step at ``now``: the prefills' progress (groups whose prompt ends take their
+        first token), then the groups finishing, in ``complete_step``'s order: prefills first, then the run's
+        groups whose last token the step produced (in running order, as ``finish_due`` frees them)."""
+        run, plan = self.run, self.plan
+        sched = run.sched
+        if plan.prefill_group_ids:
+            groups = sched.groups
+            done = []
+            for gid, new in zip(plan.prefill_group_ids, plan.prefill_new_tokens):
+                g = groups[gid]
+                g.prefill_done += new
+                if g.prefill_done >= g.prefill_target:
+                    for s in g.seqs:
+                        s.generated += 1
+                    if g.first_token_s is None:
+                        g.first_token_s = now
+                    if g.generated >= g.spec.output_len:
+                        done.append(g)
+            if done:
+                sched.finish(done, now)
+        if run._finish_steps and run._finish_steps[0] == run.step - 1:
+            run.finish_due(now)
+
+
+def mixed_step(sched: Scheduler, now: float) -> MixedStep | None:
+    """Take the next step where it is the chunked step after the scheduler's kept run (see the module doc), its
+    plan stamped ``now``; None (nothing changed: the caller schedules) otherwise. Call where ``schedule`` would be
+    called next."""
+    run = sched._kept_run
+    if run is None or not ENABLED or type(sched) is not Scheduler or sched.cfg.policy != "chunked":
+        return None
+    if sched.serves_beams or sched.swapped:
+        return None
+    kv = sched.kv
+    if type(kv) is not PagedKV or kv.enable_prefix_caching or type(run.tracker) is not PagedDecodeTracker:
+        return None
+    if run._seen != _counts(sched):
+        return None                                 # stepped since the run stopped (or took it up)
+    running = sched.running
+    if not running or run.num_groups != len(running) or running != run._groups:
+        return None                                 # (groups changed: not the run's state)
+    tracker = run.tracker
+    j = run.step
+    takers = tracker._members[j % tracker.bs]       # sequences taking a block at step j, in running order
+    if len(takers) > kv.free_blocks():
+        return None                                 # _decode preempts
+    ctx_sum, num_seqs, num_groups = run.ctx_sum, run.num_seqs, len(running)
+    kv.bm.append_slots_bulk(tracker.seq_ids, 1, takers)
+    tracker._count(j, 1, [len(takers)])
+    if sched.multi_seq:
+        for g in running:
+            for s in g.seqs:
+                s.generated += 1
+    else:
+        for g in running:
+            g.seqs[0].generated += 1
+    run.step = j + 1
+    run.ctx_sum += num_seqs
+    sched.uniform_steps += 1
+    run._seen = _counts(sched)                      # (the run in step: the groups admitted below join it later)
+    plan = StepPlan(now_s=now)
+    budget = sched.cfg.max_num_batched_tokens - num_seqs
+    if budget > 0:
+        sched._admit(plan, budget, chunked=True)       # (admitted groups join ``running``)
+    return MixedStep(run, plan, num_seqs, num_groups, ctx_sum)
