@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from kvsim.core.kv import MemorySplit
 from kvsim.core.plan import StepPlan
 from kvsim.core.scheduler import Scheduler
 from kvsim.iterlog import ITERATION_COLUMNS, IterationLog  # noqa: F401  (IterationLog: re-exported)
@@ -22,8 +23,9 @@ STATE_COLUMNS = ITERATION_COLUMNS[4:]       # what step_state returns, in this o
 
 
 
-def step_state(plan: StepPlan, sched: Scheduler) -> tuple:
-    """An iteration's ``STATE_COLUMNS``, read after ``schedule`` returned ``plan`` (for ``append_step``)."""
+def step_state(plan: StepPlan, sched: Scheduler, split: MemorySplit | None = None) -> tuple:
+    """An iteration's ``STATE_COLUMNS``, read after ``schedule`` returned ``plan`` (for ``append_step``); ``split``:
+    the KV manager's ``memory_split(sched.running)`` where the caller has it already."""
     kv = sched.kv
     n_prefill = len(plan.prefill_group_ids)
     prefill_tokens = plan.num_prefill_tokens
@@ -31,7 +33,7 @@ def step_state(plan: StepPlan, sched: Scheduler) -> tuple:
     return (n_prefill, prefill_tokens, decode_seqs, n_prefill + len(plan.decode_group_ids),
             prefill_tokens + decode_seqs, len(sched.running), len(sched.waiting), len(sched.swapped),
             len(plan.preempted), len(plan.swap_out), len(plan.swap_in), len(plan.copy_pairs),
-            kv.blocks_in_use()) + kv.memory_split(sched.running).values()
+            kv.blocks_in_use()) + (kv.memory_split(sched.running) if split is None else split).values()
 
 
 def run_summary(setup, reqs: pd.DataFrame, its: pd.DataFrame, end_s: float, kv) -> dict:

@@ -28,6 +28,7 @@ from simpy.core import URGENT
 from kvsim.build import RunSetup, setup_run
 from kvsim.config import Scenario
 from kvsim.core.plan import StepPlan
+from kvsim.core.run_split import admitting_split
 from kvsim.core.scheduler import Scheduler
 from kvsim.fastforward import fast_forward
 from kvsim.iterstats import IterationStats
@@ -208,7 +209,8 @@ class SimEngine:
         return self.cost.swap_time(len(plan.swap_out), bb) + self.cost.swap_time(len(plan.swap_in), bb)
 
     def _record(self, plan: StepPlan, start: float, dt: float, swap_s: float) -> None:
-        self.log.append_step(start, dt + swap_s, swap_s, step_state(plan, self.sched))
+        sched = self.sched          # (a step that only admits beside the kept run: the split from its aggregates)
+        self.log.append_step(start, dt + swap_s, swap_s, step_state(plan, sched, admitting_split(plan, sched)))
 
     # ------------------------------------------------------------------- run
     def run(self) -> SimResult:
