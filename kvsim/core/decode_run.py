@@ -324,9 +324,12 @@ def start_decode_run(sched: Scheduler) -> DecodeRun | None:
         # the kept run then (decode_preempt.kept_run reads this until the next call here)
         sched._admits_next = not sched.swapped
         return None
-    for g in running:
-        if g.prefill_done < g.prefill_target:       # in prefill
-            return None
+    if sched.cfg.policy != "vllm" or type(sched) is not Scheduler:
+        # (the vllm Scheduler runs each admitted prompt whole in its step, complete_step ending its prefill: none
+        # is in prefill between steps; chunked prefill's and V1's groups may be)
+        for g in running:
+            if g.prefill_done < g.prefill_target:   # in prefill
+                return None
     if sched.serves_beams:
         for g in running:
             if g.spec.beam_width > 1:               # beam search

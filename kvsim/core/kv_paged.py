@@ -104,8 +104,10 @@ class PagedKV:
         return self.bm.blocks_to_append(group.seq_ids)
 
     def free_blocks(self) -> int:
-        """Free GPU blocks, evictable prefix-cache blocks included."""
-        return self.bm.num_free_blocks
+        """Free GPU blocks, evictable prefix-cache blocks included (``bm.num_free_blocks``, read without the
+        property's call: asked a few times per decode run)."""
+        bm = self.bm
+        return len(bm._free) + len(bm._evictable)
 
     def append(self, group: SequenceGroup) -> list[tuple[int, int]]:
         """One slot per sequence; a shared last block is copied first (the returned pairs)."""

@@ -219,25 +219,25 @@ class PagedDecodeTracker:
 
     def drop(self, group, step: int) -> None:
         bs = self.bs
-        gone = set()
         n0s = self._n0                                  # (the group may be gone from the block tables)
         final = group.spec.prompt_len + group.spec.output_len - 1
-        for s in group.seqs:
-            sid = s.seq_id
-            gone.add(sid)
+        v = (-final) % bs
+        ids = group.seq_ids
+        for sid in ids:
             n0 = n0s.pop(sid)
-            self._cnt[(-n0) % bs] -= 1
-            self._members[(-n0) % bs].remove(sid)
+            c = (-n0) % bs
+            self._cnt[c] -= 1
+            self._members[c].remove(sid)
             self.logical -= -(-(n0 + step) // bs) * bs
-            v = (-final) % bs
             if v:
                 je = (-(-final // bs) - 1) * bs - n0
                 if je < step:
                     self.internal -= v
                 else:
                     self._ev[je] -= v
-        if len(gone) == 1:
-            self.seq_ids.remove(sid)                    # (one sequence: out by its place)
+        if len(ids) == 1:
+            self.seq_ids.remove(ids[0])                 # (one sequence: out by its place)
         else:
+            gone = set(ids)
             self.seq_ids = [x for x in self.seq_ids if x not in gone]
 

@@ -103,5 +103,12 @@ class StepOutcomeMixin:
             g.status = FINISHED
             g.finish_s = now
             self.finished.append(g)
-        if done:
+        if len(done) == 1:
+            # (mostly one group: out of running by its place, list.remove comparing identity first in C, where a
+            # pass over running read each group's status; a group preempted in its own step is not there)
+            try:
+                self.running.remove(done[0])
+            except ValueError:
+                pass
+        elif done:
             self.running = [g for g in self.running if g.status is RUNNING]

@@ -225,8 +225,10 @@ class RooflineCostModel(RooflineDecodeMixin, CostModel):
             t = self._forward_time_f(tokens, rows, rows, float(ctx_sum), float(self._prefill_attention_s(plan)))
         else:
             t = self.params.step_overhead_s
-        t += self.copy_time(len(plan.copy_pairs), self.block_bytes)
-        if self.params.include_swaps_in_step:
+        # (each term only where the plan has some: an absent one is 0.0, and t + 0.0 is t for the t >= 0 here)
+        if plan.copy_pairs:
+            t += self.copy_time(len(plan.copy_pairs), self.block_bytes)
+        if (plan.swap_out or plan.swap_in) and self.params.include_swaps_in_step:
             t += self.swap_time(len(plan.swap_out), self.block_bytes)
             t += self.swap_time(len(plan.swap_in), self.block_bytes)
         return t
