@@ -10,3 +10,12 @@ def overridden(base: dict, engine: dict | None = None, workload: dict | None = N
     sets.update({f"workload.{k}": v for k, v in (workload or {}).items()})
     sets.update(top)
     return load_scenario(base, sets)
+
+
+def assert_same_runs(fast, *others) -> None:
+    """``fast``'s outputs equal each of ``others``' exactly: requests and iteration frames, and the summary."""
+    import pandas as pd
+    for other in others:
+        pd.testing.assert_frame_equal(fast.requests, other.requests, check_exact=True)
+        pd.testing.assert_frame_equal(fast.iterations, other.iterations, check_exact=True)
+        assert fast.summary == other.summary

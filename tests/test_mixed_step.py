@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import random
 
-import pandas as pd
 import pytest
 
 import kvsim.core.decode_mixed as decode_mixed
@@ -25,7 +24,7 @@ from kvsim.core.decode_mixed import MixedStep
 from kvsim.core.plan import StepPlan
 from kvsim.records import step_state
 from kvsim.sim import SimEngine, simulate
-from tests._scenarios import overridden
+from tests._scenarios import overridden, assert_same_runs
 from tests.test_run_step import _snapshot
 
 BASE = {
@@ -75,10 +74,7 @@ def test_mixed_steps_equal_stepping(name, monkeypatch):
     monkeypatch.setattr(decode_mixed, "ENABLED", False)
     plain = simulate(sc)
     stepped = simulate(sc, fast_forward=False)
-    for other in (plain, stepped):
-        pd.testing.assert_frame_equal(fast.requests, other.requests, check_exact=True)
-        pd.testing.assert_frame_equal(fast.iterations, other.iterations, check_exact=True)
-        assert fast.summary == other.summary
+    assert_same_runs(fast, plain, stepped)
     if name == "preempting":
         assert fast.summary["preemptions"] > 0
 

@@ -10,13 +10,12 @@ iteration.
 """
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 
 import kvsim.core.run_split as run_split
 import kvsim.sim as sim
 from kvsim.sim import simulate
-from tests._scenarios import overridden
+from tests._scenarios import overridden, assert_same_runs
 
 BASE = {
     "model": "opt-13b", "gpu": "a100-40gb",
@@ -53,7 +52,4 @@ def test_admitting_split_is_memory_split(name, monkeypatch):
     monkeypatch.setattr(run_split, "ENABLED", False)
     plain = simulate(CASES[name])
     stepped = simulate(CASES[name], fast_forward=False)
-    for other in (plain, stepped):
-        pd.testing.assert_frame_equal(fast.requests, other.requests, check_exact=True)
-        pd.testing.assert_frame_equal(fast.iterations, other.iterations, check_exact=True)
-        assert fast.summary == other.summary
+    assert_same_runs(fast, plain, stepped)

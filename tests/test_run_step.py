@@ -21,7 +21,7 @@ import kvsim.core.decode_preempt as decode_preempt
 import kvsim.fastforward as fastforward
 import kvsim.run_step as run_step
 from kvsim.build import setup_run
-from tests._scenarios import overridden
+from tests._scenarios import overridden, assert_same_runs
 from kvsim.core.decode_swap_in import SwapInStep
 from kvsim.core.plan import StepPlan
 from kvsim.records import step_state
@@ -79,10 +79,7 @@ def test_steps_from_run_equal_stepping(name, monkeypatch):
     monkeypatch.setattr(decode_preempt, "ENABLED", False)
     plain = simulate(sc)
     stepped = simulate(sc, fast_forward=False)
-    for other in (plain, stepped):
-        pd.testing.assert_frame_equal(fast.requests, other.requests, check_exact=True)
-        pd.testing.assert_frame_equal(fast.iterations, other.iterations, check_exact=True)
-        assert fast.summary == other.summary
+    assert_same_runs(fast, plain, stepped)
     kind = "preemptions_recompute" if name == "recompute" else "preemptions_swap"
     assert fast.summary[kind] > 0
 

@@ -21,9 +21,7 @@ run's instructions. :meth:`MixedStep.state` is ``step_state`` of the plan ``sche
 """
 from __future__ import annotations
 
-from kvsim.core.decode_run import _counts
-from kvsim.core.kv_paged import PagedKV
-from kvsim.core.kv_paged_run import PagedDecodeTracker
+from kvsim.core.decode_run import _counts, kept_run_state
 from kvsim.core.plan import StepPlan
 from kvsim.core.scheduler import Scheduler
 
@@ -69,18 +67,7 @@ class MixedStep:
         run, plan = self.run, self.plan
         sched = run.sched
         if plan.prefill_group_ids:
-            groups = sched.groups
-            done = []
-            for gid, new in zip(plan.prefill_group_ids, plan.prefill_new_tokens):
-                g = groups[gid]
-                g.prefill_done += new
-                if g.prefill_done >= g.prefill_target:
-                    for s in g.seqs:
-                        s.generated += 1
-                    if g.first_token_s is None:
-                        g.first_token_s = now
-                    if g.generated >= g.spec.output_len:
-                        done.append(g)
+            done = sched._prefills_advance(plan, now)
             if done:
                 sched.finish(done, now)
         if run._finish_steps and run._finish_steps[0] == run.step - 1:
@@ -91,36 +78,19 @@ def mixed_step(sched: Scheduler, now: float) -> MixedStep | None:
     """Take the next step where it is the chunked step after the scheduler's kept run (see the module doc), its
     plan stamped ``now``; None (nothing changed: the caller schedules) otherwise. Call where ``schedule`` would be
     called next."""
-    run = sched._kept_run
-    if run is None or not ENABLED or type(sched) is not Scheduler or sched.cfg.policy != "chunked":
+    if not ENABLED or sched.swapped or not sched.running:
         return None
-    if sched.serves_beams or sched.swapped:
+    run = kept_run_state(sched, "chunked")
+    if run is None:
         return None
-    kv = sched.kv
-    if type(kv) is not PagedKV or kv.enable_prefix_caching or type(run.tracker) is not PagedDecodeTracker:
-        return None
-    if run._seen != _counts(sched):
-        return None                                 # stepped since the run stopped (or took it up)
-    running = sched.running
-    if not running or run.num_groups != len(running) or running != run._groups:
-        return None                                 # (groups changed: not the run's state)
+    kv, running = sched.kv, sched.running
     tracker = run.tracker
     j = run.step
     takers = tracker._members[j % tracker.bs]       # sequences taking a block at step j, in running order
     if len(takers) > kv.free_blocks():
         return None                                 # _decode preempts
     ctx_sum, num_seqs, num_groups = run.ctx_sum, run.num_seqs, len(running)
-    kv.bm.append_slots_bulk(tracker.seq_ids, 1, takers)
-    tracker._count(j, 1, [len(takers)])
-    if sched.multi_seq:
-        for g in running:
-            for s in g.seqs:
-                s.generated += 1
-    else:
-        for g in running:
-            g.seqs[0].generated += 1
-    run.step = j + 1
-    run.ctx_sum += num_seqs
+    run.take_step(running, takers, len(takers))
     sched.uniform_steps += 1
     run._seen = _counts(sched)                      # (the run in step: the groups admitted below join it later)
     plan = StepPlan(now_s=now)

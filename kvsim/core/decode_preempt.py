@@ -20,9 +20,7 @@ then finished at the step's end). The step's record row comes from the run's agg
 from __future__ import annotations
 
 from kvsim.core.admission import head_blocked
-from kvsim.core.decode_run import _counts
-from kvsim.core.kv_paged import PagedKV
-from kvsim.core.kv_paged_run import PagedDecodeTracker
+from kvsim.core.decode_run import _counts, kept_run_state
 from kvsim.core.plan import StepPlan
 from kvsim.core.scheduler import Scheduler
 
@@ -71,19 +69,11 @@ def kept_run(sched: Scheduler):
     without prefix caching, no beam search) would admit nothing next, else None. The run is the scheduler's state
     where the scheduler's step counts are those it saw last (it applied or took up every step since: a stepped
     iteration that decodes, preempts, swaps, copies or admits changes them) and its groups are ``running``."""
-    run = sched._kept_run
-    if run is None or sched._admits_next or not ENABLED:
+    if sched._admits_next or not ENABLED:
         return None                                 # (_admits_next: start_decode_run found the head admitted next)
-    if type(sched) is not Scheduler or sched.cfg.policy != "vllm" or sched.serves_beams:
+    run = kept_run_state(sched, "vllm")
+    if run is None:
         return None
-    kv = sched.kv
-    if type(kv) is not PagedKV or kv.enable_prefix_caching or type(run.tracker) is not PagedDecodeTracker:
-        return None
-    if run._seen != _counts(sched):
-        return None                                 # stepped since the run stopped (or took it up)
-    running = sched.running
-    if run.num_groups != len(running) or running != run._groups:
-        return None                                 # (groups changed: not the run's state)
     if not sched.swapped and sched.waiting and not head_blocked(sched, run.num_seqs):
         return None                                 # schedule would admit (or reject) the waiting head
     return run
@@ -142,15 +132,5 @@ def preempting_step(sched: Scheduler, run) -> PreemptingStep | None:
     run.num_groups = end
     sched.running = kept = running[:end]
     ctx_sum, num_seqs = run.ctx_sum, run.num_seqs
-    bm.append_slots_bulk(tracker.seq_ids, 1, takers[taken:m])
-    tracker._count(j, 1, [m])
-    if sched.multi_seq:
-        for g in kept:
-            for s in g.seqs:
-                s.generated += 1
-    else:
-        for g in kept:
-            g.seqs[0].generated += 1
-    run.step = j + 1
-    run.ctx_sum += num_seqs
+    run.take_step(kept, takers[taken:m], m)     # (takers[:taken] took theirs before the preemptions)
     return PreemptingStep(run, plan, num_seqs, end, ctx_sum)

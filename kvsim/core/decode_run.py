@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from kvsim.core.admission import admission_blocked, admission_free_cap, head_blocked, swap_in_blocked
 from kvsim.core.decode_tracker import MIN_STEPS, make_tracker
+from kvsim.core.kv_paged import PagedKV
 from kvsim.core.kv_paged_run import PagedDecodeTracker
 from kvsim.core.scheduler import Scheduler
 
@@ -294,10 +295,48 @@ class DecodeRun:
                 for sid in g.seq_ids:
                     self._group_of[sid] = g
 
+    def take_step(self, groups: list, takers: list[int], new_blocks: int) -> None:
+        """One step of the run taken alone, beside what a segment models (a step that preempts, or that admits
+        prompts beside the run): ``groups``, the run's groups that decode in it (running order), each take their
+        next slot, ``takers`` the blocks still to be taken (sequences whose last block is full, in the tracker's
+        order), ``new_blocks`` the blocks the run's sequences take in the step in all; the run moves one step on."""
+        tracker, j = self.tracker, self.step
+        tracker.bm.append_slots_bulk(tracker.seq_ids, 1, takers)
+        tracker._count(j, 1, [new_blocks])
+        if self.sched.multi_seq:
+            for g in groups:
+                for s in g.seqs:
+                    s.generated += 1
+        else:
+            for g in groups:
+                g.seqs[0].generated += 1
+        self.step = j + 1
+        self.ctx_sum += self.num_seqs
+
 
 def _counts(sched: Scheduler) -> tuple[int, int, int, int]:
     """The scheduler's step and join counts (see ``Scheduler.__init__``): what a kept run compares on resume."""
     return sched.kv_steps, sched.uniform_steps, sched.tail_steps, sched.joins
+
+
+def kept_run_state(sched: Scheduler, policy: str) -> DecodeRun | None:
+    """The scheduler's kept decode run where it is still the scheduler's state, for the steps taken from it
+    (:mod:`kvsim.core.decode_preempt`, :mod:`kvsim.core.decode_mixed`), else None: the plain ``Scheduler`` under
+    ``policy``, no beam search, paged KV without prefix caching, the scheduler's step counts those the run saw last
+    (it applied or took up every step since: a stepped iteration that decodes, preempts, swaps, copies or admits
+    changes them) and its groups ``running``, in order."""
+    run = sched._kept_run
+    if run is None or type(sched) is not Scheduler or sched.cfg.policy != policy or sched.serves_beams:
+        return None
+    kv = sched.kv
+    if type(kv) is not PagedKV or kv.enable_prefix_caching or type(run.tracker) is not PagedDecodeTracker:
+        return None
+    if run._seen != _counts(sched):
+        return None                                 # stepped since the run stopped (or took it up)
+    running = sched.running
+    if run.num_groups != len(running) or running != run._groups:
+        return None                                 # (groups changed: not the run's state)
+    return run
 
 
 def _resumed(sched: Scheduler) -> DecodeRun | None:

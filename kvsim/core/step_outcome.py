@@ -32,17 +32,7 @@ class StepOutcomeMixin:
             self.kv_steps += 1
         self._uniform_plan = self._tail_plan = None
         groups = self.groups
-        done: list[SequenceGroup] = []
-        for gid, new in zip(plan.prefill_group_ids, plan.prefill_new_tokens):
-            g = groups[gid]
-            g.prefill_done += new
-            if g.prefill_done >= g.prefill_target:
-                for s in g.seqs:
-                    s.generated += 1
-                if g.first_token_s is None:
-                    g.first_token_s = now
-                if g.generated >= g.spec.output_len:
-                    done.append(g)
+        done = self._prefills_advance(plan, now)
         static = self.cfg.policy == "static"
         if static:
             stepped = [groups[gid] for gid in plan.decode_group_ids if gid not in self._static_done]
@@ -112,3 +102,20 @@ class StepOutcomeMixin:
                 pass
         elif done:
             self.running = [g for g in self.running if g.status is RUNNING]
+
+    def _prefills_advance(self, plan: StepPlan, now: float) -> list[SequenceGroup]:
+        """The plan's prefills computed at ``now``: each group's prompt progress; a group whose prompt ends takes
+        its first token. Returns those whose output is then complete (in plan order), still to be finished."""
+        groups = self.groups
+        done: list[SequenceGroup] = []
+        for gid, new in zip(plan.prefill_group_ids, plan.prefill_new_tokens):
+            g = groups[gid]
+            g.prefill_done += new
+            if g.prefill_done >= g.prefill_target:
+                for s in g.seqs:
+                    s.generated += 1
+                if g.first_token_s is None:
+                    g.first_token_s = now
+                if g.generated >= g.spec.output_len:
+                    done.append(g)
+        return done
