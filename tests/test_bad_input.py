@@ -371,3 +371,9 @@ def test_calibrate_serving_runs_must_be_a_directory_of_a_full_calibration(tmp_pa
 @pytest.mark.parametrize("limit", ["0", "-5", "nan", "inf", "soon"])
 def test_calibrate_time_limit_must_be_positive_seconds(capsys, limit):
     assert_error(capsys, "--time-limit", "calibrate", "--model", "opt-13b", "--time-limit", limit)
+
+
+def test_calibrate_names_an_unknown_model_before_it_needs_a_gpu(capsys):
+    err = assert_error(capsys, "--model", "calibrate", "--model", "opt-13", "--block-sizes", "16")
+    assert "unknown model 'opt-13'" in err and "OPT-13B" in err
+    assert_error(capsys, "--model", "calibrate", "--model", "nope", "--estimate")

@@ -99,10 +99,14 @@ def cmd_calibrate(args) -> int:
     if args.resume is not None:
         return cmd_resume(args)
     args.grid_idle = DEFAULT_GRID_IDLE if args.grid_idle is None else args.grid_idle
+    from kvsim.catalogue import get_model
+    try:                    # the model named before anything needs a GPU (a typo says so on any machine)
+        spec = get_model(args.model)
+    except KvsimError as e:
+        raise KvsimError("--model", e.message) from None
     if args.estimate:
         from kvsim.calibrate.fast import estimate_full_or_fast, time_limit_warning
-        from kvsim.catalogue import get_model
-        max_ctx = get_model(args.model).max_seq_len
+        max_ctx = spec.max_seq_len
         print(estimate_full_or_fast(sizes, args.fast, max_ctx, args.grid_idle))
         warn = time_limit_warning(sizes, args.fast, args.time_limit, max_ctx, args.grid_idle)
         if warn:
