@@ -16,13 +16,18 @@ from kvsim.cost.roofline import RooflineCostModel
 from kvsim.core.decode_swap_in import swap_in_step
 
 
+def _priced_here(eng) -> bool:
+    """Whether this module may take the engine's steps: the roofline's own ``step_time`` (``decode_plan_time`` and
+    ``mixed_plan_time`` are its body, not a subclass's), no sliding windows (a step's context sum is not the plain
+    sum) and no closed-loop gate."""
+    cost = eng.cost
+    return type(cost).step_time is RooflineCostModel.step_time and cost._window is None and eng.gate is None
+
+
 def _step(eng):
     """The next step taken from the kept run (state changed, not yet priced or recorded), or None (nothing
     changed)."""
-    cost = eng.cost
-    if type(cost).step_time is not RooflineCostModel.step_time or cost._window is not None:
-        return None                     # (decode_plan_time is the roofline's step_time: not a subclass's own)
-    if eng.gate is not None:
+    if not _priced_here(eng):
         return None
     sched = eng.sched
     run = kept_run(sched)
@@ -44,8 +49,7 @@ def mixed_step_from_run(eng):
     (:func:`kvsim.core.decode_mixed.mixed_step`: the run's groups decode, waiting groups are admitted beside
     them), or None (nothing changed: the engine schedules the step itself). Only the engine loop takes it: it
     admits, which ends a fast-forwarded run."""
-    cost = eng.cost
-    if type(cost).step_time is not RooflineCostModel.step_time or cost._window is not None or eng.gate is not None:
+    if not _priced_here(eng):
         return None
     step = mixed_step(eng.sched, eng.env.now)
     return None if step is None else _take(eng, step)

@@ -45,20 +45,16 @@ class MixedStep:
         memory split from the paged tracker's aggregates (the run's groups) plus the admitted groups' terms."""
         run, plan = self.run, self.plan
         sched, tracker = run.sched, run.tracker
-        bm, bs = tracker.bm, tracker.bs
         internal, logical = tracker.internal, tracker.logical
         if plan.prefill_group_ids:                  # (the admitted groups: no other group is in prefill)
             groups = sched.groups
             i, lg = sched.kv.split_terms([groups[gid] for gid in plan.prefill_group_ids])
             internal += i
             logical += lg
-        alloc = bm.num_allocated * bs
-        used = bm.used_slots
-        internal = min(internal, alloc - used)
         n, n_prefill, prefill_tokens = self.num_seqs, len(plan.prefill_group_ids), plan.num_prefill_tokens
         return (n_prefill, prefill_tokens, n, n_prefill + self.num_groups, prefill_tokens + n, len(sched.running),
-                len(sched.waiting), len(sched.swapped), 0, 0, 0, 0, bm.num_allocated,
-                used, internal, alloc - used - internal, 0, tracker.capacity - alloc, logical)
+                len(sched.waiting), len(sched.swapped), 0, 0, 0, 0, tracker.bm.num_allocated) \
+            + sched.kv.split_of(internal, logical).values()
 
     def complete(self, now: float) -> None:
         """``complete_step`` of the step at ``now``: the prefills' progress (groups whose prompt ends take their

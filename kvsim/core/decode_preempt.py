@@ -44,14 +44,10 @@ class PreemptingStep:
         memory split from the paged tracker's aggregates (``PagedKV.memory_split`` of the kept groups)."""
         run, plan = self.run, self.plan
         sched, tracker = run.sched, run.tracker
-        bm, bs = tracker.bm, tracker.bs
-        alloc = bm.num_allocated * bs
-        used = bm.used_slots
-        internal = min(tracker.internal, alloc - used)
         n = self.num_seqs
         return (0, 0, n, self.num_groups, n, len(sched.running), len(sched.waiting), len(sched.swapped),
-                len(plan.preempted), len(plan.swap_out), 0, 0, bm.num_allocated,
-                used, internal, alloc - used - internal, 0, tracker.capacity - alloc, tracker.logical)
+                len(plan.preempted), len(plan.swap_out), 0, 0, tracker.bm.num_allocated) \
+            + sched.kv.split_of(tracker.internal, tracker.logical).values()
 
     def complete(self, now: float) -> None:
         """``complete_step`` of the step at ``now``: counted as a step in which every group not preempted took

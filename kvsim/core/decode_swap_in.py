@@ -39,10 +39,7 @@ class SwapInStep:
                 len(plan.swap_in), len(plan.copy_pairs), bm.num_allocated)
         if plan.decode_group_ids:       # groups came back: the split over all of running
             return head + sched.kv.memory_split(sched.running).values()
-        alloc = bm.num_allocated * tracker.bs
-        used = bm.used_slots
-        internal = min(tracker.internal, alloc - used)
-        return head + (used, internal, alloc - used - internal, 0, tracker.capacity - alloc, tracker.logical)
+        return head + sched.kv.split_of(tracker.internal, tracker.logical).values()
 
     def complete(self, now: float) -> None:
         """``complete_step`` of the step at ``now``: counted as it counts (a uniform step, or a step with copies),

@@ -203,17 +203,21 @@ class PagedKV:
         unallocated (evictable prefix-cache blocks count as free); logical: the
         slots the block tables would occupy without any sharing.
         """
+        return self.split_of(*self.split_terms(running))
+
+    def split_of(self, internal: int, logical: int) -> MemorySplit:
+        """:meth:`memory_split` of groups whose :meth:`split_terms` sum to ``internal`` and ``logical``, under the
+        block manager's counters now (a kept decode run keeps its groups' sums: the steps taken from it read their
+        split here, :mod:`kvsim.core.decode_preempt`, :mod:`kvsim.core.decode_mixed`, :mod:`kvsim.core.run_split`)."""
         bm = self.bm
         alloc = bm.num_allocated * self.block_size
-        internal, logical = self.split_terms(running)
-        internal = min(internal, alloc - bm.used_slots)   # a shared partial block counts once
-        reserved = alloc - bm.used_slots - internal
-        return MemorySplit(bm.used_slots, internal, reserved, 0, self.capacity_slots - alloc, logical)
+        used = bm.used_slots
+        internal = min(internal, alloc - used)          # a shared partial block counts once
+        return MemorySplit(used, internal, alloc - used - internal, 0, self.capacity_slots - alloc, logical)
 
     def split_terms(self, running: list[SequenceGroup]) -> tuple[int, int]:
         """The groups' part of :meth:`memory_split`: (internal slots before the cap at the unwritten allocated
-        slots, logical slots), each a sum over the groups (a kept decode run keeps its groups' sums: the chunked
-        step taken from it adds the admitted groups' here, :mod:`kvsim.core.decode_mixed`)."""
+        slots, logical slots), each a sum over the groups (:meth:`split_of` caps and completes them)."""
         bs = self.block_size
         internal = 0
         logical = 0

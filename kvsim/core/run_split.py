@@ -43,11 +43,5 @@ def admitting_split(plan: StepPlan, sched: Scheduler) -> MemorySplit | None:
     for g, gid in zip(new, plan.prefill_group_ids):
         if g.group_id != gid:
             return None
-    tracker, bm = run.tracker, kv.bm
     internal, logical = kv.split_terms(new)
-    internal += tracker.internal
-    logical += tracker.logical
-    alloc = bm.num_allocated * tracker.bs
-    used = bm.used_slots
-    internal = min(internal, alloc - used)          # (as memory_split: a shared partial block counts once)
-    return MemorySplit(used, internal, alloc - used - internal, 0, tracker.capacity - alloc, logical)
+    return kv.split_of(internal + run.tracker.internal, logical + run.tracker.logical)

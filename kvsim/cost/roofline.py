@@ -225,12 +225,16 @@ class RooflineCostModel(RooflineDecodeMixin, CostModel):
             t = self._forward_time_f(tokens, rows, rows, float(ctx_sum), float(self._prefill_attention_s(plan)))
         else:
             t = self.params.step_overhead_s
-        # (each term only where the plan has some: an absent one is 0.0, and t + 0.0 is t for the t >= 0 here)
-        if plan.copy_pairs:
-            t += self.copy_time(len(plan.copy_pairs), self.block_bytes)
-        if (plan.swap_out or plan.swap_in) and self.params.include_swaps_in_step:
-            t += self.swap_time(len(plan.swap_out), self.block_bytes)
-            t += self.swap_time(len(plan.swap_in), self.block_bytes)
+        return self._with_transfers(t, len(plan.copy_pairs), len(plan.swap_out), len(plan.swap_in))
+
+    def _with_transfers(self, t: float, copies: int, swap_out: int, swap_in: int) -> float:
+        """``t`` plus the step's block copies and, where they are in the step, its swaps, in ``step_time``'s order
+        (each term only where there is some: an absent one is 0.0, and t + 0.0 is t for the t >= 0 here)."""
+        if copies:
+            t += self.copy_time(copies, self.block_bytes)
+        if (swap_out or swap_in) and self.params.include_swaps_in_step:
+            t += self.swap_time(swap_out, self.block_bytes)
+            t += self.swap_time(swap_in, self.block_bytes)
         return t
 
     def decode_plan_time(self, num_seqs: int, ctx_sum: int, copies: int = 0, swap_out: int = 0,
@@ -249,11 +253,7 @@ class RooflineCostModel(RooflineDecodeMixin, CostModel):
             t = self._forward_time_f(n, n, n, float(ctx_sum), 0.0)
         else:
             t = self.params.step_overhead_s
-        t += self.copy_time(copies, self.block_bytes)
-        if self.params.include_swaps_in_step:
-            t += self.swap_time(swap_out, self.block_bytes)
-            t += self.swap_time(swap_in, self.block_bytes)
-        return t
+        return self._with_transfers(t, copies, swap_out, swap_in)
 
     def swap_time(self, num_blocks: int, block_bytes: int) -> float:
         """One-way host-link time; per-(layer, K/V) transfers when ``swap_per_layer_kv``."""
