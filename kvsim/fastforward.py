@@ -99,14 +99,22 @@ def fast_forward(eng):
     seg = run.next_segment()
     if seg.steps < MIN_STEPS:
         return None
-    limit = eng.max_time_s if eng.max_time_s is not None else float("inf")
-    if not sched.waiting and not sched.swapped:
-        limit = min(limit, eng.next_arrival_s)      # the step at or after the arrival would admit it
+    limit = _limit(eng)
     dts, clock = _price(eng.cost, seg, env.now, limit)
     k = _steps_before(clock, limit, True)
     if k < MIN_STEPS:
         return None
     return _advance(eng, run, seg, dts, clock, k, limit)
+
+
+def _limit(eng) -> float:
+    """The clock a run's steps must start before: the time limit, and the next arrival where nothing waits or is
+    swapped out (the step at or after it would admit it)."""
+    sched = eng.sched
+    limit = eng.max_time_s if eng.max_time_s is not None else float("inf")
+    if not sched.waiting and not sched.swapped:
+        limit = min(limit, eng.next_arrival_s)
+    return limit
 
 
 def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int, limit: float):
@@ -116,7 +124,7 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
     run_first = first_iter                      # (the first iteration of the run, for ff_steps)
     pieces = []         # (clock, segment, step times or None, steps taken) of each segment, (None, swap s, step s, 0)
     #                     of each step taken from the run (step_in_run), in order: the timeouts
-    sub = []            # the segments since the last step taken from the run: arrivals are placed among them
+    since = 0           # pieces[since:]: the segments since the last step taken from the run (arrivals go there)
     t = env.now
     start = True        # the next segment starts a run (its clock is not the last segment's running sum)
     stuck = False       # the run ends where the free blocks run out: the next step will not fit either
@@ -136,7 +144,6 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
                             start, run.memory(seg, k), t1)
             start = False
             pieces.append((clock, seg, dts, k))
-            sub.append((clock, seg, dts, k))
             t = t1
             if eng.gate is not None:            # closed loop: a finish may free a slot, and the request it sends
                 run.apply(seg, k, t)            # joins at t
@@ -161,12 +168,10 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
         swap_s, dt, t = got
         pieces.append((None, swap_s, dt, 0))
         taken += 1
-        sub = []
+        since = len(pieces)
         first_iter = len(log)
         waiting, swapped = len(sched.waiting), len(sched.swapped)
-        limit = eng.max_time_s if eng.max_time_s is not None else float("inf")
-        if not sched.waiting and not sched.swapped:
-            limit = min(limit, eng.next_arrival_s)
+        limit = _limit(eng)
         start = True
         if not (sched.running and decode_run.KEEP_RUNS and run.resume() and admission_blocked(sched, run.num_seqs)):
             break                               # (resume: the groups swapped in join the run)
@@ -187,14 +192,14 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
                 yield env.timeout(float(dt))
     end_iter = len(log)
     eng.ff_steps += end_iter - run_first - taken
-    if not sub:
+    if since == len(pieces):
         return                                  # (the run ended with a step taken from it: arrivals are the engine's)
-    clock, _, _, n = sub[-1]
+    clock, _, _, n = pieces[-1]
     if not eng.inbox or min(when for when, _ in eng.inbox) > clock[n - 1]:
         return                                  # (as usual: the arrival that cut the run comes after its last start)
     # arrivals during the run only join the queue behind a blocked head or while groups are swapped
     # out (start_decode_run checked that); each is added at the first step starting at or after it
-    starts = np.concatenate([c[:n] for c, _, _, n in sub])
+    starts = np.concatenate([c[:n] for c, _, _, n in pieces[since:]])
     late = []
     for when, spec in eng.inbox:
         j = int(np.searchsorted(starts, when, side="left"))
