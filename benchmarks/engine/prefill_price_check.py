@@ -18,7 +18,7 @@ from kvsim.core.plan import StepPlan
 from kvsim.cost.calibrated import CalibratedCostModel, load_profile
 from kvsim.graph_sizes import graph_batch_sizes, prefill_token_sizes
 
-BINS = [0, 64, 128, 256, 512, 1024, 2048]
+BINS = [0, 64, 128, 256, 512, 1024, 2048, 3072, 4096, 5120, 8192]
 
 
 def main() -> None:

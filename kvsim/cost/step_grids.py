@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from kvsim.core.plan import StepPlan
+from kvsim.cost.prefill_shapes import attention_pairs
 from kvsim.cost.profile import interp1, interp2
 from kvsim.graph_sizes import padded
 
@@ -34,20 +35,42 @@ class StepGridsMixin:
     ``_prefill_host``."""
 
     def _pstep_at(self, tokens: float) -> float:
-        """``prefill_step`` at ``tokens``: interpolated on the grid, past it along :func:`top_slope` (steps
-        beyond the largest CUDA graph run eagerly and are GEMM-bound: linear in tokens)."""
+        """``prefill_step`` at ``tokens``: interpolated on the grid; past it, the step's work other than
+        attention grows along :func:`top_slope` of the grid less its attention (steps beyond the largest CUDA
+        graph run eagerly and their GEMMs are linear in tokens) and its attention by query-key pairs
+        (:meth:`_kernel_attn`: quadratic in a fresh prompt's tokens). Growing the whole step linearly priced
+        Mistral-7B's 2-6k-token prompts 7-17% fast on an H100, the gap widening with the prompt
+        (``benchmarks/engine/prefill_price_check.py`` on ``validation/H100-1206/v29*``)."""
         xs, ys = self._pstep
         if tokens <= xs[-1]:
             return float(interp1(tokens, xs, ys))
         slope = self._dec_cache.get("pstep_slope")
         if slope is None:
-            slope = self._dec_cache["pstep_slope"] = top_slope(xs, ys)
-        return float(ys[-1] + slope * (tokens - xs[-1]))
+            rest = [y - self.L * self._kernel_attn(x, 0.0) for x, y in zip(xs, ys)]
+            slope = self._dec_cache["pstep_slope"] = top_slope(xs, rest)
+        attn = self.L * (self._kernel_attn(tokens, 0.0) - self._kernel_attn(float(xs[-1]), 0.0))
+        return float(ys[-1] + slope * (tokens - xs[-1]) + max(0.0, attn))
 
     def _kernel_attn(self, new: float, cached: float) -> float:
         """Per-layer prefill attention of ``new`` tokens after ``cached`` from the kernel grid, above its smallest
-        point (a few tokens, nothing cached: almost all launch)."""
-        return float(interp2(float(new), float(cached), *self._pre)) - float(self._pre[2][0, 0])
+        point (a few tokens, nothing cached: almost all launch). Past the grid's largest ``new``, the grid's edge
+        plus the query-key pairs beyond it at the cost per pair of the grid's last segment along ``new`` (at
+        this context): attention work is linear in pairs, and pairs grow quadratically with a prompt, so the
+        linear extension that serves the other axes would price a long prompt's attention low."""
+        xn, xc, table = self._pre
+        floor = float(table[0, 0])
+        top = float(xn[-1])
+        if new <= top or len(xn) < 2:
+            return float(interp2(float(new), float(cached), xn, xc, table)) - floor
+        key = ("kattn_pair", float(cached))
+        per_pair = self._dec_cache.get(key)
+        if per_pair is None:
+            lo = float(xn[-2])
+            grow = float(interp2(top, float(cached), xn, xc, table)) - float(interp2(lo, float(cached), xn, xc, table))
+            span = attention_pairs([top], [cached]) - attention_pairs([lo], [cached])
+            per_pair = self._dec_cache[key] = max(0.0, grow / span) if span > 0 else 0.0
+        edge = float(interp2(top, float(cached), xn, xc, table)) - floor
+        return edge + per_pair * (attention_pairs([new], [cached]) - attention_pairs([top], [cached]))
 
     def _attn_extra(self, plan: StepPlan, total_new: int) -> float:
         """Prefill attention of the plan's groups beyond one fresh sequence of ``total_new``, whole step.
