@@ -58,3 +58,17 @@ def test_prepared_inputs_match_their_per_token_definition(budget):
         assert batch.meta.slot_mapping.tolist() == slots
         sched.complete_step(plan, float(step) + 0.5, runner.execute(plan, batch))
     assert checked > 0                      # some chunk started or ended inside a block
+
+
+@pytest.mark.parametrize("tokens, max_seqs, max_len", [
+    (2560, 256, 2048), (2048, 256, 2048), (4096, 256, 2048), (512, 256, 8192), (8192, 2, 2048), (100, 1, 50),
+    (7, 256, 3)])
+def test_profiled_forward_fits_the_models_positions_and_the_step_limits(tokens, max_seqs, max_len):
+    """The memory-measuring forward pass (vLLM's profile run): no sequence longer than the model's length (OPT's
+    learned positions end there), no more sequences than a step may hold, and as many tokens as a step can
+    schedule: the budget, or every sequence at full length when the budget is larger."""
+    from kvsim.engine.engine import profile_shape
+    seqs, per = profile_shape(tokens, max_seqs, max_len)
+    assert 1 <= seqs <= max_seqs and 1 <= per <= max_len
+    assert seqs * per <= tokens
+    assert seqs * per >= min(tokens, max_seqs * max_len) - seqs      # at most one token short per sequence

@@ -57,14 +57,23 @@ def _backend(sc: Scenario, device: torch.device) -> str:
     return ("triton" if device.type == "cuda" else "torch") if be == "auto" else be
 
 
+def profile_shape(tokens: int, max_num_seqs: int, max_model_len: int) -> tuple[int, int]:
+    """The profiled peak forward's ``(sequences, tokens each)``: the step's token budget as few sequences as the
+    model's length allows, none longer than ``max_model_len`` (a model with learned positions has no embedding
+    past it: OPT-13B's 2,560-token budget as one 2,560-token sequence indexed past its 2,048 positions and hit a
+    device-side assert) and no more than ``max_num_seqs``: a step never holds more than that many sequences of
+    at most that length."""
+    longest = max(1, max_model_len)
+    seqs = max(1, min(max_num_seqs, -(-tokens // longest)))
+    return seqs, max(1, min(longest, tokens // seqs))
+
+
 def _measure_blocks(model, setup: RunSetup, device: torch.device, dtype, backend: str) -> tuple[int, dict]:
     """KV blocks that fit after the weights and a profiled peak forward, like vLLM's profile run."""
     from kvsim.engine.attention import AttnMetadata
     e = setup.scenario.engine
     bs = e.block_size
-    tokens = e.max_num_batched_tokens
-    seqs = max(1, min(e.max_num_seqs, tokens // max(1, setup.max_model_len)) or 1)
-    per = tokens // seqs
+    seqs, per = profile_shape(e.max_num_batched_tokens, e.max_num_seqs, setup.max_model_len)
     nblk = -(-per // bs) * seqs
     cache = KVCache(model.num_layers, nblk, bs, model.num_kv_heads, model.head_dim, 0, dtype, device, backend)
     torch.cuda.synchronize()
