@@ -248,9 +248,40 @@ def measure_prefill(model, bs: int, dev, new_axis=PREFILL_NEW, cached_axis=PREFI
     return {"tokens": list(new_axis), "cached": list(cached_axis), "time_s": grid}
 
 
+COPY_MEMORY_SHARE = 0.4     # of the free GPU memory (and of the host's available memory) the copy/swap pools may take
+
+
+def copy_swap_blocks(blocks, block_bytes: int, gpu_free: int, host_free: int,
+                     share: float = COPY_MEMORY_SHARE) -> list[int]:
+    """The block counts of ``blocks`` whose copy and swap pools fit: ``2 x n + 8`` GPU blocks within ``share`` of
+    the free GPU memory and ``n`` pinned CPU blocks within ``share`` of the host's available memory (``block_bytes``:
+    one block, all layers, K and V). The two smallest are always kept: the profile's curves extend linearly past
+    their largest point. At block 256, OPT-13B's 520-block pool asked for 101.6 GiB on an 80 GB H100 and ended the
+    calibration (``benchmarks/engine/results_H100/lease_1206b``)."""
+    pts = sorted(int(b) for b in blocks)
+    fits = [b for b in pts if (2 * b + 8) * block_bytes <= share * gpu_free and b * block_bytes <= share * host_free]
+    return sorted(set(pts[:2]) | set(fits))
+
+
+def _host_available() -> int:
+    """Bytes of host memory available now (Linux), or a large number where the system does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
 def measure_copy_swap(model, bs: int, dev, blocks=COPY_BLOCKS) -> tuple[dict, dict]:
-    """Copy-on-write block copies and one-way GPU->CPU swaps of scattered blocks, all layers."""
+    """Copy-on-write block copies and one-way GPU->CPU swaps of scattered blocks, all layers (the block counts
+    that fit in memory at this block size: :func:`copy_swap_blocks`)."""
     from kvsim.engine.kv_cache import KVCache
+    block_bytes = 2 * model.num_layers * bs * model.num_kv_heads * model.head_dim * torch.finfo(model.dtype).bits // 8
+    asked = list(blocks)
+    free = torch.cuda.mem_get_info()[0] if torch.device(dev).type == "cuda" else _host_available()
+    blocks = copy_swap_blocks(asked, block_bytes, free, _host_available())
+    if blocks != sorted(asked):
+        _log(f"copies and swaps at block size {bs}: {blocks} blocks ({len(asked) - len(blocks)} larger counts "
+             f"need more memory than {COPY_MEMORY_SHARE:.0%} of what is free)")
     n_blocks = max(blocks) * 2 + 8
     cache = KVCache(model.num_layers, n_blocks, bs, model.num_kv_heads, model.head_dim, max(blocks),
                     model.dtype, dev, BACKEND, staged_swap=swap_staged())     # as the engine will swap

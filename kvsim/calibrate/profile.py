@@ -213,10 +213,18 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     prof["meta"]["grid_idle"] = float(M.GRID_IDLE)      # idle before each timed grid call, x its time (--grid-idle)
     for key in BLOCK_TABLES:
         prof[key] = {}
-    t_blocks = {}
+    t_blocks, skipped = {}, {}
     for bs in block_sizes:
         t1 = time.perf_counter()
-        for key, table in measure_block(model, bs, dev, cuda_graphs=cuda_graphs, fast=fast).items():
+        try:
+            tables = measure_block(model, bs, dev, cuda_graphs=cuda_graphs, fast=fast)
+        except torch.OutOfMemoryError as err:      # this block size's grids do not fit beside the model: the
+            # others are still measured (one size out of memory ended the whole calibration before)
+            torch.cuda.empty_cache()
+            skipped[str(bs)] = str(err).splitlines()[0][:200]
+            M._log(f"block size {bs} skipped: CUDA out of memory ({skipped[str(bs)]})")
+            continue
+        for key, table in tables.items():
             if key == REFERENCE:
                 prof["meta"].setdefault("reference_step", {})[str(bs)] = table
                 marks = {"start": table.get("time_s"), "grid's timing": table.get("grid_timing_s"),
@@ -228,6 +236,12 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
         t_blocks[str(bs)] = round(time.perf_counter() - t1, 1)
         M._log(f"block size {bs} done in {t_blocks[str(bs)]:.1f} s")
     prof["meta"]["seconds_per_block_size"] = t_blocks
+    block_sizes = [bs for bs in block_sizes if str(bs) not in skipped]
+    if skipped:
+        prof["meta"]["skipped_block_sizes"] = skipped
+    if not block_sizes:
+        raise KvsimError("--block-sizes", f"no block size fits on this card beside {spec.name} "
+                                          f"(CUDA out of memory at {', '.join(skipped)})")
     for key in ("mixed_step", "prefill_batch_step", "prefill_cached_step"):    # optional tables: absent, not empty
         if not prof[key]:
             del prof[key]

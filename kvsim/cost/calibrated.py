@@ -117,8 +117,10 @@ class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin,
         if profile.dtype != dtype:
             raise KvsimError("profile", f"{profile.source} was measured in {profile.dtype}, the scenario uses {dtype}")
         if block_size_tokens not in profile.decode or block_size_tokens not in profile.prefill:
+            why = (profile.meta.get("skipped_block_sizes") or {}).get(str(block_size_tokens))
+            hint = f"; the calibration skipped it: {why}" if why else "; re-run kvsim calibrate --block-sizes"
             raise KvsimError("engine.block_size", f"{block_size_tokens} is not in the profile (measured: "
-                                                  f"{profile.block_sizes}); re-run kvsim calibrate --block-sizes")
+                                                  f"{profile.block_sizes}){hint}")
         if gpu is not None:
             check_card(profile, gpu)
         self.p = profile
