@@ -90,3 +90,35 @@ def test_prefill_past_the_grid_recovers_linear_work_plus_quadratic_attention():
     for new, k in ((4096.0, 512.0), (5000.0, 3000.0)):
         want = per_pair * (attention_pairs([new], [k]) - attention_pairs([16], [0]))
         assert c._kernel_attn(new, k) == pytest.approx(want, rel=1e-9)
+
+
+def test_a_prompt_longer_than_the_serving_fits_keeps_its_share_of_the_step():
+    """Past the serving fit's longest prompt, one prompt pays the fit's extra as a share of its grid price
+    (serving's clocks under load scale a compute-bound step), never less than prefill_overhead; several prompts
+    in a step and a fit with negative extras keep prefill_overhead alone."""
+    import numpy as np
+    c = CalibratedCostModel(load_profile(str(ROOT / "calibrate" / "profiles" / "H100" / "llama-3-8b-1206.json")),
+                            model_name="Llama-3-8B", dtype="fp16", block_size_tokens=16)
+    over = float(c.p.overhead[1][0])
+
+    def lone(t, groups=1):
+        return StepPlan(prefill_group_ids=list(range(groups)), prefill_new_tokens=[t // groups] * groups,
+                        prefill_cached_tokens=[0] * groups)
+    xs = np.array([100.0, 300.0, 600.0, 900.0])
+    fitted, c._pserving = c._pserving, None
+    base = {t: c.step_time(lone(t)) - c._prefill_host(t) for t in (1500, 3000)}
+    several = c.step_time(lone(3000, groups=3))
+    c._pserving = (xs, np.array([0.05 * (c.step_time(lone(int(x))) - c._prefill_host(int(x)) - over) for x in xs]))
+    c._dec_cache.clear()
+    c._prefill_memo.clear()
+    assert c._serving_share() == pytest.approx(0.05, rel=1e-6)
+    for t, b in base.items():
+        want = b + max(c._prefill_host(t), 0.05 * (b - over))
+        assert c.step_time(lone(t)) == pytest.approx(want, rel=1e-9)
+    assert c.step_time(lone(3000, groups=3)) == pytest.approx(several, rel=1e-12)
+    c._pserving = (xs, np.full(4, -1e-3))                   # a fit that took time off: no share
+    c._dec_cache.clear()
+    c._prefill_memo.clear()
+    assert c._serving_share() == 0.0
+    assert c.step_time(lone(3000)) == pytest.approx(base[3000] + c._prefill_host(3000), rel=1e-9)
+    assert fitted is not None
