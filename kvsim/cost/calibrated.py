@@ -41,8 +41,9 @@ held. Profiles with
 ``prefill_serving`` (the lone prefill steps of those runs) price a prefill-only step of up to its longest
 measured prompt with its ``extra_s(T)`` (interpolated in the step's prompt tokens, held below; it may be
 negative, but never takes the step below its grid price without overhead) in place of ``prefill_overhead``;
-a longer step keeps ``prefill_overhead`` (the curve's values there would be extrapolated from single prompts
-onto, e.g., a static scheduler's multi-prompt batch). A prefill
+a longer step of several prompts keeps ``prefill_overhead`` (the curve's values there would be extrapolated from
+single prompts onto, e.g., a static scheduler's multi-prompt batch), and a longer single prompt pays the fit's
+extra as a share of its grid price (:meth:`StepGridsMixin._serving_share`), at least ``prefill_overhead``. A prefill
 iteration is ``overhead + prefill_step(T') +
 L x (attention of the actual groups - attention of one fresh T-token
 sequence)``, with ``T'`` the CUDA-graph token count the engine pads ``T`` to when the grid was timed
@@ -74,8 +75,9 @@ Interpolation is piecewise linear on the measured grid. Times are made
 monotone along every axis (more work never takes less time) by isotonic
 regression, which averages a noisy slow sample with its neighbours. Outside the grid: below the smallest point the first
 value is used; above the largest, the last segment's slope extends the curve
-(linear growth in tokens, batch and context) — except ``prefill_step``, extended along the least-squares line
-of its top quarter (:func:`kvsim.cost.step_grids.top_slope`; its last pair is often isotonic-flattened), and
+(linear growth in tokens, batch and context) — except ``prefill_step``, whose work other than attention is
+extended along the least-squares line of its top quarter (:func:`kvsim.cost.step_grids.top_slope`; its last pair is
+often isotonic-flattened) and whose attention grows by query-key pairs (the kernel grid past its largest prompt), and
 mixed steps past the largest chunk, which grow alike for every row count (:mod:`kvsim.cost.step_grids`). Decode depends on the plan only
 through (n, sum ctx, max ctx), so ``step_time`` and ``decode_step_times`` agree bit for bit.
 
