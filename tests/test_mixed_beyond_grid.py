@@ -122,3 +122,15 @@ def test_a_prompt_longer_than_the_serving_fits_keeps_its_share_of_the_step():
     assert c._serving_share() == 0.0
     assert c.step_time(lone(3000)) == pytest.approx(base[3000] + c._prefill_host(3000), rel=1e-9)
     assert fitted is not None
+
+
+@pytest.mark.parametrize("profile", ["H100/llama-3-8b-1206.json", "H200/llama-3-8b.json"])
+def test_a_long_chunk_with_decode_rows_never_costs_less_than_the_chunk_alone(profile):
+    """Past the mixed grid's largest chunk the chunk's attention grows by query-key pairs as a lone prompt's does:
+    extended linearly, an 8,192-token chunk with 8 decode rows was priced below the same prompt alone (221 vs
+    233 ms on the H100 Llama-3-8B profile)."""
+    c = CalibratedCostModel(load_profile(str(ROOT / "calibrate" / "profiles" / profile)), model_name="Llama-3-8B",
+                            dtype="fp16", block_size_tokens=16)
+    for t in (1024, 2048, 4096, 8192):
+        alone = c.step_time(StepPlan(prefill_group_ids=[0], prefill_new_tokens=[t], prefill_cached_tokens=[0]))
+        assert c.step_time(mixed(8, t)) > alone, t

@@ -117,10 +117,16 @@ class StepGridsMixin:
             else:   # past the largest chunk measured: the grid's edge at these rows plus one growth per chunk
                 # token for every row count (the median of the measured rows' last chunk segments at this
                 # context): the extra tokens' work does not depend on the decode rows, and a slope per row
-                # count priced a 4,096-token chunk with 256 rows below one with 96 (Llama-3-8B, H200)
-                slopes = [(interp1(mean, xc, grid[r, :, -1]) - interp1(mean, xc, grid[r, :, -2])) / (top - xt[-2])
+                # count priced a 4,096-token chunk with 256 rows below one with 96 (Llama-3-8B, H200). That
+                # growth less the chunk's attention over the last segment is extended linearly, the attention by
+                # query-key pairs (:meth:`_kernel_attn`), as a long prompt's (:meth:`_pstep_at`)
+                lo = float(xt[-2])
+                slopes = [(interp1(mean, xc, grid[r, :, -1]) - interp1(mean, xc, grid[r, :, -2])) / (top - lo)
                           for r in range(len(xn))]
-                t += float(interp2(mean, top, xc, xt, plane)) + float(np.median(slopes)) * (t_pre - top)
+                attn_lo, attn_top = self._kernel_attn(lo, 0.0), self._kernel_attn(top, 0.0)
+                rest = max(0.0, float(np.median(slopes)) - self.L * (attn_top - attn_lo) / (top - lo))
+                attn = self.L * max(0.0, self._kernel_attn(float(t_pre), 0.0) - attn_top)
+                t += float(interp2(mean, top, xc, xt, plane)) + rest * (t_pre - top) + attn
             return t + self._attn_extra(plan, t_pre)
         if n:
             t += float(self._grid_at(self._step, float(n), float(sum(ctx))))
