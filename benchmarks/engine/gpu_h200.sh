@@ -132,8 +132,9 @@ for spec in ${CALIB:-}; do  # a model already profiled here gains the new block 
   m=${spec%%:*}; b=${spec#*:}; f="$W/profiles/$m-b${b//,/-}.json"; dest=$PDIR/$m${CALIB_SUFFIX:-}.json
   stamp "calibrate $m $b"
   clocks "${f%.json}.clocks.csv"
+  runs="--serving-runs ${f%.json}.serving"; case " ${CALIB_ARGS:-} " in *" --fast "*) runs="";; esac  # (--fast: none)
   timeout "${CALIB_TIMEOUT:-540}" python3 -m kvsim.cli calibrate --model "$m" --block-sizes "$b" --out "$f" ${CALIB_ARGS:-} \
-    --serving-runs "${f%.json}.serving" --time-limit $(( ${CALIB_TIMEOUT:-540} - 20 )) 2>&1 \
+    $runs --time-limit $(( ${CALIB_TIMEOUT:-540} - 20 )) 2>&1 \
     | grep -v Warning > "${f%.json}.log"; tail -2 "${f%.json}.log"; kill $SMI 2>/dev/null
   if [ -s "$f" ] && ! whole "$f"; then
     echo "partial profile (calibration stopped early): kept in $f only"   # never replaces a whole one
