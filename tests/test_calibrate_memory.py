@@ -33,3 +33,13 @@ def test_block_256_on_an_h100_drops_the_largest_counts_and_block_16_keeps_all():
     101.6 GiB; block 16's fits whole."""
     assert copy_swap_blocks(COPY_BLOCKS, opt13b_block_bytes(256), 55 * GiB, 100 * GiB) == [1, 4, 16]
     assert copy_swap_blocks(COPY_BLOCKS, opt13b_block_bytes(16), 55 * GiB, 100 * GiB) == COPY_BLOCKS
+
+
+@pytest.mark.parametrize("sizes, want", [([1, 2, 4, 8, 16, 32, 64, 128, 256], 16), ([256], 256), ([128, 256], 128),
+                                         ([1, 2, 4, 8, 32, 64], 8), ([8, 32], 8), ([1, 64], 64)])
+def test_the_fits_run_at_the_block_size_nearest_16(sizes, want):
+    """The overhead and serving fits' engine runs take the measured block size nearest 16 in ratio (smaller on a
+    tie): block 256 alone asked 62.5 GiB for OPT-13B's fit on an 80 GB H100, where block 16's fits."""
+    from kvsim.calibrate.profile import fit_block_size
+    assert fit_block_size(sizes) == want
+    assert fit_block_size(list(reversed(sizes))) == want
