@@ -5,7 +5,8 @@
 # report's prediction (order, error per block size, measured margin, noise) into engine_check.{csv,md}.
 #   REPORT=benchmarks/blocksize/H200/alpaca   the committed report folder (block_size.csv)
 #   SCENARIO=scenarios/paper/fig18b_block_size_alpaca.yaml
-#   BLOCKS=16,32,64     default: the report's best block size and its two neighbours in block_size.csv
+#   BLOCKS=16,32,64     default: the report's recommended block size (report.txt) and the block predicted
+#                       worst on each side of it (block_size.csv), or the two worst on its one side
 #   FRACS=0.8,0.9,1.0,1.1,1.2   rates run, as fractions of the report's best predicted rate (same for every block)
 #   DURATION=20 (s of Poisson arrivals per run)  SEEDS=0 (e.g. 0,1: the spread of per-seed rates is the noise)
 #   SLO=normalized_latency_s=0.1   SETS="--set gpu=h200-141gb"   CHECK_TIMEOUT=560 (s, the whole stage)
@@ -21,13 +22,21 @@ SCENARIO=${SCENARIO:-scenarios/paper/fig18b_block_size_alpaca.yaml}
 SLO=${SLO:-normalized_latency_s=0.1}
 SETS=${SETS:---set gpu=h200-141gb}
 W=$OUT/work/blocksize/$(basename "$REPORT"); mkdir -p "$W"
-read -r BEST_RATE AUTO_BLOCKS < <(python3 - "$REPORT/block_size.csv" <<'PY'
-import sys, pandas as pd
+read -r BEST_RATE AUTO_BLOCKS < <(python3 - "$REPORT/block_size.csv" "$REPORT/report.txt" <<'PY'
+import re, sys, pandas as pd
 t = pd.read_csv(sys.argv[1]).dropna(subset=["max_rate_req_s"]).sort_values("block_size").reset_index(drop=True)
-i = int(t.max_rate_req_s.idxmax())
-lo = min(max(0, i - 1), max(0, len(t) - 3))          # the best and its two neighbours (or the two nearest)
-pick = range(lo, min(len(t), lo + 3))
-print(t.max_rate_req_s.max(), ",".join(str(int(t.block_size[j])) for j in pick))
+rate = dict(zip(t.block_size.astype(int), t.max_rate_req_s))
+try:                                  # the report's recommendation (report.txt), else the best predicted rate
+    rec = int(re.search(r"recommended block size: (\d+)", open(sys.argv[2]).read()).group(1))
+except (OSError, AttributeError):
+    rec = int(t.block_size[t.max_rate_req_s.idxmax()])
+# beside it, the block predicted worst on each side of it (the widest predicted gaps: an ordering the engine can
+# confirm), or the two worst on the one side there is
+lo = sorted((b for b in rate if b < rec), key=lambda b: (rate[b], b))
+hi = sorted((b for b in rate if b > rec), key=lambda b: (rate[b], -b))
+others = ([lo[0]] if lo else []) + ([hi[0]] if hi else [])
+others += [b for b in lo[1:] + hi[1:] if b not in others][:2 - len(others)]
+print(t.max_rate_req_s.max(), ",".join(str(b) for b in sorted([rec] + others)))
 PY
 )
 BLOCKS=${BLOCKS:-$AUTO_BLOCKS}
