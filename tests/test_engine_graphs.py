@@ -268,3 +268,21 @@ def test_synthetic_steps_launch_the_decode_kernel_on_prompts_as_the_runner_does(
     assert synthetic_step([(5, 0)], [], mixed_decode_kernel=True, **kw)[2].single_rows_decode
     assert not synthetic_step([(5, 0)], [], mixed_decode_kernel=False, **kw)[2].single_rows_decode
     assert not synthetic_step([], [9, 9], mixed_decode_kernel=True, **kw)[2].single_rows_decode
+
+
+@pytest.mark.parametrize("kv_heads, sms, max_ctx", [(8, 132, 8192), (40, 132, 2048), (8, 132, 32768), (8, 114, 4096)])
+def test_warmup_shapes_cover_every_split_of_eager_decode(kv_heads, sms, max_ctx):
+    """Eager decode splits long contexts into partitions; the reduce kernel compiles per power-of-two width of
+    the split count and both kernels per class of it (1, 16k, neither): every (width, class) that serving can
+    reach at any rows and context must come up in the warm-up (an H100 Mistral-7B-SWA run compiled 3 kernels
+    mid-run, its contexts past the warm-up's 1,500 tokens)."""
+    import triton
+
+    from kvsim.kernels._attn_decode import choose_num_splits
+
+    def key(rows, ctx):
+        n = choose_num_splits(rows, kv_heads, ctx, sms, 64)
+        return None if n <= 1 else (max(2, triton.next_power_of_2(n)), _cls(n))
+    serving = {key(r, c) for r in range(1, 257) for c in range(16, max_ctx + 1, 16)} - {None}
+    warm = {key(len(d), max(d)) for p, d in warmup_shapes(2048, max_ctx, 256, 2048) if d and not p} - {None}
+    assert serving and serving <= warm, sorted(serving - warm)

@@ -53,9 +53,23 @@ def warmup_shapes(max_tokens: int, max_context: int, max_seqs: int = 1, step_tok
             per = max(1, min(max_context, total // seqs))
             steps.append(([(per, 0)] * max(1, min(max_seqs, total // per)), []))
     for b in (1, 3, 16, 64):
-        for c in sorted({fit(t) for t in (bs, bs + 1, 17, 300, 16 * bs, 1500)}):
+        # (a decode context is bounded by the model's length alone, not by the step's token budget)
+        for c in sorted({max(1, min(t, max_context)) for t in (bs, bs + 1, 17, 300, 16 * bs, 1500)
+                         + split_contexts(max_context)}):
             steps.append(([], [c] * b))                                         # eager decode, split or not
     return steps
+
+
+def split_contexts(max_context: int) -> tuple[int, ...]:
+    """Decode contexts whose split count (at a few rows: one partition per ``MIN_SPLIT_TOKENS`` positions, see
+    :func:`kvsim.kernels._attn_decode.choose_num_splits`) takes every power-of-two reduce width and every
+    integer class up to ``MAX_SPLITS``: the reduce kernel is compiled per width (``SPLIT_PAD``) and both kernels
+    per class of the split count, so an eager engine warmed only up to 1,500 tokens compiled them mid-run at its
+    first 3-6k-token contexts (Mistral-7B-SWA, v29 on an H100: 3 compiles, steps 1, 155 and 178)."""
+    from kvsim.kernels._attn_decode import MAX_SPLITS, MIN_SPLIT_TOKENS
+    counts = sorted({n for k in range(1, MAX_SPLITS.bit_length() + 1) for n in (2 ** k, 2 ** k + 1)
+                     if 2 <= n <= MAX_SPLITS})
+    return tuple(n * MIN_SPLIT_TOKENS for n in counts if n * MIN_SPLIT_TOKENS <= max_context)
 
 
 def largest_prefill_step(sc, max_model_len: int, num_gpu_blocks: int) -> int:
