@@ -149,3 +149,22 @@ def test_blocks_to_append_private_last_blocks():
             m.append_slots(sub)
             assert free0 - m.num_free_blocks == need
         m.check_invariants()
+
+
+def test_parent_codes_equal_parents():
+    """``BeamParents.many_codes`` gives ``many``'s parents (as codes) from the same stream, calls of either kind
+    interleaved, widths mixed and equal, and ``parents_of_code`` turns them back."""
+    import numpy as np
+
+    from kvsim.core.beam import BeamParents, choose_parents, parents_of_code
+    rng = np.random.default_rng(4)
+    buffered, b = BeamParents(np.random.default_rng(7), chunk=101), np.random.default_rng(7)
+    for _ in range(300):
+        k = 4 if rng.random() < 0.8 else int(rng.integers(2, 7))
+        ks = [k] * int(rng.integers(1, 30)) if rng.random() < 0.9 else [k, 2, k]
+        want = [choose_parents(b, x, 0.5, 0.5) for x in ks]
+        if rng.random() < 0.5:
+            got = [parents_of_code(c, x) for c, x in zip(buffered.many_codes(ks, 0.5, 0.5), ks)]
+        else:
+            got = buffered.many(ks, 0.5, 0.5)
+        assert got == want

@@ -51,7 +51,8 @@ class BeamParents:
         self.rng, self.chunk = rng, chunk
         self._buf = np.zeros(0)
         self._pos = 0
-        self._ahead = None      # ((k, keep_prob, decay), buffer position, parents of the groups from there on)
+        self._ahead = None      # ((k, keep_prob, decay), buffer position, parents of the groups from there on, their
+        #                         codes: many_codes)
 
     def _take(self, n: int) -> np.ndarray:
         """The stream's next ``n`` uniforms."""
@@ -73,9 +74,24 @@ class BeamParents:
         k = ks[0]
         if k <= 1 or ks.count(k) != len(ks):
             return [self(x, keep_prob, decay) for x in ks]
+        ahead, c, n = self._read_ahead(k, len(ks), keep_prob, decay)
+        return ahead[2][c:c + n]
+
+    def many_codes(self, ks: list[int], keep_prob: float = 0.5, decay: float = 0.5) -> list[int]:
+        """:meth:`many`'s parents (the same draws, the stream left as it leaves it), each group's as one number:
+        ``sum(parents[i] * k**i)`` (:func:`parents_of_code` turns it back)."""
+        k = ks[0]
+        if k <= 1 or ks.count(k) != len(ks):
+            return [_code(self(x, keep_prob, decay), x) for x in ks]
+        ahead, c, n = self._read_ahead(k, len(ks), keep_prob, decay)
+        return ahead[3][c:c + n]
+
+    def _read_ahead(self, k: int, n: int, keep_prob: float, decay: float) -> tuple:
+        """The read-ahead parents of ``n`` groups of width ``k > 1`` (``(key, position, parents, codes)``) and where
+        this call's groups start in them; the stream moves past their uniforms."""
         # groups' parents are read ahead from the buffered uniforms (each group's are a function of its own
         # 2k uniforms): later calls of the same width slice them while the stream stays aligned to 2k
-        w, n = 2 * k, len(ks)
+        w = 2 * k
         if self._pos + w * n > len(self._buf):
             self._take(w * n)                   # refill (the unread uniforms stay first) ...
             self._pos -= w * n                  # ... without reading any
@@ -83,21 +99,38 @@ class BeamParents:
         if ahead is None or ahead[0] != key or pos < ahead[1] or (pos - ahead[1]) % w \
                 or (pos - ahead[1]) // w + n > len(ahead[2]):
             m = min((len(self._buf) - pos) // w, max(n, self.AHEAD))
-            ahead = self._ahead = (key, pos, _rows(self._buf[pos:pos + m * w].reshape(m, w), k, keep_prob, decay))
+            ahead = self._ahead = (key, pos) + _rows(self._buf[pos:pos + m * w].reshape(m, w), k, keep_prob, decay)
         self._pos = pos + w * n
-        c = (pos - ahead[1]) // w
-        return ahead[2][c:c + n]
+        return ahead, (pos - ahead[1]) // w, n
 
 
-def _rows(u: np.ndarray, k: int, keep_prob: float, decay: float) -> list[list[int]]:
-    """Parents of one group per row of ``2k`` uniforms (as :func:`_parents`, vectorised)."""
+def _rows(u: np.ndarray, k: int, keep_prob: float, decay: float) -> tuple[list[list[int]], list[int]]:
+    """Parents of one group per row of ``2k`` uniforms (as :func:`_parents`, vectorised), and each row's code
+    (:meth:`BeamParents.many_codes`)."""
     # as _parents: keep your own history (u[i] < keep_prob), else bisect_right into the cdf
     cdf, ranks, last = _cdf_array(k, decay)
     pick = cdf.searchsorted(u[:, k:], side="right")
     np.minimum(pick, last, out=pick)
     parents = np.where(u[:, :k] < keep_prob, ranks, pick)
     parents.sort(axis=1)
-    return parents.tolist()
+    return parents.tolist(), (parents @ (k ** ranks)).tolist()
+
+
+def _code(parents: list[int], k: int) -> int:
+    """``sum(parents[i] * k**i)``: one group's parents as one number."""
+    code = 0
+    for p in reversed(parents):
+        code = code * k + p
+    return code
+
+
+def parents_of_code(code: int, k: int) -> list[int]:
+    """The parents a code of width ``k`` stands for (:func:`_code` undone)."""
+    out = []
+    for _ in range(k):
+        code, p = divmod(code, k)
+        out.append(p)
+    return out
 
 
 def _parents(u: list[float], k: int, keep_prob: float, decay: float) -> list[int]:
