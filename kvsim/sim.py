@@ -12,7 +12,8 @@ which no group is admitted or swapped in and every block need is covered are
 fast-forwarded, through the finishes inside them (:mod:`kvsim.fastforward`), and
 the step that preempts where such a run stops short of memory, or (chunked
 prefill) decodes it beside the groups admitted, is taken from the run
-(:mod:`kvsim.run_step`); results are identical to stepping.
+(:mod:`kvsim.run_step`); beam search's decode steps between admissions and finishes are taken without a plan
+each (:mod:`kvsim.beam_forward`); results are identical to stepping.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import pandas as pd
 import simpy
 from simpy.core import URGENT
 
+from kvsim.beam_forward import beam_forward
 from kvsim.build import RunSetup, setup_run
 from kvsim.config import Scenario
 from kvsim.core.plan import StepPlan
@@ -115,6 +117,7 @@ class SimEngine:
         self.arrivals_done = False
         self._wake: simpy.Event | None = None
         self.ff_steps = 0
+        self.beam_steps = 0              # beam search steps taken by beam runs (kvsim.beam_forward)
         self.ff_blocked = False          # skip the next fast-forward try (kvsim.fastforward._advance says)
         self._chunked = self.sched.cfg.policy == "chunked"      # (admitting steps taken from a kept run: chunked)
         # finished groups become rows of plain numbers as they end (the V1 scheduler reads children per request)
@@ -173,6 +176,8 @@ class SimEngine:
                 self.ff_blocked = False         # (the last run ended short of memory: this step preempts)
             elif self.fast_forward and not woke:
                 ff = fast_forward(self)
+                if ff is None and sched.serves_beams:
+                    ff = beam_forward(self)
                 if ff is not None:
                     yield from ff
                     continue

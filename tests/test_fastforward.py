@@ -155,7 +155,7 @@ def test_buffered_beam_parents_equal_one_draw_per_group():
 
 def test_beam_search_same_as_drawing_parents_per_group(monkeypatch):
     """The scheduler's buffered parent draws give the records drawing per group and step gave."""
-    from kvsim.core.beam import choose_parents
+    from kvsim.core.beam import _code, choose_parents
     sc = scenario(workload={"beam_width": 4, "rate_req_s": 3.0, "num_requests": 40, "dataset": "alpaca"})
     fast = simulate(sc)
     orig = SimEngine.__init__
@@ -166,6 +166,9 @@ def test_beam_search_same_as_drawing_parents_per_group(monkeypatch):
 
         def many(self, ks, keep, decay):
             return [choose_parents(self.rng, k, keep, decay) for k in ks]
+
+        def many_codes(self, ks, keep, decay):      # (beam runs: kvsim.core.beam_run)
+            return [_code(p, k) for p, k in zip(self.many(ks, keep, decay), ks)]
 
     def per_group(self, *a, **kw):
         orig(self, *a, **kw)

@@ -1,0 +1,264 @@
+"""Beam decode runs: the scheduler's beam-search decode steps taken one after another without a plan per step.
+
+Between an admission and the next finish, a vLLM-policy scheduler whose running groups are all beam groups past
+their prompts repeats the same step: nothing is admitted or swapped back in (``admission_blocked``), every group
+takes its next slot (no preemption: the step's blocks are free), the seeded beam model draws every group's
+parents (:class:`kvsim.core.beam.BeamParents`, step after step from the same stream) and the groups are
+re-parented. A :class:`BeamRun` takes such steps one at a time, doing what the block manager's
+``append_slots`` over the groups' sequences in running order, then ``reparent_groups`` do, inlined (the same
+blocks taken, ref counts changed and blocks released, in the same order), so tables, ref counts, fills and the
+free list end as stepping leaves them, without the ``StepPlan``, ``schedule`` and ``complete_step`` around each
+step (and without the per-sequence ``num_tokens`` writes: every beam of a group holds as many slots, kept once
+per group and written back when the run ends). A group's re-parenting is looked up by its parents' code
+(:meth:`~kvsim.core.beam.BeamParents.many_codes`): the beams that take another's history and the number of
+distinct parents. Unlike a non-beam decode run (:mod:`kvsim.core.decode_run`) its blocks cannot be
+known ahead (re-parenting frees blocks and copy-on-write takes them at random), so each step is applied before
+the next is checked.
+
+What a step needs is kept from step to step: the new blocks of the next appends (a group whose sequences end on
+a full block takes one block each, else one copy per beam sharing a parent's last block beyond the first: after
+an append every last block is private, so after re-parenting beam ``j``'s last block has as many holders as
+``j`` has children), and the memory split's group terms (``PagedKV.split_terms``), which change only where a
+group's sequences start a block (every beam of a group has the same length; a sequence never holds more than
+its final KV tokens, so its internal fragmentation is its last block's slots past them).
+
+Clock-free like the rest of core: the caller (:mod:`kvsim.beam_forward`) prices each step, records it, stops at
+the next arrival, and passes the time the run ends (:meth:`BeamRun.end`: tokens, finished groups).
+"""
+from __future__ import annotations
+
+from kvsim.core.admission import head_blocked
+from kvsim.core.beam import parents_of_code
+from kvsim.core.block_manager import PagedBlockManager
+from kvsim.core.kv_paged import PagedKV
+from kvsim.core.scheduler import FCFS_ORDER, Scheduler
+
+
+class BeamRun:
+    """Beam decode steps from the scheduler's state now; :func:`start_beam_run` builds it (see the module doc).
+
+    Invariants between steps: ``groups`` is ``sched.running`` (unchanged through the run); ``tabs[i]`` are the
+    block manager's table lists of group ``i``'s sequences, each holding ``lens[i]`` KV slots (the manager's
+    ``num_tokens`` of the run's sequences are set only by :meth:`end`: nothing else reads them meanwhile);
+    ``need`` is the blocks the next step's appends take (None: not counted yet); ``internal`` and ``logical``
+    are ``kv.split_terms(groups)`` of the slots held now."""
+
+    def __init__(self, sched: Scheduler, need: int | None):
+        self.sched = sched
+        kv = sched.kv
+        self.kv, self.bm = kv, kv.bm
+        self.groups = groups = list(sched.running)
+        self.ids = [g.seq_ids for g in groups]              # each group's sequence ids (running order)
+        tables, ntok = self.bm.tables, self.bm.num_tokens
+        self.tabs = [[tables[s] for s in ids] for ids in self.ids]
+        self.widths = [len(ids) for ids in self.ids]
+        self.lens = [ntok[ids[0]] for ids in self.ids]       # every beam of a group holds as many slots
+        self.finals = [g.spec.prompt_len + g.spec.output_len - 1 for g in groups]
+        self.num_seqs = sum(self.widths)
+        # context tokens of the next step (each sequence attends to its slots after the append)
+        self.ctx_sum = sum(g.spec.prompt_len + s.generated for g in groups for s in g.seqs)
+        # steps until the first group's last token (the run ends with it)
+        self.left = min(g.spec.output_len - g.seqs[0].generated for g in groups)
+        self.need = need
+        self.steps = 0
+        self.internal, self.logical = kv.split_terms(groups)     # (before the first append)
+        self.cfg = sched.cfg
+
+    def can_step(self) -> bool:
+        """Whether the next ``schedule`` would be this run's next step (nothing admitted, swapped in or preempted)
+        and its blocks come off the free list (no prefix-cache eviction: the engine loop takes that step)."""
+        if self.left == 0:
+            return False
+        sched, bm = self.sched, self.bm
+        need = self.need
+        if need is None:
+            if len(bm._free) >= self.num_seqs and not sched.swapped:
+                need = self.num_seqs            # (a bound: every append takes at most one block)
+            else:
+                need = self.need = sum(self.kv.append_needs(self.groups))
+        if need > len(bm._free):
+            return False                        # (preempts, or evicts cached blocks)
+        if sched.swapped:
+            return _swap_in_blocked(sched, self.num_seqs, len(bm._free) + len(bm._evictable) - need)
+        return not sched.waiting or head_blocked(sched, self.num_seqs)
+
+    def step(self) -> int:
+        """Take the next step's appends (the state ``schedule`` leaves: ``append_slots`` over the groups'
+        sequences in running order, inlined); returns its copy-on-write copies. The step's record is read
+        between this and :meth:`reparent` (:meth:`record_terms`)."""
+        bm = self.bm
+        bs = bm.block_size
+        free, ref, fill = bm._free, bm.ref, bm.fill
+        pop = free.pop
+        lens, widths, finals = self.lens, self.widths, self.finals
+        internal, logical = self.internal, self.logical
+        copies = copied = taken = 0
+        for i, tabs in enumerate(self.tabs):
+            n = lens[i]
+            lens[i] = n + 1
+            if n % bs == 0:                     # a new block each; the group's split terms grow
+                for table in tabs:
+                    b = pop()
+                    ref[b] = 1
+                    fill[b] = 1
+                    table.append(b)
+                m = widths[i]
+                taken += m
+                logical += m * bs
+                cap, f = n + bs, finals[i]
+                if cap > f:
+                    internal += m * (cap - f)
+                continue
+            for table in tabs:
+                b = table[-1]
+                if ref[b] > 1:                  # a shared last block: copied (the last holder writes in place)
+                    nb = pop()
+                    ref[nb] = 1
+                    f = fill[b]
+                    fill[nb] = f + 1
+                    copied += f
+                    ref[b] -= 1
+                    table[-1] = nb
+                    copies += 1
+                    taken += 1
+                else:
+                    fill[b] += 1
+        bm.num_allocated += taken
+        bm.used_slots += copied + self.num_seqs
+        self.internal, self.logical = internal, logical
+        sched = self.sched
+        if copies:
+            sched.kv_steps += 1
+        else:
+            sched.uniform_steps += 1
+        return copies
+
+    def record_terms(self) -> tuple[int, int, int, int, int, int]:
+        """(blocks in use, used, internal, reserved, free, logical slots) after the step's appends, as
+        ``PagedKV.memory_split`` gives them."""
+        bm, bs = self.bm, self.bm.block_size
+        alloc = bm.num_allocated * bs
+        used = bm.used_slots
+        internal = min(self.internal, alloc - used)
+        return bm.num_allocated, used, internal, alloc - used - internal, self.kv.capacity_slots - alloc, self.logical
+
+    def reparent(self) -> None:
+        """The step's outcome: every group's parents drawn and its tables re-parented (``reparent_groups``,
+        inlined: the same tables, ref counts and release order); the next step's need."""
+        cfg = self.cfg
+        codes = self.sched._beam_parents.many_codes(self.widths, cfg.beam_keep_prob, cfg.beam_decay)
+        bm = self.bm
+        bs = bm.block_size
+        tables, ref = bm.tables, bm.ref
+        dropped: list[int] = []
+        need = 0
+        for tabs, ids, n, code in zip(self.tabs, self.ids, self.lens, codes):
+            k = len(tabs)
+            plans = _PLANS.get(k)
+            if plans is None:
+                plans = _PLANS[k] = {}
+            plan = plans.get(code)
+            if plan is None:
+                plan = plans[code] = _plan(parents_of_code(code, k))
+            moves, distinct = plan
+            # the next appends: a block each where the sequences end on a full block, else a copy for each beam
+            # beyond the first holding a parent's last block
+            need += k if n % bs == 0 else k - distinct
+            if not moves:
+                continue                        # every beam kept its own history
+            old = tabs[:]
+            for i, p in moves:
+                src, dst = old[p], old[i]
+                # (as reparent_groups: the shared prefix's length, from the last two entries or by bisection)
+                ls, ld = len(src), len(dst)
+                lo = ls if ls < ld else ld
+                if lo and src[lo - 1] != dst[lo - 1]:
+                    if lo > 1 and src[lo - 2] == dst[lo - 2]:
+                        lo -= 1
+                    else:
+                        a, b = 0, lo - 1
+                        while a < b:
+                            mid = (a + b) >> 1
+                            if src[mid] == dst[mid]:
+                                a = mid + 1
+                            else:
+                                b = mid
+                        lo = a
+                if ls == ld and lo == ls - 1:
+                    ref[src[lo]] += 1
+                    dropped.append(dst[lo])
+                else:
+                    for b in src[lo:]:
+                        ref[b] += 1
+                    dropped += dst[lo:][::-1]
+                tabs[i] = tables[ids[i]] = src[:]
+        if dropped:
+            bm._release_all(dropped)
+        self.need = need
+        self.steps += 1
+        self.left -= 1
+        self.ctx_sum += self.num_seqs
+
+    def end(self, end_s: float) -> None:
+        """The run's slots into the manager's ``num_tokens`` and its tokens into the sequences; the groups whose
+        last token came at its last step finish at ``end_s``."""
+        steps = self.steps
+        ntok = self.bm.num_tokens
+        done = []
+        for g, ids, n in zip(self.groups, self.ids, self.lens):
+            for s in ids:
+                ntok[s] = n
+            for s in g.seqs:
+                s.generated += steps
+            if g.seqs[0].generated >= g.spec.output_len:
+                done.append(g)
+        if done:
+            self.sched.finish(done, end_s)
+
+
+_PLANS: dict[int, dict[int, tuple]] = {}       # width -> parents' code -> _plan
+
+
+def _plan(parents: list[int]) -> tuple[tuple[tuple[int, int], ...], int]:
+    """Re-parenting by ``parents``: the (beam, parent) pairs of the beams that take another beam's history, in beam
+    order, and the number of distinct parents."""
+    return tuple((i, p) for i, p in enumerate(parents) if p != i), len(set(parents))
+
+
+def _swap_in_blocked(sched: Scheduler, num_seqs: int, free_after: int) -> bool:
+    """``swap_in_blocked`` as ``Scheduler._swap_in`` reads it after the step's appends, ``free_after`` blocks
+    then free: its first group (FCFS) over the sequence cap, or its blocks (``PagedKV.can_swap_in``'s count, the
+    same from the first ask until it comes back) not fitting above the watermark."""
+    head = min(sched.swapped, key=FCFS_ORDER)
+    if num_seqs + len(head.seqs) > sched.cfg.max_num_seqs:
+        return True
+    kv = sched.kv
+    kv.can_swap_in(head)                        # (counts the group's need where not yet asked)
+    need = kv._swap_in_need[head.group_id]
+    bm = kv.bm
+    return need > bm.num_gpu_blocks - bm.watermark_blocks or free_after - need < bm.watermark_blocks
+
+
+def start_beam_run(sched: Scheduler) -> BeamRun | None:
+    """A beam run from the scheduler's state now, or None where the next step must be scheduled (a policy, KV
+    manager or group this module does not model). No change to any state."""
+    if type(sched) is not Scheduler or sched.cfg.policy != "vllm" or not sched.serves_beams:
+        return None
+    running = sched.running
+    if not running or sched.count_sampling:
+        return None
+    kv = sched.kv
+    if type(kv) is not PagedKV or type(kv.bm) is not PagedBlockManager:
+        return None
+    ntok = kv.bm.num_tokens
+    for g in running:
+        if g.spec.beam_width <= 1 or g.prefill_done < g.prefill_target:
+            return None
+        ids = g.seq_ids
+        n = ntok.get(ids[0])
+        if n is None:
+            return None
+        for s in ids:
+            if ntok.get(s) != n:
+                return None
+    return BeamRun(sched, None)

@@ -1,0 +1,62 @@
+"""Beam decode runs (:mod:`kvsim.core.beam_run`, :mod:`kvsim.beam_forward`) equal stepping: the request and
+iteration records and the summary of a run with them are exactly those of the same run stepped
+(``fast_forward=False``), through the paths where a run stops (arrivals, finishes, admissions, preemption by swap
+and by recompute, swapped groups coming back, prefix-cache evictions, the time limit), and the block manager's
+state is consistent wherever a run ends."""
+from __future__ import annotations
+
+import pytest
+
+from kvsim.build import setup_run
+from kvsim.core import beam_run
+from kvsim.sim import SimEngine
+from tests._scenarios import assert_same_runs, overridden
+
+BASE = {"model": "opt-13b", "gpu": "a100-40gb", "engine": {"allocator": "paged", "block_size": 16},
+        "workload": {"dataset": "sharegpt_like", "rate_req_s": 1.0, "num_requests": 150, "beam_width": 4},
+        "seed": 3}
+
+CASES = {
+    "beam4": ({}, {}, {}),
+    "beam2": ({}, {"beam_width": 2}, {}),
+    "beam3_swap_pressure": ({"num_gpu_blocks": 500, "num_cpu_blocks": 3000}, {"beam_width": 3, "rate_req_s": 3.0},
+                            {}),
+    "beam4_recompute": ({"preemption_mode": "recompute", "num_gpu_blocks": 500}, {"rate_req_s": 3.0}, {}),
+    "beam4_prefix_cache": ({"enable_prefix_caching": True, "num_gpu_blocks": 700},
+                           {"prefix_len": 64, "num_prefixes": 2, "rate_req_s": 2.0}, {}),
+    "beam4_block8": ({"block_size": 8}, {"rate_req_s": 2.0}, {}),
+    "beam4_max_time": ({}, {"rate_req_s": 2.0}, {"max_time_s": 40.0}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_beam_runs_match_stepping(name, monkeypatch):
+    engine, workload, top = CASES[name]
+    sc = overridden(BASE, engine, workload, **top)
+    ends = []
+    end = beam_run.BeamRun.end
+
+    def checked_end(run, end_s):                    # the manager's invariants wherever a run hands back
+        end(run, end_s)
+        run.bm.check_invariants()
+        ends.append(run.steps)
+
+    monkeypatch.setattr(beam_run.BeamRun, "end", checked_end)
+    eng = SimEngine(setup_run(sc), fast_forward=True)
+    fast = eng.run()
+    slow = SimEngine(setup_run(sc), fast_forward=False).run()
+    assert_same_runs(fast, slow)
+    assert eng.beam_steps == sum(ends) > len(fast.iterations) // 3      # many steps taken by runs
+    assert fast.iterations.cow_copies.sum() > 0
+    if name in ("beam3_swap_pressure", "beam4_recompute"):
+        assert fast.summary["preemptions"] > 0
+    eng.kv.check_invariants()
+
+
+def test_no_beam_run_for_parallel_sampling():
+    """Groups that sample independently (n > 1, no beams) are not taken by beam runs."""
+    sc = overridden(BASE, None, {"beam_width": 1, "n": 4, "num_requests": 40})
+    eng = SimEngine(setup_run(sc), fast_forward=True)
+    eng.run()
+    assert eng.beam_steps == 0
+
