@@ -22,7 +22,7 @@ def beam_forward(eng):
         return None
     sched, env = eng.sched, eng.env
     run = start_beam_run(sched)
-    if run is None or not run.can_step():
+    if run is None:
         return None
     limit = eng.next_arrival_s
     if eng.max_time_s is not None and eng.max_time_s < limit:

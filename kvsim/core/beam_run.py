@@ -69,18 +69,10 @@ class BeamRun:
         and its blocks come off the free list (no prefix-cache eviction: the engine loop takes that step)."""
         if self.left == 0:
             return False
-        sched, bm = self.sched, self.bm
         need = self.need
         if need is None:
-            if len(bm._free) >= self.num_seqs and not sched.swapped:
-                need = self.num_seqs            # (a bound: every append takes at most one block)
-            else:
-                need = self.need = sum(self.kv.append_needs(self.groups))
-        if need > len(bm._free):
-            return False                        # (preempts, or evicts cached blocks)
-        if sched.swapped:
-            return _swap_in_blocked(sched, self.num_seqs, len(bm._free) + len(bm._evictable) - need)
-        return not sched.waiting or head_blocked(sched, self.num_seqs)
+            need = self.need = _need(self.sched, self.groups, self.num_seqs)
+        return _fits(self.sched, self.num_seqs, need)
 
     def step(self) -> int:
         """Take the next step's appends (the state ``schedule`` leaves: ``append_slots`` over the groups'
@@ -225,6 +217,26 @@ def _plan(parents: list[int]) -> tuple[tuple[tuple[int, int], ...], int]:
     return tuple((i, p) for i, p in enumerate(parents) if p != i), len(set(parents))
 
 
+def _need(sched: Scheduler, groups: list, num_seqs: int) -> int:
+    """The blocks the groups' next appends take (``PagedKV.append_needs``), or ``num_seqs`` (a bound: an append
+    takes at most one block) where that many are free and nothing is swapped out (the bound then decides)."""
+    if len(sched.kv.bm._free) >= num_seqs and not sched.swapped:
+        return num_seqs
+    return sum(sched.kv.append_needs(groups))
+
+
+def _fits(sched: Scheduler, num_seqs: int, need: int) -> bool:
+    """Whether the next ``schedule``, the running groups' appends taking ``need`` blocks, admits nothing, swaps
+    nothing in and preempts nothing (:func:`~kvsim.core.admission.admission_blocked`, the swap-in read after the
+    appends as ``Scheduler._swap_in`` reads it), and the blocks are on the free list."""
+    bm = sched.kv.bm
+    if need > len(bm._free):
+        return False                        # (preempts, or evicts cached blocks)
+    if sched.swapped:
+        return _swap_in_blocked(sched, num_seqs, len(bm._free) + len(bm._evictable) - need)
+    return not sched.waiting or head_blocked(sched, num_seqs)
+
+
 def _swap_in_blocked(sched: Scheduler, num_seqs: int, free_after: int) -> bool:
     """``swap_in_blocked`` as ``Scheduler._swap_in`` reads it after the step's appends, ``free_after`` blocks
     then free: its first group (FCFS) over the sequence cap, or its blocks (``PagedKV.can_swap_in``'s count, the
@@ -240,8 +252,9 @@ def _swap_in_blocked(sched: Scheduler, num_seqs: int, free_after: int) -> bool:
 
 
 def start_beam_run(sched: Scheduler) -> BeamRun | None:
-    """A beam run from the scheduler's state now, or None where the next step must be scheduled (a policy, KV
-    manager or group this module does not model). No change to any state."""
+    """A beam run from the scheduler's state now whose first step may be taken (:meth:`BeamRun.can_step`), or
+    None where the next step must be scheduled (it admits, swaps in or preempts, or a policy, KV manager or group
+    this module does not model). No change to any state."""
     if type(sched) is not Scheduler or sched.cfg.policy != "vllm" or not sched.serves_beams:
         return None
     running = sched.running
@@ -250,6 +263,9 @@ def start_beam_run(sched: Scheduler) -> BeamRun | None:
     kv = sched.kv
     if type(kv) is not PagedKV or type(kv.bm) is not PagedBlockManager:
         return None
+    nseq = sched.num_running_seqs()
+    if sched.waiting and not sched.swapped and not head_blocked(sched, nseq):
+        return None                             # (the step admits: mostly a request that just arrived)
     ntok = kv.bm.num_tokens
     for g in running:
         if g.spec.beam_width <= 1 or g.prefill_done < g.prefill_target:
@@ -261,4 +277,7 @@ def start_beam_run(sched: Scheduler) -> BeamRun | None:
         for s in ids:
             if ntok.get(s) != n:
                 return None
-    return BeamRun(sched, None)
+    need = _need(sched, running, nseq)
+    if not _fits(sched, nseq, need):
+        return None
+    return BeamRun(sched, need)
