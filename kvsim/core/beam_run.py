@@ -63,6 +63,7 @@ class BeamRun:
         self.steps = 0
         self.internal, self.logical = kv.split_terms(groups)     # (before the first append)
         self.cfg = sched.cfg
+        self.plans = [_PLANS.setdefault(k, {}) for k in self.widths]     # each group's re-parenting plans by code
 
     def can_step(self) -> bool:
         """Whether the next ``schedule`` would be this run's next step (nothing admitted, swapped in or preempted)
@@ -144,45 +145,32 @@ class BeamRun:
         tables, ref = bm.tables, bm.ref
         dropped: list[int] = []
         need = 0
-        for tabs, ids, n, code in zip(self.tabs, self.ids, self.lens, codes):
-            k = len(tabs)
-            plans = _PLANS.get(k)
-            if plans is None:
-                plans = _PLANS[k] = {}
+        for tabs, ids, n, code, plans in zip(self.tabs, self.ids, self.lens, codes, self.plans):
             plan = plans.get(code)
             if plan is None:
-                plan = plans[code] = _plan(parents_of_code(code, k))
-            moves, distinct = plan
+                plan = plans[code] = _plan(parents_of_code(code, len(tabs)))
+            moves, shared = plan
             # the next appends: a block each where the sequences end on a full block, else a copy for each beam
             # beyond the first holding a parent's last block
-            need += k if n % bs == 0 else k - distinct
+            need += len(tabs) if n % bs == 0 else shared
             if not moves:
                 continue                        # every beam kept its own history
             old = tabs[:]
-            for i, p in moves:
+            top = len(old[0]) - 1               # (every table of the group is as long)
+            for i, p, in_place in moves:
                 src, dst = old[p], old[i]
-                # (as reparent_groups: the shared prefix's length, from the last two entries or by bisection)
-                ls, ld = len(src), len(dst)
-                lo = ls if ls < ld else ld
-                if lo and src[lo - 1] != dst[lo - 1]:
-                    if lo > 1 and src[lo - 2] == dst[lo - 2]:
-                        lo -= 1
-                    else:
-                        a, b = 0, lo - 1
-                        while a < b:
-                            mid = (a + b) >> 1
-                            if src[mid] == dst[mid]:
-                                a = mid + 1
-                            else:
-                                b = mid
-                        lo = a
-                if ls == ld and lo == ls - 1:
-                    ref[src[lo]] += 1
-                    dropped.append(dst[lo])
+                if top and src[top - 1] == dst[top - 1] and src[top] != dst[top]:
+                    b = src[top]                # (mostly: the last blocks alone differ)
+                    ref[b] += 1
+                    dropped.append(dst[top])
+                    if in_place:
+                        dst[top] = b
+                        continue
                 else:
-                    for b in src[lo:]:
-                        ref[b] += 1
-                    dropped += dst[lo:][::-1]
+                    lo = _reparent_one(src, dst, ref, dropped)
+                    if in_place:
+                        dst[lo:] = src[lo:]
+                        continue
                 tabs[i] = tables[ids[i]] = src[:]
         if dropped:
             bm._release_all(dropped)
@@ -211,10 +199,44 @@ class BeamRun:
 _PLANS: dict[int, dict[int, tuple]] = {}       # width -> parents' code -> _plan
 
 
-def _plan(parents: list[int]) -> tuple[tuple[tuple[int, int], ...], int]:
-    """Re-parenting by ``parents``: the (beam, parent) pairs of the beams that take another beam's history, in beam
-    order, and the number of distinct parents."""
-    return tuple((i, p) for i, p in enumerate(parents) if p != i), len(set(parents))
+def _plan(parents: list[int]) -> tuple[tuple[tuple[int, int, bool], ...], int]:
+    """Re-parenting by ``parents`` (sorted): ``(beam, parent, in place)`` for each beam that takes another beam's
+    history, in beam order, and the beams beyond the first of each parent (each copies the parent's last block at
+    a partial block's append). A beam's table is changed in place (its differing suffix replaced by its parent's)
+    where no later beam in that order takes its history (it is still read as a parent's table), else replaced
+    by a copy of its parent's, as ``reparent_groups`` replaces every one."""
+    moves = [(i, p) for i, p in enumerate(parents) if p != i]
+    return (tuple((i, p, all(q != i for j, q in moves if j > i)) for i, p in moves),
+            len(parents) - len(set(parents)))
+
+
+def _reparent_one(src: list[int], dst: list[int], ref: list[int], dropped: list[int]) -> int:
+    """``reparent_groups``' step for one beam whose table ``dst`` takes ``src``'s blocks (the caller changes the
+    table): the blocks past their shared prefix gain a reference in ``src`` and are dropped from ``dst`` (last
+    block first); returns the prefix's length. Tables of a group form a tree, so equality is prefix-closed: the
+    prefix's length is found by bisection after a look at the last two entries."""
+    ls, ld = len(src), len(dst)
+    lo = ls if ls < ld else ld
+    if lo and src[lo - 1] != dst[lo - 1]:
+        if lo > 1 and src[lo - 2] == dst[lo - 2]:
+            lo -= 1
+        else:                                   # src[:a] == dst[:a], src[b] != dst[b]
+            a, b = 0, lo - 1
+            while a < b:
+                m = (a + b) >> 1
+                if src[m] == dst[m]:
+                    a = m + 1
+                else:
+                    b = m
+            lo = a
+    if ls == ld and lo == ls - 1:
+        ref[src[lo]] += 1
+        dropped.append(dst[lo])
+    else:
+        for b in src[lo:]:
+            ref[b] += 1
+        dropped += dst[lo:][::-1]
+    return lo
 
 
 def _need(sched: Scheduler, groups: list, num_seqs: int) -> int:
