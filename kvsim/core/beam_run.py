@@ -10,8 +10,10 @@ blocks taken, ref counts changed and blocks released, in the same order), so tab
 free list end as stepping leaves them, without the ``StepPlan``, ``schedule`` and ``complete_step`` around each
 step (and without the per-sequence ``num_tokens`` writes: every beam of a group holds as many slots, kept once
 per group and written back when the run ends). A group's re-parenting is looked up by its parents' code
-(:meth:`~kvsim.core.beam.BeamParents.many_codes`): the beams that take another's history and the number of
-distinct parents. Unlike a non-beam decode run (:mod:`kvsim.core.decode_run`) its blocks cannot be
+(:meth:`~kvsim.core.beam.BeamParents.many_codes`): the beams that take another's history, and how many beams
+share a parent. A beam's table list is changed in place where no later beam of the step reads it as its
+parent's (``reparent_groups`` gives every re-parented beam a new list: the lists' contents are the same, only
+their identities differ; nothing holds a table list across steps). Unlike a non-beam decode run (:mod:`kvsim.core.decode_run`) its blocks cannot be
 known ahead (re-parenting frees blocks and copy-on-write takes them at random), so each step is applied before
 the next is checked.
 
@@ -40,10 +42,10 @@ class BeamRun:
     Invariants between steps: ``groups`` is ``sched.running`` (unchanged through the run); ``tabs[i]`` are the
     block manager's table lists of group ``i``'s sequences, each holding ``lens[i]`` KV slots (the manager's
     ``num_tokens`` of the run's sequences are set only by :meth:`end`: nothing else reads them meanwhile);
-    ``need`` is the blocks the next step's appends take (None: not counted yet); ``internal`` and ``logical``
-    are ``kv.split_terms(groups)`` of the slots held now."""
+    ``need`` is the blocks the next step's appends take (or, before the first step, a bound that the free list
+    covers); ``internal`` and ``logical`` are ``kv.split_terms(groups)`` of the slots held now."""
 
-    def __init__(self, sched: Scheduler, need: int | None):
+    def __init__(self, sched: Scheduler, need: int):
         self.sched = sched
         kv = sched.kv
         self.kv, self.bm = kv, kv.bm
@@ -68,12 +70,7 @@ class BeamRun:
     def can_step(self) -> bool:
         """Whether the next ``schedule`` would be this run's next step (nothing admitted, swapped in or preempted)
         and its blocks come off the free list (no prefix-cache eviction: the engine loop takes that step)."""
-        if self.left == 0:
-            return False
-        need = self.need
-        if need is None:
-            need = self.need = _need(self.sched, self.groups, self.num_seqs)
-        return _fits(self.sched, self.num_seqs, need)
+        return self.left > 0 and _fits(self.sched, self.num_seqs, self.need)
 
     def step(self) -> int:
         """Take the next step's appends (the state ``schedule`` leaves: ``append_slots`` over the groups'
