@@ -60,3 +60,23 @@ def test_no_beam_run_for_parallel_sampling():
     eng.run()
     assert eng.beam_steps == 0
 
+
+
+@pytest.mark.parametrize("widths", [(2, 4, 3), (1, 4)])
+def test_mixed_widths_match_stepping(widths):
+    """Requests of different beam widths (a trace may give each its own): runs of groups of several widths draw
+    parents group by group (``many_codes``' fallback) and equal stepping; a group that does not search beams
+    (width 1) keeps runs from starting while it runs (here, nearly always one does)."""
+    import dataclasses
+
+    def setup():
+        s = setup_run(overridden(BASE, None, {"rate_req_s": 2.0, "num_requests": 90}))
+        s.requests = [dataclasses.replace(r, beam_width=widths[i % len(widths)]) for i, r in enumerate(s.requests)]
+        return s
+
+    eng = SimEngine(setup(), fast_forward=True)
+    fast = eng.run()
+    slow = SimEngine(setup(), fast_forward=False).run()
+    assert_same_runs(fast, slow)
+    if 1 not in widths:
+        assert eng.beam_steps > len(fast.iterations) // 3
