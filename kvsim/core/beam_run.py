@@ -45,25 +45,19 @@ class BeamRun:
     ``need`` is the blocks the next step's appends take (or, before the first step, a bound that the free list
     covers); ``internal`` and ``logical`` are ``kv.split_terms(groups)`` of the slots held now."""
 
-    def __init__(self, sched: Scheduler, need: int):
+    def __init__(self, sched: Scheduler, need: int, state: tuple):
         self.sched = sched
         kv = sched.kv
         self.kv, self.bm = kv, kv.bm
-        self.groups = groups = list(sched.running)
-        self.ids = [g.seq_ids for g in groups]              # each group's sequence ids (running order)
-        tables, ntok = self.bm.tables, self.bm.num_tokens
-        self.tabs = [[tables[s] for s in ids] for ids in self.ids]
-        self.widths = [len(ids) for ids in self.ids]
-        self.lens = [ntok[ids[0]] for ids in self.ids]       # every beam of a group holds as many slots
-        self.finals = [g.spec.prompt_len + g.spec.output_len - 1 for g in groups]
+        self.groups = list(sched.running)
+        # each group's sequence ids and table lists, its slots per sequence and final KV tokens; the next step's
+        # context tokens (each sequence attends to its slots after the append), the steps until the first group's
+        # last token (the run ends with it) and the split terms before the first append (:func:`_groups_state`)
+        self.ids, self.tabs, self.lens, self.finals, self.ctx_sum, self.left, self.internal, self.logical = state
+        self.widths = list(map(len, self.ids))
         self.num_seqs = sum(self.widths)
-        # context tokens of the next step (each sequence attends to its slots after the append)
-        self.ctx_sum = sum(g.spec.prompt_len + s.generated for g in groups for s in g.seqs)
-        # steps until the first group's last token (the run ends with it)
-        self.left = min(g.spec.output_len - g.seqs[0].generated for g in groups)
         self.need = need
         self.steps = 0
-        self.internal, self.logical = kv.split_terms(groups)     # (before the first append)
         self.cfg = sched.cfg
         self.plans = [_PLANS.setdefault(k, {}) for k in self.widths]     # each group's re-parenting plans by code
 
@@ -285,9 +279,24 @@ def start_beam_run(sched: Scheduler) -> BeamRun | None:
     nseq = sched.num_running_seqs()
     if sched.waiting and not sched.swapped and not head_blocked(sched, nseq):
         return None                             # (the step admits: mostly a request that just arrived)
-    ntok = kv.bm.num_tokens
+    need = _need(sched, running, nseq)
+    if not _fits(sched, nseq, need):
+        return None
+    state = _groups_state(running, kv.bm)
+    return None if state is None else BeamRun(sched, need, state)
+
+
+def _groups_state(running: list, bm: PagedBlockManager) -> tuple | None:
+    """What :class:`BeamRun` keeps of the running groups, read in one pass (see its ``__init__``), or None where a
+    group is not a beam group past its prompt whose sequences hold as many slots each. The split terms are
+    ``PagedKV.split_terms``' for such groups (every sequence of a group holding ``n`` slots)."""
+    ntok, tables, bs = bm.num_tokens, bm.tables, bm.block_size
+    ids_of, tabs_of, lens, finals = [], [], [], []
+    ctx_sum = internal = logical = 0
+    left = None
     for g in running:
-        if g.spec.beam_width <= 1 or g.prefill_done < g.prefill_target:
+        spec = g.spec
+        if spec.beam_width <= 1 or g.prefill_done < g.prefill_target:
             return None
         ids = g.seq_ids
         n = ntok.get(ids[0])
@@ -296,7 +305,21 @@ def start_beam_run(sched: Scheduler) -> BeamRun | None:
         for s in ids:
             if ntok.get(s) != n:
                 return None
-    need = _need(sched, running, nseq)
-    if not _fits(sched, nseq, need):
-        return None
-    return BeamRun(sched, need)
+        ids_of.append(ids)
+        tabs_of.append([tables[s] for s in ids])
+        lens.append(n)
+        p, out = spec.prompt_len, spec.output_len
+        final = p + out - 1
+        finals.append(final)
+        seqs = g.seqs
+        for s in seqs:
+            ctx_sum += p + s.generated
+        todo = out - seqs[0].generated
+        if left is None or todo < left:
+            left = todo
+        m = len(ids)
+        cap = -(-n // bs) * bs
+        logical += m * cap
+        if cap > final:
+            internal += m * (cap - (final if final > n else n))
+    return ids_of, tabs_of, lens, finals, ctx_sum, left, internal, logical
