@@ -29,11 +29,11 @@ the next arrival, and passes the time the run ends (:meth:`BeamRun.end`: tokens,
 """
 from __future__ import annotations
 
-from kvsim.core.admission import head_blocked
+from kvsim.core.admission import beam_step_fits, beam_step_need, head_blocked
 from kvsim.core.beam import parents_of_code
 from kvsim.core.block_manager import PagedBlockManager
 from kvsim.core.kv_paged import PagedKV
-from kvsim.core.scheduler import FCFS_ORDER, Scheduler
+from kvsim.core.scheduler import Scheduler
 
 
 class BeamRun:
@@ -64,7 +64,7 @@ class BeamRun:
     def can_step(self) -> bool:
         """Whether the next ``schedule`` would be this run's next step (nothing admitted, swapped in or preempted)
         and its blocks come off the free list (no prefix-cache eviction: the engine loop takes that step)."""
-        return self.left > 0 and _fits(self.sched, self.num_seqs, self.need)
+        return self.left > 0 and beam_step_fits(self.sched, self.num_seqs, self.need)
 
     def step(self) -> int:
         """Take the next step's appends (the state ``schedule`` leaves: ``append_slots`` over the groups'
@@ -230,40 +230,6 @@ def _reparent_one(src: list[int], dst: list[int], ref: list[int], dropped: list[
     return lo
 
 
-def _need(sched: Scheduler, groups: list, num_seqs: int) -> int:
-    """The blocks the groups' next appends take (``PagedKV.append_needs``), or ``num_seqs`` (a bound: an append
-    takes at most one block) where that many are free and nothing is swapped out (the bound then decides)."""
-    if len(sched.kv.bm._free) >= num_seqs and not sched.swapped:
-        return num_seqs
-    return sum(sched.kv.append_needs(groups))
-
-
-def _fits(sched: Scheduler, num_seqs: int, need: int) -> bool:
-    """Whether the next ``schedule``, the running groups' appends taking ``need`` blocks, admits nothing, swaps
-    nothing in and preempts nothing (:func:`~kvsim.core.admission.admission_blocked`, the swap-in read after the
-    appends as ``Scheduler._swap_in`` reads it), and the blocks are on the free list."""
-    bm = sched.kv.bm
-    if need > len(bm._free):
-        return False                        # (preempts, or evicts cached blocks)
-    if sched.swapped:
-        return _swap_in_blocked(sched, num_seqs, len(bm._free) + len(bm._evictable) - need)
-    return not sched.waiting or head_blocked(sched, num_seqs)
-
-
-def _swap_in_blocked(sched: Scheduler, num_seqs: int, free_after: int) -> bool:
-    """``swap_in_blocked`` as ``Scheduler._swap_in`` reads it after the step's appends, ``free_after`` blocks
-    then free: its first group (FCFS) over the sequence cap, or its blocks (``PagedKV.can_swap_in``'s count, the
-    same from the first ask until it comes back) not fitting above the watermark."""
-    head = min(sched.swapped, key=FCFS_ORDER)
-    if num_seqs + len(head.seqs) > sched.cfg.max_num_seqs:
-        return True
-    kv = sched.kv
-    kv.can_swap_in(head)                        # (counts the group's need where not yet asked)
-    need = kv._swap_in_need[head.group_id]
-    bm = kv.bm
-    return need > bm.num_gpu_blocks - bm.watermark_blocks or free_after - need < bm.watermark_blocks
-
-
 def start_beam_run(sched: Scheduler) -> BeamRun | None:
     """A beam run from the scheduler's state now whose first step may be taken (:meth:`BeamRun.can_step`), or
     None where the next step must be scheduled (it admits, swaps in or preempts, or a policy, KV manager or group
@@ -279,8 +245,8 @@ def start_beam_run(sched: Scheduler) -> BeamRun | None:
     nseq = sched.num_running_seqs()
     if sched.waiting and not sched.swapped and not head_blocked(sched, nseq):
         return None                             # (the step admits: mostly a request that just arrived)
-    need = _need(sched, running, nseq)
-    if not _fits(sched, nseq, need):
+    need = beam_step_need(sched, running, nseq)
+    if not beam_step_fits(sched, nseq, need):
         return None
     state = _groups_state(running, kv.bm)
     return None if state is None else BeamRun(sched, need, state)
