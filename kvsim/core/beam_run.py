@@ -150,11 +150,23 @@ class BeamRun:
             top = len(old[0]) - 1               # (every table of the group is as long)
             for i, p, in_place in moves:
                 src, dst = old[p], old[i]
+                # (mostly the last block alone differs, or the last two just after a block boundary: equality is
+                # prefix-closed, so they are the suffix past the shared prefix)
                 if top and src[top - 1] == dst[top - 1] and src[top] != dst[top]:
-                    b = src[top]                # (mostly: the last blocks alone differ)
+                    b = src[top]
                     ref[b] += 1
                     dropped.append(dst[top])
                     if in_place:
+                        dst[top] = b
+                        continue
+                elif top > 1 and src[top - 2] == dst[top - 2] and src[top - 1] != dst[top - 1]:
+                    a, b = src[top - 1], src[top]
+                    ref[a] += 1
+                    ref[b] += 1
+                    dropped.append(dst[top])    # (last block first)
+                    dropped.append(dst[top - 1])
+                    if in_place:
+                        dst[top - 1] = a
                         dst[top] = b
                         continue
                 else:
