@@ -5,6 +5,7 @@ and by recompute, swapped groups coming back, prefix-cache evictions, the time l
 state is consistent wherever a run ends."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from kvsim.build import setup_run
@@ -26,6 +27,7 @@ CASES = {
                            {"prefix_len": 64, "num_prefixes": 2, "rate_req_s": 2.0}, {}),
     "beam4_block8": ({"block_size": 8}, {"rate_req_s": 2.0}, {}),
     "beam4_max_time": ({}, {"rate_req_s": 2.0}, {"max_time_s": 40.0}),
+    "beam20_wide": ({}, {"beam_width": 20, "num_requests": 40, "rate_req_s": 0.5}, {}),   # parent codes past int64
 }
 
 
@@ -80,3 +82,14 @@ def test_mixed_widths_match_stepping(widths):
     assert_same_runs(fast, slow)
     if 1 not in widths:
         assert eng.beam_steps > len(fast.iterations) // 3
+
+
+@pytest.mark.parametrize("k", [2, 4, 16, 17, 32, 100])
+def test_parent_codes_stand_for_the_same_parents_at_any_width(k):
+    """A group's parents as one code and back equal ``many``'s from the same stream, also past int64 (k >= 17:
+    k**k overflowed the vectorised code and gave other parents)."""
+    from kvsim.core.beam import BeamParents, parents_of_code
+    a, b = BeamParents(np.random.default_rng(3)), BeamParents(np.random.default_rng(3))
+    for n in (1, 5, 3):
+        codes, parents = a.many_codes([k] * n), b.many([k] * n)
+        assert [parents_of_code(c, k) for c in codes] == parents

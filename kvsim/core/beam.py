@@ -113,7 +113,10 @@ def _rows(u: np.ndarray, k: int, keep_prob: float, decay: float) -> tuple[list[l
     np.minimum(pick, last, out=pick)
     parents = np.where(u[:, :k] < keep_prob, ranks, pick)
     parents.sort(axis=1)
-    return parents.tolist(), (parents @ (k ** ranks)).tolist()
+    rows = parents.tolist()
+    if k ** k >= 2 ** 62:       # (codes past int64: Python integers, exact)
+        return rows, [_code(r, k) for r in rows]
+    return rows, (parents @ (k ** ranks)).tolist()
 
 
 def _code(parents: list[int], k: int) -> int:
