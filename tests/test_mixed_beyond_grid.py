@@ -111,7 +111,7 @@ def test_a_prompt_longer_than_the_serving_fits_keeps_its_share_of_the_step():
     c._pserving = (xs, np.array([0.05 * (c.step_time(lone(int(x))) - c._prefill_host(int(x)) - over) for x in xs]))
     c._dec_cache.clear()
     c._prefill_memo.clear()
-    assert c._serving_share() == pytest.approx(0.05, rel=1e-6)
+    assert c._serving_share()[0] == pytest.approx(0.05, rel=1e-6)
     for t, b in base.items():
         want = b + max(c._prefill_host(t), 0.05 * (b - over))
         assert c.step_time(lone(t)) == pytest.approx(want, rel=1e-9)
@@ -119,7 +119,7 @@ def test_a_prompt_longer_than_the_serving_fits_keeps_its_share_of_the_step():
     c._pserving = (xs, np.full(4, -1e-3))                   # a fit that took time off: no share
     c._dec_cache.clear()
     c._prefill_memo.clear()
-    assert c._serving_share() == 0.0
+    assert c._serving_share()[0] == 0.0
     assert c.step_time(lone(3000)) == pytest.approx(base[3000] + c._prefill_host(3000), rel=1e-9)
     assert fitted is not None
 

@@ -171,29 +171,33 @@ class StepGridsMixin:
             over = float(interp1(float(groups), *p.overhead))
             t = max(t - over, t + float(np.interp(float(plan.num_prefill_tokens), *self._pserving)))
         elif self._pserving is not None and not ctx and groups == 1:
-            # one prompt longer than the serving runs': their extra as a share of the step (a long prompt is
-            # compute-bound, and what serving adds to it, clocks under load, scales with its time), at least
-            # prefill_overhead
-            t += max(self._prefill_host(plan.num_prefill_tokens), self._serving_share() * (t - float(p.overhead[1][0])))
+            # one prompt longer than the serving runs': the fit's extra at its longest prompt, growing beyond it as
+            # the fit's share of the step (a long prompt is compute-bound, and what serving adds to it, clocks
+            # under load, scales with its time), at least prefill_overhead
+            share, base_top, extra_top = self._serving_share()
+            base = t - float(p.overhead[1][0])
+            t += max(self._prefill_host(plan.num_prefill_tokens), extra_top + share * (base - base_top))
         else:
             t += self._prefill_host(plan.num_prefill_tokens)
         return t
 
-    def _serving_share(self) -> float:
-        """What the serving fit's lone prompts took beyond their grid price, as a share of it: the median of
-        ``extra / (price - overhead)`` over the longer half of its prompts (at least 0). Mistral-7B's fit on an H100
-        read 4-6% there, and its 2-6k-token prompts ran 4-8% over the grid extended past 2,048 tokens
-        (``benchmarks/engine/prefill_price_check.py`` on ``validation/H100-1206/v29*``), where prefill_overhead
-        had added 0.2 ms."""
-        share = self._dec_cache.get("serving_share")
-        if share is None:
+    def _serving_share(self) -> tuple[float, float, float]:
+        """``(share, base, extra)``: what the serving fit's lone prompts took beyond their grid price, as a share of
+        it (the median of ``extra / (price - overhead)`` over the longer half of its prompts, at least 0), and the
+        grid price less overhead and the fit's extra at its longest prompt (a longer prompt's extra starts there:
+        no jump at the fit's end). Mistral-7B's fit on an H100 read 4-6% there, and its 2-6k-token prompts ran 4-8%
+        over the grid extended past 2,048 tokens (``benchmarks/engine/prefill_price_check.py`` on
+        ``validation/H100-1206/v29*``), where prefill_overhead had added 0.2 ms."""
+        got = self._dec_cache.get("serving_share")
+        if got is None:
             xs, extra = self._pserving
             over = float(self.p.overhead[1][0])
-            shares = []
+            shares, base = [], 0.0
             for x, e in list(zip(xs, extra))[len(xs) // 2:]:
                 plan = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[int(round(x))], prefill_cached_tokens=[0])
                 base = self._measured_step(plan, self.p.overhead) - over if self._step is not None else 0.0
                 if base > 0:
                     shares.append(float(e) / base)
-            share = self._dec_cache["serving_share"] = max(0.0, float(np.median(shares))) if shares else 0.0
-        return share
+            share = max(0.0, float(np.median(shares))) if shares else 0.0
+            got = self._dec_cache["serving_share"] = (share, base, float(extra[-1]))
+        return got
