@@ -32,6 +32,7 @@ from __future__ import annotations
 from kvsim.core.admission import beam_step_fits, beam_step_need, head_blocked
 from kvsim.core.beam import parents_of_code
 from kvsim.core.block_manager import PagedBlockManager
+from kvsim.core.block_reparent import reparent_suffix
 from kvsim.core.kv_paged import PagedKV
 from kvsim.core.scheduler import Scheduler
 
@@ -170,7 +171,7 @@ class BeamRun:
                         dst[top] = b
                         continue
                 else:
-                    lo = _reparent_one(src, dst, ref, dropped)
+                    lo = reparent_suffix(src, dst, ref, dropped)
                     if in_place:
                         dst[lo:] = src[lo:]
                         continue
@@ -211,35 +212,6 @@ def _plan(parents: list[int]) -> tuple[tuple[tuple[int, int, bool], ...], int]:
     moves = [(i, p) for i, p in enumerate(parents) if p != i]
     return (tuple((i, p, all(q != i for j, q in moves if j > i)) for i, p in moves),
             len(parents) - len(set(parents)))
-
-
-def _reparent_one(src: list[int], dst: list[int], ref: list[int], dropped: list[int]) -> int:
-    """``reparent_groups``' step for one beam whose table ``dst`` takes ``src``'s blocks (the caller changes the
-    table): the blocks past their shared prefix gain a reference in ``src`` and are dropped from ``dst`` (last
-    block first); returns the prefix's length. Tables of a group form a tree, so equality is prefix-closed: the
-    prefix's length is found by bisection after a look at the last two entries."""
-    ls, ld = len(src), len(dst)
-    lo = ls if ls < ld else ld
-    if lo and src[lo - 1] != dst[lo - 1]:
-        if lo > 1 and src[lo - 2] == dst[lo - 2]:
-            lo -= 1
-        else:                                   # src[:a] == dst[:a], src[b] != dst[b]
-            a, b = 0, lo - 1
-            while a < b:
-                m = (a + b) >> 1
-                if src[m] == dst[m]:
-                    a = m + 1
-                else:
-                    b = m
-            lo = a
-    if ls == ld and lo == ls - 1:
-        ref[src[lo]] += 1
-        dropped.append(dst[lo])
-    else:
-        for b in src[lo:]:
-            ref[b] += 1
-        dropped += dst[lo:][::-1]
-    return lo
 
 
 def start_beam_run(sched: Scheduler) -> BeamRun | None:

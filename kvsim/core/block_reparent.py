@@ -11,6 +11,37 @@ from __future__ import annotations
 _IDENTITY = [list(range(k)) for k in range(17)]     # beam parents when every beam keeps its own history
 
 
+def reparent_suffix(src: list[int], dst: list[int], ref: list[int], dropped: list[int]) -> int:
+    """One beam's re-parenting, the table ``dst`` taking ``src``'s blocks (the caller replaces the table): the blocks
+    past their shared prefix gain a reference in ``src`` and are dropped from ``dst`` (appended to ``dropped``, last
+    block first); returns the prefix's length. Tables of one group form a tree (forks share a prefix, later blocks
+    are private), so equality is prefix-closed: the prefix's length is found by bisection (beams that parted long ago
+    would otherwise be walked block by block), after a look at the last two entries (beams mostly part recently),
+    and only the differing suffixes are touched."""
+    ls, ld = len(src), len(dst)
+    lo = ls if ls < ld else ld
+    if lo and src[lo - 1] != dst[lo - 1]:
+        if lo > 1 and src[lo - 2] == dst[lo - 2]:
+            lo -= 1
+        else:                                   # src[:a] == dst[:a], src[b] != dst[b]
+            a, b = 0, lo - 1
+            while a < b:
+                m = (a + b) >> 1
+                if src[m] == dst[m]:
+                    a = m + 1
+                else:
+                    b = m
+            lo = a
+    if ls == ld and lo == ls - 1:               # (mostly: the last blocks alone differ)
+        ref[src[lo]] += 1
+        dropped.append(dst[lo])
+    else:
+        for b in src[lo:]:
+            ref[b] += 1
+        dropped += dst[lo:][::-1]
+    return lo
+
+
 class ReparentMixin:
     """Beam re-parenting of :class:`~kvsim.core.block_manager.PagedBlockManager` (see the module doc)."""
 
@@ -45,35 +76,9 @@ class ReparentMixin:
             for i, p in enumerate(parents):
                 if p == i:
                     continue                  # kept beam: table unchanged
-                src, dst = old[p], old[i]
-                # Tables of one group form a tree (forks share a prefix, later blocks are
-                # private), so equality is prefix-closed: the shared prefix's length is found by
-                # bisection (beams that parted long ago would otherwise be walked block by block),
-                # after a look at the last two entries (beams mostly part recently), and only the
-                # differing suffixes are touched.
-                ls, ld = len(src), len(dst)
-                lo = ls if ls < ld else ld
-                if lo and src[lo - 1] != dst[lo - 1]:
-                    if lo > 1 and src[lo - 2] == dst[lo - 2]:
-                        lo -= 1
-                    else:                     # src[:a] == dst[:a], src[b] != dst[b]
-                        a, b = 0, lo - 1
-                        while a < b:
-                            m = (a + b) >> 1
-                            if src[m] == dst[m]:
-                                a = m + 1
-                            else:
-                                b = m
-                        lo = a
-                if ls == ld and lo == ls - 1:     # (mostly: the last blocks alone differ)
-                    ref[src[lo]] += 1
-                    dropped.append(dst[lo])
-                else:
-                    for b in src[lo:]:
-                        ref[b] += 1
-                    dropped += dst[lo:][::-1]
+                reparent_suffix(old[p], old[i], ref, dropped)
                 sid = seq_ids[i]
-                tables[sid] = src[:]
+                tables[sid] = old[p][:]
                 ntok[sid] = lens[p]
             if not plain and dropped:         # a subclass's own release: group by group
                 self._release_own(dropped)
