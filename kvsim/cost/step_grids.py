@@ -62,14 +62,15 @@ class StepGridsMixin:
         top = float(xn[-1])
         if new <= top or len(xn) < 2:
             return float(interp2(float(new), float(cached), xn, xc, table)) - floor
-        key = ("kattn_pair", float(cached))
-        per_pair = self._dec_cache.get(key)
-        if per_pair is None:
+        key = ("kattn_edge", float(cached))       # (the grid at its largest prompt, the cost per pair past it)
+        got = self._dec_cache.get(key)
+        if got is None:
             lo = float(xn[-2])
-            grow = float(interp2(top, float(cached), xn, xc, table)) - float(interp2(lo, float(cached), xn, xc, table))
+            edge = float(interp2(top, float(cached), xn, xc, table))
+            grow = edge - float(interp2(lo, float(cached), xn, xc, table))
             span = attention_pairs([top], [cached]) - attention_pairs([lo], [cached])
-            per_pair = self._dec_cache[key] = max(0.0, grow / span) if span > 0 else 0.0
-        edge = float(interp2(top, float(cached), xn, xc, table)) - floor
+            got = self._dec_cache[key] = (edge - floor, max(0.0, grow / span) if span > 0 else 0.0)
+        edge, per_pair = got
         return edge + per_pair * (attention_pairs([new], [cached]) - attention_pairs([top], [cached]))
 
     def _attn_extra(self, plan: StepPlan, total_new: int) -> float:
