@@ -144,6 +144,15 @@ class RuntimeConfig:
         "v2", "token counts the prefill/mixed graphs capture: v2 (every 16 to 256, 32 to 512, 64 beyond) or v1 "
               "(16 to 128, 32 to 256, 64 to 512, 128 to 1024, 256 beyond: the engine before v2); a step runs as the "
               "graph of the next size, and the simulator prices it there")
+    cuda_graph_prefill_route: bool = cfg_field(
+        True, "time each captured prefill/mixed graph once at start-up and run a step padded to a size that a larger "
+              "captured size replays >= 5% faster as that larger graph (the GEMM library's kernel choice makes some "
+              "token counts slow; the engine records the sizes it skipped, and the simulator prices a step where "
+              "the profile's calibration routed it; false: every size replays its own graph)")
+    cuda_graph_prefill_skip: list[int] = cfg_field(
+        [], "prefill/mixed graph sizes never replayed: a step padded to one runs as the next larger captured size "
+            "(besides the routed ones; a replay of an engine run sets the sizes that run skipped)", lo=1,
+        hi=L.MAX_TOKENS)
     unified_mixed_steps: bool = cfg_field(
         True, "run mixed prefill+decode steps as one varlen attention launch, replayed from the prefill CUDA "
               "graphs by token count (false: two launches, eager — the engine before this option)")

@@ -64,13 +64,34 @@ def beaten_sizes(tokens: list[int], times: list[float], margin: float = 0.02) ->
     """``[size, larger]`` for each captured size that a larger captured size ran at least ``margin`` faster than
     (its fastest such), from a measured ``prefill_step`` grid: a step padded to ``larger`` instead would run faster
     (cuBLAS's choice for some token counts: Llama-3-8B on the H200, 448 tokens 15.7 ms, 480 tokens 12.7 ms).
-    Reported by the calibration; the ladder itself is not changed."""
+    The engine routes such steps (:func:`skipped_sizes`, ``runtime.cuda_graph_prefill_route``)."""
     out = []
     for i, (t, y) in enumerate(zip(tokens, times)):
         later = [(y2, t2) for t2, y2 in zip(tokens[i + 1:], times[i + 1:]) if y2 < (1.0 - margin) * y]
         if later:
             out.append([int(t), int(min(later)[1])])
     return out
+
+
+ROUTE_MARGIN = 0.05
+"""How much faster a larger captured prefill/mixed graph must replay for the engine to route a smaller size's steps
+to it (``runtime.cuda_graph_prefill_route``): above the few-percent spread of repeated graph timings, far below
+the library's slow shapes (Llama-3-8B on an H100: 448 tokens 17.0 ms, 480 tokens 12.8 ms)."""
+
+
+def skipped_sizes(tokens: list[int], times: list[float], margin: float = ROUTE_MARGIN) -> list[int]:
+    """The captured sizes a larger captured size replayed at least ``margin`` faster than: the engine routes a
+    step padded to one of them to the next size not skipped, which is then faster too (any size between them
+    that a larger one does not beat is at most ``1 / (1 - margin)`` of that larger one)."""
+    return [a for a, _ in beaten_sizes(tokens, times, margin)]
+
+
+def route_sizes(sizes: list[int] | None, skip) -> list[int] | None:
+    """The sizes steps are padded to: ``sizes`` less the ones in ``skip`` (None stays None: no graphs)."""
+    if sizes is None or not skip:
+        return sizes
+    skip = {int(s) for s in skip}
+    return [s for s in sizes if s not in skip]
 
 
 def padded(n: int, sizes: list[int] | None) -> int:
@@ -91,4 +112,5 @@ def engine_graph_sizes(sc) -> dict:
                 if rt.cuda_graphs else None,
                 prefill_graph_tokens=prefill_token_sizes(prefill_top, rt.cuda_graph_prefill_ladder)
                 if rt.cuda_graphs and prefill_top > 0 else None,
-                prefill_graph_seqs=min(e.max_num_seqs, 256))
+                prefill_graph_seqs=min(e.max_num_seqs, 256),
+                prefill_graph_skip=list(rt.cuda_graph_prefill_skip), prefill_graph_route=rt.cuda_graph_prefill_route)

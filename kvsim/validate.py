@@ -146,7 +146,8 @@ def kvsim_name(scenario_path: str, overrides: list[str] | None = None) -> str:
 
 def replay_sets(eng_doc: dict) -> list[str]:
     """Settings that make the simulator price the saved engine run as it ran: the prefill/mixed graph ladder it
-    captured (runs from before ``runtime.cuda_graph_prefill_ladder`` existed captured v1). A user's explicit
+    captured (runs from before ``runtime.cuda_graph_prefill_ladder`` existed captured v1) and the sizes it skipped
+    (``runtime.cuda_graph_prefill_skip``: routed past when its graphs were captured; none before routing). A user's explicit
     ``--set`` of the same field comes first and is overridden, so the replay stays faithful to the records."""
     from kvsim.graph_sizes import ladder_of
     info = eng_doc.get("engine") if isinstance(eng_doc.get("engine"), dict) else {}
@@ -156,7 +157,14 @@ def replay_sets(eng_doc: dict) -> list[str]:
         raise KvsimError("--replay", f"engine.cuda_graph_prefill_tokens of the engine records: expected whole "
                                      f"numbers, got {sizes[:4]!r}")
     name = ladder_of([int(t) for t in sizes]) if isinstance(sizes, list) and sizes else None
-    return [f"runtime.cuda_graph_prefill_ladder={name}"] if name else []
+    skip = info.get("cuda_graph_prefill_skip") or []       # runs from before routing recorded none and skipped none
+    if not isinstance(skip, list) or any(isinstance(t, bool) or not isinstance(t, int) for t in skip):
+        from kvsim.errors import KvsimError
+        raise KvsimError("--replay", f"engine.cuda_graph_prefill_skip of the engine records: expected a list of "
+                                     f"whole numbers, got {str(skip)[:40]}")
+    route = ["runtime.cuda_graph_prefill_route=false",
+             f"runtime.cuda_graph_prefill_skip=[{', '.join(str(int(t)) for t in skip)}]"]
+    return ([f"runtime.cuda_graph_prefill_ladder={name}"] if name else []) + route
 
 
 def profile_sets(meta: dict | None) -> list[str]:
@@ -171,6 +179,7 @@ def profile_sets(meta: dict | None) -> list[str]:
     ladder = meta.get("prefill_ladder", LEGACY_ENGINE_MODE["prefill_ladder"])
     flag = lambda key: str(bool(meta.get(key, LEGACY_ENGINE_MODE[key]))).lower()     # noqa: E731
     return [f"runtime.cuda_graph_prefill_ladder={ladder}", f"runtime.mixed_decode_kernel={flag('mixed_decode_kernel')}",
+            f"runtime.cuda_graph_prefill_route={flag('prefill_route')}",
             f"runtime.async_scheduling={flag('async_scheduling')}", f"runtime.swap_staged={flag('swap_staged')}"]
 
 

@@ -385,19 +385,21 @@ def test_replay_prices_a_saved_run_on_the_ladder_it_captured():
     from kvsim.validate import replay_sets
     assert ladder_of(prefill_token_sizes(2048, "v1")) == "v1" and ladder_of(prefill_token_sizes(512, "v2")) == "v2"
     assert ladder_of([16, 40]) is None and ladder_of([]) is None
+    unrouted = ["runtime.cuda_graph_prefill_route=false", "runtime.cuda_graph_prefill_skip=[]"]
     assert replay_sets({"engine": {"cuda_graph_prefill_tokens": prefill_token_sizes(4096, "v1")}}) == \
-        ["runtime.cuda_graph_prefill_ladder=v1"]
-    assert replay_sets({"engine": {"cuda_graph_prefill_tokens": []}}) == [] and replay_sets({}) == []
+        ["runtime.cuda_graph_prefill_ladder=v1"] + unrouted
+    assert replay_sets({"engine": {"cuda_graph_prefill_tokens": []}}) == unrouted and replay_sets({}) == unrouted
 
 
 def test_live_validation_runs_the_engine_its_profile_measured():
     from kvsim.validate import profile_sets
     assert profile_sets({}) == ["runtime.cuda_graph_prefill_ladder=v1", "runtime.mixed_decode_kernel=false",
-                                "runtime.async_scheduling=false", "runtime.swap_staged=false"]
+                                "runtime.cuda_graph_prefill_route=false", "runtime.async_scheduling=false",
+                                "runtime.swap_staged=false"]
     assert profile_sets(None) == profile_sets({})
     assert profile_sets({"prefill_ladder": "v2", "mixed_decode_kernel": True}) == \
-        ["runtime.cuda_graph_prefill_ladder=v2", "runtime.mixed_decode_kernel=true", "runtime.async_scheduling=false",
-         "runtime.swap_staged=false"]
+        ["runtime.cuda_graph_prefill_ladder=v2", "runtime.mixed_decode_kernel=true",
+         "runtime.cuda_graph_prefill_route=false", "runtime.async_scheduling=false", "runtime.swap_staged=false"]
     assert "runtime.async_scheduling=true" in profile_sets({"async_scheduling": True})
     # set even when off: a stepped profile keeps a stepped engine whatever the engine's default becomes
     assert "runtime.async_scheduling=false" in profile_sets({"async_scheduling": False})

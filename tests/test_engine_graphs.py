@@ -127,6 +127,25 @@ def test_mixed_step_in_prefill_graph_equals_two_launch_step(name, device):
     _check_same_as_plain(model, caches, graphs, steps, device, backend, spec, unified=True)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_prefill_graph_steps_skip_sizes_and_stay_exact(device):
+    """Sizes asked to be skipped (and, on a GPU, routed past) are never replayed: a step pads to the next size kept,
+    and its outputs are the plain step's."""
+    spec, model, caches = _model_and_cache("tiny-llama", device, torch.float32)
+    backend = "triton" if device == "cuda" else "torch"
+    graphs = PrefillGraphs(model, caches, block_size=4, max_tokens=64, max_seqs=4, max_context_len=spec.max_seq_len,
+                           backend=backend, skip=[16, 32], route=device == "cuda")
+    assert {16, 32} <= set(graphs.skipped) and set(graphs.skipped).isdisjoint(graphs.lookup)
+    assert len(graphs.replay_time_s) == (len(graphs.sizes) if device == "cuda" else 0)
+    for n in (5, 16, 20, 33, 64):
+        b = graphs.padded_size(n)
+        assert b >= n and b in graphs.sizes and (b not in graphs.skipped or b == graphs.sizes[-1])
+    if device == "cpu":
+        assert [graphs.padded_size(n) for n in (5, 16, 20, 33)] == [48, 48, 48, 48]
+    steps = [([(5, 0)], []), ([(20, 9)], []), ([(7, 0), (3, 4)], [])]
+    _check_same_as_plain(model, caches, graphs, steps, device, backend, spec)
+
+
 def test_fits_refuses_prefill_and_oversized_steps():
     spec, model, caches = _model_and_cache("tiny-opt", "cpu", torch.float32)
     graphs = DecodeGraphs(model, caches, block_size=4, max_batch=4, max_context_len=64, backend="torch")

@@ -18,8 +18,10 @@ step: ``--grid-idle``, default 1 as ``kvsim calibrate``) with the mixed grid's c
 linear along the profile's chunks, and along its prefill grid — and prints the error of each against the
 measurement, by chunk range. Use a profile calibrated on the same card in the same lease.
 
+``--no-route``: the graphs replay every captured size (no ``runtime.cuda_graph_prefill_route``), for a before/after.
+
 usage:
-    python benchmarks/engine/chunk_sweep.py --measure --model llama-3-8b --out DIR [--rows 1,8,32] [--ctx 1024]
+    python benchmarks/engine/chunk_sweep.py --measure --model llama-3-8b --out DIR [--rows 1,8,32] [--ctx 1024] [--no-route]
     python benchmarks/engine/chunk_sweep.py --analyze DIR/chunk_sweep.json --profile calibrate/profiles/H100/llama-3-8b-1206.json
 """
 from __future__ import annotations
@@ -48,15 +50,16 @@ def measure(a) -> None:
     chunks = list(range(a.step, S.GRAPH_PREFILL_MAX_TOKENS - max(rows) + 1, a.step))
     grid = {"batch": [16], "ctx": [512], "spread": [512], "prefill": None, "prefill_batch": None,
             "prefill_cached": None, "mix": (rows, [a.ctx], chunks)}
-    _, _, prefill, mixed, _, _, _ = S.measure_steps(model, a.block_size, dev, grid=grid)
+    _, _, prefill, mixed, _, _, _ = S.measure_steps(model, a.block_size, dev, grid=grid, route=not a.no_route)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     doc = {"model": spec.name, "gpu": torch.cuda.get_device_name(), "block_size": a.block_size,
-           "grid_idle": M.GRID_IDLE, "prefill_step": prefill, "mixed_step": mixed,
+           "grid_idle": M.GRID_IDLE, "route": not a.no_route, "prefill_step": prefill, "mixed_step": mixed,
            "command": " ".join(sys.argv)}
-    (out / "chunk_sweep.json").write_text(json.dumps(doc, indent=1))
-    print(f"wrote {out / 'chunk_sweep.json'}: {len(rows)} rows x {len(mixed['chunk'])} chunks, "
-          f"{len(prefill['tokens'])} prefill sizes")
+    name = "chunk_sweep_noroute.json" if a.no_route else "chunk_sweep.json"
+    (out / name).write_text(json.dumps(doc, indent=1))
+    print(f"wrote {out / name}: {len(rows)} rows x {len(mixed['chunk'])} chunks, "
+          f"{len(prefill['tokens'])} prefill sizes, routed past {prefill.get('graph_skip', [])}")
 
 
 def _padded(n: int, sizes: list[int]) -> int:
@@ -118,6 +121,9 @@ def main() -> None:
     ap.add_argument("--ctx", type=int, default=1024)
     ap.add_argument("--step", type=int, default=32, help="chunk tokens between measured points")
     ap.add_argument("--grid-idle", type=float, default=1.0)
+    ap.add_argument("--no-route", action="store_true",
+                    help="every prefill graph size replays its own graph (the engine before runtime.cuda_graph_prefill_route); "
+                         "writes chunk_sweep_noroute.json")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     if a.measure:

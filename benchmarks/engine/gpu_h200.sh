@@ -10,7 +10,8 @@
 #                 SWAP_PATHS (default "per_layer staged": runtime.swap_staged off, on)
 #   SWEEP=1       benchmarks/engine/chunk_sweep.py --measure: mixed steps every 32 chunk tokens at a few row counts
 #                 (the calibration's timer, idle gaps and graphs) and every prefill size (SWEEP_ARGS="--model llama-3-8b
-#                 --rows 1,8,32 --ctx 1024"); analysed on the CPU against a profile calibrated in the same lease
+#                 --rows 1,8,32 --ctx 1024"); analysed on the CPU against a profile calibrated in the same lease;
+#                 SWEEP_NOROUTE=1 measures it again with every graph size replayed (chunk_sweep_noroute.json)
 #   OVERLAP=1     benchmarks/engine/overlap_probe.py: a layer's GEMMs and a paged decode attention, one stream vs
 #                 two (OVERLAP_ARGS="--shapes ... --layers N")
 #   KERNELS=1     where a mixed and a decode step's GPU time goes, kernel by kernel (torch.profiler), eager and
@@ -89,10 +90,12 @@ if [ -n "${SWAP:-}" ]; then        # swap steps priced 13-16% high (README "Deco
   done
 fi
 if [ -n "${SWEEP:-}" ]; then       # how a mixed step grows between the mixed grid's chunks (chunk_sweep.py's doc)
-  stamp "chunk sweep"
-  timeout 300 python3 benchmarks/engine/chunk_sweep.py --measure --out "$W/chunk_sweep" ${SWEEP_ARGS:---model llama-3-8b} \
-    2>&1 | grep -v Warning | tail -4
-  pack
+  for extra in "" ${SWEEP_NOROUTE:+--no-route}; do    # SWEEP_NOROUTE=1: also with every graph size replayed
+    stamp "chunk sweep $extra"
+    timeout 300 python3 benchmarks/engine/chunk_sweep.py --measure --out "$W/chunk_sweep" ${SWEEP_ARGS:---model llama-3-8b} \
+      $extra 2>&1 | grep -v Warning | tail -4
+    pack
+  done
 fi
 if [ -n "${OVERLAP:-}" ]; then     # can a mixed step's attention run under its GEMMs (two streams)? a probe
   stamp overlap

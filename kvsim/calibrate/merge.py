@@ -20,9 +20,9 @@ from pathlib import Path
 from kvsim.errors import KvsimError
 
 MUST_MATCH = ("format", "version", "model", "dtype", "num_layers")
-META_MUST_MATCH = ("gpu", "cuda_graphs", "fused_layer_ops", "prefill_ladder", "mixed_decode_kernel", "async_scheduling",
-                   "swap_staged")
-META_DEFAULT_KEYS = ("async_scheduling",)   # meta keys profiles from before it ran stepped lack: LEGACY_ENGINE_MODE's
+META_MUST_MATCH = ("gpu", "cuda_graphs", "fused_layer_ops", "prefill_ladder", "prefill_route", "mixed_decode_kernel",
+                   "async_scheduling", "swap_staged")
+META_DEFAULT_KEYS = ("async_scheduling", "prefill_route")   # keys older profiles lack: LEGACY_ENGINE_MODE's
 
 
 def _meta_defaults() -> dict:

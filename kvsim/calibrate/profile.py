@@ -176,6 +176,7 @@ def engine_mode(model, cuda_graphs: bool) -> dict:
             "mixed_decode_kernel": MIXED_DECODE_KERNEL,      # how the engine attended a mixed step's decode rows
             "async_scheduling": bool(RuntimeConfig().async_scheduling),   # the serving fit: stepped or overlapped
             "prefill_ladder": PREFILL_LADDER,                # the token counts its prefill/mixed graphs captured
+            "prefill_route": bool(cuda_graphs),              # ... routed past the slow ones (prefill_step's graph_skip)
             "copy_one_launch": True,          # copy_block timed with one launch over all layers (KVCache.planes)
             "swap_staged": M.swap_staged()}    # swap timed through the staging buffer? (--swap-per-layer: no)
 

@@ -36,7 +36,7 @@ FULL_STEP_GRID = {"batch": STEP_BATCH, "ctx": STEP_CTX, "spread": SPREAD_MAX, "p
 
 
 def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_len: int | None = None,
-                  grid: dict | None = None) -> tuple[dict, dict, dict, dict | None, dict | None, dict | None,
+                  grid: dict | None = None, route: bool = True) -> tuple[dict, dict, dict, dict | None, dict | None, dict | None,
                                                     dict | None]:
     """Whole engine iterations on the GPU (forward of all layers + LM head + greedy sampling):
     decode steps over batch x context, decode steps whose contexts are unequal (evenly spaced up to
@@ -56,7 +56,9 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
     with the same shape timed the grid's way beside it (``grid_timing_s``) and the reference step timed again
     after the decode grid, after the prefill grid and at the end (``checkpoints_s``): the card's drift;
     the last two are the multi-prompt and cached-context prefill grids of :mod:`kvsim.calibrate.prefill_grids`
-    (None where ``grid["prefill_batch"]`` / ``grid["prefill_cached"]`` is None).
+    (None where ``grid["prefill_batch"]`` / ``grid["prefill_cached"]`` is None). ``route``: the prefill graphs skip
+    the sizes a larger one replays faster, as the engine's do by default (``runtime.cuda_graph_prefill_route``);
+    the prefill grid records them (``graph_skip``), and every step is timed through the graph the engine would use.
     """
     g = dict(FULL_STEP_GRID, **(grid or {}))
     batches = list(g["batch"])
@@ -79,7 +81,8 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
         prefill_tokens = sorted({min(t, max_ctx) for t in STEP_PREFILL})
     pgraphs = PrefillGraphs(model, caches, block_size=bs, max_tokens=prefill_tokens[-1], max_seqs=GRAPH_PREFILL_SEQS,
                             max_context_len=max_ctx, backend=M.BACKEND,
-                            token_sizes=prefill_tokens if g["prefill"] is not None else None) if cuda_graphs else None
+                            token_sizes=prefill_tokens if g["prefill"] is not None else None,
+                            route=route) if cuda_graphs else None
 
     def eager(ids, pos, meta):
         return model(ids, pos, caches, meta)
@@ -173,6 +176,10 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
         checkpoint("end")
         if mix:
             stage(f"mixed steps: {len(mix_rows)} x {len(mix_ctx)} x {len(chunks)} points")
+    skip = list(pgraphs.skipped) if pgraphs is not None else []     # sizes routed past (runtime.cuda_graph_prefill_route)
+    replay = [float(t) for t in pgraphs.replay_time_s] if pgraphs is not None else []   # what routing timed
+    if skip:
+        M._log(f"prefill graphs routed past (a larger one replayed >= 5% faster): {skip}")
     del caches, graphs, pgraphs
     mixed = {"decode": list(mix_rows), "ctx": list(mix_ctx), "chunk": chunks, "time_s": mix,
              "cuda_graphs": bool(cuda_graphs), "timing": PREFILL_TIMING,
@@ -182,5 +189,6 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
             {"batch": batches, "max_ctx": tops, "time_s": spread, "mean_time_s": at_mean,
              "top_time_s": [[row[ctx_axis.index(t)] for t in tops] for row in dec_grid],
              "shape": "contexts evenly spaced up to max_ctx", "cuda_graphs": bool(cuda_graphs)},
-            {"tokens": prefill_tokens, "time_s": pre, "cuda_graphs": bool(cuda_graphs), "timing": PREFILL_TIMING},
+            {"tokens": prefill_tokens, "time_s": pre, "cuda_graphs": bool(cuda_graphs), "timing": PREFILL_TIMING,
+             **({"graph_route": bool(route), "graph_skip": skip, "graph_replay_s": replay} if cuda_graphs else {})},
             mixed, ref, pbatch, pcached)

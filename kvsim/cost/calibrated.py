@@ -101,7 +101,7 @@ from kvsim.cost.profile import (FORMAT, REQUIRED, VERSION, Profile, interp1, int
                                 load_profile, spread_contexts, spread_fractions)
 from kvsim.cost.profile_card import card_matches, check_card, chip_key  # noqa: F401
 from kvsim.errors import KvsimError
-from kvsim.graph_sizes import padded
+from kvsim.graph_sizes import padded, route_sizes
 
 
 class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin, CostModel):
@@ -110,9 +110,12 @@ class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin,
     def __init__(self, profile: Profile, *, model_name: str, dtype: str, block_size_tokens: int,
                  include_swaps_in_step: bool = True, decode_graph_batches: list[int] | None = None,
                  prefill_graph_tokens: list[int] | None = None, prefill_graph_seqs: int = 256,
+                 prefill_graph_skip: list[int] | None = None, prefill_graph_route: bool = True,
                  gpu: str | None = None):
         """``gpu``: the scenario's GPU; when given, a profile measured on another card is refused
-        (:func:`check_card`)."""
+        (:func:`check_card`). ``prefill_graph_skip``: prefill graph sizes the engine never pads to; with
+        ``prefill_graph_route`` also those the profile's calibration routed past (``runtime.cuda_graph_prefill_route``:
+        the engine measures its route when it captures, the profile's is the best estimate of it)."""
         if profile.model.lower() != model_name.lower():
             raise KvsimError("profile", f"{profile.source} was measured for {profile.model}, "
                                         f"the scenario's model is {model_name}")
@@ -146,8 +149,10 @@ class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin,
         # timed between decode steps: older ones timed long prompts back-to-back (the card near its power
         # limit) and run 7-8% above real lone prefills (benchmarks/engine/results_H200/decode_gap/README.md); their
         # interpolation at T is kept rather than stacking the padding on that excess
-        self._pgraphs = sorted(prefill_graph_tokens) if prefill_graph_tokens and profile.meta.get("cuda_graphs") \
-            and block_size_tokens in profile.prefill_step_spaced else None
+        skip = set(prefill_graph_skip or ()) | (set(profile.prefill_graph_skip.get(block_size_tokens, ()))
+                                                 if prefill_graph_route else set())
+        self._pgraphs = route_sizes(sorted(prefill_graph_tokens), skip) if prefill_graph_tokens \
+            and profile.meta.get("cuda_graphs") and block_size_tokens in profile.prefill_step_spaced else None
         self._pgraph_seqs = int(prefill_graph_seqs)
         spread = profile.decode_spread_step.get(block_size_tokens)
         lam = profile.decode_spread_lam.get(block_size_tokens)

@@ -22,10 +22,10 @@ FORMAT = "kvsim-profile"
 VERSION = 1
 LEGACY_ENGINE_MODE = {"cuda_graphs": False, "fused_layer_ops": False, "mixed_decode_kernel": False,
                       "async_scheduling": False, "prefill_ladder": "v1", "copy_one_launch": False,
-                      "swap_staged": False}
+                      "swap_staged": False, "prefill_route": False}
 """The engine a profile was measured with, for each ``meta`` field it does not record (profiles from before the
 field existed): eager, plain layer ops, decode rows in the prefill kernel, stepped, ladder v1, per-layer copies
-and swaps.
+and swaps, every prefill graph size replayed (no routing).
 ``kvsim calibrate`` records all of them (``kvsim.calibrate.profile.engine_mode``)."""
 
 
@@ -93,6 +93,9 @@ class Profile(TableReader):
         # grids timed between decode steps (kvsim calibrate from commit 6ad8f32 on) vs back-to-back (older)
         self.prefill_step_spaced = {bs for bs, c in self._raw_blocks("prefill_step").items()
                                     if c.get("timing") == "between_decode_steps"}
+        # ... and the prefill/mixed graph sizes the calibration's graphs routed past (runtime.cuda_graph_prefill_route)
+        self.prefill_graph_skip = {bs: self._sizes(f"prefill_step.{bs}.graph_skip", c.get("graph_skip"))
+                                   for bs, c in self._raw_blocks("prefill_step").items()}
         # optional: whole mixed iterations (decode rows x context x fresh chunk tokens)
         self.mixed_step = self._blocks("mixed_step", self._grid3, optional=True)
         # ... of which the decode rows were walked whole (not cut into partitions: kvsim.cost.mixed_rows)

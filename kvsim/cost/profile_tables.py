@@ -106,6 +106,14 @@ class TableReader:
     def _table(self, key: str, parse, *args, **kw):
         return self._parsed(key, parse, self.data[key], *args, **kw)
 
+    def _sizes(self, key: str, value) -> list[int]:
+        """A list of whole token counts >= 1 (absent: empty), e.g. the graph sizes a calibration routed past."""
+        if value is None:
+            return []
+        if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+            raise self._bad(key, f"expected a list of whole numbers >= 1, got {str(value)[:60]}")
+        return sorted(set(value))
+
     def _raw_blocks(self, key: str) -> dict:
         """The table ``key`` (absent: empty) keyed by block size as an int; keys checked, values not yet."""
         table = self.data.get(key, {})

@@ -13,7 +13,10 @@ launch, and the step becomes as fast and as repeatable as the GPU work.
   and context 0 (attention reads nothing).
 * **Prefill** (:class:`PrefillGraphs`): a prefill-only step of ``n`` new tokens
   over ``s`` sequences runs as the graph of the smallest captured token count
-  ``b >= n``, with room for ``max_seqs`` sequences. Tokens ``n .. b-1`` belong to
+  ``b >= n`` that is not skipped, with room for ``max_seqs`` sequences. Skipped are
+  the sizes asked for and, when routing, those a larger captured size replayed
+  at least 5% faster when they were captured (cuBLAS picks a slow kernel for some
+  token counts). Tokens ``n .. b-1`` belong to
   no sequence (slot ``-1``; attention never reads or writes their rows) and
   sequences ``s ..`` have zero new tokens (their attention programs exit at once).
   Mixed prefill+decode steps run here too: the runner lays them out with every
@@ -42,6 +45,7 @@ import torch
 
 from kvsim.engine.attention import AttnMetadata
 from kvsim.graph_sizes import graph_batch_sizes, prefill_token_sizes  # noqa: F401  (re-exported)
+from kvsim.graph_sizes import route_sizes
 
 
 class _StepGraphs:
@@ -171,9 +175,12 @@ class PrefillGraphs(_StepGraphs):
 
     def __init__(self, model, kv_caches, *, block_size: int, max_tokens: int, max_seqs: int, max_context_len: int,
                  backend: str, capture: bool = True, token_sizes: list[int] | None = None,
-                 decode_kernel: bool | None = None):
+                 decode_kernel: bool | None = None, route: bool = False, skip: list[int] | None = None):
         """``decode_kernel`` (default :data:`kvsim.engine.attention.MIXED_DECODE_KERNEL`): the graphs attend
-        one-token sequences (a mixed step's decode rows) with the decode kernel."""
+        one-token sequences (a mixed step's decode rows) with the decode kernel. ``skip``: sizes never replayed (a
+        step padded to one runs as the next size not skipped); ``route``: after capture, time every graph and skip
+        also the sizes a larger one replays :data:`~kvsim.graph_sizes.ROUTE_MARGIN` faster
+        (:mod:`kvsim.engine.graph_route`; ``skipped`` and ``replay_time_s`` record it)."""
         from kvsim.engine.attention import MIXED_DECODE_KERNEL
         if max_tokens < 1 or max_seqs < 1:
             raise ValueError("max_tokens and max_seqs must be >= 1")
@@ -184,12 +191,31 @@ class PrefillGraphs(_StepGraphs):
                          max_context_len=max_context_len, backend=backend)
         self.max_seqs = max_seqs
         self.qstart = torch.zeros(max_seqs + 1, dtype=torch.int32, device=model.device)
+        self.replay_time_s: list[float] = []
+        skipped = {int(t) for t in skip or ()}
         if capture and model.device.type == "cuda":
             self._capture_all()
+            if route:
+                routed, self.replay_time_s = self._route(sorted(skipped))
+                skipped |= set(routed)
+        self.skipped = sorted(t for t in skipped if t in self.sizes)
+        self.lookup = route_sizes(self.sizes, self.skipped)
 
     def _meta(self, b: int) -> AttnMetadata:
         return AttnMetadata(b, 0, self.slots[:b], self.qstart, self.ctx, self.tables, b,
                             self._empty, self._empty_table, 1, self.backend, single_rows_decode=self.decode_kernel)
+
+    @torch.inference_mode()
+    def _route(self, fixed: list[int]) -> tuple[list[int], list[float]]:
+        """The sizes a larger graph replays faster, and each graph's replay time (:mod:`kvsim.engine.graph_route`;
+        ``fixed``: skipped anyway)."""
+        from kvsim.engine.graph_route import graph_timer, graph_warmer, route
+        return route(self.sizes, graph_timer(self.graphs), warm=graph_warmer(self.graphs[self.sizes[-1]]), fixed=fixed)
+
+    def padded_size(self, n: int) -> int:
+        """The graph a step of ``n`` tokens replays: the next size not skipped, else the next captured size."""
+        i = bisect.bisect_left(self.lookup, n)
+        return self.lookup[i] if i < len(self.lookup) else self.sizes[bisect.bisect_left(self.sizes, n)]
 
     def fits(self, meta: AttnMetadata) -> bool:
         """True for a prefill-only step this object can run (``max_prefill_context_len`` is checked
@@ -203,7 +229,7 @@ class PrefillGraphs(_StepGraphs):
         """Hidden states ``[n, hidden]`` of a prefill-only step (``fits(meta)`` must hold)."""
         n = meta.num_prefill_tokens
         s = meta.prefill_context_lens.shape[0]
-        b = self.sizes[bisect.bisect_left(self.sizes, n)]
+        b = self.padded_size(n)
         w = meta.prefill_block_tables.shape[1]
         self._load_tokens(input_ids, positions, meta.slot_mapping, n, b)
         self.qstart[:s + 1].copy_(meta.prefill_query_start, non_blocking=True)

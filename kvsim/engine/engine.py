@@ -194,6 +194,7 @@ class RealEngine:
                 self.prefill_graphs = PrefillGraphs(self.model, self.cache.gpu, max_tokens=max_tokens,
                                                     max_seqs=graph["max_seqs"], decode_kernel=graph["decode_kernel"],
                                                     token_sizes=prefill_token_sizes(max_tokens, graph["ladder"]),
+                                                    route=graph["route"], skip=list(graph["skip"]),
                                                     **common)
         if self.parts is not None and kept is None:
             self.parts.keep(key, self.cache, self.graphs, self.prefill_graphs)
@@ -216,7 +217,8 @@ class RealEngine:
         return {"max_batch": min(rt.cuda_graph_max_batch, e.max_num_seqs),
                 "prefill_max_tokens": min(rt.cuda_graph_prefill_max_tokens, e.max_num_batched_tokens),
                 "max_seqs": min(e.max_num_seqs, 256), "decode_kernel": rt.mixed_decode_kernel,
-                "ladder": rt.cuda_graph_prefill_ladder}
+                "ladder": rt.cuda_graph_prefill_ladder, "route": rt.cuda_graph_prefill_route,
+                "skip": tuple(sorted(set(rt.cuda_graph_prefill_skip)))}
 
     def _parts_key(self, graph: dict) -> tuple:
         """What an :class:`~kvsim.engine.reuse.EngineParts` must match to lend this run its cache and graphs: the
@@ -284,6 +286,11 @@ class RealEngine:
                 "warmup_s": round(self.warmup_s, 3), "tensor_parallel": self.sc.tensor_parallel,
                 "cuda_graph_batch_sizes": self.graphs.sizes if self.graphs is not None else [],
                 "cuda_graph_prefill_tokens": self.prefill_graphs.sizes if self.prefill_graphs is not None else [],
+                # sizes a step is never padded to (asked for, or routed past: a larger graph replayed faster), and
+                # each graph's replay time when routing measured it
+                "cuda_graph_prefill_skip": self.prefill_graphs.skipped if self.prefill_graphs is not None else [],
+                "cuda_graph_prefill_replay_ms": [round(t * 1e3, 3) for t in self.prefill_graphs.replay_time_s]
+                if self.prefill_graphs is not None else [],
                 "cuda_graph_capture_s": 0.0 if self.parts_kept else round(sum(g.capture_s for g in self.runner.graphs), 3),
                 "engine_parts_kept": self.parts_kept,
                 "cuda_graph_steps": self.runner.graph_steps,
