@@ -52,14 +52,52 @@ def test_compare_reports_order_margin_and_error():
     assert "different" in bad[0] and "outside" in bad[-1]
 
 
+def test_a_block_whose_every_rate_met_the_slo_is_a_bound_not_a_measurement():
+    runs = _runs({16: [(10, 0.05), (20, 0.15)], 32: [(10, 0.04), (20, 0.08)], 64: [(10, 0.2), (20, 0.3)]})
+    eng = engine_rates(runs, 0.1)
+    assert list(eng.engine_bound) == ["", "at least", "below"]
+    table, lines = compare(eng, {16: 15.0, 32: 17.0, 64: 12.0})
+    assert "not bracketed" in lines[0] and "32 (at least 20 req/s)" in lines[0] and "64 (no rate met" in lines[0]
+    assert table.set_index("block_size").error.isna().tolist() == [False, True, True]
+    assert "no ordering check" in lines[-1]          # one measured block size is left
+
+
 def test_main_reads_run_folders(tmp_path):
-    for b, curve in {16: [(5, 0.05), (10, 0.2)], 32: [(5, 0.04), (10, 0.09)]}.items():
+    for b, curve in {16: [(5, 0.05), (10, 0.2)], 32: [(5, 0.04), (10, 0.09), (15, 0.3)]}.items():
         for r, m in curve:
             d = tmp_path / "runs" / f"b{b}_r{r}_s0"
             d.mkdir(parents=True)
             _frame(m).to_csv(d / "requests.csv", index=False)
     pd.DataFrame({"block_size": [16, 32], "max_rate_req_s": [7.0, 10.0]}).to_csv(tmp_path / "bs.csv", index=False)
-    assert len(load_runs(tmp_path / "runs", "normalized_latency_s")) == 4
+    assert len(load_runs(tmp_path / "runs", "normalized_latency_s")) == 5
     assert main([str(tmp_path / "runs"), str(tmp_path / "bs.csv")]) == 0
     md = (tmp_path / "runs" / "engine_check.md").read_text()
     assert "report's best block 32" in md and "(the same block)" in md
+
+
+def test_each_run_is_simulated_as_it_ran(tmp_path):
+    """--profile: a run folder (here a simulated one standing in for the engine's) is priced again from the scenario
+    its summary records; the same profile reproduces its metric, and a short run is flagged as shorter than the
+    report's probes."""
+    import kvsim
+    from kvsim.output import write_run
+    from kvsim.report.engine_check import predicted_runs
+    profile = "calibrate/profiles/H100/opt-13b-blocks.json"
+    sc = kvsim.load_scenario("scenarios/paper/fig18b_block_size_sharegpt.yaml",
+                             ["gpu=h100-80gb", "workload.num_requests=40", "workload.rate_req_s=8",
+                              "cost.model=calibrated", f"cost.profile={profile}", "engine.block_size=16"])
+    write_run(kvsim.simulate(sc), tmp_path / "b16_r8_s0")
+    t = predicted_runs(tmp_path, profile, "normalized_latency_s")
+    assert len(t) == 1 and t.requests[0] == 40 and not t.report_probe_length[0]
+    assert t.predicted[0] == pytest.approx(t.engine[0], rel=1e-9)
+
+
+def test_bad_folders_and_reports_get_one_line_and_exit_2(tmp_path, capsys):
+    from kvsim.report.engine_check import _main
+    assert _main([str(tmp_path / "nowhere"), "bs.csv"]) == 2
+    d = tmp_path / "b16_r5_s0"
+    d.mkdir()
+    _frame(0.05).to_csv(d / "requests.csv", index=False)
+    assert _main([str(tmp_path), str(tmp_path / "missing.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err)

@@ -9,7 +9,16 @@ report's predicted rate per block size (``block_size.csv``'s ``max_rate_req_s``)
 predicted ordering holds, the error per block size (done when within 5%), the measured margin of the best
 over the others and, with several seeds, the noise (half the range of the per-seed rates).
 
-``python -m kvsim.report.engine_check RUNS_DIR REPORT_CSV [--slo normalized_latency_s=0.1]`` reads
+A block size whose every rate met the SLO has only a lower bound (``engine_bound`` "at least"; one whose no rate
+met it "below"): its error and ordering are then not measured, and the verdict says so.
+
+With ``--profile P`` each engine run is also simulated as it ran (the scenario its ``summary.json`` records,
+priced by ``P`` at the CUDA-graph sizes the run captured and skipped) and the two SLO metrics are set side by side
+per run (``engine_check_runs.csv``): how close the prediction is where the SLO rates cannot say it, and whether
+the engine runs were the workload the report priced (the report's probes hold at least 600 requests and 60 s of
+arrivals, ``kvsim.plan.search.probe_requests``; shorter runs never reach its steady state).
+
+``python -m kvsim.report.engine_check RUNS_DIR REPORT_CSV [--slo normalized_latency_s=0.1] [--profile P]`` reads
 ``RUNS_DIR/b<B>_r<RATE>_s<SEED>/requests.csv`` and writes ``engine_check.csv`` and ``engine_check.md``.
 """
 from __future__ import annotations
@@ -39,6 +48,12 @@ def run_metric(reqs: pd.DataFrame, key: str = "normalized_latency_s") -> float:
     raise KvsimError("--slo", f"the engine check supports normalized_latency_s and ttft_p99_s, not {key}")
 
 
+def censored(points: list[tuple[float, float]], bound: float) -> str:
+    """``"at least"`` when every rate run met the SLO, ``"below"`` when none did, else ``""``."""
+    ok = [m <= bound for _, m in points]
+    return "at least" if ok and all(ok) else "below" if ok and not any(ok) else ""
+
+
 def slo_rate(points: list[tuple[float, float]], bound: float) -> float | None:
     """Highest rate meeting ``metric <= bound``, interpolated to the crossing (module doc); None if none passes."""
     pts = sorted(points)
@@ -59,7 +74,9 @@ def engine_rates(runs: pd.DataFrame, bound: float) -> pd.DataFrame:
     for b, g in runs.groupby("block_size"):
         per_seed = [slo_rate(list(zip(s.rate, s.metric)), bound) for _, s in g.groupby("seed")]
         got = [r for r in per_seed if r is not None]
+        edge = {censored(list(zip(s.rate, s.metric)), bound) for _, s in g.groupby("seed")} - {""}
         rows.append({"block_size": int(b), "engine_rate_req_s": float(np.mean(got)) if got else None,
+                     "engine_bound": ",".join(sorted(edge)),
                      "engine_noise_req_s": float((max(got) - min(got)) / 2) if len(got) > 1 else None,
                      "seeds": len(per_seed), "rates_run": ",".join(f"{r:g}" for r in sorted(set(g.rate)))})
     return pd.DataFrame(rows)
@@ -68,12 +85,22 @@ def engine_rates(runs: pd.DataFrame, bound: float) -> pd.DataFrame:
 def compare(engine: pd.DataFrame, predicted: dict[int, float]) -> tuple[pd.DataFrame, list[str]]:
     """The table the report prints, and its verdict lines (module doc)."""
     t = engine.copy()
+    if "engine_bound" not in t:
+        t["engine_bound"] = ""
     t["predicted_rate_req_s"] = [predicted.get(int(b)) for b in t.block_size]
-    t["error"] = [(e / p - 1) if e and p else None for e, p in zip(t.engine_rate_req_s, t.predicted_rate_req_s)]
+    has = lambda v: v is not None and bool(pd.notna(v)) and v > 0            # noqa: E731
+    measured = [has(e) and has(p) and not c for e, p, c in zip(t.engine_rate_req_s, t.predicted_rate_req_s, t.engine_bound)]
+    t["error"] = [(e / p - 1) if m else None for e, p, m in zip(t.engine_rate_req_s, t.predicted_rate_req_s, measured)]
     lines = []
-    ok = t.dropna(subset=["engine_rate_req_s", "predicted_rate_req_s"])
+    bounds = [f"{int(r.block_size)} ({r.engine_bound} {r.engine_rate_req_s:.3g} req/s)" if has(r.engine_rate_req_s)
+              else f"{int(r.block_size)} (no rate met the SLO)" for r in t.itertuples() if r.engine_bound]
+    if bounds:
+        lines.append("not bracketed: every rate run met the SLO, or none did, at block " + ", ".join(bounds)
+                     + ": those SLO rates are bounds, not measurements (run rates on both sides of them)")
+    ok = t[measured]
     if len(ok) < 2:
-        return t, ["fewer than two block sizes have both a predicted and an engine SLO rate: no ordering check"]
+        return t, lines + ["fewer than two block sizes have both a predicted and a measured engine SLO rate: no "
+                           "ordering check"]
     pred_best = int(ok.loc[ok.predicted_rate_req_s.idxmax(), "block_size"])
     eng_best = ok.loc[ok.engine_rate_req_s.idxmax()]
     noise = float(ok.engine_noise_req_s.fillna(0).max())
@@ -100,6 +127,8 @@ def compare(engine: pd.DataFrame, predicted: dict[int, float]) -> tuple[pd.DataF
 
 
 def load_runs(folder: Path, key: str) -> pd.DataFrame:
+    if not Path(folder).is_dir():
+        raise KvsimError("runs", f"{folder} is not a folder")
     rows = []
     for d in sorted(Path(folder).iterdir()):
         m = RUN_DIR.match(d.name)
@@ -111,14 +140,50 @@ def load_runs(folder: Path, key: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def predicted_runs(folder: Path, profile: str, key: str) -> pd.DataFrame:
+    """Each engine run beside its simulation (module doc): block size, rate, seed, requests, whether it had the
+    report's probe length, and the SLO metric measured and predicted."""
+    import json
+
+    import kvsim
+    from kvsim.plan.search import probe_requests
+    from kvsim.validate import replay_sets
+    from kvsim.workload import config as wc
+    rows = []
+    for d in sorted(Path(folder).iterdir()):
+        m = RUN_DIR.match(d.name)
+        if not (m and (d / "requests.csv").exists() and (d / "summary.json").exists()):
+            continue
+        doc = json.loads((d / "summary.json").read_text())
+        kept, wc.deferred = wc.deferred, []      # the record names every field: no "has no effect" notes
+        try:
+            sc = kvsim.load_scenario(doc["scenario"], ["cost.model=calibrated", f"cost.profile={profile}"]
+                                     + replay_sets(doc))
+            sim = kvsim.simulate(sc).requests
+        finally:
+            wc.deferred = kept
+        eng = pd.read_csv(d / "requests.csv")
+        rate = float(m[2])
+        rows.append({"block_size": int(m[1]), "rate": rate, "seed": int(m[3]), "requests": len(eng),
+                     "report_probe_length": len(eng) >= probe_requests(600, rate, 60.0),
+                     "engine": run_metric(eng, key), "predicted": run_metric(sim, key)})
+    t = pd.DataFrame(rows)
+    if len(t):
+        t["error"] = t.predicted / t.engine - 1
+    return t
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs")
     ap.add_argument("report_csv", help="block_size.csv of kvsim report block-size --profile")
     ap.add_argument("--slo", default="normalized_latency_s=0.1")
+    ap.add_argument("--profile", default=None, help="also simulate each engine run with this profile (module doc)")
     a = ap.parse_args(argv)
     key, _, val = a.slo.partition("=")
     runs = load_runs(Path(a.runs), key)
+    if not Path(a.report_csv).is_file():
+        raise KvsimError("report_csv", f"{a.report_csv} is not a file (block_size.csv of kvsim report block-size)")
     pred = pd.read_csv(a.report_csv)
     table, lines = compare(engine_rates(runs, float(val)),
                            {int(b): r for b, r in zip(pred.block_size, pred.max_rate_req_s) if r == r})
@@ -126,10 +191,28 @@ def main(argv=None) -> int:
     runs.to_csv(out / "engine_runs.csv", index=False)
     table.to_csv(out / "engine_check.csv", index=False)
     text = table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-") + "\n\n" + "\n".join(lines)
+    if a.profile:
+        per_run = predicted_runs(out, a.profile, key)
+        per_run.to_csv(out / "engine_check_runs.csv", index=False)
+        short = int((~per_run.report_probe_length).sum()) if len(per_run) else 0
+        text += (f"\n\neach run simulated with {a.profile} ({key}, predicted / engine - 1: median "
+                 f"{per_run.error.abs().median():.1%}, largest {per_run.error.abs().max():.1%}"
+                 + (f"; {short} of {len(per_run)} runs shorter than the report's probes, which its SLO rates "
+                    f"do not describe" if short else "") + ")\n"
+                 + per_run.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     (out / "engine_check.md").write_text(f"SLO {a.slo}\n\n```\n{text}\n```\n")
     print(text)
     return 0
 
 
+def _main(argv=None) -> int:
+    import sys
+    try:
+        return main(argv)
+    except KvsimError as e:               # a bad folder, CSV or profile: one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_main())
