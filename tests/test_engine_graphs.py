@@ -255,6 +255,12 @@ def test_engine_tokens_equal_with_and_without_graphs():
     assert graphed.info["cuda_graph_steps"] > 0 and eager.info["cuda_graph_steps"] == 0
     assert graphed.info["cuda_graph_prefill_tokens"]                # prefill graphs were captured too
     assert graphed.outputs == eager.outputs
+    # routing (the default) timed every prefill graph; what it skipped are captured sizes, never the largest
+    tokens, skipped = graphed.info["cuda_graph_prefill_tokens"], graphed.info["cuda_graph_prefill_skip"]
+    assert len(graphed.info["cuda_graph_prefill_replay_ms"]) == len(tokens)
+    assert set(skipped) <= set(tokens[:-1])
+    wide = RealEngine(_scenario("cuda", cuda_graph_prefill_skip=list(tokens[:-1])), model=model).run()  # all as the largest
+    assert wide.info["cuda_graph_prefill_skip"] == list(tokens[:-1]) and wide.outputs == eager.outputs
 
 
 def test_synthetic_step_gives_sequences_distinct_blocks_when_it_can():
