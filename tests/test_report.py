@@ -48,6 +48,8 @@ def test_sharegpt_and_alpaca_pick_different_block_sizes(reports):
         # memory split is computed, not constant: fragmentation grows with the block, table overhead shrinks
         assert t.internal_frag_frac.is_monotonic_increasing and t.block_table_frac.is_monotonic_decreasing
         assert (t.block_table_frac < 1e-3).all()
+        # the probes' length is recorded: an engine check must run the same workload (blocksize_check.sh)
+        assert (t.probe_requests == 600).all() and (t.probe_min_duration_s == 60.0).all()
         # small blocks swap slowly (per-block transfers)
         assert t.loc[4, "swap_roundtrip_ms"] > t.loc[64, "swap_roundtrip_ms"]
         assert set(a.modes) == {"auto", "swap"}

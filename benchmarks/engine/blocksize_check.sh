@@ -13,7 +13,8 @@
 #                       worst on each side of it (block_size.csv), or the two worst on its one side
 #   FRACS=1.0,0.85,1.15 rates run, as fractions of each block size's own predicted SLO rate (so each is bracketed
 #                       when the prediction is within 15%), in this order (a call cut short has the middle ones)
-#   REQUESTS=600 MIN_DURATION=60   SEEDS=0 (e.g. 0,1: the spread of per-seed rates is the noise)
+#   REQUESTS=600 MIN_DURATION=60   (used where block_size.csv lacks probe_requests / probe_min_duration_s)
+#   SEEDS=0 (e.g. 0,1: the spread of per-seed rates is the noise)
 #   SLO=normalized_latency_s=0.1   SETS="--set gpu=h200-141gb"   CHECK_TIMEOUT=560 (s, the whole stage)
 #   PROFILE=calibrate/profiles/H200/opt-13b-blocks.json   also simulate each run as it ran (engine_check_runs.csv)
 #   RESUME_FROM=DIR     runs of an earlier call (b<B>_r<RATE>_s<SEED>/ folders, carried into the repo copy) are
@@ -56,8 +57,13 @@ for seed in ${SEEDS//,/ }; do for frac in ${FRACS//,/ }; do for b in ${BLOCKS//,
   read -r rate n < <(python3 - "$REPORT/block_size.csv" "$b" "$frac" "${REQUESTS:-600}" "${MIN_DURATION:-60}" <<'PY'
 import math, sys, pandas as pd
 t = pd.read_csv(sys.argv[1])
-rate = round(float(t.loc[t.block_size == int(sys.argv[2]), "max_rate_req_s"].iloc[0]) * float(sys.argv[3]), 3)
-print(rate, max(int(sys.argv[4]), math.ceil(rate * float(sys.argv[5]))))
+row = t.loc[t.block_size == int(sys.argv[2])].iloc[0]
+rate = round(float(row.max_rate_req_s) * float(sys.argv[3]), 3)
+# the report's own probe length where its CSV records it (reports from 2026-12-06 on), else REQUESTS / MIN_DURATION
+req = int(row.probe_requests) if "probe_requests" in t and row.probe_requests == row.probe_requests else int(sys.argv[4])
+dur = float(row.probe_min_duration_s) if "probe_min_duration_s" in t and row.probe_min_duration_s == row.probe_min_duration_s \
+    else float(sys.argv[5])
+print(rate, max(req, math.ceil(rate * dur)))
 PY
 )
   d="$W/b${b}_r${rate}_s${seed}"

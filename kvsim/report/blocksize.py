@@ -249,6 +249,8 @@ def _analyse(source, slo, overrides, block_sizes, requests, rel_tol, tie_tol, jo
         row["sim_internal_frag_frac"] = best.get("mem_internal_frag_frac")
         row["normalized_latency_at_max_s"] = best.get("normalized_latency_s")
         row["prefix_hit_frac"] = hits.get(b)
+        # the probes' length, for a check that must run the same workload (benchmarks/engine/blocksize_check.sh)
+        row["probe_requests"], row["probe_min_duration_s"] = requests, min_duration_s
         if compare_v1:
             bv1.add_columns(row, res[(b, row["best_mode"])], res_v1[b], sc.workload.n)
         rows.append(row)
