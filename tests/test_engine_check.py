@@ -99,5 +99,8 @@ def test_bad_folders_and_reports_get_one_line_and_exit_2(tmp_path, capsys):
     d.mkdir()
     _frame(0.05).to_csv(d / "requests.csv", index=False)
     assert _main([str(tmp_path), str(tmp_path / "missing.csv")]) == 2
+    pd.DataFrame({"block_size": [16], "max_rate_req_s": [7.0]}).to_csv(tmp_path / "bs.csv", index=False)
+    assert _main([str(tmp_path), str(tmp_path / "bs.csv"), "--slo", "normalized_latency_s=abc"]) == 2
+    assert _main([str(tmp_path), str(tmp_path / "bs.csv"), "--slo", "ttft_p50_s=1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+    assert len(err) == 4 and all(line.startswith("error: ") for line in err)

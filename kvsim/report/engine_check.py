@@ -181,11 +181,15 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default=None, help="also simulate each engine run with this profile (module doc)")
     a = ap.parse_args(argv)
     key, _, val = a.slo.partition("=")
+    try:
+        bound = float(val)
+    except ValueError:
+        raise KvsimError("--slo", f"expected KEY=NUMBER, got {a.slo!r}") from None
     runs = load_runs(Path(a.runs), key)
     if not Path(a.report_csv).is_file():
         raise KvsimError("report_csv", f"{a.report_csv} is not a file (block_size.csv of kvsim report block-size)")
     pred = pd.read_csv(a.report_csv)
-    table, lines = compare(engine_rates(runs, float(val)),
+    table, lines = compare(engine_rates(runs, bound),
                            {int(b): r for b, r in zip(pred.block_size, pred.max_rate_req_s) if r == r})
     out = Path(a.runs)
     runs.to_csv(out / "engine_runs.csv", index=False)
