@@ -16,6 +16,7 @@
 #   REQUESTS=600 MIN_DURATION=60   (used where block_size.csv lacks probe_requests / probe_min_duration_s)
 #   SEEDS=0 (e.g. 0,1: the spread of per-seed rates is the noise)
 #   SLO=normalized_latency_s=0.1   SETS="--set gpu=h200-141gb"   CHECK_TIMEOUT=560 (s, the whole stage)
+#   MIN_LEFT=120 (s: no run starts with less of CHECK_TIMEOUT left; a 60-s probe of OPT-13B takes ~100 s)
 #   PROFILE=calibrate/profiles/H200/opt-13b-blocks.json   also simulate each run as it ran (engine_check_runs.csv)
 #   RESUME_FROM=DIR     runs of an earlier call (b<B>_r<RATE>_s<SEED>/ folders, carried into the repo copy) are
 #                       kept and not run again
@@ -51,30 +52,30 @@ PY
 )
 BLOCKS=${BLOCKS:-$AUTO_BLOCKS}
 echo "report $REPORT: best predicted rate $BEST_RATE req/s; blocks $BLOCKS" | tee -a "$W/stages.txt"
-T0=$(date +%s)
 FRACS=${FRACS:-1.0,0.85,1.15}; SEEDS=${SEEDS:-0}
-for seed in ${SEEDS//,/ }; do for frac in ${FRACS//,/ }; do for b in ${BLOCKS//,/ }; do
-  read -r rate n < <(python3 - "$REPORT/block_size.csv" "$b" "$frac" "${REQUESTS:-600}" "${MIN_DURATION:-60}" <<'PY'
+# the runs, in order (B:RATE:REQUESTS:SEED), then one process serves them all on one loaded model
+RUNS=$(python3 - "$REPORT/block_size.csv" "$BLOCKS" "$FRACS" "$SEEDS" "${REQUESTS:-600}" "${MIN_DURATION:-60}" <<'PY'
 import math, sys, pandas as pd
 t = pd.read_csv(sys.argv[1])
-row = t.loc[t.block_size == int(sys.argv[2])].iloc[0]
-rate = round(float(row.max_rate_req_s) * float(sys.argv[3]), 3)
-# the report's own probe length where its CSV records it (reports from 2026-12-06 on), else REQUESTS / MIN_DURATION
-req = int(row.probe_requests) if "probe_requests" in t and row.probe_requests == row.probe_requests else int(sys.argv[4])
-dur = float(row.probe_min_duration_s) if "probe_min_duration_s" in t and row.probe_min_duration_s == row.probe_min_duration_s \
-    else float(sys.argv[5])
-print(rate, max(req, math.ceil(rate * dur)))
+out = []
+for seed in sys.argv[4].split(","):
+    for frac in sys.argv[3].split(","):
+        for b in sys.argv[2].split(","):
+            row = t.loc[t.block_size == int(b)].iloc[0]
+            rate = round(float(row.max_rate_req_s) * float(frac), 3)
+            # the report's own probe length where its CSV records it (reports from 2026-12-06 on), else the defaults
+            req = int(row.probe_requests) if "probe_requests" in t and row.probe_requests == row.probe_requests \
+                else int(sys.argv[5])
+            dur = float(row.probe_min_duration_s) if "probe_min_duration_s" in t \
+                and row.probe_min_duration_s == row.probe_min_duration_s else float(sys.argv[6])
+            out.append(f"--run {int(b)}:{rate:g}:{max(req, math.ceil(rate * dur))}:{int(seed)}")
+print(" ".join(out))
 PY
 )
-  d="$W/b${b}_r${rate}_s${seed}"
-  [ -f "$d/requests.csv" ] && continue
-  left=$(( ${CHECK_TIMEOUT:-560} - $(date +%s) + T0 ))
-  [ "$left" -lt 30 ] && { echo "stage time used up; re-run to resume" | tee -a "$W/stages.txt"; break 3; }
-  echo "== $(date +%T) block $b rate $rate seed $seed: $n requests" | tee -a "$W/stages.txt"
-  timeout "$left" python3 -m kvsim.cli engine "$SCENARIO" $SETS --set engine.block_size="$b" \
-    --set workload.rate_req_s="$rate" --set workload.num_requests="$n" --set workload.duration_s=null \
-    --set seed="$seed" --out "$d" 2>&1 | tail -3
-done; done; done
+echo "== $(date +%T) runs: $RUNS" | tee -a "$W/stages.txt"
+timeout "${CHECK_TIMEOUT:-560}" python3 benchmarks/engine/blocksize_runs.py "$SCENARIO" --out "$W" $RUNS \
+  $SETS --time-limit $(( ${CHECK_TIMEOUT:-560} - 10 )) --min-left "${MIN_LEFT:-120}" 2>&1 \
+  | grep -v Warning | tee -a "$W/stages.txt"
 python3 -m kvsim.report.engine_check "$W" "$REPORT/block_size.csv" --slo "$SLO" ${PROFILE:+--profile "$PROFILE"} \
   | tee "$W/check.txt"
 tar czf "$OUT/blocksize_check.tgz" -C "$OUT/work" blocksize

@@ -1,0 +1,93 @@
+"""The block-size engine check's runs in one process: the model is loaded once and each run builds only its KV
+cache and CUDA graphs (``benchmarks/engine/blocksize_check.sh`` calls this).
+
+Each ``--run B:RATE:REQUESTS:SEED`` is ``kvsim engine SCENARIO --set engine.block_size=B --set
+workload.rate_req_s=RATE --set workload.num_requests=REQUESTS --set workload.duration_s=null --set seed=SEED``
+(plus ``--set`` items), written to ``OUT/b<B>_r<RATE>_s<SEED>/`` (summary.json, requests.csv, iterations.csv: what
+``kvsim.report.engine_check`` reads). A folder that already holds requests.csv is kept (a call cut short resumes);
+a run is not started when less than ``--min-left`` seconds of ``--time-limit`` remain. Through ``kvsim engine``
+each 20-s run of OPT-13B on an H100 took about 30 s besides serving (loading dummy weights, capturing, writing
+plots), 2026-12-06; here the load is paid once and no plot is drawn.
+
+usage (GPU): python benchmarks/engine/blocksize_runs.py SCENARIO --out DIR --run 16:15.7:942:0 --run ... \
+    [--set gpu=h100-80gb] [--time-limit 560] [--min-left 90]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+
+def parse_run(text: str) -> tuple[int, float, int, int]:
+    try:
+        b, rate, n, seed = text.split(":")
+        return int(b), float(rate), int(n), int(seed)
+    except ValueError:
+        from kvsim.errors import KvsimError
+        raise KvsimError("--run", f"expected BLOCK:RATE:REQUESTS:SEED, got {text!r}") from None
+
+
+def run_dir(out: Path, b: int, rate: float, seed: int) -> Path:
+    return out / f"b{b}_r{rate:g}_s{seed}"
+
+
+def run_all(scenario: str, runs: list[tuple[int, float, int, int]], out: Path, sets: list[str],
+            time_limit: float | None = None, min_left: float = 0.0, log=print) -> list[Path]:
+    """Each run not yet on disk, one engine at a time on one loaded model; returns the folders written."""
+    import kvsim
+    from kvsim.engine.engine import RealEngine
+    from kvsim.engine.preflight import check_engine_fits
+    from kvsim.output import write_engine_run
+    from kvsim.validate import _release_device
+    t0, model, written = time.perf_counter(), None, []
+    for b, rate, n, seed in runs:
+        d = run_dir(out, b, rate, seed)
+        if (d / "requests.csv").exists():
+            continue
+        if time_limit is not None and time_limit - (time.perf_counter() - t0) < min_left:
+            log("time limit: stopping before block %d rate %g seed %d; run again to resume" % (b, rate, seed))
+            break
+        sc = kvsim.load_scenario(scenario, list(sets) + [
+            f"engine.block_size={b}", f"workload.rate_req_s={rate!r}", f"workload.num_requests={n}",
+            "workload.duration_s=null", f"seed={seed}"])
+        check_engine_fits(sc)
+        s0 = time.perf_counter()
+        eng = RealEngine(sc, model=model)
+        res = eng.run()
+        model = eng.model
+        write_engine_run(res, d, kinds=("json", "csv"))
+        s = res.summary
+        log(f"block {b} rate {rate:g} seed {seed}: {s.get('requests_finished')}/{s.get('requests_total')} finished, "
+            f"normalized latency {s.get('normalized_latency_s', float('nan')):.4f} s/token, "
+            f"{time.perf_counter() - s0:.1f} s")
+        written.append(d)
+        del eng, res
+        _release_device()
+    return written
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("scenario")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--run", action="append", default=[], metavar="B:RATE:REQUESTS:SEED")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--time-limit", type=float, default=None)
+    ap.add_argument("--min-left", type=float, default=90.0)
+    a = ap.parse_args(argv)
+    from kvsim.errors import KvsimError
+    try:
+        runs = [parse_run(r) for r in a.run]
+        run_all(a.scenario, runs, Path(a.out), a.set, a.time_limit, a.min_left)
+    except KvsimError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

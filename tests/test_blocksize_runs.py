@@ -1,0 +1,47 @@
+"""The block-size engine check's runner (benchmarks/engine/blocksize_runs.py): every run on one loaded model, each in
+its own folder as engine_check reads it, a folder already written kept. CPU engine, tiny model."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _runner():
+    spec = importlib.util.spec_from_file_location("blocksize_runs", ROOT / "benchmarks/engine/blocksize_runs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+SETS = ["model=tiny-opt", "runtime.device=cpu", "runtime.attention_backend=torch", "workload.arrival=poisson",
+        "engine.max_num_batched_tokens=128", "runtime.warmup=false"]
+
+
+def test_runs_share_one_model_and_resume(tmp_path, monkeypatch):
+    import kvsim.engine.models as models
+    from kvsim.report.engine_check import load_runs
+    r = _runner()
+    built = []
+    real = models.build_model
+    monkeypatch.setattr(models, "build_model", lambda *a, **k: built.append(1) or real(*a, **k))
+    scenario = str(ROOT / "scenarios/examples/tiny_swa_engine_cpu.yaml")
+    runs = [r.parse_run("4:20:6:0"), r.parse_run("8:20:6:0")]
+    written = r.run_all(scenario, runs, tmp_path, SETS, log=lambda *_: None)
+    assert [d.name for d in written] == ["b4_r20_s0", "b8_r20_s0"] and len(built) == 1
+    t = load_runs(tmp_path, "normalized_latency_s")
+    assert sorted(t.block_size) == [4, 8] and (t.rate == 20).all() and (t.metric > 0).all()
+    assert r.run_all(scenario, runs, tmp_path, SETS, log=lambda *_: None) == []          # both kept
+    stopped = []
+    assert r.run_all(scenario, [r.parse_run("16:20:6:0")], tmp_path, SETS, time_limit=10, min_left=60,
+                     log=stopped.append) == [] and "time limit" in stopped[0]
+
+
+def test_a_malformed_run_is_one_line_and_exit_2(capsys):
+    assert _runner().main(["x.yaml", "--out", "/tmp/unused", "--run", "16:fast:600"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --run: expected BLOCK:RATE:REQUESTS:SEED, got '16:fast:600'"
