@@ -151,6 +151,35 @@ def test_mixed_steps_are_priced_from_their_own_grid():
     assert m.step_time(dec) == base.step_time(dec)
 
 
+def test_mixed_steps_past_256_chunk_tokens_follow_the_prefill_grids_shape():
+    """Between the mixed grid's chunks past SHAPED_FROM_CHUNK, a mixed step takes the prefill grid's staircase at its
+    padded token count (plus the mixed grid's excess over the prefill grid, linear between chunks); at the chunks,
+    below them and without graph sizes it is the linear interpolation."""
+    from kvsim.cost.step_grids import SHAPED_FROM_CHUNK
+    from kvsim.graph_sizes import padded, prefill_token_sizes
+    ladder = prefill_token_sizes(2048)
+    fn = lambda n, c, t: 1e-3 * (5 + 0.01 * n * c / 256 + 0.02 * t)
+    prof = _with_mixed_grid(fn)
+    prof["meta"]["cuda_graphs"] = True
+    stair = lambda t: 0.01 + 1e-5 * t + (3e-3 if t > 512 else 0.0)      # a step up past 512 tokens (a wave more)
+    prof["prefill_step"]["16"] = {"tokens": ladder, "time_s": [stair(t) for t in ladder],
+                                  "timing": "between_decode_steps"}
+    shaped, linear = model(prof, prefill_graph_tokens=ladder), model(prof)
+    plan = lambda n, chunk: StepPlan(prefill_group_ids=[99], prefill_new_tokens=[chunk], prefill_cached_tokens=[0],
+                                     decode_group_ids=list(range(n)), decode_context_tokens=[1024] * n)
+    assert SHAPED_FROM_CHUNK == 256
+    for n, chunk in [(8, 16), (8, 200), (8, 256), (8, 1024), (30, 256)]:     # below, or at the grid's chunks
+        assert shaped.step_time(plan(n, chunk)) == pytest.approx(linear.step_time(plan(n, chunk)), rel=1e-9)
+    xs, ys = shaped.p.prefill_step[16]                  # the grid as the cost model holds it (made monotone)
+    at = lambda n, t: float(np.interp(padded(t + n, ladder), xs, ys))         # noqa: E731
+    for n, chunk in [(8, 560), (8, 700), (30, 600), (1, 900)]:
+        w = (chunk - 256) / (1024 - 256)
+        bump = at(n, chunk) - (at(n, 256) + w * (at(n, 1024) - at(n, 256)))
+        assert shaped.step_time(plan(n, chunk)) - linear.step_time(plan(n, chunk)) == pytest.approx(bump, abs=1e-12)
+    assert shaped.step_time(plan(8, 580)) > linear.step_time(plan(8, 580)) + 1.5e-3      # 588 tokens: past the step
+    assert shaped.step_time(plan(8, 480)) < linear.step_time(plan(8, 480)) - 5e-4        # 488 tokens: before it
+
+
 def test_mixed_steps_take_the_step_overhead_made_monotone_in_rows():
     """step_overhead's points are one lock-step run each; a slow one (here 9 ms at 64 rows) would price a
     mixed step of 64 rows above one of 128. Mixed steps, and decode steps without a serving fit, take the

@@ -12,6 +12,14 @@ from kvsim.cost.prefill_shapes import attention_pairs
 from kvsim.cost.profile import interp1, interp2
 from kvsim.graph_sizes import padded
 
+SHAPED_FROM_CHUNK = 256
+"""Mixed steps with more chunk tokens than this follow the prefill grid's shape between the mixed grid's chunks
+(:meth:`StepGridsMixin._mixed_between`). Measured on two H100s (``benchmarks/engine/chunk_sweep.py``, mixed steps
+every 32 chunk tokens at 1/8/32 rows, priced by another H100's profile): mean |error| 513-2,048 chunk tokens
+3.0-4.7% linearly, 1.7-2.9% along the prefill grid's shape; in the committed replays (H200, H100-1206, H200 holdouts)
+the mixed steps past 256 chunk tokens' step-weighted |error| 5.0% -> 4.2%. Up to 256 tokens the two disagreed by
+sweep (the GEMMs are near their weight-read floor there and the prefill grid's steps are small): linear stays."""
+
 
 TOP_SHARE = 0.25     # the part of a grid's token axis whose least-squares line extends it past its largest point
 
@@ -50,6 +58,24 @@ class StepGridsMixin:
             slope = self._dec_cache["pstep_slope"] = top_slope(xs, rest)
         attn = self.L * (self._kernel_attn(tokens, 0.0) - self._kernel_attn(float(xs[-1]), 0.0))
         return float(ys[-1] + slope * (tokens - xs[-1]) + max(0.0, attn))
+
+    def _mixed_between(self, t_pre: float, n: int, mean: float, xc, xt, plane) -> float:
+        """A mixed step's price from the mixed grid's (context x chunk) plane at its ``n`` rows, at ``t_pre`` chunk
+        tokens. Past :data:`SHAPED_FROM_CHUNK`, between two measured chunks, the step follows the prefill grid's
+        shape there (measured at every captured graph size: the GEMMs' staircase, e.g. Llama-3-8B on an H100 18.95
+        ms at 768 tokens and 24.37 at 832) plus the mixed grid's excess over it, interpolated linearly; elsewhere,
+        and without a prefill grid at the engine's graph sizes, linearly along the chunk."""
+        linear = float(interp2(mean, t_pre, xc, xt, plane))
+        if t_pre <= SHAPED_FROM_CHUNK or self._pgraphs is None or len(xt) < 2 or t_pre > float(xt[-1]):
+            return linear
+        j = max(1, int(np.searchsorted(xt, t_pre)))
+        lo, hi = float(xt[j - 1]), float(xt[j])
+        if lo < SHAPED_FROM_CHUNK:
+            return linear
+        step = lambda c: self._pstep_at(float(padded(int(round(c)) + n, self._pgraphs)))      # noqa: E731
+        ex_lo = float(interp1(mean, xc, plane[:, j - 1])) - step(lo)
+        ex_hi = float(interp1(mean, xc, plane[:, j])) - step(hi)
+        return step(t_pre) + ex_lo + (t_pre - lo) / (hi - lo) * (ex_hi - ex_lo)
 
     def _kernel_attn(self, new: float, cached: float) -> float:
         """Per-layer prefill attention of ``new`` tokens after ``cached`` from the kernel grid, above its smallest
@@ -114,7 +140,7 @@ class StepGridsMixin:
             if self._longest is not None:         # unequal contexts, rows walked whole (kvsim.cost.mixed_rows)
                 t += self._longest.extra(ctx, float(t_pre))
             if t_pre <= top or len(xt) < 2:
-                t += float(interp2(mean, float(t_pre), xc, xt, plane))
+                t += self._mixed_between(float(t_pre), n, mean, xc, xt, plane)
             else:   # past the largest chunk measured: the grid's edge at these rows plus one growth per chunk
                 # token for every row count (the median of the measured rows' last chunk segments at this
                 # context): the extra tokens' work does not depend on the decode rows, and a slope per row
