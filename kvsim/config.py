@@ -145,10 +145,10 @@ class RuntimeConfig:
               "(16 to 128, 32 to 256, 64 to 512, 128 to 1024, 256 beyond: the engine before v2); a step runs as the "
               "graph of the next size, and the simulator prices it there")
     cuda_graph_prefill_route: bool = cfg_field(
-        True, "time each captured prefill/mixed graph once at start-up and run a step padded to a size that a larger "
-              "captured size replays >= 5% faster as that larger graph (the GEMM library's kernel choice makes some "
-              "token counts slow; the engine records the sizes it skipped, and the simulator prices a step where "
-              "the profile's calibration routed it; false: every size replays its own graph)")
+        True, "time the captured prefill/mixed graphs at start-up and run a step padded to a size that a larger "
+              "captured size replays >= 5% faster (confirmed by re-timing) as that larger graph (the GEMM library's "
+              "kernel choice makes some token counts slow; the engine records the sizes it skipped, and the simulator "
+              "prices a step where the profile's calibration routed it; false: every size replays its own graph)")
     cuda_graph_prefill_skip: list[int] = cfg_field(
         [], "prefill/mixed graph sizes never replayed: a step padded to one runs as the next larger captured size "
             "(besides the routed ones; a replay of an engine run sets the sizes that run skipped)", lo=1,
