@@ -104,3 +104,15 @@ def test_bad_folders_and_reports_get_one_line_and_exit_2(tmp_path, capsys):
     assert _main([str(tmp_path), str(tmp_path / "bs.csv"), "--slo", "ttft_p50_s=1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(line.startswith("error: ") for line in err)
+
+
+def test_the_same_runs_simulated_give_their_own_slo_rate():
+    from kvsim.report.engine_check import same_runs_text
+    runs = _runs({16: [(10, 0.05), (20, 0.15)], 32: [(10, 0.04), (20, 0.08)]})
+    eng = engine_rates(runs, 0.1)                                   # block 16 crosses at 15 req/s; 32 is a bound
+    per_run = runs.rename(columns={"metric": "engine"})
+    per_run["predicted"] = per_run.engine * [1.0, 0.9, 1.0, 1.0]     # block 16's 20 req/s run predicted 10% low
+    text = same_runs_text(per_run, eng, 0.1)
+    sim16 = 10 + 10 * (0.1 - 0.05) / (0.135 - 0.05)
+    assert f"block 16: simulated {sim16:.3g}, engine 15 req/s ({sim16 / 15 - 1:+.1%})" in text
+    assert "block 32: simulated at least 20, engine at least 20 req/s (bounds)" in text

@@ -16,7 +16,9 @@ With ``--profile P`` each engine run is also simulated as it ran (the scenario i
 priced by ``P`` at the CUDA-graph sizes the run captured and skipped) and the two SLO metrics are set side by side
 per run (``engine_check_runs.csv``): how close the prediction is where the SLO rates cannot say it, and whether
 the engine runs were the workload the report priced (the report's probes hold at least 600 requests and 60 s of
-arrivals, ``kvsim.plan.search.probe_requests``; shorter runs never reach its steady state).
+arrivals, ``kvsim.plan.search.probe_requests``; shorter runs never reach its steady state), and the SLO rate is
+found from the simulated runs as from the engine's: the simulator's error on exactly those workloads, apart from
+the report's own search.
 
 ``python -m kvsim.report.engine_check RUNS_DIR REPORT_CSV [--slo normalized_latency_s=0.1] [--profile P]`` reads
 ``RUNS_DIR/b<B>_r<RATE>_s<SEED>/requests.csv`` and writes ``engine_check.csv`` and ``engine_check.md``.
@@ -173,6 +175,29 @@ def predicted_runs(folder: Path, profile: str, key: str) -> pd.DataFrame:
     return t
 
 
+def same_runs_text(per_run: pd.DataFrame, engine: pd.DataFrame, bound: float) -> str:
+    """The SLO rate per block size found the same way from the simulated runs as from the engine's (the same
+    rates, seeds and requests), beside the engine's: the simulator's error on exactly these workloads, apart from
+    the report's own search (its probes' seeds and rates)."""
+    if not len(per_run):
+        return "no run to simulate"
+    sim = engine_rates(per_run.rename(columns={"predicted": "metric"})[["block_size", "rate", "seed", "metric"]], bound)
+    eng = engine.set_index("block_size")
+    parts = []
+    for r in sim.itertuples():
+        e = eng.engine_rate_req_s.get(r.block_size)
+        ebound, sbound = eng.engine_bound.get(r.block_size, ""), r.engine_bound
+        if r.engine_rate_req_s is None or pd.isna(r.engine_rate_req_s) or e is None or pd.isna(e):
+            parts.append(f"block {r.block_size}: no SLO rate on one side")
+        elif ebound or sbound:
+            parts.append(f"block {r.block_size}: simulated {sbound + ' ' if sbound else ''}{r.engine_rate_req_s:.3g}, "
+                         f"engine {ebound + ' ' if ebound else ''}{e:.3g} req/s (bounds)")
+        else:
+            parts.append(f"block {r.block_size}: simulated {r.engine_rate_req_s:.3g}, engine {e:.3g} req/s "
+                         f"({r.engine_rate_req_s / e - 1:+.1%})")
+    return "the same runs simulated, SLO rate: " + "; ".join(parts)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs")
@@ -203,6 +228,7 @@ def main(argv=None) -> int:
                  f"{per_run.error.abs().median():.1%}, largest {per_run.error.abs().max():.1%}"
                  + (f"; {short} of {len(per_run)} runs shorter than the report's probes, which its SLO rates "
                     f"do not describe" if short else "") + ")\n"
+                 + same_runs_text(per_run, table, bound) + "\n"
                  + per_run.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     (out / "engine_check.md").write_text(f"SLO {a.slo}\n\n```\n{text}\n```\n")
     print(text)
