@@ -126,9 +126,10 @@ if [ -n "${THROUGHPUT:-}" ]; then
       engine.scheduler=vllm,engine.max_num_batched_tokens=4096}; do
     stamp "throughput $set"
     timeout 150 python3 -m kvsim.cli engine $S $OFF --set ${set//,/ --set } --out "$W/runs/chunked512_${set//[=,.]/_}" \
-      2>&1 | grep -i "throughput\|finished\|latency\|per iteration" | tail -6
+      --outputs json,csv 2>&1 | grep -i "throughput\|finished\|latency\|per iteration" | tail -6 \
+      | tee "$W/runs/chunked512_${set//[=,.]/_}.txt"
+    pack                        # each run as it ends: a call cut short keeps the runs it finished (lost 2026-12-06)
   done
-  pack
 fi
 for spec in ${CALIB:-}; do  # a model already profiled here gains the new block sizes (kvsim merge-profiles;
   # refused, and the committed profile left as it is, when that profile was measured on another physical card)
