@@ -14,9 +14,10 @@ from kvsim.graph_sizes import padded
 
 SHAPED_FROM_CHUNK = 256
 """Mixed steps with more chunk tokens than this follow the prefill grid's shape between the mixed grid's chunks
-(:meth:`StepGridsMixin._mixed_between`). Measured on two H100s (``benchmarks/engine/chunk_sweep.py``, mixed steps
-every 32 chunk tokens at 1/8/32 rows, priced by another H100's profile): mean |error| 513-2,048 chunk tokens
-3.0-4.7% linearly, 1.7-2.9% along the prefill grid's shape; in the committed replays (H200, H100-1206, H200 holdouts)
+(:meth:`StepGridsMixin._mixed_between`). Measured in three sweeps on two H100s (``benchmarks/engine/chunk_sweep.py``,
+mixed steps every 32 chunk tokens at 1/8/32 rows, priced by another H100's profile; ``results_H100/lease_1206b``,
+``route_1206`` with and without graph routing): mean |error| per range and row count at 513-2,048 chunk tokens
+3.0-5.0% linearly, 0.7-2.9% along the prefill grid's shape; in the committed replays (H200, H100-1206, H200 holdouts)
 the mixed steps past 256 chunk tokens' step-weighted |error| 5.0% -> 4.2%. Up to 256 tokens the two disagreed by
 sweep (the GEMMs are near their weight-read floor there and the prefill grid's steps are small): linear stays."""
 
