@@ -116,3 +116,13 @@ def test_the_same_runs_simulated_give_their_own_slo_rate():
     sim16 = 10 + 10 * (0.1 - 0.05) / (0.135 - 0.05)
     assert f"block 16: simulated {sim16:.3g}, engine 15 req/s ({sim16 / 15 - 1:+.1%})" in text
     assert "block 32: simulated at least 20, engine at least 20 req/s (bounds)" in text
+
+
+def test_runs_are_as_long_as_the_reports_probes():
+    from kvsim.report.engine_check import PROBE_DEFAULTS, probe_length, probe_runs
+    old = pd.DataFrame({"block_size": [16, 32], "max_rate_req_s": [15.0, 20.0]})            # no probe columns
+    assert probe_length(old, 16) == PROBE_DEFAULTS == (600, 60.0)
+    assert probe_runs(old, [16, 32], [1.0, 1.15], [0]) == ["16:15:900:0", "32:20:1200:0", "16:17.25:1035:0",
+                                                           "32:23:1380:0"]
+    new = old.assign(probe_requests=[100, 100], probe_min_duration_s=[2.0, 2.0])
+    assert probe_length(new, 32) == (100, 2.0) and probe_runs(new, [32], [1.0], [0, 1]) == ["32:20:100:0", "32:20:100:1"]

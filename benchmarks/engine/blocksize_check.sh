@@ -3,8 +3,8 @@
 # run end to end on kvsim's engine on the same workload at a few request rates (and seeds), then
 # kvsim/report/engine_check.py computes the throughput at the SLO per block size and compares it with the
 # report's prediction (order, error per block size, measured margin, noise) into engine_check.{csv,md}.
-# Each run is one of the report's probes: at least REQUESTS requests and MIN_DURATION s of Poisson arrivals
-# (the report's --requests default 600 and its 60 s; kvsim.plan.search.probe_requests). Shorter runs do not
+# Each run is one of the report's probes: at least the requests and seconds of Poisson arrivals block_size.csv
+# records (else the report's defaults, 600 and 60 s; kvsim.report.engine_check.probe_runs). Shorter runs do not
 # describe its SLO rates: 20 s runs (this script's first version, 2026-12-06) met the SLO at every rate up to 1.2x
 # the predicted one while the simulator predicted each of those runs within 8% (benchmarks/blocksize/H100/README.md).
 #   REPORT=benchmarks/blocksize/H200/alpaca   the committed report folder (block_size.csv)
@@ -13,7 +13,6 @@
 #                       worst on each side of it (block_size.csv), or the two worst on its one side
 #   FRACS=1.0,0.85,1.15 rates run, as fractions of each block size's own predicted SLO rate (so each is bracketed
 #                       when the prediction is within 15%), in this order (a call cut short has the middle ones)
-#   REQUESTS=600 MIN_DURATION=60   (used where block_size.csv lacks probe_requests / probe_min_duration_s)
 #   SEEDS=0 (e.g. 0,1: the spread of per-seed rates is the noise)
 #   SLO=normalized_latency_s=0.1   SETS="--set gpu=h200-141gb"   CHECK_TIMEOUT=560 (s, the whole stage)
 #   MIN_LEFT=120 (s: no run starts with less of CHECK_TIMEOUT left; a 60-s probe of OPT-13B takes ~100 s)
@@ -54,24 +53,9 @@ BLOCKS=${BLOCKS:-$AUTO_BLOCKS}
 echo "report $REPORT: best predicted rate $BEST_RATE req/s; blocks $BLOCKS" | tee -a "$W/stages.txt"
 FRACS=${FRACS:-1.0,0.85,1.15}; SEEDS=${SEEDS:-0}
 # the runs, in order (B:RATE:REQUESTS:SEED), then one process serves them all on one loaded model
-RUNS=$(python3 - "$REPORT/block_size.csv" "$BLOCKS" "$FRACS" "$SEEDS" "${REQUESTS:-600}" "${MIN_DURATION:-60}" <<'PY'
-import math, sys, pandas as pd
-t = pd.read_csv(sys.argv[1])
-out = []
-for seed in sys.argv[4].split(","):
-    for frac in sys.argv[3].split(","):
-        for b in sys.argv[2].split(","):
-            row = t.loc[t.block_size == int(b)].iloc[0]
-            rate = round(float(row.max_rate_req_s) * float(frac), 3)
-            # the report's own probe length where its CSV records it (reports from 2026-12-06 on), else the defaults
-            req = int(row.probe_requests) if "probe_requests" in t and row.probe_requests == row.probe_requests \
-                else int(sys.argv[5])
-            dur = float(row.probe_min_duration_s) if "probe_min_duration_s" in t \
-                and row.probe_min_duration_s == row.probe_min_duration_s else float(sys.argv[6])
-            out.append(f"--run {int(b)}:{rate:g}:{max(req, math.ceil(rate * dur))}:{int(seed)}")
-print(" ".join(out))
-PY
-)
+RUNS=$(python3 -c "import sys, pandas as pd; from kvsim.report.engine_check import probe_runs
+print(' '.join('--run ' + r for r in probe_runs(pd.read_csv(sys.argv[1]), *(x.split(',') for x in sys.argv[2:]))))" \
+  "$REPORT/block_size.csv" "$BLOCKS" "$FRACS" "$SEEDS")
 echo "== $(date +%T) runs: $RUNS" | tee -a "$W/stages.txt"
 timeout "${CHECK_TIMEOUT:-560}" python3 benchmarks/engine/blocksize_runs.py "$SCENARIO" --out "$W" $RUNS \
   $SETS --time-limit $(( ${CHECK_TIMEOUT:-560} - 10 )) --min-left "${MIN_LEFT:-120}" 2>&1 \

@@ -142,9 +142,40 @@ def load_runs(folder: Path, key: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def predicted_runs(folder: Path, profile: str, key: str) -> pd.DataFrame:
+PROBE_DEFAULTS = (600, 60.0)
+"""The report's probe length where its ``block_size.csv`` does not record it (``kvsim report block-size``'s
+``--requests`` default and the search's ``min_duration_s``)."""
+
+
+def probe_length(report: pd.DataFrame, block: int) -> tuple[int, float]:
+    """(requests, seconds of arrivals) at least, per probe of ``block`` in the report (its recorded columns, reports
+    from 2026-12-06 on, else :data:`PROBE_DEFAULTS`)."""
+    row = report.loc[report.block_size == int(block)]
+    req = row.probe_requests.iloc[0] if "probe_requests" in report and len(row) else None
+    dur = row.probe_min_duration_s.iloc[0] if "probe_min_duration_s" in report and len(row) else None
+    return (int(req) if req is not None and pd.notna(req) else PROBE_DEFAULTS[0],
+            float(dur) if dur is not None and pd.notna(dur) else PROBE_DEFAULTS[1])
+
+
+def probe_runs(report: pd.DataFrame, blocks: list[int], fracs: list[float], seeds: list[int]) -> list[str]:
+    """``B:RATE:REQUESTS:SEED`` of each engine run (``benchmarks/engine/blocksize_runs.py``'s ``--run``): every
+    block at each fraction of its own predicted SLO rate, as long as the report's probes
+    (:func:`kvsim.plan.search.probe_requests`), seeds outermost."""
+    from kvsim.plan.search import probe_requests
+    out = []
+    for seed in seeds:
+        for frac in fracs:
+            for b in blocks:
+                pred = float(report.loc[report.block_size == int(b), "max_rate_req_s"].iloc[0])
+                rate = round(pred * float(frac), 3)
+                req, dur = probe_length(report, b)
+                out.append(f"{int(b)}:{rate:g}:{probe_requests(req, rate, dur)}:{int(seed)}")
+    return out
+
+
+def predicted_runs(folder: Path, profile: str, key: str, report: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each engine run beside its simulation (module doc): block size, rate, seed, requests, whether it had the
-    report's probe length, and the SLO metric measured and predicted."""
+    report's probe length (``report``'s, else :data:`PROBE_DEFAULTS`), and the SLO metric measured and predicted."""
     import json
 
     import kvsim
@@ -166,8 +197,9 @@ def predicted_runs(folder: Path, profile: str, key: str) -> pd.DataFrame:
             wc.deferred = kept
         eng = pd.read_csv(d / "requests.csv")
         rate = float(m[2])
+        req, dur = probe_length(report, int(m[1])) if report is not None else PROBE_DEFAULTS
         rows.append({"block_size": int(m[1]), "rate": rate, "seed": int(m[3]), "requests": len(eng),
-                     "report_probe_length": len(eng) >= probe_requests(600, rate, 60.0),
+                     "report_probe_length": len(eng) >= probe_requests(req, rate, dur),
                      "engine": run_metric(eng, key), "predicted": run_metric(sim, key)})
     t = pd.DataFrame(rows)
     if len(t):
@@ -221,7 +253,7 @@ def main(argv=None) -> int:
     table.to_csv(out / "engine_check.csv", index=False)
     text = table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-") + "\n\n" + "\n".join(lines)
     if a.profile:
-        per_run = predicted_runs(out, a.profile, key)
+        per_run = predicted_runs(out, a.profile, key, pred)
         per_run.to_csv(out / "engine_check_runs.csv", index=False)
         short = int((~per_run.report_probe_length).sum()) if len(per_run) else 0
         text += (f"\n\neach run simulated with {a.profile} ({key}, predicted / engine - 1: median "
