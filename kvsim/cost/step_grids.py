@@ -66,13 +66,11 @@ class StepGridsMixin:
         shape there (measured at every captured graph size: the GEMMs' staircase, e.g. Llama-3-8B on an H100 18.95
         ms at 768 tokens and 24.37 at 832) plus the mixed grid's excess over it, interpolated linearly; elsewhere,
         and without a prefill grid at the engine's graph sizes, linearly along the chunk."""
-        linear = float(interp2(mean, t_pre, xc, xt, plane))
-        if t_pre <= SHAPED_FROM_CHUNK or self._pgraphs is None or len(xt) < 2 or t_pre > float(xt[-1]):
-            return linear
-        j = max(1, int(np.searchsorted(xt, t_pre)))
+        j = max(1, int(np.searchsorted(xt, t_pre))) if len(xt) >= 2 else 0
+        if not j or t_pre <= SHAPED_FROM_CHUNK or self._pgraphs is None or t_pre > float(xt[-1]) \
+                or float(xt[j - 1]) < SHAPED_FROM_CHUNK:
+            return float(interp2(mean, t_pre, xc, xt, plane))
         lo, hi = float(xt[j - 1]), float(xt[j])
-        if lo < SHAPED_FROM_CHUNK:
-            return linear
         step = lambda c: self._pstep_at(float(padded(int(round(c)) + n, self._pgraphs)))      # noqa: E731
         ex_lo = float(interp1(mean, xc, plane[:, j - 1])) - step(lo)
         ex_hi = float(interp1(mean, xc, plane[:, j])) - step(hi)
