@@ -117,7 +117,23 @@ def test_a_time_limit_under_the_estimate_is_warned_about():
     assert F.time_limit_warning([16, 64], False, total + 1) is None
     warn = F.time_limit_warning([16, 64], False, total - 1)
     assert warn.startswith("warning: --time-limit") and "serving fit will be cut" in warn and "merge-profiles" in warn
+    assert "block sizes whose grids no longer fit are left out" in warn
     assert F.estimate_total_s(SIZES, True) == pytest.approx(F.estimate_seconds(SIZES)["estimate_s"])   # no fits
+
+
+def test_a_time_limit_stops_block_sizes_whose_grids_would_not_fit():
+    """--time-limit governs the grids: the first block size always starts; a later one only when the time left
+    holds the slowest one so far plus the fits after the grids (2026-12-06: three OPT-13B block sizes under a
+    575 s timeout wrote nothing)."""
+    from kvsim.calibrate.profile import OVERHEAD_FIT_S, RESERVE_AFTER_SERVING_S, grids_out_of_time
+    after = OVERHEAD_FIT_S + RESERVE_AFTER_SERVING_S
+    assert grids_out_of_time(23.0, [], 100.0) is None                    # the first block size starts
+    assert grids_out_of_time(263.0, [256.0], None) is None               # no limit
+    assert grids_out_of_time(263.0, [256.0], 263 + 256 + after) is None  # just fits
+    why = grids_out_of_time(263.0, [256.0], 555.0)
+    assert why.startswith("not started: --time-limit 555 s leaves 292 s") and "merge-profiles" in why
+    assert grids_out_of_time(263.0, [100.0, 256.0], 263 + 200 + after) is not None   # the slowest one counts
+    assert grids_out_of_time(600.0, [256.0], 555.0).startswith("not started: --time-limit 555 s leaves 0 s")
 
 
 def test_grid_idle_rests_the_card_before_each_timed_step_and_counts_in_the_estimate(monkeypatch):

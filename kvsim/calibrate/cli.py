@@ -33,8 +33,10 @@ def add_parser(sub) -> None:
                    help="also keep the serving fit's engine runs here (DIR/n<N>/iterations.csv, requests.csv), "
                         "to refit on a CPU (kvsim.calibrate.serving_fit.load_runs)")
     c.add_argument("--time-limit", type=float, metavar="S",
-                   help="seconds the whole calibration may take: the serving fit starts no run that would leave "
-                        "too little for the rest (skipped rows are logged; the profile is still written)")
+                   help="seconds the whole calibration may take: a block size's grids start only when the time "
+                        "left holds them and the fits after them (else it is left out, meta.skipped_block_sizes), "
+                        "and the serving fit starts no run that would leave too little for the rest (skipped rows "
+                        "are logged; the profile is still written)")
     c.add_argument("--grid-idle", type=float, default=None, metavar="X",
                    help=f"idle before each timed step with prompt tokens (prefill, mixed), X times the step's own "
                         f"time (default {DEFAULT_GRID_IDLE:g}; 0 times them back to back): back to back, compute-bound "

@@ -131,8 +131,9 @@ def time_limit_warning(block_sizes: list[int], fast: bool, time_limit_s: float |
     if time_limit_s is None or total <= time_limit_s:
         return None
     return (f"warning: --time-limit {time_limit_s:g} s is under the estimate (~{total:.0f} s for OPT-13B on an H200): "
-            "the serving fit will be cut short and the profile will say so (kvsim calibrate --resume completes it "
-            "on the same card); or calibrate fewer block sizes per call and join them with kvsim merge-profiles")
+            "block sizes whose grids no longer fit are left out (meta.skipped_block_sizes) and the serving fit will "
+            "be cut short, and the profile will say so (kvsim calibrate --resume completes the fit on the same card); "
+            "or calibrate fewer block sizes per call and join them with kvsim merge-profiles")
 
 
 def estimate_full_or_fast(block_sizes: list[int], fast: bool, max_ctx: int = 2048, grid_idle: float = 0.0) -> str:

@@ -183,6 +183,23 @@ def engine_mode(model, cuda_graphs: bool) -> dict:
 
 RESERVE_AFTER_SERVING_S = 45.0   # what the fits after the serving runs take (prefill overhead, busy and idle:
 # 18 s for OPT-13B on the H200 with kept engine parts, 2026-12-05; 67 s when each run built its engine)
+OVERHEAD_FIT_S = 30.0            # the step-overhead fit right after the grids (20 s for Llama-3-8B on the H200)
+
+
+def grids_out_of_time(elapsed_s: float, block_seconds: list[float], time_limit_s: float | None) -> str | None:
+    """Why the next block size's grids must not start (None: they may). ``--time-limit`` governs the grids too:
+    a block size starts only when the time left holds it (as long as the slowest one measured so far) and the
+    fits after the grids (:data:`OVERHEAD_FIT_S`, :data:`RESERVE_AFTER_SERVING_S`); the first always starts.
+    Without this a call's timeout killed a calibration of three block sizes before it wrote anything
+    (benchmarks/engine/results_H200/calib_1206/README.md)."""
+    if time_limit_s is None or not block_seconds:
+        return None
+    need = max(block_seconds) + OVERHEAD_FIT_S + RESERVE_AFTER_SERVING_S
+    if elapsed_s + need <= time_limit_s:
+        return None
+    return (f"not started: --time-limit {time_limit_s:g} s leaves {max(0.0, time_limit_s - elapsed_s):.0f} s, "
+            f"its grids and the fits after them need ~{need:.0f} s (calibrate it in another call and join the "
+            "profiles with kvsim merge-profiles)")
 
 
 def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: str, command: str,
@@ -217,6 +234,11 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     t_blocks, skipped = {}, {}
     for bs in block_sizes:
         t1 = time.perf_counter()
+        late = grids_out_of_time(t1 - t0, list(t_blocks.values()), time_limit_s)
+        if late:
+            skipped[str(bs)] = late
+            M._log(f"block size {bs} skipped: {late}")
+            continue
         try:
             tables = measure_block(model, bs, dev, cuda_graphs=cuda_graphs, fast=fast)
         except torch.OutOfMemoryError as err:      # this block size's grids do not fit beside the model: the
