@@ -124,6 +124,29 @@ def test_the_grid_form_recovers_the_overhead_beyond_the_spread_grids_price(noise
         SF.fit_from_runs(bare, runs, _overhead(prof), form="pooled")
 
 
+def test_the_grid_form_prices_a_rows_mean_step_when_its_steps_are_skewed():
+    """Steps with a slow tail (one in eight 1 ms slower, as a host stall): the fit's overhead is their mean
+    beyond the grid, so the profile prices the row's total time, not its typical step (a median fit would
+    price it 0.125 ms low per step)."""
+    prof = steep_profile()
+    prof["decode_spread_step"] = {"16": spread_grid(cost_of(prof), 0.3)}
+    bare = cost_of(dict(prof, step_overhead={"num_seqs": [1.0], "time_s": [0.0]}))
+    runs = _runs_made_of(bare, {4: (1.0e-3, None), 8: (1.3e-3, None)}, 0.0, lambda _, __, grid_spread: grid_spread)
+    for its, reqs in runs.values():
+        ctx = SF.step_contexts(its, reqs)
+        slow = ctx.index[ctx.valid][::8]
+        its.loc[slow, "duration_s"] += 1e-3
+    fit = SF.fit_from_runs(bare, runs, _overhead(prof))
+    served = cost_of(dict(prof, decode_serving={"16": fit}))
+    for n, (its, reqs) in runs.items():
+        ctx = SF.step_contexts(its, reqs)
+        ctx = ctx[ctx.valid & (ctx.n == n)]
+        priced = served.decode_step_times(n, ctx.ctx_sum.to_numpy(float), ctx.ctx_max.to_numpy(float))
+        measured = its.loc[ctx.index, "duration_s"].to_numpy(float)
+        assert priced.sum() == pytest.approx(measured.sum(), rel=1e-6)
+        assert np.median(priced - measured) > 1e-4          # the typical step is priced above: the tail is in it
+
+
 def test_rows_without_enough_steps_or_spread_are_left_out_or_filled():
     assert SF.fit_rows(np.full(30, 1e-3), np.full(30, 2e-4)) == (pytest.approx(1e-3), None, None)
     o, lam, se = SF.fit_rows(np.linspace(0, 1e-3, 30) * 10 + 5e-4, np.linspace(0, 1e-3, 30))

@@ -19,7 +19,7 @@ with at most n in flight (``max_concurrency = n``,
 serving's ``max_num_seqs`` and CUDA graphs, so a step of n rows replays the graph serving pads it to): as
 requests finish others join, so the running contexts are as unequal as in serving while the batch stays at
 n rows. Each decode-only step's contexts are rebuilt from the run's own records (:func:`step_contexts`), and
-per ``n`` the steps' median beyond ``grid(b, sum) + spread`` gives the serving overhead ``o_n``, where
+per ``n`` the steps' mean beyond ``grid(b, sum) + spread`` gives the serving overhead ``o_n``, where
 ``spread`` is what unequal contexts add at the spread grid's fraction (measured on evenly spaced contexts,
 :mod:`kvsim.cost.decode_spread`). The profile stores, per block size::
 
@@ -121,7 +121,7 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
     ``decode_grid_and_spread`` / ``decode_grid_spread``), ``overhead(n)`` the profile's step overhead.
 
     ``form`` "grid" (the default): unequal contexts are priced at the spread grid's fraction and each row's
-    ``extra_s`` is its median step beyond that; "row": a spread fraction fitted per row as well (see the
+    ``extra_s`` is its mean step beyond that; "row": a spread fraction fitted per row as well (see the
     module doc for why it is not the default). Both keep each row's own fitted fraction for the record."""
     rows, host = [], []
     for n, (its, reqs) in sorted(runs.items()):
@@ -143,9 +143,12 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
         beyond = [y - f * u for (_, y, u, *_), f in zip(rows, frac)]
     else:
         raise ValueError(f"form: 'grid' or 'row', not {form!r}")
-    # each row's overhead: its median step beyond the grid and the spread term
+    # each row's overhead: its mean step beyond the grid and the spread term. The mean, not the median: the
+    # simulator adds step times up, so a row's price must be its steps' mean (a step's host part is skewed to
+    # the slow side; the H200 fit of 2026-12-06 had each row's mean 0.1-1.3% above its median, and a fit of
+    # medians priced every row of its own runs low: benchmarks/engine/results_H200/calib_1206/README.md)
     out = {"num_seqs": [r[0] for r in rows],
-           "extra_s": [float(np.median(b)) - float(overhead(r[0])) for r, b in zip(rows, beyond)]}
+           "extra_s": [float(np.mean(b)) - float(overhead(r[0])) for r, b in zip(rows, beyond)]}
     out.update({"spread": "grid"} if form == "grid" else {"spread_frac": frac})
     if all(h is not None for h in host):     # the rows' host time per step, for kvsim.card_speed's host check
         out["host_s"] = host
