@@ -73,6 +73,41 @@ def test_several_prompts_are_priced_from_their_own_grid():
     assert old.step_time(_prefill([256] * 32)) != pytest.approx(cm.step_time(_prefill([256] * 32)), rel=1e-3)
 
 
+def _graph_model(stair: bool) -> CalibratedCostModel:
+    """The fake card's grids on a profile timed at the engine's graph sizes (every 32 tokens to 2,048, so the
+    engine pads to them); with ``stair`` its one-prompt steps at 288-480 tokens cost 0.5 ms more, a slow GEMM
+    between the multi-prompt grid's points (256 and 512 tokens in all)."""
+    data = synthetic_profile(steps=True)
+    data["meta"]["cuda_graphs"] = True
+    sizes = list(range(32, 2049, 32))
+    slow = lambda t: 5e-4 if stair and 256 < t < 512 else 0.0   # noqa: E731  (the grid stays monotone)
+    data["prefill_step"]["16"] = {"tokens": sizes, "time_s": [fake_step([(t, 0)]) + slow(t) for t in sizes],
+                                  "timing": "between_decode_steps"}
+    batch, cached = time_prefill_grids(fake_step, 2048)
+    data["prefill_batch_step"] = {"16": batch}
+    data["prefill_cached_step"] = {"16": cached}
+    return CalibratedCostModel(Profile(data), model_name="OPT-13B", dtype="fp16", block_size_tokens=16,
+                               prefill_graph_tokens=sizes)
+
+
+def test_several_prompts_follow_the_one_prompt_grids_staircase_between_the_batch_grids_points():
+    """A step of several prompts is one graph of their padded sum: between the multi-prompt grid's points it
+    follows the one-prompt grid's shape (here 0.5 ms slower at 288-480 tokens) plus the multi-prompt grid's excess
+    over one prompt; at the multi-prompt grid's own points it is that grid."""
+    flat, stair = _graph_model(False), _graph_model(True)
+    for s, m in ((2, 128), (4, 128), (2, 256), (8, 64)):       # the multi-prompt grid's points: measured as is
+        over = float(interp1(float(s), *stair.p.overhead))
+        assert stair.step_time(_prefill([m] * s)) == pytest.approx(fake_step([(m, 0)] * s) + over, rel=1e-9)
+    two, three = _prefill([190, 200]), _prefill([100, 140, 150])        # 390 tokens in all: padded to 416
+    assert stair.step_time(two) - flat.step_time(two) == pytest.approx(5e-4, rel=1e-6)
+    assert stair.step_time(three) - flat.step_time(three) == pytest.approx(5e-4, rel=1e-6)
+    # and the flat card: one prompt of the padded sum, its per-prompt cost and its pairs, as the fake card says
+    # (the excess read along the sum between the grid's points is the fake card's linear per-prompt term)
+    over = float(interp1(2.0, *flat.p.overhead))
+    want = fake_step([(190, 0), (200, 0)]) + 2e-5 * (416 - 390) + over
+    assert flat.step_time(two) == pytest.approx(want, rel=1e-3)
+
+
 def test_cached_context_adds_its_pairs_at_the_measured_pair_cost():
     cm = _model(True)
     fresh, hit = cm.step_time(_prefill([256])), cm.step_time(_prefill([256], [768]))

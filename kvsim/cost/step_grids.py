@@ -159,15 +159,35 @@ class StepGridsMixin:
             if t_pre:    # the extra tokens' linear layers: a prefill of t_pre + n minus one of n tokens
                 t += self._pstep_at(float(t_pre + n)) - self._pstep_at(float(n))
         elif t_pre:
-            several = self._shapes.batch(plan.prefill_new_tokens, plan.prefill_cached_tokens
-                                         or [0] * len(plan.prefill_new_tokens))
+            new = plan.prefill_new_tokens
+            fits = self._pgraphs is not None and len(new) <= self._pgraph_seqs
+            several = self._several_prompts(new, plan.prefill_cached_tokens or [0] * len(new), t_pre, fits)
             if several is not None:         # several prompts: their own measured grid
                 return t + several
-            fits = self._pgraphs is not None and len(plan.prefill_new_tokens) <= self._pgraph_seqs
             t += self._pstep_at(float(padded(t_pre, self._pgraphs if fits else None)))
         if t_pre:
             t += self._attn_extra(plan, t_pre)
         return t
+
+    def _several_prompts(self, new: list[int], cached: list[int], t_pre: int, fits: bool) -> float | None:
+        """A prefill-only step of two or more prompts (without overhead), or None for one prompt or without the
+        multi-prompt grid. Within the one-prompt grid's tokens and with that grid at the engine's graph sizes: the
+        one-prompt step at the padded sum plus the batch grid's excess over one prompt
+        (:meth:`kvsim.cost.prefill_shapes.PrefillShapes.batch_excess`) and the pairs unequal prompts add; else
+        the batch grid at the prompt count and mean prompt (:meth:`~kvsim.cost.prefill_shapes.PrefillShapes.batch`)."""
+        if len(new) < 2:
+            return None
+        xs = self._pstep[0] if self._pstep is not None else None
+        if self._pgraphs is not None and xs is not None and t_pre <= float(xs[-1]):
+            top = float(xs[-1])
+            excess = self._shapes.batch_excess(len(new), float(t_pre),
+                                               lambda x: self._pstep_at(x) if x <= top else None)
+            if excess is not None:
+                m = float(t_pre) / len(new)
+                pairs = attention_pairs(new, cached) - attention_pairs([m] * len(new), [0] * len(new))
+                return self._pstep_at(float(padded(t_pre, self._pgraphs if fits else None))) + excess \
+                    + (self._shapes.kappa or 0.0) * pairs
+        return self._shapes.batch(new, cached)
 
     def _grid_step(self, plan: StepPlan) -> float:
         """A step with prompt tokens, from the grids and fits, before its copies, sampling and swaps."""
