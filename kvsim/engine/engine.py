@@ -9,7 +9,8 @@ run swaps / copies / the forward pass / sampling (GPU), then
 ``scheduler.complete_step(plan, now, beam_parents)``. The records have the
 simulator's schema plus ``cpu_s`` (scheduling, input preparation and the
 bookkeeping after the step) and ``gpu_s`` (device work and sampling until
-synchronised) per iteration; ``duration_s`` covers both, so iterations tile
+synchronised) per iteration, and the host part's thread CPU time and core
+(``host_thread_s``, ``host_cpu``: :mod:`kvsim.engine.host_probe`); ``duration_s`` covers both, so iterations tile
 the wall clock except for idle waits.
 """
 from __future__ import annotations
@@ -273,6 +274,9 @@ class RealEngine:
         its = res.log.frame()
         its["cpu_s"] = np.array(res.cpu_s, dtype=float)
         its["gpu_s"] = np.array(res.gpu_s, dtype=float)
+        if len(res.thread_s) == len(its):        # instrumentation of the host part (kvsim.engine.host_probe)
+            its["host_thread_s"] = np.array(res.thread_s, dtype=float)
+            its["host_cpu"] = np.array(res.cores, dtype=np.int32)
         summary = run_summary(self.setup, reqs, its, res.end_s, self.kv)
         return EngineResult(self.setup, reqs, its, summary, {**self._info(its), **clog.info(), **res.info},
                             res.outputs)

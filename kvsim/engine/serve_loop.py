@@ -17,7 +17,8 @@ are stepped. Finish times are those of the step's landing (when its draws are on
 
 Records: each iteration starts where the previous one ended (or at its own scheduling after an idle wait),
 so iterations tile the wall clock; ``cpu_s`` is the host time on the critical path (from that start to the
-launch, plus the bookkeeping after the draws), ``gpu_s`` the launch to the draws on the host.
+launch, plus the bookkeeping after the draws), ``gpu_s`` the launch to the draws on the host; ``host_thread_s``
+and ``host_cpu`` are the serving thread's CPU time over ``cpu_s``'s spans and its core (:mod:`kvsim.engine.host_probe`).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kvsim.engine.host_probe import current_cpu, host_summary
 from kvsim.records import IterationLog, step_state
 from kvsim.workload.closed_loop import make_gate, send_freed
 
@@ -42,6 +44,8 @@ class _Flight:
     finished: list            # groups it finishes (their finish time is set when it lands)
     cpu: float                # host time on the critical path before the launch
     instr: float              # state recording inside its record's span (not timed)
+    thread: float = 0.0       # the serving thread's CPU time within ``cpu`` (kvsim.engine.host_probe)
+    core: int = -1            # the core it ran on when the state was recorded
     scheduled_next: list = field(default_factory=list)   # groups first scheduled by the next step, meanwhile
 
 
@@ -53,6 +57,8 @@ class LoopResult:
     outputs: dict
     end_s: float
     info: dict
+    thread_s: list = field(default_factory=list)   # host_thread_s per step (kvsim.engine.host_probe)
+    cores: list = field(default_factory=list)      # host_cpu per step
 
 
 def serve(eng, clog) -> LoopResult:
@@ -60,6 +66,8 @@ def serve(eng, clog) -> LoopResult:
     sched, runner, log = eng.sched, eng.runner, IterationLog()
     specs = eng.setup.requests
     cpu_s, gpu_s = [], []
+    thread_s, cores = [], []    # host_thread_s, host_cpu (kvsim.engine.host_probe)
+    thread = time.thread_time
     outputs: dict[int, list[list[int]]] = {}
     sc = eng.sc
     max_wall = sc.runtime.max_wall_s
@@ -75,11 +83,14 @@ def serve(eng, clog) -> LoopResult:
     t0_unix = time.time()       # the wall clock at start_s = 0: lines the steps up with outside logs (GPU clocks)
     clock = lambda: time.perf_counter() - t0   # noqa: E731
 
-    def record(state, start, launched, device_end, end, host_before, instr=0.0):
+    def record(state, start, launched, device_end, end, host_before, instr=0.0, thread_before=0.0, core=-1,
+               thread_after=0.0):
         nonlocal last_end
         log.append_step(start, end - start - instr, 0.0, state)      # instr: state recording, not timed
         cpu_s.append(host_before + (end - device_end))
         gpu_s.append(device_end - launched)
+        thread_s.append(thread_before + thread_after)
+        cores.append(core)
         last_end = end
 
     def finished(groups, t):
@@ -97,6 +108,7 @@ def serve(eng, clog) -> LoopResult:
         runner.collect(f.inflight)
         eng._sync()
         device_end = clock()
+        th_end = thread()
         last_decode = device_end - f.launched
         for g in f.finished:
             g.finish_s = device_end
@@ -107,7 +119,7 @@ def serve(eng, clog) -> LoopResult:
             deferred += specs[j].arrival_s > since
             j += 1
         finished(f.finished, device_end)
-        record(f.state, f.start, f.launched, device_end, clock(), f.cpu, f.instr)
+        record(f.state, f.start, f.launched, device_end, clock(), f.cpu, f.instr, f.thread, f.core, thread() - th_end)
 
     with clog:            # kernels compiled on the clock: none expected after warm-up
         while True:
@@ -131,39 +143,49 @@ def serve(eng, clog) -> LoopResult:
                 last_end = float("-inf")
                 continue
             start = clock()
+            th_start = thread()
             plan = sched.schedule(start)
             batch = runner.prepare(plan)
             t_state = clock()
+            th_state = thread()
             state = step_state(plan, sched)
+            core = current_cpu()
             prepared = clock()
             state_s = prepared - t_state       # recording the state is instrumentation: not timed
+            th_instr = thread() - th_state
+            th_rec = th_start               # the thread's clock where this step's record starts
             if flight is not None:         # first scheduled by this step: as stepped, once the one in flight landed
                 flight.scheduled_next = [g for g in sched.running if g.first_scheduled_s == start]
                 land(flight, start)
                 flight = None
+                th_rec = thread()
             rec_start = max(start, last_end)
             instr = state_s if rec_start <= t_state else 0.0
             host_before = max(0.0, clock() - rec_start - instr)
             clog.step = len(cpu_s)
             launched = clock()
+            th_before = max(0.0, thread() - (th_start if rec_start == start else th_rec)
+                            - (th_instr if rec_start <= t_state else 0.0))
             decode_only = plan.num_prefill_tokens == 0 and bool(plan.decode_group_ids)
             due = specs[i].arrival_s if i < n else float("inf")
             if overlap and decode_only and last_decode > 0 and due > launched + OVERLAP_MARGIN * last_decode:
                 inflight = runner.launch(plan, batch)
                 done = sched.complete_step(plan, launched, {})    # counts only; times set when it lands
-                flight = _Flight(inflight, rec_start, launched, state, list(done), host_before, instr)
+                flight = _Flight(inflight, rec_start, launched, state, list(done), host_before, instr, th_before, core)
                 overlapped += 1
                 continue
             parents = runner.execute(plan, batch)
             eng._sync()
             device_end = clock()
+            th_end = thread()
             if decode_only:
                 last_decode = device_end - launched
             done = sched.complete_step(plan, device_end, parents)
             finished(done, device_end)
-            record(state, rec_start, launched, device_end, clock(), host_before, instr)
+            record(state, rec_start, launched, device_end, clock(), host_before, instr, th_before, core,
+                   thread() - th_end)
         if flight is not None:               # stopped by max_wall_s with a step in flight
             land(flight)
     info = {"async_scheduling": overlap, "steps_overlapped": overlapped, "arrivals_deferred": deferred,
-            "serve_start_unix": round(t0_unix, 3)}
-    return LoopResult(log, cpu_s, gpu_s, outputs, clock(), info)
+            "serve_start_unix": round(t0_unix, 3), **host_summary(cpu_s, thread_s, cores)}
+    return LoopResult(log, cpu_s, gpu_s, outputs, clock(), info, thread_s, cores)
