@@ -45,3 +45,16 @@ def test_runs_share_one_model_and_resume(tmp_path, monkeypatch):
 def test_a_malformed_run_is_one_line_and_exit_2(capsys):
     assert _runner().main(["x.yaml", "--out", "/tmp/unused", "--run", "16:fast:600"]) == 2
     assert capsys.readouterr().err.strip() == "error: --run: expected BLOCK:RATE:REQUESTS:SEED, got '16:fast:600'"
+
+
+def test_the_engine_runs_in_the_reports_profiles_mode_before_the_users_sets(tmp_path):
+    import json
+    r = _runner()
+    assert r.engine_sets(None, ["gpu=h100-80gb"]) == ["gpu=h100-80gb"]
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps({"meta": {"prefill_ladder": "v2", "mixed_decode_kernel": True, "async_scheduling": False,
+                                      "swap_staged": True}}))           # no prefill_route: measured before routing
+    got = r.engine_sets(str(p), ["runtime.async_scheduling=true"])
+    assert "runtime.cuda_graph_prefill_route=false" in got and "runtime.cuda_graph_prefill_ladder=v2" in got
+    assert got[-1] == "runtime.async_scheduling=true" and got.index("runtime.async_scheduling=false") < len(got) - 1
+    assert r.main(["x.yaml", "--out", str(tmp_path), "--run", "16:1:6:0", "--profile", str(tmp_path / "none.json")]) == 2

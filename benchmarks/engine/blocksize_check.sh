@@ -16,7 +16,9 @@
 #   SEEDS=0 (e.g. 0,1: the spread of per-seed rates is the noise)
 #   SLO=normalized_latency_s=0.1   SETS="--set gpu=h200-141gb"   CHECK_TIMEOUT=560 (s, the whole stage)
 #   MIN_LEFT=120 (s: no run starts with less of CHECK_TIMEOUT left; a 60-s probe of OPT-13B takes ~100 s)
-#   PROFILE=calibrate/profiles/H200/opt-13b-blocks.json   also simulate each run as it ran (engine_check_runs.csv)
+#   PROFILE=calibrate/profiles/H200/opt-13b-blocks.json   the report's profile (default: the one report.txt names):
+#                       the engine runs in the mode it was measured in, and each run is also simulated as it ran
+#                       (engine_check_runs.csv)
 #   RESUME_FROM=DIR     runs of an earlier call (b<B>_r<RATE>_s<SEED>/ folders, carried into the repo copy) are
 #                       kept and not run again
 # Runs already in $OUT/work/blocksize/<name>/ are kept, so a call cut short resumes in the next one.
@@ -50,7 +52,8 @@ print(t.max_rate_req_s.max(), ",".join(str(b) for b in sorted([rec] + others)))
 PY
 )
 BLOCKS=${BLOCKS:-$AUTO_BLOCKS}
-echo "report $REPORT: best predicted rate $BEST_RATE req/s; blocks $BLOCKS" | tee -a "$W/stages.txt"
+PROFILE=${PROFILE:-$(grep -o "measured profile [^ ]*" "$REPORT/report.txt" 2>/dev/null | head -1 | cut -d" " -f3)}
+echo "report $REPORT: best predicted rate $BEST_RATE req/s; blocks $BLOCKS; profile ${PROFILE:-none}" | tee -a "$W/stages.txt"
 FRACS=${FRACS:-1.0,0.85,1.15}; SEEDS=${SEEDS:-0}
 # the runs, in order (B:RATE:REQUESTS:SEED), then one process serves them all on one loaded model
 RUNS=$(python3 -c "import sys, pandas as pd; from kvsim.report.engine_check import probe_runs
@@ -58,7 +61,7 @@ print(' '.join('--run ' + r for r in probe_runs(pd.read_csv(sys.argv[1]), *(x.sp
   "$REPORT/block_size.csv" "$BLOCKS" "$FRACS" "$SEEDS")
 echo "== $(date +%T) runs: $RUNS" | tee -a "$W/stages.txt"
 timeout "${CHECK_TIMEOUT:-560}" python3 benchmarks/engine/blocksize_runs.py "$SCENARIO" --out "$W" $RUNS \
-  $SETS --time-limit $(( ${CHECK_TIMEOUT:-560} - 10 )) --min-left "${MIN_LEFT:-120}" 2>&1 \
+  ${PROFILE:+--profile "$PROFILE"} $SETS --time-limit $(( ${CHECK_TIMEOUT:-560} - 10 )) --min-left "${MIN_LEFT:-120}" 2>&1 \
   | grep -v Warning | tee -a "$W/stages.txt"
 python3 -m kvsim.report.engine_check "$W" "$REPORT/block_size.csv" --slo "$SLO" ${PROFILE:+--profile "$PROFILE"} \
   | tee "$W/check.txt"

@@ -3,14 +3,15 @@ cache and CUDA graphs (``benchmarks/engine/blocksize_check.sh`` calls this).
 
 Each ``--run B:RATE:REQUESTS:SEED`` is ``kvsim engine SCENARIO --set engine.block_size=B --set
 workload.rate_req_s=RATE --set workload.num_requests=REQUESTS --set workload.duration_s=null --set seed=SEED``
-(plus ``--set`` items), written to ``OUT/b<B>_r<RATE>_s<SEED>/`` (summary.json, requests.csv, iterations.csv: what
+(after the engine settings the report's profile was measured under, ``--profile``: the report priced that engine,
+:func:`kvsim.validate.profile_sets`; then ``--set`` items), written to ``OUT/b<B>_r<RATE>_s<SEED>/`` (summary.json, requests.csv, iterations.csv: what
 ``kvsim.report.engine_check`` reads). A folder that already holds requests.csv is kept (a call cut short resumes);
 a run is not started when less than ``--min-left`` seconds of ``--time-limit`` remain. Through ``kvsim engine``
 each 20-s run of OPT-13B on an H100 took about 30 s besides serving (loading dummy weights, capturing, writing
 plots), 2026-12-06; here the load is paid once and no plot is drawn.
 
 usage (GPU): python benchmarks/engine/blocksize_runs.py SCENARIO --out DIR --run 16:15.7:942:0 --run ... \
-    [--set gpu=h100-80gb] [--time-limit 560] [--min-left 90]
+    [--profile P.json] [--set gpu=h100-80gb] [--time-limit 560] [--min-left 90]
 """
 from __future__ import annotations
 
@@ -70,19 +71,36 @@ def run_all(scenario: str, runs: list[tuple[int, float, int, int]], out: Path, s
     return written
 
 
+def engine_sets(profile: str | None, sets: list[str]) -> list[str]:
+    """The profile's engine mode (graph ladder, routing, overlap, swap path: what the report's prices assume), then
+    ``sets`` (which win); ``sets`` alone without a profile."""
+    if not profile:
+        return list(sets)
+    import json
+
+    from kvsim.errors import KvsimError
+    from kvsim.validate import profile_sets
+    try:
+        meta = json.loads(Path(profile).read_text()).get("meta")
+    except (OSError, ValueError, AttributeError) as e:
+        raise KvsimError("--profile", f"cannot read {profile}: {e}") from None
+    return profile_sets(meta) + list(sets)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("scenario")
     ap.add_argument("--out", required=True)
     ap.add_argument("--run", action="append", default=[], metavar="B:RATE:REQUESTS:SEED")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--profile", default=None, help="the report's profile: run the engine in its mode")
     ap.add_argument("--time-limit", type=float, default=None)
     ap.add_argument("--min-left", type=float, default=90.0)
     a = ap.parse_args(argv)
     from kvsim.errors import KvsimError
     try:
         runs = [parse_run(r) for r in a.run]
-        run_all(a.scenario, runs, Path(a.out), a.set, a.time_limit, a.min_left)
+        run_all(a.scenario, runs, Path(a.out), engine_sets(a.profile, a.set), a.time_limit, a.min_left)
     except KvsimError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
