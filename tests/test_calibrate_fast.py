@@ -203,3 +203,30 @@ def test_swap_mode_of_a_calibration(monkeypatch):
     with pytest.raises(KvsimError) as e:
         check_engine_mode(old, {"swap_staged": True})
     assert e.value.field == "meta.swap_staged" and "--swap-per-layer" in str(e.value)
+
+
+def test_overlap_mode_of_a_calibration(monkeypatch):
+    """The fits' engine runs are stepped by default and overlapped with ``--async-scheduling`` (recorded as
+    ``meta.async_scheduling``, their runs' ``runtime.async_scheduling``); ``--resume`` of an overlapped profile
+    without the flag is refused with a hint."""
+    from kvsim.calibrate import engine_runs as ER
+    from kvsim.calibrate import serving_fit as SF
+    from kvsim.calibrate.resume import check_engine_mode
+    from kvsim.config import RuntimeConfig
+    from kvsim.errors import KvsimError
+    monkeypatch.setattr(ER, "ASYNC_SCHEDULING", None)
+    assert ER.async_scheduling() is RuntimeConfig().async_scheduling
+    prof = {"model": "OPT-13B", "dtype": "fp16"}
+    assert SF.serving_scenario_doc(prof, 16, 8)["runtime"]["async_scheduling"] is RuntimeConfig().async_scheduling
+    monkeypatch.setattr(ER, "ASYNC_SCHEDULING", True)
+    assert ER.async_scheduling() is True and SF.serving_scenario_doc(prof, 16, 8)["runtime"]["async_scheduling"]
+    if not torch.cuda.is_available():      # the CLI sets the mode, then stops for want of a GPU
+        from kvsim.cli import main
+        assert main(["calibrate", "--model", "opt-13b", "--block-sizes", "16"]) == 2
+        assert ER.ASYNC_SCHEDULING is None
+        assert main(["calibrate", "--model", "opt-13b", "--block-sizes", "16", "--async-scheduling"]) == 2
+        assert ER.ASYNC_SCHEDULING is True
+    overlapped = {"meta": {"cuda_graphs": True, "async_scheduling": True}}
+    with pytest.raises(KvsimError) as e:
+        check_engine_mode(overlapped, {"async_scheduling": False})
+    assert e.value.field == "meta.async_scheduling" and "--async-scheduling" in str(e.value)

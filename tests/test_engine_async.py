@@ -55,11 +55,29 @@ def test_overlapped_steps_decide_and_draw_exactly_as_stepping(case, preempts):
     assert (r.finish_s >= r.first_token_s).all() and (r.first_token_s >= r.arrival_s).all()
 
 
-def test_beam_search_and_closed_loop_are_stepped():
+def test_beam_search_is_stepped():
     beam = _run(True, workload={"beam_width": 2, "num_requests": 4}, engine={"num_gpu_blocks": 80})
     assert not beam.info["async_scheduling"] and beam.info["steps_overlapped"] == 0
-    closed = _run(True, workload={"arrival": "poisson", "rate_req_s": 1000.0, "max_concurrency": 3})
-    assert not closed.info["async_scheduling"] and closed.summary["requests_finished"] == 10
+
+
+@pytest.mark.parametrize("workload", [{"arrival": "burst", "max_concurrency": 3},
+                                      {"arrival": "poisson", "rate_req_s": 1000.0, "max_concurrency": 4}])
+def test_a_closed_loop_overlaps_the_steps_that_finish_nothing_and_decides_as_stepped(workload):
+    """The calibration's serving fit is a closed loop: its steps overlap too, except one that finishes a request
+    (the request taking its slot is sent when that step lands), so the decisions, tokens and arrival times are
+    the stepped run's."""
+    stepped, overlapped = _run(False, workload=dict(workload)), _run(True, workload=dict(workload))
+    assert overlapped.info["async_scheduling"] and overlapped.info["steps_overlapped"] > 0
+    assert overlapped.outputs == stepped.outputs
+    a, b = stepped.iterations, overlapped.iterations
+    assert len(a) == len(b) and (a[DECISIONS].to_numpy() == b[DECISIONS].to_numpy()).all()
+    assert overlapped.summary["requests_finished"] == stepped.summary["requests_finished"] == 10
+    r = overlapped.requests
+    assert (r.first_token_s >= r.arrival_s).all()
+    if workload["arrival"] == "burst":     # all due at 0: every later arrival is a freed slot's, sent at a landing
+        landed = (b.start_s + b.duration_s).to_numpy()
+        late = r.arrival_s[r.arrival_s > 0].to_numpy()
+        assert len(late) == 10 - 3 and all(abs(landed - t).min() < 2e-3 for t in late)
 
 
 def test_arrivals_while_steps_fly_all_finish():

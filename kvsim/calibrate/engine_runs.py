@@ -7,6 +7,16 @@ from __future__ import annotations
 OVERHEAD_BATCH = [1, 4, 16, 64, 128, 256]
 KV_MEMORY_SHARE = 0.6              # a serving run goes only if its worst-case KV fits this share of the free GPU memory
 OVERHEAD_PER_SEQ_TOKENS = 200      # a step-overhead run's KV per request (128 prompt + 48 output + room)
+ASYNC_SCHEDULING: bool | None = None   # these runs overlapped? None: the engine's default
+#                                        (RuntimeConfig().async_scheduling); kvsim calibrate --async-scheduling: True
+
+
+def async_scheduling() -> bool:
+    """Whether this calibration's engine runs (the fits after the grids) overlap the host's next step with the
+    GPU's decode step: :data:`ASYNC_SCHEDULING`, else the engine default. Recorded as ``meta.async_scheduling``;
+    a live ``kvsim validate`` runs the engine the same way (:func:`kvsim.validate.profile_sets`)."""
+    from kvsim.config import RuntimeConfig
+    return bool(RuntimeConfig().async_scheduling if ASYNC_SCHEDULING is None else ASYNC_SCHEDULING)
 
 
 def overhead_blocks(n: int, bs: int) -> int:
@@ -29,7 +39,8 @@ def engine_iterations(model, profile: dict, name: str, device: str, cuda_graphs:
         "name": name, "model": profile["model"], "gpu": "h100-80gb", "dtype": profile["dtype"],
         "engine": {"max_num_seqs": 256, "max_num_batched_tokens": 8192, "swap_space_gib": 0, **engine},
         "workload": {"dataset": "fixed", **workload},
-        "runtime": {"device": device, "cuda_graphs": cuda_graphs}, "seed": 0})
+        "runtime": {"device": device, "cuda_graphs": cuda_graphs, "async_scheduling": async_scheduling()},
+        "seed": 0})
     return RealEngine(sc, model=model, parts=parts).run().iterations
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kvsim.calibrate import engine_runs as ER
 from kvsim.calibrate import measure as M
 from kvsim.calibrate import steps as S
 from kvsim.calibrate.engine_runs import (OVERHEAD_BATCH, calibration_parts, engine_iterations, overhead_blocks,
@@ -168,13 +169,12 @@ def measure_block(model, bs: int, dev, *, cuda_graphs: bool = True, fast: bool =
 
 def engine_mode(model, cuda_graphs: bool) -> dict:
     """The engine settings a profile's timings depend on, recorded in its ``meta`` (``--resume`` checks them)."""
-    from kvsim.config import RuntimeConfig
     from kvsim.engine.attention import MIXED_DECODE_KERNEL
     from kvsim.graph_sizes import PREFILL_LADDER
     return {"cuda_graphs": bool(cuda_graphs),
             "fused_layer_ops": bool(getattr(model, "fused_ops", False)),
             "mixed_decode_kernel": MIXED_DECODE_KERNEL,      # how the engine attended a mixed step's decode rows
-            "async_scheduling": bool(RuntimeConfig().async_scheduling),   # the serving fit: stepped or overlapped
+            "async_scheduling": ER.async_scheduling(),        # the fits' engine runs: stepped or overlapped
             "prefill_ladder": PREFILL_LADDER,                # the token counts its prefill/mixed graphs captured
             "prefill_route": bool(cuda_graphs),              # ... routed past the slow ones (prefill_step's graph_skip)
             "copy_one_launch": True,          # copy_block timed with one launch over all layers (KVCache.planes)

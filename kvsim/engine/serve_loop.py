@@ -12,8 +12,9 @@ it lands (:meth:`kvsim.engine.runner.ModelRunner.collect`). What the scheduler d
 stepped, provided nothing arrives while the step is in flight: a step overlaps only when the next arrival is
 due after it (its predicted end: 1.5× the last decode step's time); an arrival that still comes in that
 window joins one step late and is counted (``arrivals_deferred`` in the engine info). Steps with beam search
-(their parents decide the next step), prefill or mixed steps, closed-loop workloads and tensor-parallel runs
-are stepped. Finish times are those of the step's landing (when its draws are on the host), as stepped.
+(their parents decide the next step), prefill or mixed steps and tensor-parallel runs are stepped; in a
+closed loop (``workload.max_concurrency``) a step that finishes a request lands before the next one is
+scheduled, since the request taking its slot is sent when it lands. Finish times are those of the step's landing (when its draws are on the host), as stepped.
 
 Records: each iteration starts where the previous one ended (or at its own scheduling after an idle wait),
 so iterations tile the wall clock; ``cpu_s`` is the host time on the critical path (from that start to the
@@ -73,7 +74,7 @@ def serve(eng, clog) -> LoopResult:
     max_wall = sc.runtime.max_wall_s
     i, n = 0, len(specs)
     gate = make_gate(sc.workload.max_concurrency)
-    overlap = bool(getattr(sc.runtime, "async_scheduling", False)) and gate is None and runner.tp is None \
+    overlap = bool(getattr(sc.runtime, "async_scheduling", False)) and runner.tp is None \
         and not any(r.beam_width > 1 for r in specs)
     deferred = overlapped = 0
     last_decode = 0.0           # the last decode-only step's launch-to-landing time (the overlap's prediction)
@@ -172,7 +173,11 @@ def serve(eng, clog) -> LoopResult:
                 inflight = runner.launch(plan, batch)
                 done = sched.complete_step(plan, launched, {})    # counts only; times set when it lands
                 flight = _Flight(inflight, rec_start, launched, state, list(done), host_before, instr, th_before, core)
-                overlapped += 1
+                if gate is not None and done:   # a closed loop sends a finished request's successor when its step
+                    land(flight)                # lands, as stepped (its arrival time is the landing)
+                    flight = None
+                else:
+                    overlapped += 1
                 continue
             parents = runner.execute(plan, batch)
             eng._sync()
