@@ -215,8 +215,10 @@ def _release_device() -> None:
 
 
 def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, replay: bool = False,
-                   overrides: list[str] | None = None, repeats: int = 1) -> pd.DataFrame:
-    """``repeats``: engine runs per scenario (live only; ``replay`` reads every repeat saved)."""
+                   overrides: list[str] | None = None, repeats: int = 1, sensitivity: bool = False) -> pd.DataFrame:
+    """``repeats``: engine runs per scenario (live only; ``replay`` reads every repeat saved). ``sensitivity``:
+    also simulate each scenario with its step times scaled and write ``sensitivity{-replay}.{csv,md}``
+    (:mod:`kvsim.validate_sensitivity`)."""
     from kvsim.validate_diff import links_markdown, write_diff
     from kvsim.errors import KvsimError
     from kvsim.outdir import atomic_write, safe_name, write_csv, write_json, write_text
@@ -226,6 +228,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
     speeds: list[dict] = []
     metas: dict[str, dict | None] = {}
     servings: dict[str, dict] = {}
+    sens: list[dict] = []
     card = "?"
     for path in scenarios:
         profile = pick_profile(path, profiles, overrides)
@@ -233,7 +236,8 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
         edir = d / "engine"
         if replay:
             eng_doc, eng_reqs, eng_its = read_engine_records(edir)
-            sc, sim = simulate_with_profile(path, profile, list(overrides or []) + replay_sets(eng_doc))
+            sim_sets = list(overrides or []) + replay_sets(eng_doc)
+            sc, sim = simulate_with_profile(path, profile, sim_sets)
         else:
             pmeta = _profile_doc(profile).get("meta")
             from kvsim.graph_sizes import PREFILL_LADDERS
@@ -246,7 +250,8 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
                 print(f"note: {profile} predates runtime.cuda_graph_prefill_ladder and runtime.mixed_decode_kernel; "
                       f"the engine runs as it was measured ({', '.join(live[:2])}); recalibrate to validate the "
                       f"current defaults", file=sys.stderr)
-            sc, sim = simulate_with_profile(path, profile, live)
+            sim_sets = live
+            sc, sim = simulate_with_profile(path, profile, sim_sets)
             from kvsim.engine.engine import RealEngine
             from kvsim.output import write_engine_run
             import kvsim
@@ -296,6 +301,8 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
         write_diff(sc.name, sim.iterations, eng_its, d)
         names.append(safe_name(sc.name))
         rows += compare(sc.name, sim.summary, summaries)
+        if sensitivity:
+            sens += _sensitivity(sc.name, path, profile, sim_sets, sim.summary, rows[-len(METRICS):])
     df = error_table(rows)
     head = headline(df)
     tag = "-replay" if replay else ""
@@ -303,4 +310,21 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
     write_text(out / f"validation{tag}.md", markdown(df, head, card) + repeats_markdown(df) + speed_markdown(speeds)
                + links_markdown(names))
     write_json(out / f"headline{tag}.json", head, indent=2)
+    if sensitivity:
+        from kvsim.validate_sensitivity import markdown as sens_markdown
+        table = pd.DataFrame(sens)
+        write_csv(out / f"sensitivity{tag}.csv", table)
+        write_text(out / f"sensitivity{tag}.md", sens_markdown(table))
     return df
+
+
+def _sensitivity(name: str, path: str, profile: str, sets: list[str], summary: dict, rows: list[dict]) -> list[dict]:
+    """The scenario simulated again with the profile's times scaled (:mod:`kvsim.validate_sensitivity`)."""
+    import tempfile
+
+    from kvsim.validate_sensitivity import rows_for, write_scaled
+    from kvsim.validate_sensitivity import STEP
+    with tempfile.TemporaryDirectory(prefix="kvsim-sens-") as tmp:
+        low, high = (simulate_with_profile(path, write_scaled(profile, Path(tmp), k), sets)[1].summary
+                     for k in (1 - STEP, 1 + STEP))
+    return rows_for(name, summary, low, high, {r["metric"]: r["rel_error"] for r in rows})

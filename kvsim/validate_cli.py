@@ -16,6 +16,9 @@ def add_parser(sub) -> None:
     v.add_argument("--repeats", default=None, metavar="N",
                    help="engine runs per scenario (default 1); the error is against the median run, with the runs' "
                         "range beside it (--replay reads every repeat saved)")
+    v.add_argument("--sensitivity", action="store_true",
+                   help="also simulate each scenario with every step time 2%% shorter and 2%% longer and write each "
+                        "metric's elasticity and the step-time error its error implies (sensitivity.{csv,md})")
     v.set_defaults(func=cmd_validate)
 
 
@@ -39,7 +42,7 @@ def cmd_validate(args) -> int:
     from kvsim.validate import METRICS, headline, run_validation     # (pandas: not for building the parser)
     n = _repeats(args)
     df = run_validation(args.scenarios, args.profile, Path(args.out), replay=args.replay, overrides=args.set,
-                        repeats=n)
+                        repeats=n, sensitivity=args.sensitivity)
     head = headline(df)
     for k, label in METRICS:
         if k in head:

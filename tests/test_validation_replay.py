@@ -54,13 +54,20 @@ def _replay_reproduces(tmp_path, val: Path, scenario_dirs: list[Path], names: li
     for name in names:
         shutil.copytree(val / name / "engine", tmp_path / name / "engine")
     paths = [next(str(d / f"{n}.yaml") for d in scenario_dirs if (d / f"{n}.yaml").exists()) for n in names]
-    df = run_validation(paths, [str(p) for p in profiles], tmp_path, replay=True)
+    sens = (val / "sensitivity-replay.csv").exists()       # committed beside the table: re-made too
+    df = run_validation(paths, [str(p) for p in profiles], tmp_path, replay=True, sensitivity=sens)
     want = pd.read_csv(val / "validation-replay.csv")
     want = want[want.scenario.isin(names)].reset_index(drop=True)
     got = df.reset_index(drop=True)
     assert list(got.scenario) == list(want.scenario) and list(got.metric) == list(want.metric)
     pd.testing.assert_series_equal(got.predicted.astype(float), want.predicted.astype(float),
                                    check_names=False, rtol=1e-9)
+    if sens:
+        a, b = pd.read_csv(val / "sensitivity-replay.csv"), pd.read_csv(tmp_path / "sensitivity-replay.csv")
+        a = a[a.scenario.isin(names)].reset_index(drop=True)
+        assert list(a.scenario) == list(b.scenario) and list(a.metric) == list(b.metric)
+        pd.testing.assert_series_equal(a.elasticity.astype(float), b.elasticity.astype(float), check_names=False,
+                                       rtol=1e-9)
 
 
 def test_graph_mode_mismatch_is_a_clear_error(tmp_path):
