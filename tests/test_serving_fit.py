@@ -124,7 +124,7 @@ def test_the_grid_form_recovers_the_overhead_beyond_the_spread_grids_price(noise
         SF.fit_from_runs(bare, runs, _overhead(prof), form="pooled")
 
 
-def test_the_grid_form_prices_a_rows_mean_step_when_its_steps_are_skewed():
+def test_the_grid_form_prices_a_rows_mean_step_when_its_steps_are_skewed(monkeypatch):
     """Steps with a slow tail (one in eight 1 ms slower, as a host stall): the fit's overhead is their mean
     beyond the grid, so the profile prices the row's total time, not its typical step (a median fit would
     price it 0.125 ms low per step)."""
@@ -145,6 +145,13 @@ def test_the_grid_form_prices_a_rows_mean_step_when_its_steps_are_skewed():
         measured = its.loc[ctx.index, "duration_s"].to_numpy(float)
         assert priced.sum() == pytest.approx(measured.sum(), rel=1e-6)
         assert np.median(priced - measured) > 1e-4          # the typical step is priced above: the tail is in it
+    # a one-off step (over 4x its row's median: a kernel compiled on the clock) is left out of the mean
+    its, reqs = runs[8]
+    ctx = SF.step_contexts(its, reqs)
+    its.loc[ctx.index[ctx.valid & (ctx.n == 8)][3], "duration_s"] += 1.0
+    assert SF.fit_from_runs(bare, runs, _overhead(prof))["extra_s"] == pytest.approx(fit["extra_s"], abs=2e-5)
+    monkeypatch.setattr(SF, "ONE_OFF", float("inf"))       # kept, the 1 s step alone would move the row by ~10 ms
+    assert SF.fit_from_runs(bare, runs, _overhead(prof))["extra_s"][1] > fit["extra_s"][1] + 1e-3
 
 
 def test_rows_without_enough_steps_or_spread_are_left_out_or_filled():

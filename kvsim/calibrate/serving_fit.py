@@ -70,6 +70,8 @@ MIN_STEPS = 20                     # steps at exactly n rows a fit needs
 MIN_UNIT_SPREAD_S = 20e-6          # the spread unit must vary this much for a slope (else λ is unknown)
 MAX_FRACTION = 1.5
 PREFILL_BINS, PREFILL_BIN_STEPS = 8, 15   # lone prefill steps: at most 8 length groups of >= 15 steps
+ONE_OFF = 4.0                      # a step over this many times its row's median is one-off work (a kernel compiled
+#                                    on the clock), left out of the row's mean as kvsim validate lists such steps apart
 PRIOR_WIDTH = 0.25                 # how far one row's spread fraction may sit from the rows' mean a priori
 SE_FLOOR = 0.01
 
@@ -131,7 +133,11 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
             continue
         sums, top = ctx.ctx_sum.to_numpy(float), ctx.ctx_max.to_numpy(float)
         grid, u = cost.decode_grid_and_spread(n, sums, top)
-        y = its.loc[ctx.index, "duration_s"].to_numpy(float) - grid
+        dur = its.loc[ctx.index, "duration_s"].to_numpy(float)
+        usual = dur <= ONE_OFF * float(np.median(dur))
+        sums, top, grid, u, dur = sums[usual], top[usual], grid[usual], u[usual], dur[usual]
+        ctx = ctx[usual]
+        y = dur - grid
         host.append(float(its.loc[ctx.index, "cpu_s"].median()) if "cpu_s" in its.columns else None)
         rows.append((int(n), y, u, cost.decode_grid_spread(n, sums, top)) + fit_rows(y, u))
     if not rows:
