@@ -289,6 +289,8 @@ def test_prefill_curve_groups_by_length_and_the_fit_recovers_a_known_extra():
     assert c["extra_s"][0] == 0.0 and c["extra_s"][-1] == pytest.approx(1e-4)
     assert SF.prefill_curve(t[:10], t[:10]) == {}
     assert SF.prefill_curve(np.full(40, 64.0), np.zeros(40)) == {"tokens": [64.0], "extra_s": [0.0]}
+    skew = np.where(np.arange(40) % 4 == 0, 1e-3, 0.0)         # one step in four 1 ms slow: the group's mean
+    assert SF.prefill_curve(np.full(40, 64.0), skew)["extra_s"] == [pytest.approx(2.5e-4)]
     prof = steep_profile()
     cost = cost_of(prof)
     runs = {n: SF.join_passes([serving_run(n, seed=n), serving_run(n, seed=n + 10)]) for n in (4, 8)}   # two passes
@@ -299,6 +301,10 @@ def test_prefill_curve_groups_by_length_and_the_fit_recovers_a_known_extra():
                 r.prefill_tokens)], prefill_cached_tokens=[0])) + 4e-4
     fit = SF.fit_prefill_from_runs(cost, runs)
     assert fit["steps"] >= 15 and fit["extra_s"] == pytest.approx([4e-4] * len(fit["tokens"]))
+    its, _ = runs[4]                      # a one-off step (over 4x its price) is left out
+    its.loc[SF.lone_prefills(its).index[0], "duration_s"] += 1.0
+    again = SF.fit_prefill_from_runs(cost, runs)
+    assert again["steps"] == fit["steps"] - 1 and again["extra_s"] == pytest.approx([4e-4] * len(again["tokens"]))
 
 
 def test_the_cost_model_prices_prefill_only_steps_with_prefill_serving():

@@ -108,8 +108,8 @@ def _meets_issue_10s_bars(table: pd.DataFrame, every_scenario: bool = True) -> N
     ("H100-1206", ["validation", "holdout"], ["calibrate/profiles/H100/llama-3-8b-1206.json",
                                               "calibrate/profiles/H100/opt-13b-1206.json",
                                               "calibrate/profiles/H100/mistral-7b-swa.json"], True),
-    # the H200 with the defaults of 2026-12-06: the medians meet the bars, two queue-bound scenarios do not
-    # (v19 -21%, v14 -11% on mean latency: validation/H200-1206/README.md)
+    # the H200 with the defaults of 2026-12-06: the medians meet the bars, one queue-bound scenario does not
+    # (v19 -21% on mean latency, queue-bound: validation/H200-1206/README.md)
     ("H200-1206", ["validation", "holdout"], ["calibrate/profiles/H200/llama-3-8b-1206.json"], False),
 ])
 def test_whole_sets_replay_to_their_committed_tables_within_the_bars(tmp_path, val, scenarios, profiles,

@@ -8,8 +8,9 @@ every batch but seven in serving), and with the profile's evenly spaced spread g
 data are the calibration's own runs, not a validation scenario's, so choosing a fit form on them does not tune
 to the validation set.
 
-With ``--write OUT.json`` it also writes the profile with ``decode_serving`` refitted in ``--form`` from those
-runs (what the calibration writes in that form; the runs and the profile are from one calibration, one card).
+With ``--write OUT.json`` it also writes the profile with ``decode_serving`` refitted in ``--form`` and
+``prefill_serving`` refitted from those runs (what the calibration writes; the runs and the profile are from one
+calibration, one card).
 
 usage: python benchmarks/engine/serving_refit.py --profile P.json RUNS_DIR [--block-size 16] [--form grid|row]
            [--write OUT.json]
@@ -87,13 +88,18 @@ def main() -> None:
               f"| {r['spread_grid']:+.2%} |")
 
     if a.write:
-        _, bare, overhead = fit_inputs(prof, a.block_size, runs)
+        graphs, bare, overhead = fit_inputs(prof, a.block_size, runs)
         fit = SF.fit_from_runs(bare, runs, overhead, a.form)
+        pre = SF.fit_prefill_from_runs(SF.stripped_cost(prof, a.block_size, graphs, drop=SF.UNFITTED_PREFILL,
+                                                        bare=False), runs)
         old = prof.get("decode_serving", {}).get(str(a.block_size), {})
         fit["reference_step_s"] = old.get("reference_step_s")
         prof["decode_serving"] = dict(prof.get("decode_serving", {}), **{str(a.block_size): fit})
+        if pre:
+            prof["prefill_serving"] = dict(prof.get("prefill_serving", {}), **{str(a.block_size): pre})
         prof.setdefault("meta", {})["decode_serving_refit"] = (
-            f"benchmarks/engine/serving_refit.py --form {a.form} on the calibration's kept serving runs")
+            f"benchmarks/engine/serving_refit.py --form {a.form} on the calibration's kept serving runs "
+            "(decode_serving and prefill_serving)")
         with open(a.write, "w") as f:
             json.dump(prof, f, indent=1)
         print(f"wrote {a.write}")

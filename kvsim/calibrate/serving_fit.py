@@ -41,7 +41,7 @@ The workload is kvsim's own, not a validation scenario's, so the validation set 
 
 The same runs' lone prefill steps (a joiner's prompt while the others wait) give ``prefill_serving``: the
 measured step minus its price without ``prefill_overhead``, in up to :data:`PREFILL_BINS` groups by prompt
-length (:func:`fit_prefill_from_runs`). On the H200 such steps of 32-512 tokens cost 0.2-0.5 ms more than
+length, each group's mean (:func:`fit_prefill_from_runs`). On the H200 such steps of 32-512 tokens cost 0.2-0.5 ms more than
 the busy-engine ``prefill_overhead`` fit said (one prompt length repeated) and those of 512-1,024 tokens
 0.5-0.9 ms less (that fit clamps at 0); the cost model prices prefill-only steps with it instead.
 
@@ -169,14 +169,17 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
 
 def prefill_curve(tokens: np.ndarray, extra: np.ndarray) -> dict:
     """``{"tokens", "extra_s"}``: the steps cut into up to :data:`PREFILL_BINS` groups of at least
-    :data:`PREFILL_BIN_STEPS` by prompt length, each group's median length and median extra ({} when too few)."""
+    :data:`PREFILL_BIN_STEPS` by prompt length, each group's median length and mean extra ({} when too few): the
+    mean, as the decode rows' (:func:`fit_from_runs`); on the H200 of 2026-12-06 these steps' extras had a long
+    slow tail, group means 0.06-0.50 ms above the medians, and a fit of medians priced the validation runs'
+    prefill-only steps 3.1% low (step-weighted), of means 1.7% (validation/H200-1206/README.md)."""
     tokens, extra = np.asarray(tokens, float), np.asarray(extra, float)
     k = min(PREFILL_BINS, len(tokens) // PREFILL_BIN_STEPS)
     if k < 1:
         return {}
     xs, ys = [], []
     for g in np.array_split(np.argsort(tokens, kind="stable"), k):
-        x, y = float(np.median(tokens[g])), float(np.median(extra[g]))
+        x, y = float(np.median(tokens[g])), float(np.mean(extra[g]))
         if xs and x <= xs[-1]:           # equal lengths: one point
             continue
         xs.append(x)
@@ -195,14 +198,18 @@ def _workload_of(runs: dict, n: int) -> dict:
 
 def fit_prefill_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]]) -> dict:
     """``prefill_serving`` from the lone prefill steps of the serving runs: measured minus ``cost``'s price
-    (a calibrated cost model of the profile without ``prefill_overhead``: grid + step overhead), by length."""
+    (a calibrated cost model of the profile without ``prefill_overhead``: grid + step overhead), by length; a step
+    over :data:`ONE_OFF` times its price is one-off work and left out."""
     from kvsim.core.plan import StepPlan
     toks, extra = [], []
     for its, _ in runs.values():
         for t, d in zip(*(lone_prefills(its)[c].to_numpy() for c in ("prefill_tokens", "duration_s"))):
             plan = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[int(t)], prefill_cached_tokens=[0])
+            price = cost.step_time(plan)
+            if float(d) > ONE_OFF * price:
+                continue
             toks.append(float(t))
-            extra.append(float(d) - cost.step_time(plan))
+            extra.append(float(d) - price)
     out = prefill_curve(np.array(toks), np.array(extra))
     return dict(out, steps=len(toks)) if out else {}
 
