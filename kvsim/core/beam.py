@@ -44,15 +44,15 @@ class BeamParents:
     them). Nothing else may draw from ``rng`` meanwhile (the scheduler's
     generator serves only this model)."""
 
-    AHEAD = 512     # groups' parents :meth:`many` computes at once (the buffer's next uniforms, read ahead;
+    AHEAD = 4096    # groups' parents :meth:`many` computes at once (the buffer's next uniforms, read ahead;
     #                 at most what the buffer holds)
 
-    def __init__(self, rng: np.random.Generator, chunk: int = 4096):
+    def __init__(self, rng: np.random.Generator, chunk: int = 1 << 16):
         self.rng, self.chunk = rng, chunk
         self._buf = np.zeros(0)
         self._pos = 0
-        self._ahead = None      # ((k, keep_prob, decay), buffer position, parents of the groups from there on, their
-        #                         codes: many_codes)
+        self._ahead = None      # ((k, keep_prob, decay), buffer position, parents of the groups from there on (an
+        #                         array, a row per group), their codes: many_codes)
 
     def _take(self, n: int) -> np.ndarray:
         """The stream's next ``n`` uniforms."""
@@ -75,7 +75,7 @@ class BeamParents:
         if k <= 1 or ks.count(k) != len(ks):
             return [self(x, keep_prob, decay) for x in ks]
         ahead, c, n = self._read_ahead(k, len(ks), keep_prob, decay)
-        return ahead[2][c:c + n]
+        return ahead[2][c:c + n].tolist()
 
     def many_codes(self, ks: list[int], keep_prob: float = 0.5, decay: float = 0.5) -> list[int]:
         """:meth:`many`'s parents (the same draws, the stream left as it leaves it), each group's as one number:
@@ -104,19 +104,18 @@ class BeamParents:
         return ahead, (pos - ahead[1]) // w, n
 
 
-def _rows(u: np.ndarray, k: int, keep_prob: float, decay: float) -> tuple[list[list[int]], list[int]]:
-    """Parents of one group per row of ``2k`` uniforms (as :func:`_parents`, vectorised), and each row's code
-    (:meth:`BeamParents.many_codes`)."""
+def _rows(u: np.ndarray, k: int, keep_prob: float, decay: float) -> tuple[np.ndarray, list[int]]:
+    """Parents of one group per row of ``2k`` uniforms (as :func:`_parents`, vectorised; a row each), and each
+    row's code (:meth:`BeamParents.many_codes`). The rows stay an array: a beam run reads only the codes."""
     # as _parents: keep your own history (u[i] < keep_prob), else bisect_right into the cdf
     cdf, ranks, last = _cdf_array(k, decay)
     pick = cdf.searchsorted(u[:, k:], side="right")
     np.minimum(pick, last, out=pick)
     parents = np.where(u[:, :k] < keep_prob, ranks, pick)
     parents.sort(axis=1)
-    rows = parents.tolist()
     if k ** k >= 2 ** 62:       # (codes past int64: Python integers, exact)
-        return rows, [_code(r, k) for r in rows]
-    return rows, (parents @ (k ** ranks)).tolist()
+        return parents, [_code(r, k) for r in parents.tolist()]
+    return parents, (parents @ (k ** ranks)).tolist()
 
 
 def _code(parents: list[int], k: int) -> int:
