@@ -17,6 +17,9 @@ from kvsim.config import load_scenario; from kvsim.sim import SimEngine; import 
 # import baseline itself (~2.0 G instructions) still moved by 3% between runs on 2026-12-05 (1.96-2.02 G), so
 # use at least 1,000 requests (~1 G instructions of simulation at paged) and compare like with like
 export PYTHONHASHSEED=0
+# one BLAS thread: OpenBLAS's idle worker threads spin, and valgrind counts their spinning (the import baseline
+# moved 1.960-2.000 G between runs of one checkout with them, within ~6k without them; 2026-12-06)
+export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 ir() { setarch "$(uname -m)" -R valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null "$@" 2>&1 \
        | grep "I *refs" | tr -d ',' | awk '{print $NF}'; }
 for root in "$@"; do
