@@ -3,11 +3,12 @@ its last ones gone, new ones admitted or swapped in behind them) gives the same 
 afresh and as stepping.
 
 The scenarios are :mod:`tests.test_fastforward`'s paged ones (vLLM-style scheduler; chunked prefill; n = 2 and 4
-with swapping and recompute) plus swap preemption; each must
+with swapping and recompute) plus swap preemption, and its Orca ones (contiguous reservations); each must
 really resume runs, and the per-request and per-iteration records and the summary must be exactly equal three
 ways (runs kept, runs afresh, no fast-forward). After every resume the kept run's state (context aggregates,
-finishing steps, the paged tracker's per-residue counts and members, memory aggregates and pending events) must
-equal, shifted by the run's step, that of a run started afresh at that point.
+finishing steps, the paged tracker's per-residue counts and members, memory aggregates and pending events, the
+Orca tracker's sums and written slots) must equal, shifted by the run's step, that of a run started afresh at
+that point.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 from kvsim.build import setup_run
 from kvsim.core import decode_preempt, decode_run
+from kvsim.core.decode_tracker import ContiguousTracker
 from kvsim.core.kv_paged_run import PagedDecodeTracker
 from kvsim.sim import SimEngine, simulate
 from tests.test_fastforward import CASES, scenario
@@ -27,6 +29,10 @@ EXPECT = {"paged_chunked": {"caught_up"}, "paged_n4_swapped_runs": {"caught_up",
           "paged_high_rate": {"caught_up", "dropped", "dropped_inside"},
           "paged_n4_recompute": {"caught_up", "dropped"}}
 KEPT["paged_swap"] = scenario(engine={"preemption_mode": "swap"}, workload={"rate_req_s": 4.0})
+# Orca's contiguous reservations (ContiguousTracker: its running sums and each sequence's written slots at step 0)
+KEPT.update({name: CASES[name][0] for name in ("orca_oracle_vllm", "orca_oracle_chunked", "orca_high_rate",
+                                               "orca_n3", "orca_max_time")})
+EXPECT["orca_high_rate"] = {"caught_up"}
 
 
 def _run(sc, monkeypatch, keep: bool):
@@ -71,7 +77,7 @@ def _run(sc, monkeypatch, keep: bool):
 
 def _check_same_as_fresh(run):
     j, t = run.step, run.tracker
-    fresh_t = PagedDecodeTracker(run.sched.kv, run.sched.running)
+    fresh_t = type(t)(run.sched.kv, run.sched.running)
     fresh = decode_run.DecodeRun(run.sched, fresh_t)
     assert (run.ctx_sum, run.num_seqs, run.num_groups) == (fresh.ctx_sum, fresh.num_seqs, fresh.num_groups)
     assert [b + j for b in run._base] == fresh._base
@@ -79,6 +85,12 @@ def _check_same_as_fresh(run):
         {f: [g.group_id for g in gs] for f, gs in fresh._done_at.items()}
     assert run._finish_steps == sorted(run._done_at) and run._groups == run.sched.running
     assert [f - j for f in run._fins] == fresh._fins
+    if type(t) is ContiguousTracker:
+        assert t.groups == fresh_t.groups and t._num_seqs == fresh_t._num_seqs
+        assert {sid: w0 + j for sid, w0 in t._w0.items()} == fresh_t._w0
+        assert t._sums == fresh_t._sums or fresh_t._sums is None
+        return
+    assert type(t) is PagedDecodeTracker
     bs = t.bs
     assert [t._cnt[(c + j) % bs] for c in range(bs)] == fresh_t._cnt
     assert [t._members[(c + j) % bs] for c in range(bs)] == fresh_t._members

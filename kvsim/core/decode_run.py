@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kvsim.core.admission import admission_blocked, admission_free_cap, head_blocked, swap_in_blocked
-from kvsim.core.decode_tracker import MIN_STEPS, make_tracker
+from kvsim.core.decode_tracker import MIN_STEPS, ContiguousTracker, make_tracker
 from kvsim.core.kv_paged import PagedKV
 from kvsim.core.kv_paged_run import PagedDecodeTracker
 from kvsim.core.scheduler import Scheduler
@@ -382,6 +382,6 @@ def start_decode_run(sched: Scheduler) -> DecodeRun | None:
     if hasattr(tracker, "free_cap"):          # decode steps may free blocks: stop before admission could go on
         tracker.free_cap = admission_free_cap(sched, nseq)
     run = DecodeRun(sched, tracker)
-    sched._kept_run = run if type(tracker) is PagedDecodeTracker else None
+    sched._kept_run = run if type(tracker) is PagedDecodeTracker or type(tracker) is ContiguousTracker else None
     return run
 

@@ -119,15 +119,65 @@ class ContiguousTracker(ProtocolTracker):
     The run's internal and reserved slots (``ContiguousKV.group_split`` over its groups) are kept as running
     sums where the manager says they move linearly (``caps_fixed``): a step takes one reserved slot per
     sequence, a finished group takes its own terms out; otherwise each segment sums them afresh. Equal to
-    ``memory_split`` after stepping (``tests/test_fastforward.py``'s Orca cases run both ways)."""
+    ``memory_split`` after stepping (``tests/test_fastforward.py``'s Orca cases run both ways).
+
+    A run can be taken up again (:meth:`DecodeRun.resume <kvsim.core.decode_run.DecodeRun.resume>`, as the paged
+    tracker's): each sequence's written slots at run step 0 are kept, so a group's terms at any run step follow
+    from its spec (its chunk is its reservation's, its internal slots the chunk past its final length) without
+    reading the manager, where it may have freed the group already."""
 
     def __init__(self, kv, groups: list):
         super().__init__(kv, groups)
         self._sums = kv.group_split(self.groups) if kv.caps_fixed(self.groups) else None
-        self._num_seqs = sum(len(g.seqs) for g in self.groups)
+        self._num_seqs = 0
+        self._w0: dict[int, int] = {}                   # each sequence's written slots at run step 0
+        self._add(self.groups, 0)
+
+    def _add(self, groups: list, step: int) -> None:
+        written, w0 = self.kv.written, self._w0
+        for g in groups:
+            for sid in g.seq_ids:
+                w0[sid] = written[sid] - step
+            self._num_seqs += len(g.seq_ids)
 
     def new_blocks(self, step: int, k: int, free: int) -> np.ndarray:
         return np.zeros(k, dtype=np.int64)
+
+    def first_steps_fit(self, step: int, free: int) -> bool:
+        """Decoding takes no blocks."""
+        return True
+
+    def shares_partial(self, groups: list) -> bool:
+        """Nothing is shared."""
+        return False
+
+    def moved(self, groups: list, step: int, d: int) -> bool:
+        """Whether each of ``groups``' (tracked) sequences holds the slots ``step + d`` run steps give it."""
+        written, w0 = self.kv.written, self._w0
+        j = step + d
+        for g in groups:
+            for sid in g.seq_ids:
+                if written.get(sid, -1) - j != w0[sid]:
+                    return False
+        return True
+
+    def extend(self, groups: list, step: int) -> None:
+        """Add groups (after the tracked ones, in running order) to a run ``step`` steps in, their terms read now."""
+        self.groups.extend(groups)
+        self._add(groups, step)
+        if self._sums is not None:
+            if self.kv.caps_fixed(groups):
+                gi, gr = self.kv.group_split(groups)
+                internal, reserved = self._sums
+                self._sums = internal + gi, reserved + gr
+            else:
+                self._sums = None
+
+    def caught_up(self, step: int, k: int) -> None:
+        """``k`` steps the tracked sequences took outside the run (stepped: the manager holds them already)."""
+        if self._sums is not None:
+            internal, reserved = self._sums
+            self._sums = internal, reserved - self._num_seqs * k
 
     def segment_memory(self, step: int, new_blocks: np.ndarray) -> SegmentMemory:
         kv = self.kv
@@ -145,12 +195,19 @@ class ContiguousTracker(ProtocolTracker):
             self._sums = internal, reserved - self._num_seqs * k
 
     def drop(self, group, step: int) -> None:
+        """``group`` leaves the run at run step ``step`` (finishing now, or gone from the manager since)."""
         self.groups.remove(group)
-        self._num_seqs -= len(group.seqs)
-        if self._sums is not None:
-            gi, gr = self.kv.group_split([group])
+        ids, w0 = group.seq_ids, self._w0
+        self._num_seqs -= len(ids)
+        if self._sums is not None:      # (caps fixed: each sequence's internal slots its chunk past its final
+            kv, spec = self.kv, group.spec          # length, its reserved ones the final length less its written)
+            final = spec.prompt_len + spec.output_len - 1
+            gi = (kv._chunk(kv.reservation(group)) - final) * len(ids)
+            gr = final * len(ids) - sum(w0[sid] for sid in ids) - step * len(ids)
             internal, reserved = self._sums
             self._sums = internal - gi, reserved - gr
+        for sid in ids:
+            del w0[sid]
 
 
 def make_tracker(kv: KVManager, groups: list):
