@@ -1,11 +1,11 @@
 """The memory split of a step that only admits beside a kept decode run, from the run's aggregates
-(:func:`kvsim.core.run_split.admitting_split`), equals ``PagedKV.memory_split`` of the running groups.
+(:func:`kvsim.core.run_split.admitting_split`), equals ``PagedKV.memory_split`` (``ContiguousKV.memory_split``) of the
+running groups.
 
 Every split the simulator takes so is checked against ``memory_split`` read at the same moment, in scenarios with
 preemptions (recompute and swap), parallel sampling (with outputs short enough that an admitted group's
 shared partial prompt block holds its sequences' last slots: the split's cap at the unwritten slots binds), prefix
-caching (admitted prompts sharing blocks) and a light
-load; and the runs' records and summaries must equal those with the shortcut off and those of stepping every
+caching (admitted prompts sharing blocks), a light load and Orca's reservations (light, busy, n = 3); and the runs' records and summaries must equal those with the shortcut off and those of stepping every
 iteration.
 """
 from __future__ import annotations
@@ -33,6 +33,11 @@ CASES = {
                            "prompt_len_range": [16, 300], "output_len_range": [1, 12], "rate_req_s": 8.0}),
     "prefix": overridden(BASE, engine={"enable_prefix_caching": True, "num_gpu_blocks": 700},
                          workload={"prefix_len": 128, "rate_req_s": 2.0}),
+    # Orca's contiguous reservations (ContiguousKV.memory_split; its kept run's sums)
+    "orca_light": overridden(BASE, engine={"allocator": "orca_oracle"}, workload={"rate_req_s": 1.0}),
+    "orca_busy": overridden(BASE, engine={"allocator": "orca_oracle", "placement": "buddy"}),
+    "orca_pow2_n3": overridden(BASE, engine={"allocator": "orca_pow2", "num_gpu_blocks": 900, "num_cpu_blocks": 3000},
+                               workload={"n": 3}),
 }
 
 

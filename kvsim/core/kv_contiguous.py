@@ -208,7 +208,10 @@ class ContiguousKV:
         rounding); external: free slots outside the largest hole; logical: the
         allocated slots (nothing is shared).
         """
-        internal, future = self.group_split(running)
+        return self.split_with(*self.group_split(running))
+
+    def split_with(self, internal: int, future: int) -> MemorySplit:
+        """``memory_split`` of groups whose ``group_split`` is ``(internal, future)``."""
         external, free, allocated = self.space_split()
         return MemorySplit(self.used_slots, internal, future, external, free, allocated)
 

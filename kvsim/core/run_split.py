@@ -7,12 +7,15 @@ groups are ``running`` in order, the admitted ones after them), :meth:`PagedKV.m
 run's paged tracker's aggregates (internal and logical slots of its groups, as the steps taken from a run read
 them: :mod:`kvsim.core.decode_preempt`) plus the admitted groups' own terms (``PagedKV.split_terms``), under the
 block manager's counters now. The simulator's record row of such a step (:func:`kvsim.records.step_state`) reads
-it so, without a pass over every running group (~2% of a paged run: one such step per request). Equal to
-``memory_split`` (``tests/test_run_split.py``).
+it so, without a pass over every running group (~2% of a paged run: one such step per request). Likewise Orca's
+contiguous reservations: the run's tracker's internal and reserved sums (where it keeps them) plus the admitted
+groups' ``ContiguousKV.group_split``. Equal to ``memory_split`` (``tests/test_run_split.py``).
 """
 from __future__ import annotations
 
+from kvsim.core.decode_tracker import ContiguousTracker
 from kvsim.core.kv import MemorySplit
+from kvsim.core.kv_contiguous import ContiguousKV
 from kvsim.core.kv_paged import PagedKV
 from kvsim.core.kv_paged_run import PagedDecodeTracker
 from kvsim.core.plan import StepPlan
@@ -30,8 +33,13 @@ def admitting_split(plan: StepPlan, sched: Scheduler) -> MemorySplit | None:
         return None
     if plan.preempted or plan.swap_out or plan.swap_in or plan.copy_pairs:
         return None
-    kv = sched.kv
-    if type(sched) is not Scheduler or type(kv) is not PagedKV or type(run.tracker) is not PagedDecodeTracker:
+    kv, tracker = sched.kv, run.tracker
+    if type(sched) is not Scheduler:
+        return None
+    if type(kv) is PagedKV:
+        if type(tracker) is not PagedDecodeTracker:
+            return None
+    elif type(kv) is not ContiguousKV or type(tracker) is not ContiguousTracker or tracker._sums is None:
         return None
     kv_steps, uniform, tail, _ = run._seen          # (joins: the groups just admitted)
     if kv_steps != sched.kv_steps or uniform != sched.uniform_steps or tail != sched.tail_steps:
@@ -43,5 +51,8 @@ def admitting_split(plan: StepPlan, sched: Scheduler) -> MemorySplit | None:
     for g, gid in zip(new, plan.prefill_group_ids):
         if g.group_id != gid:
             return None
+    if type(kv) is ContiguousKV:
+        internal, reserved = kv.group_split(new)
+        return kv.split_with(internal + tracker._sums[0], reserved + tracker._sums[1])
     internal, logical = kv.split_terms(new)
-    return kv.split_of(internal + run.tracker.internal, logical + run.tracker.logical)
+    return kv.split_of(internal + tracker.internal, logical + tracker.logical)
