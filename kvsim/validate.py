@@ -302,7 +302,8 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
         names.append(safe_name(sc.name))
         rows += compare(sc.name, sim.summary, summaries)
         if sensitivity:
-            sens += _sensitivity(sc.name, path, profile, sim_sets, sim.summary, rows[-len(METRICS):])
+            from kvsim.validate_sensitivity import scenario_rows
+            sens += scenario_rows(sc.name, path, profile, sim_sets, sim.summary, rows[-len(METRICS):])
     df = error_table(rows)
     head = headline(df)
     tag = "-replay" if replay else ""
@@ -316,15 +317,3 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
         write_csv(out / f"sensitivity{tag}.csv", table)
         write_text(out / f"sensitivity{tag}.md", sens_markdown(table))
     return df
-
-
-def _sensitivity(name: str, path: str, profile: str, sets: list[str], summary: dict, rows: list[dict]) -> list[dict]:
-    """The scenario simulated again with the profile's times scaled (:mod:`kvsim.validate_sensitivity`)."""
-    import tempfile
-
-    from kvsim.validate_sensitivity import rows_for, write_scaled
-    from kvsim.validate_sensitivity import STEP
-    with tempfile.TemporaryDirectory(prefix="kvsim-sens-") as tmp:
-        low, high = (simulate_with_profile(path, write_scaled(profile, Path(tmp), k), sets)[1].summary
-                     for k in (1 - STEP, 1 + STEP))
-    return rows_for(name, summary, low, high, {r["metric"]: r["rel_error"] for r in rows})

@@ -63,6 +63,18 @@ def rows_for(name: str, base: dict, low: dict, high: dict, errors: dict) -> list
     return out
 
 
+def scenario_rows(name: str, path: str, profile: str, sets: list[str], summary: dict, rows: list[dict]) -> list[dict]:
+    """:func:`rows_for` of one scenario: simulated again (``sets``: the settings its prediction ran with) with the
+    profile's times scaled by ``1 -/+ STEP``; ``rows`` are its comparison rows (:func:`kvsim.validate.compare`)."""
+    import tempfile
+
+    from kvsim.validate import simulate_with_profile
+    with tempfile.TemporaryDirectory(prefix="kvsim-sens-") as tmp:
+        low, high = (simulate_with_profile(path, write_scaled(profile, Path(tmp), k), sets)[1].summary
+                     for k in (1 - STEP, 1 + STEP))
+    return rows_for(name, summary, low, high, {r["metric"]: r["rel_error"] for r in rows})
+
+
 def markdown(df: pd.DataFrame) -> str:
     """A table per scenario: each metric's error, elasticity and implied step-time error."""
     if df.empty:
