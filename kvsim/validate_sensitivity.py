@@ -14,7 +14,7 @@ interpolation, sums, maxima and least squares, so it scales by the same factor),
 
 On the H200's Llama-3-8B runs of 2026-12-06 (``validation/H200-1206/sensitivity-replay.md``), Orca-Max near
 saturation (v19) had an elasticity of about 7 on mean normalized latency: its −21% error is a step-time error
-of about −3%, as its step tables say (decode −2.3%, prefill −1.5% on the mean)."""
+of about −3%, near its decode steps' −2.3% on the mean (step_kinds.md)."""
 from __future__ import annotations
 
 import json
