@@ -76,15 +76,8 @@ def engine_sets(profile: str | None, sets: list[str]) -> list[str]:
     ``sets`` (which win); ``sets`` alone without a profile."""
     if not profile:
         return list(sets)
-    import json
-
-    from kvsim.errors import KvsimError
-    from kvsim.validate import profile_sets
-    try:
-        meta = json.loads(Path(profile).read_text()).get("meta")
-    except (OSError, ValueError, AttributeError) as e:
-        raise KvsimError("--profile", f"cannot read {profile}: {e}") from None
-    return profile_sets(meta) + list(sets)
+    from kvsim.validate import _profile_doc, profile_sets
+    return profile_sets(_profile_doc(profile).get("meta")) + list(sets)
 
 
 def main(argv=None) -> int:

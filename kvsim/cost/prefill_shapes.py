@@ -78,35 +78,36 @@ class PrefillShapes:
         or None when the profile has no multi-prompt grid."""
         if self.batch_grid is None or len(new) < 2:
             return None
-        s, total = len(new), float(sum(new))
-        m = total / s
-        t = float(interp2(float(s), m, *self.batch_grid))
-        if self.kappa:
-            t += self.kappa * (attention_pairs(new, cached) - attention_pairs([m] * s, [0] * s))
-        return t
+        s = len(new)
+        return float(interp2(float(s), float(sum(new)) / s, *self.batch_grid)) + self.unequal_pairs(new, cached)
 
-    def batch_excess(self, seqs: int, total: float, one_prompt) -> float | None:
-        """What ``seqs`` equal prompts of ``total`` new tokens in all cost beyond one prompt of ``total`` tokens:
-        the batch grid less ``one_prompt`` (the one-prompt grid, a callable of tokens) at each of the batch grid's
-        points it covers, along ``total`` within each measured prompt count (held at a row's ends) and linearly
-        between counts. None without the grid or below two prompts. With it, a step of several prompts follows
-        the one-prompt grid's shape between the batch grid's points: the engine pads their sum to a CUDA-graph
+    def unequal_pairs(self, new: list[int], cached: list[int]) -> float:
+        """What prompts ``new`` after ``cached`` tokens cost in attention beyond as many equal fresh prompts of
+        their mean (the batch grid's shape) at the pair cost; 0 without one."""
+        if not self.kappa:
+            return 0.0
+        m = float(sum(new)) / len(new)
+        return self.kappa * (attention_pairs(new, cached) - attention_pairs([m] * len(new), [0] * len(new)))
+
+    def batch_excess_rows(self, one_prompt, top: float) -> list[tuple[float, list[float], list[float]]]:
+        """Per measured prompt count ``s`` of the batch grid, ``(s, totals, excess)``: at each of its points of at
+        most ``top`` tokens in all, the batch grid less ``one_prompt`` (the one-prompt grid, a callable of tokens)
+        at the same total; rows without such a point are left out (none without the grid). A step of several
+        prompts follows the one-prompt grid's shape between these points plus this excess
+        (:meth:`kvsim.cost.step_grids.StepGridsMixin._several_prompts`): the engine pads their sum to a CUDA-graph
         token count and the GEMMs' staircase is the padded count's, where the batch grid's own interpolation
         along the mean prompt was linear (Llama-3-8B on an H200: two prompts of 417 tokens in all priced 10.66 ms,
         one of 417 tokens 12.88 ms; the engine's steps of 2-4 prompts took what one prompt of their sum takes)."""
-        if self.batch_grid is None or seqs < 2:
-            return None
+        if self.batch_grid is None:
+            return []
         xs, xm, t = self.batch_grid
         rows = []
         for i, s in enumerate(xs):
-            pts = [(float(s) * float(m), float(t[i, j]) - one_prompt(float(s) * float(m)))
-                   for j, m in enumerate(xm) if one_prompt(float(s) * float(m)) is not None]
+            totals = [float(s) * float(m) for m in xm]
+            pts = [(x, float(t[i, j]) - one_prompt(x)) for j, x in enumerate(totals) if x <= top]
             if pts:
                 rows.append((float(s), [p[0] for p in pts], [p[1] for p in pts]))
-        if not rows:
-            return None
-        at = [(s, float(np.interp(total, x, y))) for s, x, y in rows]
-        return float(np.interp(float(seqs), [a[0] for a in at], [a[1] for a in at]))
+        return rows
 
     def cached_growth(self, new: int, cached: int) -> float | None:
         """What ``cached`` tokens before a lone prompt of ``new`` tokens add to its step, read off the cached

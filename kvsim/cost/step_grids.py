@@ -173,20 +173,19 @@ class StepGridsMixin:
         """A prefill-only step of two or more prompts (without overhead), or None for one prompt or without the
         multi-prompt grid. Within the one-prompt grid's tokens and with that grid at the engine's graph sizes: the
         one-prompt step at the padded sum plus the batch grid's excess over one prompt
-        (:meth:`kvsim.cost.prefill_shapes.PrefillShapes.batch_excess`) and the pairs unequal prompts add; else
+        (:meth:`kvsim.cost.prefill_shapes.PrefillShapes.batch_excess_rows`) and the pairs unequal prompts add; else
         the batch grid at the prompt count and mean prompt (:meth:`~kvsim.cost.prefill_shapes.PrefillShapes.batch`)."""
         if len(new) < 2:
             return None
-        xs = self._pstep[0] if self._pstep is not None else None
-        if self._pgraphs is not None and xs is not None and t_pre <= float(xs[-1]):
-            top = float(xs[-1])
-            excess = self._shapes.batch_excess(len(new), float(t_pre),
-                                               lambda x: self._pstep_at(x) if x <= top else None)
-            if excess is not None:
-                m = float(t_pre) / len(new)
-                pairs = attention_pairs(new, cached) - attention_pairs([m] * len(new), [0] * len(new))
-                return self._pstep_at(float(padded(t_pre, self._pgraphs if fits else None))) + excess \
-                    + (self._shapes.kappa or 0.0) * pairs
+        top = float(self._pstep[0][-1]) if self._pgraphs is not None else 0.0   # (graph-spaced: _pstep is there)
+        rows = self._dec_cache.get("batch_excess")
+        if rows is None and t_pre <= top:
+            rows = self._dec_cache["batch_excess"] = self._shapes.batch_excess_rows(self._pstep_at, top)
+        if t_pre <= top and rows:
+            at = [float(np.interp(float(t_pre), x, y)) for _, x, y in rows]   # along the sum, then the count
+            excess = float(np.interp(float(len(new)), [s for s, _, _ in rows], at))
+            return self._pstep_at(float(padded(t_pre, self._pgraphs if fits else None))) + excess \
+                + self._shapes.unequal_pairs(new, cached)
         return self._shapes.batch(new, cached)
 
     def _grid_step(self, plan: StepPlan) -> float:

@@ -14,7 +14,8 @@ due after it (its predicted end: 1.5× the last decode step's time); an arrival 
 window joins one step late and is counted (``arrivals_deferred`` in the engine info). Steps with beam search
 (their parents decide the next step), prefill or mixed steps and tensor-parallel runs are stepped; in a
 closed loop (``workload.max_concurrency``) a step that finishes a request lands before the next one is
-scheduled, since the request taking its slot is sent when it lands. Finish times are those of the step's landing (when its draws are on the host), as stepped.
+scheduled, since the request taking its slot is sent when it lands. Finish times are those of the step's
+landing (when its draws are on the host), as stepped.
 
 Records: each iteration starts where the previous one ended (or at its own scheduling after an idle wait),
 so iterations tile the wall clock; ``cpu_s`` is the host time on the critical path (from that start to the
@@ -165,8 +166,7 @@ def serve(eng, clog) -> LoopResult:
             host_before = max(0.0, clock() - rec_start - instr)
             clog.step = len(cpu_s)
             launched = clock()
-            th_before = max(0.0, thread() - (th_start if rec_start == start else th_rec)
-                            - (th_instr if rec_start <= t_state else 0.0))
+            th_before = max(0.0, thread() - th_rec - (th_instr if rec_start <= t_state else 0.0))
             decode_only = plan.num_prefill_tokens == 0 and bool(plan.decode_group_ids)
             due = specs[i].arrival_s if i < n else float("inf")
             if overlap and decode_only and last_decode > 0 and due > launched + OVERLAP_MARGIN * last_decode:
