@@ -208,7 +208,7 @@ def make_cost(sc: Scenario, model: ModelSpec, gpu: GPUSpec, *, swaps_in_step: bo
             cost: CostModel = CalibratedCostModel(
                 load_profile(sc.cost.profile), model_name=model.name, dtype=sc.dtype, block_size_tokens=e.block_size,
                 include_swaps_in_step=swaps_in_step, gpu=None if sc.cost.profile_other_gpu else gpu.name,
-                **engine_graph_sizes(sc))
+                stepped_decode=sc.workload.beam_width > 1, **engine_graph_sizes(sc))   # beams: never overlapped
         except KvsimError as err:            # the cost module says "profile"; the scenario field is cost.profile
             if err.field == "profile":
                 raise KvsimError("cost.profile", err.message) from None

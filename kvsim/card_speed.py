@@ -33,9 +33,24 @@ def card_of(doc: dict | None) -> str | None:
 
 def host_ratio(its, serving: dict | None) -> float | None:
     """Median over the run's decode-only steps (no copies, rows within the fit's) of the step's host time
-    ``cpu_s`` over the serving fit's ``host_s`` at its rows (interpolated); None without either."""
+    ``cpu_s`` over the serving fit's ``host_s`` at its rows (interpolated); None without either. Where both the
+    run and the fit tell steps prepared ahead from stepped ones (``host_ahead``; the fit's ``stepped``), each is
+    compared with its own kind."""
     import numpy as np
     rows, host = (serving or {}).get("num_seqs"), (serving or {}).get("host_s")
+    stepped = (serving or {}).get("stepped") or {}
+    if its is not None and "host_ahead" in its.columns and stepped.get("host_s"):
+        parts = [(its[its.host_ahead == 1], rows, host), (its[its.host_ahead != 1], stepped["num_seqs"],
+                                                          stepped["host_s"])]
+        ratios = [r for r in (_ratios(d, x, y) for d, x, y in parts) if r is not None]
+        return float(np.median(np.concatenate(ratios))) if ratios else None
+    r = _ratios(its, rows, host)
+    return None if r is None else float(np.median(r))
+
+
+def _ratios(its, rows, host):
+    """Each decode-only step's host time over the fit's at its rows (None: too few steps, or no data)."""
+    import numpy as np
     need = {"cpu_s", "decode_seqs", "prefill_tokens"}
     if its is None or not rows or not host or len(rows) != len(host) or not need <= set(its.columns):
         return None
@@ -46,7 +61,7 @@ def host_ratio(its, serving: dict | None) -> float | None:
     if len(d) < 20:
         return None
     ref = np.interp(d.decode_seqs.to_numpy(float), np.asarray(rows, float), np.asarray(host, float))
-    return float(np.median(d.cpu_s.to_numpy(float) / ref))
+    return d.cpu_s.to_numpy(float) / ref
 
 
 HOST_NOTE = 1.25     # kvsim validate says so when a run's host ratio is beyond this either way (reporting only)

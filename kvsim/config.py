@@ -168,9 +168,10 @@ class RuntimeConfig:
               "PCIe copy per run of consecutive CPU blocks (false: a copy per layer, K and V, and run of blocks — "
               "the engine before this option; kvsim/engine/swap_staged.py)")
     async_scheduling: bool = cfg_field(
-        False, "overlap the host's scheduling and input preparation of the next step with the GPU's decode step "
-               "(kvsim/engine/serve_loop.py; the same decisions as stepping unless a request arrives while a step "
-               "is in flight: counted as arrivals_deferred)")
+        True, "overlap the host's scheduling and input preparation of the next step with the GPU's decode step "
+              "(kvsim/engine/serve_loop.py; the same decisions as stepping unless a request arrives while a step "
+              "is in flight: counted as arrivals_deferred; beam search is always stepped; false: every step "
+              "stepped, the engine before 2026-12-06)")
     warmup: bool = cfg_field(True, "compile and run every kernel variant once before the clock starts (GPU)")
     max_wall_s: float | None = cfg_field(None, "stop the engine after this many wall-clock seconds", lo=0,
                                          hi=L.MAX_SECONDS, lo_open=True)

@@ -206,9 +206,9 @@ def test_swap_mode_of_a_calibration(monkeypatch):
 
 
 def test_overlap_mode_of_a_calibration(monkeypatch):
-    """The fits' engine runs are stepped by default and overlapped with ``--async-scheduling`` (recorded as
-    ``meta.async_scheduling``, their runs' ``runtime.async_scheduling``); ``--resume`` of an overlapped profile
-    without the flag is refused with a hint."""
+    """The fits' engine runs run in the engine's default mode (overlapped), stepped with ``--no-async-scheduling``
+    (recorded as ``meta.async_scheduling``, their runs' ``runtime.async_scheduling``); ``--resume`` of a profile
+    of the other mode is refused with a hint."""
     from kvsim.calibrate import engine_runs as ER
     from kvsim.calibrate import serving_fit as SF
     from kvsim.calibrate.resume import check_engine_mode
@@ -226,7 +226,12 @@ def test_overlap_mode_of_a_calibration(monkeypatch):
         assert ER.ASYNC_SCHEDULING is None
         assert main(["calibrate", "--model", "opt-13b", "--block-sizes", "16", "--async-scheduling"]) == 2
         assert ER.ASYNC_SCHEDULING is True
+        assert main(["calibrate", "--model", "opt-13b", "--block-sizes", "16", "--no-async-scheduling"]) == 2
+        assert ER.ASYNC_SCHEDULING is False and ER.async_scheduling() is False
     overlapped = {"meta": {"cuda_graphs": True, "async_scheduling": True}}
     with pytest.raises(KvsimError) as e:
         check_engine_mode(overlapped, {"async_scheduling": False})
     assert e.value.field == "meta.async_scheduling" and "--async-scheduling" in str(e.value)
+    with pytest.raises(KvsimError) as e:
+        check_engine_mode({"meta": {"cuda_graphs": True}}, {"async_scheduling": True})   # older: stepped
+    assert e.value.field == "meta.async_scheduling" and "--no-async-scheduling" in str(e.value)

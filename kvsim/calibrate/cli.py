@@ -1,6 +1,7 @@
 """``kvsim calibrate`` command-line glue (imports torch only when run)."""
 from __future__ import annotations
 
+import argparse
 import sys
 
 from kvsim.errors import KvsimError
@@ -45,9 +46,11 @@ def add_parser(sub) -> None:
     c.add_argument("--swap-per-layer", action="store_true",
                    help="time swaps as one copy per layer, K/V and run of blocks (vLLM V0's way), for an engine run "
                         "with runtime.swap_staged: false (recorded as meta.swap_staged)")
-    c.add_argument("--async-scheduling", action="store_true",
-                   help="run the fits' engine runs with the host's next step overlapping the GPU's decode step, for "
-                        "an engine run with runtime.async_scheduling: true (recorded as meta.async_scheduling)")
+    c.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
+                   help="the fits' engine runs with the host's next step overlapping the GPU's decode step (the "
+                        "engine's default, runtime.async_scheduling: true), or, with --no-async-scheduling, stepped "
+                        "one at a time, for an engine run with runtime.async_scheduling: false (recorded as "
+                        "meta.async_scheduling)")
     c.add_argument("--estimate", action="store_true",
                    help="print the estimated time from the counts of grid points and exit (no GPU needed)")
     c.set_defaults(func=cmd_calibrate)
@@ -70,7 +73,7 @@ def cmd_resume(args) -> int:
         raise KvsimError("calibrate", f"needs torch and triton (pip install -e '.[gpu]'): {e}") from None
     M.SWAP_STAGED = False if args.swap_per_layer else None     # a profile that timed per-layer swaps resumes so
     from kvsim.calibrate import engine_runs as ER
-    ER.ASYNC_SCHEDULING = True if args.async_scheduling else None   # ... and an overlapped one
+    ER.ASYNC_SCHEDULING = args.async_scheduling    # ... and an overlapped or stepped one as asked (None: default)
     path = resume(args.resume, args.out, "kvsim " + " ".join(sys.argv[1:]), model_name=args.model, dtype=args.dtype,
                   cuda_graphs=not args.no_cuda_graphs, serving_runs=args.serving_runs,
                   time_limit_s=args.time_limit, allow_other_card=args.allow_other_card)
@@ -127,7 +130,7 @@ def cmd_calibrate(args) -> int:
     M.GRID_IDLE = float(args.grid_idle)
     M.SWAP_STAGED = False if args.swap_per_layer else None
     from kvsim.calibrate import engine_runs as ER
-    ER.ASYNC_SCHEDULING = True if args.async_scheduling else None
+    ER.ASYNC_SCHEDULING = args.async_scheduling    # None: the engine's default
     path = calibrate(args.model, sizes, args.out, args.dtype or "fp16", "kvsim " + " ".join(sys.argv[1:]),
                      cuda_graphs=not args.no_cuda_graphs, fast=args.fast, serving_runs=args.serving_runs,
                      time_limit_s=args.time_limit)

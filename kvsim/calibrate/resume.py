@@ -62,7 +62,8 @@ def check_engine_mode(doc: dict, now: dict) -> None:
         then = meta.get(key, LEGACY_MODE.get(key))
         if then != value:
             hint = " or --swap-per-layer" if key == "swap_staged" and not then else \
-                " or --async-scheduling" if key == "async_scheduling" and then else ""
+                (" or --async-scheduling" if then else " or --no-async-scheduling") if key == "async_scheduling" \
+                else ""
             raise KvsimError(f"meta.{key}", f"the profile was measured with {key}={then!r}, this engine runs "
                                             f"{value!r}; its grids and fresh fits would describe different "
                                             f"engines (calibrate again{hint})")

@@ -28,6 +28,15 @@ per ``n`` the steps' mean beyond ``grid(b, sum) + spread`` gives the serving ove
 and :class:`kvsim.cost.calibrated.CalibratedCostModel` prices a decode step of n rows as
 ``grid(b, sum) + step_overhead(n) + extra(n) + spread`` (``extra`` interpolated in n, held outside the rows).
 
+Overlapped runs (``runtime.async_scheduling``, the engine's default): a step scheduled and prepared while the
+one before it was on the GPU (``host_ahead`` in the engine's records) has its host work off the critical path;
+a closed loop's step after one that finished a request does not (the request taking the freed slot is sent when
+that step lands), 4% of the steps at 4 rows and 44% at 128 on the H100 fit of 2026-12-06, 0.26-1.25 ms longer.
+Serving at a steady arrival rate overlaps nearly every decode step, so ``extra_s`` is fitted on the prepared-ahead
+steps alone and the others are kept apart, ``"stepped": {"num_seqs", "extra_s", "host_s"}`` (same reference as
+``extra_s``): the price of a decode step that can never overlap (beam search's, whose parents decide the next
+step).
+
 Why not a fraction per row (``form="row"``, the form of profiles written before 2026-12-04, which the cost
 model still reads: ``"spread_frac": [λ_n...]``, a least-squares line through ``measured - grid(b, sum)`` on
 the spread unit ``grid(b, b·max) - grid(b, sum)``, slope ``λ_n`` drawn toward the rows' precision-weighted mean
@@ -67,6 +76,7 @@ PASSES = 2                         # spread order, then reversed: each row meets
 PROMPT_RANGE = (16, 1024)          # capped at half the model's longest sequence
 OUTPUT_RANGE = (16, 256)
 MIN_STEPS = 20                     # steps at exactly n rows a fit needs
+MIN_STEPPED = 10                   # ... and the steps of an overlapped run whose host work was not hidden
 MIN_UNIT_SPREAD_S = 20e-6          # the spread unit must vary this much for a slope (else λ is unknown)
 MAX_FRACTION = 1.5
 PREFILL_BINS, PREFILL_BIN_STEPS = 8, 15   # lone prefill steps: at most 8 length groups of >= 15 steps
@@ -117,6 +127,15 @@ def pooled_fractions(fits: list[tuple[float | None, float | None]]) -> tuple[lis
     return out, mean
 
 
+def host_ahead(its: pd.DataFrame) -> np.ndarray | None:
+    """Which of these engine steps were scheduled and prepared while the step before them was in flight
+    (``host_ahead``, :mod:`kvsim.engine.serve_loop`); None for stepped runs and records without the column."""
+    if "host_ahead" not in its.columns:
+        return None
+    a = its.host_ahead.to_numpy() == 1
+    return a if a.any() else None
+
+
 def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], overhead, form: str = "grid") -> dict:
     """``decode_serving`` for one block size from ``{n: (iterations, requests)}`` of the serving runs;
     ``cost`` is a calibrated cost model of the profile without its serving tables and step overhead (its
@@ -125,7 +144,7 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
     ``form`` "grid" (the default): unequal contexts are priced at the spread grid's fraction and each row's
     ``extra_s`` is its mean step beyond that; "row": a spread fraction fitted per row as well (see the
     module doc for why it is not the default). Both keep each row's own fitted fraction for the record."""
-    rows, host = [], []
+    rows, host, stepped = [], [], []
     for n, (its, reqs) in sorted(runs.items()):
         ctx = step_contexts(its, reqs)
         ctx = ctx[ctx.valid & (ctx.n == n)] if len(ctx) else ctx
@@ -135,6 +154,16 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
         grid, u = cost.decode_grid_and_spread(n, sums, top)
         dur = its.loc[ctx.index, "duration_s"].to_numpy(float)
         usual = dur <= ONE_OFF * float(np.median(dur))
+        ahead = host_ahead(its.loc[ctx.index])
+        if ahead is not None:       # overlapped runs: steps prepared while the one before flew, the others apart
+            off = usual & ~ahead
+            usual &= ahead
+            if off.sum() >= MIN_STEPPED and usual.sum() >= MIN_STEPS:
+                spread = cost.decode_grid_spread(n, sums[off], top[off])
+                stepped.append((int(n), float(np.mean(dur[off] - grid[off] - spread)) - float(overhead(n)),
+                                float(its.loc[ctx.index[off], "cpu_s"].median()) if "cpu_s" in its.columns else None))
+            elif usual.sum() < MIN_STEPS:
+                usual |= off
         sums, top, grid, u, dur = sums[usual], top[usual], grid[usual], u[usual], dur[usual]
         ctx = ctx[usual]
         y = dur - grid
@@ -158,6 +187,10 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
     out.update({"spread": "grid"} if form == "grid" else {"spread_frac": frac})
     if all(h is not None for h in host):     # the rows' host time per step, for kvsim.card_speed's host check
         out["host_s"] = host
+    if stepped:     # overlapped runs: what a decode step whose host work was not hidden costs (beam search's)
+        out["stepped"] = {"num_seqs": [r[0] for r in stepped], "extra_s": [r[1] for r in stepped]}
+        if all(r[2] is not None for r in stepped):
+            out["stepped"]["host_s"] = [r[2] for r in stepped]
     out.update({"spread_frac_row": [r[5] for r in rows], "spread_frac_se": [r[6] for r in rows],
                 "spread_frac_mean": mean, "steps": [len(r[1]) for r in rows],
                 "workload": _workload_of(runs, rows[-1][0])})

@@ -32,7 +32,9 @@ engine steps, what unequal contexts and the sustained run each add). Profiles wi
 contexts) add ``extra_s(n)`` to ``overhead(n)`` (interpolated in n, held outside the fitted rows; below the
 smallest fitted row the sum is capped at that row's: ``step_overhead``'s one lock-step run at 1 row can sit
 above the serving fit's 4 rows, and fewer rows are never more work) and, in the
-fit's default form (``"spread": "grid"``), keep the spread grid's fraction. Older profiles hold a fraction
+fit's default form (``"spread": "grid"``), keep the spread grid's fraction. A run whose decode steps the
+engine never overlaps (beam search) takes, from a profile of an overlapped calibration, the fit's stepped
+steps' extra instead (``decode_serving[bs].stepped``; ``stepped_decode``). Older profiles hold a fraction
 fitted per row instead, ``spread_frac(n)``, which replaces the grid's up to the largest fitted row; above it
 the fraction is the spread grid's at that batch (measured there, on evenly spaced contexts: it
 falls at large batches, where many programs share the SMs, so holding a small batch's fitted fraction would
@@ -111,11 +113,13 @@ class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin,
                  include_swaps_in_step: bool = True, decode_graph_batches: list[int] | None = None,
                  prefill_graph_tokens: list[int] | None = None, prefill_graph_seqs: int = 256,
                  prefill_graph_skip: list[int] | None = None, prefill_graph_route: bool = True,
-                 gpu: str | None = None):
+                 gpu: str | None = None, stepped_decode: bool = False):
         """``gpu``: the scenario's GPU; when given, a profile measured on another card is refused
         (:func:`check_card`). ``prefill_graph_skip``: prefill graph sizes the engine never pads to; with
         ``prefill_graph_route`` also those the profile's calibration routed past (``runtime.cuda_graph_prefill_route``:
-        the engine measures its route when it captures, the profile's is the best estimate of it)."""
+        the engine measures its route when it captures, the profile's is the best estimate of it).
+        ``stepped_decode``: the engine steps every decode step of this run (beam search: no overlapped
+        scheduling), so a profile of an overlapped calibration prices them with its stepped steps' extra."""
         if profile.model.lower() != model_name.lower():
             raise KvsimError("profile", f"{profile.source} was measured for {profile.model}, "
                                         f"the scenario's model is {model_name}")
@@ -160,6 +164,10 @@ class CalibratedCostModel(StepGridsMixin, DecodeSpreadMixin, SamplingPriceMixin,
             lam if lam is not None else self._spread_weights(spread)
         # decode steps of serving-shaped batches fitted on real engine runs (kvsim.calibrate.serving_fit)
         self._serving = profile.decode_serving.get(block_size_tokens) if self._step is not None else None
+        stepped = profile.decode_stepped.get(block_size_tokens) if stepped_decode else None
+        if self._serving is not None and stepped is not None:    # the stepped steps' extra in place of extra_s
+            self._serving = (stepped[0], stepped[1], None) if self._serving[2] is None else \
+                (stepped[0], stepped[1], np.interp(stepped[0], self._serving[0], self._serving[2]))
         self._pserving = profile.prefill_serving.get(block_size_tokens) if self._pstep is not None else None
         # step_overhead made non-decreasing in rows, for the steps no serving fit corrects (mixed steps; decode
         # steps at a block size without decode_serving): its points are one lock-step run each (1.15 ms at 64

@@ -110,6 +110,10 @@ class Profile(TableReader):
         # optional: decode steps of serving-shaped batches fitted on real engine runs
         # (kvsim.calibrate.serving_fit): extra overhead and spread fraction by rows
         self.decode_serving = self._blocks("decode_serving", self._serving, optional=True)
+        # ... of an overlapped calibration: the steps whose host work was not hidden, apart (beam search's price)
+        self.decode_stepped = {bs: self._parsed(f"decode_serving.{bs}.stepped", self._stepped, d["stepped"])
+                               for bs, d in self._raw_blocks("decode_serving").items()
+                               if isinstance(d, dict) and "stepped" in d}
         # ... and lone prefill steps of those runs: what a prompt of T tokens adds, by T (may be negative)
         self.prefill_serving = self._blocks("prefill_serving", self._extra_curve, optional=True)
         # optional: whole prefill iterations of several fresh prompts (prompts x new tokens each) and of

@@ -161,6 +161,16 @@ class TableReader:
         return xs, extra, frac
 
     @staticmethod
+    def _stepped(d: dict) -> tuple[np.ndarray, np.ndarray]:
+        """``(num_seqs, extra_s)`` of the stepped decode steps of an overlapped serving fit."""
+        xs = _numbers(d["num_seqs"], "num_seqs")
+        ys = _numbers(d["extra_s"], "extra_s")
+        if xs.ndim != 1 or len(xs) == 0 or ys.shape != xs.shape or np.any(np.diff(xs) <= 0) \
+                or not np.all(np.isfinite(ys)):
+            raise ValueError("num_seqs and extra_s must be finite lists of one length, num_seqs increasing")
+        return xs, ys
+
+    @staticmethod
     def _extra_curve(d: dict) -> tuple[np.ndarray, np.ndarray]:
         xs = _numbers(d["tokens"], "tokens")
         ys = _numbers(d["extra_s"], "extra_s")

@@ -20,7 +20,10 @@ landing (when its draws are on the host), as stepped.
 Records: each iteration starts where the previous one ended (or at its own scheduling after an idle wait),
 so iterations tile the wall clock; ``cpu_s`` is the host time on the critical path (from that start to the
 launch, plus the bookkeeping after the draws), ``gpu_s`` the launch to the draws on the host; ``host_thread_s``
-and ``host_cpu`` are the serving thread's CPU time over ``cpu_s``'s spans and its core (:mod:`kvsim.engine.host_probe`).
+and ``host_cpu`` are the serving thread's CPU time over ``cpu_s``'s spans and its core (:mod:`kvsim.engine.host_probe`);
+``host_ahead`` is 1 for a step scheduled and prepared while the step before it was in flight (its host work off
+the critical path: the calibration's serving fit prices such steps and the others apart,
+:func:`kvsim.calibrate.serving_fit.fit_from_runs`).
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ class _Flight:
     instr: float              # state recording inside its record's span (not timed)
     thread: float = 0.0       # the serving thread's CPU time within ``cpu`` (kvsim.engine.host_probe)
     core: int = -1            # the core it ran on when the state was recorded
+    ahead: bool = False       # scheduled and prepared while the step before it was in flight
     scheduled_next: list = field(default_factory=list)   # groups first scheduled by the next step, meanwhile
 
 
@@ -61,6 +65,7 @@ class LoopResult:
     info: dict
     thread_s: list = field(default_factory=list)   # host_thread_s per step (kvsim.engine.host_probe)
     cores: list = field(default_factory=list)      # host_cpu per step
+    ahead: list = field(default_factory=list)      # host_ahead per step: prepared while the one before flew
 
 
 def serve(eng, clog) -> LoopResult:
@@ -68,7 +73,7 @@ def serve(eng, clog) -> LoopResult:
     sched, runner, log = eng.sched, eng.runner, IterationLog()
     specs = eng.setup.requests
     cpu_s, gpu_s = [], []
-    thread_s, cores = [], []    # host_thread_s, host_cpu (kvsim.engine.host_probe)
+    thread_s, cores, aheads = [], [], []    # host_thread_s, host_cpu (kvsim.engine.host_probe), host_ahead
     thread = time.thread_time
     outputs: dict[int, list[list[int]]] = {}
     sc = eng.sc
@@ -86,13 +91,14 @@ def serve(eng, clog) -> LoopResult:
     clock = lambda: time.perf_counter() - t0   # noqa: E731
 
     def record(state, start, launched, device_end, end, host_before, instr=0.0, thread_before=0.0, core=-1,
-               thread_after=0.0):
+               thread_after=0.0, ahead=False):
         nonlocal last_end
         log.append_step(start, end - start - instr, 0.0, state)      # instr: state recording, not timed
         cpu_s.append(host_before + (end - device_end))
         gpu_s.append(device_end - launched)
         thread_s.append(thread_before + thread_after)
         cores.append(core)
+        aheads.append(int(ahead))
         last_end = end
 
     def finished(groups, t):
@@ -121,7 +127,8 @@ def serve(eng, clog) -> LoopResult:
             deferred += specs[j].arrival_s > since
             j += 1
         finished(f.finished, device_end)
-        record(f.state, f.start, f.launched, device_end, clock(), f.cpu, f.instr, f.thread, f.core, thread() - th_end)
+        record(f.state, f.start, f.launched, device_end, clock(), f.cpu, f.instr, f.thread, f.core, thread() - th_end,
+               f.ahead)
 
     with clog:            # kernels compiled on the clock: none expected after warm-up
         while True:
@@ -156,6 +163,7 @@ def serve(eng, clog) -> LoopResult:
             state_s = prepared - t_state       # recording the state is instrumentation: not timed
             th_instr = thread() - th_state
             th_rec = th_start               # the thread's clock where this step's record starts
+            ahead = flight is not None      # this step's host work ran while the one before it was on the GPU
             if flight is not None:         # first scheduled by this step: as stepped, once the one in flight landed
                 flight.scheduled_next = [g for g in sched.running if g.first_scheduled_s == start]
                 land(flight, start)
@@ -172,7 +180,8 @@ def serve(eng, clog) -> LoopResult:
             if overlap and decode_only and last_decode > 0 and due > launched + OVERLAP_MARGIN * last_decode:
                 inflight = runner.launch(plan, batch)
                 done = sched.complete_step(plan, launched, {})    # counts only; times set when it lands
-                flight = _Flight(inflight, rec_start, launched, state, list(done), host_before, instr, th_before, core)
+                flight = _Flight(inflight, rec_start, launched, state, list(done), host_before, instr, th_before, core,
+                                 ahead)
                 if gate is not None and done:   # a closed loop sends a finished request's successor when its step
                     land(flight)                # lands, as stepped (its arrival time is the landing)
                     flight = None
@@ -188,9 +197,9 @@ def serve(eng, clog) -> LoopResult:
             done = sched.complete_step(plan, device_end, parents)
             finished(done, device_end)
             record(state, rec_start, launched, device_end, clock(), host_before, instr, th_before, core,
-                   thread() - th_end)
+                   thread() - th_end, ahead)
         if flight is not None:               # stopped by max_wall_s with a step in flight
             land(flight)
     info = {"async_scheduling": overlap, "steps_overlapped": overlapped, "arrivals_deferred": deferred,
             "serve_start_unix": round(t0_unix, 3), **host_summary(cpu_s, thread_s, cores)}
-    return LoopResult(log, cpu_s, gpu_s, outputs, clock(), info, thread_s, cores)
+    return LoopResult(log, cpu_s, gpu_s, outputs, clock(), info, thread_s, cores, aheads)
