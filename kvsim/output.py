@@ -23,7 +23,8 @@ def summary_document(res) -> dict:
 
 RUN_FILES = {"json": ("summary.json",), "csv": ("requests.csv", "iterations.csv"), "png": ("run.png",),
              "html": ("report.html",)}
-RUN_FILE_NAMES = tuple(f for fs in RUN_FILES.values() for f in fs) + ("segments.csv",)
+RUN_FILE_NAMES = tuple(f for fs in RUN_FILES.values() for f in fs) + ("segments.csv",) + \
+    ("requests.csv.gz", "iterations.csv.gz")   # records kept compressed (validation/): a run over them replaces them
 RUN_DEFAULT = ("json", "csv", "png", "html")          # kvsim run's default --outputs
 LEGACY = frozenset({"json", "csv", "png"})            # what write_run wrote before reports (kvsim engine)
 

@@ -1,8 +1,10 @@
 """Saved engine runs as ``kvsim validate --replay`` reads them: ``summary.json``, ``requests.csv`` and
 ``iterations.csv`` checked (one-line errors naming ``--replay``, the file and the key), older contiguous-allocator
-records converted to block units."""
+records converted to block units. A saved run's csv records may be kept gzip-compressed (``iterations.csv.gz``,
+``requests.csv.gz``, as the committed ones under ``validation/`` are): :func:`record_file` finds either."""
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +25,18 @@ METRICS = (
 SUMMARY_COUNTS = ("preemptions", "peak_blocks_in_use")
 SUMMARY_NULLABLE = ("normalized_latency_s", "normalized_latency_p50_s", "normalized_latency_p99_s", "ttft_p50_s",
                     "ttft_p99_s", "tpot_p50_s", "tpot_p99_s")
+
+
+def record_file(folder, name: str) -> Path:
+    """``folder/name`` of a saved engine run's records, or ``folder/name.gz`` where only the gzip-compressed file
+    is there (``pandas.read_csv`` reads either by its extension); ``folder/name`` where neither is, so a caller's
+    error names the file as written."""
+    path = Path(folder) / name
+    if not path.exists():
+        gz = path.with_name(name + ".gz")
+        if gz.exists():
+            return gz
+    return path
 
 
 def check_summary(summary: dict, where) -> None:
@@ -47,14 +61,16 @@ def check_summary(summary: dict, where) -> None:
 
 
 def read_engine_records(edir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """summary.json, requests.csv, iterations.csv of a saved engine run, checked; one-line errors."""
+    """summary.json, requests.csv, iterations.csv of a saved engine run (each csv plain or as ``.csv.gz``,
+    :func:`record_file`), checked; one-line errors."""
     from kvsim.errors import KvsimError
     from kvsim.records import ITERATION_COLUMNS, REQUEST_COLUMNS
     from kvsim.textio import read_json
     field = "--replay"
     if not (edir / "summary.json").is_file():
         raise KvsimError(field, f"no engine records in {edir} (expected summary.json, requests.csv, "
-                                f"iterations.csv from an engine run; --replay needs an --out that has them)")
+                                f"iterations.csv (or .csv.gz) from an engine run; --replay needs an --out that "
+                                f"has them)")
     doc = read_json(edir / "summary.json", field, "engine summary.json")
     if not isinstance(doc, dict) or not isinstance(doc.get("summary"), dict):
         raise KvsimError(field, f"{edir / 'summary.json'}: expected an object with a 'summary' object")
@@ -65,10 +81,10 @@ def read_engine_records(edir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
                                     f"got {type(doc[key]).__name__}")
     frames = []
     for name, cols in (("requests.csv", REQUEST_COLUMNS), ("iterations.csv", ITERATION_COLUMNS)):
-        path = edir / name
+        path = record_file(edir, name)
         try:
             df = pd.read_csv(path, encoding="utf-8")
-        except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        except (OSError, EOFError, ValueError, UnicodeDecodeError, pd.errors.ParserError, zlib.error) as e:
             raise KvsimError(field, f"cannot read {path}: {e}".splitlines()[0]) from None
         missing = [c for c in cols if c not in df.columns]
         if missing:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from kvsim.validate_diff import STEP_COLUMNS, classify_steps, step_kind_table, timeline, write_diff
+from kvsim.validate_records import record_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,7 +104,7 @@ def test_replay_writes_differential_views(tmp_path):
     assert sizes[sizes.kind == "decode-only"].steps_measured.sum() == sk_decode_only(src)
     sk = pd.read_csv(d / "step_kinds.csv").set_index("kind")
     assert list(sk.reset_index().columns) == list(STEP_COLUMNS)
-    eng = pd.read_csv(src / "iterations.csv")
+    eng = pd.read_csv(record_file(src, "iterations.csv"))
     decode_only = ((eng.prefill_tokens == 0) & (eng.decode_seqs > 0) & (eng.swap_in_blocks == 0)
                    & (eng.swap_out_blocks == 0) & (eng.cow_copies == 0))
     assert sk.loc["decode-only"].steps_measured == decode_only.sum()
@@ -119,6 +120,6 @@ def test_replay_writes_differential_views(tmp_path):
 
 
 def sk_decode_only(src: Path) -> int:
-    eng = pd.read_csv(src / "iterations.csv")
+    eng = pd.read_csv(record_file(src, "iterations.csv"))
     return int(((eng.prefill_tokens == 0) & (eng.decode_seqs > 0) & (eng.swap_in_blocks == 0)
                 & (eng.swap_out_blocks == 0) & (eng.cow_copies == 0)).sum())

@@ -44,10 +44,11 @@ def run_all(scenario: str, runs: list[tuple[int, float, int, int]], out: Path, s
     from kvsim.engine.preflight import check_engine_fits
     from kvsim.output import write_engine_run
     from kvsim.validate import _release_device
+    from kvsim.validate_records import record_file
     t0, model, written = time.perf_counter(), None, []
     for b, rate, n, seed in runs:
         d = run_dir(out, b, rate, seed)
-        if (d / "requests.csv").exists():
+        if record_file(d, "requests.csv").exists():                # plain or requests.csv.gz
             continue
         if time_limit is not None and time_limit - (time.perf_counter() - t0) < min_left:
             log("time limit: stopping before block %d rate %g seed %d; run again to resume" % (b, rate, seed))

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kvsim.validate_records import record_file
+
 BANDS = [0, 1500, 1800, 1900, 10_000]           # SM MHz: throttled, low, near max, at max (H200 max 1,980)
 
 
@@ -48,7 +50,7 @@ def steps_with_clocks(run_dir: str, clocks: pd.DataFrame) -> pd.DataFrame:
     if t0 is None:
         raise SystemExit(f"error: {run / 'summary.json'}: no engine.serve_start_unix (a run from before it was "
                          "recorded cannot be lined up with a clock log)")
-    its = pd.read_csv(run / "iterations.csv")
+    its = pd.read_csv(record_file(run, "iterations.csv"))          # or iterations.csv.gz
     its["unix"] = float(t0) + its.start_s
     j = np.searchsorted(clocks.unix.to_numpy(), its.unix.to_numpy(), side="right") - 1
     ok = j >= 0

@@ -22,14 +22,15 @@ import pandas as pd
 
 from kvsim.cost.calibrated import CalibratedCostModel, load_profile
 from kvsim.graph_sizes import graph_batch_sizes, prefill_token_sizes
+from kvsim.validate_records import record_file
 
 BINS = [0, 8, 16, 24, 32, 64, 256]
 
 
 def decode_steps(folder: Path) -> pd.DataFrame:
     """``n``, context sum and longest context, and duration of every decode-only step whose rows rebuild."""
-    it = pd.read_csv(folder / "iterations.csv")
-    rq = pd.read_csv(folder / "requests.csv")
+    it = pd.read_csv(record_file(folder, "iterations.csv"))        # or iterations.csv.gz
+    rq = pd.read_csv(record_file(folder, "requests.csv"))
     rq = rq[(rq.n == 1) & (rq.beam_width == 1) & (rq.preemptions == 0)]
     starts = it.start_s.to_numpy()
     ft, fin, pl = rq.first_token_s.to_numpy(), rq.finish_s.to_numpy(), rq.prompt_len.to_numpy()

@@ -21,6 +21,7 @@ import pandas as pd
 from kvsim.core.plan import StepPlan
 from kvsim.cost.calibrated import CalibratedCostModel, load_profile
 from kvsim.graph_sizes import engine_graph_sizes, graph_batch_sizes, prefill_token_sizes
+from kvsim.validate_records import record_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,7 +56,7 @@ def main() -> None:
         if not p.meta.get("cuda_graphs"):
             sizes = dict(sizes, prefill_graph_tokens=None, decode_graph_batches=None)
         cm = CalibratedCostModel(p, model_name=p.model, dtype=p.dtype, block_size_tokens=a.block_size, **sizes)
-        it = pd.read_csv(Path(d) / "iterations.csv")
+        it = pd.read_csv(record_file(d, "iterations.csv"))         # or iterations.csv.gz
         lone = it[(it.decode_seqs == 0) & (it.prefill_groups == 1) & (it.swap_in_blocks == 0)
                   & (it.swap_out_blocks == 0) & (it.cow_copies == 0)]
         for t, dur in zip(lone.prefill_tokens, lone.duration_s):

@@ -20,6 +20,7 @@ import kvsim
 from kvsim.calibrate import serving_fit as SF
 from kvsim.cost.profile import interp1
 from kvsim.graph_sizes import engine_graph_sizes
+from kvsim.validate_records import record_file
 
 
 def main(argv=None) -> int:
@@ -32,7 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("--decode-only", action="store_true", help="fit decode_serving only (no prefill_serving)")
     a = ap.parse_args(argv)
     prof = json.loads(Path(a.profile).read_text())
-    its, reqs = pd.read_csv(a.fit_on / "iterations.csv"), pd.read_csv(a.fit_on / "requests.csv")
+    its, reqs = (pd.read_csv(record_file(a.fit_on, n)) for n in ("iterations.csv", "requests.csv"))  # or .csv.gz
     # the CUDA-graph sizes the traced engine captured: those of the scenario its summary.json records
     sc = kvsim.load_scenario(json.loads((a.fit_on / "summary.json").read_text())["scenario"])
     graphs = engine_graph_sizes(sc)

@@ -20,10 +20,11 @@ import pandas as pd
 
 from kvsim.cost.calibrated import CalibratedCostModel, Profile
 from kvsim.graph_sizes import graph_batch_sizes
+from kvsim.validate_records import record_file
 
 
 def decode_steps(run: Path) -> pd.DataFrame:
-    d = pd.read_csv(run / "iterations.csv")
+    d = pd.read_csv(record_file(run, "iterations.csv"))            # or iterations.csv.gz
     keep = (d.prefill_tokens == 0) & (d.decode_seqs > 0) & (d.swap_in_blocks == 0) & (d.swap_out_blocks == 0) \
         & (d.cow_copies == 0)
     return d[keep].assign(run=run.parent.name)

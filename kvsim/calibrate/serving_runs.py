@@ -97,12 +97,16 @@ def save_runs(runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], out_dir) -> No
 
 def load_runs(out_dir) -> dict[int, tuple[pd.DataFrame, pd.DataFrame]]:
     """The runs :func:`save_runs` wrote, by ``n``: refit them on the CPU with :func:`fit_from_runs` /
-    :func:`fit_prefill_from_runs` (e.g. another fit form, checked against the same GPU data)."""
+    :func:`fit_prefill_from_runs` (e.g. another fit form, checked against the same GPU data). Each csv may be
+    kept gzip-compressed (``iterations.csv.gz``, ``requests.csv.gz``; :func:`kvsim.validate_records.record_file`)."""
     from pathlib import Path
+
+    from kvsim.validate_records import record_file
     runs = {}
     for d in sorted(Path(out_dir).glob("n*"), key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else -1):
-        if d.name[1:].isdigit() and (d / "iterations.csv").is_file():
-            runs[int(d.name[1:])] = (pd.read_csv(d / "iterations.csv"), pd.read_csv(d / "requests.csv"))
+        if d.name[1:].isdigit() and record_file(d, "iterations.csv").is_file():
+            runs[int(d.name[1:])] = (pd.read_csv(record_file(d, "iterations.csv")),
+                                     pd.read_csv(record_file(d, "requests.csv")))
     return runs
 
 

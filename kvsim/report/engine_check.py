@@ -21,7 +21,8 @@ found from the simulated runs as from the engine's: the simulator's error on exa
 the report's own search.
 
 ``python -m kvsim.report.engine_check RUNS_DIR REPORT_CSV [--slo normalized_latency_s=0.1] [--profile P]`` reads
-``RUNS_DIR/b<B>_r<RATE>_s<SEED>/requests.csv`` and writes ``engine_check.csv`` and ``engine_check.md``.
+``RUNS_DIR/b<B>_r<RATE>_s<SEED>/requests.csv`` (or ``requests.csv.gz``) and writes ``engine_check.csv`` and
+``engine_check.md``.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from kvsim.errors import KvsimError
+from kvsim.validate_records import record_file
 
 RUN_DIR = re.compile(r"^b(\d+)_r([0-9.]+)_s(\d+)$")
 DONE_TOL = 0.05          # predicted vs engine SLO rate: the issue's 5%
@@ -134,9 +136,9 @@ def load_runs(folder: Path, key: str) -> pd.DataFrame:
     rows = []
     for d in sorted(Path(folder).iterdir()):
         m = RUN_DIR.match(d.name)
-        if m and (d / "requests.csv").exists():
+        if m and record_file(d, "requests.csv").exists():
             rows.append({"block_size": int(m[1]), "rate": float(m[2]), "seed": int(m[3]),
-                         "metric": run_metric(pd.read_csv(d / "requests.csv"), key)})
+                         "metric": run_metric(pd.read_csv(record_file(d, "requests.csv")), key)})
     if not rows:
         raise KvsimError("runs", f"no b<B>_r<RATE>_s<SEED>/requests.csv under {folder}")
     return pd.DataFrame(rows)
@@ -185,7 +187,7 @@ def predicted_runs(folder: Path, profile: str, key: str, report: pd.DataFrame | 
     rows = []
     for d in sorted(Path(folder).iterdir()):
         m = RUN_DIR.match(d.name)
-        if not (m and (d / "requests.csv").exists() and (d / "summary.json").exists()):
+        if not (m and record_file(d, "requests.csv").exists() and (d / "summary.json").exists()):
             continue
         doc = json.loads((d / "summary.json").read_text())
         kept, wc.deferred = wc.deferred, []      # the record names every field: no "has no effect" notes
@@ -195,7 +197,7 @@ def predicted_runs(folder: Path, profile: str, key: str, report: pd.DataFrame | 
             sim = kvsim.simulate(sc).requests
         finally:
             wc.deferred = kept
-        eng = pd.read_csv(d / "requests.csv")
+        eng = pd.read_csv(record_file(d, "requests.csv"))
         rate = float(m[2])
         req, dur = probe_length(report, int(m[1])) if report is not None else PROBE_DEFAULTS
         rows.append({"block_size": int(m[1]), "rate": rate, "seed": int(m[3]), "requests": len(eng),
