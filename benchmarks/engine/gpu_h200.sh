@@ -22,7 +22,8 @@
 #   CALIB="llama-3-8b:16 opt-13b:32,64"   profiles, merged into $PDIR/<model><CALIB_SUFFIX>.json when that
 #                 exists (CALIB_REPLACE=1 replaces it; $PDIR is calibrate/profiles/<card>/, H200 or H100) and used by the stages after; CALIB_TIMEOUT (s, default 540);
 #                 the serving fit's engine runs are kept beside each profile (<profile>.serving/n<N>/);
-#                 CALIB_ARGS="--no-cuda-graphs" for an eager profile (window models run without graphs)
+#                 CALIB_ARGS="--no-cuda-graphs" for an eager profile (window models run without graphs), "--no-async-scheduling"
+#                 for a stepped one (the engine overlaps by default since 2026-12-06)
 #   RESUME="opt-13b"  kvsim calibrate --resume calibrate/profiles/H200/<model>.json: its serving fit and prefill
 #                 overhead fits again, whole, on the card of its grids (a CALIB call cut short, then this call);
 #                 RESUME_ARGS="--swap-per-layer" for a profile measured before staged swaps
@@ -32,7 +33,7 @@
 #                 `kvsim validate` puts its engine runs ($W/validation/<name>/<name>/engine), for a later
 #                 `kvsim validate --replay` against a profile from the same card (the runs record its UUID);
 #                 ENGINE_REPEATS=N runs each N times (engine/, engine_r2/, ...: the replay's --repeats layout);
-#                 ENGINE_SETS="--set runtime.async_scheduling=true" for every run (the mode of the profile it is for)
+#                 ENGINE_SETS="--set runtime.async_scheduling=false" for every run (the mode of the profile it is for: a stepped one)
 #   GAP="S1 S2"  benchmarks/engine/decode_gap.py on each scenario (decode steps re-timed in isolation;
 #                 GAP_SAMPLES, GAP_TIMEOUT), priced with calibrate/profiles/H200/<its model>.json
 #   PGAP="S1 S2" benchmarks/engine/prefill_gap.py the same way for prefill-only steps (own vs equal prompts)
