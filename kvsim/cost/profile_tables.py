@@ -163,20 +163,15 @@ class TableReader:
     @staticmethod
     def _stepped(d: dict) -> tuple[np.ndarray, np.ndarray]:
         """``(num_seqs, extra_s)`` of the stepped decode steps of an overlapped serving fit."""
-        xs = _numbers(d["num_seqs"], "num_seqs")
-        ys = _numbers(d["extra_s"], "extra_s")
-        if xs.ndim != 1 or len(xs) == 0 or ys.shape != xs.shape or np.any(np.diff(xs) <= 0) \
-                or not np.all(np.isfinite(ys)):
-            raise ValueError("num_seqs and extra_s must be finite lists of one length, num_seqs increasing")
-        return xs, ys
+        return TableReader._extra_curve(d, "num_seqs", "")
 
     @staticmethod
-    def _extra_curve(d: dict) -> tuple[np.ndarray, np.ndarray]:
-        xs = _numbers(d["tokens"], "tokens")
+    def _extra_curve(d: dict, key: str = "tokens", table: str = "prefill_serving: ") -> tuple[np.ndarray, np.ndarray]:
+        xs = _numbers(d[key], key)
         ys = _numbers(d["extra_s"], "extra_s")
         if xs.ndim != 1 or len(xs) == 0 or ys.shape != xs.shape or np.any(np.diff(xs) <= 0) \
                 or not np.all(np.isfinite(ys)):
-            raise ValueError("prefill_serving: tokens and extra_s must be finite lists of one length, tokens increasing")
+            raise ValueError(f"{table}{key} and extra_s must be finite lists of one length, {key} increasing")
         return xs, ys
 
     @staticmethod
