@@ -30,12 +30,13 @@ and :class:`kvsim.cost.calibrated.CalibratedCostModel` prices a decode step of n
 
 Overlapped runs (``runtime.async_scheduling``, the engine's default): a step scheduled and prepared while the
 one before it was on the GPU (``host_ahead`` in the engine's records) has its host work off the critical path;
-a closed loop's step after one that finished a request does not (the request taking the freed slot is sent when
-that step lands), 4% of the steps at 4 rows and 44% at 128 on the H100 fit of 2026-12-06, 0.26-1.25 ms longer.
-Serving at a steady arrival rate overlaps nearly every decode step, so ``extra_s`` is fitted on the prepared-ahead
-steps alone and the others are kept apart, ``"stepped": {"num_seqs", "extra_s", "host_s"}`` (same reference as
-``extra_s``): the price of a decode step that can never overlap (beam search's, whose parents decide the next
-step).
+the others do not: in the fit's closed loops the decode step after a prefill (a finished request's successor
+joining), 4% of the decode steps at 4 rows and 44% at 128 on the H100 fit of 2026-12-06, 0.26-1.25 ms longer; in
+open-loop serving, 3-24% of the decode steps (after a prefill or mixed step, or after one that could not overlap
+because a request was due), 0.23-0.44 ms longer (``validation/H100-async``). ``extra_s`` stays the mean over all
+of a row's steps, which prices open-loop serving within those shares; the steps not prepared ahead are also kept
+apart, ``"stepped": {"num_seqs", "extra_s", "host_s"}`` (same reference as ``extra_s``): the price of a decode
+step that can never overlap (beam search's, whose parents decide the next step).
 
 Why not a fraction per row (``form="row"``): :mod:`kvsim.calibrate.spread_fit`.
 The workload is kvsim's own, not a validation scenario's, so the validation set still tests the result.
@@ -103,15 +104,11 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
         dur = its.loc[ctx.index, "duration_s"].to_numpy(float)
         usual = dur <= ONE_OFF * float(np.median(dur))
         ahead = host_ahead(its.loc[ctx.index])
-        if ahead is not None:       # overlapped runs: steps prepared while the one before flew, the others apart
-            off = usual & ~ahead
-            usual &= ahead
-            if off.sum() >= MIN_STEPPED and usual.sum() >= MIN_STEPS:
-                spread = cost.decode_grid_spread(n, sums[off], top[off])
-                stepped.append((int(n), float(np.mean(dur[off] - grid[off] - spread)) - float(overhead(n)),
-                                float(its.loc[ctx.index[off], "cpu_s"].median()) if "cpu_s" in its.columns else None))
-            elif usual.sum() < MIN_STEPS:
-                usual |= off
+        off = None if ahead is None else usual & ~ahead    # overlapped runs: the steps not prepared ahead, apart
+        if off is not None and off.sum() >= MIN_STEPPED:
+            spread = cost.decode_grid_spread(n, sums[off], top[off])
+            stepped.append((int(n), float(np.mean(dur[off] - grid[off] - spread)) - float(overhead(n)),
+                            float(its.loc[ctx.index[off], "cpu_s"].median()) if "cpu_s" in its.columns else None))
         sums, top, grid, u, dur = sums[usual], top[usual], grid[usual], u[usual], dur[usual]
         ctx = ctx[usual]
         y = dur - grid
