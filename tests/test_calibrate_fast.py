@@ -235,3 +235,17 @@ def test_overlap_mode_of_a_calibration(monkeypatch):
     with pytest.raises(KvsimError) as e:
         check_engine_mode({"meta": {"cuda_graphs": True}}, {"async_scheduling": True})   # older: stepped
     assert e.value.field == "meta.async_scheduling" and "--no-async-scheduling" in str(e.value)
+
+
+def test_the_estimate_scales_with_the_models_parameters_and_its_longest_context():
+    """Seconds per point are OPT-13B's (the basis) scaled by parameters; a model with longer contexts has more points
+    at the same seconds per point (the basis is not re-divided over the model's own point count)."""
+    scale = F.model_scale("llama-3-8b")
+    assert F.model_scale(None) == F.model_scale("opt-13b") == 1.0 and 0.5 < scale < 0.75
+    opt, llama = F.full_grid_estimate([16], 2048), F.full_grid_estimate([16], 8192, scale)
+    assert llama[0] > opt[0] and llama[1] / llama[0] == pytest.approx(opt[1] / opt[0] * scale)
+    assert F.full_grid_estimate([16], 8192)[1] > opt[1]
+    assert F.estimate_total_s([16], False, 8192, scale=scale) < F.estimate_total_s([16], False, 8192)
+    assert "Llama-3-8B's parameters" in F.estimate_full_or_fast([16], False, 8192, model="llama-3-8b")
+    assert F.time_limit_warning([16], False, 320, 8192, 1.0, model="llama-3-8b") is None     # ~300 s: fits
+    assert "under the estimate" in F.time_limit_warning([16], False, 320, 2048, 1.0, model="opt-13b")

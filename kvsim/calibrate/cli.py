@@ -117,8 +117,8 @@ def cmd_calibrate(args) -> int:
     if args.estimate:
         from kvsim.calibrate.fast import estimate_full_or_fast, time_limit_warning
         max_ctx = spec.max_seq_len
-        print(estimate_full_or_fast(sizes, args.fast, max_ctx, args.grid_idle))
-        warn = time_limit_warning(sizes, args.fast, args.time_limit, max_ctx, args.grid_idle)
+        print(estimate_full_or_fast(sizes, args.fast, max_ctx, args.grid_idle, spec.name))
+        warn = time_limit_warning(sizes, args.fast, args.time_limit, max_ctx, args.grid_idle, spec.name)
         if warn:
             print(warn)
         return 0

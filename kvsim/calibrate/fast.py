@@ -19,7 +19,12 @@ points, so the cost model interpolates (and extends the last slope) as on full g
 
 :func:`estimate_seconds` is the time budget derived from the counts of grid points: points times the
 mean seconds per point of the full block-16 calibration of OPT-13B on the H200 (``FULL_B16_SECONDS``
-over :func:`full_points`), plus the shared tables once. It is an estimate, to be measured on the GPU.
+over :func:`full_points` at OPT-13B's longest sequence), plus the shared tables once, for another model scaled by
+its parameters (:func:`model_scale`: a timed step is a forward pass, its time about its weights' read or its
+FLOPs). It is an estimate, to be measured on the GPU: Llama-3-8B at block 16 (8,192-token contexts, 523 points,
+scale 0.62) is estimated 144 s of grids against 154 s measured on an H200 with ``--grid-idle 1``
+(``benchmarks/engine/results_H200/calib_1206``); unscaled, and with the seconds per point taken over its own
+point count, it was 219 s.
 """
 from __future__ import annotations
 
@@ -42,6 +47,21 @@ SERVING_FIT_SECONDS = 75.0   # the serving fit's 18 runs (4-64 rows in two passe
 # the fits run the engine (10 short runs), counted here as 3 points each
 SHARED_FIT_RUNS = 10
 FIT_RUN_POINTS = 3
+BASIS_MODEL, BASIS_MAX_CTX = "opt-13b", 2048   # the calibration FULL_B16_SECONDS was measured on
+
+
+def model_scale(model: str | None) -> float:
+    """The model's parameters over OPT-13B's: what a timed point and a fit's engine run cost relative to the
+    basis (1 for None or OPT-13B)."""
+    if model is None:
+        return 1.0
+    from kvsim.catalogue import get_model
+    return get_model(model).num_params() / get_model(BASIS_MODEL).num_params()
+
+
+def _per_point(scale: float) -> float:
+    """Seconds per timed point: the basis calibration's mean, scaled."""
+    return FULL_B16_SECONDS / full_points(BASIS_MAX_CTX) * scale
 
 
 def grid_for(bs: int, max_ctx: int | None = None) -> dict:
@@ -88,25 +108,24 @@ def full_points(max_ctx: int = 2048) -> int:
     return block_points(g) + mixed + prefills + shared_points()
 
 
-def estimate_seconds(block_sizes: list[int], max_ctx: int = 2048) -> dict:
+def estimate_seconds(block_sizes: list[int], max_ctx: int = 2048, scale: float = 1.0) -> dict:
     """Estimated seconds of ``--fast`` over ``block_sizes`` (module doc): an estimate, to be measured."""
-    per_point = FULL_B16_SECONDS / full_points(max_ctx)
+    per_point = _per_point(scale)
     per_block = {bs: block_points(grid_for(bs, max_ctx)) for bs in block_sizes}
     points = sum(per_block.values()) + shared_points()
     return {"seconds_per_point": per_point, "points_per_block": per_block, "shared_points": shared_points(),
             "points": points, "estimate_s": points * per_point,
-            "basis": f"{FULL_B16_SECONDS:.0f} s / {full_points(max_ctx)} points of a full block-16 calibration "
-                     "(OPT-13B, H200); an estimate, to be measured"}
+            "basis": f"{FULL_B16_SECONDS:.0f} s / {full_points(BASIS_MAX_CTX)} points of a full block-16 calibration "
+                     f"(OPT-13B, H200), x{scale:.2f} for the model's parameters; an estimate, to be measured"}
 
 
 FITS_SECONDS = 40.0    # the step and prefill overhead fits' 14 engine runs (OPT-13B, H200, 2026-12-05: 23 + 18 s)
 
 
-def full_grid_estimate(block_sizes: list[int], max_ctx: int = 2048) -> tuple[int, float]:
+def full_grid_estimate(block_sizes: list[int], max_ctx: int = 2048, scale: float = 1.0) -> tuple[int, float]:
     """(timed points, estimated seconds) of a full calibration's grids over ``block_sizes``."""
-    per_point = FULL_B16_SECONDS / full_points(max_ctx)
     pts = (full_points(max_ctx) - shared_points()) * len(block_sizes) + shared_points()
-    return pts, pts * per_point
+    return pts, pts * _per_point(scale)
 
 
 PROMPT_STEP_SHARE = 0.65
@@ -114,43 +133,54 @@ PROMPT_STEP_SHARE = 0.65
 idles before (OPT-13B, H200, calib_0413: prefill 30 s, batches and cached 42 s, mixed 65 s of 210 s)."""
 
 
-def estimate_total_s(block_sizes: list[int], fast: bool, max_ctx: int = 2048, grid_idle: float = 0.0) -> float:
+def estimate_total_s(block_sizes: list[int], fast: bool, max_ctx: int = 2048, grid_idle: float = 0.0,
+                     scale: float = 1.0) -> float:
     """Estimated seconds of the whole calibration asked for: grids (``grid_idle`` adds that multiple of their
     prompt steps' share, at most: the idle gaps scale with each timed step), then (not ``--fast``) the fits'
     engine runs."""
     idle = 1.0 + grid_idle * PROMPT_STEP_SHARE
     if fast:
-        return estimate_seconds(block_sizes, max_ctx)["estimate_s"] * idle
-    return full_grid_estimate(block_sizes, max_ctx)[1] * idle + SERVING_FIT_SECONDS + FITS_SECONDS
+        return estimate_seconds(block_sizes, max_ctx, scale)["estimate_s"] * idle
+    return full_grid_estimate(block_sizes, max_ctx, scale)[1] * idle + (SERVING_FIT_SECONDS + FITS_SECONDS) * scale
 
 
 def time_limit_warning(block_sizes: list[int], fast: bool, time_limit_s: float | None, max_ctx: int = 2048,
-                       grid_idle: float = 0.0) -> str | None:
+                       grid_idle: float = 0.0, model: str | None = None) -> str | None:
     """A warning when ``--time-limit`` is below the estimate: what will be cut and what to do instead."""
-    total = estimate_total_s(block_sizes, fast, max_ctx, grid_idle)
+    total = estimate_total_s(block_sizes, fast, max_ctx, grid_idle, model_scale(model))
     if time_limit_s is None or total <= time_limit_s:
         return None
-    return (f"warning: --time-limit {time_limit_s:g} s is under the estimate (~{total:.0f} s for OPT-13B on an H200): "
+    return (f"warning: --time-limit {time_limit_s:g} s is under the estimate (~{total:.0f} s, from OPT-13B's on an "
+            f"H200{_scaled(model)}): "
             "block sizes whose grids no longer fit are left out (meta.skipped_block_sizes) and the serving fit will "
             "be cut short, and the profile will say so (kvsim calibrate --resume completes the fit on the same card); "
             "or calibrate fewer block sizes per call and join them with kvsim merge-profiles")
 
 
-def estimate_full_or_fast(block_sizes: list[int], fast: bool, max_ctx: int = 2048, grid_idle: float = 0.0) -> str:
-    """One line for ``kvsim calibrate --estimate``: the estimated time of the run asked for."""
+def _scaled(model: str | None) -> str:
+    from kvsim.catalogue import get_model
+    return "" if model is None else f", x{model_scale(model):.2f} for {get_model(model).name}'s parameters"
+
+
+def estimate_full_or_fast(block_sizes: list[int], fast: bool, max_ctx: int = 2048, grid_idle: float = 0.0,
+                          model: str | None = None) -> str:
+    """One line for ``kvsim calibrate --estimate``: the estimated time of the run asked for (``model``: scaled
+    from OPT-13B's by :func:`model_scale`)."""
+    scale = model_scale(model)
     if fast:
-        e = estimate_seconds(block_sizes, max_ctx)
+        e = estimate_seconds(block_sizes, max_ctx, scale)
         pts = e["points"]
     else:
-        pts, seconds = full_grid_estimate(block_sizes, max_ctx)
-        e = {"estimate_s": seconds, "seconds_per_point": FULL_B16_SECONDS / full_points(max_ctx)}
+        pts, seconds = full_grid_estimate(block_sizes, max_ctx, scale)
+        e = {"estimate_s": seconds, "seconds_per_point": _per_point(scale)}
     line = (f"{'fast' if fast else 'full'} calibration of block sizes {','.join(map(str, block_sizes))}: {pts} timed "
             f"points x {e['seconds_per_point']:.2f} s = ~{e['estimate_s'] / 60:.1f} min (an estimate from the counts "
-            f"of grid points and the full block-16 OPT-13B H200 calibration's {FULL_B16_SECONDS:.0f} s; to be measured)")
+            f"of grid points and the full block-16 OPT-13B H200 calibration's {FULL_B16_SECONDS:.0f} s"
+            f"{_scaled(model)}; to be measured)")
     if grid_idle:
         line += (f", up to ~{e['estimate_s'] * grid_idle * PROMPT_STEP_SHARE / 60:.1f} min more for --grid-idle "
                  f"{grid_idle:g}")
     if not fast:     # the serving fit's engine runs come on top (kvsim.calibrate.serving_fit)
-        line += (f", plus the fits' engine runs: the serving fit ~{SERVING_FIT_SECONDS:.0f} s for OPT-13B on the H200 "
-                 f"(--time-limit caps it), the step and prefill overhead fits ~{FITS_SECONDS:.0f} s")
+        line += (f", plus the fits' engine runs: the serving fit ~{SERVING_FIT_SECONDS * scale:.0f} s "
+                 f"(--time-limit caps it), the step and prefill overhead fits ~{FITS_SECONDS * scale:.0f} s")
     return line

@@ -212,8 +212,8 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     dev = torch.device("cuda")
     t0 = time.perf_counter()
     from kvsim.calibrate.fast import estimate_full_or_fast, time_limit_warning
-    M._log(estimate_full_or_fast(block_sizes, fast, spec.max_seq_len, M.GRID_IDLE))
-    warn = time_limit_warning(block_sizes, fast, time_limit_s, spec.max_seq_len, M.GRID_IDLE)
+    M._log(estimate_full_or_fast(block_sizes, fast, spec.max_seq_len, M.GRID_IDLE, spec.name))
+    warn = time_limit_warning(block_sizes, fast, time_limit_s, spec.max_seq_len, M.GRID_IDLE, spec.name)
     if warn:
         M._log(warn)
     model = build_model(spec, dtype=DTYPES[dtype], device=dev, weights="dummy")
