@@ -47,6 +47,9 @@ def test_overlapped_steps_decide_and_draw_exactly_as_stepping(case, preempts):
     assert (stepped.iterations.host_ahead == 0).all()
     ahead = int(overlapped.iterations.host_ahead.sum())
     assert overlapped.info["steps_overlapped"] - 1 <= ahead <= overlapped.info["steps_overlapped"]
+    its = overlapped.iterations          # only a decode-only step flies: the step after any other is never ahead
+    before = (its.prefill_tokens.shift(1).fillna(1) == 0) & (its.decode_seqs.shift(1).fillna(0) > 0)
+    assert not (its.host_ahead.astype(bool) & ~before).any()
     assert overlapped.outputs == stepped.outputs
     a, b = stepped.iterations, overlapped.iterations
     assert len(a) == len(b)
