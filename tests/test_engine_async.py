@@ -108,3 +108,28 @@ def test_overlapped_steps_on_the_gpu_with_graphs_match_stepping():
     assert overlapped.outputs == stepped.outputs
     a, b = stepped.iterations, overlapped.iterations
     assert len(a) == len(b) and (a[DECISIONS].to_numpy() == b[DECISIONS].to_numpy()).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("scheduler", ["vllm", "static"])
+def test_a_launch_never_waits_for_the_gpu(monkeypatch, scheduler):
+    """An overlapped step is launched without the host waiting for the GPU (PyTorch's sync debug mode raises on
+    any synchronising call inside ``launch``), also in a static batch whose finished rows are padded and draw
+    nothing (their draws need a gather: a blocking index copy there took the overlap away, v25 on the H100)."""
+    from kvsim.engine.runner import ModelRunner
+    launch, launched = ModelRunner.launch, []
+
+    def strict(self, plan, batch):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            out = launch(self, plan, batch)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        launched.append(len(plan.decode_group_ids))
+        return out
+    monkeypatch.setattr(ModelRunner, "launch", strict)
+    r = _run(True, engine={"scheduler": scheduler, "num_gpu_blocks": 80},
+             runtime={"device": "cuda", "cuda_graphs": True, "warmup": True})
+    assert r.info["steps_overlapped"] > 0 and len(launched) >= r.info["steps_overlapped"]
+    assert r.summary["requests_finished"] == 10
