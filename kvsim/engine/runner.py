@@ -18,6 +18,7 @@ from kvsim.core.sequence import SequenceGroup
 from kvsim.core.tokens import synthetic_prompt_tokens
 from kvsim.engine import sampling
 from kvsim.engine.attention import AttnMetadata, GroupedMetadata
+from kvsim.engine.draws import DrawsMixin, draw_logits, rows_index, sampling_rows
 from kvsim.engine.kv_cache import KVCache
 
 
@@ -64,7 +65,7 @@ def pad_rows(rows: list[list[int]]) -> np.ndarray:
     return out
 
 
-class ModelRunner:
+class ModelRunner(DrawsMixin):
     def __init__(self, model, cache: KVCache, kv, groups: dict[int, SequenceGroup], *, backend: str,
                  sampling_mode: str = "greedy", temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
                  graphs=(), unified_mixed: bool = True, mixed_decode_kernel: bool | None = None,
@@ -235,12 +236,12 @@ class ModelRunner:
         hidden = self._forward(plan, batch)
         if hidden is None:
             return InFlight([])
-        draw_rows, draw_to, beam_first, beam_next = self._sampling_rows(batch)
+        draw_rows, draw_to, beam_first, beam_next = sampling_rows(batch)
         if beam_first or beam_next:
             raise RuntimeError("launch() takes steps without beam search; use execute()")
         if not draw_rows:
             return InFlight([])
-        rows = _draw_logits(self._logits(hidden, batch), draw_rows)
+        rows = draw_logits(self._logits(hidden, batch), draw_rows)
         toks = sampling.draw_tensor(rows, self.mode, self.temperature, self.top_p, self.gen)
         slots = []
         for g, sid in draw_to:
@@ -296,7 +297,7 @@ class ModelRunner:
         rows = [r for r, _ in batch.prefill_rows]
         for r, g in batch.decode_rows:
             rows.extend(range(r, r + len(g.seqs)))
-        return self.model.compute_logits(hidden[_rows_index(rows, hidden.device)]).float() if rows else None
+        return self.model.compute_logits(hidden[rows_index(rows, hidden.device)]).float() if rows else None
 
     @torch.inference_mode()
     def execute(self, plan: StepPlan, batch: StepBatch) -> dict[int, list[int]]:
@@ -305,80 +306,3 @@ class ModelRunner:
         if hidden is None:
             return {}
         return self._sample(self._logits(hidden, batch), batch)
-
-    @staticmethod
-    def _sampling_rows(batch: StepBatch):
-        """(independent draws' logits rows, their (group, seq id), first beam steps, beam steps) of a step."""
-        draw_rows: list[int] = []
-        draw_to: list[tuple[SequenceGroup, int]] = []
-        beam_first: list[tuple[int, SequenceGroup]] = []
-        beam_next: list[tuple[int, SequenceGroup]] = []
-        i = 0
-        for _, g in batch.prefill_rows:          # one logits row per group; every sequence draws from it
-            if g.sampling(True) == "beam_first":
-                beam_first.append((i, g))
-            else:
-                draw_rows += [i] * len(g.seqs)
-                draw_to += [(g, s.seq_id) for s in g.seqs]
-            i += 1
-        for _, g in batch.decode_rows:           # one row per sequence
-            kind = g.sampling(False)             # None: finished, kept in a static batch: nothing to draw
-            if kind == "beam":
-                beam_next.append((i, g))
-            elif kind == "draw":
-                draw_rows += range(i, i + len(g.seqs))
-                draw_to += [(g, s.seq_id) for s in g.seqs]
-            i += len(g.seqs)
-        return draw_rows, draw_to, beam_first, beam_next
-
-    def _sample(self, logits: torch.Tensor, batch: StepBatch) -> dict[int, list[int]]:
-        """Every independent draw of the step in one batched call (one device sync), then beams."""
-        parents: dict[int, list[int]] = {}
-        draw_rows, draw_to, beam_first, beam_next = self._sampling_rows(batch)
-        if draw_rows:
-            for (g, sid), t in zip(draw_to, self._draw(_draw_logits(logits, draw_rows))):
-                self.seq_tokens(g, sid).append(t)
-        for k, firsts in _by_width(beam_first).items():      # one batched call per beam width
-            rows = _rows_index([r for r, _ in firsts], logits.device)
-            for (_, g), toks, scores in zip(firsts, *sampling.beam_first_steps(logits[rows], k)):
-                self.beam_scores[g.group_id] = scores
-                for s, t in zip(g.seqs, toks):
-                    self.seq_tokens(g, s.seq_id).append(t)
-        for k, nexts in _by_width(beam_next).items():
-            rows = _rows_index([r + j for r, _ in nexts for j in range(k)], logits.device)
-            out = sampling.beam_steps(logits[rows], [self.beam_scores[g.group_id] for _, g in nexts])
-            for (_, g), par, toks, scores in zip(nexts, *out):
-                self.beam_scores[g.group_id] = scores
-                old = [self.tokens[s.seq_id] for s in g.seqs]
-                for s, p, t in zip(g.seqs, par, toks):
-                    self.tokens[s.seq_id] = old[p] + [t]
-                parents[g.group_id] = par
-        return parents
-
-    def _draw(self, rows: torch.Tensor) -> list[int]:
-        return sampling.sample_rows(rows, self.mode, self.temperature, self.top_p, self.gen)
-
-
-def _draw_logits(logits: torch.Tensor, draw_rows: list[int]) -> torch.Tensor:
-    """The logits rows of the step's independent draws (all of them, in order, without a gather when so)."""
-    if draw_rows == list(range(logits.shape[0])):
-        return logits
-    return logits[_rows_index(draw_rows, logits.device)]
-
-
-def _rows_index(rows: list[int], device: torch.device) -> torch.Tensor:
-    """Row numbers as an index on ``device``, sent as the step's other inputs are (``non_blocking``: staged, no
-    wait for the GPU). ``torch.tensor(rows, device=...)`` copies them with a stream synchronisation, and so may
-    PyTorch's own move of a list or CPU index: the host then waits there for the whole forward pass. Launched
-    overlapped (:meth:`ModelRunner.launch`), a step lost its overlap there: every step of a static batch with a
-    finished row (padded, drawing nothing: the only draws that needed a gather) was measured with its GPU part
-    3-4% above the calibration's and its host part at 0.02 ms (validation/H100-async, v25)."""
-    return torch.tensor(rows, dtype=torch.long).to(device, non_blocking=True)
-
-
-def _by_width(groups: list[tuple[int, SequenceGroup]]) -> dict[int, list[tuple[int, SequenceGroup]]]:
-    """Beam groups (first logits row, group) by beam width, in order."""
-    out: dict[int, list[tuple[int, SequenceGroup]]] = {}
-    for r, g in groups:
-        out.setdefault(len(g.seqs), []).append((r, g))
-    return out

@@ -1,0 +1,96 @@
+"""What a step draws: which logits rows feed independent draws and which beam search, the index that gathers them
+(sent to the GPU without waiting for it), and the draws themselves, for :class:`kvsim.engine.runner.ModelRunner`
+(:class:`DrawsMixin`: its token lists, beam scores and sampling settings)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from kvsim.core.sequence import SequenceGroup
+from kvsim.engine import sampling
+
+if TYPE_CHECKING:
+    from kvsim.engine.runner import StepBatch
+
+
+def sampling_rows(batch: StepBatch):
+    """(independent draws' logits rows, their (group, seq id), first beam steps, beam steps) of a step."""
+    draw_rows: list[int] = []
+    draw_to: list[tuple[SequenceGroup, int]] = []
+    beam_first: list[tuple[int, SequenceGroup]] = []
+    beam_next: list[tuple[int, SequenceGroup]] = []
+    i = 0
+    for _, g in batch.prefill_rows:          # one logits row per group; every sequence draws from it
+        if g.sampling(True) == "beam_first":
+            beam_first.append((i, g))
+        else:
+            draw_rows += [i] * len(g.seqs)
+            draw_to += [(g, s.seq_id) for s in g.seqs]
+        i += 1
+    for _, g in batch.decode_rows:           # one row per sequence
+        kind = g.sampling(False)             # None: finished, kept in a static batch: nothing to draw
+        if kind == "beam":
+            beam_next.append((i, g))
+        elif kind == "draw":
+            draw_rows += range(i, i + len(g.seqs))
+            draw_to += [(g, s.seq_id) for s in g.seqs]
+        i += len(g.seqs)
+    return draw_rows, draw_to, beam_first, beam_next
+
+
+class DrawsMixin:
+    """The step's draws (reads ``tokens``, ``beam_scores``, ``mode``, ``temperature``, ``top_p``, ``gen`` and
+    ``seq_tokens`` of the runner)."""
+
+    def _sample(self, logits: torch.Tensor, batch: StepBatch) -> dict[int, list[int]]:
+        """Every independent draw of the step in one batched call (one device sync), then beams."""
+        parents: dict[int, list[int]] = {}
+        draw_rows, draw_to, beam_first, beam_next = sampling_rows(batch)
+        if draw_rows:
+            for (g, sid), t in zip(draw_to, self._draw(draw_logits(logits, draw_rows))):
+                self.seq_tokens(g, sid).append(t)
+        for k, firsts in by_width(beam_first).items():      # one batched call per beam width
+            rows = rows_index([r for r, _ in firsts], logits.device)
+            for (_, g), toks, scores in zip(firsts, *sampling.beam_first_steps(logits[rows], k)):
+                self.beam_scores[g.group_id] = scores
+                for s, t in zip(g.seqs, toks):
+                    self.seq_tokens(g, s.seq_id).append(t)
+        for k, nexts in by_width(beam_next).items():
+            rows = rows_index([r + j for r, _ in nexts for j in range(k)], logits.device)
+            out = sampling.beam_steps(logits[rows], [self.beam_scores[g.group_id] for _, g in nexts])
+            for (_, g), par, toks, scores in zip(nexts, *out):
+                self.beam_scores[g.group_id] = scores
+                old = [self.tokens[s.seq_id] for s in g.seqs]
+                for s, p, t in zip(g.seqs, par, toks):
+                    self.tokens[s.seq_id] = old[p] + [t]
+                parents[g.group_id] = par
+        return parents
+
+    def _draw(self, rows: torch.Tensor) -> list[int]:
+        return sampling.sample_rows(rows, self.mode, self.temperature, self.top_p, self.gen)
+
+
+def draw_logits(logits: torch.Tensor, draw_rows: list[int]) -> torch.Tensor:
+    """The logits rows of the step's independent draws (all of them, in order, without a gather when so)."""
+    if draw_rows == list(range(logits.shape[0])):
+        return logits
+    return logits[rows_index(draw_rows, logits.device)]
+
+
+def rows_index(rows: list[int], device: torch.device) -> torch.Tensor:
+    """Row numbers as an index on ``device``, sent as the step's other inputs are (``non_blocking``: staged, no
+    wait for the GPU). ``torch.tensor(rows, device=...)`` copies them with a stream synchronisation, and so may
+    PyTorch's own move of a list or CPU index: the host then waits there for the whole forward pass. Launched
+    overlapped (:meth:`kvsim.engine.runner.ModelRunner.launch`), a step lost its overlap there: every step of a static batch with a
+    finished row (padded, drawing nothing: the only draws that needed a gather) was measured with its GPU part
+    3-4% above the calibration's and its host part at 0.02 ms (validation/H100-async, v25)."""
+    return torch.tensor(rows, dtype=torch.long).to(device, non_blocking=True)
+
+
+def by_width(groups: list[tuple[int, SequenceGroup]]) -> dict[int, list[tuple[int, SequenceGroup]]]:
+    """Beam groups (first logits row, group) by beam width, in order."""
+    out: dict[int, list[tuple[int, SequenceGroup]]] = {}
+    for r, g in groups:
+        out.setdefault(len(g.seqs), []).append((r, g))
+    return out
