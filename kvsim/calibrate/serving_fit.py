@@ -101,19 +101,20 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
             continue
         sums, top = ctx.ctx_sum.to_numpy(float), ctx.ctx_max.to_numpy(float)
         grid, u = cost.decode_grid_and_spread(n, sums, top)
+        spread = cost.decode_grid_spread(n, sums, top)
         dur = its.loc[ctx.index, "duration_s"].to_numpy(float)
+        cpu = its.loc[ctx.index, "cpu_s"].to_numpy(float) if "cpu_s" in its.columns else None
         usual = dur <= ONE_OFF * float(np.median(dur))
         ahead = host_ahead(its.loc[ctx.index])
         off = None if ahead is None else usual & ~ahead    # overlapped runs: the steps not prepared ahead, apart
         if off is not None and off.sum() >= MIN_STEPPED:
-            spread = cost.decode_grid_spread(n, sums[off], top[off])
-            stepped.append((int(n), float(np.mean(dur[off] - grid[off] - spread)) - float(overhead(n)),
-                            float(its.loc[ctx.index[off], "cpu_s"].median()) if "cpu_s" in its.columns else None))
-        sums, top, grid, u, dur = sums[usual], top[usual], grid[usual], u[usual], dur[usual]
-        ctx = ctx[usual]
-        y = dur - grid
-        host.append(float(its.loc[ctx.index, "cpu_s"].median()) if "cpu_s" in its.columns else None)
-        rows.append((int(n), y, u, cost.decode_grid_spread(n, sums, top)) + fit_rows(y, u))
+            stepped.append((int(n), float(np.mean(dur[off] - grid[off] - spread[off])) - float(overhead(n)),
+                            None if cpu is None else float(np.median(cpu[off]))))
+        # the host check's reference (kvsim.card_speed): the steps of the row's own kind, prepared ahead where split
+        on_host = usual if ahead is None else usual & ahead
+        host.append(None if cpu is None else float(np.median(cpu[on_host])))
+        y = dur[usual] - grid[usual]
+        rows.append((int(n), y, u[usual], spread[usual]) + fit_rows(y, u[usual]))
     if not rows:
         return {}
     frac, mean = pooled_fractions([(lam, se) for *_, lam, se in rows])

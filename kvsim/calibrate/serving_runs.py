@@ -104,9 +104,9 @@ def load_runs(out_dir) -> dict[int, tuple[pd.DataFrame, pd.DataFrame]]:
     from kvsim.validate_records import record_file
     runs = {}
     for d in sorted(Path(out_dir).glob("n*"), key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else -1):
-        if d.name[1:].isdigit() and record_file(d, "iterations.csv").is_file():
-            runs[int(d.name[1:])] = (pd.read_csv(record_file(d, "iterations.csv")),
-                                     pd.read_csv(record_file(d, "requests.csv")))
+        its = record_file(d, "iterations.csv")
+        if d.name[1:].isdigit() and its.is_file():
+            runs[int(d.name[1:])] = (pd.read_csv(its), pd.read_csv(record_file(d, "requests.csv")))
     return runs
 
 

@@ -277,8 +277,7 @@ class RealEngine:
         if len(res.thread_s) == len(its):        # instrumentation of the host part (kvsim.engine.host_probe)
             its["host_thread_s"] = np.array(res.thread_s, dtype=float)
             its["host_cpu"] = np.array(res.cores, dtype=np.int32)
-        if len(res.ahead) == len(its):           # prepared while the step before it flew (runtime.async_scheduling)
-            its["host_ahead"] = np.array(res.ahead, dtype=np.int8)
+            its["host_ahead"] = np.array(res.ahead, dtype=np.int8)   # prepared while the step before it flew
         summary = run_summary(self.setup, reqs, its, res.end_s, self.kv)
         return EngineResult(self.setup, reqs, its, summary, {**self._info(its), **clog.info(), **res.info},
                             res.outputs)

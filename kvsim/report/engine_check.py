@@ -135,10 +135,10 @@ def load_runs(folder: Path, key: str) -> pd.DataFrame:
         raise KvsimError("runs", f"{folder} is not a folder")
     rows = []
     for d in sorted(Path(folder).iterdir()):
-        m = RUN_DIR.match(d.name)
-        if m and record_file(d, "requests.csv").exists():
+        m, reqs = RUN_DIR.match(d.name), record_file(d, "requests.csv")
+        if m and reqs.exists():
             rows.append({"block_size": int(m[1]), "rate": float(m[2]), "seed": int(m[3]),
-                         "metric": run_metric(pd.read_csv(record_file(d, "requests.csv")), key)})
+                         "metric": run_metric(pd.read_csv(reqs), key)})
     if not rows:
         raise KvsimError("runs", f"no b<B>_r<RATE>_s<SEED>/requests.csv under {folder}")
     return pd.DataFrame(rows)
@@ -186,8 +186,8 @@ def predicted_runs(folder: Path, profile: str, key: str, report: pd.DataFrame | 
     from kvsim.workload import config as wc
     rows = []
     for d in sorted(Path(folder).iterdir()):
-        m = RUN_DIR.match(d.name)
-        if not (m and record_file(d, "requests.csv").exists() and (d / "summary.json").exists()):
+        m, reqs = RUN_DIR.match(d.name), record_file(d, "requests.csv")
+        if not (m and reqs.exists() and (d / "summary.json").exists()):
             continue
         doc = json.loads((d / "summary.json").read_text())
         kept, wc.deferred = wc.deferred, []      # the record names every field: no "has no effect" notes
@@ -197,7 +197,7 @@ def predicted_runs(folder: Path, profile: str, key: str, report: pd.DataFrame | 
             sim = kvsim.simulate(sc).requests
         finally:
             wc.deferred = kept
-        eng = pd.read_csv(record_file(d, "requests.csv"))
+        eng = pd.read_csv(reqs)
         rate = float(m[2])
         req, dur = probe_length(report, int(m[1])) if report is not None else PROBE_DEFAULTS
         rows.append({"block_size": int(m[1]), "rate": rate, "seed": int(m[3]), "requests": len(eng),
