@@ -17,7 +17,10 @@ class SwapMixin:
         return len(set().union(*map(tables.__getitem__, seq_ids)))
 
     def can_swap_out(self, seq_ids: list[int]) -> bool:
-        return self._distinct(self.tables, seq_ids) <= len(self._cpu_free)
+        free, tables = len(self._cpu_free), self.tables
+        if sum(map(len, map(tables.__getitem__, seq_ids))) <= free:
+            return True             # (the table entries bound the distinct blocks: no set needed)
+        return self._distinct(tables, seq_ids) <= free
 
     def swap_out(self, seq_ids: list[int]) -> list[tuple[int, int]]:
         """Move the sequences' blocks to the CPU pool, keeping their sharing; return ``(gpu, cpu)`` pairs.
