@@ -238,6 +238,11 @@ class PagedDecodeTracker:
         if len(ids) == 1:
             self.seq_ids.remove(ids[0])                 # (one sequence: out by its place)
         else:
-            gone = set(ids)
-            self.seq_ids = [x for x in self.seq_ids if x not in gone]
+            seq_ids, m = self.seq_ids, len(ids)
+            i = seq_ids.index(ids[0])
+            if seq_ids[i:i + m] == ids:                 # (the group's sequences together, as joined: cut out)
+                del seq_ids[i:i + m]
+            else:
+                gone = set(ids)
+                self.seq_ids = [x for x in seq_ids if x not in gone]
 
