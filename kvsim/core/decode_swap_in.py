@@ -37,9 +37,17 @@ class SwapInStep:
         n = self.num_seqs
         head = (0, 0, n, self.num_groups, n, len(sched.running), len(sched.waiting), len(sched.swapped), 0, 0,
                 len(plan.swap_in), len(plan.copy_pairs), bm.num_allocated)
-        if plan.decode_group_ids:       # groups came back: the split over all of running
-            return head + sched.kv.memory_split(sched.running).values()
-        return head + sched.kv.split_of(tracker.internal, tracker.logical).values()
+        kv = sched.kv
+        back = plan.decode_group_ids
+        if not back:
+            return head + kv.split_of(tracker.internal, tracker.logical).values()
+        if len(sched.running) != run.num_groups + len(back):
+            return head + kv.memory_split(sched.running).values()       # (a group came back mid prefill)
+        # the run's groups' terms from the tracker, those of the groups that came back counted (running holds
+        # both: memory_split's sums, a group at a time)
+        groups = sched.groups
+        internal, logical = kv.split_terms([groups[gid] for gid in back])
+        return head + kv.split_of(tracker.internal + internal, tracker.logical + logical).values()
 
     def complete(self, now: float) -> None:
         """``complete_step`` of the step at ``now``: counted as it counts (a uniform step, or a step with copies),
