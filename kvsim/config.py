@@ -172,6 +172,9 @@ class RuntimeConfig:
               "(kvsim/engine/serve_loop.py; the same decisions as stepping unless a request arrives while a step "
               "is in flight: counted as arrivals_deferred; beam search is always stepped; false: every step "
               "stepped, the engine before 2026-12-06)")
+    async_prompt_steps: bool = cfg_field(
+        True, "with async_scheduling, steps with prompt tokens (prefill, mixed) are overlapped as decode steps are "
+              "(false: only decode-only steps, the engine of 2026-12-06; kvsim/engine/serve_loop.py)")
     warmup: bool = cfg_field(True, "compile and run every kernel variant once before the clock starts (GPU)")
     max_wall_s: float | None = cfg_field(None, "stop the engine after this many wall-clock seconds", lo=0,
                                          hi=L.MAX_SECONDS, lo_open=True)

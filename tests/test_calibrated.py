@@ -424,15 +424,19 @@ def test_live_validation_runs_the_engine_its_profile_measured():
     from kvsim.validate import profile_sets
     assert profile_sets({}) == ["runtime.cuda_graph_prefill_ladder=v1", "runtime.mixed_decode_kernel=false",
                                 "runtime.cuda_graph_prefill_route=false", "runtime.async_scheduling=false",
-                                "runtime.swap_staged=false"]
+                                "runtime.swap_staged=false", "runtime.async_prompt_steps=false"]
     assert profile_sets(None) == profile_sets({})
     assert profile_sets({"prefill_ladder": "v2", "mixed_decode_kernel": True}) == \
         ["runtime.cuda_graph_prefill_ladder=v2", "runtime.mixed_decode_kernel=true",
-         "runtime.cuda_graph_prefill_route=false", "runtime.async_scheduling=false", "runtime.swap_staged=false"]
+         "runtime.cuda_graph_prefill_route=false", "runtime.async_scheduling=false", "runtime.swap_staged=false",
+         "runtime.async_prompt_steps=false"]
     assert "runtime.async_scheduling=true" in profile_sets({"async_scheduling": True})
+    # an overlapped profile from before prompt steps flew (2026-12-06) keeps them stepped; a newer one lets them fly
+    assert "runtime.async_prompt_steps=false" in profile_sets({"async_scheduling": True})
+    assert "runtime.async_prompt_steps=true" in profile_sets({"async_scheduling": True, "async_prompt_steps": True})
     # set even when off: a stepped profile keeps a stepped engine whatever the engine's default becomes
     assert "runtime.async_scheduling=false" in profile_sets({"async_scheduling": False})
-    assert profile_sets({"swap_staged": True})[-1] == "runtime.swap_staged=true"     # swaps as the profile timed them
+    assert "runtime.swap_staged=true" in profile_sets({"swap_staged": True})     # swaps as the profile timed them
     sc = kvsim.load_scenario("scenarios/examples/quickstart.yaml", profile_sets({}))
     assert sc.runtime.async_scheduling is False and sc.runtime.swap_staged is False
     sc = kvsim.load_scenario("scenarios/examples/quickstart.yaml", profile_sets({"swap_staged": True}))

@@ -4,6 +4,7 @@ scheduler's decisions and the tokens drawn must be exactly those of stepping, on
 prefill-first and chunked, swap and recompute preemption, parallel sampling, greedy and random draws."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -30,14 +31,19 @@ def _run(overlap: bool, **over):
     return RealEngine(sc).run()
 
 
+@pytest.mark.parametrize("prompt_steps", [True, False])
 @pytest.mark.parametrize("case,preempts", [
     ({"engine": {"num_gpu_blocks": 14}}, "recompute"),                # prefill-first, recompute under pressure
     ({"engine": {"scheduler": "chunked", "max_num_batched_tokens": 24, "num_gpu_blocks": 16}}, "recompute"),
     ({"workload": {"n": 2}, "engine": {"num_gpu_blocks": 24}}, "swap"),   # parallel sampling: swap preemption
     ({"runtime": {"sampling": "random", "temperature": 0.8}}, None),
+    ({"engine": {"scheduler": "static", "num_gpu_blocks": 80}}, None),    # static batches (padded finished rows)
 ])
-def test_overlapped_steps_decide_and_draw_exactly_as_stepping(case, preempts):
-    stepped, overlapped = _run(False, **dict(case)), _run(True, **dict(case))
+def test_overlapped_steps_decide_and_draw_exactly_as_stepping(case, preempts, prompt_steps):
+    stepped = _run(False, **dict(case))
+    over = dict(case)
+    over["runtime"] = {**over.get("runtime", {}), "async_prompt_steps": prompt_steps}
+    overlapped = _run(True, **over)
     if preempts:                                                      # the case does what it is here for
         assert overlapped.summary[f"preemptions_{preempts}"] > 0
     assert overlapped.info["async_scheduling"] and not stepped.info["async_scheduling"]
@@ -47,9 +53,14 @@ def test_overlapped_steps_decide_and_draw_exactly_as_stepping(case, preempts):
     assert (stepped.iterations.host_ahead == 0).all()
     ahead = int(overlapped.iterations.host_ahead.sum())
     assert overlapped.info["steps_overlapped"] - 1 <= ahead <= overlapped.info["steps_overlapped"]
-    its = overlapped.iterations          # only a decode-only step flies: the step after any other is never ahead
-    before = (its.prefill_tokens.shift(1).fillna(1) == 0) & (its.decode_seqs.shift(1).fillna(0) > 0)
-    assert not (its.host_ahead.astype(bool) & ~before).any()
+    its = overlapped.iterations
+    after_decode = (its.prefill_tokens.shift(1).fillna(1) == 0) & (its.decode_seqs.shift(1).fillna(0) > 0)
+    after_prompt = its.prefill_tokens.shift(1).fillna(0) > 0
+    ahead = its.host_ahead.astype(bool)
+    if prompt_steps:      # steps with prompt tokens fly too: after one of them (but the first timed), steps are ahead
+        assert (ahead & after_prompt).sum() > 0 and not (ahead & ~after_decode & ~after_prompt).any()
+    else:                 # only a decode-only step flies: the step after any other is never ahead
+        assert not (ahead & ~after_decode).any()
     assert overlapped.outputs == stepped.outputs
     a, b = stepped.iterations, overlapped.iterations
     assert len(a) == len(b)
@@ -60,6 +71,10 @@ def test_overlapped_steps_decide_and_draw_exactly_as_stepping(case, preempts):
     assert (starts[1:] >= starts[:-1]).all()                          # records in time order
     r = overlapped.requests
     assert (r.finish_s >= r.first_token_s).all() and (r.first_token_s >= r.arrival_s).all()
+    # a first token's time is its step's landing, not its launch: at least the step's GPU part after its record's
+    # start (the step that drew it: the last one started by then)
+    at = np.searchsorted(starts, r.first_token_s.to_numpy(), side="right") - 1
+    assert (r.first_token_s.to_numpy() - starts[at] >= b.gpu_s.to_numpy()[at] - 1e-9).all()
 
 
 def test_beam_search_is_stepped():

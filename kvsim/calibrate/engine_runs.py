@@ -19,6 +19,18 @@ def async_scheduling() -> bool:
     return bool(RuntimeConfig().async_scheduling if ASYNC_SCHEDULING is None else ASYNC_SCHEDULING)
 
 
+def async_prompt_steps() -> bool:
+    """Whether those runs also overlap steps with prompt tokens (``runtime.async_prompt_steps``, the engine's
+    default, when they overlap at all). Recorded as ``meta.async_prompt_steps``."""
+    from kvsim.config import RuntimeConfig
+    return async_scheduling() and bool(RuntimeConfig().async_prompt_steps)
+
+
+def runtime_mode() -> dict:
+    """The runtime settings of every engine run of the calibration: stepped or overlapped, and which steps."""
+    return {"async_scheduling": async_scheduling(), "async_prompt_steps": async_prompt_steps()}
+
+
 def overhead_blocks(n: int, bs: int) -> int:
     """KV blocks of the step-overhead run at ``n`` rows."""
     return n * -(-OVERHEAD_PER_SEQ_TOKENS // bs) + 64
@@ -39,7 +51,7 @@ def engine_iterations(model, profile: dict, name: str, device: str, cuda_graphs:
         "name": name, "model": profile["model"], "gpu": "h100-80gb", "dtype": profile["dtype"],
         "engine": {"max_num_seqs": 256, "max_num_batched_tokens": 8192, "swap_space_gib": 0, **engine},
         "workload": {"dataset": "fixed", **workload},
-        "runtime": {"device": device, "cuda_graphs": cuda_graphs, "async_scheduling": async_scheduling()},
+        "runtime": {"device": device, "cuda_graphs": cuda_graphs, **runtime_mode()},
         "seed": 0})
     return RealEngine(sc, model=model, parts=parts).run().iterations
 

@@ -229,8 +229,7 @@ def serving_scenario_doc(profile: dict, bs: int, n: int, device: str = "cuda", c
     per_seq = -(-(workload["prompt_len_range"][1] + workload["output_len_range"][1] + 8) // bs)
     return {"name": f"calibrate-serving-{n}", "model": profile["model"], "gpu": "h100-80gb", "dtype": profile["dtype"],
             "seed": 0, "engine": {"block_size": bs, "num_gpu_blocks": n * per_seq + 64, "swap_space_gib": 0, **engine},
-            "workload": workload, "runtime": {"device": device, "cuda_graphs": cuda_graphs,
-                                              "async_scheduling": ER.async_scheduling()}}
+            "workload": workload, "runtime": {"device": device, "cuda_graphs": cuda_graphs, **ER.runtime_mode()}}
 
 
 def serving_scenario(profile: dict, bs: int, n: int, device: str = "cuda", cuda_graphs: bool = True):

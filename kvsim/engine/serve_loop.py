@@ -5,17 +5,21 @@ Stepped one at a time, an iteration is host work (scheduling, input preparation)
 the draws read back), then host bookkeeping; the host parts (0.2-0.5 ms a step on the lent H200 VMs) move from
 run to run with the host's speed by up to 1.7× (``benchmarks/engine/results_H200/serving_1605/README.md``).
 
-Overlapped (``async_scheduling: true``), a decode-only step is launched and, while the GPU runs it, the
-scheduler completes it ahead of its tokens (its counts do not depend on the tokens drawn), schedules and
-prepares the next step; the next step's input ids that the step in flight is still drawing are filled in when
-it lands (:meth:`kvsim.engine.runner.ModelRunner.collect`). What the scheduler decides is what it decides
-stepped, provided nothing arrives while the step is in flight: a step overlaps only when the next arrival is
-due after it (its predicted end: 1.5× the last decode step's time); an arrival that still comes in that
-window joins one step late and is counted (``arrivals_deferred`` in the engine info). Steps with beam search
-(their parents decide the next step), prefill or mixed steps and tensor-parallel runs are stepped; in a
-closed loop (``workload.max_concurrency``) a step that finishes a request lands before the next one is
-scheduled, since the request taking its slot is sent when it lands. Finish times are those of the step's
-landing (when its draws are on the host), as stepped.
+Overlapped (``async_scheduling: true``), a step is launched and, while the GPU runs it, the scheduler
+completes it ahead of its tokens (its counts do not depend on the tokens drawn), schedules and prepares the
+next step; the next step's input ids that the step in flight is still drawing are filled in when it lands
+(:meth:`kvsim.engine.runner.ModelRunner.collect`). What the scheduler decides is what it decides stepped,
+provided nothing arrives while the step is in flight: a step overlaps only when the next arrival is due after
+it (its predicted end: 1.5× the last decode step's time, or for a step with prompt tokens the last such
+step's, scaled up to this one's tokens); an arrival that still comes in that window joins one step late and
+is counted (``arrivals_deferred`` in the engine info). Steps with prompt tokens (prefill, mixed) fly as
+decode steps do (``runtime.async_prompt_steps``, default true; false: only decode-only steps, the engine of
+2026-12-06, whose mixed steps kept 0.4-0.5 ms of host work on the critical path and made the decode step
+after them wait for its scheduling, ``validation/H100-async``). Steps with beam search (their parents decide
+the next step) and tensor-parallel runs are stepped; in a closed loop (``workload.max_concurrency``) a step
+that finishes a request lands before the next one is scheduled, since the request taking its slot is sent
+when it lands. First-token and finish times are those of the step's landing (when its draws are on the
+host), as stepped.
 
 Records: each iteration starts where the previous one ended (or at its own scheduling after an idle wait),
 so iterations tile the wall clock; ``cpu_s`` is the host time on the critical path (from that start to the
@@ -47,6 +51,8 @@ class _Flight:
     launched: float
     state: tuple
     finished: list            # groups it finishes (their finish time is set when it lands)
+    firsts: list              # groups whose first token it draws (their first-token time is set when it lands)
+    prompt: int               # its prompt tokens (0: a decode-only step)
     cpu: float                # host time on the critical path before the launch
     instr: float              # state recording inside its record's span (not timed)
     thread: float = 0.0       # the serving thread's CPU time within ``cpu`` (kvsim.engine.host_probe)
@@ -82,8 +88,10 @@ def serve(eng, clog) -> LoopResult:
     gate = make_gate(sc.workload.max_concurrency)
     overlap = bool(getattr(sc.runtime, "async_scheduling", False)) and runner.tp is None \
         and not any(r.beam_width > 1 for r in specs)
+    prompt_overlap = overlap and bool(getattr(sc.runtime, "async_prompt_steps", False))
     deferred = overlapped = 0
     last_decode = 0.0           # the last decode-only step's launch-to-landing time (the overlap's prediction)
+    last_prompt = (0.0, 1)      # ... and the last step with prompt tokens': (time, its prompt tokens)
     last_end = float("-inf")    # where the last recorded iteration ended
     flight: _Flight | None = None
     t0 = time.perf_counter()
@@ -112,12 +120,17 @@ def serve(eng, clog) -> LoopResult:
     def land(f: _Flight, since: float = float("inf")) -> None:
         """Wait for the step in flight; stamp what it finished with its landing time; record it. Arrivals due
         after ``since`` (when the next step was scheduled) and before the landing join a step late."""
-        nonlocal deferred, last_decode
+        nonlocal deferred, last_decode, last_prompt
         runner.collect(f.inflight)
         eng._sync()
         device_end = clock()
         th_end = thread()
-        last_decode = device_end - f.launched
+        if f.prompt:
+            last_prompt = (device_end - f.launched, f.prompt)
+        else:
+            last_decode = device_end - f.launched
+        for g in f.firsts:
+            g.first_token_s = device_end
         for g in f.finished:
             g.finish_s = device_end
         for g in f.scheduled_next:
@@ -175,13 +188,21 @@ def serve(eng, clog) -> LoopResult:
             clog.step = len(cpu_s)
             launched = clock()
             th_before = max(0.0, thread() - th_rec - (th_instr if rec_start <= t_state else 0.0))
-            decode_only = plan.num_prefill_tokens == 0 and bool(plan.decode_group_ids)
+            prompt = plan.num_prefill_tokens
+            decode_only = prompt == 0 and bool(plan.decode_group_ids)
             due = specs[i].arrival_s if i < n else float("inf")
-            if overlap and decode_only and last_decode > 0 and due > launched + OVERLAP_MARGIN * last_decode:
+            # its predicted time: the last decode step's, or the last step with prompt tokens' scaled up to these
+            # (0 until one such step has been timed: this one is stepped)
+            ahead_s = last_decode if decode_only else \
+                max(last_decode, last_prompt[0] * max(1.0, prompt / last_prompt[1])) if prompt and prompt_overlap \
+                and last_prompt[0] > 0 else 0.0
+            if overlap and ahead_s > 0 and due > launched + OVERLAP_MARGIN * ahead_s:
                 inflight = runner.launch(plan, batch)
                 done = sched.complete_step(plan, launched, {})    # counts only; times set when it lands
-                flight = _Flight(inflight, rec_start, launched, state, list(done), host_before, instr, th_before, core,
-                                 ahead)
+                firsts = [g for g in map(sched.groups.__getitem__, plan.prefill_group_ids)
+                          if g.first_token_s == launched] if prompt else []
+                flight = _Flight(inflight, rec_start, launched, state, list(done), firsts, prompt, host_before, instr,
+                                 th_before, core, ahead)
                 if gate is not None and done:   # a closed loop sends a finished request's successor when its step
                     land(flight)                # lands, as stepped (its arrival time is the landing)
                     flight = None
@@ -194,6 +215,8 @@ def serve(eng, clog) -> LoopResult:
             th_end = thread()
             if decode_only:
                 last_decode = device_end - launched
+            elif prompt:
+                last_prompt = (device_end - launched, prompt)
             done = sched.complete_step(plan, device_end, parents)
             finished(done, device_end)
             record(state, rec_start, launched, device_end, clock(), host_before, instr, th_before, core,
