@@ -14,7 +14,7 @@ ASYNC_SCHEDULING: bool | None = None   # these runs overlapped? None: the engine
 def async_scheduling() -> bool:
     """Whether this calibration's engine runs (the fits after the grids) overlap the host's next step with the
     GPU's decode step: :data:`ASYNC_SCHEDULING`, else the engine default. Recorded as ``meta.async_scheduling``;
-    a live ``kvsim validate`` runs the engine the same way (:func:`kvsim.validate.profile_sets`)."""
+    a live ``kvsim validate`` runs the engine the same way (:func:`kvsim.validate_settings.profile_sets`)."""
     from kvsim.config import RuntimeConfig
     return bool(RuntimeConfig().async_scheduling if ASYNC_SCHEDULING is None else ASYNC_SCHEDULING)
 

@@ -182,7 +182,7 @@ def predicted_runs(folder: Path, profile: str, key: str, report: pd.DataFrame | 
 
     import kvsim
     from kvsim.plan.search import probe_requests
-    from kvsim.validate import replay_sets
+    from kvsim.validate_settings import replay_sets
     from kvsim.workload import config as wc
     rows = []
     for d in sorted(Path(folder).iterdir()):
