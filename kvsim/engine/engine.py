@@ -27,6 +27,7 @@ from kvsim.build import RunSetup, setup_run
 from kvsim.config import Scenario
 from kvsim.engine.compile_log import CompileLog
 from kvsim.engine.kv_cache import KVCache
+from kvsim.engine.kv_sizing import measure_blocks, profile_shape  # noqa: F401  (profile_shape: tests import it here)
 from kvsim.engine.runner import ModelRunner
 from kvsim.errors import KvsimError
 from kvsim.records import request_frame, run_summary
@@ -56,52 +57,6 @@ def _device(sc: Scenario) -> torch.device:
 def _backend(sc: Scenario, device: torch.device) -> str:
     be = sc.runtime.attention_backend
     return ("triton" if device.type == "cuda" else "torch") if be == "auto" else be
-
-
-def profile_shape(tokens: int, max_num_seqs: int, max_model_len: int) -> tuple[int, int]:
-    """The profiled peak forward's ``(sequences, tokens each)``: the step's token budget as few sequences as the
-    model's length allows, none longer than ``max_model_len`` (a model with learned positions has no embedding
-    past it: OPT-13B's 2,560-token budget as one 2,560-token sequence indexed past its 2,048 positions and hit a
-    device-side assert) and no more than ``max_num_seqs``: a step never holds more than that many sequences of
-    at most that length."""
-    longest = max(1, max_model_len)
-    seqs = max(1, min(max_num_seqs, -(-tokens // longest)))
-    return seqs, max(1, min(longest, tokens // seqs))
-
-
-def _measure_blocks(model, setup: RunSetup, device: torch.device, dtype, backend: str) -> tuple[int, dict]:
-    """KV blocks that fit after the weights and a profiled peak forward, like vLLM's profile run."""
-    from kvsim.engine.attention import AttnMetadata
-    e = setup.scenario.engine
-    bs = e.block_size
-    seqs, per = profile_shape(e.max_num_batched_tokens, e.max_num_seqs, setup.max_model_len)
-    nblk = -(-per // bs) * seqs
-    cache = KVCache(model.num_layers, nblk, bs, model.num_kv_heads, model.head_dim, 0, dtype, device, backend)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    qstart = torch.arange(0, (seqs + 1) * per, per, dtype=torch.int32, device=device)
-    table = torch.arange(nblk, dtype=torch.int32, device=device).view(seqs, -1)
-    meta = AttnMetadata(per * seqs, 0, torch.arange(per * seqs, device=device) % (nblk * bs), qstart,
-                        torch.zeros(seqs, dtype=torch.int32, device=device), table, per,
-                        torch.zeros(0, dtype=torch.int32, device=device),
-                        torch.zeros((0, 1), dtype=torch.int32, device=device), 1, backend)
-    ids = torch.randint(0, model.spec.vocab_size, (per * seqs,), device=device)
-    pos = torch.arange(per, device=device).repeat(seqs)
-    with torch.inference_mode():
-        h = model(ids, pos, cache.gpu, meta)
-        model.compute_logits(h[qstart[1:].long() - 1].repeat(max(1, e.max_num_seqs // seqs), 1)[:e.max_num_seqs])
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() - cache.bytes
-    del cache, h
-    total = torch.cuda.mem_get_info()[1]
-    usable = int(total * e.gpu_memory_utilization)
-    kv_bytes = usable - peak
-    blocks = int(kv_bytes // setup.budget.block_bytes)
-    info = {"gpu_total_bytes": int(total), "peak_bytes_weights_plus_activations": int(peak),
-            "kv_bytes": int(kv_bytes), "engine_blocks": blocks, "simulator_blocks": setup.budget.num_gpu_blocks}
-    if blocks < 1:
-        raise KvsimError("engine.gpu_memory_utilization", f"no room for KV blocks after {peak / 2**30:.1f} GiB")
-    return blocks, info
 
 
 def check_prompt_tokens(prompt_tokens: dict, requests, vocab_size: int, prefix_caching: bool) -> dict[int, list[int]]:
@@ -159,7 +114,7 @@ class RealEngine:
         e = sc.engine
         self.info: dict = {"simulator_blocks": self.setup.budget.num_gpu_blocks}
         if self.device.type == "cuda" and e.num_gpu_blocks is None:
-            blocks, self.info = _measure_blocks(self.model, self.setup, self.device, dtype, self.backend)
+            blocks, self.info = measure_blocks(self.model, self.setup, self.device, dtype, self.backend)
             b = self.setup.budget         # the measured block count replaces the simulator's estimate
             self.setup = dataclasses.replace(self.setup, budget=dataclasses.replace(
                 b, num_gpu_blocks=blocks, kv_cache_bytes=blocks * b.block_bytes, kv_capacity_tokens=blocks * e.block_size))
