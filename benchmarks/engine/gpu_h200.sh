@@ -20,7 +20,8 @@
 #                 by the decode kernel, and the prefill-first scheduler (THROUGHPUT_SETS overrides the list);
 #                 THROUGHPUT_BEFORE=DIR also runs a copy of an older kvsim/ package (git archive REV kvsim | tar -x -C DIR)
 #   CALIB="llama-3-8b:16 opt-13b:32,64"   profiles, merged into $PDIR/<model><CALIB_SUFFIX>.json when that
-#                 exists (CALIB_REPLACE=1 replaces it; $PDIR is calibrate/profiles/<card>/, H200 or H100) and used by the stages after; CALIB_TIMEOUT (s, default 540);
+#                 exists (CALIB_REPLACE=1 replaces it, unless it was measured on another physical card: then the new
+#                 one is <model><CALIB_SUFFIX>-<its GPU UUID's first 8>.json; $PDIR is calibrate/profiles/<card>/, H200 or H100) and used by the stages after; CALIB_TIMEOUT (s, default 540);
 #                 the serving fit's engine runs are kept beside each profile (<profile>.serving/n<N>/);
 #                 CALIB_ARGS="--no-cuda-graphs" for an eager profile (window models run without graphs), "--no-async-scheduling"
 #                 for a stepped one (the engine overlaps by default since 2026-12-06)
@@ -63,6 +64,14 @@ whole() {   # whole FILE: the profile is not marked meta.partial (its calibratio
   python3 -c "import json,sys; sys.exit(bool(json.load(open(sys.argv[1]))['meta'].get('partial')))" "$1"
 }
 stamp() { echo "== $(date +%T) $*" | tee -a "$W/stages.txt"; }
+same_card() {   # same_card A B: both profiles' reference steps name one GPU (kvsim.calibrate.merge.card_uuids)
+  python3 -c "import json,sys; from kvsim.calibrate.merge import card_uuids as u
+a, b = (u(json.load(open(x))) for x in sys.argv[1:]); sys.exit(not (a and b and a == b))" "$1" "$2"
+}
+card_tag() {    # card_tag P: the first 8 characters of the profile's GPU UUID (after "GPU-")
+  python3 -c "import json,sys; from kvsim.calibrate.merge import card_uuids as u
+print((sorted(u(json.load(open(sys.argv[1])))) or ['card'])[0].replace('GPU-', '')[:8])" "$1"
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,power.draw,temperature.gpu \
   --format=csv | tee "$W/gpu.txt"
 (echo "host $(hostname) cpus $(nproc)"; lscpu | grep -m1 "Model name"; nvidia-smi --query-gpu=serial,pci.bus_id,power.limit \
@@ -146,7 +155,13 @@ for spec in ${CALIB:-}; do  # a model already profiled here gains the new block 
     echo "partial profile (calibration stopped early): kept in $f only"   # never replaces a whole one
   elif [ -s "$f" ] && [ -s "$dest" ] && [ -z "${CALIB_REPLACE:-}" ]; then
     python3 -m kvsim.cli merge-profiles "$dest" "$f" --out "$W/profiles/$m.json" && cp "$W/profiles/$m.json" "$dest"
-  elif [ -s "$f" ]; then cp "$f" "$dest"; cp "$f" "$W/profiles/$m.json"; fi
+  elif [ -s "$f" ]; then
+    # CALIB_REPLACE never overwrites a profile of another physical card (committed runs are replayed with it:
+    # validation/H100-async's with H100/llama-3-8b-async.json); the new one goes beside it, named by its card
+    if [ -s "$dest" ] && ! same_card "$dest" "$f"; then
+      dest=${dest%.json}-$(card_tag "$f").json; echo "$PDIR holds this name from another card: kept as $dest"
+    fi
+    cp "$f" "$dest"; cp "$f" "$W/profiles/$m.json"; fi
   pack
 done
 for m in ${RESUME:-}; do    # the serving fit and prefill overhead fits of calibrate/profiles/H200/<m>.json again,
