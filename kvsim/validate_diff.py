@@ -10,7 +10,10 @@ the scenario's folder:
   one step), ``prefill-only``, ``decode-only``. A step with neither prefill nor decode work is
   ``other`` (listed only when there is one). A kind whose columns a record set lacks is reported as
   absent (no counts), not guessed; that side's steps of the absent kind then count under their
-  token kind.
+  token kind. Where the engine's records hold them, each kind's mean host time on the critical path
+  (``cpu_s``: the simulator prices it inside the step) and the share of its steps prepared while the step
+  before flew (``host_ahead``, overlapped scheduling) are listed too: a kind priced fast because its host
+  work was on the critical path shows there (mixed steps before ``runtime.async_prompt_steps``).
 * ``step_sizes.csv`` / ``step_sizes.md`` — the same steps cut by size (decode rows, prompt tokens):
   :mod:`kvsim.validate_sizes`.
 * ``timeline.csv`` / ``timeline.png`` — the scheduler's decisions of both runs on one time grid
@@ -35,7 +38,7 @@ KIND_COLUMNS = {                     # the iteration columns each kind's test re
 }
 STEP_COLUMNS = ("kind", "available", "steps_predicted", "steps_measured", "mean_predicted_s",
                 "mean_measured_s", "p50_predicted_s", "p50_measured_s", "p90_predicted_s",
-                "p90_measured_s", "rel_error_mean")
+                "p90_measured_s", "rel_error_mean", "host_measured_s", "ahead_measured")
 TIMELINE_QUANTITIES = (("batch", "batch size\n(requests)"), ("tokens", "scheduled tokens\n(tokens per bin)"),
                        ("blocks_max", "KV blocks in use\n(blocks, bin's max)"),
                        ("preemptions_cum", "preemptions\n(count, cumulative)"))
@@ -87,7 +90,10 @@ def step_kind_table(sim_its: pd.DataFrame, eng_its: pd.DataFrame) -> pd.DataFram
         m = eng_its.duration_s[eng_kind == k].to_numpy(dtype=float)
         mp = float(p.mean()) if len(p) else float("nan")
         mm = float(m.mean()) if len(m) else float("nan")
-        rows.append({"kind": k, "available": True, "steps_predicted": len(p), "steps_measured": len(m),
+        mine = eng_kind == k
+        host = {c: float(eng_its[col][mine].mean()) if col in eng_its.columns and mine.any() else float("nan")
+                for c, col in (("host_measured_s", "cpu_s"), ("ahead_measured", "host_ahead"))}
+        rows.append({"kind": k, "available": True, "steps_predicted": len(p), "steps_measured": len(m), **host,
                      "mean_predicted_s": mp, "mean_measured_s": mm,
                      "p50_predicted_s": _pct(p, 50), "p50_measured_s": _pct(m, 50),
                      "p90_predicted_s": _pct(p, 90), "p90_measured_s": _pct(m, 90),
@@ -99,17 +105,24 @@ def step_kind_markdown(name: str, table: pd.DataFrame) -> str:
     def ms(x) -> str:
         return "–" if pd.isna(x) else f"{1e3 * x:.2f}"
 
-    lines = [f"# Step kinds: {name}", "", "Step duration in ms, simulator (sim) vs engine (eng).", "",
+    host = bool("host_measured_s" in table.columns and table.host_measured_s.notna().any())
+    ahead = bool("ahead_measured" in table.columns and table.ahead_measured.notna().any())
+    extra = (" host eng |" if host else "") + (" ahead eng |" if ahead else "")
+    lines = [f"# Step kinds: {name}", "", "Step duration in ms, simulator (sim) vs engine (eng)."
+             + (" host eng: the engine's mean host time on the critical path (inside its step time)." if host else "")
+             + (" ahead eng: the share of its steps prepared while the step before flew." if ahead else ""), "",
              "| kind | steps sim | steps eng | mean sim | mean eng | mean error | p50 sim | p50 eng "
-             "| p90 sim | p90 eng |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| p90 sim | p90 eng |" + extra, "|---|---|---|---|---|---|---|---|---|---|" + "---|" * (host + ahead)]
     for _, r in table.iterrows():
         if not r.available:
-            lines.append(f"| {r.kind} | absent (column missing) |||||||||")
+            lines.append(f"| {r.kind} | absent (column missing) |||||||||" + "|" * (host + ahead))
             continue
         err = "–" if pd.isna(r.rel_error_mean) else f"{r.rel_error_mean:+.1%}"
+        tail = (f" {ms(r.host_measured_s)} |" if host else "") + \
+            (" – |" if ahead and pd.isna(r.ahead_measured) else f" {r.ahead_measured:.2f} |" if ahead else "")
         lines.append(f"| {r.kind} | {int(r.steps_predicted)} | {int(r.steps_measured)} | "
                      f"{ms(r.mean_predicted_s)} | {ms(r.mean_measured_s)} | {err} | {ms(r.p50_predicted_s)} | "
-                     f"{ms(r.p50_measured_s)} | {ms(r.p90_predicted_s)} | {ms(r.p90_measured_s)} |")
+                     f"{ms(r.p50_measured_s)} | {ms(r.p90_predicted_s)} | {ms(r.p90_measured_s)} |" + tail)
     if not table.available.all():
         lines += ["", "Absent kinds: their steps count under their token kind (decode-only, ...)."]
     return "\n".join(lines) + "\n"

@@ -123,3 +123,19 @@ def sk_decode_only(src: Path) -> int:
     eng = pd.read_csv(record_file(src, "iterations.csv"))
     return int(((eng.prefill_tokens == 0) & (eng.decode_seqs > 0) & (eng.swap_in_blocks == 0)
                 & (eng.swap_out_blocks == 0) & (eng.cow_copies == 0)).sum())
+
+
+def test_step_kinds_list_the_engines_host_time_and_ahead_share_where_recorded():
+    from kvsim.validate_diff import step_kind_markdown
+    plain = step_kind_table(SIM, ENG)
+    assert plain.host_measured_s.isna().all() and plain.ahead_measured.isna().all()
+    assert "host eng" not in step_kind_markdown("s", plain)               # older records: the table as before
+    eng = ENG.assign(cpu_s=[0.001, 0.001, 0.004, 0.002, 0.0005, 0.0015, 0.003, 0.003, 0.002],
+                     host_ahead=[1, 1, 0, 1, 1, 0, 0, 0, 1])
+    t = step_kind_table(SIM, eng).set_index("kind")
+    assert t.loc["decode-only"].host_measured_s == pytest.approx(0.002)
+    assert t.loc["mixed"].host_measured_s == pytest.approx(0.001) and t.loc["mixed"].ahead_measured == 0.5
+    assert t.loc["decode-only"].ahead_measured == pytest.approx(2 / 3)
+    md = step_kind_markdown("s", t.reset_index())
+    assert "| host eng | ahead eng |" in md and "| 1.00 | 0.50 |" in md      # mixed: 1.00 ms host, half ahead
+    assert all(line.count("|") == md.splitlines()[4].count("|") for line in md.splitlines()[4:] if line)
