@@ -118,8 +118,8 @@ def step_kind_markdown(name: str, table: pd.DataFrame) -> str:
             lines.append(f"| {r.kind} | absent (column missing) |||||||||" + "|" * (host + ahead))
             continue
         err = "–" if pd.isna(r.rel_error_mean) else f"{r.rel_error_mean:+.1%}"
-        tail = (f" {ms(r.host_measured_s)} |" if host else "") + \
-            (" – |" if ahead and pd.isna(r.ahead_measured) else f" {r.ahead_measured:.2f} |" if ahead else "")
+        share = "–" if pd.isna(r.ahead_measured) else f"{r.ahead_measured:.2f}"
+        tail = (f" {ms(r.host_measured_s)} |" if host else "") + (f" {share} |" if ahead else "")
         lines.append(f"| {r.kind} | {int(r.steps_predicted)} | {int(r.steps_measured)} | "
                      f"{ms(r.mean_predicted_s)} | {ms(r.mean_measured_s)} | {err} | {ms(r.p50_predicted_s)} | "
                      f"{ms(r.p50_measured_s)} | {ms(r.p90_predicted_s)} | {ms(r.p90_measured_s)} |" + tail)

@@ -130,8 +130,7 @@ def engine_mode(model, cuda_graphs: bool) -> dict:
     return {"cuda_graphs": bool(cuda_graphs),
             "fused_layer_ops": bool(getattr(model, "fused_ops", False)),
             "mixed_decode_kernel": MIXED_DECODE_KERNEL,      # how the engine attended a mixed step's decode rows
-            "async_scheduling": ER.async_scheduling(),        # the fits' engine runs: stepped or overlapped
-            "async_prompt_steps": ER.async_prompt_steps(),    # ... their prefill and mixed steps too
+            **ER.runtime_mode(),     # the fits' engine runs: stepped or overlapped, their prefill and mixed steps too
             "prefill_ladder": PREFILL_LADDER,                # the token counts its prefill/mixed graphs captured
             "prefill_route": bool(cuda_graphs),              # ... routed past the slow ones (prefill_step's graph_skip)
             "copy_one_launch": True,          # copy_block timed with one launch over all layers (KVCache.planes)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from kvsim.engine.host_probe import current_cpu, host_summary
 from kvsim.records import IterationLog, step_state
@@ -108,6 +107,12 @@ def serve(eng, clog) -> LoopResult:
         cores.append(core)
         aheads.append(int(ahead))
         last_end = end
+
+    def predicted_prompt(tokens: int) -> float:
+        """A step with ``tokens`` prompt tokens: the last such step's time scaled up to them, at least the last
+        decode step's (0 until one has been timed: this one is then stepped)."""
+        took, then = last_prompt
+        return max(last_decode, took * max(1.0, tokens / then)) if took > 0 else 0.0
 
     def finished(groups, t):
         for g in groups:
@@ -191,11 +196,7 @@ def serve(eng, clog) -> LoopResult:
             prompt = plan.num_prefill_tokens
             decode_only = prompt == 0 and bool(plan.decode_group_ids)
             due = specs[i].arrival_s if i < n else float("inf")
-            # its predicted time: the last decode step's, or the last step with prompt tokens' scaled up to these
-            # (0 until one such step has been timed: this one is stepped)
-            ahead_s = last_decode if decode_only else \
-                max(last_decode, last_prompt[0] * max(1.0, prompt / last_prompt[1])) if prompt and prompt_overlap \
-                and last_prompt[0] > 0 else 0.0
+            ahead_s = last_decode if decode_only else predicted_prompt(prompt) if prompt and prompt_overlap else 0.0
             if overlap and ahead_s > 0 and due > launched + OVERLAP_MARGIN * ahead_s:
                 inflight = runner.launch(plan, batch)
                 done = sched.complete_step(plan, launched, {})    # counts only; times set when it lands
