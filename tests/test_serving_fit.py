@@ -9,6 +9,7 @@ import pytest
 import kvsim
 from kvsim.calibrate import engine_runs as ER
 from kvsim.calibrate import serving_fit as SF
+from kvsim.calibrate import serving_setup as SS
 from kvsim.cost.calibrated import CalibratedCostModel, Profile
 from kvsim.cost.profile import interp1
 from tests.profile_factory import spread_grid, synthetic_profile
@@ -206,8 +207,8 @@ def test_the_fit_runs_the_real_engine(monkeypatch, tmp_path):
     torch = pytest.importorskip("torch")
     from kvsim.catalogue import get_model
     from kvsim.engine.models import build_model
-    monkeypatch.setattr(SF, "PROMPT_RANGE", (8, 64))
-    monkeypatch.setattr(SF, "OUTPUT_RANGE", (24, 48))
+    monkeypatch.setattr(SS, "PROMPT_RANGE", (8, 64))
+    monkeypatch.setattr(SS, "OUTPUT_RANGE", (24, 48))
     spec = get_model("tiny-opt")
     prof = dict(steep_profile(), model=spec.name, num_layers=spec.num_layers)
     model = build_model(spec, dtype=torch.float16, device=torch.device("cpu"), weights="dummy")
@@ -216,18 +217,29 @@ def test_the_fit_runs_the_real_engine(monkeypatch, tmp_path):
     # the tiny model's CPU steps are not the synthetic profile's GPU prices: on a loaded box every lone prefill
     # could sit past ONE_OFF times its price and be left out as one-off work (the prefill fit came back empty once)
     monkeypatch.setattr(SF, "ONE_OFF", float("inf"))
+    monkeypatch.setattr(ER, "ASYNC_SCHEDULING", True)
     fit, pre = SF.fit_serving(model, prof, 16, device="cpu", rows=(2, 4), cuda_graphs=False, log=lines.append,
                               save_dir=tmp_path / "runs")
-    assert fit["num_seqs"] == [2, 4] and len(lines) == 4           # two passes: 2, 4, then 4, 2
+    # two passes: 2, 4, then 4, 2; an overlapped calibration also runs its stepped rows (4 of STEPPED_ROWS) once,
+    # between them
+    assert fit["num_seqs"] == [2, 4] and len(lines) == 5
     assert [ln.split(":")[0] for ln in lines] == ["serving n=2 (pass 1)", "serving n=4 (pass 1)",
-                                                   "serving n=4 (pass 2)", "serving n=2 (pass 2)"]
+                                                   "serving n=4 (stepped)", "serving n=4 (pass 2)",
+                                                   "serving n=2 (pass 2)"]
+    stepped = SF.load_runs(tmp_path / "runs" / "stepped")
+    assert sorted(stepped) == [4] and (stepped[4][0].host_ahead == 0).all()       # every step of it stepped
+    assert (SF.load_runs(tmp_path / "runs")[4][0].host_ahead == 1).mean() > 0.5   # the passes overlapped
+    assert fit["stepped"]["num_seqs"] == [4] and np.isfinite(fit["stepped"]["extra_s"][0])
+    assert fit["stepped"]["host_s"][0] > 0
     assert all(len(p["step_s"]) == 2 for p in fit["by_pass"])
     runs = SF.load_runs(tmp_path / "runs")               # the saved runs refit to the same tables on the CPU
     assert sorted(runs) == [2, 4] and set(runs[4][0]["pass"]) == {0, 1}
     ov = prof["step_overhead"]
     bare = SF.stripped_cost(prof, 16, {}, drop=SF.FITTED, bare=True)
-    refit = SF.fit_from_runs(bare, runs, lambda n: float(np.interp(n, ov["num_seqs"], ov["time_s"])))
+    refit = SF.fit_from_runs(bare, runs, lambda n: float(np.interp(n, ov["num_seqs"], ov["time_s"])),
+                             stepped_runs=stepped)
     assert refit["extra_s"] == pytest.approx(fit["extra_s"]) and refit["spread"] == fit["spread"] == "grid"
+    assert refit["stepped"] == pytest.approx(fit["stepped"])
     assert all(np.isfinite(fit["extra_s"]))
     assert all(f is None or 0 <= f <= SF.MAX_FRACTION for f in fit["spread_frac_row"])
     assert pre["steps"] >= 4 and len(pre["tokens"]) >= 2 and all(np.isfinite(pre["extra_s"]))
@@ -347,8 +359,8 @@ def test_rows_whose_kv_does_not_fit_are_skipped_and_said(monkeypatch):
     torch = pytest.importorskip("torch")
     from kvsim.catalogue import get_model
     from kvsim.engine.models import build_model
-    monkeypatch.setattr(SF, "PROMPT_RANGE", (8, 64))
-    monkeypatch.setattr(SF, "OUTPUT_RANGE", (24, 48))
+    monkeypatch.setattr(SS, "PROMPT_RANGE", (8, 64))
+    monkeypatch.setattr(SS, "OUTPUT_RANGE", (24, 48))
     spec = get_model("tiny-opt")
     block_bytes, per_seq = 16 * spec.kv_bytes_per_token(2), -(-(64 + 48 + 8) // 16)   # a row's pool: n x per_seq + 64
     monkeypatch.setattr(ER, "free_gpu_bytes", lambda device: int((3 * per_seq + 64) * block_bytes / SF.KV_MEMORY_SHARE))
@@ -361,10 +373,11 @@ def test_rows_whose_kv_does_not_fit_are_skipped_and_said(monkeypatch):
     assert not fit or fit["num_seqs"] == [2]
 
 
-def test_no_row_starts_after_the_deadline():
+def test_no_row_starts_after_the_deadline(monkeypatch):
     """Under a calibration time limit the serving fit starts nothing past its deadline, says so, and returns
     empty tables (the profile is then written without them)."""
     import time
+    monkeypatch.setattr(ER, "ASYNC_SCHEDULING", False)     # stepped: no stepped runs besides the passes
     prof = steep_profile()
     lines = []
     fit, pre = SF.fit_serving(None, dict(prof, model="tiny-opt"), 16, device="cpu", rows=(2, 4), cuda_graphs=True,
@@ -418,9 +431,10 @@ def test_the_fits_share_one_engine_build(monkeypatch, tmp_path):
     from kvsim.catalogue import get_model
     from kvsim.engine.models import build_model
     from kvsim.engine.reuse import EngineParts
-    monkeypatch.setattr(SF, "PROMPT_RANGE", (8, 64))
-    monkeypatch.setattr(SF, "OUTPUT_RANGE", (24, 48))
+    monkeypatch.setattr(SS, "PROMPT_RANGE", (8, 64))
+    monkeypatch.setattr(SS, "OUTPUT_RANGE", (24, 48))
     monkeypatch.setattr(SF, "PREFILL_BIN_STEPS", 2)
+    monkeypatch.setattr(ER, "ASYNC_SCHEDULING", False)     # the four passes' runs only
     spec = get_model("tiny-opt")
     prof = dict(steep_profile(), model=spec.name, num_layers=spec.num_layers)
     model = build_model(spec, dtype=torch.float16, device=torch.device("cpu"), weights="dummy")
@@ -489,3 +503,29 @@ def test_an_overlapped_fit_prices_the_steps_prepared_ahead_and_the_stepped_ones_
     assert 2e-4 < prices[1] - prices[0] < 4e-4          # the stepped steps' surplus over the row's mean
     with pytest.raises(kvsim.KvsimError, match="stepped"):
         Profile(dict(doc, decode_serving={"16": dict(fit, stepped={"num_seqs": [8, 4], "extra_s": [0, 0]})}))
+
+
+def test_stepped_runs_price_their_rows_in_place_of_the_few_steps_not_prepared_ahead():
+    """An overlapped calibration's stepped runs (every step's host work on the critical path, 0.5 ms here) give
+    ``stepped`` at their rows; a row without one keeps the overlapped runs' own steps not prepared ahead (0.4 ms
+    more), and the rows' ``extra_s`` (the overlapped runs' mean) is unchanged by them."""
+    prof = steep_profile()
+    prof["decode_spread_step"] = {"16": spread_grid(cost_of(prof), 0.3)}
+    bare = cost_of(dict(prof, step_overhead={"num_seqs": [1.0], "time_s": [0.0]}))
+    truth = {4: (1.0e-3, None), 8: (1.3e-3, None)}
+    runs = _runs_made_of(bare, truth, 0.0, lambda _, __, grid_spread: grid_spread)
+    for its, _ in runs.values():
+        its["host_ahead"] = 1
+        its.loc[its.index[::5], "host_ahead"] = 0
+        its.loc[its.index[::5], "duration_s"] += 4e-4
+    stepped = _runs_made_of(bare, {4: (1.0e-3 + 5e-4, None)}, 0.0, lambda _, __, grid_spread: grid_spread)
+    stepped[4][0]["host_ahead"] = 0
+    ov = _overhead(prof)
+    fit = SF.fit_from_runs(bare, runs, ov, stepped_runs=stepped)
+    assert fit["stepped"]["num_seqs"] == [4, 8]
+    assert fit["stepped"]["extra_s"][0] == pytest.approx(1.0e-3 + 5e-4 - ov(4), abs=1e-9)
+    assert fit["stepped"]["extra_s"][1] == pytest.approx(1.3e-3 + 4e-4 - ov(8), abs=1e-6)
+    assert fit["extra_s"] == SF.fit_from_runs(bare, runs, ov)["extra_s"]
+    short = {4: (stepped[4][0].iloc[:SF.MIN_STEPS // 2], stepped[4][1])}   # too few steps for the row: its own
+    assert SF.fit_from_runs(bare, runs, ov, stepped_runs=short)["stepped"]["extra_s"][0] == pytest.approx(
+        1.0e-3 + 4e-4 - ov(4), abs=1e-6)

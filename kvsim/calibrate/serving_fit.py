@@ -10,8 +10,8 @@ steps cost 0.34 ms + 0.035 ms per row beyond the grid's GPU time, and more with 
 the lock-step fit saw neither.
 
 What. For each ``n`` in :data:`ROWS` whose worst-case KV fits the card (:data:`KV_MEMORY_SHARE`), the engine
-serves :data:`REQUESTS_PER_SLOT` × n requests of uniform random lengths (:data:`PROMPT_RANGE`,
-:data:`OUTPUT_RANGE`) in each of :data:`PASSES` passes (the rows in :func:`spread_order`, then in reverse,
+serves ``REQUESTS_PER_SLOT`` × n requests of uniform random lengths (``PROMPT_RANGE``,
+``OUTPUT_RANGE``, :mod:`kvsim.calibrate.serving_setup`) in each of :data:`PASSES` passes (the rows in :func:`spread_order`, then in reverse,
 so each row meets the host at two times some tens of seconds apart, symmetric about the fit's middle: on the H200 VM the host time of one workload's decode step moved
 between 0.27 and 0.47 ms from run to run, and one row's single run sampled one such state,
 ``benchmarks/engine/results_H200/serving_1605/README.md``; the profile keeps each pass's medians, ``by_pass``),
@@ -36,7 +36,11 @@ open-loop serving, 3-24% of the decode steps (after a prefill or mixed step, or 
 because a request was due), 0.23-0.44 ms longer (``validation/H100-async``). ``extra_s`` stays the mean over all
 of a row's steps, which prices open-loop serving within those shares; the steps not prepared ahead are also kept
 apart, ``"stepped": {"num_seqs", "extra_s", "host_s"}`` (same reference as ``extra_s``): the price of a decode
-step that can never overlap (beam search's, whose parents decide the next step).
+step that can never overlap (beam search's, whose parents decide the next step). Since prefill and mixed steps
+overlap too (``runtime.async_prompt_steps``), a closed loop prepares nearly every decode step ahead (the H100 fit
+of 2026-12-06 17:26: 1-2 per run were not, 0.23-0.68 ms of host work on the critical path), too few to fit; so an
+overlapped calibration runs :data:`STEPPED_ROWS` once more with the engine stepped, and ``stepped`` at those rows
+comes from every decode step of those runs.
 
 Why not a fraction per row (``form="row"``): :mod:`kvsim.calibrate.spread_fit`.
 The workload is kvsim's own, not a validation scenario's, so the validation set still tests the result.
@@ -52,6 +56,7 @@ This module needs no torch: the engine run is imported inside :func:`fit_serving
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -59,18 +64,22 @@ import pandas as pd
 # the runs as records; load_runs is re-exported for refits (benchmarks/engine/serving_refit.py)
 from kvsim.calibrate import engine_runs as ER
 from kvsim.calibrate.engine_runs import KV_MEMORY_SHARE  # noqa: F401 (the serving runs' memory gate, re-exported)
+from kvsim.calibrate import serving_setup as SS
+# the runs' set-up, re-exported (benchmarks and tests reach it through this module)
+from kvsim.calibrate.serving_setup import (STEPPED_MODE, serving_scenario, serving_scenario_doc,  # noqa: F401
+                                           serving_workload, stripped_cost)
 from kvsim.calibrate.spread_fit import MAX_FRACTION, fit_rows, pooled_fractions  # noqa: F401 (the row form)
 from kvsim.calibrate.serving_runs import (by_pass, join_passes, load_runs, lone_prefills, spread_order,  # noqa: F401
                                           save_runs, step_contexts)
 
 ROWS = (4, 8, 9, 16, 17, 24, 32, 64, 128)   # both ends of the 9-16 and 17-24 graph buckets; 64 and 128 for big batches
-REQUESTS_PER_SLOT = 2              # per pass
 PASSES = 2                         # spread order, then reversed: each row meets the host at two times (module doc)
 
-PROMPT_RANGE = (16, 1024)          # capped at half the model's longest sequence
-OUTPUT_RANGE = (16, 256)
 MIN_STEPS = 20                     # steps at exactly n rows a fit needs
 MIN_STEPPED = 10                   # ... and the steps of an overlapped run whose host work was not hidden
+STEPPED_ROWS = (4, 16, 64)         # an overlapped calibration also runs these rows stepped, once: with prompt steps
+#                                    overlapped its closed loops prepare ~99% of their decode steps ahead (H100,
+#                                    2026-12-06: 1-2 per run were not), too few to price a step that never overlaps
 PREFILL_BINS, PREFILL_BIN_STEPS = 8, 15   # lone prefill steps: at most 8 length groups of >= 15 steps
 ONE_OFF = 4.0                      # a step over this many times its row's median is one-off work (a kernel compiled
 #                                    on the clock), left out of the row's mean as kvsim validate lists such steps apart
@@ -85,36 +94,63 @@ def host_ahead(its: pd.DataFrame) -> np.ndarray | None:
     return a if a.any() else None
 
 
-def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], overhead, form: str = "grid") -> dict:
+def _row_steps(cost, its: pd.DataFrame, reqs: pd.DataFrame, n: int):
+    """The decode steps at exactly ``n`` rows of one run (None when fewer than :data:`MIN_STEPS`):
+    ``(dur, grid, u, spread, cpu, usual, ahead)`` per step: measured, the grid's price and spread unit, the spread
+    term, host time on the critical path (None without ``cpu_s``), not one-off work, prepared ahead (None when
+    the run does not say)."""
+    ctx = step_contexts(its, reqs)
+    ctx = ctx[ctx.valid & (ctx.n == n)] if len(ctx) else ctx
+    if len(ctx) < MIN_STEPS:
+        return None
+    sums, top = ctx.ctx_sum.to_numpy(float), ctx.ctx_max.to_numpy(float)
+    grid, u = cost.decode_grid_and_spread(n, sums, top)
+    spread = cost.decode_grid_spread(n, sums, top)
+    dur = its.loc[ctx.index, "duration_s"].to_numpy(float)
+    cpu = its.loc[ctx.index, "cpu_s"].to_numpy(float) if "cpu_s" in its.columns else None
+    usual = dur <= ONE_OFF * float(np.median(dur))
+    return dur, grid, u, spread, cpu, usual, host_ahead(its.loc[ctx.index])
+
+
+def _stepped_row(n: int, steps, mask, overhead) -> tuple:
+    """``(n, extra_s, host_s)`` of the steps ``mask`` selects (stepped: host work on the critical path)."""
+    dur, grid, _u, spread, cpu, _usual, _ahead = steps
+    return (int(n), float(np.mean(dur[mask] - grid[mask] - spread[mask])) - float(overhead(n)),
+            None if cpu is None else float(np.median(cpu[mask])))
+
+
+def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], overhead, form: str = "grid",
+                  stepped_runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]] | None = None) -> dict:
     """``decode_serving`` for one block size from ``{n: (iterations, requests)}`` of the serving runs;
     ``cost`` is a calibrated cost model of the profile without its serving tables and step overhead (its
     ``decode_grid_and_spread`` / ``decode_grid_spread``), ``overhead(n)`` the profile's step overhead.
 
     ``form`` "grid" (the default): unequal contexts are priced at the spread grid's fraction and each row's
     ``extra_s`` is its mean step beyond that; "row": a spread fraction fitted per row as well (see the
-    module doc for why it is not the default). Both keep each row's own fitted fraction for the record."""
-    rows, host, stepped = [], [], []
+    module doc for why it is not the default). Both keep each row's own fitted fraction for the record.
+
+    ``stepped_runs``: runs of the same workload with the engine stepped (an overlapped calibration's
+    :data:`STEPPED_ROWS`): every usual decode step at n rows prices ``stepped`` at that row, in place of the
+    overlapped runs' few steps not prepared ahead."""
+    rows, host, stepped = [], [], {}
     for n, (its, reqs) in sorted(runs.items()):
-        ctx = step_contexts(its, reqs)
-        ctx = ctx[ctx.valid & (ctx.n == n)] if len(ctx) else ctx
-        if len(ctx) < MIN_STEPS:
+        steps = _row_steps(cost, its, reqs, n)
+        if steps is None:
             continue
-        sums, top = ctx.ctx_sum.to_numpy(float), ctx.ctx_max.to_numpy(float)
-        grid, u = cost.decode_grid_and_spread(n, sums, top)
-        spread = cost.decode_grid_spread(n, sums, top)
-        dur = its.loc[ctx.index, "duration_s"].to_numpy(float)
-        cpu = its.loc[ctx.index, "cpu_s"].to_numpy(float) if "cpu_s" in its.columns else None
-        usual = dur <= ONE_OFF * float(np.median(dur))
-        ahead = host_ahead(its.loc[ctx.index])
+        dur, grid, u, spread, cpu, usual, ahead = steps
         off = None if ahead is None else usual & ~ahead    # overlapped runs: the steps not prepared ahead, apart
         if off is not None and off.sum() >= MIN_STEPPED:
-            stepped.append((int(n), float(np.mean(dur[off] - grid[off] - spread[off])) - float(overhead(n)),
-                            None if cpu is None else float(np.median(cpu[off]))))
+            stepped[int(n)] = _stepped_row(n, steps, off, overhead)
         # the host check's reference (kvsim.card_speed): the steps of the row's own kind, prepared ahead where split
         on_host = usual if ahead is None else usual & ahead
         host.append(None if cpu is None else float(np.median(cpu[on_host])))
         y = dur[usual] - grid[usual]
         rows.append((int(n), y, u[usual], spread[usual]) + fit_rows(y, u[usual]))
+    for n, (its, reqs) in sorted((stepped_runs or {}).items()):
+        steps = _row_steps(cost, its, reqs, n)
+        if steps is not None:
+            stepped[int(n)] = _stepped_row(n, steps, steps[5], overhead)
+    stepped = [stepped[n] for n in sorted(stepped)]
     if not rows:
         return {}
     frac, mean = pooled_fractions([(lam, se) for *_, lam, se in rows])
@@ -171,7 +207,7 @@ def _workload_of(runs: dict, n: int) -> dict:
     requests, so a refit of older runs describes them, not today's constants)."""
     reqs = runs[n][1]
     passes = int(reqs["pass"].nunique()) if "pass" in reqs.columns else 1
-    return {"prompt_len_range": list(PROMPT_RANGE), "output_len_range": list(OUTPUT_RANGE),
+    return {"prompt_len_range": list(SS.PROMPT_RANGE), "output_len_range": list(SS.OUTPUT_RANGE),
             "requests_per_slot": int(round(len(reqs) / n / passes)), "passes": passes}
 
 
@@ -193,73 +229,37 @@ def fit_prefill_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame
     return dict(out, steps=len(toks)) if out else {}
 
 
-def serving_workload(n: int, max_seq_len: int) -> tuple[dict, dict]:
-    """``(engine, workload)`` settings of the serving run at ``n`` rows (see module doc)."""
-    p_hi = min(PROMPT_RANGE[1], max_seq_len // 2)
-    o_hi = min(OUTPUT_RANGE[1], max_seq_len - p_hi - 8)
-    # serving's engine limits (its CUDA graphs, so n rows replay the graph a serving engine pads them to),
-    # with at most n requests in flight (a closed loop: the next one arrives when one finishes)
-    engine = {"scheduler": "vllm", "max_num_seqs": 256, "max_num_batched_tokens": max(p_hi, 2048)}
-    workload = {"dataset": "uniform", "prompt_len_range": [PROMPT_RANGE[0], p_hi],
-                "output_len_range": [OUTPUT_RANGE[0], o_hi], "arrival": "burst",
-                "num_requests": REQUESTS_PER_SLOT * n, "max_concurrency": n}
-    return engine, workload
-
-
-def stripped_cost(profile: dict, bs: int, graphs: dict, *, drop: tuple[str, ...], bare: bool):
-    """A calibrated cost model of ``profile`` without the tables ``drop`` (and without step overhead when
-    ``bare``), at the CUDA-graph sizes ``graphs`` (:func:`kvsim.graph_sizes.engine_graph_sizes`)."""
-    from kvsim.cost.calibrated import CalibratedCostModel, Profile
-    doc = {k: v for k, v in profile.items() if k not in drop}
-    if bare:
-        doc["step_overhead"] = {"num_seqs": [1.0], "time_s": [0.0]}
-    return CalibratedCostModel(Profile(doc), model_name=profile["model"], dtype=profile["dtype"], block_size_tokens=bs,
-                               **graphs)
-
-
 FITTED = ("decode_serving", "prefill_serving")
 UNFITTED_PREFILL = FITTED + ("prefill_overhead", "wake_overhead")   # a lone prefill's price before either fit
 
 
-def serving_scenario_doc(profile: dict, bs: int, n: int, device: str = "cuda", cuda_graphs: bool = True) -> dict:
-    """The scenario document of the serving run at ``n`` rows (:func:`serving_workload`), with a KV pool for its
-    worst case."""
-    from kvsim.catalogue import get_model
-    engine, workload = serving_workload(n, get_model(profile["model"]).max_seq_len)
-    per_seq = -(-(workload["prompt_len_range"][1] + workload["output_len_range"][1] + 8) // bs)
-    return {"name": f"calibrate-serving-{n}", "model": profile["model"], "gpu": "h100-80gb", "dtype": profile["dtype"],
-            "seed": 0, "engine": {"block_size": bs, "num_gpu_blocks": n * per_seq + 64, "swap_space_gib": 0, **engine},
-            "workload": workload, "runtime": {"device": device, "cuda_graphs": cuda_graphs, **ER.runtime_mode()}}
-
-
-def serving_scenario(profile: dict, bs: int, n: int, device: str = "cuda", cuda_graphs: bool = True):
-    """The scenario of the serving run at ``n`` rows (:func:`serving_scenario_doc`)."""
-    import kvsim
-    return kvsim.load_scenario(serving_scenario_doc(profile, bs, n, device, cuda_graphs))
-
-
 def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, cuda_graphs: bool = True,
                 log=print, save_dir=None, deadline: float | None = None, passes: int = PASSES,
-                notes: dict | None = None, parts=None) -> tuple[dict, dict]:
+                notes: dict | None = None, parts=None, stepped_rows=STEPPED_ROWS) -> tuple[dict, dict]:
     """Run the serving workloads on the real engine; ``(decode_serving, prefill_serving)`` for block size
     ``bs`` (each {} when its steps are too few). Each row runs ``passes`` times, in :func:`spread_order` and back
-    (:data:`PASSES`), its passes joined into one record (:func:`join_passes`). ``save_dir``: also keep the
-    runs' records there (:func:`save_runs`). ``deadline`` (``time.perf_counter()`` seconds): no run starts after
+    (:data:`PASSES`), its passes joined into one record (:func:`join_passes`); an overlapped calibration also
+    runs ``stepped_rows`` (those of ``rows``) once with the engine stepped, after the first pass, for
+    ``decode_serving.stepped``. ``save_dir``: also keep the runs' records there (:func:`save_runs`; the
+    stepped ones in ``save_dir/stepped``). ``deadline`` (``time.perf_counter()`` seconds): no run starts after
     it (the rest are skipped and logged, so a calibration under a time limit still writes its profile; ``notes``,
     the profile's meta, then records how many as ``serving_fit_skipped``). ``parts``: an
     :class:`~kvsim.engine.reuse.EngineParts` the runs share (one KV cache and set of CUDA graphs for all)."""
-    import kvsim
     from kvsim.catalogue import get_model
     from kvsim.cost.profile import interp1
     from kvsim.engine.engine import RealEngine
     spec = get_model(profile["model"])
     ov = profile["step_overhead"]
     per_n: dict[int, list] = {}
+    stepped_of: dict[int, tuple] = {}
     refs, sc, skip = [], None, set()
     free = ER.free_gpu_bytes(device)
     first = spread_order(rows)
-    order = [n for k in range(passes) for n in (first if k % 2 == 0 else first[::-1])]
-    for i, n in enumerate(order):
+    order = [(n, False) for k in range(passes) for n in (first if k % 2 == 0 else first[::-1])]
+    if ER.async_scheduling():        # stepped runs after the first pass: kept when a time limit cuts the second
+        extra = [(n, True) for n in first if n in set(stepped_rows)]
+        order = order[:len(first)] + extra + order[len(first):]
+    for i, (n, stepped) in enumerate(order):
         if deadline is not None and time.perf_counter() > deadline:
             log(f"serving n={n}: skipped, and the {len(order) - i - 1} runs after it: the calibration's time "
                 "limit is near")
@@ -269,29 +269,35 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
             break
         if n in skip:
             continue
-        sc = serving_scenario(profile, bs, n, device, cuda_graphs)
+        sc = serving_scenario(profile, bs, n, device, cuda_graphs, stepped)
         why = ER.fits_memory(sc, spec, bs, device, parts, free) if free is not None else None
         if why:
             log(f"serving n={n}: skipped, {why}")
             skip.add(n)
             continue
         res = RealEngine(sc, model=model, parts=parts).run()
-        per_n.setdefault(n, []).append((res.iterations, res.requests))
-        refs.append((res.info.get("reference_step") or {}).get("time_s"))     # the card's speed at each run
+        if stepped:
+            stepped_of[n] = (res.iterations, res.requests)
+        else:
+            per_n.setdefault(n, []).append((res.iterations, res.requests))
+            refs.append((res.info.get("reference_step") or {}).get("time_s"))     # the card's speed at each run
         at_n = res.iterations[res.iterations.decode_seqs == n]
         host = f", host {at_n.cpu_s.median() * 1e3:.2f} ms" if "cpu_s" in at_n.columns and len(at_n) else ""
-        log(f"serving n={n} (pass {len(per_n[n])}): {len(at_n)} decode steps at {n} rows (median "
+        what = "stepped" if stepped else f"pass {len(per_n[n])}"
+        log(f"serving n={n} ({what}): {len(at_n)} decode steps at {n} rows (median "
             f"{at_n.duration_s.median() * 1e3:.2f} ms{host}), {len(lone_prefills(res.iterations))} lone prefills")
     runs = {n: join_passes(v) if len(v) > 1 else v[0] for n, v in sorted(per_n.items())}
     if save_dir is not None:
         save_runs(runs, save_dir)
+        if stepped_of:
+            save_runs(stepped_of, Path(save_dir) / "stepped")
     if not runs:
         return {}, {}
     from kvsim.graph_sizes import engine_graph_sizes
     graphs = engine_graph_sizes(sc)
     decode = fit_from_runs(stripped_cost(profile, bs, graphs, drop=FITTED, bare=True), runs,
                            lambda n: float(interp1(float(n), np.asarray(ov["num_seqs"], float),
-                                                   np.asarray(ov["time_s"], float))))
+                                                   np.asarray(ov["time_s"], float))), stepped_runs=stepped_of)
     if decode:
         decode["reference_step_s"] = refs
     prefill = fit_prefill_from_runs(stripped_cost(profile, bs, graphs, drop=UNFITTED_PREFILL, bare=False), runs)

@@ -1,0 +1,56 @@
+"""How the calibration's serving runs are set up (:mod:`kvsim.calibrate.serving_fit` runs and fits them): the
+workload at n rows (a closed loop of n requests in flight on uniform lengths), its scenario in the calibration's
+runtime mode or stepped, and the calibrated cost model a fit prices the runs' steps with (the profile without the
+tables being fitted). Needs no torch."""
+from __future__ import annotations
+
+from kvsim.calibrate import engine_runs as ER
+
+PROMPT_RANGE = (16, 1024)          # capped at half the model's longest sequence
+OUTPUT_RANGE = (16, 256)
+REQUESTS_PER_SLOT = 2              # per pass
+STEPPED_MODE = {"async_scheduling": False, "async_prompt_steps": False}   # a stepped run in an overlapped calibration
+
+
+def serving_workload(n: int, max_seq_len: int) -> tuple[dict, dict]:
+    """``(engine, workload)`` settings of the serving run at ``n`` rows (see module doc)."""
+    p_hi = min(PROMPT_RANGE[1], max_seq_len // 2)
+    o_hi = min(OUTPUT_RANGE[1], max_seq_len - p_hi - 8)
+    # serving's engine limits (its CUDA graphs, so n rows replay the graph a serving engine pads them to),
+    # with at most n requests in flight (a closed loop: the next one arrives when one finishes)
+    engine = {"scheduler": "vllm", "max_num_seqs": 256, "max_num_batched_tokens": max(p_hi, 2048)}
+    workload = {"dataset": "uniform", "prompt_len_range": [PROMPT_RANGE[0], p_hi],
+                "output_len_range": [OUTPUT_RANGE[0], o_hi], "arrival": "burst",
+                "num_requests": REQUESTS_PER_SLOT * n, "max_concurrency": n}
+    return engine, workload
+
+
+def stripped_cost(profile: dict, bs: int, graphs: dict, *, drop: tuple[str, ...], bare: bool):
+    """A calibrated cost model of ``profile`` without the tables ``drop`` (and without step overhead when
+    ``bare``), at the CUDA-graph sizes ``graphs`` (:func:`kvsim.graph_sizes.engine_graph_sizes`)."""
+    from kvsim.cost.calibrated import CalibratedCostModel, Profile
+    doc = {k: v for k, v in profile.items() if k not in drop}
+    if bare:
+        doc["step_overhead"] = {"num_seqs": [1.0], "time_s": [0.0]}
+    return CalibratedCostModel(Profile(doc), model_name=profile["model"], dtype=profile["dtype"], block_size_tokens=bs,
+                               **graphs)
+
+
+def serving_scenario_doc(profile: dict, bs: int, n: int, device: str = "cuda", cuda_graphs: bool = True,
+                         stepped: bool = False) -> dict:
+    """The scenario document of the serving run at ``n`` rows (:func:`serving_workload`), with a KV pool for its
+    worst case, in the calibration's runtime mode (``stepped``: every step stepped)."""
+    from kvsim.catalogue import get_model
+    engine, workload = serving_workload(n, get_model(profile["model"]).max_seq_len)
+    per_seq = -(-(workload["prompt_len_range"][1] + workload["output_len_range"][1] + 8) // bs)
+    return {"name": f"calibrate-serving-{n}", "model": profile["model"], "gpu": "h100-80gb", "dtype": profile["dtype"],
+            "seed": 0, "engine": {"block_size": bs, "num_gpu_blocks": n * per_seq + 64, "swap_space_gib": 0, **engine},
+            "workload": workload, "runtime": {"device": device, "cuda_graphs": cuda_graphs, **ER.runtime_mode(),
+                                              **(STEPPED_MODE if stepped else {})}}
+
+
+def serving_scenario(profile: dict, bs: int, n: int, device: str = "cuda", cuda_graphs: bool = True,
+                     stepped: bool = False):
+    """The scenario of the serving run at ``n`` rows (:func:`serving_scenario_doc`)."""
+    import kvsim
+    return kvsim.load_scenario(serving_scenario_doc(profile, bs, n, device, cuda_graphs, stepped))
