@@ -41,9 +41,16 @@ def scaled(doc, k: float, key: str = ""):
     return doc
 
 
+NOTE_ONLY_META = ("partial", "serving_fit_skipped")   # read by kvsim.build.partial_note only
+
+
 def write_scaled(profile: str, out_dir: Path, k: float) -> str:
-    """The profile at ``profile`` scaled by ``k`` (:func:`scaled`), written under ``out_dir``; its path."""
+    """The profile at ``profile`` scaled by ``k`` (:func:`scaled`), written under ``out_dir``; its path. The copy
+    leaves out the meta that only makes notes (a calibration cut short: :func:`kvsim.build.partial_note`): the
+    prediction with the profile itself has said them once, and each temporary copy would say them again."""
     doc = json.loads(Path(profile).read_text())
+    if isinstance(doc.get("meta"), dict):
+        doc["meta"] = {k_: v for k_, v in doc["meta"].items() if k_ not in NOTE_ONLY_META}
     path = out_dir / f"{Path(profile).stem}_x{k:g}.json"
     path.write_text(json.dumps(scaled(doc, k)))
     return str(path)

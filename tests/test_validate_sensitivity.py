@@ -76,3 +76,23 @@ def test_validate_writes_the_sensitivity_of_a_replayed_scenario(tmp_path):
     want = t.loc["normalized_latency_s", "rel_error"] / t.loc["normalized_latency_s", "elasticity"]
     assert t.loc["normalized_latency_s", "implied_step_error"] == pytest.approx(want)
     assert "| v15_llama3_8b_chunked512 | normalized_latency_s |" in (tmp_path / "sensitivity-replay.md").read_text()
+
+
+def test_the_scaled_copies_say_no_note_the_profile_said_once(tmp_path):
+    """A profile whose serving fit a time limit cut short is noted once by its own prediction; its scaled copies
+    (one pair per scenario, temporary paths) drop that meta and price exactly as if they kept it."""
+    from kvsim.validate_sensitivity import NOTE_ONLY_META, write_scaled
+    doc = json.loads((ROOT / "calibrate/profiles/H100/llama-3-8b-async.json").read_text())
+    doc["meta"].update(serving_fit_skipped={"runs": 5, "of": 18, "why": "the calibration's time limit"},
+                       partial="its serving fit was not run")
+    src = tmp_path / "cut.json"
+    src.write_text(json.dumps(doc))
+    path = Path(write_scaled(str(src), tmp_path, 1.02))
+    copy = json.loads(path.read_text())
+    assert not set(NOTE_ONLY_META) & set(copy["meta"])
+    kept = dict(doc, meta=dict(copy["meta"], **{k: doc["meta"][k] for k in NOTE_ONLY_META if k in doc["meta"]}))
+    (tmp_path / "kept.json").write_text(json.dumps(scaled(kept, 1.02)))
+    plan = StepPlan(decode_group_ids=list(range(13)), decode_context_tokens=list(range(350, 350 + 37 * 13, 37)))
+    a, b = (CalibratedCostModel(Profile(json.loads(p.read_text())), model_name="Llama-3-8B", dtype="fp16",
+                                block_size_tokens=16) for p in (path, tmp_path / "kept.json"))
+    assert a.step_time(plan) == b.step_time(plan)
