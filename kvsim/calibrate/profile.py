@@ -267,7 +267,7 @@ def fit_after_grids(model, prof: dict, fit_bs: int, path: Path, *, device: str =
     graphs (:func:`kvsim.calibrate.engine_runs.calibration_parts`). :func:`calibrate` and ``--resume`` both end here."""
     if parts is None:
         parts = calibration_parts(prof, fit_bs, device, overhead=False, serving=serving)
-    if serving:      # decode steps of serving-shaped batches (up to eighteen short engine runs): kvsim.calibrate.serving_fit
+    if serving:      # decode steps of serving-shaped batches (up to eighteen short engine runs, 21 overlapped: three stepped): kvsim.calibrate.serving_fit
         from kvsim.calibrate.serving_fit import fit_serving
         try:
             decode, prefill = fit_serving(model, prof, fit_bs, device=device, cuda_graphs=cuda_graphs, log=M._log,
