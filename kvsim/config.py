@@ -127,7 +127,8 @@ class CostConfig:
 
 @dataclass
 class RuntimeConfig:
-    """Settings of the real engine only (``kvsim engine``); the simulator ignores them."""
+    """Settings of the real engine (``kvsim engine``). The simulator reads two of them, ``async_scheduling`` and
+    ``async_prompt_steps``: which prompt steps the engine prepares while the step before flies (kvsim/overlap.py)."""
     device: str = cfg_field("auto", "auto (cuda if available) | cuda | cpu")
     attention_backend: str = cfg_field("auto", "auto (triton on cuda, torch on cpu) | triton | torch")
     weights: str = cfg_field("dummy", "dummy (random weights) or a local Hugging Face checkpoint directory")

@@ -90,6 +90,8 @@ def _price_and_record(eng, step, t: float) -> tuple[float, float]:
         dt = eng.cost.decode_plan_time(step.num_seqs, step.ctx_sum, len(plan.copy_pairs), len(plan.swap_out),
                                        len(plan.swap_in))
     eng.log.append_step(t, dt + swap_s, swap_s, step.state())
+    if eng.overlap is not None:
+        eng.overlap.started(t, bool(plan.prefill_new_tokens))
     return swap_s, dt
 
 

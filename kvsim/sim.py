@@ -35,6 +35,7 @@ from kvsim.core.scheduler import Scheduler
 from kvsim.fastforward import fast_forward
 from kvsim.iterstats import IterationStats
 from kvsim.metrics import SUMMARY_INPUTS
+from kvsim.overlap import prompt_overlap
 from kvsim.run_step import mixed_step_from_run, step_from_run
 from kvsim.records import IterationLog, request_frame, run_summary, step_state
 from kvsim.request_table import RequestTable
@@ -116,6 +117,8 @@ class SimEngine:
         self.gate = make_gate(sc.workload.max_concurrency)    # closed loop (max_concurrency), else None
         self.arrivals_done = False
         self._wake: simpy.Event | None = None
+        # which prompt steps the engine prepares while the step before flies (None: no price depends on it)
+        self.overlap = prompt_overlap(setup, self.cost)
         self.ff_steps = 0
         self.beam_steps = 0              # beam search steps taken by beam runs (kvsim.beam_forward)
         self.ff_blocked = False          # skip the next fast-forward try (kvsim.fastforward._advance says)
@@ -198,6 +201,11 @@ class SimEngine:
             swap_s = self._swap_time(plan)
             dt = cost.step_time(plan) + (cost.wake_time(plan) if woke else 0.0)
             woke = False
+            if self.overlap is not None:      # a prompt step prepared ahead: its host work off the critical path
+                prompt = bool(plan.prefill_new_tokens)
+                if prompt and not plan.decode_context_tokens and self.overlap.ahead(env.now):
+                    dt = max(0.0, dt - cost.prompt_host_s(plan))
+                self.overlap.started(env.now, prompt)
             self._record(plan, env.now, dt, swap_s)
             if swap_s > 0:
                 with self.host_link.request() as req:

@@ -55,7 +55,8 @@ def check_graph_mode(profile: str, cuda_graphs: bool) -> None:
 def replay_sets(eng_doc: dict) -> list[str]:
     """Settings that make the simulator price the saved engine run as it ran: the prefill/mixed graph ladder it
     captured (runs from before ``runtime.cuda_graph_prefill_ladder`` existed captured v1) and the sizes it skipped
-    (``runtime.cuda_graph_prefill_skip``: routed past when its graphs were captured; none before routing). A user's explicit
+    (``runtime.cuda_graph_prefill_skip``: routed past when its graphs were captured; none before routing), and whether
+    it overlapped steps (``runtime.async_scheduling``, ``runtime.async_prompt_steps``). A user's explicit
     ``--set`` of the same field comes first and is overridden, so the replay stays faithful to the records."""
     from kvsim.graph_sizes import ladder_of
     info = eng_doc.get("engine") if isinstance(eng_doc.get("engine"), dict) else {}
@@ -72,7 +73,11 @@ def replay_sets(eng_doc: dict) -> list[str]:
                                      f"whole numbers, got {str(skip)[:40]}")
     route = ["runtime.cuda_graph_prefill_route=false",
              f"runtime.cuda_graph_prefill_skip=[{', '.join(str(int(t)) for t in skip)}]"]
-    return ([f"runtime.cuda_graph_prefill_ladder={name}"] if name else []) + route
+    # which steps it overlapped (kvsim.overlap): as its scenario records, stepped where it predates the settings
+    rt = (eng_doc.get("scenario") or {}).get("runtime") if isinstance(eng_doc.get("scenario"), dict) else None
+    rt = rt if isinstance(rt, dict) else {}
+    mode = [f"runtime.{k}={str(rt.get(k) is True).lower()}" for k in ("async_scheduling", "async_prompt_steps")]
+    return ([f"runtime.cuda_graph_prefill_ladder={name}"] if name else []) + route + mode
 
 
 def profile_sets(meta: dict | None) -> list[str]:

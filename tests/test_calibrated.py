@@ -414,10 +414,16 @@ def test_replay_prices_a_saved_run_on_the_ladder_it_captured():
     from kvsim.validate import replay_sets
     assert ladder_of(prefill_token_sizes(2048, "v1")) == "v1" and ladder_of(prefill_token_sizes(512, "v2")) == "v2"
     assert ladder_of([16, 40]) is None and ladder_of([]) is None
-    unrouted = ["runtime.cuda_graph_prefill_route=false", "runtime.cuda_graph_prefill_skip=[]"]
+    stepped = ["runtime.async_scheduling=false", "runtime.async_prompt_steps=false"]   # runs before the settings
+    unrouted = ["runtime.cuda_graph_prefill_route=false", "runtime.cuda_graph_prefill_skip=[]"] + stepped
     assert replay_sets({"engine": {"cuda_graph_prefill_tokens": prefill_token_sizes(4096, "v1")}}) == \
         ["runtime.cuda_graph_prefill_ladder=v1"] + unrouted
     assert replay_sets({"engine": {"cuda_graph_prefill_tokens": []}}) == unrouted and replay_sets({}) == unrouted
+    overlapped = {"scenario": {"runtime": {"async_scheduling": True, "async_prompt_steps": True}}}
+    assert replay_sets(overlapped)[-2:] == ["runtime.async_scheduling=true", "runtime.async_prompt_steps=true"]
+    sc = kvsim.load_scenario("scenarios/examples/quickstart.yaml", replay_sets({"scenario": {"runtime": {
+        "async_scheduling": True}}}))        # overlapped before prompt steps flew: decode steps only
+    assert sc.runtime.async_scheduling is True and sc.runtime.async_prompt_steps is False
 
 
 def test_live_validation_runs_the_engine_its_profile_measured():

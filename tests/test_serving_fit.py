@@ -9,6 +9,7 @@ import pytest
 import kvsim
 from kvsim.calibrate import engine_runs as ER
 from kvsim.calibrate import serving_fit as SF
+from kvsim.calibrate import prefill_serving_fit as PS
 from kvsim.calibrate import serving_setup as SS
 from kvsim.cost.calibrated import CalibratedCostModel, Profile
 from kvsim.cost.profile import interp1
@@ -213,7 +214,7 @@ def test_the_fit_runs_the_real_engine(monkeypatch, tmp_path):
     prof = dict(steep_profile(), model=spec.name, num_layers=spec.num_layers)
     model = build_model(spec, dtype=torch.float16, device=torch.device("cpu"), weights="dummy")
     lines = []
-    monkeypatch.setattr(SF, "PREFILL_BIN_STEPS", 2)
+    monkeypatch.setattr(PS, "PREFILL_BIN_STEPS", 2)
     # the tiny model's CPU steps are not the synthetic profile's GPU prices: on a loaded box every lone prefill
     # could sit past ONE_OFF times its price and be left out as one-off work (the prefill fit came back empty once)
     monkeypatch.setattr(SF, "ONE_OFF", float("inf"))
@@ -243,6 +244,7 @@ def test_the_fit_runs_the_real_engine(monkeypatch, tmp_path):
     assert all(np.isfinite(fit["extra_s"]))
     assert all(f is None or 0 <= f <= SF.MAX_FRACTION for f in fit["spread_frac_row"])
     assert pre["steps"] >= 4 and len(pre["tokens"]) >= 2 and all(np.isfinite(pre["extra_s"]))
+    assert len(pre["host_s"]) == len(pre["tokens"]) and all(h > 0 for h in pre["host_s"])   # their host parts
     Profile(dict(prof, decode_serving={"16": fit}, prefill_serving={"16": pre}))    # what calibrate writes loads back
 
 
@@ -433,7 +435,7 @@ def test_the_fits_share_one_engine_build(monkeypatch, tmp_path):
     from kvsim.engine.reuse import EngineParts
     monkeypatch.setattr(SS, "PROMPT_RANGE", (8, 64))
     monkeypatch.setattr(SS, "OUTPUT_RANGE", (24, 48))
-    monkeypatch.setattr(SF, "PREFILL_BIN_STEPS", 2)
+    monkeypatch.setattr(PS, "PREFILL_BIN_STEPS", 2)
     monkeypatch.setattr(ER, "ASYNC_SCHEDULING", False)     # the four passes' runs only
     spec = get_model("tiny-opt")
     prof = dict(steep_profile(), model=spec.name, num_layers=spec.num_layers)
@@ -529,3 +531,16 @@ def test_stepped_runs_price_their_rows_in_place_of_the_few_steps_not_prepared_ah
     short = {4: (stepped[4][0].iloc[:SF.MIN_STEPS // 2], stepped[4][1])}   # too few steps for the row: its own
     assert SF.fit_from_runs(bare, runs, ov, stepped_runs=short)["stepped"]["extra_s"][0] == pytest.approx(
         1.0e-3 + 4e-4 - ov(4), abs=1e-6)
+
+
+def test_the_prefill_curve_keeps_each_groups_host_part_over_the_steps_not_prepared_ahead(monkeypatch):
+    """``host_s``: each length group's mean host time on the critical path, the steps prepared ahead (NaN) left out;
+    absent when a group has none, or without host times."""
+    monkeypatch.setattr(PS, "PREFILL_BIN_STEPS", 3)
+    tokens = np.array([10, 20, 30, 400, 500, 600], float)
+    extra = np.full(6, 1e-4)
+    host = np.array([3e-4, np.nan, 5e-4, 6e-4, 7e-4, 8e-4])
+    curve = SF.prefill_curve(tokens, extra, host)
+    assert curve["tokens"] == [20.0, 500.0] and curve["host_s"] == pytest.approx([4e-4, 7e-4])
+    assert "host_s" not in SF.prefill_curve(tokens, extra)
+    assert "host_s" not in SF.prefill_curve(tokens, extra, np.array([np.nan] * 3 + [1e-4] * 3))

@@ -46,8 +46,8 @@ Why not a fraction per row (``form="row"``): :mod:`kvsim.calibrate.spread_fit`.
 The workload is kvsim's own, not a validation scenario's, so the validation set still tests the result.
 
 The same runs' lone prefill steps (a joiner's prompt while the others wait) give ``prefill_serving``: the
-measured step minus its price without ``prefill_overhead``, in up to :data:`PREFILL_BINS` groups by prompt
-length, each group's mean (:func:`fit_prefill_from_runs`). On the H200 such steps of 32-512 tokens cost 0.2-0.5 ms more than
+measured step minus its price without ``prefill_overhead``, in up to ``PREFILL_BINS`` groups by prompt
+length, each group's mean (:func:`kvsim.calibrate.prefill_serving_fit.fit_prefill_from_runs`). On the H200 such steps of 32-512 tokens cost 0.2-0.5 ms more than
 the busy-engine ``prefill_overhead`` fit said (one prompt length repeated) and those of 512-1,024 tokens
 0.5-0.9 ms less (that fit clamps at 0); the cost model prices prefill-only steps with it instead.
 
@@ -68,6 +68,8 @@ from kvsim.calibrate import serving_setup as SS
 # the runs' set-up, re-exported (benchmarks and tests reach it through this module)
 from kvsim.calibrate.serving_setup import (STEPPED_MODE, serving_scenario, serving_scenario_doc,  # noqa: F401
                                            serving_workload, stripped_cost)
+# the lone prefills' fit (prefill_serving), re-exported
+from kvsim.calibrate.prefill_serving_fit import fit_prefill_from_runs, prefill_curve  # noqa: F401
 from kvsim.calibrate.spread_fit import MAX_FRACTION, fit_rows, pooled_fractions  # noqa: F401 (the row form)
 from kvsim.calibrate.serving_runs import (by_pass, join_passes, load_runs, lone_prefills, spread_order,  # noqa: F401
                                           save_runs, step_contexts)
@@ -80,7 +82,6 @@ MIN_STEPPED = 10                   # ... and the steps of an overlapped run whos
 STEPPED_ROWS = (4, 16, 64)         # an overlapped calibration also runs these rows stepped, once: with prompt steps
 #                                    overlapped its closed loops prepare ~99% of their decode steps ahead (H100,
 #                                    2026-12-06: 1-2 per run were not), too few to price a step that never overlaps
-PREFILL_BINS, PREFILL_BIN_STEPS = 8, 15   # lone prefill steps: at most 8 length groups of >= 15 steps
 ONE_OFF = 4.0                      # a step over this many times its row's median is one-off work (a kernel compiled
 #                                    on the clock), left out of the row's mean as kvsim validate lists such steps apart
 
@@ -182,26 +183,6 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
     return out
 
 
-def prefill_curve(tokens: np.ndarray, extra: np.ndarray) -> dict:
-    """``{"tokens", "extra_s"}``: the steps cut into up to :data:`PREFILL_BINS` groups of at least
-    :data:`PREFILL_BIN_STEPS` by prompt length, each group's median length and mean extra ({} when too few): the
-    mean, as the decode rows' (:func:`fit_from_runs`); on the H200 of 2026-12-06 these steps' extras had a long
-    slow tail, group means 0.06-0.50 ms above the medians, and a fit of medians priced the validation runs'
-    prefill-only steps 3.1% low (step-weighted), of means 1.7% (validation/H200-1206/README.md)."""
-    tokens, extra = np.asarray(tokens, float), np.asarray(extra, float)
-    k = min(PREFILL_BINS, len(tokens) // PREFILL_BIN_STEPS)
-    if k < 1:
-        return {}
-    xs, ys = [], []
-    for g in np.array_split(np.argsort(tokens, kind="stable"), k):
-        x, y = float(np.median(tokens[g])), float(np.mean(extra[g]))
-        if xs and x <= xs[-1]:           # equal lengths: one point
-            continue
-        xs.append(x)
-        ys.append(y)
-    return {"tokens": xs, "extra_s": ys}
-
-
 def _workload_of(runs: dict, n: int) -> dict:
     """The serving workload the runs record (requests per slot and passes read from row ``n``'s own
     requests, so a refit of older runs describes them, not today's constants)."""
@@ -209,24 +190,6 @@ def _workload_of(runs: dict, n: int) -> dict:
     passes = int(reqs["pass"].nunique()) if "pass" in reqs.columns else 1
     return {"prompt_len_range": list(SS.PROMPT_RANGE), "output_len_range": list(SS.OUTPUT_RANGE),
             "requests_per_slot": int(round(len(reqs) / n / passes)), "passes": passes}
-
-
-def fit_prefill_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]]) -> dict:
-    """``prefill_serving`` from the lone prefill steps of the serving runs: measured minus ``cost``'s price
-    (a calibrated cost model of the profile without ``prefill_overhead``: grid + step overhead), by length; a step
-    over :data:`ONE_OFF` times its price is one-off work and left out."""
-    from kvsim.core.plan import StepPlan
-    toks, extra = [], []
-    for its, _ in runs.values():
-        for t, d in zip(*(lone_prefills(its)[c].to_numpy() for c in ("prefill_tokens", "duration_s"))):
-            plan = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[int(t)], prefill_cached_tokens=[0])
-            price = cost.step_time(plan)
-            if float(d) > ONE_OFF * price:
-                continue
-            toks.append(float(t))
-            extra.append(float(d) - price)
-    out = prefill_curve(np.array(toks), np.array(extra))
-    return dict(out, steps=len(toks)) if out else {}
 
 
 FITTED = ("decode_serving", "prefill_serving")

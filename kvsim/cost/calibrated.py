@@ -170,6 +170,9 @@ class CalibratedCostModel(DecodePriceMixin, StepGridsMixin, DecodeSpreadMixin, S
             self._serving = (stepped[0], stepped[1], None) if self._serving[2] is None else \
                 (stepped[0], stepped[1], np.interp(stepped[0], self._serving[0], self._serving[2]))
         self._pserving = profile.prefill_serving.get(block_size_tokens) if self._pstep is not None else None
+        # ... and their host work on the critical path, which a prompt step prepared ahead does not pay (kvsim.overlap)
+        self._phost = profile.prefill_host.get(block_size_tokens) if self._pserving is not None else None
+        self.prices_prompt_host = self._phost is not None
         # step_overhead made non-decreasing in rows, for the steps no serving fit corrects (mixed steps; decode
         # steps at a block size without decode_serving): its points are one lock-step run each (1.15 ms at 64
         # rows, 0.57 at 128 on the H200 Llama-3-8B profile). Prefill-only steps keep the points: prefill_serving

@@ -116,6 +116,11 @@ class Profile(TableReader):
                                if isinstance(d, dict) and "stepped" in d}
         # ... and lone prefill steps of those runs: what a prompt of T tokens adds, by T (may be negative)
         self.prefill_serving = self._blocks("prefill_serving", self._extra_curve, optional=True)
+        # ... and those steps' host work on the critical path, by T (what one prepared ahead does not pay:
+        # kvsim.overlap); profiles from 2026-12-06 19:00 on
+        self.prefill_host = {bs: self._parsed(f"prefill_serving.{bs}.host_s", self._host_curve, d)
+                             for bs, d in self._raw_blocks("prefill_serving").items()
+                             if isinstance(d, dict) and "host_s" in d}
         # optional: whole prefill iterations of several fresh prompts (prompts x new tokens each) and of
         # one prompt after cached tokens (new x cached) — kvsim.cost.prefill_shapes prices with them
         self.prefill_batch_step = self._blocks("prefill_batch_step", self._grid, "seqs", "tokens", optional=True)

@@ -166,6 +166,15 @@ class TableReader:
         return TableReader._extra_curve(d, "num_seqs", "")
 
     @staticmethod
+    def _host_curve(d: dict) -> tuple[np.ndarray, np.ndarray]:
+        """``(tokens, host_s)`` of the lone prefill steps' host work on the critical path (``prefill_serving``)."""
+        xs, _ = TableReader._extra_curve(d)
+        ys = _numbers(d["host_s"], "host_s")
+        if ys.shape != xs.shape or not np.all(np.isfinite(ys)) or np.any(ys < 0):
+            raise ValueError("prefill_serving: host_s must be finite, >= 0 and as long as tokens")
+        return xs, ys
+
+    @staticmethod
     def _extra_curve(d: dict, key: str = "tokens", table: str = "prefill_serving: ") -> tuple[np.ndarray, np.ndarray]:
         xs = _numbers(d[key], key)
         ys = _numbers(d["extra_s"], "extra_s")

@@ -188,13 +188,27 @@ class StepGridsMixin:
                 + self._shapes.unequal_pairs(new, cached)
         return self._shapes.batch(new, cached)
 
+    def _served(self, plan: StepPlan) -> bool:
+        """A prefill-only step priced as the serving fit's lone prompts (``prefill_serving``): up to its longest."""
+        return self._pserving is not None and not plan.decode_context_tokens and bool(plan.prefill_new_tokens) \
+            and plan.num_prefill_tokens <= self._pserving[0][-1]
+
+    def prompt_host_s(self, plan: StepPlan) -> float:
+        """The host work on the critical path inside :meth:`step_time`'s price of ``plan``: a prefill-only step
+        priced from the serving fit's lone prompts pays theirs (``prefill_serving[bs].host_s``, by prompt tokens),
+        which one prepared while the step before it flew does not (:mod:`kvsim.overlap`); 0 for other steps and
+        for profiles without it."""
+        if self._phost is None or not self._served(plan):
+            return 0.0
+        return float(np.interp(float(plan.num_prefill_tokens), *self._phost))
+
     def _grid_step(self, plan: StepPlan) -> float:
         """A step with prompt tokens, from the grids and fits, before its copies, sampling and swaps."""
         ctx = plan.decode_context_tokens
         p = self.p
         groups = len(plan.prefill_new_tokens)
         t = 0.0
-        served = self._pserving is not None and not ctx and groups and plan.num_prefill_tokens <= self._pserving[0][-1]
+        served = self._served(plan)
         if self._step is not None and self._pstep is not None and (groups or ctx):
             # mixed steps (no serving fit corrects them) take the monotone overhead; prefill-only steps the
             # measured points, as prefill_serving's fit priced them (kvsim.calibrate.serving_fit)

@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 
 
 from kvsim.engine.host_probe import current_cpu, host_summary
+from kvsim.overlap import OVERLAP_MARGIN   # (a step overlaps if the next arrival is due after 1.5x its
+#                                            predicted time; the simulator's mirror of this rule reads it there too)
 from kvsim.records import IterationLog, step_state
 from kvsim.workload.closed_loop import make_gate, send_freed
-
-OVERLAP_MARGIN = 1.5      # a step overlaps if the next arrival is due after 1.5x the last decode step's time
 
 
 @dataclass

@@ -1,0 +1,76 @@
+"""Which prompt steps the engine prepared ahead: the simulator's mirror of the engine's overlap rule.
+
+With overlapped scheduling (``runtime.async_scheduling`` and ``runtime.async_prompt_steps``), the engine launches a
+step and, while the GPU runs it, schedules and prepares the next one, so that step's host work (0.4-0.5 ms for a
+Llama-3-8B prompt step on an H100) is off the critical path. It does so only when the next request is due after the
+step in flight's predicted end, 1.5x its predicted time (:mod:`kvsim.engine.serve_loop`, ``OVERLAP_MARGIN``): a
+request due in that window must be seen by the next schedule. So a step is prepared ahead exactly when
+
+* the step before it could fly: a decode step after some decode step had been timed, or a prompt step after some
+  prompt step had been (the engine's first of each kind is stepped, having nothing to predict it from); no beam
+  search and one GPU (the engine steps those runs); open loop (a closed loop's finish sends the next request when
+  its step lands);
+* and no request was due between that step's start and 1.5x its time after it.
+
+A prompt step that takes requests which arrived during the step before it is therefore never prepared ahead (the
+usual case in open-loop serving: 0-23% of the mixed steps of the H100 runs of 2026-12-06 were), and one that takes
+requests queued earlier is, unless another is due (Orca-Max near saturation, v19: 79% of its prefill steps).
+
+The engine predicts a step's time from the last one of its kind; the simulator knows it, and uses the time from
+the step's start to the next one's. The profile's lone-prefill fit prices a prefill-only step with its host work
+on the critical path (the serving fit's closed loops prepare 99% of them stepped) and records that host part by
+prompt length (``prefill_serving[bs].host_s``); a prefill-only step prepared ahead is priced without it
+(:meth:`kvsim.cost.calibrated.CalibratedCostModel.prompt_host_s`). Decode steps are priced as the serving fit's,
+nearly all prepared ahead. Needs no torch.
+"""
+from __future__ import annotations
+
+from bisect import bisect_right
+
+OVERLAP_MARGIN = 1.5    # the engine's rule (kvsim.engine.serve_loop imports it from here)
+
+
+class PromptOverlap:
+    """Follows the steps of one simulated run; :meth:`ahead` says whether the step starting now was prepared
+    while the one before it flew. ``arrivals``: the requests' arrival times, sorted."""
+
+    def __init__(self, arrivals):
+        self.arrivals = list(arrivals)
+        self.last_start: float | None = None
+        self.last_prompt = False        # the step before had prompt tokens
+        self.could_fly = False          # ... and a step of its kind had been timed before it (its prediction)
+        self.seen_decode = False
+        self.seen_prompt = False
+
+    def started(self, t: float, prompt: bool) -> None:
+        """A step with (``prompt``) or without prompt tokens starts at ``t``."""
+        self.could_fly = self.seen_prompt if prompt else self.seen_decode
+        self.last_start, self.last_prompt = t, prompt
+        if prompt:
+            self.seen_prompt = True
+        else:
+            self.seen_decode = True
+
+    def ahead(self, now: float) -> bool:
+        """Whether the step starting at ``now`` was prepared while the one before it flew: that one could fly and
+        the first request due after its start came after 1.5x its time (``now`` less its start)."""
+        if self.last_start is None or not self.could_fly:
+            return False
+        i = bisect_right(self.arrivals, self.last_start)
+        due = self.arrivals[i] if i < len(self.arrivals) else float("inf")
+        return due > self.last_start + OVERLAP_MARGIN * (now - self.last_start)
+
+
+def prompt_overlap(setup, cost) -> PromptOverlap | None:
+    """The run's :class:`PromptOverlap`, or None where no step's price depends on it: the scenario's engine does not
+    overlap prompt steps, runs beam search, tensor-parallel or a closed loop, or the cost model has no host part
+    of a prompt step to take off (a profile without ``prefill_serving[bs].host_s``)."""
+    sc = setup.scenario
+    rt = sc.runtime
+    if not (rt.async_scheduling and rt.async_prompt_steps) or sc.tensor_parallel > 1:
+        return None
+    if sc.workload.max_concurrency is not None or any(r.beam_width > 1 for r in setup.requests):
+        return None
+    if not getattr(cost, "prices_prompt_host", False):
+        return None
+    return PromptOverlap(sorted(r.arrival_s for r in setup.requests))
