@@ -45,7 +45,7 @@ def _cmd_run(args) -> int:
     t0 = time.perf_counter()
     setup = setup_run(sc)
     eng = SimEngine(setup, fast_forward=not args.no_fast_forward)
-    res = eng.run()
+    res = eng.run(queue_thirds=True)         # (the overload warning's queue averages, in the summary's pass)
     replications = None
     if len(seeds) > 1:
         from kvsim.config import read_yaml
@@ -97,10 +97,13 @@ def overload_warning(sc, res) -> str | None:
     """``  WARNING: Overloaded ...`` when the run's waiting queue grew (:func:`kvsim.report.run_report.verdict`,
     the report's headline), for any scheduler; None otherwise."""
     from kvsim.output import iteration_chunks
+    from kvsim.queue_thirds import rate_driven
     from kvsim.report.run_report import REPORT_COLUMNS, verdict
-    if sc.workload.arrival not in ("poisson", "gamma") or sc.workload.max_concurrency is not None:
+    if not rate_driven(sc.workload):
         return None
-    head, why = verdict(sc, res.summary, res.requests, iteration_chunks(res, REPORT_COLUMNS))
+    # (the simulator's result holds the queue averages, from its summary pass: no second pass over the rows)
+    head, why = verdict(sc, res.summary, res.requests, iteration_chunks(res, REPORT_COLUMNS),
+                        thirds=getattr(res, "queue_thirds", None))
     if not head.startswith("Overloaded"):
         return None
     return f"  WARNING: {head}. {why.split('. ')[0]}."

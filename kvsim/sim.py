@@ -36,6 +36,7 @@ from kvsim.fastforward import fast_forward
 from kvsim.iterstats import IterationStats
 from kvsim.metrics import SUMMARY_INPUTS
 from kvsim.overlap import prompt_overlap
+from kvsim.queue_thirds import QueueThirds, rate_driven
 from kvsim.run_step import mixed_step_from_run, step_from_run
 from kvsim.records import IterationLog, request_frame, run_summary, step_state
 from kvsim.request_table import RequestTable
@@ -76,13 +77,16 @@ class _UrgentTimeout(simpy.events.Event):
 @dataclass
 class SimResult:
     """A run's records and summary. ``iterations`` is built from the run's log the first time it is read
-    (``log``: the :class:`~kvsim.iterlog.IterationLog`, which can also hand it out in chunks)."""
+    (``log``: the :class:`~kvsim.iterlog.IterationLog`, which can also hand it out in chunks).
+    ``queue_thirds``: :func:`kvsim.report.run_report.waiting_thirds`' values, gathered in the summary's pass
+    over the log where asked and the run offers a rate (:mod:`kvsim.queue_thirds`), else None."""
     setup: RunSetup
     requests: pd.DataFrame
     _iterations: pd.DataFrame | None
     end_s: float
     summary: dict
     log: IterationLog | None = field(default=None, repr=False)
+    queue_thirds: tuple[float, float] | None = None    # the overload verdict's queue averages, where gathered
 
     @property
     def iterations(self) -> pd.DataFrame:
@@ -226,7 +230,9 @@ class SimEngine:
         self.log.append_step(start, dt + swap_s, swap_s, step_state(plan, sched, admitting_split(plan, sched)))
 
     # ------------------------------------------------------------------- run
-    def run(self) -> SimResult:
+    def run(self, queue_thirds: bool = False) -> SimResult:
+        """Simulate the run; ``queue_thirds``: also gather the overload verdict's queue averages in the summary's
+        pass over the log, where the run offers a rate (``kvsim run`` prints the verdict; sweeps do not ask)."""
         self.env.process(self._arrivals())
         engine = self.env.process(self._engine())
         with _fewer_collections():
@@ -235,10 +241,24 @@ class SimEngine:
         # requests that never arrived before max_time_s still appear, as not arrived
         reqs = request_frame(sched.request_groups(), self.table)
         self.table = None
-        # only the columns the summary reads, a chunk at a time
-        its = IterationStats.from_chunks(len(self.log), self.log.column_chunks(SUMMARY_CHUNK_ROWS, SUMMARY_INPUTS))
+        # only the columns the summary reads, a chunk at a time; where the run offers a rate, the same pass
+        # gathers the overload verdict's queue averages (kvsim.queue_thirds: no second pass over the rows)
+        thirds = QueueThirds(reqs.arrival_s) if queue_thirds and rate_driven(self.setup.scenario.workload) else None
+        if thirds is None or not thirds.windows:
+            chunks = self.log.column_chunks(SUMMARY_CHUNK_ROWS, SUMMARY_INPUTS)
+        else:
+            chunks = _feeding(thirds, self.log.column_chunks(SUMMARY_CHUNK_ROWS, SUMMARY_INPUTS + ("waiting",)))
+        its = IterationStats.from_chunks(len(self.log), chunks)
         summary = run_summary(self.setup, reqs, its, self.env.now, self.kv)
-        return SimResult(self.setup, reqs, None, self.env.now, summary, log=self.log)
+        return SimResult(self.setup, reqs, None, self.env.now, summary, log=self.log,
+                         queue_thirds=None if thirds is None else thirds.averages())
+
+
+def _feeding(thirds: QueueThirds, chunks):
+    """``chunks``, each handed to ``thirds`` on its way."""
+    for c in chunks:
+        thirds.add(c)
+        yield c
 
 
 def simulate(scenario: Scenario, *, fast_forward: bool = True) -> SimResult:

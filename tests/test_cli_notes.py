@@ -47,3 +47,11 @@ def test_waiting_thirds_read_in_chunks_equal_the_whole_frame():
     pieces = waiting_thirds(res.requests, res.log.chunks(rows=97, columns=REPORT_COLUMNS))
     assert whole[1] > whole[0] >= 0 and whole[1] > 1     # a growing queue: the last third holds waiting requests
     assert pieces == pytest.approx(whole, rel=1e-12)
+    assert res.queue_thirds is None                                  # (not asked)
+    from kvsim.build import setup_run
+    from kvsim.sim import SimEngine
+    asked = SimEngine(setup_run(sc)).run(queue_thirds=True)
+    assert asked.queue_thirds == pytest.approx(whole, rel=1e-12)     # gathered in the summary's pass
+    burst = SimEngine(setup_run(kvsim.load_scenario({"model": "opt-13b", "gpu": "a100-40gb", "workload": {
+        "arrival": "burst", "num_requests": 20}}))).run(queue_thirds=True)
+    assert burst.queue_thirds is None                                # (no offered rate: no verdict on it)

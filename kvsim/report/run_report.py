@@ -16,36 +16,32 @@ from __future__ import annotations
 
 import pandas as pd
 
+from kvsim.queue_thirds import QUEUE_COLUMNS, QueueThirds, rate_driven
 from kvsim.report.htmlkit import esc, key_values, page, png, table
 from kvsim.runtext import ROWS
 
 GROWN = 5.0
 
 
-REPORT_COLUMNS = ("start_s", "duration_s", "waiting")     # what verdict (waiting_thirds) reads
+REPORT_COLUMNS = QUEUE_COLUMNS     # what verdict (waiting_thirds) reads
 
 
 def waiting_thirds(reqs: pd.DataFrame, its) -> tuple[float, float]:
     """Time-averaged waiting requests over the first and the last third of the arrival window. ``its`` is the
     iteration frame or an iterable of consecutive pieces of it (a long run's log read chunk by chunk, so the
-    whole frame is never held)."""
+    whole frame is never held); :class:`kvsim.queue_thirds.QueueThirds` sums them."""
     pieces = [its] if isinstance(its, pd.DataFrame) else its
-    if not len(reqs):
-        return 0.0, 0.0
-    t0, t1 = float(reqs.arrival_s.min()), float(reqs.arrival_s.max())
-    third = (t1 - t0) / 3
-    windows = ((t0, t0 + third), (t1 - third, t1 + 1e-12))
-    span, weighted = [0.0, 0.0], [0.0, 0.0]
-    for x in pieces:
-        for k, (a, b) in enumerate(windows):
-            w = x[(x.start_s >= a) & (x.start_s < b)]
-            span[k] += float(w.duration_s.sum())
-            weighted[k] += float((w.waiting * w.duration_s).sum())
-    return tuple(weighted[k] / span[k] if span[k] > 0 else 0.0 for k in range(2))
+    q = QueueThirds(reqs.arrival_s)
+    if q.windows:
+        for x in pieces:
+            q.add(x)
+    return q.averages()
 
 
-def verdict(sc, summary: dict, reqs: pd.DataFrame, its: pd.DataFrame, measured: bool = False) -> tuple[str, str]:
-    """(headline, reason) for one run (module doc)."""
+def verdict(sc, summary: dict, reqs: pd.DataFrame, its: pd.DataFrame, measured: bool = False,
+            thirds: tuple[float, float] | None = None) -> tuple[str, str]:
+    """(headline, reason) for one run (module doc); ``thirds``: :func:`waiting_thirds`' values where the caller
+    has them already (the simulator gathers them in its summary pass), else read from ``its``."""
     w = sc.workload
     thr, total = summary.get("throughput_req_s") or 0.0, summary.get("requests_total") or 0
     done, rej = summary.get("requests_finished") or 0, summary.get("requests_rejected") or 0
@@ -58,9 +54,9 @@ def verdict(sc, summary: dict, reqs: pd.DataFrame, its: pd.DataFrame, measured: 
     if total - done - rej:
         facts += (f" {total - done - rej} were still unfinished when the run stopped "
                   f"({'runtime.max_wall_s' if measured else 'max_time_s'}).")
-    if w.arrival in ("poisson", "gamma") and w.max_concurrency is None:
+    if rate_driven(w):
         offered = float(w.rate_req_s)
-        first, last = waiting_thirds(reqs, its)
+        first, last = thirds if thirds is not None else waiting_thirds(reqs, its)
         queue = (f"Waiting requests averaged {first:.1f} over the first third of the arrivals and {last:.1f} over "
                  f"the last third")
         served = f"throughput over the whole run, drain included, is {thr:.3g} req/s"
