@@ -43,28 +43,35 @@ _LIST_STEPS = 128   # segments up to this long are priced in a Python loop, long
 #                   run ~1.4% more instructions: the loop stops at the next arrival, numpy prices the whole rest)
 
 
-def _price(cost, seg: Segment, t0: float, limit: float):
-    """(step times, clock after each step) of the segment's steps, starting at ``t0``: lists for short segments,
-    arrays for long ones (the same floats either way). The clock is the running sum from ``t0`` that SimPy's
-    clock takes, in the same order. A cost model with ``decode_run_clock`` gives the clock alone (times None:
-    :func:`_times` makes them if needed), in one loop that stops at the first step starting at or past
-    ``limit`` — most segments are cut by the next arrival well before their last step — and, where that comes
-    later than ``_LIST_STEPS`` steps, the rest of the segment in the array form."""
+def _price(cost, seg: Segment, t0: float, limit: float, first: bool):
+    """Where the segment's steps from the clock ``t0`` stop: ``(k, clock before step k - 1, clock after it, clock,
+    step times)``, ``k`` the steps that start before ``limit`` (the run's first step always runs: the engine loop
+    checked it). The clock is the running sum from ``t0`` that SimPy's clock takes, in the same order. A cost
+    model with ``decode_run_cut`` gives the two clock values alone (clock and times None: :func:`_starts` and
+    :func:`_times` make them where needed), in one loop that stops at the first step ending at or past ``limit``
+    — most segments are cut by the next arrival well before their last step — and, where that comes later than
+    ``_LIST_STEPS`` steps, the rest of the segment in the array form; other models price the segment's steps as
+    lists (short segments) or arrays (long ones): the same floats either way."""
     k, nseq = seg.steps, seg.num_seqs
-    clock_of = getattr(cost, "decode_run_clock", None)
-    if clock_of is not None:
-        clock = clock_of(nseq, seg.ctx_sum, seg.ctx_max, k, t0, limit, _LIST_STEPS)
-        if clock is not None:
-            return None, clock
+    if not first and t0 >= limit:
+        return 0, t0, t0, None, None
+    cut = getattr(cost, "decode_run_cut", None)
+    if cut is not None:
+        got = cut(nseq, seg.ctx_sum, seg.ctx_max, k, t0, limit, _LIST_STEPS)
+        if got is not None:
+            return got + (None, None)
     if k <= _LIST_STEPS:
         dts = cost.decode_run_times(nseq, seg.ctx_sum, seg.ctx_max, k)
-        return dts, list(accumulate(dts, initial=t0))
-    grow = _grow(k)
-    dts = cost.decode_step_times(nseq, seg.ctx_sum + nseq * grow, seg.ctx_max + grow)
-    clock = np.empty(k + 1, dtype=np.float64)
-    clock[0] = t0
-    clock[1:] = dts
-    return dts, clock.cumsum(out=clock)
+        clock = list(accumulate(dts, initial=t0))
+    else:
+        grow = _grow(k)
+        dts = cost.decode_step_times(nseq, seg.ctx_sum + nseq * grow, seg.ctx_max + grow)
+        clock = np.empty(k + 1, dtype=np.float64)
+        clock[0] = t0
+        clock[1:] = dts
+        clock.cumsum(out=clock)
+    n = _steps_before(clock, limit)
+    return n, float(clock[n - 1]) if n else t0, float(clock[n]), clock, dts
 
 
 def _times(cost, seg: Segment, dts):
@@ -72,17 +79,24 @@ def _times(cost, seg: Segment, dts):
     return cost.decode_run_times(seg.num_seqs, seg.ctx_sum, seg.ctx_max, seg.steps) if dts is None else dts
 
 
-def _steps_before(clock, limit: float, first: bool) -> int:
-    """Steps that start before ``limit`` (a run's first step always runs: the loop checked it). The clock never
-    decreases, so the first start at or after the limit is a binary search away."""
+def _starts(cost, piece) -> list | np.ndarray:
+    """The start of each step a segment's piece took (``_price``'s clock, made now where it left it out: the
+    running sum of the step times, as the loop that cut the segment summed them)."""
+    clock, seg, _, n, t0, _ = piece
+    if clock is None:
+        return list(accumulate(cost.decode_run_times(seg.num_seqs, seg.ctx_sum, seg.ctx_max, n - 1), initial=t0))
+    return clock[:n]
+
+
+def _steps_before(clock, limit: float) -> int:
+    """Steps that start before ``limit`` past the first (which always runs: the caller checked it). The clock
+    never decreases, so the first start at or after the limit is a binary search away."""
     k = len(clock) - 1
     if limit == float("inf"):
         return k
     if isinstance(clock, list):
-        return bisect_left(clock, limit, 1 if first else 0, k)
-    if first:
-        return int(clock[1:-1].searchsorted(limit)) + 1
-    return int(clock[:-1].searchsorted(limit))
+        return bisect_left(clock, limit, 1, k)
+    return int(clock[1:-1].searchsorted(limit)) + 1
 
 
 def fast_forward(eng):
@@ -100,11 +114,10 @@ def fast_forward(eng):
     if seg.steps < MIN_STEPS:
         return None
     limit = _limit(eng)
-    dts, clock = _price(eng.cost, seg, env.now, limit)
-    k = _steps_before(clock, limit, True)
-    if k < MIN_STEPS:
+    priced = _price(eng.cost, seg, env.now, limit, True)
+    if priced[0] < MIN_STEPS:
         return None
-    return _advance(eng, run, seg, dts, clock, k, limit)
+    return _advance(eng, run, seg, priced, limit)
 
 
 def _limit(eng) -> float:
@@ -117,33 +130,33 @@ def _limit(eng) -> float:
     return limit
 
 
-def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int, limit: float):
+def _advance(eng, run, seg: Segment, priced: tuple, limit: float):
     sched, env, log = eng.sched, eng.env, eng.log
     waiting, swapped = len(sched.waiting), len(sched.swapped)
     first_iter = len(log)
     run_first = first_iter                      # (the first iteration of the run, for ff_steps)
-    pieces = []         # (clock, segment, step times or None, steps taken) of each segment, (None, swap s, step s, 0)
-    #                     of each step taken from the run (step_in_run), in order: the timeouts
+    pieces = []         # (clock or None, segment, step times or None, steps taken, start, last step's start) of each
+    #                     segment, (None, swap s, step s, 0, None, None) of each step taken from the run
+    #                     (step_in_run), in order: the timeouts
     since = 0           # pieces[since:]: the segments since the last step taken from the run (arrivals go there)
     t = env.now
     start = True        # the next segment starts a run (its clock is not the last segment's running sum)
     stuck = False       # the run ends where the free blocks run out: the next step will not fit either
     taken = 0           # steps taken from the run
-    priced = True       # dts, clock and k are seg's (the caller priced the first segment)
+    last_start = t      # the start of the last step priced
     while True:
-        if not priced and seg.steps:            # the run's next segment, from t up to the limit
-            dts, clock = _price(eng.cost, seg, t, limit)
-            k = _steps_before(clock, limit, False)
-            if k == 0:
-                break
-        priced = False
+        if priced is None and seg.steps:        # the run's next segment, from t up to the limit
+            priced = _price(eng.cost, seg, t, limit, False)
         short = False                           # (the run stops short of memory)
         if seg.steps:
-            t1 = float(clock[k])
+            if priced[0] == 0:
+                break
+            k, last_start, t1, clock, dts = priced
+            priced = None
             log.add_segment(t, k, seg.num_seqs, seg.num_groups, seg.ctx_sum, seg.ctx_max, swapped, waiting,
                             start, run.memory(seg, k), t1)
             start = False
-            pieces.append((clock, seg, dts, k))
+            pieces.append((clock, seg, dts, k, t, last_start))
             t = t1
             if eng.gate is not None:            # closed loop: a finish may free a slot, and the request it sends
                 run.apply(seg, k, t)            # joins at t
@@ -166,7 +179,7 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
             stuck = short
             break
         swap_s, dt, t = got
-        pieces.append((None, swap_s, dt, 0))
+        pieces.append((None, swap_s, dt, 0, None, None))
         taken += 1
         since = len(pieces)
         first_iter = len(log)
@@ -185,8 +198,8 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
     if env.now + (t - env.now) == t:            # one timeout lands exactly where the steps would
         yield env.timeout(t - env.now)
     else:
-        for c, sg, d, n in pieces:
-            if c is None:                       # a step taken from the run: its swaps, then the step
+        for _, sg, d, n, _, _ in pieces:
+            if n == 0:                          # a step taken from the run: its swaps, then the step
                 if sg > 0:
                     yield env.timeout(sg)
                 yield env.timeout(d)
@@ -197,18 +210,25 @@ def _advance(eng, run, seg: Segment, dts: np.ndarray, clock: np.ndarray, k: int,
     eng.ff_steps += end_iter - run_first - taken
     if since == len(pieces):
         return                                  # (the run ended with a step taken from it: arrivals are the engine's)
-    clock, _, _, n = pieces[-1]
-    if not eng.inbox or min(when for when, _ in eng.inbox) > clock[n - 1]:
+    if not eng.inbox or min(when for when, _ in eng.inbox) > last_start:
         return                                  # (as usual: the arrival that cut the run comes after its last start)
     # arrivals during the run only join the queue behind a blocked head or while groups are swapped
-    # out (start_decode_run checked that); each is added at the first step starting at or after it
-    starts = np.concatenate([c[:n] for c, _, _, n in pieces[since:]])
+    # out (start_decode_run checked that); each is added at the first step starting at or after it: in the
+    # first segment whose last step starts at or after it, after the steps before it there (only those
+    # segments' step starts are made)
+    segs = pieces[since:]
+    lasts = [p[5] for p in segs]                # (the clock never decreases: sorted)
+    offs = list(accumulate((p[3] for p in segs), initial=0))      # steps in the segments before each
+    starts = {}
     late = []
     for when, spec in eng.inbox:
-        j = int(np.searchsorted(starts, when, side="left"))
-        if j >= len(starts):
+        i = bisect_left(lasts, when)
+        if i == len(segs):
             late.append((when, spec))
             continue
+        if i not in starts:
+            starts[i] = _starts(eng.cost, segs[i])
+        j = offs[i] + bisect_left(starts[i], when)
         before = len(sched.waiting)
         sched.add_request(spec)
         log.segments.add_waiting(first_iter + j, len(sched.waiting) - before, end_iter)

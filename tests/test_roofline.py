@@ -250,21 +250,19 @@ def test_run_times_list_equals_the_array_form(n, ctx_sum, steps, which, scale, a
        which=st.integers(0, len(MODELS) - 1), scale=st.sampled_from([1.0, 1e-3, 1e3]),
        attn_eff=st.sampled_from([0.3, 1e-5]), side=st.sampled_from([None, "both"]),
        t0=st.floats(0.0, 1e5), cut=st.floats(0.0, 1.5), cap=st.sampled_from([None, 1, 48]))
-def test_run_clock_is_the_running_sum_of_the_run_times(n, ctx_sum, steps, which, scale, attn_eff, side, t0, cut,
-                                                       cap):
-    """``decode_run_clock`` is ``accumulate(decode_run_times, initial=t0)`` float for float, cut just past
-    ``limit``, or to the run's last step where ``cap`` loop steps end before the limit and the run (the rest
-    priced in the array form); None only where the model has no loop."""
+def test_run_cut_is_where_the_running_sum_of_the_run_times_passes_the_limit(n, ctx_sum, steps, which, scale,
+                                                                          attn_eff, side, t0, cut, cap):
+    """``decode_run_cut`` stops where ``accumulate(decode_run_times, initial=t0)`` first reaches ``limit`` (or at
+    the run's last step), float for float, whether in its loop or, past ``cap`` loop steps, in the array form;
+    None only where the model has no loop."""
     from itertools import accumulate
     cm = _scaled_model(which, scale, attn_eff, side)
     full = list(accumulate(cm.decode_run_times(n, ctx_sum, ctx_sum, steps), initial=t0))
     limit = t0 + cut * (full[-1] - t0) if steps else float("inf")
-    got = cm.decode_run_clock(n, ctx_sum, ctx_sum, steps, t0, limit, cap)
+    got = cm.decode_run_cut(n, ctx_sum, ctx_sum, steps, t0, limit, cap)
     if n <= 0 or cm._attn_side == "both":
         assert got is None
         return
     m = next((i for i, c in enumerate(full) if i and c >= limit), steps)    # the first clock value past it
-    if cap is not None and steps > cap and m > cap:
-        assert got == full                          # (the array form's steps: every one to the run's last)
-        return
-    assert got == full[:m + 1]
+    assert got == (m, full[m - 1] if m else t0, full[m])
+    assert all(type(x) is float for x in got[1:])

@@ -1,4 +1,4 @@
-"""The roofline cost model's decode-only pricing: one step, many steps as arrays, a run's steps as a list.
+"""The roofline cost model's decode-only pricing: one step, many steps as arrays, a run's steps as a list or its cut.
 
 A mixin of :class:`kvsim.cost.roofline.RooflineCostModel` (it reads the model's
 rates and per-layer constants). Every form performs the same IEEE operations in
@@ -12,7 +12,7 @@ so each prices a step to the same float (tested bit for bit):
 * ``decode_run_times`` — ``steps`` steps in a row as a list, in a Python loop:
   cheaper than numpy's per-call overhead for the few steps of most segments.
 
-The loops (``decode_run_times``, ``decode_run_clock``) run on Python floats only: the
+The loops (``decode_run_times``, ``decode_run_cut``) run on Python floats only: the
 context sum ``s`` as a float (exact below 2**53) stepped by the batch size, the layer count as a float; a
 float times an int converts the int to the same double first, so every product and sum is the one the int
 form computes, while float-by-float operations take the interpreter's fast path. The step's first term
@@ -105,7 +105,7 @@ class RooflineDecodeMixin:
         """``(c, r, linear, ar, over, lm_head, floor, layers)``: a decode step of ``num_seqs`` rows at context sum
         ``s`` costs ``(max(s * c / r + linear, floor) + ar) * layers + over + lm_head`` (the shared formula with
         the winning side of attention's roofline), the terms :meth:`decode_run_times` and
-        :meth:`decode_run_clock` loop over; None where no side always wins (the array form prices those).
+        :meth:`decode_run_cut` loop over; None where no side always wins (the array form prices those).
         Kept per batch size (a run's segments ask again and again)."""
         terms = self._terms.get(num_seqs, False)
         if terms is False:
@@ -145,51 +145,53 @@ class RooflineDecodeMixin:
             s += d
         return out
 
-    def decode_run_clock(self, num_seqs: int, ctx_sum: int, ctx_max: int, steps: int, t0: float,
-                         limit: float = float("inf"), cap: int | None = None) -> list[float] | None:
-        """The clock before and after each of :meth:`decode_run_times`' steps from ``t0`` (``steps + 1`` values,
-        the running sum ``itertools.accumulate(times, initial=t0)`` takes, in the same order), ending early at
-        the first value at or past ``limit`` (the steps after it are not needed). None where that method would
-        not loop (no side of the roofline always wins). The same loop as :meth:`decode_run_times` with the sum
-        taken in it (a generator shared by both cost ~3% of a paged run), for at most ``cap`` steps: where those
-        end before the limit and the run, the rest of the run's steps are priced at once in the array form and
-        summed on from there (:meth:`_clock_rest`: every step to the run's last, the limit aside)."""
+    def decode_run_cut(self, num_seqs: int, ctx_sum: int, ctx_max: int, steps: int, t0: float,
+                       limit: float = float("inf"), cap: int | None = None) -> tuple[int, float, float] | None:
+        """Where a run of :meth:`decode_run_times`' steps from the clock ``t0`` stops: ``(n, clock before step
+        n - 1, clock after it)``, ``n`` the steps up to the first that ends at or past ``limit`` (the later ones
+        start past it), else ``steps``. The clock is the running sum ``itertools.accumulate(times, initial=t0)``
+        takes, in the same order, as SimPy's; only the two values are kept (a clock value per step, a list's
+        append, cost a paged run ~1.5% more instructions: :mod:`kvsim.fastforward` rebuilds a run's step starts
+        from the step times where it needs them). None where :meth:`decode_run_times` would not loop (no side
+        of the roofline always wins). At most ``cap`` steps in the loop: where those end before the limit and the
+        run, the rest of the run's steps are priced at once in the array form (:meth:`_cut_rest`). ``steps`` >= 1."""
         terms = self._run_terms(num_seqs)
         if terms is None:
             return None
         c, r, linear, ar, over, lm_head, floor, layers = terms
         n = steps if cap is None else min(steps, cap)
-        t = t0
-        out = [t]
-        add = out.append
+        t = x = t0
         s, d, layers = float(ctx_sum), float(num_seqs), float(layers)     # (exact: the same products and sums)
-        if n and s * c / r + linear >= floor:       # the floor never binds: it grows with s (module doc)
-            for _ in range(n):
-                t += (s * c / r + linear + ar) * layers + over + lm_head
-                add(t)
-                if t >= limit:
-                    return out
+        if s * c / r + linear >= floor:             # the floor never binds: it grows with s (module doc)
+            for i in range(1, n + 1):
+                t = x
+                x = t + ((s * c / r + linear + ar) * layers + over + lm_head)
+                if x >= limit:
+                    return i, t, x
                 s += d
-            return out if n == steps else self._clock_rest(out, num_seqs, ctx_sum, ctx_max, n, steps)
-        for _ in range(n):
-            x = s * c / r + linear
-            if x < floor:
-                x = floor
-            t += (x + ar) * layers + over + lm_head
-            add(t)
-            if t >= limit:
-                return out
-            s += d
-        return out if n == steps else self._clock_rest(out, num_seqs, ctx_sum, ctx_max, n, steps)
+        else:
+            for i in range(1, n + 1):
+                t = x
+                x = s * c / r + linear
+                if x < floor:
+                    x = floor
+                x = t + ((x + ar) * layers + over + lm_head)
+                if x >= limit:
+                    return i, t, x
+                s += d
+        return (n, t, x) if n == steps else self._cut_rest(x, num_seqs, ctx_sum, ctx_max, n, steps, limit)
 
-    def _clock_rest(self, out: list[float], num_seqs: int, ctx_sum: int, ctx_max: int, done: int,
-                    steps: int) -> list[float]:
-        """``out``, the clock through a run's first ``done`` steps, carried on through its last: the other steps'
-        times from :meth:`decode_step_times` (the loop's floats, bit for bit) added on from ``out[-1]`` one at a
-        time in order (``cumsum`` accumulates sequentially: the running sum the loop and SimPy's clock take)."""
+    def _cut_rest(self, t: float, num_seqs: int, ctx_sum: int, ctx_max: int, done: int, steps: int,
+                  limit: float) -> tuple[int, float, float]:
+        """:meth:`decode_run_cut` past its loop's ``done`` steps (none ended at the limit), ``t`` the clock after
+        them: the other steps' times from :meth:`decode_step_times` (the loop's floats, bit for bit) added on
+        from ``t`` one at a time in order (``cumsum`` accumulates sequentially: the running sum the loop and
+        SimPy's clock take)."""
         j = np.arange(done, steps, dtype=np.float64)
         clock = np.empty(steps - done + 1, dtype=np.float64)
-        clock[0] = out[-1]
+        clock[0] = t
         clock[1:] = self.decode_step_times(num_seqs, ctx_sum + num_seqs * j, ctx_max + j)
-        out.extend(clock.cumsum(out=clock)[1:].tolist())
-        return out
+        clock.cumsum(out=clock)
+        i = int(clock[1:].searchsorted(limit))      # (the clock never decreases)
+        m = min(i + 1, steps - done)                # the steps past the loop's taken
+        return done + m, float(clock[m - 1]), float(clock[m])
