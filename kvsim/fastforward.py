@@ -189,9 +189,8 @@ def _advance(eng, run, seg: Segment, priced: tuple, limit: float):
         if not (sched.running and decode_run.KEEP_RUNS and run.resume() and admission_blocked(sched, run.num_seqs)):
             break                               # (resume: the groups swapped in join the run)
         seg = run.next_segment()
-    if eng.overlap is not None and pieces and pieces[-1][0] is not None:   # the run's last step (kvsim.overlap)
-        c, _, _, n = pieces[-1]
-        eng.overlap.started(float(c[n - 1]), False)
+    if eng.overlap is not None and pieces and pieces[-1][3]:   # the run ended with a segment: its last step's start
+        eng.overlap.started(pieces[-1][5], False)            # (a step taken from the run told kvsim.overlap itself)
     # nothing between here and the next schedule takes or frees blocks (arrivals only queue), so a run cut
     # short of memory would not start again there: the engine skips that try
     eng.ff_blocked = stuck
