@@ -40,7 +40,7 @@ def beam_forward(eng):
         dt = cost.decode_plan_time(nseq, run.ctx_sum, copies)
         blocks, used, internal, reserved, free, logical = run.record_terms()
         log.append_step(t, dt, 0.0, head + (copies, blocks, used, internal, reserved, 0, free, logical))
-        run.reparent()
+        run.release()
         times.append(dt)
         t = t + dt
         if not t < limit or not run.can_step():

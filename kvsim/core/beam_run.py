@@ -61,6 +61,7 @@ class BeamRun:
         self.steps = 0
         self.cfg = sched.cfg
         self.plans = [_PLANS.setdefault(k, {}) for k in self.widths]     # each group's re-parenting plans by code
+        self.dropped: list[int] = []            # the step's replaced blocks, released after its record
 
     def can_step(self) -> bool:
         """Whether the next ``schedule`` would be this run's next step (nothing admitted, swapped in or preempted)
@@ -68,20 +69,27 @@ class BeamRun:
         return self.left > 0 and beam_step_fits(self.sched, self.num_seqs, self.need)
 
     def step(self) -> int:
-        """Take the next step's appends (the state ``schedule`` leaves: ``append_slots`` over the groups'
-        sequences in running order, inlined); returns its copy-on-write copies. The step's record is read
-        between this and :meth:`reparent` (:meth:`record_terms`)."""
+        """Take the next step: every group's appends (the state ``schedule`` leaves: ``append_slots`` over the
+        groups' sequences in running order, inlined), then its parents drawn and its tables re-parented
+        (``reparent_groups``, inlined: the same tables and ref counts), group after group in one walk; returns the
+        step's copy-on-write copies. The replaced blocks are released by :meth:`release`, after the step's record
+        is read (:meth:`record_terms`): ``reparent_groups`` releases them after every group's tables are set, and
+        appends take only free blocks, so a group's re-parenting may come before the next group's appends."""
+        cfg = self.cfg
+        codes = self.sched._beam_parents.many_codes(self.widths, cfg.beam_keep_prob, cfg.beam_decay)
         bm = self.bm
         bs = bm.block_size
-        free, ref, fill = bm._free, bm.ref, bm.fill
+        free, ref, fill, tables = bm._free, bm.ref, bm.fill, bm.tables
         pop = free.pop
-        lens, widths, finals = self.lens, self.widths, self.finals
+        lens, widths, finals, ids_of, plans_of = self.lens, self.widths, self.finals, self.ids, self.plans
         internal, logical = self.internal, self.logical
-        copies = copied = taken = 0
+        dropped = self.dropped
+        copies = copied = taken = need = 0
         for i, tabs in enumerate(self.tabs):
-            n = lens[i]
-            lens[i] = n + 1
-            if n % bs == 0:                     # a new block each; the group's split terms grow
+            # the group's appends
+            o = lens[i]
+            lens[i] = n = o + 1
+            if o % bs == 0:                     # a new block each; the group's split terms grow
                 for table in tabs:
                     b = pop()
                     ref[b] = 1
@@ -90,54 +98,27 @@ class BeamRun:
                 m = widths[i]
                 taken += m
                 logical += m * bs
-                cap, f = n + bs, finals[i]
+                cap, f = o + bs, finals[i]
                 if cap > f:
                     internal += m * (cap - f)
-                continue
-            for table in tabs:
-                b = table[-1]
-                if ref[b] > 1:                  # a shared last block: copied (the last holder writes in place)
-                    nb = pop()
-                    ref[nb] = 1
-                    f = fill[b]
-                    fill[nb] = f + 1
-                    copied += f
-                    ref[b] -= 1
-                    table[-1] = nb
-                    copies += 1
-                    taken += 1
-                else:
-                    fill[b] += 1
-        bm.num_allocated += taken
-        bm.used_slots += copied + self.num_seqs
-        self.internal, self.logical = internal, logical
-        sched = self.sched
-        if copies:
-            sched.kv_steps += 1
-        else:
-            sched.uniform_steps += 1
-        return copies
-
-    def record_terms(self) -> tuple[int, int, int, int, int, int]:
-        """(blocks in use, used, internal, reserved, free, logical slots) after the step's appends, as
-        ``PagedKV.memory_split`` gives them."""
-        bm, bs = self.bm, self.bm.block_size
-        alloc = bm.num_allocated * bs
-        used = bm.used_slots
-        internal = min(self.internal, alloc - used)
-        return bm.num_allocated, used, internal, alloc - used - internal, self.kv.capacity_slots - alloc, self.logical
-
-    def reparent(self) -> None:
-        """The step's outcome: every group's parents drawn and its tables re-parented (``reparent_groups``,
-        inlined: the same tables, ref counts and release order); the next step's need."""
-        cfg = self.cfg
-        codes = self.sched._beam_parents.many_codes(self.widths, cfg.beam_keep_prob, cfg.beam_decay)
-        bm = self.bm
-        bs = bm.block_size
-        tables, ref = bm.tables, bm.ref
-        dropped: list[int] = []
-        need = 0
-        for tabs, ids, n, code, plans in zip(self.tabs, self.ids, self.lens, codes, self.plans):
+            else:
+                for table in tabs:
+                    b = table[-1]
+                    if ref[b] > 1:              # a shared last block: copied (the last holder writes in place)
+                        nb = pop()
+                        ref[nb] = 1
+                        f = fill[b]
+                        fill[nb] = f + 1
+                        copied += f
+                        ref[b] -= 1
+                        table[-1] = nb
+                        copies += 1
+                        taken += 1
+                    else:
+                        fill[b] += 1
+            # its re-parenting by its parents' code
+            plans = plans_of[i]
+            code = codes[i]
             plan = plans.get(code)
             if plan is None:
                 plan = plans[code] = _plan(parents_of_code(code, len(tabs)))
@@ -149,8 +130,8 @@ class BeamRun:
                 continue                        # every beam kept its own history
             old = tabs[:]
             top = len(old[0]) - 1               # (every table of the group is as long)
-            for i, p, in_place in moves:
-                src, dst = old[p], old[i]
+            for j, p, in_place in moves:
+                src, dst = old[p], old[j]
                 # (mostly the last block alone differs, or the last two just after a block boundary: equality is
                 # prefix-closed, so they are the suffix past the shared prefix)
                 if top and src[top - 1] == dst[top - 1] and src[top] != dst[top]:
@@ -175,10 +156,34 @@ class BeamRun:
                     if in_place:
                         dst[lo:] = src[lo:]
                         continue
-                tabs[i] = tables[ids[i]] = src[:]
-        if dropped:
-            bm._release_all(dropped)
+                tabs[j] = tables[ids_of[i][j]] = src[:]
+        bm.num_allocated += taken
+        bm.used_slots += copied + self.num_seqs
+        self.internal, self.logical = internal, logical
         self.need = need
+        sched = self.sched
+        if copies:
+            sched.kv_steps += 1
+        else:
+            sched.uniform_steps += 1
+        return copies
+
+    def record_terms(self) -> tuple[int, int, int, int, int, int]:
+        """(blocks in use, used, internal, reserved, free, logical slots) after the step's appends (before its
+        releases), as ``PagedKV.memory_split`` gives them."""
+        bm, bs = self.bm, self.bm.block_size
+        alloc = bm.num_allocated * bs
+        used = bm.used_slots
+        internal = min(self.internal, alloc - used)
+        return bm.num_allocated, used, internal, alloc - used - internal, self.kv.capacity_slots - alloc, self.logical
+
+    def release(self) -> None:
+        """The step's end: the blocks its re-parenting replaced released (each group's replaced suffixes, last
+        block first, in beam order: ``reparent_groups``' order)."""
+        dropped = self.dropped
+        if dropped:
+            self.bm._release_all(dropped)
+            dropped.clear()
         self.steps += 1
         self.left -= 1
         self.ctx_sum += self.num_seqs
