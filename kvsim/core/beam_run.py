@@ -44,7 +44,11 @@ class BeamRun:
     block manager's table lists of group ``i``'s sequences, each holding ``lens[i]`` KV slots (the manager's
     ``num_tokens`` of the run's sequences are set only by :meth:`end`: nothing else reads them meanwhile);
     ``need`` is the blocks the next step's appends take (or, before the first step, a bound that the free list
-    covers); ``internal`` and ``logical`` are ``kv.split_terms(groups)`` of the slots held now."""
+    covers); ``internal`` and ``logical`` are ``kv.split_terms(groups)`` of the slots held now. The manager's
+    ``fill`` of the tables' last blocks is written only where such a block stops being last (it is then full), is
+    released, or the run ends (:meth:`end`): a group's last blocks all hold its slots past its full blocks, so the
+    run counts their slots from ``lens`` (nothing else reads them meanwhile); ``copy_of[i]`` are group ``i``'s
+    beams whose last block the next partial append copies (its re-parenting's plan), None before the first step."""
 
     def __init__(self, sched: Scheduler, need: int, state: tuple):
         self.sched = sched
@@ -62,6 +66,8 @@ class BeamRun:
         self.cfg = sched.cfg
         self.plans = [_PLANS.setdefault(k, {}) for k in self.widths]     # each group's re-parenting plans by code
         self.dropped: list[int] = []            # the step's replaced blocks, released after its record
+        self.copy_of: list = [None] * len(self.widths)     # each group's beams whose last block the next partial
+        #                                                    append copies (None: not yet known, read off the refs)
 
     def can_step(self) -> bool:
         """Whether the next ``schedule`` would be this run's next step (nothing admitted, swapped in or preempted)
@@ -84,6 +90,7 @@ class BeamRun:
         lens, widths, finals, ids_of, plans_of = self.lens, self.widths, self.finals, self.ids, self.plans
         internal, logical = self.internal, self.logical
         dropped = self.dropped
+        copy_of = self.copy_of
         copies = copied = taken = need = 0
         for i, tabs in enumerate(self.tabs):
             # the group's appends
@@ -91,9 +98,9 @@ class BeamRun:
             lens[i] = n = o + 1
             if o % bs == 0:                     # a new block each; the group's split terms grow
                 for table in tabs:
+                    fill[table[-1]] = bs        # (a last block's fill is written as it stops being last)
                     b = pop()
                     ref[b] = 1
-                    fill[b] = 1
                     table.append(b)
                 m = widths[i]
                 taken += m
@@ -102,34 +109,36 @@ class BeamRun:
                 if cap > f:
                     internal += m * (cap - f)
             else:
-                for table in tabs:
-                    b = table[-1]
-                    if ref[b] > 1:              # a shared last block: copied (the last holder writes in place)
+                js = copy_of[i]
+                if js is None:                  # (the run's first step: the sharing read off the ref counts)
+                    js = _shared_last(tabs, ref)
+                if js:                          # shared last blocks copied (the last holder writes in place)
+                    for j in js:
+                        table = tabs[j]
+                        b = table[-1]
                         nb = pop()
                         ref[nb] = 1
-                        f = fill[b]
-                        fill[nb] = f + 1
-                        copied += f
                         ref[b] -= 1
                         table[-1] = nb
-                        copies += 1
-                        taken += 1
-                    else:
-                        fill[b] += 1
+                    m = len(js)
+                    copies += m
+                    taken += m
+                    copied += m * (o % bs)
             # its re-parenting by its parents' code
             plans = plans_of[i]
             code = codes[i]
             plan = plans.get(code)
             if plan is None:
                 plan = plans[code] = _plan(parents_of_code(code, len(tabs)))
-            moves, shared = plan
+            moves, copy_of[i] = plan
             # the next appends: a block each where the sequences end on a full block, else a copy for each beam
-            # beyond the first holding a parent's last block
-            need += len(tabs) if n % bs == 0 else shared
+            # holding a parent's last block but its last child
+            need += len(tabs) if n % bs == 0 else len(plan[1])
             if not moves:
                 continue                        # every beam kept its own history
             old = tabs[:]
             top = len(old[0]) - 1               # (every table of the group is as long)
+            last = n - top * bs                 # (the last blocks' fill: not kept in ``fill`` meanwhile)
             for j, p, in_place in moves:
                 src, dst = old[p], old[j]
                 # (mostly the last block alone differs, or the last two just after a block boundary: equality is
@@ -137,7 +146,9 @@ class BeamRun:
                 if top and src[top - 1] == dst[top - 1] and src[top] != dst[top]:
                     b = src[top]
                     ref[b] += 1
-                    dropped.append(dst[top])
+                    d = dst[top]
+                    fill[d] = last
+                    dropped.append(d)
                     if in_place:
                         dst[top] = b
                         continue
@@ -145,13 +156,16 @@ class BeamRun:
                     a, b = src[top - 1], src[top]
                     ref[a] += 1
                     ref[b] += 1
-                    dropped.append(dst[top])    # (last block first)
+                    d = dst[top]
+                    fill[d] = last
+                    dropped.append(d)           # (last block first)
                     dropped.append(dst[top - 1])
                     if in_place:
                         dst[top - 1] = a
                         dst[top] = b
                         continue
                 else:
+                    fill[dst[top]] = last
                     lo = reparent_suffix(src, dst, ref, dropped)
                     if in_place:
                         dst[lo:] = src[lo:]
@@ -192,11 +206,15 @@ class BeamRun:
         """The run's slots into the manager's ``num_tokens`` and its tokens into the sequences; the groups whose
         last token came at its last step finish at ``end_s``."""
         steps = self.steps
-        ntok = self.bm.num_tokens
+        bm = self.bm
+        ntok, fill, bs = bm.num_tokens, bm.fill, bm.block_size
         done = []
-        for g, ids, n in zip(self.groups, self.ids, self.lens):
+        for g, ids, n, tabs in zip(self.groups, self.ids, self.lens, self.tabs):
             for s in ids:
                 ntok[s] = n
+            last = n - (len(tabs[0]) - 1) * bs
+            for table in tabs:
+                fill[table[-1]] = last
             for s in g.seqs:
                 s.generated += steps
             if g.seqs[0].generated >= g.spec.output_len:
@@ -205,18 +223,33 @@ class BeamRun:
             self.sched.finish(done, end_s)
 
 
+def _shared_last(tabs: list[list[int]], ref: list[int]) -> list[int]:
+    """The tables (indices, in order) whose last block an append copies, as ``append_slots`` walks them: a block
+    still shared when its holder's turn comes (each copy before it took one reference off; the last holder writes
+    in place)."""
+    copied: dict[int, int] = {}
+    out = []
+    for j, table in enumerate(tabs):
+        b = table[-1]
+        c = copied.get(b, 0)
+        if ref[b] - c > 1:
+            out.append(j)
+            copied[b] = c + 1
+    return out
+
+
 _PLANS: dict[int, dict[int, tuple]] = {}       # width -> parents' code -> _plan
 
 
-def _plan(parents: list[int]) -> tuple[tuple[tuple[int, int, bool], ...], int]:
+def _plan(parents: list[int]) -> tuple[tuple[tuple[int, int, bool], ...], tuple[int, ...]]:
     """Re-parenting by ``parents`` (sorted): ``(beam, parent, in place)`` for each beam that takes another beam's
-    history, in beam order, and the beams beyond the first of each parent (each copies the parent's last block at
-    a partial block's append). A beam's table is changed in place (its differing suffix replaced by its parent's)
+    history, in beam order, and the beams but the last of each parent's children (each copies the parent's last
+    block at a partial block's append; the last child writes in place). A beam's table is changed in place (its differing suffix replaced by its parent's)
     where no later beam in that order takes its history (it is still read as a parent's table), else replaced
     by a copy of its parent's, as ``reparent_groups`` replaces every one."""
     moves = [(i, p) for i, p in enumerate(parents) if p != i]
     return (tuple((i, p, all(q != i for j, q in moves if j > i)) for i, p in moves),
-            len(parents) - len(set(parents)))
+            tuple(i for i in range(len(parents) - 1) if parents[i] == parents[i + 1]))
 
 
 def start_beam_run(sched: Scheduler) -> BeamRun | None:
