@@ -15,13 +15,15 @@ from kvsim.core.beam_run import start_beam_run
 from kvsim.run_step import _priced_here
 
 
-def beam_forward(eng):
+def beam_forward(eng, kept=None):
     """A SimPy generator for the beam steps taken now (state changed, rows recorded), or None where none is taken
-    (nothing changed: the engine schedules the next step itself)."""
+    (nothing changed: the engine schedules the next step itself). ``kept``: the run the engine's last step came
+    from, where it ended with no group finished (``eng.beam_kept`` after that call), to be taken up again
+    (:func:`~kvsim.core.beam_run.start_beam_run`)."""
     if not _priced_here(eng):
         return None
     sched, env = eng.sched, eng.env
-    run = start_beam_run(sched)
+    run = start_beam_run(sched, kept)
     if run is None:
         return None
     limit = eng.next_arrival_s
@@ -45,7 +47,8 @@ def beam_forward(eng):
         t = t + dt
         if not t < limit or not run.can_step():
             break
-    run.end(t)
+    if run.end(t):
+        eng.beam_kept = run
     eng.beam_steps += len(times)
     return _wait(env, t0, t, times)
 

@@ -125,6 +125,7 @@ class SimEngine:
         self.overlap = prompt_overlap(setup, self.cost)
         self.ff_steps = 0
         self.beam_steps = 0              # beam search steps taken by beam runs (kvsim.beam_forward)
+        self.beam_kept = None            # the beam run the last step came from, if no group finished in it
         self.ff_blocked = False          # skip the next fast-forward try (kvsim.fastforward._advance says)
         self._chunked = self.sched.cfg.policy == "chunked"      # (admitting steps taken from a kept run: chunked)
         # finished groups become rows of plain numbers as they end (the V1 scheduler reads children per request)
@@ -179,12 +180,13 @@ class SimEngine:
                 self._wake = None
                 woke = True       # the next step is the first after idle: it pays cost.wake_time
                 continue
+            kept, self.beam_kept = self.beam_kept, None     # (valid only for the step right after its run's)
             if self.ff_blocked:
                 self.ff_blocked = False         # (the last run ended short of memory: this step preempts)
             elif self.fast_forward and not woke:
                 ff = fast_forward(self)
                 if ff is None and sched.serves_beams:
-                    ff = beam_forward(self)
+                    ff = beam_forward(self, kept)
                 if ff is not None:
                     yield from ff
                     continue

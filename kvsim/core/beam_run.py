@@ -142,8 +142,9 @@ class BeamRun:
             for j, p, in_place in moves:
                 src, dst = old[p], old[j]
                 # (mostly the last block alone differs, or the last two just after a block boundary: equality is
-                # prefix-closed, so they are the suffix past the shared prefix)
-                if top and src[top - 1] == dst[top - 1] and src[top] != dst[top]:
+                # prefix-closed, so they are the suffix past the shared prefix; after the appends every last block
+                # is private, and a table is changed in place only after its last read, so the last blocks differ)
+                if top and src[top - 1] == dst[top - 1]:
                     b = src[top]
                     ref[b] += 1
                     d = dst[top]
@@ -152,7 +153,7 @@ class BeamRun:
                     if in_place:
                         dst[top] = b
                         continue
-                elif top > 1 and src[top - 2] == dst[top - 2] and src[top - 1] != dst[top - 1]:
+                elif top > 1 and src[top - 2] == dst[top - 2]:
                     a, b = src[top - 1], src[top]
                     ref[a] += 1
                     ref[b] += 1
@@ -202,9 +203,10 @@ class BeamRun:
         self.left -= 1
         self.ctx_sum += self.num_seqs
 
-    def end(self, end_s: float) -> None:
-        """The run's slots into the manager's ``num_tokens`` and its tokens into the sequences; the groups whose
-        last token came at its last step finish at ``end_s``."""
+    def end(self, end_s: float) -> bool:
+        """The run's slots into the manager's ``num_tokens`` (and its last blocks' fill) and its tokens into the
+        sequences; the groups whose last token came at its last step finish at ``end_s``. Returns whether none
+        did (the run may then be taken up again: :func:`start_beam_run`)."""
         steps = self.steps
         bm = self.bm
         ntok, fill, bs = bm.num_tokens, bm.fill, bm.block_size
@@ -221,6 +223,7 @@ class BeamRun:
                 done.append(g)
         if done:
             self.sched.finish(done, end_s)
+        return not done
 
 
 def _shared_last(tabs: list[list[int]], ref: list[int]) -> list[int]:
@@ -252,10 +255,23 @@ def _plan(parents: list[int]) -> tuple[tuple[tuple[int, int, bool], ...], tuple[
             tuple(i for i in range(len(parents) - 1) if parents[i] == parents[i + 1]))
 
 
-def start_beam_run(sched: Scheduler) -> BeamRun | None:
+def start_beam_run(sched: Scheduler, kept: BeamRun | None = None) -> BeamRun | None:
     """A beam run from the scheduler's state now whose first step may be taken (:meth:`BeamRun.can_step`), or
     None where the next step must be scheduled (it admits, swaps in or preempts, or a policy, KV manager or group
-    this module does not model). No change to any state."""
+    this module does not model). No change to any state but ``kept``'s step count.
+
+    ``kept`` is a run that ended with no group finished (:meth:`BeamRun.end`), given where nothing but arrivals
+    happened since (the caller's last step was that run's): where the running groups are still its own, it is
+    taken up again (its steps counted from 0), its groups not read again (they are as a fresh run would read
+    them; its next need is exact, where a fresh run may start from a bound: both decide the first step alike)."""
+    if kept is not None and kept.groups == sched.running:
+        nseq = kept.num_seqs
+        if sched.waiting and not sched.swapped and not head_blocked(sched, nseq):
+            return None
+        if not beam_step_fits(sched, nseq, kept.need):
+            return None
+        kept.steps = 0
+        return kept
     if type(sched) is not Scheduler or sched.cfg.policy != "vllm" or not sched.serves_beams:
         return None
     running = sched.running
