@@ -18,8 +18,7 @@ from kvsim.run_step import _priced_here
 def beam_forward(eng, kept=None):
     """A SimPy generator for the beam steps taken now (state changed, rows recorded), or None where none is taken
     (nothing changed: the engine schedules the next step itself). ``kept``: the run the engine's last step came
-    from, where it ended with no group finished (``eng.beam_kept`` after that call), to be taken up again
-    (:func:`~kvsim.core.beam_run.start_beam_run`)."""
+    from (``eng.beam_kept`` after that call), to be taken up again (:func:`~kvsim.core.beam_run.start_beam_run`)."""
     if not _priced_here(eng):
         return None
     sched, env = eng.sched, eng.env
@@ -47,8 +46,8 @@ def beam_forward(eng, kept=None):
         t = t + dt
         if not t < limit or not run.can_step():
             break
-    if run.end(t):
-        eng.beam_kept = run
+    run.end(t)
+    eng.beam_kept = run
     eng.beam_steps += len(times)
     return _wait(env, t0, t, times)
 

@@ -125,7 +125,7 @@ class SimEngine:
         self.overlap = prompt_overlap(setup, self.cost)
         self.ff_steps = 0
         self.beam_steps = 0              # beam search steps taken by beam runs (kvsim.beam_forward)
-        self.beam_kept = None            # the beam run the last step came from, if no group finished in it
+        self.beam_kept = None            # the beam run the last step came from (kvsim.beam_forward)
         self.ff_blocked = False          # skip the next fast-forward try (kvsim.fastforward._advance says)
         self._chunked = self.sched.cfg.policy == "chunked"      # (admitting steps taken from a kept run: chunked)
         # finished groups become rows of plain numbers as they end (the V1 scheduler reads children per request)
@@ -161,6 +161,7 @@ class SimEngine:
         env, sched, cost = self.env, self.sched, self.cost
         woke = False
         while True:
+            kept, self.beam_kept = self.beam_kept, None     # (valid only for the step right after its run's)
             if self.inbox:
                 for _, spec in self.inbox:
                     sched.add_request(spec)
@@ -180,7 +181,6 @@ class SimEngine:
                 self._wake = None
                 woke = True       # the next step is the first after idle: it pays cost.wake_time
                 continue
-            kept, self.beam_kept = self.beam_kept, None     # (valid only for the step right after its run's)
             if self.ff_blocked:
                 self.ff_blocked = False         # (the last run ended short of memory: this step preempts)
             elif self.fast_forward and not woke:

@@ -8,7 +8,7 @@ from kvsim.core.block_manager import ALLOC_LATER
 from kvsim.core.scheduler import FCFS_ORDER, Scheduler
 from kvsim.core.scheduler_v1 import SchedulerV1
 
-__all__ = ["admission_blocked", "admission_free_cap", "beam_step_fits", "beam_step_need", "head_blocked",
+__all__ = ["admission_blocked", "admission_free_cap", "beam_step_fits", "head_blocked",
            "swap_in_blocked"]
 
 
@@ -61,14 +61,6 @@ def admission_free_cap(sched: Scheduler, num_seqs: int) -> float:
     if cfg.policy == "chunked" and cfg.max_num_batched_tokens - num_seqs <= 0:
         return float("inf")
     return cap(head)
-
-
-def beam_step_need(sched: Scheduler, groups: list, num_seqs: int) -> int:
-    """The blocks the groups' next appends take (``PagedKV.append_needs``), or ``num_seqs`` (a bound: an append
-    takes at most one block) where that many are free and nothing is swapped out (the bound then decides)."""
-    if len(sched.kv.bm._free) >= num_seqs and not sched.swapped:
-        return num_seqs
-    return sum(sched.kv.append_needs(groups))
 
 
 def beam_step_fits(sched: Scheduler, num_seqs: int, need: int) -> bool:

@@ -24,12 +24,16 @@ an append every last block is private, so after re-parenting beam ``j``'s last b
 group's sequences start a block (every beam of a group has the same length; a sequence never holds more than
 its final KV tokens, so its internal fragmentation is its last block's slots past them).
 
+A run cut by an arrival or a finish is taken up again by the next :func:`start_beam_run` where nothing but
+arrivals happened since (its groups, less those it finished, still the running ones): its tables, plans and
+sums stand, so the groups are not read again.
+
 Clock-free like the rest of core: the caller (:mod:`kvsim.beam_forward`) prices each step, records it, stops at
 the next arrival, and passes the time the run ends (:meth:`BeamRun.end`: tokens, finished groups).
 """
 from __future__ import annotations
 
-from kvsim.core.admission import beam_step_fits, beam_step_need, head_blocked
+from kvsim.core.admission import beam_step_fits, head_blocked
 from kvsim.core.beam import parents_of_code
 from kvsim.core.block_manager import PagedBlockManager
 from kvsim.core.block_reparent import reparent_suffix
@@ -43,31 +47,31 @@ class BeamRun:
     Invariants between steps: ``groups`` is ``sched.running`` (unchanged through the run); ``tabs[i]`` are the
     block manager's table lists of group ``i``'s sequences, each holding ``lens[i]`` KV slots (the manager's
     ``num_tokens`` of the run's sequences are set only by :meth:`end`: nothing else reads them meanwhile);
-    ``need`` is the blocks the next step's appends take (or, before the first step, a bound that the free list
-    covers); ``internal`` and ``logical`` are ``kv.split_terms(groups)`` of the slots held now. The manager's
-    ``fill`` of the tables' last blocks is written only where such a block stops being last (it is then full), is
-    released, or the run ends (:meth:`end`): a group's last blocks all hold its slots past its full blocks, so the
-    run counts their slots from ``lens`` (nothing else reads them meanwhile); ``copy_of[i]`` are group ``i``'s
-    beams whose last block the next partial append copies (its re-parenting's plan), None before the first step."""
+    ``need`` is the blocks the next step's appends take; ``internal`` and ``logical`` are
+    ``kv.split_terms(groups)`` of the slots held now. The manager's ``fill`` of the tables' last blocks is written
+    only where such a block stops being last (it is then full), is released, or the run ends (:meth:`end`): a
+    group's last blocks all hold its slots past its full blocks, so the run counts their slots from ``lens``
+    (nothing else reads them meanwhile); ``copy_of[i]`` are group ``i``'s beams whose last block the next partial
+    append copies (read off the ref counts where the run starts, then its re-parenting plan's)."""
 
-    def __init__(self, sched: Scheduler, need: int, state: tuple):
+    def __init__(self, sched: Scheduler, state: tuple):
         self.sched = sched
         kv = sched.kv
         self.kv, self.bm = kv, kv.bm
         self.groups = list(sched.running)
-        # each group's sequence ids and table lists, its slots per sequence and final KV tokens; the next step's
-        # context tokens (each sequence attends to its slots after the append), the steps until the first group's
-        # last token (the run ends with it) and the split terms before the first append (:func:`_groups_state`)
-        self.ids, self.tabs, self.lens, self.finals, self.ctx_sum, self.left, self.internal, self.logical = state
+        # each group's sequence ids and table lists, its slots per sequence, final KV tokens and beams copied at
+        # the next partial append; the next step's context tokens (each sequence attends to its slots after the
+        # append), the steps until the first group's last token (the run ends with it), the split terms before
+        # the first append and the blocks its appends take (:func:`_groups_state`)
+        (self.ids, self.tabs, self.lens, self.finals, self.copy_of, self.ctx_sum, self.left, self.internal,
+         self.logical, self.need) = state
         self.widths = list(map(len, self.ids))
         self.num_seqs = sum(self.widths)
-        self.need = need
         self.steps = 0
+        self.done: list = []                    # the groups finished where the run last ended (:meth:`end`)
         self.cfg = sched.cfg
         self.plans = [_PLANS.setdefault(k, {}) for k in self.widths]     # each group's re-parenting plans by code
         self.dropped: list[int] = []            # the step's replaced blocks, released after its record
-        self.copy_of: list = [None] * len(self.widths)     # each group's beams whose last block the next partial
-        #                                                    append copies (None: not yet known, read off the refs)
 
     def can_step(self) -> bool:
         """Whether the next ``schedule`` would be this run's next step (nothing admitted, swapped in or preempted)
@@ -110,8 +114,6 @@ class BeamRun:
                     internal += m * (cap - f)
             else:
                 js = copy_of[i]
-                if js is None:                  # (the run's first step: the sharing read off the ref counts)
-                    js = _shared_last(tabs, ref)
                 if js:                          # shared last blocks copied (the last holder writes in place)
                     for j in js:
                         table = tabs[j]
@@ -223,7 +225,35 @@ class BeamRun:
                 done.append(g)
         if done:
             self.sched.finish(done, end_s)
-        return not done
+        self.done = done
+
+    def take_up(self, running: list) -> bool:
+        """Whether the running groups are this (ended) run's groups but those finished where it ended, in its
+        order (then nothing but arrivals happened since, where the caller says nothing else stepped): the run
+        then drops the finished groups (their terms in the run's sums) and may go on, as a fresh run would from
+        the scheduler's state (:func:`start_beam_run`). False (nothing changed) otherwise."""
+        done, groups = self.done, self.groups
+        if not done:
+            return groups == running
+        keep = [i for i, g in enumerate(groups) if g not in done]
+        if len(keep) != len(running) or any(groups[i] is not g for i, g in zip(keep, running)):
+            return False
+        bs = self.bm.block_size
+        for i, g in enumerate(groups):
+            if g in done:                       # its context, split terms and next need leave the sums
+                p, m, n, tabs = g.spec.prompt_len, self.widths[i], self.lens[i], self.tabs[i]
+                self.ctx_sum -= sum(p + s.generated for s in g.seqs)
+                internal, logical = _split_terms(m, n, self.finals[i], bs)
+                self.internal -= internal
+                self.logical -= logical
+                self.need -= m if n % bs == 0 else len(self.copy_of[i])
+                self.num_seqs -= m
+        for name in ("groups", "ids", "tabs", "lens", "finals", "copy_of", "widths", "plans"):
+            old = getattr(self, name)
+            setattr(self, name, [old[i] for i in keep])
+        self.left = min(g.spec.output_len - g.seqs[0].generated for g in running)
+        self.done = []
+        return True
 
 
 def _shared_last(tabs: list[list[int]], ref: list[int]) -> list[int]:
@@ -260,11 +290,10 @@ def start_beam_run(sched: Scheduler, kept: BeamRun | None = None) -> BeamRun | N
     None where the next step must be scheduled (it admits, swaps in or preempts, or a policy, KV manager or group
     this module does not model). No change to any state but ``kept``'s step count.
 
-    ``kept`` is a run that ended with no group finished (:meth:`BeamRun.end`), given where nothing but arrivals
-    happened since (the caller's last step was that run's): where the running groups are still its own, it is
-    taken up again (its steps counted from 0), its groups not read again (they are as a fresh run would read
-    them; its next need is exact, where a fresh run may start from a bound: both decide the first step alike)."""
-    if kept is not None and kept.groups == sched.running:
+    ``kept`` is a run that ended, given where nothing but arrivals happened since (the caller's last step was that
+    run's last): where the running groups are its own but those it finished (:meth:`BeamRun.take_up`), it is
+    taken up again (its steps counted from 0), its groups not read again."""
+    if kept is not None and sched.running and kept.take_up(sched.running):
         nseq = kept.num_seqs
         if sched.waiting and not sched.swapped and not head_blocked(sched, nseq):
             return None
@@ -283,20 +312,20 @@ def start_beam_run(sched: Scheduler, kept: BeamRun | None = None) -> BeamRun | N
     nseq = sched.num_running_seqs()
     if sched.waiting and not sched.swapped and not head_blocked(sched, nseq):
         return None                             # (the step admits: mostly a request that just arrived)
-    need = beam_step_need(sched, running, nseq)
-    if not beam_step_fits(sched, nseq, need):
-        return None
     state = _groups_state(running, kv.bm)
-    return None if state is None else BeamRun(sched, need, state)
+    if state is None or not beam_step_fits(sched, nseq, state[-1]):
+        return None
+    return BeamRun(sched, state)
 
 
 def _groups_state(running: list, bm: PagedBlockManager) -> tuple | None:
     """What :class:`BeamRun` keeps of the running groups, read in one pass (see its ``__init__``), or None where a
     group is not a beam group past its prompt whose sequences hold as many slots each. The split terms are
-    ``PagedKV.split_terms``' for such groups (every sequence of a group holding ``n`` slots)."""
-    ntok, tables, bs = bm.num_tokens, bm.tables, bm.block_size
-    ids_of, tabs_of, lens, finals = [], [], [], []
-    ctx_sum = internal = logical = 0
+    ``PagedKV.split_terms``' for such groups (every sequence of a group holding ``n`` slots); the need is
+    ``PagedKV.append_needs``' sum (a block each where a group's sequences end on a full block, else its copies)."""
+    ntok, tables, ref, bs = bm.num_tokens, bm.tables, bm.ref, bm.block_size
+    ids_of, tabs_of, lens, finals, copy_of = [], [], [], [], []
+    ctx_sum = internal = logical = need = 0
     left = None
     for g in running:
         spec = g.spec
@@ -310,8 +339,17 @@ def _groups_state(running: list, bm: PagedBlockManager) -> tuple | None:
             if ntok.get(s) != n:
                 return None
         ids_of.append(ids)
-        tabs_of.append([tables[s] for s in ids])
+        tabs = [tables[s] for s in ids]
+        tabs_of.append(tabs)
         lens.append(n)
+        m = len(ids)
+        if n % bs:
+            js = _shared_last(tabs, ref)
+            need += len(js)
+        else:
+            js = ()
+            need += m
+        copy_of.append(js)
         p, out = spec.prompt_len, spec.output_len
         final = p + out - 1
         finals.append(final)
@@ -321,9 +359,15 @@ def _groups_state(running: list, bm: PagedBlockManager) -> tuple | None:
         todo = out - seqs[0].generated
         if left is None or todo < left:
             left = todo
-        m = len(ids)
-        cap = -(-n // bs) * bs
-        logical += m * cap
-        if cap > final:
-            internal += m * (cap - (final if final > n else n))
-    return ids_of, tabs_of, lens, finals, ctx_sum, left, internal, logical
+        i, lg = _split_terms(m, n, final, bs)
+        internal += i
+        logical += lg
+    return ids_of, tabs_of, lens, finals, copy_of, ctx_sum, left, internal, logical, need
+
+
+def _split_terms(m: int, n: int, final: int, bs: int) -> tuple[int, int]:
+    """``PagedKV.split_terms``' (internal, logical) slots of a group of ``m`` sequences holding ``n`` slots each,
+    ``final`` KV tokens at its end (a sequence never holds more than its final tokens: its internal fragmentation
+    is its last block's slots past them)."""
+    cap = -(-n // bs) * bs
+    return (m * (cap - (final if final > n else n)) if cap > final else 0), m * cap
