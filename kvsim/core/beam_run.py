@@ -132,13 +132,13 @@ class BeamRun:
             plan = plans.get(code)
             if plan is None:
                 plan = plans[code] = _plan(parents_of_code(code, len(tabs)))
-            moves, copy_of[i] = plan
+            moves, copy_of[i], replaces = plan
             # the next appends: a block each where the sequences end on a full block, else a copy for each beam
             # holding a parent's last block but its last child
             need += len(tabs) if n % bs == 0 else len(plan[1])
             if not moves:
                 continue                        # every beam kept its own history
-            old = tabs[:]
+            old = tabs[:] if replaces else tabs  # (a replaced table may still be read as a later beam's parent's)
             top = len(old[0]) - 1               # (every table of the group is as long)
             last = n - top * bs                 # (the last blocks' fill: not kept in ``fill`` meanwhile)
             for j, p, in_place in moves:
@@ -274,15 +274,17 @@ def _shared_last(tabs: list[list[int]], ref: list[int]) -> list[int]:
 _PLANS: dict[int, dict[int, tuple]] = {}       # width -> parents' code -> _plan
 
 
-def _plan(parents: list[int]) -> tuple[tuple[tuple[int, int, bool], ...], tuple[int, ...]]:
+def _plan(parents: list[int]) -> tuple[tuple[tuple[int, int, bool], ...], tuple[int, ...], bool]:
     """Re-parenting by ``parents`` (sorted): ``(beam, parent, in place)`` for each beam that takes another beam's
-    history, in beam order, and the beams but the last of each parent's children (each copies the parent's last
-    block at a partial block's append; the last child writes in place). A beam's table is changed in place (its differing suffix replaced by its parent's)
-    where no later beam in that order takes its history (it is still read as a parent's table), else replaced
-    by a copy of its parent's, as ``reparent_groups`` replaces every one."""
+    history, in beam order; the beams but the last of each parent's children (each copies the parent's last block
+    at a partial block's append; the last child writes in place); and whether any table is replaced. A beam's
+    table is changed in place (its differing suffix replaced by its parent's) where no later beam in that order
+    takes its history, else replaced by a copy of its parent's (the old one is still read as a parent's table), as
+    ``reparent_groups`` replaces every one."""
     moves = [(i, p) for i, p in enumerate(parents) if p != i]
-    return (tuple((i, p, all(q != i for j, q in moves if j > i)) for i, p in moves),
-            tuple(i for i in range(len(parents) - 1) if parents[i] == parents[i + 1]))
+    moves = tuple((i, p, all(q != i for j, q in moves if j > i)) for i, p in moves)
+    return (moves, tuple(i for i in range(len(parents) - 1) if parents[i] == parents[i + 1]),
+            not all(in_place for _, _, in_place in moves))
 
 
 def start_beam_run(sched: Scheduler, kept: BeamRun | None = None) -> BeamRun | None:
