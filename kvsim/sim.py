@@ -29,6 +29,7 @@ from simpy.core import URGENT
 from kvsim.beam_forward import beam_forward
 from kvsim.build import RunSetup, setup_run
 from kvsim.config import Scenario
+from kvsim.core.beam_run import prompt_only
 from kvsim.core.plan import StepPlan
 from kvsim.core.run_split import admitting_split
 from kvsim.core.scheduler import Scheduler
@@ -125,7 +126,7 @@ class SimEngine:
         self.overlap = prompt_overlap(setup, self.cost)
         self.ff_steps = 0
         self.beam_steps = 0              # beam search steps taken by beam runs (kvsim.beam_forward)
-        self.beam_kept = None            # the beam run the last step came from (kvsim.beam_forward)
+        self.beam_kept = None            # the beam run the last steps left as it was (kvsim.beam_forward)
         self.ff_blocked = False          # skip the next fast-forward try (kvsim.fastforward._advance says)
         self._chunked = self.sched.cfg.policy == "chunked"      # (admitting steps taken from a kept run: chunked)
         # finished groups become rows of plain numbers as they end (the V1 scheduler reads children per request)
@@ -219,6 +220,8 @@ class SimEngine:
                     yield env.timeout(swap_s)
             yield env.timeout(dt)
             sched.complete_step(plan, env.now)
+            if kept is not None and prompt_only(plan):
+                self.beam_kept = kept           # (its groups as it left them: beam_run.BeamRun.take_up)
 
     def _swap_time(self, plan: StepPlan) -> float:
         """Host-link time of the plan's swaps: every allocator reports one pair per block moved."""

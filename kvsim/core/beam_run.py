@@ -25,8 +25,8 @@ group's sequences start a block (every beam of a group has the same length; a se
 its final KV tokens, so its internal fragmentation is its last block's slots past them).
 
 A run cut by an arrival or a finish is taken up again by the next :func:`start_beam_run` where nothing but
-arrivals happened since (its groups, less those it finished, still the running ones): its tables, plans and
-sums stand, so the groups are not read again.
+arrivals and prompt-only steps happened since (its groups, less those it finished, still the first running ones):
+its tables, plans and sums stand, so only the groups admitted since are read.
 
 Clock-free like the rest of core: the caller (:mod:`kvsim.beam_forward`) prices each step, records it, stops at
 the next arrival, and passes the time the run ends (:meth:`BeamRun.end`: tokens, finished groups).
@@ -58,20 +58,37 @@ class BeamRun:
         self.sched = sched
         kv = sched.kv
         self.kv, self.bm = kv, kv.bm
-        self.groups = list(sched.running)
-        # each group's sequence ids and table lists, its slots per sequence, final KV tokens and beams copied at
-        # the next partial append; the next step's context tokens (each sequence attends to its slots after the
-        # append), the steps until the first group's last token (the run ends with it), the split terms before
-        # the first append and the blocks its appends take (:func:`_groups_state`)
-        (self.ids, self.tabs, self.lens, self.finals, self.copy_of, self.ctx_sum, self.left, self.internal,
-         self.logical, self.need) = state
-        self.widths = list(map(len, self.ids))
-        self.num_seqs = sum(self.widths)
+        self.cfg = sched.cfg
+        # each group's sequence ids and table lists, its slots per sequence, final KV tokens, beams copied at the
+        # next partial append, width and re-parenting plans by code; the next step's context tokens (each
+        # sequence attends to its slots after the append), the split terms before the next append and the blocks
+        # it takes (:func:`_groups_state`), and the steps until the first group's last token (the run ends with it)
+        self.groups, self.ids, self.tabs, self.lens, self.finals, self.copy_of, self.widths, self.plans = \
+            [], [], [], [], [], [], [], []
+        self.ctx_sum = self.internal = self.logical = self.need = self.num_seqs = 0
+        self._join(sched.running, state)
+        self.left = state[6]
         self.steps = 0
         self.done: list = []                    # the groups finished where the run last ended (:meth:`end`)
-        self.cfg = sched.cfg
-        self.plans = [_PLANS.setdefault(k, {}) for k in self.widths]     # each group's re-parenting plans by code
         self.dropped: list[int] = []            # the step's replaced blocks, released after its record
+
+    def _join(self, groups: list, state: tuple) -> None:
+        """``groups`` join the run (after its own), ``state`` their :func:`_groups_state`."""
+        self.groups += groups
+        ids, tabs, lens, finals, copy_of, ctx_sum, _, internal, logical, need = state
+        self.ids += ids
+        self.tabs += tabs
+        self.lens += lens
+        self.finals += finals
+        self.copy_of += copy_of
+        widths = list(map(len, ids))
+        self.widths += widths
+        self.plans += [_PLANS.setdefault(k, {}) for k in widths]
+        self.num_seqs += sum(widths)
+        self.ctx_sum += ctx_sum
+        self.internal += internal
+        self.logical += logical
+        self.need += need
 
     def can_step(self) -> bool:
         """Whether the next ``schedule`` would be this run's next step (nothing admitted, swapped in or preempted)
@@ -229,31 +246,53 @@ class BeamRun:
 
     def take_up(self, running: list) -> bool:
         """Whether the running groups are this (ended) run's groups but those finished where it ended, in its
-        order (then nothing but arrivals happened since, where the caller says nothing else stepped): the run
-        then drops the finished groups (their terms in the run's sums) and may go on, as a fresh run would from
-        the scheduler's state (:func:`start_beam_run`). False (nothing changed) otherwise."""
+        order, followed by any admitted since (each a beam group past its prompt, its sequences as long), where
+        the caller says nothing but arrivals and prompt-only steps happened since (:func:`prompt_only`): the run
+        then drops the finished groups (their terms leave its sums), the admitted ones join, and it may go on, as a
+        fresh run would from the scheduler's state (:func:`start_beam_run`). False (nothing changed) otherwise."""
         done, groups = self.done, self.groups
         if not done:
-            return groups == running
-        keep = [i for i, g in enumerate(groups) if g not in done]
-        if len(keep) != len(running) or any(groups[i] is not g for i, g in zip(keep, running)):
-            return False
-        bs = self.bm.block_size
-        for i, g in enumerate(groups):
-            if g in done:                       # its context, split terms and next need leave the sums
-                p, m, n, tabs = g.spec.prompt_len, self.widths[i], self.lens[i], self.tabs[i]
-                self.ctx_sum -= sum(p + s.generated for s in g.seqs)
-                internal, logical = _split_terms(m, n, self.finals[i], bs)
-                self.internal -= internal
-                self.logical -= logical
-                self.need -= m if n % bs == 0 else len(self.copy_of[i])
-                self.num_seqs -= m
-        for name in ("groups", "ids", "tabs", "lens", "finals", "copy_of", "widths", "plans"):
-            old = getattr(self, name)
-            setattr(self, name, [old[i] for i in keep])
+            if len(running) == len(groups):
+                return running == groups
+            keep = None
+            n = len(groups)
+            if len(running) < n or running[:n] != groups:
+                return False
+        else:
+            keep = [i for i, g in enumerate(groups) if g not in done]
+            n = len(keep)
+            if len(running) < n or any(groups[i] is not g for i, g in zip(keep, running)):
+                return False
+        state = None
+        if len(running) > n:
+            state = _groups_state(running[n:], self.bm)
+            if state is None:
+                return False
+        if keep is not None:
+            bs = self.bm.block_size
+            for i, g in enumerate(groups):
+                if g in done:                   # its context, split terms and next need leave the sums
+                    p, m, slots = g.spec.prompt_len, self.widths[i], self.lens[i]
+                    self.ctx_sum -= sum(p + s.generated for s in g.seqs)
+                    internal, logical = _split_terms(m, slots, self.finals[i], bs)
+                    self.internal -= internal
+                    self.logical -= logical
+                    self.need -= m if slots % bs == 0 else len(self.copy_of[i])
+                    self.num_seqs -= m
+            for name in ("groups", "ids", "tabs", "lens", "finals", "copy_of", "widths", "plans"):
+                old = getattr(self, name)
+                setattr(self, name, [old[i] for i in keep])
+            self.done = []
+        if state is not None:
+            self._join(running[len(self.groups):], state)
         self.left = min(g.spec.output_len - g.seqs[0].generated for g in running)
-        self.done = []
         return True
+
+
+def prompt_only(plan) -> bool:
+    """Whether a stepped plan only computed prompts (no group decoded, was preempted or swapped): the running
+    groups of a beam run it followed are as the run left them (``SimEngine`` keeps the run past such a step)."""
+    return not (plan.decode_group_ids or plan.preempted or plan.swap_out or plan.swap_in)
 
 
 def _shared_last(tabs: list[list[int]], ref: list[int]) -> list[int]:
@@ -292,9 +331,9 @@ def start_beam_run(sched: Scheduler, kept: BeamRun | None = None) -> BeamRun | N
     None where the next step must be scheduled (it admits, swaps in or preempts, or a policy, KV manager or group
     this module does not model). No change to any state but ``kept``'s step count.
 
-    ``kept`` is a run that ended, given where nothing but arrivals happened since (the caller's last step was that
-    run's last): where the running groups are its own but those it finished (:meth:`BeamRun.take_up`), it is
-    taken up again (its steps counted from 0), its groups not read again."""
+    ``kept`` is a run that ended, given where nothing but arrivals and prompt-only steps happened since: where the
+    running groups are its own but those it finished, then any admitted since (:meth:`BeamRun.take_up`), it is
+    taken up again (its steps counted from 0), only the admitted groups read."""
     if kept is not None and sched.running and kept.take_up(sched.running):
         nseq = kept.num_seqs
         if sched.waiting and not sched.swapped and not head_blocked(sched, nseq):
