@@ -13,9 +13,9 @@ per group and written back when the run ends). A group's re-parenting is looked 
 (:meth:`~kvsim.core.beam.BeamParents.many_codes`): the beams that take another's history, and how many beams
 share a parent. A beam's table list is changed in place where no later beam of the step reads it as its
 parent's (``reparent_groups`` gives every re-parented beam a new list: the lists' contents are the same, only
-their identities differ; nothing holds a table list across steps). Unlike a non-beam decode run (:mod:`kvsim.core.decode_run`) its blocks cannot be
-known ahead (re-parenting frees blocks and copy-on-write takes them at random), so each step is applied before
-the next is checked.
+their identities differ; nothing holds a table list across steps). Unlike a non-beam decode run
+(:mod:`kvsim.core.decode_run`) its blocks cannot be known ahead (re-parenting frees blocks and copy-on-write
+takes them at random), so each step is applied before the next is checked.
 
 What a step needs is kept from step to step: the new blocks of the next appends (a group whose sequences end on
 a full block takes one block each, else one copy per beam sharing a parent's last block beyond the first: after
@@ -26,7 +26,8 @@ its final KV tokens, so its internal fragmentation is its last block's slots pas
 
 A run cut by an arrival or a finish is taken up again by the next :func:`start_beam_run` where nothing but
 arrivals and prompt-only steps happened since (its groups, less those it finished, still the first running ones):
-its tables, plans and sums stand, so only the groups admitted since are read.
+its tables, plans and sums stand, so only the groups admitted since are read (:mod:`kvsim.core.beam_groups`:
+reading groups, joins, the run's end and its taking up).
 
 Clock-free like the rest of core: the caller (:mod:`kvsim.beam_forward`) prices each step, records it, stops at
 the next arrival, and passes the time the run ends (:meth:`BeamRun.end`: tokens, finished groups).
@@ -35,13 +36,14 @@ from __future__ import annotations
 
 from kvsim.core.admission import beam_step_fits, head_blocked
 from kvsim.core.beam import parents_of_code
+from kvsim.core.beam_groups import RunGroupsMixin, groups_state
 from kvsim.core.block_manager import PagedBlockManager
 from kvsim.core.block_reparent import reparent_suffix
 from kvsim.core.kv_paged import PagedKV
 from kvsim.core.scheduler import Scheduler
 
 
-class BeamRun:
+class BeamRun(RunGroupsMixin):
     """Beam decode steps from the scheduler's state now; :func:`start_beam_run` builds it (see the module doc).
 
     Invariants between steps: ``groups`` is ``sched.running`` (unchanged through the run); ``tabs[i]`` are the
@@ -62,7 +64,7 @@ class BeamRun:
         # each group's sequence ids and table lists, its slots per sequence, final KV tokens, beams copied at the
         # next partial append, width and re-parenting plans by code; the next step's context tokens (each
         # sequence attends to its slots after the append), the split terms before the next append and the blocks
-        # it takes (:func:`_groups_state`), and the steps until the first group's last token (the run ends with it)
+        # it takes (:func:`groups_state`), and the steps until the first group's last token (the run ends with it)
         self.groups, self.ids, self.tabs, self.lens, self.finals, self.copy_of, self.widths, self.plans = \
             [], [], [], [], [], [], [], []
         self.ctx_sum = self.internal = self.logical = self.need = self.num_seqs = 0
@@ -71,24 +73,6 @@ class BeamRun:
         self.steps = 0
         self.done: list = []                    # the groups finished where the run last ended (:meth:`end`)
         self.dropped: list[int] = []            # the step's replaced blocks, released after its record
-
-    def _join(self, groups: list, state: tuple) -> None:
-        """``groups`` join the run (after its own), ``state`` their :func:`_groups_state`."""
-        self.groups += groups
-        ids, tabs, lens, finals, copy_of, ctx_sum, _, internal, logical, need = state
-        self.ids += ids
-        self.tabs += tabs
-        self.lens += lens
-        self.finals += finals
-        self.copy_of += copy_of
-        widths = list(map(len, ids))
-        self.widths += widths
-        self.plans += [_PLANS.setdefault(k, {}) for k in widths]
-        self.num_seqs += sum(widths)
-        self.ctx_sum += ctx_sum
-        self.internal += internal
-        self.logical += logical
-        self.need += need
 
     def can_step(self) -> bool:
         """Whether the next ``schedule`` would be this run's next step (nothing admitted, swapped in or preempted)
@@ -222,97 +206,6 @@ class BeamRun:
         self.left -= 1
         self.ctx_sum += self.num_seqs
 
-    def end(self, end_s: float) -> bool:
-        """The run's slots into the manager's ``num_tokens`` (and its last blocks' fill) and its tokens into the
-        sequences; the groups whose last token came at its last step finish at ``end_s``. Returns whether none
-        did (the run may then be taken up again: :func:`start_beam_run`)."""
-        steps = self.steps
-        bm = self.bm
-        ntok, fill, bs = bm.num_tokens, bm.fill, bm.block_size
-        done = []
-        for g, ids, n, tabs in zip(self.groups, self.ids, self.lens, self.tabs):
-            for s in ids:
-                ntok[s] = n
-            last = n - (len(tabs[0]) - 1) * bs
-            for table in tabs:
-                fill[table[-1]] = last
-            for s in g.seqs:
-                s.generated += steps
-            if g.seqs[0].generated >= g.spec.output_len:
-                done.append(g)
-        if done:
-            self.sched.finish(done, end_s)
-        self.done = done
-
-    def take_up(self, running: list) -> bool:
-        """Whether the running groups are this (ended) run's groups but those finished where it ended, in its
-        order, followed by any admitted since (each a beam group past its prompt, its sequences as long), where
-        the caller says nothing but arrivals and prompt-only steps happened since (:func:`prompt_only`): the run
-        then drops the finished groups (their terms leave its sums), the admitted ones join, and it may go on, as a
-        fresh run would from the scheduler's state (:func:`start_beam_run`). False (nothing changed) otherwise."""
-        done, groups = self.done, self.groups
-        if not done:
-            if len(running) == len(groups):
-                return running == groups
-            keep = None
-            n = len(groups)
-            if len(running) < n or running[:n] != groups:
-                return False
-        else:
-            keep = [i for i, g in enumerate(groups) if g not in done]
-            n = len(keep)
-            if len(running) < n or any(groups[i] is not g for i, g in zip(keep, running)):
-                return False
-        state = None
-        if len(running) > n:
-            state = _groups_state(running[n:], self.bm)
-            if state is None:
-                return False
-        if keep is not None:
-            bs = self.bm.block_size
-            for i, g in enumerate(groups):
-                if g in done:                   # its context, split terms and next need leave the sums
-                    p, m, slots = g.spec.prompt_len, self.widths[i], self.lens[i]
-                    self.ctx_sum -= sum(p + s.generated for s in g.seqs)
-                    internal, logical = _split_terms(m, slots, self.finals[i], bs)
-                    self.internal -= internal
-                    self.logical -= logical
-                    self.need -= m if slots % bs == 0 else len(self.copy_of[i])
-                    self.num_seqs -= m
-            for name in ("groups", "ids", "tabs", "lens", "finals", "copy_of", "widths", "plans"):
-                old = getattr(self, name)
-                setattr(self, name, [old[i] for i in keep])
-            self.done = []
-        if state is not None:
-            self._join(running[len(self.groups):], state)
-        self.left = min(g.spec.output_len - g.seqs[0].generated for g in running)
-        return True
-
-
-def prompt_only(plan) -> bool:
-    """Whether a stepped plan only computed prompts (no group decoded, was preempted or swapped): the running
-    groups of a beam run it followed are as the run left them (``SimEngine`` keeps the run past such a step)."""
-    return not (plan.decode_group_ids or plan.preempted or plan.swap_out or plan.swap_in)
-
-
-def _shared_last(tabs: list[list[int]], ref: list[int]) -> list[int]:
-    """The tables (indices, in order) whose last block an append copies, as ``append_slots`` walks them: a block
-    still shared when its holder's turn comes (each copy before it took one reference off; the last holder writes
-    in place)."""
-    copied: dict[int, int] = {}
-    out = []
-    for j, table in enumerate(tabs):
-        b = table[-1]
-        c = copied.get(b, 0)
-        if ref[b] - c > 1:
-            out.append(j)
-            copied[b] = c + 1
-    return out
-
-
-_PLANS: dict[int, dict[int, tuple]] = {}       # width -> parents' code -> _plan
-
-
 def _plan(parents: list[int]) -> tuple[tuple[tuple[int, int, bool], ...], tuple[int, ...], bool]:
     """Re-parenting by ``parents`` (sorted): ``(beam, parent, in place)`` for each beam that takes another beam's
     history, in beam order; the beams but the last of each parent's children (each copies the parent's last block
@@ -324,6 +217,12 @@ def _plan(parents: list[int]) -> tuple[tuple[tuple[int, int, bool], ...], tuple[
     moves = tuple((i, p, all(q != i for j, q in moves if j > i)) for i, p in moves)
     return (moves, tuple(i for i in range(len(parents) - 1) if parents[i] == parents[i + 1]),
             not all(in_place for _, _, in_place in moves))
+
+
+def prompt_only(plan) -> bool:
+    """Whether a stepped plan only computed prompts (no group decoded, was preempted or swapped): the running
+    groups of a beam run it followed are as the run left them (``SimEngine`` keeps the run past such a step)."""
+    return not (plan.decode_group_ids or plan.preempted or plan.swap_out or plan.swap_in)
 
 
 def start_beam_run(sched: Scheduler, kept: BeamRun | None = None) -> BeamRun | None:
@@ -353,62 +252,7 @@ def start_beam_run(sched: Scheduler, kept: BeamRun | None = None) -> BeamRun | N
     nseq = sched.num_running_seqs()
     if sched.waiting and not sched.swapped and not head_blocked(sched, nseq):
         return None                             # (the step admits: mostly a request that just arrived)
-    state = _groups_state(running, kv.bm)
+    state = groups_state(running, kv.bm)
     if state is None or not beam_step_fits(sched, nseq, state[-1]):
         return None
     return BeamRun(sched, state)
-
-
-def _groups_state(running: list, bm: PagedBlockManager) -> tuple | None:
-    """What :class:`BeamRun` keeps of the running groups, read in one pass (see its ``__init__``), or None where a
-    group is not a beam group past its prompt whose sequences hold as many slots each. The split terms are
-    ``PagedKV.split_terms``' for such groups (every sequence of a group holding ``n`` slots); the need is
-    ``PagedKV.append_needs``' sum (a block each where a group's sequences end on a full block, else its copies)."""
-    ntok, tables, ref, bs = bm.num_tokens, bm.tables, bm.ref, bm.block_size
-    ids_of, tabs_of, lens, finals, copy_of = [], [], [], [], []
-    ctx_sum = internal = logical = need = 0
-    left = None
-    for g in running:
-        spec = g.spec
-        if spec.beam_width <= 1 or g.prefill_done < g.prefill_target:
-            return None
-        ids = g.seq_ids
-        n = ntok.get(ids[0])
-        if n is None:
-            return None
-        for s in ids:
-            if ntok.get(s) != n:
-                return None
-        ids_of.append(ids)
-        tabs = [tables[s] for s in ids]
-        tabs_of.append(tabs)
-        lens.append(n)
-        m = len(ids)
-        if n % bs:
-            js = _shared_last(tabs, ref)
-            need += len(js)
-        else:
-            js = ()
-            need += m
-        copy_of.append(js)
-        p, out = spec.prompt_len, spec.output_len
-        final = p + out - 1
-        finals.append(final)
-        seqs = g.seqs
-        for s in seqs:
-            ctx_sum += p + s.generated
-        todo = out - seqs[0].generated
-        if left is None or todo < left:
-            left = todo
-        i, lg = _split_terms(m, n, final, bs)
-        internal += i
-        logical += lg
-    return ids_of, tabs_of, lens, finals, copy_of, ctx_sum, left, internal, logical, need
-
-
-def _split_terms(m: int, n: int, final: int, bs: int) -> tuple[int, int]:
-    """``PagedKV.split_terms``' (internal, logical) slots of a group of ``m`` sequences holding ``n`` slots each,
-    ``final`` KV tokens at its end (a sequence never holds more than its final tokens: its internal fragmentation
-    is its last block's slots past them)."""
-    cap = -(-n // bs) * bs
-    return (m * (cap - (final if final > n else n)) if cap > final else 0), m * cap
