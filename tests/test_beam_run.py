@@ -93,3 +93,29 @@ def test_parent_codes_stand_for_the_same_parents_at_any_width(k):
     for n in (1, 5, 3):
         codes, parents = a.many_codes([k] * n), b.many([k] * n)
         assert [parents_of_code(c, k) for c in codes] == parents
+
+
+@pytest.mark.parametrize("rate", [1.0, 3.0])
+def test_runs_taken_up_match_stepping(rate, monkeypatch):
+    """Runs cut by arrivals, finishes and prompt-only steps are taken up again (``BeamRun.take_up``: finished
+    groups leave, admitted ones join, the others not read again) and still equal stepping; the manager's state is
+    consistent wherever one is taken up."""
+    from kvsim.core import beam_groups
+    taken = {"same": 0, "left": 0, "joined": 0}
+    take_up = beam_groups.RunGroupsMixin.take_up
+
+    def counted(run, running):
+        left, n = bool(run.done), len(run.groups) - len(run.done)
+        ok = take_up(run, running)
+        if ok:
+            run.bm.check_invariants()
+            taken["left" if left else "same"] += 1
+            taken["joined"] += len(running) > n
+        return ok
+
+    monkeypatch.setattr(beam_groups.RunGroupsMixin, "take_up", counted)
+    sc = overridden(BASE, None, {"rate_req_s": rate, "num_requests": 120})
+    fast = SimEngine(setup_run(sc), fast_forward=True).run()
+    slow = SimEngine(setup_run(sc), fast_forward=False).run()
+    assert_same_runs(fast, slow)
+    assert min(taken.values()) > 0, taken
