@@ -21,7 +21,8 @@ run's instructions. :meth:`MixedStep.state` is ``step_state`` of the plan ``sche
 """
 from __future__ import annotations
 
-from kvsim.core.decode_run import _counts, kept_run_state
+from kvsim.core.decode_run import kept_run_state
+from kvsim.core.decode_run_members import _counts
 from kvsim.core.plan import StepPlan
 from kvsim.core.scheduler import Scheduler
 

@@ -20,7 +20,8 @@ then finished at the step's end). The step's record row comes from the run's agg
 from __future__ import annotations
 
 from kvsim.core.admission import head_blocked
-from kvsim.core.decode_run import _counts, kept_run_state
+from kvsim.core.decode_run import kept_run_state
+from kvsim.core.decode_run_members import _counts
 from kvsim.core.plan import StepPlan
 from kvsim.core.scheduler import Scheduler
 

@@ -12,7 +12,7 @@ identical to stepping (``tests/test_run_step.py``).
 """
 from __future__ import annotations
 
-from kvsim.core.decode_run import _counts
+from kvsim.core.decode_run_members import _counts
 from kvsim.core.plan import StepPlan
 from kvsim.core.scheduler import Scheduler
 
