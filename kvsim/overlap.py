@@ -67,10 +67,10 @@ def prompt_overlap(setup, cost) -> PromptOverlap | None:
     of a prompt step to take off (a profile without ``prefill_serving[bs].host_s``)."""
     sc = setup.scenario
     rt = sc.runtime
+    if not getattr(cost, "prices_prompt_host", False):      # first: most runs stop here, before any walk
+        return None
     if not (rt.async_scheduling and rt.async_prompt_steps) or sc.tensor_parallel > 1:
         return None
     if sc.workload.max_concurrency is not None or any(r.beam_width > 1 for r in setup.requests):
-        return None
-    if not getattr(cost, "prices_prompt_host", False):
         return None
     return PromptOverlap(sorted(r.arrival_s for r in setup.requests))

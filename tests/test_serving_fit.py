@@ -470,11 +470,9 @@ def test_spread_order_covers_the_range_early(n):
     assert SF.spread_order(SF.ROWS)[:3] == [4, 128, 17]
 
 
-def test_an_overlapped_fit_prices_the_steps_prepared_ahead_and_the_stepped_ones_apart():
-    """Runs of an overlapped engine (``host_ahead``): steps prepared while the one before flew cost o_n beyond the
-    grid, the others (every fifth here: a closed loop's step after a prefill) 0.4 ms more. ``extra_s`` is the mean
-    of all (as without the column), ``stepped`` the second kind's; the cost model prices a beam run's decode steps
-    (never overlapped: ``stepped_decode``) with it."""
+def _overlapped_runs():
+    """``(profile, its bare cost model, truth, runs)``: overlapped serving runs at 4 and 8 rows whose steps cost
+    o_n beyond the grid, every fifth one not prepared ahead and 0.4 ms more (a closed loop's step after a prefill)."""
     prof = steep_profile()
     prof["decode_spread_step"] = {"16": spread_grid(cost_of(prof), 0.3)}
     bare = cost_of(dict(prof, step_overhead={"num_seqs": [1.0], "time_s": [0.0]}))
@@ -484,6 +482,15 @@ def test_an_overlapped_fit_prices_the_steps_prepared_ahead_and_the_stepped_ones_
         its["host_ahead"] = 1
         its.loc[its.index[::5], "host_ahead"] = 0
         its.loc[its.index[::5], "duration_s"] += 4e-4
+    return prof, bare, truth, runs
+
+
+def test_an_overlapped_fit_prices_the_steps_prepared_ahead_and_the_stepped_ones_apart():
+    """Runs of an overlapped engine (``host_ahead``): steps prepared while the one before flew cost o_n beyond the
+    grid, the others (every fifth here: a closed loop's step after a prefill) 0.4 ms more. ``extra_s`` is the mean
+    of all (as without the column), ``stepped`` the second kind's; the cost model prices a beam run's decode steps
+    (never overlapped: ``stepped_decode``) with it."""
+    prof, bare, truth, runs = _overlapped_runs()
     fit = SF.fit_from_runs(bare, runs, _overhead(prof))
     ov = _overhead(prof)
     assert fit["stepped"]["num_seqs"] == fit["num_seqs"] == [4, 8]
@@ -511,15 +518,7 @@ def test_stepped_runs_price_their_rows_in_place_of_the_few_steps_not_prepared_ah
     """An overlapped calibration's stepped runs (every step's host work on the critical path, 0.5 ms here) give
     ``stepped`` at their rows; a row without one keeps the overlapped runs' own steps not prepared ahead (0.4 ms
     more), and the rows' ``extra_s`` (the overlapped runs' mean) is unchanged by them."""
-    prof = steep_profile()
-    prof["decode_spread_step"] = {"16": spread_grid(cost_of(prof), 0.3)}
-    bare = cost_of(dict(prof, step_overhead={"num_seqs": [1.0], "time_s": [0.0]}))
-    truth = {4: (1.0e-3, None), 8: (1.3e-3, None)}
-    runs = _runs_made_of(bare, truth, 0.0, lambda _, __, grid_spread: grid_spread)
-    for its, _ in runs.values():
-        its["host_ahead"] = 1
-        its.loc[its.index[::5], "host_ahead"] = 0
-        its.loc[its.index[::5], "duration_s"] += 4e-4
+    prof, bare, truth, runs = _overlapped_runs()
     stepped = _runs_made_of(bare, {4: (1.0e-3 + 5e-4, None)}, 0.0, lambda _, __, grid_spread: grid_spread)
     stepped[4][0]["host_ahead"] = 0
     ov = _overhead(prof)
