@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
     v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     v.add_argument("--replay", action="store_true", help="re-run only the simulator against saved engine records")
     v.add_argument("--repeats", default=None, metavar="N",
-                   help="engine runs per scenario (default 1); the error is against the median run, with the runs' "
+                   help="engine runs per scenario (default 1); the error is against the runs' median, with their "
                         "range beside it (--replay reads every repeat saved)")
     v.add_argument("--sensitivity", action="store_true",
                    help="also simulate each scenario with every step time 2%% shorter and 2%% longer and write each "

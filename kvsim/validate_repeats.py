@@ -9,8 +9,9 @@ against one run cannot tell the model's error from the engine's own spread.
 
 ``kvsim validate --repeats N`` runs the engine N times per scenario and keeps every run's records
 (``<scenario>/engine/`` for the first, ``engine_r2/`` ... ``engine_rN/`` for the others); ``--replay`` reads
-every repeat it finds. Per metric, *measured* is the median run's value (:func:`statistics.median_low`: always
-one run's actual figure), the error is against it, and ``measured_min`` / ``measured_max`` give the runs' range;
+every repeat it finds. Per metric, *measured* is the runs' median (:func:`statistics.median`: with an even
+number of runs, the mean of the middle two; ``median_low`` would take the lower one, so two runs would always be
+judged against the faster run's latency and the slower run's throughput), the error is against it, and ``measured_min`` / ``measured_max`` give the runs' range;
 ``in_range`` says whether the prediction falls inside it (with one run: whether it equals it). The step-kind,
 size and timeline views and the card-speed row use the first run.
 """
@@ -48,11 +49,11 @@ def _number(x) -> float | None:
 
 
 def measured_stats(summaries: list[dict], metric: str) -> tuple[float | None, float | None, float | None, int]:
-    """(median run's value, min, max, runs with a value) of ``metric`` over the repeats' summaries."""
+    """(the runs' median, min, max, runs with a value) of ``metric`` over the repeats' summaries."""
     vals = [v for v in (_number(s.get(metric)) for s in summaries) if v is not None]
     if not vals:
         return None, None, None, 0
-    return statistics.median_low(vals), min(vals), max(vals), len(vals)
+    return statistics.median(vals), min(vals), max(vals), len(vals)
 
 
 def in_range(predicted, lo, hi) -> bool | None:
@@ -71,9 +72,9 @@ def repeats_markdown(df) -> str:
     keep = ("throughput_req_s", "normalized_latency_s", "normalized_latency_p99_s", "tpot_p50_s", "ttft_p50_s")
     rows = df[(df.repeats > 1) & df.metric.isin(keep)]
     lines = ["", "## Engine repeats", "",
-             "Scenarios whose engine ran more than once (`--repeats`): measured is the median run's value, the "
+             "Scenarios whose engine ran more than once (`--repeats`): measured is the runs' median (two runs: their mean), the "
              "error is against it; the range is the runs' lowest to highest (`kvsim/validate_repeats.py`).", "",
-             "| scenario | metric | runs | predicted | measured (median run) | range | spread | error | in range |",
+             "| scenario | metric | runs | predicted | measured (median) | range | spread | error | in range |",
              "|---|---|---|---|---|---|---|---|---|"]
     for _, r in rows.iterrows():
         spread = (r.measured_max - r.measured_min) / r.measured if r.measured else float("nan")

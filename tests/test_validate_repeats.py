@@ -1,5 +1,5 @@
 """``kvsim validate --repeats N``: every engine run kept (engine/, engine_r2/, ...), the error taken against the
-median run with the runs' range beside it, a live run and its replay agreeing, and bad values refused in one
+runs' median with the runs' range beside it, a live run and its replay agreeing, and bad values refused in one
 line. The engine is replaced by committed H100 records (scaled per repeat) so this runs on a CPU."""
 from __future__ import annotations
 
@@ -45,10 +45,11 @@ def test_engine_dirs_in_repeat_order_and_only_with_records(tmp_path):
     assert [p.name for p in engine_dirs(tmp_path / "none")] == ["engine"]
 
 
-def test_measured_is_one_runs_value_with_the_range():
+def test_measured_is_the_runs_median_with_the_range():
     runs = [{"x": 3.0, "n": 5}, {"x": 1.0, "n": None}, {"x": 2.0, "n": 7}, {"x": 4.0, "n": float("nan")}]
-    assert measured_stats(runs, "x") == (2.0, 1.0, 4.0, 4)        # median_low: a run's own figure
-    assert measured_stats(runs, "n") == (5, 5, 7, 2)              # runs without the value do not count
+    assert measured_stats(runs, "x") == (2.5, 1.0, 4.0, 4)        # even count: the middle two's mean, not the lower
+    assert measured_stats(runs[:3], "x") == (2.0, 1.0, 3.0, 3)    # odd count: the middle run's own figure
+    assert measured_stats(runs, "n") == (6, 5, 7, 2)              # runs without the value do not count
     assert measured_stats(runs, "missing") == (None, None, None, 0)
     assert measured_stats([{"b": True}], "b") == (None, None, None, 0)
     assert in_range(2.5, 1.0, 4.0) is True and in_range(4.5, 1.0, 4.0) is False and in_range(None, 1, 2) is None
