@@ -33,7 +33,8 @@
 #   ENGINE="S1 S2" `kvsim engine` of each scenario alone (today's engine defaults, no profile needed), written where
 #                 `kvsim validate` puts its engine runs ($W/validation/<name>/<name>/engine), for a later
 #                 `kvsim validate --replay` against a profile from the same card (the runs record its UUID);
-#                 ENGINE_REPEATS=N runs each N times (engine/, engine_r2/, ...: the replay's --repeats layout);
+#                 ENGINE_REPEATS=N runs each N times (engine/, engine_r2/, ...: the replay's --repeats layout;
+#                 ENGINE_FIRST=2 starts at engine_r2/, adding repeats to runs made in an earlier call);
 #                 ENGINE_SETS="--set runtime.async_scheduling=false" for every run (the mode of the profile it is for: a stepped one)
 #   GAP="S1 S2"  benchmarks/engine/decode_gap.py on each scenario (decode steps re-timed in isolation;
 #                 GAP_SAMPLES, GAP_TIMEOUT), priced with calibrate/profiles/H200/<its model>.json
@@ -184,7 +185,7 @@ for s in ${SCEN:-}; do      # one scenario per validate call: a slow or failing 
 done
 for s in ${ENGINE:-}; do    # engine runs only: replayed later against a profile of the same card
   n=$(basename "$s" .yaml)
-  for r in $(seq 1 "${ENGINE_REPEATS:-1}"); do   # repeats land where kvsim validate --replay reads them
+  for r in $(seq "${ENGINE_FIRST:-1}" "${ENGINE_REPEATS:-1}"); do   # repeats land where kvsim validate --replay reads them
     d=engine; [ "$r" -gt 1 ] && d=engine_r$r
     stamp "engine $n ($d)"; mkdir -p "$W/clocks"; clocks "$W/clocks/${n}_$d.csv"
     timeout 150 python3 -m kvsim.cli engine "$s" ${ENGINE_SETS:-} --out "$W/validation/$n/$n/$d" 2>&1 | grep -v Warning \

@@ -84,7 +84,7 @@ def rows_index(rows: list[int], device: torch.device) -> torch.Tensor:
     PyTorch's own move of a list or CPU index: the host then waits there for the whole forward pass. Launched
     overlapped (:meth:`kvsim.engine.runner.ModelRunner.launch`), a step lost its overlap there: every step of a static batch with a
     finished row (padded, drawing nothing: the only draws that needed a gather) was measured with its GPU part
-    3-4% above the calibration's and its host part at 0.02 ms (validation/H100-async, v25)."""
+    3-4% above the calibration's and its host part at 0.02 ms (validation/H100-async, v25, at commit 3670968)."""
     return torch.tensor(rows, dtype=torch.long).to(device, non_blocking=True)
 
 
