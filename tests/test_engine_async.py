@@ -148,3 +148,22 @@ def test_a_launch_never_waits_for_the_gpu(monkeypatch, scheduler):
              runtime={"device": "cuda", "cuda_graphs": True, "warmup": True})
     assert r.info["steps_overlapped"] > 0 and len(launched) >= r.info["steps_overlapped"]
     assert r.summary["requests_finished"] == 10
+
+
+@pytest.mark.parametrize("overlap,case", [(False, {}), (True, {}), (False, {"workload": {"beam_width": 2}})])
+def test_a_steps_state_is_recorded_under_its_gpu_time(monkeypatch, overlap, case):
+    """Recording a step's state (queues, blocks, memory) is instrumentation: it is read once the step's forward
+    pass is queued, stepped (beam search too) or overlapped, so it adds nothing to the critical path; and each
+    record spans its whole wall time (nothing subtracted), so the records tile the run."""
+    import kvsim.engine.runner as R
+    import kvsim.engine.serve_loop as S
+    calls = []
+    real_state, real_forward = S.step_state, R.ModelRunner._forward
+    monkeypatch.setattr(S, "step_state", lambda *a, **k: calls.append("state") or real_state(*a, **k))
+    monkeypatch.setattr(R.ModelRunner, "_forward", lambda *a, **k: calls.append("forward") or real_forward(*a, **k))
+    res = _run(overlap, **case)
+    assert calls and calls == ["forward", "state"] * (len(calls) // 2)
+    its = res.iterations
+    assert len(calls) // 2 == len(its)
+    ends = (its.start_s + its.duration_s).to_numpy()
+    assert (its.start_s.to_numpy()[1:] >= ends[:-1] - 1e-9).all()     # no record overlaps the next

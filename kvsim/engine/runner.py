@@ -300,9 +300,14 @@ class ModelRunner(DrawsMixin):
         return self.model.compute_logits(hidden[rows_index(rows, hidden.device)]).float() if rows else None
 
     @torch.inference_mode()
-    def execute(self, plan: StepPlan, batch: StepBatch) -> dict[int, list[int]]:
-        """Run the step; append sampled tokens; return beam parents per beam group."""
+    def execute(self, plan: StepPlan, batch: StepBatch, meanwhile=None) -> dict[int, list[int]]:
+        """Run the step; append sampled tokens; return beam parents per beam group. ``meanwhile()`` is called
+        once the forward pass and the logits are queued on the GPU, before the draws are waited for (the serving
+        loop records the step's state there, off the critical path)."""
         hidden = self._forward(plan, batch)
+        logits = self._logits(hidden, batch) if hidden is not None else None
+        if meanwhile is not None:
+            meanwhile()
         if hidden is None:
             return {}
-        return self._sample(self._logits(hidden, batch), batch)
+        return self._sample(logits, batch)

@@ -22,7 +22,9 @@ when it lands. First-token and finish times are those of the step's landing (whe
 host), as stepped.
 
 Records: each iteration starts where the previous one ended (or at its own scheduling after an idle wait),
-so iterations tile the wall clock; ``cpu_s`` is the host time on the critical path (from that start to the
+so iterations tile the wall clock; the state a record keeps (batch, queues, blocks, memory) is read once the step
+is queued on the GPU, under its GPU time, not on the critical path (before 2026-12-06 20:40 it was read before
+the launch and left a 0.02-0.07 ms gap between stepped steps that the records did not count); ``cpu_s`` is the host time on the critical path (from that start to the
 launch, plus the bookkeeping after the draws), ``gpu_s`` the launch to the draws on the host; ``host_thread_s``
 and ``host_cpu`` are the serving thread's CPU time over ``cpu_s``'s spans and its core (:mod:`kvsim.engine.host_probe`);
 ``host_ahead`` is 1 for a step scheduled and prepared while the step before it was in flight (its host work off
@@ -53,7 +55,6 @@ class _Flight:
     firsts: list              # groups whose first token it draws (their first-token time is set when it lands)
     prompt: int               # its prompt tokens (0: a decode-only step)
     cpu: float                # host time on the critical path before the launch
-    instr: float              # state recording inside its record's span (not timed)
     thread: float = 0.0       # the serving thread's CPU time within ``cpu`` (kvsim.engine.host_probe)
     core: int = -1            # the core it ran on when the state was recorded
     ahead: bool = False       # scheduled and prepared while the step before it was in flight
@@ -97,16 +98,22 @@ def serve(eng, clog) -> LoopResult:
     t0_unix = time.time()       # the wall clock at start_s = 0: lines the steps up with outside logs (GPU clocks)
     clock = lambda: time.perf_counter() - t0   # noqa: E731
 
-    def record(state, start, launched, device_end, end, host_before, instr=0.0, thread_before=0.0, core=-1,
+    def record(state, start, launched, device_end, end, host_before, thread_before=0.0, core=-1,
                thread_after=0.0, ahead=False):
         nonlocal last_end
-        log.append_step(start, end - start - instr, 0.0, state)      # instr: state recording, not timed
+        log.append_step(start, end - start, 0.0, state)
         cpu_s.append(host_before + (end - device_end))
         gpu_s.append(device_end - launched)
         thread_s.append(thread_before + thread_after)
         cores.append(core)
         aheads.append(int(ahead))
         last_end = end
+
+    def observe(plan):
+        """The step's state for its record, and the core the serving thread is on: instrumentation, read once
+        the step is queued on the GPU so that it runs under the step's GPU time (read before the launch, it
+        added 0.02-0.07 ms a stepped step on the lent machines, time a server without records does not spend)."""
+        return step_state(plan, sched), current_cpu()
 
     def predicted_prompt(tokens: int) -> float:
         """A step with ``tokens`` prompt tokens: the last such step's time scaled up to them, at least the last
@@ -145,7 +152,7 @@ def serve(eng, clog) -> LoopResult:
             deferred += specs[j].arrival_s > since
             j += 1
         finished(f.finished, device_end)
-        record(f.state, f.start, f.launched, device_end, clock(), f.cpu, f.instr, f.thread, f.core, thread() - th_end,
+        record(f.state, f.start, f.launched, device_end, clock(), f.cpu, f.thread, f.core, thread() - th_end,
                f.ahead)
 
     with clog:            # kernels compiled on the clock: none expected after warm-up
@@ -173,13 +180,6 @@ def serve(eng, clog) -> LoopResult:
             th_start = thread()
             plan = sched.schedule(start)
             batch = runner.prepare(plan)
-            t_state = clock()
-            th_state = thread()
-            state = step_state(plan, sched)
-            core = current_cpu()
-            prepared = clock()
-            state_s = prepared - t_state       # recording the state is instrumentation: not timed
-            th_instr = thread() - th_state
             th_rec = th_start               # the thread's clock where this step's record starts
             ahead = flight is not None      # this step's host work ran while the one before it was on the GPU
             if flight is not None:         # first scheduled by this step: as stepped, once the one in flight landed
@@ -188,21 +188,21 @@ def serve(eng, clog) -> LoopResult:
                 flight = None
                 th_rec = thread()
             rec_start = max(start, last_end)
-            instr = state_s if rec_start <= t_state else 0.0
-            host_before = max(0.0, clock() - rec_start - instr)
+            host_before = max(0.0, clock() - rec_start)
             clog.step = len(cpu_s)
             launched = clock()
-            th_before = max(0.0, thread() - th_rec - (th_instr if rec_start <= t_state else 0.0))
+            th_before = max(0.0, thread() - th_rec)
             prompt = plan.num_prefill_tokens
             decode_only = prompt == 0 and bool(plan.decode_group_ids)
             due = specs[i].arrival_s if i < n else float("inf")
             ahead_s = last_decode if decode_only else predicted_prompt(prompt) if prompt and prompt_overlap else 0.0
             if overlap and ahead_s > 0 and due > launched + OVERLAP_MARGIN * ahead_s:
                 inflight = runner.launch(plan, batch)
+                state, core = observe(plan)                       # while the GPU runs it
                 done = sched.complete_step(plan, launched, {})    # counts only; times set when it lands
                 firsts = [g for g in map(sched.groups.__getitem__, plan.prefill_group_ids)
                           if g.first_token_s == launched] if prompt else []
-                flight = _Flight(inflight, rec_start, launched, state, list(done), firsts, prompt, host_before, instr,
+                flight = _Flight(inflight, rec_start, launched, state, list(done), firsts, prompt, host_before,
                                  th_before, core, ahead)
                 if gate is not None and done:   # a closed loop sends a finished request's successor when its step
                     land(flight)                # lands, as stepped (its arrival time is the landing)
@@ -210,7 +210,9 @@ def serve(eng, clog) -> LoopResult:
                 else:
                     overlapped += 1
                 continue
-            parents = runner.execute(plan, batch)
+            seen = []
+            parents = runner.execute(plan, batch, meanwhile=lambda: seen.append(observe(plan)))
+            state, core = seen[0]
             eng._sync()
             device_end = clock()
             th_end = thread()
@@ -220,7 +222,7 @@ def serve(eng, clog) -> LoopResult:
                 last_prompt = (device_end - launched, prompt)
             done = sched.complete_step(plan, device_end, parents)
             finished(done, device_end)
-            record(state, rec_start, launched, device_end, clock(), host_before, instr, th_before, core,
+            record(state, rec_start, launched, device_end, clock(), host_before, th_before, core,
                    thread() - th_end, ahead)
         if flight is not None:               # stopped by max_wall_s with a step in flight
             land(flight)
