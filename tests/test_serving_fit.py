@@ -10,6 +10,7 @@ import kvsim
 from kvsim.calibrate import engine_runs as ER
 from kvsim.calibrate import serving_fit as SF
 from kvsim.calibrate import prefill_serving_fit as PS
+from kvsim.calibrate import serving_runs as SR
 from kvsim.calibrate import serving_setup as SS
 from kvsim.cost.calibrated import CalibratedCostModel, Profile
 from kvsim.cost.profile import interp1
@@ -152,7 +153,7 @@ def test_the_grid_form_prices_a_rows_mean_step_when_its_steps_are_skewed(monkeyp
     ctx = SF.step_contexts(its, reqs)
     its.loc[ctx.index[ctx.valid & (ctx.n == 8)][3], "duration_s"] += 1.0
     assert SF.fit_from_runs(bare, runs, _overhead(prof))["extra_s"] == pytest.approx(fit["extra_s"], abs=2e-5)
-    monkeypatch.setattr(SF, "ONE_OFF", float("inf"))       # kept, the 1 s step alone would move the row by ~10 ms
+    monkeypatch.setattr(SR, "ONE_OFF", float("inf"))       # kept, the 1 s step alone would move the row by ~10 ms
     assert SF.fit_from_runs(bare, runs, _overhead(prof))["extra_s"][1] > fit["extra_s"][1] + 1e-3
 
 
@@ -217,7 +218,7 @@ def test_the_fit_runs_the_real_engine(monkeypatch, tmp_path):
     monkeypatch.setattr(PS, "PREFILL_BIN_STEPS", 2)
     # the tiny model's CPU steps are not the synthetic profile's GPU prices: on a loaded box every lone prefill
     # could sit past ONE_OFF times its price and be left out as one-off work (the prefill fit came back empty once)
-    monkeypatch.setattr(SF, "ONE_OFF", float("inf"))
+    monkeypatch.setattr(SR, "ONE_OFF", float("inf"))
     monkeypatch.setattr(ER, "ASYNC_SCHEDULING", True)
     fit, pre = SF.fit_serving(model, prof, 16, device="cpu", rows=(2, 4), cuda_graphs=False, log=lines.append,
                               save_dir=tmp_path / "runs")

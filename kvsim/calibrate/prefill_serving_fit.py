@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from kvsim.calibrate import serving_runs as SR
 from kvsim.calibrate.serving_runs import lone_prefills
 
 PREFILL_BINS, PREFILL_BIN_STEPS = 8, 15   # lone prefill steps: at most 8 length groups of >= 15 steps
@@ -42,10 +43,9 @@ def prefill_curve(tokens: np.ndarray, extra: np.ndarray, host: np.ndarray | None
 def fit_prefill_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]]) -> dict:
     """``prefill_serving`` from the lone prefill steps of the serving runs: measured minus ``cost``'s price
     (a calibrated cost model of the profile without ``prefill_overhead``: grid + step overhead), by length; a step
-    over ``serving_fit.ONE_OFF`` times its price is one-off work and left out. Runs that record the host time on the
+    over ``serving_runs.ONE_OFF`` times its price is one-off work and left out. Runs that record the host time on the
     critical path (``cpu_s``) also give ``host_s`` by length, over the steps not prepared ahead: what a prompt
     step prepared ahead does not pay (:mod:`kvsim.overlap`)."""
-    from kvsim.calibrate import serving_fit as SF
     from kvsim.core.plan import StepPlan
     toks, extra, host = [], [], []
     timed = all("cpu_s" in its.columns for its, _ in runs.values())
@@ -57,7 +57,7 @@ def fit_prefill_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame
         for t, d, h in zip(lone.prefill_tokens.to_numpy(), lone.duration_s.to_numpy(), cpu):
             plan = StepPlan(prefill_group_ids=[0], prefill_new_tokens=[int(t)], prefill_cached_tokens=[0])
             price = cost.step_time(plan)
-            if float(d) > SF.ONE_OFF * price:
+            if float(d) > SR.ONE_OFF * price:
                 continue
             toks.append(float(t))
             extra.append(float(d) - price)

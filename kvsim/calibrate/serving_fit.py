@@ -64,6 +64,7 @@ import pandas as pd
 # the runs as records; load_runs is re-exported for refits (benchmarks/engine/serving_refit.py)
 from kvsim.calibrate import engine_runs as ER
 from kvsim.calibrate.engine_runs import KV_MEMORY_SHARE  # noqa: F401 (the serving runs' memory gate, re-exported)
+from kvsim.calibrate import serving_runs as SR
 from kvsim.calibrate import serving_setup as SS
 # the runs' set-up, re-exported (benchmarks and tests reach it through this module)
 from kvsim.calibrate.serving_setup import (STEPPED_MODE, serving_scenario, serving_scenario_doc,  # noqa: F401
@@ -82,8 +83,6 @@ MIN_STEPPED = 10                   # ... and the steps of an overlapped run whos
 STEPPED_ROWS = (4, 16, 64)         # an overlapped calibration also runs these rows stepped, once: with prompt steps
 #                                    overlapped its closed loops prepare ~99% of their decode steps ahead (H100,
 #                                    2026-12-06: 1-2 per run were not), too few to price a step that never overlaps
-ONE_OFF = 4.0                      # a step over this many times its row's median is one-off work (a kernel compiled
-#                                    on the clock), left out of the row's mean as kvsim validate lists such steps apart
 
 
 def host_ahead(its: pd.DataFrame) -> np.ndarray | None:
@@ -109,7 +108,7 @@ def _row_steps(cost, its: pd.DataFrame, reqs: pd.DataFrame, n: int):
     spread = cost.decode_grid_spread(n, sums, top)
     dur = its.loc[ctx.index, "duration_s"].to_numpy(float)
     cpu = its.loc[ctx.index, "cpu_s"].to_numpy(float) if "cpu_s" in its.columns else None
-    usual = dur <= ONE_OFF * float(np.median(dur))
+    usual = dur <= SR.ONE_OFF * float(np.median(dur))
     return dur, grid, u, spread, cpu, usual, host_ahead(its.loc[ctx.index])
 
 

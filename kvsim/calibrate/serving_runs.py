@@ -7,6 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+ONE_OFF = 4.0      # a serving run's step over this many times its row's median (a decode step) or its price (a lone
+#                    prefill) is one-off work (a kernel compiled on the clock), left out of the serving fits' means
+#                    as kvsim validate lists such steps apart
+
 
 def step_contexts(its: pd.DataFrame, reqs: pd.DataFrame) -> pd.DataFrame:
     """Per decode-only step of a run without preemption: rows, context sum and longest context rebuilt from
