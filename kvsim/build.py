@@ -169,7 +169,8 @@ def partial_note(sc: Scenario, cost) -> str | None:
     if meta.get("partial"):
         return (f"note: {sc.cost.profile}: {meta['partial']}; it is priced without them (kvsim calibrate --resume "
                 f"{sc.cost.profile} runs them, on the card that measured it)")
-    cut = meta.get("serving_fit_skipped")
+    at = meta.get("serving_fit_skipped_at")      # a block size's own fit (kvsim calibrate --serving-block-sizes)
+    cut = at.get(str(cost.bs)) if isinstance(at, dict) and str(cost.bs) in at else meta.get("serving_fit_skipped")
     if isinstance(cut, dict) and cut.get("runs"):
         fit = cost.p.decode_serving.get(cost.bs)
         rows = f"; decode steps above {int(fit[0][-1])} rows extrapolate it" if fit is not None else ""

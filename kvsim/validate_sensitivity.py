@@ -41,7 +41,7 @@ def scaled(doc, k: float, key: str = ""):
     return doc
 
 
-NOTE_ONLY_META = ("partial", "serving_fit_skipped")   # read by kvsim.build.partial_note only
+NOTE_ONLY_META = ("partial", "serving_fit_skipped", "serving_fit_skipped_at")   # read by kvsim.build.partial_note only
 
 
 def write_scaled(profile: str, out_dir: Path, k: float) -> str:

@@ -51,6 +51,11 @@ def add_parser(sub) -> None:
                         "engine's default, runtime.async_scheduling: true), or, with --no-async-scheduling, stepped "
                         "one at a time, for an engine run with runtime.async_scheduling: false (recorded as "
                         "meta.async_scheduling)")
+    c.add_argument("--serving-block-sizes", default=None, metavar="LIST",
+                   help="block sizes (of --block-sizes, or of the resumed profile) that get their own serving fit, "
+                        "e.g. 1,16,128 for a block-size report checked on the engine at those sizes (default: the "
+                        "one nearest 16 for a full calibration, none with --fast; --resume keeps the profile's; "
+                        "kvsim/calibrate/serving_blocks.py)")
     c.add_argument("--estimate", action="store_true",
                    help="print the estimated time from the counts of grid points and exit (no GPU needed)")
     c.set_defaults(func=cmd_calibrate)
@@ -63,8 +68,11 @@ def cmd_resume(args) -> int:
         if given:
             raise KvsimError(flag, "not with --resume: a resumed calibration keeps the profile's grids and block "
                                    "sizes and runs only the fits after them")
+    from kvsim.calibrate.merge import block_sizes
     from kvsim.calibrate.resume import load_for_resume
-    load_for_resume(args.resume, args.model, args.dtype)
+    from kvsim.calibrate.serving_blocks import parse_serving_sizes
+    doc = load_for_resume(args.resume, args.model, args.dtype)
+    serving_sizes = parse_serving_sizes(args.serving_block_sizes, [int(b) for b in block_sizes(doc)])
     try:
         import torch  # noqa: F401
         from kvsim.calibrate import measure as M
@@ -76,7 +84,7 @@ def cmd_resume(args) -> int:
     ER.ASYNC_SCHEDULING = args.async_scheduling    # ... and an overlapped or stepped one as asked (None: default)
     path = resume(args.resume, args.out, "kvsim " + " ".join(sys.argv[1:]), model_name=args.model, dtype=args.dtype,
                   cuda_graphs=not args.no_cuda_graphs, serving_runs=args.serving_runs,
-                  time_limit_s=args.time_limit, allow_other_card=args.allow_other_card)
+                  time_limit_s=args.time_limit, allow_other_card=args.allow_other_card, serving_sizes=serving_sizes)
     print(f"wrote {path}")
     return 0
 
@@ -96,8 +104,9 @@ def cmd_calibrate(args) -> int:
         raise KvsimError("--block-sizes", f"got {args.block_sizes!r}: a block size given twice")
     if args.serving_runs is not None:
         from pathlib import Path
-        if args.fast:
-            raise KvsimError("--serving-runs", "--fast makes no serving runs (a full calibration does)")
+        if args.fast and args.serving_block_sizes is None:
+            raise KvsimError("--serving-runs", "--fast makes no serving runs (a full calibration does, and --fast "
+                                               "with --serving-block-sizes)")
         if Path(args.serving_runs).exists() and not Path(args.serving_runs).is_dir():
             raise KvsimError("--serving-runs", f"{args.serving_runs} exists and is not a directory")
     if args.time_limit is not None and not (args.time_limit > 0 and args.time_limit < float("inf")):
@@ -108,6 +117,8 @@ def cmd_calibrate(args) -> int:
         raise KvsimError("--grid-idle", "not with --resume: a resumed calibration keeps the profile's grids")
     if args.resume is not None:
         return cmd_resume(args)
+    from kvsim.calibrate.serving_blocks import parse_serving_sizes
+    serving_sizes = parse_serving_sizes(args.serving_block_sizes, sizes)
     args.grid_idle = DEFAULT_GRID_IDLE if args.grid_idle is None else args.grid_idle
     from kvsim.catalogue import get_model
     try:                    # the model named before anything needs a GPU (a typo says so on any machine)
@@ -117,8 +128,9 @@ def cmd_calibrate(args) -> int:
     if args.estimate:
         from kvsim.calibrate.fast import estimate_full_or_fast, time_limit_warning
         max_ctx = spec.max_seq_len
-        print(estimate_full_or_fast(sizes, args.fast, max_ctx, args.grid_idle, spec.name))
-        warn = time_limit_warning(sizes, args.fast, args.time_limit, max_ctx, args.grid_idle, spec.name)
+        fits = None if serving_sizes is None else len(serving_sizes)
+        print(estimate_full_or_fast(sizes, args.fast, max_ctx, args.grid_idle, spec.name, fits))
+        warn = time_limit_warning(sizes, args.fast, args.time_limit, max_ctx, args.grid_idle, spec.name, fits)
         if warn:
             print(warn)
         return 0
@@ -133,6 +145,6 @@ def cmd_calibrate(args) -> int:
     ER.ASYNC_SCHEDULING = args.async_scheduling    # None: the engine's default
     path = calibrate(args.model, sizes, args.out, args.dtype or "fp16", "kvsim " + " ".join(sys.argv[1:]),
                      cuda_graphs=not args.no_cuda_graphs, fast=args.fast, serving_runs=args.serving_runs,
-                     time_limit_s=args.time_limit)
+                     time_limit_s=args.time_limit, serving_sizes=serving_sizes)
     print(f"wrote {path}")
     return 0

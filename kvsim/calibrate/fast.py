@@ -133,21 +133,29 @@ PROMPT_STEP_SHARE = 0.65
 idles before (OPT-13B, H200, calib_0413: prefill 30 s, batches and cached 42 s, mixed 65 s of 210 s)."""
 
 
+def serving_fit_count(fast: bool, serving_fits: int | None) -> int:
+    """Block sizes with a serving fit: as asked (``--serving-block-sizes``), else one for a full calibration and
+    none for ``--fast``."""
+    return (0 if fast else 1) if serving_fits is None else int(serving_fits)
+
+
 def estimate_total_s(block_sizes: list[int], fast: bool, max_ctx: int = 2048, grid_idle: float = 0.0,
-                     scale: float = 1.0) -> float:
+                     scale: float = 1.0, serving_fits: int | None = None) -> float:
     """Estimated seconds of the whole calibration asked for: grids (``grid_idle`` adds that multiple of their
     prompt steps' share, at most: the idle gaps scale with each timed step), then (not ``--fast``) the fits'
-    engine runs."""
+    engine runs, and a serving fit at each of ``serving_fits`` block sizes."""
     idle = 1.0 + grid_idle * PROMPT_STEP_SHARE
+    serving = SERVING_FIT_SECONDS * scale * serving_fit_count(fast, serving_fits)
     if fast:
-        return estimate_seconds(block_sizes, max_ctx, scale)["estimate_s"] * idle
-    return full_grid_estimate(block_sizes, max_ctx, scale)[1] * idle + (SERVING_FIT_SECONDS + FITS_SECONDS) * scale
+        return estimate_seconds(block_sizes, max_ctx, scale)["estimate_s"] * idle + serving
+    return full_grid_estimate(block_sizes, max_ctx, scale)[1] * idle + FITS_SECONDS * scale + serving
 
 
 def time_limit_warning(block_sizes: list[int], fast: bool, time_limit_s: float | None, max_ctx: int = 2048,
-                       grid_idle: float = 0.0, model: str | None = None) -> str | None:
+                       grid_idle: float = 0.0, model: str | None = None,
+                       serving_fits: int | None = None) -> str | None:
     """A warning when ``--time-limit`` is below the estimate: what will be cut and what to do instead."""
-    total = estimate_total_s(block_sizes, fast, max_ctx, grid_idle, model_scale(model))
+    total = estimate_total_s(block_sizes, fast, max_ctx, grid_idle, model_scale(model), serving_fits)
     if time_limit_s is None or total <= time_limit_s:
         return None
     return (f"warning: --time-limit {time_limit_s:g} s is under the estimate (~{total:.0f} s, from OPT-13B's on an "
@@ -163,7 +171,7 @@ def _scaled(model: str | None) -> str:
 
 
 def estimate_full_or_fast(block_sizes: list[int], fast: bool, max_ctx: int = 2048, grid_idle: float = 0.0,
-                          model: str | None = None) -> str:
+                          model: str | None = None, serving_fits: int | None = None) -> str:
     """One line for ``kvsim calibrate --estimate``: the estimated time of the run asked for (``model``: scaled
     from OPT-13B's by :func:`model_scale`)."""
     scale = model_scale(model)
@@ -180,7 +188,11 @@ def estimate_full_or_fast(block_sizes: list[int], fast: bool, max_ctx: int = 204
     if grid_idle:
         line += (f", up to ~{e['estimate_s'] * grid_idle * PROMPT_STEP_SHARE / 60:.1f} min more for --grid-idle "
                  f"{grid_idle:g}")
-    if not fast:     # the serving fit's engine runs come on top (kvsim.calibrate.serving_fit)
-        line += (f", plus the fits' engine runs: the serving fit ~{SERVING_FIT_SECONDS * scale:.0f} s "
-                 f"(--time-limit caps it), the step and prefill overhead fits ~{FITS_SECONDS * scale:.0f} s")
+    n = serving_fit_count(fast, serving_fits)
+    if n:            # the serving fit's engine runs come on top (kvsim.calibrate.serving_fit)
+        each = f" at each of {n} block sizes" if n > 1 else ""
+        line += (f", plus the fits' engine runs: the serving fit ~{SERVING_FIT_SECONDS * scale:.0f} s{each} "
+                 f"(--time-limit caps it)")
+    if not fast:
+        line += f", the step and prefill overhead fits ~{FITS_SECONDS * scale:.0f} s"
     return line

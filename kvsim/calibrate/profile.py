@@ -160,7 +160,9 @@ def grids_out_of_time(elapsed_s: float, block_seconds: list[float], time_limit_s
 
 def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: str, command: str,
               cuda_graphs: bool = True, fast: bool = False, serving_runs: str | None = None,
-              time_limit_s: float | None = None) -> Path:
+              time_limit_s: float | None = None, serving_sizes: list[int] | None = None) -> Path:
+    """Measure ``model_name`` at ``block_sizes`` and write the profile. ``serving_sizes``: the block sizes whose
+    serving fit runs (default: the fit block size, none for ``fast``; :mod:`kvsim.calibrate.serving_blocks`)."""
     if not torch.cuda.is_available():
         raise KvsimError("calibrate", "needs a CUDA GPU (run it on the GPU machine)")
     from kvsim.engine.models import build_model
@@ -168,8 +170,9 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     dev = torch.device("cuda")
     t0 = time.perf_counter()
     from kvsim.calibrate.fast import estimate_full_or_fast, time_limit_warning
-    M._log(estimate_full_or_fast(block_sizes, fast, spec.max_seq_len, M.GRID_IDLE, spec.name))
-    warn = time_limit_warning(block_sizes, fast, time_limit_s, spec.max_seq_len, M.GRID_IDLE, spec.name)
+    fits = None if serving_sizes is None else len(serving_sizes)
+    M._log(estimate_full_or_fast(block_sizes, fast, spec.max_seq_len, M.GRID_IDLE, spec.name, fits))
+    warn = time_limit_warning(block_sizes, fast, time_limit_s, spec.max_seq_len, M.GRID_IDLE, spec.name, fits)
     if warn:
         M._log(warn)
     model = build_model(spec, dtype=DTYPES[dtype], device=dev, weights="dummy")
@@ -225,8 +228,12 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
         if not prof[key]:
             del prof[key]
     fit_bs = fit_block_size(block_sizes)
+    if serving_sizes is None:
+        serving_sizes = [] if fast else [fit_bs]
+    serving_sizes = [b for b in serving_sizes if b in block_sizes]      # (a block size left out has no grids)
+    serve = fit_bs in serving_sizes
     try:
-        parts = calibration_parts(prof, fit_bs, "cuda", serving=not fast)   # one engine build for every run below
+        parts = calibration_parts(prof, fit_bs, "cuda", serving=serve)   # one engine build for every run below
         prof["step_overhead"] = fit_overhead(model, prof, fit_bs, cuda_graphs=cuda_graphs, parts=parts)
     except torch.OutOfMemoryError:
         raise KvsimError("--block-sizes", f"the overhead fit's engine runs at block size {fit_bs} do not fit on this "
@@ -236,9 +243,12 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
     write_profile(prof, path, partial=AFTER_GRIDS)   # usable if stopped later; --resume finishes it
     M._log(f"wrote {path} so far (meta.partial): the grids and the step overhead")
     deadline = None if time_limit_s is None else t0 + time_limit_s - RESERVE_AFTER_SERVING_S
-    fit_after_grids(model, prof, fit_bs, path, cuda_graphs=cuda_graphs, serving=not fast,
+    fit_after_grids(model, prof, fit_bs, path, cuda_graphs=cuda_graphs, serving=serve,
                     serving_runs=serving_runs, deadline=deadline, parts=parts)
     prof["meta"]["engine_builds"] = {"built": parts.builds, "kept": parts.reuses}
+    parts.drop()
+    more_serving_fits(model, prof, fit_bs, serving_sizes, path, cuda_graphs=cuda_graphs, serving_runs=serving_runs,
+                      deadline=None if time_limit_s is None else t0 + time_limit_s - LAST_RUN_S)
     prof["meta"]["calibrate_seconds"] = round(time.perf_counter() - t0, 1)
     write_profile(prof, path)
     M._log(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
@@ -246,6 +256,20 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
 
 
 AFTER_GRIDS = "the serving fit and the prefill overhead fits"
+LAST_RUN_S = 10.0     # a serving fit run after every other stage starts only this long before the time limit
+
+
+def more_serving_fits(model, prof: dict, fit_bs: int, sizes: list[int], path: Path, *, device: str = "cuda",
+                      cuda_graphs: bool = True, serving_runs: str | None = None,
+                      deadline: float | None = None) -> None:
+    """Record which block sizes have their own serving fit (``meta.serving_block_sizes``) and run it at the
+    ``sizes`` other than ``fit_bs`` (:func:`kvsim.calibrate.serving_blocks.fit_serving_at`)."""
+    from kvsim.calibrate.serving_blocks import fit_serving_at
+    prof["meta"]["serving_block_sizes"] = [fit_bs] if str(fit_bs) in (prof.get("decode_serving") or {}) else []
+    more = [b for b in sizes if b != fit_bs]
+    if more:
+        fit_serving_at(model, prof, more, path, device=device, cuda_graphs=cuda_graphs, serving_runs=serving_runs,
+                       deadline=deadline, log=M._log, write=write_profile)
 
 
 def fit_block_size(block_sizes) -> int:

@@ -87,16 +87,17 @@ def check_card(doc: dict, block_size: int, uuid: str | None, allow_other_card: b
 
 def resume(path: str, out: str | None, command: str, *, model_name: str | None = None, dtype: str | None = None,
            cuda_graphs: bool = True, serving_runs: str | None = None, time_limit_s: float | None = None,
-           allow_other_card: bool = False, device: str = "cuda") -> Path:
+           allow_other_card: bool = False, device: str = "cuda", serving_sizes: list[int] | None = None) -> Path:
     """Run the stages after the grids of the profile at ``path`` again and write it to ``out`` (default:
-    ``path``). Returns the path written."""
+    ``path``). Returns the path written. ``serving_sizes``: block sizes that get their own serving fit besides
+    the fit block size's (default: those the profile had, ``meta.serving_block_sizes``)."""
     from kvsim.calibrate.merge import block_sizes
     doc = load_for_resume(path, model_name, dtype)
     import torch
 
     from kvsim.calibrate import measure as M
-    from kvsim.calibrate.profile import (DTYPES, RESERVE_AFTER_SERVING_S, engine_mode, fit_after_grids,
-                                         fit_block_size, write_profile)
+    from kvsim.calibrate.profile import (DTYPES, LAST_RUN_S, RESERVE_AFTER_SERVING_S, engine_mode, fit_after_grids,
+                                         fit_block_size, more_serving_fits, write_profile)
     from kvsim.catalogue import get_model
     from kvsim.engine.models import build_model
     from kvsim.engine.reference_step import gpu_uuid
@@ -111,13 +112,21 @@ def resume(path: str, out: str | None, command: str, *, model_name: str | None =
     check_engine_mode(doc, engine_mode(model, cuda_graphs))
     for key in FITTED_AFTER_GRIDS:        # measured again, whole; nothing of the old fits is kept
         doc.pop(key, None)
-    for key in ("serving_fit_error", "serving_fit_skipped", "partial"):
+    if serving_sizes is None:
+        had = doc["meta"].get("serving_block_sizes")
+        serving_sizes = [b for b in had if isinstance(b, int) and b in block_sizes(doc)] if isinstance(had, list) \
+            else [bs]
+    for key in ("serving_fit_error", "serving_fit_skipped", "partial", "serving_fit_error_at",
+                "serving_fit_skipped_at", "serving_block_sizes"):
         doc["meta"].pop(key, None)
     dest = Path(out) if out else Path(path)
     M._log(f"resuming {path} at block size {bs}: the serving fit and the prefill overhead fits")
     deadline = None if time_limit_s is None else t0 + time_limit_s - RESERVE_AFTER_SERVING_S
     fit_after_grids(model, doc, bs, dest, device=device, cuda_graphs=cuda_graphs, serving_runs=serving_runs,
                     deadline=deadline)
+    more_serving_fits(model, doc, bs, serving_sizes, dest, device=device, cuda_graphs=cuda_graphs,
+                      serving_runs=serving_runs,
+                      deadline=None if time_limit_s is None else t0 + time_limit_s - LAST_RUN_S)
     doc["meta"].setdefault("resumed", []).append({
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "command": command,
         "gpu_uuid": card, "seconds": round(time.perf_counter() - t0, 1),

@@ -1,0 +1,72 @@
+"""Serving fits at more than one block size (``kvsim calibrate --serving-block-sizes``).
+
+A calibration runs its serving fit (:mod:`kvsim.calibrate.serving_fit`: real engine runs of serving-shaped
+batches, the decode and lone-prefill steps' extra over the grid price) at one block size, the fit block size
+(:func:`kvsim.calibrate.profile.fit_block_size`, 16 when measured), and ``--fast`` runs none. Decode steps at a
+block size without its own fit are priced with the lock-step step overhead made non-decreasing, which the H100
+block-size engine check of 2026-12-06 found 4.1-4.6% high at blocks 16 and 128 against serving runs
+(``benchmarks/blocksize/H100/README.md``); and one block size's fit does not carry over to another: the H200
+holdouts at block 64 (h02, h04, h05), priced with block 16's fit copied to 64, went from +1.1 / +3.4 / −1.4% to
++7.5 / +10.0 / +7.2% on mean latency (the fit's terms are measured against its own block size's grids). So a
+block size the engine will be checked at gets its own fit: ``--serving-block-sizes 1,16,128`` runs the fit at
+each, after the fit block size's stages, each through its own engine parts (one KV cache at that block size),
+its runs kept under ``--serving-runs DIR/b<bs>``. What a time limit cuts is recorded per block size
+(``meta.serving_fit_skipped_at``), as the fit block size's is (``meta.serving_fit_skipped``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from kvsim.errors import KvsimError
+
+
+def parse_serving_sizes(text: str | None, block_sizes: list[int]) -> list[int] | None:
+    """The block sizes whose serving fit runs: ``text`` ("1,16,128"), each one of ``block_sizes``; None when not
+    given (the default: the fit block size for a full calibration, none for ``--fast``, what calibrations did
+    before; a resumed one keeps the profile's ``meta.serving_block_sizes``)."""
+    if text is None:
+        return None
+    from kvsim.cli import _int_list
+    sizes = _int_list(text, "--serving-block-sizes", "1,16,128")
+    missing = [b for b in sizes if b not in block_sizes]
+    if missing:
+        raise KvsimError("--serving-block-sizes", f"got {missing[0]}: not one of the calibration's block sizes "
+                                                  f"({','.join(map(str, block_sizes))})")
+    if len(set(sizes)) < len(sizes):
+        raise KvsimError("--serving-block-sizes", f"got {text!r}: a block size given twice")
+    return sizes
+
+
+def fit_serving_at(model, prof: dict, sizes: list[int], path: Path, *, device: str = "cuda",
+                   cuda_graphs: bool = True, serving_runs: str | None = None, deadline: float | None = None,
+                   log=print, write=None) -> None:
+    """The serving fit at each of ``sizes`` (not the fit block size, whose fit :func:`fit_after_grids` runs) into
+    ``prof["decode_serving"][bs]`` and ``prof["prefill_serving"][bs]``, the profile written after each
+    (``write(prof, path)``). A fit that fails or finds too few steps leaves its block size priced as without it,
+    and says so in ``meta``; ``deadline``: no run starts after it."""
+    from kvsim.calibrate.engine_runs import calibration_parts
+    from kvsim.calibrate.serving_fit import fit_serving
+    meta = prof["meta"]
+    for bs in sizes:
+        parts = calibration_parts(prof, bs, device, overhead=False, serving=True)
+        notes: dict = {}
+        save = None if serving_runs is None else str(Path(serving_runs) / f"b{bs}")
+        try:
+            decode, prefill = fit_serving(model, prof, bs, device=device, cuda_graphs=cuda_graphs, log=log,
+                                          save_dir=save, deadline=deadline, notes=notes, parts=parts)
+        except (RuntimeError, ValueError, KeyError, IndexError, KvsimError) as e:   # optional tables: say so, go on
+            decode = prefill = {}
+            meta.setdefault("serving_fit_error_at", {})[str(bs)] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+            log(f"serving fit at block size {bs} failed: {meta['serving_fit_error_at'][str(bs)]}")
+        finally:
+            parts.drop()               # its KV cache and graphs: the next block size builds its own
+        if decode:
+            prof.setdefault("decode_serving", {})[str(bs)] = decode
+        if prefill:
+            prof.setdefault("prefill_serving", {})[str(bs)] = prefill
+        if notes.get("serving_fit_skipped"):
+            meta.setdefault("serving_fit_skipped_at", {})[str(bs)] = notes["serving_fit_skipped"]
+        meta.setdefault("serving_block_sizes", [])
+        if decode and bs not in meta["serving_block_sizes"]:
+            meta["serving_block_sizes"].append(bs)
+        if write is not None:
+            write(prof, path)
