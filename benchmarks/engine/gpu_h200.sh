@@ -24,7 +24,8 @@
 #                 one is <model><CALIB_SUFFIX>-<its GPU UUID's first 8>.json; $PDIR is calibrate/profiles/<card>/, H200 or H100) and used by the stages after; CALIB_TIMEOUT (s, default 540);
 #                 the serving fit's engine runs are kept beside each profile (<profile>.serving/n<N>/);
 #                 CALIB_ARGS="--no-cuda-graphs" for an eager profile (window models run without graphs), "--no-async-scheduling"
-#                 for a stepped one (the engine overlaps by default since 2026-12-06)
+#                 for a stepped one (the engine overlaps by default since 2026-12-06); #18's blocks profile:
+#                 CALIB="opt-13b:1,2,4,8,16,32,64,128,256" CALIB_SUFFIX=-blocks CALIB_ARGS="--fast --serving-block-sizes 1,16,128"
 #   RESUME="opt-13b"  kvsim calibrate --resume calibrate/profiles/H200/<model>.json: its serving fit and prefill
 #                 overhead fits again, whole, on the card of its grids (a CALIB call cut short, then this call);
 #                 RESUME_ARGS="--swap-per-layer" for a profile measured before staged swaps
@@ -148,7 +149,8 @@ for spec in ${CALIB:-}; do  # a model already profiled here gains the new block 
   m=${spec%%:*}; b=${spec#*:}; f="$W/profiles/$m-b${b//,/-}.json"; dest=$PDIR/$m${CALIB_SUFFIX:-}.json
   stamp "calibrate $m $b"
   clocks "${f%.json}.clocks.csv"
-  runs="--serving-runs ${f%.json}.serving"; case " ${CALIB_ARGS:-} " in *" --fast "*) runs="";; esac  # (--fast: none)
+  runs="--serving-runs ${f%.json}.serving"   # (--fast: none, unless with --serving-block-sizes)
+  case " ${CALIB_ARGS:-} " in *" --serving-block-sizes "*) ;; *" --fast "*) runs="";; esac
   timeout "${CALIB_TIMEOUT:-540}" python3 -m kvsim.cli calibrate --model "$m" --block-sizes "$b" --out "$f" ${CALIB_ARGS:-} \
     $runs --time-limit $(( ${CALIB_TIMEOUT:-540} - 20 )) 2>&1 \
     | grep -v Warning > "${f%.json}.log"; tail -2 "${f%.json}.log"; kill $SMI 2>/dev/null
