@@ -24,6 +24,7 @@ from enum import Enum
 from operator import itemgetter
 
 from kvsim.core.block_append import OUT_OF_BLOCKS, AppendMixin
+from kvsim.core.block_group import GroupMovesMixin
 from kvsim.core.block_reparent import ReparentMixin
 from kvsim.core.block_swap import SwapMixin
 
@@ -39,7 +40,7 @@ class AllocStatus(str, Enum):
 ALLOC_OK, ALLOC_LATER, ALLOC_NEVER = AllocStatus.OK, AllocStatus.LATER, AllocStatus.NEVER
 
 
-class PagedBlockManager(AppendMixin, SwapMixin, ReparentMixin):
+class PagedBlockManager(AppendMixin, SwapMixin, ReparentMixin, GroupMovesMixin):
     def __init__(self, num_gpu_blocks: int, block_size: int, num_cpu_blocks: int = 0,
                  watermark: float = 0.01, enable_prefix_caching: bool = False):
         if block_size < 1:

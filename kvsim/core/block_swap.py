@@ -2,7 +2,8 @@
 
 A mixin of :class:`kvsim.core.block_manager.PagedBlockManager` (it uses the
 manager's GPU and CPU tables, ref counts, fills, free lists, ``_take_block``
-and ``_release``). Each distinct block moves once, as one ``(from, to)`` pair.
+and ``_release``). Each distinct block moves once, as one ``(from, to)`` pair. A parallel-sampling group
+(a shared prompt, then each sequence's own blocks) moves a group at a time: :mod:`kvsim.core.block_group`.
 """
 from __future__ import annotations
 
@@ -29,10 +30,14 @@ class SwapMixin:
         table shapes are preserved for ``swap_in``. CPU blocks are taken (and
         GPU blocks released, last block first) sequence by sequence, in table order.
         """
+        plain = type(self)._release is type(self)._plain_release     # not a subclass's own release
+        if plain and len(seq_ids) > 1:
+            pairs = self._group_swap_out(seq_ids)
+            if pairs is not None:
+                return pairs
         mapping: dict[int, int] = {}
         tables, ntok, fill = self.tables, self.num_tokens, self.fill
         cpu_free, cpu_fill, cpu_ref = self._cpu_free, self.cpu_fill, self.cpu_ref
-        plain = type(self)._release is type(self)._plain_release     # not a subclass's own release
         for s in seq_ids:
             table = tables.pop(s)
             n = ntok.pop(s)
@@ -69,11 +74,15 @@ class SwapMixin:
 
     def swap_in(self, seq_ids: list[int]) -> list[tuple[int, int]]:
         """Inverse of ``swap_out``: return ``(cpu, gpu)`` pairs; frees the CPU blocks."""
+        plain = type(self)._take_block is type(self)._plain_take     # not a subclass's own take
+        if plain and len(seq_ids) > 1:
+            pairs = self._group_swap_in(seq_ids)
+            if pairs is not None:
+                return pairs
         mapping: dict[int, int] = {}
         take, fill, ref, free = self._take_block, self.fill, self.ref, self._free
         cpu_free, cpu_fill, cpu_ref = self._cpu_free, self.cpu_fill, self.cpu_ref
         used = 0
-        plain = type(self)._take_block is type(self)._plain_take     # not a subclass's own take
         for s in seq_ids:
             cpu_table = self.cpu_tables.pop(s)
             m = len(cpu_table)

@@ -152,8 +152,18 @@ class PagedKV:
     def free_group(self, group: SequenceGroup) -> None:
         """Drop the sequences' GPU and CPU tables; blocks whose last reference goes are freed."""
         self._swap_in_need.pop(group.group_id, None)
-        for sid in group.seq_ids:
-            self.bm.free(sid)
+        bm, ids = self.bm, group.seq_ids
+        if len(ids) > 1 and type(bm)._release is PagedBlockManager._release:
+            tables = bm.tables          # (the group's GPU tables released together: bm.release_tables)
+            if all(map(tables.__contains__, ids)):
+                ntok = bm.num_tokens
+                tabs = [tables.pop(sid) for sid in ids]
+                for sid in ids:
+                    del ntok[sid]
+                bm.release_tables(tabs)
+                return
+        for sid in ids:
+            bm.free(sid)
 
     def forget(self, group: SequenceGroup) -> None:
         """Drop the group's cached prompt block hashes."""

@@ -1,0 +1,162 @@
+"""A parallel-sampling group's blocks moved or freed a group at a time: the paged block manager's fast paths for
+``swap_out``, ``swap_in`` and a group's free (:mod:`kvsim.core.block_swap`, ``PagedKV.free_group``).
+
+A group of ``n`` sequences forked from one prompt holds its blocks in one shape: every table starts with the
+same ``k`` blocks (the full prompt blocks, referenced by the ``n`` tables alone: ref ``n``), and each table's other
+blocks are its own (ref 1: the partial prompt block copied on write, then its decode blocks).
+:func:`shared_start` finds ``k`` (or says the tables are not so). In that shape the entry-by-entry walks are known
+in advance: blocks are taken on the other side in order of first reference (the first table whole, then each
+other table's own blocks), and freed in order of last reference (each table's own blocks last first, the last
+table's shared start after its own). :class:`GroupMovesMixin` does that with one loop over the distinct blocks
+and list slices; the same pairs and the same state as the walks (``tests/test_block_group_swap.py``).
+
+Parallel sampling (n=4) at 1,000 requests swaps ~2,200 groups of four ~14-block tables (9 of them shared):
+a swap out and back in took ~284k instructions walking each entry, ~XXX here.
+"""
+from __future__ import annotations
+
+
+def shared_start(tabs: list[list[int]], ref: list[int]) -> int:
+    """``k`` where the ``n >= 2`` tables all start with the same ``k`` blocks, each referenced ``n`` times, and
+    every other block of theirs is referenced once; -1 where they are not so."""
+    n = len(tabs)
+    t0 = tabs[0]
+    k = 0
+    for b in t0:
+        if ref[b] != n:
+            break
+        k += 1
+    get = ref.__getitem__
+    if k:
+        pre = t0[:k]
+        for t in tabs:
+            if t[:k] != pre:
+                return -1
+            if len(t) > k and sum(map(get, t[k:])) != len(t) - k:     # (each >= 1: all 1)
+                return -1
+    else:
+        for t in tabs:
+            if sum(map(get, t)) != len(t):
+                return -1
+    return k
+
+
+class GroupMovesMixin:
+    """A group's swap out, swap in and free in the shared-start shape (see the module doc), for
+    :class:`~kvsim.core.block_manager.PagedBlockManager` with its own ``_take_block`` and ``_release``."""
+
+    def _group_swap_out(self, seq_ids: list[int]) -> list[tuple[int, int]] | None:
+        """``swap_out(seq_ids)``'s pairs and state where the tables are in the shape and no block is cached;
+        None (nothing changed) otherwise."""
+        tables = self.tables
+        tabs = [tables[s] for s in seq_ids]
+        ref = self.ref
+        k = shared_start(tabs, ref)
+        cpu_free = self._cpu_free
+        n = len(tabs)
+        d = sum(map(len, tabs)) - k * (n - 1)           # distinct blocks
+        if k < 0 or not d or d > len(cpu_free) or self._hash_of:
+            return None
+        new = cpu_free[-d:]                             # the CPU blocks d pops give, in that order
+        del cpu_free[-d:]
+        new.reverse()
+        fill, cpu_fill, cpu_ref, free = self.fill, self.cpu_fill, self.cpu_ref, self._free
+        ntok, cpu_tables, cpu_ntok = self.num_tokens, self.cpu_tables, self.cpu_num_tokens
+        used = 0
+        pairs = []
+        cpre = new[:k]
+        pos = 0
+        last = seq_ids[-1]
+        for s, t in zip(seq_ids, tabs):
+            own = t[k:] if pos else t                   # (the first table whole: its shared start comes first)
+            cown = new[pos:pos + len(own)]
+            for b, c in zip(own, cown):
+                f = fill[b]
+                cpu_fill[c] = f
+                cpu_ref[c] = 1
+                ref[b] = 0
+                used += f
+            if not pos:
+                for c in cpre:
+                    cpu_ref[c] = n
+            pairs += zip(own, cown)
+            pos += len(own)
+            del tables[s]
+            cpu_tables[s] = cpre + cown if pos > len(own) else cown
+            cpu_ntok[s] = ntok.pop(s)
+            # released last block first; the shared start goes with the last table
+            free.extend(reversed(t) if s == last else reversed(t[k:]))
+        self.num_allocated -= d
+        self.used_slots -= used
+        return pairs
+
+    def _group_swap_in(self, seq_ids: list[int]) -> list[tuple[int, int]] | None:
+        """``swap_in(seq_ids)``'s pairs and state where the CPU tables are in the shape and the free list has a
+        block for each; None (nothing changed) otherwise."""
+        cpu_tables = self.cpu_tables
+        tabs = [cpu_tables[s] for s in seq_ids]
+        cpu_ref = self.cpu_ref
+        k = shared_start(tabs, cpu_ref)
+        free = self._free
+        n = len(tabs)
+        d = sum(map(len, tabs)) - k * (n - 1)
+        if k < 0 or not d or d > len(free):
+            return None
+        new = free[-d:]                                 # the GPU blocks d _take_block calls pop, in that order
+        del free[-d:]
+        new.reverse()
+        ref, fill, cpu_fill, cpu_free = self.ref, self.fill, self.cpu_fill, self._cpu_free
+        tables, ntok, cpu_ntok = self.tables, self.num_tokens, self.cpu_num_tokens
+        used = 0
+        pairs = []
+        gpre = new[:k]
+        pos = 0
+        last = seq_ids[-1]
+        for s, ct in zip(seq_ids, tabs):
+            own = ct[k:] if pos else ct
+            gown = new[pos:pos + len(own)]
+            for c, b in zip(own, gown):
+                f = cpu_fill[c]
+                fill[b] = f
+                ref[b] = 1
+                cpu_ref[c] = 0
+                used += f
+            if not pos:
+                for b in gpre:
+                    ref[b] = n
+            pairs += zip(own, gown)
+            pos += len(own)
+            del cpu_tables[s]
+            tables[s] = gpre + gown if pos > len(own) else gown
+            ntok[s] = cpu_ntok.pop(s)
+            # CPU blocks freed at their last reference, in table order; the shared start with the last table
+            cpu_free.extend(ct if s == last else ct[k:])
+        self.num_allocated += d
+        self.used_slots += used
+        return pairs
+
+    def release_tables(self, tabs: list[list[int]]) -> None:
+        """``_release_all(reversed(t))`` for each of a group's tables in order (dropped from the manager by the
+        caller): in the shape, with no block cached, a group at a time."""
+        ref = self.ref
+        k = shared_start(tabs, ref) if len(tabs) > 1 and not self._hash_of else -1
+        if k < 0:
+            for t in tabs:
+                self._release_all(reversed(t))
+            return
+        fill, free = self.fill, self._free
+        used = d = 0
+        last = len(tabs) - 1
+        for i, t in enumerate(tabs):
+            own = t if not i or i == last else t[k:]
+            for b in own:
+                used += fill[b]
+                ref[b] = 0
+            d += len(own)
+            free.extend(reversed(t) if i == last else reversed(t[k:]) if not i else reversed(own))
+        if last and k:                  # (the shared start counted twice: in the first and the last table)
+            for b in tabs[0][:k]:
+                used -= fill[b]
+            d -= k
+        self.num_allocated -= d
+        self.used_slots -= used
