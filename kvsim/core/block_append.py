@@ -162,10 +162,17 @@ class AppendMixin:
                 if table:
                     fill[table[-1]] = bs
                 table.append(b)
-        for s in seq_ids:                       # the last block holds the rest of the n1 slots
-            n1 = ntok[s] + steps
-            ntok[s] = n1
-            fill[tables[s][-1]] = (n1 - 1) % bs + 1
+        if steps == 1:                          # (one step: each last block one slot on, a new one from 0)
+            for s in takers:
+                fill[tables[s][-1]] = 0
+            for s in seq_ids:
+                ntok[s] += 1
+                fill[tables[s][-1]] += 1
+        else:
+            for s in seq_ids:                   # the last block holds the rest of the n1 slots
+                n1 = ntok[s] + steps
+                ntok[s] = n1
+                fill[tables[s][-1]] = (n1 - 1) % bs + 1
         self.used_slots += steps * len(seq_ids)
 
     def _allocate_evicting(self, table: list[int], lo: int, hi: int, num_tokens: int,
