@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvsim.core.block_manager import ALLOC_OK, AllocStatus, PagedBlockManager
+from kvsim.core.block_manager import AllocStatus, PagedBlockManager
 from kvsim.core.kv import MemorySplit
 from kvsim.core.kv_paged_run import PagedDecodeTracker
 from kvsim.core.sequence import SequenceGroup
@@ -152,8 +152,12 @@ class PagedKV:
     def free_group(self, group: SequenceGroup) -> None:
         """Drop the sequences' GPU and CPU tables; blocks whose last reference goes are freed."""
         self._swap_in_need.pop(group.group_id, None)
-        bm, ids = self.bm, group.seq_ids
-        if len(ids) > 1 and type(bm)._release is PagedBlockManager._release:
+        bm = self.bm
+        ids = group.seq_ids
+        if len(ids) == 1:
+            bm.free(ids[0])
+            return
+        if type(bm)._release is PagedBlockManager._release:
             tables = bm.tables          # (the group's GPU tables released together: bm.release_tables)
             if all(map(tables.__contains__, ids)):
                 ntok = bm.num_tokens
@@ -196,7 +200,9 @@ class PagedKV:
             ids = group.seq_ids
             need = self.bm.blocks_to_swap_in(ids) + self.bm.blocks_to_append(ids, swapped=True)
             self._swap_in_need[group.group_id] = need
-        return self.bm.can_allocate(need) == ALLOC_OK
+        bm = self.bm                    # (bm.can_allocate(need) == OK, inlined: asked at most steps while swapped)
+        wm = bm.watermark_blocks
+        return need <= bm.num_gpu_blocks - wm and len(bm._free) + len(bm._evictable) - need >= wm
 
     def swap_in(self, group: SequenceGroup) -> list[tuple[int, int]]:
         """Each distinct CPU block comes back to a fresh GPU block."""
