@@ -1,5 +1,5 @@
-"""A group's swap-out, swap-in and free taken a group at a time (``SwapMixin._group_swap_out``, ``_group_swap_in``,
-``release_tables`` through ``PagedKV.free_group``) equal the entry-by-entry walks they replace.
+"""A group's swap-out, swap-in and free taken a group at a time (:mod:`kvsim.core.block_group`: ``_group_swap_out``,
+``_group_swap_in``, ``release_tables`` through ``PagedKV.free_group``) equal the entry-by-entry walks they replace.
 
 Two ``PagedKV`` run the same random operations on parallel-sampling groups (a prompt shared by every sequence,
 copy-on-write at the first append, private blocks after; now and then a sequence forked from another group, so
