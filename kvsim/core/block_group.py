@@ -137,6 +137,20 @@ class GroupMovesMixin:
         self.used_slots += used
         return pairs
 
+    def free_group(self, seq_ids: list[int]) -> None:
+        """``free(s)`` for each of a group's sequences in order: where every one holds a GPU table and the
+        manager's release is its own, the tables are released together (:meth:`release_tables`)."""
+        tables = self.tables
+        if type(self)._release is type(self)._plain_release and all(map(tables.__contains__, seq_ids)):
+            ntok = self.num_tokens
+            tabs = [tables.pop(sid) for sid in seq_ids]
+            for sid in seq_ids:
+                del ntok[sid]
+            self.release_tables(tabs)
+            return
+        for sid in seq_ids:
+            self.free(sid)
+
     def release_tables(self, tabs: list[list[int]]) -> None:
         """``_release_all(reversed(t))`` for each of a group's tables in order (dropped from the manager by the
         caller): in the shape, with no block cached, a group at a time."""

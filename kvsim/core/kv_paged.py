@@ -152,22 +152,11 @@ class PagedKV:
     def free_group(self, group: SequenceGroup) -> None:
         """Drop the sequences' GPU and CPU tables; blocks whose last reference goes are freed."""
         self._swap_in_need.pop(group.group_id, None)
-        bm = self.bm
         ids = group.seq_ids
         if len(ids) == 1:
-            bm.free(ids[0])
-            return
-        if type(bm)._release is PagedBlockManager._release:
-            tables = bm.tables          # (the group's GPU tables released together: bm.release_tables)
-            if all(map(tables.__contains__, ids)):
-                ntok = bm.num_tokens
-                tabs = [tables.pop(sid) for sid in ids]
-                for sid in ids:
-                    del ntok[sid]
-                bm.release_tables(tabs)
-                return
-        for sid in ids:
-            bm.free(sid)
+            self.bm.free(ids[0])
+        else:
+            self.bm.free_group(ids)
 
     def forget(self, group: SequenceGroup) -> None:
         """Drop the group's cached prompt block hashes."""
