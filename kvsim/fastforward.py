@@ -144,6 +144,7 @@ def _advance(eng, run, seg: Segment, priced: tuple, limit: float):
     stuck = False       # the run ends where the free blocks run out: the next step will not fit either
     taken = 0           # steps taken from the run
     last_start = t      # the start of the last step priced
+    values = getattr(run.tracker, "segment_values", None)     # closed-form memory as a tuple (paged runs)
     while True:
         if priced is None and seg.steps:        # the run's next segment, from t up to the limit
             priced = _price(eng.cost, seg, t, limit, False)
@@ -153,8 +154,13 @@ def _advance(eng, run, seg: Segment, priced: tuple, limit: float):
                 break
             k, last_start, t1, clock, dts = priced
             priced = None
-            log.add_segment(t, k, seg.num_seqs, seg.num_groups, seg.ctx_sum, seg.ctx_max, swapped, waiting,
-                            start, run.memory(seg, k), t1)
+            if values is None:
+                log.add_segment(t, k, seg.num_seqs, seg.num_groups, seg.ctx_sum, seg.ctx_max, swapped, waiting,
+                                start, run.memory(seg, k), t1)
+            else:                               # (a paged run: its memory as a tuple, no SegmentMemory built)
+                nb = seg.new_blocks
+                log.add_segment_values(t, k, seg.num_seqs, seg.num_groups, seg.ctx_sum, seg.ctx_max, swapped,
+                                       waiting, start, values(seg.first, nb if k == len(nb) else nb[:k]), t1)
             start = False
             pieces.append((clock, seg, dts, k, t, last_start))
             t = t1

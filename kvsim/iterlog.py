@@ -67,6 +67,14 @@ class IterationLog:
         self._n += steps
         return first
 
+    def add_segment_values(self, t0: float, steps: int, seqs: int, groups: int, ctx_sum: int, ctx_max: int,
+                           swapped: int, waiting: int, run_start: bool, mem: tuple, t1: float | None = None) -> None:
+        """:meth:`add_segment` with the closed-form memory as a tuple
+        (:meth:`kvsim.segments.SegmentTable.add_values`)."""
+        self.segments.add_values(self._n, t0, steps, seqs, groups, ctx_sum, ctx_max, swapped, waiting, run_start,
+                                 mem, t1)
+        self._n += steps
+
     def extend(self, block: dict[str, np.ndarray]) -> None:
         """Append many rows at once; every column must be given."""
         k = len(block["iter"])

@@ -97,25 +97,42 @@ class SegmentTable:
 
         A segment that does not start a run starts where the previous one ended (its ``t0`` is that
         segment's last clock value), so a run's start times are one running sum, as SimPy's clock."""
-        pattern = getattr(mem, "pattern", None)
-        if pattern is not None:
-            events = mem.events
-            self._new_rows.append((first_iter, steps, seqs, groups, ctx_sum, ctx_max, swapped, waiting,
-                                   1 if run_start else 0, mem.blocks, mem.alloc, mem.used, mem.internal,
-                                   mem.external, mem.free, mem.logical, mem.block_slots, self._npat, len(pattern),
-                                   self._nev, len(events), -1))
-            self._new_pattern.extend(pattern)
-            self._npat += len(pattern)
-            if events:
-                for j, v in events:
-                    self._ev_step.append(j)
-                    self._ev_val.append(v)
-                self._nev += len(events)
-        else:
-            self._new_rows.append((first_iter, steps, seqs, groups, ctx_sum, ctx_max, swapped, waiting,
-                                   1 if run_start else 0, 0, 0, 0, 0, 0, 0, 0, 0, self._npat, 0,
-                                   self._nev, 0, len(self._raw)))
-            self._raw.append(mem)
+        if getattr(mem, "pattern", None) is not None:
+            self.add_values(first_iter, t0, steps, seqs, groups, ctx_sum, ctx_max, swapped, waiting, run_start,
+                            (mem.blocks, mem.alloc, mem.used, mem.internal, mem.external, mem.free, mem.logical,
+                             mem.block_slots, mem.pattern, mem.events), t1)
+            return
+        self._new_rows.append((first_iter, steps, seqs, groups, ctx_sum, ctx_max, swapped, waiting,
+                               1 if run_start else 0, 0, 0, 0, 0, 0, 0, 0, 0, self._npat, 0, self._nev, 0,
+                               len(self._raw)))
+        self._raw.append(mem)
+        self._new_t0.append(t0)
+        if t1 is None:
+            self._no_t1 += 1
+            t1 = float("nan")
+        self._new_t1.append(t1)
+        self._n += 1
+        self.rows += steps
+        if len(self._new_rows) >= self.PACK:
+            self._pack()
+
+    def add_values(self, first_iter: int, t0: float, steps: int, seqs: int, groups: int, ctx_sum: int, ctx_max: int,
+                   swapped: int, waiting: int, run_start: bool, mem: tuple, t1: float | None = None) -> None:
+        """:meth:`add` of a segment whose closed-form memory is given as the tuple of
+        :class:`~kvsim.core.decode_tracker.SegmentMemory`'s fields in order (``blocks`` .. ``block_slots``,
+        ``pattern``, ``events``): a paged run's segments (``PagedDecodeTracker.segment_values``) are recorded
+        so without building the object (one per segment: ~2 per request)."""
+        pattern, events = mem[8], mem[9]
+        self._new_rows.append((first_iter, steps, seqs, groups, ctx_sum, ctx_max, swapped, waiting,
+                               1 if run_start else 0) + mem[:8] + (self._npat, len(pattern), self._nev, len(events),
+                                                                   -1))
+        self._new_pattern.extend(pattern)
+        self._npat += len(pattern)
+        if events:
+            for j, v in events:
+                self._ev_step.append(j)
+                self._ev_val.append(v)
+            self._nev += len(events)
         self._new_t0.append(t0)
         if t1 is None:
             self._no_t1 += 1

@@ -179,15 +179,19 @@ class PagedDecodeTracker:
         return nb[:bisect_right(list(accumulate(nb)), free)]     # cut before the first step over ``free``
 
     def segment_memory(self, step: int, new_blocks: list[int]) -> SegmentMemory:
+        return SegmentMemory(*self.segment_values(step, new_blocks))
+
+    def segment_values(self, step: int, new_blocks: list[int]) -> tuple:
+        """:meth:`segment_memory`'s fields as one tuple, in :class:`SegmentMemory`'s order (the fast-forward
+        records them so, :meth:`kvsim.segments.SegmentTable.add_values`, without building the object)."""
         bm, bs = self.bm, self.bs
         k = len(new_blocks)
         steps = self._ev_steps
         i0, i1 = bisect_left(steps, step, self._ev_next), bisect_left(steps, step + k, self._ev_next)
         events = tuple((j - step, self._ev[j]) for j in steps[i0:i1] if self._ev[j]) if i1 > i0 else ()
-        pattern = tuple(new_blocks[:bs])                    # new_blocks[i] == _cnt[(step + i) % bs]
-        alloc = bm.num_allocated * bs
-        return SegmentMemory(bm.num_allocated, alloc, bm.used_slots, self.internal, 0, self.capacity - alloc,
-                             self.logical, bs, pattern, events)
+        alloc = bm.num_allocated * bs                       # (pattern: new_blocks[i] == _cnt[(step + i) % bs])
+        return (bm.num_allocated, alloc, bm.used_slots, self.internal, 0, self.capacity - alloc, self.logical, bs,
+                tuple(new_blocks[:bs]), events)
 
     def advance(self, step: int, new_blocks: list[int]) -> None:
         k = len(new_blocks)
