@@ -65,8 +65,9 @@ def test_segments_without_their_end_clock_fall_back_to_the_rows(monkeypatch):
     """A log whose segments were added without ``t1`` (an older caller) has its records built from the rows:
     the same text as a log with them."""
     want = _text(record_chunks(_log(scenario("swap"), monkeypatch)))
-    add = IterationLog.add_segment
+    add, add_values = IterationLog.add_segment, IterationLog.add_segment_values     # (paged runs: add_segment_values)
     monkeypatch.setattr(IterationLog, "add_segment", lambda self, *a: add(self, *a[:10]))     # (t1 left out)
+    monkeypatch.setattr(IterationLog, "add_segment_values", lambda self, *a: add_values(self, *a[:10]))
     log = _log(scenario("swap"), monkeypatch)
     assert not log.segments.has_ends() and not record_rows.usable(log)
     monkeypatch.setattr(record_rows, "record_frames", None)                 # (not called: it would fail)
