@@ -24,10 +24,10 @@ host), as stepped.
 Records: each iteration starts where the previous one ended (or at its own scheduling after an idle wait),
 so iterations tile the wall clock; the state a record keeps (batch, queues, blocks, memory) is read once the step
 is queued on the GPU, under its GPU time, not on the critical path (before 2026-12-06 20:40 it was read before
-the launch and left a 0.02-0.07 ms gap between stepped steps that the records did not count); ``cpu_s`` is the host time on the critical path (from that start to the
-launch, plus the bookkeeping after the draws), ``gpu_s`` the launch to the draws on the host; ``host_thread_s``
-and ``host_cpu`` are the serving thread's CPU time over ``cpu_s``'s spans and its core (:mod:`kvsim.engine.host_probe`);
-``host_ahead`` is 1 for a step scheduled and prepared while the step before it was in flight (its host work off
+the launch and left a 0.02-0.07 ms gap between stepped steps that the records did not count); ``cpu_s`` is the
+host time on the critical path (from that start to the launch, plus the bookkeeping after the draws), ``gpu_s``
+the launch to the draws on the host; ``host_thread_s`` and ``host_cpu`` are the serving thread's CPU time over
+``cpu_s``'s spans and its core (:mod:`kvsim.engine.host_probe`); ``host_ahead`` is 1 for a step scheduled and prepared while the step before it was in flight (its host work off
 the critical path: the calibration's serving fit prices such steps and the others apart,
 :func:`kvsim.calibrate.serving_fit.fit_from_runs`).
 """
