@@ -43,99 +43,78 @@ def shared_start(tabs: list[list[int]], ref: list[int]) -> int:
     return k
 
 
+def _move(seq_ids, tables, ref, fill, ntok, to_tables, to_ref, to_fill, to_ntok, to_free, freed, *,
+          backwards: bool):
+    """A group's tables moved to the other side (swap out: GPU -> CPU, swap in: CPU -> GPU) in the shared-start
+    shape: ``(pairs, distinct blocks, slots used)``, or None (nothing changed) where the tables are not in the shape
+    or ``to_free`` lacks a block for each. Blocks are taken from ``to_free`` in first-reference order (the pops of
+    the walk); the moved blocks go back to ``freed`` at their last reference (the shared start with the last
+    table), each table's last block first where ``backwards``."""
+    tabs = [tables[s] for s in seq_ids]
+    k = shared_start(tabs, ref)
+    n = len(tabs)
+    d = sum(map(len, tabs)) - k * (n - 1)           # distinct blocks
+    if k < 0 or not d or d > len(to_free):
+        return None
+    new = to_free[-d:]                              # the blocks d pops give, in that order
+    del to_free[-d:]
+    new.reverse()
+    used = 0
+    pairs = []
+    pre = new[:k]
+    pos = 0
+    last = seq_ids[-1]
+    for s, t in zip(seq_ids, tabs):
+        own = t[k:] if pos else t                   # (the first table whole: its shared start comes first)
+        to_own = new[pos:pos + len(own)]
+        for b, c in zip(own, to_own):
+            f = fill[b]
+            to_fill[c] = f
+            to_ref[c] = 1
+            ref[b] = 0
+            used += f
+        if not pos:
+            for c in pre:
+                to_ref[c] = n
+        pairs += zip(own, to_own)
+        pos += len(own)
+        del tables[s]
+        to_tables[s] = pre + to_own if pos > len(own) else to_own
+        to_ntok[s] = ntok.pop(s)
+        rest = t if s == last else t[k:]
+        freed.extend(reversed(rest) if backwards else rest)
+    return pairs, d, used
+
+
 class GroupMovesMixin:
     """A group's swap out, swap in and free in the shared-start shape (see the module doc), for
     :class:`~kvsim.core.block_manager.PagedBlockManager` with its own ``_take_block`` and ``_release``."""
 
     def _group_swap_out(self, seq_ids: list[int]) -> list[tuple[int, int]] | None:
         """``swap_out(seq_ids)``'s pairs and state where the tables are in the shape and no block is cached;
-        None (nothing changed) otherwise."""
-        tables = self.tables
-        tabs = [tables[s] for s in seq_ids]
-        ref = self.ref
-        k = shared_start(tabs, ref)
-        cpu_free = self._cpu_free
-        n = len(tabs)
-        d = sum(map(len, tabs)) - k * (n - 1)           # distinct blocks
-        if k < 0 or not d or d > len(cpu_free) or self._hash_of:
+        None (nothing changed) otherwise. GPU blocks are released last block first."""
+        if self._hash_of:
             return None
-        new = cpu_free[-d:]                             # the CPU blocks d pops give, in that order
-        del cpu_free[-d:]
-        new.reverse()
-        fill, cpu_fill, cpu_ref, free = self.fill, self.cpu_fill, self.cpu_ref, self._free
-        ntok, cpu_tables, cpu_ntok = self.num_tokens, self.cpu_tables, self.cpu_num_tokens
-        used = 0
-        pairs = []
-        cpre = new[:k]
-        pos = 0
-        last = seq_ids[-1]
-        for s, t in zip(seq_ids, tabs):
-            own = t[k:] if pos else t                   # (the first table whole: its shared start comes first)
-            cown = new[pos:pos + len(own)]
-            for b, c in zip(own, cown):
-                f = fill[b]
-                cpu_fill[c] = f
-                cpu_ref[c] = 1
-                ref[b] = 0
-                used += f
-            if not pos:
-                for c in cpre:
-                    cpu_ref[c] = n
-            pairs += zip(own, cown)
-            pos += len(own)
-            del tables[s]
-            cpu_tables[s] = cpre + cown if pos > len(own) else cown
-            cpu_ntok[s] = ntok.pop(s)
-            # released last block first; the shared start goes with the last table
-            free.extend(reversed(t) if s == last else reversed(t[k:]))
-        self.num_allocated -= d
-        self.used_slots -= used
-        return pairs
+        pairs = _move(seq_ids, self.tables, self.ref, self.fill, self.num_tokens,
+                      self.cpu_tables, self.cpu_ref, self.cpu_fill, self.cpu_num_tokens, self._cpu_free, self._free,
+                      backwards=True)
+        if pairs is not None:
+            self.num_allocated -= pairs[1]
+            self.used_slots -= pairs[2]
+            return pairs[0]
+        return None
 
     def _group_swap_in(self, seq_ids: list[int]) -> list[tuple[int, int]] | None:
         """``swap_in(seq_ids)``'s pairs and state where the CPU tables are in the shape and the free list has a
-        block for each; None (nothing changed) otherwise."""
-        cpu_tables = self.cpu_tables
-        tabs = [cpu_tables[s] for s in seq_ids]
-        cpu_ref = self.cpu_ref
-        k = shared_start(tabs, cpu_ref)
-        free = self._free
-        n = len(tabs)
-        d = sum(map(len, tabs)) - k * (n - 1)
-        if k < 0 or not d or d > len(free):
-            return None
-        new = free[-d:]                                 # the GPU blocks d _take_block calls pop, in that order
-        del free[-d:]
-        new.reverse()
-        ref, fill, cpu_fill, cpu_free = self.ref, self.fill, self.cpu_fill, self._cpu_free
-        tables, ntok, cpu_ntok = self.tables, self.num_tokens, self.cpu_num_tokens
-        used = 0
-        pairs = []
-        gpre = new[:k]
-        pos = 0
-        last = seq_ids[-1]
-        for s, ct in zip(seq_ids, tabs):
-            own = ct[k:] if pos else ct
-            gown = new[pos:pos + len(own)]
-            for c, b in zip(own, gown):
-                f = cpu_fill[c]
-                fill[b] = f
-                ref[b] = 1
-                cpu_ref[c] = 0
-                used += f
-            if not pos:
-                for b in gpre:
-                    ref[b] = n
-            pairs += zip(own, gown)
-            pos += len(own)
-            del cpu_tables[s]
-            tables[s] = gpre + gown if pos > len(own) else gown
-            ntok[s] = cpu_ntok.pop(s)
-            # CPU blocks freed at their last reference, in table order; the shared start with the last table
-            cpu_free.extend(ct if s == last else ct[k:])
-        self.num_allocated += d
-        self.used_slots += used
-        return pairs
+        block for each; None (nothing changed) otherwise. CPU blocks are freed in table order."""
+        pairs = _move(seq_ids, self.cpu_tables, self.cpu_ref, self.cpu_fill, self.cpu_num_tokens,
+                      self.tables, self.ref, self.fill, self.num_tokens, self._free, self._cpu_free,
+                      backwards=False)
+        if pairs is not None:
+            self.num_allocated += pairs[1]
+            self.used_slots += pairs[2]
+            return pairs[0]
+        return None
 
     def free_group(self, seq_ids: list[int]) -> None:
         """``free(s)`` for each of a group's sequences in order: where every one holds a GPU table and the
