@@ -106,15 +106,7 @@ class SegmentTable:
                                1 if run_start else 0, 0, 0, 0, 0, 0, 0, 0, 0, self._npat, 0, self._nev, 0,
                                len(self._raw)))
         self._raw.append(mem)
-        self._new_t0.append(t0)
-        if t1 is None:
-            self._no_t1 += 1
-            t1 = float("nan")
-        self._new_t1.append(t1)
-        self._n += 1
-        self.rows += steps
-        if len(self._new_rows) >= self.PACK:
-            self._pack()
+        self._close(t0, t1, steps)
 
     def add_values(self, first_iter: int, t0: float, steps: int, seqs: int, groups: int, ctx_sum: int, ctx_max: int,
                    swapped: int, waiting: int, run_start: bool, mem: tuple, t1: float | None = None) -> None:
@@ -133,6 +125,10 @@ class SegmentTable:
                 self._ev_step.append(j)
                 self._ev_val.append(v)
             self._nev += len(events)
+        self._close(t0, t1, steps)
+
+    def _close(self, t0: float, t1: float | None, steps: int) -> None:
+        """A buffered segment's clocks (``t1`` None: NaN, counted) and counts; packed every :attr:`PACK` rows."""
         self._new_t0.append(t0)
         if t1 is None:
             self._no_t1 += 1
