@@ -88,15 +88,13 @@ def test_each_block_size_gets_its_own_fit_and_its_notes(tmp_path, fake_fit):
 
 
 def test_more_serving_fits_skips_the_fit_block_size_and_records_it(tmp_path, monkeypatch):
-    pytest.importorskip("torch")
-    from kvsim.calibrate import profile as P
     asked = []
     monkeypatch.setattr(SB, "fit_serving_at", lambda model, prof, sizes, path, **kw: asked.append(sizes))
     prof = {"meta": {}, "decode_serving": {"16": {}}}
-    P.more_serving_fits(None, prof, 16, [1, 16, 128], tmp_path / "p.json")
+    SB.more_serving_fits(None, prof, 16, [1, 16, 128], tmp_path / "p.json")
     assert asked == [[1, 128]] and prof["meta"]["serving_block_sizes"] == [16]
     prof = {"meta": {}}                                           # --fast: no fit at the fit block size
-    P.more_serving_fits(None, prof, 16, [16], tmp_path / "p.json")
+    SB.more_serving_fits(None, prof, 16, [16], tmp_path / "p.json")
     assert asked == [[1, 128]] and prof["meta"]["serving_block_sizes"] == []
 
 

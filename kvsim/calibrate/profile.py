@@ -247,8 +247,10 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
                     serving_runs=serving_runs, deadline=deadline, parts=parts)
     prof["meta"]["engine_builds"] = {"built": parts.builds, "kept": parts.reuses}
     parts.drop()
+    from kvsim.calibrate.serving_blocks import LAST_RUN_S, more_serving_fits
     more_serving_fits(model, prof, fit_bs, serving_sizes, path, cuda_graphs=cuda_graphs, serving_runs=serving_runs,
-                      deadline=None if time_limit_s is None else t0 + time_limit_s - LAST_RUN_S)
+                      deadline=None if time_limit_s is None else t0 + time_limit_s - LAST_RUN_S, log=M._log,
+                      write=write_profile)
     prof["meta"]["calibrate_seconds"] = round(time.perf_counter() - t0, 1)
     write_profile(prof, path)
     M._log(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
@@ -256,22 +258,6 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
 
 
 AFTER_GRIDS = "the serving fit and the prefill overhead fits"
-LAST_RUN_S = 10.0     # a serving fit run after every other stage starts only this long before the time limit
-
-
-def more_serving_fits(model, prof: dict, fit_bs: int, sizes: list[int], path: Path, *, device: str = "cuda",
-                      cuda_graphs: bool = True, serving_runs: str | None = None,
-                      deadline: float | None = None) -> None:
-    """Record which block sizes have their own serving fit (``meta.serving_block_sizes``) and run it at the
-    ``sizes`` other than ``fit_bs`` (:func:`kvsim.calibrate.serving_blocks.fit_serving_at`)."""
-    from kvsim.calibrate.serving_blocks import fit_serving_at
-    prof["meta"]["serving_block_sizes"] = [fit_bs] if str(fit_bs) in (prof.get("decode_serving") or {}) else []
-    more = [b for b in sizes if b != fit_bs]
-    if more:
-        fit_serving_at(model, prof, more, path, device=device, cuda_graphs=cuda_graphs, serving_runs=serving_runs,
-                       deadline=deadline, log=M._log, write=write_profile)
-
-
 def fit_block_size(block_sizes) -> int:
     """The block size whose engine runs give the serving and prefill overhead fits: 16 when measured, else the
     one nearest to it in ratio, the smaller on a tie (a fit's KV cache rounds each run's sequences up to whole
@@ -292,15 +278,15 @@ def fit_after_grids(model, prof: dict, fit_bs: int, path: Path, *, device: str =
     if parts is None:
         parts = calibration_parts(prof, fit_bs, device, overhead=False, serving=serving)
     if serving:      # decode steps of serving-shaped batches (up to eighteen short engine runs, 21 overlapped: three stepped): kvsim.calibrate.serving_fit
-        from kvsim.calibrate.serving_fit import fit_serving
-        try:
-            decode, prefill = fit_serving(model, prof, fit_bs, device=device, cuda_graphs=cuda_graphs, log=M._log,
-                                          save_dir=serving_runs, deadline=deadline, notes=prof["meta"], parts=parts)
-        except (RuntimeError, ValueError, KeyError, IndexError, KvsimError) as e:   # optional tables: say so, go on
-            decode = prefill = {}
-            prof["meta"]["serving_fit_error"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
-            M._log(f"serving fit failed, profile written without decode_serving/prefill_serving: "
-                   f"{prof['meta']['serving_fit_error']}")
+        from kvsim.calibrate.serving_blocks import serving_fit_once
+        decode, prefill, cut, error = serving_fit_once(model, prof, fit_bs, parts=parts, device=device,
+                                                       cuda_graphs=cuda_graphs, save_dir=serving_runs,
+                                                       deadline=deadline, log=M._log)
+        if cut:          # the profile says its fit is short (kvsim calibrate --resume runs it whole)
+            prof["meta"]["serving_fit_skipped"] = cut
+        if error:        # optional tables: say so, go on
+            prof["meta"]["serving_fit_error"] = error
+            M._log(f"serving fit failed, profile written without decode_serving/prefill_serving: {error}")
         if decode:
             prof["decode_serving"] = {str(fit_bs): decode}
         if prefill:

@@ -96,8 +96,9 @@ def resume(path: str, out: str | None, command: str, *, model_name: str | None =
     import torch
 
     from kvsim.calibrate import measure as M
-    from kvsim.calibrate.profile import (DTYPES, LAST_RUN_S, RESERVE_AFTER_SERVING_S, engine_mode, fit_after_grids,
-                                         fit_block_size, more_serving_fits, write_profile)
+    from kvsim.calibrate.profile import (DTYPES, RESERVE_AFTER_SERVING_S, engine_mode, fit_after_grids,
+                                         fit_block_size, write_profile)
+    from kvsim.calibrate.serving_blocks import LAST_RUN_S, more_serving_fits
     from kvsim.catalogue import get_model
     from kvsim.engine.models import build_model
     from kvsim.engine.reference_step import gpu_uuid
@@ -125,7 +126,7 @@ def resume(path: str, out: str | None, command: str, *, model_name: str | None =
     fit_after_grids(model, doc, bs, dest, device=device, cuda_graphs=cuda_graphs, serving_runs=serving_runs,
                     deadline=deadline)
     more_serving_fits(model, doc, bs, serving_sizes, dest, device=device, cuda_graphs=cuda_graphs,
-                      serving_runs=serving_runs,
+                      serving_runs=serving_runs, log=M._log, write=write_profile,
                       deadline=None if time_limit_s is None else t0 + time_limit_s - LAST_RUN_S)
     doc["meta"].setdefault("resumed", []).append({
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "command": command,

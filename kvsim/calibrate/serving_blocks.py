@@ -18,6 +18,8 @@ from pathlib import Path
 
 from kvsim.errors import KvsimError
 
+LAST_RUN_S = 10.0     # a serving fit run after every other stage starts only this long before the time limit
+
 
 def parse_serving_sizes(text: str | None, block_sizes: list[int]) -> list[int] | None:
     """The block sizes whose serving fit runs: ``text`` ("1,16,128"), each one of ``block_sizes``; None when not
@@ -36,6 +38,22 @@ def parse_serving_sizes(text: str | None, block_sizes: list[int]) -> list[int] |
     return sizes
 
 
+def serving_fit_once(model, prof: dict, bs: int, *, parts, device: str = "cuda", cuda_graphs: bool = True,
+                     save_dir=None, deadline: float | None = None, log=print) -> tuple[dict, dict, dict | None,
+                                                                                        str | None]:
+    """One serving fit at block size ``bs`` (:func:`kvsim.calibrate.serving_fit.fit_serving`): ``(decode_serving,
+    prefill_serving, what a time limit cut or None, why it failed or None)``; a fit that fails gives empty tables
+    (they are optional: the profile then prices that block size without them)."""
+    from kvsim.calibrate.serving_fit import fit_serving
+    notes: dict = {}
+    try:
+        decode, prefill = fit_serving(model, prof, bs, device=device, cuda_graphs=cuda_graphs, log=log,
+                                      save_dir=save_dir, deadline=deadline, notes=notes, parts=parts)
+    except (RuntimeError, ValueError, KeyError, IndexError, KvsimError) as e:
+        return {}, {}, None, f"{type(e).__name__}: {e}".splitlines()[0][:300]
+    return decode, prefill, notes.get("serving_fit_skipped"), None
+
+
 def fit_serving_at(model, prof: dict, sizes: list[int], path: Path, *, device: str = "cuda",
                    cuda_graphs: bool = True, serving_runs: str | None = None, deadline: float | None = None,
                    log=print, write=None) -> None:
@@ -44,29 +62,40 @@ def fit_serving_at(model, prof: dict, sizes: list[int], path: Path, *, device: s
     (``write(prof, path)``). A fit that fails or finds too few steps leaves its block size priced as without it,
     and says so in ``meta``; ``deadline``: no run starts after it."""
     from kvsim.calibrate.engine_runs import calibration_parts
-    from kvsim.calibrate.serving_fit import fit_serving
     meta = prof["meta"]
     for bs in sizes:
         parts = calibration_parts(prof, bs, device, overhead=False, serving=True)
-        notes: dict = {}
         save = None if serving_runs is None else str(Path(serving_runs) / f"b{bs}")
         try:
-            decode, prefill = fit_serving(model, prof, bs, device=device, cuda_graphs=cuda_graphs, log=log,
-                                          save_dir=save, deadline=deadline, notes=notes, parts=parts)
-        except (RuntimeError, ValueError, KeyError, IndexError, KvsimError) as e:   # optional tables: say so, go on
-            decode = prefill = {}
-            meta.setdefault("serving_fit_error_at", {})[str(bs)] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
-            log(f"serving fit at block size {bs} failed: {meta['serving_fit_error_at'][str(bs)]}")
+            decode, prefill, cut, error = serving_fit_once(model, prof, bs, parts=parts, device=device,
+                                                           cuda_graphs=cuda_graphs, save_dir=save,
+                                                           deadline=deadline, log=log)
         finally:
             parts.drop()               # its KV cache and graphs: the next block size builds its own
+        if error:
+            meta.setdefault("serving_fit_error_at", {})[str(bs)] = error
+            log(f"serving fit at block size {bs} failed: {error}")
         if decode:
             prof.setdefault("decode_serving", {})[str(bs)] = decode
         if prefill:
             prof.setdefault("prefill_serving", {})[str(bs)] = prefill
-        if notes.get("serving_fit_skipped"):
-            meta.setdefault("serving_fit_skipped_at", {})[str(bs)] = notes["serving_fit_skipped"]
+        if cut:
+            meta.setdefault("serving_fit_skipped_at", {})[str(bs)] = cut
         meta.setdefault("serving_block_sizes", [])
         if decode and bs not in meta["serving_block_sizes"]:
             meta["serving_block_sizes"].append(bs)
         if write is not None:
             write(prof, path)
+
+
+def more_serving_fits(model, prof: dict, fit_bs: int, sizes: list[int], path: Path, *, device: str = "cuda",
+                      cuda_graphs: bool = True, serving_runs: str | None = None, deadline: float | None = None,
+                      log=print, write=None) -> None:
+    """Record which block sizes have their own serving fit (``meta.serving_block_sizes``: the fit block size's,
+    run by ``fit_after_grids``, if it gave one) and run it at the ``sizes`` other than ``fit_bs``
+    (:func:`fit_serving_at`)."""
+    prof["meta"]["serving_block_sizes"] = [fit_bs] if str(fit_bs) in (prof.get("decode_serving") or {}) else []
+    more = [b for b in sizes if b != fit_bs]
+    if more:
+        fit_serving_at(model, prof, more, path, device=device, cuda_graphs=cuda_graphs, serving_runs=serving_runs,
+                       deadline=deadline, log=log, write=write)
