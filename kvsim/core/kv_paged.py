@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvsim.core.block_manager import AllocStatus, PagedBlockManager
+from kvsim.core.block_manager import ALLOC_OK, AllocStatus, PagedBlockManager
 from kvsim.core.kv import MemorySplit
 from kvsim.core.kv_paged_run import PagedDecodeTracker
 from kvsim.core.sequence import SequenceGroup
@@ -189,9 +189,7 @@ class PagedKV:
             ids = group.seq_ids
             need = self.bm.blocks_to_swap_in(ids) + self.bm.blocks_to_append(ids, swapped=True)
             self._swap_in_need[group.group_id] = need
-        bm = self.bm                    # (bm.can_allocate(need) == OK, inlined: asked at most steps while swapped)
-        wm = bm.watermark_blocks
-        return need <= bm.num_gpu_blocks - wm and len(bm._free) + len(bm._evictable) - need >= wm
+        return self.bm.can_allocate(need) == ALLOC_OK
 
     def swap_in(self, group: SequenceGroup) -> list[tuple[int, int]]:
         """Each distinct CPU block comes back to a fresh GPU block."""
