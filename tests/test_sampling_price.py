@@ -91,6 +91,7 @@ def test_the_table_is_measured_on_any_torch_device():
     from kvsim.calibrate.sampling import sampling_table
     t = sampling_table(500, "cpu", rows=(2, 8), first_groups=(1, 4), reps=3)
     assert t["greedy"]["rows"] == t["beam"]["rows"] == [2, 8] and t["beam_first"]["groups"] == [1, 4]
+    assert t["timing"] == "alone"        # nothing runs ahead of a call on the CPU (on a GPU: "behind")
     assert all(x > 0 for k in ("greedy", "beam", "beam_first") for x in t[k]["time_s"])
     assert cost(t).sampling_extra(StepPlan(decode_group_ids=[0], decode_context_tokens=[9, 9], beam_rows=2)) >= 0
     Profile(dict(synthetic_profile(steps=True), sampling=t))

@@ -58,14 +58,16 @@ class KVCache:
 
     def copy(self, pairs: list[tuple[int, int]]) -> None:
         """Copy-on-write: block dst := block src in every layer's K and V, one kernel launch over all the
-        cache's planes. The ids are checked once here, on the host, so the launch needs no sync."""
+        cache's planes. The ids are checked once here, on the host, so the launch needs no sync; they are sent
+        ``non_blocking`` (``torch.tensor(..., device=...)`` synchronised the stream: an overlapped step that
+        copies waited there for the step before it)."""
         from kvsim.kernels import copy_blocks_planes
         if not pairs:
             return
         ids = [i for pair in pairs for i in pair]
         if min(ids) < 0 or max(ids) >= self.num_blocks:
             raise ValueError(f"copy-on-write block ids must be in [0, {self.num_blocks}), got {pairs}")
-        t = torch.tensor(pairs, dtype=torch.int64, device=self.device)
+        t = torch.tensor(pairs, dtype=torch.int64).to(self.device, non_blocking=True)
         copy_blocks_planes(self.planes, t, backend=self.backend, ids_checked=True)
 
     def swap_out(self, pairs: list[tuple[int, int]]) -> None:

@@ -44,8 +44,10 @@ def beam_steps(logits: torch.Tensor, scores: list[list[float]]
     (group after group), ``scores`` the groups' cumulative log-probabilities ``[G][k]``. Per group, best
     first: the surviving beams' parents (0..k-1), tokens and new scores."""
     g, k, vocab = len(scores), len(scores[0]), logits.shape[-1]
-    lp = torch.log_softmax(logits.float(), dim=-1).view(g, k, vocab) + torch.tensor(
-        scores, dtype=torch.float32, device=logits.device)[:, :, None]
+    # the scores are sent as the step's inputs are (non_blocking: staged, no wait): torch.tensor(..., device=...)
+    # synchronised the stream, so the host waited for the whole forward pass before launching the top-k
+    prior = torch.tensor(scores, dtype=torch.float32).to(logits.device, non_blocking=True)
+    lp = torch.log_softmax(logits.float(), dim=-1).view(g, k, vocab) + prior[:, :, None]
     top = torch.topk(lp.reshape(g, k * vocab), k, dim=-1)
     idx, val = _to_host(top.indices, top.values)
     return [[i // vocab for i in row] for row in idx], [[i % vocab for i in row] for row in idx], val
