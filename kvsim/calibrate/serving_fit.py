@@ -40,7 +40,8 @@ step that can never overlap (beam search's, whose parents decide the next step).
 overlap too (``runtime.async_prompt_steps``), a closed loop prepares nearly every decode step ahead (the H100 fit
 of 2026-12-06 17:26: 1-2 per run were not, 0.23-0.68 ms of host work on the critical path), too few to fit; so an
 overlapped calibration runs :data:`STEPPED_ROWS` once more with the engine stepped, and ``stepped`` at those rows
-comes from every decode step of those runs.
+comes from every decode step of those runs. Every calibration also runs the beam rows once with beam search
+(:mod:`kvsim.calibrate.beam_fit`, ``"beam"``): a beam step measured whole beyond the stepped step of its rows.
 
 Why not a fraction per row (``form="row"``): :mod:`kvsim.calibrate.spread_fit`.
 The workload is kvsim's own, not a validation scenario's, so the validation set still tests the result.
@@ -72,6 +73,8 @@ from kvsim.calibrate.serving_setup import (STEPPED_MODE, serving_scenario, servi
 # the lone prefills' fit (prefill_serving), re-exported
 from kvsim.calibrate.prefill_serving_fit import fit_prefill_from_runs, prefill_curve  # noqa: F401
 from kvsim.calibrate.spread_fit import MAX_FRACTION, fit_rows, pooled_fractions  # noqa: F401 (the row form)
+from kvsim.calibrate.beam_fit import BEAM_ROWS, BEAM_WIDTH, fit_beam
+from kvsim.cost.profile import interp1
 from kvsim.calibrate.serving_runs import (by_pass, join_passes, load_runs, lone_prefills, spread_order,  # noqa: F401
                                           save_runs, step_contexts)
 
@@ -120,7 +123,8 @@ def _stepped_row(n: int, steps, mask, overhead) -> tuple:
 
 
 def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], overhead, form: str = "grid",
-                  stepped_runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]] | None = None) -> dict:
+                  stepped_runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]] | None = None,
+                  beam_runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]] | None = None) -> dict:
     """``decode_serving`` for one block size from ``{n: (iterations, requests)}`` of the serving runs;
     ``cost`` is a calibrated cost model of the profile without its serving tables and step overhead (its
     ``decode_grid_and_spread`` / ``decode_grid_spread``), ``overhead(n)`` the profile's step overhead.
@@ -131,7 +135,8 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
 
     ``stepped_runs``: runs of the same workload with the engine stepped (an overlapped calibration's
     :data:`STEPPED_ROWS`): every usual decode step at n rows prices ``stepped`` at that row, in place of the
-    overlapped runs' few steps not prepared ahead."""
+    overlapped runs' few steps not prepared ahead. ``beam_runs``: runs of beam search at
+    :data:`kvsim.calibrate.beam_fit.BEAM_ROWS`, priced beyond the stepped step of their rows (``beam``)."""
     rows, host, stepped = [], [], {}
     for n, (its, reqs) in sorted(runs.items()):
         steps = _row_steps(cost, its, reqs, n)
@@ -173,6 +178,11 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
         out["stepped"] = {"num_seqs": [r[0] for r in stepped], "extra_s": [r[1] for r in stepped]}
         if all(r[2] is not None for r in stepped):
             out["stepped"]["host_s"] = [r[2] for r in stepped]
+    ref = out.get("stepped", out)       # the extra a stepped step of n rows gets (the cost model's stepped_decode)
+    beam = fit_beam(cost, beam_runs or {}, overhead, lambda n: float(interp1(
+        float(n), np.asarray(ref["num_seqs"], float), np.asarray(ref["extra_s"], float))))
+    if beam:        # beam search's decode steps measured whole: what they cost beyond a stepped step
+        out["beam"] = beam
     out.update({"spread_frac_row": [r[5] for r in rows], "spread_frac_se": [r[6] for r in rows],
                 "spread_frac_mean": mean, "steps": [len(r[1]) for r in rows],
                 "workload": _workload_of(runs, rows[-1][0])})
@@ -197,31 +207,34 @@ UNFITTED_PREFILL = FITTED + ("prefill_overhead", "wake_overhead")   # a lone pre
 
 def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, cuda_graphs: bool = True,
                 log=print, save_dir=None, deadline: float | None = None, passes: int = PASSES,
-                notes: dict | None = None, parts=None, stepped_rows=STEPPED_ROWS) -> tuple[dict, dict]:
+                notes: dict | None = None, parts=None, stepped_rows=STEPPED_ROWS,
+                beam_rows=BEAM_ROWS) -> tuple[dict, dict]:
     """Run the serving workloads on the real engine; ``(decode_serving, prefill_serving)`` for block size
     ``bs`` (each {} when its steps are too few). Each row runs ``passes`` times, in :func:`spread_order` and back
     (:data:`PASSES`), its passes joined into one record (:func:`join_passes`); an overlapped calibration also
     runs ``stepped_rows`` (those of ``rows``) once with the engine stepped, after the first pass, for
-    ``decode_serving.stepped``. ``save_dir``: also keep the runs' records there (:func:`save_runs`; the
-    stepped ones in ``save_dir/stepped``). ``deadline`` (``time.perf_counter()`` seconds): no run starts after
+    ``decode_serving.stepped``, and ``beam_rows`` (those of ``rows``) once with beam search, for
+    ``decode_serving.beam`` (:mod:`kvsim.calibrate.beam_fit`). ``save_dir``: also keep the runs' records there
+    (:func:`save_runs`; the stepped ones in ``save_dir/stepped``, the beam ones in ``save_dir/beam``). ``deadline`` (``time.perf_counter()`` seconds): no run starts after
     it (the rest are skipped and logged, so a calibration under a time limit still writes its profile; ``notes``,
     the profile's meta, then records how many as ``serving_fit_skipped``). ``parts``: an
     :class:`~kvsim.engine.reuse.EngineParts` the runs share (one KV cache and set of CUDA graphs for all)."""
     from kvsim.catalogue import get_model
-    from kvsim.cost.profile import interp1
     from kvsim.engine.engine import RealEngine
     spec = get_model(profile["model"])
     ov = profile["step_overhead"]
     per_n: dict[int, list] = {}
     stepped_of: dict[int, tuple] = {}
+    beam_of: dict[int, tuple] = {}
     refs, sc, skip = [], None, set()
     free = ER.free_gpu_bytes(device)
     first = spread_order(rows)
-    order = [(n, False) for k in range(passes) for n in (first if k % 2 == 0 else first[::-1])]
-    if ER.async_scheduling():        # stepped runs after the first pass: kept when a time limit cuts the second
-        extra = [(n, True) for n in first if n in set(stepped_rows)]
-        order = order[:len(first)] + extra + order[len(first):]
-    for i, (n, stepped) in enumerate(order):
+    order = [(n, "pass") for k in range(passes) for n in (first if k % 2 == 0 else first[::-1])]
+    # stepped and beam runs after the first pass: kept when a time limit cuts the second
+    extra = [(n, "stepped") for n in first if n in set(stepped_rows)] if ER.async_scheduling() else []
+    extra += [(n, "beam") for n in first if n in set(beam_rows)]
+    order = order[:len(first)] + extra + order[len(first):]
+    for i, (n, kind) in enumerate(order):
         if deadline is not None and time.perf_counter() > deadline:
             log(f"serving n={n}: skipped, and the {len(order) - i - 1} runs after it: the calibration's time "
                 "limit is near")
@@ -231,35 +244,38 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
             break
         if n in skip:
             continue
-        sc = serving_scenario(profile, bs, n, device, cuda_graphs, stepped)
+        sc = serving_scenario(profile, bs, n, device, cuda_graphs, kind == "stepped",
+                              BEAM_WIDTH if kind == "beam" else 1)
         why = ER.fits_memory(sc, spec, bs, device, parts, free) if free is not None else None
         if why:
             log(f"serving n={n}: skipped, {why}")
             skip.add(n)
             continue
         res = RealEngine(sc, model=model, parts=parts).run()
-        if stepped:
-            stepped_of[n] = (res.iterations, res.requests)
+        if kind != "pass":
+            (stepped_of if kind == "stepped" else beam_of)[n] = (res.iterations, res.requests)
         else:
             per_n.setdefault(n, []).append((res.iterations, res.requests))
             refs.append((res.info.get("reference_step") or {}).get("time_s"))     # the card's speed at each run
         at_n = res.iterations[res.iterations.decode_seqs == n]
         host = f", host {at_n.cpu_s.median() * 1e3:.2f} ms" if "cpu_s" in at_n.columns and len(at_n) else ""
-        what = "stepped" if stepped else f"pass {len(per_n[n])}"
+        what = kind if kind != "pass" else f"pass {len(per_n[n])}"
         log(f"serving n={n} ({what}): {len(at_n)} decode steps at {n} rows (median "
             f"{at_n.duration_s.median() * 1e3:.2f} ms{host}), {len(lone_prefills(res.iterations))} lone prefills")
     runs = {n: join_passes(v) if len(v) > 1 else v[0] for n, v in sorted(per_n.items())}
     if save_dir is not None:
         save_runs(runs, save_dir)
-        if stepped_of:
-            save_runs(stepped_of, Path(save_dir) / "stepped")
+        for sub, kept in (("stepped", stepped_of), ("beam", beam_of)):
+            if kept:
+                save_runs(kept, Path(save_dir) / sub)
     if not runs:
         return {}, {}
     from kvsim.graph_sizes import engine_graph_sizes
     graphs = engine_graph_sizes(sc)
     decode = fit_from_runs(stripped_cost(profile, bs, graphs, drop=FITTED, bare=True), runs,
                            lambda n: float(interp1(float(n), np.asarray(ov["num_seqs"], float),
-                                                   np.asarray(ov["time_s"], float))), stepped_runs=stepped_of)
+                                                   np.asarray(ov["time_s"], float))), stepped_runs=stepped_of,
+                           beam_runs=beam_of)
     if decode:
         decode["reference_step_s"] = refs
     prefill = fit_prefill_from_runs(stripped_cost(profile, bs, graphs, drop=UNFITTED_PREFILL, bare=False), runs)

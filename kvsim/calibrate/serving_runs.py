@@ -12,10 +12,12 @@ ONE_OFF = 4.0      # a serving run's step over this many times its row's median 
 #                    as kvsim validate lists such steps apart
 
 
-def step_contexts(its: pd.DataFrame, reqs: pd.DataFrame) -> pd.DataFrame:
+def step_contexts(its: pd.DataFrame, reqs: pd.DataFrame, width: int = 1) -> pd.DataFrame:
     """Per decode-only step of a run without preemption: rows, context sum and longest context rebuilt from
     the requests' first-token and finish times, and whether they match the step's own ``decode_seqs`` and
     ``mem_used`` (``valid``; only those steps should be used). Index: the iteration's row in ``its``.
+    ``width``: every request searches that many beams (one row each, all of its context; ``mem_used`` counts
+    the blocks the beams share once, so only the rows are checked).
 
     A request decodes in every decode-bearing step that starts after its first token and before its finish;
     its context in a step is its prompt, the token its prefill sampled and one more per earlier decode step
@@ -36,9 +38,9 @@ def step_contexts(its: pd.DataFrame, reqs: pd.DataFrame) -> pd.DataFrame:
         t = starts[i]
         live = (ft <= t) & (fin > t)
         ctx = prompt[live] + 1 + (np.searchsorted(dstarts, t, side="left") - first[live])
-        n, total = int(live.sum()), float(ctx.sum())
+        n, total = width * int(live.sum()), width * float(ctx.sum())
         ok = n == int(its.decode_seqs.iloc[i]) and n > 0 and \
-            ("mem_used" not in its.columns or abs(total - float(its.mem_used.iloc[i])) < 0.5)
+            (width > 1 or "mem_used" not in its.columns or abs(total - float(its.mem_used.iloc[i])) < 0.5)
         out[its.index[i]] = (n, total, float(ctx.max()) if n else 0.0, ok)
     return pd.DataFrame.from_dict(out, orient="index", columns=cols)
 

@@ -12,8 +12,9 @@ REQUESTS_PER_SLOT = 2              # per pass
 STEPPED_MODE = {"async_scheduling": False, "async_prompt_steps": False}   # a stepped run in an overlapped calibration
 
 
-def serving_workload(n: int, max_seq_len: int) -> tuple[dict, dict]:
-    """``(engine, workload)`` settings of the serving run at ``n`` rows (see module doc)."""
+def serving_workload(n: int, max_seq_len: int, beam_width: int = 1) -> tuple[dict, dict]:
+    """``(engine, workload)`` settings of the serving run at ``n`` rows (see module doc); ``beam_width`` > 1:
+    n // beam_width requests in flight, each searching that many beams (n rows)."""
     p_hi = min(PROMPT_RANGE[1], max_seq_len // 2)
     o_hi = min(OUTPUT_RANGE[1], max_seq_len - p_hi - 8)
     # serving's engine limits (its CUDA graphs, so n rows replay the graph a serving engine pads them to),
@@ -22,6 +23,9 @@ def serving_workload(n: int, max_seq_len: int) -> tuple[dict, dict]:
     workload = {"dataset": "uniform", "prompt_len_range": [PROMPT_RANGE[0], p_hi],
                 "output_len_range": [OUTPUT_RANGE[0], o_hi], "arrival": "burst",
                 "num_requests": REQUESTS_PER_SLOT * n, "max_concurrency": n}
+    if beam_width > 1:
+        groups = max(1, n // beam_width)
+        workload.update(beam_width=beam_width, num_requests=REQUESTS_PER_SLOT * groups, max_concurrency=groups)
     return engine, workload
 
 
@@ -37,20 +41,21 @@ def stripped_cost(profile: dict, bs: int, graphs: dict, *, drop: tuple[str, ...]
 
 
 def serving_scenario_doc(profile: dict, bs: int, n: int, device: str = "cuda", cuda_graphs: bool = True,
-                         stepped: bool = False) -> dict:
+                         stepped: bool = False, beam_width: int = 1) -> dict:
     """The scenario document of the serving run at ``n`` rows (:func:`serving_workload`), with a KV pool for its
-    worst case, in the calibration's runtime mode (``stepped``: every step stepped)."""
+    worst case, in the calibration's runtime mode (``stepped``: every step stepped; beam search is never
+    overlapped)."""
     from kvsim.catalogue import get_model
-    engine, workload = serving_workload(n, get_model(profile["model"]).max_seq_len)
+    engine, workload = serving_workload(n, get_model(profile["model"]).max_seq_len, beam_width)
     per_seq = -(-(workload["prompt_len_range"][1] + workload["output_len_range"][1] + 8) // bs)
-    return {"name": f"calibrate-serving-{n}", "model": profile["model"], "gpu": "h100-80gb", "dtype": profile["dtype"],
+    return {"name": f"calibrate-serving-{'beam-' if beam_width > 1 else ''}{n}", "model": profile["model"], "gpu": "h100-80gb", "dtype": profile["dtype"],
             "seed": 0, "engine": {"block_size": bs, "num_gpu_blocks": n * per_seq + 64, "swap_space_gib": 0, **engine},
             "workload": workload, "runtime": {"device": device, "cuda_graphs": cuda_graphs, **ER.runtime_mode(),
                                               **(STEPPED_MODE if stepped else {})}}
 
 
 def serving_scenario(profile: dict, bs: int, n: int, device: str = "cuda", cuda_graphs: bool = True,
-                     stepped: bool = False):
+                     stepped: bool = False, beam_width: int = 1):
     """The scenario of the serving run at ``n`` rows (:func:`serving_scenario_doc`)."""
     import kvsim
-    return kvsim.load_scenario(serving_scenario_doc(profile, bs, n, device, cuda_graphs, stepped))
+    return kvsim.load_scenario(serving_scenario_doc(profile, bs, n, device, cuda_graphs, stepped, beam_width))

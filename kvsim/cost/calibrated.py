@@ -62,7 +62,10 @@ forward pass, so the whole-iteration grids are preferred when present.
 A decode step that also copies blocks (copy-on-write) or swaps is priced as the same decode step alone (its
 serving terms and spread included) with the copies and transfers added.
 Profiles with ``sampling`` (the engine's sampling calls timed alone) add, to a step with beam-search rows, the
-beam calls it makes less the greedy draw the grids were timed with (:mod:`kvsim.cost.sampling_price`).
+beam calls it makes less the greedy draw the grids were timed with (:mod:`kvsim.cost.sampling_price`). Profiles
+whose serving fit also ran beam search (``decode_serving[bs].beam``, :mod:`kvsim.calibrate.beam_fit`) price a
+decode step with beam rows as the stepped step plus the beam runs' measured extra at its beam rows (the copy
+table added, and the extra of their copying steps, when it copies) in place of the sampling table.
 ``step_overhead`` is fitted on decode steps (one lock-step engine run per point); mixed steps, and decode steps
 at a block size without ``decode_serving``, take it made non-decreasing in rows (isotonic); decode steps with a
 serving fit and prefill-only steps the points as measured (the serving fits are made against them). Profiles with ``prefill_overhead``
@@ -169,6 +172,9 @@ class CalibratedCostModel(DecodePriceMixin, StepGridsMixin, DecodeSpreadMixin, S
         if self._serving is not None and stepped is not None:    # the stepped steps' extra in place of extra_s
             self._serving = (stepped[0], stepped[1], None) if self._serving[2] is None else \
                 (stepped[0], stepped[1], np.interp(stepped[0], self._serving[0], self._serving[2]))
+        # beam search's decode steps measured whole, beyond the stepped step (kvsim.calibrate.beam_fit)
+        self._beam = profile.decode_beam.get(block_size_tokens) if stepped_decode and self._serving is not None \
+            else None
         self._pserving = profile.prefill_serving.get(block_size_tokens) if self._pstep is not None else None
         # ... and their host work on the critical path, which a prompt step prepared ahead does not pay (kvsim.overlap)
         self._phost = profile.prefill_host.get(block_size_tokens) if self._pserving is not None else None
@@ -219,6 +225,14 @@ class CalibratedCostModel(DecodePriceMixin, StepGridsMixin, DecodeSpreadMixin, S
             # decode rows: the decode step (serving terms and unequal contexts included); a step that also copies
             # blocks or swaps is that step with the copies and transfers on top
             t = float(self.decode_step_times(len(ctx), np.array([float(sum(ctx))]), np.array([float(max(ctx))]))[0])
+            if self._beam is not None and plan.beam_rows:
+                # a beam step measured whole (its sampling, parents and copies' extra), in place of the parts
+                xs, plain, copying = self._beam
+                t += float(interp1(float(plan.beam_rows), xs, copying if plan.copy_pairs else plain))
+                t = max(t, 0.0) + self.copy_time(len(plan.copy_pairs), 0)
+                if self.include_swaps_in_step:
+                    t += self.swap_time(len(plan.swap_out), 0) + self.swap_time(len(plan.swap_in), 0)
+                return t
             if is_decode_only(plan):
                 return t + self.sampling_extra(plan)
         elif ctx:

@@ -114,6 +114,11 @@ class Profile(TableReader):
         self.decode_stepped = {bs: self._parsed(f"decode_serving.{bs}.stepped", self._stepped, d["stepped"])
                                for bs, d in self._raw_blocks("decode_serving").items()
                                if isinstance(d, dict) and "stepped" in d}
+        # ... and beam search's decode steps measured whole: what they cost beyond a stepped step, by beam rows,
+        # without and with copies (kvsim.calibrate.beam_fit); profiles from 2026-12-07 on
+        self.decode_beam = {bs: self._parsed(f"decode_serving.{bs}.beam", self._beam, d["beam"])
+                            for bs, d in self._raw_blocks("decode_serving").items()
+                            if isinstance(d, dict) and "beam" in d}
         # ... and lone prefill steps of those runs: what a prompt of T tokens adds, by T (may be negative)
         self.prefill_serving = self._blocks("prefill_serving", self._extra_curve, optional=True)
         # ... and those steps' host work on the critical path, by T (what one prepared ahead does not pay:

@@ -166,6 +166,15 @@ class TableReader:
         return TableReader._extra_curve(d, "num_seqs", "")
 
     @staticmethod
+    def _beam(d: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(num_seqs, extra_s, copy_extra_s)`` of beam search's decode steps (``decode_serving[bs].beam``)."""
+        xs, plain = TableReader._extra_curve(d, "num_seqs", "beam: ")
+        copying = _numbers(d["copy_extra_s"], "copy_extra_s")
+        if copying.shape != xs.shape or not np.all(np.isfinite(copying)):
+            raise ValueError("beam: copy_extra_s must be finite and as long as num_seqs")
+        return xs, plain, copying
+
+    @staticmethod
     def _host_curve(d: dict) -> tuple[np.ndarray, np.ndarray]:
         """``(tokens, host_s)`` of the lone prefill steps' host work on the critical path (``prefill_serving``)."""
         xs, _ = TableReader._extra_curve(d)

@@ -20,7 +20,7 @@ class SamplingPriceMixin:
     def prices_sampling(self) -> bool:
         """Whether :meth:`sampling_extra` reads the plans' sampling counts (the simulator then asks its
         scheduler to fill them: ``Scheduler.count_sampling``)."""
-        return self.p.sampling is not None
+        return self.p.sampling is not None or getattr(self, "_beam", None) is not None
 
     def sampling_extra(self, plan: StepPlan) -> float:
         """What beam search adds to a step whose grids were timed with greedy sampling (the profile's
