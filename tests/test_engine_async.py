@@ -127,11 +127,14 @@ def test_overlapped_steps_on_the_gpu_with_graphs_match_stepping():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("scheduler", ["vllm", "static"])
-def test_a_launch_never_waits_for_the_gpu(monkeypatch, scheduler):
+@pytest.mark.parametrize("scheduler,over", [("vllm", {}), ("static", {}),
+                                            ("vllm", {"workload": {"n": 2}, "engine": {"num_gpu_blocks": 24}})])
+def test_a_launch_never_waits_for_the_gpu(monkeypatch, scheduler, over):
     """An overlapped step is launched without the host waiting for the GPU (PyTorch's sync debug mode raises on
     any synchronising call inside ``launch``), also in a static batch whose finished rows are padded and draw
-    nothing (their draws need a gather: a blocking index copy there took the overlap away, v25 on the H100)."""
+    nothing (their draws need a gather: a blocking index copy there took the overlap away, v25 on the H100), and
+    with parallel sampling under swap pressure (copy-on-write and staged swaps: their block ids were sent with
+    ``torch.tensor(..., device=...)``, a stream sync, until 2026-12-06)."""
     from kvsim.engine.runner import ModelRunner
     launch, launched = ModelRunner.launch, []
 
@@ -144,10 +147,12 @@ def test_a_launch_never_waits_for_the_gpu(monkeypatch, scheduler):
         launched.append(len(plan.decode_group_ids))
         return out
     monkeypatch.setattr(ModelRunner, "launch", strict)
-    r = _run(True, engine={"scheduler": scheduler, "num_gpu_blocks": 80},
-             runtime={"device": "cuda", "cuda_graphs": True, "warmup": True})
+    r = _run(True, engine={"scheduler": scheduler, "num_gpu_blocks": 80, **over.get("engine", {})},
+             workload=over.get("workload", {}), runtime={"device": "cuda", "cuda_graphs": True, "warmup": True})
     assert r.info["steps_overlapped"] > 0 and len(launched) >= r.info["steps_overlapped"]
     assert r.summary["requests_finished"] == 10
+    if over:                                      # the case does what it is here for
+        assert r.iterations.cow_copies.sum() > 0 and r.iterations.swap_out_blocks.sum() > 0
 
 
 @pytest.mark.parametrize("overlap,case", [(False, {}), (True, {}), (False, {"workload": {"beam_width": 2}})])
