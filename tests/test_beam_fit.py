@@ -113,3 +113,34 @@ def test_a_malformed_beam_table_is_a_profile_error(bad):
     fit = SF.fit_from_runs(bare, runs, ov)
     with pytest.raises(kvsim.KvsimError, match="beam"):
         Profile(dict(prof, decode_serving={"16": dict(fit, beam=bad)}))
+
+
+def test_a_beam_run_that_fails_is_left_out_and_the_fit_goes_on(monkeypatch):
+    """The beam runs are optional: one that fails is logged and the serving fit's tables come out as without it."""
+    torch = pytest.importorskip("torch")
+    from kvsim.calibrate import engine_runs as ER
+    from kvsim.calibrate import prefill_serving_fit as PS
+    from kvsim.calibrate import serving_runs as SR
+    from kvsim.calibrate import serving_setup as SS
+    from kvsim.catalogue import get_model
+    from kvsim.engine.engine import RealEngine
+    from kvsim.engine.models import build_model
+    monkeypatch.setattr(SS, "PROMPT_RANGE", (8, 64))
+    monkeypatch.setattr(SS, "OUTPUT_RANGE", (24, 48))
+    monkeypatch.setattr(PS, "PREFILL_BIN_STEPS", 2)
+    monkeypatch.setattr(SR, "ONE_OFF", float("inf"))
+    monkeypatch.setattr(ER, "ASYNC_SCHEDULING", False)
+    run = RealEngine.run
+
+    def failing(self):
+        if self.sc.workload.beam_width > 1:
+            raise RuntimeError("no beams here\nsecond line")
+        return run(self)
+    monkeypatch.setattr(RealEngine, "run", failing)
+    spec = get_model("tiny-opt")
+    prof = dict(steep_profile(), model=spec.name, num_layers=spec.num_layers)
+    model = build_model(spec, dtype=torch.float16, device=torch.device("cpu"), weights="dummy")
+    lines = []
+    fit, _ = SF.fit_serving(model, prof, 16, device="cpu", rows=(4,), cuda_graphs=False, log=lines.append, passes=1)
+    assert fit["num_seqs"] == [4] and "beam" not in fit
+    assert lines[1] == "serving n=4 (beam): failed, left out: RuntimeError: no beams here"

@@ -221,6 +221,7 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
     :class:`~kvsim.engine.reuse.EngineParts` the runs share (one KV cache and set of CUDA graphs for all)."""
     from kvsim.catalogue import get_model
     from kvsim.engine.engine import RealEngine
+    from kvsim.errors import KvsimError
     spec = get_model(profile["model"])
     ov = profile["step_overhead"]
     per_n: dict[int, list] = {}
@@ -244,14 +245,25 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
             break
         if n in skip:
             continue
-        sc = serving_scenario(profile, bs, n, device, cuda_graphs, kind == "stepped",
-                              BEAM_WIDTH if kind == "beam" else 1)
+        try:
+            sc = serving_scenario(profile, bs, n, device, cuda_graphs, kind == "stepped",
+                                  BEAM_WIDTH if kind == "beam" else 1)
+        except KvsimError as e:       # beam search where the engine has none (a model or policy without it)
+            log(f"serving n={n} ({kind}): skipped, {e}")
+            continue
         why = ER.fits_memory(sc, spec, bs, device, parts, free) if free is not None else None
         if why:
             log(f"serving n={n}: skipped, {why}")
             skip.add(n)
             continue
-        res = RealEngine(sc, model=model, parts=parts).run()
+        if kind == "beam":            # optional: a beam run that fails leaves beam steps priced from their parts
+            try:
+                res = RealEngine(sc, model=model, parts=parts).run()
+            except (RuntimeError, ValueError, KvsimError) as e:
+                log(f"serving n={n} (beam): failed, left out: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+                continue
+        else:
+            res = RealEngine(sc, model=model, parts=parts).run()
         if kind != "pass":
             (stepped_of if kind == "stepped" else beam_of)[n] = (res.iterations, res.requests)
         else:
