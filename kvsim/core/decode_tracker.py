@@ -143,10 +143,6 @@ class ContiguousTracker(ProtocolTracker):
     def new_blocks(self, step: int, k: int, free: int) -> np.ndarray:
         return np.zeros(k, dtype=np.int64)
 
-    def first_steps_fit(self, step: int, free: int) -> bool:
-        """Decoding takes no blocks."""
-        return True
-
     def shares_partial(self, groups: list) -> bool:
         """Nothing is shared."""
         return False

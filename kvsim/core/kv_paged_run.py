@@ -163,10 +163,6 @@ class PagedDecodeTracker:
                         ev[je] = v
                         insort(steps, je)
 
-    def first_steps_fit(self, step: int, free: int) -> bool:
-        """Whether the blocks of the ``MIN_STEPS`` steps from ``step`` are free (``start``'s check)."""
-        return len(self.new_blocks(step, MIN_STEPS, free)) == MIN_STEPS
-
     def new_blocks(self, step: int, k: int, free: int) -> list[int]:
         # (plain lists: a segment's few numbers cost less than numpy's per-call overhead)
         cnt, bs = self._cnt, self.bs
