@@ -74,6 +74,29 @@ def _price(cost, seg: Segment, t0: float, limit: float, first: bool):
     return n, float(clock[n - 1]) if n else t0, float(clock[n]), clock, dts
 
 
+def _until_not_ahead(eng, seg: Segment, t0: float, priced: tuple, limit: float, first: bool, before: float):
+    """``priced`` cut before its first step that was not prepared while the one before it flew (a request due
+    while that one ran: :mod:`kvsim.overlap`), which the engine loop then takes with its host part. Only a
+    segment's last steps can be such (the run stops at the next arrival: every step starts before it, and a decode
+    step is never shorter than half the one before it), so they are looked at from the end. ``first``: the segment
+    starts the run (its first step was checked by :func:`fast_forward`); ``before``: the start of the step before
+    the segment's first otherwise."""
+    k = priced[0]
+    if limit == float("inf"):
+        return priced
+    starts = _starts(eng.cost, (priced[3], seg, None, k, t0, None))
+    flew = eng.overlap.flew
+    j = k
+    while j > (1 if first else 0):
+        prev = starts[j - 2] if j >= 2 else before
+        if flew(float(prev), float(starts[j - 1])):
+            break
+        j -= 1
+    if j == k:
+        return priced
+    return _price(eng.cost, seg, t0, float(starts[j]), first) if j else (0, t0, t0, None, None)
+
+
 def _times(cost, seg: Segment, dts):
     """The segment's step times (``_price``'s, made now where it left them out)."""
     return cost.decode_run_times(seg.num_seqs, seg.ctx_sum, seg.ctx_max, seg.steps) if dts is None else dts
@@ -108,6 +131,10 @@ def fast_forward(eng):
     run = start_decode_run(sched)
     if run is None:
         return None
+    ov = eng.overlap
+    if ov is not None and ov.decode_priced and not (ov.seen_decode and ov.ahead(env.now)):
+        return None         # its first step (or, the first decode step, its second) pays its host part (kvsim.overlap):
+        #                     the engine loop prices it
     if mix is not None:     # a step's windowed key sum is then the plain context sum: linear, as segments price it
         run.ctx_limit = mix.min_window
     seg = run.next_segment()
@@ -125,8 +152,9 @@ def _limit(eng) -> float:
     swapped out (the step at or after it would admit it)."""
     sched = eng.sched
     limit = eng.max_time_s if eng.max_time_s is not None else float("inf")
-    if not sched.waiting and not sched.swapped:
-        limit = min(limit, eng.next_arrival_s)
+    ov = eng.overlap
+    if (not sched.waiting and not sched.swapped) or (ov is not None and ov.decode_priced):
+        limit = min(limit, eng.next_arrival_s)      # (a request due: the step in flight may not fly, kvsim.overlap)
     return limit
 
 
@@ -145,9 +173,12 @@ def _advance(eng, run, seg: Segment, priced: tuple, limit: float):
     taken = 0           # steps taken from the run
     last_start = t      # the start of the last step priced
     values = getattr(run.tracker, "segment_values", None)     # closed-form memory as a tuple (paged runs)
+    ov_decode = eng.overlap is not None and eng.overlap.decode_priced     # (steps not prepared ahead: the loop's)
     while True:
         if priced is None and seg.steps:        # the run's next segment, from t up to the limit
             priced = _price(eng.cost, seg, t, limit, False)
+        if seg.steps and priced[0] and ov_decode:
+            priced = _until_not_ahead(eng, seg, t, priced, limit, start, last_start)
         short = False                           # (the run stops short of memory)
         if seg.steps:
             if priced[0] == 0:

@@ -21,7 +21,13 @@ the step's start to the next one's. The profile's lone-prefill fit prices a pref
 on the critical path (the serving fit's closed loops prepare 99% of them stepped) and records that host part by
 prompt length (``prefill_serving[bs].host_s``); a prefill-only step prepared ahead is priced without it
 (:meth:`kvsim.cost.calibrated.CalibratedCostModel.prompt_host_s`). Decode steps are priced as the serving fit's,
-nearly all prepared ahead. Needs no torch.
+nearly all prepared ahead; one that was not pays the host part the overlapped calibration's stepped runs measured
+beyond its rows (:meth:`~kvsim.cost.calibrated.CalibratedCostModel.decode_host_s`, 0.18-0.34 ms on the H200
+Llama-3-8B profile of 2026-12-06). In open-loop serving those are mostly the steps in flight when a request
+arrives: on the H200 (``validation/H200-async``: v13, v19, v21) 39-51% of those steps were prepared ahead against
+96-97% of all decode steps, their host part on the critical path 0.16-0.22 ms against 0.02, so arrivals waited
+longer than the simulator said (TTFT p50 −3.4% and −6.3% on v13 and v21). Fast-forwarded runs stop at each arrival
+and leave such a step to the engine loop (:mod:`kvsim.fastforward`). Needs no torch.
 """
 from __future__ import annotations
 
@@ -32,10 +38,16 @@ OVERLAP_MARGIN = 1.5    # the engine's rule (kvsim.engine.serve_loop imports it 
 
 class PromptOverlap:
     """Follows the steps of one simulated run; :meth:`ahead` says whether the step starting now was prepared
-    while the one before it flew. ``arrivals``: the requests' arrival times, sorted."""
+    while the one before it flew. ``arrivals``: the requests' arrival times, sorted. ``prompt_steps``: steps with
+    prompt tokens fly too (``runtime.async_prompt_steps``); without it only decode steps do. ``prices``: which
+    steps' prices read it (``"prompt"``: prefill-only steps prepared ahead lose their host part; ``"decode"``:
+    decode steps not prepared ahead pay theirs, :meth:`~kvsim.cost.calibrated.CalibratedCostModel.decode_host_s`)."""
 
-    def __init__(self, arrivals):
+    def __init__(self, arrivals, prompt_steps: bool = True, prices: frozenset = frozenset({"prompt"})):
         self.arrivals = list(arrivals)
+        self.prompt_steps = prompt_steps
+        self.prompt_priced = "prompt" in prices
+        self.decode_priced = "decode" in prices
         self.last_start: float | None = None
         self.last_prompt = False        # the step before had prompt tokens
         self.could_fly = False          # ... and a step of its kind had been timed before it (its prediction)
@@ -44,7 +56,7 @@ class PromptOverlap:
 
     def started(self, t: float, prompt: bool) -> None:
         """A step with (``prompt``) or without prompt tokens starts at ``t``."""
-        self.could_fly = self.seen_prompt if prompt else self.seen_decode
+        self.could_fly = (self.seen_prompt and self.prompt_steps) if prompt else self.seen_decode
         self.last_start, self.last_prompt = t, prompt
         if prompt:
             self.seen_prompt = True
@@ -56,21 +68,33 @@ class PromptOverlap:
         the first request due after its start came after 1.5x its time (``now`` less its start)."""
         if self.last_start is None or not self.could_fly:
             return False
-        i = bisect_right(self.arrivals, self.last_start)
+        return self.flew(self.last_start, now)
+
+    def flew(self, start: float, end: float) -> bool:
+        """Whether a step that could fly, started at ``start`` and taking until ``end``, flew: no request due after
+        its start and by 1.5x its time after it (the next step was then prepared ahead)."""
+        i = bisect_right(self.arrivals, start)
         due = self.arrivals[i] if i < len(self.arrivals) else float("inf")
-        return due > self.last_start + OVERLAP_MARGIN * (now - self.last_start)
+        return due > start + OVERLAP_MARGIN * (end - start)
 
 
 def prompt_overlap(setup, cost) -> PromptOverlap | None:
     """The run's :class:`PromptOverlap`, or None where no step's price depends on it: the scenario's engine does not
-    overlap prompt steps, runs beam search, tensor-parallel or a closed loop, or the cost model has no host part
-    of a prompt step to take off (a profile without ``prefill_serving[bs].host_s``)."""
+    overlap, runs beam search, tensor-parallel or a closed loop, or the cost model has no host part to take off a
+    prompt step prepared ahead (a profile without ``prefill_serving[bs].host_s``, or prompt steps not overlapped)
+    nor to add to a decode step that was not (a profile without an overlapped fit's stepped rows)."""
     sc = setup.scenario
     rt = sc.runtime
-    if not getattr(cost, "prices_prompt_host", False):      # first: most runs stop here, before any walk
+    prices = frozenset(k for k, on in (("prompt", getattr(cost, "prices_prompt_host", False)),
+                                       ("decode", getattr(cost, "prices_decode_host", False))) if on)
+    if not prices:                                          # first: most runs stop here, before any walk
         return None
-    if not (rt.async_scheduling and rt.async_prompt_steps) or sc.tensor_parallel > 1:
+    if not rt.async_scheduling or sc.tensor_parallel > 1:
         return None
+    if not rt.async_prompt_steps:
+        prices -= {"prompt"}
+        if not prices:
+            return None
     if sc.workload.max_concurrency is not None or any(r.beam_width > 1 for r in setup.requests):
         return None
-    return PromptOverlap(sorted(r.arrival_s for r in setup.requests))
+    return PromptOverlap(sorted(r.arrival_s for r in setup.requests), bool(rt.async_prompt_steps), prices)

@@ -208,11 +208,15 @@ class SimEngine:
             swap_s = self._swap_time(plan)
             dt = cost.step_time(plan) + (cost.wake_time(plan) if woke else 0.0)
             woke = False
-            if self.overlap is not None:      # a prompt step prepared ahead: its host work off the critical path
-                prompt = bool(plan.prefill_new_tokens)
-                if prompt and not plan.decode_context_tokens and self.overlap.ahead(env.now):
-                    dt = max(0.0, dt - cost.prompt_host_s(plan))
-                self.overlap.started(env.now, prompt)
+            ov = self.overlap
+            if ov is not None:      # a prompt step prepared ahead: its host work off the critical path; a decode
+                prompt = bool(plan.prefill_new_tokens)      # step that was not: its host work on it
+                if prompt:
+                    if ov.prompt_priced and not plan.decode_context_tokens and ov.ahead(env.now):
+                        dt = max(0.0, dt - cost.prompt_host_s(plan))
+                elif ov.decode_priced and plan.decode_context_tokens and not ov.ahead(env.now):
+                    dt += cost.decode_host_s(len(plan.decode_context_tokens))
+                ov.started(env.now, prompt)
             self._record(plan, env.now, dt, swap_s)
             if swap_s > 0:
                 with self.host_link.request() as req:

@@ -172,6 +172,14 @@ class CalibratedCostModel(DecodePriceMixin, StepGridsMixin, DecodeSpreadMixin, S
         if self._serving is not None and stepped is not None:    # the stepped steps' extra in place of extra_s
             self._serving = (stepped[0], stepped[1], None) if self._serving[2] is None else \
                 (stepped[0], stepped[1], np.interp(stepped[0], self._serving[0], self._serving[2]))
+        # what a decode step pays where it was not prepared while the one before it flew (kvsim.overlap): an
+        # overlapped calibration's stepped steps' extra beyond its rows' (decode_serving[bs].stepped)
+        # (the difference at the stepped rows, interpolated and held outside them: each side held alone would
+        # set a 64-row stepped extra against a 128-row serving one)
+        own = profile.decode_stepped.get(block_size_tokens)
+        self._dhost = None if own is None or stepped_decode or self._serving is None else \
+            (own[0], np.maximum(own[1] - np.interp(own[0], self._serving[0], self._serving[1]), 0.0))
+        self.prices_decode_host = self._dhost is not None
         # beam search's decode steps measured whole, beyond the stepped step (kvsim.calibrate.beam_fit)
         self._beam = profile.decode_beam.get(block_size_tokens) if stepped_decode and self._serving is not None \
             else None
@@ -198,6 +206,12 @@ class CalibratedCostModel(DecodePriceMixin, StepGridsMixin, DecodeSpreadMixin, S
         if not tokens or self.p.prefill_overhead is None:
             return 0.0
         return max(0.0, float(interp1(float(tokens), *self.p.prefill_overhead)))
+
+    def decode_host_s(self, rows: int) -> float:
+        """What a decode step of ``rows`` rows adds where its host work was not hidden behind the step before it
+        (:mod:`kvsim.overlap`): the overlapped calibration's stepped steps' extra beyond its rows' (at least 0),
+        interpolated in ``rows`` between the stepped rows and held outside them; 0 for other profiles."""
+        return 0.0 if self._dhost is None else float(np.interp(float(rows), *self._dhost))
 
     def wake_time(self, plan: StepPlan) -> float:
         """``wake_overhead`` at the step's prompt tokens (its first point for a step without any): what a
