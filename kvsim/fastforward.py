@@ -7,7 +7,8 @@ simulator's side: each segment's step times from the cost model's
 ``decode_run_times`` (a Python loop for short segments) or vectorised
 ``decode_step_times`` (both bit-identical to ``step_time``), finish times from the
 same running sum of step times as SimPy's clock, the cut at the next arrival
-(when nothing waits or is swapped) or the time limit, the clock advanced to
+(when nothing waits or is swapped, and always where the cost model prices the decode steps the engine did not
+prepare ahead, :mod:`kvsim.overlap`: a run then also stops before such a step) or the time limit, the clock advanced to
 where stepping would leave it, arrivals queued at the step they would have
 joined, and one iteration record per segment (:class:`kvsim.segments.SegmentTable`:
 a few numbers, its rows rebuilt on demand).
