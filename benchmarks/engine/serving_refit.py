@@ -8,7 +8,8 @@ every batch but seven in serving), and with the profile's evenly spaced spread g
 data are the calibration's own runs, not a validation scenario's, so choosing a fit form on them does not tune
 to the validation set.
 
-With ``--write OUT.json`` it also writes the profile with ``decode_serving`` refitted in ``--form`` and
+With ``--write OUT.json`` it also writes the profile with ``decode_serving`` refitted in ``--form`` (with its
+``stepped`` and ``beam`` tables from ``RUNS_DIR/stepped`` and ``RUNS_DIR/beam`` where the calibration kept them) and
 ``prefill_serving`` refitted from those runs (what the calibration writes; the runs and the profile are from one
 calibration, one card).
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -89,7 +91,11 @@ def main() -> None:
 
     if a.write:
         graphs, bare, overhead = fit_inputs(prof, a.block_size, runs)
-        fit = SF.fit_from_runs(bare, runs, overhead, a.form)
+        # an overlapped calibration's stepped runs and any calibration's beam runs, kept beside the others: without
+        # them the refit would drop decode_serving's stepped and beam tables
+        extra = {k: SF.load_runs(Path(a.runs) / k) for k in ("stepped", "beam")}
+        fit = SF.fit_from_runs(bare, runs, overhead, a.form, stepped_runs=extra["stepped"] or None,
+                               beam_runs=extra["beam"] or None)
         pre = SF.fit_prefill_from_runs(SF.stripped_cost(prof, a.block_size, graphs, drop=SF.UNFITTED_PREFILL,
                                                         bare=False), runs)
         old = prof.get("decode_serving", {}).get(str(a.block_size), {})
