@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from kvsim.engine.draws import rows_index
 from kvsim.engine.swap_staged import swap_in_staged, swap_out_staged
 
 
@@ -67,7 +68,7 @@ class KVCache:
         ids = [i for pair in pairs for i in pair]
         if min(ids) < 0 or max(ids) >= self.num_blocks:
             raise ValueError(f"copy-on-write block ids must be in [0, {self.num_blocks}), got {pairs}")
-        t = torch.tensor(pairs, dtype=torch.int64).to(self.device, non_blocking=True)
+        t = rows_index(pairs, self.device)
         copy_blocks_planes(self.planes, t, backend=self.backend, ids_checked=True)
 
     def swap_out(self, pairs: list[tuple[int, int]]) -> None:

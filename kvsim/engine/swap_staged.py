@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from kvsim.engine.draws import rows_index   # (ids sent non_blocking: no wait for the step before)
+
 STAGE_BYTES = 128 << 20     # staging buffer per chunk (a swap of more blocks is done in chunks of this size)
 
 
@@ -52,12 +54,6 @@ def _check(pairs, gpu_blocks: int, cpu_blocks: int) -> None:
         raise ValueError(f"swap block ids must be distinct, got {pairs}")
 
 
-def _ids(ids: list[int], device: torch.device) -> torch.Tensor:
-    """Block ids as an index on ``device``, sent ``non_blocking`` (``torch.tensor(..., device=...)`` synchronised
-    the stream, so an overlapped step that swaps waited there for the step before it)."""
-    return torch.tensor(ids, dtype=torch.int64).to(device, non_blocking=True)
-
-
 def swap_out_staged(planes: torch.Tensor, pool: torch.Tensor, pairs: list[tuple[int, int]]) -> int:
     """GPU block -> CPU block for ``(gpu, cpu)`` pairs, all planes; returns the PCIe copies issued."""
     if not pairs:
@@ -67,7 +63,7 @@ def swap_out_staged(planes: torch.Tensor, pool: torch.Tensor, pairs: list[tuple[
     non_blocking = planes.is_cuda != pool.is_cuda
     copies = 0
     for part in _chunks(order, _per_chunk(planes)):
-        gids = _ids([g for g, _ in part], planes.device)
+        gids = rows_index([g for g, _ in part], planes.device)
         stage = planes.index_select(1, gids).transpose(0, 1).contiguous()     # [n, planes, ...]
         for c, j, n in cpu_runs([c for _, c in part]):
             pool[c:c + n].copy_(stage[j:j + n], non_blocking=non_blocking)
@@ -88,6 +84,6 @@ def swap_in_staged(planes: torch.Tensor, pool: torch.Tensor, pairs: list[tuple[i
         for c, j, n in cpu_runs([c for c, _ in part]):
             stage[j:j + n].copy_(pool[c:c + n], non_blocking=non_blocking)
             copies += 1
-        gids = _ids([g for _, g in part], planes.device)
+        gids = rows_index([g for _, g in part], planes.device)
         planes.index_copy_(1, gids, stage.transpose(0, 1))
     return copies
