@@ -42,16 +42,12 @@ def beam_row(cost, its: pd.DataFrame, reqs: pd.DataFrame, n: int, overhead, extr
     when it has fewer than :data:`MIN_BEAM_STEPS` of either kind. ``cost``: the bare calibrated model of the fit
     (grid and spread, no step overhead); ``overhead(n)``, ``extra(n)``: the step overhead and the stepped extra
     the fit gives a row."""
-    ctx = SR.step_contexts(its, reqs, BEAM_WIDTH)
-    ctx = ctx[ctx.valid & (ctx.n == n)] if len(ctx) else ctx
-    if not len(ctx):
+    steps = SR.row_steps(cost, its, reqs, n, 1, BEAM_WIDTH)
+    if steps is None:
         return None
-    sums, top = ctx.ctx_sum.to_numpy(float), ctx.ctx_max.to_numpy(float)
-    grid, _ = cost.decode_grid_and_spread(n, sums, top)
-    ref = grid + cost.decode_grid_spread(n, sums, top) + float(overhead(n)) + float(extra(n))
-    dur = its.loc[ctx.index, "duration_s"].to_numpy(float)
-    copies = its.loc[ctx.index, "cow_copies"].to_numpy(int) if "cow_copies" in its.columns else np.zeros(len(dur), int)
-    usual = dur <= SR.ONE_OFF * float(np.median(dur))
+    dur, usual = steps.dur, steps.usual
+    ref = steps.grid + steps.spread + float(overhead(n)) + float(extra(n))
+    copies = its.loc[steps.index, "cow_copies"].to_numpy(int) if "cow_copies" in its.columns else np.zeros(len(dur), int)
     plain, copying = usual & (copies == 0), usual & (copies > 0)
     if plain.sum() < MIN_BEAM_STEPS and copying.sum() < MIN_BEAM_STEPS:
         return None

@@ -75,8 +75,8 @@ from kvsim.calibrate.prefill_serving_fit import fit_prefill_from_runs, prefill_c
 from kvsim.calibrate.spread_fit import MAX_FRACTION, fit_rows, pooled_fractions  # noqa: F401 (the row form)
 from kvsim.calibrate.beam_fit import BEAM_ROWS, BEAM_WIDTH, fit_beam
 from kvsim.cost.profile import interp1
-from kvsim.calibrate.serving_runs import (by_pass, join_passes, load_runs, lone_prefills, spread_order,  # noqa: F401
-                                          save_runs, step_contexts)
+from kvsim.calibrate.serving_runs import (by_pass, host_ahead, join_passes, load_runs, lone_prefills,  # noqa: F401
+                                          save_runs, spread_order, step_contexts)
 
 ROWS = (4, 8, 9, 16, 17, 24, 32, 64, 128)   # both ends of the 9-16 and 17-24 graph buckets; 64 and 128 for big batches
 PASSES = 2                         # spread order, then reversed: each row meets the host at two times (module doc)
@@ -88,36 +88,15 @@ STEPPED_ROWS = (4, 16, 64)         # an overlapped calibration also runs these r
 #                                    2026-12-06: 1-2 per run were not), too few to price a step that never overlaps
 
 
-def host_ahead(its: pd.DataFrame) -> np.ndarray | None:
-    """Which of these engine steps were scheduled and prepared while the step before them was in flight
-    (``host_ahead``, :mod:`kvsim.engine.serve_loop`); None for stepped runs and records without the column."""
-    if "host_ahead" not in its.columns:
-        return None
-    a = its.host_ahead.to_numpy() == 1
-    return a if a.any() else None
-
-
 def _row_steps(cost, its: pd.DataFrame, reqs: pd.DataFrame, n: int):
-    """The decode steps at exactly ``n`` rows of one run (None when fewer than :data:`MIN_STEPS`):
-    ``(dur, grid, u, spread, cpu, usual, ahead)`` per step: measured, the grid's price and spread unit, the spread
-    term, host time on the critical path (None without ``cpu_s``), not one-off work, prepared ahead (None when
-    the run does not say)."""
-    ctx = step_contexts(its, reqs)
-    ctx = ctx[ctx.valid & (ctx.n == n)] if len(ctx) else ctx
-    if len(ctx) < MIN_STEPS:
-        return None
-    sums, top = ctx.ctx_sum.to_numpy(float), ctx.ctx_max.to_numpy(float)
-    grid, u = cost.decode_grid_and_spread(n, sums, top)
-    spread = cost.decode_grid_spread(n, sums, top)
-    dur = its.loc[ctx.index, "duration_s"].to_numpy(float)
-    cpu = its.loc[ctx.index, "cpu_s"].to_numpy(float) if "cpu_s" in its.columns else None
-    usual = dur <= SR.ONE_OFF * float(np.median(dur))
-    return dur, grid, u, spread, cpu, usual, host_ahead(its.loc[ctx.index])
+    """The decode steps at exactly ``n`` rows of one run, None when fewer than :data:`MIN_STEPS`
+    (:func:`kvsim.calibrate.serving_runs.row_steps`)."""
+    return SR.row_steps(cost, its, reqs, n, MIN_STEPS)
 
 
 def _stepped_row(n: int, steps, mask, overhead) -> tuple:
     """``(n, extra_s, host_s)`` of the steps ``mask`` selects (stepped: host work on the critical path)."""
-    dur, grid, _u, spread, cpu, _usual, _ahead = steps
+    dur, grid, spread, cpu = steps.dur, steps.grid, steps.spread, steps.cpu
     return (int(n), float(np.mean(dur[mask] - grid[mask] - spread[mask])) - float(overhead(n)),
             None if cpu is None else float(np.median(cpu[mask])))
 
@@ -142,7 +121,7 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
         steps = _row_steps(cost, its, reqs, n)
         if steps is None:
             continue
-        dur, grid, u, spread, cpu, usual, ahead = steps
+        dur, grid, u, spread, cpu, usual, ahead, _ = steps
         off = None if ahead is None else usual & ~ahead    # overlapped runs: the steps not prepared ahead, apart
         if off is not None and off.sum() >= MIN_STEPPED:
             stepped[int(n)] = _stepped_row(n, steps, off, overhead)
@@ -154,7 +133,7 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
     for n, (its, reqs) in sorted((stepped_runs or {}).items()):
         steps = _row_steps(cost, its, reqs, n)
         if steps is not None:
-            stepped[int(n)] = _stepped_row(n, steps, steps[5], overhead)
+            stepped[int(n)] = _stepped_row(n, steps, steps.usual, overhead)
     stepped = [stepped[n] for n in sorted(stepped)]
     if not rows:
         return {}
@@ -256,14 +235,14 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
             log(f"serving n={n}: skipped, {why}")
             skip.add(n)
             continue
-        if kind == "beam":            # optional: a beam run that fails leaves beam steps priced from their parts
-            try:
-                res = RealEngine(sc, model=model, parts=parts).run()
-            except (RuntimeError, ValueError, KvsimError) as e:
-                log(f"serving n={n} (beam): failed, left out: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
-                continue
-        else:
+        try:
             res = RealEngine(sc, model=model, parts=parts).run()
+        except (RuntimeError, ValueError, KvsimError) as e:
+            if kind != "beam":
+                raise
+            # optional: a beam run that fails leaves beam steps priced from their parts
+            log(f"serving n={n} (beam): failed, left out: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            continue
         if kind != "pass":
             (stepped_of if kind == "stepped" else beam_of)[n] = (res.iterations, res.requests)
         else:

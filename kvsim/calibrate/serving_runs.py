@@ -4,6 +4,8 @@ saved and loaded (``kvsim calibrate --serving-runs DIR``) so a fit can be redone
 run in (:func:`spread_order`)."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 
@@ -43,6 +45,46 @@ def step_contexts(its: pd.DataFrame, reqs: pd.DataFrame, width: int = 1) -> pd.D
             (width > 1 or "mem_used" not in its.columns or abs(total - float(its.mem_used.iloc[i])) < 0.5)
         out[its.index[i]] = (n, total, float(ctx.max()) if n else 0.0, ok)
     return pd.DataFrame.from_dict(out, orient="index", columns=cols)
+
+
+class RowSteps(NamedTuple):
+    """One run's decode steps at one row count, per step: measured, the grid's price and spread unit, the spread
+    term, host time on the critical path (None without ``cpu_s``), not one-off work, prepared ahead (None when the
+    run does not say), and their rows in the run's iterations."""
+    dur: np.ndarray
+    grid: np.ndarray
+    u: np.ndarray
+    spread: np.ndarray
+    cpu: np.ndarray | None
+    usual: np.ndarray
+    ahead: np.ndarray | None
+    index: pd.Index
+
+
+def row_steps(cost, its: pd.DataFrame, reqs: pd.DataFrame, n: int, min_steps: int, width: int = 1) -> RowSteps | None:
+    """The decode-only steps at exactly ``n`` rows of one run (contexts from :func:`step_contexts`, ``width`` beams
+    a request), priced by ``cost``'s grid and spread, or None when fewer than ``min_steps``; a step over
+    :data:`ONE_OFF` times the median is not ``usual``."""
+    ctx = step_contexts(its, reqs, width)
+    ctx = ctx[ctx.valid & (ctx.n == n)] if len(ctx) else ctx
+    if len(ctx) < min_steps:
+        return None
+    sums, top = ctx.ctx_sum.to_numpy(float), ctx.ctx_max.to_numpy(float)
+    grid, u = cost.decode_grid_and_spread(n, sums, top)
+    spread = cost.decode_grid_spread(n, sums, top)
+    dur = its.loc[ctx.index, "duration_s"].to_numpy(float)
+    cpu = its.loc[ctx.index, "cpu_s"].to_numpy(float) if "cpu_s" in its.columns else None
+    usual = dur <= ONE_OFF * float(np.median(dur))
+    return RowSteps(dur, grid, u, spread, cpu, usual, host_ahead(its.loc[ctx.index]), ctx.index)
+
+
+def host_ahead(its: pd.DataFrame) -> np.ndarray | None:
+    """Which of these engine steps were scheduled and prepared while the step before them was in flight
+    (``host_ahead``, :mod:`kvsim.engine.serve_loop`); None for stepped runs and records without the column."""
+    if "host_ahead" not in its.columns:
+        return None
+    a = its.host_ahead.to_numpy() == 1
+    return a if a.any() else None
 
 
 def by_pass(its: pd.DataFrame, n: int) -> dict | None:
