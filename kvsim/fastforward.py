@@ -85,7 +85,8 @@ def _until_not_ahead(eng, seg: Segment, t0: float, priced: tuple, limit: float, 
     k = priced[0]
     if limit == float("inf"):
         return priced
-    starts = _starts(eng.cost, (priced[3], seg, None, k, t0, None))
+    clock = priced[3]           # (the segment's running sum where _price made it: its starts, no copy taken)
+    starts = clock if clock is not None else _starts(eng.cost, (clock, seg, None, k, t0, None))
     flew = eng.overlap.flew
     j = k
     while j > (1 if first else 0):
