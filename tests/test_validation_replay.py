@@ -115,12 +115,14 @@ def _meets_issue_10s_bars(table: pd.DataFrame, every_scenario: bool = True) -> N
     ("H100-async", ["validation", "holdout"], ["calibrate/profiles/H100/llama-3-8b-async.json"], True),
     # ... and on an H200 (eleven of them run twice)
     ("H200-async", ["validation", "holdout"], ["calibrate/profiles/H200/llama-3-8b-async.json"], True),
+    # OPT-13B overlapped at block 16 on an H100 (2026-12-07; two of them run twice)
+    ("H100-async-opt", ["validation", "holdout"], ["calibrate/profiles/H100/opt-13b-async.json"], True),
 ])
 def test_whole_sets_replay_to_their_committed_tables_within_the_bars(tmp_path, val, scenarios, profiles,
                                                                      every_scenario):
     """Every committed engine trace of the H200 sets (the 26-scenario set, the holdouts, the Llama-3-8B set
     calibrated with the defaults of 2026-12-06) and of the H100 sets calibrated with those defaults, stepped and
-    overlapped (and the overlapped set on an H200), priced again,
+    overlapped (and the overlapped set on an H200, and OPT-13B overlapped on an H100), priced again,
     gives the committed table (so no pricing change leaves the README's figures stale), and those tables meet
     issue #10's bars (the medians; where ``every_scenario``, every scenario's throughput and mean latency too)."""
     table = pd.read_csv(ROOT / "validation" / val / "validation-replay.csv")
