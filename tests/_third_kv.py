@@ -66,6 +66,9 @@ class PrivateBlocksKV:
     def group_blocks(self, g):
         return sum(len(self.tables.get(s.seq_id, ())) for s in g.seqs)
 
+    def shared_blocks(self, g):
+        return 0
+
     def free_group(self, g):
         for s in g.seqs:
             self.free.extend(self.tables.pop(s.seq_id, ()))

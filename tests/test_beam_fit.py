@@ -14,6 +14,7 @@ from kvsim.cost.calibrated import CalibratedCostModel, Profile
 from tests.test_serving_fit import _overhead, _runs_made_of, cost_of, steep_profile
 
 PLAIN, COPYING = 3e-4, 5e-4          # what a beam step adds beyond the stepped step: without and with copies
+SAVING = 0.6                         # the share of its shared reads' grid attention time a beam step does not pay
 
 
 def beam_run(n: int, seed: int = 0):
@@ -27,9 +28,10 @@ def beam_run(n: int, seed: int = 0):
     return res.iterations, res.requests
 
 
-def _priced_beam_runs(bare, ov, extra, noise=0.0):
+def _priced_beam_runs(bare, ov, extra, noise=0.0, saving=0.0):
     """Beam runs whose decode steps cost the stepped step (grid, spread, overhead, ``extra(n)``) plus PLAIN, or the
-    profile's copy table plus COPYING where they copy (+ noise)."""
+    profile's copy table plus COPYING where they copy, less ``saving`` times the grid's attention time of the reads
+    their beams share (the rows' blocks less the blocks in use) (+ noise)."""
     rng = np.random.default_rng(3)
     runs = {}
     for n in BF.BEAM_ROWS:
@@ -41,8 +43,9 @@ def _priced_beam_runs(bare, ov, extra, noise=0.0):
             step = bare.decode_grid_and_spread(int(r.n), sums, top)[0][0] + \
                 bare.decode_grid_spread(int(r.n), sums, top)[0] + ov(int(r.n)) + extra(int(r.n))
             c = int(its.loc[k, "cow_copies"])
+            shared = max(r.ctx_sum / 16 + r.n / 2 - its.loc[k, "blocks_in_use"], 0.0) * 16
             its.loc[k, "duration_s"] = step + (bare.copy_time(c, 0) + COPYING if c else PLAIN) + \
-                noise * rng.standard_normal()
+                noise * rng.standard_normal() - saving * bare.shared_attention(int(r.n), sums, top, [shared])[0]
         runs[n] = (its, reqs)
     return runs
 
@@ -72,9 +75,76 @@ def test_the_fit_recovers_what_beam_steps_add_with_and_without_copies(noise):
     tol = 1e-9 if noise == 0 else 2e-5
     assert fit["extra_s"] == pytest.approx([PLAIN] * 2, abs=tol)
     assert fit["copy_extra_s"] == pytest.approx([COPYING] * 2, abs=tol)
+    assert fit["shared_saving"] == pytest.approx(0.0, abs=0.05 if noise else 1e-9)
     assert all(s >= 2 * BF.MIN_BEAM_STEPS for s in fit["steps"])
     wrong = BF.fit_beam(bare, _priced_beam_runs(bare, ov, extra), ov, lambda n: 0.0)   # another reference: moves
     assert wrong["extra_s"][0] == pytest.approx(PLAIN + extra(4), abs=1e-9)
+
+
+@pytest.mark.parametrize("noise", [0.0, 1e-5])
+def test_the_fit_recovers_the_saving_on_reads_the_beams_share(noise):
+    """Beams read their shared prompt blocks once each: the steps that share more cost less, by a share of the
+    grid's attention time of those reads that the fit takes from the steps' variation inside each row and kind."""
+    prof, bare, ov = _setup()
+    extra = lambda n: 1e-4                  # noqa: E731
+    runs = _priced_beam_runs(bare, ov, extra, noise, saving=SAVING)
+    attn = [BF.beam_row(bare, its, reqs, n, ov, extra)[2] for n, (its, reqs) in runs.items()]
+    assert all(a.max() > 2 * max(a.min(), 1e-5) for a in attn)      # the shared reads vary inside each run
+    fit = BF.fit_beam(bare, runs, ov, extra)
+    tol = 1e-9 if noise == 0 else 0.1
+    assert fit["shared_saving"] == pytest.approx(SAVING, abs=tol)
+    assert fit["extra_s"] == pytest.approx([PLAIN] * 2, abs=1e-9 if noise == 0 else 1e-5)
+    assert fit["copy_extra_s"] == pytest.approx([COPYING] * 2, abs=1e-9 if noise == 0 else 1e-5)
+    plain = BF.fit_beam(bare, _priced_beam_runs(bare, ov, extra, noise, saving=0.0), ov, extra)
+    assert plain["shared_saving"] < 0.1 < fit["shared_saving"]
+
+
+def test_the_scheduler_counts_each_extra_read_of_a_block_its_beams_share(monkeypatch, tmp_path):
+    """``StepPlan.beam_shared_blocks``: the beam rows' table lengths less the distinct blocks in them, group by
+    group, as the scheduler hands the plan over (after its appends and copies)."""
+    from kvsim.core import scheduler as S
+    from tests.test_sampling_price import plans
+    seen = []
+    orig = S.Scheduler.schedule
+
+    def check(self, now):
+        plan = orig(self, now)
+        want = 0
+        for gid in plan.decode_group_ids:
+            tables = [self.kv.block_table(s.seq_id) for s in self.groups[gid].seqs]
+            want += sum(map(len, tables)) - len(set().union(*tables))
+        seen.append((plan.beam_shared_blocks, want))
+        return plan
+    monkeypatch.setattr(S.Scheduler, "schedule", check)
+    plans(monkeypatch, tmp_path, beam_width=3, prompt_len_range=[20, 70])
+    assert seen and all(got == want for got, want in seen)
+    assert sum(got > 0 for got, _ in seen) > len(seen) // 3
+    seen.clear()
+    plans(monkeypatch, tmp_path, n=3, prompt_len_range=[20, 70])       # not beams: not counted
+    assert seen and all(got == 0 for got, _ in seen) and any(want > 0 for _, want in seen)
+
+
+def test_a_beam_step_pays_its_shared_reads_at_the_saving():
+    prof, bare, ov = _setup()
+    runs = _runs_made_of(bare, {4: (1.0e-3, None), 16: (1.6e-3, None)}, 0.0, lambda _, __, grid_spread: grid_spread)
+    fit = SF.fit_from_runs(bare, runs, ov)
+    beam = {"num_seqs": [4, 16], "extra_s": [PLAIN] * 2, "copy_extra_s": [COPYING] * 2}
+    kw = dict(model_name="OPT-13B", dtype="fp16", block_size_tokens=16, decode_graph_batches=[1, 2, 4, 8, 16, 32],
+              stepped_decode=True)
+    model = {s: CalibratedCostModel(Profile(dict(prof, meta=dict(prof["meta"], cuda_graphs=True), decode_serving={
+        "16": dict(fit, beam=dict(beam, shared_saving=s) if s is not None else beam)})), **kw) for s in (None, 0.5)}
+    ctx = [640] * 8
+    for shared in (0, 10, 30):
+        plan = StepPlan(decode_group_ids=[0, 1, 2, 3], decode_context_tokens=ctx, beam_rows=8,
+                        beam_shared_blocks=shared)
+        attn = model[0.5].shared_attention(8, np.array([5120.0]), np.array([640.0]), np.array([16.0 * shared]))[0]
+        assert model[None].step_time(plan) == model[None].step_time(StepPlan(
+            decode_group_ids=[0, 1, 2, 3], decode_context_tokens=ctx, beam_rows=8))   # no saving: as before
+        assert model[0.5].step_time(plan) == pytest.approx(model[None].step_time(plan) - 0.5 * attn, abs=1e-12)
+        assert (attn > 0) == (shared > 0)
+    more = [model[0.5].step_time(StepPlan(decode_group_ids=[0], decode_context_tokens=ctx, beam_rows=8,
+                                          beam_shared_blocks=k)) for k in (0, 10, 30)]
+    assert more[0] > more[1] > more[2]
 
 
 def test_the_serving_fit_prices_beam_runs_beyond_its_own_stepped_extra():
@@ -106,7 +176,9 @@ def test_the_serving_fit_prices_beam_runs_beyond_its_own_stepped_extra():
 @pytest.mark.parametrize("bad", [{"num_seqs": [4, 16], "extra_s": [0.0, 0.0]},
                                  {"num_seqs": [16, 4], "extra_s": [0.0, 0.0], "copy_extra_s": [0.0, 0.0]},
                                  {"num_seqs": [4, 16], "extra_s": [0.0, 0.0], "copy_extra_s": [0.0]},
-                                 {"num_seqs": [4], "extra_s": ["x"], "copy_extra_s": [0.0]}])
+                                 {"num_seqs": [4], "extra_s": ["x"], "copy_extra_s": [0.0]},
+                                 {"num_seqs": [4], "extra_s": [0.0], "copy_extra_s": [0.0], "shared_saving": 1.5},
+                                 {"num_seqs": [4], "extra_s": [0.0], "copy_extra_s": [0.0], "shared_saving": "x"}])
 def test_a_malformed_beam_table_is_a_profile_error(bad):
     prof, bare, ov = _setup()
     runs = _runs_made_of(bare, {4: (1.0e-3, None)}, 0.0, lambda _, __, grid_spread: grid_spread)

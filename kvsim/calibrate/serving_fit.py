@@ -121,7 +121,7 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
         steps = _row_steps(cost, its, reqs, n)
         if steps is None:
             continue
-        dur, grid, u, spread, cpu, usual, ahead, _ = steps
+        dur, grid, u, spread, cpu, usual, ahead = steps[:7]
         off = None if ahead is None else usual & ~ahead    # overlapped runs: the steps not prepared ahead, apart
         if off is not None and off.sum() >= MIN_STEPPED:
             stepped[int(n)] = _stepped_row(n, steps, off, overhead)

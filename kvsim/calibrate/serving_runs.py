@@ -50,7 +50,7 @@ def step_contexts(its: pd.DataFrame, reqs: pd.DataFrame, width: int = 1) -> pd.D
 class RowSteps(NamedTuple):
     """One run's decode steps at one row count, per step: measured, the grid's price and spread unit, the spread
     term, host time on the critical path (None without ``cpu_s``), not one-off work, prepared ahead (None when the
-    run does not say), and their rows in the run's iterations."""
+    run does not say), their rows in the run's iterations, and their rows' context sums and longest contexts."""
     dur: np.ndarray
     grid: np.ndarray
     u: np.ndarray
@@ -59,6 +59,8 @@ class RowSteps(NamedTuple):
     usual: np.ndarray
     ahead: np.ndarray | None
     index: pd.Index
+    sums: np.ndarray
+    top: np.ndarray
 
 
 def row_steps(cost, its: pd.DataFrame, reqs: pd.DataFrame, n: int, min_steps: int, width: int = 1) -> RowSteps | None:
@@ -75,7 +77,7 @@ def row_steps(cost, its: pd.DataFrame, reqs: pd.DataFrame, n: int, min_steps: in
     dur = its.loc[ctx.index, "duration_s"].to_numpy(float)
     cpu = its.loc[ctx.index, "cpu_s"].to_numpy(float) if "cpu_s" in its.columns else None
     usual = dur <= ONE_OFF * float(np.median(dur))
-    return RowSteps(dur, grid, u, spread, cpu, usual, host_ahead(its.loc[ctx.index]), ctx.index)
+    return RowSteps(dur, grid, u, spread, cpu, usual, host_ahead(its.loc[ctx.index]), ctx.index, sums, top)
 
 
 def host_ahead(its: pd.DataFrame) -> np.ndarray | None:

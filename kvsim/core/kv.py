@@ -110,6 +110,11 @@ class KVManager(Protocol):
     def group_blocks(self, group: SequenceGroup) -> int:
         """KV held by the resident group, in ``blocks_in_use`` units (shared blocks counted once)."""
 
+    def shared_blocks(self, group: SequenceGroup) -> int:
+        """Block reads of the resident group's sequences beyond the first of each block: the sum of their
+        tables' lengths less the distinct blocks in them (beam search's shared prompt and common history, which
+        a decode step's attention reads once per beam); 0 where sequences never share blocks."""
+
     def free_group(self, group: SequenceGroup) -> None:
         """Release everything the group holds on GPU and CPU. Idempotent."""
 

@@ -159,6 +159,10 @@ class ContiguousKV:
         """GPU blocks reserved by the group's chunks."""
         return sum(self._blocks(self.reserved[s.seq_id]) for s in group.seqs if s.seq_id in self.reserved)
 
+    def shared_blocks(self, group: SequenceGroup) -> int:
+        """Each sequence reads its own chunk: none shared."""
+        return 0
+
     # ------------------------------------------------------------------ swap
     # Orca itself does not swap; provided for comparisons. The written blocks move; on swap-in the
     # sequence gets a fresh chunk of its reservation, wherever one is free.

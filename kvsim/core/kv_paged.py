@@ -171,6 +171,14 @@ class PagedKV:
             seen.update(self.bm.tables.get(s.seq_id, ()))
         return len(seen)
 
+    def shared_blocks(self, group: SequenceGroup) -> int:
+        """Reads of blocks shared by the group's sequences beyond each block's first (see :class:`KVManager`)."""
+        if len(group.seqs) == 1:
+            return 0
+        tables = self.bm.tables
+        rows = [tables.get(s.seq_id, ()) for s in group.seqs]
+        return sum(len(t) for t in rows) - len(set().union(*rows))
+
     # -------------------------------------------------------------------- swap
     def can_swap_out(self, group: SequenceGroup) -> bool:
         """A free CPU block for each distinct block of the group."""

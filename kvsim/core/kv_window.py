@@ -153,6 +153,10 @@ class WindowedPagedKV:
     def group_blocks(self, group: SequenceGroup) -> int:
         return sum(b >= 0 for sid in group.seq_ids for t in self.tables.get(sid, ()) for b in t)
 
+    def shared_blocks(self, group: SequenceGroup) -> int:
+        """One sequence per group (no beam search): none shared."""
+        return 0
+
     def free_group(self, group: SequenceGroup) -> None:
         for sid in group.seq_ids:
             tables = self.tables.pop(sid, None)

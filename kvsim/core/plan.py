@@ -21,7 +21,10 @@ model, the real engine executes it. Lists are per unit of work:
   ``beam_first`` — beam groups whose prompt ends this step (their first beam step); ``draw_rows`` — rows
   the step draws independently. Filled by the scheduler only when it serves beam groups and is asked to
   (``Scheduler.count_sampling``; else 0), for cost models that price sampling apart
-  (:mod:`kvsim.cost.sampling_price`, with a profile's ``sampling`` table).
+  (:mod:`kvsim.cost.sampling_price`, with a profile's ``sampling`` table). ``beam_shared_blocks`` — with them:
+  block reads of those rows beyond the first of each block within its group (the beams' shared prompt and
+  common history, ``KVManager.shared_blocks``), which a calibrated model prices apart
+  (:mod:`kvsim.calibrate.beam_fit`).
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ class StepPlan:
     beam_rows: int = 0
     beam_first: int = 0
     draw_rows: int = 0
+    beam_shared_blocks: int = 0
 
     @property
     def num_prefill_tokens(self) -> int:

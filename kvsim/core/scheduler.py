@@ -192,6 +192,7 @@ class Scheduler(DecodeSlotsMixin, StepOutcomeMixin):
             kind = g.sampling(False)
             if kind == "beam":
                 plan.beam_rows += len(g.seqs)
+                plan.beam_shared_blocks += self.kv.shared_blocks(g)
             elif kind == "draw":
                 plan.draw_rows += len(g.seqs)
 

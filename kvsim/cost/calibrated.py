@@ -240,9 +240,14 @@ class CalibratedCostModel(DecodePriceMixin, StepGridsMixin, DecodeSpreadMixin, S
             # blocks or swaps is that step with the copies and transfers on top
             t = float(self.decode_step_times(len(ctx), np.array([float(sum(ctx))]), np.array([float(max(ctx))]))[0])
             if self._beam is not None and plan.beam_rows:
-                # a beam step measured whole (its sampling, parents and copies' extra), in place of the parts
-                xs, plain, copying = self._beam
+                # a beam step measured whole (its sampling, parents and copies' extra), in place of the parts, less
+                # what the reads of blocks its beams share save (kvsim.calibrate.beam_fit)
+                xs, plain, copying, saving = self._beam
                 t += float(interp1(float(plan.beam_rows), xs, copying if plan.copy_pairs else plain))
+                if saving and plan.beam_shared_blocks:
+                    t -= saving * float(self.shared_attention(len(ctx), np.array([float(sum(ctx))]),
+                                                              np.array([float(max(ctx))]),
+                                                              np.array([float(plan.beam_shared_blocks * self.bs)]))[0])
                 t = max(t, 0.0) + self.copy_time(len(plan.copy_pairs), 0)
                 if self.include_swaps_in_step:
                     t += self.swap_time(len(plan.swap_out), 0) + self.swap_time(len(plan.swap_in), 0)

@@ -63,6 +63,18 @@ class DecodePriceMixin:
         step = np.asarray(self._grid_at(self._step, b, sums), dtype=np.float64)
         return step, self._spread_unit(b, sums, ctx_max, step)
 
+    def shared_attention(self, num_seqs: int, ctx_token_sums: np.ndarray, ctx_max: np.ndarray,
+                         shared_tokens: np.ndarray) -> np.ndarray:
+        """The decode grid's attention time of ``shared_tokens`` of decode steps of ``num_seqs`` rows: the grid at
+        their context sums less the grid at those sums without the shared tokens (at least a token a row; the
+        longest context kept). Beam steps read blocks their beams share at a saving
+        (:mod:`kvsim.calibrate.beam_fit` fits it, the calibrated model prices it). Needs ``decode_step``."""
+        sums = np.asarray(ctx_token_sums, dtype=np.float64)
+        rest = np.maximum(sums - np.asarray(shared_tokens, dtype=np.float64), float(num_seqs))
+        top = np.asarray(ctx_max, dtype=np.float64)
+        grid = self.decode_grid_and_spread(num_seqs, np.concatenate([sums, rest]), np.concatenate([top, top]))[0]
+        return grid[:len(sums)] - grid[len(sums):]
+
     def decode_grid_spread(self, num_seqs: int, ctx_token_sums: np.ndarray, ctx_max: np.ndarray) -> np.ndarray:
         """What unequal contexts add to decode steps of ``num_seqs`` rows at the spread grid's fraction (0 without
         a spread grid): the term the serving fit's ``"grid"`` form prices them with. Needs ``decode_step``."""

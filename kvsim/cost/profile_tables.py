@@ -166,13 +166,17 @@ class TableReader:
         return TableReader._extra_curve(d, "num_seqs", "")
 
     @staticmethod
-    def _beam(d: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(num_seqs, extra_s, copy_extra_s)`` of beam search's decode steps (``decode_serving[bs].beam``)."""
+    def _beam(d: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """``(num_seqs, extra_s, copy_extra_s, shared_saving)`` of beam search's decode steps
+        (``decode_serving[bs].beam``; ``shared_saving`` 0 where absent: profiles before 2026-12-07)."""
         xs, plain = TableReader._extra_curve(d, "num_seqs", "beam: ")
         copying = _numbers(d["copy_extra_s"], "copy_extra_s")
         if copying.shape != xs.shape or not np.all(np.isfinite(copying)):
             raise ValueError("beam: copy_extra_s must be finite and as long as num_seqs")
-        return xs, plain, copying
+        saving = d.get("shared_saving", 0.0)
+        if isinstance(saving, bool) or not isinstance(saving, (int, float)) or not 0.0 <= saving <= 1.0:
+            raise ValueError("beam: shared_saving must be a number from 0 to 1")
+        return xs, plain, copying, float(saving)
 
     @staticmethod
     def _host_curve(d: dict) -> tuple[np.ndarray, np.ndarray]:
