@@ -65,7 +65,9 @@ Profiles with ``sampling`` (the engine's sampling calls timed alone) add, to a s
 beam calls it makes less the greedy draw the grids were timed with (:mod:`kvsim.cost.sampling_price`). Profiles
 whose serving fit also ran beam search (``decode_serving[bs].beam``, :mod:`kvsim.calibrate.beam_fit`) price a
 decode step with beam rows as the stepped step plus the beam runs' measured extra at its beam rows (the copy
-table added, and the extra of their copying steps, when it copies) in place of the sampling table.
+table added, and the extra of their copying steps, when it copies), less ``shared_saving`` times the decode grid's
+attention time of the block reads its beams share (``StepPlan.beam_shared_blocks``; cached on the card), in place
+of the sampling table.
 ``step_overhead`` is fitted on decode steps (one lock-step engine run per point); mixed steps, and decode steps
 at a block size without ``decode_serving``, take it made non-decreasing in rows (isotonic); decode steps with a
 serving fit and prefill-only steps the points as measured (the serving fits are made against them). Profiles with ``prefill_overhead``
