@@ -35,7 +35,8 @@
 #                 `kvsim validate` puts its engine runs ($W/validation/<name>/<name>/engine), for a later
 #                 `kvsim validate --replay` against a profile from the same card (the runs record its UUID);
 #                 ENGINE_REPEATS=N runs each N times (engine/, engine_r2/, ...: the replay's --repeats layout;
-#                 ENGINE_FIRST=2 starts at engine_r2/, adding repeats to runs made in an earlier call);
+#                 ENGINE_FIRST=2 starts at engine_r2/, adding repeats to runs made in an earlier call; alone, it runs
+#                 engine_r2/ only);
 #                 ENGINE_SETS="--set runtime.async_scheduling=false" for every run (the mode of the profile it is for: a stepped one)
 #   GAP="S1 S2"  benchmarks/engine/decode_gap.py on each scenario (decode steps re-timed in isolation;
 #                 GAP_SAMPLES, GAP_TIMEOUT), priced with calibrate/profiles/H200/<its model>.json
@@ -185,9 +186,12 @@ for s in ${SCEN:-}; do      # one scenario per validate call: a slow or failing 
   timeout 150 python3 -m kvsim.cli validate "$s" $PROFS --out "$W/validation/$n" 2>&1 | grep -v Warning | tail -3
   pack
 done
+# ENGINE_FIRST=2 alone runs the second run (engine_r2/): the last run is at least the first (with ENGINE_REPEATS=1
+# the loop was empty and a call spent its time on nothing: 2026-12-07, results_H100/async_opt_1207)
+LAST=${ENGINE_REPEATS:-1}; [ "$LAST" -lt "${ENGINE_FIRST:-1}" ] && LAST=${ENGINE_FIRST:-1}
 for s in ${ENGINE:-}; do    # engine runs only: replayed later against a profile of the same card
   n=$(basename "$s" .yaml)
-  for r in $(seq "${ENGINE_FIRST:-1}" "${ENGINE_REPEATS:-1}"); do   # repeats land where kvsim validate --replay reads them
+  for r in $(seq "${ENGINE_FIRST:-1}" "$LAST"); do   # repeats land where kvsim validate --replay reads them
     d=engine; [ "$r" -gt 1 ] && d=engine_r$r
     stamp "engine $n ($d)"; mkdir -p "$W/clocks"; clocks "$W/clocks/${n}_$d.csv"
     timeout 150 python3 -m kvsim.cli engine "$s" ${ENGINE_SETS:-} --out "$W/validation/$n/$n/$d" 2>&1 | grep -v Warning \
