@@ -127,6 +127,19 @@ def test_the_grid_form_recovers_the_overhead_beyond_the_spread_grids_price(noise
         SF.fit_from_runs(bare, runs, _overhead(prof), form="pooled")
 
 
+def test_one_and_two_row_runs_are_fitted_as_rows_of_their_own():
+    """A closed loop of one or two requests in flight gives decode steps at exactly 1 and 2 rows (each joiner's
+    prompt in a step of its own): the fit recovers their terms rather than holding the 4-row one below it."""
+    prof = steep_profile()
+    bare = cost_of(dict(prof, step_overhead={"num_seqs": [1.0], "time_s": [0.0]}))
+    truth = {1: (0.2e-3, None), 2: (0.5e-3, None), 4: (1.0e-3, None)}
+    fit = SF.fit_from_runs(bare, _runs_made_of(bare, truth, 0.0, lambda *_: 0.0), _overhead(prof))
+    assert fit["num_seqs"] == [1, 2, 4] and all(s >= SF.MIN_STEPS for s in fit["steps"])
+    for i, n in enumerate((1, 2, 4)):
+        assert fit["extra_s"][i] == pytest.approx(truth[n][0] - _overhead(prof)(n), abs=1e-9)
+    assert {1, 2} <= set(SF.ROWS)
+
+
 def test_the_grid_form_prices_a_rows_mean_step_when_its_steps_are_skewed(monkeypatch):
     """Steps with a slow tail (one in eight 1 ms slower, as a host stall): the fit's overhead is their mean
     beyond the grid, so the profile prices the row's total time, not its typical step (a median fit would
@@ -474,7 +487,7 @@ def test_spread_order_covers_the_range_early(n):
         for k in range(3, n + 1):                    # no gap in a prefix wider than half the range
             got = sorted(rows.index(r) for r in order[:k])
             assert max(b - a for a, b in zip(got, got[1:])) <= -(-(n - 1) // 2)
-    assert SF.spread_order(SF.ROWS)[:3] == [4, 128, 17]
+    assert SF.spread_order(SF.ROWS)[:3] == [1, 128, 16]
 
 
 def _overlapped_runs():
