@@ -1,4 +1,4 @@
-"""Which prompt steps the engine prepared ahead: the simulator's mirror of the engine's overlap rule.
+"""Which steps the engine prepared ahead (prompt and decode): the simulator's mirror of the engine's overlap rule.
 
 With overlapped scheduling (``runtime.async_scheduling`` and ``runtime.async_prompt_steps``), the engine launches a
 step and, while the GPU runs it, schedules and prepares the next one, so that step's host work (0.4-0.5 ms for a
@@ -36,7 +36,7 @@ from bisect import bisect_right
 OVERLAP_MARGIN = 1.5    # the engine's rule (kvsim.engine.serve_loop imports it from here)
 
 
-class PromptOverlap:
+class StepsAhead:
     """Follows the steps of one simulated run; :meth:`ahead` says whether the step starting now was prepared
     while the one before it flew. ``arrivals``: the requests' arrival times, sorted. ``prompt_steps``: steps with
     prompt tokens fly too (``runtime.async_prompt_steps``); without it only decode steps do. ``prices``: which
@@ -78,8 +78,8 @@ class PromptOverlap:
         return due > start + OVERLAP_MARGIN * (end - start)
 
 
-def prompt_overlap(setup, cost) -> PromptOverlap | None:
-    """The run's :class:`PromptOverlap`, or None where no step's price depends on it: the scenario's engine does not
+def steps_ahead(setup, cost) -> StepsAhead | None:
+    """The run's :class:`StepsAhead`, or None where no step's price depends on it: the scenario's engine does not
     overlap, runs beam search, tensor-parallel or a closed loop, or the cost model has no host part to take off a
     prompt step prepared ahead (a profile without ``prefill_serving[bs].host_s``, or prompt steps not overlapped)
     nor to add to a decode step that was not (a profile without an overlapped fit's stepped rows)."""
@@ -97,4 +97,4 @@ def prompt_overlap(setup, cost) -> PromptOverlap | None:
             return None
     if sc.workload.max_concurrency is not None or any(r.beam_width > 1 for r in setup.requests):
         return None
-    return PromptOverlap(sorted(r.arrival_s for r in setup.requests), bool(rt.async_prompt_steps), prices)
+    return StepsAhead(sorted(r.arrival_s for r in setup.requests), bool(rt.async_prompt_steps), prices)

@@ -36,7 +36,7 @@ from kvsim.core.scheduler import Scheduler
 from kvsim.fastforward import fast_forward
 from kvsim.iterstats import IterationStats
 from kvsim.metrics import SUMMARY_INPUTS
-from kvsim.overlap import prompt_overlap
+from kvsim.overlap import steps_ahead
 from kvsim.queue_thirds import QueueThirds, rate_driven
 from kvsim.run_step import mixed_step_from_run, step_from_run
 from kvsim.records import IterationLog, request_frame, run_summary, step_state
@@ -123,7 +123,7 @@ class SimEngine:
         self.arrivals_done = False
         self._wake: simpy.Event | None = None
         # which prompt steps the engine prepares while the step before flies (None: no price depends on it)
-        self.overlap = prompt_overlap(setup, self.cost)
+        self.overlap = steps_ahead(setup, self.cost)
         self.ff_steps = 0
         self.beam_steps = 0              # beam search steps taken by beam runs (kvsim.beam_forward)
         self.beam_kept = None            # the beam run the last steps left as it was (kvsim.beam_forward)

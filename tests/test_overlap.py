@@ -11,7 +11,7 @@ import pytest
 import kvsim
 from kvsim.core.plan import StepPlan
 from kvsim.cost.calibrated import CalibratedCostModel, Profile
-from kvsim.overlap import OVERLAP_MARGIN, PromptOverlap, prompt_overlap
+from kvsim.overlap import OVERLAP_MARGIN, StepsAhead, steps_ahead
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "calibrate/profiles/H100/llama-3-8b-async.json"
@@ -19,7 +19,7 @@ SET = ROOT / "validation/H100-async"
 
 
 def test_a_step_is_ahead_only_after_one_that_could_fly_with_no_request_due():
-    ov = PromptOverlap([0.0, 1.0, 2.0])
+    ov = StepsAhead([0.0, 1.0, 2.0])
     assert not ov.ahead(0.5)                       # nothing before it
     ov.started(0.1, prompt=False)                  # the first decode step: nothing predicts it, stepped
     assert not ov.ahead(0.2)
@@ -34,7 +34,7 @@ def test_a_step_is_ahead_only_after_one_that_could_fly_with_no_request_due():
     assert ov.ahead(1.6) and not ov.ahead(1.9)     # due 2.0: > 1.5 + 0.15, <= 1.5 + 0.6
     ov.started(2.5, prompt=False)
     assert ov.ahead(2.6) and ov.ahead(100.0)       # nothing more due
-    edge = PromptOverlap([1.0 + OVERLAP_MARGIN * 0.1])
+    edge = StepsAhead([1.0 + OVERLAP_MARGIN * 0.1])
     edge.started(0.9, False)
     edge.started(1.0, False)
     assert not edge.ahead(1.1)                     # due exactly at the predicted end: not after it
@@ -82,21 +82,21 @@ def test_no_mirror_where_no_price_depends_on_it(tmp_path):
     doc = json.loads(PROFILE.read_text())
     sc = _scenario(tmp_path, doc)
     setup = kvsim.build.setup_run(sc)
-    ov = prompt_overlap(setup, setup.cost)
+    ov = steps_ahead(setup, setup.cost)
     assert ov.prompt_priced and ov.decode_priced
     for extra in (["runtime.async_scheduling=false"], ["workload.max_concurrency=8"], ["workload.beam_width=2"]):
         s = kvsim.build.setup_run(_scenario(tmp_path, doc, extra))
-        assert prompt_overlap(s, s.cost) is None, extra
+        assert steps_ahead(s, s.cost) is None, extra
     s = kvsim.build.setup_run(_scenario(tmp_path, doc, ["runtime.async_prompt_steps=false"]))
-    ov = prompt_overlap(s, s.cost)                   # decode steps still fly: theirs are priced, prompt steps' not
+    ov = steps_ahead(s, s.cost)                   # decode steps still fly: theirs are priced, prompt steps' not
     assert ov.decode_priced and not ov.prompt_priced and not ov.prompt_steps
     del doc["prefill_serving"]["16"]["host_s"]
     s = kvsim.build.setup_run(_scenario(tmp_path, doc))
-    ov = prompt_overlap(s, s.cost)
+    ov = steps_ahead(s, s.cost)
     assert ov.decode_priced and not ov.prompt_priced
     del doc["decode_serving"]["16"]["stepped"]       # neither price depends on it: no mirror
     s = kvsim.build.setup_run(_scenario(tmp_path, doc))
-    assert prompt_overlap(s, s.cost) is None
+    assert steps_ahead(s, s.cost) is None
 
 
 def test_the_host_part_is_priced_for_served_prefill_only_steps_only():
@@ -126,8 +126,8 @@ def test_the_mirror_finds_the_prefill_steps_the_engine_prepared_ahead(name, monk
     from kvsim.validate import read_engine_records, simulate_with_profile
     from kvsim.validate_settings import replay_sets
     said = {}
-    real = overlap.PromptOverlap.ahead
-    monkeypatch.setattr(overlap.PromptOverlap, "ahead", lambda self, now: said.setdefault(now, real(self, now)))
+    real = overlap.StepsAhead.ahead
+    monkeypatch.setattr(overlap.StepsAhead, "ahead", lambda self, now: said.setdefault(now, real(self, now)))
     doc, _, its = read_engine_records(SET / name / "engine")
     folder = "holdout" if name.startswith("h") else "validation"
     _, res = simulate_with_profile(str(ROOT / "scenarios" / folder / f"{name}.yaml"), str(PROFILE), replay_sets(doc))
@@ -180,8 +180,8 @@ def test_the_mirror_finds_the_decode_steps_the_engine_did_not_prepare_ahead(name
     the steps in flight when a request arrived."""
     from kvsim import overlap
     said = {}
-    real = overlap.PromptOverlap.ahead
-    monkeypatch.setattr(overlap.PromptOverlap, "ahead", lambda self, now: said.setdefault(now, real(self, now)))
+    real = overlap.StepsAhead.ahead
+    monkeypatch.setattr(overlap.StepsAhead, "ahead", lambda self, now: said.setdefault(now, real(self, now)))
     its, res = _replayed(name, fast_forward=False)
     sim = res.iterations
     asked = [said[t] for t in sim[(sim.prefill_tokens == 0) & (sim.decode_seqs > 0)].start_s]
