@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import kvsim
+import kvsim.build
 from kvsim.core.plan import StepPlan
 from kvsim.cost.calibrated import CalibratedCostModel, Profile
 from kvsim.overlap import OVERLAP_MARGIN, StepsAhead, steps_ahead

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 import kvsim
+import kvsim.build
 from kvsim.catalogue import get_gpu, get_model
 from kvsim.core.decode_tracker import SegmentMemory
 from kvsim.cost import RooflineCostModel
