@@ -17,6 +17,7 @@ import pytest
 
 import kvsim
 import kvsim.build
+import kvsim.sim
 from kvsim.catalogue import get_gpu, get_model
 from kvsim.core.decode_tracker import SegmentMemory
 from kvsim.cost import RooflineCostModel
