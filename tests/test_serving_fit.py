@@ -233,18 +233,20 @@ def test_the_fit_runs_the_real_engine(monkeypatch, tmp_path):
     # could sit past ONE_OFF times its price and be left out as one-off work (the prefill fit came back empty once)
     monkeypatch.setattr(SR, "ONE_OFF", float("inf"))
     monkeypatch.setattr(ER, "ASYNC_SCHEDULING", True)
-    fit, pre = SF.fit_serving(model, prof, 16, device="cpu", rows=(2, 4), cuda_graphs=False, log=lines.append,
+    fit, pre = SF.fit_serving(model, prof, 16, device="cpu", rows=(1, 4), cuda_graphs=False, log=lines.append,
                               save_dir=tmp_path / "runs")
-    # two passes: 2, 4, then 4, 2; an overlapped calibration also runs its stepped rows (4 of STEPPED_ROWS) once,
-    # between them, and every calibration its beam rows (4 of BEAM_ROWS: two groups of two beams)
-    assert fit["num_seqs"] == [2, 4] and len(lines) == 6
-    assert [ln.split(":")[0] for ln in lines] == ["serving n=2 (pass 1)", "serving n=4 (pass 1)",
+    # two passes: 1, 4, then 4, 1 (one request in flight at a time: its decode steps are 1-row rows of their own);
+    # an overlapped calibration also runs its stepped rows (4 of STEPPED_ROWS) once, between them, and every
+    # calibration its beam rows (4 of BEAM_ROWS: two groups of two beams)
+    assert fit["num_seqs"] == [1, 4] and len(lines) == 6
+    assert [ln.split(":")[0] for ln in lines] == ["serving n=1 (pass 1)", "serving n=4 (pass 1)",
                                                    "serving n=4 (stepped)", "serving n=4 (beam)",
-                                                   "serving n=4 (pass 2)", "serving n=2 (pass 2)"]
+                                                   "serving n=4 (pass 2)", "serving n=1 (pass 2)"]
     beams = SF.load_runs(tmp_path / "runs" / "beam")
     assert sorted(beams) == [4] and (beams[4][0].cow_copies > 0).any()
     assert fit["beam"]["num_seqs"] == [4] and fit["beam"]["width"] == 2
     assert np.isfinite(fit["beam"]["extra_s"][0]) and np.isfinite(fit["beam"]["copy_extra_s"][0])
+    assert 0.0 <= fit["beam"]["shared_saving"] <= 1.0
     stepped = SF.load_runs(tmp_path / "runs" / "stepped")
     assert sorted(stepped) == [4] and (stepped[4][0].host_ahead == 0).all()       # every step of it stepped
     assert (SF.load_runs(tmp_path / "runs")[4][0].host_ahead == 1).mean() > 0.5   # the passes overlapped
@@ -252,7 +254,7 @@ def test_the_fit_runs_the_real_engine(monkeypatch, tmp_path):
     assert fit["stepped"]["host_s"][0] > 0
     assert all(len(p["step_s"]) == 2 for p in fit["by_pass"])
     runs = SF.load_runs(tmp_path / "runs")               # the saved runs refit to the same tables on the CPU
-    assert sorted(runs) == [2, 4] and set(runs[4][0]["pass"]) == {0, 1}
+    assert sorted(runs) == [1, 4] and set(runs[4][0]["pass"]) == {0, 1}
     ov = prof["step_overhead"]
     bare = SF.stripped_cost(prof, 16, {}, drop=SF.FITTED, bare=True)
     refit = SF.fit_from_runs(bare, runs, lambda n: float(np.interp(n, ov["num_seqs"], ov["time_s"])),
