@@ -395,6 +395,35 @@ def test_rows_whose_kv_does_not_fit_are_skipped_and_said(monkeypatch):
     assert not fit or fit["num_seqs"] == [2]
 
 
+def test_a_row_whose_kv_does_not_fit_runs_shorter_prompts_down_to_a_floor(monkeypatch):
+    """Where a row's worst-case KV is over the room at the workload's prompts, it runs the longest prompts that fit
+    (outputs kept), if those are at least MIN_PROMPT_HI long; the fit says which rows and how long, and reads the
+    runs' own contexts."""
+    torch = pytest.importorskip("torch")
+    from kvsim.catalogue import get_model
+    from kvsim.engine.models import build_model
+    monkeypatch.setattr(SS, "PROMPT_RANGE", (8, 128))
+    monkeypatch.setattr(SS, "OUTPUT_RANGE", (24, 48))
+    monkeypatch.setattr(SS, "MIN_PROMPT_HI", 40)
+    spec = get_model("tiny-opt")
+    block_bytes = 16 * spec.kv_bytes_per_token(2)
+    # room for 4 rows of 104-token prompts (+ 48 output + 8: 10 blocks a row), not of 128-token ones (12 blocks)
+    monkeypatch.setattr(ER, "free_gpu_bytes", lambda device: int((4 * 10 + 64) * block_bytes / SF.KV_MEMORY_SHARE) + 1)
+    prof = dict(steep_profile(), model=spec.name, num_layers=spec.num_layers)
+    model = build_model(spec, dtype=torch.float16, device=torch.device("cpu"), weights="dummy")
+    monkeypatch.setattr(SR, "ONE_OFF", float("inf"))
+    lines = []
+    fit, _ = SF.fit_serving(model, prof, 16, device="cpu", rows=(2, 4, 8), cuda_graphs=False, log=lines.append,
+                            passes=1, stepped_rows=(), beam_rows=())
+    assert any(line.startswith("serving n=4 (pass): prompts up to 104 tokens") for line in lines)
+    assert not any(line.startswith("serving n=2 (pass): prompts") for line in lines)      # 2 rows fit whole
+    assert any(line.startswith("serving n=8: skipped") for line in lines)                 # 8 rows: under 40
+    assert fit["num_seqs"] == [2, 4] and fit["workload"]["prompt_hi_by_row"] == {"4": 104}
+    sc = SS.serving_scenario(prof, 16, 4, device="cpu", prompt_hi=104)
+    assert sc.workload.prompt_len_range[1] == 104 and sc.engine.num_gpu_blocks == 4 * 10 + 64
+    assert SS.prompt_hi_fitting(SS.serving_scenario(prof, 16, 2, device="cpu"), 16, 10**12) == 128  # at most its own
+
+
 def test_no_row_starts_after_the_deadline(monkeypatch):
     """Under a calibration time limit the serving fit starts nothing past its deadline, says so, and returns
     empty tables (the profile is then written without them)."""

@@ -87,6 +87,15 @@ def free_gpu_bytes(device: str) -> int | None:
     return int(torch.cuda.mem_get_info()[0])
 
 
+def kv_room_bytes(device: str, parts=None, free: int | None = None) -> int | None:
+    """What a serving run's KV pool may take: KV_MEMORY_SHARE of the free GPU memory, what a kept cache of
+    ``parts`` holds counted as free (None where the free memory is not known)."""
+    free = free_gpu_bytes(device) if free is None else free
+    if free is None:
+        return None
+    return int(KV_MEMORY_SHARE * (free + (parts.kept_bytes() if parts is not None else 0)))
+
+
 def fits_memory(sc, spec, bs: int, device: str, parts=None, free: int | None = None) -> str | None:
     """None when the serving run ``sc``'s worst-case KV fits in KV_MEMORY_SHARE of the free GPU memory (what a
     kept cache of ``parts`` holds counts as free: it is given back before a bigger one is built); else why not."""

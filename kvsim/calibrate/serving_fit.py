@@ -9,7 +9,9 @@ this fit, ``serving_0055/README.md`` at commit eba0530: those steps within 1.5-3
 steps cost 0.34 ms + 0.035 ms per row beyond the grid's GPU time, and more with more unequal contexts, while
 the lock-step fit saw neither.
 
-What. For each ``n`` in :data:`ROWS` whose worst-case KV fits the card (:data:`KV_MEMORY_SHARE`), the engine
+What. For each ``n`` in :data:`ROWS` whose worst-case KV fits the card (:data:`KV_MEMORY_SHARE`; a row that does
+not runs the longest prompts that fit, down to ``serving_setup.MIN_PROMPT_HI``, recorded in
+``workload.prompt_hi_by_row``), the engine
 serves ``REQUESTS_PER_SLOT`` × n requests of uniform random lengths (``PROMPT_RANGE``,
 ``OUTPUT_RANGE``, :mod:`kvsim.calibrate.serving_setup`) in each of :data:`PASSES` passes (the rows in :func:`spread_order`, then in reverse,
 so each row meets the host at two times some tens of seconds apart, symmetric about the fit's middle: on the H200 VM the host time of one workload's decode step moved
@@ -210,7 +212,7 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
     per_n: dict[int, list] = {}
     stepped_of: dict[int, tuple] = {}
     beam_of: dict[int, tuple] = {}
-    refs, sc, skip = [], None, set()
+    refs, sc, skip, shortened = [], None, set(), {}
     free = ER.free_gpu_bytes(device)
     first = spread_order(rows)
     order = [(n, "pass") for k in range(passes) for n in (first if k % 2 == 0 else first[::-1])]
@@ -235,6 +237,14 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
             log(f"serving n={n} ({kind}): skipped, {e}")
             continue
         why = ER.fits_memory(sc, spec, bs, device, parts, free) if free is not None else None
+        if why and (p_hi := SS.prompt_hi_fitting(sc, bs, ER.kv_room_bytes(device, parts, free))) is not None:
+            # shorter prompts rather than no row (SS.MIN_PROMPT_HI); the fit reads each step's own contexts
+            sc = serving_scenario(profile, bs, n, device, cuda_graphs, kind == "stepped",
+                                  BEAM_WIDTH if kind == "beam" else 1, p_hi)
+            if not ER.fits_memory(sc, spec, bs, device, parts, free):
+                log(f"serving n={n} ({kind}): prompts up to {p_hi} tokens: at the full lengths {why}")
+                shortened[n] = p_hi
+                why = None
         if why:
             log(f"serving n={n}: skipped, {why}")
             skip.add(n)
@@ -273,5 +283,7 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
                            beam_runs=beam_of)
     if decode:
         decode["reference_step_s"] = refs
+        if shortened:          # the rows that ran shorter prompts than the workload's, and how long
+            decode["workload"]["prompt_hi_by_row"] = {str(n): p for n, p in sorted(shortened.items())}
     prefill = fit_prefill_from_runs(stripped_cost(profile, bs, graphs, drop=UNFITTED_PREFILL, bare=False), runs)
     return decode, prefill

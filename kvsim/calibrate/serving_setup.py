@@ -9,13 +9,19 @@ from kvsim.calibrate import engine_runs as ER
 PROMPT_RANGE = (16, 1024)          # capped at half the model's longest sequence
 OUTPUT_RANGE = (16, 256)
 REQUESTS_PER_SLOT = 2              # per pass
+# a row whose KV pool does not fit the card at PROMPT_RANGE runs shorter prompts, down to this longest prompt (outputs
+# kept: a closed loop of short outputs is mostly prompt steps): OPT-13B's 64 rows on an H100 (64.1 GiB at 1,024-token
+# prompts against 32 GiB of room) run prompts up to ~370 tokens rather than not at all (2026-12-07)
+MIN_PROMPT_HI = 256
 STEPPED_MODE = {"async_scheduling": False, "async_prompt_steps": False}   # a stepped run in an overlapped calibration
 
 
-def serving_workload(n: int, max_seq_len: int, beam_width: int = 1) -> tuple[dict, dict]:
+def serving_workload(n: int, max_seq_len: int, beam_width: int = 1, prompt_hi: int | None = None
+                     ) -> tuple[dict, dict]:
     """``(engine, workload)`` settings of the serving run at ``n`` rows (see module doc); ``beam_width`` > 1:
-    n // beam_width requests in flight, each searching that many beams (n rows)."""
-    p_hi = min(PROMPT_RANGE[1], max_seq_len // 2)
+    n // beam_width requests in flight, each searching that many beams (n rows); ``prompt_hi``: prompts at most
+    that long (:func:`prompt_hi_fitting`)."""
+    p_hi = min(PROMPT_RANGE[1], max_seq_len // 2, prompt_hi or PROMPT_RANGE[1])
     o_hi = min(OUTPUT_RANGE[1], max_seq_len - p_hi - 8)
     # serving's engine limits (its CUDA graphs, so n rows replay the graph a serving engine pads them to),
     # with at most n requests in flight (a closed loop: the next one arrives when one finishes)
@@ -40,13 +46,26 @@ def stripped_cost(profile: dict, bs: int, graphs: dict, *, drop: tuple[str, ...]
                                **graphs)
 
 
+def prompt_hi_fitting(sc, bs: int, room_bytes: int) -> int | None:
+    """The longest prompt (at most ``sc``'s) at which the serving run ``sc``'s KV pool, sized for its worst case,
+    fits ``room_bytes`` (:func:`kvsim.calibrate.engine_runs.kv_room_bytes`), or None where that is under
+    :data:`MIN_PROMPT_HI`."""
+    from kvsim.catalogue import get_model
+    w = sc.workload
+    rows = (w.max_concurrency or 1) * max(1, w.beam_width)
+    block_bytes = bs * get_model(sc.model).kv_bytes_per_token(sc.dtype_bytes)
+    per_row = (room_bytes // block_bytes - 64) // rows          # the pool: rows x per_row + 64 blocks
+    p_hi = min(per_row * bs - w.output_len_range[1] - 8, w.prompt_len_range[1])
+    return int(p_hi) if p_hi >= MIN_PROMPT_HI else None
+
+
 def serving_scenario_doc(profile: dict, bs: int, n: int, device: str = "cuda", cuda_graphs: bool = True,
-                         stepped: bool = False, beam_width: int = 1) -> dict:
+                         stepped: bool = False, beam_width: int = 1, prompt_hi: int | None = None) -> dict:
     """The scenario document of the serving run at ``n`` rows (:func:`serving_workload`), with a KV pool for its
     worst case, in the calibration's runtime mode (``stepped``: every step stepped; beam search is never
-    overlapped)."""
+    overlapped; ``prompt_hi``: prompts at most that long)."""
     from kvsim.catalogue import get_model
-    engine, workload = serving_workload(n, get_model(profile["model"]).max_seq_len, beam_width)
+    engine, workload = serving_workload(n, get_model(profile["model"]).max_seq_len, beam_width, prompt_hi)
     per_seq = -(-(workload["prompt_len_range"][1] + workload["output_len_range"][1] + 8) // bs)
     return {"name": f"calibrate-serving-{'beam-' if beam_width > 1 else ''}{n}", "model": profile["model"], "gpu": "h100-80gb", "dtype": profile["dtype"],
             "seed": 0, "engine": {"block_size": bs, "num_gpu_blocks": n * per_seq + 64, "swap_space_gib": 0, **engine},
@@ -55,7 +74,8 @@ def serving_scenario_doc(profile: dict, bs: int, n: int, device: str = "cuda", c
 
 
 def serving_scenario(profile: dict, bs: int, n: int, device: str = "cuda", cuda_graphs: bool = True,
-                     stepped: bool = False, beam_width: int = 1):
+                     stepped: bool = False, beam_width: int = 1, prompt_hi: int | None = None):
     """The scenario of the serving run at ``n`` rows (:func:`serving_scenario_doc`)."""
     import kvsim
-    return kvsim.load_scenario(serving_scenario_doc(profile, bs, n, device, cuda_graphs, stepped, beam_width))
+    return kvsim.load_scenario(serving_scenario_doc(profile, bs, n, device, cuda_graphs, stepped, beam_width,
+                                                    prompt_hi))
