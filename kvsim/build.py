@@ -152,7 +152,7 @@ def setup_run(sc: Scenario, *, simulator: bool = True) -> RunSetup:
     if model.sliding_window:
         check_window_requests(requests, e.policy)
     cost = make_cost(sc, model, gpu) if simulator else None
-    for note in (partial_note(sc, cost), sampling_note(sc, cost, requests)):
+    for note in (partial_note(sc, cost), serving_note(sc, cost), sampling_note(sc, cost, requests)):
         if note:
             from kvsim.workload.config import note_once
             note_once(note)
@@ -177,6 +177,19 @@ def partial_note(sc: Scenario, cost) -> str | None:
         return (f"note: {sc.cost.profile}: its serving fit skipped {cut['runs']} of {cut.get('of', '?')} engine runs "
                 f"({cut.get('why', 'stopped early')}){rows}; kvsim calibrate --resume completes it on the same card")
     return None
+
+
+def serving_note(sc: Scenario, cost) -> str | None:
+    """A one-line note when the profile has serving fits, but none at the scenario's block size: its decode steps
+    are then priced from the lock-step step overhead, which the H100 block-size check of 2026-12-06 found 4.1-4.6%
+    high against serving runs, and another block size's fit does not carry over (:mod:`kvsim.calibrate.serving_blocks`)."""
+    fits = getattr(getattr(cost, "p", None), "decode_serving", None)
+    if not fits or cost.bs in fits:
+        return None
+    return (f"note: {sc.cost.profile} has no serving fit at block size {cost.bs} (it has one at "
+            f"{', '.join(map(str, sorted(fits)))}): decode steps are priced from the lock-step step overhead, a few "
+            f"percent high; kvsim calibrate --resume {sc.cost.profile} --serving-block-sizes {cost.bs} adds one on "
+            "the card that measured it")
 
 
 def sampling_note(sc: Scenario, cost, requests) -> str | None:

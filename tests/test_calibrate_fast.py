@@ -108,6 +108,11 @@ def test_estimate_counts_points_not_a_constant():
     assert "estimate" in F.estimate_full_or_fast(SIZES, True) and "to be measured" in nine["basis"]
     # a full calibration also runs the serving fit (fast ones do not), and its estimate says so
     assert "serving fit" in F.estimate_full_or_fast([16], False) and "serving fit" not in F.estimate_full_or_fast([16], True)
+    # ... at every block size it measures unless told which (--serving-block-sizes)
+    assert "at each of 2 block sizes" in F.estimate_full_or_fast([16, 64], False)
+    assert "at each of" not in F.estimate_full_or_fast([16, 64], False, serving_fits=1)
+    both, one = F.estimate_total_s([16, 64], False), F.estimate_total_s([16, 64], False, serving_fits=1)
+    assert both - one == pytest.approx(F.SERVING_FIT_SECONDS)
 
 
 def test_a_time_limit_under_the_estimate_is_warned_about():

@@ -111,3 +111,30 @@ def test_a_scenario_at_a_block_size_whose_own_fit_was_cut_is_told(tmp_path, caps
     from kvsim.build import partial_note, setup_run
     note = partial_note(sc, setup_run(sc).cost)
     assert note is not None and "skipped 5 of 21" in note
+
+
+def test_a_block_size_without_its_own_serving_fit_gets_a_note(tmp_path):
+    """A profile with a serving fit at block 16 only, run at block 32 (which it has grids for): the run says its
+    decode steps are priced without one and how to add it; at block 16, and with a profile without serving fits,
+    nothing is said."""
+    import json
+
+    import kvsim
+    from kvsim.build import serving_note, setup_run
+    from tests.profile_factory import synthetic_profile
+    doc = synthetic_profile(block_sizes=(16, 32), steps=True)
+    doc["decode_serving"] = {"16": {"num_seqs": [4, 16], "extra_s": [1e-4, 2e-4], "spread": "grid"}}
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(doc))
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({k: v for k, v in doc.items() if k != "decode_serving"}))
+
+    def note(bs, profile):
+        sc = kvsim.load_scenario({"name": "n", "model": "opt-13b", "gpu": "a100-40gb", "seed": 0,
+                                  "engine": {"block_size": bs}, "cost": {"model": "calibrated", "profile": str(profile)},
+                                  "workload": {"dataset": "uniform", "prompt_len_range": [20, 40],
+                                               "output_len_range": [4, 8], "num_requests": 2, "arrival": "burst"}})
+        return serving_note(sc, setup_run(sc).cost)
+    said = note(32, path)
+    assert "no serving fit at block size 32 (it has one at 16)" in said and "--serving-block-sizes 32" in said
+    assert note(16, path) is None and note(32, plain) is None

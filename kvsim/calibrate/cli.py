@@ -53,8 +53,8 @@ def add_parser(sub) -> None:
                         "meta.async_scheduling)")
     c.add_argument("--serving-block-sizes", default=None, metavar="LIST",
                    help="block sizes (of --block-sizes, or of the resumed profile) that get their own serving fit, "
-                        "e.g. 1,16,128 for a block-size report checked on the engine at those sizes (default: the "
-                        "one nearest 16 for a full calibration, none with --fast; --resume keeps the profile's; "
+                        "e.g. 1,16,128 for a block-size report checked on the engine at those sizes (default: every "
+                        "one for a full calibration, none with --fast; --resume keeps the profile's; "
                         "kvsim/calibrate/serving_blocks.py)")
     c.add_argument("--estimate", action="store_true",
                    help="print the estimated time from the counts of grid points and exit (no GPU needed)")

@@ -135,10 +135,10 @@ PROMPT_STEP_SHARE = 0.65
 idles before (OPT-13B, H200, calib_0413: prefill 30 s, batches and cached 42 s, mixed 65 s of 210 s)."""
 
 
-def serving_fit_count(fast: bool, serving_fits: int | None) -> int:
-    """Block sizes with a serving fit: as asked (``--serving-block-sizes``), else one for a full calibration and
-    none for ``--fast``."""
-    return (0 if fast else 1) if serving_fits is None else int(serving_fits)
+def serving_fit_count(fast: bool, serving_fits: int | None, block_sizes: int = 1) -> int:
+    """Block sizes with a serving fit: as asked (``--serving-block-sizes``), else every one of the ``block_sizes``
+    for a full calibration and none for ``--fast``."""
+    return (0 if fast else block_sizes) if serving_fits is None else int(serving_fits)
 
 
 def estimate_total_s(block_sizes: list[int], fast: bool, max_ctx: int = 2048, grid_idle: float = 0.0,
@@ -147,7 +147,7 @@ def estimate_total_s(block_sizes: list[int], fast: bool, max_ctx: int = 2048, gr
     prompt steps' share, at most: the idle gaps scale with each timed step), then (not ``--fast``) the fits'
     engine runs, and a serving fit at each of ``serving_fits`` block sizes."""
     idle = 1.0 + grid_idle * PROMPT_STEP_SHARE
-    serving = SERVING_FIT_SECONDS * scale * serving_fit_count(fast, serving_fits)
+    serving = SERVING_FIT_SECONDS * scale * serving_fit_count(fast, serving_fits, len(block_sizes))
     if fast:
         return estimate_seconds(block_sizes, max_ctx, scale)["estimate_s"] * idle + serving
     return full_grid_estimate(block_sizes, max_ctx, scale)[1] * idle + FITS_SECONDS * scale + serving
@@ -190,7 +190,7 @@ def estimate_full_or_fast(block_sizes: list[int], fast: bool, max_ctx: int = 204
     if grid_idle:
         line += (f", up to ~{e['estimate_s'] * grid_idle * PROMPT_STEP_SHARE / 60:.1f} min more for --grid-idle "
                  f"{grid_idle:g}")
-    n = serving_fit_count(fast, serving_fits)
+    n = serving_fit_count(fast, serving_fits, len(block_sizes))
     if n:            # the serving fit's engine runs come on top (kvsim.calibrate.serving_fit)
         each = f" at each of {n} block sizes" if n > 1 else ""
         line += (f", plus the fits' engine runs: the serving fit ~{SERVING_FIT_SECONDS * scale:.0f} s{each} "

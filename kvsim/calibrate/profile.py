@@ -162,7 +162,7 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
               cuda_graphs: bool = True, fast: bool = False, serving_runs: str | None = None,
               time_limit_s: float | None = None, serving_sizes: list[int] | None = None) -> Path:
     """Measure ``model_name`` at ``block_sizes`` and write the profile. ``serving_sizes``: the block sizes whose
-    serving fit runs (default: the fit block size, none for ``fast``; :mod:`kvsim.calibrate.serving_blocks`)."""
+    serving fit runs (default: every one, none for ``fast``; :mod:`kvsim.calibrate.serving_blocks`)."""
     if not torch.cuda.is_available():
         raise KvsimError("calibrate", "needs a CUDA GPU (run it on the GPU machine)")
     from kvsim.engine.models import build_model
@@ -228,8 +228,8 @@ def calibrate(model_name: str, block_sizes: list[int], out: str | None, dtype: s
         if not prof[key]:
             del prof[key]
     fit_bs = fit_block_size(block_sizes)
-    if serving_sizes is None:
-        serving_sizes = [] if fast else [fit_bs]
+    if serving_sizes is None:       # each block size its own fit (one's does not carry to another: serving_blocks)
+        serving_sizes = [] if fast else list(block_sizes)
     serving_sizes = [b for b in serving_sizes if b in block_sizes]      # (a block size left out has no grids)
     serve = fit_bs in serving_sizes
     try:

@@ -1,15 +1,16 @@
 """Serving fits at more than one block size (``kvsim calibrate --serving-block-sizes``).
 
-A calibration runs its serving fit (:mod:`kvsim.calibrate.serving_fit`: real engine runs of serving-shaped
-batches, the decode and lone-prefill steps' extra over the grid price) at one block size, the fit block size
-(:func:`kvsim.calibrate.profile.fit_block_size`, 16 when measured), and ``--fast`` runs none. Decode steps at a
+A full calibration runs its serving fit (:mod:`kvsim.calibrate.serving_fit`: real engine runs of serving-shaped
+batches, the decode and lone-prefill steps' extra over the grid price) at every block size it measures, the fit
+block size (:func:`kvsim.calibrate.profile.fit_block_size`, 16 when measured) first, and ``--fast`` runs none
+(until 2026-12-07 a full one ran it at the fit block size alone). Decode steps at a
 block size without its own fit are priced with the lock-step step overhead made non-decreasing, which the H100
 block-size engine check of 2026-12-06 found 4.1-4.6% high at blocks 16 and 128 against serving runs
 (``benchmarks/blocksize/H100/README.md``); and one block size's fit does not carry over to another: the H200
 holdouts at block 64 (h02, h04, h05), priced with block 16's fit copied to 64, went from +1.1 / +3.4 / −1.4% to
 +7.5 / +10.0 / +7.2% on mean latency (the fit's terms are measured against its own block size's grids). So a
-block size the engine will be checked at gets its own fit: ``--serving-block-sizes 1,16,128`` runs the fit at
-each, after the fit block size's stages, each through its own engine parts (one KV cache at that block size),
+block size gets its own fit, and ``--serving-block-sizes 1,16,128`` picks the ones that do (a ``--fast``
+calibration for a block-size report checked on the engine at those sizes): it runs the fit at each, after the fit block size's stages, each through its own engine parts (one KV cache at that block size),
 its runs kept under ``--serving-runs DIR/b<bs>``. What a time limit cuts is recorded per block size
 (``meta.serving_fit_skipped_at``), as the fit block size's is (``meta.serving_fit_skipped``)."""
 from __future__ import annotations
@@ -23,8 +24,8 @@ LAST_RUN_S = 10.0     # a serving fit run after every other stage starts only th
 
 def parse_serving_sizes(text: str | None, block_sizes: list[int]) -> list[int] | None:
     """The block sizes whose serving fit runs: ``text`` ("1,16,128"), each one of ``block_sizes``; None when not
-    given (the default: the fit block size for a full calibration, none for ``--fast``, what calibrations did
-    before; a resumed one keeps the profile's ``meta.serving_block_sizes``)."""
+    given (the default: every block size for a full calibration, none for ``--fast``; a resumed one keeps the
+    profile's ``meta.serving_block_sizes``)."""
     if text is None:
         return None
     from kvsim.cli import _int_list
