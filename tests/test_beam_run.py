@@ -119,3 +119,32 @@ def test_runs_taken_up_match_stepping(rate, monkeypatch):
     slow = SimEngine(setup_run(sc), fast_forward=False).run()
     assert_same_runs(fast, slow)
     assert min(taken.values()) > 0, taken
+
+
+@pytest.mark.parametrize("name", ["beam4", "beam4_block8", "beam3_swap_pressure"])
+def test_run_need_is_the_ref_counts_need(name, monkeypatch):
+    """After every step of a run, the blocks it says the next step's appends take (``need``, from its
+    re-parenting plans) and the beams whose last block they copy are those the block manager's ref counts give
+    (``shared_last``; a block each where a group's sequences end on a full block): ``can_step`` reads ``need``,
+    and a count off by one either takes a block the free list lacks or ends runs early, unseen in the records."""
+    from kvsim.core.beam_groups import shared_last
+    engine, workload, top = CASES[name]
+    sc = overridden(BASE, engine, workload, **top)
+    release = beam_run.BeamRun.release
+    checked = []
+
+    def checked_release(run):
+        release(run)
+        bs, need = run.bm.block_size, 0
+        for tabs, n, js in zip(run.tabs, run.lens, run.copy_of):
+            if n % bs:
+                assert list(js) == shared_last(tabs, run.bm.ref)
+                need += len(js)
+            else:
+                need += len(tabs)
+        assert run.need == need
+        checked.append(run.steps)
+
+    monkeypatch.setattr(beam_run.BeamRun, "release", checked_release)
+    SimEngine(setup_run(sc), fast_forward=True).run()
+    assert len(checked) > 100

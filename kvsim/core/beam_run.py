@@ -96,19 +96,23 @@ class BeamRun(RunGroupsMixin):
         internal, logical = self.internal, self.logical
         dropped = self.dropped
         copy_of = self.copy_of
-        copies = copied = taken = need = 0
-        for i, tabs in enumerate(self.tabs):
+        copies = copied = added = need = 0
+        full = bs - 1                           # (a group whose last append's offset this is ends on a full block)
+        i = -1
+        for tabs, plans, code in zip(self.tabs, plans_of, codes):
+            i += 1
             # the group's appends
             o = lens[i]
-            lens[i] = n = o + 1
-            if o % bs == 0:                     # a new block each; the group's split terms grow
+            lens[i] = o + 1
+            r = o % bs                          # (the offset of the slot appended in its last block)
+            if r == 0:                          # a new block each; the group's split terms grow
                 for table in tabs:
                     fill[table[-1]] = bs        # (a last block's fill is written as it stops being last)
                     b = pop()
                     ref[b] = 1
                     table.append(b)
                 m = widths[i]
-                taken += m
+                added += m
                 logical += m * bs
                 cap, f = o + bs, finals[i]
                 if cap > f:
@@ -118,36 +122,33 @@ class BeamRun(RunGroupsMixin):
                 if js:                          # shared last blocks copied (the last holder writes in place)
                     for j in js:
                         table = tabs[j]
-                        b = table[-1]
                         nb = pop()
                         ref[nb] = 1
-                        ref[b] -= 1
+                        ref[table[-1]] -= 1
                         table[-1] = nb
                     m = len(js)
                     copies += m
-                    taken += m
-                    copied += m * (o % bs)
+                    copied += m * r
             # its re-parenting by its parents' code
-            plans = plans_of[i]
-            code = codes[i]
             plan = plans.get(code)
             if plan is None:
                 plan = plans[code] = _plan(parents_of_code(code, len(tabs)))
-            moves, copy_of[i], replaces = plan
+            moves, copy_of[i], replaces, ncopy = plan
             # the next appends: a block each where the sequences end on a full block, else a copy for each beam
             # holding a parent's last block but its last child
-            need += len(tabs) if n % bs == 0 else len(plan[1])
+            need += widths[i] if r == full else ncopy
             if not moves:
                 continue                        # every beam kept its own history
             old = tabs[:] if replaces else tabs  # (a replaced table may still be read as a later beam's parent's)
             top = len(old[0]) - 1               # (every table of the group is as long)
-            last = n - top * bs                 # (the last blocks' fill: not kept in ``fill`` meanwhile)
+            below = top - 1
+            last = r + 1                        # (the last blocks' fill: not kept in ``fill`` meanwhile)
             for j, p, in_place in moves:
                 src, dst = old[p], old[j]
                 # (mostly the last block alone differs, or the last two just after a block boundary: equality is
                 # prefix-closed, so they are the suffix past the shared prefix; after the appends every last block
                 # is private, and a table is changed in place only after its last read, so the last blocks differ)
-                if top and src[top - 1] == dst[top - 1]:
+                if top and src[below] == dst[below]:
                     b = src[top]
                     ref[b] += 1
                     d = dst[top]
@@ -175,7 +176,7 @@ class BeamRun(RunGroupsMixin):
                         dst[lo:] = src[lo:]
                         continue
                 tabs[j] = tables[ids_of[i][j]] = src[:]
-        bm.num_allocated += taken
+        bm.num_allocated += added + copies
         bm.used_slots += copied + self.num_seqs
         self.internal, self.logical = internal, logical
         self.need = need
@@ -206,17 +207,18 @@ class BeamRun(RunGroupsMixin):
         self.left -= 1
         self.ctx_sum += self.num_seqs
 
-def _plan(parents: list[int]) -> tuple[tuple[tuple[int, int, bool], ...], tuple[int, ...], bool]:
+def _plan(parents: list[int]) -> tuple[tuple[tuple[int, int, bool], ...], tuple[int, ...], bool, int]:
     """Re-parenting by ``parents`` (sorted): ``(beam, parent, in place)`` for each beam that takes another beam's
     history, in beam order; the beams but the last of each parent's children (each copies the parent's last block
-    at a partial block's append; the last child writes in place); and whether any table is replaced. A beam's
+    at a partial block's append; the last child writes in place), whether any table is replaced, and how many
+    beams the second names (the blocks the next partial append takes). A beam's
     table is changed in place (its differing suffix replaced by its parent's) where no later beam in that order
     takes its history, else replaced by a copy of its parent's (the old one is still read as a parent's table), as
     ``reparent_groups`` replaces every one."""
     moves = [(i, p) for i, p in enumerate(parents) if p != i]
     moves = tuple((i, p, all(q != i for j, q in moves if j > i)) for i, p in moves)
-    return (moves, tuple(i for i in range(len(parents) - 1) if parents[i] == parents[i + 1]),
-            not all(in_place for _, _, in_place in moves))
+    copy_of = tuple(i for i in range(len(parents) - 1) if parents[i] == parents[i + 1])
+    return moves, copy_of, not all(in_place for _, _, in_place in moves), len(copy_of)
 
 
 def prompt_only(plan) -> bool:
