@@ -11,9 +11,11 @@ free list end as stepping leaves them, without the ``StepPlan``, ``schedule`` an
 step (and without the per-sequence ``num_tokens`` writes: every beam of a group holds as many slots, kept once
 per group and written back when the run ends). A group's re-parenting is looked up by its parents' code
 (:meth:`~kvsim.core.beam.BeamParents.many_codes`): the beams that take another's history, and how many beams
-share a parent. A beam's table list is changed in place where no later beam of the step reads it as its
-parent's (``reparent_groups`` gives every re-parented beam a new list: the lists' contents are the same, only
-their identities differ; nothing holds a table list across steps). Unlike a non-beam decode run
+share a parent. Every beam's table list is changed in place, its differing suffix replaced by its parent's:
+where a later beam of the step reads it as its parent's, once the group's last beam is re-parented (the new
+suffix read before: ``reparent_groups`` instead gives every re-parented beam a copy of its parent's list, one
+per step and beam that cost a walk of the whole table; the lists' contents are the same, only their identities
+differ, and nothing holds a table list across steps). Unlike a non-beam decode run
 (:mod:`kvsim.core.decode_run`) its blocks cannot be known ahead (re-parenting frees blocks and copy-on-write
 takes them at random), so each step is applied before the next is checked.
 
@@ -82,7 +84,7 @@ class BeamRun(RunGroupsMixin):
     def step(self) -> int:
         """Take the next step: every group's appends (the state ``schedule`` leaves: ``append_slots`` over the
         groups' sequences in running order, inlined), then its parents drawn and its tables re-parented
-        (``reparent_groups``, inlined: the same tables and ref counts), group after group in one walk; returns the
+        (``reparent_groups``, inlined: the same tables' contents and ref counts), group after group in one walk; returns the
         step's copy-on-write copies. The replaced blocks are released by :meth:`release`, after the step's record
         is read (:meth:`record_terms`): ``reparent_groups`` releases them after every group's tables are set, and
         appends take only free blocks, so a group's re-parenting may come before the next group's appends."""
@@ -90,9 +92,9 @@ class BeamRun(RunGroupsMixin):
         codes = self.sched._beam_parents.many_codes(self.widths, cfg.beam_keep_prob, cfg.beam_decay)
         bm = self.bm
         bs = bm.block_size
-        free, ref, fill, tables = bm._free, bm.ref, bm.fill, bm.tables
+        free, ref, fill = bm._free, bm.ref, bm.fill
         pop = free.pop
-        lens, widths, finals, ids_of, plans_of = self.lens, self.widths, self.finals, self.ids, self.plans
+        lens, widths, finals, plans_of = self.lens, self.widths, self.finals, self.plans
         internal, logical = self.internal, self.logical
         dropped = self.dropped
         copy_of = self.copy_of
@@ -133,49 +135,54 @@ class BeamRun(RunGroupsMixin):
             plan = plans.get(code)
             if plan is None:
                 plan = plans[code] = _plan(parents_of_code(code, len(tabs)))
-            moves, copy_of[i], replaces, ncopy = plan
+            moves, copy_of[i], waits, ncopy = plan
             # the next appends: a block each where the sequences end on a full block, else a copy for each beam
             # holding a parent's last block but its last child
             need += widths[i] if r == full else ncopy
             if not moves:
                 continue                        # every beam kept its own history
-            old = tabs[:] if replaces else tabs  # (a replaced table may still be read as a later beam's parent's)
-            top = len(old[0]) - 1               # (every table of the group is as long)
+            top = len(tabs[0]) - 1              # (every table of the group is as long)
             below = top - 1
             last = r + 1                        # (the last blocks' fill: not kept in ``fill`` meanwhile)
-            for j, p, in_place in moves:
-                src, dst = old[p], old[j]
+            later = [] if waits else None       # (changes to tables a later beam still reads as its parent's)
+            for j, p, now in moves:
+                src, dst = tabs[p], tabs[j]
                 # (mostly the last block alone differs, or the last two just after a block boundary: equality is
                 # prefix-closed, so they are the suffix past the shared prefix; after the appends every last block
-                # is private, and a table is changed in place only after its last read, so the last blocks differ)
+                # is private, and no table has changed before its last read, so the last blocks differ)
                 if top and src[below] == dst[below]:
                     b = src[top]
                     ref[b] += 1
                     d = dst[top]
                     fill[d] = last
                     dropped.append(d)
-                    if in_place:
+                    if now:
                         dst[top] = b
-                        continue
+                    else:
+                        later.append((dst, top, (b,)))
                 elif top > 1 and src[top - 2] == dst[top - 2]:
-                    a, b = src[top - 1], src[top]
+                    a, b = src[below], src[top]
                     ref[a] += 1
                     ref[b] += 1
                     d = dst[top]
                     fill[d] = last
                     dropped.append(d)           # (last block first)
-                    dropped.append(dst[top - 1])
-                    if in_place:
-                        dst[top - 1] = a
+                    dropped.append(dst[below])
+                    if now:
+                        dst[below] = a
                         dst[top] = b
-                        continue
+                    else:
+                        later.append((dst, below, (a, b)))
                 else:
                     fill[dst[top]] = last
                     lo = reparent_suffix(src, dst, ref, dropped)
-                    if in_place:
+                    if now:
                         dst[lo:] = src[lo:]
-                        continue
-                tabs[j] = tables[ids_of[i][j]] = src[:]
+                    else:
+                        later.append((dst, lo, src[lo:]))
+            if later:
+                for dst, lo, blocks in later:
+                    dst[lo:] = blocks
         bm.num_allocated += added + copies
         bm.used_slots += copied + self.num_seqs
         self.internal, self.logical = internal, logical
@@ -208,17 +215,16 @@ class BeamRun(RunGroupsMixin):
         self.ctx_sum += self.num_seqs
 
 def _plan(parents: list[int]) -> tuple[tuple[tuple[int, int, bool], ...], tuple[int, ...], bool, int]:
-    """Re-parenting by ``parents`` (sorted): ``(beam, parent, in place)`` for each beam that takes another beam's
+    """Re-parenting by ``parents`` (sorted): ``(beam, parent, now)`` for each beam that takes another beam's
     history, in beam order; the beams but the last of each parent's children (each copies the parent's last block
-    at a partial block's append; the last child writes in place), whether any table is replaced, and how many
-    beams the second names (the blocks the next partial append takes). A beam's
-    table is changed in place (its differing suffix replaced by its parent's) where no later beam in that order
-    takes its history, else replaced by a copy of its parent's (the old one is still read as a parent's table), as
-    ``reparent_groups`` replaces every one."""
+    at a partial block's append; the last child writes in place); whether any change waits; and how many beams the
+    second names (the blocks the next partial append takes). A beam's table is changed as its turn comes (``now``)
+    where no later beam in that order takes its history, else after the group's last beam (it is still read as a
+    parent's table)."""
     moves = [(i, p) for i, p in enumerate(parents) if p != i]
     moves = tuple((i, p, all(q != i for j, q in moves if j > i)) for i, p in moves)
     copy_of = tuple(i for i in range(len(parents) - 1) if parents[i] == parents[i + 1])
-    return moves, copy_of, not all(in_place for _, _, in_place in moves), len(copy_of)
+    return moves, copy_of, not all(now for _, _, now in moves), len(copy_of)
 
 
 def prompt_only(plan) -> bool:
