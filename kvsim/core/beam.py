@@ -75,7 +75,7 @@ class BeamParents:
         if k <= 1 or ks.count(k) != len(ks):
             return [self(x, keep_prob, decay) for x in ks]
         ahead, c, n = self._read_ahead(k, len(ks), keep_prob, decay)
-        return ahead[2][c:c + n].tolist()
+        return np.sort(ahead[2][c:c + n], axis=1).tolist()
 
     def many_codes(self, ks: list[int], keep_prob: float = 0.5, decay: float = 0.5) -> list[int]:
         """:meth:`many`'s parents (the same draws, the stream left as it leaves it), each group's as one number:
@@ -104,11 +104,24 @@ class BeamParents:
         return ahead, (pos - ahead[1]) // w, n
 
 
+SORT_TABLE = 1 << 16     # widths ``k`` with at most this many parent lists (``k**k``: k <= 6) sort theirs by table
+
+
 def _rows(u: np.ndarray, k: int, keep_prob: float, decay: float) -> tuple[np.ndarray, list[int]]:
-    """Parents of one group per row of ``2k`` uniforms (as :func:`_parents`, vectorised; a row each), and each
-    row's code (:meth:`BeamParents.many_codes`). The rows stay an array: a beam run reads only the codes."""
+    """Parents of one group per row of ``2k`` uniforms (as :func:`_parents`, vectorised; a row each, sorted only
+    past :data:`SORT_TABLE`'s widths: :meth:`BeamParents.many` sorts the rows it reads), and each row's code of
+    its sorted parents (:meth:`BeamParents.many_codes`). The rows stay an array: a beam run reads only the codes."""
     # as _parents: keep your own history (u[i] < keep_prob), else bisect_right into the cdf
     cdf, ranks, last = _cdf_array(k, decay)
+    if k ** k <= SORT_TABLE:
+        # bisect_right capped at k - 1 is the count of the cdf's first k - 1 entries at most u, compared column by
+        # column (a few columns: cheaper than a search); the code of the row as drawn, unsorted, looked up
+        w = u[:, k:]
+        pick = (w >= cdf[0]).astype(np.int64)
+        for c in cdf[1:last]:
+            pick += w >= c
+        parents = np.where(u[:, :k] < keep_prob, ranks, pick)
+        return parents, _sorted_codes(k)[parents @ (k ** ranks)].tolist()
     pick = cdf.searchsorted(u[:, k:], side="right")
     np.minimum(pick, last, out=pick)
     parents = np.where(u[:, :k] < keep_prob, ranks, pick)
@@ -116,6 +129,16 @@ def _rows(u: np.ndarray, k: int, keep_prob: float, decay: float) -> tuple[np.nda
     if k ** k >= 2 ** 62:       # (codes past int64: Python integers, exact)
         return parents, [_code(r, k) for r in parents.tolist()]
     return parents, (parents @ (k ** ranks)).tolist()
+
+
+@functools.lru_cache(maxsize=8)
+def _sorted_codes(k: int) -> np.ndarray:
+    """The code of every parent list of width ``k`` (``sum(parents[i] * k**i)``, each list as drawn) sorted: sorting
+    a row's parents is a look-up of its code."""
+    pw = k ** np.arange(k)
+    rows = np.arange(k ** k)[:, None] // pw % k
+    rows.sort(axis=1)
+    return rows @ pw
 
 
 def _code(parents: list[int], k: int) -> int:
