@@ -31,21 +31,25 @@ def beam_forward(eng, kept=None):
     t0 = t = env.now
     if not t < limit:
         return None
-    cost, log = eng.cost, eng.log
+    price, log = eng.cost.decode_plan_time, eng.log
+    step, terms, release, can_step = run.step, run.record_terms, run.release, run.can_step
     nseq, ngroups = run.num_seqs, len(run.groups)
     waiting, swapped = len(sched.waiting), len(sched.swapped)
-    head = (0, 0, nseq, ngroups, nseq, ngroups, waiting, swapped, 0, 0, 0)
-    times = []
+    n = len(log)
+    rows, times = [], []
     while True:
-        copies = run.step()
-        dt = cost.decode_plan_time(nseq, run.ctx_sum, copies)
-        blocks, used, internal, reserved, free, logical = run.record_terms()
-        log.append_step(t, dt, 0.0, head + (copies, blocks, used, internal, reserved, 0, free, logical))
-        run.release()
+        copies = step()
+        dt = price(nseq, run.ctx_sum, copies)
+        # (ITERATION_COLUMNS: the iteration, its timing, no prefill, every running group decoding, nothing
+        # preempted or swapped, its copies and memory)
+        rows.append((n, t, dt, 0.0, 0, 0, nseq, ngroups, nseq, ngroups, waiting, swapped, 0, 0, 0, copies) + terms())
+        release()
+        n += 1
         times.append(dt)
         t = t + dt
-        if not t < limit or not run.can_step():
+        if not t < limit or not can_step():
             break
+    log.append_rows(rows)
     run.end(t)
     eng.beam_kept = run
     eng.beam_steps += len(times)

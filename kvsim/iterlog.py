@@ -49,6 +49,14 @@ class IterationLog:
         if len(self._rows) >= self.PACK:
             self._pack()
 
+    def append_rows(self, rows: list[tuple]) -> None:
+        """Append the next iterations as whole rows (``ITERATION_COLUMNS`` order, each numbered as it comes:
+        ``len(self)`` on): a beam run's steps, built in one tuple each instead of timing and state joined per step."""
+        self._rows += rows
+        self._n += len(rows)
+        if len(self._rows) >= self.PACK:
+            self._pack()
+
     def _pack(self) -> None:
         if self._rows:
             cols = list(zip(*self._rows))

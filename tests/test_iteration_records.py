@@ -105,3 +105,25 @@ def test_bad_iterations_value_is_one_line_exit_2(tmp_path, capsys, bad):
     rc, out, err = cli(capsys, "run", _scenario_file(tmp_path), "--iterations", bad, "--out", tmp_path / "x")
     assert rc == 2 and err.strip().count("\n") == 0 and "--iterations" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_rows_appended_whole_equal_steps_appended_one_by_one(monkeypatch):
+    """``IterationLog.append_rows`` (a beam run's steps, each row whole) leaves the frame ``append_step`` row by
+    row leaves, numbered on from the rows before, across packs."""
+    monkeypatch.setattr(IterationLog, "PACK", 5)
+    rng = np.random.default_rng(2)
+    width = len(ITERATION_COLUMNS) - 4
+
+    def state():
+        return tuple(int(x) for x in rng.integers(0, 1000, width))
+
+    steps = [(float(i), 0.5 + i, 0.0, state()) for i in range(13)]
+    one, whole = IterationLog(), IterationLog()
+    for s in steps:
+        one.append_step(*s)
+    for s in steps[:3]:
+        whole.append_step(*s)
+    whole.append_rows([(3 + i, t, dt, swap) + st for i, (t, dt, swap, st) in enumerate(steps[3:9])])
+    whole.append_rows([(9 + i, t, dt, swap) + st for i, (t, dt, swap, st) in enumerate(steps[9:])])
+    assert len(whole) == len(one) == 13
+    pd.testing.assert_frame_equal(whole.frame(), one.frame(), check_exact=True)

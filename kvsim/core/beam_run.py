@@ -194,14 +194,15 @@ class BeamRun(RunGroupsMixin):
             sched.uniform_steps += 1
         return copies
 
-    def record_terms(self) -> tuple[int, int, int, int, int, int]:
-        """(blocks in use, used, internal, reserved, free, logical slots) after the step's appends (before its
-        releases), as ``PagedKV.memory_split`` gives them."""
+    def record_terms(self) -> tuple[int, int, int, int, int, int, int]:
+        """The step's record's memory columns (blocks in use, used, internal, reserved, external, free, logical
+        slots) after its appends (before its releases), as ``PagedKV.memory_split`` gives them."""
         bm, bs = self.bm, self.bm.block_size
         alloc = bm.num_allocated * bs
         used = bm.used_slots
         internal = min(self.internal, alloc - used)
-        return bm.num_allocated, used, internal, alloc - used - internal, self.kv.capacity_slots - alloc, self.logical
+        return (bm.num_allocated, used, internal, alloc - used - internal, 0, self.kv.capacity_slots - alloc,
+                self.logical)
 
     def release(self) -> None:
         """The step's end: the blocks its re-parenting replaced released (each group's replaced suffixes, last
