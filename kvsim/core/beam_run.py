@@ -84,10 +84,11 @@ class BeamRun(RunGroupsMixin):
     def step(self) -> int:
         """Take the next step: every group's appends (the state ``schedule`` leaves: ``append_slots`` over the
         groups' sequences in running order, inlined), then its parents drawn and its tables re-parented
-        (``reparent_groups``, inlined: the same tables' contents and ref counts), group after group in one walk; returns the
-        step's copy-on-write copies. The replaced blocks are released by :meth:`release`, after the step's record
-        is read (:meth:`record_terms`): ``reparent_groups`` releases them after every group's tables are set, and
-        appends take only free blocks, so a group's re-parenting may come before the next group's appends."""
+        (``reparent_groups``, inlined: the same tables' contents and ref counts), group after group in one walk;
+        returns the step's copy-on-write copies. The replaced blocks are released by :meth:`release`, after the
+        step's record is read (:meth:`record_terms`): ``reparent_groups`` releases them after every group's tables
+        are set, and appends take only free blocks, so a group's re-parenting may come before the next group's
+        appends."""
         cfg = self.cfg
         codes = self.sched._beam_parents.many_codes(self.widths, cfg.beam_keep_prob, cfg.beam_decay)
         bm = self.bm
@@ -99,7 +100,7 @@ class BeamRun(RunGroupsMixin):
         dropped = self.dropped
         copy_of = self.copy_of
         copies = copied = added = need = 0
-        full = bs - 1                           # (a group whose last append's offset this is ends on a full block)
+        full = bs - 1                           # (an append at this offset fills its block: the next takes one)
         i = -1
         for tabs, plans, code in zip(self.tabs, plans_of, codes):
             i += 1
