@@ -230,17 +230,18 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
             break
         if n in skip:
             continue
+        def scenario(prompt_hi=None):
+            return serving_scenario(profile, bs, n, device, cuda_graphs, kind == "stepped",
+                                    BEAM_WIDTH if kind == "beam" else 1, prompt_hi)
         try:
-            sc = serving_scenario(profile, bs, n, device, cuda_graphs, kind == "stepped",
-                                  BEAM_WIDTH if kind == "beam" else 1)
+            sc = scenario()
         except KvsimError as e:       # beam search where the engine has none (a model or policy without it)
             log(f"serving n={n} ({kind}): skipped, {e}")
             continue
         why = ER.fits_memory(sc, spec, bs, device, parts, free) if free is not None else None
         if why and (p_hi := SS.prompt_hi_fitting(sc, bs, ER.kv_room_bytes(device, parts, free))) is not None:
             # shorter prompts rather than no row (SS.MIN_PROMPT_HI); the fit reads each step's own contexts
-            sc = serving_scenario(profile, bs, n, device, cuda_graphs, kind == "stepped",
-                                  BEAM_WIDTH if kind == "beam" else 1, p_hi)
+            sc = scenario(p_hi)
             if not ER.fits_memory(sc, spec, bs, device, parts, free):
                 log(f"serving n={n} ({kind}): prompts up to {p_hi} tokens: at the full lengths {why}")
                 shortened[n] = p_hi
