@@ -130,3 +130,18 @@ def test_whole_sets_replay_to_their_committed_tables_within_the_bars(tmp_path, v
     _replay_reproduces(tmp_path, ROOT / "validation" / val, [ROOT / "scenarios" / d for d in scenarios], names,
                        [ROOT / p for p in profiles])
     _meets_issue_10s_bars(table, every_scenario)
+
+
+def test_the_index_of_sets_is_what_the_sets_tables_say():
+    """validation/README.md's table of every set is benchmarks/validation_sets.py's output on the committed tables
+    (re-made when a set's table changes)."""
+    import subprocess
+    import sys
+    text = (ROOT / "validation" / "README.md").read_text()
+    committed = text.split("<!-- sets:begin -->\n", 1)[1].split("\n<!-- sets:end -->", 1)[0].strip()
+    made = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "validation_sets.py"), "--root",
+                           str(ROOT / "validation")], capture_output=True, text=True, check=True).stdout.strip()
+    assert committed == made
+    assert committed.count("\n") + 1 == 2 + sum(1 for f in (ROOT / "validation").iterdir()
+                                                 if (f / "validation-replay.csv").exists())
+    assert committed in (ROOT / "README.md").read_text()          # the main README shows the same table
