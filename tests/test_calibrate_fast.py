@@ -113,6 +113,8 @@ def test_estimate_counts_points_not_a_constant():
     assert "at each of" not in F.estimate_full_or_fast([16, 64], False, serving_fits=1)
     both, one = F.estimate_total_s([16, 64], False), F.estimate_total_s([16, 64], False, serving_fits=1)
     assert both - one == pytest.approx(F.SERVING_FIT_SECONDS)
+    said = F.estimate_full_or_fast([16, 64], False, grid_idle=1.0)       # and the whole of it, at its end
+    assert said.endswith(f"~{F.estimate_total_s([16, 64], False, grid_idle=1.0) / 60:.1f} min in all")
 
 
 def test_a_time_limit_under_the_estimate_is_warned_about():

@@ -197,4 +197,5 @@ def estimate_full_or_fast(block_sizes: list[int], fast: bool, max_ctx: int = 204
                  f"(--time-limit caps it)")
     if not fast:
         line += f", the step and prefill overhead fits ~{FITS_SECONDS * scale:.0f} s"
-    return line
+    total = estimate_total_s(block_sizes, fast, max_ctx, grid_idle, scale, serving_fits)
+    return line + f"; ~{total / 60:.1f} min in all"
