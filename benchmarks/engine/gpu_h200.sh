@@ -37,7 +37,9 @@
 #                 ENGINE_REPEATS=N runs each N times (engine/, engine_r2/, ...: the replay's --repeats layout;
 #                 ENGINE_FIRST=2 starts at engine_r2/, adding repeats to runs made in an earlier call; alone, it runs
 #                 engine_r2/ only);
-#                 ENGINE_SETS="--set runtime.async_scheduling=false" for every run (the mode of the profile it is for: a stepped one)
+#                 ENGINE_SETS="--set runtime.async_scheduling=false" for every run (the mode of the profile it is for: a stepped one);
+#                 ENGINE_ONE=1 runs them all in one process, the model loaded once (benchmarks/engine/scenario_runs.py;
+#                 ENGINE_TIME=540 s for the stage, no run starts with under ENGINE_MIN_LEFT=80 s left; one clocks file)
 #   GAP="S1 S2"  benchmarks/engine/decode_gap.py on each scenario (decode steps re-timed in isolation;
 #                 GAP_SAMPLES, GAP_TIMEOUT), priced with calibrate/profiles/H200/<its model>.json
 #   PGAP="S1 S2" benchmarks/engine/prefill_gap.py the same way for prefill-only steps (own vs equal prompts)
@@ -186,6 +188,14 @@ for s in ${SCEN:-}; do      # one scenario per validate call: a slow or failing 
   timeout 150 python3 -m kvsim.cli validate "$s" $PROFS --out "$W/validation/$n" 2>&1 | grep -v Warning | tail -3
   pack
 done
+if [ -n "${ENGINE_ONE:-}" ] && [ -n "${ENGINE:-}" ]; then   # every ENGINE run in one process, the model loaded once
+  stamp "engine runs in one process (benchmarks/engine/scenario_runs.py)"; mkdir -p "$W/clocks"
+  clocks "$W/clocks/engine_one_process.csv"
+  python3 benchmarks/engine/scenario_runs.py $ENGINE --out "$W/validation" --first "${ENGINE_FIRST:-1}" \
+    --repeats "${ENGINE_REPEATS:-1}" ${ENGINE_SETS:-} --time-limit "${ENGINE_TIME:-540}" --min-left "${ENGINE_MIN_LEFT:-80}" \
+    2>&1 | grep -v Warning | tail -40 | tee "$W/engine_one_process.txt"; kill $SMI 2>/dev/null
+  pack; ENGINE=""
+fi
 # ENGINE_FIRST=2 alone runs the second run (engine_r2/): the last run is at least the first (with ENGINE_REPEATS=1
 # the loop was empty and a call spent its time on nothing: 2026-12-07, results_H100/async_opt_1207)
 LAST=${ENGINE_REPEATS:-1}; [ "$LAST" -lt "${ENGINE_FIRST:-1}" ] && LAST=${ENGINE_FIRST:-1}
