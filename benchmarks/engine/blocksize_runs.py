@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))      # scenario_runs: the one-process loop
 
 
 def parse_run(text: str) -> tuple[int, float, int, int]:
@@ -38,38 +38,24 @@ def run_dir(out: Path, b: int, rate: float, seed: int) -> Path:
 
 def run_all(scenario: str, runs: list[tuple[int, float, int, int]], out: Path, sets: list[str],
             time_limit: float | None = None, min_left: float = 0.0, log=print) -> list[Path]:
-    """Each run not yet on disk, one engine at a time on one loaded model; returns the folders written."""
+    """Each run not yet on disk, one engine at a time on one loaded model (:func:`scenario_runs.serve_each`, whose
+    dummy weights are re-drawn from each run's seed: before 2026-12-07 a later seed's runs served the first run's
+    weights); returns the folders written."""
     import kvsim
-    from kvsim.engine.engine import RealEngine
-    from kvsim.engine.preflight import check_engine_fits
-    from kvsim.output import write_engine_run
-    from kvsim.validate import _release_device
-    from kvsim.validate_records import record_file
-    t0, model, written = time.perf_counter(), None, []
-    for b, rate, n, seed in runs:
-        d = run_dir(out, b, rate, seed)
-        if record_file(d, "requests.csv").exists():                # plain or requests.csv.gz
-            continue
-        if time_limit is not None and time_limit - (time.perf_counter() - t0) < min_left:
-            log("time limit: stopping before block %d rate %g seed %d; run again to resume" % (b, rate, seed))
-            break
-        sc = kvsim.load_scenario(scenario, list(sets) + [
-            f"engine.block_size={b}", f"workload.rate_req_s={rate!r}", f"workload.num_requests={n}",
-            "workload.duration_s=null", f"seed={seed}"])
-        check_engine_fits(sc)
-        s0 = time.perf_counter()
-        eng = RealEngine(sc, model=model)
-        res = eng.run()
-        model = eng.model
-        write_engine_run(res, d, kinds=("json", "csv"))
+    from scenario_runs import serve_each
+
+    def jobs():
+        for b, rate, n, seed in runs:
+            sc = kvsim.load_scenario(scenario, list(sets) + [
+                f"engine.block_size={b}", f"workload.rate_req_s={rate!r}", f"workload.num_requests={n}",
+                "workload.duration_s=null", f"seed={seed}"])
+            yield sc, run_dir(out, b, rate, seed), f"block {b} rate {rate:g} seed {seed}"
+
+    def done(sc, d, res, eng, start, end):
         s = res.summary
-        log(f"block {b} rate {rate:g} seed {seed}: {s.get('requests_finished')}/{s.get('requests_total')} finished, "
-            f"normalized latency {s.get('normalized_latency_s', float('nan')):.4f} s/token, "
-            f"{time.perf_counter() - s0:.1f} s")
-        written.append(d)
-        del eng, res
-        _release_device()
-    return written
+        log(f"{d.name}: {s.get('requests_finished')}/{s.get('requests_total')} finished, "
+            f"normalized latency {s.get('normalized_latency_s', float('nan')):.4f} s/token, {end - start:.1f} s")
+    return serve_each(jobs(), time_limit, min_left, log, done)
 
 
 def engine_sets(profile: str | None, sets: list[str]) -> list[str]:

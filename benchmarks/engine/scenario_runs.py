@@ -36,52 +36,68 @@ def model_key(sc) -> tuple:
     return sc.model, sc.dtype, str(sc.runtime.weights), str(sc.runtime.device)
 
 
-def run_all(scenarios: list[str], out: Path, sets: list[str], first: int = 1, last: int = 1,
-            time_limit: float | None = None, min_left: float = 0.0, log=print) -> list[Path]:
-    """Each (scenario, run) not yet on disk, one engine at a time, the model reused where :func:`model_key`
-    matches; returns the folders written."""
-    import kvsim
+def serve_each(jobs, time_limit: float | None = None, min_left: float = 0.0, log=print, done=None) -> list[Path]:
+    """Serve each job, ``(scenario, folder, label)`` (the scenario loaded, the folder its records'), one engine at a
+    time in this process: a folder that already holds requests.csv is kept, no job starts with under ``min_left``
+    of ``time_limit`` seconds left, and the model is reused where :func:`model_key` matches (dummy weights re-drawn
+    from the job's seed). ``done(sc, folder, res, eng, start, end)`` after each run is written (wall-clock start
+    and end). Returns the folders written. ``benchmarks/engine/blocksize_runs.py`` runs its jobs here too."""
     from kvsim.engine.engine import RealEngine
     from kvsim.engine.preflight import check_engine_fits
     from kvsim.output import write_engine_run
     from kvsim.validate import _release_device
     from kvsim.validate_records import record_file
     t0, model, key, written = time.perf_counter(), None, None, []
+    for sc, d, label in jobs:
+        if record_file(d, "requests.csv").exists():
+            continue
+        if time_limit is not None and time_limit - (time.perf_counter() - t0) < min_left:
+            log(f"time limit: stopping before {label}; run again to resume")
+            break
+        check_engine_fits(sc)
+        if model is not None and model_key(sc) != key:
+            model = None                       # another model: built afresh
+            _release_device()
+        if model is not None and sc.runtime.weights == "dummy":
+            model.init_dummy(sc.seed)          # the weights a fresh build draws from this seed
+        start = time.time()
+        eng = RealEngine(sc, model=model)
+        res = eng.run()
+        model, key = eng.model, model_key(sc)
+        write_engine_run(res, d, kinds=("json", "csv"))
+        if done is not None:
+            done(sc, d, res, eng, start, time.time())
+        written.append(d)
+        del eng, res
+        _release_device()
+    return written
+
+
+def run_all(scenarios: list[str], out: Path, sets: list[str], first: int = 1, last: int = 1,
+            time_limit: float | None = None, min_left: float = 0.0, log=print) -> list[Path]:
+    """Runs ``first`` to ``last`` of each scenario (:func:`serve_each`), each run's wall times added to
+    ``OUT/scenario_runs.csv``; returns the folders written."""
+    import kvsim
     times = out / "scenario_runs.csv"
     out.mkdir(parents=True, exist_ok=True)
     if not times.exists():
         times.write_text("scenario,run,start_unix,end_unix,load_s,serve_s\n")
-    for path in scenarios:
-        for r in range(first, max(first, last) + 1):
-            sc = kvsim.load_scenario(path, list(sets))
-            d = run_dir(out, sc.name, r)
-            if record_file(d, "requests.csv").exists():
-                continue
-            if time_limit is not None and time_limit - (time.perf_counter() - t0) < min_left:
-                log(f"time limit: stopping before {sc.name} run {r}; run again to resume")
-                return written
-            check_engine_fits(sc)
-            if model is not None and model_key(sc) != key:
-                model = None                       # another model: built afresh
-                _release_device()
-            if model is not None and sc.runtime.weights == "dummy":
-                model.init_dummy(sc.seed)          # the weights a fresh build draws from this seed
-            start = time.time()
-            eng = RealEngine(sc, model=model)
-            res = eng.run()
-            model, key = eng.model, model_key(sc)
-            write_engine_run(res, d, kinds=("json", "csv"))
-            end = time.time()
-            s = res.summary
-            with times.open("a") as f:
-                f.write(f"{sc.name},{r},{start:.3f},{end:.3f},{eng.load_s:.2f},{end - start:.2f}\n")
-            log(f"{sc.name} run {r}: {s.get('requests_finished')}/{s.get('requests_total')} finished, "
-                f"throughput {s.get('throughput_req_s', float('nan')):.3f} req/s, normalized latency "
-                f"{s.get('normalized_latency_s', float('nan')):.4f} s/token, {end - start:.1f} s")
-            written.append(d)
-            del eng, res
-            _release_device()
-    return written
+
+    def jobs():
+        for path in scenarios:
+            for r in range(first, max(first, last) + 1):
+                sc = kvsim.load_scenario(path, list(sets))
+                yield sc, run_dir(out, sc.name, r), f"{sc.name} run {r}"
+
+    def done(sc, d, res, eng, start, end):
+        r = 1 if d.name == "engine" else int(d.name.removeprefix("engine_r"))
+        with times.open("a") as f:
+            f.write(f"{sc.name},{r},{start:.3f},{end:.3f},{eng.load_s:.2f},{end - start:.2f}\n")
+        s = res.summary
+        log(f"{sc.name} run {r}: {s.get('requests_finished')}/{s.get('requests_total')} finished, "
+            f"throughput {s.get('throughput_req_s', float('nan')):.3f} req/s, normalized latency "
+            f"{s.get('normalized_latency_s', float('nan')):.4f} s/token, {end - start:.1f} s")
+    return serve_each(jobs(), time_limit, min_left, log, done)
 
 
 def main(argv=None) -> int:
