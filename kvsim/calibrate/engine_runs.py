@@ -100,10 +100,9 @@ def fits_memory(sc, spec, bs: int, device: str, parts=None, free: int | None = N
     """None when the serving run ``sc``'s worst-case KV fits in KV_MEMORY_SHARE of the free GPU memory (what a
     kept cache of ``parts`` holds counts as free: it is given back before a bigger one is built); else why not."""
     need = sc.engine.num_gpu_blocks * bs * spec.kv_bytes_per_token(sc.dtype_bytes)
-    kept = parts.kept_bytes() if parts is not None else 0
-    free = free_gpu_bytes(device) if free is None else free
-    if free is None or (parts is not None and parts.kept is not None and parts.kept.cache.num_blocks >=
-                        sc.engine.num_gpu_blocks) or need <= KV_MEMORY_SHARE * (free + kept):
+    room = kv_room_bytes(device, parts, free)
+    if room is None or (parts is not None and parts.kept is not None and parts.kept.cache.num_blocks >=
+                        sc.engine.num_gpu_blocks) or need <= room:
         return None
     return (f"its KV ({need / 2**30:.1f} GiB) is over {KV_MEMORY_SHARE:.0%} of the free memory "
-            f"({(free + kept) / 2**30:.1f} GiB)")
+            f"({room / KV_MEMORY_SHARE / 2**30:.1f} GiB)")

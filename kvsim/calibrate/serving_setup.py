@@ -13,6 +13,12 @@ REQUESTS_PER_SLOT = 2              # per pass
 # kept: a closed loop of short outputs is mostly prompt steps): OPT-13B's 64 rows on an H100 (64.1 GiB at 1,024-token
 # prompts against 32 GiB of room) run prompts up to ~370 tokens rather than not at all (2026-12-07)
 MIN_PROMPT_HI = 256
+POOL_SPARE_BLOCKS, SEQ_SPARE_TOKENS = 64, 8   # a run's KV pool: rows x row_blocks(...) + the spare blocks
+
+
+def row_blocks(prompt_hi: int, output_hi: int, bs: int) -> int:
+    """Blocks of one row's worst case (its longest prompt and output and a few spare tokens)."""
+    return -(-(prompt_hi + output_hi + SEQ_SPARE_TOKENS) // bs)
 STEPPED_MODE = {"async_scheduling": False, "async_prompt_steps": False}   # a stepped run in an overlapped calibration
 
 
@@ -54,8 +60,8 @@ def prompt_hi_fitting(sc, bs: int, room_bytes: int) -> int | None:
     w = sc.workload
     rows = (w.max_concurrency or 1) * max(1, w.beam_width)
     block_bytes = bs * get_model(sc.model).kv_bytes_per_token(sc.dtype_bytes)
-    per_row = (room_bytes // block_bytes - 64) // rows          # the pool: rows x per_row + 64 blocks
-    p_hi = min(per_row * bs - w.output_len_range[1] - 8, w.prompt_len_range[1])
+    per_row = (room_bytes // block_bytes - POOL_SPARE_BLOCKS) // rows    # the largest row_blocks that fits
+    p_hi = min(per_row * bs - w.output_len_range[1] - SEQ_SPARE_TOKENS, w.prompt_len_range[1])
     return int(p_hi) if p_hi >= MIN_PROMPT_HI else None
 
 
@@ -66,9 +72,9 @@ def serving_scenario_doc(profile: dict, bs: int, n: int, device: str = "cuda", c
     overlapped; ``prompt_hi``: prompts at most that long)."""
     from kvsim.catalogue import get_model
     engine, workload = serving_workload(n, get_model(profile["model"]).max_seq_len, beam_width, prompt_hi)
-    per_seq = -(-(workload["prompt_len_range"][1] + workload["output_len_range"][1] + 8) // bs)
+    per_seq = row_blocks(workload["prompt_len_range"][1], workload["output_len_range"][1], bs)
     return {"name": f"calibrate-serving-{'beam-' if beam_width > 1 else ''}{n}", "model": profile["model"], "gpu": "h100-80gb", "dtype": profile["dtype"],
-            "seed": 0, "engine": {"block_size": bs, "num_gpu_blocks": n * per_seq + 64, "swap_space_gib": 0, **engine},
+            "seed": 0, "engine": {"block_size": bs, "num_gpu_blocks": n * per_seq + POOL_SPARE_BLOCKS, "swap_space_gib": 0, **engine},
             "workload": workload, "runtime": {"device": device, "cuda_graphs": cuda_graphs, **ER.runtime_mode(),
                                               **(STEPPED_MODE if stepped else {})}}
 
