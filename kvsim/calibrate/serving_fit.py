@@ -127,7 +127,8 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
         steps = _row_steps(cost, its, reqs, n)
         if steps is None:
             continue
-        dur, grid, u, spread, cpu, usual, ahead = steps[:7]
+        dur, grid, u, spread = steps.dur, steps.grid, steps.u, steps.spread
+        cpu, usual, ahead = steps.cpu, steps.usual, steps.ahead
         off = None if ahead is None else usual & ~ahead    # overlapped runs: the steps not prepared ahead, apart
         if off is not None and off.sum() >= MIN_STEPPED:
             stepped[int(n)] = _stepped_row(n, steps, off, overhead)
