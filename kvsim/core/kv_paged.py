@@ -176,8 +176,7 @@ class PagedKV:
         if len(group.seqs) == 1:
             return 0
         tables = self.bm.tables
-        rows = [tables.get(s.seq_id, ()) for s in group.seqs]
-        return sum(len(t) for t in rows) - len(set().union(*rows))
+        return sum(len(tables.get(s.seq_id, ())) for s in group.seqs) - self.group_blocks(group)
 
     # -------------------------------------------------------------------- swap
     def can_swap_out(self, group: SequenceGroup) -> bool:
