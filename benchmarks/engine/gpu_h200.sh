@@ -39,7 +39,9 @@
 #                 engine_r2/ only);
 #                 ENGINE_SETS="--set runtime.async_scheduling=false" for every run (the mode of the profile it is for: a stepped one);
 #                 ENGINE_ONE=1 runs them all in one process, the model loaded once (benchmarks/engine/scenario_runs.py;
-#                 ENGINE_TIME=540 s for the stage, no run starts with under ENGINE_MIN_LEFT=80 s left; one clocks file)
+#                 ENGINE_TIME=540 s for the stage, no run starts with under ENGINE_MIN_LEFT=80 s left; one clocks file);
+#                 with it, ENGINE_ALSO="S1 S2" runs those through separate `kvsim engine` processes after, as run number
+#                 ENGINE_ALSO_RUN (default 2: engine_r2/), to compare the two ways on one card in one call
 #   GAP="S1 S2"  benchmarks/engine/decode_gap.py on each scenario (decode steps re-timed in isolation;
 #                 GAP_SAMPLES, GAP_TIMEOUT), priced with calibrate/profiles/H200/<its model>.json
 #   PGAP="S1 S2" benchmarks/engine/prefill_gap.py the same way for prefill-only steps (own vs equal prompts)
@@ -194,11 +196,12 @@ if [ -n "${ENGINE_ONE:-}" ] && [ -n "${ENGINE:-}" ]; then   # every ENGINE run i
   python3 benchmarks/engine/scenario_runs.py $ENGINE --out "$W/validation" --first "${ENGINE_FIRST:-1}" \
     --repeats "${ENGINE_REPEATS:-1}" ${ENGINE_SETS:-} --time-limit "${ENGINE_TIME:-540}" --min-left "${ENGINE_MIN_LEFT:-80}" \
     2>&1 | grep -v Warning | tail -40 | tee "$W/engine_one_process.txt"; kill $SMI 2>/dev/null
-  pack; ENGINE=""
+  pack; ENGINE="${ENGINE_ALSO:-}"     # ENGINE_ALSO: these again through separate `kvsim engine` processes (below)
 fi
 # ENGINE_FIRST=2 alone runs the second run (engine_r2/): the last run is at least the first (with ENGINE_REPEATS=1
 # the loop was empty and a call spent its time on nothing: 2026-12-07, results_H100/async_opt_1207)
 LAST=${ENGINE_REPEATS:-1}; [ "$LAST" -lt "${ENGINE_FIRST:-1}" ] && LAST=${ENGINE_FIRST:-1}
+if [ -n "${ENGINE_ONE:-}" ]; then ENGINE_FIRST=${ENGINE_ALSO_RUN:-2}; LAST=$ENGINE_FIRST; fi
 for s in ${ENGINE:-}; do    # engine runs only: replayed later against a profile of the same card
   n=$(basename "$s" .yaml)
   for r in $(seq "${ENGINE_FIRST:-1}" "$LAST"); do   # repeats land where kvsim validate --replay reads them
