@@ -12,7 +12,7 @@ interpolation, sums, maxima and least squares, so it scales by the same factor),
 * ``implied_step_error``: the scenario's error over its elasticity, the uniform step-time error that alone would
   account for it (compare it with the step tables, ``step_kinds.md``).
 
-On the H200's Llama-3-8B runs of 2026-12-06 (``validation/H200-1206/sensitivity-replay.md``), Orca-Max near
+On the H200's Llama-3-8B runs of 2026-12-06 (``validation/H200-1206/sensitivity-replay.md`` at commit 040af3a), Orca-Max near
 saturation (v19) had an elasticity of about 7 on mean normalized latency: its −21% error is a step-time error
 of about −3%, near its decode steps' −2.3% on the mean (step_kinds.md)."""
 from __future__ import annotations

@@ -16,7 +16,7 @@ from kvsim.graph_sizes import engine_graph_sizes
 from kvsim.validate_sensitivity import STEP, rows_for, scaled
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILES = [("calibrate/profiles/H200/llama-3-8b-1206.json", "Llama-3-8B"), ("calibrate/profiles/H100/opt-13b-1206.json",
+PROFILES = [("calibrate/profiles/H200/llama-3-8b-async.json", "Llama-3-8B"), ("calibrate/profiles/H100/opt-13b-1206.json",
             "OPT-13B"), ("calibrate/profiles/H200/opt-13b-1203.json", "OPT-13B")]
 
 
@@ -66,7 +66,7 @@ def test_elasticity_and_implied_step_error():
 def test_validate_writes_the_sensitivity_of_a_replayed_scenario(tmp_path):
     from kvsim.validate import run_validation
     name = "v15_llama3_8b_chunked512"
-    shutil.copytree(ROOT / "validation/H200-1206" / name / "engine", tmp_path / name / "engine")
+    shutil.copytree(ROOT / "validation/H200-async" / name / "engine", tmp_path / name / "engine")
     run_validation([str(ROOT / f"scenarios/validation/{name}.yaml")],
                    [str(ROOT / "calibrate/profiles/H200/llama-3-8b-1206.json")], tmp_path, replay=True, sensitivity=True)
     t = pd.read_csv(tmp_path / "sensitivity-replay.csv").set_index("metric")

@@ -17,7 +17,7 @@ def prefill_curve(tokens: np.ndarray, extra: np.ndarray, host: np.ndarray | None
     :data:`PREFILL_BIN_STEPS` by prompt length, each group's median length and mean extra ({} when too few): the
     mean, as the decode rows' (:func:`kvsim.calibrate.serving_fit.fit_from_runs`); on the H200 of 2026-12-06 these
     steps' extras had a long slow tail, group means 0.06-0.50 ms above the medians, and a fit of medians priced the
-    validation runs' prefill-only steps 3.1% low (step-weighted), of means 1.7% (validation/H200-1206/README.md). ``host``: each
+    validation runs' prefill-only steps 3.1% low (step-weighted), of means 1.7% (validation/H200-1206/README.md at commit 040af3a). ``host``: each
     step's host time on the critical path (NaN for a step prepared ahead), giving ``host_s``, each group's mean
     over its other steps, where every group has some."""
     tokens, extra = np.asarray(tokens, float), np.asarray(extra, float)

@@ -2,7 +2,7 @@
 
 The host part of a step (``cpu_s``: scheduling, input preparation, bookkeeping after the draws) moved between
 0.23 and 0.54 ms at the same batch on one lent H200 VM, in steps within one run rather than with the load
-(``validation/H200-1206/README.md``). Two readings tell the candidate causes apart:
+(``validation/H200-1206/README.md`` at commit 040af3a). Two readings tell the candidate causes apart:
 
 * ``host_thread_s``: the serving thread's CPU time (``time.thread_time``) over the same spans as ``cpu_s``.
   ``cpu_s - host_thread_s`` is time the thread was runnable or blocked but not running (preempted by another
