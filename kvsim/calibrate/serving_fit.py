@@ -35,7 +35,7 @@ one before it was on the GPU (``host_ahead`` in the engine's records) has its ho
 the others do not: in the fit's closed loops the decode step after a prefill (a finished request's successor
 joining), 4% of the decode steps at 4 rows and 44% at 128 on the H100 fit of 2026-12-06, 0.26-1.25 ms longer; in
 open-loop serving, 3-24% of the decode steps (after a prefill or mixed step, or after one that could not overlap
-because a request was due), 0.23-0.44 ms longer (``validation/H100-async``). ``extra_s`` stays the mean over all
+because a request was due), 0.23-0.44 ms longer (``validation/H100-async`` at commit 8199515). ``extra_s`` stays the mean over all
 of a row's steps, which prices open-loop serving within those shares; the steps not prepared ahead are also kept
 apart, ``"stepped": {"num_seqs", "extra_s", "host_s"}`` (same reference as ``extra_s``): the price of a decode
 step that can never overlap (beam search's, whose parents decide the next step). Since prefill and mixed steps

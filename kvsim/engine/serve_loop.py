@@ -15,7 +15,7 @@ step's, scaled up to this one's tokens); an arrival that still comes in that win
 is counted (``arrivals_deferred`` in the engine info). Steps with prompt tokens (prefill, mixed) fly as
 decode steps do (``runtime.async_prompt_steps``, default true; false: only decode-only steps, the engine of
 2026-12-06, whose mixed steps kept 0.4-0.5 ms of host work on the critical path and made the decode step
-after them wait for its scheduling, ``validation/H100-async``). Steps with beam search (their parents decide
+after them wait for its scheduling, ``validation/H100-async`` at commit 8199515). Steps with beam search (their parents decide
 the next step) and tensor-parallel runs are stepped; in a closed loop (``workload.max_concurrency``) a step
 that finishes a request lands before the next one is scheduled, since the request taking its slot is sent
 when it lands. First-token and finish times are those of the step's landing (when its draws are on the
