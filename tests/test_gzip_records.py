@@ -13,10 +13,10 @@ from kvsim.errors import KvsimError
 from kvsim.validate_records import read_engine_records, record_file
 
 ROOT = Path(__file__).resolve().parents[1]
-NAME = "v10_opt13b_beam4"                                   # the smallest committed H100 run
-SRC = ROOT / "validation" / "H100" / NAME / "engine"
+NAME = "v10_opt13b_beam4"                                   # a small committed H100 run
+SRC = ROOT / "validation" / "H100-async-opt" / NAME / "engine"
 SCEN = str(ROOT / "scenarios" / "validation" / f"{NAME}.yaml")
-PROF = str(ROOT / "calibrate" / "profiles" / "H100" / "opt-13b.json")
+PROF = str(ROOT / "calibrate" / "profiles" / "H100" / "opt-13b-async.json")
 RECORDS = ("requests.csv", "iterations.csv")
 
 
