@@ -237,11 +237,16 @@ def test_the_fit_runs_the_real_engine(monkeypatch, tmp_path):
                               save_dir=tmp_path / "runs")
     # two passes: 1, 4, then 4, 1 (one request in flight at a time: its decode steps are 1-row rows of their own);
     # an overlapped calibration also runs its stepped rows (4 of STEPPED_ROWS) once, between them, and every
-    # calibration its beam rows (4 of BEAM_ROWS: two groups of two beams)
-    assert fit["num_seqs"] == [1, 4] and len(lines) == 6
+    # calibration its beam rows (4 of BEAM_ROWS: two groups of two beams) and short-context rows (4 of SHORT_ROWS)
+    assert fit["num_seqs"] == [1, 4] and len(lines) == 7
     assert [ln.split(":")[0] for ln in lines] == ["serving n=1 (pass 1)", "serving n=4 (pass 1)",
                                                    "serving n=4 (stepped)", "serving n=4 (beam)",
-                                                   "serving n=4 (pass 2)", "serving n=1 (pass 2)"]
+                                                   "serving n=4 (short)", "serving n=4 (pass 2)",
+                                                   "serving n=1 (pass 2)"]
+    shorts = SF.load_runs(tmp_path / "runs" / "short")
+    assert sorted(shorts) == [4] and shorts[4][1].prompt_len.max() <= SS.SHORT_PROMPT_RANGE[1]
+    assert fit["short"]["num_seqs"] == [4] and np.isfinite(fit["short"]["beyond_s"][0])
+    assert 8 < fit["short"]["ctx_per_row"][0] < 128
     beams = SF.load_runs(tmp_path / "runs" / "beam")
     assert sorted(beams) == [4] and (beams[4][0].cow_copies > 0).any()
     assert fit["beam"]["num_seqs"] == [4] and fit["beam"]["width"] == 2
@@ -258,8 +263,9 @@ def test_the_fit_runs_the_real_engine(monkeypatch, tmp_path):
     ov = prof["step_overhead"]
     bare = SF.stripped_cost(prof, 16, {}, drop=SF.FITTED, bare=True)
     refit = SF.fit_from_runs(bare, runs, lambda n: float(np.interp(n, ov["num_seqs"], ov["time_s"])),
-                             stepped_runs=stepped, beam_runs=beams)
+                             stepped_runs=stepped, beam_runs=beams, short_runs=shorts)
     assert refit["extra_s"] == pytest.approx(fit["extra_s"]) and refit["spread"] == fit["spread"] == "grid"
+    assert refit["short"] == pytest.approx(fit["short"])
     assert refit["stepped"] == pytest.approx(fit["stepped"]) and refit["beam"] == pytest.approx(fit["beam"])
     assert all(np.isfinite(fit["extra_s"]))
     assert all(f is None or 0 <= f <= SF.MAX_FRACTION for f in fit["spread_frac_row"])
@@ -428,17 +434,17 @@ def test_no_row_starts_after_the_deadline(monkeypatch):
     """Under a calibration time limit the serving fit starts nothing past its deadline, says so, and returns
     empty tables (the profile is then written without them)."""
     import time
-    monkeypatch.setattr(ER, "ASYNC_SCHEDULING", False)     # stepped: no stepped runs besides the passes (a beam run)
+    monkeypatch.setattr(ER, "ASYNC_SCHEDULING", False)     # stepped: no stepped runs besides the passes (a beam and a short run)
     prof = steep_profile()
     lines = []
     fit, pre = SF.fit_serving(None, dict(prof, model="tiny-opt"), 16, device="cpu", rows=(2, 4), cuda_graphs=True,
                               log=lines.append, deadline=time.perf_counter() - 1.0)
     assert fit == {} and pre == {}
-    assert len(lines) == 1 and lines[0].startswith("serving n=2: skipped, and the 4 runs after it")
+    assert len(lines) == 1 and lines[0].startswith("serving n=2: skipped, and the 5 runs after it")
     notes = {}
     SF.fit_serving(None, dict(prof, model="tiny-opt"), 16, device="cpu", rows=(2, 4), cuda_graphs=True,
                    log=lines.append, deadline=time.perf_counter() - 1.0, notes=notes)
-    assert notes == {"serving_fit_skipped": {"runs": 5, "of": 5, "why": "the calibration's time limit"}}
+    assert notes == {"serving_fit_skipped": {"runs": 6, "of": 6, "why": "the calibration's time limit"}}
     notes = {}
     SF.fit_serving(None, dict(prof, model="tiny-opt"), 16, device="cpu", rows=(), cuda_graphs=True,
                    log=lines.append, deadline=time.perf_counter() - 1.0, notes=notes)
@@ -485,15 +491,16 @@ def test_the_fits_share_one_engine_build(monkeypatch, tmp_path):
     monkeypatch.setattr(SS, "PROMPT_RANGE", (8, 64))
     monkeypatch.setattr(SS, "OUTPUT_RANGE", (24, 48))
     monkeypatch.setattr(PS, "PREFILL_BIN_STEPS", 2)
-    monkeypatch.setattr(ER, "ASYNC_SCHEDULING", False)     # the four passes' runs and the beam run at 4 rows only
+    monkeypatch.setattr(ER, "ASYNC_SCHEDULING", False)     # the four passes' runs, the beam and short runs at 4 rows
     spec = get_model("tiny-opt")
     prof = dict(steep_profile(), model=spec.name, num_layers=spec.num_layers)
     model = build_model(spec, dtype=torch.float16, device=torch.device("cpu"), weights="dummy")
     parts = EngineParts()
-    parts.reserve(max(SF.serving_scenario(prof, 16, n, "cpu").engine.num_gpu_blocks for n in (2, 4)))
+    parts.reserve(max(SF.serving_scenario(prof, 16, n, "cpu", short=s).engine.num_gpu_blocks
+                      for n in (2, 4) for s in (False, True)))    # (the short run's pool is the larger here)
     SF.fit_serving(model, prof, 16, device="cpu", rows=(2, 4), cuda_graphs=False, log=lambda _m: None,
                    save_dir=tmp_path / "kept", parts=parts)
-    assert (parts.builds, parts.reuses) == (1, 4)
+    assert (parts.builds, parts.reuses) == (1, 5)
     SF.fit_serving(model, prof, 16, device="cpu", rows=(2, 4), cuda_graphs=False, log=lambda _m: None,
                    save_dir=tmp_path / "fresh")
     kept, fresh = SF.load_runs(tmp_path / "kept"), SF.load_runs(tmp_path / "fresh")
@@ -502,6 +509,8 @@ def test_the_fits_share_one_engine_build(monkeypatch, tmp_path):
         assert kept[n][0][cols].equals(fresh[n][0][cols])
     kept, fresh = SF.load_runs(tmp_path / "kept" / "beam"), SF.load_runs(tmp_path / "fresh" / "beam")
     assert kept[4][0][cols + ["cow_copies"]].equals(fresh[4][0][cols + ["cow_copies"]])
+    kept, fresh = SF.load_runs(tmp_path / "kept" / "short"), SF.load_runs(tmp_path / "fresh" / "short")
+    assert kept[4][0][cols].equals(fresh[4][0][cols])
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 9, 16])

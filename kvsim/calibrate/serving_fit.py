@@ -43,7 +43,8 @@ overlap too (``runtime.async_prompt_steps``), a closed loop prepares nearly ever
 of 2026-12-06 17:26: 1-2 per run were not, 0.23-0.68 ms of host work on the critical path), too few to fit; so an
 overlapped calibration runs :data:`STEPPED_ROWS` once more with the engine stepped, and ``stepped`` at those rows
 comes from every decode step of those runs. Every calibration also runs the beam rows once with beam search
-(:mod:`kvsim.calibrate.beam_fit`, ``"beam"``): a beam step measured whole beyond the stepped step of its rows.
+(:mod:`kvsim.calibrate.beam_fit`, ``"beam"``): a beam step measured whole beyond the stepped step of its rows; and
+its short-context rows once on short requests (:mod:`kvsim.calibrate.short_fit`, ``"short"``: recorded, not priced).
 
 Why not a fraction per row (``form="row"``): :mod:`kvsim.calibrate.spread_fit`.
 The workload is kvsim's own, not a validation scenario's, so the validation set still tests the result.
@@ -76,6 +77,7 @@ from kvsim.calibrate.serving_setup import (STEPPED_MODE, serving_scenario, servi
 from kvsim.calibrate.prefill_serving_fit import fit_prefill_from_runs, prefill_curve  # noqa: F401
 from kvsim.calibrate.spread_fit import MAX_FRACTION, fit_rows, pooled_fractions  # noqa: F401 (the row form)
 from kvsim.calibrate.beam_fit import BEAM_ROWS, BEAM_WIDTH, fit_beam
+from kvsim.calibrate.short_fit import SHORT_ROWS, fit_short
 from kvsim.cost.profile import interp1
 from kvsim.calibrate.serving_runs import (by_pass, host_ahead, join_passes, load_runs, lone_prefills,  # noqa: F401
                                           save_runs, spread_order, step_contexts)
@@ -109,7 +111,8 @@ def _stepped_row(n: int, steps, mask, overhead) -> tuple:
 
 def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], overhead, form: str = "grid",
                   stepped_runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]] | None = None,
-                  beam_runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]] | None = None) -> dict:
+                  beam_runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]] | None = None,
+                  short_runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]] | None = None) -> dict:
     """``decode_serving`` for one block size from ``{n: (iterations, requests)}`` of the serving runs;
     ``cost`` is a calibrated cost model of the profile without its serving tables and step overhead (its
     ``decode_grid_and_spread`` / ``decode_grid_spread``), ``overhead(n)`` the profile's step overhead.
@@ -121,7 +124,9 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
     ``stepped_runs``: runs of the same workload with the engine stepped (an overlapped calibration's
     :data:`STEPPED_ROWS`): every usual decode step at n rows prices ``stepped`` at that row, in place of the
     overlapped runs' few steps not prepared ahead. ``beam_runs``: runs of beam search at
-    :data:`kvsim.calibrate.beam_fit.BEAM_ROWS`, priced beyond the stepped step of their rows (``beam``)."""
+    :data:`kvsim.calibrate.beam_fit.BEAM_ROWS`, priced beyond the stepped step of their rows (``beam``).
+    ``short_runs``: runs of short requests at :data:`kvsim.calibrate.short_fit.SHORT_ROWS`, recorded beyond the
+    fitted price of their rows (``short``, not priced)."""
     rows, host, stepped = [], [], {}
     for n, (its, reqs) in sorted(runs.items()):
         steps = _row_steps(cost, its, reqs, n)
@@ -169,6 +174,10 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
         float(n), np.asarray(ref["num_seqs"], float), np.asarray(ref["extra_s"], float))))
     if beam:        # beam search's decode steps measured whole: what they cost beyond a stepped step
         out["beam"] = beam
+    short = fit_short(cost, short_runs or {}, overhead, lambda n: float(np.interp(      # held outside, as priced
+        float(n), out["num_seqs"], out["extra_s"])))
+    if short:       # short contexts: what the engine took beyond the fitted price (recorded; not priced)
+        out["short"] = short
     out.update({"spread_frac_row": [r[5] for r in rows], "spread_frac_se": [r[6] for r in rows],
                 "spread_frac_mean": mean, "steps": [len(r[1]) for r in rows],
                 "workload": _workload_of(runs, rows[-1][0])})
@@ -194,14 +203,15 @@ UNFITTED_PREFILL = FITTED + ("prefill_overhead", "wake_overhead")   # a lone pre
 def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, cuda_graphs: bool = True,
                 log=print, save_dir=None, deadline: float | None = None, passes: int = PASSES,
                 notes: dict | None = None, parts=None, stepped_rows=STEPPED_ROWS,
-                beam_rows=BEAM_ROWS) -> tuple[dict, dict]:
+                beam_rows=BEAM_ROWS, short_rows=SHORT_ROWS) -> tuple[dict, dict]:
     """Run the serving workloads on the real engine; ``(decode_serving, prefill_serving)`` for block size
     ``bs`` (each {} when its steps are too few). Each row runs ``passes`` times, in :func:`spread_order` and back
     (:data:`PASSES`), its passes joined into one record (:func:`join_passes`); an overlapped calibration also
     runs ``stepped_rows`` (those of ``rows``) once with the engine stepped, after the first pass, for
     ``decode_serving.stepped``, and ``beam_rows`` (those of ``rows``) once with beam search, for
-    ``decode_serving.beam`` (:mod:`kvsim.calibrate.beam_fit`). ``save_dir``: also keep the runs' records there
-    (:func:`save_runs`; the stepped ones in ``save_dir/stepped``, the beam ones in ``save_dir/beam``). ``deadline`` (``time.perf_counter()`` seconds): no run starts after
+    ``decode_serving.beam`` (:mod:`kvsim.calibrate.beam_fit`), and ``short_rows`` once on short requests, for
+    ``decode_serving.short`` (:mod:`kvsim.calibrate.short_fit`). ``save_dir``: also keep the runs' records there
+    (:func:`save_runs`; the stepped, beam and short ones in ``save_dir/stepped``, ``beam``, ``short``). ``deadline`` (``time.perf_counter()`` seconds): no run starts after
     it (the rest are skipped and logged, so a calibration under a time limit still writes its profile; ``notes``,
     the profile's meta, then records how many as ``serving_fit_skipped``). ``parts``: an
     :class:`~kvsim.engine.reuse.EngineParts` the runs share (one KV cache and set of CUDA graphs for all)."""
@@ -213,6 +223,7 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
     per_n: dict[int, list] = {}
     stepped_of: dict[int, tuple] = {}
     beam_of: dict[int, tuple] = {}
+    short_of: dict[int, tuple] = {}
     refs, sc, skip, shortened = [], None, set(), {}
     free = ER.free_gpu_bytes(device)
     first = spread_order(rows)
@@ -220,6 +231,7 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
     # stepped and beam runs after the first pass: kept when a time limit cuts the second
     extra = [(n, "stepped") for n in first if n in set(stepped_rows)] if ER.async_scheduling() else []
     extra += [(n, "beam") for n in first if n in set(beam_rows)]
+    extra += [(n, "short") for n in first if n in set(short_rows)]
     order = order[:len(first)] + extra + order[len(first):]
     for i, (n, kind) in enumerate(order):
         if deadline is not None and time.perf_counter() > deadline:
@@ -233,7 +245,7 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
             continue
         def scenario(prompt_hi=None):
             return serving_scenario(profile, bs, n, device, cuda_graphs, kind == "stepped",
-                                    BEAM_WIDTH if kind == "beam" else 1, prompt_hi)
+                                    BEAM_WIDTH if kind == "beam" else 1, prompt_hi, kind == "short")
         try:
             sc = scenario()
         except KvsimError as e:       # beam search where the engine has none (a model or policy without it)
@@ -260,7 +272,7 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
             log(f"serving n={n} (beam): failed, left out: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
             continue
         if kind != "pass":
-            (stepped_of if kind == "stepped" else beam_of)[n] = (res.iterations, res.requests)
+            {"stepped": stepped_of, "beam": beam_of, "short": short_of}[kind][n] = (res.iterations, res.requests)
         else:
             per_n.setdefault(n, []).append((res.iterations, res.requests))
             refs.append((res.info.get("reference_step") or {}).get("time_s"))     # the card's speed at each run
@@ -272,7 +284,7 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
     runs = {n: join_passes(v) if len(v) > 1 else v[0] for n, v in sorted(per_n.items())}
     if save_dir is not None:
         save_runs(runs, save_dir)
-        for sub, kept in (("stepped", stepped_of), ("beam", beam_of)):
+        for sub, kept in (("stepped", stepped_of), ("beam", beam_of), ("short", short_of)):
             if kept:
                 save_runs(kept, Path(save_dir) / sub)
     if not runs:
@@ -282,7 +294,7 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
     decode = fit_from_runs(stripped_cost(profile, bs, graphs, drop=FITTED, bare=True), runs,
                            lambda n: float(interp1(float(n), np.asarray(ov["num_seqs"], float),
                                                    np.asarray(ov["time_s"], float))), stepped_runs=stepped_of,
-                           beam_runs=beam_of)
+                           beam_runs=beam_of, short_runs=short_of)
     if decode:
         decode["reference_step_s"] = refs
         if shortened:          # the rows that ran shorter prompts than the workload's, and how long

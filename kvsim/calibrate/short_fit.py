@@ -1,0 +1,58 @@
+"""Decode steps at short contexts measured on the engine: ``decode_serving[bs].short`` (recorded; not yet priced).
+
+Why. The serving runs that set each row's ``extra_s`` hold ~600 tokens a row (:mod:`kvsim.calibrate.serving_setup`'s
+lengths), and the decode grid's price falls from there to its first column (128 tokens a row) by 0.1-0.25 ms at
+2-8 rows. The engine's steps did not fall with it: on one H100 (2026-12-07, ``validation/H100-async-1207``), h08's
+3-4-row steps at ~74 tokens a row took 6.76 ms against 6.82 ms for the calibration's 4-row serving run at ~600,
+and v26's 4-row beam steps at under 100 tokens a row 7.16-7.29 ms against 7.21 ms for the calibration's beam run
+at ~430, each priced 0.2-0.4 ms less. Over the overlapped Llama-3-8B sets, decode-only steps of 3-8 rows whose
+requests held at most 256 tokens each were priced 1.2-2.5% fast (the median over scenarios, in the H100 set and in
+the H200 one), those holding 512-1,024 tokens within 0.7%; at 9-16 rows the cards disagree (H100 -1.6% to -2.6%,
+H200 +0.3% to +1.1%), and OPT-13B on an H100 showed no such pattern. Whether the grid's short columns or the
+serving extra's context is the cause needs the engine at short contexts on the card the profile measured, which
+this fit records.
+
+What. The serving fit runs :data:`SHORT_ROWS` once more on short requests (``serving_setup.SHORT_*``: prompts of
+8-64 tokens, outputs of 16-64, a closed loop of n in flight), and records per row the mean of its usual decode
+steps prepared ahead (all its usual steps in a stepped calibration) beyond what the profile prices them at (grid,
+spread, step overhead and the row's own ``extra_s``), with their mean context a row::
+
+    "short": {"num_seqs": [4, 16], "beyond_s": [...], "ctx_per_row": [...], "steps": [...]}
+
+A positive ``beyond_s`` is what the profile leaves out at those contexts. The cost model does not read it yet: the
+next calibration's runs and a validation set on the same card decide whether and how it prices steps. Needs no
+torch.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from kvsim.calibrate import serving_runs as SR
+
+SHORT_ROWS = (4, 16)
+MIN_SHORT_STEPS = 20        # usual steps (prepared ahead, where the run says) at exactly n rows a row needs
+
+
+def short_row(cost, its: pd.DataFrame, reqs: pd.DataFrame, n: int, overhead, extra) -> tuple | None:
+    """``(n, beyond_s, ctx_per_row, steps)`` of one short run at ``n`` rows (module doc), or None when it has fewer
+    than :data:`MIN_SHORT_STEPS` usual steps there. ``cost``: the bare calibrated model of the fit (grid and spread,
+    no step overhead); ``overhead(n)``, ``extra(n)``: the step overhead and the row's fitted extra."""
+    steps = SR.row_steps(cost, its, reqs, n, MIN_SHORT_STEPS)
+    if steps is None:
+        return None
+    m = steps.usual if steps.ahead is None else steps.usual & steps.ahead
+    if m.sum() < MIN_SHORT_STEPS:
+        return None
+    ref = steps.grid + steps.spread + float(overhead(n)) + float(extra(n))
+    return int(n), float(np.mean((steps.dur - ref)[m])), float(np.mean(steps.sums[m])) / n, int(m.sum())
+
+
+def fit_short(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], overhead, extra) -> dict | None:
+    """``decode_serving[bs].short`` from ``{n: (iterations, requests)}`` of the short runs (module doc), or None when
+    no row has enough steps."""
+    rows = [r for n, (its, reqs) in sorted(runs.items()) if (r := short_row(cost, its, reqs, n, overhead, extra))]
+    if not rows:
+        return None
+    return {"num_seqs": [r[0] for r in rows], "beyond_s": [r[1] for r in rows], "ctx_per_row": [r[2] for r in rows],
+            "steps": [r[3] for r in rows]}
