@@ -7,7 +7,8 @@ the simulator for each scenario, saves the engine's records under
 differential views of :mod:`kvsim.validate_diff`: ``step_kinds.{csv,md}`` (step
 duration by kind: decode-only, prefill-only, mixed, swap, copy) and
 ``timeline.{csv,png}`` (batch, tokens, KV blocks, preemptions over time), linked
-from ``validation.md``. With ``--replay`` it re-runs only the simulator against
+from ``validation.md``; for the whole set, decode steps by batch and context (:mod:`kvsim.validate_context`,
+``decode-context.csv`` and a section of ``validation.md``). With ``--replay`` it re-runs only the simulator against
 saved engine records (no GPU), which is how CI checks that committed error figures are reproduced.
 """
 from __future__ import annotations
@@ -123,6 +124,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
     also simulate each scenario with its step times scaled and write ``sensitivity{-replay}.{csv,md}``
     (:mod:`kvsim.validate_sensitivity`)."""
     from kvsim.validate_diff import links_markdown, write_diff
+    from kvsim.validate_context import markdown as context_markdown, scenario_cells, set_table
     from kvsim.errors import KvsimError
     from kvsim.outdir import atomic_write, safe_name, write_csv, write_json, write_text
     from kvsim.card_speed import host_note, speed_markdown, speed_row
@@ -132,6 +134,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
     metas: dict[str, dict | None] = {}
     servings: dict[str, dict] = {}
     sens: list[dict] = []
+    contexts: list[pd.DataFrame] = []       # decode steps by batch and context, per scenario (kvsim.validate_context)
     card = "?"
     for path in scenarios:
         profile = pick_profile(path, profiles, overrides)
@@ -202,6 +205,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
         except ImportError:
             pass                     # no matplotlib (GPU image): re-plot later with --replay
         write_diff(sc.name, sim.iterations, eng_its, d)
+        contexts.append(scenario_cells(sc.name, sim.iterations, eng_its))
         names.append(safe_name(sc.name))
         rows += compare(sc.name, sim.summary, summaries)
         if sensitivity:
@@ -211,8 +215,10 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
     head = headline(df)
     tag = "-replay" if replay else ""
     write_csv(out / f"validation{tag}.csv", df)
+    by_context = set_table(contexts)
+    write_csv(out / f"decode-context{tag}.csv", by_context)
     write_text(out / f"validation{tag}.md", markdown(df, head, card) + repeats_markdown(df) + speed_markdown(speeds)
-               + links_markdown(names))
+               + context_markdown(by_context) + links_markdown(names))
     write_json(out / f"headline{tag}.json", head, indent=2)
     if sensitivity:
         from kvsim.validate_sensitivity import markdown as sens_markdown
