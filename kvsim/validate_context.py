@@ -8,7 +8,7 @@ the story). ``kvsim validate`` writes, for the set, ``decode-context{-replay}.cs
 ``validation{-replay}.md``: per (rows bin, KV-per-request bin), over the scenarios (their first engine run) with at least
 :data:`MIN_CELL_STEPS` decode-only steps there on both sides, the median of their errors of the mean step, the
 scenarios counted and the steps on each side. KV per request is ``mem_used / running`` while the step ran
-(:func:`kvsim.validate_sizes._per_running`).
+(:func:`kvsim.validate_sizes.kv_per_request`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from kvsim.validate_diff import classify_steps
-from kvsim.validate_sizes import _per_running
+from kvsim.validate_sizes import kv_per_request
 
 MIN_CELL_STEPS = 20
 ROW_BINS = ((1, 1), (2, 2), (3, 4), (5, 8), (9, 16), (17, 32), (33, 64), (65, 10**9))
@@ -39,7 +39,7 @@ def _bin(x: np.ndarray, bins) -> np.ndarray:
 def _side(its: pd.DataFrame) -> pd.DataFrame:
     sel = (classify_steps(its) == "decode-only").to_numpy()
     rows = its.decode_seqs.to_numpy(dtype=float)[sel]
-    kv = _per_running(its)[sel]
+    kv = kv_per_request(its)[sel]
     return pd.DataFrame({"rows": _bin(rows, ROW_BINS), "kv": _bin(np.nan_to_num(kv, nan=-1.0), KV_BINS),
                          "dur": its.duration_s.to_numpy(dtype=float)[sel]})
 

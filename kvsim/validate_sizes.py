@@ -50,7 +50,9 @@ def bin_labels(edges: tuple[int, ...]) -> list[tuple[str, int, float]]:
     return out
 
 
-def _per_running(its: pd.DataFrame) -> np.ndarray:
+def kv_per_request(its: pd.DataFrame) -> np.ndarray:
+    """Per step, the KV tokens held per running request (``mem_used / running``; NaN where none ran or the records
+    lack the columns)."""
     if "mem_used" not in its.columns or "running" not in its.columns:
         return np.full(len(its), np.nan)
     req = its.running.to_numpy(dtype=float)
@@ -71,7 +73,7 @@ def _in_bin(its: pd.DataFrame, kinds: pd.Series, kind: str, col: str | None, lo:
 
 def _side(its: pd.DataFrame, kinds: pd.Series, kind: str, col: str, lo: int, hi: float):
     sel = _in_bin(its, kinds, kind, col, lo, hi)
-    return its.duration_s.to_numpy(dtype=float)[sel], _per_running(its)[sel]
+    return its.duration_s.to_numpy(dtype=float)[sel], kv_per_request(its)[sel]
 
 
 def _median(x: np.ndarray) -> float:
