@@ -58,3 +58,30 @@ def test_the_engine_runs_in_the_reports_profiles_mode_before_the_users_sets(tmp_
     assert "runtime.cuda_graph_prefill_route=false" in got and "runtime.cuda_graph_prefill_ladder=v2" in got
     assert got[-1] == "runtime.async_scheduling=true" and got.index("runtime.async_scheduling=false") < len(got) - 1
     assert r.main(["x.yaml", "--out", str(tmp_path), "--run", "16:1:6:0", "--profile", str(tmp_path / "none.json")]) == 2
+
+
+def test_bracketing_runs_step_each_block_toward_its_crossing(tmp_path):
+    """``--bracket``: every block at its predicted SLO rate, then one step a round on the side its SLO rate lies,
+    until bracketed or out of rounds; each round's runs come after the previous round's are on disk (a fake
+    engine writes them here: the metric is bound x rate / true SLO rate)."""
+    import pandas as pd
+    r = _runner()
+    report = tmp_path / "block_size.csv"
+    pd.DataFrame({"block_size": [1, 16, 128], "max_rate_req_s": [10.0, 10.0, 10.0],
+                  "probe_requests": [10, 10, 10], "probe_min_duration_s": [1.0, 1.0, 1.0]}).to_csv(report, index=False)
+    true_rate = {1: 10.5, 16: 7.9, 128: 20.0}       # within a step above; two steps below; out of reach
+    out, order = tmp_path / "runs", []
+    for b, rate, n, seed in r.bracket_runs(str(report), [1, 16, 128], [0], out, "normalized_latency_s", 0.1, 0.15, 2):
+        order.append((b, rate))
+        d = r.run_dir(out, b, rate, seed)
+        d.mkdir(parents=True)
+        norm = 0.1 * rate / true_rate[b]
+        pd.DataFrame({"status": ["finished"] * n, "arrival_s": 0.0, "first_token_s": 0.1, "finish_s": norm * 100,
+                      "output_len": 100}).to_csv(d / "requests.csv", index=False)
+    assert order == [(1, 10.0), (16, 10.0), (128, 10.0), (1, 11.5), (16, 8.5), (128, 11.5), (16, 7.0), (128, 13.0)]
+    # a run that never landed (a call cut short) ends its block's search; landed ones count when resumed
+    again = list(r.bracket_runs(str(report), [1, 16], [0], out, "normalized_latency_s", 0.1, 0.15, 2))
+    assert [(b, rate) for b, rate, _, _ in again] == [(1, 10.0), (16, 10.0), (1, 11.5), (16, 8.5), (16, 7.0)]
+    gone = tmp_path / "gone"
+    assert [(b, x) for b, x, _, _ in r.bracket_runs(str(report), [16], [0], gone, "normalized_latency_s", 0.1,
+                                                     0.15, 2)] == [(16, 10.0)]

@@ -126,3 +126,15 @@ def test_runs_are_as_long_as_the_reports_probes():
                                                            "32:23:1380:0"]
     new = old.assign(probe_requests=[100, 100], probe_min_duration_s=[2.0, 2.0])
     assert probe_length(new, 32) == (100, 2.0) and probe_runs(new, [32], [1.0], [0, 1]) == ["32:20:100:0", "32:20:100:1"]
+
+
+def test_the_next_fraction_steps_toward_the_crossing_and_stops_once_bracketed():
+    from kvsim.report.engine_check import next_fraction
+    assert next_fraction({}, 0.1, 0.15, 2) == 1.0
+    assert next_fraction({1.0: 0.08}, 0.1, 0.15, 2) == 1.15              # met the SLO: the crossing lies above
+    assert next_fraction({1.0: 0.12}, 0.1, 0.15, 2) == 0.85              # missed it: below
+    assert next_fraction({1.0: 0.12, 0.85: 0.09}, 0.1, 0.15, 2) is None  # bracketed
+    assert next_fraction({1.0: 0.12, 0.85: 0.11}, 0.1, 0.15, 2) == 0.7
+    assert next_fraction({1.0: 0.12, 0.85: 0.11, 0.7: 0.105}, 0.1, 0.15, 2) is None   # max_rounds steps taken
+    assert next_fraction({1.0: float("inf")}, 0.1, 0.6, 1) == 0.4         # an unfinished run fails the SLO
+    assert next_fraction({1.0: float("inf"), 0.4: float("inf")}, 0.1, 0.6, 5) is None  # never a rate <= 0

@@ -11,8 +11,12 @@
 #   SCENARIO=scenarios/paper/fig18b_block_size_alpaca.yaml
 #   BLOCKS=16,32,64     default: the report's recommended block size (report.txt) and the block predicted
 #                       worst on each side of it (block_size.csv), or the two worst on its one side
-#   FRACS=1.0,0.85,1.15 rates run, as fractions of each block size's own predicted SLO rate (so each is bracketed
-#                       when the prediction is within 15%), in this order (a call cut short has the middle ones)
+#   BRACKET=1 (default) each block size at its own predicted SLO rate, then a step of STEP=0.15 of that rate further
+#                       on the side its SLO rate lies, until one run meets the SLO and one does not (MAX_ROUNDS=2
+#                       steps at most; benchmarks/engine/blocksize_runs.py --bracket): two runs a block when the
+#                       prediction is within 15%
+#   FRACS=1.0,0.85,1.15 with BRACKET=0: rates run, as fractions of each block size's own predicted SLO rate (so each is
+#                       bracketed when the prediction is within 15%), in this order (a call cut short has the middle ones)
 #   SEEDS=0 (e.g. 0,1: the spread of per-seed rates is the noise)
 #   SLO=normalized_latency_s=0.1   SETS="--set gpu=h200-141gb"   CHECK_TIMEOUT=560 (s, the whole stage)
 #   MIN_LEFT=120 (s: no run starts with less of CHECK_TIMEOUT left; a 60-s probe of OPT-13B takes ~100 s)
@@ -55,11 +59,14 @@ BLOCKS=${BLOCKS:-$AUTO_BLOCKS}
 PROFILE=${PROFILE:-$(grep -o "measured profile [^ ]*" "$REPORT/report.txt" 2>/dev/null | head -1 | cut -d" " -f3)}
 echo "report $REPORT: best predicted rate $BEST_RATE req/s; blocks $BLOCKS; profile ${PROFILE:-none}" | tee -a "$W/stages.txt"
 FRACS=${FRACS:-1.0,0.85,1.15}; SEEDS=${SEEDS:-0}
-# the runs, in order (B:RATE:REQUESTS:SEED), then one process serves them all on one loaded model
-RUNS=$(python3 -c "import sys, pandas as pd; from kvsim.report.engine_check import probe_runs
+if [ "${BRACKET:-1}" = 1 ]; then   # each block at its predicted rate, then steps of STEP until its SLO rate is bracketed
+  RUNS="--bracket $REPORT/block_size.csv --blocks $BLOCKS --seeds $SEEDS --slo $SLO --step ${STEP:-0.15} --max-rounds ${MAX_ROUNDS:-2}"
+else                               # BRACKET=0: every block at each of FRACS, in order (B:RATE:REQUESTS:SEED)
+  RUNS=$(python3 -c "import sys, pandas as pd; from kvsim.report.engine_check import probe_runs
 print(' '.join('--run ' + r for r in probe_runs(pd.read_csv(sys.argv[1]), *(x.split(',') for x in sys.argv[2:]))))" \
-  "$REPORT/block_size.csv" "$BLOCKS" "$FRACS" "$SEEDS")
-echo "== $(date +%T) runs: $RUNS" | tee -a "$W/stages.txt"
+    "$REPORT/block_size.csv" "$BLOCKS" "$FRACS" "$SEEDS")
+fi
+echo "== $(date +%T) runs: $RUNS" | tee -a "$W/stages.txt"     # one process serves them all on one loaded model
 timeout "${CHECK_TIMEOUT:-560}" python3 benchmarks/engine/blocksize_runs.py "$SCENARIO" --out "$W" $RUNS \
   ${PROFILE:+--profile "$PROFILE"} $SETS --time-limit $(( ${CHECK_TIMEOUT:-560} - 10 )) --min-left "${MIN_LEFT:-120}" 2>&1 \
   | grep -v Warning | tee -a "$W/stages.txt"

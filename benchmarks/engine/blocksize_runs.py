@@ -10,8 +10,15 @@ a run is not started when less than ``--min-left`` seconds of ``--time-limit`` r
 each 20-s run of OPT-13B on an H100 took about 30 s besides serving (loading dummy weights, capturing, writing
 plots), 2026-12-06; here the load is paid once and no plot is drawn.
 
+``--bracket REPORT/block_size.csv --blocks 1,16,128`` instead of ``--run``: each block at its predicted SLO rate,
+then a step of 15% of that rate further on the side its SLO rate lies until one run meets the SLO and one does
+not (:func:`bracket_runs`): two runs per block when the prediction is within 15%, where the fixed fractions
+(1.0, 0.85, 1.15) spent three, ~140 s each for OPT-13B on an H100.
+
 usage (GPU): python benchmarks/engine/blocksize_runs.py SCENARIO --out DIR --run 16:15.7:942:0 --run ... \
     [--profile P.json] [--set gpu=h100-80gb] [--time-limit 560] [--min-left 90]
+    python benchmarks/engine/blocksize_runs.py SCENARIO --out DIR --bracket REPORT/block_size.csv --blocks 1,16,128 \
+    [--seeds 0] [--slo normalized_latency_s=0.1] [--step 0.15] [--max-rounds 2] ...
 """
 from __future__ import annotations
 
@@ -36,11 +43,11 @@ def run_dir(out: Path, b: int, rate: float, seed: int) -> Path:
     return out / f"b{b}_r{rate:g}_s{seed}"
 
 
-def run_all(scenario: str, runs: list[tuple[int, float, int, int]], out: Path, sets: list[str],
+def run_all(scenario: str, runs, out: Path, sets: list[str],
             time_limit: float | None = None, min_left: float = 0.0, log=print) -> list[Path]:
-    """Each run not yet on disk, one engine at a time on one loaded model (:func:`scenario_runs.serve_each`, whose
-    dummy weights are re-drawn from each run's seed: before 2026-12-07 a later seed's runs served the first run's
-    weights); returns the folders written."""
+    """Each run of ``runs`` (a list, or :func:`bracket_runs`' generator) not yet on disk, one engine at a time on one
+    loaded model (:func:`scenario_runs.serve_each`, whose dummy weights are re-drawn from each run's seed: before
+    2026-12-07 a later seed's runs served the first run's weights); returns the folders written."""
     import kvsim
     from scenario_runs import serve_each
 
@@ -56,6 +63,35 @@ def run_all(scenario: str, runs: list[tuple[int, float, int, int]], out: Path, s
         log(f"{d.name}: {s.get('requests_finished')}/{s.get('requests_total')} finished, "
             f"normalized latency {s.get('normalized_latency_s', float('nan')):.4f} s/token, {end - start:.1f} s")
     return serve_each(jobs(), time_limit, min_left, log, done)
+
+
+def bracket_runs(report_csv: str, blocks: list[int], seeds: list[int], out: Path, key: str, bound: float,
+                 step: float, max_rounds: int):
+    """``(B, RATE, REQUESTS, SEED)`` runs, generated round by round as the runs before them finish: each block at
+    its predicted SLO rate, then, per block and seed, a step of ``step`` of that rate further on the side its SLO
+    rate lies until one run meets the SLO and one does not, at most ``max_rounds`` steps
+    (:func:`kvsim.report.engine_check.next_fraction`). Runs already in ``out`` count as measured. A block's run that
+    did not happen (a call cut short) stops its search."""
+    import pandas as pd
+    from kvsim.report.engine_check import next_fraction, probe_runs, run_metric
+    from kvsim.validate_records import record_file
+    report = pd.read_csv(report_csv)
+    tried: dict[tuple[int, int], dict[float, float]] = {(b, s): {} for s in seeds for b in blocks}
+    pending = dict.fromkeys(tried, 1.0)
+    while pending:
+        for (b, seed), frac in pending.items():
+            yield parse_run(probe_runs(report, [b], [frac], [seed])[0])
+        nxt = {}
+        for (b, seed), frac in pending.items():
+            _, rate, _, _ = parse_run(probe_runs(report, [b], [frac], [seed])[0])
+            reqs = record_file(run_dir(out, b, rate, seed), "requests.csv")
+            if not reqs.exists():
+                continue
+            tried[(b, seed)][frac] = run_metric(pd.read_csv(reqs), key)
+            f = next_fraction(tried[(b, seed)], bound, step, max_rounds)
+            if f is not None:
+                nxt[(b, seed)] = f
+        pending = nxt
 
 
 def engine_sets(profile: str | None, sets: list[str]) -> list[str]:
@@ -76,10 +112,22 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default=None, help="the report's profile: run the engine in its mode")
     ap.add_argument("--time-limit", type=float, default=None)
     ap.add_argument("--min-left", type=float, default=90.0)
+    ap.add_argument("--bracket", metavar="BLOCK_SIZE_CSV", default=None,
+                    help="instead of --run: each of --blocks at its predicted SLO rate, then steps until bracketed")
+    ap.add_argument("--blocks", default="", help="with --bracket: the block sizes, e.g. 1,16,128")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--slo", default="normalized_latency_s=0.1", help="with --bracket: KEY=BOUND")
+    ap.add_argument("--step", type=float, default=0.15, help="with --bracket: a step, as a fraction of the rate")
+    ap.add_argument("--max-rounds", type=int, default=2)
     a = ap.parse_args(argv)
     from kvsim.errors import KvsimError
     try:
-        runs = [parse_run(r) for r in a.run]
+        if a.bracket:
+            key, bound = a.slo.split("=")
+            runs = bracket_runs(a.bracket, [int(b) for b in a.blocks.split(",") if b], [int(x) for x in
+                                a.seeds.split(",")], Path(a.out), key, float(bound), a.step, a.max_rounds)
+        else:
+            runs = [parse_run(r) for r in a.run]
         run_all(a.scenario, runs, Path(a.out), engine_sets(a.profile, a.set), a.time_limit, a.min_left)
     except KvsimError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -175,6 +175,22 @@ def probe_runs(report: pd.DataFrame, blocks: list[int], fracs: list[float], seed
     return out
 
 
+def next_fraction(measured: dict[float, float], bound: float, step: float, max_rounds: int) -> float | None:
+    """The next fraction of a block size's predicted SLO rate to run at, from the SLO metric measured at the
+    fractions run so far (``{fraction: metric}``): 1.0 first; None once one run met ``metric <= bound`` and another
+    did not (the SLO rate is bracketed) or after ``max_rounds`` steps from 1.0; else ``step`` beyond the runs on the
+    side the crossing lies (above the highest when every run met the SLO, below the lowest when none did). Two runs
+    bracket a prediction within ``step``, where a fixed set of three fractions spends a third run regardless
+    (``benchmarks/engine/blocksize_runs.py --bracket``)."""
+    if not measured:
+        return 1.0
+    ok = [m <= bound for m in measured.values()]
+    if any(ok) and not all(ok):
+        return None
+    nxt = round(max(measured) + step, 6) if all(ok) else round(min(measured) - step, 6)
+    return nxt if nxt > 0 and abs(nxt - 1.0) <= max_rounds * step + 1e-9 else None
+
+
 def predicted_runs(folder: Path, profile: str, key: str, report: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each engine run beside its simulation (module doc): block size, rate, seed, requests, whether it had the
     report's probe length (``report``'s, else :data:`PROBE_DEFAULTS`), and the SLO metric measured and predicted."""
