@@ -59,6 +59,7 @@ def test_runs_in_one_process_make_the_decisions_fresh_engines_make(tmp_path):
     times = pd.read_csv(out / "scenario_runs.csv")
     assert list(times.scenario) == ["a", "a", "b", "b", "c", "c"] and (times.end_unix >= times.start_unix).all()
     assert (times.load_s[1:4] < 0.05).all()                     # the model built once for a and b
+    assert list(times.position) == [1, 2, 3, 4, 5, 6] and (times.decode_host_ms > 0).all()
     fresh = RealEngine(kvsim.load_scenario(paths[1])).run().iterations
     reused = pd.read_csv(out / "b" / "b" / "engine" / "iterations.csv")
     assert fresh.cow_copies.sum() > 0

@@ -11,7 +11,9 @@ Runs land where ``kvsim validate --replay`` reads them: ``OUT/<name>/<name>/engi
 > 1), summary.json, requests.csv and iterations.csv (no plots: the validation keeps none). A folder that already
 holds requests.csv is kept (a call cut short resumes); no run starts with less than ``--min-left`` of
 ``--time-limit`` seconds left. Each run's start and end (wall clock) go to ``OUT/scenario_runs.csv``, to line the
-runs up with GPU clocks sampled over the whole call.
+runs up with GPU clocks sampled over the whole call, with its position in the process and its decode steps' median
+host time: on an H100 (2026-12-07, results_H100/async_1207) v26's beam steps took 0.42 ms of host work as the 11th
+run of a process and 0.28 ms as the 4th, which this lets the next set read without re-deriving.
 
 usage (GPU; repository root): python benchmarks/engine/scenario_runs.py S1.yaml S2.yaml ... --out W/validation \
     [--first 1] [--repeats 1] [--set KEY=VALUE ...] [--time-limit 560] [--min-left 90]
@@ -81,7 +83,8 @@ def run_all(scenarios: list[str], out: Path, sets: list[str], first: int = 1, la
     times = out / "scenario_runs.csv"
     out.mkdir(parents=True, exist_ok=True)
     if not times.exists():
-        times.write_text("scenario,run,start_unix,end_unix,load_s,serve_s\n")
+        times.write_text("scenario,run,start_unix,end_unix,load_s,serve_s,position,decode_host_ms\n")
+    served = []        # this process's runs so far: a run's position in it (does a long-lived process slow the host?)
 
     def jobs():
         for path in scenarios:
@@ -91,8 +94,13 @@ def run_all(scenarios: list[str], out: Path, sets: list[str], first: int = 1, la
 
     def done(sc, d, res, eng, start, end):
         r = 1 if d.name == "engine" else int(d.name.removeprefix("engine_r"))
+        served.append(d)
+        its = res.iterations
+        host = its.host_thread_s[(its.prefill_tokens == 0) & (its.decode_seqs > 0)] \
+            if {"host_thread_s", "prefill_tokens", "decode_seqs"} <= set(its.columns) else []
+        host_ms = f"{1e3 * float(host.median()):.4f}" if len(host) else ""
         with times.open("a") as f:
-            f.write(f"{sc.name},{r},{start:.3f},{end:.3f},{eng.load_s:.2f},{end - start:.2f}\n")
+            f.write(f"{sc.name},{r},{start:.3f},{end:.3f},{eng.load_s:.2f},{end - start:.2f},{len(served)},{host_ms}\n")
         s = res.summary
         log(f"{sc.name} run {r}: {s.get('requests_finished')}/{s.get('requests_total')} finished, "
             f"throughput {s.get('throughput_req_s', float('nan')):.3f} req/s, normalized latency "
