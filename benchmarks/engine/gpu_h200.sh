@@ -54,6 +54,8 @@
 #                 alternating on one card (ASYNC_REPEATS, default 2; ASYNC_TIMEOUT, default 300)
 # usage (repo root, GPU machine, $OUT set; the simpy wheel in .whl/):
 #   TESTS=1 BENCH=1 CALIB="llama-3-8b:16" SCEN="..." bash benchmarks/engine/gpu_h200.sh
+# back here, a lease's calls (each one's $OUT/h200.tgz, in order) become a set and a results folder with
+#   python benchmarks/engine/import_calls.py CALL1.tgz CALL2.tgz ... --set validation/<set> --results <folder>
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   2>&1 | tail -2
