@@ -90,8 +90,10 @@ def test_the_fit_records_what_short_steps_take_beyond_their_price(noise):
         assert k == ahead.sum() >= SH.MIN_SHORT_STEPS
         assert c == pytest.approx(ctx.ctx_sum.to_numpy()[ahead].mean() / n) and 8 < c < 128
     both = SF.fit_from_runs(bare, runs, ov, short_runs=shorts)
+    assert len(both["ctx_per_row"]) == len(both["num_seqs"])     # where each row's extra was measured: far longer
+    assert min(both["ctx_per_row"]) > 2 * max(got["ctx_per_row"])
     assert both["short"]["beyond_s"] == pytest.approx(got["beyond_s"], abs=1e-12)
-    assert {k: v for k, v in both.items() if k != "short"}.keys() == fit.keys()
+    assert {k: v for k, v in both.items() if k != "short"}.keys() == fit.keys() and "ctx_per_row" in fit
     with_short = cost_of(dict(prof, decode_serving={"16": both}))
     without = cost_of(dict(prof, decode_serving={"16": fit}))
     sums, top = np.array([4 * 60.0, 4 * 600.0]), np.array([100.0, 900.0])

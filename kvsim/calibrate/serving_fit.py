@@ -127,7 +127,7 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
     :data:`kvsim.calibrate.beam_fit.BEAM_ROWS`, priced beyond the stepped step of their rows (``beam``).
     ``short_runs``: runs of short requests at :data:`kvsim.calibrate.short_fit.SHORT_ROWS`, recorded beyond the
     fitted price of their rows (``short``, not priced)."""
-    rows, host, stepped = [], [], {}
+    rows, host, stepped, ctx = [], [], {}, []
     for n, (its, reqs) in sorted(runs.items()):
         steps = _row_steps(cost, its, reqs, n)
         if steps is None:
@@ -142,6 +142,7 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
         host.append(None if cpu is None else float(np.median(cpu[on_host])))
         y = dur[usual] - grid[usual]
         rows.append((int(n), y, u[usual], spread[usual]) + fit_rows(y, u[usual]))
+        ctx.append(float(np.mean(steps.sums[usual])) / n)     # the context a row the extra was measured at
     for n, (its, reqs) in sorted((stepped_runs or {}).items()):
         steps = _row_steps(cost, its, reqs, n)
         if steps is not None:
@@ -179,7 +180,7 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
     if short:       # short contexts: what the engine took beyond the fitted price (recorded; not priced)
         out["short"] = short
     out.update({"spread_frac_row": [r[5] for r in rows], "spread_frac_se": [r[6] for r in rows],
-                "spread_frac_mean": mean, "steps": [len(r[1]) for r in rows],
+                "spread_frac_mean": mean, "steps": [len(r[1]) for r in rows], "ctx_per_row": ctx,
                 "workload": _workload_of(runs, rows[-1][0])})
     passes = [by_pass(runs[r[0]][0], r[0]) for r in rows]
     if any(p is not None for p in passes):        # each pass's median step and host time, per row

@@ -19,7 +19,8 @@ spread, step overhead and the row's own ``extra_s``), with their mean context a 
 
     "short": {"num_seqs": [4, 16], "beyond_s": [...], "ctx_per_row": [...], "steps": [...]}
 
-A positive ``beyond_s`` is what the profile leaves out at those contexts. The cost model does not read it yet: the
+A positive ``beyond_s`` is what the profile leaves out at those contexts; the rows' own ``ctx_per_row``
+(``decode_serving[bs].ctx_per_row``, the mean context a row of the runs each ``extra_s`` comes from) is the other end. The cost model does not read it yet: the
 next calibration's runs and a validation set on the same card decide whether and how it prices steps. Needs no
 torch.
 """
