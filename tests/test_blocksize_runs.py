@@ -2,10 +2,11 @@
 its own folder as engine_check reads it, a folder already written kept. CPU engine, tiny model."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from tests._scripts import load_script
 
 torch = pytest.importorskip("torch")
 
@@ -13,10 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _runner():
-    spec = importlib.util.spec_from_file_location("blocksize_runs", ROOT / "benchmarks/engine/blocksize_runs.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/engine/blocksize_runs.py")
 
 
 SETS = ["model=tiny-opt", "runtime.device=cpu", "runtime.attention_backend=torch", "workload.arrival=poisson",

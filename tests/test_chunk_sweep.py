@@ -3,21 +3,19 @@ measurements back at the mixed grid's points, and a measurement off the grid's l
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from tests._scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "calibrate" / "profiles" / "H100" / "llama-3-8b-1206.json"
 
 
 def _sweep():
-    spec = importlib.util.spec_from_file_location("chunk_sweep", ROOT / "benchmarks" / "engine" / "chunk_sweep.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/engine/chunk_sweep.py")
 
 
 def _doc_at_grid_points(rows=(1, 8, 32)) -> dict:

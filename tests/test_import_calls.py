@@ -3,19 +3,15 @@ set and a results folder, records gzipped, plots left behind, a run already in t
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import tarfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests._scripts import load_script
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("import_calls", ROOT / "benchmarks/engine/import_calls.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/engine/import_calls.py")
 
 
 def _call(tmp: Path, k: int, run: str, calibrate: bool) -> Path:

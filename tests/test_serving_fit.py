@@ -17,13 +17,15 @@ from kvsim.cost.profile import interp1
 from tests.profile_factory import spread_grid, synthetic_profile
 
 
-def serving_run(n: int, seed: int = 0, output=(16, 96)):
-    """Iterations and requests of a prefill-first run shaped like the calibration's (kvsim's own simulator)."""
-    engine, workload = SF.serving_workload(n, 2048)
-    workload = dict(workload, output_len_range=list(output))
-    sc = kvsim.load_scenario({"name": f"fit-{n}", "model": "opt-13b", "gpu": "a100-40gb", "seed": seed,
-                              "engine": {"block_size": 16, "num_gpu_blocks": n * 80 + 64, **engine},
-                              "workload": workload})
+def serving_run(n: int, seed: int = 0, output=(16, 96), short: bool = False):
+    """Iterations and requests of a prefill-first run shaped like the calibration's (kvsim's own simulator);
+    ``short``: the short-context runs' lengths as they are (``output`` unused)."""
+    engine, workload = SF.serving_workload(n, 2048, short=short)
+    if not short:
+        workload = dict(workload, output_len_range=list(output))
+    sc = kvsim.load_scenario({"name": f"{'short' if short else 'fit'}-{n}", "model": "opt-13b", "gpu": "a100-40gb",
+                              "seed": seed, "engine": {"block_size": 16, "num_gpu_blocks": n * (16 if short else 80)
+                                                       + 64, **engine}, "workload": workload})
     res = kvsim.simulate(sc, fast_forward=False)
     return res.iterations, res.requests
 

@@ -6,25 +6,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import kvsim
 from kvsim.calibrate import serving_fit as SF
 from kvsim.calibrate import serving_setup as SS
 from kvsim.calibrate import short_fit as SH
 from kvsim.cost.calibrated import Profile
 from tests.profile_factory import spread_grid
-from tests.test_serving_fit import _overhead, _runs_made_of, cost_of, steep_profile
+from tests.test_serving_fit import _overhead, _runs_made_of, cost_of, serving_run, steep_profile
 
 BEYOND = 2.5e-4                     # what a short-context step takes beyond its fitted price
 
 
 def short_run(n: int, seed: int = 0):
     """Iterations and requests of a short-context serving run at ``n`` rows (the calibration's lengths)."""
-    engine, workload = SS.serving_workload(n, 2048, short=True)
-    sc = kvsim.load_scenario({"name": f"short-{n}", "model": "opt-13b", "gpu": "a100-40gb", "seed": seed,
-                              "engine": {"block_size": 16, "num_gpu_blocks": n * 16 + 64, **engine},
-                              "workload": workload})
-    res = kvsim.simulate(sc, fast_forward=False)
-    return res.iterations, res.requests
+    return serving_run(n, seed, short=True)
 
 
 def _setup():

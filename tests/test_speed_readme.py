@@ -1,13 +1,12 @@
 """benchmarks/sim/speed_readme.py: the README's speed block from the speed benchmarks' CSVs."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
+from tests._scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("speed_readme", ROOT / "benchmarks/sim/speed_readme.py")
-speed_readme = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(speed_readme)
+speed_readme = load_script("benchmarks/sim/speed_readme.py")
 
 
 def _write(tmp: Path) -> None:
