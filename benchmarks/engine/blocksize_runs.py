@@ -79,12 +79,11 @@ def bracket_runs(report_csv: str, blocks: list[int], seeds: list[int], out: Path
     tried: dict[tuple[int, int], dict[float, float]] = {(b, s): {} for s in seeds for b in blocks}
     pending = dict.fromkeys(tried, 1.0)
     while pending:
-        for (b, seed), frac in pending.items():
-            yield parse_run(probe_runs(report, [b], [frac], [seed])[0])
+        asked = {k: parse_run(probe_runs(report, [k[0]], [frac], [k[1]])[0]) for k, frac in pending.items()}
+        yield from asked.values()
         nxt = {}
         for (b, seed), frac in pending.items():
-            _, rate, _, _ = parse_run(probe_runs(report, [b], [frac], [seed])[0])
-            reqs = record_file(run_dir(out, b, rate, seed), "requests.csv")
+            reqs = record_file(run_dir(out, b, asked[(b, seed)][1], seed), "requests.csv")
             if not reqs.exists():
                 continue
             tried[(b, seed)][frac] = run_metric(pd.read_csv(reqs), key)
