@@ -28,6 +28,10 @@ from pathlib import Path
 RECORDS = ("requests.csv", "iterations.csv")
 
 
+class Refused(Exception):
+    """A call's run would overwrite one already in the set."""
+
+
 def gz(src: Path, dst: Path) -> None:
     """``src`` gzipped to ``dst`` with no name or time in the header (``gzip -9n``: the same bytes every time)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +57,7 @@ def import_runs(work: Path, dest: Path) -> list[str]:
         name = run.parent.name
         target = dest / name / run.name
         if target.exists():
-            raise SystemExit(f"error: {target} exists: number the runs apart on the device (ENGINE_FIRST)")
+            raise Refused(f"{target} exists: number the runs apart on the device (ENGINE_FIRST)")
         target.mkdir(parents=True)
         shutil.copy2(run / "summary.json", target / "summary.json")
         for rec in RECORDS:
@@ -137,8 +141,8 @@ def main(argv=None) -> int:
         return 2
     try:
         got = import_calls(a.tgz, a.set, a.results, profiles)
-    except SystemExit as e:
-        print(e, file=sys.stderr)
+    except Refused as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{len(got['runs'])} engine runs into {a.set}; calibrations {', '.join(got['calibrations']) or 'none'}; "
           f"profiles {', '.join(got['profiles']) or 'none'}; results in {a.results}")
