@@ -15,8 +15,8 @@ from kvsim.cost.calibrated import CalibratedCostModel, Profile
 from kvsim.overlap import OVERLAP_MARGIN, StepsAhead, steps_ahead
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILE = ROOT / "calibrate/profiles/H100/llama-3-8b-async-1207.json"
-SET = ROOT / "validation/H100-async-1207"
+PROFILE = ROOT / "calibrate/profiles/H100/llama-3-8b-async-1207b.json"
+SET = ROOT / "validation/H100-async-1207b"
 
 
 def test_a_step_is_ahead_only_after_one_that_could_fly_with_no_request_due():

@@ -100,7 +100,7 @@ def test_more_serving_fits_skips_the_fit_block_size_and_records_it(tmp_path, mon
 
 def test_a_scenario_at_a_block_size_whose_own_fit_was_cut_is_told(tmp_path, capsys):
     """The note names the cut of the scenario's block size's fit, not the fit block size's."""
-    src = json.loads(open("calibrate/profiles/H100/llama-3-8b-async-1207.json").read())
+    src = json.loads(open("calibrate/profiles/H100/llama-3-8b-async-1207b.json").read())
     src["meta"].pop("serving_fit_skipped", None)
     src["meta"]["serving_fit_skipped_at"] = {"16": {"runs": 5, "of": 21, "why": "the calibration's time limit"}}
     p = tmp_path / "p.json"

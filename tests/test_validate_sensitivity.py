@@ -82,7 +82,7 @@ def test_the_scaled_copies_say_no_note_the_profile_said_once(tmp_path):
     """A profile whose serving fit a time limit cut short is noted once by its own prediction; its scaled copies
     (one pair per scenario, temporary paths) drop that meta and price exactly as if they kept it."""
     from kvsim.validate_sensitivity import NOTE_ONLY_META, write_scaled
-    doc = json.loads((ROOT / "calibrate/profiles/H100/llama-3-8b-async-1207.json").read_text())
+    doc = json.loads((ROOT / "calibrate/profiles/H100/llama-3-8b-async-1207b.json").read_text())
     doc["meta"].update(serving_fit_skipped={"runs": 5, "of": 18, "why": "the calibration's time limit"},
                        partial="its serving fit was not run")
     src = tmp_path / "cut.json"

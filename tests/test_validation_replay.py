@@ -107,8 +107,9 @@ def _meets_issue_10s_bars(table: pd.DataFrame, every_scenario: bool = True) -> N
     # what is left of the stepped H100 set of 2026-12-06: Mistral-7B's sliding window, eager (v29)
     ("H100-1206", ["validation"], ["calibrate/profiles/H100/mistral-7b-swa.json"], True),
     # fifteen Llama-3-8B scenarios overlapped (runtime.async_scheduling), on an H100 with the engine and the
-    # calibration of 2026-12-07 (each run twice, in one process): every scenario within the bars
-    ("H100-async-1207", ["validation", "holdout"], ["calibrate/profiles/H100/llama-3-8b-async-1207.json"], True),
+    # calibration of 2026-12-07, short-context runs included (eleven run twice, in one process): every scenario
+    # within the bars
+    ("H100-async-1207b", ["validation", "holdout"], ["calibrate/profiles/H100/llama-3-8b-async-1207b.json"], True),
     # ... and on an H200 (eleven of them run twice)
     ("H200-async", ["validation", "holdout"], ["calibrate/profiles/H200/llama-3-8b-async.json"], True),
     # OPT-13B overlapped at block 16 on an H100 (2026-12-07; two of them run twice)

@@ -12,8 +12,8 @@ go to ``RESULTS/`` as ``<model>-b<B>.calibrate.log``, ``.clocks.csv.gz`` and ``s
 (one line, exit 2), so two calls' runs of one scenario must be numbered apart on the device (``ENGINE_FIRST``).
 Then, on the CPU: ``kvsim validate ... --out SET --replay --sensitivity``.
 
-usage: python benchmarks/engine/import_calls.py CALL1.tgz [CALL2.tgz ...] --set validation/H100-async-1207 \
-    --results benchmarks/engine/results_H100/async_1207 [--profile llama-3-8b-b16=calibrate/profiles/H100/x.json]
+usage: python benchmarks/engine/import_calls.py CALL1.tgz [CALL2.tgz ...] --set validation/H100-async-1207b \
+    --results benchmarks/engine/results_H100/async_1207b [--profile llama-3-8b-b16=calibrate/profiles/H100/x.json]
 """
 from __future__ import annotations
 

@@ -12,8 +12,9 @@ Runs land where ``kvsim validate --replay`` reads them: ``OUT/<name>/<name>/engi
 holds requests.csv is kept (a call cut short resumes); no run starts with less than ``--min-left`` of
 ``--time-limit`` seconds left. Each run's start and end (wall clock) go to ``OUT/scenario_runs.csv``, to line the
 runs up with GPU clocks sampled over the whole call, with its position in the process and its decode steps' median
-host time: on an H100 (2026-12-07, results_H100/async_1207) v26's beam steps took 0.42 ms of host work as the 11th
-run of a process and 0.28 ms as the 4th, which this lets the next set read without re-deriving.
+host time: on an H100 (2026-12-07, results_H100/async_1207, git history at commit 98cc84c) v26's beam steps took
+0.42 ms of host work as the 11th run of a process and 0.28 ms as the 4th; on another (results_H100/async_1207b)
+0.241 ms as the 10th, 0.250 ms as the 2nd and 0.236 ms alone in its own process.
 
 usage (GPU; repository root): python benchmarks/engine/scenario_runs.py S1.yaml S2.yaml ... --out W/validation \
     [--first 1] [--repeats 1] [--set KEY=VALUE ...] [--time-limit 560] [--min-left 90]

@@ -1,8 +1,8 @@
-"""Decode steps at short contexts measured on the engine: ``decode_serving[bs].short`` (recorded; not yet priced).
+"""Decode steps at short contexts measured on the engine: ``decode_serving[bs].short`` (recorded; not priced).
 
 Why. The serving runs that set each row's ``extra_s`` hold ~600 tokens a row (:mod:`kvsim.calibrate.serving_setup`'s
 lengths), and the decode grid's price falls from there to its first column (128 tokens a row) by 0.1-0.25 ms at
-2-8 rows. The engine's steps did not fall with it: on one H100 (2026-12-07, ``validation/H100-async-1207``), h08's
+2-8 rows. The engine's steps did not fall with it: on one H100 (2026-12-07, ``validation/H100-async-1207``, git history at commit 98cc84c), h08's
 3-4-row steps at ~74 tokens a row took 6.76 ms against 6.82 ms for the calibration's 4-row serving run at ~600,
 and v26's 4-row beam steps at under 100 tokens a row 7.16-7.29 ms against 7.21 ms for the calibration's beam run
 at ~430, each priced 0.2-0.4 ms less. Over the overlapped Llama-3-8B sets, decode-only steps of 3-8 rows whose
@@ -20,9 +20,16 @@ spread, step overhead and the row's own ``extra_s``), with their mean context a 
     "short": {"num_seqs": [4, 16], "beyond_s": [...], "ctx_per_row": [...], "steps": [...]}
 
 A positive ``beyond_s`` is what the profile leaves out at those contexts; the rows' own ``ctx_per_row``
-(``decode_serving[bs].ctx_per_row``, the mean context a row of the runs each ``extra_s`` comes from) is the other end. The cost model does not read it yet: the
-next calibration's runs and a validation set on the same card decide whether and how it prices steps. Needs no
-torch.
+(``decode_serving[bs].ctx_per_row``, the mean context a row of the runs each ``extra_s`` comes from) is the other end.
+
+What it found. First run on another H100 (2026-12-07 05:40, ``calibrate/profiles/H100/llama-3-8b-async-1207b.json``):
++0.019 ms at 4 rows (~54 tokens a row, +0.3% of the step) and -0.104 ms at 16 (~58 tokens, -1.3%), and that card's
+validation set (``validation/H100-async-1207b``) priced its short-context decode steps within ~2% either way (3-4
+rows at <=128 tokens a request -1.7%, 9-16 rows +0.1% to +0.6%): the earlier set's gap went with that card and
+calibration (its engine steps ran 0.5-2% slower than the second card's in the same rows and contexts, over decode
+grids that matched within 0.2% at 4-16 rows), not with short contexts. So the cost model does not read ``short``:
+it stays in the profile as a check a later calibration can read (a ``beyond_s`` of several percent would be the
+evidence to price it). Needs no torch.
 """
 from __future__ import annotations
 
