@@ -8,7 +8,8 @@ differential views of :mod:`kvsim.validate_diff`: ``step_kinds.{csv,md}`` (step
 duration by kind: decode-only, prefill-only, mixed, swap, copy) and
 ``timeline.{csv,png}`` (batch, tokens, KV blocks, preemptions over time), linked
 from ``validation.md``; for the whole set, decode steps by batch and context (:mod:`kvsim.validate_context`,
-``decode-context.csv`` and a section of ``validation.md``). With ``--replay`` it re-runs only the simulator against
+``decode-context.csv`` and a section of ``validation.md``) and the engine's own decode steps priced one by one at
+their rows and contexts (:mod:`kvsim.validate_reprice`, ``decode-repriced.csv`` and a section). With ``--replay`` it re-runs only the simulator against
 saved engine records (no GPU), which is how CI checks that committed error figures are reproduced.
 """
 from __future__ import annotations
@@ -125,6 +126,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
     (:mod:`kvsim.validate_sensitivity`)."""
     from kvsim.validate_diff import links_markdown, write_diff
     from kvsim.validate_context import markdown as context_markdown, scenario_cells, set_table
+    from kvsim import validate_reprice as RP
     from kvsim.errors import KvsimError
     from kvsim.outdir import atomic_write, safe_name, write_csv, write_json, write_text
     from kvsim.card_speed import host_note, speed_markdown, speed_row
@@ -135,6 +137,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
     servings: dict[str, dict] = {}
     sens: list[dict] = []
     contexts: list[pd.DataFrame] = []       # decode steps by batch and context, per scenario (kvsim.validate_context)
+    repriced: list[pd.DataFrame] = []       # the engine's decode steps priced one by one (kvsim.validate_reprice)
     card = "?"
     for path in scenarios:
         profile = pick_profile(path, profiles, overrides)
@@ -206,6 +209,9 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
             pass                     # no matplotlib (GPU image): re-plot later with --replay
         write_diff(sc.name, sim.iterations, eng_its, d)
         contexts.append(scenario_cells(sc.name, sim.iterations, eng_its))
+        if sc.workload.beam_width == 1:     # (a beam step's contexts are its beams', which the records do not hold)
+            from kvsim.build import setup_run
+            repriced.append(RP.scenario_cells(sc.name, RP.priced_steps(setup_run(sc).cost, eng_its, eng_reqs)))
         names.append(safe_name(sc.name))
         rows += compare(sc.name, sim.summary, summaries)
         if sensitivity:
@@ -217,8 +223,11 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
     write_csv(out / f"validation{tag}.csv", df)
     by_context = set_table(contexts)
     write_csv(out / f"decode-context{tag}.csv", by_context)
+    by_step = RP.set_table(repriced)
+    write_csv(out / f"decode-repriced{tag}.csv", pd.concat(repriced, ignore_index=True) if repriced
+              else pd.DataFrame(columns=list(RP.CELL_COLUMNS)))
     write_text(out / f"validation{tag}.md", markdown(df, head, card) + repeats_markdown(df) + speed_markdown(speeds)
-               + context_markdown(by_context) + links_markdown(names))
+               + context_markdown(by_context) + RP.markdown(by_step) + links_markdown(names))
     write_json(out / f"headline{tag}.json", head, indent=2)
     if sensitivity:
         from kvsim.validate_sensitivity import markdown as sens_markdown

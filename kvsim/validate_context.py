@@ -29,7 +29,7 @@ def label(lo: int, hi: int) -> str:
     return str(lo) if lo == hi else f"{lo}+" if hi >= 10**9 else f"≤{hi}" if lo == 0 else f"{lo}-{hi}"
 
 
-def _bin(x: np.ndarray, bins) -> np.ndarray:
+def binned(x: np.ndarray, bins) -> np.ndarray:
     out = np.full(len(x), "", dtype=object)
     for lo, hi in bins:
         out[(x >= lo) & (x <= hi)] = label(lo, hi)
@@ -40,7 +40,7 @@ def _side(its: pd.DataFrame) -> pd.DataFrame:
     sel = (classify_steps(its) == "decode-only").to_numpy()
     rows = its.decode_seqs.to_numpy(dtype=float)[sel]
     kv = kv_per_request(its)[sel]
-    return pd.DataFrame({"rows": _bin(rows, ROW_BINS), "kv": _bin(np.nan_to_num(kv, nan=-1.0), KV_BINS),
+    return pd.DataFrame({"rows": binned(rows, ROW_BINS), "kv": binned(np.nan_to_num(kv, nan=-1.0), KV_BINS),
                          "dur": its.duration_s.to_numpy(dtype=float)[sel]})
 
 

@@ -1,0 +1,105 @@
+"""Differential validation of the cost model alone: the engine's own decode steps priced one by one.
+
+The other views compare the simulator's run with the engine's: a cell of ``step_kinds.md``, ``step_sizes.md`` or
+the set's "Decode steps by batch and context" (:mod:`kvsim.validate_context`) holds the simulator's steps on one
+side and the engine's on the other, and the two runs' schedules drift apart (a step of 4 rows at 80 tokens a row
+in one may be 3 rows at 120 in the other). This view takes the engine's decode-only steps themselves, rebuilds each
+one's rows and contexts from its requests (:func:`kvsim.calibrate.serving_runs.step_contexts`: only steps whose
+rebuilt rows and KV match the step's own records, so no preemption, shared prefix or beam inside them) and prices
+that exact step with the scenario's cost model (``decode_step_times``, the simulator's own decode price). What is
+left is the cost model's error, with no scheduling in it.
+
+Steps the engine prepared while the step before flew (``host_ahead``; all of a stepped run's) are the ones the
+overlapped price is for; a step over :data:`kvsim.calibrate.serving_runs.ONE_OFF` times the median of its rows is
+left out (a compile, a collection; counted in ``outliers``). ``kvsim validate`` writes, for the set,
+``decode-repriced{-replay}.csv`` (per scenario and cell: steps, outliers, the mean measured and priced step) and a
+section of ``validation{-replay}.md``: per (rows bin, context-per-row bin), pooled over scenarios, the priced mean
+over the measured mean, less one. Needs no torch.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from kvsim.calibrate.serving_runs import ONE_OFF, host_ahead, step_contexts
+from kvsim.validate_context import ROW_BINS, binned, label
+
+CTX_BINS = ((0, 64), (65, 128), (129, 256), (257, 512), (513, 1024), (1025, 10**9))    # context tokens a row
+CELL_COLUMNS = ("scenario", "rows", "ctx", "steps", "outliers", "mean_measured_s", "mean_priced_s")
+SET_COLUMNS = ("rows", "ctx", "scenarios", "steps", "mean_measured_s", "rel_error")
+
+
+def priced_steps(cost, its: pd.DataFrame, reqs: pd.DataFrame) -> pd.DataFrame:
+    """One row per engine decode-only step whose contexts are known and that was prepared ahead (all of them in a
+    stepped run): ``n`` rows, ``ctx_per_row``, ``measured_s``, ``priced_s`` (``cost.decode_step_times`` at its
+    rows, context sum and longest context) and ``usual`` (within ``ONE_OFF`` times its rows' median)."""
+    cols = ["n", "ctx_per_row", "measured_s", "priced_s", "usual"]
+    price = getattr(cost, "decode_step_times", None)
+    if price is None or not len(its) or not len(reqs):
+        return pd.DataFrame(columns=cols)
+    ctx = step_contexts(its, reqs)
+    ctx = ctx[ctx.valid] if len(ctx) else ctx
+    if len(ctx):
+        ahead = host_ahead(its.loc[ctx.index])
+        ctx = ctx[ahead] if ahead is not None else ctx
+    parts = []
+    for n, g in ctx.groupby("n"):
+        sums, top = g.ctx_sum.to_numpy(float), g.ctx_max.to_numpy(float)
+        dur = its.loc[g.index, "duration_s"].to_numpy(float)
+        parts.append(pd.DataFrame({"n": int(n), "ctx_per_row": sums / n, "measured_s": dur,
+                                   "priced_s": np.asarray(price(int(n), sums, top), dtype=float),
+                                   "usual": dur <= ONE_OFF * float(np.median(dur))}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+
+
+def scenario_cells(name: str, steps: pd.DataFrame) -> pd.DataFrame:
+    """Per (rows bin, context bin) of one scenario's priced steps: usual steps, outliers, mean measured and priced."""
+    if not len(steps):
+        return pd.DataFrame(columns=list(CELL_COLUMNS))
+    t = steps.assign(rows=binned(steps.n.to_numpy(float), ROW_BINS), ctx=binned(steps.ctx_per_row.to_numpy(float),
+                                                                            CTX_BINS))
+    usual = t[t.usual.astype(bool)]
+    out = usual.groupby(["rows", "ctx"]).agg(steps=("measured_s", "size"), mean_measured_s=("measured_s", "mean"),
+                                             mean_priced_s=("priced_s", "mean"))
+    odd = t[~t.usual.astype(bool)].groupby(["rows", "ctx"]).size().rename("outliers")
+    out = out.join(odd, how="outer").fillna({"steps": 0, "outliers": 0}).reset_index()
+    out[["steps", "outliers"]] = out[["steps", "outliers"]].astype(int)
+    out.insert(0, "scenario", name)
+    return out[list(CELL_COLUMNS)]
+
+
+def set_table(cells: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per cell, pooled over scenarios (step-weighted): scenarios, steps, the mean measured step and the priced mean
+    over it less one (rows and context bins in order; empty cells left out)."""
+    c = pd.concat(cells, ignore_index=True) if cells else pd.DataFrame(columns=list(CELL_COLUMNS))
+    c = c[c.steps > 0]
+    rows = []
+    for r in (label(*b) for b in ROW_BINS):
+        for k in (label(*b) for b in CTX_BINS):
+            x = c[(c.rows == r) & (c.ctx == k)]
+            if len(x):
+                w = x.steps.to_numpy(float)
+                meas, priced = float(np.dot(w, x.mean_measured_s)), float(np.dot(w, x.mean_priced_s))
+                rows.append({"rows": r, "ctx": k, "scenarios": len(x), "steps": int(w.sum()),
+                             "mean_measured_s": meas / w.sum(), "rel_error": priced / meas - 1.0})
+    return pd.DataFrame(rows, columns=list(SET_COLUMNS))
+
+
+def markdown(table: pd.DataFrame) -> str:
+    lines = ["", "## Engine decode steps priced one by one", "",
+             "The engine's decode-only steps (each scenario's first run), each priced by the cost model at its own rows "
+             "and contexts, so no difference of schedule is in it: by rows and context tokens a row, the priced mean "
+             "over the measured mean, less one, pooled over scenarios (steps in brackets; only steps whose contexts "
+             "the records pin down, prepared ahead where the run overlapped, none over "
+             f"{ONE_OFF:g}x its rows' median; `kvsim/validate_reprice.py`, the cells in `decode-repriced.csv`).", ""]
+    if not len(table):
+        return "\n".join(lines + ["No step could be priced (beam search, preemption or shared prefixes in every "
+                                  "scenario, or records without requests)."]) + "\n"
+    ctxs = [label(*b) for b in CTX_BINS if label(*b) in set(table.ctx)]
+    lines += ["| rows \\ context a row | " + " | ".join(ctxs) + " |", "|---" * (len(ctxs) + 1) + "|"]
+    for r in dict.fromkeys(table.rows):
+        part = table[table.rows == r].set_index("ctx")
+        cells = [f"{part.loc[k, 'rel_error']:+.1%} ({int(part.loc[k, 'steps'])})" if k in part.index else "–"
+                 for k in ctxs]
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
