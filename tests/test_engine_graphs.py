@@ -228,6 +228,29 @@ def test_warm_up_runs_the_lm_head_at_every_sampled_row_count(monkeypatch):
     assert seen >= set(range(1, eng.sc.engine.max_num_seqs + 1))
 
 
+@pytest.mark.parametrize("runtime", [{}, {"sampling": "random", "temperature": 0.8, "top_p": 0.9}])
+def test_logits_rows_padded_to_the_graph_sizes_give_the_same_tokens(monkeypatch, runtime):
+    """With decode graphs the LM head runs on the sampled rows padded to the next graph batch size (the runner's
+    ``logit_sizes``); the padding rows' logits are dropped, so every token (random draws too) is what the unpadded
+    head gives, and every LM head call has a graph size of rows."""
+    model = build_model(get_model("tiny-opt"), dtype=torch.float32, device=torch.device("cpu"), weights="dummy")
+    plain = RealEngine(_scenario("cpu", **runtime), model=model)
+    assert plain.runner.logit_sizes is None                 # (no graphs on the CPU: nothing padded)
+    want = plain.run().outputs
+    sizes = [1, 2, 4, 8, 16]
+    seen: list[int] = []
+    head = model.compute_logits
+
+    def spy(hidden):
+        seen.append(int(hidden.shape[0]))
+        return head(hidden)
+    eng = RealEngine(_scenario("cpu", **runtime), model=model)
+    eng.runner.logit_sizes = sizes
+    monkeypatch.setattr(model, "compute_logits", spy)
+    assert eng.run().outputs == want
+    assert seen and set(seen) <= set(sizes) and 16 in seen and any(n < 16 for n in seen)
+
+
 def _cls(x: int) -> str:            # how Triton specialises an integer argument
     return "one" if x == 1 else "16k" if x % 16 == 0 else "other"
 

@@ -14,6 +14,8 @@
 #                 SWEEP_NOROUTE=1 measures it again with every graph size replayed (chunk_sweep_noroute.json)
 #   OVERLAP=1     benchmarks/engine/overlap_probe.py: a layer's GEMMs and a paged decode attention, one stream vs
 #                 two (OVERLAP_ARGS="--shapes ... --layers N")
+#   LMHEAD="llama-3-8b opt-13b"  benchmarks/engine/lm_head_rows.py: the LM head timed by rows, at each row count
+#                 and padded to the decode graph's batch size (the runner's padding since 2026-12-07)
 #   KERNELS=1     where a mixed and a decode step's GPU time goes, kernel by kernel (torch.profiler), eager and
 #                 replayed from the graphs (span, idle time between kernels)
 #   THROUGHPUT=1  chunked-prefill offline throughput on the same 200 requests: decode rows in the prefill kernel,
@@ -123,6 +125,12 @@ if [ -n "${OVERLAP:-}" ]; then     # can a mixed step's attention run under its 
     | grep -v Warning | tail -12 | tee "$W/overlap_probe.txt"
   pack
 fi
+for m in ${LMHEAD:-}; do           # does an LM head between graph batch sizes cost more? (kvsim.engine.runner._logits)
+  stamp "lm head rows $m"
+  timeout 120 python3 benchmarks/engine/lm_head_rows.py --model "$m" --out "$W/lm_head/$m" 2>&1 | grep -v Warning \
+    | tail -40 | tee "$W/lm_head_rows_$m.txt"
+  pack
+done
 if [ -n "${KERNELS:-}" ]; then
   stamp kernels
   timeout 180 python3 benchmarks/engine/step_kernels.py --model llama-3-8b --out "$W" 2>&1 | grep -v Warning \
