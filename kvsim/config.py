@@ -168,6 +168,10 @@ class RuntimeConfig:
         True, "swap a preempted group's KV through a staging buffer: one gather (or scatter) over every layer and one "
               "PCIe copy per run of consecutive CPU blocks (false: a copy per layer, K and V, and run of blocks — "
               "the engine before this option; kvsim/engine/swap_staged.py)")
+    pad_logits: bool = cfg_field(
+        True, "with decode CUDA graphs, the LM head runs on a step's sampled rows padded to the next graph batch "
+              "size, the rows the calibration's decode grid timed (false: on exactly the sampled rows, the engine "
+              "before 2026-12-07; kvsim/engine/runner.py)")
     async_scheduling: bool = cfg_field(
         True, "overlap the host's scheduling and input preparation of the next step with the GPU's decode step "
               "(kvsim/engine/serve_loop.py; the same decisions as stepping unless a request arrives while a step "

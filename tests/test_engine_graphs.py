@@ -247,8 +247,17 @@ def test_logits_rows_padded_to_the_graph_sizes_give_the_same_tokens(monkeypatch,
     eng = RealEngine(_scenario("cpu", **runtime), model=model)
     eng.runner.logit_sizes = sizes
     monkeypatch.setattr(model, "compute_logits", spy)
-    assert eng.run().outputs == want
+    res = eng.run()
+    assert res.outputs == want and res.info["logits_graph_rows"] is True
     assert seen and set(seen) <= set(sizes) and 16 in seen and any(n < 16 for n in seen)
+    # runtime.pad_logits=false: the runner keeps no sizes even where decode graphs exist
+    from kvsim.engine.cuda_graphs import DecodeGraphs
+    from kvsim.engine.runner import ModelRunner
+    graphs = DecodeGraphs(model, eng.cache.gpu, block_size=4, max_batch=16, max_context_len=64, backend="torch",
+                          capture=False)
+    args = (model, eng.cache, eng.kv, {})
+    assert ModelRunner(*args, backend="torch", graphs=[graphs]).logit_sizes == graphs.sizes
+    assert ModelRunner(*args, backend="torch", graphs=[graphs], pad_logits=False).logit_sizes is None
 
 
 def _cls(x: int) -> str:            # how Triton specialises an integer argument

@@ -27,8 +27,11 @@ def async_prompt_steps() -> bool:
 
 
 def runtime_mode() -> dict:
-    """The runtime settings of every engine run of the calibration: stepped or overlapped, and which steps."""
-    return {"async_scheduling": async_scheduling(), "async_prompt_steps": async_prompt_steps()}
+    """The runtime settings of every engine run of the calibration: stepped or overlapped, which steps, and
+    whether the LM head ran at the decode graphs' row counts (the engine's default)."""
+    from kvsim.config import RuntimeConfig
+    return {"async_scheduling": async_scheduling(), "async_prompt_steps": async_prompt_steps(),
+            "pad_logits": bool(RuntimeConfig().pad_logits)}
 
 
 def overhead_blocks(n: int, bs: int) -> int:

@@ -158,7 +158,7 @@ class RealEngine:
                                   sampling_mode=rt.sampling, temperature=rt.temperature, top_p=rt.top_p,
                                   seed=sc.seed, graphs=[g for g in (self.graphs, self.prefill_graphs) if g is not None],
                                   unified_mixed=rt.unified_mixed_steps, mixed_decode_kernel=rt.mixed_decode_kernel,
-                                  prompt_tokens=given)
+                                  prompt_tokens=given, pad_logits=rt.pad_logits)
         if self.tp is not None and self.tp.rank == 0:
             self.runner.tp = self.tp
         if self.device.type == "cuda" and layout is None:    # the card's speed today (before any sequence exists)
@@ -256,6 +256,7 @@ class RealEngine:
                 "cuda_graph_steps": self.runner.graph_steps,
                 "unified_mixed_steps": self.runner.unified_mixed,
                 "mixed_decode_kernel": self.runner.mixed_decode_kernel,
+                "logits_graph_rows": self.runner.logit_sizes is not None,   # LM head padded to graph sizes?
                 "mixed_decode_split": _split_rows(),      # a mixed step's decode rows cut into partitions?
                 "fused_layer_ops": bool(getattr(self.model, "fused_ops", False)),
                 "cpu_s_mean": float(its.cpu_s.mean()) if len(its) else 0.0,

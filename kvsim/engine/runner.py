@@ -70,7 +70,7 @@ class ModelRunner(DrawsMixin):
     def __init__(self, model, cache: KVCache, kv, groups: dict[int, SequenceGroup], *, backend: str,
                  sampling_mode: str = "greedy", temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
                  graphs=(), unified_mixed: bool = True, mixed_decode_kernel: bool | None = None,
-                 prompt_tokens: dict[int, list[int]] | None = None):
+                 prompt_tokens: dict[int, list[int]] | None = None, pad_logits: bool = True):
         from kvsim.engine.attention import MIXED_DECODE_KERNEL
         self.model = model
         self.unified_mixed = unified_mixed   # mixed steps: decode rows as 1-token chunks, one attention launch
@@ -80,7 +80,8 @@ class ModelRunner(DrawsMixin):
         from kvsim.engine.cuda_graphs import DecodeGraphs
         # logits rows padded to the decode graphs' batch sizes (_logits): the LM head's GEMM then has the row counts
         # the calibration's decode grid timed (a graph size), not whatever count the step samples
-        self.logit_sizes = next((g.sizes for g in self.graphs if isinstance(g, DecodeGraphs)), None)
+        self.logit_sizes = next((g.sizes for g in self.graphs if isinstance(g, DecodeGraphs)), None) \
+            if pad_logits else None                                 # (runtime.pad_logits)
         self.graph_steps = 0
         self.cache = cache
         self.kv = kv                      # PagedKV or ContiguousKV (the scheduler's)
@@ -298,13 +299,14 @@ class ModelRunner(DrawsMixin):
 
     def _logits(self, hidden: torch.Tensor, batch: StepBatch) -> torch.Tensor | None:
         """float32 logits of the hidden rows the step samples from (each finished prompt's last row, every
-        decode row), None when it samples none. With decode graphs the LM head runs on those rows padded (the last
-        one repeated) to the next graph batch size, the extra rows dropped after, so its GEMM has a row count the
-        calibration's decode grid timed. Why: in validation/H100-async-1207b a 3-row decode step, which replays the
-        4-row graph, took 0.14 ms more GPU time than a 4-row step at similar contexts, and 7 rows 0.08 ms more than
-        8 (H200-async: ~0.1 ms; OPT-13B, half the LM head's weights: 0.02 ms); the LM head and the draws after it
-        are the parts of such a step that ran at its own row count (``benchmarks/engine/lm_head_rows.py`` times
-        the LM head by rows; whether it was the cause is for the next GPU run to show)."""
+        decode row), None when it samples none. With decode graphs (and ``runtime.pad_logits``, the default) the
+        LM head runs on those rows padded (the last one repeated) to the next graph batch size, the extra rows
+        dropped after, so its GEMM has a row count the calibration's decode grid timed. Why: in
+        validation/H100-async-1207b a 3-row decode step, which replays the 4-row graph, took 0.14 ms more GPU time
+        than a 4-row step at similar contexts, and 7 rows 0.08 ms more than 8 (H200-async: ~0.1 ms; OPT-13B, half
+        the LM head's weights: 0.02 ms); the LM head and the draws after it are the parts of such a step that ran
+        at its own row count (``benchmarks/engine/lm_head_rows.py`` times the LM head by rows; whether it was the
+        cause is for the next GPU run to show)."""
         rows = [r for r, _ in batch.prefill_rows]
         for r, g in batch.decode_rows:
             rows.extend(range(r, r + len(g.seqs)))
