@@ -207,11 +207,13 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
             atomic_write(d / "overlay.png", lambda t: plot_overlay(sc.name, sim, eng_reqs, eng_its, t))
         except ImportError:
             pass                     # no matplotlib (GPU image): re-plot later with --replay
-        write_diff(sc.name, sim.iterations, eng_its, d)
-        contexts.append(scenario_cells(sc.name, sim.iterations, eng_its))
+        priced = None
         if sc.workload.beam_width == 1:     # (a beam step's contexts are its beams', which the records do not hold)
             from kvsim.build import setup_run
-            repriced.append(RP.scenario_cells(sc.name, RP.priced_steps(setup_run(sc).cost, eng_its, eng_reqs)))
+            priced = RP.priced_steps(setup_run(sc).cost, eng_its, eng_reqs)
+            repriced.append(RP.scenario_cells(sc.name, priced))
+        write_diff(sc.name, sim.iterations, eng_its, d, note=None if priced is None else RP.scenario_line(priced))
+        contexts.append(scenario_cells(sc.name, sim.iterations, eng_its))
         names.append(safe_name(sc.name))
         rows += compare(sc.name, sim.summary, summaries)
         if sensitivity:

@@ -181,15 +181,16 @@ def plot_timeline(name: str, tl: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def write_diff(name: str, sim_its: pd.DataFrame, eng_its: pd.DataFrame, d: Path, bins: int = 100) -> None:
+def write_diff(name: str, sim_its: pd.DataFrame, eng_its: pd.DataFrame, d: Path, bins: int = 100,
+               note: str | None = None) -> None:
     """Write step_kinds.{csv,md}, step_sizes.{csv,md} (with the outlier steps, also step_outliers.csv) and
-    timeline.{csv,png} for one scenario into ``d``."""
+    timeline.{csv,png} for one scenario into ``d``; ``note``: a line after the step kinds' table."""
     from kvsim.outdir import atomic_write, write_csv, write_text
     from kvsim.validate_sizes import outlier_markdown, outlier_steps, step_size_markdown, step_size_table
     d.mkdir(parents=True, exist_ok=True)
     table = step_kind_table(sim_its, eng_its)
     write_csv(d / "step_kinds.csv", table)
-    write_text(d / "step_kinds.md", step_kind_markdown(name, table))
+    write_text(d / "step_kinds.md", step_kind_markdown(name, table) + (f"\n{note}\n" if note else ""))
     sizes = step_size_table(sim_its, eng_its)
     write_csv(d / "step_sizes.csv", sizes)
     outliers = outlier_steps(sim_its, eng_its)

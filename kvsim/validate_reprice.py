@@ -52,6 +52,20 @@ def priced_steps(cost, its: pd.DataFrame, reqs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
 
 
+def scenario_line(steps: pd.DataFrame) -> str:
+    """One line for a scenario's ``step_kinds.md``: its engine decode-only steps priced one by one, all cells
+    together (the usual ones), or why there are none."""
+    usual = steps[steps.usual.astype(bool)] if len(steps) else steps
+    if not len(usual):
+        return ("No decode-only step of the engine could be priced one by one (beam search, preemption or shared "
+                "prefixes in them, or no requests in the records).")
+    meas, priced = float(usual.measured_s.mean()), float(usual.priced_s.mean())
+    return (f"The engine's own decode-only steps priced one by one at their rows and contexts "
+            f"(`kvsim/validate_reprice.py`; {len(usual)} steps, {len(steps) - len(usual)} one-offs left out): "
+            f"priced {priced * 1e3:.2f} ms against {meas * 1e3:.2f} ms measured on the mean, {priced / meas - 1:+.1%} "
+            f"(no difference of schedule in it).")
+
+
 def scenario_cells(name: str, steps: pd.DataFrame) -> pd.DataFrame:
     """Per (rows bin, context bin) of one scenario's priced steps: usual steps, outliers, mean measured and priced."""
     if not len(steps):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kvsim.validate_reprice import markdown, priced_steps, scenario_cells, set_table
+from kvsim.validate_reprice import markdown, priced_steps, scenario_cells, scenario_line, set_table
 
 
 class _Cost:
@@ -71,3 +71,14 @@ def test_the_set_pools_steps_over_scenarios_weighted_by_steps():
     md = markdown(set_table([a, b]))
     assert "## Engine decode steps priced one by one" in md and f"| 2 | {cell.rel_error:+.1%} (" in md
     assert set_table([]).empty and "No step could be priced" in markdown(set_table([]))
+
+
+def test_a_scenarios_line_gives_its_priced_and_measured_means():
+    s = priced_steps(_Cost(), *_run(slow=1.0))
+    line = scenario_line(s)
+    assert "60 steps, 0 one-offs left out" in line and "+0.0%" in line
+    s = priced_steps(_Cost(), *_run(slow=1.25))
+    two = s[s.n == 2]
+    want = (s.priced_s.mean() / s.measured_s.mean() - 1)
+    assert f"{want:+.1%}" in scenario_line(s) and want < 0 and len(two)
+    assert scenario_line(s.iloc[:0]).startswith("No decode-only step")
