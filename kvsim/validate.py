@@ -9,8 +9,8 @@ duration by kind: decode-only, prefill-only, mixed, swap, copy) and
 ``timeline.{csv,png}`` (batch, tokens, KV blocks, preemptions over time), linked
 from ``validation.md``; for the whole set, decode steps by batch and context (:mod:`kvsim.validate_context`,
 ``decode-context.csv`` and a section of ``validation.md``) and the engine's own decode steps priced one by one at
-their rows and contexts (:mod:`kvsim.validate_reprice`, ``decode-repriced.csv`` and a section). With ``--replay`` it re-runs only the simulator against
-saved engine records (no GPU), which is how CI checks that committed error figures are reproduced.
+their rows and contexts (:mod:`kvsim.validate_reprice`, ``decode-repriced.csv`` and a section). With ``--replay``
+it re-runs only the simulator against saved engine records (no GPU), which is how CI checks that committed error figures are reproduced.
 """
 from __future__ import annotations
 
