@@ -1,16 +1,14 @@
 """Validation: the simulator (calibrated profile) against the real engine on the identical trace.
 
-``kvsim validate SCENARIO... --profile P --out DIR`` runs the engine (GPU) and
-the simulator for each scenario, saves the engine's records under
-``DIR/<name>/engine/`` and writes ``DIR/validation.csv`` / ``validation.md``
-(predicted vs measured, relative error) and overlay plots, plus per scenario the
-differential views of :mod:`kvsim.validate_diff`: ``step_kinds.{csv,md}`` (step
-duration by kind: decode-only, prefill-only, mixed, swap, copy) and
-``timeline.{csv,png}`` (batch, tokens, KV blocks, preemptions over time), linked
-from ``validation.md``; for the whole set, decode steps by batch and context (:mod:`kvsim.validate_context`,
-``decode-context.csv`` and a section of ``validation.md``) and the engine's own decode steps priced one by one at
-their rows and contexts (:mod:`kvsim.validate_reprice`, ``decode-repriced.csv`` and a section). With ``--replay``
-it re-runs only the simulator against saved engine records (no GPU), which is how CI checks that committed error figures are reproduced.
+``kvsim validate SCENARIO... --profile P --out DIR`` runs the engine (GPU) and the simulator for each scenario,
+saves the engine's records under ``DIR/<name>/engine/`` and writes ``DIR/validation.csv`` / ``validation.md``
+(predicted vs measured, relative error) and overlay plots, plus per scenario the differential views of
+:mod:`kvsim.validate_diff`: ``step_kinds.{csv,md}`` (step duration by kind: decode-only, prefill-only, mixed, swap,
+copy) and ``timeline.{csv,png}`` (batch, tokens, KV blocks, preemptions over time), linked from ``validation.md``;
+for the whole set, decode steps by batch and context (:mod:`kvsim.validate_context`, ``decode-context.csv`` and a
+section of ``validation.md``) and the engine's own decode steps priced one by one at their rows and contexts
+(:mod:`kvsim.validate_reprice`, ``decode-repriced.csv`` and a section). With ``--replay`` it re-runs only the
+simulator against saved engine records (no GPU), which is how CI checks that committed error figures are reproduced.
 """
 from __future__ import annotations
 

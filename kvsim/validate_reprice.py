@@ -101,10 +101,10 @@ def set_table(cells: list[pd.DataFrame]) -> pd.DataFrame:
 
 def markdown(table: pd.DataFrame) -> str:
     lines = ["", "## Engine decode steps priced one by one", "",
-             "The engine's decode-only steps (each scenario's first run), each priced by the cost model at its own rows "
-             "and contexts, so no difference of schedule is in it: by rows and context tokens a row, the priced mean "
-             "over the measured mean, less one, pooled over scenarios (steps in brackets; only steps whose contexts "
-             "the records pin down, prepared ahead where the run overlapped, none over "
+             "The engine's decode-only steps (each scenario's first run), each priced by the cost model at its own "
+             "rows and contexts, so no difference of schedule is in it: by rows and context tokens a row, the priced "
+             "mean over the measured mean, less one, pooled over scenarios (steps in brackets; only steps whose "
+             "contexts the records pin down, prepared ahead where the run overlapped, none over "
              f"{ONE_OFF:g}x its rows' median; `kvsim/validate_reprice.py`, the cells in `decode-repriced.csv`).", ""]
     if not len(table):
         return "\n".join(lines + ["No step could be priced (beam search, preemption or shared prefixes in every "

@@ -1,16 +1,16 @@
 """Decode steps at short contexts measured on the engine: ``decode_serving[bs].short`` (recorded; not priced).
 
 Why. The serving runs that set each row's ``extra_s`` hold ~600 tokens a row (:mod:`kvsim.calibrate.serving_setup`'s
-lengths), and the decode grid's price falls from there to its first column (128 tokens a row) by 0.1-0.25 ms at
-2-8 rows. The engine's steps did not fall with it: on one H100 (2026-12-07, ``validation/H100-async-1207``, git
-history at commit 98cc84c), h08's 3-4-row steps at ~74 tokens a row took 6.76 ms against 6.82 ms for the calibration's 4-row serving run at ~600,
-and v26's 4-row beam steps at under 100 tokens a row 7.16-7.29 ms against 7.21 ms for the calibration's beam run
-at ~430, each priced 0.2-0.4 ms less. Over the overlapped Llama-3-8B sets, decode-only steps of 3-8 rows whose
-requests held at most 256 tokens each were priced 1.2-2.5% fast (the median over scenarios, in the H100 set and in
-the H200 one), those holding 512-1,024 tokens within 0.7%; at 9-16 rows the cards disagree (H100 -1.6% to -2.6%,
-H200 +0.3% to +1.1%), and OPT-13B on an H100 showed no such pattern. Whether the grid's short columns or the
-serving extra's context is the cause needs the engine at short contexts on the card the profile measured, which
-this fit records.
+lengths), and the decode grid's price falls from there to its first column (128 tokens a row) by 0.1-0.25 ms at 2-8
+rows. The engine's steps did not fall with it: on one H100 (2026-12-07, ``validation/H100-async-1207``, git history
+at commit 98cc84c), h08's 3-4-row steps at ~74 tokens a row took 6.76 ms against 6.82 ms for the calibration's 4-row
+serving run at ~600, and v26's 4-row beam steps at under 100 tokens a row 7.16-7.29 ms against 7.21 ms for the
+calibration's beam run at ~430, each priced 0.2-0.4 ms less. Over the overlapped Llama-3-8B sets, decode-only steps
+of 3-8 rows whose requests held at most 256 tokens each were priced 1.2-2.5% fast (the median over scenarios, in the
+H100 set and in the H200 one), those holding 512-1,024 tokens within 0.7%; at 9-16 rows the cards disagree (H100
+-1.6% to -2.6%, H200 +0.3% to +1.1%), and OPT-13B on an H100 showed no such pattern. Whether the grid's short
+columns or the serving extra's context is the cause needs the engine at short contexts on the card the profile
+measured, which this fit records.
 
 What. The serving fit runs :data:`SHORT_ROWS` once more on short requests (``serving_setup.SHORT_*``: prompts of
 8-64 tokens, outputs of 16-64, a closed loop of n in flight), and records per row the mean of its usual decode
