@@ -1,6 +1,7 @@
 """What a step draws: which logits rows feed independent draws and which beam search, the index that gathers them
-(sent to the GPU without waiting for it), and the draws themselves, for :class:`kvsim.engine.runner.ModelRunner`
-(:class:`DrawsMixin`: its token lists, beam scores and sampling settings)."""
+(sent to the GPU without waiting for it), their logits (the LM head on those rows, padded to a decode-graph batch
+size) and the draws themselves, for :class:`kvsim.engine.runner.ModelRunner` (:class:`DrawsMixin`: its model, token
+lists, beam scores and sampling settings)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -9,6 +10,7 @@ import torch
 
 from kvsim.core.sequence import SequenceGroup
 from kvsim.engine import sampling
+from kvsim.graph_sizes import padded
 
 if TYPE_CHECKING:
     from kvsim.engine.runner import StepBatch
@@ -40,8 +42,30 @@ def sampling_rows(batch: StepBatch):
 
 
 class DrawsMixin:
-    """The step's draws (reads ``tokens``, ``beam_scores``, ``mode``, ``temperature``, ``top_p``, ``gen`` and
-    ``seq_tokens`` of the runner)."""
+    """The step's logits and draws (reads ``model``, ``logit_sizes``, ``tokens``, ``beam_scores``, ``mode``,
+    ``temperature``, ``top_p``, ``gen`` and ``seq_tokens`` of the runner)."""
+
+    def _logits(self, hidden: torch.Tensor, batch: StepBatch) -> torch.Tensor | None:
+        """float32 logits of the hidden rows the step samples from (each finished prompt's last row, every
+        decode row), None when it samples none. With decode graphs (and ``runtime.pad_logits``, the default) the
+        LM head runs on those rows padded (the last one repeated) to the next graph batch size, the extra rows
+        dropped after, so its GEMM has a row count the calibration's decode grid timed. Why: in
+        validation/H100-async-1207b a 3-row decode step, which replays the 4-row graph, took 0.14 ms more GPU time
+        than a 4-row step at similar contexts, and 7 rows 0.08 ms more than 8 (H200-async: ~0.1 ms; OPT-13B, half
+        the LM head's weights: 0.02 ms); the LM head and the draws after it are the parts of such a step that ran
+        at its own row count (``benchmarks/engine/lm_head_rows.py`` times the LM head by rows; whether it was the
+        cause is for the next GPU run to show)."""
+        rows = [r for r, _ in batch.prefill_rows]
+        for r, g in batch.decode_rows:
+            rows.extend(range(r, r + len(g.seqs)))
+        if not rows:
+            return None
+        m = len(rows)
+        b = padded(m, self.logit_sizes)
+        if b > m:
+            rows += [rows[-1]] * (b - m)
+        logits = self.model.compute_logits(hidden[rows_index(rows, hidden.device)]).float()
+        return logits[:m] if b > m else logits
 
     def _sample(self, logits: torch.Tensor, batch: StepBatch) -> dict[int, list[int]]:
         """Every independent draw of the step in one batched call (one device sync), then beams."""

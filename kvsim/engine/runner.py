@@ -18,9 +18,8 @@ from kvsim.core.sequence import SequenceGroup
 from kvsim.core.tokens import synthetic_prompt_tokens
 from kvsim.engine import sampling
 from kvsim.engine.attention import AttnMetadata, GroupedMetadata
-from kvsim.engine.draws import DrawsMixin, draw_logits, rows_index, sampling_rows
+from kvsim.engine.draws import DrawsMixin, draw_logits, sampling_rows
 from kvsim.engine.kv_cache import KVCache
-from kvsim.graph_sizes import padded
 
 
 @dataclass
@@ -296,28 +295,6 @@ class ModelRunner(DrawsMixin):
             self.graph_steps += 1
             return graph.run(batch.input_ids, batch.positions, batch.meta)
         return self.model(batch.input_ids, batch.positions, self.cache.gpu, batch.meta)
-
-    def _logits(self, hidden: torch.Tensor, batch: StepBatch) -> torch.Tensor | None:
-        """float32 logits of the hidden rows the step samples from (each finished prompt's last row, every
-        decode row), None when it samples none. With decode graphs (and ``runtime.pad_logits``, the default) the
-        LM head runs on those rows padded (the last one repeated) to the next graph batch size, the extra rows
-        dropped after, so its GEMM has a row count the calibration's decode grid timed. Why: in
-        validation/H100-async-1207b a 3-row decode step, which replays the 4-row graph, took 0.14 ms more GPU time
-        than a 4-row step at similar contexts, and 7 rows 0.08 ms more than 8 (H200-async: ~0.1 ms; OPT-13B, half
-        the LM head's weights: 0.02 ms); the LM head and the draws after it are the parts of such a step that ran
-        at its own row count (``benchmarks/engine/lm_head_rows.py`` times the LM head by rows; whether it was the
-        cause is for the next GPU run to show)."""
-        rows = [r for r, _ in batch.prefill_rows]
-        for r, g in batch.decode_rows:
-            rows.extend(range(r, r + len(g.seqs)))
-        if not rows:
-            return None
-        m = len(rows)
-        b = padded(m, self.logit_sizes)
-        if b > m:
-            rows += [rows[-1]] * (b - m)
-        logits = self.model.compute_logits(hidden[rows_index(rows, hidden.device)]).float()
-        return logits[:m] if b > m else logits
 
     @torch.inference_mode()
     def execute(self, plan: StepPlan, batch: StepBatch, meanwhile=None) -> dict[int, list[int]]:
