@@ -72,7 +72,7 @@ def _fmt(x) -> str:
 
 
 def plot_overlay(name: str, sim, eng_reqs: pd.DataFrame, eng_its: pd.DataFrame, path: Path) -> None:
-    from kvsim.plots import log_scale, plt
+    from kvsim.plots import log_scale, plt, save_palette_png
     fig, ax = plt.subplots(1, 3, figsize=(15, 3.8))
     for label, reqs in (("simulator", sim.requests), ("engine", eng_reqs)):
         done = reqs[reqs.status == "finished"]
@@ -90,7 +90,7 @@ def plot_overlay(name: str, sim, eng_reqs: pd.DataFrame, eng_its: pd.DataFrame, 
         a.legend(fontsize=7)
     fig.suptitle(name)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_palette_png(fig, path, dpi=100)
     plt.close(fig)
 
 

@@ -162,7 +162,7 @@ def timeline(sim_its: pd.DataFrame, eng_its: pd.DataFrame, bins: int = 100) -> p
 def plot_timeline(name: str, tl: pd.DataFrame, path: Path) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    from kvsim.plots import plt
+    from kvsim.plots import plt, save_palette_png
     fig, axes = plt.subplots(len(TIMELINE_QUANTITIES), 1, figsize=(10, 9), sharex=True)
     t = (tl.t_start_s + tl.t_end_s) / 2
     for ax, (q, label) in zip(axes, TIMELINE_QUANTITIES):
@@ -177,7 +177,7 @@ def plot_timeline(name: str, tl: pd.DataFrame, path: Path) -> None:
     fig.align_ylabels(axes)
     fig.suptitle(f"{name}: scheduler decisions, simulator vs engine")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_palette_png(fig, path, dpi=100)
     plt.close(fig)
 
 

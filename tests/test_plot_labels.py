@@ -137,6 +137,28 @@ def test_validation_overlay_and_timeline(run, monkeypatch, tmp_path):
     assert seen == [3, 4]
 
 
+def test_validation_plots_are_palette_pngs_a_fraction_of_full_colour(run, tmp_path):
+    """The per-scenario plots a validation set commits are written with a 256-colour palette: the same size in
+    pixels as matplotlib's full-colour PNG of the figure, a fraction of its bytes."""
+    from PIL import Image
+
+    from kvsim.plots import save_palette_png
+    from kvsim.validate_diff import plot_timeline, timeline
+    plot_timeline("v", timeline(run.iterations, run.iterations), tmp_path / "t.png")
+    fig, ax = plt.subplots(2, 1, figsize=(10, 9))
+    for a in ax:
+        a.plot(run.iterations.start_s, run.iterations.running, lw=0.7, label="running")
+        a.legend()
+    fig.savefig(tmp_path / "full.png", dpi=100)
+    save_palette_png(fig, tmp_path / "palette.png", dpi=100)
+    plt.close(fig)
+    with Image.open(tmp_path / "t.png") as t, Image.open(tmp_path / "palette.png") as pal, \
+            Image.open(tmp_path / "full.png") as full:
+        assert t.mode == "P" and t.size == (1000, 900)
+        assert pal.mode == "P" and pal.size == full.size and full.mode in ("RGB", "RGBA")
+    assert (tmp_path / "palette.png").stat().st_size < 0.6 * (tmp_path / "full.png").stat().st_size
+
+
 # ---------------------------------------------------------------- pareto.png
 
 def crowded_plan(objective: str = "gpu", seed: int = 1) -> PlanResult:
