@@ -36,6 +36,9 @@ def _call(tmp: Path, k: int, run: str, calibrate: bool) -> Path:
         (p / "m-b16.log").write_text("calibrated\n")
         (p / "m-b16.clocks.csv").write_text("t\n0\n")
         (p / "m-b16.json").write_text("{}")
+        (w / "lm_head_rows_m.txt").write_text("LM head of m\n")           # gpu_h200.sh LMHEAD=m
+        (w / "lm_head" / "m").mkdir(parents=True)
+        (w / "lm_head" / "m" / "lm_head_rows.json").write_text('{"rows": []}')
     tgz = tmp / f"call{k}.tgz"
     with tarfile.open(tgz, "w:gz") as t:
         t.add(w, arcname=".")
@@ -58,6 +61,7 @@ def test_calls_land_as_a_set_and_a_results_folder(tmp_path):
                                                                 "engine_one_process_call2.csv.gz"]
     assert (r / "m-b16.calibrate.log").exists() and (r / "m-b16.clocks.csv.gz").exists()
     assert (r / "serving_runs" / "n4" / "iterations.csv.gz").exists() and prof.read_text() == "{}"
+    assert (r / "lm_head" / "m.txt").read_text() == "LM head of m\n" and (r / "lm_head" / "m.json").exists()
     m.gz(tmp_path / "call1.tgz", tmp_path / "x1.gz")                 # the same bytes every time (no name, no time)
     m.gz(tmp_path / "call1.tgz", tmp_path / "x2.gz")
     assert (tmp_path / "x1.gz").read_bytes() == (tmp_path / "x2.gz").read_bytes()
