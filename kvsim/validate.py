@@ -207,8 +207,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
             pass                     # no matplotlib (GPU image): re-plot later with --replay
         priced = None
         if sc.workload.beam_width == 1:     # (a beam step's contexts are its beams', which the records do not hold)
-            from kvsim.build import setup_run
-            priced = RP.priced_steps(setup_run(sc).cost, eng_its, eng_reqs)
+            priced = RP.priced_steps(sim.setup.cost, eng_its, eng_reqs)     # (the simulation's own cost model)
             repriced.append(RP.scenario_cells(sc.name, priced))
         write_diff(sc.name, sim.iterations, eng_its, d, note=None if priced is None else RP.scenario_line(priced))
         contexts.append(scenario_cells(sc.name, sim.iterations, eng_its))
