@@ -36,6 +36,27 @@ def binned(x: np.ndarray, bins) -> np.ndarray:
     return out
 
 
+def in_bin_order(cells: pd.DataFrame, col: str, bins):
+    """``(rows label, col label, its cells)`` for each (rows bin, ``col`` bin) ``cells`` holds, rows bins then
+    ``bins`` in order (the set tables of this module and :mod:`kvsim.validate_reprice`)."""
+    for r in (label(*b) for b in ROW_BINS):
+        for k in (label(*b) for b in bins):
+            x = cells[(cells.rows == r) & (cells[col] == k)]
+            if len(x):
+                yield r, k, x
+
+
+def grid_lines(table: pd.DataFrame, col: str, bins, corner: str, cell) -> list[str]:
+    """A set table as a Markdown grid: a line per rows bin, a column per ``col`` bin present, ``cell(row)`` in each
+    filled one, "–" elsewhere; ``corner`` names the columns."""
+    cols = [label(*b) for b in bins if label(*b) in set(table[col])]
+    lines = [f"| rows \\ {corner} | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for r in dict.fromkeys(table.rows):
+        part = table[table.rows == r].set_index(col)
+        lines.append(f"| {r} | " + " | ".join(cell(part.loc[k]) if k in part.index else "–" for k in cols) + " |")
+    return lines
+
+
 def _side(its: pd.DataFrame) -> pd.DataFrame:
     sel = (classify_steps(its) == "decode-only").to_numpy()
     rows = its.decode_seqs.to_numpy(dtype=float)[sel]
@@ -67,14 +88,9 @@ def set_table(cells: list[pd.DataFrame]) -> pd.DataFrame:
     c = pd.concat(cells, ignore_index=True)
     c = c[(c.steps_predicted >= MIN_CELL_STEPS) & (c.steps_measured >= MIN_CELL_STEPS)]
     c = c.assign(err=c.mean_predicted_s / c.mean_measured_s - 1.0)
-    rows = []
-    for r in (label(*b) for b in ROW_BINS):
-        for k in (label(*b) for b in KV_BINS):
-            x = c[(c.rows == r) & (c.kv == k)]
-            if len(x):
-                rows.append({"rows": r, "kv": k, "scenarios": len(x), "median_rel_error": float(x.err.median()),
-                             "steps_predicted": int(x.steps_predicted.sum()),
-                             "steps_measured": int(x.steps_measured.sum())})
+    rows = [{"rows": r, "kv": k, "scenarios": len(x), "median_rel_error": float(x.err.median()),
+             "steps_predicted": int(x.steps_predicted.sum()), "steps_measured": int(x.steps_measured.sum())}
+            for r, k, x in in_bin_order(c, "kv", KV_BINS)]
     return pd.DataFrame(rows, columns=list(SET_COLUMNS))
 
 
@@ -86,11 +102,6 @@ def markdown(table: pd.DataFrame) -> str:
              "(`kvsim/validate_context.py`; the cells in `decode-context.csv`).", ""]
     if not len(table):
         return "\n".join(lines + ["No cell has enough steps."]) + "\n"
-    kvs = [label(*b) for b in KV_BINS if label(*b) in set(table.kv)]
-    lines += ["| rows \\ KV per request | " + " | ".join(kvs) + " |", "|---" * (len(kvs) + 1) + "|"]
-    for r in dict.fromkeys(table.rows):
-        part = table[table.rows == r].set_index("kv")
-        cells = [f"{part.loc[k, 'median_rel_error']:+.1%} ({int(part.loc[k, 'scenarios'])})" if k in part.index
-                 else "–" for k in kvs]
-        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    lines += grid_lines(table, "kv", KV_BINS, "KV per request",
+                        lambda x: f"{x['median_rel_error']:+.1%} ({int(x['scenarios'])})")
     return "\n".join(lines) + "\n"

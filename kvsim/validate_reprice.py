@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from kvsim.calibrate.serving_runs import ONE_OFF, host_ahead, step_contexts
-from kvsim.validate_context import ROW_BINS, binned, label
+from kvsim.validate_context import ROW_BINS, binned, grid_lines, in_bin_order
 
 CTX_BINS = ((0, 64), (65, 128), (129, 256), (257, 512), (513, 1024), (1025, 10**9))    # context tokens a row
 CELL_COLUMNS = ("scenario", "rows", "ctx", "steps", "outliers", "mean_measured_s", "mean_priced_s")
@@ -88,14 +88,11 @@ def set_table(cells: list[pd.DataFrame]) -> pd.DataFrame:
     c = pd.concat(cells, ignore_index=True) if cells else pd.DataFrame(columns=list(CELL_COLUMNS))
     c = c[c.steps > 0]
     rows = []
-    for r in (label(*b) for b in ROW_BINS):
-        for k in (label(*b) for b in CTX_BINS):
-            x = c[(c.rows == r) & (c.ctx == k)]
-            if len(x):
-                w = x.steps.to_numpy(float)
-                meas, priced = float(np.dot(w, x.mean_measured_s)), float(np.dot(w, x.mean_priced_s))
-                rows.append({"rows": r, "ctx": k, "scenarios": len(x), "steps": int(w.sum()),
-                             "mean_measured_s": meas / w.sum(), "rel_error": priced / meas - 1.0})
+    for r, k, x in in_bin_order(c, "ctx", CTX_BINS):
+        w = x.steps.to_numpy(float)
+        meas, priced = float(np.dot(w, x.mean_measured_s)), float(np.dot(w, x.mean_priced_s))
+        rows.append({"rows": r, "ctx": k, "scenarios": len(x), "steps": int(w.sum()),
+                     "mean_measured_s": meas / w.sum(), "rel_error": priced / meas - 1.0})
     return pd.DataFrame(rows, columns=list(SET_COLUMNS))
 
 
@@ -109,11 +106,5 @@ def markdown(table: pd.DataFrame) -> str:
     if not len(table):
         return "\n".join(lines + ["No step could be priced (beam search, preemption or shared prefixes in every "
                                   "scenario, or records without requests)."]) + "\n"
-    ctxs = [label(*b) for b in CTX_BINS if label(*b) in set(table.ctx)]
-    lines += ["| rows \\ context a row | " + " | ".join(ctxs) + " |", "|---" * (len(ctxs) + 1) + "|"]
-    for r in dict.fromkeys(table.rows):
-        part = table[table.rows == r].set_index("ctx")
-        cells = [f"{part.loc[k, 'rel_error']:+.1%} ({int(part.loc[k, 'steps'])})" if k in part.index else "–"
-                 for k in ctxs]
-        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    lines += grid_lines(table, "ctx", CTX_BINS, "context a row", lambda x: f"{x['rel_error']:+.1%} ({int(x['steps'])})")
     return "\n".join(lines) + "\n"
