@@ -222,9 +222,7 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
     spec = get_model(profile["model"])
     ov = profile["step_overhead"]
     per_n: dict[int, list] = {}
-    stepped_of: dict[int, tuple] = {}
-    beam_of: dict[int, tuple] = {}
-    short_of: dict[int, tuple] = {}
+    kept: dict[str, dict[int, tuple]] = {"stepped": {}, "beam": {}, "short": {}}    # the runs apart from the passes
     refs, sc, skip, shortened = [], None, set(), {}
     free = ER.free_gpu_bytes(device)
     first = spread_order(rows)
@@ -273,7 +271,7 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
             log(f"serving n={n} (beam): failed, left out: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
             continue
         if kind != "pass":
-            {"stepped": stepped_of, "beam": beam_of, "short": short_of}[kind][n] = (res.iterations, res.requests)
+            kept[kind][n] = (res.iterations, res.requests)
         else:
             per_n.setdefault(n, []).append((res.iterations, res.requests))
             refs.append((res.info.get("reference_step") or {}).get("time_s"))     # the card's speed at each run
@@ -285,17 +283,17 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
     runs = {n: join_passes(v) if len(v) > 1 else v[0] for n, v in sorted(per_n.items())}
     if save_dir is not None:
         save_runs(runs, save_dir)
-        for sub, kept in (("stepped", stepped_of), ("beam", beam_of), ("short", short_of)):
-            if kept:
-                save_runs(kept, Path(save_dir) / sub)
+        for sub, by_row in kept.items():
+            if by_row:
+                save_runs(by_row, Path(save_dir) / sub)
     if not runs:
         return {}, {}
     from kvsim.graph_sizes import engine_graph_sizes
     graphs = engine_graph_sizes(sc)
     decode = fit_from_runs(stripped_cost(profile, bs, graphs, drop=FITTED, bare=True), runs,
                            lambda n: float(interp1(float(n), np.asarray(ov["num_seqs"], float),
-                                                   np.asarray(ov["time_s"], float))), stepped_runs=stepped_of,
-                           beam_runs=beam_of, short_runs=short_of)
+                                                   np.asarray(ov["time_s"], float))), stepped_runs=kept["stepped"],
+                           beam_runs=kept["beam"], short_runs=kept["short"])
     if decode:
         decode["reference_step_s"] = refs
         if shortened:          # the rows that ran shorter prompts than the workload's, and how long
