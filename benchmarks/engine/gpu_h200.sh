@@ -209,7 +209,7 @@ if [ -n "${ENGINE_ONE:-}" ] && [ -n "${ENGINE:-}" ]; then   # every ENGINE run i
   pack; ENGINE="${ENGINE_ALSO:-}"     # ENGINE_ALSO: these again through separate `kvsim engine` processes (below)
 fi
 # ENGINE_FIRST=2 alone runs the second run (engine_r2/): the last run is at least the first (with ENGINE_REPEATS=1
-# the loop was empty and a call spent its time on nothing: 2026-12-07, results_H100/async_opt_1207)
+# the loop was empty and a call spent its time on nothing: 2026-12-07, results_H100/async_opt_1207 at bfecda7)
 LAST=${ENGINE_REPEATS:-1}; [ "$LAST" -lt "${ENGINE_FIRST:-1}" ] && LAST=${ENGINE_FIRST:-1}
 if [ -n "${ENGINE_ONE:-}" ]; then ENGINE_FIRST=${ENGINE_ALSO_RUN:-2}; LAST=$ENGINE_FIRST; fi
 for s in ${ENGINE:-}; do    # engine runs only: replayed later against a profile of the same card

@@ -1,11 +1,12 @@
 """A validation set's engine runs in one process: ``kvsim engine`` of each scenario, the model loaded once.
 
 Each ``kvsim engine`` process pays for its interpreter, imports and the model's load before it serves, and for its
-plots after: on the H100 of 2026-12-07 (``benchmarks/engine/results_H100/async_opt_1207/stages.txt``) OPT-13B runs
-took 46-74 s from stage to stage for 20-40 s of serving. Here the model is built once per (model, dtype, weights,
-device) and, for dummy weights, re-drawn from each scenario's seed (:meth:`kvsim.engine.models.base.CausalLM.init_dummy`
-fills every parameter from the seed alone), so each run serves the weights a fresh ``kvsim engine`` builds; each
-run still warms up and captures its own CUDA graphs (``RealEngine``, no kept parts), as ``kvsim engine`` does.
+plots after: on the H100 of 2026-12-07 (``benchmarks/engine/results_H100/async_opt_1207/stages.txt``, git history
+at commit bfecda7) OPT-13B runs took 46-74 s from stage to stage for 20-40 s of serving. Here the model is built
+once per (model, dtype, weights, device) and, for dummy weights, re-drawn from each scenario's seed
+(:meth:`kvsim.engine.models.base.CausalLM.init_dummy` fills every parameter from the seed alone), so each run serves
+the weights a fresh ``kvsim engine`` builds; each run still warms up and captures its own CUDA graphs (``RealEngine``,
+no kept parts), as ``kvsim engine`` does.
 
 Runs land where ``kvsim validate --replay`` reads them: ``OUT/<name>/<name>/engine/`` (``engine_r<R>/`` for run R
 > 1), summary.json, requests.csv and iterations.csv (no plots: the validation keeps none). A folder that already

@@ -85,7 +85,7 @@ from kvsim.calibrate.serving_runs import (by_pass, host_ahead, join_passes, load
 # both ends of the 9-16 and 17-24 graph buckets; 64 and 128 for big batches; 1 and 2, where low loads spend most
 # decode steps (v01 on the H100 of 2026-12-07: 73% of them), which the fit held at the 4-row extra before: 0.20 ms
 # there, where the engine's 1-2-row steps ran 0.05 ms over the grid (priced +1.4% to +2.6% in seven scenarios,
-# validation/H100-async-opt)
+# validation/H100-async-opt, git history at commit bfecda7)
 ROWS = (1, 2, 4, 8, 9, 16, 17, 24, 32, 64, 128)
 PASSES = 2                         # spread order, then reversed: each row meets the host at two times (module doc)
 

@@ -29,7 +29,16 @@ rows at <=128 tokens a request -1.7%, 9-16 rows +0.1% to +0.6%): the earlier set
 calibration (its engine steps ran 0.5-2% slower than the second card's in the same rows and contexts, over decode
 grids that matched within 0.2% at 4-16 rows), not with short contexts. So the cost model does not read ``short``:
 it stays in the profile as a check a later calibration can read (a ``beyond_s`` of several percent would be the
-evidence to price it). Needs no torch.
+evidence to price it).
+
+Second run, OPT-13B on a third H100 (2026-12-07 08:05, ``calibrate/profiles/H100/opt-13b-async-1207c.json``):
+-0.164 ms at 4 rows (~54 tokens a row, -1.5%) and -0.377 ms at 16 (~58 tokens, -3.4%). Its set
+(``validation/H100-async-opt-1207c``) agrees in v09 (n = 4, Alpaca lengths: 9-16-row steps 11.15 ms in the engine,
+11.70 priced; the 16-row short run 11.17) and less so in v06 (the same lengths, n = 1: 5-8 rows priced -2.5%, 9-16
++1.9%, 17-32 +0.5%, on a run whose card read 1.014x slow). Part of it is the serving extra's jump from 8 rows
+(-0.32 ms) to 9 (+0.47), fitted at ~550 tokens a row, which neither scenario's engine steps show at ~60. Still not
+priced: one model, one card, and the two scenarios pull apart; pricing it needs a rule for rows other than 4 and 16
+and for contexts between the short runs' and the fit's, which two points a model do not pin down. Needs no torch.
 """
 from __future__ import annotations
 
