@@ -19,7 +19,7 @@ points, so the cost model interpolates (and extends the last slope) as on full g
 
 :func:`estimate_seconds` is the time budget derived from the counts of grid points: points times the
 mean seconds per point of the full block-16 calibration of OPT-13B on the H200 (``FULL_B16_SECONDS``
-over :func:`full_points` at OPT-13B's longest sequence), plus the shared tables once, for another model scaled by
+over the ``BASIS_POINTS`` it timed), plus the shared tables once, for another model scaled by
 its parameters (:func:`model_scale`: a timed step is a forward pass, its time about its weights' read or its
 FLOPs). It is an estimate, to be measured on the GPU: Llama-3-8B at block 16 (8,192-token contexts, 523 points,
 scale 0.62) is estimated 144 s of grids against 154 s measured on an H200 with ``--grid-idle 1``
@@ -64,9 +64,13 @@ def model_scale(model: str | None) -> float:
     return get_model(model).num_params() / get_model(BASIS_MODEL).num_params()
 
 
+BASIS_POINTS = 497     # the points FULL_B16_SECONDS timed, as full_points(BASIS_MAX_CTX) counted them before the
+#                        decode grid's 32- and 64-token columns (2026-12-07): points added since add to the estimate
+
+
 def _per_point(scale: float) -> float:
     """Seconds per timed point: the basis calibration's mean, scaled."""
-    return FULL_B16_SECONDS / full_points(BASIS_MAX_CTX) * scale
+    return FULL_B16_SECONDS / BASIS_POINTS * scale
 
 
 def grid_for(bs: int, max_ctx: int | None = None) -> dict:

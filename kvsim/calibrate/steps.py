@@ -16,7 +16,12 @@ from kvsim.calibrate import prefill_grids as PG
 from kvsim.kernels import varlen_decode
 
 STEP_BATCH = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256]
-STEP_CTX = [128, 256, 512, 768, 1024, 1536, 2048, 4096, 8192]   # up to the model's longest sequence
+# decode contexts a row, up to the model's longest sequence; 32 and 64 since 2026-12-07: below 128 the cost model
+# went on along the first segment's slope, while the engine's steps there are where chat and instruction requests
+# spend their first decode steps (the overlapped sets priced 2-8-row steps at <=128 tokens a row up to 3.7% fast and
+# 9-16-row ones up to 3.6% slow, validation/*/decode-repriced-replay.csv; OPT-13B's short serving runs on an H100
+# ran 1.5-3.4% under the price, kvsim.calibrate.short_fit): 26 points a block size, measured now, not extrapolated
+STEP_CTX = [32, 64, 128, 256, 512, 768, 1024, 1536, 2048, 4096, 8192]
 SPREAD_MAX = [512, 1024, 2048]   # decode steps with unequal contexts (evenly spaced up to this longest one)
 STEP_PREFILL = [16, 64, 256, 512, 1024, 2048]
 MIX_DECODE = [1, 8, 32, 96, 192]    # mixed steps: decode rows x their context x the chunk's new tokens
