@@ -627,6 +627,29 @@ def test_decode_steps_below_the_grids_first_context_go_on_along_its_first_slope(
     assert steep.decode_step_times(b, np.array([1.0]))[0] >= steep.decode_step_times(b, np.array([0.0]))[0] >= 0
 
 
+def test_decode_steps_below_128_tokens_are_priced_from_measured_short_columns():
+    """A grid measured at 32 and 64 tokens a row too (the calibration's since 2026-12-07) prices short steps from
+    those columns: a step at 48 or 96 tokens lies between its measured neighbours, not on the line the 128-token
+    column's first segment would carry down, and the curve goes on below 32 along the 32-64 segment."""
+    prof = synthetic_profile(steps=True)
+    g = prof["decode_step"]["16"]
+    long = model(prof)
+    i = 2
+    b = g["batch"][i]
+    t128 = g["time_s"][i][0]
+    carried = long.decode_step_times(b, np.array([b * 48.0, b * 96.0]))      # 128's slope carried down
+    over = long.decode_step_times(b, np.array([b * 128.0]))[0] - t128
+    floor = t128 * 0.97                          # measured: nearly flat below 128 (a latency floor)
+    g["ctx"] = [32, 64] + g["ctx"]
+    g["time_s"] = [[r[0] * 0.97, r[0] * 0.975] + r for r in g["time_s"]]
+    short = model(prof)
+    at = short.decode_step_times(b, np.array([b * 48.0, b * 96.0, b * 16.0])) - over
+    assert at[0] == pytest.approx(floor + 0.5 * (t128 * 0.975 - floor), rel=1e-12)
+    assert at[1] == pytest.approx(t128 * 0.975 + (96 - 64) / 64 * (t128 - t128 * 0.975), rel=1e-12)
+    assert at[2] == pytest.approx(floor - 16 * (t128 * 0.975 - floor) / 32, rel=1e-12)
+    assert not np.allclose(carried - over, at[:2], rtol=1e-6)   # the line carried down from 128 says otherwise
+
+
 def test_decode_steps_with_copies_or_swaps_cost_the_decode_step_plus_the_transfers():
     """A decode step that also copies blocks (copy-on-write) or swaps is the same decode step with the transfers
     on top: its serving terms and unequal contexts included, as in a decode step alone (they used to be dropped,
