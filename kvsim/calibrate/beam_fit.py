@@ -24,9 +24,10 @@ at that sum without the tokens its rows read from blocks another beam of their g
 prompt and common history; a record gives them as the rows' blocks, about sum / block + n / 2, less
 ``blocks_in_use``; the simulator's plan counts them exactly, ``StepPlan.beam_shared_blocks``). Sibling beams read
 those blocks at about the same time, so the card serves the second read from its cache: on an H100 (OPT-13B,
-2026-12-07, ``validation/H100-async-opt/README.md``, git history at commit bfecda7) the calibration's beam steps at 16 rows of ~600-token
-contexts cost 0.27 ms *less* than a greedy stepped step of the same contexts, while a validation run's beams at
-~100 tokens cost 0.2-0.6 ms more at every row count; a term per row alone cannot carry both. ``shared_saving``
+2026-12-07, ``validation/H100-async-opt/README.md``, git history at commit bfecda7) the calibration's beam steps at
+16 rows of ~600-token contexts cost 0.27 ms *less* than a greedy stepped step of the same contexts, while a
+validation run's beams at ~100 tokens cost 0.2-0.6 ms more at every row count; a term per row alone cannot carry
+both. ``shared_saving``
 (clipped to [0, 1]) comes from the steps' variation within each (row, kind): the regression of ``beyond`` on
 ``A`` with an intercept per row and kind; ``e`` is then each one's mean of ``beyond + shared_saving * A``::
 
