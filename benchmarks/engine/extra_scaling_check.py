@@ -26,6 +26,7 @@ usage: python benchmarks/engine/extra_scaling_check.py [--sets H100-async-1207b,
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from kvsim.graph_sizes import padded  # noqa: E402
-from kvsim.validate import card_sets, simulate_with_profile  # noqa: E402, F401
+from kvsim.validate import card_sets  # noqa: E402
 from kvsim.validate_context import ROW_BINS, binned  # noqa: E402
 from kvsim.validate_records import read_engine_records  # noqa: E402
 from kvsim.validate_reprice import CTX_BINS, priced_steps  # noqa: E402
@@ -79,7 +80,6 @@ def main() -> None:
     a = ap.parse_args()
     for name in a.sets.split(","):
         prof = SETS[name]
-        import json
         doc = json.loads((ROOT / prof).read_text())
         parts = []
         for d in sorted((ROOT / "validation" / name).iterdir()):
