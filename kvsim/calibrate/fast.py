@@ -41,10 +41,11 @@ COARSE = {"batch": [1, 8, 32, 128, 256], "ctx": [128, 512, 2048], "spread": [204
 # calibration of 2026-12-05 04:14, commit 604a776 (benchmarks/engine/results_H200/calib_0413/; whole-step points
 # were then timed 12 times, 8 since 10f067c, so this over-estimates by up to ~25%)
 FULL_B16_SECONDS = 219.4
-SERVING_FIT_SECONDS = 160.0  # the serving fit's 29 runs, OPT-13B-sized (1-128 rows in two passes, three stepped, two
-# beam, two short-context since kvsim.calibrate.short_fit): OPT-13B on an H100 ran 17 of them in 81 s (2026-12-07
-# 00:44-00:45, results_H100/async_opt_1207's log, commit bfecda7: ~4.8 s a run, ~140 s for 29; on another H100 at
-# 08:03-08:06 the 27 that fit in its memory and the prefill overhead fits in 177 s, results_H100/async_opt_1207c),
+SERVING_FIT_SECONDS = 170.0  # the serving fit's 31 runs, OPT-13B-sized (1-128 rows in two passes, three stepped, two
+# beam, four short-context since kvsim.calibrate.short_fit; two until 2026-12-07, when this read 160 s for 29):
+# OPT-13B on an H100 ran 17 of them in 81 s (2026-12-07 00:44-00:45, results_H100/async_opt_1207's log, commit
+# bfecda7: ~4.8 s a run, ~140 s for 29; on another H100 at 08:03-08:06 the 27 that fit in its memory and the prefill
+# overhead fits in 177 s, results_H100/async_opt_1207c),
 # Llama-3-8B on an H100 all 27 of its day in 105 s (03:09-03:11, results_H100/async_1207's log, commit 98cc84c: ~170 s
 # at OPT-13B's parameters); between the two (OPT-13B, H200, 2026-12-05: runs through one kept engine ~4 s each,
 # calib_0413's log; Llama-3-8B overlapped, H200, 2026-12-06: 21 runs in 73 s, results_H200/async_1206)

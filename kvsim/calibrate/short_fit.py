@@ -38,7 +38,10 @@ Second run, OPT-13B on a third H100 (2026-12-07 08:05, ``calibrate/profiles/H100
 +1.9%, 17-32 +0.5%, on a run whose card read 1.014x slow). Part of it is the serving extra's jump from 8 rows
 (-0.32 ms) to 9 (+0.47), fitted at ~550 tokens a row, which neither scenario's engine steps show at ~60. Still not
 priced: one model, one card, and the two scenarios pull apart; pricing it needs a rule for rows other than 4 and 16
-and for contexts between the short runs' and the fit's, which two points a model do not pin down. Needs no torch.
+and for contexts between the short runs' and the fit's, which two points a model do not pin down. So the short runs
+now also take 8 and 9 rows (:data:`SHORT_ROWS`), either side of the graph ladder's 8/16 step where the fitted extra
+jumps; scaling each row's extra by the step's attention instead was tried on the committed sets' steps and priced
+them worse (``benchmarks/engine/extra_scaling_check.py``). Needs no torch.
 """
 from __future__ import annotations
 
@@ -47,7 +50,10 @@ import pandas as pd
 
 from kvsim.calibrate import serving_runs as SR
 
-SHORT_ROWS = (4, 16)
+SHORT_ROWS = (4, 8, 9, 16)   # 8 and 9 since 2026-12-07: OPT-13B's fitted extra jumps from -0.32 ms at 8 rows to
+#                              +0.47 at 9 (at ~550 tokens a row), which its validation set's 8- and 9-16-row steps at
+#                              ~200 tokens did not show (benchmarks/engine/extra_scaling_check.py's data): measured at
+#                              short contexts on both sides of the graph ladder's 8/16 step, ~4 s a run
 MIN_SHORT_STEPS = 20        # usual steps (prepared ahead, where the run says) at exactly n rows a row needs
 
 
