@@ -39,6 +39,9 @@ def _call(tmp: Path, k: int, run: str, calibrate: bool) -> Path:
         (w / "lm_head_rows_m.txt").write_text("LM head of m\n")           # gpu_h200.sh LMHEAD=m
         (w / "lm_head" / "m").mkdir(parents=True)
         (w / "lm_head" / "m" / "lm_head_rows.json").write_text('{"rows": []}')
+        (w / "odd_rows_m.txt").write_text("decode steps of m\n")          # gpu_h200.sh ODDROWS=m
+        (w / "odd_rows" / "m").mkdir(parents=True)
+        (w / "odd_rows" / "m" / "odd_rows.json").write_text('{"rows": [1]}')
     tgz = tmp / f"call{k}.tgz"
     with tarfile.open(tgz, "w:gz") as t:
         t.add(w, arcname=".")
@@ -62,6 +65,8 @@ def test_calls_land_as_a_set_and_a_results_folder(tmp_path):
     assert (r / "m-b16.calibrate.log").exists() and (r / "m-b16.clocks.csv.gz").exists()
     assert (r / "serving_runs" / "n4" / "iterations.csv.gz").exists() and prof.read_text() == "{}"
     assert (r / "lm_head" / "m.txt").read_text() == "LM head of m\n" and (r / "lm_head" / "m.json").exists()
+    assert (r / "odd_rows" / "m.txt").read_text() == "decode steps of m\n"
+    assert (r / "odd_rows" / "m.json").read_text() == '{"rows": [1]}'
     m.gz(tmp_path / "call1.tgz", tmp_path / "x1.gz")                 # the same bytes every time (no name, no time)
     m.gz(tmp_path / "call1.tgz", tmp_path / "x2.gz")
     assert (tmp_path / "x1.gz").read_bytes() == (tmp_path / "x2.gz").read_bytes()

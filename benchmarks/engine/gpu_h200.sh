@@ -16,6 +16,8 @@
 #                 two (OVERLAP_ARGS="--shapes ... --layers N")
 #   LMHEAD="llama-3-8b opt-13b"  benchmarks/engine/lm_head_rows.py: the LM head timed by rows, at each row count
 #                 and padded to the decode graph's batch size (the runner's padding since 2026-12-07)
+#   ODDROWS="llama-3-8b"  benchmarks/engine/odd_rows.py: whole decode steps at every row count 1-17 (graphs of the
+#                 engine's ladder, padded LM head) at 64 and 256 tokens a row: is a 3-row step dearer than a 4-row one?
 #   KERNELS=1     where a mixed and a decode step's GPU time goes, kernel by kernel (torch.profiler), eager and
 #                 replayed from the graphs (span, idle time between kernels)
 #   THROUGHPUT=1  chunked-prefill offline throughput on the same 200 requests: decode rows in the prefill kernel,
@@ -129,6 +131,12 @@ for m in ${LMHEAD:-}; do           # does an LM head between graph batch sizes c
   stamp "lm head rows $m"
   timeout 120 python3 benchmarks/engine/lm_head_rows.py --model "$m" --out "$W/lm_head/$m" 2>&1 | grep -v Warning \
     | tail -40 | tee "$W/lm_head_rows_$m.txt"
+  pack
+done
+for m in ${ODDROWS:-}; do          # a step between graph sizes vs the graph size's own (odd_rows.py's doc)
+  stamp "odd rows $m"
+  timeout 180 python3 benchmarks/engine/odd_rows.py --model "$m" --out "$W/odd_rows/$m" ${ODDROWS_ARGS:-} 2>&1 \
+    | grep -v Warning | tail -24 | tee "$W/odd_rows_$m.txt"
   pack
 done
 if [ -n "${KERNELS:-}" ]; then

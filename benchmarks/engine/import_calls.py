@@ -8,8 +8,10 @@ Per call, in the order given: ``stages.txt`` and ``engine_one_process.txt`` are 
 (requests.csv.gz, iterations.csv.gz; no plots or HTML: ``kvsim validate --replay`` re-draws what a set keeps).
 ``gpu.txt`` comes from the first call. A calibration's files (``profiles/<model>-b<B>.{log,clocks.csv,serving/}``)
 go to ``RESULTS/`` as ``<model>-b<B>.calibrate.log``, ``.clocks.csv.gz`` and ``serving_runs/`` (csvs gzipped), and
-``--profile NAME=DEST`` copies ``profiles/NAME.json`` to DEST. The LM-head stage's output (``lm_head_rows_<model>.txt``
-and ``lm_head/<model>/lm_head_rows.json``) goes to ``RESULTS/lm_head/`` as ``<model>.txt`` and ``<model>.json``. A run folder that is already in SET is an error
+``--profile NAME=DEST`` copies ``profiles/NAME.json`` to DEST. A probe stage's output (:data:`PROBES`: the LM head's,
+``lm_head_rows_<model>.txt`` and ``lm_head/<model>/lm_head_rows.json``, and the odd row counts',
+``odd_rows_<model>.txt`` and ``odd_rows/<model>/odd_rows.json``) goes to ``RESULTS/lm_head/`` (``RESULTS/odd_rows/``)
+as ``<model>.txt`` and ``<model>.json``. A run folder that is already in SET is an error
 (one line, exit 2), so two calls' runs of one scenario must be numbered apart on the device (``ENGINE_FIRST``).
 Then, on the CPU: ``kvsim validate ... --out SET --replay --sensitivity``.
 
@@ -27,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 RECORDS = ("requests.csv", "iterations.csv")
+PROBES = (("lm_head_rows", "lm_head"), ("odd_rows", "odd_rows"))    # (script, its folder): gpu_h200.sh stages
 
 
 class Refused(Exception):
@@ -110,14 +113,15 @@ def import_calls(tgzs: list[Path], dest: Path, results: Path, profiles: dict[str
             for c in sorted((work / "clocks").glob("*.csv")):
                 name = f"{c.stem}_call{k}.csv.gz" if c.stem == "engine_one_process" else f"{c.stem}.csv.gz"
                 gz(c, results / "clocks" / name)
-            for txt in sorted(work.glob("lm_head_rows_*.txt")):      # (gpu_h200.sh LMHEAD=...)
-                m = txt.stem[len("lm_head_rows_"):]
-                (results / "lm_head").mkdir(exist_ok=True)
-                shutil.copy2(txt, results / "lm_head" / f"{m}.txt")
-                js = work / "lm_head" / m / "lm_head_rows.json"
-                if js.exists():
-                    shutil.copy2(js, results / "lm_head" / f"{m}.json")
-                out.setdefault("lm_head", []).append(m)
+            for script, folder in PROBES:          # (gpu_h200.sh LMHEAD=..., ODDROWS=...)
+                for txt in sorted(work.glob(f"{script}_*.txt")):
+                    m = txt.stem[len(script) + 1:]
+                    (results / folder).mkdir(exist_ok=True)
+                    shutil.copy2(txt, results / folder / f"{m}.txt")
+                    js = work / folder / m / f"{script}.json"
+                    if js.exists():
+                        shutil.copy2(js, results / folder / f"{m}.json")
+                    out.setdefault(folder, []).append(m)
             out["runs"] += import_runs(work, dest)
             out["calibrations"] += import_calibration(work, results)
             for name, target in profiles.items():

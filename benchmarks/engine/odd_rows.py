@@ -1,0 +1,113 @@
+"""Whole decode steps by row count, timed the calibration grid's way: does a step between CUDA-graph batch sizes
+cost more than the graph size's own?
+
+Why. Priced one by one, the engine's 3-row decode steps at <=256 tokens a row took more than its 4-row ones in both
+Llama-3-8B overlapped sets (H100-async-1207b 6.794 vs 6.624 ms, H200-async 5.098 vs 5.055 ms) though both replay
+the 4-row graph, and the LM head is not the cause (``lm_head_rows.py`` on an H100, 2026-12-07: 3 rows as fast as
+4). The calibration's decode grid is timed at graph sizes only, so it cannot say. This times the grid's step --
+the decode graph of ``padded(n)`` replayed with ``n`` real rows (the rest padded with context 0, as the engine
+does), the LM head on the rows padded to that size (``runtime.pad_logits``), greedy draws and their copy to the
+host -- for every ``n`` in ``--rows`` at each context of ``--ctx``, with :func:`kvsim.calibrate.measure._bench`
+(the grid's timer). Random blocks from a pool as large as the grid's; dummy weights.
+
+Prediction (written before any run): at a fixed context, a step of ``n`` rows costs within 0.02 ms of the graph
+size's own step, rising monotonically with ``n`` inside a bucket (fewer padded rows, more attention); if 3 rows
+costs more than 4 by over 0.05 ms here, the 3-row excess is in the graph replay itself, else it is in the engine's
+serving path (host, sampling) and this shows it is not the kernel's.
+
+usage (GPU): python benchmarks/engine/odd_rows.py --model llama-3-8b [--rows 1-17] [--ctx 64,256] --out DIR
+CPU check of the plumbing (tiny model, wall clock): ... --model tiny-llama --cpu
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lm_head_rows import parse_rows, time_call  # noqa: E402
+
+from kvsim.calibrate import measure as M  # noqa: E402
+from kvsim.calibrate.steps import KV_POOL_TOKENS  # noqa: E402
+from kvsim.catalogue import get_model  # noqa: E402
+from kvsim.graph_sizes import graph_batch_sizes, padded  # noqa: E402
+
+
+def measure(model_name: str, rows: list[int], ctxs: list[int], device: torch.device, block_size: int = 16,
+            reps: int = 15) -> list[dict]:
+    """``{"rows", "graph_rows", "ctx", "ms"}`` per (row count, context): the step timed as the module doc says."""
+    from kvsim.engine.cuda_graphs import DecodeGraphs
+    from kvsim.engine.models import build_model
+    from kvsim.engine.synthetic_step import synthetic_step
+    spec = get_model(model_name)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    model = build_model(spec, dtype=dtype, device=device, weights="dummy")
+    backend = M.BACKEND if device.type == "cuda" else "torch"
+    sizes = [b for b in graph_batch_sizes(256) if b <= padded(max(rows), graph_batch_sizes(256))]
+    max_ctx = spec.max_seq_len                  # graphs captured for the longest sequence, as the engine's are
+    need = max(rows) * (-(-(max(ctxs) + 1) // block_size)) + 1
+    pool = max(KV_POOL_TOKENS // block_size, need) if device.type == "cuda" else need   # (the grid's pool on a GPU)
+    caches = [M._cache(model, pool, block_size, device) for _ in range(model.num_layers)]
+    graphs = DecodeGraphs(model, caches, block_size=block_size, max_batch=sizes[-1], max_context_len=max_ctx,
+                          backend=backend, batch_sizes=sizes) if device.type == "cuda" else None
+    gen = torch.Generator().manual_seed(0)
+
+    def run(ids, pos, meta):
+        return graphs.run(ids, pos, meta) if graphs is not None else model(ids, pos, caches, meta)
+
+    out = []
+    with torch.inference_mode():
+        for c in ctxs:
+            for n in rows:
+                b = padded(n, sizes)
+                ids, pos, meta = synthetic_step([], [c] * n, block_size=block_size, num_blocks=pool,
+                                                vocab_size=spec.vocab_size, device=device, backend=backend,
+                                                generator=gen)
+
+                def step():
+                    h = run(ids, pos, meta)
+                    if h.shape[0] < b:              # the runner's padded LM head: the last row repeated
+                        h = torch.cat([h, h[-1:].expand(b - h.shape[0], -1)])
+                    return model.compute_logits(h)[:n].argmax(-1).tolist()
+                t = (M._bench(step, warmup=3, rep=reps, min_samples=M.STEP_SAMPLES) if device.type == "cuda"
+                     else time_call(step, 2, False))        # (the CPU: a plumbing check, wall clock)
+                out.append({"rows": n, "graph_rows": b, "ctx": c, "ms": round(t * 1e3, 4)})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="llama-3-8b")
+    ap.add_argument("--rows", default="1-17")
+    ap.add_argument("--ctx", default="64,256")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--cpu", action="store_true", help="run on the CPU (plumbing check; the times mean nothing)")
+    a = ap.parse_args()
+    rows = parse_rows(a.rows)
+    try:
+        ctxs = sorted({int(c) for c in a.ctx.split(",")})
+    except ValueError:
+        raise SystemExit(f"error: --ctx: {a.ctx!r} is not a comma-separated list of token counts") from None
+    if min(ctxs) < 1:
+        raise SystemExit("error: --ctx: contexts must be >= 1 token")
+    if not a.cpu and not torch.cuda.is_available():
+        raise SystemExit("error: no CUDA GPU (use --cpu for a plumbing check)")
+    device = torch.device("cpu" if a.cpu else "cuda")
+    res = measure(a.model, rows, ctxs, device)
+    card = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    (Path(a.out) / "odd_rows.json").write_text(json.dumps({"model": a.model, "card": card, "rows": res}, indent=1))
+    print(f"decode steps of {a.model} on {card}, ms by rows (graph size) and context a row")
+    by = {(r["rows"], r["ctx"]): r for r in res}
+    print("rows (graph) " + " ".join(f"{c:>9}" for c in ctxs))
+    for n in rows:
+        print(f"{n:>4} ({padded(n, graph_batch_sizes(256)):>3})   " + " ".join(f"{by[(n, c)]['ms']:9.4f}" for c in ctxs))
+
+
+if __name__ == "__main__":
+    main()
