@@ -136,6 +136,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
     sens: list[dict] = []
     contexts: list[pd.DataFrame] = []       # decode steps by batch and context, per scenario (kvsim.validate_context)
     repriced: list[pd.DataFrame] = []       # the engine's decode steps priced one by one (kvsim.validate_reprice)
+    exact: list[pd.DataFrame] = []          # ... and by exact rows at short contexts
     card = "?"
     for path in scenarios:
         profile = pick_profile(path, profiles, overrides)
@@ -209,6 +210,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
         if sc.workload.beam_width == 1:     # (a beam step's contexts are its beams', which the records do not hold)
             priced = RP.priced_steps(sim.setup.cost, eng_its, eng_reqs)     # (the simulation's own cost model)
             repriced.append(RP.scenario_cells(sc.name, priced))
+            exact.append(RP.scenario_rows(sc.name, priced))
         write_diff(sc.name, sim.iterations, eng_its, d, note=None if priced is None else RP.scenario_line(priced))
         contexts.append(scenario_cells(sc.name, sim.iterations, eng_its))
         names.append(safe_name(sc.name))
@@ -225,8 +227,10 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
     by_step = RP.set_table(repriced)
     write_csv(out / f"decode-repriced{tag}.csv", pd.concat(repriced, ignore_index=True) if repriced
               else pd.DataFrame(columns=list(RP.CELL_COLUMNS)))
+    write_csv(out / f"decode-repriced-rows{tag}.csv", pd.concat(exact, ignore_index=True) if exact
+              else pd.DataFrame(columns=list(RP.ROW_COLUMNS)))
     write_text(out / f"validation{tag}.md", markdown(df, head, card) + repeats_markdown(df) + speed_markdown(speeds)
-               + context_markdown(by_context) + RP.markdown(by_step) + links_markdown(names))
+               + context_markdown(by_context) + RP.markdown(by_step) + RP.rows_markdown(exact) + links_markdown(names))
     write_json(out / f"headline{tag}.json", head, indent=2)
     if sensitivity:
         from kvsim.validate_sensitivity import markdown as sens_markdown

@@ -14,7 +14,10 @@ overlapped price is for; a step over :data:`kvsim.calibrate.serving_runs.ONE_OFF
 left out (a compile, a collection; counted in ``outliers``). ``kvsim validate`` writes, for the set,
 ``decode-repriced{-replay}.csv`` (per scenario and cell: steps, outliers, the mean measured and priced step) and a
 section of ``validation{-replay}.md``: per (rows bin, context-per-row bin), pooled over scenarios, the priced mean
-over the measured mean, less one. Needs no torch.
+over the measured mean, less one; and, where a bin would hide a row count between two CUDA-graph batch sizes (a 3-row
+step replays the 4-row graph; such steps ran dearer than the graph size's own in the Llama sets), the steps at up to
+:data:`EXACT_ROWS` rows and :data:`EXACT_CTX` tokens a row by their exact row count (``decode-repriced-rows{-replay}.csv``
+per scenario and row count, and a table in the same section). Needs no torch.
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ from kvsim.validate_context import ROW_BINS, binned, grid_lines, in_bin_order
 CTX_BINS = ((0, 64), (65, 128), (129, 256), (257, 512), (513, 1024), (1025, 10**9))    # context tokens a row
 CELL_COLUMNS = ("scenario", "rows", "ctx", "steps", "outliers", "mean_measured_s", "mean_priced_s")
 SET_COLUMNS = ("rows", "ctx", "scenarios", "steps", "mean_measured_s", "rel_error")
+EXACT_ROWS, EXACT_CTX = 17, 256     # the exact-rows view: row counts up to the 24-row graph's first, short contexts
+ROW_COLUMNS = ("scenario", "n", "steps", "mean_measured_s", "mean_priced_s")
 
 
 def priced_steps(cost, its: pd.DataFrame, reqs: pd.DataFrame) -> pd.DataFrame:
@@ -80,6 +85,39 @@ def scenario_cells(name: str, steps: pd.DataFrame) -> pd.DataFrame:
     out[["steps", "outliers"]] = out[["steps", "outliers"]].astype(int)
     out.insert(0, "scenario", name)
     return out[list(CELL_COLUMNS)]
+
+
+def scenario_rows(name: str, steps: pd.DataFrame) -> pd.DataFrame:
+    """Per exact row count up to :data:`EXACT_ROWS`, of one scenario's usual priced steps at up to
+    :data:`EXACT_CTX` tokens a row: steps, mean measured and priced."""
+    if not len(steps):
+        return pd.DataFrame(columns=list(ROW_COLUMNS))
+    t = steps[steps.usual.astype(bool) & (steps.n <= EXACT_ROWS) & (steps.ctx_per_row <= EXACT_CTX)]
+    out = t.groupby("n").agg(steps=("measured_s", "size"), mean_measured_s=("measured_s", "mean"),
+                             mean_priced_s=("priced_s", "mean")).reset_index()
+    out.insert(0, "scenario", name)
+    return out[list(ROW_COLUMNS)].astype({"n": int, "steps": int})
+
+
+def rows_markdown(cells: list[pd.DataFrame]) -> str:
+    """The exact-rows table: per row count, pooled over scenarios (step-weighted), the CUDA-graph batch it replays,
+    steps, the mean measured and priced step and the error; row counts with fewer than 20 steps left out."""
+    from kvsim.graph_sizes import graph_batch_sizes, padded
+    c = pd.concat([x for x in cells if len(x)], ignore_index=True) if any(len(x) for x in cells) else None
+    lines = ["", f"By exact rows, at up to {EXACT_CTX} tokens a row (each step's graph batch beside it; "
+             "`decode-repriced-rows.csv`):", ""]
+    if c is None:
+        return "\n".join(lines + ["No such step."]) + "\n"
+    lines += ["| rows | graph batch | steps | measured (ms) | priced (ms) | error |", "|---|---|---|---|---|---|"]
+    sizes = graph_batch_sizes(256)
+    for n, x in c.groupby("n"):
+        w = x.steps.to_numpy(float)
+        if w.sum() < 20:
+            continue
+        meas, priced = float(np.dot(w, x.mean_measured_s)) / w.sum(), float(np.dot(w, x.mean_priced_s)) / w.sum()
+        lines.append(f"| {int(n)} | {padded(int(n), sizes)} | {int(w.sum())} | {meas * 1e3:.3f} | {priced * 1e3:.3f} | "
+                     f"{priced / meas - 1:+.1%} |")
+    return "\n".join(lines) + "\n"
 
 
 def set_table(cells: list[pd.DataFrame]) -> pd.DataFrame:

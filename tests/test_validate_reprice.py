@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kvsim.validate_reprice import markdown, priced_steps, scenario_cells, scenario_line, set_table
+from kvsim.validate_reprice import (EXACT_CTX, markdown, priced_steps, rows_markdown, scenario_cells,
+                                    scenario_line, scenario_rows, set_table)
 
 
 class _Cost:
@@ -82,3 +83,21 @@ def test_a_scenarios_line_gives_its_priced_and_measured_means():
     want = (s.priced_s.mean() / s.measured_s.mean() - 1)
     assert f"{want:+.1%}" in scenario_line(s) and want < 0 and len(two)
     assert scenario_line(s.iloc[:0]).startswith("No decode-only step")
+
+
+def test_short_steps_by_exact_rows_pool_over_scenarios_with_their_graph_batch():
+    """Steps at up to EXACT_CTX tokens a row, by their exact row count: per scenario, then pooled step-weighted, each
+    row count beside the CUDA-graph batch it replays; longer steps and one-offs are not in it."""
+    a = priced_steps(_Cost(), *_run(slow=1.1, steps=200))   # 2-row steps priced 1/1.1; 1-row ones past 256 tokens
+    b = priced_steps(_Cost(), *_run(slow=1.0, steps=40))
+    ra, rb = scenario_rows("a", a), scenario_rows("b", b)
+    short = a[a.usual & (a.ctx_per_row <= EXACT_CTX)]
+    assert list(ra.n) == [1, 2] and int(ra.steps.sum()) == len(short) < len(a)     # steps past 256 tokens left out
+    two = pd.concat([ra, rb])
+    two = two[two.n == 2]
+    want = float((two.steps * two.mean_priced_s).sum() / (two.steps * two.mean_measured_s).sum() - 1)
+    md = rows_markdown([ra, rb])
+    line = next(x for x in md.splitlines() if x.startswith("| 2 |"))
+    assert line.startswith(f"| 2 | 2 | {int(two.steps.sum())} |") and line.endswith(f"| {want:+.1%} |")
+    assert -0.091 < want < 0
+    assert "No such step." in rows_markdown([scenario_rows("c", a.iloc[:0])])

@@ -61,9 +61,10 @@ def _replay_reproduces(tmp_path, val: Path, scenario_dirs: list[Path], names: li
     assert list(got.scenario) == list(want.scenario) and list(got.metric) == list(want.metric)
     pd.testing.assert_series_equal(got.predicted.astype(float), want.predicted.astype(float),
                                    check_names=False, rtol=1e-9)
-    if (val / "decode-repriced-replay.csv").exists():      # the engine's steps priced one by one: the same prices
-        a, b = (pd.read_csv(p / "decode-repriced-replay.csv") for p in (val, tmp_path))
-        pd.testing.assert_frame_equal(a, b, rtol=1e-9)
+    for f in ("decode-repriced-replay.csv", "decode-repriced-rows-replay.csv"):    # priced one by one: the same
+        if (val / f).exists():
+            a, b = (pd.read_csv(p / f) for p in (val, tmp_path))
+            pd.testing.assert_frame_equal(a, b, rtol=1e-9)
     if sens:
         a, b = pd.read_csv(val / "sensitivity-replay.csv"), pd.read_csv(tmp_path / "sensitivity-replay.csv")
         a = a[a.scenario.isin(names)].reset_index(drop=True)
