@@ -16,8 +16,9 @@ left out (a compile, a collection; counted in ``outliers``). ``kvsim validate`` 
 section of ``validation{-replay}.md``: per (rows bin, context-per-row bin), pooled over scenarios, the priced mean
 over the measured mean, less one; and, where a bin would hide a row count between two CUDA-graph batch sizes (a 3-row
 step replays the 4-row graph; such steps ran dearer than the graph size's own in the Llama sets), the steps at up to
-:data:`EXACT_ROWS` rows and :data:`EXACT_CTX` tokens a row by their exact row count (``decode-repriced-rows{-replay}.csv``
-per scenario and row count, and a table in the same section). Needs no torch.
+:data:`EXACT_ROWS` rows and :data:`EXACT_CTX` tokens a row by their exact row count, beside the batch of the default
+graph ladder each replays (``decode-repriced-rows{-replay}.csv`` per scenario and row count, and a table in the same
+section). Needs no torch.
 """
 from __future__ import annotations
 

@@ -105,8 +105,9 @@ def main() -> None:
     print(f"decode steps of {a.model} on {card}, ms by rows (graph size) and context a row")
     by = {(r["rows"], r["ctx"]): r for r in res}
     print("rows (graph) " + " ".join(f"{c:>9}" for c in ctxs))
+    sizes = graph_batch_sizes(256)
     for n in rows:
-        print(f"{n:>4} ({padded(n, graph_batch_sizes(256)):>3})   " + " ".join(f"{by[(n, c)]['ms']:9.4f}" for c in ctxs))
+        print(f"{n:>4} ({padded(n, sizes):>3})   " + " ".join(f"{by[(n, c)]['ms']:9.4f}" for c in ctxs))
 
 
 if __name__ == "__main__":
