@@ -100,10 +100,16 @@ def kvsim_name(scenario_path: str, overrides: list[str] | None = None) -> str:
     return kvsim.load_scenario(scenario_path, overrides).name
 
 
+def calibrated_scenario(scenario_path: str, profile: str, overrides: list[str] | None = None):
+    """The scenario priced by ``profile``: its card's settings, ``overrides``, the calibrated cost model."""
+    import kvsim
+    return kvsim.load_scenario(scenario_path, card_sets(profile) + list(overrides or [])
+                               + ["cost.model=calibrated", f"cost.profile={profile}"])
+
+
 def simulate_with_profile(scenario_path: str, profile: str, overrides: list[str] | None = None):
     import kvsim
-    sc = kvsim.load_scenario(scenario_path, card_sets(profile) + list(overrides or [])
-                             + ["cost.model=calibrated", f"cost.profile={profile}"])
+    sc = calibrated_scenario(scenario_path, profile, overrides)
     return sc, kvsim.simulate(sc)
 
 

@@ -112,11 +112,10 @@ def rows_markdown(cells: list[pd.DataFrame]) -> str:
     lines += ["| rows | graph batch | steps | measured (ms) | priced (ms) | error |", "|---|---|---|---|---|---|"]
     sizes = graph_batch_sizes(256)
     for n, x in c.groupby("n"):
-        w = x.steps.to_numpy(float)
-        if w.sum() < 20:
+        steps, meas, priced = _pooled(x)
+        if steps < 20:
             continue
-        meas, priced = float(np.dot(w, x.mean_measured_s)) / w.sum(), float(np.dot(w, x.mean_priced_s)) / w.sum()
-        lines.append(f"| {int(n)} | {padded(int(n), sizes)} | {int(w.sum())} | {meas * 1e3:.3f} | {priced * 1e3:.3f} | "
+        lines.append(f"| {int(n)} | {padded(int(n), sizes)} | {steps} | {meas * 1e3:.3f} | {priced * 1e3:.3f} | "
                      f"{priced / meas - 1:+.1%} |")
     return "\n".join(lines) + "\n"
 
@@ -128,11 +127,16 @@ def set_table(cells: list[pd.DataFrame]) -> pd.DataFrame:
     c = c[c.steps > 0]
     rows = []
     for r, k, x in in_bin_order(c, "ctx", CTX_BINS):
-        w = x.steps.to_numpy(float)
-        meas, priced = float(np.dot(w, x.mean_measured_s)), float(np.dot(w, x.mean_priced_s))
-        rows.append({"rows": r, "ctx": k, "scenarios": len(x), "steps": int(w.sum()),
-                     "mean_measured_s": meas / w.sum(), "rel_error": priced / meas - 1.0})
+        steps, meas, priced = _pooled(x)
+        rows.append({"rows": r, "ctx": k, "scenarios": len(x), "steps": steps, "mean_measured_s": meas,
+                     "rel_error": priced / meas - 1.0})
     return pd.DataFrame(rows, columns=list(SET_COLUMNS))
+
+
+def _pooled(x: pd.DataFrame) -> tuple[int, float, float]:
+    """(steps, mean measured, mean priced) of per-scenario rows pooled step-weighted."""
+    w = x.steps.to_numpy(float)
+    return int(w.sum()), float(np.dot(w, x.mean_measured_s)) / w.sum(), float(np.dot(w, x.mean_priced_s)) / w.sum()
 
 
 def markdown(table: pd.DataFrame) -> str:

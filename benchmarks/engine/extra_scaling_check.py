@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from kvsim.graph_sizes import padded  # noqa: E402
-from kvsim.validate import card_sets  # noqa: E402
+from kvsim.validate import calibrated_scenario  # noqa: E402
 from kvsim.validate_context import ROW_BINS, binned  # noqa: E402
 from kvsim.validate_records import read_engine_records  # noqa: E402
 from kvsim.validate_reprice import CTX_BINS, priced_steps  # noqa: E402
@@ -48,16 +48,14 @@ SETS = {"H100-async-1207b": "calibrate/profiles/H100/llama-3-8b-async-1207b.json
 
 
 def cost_of(scenario: Path, profile: str):
-    import kvsim
     from kvsim.build import setup_run
-    sc = kvsim.load_scenario(str(scenario), card_sets(profile) + ["cost.model=calibrated", f"cost.profile={profile}"])
-    return setup_run(sc).cost
+    return setup_run(calibrated_scenario(str(scenario), profile)).cost
 
 
-def rescaled(cost, steps: pd.DataFrame, fit_ctx: float) -> np.ndarray:
-    """Each step's price with its row count's extra scaled by the attention ratio (module doc)."""
+def rescaled(cost, steps: pd.DataFrame, fit: list[float] | None, fit_ctx: float) -> np.ndarray:
+    """Each step's price with its row count's extra scaled by the attention ratio (module doc). ``fit``: the
+    profile's ``ctx_per_row`` at the fit's rows (``fit_ctx`` for every row where it has none)."""
     xs, extra, _ = cost._serving
-    fit = cost.p.decode_serving_doc.get("ctx_per_row") if hasattr(cost.p, "decode_serving_doc") else None
     out = steps.priced_s.to_numpy(float).copy()
     for n, g in steps.groupby("n"):
         b = float(padded(int(n), cost._graphs))
@@ -91,14 +89,13 @@ def main() -> None:
             if scen is None:
                 continue
             cost = cost_of(scen, prof)
-            bs = str(cost.bs)
-            cost.p.decode_serving_doc = doc["decode_serving"][bs]
             _, reqs, its = read_engine_records(edir)
             st = priced_steps(cost, its, reqs)
             st = st[st.usual.astype(bool)].reset_index(drop=True)
             if not len(st):
                 continue
-            st["scaled_s"] = rescaled(cost, st, a.fit_ctx)
+            fit = doc["decode_serving"][str(cost.bs)].get("ctx_per_row")
+            st["scaled_s"] = rescaled(cost, st, fit, a.fit_ctx)
             st["scenario"] = d.name
             parts.append(st)
         df = pd.concat(parts, ignore_index=True)

@@ -21,16 +21,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import kvsim  # noqa: E402
 from kvsim.build import setup_run  # noqa: E402
 from kvsim.cost.base import is_decode_only  # noqa: E402
 from kvsim.sim import SimEngine  # noqa: E402
-from kvsim.validate import card_sets  # noqa: E402
+from kvsim.validate import calibrated_scenario  # noqa: E402
 
 
 def main(scenario: str, profile: str) -> None:
-    sc = kvsim.load_scenario(scenario, card_sets(profile) + ["cost.model=calibrated", f"cost.profile={profile}"])
-    eng = SimEngine(setup_run(sc), fast_forward=False)
+    eng = SimEngine(setup_run(calibrated_scenario(scenario, profile)), fast_forward=False)
     cost, sched = eng.cost, eng.sched
     beam = json.loads(Path(profile).read_text())["decode_serving"][str(cost.bs)].get("beam") or {}
     saving = float(beam.get("shared_saving", 0.0))
