@@ -63,7 +63,7 @@ def test_calls_land_as_a_set_and_a_results_folder(tmp_path):
     assert sorted(p.name for p in (r / "clocks").iterdir()) == ["engine_one_process_call1.csv.gz",
                                                                 "engine_one_process_call2.csv.gz"]
     assert (r / "m-b16.calibrate.log").exists() and (r / "m-b16.clocks.csv.gz").exists()
-    assert (r / "serving_runs" / "n4" / "iterations.csv.gz").exists() and prof.read_text() == "{}"
+    assert (r / "serving_runs" / "m-b16" / "n4" / "iterations.csv.gz").exists() and prof.read_text() == "{}"
     assert (r / "lm_head" / "m.txt").read_text() == "LM head of m\n" and (r / "lm_head" / "m.json").exists()
     assert (r / "odd_rows" / "m.txt").read_text() == "decode steps of m\n"
     assert (r / "odd_rows" / "m.json").read_text() == '{"rows": [1]}'

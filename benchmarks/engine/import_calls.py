@@ -7,7 +7,8 @@ Per call, in the order given: ``stages.txt`` and ``engine_one_process.txt`` are 
 (``validation/<name>/<name>/engine*/``) goes to ``SET/<name>/engine*/`` with its summary.json and gzipped records
 (requests.csv.gz, iterations.csv.gz; no plots or HTML: ``kvsim validate --replay`` re-draws what a set keeps).
 ``gpu.txt`` comes from the first call. A calibration's files (``profiles/<model>-b<B>.{log,clocks.csv,serving/}``)
-go to ``RESULTS/`` as ``<model>-b<B>.calibrate.log``, ``.clocks.csv.gz`` and ``serving_runs/`` (csvs gzipped), and
+go to ``RESULTS/`` as ``<model>-b<B>.calibrate.log``, ``.clocks.csv.gz`` and ``serving_runs/<model>-b<B>/`` (csvs
+gzipped; a folder each, as one lease may calibrate two models), and
 ``--profile NAME=DEST`` copies ``profiles/NAME.json`` to DEST. A probe stage's output (:data:`PROBES`: the LM head's,
 ``lm_head_rows_<model>.txt`` and ``lm_head/<model>/lm_head_rows.json``, and the odd row counts',
 ``odd_rows_<model>.txt`` and ``odd_rows/<model>/odd_rows.json``) goes to ``RESULTS/lm_head/`` (``RESULTS/odd_rows/``)
@@ -86,7 +87,7 @@ def import_calibration(work: Path, results: Path) -> list[str]:
         serving = log.with_name(f"{stem}.serving")
         if serving.is_dir():
             for f in sorted(serving.rglob("*.csv")):
-                gz(f, results / "serving_runs" / f.relative_to(serving).with_suffix(".csv.gz"))
+                gz(f, results / "serving_runs" / stem / f.relative_to(serving).with_suffix(".csv.gz"))
         done.append(stem)
     return done
 
