@@ -14,9 +14,9 @@ from kvsim.validate_records import read_engine_records, record_file
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "v10_opt13b_beam4"                                   # a small committed H100 run
-SRC = ROOT / "validation" / "H100-async-opt-1207c" / NAME / "engine"
+SRC = ROOT / "validation" / "H100-async-opt-1207d" / NAME / "engine"
 SCEN = str(ROOT / "scenarios" / "validation" / f"{NAME}.yaml")
-PROF = str(ROOT / "calibrate" / "profiles" / "H100" / "opt-13b-async-1207c.json")
+PROF = str(ROOT / "calibrate" / "profiles" / "H100" / "opt-13b-async-1207d.json")
 RECORDS = ("requests.csv", "iterations.csv")
 
 

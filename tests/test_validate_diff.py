@@ -93,10 +93,10 @@ def test_write_diff_without_records_of_one_side(tmp_path):
 def test_replay_writes_differential_views(tmp_path):
     from kvsim.validate import run_validation
     name = "v07_opt13b_swap"                       # swaps and preemptions, one short replay
-    src = ROOT / "validation" / "H100-async-opt-1207c" / name / "engine"
+    src = ROOT / "validation" / "H100-async-opt-1207d" / name / "engine"
     shutil.copytree(src, tmp_path / name / "engine")
     run_validation([str(ROOT / "scenarios" / "validation" / f"{name}.yaml")],
-                   [str(ROOT / "calibrate" / "profiles" / "H100" / "opt-13b-async-1207c.json")], tmp_path, replay=True)
+                   [str(ROOT / "calibrate" / "profiles" / "H100" / "opt-13b-async-1207d.json")], tmp_path, replay=True)
     d = tmp_path / name
     for f in ("step_kinds.csv", "step_kinds.md", "step_sizes.csv", "step_sizes.md", "timeline.csv", "timeline.png"):
         assert (d / f).exists(), f

@@ -16,9 +16,9 @@ from kvsim.validate_repeats import engine_dirs, in_range, measured_stats, repeat
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "v07_opt13b_swap"
-SRC = ROOT / "validation" / "H100-async-opt-1207c" / NAME / "engine"
+SRC = ROOT / "validation" / "H100-async-opt-1207d" / NAME / "engine"
 SCEN = str(ROOT / "scenarios" / "validation" / f"{NAME}.yaml")
-PROF = str(ROOT / "calibrate" / "profiles" / "H100" / "opt-13b-async-1207c.json")
+PROF = str(ROOT / "calibrate" / "profiles" / "H100" / "opt-13b-async-1207d.json")
 SCALE = {1: 1.0, 2: 1.3, 3: 0.9}          # each repeat's latencies and throughput, scaled from the committed run
 
 

@@ -12,8 +12,8 @@ import pytest
 from kvsim.validate import run_validation
 
 ROOT = Path(__file__).resolve().parents[1]
-VAL = ROOT / "validation" / "H100-async-opt-1207c"
-PROFILES = [str(ROOT / "calibrate" / "profiles" / "H100" / "opt-13b-async-1207c.json")]
+VAL = ROOT / "validation" / "H100-async-opt-1207d"
+PROFILES = [str(ROOT / "calibrate" / "profiles" / "H100" / "opt-13b-async-1207d.json")]
 SCENARIOS = ["v03_opt13b_sharegpt_paged_sat", "v07_opt13b_swap", "v10_opt13b_beam4"]
 
 
@@ -117,7 +117,7 @@ def _meets_issue_10s_bars(table: pd.DataFrame, every_scenario: bool = True) -> N
     # ... and on an H200 (eleven of them run twice)
     ("H200-async", ["validation", "holdout"], ["calibrate/profiles/H200/llama-3-8b-async.json"], True),
     # OPT-13B overlapped at block 16 on an H100, short-context runs and padded LM head (2026-12-07; v03 run twice)
-    ("H100-async-opt-1207c", ["validation", "holdout"], ["calibrate/profiles/H100/opt-13b-async-1207c.json"], True),
+    ("H100-async-opt-1207d", ["validation", "holdout"], ["calibrate/profiles/H100/opt-13b-async-1207d.json"], True),
 ])
 def test_whole_sets_replay_to_their_committed_tables_within_the_bars(tmp_path, val, scenarios, profiles,
                                                                      every_scenario):

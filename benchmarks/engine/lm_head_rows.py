@@ -14,7 +14,7 @@ Prediction (written before any run): ``own_ms`` at 3 and 7 rows is 0.05-0.15 ms 
 H100 with Llama-3-8B, and ``padded_ms`` is within 0.01 ms of ``own_ms`` at the graph size. Each point is the median
 of ``--reps`` calls timed one by one with CUDA events, after warm-up; random fp16 weights of the model's shape.
 
-Result (an H100, 2026-12-07 08:06, ``benchmarks/engine/results_H100/async_opt_1207c/lm_head/``): wrong at 3 rows,
+Result (an H100, 2026-12-07 08:06, ``benchmarks/engine/results_H100/lm_head_1207/``): wrong at 3 rows,
 right at 7. Llama-3-8B: ``own_ms`` 0.3905 at 3 rows, 0.3909 at 4; 0.4477 at 7, 0.3959 at 8 (+0.052), padded 7 ->
 0.4208; between graph sizes padded minus own a median +0.002 ms. OPT-13B: no row count over its graph size's by more
 than 0.02 ms, padded minus own a median 0.000 ms. A 3-row decode step's 0.14 ms over a 4-row one is not the head's.

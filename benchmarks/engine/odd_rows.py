@@ -15,6 +15,12 @@ size's own step, rising monotonically with ``n`` inside a bucket (fewer padded r
 costs more than 4 by over 0.05 ms here, the 3-row excess is in the graph replay itself, else it is in the engine's
 serving path (host, sampling) and this shows it is not the kernel's.
 
+Result (an H100, 2026-12-07 09:50 and 10:03, ``benchmarks/engine/results_H100/async_1207d/odd_rows/``): wrong in
+part. Llama-3-8B's 3 rows cost 0.061 ms more than 4 at 64 tokens a row but 0.024 ms less at 256, where the engine's
+3-row excess was seen: that excess is not the replay. Inside a bucket the step rises with the rows by up to 0.43 ms
+(OPT-13B, graph 16, 256 tokens), not 0.02 (padded rows read no KV; the grid's mean context over the graph batch
+carries it). OPT-13B's 9-16-row steps at 64 tokens cost less than its 5-8-row ones: the 16-row graph is faster there.
+
 usage (GPU): python benchmarks/engine/odd_rows.py --model llama-3-8b [--rows 1-17] [--ctx 64,256] --out DIR
 CPU check of the plumbing (tiny model, wall clock): ... --model tiny-llama --cpu
 """

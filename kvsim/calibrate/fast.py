@@ -45,7 +45,8 @@ SERVING_FIT_SECONDS = 170.0  # the serving fit's 31 runs, OPT-13B-sized (1-128 r
 # beam, four short-context since kvsim.calibrate.short_fit; two until 2026-12-07, when this read 160 s for 29):
 # OPT-13B on an H100 ran 17 of them in 81 s (2026-12-07 00:44-00:45, results_H100/async_opt_1207's log, commit
 # bfecda7: ~4.8 s a run, ~140 s for 29; on another H100 at 08:03-08:06 the 27 that fit in its memory and the prefill
-# overhead fits in 177 s, results_H100/async_opt_1207c),
+# overhead fits in 177 s, results_H100/async_opt_1207c in git history at b1d3dba; the 29 that fit and those fits on a
+# third H100 at 09:47-09:50 in 174 s, results_H100/async_1207d),
 # Llama-3-8B on an H100 all 27 of its day in 105 s (03:09-03:11, results_H100/async_1207's log, commit 98cc84c: ~170 s
 # at OPT-13B's parameters); between the two (OPT-13B, H200, 2026-12-05: runs through one kept engine ~4 s each,
 # calib_0413's log; Llama-3-8B overlapped, H200, 2026-12-06: 21 runs in 73 s, results_H200/async_1206)

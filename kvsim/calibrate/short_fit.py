@@ -31,7 +31,8 @@ grids that matched within 0.2% at 4-16 rows), not with short contexts. So the co
 it stays in the profile as a check a later calibration can read (a ``beyond_s`` of several percent would be the
 evidence to price it).
 
-Second run, OPT-13B on a third H100 (2026-12-07 08:05, ``calibrate/profiles/H100/opt-13b-async-1207c.json``):
+Second run, OPT-13B on a third H100 (2026-12-07 08:05, ``calibrate/profiles/H100/opt-13b-async-1207c.json``, in git
+history at commit b1d3dba):
 -0.164 ms at 4 rows (~54 tokens a row, -1.5%) and -0.377 ms at 16 (~58 tokens, -3.4%). Its set
 (``validation/H100-async-opt-1207c``) agrees in v09 (n = 4, Alpaca lengths: 9-16-row steps 11.15 ms in the engine,
 11.70 priced; the 16-row short run 11.17) and less so in v06 (the same lengths, n = 1: 5-8 rows priced -2.5%, 9-16
@@ -41,7 +42,16 @@ priced: one model, one card, and the two scenarios pull apart; pricing it needs 
 and for contexts between the short runs' and the fit's, which two points a model do not pin down. So the short runs
 now also take 8 and 9 rows (:data:`SHORT_ROWS`), either side of the graph ladder's 8/16 step where the fitted extra
 jumps; scaling each row's extra by the step's attention instead was tried on the committed sets' steps and priced
-them worse (``benchmarks/engine/extra_scaling_check.py``). Needs no torch.
+them worse (``benchmarks/engine/extra_scaling_check.py``).
+
+Third run, OPT-13B on a fourth H100 (2026-12-07 09:47, ``calibrate/profiles/H100/opt-13b-async-1207d.json``, the
+decode grid now timed at 32 and 64 tokens a row too): +0.058 / +0.273 / -0.365 / -0.051 ms at 4 / 8 / 9 / 16 rows
+(~54-58 tokens a row); Llama-3-8B on the same card right after: +0.017 / -0.061 / -0.102 / -0.111 ms. The set
+(``validation/H100-async-opt-1207d``) prices v09's short steps right (mean latency -0.4%). Priced as measured -- the
+row's extra moved linearly in context from the fit's ``ctx_per_row`` to the short run's, interpolated in rows, none
+above the last short row -- the set's engine decode steps came out no better (mean |step error| 1.28% -> 1.20%, the
+(rows, context) cells weighted by steps 0.88% -> 0.88%: 1-8 rows mended, 9-16 rows at <=128 tokens -0.1% -> -1.3%,
+the 9-row point pulling 10-15 rows with it). Still recorded, not priced. Needs no torch.
 """
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ class DrawsMixin:
         than a 4-row step at similar contexts, and 7 rows 0.08 ms more than 8 (H200-async: ~0.1 ms; OPT-13B, half
         the LM head's weights: 0.02 ms); the LM head and the draws after it are the parts of such a step that ran
         at its own row count. Timed alone by rows (``benchmarks/engine/lm_head_rows.py``, another H100,
-        ``benchmarks/engine/results_H100/async_opt_1207c``) the head is not that cause at 3 rows (as fast as at 4,
+        ``benchmarks/engine/results_H100/lm_head_1207``) the head is not that cause at 3 rows (as fast as at 4,
         either model); at 7 rows Llama-3-8B's head took 0.052 ms more than at 8, and padded to 8 0.025 ms more;
         elsewhere padding moves it by microseconds. Kept: its one measured effect is in its favour."""
         rows = [r for r, _ in batch.prefill_rows]
