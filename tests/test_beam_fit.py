@@ -17,10 +17,11 @@ PLAIN, COPYING = 3e-4, 5e-4          # what a beam step adds beyond the stepped 
 SAVING = 0.6                         # the share of its shared reads' grid attention time a beam step does not pay
 
 
-def beam_run(n: int, seed: int = 0):
-    """Iterations and requests of a beam-search serving run at ``n`` rows (n // 2 groups of two beams)."""
-    engine, workload = SF.serving_workload(n, 2048, BF.BEAM_WIDTH)
-    workload = dict(workload, output_len_range=[16, 96], num_requests=6 * (n // BF.BEAM_WIDTH))
+def beam_run(n: int, seed: int = 0, short: bool = False):
+    """Iterations and requests of a beam-search serving run at ``n`` rows (n // 2 groups of two beams); ``short``:
+    on the short-context lengths."""
+    engine, workload = SF.serving_workload(n, 2048, BF.BEAM_WIDTH, short=short)
+    workload = dict(workload, output_len_range=[16, 64 if short else 96], num_requests=6 * (n // BF.BEAM_WIDTH))
     sc = kvsim.load_scenario({"name": f"beam-{n}", "model": "opt-13b", "gpu": "a100-40gb", "seed": seed,
                               "engine": {"block_size": 16, "num_gpu_blocks": n * 80 + 64, **engine},
                               "workload": workload})
@@ -28,24 +29,29 @@ def beam_run(n: int, seed: int = 0):
     return res.iterations, res.requests
 
 
-def _priced_beam_runs(bare, ov, extra, noise=0.0, saving=0.0):
+def _priced_beam_runs(bare, ov, extra, noise=0.0, saving=0.0, short=False, drift=0.0):
     """Beam runs whose decode steps cost the stepped step (grid, spread, overhead, ``extra(n)``) plus PLAIN, or the
     profile's copy table plus COPYING where they copy, less ``saving`` times the grid's attention time of the reads
-    their beams share (the rows' blocks less the blocks in use) (+ noise)."""
+    their beams share (the rows' blocks less the blocks in use) (+ noise); ``short``: on short requests; ``drift``:
+    less ``drift`` times that attention's departure from its run's mean (what else moves with the context inside
+    one run)."""
     rng = np.random.default_rng(3)
     runs = {}
     for n in BF.BEAM_ROWS:
-        its, reqs = beam_run(n, seed=n)
+        its, reqs = beam_run(n, seed=n, short=short)
         its = its.copy()
         ctx = SF.step_contexts(its, reqs, BF.BEAM_WIDTH)
+        shared_of = lambda r: max(r.ctx_sum / 16 + r.n / 2 - its.loc[r.name, "blocks_in_use"], 0.0) * 16  # noqa
+        attn = {k: bare.shared_attention(int(r.n), np.array([r.ctx_sum]), np.array([r.ctx_max]), [shared_of(r)])[0]
+                for k, r in ctx[ctx.valid].iterrows()}
+        mean_attn = float(np.mean(list(attn.values())))
         for k, r in ctx[ctx.valid].iterrows():
             sums, top = np.array([r.ctx_sum]), np.array([r.ctx_max])
             step = bare.decode_grid_and_spread(int(r.n), sums, top)[0][0] + \
                 bare.decode_grid_spread(int(r.n), sums, top)[0] + ov(int(r.n)) + extra(int(r.n))
             c = int(its.loc[k, "cow_copies"])
-            shared = max(r.ctx_sum / 16 + r.n / 2 - its.loc[k, "blocks_in_use"], 0.0) * 16
             its.loc[k, "duration_s"] = step + (bare.copy_time(c, 0) + COPYING if c else PLAIN) + \
-                noise * rng.standard_normal() - saving * bare.shared_attention(int(r.n), sums, top, [shared])[0]
+                noise * rng.standard_normal() - saving * attn[k] - drift * (attn[k] - mean_attn)
         runs[n] = (its, reqs)
     return runs
 
@@ -97,6 +103,34 @@ def test_the_fit_recovers_the_saving_on_reads_the_beams_share(noise):
     assert fit["copy_extra_s"] == pytest.approx([COPYING] * 2, abs=1e-9 if noise == 0 else 1e-5)
     plain = BF.fit_beam(bare, _priced_beam_runs(bare, ov, extra, noise, saving=0.0), ov, extra)
     assert plain["shared_saving"] < 0.1 < fit["shared_saving"]
+
+
+def test_two_context_lengths_pin_the_saving_where_a_drift_inside_each_run_would_not():
+    """A cost that moves with the context inside one run (here 0.8x the shared reads' attention about the run's mean)
+    sends the fit inside each run to the top of its clip; the short runs, shared reads a tenth as long, bring it
+    back to the saving that going from one length to the other shows."""
+    prof, bare, ov = _setup()
+    extra = lambda n: 1e-4                  # noqa: E731
+    long_runs = _priced_beam_runs(bare, ov, extra, 0.0, saving=SAVING, drift=0.8)
+    short_runs = _priced_beam_runs(bare, ov, extra, 0.0, saving=SAVING, short=True, drift=0.8)
+    inside = BF.fit_beam(bare, long_runs, ov, extra)
+    assert inside["shared_saving"] == 1.0 and "short_steps" not in inside
+    both = BF.fit_beam(bare, long_runs, ov, extra, short_runs=short_runs)
+    assert both["shared_saving"] == pytest.approx(SAVING, abs=0.1)    # the drift is about each run's mean, not
+    # each (row, kind)'s, so a little of it reaches the cells' means; without it the saving comes back exactly
+    plain = BF.fit_beam(bare, _priced_beam_runs(bare, ov, extra, 0.0, saving=SAVING), ov, extra,
+                        short_runs=_priced_beam_runs(bare, ov, extra, 0.0, saving=SAVING, short=True))
+    assert plain["shared_saving"] == pytest.approx(SAVING, abs=1e-9)
+    assert all(s >= BF.MIN_BEAM_STEPS for s in both["short_steps"]) and both["steps"] == inside["steps"]
+    for long_a, short_a in both["attention_s"]:      # the short runs' shared reads: a small part of the long runs'
+        assert 0 < short_a < long_a / 3
+    # the extras it prices: the steps' own mean beyond, the saving added back, over both lengths
+    assert plain["extra_s"] == pytest.approx([PLAIN] * 2, abs=1e-9)
+    assert plain["copy_extra_s"] == pytest.approx([COPYING] * 2, abs=1e-9)
+    assert both["extra_s"] == pytest.approx([PLAIN] * 2, abs=1e-4)
+    noisy = BF.fit_beam(bare, _priced_beam_runs(bare, ov, extra, 2e-5, saving=SAVING, drift=0.8), ov, extra,
+                        short_runs=_priced_beam_runs(bare, ov, extra, 2e-5, saving=SAVING, short=True, drift=0.8))
+    assert noisy["shared_saving"] == pytest.approx(SAVING, abs=0.1)
 
 
 def test_the_scheduler_counts_each_extra_read_of_a_block_its_beams_share(monkeypatch, tmp_path):

@@ -239,12 +239,13 @@ def test_the_fit_runs_the_real_engine(monkeypatch, tmp_path):
                               save_dir=tmp_path / "runs")
     # two passes: 1, 4, then 4, 1 (one request in flight at a time: its decode steps are 1-row rows of their own);
     # an overlapped calibration also runs its stepped rows (4 of STEPPED_ROWS) once, between them, and every
-    # calibration its beam rows (4 of BEAM_ROWS: two groups of two beams) and short-context rows (4 of SHORT_ROWS)
-    assert fit["num_seqs"] == [1, 4] and len(lines) == 7
+    # calibration its beam rows (4 of BEAM_ROWS: two groups of two beams) on both lengths and short-context rows (4
+    # of SHORT_ROWS)
+    assert fit["num_seqs"] == [1, 4] and len(lines) == 8
     assert [ln.split(":")[0] for ln in lines] == ["serving n=1 (pass 1)", "serving n=4 (pass 1)",
                                                    "serving n=4 (stepped)", "serving n=4 (beam)",
-                                                   "serving n=4 (short)", "serving n=4 (pass 2)",
-                                                   "serving n=1 (pass 2)"]
+                                                   "serving n=4 (beam_short)", "serving n=4 (short)",
+                                                   "serving n=4 (pass 2)", "serving n=1 (pass 2)"]
     shorts = SF.load_runs(tmp_path / "runs" / "short")
     assert sorted(shorts) == [4] and shorts[4][1].prompt_len.max() <= SS.SHORT_PROMPT_RANGE[1]
     assert fit["short"]["num_seqs"] == [4] and np.isfinite(fit["short"]["beyond_s"][0])
@@ -254,6 +255,12 @@ def test_the_fit_runs_the_real_engine(monkeypatch, tmp_path):
     assert fit["beam"]["num_seqs"] == [4] and fit["beam"]["width"] == 2
     assert np.isfinite(fit["beam"]["extra_s"][0]) and np.isfinite(fit["beam"]["copy_extra_s"][0])
     assert 0.0 <= fit["beam"]["shared_saving"] <= 1.0
+    short_beams = SF.load_runs(tmp_path / "runs" / "beam_short")
+    assert sorted(short_beams) == [4] and short_beams[4][1].prompt_len.max() <= SS.SHORT_PROMPT_RANGE[1]
+    assert short_beams[4][1].request_id.nunique() == SS.SHORT_REQUESTS_PER_SLOT * 2      # two groups a slot
+    if fit["beam"].get("short_steps"):       # (a CPU run's few steps at exactly 4 rows may not make a cell)
+        a_long, a_short = fit["beam"]["attention_s"][0]
+        assert a_short is None or a_short < a_long
     stepped = SF.load_runs(tmp_path / "runs" / "stepped")
     assert sorted(stepped) == [4] and (stepped[4][0].host_ahead == 0).all()       # every step of it stepped
     assert (SF.load_runs(tmp_path / "runs")[4][0].host_ahead == 1).mean() > 0.5   # the passes overlapped
@@ -265,10 +272,12 @@ def test_the_fit_runs_the_real_engine(monkeypatch, tmp_path):
     ov = prof["step_overhead"]
     bare = SF.stripped_cost(prof, 16, {}, drop=SF.FITTED, bare=True)
     refit = SF.fit_from_runs(bare, runs, lambda n: float(np.interp(n, ov["num_seqs"], ov["time_s"])),
-                             stepped_runs=stepped, beam_runs=beams, short_runs=shorts)
+                             stepped_runs=stepped, beam_runs=beams, short_runs=shorts, beam_short_runs=short_beams)
     assert refit["extra_s"] == pytest.approx(fit["extra_s"]) and refit["spread"] == fit["spread"] == "grid"
     assert refit["short"] == pytest.approx(fit["short"])
-    assert refit["stepped"] == pytest.approx(fit["stepped"]) and refit["beam"] == pytest.approx(fit["beam"])
+    flat = lambda d: {k: v for k, v in d.items() if k != "attention_s"}      # noqa: E731 - (pairs: no approx)
+    assert refit["stepped"] == pytest.approx(fit["stepped"]) and flat(refit["beam"]) == pytest.approx(flat(fit["beam"]))
+    assert refit["beam"].get("attention_s") == fit["beam"].get("attention_s")
     assert all(np.isfinite(fit["extra_s"]))
     assert all(f is None or 0 <= f <= SF.MAX_FRACTION for f in fit["spread_frac_row"])
     assert pre["steps"] >= 4 and len(pre["tokens"]) >= 2 and all(np.isfinite(pre["extra_s"]))
@@ -436,17 +445,18 @@ def test_no_row_starts_after_the_deadline(monkeypatch):
     """Under a calibration time limit the serving fit starts nothing past its deadline, says so, and returns
     empty tables (the profile is then written without them)."""
     import time
-    monkeypatch.setattr(ER, "ASYNC_SCHEDULING", False)     # stepped: no stepped runs besides the passes (a beam and a short run)
+    monkeypatch.setattr(ER, "ASYNC_SCHEDULING", False)     # stepped: no stepped runs besides the passes (beam runs
+    # on both lengths and a short run)
     prof = steep_profile()
     lines = []
     fit, pre = SF.fit_serving(None, dict(prof, model="tiny-opt"), 16, device="cpu", rows=(2, 4), cuda_graphs=True,
                               log=lines.append, deadline=time.perf_counter() - 1.0)
     assert fit == {} and pre == {}
-    assert len(lines) == 1 and lines[0].startswith("serving n=2: skipped, and the 5 runs after it")
+    assert len(lines) == 1 and lines[0].startswith("serving n=2: skipped, and the 6 runs after it")
     notes = {}
     SF.fit_serving(None, dict(prof, model="tiny-opt"), 16, device="cpu", rows=(2, 4), cuda_graphs=True,
                    log=lines.append, deadline=time.perf_counter() - 1.0, notes=notes)
-    assert notes == {"serving_fit_skipped": {"runs": 6, "of": 6, "why": "the calibration's time limit"}}
+    assert notes == {"serving_fit_skipped": {"runs": 7, "of": 7, "why": "the calibration's time limit"}}
     notes = {}
     SF.fit_serving(None, dict(prof, model="tiny-opt"), 16, device="cpu", rows=(), cuda_graphs=True,
                    log=lines.append, deadline=time.perf_counter() - 1.0, notes=notes)
@@ -493,7 +503,7 @@ def test_the_fits_share_one_engine_build(monkeypatch, tmp_path):
     monkeypatch.setattr(SS, "PROMPT_RANGE", (8, 64))
     monkeypatch.setattr(SS, "OUTPUT_RANGE", (24, 48))
     monkeypatch.setattr(PS, "PREFILL_BIN_STEPS", 2)
-    monkeypatch.setattr(ER, "ASYNC_SCHEDULING", False)     # the four passes' runs, the beam and short runs at 4 rows
+    monkeypatch.setattr(ER, "ASYNC_SCHEDULING", False)     # the four passes' runs, two beam and a short run at 4
     spec = get_model("tiny-opt")
     prof = dict(steep_profile(), model=spec.name, num_layers=spec.num_layers)
     model = build_model(spec, dtype=torch.float16, device=torch.device("cpu"), weights="dummy")
@@ -502,7 +512,7 @@ def test_the_fits_share_one_engine_build(monkeypatch, tmp_path):
                       for n in (2, 4) for s in (False, True)))    # (the short run's pool is the larger here)
     SF.fit_serving(model, prof, 16, device="cpu", rows=(2, 4), cuda_graphs=False, log=lambda _m: None,
                    save_dir=tmp_path / "kept", parts=parts)
-    assert (parts.builds, parts.reuses) == (1, 5)
+    assert (parts.builds, parts.reuses) == (1, 6)
     SF.fit_serving(model, prof, 16, device="cpu", rows=(2, 4), cuda_graphs=False, log=lambda _m: None,
                    save_dir=tmp_path / "fresh")
     kept, fresh = SF.load_runs(tmp_path / "kept"), SF.load_runs(tmp_path / "fresh")

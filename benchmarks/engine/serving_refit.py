@@ -9,7 +9,8 @@ data are the calibration's own runs, not a validation scenario's, so choosing a 
 to the validation set.
 
 With ``--write OUT.json`` it also writes the profile with ``decode_serving`` refitted in ``--form`` (with its
-``stepped``, ``beam`` and ``short`` tables from ``RUNS_DIR/stepped``, ``beam`` and ``short`` where the calibration kept them) and
+``stepped``, ``beam`` and ``short`` tables from ``RUNS_DIR/stepped``, ``beam`` (and ``beam_short``) and ``short``
+where the calibration kept them) and
 ``prefill_serving`` refitted from those runs (what the calibration writes; the runs and the profile are from one
 calibration, one card).
 
@@ -93,9 +94,10 @@ def main() -> None:
         graphs, bare, overhead = fit_inputs(prof, a.block_size, runs)
         # an overlapped calibration's stepped runs and any calibration's beam runs, kept beside the others: without
         # them the refit would drop decode_serving's stepped and beam tables
-        extra = {k: SF.load_runs(Path(a.runs) / k) for k in ("stepped", "beam", "short")}
+        extra = {k: SF.load_runs(Path(a.runs) / k) for k in ("stepped", "beam", "short", "beam_short")}
         fit = SF.fit_from_runs(bare, runs, overhead, a.form, stepped_runs=extra["stepped"] or None,
-                               beam_runs=extra["beam"] or None, short_runs=extra["short"] or None)
+                               beam_runs=extra["beam"] or None, short_runs=extra["short"] or None,
+                               beam_short_runs=extra["beam_short"] or None)
         pre = SF.fit_prefill_from_runs(SF.stripped_cost(prof, a.block_size, graphs, drop=SF.UNFITTED_PREFILL,
                                                         bare=False), runs)
         old = prof.get("decode_serving", {}).get(str(a.block_size), {})

@@ -34,7 +34,22 @@ both. ``shared_saving``
     "beam": {"num_seqs": [n...], "extra_s": [...], "copy_extra_s": [...], "shared_saving": s, "width": 2}
 
 ``extra_s`` from the steps without copies, ``copy_extra_s`` from those with (a row missing one kind takes the
-other's). :class:`kvsim.cost.calibrated.CalibratedCostModel` prices a decode step with beam rows as the stepped
+other's).
+
+Two lengths. Inside one run the shared reads vary little (on an H100, OPT-13B, 2026-12-07 09:48: that attention's sd
+0.05-0.12 ms a cell), and what else grows with the context moves ``beyond`` too: that calibration's three cells each
+gave a slope of 1.36-1.40, above the physical 1, so the saving sat at the top of its clip, and v10 (beam 4 at ~100
+tokens a row) came out +4.5% on mean latency, where the profiles before it (0.39, 0.61) gave +1.0% and +0.5%, and
+the saving held at 0 gives -4.2% (``validation/H100-async-opt-1207d/README.md``). So the serving fit also runs the
+beam rows on short requests (:data:`kvsim.calibrate.serving_setup.SHORT_PROMPT_RANGE`: shared reads about a tenth
+as long; ``short_runs``), and the saving is the least-squares slope, through 0, of each (row, kind)'s mean
+``beyond`` at the long length less its mean at the short one on the same difference of mean ``A``: what going from
+one length to the other changes, which a drift inside one run does not reach. ``e`` is then each (row, kind)'s mean
+of ``beyond + shared_saving * A`` over the steps of both lengths. The profile records the short runs' steps and each
+row's mean ``A`` at the two lengths (``short_steps``, ``attention_s``). Calibrations without short beam runs keep
+the fit inside each run.
+
+:class:`kvsim.cost.calibrated.CalibratedCostModel` prices a decode step with beam rows as the stepped
 step plus ``extra_s`` (``copy_extra_s`` and the copy table when it copies) at its beam rows, less
 ``shared_saving`` times the grid's attention time of its shared reads, in place of the sampling table's beam
 call, which stays for the first beam step after a prompt. Profiles without ``shared_saving`` (before
@@ -74,25 +89,70 @@ def beam_row(cost, its: pd.DataFrame, reqs: pd.DataFrame, n: int, overhead, extr
     return int(n), steps.dur - ref - copy_s, attn, copying, usual
 
 
-def fit_beam(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], overhead, extra) -> dict | None:
+def fit_beam(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], overhead, extra,
+             short_runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]] | None = None) -> dict | None:
     """``decode_serving[bs].beam`` from ``{n: (iterations, requests)}`` of the beam runs (module doc), or None
-    when no row has enough steps."""
+    when no row has enough steps. ``short_runs``: the same rows' beam runs on short requests: the saving comes from
+    the two context lengths, and their steps join their row's terms (module doc, "Two lengths")."""
     rows = [r for n, (its, reqs) in sorted(runs.items()) if (r := beam_row(cost, its, reqs, n, overhead, extra))]
     if not rows:
         return None
-    # (row, kind) cells with enough steps; the saving from the variation inside each
-    cells = [(beyond[m], attn[m]) for _, beyond, attn, copying, usual in rows
-             for m in (usual & ~copying, usual & copying) if m.sum() >= MIN_BEAM_STEPS]
-    da = np.concatenate([a - a.mean() for _, a in cells])
-    dy = np.concatenate([y - y.mean() for y, _ in cells])
-    var = float(da @ da)
-    saving = float(np.clip(-(da @ dy) / var, 0.0, 1.0)) if var > 0 else 0.0
+    shorts = {r[0]: r for n, (its, reqs) in sorted((short_runs or {}).items())
+              if (r := beam_row(cost, its, reqs, n, overhead, extra))}
+    joined = [_joined(r, shorts.get(r[0])) for r in rows]
+    saving = _between_lengths(rows, shorts) if shorts else _inside_runs(rows)
 
     def term(beyond, attn, m):
         return float(np.mean((beyond + saving * attn)[m])) if m.sum() >= MIN_BEAM_STEPS else None
-    plain = [term(b, a, u & ~c) for _, b, a, c, u in rows]
-    copy = [term(b, a, u & c) for _, b, a, c, u in rows]
-    return {"num_seqs": [r[0] for r in rows],
-            "extra_s": [p if p is not None else c for p, c in zip(plain, copy)],
-            "copy_extra_s": [c if c is not None else p for p, c in zip(plain, copy)],
-            "shared_saving": saving, "steps": [int(r[4].sum()) for r in rows], "width": BEAM_WIDTH}
+    plain = [term(b, a, u & ~c) for _, b, a, c, u in joined]
+    copy = [term(b, a, u & c) for _, b, a, c, u in joined]
+    out = {"num_seqs": [r[0] for r in rows],
+           "extra_s": [p if p is not None else c for p, c in zip(plain, copy)],
+           "copy_extra_s": [c if c is not None else p for p, c in zip(plain, copy)],
+           "shared_saving": saving, "steps": [int(r[4].sum()) for r in rows], "width": BEAM_WIDTH}
+    if shorts:          # the short runs' usual steps per row (0 where a row has none) and their mean shared attention
+        out["short_steps"] = [int(shorts[r[0]][4].sum()) if r[0] in shorts else 0 for r in rows]
+        out["attention_s"] = [[float(np.mean(r[2][r[4]])), float(np.mean(shorts[r[0]][2][shorts[r[0]][4]]))
+                               if r[0] in shorts else None] for r in rows]
+    return out
+
+
+def _cells(row: tuple):
+    """A ``beam_row`` tuple's (beyond, attention) of each kind (without, with copies) with enough steps, else None."""
+    _, beyond, attn, copying, usual = row
+    return [(beyond[m], attn[m]) if m.sum() >= MIN_BEAM_STEPS else None for m in (usual & ~copying, usual & copying)]
+
+
+def _inside_runs(rows: list[tuple]) -> float:
+    """The saving from the steps' variation inside each (row, kind) of one run each (module doc), in [0, 1]."""
+    cells = [c for r in rows for c in _cells(r) if c is not None]
+    da = np.concatenate([a - a.mean() for _, a in cells])
+    dy = np.concatenate([y - y.mean() for y, _ in cells])
+    var = float(da @ da)
+    return float(np.clip(-(da @ dy) / var, 0.0, 1.0)) if var > 0 else 0.0
+
+
+def _between_lengths(rows: list[tuple], shorts: dict[int, tuple]) -> float:
+    """The saving from each (row, kind)'s mean at the two lengths (module doc, "Two lengths"): the least-squares
+    slope of the difference of mean ``beyond`` on the difference of mean attention, through 0, in [0, 1]; the
+    drift inside a run leaves it alone. The fit inside each run where no cell has both lengths."""
+    da, dy = [], []
+    for r in rows:
+        if r[0] not in shorts:
+            continue
+        for lo, sh in zip(_cells(r), _cells(shorts[r[0]])):
+            if lo is not None and sh is not None:
+                da.append(lo[1].mean() - sh[1].mean())
+                dy.append(lo[0].mean() - sh[0].mean())
+    da, dy = np.asarray(da), np.asarray(dy)
+    var = float(da @ da)
+    if not len(da) or var <= 0:
+        return _inside_runs(rows)
+    return float(np.clip(-(da @ dy) / var, 0.0, 1.0))
+
+
+def _joined(row: tuple, short: tuple | None) -> tuple:
+    """One row's steps of the long run and, where there is one, of the short run, as one ``beam_row`` tuple."""
+    if short is None:
+        return row
+    return (row[0],) + tuple(np.concatenate([a, b]) for a, b in zip(row[1:], short[1:]))

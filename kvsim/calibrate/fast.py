@@ -41,8 +41,9 @@ COARSE = {"batch": [1, 8, 32, 128, 256], "ctx": [128, 512, 2048], "spread": [204
 # calibration of 2026-12-05 04:14, commit 604a776 (benchmarks/engine/results_H200/calib_0413/; whole-step points
 # were then timed 12 times, 8 since 10f067c, so this over-estimates by up to ~25%)
 FULL_B16_SECONDS = 219.4
-SERVING_FIT_SECONDS = 170.0  # the serving fit's 31 runs, OPT-13B-sized (1-128 rows in two passes, three stepped, two
-# beam, four short-context since kvsim.calibrate.short_fit; two until 2026-12-07, when this read 160 s for 29):
+SERVING_FIT_SECONDS = 180.0  # the serving fit's 33 runs, OPT-13B-sized (1-128 rows in two passes, three stepped, two
+# beam and two beam on short requests (kvsim.calibrate.beam_fit, "Two lengths"; 170 s for 31 before), four
+# short-context since kvsim.calibrate.short_fit; two until 2026-12-07, when this read 160 s for 29):
 # OPT-13B on an H100 ran 17 of them in 81 s (2026-12-07 00:44-00:45, results_H100/async_opt_1207's log, commit
 # bfecda7: ~4.8 s a run, ~140 s for 29; on another H100 at 08:03-08:06 the 27 that fit in its memory and the prefill
 # overhead fits in 177 s, results_H100/async_opt_1207c in git history at b1d3dba; the 29 that fit and those fits on a

@@ -42,8 +42,9 @@ step that can never overlap (beam search's, whose parents decide the next step).
 overlap too (``runtime.async_prompt_steps``), a closed loop prepares nearly every decode step ahead (the H100 fit
 of 2026-12-06 17:26: 1-2 per run were not, 0.23-0.68 ms of host work on the critical path), too few to fit; so an
 overlapped calibration runs :data:`STEPPED_ROWS` once more with the engine stepped, and ``stepped`` at those rows
-comes from every decode step of those runs. Every calibration also runs the beam rows once with beam search
-(:mod:`kvsim.calibrate.beam_fit`, ``"beam"``): a beam step measured whole beyond the stepped step of its rows; and
+comes from every decode step of those runs. Every calibration also runs the beam rows with beam search, on the
+serving lengths and on short requests (:mod:`kvsim.calibrate.beam_fit`, ``"beam"``): a beam step measured whole
+beyond the stepped step of its rows, less a saving on its beams' shared reads that the two lengths pin down; and
 its short-context rows once on short requests (:mod:`kvsim.calibrate.short_fit`, ``"short"``: recorded, not priced).
 
 Why not a fraction per row (``form="row"``): :mod:`kvsim.calibrate.spread_fit`.
@@ -112,7 +113,8 @@ def _stepped_row(n: int, steps, mask, overhead) -> tuple:
 def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], overhead, form: str = "grid",
                   stepped_runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]] | None = None,
                   beam_runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]] | None = None,
-                  short_runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]] | None = None) -> dict:
+                  short_runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]] | None = None,
+                  beam_short_runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]] | None = None) -> dict:
     """``decode_serving`` for one block size from ``{n: (iterations, requests)}`` of the serving runs;
     ``cost`` is a calibrated cost model of the profile without its serving tables and step overhead (its
     ``decode_grid_and_spread`` / ``decode_grid_spread``), ``overhead(n)`` the profile's step overhead.
@@ -124,7 +126,8 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
     ``stepped_runs``: runs of the same workload with the engine stepped (an overlapped calibration's
     :data:`STEPPED_ROWS`): every usual decode step at n rows prices ``stepped`` at that row, in place of the
     overlapped runs' few steps not prepared ahead. ``beam_runs``: runs of beam search at
-    :data:`kvsim.calibrate.beam_fit.BEAM_ROWS`, priced beyond the stepped step of their rows (``beam``).
+    :data:`kvsim.calibrate.beam_fit.BEAM_ROWS`, priced beyond the stepped step of their rows (``beam``;
+    ``beam_short_runs``: the same on short requests, for the saving on shared reads).
     ``short_runs``: runs of short requests at :data:`kvsim.calibrate.short_fit.SHORT_ROWS`, recorded beyond the
     fitted price of their rows (``short``, not priced)."""
     rows, host, stepped, ctx = [], [], {}, []
@@ -172,7 +175,7 @@ def fit_from_runs(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], over
             out["stepped"]["host_s"] = [r[2] for r in stepped]
     ref = out.get("stepped", out)       # the extra a stepped step of n rows gets (the cost model's stepped_decode)
     beam = fit_beam(cost, beam_runs or {}, overhead, lambda n: float(interp1(
-        float(n), np.asarray(ref["num_seqs"], float), np.asarray(ref["extra_s"], float))))
+        float(n), np.asarray(ref["num_seqs"], float), np.asarray(ref["extra_s"], float))), beam_short_runs)
     if beam:        # beam search's decode steps measured whole: what they cost beyond a stepped step
         out["beam"] = beam
     short = fit_short(cost, short_runs or {}, overhead, lambda n: float(np.interp(      # held outside, as priced
@@ -209,10 +212,12 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
     ``bs`` (each {} when its steps are too few). Each row runs ``passes`` times, in :func:`spread_order` and back
     (:data:`PASSES`), its passes joined into one record (:func:`join_passes`); an overlapped calibration also
     runs ``stepped_rows`` (those of ``rows``) once with the engine stepped, after the first pass, for
-    ``decode_serving.stepped``, and ``beam_rows`` (those of ``rows``) once with beam search, for
-    ``decode_serving.beam`` (:mod:`kvsim.calibrate.beam_fit`), and ``short_rows`` once on short requests, for
+    ``decode_serving.stepped``, and ``beam_rows`` (those of ``rows``) with beam search, once on the serving
+    lengths and once on short requests, for ``decode_serving.beam`` (:mod:`kvsim.calibrate.beam_fit`), and
+    ``short_rows`` once on short requests, for
     ``decode_serving.short`` (:mod:`kvsim.calibrate.short_fit`). ``save_dir``: also keep the runs' records there
-    (:func:`save_runs`; the stepped, beam and short ones in ``save_dir/stepped``, ``beam``, ``short``). ``deadline`` (``time.perf_counter()`` seconds): no run starts after
+    (:func:`save_runs`; the stepped, beam, short and short beam ones in ``save_dir/stepped``, ``beam``, ``short``,
+    ``beam_short``). ``deadline`` (``time.perf_counter()`` seconds): no run starts after
     it (the rest are skipped and logged, so a calibration under a time limit still writes its profile; ``notes``,
     the profile's meta, then records how many as ``serving_fit_skipped``). ``parts``: an
     :class:`~kvsim.engine.reuse.EngineParts` the runs share (one KV cache and set of CUDA graphs for all)."""
@@ -222,14 +227,14 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
     spec = get_model(profile["model"])
     ov = profile["step_overhead"]
     per_n: dict[int, list] = {}
-    kept: dict[str, dict[int, tuple]] = {"stepped": {}, "beam": {}, "short": {}}    # the runs apart from the passes
+    kept: dict[str, dict[int, tuple]] = {"stepped": {}, "beam": {}, "short": {}, "beam_short": {}}   # apart from passes
     refs, sc, skip, shortened = [], None, set(), {}
     free = ER.free_gpu_bytes(device)
     first = spread_order(rows)
     order = [(n, "pass") for k in range(passes) for n in (first if k % 2 == 0 else first[::-1])]
     # stepped and beam runs after the first pass: kept when a time limit cuts the second
     extra = [(n, "stepped") for n in first if n in set(stepped_rows)] if ER.async_scheduling() else []
-    extra += [(n, "beam") for n in first if n in set(beam_rows)]
+    extra += [(n, kind) for kind in ("beam", "beam_short") for n in first if n in set(beam_rows)]
     extra += [(n, "short") for n in first if n in set(short_rows)]
     order = order[:len(first)] + extra + order[len(first):]
     for i, (n, kind) in enumerate(order):
@@ -244,7 +249,7 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
             continue
         def scenario(prompt_hi=None):
             return serving_scenario(profile, bs, n, device, cuda_graphs, kind == "stepped",
-                                    BEAM_WIDTH if kind == "beam" else 1, prompt_hi, kind == "short")
+                                    BEAM_WIDTH if kind.startswith("beam") else 1, prompt_hi, kind.endswith("short"))
         try:
             sc = scenario()
         except KvsimError as e:       # beam search where the engine has none (a model or policy without it)
@@ -265,10 +270,10 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
         try:
             res = RealEngine(sc, model=model, parts=parts).run()
         except (RuntimeError, ValueError, KvsimError) as e:
-            if kind != "beam":
+            if not kind.startswith("beam"):
                 raise
             # optional: a beam run that fails leaves beam steps priced from their parts
-            log(f"serving n={n} (beam): failed, left out: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            log(f"serving n={n} ({kind}): failed, left out: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
             continue
         if kind != "pass":
             kept[kind][n] = (res.iterations, res.requests)
@@ -293,7 +298,7 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
     decode = fit_from_runs(stripped_cost(profile, bs, graphs, drop=FITTED, bare=True), runs,
                            lambda n: float(interp1(float(n), np.asarray(ov["num_seqs"], float),
                                                    np.asarray(ov["time_s"], float))), stepped_runs=kept["stepped"],
-                           beam_runs=kept["beam"], short_runs=kept["short"])
+                           beam_runs=kept["beam"], short_runs=kept["short"], beam_short_runs=kept["beam_short"])
     if decode:
         decode["reference_step_s"] = refs
         if shortened:          # the rows that ran shorter prompts than the workload's, and how long

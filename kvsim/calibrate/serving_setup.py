@@ -41,7 +41,8 @@ def serving_workload(n: int, max_seq_len: int, beam_width: int = 1, prompt_hi: i
                 "num_requests": (SHORT_REQUESTS_PER_SLOT if short else REQUESTS_PER_SLOT) * n, "max_concurrency": n}
     if beam_width > 1:
         groups = max(1, n // beam_width)
-        workload.update(beam_width=beam_width, num_requests=REQUESTS_PER_SLOT * groups, max_concurrency=groups)
+        per_slot = SHORT_REQUESTS_PER_SLOT if short else REQUESTS_PER_SLOT
+        workload.update(beam_width=beam_width, num_requests=per_slot * groups, max_concurrency=groups)
     return engine, workload
 
 
@@ -78,7 +79,7 @@ def serving_scenario_doc(profile: dict, bs: int, n: int, device: str = "cuda", c
     from kvsim.catalogue import get_model
     engine, workload = serving_workload(n, get_model(profile["model"]).max_seq_len, beam_width, prompt_hi, short)
     per_seq = row_blocks(workload["prompt_len_range"][1], workload["output_len_range"][1], bs)
-    kind = "beam-" if beam_width > 1 else "short-" if short else ""
+    kind = ("beam-" if beam_width > 1 else "") + ("short-" if short else "")
     return {"name": f"calibrate-serving-{kind}{n}", "model": profile["model"], "gpu": "h100-80gb", "dtype": profile["dtype"],
             "seed": 0, "engine": {"block_size": bs, "num_gpu_blocks": n * per_seq + POOL_SPARE_BLOCKS, "swap_space_gib": 0, **engine},
             "workload": workload, "runtime": {"device": device, "cuda_graphs": cuda_graphs, **ER.runtime_mode(),
