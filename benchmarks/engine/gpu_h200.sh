@@ -18,6 +18,9 @@
 #                 and padded to the decode graph's batch size (the runner's padding since 2026-12-07)
 #   ODDROWS="llama-3-8b"  benchmarks/engine/odd_rows.py: whole decode steps at every row count 1-17 (graphs of the
 #                 engine's ladder, padded LM head) at 64 and 256 tokens a row: is a 3-row step dearer than a 4-row one?
+#   STEPREPLAY="opt-13b:validation/H100-async-opt-1207d"   benchmarks/engine/step_replay.py: a set's engine decode
+#                 steps at their exact contexts, timed the grid's way (STEPREPLAY_ARGS="--rows 8,9,12,16,17,20,24
+#                 --per-row 4 --profile P.json" adds the priced table; STEPREPLAY_TIMEOUT, default 240 s)
 #   KERNELS=1     where a mixed and a decode step's GPU time goes, kernel by kernel (torch.profiler), eager and
 #                 replayed from the graphs (span, idle time between kernels)
 #   THROUGHPUT=1  chunked-prefill offline throughput on the same 200 requests: decode rows in the prefill kernel,
@@ -137,6 +140,13 @@ for m in ${ODDROWS:-}; do          # a step between graph sizes vs the graph siz
   stamp "odd rows $m"
   timeout 180 python3 benchmarks/engine/odd_rows.py --model "$m" --out "$W/odd_rows/$m" ${ODDROWS_ARGS:-} 2>&1 \
     | grep -v Warning | tail -24 | tee "$W/odd_rows_$m.txt"
+  pack
+done
+for mset in ${STEPREPLAY:-}; do    # engine decode steps replayed the grid's way (step_replay.py's doc): model:set
+  m=${mset%%:*}; set_dir=${mset#*:}
+  stamp "step replay $m $set_dir"
+  timeout ${STEPREPLAY_TIMEOUT:-240} python3 benchmarks/engine/step_replay.py --model "$m" --set "$set_dir" \
+    --out "$W/step_replay/$m" ${STEPREPLAY_ARGS:-} 2>&1 | grep -v Warning | tail -40 | tee "$W/step_replay_$m.txt"
   pack
 done
 if [ -n "${KERNELS:-}" ]; then

@@ -44,46 +44,65 @@ from kvsim.catalogue import get_model  # noqa: E402
 from kvsim.graph_sizes import graph_batch_sizes, padded  # noqa: E402
 
 
+class StepHarness:
+    """The grid's way of timing a whole decode step (module doc), built once: ``time_step(contexts)`` times the
+    step of those rows' contexts (each counting its new token) at its decode graph's batch size, in ms;
+    ``reference_ms()`` the card's reference step (:mod:`kvsim.engine.reference_step`) in the same harness.
+    ``max_rows`` / ``max_ctx``: the largest step it will be asked for (the pool and graphs are sized for it)."""
+
+    def __init__(self, model_name: str, max_rows: int, max_ctx: int, device: torch.device, block_size: int = 16,
+                 reps: int = 15):
+        from kvsim.engine.cuda_graphs import DecodeGraphs
+        from kvsim.engine.models import build_model
+        spec = get_model(model_name)
+        self.device, self.block_size, self.reps, self.vocab = device, block_size, reps, spec.vocab_size
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        self.model = build_model(spec, dtype=dtype, device=device, weights="dummy")
+        self.backend = M.BACKEND if device.type == "cuda" else "torch"
+        self.sizes = [b for b in graph_batch_sizes(256) if b <= padded(max_rows, graph_batch_sizes(256))]
+        need = max_rows * (-(-(max_ctx + 1) // block_size)) + 1
+        self.pool = max(KV_POOL_TOKENS // block_size, need) if device.type == "cuda" else need   # (the grid's)
+        self.caches = [M._cache(self.model, self.pool, block_size, device) for _ in range(self.model.num_layers)]
+        # graphs captured for the model's longest sequence, as the engine's are
+        self.graphs = DecodeGraphs(self.model, self.caches, block_size=block_size, max_batch=self.sizes[-1],
+                                   max_context_len=spec.max_seq_len, backend=self.backend,
+                                   batch_sizes=self.sizes) if device.type == "cuda" else None
+        self.gen = torch.Generator().manual_seed(0)
+
+    def time_step(self, contexts: list[int]) -> float:
+        """Milliseconds of one decode step of ``len(contexts)`` rows at those contexts (module doc)."""
+        from kvsim.engine.synthetic_step import synthetic_step
+        n = len(contexts)
+        b = padded(n, self.sizes)
+        with torch.inference_mode():
+            ids, pos, meta = synthetic_step([], list(contexts), block_size=self.block_size, num_blocks=self.pool,
+                                            vocab_size=self.vocab, device=self.device, backend=self.backend,
+                                            generator=self.gen)
+
+            def step():
+                h = self.graphs.run(ids, pos, meta) if self.graphs is not None else \
+                    self.model(ids, pos, self.caches, meta)
+                if h.shape[0] < b:              # the runner's padded LM head: the last row repeated
+                    h = torch.cat([h, h[-1:].expand(b - h.shape[0], -1)])
+                return self.model.compute_logits(h)[:n].argmax(-1).tolist()
+            t = (M._bench(step, warmup=3, rep=self.reps, min_samples=M.STEP_SAMPLES) if self.device.type == "cuda"
+                 else time_call(step, 2, False))        # (the CPU: a plumbing check, wall clock)
+        return t * 1e3
+
+    def reference_ms(self) -> float | None:
+        """The card's reference step in this harness, ms (None off CUDA)."""
+        from kvsim.engine.reference_step import reference_step
+        ref = reference_step(self.model, self.caches, self.graphs, block_size=self.block_size,
+                             num_blocks=self.pool, backend=self.backend, device=self.device)
+        return None if ref is None else ref["time_s"] * 1e3
+
+
 def measure(model_name: str, rows: list[int], ctxs: list[int], device: torch.device, block_size: int = 16,
             reps: int = 15) -> list[dict]:
     """``{"rows", "graph_rows", "ctx", "ms"}`` per (row count, context): the step timed as the module doc says."""
-    from kvsim.engine.cuda_graphs import DecodeGraphs
-    from kvsim.engine.models import build_model
-    from kvsim.engine.synthetic_step import synthetic_step
-    spec = get_model(model_name)
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    model = build_model(spec, dtype=dtype, device=device, weights="dummy")
-    backend = M.BACKEND if device.type == "cuda" else "torch"
-    sizes = [b for b in graph_batch_sizes(256) if b <= padded(max(rows), graph_batch_sizes(256))]
-    max_ctx = spec.max_seq_len                  # graphs captured for the longest sequence, as the engine's are
-    need = max(rows) * (-(-(max(ctxs) + 1) // block_size)) + 1
-    pool = max(KV_POOL_TOKENS // block_size, need) if device.type == "cuda" else need   # (the grid's pool on a GPU)
-    caches = [M._cache(model, pool, block_size, device) for _ in range(model.num_layers)]
-    graphs = DecodeGraphs(model, caches, block_size=block_size, max_batch=sizes[-1], max_context_len=max_ctx,
-                          backend=backend, batch_sizes=sizes) if device.type == "cuda" else None
-    gen = torch.Generator().manual_seed(0)
-
-    def run(ids, pos, meta):
-        return graphs.run(ids, pos, meta) if graphs is not None else model(ids, pos, caches, meta)
-
-    out = []
-    with torch.inference_mode():
-        for c in ctxs:
-            for n in rows:
-                b = padded(n, sizes)
-                ids, pos, meta = synthetic_step([], [c] * n, block_size=block_size, num_blocks=pool,
-                                                vocab_size=spec.vocab_size, device=device, backend=backend,
-                                                generator=gen)
-
-                def step():
-                    h = run(ids, pos, meta)
-                    if h.shape[0] < b:              # the runner's padded LM head: the last row repeated
-                        h = torch.cat([h, h[-1:].expand(b - h.shape[0], -1)])
-                    return model.compute_logits(h)[:n].argmax(-1).tolist()
-                t = (M._bench(step, warmup=3, rep=reps, min_samples=M.STEP_SAMPLES) if device.type == "cuda"
-                     else time_call(step, 2, False))        # (the CPU: a plumbing check, wall clock)
-                out.append({"rows": n, "graph_rows": b, "ctx": c, "ms": round(t * 1e3, 4)})
-    return out
+    h = StepHarness(model_name, max(rows), max(ctxs), device, block_size, reps)
+    return [{"rows": n, "graph_rows": padded(n, h.sizes), "ctx": c, "ms": round(h.time_step([c] * n), 4)}
+            for c in ctxs for n in rows]
 
 
 def main() -> None:

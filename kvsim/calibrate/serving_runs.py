@@ -25,8 +25,21 @@ def step_contexts(its: pd.DataFrame, reqs: pd.DataFrame, width: int = 1) -> pd.D
     its context in a step is its prompt, the token its prefill sampled and one more per earlier decode step
     (the step's new token included, as ``mem_used`` counts it)."""
     cols = ["n", "ctx_sum", "ctx_max", "valid"]
+    out = {}
+    for i, ctx in decode_step_rows(its, reqs):
+        n, total = width * len(ctx), width * float(ctx.sum())
+        ok = n == int(its.decode_seqs.iloc[i]) and n > 0 and \
+            (width > 1 or "mem_used" not in its.columns or abs(total - float(its.mem_used.iloc[i])) < 0.5)
+        out[its.index[i]] = (n, total, float(ctx.max()) if n else 0.0, ok)
+    return pd.DataFrame.from_dict(out, orient="index", columns=cols)
+
+
+def decode_step_rows(its: pd.DataFrame, reqs: pd.DataFrame):
+    """``(position in its, contexts)`` per decode-only step: the context of each request decoding in it (its
+    prompt, the token its prefill sampled and one more per decode step up to this one's), in the requests'
+    order (:func:`step_contexts` says how, and checks them against the step's own columns)."""
     if not len(its) or not len(reqs):
-        return pd.DataFrame(columns=cols)
+        return
     done = reqs[reqs.first_token_s.notna() & reqs.finish_s.notna()]
     ft = done.first_token_s.to_numpy(float)
     fin = done.finish_s.to_numpy(float)
@@ -35,16 +48,10 @@ def step_contexts(its: pd.DataFrame, reqs: pd.DataFrame, width: int = 1) -> pd.D
     bearing = its.decode_seqs.to_numpy() > 0
     dstarts = starts[bearing]
     first = np.searchsorted(dstarts, ft, side="left")       # each request's first decode-bearing step
-    out = {}
     for i in np.nonzero(bearing & (its.prefill_tokens.to_numpy() == 0))[0]:
         t = starts[i]
         live = (ft <= t) & (fin > t)
-        ctx = prompt[live] + 1 + (np.searchsorted(dstarts, t, side="left") - first[live])
-        n, total = width * int(live.sum()), width * float(ctx.sum())
-        ok = n == int(its.decode_seqs.iloc[i]) and n > 0 and \
-            (width > 1 or "mem_used" not in its.columns or abs(total - float(its.mem_used.iloc[i])) < 0.5)
-        out[its.index[i]] = (n, total, float(ctx.max()) if n else 0.0, ok)
-    return pd.DataFrame.from_dict(out, orient="index", columns=cols)
+        yield int(i), prompt[live] + 1 + (np.searchsorted(dstarts, t, side="left") - first[live])
 
 
 class RowSteps(NamedTuple):

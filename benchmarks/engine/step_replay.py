@@ -1,0 +1,184 @@
+"""Engine decode steps replayed in the calibration grid's harness: is a mispriced step's cost in its shape or in the
+serving path?
+
+Why. Priced one by one, OPT-13B's engine decode steps on two H100s follow the graph sizes: 9-12 rows +1.0% to +3.3%
+(the 16-row graph), 15-24 rows -0.9% to -2.9% (``validation/H100-async-opt-1207d``, its README; the 1207c set of the
+same day the same). Two things can be wrong: the cost model's reading of a step's shape (the grid at the graph's
+batch and the rows' mean context over it, the unequal-context term, the serving fit's extra per row), or what the
+engine's serving path adds to the same GPU work (host work not hidden, sampling, allocator state after a long run).
+This takes a set's committed engine records, picks decode-only steps at the rows asked (prepared ahead, their rows'
+contexts rebuilt from the requests, :func:`kvsim.calibrate.serving_runs.decode_step_rows`, checked against the
+step's own rows and KV), and times each one's exact contexts the grid's way (:class:`odd_rows.StepHarness`: the
+graph of its padded batch, the padded LM head, greedy draws), with the card's reference step in the same harness.
+Then, on any machine, ``--analyse`` prices the same steps by a profile and prints, by rows: the engine's mean, the
+replay's (scaled by the engine run's reference step over the replay's, when they ran on different cards), and the
+price; engine - replay is the serving path's, price - replay the shape model's.
+
+Prediction (written before any run): the replay sits within 1% of the price at every row count (the grid's model of
+the shape holds, as ``odd_rows.py`` found at uniform contexts), and the engine sits above the replay by 0.1-0.3 ms
+at 15-24 rows and near it at 9-12: the pattern is the serving path's, and the extras fitted at ~550 tokens a row do
+not carry it to ~350.
+
+usage (GPU): python benchmarks/engine/step_replay.py --set validation/H100-async-opt-1207d --model opt-13b
+                 [--scenarios v03,v05,v06] [--rows 8-24] [--per-row 6] --out DIR
+         (CPU): python benchmarks/engine/step_replay.py --analyse DIR/step_replay.json --profile P.json
+CPU check of the plumbing (tiny model, contexts clipped to it, wall clock): ... --model tiny-opt --cpu
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lm_head_rows import parse_rows  # noqa: E402
+
+from kvsim.calibrate.serving_runs import ONE_OFF, decode_step_rows, host_ahead  # noqa: E402
+from kvsim.validate_records import read_engine_records  # noqa: E402
+
+
+def scenario_yaml(name: str) -> Path | None:
+    """The scenario file a set's run folder is named after (validation or holdout)."""
+    return next((p for p in (ROOT / "scenarios" / "validation" / f"{name}.yaml",
+                             ROOT / "scenarios" / "holdout" / f"{name}.yaml") if p.exists()), None)
+
+
+def pick_steps(run_dir: Path, rows: list[int], per_row: int) -> tuple[list[dict], float | None]:
+    """Up to ``per_row`` decode-only steps at each of ``rows`` from one engine run (evenly spaced through the run;
+    prepared ahead where the run overlapped, contexts that match the step's rows and KV, none over ``ONE_OFF`` times
+    its rows' median): ``{"iteration", "n", "contexts", "engine_ms"}`` each; and the run's reference step in ms."""
+    summary, reqs, its = read_engine_records(run_dir)
+    ref = ((summary.get("engine") or {}).get("reference_step") or {}).get("time_s")
+    ahead = host_ahead(its)
+    kv = its.mem_used.to_numpy(float) if "mem_used" in its.columns else None
+    by_n: dict[int, list] = {n: [] for n in rows}
+    for i, ctx in decode_step_rows(its, reqs):
+        n = len(ctx)
+        if n not in by_n or int(its.decode_seqs.iloc[i]) != n or (ahead is not None and not ahead[i]):
+            continue
+        if kv is not None and abs(float(ctx.sum()) - kv[i]) >= 0.5:
+            continue
+        by_n[n].append((i, [int(c) for c in ctx]))
+    out = []
+    dur = its.duration_s.to_numpy(float)
+    for n, steps in by_n.items():
+        if not steps:
+            continue
+        med = float(np.median([dur[i] for i, _ in steps]))
+        steps = [s for s in steps if dur[s[0]] <= ONE_OFF * med]
+        for k in np.linspace(0, len(steps) - 1, min(per_row, len(steps))).round().astype(int):
+            i, ctx = steps[k]
+            out.append({"iteration": int(its.index[i]), "n": n, "contexts": ctx, "engine_ms": dur[i] * 1e3})
+    return out, None if ref is None else ref * 1e3
+
+
+def replay(set_dir: Path, model: str, scenarios: list[str] | None, rows: list[int], per_row: int, device,
+           clip: int | None = None) -> dict:
+    """Every picked step of the set's scenarios (first runs) timed in the harness (module doc)."""
+    from odd_rows import StepHarness
+    picked = []
+    for d in sorted(p for p in set_dir.iterdir() if (p / "engine").is_dir()):
+        if scenarios and d.name[:3] not in scenarios and d.name not in scenarios:
+            continue
+        steps, ref = pick_steps(d / "engine", rows, per_row)
+        picked += [dict(s, scenario=d.name, run_reference_ms=ref) for s in steps]
+    if not picked:
+        raise SystemExit(f"error: --rows: no decode step of {set_dir} at those rows could be replayed")
+    if clip:            # (a plumbing check on a tiny model: the contexts it replays cut to what it holds)
+        for s in picked:
+            s["replayed"] = [min(c, clip) for c in s["contexts"]]
+    h = StepHarness(model, max(s["n"] for s in picked), max(max(s.get("replayed", s["contexts"])) for s in picked),
+                    device)
+    for s in picked:
+        s["replay_ms"] = round(h.time_step(s.get("replayed", s["contexts"])), 4)
+    ref = h.reference_ms()
+    return {"model": model, "set": str(set_dir.relative_to(ROOT)) if set_dir.is_relative_to(ROOT) else str(set_dir),
+            "replay_reference_ms": ref, "steps": picked}
+
+
+def analyse(doc: dict, profile: str) -> list[dict]:
+    """Per row count: steps, the engine's mean, the replay's (scaled to the engine runs' card by the reference
+    steps where both are known), the profile's price, and the two differences (module doc), ms."""
+    from kvsim.build import setup_run
+    from kvsim.validate import calibrated_scenario
+    costs, rows = {}, {}
+    ref = doc.get("replay_reference_ms")
+    for s in doc["steps"]:
+        name = s["scenario"]
+        if name not in costs:
+            costs[name] = setup_run(calibrated_scenario(str(scenario_yaml(name)), profile)).cost
+        ctx = np.asarray(s["contexts"], float)
+        price = float(costs[name].decode_step_times(s["n"], np.array([ctx.sum()]), np.array([ctx.max()]))[0]) * 1e3
+        scale = s["run_reference_ms"] / ref if ref and s.get("run_reference_ms") else 1.0
+        rows.setdefault(s["n"], []).append((s["engine_ms"], s["replay_ms"] * scale, price))
+    out = []
+    for n, v in sorted(rows.items()):
+        e, r, p = (float(np.mean(x)) for x in zip(*v))
+        out.append({"n": n, "steps": len(v), "engine_ms": e, "replay_ms": r, "priced_ms": p,
+                    "serving_path_ms": e - r, "shape_model_ms": p - r})
+    return out
+
+
+def markdown(rows: list[dict], doc: dict) -> str:
+    ref = doc.get("replay_reference_ms")
+    head = (f"{doc['model']}, {len(doc['steps'])} steps of {doc['set']}; the replay scaled by each run's reference "
+            f"step over its own ({ref:.3f} ms)" if ref else f"{doc['model']}, {len(doc['steps'])} steps of "
+            f"{doc['set']}; the replay unscaled (no reference step)")
+    lines = [head, "", "| rows | steps | engine (ms) | replay (ms) | priced (ms) | engine - replay | priced - replay |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['n']} | {r['steps']} | {r['engine_ms']:.3f} | {r['replay_ms']:.3f} | {r['priced_ms']:.3f} | "
+              f"{r['serving_path_ms']:+.3f} | {r['shape_model_ms']:+.3f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--set", help="a validation set's folder (its engine records)")
+    ap.add_argument("--model", default="opt-13b")
+    ap.add_argument("--scenarios", default="", help="comma-separated names or prefixes (v05, ...); default: all")
+    ap.add_argument("--rows", default="8-24")
+    ap.add_argument("--per-row", type=int, default=6)
+    ap.add_argument("--out")
+    ap.add_argument("--cpu", action="store_true", help="run on the CPU (plumbing check; the times mean nothing)")
+    ap.add_argument("--analyse", help="a step_replay.json to price (CPU)")
+    ap.add_argument("--profile", help="the profile that prices the steps (--analyse, or after a replay)")
+    a = ap.parse_args()
+    if a.analyse:
+        if not a.profile:
+            raise SystemExit("error: --profile: --analyse needs the profile that prices the steps")
+        doc = json.loads(Path(a.analyse).read_text())
+        print(markdown(analyse(doc, a.profile), doc))
+        return
+    if not a.set or not a.out:
+        raise SystemExit("error: --set and --out are needed (or --analyse FILE --profile P)")
+    set_dir = Path(a.set).resolve()
+    if not set_dir.is_dir():
+        raise SystemExit(f"error: --set: {a.set} is not a folder")
+    if a.per_row < 1:
+        raise SystemExit("error: --per-row: at least 1")
+    rows = parse_rows(a.rows)
+    import torch
+    if not a.cpu and not torch.cuda.is_available():
+        raise SystemExit("error: no CUDA GPU (use --cpu for a plumbing check)")
+    device = torch.device("cpu" if a.cpu else "cuda")
+    clip = None
+    if a.cpu:
+        from kvsim.catalogue import get_model
+        clip = get_model(a.model).max_seq_len // 2
+    doc = replay(set_dir, a.model, [s for s in a.scenarios.split(",") if s], rows, a.per_row, device, clip)
+    doc["card"] = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    (Path(a.out) / "step_replay.json").write_text(json.dumps(doc, indent=1))
+    print(f"{len(doc['steps'])} steps replayed on {doc['card']}: {Path(a.out) / 'step_replay.json'}")
+    if a.profile:
+        print(markdown(analyse(doc, a.profile), doc))
+
+
+if __name__ == "__main__":
+    main()

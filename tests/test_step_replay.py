@@ -1,0 +1,66 @@
+"""benchmarks/engine/step_replay.py: a set's engine decode steps picked with their rows' contexts, replayed in the
+grid's harness (plumbing on the CPU with a tiny model: the times mean nothing here) and priced by a profile."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests._scripts import ROOT, load_script
+
+SET = ROOT / "validation" / "H100-async-opt-1207d"
+PROFILE = str(ROOT / "calibrate" / "profiles" / "H100" / "opt-13b-async-1207d.json")
+
+
+def test_picked_steps_carry_their_rows_contexts_as_the_records_hold_them():
+    from kvsim.calibrate.serving_runs import step_contexts
+    from kvsim.validate_records import read_engine_records
+    S = load_script("benchmarks/engine/step_replay.py")
+    run = SET / "v05_opt13b_sharegpt_oracle_sat" / "engine"
+    steps, ref = S.pick_steps(run, [1, 9, 17, 24], 3)
+    _, reqs, its = read_engine_records(run)
+    ctx = step_contexts(its, reqs)
+    assert ref == pytest.approx(11.379, abs=1e-3)                    # the run's reference step, ms
+    assert sorted({s["n"] for s in steps}) == [1, 9, 17, 24] and all(
+        sum(1 for s in steps if s["n"] == n) == 3 for n in (1, 9, 17, 24))
+    for s in steps:
+        row = ctx.loc[s["iteration"]]
+        assert row.valid and len(s["contexts"]) == s["n"] == row.n
+        assert sum(s["contexts"]) == row.ctx_sum == its.loc[s["iteration"], "mem_used"]
+        assert max(s["contexts"]) == row.ctx_max
+        assert s["engine_ms"] == pytest.approx(its.loc[s["iteration"], "duration_s"] * 1e3)
+        assert its.loc[s["iteration"], "host_ahead"] == 1
+    its_n = [s["iteration"] for s in steps if s["n"] == 17]
+    assert len(set(its_n)) == 3 and its_n == sorted(its_n)          # spread through the run, in order
+
+
+def test_a_replay_on_the_cpu_and_its_priced_table(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("torch")
+    S = load_script("benchmarks/engine/step_replay.py")
+    monkeypatch.setattr("sys.argv", ["step_replay.py", "--set", str(SET), "--model", "tiny-opt", "--cpu",
+                                     "--scenarios", "v01", "--rows", "1-2", "--per-row", "2", "--out", str(tmp_path),
+                                     "--profile", PROFILE])
+    S.main()
+    doc = json.loads((tmp_path / "step_replay.json").read_text())
+    assert doc["card"] == "cpu" and doc["replay_reference_ms"] is None and len(doc["steps"]) == 4
+    assert all(s["replay_ms"] > 0 and s["scenario"] == "v01_opt13b_sharegpt_paged_low" for s in doc["steps"])
+    rows = S.analyse(doc, PROFILE)
+    assert [r["n"] for r in rows] == [1, 2] and all(r["steps"] == 2 for r in rows)
+    for r in rows:          # priced from the engine's own contexts (the tiny model's clipped ones only replayed)
+        mine = [s for s in doc["steps"] if s["n"] == r["n"]]
+        assert r["engine_ms"] == pytest.approx(np.mean([s["engine_ms"] for s in mine]))
+        assert 9.0 < r["priced_ms"] < 14.0 and r["serving_path_ms"] == pytest.approx(r["engine_ms"] - r["replay_ms"])
+    assert "| 1 | 2 |" in capsys.readouterr().out
+
+
+def test_bad_arguments_are_one_line(tmp_path, monkeypatch):
+    S = load_script("benchmarks/engine/step_replay.py")
+    for argv, field in ((["--analyse", str(tmp_path / "x.json")], "--profile"),
+                        (["--set", str(tmp_path / "none"), "--out", str(tmp_path)], "--set"),
+                        (["--set", str(SET), "--out", str(tmp_path), "--per-row", "0"], "--per-row"),
+                        (["--set", str(SET), "--out", str(tmp_path), "--rows", "x"], "--rows")):
+        monkeypatch.setattr("sys.argv", ["step_replay.py", "--cpu"] + argv)
+        with pytest.raises(SystemExit) as e:
+            S.main()
+        assert str(e.value).startswith(f"error: {field}")
