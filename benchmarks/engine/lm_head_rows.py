@@ -51,6 +51,14 @@ def parse_rows(text: str) -> list[int]:
     return sorted(out)
 
 
+def pick_device(cpu: bool) -> torch.device:
+    """The CUDA GPU, or the CPU where ``cpu`` (a plumbing check: the times mean nothing); a one-line error where
+    there is no GPU and the CPU was not asked for."""
+    if not cpu and not torch.cuda.is_available():
+        raise SystemExit("error: no CUDA GPU (use --cpu for a plumbing check)")
+    return torch.device("cpu" if cpu else "cuda")
+
+
 def time_call(fn, reps: int, cuda: bool) -> float:
     """Median seconds of ``fn()`` over ``reps`` calls, each timed alone (CUDA events, or the wall clock)."""
     for _ in range(10):
@@ -102,9 +110,7 @@ def main() -> None:
     if a.reps < 1:
         raise SystemExit("error: --reps: must be >= 1")
     rows = parse_rows(a.rows)
-    if not a.cpu and not torch.cuda.is_available():
-        raise SystemExit("error: no CUDA GPU (use --cpu for a plumbing check)")
-    device = torch.device("cpu" if a.cpu else "cuda")
+    device = pick_device(a.cpu)
     res = measure(a.model, rows, a.reps, device)
     card = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     Path(a.out).mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lm_head_rows import parse_rows, time_call  # noqa: E402
+from lm_head_rows import parse_rows, pick_device, time_call  # noqa: E402
 
 from kvsim.calibrate import measure as M  # noqa: E402
 from kvsim.calibrate.steps import KV_POOL_TOKENS  # noqa: E402
@@ -120,9 +120,7 @@ def main() -> None:
         raise SystemExit(f"error: --ctx: {a.ctx!r} is not a comma-separated list of token counts") from None
     if min(ctxs) < 1:
         raise SystemExit("error: --ctx: contexts must be >= 1 token")
-    if not a.cpu and not torch.cuda.is_available():
-        raise SystemExit("error: no CUDA GPU (use --cpu for a plumbing check)")
-    device = torch.device("cpu" if a.cpu else "cuda")
+    device = pick_device(a.cpu)
     res = measure(a.model, rows, ctxs, device)
     card = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     Path(a.out).mkdir(parents=True, exist_ok=True)

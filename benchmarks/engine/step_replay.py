@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lm_head_rows import parse_rows  # noqa: E402
+from lm_head_rows import parse_rows, pick_device  # noqa: E402
 
 from kvsim.calibrate.serving_runs import ONE_OFF, decode_step_rows, host_ahead  # noqa: E402
 from kvsim.validate_records import read_engine_records  # noqa: E402
@@ -164,9 +164,7 @@ def main() -> None:
         raise SystemExit("error: --per-row: at least 1")
     rows = parse_rows(a.rows)
     import torch
-    if not a.cpu and not torch.cuda.is_available():
-        raise SystemExit("error: no CUDA GPU (use --cpu for a plumbing check)")
-    device = torch.device("cpu" if a.cpu else "cuda")
+    device = pick_device(a.cpu)
     clip = None
     if a.cpu:
         from kvsim.catalogue import get_model
