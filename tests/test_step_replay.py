@@ -35,6 +35,14 @@ def test_picked_steps_carry_their_rows_contexts_as_the_records_hold_them():
     assert len(set(its_n)) == 3 and its_n == sorted(its_n)          # spread through the run, in order
 
 
+def test_the_calibrations_serving_runs_give_steps_at_their_own_rows():
+    S = load_script("benchmarks/engine/step_replay.py")
+    runs = ROOT / "benchmarks" / "engine" / "results_H100" / "async_1207d" / "serving_runs" / "opt-13b-b16"
+    steps = S.pick_serving(runs, [9, 17, 100], 3)
+    assert [(s["scenario"], s["n"]) for s in steps] == [("serving-n9", 9)] * 3 + [("serving-n17", 17)] * 3
+    assert all(len(s["contexts"]) == s["n"] and s["run_reference_ms"] is None for s in steps)
+
+
 def test_a_replay_on_the_cpu_and_its_priced_table(tmp_path, monkeypatch, capsys):
     pytest.importorskip("torch")
     S = load_script("benchmarks/engine/step_replay.py")
@@ -46,17 +54,23 @@ def test_a_replay_on_the_cpu_and_its_priced_table(tmp_path, monkeypatch, capsys)
     assert doc["card"] == "cpu" and doc["replay_reference_ms"] is None and len(doc["steps"]) == 4
     assert all(s["replay_ms"] > 0 and s["scenario"] == "v01_opt13b_sharegpt_paged_low" for s in doc["steps"])
     rows = S.analyse(doc, PROFILE)
-    assert [r["n"] for r in rows] == [1, 2] and all(r["steps"] == 2 for r in rows)
+    assert [(r["source"], r["n"]) for r in rows] == [("set", 1), ("set", 2)] and all(r["steps"] == 2 for r in rows)
     for r in rows:          # priced from the engine's own contexts (the tiny model's clipped ones only replayed)
         mine = [s for s in doc["steps"] if s["n"] == r["n"]]
         assert r["engine_ms"] == pytest.approx(np.mean([s["engine_ms"] for s in mine]))
         assert 9.0 < r["priced_ms"] < 14.0 and r["serving_path_ms"] == pytest.approx(r["engine_ms"] - r["replay_ms"])
-    assert "| 1 | 2 |" in capsys.readouterr().out
+    assert "| set | 1 | 2 |" in capsys.readouterr().out
+    runs = ROOT / "benchmarks" / "engine" / "results_H100" / "async_1207d" / "serving_runs" / "opt-13b-b16"
+    serving = [dict(s, replay_ms=10.0) for s in S.pick_serving(runs, [9], 40)]
+    row = S.analyse(dict(doc, steps=serving), PROFILE)[0]           # (no replay reference: unscaled)
+    assert row["source"] == "serving runs" and row["steps"] == 40 and row["replay_ms"] == 10.0
+    assert abs(row["priced_ms"] / row["engine_ms"] - 1) < 0.02      # the fit's own steps: priced on the mean
 
 
 def test_bad_arguments_are_one_line(tmp_path, monkeypatch):
     S = load_script("benchmarks/engine/step_replay.py")
     for argv, field in ((["--analyse", str(tmp_path / "x.json")], "--profile"),
+                        (["--runs", str(tmp_path / "none"), "--out", str(tmp_path)], "--runs"),
                         (["--set", str(tmp_path / "none"), "--out", str(tmp_path)], "--set"),
                         (["--set", str(SET), "--out", str(tmp_path), "--per-row", "0"], "--per-row"),
                         (["--set", str(SET), "--out", str(tmp_path), "--rows", "x"], "--rows")):

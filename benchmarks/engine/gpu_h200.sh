@@ -20,7 +20,8 @@
 #                 engine's ladder, padded LM head) at 64 and 256 tokens a row: is a 3-row step dearer than a 4-row one?
 #   STEPREPLAY="opt-13b:validation/H100-async-opt-1207d"   benchmarks/engine/step_replay.py: a set's engine decode
 #                 steps at their exact contexts, timed the grid's way (STEPREPLAY_ARGS="--rows 8,9,12,16,17,20,24
-#                 --per-row 4 --profile P.json" adds the priced table; STEPREPLAY_TIMEOUT, default 240 s)
+#                 --per-row 4 --runs <the profile's kept serving runs> --profile P.json" adds the calibration's steps
+#                 and the priced table; STEPREPLAY_TIMEOUT, default 240 s)
 #   KERNELS=1     where a mixed and a decode step's GPU time goes, kernel by kernel (torch.profiler), eager and
 #                 replayed from the graphs (span, idle time between kernels)
 #   THROUGHPUT=1  chunked-prefill offline throughput on the same 200 requests: decode rows in the prefill kernel,

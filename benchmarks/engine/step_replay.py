@@ -10,9 +10,12 @@ This takes a set's committed engine records, picks decode-only steps at the rows
 contexts rebuilt from the requests, :func:`kvsim.calibrate.serving_runs.decode_step_rows`, checked against the
 step's own rows and KV), and times each one's exact contexts the grid's way (:class:`odd_rows.StepHarness`: the
 graph of its padded batch, the padded LM head, greedy draws), with the card's reference step in the same harness.
-Then, on any machine, ``--analyse`` prices the same steps by a profile and prints, by rows: the engine's mean, the
-replay's (scaled by the engine run's reference step over the replay's, when they ran on different cards), and the
-price; engine - replay is the serving path's, price - replay the shape model's.
+``--runs`` adds the steps of the calibration's kept serving runs (``kvsim calibrate --serving-runs``), each at its
+own row count: there the profile's price is right on the mean by construction, at ~500-600 tokens a row, so the two
+sources side by side say whether the serving path's share moves with the context. Then, on any machine,
+``--analyse`` prices the same steps by a profile and prints, by source and rows: the engine's mean, the replay's
+(scaled by the engine run's reference step over the replay's, when they ran on different cards), and the price;
+engine - replay is the serving path's, price - replay the shape model's.
 
 Prediction (written before any run): the replay sits within 1% of the price at every row count (the grid's model of
 the shape holds, as ``odd_rows.py`` found at uniform contexts), and the engine sits above the replay by 0.1-0.3 ms
@@ -20,7 +23,8 @@ at 15-24 rows and near it at 9-12: the pattern is the serving path's, and the ex
 not carry it to ~350.
 
 usage (GPU): python benchmarks/engine/step_replay.py --set validation/H100-async-opt-1207d --model opt-13b
-                 [--scenarios v03,v05,v06] [--rows 8-24] [--per-row 6] --out DIR
+                 [--runs benchmarks/engine/results_H100/async_1207d/serving_runs/opt-13b-b16]
+                 [--scenarios v03,v05,v06] [--rows 8-24] [--per-row 6] --out DIR [--profile P.json]
          (CPU): python benchmarks/engine/step_replay.py --analyse DIR/step_replay.json --profile P.json
 CPU check of the plumbing (tiny model, contexts clipped to it, wall clock): ... --model tiny-opt --cpu
 """
@@ -50,11 +54,17 @@ def scenario_yaml(name: str) -> Path | None:
 
 
 def pick_steps(run_dir: Path, rows: list[int], per_row: int) -> tuple[list[dict], float | None]:
-    """Up to ``per_row`` decode-only steps at each of ``rows`` from one engine run (evenly spaced through the run;
-    prepared ahead where the run overlapped, contexts that match the step's rows and KV, none over ``ONE_OFF`` times
-    its rows' median): ``{"iteration", "n", "contexts", "engine_ms"}`` each; and the run's reference step in ms."""
+    """Up to ``per_row`` decode-only steps at each of ``rows`` from one engine run (:func:`pick_from`), and the
+    run's reference step in ms."""
     summary, reqs, its = read_engine_records(run_dir)
     ref = ((summary.get("engine") or {}).get("reference_step") or {}).get("time_s")
+    return pick_from(its, reqs, rows, per_row), None if ref is None else ref * 1e3
+
+
+def pick_from(its, reqs, rows: list[int], per_row: int) -> list[dict]:
+    """Up to ``per_row`` decode-only steps at each of ``rows`` of one run's records (evenly spaced through the run;
+    prepared ahead where the run overlapped, contexts that match the step's rows and KV, none over ``ONE_OFF`` times
+    its rows' median): ``{"iteration", "n", "contexts", "engine_ms"}`` each."""
     ahead = host_ahead(its)
     kv = its.mem_used.to_numpy(float) if "mem_used" in its.columns else None
     by_n: dict[int, list] = {n: [] for n in rows}
@@ -75,21 +85,35 @@ def pick_steps(run_dir: Path, rows: list[int], per_row: int) -> tuple[list[dict]
         for k in np.linspace(0, len(steps) - 1, min(per_row, len(steps))).round().astype(int):
             i, ctx = steps[k]
             out.append({"iteration": int(its.index[i]), "n": n, "contexts": ctx, "engine_ms": dur[i] * 1e3})
-    return out, None if ref is None else ref * 1e3
+    return out
 
 
-def replay(set_dir: Path, model: str, scenarios: list[str] | None, rows: list[int], per_row: int, device,
-           clip: int | None = None) -> dict:
-    """Every picked step of the set's scenarios (first runs) timed in the harness (module doc)."""
+def pick_serving(runs_dir: Path, rows: list[int], per_row: int) -> list[dict]:
+    """Up to ``per_row`` steps of each of the calibration's kept serving runs (``kvsim calibrate --serving-runs``:
+    ``n<N>/``, both passes) at its own row count, where that is one of ``rows``; named ``serving-n<N>``."""
+    from kvsim.calibrate.serving_runs import load_runs
+    out = []
+    for n, (its, reqs) in sorted(load_runs(runs_dir).items()):
+        if n in rows:
+            out += [dict(s, scenario=f"serving-n{n}", run_reference_ms=None) for s in pick_from(its, reqs, [n], per_row)]
+    return out
+
+
+def replay(set_dir: Path | None, model: str, scenarios: list[str] | None, rows: list[int], per_row: int, device,
+           clip: int | None = None, runs_dir: Path | None = None) -> dict:
+    """Every picked step of the set's scenarios (first runs) and of the calibration's serving runs, timed in the
+    harness (module doc)."""
     from odd_rows import StepHarness
     picked = []
-    for d in sorted(p for p in set_dir.iterdir() if (p / "engine").is_dir()):
+    for d in sorted(p for p in set_dir.iterdir() if (p / "engine").is_dir()) if set_dir else []:
         if scenarios and d.name[:3] not in scenarios and d.name not in scenarios:
             continue
         steps, ref = pick_steps(d / "engine", rows, per_row)
         picked += [dict(s, scenario=d.name, run_reference_ms=ref) for s in steps]
+    if runs_dir:
+        picked += pick_serving(runs_dir, rows, per_row)
     if not picked:
-        raise SystemExit(f"error: --rows: no decode step of {set_dir} at those rows could be replayed")
+        raise SystemExit("error: --rows: no decode step at those rows could be replayed")
     if clip:            # (a plumbing check on a tiny model: the contexts it replays cut to what it holds)
         for s in picked:
             s["replayed"] = [min(c, clip) for c in s["contexts"]]
@@ -98,48 +122,70 @@ def replay(set_dir: Path, model: str, scenarios: list[str] | None, rows: list[in
     for s in picked:
         s["replay_ms"] = round(h.time_step(s.get("replayed", s["contexts"])), 4)
     ref = h.reference_ms()
-    return {"model": model, "set": str(set_dir.relative_to(ROOT)) if set_dir.is_relative_to(ROOT) else str(set_dir),
-            "replay_reference_ms": ref, "steps": picked}
+    return {"model": model, "set": _shown(set_dir), "runs": _shown(runs_dir), "replay_reference_ms": ref,
+            "steps": picked}
 
 
-def analyse(doc: dict, profile: str) -> list[dict]:
-    """Per row count: steps, the engine's mean, the replay's (scaled to the engine runs' card by the reference
-    steps where both are known), the profile's price, and the two differences (module doc), ms."""
+def _shown(path: Path | None) -> str | None:
+    return None if path is None else str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def analyse(doc: dict, profile: str, block_size: int = 16) -> list[dict]:
+    """Per source (the set's engine runs, the calibration's serving runs) and row count: steps, the engine's mean,
+    the replay's (scaled to the engine runs' card by the reference steps where both are known: a set's run records
+    its own, the serving runs take the median of the profile's ``decode_serving[bs].reference_step_s``), the
+    profile's price, and the two differences (module doc), ms."""
     from kvsim.build import setup_run
+    from kvsim.calibrate import serving_fit as SF
+    from kvsim.graph_sizes import engine_graph_sizes
+    from kvsim.textio import read_json
     from kvsim.validate import calibrated_scenario
+    prof = read_json(profile, "--profile")
+    refs = (prof.get("decode_serving") or {}).get(str(block_size), {}).get("reference_step_s") or []
+    serving_ref = float(np.median(refs)) * 1e3 if refs else None
     costs, rows = {}, {}
     ref = doc.get("replay_reference_ms")
     for s in doc["steps"]:
-        name = s["scenario"]
+        name, serving = s["scenario"], s["scenario"].startswith("serving-n")
         if name not in costs:
-            costs[name] = setup_run(calibrated_scenario(str(scenario_yaml(name)), profile)).cost
+            if serving:          # the serving run's own scenario, priced by the whole profile
+                sc = SF.serving_scenario(prof, block_size, s["n"], device="cpu")
+                costs[name] = SF.stripped_cost(prof, block_size, engine_graph_sizes(sc), drop=(), bare=False)
+            else:
+                costs[name] = setup_run(calibrated_scenario(str(scenario_yaml(name)), profile)).cost
         ctx = np.asarray(s["contexts"], float)
         price = float(costs[name].decode_step_times(s["n"], np.array([ctx.sum()]), np.array([ctx.max()]))[0]) * 1e3
-        scale = s["run_reference_ms"] / ref if ref and s.get("run_reference_ms") else 1.0
-        rows.setdefault(s["n"], []).append((s["engine_ms"], s["replay_ms"] * scale, price))
+        run_ref = serving_ref if serving else s.get("run_reference_ms")
+        scale = run_ref / ref if ref and run_ref else 1.0
+        rows.setdefault(("serving runs" if serving else "set", s["n"]), []).append(
+            (s["engine_ms"], s["replay_ms"] * scale, price, float(ctx.mean())))
     out = []
-    for n, v in sorted(rows.items()):
-        e, r, p = (float(np.mean(x)) for x in zip(*v))
-        out.append({"n": n, "steps": len(v), "engine_ms": e, "replay_ms": r, "priced_ms": p,
-                    "serving_path_ms": e - r, "shape_model_ms": p - r})
+    for (src, n), v in sorted(rows.items()):
+        e, r, p, c = (float(np.mean(x)) for x in zip(*v))
+        out.append({"source": src, "n": n, "steps": len(v), "ctx_per_row": c, "engine_ms": e, "replay_ms": r,
+                    "priced_ms": p, "serving_path_ms": e - r, "shape_model_ms": p - r})
     return out
 
 
 def markdown(rows: list[dict], doc: dict) -> str:
     ref = doc.get("replay_reference_ms")
-    head = (f"{doc['model']}, {len(doc['steps'])} steps of {doc['set']}; the replay scaled by each run's reference "
-            f"step over its own ({ref:.3f} ms)" if ref else f"{doc['model']}, {len(doc['steps'])} steps of "
-            f"{doc['set']}; the replay unscaled (no reference step)")
-    lines = [head, "", "| rows | steps | engine (ms) | replay (ms) | priced (ms) | engine - replay | priced - replay |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['n']} | {r['steps']} | {r['engine_ms']:.3f} | {r['replay_ms']:.3f} | {r['priced_ms']:.3f} | "
-              f"{r['serving_path_ms']:+.3f} | {r['shape_model_ms']:+.3f} |" for r in rows]
+    what = " and ".join(x for x in (doc.get("set"), doc.get("runs")) if x)
+    head = (f"{doc['model']}, {len(doc['steps'])} steps of {what}; the replay scaled by each run's reference step "
+            f"over its own ({ref:.3f} ms)" if ref else f"{doc['model']}, {len(doc['steps'])} steps of {what}; the "
+            "replay unscaled (no reference step)")
+    lines = [head, "", "| steps of | rows | steps | context a row | engine (ms) | replay (ms) | priced (ms) | "
+             "engine - replay | priced - replay |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['source']} | {r['n']} | {r['steps']} | {r['ctx_per_row']:.0f} | {r['engine_ms']:.3f} | "
+              f"{r['replay_ms']:.3f} | {r['priced_ms']:.3f} | {r['serving_path_ms']:+.3f} | "
+              f"{r['shape_model_ms']:+.3f} |" for r in rows]
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", help="a validation set's folder (its engine records)")
+    ap.add_argument("--runs", help="a calibration's kept serving runs (kvsim calibrate --serving-runs DIR)")
+    ap.add_argument("--block-size", type=int, default=16, help="the block size the profile prices (--analyse)")
     ap.add_argument("--model", default="opt-13b")
     ap.add_argument("--scenarios", default="", help="comma-separated names or prefixes (v05, ...); default: all")
     ap.add_argument("--rows", default="8-24")
@@ -153,13 +199,16 @@ def main() -> None:
         if not a.profile:
             raise SystemExit("error: --profile: --analyse needs the profile that prices the steps")
         doc = json.loads(Path(a.analyse).read_text())
-        print(markdown(analyse(doc, a.profile), doc))
+        print(markdown(analyse(doc, a.profile, a.block_size), doc))
         return
-    if not a.set or not a.out:
-        raise SystemExit("error: --set and --out are needed (or --analyse FILE --profile P)")
-    set_dir = Path(a.set).resolve()
-    if not set_dir.is_dir():
+    if not (a.set or a.runs) or not a.out:
+        raise SystemExit("error: --set (or --runs) and --out are needed (or --analyse FILE --profile P)")
+    set_dir = Path(a.set).resolve() if a.set else None
+    if set_dir is not None and not set_dir.is_dir():
         raise SystemExit(f"error: --set: {a.set} is not a folder")
+    runs_dir = Path(a.runs).resolve() if a.runs else None
+    if runs_dir is not None and not runs_dir.is_dir():
+        raise SystemExit(f"error: --runs: {a.runs} is not a folder")
     if a.per_row < 1:
         raise SystemExit("error: --per-row: at least 1")
     rows = parse_rows(a.rows)
@@ -169,13 +218,13 @@ def main() -> None:
     if a.cpu:
         from kvsim.catalogue import get_model
         clip = get_model(a.model).max_seq_len // 2
-    doc = replay(set_dir, a.model, [s for s in a.scenarios.split(",") if s], rows, a.per_row, device, clip)
+    doc = replay(set_dir, a.model, [s for s in a.scenarios.split(",") if s], rows, a.per_row, device, clip, runs_dir)
     doc["card"] = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "step_replay.json").write_text(json.dumps(doc, indent=1))
     print(f"{len(doc['steps'])} steps replayed on {doc['card']}: {Path(a.out) / 'step_replay.json'}")
     if a.profile:
-        print(markdown(analyse(doc, a.profile), doc))
+        print(markdown(analyse(doc, a.profile, a.block_size), doc))
 
 
 if __name__ == "__main__":
