@@ -95,7 +95,8 @@ def pick_serving(runs_dir: Path, rows: list[int], per_row: int) -> list[dict]:
     out = []
     for n, (its, reqs) in sorted(load_runs(runs_dir).items()):
         if n in rows:
-            out += [dict(s, scenario=f"serving-n{n}", run_reference_ms=None) for s in pick_from(its, reqs, [n], per_row)]
+            out += [dict(s, scenario=f"serving-n{n}", run_reference_ms=None)
+                    for s in pick_from(its, reqs, [n], per_row)]
     return out
 
 
