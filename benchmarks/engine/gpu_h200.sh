@@ -14,8 +14,8 @@
 #                 SWEEP_NOROUTE=1 measures it again with every graph size replayed (chunk_sweep_noroute.json)
 #   OVERLAP=1     benchmarks/engine/overlap_probe.py: a layer's GEMMs and a paged decode attention, one stream vs
 #                 two (OVERLAP_ARGS="--shapes ... --layers N")
-#   LMHEAD="llama-3-8b opt-13b"  benchmarks/engine/lm_head_rows.py: the LM head timed by rows, at each row count
-#                 and padded to the decode graph's batch size (the runner's padding since 2026-12-07)
+#   LMHEAD="llama-3-8b opt-13b"  benchmarks/engine/lm_head_rows.py (LMHEAD_ARGS): the LM head timed by rows, at
+#                 each row count and padded to the decode graph's batch size (the runner's padding since 2026-12-07)
 #   ODDROWS="llama-3-8b"  benchmarks/engine/odd_rows.py: whole decode steps at every row count 1-17 (graphs of the
 #                 engine's ladder, padded LM head) at 64 and 256 tokens a row: is a 3-row step dearer than a 4-row one?
 #   STEPREPLAY="opt-13b:validation/H100-async-opt-1207d"   benchmarks/engine/step_replay.py: a set's engine decode
@@ -131,24 +131,24 @@ if [ -n "${OVERLAP:-}" ]; then     # can a mixed step's attention run under its 
     | grep -v Warning | tail -12 | tee "$W/overlap_probe.txt"
   pack
 fi
-for m in ${LMHEAD:-}; do           # does an LM head between graph batch sizes cost more? (kvsim.engine.runner._logits)
-  stamp "lm head rows $m"
-  timeout 120 python3 benchmarks/engine/lm_head_rows.py --model "$m" --out "$W/lm_head/$m" 2>&1 | grep -v Warning \
-    | tail -40 | tee "$W/lm_head_rows_$m.txt"
+probe() {   # probe LABEL SCRIPT NAME FOLDER LIMIT LINES ARGS...: a probe script's stage, its output in $W/FOLDER/NAME/
+  # and its printed table in $W/SCRIPT_NAME.txt (where import_calls.py's PROBES look)
+  local label=$1 script=$2 name=$3 folder=$4 limit=$5 lines=$6; shift 6
+  stamp "$label"
+  timeout "$limit" python3 "benchmarks/engine/$script.py" --out "$W/$folder/$name" "$@" 2>&1 | grep -v Warning \
+    | tail -"$lines" | tee "$W/${script}_$name.txt"
   pack
+}
+for m in ${LMHEAD:-}; do           # does an LM head between graph batch sizes cost more? (kvsim.engine.runner._logits)
+  probe "lm head rows $m" lm_head_rows "$m" lm_head 120 40 --model "$m" ${LMHEAD_ARGS:-}
 done
 for m in ${ODDROWS:-}; do          # a step between graph sizes vs the graph size's own (odd_rows.py's doc)
-  stamp "odd rows $m"
-  timeout 180 python3 benchmarks/engine/odd_rows.py --model "$m" --out "$W/odd_rows/$m" ${ODDROWS_ARGS:-} 2>&1 \
-    | grep -v Warning | tail -24 | tee "$W/odd_rows_$m.txt"
-  pack
+  probe "odd rows $m" odd_rows "$m" odd_rows 180 24 --model "$m" ${ODDROWS_ARGS:-}
 done
 for mset in ${STEPREPLAY:-}; do    # engine decode steps replayed the grid's way (step_replay.py's doc): model:set
   m=${mset%%:*}; set_dir=${mset#*:}
-  stamp "step replay $m $set_dir"
-  timeout ${STEPREPLAY_TIMEOUT:-240} python3 benchmarks/engine/step_replay.py --model "$m" --set "$set_dir" \
-    --out "$W/step_replay/$m" ${STEPREPLAY_ARGS:-} 2>&1 | grep -v Warning | tail -40 | tee "$W/step_replay_$m.txt"
-  pack
+  probe "step replay $m $set_dir" step_replay "$m" step_replay "${STEPREPLAY_TIMEOUT:-240}" 40 --model "$m" \
+    --set "$set_dir" ${STEPREPLAY_ARGS:-}
 done
 if [ -n "${KERNELS:-}" ]; then
   stamp kernels
