@@ -2,28 +2,16 @@
 model, not the cost model's) leaves graph-sized steps alone, moves padded ones, and is undone on leaving."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _tool():
-    path = ROOT / "benchmarks" / "engine" / "row_attention_check.py"
-    spec = importlib.util.spec_from_file_location("row_attention_check", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+from tests._scripts import ROOT, load_script
 
 
 def test_own_rows_moves_only_padded_steps_and_is_undone():
-    m = _tool()
-    cost = m.cost_of(ROOT / "scenarios" / "validation" / "v02_opt13b_sharegpt_paged_med.yaml",
-                     str(ROOT / "calibrate" / "profiles" / "H100" / "opt-13b-async-1207d.json"))
+    m = load_script("benchmarks/engine/row_attention_check.py")
+    cost_of = load_script("benchmarks/engine/extra_scaling_check.py").cost_of
+    cost = cost_of(ROOT / "scenarios" / "validation" / "v02_opt13b_sharegpt_paged_med.yaml",
+                   str(ROOT / "calibrate" / "profiles" / "H100" / "opt-13b-async-1207d.json"))
     sums = np.array([16 * 300.0]), np.array([9 * 300.0])
     before = [cost.decode_step_times(16, sums[0], np.array([300.0]))[0],
               cost.decode_step_times(9, sums[1], np.array([300.0]))[0]]

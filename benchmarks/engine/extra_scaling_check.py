@@ -54,6 +54,27 @@ def cost_of(scenario: Path, profile: str):
     return setup_run(calibrated_scenario(str(scenario), profile)).cost
 
 
+def scenario_yaml(name: str) -> Path | None:
+    """The scenario file a set's run folder is named after (validation or holdout), or None."""
+    return next((p for p in (ROOT / "scenarios" / "validation" / f"{name}.yaml",
+                             ROOT / "scenarios" / "holdout" / f"{name}.yaml") if p.exists()), None)
+
+
+def priced_set(name: str, profile: str):
+    """``(scenario name, cost model, steps)`` per scenario of set ``name`` with engine records: its engine's usual
+    decode-only steps priced one by one by ``profile`` (:func:`kvsim.validate_reprice.priced_steps`)."""
+    for d in sorted((ROOT / "validation" / name).iterdir()):
+        scen = scenario_yaml(d.name)
+        if not (d / "engine").is_dir() or scen is None:
+            continue
+        cost = cost_of(scen, profile)
+        _, reqs, its = read_engine_records(d / "engine")
+        st = priced_steps(cost, its, reqs)
+        st = st[st.usual.astype(bool)].reset_index(drop=True)
+        if len(st):
+            yield d.name, cost, st
+
+
 def rescaled(cost, steps: pd.DataFrame, fit: list[float] | None, fit_ctx: float) -> np.ndarray:
     """Each step's price with its row count's extra scaled by the attention ratio (module doc). ``fit``: the
     profile's ``ctx_per_row`` at the fit's rows (``fit_ctx`` for every row where it has none)."""
@@ -82,23 +103,10 @@ def main() -> None:
         prof = SETS[name]
         doc = json.loads((ROOT / prof).read_text())
         parts = []
-        for d in sorted((ROOT / "validation" / name).iterdir()):
-            edir = d / "engine"
-            if not edir.is_dir():
-                continue
-            scen = next((p for p in (ROOT / "scenarios" / "validation" / f"{d.name}.yaml",
-                                     ROOT / "scenarios" / "holdout" / f"{d.name}.yaml") if p.exists()), None)
-            if scen is None:
-                continue
-            cost = cost_of(scen, prof)
-            _, reqs, its = read_engine_records(edir)
-            st = priced_steps(cost, its, reqs)
-            st = st[st.usual.astype(bool)].reset_index(drop=True)
-            if not len(st):
-                continue
+        for scen, cost, st in priced_set(name, prof):
             fit = doc["decode_serving"][str(cost.bs)].get("ctx_per_row")
             st["scaled_s"] = rescaled(cost, st, fit, a.fit_ctx)
-            st["scenario"] = d.name
+            st["scenario"] = scen
             parts.append(st)
         df = pd.concat(parts, ignore_index=True)
         df["rows"] = binned(df.n.to_numpy(float), ROW_BINS)

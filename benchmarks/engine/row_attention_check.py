@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import serving_refit as SRF  # noqa: E402
-from extra_scaling_check import cost_of  # noqa: E402
+from extra_scaling_check import priced_set  # noqa: E402
 
 import kvsim.cost.decode_price as DP  # noqa: E402
 import kvsim.cost.decode_spread as DS  # noqa: E402
@@ -50,8 +50,7 @@ from kvsim.calibrate import serving_fit as SF  # noqa: E402
 from kvsim.cost.calibrated import CalibratedCostModel  # noqa: E402
 from kvsim.graph_sizes import padded  # noqa: E402
 from kvsim.validate_context import ROW_BINS, binned  # noqa: E402
-from kvsim.validate_records import read_engine_records  # noqa: E402
-from kvsim.validate_reprice import CTX_BINS, priced_steps  # noqa: E402
+from kvsim.validate_reprice import CTX_BINS  # noqa: E402
 
 # set: (its profile, its calibration's kept serving runs)
 SETS = {"H100-async-opt-1207d": ("calibrate/profiles/H100/opt-13b-async-1207d.json",
@@ -103,18 +102,7 @@ def refit(prof_path: str, runs_dir: str, out: Path) -> None:
 
 def set_steps(name: str, prof: Path) -> pd.DataFrame:
     """Every scenario's engine decode-only steps of set ``name``, priced one by one by ``prof``."""
-    parts = []
-    for d in sorted((ROOT / "validation" / name).iterdir()):
-        scen = next((p for p in (ROOT / "scenarios" / "validation" / f"{d.name}.yaml",
-                                 ROOT / "scenarios" / "holdout" / f"{d.name}.yaml") if p.exists()), None)
-        if not (d / "engine").is_dir() or scen is None:
-            continue
-        _, reqs, its = read_engine_records(d / "engine")
-        st = priced_steps(cost_of(scen, str(prof)), its, reqs)
-        st = st[st.usual.astype(bool)].reset_index(drop=True)
-        if len(st):
-            parts.append(st)
-    return pd.concat(parts, ignore_index=True)
+    return pd.concat([st for _, _, st in priced_set(name, str(prof))], ignore_index=True)
 
 
 def summary(df: pd.DataFrame) -> tuple[float, float, pd.Series]:

@@ -41,16 +41,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from extra_scaling_check import cost_of, scenario_yaml  # noqa: E402
 from lm_head_rows import parse_rows, pick_device  # noqa: E402
 
 from kvsim.calibrate.serving_runs import ONE_OFF, decode_step_rows, host_ahead  # noqa: E402
 from kvsim.validate_records import read_engine_records  # noqa: E402
-
-
-def scenario_yaml(name: str) -> Path | None:
-    """The scenario file a set's run folder is named after (validation or holdout)."""
-    return next((p for p in (ROOT / "scenarios" / "validation" / f"{name}.yaml",
-                             ROOT / "scenarios" / "holdout" / f"{name}.yaml") if p.exists()), None)
 
 
 def pick_steps(run_dir: Path, rows: list[int], per_row: int) -> tuple[list[dict], float | None]:
@@ -136,11 +131,9 @@ def analyse(doc: dict, profile: str, block_size: int = 16) -> list[dict]:
     the replay's (scaled to the engine runs' card by the reference steps where both are known: a set's run records
     its own, the serving runs take the median of the profile's ``decode_serving[bs].reference_step_s``), the
     profile's price, and the two differences (module doc), ms."""
-    from kvsim.build import setup_run
     from kvsim.calibrate import serving_fit as SF
     from kvsim.graph_sizes import engine_graph_sizes
     from kvsim.textio import read_json
-    from kvsim.validate import calibrated_scenario
     prof = read_json(profile, "--profile")
     refs = (prof.get("decode_serving") or {}).get(str(block_size), {}).get("reference_step_s") or []
     serving_ref = float(np.median(refs)) * 1e3 if refs else None
@@ -153,7 +146,7 @@ def analyse(doc: dict, profile: str, block_size: int = 16) -> list[dict]:
                 sc = SF.serving_scenario(prof, block_size, s["n"], device="cpu")
                 costs[name] = SF.stripped_cost(prof, block_size, engine_graph_sizes(sc), drop=(), bare=False)
             else:
-                costs[name] = setup_run(calibrated_scenario(str(scenario_yaml(name)), profile)).cost
+                costs[name] = cost_of(scenario_yaml(name), profile)
         ctx = np.asarray(s["contexts"], float)
         price = float(costs[name].decode_step_times(s["n"], np.array([ctx.sum()]), np.array([ctx.max()]))[0]) * 1e3
         run_ref = serving_ref if serving else s.get("run_reference_ms")
