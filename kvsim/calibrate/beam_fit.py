@@ -100,7 +100,7 @@ def fit_beam(cost, runs: dict[int, tuple[pd.DataFrame, pd.DataFrame]], overhead,
     shorts = {r[0]: r for n, (its, reqs) in sorted((short_runs or {}).items())
               if (r := beam_row(cost, its, reqs, n, overhead, extra))}
     joined = [_joined(r, shorts.get(r[0])) for r in rows]
-    saving = _between_lengths(rows, shorts) if shorts else _inside_runs(rows)
+    saving = _between_lengths(rows, shorts)
 
     def term(beyond, attn, m):
         return float(np.mean((beyond + saving * attn)[m])) if m.sum() >= MIN_BEAM_STEPS else None
@@ -135,7 +135,7 @@ def _inside_runs(rows: list[tuple]) -> float:
 def _between_lengths(rows: list[tuple], shorts: dict[int, tuple]) -> float:
     """The saving from each (row, kind)'s mean at the two lengths (module doc, "Two lengths"): the least-squares
     slope of the difference of mean ``beyond`` on the difference of mean attention, through 0, in [0, 1]; the
-    drift inside a run leaves it alone. The fit inside each run where no cell has both lengths."""
+    drift inside a run leaves it alone. The fit inside each run where no cell has both lengths (no short runs)."""
     da, dy = [], []
     for r in rows:
         if r[0] not in shorts:

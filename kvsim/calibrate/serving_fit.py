@@ -88,6 +88,9 @@ from kvsim.calibrate.serving_runs import (by_pass, host_ahead, join_passes, load
 # there, where the engine's 1-2-row steps ran 0.05 ms over the grid (priced +1.4% to +2.6% in seven scenarios,
 # validation/H100-async-opt, git history at commit bfecda7)
 ROWS = (1, 2, 4, 8, 9, 16, 17, 24, 32, 64, 128)
+# each kind of serving run: (stepped, beam width, short requests); beam runs are optional (one that fails is left out)
+RUN_KINDS = {"pass": (False, 1, False), "stepped": (True, 1, False), "beam": (False, BEAM_WIDTH, False),
+             "beam_short": (False, BEAM_WIDTH, True), "short": (False, 1, True)}
 PASSES = 2                         # spread order, then reversed: each row meets the host at two times (module doc)
 
 MIN_STEPS = 20                     # steps at exactly n rows a fit needs
@@ -227,7 +230,7 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
     spec = get_model(profile["model"])
     ov = profile["step_overhead"]
     per_n: dict[int, list] = {}
-    kept: dict[str, dict[int, tuple]] = {"stepped": {}, "beam": {}, "short": {}, "beam_short": {}}   # apart from passes
+    kept: dict[str, dict[int, tuple]] = {k: {} for k in RUN_KINDS if k != "pass"}   # the runs apart from the passes
     refs, sc, skip, shortened = [], None, set(), {}
     free = ER.free_gpu_bytes(device)
     first = spread_order(rows)
@@ -247,9 +250,10 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
             break
         if n in skip:
             continue
+        stepped, width, short = RUN_KINDS[kind]
+
         def scenario(prompt_hi=None):
-            return serving_scenario(profile, bs, n, device, cuda_graphs, kind == "stepped",
-                                    BEAM_WIDTH if kind.startswith("beam") else 1, prompt_hi, kind.endswith("short"))
+            return serving_scenario(profile, bs, n, device, cuda_graphs, stepped, width, prompt_hi, short)
         try:
             sc = scenario()
         except KvsimError as e:       # beam search where the engine has none (a model or policy without it)
@@ -270,7 +274,7 @@ def fit_serving(model, profile: dict, bs: int, device: str = "cuda", rows=ROWS, 
         try:
             res = RealEngine(sc, model=model, parts=parts).run()
         except (RuntimeError, ValueError, KvsimError) as e:
-            if not kind.startswith("beam"):
+            if width == 1:
                 raise
             # optional: a beam run that fails leaves beam steps priced from their parts
             log(f"serving n={n} ({kind}): failed, left out: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
