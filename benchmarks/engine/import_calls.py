@@ -11,8 +11,8 @@ go to ``RESULTS/`` as ``<model>-b<B>.calibrate.log``, ``.clocks.csv.gz`` and ``s
 gzipped; a folder each, as one lease may calibrate two models), and
 ``--profile NAME=DEST`` copies ``profiles/NAME.json`` to DEST. A probe stage's output (:data:`PROBES`: the LM head's,
 ``lm_head_rows_<model>.txt`` and ``lm_head/<model>/lm_head_rows.json``, the odd row counts',
-``odd_rows_<model>.txt`` and ``odd_rows/<model>/odd_rows.json``, and the replayed engine steps', ``step_replay_<model>.txt``
-and ``step_replay/<model>/step_replay.json``) goes to ``RESULTS/lm_head/`` (``RESULTS/odd_rows/``,
+``odd_rows_<model>.txt`` and ``odd_rows/<model>/odd_rows.json``, and the replayed engine steps',
+``step_replay_<model>.txt`` and ``step_replay/<model>/step_replay.json``) goes to ``RESULTS/lm_head/`` (``RESULTS/odd_rows/``,
 ``RESULTS/step_replay/``) as ``<model>.txt`` and ``<model>.json``. A run folder that is already in SET is an error
 (one line, exit 2), so two calls' runs of one scenario must be numbered apart on the device (``ENGINE_FIRST``).
 Then, on the CPU: ``kvsim validate ... --out SET --replay --sensitivity``.

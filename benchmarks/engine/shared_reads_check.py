@@ -6,8 +6,8 @@ the decode grid's attention time of those reads (:mod:`kvsim.calibrate.beam_fit`
 shares its prompt's blocks the same way, and is priced without it. This steps the scenario through the simulator
 (fast-forward off), and for each decode-only step sums ``KVManager.shared_blocks`` over its decoding groups and
 the grid's attention time of those reads (``shared_attention``); it prints their means and what the profile's
-``shared_saving`` would take off the mean step. Run on v09 (2026-12-07, ``validation/H100-async-opt-1207c``, git history at b1d3dba) it said
-0.014 ms of a 11.6 ms step: not the 3% that v09's decode steps are priced slow.
+``shared_saving`` would take off the mean step. Run on v09 (2026-12-07, ``validation/H100-async-opt-1207c``, git
+history at b1d3dba) it said 0.014 ms of a 11.6 ms step: not the 3% that v09's decode steps are priced slow.
 
 usage: python benchmarks/engine/shared_reads_check.py SCENARIO.yaml PROFILE.json
 """
