@@ -181,6 +181,9 @@ class SimEngine:
                 yield self._wake
                 self._wake = None
                 woke = True       # the next step is the first after idle: it pays cost.wake_time
+                if self.inbox and cost.wake_latency_s > 0.0:
+                    # the engine schedules once it has woken: what arrives meanwhile joins the step
+                    yield env.timeout(cost.wake_latency_s)
                 continue
             if self.ff_blocked:
                 self.ff_blocked = False         # (the last run ended short of memory: this step preempts)

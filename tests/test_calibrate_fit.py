@@ -20,6 +20,8 @@ def test_prefill_overhead_fit_times_lone_prefills_of_each_length(monkeypatch):
     fit = fit_prefill_overhead(model, prof, 16, device="cpu", tokens=[16, 64], cuda_graphs=False, prompts=3)
     assert fit["tokens"] == [16, 64]
     assert len(fit["time_s"]) == 2 and all(t >= 0.0 for t in fit["time_s"])
+    # each of the lone prompts after the first two reached an idle engine: its wake measured, under the gap
+    assert 0.0 <= fit["latency_s"] < 1.0
     # the residual is measured minus priced: a profile pricing prefills 1 s slower leaves nothing
     slow = dict(prof, step_overhead={"num_seqs": [1, 256], "time_s": [1.0, 1.0]})
     assert fit_prefill_overhead(model, slow, 16, device="cpu", tokens=[16], cuda_graphs=False,
@@ -35,7 +37,7 @@ def test_busy_prefill_fit_times_prompts_that_arrive_while_others_decode(monkeypa
     prof = dict(synthetic_profile(), model=spec.name, num_layers=spec.num_layers)
     asked = []
 
-    def fake_iterations(model, profile_, name, device, cuda_graphs, engine, workload, parts=None):
+    def fake_records(model, profile_, name, device, cuda_graphs, engine, workload, parts=None):
         asked.append(workload)
         t = workload["prompt_len"]
         rows = [  # (prefill_tokens, prefill_groups, decode_seqs, running, duration_s)
@@ -43,9 +45,13 @@ def test_busy_prefill_fit_times_prompts_that_arrive_while_others_decode(monkeypa
             (0, 0, 2, 2, 9.0),            # a decode step
             (t, 1, 0, 2, 1.0), (t, 1, 0, 3, 1.0), (t, 1, 0, 3, 0.5), (t, 1, 0, 4, 0.5), (t, 1, 0, 4, 0.5),
             (t, 1, 0, 1, 9.0), (t, 1, 0, 1, 9.0), (t, 1, 0, 1, 9.0)]     # reached an idle engine: not busy
-        return pd.DataFrame(rows, columns=["prefill_tokens", "prefill_groups", "decode_seqs", "running",
-                                           "duration_s"])
-    monkeypatch.setattr(profile, "engine_iterations", fake_iterations)
+        its = pd.DataFrame(rows, columns=["prefill_tokens", "prefill_groups", "decode_seqs", "running",
+                                          "duration_s"])
+        # four requests, 1 s apart, each alone: scheduled 1, 2, 3 and 4 ms after arriving
+        reqs = pd.DataFrame({"arrival_s": [0.0, 1.0, 2.0, 3.0], "first_scheduled_s": [0.001, 1.002, 2.003, 3.004],
+                             "finish_s": [0.5, 1.5, 2.5, 3.5]})
+        return its, reqs
+    monkeypatch.setattr(profile, "engine_records", fake_records)
     fit = fit_prefill_overhead(None, prof, 16, device="cpu", tokens=[16, 64], cuda_graphs=False, prompts=10,
                                busy=True)
     assert [w["rate_req_s"] for w in asked] == [profile.BUSY_RATE] * 2
@@ -62,8 +68,23 @@ def test_busy_prefill_fit_times_prompts_that_arrive_while_others_decode(monkeypa
     for t, got in zip([16, 64], fit["time_s"]):
         priced = cost.step_time(StepPlan(prefill_group_ids=[0], prefill_new_tokens=[t], prefill_cached_tokens=[0]))
         assert got == pytest.approx(max(0.0, 0.5 - priced))
+    assert "latency_s" not in fit            # (the busy fit's requests do not reach an idle engine)
     idle = fit_prefill_overhead(None, prof, 16, device="cpu", tokens=[16], cuda_graphs=False, prompts=10)
     assert asked[-1]["rate_req_s"] == profile.PREFILL_OVERHEAD_RATE and idle["time_s"][0] > fit["time_s"][0]
+    # the idle engine's wake: the waits of the requests after the first two (warm-up), median 3.5 ms
+    assert idle["latency_s"] == pytest.approx(0.0035)
+
+
+def test_idle_waits_are_those_of_requests_reaching_an_idle_engine():
+    import pandas as pd
+    from kvsim.calibrate.engine_runs import idle_waits
+    reqs = pd.DataFrame({                 # (given out of arrival order: they are sorted)
+        "arrival_s":         [1.0,   0.0,    0.0,   0.5,   2.0,    3.0],
+        "first_scheduled_s": [1.002, 0.0003, 0.010, 0.6,   2.0005, float("nan")],
+        "finish_s":          [1.4,   0.9,    0.8,   1.2,   2.5,    float("nan")]})
+    # 0.0 reached an idle engine; the second 0.0 (queued behind it) and 0.5 (running ones) did not; 1.0 came
+    # while 0.5 still ran (to 1.2); 2.0 found it idle; 3.0 was never scheduled
+    assert idle_waits(reqs) == pytest.approx([0.0003, 0.0005])
 
 
 def test_busy_requests_outlast_the_arrival_gaps_whatever_the_models_speed():

@@ -13,8 +13,8 @@ import torch
 from kvsim.calibrate import engine_runs as ER
 from kvsim.calibrate import measure as M
 from kvsim.calibrate.block_tables import BLOCK_TABLES, REFERENCE, measure_block
-from kvsim.calibrate.engine_runs import (OVERHEAD_BATCH, calibration_parts, engine_iterations, overhead_blocks,
-                                         prefill_blocks)
+from kvsim.calibrate.engine_runs import (OVERHEAD_BATCH, calibration_parts, engine_iterations, engine_records,
+                                         idle_waits, overhead_blocks, prefill_blocks)
 from kvsim.catalogue import get_model
 from kvsim.cost.calibrated import FORMAT, VERSION, CalibratedCostModel, Profile
 from kvsim.errors import KvsimError
@@ -89,7 +89,8 @@ def fit_prefill_overhead(model, profile: dict, bs: int, device: str = "cuda", to
     position and slot lists, their copies to the GPU) and anything else the replayed graph alone misses.
     ``step_overhead`` is fitted on decode steps, whose host work does not grow with a prompt.
 
-    ``busy=False``: lone prompts reach an *idle* engine, so the step also pays the clock ramp after idle.
+    ``busy=False``: lone prompts reach an *idle* engine, so the step also pays the clock ramp after idle; the
+    median time from their arrival to their step's scheduling (the engine's wake) is ``latency_s``.
     ``busy=True``: each prompt arrives while earlier requests are decoding (the prefill-first scheduler
     still runs it as a prefill-only step), as in loaded serving; :func:`calibrate` stores this one as
     ``prefill_overhead`` and what idle adds on top as ``wake_overhead``."""
@@ -97,7 +98,7 @@ def fit_prefill_overhead(model, profile: dict, bs: int, device: str = "cuda", to
     base = {k: v for k, v in profile.items() if k not in ("prefill_overhead", "wake_overhead")}
     cost = CalibratedCostModel(Profile(base), model_name=profile["model"], dtype=profile["dtype"], block_size_tokens=bs)
     spec = get_model(profile["model"])
-    out, used = [], []
+    out, used, waits = [], [], []
     for t in tokens:
         t = min(int(t), spec.max_seq_len - 8)
         # the serving engine's graphs (256 sequence rows, as in prefill_step), prompts spaced so each prefill
@@ -105,9 +106,10 @@ def fit_prefill_overhead(model, profile: dict, bs: int, device: str = "cuda", to
         out_len = busy_output_len(cost, t, spec.max_seq_len) if busy else 4
         load = {"output_len": out_len, "rate_req_s": BUSY_RATE, "num_requests": 2 * prompts} if busy else \
             {"output_len": 4, "rate_req_s": PREFILL_OVERHEAD_RATE, "num_requests": prompts}
-        its = engine_iterations(model, profile, f"calibrate-prefill-{t}", device, cuda_graphs,
-                                {"block_size": bs, "num_gpu_blocks": prefill_blocks(t, out_len, bs, BUSY_OUTPUT)},
-                                {"prompt_len": t, "arrival": "gamma", "cv": 0.01, **load}, parts=parts)
+        its, reqs = engine_records(model, profile, f"calibrate-prefill-{t}", device, cuda_graphs,
+                                   {"block_size": bs, "num_gpu_blocks": prefill_blocks(t, out_len, bs, BUSY_OUTPUT)},
+                                   {"prompt_len": t, "arrival": "gamma", "cv": 0.01, **load}, parts=parts)
+        waits += [] if busy else idle_waits(reqs)[2:]        # (the first ones warm up, as below)
         pre = its[(its.decode_seqs == 0) & (its.prefill_tokens == t) & (its.prefill_groups == 1)]
         pre = pre[pre.running > 1] if busy else pre
         pre = pre.iloc[2:] if len(pre) > 2 else pre          # the first ones warm up, when there are more
@@ -120,7 +122,7 @@ def fit_prefill_overhead(model, profile: dict, bs: int, device: str = "cuda", to
         used.append(t)
         M._log(f"prefill overhead ({'busy' if busy else 'idle'}) T={t}: measured step {pre.duration_s.median() * 1e3:.2f} ms, "
                f"priced {priced * 1e3:.2f} ms, residual {out[-1] * 1e3:.2f} ms")
-    return {"tokens": used, "time_s": out}
+    return {"tokens": used, "time_s": out, **({"latency_s": float(np.median(waits))} if waits else {})}
 
 
 def engine_mode(model, cuda_graphs: bool) -> dict:
@@ -297,4 +299,5 @@ def fit_after_grids(model, prof: dict, fit_bs: int, path: Path, *, device: str =
     idle = fit_prefill_overhead(model, prof, fit_bs, device=device, cuda_graphs=cuda_graphs, parts=parts)
     prof["wake_overhead"] = {"tokens": idle["tokens"],          # what a prompt reaching an idle engine adds
                              "time_s": [max(0.0, a - b) for a, b in zip(idle["time_s"],
-                                                                         prof["prefill_overhead"]["time_s"])]}
+                                                                         prof["prefill_overhead"]["time_s"])],
+                             **{k: v for k, v in idle.items() if k == "latency_s"}}     # and its wake

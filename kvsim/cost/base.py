@@ -81,6 +81,11 @@ class CostModel(abc.ABC):
     def copy_time(self, num_blocks: int, block_bytes: int) -> float:
         """Seconds to copy ``num_blocks`` blocks on the GPU (copy-on-write: read + write each block)."""
 
+    wake_latency_s: float = 0.0
+    """Seconds from a request's arrival at an idle engine to the scheduling of its step (the engine's wake from
+    its sleep; the simulator waits this long before it schedules, so requests arriving meanwhile join that
+    step). 0 unless a profile measured it."""
+
     def wake_time(self, plan: StepPlan) -> float:
         """Extra seconds of ``plan`` when it is the first step after the engine sat idle (nothing to run):
         the GPU's clocks have dropped and ramp up during it. 0 unless a profile measured it."""

@@ -76,7 +76,9 @@ the host work that grows with a prompt) add it at the step's prefill tokens to
 every prefill and mixed iteration. Newer profiles fit it on prompts that reach a
 busy engine and hold what a prompt reaching an idle one adds on top as
 ``wake_overhead`` (the clock ramp after idle), which :meth:`wake_time` returns and
-the simulator adds to the first step after an idle period only.
+the simulator adds to the first step after an idle period only; profiles from 2026-12-07 on also hold, as
+``wake_overhead.latency_s``, how long the idle engine took from the arrival to scheduling that step
+(``wake_latency_s``: the simulator waits it out before scheduling, so near-simultaneous arrivals share the step).
 
 Interpolation is piecewise linear on the measured grid. Times are made
 monotone along every axis (more work never takes less time) by isotonic
@@ -148,6 +150,7 @@ class CalibratedCostModel(DecodePriceMixin, StepGridsMixin, DecodeSpreadMixin, S
         self._prefill_memo: dict[tuple, float] = {}     # (new tokens, cached tokens) -> price (_step_time)
         self._step = profile.decode_step.get(block_size_tokens)      # whole decode iterations, if measured
         self._pstep = profile.prefill_step.get(block_size_tokens)
+        self.wake_latency_s = profile.wake_latency            # (0 where the profile did not measure it)
         self._mix = profile.mixed_step.get(block_size_tokens)        # whole mixed iterations, if measured
         self._shapes = PrefillShapes(profile, block_size_tokens)      # multi-prompt and cached-context prefills
         # the engine replays a decode step of n rows as its graph of padded(n) rows, when the profile's

@@ -142,6 +142,10 @@ class Profile(TableReader):
         # optional: what the first step after idle adds (a prompt reaching an idle engine vs a busy one)
         self.wake_overhead = self._table("wake_overhead", self._curve, "tokens", monotone=False) \
             if "wake_overhead" in data else None
+        # ... and how long an idle engine took from a request's arrival to scheduling its step (profiles from
+        # 2026-12-07 on; 0 before: the simulator then schedules at the arrival itself)
+        self.wake_latency = self._table("wake_overhead", self._latency) \
+            if isinstance(data.get("wake_overhead"), dict) and "latency_s" in data["wake_overhead"] else 0.0
 
     def _meta(self, meta) -> dict:
         if not isinstance(meta, dict):

@@ -8,6 +8,7 @@ import numpy as np
 from kvsim.errors import KvsimError
 
 MAX_BLOCK_SIZE = 1 << 20
+MAX_WAKE_LATENCY_S = 1.0     # an idle engine's arrival-to-schedule time above a second is not a measurement
 
 
 def block_size_key(key) -> int | None:
@@ -195,6 +196,14 @@ class TableReader:
                 or not np.all(np.isfinite(ys)):
             raise ValueError(f"{table}{key} and extra_s must be finite lists of one length, {key} increasing")
         return xs, ys
+
+    @staticmethod
+    def _latency(d: dict) -> float:
+        """``wake_overhead.latency_s``: an idle engine's seconds from a request's arrival to scheduling it."""
+        v = d["latency_s"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= MAX_WAKE_LATENCY_S:
+            raise ValueError(f"latency_s must be a number of seconds in [0, {MAX_WAKE_LATENCY_S:g}], got {v!r}")
+        return float(v)
 
     @staticmethod
     def _curve(d: dict, key: str, monotone: bool = True) -> tuple[np.ndarray, np.ndarray]:
