@@ -5,8 +5,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import kvsim.calibrate.profile as profile  # noqa: E402
-from kvsim.calibrate.profile import fit_prefill_overhead  # noqa: E402
+import kvsim.calibrate.prefill_fit as fits  # noqa: E402
+from kvsim.calibrate.prefill_fit import fit_prefill_overhead  # noqa: E402
 from kvsim.catalogue import get_model  # noqa: E402
 from kvsim.engine.models import build_model  # noqa: E402
 from tests.profile_factory import synthetic_profile  # noqa: E402
@@ -16,7 +16,7 @@ def test_prefill_overhead_fit_times_lone_prefills_of_each_length(monkeypatch):
     spec = get_model("tiny-opt")
     prof = dict(synthetic_profile(), model=spec.name, num_layers=spec.num_layers)
     model = build_model(spec, dtype=torch.float16, device=torch.device("cpu"), weights="dummy")
-    monkeypatch.setattr(profile, "PREFILL_OVERHEAD_RATE", 1.0)       # 1 s apart: lone even on a loaded CPU
+    monkeypatch.setattr(fits, "PREFILL_OVERHEAD_RATE", 1.0)       # 1 s apart: lone even on a loaded CPU
     fit = fit_prefill_overhead(model, prof, 16, device="cpu", tokens=[16, 64], cuda_graphs=False, prompts=3)
     assert fit["tokens"] == [16, 64]
     assert len(fit["time_s"]) == 2 and all(t >= 0.0 for t in fit["time_s"])
@@ -51,15 +51,15 @@ def test_busy_prefill_fit_times_prompts_that_arrive_while_others_decode(monkeypa
         reqs = pd.DataFrame({"arrival_s": [0.0, 1.0, 2.0, 3.0], "first_scheduled_s": [0.001, 1.002, 2.003, 3.004],
                              "finish_s": [0.5, 1.5, 2.5, 3.5]})
         return its, reqs
-    monkeypatch.setattr(profile, "engine_records", fake_records)
+    monkeypatch.setattr(fits, "engine_records", fake_records)
     fit = fit_prefill_overhead(None, prof, 16, device="cpu", tokens=[16, 64], cuda_graphs=False, prompts=10,
                                busy=True)
-    assert [w["rate_req_s"] for w in asked] == [profile.BUSY_RATE] * 2
+    assert [w["rate_req_s"] for w in asked] == [fits.BUSY_RATE] * 2
     cost0 = __import__("kvsim.cost.calibrated", fromlist=["x"]).CalibratedCostModel(
         __import__("kvsim.cost.calibrated", fromlist=["x"]).Profile(prof), model_name=prof["model"],
         dtype=prof["dtype"], block_size_tokens=16)
-    assert [w["output_len"] for w in asked] == [profile.busy_output_len(cost0, t, spec.max_seq_len) for t in (16, 64)]
-    assert all(w["output_len"] >= profile.BUSY_OUTPUT for w in asked)
+    assert [w["output_len"] for w in asked] == [fits.busy_output_len(cost0, t, spec.max_seq_len) for t in (16, 64)]
+    assert all(w["output_len"] >= fits.BUSY_OUTPUT for w in asked)
     assert [w["num_requests"] for w in asked] == [20, 20]
     # the five busy lone steps, the first two dropped as warm-up: median 0.5 s, minus the price
     from kvsim.core.plan import StepPlan
@@ -70,7 +70,7 @@ def test_busy_prefill_fit_times_prompts_that_arrive_while_others_decode(monkeypa
         assert got == pytest.approx(max(0.0, 0.5 - priced))
     assert "latency_s" not in fit            # (the busy fit's requests do not reach an idle engine)
     idle = fit_prefill_overhead(None, prof, 16, device="cpu", tokens=[16], cuda_graphs=False, prompts=10)
-    assert asked[-1]["rate_req_s"] == profile.PREFILL_OVERHEAD_RATE and idle["time_s"][0] > fit["time_s"][0]
+    assert asked[-1]["rate_req_s"] == fits.PREFILL_OVERHEAD_RATE and idle["time_s"][0] > fit["time_s"][0]
     # the idle engine's wake: the waits of the requests after the first two (warm-up), median 3.5 ms
     assert idle["latency_s"] == pytest.approx(0.0035)
 
@@ -100,10 +100,10 @@ def test_busy_requests_outlast_the_arrival_gaps_whatever_the_models_speed():
                 if isinstance(prof.get(key), dict):
                     _scale_times(prof[key], scale)
         cost = CalibratedCostModel(Profile(prof), model_name=prof["model"], dtype=prof["dtype"], block_size_tokens=16)
-        n = profile.busy_output_len(cost, 16, 100_000)
+        n = fits.busy_output_len(cost, 16, 100_000)
         step = cost.step_time(StepPlan(decode_group_ids=[0, 1, 2], decode_context_tokens=[48] * 3))
-        assert n >= profile.BUSY_OUTPUT and n * step >= profile.BUSY_RUNNING / profile.BUSY_RATE * 0.999
-    assert profile.busy_output_len(cost, 16, 64) == 40          # capped by the model's longest sequence
+        assert n >= fits.BUSY_OUTPUT and n * step >= fits.BUSY_RUNNING / fits.BUSY_RATE * 0.999
+    assert fits.busy_output_len(cost, 16, 64) == 40          # capped by the model's longest sequence
 
 
 def _scale_times(table, k):
