@@ -13,6 +13,10 @@ time per decode step ranged 0.27-0.47 ms over ten runs, and the GPU part moved w
 ``benchmarks/engine/results_H200/serving_1605/README.md``). Profiles whose serving fit recorded each row's host
 time (``decode_serving[bs].host_s``, the median of the engine's ``cpu_s``) get a second ratio: the run's decode
 steps' host time over the fit's at the same rows (:func:`host_ratio`), also only reported.
+
+So does the engine's wake from its sleep when a request reaches it idle: newer profiles hold the calibration's
+(``wake_overhead.latency_s``, the median of :func:`idle_waits` over its idle fit's lone prompts), which the
+simulator waits out; :func:`wake_note` says when a run's own idle wakes were far from it.
 """
 from __future__ import annotations
 
@@ -62,6 +66,42 @@ def _ratios(its, rows, host):
         return None
     ref = np.interp(d.decode_seqs.to_numpy(float), np.asarray(rows, float), np.asarray(host, float))
     return d.cpu_s.to_numpy(float) / ref
+
+
+def idle_waits(requests) -> list[float]:
+    """Seconds from arrival to scheduling of each request that reached an idle engine (no earlier request
+    unfinished, none waiting), in arrival order: the engine's wake from its sleep to its step's scheduling."""
+    import numpy as np
+    reqs = requests.sort_values("arrival_s", kind="stable")
+    arrive = reqs.arrival_s.to_numpy(float)
+    sched = reqs.first_scheduled_s.to_numpy(float)
+    finish = reqs.finish_s.to_numpy(float)
+    out, busy_until = [], float("-inf")
+    for a, s, f in zip(arrive, sched, finish):
+        if a > busy_until and np.isfinite(s):
+            out.append(float(s - a))
+        busy_until = max(busy_until, f if np.isfinite(f) else float("inf"))
+    return out
+
+
+WAKE_NOTE_S = 0.1e-3   # kvsim validate says so when a run's median idle wake is this far from the profile's
+WAKE_NOTE_MIN = 3      # ... over at least this many requests that reached the idle engine
+
+
+def wake_note(scenario: str, requests, latency_s: float | None) -> str | None:
+    """The line ``kvsim validate`` prints when the run's idle wakes (:func:`idle_waits`, at least
+    :data:`WAKE_NOTE_MIN`) had a median over :data:`WAKE_NOTE_S` away from the profile's ``latency_s`` (0 where
+    the profile did not measure it), else None (reporting only)."""
+    import numpy as np
+    waits = idle_waits(requests) if requests is not None and len(requests) else []
+    if len(waits) < WAKE_NOTE_MIN:
+        return None
+    run, prof = float(np.median(waits)), float(latency_s or 0.0)
+    if abs(run - prof) <= WAKE_NOTE_S:
+        return None
+    said = f"the profile's {prof * 1e3:.3f} ms" if latency_s is not None else "the profile did not measure it"
+    return (f"note: {scenario}: the engine took a median {run * 1e3:.3f} ms from an arrival at the idle engine to "
+            f"its step ({len(waits)} requests; {said}); requests arriving within it share that step")
 
 
 HOST_NOTE = 1.25     # kvsim validate says so when a run's host ratio is beyond this either way (reporting only)

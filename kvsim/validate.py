@@ -133,12 +133,13 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
     from kvsim import validate_reprice as RP
     from kvsim.errors import KvsimError
     from kvsim.outdir import atomic_write, safe_name, write_csv, write_json, write_text
-    from kvsim.card_speed import host_note, speed_markdown, speed_row
+    from kvsim.card_speed import host_note, speed_markdown, speed_row, wake_note
     rows = []
     names = []
     speeds: list[dict] = []
     metas: dict[str, dict | None] = {}
     servings: dict[str, dict] = {}
+    wakes: dict[str, float | None] = {}     # each profile's wake_overhead.latency_s (None: not measured)
     sens: list[dict] = []
     contexts: list[pd.DataFrame] = []       # decode steps by batch and context, per scenario (kvsim.validate_context)
     repriced: list[pd.DataFrame] = []       # the engine's decode steps priced one by one (kvsim.validate_reprice)
@@ -193,6 +194,8 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
             doc = _profile_doc(profile)
             metas[profile] = doc.get("meta")
             servings[profile] = doc.get("decode_serving") if isinstance(doc.get("decode_serving"), dict) else {}
+            wake = doc.get("wake_overhead")
+            wakes[profile] = wake.get("latency_s") if isinstance(wake, dict) else None
         speeds.append(speed_row(sc.name, engine_info, metas[profile], sc.engine.block_size, eng_its,
                                 servings[profile].get(str(sc.engine.block_size))))
         if speeds[-1]["same_card"] is False:
@@ -201,9 +204,9 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
         if speeds[-1]["compiled"]:
             print(f"note: {sc.name}: the engine compiled {speeds[-1]['compiled']} Triton kernel(s) while serving; "
                   "those steps' times include compiling (its step_sizes.md lists the slow steps)")
-        note = host_note(sc.name, speeds[-1]["host_ratio"])
-        if note:
-            print(note)
+        for note in (host_note(sc.name, speeds[-1]["host_ratio"]), wake_note(sc.name, eng_reqs, wakes[profile])):
+            if note:
+                print(note)
         try:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -77,7 +77,7 @@ def test_busy_prefill_fit_times_prompts_that_arrive_while_others_decode(monkeypa
 
 def test_idle_waits_are_those_of_requests_reaching_an_idle_engine():
     import pandas as pd
-    from kvsim.calibrate.engine_runs import idle_waits
+    from kvsim.card_speed import idle_waits
     reqs = pd.DataFrame({                 # (given out of arrival order: they are sorted)
         "arrival_s":         [1.0,   0.0,    0.0,   0.5,   2.0,    3.0],
         "first_scheduled_s": [1.002, 0.0003, 0.010, 0.6,   2.0005, float("nan")],

@@ -68,3 +68,17 @@ def test_the_latency_is_read_only_where_measured():
     assert Profile(dict(synthetic_profile(), wake_overhead={"tokens": [16], "time_s": [0.0]})).wake_latency == 0.0
     got = Profile(dict(synthetic_profile(), wake_overhead={"tokens": [16], "time_s": [0.0], "latency_s": 3e-4}))
     assert got.wake_latency == 3e-4
+
+
+def test_validate_notes_a_run_whose_idle_wakes_were_far_from_the_profiles():
+    import pandas as pd
+    from kvsim.card_speed import WAKE_NOTE_MIN, wake_note
+    # four requests each reaching an idle engine, woken 0.3 ms after arriving; one queued behind another (not idle)
+    reqs = pd.DataFrame({"arrival_s": [0.0, 1.0, 1.0, 2.0, 3.0],
+                         "first_scheduled_s": [0.0003, 1.0003, 1.02, 2.0003, 3.0003],
+                         "finish_s": [0.5, 1.5, 1.6, 2.5, 3.5]})
+    note = wake_note("s", reqs, 0.05e-3)
+    assert note is not None and "median 0.300 ms" in note and "4 requests" in note and "0.050 ms" in note
+    assert "did not measure" in wake_note("s", reqs, None)
+    assert wake_note("s", reqs, 0.25e-3) is None                  # within 0.1 ms of the profile's
+    assert wake_note("s", reqs.iloc[:WAKE_NOTE_MIN], 0.0) is None  # too few idle arrivals to say

@@ -4,8 +4,6 @@ once for all of them instead of once per run (:mod:`kvsim.engine.reuse`), and wh
 memory allows (:func:`fits_memory`)."""
 from __future__ import annotations
 
-import numpy as np
-
 OVERHEAD_BATCH = [1, 4, 16, 64, 128, 256]
 KV_MEMORY_SHARE = 0.6              # a serving run goes only if its worst-case KV fits this share of the free GPU memory
 OVERHEAD_PER_SEQ_TOKENS = 200      # a step-overhead run's KV per request (128 prompt + 48 output + room)
@@ -67,21 +65,6 @@ def engine_records(model, profile: dict, name: str, device: str, cuda_graphs: bo
         "seed": 0})
     res = RealEngine(sc, model=model, parts=parts).run()
     return res.iterations, res.requests
-
-
-def idle_waits(requests) -> list[float]:
-    """Seconds from arrival to scheduling of each request that reached an idle engine (no earlier request
-    unfinished, none waiting), in arrival order: the engine's wake from its sleep to its step's scheduling."""
-    reqs = requests.sort_values("arrival_s", kind="stable")
-    arrive = reqs.arrival_s.to_numpy(float)
-    sched = reqs.first_scheduled_s.to_numpy(float)
-    finish = reqs.finish_s.to_numpy(float)
-    out, busy_until = [], float("-inf")
-    for a, s, f in zip(arrive, sched, finish):
-        if a > busy_until and np.isfinite(s):
-            out.append(float(s - a))
-        busy_until = max(busy_until, f if np.isfinite(f) else float("inf"))
-    return out
 
 
 def calibration_parts(profile: dict, bs: int, device: str, *, overhead: bool = True, serving: bool = True):

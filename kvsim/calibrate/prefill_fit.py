@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from kvsim.calibrate import measure as M
-from kvsim.calibrate.engine_runs import engine_records, idle_waits, prefill_blocks
+from kvsim.calibrate.engine_runs import engine_records, prefill_blocks
+from kvsim.card_speed import idle_waits
 from kvsim.catalogue import get_model
 from kvsim.cost.calibrated import CalibratedCostModel, Profile
 from kvsim.errors import KvsimError
