@@ -137,7 +137,8 @@ def test_resume_keeps_the_grids_and_redoes_every_fit_after_them(tmp_path, monkey
 
     def fake_prefill(model_, profile, bs, device="cuda", cuda_graphs=True, busy=False, **kw):
         seen.setdefault("prefill", []).append((busy, "prefill_serving" in profile))
-        return {"tokens": [16, 128], "time_s": [2e-4, 3e-4] if busy else [5e-4, 3e-4]}
+        return {"tokens": [16, 128], "time_s": [2e-4, 3e-4]} if busy else \
+            {"tokens": [16, 128], "time_s": [5e-4, 3e-4], "latency_s": 2.5e-4}
     monkeypatch.setattr(S, "fit_serving", fake_serving)
     monkeypatch.setattr(P, "fit_prefill_overhead", fake_prefill)
     monkeypatch.setattr("kvsim.engine.models.build_model", lambda *a, **k: model)
@@ -152,6 +153,7 @@ def test_resume_keeps_the_grids_and_redoes_every_fit_after_them(tmp_path, monkey
     assert out["decode_serving"]["16"]["num_seqs"] == [4, 8] and out["prefill_serving"]["16"]["steps"] == 20
     assert out["prefill_overhead"]["time_s"] == [2e-4, 3e-4]
     assert out["wake_overhead"]["time_s"] == pytest.approx([3e-4, 0.0])         # idle minus busy, never negative
+    assert out["wake_overhead"]["latency_s"] == 2.5e-4                          # the idle fit's wake, kept
     assert not {"partial", "serving_fit_error", "serving_fit_skipped"} & set(out["meta"])
     (r,) = out["meta"]["resumed"]
     assert r["other_card"] == "GPU-grids" and r["command"].startswith("kvsim calibrate --resume")

@@ -71,7 +71,8 @@ def fit_prefill_overhead(model, profile: dict, bs: int, device: str = "cuda", to
         used.append(t)
         M._log(f"prefill overhead ({'busy' if busy else 'idle'}) T={t}: measured step {pre.duration_s.median() * 1e3:.2f} ms, "
                f"priced {priced * 1e3:.2f} ms, residual {out[-1] * 1e3:.2f} ms")
-    if not waits:
-        return {"tokens": used, "time_s": out}
-    M._log(f"idle engine's wake (arrival to scheduling, {len(waits)} prompts): median {np.median(waits) * 1e3:.3f} ms")
-    return {"tokens": used, "time_s": out, "latency_s": float(np.median(waits))}
+    fit = {"tokens": used, "time_s": out}
+    if waits:
+        fit["latency_s"] = float(np.median(waits))
+        M._log(f"idle engine's wake (arrival to scheduling, {len(waits)} prompts): {fit['latency_s'] * 1e3:.3f} ms")
+    return fit

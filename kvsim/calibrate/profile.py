@@ -238,5 +238,6 @@ def fit_after_grids(model, prof: dict, fit_bs: int, path: Path, *, device: str =
     idle = fit_prefill_overhead(model, prof, fit_bs, device=device, cuda_graphs=cuda_graphs, parts=parts)
     prof["wake_overhead"] = {"tokens": idle["tokens"],          # what a prompt reaching an idle engine adds
                              "time_s": [max(0.0, a - b) for a, b in zip(idle["time_s"],
-                                                                         prof["prefill_overhead"]["time_s"])],
-                             **{k: v for k, v in idle.items() if k == "latency_s"}}     # and its wake
+                                                                         prof["prefill_overhead"]["time_s"])]}
+    if "latency_s" in idle:                                     # and its wake (arrival to scheduling)
+        prof["wake_overhead"]["latency_s"] = idle["latency_s"]
