@@ -82,3 +82,30 @@ def test_validate_notes_a_run_whose_idle_wakes_were_far_from_the_profiles():
     assert "did not measure" in wake_note("s", reqs, None)
     assert wake_note("s", reqs, 0.25e-3) is None                  # within 0.1 ms of the profile's
     assert wake_note("s", reqs.iloc[:WAKE_NOTE_MIN], 0.0) is None  # too few idle arrivals to say
+
+
+def test_the_engine_sleeps_to_just_before_an_arrival_then_polls(monkeypatch):
+    """The serving loop's idle wait (kvsim.engine.serve_loop.sleep_until): one sleep to ``spin`` before the
+    arrival, then polling the clock, never returning before the arrival."""
+    import kvsim.engine.serve_loop as S
+    now = [10.0]
+    slept = []
+
+    def clock():
+        now[0] += 1e-5          # each read of the clock moves it 10 us
+        return now[0]
+
+    def sleep(s):
+        slept.append(s)
+        now[0] += s
+
+    monkeypatch.setattr(S.time, "sleep", sleep)
+    S.sleep_until(clock, 10.5, spin=1e-3)
+    assert slept == [pytest.approx(0.5 - 1e-3 - 1e-5)]
+    assert 10.5 <= now[0] < 10.5 + 2e-5
+    slept.clear()
+    S.sleep_until(clock, now[0] + 5e-4, spin=1e-3)        # nearer than the spin: polled only
+    assert slept == []
+    t = now[0]
+    S.sleep_until(clock, t - 1.0)                           # already past: returns at once
+    assert slept == [] and now[0] == pytest.approx(t + 1e-5)
