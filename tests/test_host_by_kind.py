@@ -28,7 +28,7 @@ def test_the_committed_table_is_what_the_records_give(tmp_path):
                     str(out)], check=True, capture_output=True, cwd=tmp_path)
     got = out.read_text().replace(str(RESULTS) + "/", "")
     assert got == (RESULTS / "host_by_kind.md").read_text()
-    # what the README says of them: with prompt steps overlapped, a step after a mixed one is prepared ahead and
+    # what docs/engine.md says of them: with prompt steps overlapped, a step after a mixed one is prepared ahead and
     # keeps far less host time on the critical path than with them stepped
     for call in ("call1", "call2"):
         off, on = (host_by_kind.table(RESULTS / call / f"chunked512_runtime_async_prompt_steps_{s}")

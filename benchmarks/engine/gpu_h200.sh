@@ -109,7 +109,7 @@ if [ -n "${BENCH:-}" ]; then
     | grep -v '^{' | tail -60 | tee "$W/mixed_steps.txt"
   pack
 fi
-if [ -n "${SWAP:-}" ]; then        # swap steps priced 13-16% high (README "Decode steps with copies or swaps")
+if [ -n "${SWAP:-}" ]; then        # swap steps priced 13-16% high (docs/calibration.md "Decode steps with copies or swaps")
   for path in ${SWAP_PATHS:-per_layer staged}; do   # staged: runtime.swap_staged (kvsim/engine/swap_staged.py)
     stamp "swap ($path)"; flag=""; [ "$path" = staged ] && flag="--staged"
     timeout 240 python3 benchmarks/engine/swap_steps.py --model opt-13b --out "$W/swap_$path" $flag ${SWAP_ARGS:-} \
