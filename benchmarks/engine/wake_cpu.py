@@ -7,7 +7,6 @@ from kvsim.engine.engine import RealEngine
 from kvsim.card_speed import idle_waits
 spin = float(sys.argv[1])
 S.WAKE_SPIN_S = spin
-S.sleep_until.__defaults__ = (spin,)
 sc = kvsim.load_scenario({"name": "w", "model": "tiny-llama", "gpu": "a100-40gb", "seed": 4,
     "engine": {"block_size": 8, "num_gpu_blocks": 40, "max_num_seqs": 8, "max_num_batched_tokens": 256},
     "workload": {"dataset": "uniform", "prompt_len_range": [8, 40], "output_len_range": [2, 3],

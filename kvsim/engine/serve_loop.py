@@ -50,8 +50,11 @@ from kvsim.workload.closed_loop import make_gate, send_freed
 WAKE_SPIN_S = 1e-3
 
 
-def sleep_until(clock, t: float, spin: float = WAKE_SPIN_S) -> None:
-    """Return once ``clock()`` reaches ``t``: sleep to ``spin`` before it, then poll (no earlier than ``t``)."""
+def sleep_until(clock, t: float, spin: float | None = None) -> None:
+    """Return once ``clock()`` reaches ``t``: sleep to ``spin`` (default :data:`WAKE_SPIN_S`) before it, then poll
+    (no earlier than ``t``)."""
+    if spin is None:
+        spin = WAKE_SPIN_S
     left = t - clock()
     if left > spin:
         time.sleep(left - spin)
