@@ -61,7 +61,8 @@ def _replay_reproduces(tmp_path, val: Path, scenario_dirs: list[Path], names: li
     assert list(got.scenario) == list(want.scenario) and list(got.metric) == list(want.metric)
     pd.testing.assert_series_equal(got.predicted.astype(float), want.predicted.astype(float),
                                    check_names=False, rtol=1e-9)
-    for f in ("decode-repriced-replay.csv", "decode-repriced-rows-replay.csv"):    # priced one by one: the same
+    for f in ("decode-repriced-replay.csv", "decode-repriced-rows-replay.csv",    # priced one by one: the same
+              "request-spread-replay.csv"):                                       # (and the requests' spread)
         if (val / f).exists():
             a, b = (pd.read_csv(p / f) for p in (val, tmp_path))
             pd.testing.assert_frame_equal(a, b, rtol=1e-9)

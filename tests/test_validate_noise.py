@@ -1,0 +1,100 @@
+"""kvsim.validate_noise: a per-request metric's error beside the interval its requests' own spread gives it."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kvsim import validate_noise as NZ
+
+
+def _reqs(n=40, seed=1, ttft_scale=1.0, jitter=0.0, out=None):
+    rng = np.random.default_rng(seed)
+    arrival = np.cumsum(rng.exponential(0.5, n))
+    ttft = rng.uniform(0.01, 0.03, n) * ttft_scale + jitter * rng.standard_normal(n)
+    out_len = rng.integers(2, 200, n) if out is None else np.asarray(out)
+    first = arrival + ttft
+    finish = first + 0.012 * (out_len - 1)
+    return pd.DataFrame({"request_id": np.arange(n), "status": "finished", "arrival_s": arrival,
+                         "first_token_s": first, "finish_s": finish, "output_len": out_len})
+
+
+def _by_metric(rows):
+    return {r["metric"]: r for r in rows}
+
+
+def test_identical_runs_have_no_error_and_an_interval_at_zero():
+    e = _reqs()
+    rows = _by_metric(NZ.scenario_rows("s", e.copy(), e))
+    assert set(rows) == set(NZ.METRICS)
+    for r in rows.values():
+        assert r["error"] == pytest.approx(0.0, abs=1e-12) and r["lo"] == pytest.approx(0.0, abs=1e-12)
+        assert r["hi"] == pytest.approx(0.0, abs=1e-12) and r["holds_zero"] and r["requests"] == 40
+
+
+def test_a_systematic_error_lies_outside_its_interval():
+    e = _reqs(n=60)
+    s = e.copy()
+    s["first_token_s"] = s.arrival_s + 1.10 * (e.first_token_s - e.arrival_s)     # every TTFT 10% longer
+    s["finish_s"] = e.finish_s + (s.first_token_s - e.first_token_s)
+    r = _by_metric(NZ.scenario_rows("s", s, e))["ttft_p50_s"]
+    assert r["error"] == pytest.approx(0.10, rel=1e-9)
+    assert r["lo"] > 0.05 and not r["holds_zero"]
+
+
+def test_per_request_noise_over_few_requests_holds_zero():
+    """Each predicted TTFT off by a zero-mean amount comparable to the TTFTs themselves (the phase of arrivals
+    against step boundaries), 15 requests: the median's error is inside a wide interval."""
+    e = _reqs(n=15, seed=3)
+    s = e.copy()
+    shift = np.random.default_rng(9).uniform(-0.008, 0.008, 15)
+    s["first_token_s"] = e.first_token_s + shift
+    s["finish_s"] = e.finish_s + shift
+    r = _by_metric(NZ.scenario_rows("s", s, e))["ttft_p50_s"]
+    assert r["holds_zero"] and r["hi"] - r["lo"] > 0.10
+
+
+def test_pairs_only_requests_finished_on_both_sides_and_tpot_only_past_one_token():
+    e = _reqs(n=10, out=[1, 5, 5, 5, 5, 5, 5, 5, 5, 5])
+    s = e.copy()
+    s.loc[3, "status"] = "rejected"                 # finished in the engine only
+    rows = _by_metric(NZ.scenario_rows("s", s, e.drop(index=7)))   # request 7 missing from the engine's
+    assert rows["ttft_p50_s"]["requests"] == 8
+    assert rows["tpot_p50_s"]["requests"] == 7     # request 0 drew one token: no TPOT
+    assert NZ.scenario_rows("s", s.iloc[:1], e.iloc[:1]) == []      # one pair: no interval
+
+
+def test_the_draws_are_seeded():
+    e = _reqs(n=30, seed=5)
+    s = e.copy()
+    s["first_token_s"] = e.first_token_s + np.random.default_rng(2).uniform(-0.005, 0.005, 30)
+    assert NZ.scenario_rows("s", s, e) == NZ.scenario_rows("s", s, e)
+    assert NZ.scenario_rows("s", s, e) != NZ.scenario_rows("s", s, e, seed=1)
+
+
+def test_markdown_lists_rows_and_counts_errors_outside():
+    e = _reqs()
+    s = e.copy()
+    s["first_token_s"] = s.arrival_s + 1.2 * (e.first_token_s - e.arrival_s)
+    table = pd.DataFrame(NZ.scenario_rows("v01", s, e), columns=list(NZ.COLUMNS))
+    md = NZ.markdown(table)
+    assert "| v01 | TTFT p50 (s) | 40 | +20.0% |" in md
+    assert f"{int((~table.holds_zero).sum())} of {len(table)} errors lie outside" in md
+    assert "No scenario" in NZ.markdown(pd.DataFrame(columns=list(NZ.COLUMNS)))
+
+
+def test_the_readmes_figures_are_the_committed_sets_pooled():
+    """The README's request-spread sentence is benchmarks/request_spread.py's reading of the committed sets."""
+    import importlib.util
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("request_spread", root / "benchmarks" / "request_spread.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    t = mod.pooled(root / "validation")
+    text = " ".join((root / "README.md").read_text().split())
+    ttft, mean = t.loc["ttft_p50_s"], t.loc["normalized_latency_s"]
+    assert (f"errors (median {ttft.median_abs_error:.1%}) sit in intervals a median {ttft.median_width:.1%} wide and "
+            f"{int(ttft.hold_zero)} of {int(ttft.errors)} hold 0") in text
+    assert (f"mean normalized latency's (median {mean.median_abs_error:.1%}) sit in intervals "
+            f"{mean.median_width:.1%} wide and {int(mean.hold_zero)} of {int(mean.errors)} hold 0") in text
