@@ -54,7 +54,8 @@ def _stat(values: np.ndarray, how) -> np.ndarray:
 
 def scenario_rows(name: str, sim_reqs: pd.DataFrame, eng_reqs: pd.DataFrame, *, resamples: int = RESAMPLES,
                   seed: int = SEED) -> list[dict]:
-    """One row per metric of :data:`METRICS` (see the module doc); none where fewer than 2 requests pair up."""
+    """One row per metric of :data:`METRICS` (see the module doc); none where fewer than 2 requests pair up or
+    the measured statistic is 0."""
     sim, eng = per_request(sim_reqs), per_request(eng_reqs)
     ids = sim.index.intersection(eng.index)
     rows = []
@@ -72,8 +73,10 @@ def scenario_rows(name: str, sim_reqs: pd.DataFrame, eng_reqs: pd.DataFrame, *, 
         idx = draws[n]
         with np.errstate(divide="ignore", invalid="ignore"):
             boot = _stat(s[idx], how) / _stat(e[idx], how) - 1.0
+            err = float(_stat(s, how) / _stat(e, how) - 1.0)
         boot = boot[np.isfinite(boot)]
-        err = float(_stat(s, how) / _stat(e, how) - 1.0)
+        if not boot.size or not np.isfinite(err):
+            continue                            # (a measured statistic of 0: no relative error)
         lo, hi = (float(x) for x in np.percentile(boot, [50 * (1 - LEVEL), 50 * (1 + LEVEL)]))
         rows.append({"scenario": name, "metric": metric, "requests": n, "error": err, "lo": lo, "hi": hi,
                      "holds_zero": bool(lo <= 0.0 <= hi)})

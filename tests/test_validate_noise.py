@@ -98,3 +98,12 @@ def test_the_readmes_figures_are_the_committed_sets_pooled():
             f"{int(ttft.hold_zero)} of {int(ttft.errors)} hold 0") in text
     assert (f"mean normalized latency's (median {mean.median_abs_error:.1%}) sit in intervals "
             f"{mean.median_width:.1%} wide and {int(mean.hold_zero)} of {int(mean.errors)} hold 0") in text
+
+
+def test_a_measured_statistic_of_zero_gives_no_row():
+    e = _reqs(n=10)
+    e["first_token_s"] = e.arrival_s                 # every measured TTFT 0: no relative error
+    s = e.copy()
+    s["first_token_s"] = s.arrival_s + 0.01
+    metrics = {r["metric"] for r in NZ.scenario_rows("s", s, e)}
+    assert "ttft_p50_s" not in metrics and "ttft_p99_s" not in metrics and "normalized_latency_s" in metrics
