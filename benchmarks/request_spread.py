@@ -1,4 +1,4 @@
-"""Pool every committed set's ``request-spread-replay.csv`` (``kvsim/validate_noise.py``): per metric, how many
+"""Pool every committed set's ``request-spread-replay.csv`` (``kvsim/validate_spread.py``): per metric, how many
 errors hold 0 in their interval, the median |error| and the median interval width. The README's figures for
 ``request-spread`` come from this.
 

@@ -8,8 +8,9 @@ copy) and ``timeline.{csv,png}`` (batch, tokens, KV blocks, preemptions over tim
 for the whole set, decode steps by batch and context (:mod:`kvsim.validate_context`, ``decode-context.csv`` and a
 section of ``validation.md``) and the engine's own decode steps priced one by one at their rows and contexts
 (:mod:`kvsim.validate_reprice`, ``decode-repriced.csv`` and a section), and each per-request metric's error beside
-the interval its requests' own spread gives it (:mod:`kvsim.validate_noise`, ``request-spread.{csv,md}``). With ``--replay`` it re-runs only the
-simulator against saved engine records (no GPU), which is how CI checks that committed error figures are reproduced.
+the interval its requests' own spread gives it (:mod:`kvsim.validate_spread`, ``request-spread.{csv,md}``). With
+``--replay`` it re-runs only the simulator against saved engine records (no GPU), which is how CI checks that
+committed error figures are reproduced.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kvsim import validate_noise as NZ
+from kvsim import validate_spread as SP
 from kvsim.validate_diff import rel_err
 from kvsim.validate_records import METRICS, check_summary, in_block_units, read_engine_records  # noqa: F401
 from kvsim.validate_repeats import engine_dirs, in_range, measured_stats, repeat_dir, repeats_markdown
@@ -146,7 +147,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
     contexts: list[pd.DataFrame] = []       # decode steps by batch and context, per scenario (kvsim.validate_context)
     repriced: list[pd.DataFrame] = []       # the engine's decode steps priced one by one (kvsim.validate_reprice)
     exact: list[pd.DataFrame] = []          # ... and by exact rows at short contexts
-    noise: list[dict] = []                  # per-request metrics' errors against their requests' spread
+    spread_rows: list[dict] = []            # per-request metrics' errors against their requests' spread
     card = "?"
     for path in scenarios:
         profile = pick_profile(path, profiles, overrides)
@@ -227,7 +228,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
         contexts.append(scenario_cells(sc.name, sim.iterations, eng_its))
         names.append(safe_name(sc.name))
         rows += compare(sc.name, sim.summary, summaries)
-        noise += NZ.scenario_rows(sc.name, sim.requests, eng_reqs)
+        spread_rows += SP.scenario_rows(sc.name, sim.requests, eng_reqs)
         if sensitivity:
             from kvsim.validate_sensitivity import scenario_rows
             sens += scenario_rows(sc.name, path, profile, sim_sets, sim.summary, rows[-len(METRICS):])
@@ -245,9 +246,9 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
     write_text(out / f"validation{tag}.md", markdown(df, head, card) + repeats_markdown(df) + speed_markdown(speeds)
                + context_markdown(by_context) + RP.markdown(by_step) + RP.rows_markdown(exact) + links_markdown(names))
     write_json(out / f"headline{tag}.json", head, indent=2)
-    spread = pd.DataFrame(noise, columns=list(NZ.COLUMNS))
+    spread = pd.DataFrame(spread_rows, columns=list(SP.COLUMNS))
     write_csv(out / f"request-spread{tag}.csv", spread)
-    write_text(out / f"request-spread{tag}.md", NZ.markdown(spread))
+    write_text(out / f"request-spread{tag}.md", SP.markdown(spread))
     if sensitivity:
         from kvsim.validate_sensitivity import markdown as sens_markdown
         table = pd.DataFrame(sens)

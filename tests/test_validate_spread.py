@@ -1,11 +1,11 @@
-"""kvsim.validate_noise: a per-request metric's error beside the interval its requests' own spread gives it."""
+"""kvsim.validate_spread: a per-request metric's error beside the interval its requests' own spread gives it."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from kvsim import validate_noise as NZ
+from kvsim import validate_spread as SP
 
 
 def _reqs(n=40, seed=1, ttft_scale=1.0, jitter=0.0, out=None):
@@ -25,8 +25,8 @@ def _by_metric(rows):
 
 def test_identical_runs_have_no_error_and_an_interval_at_zero():
     e = _reqs()
-    rows = _by_metric(NZ.scenario_rows("s", e.copy(), e))
-    assert set(rows) == set(NZ.METRICS)
+    rows = _by_metric(SP.scenario_rows("s", e.copy(), e))
+    assert set(rows) == set(SP.METRICS)
     for r in rows.values():
         assert r["error"] == pytest.approx(0.0, abs=1e-12) and r["lo"] == pytest.approx(0.0, abs=1e-12)
         assert r["hi"] == pytest.approx(0.0, abs=1e-12) and r["holds_zero"] and r["requests"] == 40
@@ -37,7 +37,7 @@ def test_a_systematic_error_lies_outside_its_interval():
     s = e.copy()
     s["first_token_s"] = s.arrival_s + 1.10 * (e.first_token_s - e.arrival_s)     # every TTFT 10% longer
     s["finish_s"] = e.finish_s + (s.first_token_s - e.first_token_s)
-    r = _by_metric(NZ.scenario_rows("s", s, e))["ttft_p50_s"]
+    r = _by_metric(SP.scenario_rows("s", s, e))["ttft_p50_s"]
     assert r["error"] == pytest.approx(0.10, rel=1e-9)
     assert r["lo"] > 0.05 and not r["holds_zero"]
 
@@ -50,7 +50,7 @@ def test_per_request_noise_over_few_requests_holds_zero():
     shift = np.random.default_rng(9).uniform(-0.008, 0.008, 15)
     s["first_token_s"] = e.first_token_s + shift
     s["finish_s"] = e.finish_s + shift
-    r = _by_metric(NZ.scenario_rows("s", s, e))["ttft_p50_s"]
+    r = _by_metric(SP.scenario_rows("s", s, e))["ttft_p50_s"]
     assert r["holds_zero"] and r["hi"] - r["lo"] > 0.10
 
 
@@ -58,29 +58,29 @@ def test_pairs_only_requests_finished_on_both_sides_and_tpot_only_past_one_token
     e = _reqs(n=10, out=[1, 5, 5, 5, 5, 5, 5, 5, 5, 5])
     s = e.copy()
     s.loc[3, "status"] = "rejected"                 # finished in the engine only
-    rows = _by_metric(NZ.scenario_rows("s", s, e.drop(index=7)))   # request 7 missing from the engine's
+    rows = _by_metric(SP.scenario_rows("s", s, e.drop(index=7)))   # request 7 missing from the engine's
     assert rows["ttft_p50_s"]["requests"] == 8
     assert rows["tpot_p50_s"]["requests"] == 7     # request 0 drew one token: no TPOT
-    assert NZ.scenario_rows("s", s.iloc[:1], e.iloc[:1]) == []      # one pair: no interval
+    assert SP.scenario_rows("s", s.iloc[:1], e.iloc[:1]) == []      # one pair: no interval
 
 
 def test_the_draws_are_seeded():
     e = _reqs(n=30, seed=5)
     s = e.copy()
     s["first_token_s"] = e.first_token_s + np.random.default_rng(2).uniform(-0.005, 0.005, 30)
-    assert NZ.scenario_rows("s", s, e) == NZ.scenario_rows("s", s, e)
-    assert NZ.scenario_rows("s", s, e) != NZ.scenario_rows("s", s, e, seed=1)
+    assert SP.scenario_rows("s", s, e) == SP.scenario_rows("s", s, e)
+    assert SP.scenario_rows("s", s, e) != SP.scenario_rows("s", s, e, seed=1)
 
 
 def test_markdown_lists_rows_and_counts_errors_outside():
     e = _reqs()
     s = e.copy()
     s["first_token_s"] = s.arrival_s + 1.2 * (e.first_token_s - e.arrival_s)
-    table = pd.DataFrame(NZ.scenario_rows("v01", s, e), columns=list(NZ.COLUMNS))
-    md = NZ.markdown(table)
+    table = pd.DataFrame(SP.scenario_rows("v01", s, e), columns=list(SP.COLUMNS))
+    md = SP.markdown(table)
     assert "| v01 | TTFT p50 (s) | 40 | +20.0% |" in md
     assert f"{int((~table.holds_zero).sum())} of {len(table)} errors lie outside" in md
-    assert "No scenario" in NZ.markdown(pd.DataFrame(columns=list(NZ.COLUMNS)))
+    assert "No scenario" in SP.markdown(pd.DataFrame(columns=list(SP.COLUMNS)))
 
 
 def test_the_readmes_figures_are_the_committed_sets_pooled():
@@ -105,5 +105,5 @@ def test_a_measured_statistic_of_zero_gives_no_row():
     e["first_token_s"] = e.arrival_s                 # every measured TTFT 0: no relative error
     s = e.copy()
     s["first_token_s"] = s.arrival_s + 0.01
-    metrics = {r["metric"] for r in NZ.scenario_rows("s", s, e)}
+    metrics = {r["metric"] for r in SP.scenario_rows("s", s, e)}
     assert "ttft_p50_s" not in metrics and "ttft_p99_s" not in metrics and "normalized_latency_s" in metrics

@@ -91,7 +91,7 @@ def markdown(table: pd.DataFrame) -> str:
              f"Per-request metrics' relative error (predicted over measured, less 1) on the requests finished on both "
              f"sides, and its central {LEVEL:.0%} interval over {RESAMPLES:,} draws of the scenario's requests with "
              f"replacement, each request's predicted and measured values drawn together (seed {SEED}; "
-             "`kvsim/validate_noise.py`). An interval holding 0: this many requests can show that error with none in "
+             "`kvsim/validate_spread.py`). An interval holding 0: this many requests can show that error with none in "
              "the model. The errors are the pairs' (the engine's first run), so they can differ a little from the "
              "validation table's.", ""]
     if table.empty:
