@@ -107,3 +107,24 @@ def test_a_measured_statistic_of_zero_gives_no_row():
     s["first_token_s"] = s.arrival_s + 0.01
     metrics = {r["metric"] for r in SP.scenario_rows("s", s, e)}
     assert "ttft_p50_s" not in metrics and "ttft_p99_s" not in metrics and "normalized_latency_s" in metrics
+
+
+def test_kvsim_validate_prints_how_many_errors_the_requests_spread_holds(tmp_path, capsys):
+    """``kvsim validate --replay`` on a committed run: one line counting the per-request errors within their
+    requests' spread, read from the request-spread file it wrote."""
+    import shutil
+    from pathlib import Path
+
+    from kvsim.cli import main
+    root = Path(__file__).resolve().parents[1]
+    name = "v01_opt13b_sharegpt_paged_low"
+    shutil.copytree(root / "validation" / "H100-async-opt-1207e" / name / "engine", tmp_path / name / "engine")
+    rc = main(["validate", str(root / "scenarios" / "validation" / f"{name}.yaml"), "--profile",
+               str(root / "calibrate" / "profiles" / "H100" / "opt-13b-async-1207e.json"), "--out", str(tmp_path),
+               "--replay"])
+    out = capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "request-spread-replay.csv")
+    ttft = table[table.metric == "ttft_p50_s"]
+    assert rc in (0, None) and len(table) == len(SP.METRICS)
+    assert (f"requests' spread: {int(table.holds_zero.sum())} of {len(table)} per-request errors" in out
+            and f"(TTFT p50: {int(ttft.holds_zero.sum())} of 1;" in out)
