@@ -58,6 +58,18 @@ def finished_columns(reqs: pd.DataFrame) -> dict[str, np.ndarray]:
     return {c: reqs[c].to_numpy()[mask] for c in FINISHED_INPUTS}
 
 
+def request_latencies(done: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per finished request (``done``: :func:`finished_columns`): normalized latency (end-to-end over output
+    tokens), TTFT and TPOT (NaN where one output token was drawn), the run summary's per-request metrics."""
+    out = done["output_len"]
+    norm = (done["finish_s"] - done["arrival_s"]) / out
+    ttft = done["first_token_s"] - done["arrival_s"]
+    tpot = np.full(len(out), np.nan)
+    multi = out > 1
+    tpot[multi] = (done["finish_s"][multi] - done["first_token_s"][multi]) / (out[multi] - 1)
+    return norm, ttft, tpot
+
+
 def summarize(setup, reqs: pd.DataFrame, its, end_s: float, capacity_slots: int,
               prefix_stats: tuple[int, int] | None = None) -> dict:
     """Summary dict (keys: SUMMARY_KEYS). ``its``: the iterations (a frame with ``SUMMARY_INPUTS``, or their
@@ -71,10 +83,8 @@ def summarize(setup, reqs: pd.DataFrame, its, end_s: float, capacity_slots: int,
     span = max(last - start, 1e-12)
     out_tokens = (done["output_len"] * np.where(done["beam_width"] > 1, done["beam_width"], done["n"])).sum()
     e2e = done["finish_s"] - done["arrival_s"]
-    norm = e2e / done["output_len"] if n_done else np.array([])
-    ttft = done["first_token_s"] - done["arrival_s"]
-    multi = done["output_len"] > 1
-    tpot = (done["finish_s"][multi] - done["first_token_s"][multi]) / (done["output_len"][multi] - 1)
+    norm, ttft, tpot = request_latencies(done)
+    tpot = tpot[done["output_len"] > 1]
     from kvsim.iterstats import IterationStats
     st = its if isinstance(its, IterationStats) else IterationStats.from_frame(its)
     itl_p50, itl_p90, itl_p99 = st.itl_percentiles(done, (50, 90, 99))

@@ -249,6 +249,7 @@ def run_validation(scenarios: list[str], profiles: list[str], out: Path, *, repl
     spread = pd.DataFrame(spread_rows, columns=list(SP.COLUMNS))
     write_csv(out / f"request-spread{tag}.csv", spread)
     write_text(out / f"request-spread{tag}.md", SP.markdown(spread))
+    df.attrs["request_spread"] = spread     # (kvsim validate's console line)
     if sensitivity:
         from kvsim.validate_sensitivity import markdown as sens_markdown
         table = pd.DataFrame(sens)

@@ -55,14 +55,9 @@ def cmd_validate(args) -> int:
         print(f"  engine repeats: {rep.scenario.nunique()} scenario(s) run {int(rep.repeats.min())}-"
               f"{int(rep.repeats.max())} times; {inside} of {len(rep)} predictions inside the runs' range")
     tag = "-replay" if args.replay else ""
-    spread = Path(args.out) / f"request-spread{tag}.csv"
-    if spread.exists():                 # (kvsim.validate_spread: per-request errors against their requests' spread)
-        import pandas as pd
-        sp = pd.read_csv(spread)
-        if len(sp):
-            ttft = sp[sp.metric == "ttft_p50_s"]
-            print(f"  requests' spread: {int(sp.holds_zero.sum())} of {len(sp)} per-request errors within what the "
-                  f"scenario's requests alone can make (TTFT p50: {int(ttft.holds_zero.sum())} of {len(ttft)}; "
-                  f"request-spread{tag}.md)")
+    from kvsim.validate_spread import console_line
+    line = console_line(df.attrs["request_spread"], f"request-spread{tag}.md")
+    if line:
+        print(line)
     print(f"wrote {args.out}/validation{tag}.{{csv,md}}")
     return 0

@@ -37,14 +37,14 @@ COLUMNS = ("scenario", "metric", "requests", "error", "lo", "hi", "holds_zero")
 
 def per_request(reqs: pd.DataFrame) -> pd.DataFrame:
     """The finished requests' normalized latency, TTFT and TPOT (NaN for one output token), by request id, as the
-    run summary defines them (:func:`kvsim.metrics.summarize`)."""
-    done = reqs[reqs.status == "finished"]
-    out = done.output_len.to_numpy(float)
-    fin, arr, first = (done[c].to_numpy(float) for c in ("finish_s", "arrival_s", "first_token_s"))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tpot = np.where(out > 1, (fin - first) / (out - 1), np.nan)
-    return pd.DataFrame({"norm": (fin - arr) / out, "ttft": first - arr, "tpot": tpot},
-                        index=done.request_id.to_numpy())
+    run summary defines them (:func:`kvsim.metrics.request_latencies`)."""
+    from kvsim.metrics import request_latencies
+    mask = (reqs.status == "finished").to_numpy()
+    cols = ("arrival_s", "first_token_s", "finish_s", "output_len", "request_id")
+    done = {c: reqs[c].to_numpy()[mask] for c in cols}
+    norm, ttft, tpot = request_latencies(done)
+    ids = done["request_id"]
+    return pd.DataFrame({"norm": norm, "ttft": ttft, "tpot": tpot}, index=ids)
 
 
 def _stat(values: np.ndarray, how) -> np.ndarray:
@@ -81,6 +81,16 @@ def scenario_rows(name: str, sim_reqs: pd.DataFrame, eng_reqs: pd.DataFrame, *, 
         rows.append({"scenario": name, "metric": metric, "requests": n, "error": err, "lo": lo, "hi": hi,
                      "holds_zero": bool(lo <= 0.0 <= hi)})
     return rows
+
+
+def console_line(table: pd.DataFrame, page: str) -> str | None:
+    """The line ``kvsim validate`` prints: how many of the set's errors lie within their requests' spread (TTFT p50
+    apart), pointing at ``page``; None for an empty table."""
+    if table.empty:
+        return None
+    ttft = table[table.metric == "ttft_p50_s"]
+    return (f"  requests' spread: {int(table.holds_zero.sum())} of {len(table)} per-request errors within what the "
+            f"scenario's requests alone can make (TTFT p50: {int(ttft.holds_zero.sum())} of {len(ttft)}; {page})")
 
 
 def markdown(table: pd.DataFrame) -> str:
