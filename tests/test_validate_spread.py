@@ -118,9 +118,9 @@ def test_kvsim_validate_prints_how_many_errors_the_requests_spread_holds(tmp_pat
     from kvsim.cli import main
     root = Path(__file__).resolve().parents[1]
     name = "v01_opt13b_sharegpt_paged_low"
-    shutil.copytree(root / "validation" / "H100-async-opt-1207e" / name / "engine", tmp_path / name / "engine")
+    shutil.copytree(root / "validation" / "H100-async-opt-1207f" / name / "engine", tmp_path / name / "engine")
     rc = main(["validate", str(root / "scenarios" / "validation" / f"{name}.yaml"), "--profile",
-               str(root / "calibrate" / "profiles" / "H100" / "opt-13b-async-1207e.json"), "--out", str(tmp_path),
+               str(root / "calibrate" / "profiles" / "H100" / "opt-13b-async-1207f.json"), "--out", str(tmp_path),
                "--replay"])
     out = capsys.readouterr().out
     table = pd.read_csv(tmp_path / "request-spread-replay.csv")

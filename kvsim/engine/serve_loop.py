@@ -45,8 +45,8 @@ from kvsim.workload.closed_loop import make_gate, send_freed
 
 # An idle engine sleeps until the next arrival, then spins through the last WAKE_SPIN_S of the wait: a plain
 # sleep overshot by 0.04-0.44 ms on the lent VMs (idle wakes measured by the calibration and in validation runs,
-# 2026-12-07), varying from run to run; spun, the wake is the loop's own work: 0.019 ms in the calibration and
-# 0.02-0.09 ms in validation runs on an H100 (benchmarks/engine/results_H100/async_1207e; 0.18-0.44 ms slept).
+# 2026-12-07), varying from run to run; spun, the wake is the loop's own work: 0.055 ms in the calibration and
+# 0.04-0.11 ms in validation runs on an H100 (validation/H100-async-opt-1207f; 0.18-0.44 ms slept).
 WAKE_SPIN_S = 1e-3
 
 
