@@ -243,6 +243,19 @@ def test_split_varlen_decode_merges_partitions_exactly(group, balanced, monkeypa
                   seed=51 + group, single_decode=True, split=True)
 
 
+@pytest.mark.parametrize("split_tokens", [16, 512])
+def test_split_steps_write_every_row_whether_or_not_a_row_is_cut(split_tokens, monkeypatch):
+    # at 16 positions a partition, 17 positions (16 cached) are one partition of 17, not 16 + 1, written whole by
+    # the split kernel, and 33 are two (16, 17), merged; at 512 no row is cut and the gated plain kernel serves
+    # the step while the split kernels write nothing: each row must be the reference's either way, and the
+    # chunk's rows and the padding sequence untouched by the decode path
+    import kvsim.kernels.varlen_split as vs
+    monkeypatch.setattr(vs, "SPLIT_TOKENS", split_tokens)
+    monkeypatch.setattr(vs, "BALANCED", False)
+    _prefill_case([16, 32, 5, 0, 0], [1, 1, 20, 1, 0], 2, 4, 64, torch.float16, 16,
+                  seed=61 + split_tokens, single_decode=True, split=True)
+
+
 @pytest.mark.parametrize("split", [False, True])
 def test_engine_attention_of_a_mixed_step_through_the_decode_kernel(split, monkeypatch):
     # the engine's layer call (kvsim.engine.attention) on a mixed step in the unified layout: the prefill
@@ -274,7 +287,7 @@ def test_split_starts_count_partitions_of_listed_sequences_only():
     qsl = torch.tensor([0, 1, 4, 5, 5], dtype=torch.int32, device=DEV)      # lens 1, 3, 1, 0
     ctx = torch.tensor([15, 70, 32, 9], dtype=torch.int32, device=DEV)
     cu = split_starts(single_token_seqs(qsl), ctx, per=16)
-    assert cu.tolist() == [0, 1, 4, 4, 4, 16]   # seq 0: 16 positions -> 1; seq 2: 33 -> 3; nothing else; length
+    assert cu.tolist() == [0, 1, 3, 3, 3, 16]   # seq 0: 16 positions -> 1; seq 2: 33 -> 2 (16, 17); nothing else
     assert split_starts(single_token_seqs(qsl), ctx, window=8, per=16).tolist() == [0, 1, 2, 2, 2, 16]
 
 
@@ -293,7 +306,7 @@ def test_balanced_split_partitions_follow_the_work_per_program(rows, ctx, progra
     cu = vs.split_starts(single_token_seqs(qsl), lens, programs=programs)
     got = int(cu[-1])
     assert got == length and got % vs.ALIGN == 0 and got >= vs.SPLIT_TOKENS
-    assert int(cu[rows]) == rows * -(-(ctx + 1) // got) and int(cu[rows + 1 - 1]) == int(cu[rows])
+    assert int(cu[rows]) == rows * max(1, (ctx + 1) // got)        # whole partitions, the last one longer
     assert int(cu[rows]) <= max(rows, programs)             # never more items than programs or rows, whichever more
     monkeypatch.setattr(vs, "BALANCED", False)
     assert int(vs.split_starts(single_token_seqs(qsl), lens, programs=programs)[-1]) == vs.SPLIT_TOKENS

@@ -39,9 +39,11 @@ def decode_programs(device: torch.device, num_kv_heads: int) -> int:
     :func:`kvsim.cost.mixed_rows.programs_per_kv_head`)."""
     return max(1, PERSISTENT_WAVES * num_sms(device) // num_kv_heads)
 SPLIT = False
-"""Default of ``paged_varlen_decode_attention(split=...)``: cut each row's context into partitions
-(:mod:`kvsim.kernels.varlen_split`). Off until measured on a GPU (``benchmarks/engine/mixed_steps.py``'s
-``+split`` setting); the committed profiles were measured without it."""
+"""Default of ``paged_varlen_decode_attention(split=...)``: cut a step's rows into partitions when few long rows
+would leave programs idle (:mod:`kvsim.kernels.varlen_split`; a step that cuts none runs this module's kernel).
+Off: measured on H100s (``benchmarks/engine/results_H100/split_1207f``, ``benchmarks/engine/mixed_steps.py``'s
+``+split`` setting) it sped mixed steps of few long rows 1.07-1.32x and slowed those of 64-192 rows 3-9%; the
+gated form is not yet measured, and the committed profiles were measured without it."""
 
 
 @triton.jit
@@ -82,13 +84,15 @@ def _attend_row(q_ptr, k_ptr, v_ptr, bt_ptr, seq, row, lo, hi, heads, g_mask, of
 
 @triton.jit
 def _varlen_decode_kernel(
-    q_ptr, k_ptr, v_ptr, bt_ptr, qsl_ptr, ctx_ptr, list_ptr, num_seqs, out_ptr, scale_log2,
+    q_ptr, k_ptr, v_ptr, bt_ptr, qsl_ptr, ctx_ptr, list_ptr, cu_ptr, num_seqs, out_ptr, scale_log2,
     stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
     stride_bts, stride_ot, stride_oh, win,
     G: tl.constexpr, G_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, DOT_F32: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, DOT_F32: tl.constexpr, GATED: tl.constexpr,
 ):
     count = tl.load(list_ptr + num_seqs)
+    if GATED:       # beside the split kernels (split_starts's cu): they serve a step that cuts any row, this one not
+        count = tl.where(tl.load(cu_ptr + num_seqs) > count, 0, count)
     heads, g_mask, offs_d, d_mask, offs_n, k_head, v_head = _kv_head_lanes(
         tl.program_id(1), stride_kh, stride_vh, G, G_PAD, HEAD_DIM, BLOCK_D, BLOCK_N)
     for i in range(tl.program_id(0), count, tl.num_programs(0)):
@@ -155,21 +159,24 @@ def paged_varlen_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cach
     group = q.shape[1] // hkv
     per_head = decode_programs(q.device, hkv)
     programs = min(num_seqs, per_head)
-    if SPLIT if split is None else split:
-        from kvsim.kernels.varlen_split import launch_split
-        return launch_split(q, k_cache, v_cache, block_table, query_start_loc, context_lens, single_seqs, out,
-                            scale_log2=scale * 1.4426950408889634, win=kernel_window(window), window=window,
-                            cu=split_cu, block_n=block_n, num_warps=num_warps, num_stages=num_stages,
-                            dot_f32=dot_f32(q.dtype),
-                            programs=per_head)
+    gated = bool(SPLIT if split is None else split)
+    if gated:           # the split kernels serve a step that cuts a row; the launch below one that cuts none
+        from kvsim.kernels.varlen_split import launch_split, split_starts
+        if split_cu is None:
+            split_cu = split_starts(single_seqs, context_lens, window, programs=per_head)
+        launch_split(q, k_cache, v_cache, block_table, query_start_loc, context_lens, single_seqs, out,
+                     scale_log2=scale * 1.4426950408889634, win=kernel_window(window), window=window,
+                     cu=split_cu, block_n=block_n, num_warps=num_warps, num_stages=num_stages,
+                     dot_f32=dot_f32(q.dtype), programs=per_head)
     grid = (programs, hkv)
     _varlen_decode_kernel[grid](
-        q, k_cache, v_cache, block_table, query_start_loc, context_lens, single_seqs, num_seqs, out,
+        q, k_cache, v_cache, block_table, query_start_loc, context_lens, single_seqs,
+        split_cu if gated else single_seqs, num_seqs, out,
         scale * 1.4426950408889634,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_table.stride(0),
         out.stride(0), out.stride(1), kernel_window(window),
         G=group, G_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=q.shape[2],
         BLOCK_D=max(16, triton.next_power_of_2(q.shape[2])), BLOCK_N=block_n, BLOCK_SIZE=k_cache.shape[1],
-        DOT_F32=dot_f32(q.dtype), num_warps=num_warps, num_stages=num_stages)
+        DOT_F32=dot_f32(q.dtype), GATED=gated, num_warps=num_warps, num_stages=num_stages)
     return out
