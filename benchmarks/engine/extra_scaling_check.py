@@ -21,7 +21,9 @@ the hypothesis does not hold. Steps' mean |error| now -> scaled: H100-async-1207
 and breaks the big ones below the fit's context (9-16 rows at 257-512 tokens, 13,491 steps, +0.04% -> -0.56%; 17-32
 rows -0.68% -> -1.67%): the extra is not proportional to the grid's attention time. The cost model keeps it constant.
 H100-async-opt-1207c's set left the tree at commit b1d3dba; its successor H100-async-opt-1207d (a profile with the
-grid's 32- and 64-token columns) says the same: 1.28% -> 1.20%, cells 0.88% -> 0.93%.
+grid's 32- and 64-token columns) says the same: 1.28% -> 1.20%, cells 0.88% -> 0.93%; and so does
+H100-async-opt-1207f (the fifteen on a fifth H100, 2026-12-07 evening): 1.48% -> 1.38%, cells 0.72% -> 0.68%, 9-16
+rows at 129-256 tokens +0.24% -> -1.12% and at <=64 +5.05% -> +2.86%.
 
 usage: python benchmarks/engine/extra_scaling_check.py [--sets H100-async-1207b,...] [--fit-ctx 600]
 """
@@ -46,7 +48,8 @@ from kvsim.validate_reprice import CTX_BINS, priced_steps  # noqa: E402
 
 SETS = {"H100-async-1207b": "calibrate/profiles/H100/llama-3-8b-async-1207b.json",
         "H200-async": "calibrate/profiles/H200/llama-3-8b-async.json",
-        "H100-async-opt-1207d": "calibrate/profiles/H100/opt-13b-async-1207d.json"}
+        "H100-async-opt-1207d": "calibrate/profiles/H100/opt-13b-async-1207d.json",
+        "H100-async-opt-1207f": "calibrate/profiles/H100/opt-13b-async-1207f.json"}
 
 
 def cost_of(scenario: Path, profile: str):

@@ -20,7 +20,9 @@ Result (2026-12-07, commit 13f0f24's sets, profiles and kept runs): the hypothes
 worse. Steps' mean |error| now -> own rows: H100-async-opt-1207d 1.28% -> 1.49%, H100-async-1207b 0.78% -> 1.13%,
 H200-async 1.03% -> 1.65%; cells weighted by steps 0.88% -> 1.22%, 0.29% -> 0.60%, 0.45% -> 0.83%. 17-23 rows gain
 (OPT-13B -2.0% -> -0.8% at 17) and 9-12 rows lose on every set (OPT-13B +1.5% -> +3.6% at 9, Llama-3-8B H100 +0.3%
--> +2.7%): padded rows cost more than the GEMMs' share, and the graph's own batch is the better unit.
+-> +2.7%): padded rows cost more than the GEMMs' share, and the graph's own batch is the better unit. The fifteen
+on a fifth H100 (H100-async-opt-1207f, 2026-12-07 evening) say the same: 1.48% -> 1.63%, cells 0.72% -> 0.78%, 9
+rows +2.5% -> +4.9%, 17 rows -1.7% -> +0.1%.
 
 usage: python benchmarks/engine/row_attention_check.py [--sets H100-async-opt-1207d,...]
 """
@@ -55,6 +57,8 @@ from kvsim.validate_reprice import CTX_BINS  # noqa: E402
 # set: (its profile, its calibration's kept serving runs)
 SETS = {"H100-async-opt-1207d": ("calibrate/profiles/H100/opt-13b-async-1207d.json",
                                  "benchmarks/engine/results_H100/async_1207d/serving_runs/opt-13b-b16"),
+        "H100-async-opt-1207f": ("calibrate/profiles/H100/opt-13b-async-1207f.json",
+                                 "benchmarks/engine/results_H100/async_1207f/serving_runs/opt-13b-b16"),
         "H100-async-1207b": ("calibrate/profiles/H100/llama-3-8b-async-1207b.json",
                              "benchmarks/engine/results_H100/async_1207b/serving_runs"),
         "H200-async": ("calibrate/profiles/H200/llama-3-8b-async.json",
