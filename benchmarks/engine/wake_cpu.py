@@ -1,10 +1,15 @@
 """The idle engine's wake on the CPU (tiny-llama, 30 Poisson arrivals at 20/s, 2-3 output tokens): median and p90
 of arrival-to-scheduling for requests reaching an idle engine, the serving loop's last SPIN seconds of each idle wait
 spun instead of slept. usage: python benchmarks/engine/wake_cpu.py SPIN (0: a plain sleep)"""
-import sys, numpy as np, kvsim
+import sys
+
+import numpy as np
+
+import kvsim
 import kvsim.engine.serve_loop as S
-from kvsim.engine.engine import RealEngine
 from kvsim.card_speed import idle_waits
+from kvsim.engine.engine import RealEngine
+
 spin = float(sys.argv[1])
 S.WAKE_SPIN_S = spin
 sc = kvsim.load_scenario({"name": "w", "model": "tiny-llama", "gpu": "a100-40gb", "seed": 4,
@@ -13,5 +18,5 @@ sc = kvsim.load_scenario({"name": "w", "model": "tiny-llama", "gpu": "a100-40gb"
                  "num_requests": 30, "arrival": "poisson", "rate_req_s": 20},
     "runtime": {"device": "cpu", "cuda_graphs": False, "warmup": False}})
 r = RealEngine(sc).run()
-w = np.array(idle_waits(r.requests))*1e3
-print(f"spin {spin*1e3:.1f} ms: {len(w)} idle wakes, median {np.median(w):.3f} ms, p90 {np.percentile(w,90):.3f}")
+w = np.array(idle_waits(r.requests)) * 1e3
+print(f"spin {spin*1e3:.1f} ms: {len(w)} idle wakes, median {np.median(w):.3f} ms, p90 {np.percentile(w, 90):.3f}")

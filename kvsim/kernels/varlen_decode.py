@@ -83,6 +83,16 @@ def _attend_row(q_ptr, k_ptr, v_ptr, bt_ptr, seq, row, lo, hi, heads, g_mask, of
 
 
 @triton.jit
+def _write_row(out_ptr, row, heads, g_mask, offs_d, d_mask, l_i, acc, stride_ot, stride_oh):
+    """Output row ``row``'s heads ``heads`` from a whole row's online-softmax state (``l``, ``acc``), normalised.
+    Shared by the plain kernel and the split kernel's rows of one partition."""
+    o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+    dst = row * stride_ot + heads * stride_oh
+    tl.store(out_ptr + dst[:, None] + offs_d[None, :], o.to(out_ptr.dtype.element_ty),
+             mask=g_mask[:, None] & d_mask[None, :])
+
+
+@triton.jit
 def _varlen_decode_kernel(
     q_ptr, k_ptr, v_ptr, bt_ptr, qsl_ptr, ctx_ptr, list_ptr, cu_ptr, num_seqs, out_ptr, scale_log2,
     stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
@@ -104,10 +114,7 @@ def _varlen_decode_kernel(
                                     offs_n, k_head, v_head, scale_log2, stride_qt, stride_qh, stride_kb, stride_kt,
                                     stride_vb, stride_vt, stride_bts, G_PAD, HEAD_DIM, BLOCK_D, BLOCK_N, BLOCK_SIZE,
                                     DOT_F32)
-        o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-        dst = row * stride_ot + heads * stride_oh
-        tl.store(out_ptr + dst[:, None] + offs_d[None, :], o.to(out_ptr.dtype.element_ty),
-                 mask=g_mask[:, None] & d_mask[None, :])
+        _write_row(out_ptr, row, heads, g_mask, offs_d, d_mask, l_i, acc, stride_ot, stride_oh)
 
 
 def single_token_seqs(query_start_loc: torch.Tensor) -> torch.Tensor:

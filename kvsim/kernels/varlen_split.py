@@ -35,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kvsim.kernels.varlen_decode import _attend_row, _kv_head_lanes
+from kvsim.kernels.varlen_decode import _attend_row, _kv_head_lanes, _write_row
 
 SPLIT_TOKENS = 512
 """Shortest partition (positions)."""
@@ -81,14 +81,12 @@ def _split_kernel(
                                     offs_n, k_head, v_head, scale_log2, stride_qt, stride_qh, stride_kb, stride_kt,
                                     stride_vb, stride_vt, stride_bts, G_PAD, HEAD_DIM, BLOCK_D, BLOCK_N, BLOCK_SIZE,
                                     DOT_F32)
-        mask = g_mask[:, None] & d_mask[None, :]
         if parts == 1:                                  # a whole row: its output now, nothing to merge
-            o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-            tl.store(out_ptr + row * stride_ot + heads[:, None] * stride_oh + offs_d[None, :],
-                     o.to(out_ptr.dtype.element_ty), mask=mask)
+            _write_row(out_ptr, row, heads, g_mask, offs_d, d_mask, l_i, acc, stride_ot, stride_oh)
         else:
             idx = (heads + t * NUM_HEADS).to(tl.int64)      # [items, heads] (and [items, heads, head_dim])
-            tl.store(part_ptr + idx[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=mask)
+            tl.store(part_ptr + idx[:, None] * HEAD_DIM + offs_d[None, :], acc,
+                     mask=g_mask[:, None] & d_mask[None, :])
             tl.store(m_ptr + idx, m_i, mask=g_mask)
             tl.store(l_ptr + idx, l_i, mask=g_mask)
 
