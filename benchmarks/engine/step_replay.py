@@ -148,16 +148,21 @@ def analyse(doc: dict, profile: str, block_size: int = 16) -> list[dict]:
             else:
                 costs[name] = cost_of(scenario_yaml(name), profile)
         ctx = np.asarray(s["contexts"], float)
-        price = float(costs[name].decode_step_times(s["n"], np.array([ctx.sum()]), np.array([ctx.max()]))[0]) * 1e3
+        cost = costs[name]
+        price = float(cost.decode_step_times(s["n"], np.array([ctx.sum()]), np.array([ctx.max()]))[0]) * 1e3
+        # the price's step overhead (+ the serving fit's extra): the rest is the grid and the spread term
+        over = (float(cost._serving_terms(float(s["n"]))[0]) * 1e3 if getattr(cost, "_serving", None) is not None
+                else float("nan"))
         run_ref = serving_ref if serving else s.get("run_reference_ms")
         scale = run_ref / ref if ref and run_ref else 1.0
         rows.setdefault(("serving runs" if serving else "set", s["n"]), []).append(
-            (s["engine_ms"], s["replay_ms"] * scale, price, float(ctx.mean())))
+            (s["engine_ms"], s["replay_ms"] * scale, price, float(ctx.mean()), over, float(np.std(ctx))))
     out = []
     for (src, n), v in sorted(rows.items()):
-        e, r, p, c = (float(np.mean(x)) for x in zip(*v))
-        out.append({"source": src, "n": n, "steps": len(v), "ctx_per_row": c, "engine_ms": e, "replay_ms": r,
-                    "priced_ms": p, "serving_path_ms": e - r, "shape_model_ms": p - r})
+        e, r, p, c, o, sd = (float(np.mean(x)) for x in zip(*v))
+        out.append({"source": src, "n": n, "steps": len(v), "ctx_per_row": c, "ctx_sd": sd, "engine_ms": e,
+                    "replay_ms": r, "priced_ms": p, "serving_path_ms": e - r, "shape_model_ms": p - r,
+                    "priced_overhead_ms": o, "engine_overhead_ms": e - (p - o)})
     return out
 
 
@@ -167,11 +172,15 @@ def markdown(rows: list[dict], doc: dict) -> str:
     head = (f"{doc['model']}, {len(doc['steps'])} steps of {what}; the replay scaled by each run's reference step "
             f"over its own ({ref:.3f} ms)" if ref else f"{doc['model']}, {len(doc['steps'])} steps of {what}; the "
             "replay unscaled (no reference step)")
-    lines = [head, "", "| steps of | rows | steps | context a row | engine (ms) | replay (ms) | priced (ms) | "
-             "engine - replay | priced - replay |", "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['source']} | {r['n']} | {r['steps']} | {r['ctx_per_row']:.0f} | {r['engine_ms']:.3f} | "
-              f"{r['replay_ms']:.3f} | {r['priced_ms']:.3f} | {r['serving_path_ms']:+.3f} | "
-              f"{r['shape_model_ms']:+.3f} |" for r in rows]
+    lines = [head, "", "| steps of | rows | steps | context a row (sd) | engine (ms) | replay (ms) | priced (ms) | "
+             "engine - replay | priced - replay | overhead + extra priced | engine's |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['source']} | {r['n']} | {r['steps']} | {r['ctx_per_row']:.0f} ({r['ctx_sd']:.0f}) | "
+              f"{r['engine_ms']:.3f} | {r['replay_ms']:.3f} | {r['priced_ms']:.3f} | {r['serving_path_ms']:+.3f} | "
+              f"{r['shape_model_ms']:+.3f} | {r['priced_overhead_ms']:.3f} | {r['engine_overhead_ms']:.3f} |"
+              for r in rows]
+    lines += ["", "(\"overhead + extra priced\": the step overhead and serving-fit extra in the price; \"engine's\": "
+              "the engine's step less the price's grid and spread terms, what that overhead would have to be)"]
     return "\n".join(lines)
 
 
@@ -186,6 +195,9 @@ def main() -> None:
     ap.add_argument("--per-row", type=int, default=6)
     ap.add_argument("--out")
     ap.add_argument("--cpu", action="store_true", help="run on the CPU (plumbing check; the times mean nothing)")
+    ap.add_argument("--no-split-waves", type=int, default=None,
+                    help="kvsim.kernels.decode_splits.NO_SPLIT_WAVES for the replay's graphs (default: the kernel's): "
+                         "does a graph batch the heuristic leaves unsplit run its few real rows faster split?")
     ap.add_argument("--analyse", help="a step_replay.json to price (CPU)")
     ap.add_argument("--profile", help="the profile that prices the steps (--analyse, or after a replay)")
     a = ap.parse_args()
@@ -206,6 +218,11 @@ def main() -> None:
     if a.per_row < 1:
         raise SystemExit("error: --per-row: at least 1")
     rows = parse_rows(a.rows)
+    if a.no_split_waves is not None:
+        if a.no_split_waves < 1:
+            raise SystemExit("error: --no-split-waves: at least 1")
+        import kvsim.kernels.decode_splits as decode_splits
+        decode_splits.NO_SPLIT_WAVES = a.no_split_waves
     import torch
     device = pick_device(a.cpu)
     clip = None
@@ -214,6 +231,8 @@ def main() -> None:
         clip = get_model(a.model).max_seq_len // 2
     doc = replay(set_dir, a.model, [s for s in a.scenarios.split(",") if s], rows, a.per_row, device, clip, runs_dir)
     doc["card"] = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    from kvsim.kernels.decode_splits import NO_SPLIT_WAVES
+    doc["no_split_waves"] = NO_SPLIT_WAVES
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "step_replay.json").write_text(json.dumps(doc, indent=1))
     print(f"{len(doc['steps'])} steps replayed on {doc['card']}: {Path(a.out) / 'step_replay.json'}")
