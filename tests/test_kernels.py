@@ -293,19 +293,24 @@ def test_split_starts_count_partitions_of_listed_sequences_only():
 
 @pytest.mark.parametrize("rows, ctx, programs, length", [
     (4, 2047, 66, 512),       # few long rows: the shortest partition, each row cut in 4
-    (64, 1023, 66, 1024),     # as many rows as programs: about a row each, rows left whole
-    (128, 511, 66, 1024),     # more rows than programs: partitions of about two rows' length
-    (200, 3000, 66, 9152),    # 200 x 3,001 positions over 66 programs, rounded up to 64
+    (16, 4095, 66, 1024),     # 16 x 4,096 positions over 66 programs, rounded up to 64: each row cut in 4
+    (32, 2047, 66, 1024),     # just under half the programs: still cut, in 2
+    (64, 1023, 66, None),     # as many rows as programs: every row whole
+    (33, 8191, 66, None),     # half the programs, however long the rows: whole
+    (128, 511, 66, None),     # more rows than programs: whole
+    (32, 2047, 200, 512),     # the same 32 rows on a card of 200 programs a KV head: cut in 4
 ])
 def test_balanced_split_partitions_follow_the_work_per_program(rows, ctx, programs, length, monkeypatch):
     import kvsim.kernels.varlen_split as vs
     monkeypatch.setattr(vs, "BALANCED", True)
+    length = length or vs.WHOLE
     qsl = torch.arange(rows + 2, dtype=torch.int32, device=DEV)       # rows one-token sequences, then a padding one
     qsl[-1] = rows
     lens = torch.full((rows + 1,), ctx, dtype=torch.int32, device=DEV)
     cu = vs.split_starts(single_token_seqs(qsl), lens, programs=programs)
     got = int(cu[-1])
     assert got == length and got % vs.ALIGN == 0 and got >= vs.SPLIT_TOKENS
+    assert (int(cu[rows]) > rows) == (rows < vs.CUT_BELOW * programs)        # cut only below the gate
     assert int(cu[rows]) == rows * max(1, (ctx + 1) // got)        # whole partitions, the last one longer
     assert int(cu[rows]) <= max(rows, programs)             # never more items than programs or rows, whichever more
     monkeypatch.setattr(vs, "BALANCED", False)

@@ -11,7 +11,8 @@ context is cut into partitions of ``SPLIT_TOKENS`` positions (flash-decoding), a
   ``cu[num_seqs + 1]`` the step's partition length: balanced over the persistent programs (:data:`BALANCED`),
   so that only a step of few long rows is cut finer than whole rows (fixed 512-position partitions sped steps with
   a few long or unequal rows 1.04-1.31x and slowed steps of 32-192 uniform rows 2-7%: ``benchmarks/engine/
-  results_H200/calib_0413`` and ``results_H100/split_1127``).
+  results_H200/calib_0413`` and ``results_H100/split_1127``), and only while its rows are fewer than
+  :data:`CUT_BELOW` of the programs (more rows already give every program one of its own).
   A row gets ``positions // length`` partitions (at least one), the last running to its end, so no row ends in
   a sliver of a partition (1,025 positions at a 1,024 length are one partition, not 1,024 + 1).
 * :func:`_split_kernel`: persistent programs (per KV head) loop over the items; an item finds its sequence by
@@ -45,6 +46,14 @@ BALANCED = True
 persistent programs (so many uniform rows are left whole). Off: every partition :data:`SPLIT_TOKENS` long."""
 ALIGN = 64
 """A balanced partition's length is a multiple of this (the kernels' default KV tile)."""
+CUT_BELOW = 0.5
+"""A balanced step cuts rows only while its listed rows are fewer than this fraction of the persistent programs
+per KV head; from there on every row is one partition (so the gated plain kernel serves the step). Uncut, each such
+row already has a program of its own, and the split kernel's item loop cost more than the idle programs it fills:
+on an H100 (``benchmarks/engine/results_H100/split_1207f``, gated, 66 programs a KV head) 8-24 long rows gained
+1.05-1.26x and 64 spread rows lost 7%."""
+WHOLE = 1 << 30
+"""The partition length that leaves every row whole (one partition each)."""
 
 
 @triton.jit
@@ -132,7 +141,8 @@ def split_starts(single_seqs: torch.Tensor, context_lens: torch.Tensor, window: 
     ``context_lens + 1`` positions, or its window; ``positions // length`` of them, at least one, the last one
     longer), 0 past the list's count, then the partition length in the last slot. The length is ``per`` when given; else, with ``programs`` (persistent programs per KV head) and
     :data:`BALANCED`, the listed positions over ``programs`` rounded up to :data:`ALIGN`, at least
-    :data:`SPLIT_TOKENS`; else :data:`SPLIT_TOKENS`. On the device, no sync."""
+    :data:`SPLIT_TOKENS`, or :data:`WHOLE` once the listed rows reach :data:`CUT_BELOW` of ``programs``; else
+    :data:`SPLIT_TOKENS`. On the device, no sync."""
     n = context_lens.shape[0]
     idx = single_seqs[:n].long()
     span = context_lens.to(torch.int32)[idx] + 1
@@ -143,6 +153,8 @@ def split_starts(single_seqs: torch.Tensor, context_lens: torch.Tensor, window: 
     if per is None and programs and BALANCED:
         even = (span.sum(dtype=torch.int32) + (programs - 1)) // programs
         length = torch.clamp((even + (ALIGN - 1)) // ALIGN * ALIGN, min=SPLIT_TOKENS).to(torch.int32)
+        crowded = single_seqs[n].to(torch.float32) >= CUT_BELOW * programs     # rows enough to fill the programs
+        length = torch.where(crowded, torch.full_like(length, WHOLE), length)
     else:
         length = torch.full((), per or SPLIT_TOKENS, dtype=torch.int32, device=span.device)
     cu = torch.zeros(n + 2, dtype=torch.int32, device=span.device)
