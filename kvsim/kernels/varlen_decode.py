@@ -42,8 +42,10 @@ SPLIT = False
 """Default of ``paged_varlen_decode_attention(split=...)``: cut a step's rows into partitions when few long rows
 would leave programs idle (:mod:`kvsim.kernels.varlen_split`; a step that cuts none runs this module's kernel).
 Off: measured on H100s (``benchmarks/engine/results_H100/split_1207f``, ``benchmarks/engine/mixed_steps.py``'s
-``+split`` setting) it sped mixed steps of few long rows 1.07-1.32x and slowed those of 64-192 rows 3-9%; the
-gated form is not yet measured, and the committed profiles were measured without it."""
+``+split`` setting) it sped mixed steps of few long rows 1.07-1.32x and slowed those of 64-192 rows 3-9%; gated
+beside this kernel (``results_H100/split_1207g``) it kept 1.05-1.26x and slowed only 64 unequal rows (7%), which
+:data:`~kvsim.kernels.varlen_split.CUT_BELOW` now leaves whole (not yet measured on a GPU). The committed profiles
+were measured without it."""
 
 
 @triton.jit
