@@ -73,8 +73,26 @@ def test_bad_arguments_are_one_line(tmp_path, monkeypatch):
                         (["--runs", str(tmp_path / "none"), "--out", str(tmp_path)], "--runs"),
                         (["--set", str(tmp_path / "none"), "--out", str(tmp_path)], "--set"),
                         (["--set", str(SET), "--out", str(tmp_path), "--per-row", "0"], "--per-row"),
-                        (["--set", str(SET), "--out", str(tmp_path), "--rows", "x"], "--rows")):
+                        (["--set", str(SET), "--out", str(tmp_path), "--rows", "x"], "--rows"),
+                        (["--set", str(SET), "--out", str(tmp_path), "--no-split-waves", "0"], "--no-split-waves")):
         monkeypatch.setattr("sys.argv", ["step_replay.py", "--cpu"] + argv)
         with pytest.raises(SystemExit) as e:
             S.main()
         assert str(e.value).startswith(f"error: {field}")
+
+
+def test_the_h100_replay_splits_each_row_count_into_what_the_price_adds_and_what_the_engine_needed():
+    """The committed replay of the 1207f set (results_H100/step_replay_1207g): the overhead columns add up, and the
+    set's steps sit on their replay (the finding its README rests on)."""
+    S = load_script("benchmarks/engine/step_replay.py")
+    base = ROOT / "benchmarks" / "engine" / "results_H100" / "step_replay_1207g"
+    doc = json.loads((base / "step_replay.json").read_text())
+    prof = str(ROOT / "calibrate" / "profiles" / "H100" / "opt-13b-async-1207f.json")
+    rows = S.analyse(doc, prof)
+    assert {r["source"] for r in rows} == {"set", "serving runs"} and sum(r["steps"] for r in rows) == 316
+    for r in rows:
+        assert r["engine_overhead_ms"] == pytest.approx(r["engine_ms"] - r["priced_ms"] + r["priced_overhead_ms"])
+        assert 0.0 < r["priced_overhead_ms"] < 1.5 and r["ctx_sd"] > 0
+    on_set = [r for r in rows if r["source"] == "set"]
+    assert len(on_set) == 9 and all(abs(r["serving_path_ms"]) < 0.15 for r in on_set)
+    assert S.markdown(rows, doc).splitlines()[2:5] == (base / "step_replay.md").read_text().splitlines()[2:5]
