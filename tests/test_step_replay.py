@@ -96,3 +96,23 @@ def test_the_h100_replay_splits_each_row_count_into_what_the_price_adds_and_what
     on_set = [r for r in rows if r["source"] == "set"]
     assert len(on_set) == 9 and all(abs(r["serving_path_ms"]) < 0.15 for r in on_set)
     assert S.markdown(rows, doc).splitlines()[2:5] == (base / "step_replay.md").read_text().splitlines()[2:5]
+
+
+def test_two_replays_of_the_same_steps_pair_up_and_take_the_cards_drift_off(capsys, monkeypatch):
+    S = load_script("benchmarks/engine/step_replay.py")
+    base = ROOT / "benchmarks" / "engine" / "results_H100" / "step_replay_1207g"
+    a, b = (json.loads((base / f"forced_split_w{w}.json").read_text()) for w in (4, 8))
+    rows = S.pair(a, b)
+    assert sum(r["steps"] for r in rows) == len(a["steps"]) == len(b["steps"])
+    drift = b["replay_reference_ms"] / a["replay_reference_ms"]
+    for r in rows:
+        assert r["ratio_over_drift"] == pytest.approx(r["ratio"] / drift) and r["ctx_max"] >= r["ctx_per_row"]
+    assert S.pair(a, a)[0]["ratio"] == 1.0
+    monkeypatch.setattr("sys.argv", ["step_replay.py", "--pair", str(base / "forced_split_w4.json"),
+                                     str(base / "forced_split_w8.json")])
+    S.main()
+    assert capsys.readouterr().out.strip() == (base / "forced_split.md").read_text().strip()
+    monkeypatch.setattr("sys.argv", ["step_replay.py", "--pair", str(base / "none.json"), str(base / "none.json")])
+    with pytest.raises(SystemExit) as e:
+        S.main()
+    assert str(e.value).startswith("error: --pair")

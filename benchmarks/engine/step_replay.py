@@ -22,6 +22,8 @@ the shape holds, as ``odd_rows.py`` found at uniform contexts), and the engine s
 at 15-24 rows and near it at 9-12: the pattern is the serving path's, and the extras fitted at ~550 tokens a row do
 not carry it to ~350.
 
+Two replays of the same steps (``--no-split-waves 4`` and ``8``, say) compare with ``--pair A.json B.json``.
+
 usage (GPU): python benchmarks/engine/step_replay.py --set validation/H100-async-opt-1207d --model opt-13b
                  [--runs benchmarks/engine/results_H100/async_1207d/serving_runs/opt-13b-b16]
                  [--scenarios v03,v05,v06] [--rows 8-24] [--per-row 6] --out DIR [--profile P.json]
@@ -184,6 +186,42 @@ def markdown(rows: list[dict], doc: dict) -> str:
     return "\n".join(lines)
 
 
+def pair(a: dict, b: dict) -> list[dict]:
+    """Two replays of the same picked steps (e.g. ``--no-split-waves`` 4 and 8) side by side: per source and row
+    count, the steps found in both, their mean replay in each, and the mean ratio b/a of each step, also divided by
+    the ratio of the two replays' reference steps (the card's drift between them: the reference step is an 8-row
+    graph both replays capture alike for a model whose 8-row graph splits under either setting)."""
+    kb = {(s["scenario"], s["iteration"]): s for s in b["steps"]}
+    drift = (b["replay_reference_ms"] / a["replay_reference_ms"]
+             if a.get("replay_reference_ms") and b.get("replay_reference_ms") else 1.0)
+    by: dict[tuple, list] = {}
+    for s in a["steps"]:
+        t = kb.get((s["scenario"], s["iteration"]))
+        if t is not None:
+            src = "serving runs" if s["scenario"].startswith("serving-n") else "set"
+            by.setdefault((src, s["n"]), []).append((s["replay_ms"], t["replay_ms"], max(s["contexts"]),
+                                                     float(np.mean(s["contexts"]))))
+    out = []
+    for (src, n), v in sorted(by.items()):
+        x = np.asarray(v, float)
+        ratio = float(np.mean(x[:, 1] / x[:, 0]))
+        out.append({"source": src, "n": n, "steps": len(v), "ctx_per_row": float(x[:, 3].mean()),
+                    "ctx_max": float(x[:, 2].max()), "a_ms": float(x[:, 0].mean()), "b_ms": float(x[:, 1].mean()),
+                    "ratio": ratio, "ratio_over_drift": ratio / drift})
+    return out
+
+
+def pair_markdown(rows: list[dict], a: dict, b: dict) -> str:
+    wa, wb = a.get("no_split_waves"), b.get("no_split_waves")
+    lines = [f"{a['model']}: replay A (NO_SPLIT_WAVES {wa}) against B ({wb}); reference steps "
+             f"{a.get('replay_reference_ms') or float('nan'):.3f} and {b.get('replay_reference_ms') or float('nan'):.3f} ms",
+             "", "| steps of | rows | steps | context a row | longest | A (ms) | B (ms) | B / A | B / A over the reference's |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['source']} | {r['n']} | {r['steps']} | {r['ctx_per_row']:.0f} | {r['ctx_max']:.0f} | "
+              f"{r['a_ms']:.3f} | {r['b_ms']:.3f} | {r['ratio']:.4f} | {r['ratio_over_drift']:.4f} |" for r in rows]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", help="a validation set's folder (its engine records)")
@@ -199,8 +237,18 @@ def main() -> None:
                     help="kvsim.kernels.decode_splits.NO_SPLIT_WAVES for the replay's graphs (default: the kernel's): "
                          "does a graph batch the heuristic leaves unsplit run its few real rows faster split?")
     ap.add_argument("--analyse", help="a step_replay.json to price (CPU)")
+    ap.add_argument("--pair", nargs=2, metavar=("A", "B"), help="two step_replay.json of the same steps, compared (CPU)")
     ap.add_argument("--profile", help="the profile that prices the steps (--analyse, or after a replay)")
     a = ap.parse_args()
+    if a.pair:
+        docs = []
+        for f in a.pair:
+            try:
+                docs.append(json.loads(Path(f).read_text()))
+            except (OSError, ValueError) as e:
+                raise SystemExit(f"error: --pair: {f}: {e}")
+        print(pair_markdown(pair(*docs), *docs))
+        return
     if a.analyse:
         if not a.profile:
             raise SystemExit("error: --profile: --analyse needs the profile that prices the steps")

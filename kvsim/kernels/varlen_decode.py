@@ -43,9 +43,9 @@ SPLIT = False
 would leave programs idle (:mod:`kvsim.kernels.varlen_split`; a step that cuts none runs this module's kernel).
 Off: measured on H100s (``benchmarks/engine/results_H100/split_1207f``, ``benchmarks/engine/mixed_steps.py``'s
 ``+split`` setting) it sped mixed steps of few long rows 1.07-1.32x and slowed those of 64-192 rows 3-9%; gated
-beside this kernel (``results_H100/split_1207g``) it kept 1.05-1.26x and slowed only 64 unequal rows (7%), which
-:data:`~kvsim.kernels.varlen_split.CUT_BELOW` now leaves whole (not yet measured on a GPU). The committed profiles
-were measured without it."""
+beside this kernel and cutting rows only below :data:`~kvsim.kernels.varlen_split.CUT_BELOW` of the programs
+(``results_H100/split_1207g``, call 2) it kept 1.04-1.30x and slowed nothing beyond the bench's spread. Still off:
+the committed profiles were measured without it, and :mod:`kvsim.cost.mixed_rows` prices this kernel's programs."""
 
 
 @triton.jit

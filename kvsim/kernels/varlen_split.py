@@ -50,8 +50,8 @@ CUT_BELOW = 0.5
 """A balanced step cuts rows only while its listed rows are fewer than this fraction of the persistent programs
 per KV head; from there on every row is one partition (so the gated plain kernel serves the step). Uncut, each such
 row already has a program of its own, and the split kernel's item loop cost more than the idle programs it fills:
-on an H100 (``benchmarks/engine/results_H100/split_1207f``, gated, 66 programs a KV head) 8-24 long rows gained
-1.05-1.26x and 64 spread rows lost 7%."""
+on an H100 (``benchmarks/engine/results_H100/split_1207g``, 66 programs a KV head) gated without this, 8-24 long
+rows gained 1.05-1.26x and 64 unequal rows lost 7%; with it (call 2) 1.04-1.30x and 1.00x."""
 WHOLE = 1 << 30
 """The partition length that leaves every row whole (one partition each)."""
 
