@@ -76,3 +76,22 @@ def test_programs_follow_the_card_and_a_bad_sm_count_is_refused():
         prof["meta"]["num_sms"] = bad
         with pytest.raises(KvsimError, match="num_sms"):
             Profile(prof)
+
+
+def test_a_profile_cut_below_a_share_of_the_programs_walks_more_rows_whole():
+    # OPT-13B's 40 KV heads on 132 SMs: 13 programs a head; cut only below half of them (6.5 rows)
+    whole, split = model(profile()), model(profile(decode_split=True))
+    gated = model(profile(decode_split=True, decode_split_cut_below=0.5))
+    assert gated._longest.programs == 13 and gated._longest.whole_from == 6.5
+    many = mixed([256] * 7 + [2048])                  # 8 rows: walked whole, as the unsplit profile prices them
+    assert gated.step_time(many) == whole.step_time(many) > split.step_time(many)
+    few = mixed([256] * 5 + [2048])                   # 6 rows: cut, the work spread
+    assert gated.step_time(few) == split.step_time(few) < whole.step_time(few)
+    off = model(profile(decode_split=True, decode_split_cut_below=0.0))     # a share of 0: never walked whole
+    assert off._longest is None and off.step_time(many) == split.step_time(many)
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.1, "0.5", True, None])
+def test_a_bad_cut_below_share_is_refused_naming_it(bad):
+    with pytest.raises(KvsimError, match="mixed_step.16.decode_split_cut_below"):
+        Profile(profile(decode_split=True, decode_split_cut_below=bad))

@@ -189,6 +189,9 @@ def measure_steps(model, bs: int, dev, *, cuda_graphs: bool = True, max_context_
     mixed = {"decode": list(mix_rows), "ctx": list(mix_ctx), "chunk": chunks, "time_s": mix,
              "cuda_graphs": bool(cuda_graphs), "timing": PREFILL_TIMING,
              "decode_split": bool(varlen_decode.SPLIT)} if g["mix"] else None
+    if mixed is not None and varlen_decode.SPLIT:      # rows cut only below this share of the programs
+        from kvsim.kernels import varlen_split
+        mixed["decode_split_cut_below"] = float(varlen_split.CUT_BELOW)
     return ({"batch": batches, "ctx": ctx_axis, "time_s": dec_grid, "cuda_graphs": bool(cuda_graphs),
              "max_context_len": int(max_ctx)},
             {"batch": batches, "max_ctx": tops, "time_s": spread, "mean_time_s": at_mean,

@@ -203,8 +203,11 @@ class CalibratedCostModel(DecodePriceMixin, StepGridsMixin, DecodeSpreadMixin, S
         spec = get_model(model_name)
         self._window = WindowMix.of(spec)     # None without sliding-window layers
         # a mixed step's decode rows walked whole: the most loaded program of unequal contexts (kvsim.cost.mixed_rows)
-        self._longest = LongestRow(self._mix, programs_per_kv_head(spec.num_kv_heads, profile.meta.get("num_sms"))) \
-            if self._mix is not None and block_size_tokens in profile.mixed_rows_whole else None
+        # (or cut into partitions only below a share of the programs, walked whole from there)
+        whole = block_size_tokens in profile.mixed_rows_whole
+        cut = profile.mixed_split_cut_below.get(block_size_tokens)
+        self._longest = LongestRow(self._mix, programs_per_kv_head(spec.num_kv_heads, profile.meta.get("num_sms")),
+                                   0.0 if whole else cut) if self._mix is not None and (whole or cut) else None
 
     def _prefill_host(self, tokens: int) -> float:
         """The measured extra of a step with ``tokens`` prompt tokens (0 without the table)."""

@@ -11,8 +11,10 @@ from the grid itself: a walk of ``c`` positions is what the grid's one-row steps
 
 On the committed H200 traces the mixed steps of Llama-3-8B with 1-64-token chunks went from -11 to -12% priced
 (v15, v16, v22) to -3 to -4% with it. A profile whose mixed grid was timed with the rows cut into partitions
-(``mixed_step[bs].decode_split``, :mod:`kvsim.kernels.varlen_split`) gets no such term: there the work is
-spread over the programs whatever the contexts.
+(``mixed_step[bs].decode_split``, :mod:`kvsim.kernels.varlen_split`) gets no such term where the step cuts its
+rows: there the work is spread over the programs whatever the contexts. Since the split kernels cut rows only
+while they are fewer than a share of the programs (``decode_split_cut_below``, ``varlen_split.CUT_BELOW``), a
+step of more rows is walked whole and priced as above (``whole_from``).
 """
 from __future__ import annotations
 
@@ -32,13 +34,14 @@ def programs_per_kv_head(num_kv_heads: int, num_sms: int | None = None) -> int:
 class LongestRow:
     """Excess of a mixed step with unequal decode contexts over its grid price at the mean context."""
 
-    def __init__(self, mix, programs: int):
+    def __init__(self, mix, programs: int, cut_below: float = 0.0):
         xn, xc, xt, grid = mix
         self.xc = np.asarray(xc, dtype=np.float64)
         self.xt = np.asarray(xt, dtype=np.float64)
         # the grid's one-row steps (its smallest row count), by context x chunk
         self.one = np.asarray(grid[0], dtype=np.float64)
         self.programs = int(programs)
+        self.whole_from = cut_below * self.programs     # fewer rows than this are cut into partitions: no excess
         self._walks: dict[float, tuple[np.ndarray, float]] = {}
 
     def _walk_curve(self, chunk: float) -> tuple[np.ndarray, float]:
@@ -62,7 +65,7 @@ class LongestRow:
     def extra(self, ctx, chunk: float) -> float:
         """Seconds the most loaded program's walks exceed ``ceil(n / P)`` walks of the mean context."""
         n = len(ctx)
-        if n < 2 or len(self.xc) < 2:
+        if n < 2 or len(self.xc) < 2 or n < self.whole_from:
             return 0.0
         c = np.asarray(ctx, dtype=np.float64)
         p = min(n, self.programs)

@@ -102,6 +102,11 @@ class Profile(TableReader):
         self.mixed_step = self._blocks("mixed_step", self._grid3, optional=True)
         # ... of which the decode rows were walked whole (not cut into partitions: kvsim.cost.mixed_rows)
         self.mixed_rows_whole = {bs for bs, c in self._raw_blocks("mixed_step").items() if not c.get("decode_split")}
+        # ... or cut only below a share of the programs and walked whole from there (varlen_split.CUT_BELOW)
+        self.mixed_split_cut_below = {bs: self._share(f"mixed_step.{bs}.decode_split_cut_below",
+                                                      c["decode_split_cut_below"])
+                                      for bs, c in self._raw_blocks("mixed_step").items()
+                                      if c.get("decode_split") and "decode_split_cut_below" in c}
         # optional: whole decode iterations with unequal contexts (batch x longest context)
         self.decode_spread_step = self._blocks("decode_spread_step", self._grid, "batch", "max_ctx", optional=True)
         # ... and, in newer profiles, the uniform steps at each shape's mean and longest context timed

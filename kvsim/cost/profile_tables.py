@@ -104,6 +104,12 @@ class TableReader:
         except (TypeError, ValueError, OverflowError) as e:
             raise self._bad(key, str(e).splitlines()[0] if str(e) else type(e).__name__) from None
 
+    def _share(self, key: str, value) -> float:
+        """A share from 0 to 1 at ``key``; anything else is a KvsimError naming the file and key."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+            raise self._bad(key, f"expected a share from 0 to 1, got {value!r}")
+        return float(value)
+
     def _table(self, key: str, parse, *args, **kw):
         return self._parsed(key, parse, self.data[key], *args, **kw)
 
