@@ -161,6 +161,11 @@ class RuntimeConfig:
         True, "in mixed (and prefill) steps, sequences with one new token (decode rows) are attended by the decode "
               "kernel beside the prefill kernel's launch (false: inside the prefill kernel as 64-row query tiles "
               "— the engine before this option)")
+    mixed_decode_split: bool = cfg_field(
+        False, "with mixed_decode_kernel, a mixed step's few long decode rows are cut into partitions (split-KV) "
+               "while they are fewer than half the kernel's persistent programs, other steps left whole "
+               "(kvsim/kernels/varlen_split.py; measured 1.04-1.30x on 8-24 long rows, neutral elsewhere, on an "
+               "H100); false: every row walked whole, the engine the committed profiles were measured with")
     fused_layer_ops: bool = cfg_field(
         True, "LLaMA family on triton: RMSNorm + residual, RoPE + cache write and SiLU x up as fused kernels "
               "(false: the plain torch ops — the engine before this option)")

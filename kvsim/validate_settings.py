@@ -94,7 +94,8 @@ def profile_sets(meta: dict | None) -> list[str]:
     return [f"runtime.cuda_graph_prefill_ladder={ladder}", f"runtime.mixed_decode_kernel={flag('mixed_decode_kernel')}",
             f"runtime.cuda_graph_prefill_route={flag('prefill_route')}",
             f"runtime.async_scheduling={flag('async_scheduling')}", f"runtime.swap_staged={flag('swap_staged')}",
-            f"runtime.async_prompt_steps={flag('async_prompt_steps')}", f"runtime.pad_logits={flag('pad_logits')}"]
+            f"runtime.async_prompt_steps={flag('async_prompt_steps')}", f"runtime.pad_logits={flag('pad_logits')}",
+            f"runtime.mixed_decode_split={flag('mixed_decode_split')}"]
 
 
 def card_sets(profile: str) -> list[str]:

@@ -161,3 +161,25 @@ def test_resume_keeps_the_grids_and_redoes_every_fit_after_them(tmp_path, monkey
     with pytest.raises(KvsimError) as e:
         resume(str(dest), None, "again", cuda_graphs=False, allow_other_card=True, device="cpu")
     assert e.value.field == "meta.prefill_ladder" and json.loads(dest.read_text()) == out
+
+
+def test_split_kv_is_recorded_runs_the_fits_engine_so_and_a_resume_must_match(monkeypatch):
+    """kvsim calibrate --split-kv: the grids (varlen_decode.SPLIT) and the fits' engine runs
+    (runtime.mixed_decode_split) cut a mixed step's long rows alike, meta records it, and a profile measured without
+    it (or from before the field) is not resumed with it."""
+    pytest.importorskip("triton")
+    from kvsim.calibrate import engine_runs as ER
+    from kvsim.calibrate.cli import _split_kv
+    from kvsim.kernels import varlen_decode
+    monkeypatch.setattr(ER, "MIXED_DECODE_SPLIT", None)
+    monkeypatch.setattr(varlen_decode, "SPLIT", False)
+    _split_kv(ER, True)
+    assert varlen_decode.SPLIT is True and ER.runtime_mode()["mixed_decode_split"] is True
+    _split_kv(ER, None)                   # the engine's default: off
+    assert varlen_decode.SPLIT is False and ER.runtime_mode()["mixed_decode_split"] is False
+    assert LEGACY_MODE["mixed_decode_split"] is False
+    committed = json.loads(OPT.read_text())["meta"]
+    with pytest.raises(KvsimError) as e:
+        check_engine_mode({"meta": committed}, {"mixed_decode_split": True})
+    assert e.value.field == "meta.mixed_decode_split"
+    check_engine_mode({"meta": committed}, {"mixed_decode_split": False})

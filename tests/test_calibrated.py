@@ -431,12 +431,15 @@ def test_live_validation_runs_the_engine_its_profile_measured():
     assert profile_sets({}) == ["runtime.cuda_graph_prefill_ladder=v1", "runtime.mixed_decode_kernel=false",
                                 "runtime.cuda_graph_prefill_route=false", "runtime.async_scheduling=false",
                                 "runtime.swap_staged=false", "runtime.async_prompt_steps=false",
-                                "runtime.pad_logits=false"]
+                                "runtime.pad_logits=false", "runtime.mixed_decode_split=false"]
     assert profile_sets(None) == profile_sets({})
     assert profile_sets({"prefill_ladder": "v2", "mixed_decode_kernel": True}) == \
         ["runtime.cuda_graph_prefill_ladder=v2", "runtime.mixed_decode_kernel=true",
          "runtime.cuda_graph_prefill_route=false", "runtime.async_scheduling=false", "runtime.swap_staged=false",
-         "runtime.async_prompt_steps=false", "runtime.pad_logits=false"]
+         "runtime.async_prompt_steps=false", "runtime.pad_logits=false", "runtime.mixed_decode_split=false"]
+    # a profile whose mixed steps cut their long rows (kvsim calibrate --split-kv) runs the engine so
+    sc = kvsim.load_scenario("scenarios/examples/quickstart.yaml", profile_sets({"mixed_decode_split": True}))
+    assert sc.runtime.mixed_decode_split is True
     # profiles from before 2026-12-07's padded LM head ran it at the sampled rows; newer ones record it
     assert "runtime.pad_logits=true" in profile_sets({"pad_logits": True})
     assert "runtime.async_scheduling=true" in profile_sets({"async_scheduling": True})

@@ -343,3 +343,18 @@ def test_warmup_shapes_cover_every_split_of_eager_decode(kv_heads, sms, max_ctx)
     serving = {key(r, c) for r in range(1, 257) for c in range(16, max_ctx + 1, 16)} - {None}
     warm = {key(len(d), max(d)) for p, d in warmup_shapes(2048, max_ctx, 256, 2048) if d and not p} - {None}
     assert serving and serving <= warm, sorted(serving - warm)
+
+
+def test_the_split_kv_setting_reaches_the_kernels_and_keeps_graphs_apart(monkeypatch):
+    """runtime.mixed_decode_split switches the varlen decode kernel's split-KV for the run (a module switch the
+    kernels read at capture and launch), and graphs captured under one setting are never lent to the other."""
+    from kvsim.kernels import varlen_decode
+    monkeypatch.setattr(varlen_decode, "SPLIT", False)
+    model = build_model(get_model("tiny-opt"), dtype=torch.float32, device=torch.device("cpu"), weights="dummy")
+    on = RealEngine(_scenario("cpu", attention_backend="triton", mixed_decode_split=True), model=model)
+    assert varlen_decode.SPLIT is True
+    off = RealEngine(_scenario("cpu", attention_backend="triton", mixed_decode_split=False), model=model)
+    assert varlen_decode.SPLIT is False
+    assert on._parts_key(on._graph_settings()) != off._parts_key(off._graph_settings())
+    RealEngine(_scenario("cpu", mixed_decode_split=True), model=model)      # torch attention: no kernel switched
+    assert varlen_decode.SPLIT is False

@@ -51,6 +51,10 @@ def add_parser(sub) -> None:
                         "engine's default, runtime.async_scheduling: true), or, with --no-async-scheduling, stepped "
                         "one at a time, for an engine run with runtime.async_scheduling: false (recorded as "
                         "meta.async_scheduling)")
+    c.add_argument("--split-kv", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed steps' few long decode rows cut into partitions in the grids and the fits' engine runs, "
+                        "for an engine run with runtime.mixed_decode_split: true (default: the engine's, false; "
+                        "recorded as meta.mixed_decode_split)")
     c.add_argument("--serving-block-sizes", default=None, metavar="LIST",
                    help="block sizes (of --block-sizes, or of the resumed profile) that get their own serving fit, "
                         "e.g. 1,16,128 for a block-size report checked on the engine at those sizes (default: every "
@@ -82,6 +86,7 @@ def cmd_resume(args) -> int:
     M.SWAP_STAGED = False if args.swap_per_layer else None     # a profile that timed per-layer swaps resumes so
     from kvsim.calibrate import engine_runs as ER
     ER.ASYNC_SCHEDULING = args.async_scheduling    # ... and an overlapped or stepped one as asked (None: default)
+    _split_kv(ER, args.split_kv)
     path = resume(args.resume, args.out, "kvsim " + " ".join(sys.argv[1:]), model_name=args.model, dtype=args.dtype,
                   cuda_graphs=not args.no_cuda_graphs, serving_runs=args.serving_runs,
                   time_limit_s=args.time_limit, allow_other_card=args.allow_other_card, serving_sizes=serving_sizes)
@@ -143,8 +148,16 @@ def cmd_calibrate(args) -> int:
     M.SWAP_STAGED = False if args.swap_per_layer else None
     from kvsim.calibrate import engine_runs as ER
     ER.ASYNC_SCHEDULING = args.async_scheduling    # None: the engine's default
+    _split_kv(ER, args.split_kv)
     path = calibrate(args.model, sizes, args.out, args.dtype or "fp16", "kvsim " + " ".join(sys.argv[1:]),
                      cuda_graphs=not args.no_cuda_graphs, fast=args.fast, serving_runs=args.serving_runs,
                      time_limit_s=args.time_limit, serving_sizes=serving_sizes)
     print(f"wrote {path}")
     return 0
+
+
+def _split_kv(ER, asked: bool | None) -> None:
+    """The fits' engine runs (``runtime.mixed_decode_split``) and the grids (``varlen_decode.SPLIT``) alike."""
+    from kvsim.kernels import varlen_decode
+    ER.MIXED_DECODE_SPLIT = asked
+    varlen_decode.SPLIT = ER.mixed_decode_split()

@@ -8,6 +8,7 @@ OVERHEAD_BATCH = [1, 4, 16, 64, 128, 256]
 KV_MEMORY_SHARE = 0.6              # a serving run goes only if its worst-case KV fits this share of the free GPU memory
 OVERHEAD_PER_SEQ_TOKENS = 200      # a step-overhead run's KV per request (128 prompt + 48 output + room)
 ASYNC_SCHEDULING: bool | None = None   # these runs overlapped? None: the engine's default
+MIXED_DECODE_SPLIT: bool | None = None  # mixed steps' long rows cut (split-KV)? None: the engine's default
 #                                        (RuntimeConfig().async_scheduling); kvsim calibrate --async-scheduling: True
 
 
@@ -26,12 +27,19 @@ def async_prompt_steps() -> bool:
     return async_scheduling() and bool(RuntimeConfig().async_prompt_steps)
 
 
+def mixed_decode_split() -> bool:
+    """Whether the calibration cuts mixed steps' few long decode rows into partitions (``runtime.mixed_decode_split``):
+    :data:`MIXED_DECODE_SPLIT`, else the engine default. The grids read it too (``varlen_decode.SPLIT``)."""
+    from kvsim.config import RuntimeConfig
+    return bool(RuntimeConfig().mixed_decode_split if MIXED_DECODE_SPLIT is None else MIXED_DECODE_SPLIT)
+
+
 def runtime_mode() -> dict:
-    """The runtime settings of every engine run of the calibration: stepped or overlapped, which steps, and
-    whether the LM head ran at the decode graphs' row counts (the engine's default)."""
+    """The runtime settings of every engine run of the calibration: stepped or overlapped, which steps, whether
+    the LM head ran at the decode graphs' row counts (the engine's default) and whether mixed steps cut rows."""
     from kvsim.config import RuntimeConfig
     return {"async_scheduling": async_scheduling(), "async_prompt_steps": async_prompt_steps(),
-            "pad_logits": bool(RuntimeConfig().pad_logits)}
+            "pad_logits": bool(RuntimeConfig().pad_logits), "mixed_decode_split": mixed_decode_split()}
 
 
 def overhead_blocks(n: int, bs: int) -> int:

@@ -21,9 +21,9 @@ from kvsim.errors import KvsimError
 
 MUST_MATCH = ("format", "version", "model", "dtype", "num_layers")
 META_MUST_MATCH = ("gpu", "cuda_graphs", "fused_layer_ops", "prefill_ladder", "prefill_route", "mixed_decode_kernel",
-                   "async_scheduling", "swap_staged", "async_prompt_steps", "pad_logits")
+                   "async_scheduling", "swap_staged", "async_prompt_steps", "pad_logits", "mixed_decode_split")
 # keys older profiles lack: LEGACY_ENGINE_MODE's
-META_DEFAULT_KEYS = ("async_scheduling", "prefill_route", "async_prompt_steps", "pad_logits")
+META_DEFAULT_KEYS = ("async_scheduling", "prefill_route", "async_prompt_steps", "pad_logits", "mixed_decode_split")
 
 
 def _meta_defaults() -> dict:

@@ -23,11 +23,11 @@ VERSION = 1
 LEGACY_ENGINE_MODE = {"cuda_graphs": False, "fused_layer_ops": False, "mixed_decode_kernel": False,
                       "async_scheduling": False, "prefill_ladder": "v1", "copy_one_launch": False,
                       "swap_staged": False, "prefill_route": False, "async_prompt_steps": False,
-                      "pad_logits": False}
+                      "pad_logits": False, "mixed_decode_split": False}
 """The engine a profile was measured with, for each ``meta`` field it does not record (profiles from before the
 field existed): eager, plain layer ops, decode rows in the prefill kernel, stepped, ladder v1, per-layer copies
 and swaps, every prefill graph size replayed (no routing), steps with prompt tokens stepped, the LM head at the
-sampled rows.
+sampled rows, mixed steps' decode rows never cut into partitions.
 ``kvsim calibrate`` records all of them (``kvsim.calibrate.profile.engine_mode``)."""
 
 

@@ -102,6 +102,9 @@ class RealEngine:
             raise KvsimError("tensor_parallel", "the engine runs on one GPU (tensor_parallel must be 1); "
                              "tensor_parallel > 1 runs on CPU only (runtime.device: cpu, gloo ranks)")
         self.backend = _backend(sc, self.device)
+        if self.backend == "triton":      # (a module switch the kernels read at launch and capture: set per run)
+            from kvsim.kernels import varlen_decode
+            varlen_decode.SPLIT = bool(sc.runtime.mixed_decode_split)
         dtype = DTYPES[sc.dtype]
         t0 = time.perf_counter()
         self.model = model or build_model(self.setup.model, dtype=dtype, device=self.device,
@@ -173,6 +176,7 @@ class RealEngine:
         return {"max_batch": min(rt.cuda_graph_max_batch, e.max_num_seqs),
                 "prefill_max_tokens": min(rt.cuda_graph_prefill_max_tokens, e.max_num_batched_tokens),
                 "max_seqs": min(e.max_num_seqs, 256), "decode_kernel": rt.mixed_decode_kernel,
+                "decode_split": rt.mixed_decode_split,
                 "ladder": rt.cuda_graph_prefill_ladder, "route": rt.cuda_graph_prefill_route,
                 "skip": tuple(sorted(set(rt.cuda_graph_prefill_skip)))}
 
