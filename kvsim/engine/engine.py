@@ -195,7 +195,7 @@ class RealEngine:
         e, rt = self.sc.engine, self.sc.runtime
         return (id(self.model), e.block_size, e.max_num_batched_tokens, self.setup.max_model_len, e.max_num_seqs,
                 largest_prefill_step(self.sc, self.setup.max_model_len, self.kv.num_gpu_blocks),
-                rt.mixed_decode_kernel, rt.sampling, bool(self.kv.num_cpu_blocks), self.backend)
+                rt.mixed_decode_kernel, rt.mixed_decode_split, rt.sampling, bool(self.kv.num_cpu_blocks), self.backend)
 
     def _warms_up(self) -> bool:
         """Warm-up runs on a GPU (``runtime.warmup``): there kernels compile and load on first use."""
