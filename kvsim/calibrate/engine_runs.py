@@ -8,8 +8,9 @@ OVERHEAD_BATCH = [1, 4, 16, 64, 128, 256]
 KV_MEMORY_SHARE = 0.6              # a serving run goes only if its worst-case KV fits this share of the free GPU memory
 OVERHEAD_PER_SEQ_TOKENS = 200      # a step-overhead run's KV per request (128 prompt + 48 output + room)
 ASYNC_SCHEDULING: bool | None = None   # these runs overlapped? None: the engine's default
-MIXED_DECODE_SPLIT: bool | None = None  # mixed steps' long rows cut (split-KV)? None: the engine's default
 #                                        (RuntimeConfig().async_scheduling); kvsim calibrate --async-scheduling: True
+MIXED_DECODE_SPLIT: bool | None = None  # mixed steps' long rows cut (split-KV)? None: the engine's default (off);
+#                                        kvsim calibrate --split-kv: True
 
 
 def async_scheduling() -> bool:
