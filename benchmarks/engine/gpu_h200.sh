@@ -32,7 +32,8 @@
 #                 one is <model><CALIB_SUFFIX>-<its GPU UUID's first 8>.json; $PDIR is calibrate/profiles/<card>/, H200 or H100) and used by the stages after; CALIB_TIMEOUT (s, default 540);
 #                 the serving fit's engine runs are kept beside each profile (<profile>.serving/n<N>/);
 #                 CALIB_ARGS="--no-cuda-graphs" for an eager profile (window models run without graphs), "--no-async-scheduling"
-#                 for a stepped one (the engine overlaps by default since 2026-12-06); #18's blocks profile:
+#                 for a stepped one (the engine overlaps by default since 2026-12-06), "--split-kv" for one whose
+#                 mixed steps cut few long decode rows (runtime.mixed_decode_split: results_H100/split_1207g); #18's blocks profile:
 #                 CALIB="opt-13b:1,2,4,8,16,32,64,128,256" CALIB_SUFFIX=-blocks CALIB_ARGS="--fast --serving-block-sizes 1,16,128"
 #   RESUME="opt-13b"  kvsim calibrate --resume calibrate/profiles/H200/<model>.json: its serving fit and prefill
 #                 overhead fits again, whole, on the card of its grids (a CALIB call cut short, then this call);
