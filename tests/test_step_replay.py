@@ -74,7 +74,8 @@ def test_bad_arguments_are_one_line(tmp_path, monkeypatch):
                         (["--set", str(tmp_path / "none"), "--out", str(tmp_path)], "--set"),
                         (["--set", str(SET), "--out", str(tmp_path), "--per-row", "0"], "--per-row"),
                         (["--set", str(SET), "--out", str(tmp_path), "--rows", "x"], "--rows"),
-                        (["--set", str(SET), "--out", str(tmp_path), "--no-split-waves", "0"], "--no-split-waves")):
+                        (["--set", str(SET), "--out", str(tmp_path), "--no-split-waves", "0"], "--no-split-waves"),
+                        (["--set", str(SET), "--out", str(tmp_path), "--split-ref-len", "0"], "--split-ref-len")):
         monkeypatch.setattr("sys.argv", ["step_replay.py", "--cpu"] + argv)
         with pytest.raises(SystemExit) as e:
             S.main()

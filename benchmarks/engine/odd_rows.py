@@ -48,10 +48,12 @@ class StepHarness:
     """The grid's way of timing a whole decode step (module doc), built once: ``time_step(contexts)`` times the
     step of those rows' contexts (each counting its new token) at its decode graph's batch size, in ms;
     ``reference_ms()`` the card's reference step (:mod:`kvsim.engine.reference_step`) in the same harness.
-    ``max_rows`` / ``max_ctx``: the largest step it will be asked for (the pool and graphs are sized for it)."""
+    ``max_rows`` / ``max_ctx``: the largest step it will be asked for (the pool and graphs are sized for it).
+    ``split_ref_len``: the length the graphs' split-KV partitions are sized for (default: the model's longest
+    sequence, as the engine's graphs)."""
 
     def __init__(self, model_name: str, max_rows: int, max_ctx: int, device: torch.device, block_size: int = 16,
-                 reps: int = 15):
+                 reps: int = 15, split_ref_len: int | None = None):
         from kvsim.engine.cuda_graphs import DecodeGraphs
         from kvsim.engine.models import build_model
         spec = get_model(model_name)
@@ -65,8 +67,12 @@ class StepHarness:
         self.caches = [M._cache(self.model, self.pool, block_size, device) for _ in range(self.model.num_layers)]
         # graphs captured for the model's longest sequence, as the engine's are
         self.graphs = DecodeGraphs(self.model, self.caches, block_size=block_size, max_batch=self.sizes[-1],
-                                   max_context_len=spec.max_seq_len, backend=self.backend,
+                                   max_context_len=spec.max_seq_len, backend=self.backend, capture=False,
                                    batch_sizes=self.sizes) if device.type == "cuda" else None
+        if self.graphs is not None:
+            if split_ref_len:
+                self.graphs.split_ref_len = int(split_ref_len)
+            self.graphs._capture_all()
         self.gen = torch.Generator().manual_seed(0)
 
     def time_step(self, contexts: list[int]) -> float:

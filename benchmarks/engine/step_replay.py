@@ -98,7 +98,7 @@ def pick_serving(runs_dir: Path, rows: list[int], per_row: int) -> list[dict]:
 
 
 def replay(set_dir: Path | None, model: str, scenarios: list[str] | None, rows: list[int], per_row: int, device,
-           clip: int | None = None, runs_dir: Path | None = None) -> dict:
+           clip: int | None = None, runs_dir: Path | None = None, split_ref_len: int | None = None) -> dict:
     """Every picked step of the set's scenarios (first runs) and of the calibration's serving runs, timed in the
     harness (module doc)."""
     from odd_rows import StepHarness
@@ -116,12 +116,12 @@ def replay(set_dir: Path | None, model: str, scenarios: list[str] | None, rows: 
         for s in picked:
             s["replayed"] = [min(c, clip) for c in s["contexts"]]
     h = StepHarness(model, max(s["n"] for s in picked), max(max(s.get("replayed", s["contexts"])) for s in picked),
-                    device)
+                    device, split_ref_len=split_ref_len)
     for s in picked:
         s["replay_ms"] = round(h.time_step(s.get("replayed", s["contexts"])), 4)
     ref = h.reference_ms()
     return {"model": model, "set": _shown(set_dir), "runs": _shown(runs_dir), "replay_reference_ms": ref,
-            "steps": picked}
+            "split_ref_len": split_ref_len, "steps": picked}
 
 
 def _shown(path: Path | None) -> str | None:
@@ -212,7 +212,8 @@ def pair(a: dict, b: dict) -> list[dict]:
 
 
 def pair_markdown(rows: list[dict], a: dict, b: dict) -> str:
-    wa, wb = a.get("no_split_waves"), b.get("no_split_waves")
+    wa, wb = (f"{d.get('no_split_waves')}" + (f", split_ref_len {d['split_ref_len']}" if d.get("split_ref_len") else "")
+              for d in (a, b))
     lines = [f"{a['model']}: replay A (NO_SPLIT_WAVES {wa}) against B ({wb}); reference steps "
              f"{a.get('replay_reference_ms') or float('nan'):.3f} and {b.get('replay_reference_ms') or float('nan'):.3f} ms",
              "", "| steps of | rows | steps | context a row | longest | A (ms) | B (ms) | B / A | B / A over the reference's |",
@@ -236,6 +237,10 @@ def main() -> None:
     ap.add_argument("--no-split-waves", type=int, default=None,
                     help="kvsim.kernels.decode_splits.NO_SPLIT_WAVES for the replay's graphs (default: the kernel's): "
                          "does a graph batch the heuristic leaves unsplit run its few real rows faster split?")
+    ap.add_argument("--split-ref-len", type=int, default=None,
+                    help="the length the replay's decode graphs size split-KV partitions for (default: the model's "
+                         "longest sequence, as the engine): with --no-split-waves 8 and a few hundred tokens, "
+                         "OPT-13B's 16- and 24-row graphs cut rows of the set's lengths")
     ap.add_argument("--analyse", help="a step_replay.json to price (CPU)")
     ap.add_argument("--pair", nargs=2, metavar=("A", "B"), help="two step_replay.json of the same steps, compared (CPU)")
     ap.add_argument("--profile", help="the profile that prices the steps (--analyse, or after a replay)")
@@ -266,6 +271,8 @@ def main() -> None:
     if a.per_row < 1:
         raise SystemExit("error: --per-row: at least 1")
     rows = parse_rows(a.rows)
+    if a.split_ref_len is not None and a.split_ref_len < 1:
+        raise SystemExit("error: --split-ref-len: at least 1")
     if a.no_split_waves is not None:
         if a.no_split_waves < 1:
             raise SystemExit("error: --no-split-waves: at least 1")
@@ -277,7 +284,8 @@ def main() -> None:
     if a.cpu:
         from kvsim.catalogue import get_model
         clip = get_model(a.model).max_seq_len // 2
-    doc = replay(set_dir, a.model, [s for s in a.scenarios.split(",") if s], rows, a.per_row, device, clip, runs_dir)
+    doc = replay(set_dir, a.model, [s for s in a.scenarios.split(",") if s], rows, a.per_row, device, clip, runs_dir,
+                 a.split_ref_len)
     doc["card"] = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     from kvsim.kernels.decode_splits import NO_SPLIT_WAVES
     doc["no_split_waves"] = NO_SPLIT_WAVES
