@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests._scripts import ROOT, load_script
@@ -117,3 +118,26 @@ def test_two_replays_of_the_same_steps_pair_up_and_take_the_cards_drift_off(caps
     with pytest.raises(SystemExit) as e:
         S.main()
     assert str(e.value).startswith("error: --pair")
+
+
+def test_steps_after_a_prompt_step_are_binned_with_their_shape_held(tmp_path):
+    P = load_script("benchmarks/engine/post_prompt_steps.py")
+    assert P.steps_since_prompt(np.array([0, 5, 0, 0, 3, 0])).tolist()[1:] == [0, 1, 2, 0, 1]
+    # a synthetic run: 2 rows, time linear in the context sum, +0.5 ms on the first step after a prompt step
+    n = 60
+    pt = np.where(np.arange(n) % 10 == 0, 100, 0)
+    since = P.steps_since_prompt(pt)
+    mem = np.arange(n) * 7.0 + 100
+    its = pd.DataFrame({"prefill_tokens": pt, "decode_seqs": 2, "mem_used": mem, "host_ahead": 1,
+                        "swap_out_blocks": 0, "swap_in_blocks": 0,
+                        "duration_s": 0.01 + 1e-6 * mem + np.where(since == 1, 0.5e-3, 0.0)})
+    rows = dict((b, m) for b, _, m in P.by_since(P.residuals(its)))
+    assert rows["1"] - rows["3-4"] == pytest.approx(0.5, abs=0.01) and rows["3-4"] == pytest.approx(rows["5-8"], abs=0.01)
+    its.loc[since == 1, "host_ahead"] = 0                    # host work not hidden: left out
+    assert P.by_since(P.residuals(its))[0][1] == 0
+    run = tmp_path / "run"
+    run.mkdir()
+    its.to_csv(run / "iterations.csv", index=False)
+    assert "| run |" in P.markdown([run])
+    with pytest.raises(SystemExit, match="RUN_DIR"):
+        P.read_iterations(tmp_path)
