@@ -314,6 +314,9 @@ def test_decode_graph_partitions_follow_the_model_not_max_model_len():
         assert graphs.split_ref_len == spec.max_seq_len
         assert graphs._meta(4).decode_split_ref_len == spec.max_seq_len
         assert graphs._meta(4).max_decode_context_len == limit
+    short = DecodeGraphs(model, caches, block_size=4, max_batch=4, max_context_len=64, backend="torch",
+                         split_ref_len=32)            # a diagnostic's shorter partitions (step_replay --split-ref-len)
+    assert short.split_ref_len == 32 and short._meta(4).decode_split_ref_len == 32
 
 
 def test_synthetic_steps_launch_the_decode_kernel_on_prompts_as_the_runner_does():

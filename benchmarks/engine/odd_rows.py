@@ -67,12 +67,8 @@ class StepHarness:
         self.caches = [M._cache(self.model, self.pool, block_size, device) for _ in range(self.model.num_layers)]
         # graphs captured for the model's longest sequence, as the engine's are
         self.graphs = DecodeGraphs(self.model, self.caches, block_size=block_size, max_batch=self.sizes[-1],
-                                   max_context_len=spec.max_seq_len, backend=self.backend, capture=False,
-                                   batch_sizes=self.sizes) if device.type == "cuda" else None
-        if self.graphs is not None:
-            if split_ref_len:
-                self.graphs.split_ref_len = int(split_ref_len)
-            self.graphs._capture_all()
+                                   max_context_len=spec.max_seq_len, backend=self.backend,
+                                   batch_sizes=self.sizes, split_ref_len=split_ref_len) if device.type == "cuda" else None
         self.gen = torch.Generator().manual_seed(0)
 
     def time_step(self, contexts: list[int]) -> float:

@@ -130,9 +130,12 @@ class DecodeGraphs(_StepGraphs):
     """Decode-only steps by batch size (see module doc)."""
 
     def __init__(self, model, kv_caches, *, block_size: int, max_batch: int, max_context_len: int,
-                 backend: str, capture: bool = True, batch_sizes: list[int] | None = None):
+                 backend: str, capture: bool = True, batch_sizes: list[int] | None = None,
+                 split_ref_len: int | None = None):
         """``batch_sizes`` (default :func:`graph_batch_sizes`) are the batches captured; steps of
-        other sizes up to the largest are padded to the next one."""
+        other sizes up to the largest are padded to the next one. ``split_ref_len``: the length the split-KV
+        partitions are sized for (default: the longer of ``max_context_len`` and the model's longest sequence,
+        as the engine's graphs; a diagnostic may set a shorter one)."""
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         sizes = sorted({int(b) for b in batch_sizes if 1 <= b <= max_batch}) if batch_sizes \
@@ -141,7 +144,8 @@ class DecodeGraphs(_StepGraphs):
                          max_context_len=max_context_len, backend=backend)
         self.max_batch = self.max_size
         spec = getattr(model, "spec", None)
-        self.split_ref_len = max(self.max_context_len, int(getattr(spec, "max_seq_len", 0) or 0))
+        self.split_ref_len = int(split_ref_len) if split_ref_len else \
+            max(self.max_context_len, int(getattr(spec, "max_seq_len", 0) or 0))
         if capture and model.device.type == "cuda":
             self._capture_all()
 
