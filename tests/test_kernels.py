@@ -148,7 +148,7 @@ def test_bad_inputs_raise_one_line_errors(monkeypatch):
 
 
 def _prefill_case(ctx_lens, q_lens, hkv, group, dim, dtype, bs, seed, block_m=16, persistent=None,
-                  single_decode=False, split=None):
+                  single_decode=False, split=None, diag_split=None, block_n=16, num_warps=None, num_stages=None):
     """Write the new tokens with write_kv, then prefill; compare with a contiguous causal ref.
     ``single_decode``: the prefill kernel skips one-token sequences and the varlen decode kernel serves them."""
     total = [c + n for c, n in zip(ctx_lens, q_lens)]
@@ -174,8 +174,9 @@ def _prefill_case(ctx_lens, q_lens, hkv, group, dim, dtype, bs, seed, block_m=16
     qsl = torch.tensor([0] + torch.cumsum(torch.tensor(q_lens), 0).tolist(), dtype=torch.int32, device=DEV)
     ctx = torch.tensor(ctx_lens, dtype=torch.int32, device=DEV)
     out = paged_prefill_attention(q, pk.k_cache, pk.v_cache, pk.block_table, qsl, ctx,
-                                  out=poison(torch.empty_like(q)), block_m=block_m, block_n=16,
-                                  persistent=persistent, skip_single=single_decode)
+                                  out=poison(torch.empty_like(q)), block_m=block_m, block_n=block_n,
+                                  persistent=persistent, skip_single=single_decode, diag_split=diag_split,
+                                  num_warps=num_warps, num_stages=num_stages)
     if single_decode:      # the one-token sequences' rows are still NaN: the decode kernel must write them all
         assert torch.isnan(out).any() == (1 in q_lens)
         paged_varlen_decode_attention(q, pk.k_cache, pk.v_cache, pk.block_table, qsl, ctx, out=out, block_n=16,
@@ -384,6 +385,19 @@ def test_gpu_decode_block_sizes(bs, splits):
 def test_gpu_prefill(bs, dim, dtype):
     _prefill_case([0, 300, 17, 1000], [129, 64, 1, 300], 8, 4, dim, dtype, bs, seed=bs + dim,
                   block_m=64)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("launch", [(64, 64, 4, 2), (128, 64, 8, 3), (128, 32, 8, 2), (64, 128, 4, 3)])
+@pytest.mark.parametrize("group", [1, 4])
+def test_gpu_prefill_launches_and_diag_split(group, launch):
+    # each launch the prefill_tiles.py sweep may pick, with the diagonal-only mask and without: prompts, chunks over
+    # cached context (mid-block), decode rows in the unified launch
+    m, n, w, s = launch
+    for diag in (False, True):
+        _prefill_case([0, 300, 17, 1000, 2047], [129, 64, 1, 300, 1], 8, group, 128, torch.float16, 16,
+                      seed=m + n + group, block_m=m, block_n=n, num_warps=w, num_stages=s, diag_split=diag)
 
 
 @pytest.mark.gpu

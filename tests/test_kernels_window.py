@@ -73,12 +73,12 @@ def test_window_zero_is_full_attention_bit_for_bit():
     assert rel_err(big, _window_ref(q, k, v, lens, 0)) < tolerance(torch.float16)
 
 
-def _prefill_window_case(ctx_lens, q_lens, window, bs, group, seed):
+def _prefill_window_case(ctx_lens, q_lens, window, bs, group, seed, block_m=64):
     total = [c + n for c, n in zip(ctx_lens, q_lens)]
     hkv, dim = 2, 64
     _, k, v, _ = make_decode_problem(total, hkv * group, hkv, dim, torch.float16, DEV, seed=seed)
     pk = page_kv(k, v, total, bs, seed=seed)          # every token already written (write_kv is tested apart)
-    _stale_blocks_to_nan(pk, [max(c - window + 1, 0) for c in ctx_lens])
+    _stale_blocks_to_nan(pk, [max(c - window + 1, 0) if window else 0 for c in ctx_lens])
     gen = torch.Generator().manual_seed(seed)
     q = randn((sum(q_lens), hkv * group, dim), torch.float16, DEV, gen)
     qsl = torch.tensor([0] + torch.cumsum(torch.tensor(q_lens), 0).tolist(), dtype=torch.int32, device=DEV)
@@ -88,14 +88,18 @@ def _prefill_window_case(ctx_lens, q_lens, window, bs, group, seed):
         a = int(qsl[s])
         qpos = c + torch.arange(n)[:, None]
         kpos = torch.arange(c + n)[None, :]
-        mask = (kpos <= qpos) & (kpos > qpos - window)
+        mask = (kpos <= qpos) & ((kpos > qpos - window) if window else True)
         want[a:a + n] = reference._attend(q[a:a + n].double().cpu(), k[s, :c + n].double().cpu(),
                                           v[s, :c + n].double().cpu(), dim ** -0.5, mask)
     ref = reference.paged_prefill(q, pk.k_cache, pk.v_cache, pk.block_table, qsl, ctx, window=window)
     assert rel_err(ref, want) < 1e-12
-    out = paged_prefill_attention(q, pk.k_cache, pk.v_cache, pk.block_table, qsl, ctx, block_n=16,
-                                  out=poison(torch.empty_like(q)), window=window)
+    out = paged_prefill_attention(q, pk.k_cache, pk.v_cache, pk.block_table, qsl, ctx, block_n=16, block_m=block_m,
+                                  out=poison(torch.empty_like(q)), window=window, diag_split=False)
     assert rel_err(out, want) < tolerance(torch.float16)
+    # masking only the blocks at the window's start and on the diagonal walks the same blocks in the same order
+    split = paged_prefill_attention(q, pk.k_cache, pk.v_cache, pk.block_table, qsl, ctx, block_n=16, block_m=block_m,
+                                    out=poison(torch.empty_like(q)), window=window, diag_split=True)
+    assert torch.equal(split, out)
 
 
 @pytest.mark.parametrize("window", [1, 6, 16, 29])
@@ -104,6 +108,16 @@ def _prefill_window_case(ctx_lens, q_lens, window, bs, group, seed):
 def test_paged_prefill_window(bs, group, window):
     # a plain prompt longer than the window, chunks over cached context, decode-like 1-token rows
     _prefill_window_case([0, 5, 40, 33, 0], [45, 1, 20, 1, 3], window, bs, group, seed=bs + group + window)
+
+
+@pytest.mark.parametrize("window", [0, 16, 40])
+@pytest.mark.parametrize("block_m", [16, 64])
+def test_prefill_diag_split_same_numbers_across_tiles(window, block_m):
+    # query tiles of 4-16 tokens against 16-key blocks: tiles whose first query sits mid-block, prompts and chunks
+    # longer than the window (masked blocks at its start, unmasked ones after, masked on the diagonal); window 0
+    # is full attention (no masked block before the diagonal)
+    _prefill_window_case([0, 7, 64, 100], [70, 33, 17, 50], window, 16, 4, seed=window + block_m,
+                         block_m=block_m)
 
 
 def test_bad_window_is_one_line():

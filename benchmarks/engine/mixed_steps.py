@@ -4,7 +4,9 @@ Settings (``--settings``, comma list, each ``+``-joined): ``fused`` / ``plain`` 
 rows attended inside the prefill kernel (``unified``: 64-row query tiles) or by the varlen decode kernel beside
 it (``decodekernel``, :mod:`kvsim.kernels.varlen_decode`); ``persistent`` prefill grid; ``split`` (the decode
 rows' contexts cut into partitions, :mod:`kvsim.kernels.varlen_split`); a token ladder
-(``v1`` / ``v2`` of :data:`kvsim.graph_sizes.PREFILL_LADDERS`, default the current one). Default: the engine
+(``v1`` / ``v2`` of :data:`kvsim.graph_sizes.PREFILL_LADDERS`, default the current one); the prefill kernel's
+``diag`` loop (:data:`kvsim.kernels.prefill.DIAG_SPLIT`) and launch (``pm128n64w8s3``: block_m, block_n, warps,
+stages; default :data:`kvsim.kernels.prefill.LAUNCH`). Default: the engine
 before issue #10's last changes (``fused+unified+v1``) against the current one (``fused+decodekernel``). For each
 setting the script captures the engine's CUDA graphs (prefill/mixed graphs by token count, decode graphs by
 batch) and times, through them: mixed steps (one fresh chunk + decode rows, the unified layout of chunked
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -53,7 +56,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cuda", help="cpu: a smoke run (tiny model, TRITON_INTERPRET=1)")
     ap.add_argument("--settings", default="fused+unified+v1,fused+decodekernel",
-                    help="comma list of fused|plain + unified|decodekernel [+persistent] [+split|+split512] [+hosttimed [+idle]] [+v1|+v2]")
+                    help="comma list of fused|plain + unified|decodekernel [+persistent] [+split|+split512] [+hosttimed [+idle]] [+v1|+v2] [+diag] [+pm<block_m>n<block_n>w<warps>s<stages>]")
     ap.add_argument("--persistent-prefill", action="store_true",
                     help="capture the prefill/mixed graphs with the persistent prefill grid (kvsim.kernels.prefill)")
     a = ap.parse_args()
@@ -96,6 +99,7 @@ def main() -> None:
         return max(mem, comp), ("memory" if mem >= comp else "compute")
 
     import kvsim.kernels.prefill as prefill
+    DEFAULT_LAUNCH = dict(prefill.LAUNCH)
     import kvsim.kernels.varlen_decode as varlen_decode
     import kvsim.kernels.varlen_split as varlen_split
     from kvsim.calibrate import measure
@@ -103,6 +107,12 @@ def main() -> None:
         parts = setting.split("+")
         fused, dkernel = "fused" in parts, "decodekernel" in parts
         prefill.PERSISTENT = a.persistent_prefill or "persistent" in parts
+        # +diag: the prefill kernel masks only its window-start and diagonal key blocks; +pm128n64w8s3: its launch
+        # (block_m, block_n, num_warps, num_stages), else the default
+        prefill.DIAG_SPLIT = "diag" in parts
+        launch = next((x for x in parts if re.fullmatch(r"pm\d+n\d+w\d+s\d+", x)), None)
+        prefill.LAUNCH = (dict(zip(("block_m", "block_n", "num_warps", "num_stages"),
+                                   map(int, re.findall(r"\d+", launch)))) if launch else dict(DEFAULT_LAUNCH))
         varlen_decode.SPLIT = "split" in parts or "split512" in parts
         varlen_split.BALANCED = "split512" not in parts      # +split512: every partition 512 positions
         # +hosttimed: each step on the host clock after the last (the calibration's prompt-step timer); +idle: and
@@ -117,6 +127,7 @@ def main() -> None:
                            token_sizes=prefill_token_sizes(2048, ladder), **common)
         dg = DecodeGraphs(model, caches, max_batch=256, batch_sizes=sorted({n for n, _ in DECODE}), **common)
         tag = {"setting": setting, "fused_layer_ops": fused, "mixed_decode_kernel": dkernel,
+               "prefill_launch": dict(prefill.LAUNCH), "prefill_diag_split": prefill.DIAG_SPLIT,
                "persistent_prefill": prefill.PERSISTENT, "prefill_ladder": ladder or PREFILL_LADDER}
         with torch.inference_mode():
             twins = [(n, round(sum(spread_contexts(n, c)) / n), t, "twin") for n, c, t in SPREAD_SHAPES]

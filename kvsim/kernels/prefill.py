@@ -35,12 +35,50 @@ from kvsim.kernels._common import check_varlen_inputs, default_scale, dot_f32, n
 
 
 @triton.jit
+def _attend_block(q, m_i, l_i, acc, start, kvh, seq, qpos, kv_hi, win, k_ptr, v_ptr, bt_ptr, scale_log2,
+                  stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_bts, d_mask, offs_d,
+                  BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, DOT_F32: tl.constexpr, MASKED: tl.constexpr):
+    """One ``BLOCK_N``-key block of the online softmax. ``MASKED`` False: every key of the block is visible to
+    every row of the tile (strictly before the tile's first query, inside its last query's window), so the
+    causal / window / length mask is skipped."""
+    offs_n = tl.arange(0, BLOCK_N)
+    pos = start + offs_n
+    if MASKED:
+        n_mask = pos < kv_hi
+        phys = tl.load(bt_ptr + seq.to(tl.int64) * stride_bts + pos // BLOCK_SIZE, mask=n_mask, other=0).to(tl.int64)
+        kv_mask = n_mask[:, None] & d_mask[None, :]
+    else:
+        phys = tl.load(bt_ptr + seq.to(tl.int64) * stride_bts + pos // BLOCK_SIZE).to(tl.int64)
+        kv_mask = d_mask[None, :]
+    off = (pos % BLOCK_SIZE).to(tl.int64)
+    row_k = phys * stride_kb + off * stride_kt + kvh * stride_kh
+    row_v = phys * stride_vb + off * stride_vt + kvh * stride_vh
+    k = tl.load(k_ptr + row_k[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(v_ptr + row_v[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
+    if DOT_F32:
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+    s = tl.dot(q, tl.trans(k)) * scale_log2
+    if MASKED:
+        causal = (pos[None, :] <= qpos[:, None]) & (pos[None, :] > qpos[:, None] - win) & n_mask[None, :]
+        s = tl.where(causal, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    # a row may have no key yet in a windowed tile (all -inf): keep its state at zero, not NaN
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m_i - m_use)
+    p = tl.exp2(s - m_use[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def _prefill_tile(
     t, kvh, q_ptr, k_ptr, v_ptr, bt_ptr, qsl_ptr, ctx_ptr, cut_ptr, num_seqs, out_ptr, scale_log2,
     stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
     stride_bts, stride_ot, stride_oh, win,
     G: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, DOT_F32: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, DOT_F32: tl.constexpr, DIAG_SPLIT: tl.constexpr,
 ):
     TQ = BLOCK_M // G
     # flattened tiles: sequence s owns tiles cu_tiles[s] .. cu_tiles[s+1]; find s by bisection
@@ -60,7 +98,6 @@ def _prefill_tile(
         ctx = tl.load(ctx_ptr + seq)
         offs_m = tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, BLOCK_D)
-        offs_n = tl.arange(0, BLOCK_N)
         tok = tile * TQ + offs_m // G
         head = kvh * G + offs_m % G
         m_mask = (offs_m < TQ * G) & (tok < q_len)
@@ -71,37 +108,31 @@ def _prefill_tile(
         if DOT_F32:
             q = q.to(tl.float32)
         qpos = ctx + tok
+        first_q = ctx + tile * TQ
         kv_hi = ctx + tl.minimum((tile + 1) * TQ, q_len)
 
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-        kv_lo = tl.maximum(ctx + tile * TQ - win + 1, 0)     # the tile's first query's window
-        for start in range(kv_lo, kv_hi, BLOCK_N):
-            pos = start + offs_n
-            n_mask = pos < kv_hi
-            phys = tl.load(bt_ptr + seq.to(tl.int64) * stride_bts + pos // BLOCK_SIZE,
-                           mask=n_mask, other=0).to(tl.int64)
-            off = (pos % BLOCK_SIZE).to(tl.int64)
-            kv_mask = n_mask[:, None] & d_mask[None, :]
-            row_k = phys * stride_kb + off * stride_kt + kvh * stride_kh
-            row_v = phys * stride_vb + off * stride_vt + kvh * stride_vh
-            k = tl.load(k_ptr + row_k[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
-            v = tl.load(v_ptr + row_v[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
-            if DOT_F32:
-                k = k.to(tl.float32)
-                v = v.to(tl.float32)
-            s = tl.dot(q, tl.trans(k)) * scale_log2
-            causal = (pos[None, :] <= qpos[:, None]) & (pos[None, :] > qpos[:, None] - win) & n_mask[None, :]
-            s = tl.where(causal, s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            # a row may have no key yet in a windowed tile (all -inf): keep its state at zero, not NaN
-            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-            alpha = tl.exp2(m_i - m_use)
-            p = tl.exp2(s - m_use[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-            m_i = m_new
+        kv_lo = tl.maximum(first_q - win + 1, 0)     # the tile's first query's window
+        free_lo = kv_lo
+        free_hi = kv_lo
+        if DIAG_SPLIT:
+            # whole blocks every row sees: at or after the last query's window start, at or before the first query
+            free_lo = kv_lo + (tl.maximum(kv_hi - win - kv_lo, 0) + BLOCK_N - 1) // BLOCK_N * BLOCK_N
+            free_hi = free_lo + tl.maximum(first_q + 1 - free_lo, 0) // BLOCK_N * BLOCK_N
+        for start in range(kv_lo, free_lo, BLOCK_N):
+            m_i, l_i, acc = _attend_block(q, m_i, l_i, acc, start, kvh, seq, qpos, kv_hi, win, k_ptr, v_ptr, bt_ptr,
+                                          scale_log2, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                                          stride_bts, d_mask, offs_d, BLOCK_N, BLOCK_SIZE, DOT_F32, True)
+        for start in range(free_lo, free_hi, BLOCK_N):
+            m_i, l_i, acc = _attend_block(q, m_i, l_i, acc, start, kvh, seq, qpos, kv_hi, win, k_ptr, v_ptr, bt_ptr,
+                                          scale_log2, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                                          stride_bts, d_mask, offs_d, BLOCK_N, BLOCK_SIZE, DOT_F32, False)
+        for start in range(free_hi, kv_hi, BLOCK_N):
+            m_i, l_i, acc = _attend_block(q, m_i, l_i, acc, start, kvh, seq, qpos, kv_hi, win, k_ptr, v_ptr, bt_ptr,
+                                          scale_log2, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                                          stride_bts, d_mask, offs_d, BLOCK_N, BLOCK_SIZE, DOT_F32, True)
         o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
         row_o = (q_start + tok).to(tl.int64) * stride_ot + head * stride_oh
         tl.store(out_ptr + row_o[:, None] + offs_d[None, :], o.to(out_ptr.dtype.element_ty),
@@ -115,6 +146,7 @@ def _prefill_kernel(
     stride_bts, stride_ot, stride_oh, win,
     G: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, DOT_F32: tl.constexpr, PERSISTENT: tl.constexpr,
+    DIAG_SPLIT: tl.constexpr,
 ):
     kvh = tl.program_id(1)
     if PERSISTENT:      # a fixed number of programs walks the step's real tiles (count read on the device)
@@ -123,12 +155,12 @@ def _prefill_kernel(
             _prefill_tile(t, kvh, q_ptr, k_ptr, v_ptr, bt_ptr, qsl_ptr, ctx_ptr, cut_ptr, num_seqs, out_ptr,
                           scale_log2, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt,
                           stride_vh, stride_bts, stride_ot, stride_oh, win, G, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N,
-                          BLOCK_SIZE, DOT_F32)
+                          BLOCK_SIZE, DOT_F32, DIAG_SPLIT)
     else:               # one program per tile of the host's upper bound; those past the last tile exit
         _prefill_tile(tl.program_id(0), kvh, q_ptr, k_ptr, v_ptr, bt_ptr, qsl_ptr, ctx_ptr, cut_ptr, num_seqs,
                       out_ptr, scale_log2, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb,
                       stride_vt, stride_vh, stride_bts, stride_ot, stride_oh, win, G, HEAD_DIM, BLOCK_D, BLOCK_M,
-                      BLOCK_N, BLOCK_SIZE, DOT_F32)
+                      BLOCK_N, BLOCK_SIZE, DOT_F32, DIAG_SPLIT)
 
 
 PERSISTENT = False
@@ -137,14 +169,22 @@ were measured with one program per tile; a benchmark may switch it on to compare
 graph the grid is sized for 256 sequences, so most programs only find they have no tile)."""
 PERSISTENT_WAVES = 4
 """Persistent programs per SM (summed over KV heads)."""
+LAUNCH = dict(block_m=64, block_n=64, num_warps=4, num_stages=2)
+"""The launch configuration :func:`paged_prefill_attention` and :func:`prefill_tile_starts` use where their caller
+names none (``block_m`` rows a program: ``block_m // G`` query tokens x ``G`` query heads)."""
+DIAG_SPLIT = False
+"""Default of ``paged_prefill_attention(diag_split=...)``: a tile walks the key blocks every one of its rows sees
+without the causal/window mask, and masks only the blocks at its window's start and on its diagonal (the same
+blocks in the same order, so the same numbers). Off until measured on a GPU (``benchmarks/engine/prefill_tiles.py``)."""
 
 
-def tile_tokens(group: int, block_m: int = 64) -> int:
-    """Query tokens per program: ``BLOCK_M // G`` rows of ``G`` query heads each."""
-    return max(block_m, triton.next_power_of_2(group)) // group
+def tile_tokens(group: int, block_m: int | None = None) -> int:
+    """Query tokens per program: ``BLOCK_M // G`` rows of ``G`` query heads each (``block_m`` default
+    :data:`LAUNCH`'s)."""
+    return max(block_m or LAUNCH["block_m"], triton.next_power_of_2(group)) // group
 
 
-def prefill_tile_starts(query_start_loc: torch.Tensor, group: int, block_m: int = 64, *,
+def prefill_tile_starts(query_start_loc: torch.Tensor, group: int, block_m: int | None = None, *,
                         skip_single: bool = False) -> torch.Tensor:
     """int32 ``[num_seqs + 1]`` prefix sums of each sequence's query tiles, computed on the device
     (no host sync, so a CUDA graph can capture it); one per step serves every layer. ``skip_single``:
@@ -163,12 +203,14 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
                             block_table: torch.Tensor, query_start_loc: torch.Tensor,
                             context_lens: torch.Tensor, scale: float | None = None, *,
                             max_query_len: int | None = None, out: torch.Tensor | None = None,
-                            block_m: int = 64, block_n: int = 64, num_warps: int = 4,
-                            num_stages: int = 2, cu_tiles: torch.Tensor | None = None,
+                            block_m: int | None = None, block_n: int | None = None, num_warps: int | None = None,
+                            num_stages: int | None = None, cu_tiles: torch.Tensor | None = None,
                             persistent: bool | None = None, backend: str = "triton",
-                            window: int = 0, skip_single: bool = False) -> torch.Tensor:
+                            window: int = 0, skip_single: bool = False,
+                            diag_split: bool | None = None) -> torch.Tensor:
     """Causal attention of the packed new tokens ``q`` over their sequences' paged KV.
 
+    ``block_m``, ``block_n``, ``num_warps``, ``num_stages``: the launch (default :data:`LAUNCH`).
     ``window`` > 0 (a sliding-window layer): the token at position ``p`` attends to positions
     ``p - window + 1 .. p`` only, and a tile reads no block before its first token's window. 0 = full.
 
@@ -179,7 +221,8 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     :data:`PERSISTENT`) launches at most ``PERSISTENT_WAVES * num_sms`` programs that loop over the real tiles
     instead of one program per tile of the host's upper bound. ``skip_single``: rows of sequences with
     exactly one new token are left to :func:`~kvsim.kernels.decode.paged_varlen_decode_attention` and not
-    written here (``cu_tiles``, when given, must have been computed with the same flag). Returns ``out``
+    written here (``cu_tiles``, when given, must have been computed with the same flag). ``diag_split`` (default
+    :data:`DIAG_SPLIT`): mask only the key blocks that need it (see there). Returns ``out``
     (``[total_new_tokens, num_q_heads, head_dim]``, dtype of ``q``).
     """
     num_seqs = check_varlen_inputs(q, k_cache, v_cache, block_table, query_start_loc, context_lens, backend, window)
@@ -198,6 +241,8 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
             out.copy_(ref)
         return out
     group = q.shape[1] // k_cache.shape[2]
+    block_m, block_n = block_m or LAUNCH["block_m"], block_n or LAUNCH["block_n"]
+    num_warps, num_stages = num_warps or LAUNCH["num_warps"], num_stages or LAUNCH["num_stages"]
     tq = tile_tokens(group, block_m)
     if num_seqs == 0 or q.shape[0] == 0:
         return out
@@ -220,5 +265,6 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
         out.stride(0), out.stride(1), kernel_window(window),
         G=group, HEAD_DIM=q.shape[2], BLOCK_D=max(16, triton.next_power_of_2(q.shape[2])),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_SIZE=k_cache.shape[1],
-        DOT_F32=dot_f32(q.dtype), PERSISTENT=persistent, num_warps=num_warps, num_stages=num_stages)
+        DOT_F32=dot_f32(q.dtype), PERSISTENT=persistent,
+        DIAG_SPLIT=DIAG_SPLIT if diag_split is None else bool(diag_split), num_warps=num_warps, num_stages=num_stages)
     return out
