@@ -16,6 +16,7 @@ import argparse
 import json
 
 from kvsim.catalogue import get_model
+from kvsim.cost.profile import spread_contexts
 
 
 def floors(doc: dict, row: dict) -> tuple[float, float]:
@@ -29,8 +30,10 @@ def floors(doc: dict, row: dict) -> tuple[float, float]:
     if row["kind"] == "prefill":
         tokens, sampled, kv_tokens, pairs = chunk, row.get("prompts", 1), chunk, chunk * chunk / 2 / row.get("prompts", 1)
     else:
-        tokens, sampled, kv_tokens = chunk + n, n + (1 if chunk else 0), n * ctx + chunk
-        pairs = chunk * chunk / 2 + n * ctx
+        # (a mixed_spread row's decode rows hold the bench's evenly spaced contexts up to ``ctx``)
+        kv_rows = sum(spread_contexts(n, ctx)) if row["kind"] == "mixed_spread" else n * ctx
+        tokens, sampled, kv_tokens = chunk + n, n + (1 if chunk else 0), kv_rows + chunk
+        pairs = chunk * chunk / 2 + kv_rows
     kv_bytes = 2 * L * kvh * hd * 2 * kv_tokens
     w_bytes = 2 * (layer + 2 * head)          # fp16 weights (embedding + LM head)
     attn_flops = 4 * L * m.num_heads * hd * pairs

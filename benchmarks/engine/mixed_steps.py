@@ -16,8 +16,8 @@ the padding's share of the gap is visible. Roofline = max(bytes / copy bandwidth
 FLOPs / GEMM rate), both ceilings measured in the same run: bytes = every weight once + the KV read;
 FLOPs = 2 x decoder-layer parameters x tokens + 2 x LM-head parameters x sampled rows + attention
 (4 x layers x heads x head_dim x query-key pairs). Embedding lookups count as bytes, not FLOPs (the whole table:
-this overstates the bytes by the table, ~1 GB for Llama-3-8B). Each row also has ``serial_roofline_ms``
-(:mod:`serial_roofline`): the kernels each at their own roofline, one after another, at the same two ceilings.
+this overstates the bytes by the table, ~1 GB for Llama-3-8B). Each row also has ``floor_ms``, the sequential
+floor of :mod:`mixed_floor` (the kernels one after another, each at its own ceiling) at the same two ceilings.
 
 usage (GPU): python benchmarks/engine/mixed_steps.py --model llama-3-8b --out DIR
 Writes DIR/mixed_steps.json; prints one line per step and setting.
@@ -40,7 +40,7 @@ from kvsim.engine.cuda_graphs import DecodeGraphs, PrefillGraphs
 from kvsim.engine.models import build_model
 from kvsim.engine.synthetic_step import synthetic_step
 from kvsim.graph_sizes import PREFILL_LADDER, PREFILL_LADDERS, padded, prefill_token_sizes
-from serial_roofline import serial_model, serial_roofline_ms
+from mixed_floor import floors
 
 SHAPES = [(16, 1024, 256), (64, 1024, 448), (128, 512, 384), (32, 2048, 480), (8, 2048, 504), (8, 256, 1024),
           (192, 1024, 1792)]
@@ -87,7 +87,6 @@ def main() -> None:
     g = 8192 if dev.type == "cuda" else 256
     m = torch.randn(g, g, dtype=torch.float16 if dev.type == "cuda" else torch.float32, device=dev)
     flops = 2 * g ** 3 / _bench(lambda: m @ m)
-    serial = serial_model(a.model, bw, flops, a.block_size)      # each kind of kernel at its roofline, serially
     wbytes = sum(p.numel() * p.element_size() for p in model.parameters())
     layers = next(m for m in model.modules() if isinstance(m, torch.nn.ModuleList))
     layer_params = sum(p.numel() for p in layers.parameters())
@@ -150,8 +149,8 @@ def main() -> None:
                              "graph_ms": t * 1e3, "roofline_ms": roof * 1e3, "graph_over_roofline": t / roof,
                              "bound": bound, "padded_tokens": tp,
                              "roofline_padded_ms": roofline(tp, n + 1, kv + chunk, chunk * chunk / 2 + kv)[0] * 1e3})
-                rows[-1]["serial_roofline_ms"] = serial_roofline_ms(serial, rows[-1])
-                rows[-1]["graph_over_serial"] = rows[-1]["graph_ms"] / rows[-1]["serial_roofline_ms"]
+                rows[-1]["floor_ms"] = floors({"model": spec.name, "copy_bw_Bps": bw, "gemm_flops": flops}, rows[-1])[1]
+                rows[-1]["graph_over_floor"] = rows[-1]["graph_ms"] / rows[-1]["floor_ms"]
                 print(json.dumps(rows[-1]), flush=True)
             for k, length in PREFILL:
                 ids, pos, meta = synthetic_step([(length, 0)] * k, [], block_size=bs, num_blocks=pool,
@@ -163,8 +162,8 @@ def main() -> None:
                 rows.append({"kind": "prefill", **tag, "decode_rows": 0, "ctx": 0, "chunk": k * length, "prompts": k,
                              "graph_ms": t * 1e3, "roofline_ms": roof * 1e3, "graph_over_roofline": t / roof,
                              "bound": bound, "padded_tokens": padded(k * length, pg.sizes)})
-                rows[-1]["serial_roofline_ms"] = serial_roofline_ms(serial, rows[-1])
-                rows[-1]["graph_over_serial"] = rows[-1]["graph_ms"] / rows[-1]["serial_roofline_ms"]
+                rows[-1]["floor_ms"] = floors({"model": spec.name, "copy_bw_Bps": bw, "gemm_flops": flops}, rows[-1])[1]
+                rows[-1]["graph_over_floor"] = rows[-1]["graph_ms"] / rows[-1]["floor_ms"]
                 print(json.dumps(rows[-1]), flush=True)
             for n, ctx in DECODE:
                 ids, pos, meta = synthetic_step([], [ctx] * n, block_size=bs, num_blocks=pool,
@@ -175,8 +174,8 @@ def main() -> None:
                 rows.append({"kind": "decode", **tag, "decode_rows": n, "ctx": ctx, "chunk": 0,
                              "graph_ms": t * 1e3, "roofline_ms": roof * 1e3, "graph_over_roofline": t / roof,
                              "bound": bound})
-                rows[-1]["serial_roofline_ms"] = serial_roofline_ms(serial, rows[-1])
-                rows[-1]["graph_over_serial"] = rows[-1]["graph_ms"] / rows[-1]["serial_roofline_ms"]
+                rows[-1]["floor_ms"] = floors({"model": spec.name, "copy_bw_Bps": bw, "gemm_flops": flops}, rows[-1])[1]
+                rows[-1]["graph_over_floor"] = rows[-1]["graph_ms"] / rows[-1]["floor_ms"]
                 print(json.dumps(rows[-1]), flush=True)
         del pg, dg
         torch.cuda.empty_cache()
@@ -189,7 +188,7 @@ def main() -> None:
                   f"{first} {base['graph_ms']:6.2f} ms -> {r['setting']} {r['graph_ms']:6.2f} ms "
                   f"({base['graph_ms'] / r['graph_ms']:.2f}x), roofline {r['roofline_ms']:6.2f} ms ({r['bound']}), "
                   f"/ roofline {base['graph_over_roofline']:.2f} -> {r['graph_over_roofline']:.2f}, "
-                  f"/ serial roofline {base['graph_over_serial']:.2f} -> {r['graph_over_serial']:.2f}"
+                  f"/ sequential floor {base['graph_over_floor']:.2f} -> {r['graph_over_floor']:.2f}"
                   + (f" (padded to {r['padded_tokens']} tokens: roofline {r['roofline_padded_ms']:.2f} ms)"
                      if r.get("roofline_padded_ms") and r["padded_tokens"] != r["chunk"] + r["decode_rows"] else ""))
     out = Path(a.out)
