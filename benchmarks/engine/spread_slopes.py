@@ -33,7 +33,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from extra_scaling_check import ROOT, SETS, cost_of, scenario_yaml  # noqa: E402
+from extra_scaling_check import SETS, set_runs  # noqa: E402
 
 MIN_STEPS = 40
 
@@ -43,14 +43,8 @@ def set_steps(name: str, profile: str) -> pd.DataFrame:
     (tokens a row: mean and longest), ``res_ms`` (engine − price) and the graph batch ``b``."""
     from kvsim.calibrate.serving_runs import ONE_OFF, host_ahead, step_contexts
     from kvsim.graph_sizes import padded
-    from kvsim.validate_records import read_engine_records
     parts = []
-    for d in sorted((ROOT / "validation" / name).iterdir()):
-        scen = scenario_yaml(d.name)
-        if not (d / "engine").is_dir() or scen is None:
-            continue
-        cost = cost_of(scen, profile)
-        _, reqs, its = read_engine_records(d / "engine")
+    for scen, cost, reqs, its in set_runs(name, profile):
         ctx = step_contexts(its, reqs)
         ctx = ctx[ctx.valid] if len(ctx) else ctx
         if not len(ctx):
@@ -62,7 +56,7 @@ def set_steps(name: str, profile: str) -> pd.DataFrame:
             dur = its.loc[g.index, "duration_s"].to_numpy(float)
             price = np.asarray(cost.decode_step_times(int(n), sums, top), dtype=float)
             ok = dur <= ONE_OFF * np.median(dur)
-            parts.append(pd.DataFrame({"scenario": d.name, "n": int(n), "b": padded(int(n), cost._graphs),
+            parts.append(pd.DataFrame({"scenario": scen, "n": int(n), "b": padded(int(n), cost._graphs),
                                        "mean": (sums / n)[ok], "top": top[ok], "res_ms": ((dur - price) * 1e3)[ok]}))
     return pd.concat(parts, ignore_index=True)
 
