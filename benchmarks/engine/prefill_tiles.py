@@ -1,7 +1,7 @@
 """The paged prefill attention kernel's launch configuration, swept on the GPU: how far it runs from a
 FLOP floor, per configuration, at the chunk shapes chunked prefill and whole prompts produce.
 
-Why: a graph-replayed 2,000-token prompt step of Llama-3-8B spends ~10 ms of its 55 ms in
+Why: a graph-replayed 1,024-token chunk of Llama-3-8B spends 2.84 ms of its 30 ms step in
 ``_prefill_kernel`` (``step_kernels.py --graphs``, results_H100/split_1207f), about 100 TFLOP/s of causal
 attention, while its GEMMs run near the card's GEMM rate. This times
 :func:`kvsim.kernels.prefill.paged_prefill_attention` alone (one layer's launch, the engine's inputs: paged
