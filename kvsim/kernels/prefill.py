@@ -115,20 +115,22 @@ def _prefill_tile(
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         kv_lo = tl.maximum(first_q - win + 1, 0)     # the tile's first query's window
-        free_lo = kv_lo
-        free_hi = kv_lo
         if DIAG_SPLIT:
             # whole blocks every row sees: at or after the last query's window start, at or before the first query
             free_lo = kv_lo + (tl.maximum(kv_hi - win - kv_lo, 0) + BLOCK_N - 1) // BLOCK_N * BLOCK_N
             free_hi = free_lo + tl.maximum(first_q + 1 - free_lo, 0) // BLOCK_N * BLOCK_N
-        for start in range(kv_lo, free_lo, BLOCK_N):
-            m_i, l_i, acc = _attend_block(q, m_i, l_i, acc, start, kvh, seq, qpos, kv_hi, win, k_ptr, v_ptr, bt_ptr,
-                                          scale_log2, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-                                          stride_bts, d_mask, offs_d, BLOCK_N, BLOCK_SIZE, DOT_F32, True)
-        for start in range(free_lo, free_hi, BLOCK_N):
-            m_i, l_i, acc = _attend_block(q, m_i, l_i, acc, start, kvh, seq, qpos, kv_hi, win, k_ptr, v_ptr, bt_ptr,
-                                          scale_log2, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-                                          stride_bts, d_mask, offs_d, BLOCK_N, BLOCK_SIZE, DOT_F32, False)
+            for start in range(kv_lo, free_lo, BLOCK_N):
+                m_i, l_i, acc = _attend_block(q, m_i, l_i, acc, start, kvh, seq, qpos, kv_hi, win, k_ptr, v_ptr,
+                                              bt_ptr, scale_log2, stride_kb, stride_kt, stride_kh, stride_vb,
+                                              stride_vt, stride_vh, stride_bts, d_mask, offs_d, BLOCK_N, BLOCK_SIZE,
+                                              DOT_F32, True)
+            for start in range(free_lo, free_hi, BLOCK_N):
+                m_i, l_i, acc = _attend_block(q, m_i, l_i, acc, start, kvh, seq, qpos, kv_hi, win, k_ptr, v_ptr,
+                                              bt_ptr, scale_log2, stride_kb, stride_kt, stride_kh, stride_vb,
+                                              stride_vt, stride_vh, stride_bts, d_mask, offs_d, BLOCK_N, BLOCK_SIZE,
+                                              DOT_F32, False)
+        else:               # one masked loop, as the kernel was before DIAG_SPLIT
+            free_hi = kv_lo
         for start in range(free_hi, kv_hi, BLOCK_N):
             m_i, l_i, acc = _attend_block(q, m_i, l_i, acc, start, kvh, seq, qpos, kv_hi, win, k_ptr, v_ptr, bt_ptr,
                                           scale_log2, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
