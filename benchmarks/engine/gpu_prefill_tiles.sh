@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call: the paged prefill kernel's launch and diagonal-only mask (issue #10's roofline bar), then an
 # optional step-replay probe. Stages, each bounded, results under $OUT/w (packed into $OUT/tiles.tgz after each):
-#   1. GPU tests of the prefill kernel's launches and diag_split (tests/test_kernels*.py -k "prefill or unified")
+#   1. GPU tests of the prefill kernel's launches and diag_split (tests/test_kernels*.py -k "prefill or unified";
+#      SKIP_TESTS=1 leaves them out)
 #   2. benchmarks/engine/prefill_tiles.py on Llama-3-8B (SWEEP_ARGS) and OPT-13B (a smaller sweep)
 #   3. benchmarks/engine/mixed_steps.py: today's engine, +diag, and the sweep's pick (prefill_tiles.py --pick)
 #   4. REPLAY="args" benchmarks/engine/step_replay.py $REPLAY (REPLAY2="args": a second one), while time is left
@@ -16,7 +17,7 @@ pack() { tar czf "$OUT/tiles.tgz" -C "$W" .; }
 stage() { echo "$(date -u +%T) $1 ($(left) s left)" >> "$W/stages.txt"; }
 nvidia-smi --query-gpu=name,serial,driver_version,power.limit,clocks.max.sm --format=csv > "$W/gpu.txt"
 stage tests
-timeout 150 python3 -m pytest -q -m gpu tests/test_kernels.py tests/test_kernels_window.py -k "prefill or unified" \
+[ -z "${SKIP_TESTS:-}" ] && timeout 150 python3 -m pytest -q -m gpu tests/test_kernels.py tests/test_kernels_window.py -k "prefill or unified" \
   > "$W/gpu_tests.txt" 2>&1; pack
 stage sweep-llama
 timeout 200 python3 benchmarks/engine/prefill_tiles.py --model llama-3-8b --out "$W/llama" \
