@@ -96,10 +96,13 @@ def _prefill_window_case(ctx_lens, q_lens, window, bs, group, seed, block_m=64):
     out = paged_prefill_attention(q, pk.k_cache, pk.v_cache, pk.block_table, qsl, ctx, block_n=16, block_m=block_m,
                                   out=poison(torch.empty_like(q)), window=window, diag_split=False)
     assert rel_err(out, want) < tolerance(torch.float16)
-    # masking only the blocks at the window's start and on the diagonal walks the same blocks in the same order
+    # masking only the blocks at the window's start and on the diagonal walks the same blocks in the same order:
+    # the interpreter gives the same bits; compiled, the unmasked path is other code (fp16 rounding apart on an H100)
     split = paged_prefill_attention(q, pk.k_cache, pk.v_cache, pk.block_table, qsl, ctx, block_n=16, block_m=block_m,
                                     out=poison(torch.empty_like(q)), window=window, diag_split=True)
-    assert torch.equal(split, out)
+    if DEV == "cpu":
+        assert torch.equal(split, out)
+    assert rel_err(split, want) < tolerance(torch.float16)
 
 
 @pytest.mark.parametrize("window", [1, 6, 16, 29])

@@ -177,7 +177,9 @@ names none (``block_m`` rows a program: ``block_m // G`` query tokens x ``G`` qu
 DIAG_SPLIT = False
 """Default of ``paged_prefill_attention(diag_split=...)``: a tile walks the key blocks every one of its rows sees
 without the causal/window mask, and masks only the blocks at its window's start and on its diagonal (the same
-blocks in the same order, so the same numbers). Off until measured on a GPU (``benchmarks/engine/prefill_tiles.py``)."""
+blocks in the same order: bit-equal under the interpreter, within fp16 rounding compiled). Off: on an H100 it made
+the kernel 1.03-1.09x faster at most shapes but whole graph-replayed steps only 0.98-1.03x
+(benchmarks/engine/results_H100/prefill_tiles_1207h)."""
 
 
 def tile_tokens(group: int, block_m: int | None = None) -> int:
