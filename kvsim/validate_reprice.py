@@ -37,9 +37,10 @@ ROW_COLUMNS = ("scenario", "n", "steps", "mean_measured_s", "mean_priced_s")
 
 def priced_steps(cost, its: pd.DataFrame, reqs: pd.DataFrame) -> pd.DataFrame:
     """One row per engine decode-only step whose contexts are known and that was prepared ahead (all of them in a
-    stepped run): ``n`` rows, ``ctx_per_row``, ``measured_s``, ``priced_s`` (``cost.decode_step_times`` at its
-    rows, context sum and longest context) and ``usual`` (within ``ONE_OFF`` times its rows' median)."""
-    cols = ["n", "ctx_per_row", "measured_s", "priced_s", "usual"]
+    stepped run): ``n`` rows, ``ctx_per_row``, ``ctx_max`` (its longest row's context), ``measured_s``,
+    ``priced_s`` (``cost.decode_step_times`` at its rows, context sum and longest context) and ``usual`` (within
+    ``ONE_OFF`` times its rows' median)."""
+    cols = ["n", "ctx_per_row", "ctx_max", "measured_s", "priced_s", "usual"]
     price = getattr(cost, "decode_step_times", None)
     if price is None or not len(its) or not len(reqs):
         return pd.DataFrame(columns=cols)
@@ -52,7 +53,7 @@ def priced_steps(cost, its: pd.DataFrame, reqs: pd.DataFrame) -> pd.DataFrame:
     for n, g in ctx.groupby("n"):
         sums, top = g.ctx_sum.to_numpy(float), g.ctx_max.to_numpy(float)
         dur = its.loc[g.index, "duration_s"].to_numpy(float)
-        parts.append(pd.DataFrame({"n": int(n), "ctx_per_row": sums / n, "measured_s": dur,
+        parts.append(pd.DataFrame({"n": int(n), "ctx_per_row": sums / n, "ctx_max": top, "measured_s": dur,
                                    "priced_s": np.asarray(price(int(n), sums, top), dtype=float),
                                    "usual": dur <= ONE_OFF * float(np.median(dur))}))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)

@@ -63,25 +63,19 @@ def scenario_yaml(name: str) -> Path | None:
                              ROOT / "scenarios" / "holdout" / f"{name}.yaml") if p.exists()), None)
 
 
-def set_runs(name: str, profile: str):
-    """``(scenario name, cost model, requests, iterations)`` per scenario of set ``name`` with engine records, the
-    cost model ``profile``'s for that scenario."""
+def priced_set(name: str, profile: str):
+    """``(scenario name, cost model, steps)`` per scenario of set ``name`` with engine records: its engine's usual
+    decode-only steps priced one by one by ``profile`` (:func:`kvsim.validate_reprice.priced_steps`)."""
     for d in sorted((ROOT / "validation" / name).iterdir()):
         scen = scenario_yaml(d.name)
         if not (d / "engine").is_dir() or scen is None:
             continue
+        cost = cost_of(scen, profile)
         _, reqs, its = read_engine_records(d / "engine")
-        yield d.name, cost_of(scen, profile), reqs, its
-
-
-def priced_set(name: str, profile: str):
-    """``(scenario name, cost model, steps)`` per scenario of set ``name`` with engine records: its engine's usual
-    decode-only steps priced one by one by ``profile`` (:func:`kvsim.validate_reprice.priced_steps`)."""
-    for scen, cost, reqs, its in set_runs(name, profile):
         st = priced_steps(cost, its, reqs)
         st = st[st.usual.astype(bool)].reset_index(drop=True)
         if len(st):
-            yield scen, cost, st
+            yield d.name, cost, st
 
 
 def rescaled(cost, steps: pd.DataFrame, fit: list[float] | None, fit_ctx: float) -> np.ndarray:

@@ -33,31 +33,20 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from extra_scaling_check import SETS, set_runs  # noqa: E402
+from extra_scaling_check import SETS, priced_set  # noqa: E402
 
 MIN_STEPS = 40
 
 
 def set_steps(name: str, profile: str) -> pd.DataFrame:
-    """Every usual engine decode-only step of set ``name`` priced by ``profile``: ``n``, ``mean`` and ``top``
-    (tokens a row: mean and longest), ``res_ms`` (engine − price) and the graph batch ``b``."""
-    from kvsim.calibrate.serving_runs import ONE_OFF, host_ahead, step_contexts
+    """Every usual engine decode-only step of set ``name`` priced by ``profile``
+    (:func:`extra_scaling_check.priced_set`): ``n``, ``mean`` and ``top`` (tokens a row: mean and longest),
+    ``res_ms`` (engine − price) and the graph batch ``b``."""
     from kvsim.graph_sizes import padded
-    parts = []
-    for scen, cost, reqs, its in set_runs(name, profile):
-        ctx = step_contexts(its, reqs)
-        ctx = ctx[ctx.valid] if len(ctx) else ctx
-        if not len(ctx):
-            continue
-        ahead = host_ahead(its.loc[ctx.index])
-        ctx = ctx[ahead] if ahead is not None else ctx
-        for n, g in ctx.groupby("n"):
-            sums, top = g.ctx_sum.to_numpy(float), g.ctx_max.to_numpy(float)
-            dur = its.loc[g.index, "duration_s"].to_numpy(float)
-            price = np.asarray(cost.decode_step_times(int(n), sums, top), dtype=float)
-            ok = dur <= ONE_OFF * np.median(dur)
-            parts.append(pd.DataFrame({"scenario": scen, "n": int(n), "b": padded(int(n), cost._graphs),
-                                       "mean": (sums / n)[ok], "top": top[ok], "res_ms": ((dur - price) * 1e3)[ok]}))
+    parts = [pd.DataFrame({"scenario": scen, "n": st.n, "b": [padded(int(n), cost._graphs) for n in st.n],
+                           "mean": st.ctx_per_row, "top": st.ctx_max,
+                           "res_ms": (st.measured_s - st.priced_s) * 1e3})
+             for scen, cost, st in priced_set(name, profile)]
     return pd.concat(parts, ignore_index=True)
 
 
