@@ -2,6 +2,10 @@
 # One device call on the H200 for issue #10, in stages chosen by environment variables (each stage is
 # packed into $OUT/h200.tgz as soon as it ends, so a call cut short keeps what finished):
 #   TESTS=1       GPU tests of the fused layer kernels, the unified attention kernel and the engine (TESTFILES=...)
+#   TILES="llama-3-8b opt-13b"  benchmarks/engine/prefill_tiles.py: the prefill attention kernel alone at every launch x
+#                 diag_split (TILES_ARGS, e.g. "--stages 2"); unless BENCH_ARGS is given, BENCH then times today's
+#                 engine against the first model's --pick (a candidate's chunked-prefill throughput: THROUGHPUT_BEFORE
+#                 on a kvsim/ copy whose kernels/prefill.py LAUNCH / DIAG_SPLIT are the pick)
 #   BENCH=1       engine steps (mixed, prefill, decode) vs roofline, a mixed step's decode rows in the prefill
 #                 kernel and by the decode kernel (BENCH_ARGS="--settings ..." / --persistent-prefill)
 #   SWAP=1        benchmarks/engine/swap_steps.py on opt-13b: the profile's isolated swap timing vs what a swap
@@ -103,6 +107,17 @@ if [ -n "${TESTS:-}" ]; then
   timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider ${TESTFILES:-tests/test_kernels_layer.py \
     tests/test_engine_graphs.py tests/test_engine.py tests/test_engine_models.py tests/test_kernels.py} 2>&1 | tail -6 | tee "$W/gpu_tests.txt"
   pack
+fi
+if [ -n "${TILES:-}" ]; then
+  for m in $TILES; do
+    stamp "prefill tiles $m"
+    timeout 240 python3 benchmarks/engine/prefill_tiles.py --model "$m" --out "$W/tiles_$m" ${TILES_ARGS:-} 2>&1 \
+      | grep -v -i warn > "$W/prefill_tiles_$m.txt"
+    pack
+  done
+  PICK=$(python3 benchmarks/engine/prefill_tiles.py --pick "$W/tiles_${TILES%% *}/prefill_tiles.json" 2>> "$W/pick.txt")
+  echo "pick $PICK" | tee -a "$W/pick.txt"
+  [ -n "$PICK" ] && BENCH_ARGS=${BENCH_ARGS:-"--settings fused+decodekernel,fused+decodekernel+$PICK"}
 fi
 if [ -n "${BENCH:-}" ]; then
   stamp bench
